@@ -1,0 +1,65 @@
+"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench`` and ``docs``."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+DEV = ".[dev]"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite (real TLS handshakes and servers on loopback)."""
+    session.install("-e", DEV)
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "--cov=zerotrust",
+        "--cov-report=term:skip-covered",
+        *session.posargs,
+    )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the library."""
+    session.install("-e", DEV)
+    session.run("mypy", "--strict", "src/zerotrust")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Services calling each other over mTLS, allowed and denied calls, the audit trail."""
+    session.install("-e", ".")
+    session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks, reported as ratios against baselines measured in the same run."""
+    session.install("-e", DEV, "pyjwt[crypto]", "joserfc")
+    for script in sorted(os.listdir("benchmarks")):
+        if script.startswith("bench_") and script.endswith(".py"):
+            session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Run every Python snippet in docs/ and every example script."""
+    session.install("-e", DEV)
+    session.run("python", "-m", "pytest", "tests/test_docs.py", "-q", *session.posargs)

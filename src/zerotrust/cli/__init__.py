@@ -1,0 +1,48 @@
+"""The ``zerotrust`` command: a development CA and certificate/token tools.
+
+Every failure prints one line to stderr and exits with status 2; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from zerotrust._version import __version__
+from zerotrust.cli import _ca
+from zerotrust.errors import ZeroTrustError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="zerotrust", description="zero-trust service identities, certificates and tokens"
+    )
+    parser.add_argument("--version", action="version", version=f"zerotrust {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _ca.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except ZeroTrustError as exc:
+        print(f"zerotrust: error: [{exc.code}] {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        name = f" {exc.filename}" if exc.filename else ""
+        print(f"zerotrust: error: [io_error]{name}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result

@@ -1,0 +1,371 @@
+"""An embedded development certificate authority: SPIFFE on one laptop, no infrastructure.
+
+>>> from zerotrust.dev import DevCA
+>>> ca = DevCA.create("example.org")
+>>> svid = ca.issue_svid("spiffe://example.org/ns/shop/sa/web")
+>>> str(svid.spiffe_id)
+'spiffe://example.org/ns/shop/sa/web'
+
+The CA is for development and tests. Its keys are ordinary files; use SPIRE or another real CA in
+production.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from zerotrust._clock import SYSTEM_CLOCK, Clock
+from zerotrust.errors import ConfigurationError, InvalidSpiffeId
+from zerotrust.identity import SpiffeId, TrustDomain
+from zerotrust.x509._certs import PrivateKey
+from zerotrust.x509.bundle import TrustBundle
+from zerotrust.x509.svid import X509Svid, write_file_atomic
+
+__all__ = ["DevCA", "KeyType"]
+
+KeyType = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072"]
+
+_FILES = {
+    "meta": "ca.json",
+    "root_cert": "root.crt.pem",
+    "root_key": "root.key.pem",
+    "int_cert": "intermediate.crt.pem",
+    "int_key": "intermediate.key.pem",
+    "bundle": "bundle.pem",
+}
+
+
+def generate_key(key_type: KeyType = "ec-p256") -> PrivateKey:
+    if key_type == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type in ("rsa-2048", "rsa-3072"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
+    raise ConfigurationError(f"unknown key type {key_type!r}")
+
+
+def _hash_for(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | None:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def _serial() -> int:
+    return secrets.randbits(127) | 1  # positive, at most 16 bytes, never zero
+
+
+def _seconds(ttl: float | _dt.timedelta) -> _dt.timedelta:
+    delta = ttl if isinstance(ttl, _dt.timedelta) else _dt.timedelta(seconds=ttl)
+    if delta <= _dt.timedelta(0):
+        raise ConfigurationError("ttl must be positive")
+    return delta
+
+
+@final
+class DevCA:
+    """A root CA (and optional intermediate) for one trust domain, issuing short-lived SVIDs."""
+
+    def __init__(
+        self,
+        trust_domain: TrustDomain,
+        root_cert: x509.Certificate,
+        root_key: PrivateKey,
+        *,
+        intermediate: tuple[x509.Certificate, PrivateKey] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._trust_domain = trust_domain
+        self._root_cert = root_cert
+        self._root_key = root_key
+        self._intermediate = intermediate
+        self._clock = clock
+
+    # --- creation ---------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        trust_domain: TrustDomain | str,
+        *,
+        intermediate: bool = False,
+        key_type: KeyType = "ec-p256",
+        ttl: float | _dt.timedelta = _dt.timedelta(days=365),
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> DevCA:
+        """A new root for ``trust_domain`` (plus an intermediate CA when asked)."""
+        td = (
+            trust_domain
+            if isinstance(trust_domain, TrustDomain)
+            else TrustDomain.parse(trust_domain)
+        )
+        now = clock.now()
+        root_key = generate_key(key_type)
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zerotrust dev CA"),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"{td.name} root"),
+            ]
+        )
+        root = _ca_builder(
+            name, name, root_key.public_key(), now, _seconds(ttl), td=td, path_length=None
+        )
+        root_cert = root.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
+            critical=False,
+        ).sign(root_key, _hash_for(root_key))
+        inter: tuple[x509.Certificate, PrivateKey] | None = None
+        if intermediate:
+            inter_key = generate_key(key_type)
+            inter_name = x509.Name(
+                [
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zerotrust dev CA"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, f"{td.name} intermediate"),
+                ]
+            )
+            inter_cert = (
+                _ca_builder(
+                    inter_name,
+                    name,
+                    inter_key.public_key(),
+                    now,
+                    _seconds(ttl),
+                    td=td,
+                    path_length=0,
+                )
+                .add_extension(
+                    x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
+                    critical=False,
+                )
+                .sign(root_key, _hash_for(root_key))
+            )
+            inter = (inter_cert, inter_key)
+        return cls(td, root_cert, root_key, intermediate=inter, clock=clock)
+
+    # --- accessors --------------------------------------------------------------------------
+
+    @property
+    def trust_domain(self) -> TrustDomain:
+        return self._trust_domain
+
+    @property
+    def root_certificate(self) -> x509.Certificate:
+        return self._root_cert
+
+    @property
+    def bundle(self) -> TrustBundle:
+        """The trust bundle peers need to verify this CA's SVIDs (the root only)."""
+        return TrustBundle(self._trust_domain, [self._root_cert])
+
+    def _signer(self) -> tuple[x509.Certificate, PrivateKey, list[x509.Certificate]]:
+        if self._intermediate is not None:
+            cert, key = self._intermediate
+            return cert, key, [cert]
+        return self._root_cert, self._root_key, []
+
+    # --- issuing ----------------------------------------------------------------------------
+
+    def issue_svid(
+        self,
+        spiffe_id: SpiffeId | str,
+        *,
+        ttl: float | _dt.timedelta = _dt.timedelta(hours=1),
+        dns_names: Sequence[str] = (),
+        key_type: KeyType = "ec-p256",
+    ) -> X509Svid:
+        """Issue an X509-SVID for ``spiffe_id`` (which must belong to this CA's trust domain)."""
+        sid = spiffe_id if isinstance(spiffe_id, SpiffeId) else SpiffeId.parse(spiffe_id)
+        if sid.trust_domain != self._trust_domain:
+            raise ConfigurationError(f"{sid} is not in trust domain {self._trust_domain}")
+        if not sid.path:
+            raise InvalidSpiffeId("root_id", "an SVID needs a SPIFFE ID with a path")
+        now = self._clock.now()
+        chain, key = self.issue_unchecked_leaf(
+            uri_sans=[str(sid)],
+            dns_names=dns_names,
+            not_before=now - _dt.timedelta(seconds=30),
+            not_after=now + _seconds(ttl),
+            key_type=key_type,
+        )
+        return X509Svid(chain, key)
+
+    def issue_unchecked_leaf(
+        self,
+        *,
+        uri_sans: Sequence[str],
+        not_before: _dt.datetime,
+        not_after: _dt.datetime,
+        dns_names: Sequence[str] = (),
+        ca: bool = False,
+        key_usage: x509.KeyUsage | None = None,
+        extended_key_usage: Sequence[x509.ObjectIdentifier] | None = (
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            ExtendedKeyUsageOID.CLIENT_AUTH,
+        ),
+        key_type: KeyType = "ec-p256",
+    ) -> tuple[list[x509.Certificate], PrivateKey]:
+        """Sign a leaf with **no** SVID profile checks, to test that peers refuse bad ones.
+
+        Returns the leaf-first chain and the key. Never use this to issue real identities.
+        """
+        signer_cert, signer_key, intermediates = self._signer()
+        key = generate_key(key_type)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zerotrust dev SVID")])
+            )
+            .issuer_name(signer_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(_serial())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(
+                key_usage
+                or x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=isinstance(key, rsa.RSAPrivateKey),
+                    data_encipherment=False,
+                    key_agreement=isinstance(key, ec.EllipticCurvePrivateKey),
+                    key_cert_sign=ca,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()),
+                critical=False,
+            )
+        )
+        if extended_key_usage:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage(list(extended_key_usage)), critical=False
+            )
+        names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uri_sans]
+        names += [x509.DNSName(d) for d in dns_names]
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = builder.sign(signer_key, _hash_for(signer_key))
+        return [cert, *intermediates], key
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the CA to ``directory`` (created 0700; private keys 0600) and return it."""
+        path = Path(directory)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        pem = serialization.Encoding.PEM
+
+        def key_bytes(key: PrivateKey) -> bytes:
+            return key.private_bytes(
+                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+
+        write_file_atomic(path / _FILES["root_cert"], self._root_cert.public_bytes(pem), mode=0o644)
+        write_file_atomic(path / _FILES["root_key"], key_bytes(self._root_key), mode=0o600)
+        write_file_atomic(path / _FILES["bundle"], self.bundle.to_pem(), mode=0o644)
+        if self._intermediate is not None:
+            cert, key = self._intermediate
+            write_file_atomic(path / _FILES["int_cert"], cert.public_bytes(pem), mode=0o644)
+            write_file_atomic(path / _FILES["int_key"], key_bytes(key), mode=0o600)
+        meta = {
+            "trust_domain": self._trust_domain.name,
+            "intermediate": self._intermediate is not None,
+        }
+        write_file_atomic(
+            path / _FILES["meta"], json.dumps(meta, indent=2).encode() + b"\n", mode=0o644
+        )
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], *, clock: Clock = SYSTEM_CLOCK) -> DevCA:
+        """Load a CA written by :meth:`save`; raises ``ConfigurationError`` naming what is wrong."""
+        path = Path(directory)
+        try:
+            meta = json.loads((path / _FILES["meta"]).read_text())
+            td = TrustDomain.parse(meta["trust_domain"])
+            root_cert = x509.load_pem_x509_certificate((path / _FILES["root_cert"]).read_bytes())
+            root_key = _load_key(path / _FILES["root_key"])
+            inter = None
+            if meta.get("intermediate"):
+                inter_cert = x509.load_pem_x509_certificate(
+                    (path / _FILES["int_cert"]).read_bytes()
+                )
+                inter = (inter_cert, _load_key(path / _FILES["int_key"]))
+        except FileNotFoundError as exc:
+            raise ConfigurationError(
+                f"not a zerotrust CA directory: missing {Path(exc.filename).name}"
+            ) from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(f"cannot load CA from {path}: {type(exc).__name__}") from None
+        return cls(td, root_cert, root_key, intermediate=inter, clock=clock)
+
+
+def _load_key(path: Path) -> PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(
+        key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
+    ):
+        raise ValueError("unsupported key type")
+    return key
+
+
+def _ca_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey,
+    now: _dt.datetime,
+    ttl: _dt.timedelta,
+    *,
+    td: TrustDomain,
+    path_length: int | None,
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(_serial())
+        .not_valid_before(now - _dt.timedelta(minutes=5))
+        .not_valid_after(now + ttl)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(td.id_string())]),
+            critical=False,
+        )
+    )

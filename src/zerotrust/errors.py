@@ -1,0 +1,385 @@
+"""The zerotrust error tree.
+
+Every error raised by zerotrust derives from :class:`ZeroTrustError` and carries:
+
+* ``code`` -- a short, stable, machine-readable string (part of the public API);
+* ``public_message`` -- a terse message that is safe to show to a remote caller;
+* ``http_status`` / ``grpc_status`` -- how adapters translate it.
+
+``str(error)`` is the precise internal reason, meant for logs and audit events. It
+never contains a raw token, key material or a full certificate, but it may name a
+rule, a claim or a SPIFFE ID, so adapters show callers ``public_message`` only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AccessDenied",
+    "AlgorithmNotAllowed",
+    "AuditError",
+    "AuthenticationError",
+    "AuthorizationError",
+    "BundleError",
+    "CertificateError",
+    "CertificateExpired",
+    "CertificateNotYetValid",
+    "ConfigurationError",
+    "IdentityError",
+    "InsufficientScope",
+    "InvalidAudience",
+    "InvalidClaim",
+    "InvalidIssuer",
+    "InvalidSignature",
+    "InvalidSpiffeId",
+    "InvalidTokenType",
+    "InvalidTrustDomain",
+    "KeysUnavailable",
+    "MalformedCertificate",
+    "MalformedCredentials",
+    "MalformedToken",
+    "MissingClaim",
+    "MissingCredentials",
+    "MissingDependencyError",
+    "NoTrustBundle",
+    "PeerNotAuthorized",
+    "RateLimited",
+    "SourceError",
+    "StoreUnavailable",
+    "SvidError",
+    "SvidProfileViolation",
+    "SvidUnavailable",
+    "TokenBindingMismatch",
+    "TokenError",
+    "TokenExpired",
+    "TokenLifetimeTooLong",
+    "TokenNotYetValid",
+    "TokenReplayed",
+    "TokenRevoked",
+    "TokenTooLarge",
+    "UnknownKey",
+    "UnsupportedTokenFeature",
+    "UntrustedCertificate",
+    "ZeroTrustError",
+]
+
+
+class ZeroTrustError(Exception):
+    """Root of every error raised by zerotrust."""
+
+    code: ClassVar[str] = "zerotrust_error"
+    public_message: ClassVar[str] = "request failed"
+    http_status: ClassVar[int] = 500
+    grpc_status: ClassVar[str] = "INTERNAL"
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.public_message
+        super().__init__(self.detail)
+
+    def __str__(self) -> str:
+        return self.detail
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, detail={self.detail!r})"
+
+    def to_dict(self) -> dict[str, str]:
+        """The body an adapter may send to a caller (RFC 6750 style, no internals)."""
+        return {"error": self.code, "error_description": self.public_message}
+
+
+# --- configuration (raised at start-up, never on a request) -------------------------------
+
+
+class ConfigurationError(ZeroTrustError):
+    """Invalid or contradictory configuration; raised when objects are built."""
+
+    code = "configuration_error"
+    public_message = "server misconfigured"
+
+
+class MissingDependencyError(ConfigurationError):
+    """An optional dependency is not installed; ``extra`` names the pip extra to add."""
+
+    code = "missing_dependency"
+
+    def __init__(self, package: str, extra: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{package!r} is required for this feature: pip install 'zerotrust[{extra}]'"
+        )
+
+
+# --- identity values and material ----------------------------------------------------------
+
+
+class IdentityError(ZeroTrustError):
+    """A SPIFFE identity, SVID or bundle is invalid."""
+
+    code = "identity_error"
+    public_message = "invalid identity"
+    http_status = 400
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class InvalidSpiffeId(IdentityError, ValueError):
+    """A string is not a valid SPIFFE ID; ``rule`` names the rule of the spec that failed."""
+
+    code = "invalid_spiffe_id"
+    public_message = "invalid SPIFFE ID"
+
+    def __init__(self, rule: str, detail: str | None = None) -> None:
+        self.rule = rule
+        super().__init__(detail or rule.replace("_", " "))
+
+
+class InvalidTrustDomain(InvalidSpiffeId):
+    """A string is not a valid SPIFFE trust domain name."""
+
+    code = "invalid_trust_domain"
+    public_message = "invalid trust domain"
+
+
+class SvidError(IdentityError):
+    """The workload's own SVID material is unusable (bad PEM, key does not match, ...)."""
+
+    code = "invalid_svid"
+    public_message = "invalid SVID"
+
+
+class BundleError(IdentityError):
+    """A trust bundle document is invalid."""
+
+    code = "invalid_bundle"
+    public_message = "invalid trust bundle"
+
+
+# --- authentication: 401 / UNAUTHENTICATED -------------------------------------------------
+
+
+class AuthenticationError(ZeroTrustError):
+    """The caller could not be authenticated."""
+
+    code = "unauthenticated"
+    public_message = "authentication required"
+    http_status = 401
+    grpc_status = "UNAUTHENTICATED"
+
+
+class MissingCredentials(AuthenticationError):
+    code = "missing_credentials"
+    public_message = "authentication required"
+
+
+class MalformedCredentials(AuthenticationError):
+    code = "malformed_credentials"
+    public_message = "malformed credentials"
+
+
+class CertificateError(AuthenticationError):
+    """A peer certificate (chain) failed X.509-SVID validation."""
+
+    code = "invalid_certificate"
+    public_message = "invalid client certificate"
+
+
+class MalformedCertificate(CertificateError):
+    code = "malformed_certificate"
+
+
+class UntrustedCertificate(CertificateError):
+    """The chain does not validate to the bundle of the leaf's own trust domain."""
+
+    code = "untrusted_certificate"
+
+
+class NoTrustBundle(UntrustedCertificate):
+    """No bundle is configured for the leaf's trust domain."""
+
+    code = "no_trust_bundle"
+
+
+class CertificateExpired(CertificateError):
+    code = "certificate_expired"
+
+
+class CertificateNotYetValid(CertificateError):
+    code = "certificate_not_yet_valid"
+
+
+class SvidProfileViolation(CertificateError):
+    """The leaf breaks the X509-SVID profile; ``rule`` names which part."""
+
+    code = "svid_profile_violation"
+
+    def __init__(self, rule: str, detail: str | None = None) -> None:
+        self.rule = rule
+        super().__init__(detail or rule.replace("_", " "))
+
+
+class TokenError(AuthenticationError):
+    """A bearer token was presented and rejected (RFC 6750 ``invalid_token``)."""
+
+    code = "invalid_token"
+    public_message = "invalid token"
+
+
+class MalformedToken(TokenError):
+    code = "malformed_token"
+
+
+class TokenTooLarge(MalformedToken):
+    code = "token_too_large"
+
+
+class UnsupportedTokenFeature(TokenError):
+    """JWE, unencoded payloads, unknown ``crit`` parameters and similar are refused."""
+
+    code = "unsupported_token"
+
+
+class AlgorithmNotAllowed(TokenError):
+    code = "algorithm_not_allowed"
+
+
+class UnknownKey(TokenError):
+    code = "unknown_key"
+
+
+class InvalidSignature(TokenError):
+    code = "invalid_signature"
+
+
+class TokenExpired(TokenError):
+    code = "token_expired"
+
+
+class TokenNotYetValid(TokenError):
+    code = "token_not_yet_valid"
+
+
+class TokenLifetimeTooLong(TokenError):
+    code = "token_lifetime_too_long"
+
+
+class InvalidIssuer(TokenError):
+    code = "invalid_issuer"
+
+
+class InvalidAudience(TokenError):
+    code = "invalid_audience"
+
+
+class InvalidTokenType(TokenError):
+    code = "invalid_token_type"
+
+
+class MissingClaim(TokenError):
+    code = "missing_claim"
+
+
+class InvalidClaim(TokenError):
+    code = "invalid_claim"
+
+
+class TokenRevoked(TokenError):
+    code = "token_revoked"
+
+
+class TokenReplayed(TokenError):
+    code = "token_replayed"
+
+
+class TokenBindingMismatch(TokenError):
+    """A sender-constrained token was presented without the key or certificate it is bound to."""
+
+    code = "token_binding_mismatch"
+
+
+# --- authorization: 403 / PERMISSION_DENIED ------------------------------------------------
+
+
+class AuthorizationError(ZeroTrustError):
+    """The caller is authenticated but not allowed; ``decision`` explains why (when known)."""
+
+    code = "access_denied"
+    public_message = "access denied"
+    http_status = 403
+    grpc_status = "PERMISSION_DENIED"
+
+    def __init__(self, detail: str | None = None, *, decision: Any = None) -> None:
+        self.decision = decision
+        super().__init__(detail)
+
+
+class AccessDenied(AuthorizationError):
+    """A policy denied the request."""
+
+
+class InsufficientScope(AuthorizationError):
+    code = "insufficient_scope"
+    public_message = "insufficient scope"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        required: tuple[str, ...] = (),
+        decision: Any = None,
+    ) -> None:
+        self.required = required
+        super().__init__(detail, decision=decision)
+
+
+class PeerNotAuthorized(AuthorizationError):
+    """The peer's SPIFFE ID was verified but the authorizer refused it."""
+
+    code = "peer_not_authorized"
+    public_message = "peer not authorized"
+
+
+class RateLimited(ZeroTrustError):
+    """The principal exceeded its rate limit; ``retry_after`` is in whole seconds."""
+
+    code = "rate_limited"
+    public_message = "too many requests"
+    http_status = 429
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 1) -> None:
+        self.retry_after = retry_after
+        super().__init__(detail)
+
+
+# --- unavailable sources: 503 / UNAVAILABLE (fail closed) ------------------------------------
+
+
+class SourceError(ZeroTrustError):
+    """Keys, certificates or shared state needed to decide are unavailable; fail closed."""
+
+    code = "source_unavailable"
+    public_message = "temporarily unavailable"
+    http_status = 503
+    grpc_status = "UNAVAILABLE"
+
+
+class KeysUnavailable(SourceError):
+    code = "keys_unavailable"
+
+
+class SvidUnavailable(SourceError):
+    code = "svid_unavailable"
+
+
+class StoreUnavailable(SourceError):
+    code = "store_unavailable"
+
+
+class AuditError(ZeroTrustError):
+    """An audit sink failed and the configured policy is to fail closed."""
+
+    code = "audit_error"
+    public_message = "temporarily unavailable"
+    http_status = 503
+    grpc_status = "UNAVAILABLE"

@@ -1,0 +1,166 @@
+"""File-backed SVID and bundle sources that reload when the files change.
+
+Files are checked at most once per ``check_interval`` seconds, on use (no background thread).
+A change is loaded completely and validated before it replaces the current snapshot: a
+half-written pair (new certificate, old key), an unparsable file or a missing file keeps the
+previous snapshot and is retried on the next check, so a rotation tool that writes the files
+one after the other never causes a failed handshake. Only the first load is fatal (at start-up,
+as a ``ConfigurationError``-derived error), never a later one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Generic, Literal, TypeVar
+
+from zerotrust.errors import BundleError, SvidError, ZeroTrustError
+from zerotrust.identity import TrustDomain
+from zerotrust.x509.bundle import BundleSet, TrustBundle
+from zerotrust.x509.svid import X509Svid
+
+__all__ = ["FileBundleSource", "FileSvidSource"]
+
+_log = logging.getLogger("zerotrust.sources")
+_T = TypeVar("_T")
+_Stamp = tuple[tuple[int, int, int], ...]
+
+
+class _Watched(Generic[_T]):
+    """A snapshot loaded from files, reloaded when their (inode, size, mtime) change."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        loader: Callable[[], _T],
+        check_interval: float,
+        monotonic: Callable[[], float],
+    ) -> None:
+        self._paths = tuple(paths)
+        self._loader = loader
+        self._interval = check_interval
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._stamp = self._read_stamp()
+        self._value = loader()  # first load: errors propagate, start-up fails loudly
+        self._next_check = monotonic() + check_interval
+        self.last_error: str | None = None
+        self.reloads = 0
+
+    def _read_stamp(self) -> _Stamp:
+        stamps = []
+        for path in self._paths:
+            st = os.stat(path)
+            stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        return tuple(stamps)
+
+    def get(self) -> _T:
+        now = self._monotonic()
+        if now < self._next_check:
+            return self._value
+        if not self._lock.acquire(blocking=False):
+            return self._value  # another thread is checking: serve the current snapshot
+        try:
+            self._next_check = now + self._interval
+            try:
+                stamp = self._read_stamp()
+            except OSError as exc:
+                self._note_error(f"cannot stat: {exc.strerror}")
+                return self._value
+            if stamp == self._stamp:
+                return self._value
+            try:
+                value = self._loader()
+            except (ZeroTrustError, OSError) as exc:
+                # Keep the previous snapshot; the stamp is not recorded so we retry.
+                self._note_error(str(exc))
+                return self._value
+            self._value, self._stamp = value, stamp
+            self.last_error = None
+            self.reloads += 1
+            _log.info("reloaded %s", ", ".join(p.name for p in self._paths))
+            return value
+        finally:
+            self._lock.release()
+
+    def _note_error(self, message: str) -> None:
+        if message != self.last_error:
+            _log.warning("keeping previous snapshot of %s: %s", self._paths[0].name, message)
+        self.last_error = message
+
+
+class FileSvidSource:
+    """The workload's SVID from a PEM certificate chain and a PEM private key file."""
+
+    def __init__(
+        self,
+        cert_path: str | os.PathLike[str],
+        key_path: str | os.PathLike[str],
+        *,
+        check_interval: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        cert, key = Path(cert_path), Path(key_path)
+        try:
+            self._watched = _Watched(
+                [cert, key], lambda: X509Svid.load(cert, key), check_interval, monotonic
+            )
+        except OSError as exc:
+            raise SvidError(f"cannot read SVID files: {exc.strerror}") from None
+
+    def get_x509_svid(self) -> X509Svid:
+        return self._watched.get()
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last reload attempt was refused (``None`` after a good load)."""
+        return self._watched.last_error
+
+    @property
+    def reloads(self) -> int:
+        return self._watched.reloads
+
+
+class FileBundleSource:
+    """Trust bundles from files: ``{trust_domain: path}``; PEM or SPIFFE JWKS format."""
+
+    def __init__(
+        self,
+        paths: Mapping[TrustDomain | str, str | os.PathLike[str]],
+        *,
+        format: Literal["auto", "pem", "jwks"] = "auto",
+        check_interval: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not paths:
+            raise BundleError("FileBundleSource needs at least one bundle file")
+        entries = [
+            (td if isinstance(td, TrustDomain) else TrustDomain.parse(td), Path(p))
+            for td, p in paths.items()
+        ]
+
+        def load() -> BundleSet:
+            return BundleSet(_load_bundle(td, path, format) for td, path in entries)
+
+        try:
+            self._watched = _Watched([p for _, p in entries], load, check_interval, monotonic)
+        except OSError as exc:
+            raise BundleError(f"cannot read bundle file: {exc.strerror}") from None
+
+    def get_bundle_set(self) -> BundleSet:
+        return self._watched.get()
+
+    @property
+    def last_error(self) -> str | None:
+        return self._watched.last_error
+
+
+def _load_bundle(td: TrustDomain, path: Path, fmt: str) -> TrustBundle:
+    data = path.read_bytes()
+    if fmt == "jwks" or (fmt == "auto" and data.lstrip()[:1] == b"{"):
+        return TrustBundle.from_jwks(td, data)
+    return TrustBundle.from_pem(td, data)

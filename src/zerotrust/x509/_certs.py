@@ -1,0 +1,75 @@
+"""Small, private helpers shared by the X.509 modules."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from zerotrust.errors import MalformedCertificate
+
+__all__ = [
+    "MAX_CERT_DER_BYTES",
+    "MAX_CHAIN_LENGTH",
+    "PrivateKey",
+    "certs_to_pem",
+    "fingerprint",
+    "load_der_chain",
+    "load_pem_certs",
+]
+
+#: Private key types usable for SVIDs.
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+#: A peer may present at most this many certificates (leaf + intermediates).
+MAX_CHAIN_LENGTH = 10
+#: No single certificate may be larger than this.
+MAX_CERT_DER_BYTES = 64 * 1024
+#: Upper bound for any PEM document we read (bundles with many authorities included).
+MAX_PEM_BYTES = 4 * 1024 * 1024
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER encoding, lowercase hex: how certificates are named in logs."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def load_der_chain(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certificate]:
+    """Parse a peer-presented chain (leaf first), bounding its size; never raises another type."""
+    if not chain:
+        raise MalformedCertificate("no certificate presented")
+    if len(chain) > MAX_CHAIN_LENGTH:
+        raise MalformedCertificate(f"chain has {len(chain)} certificates, limit {MAX_CHAIN_LENGTH}")
+    certs: list[x509.Certificate] = []
+    for index, item in enumerate(chain):
+        if isinstance(item, x509.Certificate):
+            certs.append(item)
+            continue
+        if not isinstance(item, (bytes, bytearray, memoryview)):
+            raise MalformedCertificate(f"certificate {index} is not DER bytes")
+        if len(item) > MAX_CERT_DER_BYTES:
+            raise MalformedCertificate(f"certificate {index} exceeds {MAX_CERT_DER_BYTES} bytes")
+        try:
+            certs.append(x509.load_der_x509_certificate(bytes(item)))
+        except ValueError as exc:
+            raise MalformedCertificate(f"certificate {index} is not valid DER") from exc
+    return certs
+
+
+def load_pem_certs(data: bytes | str, *, what: str = "certificate") -> list[x509.Certificate]:
+    """Parse one or more PEM certificates, bounded in size."""
+    raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
+    if len(raw) > MAX_PEM_BYTES:
+        raise ValueError(f"{what} PEM exceeds {MAX_PEM_BYTES} bytes")
+    try:
+        certs = x509.load_pem_x509_certificates(raw)
+    except ValueError as exc:
+        raise ValueError(f"{what} PEM could not be parsed") from exc
+    return certs
+
+
+def certs_to_pem(certs: Iterable[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)

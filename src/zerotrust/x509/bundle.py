@@ -1,0 +1,392 @@
+"""Trust bundles: the authorities of one trust domain, and sets of them for federation.
+
+A :class:`TrustBundle` is an immutable snapshot. "Updating" a bundle builds a new one whose
+authorities are exactly the new list: an authority that is gone from the source is gone from the
+bundle. Peers are always verified against the bundle of **their own** trust domain.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any, final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.verification import Store
+
+from zerotrust.errors import BundleError, NoTrustBundle
+from zerotrust.identity import SpiffeId, TrustDomain
+from zerotrust.x509._certs import MAX_PEM_BYTES, certs_to_pem, fingerprint, load_pem_certs
+
+__all__ = ["BundleSet", "TrustBundle"]
+
+_MAX_JWKS_BYTES = MAX_PEM_BYTES
+_MAX_KEYS = 1000
+_MAX_JSON_DEPTH = 8
+
+
+@final
+class TrustBundle:
+    """The X.509 (and JWT) authorities of one trust domain. Immutable and hashable by content."""
+
+    __slots__ = (
+        "_fingerprints",
+        "_jwt_authorities",
+        "_store",
+        "_trust_domain",
+        "_x509_authorities",
+        "refresh_hint",
+        "sequence_number",
+    )
+
+    _fingerprints: frozenset[str]
+    _jwt_authorities: Mapping[str, Mapping[str, Any]]
+    _store: Store | None
+    _trust_domain: TrustDomain
+    _x509_authorities: tuple[x509.Certificate, ...]
+    refresh_hint: int | None
+    sequence_number: int | None
+
+    def __init__(
+        self,
+        trust_domain: TrustDomain | str,
+        x509_authorities: Iterable[x509.Certificate] = (),
+        *,
+        jwt_authorities: Mapping[str, Mapping[str, Any]] | None = None,
+        refresh_hint: int | None = None,
+        sequence_number: int | None = None,
+    ) -> None:
+        td = (
+            trust_domain
+            if isinstance(trust_domain, TrustDomain)
+            else TrustDomain.parse(trust_domain)
+        )
+        authorities: list[x509.Certificate] = []
+        seen: set[str] = set()
+        for cert in x509_authorities:
+            if not isinstance(cert, x509.Certificate):
+                raise BundleError("x509 authorities must be cryptography Certificate objects")
+            fp = fingerprint(cert)
+            if fp not in seen:  # duplicates collapse; order is kept
+                seen.add(fp)
+                authorities.append(cert)
+        jwt = {str(k): MappingProxyType(dict(v)) for k, v in (jwt_authorities or {}).items()}
+        if not authorities and not jwt:
+            raise BundleError(f"bundle for {td} has no authorities")
+        set_ = object.__setattr__
+        set_(self, "_trust_domain", td)
+        set_(self, "_x509_authorities", tuple(authorities))
+        set_(self, "_fingerprints", frozenset(seen))
+        set_(self, "_jwt_authorities", MappingProxyType(jwt))
+        set_(self, "_store", None)
+        set_(self, "refresh_hint", refresh_hint)
+        set_(self, "sequence_number", sequence_number)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("TrustBundle is immutable")
+
+    # --- accessors -------------------------------------------------------------------------
+
+    @property
+    def trust_domain(self) -> TrustDomain:
+        return self._trust_domain
+
+    @property
+    def x509_authorities(self) -> tuple[x509.Certificate, ...]:
+        return self._x509_authorities
+
+    @property
+    def jwt_authorities(self) -> Mapping[str, Mapping[str, Any]]:
+        """JWT authorities as public JWK dicts keyed by key id (SPIFFE ``use: jwt-svid``)."""
+        return self._jwt_authorities
+
+    def has_authority(self, cert: x509.Certificate) -> bool:
+        return fingerprint(cert) in self._fingerprints
+
+    def x509_store(self) -> Store:
+        """A ``cryptography`` verification store holding exactly this bundle's authorities."""
+        store = self._store
+        if store is None:
+            if not self._x509_authorities:
+                raise NoTrustBundle(f"bundle for {self._trust_domain} has no X.509 authorities")
+            store = Store(list(self._x509_authorities))
+            object.__setattr__(self, "_store", store)
+        return store
+
+    def with_x509_authorities(self, authorities: Iterable[x509.Certificate]) -> TrustBundle:
+        """A new bundle whose X.509 authorities are exactly ``authorities``."""
+        return TrustBundle(
+            self._trust_domain,
+            authorities,
+            jwt_authorities=self._jwt_authorities,
+            refresh_hint=self.refresh_hint,
+            sequence_number=self.sequence_number,
+        )
+
+    # --- PEM -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pem(cls, trust_domain: TrustDomain | str, data: bytes | str) -> TrustBundle:
+        try:
+            certs = load_pem_certs(data, what="bundle")
+        except ValueError as exc:
+            raise BundleError(str(exc)) from exc
+        return cls(trust_domain, certs)
+
+    def to_pem(self) -> bytes:
+        return certs_to_pem(self._x509_authorities)
+
+    # --- SPIFFE bundle format (JWKS) --------------------------------------------------------
+
+    @classmethod
+    def from_jwks(
+        cls, trust_domain: TrustDomain | str, data: bytes | str | Mapping[str, Any]
+    ) -> TrustBundle:
+        """Parse the SPIFFE trust bundle format (a JWKS with ``use: x509-svid`` / ``jwt-svid``)."""
+        doc = _load_json(data) if isinstance(data, (bytes, str)) else data
+        if not isinstance(doc, Mapping):
+            raise BundleError("bundle document is not a JSON object")
+        keys = doc.get("keys")
+        if not isinstance(keys, list):
+            raise BundleError("bundle document has no 'keys' list")
+        if len(keys) > _MAX_KEYS:
+            raise BundleError(f"bundle document has more than {_MAX_KEYS} keys")
+        x509_authorities: list[x509.Certificate] = []
+        jwt_authorities: dict[str, Mapping[str, Any]] = {}
+        for index, key in enumerate(keys):
+            if not isinstance(key, Mapping):
+                raise BundleError(f"key {index} is not an object")
+            use = key.get("use")
+            if use == "x509-svid":
+                x509_authorities.append(_x5c_authority(key, index))
+            elif use == "jwt-svid":
+                kid = key.get("kid")
+                if not isinstance(kid, str) or not kid:
+                    raise BundleError(f"jwt-svid key {index} has no 'kid'")
+                if kid in jwt_authorities:
+                    raise BundleError(f"duplicate jwt-svid key id {kid!r}")
+                if any(name in key for name in ("d", "p", "q", "dp", "dq", "qi", "k")):
+                    raise BundleError(f"jwt-svid key {kid!r} contains private or secret material")
+                jwt_authorities[kid] = dict(key)
+            # other uses are ignored, as the SPIFFE bundle format requires
+        return cls(
+            trust_domain,
+            x509_authorities,
+            jwt_authorities=jwt_authorities,
+            refresh_hint=_optional_int(doc, "spiffe_refresh_hint"),
+            sequence_number=_optional_int(doc, "spiffe_sequence"),
+        )
+
+    def to_jwks(self) -> dict[str, Any]:
+        keys: list[dict[str, Any]] = []
+        for cert in self._x509_authorities:
+            der = cert.public_bytes(serialization.Encoding.DER)
+            keys.append(
+                {
+                    **_public_jwk_fields(cert),
+                    "use": "x509-svid",
+                    "x5c": [base64.b64encode(der).decode()],
+                }
+            )
+        keys.extend(dict(jwk) for jwk in self._jwt_authorities.values())
+        doc: dict[str, Any] = {"keys": keys}
+        if self.refresh_hint is not None:
+            doc["spiffe_refresh_hint"] = self.refresh_hint
+        if self.sequence_number is not None:
+            doc["spiffe_sequence"] = self.sequence_number
+        return doc
+
+    # --- value semantics --------------------------------------------------------------------
+
+    def _key(self) -> tuple[object, ...]:
+        return (self._trust_domain, self._fingerprints, tuple(sorted(self._jwt_authorities)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TrustBundle):
+            return NotImplemented
+        return self._key() == other._key() and dict(self._jwt_authorities) == dict(
+            other._jwt_authorities
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"TrustBundle({self._trust_domain.name!r},"
+            f" x509_authorities={len(self._x509_authorities)},"
+            f" jwt_authorities={len(self._jwt_authorities)})"
+        )
+
+    # A bundle is its own (static) bundle source.
+    def get_bundle_set(self) -> BundleSet:
+        return BundleSet([self])
+
+
+@final
+class BundleSet:
+    """Bundles of several trust domains (federation). Immutable; lookups never merge domains."""
+
+    __slots__ = ("_bundles",)
+
+    _bundles: Mapping[TrustDomain, TrustBundle]
+
+    def __init__(self, bundles: Iterable[TrustBundle] = ()) -> None:
+        by_td: dict[TrustDomain, TrustBundle] = {}
+        for bundle in bundles:
+            if not isinstance(bundle, TrustBundle):
+                raise BundleError("BundleSet holds TrustBundle objects only")
+            if bundle.trust_domain in by_td:
+                raise BundleError(f"two bundles for trust domain {bundle.trust_domain}")
+            by_td[bundle.trust_domain] = bundle
+        object.__setattr__(self, "_bundles", MappingProxyType(by_td))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("BundleSet is immutable")
+
+    def get(self, trust_domain: TrustDomain | SpiffeId | str) -> TrustBundle | None:
+        return self._bundles.get(_as_td(trust_domain))
+
+    def get_bundle_for_trust_domain(
+        self, trust_domain: TrustDomain | SpiffeId | str
+    ) -> TrustBundle:
+        """The bundle of ``trust_domain``; raises :class:`~zerotrust.errors.NoTrustBundle`."""
+        td = _as_td(trust_domain)
+        bundle = self._bundles.get(td)
+        if bundle is None:
+            raise NoTrustBundle(f"no trust bundle for trust domain {td}")
+        return bundle
+
+    def with_bundle(self, bundle: TrustBundle) -> BundleSet:
+        """A new set where ``bundle`` replaces any bundle of its trust domain."""
+        others = [b for td, b in self._bundles.items() if td != bundle.trust_domain]
+        return BundleSet([*others, bundle])
+
+    def without(self, trust_domain: TrustDomain | str) -> BundleSet:
+        td = _as_td(trust_domain)
+        return BundleSet(b for t, b in self._bundles.items() if t != td)
+
+    @property
+    def trust_domains(self) -> frozenset[TrustDomain]:
+        return frozenset(self._bundles)
+
+    def all_x509_authorities(self) -> list[x509.Certificate]:
+        """Every X.509 authority of every domain (for OpenSSL's first-pass store only)."""
+        return [cert for b in self._bundles.values() for cert in b.x509_authorities]
+
+    def __iter__(self) -> Iterator[TrustBundle]:
+        return iter(self._bundles.values())
+
+    def __len__(self) -> int:
+        return len(self._bundles)
+
+    def __contains__(self, trust_domain: object) -> bool:
+        if isinstance(trust_domain, (TrustDomain, SpiffeId, str)):
+            try:
+                return _as_td(trust_domain) in self._bundles
+            except ValueError:
+                return False
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BundleSet):
+            return NotImplemented
+        return dict(self._bundles) == dict(other._bundles)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._bundles.items()))
+
+    def __repr__(self) -> str:
+        return f"BundleSet({sorted(td.name for td in self._bundles)})"
+
+    def get_bundle_set(self) -> BundleSet:
+        return self
+
+
+def _as_td(value: TrustDomain | SpiffeId | str) -> TrustDomain:
+    if isinstance(value, TrustDomain):
+        return value
+    if isinstance(value, SpiffeId):
+        return value.trust_domain
+    return TrustDomain.parse(value)
+
+
+def _load_json(data: bytes | str) -> Any:
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > _MAX_JWKS_BYTES:
+        raise BundleError(f"bundle document exceeds {_MAX_JWKS_BYTES} bytes")
+    depth = max_depth = 0
+    in_string = escaped = False
+    for byte in raw:  # bounded nesting, checked without recursion
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            max_depth = max(max_depth, depth)
+            if max_depth > _MAX_JSON_DEPTH:
+                raise BundleError("bundle document is nested too deeply")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError("bundle document is not valid JSON") from exc
+
+
+def _x5c_authority(key: Mapping[str, Any], index: int) -> x509.Certificate:
+    x5c = key.get("x5c")
+    if not isinstance(x5c, list) or len(x5c) != 1 or not isinstance(x5c[0], str):
+        raise BundleError(f"x509-svid key {index} must have exactly one 'x5c' certificate")
+    try:
+        der = base64.b64decode(x5c[0], validate=True)
+        return x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise BundleError(f"x509-svid key {index} has an invalid certificate") from exc
+
+
+def _public_jwk_fields(cert: x509.Certificate) -> dict[str, Any]:
+    key = cert.public_key()
+
+    def b64(n: int, size: int) -> str:
+        return base64.urlsafe_b64encode(n.to_bytes(size, "big")).rstrip(b"=").decode()
+
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        size = (key.curve.key_size + 7) // 8
+        nums = key.public_numbers()
+        crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[key.curve.name]
+        return {"kty": "EC", "crv": crv, "x": b64(nums.x, size), "y": b64(nums.y, size)}
+    if isinstance(key, rsa.RSAPublicKey):
+        nums_r = key.public_numbers()
+        return {
+            "kty": "RSA",
+            "n": b64(nums_r.n, (nums_r.n.bit_length() + 7) // 8),
+            "e": b64(nums_r.e, (nums_r.e.bit_length() + 7) // 8),
+        }
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": base64.urlsafe_b64encode(raw).rstrip(b"=").decode(),
+        }
+    raise BundleError("unsupported authority key type")
+
+
+def _optional_int(doc: Mapping[str, Any], name: str) -> int | None:
+    value = doc.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BundleError(f"{name!r} must be a non-negative integer")
+    return value

@@ -1,0 +1,114 @@
+"""Post-handshake peer authorization, shared by every TLS integration."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from cryptography import x509
+
+from zerotrust._clock import SYSTEM_CLOCK, Clock
+from zerotrust.errors import MissingCredentials, PeerNotAuthorized, ZeroTrustError
+from zerotrust.identity.match import Matcher
+from zerotrust.x509._certs import fingerprint, load_der_chain
+from zerotrust.x509.sources import X509BundleSource
+from zerotrust.x509.verify import Role, VerifiedPeer, verify_x509_svid
+
+__all__ = ["PeerRejected", "PeerVerifier", "peer_chain_der"]
+
+
+class PeerRejected(ZeroTrustError, ssl.SSLCertVerificationError):
+    """A TLS handshake was aborted because the peer failed SPIFFE verification or authorization.
+
+    It is an :class:`ssl.SSLCertVerificationError`, so TLS stacks treat it as a failed handshake;
+    ``error`` is the precise zerotrust error and ``reason`` its ``code``.
+    """
+
+    code = "peer_rejected"
+    public_message = "peer rejected"
+    http_status = 401
+    grpc_status = "UNAUTHENTICATED"
+
+    def __init__(self, error: ZeroTrustError) -> None:
+        super().__init__(f"{error.code}: {error}")
+        self.error = error
+        self.reason = error.code
+        self.verify_message = f"{error.code}: {error}"
+
+
+class PeerVerifier:
+    """Verify a peer chain as an X509-SVID of its own trust domain, then apply the authorizer.
+
+    A resumed TLS session only carries the peer's leaf, not the intermediates it sent in the
+    full handshake. The verifier remembers the intermediates of leaves it has accepted (bounded,
+    by leaf fingerprint) and re-verifies a bare leaf with them, against the *current* bundles,
+    clock and authorizer: resumption is never a way around a removed authority or an expiry.
+    """
+
+    __slots__ = ("_authorizer", "_bundles", "_clock", "_intermediates", "_lock", "_role")
+
+    #: How many leaves' intermediates are remembered for session resumption.
+    max_remembered = 4096
+
+    def __init__(
+        self,
+        bundles: X509BundleSource,
+        authorizer: Matcher,
+        *,
+        role: Role,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._bundles = bundles
+        self._authorizer = authorizer
+        self._role = role
+        self._clock = clock
+        self._intermediates: OrderedDict[str, tuple[x509.Certificate, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def authorizer(self) -> Matcher:
+        return self._authorizer
+
+    def verify(self, chain: Sequence[bytes | x509.Certificate]) -> VerifiedPeer:
+        """Return the verified peer, or raise a ``CertificateError`` / ``PeerNotAuthorized``."""
+        certs = load_der_chain(chain)
+        leaf_fp = fingerprint(certs[0])
+        if len(certs) == 1:
+            with self._lock:
+                remembered = self._intermediates.get(leaf_fp)
+            if remembered:
+                certs = [certs[0], *remembered]
+        peer = verify_x509_svid(certs, self._bundles, now=self._clock.now(), role=self._role)
+        result = self._authorizer(peer.spiffe_id)
+        if not result:
+            raise PeerNotAuthorized(f"{peer.spiffe_id} refused: {result.reason}: {result.detail}")
+        intermediates = peer.chain[1:-1]
+        if intermediates:
+            with self._lock:
+                self._intermediates[leaf_fp] = intermediates
+                self._intermediates.move_to_end(leaf_fp)
+                while len(self._intermediates) > self.max_remembered:
+                    self._intermediates.popitem(last=False)
+        return peer
+
+    def __repr__(self) -> str:
+        return f"PeerVerifier(role={self._role!r}, authorizer={self._authorizer!r})"
+
+
+def peer_chain_der(conn: Any) -> list[bytes]:
+    """The chain the peer sent on an established ``SSLSocket``/``SSLObject``, leaf first, as DER."""
+    getter = getattr(conn, "get_unverified_chain", None)  # public since Python 3.13
+    chain: Any = getter() if getter is not None else None
+    if chain is None:
+        sslobj = getattr(conn, "_sslobj", None)
+        private = getattr(sslobj, "get_unverified_chain", None)
+        chain = private() if private is not None else None
+    if chain:
+        return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
+    leaf = conn.getpeercert(binary_form=True)
+    if not leaf:
+        raise MissingCredentials("the peer presented no certificate")
+    return [leaf]

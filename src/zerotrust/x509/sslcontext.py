@@ -1,0 +1,250 @@
+"""mTLS ``ssl.SSLContext`` objects built from SVID and bundle sources.
+
+The standard library has no per-handshake verification hook, so a zerotrust context does three
+things on top of a plain context:
+
+* OpenSSL does a first pass against every configured authority (TLS >= 1.2, peer certificate
+  required on both sides, hostname checks off: peers are named by SPIFFE ID, not DNS);
+* right after each handshake the peer's chain is re-verified with
+  :func:`~zerotrust.x509.verify.verify_x509_svid` against the bundle of the peer's **own**
+  trust domain and the authorizer is applied. A refusal aborts the handshake with
+  :class:`PeerRejected` (an :class:`ssl.SSLCertVerificationError`, so servers and HTTP clients
+  treat it as a TLS failure). The verified peer is available as ``sslsock.zerotrust_peer``;
+* before each new connection is set up, the context compares the sources' snapshots with what
+  it has loaded and loads a rotated SVID (or new authorities) first, so rotation needs no
+  restart. Loading and connection set-up share a lock, so no connection sees a torn pair.
+
+Works wherever the server or client takes an ``SSLContext``: blocking sockets, asyncio and
+anything built on them (uvicorn, hypercorn, httpx, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import ssl
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from zerotrust._clock import SYSTEM_CLOCK, Clock
+from zerotrust.errors import ConfigurationError, ZeroTrustError
+from zerotrust.identity.match import Matcher
+from zerotrust.x509._certs import certs_to_pem
+from zerotrust.x509.bundle import BundleSet, TrustBundle
+from zerotrust.x509.peer import PeerRejected, PeerVerifier, peer_chain_der
+from zerotrust.x509.sources import X509BundleSource, X509SvidSource
+from zerotrust.x509.svid import X509Svid
+from zerotrust.x509.verify import Role, VerifiedPeer
+
+__all__ = ["ZeroTrustSSLContext", "client_ssl_context", "server_ssl_context"]
+
+
+class _VerifyingMixin:
+    zerotrust_peer: VerifiedPeer | None = None
+
+    def _zt_after_handshake(self, context: Any) -> None:
+        if self.zerotrust_peer is not None:
+            return
+        verifier = getattr(context, "zerotrust_verifier", None)
+        if verifier is None:  # a context swap to a foreign context: refuse, never skip
+            raise PeerRejected(ConfigurationError("connection lost its zerotrust context"))
+        try:
+            self.zerotrust_peer = verifier.verify(peer_chain_der(self))
+        except ZeroTrustError as exc:
+            raise PeerRejected(exc) from None
+
+
+class _VerifyingSSLSocket(_VerifyingMixin, ssl.SSLSocket):
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        self._zt_after_handshake(self.context)
+
+
+class _VerifyingSSLObject(_VerifyingMixin, ssl.SSLObject):
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        self._zt_after_handshake(self.context)
+
+
+class ZeroTrustSSLContext(ssl.SSLContext):
+    """An :class:`ssl.SSLContext` that verifies and authorizes the peer's SPIFFE ID.
+
+    Build it with :func:`server_ssl_context` or :func:`client_ssl_context`.
+    """
+
+    sslsocket_class = _VerifyingSSLSocket
+    sslobject_class = _VerifyingSSLObject
+
+    zerotrust_verifier: PeerVerifier
+    _zt_svid_source: X509SvidSource | None
+    _zt_bundle_source: X509BundleSource
+    _zt_lock: threading.Lock
+    _zt_svid: X509Svid | None
+    _zt_bundles: BundleSet | None
+
+    def _zt_setup(
+        self,
+        svid: X509SvidSource | None,
+        bundles: X509BundleSource,
+        verifier: PeerVerifier,
+    ) -> None:
+        self.zerotrust_verifier = verifier
+        self._zt_svid_source = svid
+        self._zt_bundle_source = bundles
+        self._zt_lock = threading.Lock()
+        self._zt_svid = None
+        self._zt_bundles = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Load the sources' current snapshots if they changed (done before every connection)."""
+        source = self._zt_svid_source
+        svid = source.get_x509_svid() if source is not None else None
+        bundles = self._zt_bundle_source.get_bundle_set()
+        if svid is self._zt_svid and bundles is self._zt_bundles:
+            return
+        with self._zt_lock:
+            if bundles is not self._zt_bundles:
+                authorities = bundles.all_x509_authorities()
+                if not authorities:
+                    raise ConfigurationError("the bundle source has no X.509 authorities")
+                # OpenSSL's store only grows; removed authorities are refused by the
+                # authoritative per-trust-domain check after the handshake.
+                self.load_verify_locations(cadata=certs_to_pem(authorities).decode("ascii"))
+                self._zt_bundles = bundles
+            if svid is not None and svid is not self._zt_svid:
+                _load_svid(self, svid)
+                self._zt_svid = svid
+
+    @property
+    def current_svid(self) -> X509Svid | None:
+        """The SVID presented by new connections."""
+        return self._zt_svid
+
+    # Every connection's SSL object is created through these two private hooks (sockets at
+    # wrap or connect time, memory BIOs for asyncio): refresh first, then create under the
+    # lock so a concurrent reload can never hand out a certificate without its key.
+    def _wrap_socket(self, *args: Any, **kwargs: Any) -> Any:
+        self.refresh()
+        with self._zt_lock:
+            return super()._wrap_socket(*args, **kwargs)  # type: ignore[misc]
+
+    def _wrap_bio(self, *args: Any, **kwargs: Any) -> Any:
+        self.refresh()
+        with self._zt_lock:
+            return super()._wrap_bio(*args, **kwargs)  # type: ignore[misc]
+
+
+@contextlib.contextmanager
+def _private_file(data: bytes) -> Iterator[str]:
+    """A path to ``data`` that only this process can read: a memfd where available."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("zerotrust-svid", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            os.write(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.TemporaryDirectory(prefix="zerotrust-") as tmp:  # created 0700
+        path = Path(tmp) / "svid.pem"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        yield str(path)
+
+
+def _load_svid(context: ssl.SSLContext, svid: X509Svid) -> None:
+    with _private_file(svid.cert_chain_pem() + svid.private_key_pem()) as path:
+        context.load_cert_chain(path)
+
+
+def _as_svid_source(svid: X509SvidSource | X509Svid | None) -> X509SvidSource | None:
+    if svid is None or isinstance(svid, X509Svid):
+        return svid
+    if not callable(getattr(svid, "get_x509_svid", None)):
+        raise ConfigurationError("svid must be an X509Svid or have get_x509_svid()")
+    return svid
+
+
+def _as_bundle_source(bundles: X509BundleSource | TrustBundle | BundleSet) -> X509BundleSource:
+    if not callable(getattr(bundles, "get_bundle_set", None)):
+        raise ConfigurationError("bundles must be a TrustBundle, BundleSet or bundle source")
+    return bundles
+
+
+def _build(
+    *,
+    protocol: int,
+    svid: X509SvidSource | X509Svid | None,
+    bundles: X509BundleSource | TrustBundle | BundleSet,
+    authorizer: Matcher,
+    role: Role,
+    clock: Clock,
+    minimum_version: ssl.TLSVersion,
+) -> ZeroTrustSSLContext:
+    if authorizer is None or not callable(authorizer):
+        raise ConfigurationError(
+            "an authorizer is required: pass a matcher such as match.exact(...)"
+            " or match.member_of(...)"
+        )
+    if minimum_version < ssl.TLSVersion.TLSv1_2:
+        raise ConfigurationError("minimum_version below TLS 1.2 is not allowed")
+    svid_source = _as_svid_source(svid)
+    bundle_source = _as_bundle_source(bundles)
+    ctx = ZeroTrustSSLContext(protocol)
+    ctx.minimum_version = minimum_version
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    if protocol == ssl.PROTOCOL_TLS_CLIENT:
+        ctx.check_hostname = (
+            False  # the peer is named by its SPIFFE ID, checked after the handshake
+        )
+    verifier = PeerVerifier(bundle_source, authorizer, role=role, clock=clock)
+    ctx._zt_setup(svid_source, bundle_source, verifier)
+    return ctx
+
+
+def server_ssl_context(
+    svid: X509SvidSource | X509Svid,
+    bundles: X509BundleSource | TrustBundle | BundleSet,
+    *,
+    authorizer: Matcher,
+    clock: Clock = SYSTEM_CLOCK,
+    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+) -> ZeroTrustSSLContext:
+    """A server context that requires a client X509-SVID accepted by ``authorizer``."""
+    if svid is None:
+        raise ConfigurationError("a server context needs the workload's SVID")
+    return _build(
+        protocol=ssl.PROTOCOL_TLS_SERVER,
+        svid=svid,
+        bundles=bundles,
+        authorizer=authorizer,
+        role="client",
+        clock=clock,
+        minimum_version=minimum_version,
+    )
+
+
+def client_ssl_context(
+    svid: X509SvidSource | X509Svid | None,
+    bundles: X509BundleSource | TrustBundle | BundleSet,
+    *,
+    authorizer: Matcher,
+    clock: Clock = SYSTEM_CLOCK,
+    minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+) -> ZeroTrustSSLContext:
+    """A client context presenting ``svid`` (``None``: TLS only) and checking the server's ID."""
+    return _build(
+        protocol=ssl.PROTOCOL_TLS_CLIENT,
+        svid=svid,
+        bundles=bundles,
+        authorizer=authorizer,
+        role="server",
+        clock=clock,
+        minimum_version=minimum_version,
+    )

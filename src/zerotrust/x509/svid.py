@@ -1,0 +1,160 @@
+"""X.509-SVIDs: the workload's own certificate chain, private key and SPIFFE ID."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from zerotrust.errors import SvidError, ZeroTrustError
+from zerotrust.identity import SpiffeId
+from zerotrust.x509._certs import PrivateKey, certs_to_pem, fingerprint, load_pem_certs
+from zerotrust.x509.verify import leaf_spiffe_id
+
+__all__ = ["X509Svid", "spiffe_id_from_certificate"]
+
+
+def spiffe_id_from_certificate(cert: x509.Certificate) -> SpiffeId:
+    """The SPIFFE ID in ``cert``'s single URI SAN (profile checks are in :mod:`.verify`)."""
+    return leaf_spiffe_id(cert)
+
+
+@final
+class X509Svid:
+    """A workload's X.509-SVID: leaf-first certificate chain, its private key and SPIFFE ID.
+
+    Construction checks that the leaf carries exactly one valid SPIFFE ID, is not a CA and
+    that the private key belongs to the leaf, so a torn cert/key pair can never be used.
+    """
+
+    __slots__ = ("_cert_chain", "_fingerprint", "_private_key", "_spiffe_id")
+
+    _cert_chain: tuple[x509.Certificate, ...]
+    _fingerprint: str
+    _private_key: PrivateKey
+    _spiffe_id: SpiffeId
+
+    def __init__(self, cert_chain: Iterable[x509.Certificate], private_key: PrivateKey) -> None:
+        chain = tuple(cert_chain)
+        if not chain:
+            raise SvidError("an SVID needs at least one certificate")
+        if not isinstance(
+            private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
+        ):
+            raise SvidError("unsupported private key type")
+        leaf = chain[0]
+        try:
+            spiffe_id = spiffe_id_from_certificate(leaf)
+        except ZeroTrustError as exc:
+            raise SvidError(f"leaf certificate is not an X509-SVID: {exc}") from exc
+        if not _same_public_key(leaf, private_key):
+            raise SvidError("private key does not match the leaf certificate")
+        set_ = object.__setattr__
+        set_(self, "_cert_chain", chain)
+        set_(self, "_private_key", private_key)
+        set_(self, "_spiffe_id", spiffe_id)
+        set_(self, "_fingerprint", fingerprint(leaf))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("X509Svid is immutable")
+
+    @property
+    def spiffe_id(self) -> SpiffeId:
+        return self._spiffe_id
+
+    @property
+    def cert_chain(self) -> tuple[x509.Certificate, ...]:
+        return self._cert_chain
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self._cert_chain[0]
+
+    @property
+    def private_key(self) -> PrivateKey:
+        return self._private_key
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 fingerprint of the leaf (lowercase hex)."""
+        return self._fingerprint
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.leaf.not_valid_after_utc
+
+    # --- PEM --------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pem(cls, cert_chain_pem: bytes | str, key_pem: bytes | str) -> X509Svid:
+        try:
+            certs = load_pem_certs(cert_chain_pem, what="SVID certificate")
+        except ValueError as exc:
+            raise SvidError(str(exc)) from exc
+        raw_key = key_pem.encode() if isinstance(key_pem, str) else key_pem
+        try:
+            key = serialization.load_pem_private_key(raw_key, password=None)
+        except (ValueError, TypeError) as exc:
+            raise SvidError("SVID private key could not be loaded (PEM, unencrypted)") from exc
+        if not isinstance(
+            key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
+        ):
+            raise SvidError("unsupported private key type")
+        return cls(certs, key)
+
+    @classmethod
+    def load(cls, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> X509Svid:
+        try:
+            return cls.from_pem(Path(cert_path).read_bytes(), Path(key_path).read_bytes())
+        except OSError as exc:
+            raise SvidError(f"cannot read SVID files: {exc.strerror}") from exc
+
+    def cert_chain_pem(self) -> bytes:
+        return certs_to_pem(self._cert_chain)
+
+    def private_key_pem(self) -> bytes:
+        """PKCS#8 PEM of the private key. Handle with care: never log it."""
+        return self._private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def save(self, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> None:
+        """Write the chain (0644) and the key (0600, created private, replaced atomically)."""
+        write_file_atomic(Path(cert_path), self.cert_chain_pem(), mode=0o644)
+        write_file_atomic(Path(key_path), self.private_key_pem(), mode=0o600)
+
+    # An SVID is its own (static) SVID source.
+    def get_x509_svid(self) -> X509Svid:
+        return self
+
+    def __repr__(self) -> str:
+        return f"X509Svid({str(self._spiffe_id)!r}, fingerprint={self._fingerprint[:16]}…)"
+
+
+def write_file_atomic(path: Path, data: bytes, *, mode: int) -> None:
+    """Write ``data`` to a temporary sibling created with ``mode``, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _same_public_key(cert: x509.Certificate, key: PrivateKey) -> bool:
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return bool(cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt))

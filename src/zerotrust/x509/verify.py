@@ -1,0 +1,185 @@
+"""X509-SVID peer validation (SPIFFE X509-SVID specification, go-spiffe ``x509svid.Verify``).
+
+The chain must validate to the bundle of **the leaf's own trust domain**: the authorities of
+trust domain B can never vouch for ``spiffe://A/...``. Path building and signature checks are
+done by :mod:`cryptography.x509.verification`; the SVID profile rules are checked here so each
+failure has a precise, stable code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    VerificationError,
+)
+
+from zerotrust._clock import SYSTEM_CLOCK, to_utc
+from zerotrust.errors import (
+    CertificateExpired,
+    CertificateNotYetValid,
+    InvalidSpiffeId,
+    SvidProfileViolation,
+    UntrustedCertificate,
+)
+from zerotrust.identity import SpiffeId
+from zerotrust.x509._certs import fingerprint, load_der_chain
+from zerotrust.x509.sources import X509BundleSource
+
+__all__ = ["Role", "VerifiedPeer", "leaf_spiffe_id", "verify_peer_chain", "verify_x509_svid"]
+
+#: Which side of the connection the *peer* is: a ``"client"`` certificate is checked by a
+#: server, a ``"server"`` certificate by a client. It decides which extended key usage is needed.
+Role = Literal["client", "server"]
+
+_EKU_FOR_ROLE = {
+    "client": ExtendedKeyUsageOID.CLIENT_AUTH,
+    "server": ExtendedKeyUsageOID.SERVER_AUTH,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedPeer:
+    """The outcome of a successful peer verification."""
+
+    spiffe_id: SpiffeId
+    #: Leaf first, ending with the bundle authority the chain validated to.
+    chain: tuple[x509.Certificate, ...] = field(repr=False)
+    #: SHA-256 of the leaf's DER encoding, lowercase hex.
+    fingerprint: str
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self.chain[0]
+
+
+def leaf_spiffe_id(cert: x509.Certificate) -> SpiffeId:
+    """The SPIFFE ID of an X509-SVID leaf: its single URI SAN, a valid ID with a non-root path."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        raise SvidProfileViolation("missing_uri_san", "leaf has no URI SAN") from None
+    except ValueError as exc:  # malformed extension encoding
+        raise SvidProfileViolation("malformed_extension", "leaf has a malformed SAN") from exc
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if not uris:
+        raise SvidProfileViolation("missing_uri_san", "leaf has no URI SAN")
+    if len(uris) > 1:
+        raise SvidProfileViolation(
+            "multiple_uri_sans", f"leaf has {len(uris)} URI SANs, needs exactly 1"
+        )
+    try:
+        spiffe_id = SpiffeId.parse(uris[0])
+    except InvalidSpiffeId as exc:
+        raise SvidProfileViolation(
+            "invalid_spiffe_id", f"URI SAN is not a SPIFFE ID ({exc.rule})"
+        ) from exc
+    if not spiffe_id.path:
+        raise SvidProfileViolation("root_spiffe_id", "leaf SPIFFE ID has no path")
+    return spiffe_id
+
+
+def _check_leaf_profile(leaf: x509.Certificate, role: Role | None) -> None:
+    exts = leaf.extensions
+    try:
+        bc = exts.get_extension_for_class(x509.BasicConstraints).value
+        if bc.ca:
+            raise SvidProfileViolation("leaf_is_ca", "leaf certificate has the CA flag")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        ku = exts.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        raise SvidProfileViolation("missing_key_usage", "leaf has no key usage extension") from None
+    if ku.key_cert_sign:
+        raise SvidProfileViolation("leaf_key_cert_sign", "leaf may sign certificates (keyCertSign)")
+    if ku.crl_sign:
+        raise SvidProfileViolation("leaf_crl_sign", "leaf may sign CRLs (cRLSign)")
+    if not ku.digital_signature:
+        raise SvidProfileViolation("missing_digital_signature", "leaf lacks digitalSignature")
+    if role is not None:
+        try:
+            eku = exts.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            return  # no EKU: any role
+        if _EKU_FOR_ROLE[role] not in eku and ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE not in eku:
+            raise SvidProfileViolation(
+                "extended_key_usage", f"leaf's extended key usage does not allow the {role} role"
+            )
+
+
+def _ee_policy() -> ExtensionPolicy:
+    # WebPKI defaults for everything else; SAN and EKU are SPIFFE's business and checked above.
+    return (
+        ExtensionPolicy.webpki_defaults_ee()
+        .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+        .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None)
+    )
+
+
+_CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
+_EE_POLICY = _ee_policy()
+
+
+def verify_x509_svid(
+    chain: Sequence[bytes | x509.Certificate],
+    bundles: X509BundleSource,
+    *,
+    now: datetime | None = None,
+    role: Role | None = None,
+) -> VerifiedPeer:
+    """Verify a peer's leaf-first chain (DER bytes or certificates) as an X509-SVID.
+
+    ``bundles`` is a :class:`~zerotrust.BundleSet`, a :class:`~zerotrust.TrustBundle` or any bundle
+    source. Raises a :class:`~zerotrust.errors.CertificateError` subclass on any failure.
+    """
+    certs = load_der_chain(chain)
+    leaf = certs[0]
+    spiffe_id = leaf_spiffe_id(leaf)
+    _check_leaf_profile(leaf, role)
+    when = to_utc(now) if now is not None else SYSTEM_CLOCK.now()
+    if leaf.not_valid_before_utc > when:
+        raise CertificateNotYetValid(
+            f"leaf of {spiffe_id} is not valid before"
+            f" {leaf.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}"
+        )
+    if leaf.not_valid_after_utc < when:
+        raise CertificateExpired(
+            f"leaf of {spiffe_id} expired at {leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+        )
+    bundle = bundles.get_bundle_set().get_bundle_for_trust_domain(spiffe_id.trust_domain)
+    verifier = (
+        PolicyBuilder()
+        .store(bundle.x509_store())
+        .time(when)
+        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
+        .build_client_verifier()
+    )
+    try:
+        verified = verifier.verify(leaf, certs[1:])
+    except VerificationError as exc:
+        raise UntrustedCertificate(
+            f"chain of {spiffe_id} does not validate to the {spiffe_id.trust_domain} bundle: {exc}"
+        ) from None
+    return VerifiedPeer(
+        spiffe_id=spiffe_id, chain=tuple(verified.chain), fingerprint=fingerprint(leaf)
+    )
+
+
+def verify_peer_chain(
+    chain: Sequence[bytes | x509.Certificate],
+    bundles: X509BundleSource,
+    *,
+    now: datetime | None = None,
+    role: Role | None = None,
+) -> SpiffeId:
+    """Verify ``chain`` as an X509-SVID (see :func:`verify_x509_svid`) and return its SPIFFE ID."""
+    return verify_x509_svid(chain, bundles, now=now, role=role).spiffe_id

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zerotrust import X509Svid
+from zerotrust.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse usage errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ca_init_issue_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ca = str(tmp_path / "ca")
+    assert (
+        run(capsys, "ca", "init", "--trust-domain", "example.org", "--dir", ca, "--intermediate")[0]
+        == 0
+    )
+    cert, key = str(tmp_path / "web.pem"), str(tmp_path / "web.key")
+    issue = ["ca", "issue", "--dir", ca, "--spiffe-id", "spiffe://example.org/web"]
+    code, out, _ = run(capsys, *issue, "--cert", cert, "--key", key, "--ttl", "15m")
+    assert code == 0
+    svid = X509Svid.load(cert, key)
+    assert svid.fingerprint in out
+    code, out, _ = run(capsys, "cert", "inspect", cert)
+    assert code == 0
+    assert "spiffe://example.org/web" in out and svid.fingerprint in out
+    assert "PRIVATE KEY" not in out
+    code, out, _ = run(capsys, "cert", "inspect", cert, "--json")
+    info = json.loads(out)
+    assert info[0]["spiffe_id"] == "spiffe://example.org/web"
+    assert info[0]["status"] == "valid"
+    assert info[1]["ca"] is True
+    code, out, _ = run(capsys, "ca", "bundle", "--dir", ca, "--format", "jwks")
+    assert json.loads(out)["keys"][0]["use"] == "x509-svid"
+    code, out, _ = run(capsys, "ca", "bundle", "--dir", ca)
+    assert out.startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_inspect_never_prints_a_key(tmp_path: Path, capsys: pytest.CaptureFixture[str], ca) -> None:  # type: ignore[no-untyped-def]
+    svid = ca.issue_svid("spiffe://example.org/web")
+    both = tmp_path / "both.pem"
+    both.write_bytes(svid.cert_chain_pem() + svid.private_key_pem())
+    code, out, _ = run(capsys, "cert", "inspect", str(both))
+    assert code == 0
+    assert "BEGIN" not in out and "not shown" in out
+    key_only = tmp_path / "key.pem"
+    key_only.write_bytes(svid.private_key_pem())
+    code, out, err = run(capsys, "cert", "inspect", str(key_only))
+    assert code == 2
+    assert "BEGIN" not in out + err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ca", "init", "--trust-domain", "Bad_Domain", "--dir", "{tmp}/x"],
+        [
+            "ca",
+            "issue",
+            "--dir",
+            "{tmp}/none",
+            "--spiffe-id",
+            "spiffe://example.org/a",
+            "--cert",
+            "c",
+            "--key",
+            "k",
+        ],
+        ["cert", "inspect", "{tmp}/missing.pem"],
+        ["ca", "init", "--trust-domain", "example.org", "--dir", "{tmp}/y", "--ttl", "forever"],
+        ["no-such-command"],
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, _out, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    assert code == 2
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("zerotrust")
+
+
+def test_existing_ca_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["ca", "init", "--trust-domain", "example.org", "--dir", str(tmp_path)]
+    assert run(capsys, *args)[0] == 0
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "--force" in err
+    assert run(capsys, *args, "--force")[0] == 0
+
+
+def test_python_dash_m() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "zerotrust", "cert", "inspect", "/nonexistent/file.pem"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zerotrust import FileBundleSource, FileSvidSource
+from zerotrust.dev import DevCA
+from zerotrust.errors import BundleError, SvidError
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_svid_reload_is_throttled(ca: DevCA, tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    first, second = ca.issue_svid("spiffe://example.org/a"), ca.issue_svid("spiffe://example.org/a")
+    first.save(cert, key)
+    ticks = Ticks()
+    source = FileSvidSource(cert, key, check_interval=5, monotonic=ticks)
+    second.save(cert, key)
+    assert source.get_x509_svid().fingerprint == first.fingerprint  # not checked yet
+    ticks.now = 5
+    assert source.get_x509_svid().fingerprint == second.fingerprint
+    snapshot = source.get_x509_svid()
+    assert source.get_x509_svid() is snapshot  # same immutable snapshot until a change
+
+
+def test_svid_files_vanishing_keep_the_snapshot(ca: DevCA, tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    ca.issue_svid("spiffe://example.org/a").save(cert, key)
+    source = FileSvidSource(cert, key, check_interval=0)
+    before = source.get_x509_svid()
+    cert.unlink()
+    assert source.get_x509_svid() is before
+    assert source.last_error and "stat" in source.last_error
+    cert.write_text("garbage")
+    assert source.get_x509_svid() is before
+
+
+def test_svid_first_load_fails_loudly(tmp_path: Path) -> None:
+    with pytest.raises(SvidError):
+        FileSvidSource(tmp_path / "c.pem", tmp_path / "k.pem")
+    (tmp_path / "c.pem").write_text("garbage")
+    (tmp_path / "k.pem").write_text("garbage")
+    with pytest.raises(SvidError):
+        FileSvidSource(tmp_path / "c.pem", tmp_path / "k.pem")
+
+
+def test_bundle_file_pem_then_jwks(ca: DevCA, other_ca: DevCA, tmp_path: Path) -> None:
+    path = tmp_path / "bundle"
+    path.write_bytes(ca.bundle.to_pem())
+    source = FileBundleSource({"example.org": path}, check_interval=0)
+    assert source.get_bundle_set().get("example.org") == ca.bundle
+    rotated = ca.bundle.with_x509_authorities(
+        [ca.root_certificate, DevCA.create("example.org").root_certificate]
+    )
+    path.write_text(json.dumps(rotated.to_jwks()))
+    assert source.get_bundle_set().get("example.org") == rotated
+    path.write_text("{not json")
+    assert (
+        source.get_bundle_set().get("example.org") == rotated
+    )  # bad update keeps the last good one
+    assert source.last_error
+
+
+def test_bundle_source_federation(ca: DevCA, other_ca: DevCA, tmp_path: Path) -> None:
+    (tmp_path / "a.pem").write_bytes(ca.bundle.to_pem())
+    (tmp_path / "b.json").write_text(json.dumps(other_ca.bundle.to_jwks()))
+    source = FileBundleSource({"example.org": tmp_path / "a.pem", "other.org": tmp_path / "b.json"})
+    assert len(source.get_bundle_set()) == 2
+
+
+def test_bundle_source_errors(tmp_path: Path) -> None:
+    with pytest.raises(BundleError):
+        FileBundleSource({})
+    with pytest.raises(BundleError):
+        FileBundleSource({"example.org": tmp_path / "missing.pem"})
+    (tmp_path / "x.pem").write_text("nothing here")
+    with pytest.raises(BundleError):
+        FileBundleSource({"example.org": tmp_path / "x.pem"}, format="pem")

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import datetime as dt
+import stat
+from pathlib import Path
+
+import pytest
+
+from zerotrust import FixedClock, verify_peer_chain
+from zerotrust.dev import DevCA
+from zerotrust.errors import ConfigurationError, InvalidSpiffeId
+
+
+def test_save_and_load(tmp_path: Path) -> None:
+    ca = DevCA.create("example.org", intermediate=True)
+    ca.save(tmp_path / "ca")
+    assert stat.S_IMODE((tmp_path / "ca").stat().st_mode) == 0o700
+    for key_file in ("root.key.pem", "intermediate.key.pem"):
+        assert stat.S_IMODE((tmp_path / "ca" / key_file).stat().st_mode) == 0o600
+    loaded = DevCA.load(tmp_path / "ca")
+    assert loaded.trust_domain == ca.trust_domain
+    assert loaded.bundle == ca.bundle
+    svid = loaded.issue_svid("spiffe://example.org/web")
+    assert len(svid.cert_chain) == 2
+    assert verify_peer_chain(svid.cert_chain, ca.bundle) == svid.spiffe_id
+
+
+@pytest.mark.parametrize("key_type", ["ec-p384", "rsa-2048"])
+def test_key_types(key_type: str) -> None:
+    ca = DevCA.create("example.org", key_type=key_type)  # type: ignore[arg-type]
+    svid = ca.issue_svid("spiffe://example.org/web", key_type=key_type)  # type: ignore[arg-type]
+    assert verify_peer_chain(svid.cert_chain, ca.bundle) == svid.spiffe_id
+
+
+def test_short_ttl_with_injected_clock() -> None:
+    clock = FixedClock(dt.datetime(2030, 5, 1, tzinfo=dt.timezone.utc))
+    ca = DevCA.create("example.org", clock=clock)
+    svid = ca.issue_svid("spiffe://example.org/web", ttl=dt.timedelta(minutes=5))
+    assert svid.expires_at == clock.now() + dt.timedelta(minutes=5)
+    assert verify_peer_chain(svid.cert_chain, ca.bundle, now=clock.now())
+
+
+def test_refuses_foreign_or_root_ids(ca: DevCA) -> None:
+    with pytest.raises(ConfigurationError):
+        ca.issue_svid("spiffe://other.org/web")
+    with pytest.raises(InvalidSpiffeId):
+        ca.issue_svid("spiffe://example.org")
+    with pytest.raises(ConfigurationError):
+        ca.issue_svid("spiffe://example.org/web", ttl=0)
+    with pytest.raises(ConfigurationError):
+        DevCA.create("example.org", key_type="dsa")  # type: ignore[arg-type]
+
+
+def test_load_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"missing ca\.json"):
+        DevCA.load(tmp_path)
+    (tmp_path / "ca.json").write_text('{"trust_domain": "example.org"}')
+    with pytest.raises(ConfigurationError, match=r"missing root\.crt\.pem"):
+        DevCA.load(tmp_path)
+    (tmp_path / "ca.json").write_text("{")
+    with pytest.raises(ConfigurationError, match="JSONDecodeError"):
+        DevCA.load(tmp_path)

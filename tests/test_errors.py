@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+from zerotrust import FixedClock, PeerRejected, errors
+from zerotrust._clock import SYSTEM_CLOCK, to_utc
+
+
+def test_public_message_never_carries_the_detail() -> None:
+    exc = errors.UntrustedCertificate("chain of spiffe://example.org/x does not validate")
+    assert "spiffe://" in str(exc)
+    assert exc.to_dict() == {
+        "error": "untrusted_certificate",
+        "error_description": exc.public_message,
+    }
+    assert "spiffe" not in exc.public_message
+    assert exc.http_status == 401
+    assert exc.grpc_status == "UNAUTHENTICATED"
+
+
+@pytest.mark.parametrize(
+    ("cls", "status", "grpc"),
+    [
+        (errors.AuthenticationError, 401, "UNAUTHENTICATED"),
+        (errors.TokenExpired, 401, "UNAUTHENTICATED"),
+        (errors.AuthorizationError, 403, "PERMISSION_DENIED"),
+        (errors.InsufficientScope, 403, "PERMISSION_DENIED"),
+        (errors.RateLimited, 429, "RESOURCE_EXHAUSTED"),
+        (errors.KeysUnavailable, 503, "UNAVAILABLE"),
+        (errors.StoreUnavailable, 503, "UNAVAILABLE"),
+    ],
+)
+def test_status_mapping(cls: type[errors.ZeroTrustError], status: int, grpc: str) -> None:
+    assert cls.http_status == status
+    assert cls.grpc_status == grpc
+
+
+def test_every_error_has_a_safe_default_message() -> None:
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert cls.public_message and "\n" not in cls.public_message
+        assert issubclass(cls, errors.ZeroTrustError)
+
+
+def test_missing_dependency_names_the_extra() -> None:
+    exc = errors.MissingDependencyError("redis", "redis")
+    assert "pip install 'zerotrust[redis]'" in str(exc)
+    assert isinstance(exc, errors.ConfigurationError)
+
+
+def test_invalid_spiffe_id_is_a_value_error_with_a_rule() -> None:
+    exc = errors.InvalidSpiffeId("trailing_slash")
+    assert isinstance(exc, ValueError)
+    assert exc.rule == "trailing_slash"
+    assert "trailing slash" in str(exc)
+
+
+def test_peer_rejected_is_a_tls_verification_error() -> None:
+    inner = errors.PeerNotAuthorized("spiffe://example.org/x refused")
+    exc = PeerRejected(inner)
+    assert isinstance(exc, ssl.SSLCertVerificationError)
+    assert isinstance(exc, errors.ZeroTrustError)
+    assert exc.error is inner
+    assert exc.reason == "peer_not_authorized"
+    assert "peer_not_authorized" in str(exc)
+    assert "refused" not in exc.public_message
+
+
+def test_repr_names_code_and_detail() -> None:
+    assert (
+        repr(errors.TokenExpired("exp passed"))
+        == "TokenExpired(code='token_expired', detail='exp passed')"
+    )
+
+
+def test_fixed_clock_moves_only_when_told() -> None:
+    import datetime as dt
+
+    start = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+    clock = FixedClock(start)
+    assert clock.now() == start
+    assert clock.advance(90) == start + dt.timedelta(seconds=90)
+    assert clock.advance(minutes=1) == start + dt.timedelta(seconds=150)
+    clock.set(dt.datetime(2031, 1, 1))  # naive is taken as UTC
+    assert clock.now().tzinfo is dt.timezone.utc
+    assert "2031" in repr(clock)
+    assert to_utc(dt.datetime(2031, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=2)))).hour == 22
+    assert SYSTEM_CLOCK.now().tzinfo is dt.timezone.utc

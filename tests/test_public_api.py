@@ -1,0 +1,98 @@
+"""The public API is curated: pinned here so that changes are deliberate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import zerotrust
+from zerotrust import errors
+
+EXPECTED = [
+    "AuthenticationError",
+    "AuthorizationError",
+    "BundleSet",
+    "CertificateError",
+    "Clock",
+    "ConfigurationError",
+    "FileBundleSource",
+    "FileSvidSource",
+    "FixedClock",
+    "IdentityError",
+    "InvalidSpiffeId",
+    "MatchResult",
+    "Matcher",
+    "PeerRejected",
+    "PeerVerifier",
+    "RotatingBundleSource",
+    "RotatingSvidSource",
+    "SourceError",
+    "SpiffeId",
+    "SystemClock",
+    "TokenError",
+    "TrustBundle",
+    "TrustDomain",
+    "VerifiedPeer",
+    "X509BundleSource",
+    "X509Svid",
+    "X509SvidSource",
+    "ZeroTrustError",
+    "ZeroTrustSSLContext",
+    "__version__",
+    "client_ssl_context",
+    "errors",
+    "match",
+    "server_ssl_context",
+    "verify_peer_chain",
+    "verify_x509_svid",
+]
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert zerotrust.__all__ == EXPECTED
+    assert sorted(zerotrust.__all__) == zerotrust.__all__
+
+
+def test_every_exported_name_exists() -> None:
+    for name in zerotrust.__all__:
+        assert hasattr(zerotrust, name), name
+
+
+def test_errors_all_is_sorted_and_complete() -> None:
+    assert sorted(errors.__all__) == errors.__all__
+    exported = {getattr(errors, n) for n in errors.__all__}
+    defined = {
+        v
+        for v in vars(errors).values()
+        if isinstance(v, type) and issubclass(v, errors.ZeroTrustError)
+    }
+    assert defined == exported
+
+
+def test_error_codes_are_unique_and_stable_shaped() -> None:
+    classes = [getattr(errors, n) for n in errors.__all__]
+    codes = [c.code for c in classes if c is not errors.AccessDenied]
+    assert len(codes) == len(set(codes)), "two error classes share a code"
+    for cls in classes:
+        assert cls.code.replace("_", "").isalpha() and cls.code.islower(), cls
+
+
+def test_core_imports_without_frameworks() -> None:
+    """The neutral core must not import any framework, HTTP client, grpc or redis."""
+    blocked = ["fastapi", "starlette", "flask", "django", "grpc", "httpx", "redis", "werkzeug"]
+    code = textwrap.dedent(
+        f"""
+        import sys
+        for name in {blocked!r}:
+            sys.modules[name] = None  # importing it now raises ImportError
+        import zerotrust, zerotrust.dev, zerotrust.x509, zerotrust.identity, zerotrust.sources.files
+        import zerotrust.errors, zerotrust.match, zerotrust.cli
+        print("ok")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from zerotrust import BundleSet, TrustBundle, TrustDomain
+from zerotrust.dev import DevCA
+from zerotrust.errors import BundleError, NoTrustBundle
+
+
+def test_pem_round_trip(ca: DevCA) -> None:
+    bundle = ca.bundle
+    again = TrustBundle.from_pem("example.org", bundle.to_pem())
+    assert again == bundle
+    assert hash(again) == hash(bundle)
+    assert again.trust_domain == TrustDomain.parse("example.org")
+    assert again.has_authority(ca.root_certificate)
+
+
+def test_spiffe_jwks_round_trip_with_jwt_authorities(ca: DevCA) -> None:
+    jwt_key = {"kty": "EC", "crv": "P-256", "kid": "k1", "use": "jwt-svid", "x": "AA", "y": "AA"}
+    doc = ca.bundle.to_jwks()
+    doc["keys"].append(jwt_key)
+    doc["spiffe_sequence"] = 7
+    doc["spiffe_refresh_hint"] = 300
+    bundle = TrustBundle.from_jwks("example.org", json.dumps(doc))
+    assert bundle.x509_authorities == (ca.root_certificate,)
+    assert dict(bundle.jwt_authorities["k1"]) == jwt_key
+    assert bundle.sequence_number == 7
+    assert bundle.refresh_hint == 300
+    assert TrustBundle.from_jwks("example.org", bundle.to_jwks()) == bundle
+    x5c = doc["keys"][0]["x5c"][0]
+    assert base64.b64decode(x5c) == ca.root_certificate.public_bytes(serialization.Encoding.DER)
+    assert doc["keys"][0]["use"] == "x509-svid"
+
+
+def test_unknown_uses_are_ignored(ca: DevCA) -> None:
+    doc = ca.bundle.to_jwks()
+    doc["keys"].append({"kty": "EC", "use": "something-else"})
+    assert TrustBundle.from_jwks("example.org", doc) == ca.bundle
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b"not json",
+        b"[]",
+        b'{"keys": {}}',
+        b'{"keys": [1]}',
+        b'{"keys": [{"use": "x509-svid", "x5c": ["!!"]}]}',
+        b'{"keys": [{"use": "x509-svid", "x5c": ["AA==", "AA=="]}]}',
+        b'{"keys": [{"use": "jwt-svid", "kty": "EC"}]}',
+        b'{"keys": [{"use": "jwt-svid", "kid": "a", "kty": "oct", "k": "c2VjcmV0"}]}',
+        b'{"keys": [{"use": "jwt-svid", "kid": "a", "kty": "EC", "d": "AA"}]}',
+        b'{"keys": []}',
+        b'{"keys": [], "spiffe_sequence": "1"}',
+        b'{"keys": [], "spiffe_sequence": true}',
+        b'{"a":' * 50 + b"1" + b"}" * 50,
+        b" " * (4 * 1024 * 1024 + 1),
+    ],
+)
+def test_bad_bundle_documents(doc: bytes) -> None:
+    with pytest.raises(BundleError):
+        TrustBundle.from_jwks("example.org", doc)
+
+
+def test_duplicate_jwt_key_ids_are_refused() -> None:
+    key = {"use": "jwt-svid", "kid": "a", "kty": "EC"}
+    with pytest.raises(BundleError):
+        TrustBundle.from_jwks("example.org", {"keys": [key, key]})
+
+
+def test_update_removes_authorities_that_are_gone(ca: DevCA) -> None:
+    other = DevCA.create("example.org")
+    both = ca.bundle.with_x509_authorities(
+        [ca.root_certificate, other.root_certificate, ca.root_certificate]
+    )
+    assert len(both.x509_authorities) == 2  # duplicates collapse
+    only_new = both.with_x509_authorities([other.root_certificate])
+    assert only_new.x509_authorities == (other.root_certificate,)
+    assert not only_new.has_authority(ca.root_certificate)
+    with pytest.raises(BundleError):
+        both.with_x509_authorities([])
+
+
+def test_bundles_are_immutable(ca: DevCA) -> None:
+    with pytest.raises(AttributeError):
+        ca.bundle.refresh_hint = 3  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        BundleSet([ca.bundle])._bundles = {}  # type: ignore[misc]
+
+
+def test_bundle_set_lookups_never_merge_domains(ca: DevCA, other_ca: DevCA) -> None:
+    bundles = BundleSet([ca.bundle, other_ca.bundle])
+    assert bundles.get_bundle_for_trust_domain("example.org") is not bundles.get("other.org")
+    assert bundles.get("spiffe://example.org/anything") == ca.bundle
+    assert "other.org" in bundles and "third.org" not in bundles and 3 not in bundles
+    assert "Not A Domain" not in bundles
+    assert len(bundles) == 2
+    assert {b.trust_domain.name for b in bundles} == {"example.org", "other.org"}
+    with pytest.raises(NoTrustBundle):
+        bundles.get_bundle_for_trust_domain("third.org")
+    with pytest.raises(BundleError):
+        BundleSet([ca.bundle, ca.bundle])
+    replaced = bundles.with_bundle(DevCA.create("example.org").bundle)
+    assert replaced.get("example.org") != ca.bundle
+    assert replaced.without("example.org").trust_domains == {TrustDomain.parse("other.org")}
+    assert BundleSet([ca.bundle]) == ca.bundle.get_bundle_set()
+    assert "example.org" in repr(bundles) and "x509_authorities=1" in repr(ca.bundle)
+
+
+def test_store_holds_only_this_bundle(ca: DevCA) -> None:
+    bundle = ca.bundle
+    assert bundle.x509_store() is bundle.x509_store()  # built once
+    jwt_only = TrustBundle.from_jwks(
+        "example.org", {"keys": [{"use": "jwt-svid", "kid": "a", "kty": "EC"}]}
+    )
+    with pytest.raises(NoTrustBundle):
+        jwt_only.x509_store()

@@ -1,0 +1,284 @@
+"""Real TLS handshakes over loopback sockets: blocking sockets and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ssl
+
+import pytest
+
+from tests._tls import call, tls_server
+from zerotrust import (
+    BundleSet,
+    PeerRejected,
+    RotatingBundleSource,
+    X509Svid,
+    client_ssl_context,
+    match,
+    server_ssl_context,
+)
+from zerotrust.dev import DevCA
+from zerotrust.errors import ConfigurationError
+
+NOW = dt.datetime.now(dt.timezone.utc)
+HOUR = dt.timedelta(hours=1)
+WEB = "spiffe://example.org/ns/shop/sa/web"
+API = "spiffe://example.org/ns/shop/sa/api"
+
+
+def bad_svid(issuer: DevCA, **kw: object) -> X509Svid:
+    """A leaf that breaks a rule, wrapped so a client context can present it anyway."""
+    kw.setdefault("uri_sans", [WEB])
+    kw.setdefault("not_before", NOW - HOUR)
+    kw.setdefault("not_after", NOW + HOUR)
+    chain, key = issuer.issue_unchecked_leaf(**kw)  # type: ignore[arg-type]
+    return _UncheckedSvid(chain, key)  # type: ignore[return-value]
+
+
+class _UncheckedSvid:
+    """Quacks like an X509Svid for loading into a context, without X509Svid's own checks."""
+
+    def __init__(self, chain: list, key: object) -> None:  # type: ignore[type-arg]
+        from zerotrust.x509._certs import certs_to_pem
+
+        self._pem = certs_to_pem(chain)
+        self._key = key
+
+    def cert_chain_pem(self) -> bytes:
+        return self._pem
+
+    def private_key_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
+        return self._key.private_bytes(  # type: ignore[attr-defined, no-any-return]
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def get_x509_svid(self) -> _UncheckedSvid:
+        return self
+
+
+@pytest.fixture
+def api_server(ca: DevCA):  # type: ignore[no-untyped-def]
+    ctx = server_ssl_context(
+        ca.issue_svid(API), ca.bundle, authorizer=match.member_of("example.org")
+    )
+    with tls_server(ctx) as (port, log):
+        yield port, log
+
+
+def client(svid: object, bundles: object, authorizer: object = None) -> ssl.SSLContext:
+    return client_ssl_context(svid, bundles, authorizer=authorizer or match.exact(API))  # type: ignore[arg-type]
+
+
+def rejected_by_server(port: int, log: object, ctx: ssl.SSLContext) -> BaseException:
+    """The server must refuse the handshake; returns the server-side error."""
+    try:
+        reply, _, _ = call(port, ctx)
+    except (OSError, ssl.SSLError):
+        reply = b""
+    assert reply == b""
+    for _ in range(100):
+        if log.errors:  # type: ignore[attr-defined]
+            break
+        import time
+
+        time.sleep(0.01)
+    assert log.errors, "server accepted a peer it must refuse"  # type: ignore[attr-defined]
+    assert not log.peers  # type: ignore[attr-defined]
+    return log.errors[0]  # type: ignore[attr-defined, no-any-return]
+
+
+def test_good_mtls_call(ca: DevCA, api_server) -> None:  # type: ignore[no-untyped-def]
+    port, log = api_server
+    reply, server_peer, _ = call(port, client(ca.issue_svid(WEB), ca.bundle))
+    assert reply == b"ok"
+    assert str(server_peer.spiffe_id) == API
+    assert [str(p.spiffe_id) for p in log.peers] == [WEB]
+
+
+def test_good_mtls_call_through_intermediate(ca_with_intermediate: DevCA) -> None:
+    ca = ca_with_intermediate
+    sctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    with tls_server(sctx) as (port, log):
+        reply, peer, _ = call(port, client(ca.issue_svid(WEB), ca.bundle))
+    assert reply == b"ok"
+    assert str(peer.spiffe_id) == API
+    assert len(log.peers[0].chain) == 3
+
+
+def test_wrong_trust_domain_is_refused_by_authorizer(ca: DevCA, other_ca: DevCA) -> None:
+    # Both domains are trusted (federation) but the server only admits example.org callers.
+    bundles = BundleSet([ca.bundle, other_ca.bundle])
+    sctx = server_ssl_context(
+        ca.issue_svid(API), bundles, authorizer=match.member_of("example.org")
+    )
+    with tls_server(sctx) as (port, log):
+        err = rejected_by_server(
+            port, log, client(other_ca.issue_svid("spiffe://other.org/web"), bundles)
+        )
+    assert isinstance(err, PeerRejected)
+    assert err.error.code == "peer_not_authorized"
+
+
+def test_trust_domain_without_bundle(ca: DevCA, other_ca: DevCA, api_server) -> None:  # type: ignore[no-untyped-def]
+    port, log = api_server
+    bundles = BundleSet([ca.bundle, other_ca.bundle])
+    ctx = client(other_ca.issue_svid("spiffe://other.org/web"), bundles)
+    rejected_by_server(port, log, ctx)  # OpenSSL does not even know other.org's CA
+
+
+def test_cross_trust_domain_minting(ca: DevCA, other_ca: DevCA) -> None:
+    bundles = BundleSet([ca.bundle, other_ca.bundle])
+    sctx = server_ssl_context(ca.issue_svid(API), bundles, authorizer=match.any())
+    with tls_server(sctx) as (port, log):
+        forged = bad_svid(other_ca, uri_sans=["spiffe://example.org/admin"])
+        err = rejected_by_server(port, log, client(forged, bundles))
+    # OpenSSL's merged store accepts the chain; the per-trust-domain check does not.
+    assert isinstance(err, PeerRejected)
+    assert err.error.code == "untrusted_certificate"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"not_before": NOW - 3 * HOUR, "not_after": NOW - HOUR}, None),
+        ({"not_before": NOW + HOUR, "not_after": NOW + 2 * HOUR}, None),
+        ({"uri_sans": [WEB, API]}, "svid_profile_violation"),
+        ({"uri_sans": []}, "svid_profile_violation"),
+    ],
+    ids=["expired", "not-yet-valid", "two-uri-sans", "no-uri-san"],
+)
+def test_bad_client_leaf_is_refused(ca: DevCA, api_server, kwargs: dict, code: str | None) -> None:  # type: ignore[no-untyped-def, type-arg]
+    port, log = api_server
+    err = rejected_by_server(port, log, client(bad_svid(ca, **kwargs), ca.bundle))
+    if code is not None:  # expiry is already refused by OpenSSL's first pass
+        assert isinstance(err, PeerRejected)
+        assert err.error.code == code
+
+
+def test_leaf_with_ca_flag_is_refused(ca: DevCA, api_server) -> None:  # type: ignore[no-untyped-def]
+    from cryptography import x509
+
+    port, log = api_server
+    usage = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
+    rejected_by_server(port, log, client(bad_svid(ca, ca=True, key_usage=usage), ca.bundle))
+
+
+def test_unknown_ca(ca: DevCA, api_server) -> None:  # type: ignore[no-untyped-def]
+    port, log = api_server
+    stranger = DevCA.create("example.org")
+    rejected_by_server(port, log, client(stranger.issue_svid(WEB), BundleSet([ca.bundle])))
+
+
+def test_client_refuses_server_id(ca: DevCA, api_server) -> None:  # type: ignore[no-untyped-def]
+    port, _log = api_server
+    ctx = client(
+        ca.issue_svid(WEB), ca.bundle, authorizer=match.exact("spiffe://example.org/ns/shop/sa/db")
+    )
+    with pytest.raises(PeerRejected) as info:
+        call(port, ctx)
+    assert info.value.error.code == "peer_not_authorized"
+    assert isinstance(info.value, ssl.SSLCertVerificationError)
+
+
+def test_client_refuses_server_of_unknown_ca(ca: DevCA) -> None:
+    stranger = DevCA.create("example.org")
+    sctx = server_ssl_context(stranger.issue_svid(API), stranger.bundle, authorizer=match.any())
+    with tls_server(sctx) as (port, _log), pytest.raises(ssl.SSLCertVerificationError):
+        call(port, client(ca.issue_svid(WEB), ca.bundle))
+
+
+def test_authority_removed_from_bundle(ca: DevCA) -> None:
+    new_ca = DevCA.create("example.org")
+    bundles = RotatingBundleSource(
+        ca.bundle.with_x509_authorities([ca.root_certificate, new_ca.root_certificate])
+    )
+    sctx = server_ssl_context(new_ca.issue_svid(API), bundles, authorizer=match.any())
+    old_client = client(ca.issue_svid(WEB), bundles)
+    with tls_server(sctx) as (port, log):
+        assert call(port, old_client)[0] == b"ok"
+        bundles.set(ca.bundle.with_x509_authorities([new_ca.root_certificate]))  # old root retired
+        err = rejected_by_server_after(port, log, old_client)
+    assert isinstance(err, PeerRejected)
+    assert err.error.code == "untrusted_certificate"
+
+
+def rejected_by_server_after(port: int, log, ctx: ssl.SSLContext) -> BaseException:  # type: ignore[no-untyped-def]
+    log.peers.clear()
+    return rejected_by_server(port, log, ctx)
+
+
+def test_tls_session_resumption_still_verifies(ca_with_intermediate: DevCA) -> None:
+    ca = ca_with_intermediate
+    sctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    cctx = client(ca.issue_svid(WEB), ca.bundle)
+    import socket
+
+    with tls_server(sctx) as (port, log):
+        session = None
+        for _ in range(3):
+            with (
+                socket.create_connection(("127.0.0.1", port)) as raw,
+                cctx.wrap_socket(raw, session=session) as conn,
+            ):
+                assert conn.recv(2) == b"ok"
+                session = conn.session
+                reused = conn.session_reused
+        assert reused
+    assert len(log.peers) == 3
+    assert all(str(p.spiffe_id) == WEB for p in log.peers)
+
+
+def test_authorizer_is_required(ca: DevCA) -> None:
+    svid = ca.issue_svid(WEB)
+    with pytest.raises(TypeError):
+        server_ssl_context(svid, ca.bundle)  # type: ignore[call-arg]
+    with pytest.raises(ConfigurationError):
+        client_ssl_context(svid, ca.bundle, authorizer=None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        server_ssl_context(
+            svid, ca.bundle, authorizer=match.any(), minimum_version=ssl.TLSVersion.TLSv1_1
+        )
+
+
+def test_contexts_are_strict(ca: DevCA) -> None:
+    svid = ca.issue_svid(WEB)
+    sctx = server_ssl_context(svid, ca.bundle, authorizer=match.any())
+    cctx = client_ssl_context(svid, ca.bundle, authorizer=match.any())
+    for ctx in (sctx, cctx):
+        assert ctx.verify_mode == ssl.CERT_REQUIRED
+        assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert cctx.current_svid is svid
+
+
+def test_asyncio_server_and_client(ca: DevCA) -> None:
+    sctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    cctx = client(ca.issue_svid(WEB), ca.bundle)
+    bad = client(ca.issue_svid("spiffe://example.org/ns/shop/sa/intruder"), ca.bundle)
+    seen: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sslobj = writer.get_extra_info("ssl_object")
+        seen.append(str(sslobj.zerotrust_peer.spiffe_id))
+        writer.write(b"ok")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=sctx)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=cctx)
+            assert await reader.read() == b"ok"
+            assert str(writer.get_extra_info("ssl_object").zerotrust_peer.spiffe_id) == API
+            writer.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=bad)
+            assert await reader.read() == b""  # the server aborted the connection
+            writer.close()
+
+    asyncio.run(main())
+    assert seen == [WEB]

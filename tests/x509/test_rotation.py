@@ -1,0 +1,100 @@
+"""Rotation without restart: SVIDs are replaced while connections keep being made."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from tests._tls import call, tls_server
+from zerotrust import (
+    FileSvidSource,
+    RotatingSvidSource,
+    client_ssl_context,
+    match,
+    server_ssl_context,
+)
+from zerotrust.dev import DevCA
+
+API = "spiffe://example.org/api"
+WEB = "spiffe://example.org/web"
+
+
+def test_server_svid_rotation_mid_traffic(ca: DevCA) -> None:
+    first, second = ca.issue_svid(API), ca.issue_svid(API)
+    source = RotatingSvidSource(first)
+    sctx = server_ssl_context(source, ca.bundle, authorizer=match.exact(WEB))
+    cctx = client_ssl_context(ca.issue_svid(WEB), ca.bundle, authorizer=match.exact(API))
+    results: list[tuple[bool, str]] = []  # (started after the swap?, fingerprint seen)
+    failures: list[BaseException] = []
+    swapped = threading.Event()
+    lock = threading.Lock()
+
+    def traffic() -> None:
+        for _ in range(40):
+            after = swapped.is_set()
+            try:
+                reply, _, fp = call(port, cctx)
+                assert reply == b"ok"
+            except BaseException as exc:  # any failed handshake fails the test
+                with lock:
+                    failures.append(exc)
+                return
+            with lock:
+                results.append((after, fp))
+
+    with tls_server(sctx) as (port, log):
+        workers = [threading.Thread(target=traffic) for _ in range(4)]
+        for w in workers:
+            w.start()
+        while True:  # swap once some traffic has flowed
+            time.sleep(0.001)
+            with lock:
+                if len(results) >= 20 or failures:
+                    break
+        source.set(second)
+        swapped.set()
+        for w in workers:
+            w.join(30)
+    assert not failures, failures
+    assert not log.errors
+    assert len(results) == 160
+    after = [fp for started_after, fp in results if started_after]
+    before = {fp for started_after, fp in results if not started_after}
+    assert after, "no handshake happened after the swap"
+    assert set(after) == {second.fingerprint}
+    assert first.fingerprint in before
+
+
+def test_client_svid_rotation(ca: DevCA) -> None:
+    old, new = ca.issue_svid(WEB), ca.issue_svid(WEB)
+    source = RotatingSvidSource(old)
+    sctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    cctx = client_ssl_context(source, ca.bundle, authorizer=match.exact(API))
+    with tls_server(sctx) as (port, log):
+        call(port, cctx)
+        source.set(new)
+        assert cctx.current_svid is old  # loaded lazily, on the next connection
+        call(port, cctx)
+        assert cctx.current_svid is new
+    assert [p.fingerprint for p in log.peers] == [old.fingerprint, new.fingerprint]
+
+
+def test_file_backed_rotation_with_torn_writes(ca: DevCA, tmp_path: Path) -> None:
+    cert, key = tmp_path / "svid.pem", tmp_path / "svid.key"
+    first, second = ca.issue_svid(API), ca.issue_svid(API)
+    first.save(cert, key)
+    source = FileSvidSource(cert, key, check_interval=0)
+    sctx = server_ssl_context(source, ca.bundle, authorizer=match.exact(WEB))
+    cctx = client_ssl_context(ca.issue_svid(WEB), ca.bundle, authorizer=match.exact(API))
+    with tls_server(sctx) as (port, log):
+        assert call(port, cctx)[2] == first.fingerprint
+        # A rotation tool writes the new key first: for a moment the files do not match.
+        key.write_bytes(second.private_key_pem())
+        assert call(port, cctx)[2] == first.fingerprint  # the old, complete pair is still served
+        assert source.last_error is not None
+        cert.write_bytes(second.cert_chain_pem())
+        assert call(port, cctx)[2] == second.fingerprint
+        assert source.last_error is None
+        assert source.reloads == 1
+    assert not log.errors

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from zerotrust import X509Svid
+from zerotrust.dev import DevCA
+from zerotrust.errors import SvidError
+
+
+def test_pem_round_trip(ca_with_intermediate: DevCA) -> None:
+    svid = ca_with_intermediate.issue_svid("spiffe://example.org/web")
+    again = X509Svid.from_pem(svid.cert_chain_pem(), svid.private_key_pem())
+    assert again.spiffe_id == svid.spiffe_id
+    assert again.fingerprint == svid.fingerprint
+    assert len(again.cert_chain) == 2
+    assert again.get_x509_svid() is again
+    assert again.expires_at == svid.leaf.not_valid_after_utc
+    assert "spiffe://example.org/web" in repr(again) and "PRIVATE" not in repr(again)
+
+
+def test_save_writes_the_key_private(ca: DevCA, tmp_path: Path) -> None:
+    svid = ca.issue_svid("spiffe://example.org/web")
+    svid.save(tmp_path / "c.pem", tmp_path / "k.pem")
+    assert stat.S_IMODE((tmp_path / "k.pem").stat().st_mode) == 0o600
+    assert X509Svid.load(tmp_path / "c.pem", tmp_path / "k.pem").fingerprint == svid.fingerprint
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_torn_pair_is_refused(ca: DevCA) -> None:
+    a, b = ca.issue_svid("spiffe://example.org/a"), ca.issue_svid("spiffe://example.org/a")
+    with pytest.raises(SvidError, match="does not match"):
+        X509Svid.from_pem(a.cert_chain_pem(), b.private_key_pem())
+
+
+def test_non_svid_leaf_is_refused(ca: DevCA) -> None:
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone.utc)
+    chain, key = ca.issue_unchecked_leaf(
+        uri_sans=[], not_before=now, not_after=now + dt.timedelta(hours=1)
+    )
+    with pytest.raises(SvidError, match="not an X509-SVID"):
+        X509Svid(chain, key)
+
+
+@pytest.mark.parametrize(
+    ("cert", "key"),
+    [(b"garbage", b"garbage"), (b"", b"")],
+)
+def test_bad_pem(cert: bytes, key: bytes) -> None:
+    with pytest.raises(SvidError):
+        X509Svid.from_pem(cert, key)
+
+
+def test_bad_key_pem(ca: DevCA) -> None:
+    svid = ca.issue_svid("spiffe://example.org/a")
+    with pytest.raises(SvidError, match="private key"):
+        X509Svid.from_pem(
+            svid.cert_chain_pem(), b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+        )
+
+
+def test_missing_files(tmp_path: Path) -> None:
+    with pytest.raises(SvidError, match="cannot read"):
+        X509Svid.load(tmp_path / "nope.pem", tmp_path / "nope.key")
+
+
+def test_svid_is_immutable(ca: DevCA) -> None:
+    svid = ca.issue_svid("spiffe://example.org/a")
+    with pytest.raises(AttributeError):
+        svid._spiffe_id = None  # type: ignore[misc]
+    with pytest.raises(SvidError):
+        X509Svid([], svid.private_key)

@@ -1,0 +1,96 @@
+"""What the core may read of a request: the neutral view every adapter builds.
+
+Adapters (ASGI, WSGI, Django, gRPC, or your own) describe each incoming request or RPC as a
+:class:`RequestView`. :class:`Request` is a plain implementation for tests and custom
+integrations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from zerotrust.x509.verify import VerifiedPeer
+
+__all__ = ["Kind", "Request", "RequestView", "normalize_headers"]
+
+Kind = Literal["http", "grpc", "websocket"]
+
+#: Requests with more header lines than this are refused before any parsing.
+MAX_HEADER_LINES = 256
+
+
+@runtime_checkable
+class RequestView(Protocol):
+    """The read-only view of a request that authentication and policy work on.
+
+    ``route`` is the framework's route *template* (``/orders/{order_id}``) or the gRPC full
+    method (``/pkg.Service/Method``); policies match on it, never on the raw path alone.
+    ``peer_chain`` is the certificate chain the immediate peer presented over mTLS (DER, leaf
+    first) and ``verified_peer`` the result when the TLS layer already verified it (zerotrust's
+    own SSL contexts do). ``remote_addr`` is the immediate peer's IP address, used to decide
+    whether forwarded client-certificate headers come from a trusted proxy.
+    """
+
+    @property
+    def kind(self) -> Kind: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def route(self) -> str | None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def scheme(self) -> str: ...
+    @property
+    def host(self) -> str | None: ...
+    @property
+    def remote_addr(self) -> str | None: ...
+    @property
+    def peer_chain(self) -> Sequence[bytes] | None: ...
+    @property
+    def verified_peer(self) -> VerifiedPeer | None: ...
+
+    def header(self, name: str) -> list[str]:
+        """Every value of header ``name`` (case-insensitive), in order; ``[]`` if absent."""
+        ...
+
+
+HeadersLike = Mapping[str, "str | Sequence[str]"] | Iterable[tuple[str, str]]
+
+
+def normalize_headers(headers: HeadersLike) -> dict[str, tuple[str, ...]]:
+    """Lower-cased header names mapped to every value, in order."""
+    out: dict[str, list[str]] = {}
+    items: Iterable[tuple[str, str | Sequence[str]]]
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    for name, value in items:
+        values = [value] if isinstance(value, str) else list(value)
+        out.setdefault(name.lower(), []).extend(values)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A plain :class:`RequestView` for tests and hand-written integrations."""
+
+    method: str = "GET"
+    route: str | None = None
+    path: str = "/"
+    headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    kind: Kind = "http"
+    scheme: str = "https"
+    host: str | None = None
+    remote_addr: str | None = "127.0.0.1"
+    peer_chain: Sequence[bytes] | None = None
+    verified_peer: VerifiedPeer | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", normalize_headers(self.headers))
+        if self.route is None and self.kind == "grpc":
+            object.__setattr__(self, "route", self.path)
+
+    def header(self, name: str) -> list[str]:
+        return list(self.headers.get(name.lower(), ()))

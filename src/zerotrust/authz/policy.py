@@ -1,0 +1,340 @@
+"""Policies: Istio's evaluation order in process, with per-handler requirements.
+
+Evaluation order: CUSTOM rules (an external decision hook; an error or timeout denies), then
+DENY rules, then ALLOW rules. When ALLOW rules exist and none matches, the request is denied;
+when there are none, ``default`` decides, and the default is deny (zero trust). Dry-run rules and
+policies decide and are recorded but not enforced.
+
+Evaluation is written once as a sans-IO generator that yields :class:`HookCall` for CUSTOM
+hooks; :meth:`Policy.evaluate` and :meth:`Policy.evaluate_async` drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from zerotrust._sansio import drive, drive_async
+from zerotrust.authn.principal import Principal
+from zerotrust.authn.request import RequestView
+from zerotrust.authz.decision import Decision
+from zerotrust.authz.rules import Callers, Operation, Operations, Pattern, Rule, ScopeRule
+from zerotrust.errors import ConfigurationError
+from zerotrust.identity.match import Matcher
+
+__all__ = ["HookCall", "Policy", "RateLimit", "Requirement", "operation_of", "require"]
+
+_HOOK_POOL = concurrent.futures.ThreadPoolExecutor(
+    max_workers=8, thread_name_prefix="zerotrust-hook"
+)
+
+
+def operation_of(view: RequestView) -> Operation:
+    """The :class:`Operation` a request describes."""
+    return Operation(method=view.method, route=view.route, kind=view.kind, path=view.path)
+
+
+@dataclass(frozen=True, slots=True)
+class HookCall:
+    """Sans-IO request for a CUSTOM rule's hook; answer with ``True`` (allow) or ``False``."""
+
+    rule: Rule
+    principal: Principal | None
+    operation: Operation
+
+    def fulfil(self) -> bool:
+        hook = self.rule.hook
+        assert hook is not None
+        future = _HOOK_POOL.submit(hook, self.principal, self.operation)
+        try:
+            result = future.result(timeout=self.rule.hook_timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"hook of rule {self.rule.id!r} timed out") from None
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise ConfigurationError(
+                f"hook of rule {self.rule.id!r} is async: use the async evaluation"
+            )
+        return _hook_verdict(self.rule, result)
+
+    async def fulfil_async(self) -> bool:
+        hook = self.rule.hook
+        assert hook is not None
+        timeout = self.rule.hook_timeout
+        if inspect.iscoroutinefunction(hook):
+            result = await asyncio.wait_for(hook(self.principal, self.operation), timeout)
+        else:  # a blocking hook must not stall the event loop
+            result = await asyncio.wait_for(
+                asyncio.to_thread(hook, self.principal, self.operation), timeout
+            )
+            if inspect.isawaitable(result):
+                result = await asyncio.wait_for(result, timeout)
+        return _hook_verdict(self.rule, result)
+
+
+def _hook_verdict(rule: Rule, result: object) -> bool:
+    if not isinstance(result, bool):
+        raise TypeError(f"hook of rule {rule.id!r} returned {type(result).__name__}, not bool")
+    return result
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A token bucket per principal: ``rate`` tokens per second, bursts of ``burst``."""
+
+    id: str
+    rate: float
+    burst: int
+    callers: Sequence[Callers] = ()
+    operations: Sequence[Operations] = ()
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise ConfigurationError("a rate limit needs an id")
+        if not self.rate > 0 or not isinstance(self.burst, int) or self.burst < 1:
+            raise ConfigurationError(f"rate limit {self.id!r}: rate must be > 0 and burst >= 1")
+        object.__setattr__(self, "callers", tuple(self.callers))
+        object.__setattr__(self, "operations", tuple(self.operations))
+
+    def applies(self, principal: Principal, op: Operation) -> bool:
+        if self.callers and not any(c.matches(principal) for c in self.callers):
+            return False
+        return not self.operations or any(o.matches(op) for o in self.operations)
+
+    def key(self, principal: Principal) -> str:
+        return f"{self.id}:{principal.id}"
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A per-handler requirement that must hold in addition to the app-wide policy."""
+
+    scopes: tuple[str, ...] = ()
+    any_scopes: tuple[str, ...] = ()
+    callers: Matcher | tuple[Pattern, ...] | None = None
+    methods: tuple[str, ...] = ()
+    proven_by: tuple[str, ...] = ()
+
+    def check(self, principal: Principal | None, op: Operation) -> Decision | None:
+        """``None`` when satisfied, else the denying :class:`Decision`."""
+        if self.methods and op.method.upper() not in self.methods:
+            return Decision(
+                False, "requirement_not_met", detail=f"method {op.method} not allowed here"
+            )
+        if principal is None:
+            return Decision(False, "requirement_not_met", detail="authentication required")
+        if self.callers is not None and not self._caller_ok(principal):
+            return Decision(
+                False, "requirement_not_met", detail=f"caller {principal.id} not allowed here"
+            )
+        if self.proven_by and principal.proven_by not in self.proven_by:
+            return Decision(
+                False, "requirement_not_met", detail=f"{principal.proven_by} not accepted here"
+            )
+        missing = ScopeRule(self.scopes, self.any_scopes).missing(principal.scopes)
+        if missing:
+            return Decision(
+                False, "insufficient_scope", required_scopes=missing, detail="missing scopes"
+            )
+        return None
+
+    def _caller_ok(self, principal: Principal) -> bool:
+        if isinstance(self.callers, tuple):
+            value = (
+                str(principal.spiffe_id) if principal.spiffe_id is not None else principal.subject
+            )
+            return any(p(value) for p in self.callers)
+        if principal.spiffe_id is None or self.callers is None:
+            return False
+        return bool(self.callers(principal.spiffe_id))
+
+    def __and__(self, other: Requirement) -> Requirement:
+        """Both requirements (scopes accumulate, as along a FastAPI dependency chain)."""
+        if self.callers is not None and other.callers is not None and self.callers != other.callers:
+            raise ConfigurationError("two different caller requirements cannot be combined")
+        return Requirement(
+            scopes=tuple(dict.fromkeys(self.scopes + other.scopes)),
+            any_scopes=tuple(dict.fromkeys(self.any_scopes + other.any_scopes)),
+            callers=self.callers if self.callers is not None else other.callers,
+            methods=_intersect(self.methods, other.methods),
+            proven_by=_intersect(self.proven_by, other.proven_by),
+        )
+
+
+def _intersect(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+    if not a or not b:
+        return a or b
+    both = tuple(x for x in a if x in b)
+    if not both:
+        raise ConfigurationError(f"requirements {a} and {b} can never both hold")
+    return both
+
+
+def require(
+    *,
+    scopes: Iterable[str] = (),
+    any_scopes: Iterable[str] = (),
+    callers: Matcher | Iterable[str] | None = None,
+    methods: Iterable[str] = (),
+    proven_by: Iterable[str] = (),
+) -> Requirement:
+    """Build a :class:`Requirement`. ``callers`` is a matcher or SPIFFE ID / subject patterns."""
+    if isinstance(scopes, str) or isinstance(any_scopes, str) or isinstance(callers, str):
+        raise ConfigurationError("scopes, any_scopes and callers take lists, not a single string")
+    caller_req: Matcher | tuple[Pattern, ...] | None
+    if callers is None or callable(callers):
+        caller_req = callers
+    else:
+        caller_req = tuple(Pattern(str(c)) for c in callers)
+        if not caller_req:
+            raise ConfigurationError(
+                "callers=[] would refuse everyone: pass None for no constraint"
+            )
+    rule = ScopeRule(tuple(scopes), tuple(any_scopes))  # validates the scope lists
+    return Requirement(
+        scopes=tuple(rule.all),
+        any_scopes=tuple(rule.any),
+        callers=caller_req,
+        methods=tuple(m.upper() for m in methods),
+        proven_by=tuple(proven_by),
+    )
+
+
+Flow = Generator[HookCall, bool, Decision]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An ordered set of rules with Istio semantics. Immutable once built."""
+
+    rules: Sequence[Rule] = ()
+    id: str = "default"
+    default: Literal["deny", "allow"] = "deny"
+    dry_run: bool = False
+    rate_limits: Sequence[RateLimit] = ()
+    _by_action: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rules = tuple(self.rules)
+        ids = [r.id for r in rules] + [r.id for r in self.rate_limits]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ConfigurationError(f"policy {self.id!r}: duplicate rule ids {dupes}")
+        if self.default not in ("deny", "allow"):
+            raise ConfigurationError(f"policy {self.id!r}: default must be 'deny' or 'allow'")
+        object.__setattr__(self, "rules", rules)
+        object.__setattr__(self, "rate_limits", tuple(self.rate_limits))
+        object.__setattr__(
+            self,
+            "_by_action",
+            {a: tuple(r for r in rules if r.action == a) for a in ("CUSTOM", "DENY", "ALLOW")},
+        )
+
+    @property
+    def has_dry_run(self) -> bool:
+        return self.dry_run or any(r.dry_run for r in self.rules)
+
+    # --- evaluation (sans-IO) ----------------------------------------------------------------
+
+    def decide(self, principal: Principal | None, op: Operation) -> Flow:
+        """The evaluation generator: yields :class:`HookCall`, returns a :class:`Decision`."""
+        hook_results: dict[str, bool | BaseException] = {}
+        effective = yield from self._flow(principal, op, hook_results, enforced_only=True)
+        if not self.has_dry_run:
+            return replace(effective, policy_id=self.id)
+        shadow = yield from self._flow(principal, op, hook_results, enforced_only=False)
+        if self.dry_run:
+            if shadow.allowed:
+                return replace(shadow, policy_id=self.id)
+            return Decision(True, "dry_run", policy_id=self.id, dry_run=True, would_allow=False,
+                            would_rule_id=shadow.rule_id, would_reason=shadow.reason)  # fmt: skip
+        if (shadow.allowed, shadow.rule_id) == (effective.allowed, effective.rule_id):
+            return replace(effective, policy_id=self.id)
+        return replace(effective, policy_id=self.id, dry_run=True, would_allow=shadow.allowed,
+                       would_rule_id=shadow.rule_id, would_reason=shadow.reason)  # fmt: skip
+
+    def _flow(
+        self, principal: Principal | None, op: Operation, results: dict[str, bool | BaseException],
+        *, enforced_only: bool,
+    ) -> Flow:  # fmt: skip
+        def active(action: str) -> tuple[Rule, ...]:
+            rules = self._by_action[action]
+            return (
+                tuple(r for r in rules if not r.dry_run)
+                if enforced_only and not self.dry_run
+                else rules
+            )
+
+        if enforced_only and self.dry_run:
+            return Decision(True, "dry_run")
+        for rule in active("CUSTOM"):
+            if not rule.matches(principal, op):
+                continue
+            if rule.id not in results:
+                try:
+                    results[rule.id] = yield HookCall(rule, principal, op)
+                except Exception as exc:  # any hook failure denies (fail closed)
+                    results[rule.id] = exc
+            verdict = results[rule.id]
+            if isinstance(verdict, BaseException):
+                return Decision(
+                    False, "custom_error", rule.id, detail=f"{type(verdict).__name__}: {verdict}"
+                )
+            if not verdict:
+                return Decision(False, "denied_by_custom", rule.id)
+        for rule in active("DENY"):
+            if rule.matches(principal, op):
+                return Decision(False, "denied_by_rule", rule.id)
+        allows = active("ALLOW")
+        short: tuple[str, tuple[str, ...]] | None = None
+        for rule in allows:
+            if not rule.matches(principal, op):
+                continue
+            missing = (
+                rule.scopes.missing(principal.scopes if principal else frozenset())
+                if rule.scopes
+                else ()
+            )
+            if not missing:
+                return Decision(True, "allowed_by_rule", rule.id)
+            short = short or (rule.id, missing)
+        if short is not None:
+            return Decision(False, "insufficient_scope", short[0], required_scopes=short[1])
+        if allows:
+            return Decision(False, "no_allow_rule_matched")
+        if self.default == "allow":
+            return Decision(True, "allowed_by_default")
+        return Decision(False, "no_rules" if not self.rules else "no_allow_rule_matched")
+
+    # --- drivers -----------------------------------------------------------------------------
+
+    def evaluate(self, principal: Principal | None, op: Operation) -> Decision:
+        """Decide synchronously (CUSTOM hooks run in a worker thread with their timeout)."""
+        return drive(self.decide(principal, op))
+
+    async def evaluate_async(self, principal: Principal | None, op: Operation) -> Decision:
+        """Decide without blocking the event loop."""
+        return await drive_async(self.decide(principal, op))
+
+    def explain(
+        self,
+        subject: Principal | RequestView | None,
+        operation: Operation | RequestView | None = None,
+    ) -> Decision:
+        """Would this be allowed, and why? (no rate limits are consumed)."""
+        principal = subject if isinstance(subject, Principal) else None
+        if operation is None:
+            if not isinstance(subject, RequestView):
+                raise ConfigurationError("explain() needs an operation or a request view")
+            operation = subject
+        op = operation if isinstance(operation, Operation) else operation_of(operation)
+        return self.evaluate(principal, op)
+
+    def rate_limits_for(self, principal: Principal, op: Operation) -> tuple[RateLimit, ...]:
+        return tuple(r for r in self.rate_limits if r.applies(principal, op))

@@ -1,0 +1,346 @@
+"""Rule building blocks, with Istio AuthorizationPolicy semantics.
+
+A rule matches when **all** of its parts match: one of its ``callers`` entries (``from``), one
+of its ``operations`` entries (``to``), and every ``when`` condition. Inside an entry every
+given field must match, a field matches when any of its values does, and ``not_*`` fields
+match when none of their values does. Patterns are exact, ``prefix*``, ``*suffix`` or ``*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from zerotrust.authn.principal import Principal
+from zerotrust.errors import ConfigurationError
+
+__all__ = [
+    "Action",
+    "Callers",
+    "Condition",
+    "Operation",
+    "Operations",
+    "Pattern",
+    "Rule",
+    "ScopeRule",
+]
+
+Action = Literal["ALLOW", "DENY", "CUSTOM"]
+
+
+class Pattern:
+    """``exact``, ``prefix*``, ``*suffix`` or ``*`` (Istio string match)."""
+
+    __slots__ = ("_kind", "_text", "text")
+
+    def __init__(self, text: str) -> None:
+        if not isinstance(text, str) or not text:
+            raise ConfigurationError(f"invalid pattern {text!r}: must be a non-empty string")
+        stars = text.count("*")
+        if text == "*":
+            kind, core = "any", ""
+        elif stars == 0:
+            kind, core = "exact", text
+        elif stars == 1 and text.endswith("*"):
+            kind, core = "prefix", text[:-1]
+        elif stars == 1 and text.startswith("*"):
+            kind, core = "suffix", text[1:]
+        else:
+            raise ConfigurationError(
+                f"invalid pattern {text!r}: '*' may only be the whole pattern,"
+                " its first or its last character"
+            )
+        self.text = text
+        self._kind = kind
+        self._text = core
+
+    def __call__(self, value: str | None) -> bool:
+        if value is None:
+            return False
+        kind = self._kind
+        if kind == "exact":
+            return value == self._text
+        if kind == "prefix":
+            return value.startswith(self._text)
+        if kind == "suffix":
+            return value.endswith(self._text)
+        return True
+
+    def __repr__(self) -> str:
+        return f"Pattern({self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Pattern) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+def _patterns(values: Iterable[str] | str, what: str) -> tuple[Pattern, ...]:
+    if isinstance(values, str):
+        raise ConfigurationError(f"{what} must be a list of strings, not a single string")
+    return tuple(Pattern(v) for v in values)
+
+
+def _any(patterns: tuple[Pattern, ...], value: str | None) -> bool:
+    return any(p(value) for p in patterns)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What is being called: the neutral description of a request for policy matching."""
+
+    method: str
+    route: str | None
+    kind: str = "http"
+    path: str = ""
+
+
+_CALLER_FIELDS = (
+    "spiffe_ids",
+    "not_spiffe_ids",
+    "trust_domains",
+    "not_trust_domains",
+    "issuers",
+    "not_issuers",
+    "subjects",
+    "not_subjects",
+    "proven_by",
+    "not_proven_by",
+)
+
+
+@dataclass(frozen=True)
+class Callers:
+    """Who may match (Istio ``source``). Empty fields match anything."""
+
+    spiffe_ids: Sequence[str] = ()
+    not_spiffe_ids: Sequence[str] = ()
+    trust_domains: Sequence[str] = ()
+    not_trust_domains: Sequence[str] = ()
+    issuers: Sequence[str] = ()
+    not_issuers: Sequence[str] = ()
+    subjects: Sequence[str] = ()
+    not_subjects: Sequence[str] = ()
+    proven_by: Sequence[str] = ()
+    not_proven_by: Sequence[str] = ()
+    #: Match requests that carry no credentials at all (health checks, public routes).
+    anonymous: bool = False
+    _compiled: tuple[tuple[Pattern, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = _CALLER_FIELDS
+        compiled = tuple(_patterns(getattr(self, n), n) for n in names)
+        object.__setattr__(self, "_compiled", compiled)
+        if self.anonymous and any(compiled):
+            raise ConfigurationError("callers with anonymous=true cannot also constrain identities")
+
+    def matches(self, principal: Principal | None) -> bool:
+        if principal is None:
+            return self.anonymous
+        if self.anonymous:
+            return False
+        sid, nsid, td, ntd, iss, niss, sub, nsub, pb, npb = self._compiled
+        spiffe = str(principal.spiffe_id) if principal.spiffe_id is not None else None
+        domain = principal.spiffe_id.trust_domain.name if principal.spiffe_id is not None else None
+        checks = (
+            (sid, nsid, spiffe),
+            (td, ntd, domain),
+            (iss, niss, principal.issuer),
+            (sub, nsub, principal.subject),
+            (pb, npb, principal.proven_by),
+        )
+        for positive, negative, value in checks:
+            if positive and not _any(positive, value):
+                return False
+            if negative and _any(negative, value):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Operations:
+    """What may match (Istio ``operation``): methods and route templates / gRPC methods."""
+
+    methods: Sequence[str] = ()
+    not_methods: Sequence[str] = ()
+    routes: Sequence[str] = ()
+    not_routes: Sequence[str] = ()
+    kinds: Sequence[str] = ()
+    _compiled: tuple[tuple[Pattern, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("methods", "not_methods"):
+            object.__setattr__(
+                self, name, tuple(m.upper() for m in _strings(getattr(self, name), name))
+            )
+        compiled = tuple(
+            _patterns(getattr(self, n), n)
+            for n in ("methods", "not_methods", "routes", "not_routes", "kinds")
+        )
+        object.__setattr__(self, "_compiled", compiled)
+
+    def matches(self, op: Operation) -> bool:
+        methods, not_methods, routes, not_routes, kinds = self._compiled
+        method = op.method.upper()
+        if methods and not _any(methods, method):
+            return False
+        if not_methods and _any(not_methods, method):
+            return False
+        if routes and not _any(routes, op.route):
+            return False
+        if not_routes and _any(not_routes, op.route):
+            return False
+        return not (kinds and not _any(kinds, op.kind))
+
+
+_CONDITION_KEYS = (
+    "spiffe_id",
+    "trust_domain",
+    "subject",
+    "issuer",
+    "client_id",
+    "actor",
+    "proven_by",
+)
+
+
+def _strings(values: Any, what: str) -> tuple[str, ...]:
+    if isinstance(values, str) or not isinstance(values, Iterable):
+        raise ConfigurationError(f"{what} must be a list of strings")
+    out = tuple(values)
+    if not all(isinstance(v, str) for v in out):
+        raise ConfigurationError(f"{what} must be a list of strings")
+    return out
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``key`` is one of the principal's fields or ``claims.<name>[.<nested>]``.
+
+    A claim that is a list matches when any element matches. A missing value never matches
+    ``values`` (and so always satisfies ``not_values``).
+    """
+
+    key: str
+    values: Sequence[str] = ()
+    not_values: Sequence[str] = ()
+    _get: Callable[[Principal], Any] = field(init=False, repr=False, compare=False)
+    _pos: tuple[Pattern, ...] = field(init=False, repr=False, compare=False)
+    _neg: tuple[Pattern, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.values and not self.not_values:
+            raise ConfigurationError(f"condition on {self.key!r} needs values or not_values")
+        object.__setattr__(self, "_get", _getter(self.key))
+        object.__setattr__(self, "_pos", _patterns(self.values, f"condition {self.key!r} values"))
+        object.__setattr__(
+            self, "_neg", _patterns(self.not_values, f"condition {self.key!r} not_values")
+        )
+
+    def matches(self, principal: Principal | None) -> bool:
+        if principal is None:
+            return False
+        raw = self._get(principal)
+        values = (
+            [str(v) for v in raw]
+            if isinstance(raw, (list, tuple))
+            else []
+            if raw is None
+            else [str(raw)]
+        )
+        if isinstance(raw, bool):
+            values = ["true" if raw else "false"]
+        if self._pos and not any(_any(self._pos, v) for v in values):
+            return False
+        return not (self._neg and any(_any(self._neg, v) for v in values))
+
+
+def _getter(key: str) -> Callable[[Principal], Any]:
+    if key == "trust_domain":
+        return lambda p: p.spiffe_id.trust_domain.name if p.spiffe_id is not None else None
+    if key == "spiffe_id":
+        return lambda p: str(p.spiffe_id) if p.spiffe_id is not None else None
+    if key in _CONDITION_KEYS:
+        return lambda p: getattr(p, key)
+    if key.startswith("claims.") and len(key) > 7 and "" not in key[7:].split("."):
+        path = key[7:].split(".")
+
+        def get(p: Principal) -> Any:
+            node: Any = p.claims
+            for part in path:
+                if not isinstance(node, Mapping) or part not in node:
+                    return None
+                node = node[part]
+            return node if isinstance(node, (str, int, float, bool, list, tuple)) else None
+
+        return get
+    raise ConfigurationError(
+        f"unknown condition key {key!r}: use one of {', '.join(_CONDITION_KEYS)} or claims.<name>"
+    )
+
+
+@dataclass(frozen=True)
+class ScopeRule:
+    """Scopes a rule requires: ``all`` of them, and at least one of ``any`` (when given)."""
+
+    all: Sequence[str] = ()
+    any: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "all", _strings(self.all, "scopes"))
+        object.__setattr__(self, "any", _strings(self.any, "any_scopes"))
+
+    def missing(self, granted: frozenset[str]) -> tuple[str, ...]:
+        """Scopes still needed (empty when satisfied)."""
+        need = tuple(s for s in self.all if s not in granted)
+        if self.any and granted.isdisjoint(self.any):
+            need += tuple(self.any)
+        return need
+
+    def __bool__(self) -> bool:
+        return bool(self.all or self.any)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of a policy; see the module documentation for matching semantics."""
+
+    id: str
+    action: Action = "ALLOW"
+    callers: Sequence[Callers] = ()
+    operations: Sequence[Operations] = ()
+    when: Sequence[Condition] = ()
+    scopes: ScopeRule | None = None
+    dry_run: bool = False
+    #: For CUSTOM rules: called with the principal and operation, returns allow (True) or deny.
+    hook: Callable[..., Any] | None = None
+    hook_timeout: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ConfigurationError("every rule needs a non-empty string id")
+        if self.action not in ("ALLOW", "DENY", "CUSTOM"):
+            raise ConfigurationError(f"rule {self.id!r}: action must be ALLOW, DENY or CUSTOM")
+        if (self.action == "CUSTOM") != (self.hook is not None):
+            raise ConfigurationError(
+                f"rule {self.id!r}: a hook is required for CUSTOM rules and only for them"
+            )
+        if self.scopes and self.action != "ALLOW":
+            raise ConfigurationError(f"rule {self.id!r}: scopes apply to ALLOW rules only")
+        if self.hook_timeout <= 0:
+            raise ConfigurationError(f"rule {self.id!r}: hook_timeout must be positive")
+        for name in ("callers", "operations", "when"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    def matches(self, principal: Principal | None, op: Operation) -> bool:
+        """Whether callers, operations and conditions match (scopes are checked separately)."""
+        if self.callers:
+            if not any(c.matches(principal) for c in self.callers):
+                return False
+        elif principal is None and self.action != "DENY":
+            return False  # ALLOW/CUSTOM rules without callers match authenticated callers only
+        if self.operations and not any(o.matches(op) for o in self.operations):
+            return False
+        return all(c.matches(principal) for c in self.when)

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zerotrust import SpiffeId
+from zerotrust.authn.principal import Principal
+from zerotrust.authz import Operation, load_policy, policy_from_dict
+from zerotrust.errors import ConfigurationError
+
+TOML = """
+id = "orders"
+default = "deny"
+
+[[rules]]
+id = "block-partner-writes"
+action = "DENY"
+[[rules.from]]
+trust_domains = ["partner.org"]
+[[rules.to]]
+methods = ["POST", "DELETE"]
+
+[[rules]]
+id = "web-reads"
+action = "ALLOW"
+scopes = ["orders:read"]
+[[rules.from]]
+spiffe_ids = ["spiffe://example.org/ns/shop/*"]
+[[rules.to]]
+methods = ["GET"]
+routes = ["/orders/{order_id}"]
+[[rules.when]]
+key = "claims.tenant"
+values = ["acme"]
+
+[[rules]]
+id = "opa"
+action = "CUSTOM"
+hook = "opa"
+hook_timeout = 0.5
+
+[[rate_limits]]
+id = "per-caller"
+rate = 5.0
+burst = 10
+"""
+
+
+def web(**kw: object) -> Principal:
+    return Principal(
+        proven_by="mtls", spiffe_id=SpiffeId.parse("spiffe://example.org/ns/shop/sa/web"), **kw
+    )  # type: ignore[arg-type]
+
+
+def test_toml_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(TOML)
+    policy = load_policy(path, hooks={"opa": lambda p, o: True})
+    assert policy.id == "orders"
+    assert [r.id for r in policy.rules] == ["block-partner-writes", "web-reads", "opa"]
+    assert policy.rate_limits[0].burst == 10
+    ok = policy.evaluate(
+        web(scopes={"orders:read"}, claims={"tenant": "acme"}),
+        Operation("GET", "/orders/{order_id}"),
+    )
+    assert ok.allowed and ok.rule_id == "web-reads"
+    short = policy.evaluate(web(claims={"tenant": "acme"}), Operation("GET", "/orders/{order_id}"))
+    assert short.reason == "insufficient_scope"
+
+
+def test_yaml_and_json(tmp_path: Path) -> None:
+    import yaml
+
+    doc = {"id": "p", "rules": [{"id": "r", "from": [{"spiffe_ids": ["*"]}]}]}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    assert load_policy(tmp_path / "p.yaml") == load_policy(tmp_path / "p.json")
+
+
+@pytest.mark.parametrize(
+    ("doc", "where"),
+    [
+        ({"rulez": []}, "rulez: unknown key"),
+        (
+            {"rules": [{"id": "r", "from": [{"spife_ids": ["x"]}]}]},
+            "rules[0].from[0].spife_ids: unknown key",
+        ),
+        (
+            {"rules": [{"id": "r", "to": [{"routes": ["/a/*/b/*"]}]}]},
+            "rules[0].to[0]: invalid pattern",
+        ),
+        ({"rules": [{"id": "r", "action": "PERMIT"}]}, "rules[0]: rule 'r': action must be"),
+        ({"rules": [{"id": "r", "dry_run": "yes"}]}, "rules[0].dry_run: must be true or false"),
+        (
+            {"rules": [{"id": "r", "action": "CUSTOM", "hook": "nope"}]},
+            "rules[0].hook: unknown hook 'nope'",
+        ),
+        ({"rules": [{"id": "r", "when": [{"key": "claims.x"}]}]}, "rules[0].when[0]"),
+        ({"rules": {"id": "r"}}, "rules: must be a list"),
+        ({"rate_limits": [{"id": "x", "rate": "fast", "burst": 1}]}, "rate_limits[0]"),
+        ({"rules": [{"id": "r", "scopes": "a b"}]}, "rules[0].scopes"),
+    ],
+)
+def test_errors_name_the_source_and_key(doc: dict, where: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ConfigurationError) as info:
+        policy_from_dict(doc, source="policy.toml")
+    assert str(info.value).startswith("policy.toml: ")
+    assert where in str(info.value)
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        load_policy(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("id = ")
+    with pytest.raises(ConfigurationError, match="not valid TOML"):
+        load_policy(tmp_path / "bad.toml")
+    (tmp_path / "p.ini").write_text("")
+    with pytest.raises(ConfigurationError, match="unknown policy format"):
+        load_policy(tmp_path / "p.ini")

@@ -1,0 +1,547 @@
+"""Table-driven policy tests: every rule kind, evaluation order, dry-run, requirements."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zerotrust import SpiffeId, match
+from zerotrust.authn.principal import Principal
+from zerotrust.authn.request import Request
+from zerotrust.authz import (
+    Callers,
+    Condition,
+    Operation,
+    Operations,
+    Policy,
+    RateLimit,
+    Rule,
+    ScopeRule,
+    require,
+)
+from zerotrust.errors import ConfigurationError
+
+WEB = "spiffe://example.org/ns/shop/sa/web"
+ADMIN = "spiffe://example.org/ns/ops/sa/admin"
+PARTNER = "spiffe://partner.org/ns/x/sa/y"
+GET_ORDER = Operation("GET", "/orders/{order_id}")
+DELETE_ORDER = Operation("DELETE", "/orders/{order_id}")
+HEALTH = Operation("GET", "/healthz")
+
+
+def who(
+    spiffe_id: str | None = WEB,
+    *,
+    scopes: tuple[str, ...] = (),
+    proven_by: str = "mtls",
+    **kw: object,
+) -> Principal:
+    sid = SpiffeId.parse(spiffe_id) if spiffe_id else None
+    return Principal(proven_by=proven_by, spiffe_id=sid, scopes=frozenset(scopes), **kw)  # type: ignore[arg-type]
+
+
+def allow(rule_id: str = "allow", **kw: object) -> Rule:
+    return Rule(id=rule_id, action="ALLOW", **kw)  # type: ignore[arg-type]
+
+
+def deny(rule_id: str = "deny", **kw: object) -> Rule:
+    return Rule(id=rule_id, action="DENY", **kw)  # type: ignore[arg-type]
+
+
+CASES = [
+    # (id, rules, principal, operation, allowed, reason, rule_id)
+    ("no rules denies", [], who(), GET_ORDER, False, "no_rules", None),
+    (
+        "allow by exact id",
+        [allow(callers=[Callers(spiffe_ids=[WEB])])],
+        who(),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "allow by id prefix",
+        [allow(callers=[Callers(spiffe_ids=["spiffe://example.org/ns/shop/*"])])],
+        who(),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "allow by id suffix",
+        [allow(callers=[Callers(spiffe_ids=["*/sa/web"])])],
+        who(),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "other id not allowed",
+        [allow(callers=[Callers(spiffe_ids=[ADMIN])])],
+        who(),
+        GET_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
+        "not_spiffe_ids",
+        [allow(callers=[Callers(not_spiffe_ids=[WEB])])],
+        who(),
+        GET_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
+        "trust domain",
+        [allow(callers=[Callers(trust_domains=["example.org"])])],
+        who(),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "not trust domain",
+        [allow(callers=[Callers(not_trust_domains=["partner.org"])])],
+        who(PARTNER),
+        GET_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
+        "issuer exact",
+        [allow(callers=[Callers(issuers=["https://idp"])])],
+        who(None, proven_by="jwt", issuer="https://idp", subject="u1"),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "issuer is not a prefix match",
+        [allow(callers=[Callers(issuers=["https://idp"])])],
+        who(None, proven_by="jwt", issuer="https://idp.evil", subject="u1"),
+        GET_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
+        "subject pattern",
+        [allow(callers=[Callers(subjects=["user-*"])])],
+        who(None, proven_by="jwt", subject="user-7"),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "proven_by refuses api keys",
+        [allow(callers=[Callers(not_proven_by=["api-key"])])],
+        who(None, proven_by="api-key", api_key_id="k"),
+        GET_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
+        "method + route template",
+        [allow(operations=[Operations(methods=["get"], routes=["/orders/{order_id}"])])],
+        who(),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "method mismatch",
+        [allow(operations=[Operations(methods=["GET"])])],
+        who(),
+        DELETE_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
+        "not_methods",
+        [allow(operations=[Operations(not_methods=["DELETE"])])],
+        who(),
+        DELETE_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
+        "route prefix",
+        [allow(operations=[Operations(routes=["/orders/*"])])],
+        who(),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "not_routes",
+        [allow(operations=[Operations(not_routes=["/orders/*"])])],
+        who(),
+        GET_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
+        "grpc method",
+        [allow(operations=[Operations(routes=["/shop.Orders/*"], kinds=["grpc"])])],
+        who(),
+        Operation("POST", "/shop.Orders/Get", kind="grpc"),
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "condition on claim",
+        [allow(when=[Condition("claims.tenant", values=["acme"])])],
+        who(claims={"tenant": "acme"}),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "condition on nested list claim",
+        [allow(when=[Condition("claims.org.teams", values=["blue"])])],
+        who(claims={"org": {"teams": ["red", "blue"]}}),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "condition not_values",
+        [allow(when=[Condition("claims.tenant", not_values=["evil"])])],
+        who(claims={"tenant": "evil"}),
+        GET_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
+        "missing claim never matches values",
+        [allow(when=[Condition("claims.tenant", values=["*"])])],
+        who(),
+        GET_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
+        "actor condition",
+        [allow(when=[Condition("actor", values=[ADMIN])])],
+        who(actor=ADMIN),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "scopes satisfied",
+        [allow(scopes=ScopeRule(all=["orders:read"]))],
+        who(scopes=("orders:read",)),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "scopes missing",
+        [allow(scopes=ScopeRule(all=["orders:read", "orders:list"]))],
+        who(scopes=("orders:read",)),
+        GET_ORDER,
+        False,
+        "insufficient_scope",
+        "allow",
+    ),
+    (
+        "any scopes",
+        [allow(scopes=ScopeRule(any=["a", "b"]))],
+        who(scopes=("b",)),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "deny beats allow",
+        [allow(), deny(callers=[Callers(spiffe_ids=[WEB])])],
+        who(),
+        GET_ORDER,
+        False,
+        "denied_by_rule",
+        "deny",
+    ),
+    (
+        "deny without callers hits anonymous",
+        [
+            allow("pub", callers=[Callers(anonymous=True)]),
+            deny(operations=[Operations(methods=["DELETE"])]),
+        ],
+        None,
+        DELETE_ORDER,
+        False,
+        "denied_by_rule",
+        "deny",
+    ),
+    (
+        "anonymous allowed explicitly",
+        [allow(callers=[Callers(anonymous=True)], operations=[Operations(routes=["/healthz"])])],
+        None,
+        HEALTH,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "allow without callers needs a principal",
+        [allow()],
+        None,
+        GET_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
+        "anonymous rule does not match principals",
+        [allow(callers=[Callers(anonymous=True)])],
+        who(),
+        GET_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
+        "only deny rules: default deny",
+        [deny(callers=[Callers(spiffe_ids=[ADMIN])])],
+        who(),
+        GET_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rules", "principal", "op", "allowed", "reason", "rule_id"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_table(
+    rules: list[Rule],
+    principal: Principal | None,
+    op: Operation,
+    allowed: bool,
+    reason: str,
+    rule_id: str | None,
+) -> None:
+    decision = Policy(rules, id="p").evaluate(principal, op)
+    assert (decision.allowed, decision.reason, decision.rule_id) == (allowed, reason, rule_id)
+    assert decision.policy_id == "p"
+
+
+def test_insufficient_scope_names_the_missing_scopes() -> None:
+    policy = Policy([allow(scopes=ScopeRule(all=["orders:read", "orders:list"]))])
+    decision = policy.evaluate(who(scopes=("orders:read",)), GET_ORDER)
+    assert decision.required_scopes == ("orders:list",)
+
+
+def test_default_allow_is_explicit_and_yields_to_allow_rules() -> None:
+    assert Policy(default="allow").evaluate(who(), GET_ORDER).reason == "allowed_by_default"
+    only_admin = Policy([allow(callers=[Callers(spiffe_ids=[ADMIN])])], default="allow")
+    assert not only_admin.evaluate(who(), GET_ORDER).allowed  # ALLOW rules exist: no fallback
+
+
+def test_custom_runs_first_and_can_deny() -> None:
+    calls: list[str] = []
+
+    def hook(principal: Principal | None, op: Operation) -> bool:
+        calls.append(op.method)
+        return op.method == "GET"
+
+    policy = Policy([allow(), Rule(id="opa", action="CUSTOM", hook=hook)])
+    assert policy.evaluate(who(), GET_ORDER).allowed
+    denied = policy.evaluate(who(), DELETE_ORDER)
+    assert (denied.allowed, denied.reason, denied.rule_id) == (False, "denied_by_custom", "opa")
+    assert calls == ["GET", "DELETE"]
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        lambda p, o: (_ for _ in ()).throw(RuntimeError("boom")),
+        lambda p, o: "yes",  # not a bool
+        lambda p, o: time.sleep(0.5) or True,  # too slow
+    ],
+    ids=["raises", "not-bool", "timeout"],
+)
+def test_custom_failure_denies(hook: object) -> None:
+    policy = Policy([allow(), Rule(id="ext", action="CUSTOM", hook=hook, hook_timeout=0.05)])  # type: ignore[arg-type]
+    decision = policy.evaluate(who(), GET_ORDER)
+    assert (decision.allowed, decision.reason) == (False, "custom_error")
+
+
+def test_custom_async_hook_in_async_evaluation() -> None:
+    async def hook(principal: Principal | None, op: Operation) -> bool:
+        await asyncio.sleep(0)
+        return principal is not None and principal.spiffe_id == SpiffeId.parse(WEB)
+
+    async def slow(principal: Principal | None, op: Operation) -> bool:
+        await asyncio.sleep(1)
+        return True
+
+    policy = Policy([allow(), Rule(id="ext", action="CUSTOM", hook=hook)])
+    assert asyncio.run(policy.evaluate_async(who(), GET_ORDER)).allowed
+    assert not asyncio.run(policy.evaluate_async(who(ADMIN), GET_ORDER)).allowed
+    # an async hook cannot run in the sync driver: that is a denial, never an allow
+    assert policy.evaluate(who(), GET_ORDER).reason == "custom_error"
+    timeout = Policy([allow(), Rule(id="slow", action="CUSTOM", hook=slow, hook_timeout=0.05)])
+    assert asyncio.run(timeout.evaluate_async(who(), GET_ORDER)).reason == "custom_error"
+
+
+def test_dry_run_rule_is_recorded_not_enforced() -> None:
+    policy = Policy([allow(), deny("new-deny", callers=[Callers(spiffe_ids=[WEB])], dry_run=True)])
+    decision = policy.evaluate(who(), GET_ORDER)
+    assert decision.allowed
+    assert decision.dry_run
+    assert (decision.would_allow, decision.would_rule_id, decision.would_reason) == (
+        False,
+        "new-deny",
+        "denied_by_rule",
+    )
+    other = policy.evaluate(who(ADMIN), GET_ORDER)
+    assert other.allowed and not other.dry_run
+
+
+def test_dry_run_policy_allows_and_records() -> None:
+    policy = Policy([allow(callers=[Callers(spiffe_ids=[ADMIN])])], dry_run=True)
+    decision = policy.evaluate(who(), GET_ORDER)
+    assert decision.allowed and decision.dry_run and decision.would_allow is False
+    assert policy.evaluate(who(ADMIN), GET_ORDER).reason == "allowed_by_rule"
+
+
+def test_explain_accepts_views() -> None:
+    policy = Policy(
+        [allow(callers=[Callers(anonymous=True)], operations=[Operations(routes=["/healthz"])])]
+    )
+    view = Request(method="GET", route="/healthz", path="/healthz")
+    assert policy.explain(view).allowed
+    assert not policy.explain(who(), view).allowed
+    with pytest.raises(ConfigurationError):
+        policy.explain(who())
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Rule(id="", action="ALLOW"),
+        lambda: Rule(id="x", action="MAYBE"),  # type: ignore[arg-type]
+        lambda: Rule(id="x", action="CUSTOM"),
+        lambda: Rule(id="x", action="ALLOW", hook=lambda p, o: True),
+        lambda: Rule(id="x", action="DENY", scopes=ScopeRule(all=["a"])),
+        lambda: Policy([allow("a"), allow("a")]),
+        lambda: Policy(default="maybe"),  # type: ignore[arg-type]
+        lambda: Callers(spiffe_ids=["spiffe://*/x/*"]),
+        lambda: Callers(spiffe_ids="spiffe://example.org/a"),  # type: ignore[arg-type]
+        lambda: Callers(anonymous=True, spiffe_ids=[WEB]),
+        lambda: Condition("claims.", values=["x"]),
+        lambda: Condition("password", values=["x"]),
+        lambda: Condition("claims.a"),
+        lambda: RateLimit("r", rate=0, burst=1),
+        lambda: require(scopes="orders:read"),  # type: ignore[arg-type]
+        lambda: require(callers=[]),
+        lambda: require(methods=["GET"]) & require(methods=["POST"]),
+    ],
+)
+def test_bad_configuration_fails_at_build_time(build: object) -> None:
+    with pytest.raises(ConfigurationError):
+        build()  # type: ignore[operator]
+
+
+def test_requirements() -> None:
+    req = require(scopes=["orders:read"], callers=match.member_of("example.org"), methods=["GET"])
+    assert req.check(who(scopes=("orders:read",)), GET_ORDER) is None
+    assert req.check(who(scopes=()), GET_ORDER).reason == "insufficient_scope"  # type: ignore[union-attr]
+    assert (
+        req.check(who(PARTNER, scopes=("orders:read",)), GET_ORDER).reason == "requirement_not_met"
+    )  # type: ignore[union-attr]
+    assert req.check(who(scopes=("orders:read",)), DELETE_ORDER).reason == "requirement_not_met"  # type: ignore[union-attr]
+    assert req.check(None, GET_ORDER).reason == "requirement_not_met"  # type: ignore[union-attr]
+    patterns = require(callers=["spiffe://example.org/ns/shop/*"], proven_by=["mtls"])
+    assert patterns.check(who(), GET_ORDER) is None
+    assert patterns.check(who(proven_by="jwt"), GET_ORDER) is not None
+    combined = require(scopes=["a"]) & require(scopes=["b"], any_scopes=["c"])
+    assert combined.scopes == ("a", "b")
+    assert combined.check(who(scopes=("a", "b")), GET_ORDER).required_scopes == ("c",)  # type: ignore[union-attr]
+
+
+def test_rate_limits_select_by_caller_and_operation() -> None:
+    limit = RateLimit("writes", rate=1, burst=2, operations=[Operations(methods=["DELETE"])])
+    policy = Policy([allow()], rate_limits=[limit])
+    assert policy.rate_limits_for(who(), DELETE_ORDER) == (limit,)
+    assert policy.rate_limits_for(who(), GET_ORDER) == ()
+    assert limit.key(who()) == f"writes:{WEB}"
+
+
+identities = st.sampled_from([WEB, ADMIN, PARTNER, None])
+ops = st.sampled_from([GET_ORDER, DELETE_ORDER, HEALTH, Operation("POST", "/x", kind="grpc")])
+rule_parts = st.fixed_dictionaries(
+    {
+        "callers": st.lists(
+            st.builds(
+                Callers,
+                spiffe_ids=st.lists(
+                    st.sampled_from([WEB, ADMIN, "*", "spiffe://example.org/*"]), max_size=2
+                ),
+            ),
+            max_size=2,
+        ),
+        "operations": st.lists(
+            st.builds(
+                Operations, methods=st.lists(st.sampled_from(["GET", "DELETE", "POST"]), max_size=2)
+            ),
+            max_size=2,
+        ),
+        "dry_run": st.booleans(),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    allows=st.lists(rule_parts, max_size=4),
+    denies=st.lists(rule_parts, min_size=1, max_size=3),
+    sid=identities,
+    op=ops,
+)
+def test_no_input_is_allowed_when_an_enforced_deny_matches(
+    allows: list[dict], denies: list[dict], sid: str | None, op: Operation
+) -> None:  # type: ignore[type-arg]
+    rules = [Rule(id=f"a{i}", action="ALLOW", **parts) for i, parts in enumerate(allows)]
+    rules += [Rule(id=f"d{i}", action="DENY", **parts) for i, parts in enumerate(denies)]
+    policy = Policy(rules, default="allow")
+    principal = who(sid) if sid else None
+    decision = policy.evaluate(principal, op)
+    if any(r.matches(principal, op) for r in rules if r.action == "DENY" and not r.dry_run):
+        assert not decision.allowed
+    if any(r.matches(principal, op) for r in rules if r.action == "DENY"):
+        # with dry-run rules enforced, the verdict is deny: either enforced, or recorded
+        assert not decision.allowed or (decision.dry_run and decision.would_allow is False)

@@ -8,6 +8,7 @@ failure has a precise, stable code.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -125,8 +126,10 @@ def _ee_policy() -> ExtensionPolicy:
     )
 
 
-_CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
-_EE_POLICY = _ee_policy()
+@functools.cache
+def _policies() -> tuple[ExtensionPolicy, ExtensionPolicy]:
+    """Built on first use, not at import time (it needs cryptography fully initialised)."""
+    return ExtensionPolicy.webpki_defaults_ca(), _ee_policy()
 
 
 def verify_x509_svid(
@@ -156,11 +159,12 @@ def verify_x509_svid(
             f"leaf of {spiffe_id} expired at {leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
         )
     bundle = bundles.get_bundle_set().get_bundle_for_trust_domain(spiffe_id.trust_domain)
+    ca_policy, ee_policy = _policies()
     verifier = (
         PolicyBuilder()
         .store(bundle.x509_store())
         .time(when)
-        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
+        .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
         .build_client_verifier()
     )
     try:

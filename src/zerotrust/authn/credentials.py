@@ -1,0 +1,127 @@
+"""Extracting credentials from a request, strictly and within bounds.
+
+* ``Authorization: Bearer <token>`` / ``Authorization: DPoP <token>`` (RFC 6750 §2.1,
+  RFC 9449 §7.1): exactly one ``Authorization`` header, one scheme, ``b64token`` syntax, a size
+  bound. Tokens in query strings or form bodies are never read.
+* ``DPoP: <proof>``: exactly one header.
+* API keys (lower assurance, opt-in): one header line, compared against stored hashes in
+  constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from zerotrust.authn.request import MAX_HEADER_LINES, RequestView
+from zerotrust.errors import ConfigurationError, MalformedCredentials
+
+__all__ = ["ApiKeys", "Credentials", "extract_credentials"]
+
+#: RFC 6750 ``b64token``.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_SCHEMES = {"bearer": "Bearer", "dpop": "DPoP"}
+DEFAULT_MAX_TOKEN_BYTES = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a request presented (nothing here is verified yet)."""
+
+    token: str | None = None
+    scheme: Literal["Bearer", "DPoP"] | None = None
+    dpop_proof: str | None = None
+    api_key: str | None = None
+
+    def __repr__(self) -> str:  # never show credential values
+        parts = [f"scheme={self.scheme!r}"] if self.scheme else []
+        parts += [f"{n}=<present>" for n in ("token", "dpop_proof", "api_key") if getattr(self, n)]
+        return f"Credentials({', '.join(parts)})"
+
+
+def _single(view: RequestView, name: str) -> str | None:
+    values = view.header(name)
+    if not values:
+        return None
+    if len(values) != 1:
+        raise MalformedCredentials(f"{len(values)} {name} headers; exactly one is allowed")
+    return values[0]
+
+
+def extract_credentials(
+    view: RequestView,
+    *,
+    max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
+    api_key_header: str | None = None,
+) -> Credentials:
+    """Read the credentials a request carries; raises :class:`MalformedCredentials`."""
+    token = scheme = None
+    authorization = _single(view, "authorization")
+    if authorization is not None:
+        if len(authorization) > max_token_bytes + 16:
+            raise MalformedCredentials("authorization header is too large")
+        name, _, value = authorization.strip().partition(" ")
+        canonical = _SCHEMES.get(name.lower())
+        if canonical is None:
+            raise MalformedCredentials("unsupported authorization scheme")
+        value = value.strip(" ")
+        if not value or not _B64TOKEN.fullmatch(value):
+            raise MalformedCredentials(f"malformed {canonical} credentials")
+        token, scheme = value, canonical
+    proof = _single(view, "dpop")
+    if proof is not None and (len(proof) > max_token_bytes or not _B64TOKEN.fullmatch(proof)):
+        raise MalformedCredentials("malformed DPoP proof header")
+    api_key = None
+    if api_key_header:
+        api_key = _single(view, api_key_header)
+        if api_key is not None and not (1 <= len(api_key) <= 512):
+            raise MalformedCredentials("malformed API key")
+    return Credentials(token=token, scheme=scheme, dpop_proof=proof, api_key=api_key)  # type: ignore[arg-type]
+
+
+def count_header_lines(headers: Iterable[object]) -> None:
+    """Refuse requests with more header lines than :data:`MAX_HEADER_LINES` (adapters call it)."""
+    if sum(1 for _ in headers) > MAX_HEADER_LINES:
+        raise MalformedCredentials(f"more than {MAX_HEADER_LINES} header lines")
+
+
+class ApiKeys:
+    """API keys as a lower-assurance credential: only SHA-256 hashes are kept.
+
+    ``ApiKeys({"key-id": "<sha256 hex of the key>"}, header="x-api-key")``; use
+    :meth:`hash` to compute the stored value. Lookup compares against every stored hash in
+    constant time, so neither timing nor the order of keys leaks anything.
+    """
+
+    __slots__ = ("_entries", "header")
+
+    def __init__(self, hashes: Mapping[str, str], *, header: str = "x-api-key") -> None:
+        if not hashes:
+            raise ConfigurationError("ApiKeys needs at least one key")
+        entries = []
+        for key_id, digest in hashes.items():
+            if not re.fullmatch(r"[0-9a-f]{64}", digest or ""):
+                raise ConfigurationError(
+                    f"API key {key_id!r}: store the SHA-256 hex digest, not the key"
+                )
+            entries.append((key_id, bytes.fromhex(digest)))
+        self._entries = tuple(entries)
+        self.header = header.lower()
+
+    @staticmethod
+    def hash(key: str) -> str:
+        """The value to store for ``key``."""
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+    def identify(self, presented: str) -> str | None:
+        """The id of the presented key, or ``None``; constant time in the number of keys."""
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
+        found = None
+        for key_id, stored in self._entries:
+            if hmac.compare_digest(digest, stored):
+                found = key_id
+        return found

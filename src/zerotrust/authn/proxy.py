@@ -1,0 +1,154 @@
+"""Client certificates forwarded by trusted TLS-terminating proxies (Envoy, nginx, RFC 9440).
+
+When a proxy terminates mTLS in front of the application, the client's certificate reaches the
+application in a request header. Anyone can send such a header, so it is believed **only**
+when the immediate peer is a configured :class:`TrustedProxies` entry (by address, and
+optionally by the SPIFFE ID the proxy proved over mTLS). From anyone else the headers are
+ignored and :func:`extract_forwarded_cert` says so, so the caller can audit the attempt.
+
+The forwarded chain is *not* verified here: verify it with
+:func:`~zerotrust.verify_x509_svid` exactly like a direct mTLS peer. Everything in this module
+is pure (no I/O) and parsing raises only :class:`~zerotrust.errors.MalformedCredentials`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from zerotrust.authn._pem import DEFAULT_MAX_HEADER_BYTES, parse_nginx_cert
+from zerotrust.authn._rfc9440 import parse_client_cert, parse_client_cert_chain
+from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS, HeaderFormat, TrustedProxies
+from zerotrust.authn._xfcc import MAX_XFCC_ELEMENTS, XfccElement, parse_xfcc
+from zerotrust.errors import MalformedCredentials
+from zerotrust.identity import MatchResult, SpiffeId
+from zerotrust.x509._certs import MAX_CHAIN_LENGTH
+
+__all__ = [
+    "DEFAULT_MAX_HEADER_BYTES",
+    "FORWARDED_CERT_HEADERS",
+    "MAX_XFCC_ELEMENTS",
+    "ForwardedResult",
+    "HeaderFormat",
+    "TrustedProxies",
+    "XfccElement",
+    "extract_forwarded_cert",
+    "parse_client_cert",
+    "parse_client_cert_chain",
+    "parse_nginx_cert",
+    "parse_xfcc",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardedResult:
+    """What :func:`extract_forwarded_cert` decided.
+
+    * ``chain`` -- the forwarded chain (DER, leaf first) when a trusted proxy sent one; verify
+      it with :func:`~zerotrust.verify_x509_svid`. ``source`` names its format.
+    * ``ignored`` -- forwarded-certificate headers were present and (some of them) not used;
+      ``ignored_headers`` names them and ``ignored_reason`` says why: ``"untrusted_peer"``
+      (no configuration, an untrusted or unknown peer address), ``"proxy_id_missing"`` (the
+      proxy did not authenticate with mTLS), ``"proxy_id_not_allowed"`` (its SPIFFE ID was
+      refused), or ``"unexpected_header"`` (a trusted proxy passed a header of another format,
+      which its own sanitizing does not cover). Record an audit event whenever it is set.
+    * ``proxy_address`` -- the trusted proxy's address (IPv4-mapped addresses unmapped), set
+      whenever the peer passed the trust checks.
+    """
+
+    chain: tuple[bytes, ...] | None = field(default=None, repr=False)
+    source: HeaderFormat | None = None
+    ignored: bool = False
+    ignored_reason: str | None = None
+    ignored_headers: tuple[str, ...] = ()
+    proxy_address: str | None = None
+
+
+_NOTHING = ForwardedResult()
+
+
+def _single(values: list[str], name: str) -> str:
+    if len(values) != 1:
+        raise MalformedCredentials(f"{name} must be sent once, got {len(values)} header lines")
+    return values[0]
+
+
+def _forwarded_chain(
+    headers: Callable[[str], list[str]], config: TrustedProxies
+) -> tuple[bytes, ...] | None:
+    limit = config.max_header_bytes
+    name = config.header_name
+    if config.header == "xfcc":
+        elements = parse_xfcc(_single(headers(name), name), max_bytes=limit)
+        return elements[-1 if config.hop == "last" else 0].der_chain()
+    if config.header == "nginx":
+        value = _single(headers(name), name)
+        if not value.strip(" \t"):  # nginx sends an empty value when there was no certificate
+            return None
+        return parse_nginx_cert(
+            value, max_bytes=limit, allow_unescaped_pem=config.allow_unescaped_pem
+        )
+    cert_name, chain_name = config.format_headers
+    leaf_lines = headers(cert_name)
+    if not leaf_lines:
+        raise MalformedCredentials("Client-Cert-Chain was sent without Client-Cert")
+    leaf = parse_client_cert(_single(leaf_lines, cert_name), max_bytes=limit)
+    chain_lines = headers(chain_name)
+    rest = parse_client_cert_chain(chain_lines, max_bytes=limit) if chain_lines else ()
+    if 1 + len(rest) > MAX_CHAIN_LENGTH:
+        raise MalformedCredentials(f"forwarded chain exceeds {MAX_CHAIN_LENGTH} certificates")
+    return (leaf, *rest)
+
+
+def extract_forwarded_cert(
+    headers: Callable[[str], list[str]],
+    remote_addr: str | None,
+    proxy_spiffe_id: SpiffeId | None,
+    config: TrustedProxies | None,
+) -> ForwardedResult:
+    """Decide whether the request carries a client certificate forwarded by a trusted proxy.
+
+    ``headers(name)`` returns every value of a header (case-insensitive, lower-case names are
+    passed); ``remote_addr`` is the immediate peer's IP and ``proxy_spiffe_id`` the SPIFFE ID it
+    proved over mTLS, if any. Headers from an untrusted peer are never parsed. Headers from a
+    trusted proxy must be well formed: otherwise :class:`~zerotrust.errors.MalformedCredentials`
+    is raised (as is a single-valued header sent on more than one line, a smuggling pattern).
+    """
+    names = FORWARDED_CERT_HEADERS if config is None else config.header_names
+    present = tuple(name for name in names if headers(name))
+    if not present:
+        return _NOTHING
+    if config is None:
+        return ForwardedResult(
+            ignored=True, ignored_reason="untrusted_peer", ignored_headers=present
+        )
+    address = config.trusted_address(remote_addr)
+    reason: str | None = None
+    if address is None:
+        reason = "untrusted_peer"
+    elif config.spiffe_ids is not None:
+        if proxy_spiffe_id is None:
+            reason = "proxy_id_missing"
+        else:
+            result: object = config.spiffe_ids(proxy_spiffe_id)
+            if not (isinstance(result, MatchResult) and result.matched):
+                reason = "proxy_id_not_allowed"
+    if reason is not None:
+        return ForwardedResult(ignored=True, ignored_reason=reason, ignored_headers=present)
+    others = tuple(name for name in present if name not in config.format_headers)
+    if len(others) == len(present):
+        return ForwardedResult(
+            ignored=True,
+            ignored_reason="unexpected_header",
+            ignored_headers=others,
+            proxy_address=address,
+        )
+    chain = _forwarded_chain(headers, config)
+    return ForwardedResult(
+        chain=chain,
+        source=config.header if chain is not None else None,
+        ignored=bool(others),
+        ignored_reason="unexpected_header" if others else None,
+        ignored_headers=others,
+        proxy_address=address,
+    )

@@ -1,0 +1,278 @@
+"""The audit record: one :class:`AuditEvent` for every access decision.
+
+An event holds only primitives and tuples, so it can be serialized, queued or sent to
+another process without dragging live objects (certificates, tokens, requests) along.
+
+Validation follows one rule: *the pipeline must always be able to audit*. Free-text
+fields (anything that may carry caller-supplied data: route, subject, issuer, ...) are
+never rejected: a value longer than :data:`MAX_FIELD_LENGTH` is truncated with
+:data:`TRUNCATION_MARKER`, and a value that looks like a credential -- a compact JWT, a
+PEM block, a private key, a JSON Web Key or a base64 DER blob -- is replaced by
+:data:`REDACTED`. Structural fields (types, the verdicts, hex identifiers) are checked
+strictly: a bad value there is a bug in the caller, reported at once with ``TypeError`` or
+``ValueError``.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Final, Literal, cast, final
+
+__all__ = [
+    "MAX_FIELD_LENGTH",
+    "MAX_NOTES",
+    "REDACTED",
+    "TRUNCATION_MARKER",
+    "AuditEvent",
+    "Verdict",
+]
+
+Verdict = Literal["allow", "deny"]
+
+#: Longest value kept in a string field (in characters, marker included).
+MAX_FIELD_LENGTH: Final = 512
+#: Most notes kept; the last one kept is then ``"notes_truncated"``.
+MAX_NOTES: Final = 32
+#: Replaces any string field that looks like a credential or key material.
+REDACTED: Final = "[redacted]"
+#: Ends a truncated string field.
+TRUNCATION_MARKER: Final = "...[truncated]"
+
+# Only the start of a long value is scanned: a token that begins in the part that is kept
+# is found unless its first two segments exceed this (and then only header bytes are kept).
+_SCAN_LIMIT = 16_384
+# Each pattern that repeats a character class starts only where a run of that class
+# starts (the lookbehinds), which keeps the search linear in the length of the value.
+_SENSITIVE = re.compile(
+    # A compact JWS or JWE: base64url segments separated by dots, the first a JSON object.
+    r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\."
+    # Any PEM block (certificate, key, request), or a key's PEM label without its armour.
+    r"|-----BEGIN|PRIVATE KEY"
+    # A JSON Web Key, public or private.
+    r'|"kty"'
+    # Base64 DER of a certificate or key: a SEQUENCE with a long or short length.
+    r"|(?<![A-Za-z0-9+/])(?:MII|MIG|MHc|MC4)[A-Za-z0-9+/]{60}"
+)
+_HEX = {
+    "trace_id": re.compile(r"[0-9a-f]{32}"),
+    "span_id": re.compile(r"[0-9a-f]{16}"),
+    "cert_fingerprint": re.compile(r"[0-9a-f]{64}"),
+    "event_id": re.compile(r"[0-9a-f]{32}"),
+}
+_REQUIRED_TEXT = ("service", "reason", "kind", "method")
+_OPTIONAL_TEXT = (
+    "rule_id",
+    "policy_id",
+    "grpc_status",
+    "route",
+    "remote_addr",
+    "spiffe_id",
+    "subject",
+    "issuer",
+    "proven_by",
+    "client_id",
+    "actor",
+    "token_jti",
+)
+_TEXT_FIELDS = _REQUIRED_TEXT + _OPTIONAL_TEXT
+_get_texts = operator.attrgetter(*_TEXT_FIELDS)
+_ONLY_STR = frozenset({str})
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+
+
+def _new_event_id() -> str:
+    return secrets.token_hex(16)
+
+
+@final
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent:
+    """What happened to one request or RPC, and why: the record every sink receives.
+
+    All arguments are keyword-only. ``time``, ``service``, ``decision``, ``reason``,
+    ``kind`` and ``method`` are required; the others default to ``None``, ``False`` or
+    ``()``, and ``event_id`` to a fresh random 128-bit hex string.
+
+    ``decision`` is the verdict that was enforced. ``dry_run`` is true when a dry-run
+    rule or policy would have decided differently; ``would_decide`` is then that other
+    verdict. ``route`` is the route *template* (``/orders/{id}``), never the raw path.
+    ``trace_trusted`` tells whether ``trace_id``/``span_id`` came from our own active
+    span or an authenticated caller (see :func:`zerotrust.audit.trace_ids_for_audit`).
+    """
+
+    time: datetime
+    service: str
+    decision: Verdict
+    dry_run: bool = False
+    would_decide: Verdict | None = None
+    reason: str
+    rule_id: str | None = None
+    policy_id: str | None = None
+    status: int | None = None
+    grpc_status: str | None = None
+    kind: str
+    method: str
+    route: str | None = None
+    remote_addr: str | None = None
+    spiffe_id: str | None = None
+    subject: str | None = None
+    issuer: str | None = None
+    proven_by: str | None = None
+    client_id: str | None = None
+    actor: str | None = None
+    cert_fingerprint: str | None = None
+    token_jti: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    trace_trusted: bool = False
+    notes: tuple[str, ...] = ()
+    event_id: str = field(default_factory=_new_event_id)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "time", _utc(self.time))
+        set_(self, "decision", _verdict("decision", self.decision))
+        if self.would_decide is not None:
+            set_(self, "would_decide", _verdict("would_decide", self.would_decide))
+        _check_bool("dry_run", self.dry_run)
+        _check_bool("trace_trusted", self.trace_trusted)
+        if self.dry_run and (self.would_decide is None or self.would_decide == self.decision):
+            raise ValueError("a dry-run event needs would_decide set to the other verdict")
+        if self.status is not None and type(self.status) is not int:
+            if not isinstance(self.status, int) or isinstance(self.status, bool):
+                raise TypeError("AuditEvent.status must be an int or None")
+            set_(self, "status", int(self.status))  # an HTTPStatus member: its number
+        notes = self.notes
+        if type(notes) is not tuple or len(notes) > MAX_NOTES:
+            notes = _clean_notes(notes)
+            set_(self, "notes", notes)
+        texts = _get_texts(self)
+        if None in texts[: len(_REQUIRED_TEXT)]:
+            raise TypeError(f"AuditEvent needs {', '.join(_REQUIRED_TEXT)}")
+        present = [text for text in texts if text is not None]
+        if not _plainly_safe(present + list(notes)):
+            for name, value in zip(_TEXT_FIELDS, texts, strict=True):
+                if value is not None:
+                    cleaned = _clean(name, value)
+                    if cleaned is not value:
+                        set_(self, name, cleaned)
+            set_(self, "notes", _clean_notes(notes))
+        for name, pattern in _HEX.items():
+            value = getattr(self, name)
+            if value is not None and (type(value) is not str or not pattern.fullmatch(value)):
+                raise ValueError(f"AuditEvent.{name} must be lowercase hex of the right length")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with every field, always: absent values are ``None``.
+
+        ``time`` becomes an RFC 3339 string in UTC with microseconds and a ``Z``
+        (``2024-05-01T12:00:00.000000Z``) and ``notes`` a list. Keys are the field names.
+        """
+        return {
+            "time": self.time.isoformat(timespec="microseconds")[:-6] + "Z",  # drop "+00:00"
+            "service": self.service,
+            "decision": self.decision,
+            "dry_run": self.dry_run,
+            "would_decide": self.would_decide,
+            "reason": self.reason,
+            "rule_id": self.rule_id,
+            "policy_id": self.policy_id,
+            "status": self.status,
+            "grpc_status": self.grpc_status,
+            "kind": self.kind,
+            "method": self.method,
+            "route": self.route,
+            "remote_addr": self.remote_addr,
+            "spiffe_id": self.spiffe_id,
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "proven_by": self.proven_by,
+            "client_id": self.client_id,
+            "actor": self.actor,
+            "cert_fingerprint": self.cert_fingerprint,
+            "token_jti": self.token_jti,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "trace_trusted": self.trace_trusted,
+            "notes": list(self.notes),
+            "event_id": self.event_id,
+        }
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as compact JSON with sorted keys: one ASCII-only line."""
+        return _dumps(self.to_dict())
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    # ensure_ascii (the default) escapes every control and non-ASCII character, so the
+    # line cannot be split or forged by what a caller put in a header.
+    return _ENCODER.encode(data)
+
+
+def _utc(value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError("AuditEvent.time must be a datetime")
+    if value.utcoffset() is None:
+        raise ValueError("AuditEvent.time must be timezone-aware (use a zerotrust Clock)")
+    return value if value.tzinfo is timezone.utc else value.astimezone(timezone.utc)
+
+
+def _verdict(name: str, value: object) -> Verdict:
+    if isinstance(value, str):
+        if value == "allow":
+            return "allow"
+        if value == "deny":
+            return "deny"
+    raise ValueError(f"AuditEvent.{name} must be 'allow' or 'deny', not {value!r:.40}")
+
+
+def _check_bool(name: str, value: object) -> None:
+    if type(value) is not bool:
+        raise TypeError(f"AuditEvent.{name} must be a bool")
+
+
+def _plainly_safe(values: list[object]) -> bool:
+    """True when no value needs cleaning: all plain str, short, and no credential hint."""
+    if frozenset(map(type, values)) != _ONLY_STR:
+        return False
+    texts = cast("list[str]", values)
+    joined = "\0".join(texts)
+    if len(joined) > MAX_FIELD_LENGTH and max(map(len, texts)) > MAX_FIELD_LENGTH:
+        return False
+    # Substrings without which _SENSITIVE cannot match, tested in C: the common case.
+    return not (
+        "eyJ" in joined
+        or "-----" in joined
+        or "PRIVATE" in joined
+        or '"kty"' in joined
+        or "MII" in joined
+        or "MIG" in joined
+        or "MHc" in joined
+        or "MC4" in joined
+    )
+
+
+def _clean(name: str, value: object) -> str:
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise TypeError(f"AuditEvent.{name} must be a str, not {type(value).__name__}")
+        value = str.__str__(value)  # a str subclass (an enum member, ...): its plain text
+    if _SENSITIVE.search(value, 0, _SCAN_LIMIT) is not None:
+        return REDACTED
+    if len(value) > MAX_FIELD_LENGTH:
+        return value[: MAX_FIELD_LENGTH - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+    return value
+
+
+def _clean_notes(notes: object) -> tuple[str, ...]:
+    if not isinstance(notes, (tuple, list)):
+        raise TypeError("AuditEvent.notes must be a tuple of str")
+    cleaned = tuple(_clean("notes", note) for note in notes)
+    if len(cleaned) > MAX_NOTES:
+        cleaned = (*cleaned[: MAX_NOTES - 1], "notes_truncated")
+    return cleaned

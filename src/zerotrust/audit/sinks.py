@@ -1,0 +1,305 @@
+"""Where audit events go, and what happens when a destination fails.
+
+A sink is anything with ``emit(event) -> None``. ``emit`` runs on the request path, for
+sync and async callers alike, so it must be fast and must not do I/O beyond handing the
+event to ``logging`` (whose handlers can be made asynchronous with a
+``logging.handlers.QueueHandler``) or to an in-memory buffer.
+
+:class:`AuditPipeline` puts a failure policy around a set of sinks: fail open (count, log
+once, keep serving) or fail closed (raise :class:`~zerotrust.errors.AuditError`, which the
+request pipeline turns into 503 / UNAVAILABLE).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Literal, Protocol, final, runtime_checkable
+
+from zerotrust.audit.event import AuditEvent, _dumps
+from zerotrust.errors import AuditError, ConfigurationError
+
+__all__ = [
+    "AuditPipeline",
+    "AuditSink",
+    "CallableSink",
+    "LoggingSink",
+    "MemorySink",
+    "MultiSink",
+]
+
+_errors_log = logging.getLogger("zerotrust.audit.errors")
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    """Receives every :class:`AuditEvent`; ``emit`` must be fast and should not block."""
+
+    def emit(self, event: AuditEvent, /) -> None: ...
+
+
+@final
+class LoggingSink:
+    """One compact JSON line per event through stdlib :mod:`logging`.
+
+    The record's message is :meth:`AuditEvent.to_json`'s text and the same data is
+    attached as ``record.zerotrust_audit`` (a dict) for structured handlers. Nothing is
+    serialized when ``logger`` is not enabled for ``level``.
+    """
+
+    __slots__ = ("_level", "_logger")
+
+    def __init__(
+        self, logger: str | logging.Logger = "zerotrust.audit", level: int = logging.INFO
+    ) -> None:
+        if isinstance(logger, str):
+            logger = logging.getLogger(logger)
+        if not isinstance(logger, logging.Logger):
+            raise ConfigurationError("logger must be a logger name or a logging.Logger")
+        if type(level) is not int:
+            raise ConfigurationError("level must be a logging level number")
+        self._logger = logger
+        self._level = level
+
+    @property
+    def logger(self) -> logging.Logger:
+        """The logger events are written to."""
+        return self._logger
+
+    @property
+    def level(self) -> int:
+        """The level events are logged at."""
+        return self._level
+
+    def emit(self, event: AuditEvent, /) -> None:
+        """Log ``event`` as one JSON line, or do nothing if the level is disabled."""
+        if not self._logger.isEnabledFor(self._level):
+            return
+        data = event.to_dict()
+        # No arguments, so logging never applies %-formatting to the JSON text.
+        self._logger.log(self._level, _dumps(data), extra={"zerotrust_audit": data})
+
+    def __repr__(self) -> str:
+        return f"LoggingSink(logger={self._logger.name!r}, level={self._level!r})"
+
+
+@final
+class MemorySink:
+    """Keeps the latest ``max_events`` events in memory: for tests and debugging."""
+
+    __slots__ = ("_events", "_max_events")
+
+    def __init__(self, max_events: int = 10_000) -> None:
+        if type(max_events) is not int or max_events < 1:
+            raise ConfigurationError("max_events must be a positive int")
+        self._max_events = max_events
+        self._events: deque[AuditEvent] = deque(maxlen=max_events)
+
+    def emit(self, event: AuditEvent, /) -> None:
+        """Keep ``event``, dropping the oldest one when full."""
+        self._events.append(event)
+
+    @property
+    def max_events(self) -> int:
+        """How many events are retained at most."""
+        return self._max_events
+
+    @property
+    def events(self) -> list[AuditEvent]:
+        """The retained events, oldest first (a copy; once full, the oldest are dropped)."""
+        return list(self._events)
+
+    @property
+    def last(self) -> AuditEvent:
+        """The most recent event; :class:`IndexError` when there is none."""
+        try:
+            return self._events[-1]
+        except IndexError:
+            raise IndexError("no audit event has been recorded") from None
+
+    def find(self, **field_equals: Any) -> list[AuditEvent]:
+        """The retained events whose named fields all equal the given values, oldest first.
+
+        ``sink.find(decision="deny", rule_id="admins-only")``. An unknown field name is a
+        :class:`TypeError`, so a typo cannot silently match nothing.
+        """
+        unknown = field_equals.keys() - AuditEvent.__dataclass_fields__.keys()
+        if unknown:
+            raise TypeError(f"AuditEvent has no field(s) {sorted(unknown)}")
+        items = tuple(field_equals.items())
+        return [
+            event
+            for event in tuple(self._events)
+            if all(getattr(event, name) == value for name, value in items)
+        ]
+
+    def clear(self) -> None:
+        """Forget every retained event."""
+        self._events.clear()
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def __iter__(self) -> Iterator[AuditEvent]:
+        return iter(tuple(self._events))
+
+    def __repr__(self) -> str:
+        return f"MemorySink({len(self._events)}/{self._max_events} events)"
+
+
+@final
+class CallableSink:
+    """Adapts any ``fn(event)`` callable into a sink."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[[AuditEvent], object]) -> None:
+        if not callable(fn):
+            raise ConfigurationError("CallableSink needs a callable")
+        self._fn = fn
+
+    def emit(self, event: AuditEvent, /) -> None:
+        """Call the wrapped function with ``event``."""
+        self._fn(event)
+
+    def __repr__(self) -> str:
+        return f"CallableSink({self._fn!r})"
+
+
+@final
+class MultiSink:
+    """Sends each event to every sink, in order.
+
+    A failing sink does not starve the others: every sink is called, then the first
+    exception is re-raised for the enclosing :class:`AuditPipeline` to handle.
+    """
+
+    __slots__ = ("_sinks",)
+
+    def __init__(self, *sinks: AuditSink) -> None:
+        self._sinks = _check_sinks(sinks)
+
+    @property
+    def sinks(self) -> tuple[AuditSink, ...]:
+        """The sinks, in call order."""
+        return self._sinks
+
+    def emit(self, event: AuditEvent, /) -> None:
+        """Emit to every sink, then re-raise the first exception, if any."""
+        error: Exception | None = None
+        for sink in self._sinks:
+            try:
+                sink.emit(event)
+            except Exception as exc:  # noqa: PERF203 - every sink must be tried
+                if error is None:
+                    error = exc
+        if error is not None:
+            raise error
+
+    def __repr__(self) -> str:
+        return f"MultiSink({', '.join(map(repr, self._sinks))})"
+
+
+@final
+class AuditPipeline:
+    """Emits each event to every sink under a failure policy.
+
+    ``on_error="open"`` (the default) keeps serving when a sink raises: the failure is
+    counted in :attr:`failures` and logged on ``zerotrust.audit.errors`` the first time
+    that sink fails, then not again until it has succeeded once more (so a dead sink
+    cannot flood the logs). ``on_error="closed"`` does the same bookkeeping and then
+    raises :class:`~zerotrust.errors.AuditError` once every sink has been tried: the
+    request is refused rather than served unaudited. Either way no sink exception escapes
+    as anything but ``AuditError``, and log records never include the event.
+    """
+
+    __slots__ = ("_failing", "_failures", "_lock", "_on_error", "_sinks")
+
+    def __init__(
+        self, sinks: Iterable[AuditSink], *, on_error: Literal["open", "closed"] = "open"
+    ) -> None:
+        if on_error not in ("open", "closed"):
+            raise ConfigurationError("on_error must be 'open' or 'closed'")
+        self._sinks = _check_sinks(tuple(sinks))
+        self._on_error = on_error
+        self._failing = [False] * len(self._sinks)
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    @property
+    def sinks(self) -> tuple[AuditSink, ...]:
+        """The sinks, in call order."""
+        return self._sinks
+
+    @property
+    def on_error(self) -> Literal["open", "closed"]:
+        """The failure policy: ``"open"`` or ``"closed"``."""
+        return self._on_error
+
+    @property
+    def failures(self) -> int:
+        """How many times a sink has raised since this pipeline was built."""
+        return self._failures
+
+    @property
+    def healthy(self) -> bool:
+        """False while any sink's latest attempt failed: for health checks."""
+        return not any(self._failing)
+
+    def emit(self, event: AuditEvent, /) -> None:
+        """Emit to every sink; raise :class:`AuditError` on failure only when closed."""
+        first_error: Exception | None = None
+        for index, sink in enumerate(self._sinks):
+            try:
+                sink.emit(event)
+            except Exception as exc:  # noqa: PERF203 - every sink must be tried
+                self._failed(index, exc)
+                if first_error is None:
+                    first_error = exc
+            else:
+                if self._failing[index]:
+                    self._recovered(index)
+        if first_error is not None and self._on_error == "closed":
+            raise AuditError(
+                f"audit sink failed ({type(first_error).__name__}); failing closed"
+            ) from first_error
+
+    def _failed(self, index: int, exc: Exception) -> None:
+        with self._lock:
+            self._failures += 1
+            first = not self._failing[index]
+            self._failing[index] = True
+        if first:
+            name = _describe(index, self._sinks[index])
+            _errors_log.error(
+                "%s failed (%s); its failures are now counted but not logged until it recovers",
+                name,
+                type(exc).__name__,
+            )
+            # The traceback may quote the event, so it only appears when asked for.
+            _errors_log.debug("%s failure details", name, exc_info=exc)
+
+    def _recovered(self, index: int) -> None:
+        with self._lock:
+            was_failing = self._failing[index]
+            self._failing[index] = False
+        if was_failing:
+            _errors_log.info("%s recovered", _describe(index, self._sinks[index]))
+
+    def __repr__(self) -> str:
+        return f"AuditPipeline({list(self._sinks)!r}, on_error={self._on_error!r})"
+
+
+def _check_sinks(sinks: tuple[Any, ...]) -> tuple[AuditSink, ...]:
+    if not sinks:
+        raise ConfigurationError("at least one audit sink is required")
+    for sink in sinks:
+        if not callable(getattr(sink, "emit", None)):
+            raise ConfigurationError(f"{type(sink).__name__} is not an audit sink (no emit())")
+    return sinks
+
+
+def _describe(index: int, sink: object) -> str:
+    return f"audit sink #{index} ({type(sink).__qualname__})"

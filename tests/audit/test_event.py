@@ -1,0 +1,479 @@
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import hmac
+import http
+import json
+import pickle
+import time
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from tests.audit import WHEN, make_event
+from zerotrust.audit import AuditEvent, Pseudonymizer
+from zerotrust.audit.event import MAX_FIELD_LENGTH, MAX_NOTES, REDACTED, TRUNCATION_MARKER
+from zerotrust.dev import DevCA, generate_key
+from zerotrust.errors import ConfigurationError
+
+TEXT_FIELDS = [
+    "service",
+    "reason",
+    "kind",
+    "method",
+    "rule_id",
+    "policy_id",
+    "grpc_status",
+    "route",
+    "remote_addr",
+    "spiffe_id",
+    "subject",
+    "issuer",
+    "proven_by",
+    "client_id",
+    "actor",
+    "token_jti",
+]
+
+GOLDEN = {
+    "time": "2024-05-01T12:30:15.123456Z",
+    "service": "orders",
+    "decision": "allow",
+    "dry_run": False,
+    "would_decide": None,
+    "reason": "allowed",
+    "rule_id": "callers-in-prod",
+    "policy_id": "orders-policy",
+    "status": 200,
+    "grpc_status": None,
+    "kind": "http",
+    "method": "GET",
+    "route": "/orders/{id}",
+    "remote_addr": "10.1.2.3",
+    "spiffe_id": "spiffe://example.org/ns/prod/sa/billing",
+    "subject": "user-42",
+    "issuer": "https://issuer.example.org",
+    "proven_by": "mtls+bound-jwt",
+    "client_id": "billing",
+    "actor": "spiffe://example.org/ns/prod/sa/gateway",
+    "cert_fingerprint": "ab" * 32,
+    "token_jti": "jti-7",
+    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    "span_id": "00f067aa0ba902b7",
+    "trace_trusted": True,
+    "notes": ["forwarded_cert_ignored_untrusted_peer"],
+    "event_id": "0123456789abcdef0123456789abcdef",
+}
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def jwt_like() -> str:
+    header = b64url(json.dumps({"alg": "ES256", "typ": "JWT"}).encode())
+    payload = b64url(json.dumps({"sub": "user-42", "exp": 1_900_000_000}).encode())
+    return f"{header}.{payload}.{b64url(b'signature' * 8)}"
+
+
+def secrets_to_hide(ca: DevCA) -> dict[str, str]:
+    key = generate_key()
+    der_key = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    sec1_key = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    ed_key = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    cert = ca.root_certificate
+    pem_cert = cert.public_bytes(serialization.Encoding.PEM).decode()
+    der_cert = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+    token = jwt_like()
+    jwe_header = b64url(json.dumps({"alg": "dir", "enc": "A256GCM"}).encode())
+    return {
+        "jwt": token,
+        "bearer": f"Bearer {token}",
+        "jwe": ".".join([jwe_header, "", "aXY", "Y2lwaGVy", "dGFn"]),
+        "jws_detached": f"{token.split('.')[0]}..{token.split('.')[2]}",
+        "pem_cert": pem_cert,
+        "pem_key": key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+        "nginx_escaped_pem": pem_cert.replace("\n", "%0A").replace(" ", "%20"),
+        "key_label_only": "EC PRIVATE KEY",
+        "jwk": json.dumps({"kty": "EC", "crv": "P-256", "d": "c2VjcmV0", "x": "eA", "y": "eQ"}),
+        "der_pkcs8_key": base64.b64encode(der_key).decode(),
+        "der_sec1_key": base64.b64encode(sec1_key).decode(),
+        "der_ed25519_key": base64.b64encode(ed_key).decode(),
+        "der_rsa_key": base64.b64encode(
+            generate_key("rsa-2048").private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        ).decode(),
+        "rfc9440_client_cert": f":{der_cert}:",
+    }
+
+
+# --- construction ---------------------------------------------------------------------------
+
+
+def test_minimal_event_has_documented_defaults() -> None:
+    event = AuditEvent(
+        time=WHEN,
+        service="orders",
+        decision="deny",
+        reason="missing_credentials",
+        kind="http",
+        method="GET",
+    )
+    assert event.dry_run is False
+    assert event.would_decide is None
+    assert event.trace_trusted is False
+    assert event.notes == ()
+    for name in TEXT_FIELDS[4:]:
+        assert getattr(event, name) is None
+    assert event.status is None
+    assert event.cert_fingerprint is None
+    assert event.trace_id is None
+    assert event.span_id is None
+
+
+def test_fields_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        AuditEvent(WHEN, "orders", "allow")  # type: ignore[call-arg]
+
+
+def test_time_is_normalised_to_utc() -> None:
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    event = make_event(time=dt.datetime(2024, 5, 1, 14, 30, 15, 123456, tzinfo=plus_two))
+    assert event.time == WHEN
+    assert event.time.tzinfo is dt.timezone.utc
+    assert event.to_dict()["time"] == "2024-05-01T12:30:15.123456Z"
+
+
+def test_naive_or_non_datetime_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        make_event(time=dt.datetime(2024, 5, 1))
+    with pytest.raises(TypeError):
+        make_event(time="2024-05-01T00:00:00Z")
+
+
+@pytest.mark.parametrize("field", ["decision", "would_decide"])
+@pytest.mark.parametrize("value", ["ALLOW", "permit", "", 1, True])
+def test_verdicts_are_allow_or_deny(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match="'allow' or 'deny'"):
+        make_event(**{field: value})
+
+
+def test_verdict_str_enum_members_become_plain_str() -> None:
+    class Verdict(str, enum.Enum):
+        DENY = "deny"
+
+    event = make_event(decision=Verdict.DENY)
+    assert (type(event.decision), event.decision) == (str, "deny")
+
+
+def test_dry_run_needs_the_other_verdict() -> None:
+    event = make_event(decision="allow", dry_run=True, would_decide="deny")
+    assert event.dry_run
+    assert event.would_decide == "deny"
+    with pytest.raises(ValueError, match="dry-run"):
+        make_event(decision="allow", dry_run=True)
+    with pytest.raises(ValueError, match="dry-run"):
+        make_event(decision="allow", dry_run=True, would_decide="allow")
+    # A verdict recorded without a difference is allowed.
+    assert make_event(would_decide="allow").dry_run is False
+
+
+@pytest.mark.parametrize("field", ["dry_run", "trace_trusted"])
+def test_flags_must_be_bools(field: str) -> None:
+    with pytest.raises(TypeError, match=field):
+        make_event(**{field: 1})
+
+
+def test_status_accepts_int_and_http_status_only() -> None:
+    event = make_event(status=http.HTTPStatus.FORBIDDEN)
+    assert type(event.status) is int
+    assert event.status == 403
+    for bad in (True, "403", 403.0):
+        with pytest.raises(TypeError, match="status"):
+            make_event(status=bad)
+
+
+@pytest.mark.parametrize("field", TEXT_FIELDS[:4])
+def test_required_text_fields(field: str) -> None:
+    with pytest.raises(TypeError, match=field):
+        make_event(**{field: None})
+
+
+@pytest.mark.parametrize("field", TEXT_FIELDS)
+def test_text_fields_must_be_str(field: str) -> None:
+    with pytest.raises(TypeError, match=field):
+        make_event(**{field: b"bytes"})
+
+
+def test_str_subclasses_are_stored_as_plain_str() -> None:
+    class Reason(str, enum.Enum):
+        ALLOWED = "allowed"
+
+    event = make_event(reason=Reason.ALLOWED)
+    assert type(event.reason) is str
+    assert event.to_json().count('"reason":"allowed"') == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("trace_id", "4BF92F3577B34DA6A3CE929D0E0E4736"),
+        ("trace_id", "4bf92f3577b34da6a3ce929d0e0e473"),
+        ("span_id", "00f067aa0ba902b"),
+        ("span_id", "00f067aa0ba902bz"),
+        ("cert_fingerprint", "AB" * 32),
+        ("cert_fingerprint", "ab:" * 31 + "ab"),
+        ("event_id", "not-an-id"),
+        ("event_id", 123),
+    ],
+)
+def test_hex_identifiers_are_strict(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        make_event(**{field: value})
+
+
+# --- bounds ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", TEXT_FIELDS)
+def test_long_values_are_truncated_with_a_marker(field: str) -> None:
+    event = make_event(**{field: "x" * 10_000})
+    value = getattr(event, field)
+    assert len(value) == MAX_FIELD_LENGTH
+    assert value.endswith(TRUNCATION_MARKER)
+    assert value.startswith("x" * (MAX_FIELD_LENGTH - len(TRUNCATION_MARKER)))
+
+
+def test_truncation_boundary() -> None:
+    assert make_event(route="r" * MAX_FIELD_LENGTH).route == "r" * MAX_FIELD_LENGTH
+    assert make_event(route="r" * (MAX_FIELD_LENGTH + 1)).route.endswith(TRUNCATION_MARKER)  # type: ignore[union-attr]
+
+
+def test_notes_are_bounded_and_cleaned() -> None:
+    event = make_event(notes=[f"note_{i}" for i in range(100)])
+    assert type(event.notes) is tuple
+    assert len(event.notes) == MAX_NOTES
+    assert event.notes[-1] == "notes_truncated"
+    assert event.notes[0] == "note_0"
+    assert make_event(notes=("n" * 1000,)).notes[0].endswith(TRUNCATION_MARKER)
+    assert make_event(notes=(jwt_like(),)).notes == (REDACTED,)
+
+
+@pytest.mark.parametrize("notes", ["a_note", None, {"a"}])
+def test_notes_must_be_a_sequence_of_str(notes: object) -> None:
+    with pytest.raises(TypeError, match="notes"):
+        make_event(notes=notes)
+
+
+def test_non_str_note_is_refused() -> None:
+    with pytest.raises(TypeError, match="notes"):
+        make_event(notes=("ok", 3))
+
+
+# --- redaction ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def secrets(ca: DevCA) -> dict[str, str]:
+    return secrets_to_hide(ca)
+
+
+@pytest.mark.parametrize("field", TEXT_FIELDS)
+def test_credentials_are_redacted_in_every_text_field(field: str, secrets: dict[str, str]) -> None:
+    for kind, secret in secrets.items():
+        event = make_event(**{field: secret})
+        assert getattr(event, field) == REDACTED, kind
+        assert secret not in event.to_json()
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_credentials_are_redacted_wherever_they_appear(where: str) -> None:
+    token = jwt_like()
+    value = {"start": f"{token} x", "middle": f"x {token} y", "end": f"x={token}"}[where]
+    assert make_event(subject=value).subject == REDACTED
+
+
+def test_redaction_takes_precedence_over_truncation() -> None:
+    token = jwt_like()
+    # The token straddles the truncation point: no fragment of it may survive.
+    value = "/p" * ((MAX_FIELD_LENGTH - 20) // 2) + "/" + token
+    assert make_event(route=value).route == REDACTED
+
+
+@pytest.mark.parametrize("unit", ["eyJ", "eyJ-", " eyJ", " eyJa.b", "MII", " MII", "-----"])
+def test_scrubbing_is_linear_on_hostile_input(unit: str) -> None:
+    hostile = unit * (65_536 // len(unit))
+    started = time.perf_counter()
+    make_event(**dict.fromkeys(TEXT_FIELDS, hostile))
+    # A backtracking pattern would take seconds here; the linear scan takes milliseconds.
+    assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "spiffe://example.org/ns/prod/sa/billing",
+        "/orders/{id}",
+        "hey.jude.a.b",
+        "eyJhbGciOiJFUzI1NiJ9",  # a lone JOSE header carries no credential
+        "ADMIN",
+        "MIGRATE",
+        "https://issuer.example.org/.well-known/openid-configuration",
+        "allowed",
+        "a----b",
+    ],
+)
+def test_ordinary_values_are_kept(value: str) -> None:
+    assert make_event(subject=value).subject == value
+
+
+def test_events_are_idempotent_under_rebuild(secrets: dict[str, str]) -> None:
+    event = make_event(subject=secrets["jwt"], route="x" * 1000, notes=("MIIfoo",))
+    assert dataclasses.replace(event) == event
+
+
+# --- serialisation --------------------------------------------------------------------------
+
+
+def test_to_dict_golden() -> None:
+    assert make_event().to_dict() == GOLDEN
+
+
+def test_to_dict_always_has_every_field() -> None:
+    minimal = AuditEvent(
+        time=WHEN, service="s", decision="deny", reason="r", kind="grpc", method="/pkg.Svc/Get"
+    )
+    names = [field.name for field in dataclasses.fields(AuditEvent)]
+    assert list(minimal.to_dict()) == names
+    assert list(make_event().to_dict()) == names
+    assert set(GOLDEN) == set(names)
+
+
+def test_to_json_is_compact_sorted_and_round_trips() -> None:
+    text = make_event().to_json()
+    assert text == json.dumps(GOLDEN, sort_keys=True, separators=(",", ":"))
+    assert json.loads(text) == GOLDEN
+    assert list(json.loads(text)) == sorted(GOLDEN)
+
+
+def test_to_json_is_one_ascii_line_whatever_the_input() -> None:
+    text = make_event(subject="line\nbreak\r\u2028 caf\u00e9 \ud800", route="/a%s%(x)s").to_json()
+    assert "\n" not in text
+    assert "\r" not in text
+    assert text.isascii()
+    assert json.loads(text)["subject"] == "line\nbreak\r\u2028 caf\u00e9 \ud800"
+
+
+def test_event_ids_are_random_and_unique() -> None:
+    ids = {
+        AuditEvent(
+            time=WHEN, service="s", decision="allow", reason="r", kind="http", method="GET"
+        ).event_id
+        for _ in range(2000)
+    }
+    assert len(ids) == 2000
+    for event_id in ids:
+        assert len(event_id) == 32
+        int(event_id, 16)
+
+
+def test_events_are_immutable_values() -> None:
+    event = make_event()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.decision = "deny"  # type: ignore[misc]
+    with pytest.raises((AttributeError, TypeError)):
+        event.extra = 1  # type: ignore[attr-defined]
+    assert not hasattr(event, "__dict__")
+    assert event == make_event()
+    assert hash(event) == hash(make_event())
+    assert event != make_event(event_id="f" * 32)
+
+
+def test_events_pickle() -> None:
+    event = make_event()
+    assert pickle.loads(pickle.dumps(event)) == event
+
+
+# --- pseudonymisation -----------------------------------------------------------------------
+
+KEY = bytes(range(32))
+
+
+def expected_pseudonym(key: bytes, value: str) -> str:
+    return "pseudo:" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def test_pseudonyms_are_keyed_hmacs() -> None:
+    pseudonymize = Pseudonymizer(KEY)
+    assert pseudonymize("user-42") == expected_pseudonym(KEY, "user-42")
+    assert pseudonymize("user-42") == pseudonymize("user-42")
+    assert pseudonymize("user-42") != pseudonymize("user-43")
+    assert Pseudonymizer(b"k" * 32)("user-42") != pseudonymize("user-42")
+    assert len(pseudonymize("")) == len("pseudo:") + 32
+    assert pseudonymize("\ud800").startswith("pseudo:")  # lone surrogates do not raise
+
+
+@pytest.mark.parametrize("key", [b"", b"k" * 31, "k" * 32, None])
+def test_short_or_non_bytes_keys_are_refused(key: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        Pseudonymizer(key)
+
+
+def test_key_may_be_bytes_like_and_is_not_shown() -> None:
+    pseudonymize = Pseudonymizer(bytearray(KEY))  # type: ignore[arg-type]
+    assert pseudonymize("a") == Pseudonymizer(KEY)("a")
+    assert repr(pseudonymize) == "Pseudonymizer(fields=['subject'])"
+
+
+def test_apply_replaces_the_subject_by_default() -> None:
+    event = make_event()
+    pseudonymized = Pseudonymizer(KEY).apply(event)
+    assert pseudonymized.subject == expected_pseudonym(KEY, "user-42")
+    assert pseudonymized.spiffe_id == event.spiffe_id
+    assert pseudonymized.event_id == event.event_id
+    assert pseudonymized.time == event.time
+
+
+def test_apply_honours_the_configured_fields() -> None:
+    pseudonymize = Pseudonymizer(KEY, fields={"subject", "spiffe_id", "actor", "client_id"})
+    assert pseudonymize.fields == {"subject", "spiffe_id", "actor", "client_id"}
+    event = pseudonymize.apply(make_event(client_id=None))
+    assert event.spiffe_id == expected_pseudonym(KEY, "spiffe://example.org/ns/prod/sa/billing")
+    assert event.actor == expected_pseudonym(KEY, "spiffe://example.org/ns/prod/sa/gateway")
+    assert event.client_id is None
+
+
+def test_apply_without_anything_to_replace_returns_the_event() -> None:
+    event = make_event(subject=None)
+    assert Pseudonymizer(KEY).apply(event) is event
+
+
+@pytest.mark.parametrize("fields", ["subject", ["subject", "route"], ["token_jti"]])
+def test_only_identifier_fields_can_be_pseudonymised(fields: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        Pseudonymizer(KEY, fields=fields)

@@ -1,0 +1,358 @@
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any, NoReturn
+
+import pytest
+
+from tests.audit import make_event
+from zerotrust.audit import (
+    AuditEvent,
+    AuditPipeline,
+    AuditSink,
+    CallableSink,
+    LoggingSink,
+    MemorySink,
+    MultiSink,
+    OTelSink,
+)
+from zerotrust.errors import AuditError, ConfigurationError, KeysUnavailable
+
+ERRORS_LOGGER = "zerotrust.audit.errors"
+
+
+class FlakySink:
+    """Fails while ``failing`` is set; counts calls."""
+
+    def __init__(self, exc: BaseException | None = None) -> None:
+        self.exc = exc or RuntimeError("disk full while writing user-42")
+        self.failing = True
+        self.calls = 0
+
+    def emit(self, event: AuditEvent, /) -> None:
+        self.calls += 1
+        if self.failing:
+            raise self.exc
+
+
+def test_every_sink_satisfies_the_protocol() -> None:
+    sinks: list[object] = [
+        LoggingSink(),
+        MemorySink(),
+        CallableSink(print),
+        MultiSink(MemorySink()),
+        OTelSink(),
+        AuditPipeline([MemorySink()]),
+    ]
+    for sink in sinks:
+        assert isinstance(sink, AuditSink)
+    assert not isinstance(object(), AuditSink)
+
+
+# --- LoggingSink ----------------------------------------------------------------------------
+
+
+def test_logging_sink_writes_one_json_line(caplog: pytest.LogCaptureFixture) -> None:
+    event = make_event(route="/100%/{id}")
+    with caplog.at_level(logging.INFO, logger="zerotrust.audit"):
+        LoggingSink().emit(event)
+    [record] = caplog.records
+    assert record.name == "zerotrust.audit"
+    assert record.levelno == logging.INFO
+    message = record.getMessage()
+    assert "\n" not in message
+    assert message == event.to_json()
+    assert json.loads(message) == event.to_dict()
+    assert record.zerotrust_audit == event.to_dict()  # type: ignore[attr-defined]
+
+
+def test_logging_sink_takes_a_logger_and_a_level(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("tests.audit.custom")
+    sink = LoggingSink(logger, level=logging.WARNING)
+    assert sink.logger is logger
+    assert sink.level == logging.WARNING
+    assert "tests.audit.custom" in repr(sink)
+    with caplog.at_level(logging.INFO, logger="tests.audit.custom"):
+        sink.emit(make_event())
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+
+
+@pytest.mark.parametrize("kwargs", [{"logger": 3}, {"level": "INFO"}, {"level": 2.0}])
+def test_logging_sink_rejects_bad_configuration(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        LoggingSink(**kwargs)
+
+
+def test_logging_sink_serializes_nothing_when_disabled(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+
+    def spy(name: str) -> Any:
+        def called(self: AuditEvent) -> NoReturn:
+            calls.append(name)
+            raise AssertionError(f"{name} called on the disabled path")
+
+        return called
+
+    monkeypatch.setattr(AuditEvent, "to_dict", spy("to_dict"))
+    monkeypatch.setattr(AuditEvent, "to_json", spy("to_json"))
+    event = make_event()
+    with caplog.at_level(logging.WARNING, logger="zerotrust.audit"):
+        LoggingSink().emit(event)  # INFO < WARNING
+        LoggingSink(level=logging.DEBUG).emit(event)
+    assert calls == []
+    assert caplog.records == []
+
+
+def test_logging_sink_serializes_once_when_enabled(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[AuditEvent] = []
+    original = AuditEvent.to_dict
+
+    def counting(self: AuditEvent) -> dict[str, Any]:
+        calls.append(self)
+        return original(self)
+
+    monkeypatch.setattr(AuditEvent, "to_dict", counting)
+    event = make_event()
+    with caplog.at_level(logging.INFO, logger="zerotrust.audit"):
+        LoggingSink().emit(event)
+    assert calls == [event]
+    assert len(caplog.records) == 1
+
+
+# --- MemorySink, CallableSink, MultiSink -----------------------------------------------------
+
+
+def test_memory_sink_keeps_the_latest_events() -> None:
+    sink = MemorySink(max_events=3)
+    events = [make_event(event_id=f"{i:032x}") for i in range(5)]
+    for event in events:
+        sink.emit(event)
+    assert sink.events == events[2:]
+    assert len(sink) == 3
+    assert list(sink) == events[2:]
+    assert sink.last is events[4]
+    assert sink.max_events == 3
+    assert repr(sink) == "MemorySink(3/3 events)"
+    sink.events.clear()  # a copy: the sink is unaffected
+    assert len(sink) == 3
+    sink.clear()
+    assert sink.events == []
+    with pytest.raises(IndexError, match="no audit event"):
+        _ = sink.last
+
+
+def test_memory_sink_find() -> None:
+    sink = MemorySink()
+    allowed = make_event()
+    denied = make_event(decision="deny", reason="no_rule_matched", rule_id=None, status=403)
+    sink.emit(allowed)
+    sink.emit(denied)
+    assert sink.find(decision="deny") == [denied]
+    assert sink.find(decision="deny", status=403, rule_id=None) == [denied]
+    assert sink.find(service="orders") == [allowed, denied]
+    assert sink.find(decision="deny", status=200) == []
+    assert sink.find() == [allowed, denied]
+    with pytest.raises(TypeError, match="desicion"):
+        sink.find(desicion="deny")
+
+
+@pytest.mark.parametrize("max_events", [0, -1, 1.5, "10"])
+def test_memory_sink_bound_must_be_positive(max_events: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        MemorySink(max_events=max_events)
+
+
+def test_callable_sink() -> None:
+    received: list[AuditEvent] = []
+    sink = CallableSink(received.append)
+    event = make_event()
+    sink.emit(event)
+    assert received == [event]
+    assert "CallableSink(" in repr(sink)
+    with pytest.raises(ConfigurationError):
+        CallableSink("not callable")  # type: ignore[arg-type]
+
+
+def test_multi_sink_fans_out_in_order() -> None:
+    order: list[str] = []
+    first, second = MemorySink(), MemorySink()
+    sink = MultiSink(
+        first,
+        CallableSink(lambda e: order.append("a")),
+        second,
+        CallableSink(lambda e: order.append("b")),
+    )
+    event = make_event()
+    sink.emit(event)
+    assert first.events == [event]
+    assert second.events == [event]
+    assert order == ["a", "b"]
+    assert len(sink.sinks) == 4
+    assert repr(sink).startswith("MultiSink(MemorySink(")
+
+
+def test_multi_sink_calls_every_sink_then_raises_the_first_error() -> None:
+    bad1, bad2, good = FlakySink(ValueError("one")), FlakySink(KeyError("two")), MemorySink()
+    sink = MultiSink(bad1, good, bad2)
+    with pytest.raises(ValueError, match="one"):
+        sink.emit(make_event())
+    assert bad1.calls == bad2.calls == 1
+    assert len(good) == 1
+
+
+@pytest.mark.parametrize("sinks", [(), (object(),), (MemorySink(), "sink")])
+def test_multi_sink_needs_sinks(sinks: tuple[Any, ...]) -> None:
+    with pytest.raises(ConfigurationError):
+        MultiSink(*sinks)
+
+
+# --- AuditPipeline --------------------------------------------------------------------------
+
+
+def healthy(pipeline: AuditPipeline) -> bool:
+    return pipeline.healthy
+
+
+def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == ERRORS_LOGGER]
+
+
+def test_pipeline_emits_to_every_sink() -> None:
+    first, second = MemorySink(), MemorySink()
+    pipeline = AuditPipeline(iter([first, second]))
+    event = make_event()
+    pipeline.emit(event)
+    assert first.events == second.events == [event]
+    assert pipeline.failures == 0
+    assert healthy(pipeline)
+    assert pipeline.on_error == "open"
+    assert pipeline.sinks == (first, second)
+
+
+def test_fail_open_counts_and_logs_once_per_outage(caplog: pytest.LogCaptureFixture) -> None:
+    flaky, memory = FlakySink(), MemorySink()
+    pipeline = AuditPipeline([flaky, memory])
+    event = make_event()
+    with caplog.at_level(logging.INFO, logger=ERRORS_LOGGER):
+        for _ in range(5):
+            pipeline.emit(event)
+    assert pipeline.failures == 5
+    assert not healthy(pipeline)
+    assert len(memory) == 5  # the healthy sink kept receiving events
+    [logged] = error_records(caplog)
+    assert logged.levelno == logging.ERROR
+    message = logged.getMessage()
+    assert "audit sink #0 (FlakySink)" in message
+    assert "RuntimeError" in message
+
+    caplog.clear()
+    flaky.failing = False
+    with caplog.at_level(logging.INFO, logger=ERRORS_LOGGER):
+        pipeline.emit(event)
+        pipeline.emit(event)
+    assert healthy(pipeline)
+    [recovered] = error_records(caplog)
+    assert recovered.levelno == logging.INFO
+    assert "recovered" in recovered.getMessage()
+
+    caplog.clear()
+    flaky.failing = True
+    with caplog.at_level(logging.INFO, logger=ERRORS_LOGGER):
+        pipeline.emit(event)
+        pipeline.emit(event)
+    assert pipeline.failures == 7
+    assert [r.levelno for r in error_records(caplog)] == [logging.ERROR]
+
+
+def test_failure_logs_never_carry_the_event(caplog: pytest.LogCaptureFixture) -> None:
+    pipeline = AuditPipeline([FlakySink()])
+    event = make_event()
+    with caplog.at_level(logging.INFO, logger=ERRORS_LOGGER):
+        pipeline.emit(event)
+    for record in error_records(caplog):
+        text = record.getMessage()
+        for value in (event.subject, event.spiffe_id, event.event_id, "user-42"):
+            assert value not in text  # type: ignore[operator]
+        assert record.exc_info is None
+        assert not hasattr(record, "zerotrust_audit")
+
+
+def test_failure_details_are_available_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    pipeline = AuditPipeline([FlakySink()])
+    with caplog.at_level(logging.DEBUG, logger=ERRORS_LOGGER):
+        pipeline.emit(make_event())
+    debug = [r for r in error_records(caplog) if r.levelno == logging.DEBUG]
+    assert len(debug) == 1
+    assert debug[0].exc_info is not None
+
+
+def test_fail_closed_raises_audit_error_after_trying_every_sink() -> None:
+    flaky, memory = FlakySink(), MemorySink()
+    pipeline = AuditPipeline([flaky, memory], on_error="closed")
+    with pytest.raises(AuditError) as raised:
+        pipeline.emit(make_event())
+    assert len(memory) == 1
+    assert pipeline.failures == 1
+    assert isinstance(raised.value.__cause__, RuntimeError)
+    assert "user-42" not in str(raised.value)
+    assert raised.value.http_status == 503
+    flaky.failing = False
+    pipeline.emit(make_event())  # recovers without raising
+    assert healthy(pipeline)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [ValueError("x"), KeyError("x"), OSError("x"), TypeError("x"), KeysUnavailable(), AuditError()],
+)
+def test_sink_exceptions_never_leak(exc: Exception) -> None:
+    AuditPipeline([FlakySink(exc)]).emit(make_event())  # open: swallowed and counted
+    with pytest.raises(AuditError):
+        AuditPipeline([FlakySink(exc)], on_error="closed").emit(make_event())
+
+
+def test_interrupts_are_not_swallowed() -> None:
+    with pytest.raises(KeyboardInterrupt):
+        AuditPipeline([FlakySink(KeyboardInterrupt())]).emit(make_event())
+
+
+@pytest.mark.parametrize(
+    ("sinks", "on_error"),
+    [([], "open"), ([object()], "open"), ([MemorySink()], "ignore"), ([MemorySink()], None)],
+)
+def test_pipeline_configuration_is_checked(sinks: list[Any], on_error: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        AuditPipeline(sinks, on_error=on_error)
+
+
+def test_failure_count_is_exact_under_threads() -> None:
+    pipeline = AuditPipeline([FlakySink()])
+    event = make_event()
+
+    def work() -> None:
+        for _ in range(250):
+            pipeline.emit(event)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert pipeline.failures == 2000
+
+
+def test_fail_closed_chains_the_first_failure() -> None:
+    first, second = FlakySink(ValueError("first")), FlakySink(KeyError("second"))
+    pipeline = AuditPipeline([first, second], on_error="closed")
+    with pytest.raises(AuditError, match="ValueError") as raised:
+        pipeline.emit(make_event())
+    assert isinstance(raised.value.__cause__, ValueError)
+    assert second.calls == 1
+    assert pipeline.failures == 2
+    assert repr(pipeline) == f"AuditPipeline([{first!r}, {second!r}], on_error='closed')"

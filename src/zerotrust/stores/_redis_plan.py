@@ -1,0 +1,143 @@
+"""Sans-IO planning for the Redis store: each operation becomes one :class:`Op`.
+
+The planner validates arguments, derives key names and script arguments, and says how to read
+the reply. The sync and the async drivers in ``redis.py`` only execute the plan, so both share
+every line of logic. Nothing here imports redis-py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from zerotrust._clock import Clock
+from zerotrust.stores import _lua
+from zerotrust.stores._logic import (
+    KeySpace,
+    check_rate,
+    finite,
+    replay_deadline,
+    revocation_end,
+)
+from zerotrust.stores.base import RateLimitResult, Revocation
+
+__all__ = ["SCRIPTS", "Op", "Planner", "describe_client", "describe_url"]
+
+_T = TypeVar("_T")
+SCRIPTS: Final = {"revoke": _lua.REVOKE, "is_revoked": _lua.IS_REVOKED, "rate": _lua.RATE_LIMIT}
+
+
+@dataclass(frozen=True, slots=True)
+class Op(Generic[_T]):
+    """One round trip. ``script`` names a Lua script; ``None`` means ``SET key 1 NX PX ms``."""
+
+    script: str | None
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
+    parse: Callable[[Any], _T]
+
+
+def _num(value: float) -> str:
+    """A float as text that Lua's ``tonumber`` reads back exactly."""
+    return repr(float(value))
+
+
+def _ignore(_raw: Any) -> None:
+    return None
+
+
+def _flag(raw: Any) -> bool:
+    return int(raw) == 1
+
+
+def _rate_result(raw: Any) -> RateLimitResult:
+    allowed, remaining, retry = raw
+    if isinstance(retry, bytes):
+        retry = retry.decode("ascii")
+    return RateLimitResult(int(allowed) == 1, int(remaining), float(retry))
+
+
+_Revoke = tuple[Op[None] | None, Revocation]
+
+
+class Planner:
+    """Builds :class:`Op` values; revocations that already lapsed plan no round trip."""
+
+    __slots__ = ("clock", "keys", "replay_max_ttl", "server_time")
+
+    def __init__(self, keys: KeySpace, clock: Clock, replay_max_ttl: float) -> None:
+        self.keys = keys
+        self.clock = clock
+        self.replay_max_ttl = replay_max_ttl
+        self.server_time = True  # tests switch this off to drive token buckets by `clock`
+
+    def now(self) -> float:
+        return self.clock.now().timestamp()
+
+    def _revoke(self, key: str, until: float, cutoff: float | None, now: float) -> Op[None] | None:
+        if until <= now:
+            return None
+        args = (_num(now), _num(until), "" if cutoff is None else _num(cutoff))
+        return Op("revoke", (key,), args, _ignore)
+
+    def revoke_token(self, jti: str, expires_at: float) -> _Revoke:
+        until, now = revocation_end("expires_at", expires_at), self.now()
+        op = self._revoke(self.keys.token(jti), until, None, now)
+        return op, Revocation("token", until, jti=jti)
+
+    def revoke_subject(self, subject: str, issuer: str, until: float) -> _Revoke:
+        until, now = revocation_end("until", until), self.now()
+        op = self._revoke(self.keys.subject(issuer, subject), until, now, now)
+        return op, Revocation("subject", until, subject=subject, issuer=issuer, cutoff=now)
+
+    def revoke_issued_before(self, issuer: str, before: float, until: float) -> _Revoke:
+        before, now = finite("before", before), self.now()
+        until = revocation_end("until", until)
+        op = self._revoke(self.keys.issuer(issuer), until, before, now)
+        return op, Revocation("issuer", until, issuer=issuer, cutoff=before)
+
+    def is_revoked(
+        self, jti: str | None, subject: str | None, issuer: str, issued_at: float | None
+    ) -> Op[bool]:
+        iat = "" if issued_at is None else _num(finite("issued_at", issued_at))
+        by_issuer = self.keys.issuer(issuer)
+        keys = (
+            by_issuer if jti is None else self.keys.token(jti),
+            by_issuer if subject is None else self.keys.subject(issuer, subject),
+            by_issuer,
+        )
+        flags = ("0" if jti is None else "1", "0" if subject is None else "1")
+        return Op("is_revoked", keys, (_num(self.now()), iat, *flags), _flag)
+
+    def replay(self, key: str, expires_at: float) -> Op[bool]:
+        expires_at, now = finite("expires_at", expires_at), self.now()
+        deadline = replay_deadline(expires_at, now, self.replay_max_ttl)
+        ttl_ms = max(1, math.ceil((deadline - now) * 1000))
+        return Op(None, (self.keys.replay(key),), (str(ttl_ms),), bool)
+
+    def rate(self, key: str, rate: float, burst: int, cost: int) -> Op[RateLimitResult]:
+        rate_f, burst_f, cost = check_rate(rate, burst, cost)
+        now = "" if self.server_time else _num(self.now())
+        args = (_num(rate_f), _num(burst_f), str(cost), now)
+        return Op("rate", (self.keys.rate(key),), args, _rate_result)
+
+
+def describe_url(url: str) -> str:
+    """``url`` without credentials or query, for messages: ``scheme://host:port/db``."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "an invalid Redis URL"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
+def describe_client(client: Any) -> str:
+    """Where a caller-supplied client points, from its pool's connection settings."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"

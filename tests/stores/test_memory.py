@@ -1,0 +1,161 @@
+"""MemoryStore specifics: bounds, eviction order, fail-closed revocation table, settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from zerotrust import FixedClock
+from zerotrust.errors import ConfigurationError, StoreUnavailable
+from zerotrust.stores import MemoryStore, StoreHealth
+
+ISS = "https://issuer.example"
+
+
+def ts(clock: FixedClock) -> float:
+    return clock.now().timestamp()
+
+
+def test_full_revocation_table_refuses_instead_of_forgetting(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock, max_revocations=3)
+    t = ts(clock)
+    for jti in ("a", "b", "c"):
+        store.revoke_token(jti, expires_at=t + 100)
+    with pytest.raises(StoreUnavailable, match="revocation table is full"):
+        store.revoke_token("d", expires_at=t + 1000)
+    assert all(store.is_revoked(jti=j, subject=None, issuer=ISS, issued_at=None) for j in "abc")
+    assert not store.is_revoked(jti="d", subject=None, issuer=ISS, issued_at=None)
+    store.revoke_token("a", expires_at=t + 500)  # merging into an existing record still works
+
+
+def test_full_revocation_table_makes_room_from_lapsed_entries(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock, max_revocations=2)
+    t = ts(clock)
+    store.revoke_token("short", expires_at=t + 10)
+    store.revoke_subject("alice", issuer=ISS, until=t + 100)
+    clock.advance(10)
+    store.revoke_issued_before(ISS, before=t, until=t + 100)
+    assert store.is_revoked(jti=None, subject="alice", issuer=ISS, issued_at=t)
+    assert store.is_revoked(jti=None, subject=None, issuer=ISS, issued_at=t - 1)
+
+
+def test_full_replay_cache_evicts_lapsed_then_soonest_expiring(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock, max_replay_entries=3)
+    t = ts(clock)
+    assert store.check_and_store("lapses", expires_at=t + 5)
+    assert store.check_and_store("late", expires_at=t + 300)
+    assert store.check_and_store("soon", expires_at=t + 60)
+    clock.advance(5)
+    assert store.check_and_store("new1", expires_at=t + 400)  # takes the lapsed slot
+    assert not store.check_and_store("soon", expires_at=t + 60)
+    assert store.check_and_store("new2", expires_at=t + 400)  # evicts "soon"
+    assert not store.check_and_store("late", expires_at=t + 300)
+    assert store.check_and_store("soon", expires_at=t + 60)  # was evicted: first use again
+    assert "replay=3" in repr(store)
+
+
+def test_full_rate_table_evicts_the_bucket_closest_to_full(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock, max_rate_limit_keys=2)
+    store.acquire("drained", rate=1.0, burst=10, cost=10)
+    store.acquire("nearly-full", rate=1.0, burst=10, cost=1)
+    store.acquire("third", rate=1.0, burst=10, cost=1)
+    assert store.acquire("drained", rate=1.0, burst=10).allowed is False
+    assert store.acquire("nearly-full", rate=1.0, burst=10).remaining == 9  # evicted: fresh
+
+
+def test_heap_compaction_keeps_entries(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock, max_rate_limit_keys=4)
+    for _ in range(200):  # every acquire re-stores the bucket with a new expiry
+        for key in "abcd":
+            store.acquire(key, rate=1.0, burst=1000)
+        clock.advance(0.001)
+    assert [store.acquire(key, rate=1.0, burst=1000).remaining for key in "abcd"] == [799] * 4
+
+
+def test_clock_moving_back_refills_nothing(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock)
+    store.acquire("k", rate=1.0, burst=2, cost=2)
+    clock.advance(-30)
+    assert not store.acquire("k", rate=1.0, burst=2).allowed
+
+
+def test_replay_max_ttl_setting(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock, replay_max_ttl=60)
+    t = ts(clock)
+    assert store.check_and_store("k", expires_at=t + 3600)
+    clock.advance(60)
+    assert store.check_and_store("k", expires_at=t + 3600)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_revocations": 0},
+        {"max_replay_entries": -1},
+        {"max_rate_limit_keys": 1.5},
+        {"max_revocations": True},
+        {"replay_max_ttl": 0.5},
+        {"replay_max_ttl": float("inf")},
+        {"replay_max_ttl": "1h"},
+    ],
+)
+def test_bad_settings(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        MemoryStore(**kwargs)  # type: ignore[arg-type]
+
+
+def test_health_and_lifecycle(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock)
+    store.ping()
+    assert store.health() == StoreHealth("memory", True, "ok")
+    store.close()
+
+    async def main() -> None:
+        await store.ping_async()
+        assert (await store.health_async()).available
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_listener_must_be_callable() -> None:
+    with pytest.raises(TypeError):
+        MemoryStore().add_revocation_listener("not callable")  # type: ignore[arg-type]
+
+
+def test_keys_must_be_text() -> None:
+    with pytest.raises(TypeError, match="str"):
+        MemoryStore().check_and_store(b"jti", expires_at=0)  # type: ignore[arg-type]
+
+
+def test_stale_heap_pairs_do_not_hide_live_entries(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock, max_replay_entries=2)
+    t = ts(clock)
+    assert store.check_and_store("a", expires_at=t + 5)
+    clock.advance(5)
+    assert store.check_and_store("a", expires_at=t + 105)  # lapsed, stored again
+    assert store.check_and_store("b", expires_at=t + 55)
+    clock.advance(5)
+    assert store.check_and_store("c", expires_at=t + 200)  # evicts "b", the soonest
+    assert not store.check_and_store("a", expires_at=t + 105)
+    assert not store.check_and_store("c", expires_at=t + 200)
+
+
+def test_later_listener_errors_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStore()
+
+    def broken(event: object) -> None:
+        raise RuntimeError(f"hook {len(caplog.records)}")
+
+    store.add_revocation_listener(broken)
+    store.add_revocation_listener(broken)
+    with pytest.raises(RuntimeError, match="hook 0"):
+        store.revoke_token("j", expires_at=4_102_444_800)
+    assert "revocation listener" in caplog.records[0].getMessage()
+
+
+@pytest.mark.parametrize(("burst", "cost"), [(2.0, 1), (2, True), ("2", 1)])
+def test_bucket_sizes_must_be_ints(burst: object, cost: object) -> None:
+    with pytest.raises(TypeError, match="int"):
+        MemoryStore().acquire("k", rate=1.0, burst=burst, cost=cost)  # type: ignore[arg-type]

@@ -1,0 +1,323 @@
+"""RedisStore specifics: key layout and TTLs, server time, scripts, outages, configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zerotrust import FixedClock
+from zerotrust.errors import ConfigurationError, MissingDependencyError, StoreUnavailable
+from zerotrust.stores import RedisStore, ResilientStore
+
+from .conftest import RedisServer, make_redis_store, start_redis_server
+
+ISS = "https://issuer.example"
+KEY = re.compile(rb"^zerotrust:(\{rv\}:[tsi]|rp|rl):[0-9a-f]{64}$")
+
+pytestmark = pytest.mark.network
+
+try:
+    import redis as _redis_py  # noqa: F401
+except ImportError:  # pragma: no cover - CI installs it
+    HAVE_REDIS_PY = False
+else:
+    HAVE_REDIS_PY = True
+needs_redis_py = pytest.mark.skipif(
+    not HAVE_REDIS_PY and os.environ.get("CI") != "true", reason="redis-py is not installed"
+)
+
+
+@pytest.fixture
+def store(redis_server: RedisServer, redis_client: Any, clock: FixedClock) -> Iterator[RedisStore]:
+    store = RedisStore(redis_server.url, clock=clock)
+    yield store
+    store.close()
+
+
+def test_keys_are_namespaced_hashed_and_expire(
+    store: RedisStore, redis_client: Any, clock: FixedClock
+) -> None:
+    t = clock.now().timestamp()
+    store.revoke_token("jti\n*", expires_at=t + 60)
+    store.revoke_subject("alice", issuer=ISS, until=t + 120)
+    store.revoke_issued_before(ISS, before=t, until=t + 180)
+    store.check_and_store("proof-jti", expires_at=t + 30)
+    store.acquire("alice", rate=1.0, burst=10, cost=4)
+    keys = sorted(redis_client.scan_iter())
+    assert len(keys) == 5
+    assert all(KEY.match(key) for key in keys), keys
+    ttls = {key.split(b":")[-2]: redis_client.pttl(key) for key in keys}
+    expected = {b"t": 60_000, b"s": 120_000, b"i": 180_000, b"rp": 30_000, b"rl": 4_000}
+    for family, ttl in expected.items():
+        assert ttl - 1000 < ttls[family] <= ttl, (family, ttls[family])
+
+
+def test_custom_prefix(redis_server: RedisServer, redis_client: Any) -> None:
+    store = RedisStore(redis_server.url, prefix="svc-a/")
+    assert store.check_and_store("k", expires_at=time.time() + 5)
+    assert [key.startswith(b"svc-a/rp:") for key in redis_client.scan_iter()] == [True]
+    store.close()
+
+
+@needs_redis_py
+@pytest.mark.parametrize("prefix", ["", "a b", "x{", "ü", "p" * 65])
+def test_bad_prefix(prefix: str) -> None:
+    with pytest.raises(ConfigurationError, match="prefix"):
+        RedisStore(prefix=prefix)
+
+
+def test_rate_limit_uses_the_server_clock(store: RedisStore) -> None:
+    results = [store.acquire("k", rate=0.5, burst=2) for _ in range(3)]
+    assert [r.allowed for r in results] == [True, True, False]
+    assert 1.9 < results[2].retry_after <= 2.0  # 1 token at 0.5/s, minus elapsed real time
+
+
+def test_rate_limit_refills_by_server_time(store: RedisStore) -> None:
+    assert store.acquire("fast", rate=50.0, burst=1).allowed
+    assert not store.acquire("fast", rate=50.0, burst=1).allowed
+    time.sleep(0.03)  # 1 token at 50/s takes 20 ms
+    assert store.acquire("fast", rate=50.0, burst=1).allowed
+
+
+def test_scripts_reload_after_script_flush(store: RedisStore, redis_client: Any) -> None:
+    assert store.acquire("k", rate=1.0, burst=2).allowed
+    redis_client.script_flush()
+    assert store.acquire("k", rate=1.0, burst=2).remaining == 0
+    assert not store.is_revoked(jti="j", subject="s", issuer=ISS, issued_at=1.0)
+
+
+def test_foreign_data_under_our_key_is_unavailable(store: RedisStore, redis_client: Any) -> None:
+    store.acquire("k", rate=1.0, burst=2)
+    (key,) = redis_client.scan_iter()
+    redis_client.delete(key)
+    redis_client.set(key, "not a hash")
+    with pytest.raises(StoreUnavailable, match="ResponseError"):
+        store.acquire("k", rate=1.0, burst=2)
+
+
+def test_unexpected_replies_are_unavailable(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(store._scripts, "rate", lambda keys, args: [1])
+    with pytest.raises(StoreUnavailable, match="unexpected reply"):
+        store.acquire("k", rate=1.0, burst=1)
+
+
+def test_caller_supplied_clients(redis_server: RedisServer, redis_client: Any) -> None:
+    import redis
+    import redis.asyncio
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    sync_only = RedisStore(client=client)
+    assert sync_only.acquire("k", rate=4.0, burst=1).allowed
+    assert sync_only.acquire("k", rate=4.0, burst=1).retry_after > 0.2
+    assert "127.0.0.1" in repr(sync_only)
+    with pytest.raises(ConfigurationError, match="no async client"):
+        asyncio.run(sync_only.acquire_async("k", rate=1.0, burst=1))
+    with pytest.raises(ConfigurationError, match="no async client"):
+        asyncio.run(sync_only.ping_async())
+    sync_only.close()
+    assert client.ping()  # not ours to close
+
+    async def main() -> None:
+        aclient = redis.asyncio.Redis.from_url(redis_server.url)
+        async_only = RedisStore(async_client=aclient)
+        assert await async_only.check_and_store_async("j", expires_at=time.time() + 5)
+        await async_only.aclose()
+        assert await aclient.ping()
+        with pytest.raises(ConfigurationError, match="no sync client"):
+            async_only.ping()
+        with pytest.raises(ConfigurationError, match="no sync client"):
+            async_only.check_and_store("j", expires_at=time.time() + 5)
+        await aclient.aclose()
+
+    asyncio.run(main())
+    client.close()
+
+
+@needs_redis_py
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"url": "redis://127.0.0.1:1/0", "client": object()},
+        {"socket_timeout": 0},
+        {"socket_timeout": float("nan")},
+        {"socket_timeout": True},
+        {"replay_max_ttl": 0},
+        {"url": "http://example.org/"},
+    ],
+)
+def test_bad_configuration(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisStore(**kwargs)
+
+
+def test_missing_redis_py_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(MissingDependencyError, match=r"zerotrust\[redis\]"):
+        RedisStore()
+
+
+def test_stores_import_without_redis_py() -> None:
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import zerotrust.stores as s\n"
+        "m = s.MemoryStore(); assert m.check_and_store('k', expires_at=9e9)\n"
+        "loaded = [n for n, m in sys.modules.items() if m and n.split('.')[0] == 'redis']\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# --- outages --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of our own, so stopping it does not disturb other tests."""
+    server = start_redis_server(tmp_path)
+    yield server
+    server.stop()
+
+
+def _all_operations(store: Any) -> list[Any]:
+    t = time.time()
+    return [
+        lambda: store.revoke_token("j", expires_at=t + 60),
+        lambda: store.revoke_subject("s", issuer=ISS, until=t + 60),
+        lambda: store.revoke_issued_before(ISS, before=t, until=t + 60),
+        lambda: store.is_revoked(jti="j", subject="s", issuer=ISS, issued_at=t),
+        lambda: store.check_and_store("k", expires_at=t + 60),
+        lambda: store.acquire("k", rate=1.0, burst=5),
+        store.ping,
+    ]
+
+
+def test_outage_fails_promptly_and_recovers(own_server: RedisServer) -> None:
+    store = RedisStore(own_server.url, socket_timeout=0.5)
+    assert store.check_and_store("before", expires_at=time.time() + 60)
+
+    own_server.stop()
+    for operation in _all_operations(store):
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as info:
+            operation()
+        assert time.monotonic() - started < 1.0
+        assert info.value.http_status == 503
+        assert "ConnectionError" in str(info.value)
+    health = store.health()
+    assert not health.available
+    assert "127.0.0.1" in health.detail
+
+    own_server.start()  # same port, empty server: scripts must be loaded again
+    for operation in _all_operations(store):
+        operation()
+    assert store.health().available
+    store.close()
+
+
+def test_credentials_never_reach_messages(own_server: RedisServer) -> None:
+    url = own_server.url.replace("redis://", "redis://user:s3cret-pw@")
+    store = RedisStore(url)
+    assert "s3cret" not in repr(store)
+    with pytest.raises(StoreUnavailable) as info:  # no such user on this server
+        store.ping()
+    own_server.stop()
+    with pytest.raises(StoreUnavailable) as info2:
+        store.check_and_store("k", expires_at=time.time() + 60)
+    for error in (info.value, info2.value):
+        assert "s3cret" not in str(error)
+        assert "user" not in str(error)
+        assert "127.0.0.1" in str(error)
+    store.close()
+
+
+def test_async_outage_fails_promptly_and_recovers(own_server: RedisServer) -> None:
+    store = RedisStore(own_server.url, socket_timeout=0.5)
+    t = time.time()
+
+    def calls() -> list[Any]:
+        return [
+            store.revoke_token_async("j", expires_at=t + 60),
+            store.revoke_subject_async("s", issuer=ISS, until=t + 60),
+            store.revoke_issued_before_async(ISS, before=t, until=t + 60),
+            store.is_revoked_async(jti="j", subject="s", issuer=ISS, issued_at=t),
+            store.check_and_store_async("k", expires_at=t + 60),
+            store.acquire_async("k", rate=1.0, burst=5),
+            store.ping_async(),
+        ]
+
+    async def main() -> None:
+        await store.ping_async()
+        own_server.stop()
+        for call in calls():
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await call
+            assert time.monotonic() - started < 1.0
+        assert not (await store.health_async()).available
+        own_server.start()
+        for call in calls():
+            await call
+        assert (await store.health_async()).available
+        await store.aclose()
+
+    asyncio.run(main())
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
+def test_hanging_server_is_bounded_by_the_socket_timeout(own_server: RedisServer) -> None:
+    store = RedisStore(own_server.url, socket_timeout=0.2)
+    store.ping()
+    assert own_server.process is not None
+    os.kill(own_server.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="TimeoutError"):
+            store.check_and_store("k", expires_at=time.time() + 60)
+        assert 0.15 < time.monotonic() - started < 0.6
+    finally:
+        os.kill(own_server.process.pid, signal.SIGCONT)
+    assert store.check_and_store("k2", expires_at=time.time() + 60)
+    store.close()
+
+
+def test_resilient_store_over_a_real_outage(
+    own_server: RedisServer, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis_store = make_redis_store(own_server.url, clock)
+    open_store = ResilientStore(redis_store, revocation="open", replay="open", rate_limit="open")
+    closed_store = ResilientStore(redis_store)
+    t = clock.now().timestamp()
+    open_store.revoke_token("j", expires_at=t + 60)
+    assert open_store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=None)
+
+    own_server.stop()
+    with pytest.raises(StoreUnavailable):
+        closed_store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=None)
+    with pytest.raises(StoreUnavailable):  # revoking never fails open
+        open_store.revoke_token("k", expires_at=t + 60)
+    with caplog.at_level("WARNING", logger="zerotrust.stores"):
+        assert not open_store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=None)
+        assert not open_store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=None)
+        assert open_store.check_and_store("once", expires_at=t + 60)
+        assert open_store.check_and_store("once", expires_at=t + 60)
+        assert open_store.acquire("k", rate=1.0, burst=3).allowed
+    assert len(caplog.records) == 3  # once per feature and outage
+
+    own_server.start()
+    with caplog.at_level("INFO", logger="zerotrust.stores"):
+        assert not open_store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=None)
+    assert "available again" in caplog.records[-1].getMessage()
+    redis_store.close()

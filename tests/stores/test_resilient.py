@@ -1,0 +1,132 @@
+"""ResilientStore: per-feature failure policies over a store that can be switched off."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from zerotrust import FixedClock
+from zerotrust.errors import ConfigurationError, StoreUnavailable
+from zerotrust.stores import MemoryStore, RateLimitResult, ResilientStore, Revocation, Store
+
+ISS = "https://issuer.example"
+
+
+class Flaky:
+    """A MemoryStore whose every method raises StoreUnavailable while ``down`` is set."""
+
+    def __init__(self, clock: FixedClock) -> None:
+        self.inner = MemoryStore(clock=clock)
+        self.down = False
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise StoreUnavailable("down for maintenance")
+            return target(*args, **kwargs)
+
+        async def acall(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                raise StoreUnavailable("down for maintenance")
+            return await target(*args, **kwargs)
+
+        return acall if name.endswith("_async") else call
+
+
+def queries(store: ResilientStore, t: float) -> tuple[bool, bool, RateLimitResult]:
+    return (
+        store.is_revoked(jti="j", subject="s", issuer=ISS, issued_at=t),
+        store.check_and_store("once", expires_at=t + 60),
+        store.acquire("k", rate=1.0, burst=5, cost=2),
+    )
+
+
+async def aqueries(store: ResilientStore, t: float) -> tuple[bool, bool, RateLimitResult]:
+    return (
+        await store.is_revoked_async(jti="j", subject="s", issuer=ISS, issued_at=t),
+        await store.check_and_store_async("once", expires_at=t + 60),
+        await store.acquire_async("k", rate=1.0, burst=5, cost=2),
+    )
+
+
+def test_defaults_fail_closed(clock: FixedClock) -> None:
+    flaky = Flaky(clock)
+    store = ResilientStore(flaky)  # type: ignore[arg-type]
+    assert isinstance(store, Store)
+    t = clock.now().timestamp()
+    store.revoke_token("j", expires_at=t + 60)
+    assert queries(store, t) == (True, True, RateLimitResult(True, 3, 0.0))
+    flaky.down = True
+    with pytest.raises(StoreUnavailable):
+        store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=t)
+    with pytest.raises(StoreUnavailable):
+        store.check_and_store("x", expires_at=t + 60)
+    with pytest.raises(StoreUnavailable):
+        store.acquire("k", rate=1.0, burst=5)
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(store.acquire_async("k", rate=1.0, burst=5))
+
+
+def test_open_policies_answer_permissively_and_log_once(
+    clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = Flaky(clock)
+    store = ResilientStore(flaky, revocation="open", replay="open", rate_limit="open")  # type: ignore[arg-type]
+    t = clock.now().timestamp()
+    store.revoke_token("j", expires_at=t + 60)
+    flaky.down = True
+    allowed = (False, True, RateLimitResult(True, 3, 0.0))
+    with caplog.at_level(logging.INFO, logger="zerotrust.stores"):
+        assert queries(store, t) == allowed
+        assert queries(store, t) == allowed
+        assert asyncio.run(aqueries(store, t)) == allowed
+        assert [r.levelno for r in caplog.records] == [logging.WARNING] * 3
+        flaky.down = False
+        assert asyncio.run(aqueries(store, t))[0] is True
+        assert queries(store, t)[1] is False  # "once" was stored by the async call above
+    assert [r.levelno for r in caplog.records] == [logging.WARNING] * 3 + [logging.INFO] * 3
+
+
+def test_mixed_policies(clock: FixedClock) -> None:
+    flaky = Flaky(clock)
+    store = ResilientStore(flaky, rate_limit="open")  # type: ignore[arg-type]
+    flaky.down = True
+    assert store.acquire("k", rate=1.0, burst=1).allowed
+    with pytest.raises(StoreUnavailable):
+        store.check_and_store("k", expires_at=0)
+    assert "rate_limit='open'" in repr(store)
+    assert "replay='closed'" in repr(store)
+
+
+def test_revocation_writes_and_listeners_delegate(clock: FixedClock) -> None:
+    flaky = Flaky(clock)
+    store = ResilientStore(flaky, revocation="open")  # type: ignore[arg-type]
+    events: list[Revocation] = []
+    store.add_revocation_listener(events.append)
+    t = clock.now().timestamp()
+
+    async def revoke_all() -> None:
+        await store.revoke_token_async("j", expires_at=t + 60)
+        await store.revoke_subject_async("s", issuer=ISS, until=t + 60)
+        await store.revoke_issued_before_async(ISS, before=t, until=t + 60)
+
+    store.revoke_subject("s2", issuer=ISS, until=t + 60)
+    store.revoke_issued_before(ISS, before=t - 1, until=t + 60)
+    asyncio.run(revoke_all())
+    assert [e.kind for e in events] == ["subject", "issuer", "token", "subject", "issuer"]
+    flaky.down = True
+    with pytest.raises(StoreUnavailable):
+        store.revoke_token("j2", expires_at=t + 60)
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(store.revoke_subject_async("s", issuer=ISS, until=t + 60))
+
+
+@pytest.mark.parametrize("feature", ["revocation", "replay", "rate_limit"])
+def test_bad_policy(feature: str) -> None:
+    with pytest.raises(ConfigurationError, match=feature):
+        ResilientStore(MemoryStore(), **{feature: "ajar"})  # type: ignore[arg-type]

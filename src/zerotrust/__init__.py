@@ -7,6 +7,29 @@ inside the service process. The names below are the supported public API.
 from zerotrust import errors, match
 from zerotrust._clock import Clock, FixedClock, SystemClock
 from zerotrust._version import __version__
+from zerotrust.audit import AuditEvent, AuditPipeline, LoggingSink, MemorySink, OTelSink
+from zerotrust.authn import (
+    ApiKeys,
+    Authenticator,
+    DPoPConfig,
+    Principal,
+    Request,
+    RequestView,
+    TrustedProxies,
+)
+from zerotrust.authz import (
+    Callers,
+    Condition,
+    Decision,
+    Operations,
+    Policy,
+    RateLimit,
+    Requirement,
+    Rule,
+    ScopeRule,
+    load_policy,
+    require,
+)
 from zerotrust.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -19,7 +42,23 @@ from zerotrust.errors import (
     ZeroTrustError,
 )
 from zerotrust.identity import Matcher, MatchResult, SpiffeId, TrustDomain
-from zerotrust.sources.files import FileBundleSource, FileSvidSource
+from zerotrust.pipeline import Guard, Outcome
+from zerotrust.sources.files import FileBundleSource, FileKeySource, FileSvidSource
+from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource
+from zerotrust.stores import MemoryStore, RedisStore, ResilientStore
+from zerotrust.tokens import (
+    JWK,
+    JWKSet,
+    KeyRing,
+    KeySource,
+    PrivateJWK,
+    SecretKey,
+    StaticKeySource,
+    TokenIssuer,
+    TokenVerifier,
+    VerifiedToken,
+)
+from zerotrust.tokens.outgoing import SelfIssuedTokenSource, StaticTokenSource, TokenSource
 from zerotrust.x509 import (
     BundleSet,
     PeerRejected,
@@ -39,30 +78,71 @@ from zerotrust.x509 import (
 )
 
 __all__ = [
+    "JWK",
+    "ApiKeys",
+    "AuditEvent",
+    "AuditPipeline",
     "AuthenticationError",
+    "Authenticator",
     "AuthorizationError",
     "BundleSet",
+    "Callers",
     "CertificateError",
     "Clock",
+    "Condition",
     "ConfigurationError",
+    "DPoPConfig",
+    "Decision",
     "FileBundleSource",
+    "FileKeySource",
     "FileSvidSource",
     "FixedClock",
+    "Guard",
     "IdentityError",
     "InvalidSpiffeId",
+    "JWKSet",
+    "KeyRing",
+    "KeySource",
+    "LoggingSink",
     "MatchResult",
     "Matcher",
+    "MemorySink",
+    "MemoryStore",
+    "OTelSink",
+    "Operations",
+    "Outcome",
     "PeerRejected",
     "PeerVerifier",
+    "Policy",
+    "Principal",
+    "PrivateJWK",
+    "RateLimit",
+    "RedisStore",
+    "Request",
+    "RequestView",
+    "Requirement",
+    "ResilientStore",
     "RotatingBundleSource",
     "RotatingSvidSource",
+    "Rule",
+    "ScopeRule",
+    "SecretKey",
+    "SelfIssuedTokenSource",
     "SourceError",
     "SpiffeId",
+    "SpiffeJwtBundleKeySource",
+    "StaticKeySource",
+    "StaticTokenSource",
     "SystemClock",
     "TokenError",
+    "TokenIssuer",
+    "TokenSource",
+    "TokenVerifier",
     "TrustBundle",
     "TrustDomain",
+    "TrustedProxies",
     "VerifiedPeer",
+    "VerifiedToken",
     "X509BundleSource",
     "X509Svid",
     "X509SvidSource",
@@ -71,7 +151,9 @@ __all__ = [
     "__version__",
     "client_ssl_context",
     "errors",
+    "load_policy",
     "match",
+    "require",
     "server_ssl_context",
     "verify_peer_chain",
     "verify_x509_svid",

@@ -37,6 +37,8 @@ def drive(flow: Generator[Any, Any, T]) -> T:
         value, error = None, None
         try:
             value = request.fulfil()
+        except StopIteration:  # would silently end the generator it is thrown into
+            error = RuntimeError("an I/O request raised StopIteration")
         except Exception as exc:
             error = exc
 
@@ -53,5 +55,7 @@ async def drive_async(flow: Generator[Any, Any, T]) -> T:
         value, error = None, None
         try:
             value = await request.fulfil_async()
+        except StopIteration:
+            error = RuntimeError("an I/O request raised StopIteration")
         except Exception as exc:
             error = exc

@@ -118,7 +118,7 @@ def test_expired_leaf(ca: DevCA) -> None:
 
 def test_expiry_follows_the_injected_clock(ca: DevCA) -> None:
     svid = ca.issue_svid("spiffe://example.org/web", ttl=600)
-    clock = FixedClock(NOW)
+    clock = FixedClock(svid.leaf.not_valid_before_utc + dt.timedelta(seconds=60))
     assert verify_peer_chain(svid.cert_chain, ca.bundle, now=clock.now())
     clock.advance(minutes=11)
     with pytest.raises(CertificateExpired):

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from zerotrust._version import __version__
-from zerotrust.cli import _ca
+from zerotrust.cli import _ca, _token
 from zerotrust.errors import ZeroTrustError
 
 __all__ = ["main"]
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"zerotrust {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _ca.register(commands)
+    _token.register(commands)
     return parser
 
 

@@ -1,5 +1,50 @@
-"""Sources of identities and keys: files, remote endpoints and the SPIFFE Workload API."""
+"""Sources of identities and keys: files, remote endpoints and the SPIFFE Workload API.
 
-from zerotrust.sources.files import FileBundleSource, FileSvidSource
+Importing this package does not import httpx: the HTTP-backed sources
+(:class:`~zerotrust.sources.jwks_http.RemoteJWKSource`,
+:class:`~zerotrust.sources.oauth2.ClientCredentialsTokenSource`,
+:class:`~zerotrust.sources.oauth2.TokenExchangeTokenSource`) are loaded on first access.
+"""
 
-__all__ = ["FileBundleSource", "FileSvidSource"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from zerotrust.sources.files import FileBundleSource, FileKeySource, FileSvidSource
+from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource
+
+if TYPE_CHECKING:
+    from zerotrust.sources.jwks_http import KeySourceStatus, RemoteJWKSource
+    from zerotrust.sources.oauth2 import ClientCredentialsTokenSource, TokenExchangeTokenSource
+
+__all__ = [
+    "ClientCredentialsTokenSource",
+    "FileBundleSource",
+    "FileKeySource",
+    "FileSvidSource",
+    "KeySourceStatus",
+    "RemoteJWKSource",
+    "SpiffeJwtBundleKeySource",
+    "TokenExchangeTokenSource",
+]
+
+_LAZY = {
+    "ClientCredentialsTokenSource": "zerotrust.sources.oauth2",
+    "KeySourceStatus": "zerotrust.sources.jwks_http",
+    "RemoteJWKSource": "zerotrust.sources.jwks_http",
+    "TokenExchangeTokenSource": "zerotrust.sources.oauth2",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zerotrust.sources' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

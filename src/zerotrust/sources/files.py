@@ -1,4 +1,4 @@
-"""File-backed SVID and bundle sources that reload when the files change.
+"""File-backed SVID, bundle and token-key sources that reload when the files change.
 
 Files are checked at most once per ``check_interval`` seconds, on use (no background thread).
 A change is loaded completely and validated before it replaces the current snapshot: a
@@ -12,22 +12,27 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
 
-from zerotrust.errors import BundleError, SvidError, ZeroTrustError
+from zerotrust.errors import BundleError, ConfigurationError, SvidError, ZeroTrustError
 from zerotrust.identity import TrustDomain
+from zerotrust.tokens.jwks import JWKSet
+from zerotrust.tokens.keys import JWK
 from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.svid import X509Svid
 
-__all__ = ["FileBundleSource", "FileSvidSource"]
+__all__ = ["FileBundleSource", "FileKeySource", "FileSvidSource"]
 
 _log = logging.getLogger("zerotrust.sources")
 _T = TypeVar("_T")
 _Stamp = tuple[tuple[int, int, int], ...]
+_MAX_KEY_FILE_BYTES = 1 << 20
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----.*?-----END \1-----", re.DOTALL)
 
 
 class _Watched(Generic[_T]):
@@ -164,3 +169,74 @@ def _load_bundle(td: TrustDomain, path: Path, fmt: str) -> TrustBundle:
     if fmt == "jwks" or (fmt == "auto" and data.lstrip()[:1] == b"{"):
         return TrustBundle.from_jwks(td, data)
     return TrustBundle.from_pem(td, data)
+
+
+class FileKeySource:
+    """Token verification keys from one file: a JWKS document, or PEM public keys and/or
+    certificates (each PEM key gets its RFC 7638 thumbprint as ``kid``).
+
+    A :class:`~zerotrust.tokens.KeySource`: the file is re-checked at most once per
+    ``check_interval`` seconds on use; a changed file that does not hold at least one usable
+    key keeps the previous keys (see :attr:`last_error`). The same set object is returned
+    while the keys do not change, even if the file is rewritten.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        check_interval: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        file = Path(path)
+        previous: list[JWKSet] = []
+
+        def load() -> JWKSet:
+            keys = _load_keys(file)
+            if previous and previous[0] == keys:
+                return previous[0]
+            previous[:] = [keys]
+            return keys
+
+        try:
+            self._watched = _Watched([file], load, check_interval, monotonic)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read key file: {exc.strerror}") from None
+
+    def get_keys(self, *, missing_kid: str | None = None) -> JWKSet:
+        """The keys in the file (re-read if it changed; ``missing_kid`` changes nothing)."""
+        return self._watched.get()
+
+    async def get_keys_async(self, *, missing_kid: str | None = None) -> JWKSet:
+        """Same as :meth:`get_keys`: at most one ``stat`` per ``check_interval``."""
+        return self._watched.get()
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last reload attempt was refused (``None`` after a good load)."""
+        return self._watched.last_error
+
+    @property
+    def reloads(self) -> int:
+        return self._watched.reloads
+
+
+def _load_keys(path: Path) -> JWKSet:
+    with path.open("rb") as file:
+        data = file.read(_MAX_KEY_FILE_BYTES + 1)
+    if len(data) > _MAX_KEY_FILE_BYTES:
+        raise ConfigurationError(f"key file is larger than {_MAX_KEY_FILE_BYTES} bytes")
+    if data.lstrip()[:1] == b"{":
+        keys = JWKSet.from_json(data, max_size=_MAX_KEY_FILE_BYTES)
+    else:
+        found: list[JWK] = []
+        for block in _PEM_BLOCK.finditer(data):
+            if b"PRIVATE" in block.group(1):
+                raise ConfigurationError("key file holds a private key: publish public keys only")
+            key = JWK.from_pem(block.group(0))
+            found.append(JWK(key.public_key, algorithm=key.algorithm, kid=key.thumbprint()))
+        keys = JWKSet(found)
+    if len(keys) == 0:
+        skipped = f" ({len(keys.skipped)} skipped)" if keys.skipped else ""
+        raise ConfigurationError(f"{path.name} holds no usable key{skipped}")
+    return keys

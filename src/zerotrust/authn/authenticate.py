@@ -1,0 +1,248 @@
+"""Authentication: from a request's credentials to a verified :class:`Principal`.
+
+Written once as a sans-IO flow (it yields key requests when a JWKS must be fetched); the
+:class:`~zerotrust.Guard` drives it for sync and async callers alike.
+
+Rules:
+
+* The certificate of the immediate peer (direct mTLS) is the workload identity, verified as an
+  X509-SVID of its own trust domain unless the TLS layer already did so.
+* Client certificates forwarded in headers count **only** from a configured trusted proxy;
+  from anyone else they are ignored and noted for the audit trail.
+* A bearer token is verified (signature, then claims) and its binding enforced: ``cnf.x5t#S256``
+  needs that certificate on the connection, ``cnf.jkt`` a DPoP proof with the DPoP scheme.
+* mTLS + token: both are verified; with ``token_must_match_peer`` the token's subject,
+  ``azp`` or ``client_id`` must be the peer's SPIFFE ID.
+* Credentials that are present but invalid are an error, never a fall-back to anonymous.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+from zerotrust._clock import SYSTEM_CLOCK, Clock
+from zerotrust.authn.binding import (
+    DPoPConfig,
+    DPoPProof,
+    check_certificate_binding,
+    check_dpop_binding,
+    verify_dpop_proof,
+)
+from zerotrust.authn.credentials import ApiKeys, Credentials, extract_credentials
+from zerotrust.authn.principal import Principal, ProvenBy
+from zerotrust.authn.proxy import TrustedProxies, extract_forwarded_cert
+from zerotrust.authn.request import RequestView
+from zerotrust.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InvalidClaim,
+    InvalidSpiffeId,
+    MissingCredentials,
+    TokenBindingMismatch,
+)
+from zerotrust.identity import SpiffeId
+from zerotrust.tokens.verified import VerifiedToken
+from zerotrust.tokens.verify import TokenVerifier
+from zerotrust.x509.bundle import BundleSet, TrustBundle
+from zerotrust.x509.sources import X509BundleSource
+from zerotrust.x509.verify import VerifiedPeer, verify_x509_svid
+
+__all__ = ["AuthResult", "Authenticator"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """What authentication established (``principal`` is ``None`` for an anonymous request)."""
+
+    principal: Principal | None
+    credentials: Credentials
+    token: VerifiedToken | None = None
+    dpop_proof: DPoPProof | None = None
+    notes: tuple[str, ...] = ()
+
+
+class Authenticator:
+    """Turns requests into principals. Immutable once built; share one per service."""
+
+    def __init__(
+        self,
+        *,
+        tokens: TokenVerifier | None = None,
+        bundles: X509BundleSource | TrustBundle | BundleSet | None = None,
+        trusted_proxies: TrustedProxies | None = None,
+        api_keys: ApiKeys | None = None,
+        dpop: DPoPConfig | None = DPoPConfig(),  # noqa: B008 - immutable value
+        require_mtls: bool = False,
+        require_token: bool = False,
+        token_must_match_peer: bool = False,
+        max_delegation_depth: int = 4,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if tokens is None and bundles is None and api_keys is None:
+            raise ConfigurationError("an Authenticator needs tokens=, bundles= or api_keys=")
+        if require_token and tokens is None:
+            raise ConfigurationError("require_token=True needs a token verifier (tokens=...)")
+        if trusted_proxies is not None and bundles is None:
+            raise ConfigurationError("forwarded certificates need bundles= to verify them")
+        if not 0 <= max_delegation_depth <= 32:
+            raise ConfigurationError("max_delegation_depth must be between 0 and 32")
+        self.tokens = tokens
+        self.bundles = bundles
+        self.trusted_proxies = trusted_proxies
+        self.api_keys = api_keys
+        self.dpop = dpop
+        self.require_mtls = require_mtls
+        self.require_token = require_token
+        self.token_must_match_peer = token_must_match_peer
+        self.max_delegation_depth = max_delegation_depth
+        self.clock = clock
+
+    # --- certificates -------------------------------------------------------------------------
+
+    def _peer(self, view: RequestView, notes: list[str]) -> tuple[VerifiedPeer | None, bool]:
+        """The authenticated client certificate, and whether it came through a proxy."""
+        direct = view.verified_peer
+        if direct is None and view.peer_chain:
+            if self.bundles is None:
+                raise ConfigurationError(
+                    "a peer certificate arrived but no bundles= are configured"
+                )
+            direct = verify_x509_svid(
+                view.peer_chain, self.bundles, now=self.clock.now(), role="client"
+            )
+        forwarded = extract_forwarded_cert(
+            view.header,
+            view.remote_addr,
+            direct.spiffe_id if direct is not None else None,
+            self.trusted_proxies,
+        )
+        if forwarded.ignored:
+            notes.append(f"forwarded_cert_ignored_{forwarded.ignored_reason}")
+        if forwarded.chain is not None:
+            assert self.bundles is not None  # checked at construction
+            peer = verify_x509_svid(
+                forwarded.chain, self.bundles, now=self.clock.now(), role="client"
+            )
+            notes.append(f"forwarded_cert_{forwarded.source}")
+            return peer, True
+        return direct, False
+
+    # --- the flow -----------------------------------------------------------------------------
+
+    def flow(self, view: RequestView) -> Generator[Any, Any, AuthResult]:
+        """Authenticate ``view``; raises :class:`~zerotrust.errors.AuthenticationError` subclasses
+        (or ``SourceError`` when keys are unavailable)."""
+        notes: list[str] = []
+        api_header = self.api_keys.header if self.api_keys is not None else None
+        max_size = self.tokens.signature_verifier.max_token_size if self.tokens else 8192
+        creds = extract_credentials(view, max_token_bytes=max_size, api_key_header=api_header)
+        peer, via_proxy = self._peer(view, notes)
+        if self.require_mtls and peer is None:
+            raise MissingCredentials("a client certificate is required")
+        if creds.token is None:
+            if self.require_token:
+                raise MissingCredentials("a bearer token is required")
+            if creds.dpop_proof is not None:
+                notes.append("dpop_proof_without_token")
+            if creds.api_key is not None and self.api_keys is not None:
+                return AuthResult(self._api_key_principal(creds.api_key), creds, notes=tuple(notes))
+            if peer is None:
+                return AuthResult(None, creds, notes=tuple(notes))
+            return AuthResult(_peer_principal(peer, via_proxy), creds, notes=tuple(notes))
+        if self.tokens is None:
+            raise AuthenticationError("bearer tokens are not accepted by this service")
+        token = yield from self.tokens.flow(creds.token)
+        proof = self._check_bindings(view, creds, token, peer)
+        principal = self._token_principal(token, peer, via_proxy, proof)
+        return AuthResult(principal, creds, token=token, dpop_proof=proof, notes=tuple(notes))
+
+    def _check_bindings(
+        self, view: RequestView, creds: Credentials, token: VerifiedToken, peer: VerifiedPeer | None
+    ) -> DPoPProof | None:
+        proof = None
+        if creds.dpop_proof is not None and creds.scheme == "DPoP":
+            if self.dpop is None:
+                raise TokenBindingMismatch("DPoP is not accepted by this service")
+            proof = verify_dpop_proof(
+                creds.dpop_proof,
+                method=view.method,
+                url=f"{view.scheme}://{view.host or 'localhost'}{view.path}",
+                access_token=creds.token,
+                config=self.dpop,
+                now=self.clock.now().timestamp(),
+            )
+        check_dpop_binding(token, proof, creds.scheme)
+        check_certificate_binding(token, peer)
+        if len(token.act) > self.max_delegation_depth:
+            raise InvalidClaim(f"delegation chain deeper than {self.max_delegation_depth}")
+        if self.token_must_match_peer and peer is not None:
+            names = {token.subject, token.claims.get("azp"), token.client_id}
+            if str(peer.spiffe_id) not in names:
+                raise TokenBindingMismatch("the token was not issued to the calling workload")
+        return proof
+
+    def _token_principal(
+        self,
+        token: VerifiedToken,
+        peer: VerifiedPeer | None,
+        via_proxy: bool,
+        proof: DPoPProof | None,
+    ) -> Principal:
+        cnf = token.cnf or {}
+        proven: ProvenBy
+        if proof is not None:
+            proven = "dpop"
+        elif "x5t#S256" in cnf:
+            proven = "bound-jwt"
+        elif peer is not None:
+            proven = "mtls+jwt"
+        else:
+            proven = "jwt"
+        spiffe_id = peer.spiffe_id if peer is not None else _spiffe_subject(token.subject)
+        act = token.act
+        actor = act[0].get("sub") if act else None
+        return Principal(
+            proven_by=proven,
+            spiffe_id=spiffe_id,
+            subject=token.subject,
+            issuer=token.issuer,
+            scopes=token.scopes,
+            claims=token.claims,
+            client_id=token.client_id or _str_or_none(token.claims.get("azp")),
+            actor=actor if isinstance(actor, str) else None,
+            delegation=act,
+            cert_fingerprint=peer.fingerprint if peer is not None else None,
+            token_jti=token.jti,
+        )
+
+    def _api_key_principal(self, presented: str) -> Principal:
+        assert self.api_keys is not None
+        key_id = self.api_keys.identify(presented)
+        if key_id is None:
+            raise AuthenticationError("unknown API key")
+        return Principal(proven_by="api-key", subject=f"api-key:{key_id}", api_key_id=key_id)
+
+
+def _peer_principal(peer: VerifiedPeer, via_proxy: bool) -> Principal:
+    return Principal(
+        proven_by="proxy-mtls" if via_proxy else "mtls",
+        spiffe_id=peer.spiffe_id,
+        subject=str(peer.spiffe_id),
+        issuer=peer.spiffe_id.trust_domain.id_string(),
+        cert_fingerprint=peer.fingerprint,
+    )
+
+
+def _spiffe_subject(subject: str | None) -> SpiffeId | None:
+    if subject is None or not subject.startswith("spiffe://"):
+        return None
+    try:
+        return SpiffeId.parse(subject)
+    except InvalidSpiffeId:
+        return None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None

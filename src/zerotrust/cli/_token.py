@@ -1,0 +1,243 @@
+"""``zerotrust token mint|verify|inspect`` and ``zerotrust jwks``.
+
+Tokens are never echoed in error messages (argument errors included): pass them as ``-`` to
+read them from stdin and keep them out of the process list and shell history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+from zerotrust.cli._ca import parse_duration
+from zerotrust.errors import ConfigurationError, MalformedToken, UnsupportedTokenFeature
+from zerotrust.tokens import JWK, JWKSet, PrivateJWK, TokenIssuer, TokenVerifier
+from zerotrust.tokens._b64 import b64url_decode
+from zerotrust.tokens._json import JSONError, loads_object, thaw
+
+_MAX_INPUT: Final = 64 * 1024
+_MAX_KEY_FILE: Final = 1 << 20
+_TOKEN_LIKE: Final = re.compile(
+    r"[A-Za-z0-9_=+.-]{40,}|[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}[\w.=-]*"
+)
+_PEM_BLOCK: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----.*?-----END \1-----", re.DOTALL)
+_KEY_SUFFIXES: Final = frozenset({".pem", ".key", ".pub", ".crt", ".cer", ".json", ".jwk"})
+_NOT_VERIFIED: Final = (
+    "NOT VERIFIED: this token's signature and claims were NOT checked; "
+    "do not trust anything it says (use 'zerotrust token verify')"
+)
+
+
+class _TokenParser(argparse.ArgumentParser):
+    """Argument errors of the token commands may quote a token: redact it, and report
+    unexpected arguments here rather than letting them reach the top-level parser."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {_TOKEN_LIKE.sub('<redacted>', message)}\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def register(commands: Any) -> None:
+    token = commands.add_parser("token", help="mint, verify and inspect signed tokens (JWTs)")
+    token.__class__ = _TokenParser
+    cmds = token.add_subparsers(dest="token_command", required=True, parser_class=_TokenParser)
+
+    mint = cmds.add_parser("mint", help="sign a short-lived token")
+    mint.add_argument("--key", required=True, type=Path, help="PEM private key or private JWK")
+    mint.add_argument("--issuer", required=True)
+    mint.add_argument("--subject", required=True)
+    mint.add_argument("--audience", required=True, action="append", help="repeatable")
+    mint.add_argument("--scope", action="append", default=[], help="repeatable")
+    mint.add_argument("--ttl", type=parse_duration, default=timedelta(minutes=5))
+    mint.add_argument("--kid", help="key id (default: the key's RFC 7638 thumbprint)")
+    mint.add_argument("--algorithm", help="e.g. PS256 for an RSA key (default: from the key)")
+    mint.add_argument("--type", choices=["jwt", "jwt-svid", "at+jwt"], default="jwt")
+    mint.add_argument("--client-id", help="client_id claim (required for --type at+jwt)")
+    mint.set_defaults(handler=_mint)
+
+    verify = cmds.add_parser("verify", help="verify a token and print its claims as JSON")
+    verify.add_argument("token", help="the token, or - to read it from stdin")
+    keys = verify.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--jwks", type=Path, help="JWKS file of trusted keys")
+    keys.add_argument("--key", type=Path, help="PEM public key or certificate to trust")
+    verify.add_argument("--issuer", required=True)
+    verify.add_argument("--audience", required=True, action="append", help="repeatable")
+    verify.add_argument("--algorithm", required=True, action="append", help="repeatable")
+    verify.add_argument("--type", choices=["jwt-svid", "at+jwt"], default=None)
+    verify.add_argument("--trust-domain", help="expected trust domain of a JWT-SVID subject")
+    verify.add_argument("--leeway", type=float, default=60.0, help="clock skew, seconds")
+    verify.set_defaults(handler=_verify)
+
+    inspect = cmds.add_parser("inspect", help="decode a token WITHOUT verifying it")
+    inspect.add_argument("token", help="the token, or - to read it from stdin")
+    inspect.set_defaults(handler=_inspect)
+
+    jwks = commands.add_parser("jwks", help="print the public JWKS of PEM or JWK key files")
+    jwks.add_argument("paths", nargs="+", type=Path, help="key files or directories of them")
+    jwks.set_defaults(handler=_jwks)
+
+
+def _read_token(value: str) -> str:
+    if value == "-":
+        text = sys.stdin.read(_MAX_INPUT + 1)
+        if len(text) > _MAX_INPUT:
+            raise MalformedToken(f"input is larger than {_MAX_INPUT} bytes")
+        value = text.strip()
+    if len(value) > _MAX_INPUT:
+        raise MalformedToken(f"token is larger than {_MAX_INPUT} bytes")
+    if not value:
+        raise MalformedToken("no token given")
+    return value
+
+
+def _read_key_file(path: Path) -> bytes:
+    with path.open("rb") as file:
+        data = file.read(_MAX_KEY_FILE + 1)
+    if len(data) > _MAX_KEY_FILE:
+        raise ConfigurationError(f"{path.name} is larger than {_MAX_KEY_FILE} bytes")
+    return data
+
+
+def _json_object(data: bytes, what: str) -> Mapping[str, Any]:
+    try:
+        return loads_object(data, max_depth=8)
+    except JSONError as exc:
+        raise ConfigurationError(f"{what} is not acceptable JSON: {exc}") from None
+
+
+def _mint(args: argparse.Namespace) -> int:
+    data = _read_key_file(args.key)
+    if data.lstrip()[:1] == b"{":
+        key = PrivateJWK.from_dict(_json_object(data, args.key.name))
+    else:
+        key = PrivateJWK.from_pem(data, algorithm=args.algorithm)
+    if args.algorithm is not None and args.algorithm != key.algorithm:
+        raise ConfigurationError("--algorithm differs from the algorithm bound to the key")
+    issuer = TokenIssuer(key, issuer=args.issuer, kid=args.kid)
+    extra = {"client_id": args.client_id} if args.client_id else None
+    token = issuer.issue(
+        subject=args.subject,
+        audience=args.audience,
+        scopes=args.scope,
+        ttl=args.ttl.total_seconds(),
+        extra_claims=extra,
+        token_type=None if args.type == "jwt" else args.type,
+    )
+    print(token)
+    return 0
+
+
+def _decode_segment(segment: str, what: str) -> Mapping[str, Any]:
+    try:
+        return loads_object(b64url_decode(segment))
+    except ValueError:
+        raise MalformedToken(f"token {what} is not base64url-encoded JSON") from None
+
+
+def _split(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    parts = token.split(".")
+    if len(parts) == 5:
+        raise UnsupportedTokenFeature("this is an encrypted token (JWE): nothing to show")
+    if len(parts) != 3:
+        raise MalformedToken("a JWS has exactly three dot-separated segments")
+    return _decode_segment(parts[0], "header"), _decode_segment(parts[1], "payload")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    token = _read_token(args.token)
+    if args.jwks is not None:
+        keys: JWKSet = JWKSet.from_json(_read_key_file(args.jwks), max_size=_MAX_KEY_FILE)
+    else:
+        public = JWK.from_pem(_read_key_file(args.key))
+        try:  # the one trusted key answers to whatever kid the token names
+            kid = _split(token)[0].get("kid")
+        except (MalformedToken, UnsupportedTokenFeature):
+            kid = None
+        kid = kid if isinstance(kid, str) and 0 < len(kid) <= 1024 else None
+        keys = JWKSet([JWK(public.public_key, algorithm=public.algorithm, kid=kid)])
+    verifier = TokenVerifier(
+        issuer=args.issuer,
+        audience=args.audience,
+        keys=keys,
+        algorithms=args.algorithm,
+        token_type=args.type,
+        trust_domain=args.trust_domain,
+        leeway=args.leeway,
+        cache_size=0,
+        max_token_size=_MAX_INPUT,
+    )
+    verified = verifier.verify(token)
+    print(json.dumps(verified.claims_dict(), indent=2, sort_keys=True))
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    token = _read_token(args.token)
+    header, payload = _split(token)
+    print(_NOT_VERIFIED, file=sys.stderr)
+    print(json.dumps({"header": thaw(header), "payload": thaw(payload)}, indent=2))
+    return 0
+
+
+def _key_files(paths: list[Path]) -> Iterator[Path]:
+    for path in paths:
+        if path.is_dir():
+            for child in sorted(path.iterdir()):
+                if (
+                    child.is_file()
+                    and not child.name.startswith(".")
+                    and (child.suffix.lower() in _KEY_SUFFIXES)
+                ):
+                    yield child
+        else:
+            yield path
+
+
+def _public_keys(path: Path) -> Iterator[JWK]:
+    data = _read_key_file(path)
+    if data.lstrip()[:1] == b"{":
+        document = _json_object(data, path.name)
+        entries = document.get("keys", [document])
+        if not isinstance(entries, (list, tuple)):
+            raise ConfigurationError(f"{path.name}: 'keys' must be an array")
+        for entry in entries:
+            if not isinstance(entry, Mapping):
+                raise ConfigurationError(f"{path.name}: a key is not a JSON object")
+            if "d" in entry:
+                yield PrivateJWK.from_dict(entry).public()
+            else:
+                yield JWK.from_dict(entry)
+        return
+    blocks = list(_PEM_BLOCK.finditer(data))
+    if not blocks:
+        raise ConfigurationError(f"{path.name} holds no PEM block")
+    for block in blocks:
+        if b"PRIVATE" in block.group(1):
+            yield PrivateJWK.from_pem(block.group(0)).public()
+        else:
+            yield JWK.from_pem(block.group(0))
+
+
+def _jwks(args: argparse.Namespace) -> int:
+    keys: list[JWK] = []
+    for path in _key_files(args.paths):
+        for key in _public_keys(path):
+            kid = key.kid or key.thumbprint()
+            keys.append(JWK(key.public_key, algorithm=key.algorithm, kid=kid, use=key.use))
+    if not keys:
+        raise ConfigurationError("no keys found")
+    print(json.dumps(JWKSet(keys).to_public_dict(), indent=2))
+    return 0

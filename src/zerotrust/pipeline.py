@@ -1,0 +1,326 @@
+"""The Guard: one pipeline for every request, whatever the framework.
+
+``RequestView -> credentials -> Principal -> Decision -> AuditEvent``, written once as a
+sans-IO generator (:meth:`Guard.flow`). :meth:`Guard.evaluate` drives it synchronously and
+:meth:`Guard.aevaluate` on the event loop: JWKS fetches, store lookups and CUSTOM policy hooks
+are awaited, never run blocking on the loop. Adapters only translate the :class:`Outcome`.
+
+Fail closed: any error while deciding is a refusal. Missing credentials give 401 without an
+error code (RFC 6750 §3.1), a rejected token 401 ``invalid_token``, missing scopes 403
+``insufficient_scope``, a policy denial 403, a rate limit 429 with ``Retry-After`` and
+unavailable keys or stores 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from zerotrust._clock import SYSTEM_CLOCK, Clock
+from zerotrust._sansio import drive, drive_async
+from zerotrust.audit.event import AuditEvent
+from zerotrust.audit.sinks import AuditPipeline, AuditSink, LoggingSink
+from zerotrust.audit.trace import trace_ids_for_audit
+from zerotrust.authn.authenticate import Authenticator, AuthResult
+from zerotrust.authn.principal import Principal
+from zerotrust.authn.request import RequestView
+from zerotrust.authz.decision import Decision
+from zerotrust.authz.policy import Policy, Requirement, operation_of
+from zerotrust.authz.rules import Operation
+from zerotrust.errors import (
+    AccessDenied,
+    AuditError,
+    AuthenticationError,
+    ConfigurationError,
+    InsufficientScope,
+    MalformedCredentials,
+    MissingCredentials,
+    RateLimited,
+    TokenError,
+    TokenReplayed,
+    TokenRevoked,
+    ZeroTrustError,
+)
+from zerotrust.stores.base import Store
+from zerotrust.stores.memory import MemoryStore
+
+__all__ = ["Call", "Guard", "Outcome"]
+
+_log = logging.getLogger("zerotrust")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A sans-IO request for a store operation (sync and async twins of the same call)."""
+
+    sync: Callable[[], Any]
+    async_: Callable[[], Awaitable[Any]]
+
+    def fulfil(self) -> Any:
+        return self.sync()
+
+    async def fulfil_async(self) -> Any:
+        return await self.async_()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the Guard decided, in the terms every adapter needs."""
+
+    allowed: bool
+    principal: Principal | None
+    decision: Decision | None
+    error: ZeroTrustError | None
+    status: int
+    grpc_status: str
+    headers: tuple[tuple[str, str], ...] = ()
+    event: AuditEvent | None = None
+
+    @property
+    def www_authenticate(self) -> str | None:
+        for name, value in self.headers:
+            if name == "WWW-Authenticate":
+                return value
+        return None
+
+    def body(self) -> dict[str, str] | None:
+        """The JSON error body for a refusal (code and terse description only)."""
+        if self.error is None:
+            return None
+        body = self.error.to_dict()
+        if isinstance(self.error, MalformedCredentials):
+            body["error"] = "invalid_request"
+        return body
+
+
+class Guard:
+    """Authenticate, authorize and audit every request. Immutable once built.
+
+    >>> guard = Guard(authenticator=Authenticator(tokens=verifier), policy=policy)  # doctest: +SKIP
+    >>> outcome = guard.evaluate(request_view)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        authenticator: Authenticator,
+        policy: Policy,
+        audit: AuditSink | Sequence[AuditSink] | AuditPipeline | None = None,
+        store: Store | None = None,
+        service: str = "zerotrust",
+        check_revocation: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        if not isinstance(authenticator, Authenticator) or not isinstance(policy, Policy):
+            raise ConfigurationError("Guard needs an Authenticator and a Policy")
+        if not service or '"' in service or "\\" in service:
+            raise ConfigurationError("service must be a non-empty name without quotes")
+        if audit is None:
+            audit = AuditPipeline([LoggingSink()])
+        elif not isinstance(audit, AuditPipeline):
+            audit = AuditPipeline(list(audit) if isinstance(audit, Sequence) else [audit])
+        self.authenticator = authenticator
+        self.policy = policy
+        self.audit = audit
+        self.store: Store = store if store is not None else MemoryStore(clock=clock)
+        self.service = service
+        self.check_revocation = check_revocation
+        self.clock = clock
+
+    # --- drivers ------------------------------------------------------------------------------
+
+    def evaluate(self, view: RequestView, requirement: Requirement | None = None) -> Outcome:
+        """Decide on ``view`` (blocking on keys, stores and hooks when they need I/O)."""
+        return drive(self.flow(view, requirement))
+
+    async def aevaluate(self, view: RequestView, requirement: Requirement | None = None) -> Outcome:
+        """Decide on ``view`` without blocking the event loop."""
+        return await drive_async(self.flow(view, requirement))
+
+    def explain(self, view: RequestView, requirement: Requirement | None = None) -> Outcome:
+        """Would this request be allowed, and why? Consumes no rate limit or replay entry and
+        writes no audit event."""
+        return drive(self.flow(view, requirement, dry=True))
+
+    # --- the pipeline -------------------------------------------------------------------------
+
+    def flow(
+        self, view: RequestView, requirement: Requirement | None = None, *, dry: bool = False
+    ) -> Generator[Any, Any, Outcome]:
+        """The sans-IO pipeline (see the module documentation)."""
+        auth: AuthResult | None = None
+        decision: Decision | None = None
+        error: ZeroTrustError | None = None
+        try:
+            auth = yield from self.authenticator.flow(view)
+            yield from self._stateful_checks(auth, dry)
+            op = operation_of(view)
+            decision = yield from self.policy.decide(auth.principal, op)
+            if decision.allowed and requirement is not None:
+                refused = requirement.check(auth.principal, op)
+                if refused is not None:
+                    decision = replace(refused, policy_id=decision.policy_id)
+            retry_after = None
+            if decision.allowed and auth.principal is not None and not dry:
+                decision, retry_after = yield from self._rate_limits(auth.principal, op, decision)
+            if retry_after is not None:
+                error = RateLimited("rate limit exceeded", retry_after=retry_after)
+            else:
+                error = _refusal(decision, auth.principal)
+        except ZeroTrustError as exc:
+            error = exc
+        except Exception:  # fail closed, and never show the caller what broke
+            _log.exception("zerotrust: unexpected error while deciding; request refused")
+            error = ZeroTrustError("internal error while deciding")
+        outcome = self._outcome(view, auth, decision, error)
+        if dry:
+            return outcome
+        event = self._event(view, auth, outcome)
+        try:
+            self.audit.emit(event)
+        except AuditError as exc:
+            return replace(
+                self._outcome(view, auth, decision, exc), event=event
+            )  # audit is required and failed: refuse
+        return replace(outcome, event=event)
+
+    def _stateful_checks(self, auth: AuthResult, dry: bool) -> Generator[Any, Any, None]:
+        token, store = auth.token, self.store
+        if token is not None and self.check_revocation:
+            jti, sub, iss = token.jti, token.subject, token.issuer
+            iat = token.issued_at.timestamp() if token.issued_at is not None else None
+
+            def check() -> bool:
+                return store.is_revoked(jti=jti, subject=sub, issuer=iss, issued_at=iat)
+
+            async def acheck() -> bool:
+                return await store.is_revoked_async(jti=jti, subject=sub, issuer=iss, issued_at=iat)
+
+            revoked = yield Call(check, acheck)
+            if revoked:
+                if token.jti is not None and self.authenticator.tokens is not None:
+                    self.authenticator.tokens.evict(token.jti)
+                raise TokenRevoked("token has been revoked")
+        proof = auth.dpop_proof
+        if proof is not None and not dry:
+            dpop = self.authenticator.dpop
+            assert dpop is not None
+            key, until = proof.replay_key(), proof.iat + dpop.max_age + dpop.leeway
+            first = yield Call(
+                lambda: store.check_and_store(key, expires_at=until),
+                lambda: store.check_and_store_async(key, expires_at=until),
+            )
+            if not first:
+                raise TokenReplayed("DPoP proof was already used")
+
+    def _rate_limits(
+        self, principal: Principal, op: Operation, decision: Decision
+    ) -> Generator[Any, Any, tuple[Decision, int | None]]:
+        store = self.store
+        for limit in self.policy.rate_limits_for(principal, op):
+            key = limit.key(principal)
+            result = yield Call(
+                lambda k=key, lim=limit: store.acquire(k, rate=lim.rate, burst=lim.burst),  # type: ignore[misc]
+                lambda k=key, lim=limit: store.acquire_async(k, rate=lim.rate, burst=lim.burst),  # type: ignore[misc]
+            )
+            if not result.allowed:
+                limited = replace(decision, allowed=False, reason="rate_limited", rule_id=limit.id)
+                return limited, max(1, math.ceil(result.retry_after))
+        return decision, None
+
+    # --- translation --------------------------------------------------------------------------
+
+    def _outcome(
+        self,
+        view: RequestView,
+        auth: AuthResult | None,
+        decision: Decision | None,
+        error: ZeroTrustError | None,
+    ) -> Outcome:
+        principal = auth.principal if auth is not None else None
+        if error is None:
+            return Outcome(True, principal, decision, None, 200, "OK")
+        status = 400 if isinstance(error, MalformedCredentials) else error.http_status
+        headers = self._challenge(view, error, status)
+        return Outcome(False, principal, decision, error, status, error.grpc_status, headers)
+
+    def _challenge(
+        self, view: RequestView, error: ZeroTrustError, status: int
+    ) -> tuple[tuple[str, str], ...]:
+        presented = view.header("authorization")
+        scheme = "DPoP" if presented and presented[0][:5].lower() == "dpop " else "Bearer"
+        realm = f'{scheme} realm="{self.service}"'
+        if isinstance(error, RateLimited):
+            return (("Retry-After", str(error.retry_after)),)
+        if status == 400:
+            return (("WWW-Authenticate", f'{realm}, error="invalid_request"'),)
+        if isinstance(error, TokenError):
+            return (("WWW-Authenticate", f'{realm}, error="invalid_token"'),)
+        if isinstance(error, AuthenticationError):
+            return (("WWW-Authenticate", realm),)
+        if isinstance(error, InsufficientScope):
+            scope = " ".join(error.required)
+            return (("WWW-Authenticate", f'{realm}, error="insufficient_scope", scope="{scope}"'),)
+        return ()
+
+    def _event(self, view: RequestView, auth: AuthResult | None, outcome: Outcome) -> AuditEvent:
+        principal = outcome.principal
+        decision = outcome.decision
+        error = outcome.error
+        reason = decision.reason if decision is not None else "allowed"
+        if error is not None and (decision is None or decision.allowed):
+            reason = error.code
+        trace = trace_ids_for_audit(
+            view.header("traceparent"), caller_authenticated=principal is not None
+        )
+        dry_run = bool(
+            decision is not None and decision.dry_run and decision.would_allow is not None
+        )
+        would = None
+        if dry_run and decision is not None and decision.would_allow is not None:
+            would = "allow" if decision.would_allow else "deny"
+            if (would == "allow") == outcome.allowed:
+                dry_run, would = False, None
+        return AuditEvent(
+            time=self.clock.now(),
+            service=self.service,
+            decision="allow" if outcome.allowed else "deny",
+            dry_run=dry_run,
+            would_decide=would,  # type: ignore[arg-type]
+            reason=reason,
+            rule_id=decision.rule_id if decision is not None else None,
+            policy_id=decision.policy_id if decision is not None else None,
+            status=outcome.status,
+            grpc_status=outcome.grpc_status,
+            kind=view.kind,
+            method=view.method,
+            route=view.route,
+            remote_addr=view.remote_addr,
+            spiffe_id=str(principal.spiffe_id) if principal and principal.spiffe_id else None,
+            subject=principal.subject if principal else None,
+            issuer=principal.issuer if principal else None,
+            proven_by=principal.proven_by if principal else None,
+            client_id=principal.client_id if principal else None,
+            actor=principal.actor if principal else None,
+            cert_fingerprint=principal.cert_fingerprint if principal else None,
+            token_jti=principal.token_jti if principal else None,
+            trace_id=trace.trace_id,
+            span_id=trace.span_id,
+            trace_trusted=trace.trusted,
+            notes=auth.notes if auth is not None else (),
+        )
+
+
+def _refusal(decision: Decision, principal: Principal | None) -> ZeroTrustError | None:
+    if decision.allowed:
+        return None
+    if principal is None:
+        return MissingCredentials("authentication required")
+    if decision.reason == "insufficient_scope":
+        return InsufficientScope(
+            "missing scopes", required=decision.required_scopes, decision=decision
+        )
+    return AccessDenied(f"{decision.reason} ({decision.rule_id or 'no rule'})", decision=decision)

@@ -1,0 +1,251 @@
+"""The httpx drivers: run a sans-IO :data:`~zerotrust.sources._sansio.Flow` over httpx.
+
+Transport rules applied to every request of a remote source:
+
+* redirects are never followed (a 3xx reaches the flow, which refuses it);
+* every network operation has a timeout, and the response body must arrive in full within
+  ``timeout`` seconds of its headers;
+* the body is streamed and abandoned as soon as it exceeds ``max_bytes`` (a larger
+  ``Content-Length`` is refused before the first byte is read), after content decoding, so a
+  compressed bomb is stopped too;
+* clients built here ignore proxy and certificate settings from the environment (pass your
+  own ``client`` to use them) and verify the server certificate (``verify=False`` is refused);
+* every httpx exception is translated into :class:`FetchError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+import threading
+import time
+from typing import Any, TypeVar
+
+import httpx
+
+from zerotrust.errors import ConfigurationError
+from zerotrust.sources._sansio import FetchError, Flow, HttpRequest, HttpResponse
+
+__all__ = ["HttpxTransport", "ssl_context"]
+
+T = TypeVar("T")
+_MAX_BYTES_LIMIT = 64 << 20
+
+
+def ssl_context(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext:
+    """The TLS context for clients built by a source: ``verify`` as httpx understands it."""
+    if isinstance(verify, ssl.SSLContext):
+        return verify
+    if verify is True:
+        return httpx.create_ssl_context()
+    if verify is False:
+        raise ConfigurationError(
+            "verify=False is refused: pass an ssl.SSLContext (or a CA file) that trusts the server"
+        )
+    if isinstance(verify, str):
+        try:
+            return ssl.create_default_context(cafile=verify)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"cannot load CA file for verify=: {exc}") from None
+    raise ConfigurationError("verify must be an ssl.SSLContext, a CA file path or True")
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, (httpx.ConnectError, OSError)):
+        detail = str(exc).strip()[:160]
+        return f"connection failed: {detail}" if detail else "connection failed"
+    if isinstance(exc, httpx.InvalidURL):
+        return "invalid URL"
+    return f"transport error ({type(exc).__name__})"
+
+
+_TRANSLATED = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError)
+
+
+class _Body:
+    """Accumulates a streamed body within the size and time bounds."""
+
+    __slots__ = ("_chunks", "_deadline", "_headers", "_max", "_size", "_status")
+
+    def __init__(self, response: httpx.Response, max_bytes: int, timeout: float) -> None:
+        self._status = response.status_code
+        self._headers = {
+            name.lower(): ", ".join(response.headers.get_list(name)) for name in response.headers
+        }
+        self._max = max_bytes
+        self._deadline = time.monotonic() + timeout
+        self._chunks: list[bytes] = []
+        self._size = 0
+        length = self._headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_bytes:
+            raise FetchError(f"response is larger than {max_bytes} bytes")
+
+    @property
+    def wanted(self) -> bool:
+        """Whether the body is worth reading (a redirect's body never is)."""
+        return not 300 <= self._status < 400
+
+    def add(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self._max:
+            raise FetchError(f"response is larger than {self._max} bytes")
+        if time.monotonic() > self._deadline:
+            raise FetchError("timed out reading the response body")
+        self._chunks.append(chunk)
+
+    def response(self) -> HttpResponse:
+        return HttpResponse(self._status, self._headers, b"".join(self._chunks))
+
+
+class HttpxTransport:
+    """Runs flows over a user's httpx client, or over clients it builds itself.
+
+    A built sync client is kept for connection reuse (:meth:`close` closes it); async
+    requests use the user's ``async_client`` or a short-lived client per exchange, so a
+    source is not tied to one event loop.
+    """
+
+    __slots__ = ("_async_client", "_client", "_lock", "_max_bytes", "_own", "_ssl", "_timeout")
+
+    def __init__(
+        self,
+        *,
+        client: httpx.Client | None,
+        async_client: httpx.AsyncClient | None,
+        verify: ssl.SSLContext | str | bool,
+        timeout: float,
+        max_bytes: int,
+    ) -> None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise ConfigurationError("timeout must be a number of seconds")
+        if not (0 < timeout <= 600 and math.isfinite(timeout)):
+            raise ConfigurationError("timeout must be positive and at most 600 seconds")
+        if type(max_bytes) is not int or not (0 < max_bytes <= _MAX_BYTES_LIMIT):
+            raise ConfigurationError(f"max_bytes must be an int from 1 to {_MAX_BYTES_LIMIT}")
+        if client is not None and not isinstance(client, httpx.Client):
+            raise ConfigurationError("client must be an httpx.Client")
+        if async_client is not None and not isinstance(async_client, httpx.AsyncClient):
+            raise ConfigurationError("async_client must be an httpx.AsyncClient")
+        if client is not None and async_client is not None:
+            if verify is not True:
+                raise ConfigurationError("verify applies only to clients the source builds")
+            self._ssl: ssl.SSLContext | None = None
+        else:
+            self._ssl = ssl_context(verify)
+        self._client = client
+        self._async_client = async_client
+        self._own: httpx.Client | None = None
+        self._timeout = float(timeout)
+        self._max_bytes = max_bytes
+        self._lock = threading.Lock()
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "verify": self._ssl,
+            "timeout": self._timeout,
+            "follow_redirects": False,
+            "trust_env": False,
+        }
+
+    def _sync_client(self) -> httpx.Client:
+        if self._client is not None:
+            return self._client
+        with self._lock:
+            if self._own is None:
+                self._own = httpx.Client(**self._options())
+            return self._own
+
+    def close(self) -> None:
+        """Close the sync client this transport built (a user's clients are left open)."""
+        with self._lock:
+            own, self._own = self._own, None
+        if own is not None:
+            own.close()
+
+    def _stream_args(self, request: HttpRequest) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "headers": dict(request.headers),
+            "timeout": self._timeout,
+            "follow_redirects": False,
+        }
+        if request.form is not None:
+            args["data"] = dict(request.form)
+        return args
+
+    def send(self, request: HttpRequest) -> HttpResponse:
+        """Send one request and read the bounded response (raises :class:`FetchError`)."""
+        try:
+            client = self._sync_client()
+            with client.stream(
+                request.method, request.url, **self._stream_args(request)
+            ) as response:
+                body = _Body(response, self._max_bytes, self._timeout)
+                if body.wanted:
+                    for chunk in response.iter_bytes():
+                        body.add(chunk)
+                return body.response()
+        except _TRANSLATED as exc:
+            raise FetchError(_describe(exc)) from None
+
+    async def send_async(self, request: HttpRequest) -> HttpResponse:
+        """Async twin of :meth:`send`."""
+        if self._async_client is not None:
+            return await self._send_with(self._async_client, request)
+        try:
+            async with httpx.AsyncClient(**self._options()) as client:
+                return await self._send_with(client, request)
+        except _TRANSLATED as exc:
+            raise FetchError(_describe(exc)) from None
+
+    async def _send_with(self, client: httpx.AsyncClient, request: HttpRequest) -> HttpResponse:
+        try:
+            async with client.stream(
+                request.method, request.url, **self._stream_args(request)
+            ) as response:
+                body = _Body(response, self._max_bytes, self._timeout)
+                if body.wanted:
+                    async for chunk in response.aiter_bytes():
+                        body.add(chunk)
+                return body.response()
+        except _TRANSLATED as exc:
+            raise FetchError(_describe(exc)) from None
+
+    def _attempt(self, request: HttpRequest) -> HttpResponse | FetchError:
+        try:
+            return self.send(request)
+        except FetchError as exc:
+            return exc
+
+    async def _attempt_async(self, request: HttpRequest) -> HttpResponse | FetchError:
+        try:
+            return await self.send_async(request)
+        except FetchError as exc:
+            return exc
+
+    def run(self, flow: Flow[T]) -> T:
+        """Drive ``flow`` to completion, blocking on each request."""
+        try:
+            request = next(flow)
+            while True:
+                outcome = self._attempt(request)
+                if isinstance(outcome, FetchError):
+                    request = flow.throw(outcome)
+                else:
+                    request = flow.send(outcome)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def run_async(self, flow: Flow[T]) -> T:
+        """Drive ``flow`` to completion, awaiting each request."""
+        try:
+            request = next(flow)
+            while True:
+                outcome = await self._attempt_async(request)
+                if isinstance(outcome, FetchError):
+                    request = flow.throw(outcome)
+                else:
+                    request = flow.send(outcome)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]

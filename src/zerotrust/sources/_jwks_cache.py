@@ -1,0 +1,287 @@
+"""Every decision of :class:`~zerotrust.sources.jwks_http.RemoteJWKSource`, without I/O.
+
+:class:`JWKSCache` answers "may I serve the cached set, must I fetch, may I refetch for this
+kid, how long is this response good for, is it acceptable?" and records outcomes. Its
+:meth:`~JWKSCache.refresh_flow` is a sans-IO generator (discovery, then the JWKS) that the
+sync and async httpx drivers run. All state changes happen under one short lock, never held
+across I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from zerotrust._clock import Clock
+from zerotrust.errors import ConfigurationError, KeysUnavailable
+from zerotrust.sources._jwks_policy import CachePolicy, KeySourceStatus, cache_ttl
+from zerotrust.sources._sansio import (
+    ACCEPT_JSON,
+    FetchError,
+    Flow,
+    HttpRequest,
+    HttpResponse,
+    safe_url,
+    url_problem,
+)
+from zerotrust.tokens._json import JSONError, loads_object
+from zerotrust.tokens.jwks import JWKSet
+
+__all__ = ["Action", "JWKSCache", "Plan"]
+
+_log = logging.getLogger("zerotrust.sources")
+_NEGATIVE_CACHE_SIZE: Final = 1024
+_ACCEPT_JWKS: Final = "application/jwk-set+json, application/json"
+
+
+class Action(enum.Enum):
+    SERVE = "serve"  # use the cached set
+    REFRESH = "refresh"  # use the cached set and refresh it in the background
+    FETCH = "fetch"  # fetch (single-flight), then ask for the result
+    FAIL = "fail"  # no usable keys and no fetch allowed now
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    action: Action
+    keys: JWKSet | None = None
+    generation: int = 0
+    kid: str | None = None  # the unknown kid a FETCH is for
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    keys: JWKSet
+    fetched_at: datetime
+    expires_at: datetime
+    refresh_at: datetime
+
+
+class JWKSCache:
+    """The state of one remote key source: cached set, errors, rate limits, negative cache."""
+
+    def __init__(
+        self,
+        *,
+        jwks_url: str | None,
+        issuer: str | None,
+        policy: CachePolicy,
+        allow_http_loopback: bool,
+        max_bytes: int,
+        clock: Clock,
+    ) -> None:
+        self._issuer = issuer
+        self._discovery_url = (
+            issuer.rstrip("/") + "/.well-known/openid-configuration" if issuer else None
+        )
+        self._jwks_url = jwks_url
+        self.url = safe_url(jwks_url or issuer or "")
+        self._policy = policy
+        self._allow_http = allow_http_loopback
+        self._max_bytes = max_bytes
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entry: _Entry | None = None
+        self._generation = 0
+        self._fetch_count = 0
+        self._refreshing = False
+        self._retry_at: datetime | None = None
+        self._last_kid_fetch: datetime | None = None
+        self._missing: OrderedDict[str, datetime] = OrderedDict()
+        self._last_success: datetime | None = None
+        self._last_error: str | None = None
+        self._last_error_at: datetime | None = None
+
+    @property
+    def generation(self) -> int:
+        """Incremented by every completed fetch attempt (the single-flight check)."""
+        return self._generation
+
+    # --- decisions ---------------------------------------------------------------------------
+
+    def plan(self, missing_kid: str | None) -> Plan:
+        """What a caller asking for keys (or for an unknown ``missing_kid``) must do now."""
+        now = self._clock.now()
+        policy = self._policy
+        with self._lock:
+            entry, gen = self._entry, self._generation
+            backoff = self._retry_at is not None and now < self._retry_at
+            if entry is None:
+                if backoff:
+                    return Plan(Action.FAIL, error=f"no keys from {self.url}: {self._last_error}")
+                return Plan(Action.FETCH, generation=gen)
+            if (
+                missing_kid is not None
+                and missing_kid not in entry.keys
+                and not backoff
+                and self._may_refetch_for(missing_kid, now)
+            ):
+                self._last_kid_fetch = now
+                return Plan(Action.FETCH, generation=gen, kid=missing_kid)
+            if now >= entry.expires_at:
+                if not backoff:
+                    return Plan(Action.FETCH, generation=gen)
+                if now <= entry.expires_at + timedelta(seconds=policy.max_stale):
+                    return Plan(Action.SERVE, entry.keys)
+                return Plan(Action.FAIL, error=self._too_stale())
+            if now >= entry.refresh_at and not self._refreshing and not backoff:
+                self._refreshing = True
+                return Plan(Action.REFRESH, entry.keys, generation=gen)
+            return Plan(Action.SERVE, entry.keys)
+
+    def _may_refetch_for(self, kid: str, now: datetime) -> bool:
+        until = self._missing.get(kid)
+        if until is not None:
+            if now < until:
+                return False
+            del self._missing[kid]
+        last = self._last_kid_fetch
+        return last is None or now >= last + timedelta(seconds=self._policy.unknown_kid_cooldown)
+
+    def _too_stale(self) -> str:
+        return f"keys from {self.url} are stale beyond max_stale: {self._last_error}"
+
+    def result(self, plan: Plan) -> JWKSet:
+        """The keys to use after the fetch ``plan`` asked for (or raise KeysUnavailable)."""
+        now = self._clock.now()
+        with self._lock:
+            entry = self._entry
+            if entry is None:
+                raise KeysUnavailable(f"no keys from {self.url}: {self._last_error}")
+            if now > entry.expires_at + timedelta(seconds=self._policy.max_stale):
+                raise KeysUnavailable(self._too_stale())
+            kid = plan.kid
+            if kid is not None and kid not in entry.keys:
+                self._missing[kid] = now + timedelta(seconds=self._policy.negative_cache_ttl)
+                self._missing.move_to_end(kid)
+                while len(self._missing) > _NEGATIVE_CACHE_SIZE:
+                    self._missing.popitem(last=False)
+            return entry.keys
+
+    def end_refresh(self) -> None:
+        """A background refresh finished (however it ended)."""
+        self._refreshing = False
+
+    # --- the fetch ----------------------------------------------------------------------------
+
+    def refresh_flow(self) -> Flow[None]:
+        """Fetch (discovering the JWKS URL first if needed) and record the outcome."""
+        try:
+            keys, headers = yield from self._fetch()
+        except FetchError as exc:
+            self._record_failure(str(exc))
+        else:
+            self._record_success(keys, headers)
+
+    def _fetch(self) -> Flow[tuple[JWKSet, Mapping[str, str]]]:
+        url = self._jwks_url
+        if url is None:
+            assert self._discovery_url is not None
+            response = yield HttpRequest("GET", self._discovery_url, {"accept": ACCEPT_JSON})
+            url = self._discovered(response)
+            self._jwks_url = url
+        try:
+            response = yield HttpRequest("GET", url, {"accept": _ACCEPT_JWKS})
+            return self._parse_jwks(response), response.headers
+        except FetchError:
+            if self._issuer is not None:
+                self._jwks_url = None  # discover again next time: the issuer may have moved it
+            raise
+
+    @staticmethod
+    def _check_status(response: HttpResponse, what: str) -> None:
+        if 300 <= response.status < 400:
+            raise FetchError(f"{what}: redirect refused (HTTP {response.status})")
+        if response.status != 200:
+            raise FetchError(f"{what}: HTTP {response.status}")
+
+    def _discovered(self, response: HttpResponse) -> str:
+        self._check_status(response, "OIDC discovery")
+        try:
+            document = loads_object(response.body)
+        except JSONError as exc:
+            raise FetchError(f"OIDC discovery document is not acceptable JSON: {exc}") from None
+        if document.get("issuer") != self._issuer:
+            raise FetchError("OIDC discovery document names a different issuer")
+        jwks_uri = document.get("jwks_uri")
+        problem = url_problem(jwks_uri, allow_http_loopback=self._allow_http)
+        if problem is not None:
+            raise FetchError(f"OIDC discovery jwks_uri refused: {problem}")
+        assert isinstance(jwks_uri, str)
+        return jwks_uri
+
+    def _parse_jwks(self, response: HttpResponse) -> JWKSet:
+        self._check_status(response, "JWKS")
+        try:
+            keys = JWKSet.from_json(response.body, max_size=self._max_bytes)
+        except ConfigurationError as exc:
+            raise FetchError(f"response is not a usable JWKS: {exc.detail}") from None
+        if len(keys) == 0:
+            raise FetchError(f"JWKS has no usable keys ({len(keys.skipped)} skipped)")
+        return keys
+
+    # --- outcomes -----------------------------------------------------------------------------
+
+    def _record_success(self, keys: JWKSet, headers: Mapping[str, str]) -> None:
+        now = self._clock.now()
+        ttl = cache_ttl(headers, now, self._policy)
+        with self._lock:
+            old = self._entry
+            if old is not None and old.keys == keys:
+                keys = old.keys  # the same object while the keys do not change
+            elif old is not None:
+                _log.info("key set from %s changed: kids %s", self.url, _kids(keys))
+            if self._last_error is not None:
+                _log.info("key source %s recovered", self.url)
+            self._entry = _Entry(
+                keys,
+                now,
+                now + timedelta(seconds=ttl),
+                now + timedelta(seconds=ttl * (1 - self._policy.refresh_ahead)),
+            )
+            self._generation += 1
+            self._fetch_count += 1
+            self._last_success = now
+            self._last_error = self._last_error_at = self._retry_at = None
+
+    def _record_failure(self, message: str) -> None:
+        now = self._clock.now()
+        with self._lock:
+            if message != self._last_error:
+                entry = self._entry
+                serving = (
+                    f"serving keys fetched at {entry.fetched_at:%Y-%m-%dT%H:%M:%SZ}"
+                    if entry is not None
+                    else "no keys available"
+                )
+                _log.warning("fetching keys from %s failed: %s (%s)", self.url, message, serving)
+            self._generation += 1
+            self._fetch_count += 1
+            self._last_error, self._last_error_at = message, now
+            self._retry_at = now + timedelta(seconds=self._policy.retry_interval)
+
+    def status(self) -> KeySourceStatus:
+        now = self._clock.now()
+        with self._lock:
+            entry = self._entry
+            return KeySourceStatus(
+                url=self.url,
+                last_success=self._last_success,
+                last_error=self._last_error,
+                last_error_at=self._last_error_at,
+                key_ids=tuple(k.kid for k in entry.keys if k.kid) if entry else (),
+                expires_at=entry.expires_at if entry else None,
+                fetch_count=self._fetch_count,
+                stale=entry is not None and now >= entry.expires_at,
+            )
+
+
+def _kids(keys: JWKSet) -> str:
+    return ", ".join(sorted(k.kid or "-" for k in keys))

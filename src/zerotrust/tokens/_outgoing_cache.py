@@ -1,0 +1,242 @@
+"""The token cache behind every outgoing token source (see :mod:`zerotrust.tokens.outgoing`).
+
+:class:`TokenCache` keeps one token per key in a bounded least-recently-used map, schedules
+its refresh ahead of ``exp``, shares one minting among concurrent callers (threads, and tasks
+of any event loop, through one :class:`concurrent.futures.Future` per key) and falls back to
+the current token while a refresh fails. The decisions (:meth:`TokenCache._begin`,
+:meth:`TokenCache._settle`) are shared by the sync and async paths; only the call to the
+minting function differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Final, Generic, TypeVar
+
+from zerotrust._clock import SYSTEM_CLOCK, Clock
+from zerotrust.errors import ConfigurationError, SourceError, ZeroTrustError
+from zerotrust.tokens._b64 import b64url_decode
+from zerotrust.tokens._json import loads_object
+
+__all__ = ["MintedToken", "TokenCache", "check_token", "seconds"]
+
+_log = logging.getLogger("zerotrust.sources")
+K = TypeVar("K", bound=Hashable)
+_MAX_TOKEN_CHARS: Final = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class MintedToken:
+    """A freshly obtained token and, if known, when it expires (else read from its ``exp``)."""
+
+    token: str = field(repr=False)
+    expires_at: datetime | None = None
+
+
+def _unverified_exp(token: str) -> datetime | None:
+    """The ``exp`` of a JWT, read WITHOUT verifying it: only for scheduling refreshes."""
+    if len(token) > _MAX_TOKEN_CHARS:
+        return None
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = loads_object(b64url_decode(parts[1]))
+    except ValueError:
+        return None
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
+        return None
+    try:
+        return datetime.fromtimestamp(exp, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def check_token(token: object) -> str:
+    """``token`` if it is a non-empty, bounded string of visible ASCII (header-safe)."""
+    if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_CHARS:
+        raise SourceError("token source produced an empty, oversized or non-string token")
+    if not token.isascii() or not token.isprintable() or " " in token:
+        raise SourceError("token source produced a token with invalid characters")
+    return token
+
+
+def seconds(name: str, value: object, minimum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a number of seconds")
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigurationError(f"{name} must be finite and at least {minimum}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    token: str = field(repr=False)
+    expires_at: datetime
+    refresh_at: datetime
+    retry_at: datetime | None = None
+    failing: bool = False
+
+
+_Flight = concurrent.futures.Future  # of str
+
+
+class TokenCache(Generic[K]):
+    """Per-key token cache with refresh-ahead and single-flight minting (see module docs)."""
+
+    def __init__(
+        self,
+        *,
+        refresh_before: float | None = None,
+        max_entries: int = 256,
+        default_lifetime: float = 60,
+        retry_interval: float = 5,
+        wait_timeout: float = 30,
+        clock: Clock | None = None,
+    ) -> None:
+        self._before = (
+            None if refresh_before is None else seconds("refresh_before", refresh_before, 0)
+        )
+        if type(max_entries) is not int or max_entries < 1:
+            raise ConfigurationError("max_entries must be a positive int")
+        self._max = max_entries
+        self._default = seconds("default_lifetime", default_lifetime, 1)
+        self._retry = seconds("retry_interval", retry_interval, 0)
+        self._wait = seconds("wait_timeout", wait_timeout, 0.001)
+        self._clock = clock or SYSTEM_CLOCK
+        if not callable(getattr(self._clock, "now", None)):
+            raise ConfigurationError("clock must have a now() method")
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[K, _Entry] = OrderedDict()
+        self._flights: dict[K, _Flight[str]] = {}
+
+    def get(self, key: K, mint: Callable[[], MintedToken | str]) -> str:
+        """The cached token for ``key``, minting one with ``mint`` when needed."""
+        token, flight, mine = self._begin(key)
+        if flight is None:
+            assert token is not None
+            return token
+        if not mine:
+            try:
+                return flight.result(timeout=self._wait)
+            except concurrent.futures.TimeoutError:
+                raise SourceError("timed out waiting for a token refresh") from None
+        try:
+            minted = mint()
+        except BaseException as exc:
+            return self._settle(key, flight, None, exc)
+        return self._settle(key, flight, minted, None)
+
+    async def get_async(self, key: K, mint: Callable[[], Awaitable[MintedToken | str]]) -> str:
+        """Async twin of :meth:`get`."""
+        token, flight, mine = self._begin(key)
+        if flight is None:
+            assert token is not None
+            return token
+        if not mine:
+            try:
+                return await asyncio.wait_for(asyncio.wrap_future(flight), self._wait)
+            except asyncio.TimeoutError:
+                raise SourceError("timed out waiting for a token refresh") from None
+        try:
+            minted = await mint()
+        except BaseException as exc:
+            return self._settle(key, flight, None, exc)
+        return self._settle(key, flight, minted, None)
+
+    def clear(self) -> None:
+        """Forget every cached token (e.g. after a 401 from the audience)."""
+        with self._lock:
+            self._entries.clear()
+
+    def _begin(self, key: K) -> tuple[str | None, _Flight[str] | None, bool]:
+        now = self._clock.now()
+        with self._lock:
+            entry = self._entries.get(key)
+            valid = None
+            if entry is not None:
+                self._entries.move_to_end(key)
+                if now < entry.expires_at:
+                    valid = entry.token
+                    backing_off = entry.retry_at is not None and now < entry.retry_at
+                    if now < entry.refresh_at or backing_off:
+                        return valid, None, False
+            flight = self._flights.get(key)
+            if flight is not None:
+                return (valid, None, False) if valid is not None else (None, flight, False)
+            flight = concurrent.futures.Future()
+            flight.set_running_or_notify_cancel()  # waiters can no longer cancel it
+            self._flights[key] = flight
+            return valid, flight, True
+
+    def _new_entry(self, minted: MintedToken | str, now: datetime) -> _Entry:
+        if isinstance(minted, str):
+            minted = MintedToken(minted)
+        if not isinstance(minted, MintedToken):
+            raise SourceError("token source produced something that is not a token")
+        token = check_token(minted.token)
+        expires = minted.expires_at or _unverified_exp(token)
+        if expires is None:
+            expires = now + timedelta(seconds=self._default)
+        lifetime = (expires - now).total_seconds()
+        if lifetime <= 0:
+            raise SourceError("token source produced an expired token")
+        before = self._before if self._before is not None else max(5.0, 0.2 * lifetime)
+        return _Entry(token, expires, expires - timedelta(seconds=min(before, lifetime / 2)))
+
+    def _settle(
+        self,
+        key: K,
+        flight: _Flight[str],
+        minted: MintedToken | str | None,
+        error: BaseException | None,
+    ) -> str:
+        now = self._clock.now()
+        entry = None
+        if error is None:
+            try:
+                entry = self._new_entry(minted, now)  # type: ignore[arg-type]
+            except ZeroTrustError as exc:
+                error = exc
+        with self._lock:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            if entry is not None:
+                self._entries[key] = entry
+                self._entries.move_to_end(key)
+                while len(self._entries) > self._max:
+                    self._entries.popitem(last=False)
+                result: str | None = entry.token
+            else:
+                result = self._fallback(key, error, now)
+        if result is not None:
+            flight.set_result(result)
+            return result
+        assert error is not None
+        shared = error if isinstance(error, Exception) else SourceError("token refresh interrupted")
+        flight.set_exception(shared)
+        raise error
+
+    def _fallback(self, key: K, error: BaseException | None, now: datetime) -> str | None:
+        old = self._entries.get(key)
+        if not isinstance(error, ZeroTrustError) or old is None or now >= old.expires_at:
+            return None
+        if not old.failing:
+            _log.warning(
+                "token refresh failed: [%s] %s; using the current token until %s",
+                error.code,
+                error,
+                f"{old.expires_at:%Y-%m-%dT%H:%M:%SZ}",
+            )
+        retry_at = now + timedelta(seconds=self._retry)
+        self._entries[key] = replace(old, retry_at=retry_at, failing=True)
+        return old.token

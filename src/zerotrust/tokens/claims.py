@@ -1,0 +1,315 @@
+"""Step 2 of verification: validate the claims of a token whose signature verified.
+
+Rules (each failure raises a :class:`~zerotrust.errors.TokenError` with a stable code):
+
+* ``iss`` is required and must equal the configured issuer exactly (no prefix, substring or
+  case folding).
+* ``aud`` is required: a string or a non-empty array of strings, at least one of which is a
+  configured audience.
+* ``exp`` is required; ``nbf`` and ``iat`` are honoured; all three allow ``leeway`` seconds
+  of clock skew. ``iat`` in the future (beyond the leeway) is refused. Numeric dates must be
+  JSON numbers (not booleans or strings) and finite.
+* ``max_lifetime`` bounds ``exp - iat`` (or ``exp - nbf`` without ``iat``; a token with
+  neither is refused when a bound is set).
+* Registered claims have their registered types (``sub``, ``jti``, ``client_id`` and
+  ``scope`` strings, ``scp`` a string or array of strings, ``cnf`` and ``act`` objects).
+* ``required_claims`` must be present.
+* Profiles: ``"jwt-svid"`` requires ``sub`` to be a SPIFFE ID of the expected trust domain;
+  ``"at+jwt"`` (RFC 9068) requires ``sub``, ``client_id``, ``iat`` and ``jti``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+from zerotrust._clock import Clock, SystemClock
+from zerotrust.errors import (
+    ConfigurationError,
+    InvalidAudience,
+    InvalidClaim,
+    InvalidIssuer,
+    InvalidSpiffeId,
+    MissingClaim,
+    TokenExpired,
+    TokenLifetimeTooLong,
+    TokenNotYetValid,
+)
+from zerotrust.identity import SpiffeId, TrustDomain
+from zerotrust.tokens._profiles import AT_JWT, JWT_SVID, string_tuple
+from zerotrust.tokens.verified import VerifiedSignature, VerifiedToken
+
+__all__ = ["ClaimsValidator", "validate_claims"]
+
+_MAX_LEEWAY: Final = 600.0
+_STRING_CLAIMS: Final = ("sub", "jti", "client_id", "scope")
+_PROFILE_REQUIRED: Final[dict[str | None, tuple[str, ...]]] = {
+    None: (),
+    JWT_SVID: ("sub",),
+    AT_JWT: ("sub", "client_id", "iat", "jti"),
+}
+
+
+def clock_function(clock: Clock | None) -> Callable[[], float]:
+    """A ``now()`` returning POSIX seconds: ``time.time`` itself for the system clock."""
+    if clock is None or isinstance(clock, SystemClock):
+        return time.time
+    if not callable(getattr(clock, "now", None)):
+        raise ConfigurationError("clock must have a now() method returning an aware datetime")
+    now = clock.now
+    return lambda: now().timestamp()
+
+
+_DATE_BOUND: Final = 1e15  # seconds (~31 million years): any sane date is inside
+
+
+def _date(value: object, name: str) -> float | None:
+    if value is None:
+        return None
+    if type(value) is not int and type(value) is not float:  # bool and str are refused
+        raise InvalidClaim(f"claim {name!r} must be a number of seconds")
+    if not -_DATE_BOUND < value < _DATE_BOUND:  # also refuses NaN and infinities
+        raise InvalidClaim(f"claim {name!r} is out of range")
+    return float(value)
+
+
+class ClaimsValidator:
+    """Validates claims against one issuer, its audiences and a profile (see module docs).
+
+    ``trust_domain`` is used by the ``"jwt-svid"`` profile only: the trust domain ``sub`` must
+    belong to. It defaults to the issuer's when the issuer is itself a ``spiffe://`` ID and
+    is required otherwise.
+    """
+
+    __slots__ = (
+        "_audiences",
+        "_issuer",
+        "_leeway",
+        "_max_lifetime",
+        "_now",
+        "_required",
+        "_trust_domain",
+        "_type",
+    )
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str | Sequence[str],
+        leeway: float = 60,
+        token_type: str | None = None,
+        required_claims: Sequence[str] = (),
+        max_lifetime: float | None = None,
+        clock: Clock | None = None,
+        trust_domain: str | TrustDomain | None = None,
+    ) -> None:
+        if not isinstance(issuer, str) or not issuer:
+            raise ConfigurationError("issuer must be a non-empty string")
+        audiences = string_tuple(audience, "audience")
+        if isinstance(leeway, bool) or not isinstance(leeway, (int, float)):
+            raise ConfigurationError("leeway must be a number of seconds")
+        if not (0 <= leeway <= _MAX_LEEWAY):
+            raise ConfigurationError(f"leeway must be between 0 and {_MAX_LEEWAY:g} seconds")
+        if max_lifetime is not None and (
+            isinstance(max_lifetime, bool)
+            or not isinstance(max_lifetime, (int, float))
+            or not (0 < max_lifetime < math.inf)
+        ):
+            raise ConfigurationError("max_lifetime must be a positive number of seconds")
+        if token_type not in _PROFILE_REQUIRED:
+            raise ConfigurationError("token_type must be None, 'jwt-svid' or 'at+jwt'")
+        if isinstance(required_claims, str) or not all(
+            isinstance(name, str) and name for name in required_claims
+        ):
+            raise ConfigurationError("required_claims must be a list of claim names")
+        self._issuer = issuer
+        self._audiences = frozenset(audiences)
+        self._leeway = float(leeway)
+        self._max_lifetime = None if max_lifetime is None else float(max_lifetime)
+        self._type = token_type
+        self._required = tuple(dict.fromkeys((*_PROFILE_REQUIRED[token_type], *required_claims)))
+        self._trust_domain = _expected_trust_domain(issuer, token_type, trust_domain)
+        self._now = clock_function(clock)
+
+    @property
+    def issuer(self) -> str:
+        """The accepted ``iss``."""
+        return self._issuer
+
+    @property
+    def audiences(self) -> frozenset[str]:
+        """The accepted ``aud`` values."""
+        return self._audiences
+
+    @property
+    def trust_domain(self) -> TrustDomain | None:
+        """The trust domain JWT-SVID subjects must belong to (``jwt-svid`` profile only)."""
+        return self._trust_domain
+
+    def validate(self, signed: VerifiedSignature) -> VerifiedToken:
+        """Validate the claims of a signature-verified token; returns the verified token."""
+        return self.validate_at(signed, self._now())[0]
+
+    def validate_at(
+        self, signed: VerifiedSignature, now: float
+    ) -> tuple[VerifiedToken, float, float]:
+        """Validate at POSIX time ``now``; also returns the window ``[from, until)`` in which
+        the time-dependent rules keep holding (used by the verified-token cache)."""
+        claims = signed.claims
+        valid_from, valid_until = self.check(claims, now)
+        token = VerifiedToken(signed.header, claims, signed.key_id, signed.algorithm)
+        return token, valid_from, valid_until
+
+    def check(self, claims: Mapping[str, Any], now: float) -> tuple[float, float]:
+        """Apply every rule to ``claims`` at POSIX time ``now``; returns the valid window."""
+        get = claims.get
+        iss = get("iss")
+        if iss is None:
+            raise MissingClaim("claim 'iss' is missing")
+        if type(iss) is not str or iss != self._issuer:
+            raise InvalidIssuer("issuer does not match")
+        aud = get("aud")
+        if type(aud) is not str or aud not in self._audiences:
+            self._check_audience(aud)
+        exp = get("exp")
+        if type(exp) is not int or not -_DATE_BOUND < exp < _DATE_BOUND:
+            exp = _date(exp, "exp")
+            if exp is None:
+                raise MissingClaim("claim 'exp' is missing")
+        leeway = self._leeway
+        if now >= exp + leeway:
+            raise TokenExpired("token has expired")
+        valid_from = -math.inf
+        nbf = get("nbf")
+        if type(nbf) is not int or not -_DATE_BOUND < nbf < _DATE_BOUND:
+            nbf = _date(nbf, "nbf")
+        if nbf is not None:
+            valid_from = nbf - leeway
+            if now < valid_from:
+                raise TokenNotYetValid("token is not valid yet (nbf)")
+        iat = get("iat")
+        if type(iat) is not int or not -_DATE_BOUND < iat < _DATE_BOUND:
+            iat = _date(iat, "iat")
+        if iat is not None:
+            if now < iat - leeway:
+                raise TokenNotYetValid("token was issued in the future (iat)")
+            valid_from = max(valid_from, iat - leeway)
+            if exp < iat:
+                raise InvalidClaim("exp is before iat")
+        if self._max_lifetime is not None:
+            start = iat if iat is not None else nbf
+            if start is None:
+                raise MissingClaim("claim 'iat' is needed to bound the token lifetime")
+            if exp - start > self._max_lifetime:
+                raise TokenLifetimeTooLong("token lifetime exceeds the configured maximum")
+        _check_types(claims)
+        for name in self._required:
+            if name not in claims:
+                raise MissingClaim(f"claim {name!r} is missing")
+        if self._trust_domain is not None:
+            self._check_svid_subject(get("sub"))
+        return valid_from, exp
+
+    def _check_audience(self, aud: object) -> None:
+        if aud is None:
+            raise MissingClaim("claim 'aud' is missing")
+        if type(aud) is str:
+            if aud not in self._audiences:
+                raise InvalidAudience("audience does not match")
+            return
+        if not _strings(aud) or not aud:
+            raise InvalidClaim("claim 'aud' must be a string or a non-empty array of strings")
+        if self._audiences.isdisjoint(aud):  # type: ignore[arg-type]
+            raise InvalidAudience("audience does not match")
+
+    def _check_svid_subject(self, sub: object) -> None:
+        try:
+            spiffe_id = SpiffeId.parse(sub)  # type: ignore[arg-type]
+        except InvalidSpiffeId:
+            raise InvalidClaim("JWT-SVID 'sub' is not a valid SPIFFE ID") from None
+        if spiffe_id.trust_domain != self._trust_domain:
+            raise InvalidClaim("JWT-SVID 'sub' is not in the expected trust domain")
+
+
+def _check_types(claims: Mapping[str, Any]) -> None:
+    """Registered claims that are present must have their registered JSON types."""
+    get = claims.get
+    for name in _STRING_CLAIMS:
+        value = get(name)
+        if value is not None and type(value) is not str:
+            raise InvalidClaim(f"claim {name!r} must be a string")
+    scp = get("scp")
+    if scp is not None and type(scp) is not str and not _strings(scp):
+        raise InvalidClaim("claim 'scp' must be a string or an array of strings")
+    cnf = get("cnf")
+    if cnf is not None and not isinstance(cnf, Mapping):
+        raise InvalidClaim("claim 'cnf' must be an object")
+    act = get("act")
+    while act is not None:
+        if not isinstance(act, Mapping):
+            raise InvalidClaim("claim 'act' must be an object")
+        act = act.get("act")
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, (tuple, list)) and all(type(item) is str for item in value)
+
+
+def _expected_trust_domain(
+    issuer: str, token_type: str | None, trust_domain: str | TrustDomain | None
+) -> TrustDomain | None:
+    if token_type != JWT_SVID:
+        if trust_domain is not None:
+            raise ConfigurationError("trust_domain is only used with token_type='jwt-svid'")
+        return None
+    expected: TrustDomain | None = None
+    if issuer.startswith("spiffe://"):
+        try:
+            expected = SpiffeId.parse(issuer).trust_domain
+        except InvalidSpiffeId:
+            raise ConfigurationError("issuer looks like a SPIFFE ID but is not valid") from None
+    if trust_domain is not None:
+        try:
+            given = (
+                trust_domain
+                if isinstance(trust_domain, TrustDomain)
+                else TrustDomain.parse(trust_domain)
+            )
+        except InvalidSpiffeId as exc:
+            raise ConfigurationError(f"invalid trust_domain: {exc}") from None
+        if expected is not None and given != expected:
+            raise ConfigurationError("trust_domain differs from the issuer's trust domain")
+        expected = given
+    if expected is None:
+        raise ConfigurationError(
+            "token_type='jwt-svid' needs trust_domain= when the issuer is not a spiffe:// ID"
+        )
+    return expected
+
+
+def validate_claims(
+    signed: VerifiedSignature,
+    *,
+    issuer: str,
+    audience: str | Sequence[str],
+    leeway: float = 60,
+    token_type: str | None = None,
+    required_claims: Sequence[str] = (),
+    max_lifetime: float | None = None,
+    clock: Clock | None = None,
+    trust_domain: str | TrustDomain | None = None,
+) -> VerifiedToken:
+    """One-shot step 2 (see :class:`ClaimsValidator`)."""
+    return ClaimsValidator(
+        issuer=issuer,
+        audience=audience,
+        leeway=leeway,
+        token_type=token_type,
+        required_claims=required_claims,
+        max_lifetime=max_lifetime,
+        clock=clock,
+        trust_domain=trust_domain,
+    ).validate(signed)

@@ -1,0 +1,114 @@
+"""``KeyRing``: the signing key of an issuer plus the keys it still publishes.
+
+Rotation without a flag day: :meth:`KeyRing.rotate` makes a new key current (new tokens are
+signed with it) while the previous key stays in :meth:`KeyRing.jwks` so tokens it signed keep
+verifying; :meth:`KeyRing.retire` removes it once those tokens have expired. Every change
+swaps one immutable snapshot, so readers on other threads see either the old or the new
+state, never a mix.
+
+A ``KeyRing`` is also a :class:`~zerotrust.tokens.KeySource` of its published keys, so a
+service can verify the tokens it issues with ``TokenVerifier(keys=ring, ...)``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from zerotrust.errors import ConfigurationError
+from zerotrust.tokens.algorithms import PrivateKey
+from zerotrust.tokens.jwks import JWKSet
+from zerotrust.tokens.keys import JWK, PrivateJWK
+
+__all__ = ["KeyRing"]
+
+_Snapshot = tuple[PrivateJWK, tuple[JWK, ...], JWKSet]
+
+
+def signing_key(key: PrivateJWK | PrivateKey, *, algorithm: str | None = None) -> PrivateJWK:
+    """``key`` as a :class:`PrivateJWK` with a ``kid`` (its RFC 7638 thumbprint by default)."""
+    if isinstance(key, PrivateJWK):
+        if algorithm is not None and algorithm != key.algorithm:
+            raise ConfigurationError("algorithm differs from the one bound to the PrivateJWK")
+        jwk = key
+    else:
+        jwk = PrivateJWK(key, algorithm=algorithm)
+    return jwk if jwk.kid is not None else jwk.with_kid(jwk.thumbprint())
+
+
+class KeyRing:
+    """The current signing key and the previous public keys still published."""
+
+    __slots__ = ("_lock", "_state")
+
+    def __init__(
+        self, current: PrivateJWK | PrivateKey, *, previous: Iterable[JWK | PrivateJWK] = ()
+    ) -> None:
+        self._lock = threading.Lock()
+        key = signing_key(current)
+        published: list[JWK] = []
+        for item in previous:
+            public = item.public() if isinstance(item, PrivateJWK) else item
+            if not isinstance(public, JWK):
+                raise ConfigurationError("previous keys must be JWK or PrivateJWK values")
+            if public.kid is None:
+                public = JWK(public.public_key, algorithm=public.algorithm, kid=public.thumbprint())
+            published.append(public)
+        self._state = self._snapshot(key, tuple(published))
+
+    @staticmethod
+    def _snapshot(current: PrivateJWK, previous: tuple[JWK, ...]) -> _Snapshot:
+        kids = [current.kid, *(key.kid for key in previous)]
+        if len(set(kids)) != len(kids):
+            raise ConfigurationError("every key in a KeyRing needs a distinct kid")
+        return current, previous, JWKSet([current.public(), *previous])
+
+    @property
+    def current(self) -> PrivateJWK:
+        """The key new tokens are signed with."""
+        return self._state[0]
+
+    @property
+    def previous(self) -> tuple[JWK, ...]:
+        """Public keys of earlier signing keys, still published."""
+        return self._state[1]
+
+    def rotate(self, new_key: PrivateJWK | PrivateKey) -> PrivateJWK:
+        """Make ``new_key`` current; the old current key stays published until retired."""
+        key = signing_key(new_key)
+        with self._lock:
+            current, previous, _ = self._state
+            self._state = self._snapshot(key, (current.public(), *previous))
+        return key
+
+    def retire(self, kid: str) -> None:
+        """Stop publishing the previous key ``kid`` (the current key cannot be retired)."""
+        with self._lock:
+            current, previous, _ = self._state
+            if current.kid == kid:
+                raise ConfigurationError("the current signing key cannot be retired; rotate first")
+            remaining = tuple(key for key in previous if key.kid != kid)
+            if len(remaining) == len(previous):
+                raise ConfigurationError("no previous key has that kid")
+            self._state = self._snapshot(current, remaining)
+
+    def key_set(self) -> JWKSet:
+        """The published public keys (current first)."""
+        return self._state[2]
+
+    def jwks(self) -> dict[str, Any]:
+        """The published keys as a JWKS document."""
+        return self._state[2].to_public_dict()
+
+    def get_keys(self, *, missing_kid: str | None = None) -> JWKSet:
+        """:class:`~zerotrust.tokens.KeySource`: the published keys."""
+        return self._state[2]
+
+    async def get_keys_async(self, *, missing_kid: str | None = None) -> JWKSet:
+        """:class:`~zerotrust.tokens.KeySource`: the published keys."""
+        return self._state[2]
+
+    def __repr__(self) -> str:
+        current, previous, _ = self._state
+        return f"KeyRing(current={current.kid!r}, previous={[k.kid for k in previous]!r})"

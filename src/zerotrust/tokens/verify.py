@@ -1,0 +1,176 @@
+"""``TokenVerifier``: signature (step 1) + claims (step 2) + the verified-token cache.
+
+The verification logic is written once, as a sans-IO generator (:meth:`TokenVerifier.flow`)
+that yields a :class:`~zerotrust.tokens.KeyRequest` when it needs keys and is resumed with
+the key set. :meth:`~TokenVerifier.verify` and :meth:`~TokenVerifier.verify_async` are thin
+drivers; a larger sans-IO pipeline can ``yield from verifier.flow(token)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from types import MappingProxyType
+from typing import Literal
+
+from zerotrust._clock import Clock
+from zerotrust._sansio import drive, drive_async
+from zerotrust.errors import ConfigurationError, MalformedToken
+from zerotrust.identity import TrustDomain
+from zerotrust.tokens._json import JSONError, loads_dict
+from zerotrust.tokens.cache import VerifiedTokenCache
+from zerotrust.tokens.claims import ClaimsValidator, clock_function
+from zerotrust.tokens.signature import DEFAULT_MAX_TOKEN_SIZE, Flow, SignatureVerifier, ascii_token
+from zerotrust.tokens.sources import KeysLike
+from zerotrust.tokens.verified import VerifiedSignature, VerifiedToken
+
+__all__ = ["TokenVerifier"]
+
+_sha256 = hashlib.sha256
+
+
+class TokenVerifier:
+    """Verifies signed JWTs from one issuer for one or more audiences.
+
+    Required: ``issuer`` (matched exactly), ``audience`` (one or several accepted values),
+    ``keys`` (a :class:`~zerotrust.tokens.KeySource`, or a static ``JWKSet``, ``JWK``,
+    ``SecretKey``, JWKS ``dict`` or ``cryptography`` public key) and ``algorithms`` (the
+    allowlist; there is no default). ``token_type`` picks a profile: ``None`` (generic JWT),
+    ``"jwt-svid"`` (SPIFFE JWT-SVID; see ``trust_domain``) or ``"at+jwt"`` (RFC 9068 access
+    token). ``cache_size=0`` disables the verified-token cache.
+
+    Configuration errors raise :class:`~zerotrust.errors.ConfigurationError` here, never
+    during verification. Verification raises :class:`~zerotrust.errors.TokenError`
+    subclasses, or :class:`~zerotrust.errors.KeysUnavailable` from the key source.
+    """
+
+    __slots__ = ("_cache", "_claims", "_max_size", "_now", "_observe", "_signature")
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str | Sequence[str],
+        keys: KeysLike,
+        algorithms: Sequence[str],
+        leeway: float = 60,
+        token_type: Literal["jwt-svid", "at+jwt"] | None = None,
+        required_claims: Sequence[str] = (),
+        max_lifetime: float | None = None,
+        max_token_size: int = DEFAULT_MAX_TOKEN_SIZE,
+        clock: Clock | None = None,
+        cache_size: int = 10_000,
+        trust_domain: str | TrustDomain | None = None,
+    ) -> None:
+        self._claims = ClaimsValidator(
+            issuer=issuer,
+            audience=audience,
+            leeway=leeway,
+            token_type=token_type,
+            required_claims=required_claims,
+            max_lifetime=max_lifetime,
+            clock=clock,
+            trust_domain=trust_domain,
+        )
+        self._signature = SignatureVerifier(
+            keys=keys,
+            algorithms=algorithms,
+            max_token_size=max_token_size,
+            token_type=token_type,
+        )
+        if type(cache_size) is not int or cache_size < 0:
+            raise ConfigurationError("cache_size must be a non-negative int (0 disables it)")
+        self._cache = VerifiedTokenCache(cache_size) if cache_size else None
+        self._observe = self._cache.observe_keys if self._cache is not None else None
+        self._max_size = max_token_size
+        self._now = clock_function(clock)
+
+    @property
+    def signature_verifier(self) -> SignatureVerifier:
+        """Step 1 on its own."""
+        return self._signature
+
+    @property
+    def claims_validator(self) -> ClaimsValidator:
+        """Step 2 on its own."""
+        return self._claims
+
+    @property
+    def cache(self) -> VerifiedTokenCache | None:
+        """The verified-token cache (``None`` when disabled)."""
+        return self._cache
+
+    def verify(self, token: str | bytes) -> VerifiedToken:
+        """Verify a token, blocking on the key source if it needs to fetch."""
+        if type(token) is str and len(token) <= self._max_size and token.isascii():
+            raw = token.encode("ascii")  # the common case, inlined
+        else:
+            raw = ascii_token(token, self._max_size)
+        cache = self._cache
+        if cache is None:
+            return drive(self._flow(raw, None))
+        digest = _sha256(raw).digest()
+        entry = cache._entries.get(digest)  # the hot path: a hash and a lookup
+        if entry is not None:
+            if entry[1] <= self._now() < entry[2]:
+                return entry[0]
+            cache.get(digest, self._now())  # drops the entry if it has expired
+        return drive(self._flow(raw, digest))
+
+    async def verify_async(self, token: str | bytes) -> VerifiedToken:
+        """Verify a token, awaiting the key source if it needs to fetch."""
+        return await drive_async(self.flow(token))
+
+    def flow(self, token: str | bytes) -> Flow[VerifiedToken]:
+        """The sans-IO verification: a generator yielding :class:`KeyRequest` values."""
+        raw = ascii_token(token, self._max_size)
+        cache = self._cache
+        digest = None
+        if cache is not None:
+            digest = _sha256(raw).digest()
+            hit = cache.get(digest, self._now())
+            if hit is not None:
+                return _done(hit)
+        return self._flow(raw, digest)
+
+    def _flow(self, raw: bytes, digest: bytes | None) -> Flow[VerifiedToken]:
+        cache = self._cache
+        generation = cache.generation if cache is not None else 0
+        header, payload, _, alg, kid = yield from self._signature._flow(raw, self._observe)
+        try:
+            claims = loads_dict(payload)
+        except JSONError as exc:
+            raise MalformedToken(f"payload {exc}") from None
+        valid_from, valid_until = self._claims.check(claims, self._now())
+        token = VerifiedToken(header, MappingProxyType(claims), kid, alg)
+        if cache is not None and digest is not None:
+            cache.put(digest, token, valid_from, valid_until, generation)
+        return token
+
+    def verify_signature(self, token: str | bytes) -> VerifiedSignature:
+        """Step 1 only: the signature-verified token with its claims still unvalidated."""
+        return self._signature.verify(token)
+
+    def validate_claims(self, signed: VerifiedSignature) -> VerifiedToken:
+        """Step 2 only: validate the claims of a :meth:`verify_signature` result."""
+        return self._claims.validate(signed)
+
+    def evict(self, jti: str) -> int:
+        """Forget cached verifications of tokens with this ``jti`` (e.g. on revocation)."""
+        return self._cache.evict(jti) if self._cache is not None else 0
+
+    def clear_cache(self) -> None:
+        """Forget every cached verification."""
+        if self._cache is not None:
+            self._cache.clear()
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenVerifier(issuer={self._claims.issuer!r}, "
+            f"algorithms={sorted(self._signature.algorithms)!r})"
+        )
+
+
+def _done(token: VerifiedToken) -> Flow[VerifiedToken]:
+    yield from ()
+    return token

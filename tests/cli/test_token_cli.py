@@ -1,0 +1,282 @@
+"""``zerotrust token mint|verify|inspect`` and ``zerotrust jwks``."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from zerotrust.cli import main
+from zerotrust.dev import DevCA
+from zerotrust.tokens import PrivateJWK
+
+PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "k", "oth"}
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse usage errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def pem_private(key: PrivateJWK) -> bytes:
+    return key.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def pem_public(key: PrivateJWK) -> bytes:
+    return key.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    key = PrivateJWK.generate("ES256")
+    private, public = tmp_path / "signer.pem", tmp_path / "signer.pub"
+    private.write_bytes(pem_private(key))
+    public.write_bytes(pem_public(key))
+    return private, public
+
+
+MINT = ["--issuer", "https://issuer.example", "--subject", "svc-a", "--audience", "api"]
+VERIFY = ["--issuer", "https://issuer.example", "--audience", "api", "--algorithm", "ES256"]
+
+
+def mint(capsys: pytest.CaptureFixture[str], key: Path, *extra: str) -> str:
+    code, out, err = run(capsys, "token", "mint", "--key", str(key), *MINT, *extra)
+    assert code == 0, err
+    return out.strip()
+
+
+def test_mint_verify_round_trip(
+    capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path]
+) -> None:
+    private, public = keys
+    token = mint(capsys, private, "--scope", "read", "--scope", "write", "--ttl", "2m")
+    assert token.count(".") == 2
+    code, out, err = run(capsys, "token", "verify", token, "--key", str(public), *VERIFY)
+    assert code == 0, err
+    claims = json.loads(out)
+    assert claims["sub"] == "svc-a" and claims["aud"] == "api"
+    assert claims["scope"] == "read write"
+    assert claims["exp"] - claims["iat"] == 120
+
+
+def test_verify_with_a_jwks_from_the_jwks_command_and_stdin(
+    capsys: pytest.CaptureFixture[str],
+    keys: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    private, _ = keys
+    token = mint(capsys, private, "--kid", "key-1")
+    code, out, _ = run(capsys, "jwks", str(private))
+    assert code == 0
+    document = json.loads(out)
+    (tmp_path / "jwks.json").write_text(out)
+    thumbprint_kid = document["keys"][0]["kid"]
+    assert thumbprint_kid != "key-1"
+    # The JWKS names the key by thumbprint: a token minted with its default kid verifies.
+    token = mint(capsys, private)
+    monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))
+    code, out, err = run(
+        capsys, "token", "verify", "-", "--jwks", str(tmp_path / "jwks.json"), *VERIFY
+    )
+    assert code == 0, err
+    assert json.loads(out)["sub"] == "svc-a"
+
+
+def test_mint_with_a_private_jwk_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    key = PrivateJWK.generate("EdDSA")
+    numbers = key.private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    public = key.public().to_public_dict()
+    d = base64.urlsafe_b64encode(numbers).rstrip(b"=").decode()
+    (tmp_path / "key.jwk").write_text(json.dumps({**public, "d": d, "kid": "ed-1"}))
+    (tmp_path / "key.pub").write_bytes(pem_public(key))
+    token = mint(capsys, tmp_path / "key.jwk")
+    code, out, err = run(
+        capsys,
+        "token", "verify", token, "--key", str(tmp_path / "key.pub"),
+        "--issuer", "https://issuer.example", "--audience", "api", "--algorithm", "EdDSA",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(capsys, "token", "inspect", token)
+    assert json.loads(out)["header"]["kid"] == "ed-1"
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        (["--audience", "other"], "invalid_audience"),
+        (["--issuer", "https://evil.example"], "invalid_issuer"),
+        (["--type", "at+jwt"], "invalid_token_type"),
+    ],
+)
+def test_verify_failure_is_one_line_without_the_token(
+    capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path], change: list[str], code: str
+) -> None:
+    private, public = keys
+    token = mint(capsys, private)
+    args = dict(zip(VERIFY[::2], VERIFY[1::2], strict=True))
+    args.update(dict(zip(change[::2], change[1::2], strict=True)))
+    flat = [item for pair in args.items() for item in pair]
+    status, out, err = run(capsys, "token", "verify", token, "--key", str(public), *flat)
+    assert status == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"zerotrust: error: [{code}] ")
+    for part in token.split("."):
+        assert part not in err
+
+
+def test_tampered_and_garbage_tokens(
+    capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path]
+) -> None:
+    private, public = keys
+    token = mint(capsys, private)
+    head, body, sig = token.split(".")
+    tampered = f"{head}.{body}.{sig[:-4]}AAAA"
+    status, _, err = run(capsys, "token", "verify", tampered, "--key", str(public), *VERIFY)
+    assert status == 2
+    assert err.startswith("zerotrust: error: [invalid_signature]")
+    assert sig[:-4] not in err
+    status, _, err = run(capsys, "token", "verify", "garbage", "--key", str(public), *VERIFY)
+    assert status == 2 and err.startswith("zerotrust: error: [malformed_token]")
+
+
+def test_argument_errors_redact_tokens(
+    capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path]
+) -> None:
+    private, public = keys
+    token = mint(capsys, private)
+    status, _, err = run(
+        capsys, "token", "verify", token, "extra-" + token, "--key", str(public), *VERIFY
+    )
+    assert status == 2
+    assert "<redacted>" in err
+    assert token.split(".")[1] not in err
+
+
+def test_inspect_warns_not_verified(
+    capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    private, _ = keys
+    token = mint(capsys, private)
+    monkeypatch.setattr("sys.stdin", io.StringIO(token))
+    code, out, err = run(capsys, "token", "inspect", "-")
+    assert code == 0
+    assert "NOT VERIFIED" in err
+    decoded = json.loads(out)
+    assert decoded["header"]["alg"] == "ES256"
+    assert decoded["payload"]["sub"] == "svc-a"
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        ("a.b", "malformed_token"),
+        ("a.b.c.d.e", "unsupported_token"),
+        ("e30.!!!.c", "malformed_token"),
+        ("x" * 70_000, "malformed_token"),
+    ],
+)
+def test_inspect_rejects_bad_input(
+    capsys: pytest.CaptureFixture[str], token: str, code: str
+) -> None:
+    status, out, err = run(capsys, "token", "inspect", token)
+    assert status == 2 and out == ""
+    assert err.startswith(f"zerotrust: error: [{code}]")
+    assert "NOT VERIFIED" not in err
+
+
+def test_inspect_bounds_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("a" * 200_000))
+    status, _, err = run(capsys, "token", "inspect", "-")
+    assert status == 2 and "larger than" in err
+
+
+def test_jwks_prints_no_private_members(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, ca: DevCA
+) -> None:
+    keydir = tmp_path / "keys"
+    keydir.mkdir()
+    ec, rsa = PrivateJWK.generate("ES256"), PrivateJWK.generate("RS256")
+    (keydir / "ec.pem").write_bytes(pem_private(ec))
+    (keydir / "rsa.key").write_bytes(pem_private(rsa))
+    (keydir / "ec.pub").write_bytes(pem_public(ec))  # the same key again: listed once
+    (keydir / "notes.txt").write_text("ignored")
+    svid = ca.issue_svid("spiffe://example.org/issuer")
+    (tmp_path / "cert.pem").write_bytes(svid.cert_chain_pem())
+    code, out, err = run(capsys, "jwks", str(keydir), str(tmp_path / "cert.pem"))
+    assert code == 0, err
+    document = json.loads(out)
+    assert len(document["keys"]) == 3
+    for jwk in document["keys"]:
+        assert not PRIVATE_MEMBERS & set(jwk), jwk
+        assert jwk["kid"]
+    assert {jwk["kty"] for jwk in document["keys"]} == {"EC", "RSA"}
+    assert "PRIVATE" not in out
+
+
+def test_jwks_from_a_private_jwk_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    key = PrivateJWK.generate("ES256", kid="k1")
+    private = key.private_key
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    value = private.private_numbers().private_value.to_bytes(32, "big")
+    d = base64.urlsafe_b64encode(value).rstrip(b"=").decode()
+    (tmp_path / "k.json").write_text(
+        json.dumps({"keys": [{**key.public().to_public_dict(), "d": d}]})
+    )
+    code, out, err = run(capsys, "jwks", str(tmp_path / "k.json"))
+    assert code == 0, err
+    [jwk] = json.loads(out)["keys"]
+    assert jwk["kid"] == "k1" and "d" not in jwk
+
+
+def test_jwks_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "empty.pem").write_text("nothing here")
+    code, _, err = run(capsys, "jwks", str(tmp_path / "empty.pem"))
+    assert code == 2 and err.startswith("zerotrust: error: [configuration_error]")
+    code, _, err = run(capsys, "jwks", str(tmp_path / "missing.pem"))
+    assert code == 2 and "[io_error]" in err
+
+
+def test_mint_errors(capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path]) -> None:
+    private, public = keys
+    code, _, err = run(capsys, "token", "mint", "--key", str(private), *MINT, "--type", "at+jwt")
+    assert code == 2 and "client_id" in err
+    code, out, _ = run(
+        capsys,
+        "token",
+        "mint",
+        "--key",
+        str(private),
+        *MINT,
+        "--type",
+        "at+jwt",
+        "--client-id",
+        "c",
+    )
+    assert code == 0 and out.count(".") == 2
+    code, _, err = run(capsys, "token", "mint", "--key", str(public), *MINT)
+    assert code == 2 and err.startswith("zerotrust: error: [configuration_error]")
+    code, _, err = run(
+        capsys, "token", "mint", "--key", str(private), *MINT, "--algorithm", "PS256"
+    )
+    assert code == 2

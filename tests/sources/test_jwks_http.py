@@ -1,0 +1,561 @@
+"""RemoteJWKSource against a real loopback HTTPS server, with a fixed clock."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import secrets
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests._https import HttpsServer, Route, json_route
+from zerotrust import FixedClock
+from zerotrust.dev import DevCA
+from zerotrust.errors import ConfigurationError, KeysUnavailable, UnknownKey
+from zerotrust.sources.jwks_http import RemoteJWKSource
+from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
+
+pytestmark = pytest.mark.network
+
+KEY_A = PrivateJWK.generate("ES256", kid="a")
+KEY_B = PrivateJWK.generate("ES256", kid="b")
+GOOD_BODY = b'{"keys": [' + json.dumps(KEY_A.public().to_public_dict()).encode() + b"]}"
+
+
+def jwks(*keys: PrivateJWK) -> dict[str, Any]:
+    return {"keys": [key.public().to_public_dict() for key in keys]}
+
+
+@pytest.fixture
+def server(ca: DevCA) -> Iterator[HttpsServer]:
+    with HttpsServer(ca) as running:
+        running.route("/jwks", json_route(jwks(KEY_A)))
+        yield running
+
+
+def make(server: HttpsServer, clock: FixedClock, **options: Any) -> RemoteJWKSource:
+    return RemoteJWKSource(
+        server.url("/jwks"), verify=server.client_context, clock=clock, **options
+    )
+
+
+def test_constructor_does_no_io_and_first_use_fetches(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    with make(server, clock) as source:
+        assert server.count() == 0
+        keys = source.get_keys()
+        assert keys.get("a") == KEY_A.public()
+        assert source.get_keys() is keys
+        assert server.count("/jwks") == 1
+        request = server.requests("/jwks")[0]
+        assert "json" in request.headers["accept"]
+
+
+def test_prefetch(server: HttpsServer, clock: FixedClock) -> None:
+    with make(server, clock) as source:
+        assert "a" in source.prefetch()
+        assert server.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "ttl"),
+    [
+        ({}, 300),
+        ({"Cache-Control": "public, max-age=600"}, 600),
+        ({"Cache-Control": "max-age=600", "Age": "100"}, 500),
+        ({"Cache-Control": "max-age=5"}, 60),
+        ({"Cache-Control": "max-age=99999999"}, 86400),
+        ({"Cache-Control": "no-store"}, 60),
+        ({"Cache-Control": "no-cache, max-age=600"}, 60),
+        ({"Cache-Control": "max-age=soon"}, 60),
+        ({"Expires": "0"}, 60),
+    ],
+)
+def test_cache_control_ttl_is_clamped(
+    server: HttpsServer, clock: FixedClock, headers: dict[str, str], ttl: int
+) -> None:
+    server.route("/jwks", json_route(jwks(KEY_A), headers=headers))
+    with make(server, clock) as source:
+        source.get_keys()
+        status = source.status()
+        assert status.expires_at is not None and status.last_success is not None
+        assert (status.expires_at - status.last_success).total_seconds() == ttl
+
+
+def test_expires_header_is_relative_to_the_server_date(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    expires = email.utils.formatdate(time.time() + 900, usegmt=True)
+    server.route("/jwks", json_route(jwks(KEY_A), headers={"Expires": expires}))
+    with make(server, clock) as source:
+        source.get_keys()
+        status = source.status()
+        assert status.expires_at is not None and status.last_success is not None
+        assert 897 <= (status.expires_at - status.last_success).total_seconds() <= 901
+
+
+def test_refetches_after_expiry_and_keeps_the_same_set_object(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    with make(server, clock, refresh_ahead=0) as source:
+        first = source.get_keys()
+        clock.advance(299)
+        assert source.get_keys() is first
+        assert server.count() == 1
+        clock.advance(2)
+        assert source.get_keys() is first  # unchanged keys: same object
+        assert server.count() == 2
+        server.route("/jwks", json_route(jwks(KEY_A, KEY_B)))
+        clock.advance(301)
+        assert set(source.get_keys()) == {KEY_A.public(), KEY_B.public()}
+
+
+def test_rotation_is_picked_up_on_unknown_kid(server: HttpsServer, clock: FixedClock) -> None:
+    issuer = TokenIssuer(KEY_B, issuer="https://issuer.example", clock=clock)
+    with make(server, clock) as source:
+        verifier = TokenVerifier(
+            issuer="https://issuer.example",
+            audience="api",
+            keys=source,
+            algorithms=["ES256"],
+            clock=clock,
+        )
+        source.get_keys()
+        server.route("/jwks", json_route(jwks(KEY_A, KEY_B)))
+        token = issuer.issue(subject="svc", audience="api")
+        assert verifier.verify(token).subject == "svc"
+        assert server.count() == 2
+
+
+def test_cve_2026_48524_unknown_kid_flood_costs_one_request_per_cooldown(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    with make(server, clock, unknown_kid_cooldown=30) as source:
+        known = source.get_keys()
+        assert server.count() == 1
+        for _ in range(1000):
+            assert source.get_keys(missing_kid=secrets.token_hex(8)) is known
+        assert server.count() == 2  # one refetch for the whole flood
+        clock.advance(29)
+        for _ in range(100):
+            source.get_keys(missing_kid=secrets.token_hex(8))
+        assert server.count() == 2
+        clock.advance(2)
+        for _ in range(1000):
+            source.get_keys(missing_kid=secrets.token_hex(8))
+        assert server.count() == 3  # exactly one more once the cooldown has passed
+
+
+def test_cve_2026_48524_unknown_kid_flood_through_the_verifier(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    with make(server, clock) as source:
+        verifier = TokenVerifier(
+            issuer="https://issuer.example",
+            audience="api",
+            keys=source,
+            algorithms=["ES256"],
+            clock=clock,
+        )
+        for index in range(200):
+            rogue = TokenIssuer(
+                KEY_B.with_kid(f"rogue-{index}"), issuer="https://issuer.example", clock=clock
+            )
+            with pytest.raises(UnknownKey):
+                verifier.verify(rogue.issue(subject="x", audience="api"))
+        assert server.count() == 2  # the first fetch, plus one refetch per cooldown
+
+
+def test_negative_cache_stops_refetching_for_a_kid_until_it_expires(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    with make(server, clock, unknown_kid_cooldown=1, negative_cache_ttl=100) as source:
+        source.get_keys()
+        source.get_keys(missing_kid="ghost")
+        assert server.count() == 2
+        clock.advance(50)
+        source.get_keys(missing_kid="ghost")  # cooldown over, but remembered as missing
+        assert server.count() == 2
+        clock.advance(51)
+        source.get_keys(missing_kid="ghost")
+        assert server.count() == 3
+
+
+def test_cve_2026_48524_fetch_failure_does_not_wipe_cache(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    with make(server, clock, unknown_kid_cooldown=0, retry_interval=0) as source:
+        keys = source.get_keys()
+        server.route("/jwks", Route(status=500, body=b"upstream exploded"))
+        # A refetch for an unknown kid fails: the known keys keep working.
+        assert source.get_keys(missing_kid="new") is keys
+        # So does a refresh after expiry.
+        clock.advance(301)
+        assert source.get_keys() is keys
+        assert server.count() == 3
+        status = source.status()
+        assert status.key_ids == ("a",) and status.stale
+        assert status.last_error == "JWKS: HTTP 500"
+
+
+FAILURES = {
+    "http-500": Route(status=500, body=b"secret internal detail"),
+    "timeout": Route(body=GOOD_BODY, delay=2.0),
+    "garbage-json": Route(body=b"{not json secret internal detail"),
+    "not-an-object": Route(body=b"[1, 2, 3]"),
+    "oversized": Route(body=b'{"keys": []}' + b" " * (1 << 20)),
+    "oversized-stream": Route(stream_bytes=4 << 20),
+    "redirect": Route(redirect="https://localhost:1/jwks"),
+    "only-oct-keys": json_route({"keys": [{"kty": "oct", "k": "c2VjcmV0c2VjcmV0", "kid": "s"}]}),
+    "no-keys": json_route({"keys": []}),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+def test_failures_serve_stale_keys_then_keys_unavailable_after_max_stale(
+    server: HttpsServer, clock: FixedClock, failure: str
+) -> None:
+    with make(server, clock, timeout=0.3, max_stale=600, retry_interval=10) as source:
+        keys = source.get_keys()
+        server.route("/jwks", FAILURES[failure])
+        clock.advance(301)  # expired: the refresh fails, the stale set is served
+        started = time.monotonic()
+        assert source.get_keys() is keys
+        assert time.monotonic() - started < 1.5
+        status = source.status()
+        assert status.stale and status.last_error is not None
+        assert "secret" not in status.last_error and "internal" not in status.last_error
+        clock.advance(5)  # within retry_interval: no new request
+        assert source.get_keys() is keys
+        assert server.count() == 2
+        clock.advance(600)  # 305 s past expiry + 600 max_stale
+        with pytest.raises(KeysUnavailable) as caught:
+            source.get_keys()
+        assert server.count() == 3
+        assert "secret" not in str(caught.value)
+
+
+def test_oct_keys_are_dropped_from_a_mixed_set(server: HttpsServer, clock: FixedClock) -> None:
+    mixed = jwks(KEY_A)
+    mixed["keys"].append({"kty": "oct", "k": "c2VjcmV0c2VjcmV0c2VjcmV0", "kid": "hmac"})
+    server.route("/jwks", json_route(mixed))
+    with make(server, clock) as source:
+        keys = source.get_keys()
+        assert len(keys) == 1 and "hmac" not in keys
+        assert "oct" in keys.skipped[0].reason
+
+
+def test_cold_cache_failure_raises_and_backs_off(server: HttpsServer, clock: FixedClock) -> None:
+    server.route("/jwks", Route(status=503))
+    with make(server, clock, retry_interval=5) as source:
+        with pytest.raises(KeysUnavailable, match="HTTP 503"):
+            source.get_keys()
+        with pytest.raises(KeysUnavailable):
+            source.get_keys()
+        assert server.count() == 1
+        server.route("/jwks", json_route(jwks(KEY_A)))
+        clock.advance(5)
+        assert "a" in source.get_keys()
+        assert source.status().last_error is None
+
+
+def test_verify_accepts_a_ca_file(
+    server: HttpsServer, clock: FixedClock, ca: DevCA, tmp_path: Path
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(ca.bundle.to_pem())
+    with RemoteJWKSource(server.url("/jwks"), verify=str(bundle), clock=clock) as source:
+        assert "a" in source.get_keys()
+    with pytest.raises(ConfigurationError, match="CA file"):
+        RemoteJWKSource(server.url("/jwks"), verify=str(tmp_path / "missing.pem"))
+
+
+def test_async_callers_are_not_blocked_by_a_sync_fetch(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    server.route("/jwks", json_route(jwks(KEY_A), delay=0.5))
+    with make(server, clock) as source:
+        fetching = threading.Thread(target=source.get_keys)
+        fetching.start()
+        wait_for(lambda: server.count() == 1)
+
+        async def main() -> float:
+            task = asyncio.create_task(source.get_keys_async())
+            started = time.monotonic()
+            await asyncio.sleep(0.05)
+            elapsed = time.monotonic() - started
+            await task
+            return elapsed
+
+        assert asyncio.run(main()) < 0.3  # the loop kept running while the sync fetch ran
+        fetching.join(5)
+
+
+def test_untrusted_server_certificate(server: HttpsServer, clock: FixedClock) -> None:
+    stranger = DevCA.create("stranger.org")
+    trusts_stranger = ssl.create_default_context(cadata=stranger.bundle.to_pem().decode())
+    source = RemoteJWKSource(server.url("/jwks"), verify=trusts_stranger)
+    with source, pytest.raises(KeysUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+        source.get_keys()
+
+
+def test_100_concurrent_threads_on_a_cold_cache_cost_one_request(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    server.route("/jwks", json_route(jwks(KEY_A), delay=0.3))
+    results: list[object] = []
+    with make(server, clock) as source:
+        barrier = threading.Barrier(100)
+
+        def verify() -> None:
+            barrier.wait()
+            results.append(source.get_keys())
+
+        threads = [threading.Thread(target=verify) for _ in range(100)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert server.count() == 1
+    assert len(results) == 100 and all(r is results[0] for r in results)
+
+
+def test_100_concurrent_tasks_on_a_cold_cache_cost_one_request(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    server.route("/jwks", json_route(jwks(KEY_A), delay=0.3))
+    source = make(server, clock)
+
+    async def main() -> list[object]:
+        return list(await asyncio.gather(*(source.get_keys_async() for _ in range(100))))
+
+    results = asyncio.run(main())
+    assert server.count() == 1
+    assert all(r is results[0] for r in results)
+
+
+def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
+
+
+def test_refresh_ahead_happens_in_the_background(server: HttpsServer, clock: FixedClock) -> None:
+    with make(server, clock, refresh_ahead=0.1) as source:
+        old = source.get_keys()
+        server.route("/jwks", json_route(jwks(KEY_A, KEY_B), delay=0.5))
+        clock.advance(269)  # 300 s TTL: the last 30 s are the refresh window
+        assert source.get_keys() is old
+        assert server.count() == 1
+        clock.advance(2)
+        started = time.monotonic()
+        for _ in range(50):
+            assert source.get_keys() is old  # nobody waits for the refresh
+        assert time.monotonic() - started < 0.3
+        wait_for(lambda: source.status().fetch_count == 2)
+        assert "b" in source.get_keys()
+        assert server.count() == 2  # one background refresh, not fifty
+
+
+def test_refresh_ahead_in_the_background_async(server: HttpsServer, clock: FixedClock) -> None:
+    source = make(server, clock)
+
+    async def main() -> None:
+        old = await source.get_keys_async()
+        server.route("/jwks", json_route(jwks(KEY_A, KEY_B), delay=0.3))
+        clock.advance(271)
+        started = time.monotonic()
+        assert await source.get_keys_async() is old
+        assert time.monotonic() - started < 0.2
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if source.status().fetch_count == 2:
+                break
+        assert "b" in await source.get_keys_async()
+
+    asyncio.run(main())
+    assert server.count() == 2
+
+
+def test_async_parity(server: HttpsServer, clock: FixedClock) -> None:
+    source = make(server, clock, retry_interval=0, max_stale=100)
+
+    async def main() -> None:
+        keys = await source.get_keys_async()
+        assert await source.prefetch_async() is keys
+        for _ in range(500):
+            assert await source.get_keys_async(missing_kid=secrets.token_hex(4)) is keys
+        assert server.count() == 2
+        server.route("/jwks", Route(status=500))
+        clock.advance(301)
+        assert await source.get_keys_async() is keys
+        clock.advance(100)
+        with pytest.raises(KeysUnavailable):
+            await source.get_keys_async()
+
+    asyncio.run(main())
+    assert server.count() == 4
+
+
+def test_async_client_is_used_when_given(server: HttpsServer, clock: FixedClock) -> None:
+    import httpx
+
+    async def main() -> None:
+        async with httpx.AsyncClient(verify=server.client_context) as client:
+            source = RemoteJWKSource(server.url("/jwks"), async_client=client, clock=clock)
+            assert "a" in await source.get_keys_async()
+
+    asyncio.run(main())
+
+
+def test_status(server: HttpsServer, clock: FixedClock) -> None:
+    server.route("/jwks", json_route(jwks(KEY_A, KEY_B), headers={"Cache-Control": "max-age=120"}))
+    with make(server, clock) as source:
+        empty = source.status()
+        assert empty.last_success is None and empty.key_ids == () and not empty.stale
+        assert empty.fetch_count == 0 and empty.expires_at is None
+        source.get_keys()
+        status = source.status()
+        assert status.url == server.url("/jwks")
+        assert status.last_success == clock.now()
+        assert status.expires_at == clock.now() + timedelta(seconds=120)
+        assert status.key_ids == ("a", "b")
+        assert status.fetch_count == 1 and not status.stale
+        assert status.last_error is None and status.last_error_at is None
+        with pytest.raises(AttributeError):
+            status.stale = True  # type: ignore[misc]
+
+
+def test_failures_are_logged_once_per_change_without_bodies(
+    server: HttpsServer, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with make(server, clock, retry_interval=0) as source:
+        source.get_keys()
+        server.route("/jwks", Route(status=500, body=b"body-text-never-logged"))
+        with caplog.at_level(logging.INFO, logger="zerotrust.sources"):
+            for _ in range(3):
+                clock.advance(301)
+                source.get_keys()
+            server.route("/jwks", Route(status=502))
+            clock.advance(1)
+            source.get_keys()
+            server.route("/jwks", json_route(jwks(KEY_A)))
+            clock.advance(1)
+            source.get_keys()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [("HTTP 500" in r.getMessage(), "HTTP 502" in r.getMessage()) for r in warnings] == [
+        (True, False),
+        (False, True),
+    ]
+    assert any("recovered" in r.getMessage() for r in caplog.records)
+    assert not any("body-text" in r.getMessage() for r in caplog.records)
+    assert not any('"x"' in r.getMessage() for r in caplog.records)  # no key material
+
+
+def test_oidc_discovery(server: HttpsServer, clock: FixedClock) -> None:
+    issuer = server.url("/realm")
+    server.route(
+        "/realm/.well-known/openid-configuration",
+        json_route({"issuer": issuer, "jwks_uri": server.url("/jwks")}),
+    )
+    source = RemoteJWKSource.from_oidc_issuer(
+        issuer, verify=server.client_context, clock=clock, min_ttl=10
+    )
+    with source:
+        assert server.count() == 0
+        assert "a" in source.get_keys()
+        assert [r.path for r in server.requests()] == [
+            "/realm/.well-known/openid-configuration",
+            "/jwks",
+        ]
+        clock.advance(301)
+        source.get_keys()
+        assert server.count() == 3  # the discovered URL is reused
+
+
+def test_oidc_discovery_with_trailing_slash_issuer(server: HttpsServer, clock: FixedClock) -> None:
+    issuer = server.url("/realm/")
+    server.route(
+        "/realm/.well-known/openid-configuration",
+        json_route({"issuer": issuer, "jwks_uri": server.url("/jwks")}),
+    )
+    with RemoteJWKSource.from_oidc_issuer(issuer, verify=server.client_context) as source:
+        assert "a" in source.get_keys()
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ({"issuer": "https://evil.example", "jwks_uri": "JWKS"}, "different issuer"),
+        ({"issuer": "ISSUER/", "jwks_uri": "JWKS"}, "different issuer"),
+        ({"issuer": "ISSUER", "jwks_uri": "http://localhost/jwks"}, "jwks_uri refused"),
+        ({"issuer": "ISSUER", "jwks_uri": "http://keys.example/jwks"}, "jwks_uri refused"),
+        ({"issuer": "ISSUER"}, "jwks_uri refused"),
+    ],
+)
+def test_oidc_discovery_rejects_bad_documents(
+    server: HttpsServer, clock: FixedClock, document: dict[str, str], reason: str
+) -> None:
+    issuer = server.url("/realm")
+    fixed = {
+        k: v.replace("ISSUER", issuer).replace("JWKS", server.url("/jwks"))
+        for k, v in document.items()
+    }
+    server.route("/realm/.well-known/openid-configuration", json_route(fixed))
+    source = RemoteJWKSource.from_oidc_issuer(issuer, verify=server.client_context, clock=clock)
+    with source, pytest.raises(KeysUnavailable, match=reason):
+        source.get_keys()
+    assert server.count("/jwks") == 0
+
+
+def test_oidc_discovery_rejects_unknown_options() -> None:
+    with pytest.raises(TypeError):
+        RemoteJWKSource.from_oidc_issuer("https://issuer.example", ttl=5)
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("http://keys.example/jwks", {}),
+        ("http://keys.example/jwks", {"allow_http_loopback": True}),
+        ("http://127.0.0.1/jwks", {}),
+        ("http://localhost/jwks", {}),
+        ("ftp://keys.example/jwks", {}),
+        ("https://user:pw@keys.example/jwks", {}),
+        ("https:///jwks", {}),
+        ("https://keys.example/jwks", {"verify": False}),
+        ("https://keys.example/jwks", {"min_ttl": 0}),
+        ("https://keys.example/jwks", {"min_ttl": 100, "max_ttl": 50}),
+        ("https://keys.example/jwks", {"refresh_ahead": 1.0}),
+        ("https://keys.example/jwks", {"max_stale": -1}),
+        ("https://keys.example/jwks", {"timeout": 0}),
+        ("https://keys.example/jwks", {"max_bytes": 0}),
+        ("https://keys.example/jwks", {"unknown_kid_cooldown": True}),
+    ],
+)
+def test_bad_configuration_is_refused(url: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        RemoteJWKSource(url, **options)
+
+
+def test_plain_http_only_to_loopback_with_opt_in(clock: FixedClock) -> None:
+    with HttpsServer(None) as plain:
+        plain.route("/jwks", json_route(jwks(KEY_A)))
+        for host in ("127.0.0.1", "localhost"):
+            with pytest.raises(ConfigurationError, match="allow_http_loopback"):
+                RemoteJWKSource(plain.url("/jwks", host=host))
+            with RemoteJWKSource(
+                plain.url("/jwks", host=host), allow_http_loopback=True, clock=clock
+            ) as source:
+                assert "a" in source.get_keys()

@@ -1,0 +1,492 @@
+"""OAuth2 token sources against a loopback HTTPS token endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests._https import HttpsServer, Recorded, Route, json_route
+from zerotrust import FixedClock
+from zerotrust.dev import DevCA
+from zerotrust.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    SourceError,
+    TokenError,
+)
+from zerotrust.sources import ClientCredentialsTokenSource, TokenExchangeTokenSource
+from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
+from zerotrust.tokens.outgoing import StaticTokenSource, TokenSource
+
+pytestmark = pytest.mark.network
+
+SECRET = "p@ss word+/"  # characters that must be form-encoded inside HTTP Basic
+ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+
+
+def issuing(delay: float = 0.0, **fields: Any) -> Route:
+    counter = itertools.count(1)
+
+    def handler(record: Recorded) -> tuple[int, dict[str, str], bytes]:
+        body = {"access_token": f"at-{next(counter)}", "token_type": "Bearer", "expires_in": 300}
+        body.update(fields)
+        body = {k: v for k, v in body.items() if v is not None}
+        return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+    return Route(handler=handler, delay=delay)
+
+
+@pytest.fixture
+def server(ca: DevCA) -> Iterator[HttpsServer]:
+    with HttpsServer(ca) as running:
+        running.route("/token", issuing())
+        yield running
+
+
+def credentials(
+    server: HttpsServer, clock: FixedClock, **options: Any
+) -> ClientCredentialsTokenSource:
+    options.setdefault("client_secret", SECRET)
+    options.setdefault("verify", server.client_context)
+    return ClientCredentialsTokenSource(
+        server.url("/token"), client_id="my:client", clock=clock, **options
+    )
+
+
+def test_client_secret_basic(server: HttpsServer, clock: FixedClock) -> None:
+    with credentials(server, clock, scopes=["read", "write"]) as source:
+        assert isinstance(source, TokenSource)
+        assert source.token("https://api.example") == "at-1"
+    [request] = server.requests("/token")
+    assert request.method == "POST"
+    assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert request.form == {
+        "grant_type": "client_credentials",
+        "audience": "https://api.example",
+        "scope": "read write",
+    }
+    expected = base64.b64encode(b"my%3Aclient:p%40ss+word%2B%2F").decode()
+    assert request.headers["authorization"] == f"Basic {expected}"
+    assert SECRET not in repr(source)
+
+
+def test_client_secret_post_and_resource_parameter(server: HttpsServer, clock: FixedClock) -> None:
+    with credentials(server, clock, secret_method="post", audience_param="resource") as source:
+        source.token("https://api.example/")
+    [request] = server.requests("/token")
+    assert "authorization" not in request.headers
+    assert request.form == {
+        "grant_type": "client_credentials",
+        "resource": "https://api.example/",
+        "client_id": "my:client",
+        "client_secret": SECRET,
+    }
+
+
+@pytest.mark.parametrize("as_issuer", [False, True])
+def test_private_key_jwt(server: HttpsServer, clock: FixedClock, as_issuer: bool) -> None:
+    key = PrivateJWK.generate("ES256", kid="client-key-1")
+    signer: TokenIssuer | PrivateJWK = TokenIssuer(key, issuer="my:client") if as_issuer else key
+    with credentials(server, clock, client_secret=None, private_key_jwt=signer) as source:
+        source.token("https://api.example")
+        source.token("https://other.example")
+    first, second = server.requests("/token")
+    assert "authorization" not in first.headers
+    form = first.form
+    assert form["client_id"] == "my:client"
+    assert form["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    assert set(form) == {
+        "grant_type",
+        "audience",
+        "client_id",
+        "client_assertion_type",
+        "client_assertion",
+    }
+    verifier = TokenVerifier(
+        issuer="my:client",
+        audience=server.url("/token"),
+        keys=key.public(),
+        algorithms=["ES256"],
+    )
+    claims = verifier.verify(form["client_assertion"])
+    assert claims.subject == "my:client"
+    assert claims.jti
+    assert claims.issued_at is not None
+    assert (claims.expires_at - claims.issued_at).total_seconds() <= 60
+    assert claims.header["kid"] == "client-key-1"
+    assert verifier.verify(second.form["client_assertion"]).jti != claims.jti  # fresh each time
+
+
+def test_private_key_jwt_issuer_must_be_the_client_id(server: HttpsServer) -> None:
+    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer="someone-else")
+    with pytest.raises(ConfigurationError, match="issuer=client_id"):
+        ClientCredentialsTokenSource(
+            server.url("/token"), client_id="my:client", private_key_jwt=issuer
+        )
+
+
+def test_mtls_client_authentication(ca: DevCA, clock: FixedClock, tmp_path: Path) -> None:
+    svid = ca.issue_svid("spiffe://example.org/client")
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    svid.save(cert, key)
+    with HttpsServer(ca, client_ca=ca) as server:
+        server.route("/token", issuing())
+        ctx = ssl.create_default_context(cadata=ca.bundle.to_pem().decode())
+        ctx.load_cert_chain(cert, key)
+        source = ClientCredentialsTokenSource(
+            server.url("/token"), client_id="my:client", mtls=ctx, clock=clock
+        )
+        with source:
+            assert source.token("https://api.example") == "at-1"
+        [request] = server.requests("/token")
+        assert request.peer_cert is not None
+        assert "authorization" not in request.headers
+        assert request.form == {
+            "grant_type": "client_credentials",
+            "audience": "https://api.example",
+            "client_id": "my:client",
+        }
+        no_cert = ClientCredentialsTokenSource(
+            server.url("/token"),
+            client_id="my:client",
+            mtls=ssl.create_default_context(cadata=ca.bundle.to_pem().decode()),
+        )
+        with no_cert, pytest.raises(SourceError, match="unavailable"):
+            no_cert.token("https://api.example")
+
+
+def test_caching_and_refresh_before_expiry(server: HttpsServer, clock: FixedClock) -> None:
+    with credentials(server, clock) as source:
+        assert source.token("a") == "at-1"
+        assert source.token("a") == "at-1"
+        assert source.token("b") == "at-2"
+        clock.advance(239)  # expires_in 300: refreshed 60 s before
+        assert source.token("a") == "at-1"
+        clock.advance(2)
+        assert source.token("a") == "at-3"
+    assert server.count("/token") == 3
+
+
+def test_refresh_failure_keeps_the_valid_token(server: HttpsServer, clock: FixedClock) -> None:
+    with credentials(server, clock) as source:
+        token = source.token("a")
+        server.route("/token", Route(status=503))
+        clock.advance(250)
+        assert source.token("a") == token
+        clock.advance(60)
+        with pytest.raises(SourceError, match="HTTP 503"):
+            source.token("a")
+
+
+def test_single_flight_threads_and_tasks(server: HttpsServer, clock: FixedClock) -> None:
+    server.route("/token", issuing(delay=0.3))
+    results: list[str] = []
+    with credentials(server, clock) as source:
+        barrier = threading.Barrier(50)
+
+        def call() -> None:
+            barrier.wait()
+            results.append(source.token("a"))
+
+        threads = [threading.Thread(target=call) for _ in range(50)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+
+        async def main() -> list[str]:
+            return list(await asyncio.gather(*(source.token_async("b") for _ in range(50))))
+
+        tasks = asyncio.run(main())
+    assert results == ["at-1"] * 50
+    assert tasks == ["at-2"] * 50
+    assert server.count("/token") == 2
+
+
+def test_async_parity(server: HttpsServer, clock: FixedClock) -> None:
+    source = credentials(server, clock, scopes=["read"])
+
+    async def main() -> None:
+        assert await source.token_async("a") == "at-1"
+        assert await source.token_async("a") == "at-1"
+        server.route("/token", json_route({"error": "invalid_client"}, status=401))
+        with pytest.raises(AuthenticationError, match="invalid_client"):
+            await source.token_async("b")
+
+    asyncio.run(main())
+    assert server.requests("/token")[0].form["scope"] == "read"
+
+
+ERRORS = [
+    (
+        json_route({"error": "invalid_client", "error_description": "bad secret"}, status=401),
+        AuthenticationError,
+        "[invalid_client]",
+    ),
+    (json_route({"error": "invalid_client"}, status=400), AuthenticationError, "[invalid_client]"),
+    (
+        json_route({"error": "unauthorized_client"}, status=400),
+        AuthenticationError,
+        "[unauthorized_client]",
+    ),
+    (json_route({"error": "invalid_grant"}, status=400), TokenError, "[invalid_grant]"),
+    (json_route({"error": "invalid_scope"}, status=400), SourceError, "[invalid_scope]"),
+    (json_route({"error": "bad\ncode"}, status=400), SourceError, "HTTP 400"),
+    (Route(status=401), AuthenticationError, "HTTP 401"),
+    (Route(status=500, body=b"stack trace"), SourceError, "HTTP 500"),
+    (Route(redirect="https://localhost:1/token"), SourceError, "redirect"),
+    (Route(body=b"not json"), SourceError, "not a JSON object"),
+    (json_route({"token_type": "Bearer"}), SourceError, "access_token"),
+    (
+        json_route({"access_token": "two words", "token_type": "Bearer"}),
+        SourceError,
+        "access_token",
+    ),
+    (json_route({"access_token": "at", "token_type": "mac"}), SourceError, "token_type"),
+    (json_route({"access_token": "at"}), SourceError, "token_type"),
+    (
+        json_route({"access_token": "at", "token_type": "Bearer", "expires_in": -1}),
+        SourceError,
+        "expires_in",
+    ),
+    (
+        json_route({"access_token": "at", "token_type": "Bearer", "expires_in": True}),
+        SourceError,
+        "expires_in",
+    ),
+    (
+        json_route({"access_token": "at", "token_type": "Bearer", "expires_in": "soon"}),
+        SourceError,
+        "expires_in",
+    ),
+    (Route(body=b'{"access_token": "' + b"a" * 70000 + b'"}'), SourceError, "larger than"),
+]
+
+
+@pytest.mark.parametrize(("route", "error", "text"), ERRORS)
+def test_error_responses_are_typed_and_safe(
+    server: HttpsServer, clock: FixedClock, route: Route, error: type[Exception], text: str
+) -> None:
+    server.route("/token", route)
+    with credentials(server, clock) as source, pytest.raises(error) as caught:
+        source.token("a")
+    message = str(caught.value)
+    assert text in message
+    assert type(caught.value) is error
+    for secret in (SECRET, "bad secret", "stack trace", "my%3Aclient"):
+        assert secret not in message
+
+
+def test_token_type_is_case_insensitive_and_dpop_is_accepted(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    server.route("/token", issuing(token_type="dpop", expires_in="3600"))
+    with credentials(server, clock) as source:
+        assert source.token("a") == "at-1"
+
+
+def test_timeout(server: HttpsServer, clock: FixedClock) -> None:
+    server.route("/token", issuing(delay=2.0))
+    with (
+        credentials(server, clock, timeout=0.2) as source,
+        pytest.raises(SourceError, match="timed out"),
+    ):
+        source.token("a")
+
+
+def test_plain_http_only_to_loopback_with_opt_in(clock: FixedClock) -> None:
+    with pytest.raises(ConfigurationError, match="https"):
+        ClientCredentialsTokenSource(
+            "http://auth.example/token", client_id="c", client_secret="s", allow_http_loopback=True
+        )
+    with HttpsServer(None) as plain:
+        plain.route("/token", issuing())
+        with pytest.raises(ConfigurationError, match="allow_http_loopback"):
+            ClientCredentialsTokenSource(plain.url("/token"), client_id="c", client_secret="s")
+        with ClientCredentialsTokenSource(
+            plain.url("/token", host="127.0.0.1"),
+            client_id="c",
+            client_secret="s",
+            allow_http_loopback=True,
+            clock=clock,
+        ) as source:
+            assert source.token("a") == "at-1"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"client_secret": "s", "private_key_jwt": PrivateJWK.generate("ES256")},
+        {"client_secret": "s", "mtls": ssl.create_default_context()},
+        {"client_secret": ""},
+        {"client_secret": "s", "secret_method": "header"},
+        {"client_secret": "s", "audience_param": "aud"},
+        {"client_secret": "s", "scopes": ["a b"]},
+        {"client_secret": "s", "verify": False},
+        {"private_key_jwt": "key"},
+        {"mtls": "context"},
+        {"mtls": ssl.create_default_context(), "verify": "ca.pem"},
+    ],
+)
+def test_bad_configuration(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        ClientCredentialsTokenSource("https://auth.example/token", client_id="c", **options)
+
+
+def test_mtls_with_own_client_is_refused() -> None:
+    import httpx
+
+    with httpx.Client() as client, pytest.raises(ConfigurationError, match="mtls"):
+        ClientCredentialsTokenSource(
+            "https://auth.example/token",
+            client_id="c",
+            mtls=ssl.create_default_context(),
+            client=client,
+        )
+
+
+# --- token exchange (RFC 8693) -------------------------------------------------------------
+
+
+def exchange(server: HttpsServer, clock: FixedClock, **options: Any) -> TokenExchangeTokenSource:
+    options.setdefault("client_id", "gateway")
+    options.setdefault("client_secret", SECRET)
+    return TokenExchangeTokenSource(
+        server.url("/token"), verify=server.client_context, clock=clock, **options
+    )
+
+
+def test_token_exchange_parameters(server: HttpsServer, clock: FixedClock) -> None:
+    server.route("/token", issuing(issued_token_type=ACCESS))
+    actor = StaticTokenSource("actor.token.value")
+    with exchange(
+        server,
+        clock,
+        subject_token=lambda: "user.token.value",
+        actor_token=actor,
+        scopes=["orders"],
+    ) as source:
+        assert source.token("https://orders.example") == "at-1"
+    [request] = server.requests("/token")
+    assert request.form == {
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": "user.token.value",
+        "subject_token_type": JWT_TYPE,
+        "actor_token": "actor.token.value",
+        "actor_token_type": JWT_TYPE,
+        "requested_token_type": ACCESS,
+        "audience": "https://orders.example",
+        "scope": "orders",
+    }
+    assert request.headers["authorization"].startswith("Basic ")
+
+
+def test_token_exchange_is_cached_per_subject(server: HttpsServer, clock: FixedClock) -> None:
+    server.route("/token", issuing(issued_token_type=ACCESS))
+    current = {"token": "alice.token.x"}
+    with exchange(server, clock, subject_token=lambda: current["token"]) as source:
+        alice = source.token("https://orders.example")
+        assert source.token("https://orders.example") == alice
+        current["token"] = "bob.token.y"
+        bob = source.token("https://orders.example")
+        assert bob != alice  # never another subject's exchanged token
+        current["token"] = "alice.token.x"
+        assert source.token("https://orders.example") == alice
+    assert [r.form["subject_token"] for r in server.requests("/token")] == [
+        "alice.token.x",
+        "bob.token.y",
+    ]
+    assert "actor_token" not in server.requests("/token")[0].form
+
+
+def test_token_exchange_subject_from_a_token_source(server: HttpsServer, clock: FixedClock) -> None:
+    server.route("/token", issuing(issued_token_type=JWT_TYPE, token_type="N_A"))
+    seen: list[str] = []
+
+    class Subject:
+        def token(self, audience: str) -> str:
+            seen.append(audience)
+            return "svc.token.value"
+
+        async def token_async(self, audience: str) -> str:
+            seen.append(audience)
+            return "svc.token.value"
+
+    with exchange(
+        server,
+        clock,
+        subject_token=Subject(),
+        subject_audience="https://sts.example",
+        requested_token_type=JWT_TYPE,
+        client_secret=None,
+    ) as source:
+        assert source.token("https://orders.example") == "at-1"
+        assert asyncio.run(source.token_async("https://orders.example")) == "at-1"
+    assert seen == ["https://sts.example", "https://sts.example"]
+    [request] = server.requests("/token")
+    assert request.form["client_id"] == "gateway"  # public client: client_id only
+    assert request.form["requested_token_type"] == JWT_TYPE
+
+
+@pytest.mark.parametrize("issued", [None, JWT_TYPE])
+def test_token_exchange_checks_issued_token_type(
+    server: HttpsServer, clock: FixedClock, issued: str | None
+) -> None:
+    server.route("/token", issuing(issued_token_type=issued))
+    source = exchange(server, clock, subject_token=lambda: "user.token")
+    with source, pytest.raises(SourceError, match="issued_token_type"):
+        source.token("a")
+
+
+def test_token_exchange_n_a_is_only_for_non_access_tokens(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    server.route("/token", issuing(issued_token_type=ACCESS, token_type="N_A"))
+    source = exchange(server, clock, subject_token=lambda: "user.token")
+    with source, pytest.raises(SourceError, match="token_type"):
+        source.token("a")
+
+
+def test_token_exchange_rejected_subject_is_a_token_error(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    server.route("/token", json_route({"error": "invalid_grant"}, status=400))
+    source = exchange(server, clock, subject_token=lambda: "user.token")
+    with source, pytest.raises(TokenError, match="invalid_grant") as caught:
+        source.token("a")
+    assert "user.token" not in str(caught.value)
+
+
+def test_token_exchange_async(server: HttpsServer, clock: FixedClock) -> None:
+    server.route("/token", issuing(issued_token_type=ACCESS, delay=0.2))
+    source = exchange(server, clock, subject_token=lambda: "user.token")
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(source.token_async("a") for _ in range(20))))
+
+    assert asyncio.run(main()) == ["at-1"] * 20
+    assert server.count("/token") == 1
+
+
+def test_token_exchange_bad_configuration() -> None:
+    with pytest.raises(ConfigurationError):
+        TokenExchangeTokenSource("https://sts.example/token", subject_token="token")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        TokenExchangeTokenSource(
+            "https://sts.example/token", subject_token=lambda: "t", requested_token_type=""
+        )
+    with pytest.raises(ConfigurationError):
+        TokenExchangeTokenSource(
+            "https://sts.example/token", subject_token=lambda: "t", client_secret="s"
+        )

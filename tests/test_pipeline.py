@@ -1,0 +1,498 @@
+"""The Guard end to end: every outcome, with real tokens and certificates (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import urllib.parse
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from zerotrust import FixedClock, match
+from zerotrust.audit import MemorySink
+from zerotrust.authn.authenticate import Authenticator
+from zerotrust.authn.credentials import ApiKeys
+from zerotrust.authn.proxy import TrustedProxies
+from zerotrust.authn.request import Request
+from zerotrust.authz import Callers, Operations, Policy, RateLimit, Rule, ScopeRule, require
+from zerotrust.dev import DevCA
+from zerotrust.errors import KeysUnavailable, StoreUnavailable
+from zerotrust.pipeline import Guard
+from zerotrust.stores import MemoryStore
+from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
+from zerotrust.tokens._b64 import b64url_encode
+
+ISS = "https://issuer.example"
+AUD = "orders-api"
+WEB = "spiffe://example.org/ns/shop/sa/web"
+ROUTE = "/orders/{order_id}"
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(dt.datetime.now(dt.timezone.utc))
+
+
+@pytest.fixture(scope="module")
+def key() -> PrivateJWK:
+    return PrivateJWK.generate("ES256", kid="k1")
+
+
+@pytest.fixture
+def issuer(key: PrivateJWK, clock: FixedClock) -> TokenIssuer:
+    return TokenIssuer(key, issuer=ISS, clock=clock)
+
+
+def policy(**kw: object) -> Policy:
+    rules = [
+        Rule(id="deny-intruder", action="DENY", callers=[Callers(subjects=["intruder"])]),
+        Rule(
+            id="read-orders",
+            callers=[Callers(not_subjects=["nobody"])],
+            operations=[Operations(methods=["GET"], routes=[ROUTE])],
+            scopes=ScopeRule(all=["orders:read"]),
+        ),
+        Rule(
+            id="health",
+            callers=[Callers(anonymous=True)],
+            operations=[Operations(routes=["/healthz"])],
+        ),
+    ]
+    return Policy(rules, id="orders", **kw)  # type: ignore[arg-type]
+
+
+def make_guard(
+    issuer: TokenIssuer, clock: FixedClock, *, pol: Policy | None = None, **authn: object
+) -> tuple[Guard, MemorySink]:
+    sink = MemorySink()
+    verifier = TokenVerifier(
+        issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
+    )
+    authenticator = Authenticator(tokens=verifier, clock=clock, **authn)  # type: ignore[arg-type]
+    store = MemoryStore(clock=clock)
+    return Guard(
+        authenticator=authenticator,
+        policy=pol or policy(),
+        audit=sink,
+        store=store,
+        service="orders",
+        clock=clock,
+    ), sink
+
+
+def get(token: str | None = None, route: str = ROUTE, method: str = "GET", **kw: object) -> Request:
+    headers = dict(kw.pop("headers", {}))  # type: ignore[call-overload]
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return Request(
+        method=method, route=route, path="/orders/7", headers=headers, host="api.example", **kw
+    )  # type: ignore[arg-type]
+
+
+def test_success_exposes_the_principal(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, sink = make_guard(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    outcome = guard.evaluate(get(token))
+    assert outcome.allowed and outcome.status == 200 and outcome.grpc_status == "OK"
+    assert outcome.principal is not None
+    assert str(outcome.principal.spiffe_id) == WEB
+    assert outcome.principal.proven_by == "jwt"
+    assert outcome.decision is not None and outcome.decision.rule_id == "read-orders"
+    event = sink.last
+    assert event is not None and event.decision == "allow" and event.route == ROUTE
+    assert event.token_jti == outcome.principal.token_jti
+    assert token not in event.to_json()
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "challenge", "code"),
+    [
+        ("no credentials", 401, 'Bearer realm="orders"', "missing_credentials"),
+        ("garbage token", 401, 'Bearer realm="orders", error="invalid_token"', "malformed_token"),
+        ("expired", 401, 'Bearer realm="orders", error="invalid_token"', "token_expired"),
+        ("wrong audience", 401, 'Bearer realm="orders", error="invalid_token"', "invalid_audience"),
+        (
+            "insufficient scope",
+            403,
+            'Bearer realm="orders", error="insufficient_scope", scope="orders:read"',
+            "insufficient_scope",
+        ),
+        ("deny rule", 403, None, "access_denied"),
+        ("no rule for route", 403, None, "access_denied"),
+        (
+            "two authorization headers",
+            400,
+            'Bearer realm="orders", error="invalid_request"',
+            "malformed_credentials",
+        ),
+    ],
+)
+def test_refusals(
+    issuer: TokenIssuer, clock: FixedClock, case: str, status: int, challenge: str | None, code: str
+) -> None:
+    guard, sink = make_guard(issuer, clock)
+    good = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    view = {
+        "no credentials": get(),
+        "garbage token": get("abc.def.ghi"),
+        "expired": get(issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], ttl=1)),
+        "wrong audience": get(
+            issuer.issue(subject=WEB, audience="billing", scopes=["orders:read"])
+        ),
+        "insufficient scope": get(issuer.issue(subject=WEB, audience=AUD)),
+        "deny rule": get(issuer.issue(subject="intruder", audience=AUD, scopes=["orders:read"])),
+        "no rule for route": get(good, route="/admin"),
+        "two authorization headers": Request(
+            route=ROUTE,
+            headers=[("authorization", f"Bearer {good}"), ("authorization", f"Bearer {good}")],
+        ),
+    }[case]
+    if case == "expired":
+        clock.advance(120)
+    outcome = guard.evaluate(view)
+    assert not outcome.allowed
+    assert outcome.status == status
+    assert outcome.www_authenticate == challenge
+    assert outcome.error is not None and outcome.error.code == code
+    body = outcome.body()
+    assert body is not None and set(body) == {"error", "error_description"}
+    assert good not in json.dumps(body)
+    assert sink.last is not None and sink.last.decision == "deny" and sink.last.status == status
+    assert outcome.grpc_status in {"UNAUTHENTICATED", "PERMISSION_DENIED"}
+
+
+def test_anonymous_route(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, _ = make_guard(issuer, clock)
+    outcome = guard.evaluate(get(route="/healthz"))
+    assert outcome.allowed and outcome.principal is None
+    assert not guard.evaluate(
+        get("not-a-jwt", route="/healthz")
+    ).allowed  # bad credentials never fall back
+
+
+def test_dry_run_is_recorded_not_enforced(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, sink = make_guard(issuer, clock, pol=policy(dry_run=True))
+    outcome = guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD), route="/admin"))
+    assert outcome.allowed
+    event = sink.last
+    assert event is not None and event.dry_run and event.would_decide == "deny"
+
+
+def test_rate_limited(issuer: TokenIssuer, clock: FixedClock) -> None:
+    limited = policy(rate_limits=[RateLimit("per-caller", rate=1, burst=2)])
+    guard, sink = make_guard(issuer, clock, pol=limited)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert [guard.evaluate(get(token)).status for _ in range(3)] == [200, 200, 429]
+    refused = guard.evaluate(get(token))
+    assert refused.headers == (("Retry-After", "1"),)
+    assert refused.grpc_status == "RESOURCE_EXHAUSTED"
+    assert (
+        sink.last is not None
+        and sink.last.reason == "rate_limited"
+        and sink.last.rule_id == "per-caller"
+    )
+    clock.advance(1)
+    assert guard.evaluate(get(token)).allowed
+
+
+class DownKeys:
+    def get_keys(self, *, missing_kid: str | None = None) -> object:
+        raise KeysUnavailable("jwks endpoint down")
+
+    async def get_keys_async(self, *, missing_kid: str | None = None) -> object:
+        raise KeysUnavailable("jwks endpoint down")
+
+
+def test_keys_unavailable_is_503(issuer: TokenIssuer, clock: FixedClock) -> None:
+    verifier = TokenVerifier(
+        issuer=ISS, audience=AUD, keys=DownKeys(), algorithms=["ES256"], clock=clock
+    )
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier, clock=clock),
+        policy=policy(),
+        audit=MemorySink(),
+        clock=clock,
+    )
+    outcome = guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])))
+    assert (outcome.allowed, outcome.status, outcome.grpc_status) == (False, 503, "UNAVAILABLE")
+    assert asyncio.run(guard.aevaluate(get(issuer.issue(subject=WEB, audience=AUD)))).status == 503
+
+
+class DownStore(MemoryStore):
+    def is_revoked(self, **kw: object) -> bool:  # type: ignore[override]
+        raise StoreUnavailable("redis down")
+
+
+def test_store_unavailable_fails_closed(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, _ = make_guard(issuer, clock)
+    guard = Guard(
+        authenticator=guard.authenticator,
+        policy=guard.policy,
+        audit=MemorySink(),
+        store=DownStore(clock=clock),
+        clock=clock,
+    )
+    outcome = guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])))
+    assert (outcome.allowed, outcome.status) == (False, 503)
+
+
+def test_revocation_evicts_and_refuses(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, _sink = make_guard(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    first = guard.evaluate(get(token))
+    assert first.allowed and first.principal is not None and first.principal.token_jti
+    guard.store.revoke_token(first.principal.token_jti, expires_at=clock.now().timestamp() + 300)
+    again = guard.evaluate(get(token))
+    assert (again.allowed, again.status, again.error.code if again.error else None) == (
+        False,
+        401,
+        "token_revoked",
+    )
+    guard.store.revoke_subject(WEB, issuer=ISS, until=clock.now().timestamp() + 600)
+    other = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert not guard.evaluate(get(other)).allowed
+
+
+def test_unexpected_errors_fail_closed(
+    issuer: TokenIssuer, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(principal: object, op: object) -> bool:
+        raise RuntimeError("secret internals")
+
+    pol = Policy([Rule(id="ext", action="CUSTOM", hook=broken), Rule(id="all")])
+    guard, _ = make_guard(issuer, clock, pol=pol)
+    outcome = guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD)))
+    assert not outcome.allowed and outcome.status == 403
+    assert "secret internals" not in json.dumps(outcome.body())
+
+
+def test_requirement_combines_with_policy(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, _ = make_guard(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert guard.evaluate(get(token), require(callers=match.member_of("example.org"))).allowed
+    refused = guard.evaluate(get(token), require(scopes=["orders:write"]))
+    assert refused.status == 403
+    assert (
+        refused.www_authenticate
+        == 'Bearer realm="orders", error="insufficient_scope", scope="orders:write"'
+    )
+    assert guard.evaluate(get(token), require(callers=match.member_of("other.org"))).status == 403
+
+
+def test_explain_has_no_side_effects(issuer: TokenIssuer, clock: FixedClock) -> None:
+    limited = policy(rate_limits=[RateLimit("one", rate=0.001, burst=1)])
+    guard, sink = make_guard(issuer, clock, pol=limited)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    for _ in range(3):
+        assert guard.explain(get(token)).allowed
+    assert len(sink.events) == 0
+    assert guard.evaluate(get(token)).allowed
+
+
+# --- certificates -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> DevCA:
+    return DevCA.create("example.org")
+
+
+def cert_policy() -> Policy:
+    return Policy(
+        [Rule(id="shop", callers=[Callers(spiffe_ids=["spiffe://example.org/ns/shop/*"])])]
+    )
+
+
+def test_direct_mtls_peer_chain(issuer: TokenIssuer, clock: FixedClock, ca: DevCA) -> None:
+    guard, _ = make_guard(issuer, clock, pol=cert_policy(), bundles=ca.bundle)
+    svid = ca.issue_svid(WEB)
+    der = [c.public_bytes(Encoding.DER) for c in svid.cert_chain]
+    outcome = guard.evaluate(get(peer_chain=der))
+    assert outcome.allowed and outcome.principal is not None
+    assert (
+        outcome.principal.proven_by == "mtls"
+        and outcome.principal.cert_fingerprint == svid.fingerprint
+    )
+    stranger = DevCA.create("example.org").issue_svid(WEB)
+    refused = guard.evaluate(
+        get(peer_chain=[c.public_bytes(Encoding.DER) for c in stranger.cert_chain])
+    )
+    assert (
+        refused.status == 401
+        and refused.error is not None
+        and refused.error.code == "untrusted_certificate"
+    )
+
+
+def xfcc_for(pem: bytes) -> str:
+    return (
+        'By=spiffe://example.org/ns/mesh/sa/proxy;Cert="'
+        + urllib.parse.quote(pem.decode(), safe="")
+        + '"'
+    )
+
+
+def test_forwarded_cert_only_from_trusted_proxy(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"], header="xfcc")
+    guard, sink = make_guard(
+        issuer, clock, pol=cert_policy(), bundles=ca.bundle, trusted_proxies=proxies
+    )
+    svid = ca.issue_svid(WEB)
+    header = {"x-forwarded-client-cert": xfcc_for(svid.leaf.public_bytes(Encoding.PEM))}
+    via_proxy = guard.evaluate(get(headers=header, remote_addr="10.1.2.3"))
+    assert (
+        via_proxy.allowed
+        and via_proxy.principal is not None
+        and via_proxy.principal.proven_by == "proxy-mtls"
+    )
+    spoofed = guard.evaluate(get(headers=header, remote_addr="203.0.113.9"))
+    assert spoofed.status == 401
+    assert sink.last is not None and "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
+
+
+# --- sender-constrained tokens ------------------------------------------------------------
+
+
+def test_certificate_bound_token(issuer: TokenIssuer, clock: FixedClock, ca: DevCA) -> None:
+    guard, _ = make_guard(issuer, clock, bundles=ca.bundle)
+    svid, other = ca.issue_svid(WEB), ca.issue_svid(WEB)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], bind_cert=svid.leaf)
+
+    def with_cert(s: object) -> Request:
+        return get(token, peer_chain=[c.public_bytes(Encoding.DER) for c in s.cert_chain])  # type: ignore[attr-defined]
+
+    ok = guard.evaluate(with_cert(svid))
+    assert ok.allowed and ok.principal is not None and ok.principal.proven_by == "bound-jwt"
+    for view in (with_cert(other), get(token)):
+        refused = guard.evaluate(view)
+        assert (
+            refused.status == 401
+            and refused.error is not None
+            and refused.error.code == "token_binding_mismatch"
+        )
+
+
+def dpop_proof(
+    key: PrivateJWK, *, method: str, url: str, token: str, iat: float, jti: str = "p1"
+) -> str:
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public().to_public_dict()}
+    claims = {
+        "jti": jti,
+        "htm": method,
+        "htu": url,
+        "iat": int(iat),
+        "ath": b64url_encode(hashlib.sha256(token.encode()).digest()),
+    }
+    segs = [b64url_encode(json.dumps(x).encode()) for x in (header, claims)]
+    signing_input = ".".join(segs).encode()
+    return ".".join([*segs, b64url_encode(key.sign(signing_input))])
+
+
+def test_dpop(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, _ = make_guard(issuer, clock)
+    holder = PrivateJWK.generate("ES256")
+    token = issuer.issue(
+        subject=WEB,
+        audience=AUD,
+        scopes=["orders:read"],
+        extra_claims={"cnf": {"jkt": holder.public().thumbprint()}},
+    )
+    now = clock.now().timestamp()
+    url = "https://api.example/orders/7"
+
+    def view(proof: str, scheme: str = "DPoP") -> Request:
+        return Request(
+            route=ROUTE,
+            path="/orders/7",
+            host="api.example",
+            headers={"authorization": f"{scheme} {token}", "dpop": proof},
+        )
+
+    ok = guard.evaluate(view(dpop_proof(holder, method="GET", url=url, token=token, iat=now)))
+    assert ok.allowed and ok.principal is not None and ok.principal.proven_by == "dpop"
+    cases = {
+        "replayed": view(dpop_proof(holder, method="GET", url=url, token=token, iat=now)),
+        "as bearer": view(
+            dpop_proof(holder, method="GET", url=url, token=token, iat=now, jti="p2"),
+            scheme="Bearer",
+        ),
+        "wrong method": view(
+            dpop_proof(holder, method="POST", url=url, token=token, iat=now, jti="p3")
+        ),
+        "wrong url": view(
+            dpop_proof(
+                holder,
+                method="GET",
+                url="https://api.example/other",
+                token=token,
+                iat=now,
+                jti="p4",
+            )
+        ),
+        "too old": view(
+            dpop_proof(holder, method="GET", url=url, token=token, iat=now - 3600, jti="p5")
+        ),
+        "other key": view(
+            dpop_proof(
+                PrivateJWK.generate("ES256"), method="GET", url=url, token=token, iat=now, jti="p6"
+            )
+        ),
+    }
+    for name, request in cases.items():
+        outcome = guard.evaluate(request)
+        assert outcome.status == 401, name
+        assert (
+            outcome.www_authenticate is not None and "invalid_token" in outcome.www_authenticate
+        ), name
+
+
+def test_api_keys(issuer: TokenIssuer, clock: FixedClock) -> None:
+    keys = ApiKeys({"ci": ApiKeys.hash("s3cret-key-value")})
+    pol = Policy(
+        [
+            Rule(
+                id="keys",
+                callers=[Callers(proven_by=["api-key"])],
+                operations=[Operations(routes=["/metrics"])],
+            )
+        ]
+    )
+    guard, _ = make_guard(issuer, clock, pol=pol, api_keys=keys)
+    ok = guard.evaluate(get(route="/metrics", headers={"x-api-key": "s3cret-key-value"}))
+    assert ok.allowed and ok.principal is not None and ok.principal.api_key_id == "ci"
+    assert guard.evaluate(get(route="/metrics", headers={"x-api-key": "wrong"})).status == 401
+    assert (
+        guard.evaluate(get(route="/other", headers={"x-api-key": "s3cret-key-value"})).status == 403
+    )
+
+
+# --- the async driver ---------------------------------------------------------------------
+
+
+def test_async_driver_does_not_block_the_loop(issuer: TokenIssuer, clock: FixedClock) -> None:
+    in_flight = peak = 0
+
+    async def slow_hook(principal: object, op: object) -> bool:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        return True
+
+    pol = Policy([Rule(id="ext", action="CUSTOM", hook=slow_hook), Rule(id="all")])
+    guard, sink = make_guard(issuer, clock, pol=pol)
+    token = issuer.issue(subject=WEB, audience=AUD)
+
+    async def main() -> None:
+        outcomes = await asyncio.gather(*(guard.aevaluate(get(token)) for _ in range(50)))
+        assert all(o.allowed for o in outcomes)
+
+    asyncio.run(main())
+    assert peak == 50  # every evaluation was waiting on its hook at once: the loop never blocked
+    assert len(sink.events) == 50

@@ -1,0 +1,250 @@
+"""The verified-token cache: hits skip parsing and signatures, time windows, eviction."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from zerotrust._clock import FixedClock
+from zerotrust.errors import ConfigurationError, TokenExpired, TokenNotYetValid
+from zerotrust.tokens import JWK, JWKSet, PrivateJWK, TokenVerifier, VerifiedTokenCache
+from zerotrust.tokens.cache import token_digest
+
+from .conftest import AUDIENCE, ISSUER, T0, claims, mint
+from .test_cves import CountingSource
+
+
+class Counted:
+    """A fresh copy of a public key whose signature checks are counted."""
+
+    def __init__(self, key: PrivateJWK) -> None:
+        self.jwk = JWK.from_dict(key.public().to_public_dict())
+        self.calls = 0
+        real = self.jwk._verify
+
+        def counting(signature: bytes, data: bytes) -> bool:
+            self.calls += 1
+            return real(signature, data)
+
+        object.__setattr__(self.jwk, "_verify", counting)
+
+
+@pytest.fixture
+def counted(es256: PrivateJWK) -> Counted:
+    return Counted(es256)
+
+
+@pytest.fixture
+def verifier(clock: FixedClock, counted: Counted) -> TokenVerifier:
+    return TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys=counted.jwk,
+        algorithms=["ES256"],
+        clock=clock,
+        cache_size=100,
+    )
+
+
+def test_hit_skips_parsing_and_signature(
+    verifier: TokenVerifier, counted: Counted, es256: PrivateJWK, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = mint(es256, claims())
+    first = verifier.verify(token)
+    assert counted.calls == 1
+    from zerotrust.tokens import signature as signature_module
+    from zerotrust.tokens import verify as verify_module
+
+    def boom(*args: Any) -> Any:
+        raise AssertionError("parsed on a cache hit")
+
+    monkeypatch.setattr(signature_module, "a2b_base64", boom)
+    monkeypatch.setattr(verify_module, "loads_dict", boom)
+    for form in (token, token.encode()):
+        assert verifier.verify(form) is first
+    assert counted.calls == 1
+
+
+def test_cache_key_is_the_hash_not_the_token(verifier: TokenVerifier, es256: PrivateJWK) -> None:
+    token = mint(es256, claims())
+    verifier.verify(token)
+    cache = verifier.cache
+    assert cache is not None
+    assert list(cache._entries) == [token_digest(token.encode())]
+    assert all(len(key) == 32 for key in cache._entries)
+
+
+def test_expired_entry_is_never_returned(
+    verifier: TokenVerifier, counted: Counted, es256: PrivateJWK, clock: FixedClock
+) -> None:
+    token = mint(es256, claims())
+    verifier.verify(token)
+    clock.advance(299.5)
+    verifier.verify(token)
+    assert counted.calls == 1  # still a hit just before exp
+    clock.advance(0.5)  # exactly exp: the cache refuses, full verification applies the leeway
+    verifier.verify(token)
+    assert counted.calls == 2
+    clock.advance(60)
+    with pytest.raises(TokenExpired):
+        verifier.verify(token)
+    assert verifier.cache is not None and len(verifier.cache) == 0
+
+
+def test_entry_not_returned_before_its_window(
+    verifier: TokenVerifier, counted: Counted, es256: PrivateJWK, clock: FixedClock
+) -> None:
+    token = mint(es256, claims(nbf=T0 + 30, iat=None))
+    verifier.verify(token)
+    clock.advance(-89)  # nbf - leeway - 1 second after a (test-only) clock rewind
+    with pytest.raises(TokenNotYetValid):
+        verifier.verify(token)
+    assert counted.calls == 2
+
+
+def test_evict_by_jti_and_clear(
+    verifier: TokenVerifier, counted: Counted, es256: PrivateJWK
+) -> None:
+    one = mint(es256, claims(jti="one"))
+    two = mint(es256, claims(jti="two"))
+    verifier.verify(one)
+    verifier.verify(two)
+    assert verifier.evict("one") == 1
+    assert verifier.evict("one") == 0
+    verifier.verify(one)
+    verifier.verify(two)
+    assert counted.calls == 3
+    verifier.clear_cache()
+    verifier.verify(two)
+    assert counted.calls == 4
+
+
+def test_bounded_oldest_first(clock: FixedClock, counted: Counted, es256: PrivateJWK) -> None:
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys=counted.jwk,
+        algorithms=["ES256"],
+        clock=clock,
+        cache_size=3,
+    )
+    tokens = [mint(es256, claims(jti=f"t{i}")) for i in range(4)]
+    for token in tokens:
+        verifier.verify(token)
+    assert verifier.cache is not None and len(verifier.cache) == 3
+    verifier.verify(tokens[3])
+    assert counted.calls == 4
+    verifier.verify(tokens[0])  # evicted first
+    assert counted.calls == 5
+    assert verifier.evict("t1") == 0  # t1 was evicted to make room for t0
+
+
+def test_cache_disabled(clock: FixedClock, counted: Counted, es256: PrivateJWK) -> None:
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys=counted.jwk,
+        algorithms=["ES256"],
+        clock=clock,
+        cache_size=0,
+    )
+    token = mint(es256, claims())
+    verifier.verify(token)
+    verifier.verify(token)
+    assert counted.calls == 2
+    assert verifier.cache is None
+    assert verifier.evict("id-0001") == 0
+    verifier.clear_cache()
+
+
+def test_key_set_change_empties_the_cache(
+    clock: FixedClock, es256: PrivateJWK, es384: PrivateJWK
+) -> None:
+    counted = Counted(es256)
+    source = CountingSource(JWKSet([counted.jwk]))
+    verifier = TokenVerifier(
+        issuer=ISSUER, audience=AUDIENCE, keys=source, algorithms=["ES256", "ES384"], clock=clock
+    )
+    token = mint(es256, claims())
+    verifier.verify(token)
+    verifier.verify(token)
+    assert counted.calls == 1
+    assert source.calls == [None]
+    source.keys = JWKSet([counted.jwk])  # a new but equal set: the cache is kept
+    verifier.verify(mint(es256, claims(jti="other")))
+    verifier.verify(token)
+    assert counted.calls == 2
+    source.keys = JWKSet([counted.jwk, es384.public()])  # rotation: the cache is emptied
+    verifier.verify(mint(es256, claims(jti="third")))
+    verifier.verify(token)
+    assert counted.calls == 4
+
+
+def test_stale_generation_is_not_stored(es256: PrivateJWK) -> None:
+    cache = VerifiedTokenCache(10)
+    cache.observe_keys(JWKSet([es256.public()]))
+    generation = cache.generation
+    cache.observe_keys(JWKSet())
+    assert cache.generation == generation + 1
+    from zerotrust.tokens.verified import VerifiedToken
+
+    token = VerifiedToken({}, {"jti": "x"}, None, "ES256")
+    cache.put(b"d" * 32, token, 0, 10, generation)
+    assert len(cache) == 0
+    cache.put(b"d" * 32, token, 0, 10, cache.generation)
+    assert cache.get(b"d" * 32, 5) is token
+    assert cache.get(b"d" * 32, 10) is None
+    assert len(cache) == 0
+    assert "VerifiedTokenCache" in repr(cache)
+    assert cache.max_entries == 10
+
+
+@pytest.mark.parametrize("size", [0, -1, 2.5, 10**7])
+def test_cache_size_bounds(size: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        VerifiedTokenCache(size)
+
+
+def test_thread_safety(clock: FixedClock, es256: PrivateJWK) -> None:
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys=es256.public(),
+        algorithms=["ES256"],
+        clock=clock,
+        cache_size=16,
+    )
+    tokens = [mint(es256, claims(jti=f"j{i}")) for i in range(40)]
+    errors: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for i in range(200):
+                token = tokens[(i + offset) % len(tokens)]
+                assert verifier.verify(token).jti == f"j{(i + offset) % len(tokens)}"
+                if i % 17 == 0:
+                    verifier.evict(f"j{i % len(tokens)}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n * 7,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert verifier.cache is not None and len(verifier.cache) <= 16
+
+
+def test_async_path_uses_the_cache(
+    verifier: TokenVerifier, counted: Counted, es256: PrivateJWK
+) -> None:
+    import asyncio
+
+    token = mint(es256, claims())
+    first = asyncio.run(verifier.verify_async(token))
+    assert asyncio.run(verifier.verify_async(token)) is first
+    assert verifier.verify(token) is first
+    assert counted.calls == 1

@@ -1,0 +1,317 @@
+"""Step 2: every claim rule, positive and negative, the leeway edges and the profiles."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from zerotrust._clock import FixedClock
+from zerotrust.errors import (
+    ConfigurationError,
+    InvalidAudience,
+    InvalidClaim,
+    InvalidIssuer,
+    MissingClaim,
+    TokenExpired,
+    TokenLifetimeTooLong,
+    TokenNotYetValid,
+)
+from zerotrust.identity import TrustDomain
+from zerotrust.tokens import ClaimsValidator, PrivateJWK, TokenVerifier, validate_claims
+from zerotrust.tokens.signature import SignatureVerifier
+
+from .conftest import AUDIENCE, ISSUER, NOW, T0, claims, mint
+
+Factory = Callable[..., TokenVerifier]
+
+
+@pytest.fixture
+def check(clock: FixedClock) -> Callable[..., tuple[float, float]]:
+    """``check(claims, at=T0, **validator_settings)``."""
+
+    def run(values: dict[str, Any], at: float = T0, **settings: Any) -> tuple[float, float]:
+        options: dict[str, Any] = {"issuer": ISSUER, "audience": AUDIENCE, "clock": clock}
+        options.update(settings)
+        return ClaimsValidator(**options).check(values, at)
+
+    return run
+
+
+def test_valid_claims_and_window(check: Any) -> None:
+    assert check(claims()) == (T0 - 60, T0 + 300)
+
+
+# --- iss -----------------------------------------------------------------------------------------
+
+
+def test_iss_required(check: Any) -> None:
+    with pytest.raises(MissingClaim, match="iss"):
+        check(claims(iss=None))
+
+
+@pytest.mark.parametrize("iss", ["https://other.example", 1, True, ["https://issuer.example"]])
+def test_iss_exact(check: Any, iss: Any) -> None:
+    with pytest.raises(InvalidIssuer):
+        check(claims(iss=iss))
+
+
+# --- aud -----------------------------------------------------------------------------------------
+
+
+def test_aud_required(check: Any) -> None:
+    with pytest.raises(MissingClaim, match="aud"):
+        check(claims(aud=None))
+
+
+@pytest.mark.parametrize("aud", [AUDIENCE, [AUDIENCE], ("x", AUDIENCE), ["a", "b", AUDIENCE]])
+def test_aud_matches(check: Any, aud: Any) -> None:
+    check(claims(aud=aud))
+
+
+@pytest.mark.parametrize("aud", ["other", ["other"], AUDIENCE + "/x", AUDIENCE[:-1]])
+def test_aud_mismatch(check: Any, aud: Any) -> None:
+    with pytest.raises(InvalidAudience):
+        check(claims(aud=aud))
+
+
+@pytest.mark.parametrize("aud", [[], [AUDIENCE, 1], 5, {"a": 1}, True, [[AUDIENCE]]])
+def test_aud_wrong_type(check: Any, aud: Any) -> None:
+    with pytest.raises(InvalidClaim):
+        check(claims(aud=aud))
+
+
+def test_several_configured_audiences(check: Any) -> None:
+    check(claims(aud="b"), audience=["a", "b"])
+    with pytest.raises(InvalidAudience):
+        check(claims(aud="c"), audience=["a", "b"])
+
+
+# --- exp / nbf / iat and the leeway edges --------------------------------------------------------
+
+
+def test_exp_required(check: Any) -> None:
+    with pytest.raises(MissingClaim, match="exp"):
+        check(claims(exp=None))
+
+
+def test_exp_edges_with_leeway(check: Any) -> None:
+    exp = T0 + 300
+    check(claims(), at=exp + 59.999)
+    with pytest.raises(TokenExpired):
+        check(claims(), at=exp + 60)
+    check(claims(), at=exp - 0.001, leeway=0)
+    with pytest.raises(TokenExpired):
+        check(claims(), at=exp, leeway=0)
+
+
+def test_nbf_edges_with_leeway(check: Any) -> None:
+    nbf = T0 + 100
+    values = claims(nbf=nbf, iat=None)
+    check(values, at=nbf - 60)
+    with pytest.raises(TokenNotYetValid):
+        check(values, at=nbf - 60.001)
+    check(values, at=nbf, leeway=0)
+    with pytest.raises(TokenNotYetValid):
+        check(values, at=nbf - 0.001, leeway=0)
+
+
+def test_iat_in_the_future(check: Any) -> None:
+    iat = T0 + 100
+    values = claims(iat=iat, nbf=None)
+    assert check(values, at=iat - 60) == (iat - 60, T0 + 300)
+    with pytest.raises(TokenNotYetValid, match="iat"):
+        check(values, at=iat - 60.5)
+
+
+def test_nbf_and_iat_are_optional(check: Any) -> None:
+    assert check(claims(nbf=None, iat=None)) == (-math.inf, T0 + 300)
+
+
+def test_exp_before_iat(check: Any) -> None:
+    with pytest.raises(InvalidClaim, match="before"):
+        check(claims(iat=T0, exp=T0 - 10), at=T0 - 20)
+
+
+@pytest.mark.parametrize("name", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize(
+    "value",
+    [True, False, "1767268800", [T0], {"t": T0}, math.nan, math.inf, -math.inf, 10**400, 1e16],
+)
+def test_numeric_dates_must_be_sane_numbers(check: Any, name: str, value: Any) -> None:
+    with pytest.raises(InvalidClaim, match=name):
+        check(claims(**{name: value}))
+
+
+def test_float_dates_are_accepted(check: Any) -> None:
+    check(claims(exp=T0 + 300.5, iat=T0 - 0.25, nbf=float(T0)))
+
+
+# --- max_lifetime --------------------------------------------------------------------------------
+
+
+def test_max_lifetime(check: Any) -> None:
+    check(claims(), max_lifetime=300)
+    with pytest.raises(TokenLifetimeTooLong):
+        check(claims(), max_lifetime=299)
+    # without iat, nbf is the start
+    check(claims(iat=None), max_lifetime=300)
+    with pytest.raises(TokenLifetimeTooLong):
+        check(claims(iat=None, nbf=T0 - 1), max_lifetime=300)
+    with pytest.raises(MissingClaim, match="iat"):
+        check(claims(iat=None, nbf=None), max_lifetime=300)
+
+
+# --- registered claim types ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("sub", 5),
+        ("sub", ["a"]),
+        ("jti", 1),
+        ("client_id", 1),
+        ("scope", ["read"]),
+        ("scp", 5),
+        ("scp", ["read", 1]),
+        ("cnf", "thumb"),
+        ("act", "someone"),
+        ("act", {"sub": "a", "act": "b"}),
+    ],
+)
+def test_registered_claim_types(check: Any, name: str, value: Any) -> None:
+    with pytest.raises(InvalidClaim, match=name):
+        check(claims(**{name: value}))
+
+
+def test_required_claims(check: Any) -> None:
+    check(claims(tenant="t1"), required_claims=["tenant"])
+    with pytest.raises(MissingClaim, match="tenant"):
+        check(claims(), required_claims=["tenant"])
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+
+def test_jwt_svid_profile(check: Any) -> None:
+    settings = {"token_type": "jwt-svid", "issuer": "spiffe://example.org/spire"}
+    good = claims(iss="spiffe://example.org/spire", sub="spiffe://example.org/ns/a")
+    check(good, **settings)
+    with pytest.raises(MissingClaim, match="sub"):
+        check({k: v for k, v in good.items() if k != "sub"}, **settings)
+    for sub in ("not-a-spiffe-id", "spiffe://EXAMPLE.org/x", "spiffe://example.org/a/../b", 7):
+        with pytest.raises(InvalidClaim):
+            check({**good, "sub": sub}, **settings)
+    with pytest.raises(InvalidClaim, match="trust domain"):
+        check({**good, "sub": "spiffe://other.org/ns/a"}, **settings)
+
+
+def test_jwt_svid_trust_domain_argument(check: Any) -> None:
+    good = claims(sub="spiffe://example.org/ns/a")
+    check(good, token_type="jwt-svid", trust_domain="example.org")
+    check(good, token_type="jwt-svid", trust_domain=TrustDomain("example.org"))
+    with pytest.raises(InvalidClaim):
+        check(good, token_type="jwt-svid", trust_domain="other.org")
+    validator = ClaimsValidator(issuer="spiffe://example.org", audience="a", token_type="jwt-svid")
+    assert validator.trust_domain == TrustDomain("example.org")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"token_type": "jwt-svid"},  # issuer is not a SPIFFE ID and no trust_domain
+        {"token_type": "jwt-svid", "trust_domain": "Not Valid"},
+        {"token_type": "jwt-svid", "issuer": "spiffe://example.org", "trust_domain": "other.org"},
+        {"token_type": "jwt-svid", "issuer": "spiffe://bad..id/x/../y"},
+        {"trust_domain": "example.org"},  # only meaningful for jwt-svid
+        {"token_type": "JWT"},
+    ],
+)
+def test_profile_configuration_errors(settings: dict[str, Any]) -> None:
+    options: dict[str, Any] = {"issuer": ISSUER, "audience": AUDIENCE}
+    options.update(settings)
+    with pytest.raises(ConfigurationError):
+        ClaimsValidator(**options)
+
+
+def test_at_jwt_profile(check: Any) -> None:
+    good = claims(client_id="client-1")
+    check(good, token_type="at+jwt")
+    for missing in ("client_id", "iat", "jti", "sub"):
+        values = {k: v for k, v in good.items() if k != missing}
+        with pytest.raises(MissingClaim, match=missing):
+            check(values, token_type="at+jwt")
+
+
+def test_profiles_are_mutually_exclusive_end_to_end(es256: PrivateJWK, clock: FixedClock) -> None:
+    at = mint(es256, claims(client_id="c"), {"alg": "ES256", "kid": es256.kid, "typ": "at+jwt"})
+    svid = mint(es256, claims(sub="spiffe://example.org/x"))
+    common: dict[str, Any] = {
+        "audience": AUDIENCE,
+        "keys": es256.public(),
+        "algorithms": ["ES256"],
+        "clock": clock,
+    }
+    at_verifier = TokenVerifier(issuer=ISSUER, token_type="at+jwt", **common)
+    svid_verifier = TokenVerifier(
+        issuer=ISSUER, token_type="jwt-svid", trust_domain="example.org", **common
+    )
+    generic = TokenVerifier(issuer=ISSUER, **common)
+    assert at_verifier.verify(at).client_id == "c"
+    assert svid_verifier.verify(svid).subject == "spiffe://example.org/x"
+    assert generic.verify(svid)
+    from zerotrust.errors import InvalidTokenType
+
+    for verifier, token in ((svid_verifier, at), (generic, at), (at_verifier, svid)):
+        with pytest.raises(InvalidTokenType):
+            verifier.verify(token)
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"issuer": ""},
+        {"issuer": None},
+        {"audience": ""},
+        {"audience": []},
+        {"audience": ["a", ""]},
+        {"audience": b"aud"},
+        {"audience": 5},
+        {"leeway": -1},
+        {"leeway": 601},
+        {"leeway": "60"},
+        {"leeway": True},
+        {"max_lifetime": 0},
+        {"max_lifetime": math.inf},
+        {"max_lifetime": "1"},
+        {"required_claims": "sub"},
+        {"required_claims": [""]},
+        {"clock": object()},
+    ],
+)
+def test_validator_configuration_errors(settings: dict[str, Any]) -> None:
+    options: dict[str, Any] = {"issuer": ISSUER, "audience": AUDIENCE}
+    options.update(settings)
+    with pytest.raises(ConfigurationError):
+        ClaimsValidator(**options)
+
+
+def test_validate_claims_one_shot(es256: PrivateJWK, clock: FixedClock) -> None:
+    signed = SignatureVerifier(keys=es256.public(), algorithms=["ES256"]).verify(
+        mint(es256, claims())
+    )
+    token = validate_claims(signed, issuer=ISSUER, audience=AUDIENCE, clock=clock)
+    assert token.expires_at.timestamp() == T0 + 300
+    clock.set(NOW.replace(year=2030))
+    with pytest.raises(TokenExpired):
+        validate_claims(signed, issuer=ISSUER, audience=AUDIENCE, clock=clock)
+    validator = ClaimsValidator(issuer=ISSUER, audience=[AUDIENCE, "b"], clock=clock)
+    assert validator.issuer == ISSUER
+    assert validator.audiences == {AUDIENCE, "b"}
+    assert validator.trust_domain is None

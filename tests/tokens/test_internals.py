@@ -1,0 +1,154 @@
+"""Strict base64url, strict JSON, the algorithm table, and the package's public names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+import zerotrust.tokens
+from zerotrust.errors import ConfigurationError
+from zerotrust.tokens._b64 import b64url_decode, b64url_encode, is_canonical
+from zerotrust.tokens._json import MAX_DEPTH, JSONError, depth_ok, freeze, loads_object, thaw
+from zerotrust.tokens.algorithms import (
+    ASYMMETRIC_ALGORITHMS,
+    EC_CURVES,
+    HMAC_ALGORITHMS,
+    JWT_SVID_ALGORITHMS,
+    SUPPORTED_ALGORITHMS,
+    check_allowlist,
+    is_none,
+)
+
+# --- base64url ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("", True),
+        ("AA", True),
+        ("AB", False),  # non-zero unused bits
+        ("AAA", True),
+        ("AAB", False),
+        ("AAAA", True),
+        ("A", False),
+        ("AAAAA", False),
+        ("AA==", False),
+        ("A+A/", False),
+        ("AA AA", False),
+        ("-_-_", True),
+        ("é", False),
+    ],
+)
+def test_canonical_base64url(text: str, ok: bool) -> None:
+    if ok:
+        assert b64url_encode(b64url_decode(text)) == text
+    else:
+        with pytest.raises(ValueError):
+            b64url_decode(text)
+    if text.isascii():
+        assert is_canonical(text.encode()) is ok
+
+
+# --- JSON ----------------------------------------------------------------------------------------
+
+
+def test_depth_bound_without_recursion() -> None:
+    assert depth_ok("{" * MAX_DEPTH + "}" * MAX_DEPTH)
+    assert not depth_ok("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
+    assert not depth_ok("[" * 100_000)
+    # brackets inside strings (even escaped quotes) do not count
+    text = '{"a":"' + "[{" * 50 + '\\"' + '","b":[[1]]}'
+    assert depth_ok(text)
+    assert dict(loads_object(text))["b"] == ((1,),)
+    assert not depth_ok("[}" * 20)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " ",
+        "[]",
+        "null",
+        '"x"',
+        "{",
+        '{"a":1}}',
+        '{"a":1} x',
+        '{"a":1,"a":2}',
+        '{"o":{"a":1,"a":1}}',
+        '{"a":NaN}',
+        '{"a":Infinity}',
+        '{"a":-Infinity}',
+        '{"a":1e400}',
+        '{"a":"\x01"}',
+        "\ufeff{}",
+        '{"a":' + "[" * 20 + "]" * 20 + "}",
+    ],
+)
+def test_strict_json_refusals(text: str) -> None:
+    with pytest.raises(JSONError):
+        loads_object(text)
+
+
+def test_strict_json_bytes_and_freeze() -> None:
+    with pytest.raises(JSONError):
+        loads_object(b"\xff{}")
+    value = loads_object(b' \n{"a": [1, {"b": [true, null]}], "c": 1.5}\t')
+    assert value["a"][1]["b"] == (True, None)
+    with pytest.raises(TypeError):
+        value["a"][1]["b"] = 1  # type: ignore[index]
+    assert thaw(value) == {"a": [1, {"b": [True, None]}], "c": 1.5}
+    assert thaw(freeze({"x": [{"y": (1,)}]})) == {"x": [{"y": [1]}]}
+
+
+# --- algorithms ----------------------------------------------------------------------------------
+
+
+def test_curve_orders_match_cryptography() -> None:
+    for algorithm, (_, curve_cls, size, order) in EC_CURVES.items():
+        curve = curve_cls()
+        assert (curve.key_size + 7) // 8 == size, algorithm
+        group_order = getattr(curve, "group_order", None)
+        if group_order is not None:
+            assert group_order == order
+        ec.derive_private_key(order - 1, curve)
+        with pytest.raises(ValueError):
+            ec.derive_private_key(order, curve)
+
+
+def test_algorithm_sets() -> None:
+    assert HMAC_ALGORITHMS.isdisjoint(ASYMMETRIC_ALGORITHMS)
+    assert SUPPORTED_ALGORITHMS == HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
+    assert JWT_SVID_ALGORITHMS <= ASYMMETRIC_ALGORITHMS
+    assert "EdDSA" not in JWT_SVID_ALGORITHMS
+    assert not any(is_none(name) for name in SUPPORTED_ALGORITHMS)
+
+
+@pytest.mark.parametrize(
+    "algorithms",
+    [["ES256", "HS256"], ["ES256", "es256"], ["none"], ["NoNe"], [b"ES256"], 5, "ES256"],
+)
+def test_allowlist_refusals(algorithms: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        check_allowlist(algorithms)
+
+
+def test_allowlist_accepts_iterables() -> None:
+    assert check_allowlist(("ES256", "EdDSA")) == {"ES256", "EdDSA"}
+    assert check_allowlist(iter(["HS256", "HS512"])) == {"HS256", "HS512"}
+
+
+# --- public names --------------------------------------------------------------------------------
+
+
+def test_public_names_are_sorted_and_importable() -> None:
+    names = zerotrust.tokens.__all__
+    # isort style (as ruff's RUF022 keeps it): CONSTANTS, then Classes, then functions
+    assert names == sorted(
+        names, key=lambda n: (0 if n.isupper() else 1 if n[0].isupper() else 2, n)
+    )
+    for name in names:
+        assert getattr(zerotrust.tokens, name) is not None

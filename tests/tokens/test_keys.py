@@ -1,0 +1,352 @@
+"""JWK / PrivateJWK: parsing, algorithm binding, validation, thumbprints, PEM/DER."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, x25519
+
+from zerotrust.dev import DevCA
+from zerotrust.errors import ConfigurationError
+from zerotrust.tokens import JWK, PrivateJWK
+from zerotrust.tokens.algorithms import EC_CURVES
+
+from .conftest import b64
+from .test_rfc_vectors import A3_KEY, A4_KEY, ED_KEY
+
+PEM = serialization.Encoding.PEM
+DER = serialization.Encoding.DER
+SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithm"),
+    [
+        (ec.generate_private_key(ec.SECP256R1()).public_key(), "ES256"),
+        (ec.generate_private_key(ec.SECP384R1()).public_key(), "ES384"),
+        (ec.generate_private_key(ec.SECP521R1()).public_key(), "ES512"),
+        (ed25519.Ed25519PrivateKey.generate().public_key(), "EdDSA"),
+        (ed448.Ed448PrivateKey.generate().public_key(), "EdDSA"),
+    ],
+)
+def test_algorithm_is_inferred_from_the_key(key: Any, algorithm: str) -> None:
+    jwk = JWK(key)
+    assert jwk.algorithm == algorithm
+    again = JWK.from_dict(jwk.to_public_dict())
+    assert again == jwk
+    assert again.to_public_dict()["alg"] == algorithm
+
+
+def test_rsa_defaults_to_rs256_and_binds_pss_when_asked(rsa_key: PrivateJWK) -> None:
+    public = rsa_key.private_key.public_key()
+    assert JWK(public).algorithm == "RS256"  # type: ignore[arg-type]
+    assert JWK(public, algorithm="PS512").algorithm == "PS512"  # type: ignore[arg-type]
+
+
+def test_alg_member_binds_the_key() -> None:
+    assert JWK.from_dict({**A3_KEY, "alg": "ES256"}).algorithm == "ES256"
+    assert JWK.from_dict(A4_KEY).algorithm == "ES512"
+    assert JWK.from_dict(ED_KEY).algorithm == "EdDSA"
+
+
+@pytest.mark.parametrize(
+    ("members", "alg"),
+    [
+        (A3_KEY, "ES384"),
+        (A3_KEY, "ES512"),
+        (A3_KEY, "RS256"),
+        (A3_KEY, "EdDSA"),
+        (A3_KEY, "HS256"),
+        (A4_KEY, "ES256"),
+        (ED_KEY, "ES256"),
+        (ED_KEY, "RS256"),
+        (A3_KEY, "none"),
+        (A3_KEY, "es256"),
+        (A3_KEY, 256),
+    ],
+)
+def test_alg_kty_mismatch_is_rejected(members: dict[str, str], alg: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        JWK.from_dict({**members, "alg": alg})
+
+
+def test_invalid_curve_point_is_rejected() -> None:
+    x = int.from_bytes(b"\x01" * 32, "big")
+    y = int.from_bytes(b"\x02" * 32, "big")
+    members = {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": b64(x.to_bytes(32, "big")),
+        "y": b64(y.to_bytes(32, "big")),
+    }
+    with pytest.raises(ConfigurationError, match="not on the curve"):
+        JWK.from_dict(members)
+    # a real point of P-256 given as a P-384 key is refused too (wrong size, then off-curve)
+    with pytest.raises(ConfigurationError):
+        JWK.from_dict({**A3_KEY, "crv": "P-384"})
+
+
+def test_ec_coordinates_must_have_the_full_size() -> None:
+    short = {**A3_KEY, "x": b64(b"\x00" + b"\x01" * 30)}
+    with pytest.raises(ConfigurationError, match="exactly 32 bytes"):
+        JWK.from_dict(short)
+
+
+@pytest.mark.parametrize("bits", [1024, 1536, 2047])
+def test_small_rsa_is_rejected(bits: int) -> None:
+    # numbers only: no need to generate a real small key
+    n = (1 << (bits - 1)) | 1
+    members = {"kty": "RSA", "n": b64(n.to_bytes((bits + 7) // 8, "big")), "e": "AQAB"}
+    with pytest.raises(ConfigurationError, match="at least 2048"):
+        JWK.from_dict(members)
+
+
+def test_small_rsa_private_key_is_rejected() -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    with pytest.raises(ConfigurationError, match="at least 2048"):
+        JWK(key.public_key())
+    with pytest.raises(ConfigurationError, match="at least 2048"):
+        PrivateJWK(key)
+
+
+@pytest.mark.parametrize("e", [1, 2, 4, 65536, 1 << 64])
+def test_bad_rsa_exponent_is_rejected(rsa_key: PrivateJWK, e: int) -> None:
+    members = rsa_key.public().to_public_dict()
+    members["e"] = b64(e.to_bytes((e.bit_length() + 7) // 8, "big"))
+    with pytest.raises(ConfigurationError):
+        JWK.from_dict(members)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"kty": "oct", "k": "AAAA"},
+        {"kty": "EC", "crv": "secp256k1", "x": "AA", "y": "AA"},
+        {"kty": "OKP", "crv": "X25519", "x": b64(b"\x09" * 32)},
+        {"kty": "OKP", "crv": "Ed25519", "x": b64(b"\x01" * 31)},
+        {"kty": "RSA", "n": "AQAB"},
+        {"kty": "EC", "crv": "P-256", "x": A3_KEY["x"]},
+        {"kty": "EC", "crv": "P-256", "x": A3_KEY["x"] + "=", "y": A3_KEY["y"]},
+        {"kty": "EC", "crv": "P-256", "x": 5, "y": A3_KEY["y"]},
+        {"kty": "XYZ"},
+        {},
+        {"kty": None},
+    ],
+)
+def test_unusable_jwks_are_rejected(members: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        JWK.from_dict(members)
+
+
+def test_not_a_mapping_is_rejected() -> None:
+    with pytest.raises(ConfigurationError):
+        JWK.from_dict(["kty", "EC"])  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        JWK(x25519.X25519PrivateKey.generate().public_key())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        JWK(ec.generate_private_key(ec.SECP256R1()))  # type: ignore[arg-type]
+
+
+def test_private_members_are_refused_by_jwk() -> None:
+    from .test_rfc_vectors import A3_D
+
+    with pytest.raises(ConfigurationError, match="private key material"):
+        JWK.from_dict({**A3_KEY, "d": A3_D})
+
+
+@pytest.mark.parametrize("use", ["sig", "jwt-svid", None])
+def test_use_sig_and_jwt_svid_are_accepted(use: str | None) -> None:
+    members = dict(A3_KEY) if use is None else {**A3_KEY, "use": use}
+    assert JWK.from_dict(members).use == use
+
+
+@pytest.mark.parametrize("use", ["enc", "x509-svid", "", 1])
+def test_other_uses_are_rejected(use: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        JWK.from_dict({**A3_KEY, "use": use})
+
+
+def test_key_ops_must_allow_verify() -> None:
+    assert JWK.from_dict({**A3_KEY, "key_ops": ["verify"]}).key_ops == ("verify",)
+    for ops in (["sign"], [], "verify", ["verify", "verify"], [1]):
+        with pytest.raises(ConfigurationError):
+            JWK.from_dict({**A3_KEY, "key_ops": ops})
+
+
+@pytest.mark.parametrize("kid", ["", 5, "x" * 1025])
+def test_bad_kid_is_rejected(kid: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        JWK.from_dict({**A3_KEY, "kid": kid})
+
+
+def test_thumbprint_ignores_optional_members() -> None:
+    plain = JWK.from_dict(A3_KEY)
+    decorated = JWK.from_dict({**A3_KEY, "kid": "k", "use": "sig", "alg": "ES256"})
+    assert plain.thumbprint() == decorated.thumbprint()
+    assert plain != decorated  # equality includes the binding and kid
+    assert len({plain, decorated, JWK.from_dict(A3_KEY)}) == 2
+
+
+def test_rsa_leading_zero_in_modulus_is_normalised(rsa_key: PrivateJWK) -> None:
+    members = rsa_key.public().to_public_dict()
+    from zerotrust.tokens._b64 import b64url_decode
+
+    padded = {**members, "n": b64(b"\x00" + b64url_decode(members["n"]))}
+    assert JWK.from_dict(padded).thumbprint() == rsa_key.public().thumbprint()
+
+
+def test_to_public_dict_round_trip(es256: PrivateJWK) -> None:
+    public = es256.public()
+    document = public.to_public_dict()
+    assert document["kid"] == "es256-1"
+    assert "d" not in document
+    assert JWK.from_dict(document) == public
+
+
+def test_jwk_is_immutable(es256: PrivateJWK) -> None:
+    public = es256.public()
+    with pytest.raises(AttributeError):
+        public._alg = "ES384"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del public._kid
+    with pytest.raises(AttributeError):
+        es256._key = None  # type: ignore[assignment, misc]
+
+
+def test_repr_never_shows_key_material(es256: PrivateJWK) -> None:
+    text = repr(es256) + repr(es256.public())
+    assert "es256-1" in text
+    for member in ("x", "y"):
+        assert es256.public().to_public_dict()[member] not in text
+
+
+def test_from_pem_accepts_pem_der_and_certificates(ca: DevCA, es256: PrivateJWK) -> None:
+    public = es256.private_key.public_key()
+    for data in (public.public_bytes(PEM, SPKI), public.public_bytes(DER, SPKI)):
+        assert JWK.from_pem(data, kid="a").thumbprint() == es256.thumbprint()
+    assert JWK.from_pem(public.public_bytes(PEM, SPKI).decode()).algorithm == "ES256"
+    cert = ca.root_certificate
+    for data in (cert.public_bytes(PEM), cert.public_bytes(DER)):
+        assert JWK.from_pem(data).public_key == cert.public_key()
+    assert JWK.from_public_key(cert).public_key == cert.public_key()
+    with pytest.raises(ConfigurationError):
+        JWK.from_pem(b"not a key")
+    with pytest.raises(ConfigurationError):
+        JWK.from_pem(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+
+
+def test_private_jwk_from_pem_and_dict(es256: PrivateJWK) -> None:
+    pem = es256.private_key.private_bytes(
+        PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    loaded = PrivateJWK.from_pem(pem, kid="k")
+    assert loaded.public().thumbprint() == es256.thumbprint()
+    der = es256.private_key.private_bytes(
+        DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    assert PrivateJWK.from_pem(der).algorithm == "ES256"
+    with pytest.raises(ConfigurationError):
+        PrivateJWK.from_pem(b"garbage")
+
+
+def test_private_jwk_rejects_mismatched_members(es256: PrivateJWK) -> None:
+    from .test_rfc_vectors import A3_D
+
+    other = es256.public().to_public_dict()
+    with pytest.raises(ConfigurationError, match="does not match"):
+        PrivateJWK.from_dict({**other, "d": A3_D})
+    with pytest.raises(ConfigurationError):
+        PrivateJWK.from_dict(A3_KEY)  # no d
+    with pytest.raises(ConfigurationError):
+        PrivateJWK.from_dict({**A3_KEY, "d": A3_D, "key_ops": ["verify"]})
+
+
+def test_private_rsa_jwk_with_crt_members(rsa_key: PrivateJWK) -> None:
+    numbers = rsa_key.private_key.private_numbers()  # type: ignore[union-attr]
+
+    def enc(value: int) -> str:
+        return b64(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+    members = {
+        **rsa_key.public().to_public_dict(),
+        "d": enc(numbers.d),
+        "p": enc(numbers.p),
+        "q": enc(numbers.q),
+        "dp": enc(numbers.dmp1),
+        "dq": enc(numbers.dmq1),
+        "qi": enc(numbers.iqmp),
+    }
+    assert PrivateJWK.from_dict(members).public() == rsa_key.public()
+    partial = {k: v for k, v in members.items() if k != "qi"}
+    with pytest.raises(ConfigurationError, match="some but not all"):
+        PrivateJWK.from_dict(partial)
+    with pytest.raises(ConfigurationError, match="multi-prime"):
+        PrivateJWK.from_dict({**members, "oth": []})
+
+
+def test_ed_private_jwk_round_trip() -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    raw = key.private_bytes(
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )
+    members = {**JWK(key.public_key()).to_public_dict(), "d": b64(raw)}
+    assert PrivateJWK.from_dict(members).public().public_key == key.public_key()
+    wrong = {**members, "x": b64(b"\x01" * 32)}
+    with pytest.raises(ConfigurationError):
+        PrivateJWK.from_dict(wrong)
+
+
+@pytest.mark.parametrize("alg", ["ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256"])
+def test_generate_sign_and_verify(alg: str) -> None:
+    key = PrivateJWK.generate(alg, kid="k")
+    signature = key.sign(b"data")
+    assert key.public()._verify(signature, b"data")
+    assert not key.public()._verify(signature, b"other")
+    if alg in EC_CURVES:
+        assert len(signature) == 2 * EC_CURVES[alg][2]
+
+
+def test_generate_rejects_unknown_algorithms() -> None:
+    for alg in ("HS256", "none", "ES256K"):
+        with pytest.raises(ConfigurationError):
+            PrivateJWK.generate(alg)
+
+
+def test_with_kid_keeps_key_and_algorithm(ps256: PrivateJWK) -> None:
+    renamed = ps256.with_kid("new")
+    assert renamed.kid == "new"
+    assert renamed.algorithm == "PS256"
+    assert renamed.thumbprint() == ps256.thumbprint()
+
+
+def test_private_key_type_and_alg_mismatch() -> None:
+    with pytest.raises(ConfigurationError):
+        PrivateJWK(ec.generate_private_key(ec.SECP256R1()), algorithm="ES384")
+    with pytest.raises(ConfigurationError):
+        PrivateJWK(ec.generate_private_key(ec.SECP256R1()).public_key())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        PrivateJWK(ec.generate_private_key(ec.SECP192R1()))
+
+
+def test_keys_do_not_pickle_secrets(es256: PrivateJWK) -> None:
+    with pytest.raises(TypeError):
+        pickle.dumps(es256)
+
+
+@pytest.mark.parametrize("data", ["-----BEGIN PUBLIC KEY-----\né\n", 5, None])
+def test_from_pem_refuses_non_key_input(data: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        JWK.from_pem(data)
+    with pytest.raises(ConfigurationError):
+        PrivateJWK.from_pem(data)
+
+
+@pytest.mark.parametrize("algorithm", [["ES256"], 256, "none", ""])
+def test_algorithm_argument_must_be_a_known_name(algorithm: Any, es256: PrivateJWK) -> None:
+    with pytest.raises(ConfigurationError):
+        JWK(es256.private_key.public_key(), algorithm=algorithm)  # type: ignore[arg-type]

@@ -1,0 +1,409 @@
+"""Step 1: bounds, segments, header rules, key selection and signatures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from zerotrust.errors import (
+    AlgorithmNotAllowed,
+    ConfigurationError,
+    InvalidSignature,
+    InvalidTokenType,
+    KeysUnavailable,
+    MalformedToken,
+    TokenTooLarge,
+    UnknownKey,
+    UnsupportedTokenFeature,
+)
+from zerotrust.tokens import (
+    JWK,
+    JWKSet,
+    KeyRequest,
+    PrivateJWK,
+    SecretKey,
+    SignatureVerifier,
+    StaticKeySource,
+    TokenVerifier,
+    verify_signature,
+)
+
+from .conftest import b64, b64json, claims, mint
+from .test_cves import CountingSource
+
+Factory = Callable[..., TokenVerifier]
+
+
+def _verifier(key: PrivateJWK | SecretKey, **kwargs: Any) -> SignatureVerifier:
+    keys = key if isinstance(key, SecretKey) else key.public()
+    return SignatureVerifier(keys=keys, algorithms=[key.algorithm], **kwargs)
+
+
+# --- bounds --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [None, 5, 1.5, ["a.b.c"], {"t": 1}, object()])
+def test_token_must_be_str_or_bytes(token: Any, es256: PrivateJWK) -> None:
+    with pytest.raises(MalformedToken, match="str or bytes"):
+        _verifier(es256).verify(token)
+
+
+def test_bytes_bytearray_and_memoryview_tokens(es256: PrivateJWK) -> None:
+    token = mint(es256, claims())
+    verifier = _verifier(es256)
+    for form in (token, token.encode(), bytearray(token.encode()), memoryview(token.encode())):
+        assert verifier.verify(form).key_id == es256.kid  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("token", ["", "é.a.b", "a.b.c\u2028", b"\xff.a.b"])
+def test_non_ascii_or_empty_is_malformed(token: Any, es256: PrivateJWK) -> None:
+    with pytest.raises(MalformedToken):
+        _verifier(es256).verify(token)
+
+
+def test_max_token_size_is_exact(es256: PrivateJWK) -> None:
+    token = mint(es256, claims())
+    assert _verifier(es256, max_token_size=len(token)).verify(token)
+    with pytest.raises(TokenTooLarge):
+        _verifier(es256, max_token_size=len(token) - 1).verify(token)
+    with pytest.raises(TokenTooLarge):
+        _verifier(es256, max_token_size=len(token) - 1).verify(token.encode())
+
+
+@pytest.mark.parametrize("size", [0, 255, 1 << 21, 8192.0, True])
+def test_max_token_size_bounds(size: Any, es256: PrivateJWK) -> None:
+    with pytest.raises(ConfigurationError):
+        _verifier(es256, max_token_size=size)
+
+
+@pytest.mark.parametrize("token", ["a", "a.b", "a.b.c.d", "a.b.c.d.e.f", "...", "a..b.c"])
+def test_segment_count(token: str, es256: PrivateJWK) -> None:
+    with pytest.raises(MalformedToken):
+        _verifier(es256).verify(token)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda h, p, s: (h + "=", p, s),  # padding
+        lambda h, p, s: (h, p + "=", s),
+        lambda h, p, s: (h, p, s + "=="),
+        lambda h, p, s: (h, p.replace("-", "+").replace("_", "/") + "+/", s),  # std alphabet
+        lambda h, p, s: (h, p[:10] + " " + p[10:], s),  # whitespace
+        lambda h, p, s: (h, p[:10] + "\n" + p[10:], s),
+        lambda h, p, s: (h, p, s + "AAA"),  # length 1 mod 4
+        lambda h, p, s: (h, p, s[:-1] + "B"),  # non-canonical trailing bits (86 chars)
+    ],
+)
+def test_strict_base64url(mutate: Any, es256: PrivateJWK) -> None:
+    h, p, s = mint(es256, claims()).split(".")
+    with pytest.raises(MalformedToken):
+        _verifier(es256).verify(".".join(mutate(h, p, s)))
+
+
+def test_non_canonical_trailing_bits_in_header(es256: PrivateJWK) -> None:
+    # {"alg":"ES256"} encodes to 20 chars (length 0 mod 4); add a key so the length is 2 mod 4
+    header = b64json({"alg": "ES256", "kid": es256.kid, "x": 1})
+    assert len(header) % 4 in (2, 3)
+    last = header[-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    bumped = alphabet[alphabet.index(last) + 1]
+    token = mint(es256, claims(), {"alg": "ES256", "kid": es256.kid, "x": 1})
+    _, p, s = token.split(".")
+    with pytest.raises(MalformedToken):
+        _verifier(es256).verify(header[:-1] + bumped + "." + p + "." + s)
+
+
+# --- header rules --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b64(b"not json"),
+        b64(b"[1,2]"),
+        b64(b'"str"'),
+        b64(b'{"alg":"ES256","alg":"ES256"}'),
+        b64(b'{"alg":"ES256"} trailing'),
+        b64(b'{"alg":"ES256","n":NaN}'),
+        b64(b'{"alg":"ES256","n":1e999}'),
+        b64(b'{"alg":"ES256","deep":' + b"[" * 40 + b"]" * 40 + b"}"),
+        b64(b'\xef\xbb\xbf{"alg":"ES256"}'),
+        b64(b'{"alg":"ES256"}\xff'),
+        b64json({"alg": 256}),
+        b64json({"typ": "JWT"}),
+        b64json({"alg": "ES256", "kid": ""}),
+        b64json({"alg": "ES256", "kid": 7}),
+        b64json({"alg": "ES256", "kid": "k" * 1025}),
+        b64json({"alg": "ES256", "typ": 1}),
+        b64json({"alg": "ES256", "cty": 1}),
+        b64json({"alg": "ES256", "pad": "x" * 4000}),
+    ],
+)
+def test_malformed_headers(header: str, es256: PrivateJWK) -> None:
+    with pytest.raises(MalformedToken):
+        _verifier(es256).verify(header + ".e30.AAAA")
+
+
+def test_deep_header_never_reaches_recursion_error(es256: PrivateJWK) -> None:
+    header = b64(b'{"alg":"ES256","d":' + b"[" * 3000 + b"]" * 3000 + b"}")
+    with pytest.raises(MalformedToken):
+        _verifier(es256, max_token_size=65536).verify(header + ".e30.AAAA")
+
+
+@pytest.mark.parametrize("alg", ["ES384", "RS256", "HS256", "es256", "ES256 ", "", "PS256"])
+def test_alg_outside_allowlist(alg: str, es256: PrivateJWK) -> None:
+    with pytest.raises(AlgorithmNotAllowed):
+        _verifier(es256).verify(mint(es256, claims(), {"alg": alg, "kid": es256.kid}))
+
+
+@pytest.mark.parametrize("cty", ["JWT", "jwt", "application/JWT"])
+def test_nested_jwt_refused(cty: str, es256: PrivateJWK) -> None:
+    with pytest.raises(UnsupportedTokenFeature):
+        _verifier(es256).verify(mint(es256, claims(), cty=cty))
+
+
+def test_other_cty_values_are_ignored(es256: PrivateJWK) -> None:
+    assert _verifier(es256).verify(mint(es256, claims(), cty="application/example"))
+
+
+@pytest.mark.parametrize(
+    ("token_type", "typ", "ok"),
+    [
+        (None, None, True),
+        (None, "JWT", True),
+        (None, "jwt", True),
+        (None, "application/jwt", True),
+        (None, "at+jwt", False),
+        (None, "dpop+jwt", False),
+        (None, "JOSE", False),
+        (None, "secevent+jwt", False),
+        ("jwt-svid", None, True),
+        ("jwt-svid", "JWT", True),
+        ("jwt-svid", "JOSE", True),
+        ("jwt-svid", "at+jwt", False),
+        ("jwt-svid", "application/at+jwt", False),
+        ("at+jwt", "at+jwt", True),
+        ("at+jwt", "AT+JWT", True),
+        ("at+jwt", "application/at+jwt", True),
+        ("at+jwt", None, False),
+        ("at+jwt", "JWT", False),
+        ("at+jwt", "dpop+jwt", False),
+    ],
+)
+def test_typ_per_profile(
+    token_type: str | None, typ: str | None, ok: bool, es256: PrivateJWK
+) -> None:
+    header: dict[str, Any] = {"alg": "ES256", "kid": es256.kid}
+    if typ is not None:
+        header["typ"] = typ
+    verifier = _verifier(es256, token_type=token_type)
+    token = mint(es256, claims(), header)
+    if ok:
+        assert verifier.verify(token)
+    else:
+        with pytest.raises(InvalidTokenType):
+            verifier.verify(token)
+
+
+# --- key selection (kid) -------------------------------------------------------------------------
+
+
+def test_kid_absent_with_exactly_one_key(es256: PrivateJWK) -> None:
+    token = mint(es256, claims(), {"alg": "ES256"})
+    signed = _verifier(es256).verify(token)
+    assert signed.key_id == es256.kid  # reported from the selected key
+
+
+def test_kid_absent_with_several_keys_is_unknown(es256: PrivateJWK, es384: PrivateJWK) -> None:
+    keys = JWKSet([es256.public(), es384.public()])
+    verifier = SignatureVerifier(keys=keys, algorithms=["ES256", "ES384"])
+    with pytest.raises(UnknownKey):
+        verifier.verify(mint(es256, claims(), {"alg": "ES256"}))
+    assert verifier.verify(mint(es256, claims()))
+
+
+def test_unknown_kid_asks_the_source_once(es256: PrivateJWK) -> None:
+    source = CountingSource(JWKSet([es256.public()]))
+    verifier = SignatureVerifier(keys=source, algorithms=["ES256"])
+    with pytest.raises(UnknownKey, match="not found"):
+        verifier.verify(mint(es256, claims(), {"alg": "ES256", "kid": "other"}))
+    assert source.calls == [None, "other"]
+
+
+def test_refetch_finds_a_rotated_key(es256: PrivateJWK, es384: PrivateJWK) -> None:
+    class Rotating(CountingSource):
+        def get_keys(self, *, missing_kid: str | None = None) -> Any:
+            self.calls.append(missing_kid)
+            return JWKSet([es384.public()]) if missing_kid else self.keys
+
+    source = Rotating(JWKSet([es256.public()]))
+    verifier = SignatureVerifier(keys=source, algorithms=["ES256", "ES384"])
+    assert verifier.verify(mint(es384, claims())).key_id == es384.kid
+    assert source.calls == [None, es384.kid]
+
+
+def test_ambiguous_kid_is_refused(es256: PrivateJWK, attacker: PrivateJWK) -> None:
+    keys = JWKSet([es256.public(), attacker.public()])  # both use kid "es256-1"
+    verifier = SignatureVerifier(keys=StaticKeySource(keys), algorithms=["ES256"])
+    for signer in (es256, attacker):
+        with pytest.raises(UnknownKey, match="several"):
+            verifier.verify(mint(signer, claims()))
+
+
+def test_key_set_with_no_matching_key_is_a_configuration_error(es256: PrivateJWK) -> None:
+    with pytest.raises(ConfigurationError, match="no key"):
+        SignatureVerifier(keys=es256.public(), algorithms=["ES384"])
+
+
+def test_source_failure_propagates_fail_closed(es256: PrivateJWK) -> None:
+    class Down:
+        def get_keys(self, *, missing_kid: str | None = None) -> Any:
+            raise KeysUnavailable("jwks endpoint unreachable")
+
+        async def get_keys_async(self, *, missing_kid: str | None = None) -> Any:
+            raise KeysUnavailable("jwks endpoint unreachable")
+
+    verifier = SignatureVerifier(keys=Down(), algorithms=["ES256"])
+    token = mint(es256, claims())
+    with pytest.raises(KeysUnavailable):
+        verifier.verify(token)
+    with pytest.raises(KeysUnavailable):
+        asyncio.run(verifier.verify_async(token))
+
+
+def test_source_returning_garbage_fails_closed(es256: PrivateJWK) -> None:
+    source = CountingSource({"keys": []})
+    with pytest.raises(KeysUnavailable):
+        SignatureVerifier(keys=source, algorithms=["ES256"]).verify(mint(es256, claims()))
+
+
+# --- signatures ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256"])
+def test_every_algorithm_round_trips(
+    alg: str,
+    es256: PrivateJWK,
+    es384: PrivateJWK,
+    es512: PrivateJWK,
+    eddsa: PrivateJWK,
+    rsa_key: PrivateJWK,
+    ps256: PrivateJWK,
+) -> None:
+    key = {"ES256": es256, "ES384": es384, "ES512": es512, "EdDSA": eddsa}.get(alg)
+    key = key or {"RS256": rsa_key, "PS256": ps256}[alg]
+    signed = verify_signature(mint(key, claims()), key.public(), algorithms=[alg])
+    assert signed.algorithm == alg
+    assert signed.key == key.public()
+    assert signed.claims["jti"] == "id-0001"
+    assert "VerifiedSignature" in repr(signed)
+
+
+def test_wrong_key_fails(es256: PrivateJWK, attacker: PrivateJWK) -> None:
+    with pytest.raises(InvalidSignature):
+        _verifier(es256).verify(mint(attacker, claims()))
+
+
+def test_hmac(hmac_key: SecretKey) -> None:
+    token = mint(hmac_key, claims())
+    assert _verifier(hmac_key).verify(token).key == hmac_key
+    other = SecretKey(bytes(64), "HS256", kid="hs-1")
+    with pytest.raises(InvalidSignature):
+        _verifier(hmac_key).verify(mint(other, claims()))
+    with pytest.raises(UnknownKey):
+        _verifier(hmac_key).verify(mint(hmac_key, claims(), {"alg": "HS256", "kid": "x"}))
+
+
+def test_hmac_policy(hmac_key: SecretKey, es256: PrivateJWK) -> None:
+    with pytest.raises(ConfigurationError):
+        SignatureVerifier(keys=hmac_key, algorithms=["HS256", "ES256"])
+    with pytest.raises(ConfigurationError):
+        SignatureVerifier(keys=hmac_key, algorithms=["ES256"])
+    with pytest.raises(ConfigurationError):
+        SignatureVerifier(keys=hmac_key, algorithms=["HS512"])
+    with pytest.raises(ConfigurationError):
+        SignatureVerifier(keys=es256.public(), algorithms=["HS256"])
+
+
+def test_payload_is_not_parsed_before_the_signature(
+    es256: PrivateJWK, attacker: PrivateJWK
+) -> None:
+    # An invalid signature over a non-JSON payload reports the signature, not the payload.
+    token = mint(attacker, b"not json at all")
+    with pytest.raises(InvalidSignature):
+        _verifier(es256).verify(token)
+    signed = _verifier(es256).verify(mint(es256, b"not json at all"))
+    with pytest.raises(MalformedToken):
+        _ = signed.claims
+
+
+def test_flow_is_sans_io(es256: PrivateJWK) -> None:
+    verifier = _verifier(es256)
+    flow = verifier.flow(mint(es256, claims()))
+    request = next(flow)
+    assert isinstance(request, KeyRequest)
+    assert request.missing_kid is None
+    with pytest.raises(StopIteration) as stop:
+        flow.send(request.fulfil())
+    assert stop.value.value.algorithm == "ES256"
+    assert asyncio.run(request.fulfil_async()) == JWKSet([es256.public()])
+
+
+def test_verify_async(es256: PrivateJWK) -> None:
+    signed = asyncio.run(_verifier(es256).verify_async(mint(es256, claims())))
+    assert signed.key_id == es256.kid
+
+
+def test_header_cache_is_bounded(es256: PrivateJWK) -> None:
+    verifier = _verifier(es256)
+    for i in range(600):
+        verifier.verify(mint(es256, claims(), {"alg": "ES256", "kid": es256.kid, "n": i}))
+    assert len(verifier._headers) <= 256
+
+
+def test_signature_verifier_properties(es256: PrivateJWK) -> None:
+    verifier = _verifier(es256, max_token_size=4096)
+    assert verifier.algorithms == {"ES256"}
+    assert verifier.max_token_size == 4096
+    assert isinstance(verifier.source, StaticKeySource)
+    assert isinstance(JWK.from_dict(es256.public().to_public_dict()), JWK)
+
+
+@pytest.mark.parametrize("critical", ["ext", [1]])
+def test_critical_must_be_names(critical: Any, es256: PrivateJWK) -> None:
+    with pytest.raises(ConfigurationError):
+        _verifier(es256, critical=critical)
+
+
+def test_token_type_and_jwt_svid_algorithms(es256: PrivateJWK, eddsa: PrivateJWK) -> None:
+    with pytest.raises(ConfigurationError):
+        _verifier(es256, token_type="jwt")
+    with pytest.raises(ConfigurationError, match="JWT-SVID"):
+        SignatureVerifier(keys=eddsa.public(), algorithms=["EdDSA"], token_type="jwt-svid")
+
+
+def test_stop_iteration_from_a_source_never_ends_the_flow(es256: PrivateJWK) -> None:
+    class Broken:
+        def get_keys(self, *, missing_kid: str | None = None) -> Any:
+            raise StopIteration
+
+        async def get_keys_async(self, *, missing_kid: str | None = None) -> Any:
+            raise StopIteration
+
+    token = mint(es256, claims())
+    for cache_size in (0, 10):
+        verifier = TokenVerifier(
+            issuer="https://issuer.example",
+            audience="spiffe://example.org/svc/orders",
+            keys=Broken(),
+            algorithms=["ES256"],
+            cache_size=cache_size,
+        )
+        with pytest.raises(KeysUnavailable):
+            verifier.verify(token)
+        with pytest.raises((KeysUnavailable, RuntimeError)):
+            asyncio.run(verifier.verify_async(token))

@@ -1,0 +1,73 @@
+"""KeySource protocol and StaticKeySource."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from zerotrust.errors import ConfigurationError
+from zerotrust.tokens import (
+    JWKSet,
+    KeyRing,
+    KeySource,
+    PrivateJWK,
+    SecretKey,
+    SecretKeySet,
+    StaticKeySource,
+)
+from zerotrust.tokens.sources import as_key_source
+
+from .conftest import b64
+
+
+def test_static_source_forms(es256: PrivateJWK, hmac_key: SecretKey) -> None:
+    public = es256.public()
+    for keys in (
+        public,
+        JWKSet([public]),
+        public.to_public_dict(),
+        {"keys": [public.to_public_dict()]},
+        es256.private_key.public_key(),
+        es256,
+    ):
+        source = StaticKeySource(keys)  # type: ignore[arg-type]
+        assert [key.thumbprint() for key in source.get_keys()] == [public.thumbprint()]
+        assert source.get_keys(missing_kid="x") is source.get_keys()
+        assert asyncio.run(source.get_keys_async()) is source.keys
+    secret = StaticKeySource(hmac_key)
+    assert isinstance(secret.keys, SecretKeySet)
+    assert StaticKeySource(SecretKeySet(hmac_key)).keys == secret.keys
+    assert "StaticKeySource" in repr(secret)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        JWKSet(),
+        {"keys": []},
+        {"keys": [{"kty": "oct", "k": b64(b"k" * 32)}]},
+        b"raw bytes",
+        "text",
+        5,
+        None,
+    ],
+)
+def test_static_source_refuses_empty_or_ambiguous_input(keys: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        StaticKeySource(keys)
+
+
+def test_empty_set_error_names_skip_reasons() -> None:
+    with pytest.raises(ConfigurationError, match="symmetric"):
+        StaticKeySource({"keys": [{"kty": "oct", "k": b64(b"k" * 32)}]})
+
+
+def test_protocol_is_runtime_checkable(es256: PrivateJWK) -> None:
+    assert isinstance(StaticKeySource(es256.public()), KeySource)
+    assert isinstance(KeyRing(es256), KeySource)
+    assert not isinstance(es256.public(), KeySource)
+    ring = KeyRing(es256)
+    assert as_key_source(ring) is ring
+    assert isinstance(as_key_source(es256.public()), StaticKeySource)

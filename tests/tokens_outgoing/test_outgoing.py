@@ -1,0 +1,357 @@
+"""Outgoing token sources: caching per audience, refresh ahead, single-flight, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from zerotrust import FixedClock
+from zerotrust.errors import ConfigurationError, SourceError
+from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
+from zerotrust.tokens._outgoing_cache import _unverified_exp
+from zerotrust.tokens.outgoing import (
+    CachedTokenSource,
+    MintedToken,
+    SelfIssuedTokenSource,
+    StaticTokenSource,
+    TokenCache,
+    TokenSource,
+)
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def fake_jwt(exp: float, **claims: Any) -> str:
+    return f"{b64({'alg': 'ES256'})}.{b64({'exp': exp, **claims})}.c2ln"
+
+
+class Minter:
+    """Mints fake JWTs valid for ``lifetime`` seconds of ``clock``; counts calls per audience."""
+
+    def __init__(self, clock: FixedClock, lifetime: float = 300) -> None:
+        self.clock = clock
+        self.lifetime = lifetime
+        self.calls: list[str] = []
+        self.fail: Exception | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, audience: str) -> str:
+        with self.lock:
+            self.calls.append(audience)
+            if self.fail is not None:
+                raise self.fail
+            exp = self.clock.now().timestamp() + self.lifetime
+            return fake_jwt(exp, aud=audience, n=len(self.calls))
+
+
+def test_unverified_exp() -> None:
+    assert _unverified_exp(fake_jwt(1_800_000_000)) == datetime.fromtimestamp(
+        1_800_000_000, tz=timezone.utc
+    )
+    assert _unverified_exp(fake_jwt(1.5e9)) is not None
+    for bad in ("opaque-token", "a.b", "a.!!!.c", fake_jwt(True), f"x.{b64({'exp': 'soon'})}.y"):
+        assert _unverified_exp(bad) is None
+    assert _unverified_exp(f"x.{b64({'sub': 'a'})}.y") is None
+    assert _unverified_exp(fake_jwt(1e300)) is None
+    assert _unverified_exp("a." + "A" * 70000 + ".c") is None
+
+
+def test_static_token_source() -> None:
+    source = StaticTokenSource("abc.def.ghi")
+    assert isinstance(source, TokenSource)
+    assert source.token("a") == source.token("b") == "abc.def.ghi"
+    assert asyncio.run(source.token_async("c")) == "abc.def.ghi"
+    assert "abc" not in repr(source)
+    for bad in ("", "two words", "line\nbreak", "é", 42):
+        with pytest.raises(ConfigurationError):
+            StaticTokenSource(bad)  # type: ignore[arg-type]
+
+
+def test_caches_per_audience(clock: FixedClock) -> None:
+    minter = Minter(clock)
+    source = CachedTokenSource(minter, clock=clock)
+    assert isinstance(source, TokenSource)
+    first = source.token("https://a.example")
+    assert source.token("https://a.example") == first
+    second = source.token("https://b.example")
+    assert second != first
+    assert minter.calls == ["https://a.example", "https://b.example"]
+    with pytest.raises(ConfigurationError):
+        source.token("")
+
+
+def test_refreshes_before_expiry(clock: FixedClock) -> None:
+    minter = Minter(clock, lifetime=300)
+    source = CachedTokenSource(minter, clock=clock)
+    first = source.token("api")
+    clock.advance(239)  # default: refresh 20% (60 s) before exp
+    assert source.token("api") == first
+    clock.advance(2)
+    assert source.token("api") != first
+    assert len(minter.calls) == 2
+
+
+def test_explicit_refresh_before_and_short_lifetimes(clock: FixedClock) -> None:
+    minter = Minter(clock, lifetime=300)
+    source = CachedTokenSource(minter, refresh_before=10, clock=clock)
+    first = source.token("api")
+    clock.advance(289)
+    assert source.token("api") == first
+    clock.advance(2)
+    assert source.token("api") != first
+    short = Minter(clock, lifetime=8)  # 5 s minimum would exceed half the lifetime
+    source = CachedTokenSource(short, clock=clock)
+    token = source.token("api")
+    clock.advance(3.9)
+    assert source.token("api") == token
+    clock.advance(0.2)
+    assert source.token("api") != token
+
+
+def test_opaque_tokens_use_minted_expiry_or_default_lifetime(clock: FixedClock) -> None:
+    calls: list[str] = []
+
+    def mint(audience: str) -> MintedToken:
+        calls.append(audience)
+        return MintedToken(f"opaque-{len(calls)}", clock.now() + timedelta(seconds=100))
+
+    source = CachedTokenSource(mint, clock=clock)
+    assert source.token("a") == "opaque-1"
+    clock.advance(79)
+    assert source.token("a") == "opaque-1"
+    clock.advance(2)
+    assert source.token("a") == "opaque-2"
+    assert "opaque" not in repr(MintedToken("opaque-3"))
+
+    plain = CachedTokenSource(lambda aud: f"plain-{aud}", default_lifetime=60, clock=clock)
+    assert plain.token("x") == "plain-x"
+
+
+def test_expired_or_invalid_minted_tokens_are_errors(clock: FixedClock) -> None:
+    past = CachedTokenSource(lambda aud: fake_jwt(clock.now().timestamp() - 1), clock=clock)
+    with pytest.raises(SourceError, match="expired"):
+        past.token("a")
+    empty = CachedTokenSource(lambda aud: "", clock=clock)
+    with pytest.raises(SourceError):
+        empty.token("a")
+
+
+def test_failed_refresh_keeps_the_valid_token_then_raises_after_expiry(
+    clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    minter = Minter(clock, lifetime=300)
+    source = CachedTokenSource(minter, retry_interval=10, clock=clock)
+    token = source.token("api")
+    minter.fail = SourceError("token endpoint answered HTTP 503")
+    clock.advance(250)
+    with caplog.at_level(logging.WARNING, logger="zerotrust.sources"):
+        for _ in range(5):
+            assert source.token("api") == token  # logged once, retried after 10 s only
+        clock.advance(11)
+        assert source.token("api") == token
+    assert len(minter.calls) == 3
+    assert len(caplog.records) == 1
+    assert "HTTP 503" in caplog.records[0].getMessage()
+    assert token not in caplog.text
+    clock.advance(40)  # past exp
+    with pytest.raises(SourceError, match="HTTP 503"):
+        source.token("api")
+    minter.fail = None
+    assert source.token("api") != token
+
+
+def test_failure_without_a_token_raises(clock: FixedClock) -> None:
+    minter = Minter(clock)
+    minter.fail = SourceError("down")
+    source = CachedTokenSource(minter, clock=clock)
+    with pytest.raises(SourceError, match="down"):
+        source.token("api")
+    with pytest.raises(SourceError, match="down"):
+        asyncio.run(source.token_async("api"))
+
+
+def test_single_flight_under_threads(clock: FixedClock) -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def mint(audience: str) -> str:
+        calls.append(audience)
+        release.wait(5)
+        return fake_jwt(clock.now().timestamp() + 300, n=len(calls))
+
+    source = CachedTokenSource(mint, clock=clock)
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(source.token("api"))) for _ in range(50)
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)  # let every thread reach the cache while the first mint is held
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(calls) == 1
+    assert len(results) == 50 and len(set(results)) == 1
+
+
+def test_waiters_share_the_error_of_a_failed_mint(clock: FixedClock) -> None:
+    release = threading.Event()
+    calls: list[str] = []
+
+    def mint(audience: str) -> str:
+        calls.append(audience)
+        release.wait(5)
+        raise SourceError("endpoint down")
+
+    source = CachedTokenSource(mint, clock=clock)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            source.token("api")
+        except SourceError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert len(calls) == 1 and len(errors) == 10
+
+
+def test_callers_keep_the_old_token_while_a_refresh_runs(clock: FixedClock) -> None:
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def mint(audience: str) -> str:
+        calls.append(audience)
+        if len(calls) == 2:
+            started.set()
+            release.wait(5)
+        return fake_jwt(clock.now().timestamp() + 300, n=len(calls))
+
+    source = CachedTokenSource(mint, clock=clock)
+    old = source.token("api")
+    clock.advance(250)
+    refresher = threading.Thread(target=source.token, args=("api",))
+    refresher.start()
+    assert started.wait(5)
+    began = time.monotonic()
+    assert source.token("api") == old  # not blocked by the refresh in progress
+    assert time.monotonic() - began < 0.5
+    release.set()
+    refresher.join(5)
+    assert source.token("api") != old
+
+
+def test_single_flight_under_asyncio(clock: FixedClock) -> None:
+    calls: list[str] = []
+
+    async def mint_async(audience: str) -> str:
+        calls.append(audience)
+        await asyncio.sleep(0.05)
+        return fake_jwt(clock.now().timestamp() + 300, n=len(calls))
+
+    source = CachedTokenSource(lambda aud: "unused", mint_async=mint_async, clock=clock)
+
+    async def main() -> list[str]:
+        return list(await asyncio.gather(*(source.token_async("api") for _ in range(100))))
+
+    results = asyncio.run(main())
+    assert len(calls) == 1 and len(set(results)) == 1
+    assert asyncio.run(source.token_async("api")) == results[0]  # cached across event loops
+
+
+def test_async_without_mint_async_runs_mint_in_a_thread(clock: FixedClock) -> None:
+    loop_threads: list[int] = []
+
+    def mint(audience: str) -> str:
+        loop_threads.append(threading.get_ident())
+        return fake_jwt(clock.now().timestamp() + 300)
+
+    source = CachedTokenSource(mint, clock=clock)
+    asyncio.run(source.token_async("api"))
+    assert loop_threads and loop_threads[0] != threading.get_ident()
+
+
+def test_cache_is_bounded(clock: FixedClock) -> None:
+    minter = Minter(clock)
+    source = CachedTokenSource(minter, max_audiences=2, clock=clock)
+    source.token("a")
+    source.token("b")
+    source.token("a")  # a is now the most recently used
+    source.token("c")  # evicts b
+    source.token("a")
+    assert minter.calls == ["a", "b", "c"]
+    source.token("b")
+    assert minter.calls == ["a", "b", "c", "b"]
+
+
+def test_token_cache_configuration_errors() -> None:
+    for options in (
+        {"refresh_before": -1},
+        {"max_entries": 0},
+        {"default_lifetime": 0},
+        {"retry_interval": float("nan")},
+        {"clock": object()},
+    ):
+        with pytest.raises(ConfigurationError):
+            TokenCache(**options)
+    with pytest.raises(ConfigurationError):
+        CachedTokenSource("not callable")  # type: ignore[arg-type]
+
+
+def test_self_issued_tokens_verify_and_are_cached_per_audience(clock: FixedClock) -> None:
+    key = PrivateJWK.generate("ES256")
+    issuer = TokenIssuer(key, issuer="spiffe://example.org/orders", clock=clock)
+    source = SelfIssuedTokenSource(
+        issuer,
+        subject="spiffe://example.org/orders",
+        scopes=["read", "write"],
+        ttl=120,
+        clock=clock,
+    )
+    token = source.token("https://payments.example")
+    assert source.token("https://payments.example") == token
+    assert asyncio.run(source.token_async("https://payments.example")) == token
+    verifier = TokenVerifier(
+        issuer="spiffe://example.org/orders",
+        audience="https://payments.example",
+        keys=issuer.key_ring,
+        algorithms=["ES256"],
+        clock=clock,
+    )
+    verified = verifier.verify(token)
+    assert verified.subject == "spiffe://example.org/orders"
+    assert verified.scopes == {"read", "write"}
+    assert (verified.expires_at - clock.now()).total_seconds() <= 120
+    other = source.token("https://inventory.example")
+    assert other != token
+    clock.advance(100)  # 120 s lifetime: refreshed 24 s before exp
+    assert source.token("https://payments.example") != token
+    assert "SelfIssuedTokenSource" in repr(source)
+
+
+def test_self_issued_configuration_errors(clock: FixedClock) -> None:
+    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer="me", clock=clock)
+    with pytest.raises(ConfigurationError):
+        SelfIssuedTokenSource(issuer, subject="")
+    with pytest.raises(ConfigurationError):
+        SelfIssuedTokenSource(issuer, subject="me", scopes=["bad scope"])
+    with pytest.raises(ConfigurationError):
+        SelfIssuedTokenSource(issuer, subject="me", ttl=0)
+    with pytest.raises(ConfigurationError):
+        SelfIssuedTokenSource("issuer", subject="me")  # type: ignore[arg-type]

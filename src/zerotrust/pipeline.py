@@ -44,7 +44,7 @@ from zerotrust.errors import (
     TokenRevoked,
     ZeroTrustError,
 )
-from zerotrust.stores.base import Store
+from zerotrust.stores.base import Revocation, Store
 from zerotrust.stores.memory import MemoryStore
 
 __all__ = ["Call", "Guard", "Outcome"]
@@ -129,6 +129,17 @@ class Guard:
         self.service = service
         self.check_revocation = check_revocation
         self.clock = clock
+        verifier = authenticator.tokens
+        if verifier is not None:
+            # revocations made through this store take effect in the local cache at once;
+            # other replicas see them on their next lookup (the cache is never consulted alone)
+            def evict(revocation: Revocation) -> None:
+                if revocation.jti is not None:
+                    verifier.evict(revocation.jti)
+                else:
+                    verifier.clear_cache()
+
+            self.store.add_revocation_listener(evict)
 
     # --- drivers ------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from zerotrust.authn.proxy import TrustedProxies, extract_forwarded_cert
 from zerotrust.authn.request import RequestView
 from zerotrust.errors import (
     AuthenticationError,
+    CertificateExpired,
     ConfigurationError,
     InvalidClaim,
     InvalidSpiffeId,
@@ -104,6 +105,11 @@ class Authenticator:
     def _peer(self, view: RequestView, notes: list[str]) -> tuple[VerifiedPeer | None, bool]:
         """The authenticated client certificate, and whether it came through a proxy."""
         direct = view.verified_peer
+        if direct is not None and direct.leaf.not_valid_after_utc < self.clock.now():
+            # verified at handshake time; a long-lived connection may outlive the certificate
+            raise CertificateExpired(
+                f"certificate of {direct.spiffe_id} expired during the connection"
+            )
         if direct is None and view.peer_chain:
             if self.bundles is None:
                 raise ConfigurationError(

@@ -231,8 +231,11 @@ def test_caches_stay_bounded_under_100k_bogus_tokens(world: dict[str, object]) -
     clock: FixedClock = world["clock"]  # type: ignore[assignment]
     issuer: TokenIssuer = world["issuer"]  # type: ignore[assignment]
     sink = MemorySink(max_events=1000)
-    guard = _guard(world, [sink], policy=Policy([Rule(id="all", callers=[Callers(subjects=["*"])])],
-                                                rate_limits=[RateLimit("rl", rate=1, burst=5)]))  # fmt: skip
+    policy = Policy(
+        [Rule(id="all", callers=[Callers(subjects=["*"])])],
+        rate_limits=[RateLimit("rl", rate=1, burst=5)],
+    )
+    guard = _guard(world, [sink], policy=policy)
     verifier = guard.authenticator.tokens
     assert verifier is not None
     store = guard.store

@@ -17,6 +17,11 @@ from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource
 if TYPE_CHECKING:
     from zerotrust.sources.jwks_http import KeySourceStatus, RemoteJWKSource
     from zerotrust.sources.oauth2 import ClientCredentialsTokenSource, TokenExchangeTokenSource
+    from zerotrust.sources.spiffe_workload_api import (
+        WorkloadApiJwtSource,
+        WorkloadApiStatus,
+        WorkloadApiX509Source,
+    )
 
 __all__ = [
     "ClientCredentialsTokenSource",
@@ -27,6 +32,9 @@ __all__ = [
     "RemoteJWKSource",
     "SpiffeJwtBundleKeySource",
     "TokenExchangeTokenSource",
+    "WorkloadApiJwtSource",
+    "WorkloadApiStatus",
+    "WorkloadApiX509Source",
 ]
 
 _LAZY = {
@@ -34,6 +42,9 @@ _LAZY = {
     "KeySourceStatus": "zerotrust.sources.jwks_http",
     "RemoteJWKSource": "zerotrust.sources.jwks_http",
     "TokenExchangeTokenSource": "zerotrust.sources.oauth2",
+    "WorkloadApiJwtSource": "zerotrust.sources.spiffe_workload_api",
+    "WorkloadApiStatus": "zerotrust.sources.spiffe_workload_api",
+    "WorkloadApiX509Source": "zerotrust.sources.spiffe_workload_api",
 }
 
 

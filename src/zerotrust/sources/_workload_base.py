@@ -1,0 +1,176 @@
+"""What the Workload API sources share: the channel, one stream watcher, readiness, status,
+and the life cycle (``close``, ``with``, ``async with``)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+from types import TracebackType
+from typing import Any, ClassVar, TypeVar
+
+from zerotrust._clock import SYSTEM_CLOCK, Clock
+from zerotrust.errors import SourceError
+from zerotrust.identity import SpiffeId
+from zerotrust.sources import _workload_grpc as wire
+from zerotrust.sources._workload_watch import StreamWatcher, WorkloadApiStatus
+from zerotrust.tokens._outgoing_cache import seconds
+
+__all__ = ["SocketPath", "WorkloadApiBase", "spiffe_id_string"]
+
+SocketPath = str | os.PathLike[str] | None
+_S = TypeVar("_S", bound="WorkloadApiBase")
+
+
+class WorkloadApiBase:
+    """What both sources share: the channel, one stream watcher, readiness, status, close."""
+
+    _unavailable: ClassVar[type[SourceError]] = SourceError
+    _first: ClassVar[str] = "update"
+
+    def __init__(
+        self,
+        socket_path: SocketPath,
+        *,
+        timeout_first: float,
+        backoff_initial: float,
+        backoff_max: float,
+        clock: Clock | None,
+    ) -> None:
+        self._timeout_first = seconds("timeout_first", timeout_first, 0.001)
+        self._backoff = (
+            seconds("backoff_initial", backoff_initial, 0.001),
+            seconds("backoff_max", backoff_max, backoff_initial),
+        )
+        self._clock = clock or SYSTEM_CLOCK
+        self._target = wire.grpc_target(socket_path)
+        self._closed = False
+        self._watcher: StreamWatcher | None = None
+        self._channel = wire.open_channel(
+            self._target, backoff_initial=self._backoff[0], backoff_max=self._backoff[1]
+        )
+        self._stub = wire.stub(self._channel)
+
+    def _watch(self, name: str, method: Any, request: Any, on_message: Any, wait: bool) -> None:
+        def open_stream() -> Any:
+            return method(request, metadata=wire.HEADER, wait_for_ready=False)
+
+        self._watcher = StreamWatcher(
+            name=name,
+            target=self._target,
+            open_stream=open_stream,
+            on_message=on_message,
+            backoff_initial=self._backoff[0],
+            backoff_max=self._backoff[1],
+            clock=self._clock,
+        )
+        self._watcher.start()
+        if wait:
+            try:
+                self.wait_ready()
+            except BaseException:
+                self.close()
+                raise
+
+    # --- readiness -------------------------------------------------------------------------
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the first update arrived (at most ``timeout``, default
+        ``timeout_first`` seconds); raises the source's unavailable error otherwise."""
+        self._check_open()
+        watcher = self._watcher
+        if watcher is None:
+            return
+        limit = self._timeout_first if timeout is None else timeout
+        try:
+            watcher.ready.result(limit)
+        except concurrent.futures.TimeoutError:
+            raise self._not_ready(limit) from None
+        except SourceError as exc:
+            raise self._unavailable(str(exc)) from None
+
+    async def wait_ready_async(self, timeout: float | None = None) -> None:
+        """Like :meth:`wait_ready`, without blocking the event loop."""
+        self._check_open()
+        watcher = self._watcher
+        if watcher is None:
+            return
+        limit = self._timeout_first if timeout is None else timeout
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(watcher.ready), limit)
+        except asyncio.TimeoutError:
+            raise self._not_ready(limit) from None
+        except SourceError as exc:
+            raise self._unavailable(str(exc)) from None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise self._unavailable("the Workload API source is closed")
+
+    def _not_ready(self, limit: float) -> SourceError:
+        watcher = self._watcher
+        error = watcher.last_error if watcher is not None else None
+        detail = f"; last error: {error}" if error else ""
+        return self._unavailable(
+            f"no {self._first} from the Workload API at {self._target} within {limit:g}s{detail}"
+        )
+
+    def status(self) -> WorkloadApiStatus:
+        """Connection state, last update and last error (for health checks)."""
+        if self._watcher is not None:
+            return self._watcher.status()
+        return WorkloadApiStatus(
+            socket=self._target,
+            connected=False,
+            ready=not self._closed,
+            closed=self._closed,
+            last_update=None,
+            last_error=None,
+            last_error_at=None,
+            updates=0,
+            reconnects=0,
+        )
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop watching, close the connection; later ``get_*`` calls raise. Idempotent."""
+        self._closed = True
+        if self._watcher is not None:
+            self._watcher.stop()
+        self._channel.close()
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self: _S) -> _S:
+        """Waits for the first update (see :meth:`wait_ready_async`)."""
+        try:
+            await self.wait_ready_async()
+        except BaseException:
+            await asyncio.to_thread(self.close)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._target!r})"
+
+
+def spiffe_id_string(value: SpiffeId | str | None) -> str | None:
+    return None if value is None else str(value if isinstance(value, SpiffeId) else SpiffeId(value))

@@ -1,0 +1,199 @@
+"""Workload API messages to zerotrust values: X.509-SVIDs, trust bundles, JWT bundles.
+
+Every function takes the fields of a message as plain Python values and returns immutable
+zerotrust objects, or raises a :class:`~zerotrust.errors.ZeroTrustError` that refuses the
+whole update (a half-applied update never becomes a snapshot). Certificates arrive as
+concatenated ASN.1 DER, private keys as unencrypted PKCS#8 DER, JWT bundles as JWKS
+documents keyed by trust domain. Certificate revocation lists are not used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from zerotrust.errors import BundleError, SvidError, ZeroTrustError
+from zerotrust.identity import TrustDomain
+from zerotrust.tokens._json import JSONError, loads_dict, thaw
+from zerotrust.x509._certs import MAX_CERT_DER_BYTES, MAX_CHAIN_LENGTH, MAX_PEM_BYTES
+from zerotrust.x509.bundle import BundleSet, TrustBundle
+from zerotrust.x509.svid import X509Svid
+
+__all__ = ["SvidEntry", "X509Context", "jwt_bundle_set", "pick", "x509_context"]
+
+_MAX_BUNDLE_CERTS: Final = 1000
+_MAX_JWKS_BYTES: Final = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class SvidEntry:
+    """The fields of one ``X509SVID`` message."""
+
+    spiffe_id: str
+    cert_chain: bytes
+    private_key: bytes
+    bundle: bytes
+    hint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class X509Context:
+    """One X.509 update: the chosen SVID and the bundles of every trusted domain."""
+
+    svid: X509Svid
+    bundles: BundleSet
+
+
+def pick(entries: Sequence[Any], spiffe_id: str | None, hint: str | None) -> Any:
+    """The first entry matching ``spiffe_id`` and ``hint`` (the first entry without either)."""
+    for entry in entries:
+        if spiffe_id is not None and entry.spiffe_id != spiffe_id:
+            continue
+        if hint is not None and entry.hint != hint:
+            continue
+        return entry
+    wanted = " and ".join(
+        f"{name} {value!r}" for name, value in (("SPIFFE ID", spiffe_id), ("hint", hint)) if value
+    )
+    raise SvidError(f"no SVID with {wanted}" if wanted else "the update holds no SVID")
+
+
+def split_der(data: bytes, *, limit: int, what: str) -> list[x509.Certificate]:
+    """Parse concatenated DER certificates (at most ``limit`` of them)."""
+    if not data:
+        raise BundleError(f"{what} holds no certificate")
+    if len(data) > MAX_PEM_BYTES:
+        raise BundleError(f"{what} exceeds {MAX_PEM_BYTES} bytes")
+    certs: list[x509.Certificate] = []
+    offset = 0
+    while offset < len(data):
+        if len(certs) == limit:
+            raise BundleError(f"{what} holds more than {limit} certificates")
+        end = offset + _der_length(data, offset, what)
+        try:
+            certs.append(x509.load_der_x509_certificate(data[offset:end]))
+        except ValueError:
+            raise BundleError(f"{what}: certificate {len(certs)} is not valid DER") from None
+        offset = end
+    return certs
+
+
+def _der_length(data: bytes, offset: int, what: str) -> int:
+    """The size of the DER SEQUENCE starting at ``offset`` (header included)."""
+    if len(data) - offset < 2 or data[offset] != 0x30:
+        raise BundleError(f"{what} is not a sequence of DER certificates")
+    first = data[offset + 1]
+    if first < 0x80:
+        header, length = 2, first
+    else:
+        count = first & 0x7F
+        if not 1 <= count <= 3 or len(data) - offset < 2 + count:
+            raise BundleError(f"{what} has an invalid DER length")
+        header = 2 + count
+        length = int.from_bytes(data[offset + 2 : offset + header], "big")
+    if length > MAX_CERT_DER_BYTES or offset + header + length > len(data):
+        raise BundleError(f"{what} has a truncated or oversized certificate")
+    return header + length
+
+
+def _svid(entry: SvidEntry) -> X509Svid:
+    chain = split_der(entry.cert_chain, limit=MAX_CHAIN_LENGTH, what="SVID certificate chain")
+    try:
+        key = serialization.load_der_private_key(entry.private_key, password=None)
+    except (ValueError, TypeError):
+        raise SvidError("SVID private key is not unencrypted PKCS#8 DER") from None
+    if not isinstance(
+        key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
+    ):
+        raise SvidError("unsupported SVID private key type")
+    svid = X509Svid(chain, key)
+    if entry.spiffe_id and str(svid.spiffe_id) != entry.spiffe_id:
+        raise SvidError("the SVID's certificate does not carry the SPIFFE ID it was sent with")
+    return svid
+
+
+def x509_context(
+    entries: Sequence[SvidEntry],
+    federated: Mapping[str, bytes],
+    *,
+    spiffe_id: str | None = None,
+    hint: str | None = None,
+    previous: X509Context | None = None,
+) -> X509Context:
+    """Convert an ``X509SVIDResponse``; unchanged parts keep their previous objects."""
+    svid = _svid(pick(entries, spiffe_id, hint))
+    if previous is not None and _same_chain(previous.svid, svid):
+        svid = previous.svid  # a resent SVID: consumers see no change, reload nothing
+    bundles: dict[TrustDomain, TrustBundle] = {}
+    for entry in entries:
+        td = TrustDomain.parse(entry.spiffe_id) if entry.spiffe_id else None
+        if td is not None and td not in bundles:
+            bundles[td] = _x509_bundle(td, entry.bundle)
+    if svid.spiffe_id.trust_domain not in bundles:
+        raise BundleError("the update holds no bundle for the SVID's trust domain")
+    for key, der in federated.items():
+        td = _trust_domain(key)
+        if td not in bundles:  # a domain's own bundle wins over a federated copy
+            bundles[td] = _x509_bundle(td, der)
+    return X509Context(svid, _reuse(bundles.values(), previous.bundles if previous else None))
+
+
+def _x509_bundle(td: TrustDomain, der: bytes) -> TrustBundle:
+    return TrustBundle(td, split_der(der, limit=_MAX_BUNDLE_CERTS, what=f"bundle of {td}"))
+
+
+def _same_chain(a: X509Svid, b: X509Svid) -> bool:
+    return a.cert_chain == b.cert_chain  # certificates compare by their DER encoding
+
+
+def _trust_domain(key: str) -> TrustDomain:
+    try:
+        return TrustDomain.parse(key)
+    except ZeroTrustError:
+        raise BundleError("a bundle is keyed by an invalid trust domain") from None
+
+
+def jwt_bundle_set(documents: Mapping[str, bytes], previous: BundleSet | None) -> BundleSet:
+    """Convert a ``JWTBundlesResponse``: one JWT-only :class:`TrustBundle` per trust domain.
+
+    Keys without ``use`` (as SPIRE publishes them) are JWT authorities; ``x509-svid`` keys
+    are ignored; a domain whose document holds no JWT authority is left out (fail closed).
+    """
+    bundles: list[TrustBundle] = []
+    for key, raw in documents.items():
+        td = _trust_domain(key)
+        if len(raw) > _MAX_JWKS_BYTES:
+            raise BundleError(f"JWT bundle of {td} exceeds {_MAX_JWKS_BYTES} bytes")
+        try:
+            doc = loads_dict(raw)
+        except JSONError as exc:
+            raise BundleError(f"JWT bundle of {td} is not a JSON object: {exc}") from None
+        keys = doc.get("keys")
+        if not isinstance(keys, tuple):
+            raise BundleError(f"JWT bundle of {td} has no 'keys' list")
+        if not all(isinstance(k, Mapping) for k in keys):
+            raise BundleError(f"JWT bundle of {td} holds a key that is not an object")
+        jwt_keys = [
+            {"use": "jwt-svid", **thaw(k)} for k in keys if k.get("use", "jwt-svid") == "jwt-svid"
+        ]
+        if jwt_keys:
+            bundles.append(TrustBundle.from_jwks(td, {"keys": jwt_keys}))
+    return _reuse(bundles, previous)
+
+
+def _reuse(bundles: Iterable[TrustBundle], previous: BundleSet | None) -> BundleSet:
+    """A set of ``bundles`` where each bundle equal to its previous version is that object,
+    and the whole previous set when nothing changed (identity tells consumers "no change")."""
+    if previous is None:
+        return BundleSet(bundles)
+    kept = []
+    for bundle in bundles:
+        old = previous.get(bundle.trust_domain)
+        kept.append(old if old is not None and old == bundle else bundle)
+    new = BundleSet(kept)
+    return previous if new == previous else new

@@ -1,0 +1,206 @@
+"""JWT-SVIDs and JWT bundles from the SPIFFE Workload API (see
+:mod:`zerotrust.sources.spiffe_workload_api`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from zerotrust._clock import Clock
+from zerotrust.errors import KeysUnavailable, SourceError, ZeroTrustError
+from zerotrust.identity import SpiffeId, TrustDomain
+from zerotrust.sources import _workload_grpc as wire
+from zerotrust.sources._workload_base import SocketPath, WorkloadApiBase, spiffe_id_string
+from zerotrust.sources._workload_convert import jwt_bundle_set, pick
+from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource
+from zerotrust.tokens._outgoing_cache import seconds
+from zerotrust.tokens.jwks import JWKSet
+from zerotrust.tokens.outgoing import CachedTokenSource
+from zerotrust.x509.bundle import BundleSet
+
+__all__ = ["WorkloadApiJwtSource"]
+
+
+class _JwtBundles:
+    """The JWT bundle snapshot seen as a bundle source, for SpiffeJwtBundleKeySource."""
+
+    __slots__ = ("_source",)
+
+    def __init__(self, source: WorkloadApiJwtSource) -> None:
+        self._source = source
+
+    def get_bundle_set(self) -> BundleSet:
+        return self._source.get_jwt_bundle_set()
+
+
+class WorkloadApiJwtSource(WorkloadApiBase):
+    """JWT-SVIDs for outgoing calls and JWT bundles for verifying incoming ones.
+
+    A :class:`~zerotrust.tokens.TokenSource`: ``token(audience)`` fetches a JWT-SVID for
+    ``audience`` (``spiffe_id`` picks one of several identities) and caches it until shortly
+    before it expires (:class:`~zerotrust.tokens.CachedTokenSource`; each fetch is bounded by
+    ``fetch_timeout``). With ``watch_bundles`` it also follows the JWT bundles:
+    :meth:`keys_for` gives the :class:`~zerotrust.tokens.KeySource` of one trust domain, and
+    the source itself is the key source of ``trust_domain`` when one is given.
+    """
+
+    _unavailable = KeysUnavailable
+    _first = "JWT bundle"
+
+    def __init__(
+        self,
+        socket_path: SocketPath = None,
+        *,
+        trust_domain: TrustDomain | str | None = None,
+        spiffe_id: SpiffeId | str | None = None,
+        watch_bundles: bool = True,
+        timeout_first: float = 10.0,
+        wait: bool = True,
+        fetch_timeout: float = 5.0,
+        refresh_before: float | None = None,
+        max_audiences: int = 256,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        clock: Clock | None = None,
+    ) -> None:
+        self._subject = spiffe_id_string(spiffe_id)
+        self._fetch_timeout = seconds("fetch_timeout", fetch_timeout, 0.001)
+        self._bundles: BundleSet | None = None
+        self._view = _JwtBundles(self)
+        self._keys: dict[TrustDomain, SpiffeJwtBundleKeySource] = {}
+        self._tokens = CachedTokenSource(
+            self._mint,
+            mint_async=self._mint_async,
+            refresh_before=refresh_before,
+            max_audiences=max_audiences,
+            clock=clock,
+        )
+        self._default = None if trust_domain is None else self.keys_for(trust_domain)
+        super().__init__(
+            socket_path,
+            timeout_first=timeout_first,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            clock=clock,
+        )
+        if watch_bundles:
+            self._watch(
+                "zerotrust-workload-jwt-bundles",
+                self._stub.FetchJWTBundles,
+                wire.pb2.JWTBundlesRequest(),
+                self._on_bundles,
+                wait,
+            )
+
+    # --- tokens ----------------------------------------------------------------------------
+
+    def token(self, audience: str) -> str:
+        """A JWT-SVID for ``audience`` (cached; may block up to ``fetch_timeout``)."""
+        self._check_usable()
+        return self._tokens.token(audience)
+
+    async def token_async(self, audience: str) -> str:
+        """Async twin of :meth:`token`; the fetch does not block the event loop."""
+        self._check_usable()
+        return await self._tokens.token_async(audience)
+
+    def clear(self) -> None:
+        """Forget every cached JWT-SVID (e.g. after the audience answered 401)."""
+        self._tokens.clear()
+
+    def close(self) -> None:
+        """Stop watching bundles, forget cached JWT-SVIDs, close the connection."""
+        super().close()
+        self._tokens.clear()
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise SourceError("the Workload API source is closed")
+
+    def _request(self, audience: str) -> Any:
+        self._check_usable()
+        return wire.pb2.JWTSVIDRequest(audience=[audience], spiffe_id=self._subject or "")
+
+    def _mint(self, audience: str) -> str:
+        request = self._request(audience)
+        try:
+            response = self._stub.FetchJWTSVID(
+                request, metadata=wire.HEADER, timeout=self._fetch_timeout, wait_for_ready=True
+            )
+        except wire.RpcError as exc:
+            raise SourceError(f"Workload API FetchJWTSVID failed: {wire.describe(exc)}") from None
+        return self._pick(response)
+
+    async def _mint_async(self, audience: str) -> str:
+        request = self._request(audience)
+        call = self._stub.FetchJWTSVID.future(
+            request, metadata=wire.HEADER, timeout=self._fetch_timeout, wait_for_ready=True
+        )
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def on_done(_: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                loop.call_soon_threadsafe(wake)
+
+        call.add_done_callback(on_done)
+        try:
+            await done
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        try:
+            response = call.result()
+        except wire.RpcError as exc:
+            raise SourceError(f"Workload API FetchJWTSVID failed: {wire.describe(exc)}") from None
+        return self._pick(response)
+
+    def _pick(self, response: Any) -> str:
+        try:
+            entry = pick(list(response.svids), self._subject, None)
+        except ZeroTrustError as exc:
+            raise SourceError(f"Workload API sent no usable JWT-SVID: {exc}") from None
+        return str(entry.svid)
+
+    # --- JWT bundles -----------------------------------------------------------------------
+
+    def _on_bundles(self, response: Any) -> None:
+        self._bundles = jwt_bundle_set(dict(response.bundles), self._bundles)
+
+    def get_jwt_bundle_set(self) -> BundleSet:
+        """The current JWT bundles, one JWT-only :class:`~zerotrust.TrustBundle` per trust
+        domain (never blocks; :class:`~zerotrust.errors.KeysUnavailable` before the first)."""
+        bundles = self._bundles
+        if self._closed:
+            raise KeysUnavailable("the Workload API source is closed")
+        if bundles is None:
+            raise KeysUnavailable("no JWT bundles from the Workload API yet")
+        return bundles
+
+    def keys_for(self, trust_domain: TrustDomain | str) -> SpiffeJwtBundleKeySource:
+        """The key source of ``trust_domain``'s JWT authorities: pass it as ``keys`` to a
+        ``TokenVerifier(token_type="jwt-svid", trust_domain=...)`` of that trust domain."""
+        td = (
+            trust_domain
+            if isinstance(trust_domain, TrustDomain)
+            else TrustDomain.parse(trust_domain)
+        )
+        keys = self._keys.get(td)
+        if keys is None:
+            keys = self._keys.setdefault(td, SpiffeJwtBundleKeySource(self._view, td))
+        return keys
+
+    def get_keys(self, *, missing_kid: str | None = None) -> JWKSet:
+        """The JWT authorities of ``trust_domain`` (given at construction)."""
+        if self._default is None:
+            raise KeysUnavailable("no trust_domain was given: use keys_for(trust_domain)")
+        return self._default.get_keys(missing_kid=missing_kid)
+
+    async def get_keys_async(self, *, missing_kid: str | None = None) -> JWKSet:
+        """Same as :meth:`get_keys` (answered from memory)."""
+        return self.get_keys(missing_kid=missing_kid)

@@ -1,0 +1,47 @@
+"""Fixtures: an in-process Workload API server on a Unix socket in a short temporary dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.sources.workload_api._server import WorkloadApiServer
+
+#: Fast reconnects for tests; a generous first wait for a loaded machine.
+FAST: dict[str, Any] = {"backoff_initial": 0.02, "backoff_max": 0.25, "timeout_first": 30.0}
+
+
+def eventually(predicate: Callable[[], object], timeout: float = 30.0) -> None:
+    """Bounded polling until ``predicate()`` is true (updates arrive on another thread)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[str]:
+    # Unix socket paths are limited to ~107 bytes: keep the directory name short.
+    base = "/tmp" if os.path.isdir("/tmp") else None
+    path = tempfile.mkdtemp(prefix="zt-wl-", dir=base)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def agent(socket_dir: str) -> Iterator[WorkloadApiServer]:
+    server = WorkloadApiServer(os.path.join(socket_dir, "agent.sock"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

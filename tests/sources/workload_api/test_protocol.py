@@ -1,0 +1,217 @@
+"""The Workload API protocol edge: the security header, socket addresses, conversions,
+backoff and the optional dependency.
+
+SPIRE cannot run in this test environment: server-side tests use the in-process Workload
+API server of ``_server.py`` (gRPC on a Unix socket, built from the ``spiffe`` package's
+generated protobufs and servicer), which enforces the ``workload.spiffe.io`` header.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+from spiffe._proto import workload_pb2 as pb2
+from spiffe._proto import workload_pb2_grpc as pb2_grpc
+
+from tests.sources.workload_api._server import (
+    HEADER,
+    WorkloadApiServer,
+    der_certs,
+    x509_response,
+)
+from tests.sources.workload_api.conftest import FAST
+from zerotrust.dev import DevCA
+from zerotrust.errors import (
+    BundleError,
+    ConfigurationError,
+    InvalidSpiffeId,
+    MissingDependencyError,
+    SourceError,
+    SvidError,
+)
+from zerotrust.sources._workload_convert import jwt_bundle_set, split_der
+from zerotrust.sources._workload_watch import backoff_delay
+from zerotrust.sources.spiffe_workload_api import WorkloadApiJwtSource, WorkloadApiX509Source
+
+
+def test_calls_without_the_header_are_refused(agent: WorkloadApiServer, ca: DevCA) -> None:
+    agent.push("x509", x509_response(ca.issue_svid("spiffe://example.org/web"), ca.bundle))
+    with grpc.insecure_channel(f"unix:{agent.socket_path}") as channel:
+        stub = pb2_grpc.SpiffeWorkloadAPIStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(stub.FetchX509SVID(pb2.X509SVIDRequest(), timeout=10))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.FetchJWTSVID(pb2.JWTSVIDRequest(audience=["api"]), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert agent.refused_without_header == 2
+        # With the header, the same server answers.
+        stream = stub.FetchX509SVID(pb2.X509SVIDRequest(), metadata=[HEADER], timeout=10)
+        assert len(next(stream).svids) == 1
+        stream.cancel()
+    # zerotrust's sources send the header on every call (stream and unary).
+    with WorkloadApiX509Source(agent.address, **FAST) as source:
+        assert source.get_x509_svid()
+    jwt = WorkloadApiJwtSource(agent.address, watch_bundles=False, **FAST)
+    with jwt, pytest.raises(SourceError, match="PERMISSION_DENIED"):  # reached the handler
+        jwt.token("api")
+    assert agent.refused_without_header == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "target"),
+    [
+        ("unix:///run/agent.sock", "unix:/run/agent.sock"),
+        ("unix:/run/agent.sock", "unix:/run/agent.sock"),
+    ],
+)
+def test_socket_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str, target: str
+) -> None:
+    monkeypatch.setenv("SPIFFE_ENDPOINT_SOCKET", value)
+    source = WorkloadApiX509Source(wait=False, **FAST)
+    source.close()
+    assert source.status().socket == target
+
+
+def test_socket_argument_wins_and_may_be_a_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPIFFE_ENDPOINT_SOCKET", "unix:///elsewhere.sock")
+    addresses: list[str | Path] = [
+        "/run/agent.sock",
+        Path("/run/agent.sock"),
+        "unix:/run/agent.sock",
+    ]
+    for given in addresses:
+        source = WorkloadApiJwtSource(given, watch_bundles=False, **FAST)
+        source.close()
+        assert source.status().socket == "unix:/run/agent.sock"
+        assert source.status().closed
+
+
+@pytest.mark.parametrize(
+    ("env", "arg", "message"),
+    [
+        (None, None, "SPIFFE_ENDPOINT_SOCKET"),
+        ("", None, "SPIFFE_ENDPOINT_SOCKET"),
+        ("/run/agent.sock", None, "must be a unix: URI"),
+        ("tcp://127.0.0.1:8081", None, "must be a unix: URI"),
+        (None, "tcp://127.0.0.1:8081", "only unix: sockets"),
+        (None, "unix://agent/run.sock", "no authority"),
+        (None, "unix:///run/agent.sock?x=1", "no authority, query"),
+        (None, "unix:///run/agent.sock#frag", "no authority, query"),
+        (None, "unix:relative.sock", "absolute"),
+        (None, "agent.sock", "only unix: sockets"),
+        (None, "/" + "a" * 200, "too long"),
+    ],
+)
+def test_invalid_socket_addresses(
+    monkeypatch: pytest.MonkeyPatch, env: str | None, arg: str | None, message: str
+) -> None:
+    if env is None:
+        monkeypatch.delenv("SPIFFE_ENDPOINT_SOCKET", raising=False)
+    else:
+        monkeypatch.setenv("SPIFFE_ENDPOINT_SOCKET", env)
+    with pytest.raises(ConfigurationError, match=message):
+        WorkloadApiX509Source(arg, wait=False)
+
+
+def test_invalid_settings() -> None:
+    with pytest.raises(ConfigurationError, match="timeout_first"):
+        WorkloadApiX509Source("/run/agent.sock", timeout_first=0)
+    with pytest.raises(ConfigurationError, match="backoff_max"):
+        WorkloadApiX509Source("/run/agent.sock", backoff_initial=2, backoff_max=1)
+    with pytest.raises(ConfigurationError, match="fetch_timeout"):
+        WorkloadApiJwtSource("/run/agent.sock", fetch_timeout=-1)
+    with pytest.raises(InvalidSpiffeId, match="scheme"):
+        WorkloadApiJwtSource("/run/agent.sock", spiffe_id="not-an-id")
+
+
+def test_token_fetch_is_bounded(socket_dir: str) -> None:
+    with (
+        WorkloadApiJwtSource(
+            f"{socket_dir}/absent.sock", watch_bundles=False, fetch_timeout=0.3
+        ) as source,
+        pytest.raises(SourceError, match="DEADLINE_EXCEEDED"),
+    ):
+        source.token("api")
+
+
+def test_der_splitting(ca: DevCA, ca_with_intermediate: DevCA) -> None:
+    chain = ca_with_intermediate.issue_svid("spiffe://example.org/web").cert_chain
+    assert split_der(der_certs(chain), limit=10, what="chain") == list(chain)
+    data = der_certs(chain)
+    with pytest.raises(BundleError, match="no certificate"):
+        split_der(b"", limit=10, what="chain")
+    with pytest.raises(BundleError, match="more than 1"):
+        split_der(data, limit=1, what="chain")
+    with pytest.raises(BundleError, match="truncated"):
+        split_der(data[:-1], limit=10, what="chain")
+    with pytest.raises(BundleError, match="not a sequence"):
+        split_der(b"\x04\x00", limit=10, what="chain")
+    with pytest.raises(BundleError, match="invalid DER length"):
+        split_der(b"\x30\x85\x00\x00\x00\x00\x01", limit=10, what="chain")
+    with pytest.raises(BundleError, match="not valid DER"):
+        split_der(b"\x30\x03\x02\x01\x01", limit=10, what="chain")
+    with pytest.raises(BundleError, match="exceeds"):
+        split_der(b"\x30" * (5 << 20), limit=10, what="chain")
+
+
+def test_jwt_bundle_documents() -> None:
+    good = b'{"keys": [{"kty": "EC", "crv": "P-256", "kid": "a", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}, {"use": "x509-svid", "kty": "EC"}]}'  # noqa: E501
+    bundles = jwt_bundle_set({"spiffe://example.org": good, "other.org": b'{"keys": []}'}, None)
+    assert [b.trust_domain.name for b in bundles] == ["example.org"]  # empty ones left out
+    assert dict(bundles.get("example.org").jwt_authorities["a"])["use"] == "jwt-svid"  # type: ignore[union-attr]
+    assert jwt_bundle_set({"spiffe://example.org": good}, bundles) is bundles
+    for bad, reason in [
+        (b"[1]", "not a JSON object"),
+        (b'{"keys": [1]}', "not an object"),
+        (b'{"keys": [{"kty": "EC", "d": "x", "kid": "a"}]}', "private"),
+        (b"{" * 2_000_000, "exceeds"),
+    ]:
+        with pytest.raises(BundleError, match=reason):
+            jwt_bundle_set({"example.org": bad}, None)
+    with pytest.raises(BundleError, match="invalid trust domain"):
+        jwt_bundle_set({"Not A Domain": good}, None)
+
+
+def test_svid_without_bundle_or_key_is_refused(ca: DevCA) -> None:
+    from zerotrust.sources._workload_convert import SvidEntry, x509_context
+
+    response = x509_response(ca.issue_svid("spiffe://example.org/web"), ca.bundle)
+    entry = response.svids[0]
+    fields = (entry.spiffe_id, entry.x509_svid, entry.x509_svid_key, entry.bundle)
+    assert x509_context([SvidEntry(*fields)], {}).svid.spiffe_id
+    with pytest.raises(SvidError, match="PKCS#8"):
+        x509_context([SvidEntry(fields[0], fields[1], b"junk", fields[3])], {})
+    with pytest.raises(BundleError, match="no certificate"):
+        x509_context([SvidEntry(*fields[:3], b"")], {})
+    with pytest.raises(BundleError, match="no bundle for the SVID"):
+        x509_context([SvidEntry("", *fields[1:])], {})
+    with pytest.raises(SvidError, match="holds no SVID"):
+        x509_context([], {})
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    for failures in range(40):
+        ceiling = min(30.0, 0.5 * 2**failures)
+        delays = {backoff_delay(failures, 0.5, 30.0) for _ in range(20)}
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(delays) > 1  # jittered
+
+
+@pytest.mark.parametrize(("blocked", "package"), [("grpc", "grpcio"), ("spiffe", "spiffe")])
+def test_missing_dependency_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, blocked: str, package: str
+) -> None:
+    for name in list(sys.modules):
+        if name.startswith("zerotrust.sources.") and "workload" in name:
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, blocked, None)
+    with pytest.raises(MissingDependencyError) as missing:
+        importlib.import_module("zerotrust.sources.spiffe_workload_api")
+    assert missing.value.extra == "spiffe" and missing.value.package == package
+    assert "zerotrust[spiffe]" in str(missing.value)

@@ -201,7 +201,7 @@ class Guard:
     def _stateful_checks(self, auth: AuthResult, dry: bool) -> Generator[Any, Any, None]:
         token, store = auth.token, self.store
         if token is not None and self.check_revocation:
-            jti, sub, iss = token.jti, token.subject, token.issuer
+            jti, sub, iss = token.jti, token.subject, token.issuer or ""
             iat = token.issued_at.timestamp() if token.issued_at is not None else None
 
             def check() -> bool:

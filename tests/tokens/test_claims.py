@@ -315,3 +315,47 @@ def test_validate_claims_one_shot(es256: PrivateJWK, clock: FixedClock) -> None:
     assert validator.issuer == ISSUER
     assert validator.audiences == {AUDIENCE, "b"}
     assert validator.trust_domain is None
+
+
+def test_jwt_svid_without_issuer_is_bound_to_the_trust_domain() -> None:
+    """SPIRE issues JWT-SVIDs without ``iss`` unless configured: the trust domain binds them."""
+    from zerotrust import TokenIssuer, TokenVerifier
+    from zerotrust.errors import ConfigurationError, InvalidClaim, TokenError
+    from zerotrust.tokens import PrivateJWK
+
+    key = PrivateJWK.generate("ES256", kid="k")
+    minted = TokenIssuer(key, issuer="https://spire.example")
+    verifier = TokenVerifier(
+        issuer=None,
+        audience="api",
+        keys=key.public(),
+        algorithms=["ES256"],
+        token_type="jwt-svid",
+        trust_domain="example.org",
+    )
+    good = minted.issue(subject="spiffe://example.org/web", audience="api", token_type="jwt-svid")
+    token = verifier.verify(good)
+    assert token.issuer == "https://spire.example"
+    with pytest.raises(TokenError):
+        verifier.verify(
+            minted.issue(subject="spiffe://other.org/web", audience="api", token_type="jwt-svid")
+        )
+    with pytest.raises(ConfigurationError):
+        TokenVerifier(issuer=None, audience="api", keys=key.public(), algorithms=["ES256"])
+    with pytest.raises(ConfigurationError):
+        TokenVerifier(
+            issuer=None,
+            audience="api",
+            keys=key.public(),
+            algorithms=["ES256"],
+            token_type="jwt-svid",
+        )
+    from zerotrust.tokens import ClaimsValidator
+
+    validator = ClaimsValidator(
+        issuer=None, audience="api", token_type="jwt-svid", trust_domain="example.org"
+    )
+    claims = {"sub": "spiffe://example.org/x", "aud": "api", "exp": 2_000_000_000}
+    validator.check(claims, 1_900_000_000)  # no iss at all: accepted for this profile
+    with pytest.raises(InvalidClaim):
+        validator.check({**claims, "iss": 7}, 1_900_000_000)

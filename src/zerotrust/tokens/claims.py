@@ -97,7 +97,7 @@ class ClaimsValidator:
     def __init__(
         self,
         *,
-        issuer: str,
+        issuer: str | None,
         audience: str | Sequence[str],
         leeway: float = 60,
         token_type: str | None = None,
@@ -106,7 +106,12 @@ class ClaimsValidator:
         clock: Clock | None = None,
         trust_domain: str | TrustDomain | None = None,
     ) -> None:
-        if not isinstance(issuer, str) or not issuer:
+        if issuer is None:
+            if token_type != JWT_SVID or trust_domain is None:
+                raise ConfigurationError(
+                    "issuer is required; only JWT-SVIDs checked against trust_domain= may omit it"
+                )
+        elif not isinstance(issuer, str) or not issuer:
             raise ConfigurationError("issuer must be a non-empty string")
         audiences = string_tuple(audience, "audience")
         if isinstance(leeway, bool) or not isinstance(leeway, (int, float)):
@@ -135,8 +140,8 @@ class ClaimsValidator:
         self._now = clock_function(clock)
 
     @property
-    def issuer(self) -> str:
-        """The accepted ``iss``."""
+    def issuer(self) -> str | None:
+        """The accepted ``iss`` (``None``: JWT-SVIDs of ``trust_domain`` with any or no ``iss``)."""
         return self._issuer
 
     @property
@@ -167,9 +172,12 @@ class ClaimsValidator:
         """Apply every rule to ``claims`` at POSIX time ``now``; returns the valid window."""
         get = claims.get
         iss = get("iss")
-        if iss is None:
+        if self._issuer is None:  # JWT-SVID bound to a trust domain: iss is optional
+            if iss is not None and type(iss) is not str:
+                raise InvalidClaim("claim 'iss' must be a string")
+        elif iss is None:
             raise MissingClaim("claim 'iss' is missing")
-        if type(iss) is not str or iss != self._issuer:
+        elif type(iss) is not str or iss != self._issuer:
             raise InvalidIssuer("issuer does not match")
         aud = get("aud")
         if type(aud) is not str or aud not in self._audiences:
@@ -259,14 +267,14 @@ def _strings(value: object) -> bool:
 
 
 def _expected_trust_domain(
-    issuer: str, token_type: str | None, trust_domain: str | TrustDomain | None
+    issuer: str | None, token_type: str | None, trust_domain: str | TrustDomain | None
 ) -> TrustDomain | None:
     if token_type != JWT_SVID:
         if trust_domain is not None:
             raise ConfigurationError("trust_domain is only used with token_type='jwt-svid'")
         return None
     expected: TrustDomain | None = None
-    if issuer.startswith("spiffe://"):
+    if issuer is not None and issuer.startswith("spiffe://"):
         try:
             expected = SpiffeId.parse(issuer).trust_domain
         except InvalidSpiffeId:
@@ -293,7 +301,7 @@ def _expected_trust_domain(
 def validate_claims(
     signed: VerifiedSignature,
     *,
-    issuer: str,
+    issuer: str | None,
     audience: str | Sequence[str],
     leeway: float = 60,
     token_type: str | None = None,

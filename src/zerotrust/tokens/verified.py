@@ -105,9 +105,9 @@ class VerifiedToken(Frozen):
         return self.claims.get("sub")
 
     @property
-    def issuer(self) -> str:
-        """``iss`` (always present: it was matched exactly)."""
-        return self.claims["iss"]  # type: ignore[no-any-return]
+    def issuer(self) -> str | None:
+        """``iss`` (matched exactly; absent only for JWT-SVIDs verified without an issuer)."""
+        return self.claims.get("iss")
 
     @property
     def audience(self) -> tuple[str, ...]:

@@ -32,7 +32,8 @@ _sha256 = hashlib.sha256
 class TokenVerifier:
     """Verifies signed JWTs from one issuer for one or more audiences.
 
-    Required: ``issuer`` (matched exactly), ``audience`` (one or several accepted values),
+    Required: ``issuer`` (matched exactly; ``None`` only for JWT-SVIDs checked against
+    ``trust_domain=``, since SPIRE may issue them without ``iss``), ``audience`` (one or several accepted values),
     ``keys`` (a :class:`~zerotrust.tokens.KeySource`, or a static ``JWKSet``, ``JWK``,
     ``SecretKey``, JWKS ``dict`` or ``cryptography`` public key) and ``algorithms`` (the
     allowlist; there is no default). ``token_type`` picks a profile: ``None`` (generic JWT),
@@ -49,7 +50,7 @@ class TokenVerifier:
     def __init__(
         self,
         *,
-        issuer: str,
+        issuer: str | None,
         audience: str | Sequence[str],
         keys: KeysLike,
         algorithms: Sequence[str],

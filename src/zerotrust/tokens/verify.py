@@ -33,8 +33,9 @@ class TokenVerifier:
     """Verifies signed JWTs from one issuer for one or more audiences.
 
     Required: ``issuer`` (matched exactly; ``None`` only for JWT-SVIDs checked against
-    ``trust_domain=``, since SPIRE may issue them without ``iss``), ``audience`` (one or several accepted values),
-    ``keys`` (a :class:`~zerotrust.tokens.KeySource`, or a static ``JWKSet``, ``JWK``,
+    ``trust_domain=``, since SPIRE may issue them without ``iss``), ``audience`` (one or
+    several accepted values), ``keys`` (a :class:`~zerotrust.tokens.KeySource`, or a static
+    ``JWKSet``, ``JWK``,
     ``SecretKey``, JWKS ``dict`` or ``cryptography`` public key) and ``algorithms`` (the
     allowlist; there is no default). ``token_type`` picks a profile: ``None`` (generic JWT),
     ``"jwt-svid"`` (SPIFFE JWT-SVID; see ``trust_domain``) or ``"at+jwt"`` (RFC 9068 access

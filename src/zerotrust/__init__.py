@@ -30,6 +30,7 @@ from zerotrust.authz import (
     load_policy,
     require,
 )
+from zerotrust.config import Settings
 from zerotrust.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -128,6 +129,7 @@ __all__ = [
     "ScopeRule",
     "SecretKey",
     "SelfIssuedTokenSource",
+    "Settings",
     "SourceError",
     "SpiffeId",
     "SpiffeJwtBundleKeySource",

@@ -1,0 +1,87 @@
+"""Reading settings and policy documents: TOML, YAML (PyYAML) or JSON, chosen by suffix."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from zerotrust._config_sources import fail
+from zerotrust.errors import MissingDependencyError
+
+__all__ = ["freeze", "read_document", "thaw"]
+
+_MAX_FILE_BYTES = 1 << 20
+
+
+def read_document(path: Path, label: str) -> Any:
+    """Parse a TOML, YAML or JSON file; errors name ``label`` and never quote the file."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(_MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise fail(label, f"cannot read {str(path)!r} ({exc.strerror})") from None
+    if len(data) > _MAX_FILE_BYTES:
+        raise fail(label, f"{str(path)!r} is larger than {_MAX_FILE_BYTES} bytes")
+    suffix = path.suffix.lower()
+    try:
+        text = data.decode("utf-8")
+        if suffix == ".toml":
+            return _toml_loads(text)
+        if suffix in (".yaml", ".yml"):
+            return _yaml_loads(text, label, path)
+        if suffix == ".json":
+            return json.loads(text)
+    except UnicodeDecodeError:
+        raise fail(label, f"{str(path)!r} is not UTF-8 text") from None
+    except ValueError as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+        if isinstance(exc, json.JSONDecodeError):
+            where = f"line {exc.lineno}, column {exc.colno}"
+        else:
+            where = str(exc)  # tomllib: "Invalid value (at line 3, column 10)", no excerpt
+        raise fail(label, f"{str(path)!r} is not valid {suffix[1:].upper()} ({where})") from None
+    raise fail(label, f"{str(path)!r}: unknown format (use .toml, .yaml, .yml or .json)")
+
+
+def _toml_loads(text: str) -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def _yaml_loads(text: str, label: str, path: Path) -> Any:
+    try:
+        import yaml
+    except ModuleNotFoundError:
+        raise MissingDependencyError("pyyaml", "yaml") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        # the message only, never the excerpt of the file PyYAML adds (it may hold a secret)
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or "syntax error"
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise fail(label, f"{str(path)!r} is not valid YAML ({problem}{where})") from None
+
+
+def freeze(value: Any) -> Any:
+    """A read-only copy of a JSON-like document."""
+    if isinstance(value, Mapping):
+        return types.MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A mutable (dict/list) copy of a :func:`freeze` result."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value

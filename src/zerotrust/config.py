@@ -1,0 +1,246 @@
+"""Settings: build a :class:`~zerotrust.Guard` from a file and/or ``ZEROTRUST_*`` variables.
+
+Precedence is defaults < file < environment. Everything is checked when the settings are
+loaded: an unknown key or variable, a wrong type, a missing or unreadable file, a policy that
+does not parse or two settings that contradict each other raise a
+:class:`~zerotrust.errors.ConfigurationError` naming the setting, e.g.
+``zerotrust.toml: tokens.audiance: unknown setting (did you mean 'audience'?)`` or
+``ZEROTRUST_TOKENS__LEEWAY: not a number``. Building the Guard does no network I/O.
+
+Secrets (``tokens.hmac_secret``, ``api_keys.hashes``, ``store.password``,
+``audit.pseudonym_key``) come from environment variables or from files named by
+``<setting>_file``, never from the settings file itself, and are shown as ``<redacted>``::
+
+    settings = Settings.load("zerotrust.toml")   # plus os.environ
+    guard = settings.build_guard(hooks={"opa": ask_opa})
+
+See ``docs/configuration.md`` for every setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from zerotrust._clock import SYSTEM_CLOCK, Clock
+from zerotrust._config_backends import build_audit, build_store, pseudonymizer
+from zerotrust._config_build import build_authenticator, build_policy
+from zerotrust._config_check import Names, check, named
+from zerotrust._config_files import read_document
+from zerotrust._config_schema import (
+    REDACTED,
+    ApiKeySettings,
+    AuditSettings,
+    DPoPSettings,
+    MtlsSettings,
+    PolicySettings,
+    ProxySettings,
+    RemoteKeySettings,
+    Secret,
+    StoreSettings,
+    TokenSettings,
+)
+from zerotrust._config_sources import (
+    ENV_CONFIG,
+    Layer,
+    Origin,
+    env_layer,
+    fail,
+    mapping_layer,
+    merge,
+)
+from zerotrust._config_values import construct
+from zerotrust.audit.sinks import AuditPipeline, AuditSink
+from zerotrust.pipeline import Guard
+from zerotrust.stores.base import Store
+
+__all__ = [
+    "ENV_CONFIG",
+    "ApiKeySettings",
+    "AuditSettings",
+    "DPoPSettings",
+    "MtlsSettings",
+    "PolicySettings",
+    "ProxySettings",
+    "RemoteKeySettings",
+    "Secret",
+    "Settings",
+    "StoreSettings",
+    "TokenSettings",
+]
+
+_TABLE = "zerotrust"
+_INTERNAL = MappingProxyType({"internal": True})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated, immutable settings for one service. Build them with :meth:`load` or
+    :meth:`from_dict`, then call :meth:`build_guard` (as often as you like).
+
+    Constructing or :func:`dataclasses.replace`-ing a ``Settings`` runs every check again,
+    so an instance that exists is a valid one. ``sources`` lists where the values came from.
+    """
+
+    service: str = "zerotrust"
+    tokens: TokenSettings | None = None
+    mtls: MtlsSettings | None = None
+    proxies: ProxySettings | None = None
+    api_keys: ApiKeySettings | None = None
+    dpop: DPoPSettings = field(default_factory=DPoPSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    sources: tuple[str, ...] = field(default=(), metadata=_INTERNAL)
+    origins: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}),
+        repr=False,
+        compare=False,
+        metadata=_INTERNAL,
+    )
+
+    def __post_init__(self) -> None:
+        name = self._names()
+        service = self.service
+        if not isinstance(service, str) or not service or '"' in service or "\\" in service:
+            raise fail(name("service"), "must be a non-empty name without quotes or backslashes")
+        object.__setattr__(self, "policy", check(self, name))
+        # Build the local parts once now (files, keys, policy), so that a bad bundle or key
+        # file fails at start-up rather than on the first request.
+        build_authenticator(self, name, None, trial=True)
+        pseudonymizer(self.audit, name)
+
+    def _names(self) -> Names:
+        return Names(self.origins, self.sources[0] if self.sources else "settings")
+
+    # --- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Settings from the file at ``path`` (TOML, YAML or JSON, by suffix; its settings in a
+        top-level ``zerotrust`` table) overridden by ``ZEROTRUST_*`` variables from ``env``
+        (default: :data:`os.environ`). ``ZEROTRUST_CONFIG``, when set, names the file instead
+        of ``path``; with neither, the settings come from the environment alone.
+        """
+        environ = os.environ if env is None else env
+        from_env = environ.get(ENV_CONFIG)
+        layer: Layer = {}
+        sources: list[str] = []
+        target = from_env or path
+        if target is not None:
+            shown = os.fspath(target)
+            label = ENV_CONFIG if from_env else "settings file"
+            layer = _file_layer(Path(shown), shown, label)
+            sources.append(shown)
+        overrides = env_layer(environ, cls)
+        if overrides:
+            sources.append("environment")
+            layer = merge(layer, overrides, cls)
+        return cls._from_layer(layer, sources or ["environment"])
+
+    @classmethod
+    def from_dict(
+        cls,
+        mapping: Mapping[str, Any],
+        *,
+        source: str = "<dict>",
+        env: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Settings from the content of a ``zerotrust`` table given by code (e.g. Django's
+        ``settings.ZEROTRUST``). Secrets may be given here (read them from your secret store),
+        paths may be :class:`~pathlib.Path` objects. ``env``, if given, overrides the mapping
+        as :meth:`load` does; by default the environment is not read. ``source`` names the
+        mapping in error messages.
+        """
+        layer = mapping_layer(mapping, cls, kind="dict", source=source)
+        sources = [source]
+        if env is not None:
+            overrides = env_layer(env, cls)
+            if overrides:
+                sources.append("environment")
+                layer = merge(layer, overrides, cls)
+        return cls._from_layer(layer, sources)
+
+    @classmethod
+    def _from_layer(cls, layer: Layer, sources: Sequence[str]) -> Settings:
+        origins: dict[str, str] = {}
+        where = Origin("env" if sources[0] == "environment" else "dict", sources[0], ())
+        kwargs = construct(cls, layer, (), where, origins)
+        return cls(**kwargs, sources=tuple(sources), origins=MappingProxyType(origins))
+
+    # --- building -----------------------------------------------------------------------------
+
+    def build_guard(
+        self,
+        *,
+        audit: AuditSink | Sequence[AuditSink] | AuditPipeline | None = None,
+        store: Store | None = None,
+        hooks: Mapping[str, Callable[..., Any]] | None = None,
+        clock: Clock | None = None,
+    ) -> Guard:
+        """A new :class:`~zerotrust.Guard` from these settings.
+
+        ``hooks`` maps the CUSTOM hook names the policy uses to callables. ``audit`` and
+        ``store``, when given, replace what the ``audit`` and ``store`` settings describe;
+        ``clock`` is for tests. No network I/O happens here: remote keys are fetched on
+        first use (or call ``prefetch()`` on the key source) and Redis is connected lazily.
+        """
+        name = self._names()
+        policy = build_policy(self.policy, hooks)
+        if store is None:
+            store = build_store(self.store, name, clock)
+        if audit is None:
+            audit = build_audit(self.audit, name)
+        authenticator = build_authenticator(self, name, clock, trial=False)
+        with named(name("service")):
+            return Guard(
+                authenticator=authenticator,
+                policy=policy,
+                audit=audit,
+                store=store,
+                service=self.service,
+                check_revocation=self.store.check_revocation,
+                clock=clock or SYSTEM_CLOCK,
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets shown as ``"<redacted>"``."""
+        plain = _plain(self)
+        assert isinstance(plain, dict)
+        return plain
+
+
+def _file_layer(file: Path, shown: str, label: str) -> Layer:
+    document = read_document(file, label)
+    if not isinstance(document, Mapping):
+        raise fail(shown, f"must hold a {_TABLE!r} table")
+    for key in document:
+        if key != _TABLE and difflib.get_close_matches(str(key), [_TABLE], n=1, cutoff=0.8):
+            raise fail(f"{shown}: {key}", f"unknown table (did you mean {_TABLE!r}?)")
+    if _TABLE not in document:
+        raise fail(shown, f"has no {_TABLE!r} table (write the settings under [{_TABLE}])")
+    return mapping_layer(document[_TABLE], Settings, kind="file", source=shown, base=file.parent)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Secret):
+        return REDACTED
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.metadata.get("internal")
+        }
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

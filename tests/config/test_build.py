@@ -1,0 +1,226 @@
+"""The parts of a Guard built from settings: stores, key sources, certificates, API keys, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.config.helpers import (
+    API_KEY,
+    AUD,
+    HMAC,
+    ISS,
+    PASSWORD,
+    PSEUDONYM_KEY,
+    WEB,
+    base,
+    get,
+    secret_env,
+    write,
+)
+from zerotrust.audit import MemorySink
+from zerotrust.config import Settings
+from zerotrust.dev import DevCA
+from zerotrust.errors import MissingDependencyError
+from zerotrust.stores import MemoryStore, RedisStore, ResilientStore
+from zerotrust.tokens import PrivateJWK, SecretKey, TokenIssuer, TokenVerifier
+from zerotrust.tokens._b64 import b64url_encode
+
+# --- the parts a Guard is built from ---------------------------------------------------------
+
+
+def test_redis_url_builds_a_redis_store_without_connecting(
+    files: Path, issuer: TokenIssuer
+) -> None:
+    env = secret_env(files) | {"ZEROTRUST_STORE__REVOCATION": "closed"}
+    env["ZEROTRUST_STORE__USERNAME"] = "app"
+    del env["ZEROTRUST_AUDIT__PSEUDONYMIZE"], env["ZEROTRUST_AUDIT__PSEUDONYM_KEY"]
+    settings = Settings.from_dict(base(files), env=env)
+    guard = settings.build_guard(audit=MemorySink())  # nothing listens on port 1: no connection
+    store = guard.store
+    assert isinstance(store, ResilientStore) and isinstance(store.store, RedisStore)
+    redis_store = store.store
+    try:
+        kwargs = redis_store._client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+        assert kwargs["password"] == PASSWORD and kwargs["username"] == "app"
+        assert kwargs["host"] == "127.0.0.1" and kwargs["port"] == 1
+        assert PASSWORD not in repr(store)
+        token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+        refused = guard.evaluate(get(token))  # revocation fails closed: the store is down
+        assert refused.status == 503 and refused.error is not None
+        open_guard = dataclasses.replace(
+            settings, store=dataclasses.replace(settings.store, revocation="open")
+        ).build_guard(audit=MemorySink())
+        try:
+            assert open_guard.evaluate(get(token)).allowed
+        finally:
+            open_guard.store.store.close()  # type: ignore[attr-defined]
+            asyncio.run(open_guard.store.store.aclose())  # type: ignore[attr-defined]
+    finally:
+        redis_store.close()
+        asyncio.run(redis_store.aclose())
+
+
+def test_explicit_objects_override_the_settings(files: Path) -> None:
+    settings = Settings.from_dict(base(files, store={"url": "redis://127.0.0.1:1/0"}))
+    store, sink = MemoryStore(), MemorySink()
+    guard = settings.build_guard(store=store, audit=sink)
+    assert guard.store is store and guard.audit.sinks == (sink,)
+
+
+def test_remote_key_sources_are_lazy(files: Path) -> None:
+    doc = base(files)
+    del doc["tokens"]["jwks_file"]
+    for key, url in (("jwks_url", f"{ISS}/jwks.json"), ("oidc_issuer", ISS)):
+        doc["tokens"] = {
+            k: v for k, v in doc["tokens"].items() if k not in ("jwks_url", "oidc_issuer")
+        }
+        doc["tokens"][key] = url
+        guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+        assert guard.authenticator.tokens is not None
+        source: Any = guard.authenticator.tokens.signature_verifier.source
+        assert type(source).__name__ == "RemoteJWKSource"
+        assert source.status().fetch_count == 0
+        source.close()
+
+
+def test_importing_the_settings_does_not_import_httpx_or_redis() -> None:
+    code = "import sys, zerotrust.config; assert not {'httpx', 'redis', 'yaml'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_mtls_and_forwarded_certificates(files: Path, bundle_file: Path, ca: DevCA) -> None:
+    doc = base(files, tokens=None) | {
+        "mtls": {"bundles": {"example.org": bundle_file}, "require": True},
+        "proxies": {"addresses": ["10.0.0.0/8"], "spiffe_ids": ["spiffe://example.org"]},
+        "policy": {"rules": [{"id": "web", "from": [{"spiffe_ids": [WEB]}]}]},
+    }
+    guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+    svid = ca.issue_svid(WEB)
+    chain = [c.public_bytes(Encoding.DER) for c in svid.cert_chain]
+    direct = guard.evaluate(get(peer_chain=chain))
+    assert direct.allowed and direct.principal is not None and direct.principal.proven_by == "mtls"
+    assert guard.evaluate(get()).status == 401  # mtls.require
+    pem = urllib.parse.quote(svid.leaf.public_bytes(Encoding.PEM).decode(), safe="")
+    proxy = ca.issue_svid("spiffe://example.org/ns/mesh/sa/ingress")
+    proxy_chain = [c.public_bytes(Encoding.DER) for c in proxy.cert_chain]
+    forwarded = get(
+        headers={"x-forwarded-client-cert": f'Cert="{pem}"'},
+        remote_addr="10.1.2.3",
+        peer_chain=proxy_chain,
+    )
+    outcome = guard.evaluate(forwarded)
+    assert outcome.allowed and outcome.principal is not None
+    assert outcome.principal.proven_by == "proxy-mtls" and str(outcome.principal.spiffe_id) == WEB
+
+
+def test_jwt_svids_verified_with_the_bundles_jwt_authorities(files: Path, ca: DevCA) -> None:
+    from zerotrust import TrustBundle
+
+    key = PrivateJWK.generate("ES256", kid="svid-key")
+    authority = {**key.public().to_public_dict(), "use": "jwt-svid"}
+    bundle = TrustBundle(
+        ca.trust_domain, ca.bundle.x509_authorities, jwt_authorities={"svid-key": authority}
+    )
+    write(files / "bundle.json", json.dumps(bundle.to_jwks()))
+    doc = base(files) | {"mtls": {"bundles": {"example.org": str(files / "bundle.json")}}}
+    doc["tokens"] = {
+        "issuer": "spiffe://example.org",
+        "audience": AUD,
+        "algorithms": ["ES256"],
+        "spiffe_trust_domain": "example.org",
+    }
+    guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+    verifier = guard.authenticator.tokens
+    assert verifier is not None and verifier.claims_validator.trust_domain is not None
+    token = TokenIssuer(key, issuer="spiffe://example.org").issue(
+        subject=WEB, audience=AUD, scopes=["orders:read"]
+    )
+    outcome = guard.evaluate(get(token))
+    assert outcome.allowed and str(outcome.principal.spiffe_id) == WEB  # type: ignore[union-attr]
+
+
+def test_api_keys_and_hmac_tokens(files: Path) -> None:
+    doc = base(files, tokens=None) | {
+        "tokens": {"issuer": ISS, "audience": AUD, "algorithms": ["HS256"]},
+        "api_keys": {"header": "X-Api-Key"},
+        "policy": {"rules": [{"id": "any", "from": [{"subjects": ["*"]}]}]},
+    }
+    env = {
+        "ZEROTRUST_API_KEYS__HASHES": f"ci={hashlib.sha256(API_KEY.encode()).hexdigest()}",
+        "ZEROTRUST_TOKENS__HMAC_SECRET": HMAC.hex(),
+    }
+    guard = Settings.from_dict(doc, env=env).build_guard(audit=MemorySink())
+    by_key = guard.evaluate(get(headers={"x-api-key": API_KEY}))
+    assert by_key.allowed and by_key.principal is not None
+    assert by_key.principal.subject == "api-key:ci"
+    assert guard.evaluate(get(headers={"x-api-key": "wrong"})).status == 401
+    header = b64url_encode(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    now = int(__import__("time").time())
+    claims = {"iss": ISS, "aud": AUD, "sub": "svc", "iat": now, "exp": now + 60}
+    signing_input = f"{header}.{b64url_encode(json.dumps(claims).encode())}"
+    signature = b64url_encode(SecretKey(HMAC).sign(signing_input.encode()))
+    outcome = guard.evaluate(get(f"{signing_input}.{signature}"))
+    assert outcome.allowed and outcome.principal is not None and outcome.principal.subject == "svc"
+    assert isinstance(guard.authenticator.tokens, TokenVerifier)
+
+
+def test_redis_urls_and_missing_redis(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for url, env, expected in [
+        ("redis://cache:6380/2", {}, {"host": "cache", "port": 6380, "db": 2}),
+        (
+            "rediss://app@cache/0",
+            {"ZEROTRUST_STORE__PASSWORD": "p w"},
+            {"username": "app", "password": "p w"},
+        ),
+        (
+            "unix:///run/redis.sock",
+            {"ZEROTRUST_STORE__USERNAME": "u"},
+            {"path": "/run/redis.sock", "username": "u"},
+        ),
+    ]:
+        guard = Settings.from_dict(base(files, store={"url": url}), env=env).build_guard()
+        redis_store: Any = guard.store.store  # type: ignore[attr-defined]
+        try:
+            kwargs = redis_store._client.connection_pool.connection_kwargs
+            assert {k: kwargs.get(k) for k in expected} == expected
+        finally:
+            redis_store.close()
+            asyncio.run(redis_store.aclose())
+    monkeypatch.setitem(sys.modules, "redis", None)  # as if redis-py were not installed
+    settings = Settings.from_dict(base(files, store={"url": "redis://cache/0"}))
+    with pytest.raises(MissingDependencyError) as info:
+        settings.build_guard()
+    assert info.value.extra == "redis"
+
+
+def test_audit_sinks_from_settings(files: Path) -> None:
+    from zerotrust.audit import LoggingSink, OTelSink
+
+    env = {
+        "ZEROTRUST_AUDIT__PSEUDONYMIZE": "subject",
+        "ZEROTRUST_AUDIT__PSEUDONYM_KEY": PSEUDONYM_KEY,
+    }
+    doc = base(files, audit={"sinks": ["logging", "otel"], "include_personal_data": True})
+    guard = Settings.from_dict(doc, env=env).build_guard()
+    sinks = guard.audit.sinks
+    assert len(sinks) == 2 and PSEUDONYM_KEY not in repr(sinks)
+    assert (
+        repr(sinks[1])
+        == "OTelSink(include_personal_data=True) with Pseudonymizer(fields=['subject'])"
+    )
+    plain = Settings.from_dict(
+        base(files, audit={"sinks": ["otel", "logging"], "on_error": "closed"})
+    )
+    built = plain.build_guard().audit
+    assert isinstance(built.sinks[0], OTelSink) and isinstance(built.sinks[1], LoggingSink)

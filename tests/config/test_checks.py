@@ -1,0 +1,135 @@
+"""Contradictory settings are refused, naming the settings involved."""
+
+from __future__ import annotations
+
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from tests.config.helpers import (
+    ISS,
+    PASSWORD,
+    PSEUDONYM_KEY,
+    base,
+    error_of,
+)
+from zerotrust.config import Settings
+
+# --- contradictions --------------------------------------------------------------------------
+
+
+def contradiction(files: Path, bundle_file: Path, case: str) -> str:
+    doc = base(files)
+    env: dict[str, str] = {}
+    mtls = {"bundles": {"example.org": str(bundle_file)}}
+    if case == "two key sources":
+        doc["tokens"]["jwks_url"] = "https://issuer.example/jwks.json"
+    elif case == "two key sources in the environment":
+        env = {"ZEROTRUST_TOKENS__JWKS_URL": ISS, "ZEROTRUST_TOKENS__OIDC_ISSUER": ISS}
+    elif case == "no key source":
+        del doc["tokens"]["jwks_file"]
+    elif case == "require_token without tokens":
+        del doc["tokens"]
+        doc["mtls"] = mtls
+        env = {"ZEROTRUST_TOKENS__REQUIRE": "true"}
+    elif case == "nothing to authenticate with":
+        del doc["tokens"]
+    elif case == "proxies without mtls":
+        doc["proxies"] = {"addresses": ["10.0.0.0/8"]}
+    elif case == "token_must_match_peer without tokens":
+        del doc["tokens"]
+        doc["mtls"] = {**mtls, "token_must_match_peer": True}
+    elif case == "spiffe keys without mtls":
+        doc["tokens"] = {**doc["tokens"], "jwks_file": None, "spiffe_trust_domain": "example.org"}
+    elif case == "spiffe keys of another trust domain":
+        doc["tokens"] = {**doc["tokens"], "jwks_file": None, "spiffe_trust_domain": "other.org"}
+        doc["mtls"] = mtls
+    elif case == "spiffe keys for access tokens":
+        doc["tokens"] = {**doc["tokens"], "jwks_file": None, "spiffe_trust_domain": "example.org"}
+        doc["tokens"]["token_type"] = "at+jwt"
+        doc["mtls"] = mtls
+    elif case == "remote options for a local key file":
+        doc["tokens"]["remote"] = {"timeout": 1}
+    elif case == "HMAC algorithm without a secret":
+        doc["tokens"]["algorithms"] = ["HS256"]
+    elif case == "HMAC secret with ES256":
+        del doc["tokens"]["jwks_file"]
+        doc["tokens"]["hmac_secret"] = "ab" * 32
+    elif case == "secret twice":
+        doc["audit"] = {"pseudonymize": ["subject"]}
+        env = {
+            "ZEROTRUST_AUDIT__PSEUDONYM_KEY": PSEUDONYM_KEY,
+            "ZEROTRUST_AUDIT__PSEUDONYM_KEY_FILE": str(files / "policy.toml"),
+        }
+    elif case == "policy file and inline rules":
+        doc["policy"]["rules"] = []
+    elif case == "policy file and inline options":
+        doc["policy"]["dry_run"] = True
+    elif case == "no policy":
+        del doc["policy"]
+    elif case == "password for the memory store":
+        env = {"ZEROTRUST_STORE__PASSWORD": PASSWORD}
+    elif case == "password in the Redis URL":
+        doc["store"] = {"url": f"redis://app:{urllib.parse.quote(PASSWORD, safe='')}@cache/0"}
+    elif case == "user name twice":
+        doc["store"] = {"url": "redis://app@cache:6379/0", "username": "other"}
+    elif case == "pseudonymize without a key":
+        doc["audit"] = {"pseudonymize": ["subject"]}
+    elif case == "pseudonym key without fields":
+        env = {"ZEROTRUST_AUDIT__PSEUDONYM_KEY": PSEUDONYM_KEY}
+    elif case == "personal data without otel":
+        doc["audit"] = {"include_personal_data": True}
+    elif case == "dpop options while disabled":
+        doc["dpop"] = {"enabled": False, "max_age": 30}
+    return error_of(Settings.from_dict, doc, env=env)
+
+
+CONTRADICTIONS = {
+    "two key sources": (
+        "<dict>: tokens.jwks_file: conflicts with <dict>: tokens.jwks_url: set exactly one"
+    ),
+    "two key sources in the environment": (
+        "ZEROTRUST_TOKENS__OIDC_ISSUER: conflicts with ZEROTRUST_TOKENS__JWKS_URL"
+    ),
+    "no key source": "<dict>: tokens: needs a key source: set one of tokens.jwks_url, ",
+    "require_token without tokens": (
+        "ZEROTRUST_TOKENS__ISSUER: required (ZEROTRUST_TOKENS__REQUIRE configures tokens)"
+    ),
+    "nothing to authenticate with": "<dict>: no way to authenticate callers",
+    "proxies without mtls": "<dict>: proxies: forwarded certificates are verified against mtls",
+    "token_must_match_peer without tokens": "<dict>: mtls.token_must_match_peer: needs tokens",
+    "spiffe keys without mtls": "<dict>: tokens.spiffe_trust_domain: reads the JWT authorities",
+    "spiffe keys of another trust domain": (
+        "<dict>: tokens.spiffe_trust_domain: mtls.bundles has no bundle for 'other.org'"
+    ),
+    "spiffe keys for access tokens": "<dict>: tokens.token_type: keys from a SPIFFE bundle",
+    "remote options for a local key file": (
+        "<dict>: tokens.remote.timeout: applies to tokens.jwks_url and tokens.oidc_issuer only"
+    ),
+    "HMAC algorithm without a secret": "<dict>: tokens.algorithms: HS256 needs tokens.hmac_secret",
+    "HMAC secret with ES256": "<dict>: tokens.algorithms: an HMAC secret is used with exactly one",
+    "secret twice": (
+        "ZEROTRUST_AUDIT__PSEUDONYM_KEY: conflicts with ZEROTRUST_AUDIT__PSEUDONYM_KEY_FILE"
+    ),
+    "policy file and inline rules": "<dict>: policy.rules: is part of an inline policy, but",
+    "policy file and inline options": (
+        "<dict>: policy.dry_run: is part of an inline policy, but <dict>: policy.file is set"
+    ),
+    "no policy": "<dict>: policy: required: set policy.file (ZEROTRUST_POLICY__FILE) or",
+    "password for the memory store": "ZEROTRUST_STORE__PASSWORD: applies to a Redis store only",
+    "password in the Redis URL": "<dict>: store.url: must not hold a password",
+    "user name twice": "<dict>: store.username: conflicts with the user name in <dict>: store.url",
+    "pseudonymize without a key": "<dict>: audit.pseudonymize: needs audit.pseudonym_key",
+    "pseudonym key without fields": "ZEROTRUST_AUDIT__PSEUDONYM_KEY: is set but audit.pseudonymize",
+    "personal data without otel": "<dict>: audit.include_personal_data: applies to the 'otel'",
+    "dpop options while disabled": "<dict>: dpop.max_age: is set but dpop.enabled is false",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTRADICTIONS))
+def test_contradictory_settings_are_refused(files: Path, bundle_file: Path, case: str) -> None:
+    found = contradiction(files, bundle_file, case)
+    assert found.startswith(CONTRADICTIONS[case]), found
+    assert PASSWORD not in found and urllib.parse.quote(PASSWORD) not in found
+    assert PSEUDONYM_KEY not in found

@@ -1,0 +1,199 @@
+"""Every setting, valid and invalid, from a mapping and from an environment variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.config.helpers import (
+    WEB,
+    base,
+    env_var,
+    error_of,
+    set_path,
+    value_at,
+    with_context,
+)
+from zerotrust.audit import MemorySink
+from zerotrust.config import Settings
+
+VALID = [
+    # (setting, value in a file/dict, the same as an environment variable, expected, context)
+    ("service", "orders-2", "orders-2", "orders-2", ""),
+    ("tokens.audience", ["a", "b"], "a, b", ("a", "b"), ""),
+    ("tokens.audience", "a", '["a"]', ("a",), ""),
+    ("tokens.algorithms", ["ES256", "EdDSA"], "ES256,EdDSA", ("ES256", "EdDSA"), ""),
+    ("tokens.leeway", 0, "0", 0.0, ""),
+    ("tokens.leeway", 2.5, "2.5", 2.5, ""),
+    ("tokens.token_type", "at+jwt", "at+jwt", "at+jwt", ""),
+    ("tokens.max_lifetime", 600, "600", 600.0, ""),
+    ("tokens.required_claims", ["jti", "iat"], "jti,iat", ("jti", "iat"), ""),
+    ("tokens.max_token_size", 4096, "4096", 4096, ""),
+    ("tokens.cache_size", 0, "0", 0, ""),
+    ("tokens.max_delegation_depth", 1, "1", 1, ""),
+    ("tokens.require", True, "yes", True, ""),
+    ("tokens.require", False, "off", False, ""),
+    ("tokens.remote.timeout", 1, "1", 1.0, "remote"),
+    ("tokens.remote.min_ttl", 10, "10", 10.0, "remote"),
+    ("tokens.remote.max_ttl", 600, "600", 600.0, "remote"),
+    ("tokens.remote.default_ttl", 0, "0", 0.0, "remote"),
+    ("tokens.remote.max_stale", 60, "60", 60.0, "remote"),
+    ("tokens.remote.allow_http_loopback", True, "true", True, "remote"),
+    ("mtls.bundle_format", "pem", "pem", "pem", "mtls"),
+    ("mtls.require", True, "1", True, "mtls"),
+    ("mtls.token_must_match_peer", True, "TRUE", True, "mtls"),
+    ("mtls.check_interval", 5, "5", 5.0, "mtls"),
+    ("proxies.addresses", ["10.0.0.1", "fd00::/8"], "10.0.0.1,fd00::/8", None, "proxies"),
+    ("proxies.spiffe_ids", [WEB, "spiffe://example.org/ns/*/sa/x"], f"{WEB}", None, "proxies"),
+    ("proxies.header", "client-cert", "client-cert", "client-cert", "proxies"),
+    ("proxies.header_name", "x-client-cert", "x-client-cert", "x-client-cert", "proxies"),
+    ("proxies.hop", "first", "first", "first", "proxies"),
+    ("proxies.max_header_bytes", 4096, "4096", 4096, "proxies"),
+    ("dpop.enabled", True, "on", True, ""),
+    ("dpop.algorithms", ["ES256"], "ES256", ("ES256",), ""),
+    ("dpop.max_age", 60, "60", 60.0, ""),
+    ("dpop.leeway", 0, "0", 0.0, ""),
+    ("store.prefix", "app:", "app:", "app:", ""),
+    ("store.socket_timeout", 2, "2", 2.0, ""),
+    ("store.replay_max_ttl", 600, "600", 600.0, ""),
+    ("store.revocation", "open", "open", "open", ""),
+    ("store.replay", "open", "open", "open", ""),
+    ("store.rate_limit", "open", "open", "open", ""),
+    ("store.check_revocation", False, "0", False, ""),
+    ("audit.sinks", ["otel", "logging"], "otel,logging", ("otel", "logging"), ""),
+    ("audit.on_error", "closed", "closed", "closed", ""),
+    ("audit.logger", "app.audit", "app.audit", "app.audit", ""),
+    ("audit.level", "DEBUG", "DEBUG", "DEBUG", ""),
+]
+
+
+@pytest.mark.parametrize(("dotted", "value", "text", "expected", "context"), VALID)
+def test_valid_setting(
+    files: Path,
+    bundle_file: Path,
+    dotted: str,
+    value: Any,
+    text: str,
+    expected: Any,
+    context: str,
+) -> None:
+    from_dict = Settings.from_dict(
+        set_path(with_context(files, bundle_file, context), dotted, value)
+    )
+    from_env = Settings.from_dict(
+        with_context(files, bundle_file, context), env={env_var(dotted): text}
+    )
+    if expected is not None:
+        assert value_at(from_dict, dotted) == expected
+        assert value_at(from_env, dotted) == expected
+    assert from_dict.origins[dotted] == f"<dict>: {dotted}"
+    assert from_env.origins[dotted] == env_var(dotted)
+    assert from_dict.build_guard(audit=MemorySink()).service
+
+
+INVALID_IN_DICT = [
+    # (setting, value, message; the label is "<dict>: <setting>" unless given, context)
+    ("service", 'a"b', "must be a non-empty name without quotes", None, ""),
+    ("service", 7, "must be a string", None, ""),
+    ("tokens", "x", "must be a table/mapping", None, ""),
+    ("tokens.issuer", "", "must not be empty", None, ""),
+    ("tokens.issuer", None, "required", None, ""),
+    ("tokens.audience", [1], "must be a list of strings", None, ""),
+    ("tokens.audience", ["a", "a"], "lists a value twice", None, ""),
+    ("tokens.audience", ["a", ""], "has an empty item", None, ""),
+    ("tokens.algorithms", ["none"], "'none'", "<dict>: tokens", ""),
+    ("tokens.leeway", "60", "must be a number", None, ""),
+    ("tokens.leeway", True, "must be a number", None, ""),
+    ("tokens.leeway", -1, "must be at least 0", None, ""),
+    ("tokens.leeway", float("nan"), "must be a finite number", None, ""),
+    ("tokens.max_token_size", 1.5, "must be an integer", None, ""),
+    ("tokens.max_token_size", 10, "max_token_size", "<dict>: tokens", ""),
+    ("tokens.max_lifetime", 0, "must be greater than 0", None, ""),
+    ("tokens.require", "yes", "must be true or false", None, ""),
+    ("tokens.token_type", "jwt", "must be one of 'jwt-svid', 'at+jwt' (got 'jwt')", None, ""),
+    ("tokens.trust_domain", "example.org", "trust_domain", "<dict>: tokens", ""),
+    ("tokens.remote", 5, "must be a table/mapping", None, "remote"),
+    ("tokens.remote.timeout", 601, "must be at most 600", None, "remote"),
+    ("tokens.remote.min_ttl", 100000, "min_ttl", "<dict>: tokens.remote", "remote"),
+    ("tokens.jwks_url", "http://issuer.example/jwks", "plain http is refused", None, "remote"),
+    ("mtls.bundle_format", "der", "must be one of", None, "mtls"),
+    ("mtls.bundles", {}, "must not be empty", None, "mtls"),
+    (
+        "mtls.bundles",
+        {"example.org": 5},
+        "must be a file path",
+        "<dict>: mtls.bundles['example.org']",
+        "mtls",
+    ),
+    ("mtls.bundles", "x.pem", "must be a table/mapping", None, "mtls"),
+    ("proxies.addresses", ["not-an-ip"], "not an IP address or CIDR", "<dict>: proxies", "proxies"),
+    ("proxies.spiffe_ids", ["spiffe://example.org/a/**/b"], "'**'", "<dict>: proxies", "proxies"),
+    ("proxies.hop", "first", "xfcc", "<dict>: proxies", "nginx"),
+    ("dpop.algorithms", ["HS256"], "asymmetric", "<dict>: dpop", ""),
+    ("dpop.max_age", 7200, "max_age", "<dict>: dpop", ""),
+    ("store.url", "http://cache:6379", "must be 'memory://', or a redis://", None, ""),
+    ("store.url", "memory://x", "the in-memory store is 'memory://'", None, ""),
+    ("store.revocation", "maybe", "must be one of 'closed', 'open'", None, ""),
+    ("store.socket_timeout", 0, "must be greater than 0", None, ""),
+    ("audit.sinks", ["kafka"], "'kafka' is not one of 'logging', 'otel'", None, ""),
+    ("audit.sinks", [], "needs at least one sink", None, ""),
+    ("audit.level", "LOUD", "must be one of", None, ""),
+    ("audit.pseudonymize", ["email"], "is not one of", None, ""),
+    ("policy", [], "must be a table/mapping", None, ""),
+    ("policy.default", "maybe", "must be one of 'deny', 'allow'", None, ""),
+    ("policy.rules", "x", "rules: must be a list", "<dict>: policy", "inline"),
+    ("mtls.bundles", {1: "x.pem"}, "keys must be non-empty strings", None, "mtls"),
+    ("store.url", "redis://cache:99999/0", "is not a valid URL", None, ""),
+    ("store.password", 5, "must be a non-empty string (value not shown)", None, ""),
+    ("audit.pseudonym_key", 5, "must be hex or base64 text (value not shown)", None, ""),
+    ("api_keys.hashes", {"ci": 5}, "must map key ids to SHA-256 hex digests", None, ""),
+    ("tokens.spiffe_trust_domain", "Not A Domain", "trust domain", None, "spiffe"),
+]
+
+
+@pytest.mark.parametrize(("dotted", "value", "message", "label", "context"), INVALID_IN_DICT)
+def test_invalid_setting(
+    files: Path,
+    bundle_file: Path,
+    dotted: str,
+    value: Any,
+    message: str,
+    label: str | None,
+    context: str,
+) -> None:
+    doc = with_context(files, bundle_file, "proxies" if context == "nginx" else context)
+    if context == "nginx":
+        doc["proxies"]["header"] = "nginx"
+    found = error_of(Settings.from_dict, set_path(doc, dotted, value))
+    assert found.startswith(f"{label or f'<dict>: {dotted}'}: "), found
+    assert message in found, found
+
+
+INVALID_IN_ENV = [
+    ("tokens.leeway", "sixty", "not a number"),
+    ("tokens.leeway", "inf", "must be a finite number"),
+    ("tokens.max_token_size", "4k", "not an integer"),
+    ("tokens.require", "maybe", "not a boolean (use true or false)"),
+    ("tokens.audience", '["a", 1]', "must be a list of strings"),
+    ("tokens.audience", '["a"', "not valid JSON"),
+    ("tokens.audience", "a,,b", "has an empty item"),
+    ("tokens.issuer", "", "must not be empty"),
+    ("tokens.token_type", "jwt", "must be one of"),
+    ("policy.rules", "[{", "not valid JSON"),
+    ("mtls.bundles", "example.org", "'example.org' is not name=value"),
+    ("mtls.bundles", '{"example.org": "/nowhere/bundle.pem"}', "cannot read '/nowhere/bundle.pem'"),
+    ("store.url", "ftp://cache", "must be 'memory://', or a redis://"),
+    ("api_keys.hashes", '{"ci": 5', "not valid JSON (at position"),
+    ("api_keys.hashes", '["ci"]', "item 1 is not name=value"),
+    ("mtls.bundles", "", "must not be empty"),
+    ("api_keys.hashes", "{}", "must map key ids to SHA-256 hex digests"),
+]
+
+
+@pytest.mark.parametrize(("dotted", "text", "message"), INVALID_IN_ENV)
+def test_invalid_variable(files: Path, dotted: str, text: str, message: str) -> None:
+    found = error_of(Settings.from_dict, base(files), env={env_var(dotted): text})
+    assert found.startswith(f"{env_var(dotted)}"), found
+    assert message in found, found

@@ -1,0 +1,314 @@
+"""Settings: files, environment variables and their precedence, names that are not settings,
+files that cannot be read, and the settings object itself. (More in tests/config/.)"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.config.helpers import (
+    AUD,
+    ISS,
+    POLICY,
+    TOML,
+    WEB,
+    base,
+    error_of,
+    get,
+    make_bundle_file,
+    make_files,
+    make_issuer,
+    with_context,
+    write,
+)
+from zerotrust.audit import MemorySink
+from zerotrust.config import Settings
+from zerotrust.dev import DevCA
+from zerotrust.errors import MissingDependencyError
+from zerotrust.stores import MemoryStore
+from zerotrust.tokens import TokenIssuer
+
+
+@pytest.fixture
+def issuer() -> TokenIssuer:
+    return make_issuer()
+
+
+@pytest.fixture
+def files(tmp_path: Path, issuer: TokenIssuer) -> Path:
+    return make_files(tmp_path, issuer)
+
+
+@pytest.fixture
+def bundle_file(files: Path, ca: DevCA) -> Path:
+    return make_bundle_file(files, ca)
+
+
+# --- files and environment -------------------------------------------------------------------
+
+
+def test_toml_file_builds_a_working_guard(files: Path, issuer: TokenIssuer) -> None:
+    settings = Settings.load(write(files / "zerotrust.toml", TOML), env={})
+    assert settings.service == "orders" and settings.sources == (str(files / "zerotrust.toml"),)
+    assert settings.tokens is not None and settings.tokens.leeway == 30.0
+    assert settings.tokens.jwks_file == str(files / "jwks.json")  # relative to the file
+    sink = MemorySink()
+    guard = settings.build_guard(audit=sink)
+    assert guard.service == "orders" and isinstance(guard.store, MemoryStore)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    outcome = guard.evaluate(get(token))
+    assert outcome.allowed and outcome.principal is not None
+    assert str(outcome.principal.spiffe_id) == WEB
+    assert outcome.decision is not None and outcome.decision.policy_id == "orders"
+    assert guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD))).status == 403
+    assert guard.evaluate(get()).status == 401
+    assert guard.evaluate(get(issuer.issue(subject=WEB, audience="billing"))).status == 401
+    assert sink.last is not None and sink.last.service == "orders"
+    assert asyncio.run(guard.aevaluate(get(token))).allowed
+
+
+def test_environment_alone(files: Path, issuer: TokenIssuer) -> None:
+    env = {
+        "ZEROTRUST_SERVICE": "billing",
+        "ZEROTRUST_TOKENS__ISSUER": ISS,
+        "ZEROTRUST_TOKENS__AUDIENCE": f"{AUD}, billing-api",
+        "ZEROTRUST_TOKENS__ALGORITHMS": "ES256",
+        "ZEROTRUST_TOKENS__JWKS_FILE": str(files / "jwks.json"),
+        "ZEROTRUST_POLICY__FILE": str(files / "policy.toml"),
+        "HOME": "/elsewhere",  # other variables are none of our business
+    }
+    settings = Settings.load(env=env)
+    assert settings.sources == ("environment",) and settings.service == "billing"
+    assert settings.tokens is not None and settings.tokens.audience == (AUD, "billing-api")
+    guard = settings.build_guard(audit=MemorySink())
+    for audience in (AUD, "billing-api"):
+        token = issuer.issue(subject=WEB, audience=audience, scopes=["orders:read"])
+        assert guard.evaluate(get(token)).allowed
+
+
+def test_environment_overrides_the_file(files: Path) -> None:
+    path = write(files / "zerotrust.toml", TOML)
+    env = {
+        "ZEROTRUST_SERVICE": "orders-canary",
+        "ZEROTRUST_TOKENS__LEEWAY": "5",
+        "ZEROTRUST_AUDIT__SINKS": "logging,otel",
+        "ZEROTRUST_TOKENS__JWKS_URL": "https://issuer.example/jwks.json",
+    }
+    settings = Settings.load(path, env=env)
+    assert settings.sources == (str(path), "environment")
+    assert settings.service == "orders-canary"
+    tokens = settings.tokens
+    assert tokens is not None and tokens.leeway == 5.0 and tokens.issuer == ISS
+    # one key source replaces the other: the file's jwks_file is dropped, not a conflict
+    assert tokens.jwks_url == "https://issuer.example/jwks.json" and tokens.jwks_file is None
+    assert settings.audit.sinks == ("logging", "otel") and settings.audit.on_error == "closed"
+    assert settings.origins["tokens.leeway"] == "ZEROTRUST_TOKENS__LEEWAY"
+    assert settings.origins["tokens.issuer"] == f"{path}: tokens.issuer"
+
+
+def test_an_empty_variable_unsets_an_optional_setting(files: Path) -> None:
+    doc = base(files, tokens={"max_lifetime": 600, "required_claims": ["jti"]})
+    settings = Settings.from_dict(
+        doc,
+        env={"ZEROTRUST_TOKENS__MAX_LIFETIME": "", "ZEROTRUST_TOKENS__REQUIRED_CLAIMS": ""},
+    )
+    assert settings.tokens is not None
+    assert settings.tokens.max_lifetime is None and settings.tokens.required_claims == ()
+    assert Settings.from_dict(doc).tokens.max_lifetime == 600.0  # type: ignore[union-attr]
+
+
+def test_zerotrust_config_names_the_file(files: Path) -> None:
+    path = write(files / "zerotrust.toml", TOML)
+    env = {"ZEROTRUST_CONFIG": str(path)}
+    assert Settings.load(env=env).sources == (str(path),)
+    # ZEROTRUST_CONFIG wins over the path the code passes
+    assert Settings.load(files / "not-there.toml", env=env).service == "orders"
+    message = error_of(Settings.load, env={"ZEROTRUST_CONFIG": str(files / "nope.toml")})
+    assert message.startswith("ZEROTRUST_CONFIG: cannot read")
+    assert "nope.toml" in message and "No such file" in message
+
+
+def test_yaml_and_json_files(files: Path) -> None:
+    yaml_text = """
+zerotrust:
+  service: orders
+  tokens:
+    issuer: https://issuer.example
+    audience: orders-api          # one string is a one-item list
+    algorithms: [ES256]
+    jwks_file: jwks.json
+  policy:
+    rules:
+      - id: read-orders
+        scopes: [orders:read]
+"""
+    settings = Settings.load(write(files / "zerotrust.yaml", yaml_text), env={})
+    assert settings.tokens is not None and settings.tokens.audience == (AUD,)
+    assert settings.policy.rules[0]["id"] == "read-orders"
+    document = {"zerotrust": base(files)}
+    from_json = Settings.load(write(files / "zerotrust.json", json.dumps(document)), env={})
+    assert from_json.tokens == Settings.from_dict(base(files)).tokens
+
+
+def test_yaml_needs_pyyaml(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(files / "zerotrust.yml", "zerotrust: {}\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as if PyYAML were not installed
+    with pytest.raises(MissingDependencyError) as info:
+        Settings.load(path, env={})
+    assert info.value.extra == "yaml" and info.value.package == "pyyaml"
+
+
+def test_inline_policy_and_hooks(files: Path, issuer: TokenIssuer) -> None:
+    rules = [
+        {"id": "opa", "action": "CUSTOM", "hook": "opa"},
+        {"id": "read", "scopes": ["orders:read"]},
+    ]
+    settings = Settings.from_dict(base(files, policy=None) | {"policy": {"rules": rules}})
+    assert "CUSTOM hook 'opa' was not passed to build_guard" in error_of(settings.build_guard)
+    asked: list[str] = []
+
+    def opa(principal: Any, operation: Any) -> bool:
+        asked.append(principal.subject)
+        return principal.subject != "intruder"
+
+    guard = settings.build_guard(hooks={"opa": opa}, audit=MemorySink())
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert guard.evaluate(get(token)).allowed and asked == [WEB]
+    refused = guard.evaluate(get(issuer.issue(subject="intruder", audience=AUD)))
+    assert refused.status == 403 and asked[-1] == "intruder"
+
+
+# --- unknown names ---------------------------------------------------------------------------
+
+
+def test_unknown_key_in_a_file_is_named_with_a_suggestion(files: Path) -> None:
+    path = write(files / "zerotrust.toml", TOML.replace("audience =", "audiance ="))
+    message = error_of(Settings.load, path, env={})
+    assert message == f"{path}: tokens.audiance: unknown setting (did you mean 'audience'?)"
+    misplaced = write(files / "b.toml", TOML.replace('service = "orders"', 'issuer = "x"'))
+    assert error_of(Settings.load, misplaced, env={}).endswith(
+        "issuer: unknown setting (did you mean 'tokens.issuer'?)"
+    )
+    typo = write(files / "c.toml", TOML + "\n[zerotrst.tokens]\nleeway = 1\n")
+    assert error_of(Settings.load, typo, env={}) == (
+        f"{typo}: zerotrst: unknown table (did you mean 'zerotrust'?)"
+    )
+    missing = write(files / "d.toml", "[other]\nx = 1\n")
+    assert "has no 'zerotrust' table" in error_of(Settings.load, missing, env={})
+    nothing = error_of(Settings.from_dict, {"tokens": {"issuer": ISS, "jwks_fil": "x"}})
+    assert nothing == "<dict>: tokens.jwks_fil: unknown setting (did you mean 'jwks_file'?)"
+
+
+@pytest.mark.parametrize(
+    ("variable", "message"),
+    [
+        (
+            "ZEROTRUST_TOKENS__AUDIANCE",
+            "unknown setting (did you mean ZEROTRUST_TOKENS__AUDIENCE?)",
+        ),
+        ("ZEROTRUST_TOKEN__ISSUER", "unknown setting (did you mean ZEROTRUST_TOKENS__ISSUER?)"),
+        ("ZEROTRUST_CONFIGG", "unknown setting (did you mean ZEROTRUST_CONFIG?)"),
+        ("ZEROTRUST_NOTHING_LIKE_IT", "unknown setting"),
+        ("ZEROTRUST_TOKENS", "tokens is a table: set ZEROTRUST_TOKENS__<SETTING>"),
+        ("ZEROTRUST_SERVICE__NAME", "unknown setting (did you mean ZEROTRUST_SERVICE?)"),
+        ("ZEROTRUST_", "unknown setting (did you mean ZEROTRUST_CONFIG?)"),
+        ("ZEROTRUST_TOKENS____ISSUER", "unknown setting (did you mean ZEROTRUST_TOKENS__ISSUER?)"),
+    ],
+)
+def test_unknown_variable_is_named(files: Path, variable: str, message: str) -> None:
+    found = error_of(Settings.from_dict, base(files), env={variable: "x"})
+    assert found == f"{variable}: {message}"
+
+
+# --- files that cannot be read ---------------------------------------------------------------
+
+
+def test_missing_and_unreadable_files_are_named(files: Path, bundle_file: Path) -> None:
+    message = error_of(Settings.load, files / "missing.toml", env={})
+    assert message == (
+        f"settings file: cannot read '{files / 'missing.toml'}' (No such file or directory)"
+    )
+    cases = {
+        "tokens.jwks_file": {"tokens": {"jwks_file": str(files / "nope.json")}},
+        "policy.file": {"policy": {"file": str(files / "nope.toml")}},
+        "mtls.bundles['example.org']": {"mtls": {"bundles": {"example.org": str(files)}}},
+        "tokens.remote.ca_file": {
+            "tokens": {"jwks_file": None, "jwks_url": ISS, "remote": {"ca_file": "ca.pem"}}
+        },
+        "audit.pseudonym_key_file": {
+            "audit": {"pseudonymize": ["subject"], "pseudonym_key_file": str(files / "k")}
+        },
+    }
+    for dotted, change in cases.items():
+        doc = base(files)
+        for section, values in change.items():
+            doc.setdefault(section, {}).update(values)
+        doc["tokens"] = {k: v for k, v in doc["tokens"].items() if v is not None}
+        found = error_of(Settings.from_dict, doc)
+        assert found.startswith(f"<dict>: {dotted}: cannot read '"), found
+        assert "(No such file or directory)" in found or "(Is a directory)" in found, found
+
+
+def test_files_that_do_not_parse_are_named(files: Path) -> None:
+    bad_toml = write(files / "zerotrust.toml", "[zerotrust\n")
+    assert "is not valid TOML (" in error_of(Settings.load, bad_toml, env={})
+    bad_json = write(files / "zerotrust.json", "{")
+    assert "is not valid JSON (line 1, column 2)" in error_of(Settings.load, bad_json, env={})
+    other = write(files / "zerotrust.ini", "[zerotrust]\n")
+    assert "unknown format (use .toml, .yaml, .yml or .json)" in error_of(
+        Settings.load, other, env={}
+    )
+    not_text = files / "zerotrust.toml"
+    not_text.write_bytes(b"\xff\xfe[zerotrust]")
+    assert "is not UTF-8 text" in error_of(Settings.load, not_text, env={})
+    (files / "jwks.json").write_text('{"keys": []}')
+    assert error_of(Settings.from_dict, base(files)).startswith("<dict>: tokens.jwks_file: ")
+    write(files / "bundle.pem", "not a certificate")
+    doc = base(files, mtls={"bundles": {"example.org": str(files / "bundle.pem")}})
+    assert error_of(Settings.from_dict, doc).startswith("<dict>: mtls.bundles: ")
+    write(files / "policy.toml", POLICY.replace("[[rules.to]]", "[[rules.too]]"))
+    assert error_of(Settings.from_dict, base(files)) == (
+        f"{files / 'policy.toml'}: rules[0].too: unknown key"
+    )
+    inline = base(files, policy=None) | {"policy": {"rules": [{"id": "x", "form": []}]}}
+    assert error_of(Settings.from_dict, inline) == "<dict>: policy: rules[0].form: unknown key"
+
+
+# --- the settings object ---------------------------------------------------------------------
+
+
+def test_settings_are_immutable_and_revalidated(files: Path) -> None:
+    settings = Settings.from_dict(base(files))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.service = "x"  # type: ignore[misc]
+    assert settings.tokens is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.tokens.issuer = "x"  # type: ignore[misc]
+    assert "no way to authenticate" in error_of(dataclasses.replace, settings, tokens=None)
+    assert dataclasses.replace(settings, service="other").service == "other"
+
+
+def test_to_dict_round_trips(files: Path, bundle_file: Path) -> None:
+    doc = with_context(files, bundle_file, "proxies")
+    doc["policy"] = {"rules": [{"id": "a", "scopes": ["x"]}], "default": "deny"}
+    settings = Settings.from_dict(doc)
+    plain = settings.to_dict()
+    assert plain["policy"]["rules"] == [{"id": "a", "scopes": ["x"]}]
+    assert plain["mtls"]["bundles"] == {"example.org": str(bundle_file)}
+    assert Settings.from_dict(json.loads(json.dumps(plain))) == settings
+
+
+def test_documents_that_are_not_tables(files: Path) -> None:
+    assert (
+        error_of(Settings.from_dict, []) == "<dict>: the zerotrust settings must be a table/mapping"
+    )
+    listed = write(files / "zerotrust.yaml", "- zerotrust\n")
+    assert error_of(Settings.load, listed, env={}) == f"{listed}: must hold a 'zerotrust' table"
+    scalar = write(files / "zerotrust.toml", "zerotrust = 5\n")
+    assert "must be a table/mapping" in error_of(Settings.load, scalar, env={})

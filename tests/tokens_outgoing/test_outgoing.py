@@ -355,3 +355,20 @@ def test_self_issued_configuration_errors(clock: FixedClock) -> None:
         SelfIssuedTokenSource(issuer, subject="me", ttl=0)
     with pytest.raises(ConfigurationError):
         SelfIssuedTokenSource("issuer", subject="me")  # type: ignore[arg-type]
+
+
+def test_invalidate_forgets_one_audience(clock: FixedClock) -> None:
+    minter = Minter(clock)
+    source = CachedTokenSource(minter, clock=clock)
+    a, b = source.token("https://a.example"), source.token("https://b.example")
+    source.invalidate("https://a.example")
+    assert source.token("https://a.example") != a  # minted again
+    assert source.token("https://b.example") == b  # untouched
+    assert minter.calls == ["https://a.example", "https://b.example", "https://a.example"]
+    cache: TokenCache[tuple[str, int]] = TokenCache(clock=clock)
+    for n in range(3):
+        cache.get(("x", n), lambda n=n: fake_jwt(clock.now().timestamp() + 60, n=n))  # type: ignore[misc]
+    cache.invalidate_where(lambda key: key[1] > 0)
+    fresh = fake_jwt(clock.now().timestamp() + 60, n=99)
+    assert cache.get(("x", 1), lambda: fresh) == fresh
+    assert cache.get(("x", 0), lambda: fresh) != fresh

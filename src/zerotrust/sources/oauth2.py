@@ -177,6 +177,14 @@ class ClientCredentialsTokenSource(_OAuth2Source):
         form = self._form(_audience(audience), grant_type="client_credentials")
         return await self._tokens.get_async(audience, lambda: self._mint_async(form))
 
+    def invalidate(self, audience: str) -> None:
+        """Forget the cached token for ``audience`` (the next call requests a new one)."""
+        self._tokens.invalidate(_audience(audience))
+
+    def clear(self) -> None:
+        """Forget every cached token."""
+        self._tokens.clear()
+
 
 def _digest(token: str | None) -> bytes | None:
     return None if token is None else hashlib.sha256(token.encode("ascii")).digest()
@@ -269,6 +277,15 @@ class TokenExchangeTokenSource(_OAuth2Source):
         form = self._exchange_form(audience, subject, actor)
         key = (audience, _digest(subject), _digest(actor))
         return self._tokens.get(key, lambda: self._mint(form, self._types[2]))
+
+    def invalidate(self, audience: str) -> None:
+        """Forget every exchanged token cached for ``audience``."""
+        audience = _audience(audience)
+        self._tokens.invalidate_where(lambda key: key[0] == audience)
+
+    def clear(self) -> None:
+        """Forget every cached token."""
+        self._tokens.clear()
 
     async def token_async(self, audience: str) -> str:
         """Async twin of :meth:`token`."""

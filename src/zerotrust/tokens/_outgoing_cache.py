@@ -158,6 +158,17 @@ class TokenCache(Generic[K]):
         with self._lock:
             self._entries.clear()
 
+    def invalidate(self, key: K) -> None:
+        """Forget the cached token of ``key`` (a mint already in flight is left alone)."""
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def invalidate_where(self, predicate: Callable[[K], bool]) -> None:
+        """Forget every cached token whose key matches ``predicate``."""
+        with self._lock:
+            for key in [k for k in self._entries if predicate(k)]:
+                del self._entries[key]
+
     def _begin(self, key: K) -> tuple[str | None, _Flight[str] | None, bool]:
         now = self._clock.now()
         with self._lock:

@@ -107,6 +107,10 @@ class CachedTokenSource:
         """Forget every cached token."""
         self._cache.clear()
 
+    def invalidate(self, audience: str) -> None:
+        """Forget the cached token for ``audience`` (e.g. after a 401 ``invalid_token``)."""
+        self._cache.invalidate(_check_audience(audience))
+
 
 class SelfIssuedTokenSource(CachedTokenSource):
     """Tokens this service signs itself with a :class:`~zerotrust.tokens.TokenIssuer`, one per

@@ -120,3 +120,8 @@ def test_store_holds_only_this_bundle(ca: DevCA) -> None:
     )
     with pytest.raises(NoTrustBundle):
         jwt_only.x509_store()
+
+
+def test_static_bundle_source_returns_one_snapshot(ca: DevCA) -> None:
+    bundle = ca.bundle
+    assert bundle.get_bundle_set() is bundle.get_bundle_set()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -212,25 +214,80 @@ def rejected_by_server_after(port: int, log, ctx: ssl.SSLContext) -> BaseExcepti
     return rejected_by_server(port, log, ctx)
 
 
-def test_tls_session_resumption_still_verifies(ca_with_intermediate: DevCA) -> None:
-    ca = ca_with_intermediate
-    sctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
-    cctx = client(ca.issue_svid(WEB), ca.bundle)
+@contextmanager
+def resuming_server(svid: X509Svid, bundle_pem: bytes) -> Iterator[int]:
+    """A plain stdlib TLS server that issues session tickets (zerotrust servers do not)."""
+    import socket
+    import tempfile
+    import threading
+    from pathlib import Path
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=bundle_pem.decode())
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "c.pem").write_bytes(svid.cert_chain_pem())
+        (Path(tmp) / "k.pem").write_bytes(svid.private_key_pem())
+        ctx.load_cert_chain(Path(tmp) / "c.pem", Path(tmp) / "k.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            try:
+                with ctx.wrap_socket(raw, server_side=True) as conn:
+                    conn.sendall(b"ok")
+                    conn.recv(1)
+            except OSError:
+                pass
+            finally:
+                raw.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_resumed_sessions_are_verified_again(ca_with_intermediate: DevCA) -> None:
+    """A resumed session carries only the peer's leaf: it is re-verified with the remembered
+    intermediates against the *current* bundle and authorizer."""
     import socket
 
-    with tls_server(sctx) as (port, log):
-        session = None
-        for _ in range(3):
+    ca = ca_with_intermediate
+    bundles = RotatingBundleSource(ca.bundle)
+    cctx = client(ca.issue_svid(WEB), bundles)
+    reused: list[bool] = []
+    with resuming_server(ca.issue_svid(API), ca.bundle.to_pem()) as port:
+        for n in range(4):
+            if n == 3:  # the authority is retired: remembered sessions go, the handshake fails
+                bundles.set(
+                    ca.bundle.with_x509_authorities([DevCA.create("example.org").root_certificate])
+                )
+                with (
+                    pytest.raises(ssl.SSLError),
+                    socket.create_connection(("127.0.0.1", port)) as raw,
+                ):
+                    cctx.wrap_socket(raw, server_hostname="localhost").close()
+                break
             with (
                 socket.create_connection(("127.0.0.1", port)) as raw,
-                cctx.wrap_socket(raw, session=session) as conn,
+                cctx.wrap_socket(raw, server_hostname="localhost") as conn,
             ):
                 assert conn.recv(2) == b"ok"
-                session = conn.session
-                reused = conn.session_reused
-        assert reused
-    assert len(log.peers) == 3
-    assert all(str(p.spiffe_id) == WEB for p in log.peers)
+                assert str(conn.zerotrust_peer.spiffe_id) == API  # type: ignore[attr-defined]
+                reused.append(conn.session_reused)
+                conn.sendall(b"x")
+    assert reused == [False, True, True]
 
 
 def test_authorizer_is_required(ca: DevCA) -> None:
@@ -282,3 +339,19 @@ def test_asyncio_server_and_client(ca: DevCA) -> None:
 
     asyncio.run(main())
     assert seen == [WEB]
+
+
+def test_servers_never_resume_sessions(ca: DevCA) -> None:
+    """A rotated server certificate must be presented by every new connection."""
+    import socket
+
+    sctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    cctx = client(ca.issue_svid(WEB), ca.bundle)
+    with tls_server(sctx) as (port, _log):
+        for _ in range(3):
+            with (
+                socket.create_connection(("127.0.0.1", port)) as raw,
+                cctx.wrap_socket(raw, server_hostname="localhost") as conn,
+            ):
+                assert conn.recv(2) == b"ok"
+                assert not conn.session_reused

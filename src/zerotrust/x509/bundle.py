@@ -34,6 +34,7 @@ class TrustBundle:
     """The X.509 (and JWT) authorities of one trust domain. Immutable and hashable by content."""
 
     __slots__ = (
+        "_bundle_set",
         "_fingerprints",
         "_jwt_authorities",
         "_store",
@@ -43,6 +44,7 @@ class TrustBundle:
         "sequence_number",
     )
 
+    _bundle_set: BundleSet | None
     _fingerprints: frozenset[str]
     _jwt_authorities: Mapping[str, Mapping[str, Any]]
     _store: Store | None
@@ -83,6 +85,7 @@ class TrustBundle:
         set_(self, "_fingerprints", frozenset(seen))
         set_(self, "_jwt_authorities", MappingProxyType(jwt))
         set_(self, "_store", None)
+        set_(self, "_bundle_set", None)
         set_(self, "refresh_hint", refresh_hint)
         set_(self, "sequence_number", sequence_number)
 
@@ -222,9 +225,14 @@ class TrustBundle:
             f" jwt_authorities={len(self._jwt_authorities)})"
         )
 
-    # A bundle is its own (static) bundle source.
+    # A bundle is its own (static) bundle source: always the same snapshot object, so
+    # consumers that compare snapshots by identity (TLS contexts) see no change.
     def get_bundle_set(self) -> BundleSet:
-        return BundleSet([self])
+        bundle_set = self._bundle_set
+        if bundle_set is None:
+            bundle_set = BundleSet([self])
+            object.__setattr__(self, "_bundle_set", bundle_set)
+        return bundle_set
 
 
 @final

@@ -25,6 +25,7 @@ import os
 import ssl
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,9 @@ class _VerifyingMixin:
             self.zerotrust_peer = verifier.verify(peer_chain_der(self))
         except ZeroTrustError as exc:
             raise PeerRejected(exc) from None
+        remember = getattr(context, "_zt_remember_session", None)
+        if remember is not None:
+            remember(getattr(self, "server_hostname", None), getattr(self, "_sslobj", None))
 
 
 class _VerifyingSSLSocket(_VerifyingMixin, ssl.SSLSocket):
@@ -84,6 +88,10 @@ class ZeroTrustSSLContext(ssl.SSLContext):
     _zt_lock: threading.Lock
     _zt_svid: X509Svid | None
     _zt_bundles: BundleSet | None
+    _zt_sessions: OrderedDict[str, Any]
+
+    #: How many servers' TLS sessions a client context keeps for resumption.
+    max_sessions = 256
 
     def _zt_setup(
         self,
@@ -97,6 +105,7 @@ class ZeroTrustSSLContext(ssl.SSLContext):
         self._zt_lock = threading.Lock()
         self._zt_svid = None
         self._zt_bundles = None
+        self._zt_sessions = OrderedDict()
         self.refresh()
 
     def refresh(self) -> None:
@@ -118,6 +127,8 @@ class ZeroTrustSSLContext(ssl.SSLContext):
             if svid is not None and svid is not self._zt_svid:
                 _load_svid(self, svid)
                 self._zt_svid = svid
+            # sessions of the old SVID or bundles would resume the old identity: forget them
+            self._zt_sessions.clear()
 
     @property
     def current_svid(self) -> X509Svid | None:
@@ -130,12 +141,43 @@ class ZeroTrustSSLContext(ssl.SSLContext):
     def _wrap_socket(self, *args: Any, **kwargs: Any) -> Any:
         self.refresh()
         with self._zt_lock:
+            if len(args) >= 3 and not args[1]:  # (sock, server_side, server_hostname)
+                self._zt_resume(args[2], kwargs)
             return super()._wrap_socket(*args, **kwargs)  # type: ignore[misc]
 
     def _wrap_bio(self, *args: Any, **kwargs: Any) -> Any:
         self.refresh()
         with self._zt_lock:
+            if not kwargs.get("server_side", args[2] if len(args) > 2 else False):
+                hostname = kwargs.get("server_hostname", args[3] if len(args) > 3 else None)
+                self._zt_resume(hostname, kwargs)
             return super()._wrap_bio(*args, **kwargs)  # type: ignore[misc]
+
+    # TLS session resumption for clients. HTTP clients never pass ``session=``, so the context
+    # remembers the last verified connection per server name and offers its session (TLS 1.3
+    # tickets arrive after the handshake, so the session is read when the next connection is
+    # made). A resumed session is verified again like any other (see PeerVerifier).
+    def _zt_remember_session(self, server_hostname: str | None, sslobj: Any) -> None:
+        if self.protocol != ssl.PROTOCOL_TLS_CLIENT or not server_hostname or sslobj is None:
+            return
+        with self._zt_lock:
+            self._zt_sessions[server_hostname] = sslobj
+            self._zt_sessions.move_to_end(server_hostname)
+            while len(self._zt_sessions) > self.max_sessions:
+                self._zt_sessions.popitem(last=False)
+
+    def _zt_resume(self, server_hostname: object, kwargs: dict[str, Any]) -> None:
+        if kwargs.get("session") is not None or not isinstance(server_hostname, str):
+            return
+        previous = self._zt_sessions.get(server_hostname)
+        if previous is None:
+            return
+        try:
+            session = previous.session
+        except (ValueError, OSError):  # pragma: no cover - defensive: a freed SSL object
+            session = None
+        if session is not None and (session.has_ticket or session.id):
+            kwargs["session"] = session
 
 
 @contextlib.contextmanager
@@ -200,9 +242,13 @@ def _build(
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     if protocol == ssl.PROTOCOL_TLS_CLIENT:
-        ctx.check_hostname = (
-            False  # the peer is named by its SPIFFE ID, checked after the handshake
-        )
+        # the peer is named by its SPIFFE ID, checked after the handshake
+        ctx.check_hostname = False
+    else:
+        # No session resumption on servers: the stdlib cannot rotate session-ticket keys, so a
+        # resumed session would keep presenting a certificate that has since been rotated.
+        ctx.options |= ssl.OP_NO_TICKET
+        ctx.num_tickets = 0
     verifier = PeerVerifier(bundle_source, authorizer, role=role, clock=clock)
     ctx._zt_setup(svid_source, bundle_source, verifier)
     return ctx

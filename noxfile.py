@@ -31,8 +31,10 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "examples", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "examples", "benchmarks", "fuzz", "noxfile.py")
+    session.run(
+        "ruff", "format", "--check", "src", "tests", "examples", "benchmarks", "fuzz", "noxfile.py"
+    )
 
 
 @nox.session
@@ -56,6 +58,38 @@ def bench(session: nox.Session) -> None:
     for script in sorted(os.listdir("benchmarks")):
         if script.startswith("bench_") and script.endswith(".py"):
             session.run("python", f"benchmarks/{script}", *session.posargs)
+
+
+FUZZ_TARGETS = [
+    "token",
+    "token_text",
+    "spiffe_id",
+    "xfcc",
+    "client_cert",
+    "nginx",
+    "jwks",
+    "bundle",
+    "policy",
+]
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing (atheris) of every parser of hostile input; not in the default suite.
+
+    ``nox -s fuzz -- 200000`` sets the iterations per target (default 50,000).
+    """
+    session.install("-e", ".", "atheris")
+    runs = session.posargs[0] if session.posargs else "50000"
+    for target in FUZZ_TARGETS:
+        session.run(
+            "python",
+            "fuzz/fuzz_parsers.py",
+            target,
+            f"-runs={runs}",
+            "-rss_limit_mb=1024",
+            "-timeout=10",
+        )
 
 
 @nox.session

@@ -1,0 +1,1 @@
+"""Outgoing calls: httpx clients and gRPC channels with the workload's identity."""

@@ -1,0 +1,272 @@
+"""``ZeroTrustAuth``: attach the token for each request's audience to httpx requests.
+
+The logic lives in one sans-IO generator, :meth:`ZeroTrustAuth._flow`, which yields either a
+:class:`_TokenFor` (the only I/O it needs: a token from the source) or an
+:class:`httpx.Request` to send. :meth:`ZeroTrustAuth.sync_auth_flow` and
+:meth:`ZeroTrustAuth.async_auth_flow` are thin drivers that answer :class:`_TokenFor` with
+``token_source.token(audience)`` or ``await token_source.token_async(audience)``. No lock is
+held while the flow is suspended, so httpx may resume it on any thread or task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol, TypeAlias, runtime_checkable
+
+import httpx
+
+from zerotrust._clock import Clock
+from zerotrust.client._dpop import DPoPSigner
+from zerotrust.errors import ConfigurationError
+from zerotrust.identity import SpiffeId
+from zerotrust.tokens._outgoing_cache import check_token
+from zerotrust.tokens.keys import PrivateJWK
+from zerotrust.tokens.outgoing import TokenSource
+
+__all__ = [
+    "REFRESH_EXTENSION",
+    "AudienceFor",
+    "SupportsInvalidate",
+    "ZeroTrustAuth",
+    "invalid_token_challenge",
+]
+
+#: Request extension holding a callable that re-signs per-attempt credentials (DPoP proofs)
+#: before a retry.
+REFRESH_EXTENSION: Final = "zerotrust_refresh"
+
+#: How a request's audience is chosen: one value, a host mapping, or a function of the request
+#: (returning ``None`` sends that request without a token).
+AudienceFor: TypeAlias = (
+    "str | SpiffeId | Mapping[str, str | SpiffeId] | Callable[[httpx.Request], str | None]"
+)
+
+#: ``error="invalid_token"`` as an auth-param of a ``WWW-Authenticate`` challenge (RFC 6750 §3).
+_INVALID_TOKEN: Final = re.compile(
+    r'(?:^|[\s,])error\s*=\s*(?:"invalid_token"|invalid_token)(?=\s*(?:,|$))', re.IGNORECASE
+)
+_MAX_REMEMBERED: Final = 1024
+_DEFAULT_PORTS: Final = {"https": 443, "http": 80}
+
+
+@runtime_checkable
+class SupportsInvalidate(Protocol):
+    """An optional token-source method: forget the cached token for ``audience``."""
+
+    def invalidate(self, audience: str) -> None: ...
+
+
+def invalid_token_challenge(response: httpx.Response) -> bool:
+    """Whether ``response`` is a 401 whose ``WWW-Authenticate`` says ``error="invalid_token"``."""
+    if response.status_code != 401:
+        return False
+    return any(
+        _INVALID_TOKEN.search(value) for value in response.headers.get_list("www-authenticate")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenFor:
+    """The flow needs a token for ``audience`` (the drivers fetch it)."""
+
+    audience: str
+
+
+_Step: TypeAlias = "_TokenFor | httpx.Request"
+
+
+def _audience_value(value: object, what: str) -> str:
+    if isinstance(value, SpiffeId):
+        return str(value)
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{what} must be a non-empty string or a SpiffeId")
+    return value
+
+
+def _resolver(audience: object) -> Callable[[httpx.Request], str | None]:
+    if isinstance(audience, (str, SpiffeId)):
+        fixed = _audience_value(audience, "audience")
+        return lambda request: fixed
+    if isinstance(audience, Mapping):
+        if not audience:
+            raise ConfigurationError("the audience mapping is empty")
+        table: dict[str, str] = {}
+        for host, value in audience.items():
+            if not isinstance(host, str) or not host or "/" in host or "@" in host:
+                raise ConfigurationError("audience mapping keys must be 'host' or 'host:port'")
+            key = host.lower().replace("[", "").replace("]", "")  # IPv6 literals: no brackets
+            table[key] = _audience_value(value, f"the audience for {host!r}")
+
+        def by_host(request: httpx.Request) -> str:
+            url = request.url
+            host = url.host.lower()
+            port = url.port or _DEFAULT_PORTS.get(url.scheme)
+            found = table.get(f"{host}:{port}") or table.get(host)
+            if found is None:  # never guess: a token is only sent where it is meant to go
+                raise ConfigurationError(f"no audience is configured for host {host!r}")
+            return found
+
+        return by_host
+    if callable(audience):
+        derive = audience
+
+        def derived(request: httpx.Request) -> str | None:
+            value = derive(request)
+            return None if value is None else _audience_value(value, "the derived audience")
+
+        return derived
+    raise ConfigurationError("audience must be a string, a SpiffeId, a host mapping or a callable")
+
+
+def _replayable(request: httpx.Request) -> bool:
+    """Whether the request body can be sent again (bytes, forms and JSON; not streams)."""
+    return isinstance(request.stream, httpx.ByteStream)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("ascii")).digest()
+
+
+class ZeroTrustAuth(httpx.Auth):
+    """An :class:`httpx.Auth` that sends ``token_source``'s token for each request's audience.
+
+    * ``audience``: a string or :class:`~zerotrust.SpiffeId` for every request; a mapping of
+      ``"host"`` / ``"host:port"`` to audience (a request to another host raises
+      :class:`~zerotrust.errors.ConfigurationError` before anything is sent); or a callable
+      ``request -> audience`` (``None``: send this request without a token).
+    * ``dpop_key``: send ``Authorization: DPoP <token>`` with a fresh RFC 9449 proof per request,
+      for tokens bound to that key (``cnf.jkt``); otherwise ``Authorization: Bearer <token>``.
+    * A ``401`` whose ``WWW-Authenticate`` carries ``error="invalid_token"`` makes the source drop
+      its cached token (``token_source.invalidate(audience)``, else ``clear()``) and the request is
+      sent once more with a new token, if its body can be replayed and the token changed. Other
+      401s, 403s and a second 401 are returned as they are. Concurrent rejections of the same
+      token invalidate it once.
+    """
+
+    requires_request_body = False
+    requires_response_body = False
+
+    def __init__(
+        self,
+        token_source: TokenSource,
+        *,
+        audience: AudienceFor,
+        dpop_key: PrivateJWK | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not callable(getattr(token_source, "token", None)) or not callable(
+            getattr(token_source, "token_async", None)
+        ):
+            raise ConfigurationError("token_source must have token() and token_async() methods")
+        self._source = token_source
+        self._audience = _resolver(audience)
+        self._dpop = DPoPSigner(dpop_key, clock=clock) if dpop_key is not None else None
+        self._lock = threading.Lock()
+        self._rejected: OrderedDict[str, bytes] = OrderedDict()
+        self._last_checked: object = None
+
+    # -- the logic, written once ------------------------------------------------------------
+
+    def _apply(self, request: httpx.Request, token: str) -> None:
+        if self._dpop is None:
+            request.headers["Authorization"] = f"Bearer {token}"
+            return
+        signer = self._dpop
+
+        def sign() -> None:
+            request.headers["DPoP"] = signer.proof(request.method, str(request.url), token)
+
+        request.headers["Authorization"] = f"DPoP {token}"
+        sign()
+        # A retry by the transport signs a new proof: servers remember each proof's jti.
+        request.extensions = {**request.extensions, REFRESH_EXTENSION: sign}
+
+    def _invalidate(self, audience: str, rejected: str) -> None:
+        """Drop the rejected token from the source, once per rejected token."""
+        digest = _digest(rejected)
+        with self._lock:  # never held across a yield
+            if self._rejected.get(audience) == digest:
+                return  # a concurrent request already had it invalidated
+            self._rejected[audience] = digest
+            self._rejected.move_to_end(audience)
+            if len(self._rejected) > _MAX_REMEMBERED:
+                self._rejected.popitem(last=False)
+            source = self._source
+            if isinstance(source, SupportsInvalidate):
+                source.invalidate(audience)
+            elif callable(clear := getattr(source, "clear", None)):
+                clear()
+
+    def _flow(self, request: httpx.Request) -> Generator[_Step, object, None]:
+        audience = self._audience(request)
+        if audience is None:
+            yield request
+            return
+        token = yield _TokenFor(audience)
+        assert isinstance(token, str)
+        self._apply(request, token)
+        response = yield request
+        assert isinstance(response, httpx.Response)
+        if not invalid_token_challenge(response) or not _replayable(request):
+            return
+        self._invalidate(audience, token)
+        fresh = yield _TokenFor(audience)
+        assert isinstance(fresh, str)
+        if fresh == token:
+            return  # the source cannot re-mint: the 401 stands
+        self._apply(request, fresh)
+        yield request
+
+    # -- the drivers ------------------------------------------------------------------------
+
+    def _checked(self, token: str) -> str:
+        """``token`` if it is header-safe (a cached token, the same object, is checked once)."""
+        if token is not self._last_checked:
+            check_token(token)
+            self._last_checked = token
+        return token
+
+    def sync_auth_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request, httpx.Response, None]:
+        flow = self._flow(request)
+        try:
+            step = next(flow)
+            while True:
+                if isinstance(step, _TokenFor):
+                    step = flow.send(self._checked(self._source.token(step.audience)))
+                else:
+                    step = flow.send((yield step))
+        except StopIteration:
+            return
+        finally:
+            flow.close()
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        flow = self._flow(request)
+        try:
+            step = next(flow)
+            while True:
+                if isinstance(step, _TokenFor):
+                    step = flow.send(self._checked(await self._source.token_async(step.audience)))
+                else:
+                    step = flow.send((yield step))
+        except StopIteration:
+            return
+        finally:
+            flow.close()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """httpx's generic entry point: the blocking driver."""
+        return self.sync_auth_flow(request)
+
+    def __repr__(self) -> str:
+        dpop = ", dpop" if self._dpop is not None else ""
+        return f"ZeroTrustAuth({self._source!r}{dpop})"

@@ -1,0 +1,249 @@
+"""Transport wrappers: W3C trace-context injection and tenacity retries around an httpx transport.
+
+:class:`_Plan` holds every per-request decision (through :class:`RetryPolicy`) and is handed
+to :class:`tenacity.Retrying` or :class:`tenacity.AsyncRetrying`; the two transports only
+differ in how they send and how they discard a failed attempt's response. A new tenacity
+object is made per request, so no retry state is shared between concurrent requests.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, cast
+
+import httpx
+import tenacity
+from opentelemetry import propagate
+
+from zerotrust.client._httpx_auth import REFRESH_EXTENSION
+from zerotrust.client._httpx_retry import RetryEvent, RetryPolicy
+
+__all__ = ["AsyncZeroTrustTransport", "ZeroTrustTransport"]
+
+#: A failed attempt's body is read (so its connection can be reused) up to this many bytes.
+_DRAIN_LIMIT: Final = 64 * 1024
+
+
+class _Plan:
+    """The retry decisions for one request, in tenacity's callback shapes.
+
+    The first attempt is made outside tenacity (most requests need nothing more); when it
+    calls for a retry, tenacity takes over and is handed that first outcome as its attempt 1.
+    """
+
+    __slots__ = ("_first", "_policy", "_started", "attempts", "request")
+
+    def __init__(self, policy: RetryPolicy, request: httpx.Request) -> None:
+        self._policy = policy
+        self.request = request
+        self.attempts = 0
+        self._started = time.monotonic()
+        self._first: httpx.Response | BaseException | None = None
+
+    def begin_attempt(self) -> bool:
+        """Count an attempt; ``False`` when it is the first one, already made, to replay."""
+        self.attempts += 1
+        if self.attempts == 1 and self._first is not None:
+            return False
+        if self.attempts > 1:
+            refresh = self.request.extensions.get(REFRESH_EXTENSION)
+            if callable(refresh):
+                refresh()
+        return True
+
+    def first_outcome(self, outcome: httpx.Response | BaseException) -> bool:
+        """Record the first attempt's outcome; whether it calls for a retry."""
+        if isinstance(outcome, BaseException):
+            wanted = self._policy.retries_error(self.request, outcome)
+        else:
+            wanted = self._policy.retries_response(self.request, outcome)
+        if wanted:
+            self._first = outcome
+            self.attempts = 0
+        return wanted
+
+    def replay_first(self) -> httpx.Response:
+        first, self._first = self._first, None
+        if isinstance(first, BaseException):
+            raise first
+        assert first is not None
+        return first
+
+    def retry(self, state: tenacity.RetryCallState) -> bool:
+        outcome = state.outcome
+        assert outcome is not None
+        error = outcome.exception()
+        if error is not None:
+            return self._policy.retries_error(self.request, error)
+        return self._policy.retries_response(self.request, outcome.result())
+
+    def response(self, state: tenacity.RetryCallState) -> httpx.Response | None:
+        outcome = state.outcome
+        assert outcome is not None
+        return None if outcome.failed else cast(httpx.Response, outcome.result())
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        jitter = random.random()  # noqa: S311 - backoff jitter, not a secret
+        return self._policy.delay(state.attempt_number, self.response(state), jitter)
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        elapsed = time.monotonic() - self._started
+        return self._policy.give_up(state.attempt_number, elapsed, state.upcoming_sleep)
+
+    def notify(self, state: tenacity.RetryCallState) -> None:
+        on_retry = self._policy.on_retry
+        if on_retry is None:
+            return
+        response = self.response(state)
+        outcome = state.outcome
+        assert outcome is not None
+        on_retry(
+            RetryEvent(
+                method=self.request.method,
+                url=str(self.request.url),
+                attempt=state.attempt_number,
+                delay=state.upcoming_sleep,
+                status=None if response is None else response.status_code,
+                error=outcome.exception(),
+                retry_after=None if response is None else self._policy.retry_after(response),
+            )
+        )
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "retry": self.retry,
+            "wait": self.wait,
+            "stop": self.stop,
+            "reraise": True,
+            # Out of attempts: the last response is returned, the last error raised.
+            "retry_error_callback": lambda state: state.outcome.result(),
+        }
+
+
+def _inject_trace_context(request: httpx.Request) -> None:
+    """Write the current OpenTelemetry context (``traceparent``, ...) into the headers."""
+    propagate.inject(request.headers)
+
+
+class ZeroTrustTransport(httpx.BaseTransport):
+    """Wraps a transport: trace-context injection, then retries by ``retry`` (``None``: off)."""
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport,
+        *,
+        retry: RetryPolicy | None,
+        trace_context: bool = True,
+    ) -> None:
+        self._inner = transport
+        self._retry = retry
+        self._trace = trace_context
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._trace:
+            _inject_trace_context(request)
+        if self._retry is None:
+            return self._inner.handle_request(request)
+        plan = _Plan(self._retry, request)
+        try:
+            first: httpx.Response | Exception = self._inner.handle_request(request)
+        except Exception as exc:
+            first = exc
+        if not plan.first_outcome(first):
+            if isinstance(first, Exception):
+                raise first
+            return first
+
+        def attempt() -> httpx.Response:
+            if not plan.begin_attempt():
+                return plan.replay_first()
+            return self._inner.handle_request(request)
+
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            response = plan.response(state)
+            if response is not None:
+                _discard(response)
+            plan.notify(state)
+
+        retrying = tenacity.Retrying(before_sleep=before_sleep, **plan.options())
+        return retrying(attempt)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
+    """Async twin of :class:`ZeroTrustTransport`."""
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        *,
+        retry: RetryPolicy | None,
+        trace_context: bool = True,
+    ) -> None:
+        self._inner = transport
+        self._retry = retry
+        self._trace = trace_context
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._trace:
+            _inject_trace_context(request)
+        if self._retry is None:
+            return await self._inner.handle_async_request(request)
+        plan = _Plan(self._retry, request)
+        try:
+            first: httpx.Response | Exception = await self._inner.handle_async_request(request)
+        except Exception as exc:
+            first = exc
+        if not plan.first_outcome(first):
+            if isinstance(first, Exception):
+                raise first
+            return first
+
+        async def attempt() -> httpx.Response:
+            if not plan.begin_attempt():
+                return plan.replay_first()
+            return await self._inner.handle_async_request(request)
+
+        async def before_sleep(state: tenacity.RetryCallState) -> None:
+            response = plan.response(state)
+            if response is not None:
+                await _adiscard(response)
+            plan.notify(state)
+
+        retrying = tenacity.AsyncRetrying(before_sleep=before_sleep, **plan.options())
+        run = cast(Callable[..., Awaitable[httpx.Response]], retrying)
+        return await run(attempt)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _discard(response: httpx.Response) -> None:
+    """Read a little of a failed attempt's body (to keep its connection), then close it."""
+    try:
+        read = 0
+        for chunk in response.iter_raw():
+            read += len(chunk)
+            if read > _DRAIN_LIMIT:
+                break
+    except httpx.HTTPError:
+        pass  # the attempt already failed; its connection is dropped
+    finally:
+        response.close()
+
+
+async def _adiscard(response: httpx.Response) -> None:
+    try:
+        read = 0
+        async for chunk in response.aiter_raw():
+            read += len(chunk)
+            if read > _DRAIN_LIMIT:
+                break
+    except httpx.HTTPError:
+        pass
+    finally:
+        await response.aclose()

@@ -1,0 +1,323 @@
+"""ZeroTrustAuth against a real mTLS server: audiences, caching, re-mint on invalid_token."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests._zt_https import Recorded, Reply, ZtHttpsServer
+from tests.client.conftest import CountingSource, Mode, send, tls
+from zerotrust import SpiffeId, StaticTokenSource, X509Svid
+from zerotrust.dev import DevCA
+from zerotrust.errors import ConfigurationError, SourceError
+from zerotrust.httpx import AsyncClient, Client, SupportsInvalidate, ZeroTrustAuth
+
+pytestmark = pytest.mark.network
+
+INVALID = Reply(401, {"WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'})
+
+
+def bearer(record: Recorded) -> str:
+    scheme, _, token = record.headers.get("authorization", "").partition(" ")
+    assert scheme == "Bearer", record.headers
+    return token
+
+
+@pytest.fixture
+def tokens() -> CountingSource:
+    return CountingSource()
+
+
+def auth_options(
+    ca: DevCA, client_svid: X509Svid, tokens: CountingSource, audience: object = "orders"
+) -> dict[str, Any]:
+    return {**tls(ca, client_svid), "token_source": tokens.source, "audience": audience}
+
+
+def test_token_is_attached_and_cached(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+) -> None:
+    server.script("/orders", Reply(200))
+    calls = [("GET", server.url("/orders"))] * 5
+    responses = send(mode, calls, **auth_options(ca, client_svid, tokens))
+    assert [r.status_code for r in responses] == [200] * 5
+    assert tokens.minted == ["orders"]  # asked once for five requests
+    assert {bearer(r) for r in server.requests()} == {"token-1-for-orders"}
+
+
+def test_audience_derived_per_host(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+) -> None:
+    server.script("/", Reply(200))
+    audience = {
+        "localhost": "spiffe://example.org/api",
+        "127.0.0.1": SpiffeId.parse("spiffe://example.org/api-by-ip"),
+    }
+    calls = [
+        ("GET", server.url("/")),
+        ("GET", server.url("/", host="127.0.0.1")),
+        ("GET", server.url("/")),
+    ]
+    send(mode, calls, **auth_options(ca, client_svid, tokens, audience))
+    assert tokens.minted == ["spiffe://example.org/api", "spiffe://example.org/api-by-ip"]
+    seen = [bearer(r) for r in server.requests()]
+    assert seen == [
+        "token-1-for-spiffe://example.org/api",
+        "token-2-for-spiffe://example.org/api-by-ip",
+        "token-1-for-spiffe://example.org/api",
+    ]
+
+
+def test_host_port_mapping_wins_and_unknown_hosts_are_refused(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+) -> None:
+    server.script("/", Reply(200))
+    audience = {f"localhost:{server.port}": "exact", "localhost": "host-only"}
+    send(mode, [("GET", server.url("/"))], **auth_options(ca, client_svid, tokens, audience))
+    assert tokens.minted == ["exact"]
+    with pytest.raises(ConfigurationError, match="no audience is configured"):
+        send(
+            mode,
+            [("GET", server.url("/", host="127.0.0.1"))],
+            **auth_options(ca, client_svid, tokens, audience),
+        )
+    assert server.count() == 1  # the unmapped request was never sent
+
+
+def test_audience_callable_may_skip_the_token(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+) -> None:
+    server.script("/", Reply(200))
+    server.script("/public", Reply(200))
+
+    def audience(request: httpx.Request) -> str | None:
+        return None if request.url.path == "/public" else f"aud-{request.url.path}"
+
+    calls = [("GET", server.url("/public")), ("GET", server.url("/"))]
+    send(mode, calls, **auth_options(ca, client_svid, tokens, audience))
+    public, private = server.requests()
+    assert "authorization" not in public.headers
+    assert bearer(private) == "token-1-for-aud-/"
+
+
+def test_invalid_token_re_mints_once_and_retries(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+) -> None:
+    server.script("/", INVALID, Reply(200))
+    body = {"json": {"item": 7}}
+    [response] = send(
+        mode, [("POST", server.url("/"), body)], **auth_options(ca, client_svid, tokens)
+    )
+    assert response.status_code == 200
+    assert tokens.minted == ["orders", "orders"]
+    first, second = server.requests()
+    assert bearer(first) == "token-1-for-orders" and bearer(second) == "token-2-for-orders"
+    assert first.body == second.body == b'{"item":7}'
+
+
+def test_second_invalid_token_is_returned_as_is(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+) -> None:
+    server.script("/", INVALID)
+    [response] = send(mode, [("GET", server.url("/"))], **auth_options(ca, client_svid, tokens))
+    assert response.status_code == 401 and "invalid_token" in response.headers["www-authenticate"]
+    assert server.count() == 2 and len(tokens.minted) == 2
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(401, {"WWW-Authenticate": 'Bearer realm="api"'}),
+        Reply(401, {"WWW-Authenticate": 'Bearer error="invalid_request"'}),
+        Reply(401, {"WWW-Authenticate": 'Bearer error_description="invalid_token"'}),
+        Reply(401),
+        Reply(403, {"WWW-Authenticate": 'Bearer error="invalid_token"'}),
+        Reply(403, {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}),
+    ],
+    ids=["no-error", "invalid-request", "description-only", "no-challenge", "403-token", "403"],
+)
+def test_other_refusals_are_never_retried(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    tokens: CountingSource,
+    reply: Reply,
+) -> None:
+    server.script("/", reply, Reply(200))
+    [response] = send(mode, [("GET", server.url("/"))], **auth_options(ca, client_svid, tokens))
+    assert response.status_code == reply.status
+    assert server.count() == 1 and tokens.minted == ["orders"]
+
+
+def test_streamed_body_is_not_replayed(
+    server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+) -> None:
+    server.script("/", INVALID, Reply(200))
+
+    def chunks() -> Iterator[bytes]:
+        yield b"part"
+
+    [response] = send(
+        "sync",
+        [("POST", server.url("/"), {"content": chunks()})],
+        **auth_options(ca, client_svid, tokens),
+    )
+    assert response.status_code == 401 and server.count() == 1
+
+
+class InvalidatingSource:
+    """A token source with the optional invalidate(audience) hook."""
+
+    def __init__(self) -> None:
+        self.counting = CountingSource()
+        self.invalidated: list[str] = []
+
+    def token(self, audience: str) -> str:
+        return self.counting.source.token(audience)
+
+    async def token_async(self, audience: str) -> str:
+        return await self.counting.source.token_async(audience)
+
+    def invalidate(self, audience: str) -> None:
+        self.invalidated.append(audience)
+        self.counting.source.clear()
+
+
+def test_invalidate_hook_is_preferred(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    source = InvalidatingSource()
+    assert isinstance(source, SupportsInvalidate)
+    server.script("/", INVALID, Reply(200))
+    options = {**tls(ca, client_svid), "token_source": source, "audience": "orders"}
+    [response] = send(mode, [("GET", server.url("/"))], **options)
+    assert response.status_code == 200 and source.invalidated == ["orders"]
+
+
+def test_a_source_that_cannot_re_mint_is_not_retried(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    server.script("/", INVALID, Reply(200))
+    options = {**tls(ca, client_svid), "token_source": StaticTokenSource("t"), "audience": "a"}
+    [response] = send(mode, [("GET", server.url("/"))], **options)
+    assert response.status_code == 401 and server.count() == 1
+
+
+def test_concurrent_rejections_re_mint_once(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+) -> None:
+    def handler(record: Recorded) -> Reply:
+        return INVALID if bearer(record) == "token-1-for-orders" else Reply(200)
+
+    server.handle("/", handler)
+    tokens.source.token("orders")  # every request starts with the token the server rejects
+    statuses: list[int] = []
+    if mode == "sync":
+        with Client(**auth_options(ca, client_svid, tokens)) as client:
+
+            def one() -> None:
+                statuses.append(client.get(server.url("/")).status_code)
+
+            threads = [threading.Thread(target=one) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+    else:
+
+        async def run() -> None:
+            async with AsyncClient(**auth_options(ca, client_svid, tokens)) as client:
+                calls = (client.get(server.url("/")) for _ in range(8))
+                statuses.extend(r.status_code for r in await asyncio.gather(*calls))
+
+        asyncio.run(run())
+    assert statuses == [200] * 8
+    assert tokens.minted == ["orders", "orders"]
+    rejected = [r for r in server.requests() if bearer(r) == "token-1-for-orders"]
+    assert len(rejected) + 8 == server.count()
+
+
+def test_token_source_errors_propagate(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    class Broken:
+        def token(self, audience: str) -> str:
+            return "has space"
+
+        async def token_async(self, audience: str) -> str:
+            return "has space"
+
+    options = {**tls(ca, client_svid), "token_source": Broken(), "audience": "a"}
+    with pytest.raises(SourceError, match="invalid characters"):
+        send(mode, [("GET", server.url("/"))], **options)
+    assert server.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((object(),), "token_source"),
+        ((StaticTokenSource("t"),), "audience"),
+    ],
+)
+def test_auth_configuration_errors(args: tuple[object, ...], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        ZeroTrustAuth(*args, audience={})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("audience", ["", 7, {"": "x"}, {"h/x": "x"}, {"h": ""}])
+def test_bad_audiences_are_refused(audience: object) -> None:
+    with pytest.raises(ConfigurationError):
+        ZeroTrustAuth(StaticTokenSource("t"), audience=audience)  # type: ignore[arg-type]
+
+
+def test_auth_works_on_a_plain_httpx_client(
+    server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+) -> None:
+    from zerotrust import match
+    from zerotrust.x509.sslcontext import client_ssl_context
+
+    server.script("/", Reply(200))
+    context = client_ssl_context(client_svid, ca.bundle, authorizer=match.member_of("example.org"))
+    auth = ZeroTrustAuth(tokens.source, audience="plain")
+    with httpx.Client(verify=context, auth=auth) as client:
+        assert client.get(server.url("/")).status_code == 200
+    assert bearer(server.requests()[0]) == "token-1-for-plain"
+
+
+def test_host_mapping_resolution() -> None:
+    from zerotrust.client._httpx_auth import _resolver
+
+    resolve = _resolver({"api.internal:443": "tls-default", "api.internal": "any", "[::1]": "v6"})
+    assert resolve(httpx.Request("GET", "https://api.internal/x")) == "tls-default"
+    assert resolve(httpx.Request("GET", "https://API.internal:443/x")) == "tls-default"
+    assert resolve(httpx.Request("GET", "https://api.internal:8443/x")) == "any"
+    assert resolve(httpx.Request("GET", "http://api.internal/x")) == "any"
+    assert resolve(httpx.Request("GET", "https://[::1]:8443/x")) == "v6"
+    with pytest.raises(ConfigurationError):
+        resolve(httpx.Request("GET", "https://api.internal.evil.example/x"))
+
+
+def test_invalid_token_challenge_parsing() -> None:
+    from zerotrust.client._httpx_auth import invalid_token_challenge
+
+    def check(status: int, *values: str) -> bool:
+        headers = [("WWW-Authenticate", v) for v in values]
+        return invalid_token_challenge(httpx.Response(status, headers=headers))
+
+    assert check(401, 'Bearer error="invalid_token"')
+    assert check(401, "Bearer realm=x, error=invalid_token")
+    assert check(401, 'DPoP algs="ES256", error="invalid_token", error_description="x"')
+    assert check(401, 'Basic realm="a"', 'Bearer error="invalid_token"')
+    assert check(401, 'Bearer ERROR = "invalid_token"')
+    assert not check(401, 'Bearer error="invalid_token_x"')
+    assert not check(401, 'Bearer xerror="invalid_token"')
+    assert not check(401, 'Bearer error_description="error=invalid_token"')
+    assert not check(403, 'Bearer error="invalid_token"')
+    assert not check(401)

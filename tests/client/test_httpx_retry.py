@@ -1,0 +1,273 @@
+"""Retries by the client transports, against a real server: what is retried, when, how often."""
+
+from __future__ import annotations
+
+import socket
+import time
+from email.utils import formatdate
+from typing import Any
+
+import httpx
+import pytest
+
+from tests._zt_https import Reply, ZtHttpsServer
+from tests.client.conftest import Mode, send, tls
+from zerotrust import X509Svid
+from zerotrust.client._httpx_retry import parse_retry_after
+from zerotrust.dev import DevCA
+from zerotrust.errors import ConfigurationError
+from zerotrust.httpx import RETRY_EXTENSION, RetryEvent, RetryPolicy
+
+pytestmark = pytest.mark.network
+
+UNAVAILABLE = Reply(503, {"Retry-After": "1"}, b"busy")
+
+
+class Events(list[RetryEvent]):
+    def __call__(self, event: RetryEvent) -> None:
+        self.append(event)
+
+
+def fast(events: Events | None = None, **overrides: Any) -> RetryPolicy:
+    """Retry-After is honoured but capped at 0.05 s; backoff is immediate."""
+    settings: dict[str, Any] = {"backoff": 0, "max_retry_after": 0.05, "on_retry": events}
+    return RetryPolicy(**{**settings, **overrides})
+
+
+def options(ca: DevCA, client_svid: X509Svid, policy: RetryPolicy | None) -> dict[str, Any]:
+    return {**tls(ca, client_svid), "retry": policy}
+
+
+def test_get_is_retried_after_503_honouring_retry_after(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    events = Events()
+    server.script("/", UNAVAILABLE, Reply(200, body=b"ok"))
+    [response] = send(mode, [("GET", server.url("/"))], **options(ca, client_svid, fast(events)))
+    assert response.status_code == 200 and response.text == "ok"
+    assert server.count() == 2
+    [event] = events
+    assert (event.status, event.attempt, event.retry_after, event.delay) == (503, 1, 1.0, 0.05)
+    assert event.method == "GET" and event.error is None
+    assert server.handshakes == 1  # the failed response was drained and closed: connection reused
+
+
+def test_post_is_not_retried(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    server.script("/", UNAVAILABLE, Reply(200))
+    [response] = send(
+        mode, [("POST", server.url("/"), {"json": {}})], **options(ca, client_svid, fast())
+    )
+    assert response.status_code == 503 and response.text == "busy"
+    assert server.count() == 1
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [{"extensions": {RETRY_EXTENSION: True}}, {"headers": {"Idempotency-Key": "order-7"}}],
+    ids=["extension", "idempotency-key"],
+)
+def test_post_marked_safe_is_retried(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, marker: dict[str, Any]
+) -> None:
+    server.script("/", UNAVAILABLE, Reply(201))
+    call = ("POST", server.url("/"), {"content": b"payload", **marker})
+    [response] = send(mode, [call], **options(ca, client_svid, fast()))
+    assert response.status_code == 201
+    assert [r.body for r in server.requests()] == [b"payload", b"payload"]
+
+
+def test_get_marked_unsafe_is_not_retried(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    server.script("/", UNAVAILABLE, Reply(200))
+    call = ("GET", server.url("/"), {"extensions": {RETRY_EXTENSION: False}})
+    [response] = send(mode, [call], **options(ca, client_svid, fast()))
+    assert response.status_code == 503 and server.count() == 1
+
+
+@pytest.mark.parametrize("status", [429, 502, 504])
+def test_other_retryable_statuses(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, status: int
+) -> None:
+    events = Events()
+    server.script("/", Reply(status, {"Retry-After": "2"}), Reply(200))
+    [response] = send(mode, [("PUT", server.url("/"))], **options(ca, client_svid, fast(events)))
+    assert response.status_code == 200 and server.count() == 2
+    assert events[0].retry_after == 2.0 and events[0].delay == 0.05
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 500])
+def test_other_statuses_are_not_retried(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, status: int
+) -> None:
+    server.script("/", Reply(status), Reply(200))
+    [response] = send(mode, [("GET", server.url("/"))], **options(ca, client_svid, fast()))
+    assert response.status_code == status and server.count() == 1
+
+
+def test_attempts_are_bounded_and_the_last_response_is_returned(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    events = Events()
+    server.script("/", UNAVAILABLE)
+    policy = fast(events, attempts=4)
+    [response] = send(mode, [("GET", server.url("/"))], **options(ca, client_svid, policy))
+    assert response.status_code == 503 and response.text == "busy"
+    assert server.count() == 4 and [e.attempt for e in events] == [1, 2, 3]
+
+
+def test_a_wait_past_max_elapsed_is_not_started(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    server.script("/", Reply(503, {"Retry-After": "120"}), Reply(200))
+    policy = RetryPolicy(max_retry_after=60, max_elapsed=5)
+    [response] = send(mode, [("GET", server.url("/"))], **options(ca, client_svid, policy))
+    assert response.status_code == 503 and server.count() == 1
+
+
+def test_http_date_retry_after(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    events = Events()
+    in_an_hour = formatdate(time.time() + 3600, usegmt=True)
+    server.script(
+        "/",
+        Reply(503, {"Retry-After": in_an_hour}),
+        Reply(503, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
+        Reply(200),
+    )
+    [response] = send(mode, [("GET", server.url("/"))], **options(ca, client_svid, fast(events)))
+    assert response.status_code == 200
+    future, past = events
+    assert future.retry_after is not None and 3000 < future.retry_after <= 3600
+    assert future.delay == 0.05
+    assert past.retry_after == 0.0 and past.delay == 0.0
+
+
+def test_dropped_connection_is_retried_for_get_only(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    events = Events()
+    server.script("/get", Reply(drop=True), Reply(200))
+    server.script("/post", Reply(drop=True), Reply(200))
+    opts = options(ca, client_svid, fast(events))
+    [response] = send(mode, [("GET", server.url("/get"))], **opts)
+    assert response.status_code == 200 and server.count("/get") == 2
+    assert isinstance(events[0].error, httpx.RemoteProtocolError)
+    with pytest.raises(httpx.RemoteProtocolError):
+        send(mode, [("POST", server.url("/post"), {"content": b"x"})], **opts)
+    assert server.count("/post") == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_connection_refused_then_server_up(
+    mode: Mode, ca: DevCA, client_svid: X509Svid, server_svid: X509Svid
+) -> None:
+    port = _free_port()
+    started: list[ZtHttpsServer] = []
+
+    def start_server(event: RetryEvent) -> None:
+        assert isinstance(event.error, httpx.ConnectError)
+        if not started:
+            late = ZtHttpsServer(server_svid, ca.bundle, port=port)
+            late.script("/", Reply(200, body=b"late"))
+            started.append(late.__enter__())
+
+    policy = fast(on_retry=start_server)
+    try:
+        url = f"https://localhost:{port}/"
+        # POST too: a connection that was never opened carried nothing, so it is retried.
+        call = ("POST", url, {"content": b"x"})
+        [response] = send(mode, [call], **options(ca, client_svid, policy))
+        assert response.status_code == 200 and response.text == "late"
+        assert started[0].count() == 1
+    finally:
+        for late in started:
+            late.stop()
+
+
+def test_refused_connection_exhausts_attempts(mode: Mode, ca: DevCA, client_svid: X509Svid) -> None:
+    events = Events()
+    url = f"https://localhost:{_free_port()}/"
+    with pytest.raises(httpx.ConnectError):
+        send(mode, [("GET", url)], **options(ca, client_svid, fast(events, attempts=3)))
+    assert len(events) == 2
+
+
+def test_refused_identity_is_not_retried(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    events = Events()
+    opts = {**options(ca, client_svid, fast(events)), "server_id": "spiffe://example.org/other"}
+    with pytest.raises(httpx.ConnectError):
+        send(mode, [("GET", server.url("/"))], **opts)
+    assert events == [] and server.connection_attempts() == 1
+
+
+def test_retries_can_be_turned_off(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    server.script("/", UNAVAILABLE, Reply(200))
+    [response] = send(mode, [("GET", server.url("/"))], **options(ca, client_svid, None))
+    assert response.status_code == 503 and server.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", 0.0),
+        ("120", 120.0),
+        (" 7 ", 7.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+        ("Thu, 01 Jan 1970 00:01:40 GMT", 0.0),
+        ("-1", None),
+        ("1.5", None),
+        ("soon", None),
+        ("", None),
+        ("99999999999999999999", None),
+        ("١٢", None),  # non-ASCII digits
+    ],
+)
+def test_parse_retry_after(value: str, expected: float | None) -> None:
+    assert parse_retry_after(value, now=2_000_000_000.0) == expected
+
+
+def test_parse_retry_after_date_in_the_future() -> None:
+    assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=40.0) == 60.0
+    assert parse_retry_after("Thu, 01 Jan 1970 00:01:40", now=40.0) == 60.0  # taken as GMT
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"attempts": 0},
+        {"attempts": 2.5},
+        {"max_elapsed": 0},
+        {"backoff": -1},
+        {"max_backoff": float("inf")},
+        {"max_retry_after": "1"},
+        {"statuses": {401}},
+        {"statuses": {403, 503}},
+        {"statuses": {200}},
+        {"on_retry": "log"},
+    ],
+)
+def test_policy_validation(settings: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        RetryPolicy(**settings)
+
+
+def test_policy_backoff_is_bounded() -> None:
+    policy = RetryPolicy(backoff=0.5, max_backoff=3)
+    assert policy.delay(1, None, 0.999) < 0.5
+    assert policy.delay(2, None, 1.0) == 1.0
+    assert policy.delay(10, None, 1.0) == 3.0
+    assert policy.delay(1000, None, 0.5) == 1.5
+    assert RetryPolicy(methods=frozenset({"get"})).methods == {"GET"}

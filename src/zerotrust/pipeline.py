@@ -187,22 +187,22 @@ class Guard:
             _log.exception("zerotrust: unexpected error while deciding; request refused")
             error = ZeroTrustError("internal error while deciding")
         outcome = self._outcome(view, auth, decision, error)
-        if dry:
+        if dry or not self.audit.enabled:  # nobody listens (e.g. audit logging disabled)
             return outcome
         event = self._event(view, auth, outcome)
         try:
             self.audit.emit(event)
-        except AuditError as exc:
-            return replace(
-                self._outcome(view, auth, decision, exc), event=event
-            )  # audit is required and failed: refuse
-        return replace(outcome, event=event)
+        except AuditError as exc:  # audit is required and failed: refuse
+            outcome = self._outcome(view, auth, decision, exc)
+        object.__setattr__(outcome, "event", event)  # set once, before the outcome is shared
+        return outcome
 
     def _stateful_checks(self, auth: AuthResult, dry: bool) -> Generator[Any, Any, None]:
         token, store = auth.token, self.store
         if token is not None and self.check_revocation:
             jti, sub, iss = token.jti, token.subject, token.issuer or ""
-            iat = token.issued_at.timestamp() if token.issued_at is not None else None
+            raw_iat = token.claims.get("iat")  # a number: the claims were validated
+            iat = float(raw_iat) if raw_iat is not None else None
 
             def check() -> bool:
                 return store.is_revoked(jti=jti, subject=sub, issuer=iss, issued_at=iat)

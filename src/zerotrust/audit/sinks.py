@@ -73,6 +73,11 @@ class LoggingSink:
         """The level events are logged at."""
         return self._level
 
+    @property
+    def enabled(self) -> bool:
+        """Whether events would be written now (the logger is enabled for the level)."""
+        return self._logger.isEnabledFor(self._level)
+
     def emit(self, event: AuditEvent, /) -> None:
         """Log ``event`` as one JSON line, or do nothing if the level is disabled."""
         if not self._logger.isEnabledFor(self._level):
@@ -186,6 +191,11 @@ class MultiSink:
         """The sinks, in call order."""
         return self._sinks
 
+    @property
+    def enabled(self) -> bool:
+        """Whether any of the sinks would record an event now."""
+        return any(sink_enabled(sink) for sink in self._sinks)
+
     def emit(self, event: AuditEvent, /) -> None:
         """Emit to every sink, then re-raise the first exception, if any."""
         error: Exception | None = None
@@ -242,6 +252,13 @@ class AuditPipeline:
     def failures(self) -> int:
         """How many times a sink has raised since this pipeline was built."""
         return self._failures
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any sink would record an event now. When none would (for example the
+        default :class:`LoggingSink` with its logger disabled), callers may skip building
+        events altogether; every decision is still audited as soon as a sink listens."""
+        return any(sink_enabled(sink) for sink in self._sinks)
 
     @property
     def healthy(self) -> bool:
@@ -303,3 +320,12 @@ def _check_sinks(sinks: tuple[Any, ...]) -> tuple[AuditSink, ...]:
 
 def _describe(index: int, sink: object) -> str:
     return f"audit sink #{index} ({type(sink).__qualname__})"
+
+
+def sink_enabled(sink: AuditSink) -> bool:
+    """A sink's ``enabled`` flag; sinks without one always want events."""
+    flag = getattr(sink, "enabled", True)
+    try:
+        return bool(flag)
+    except Exception:  # a broken flag never silences auditing
+        return True

@@ -99,6 +99,9 @@ class Authenticator:
         self.token_must_match_peer = token_must_match_peer
         self.max_delegation_depth = max_delegation_depth
         self.clock = clock
+        # Principals of cached tokens presented without certificate or proof: the verifier's
+        # cache hands back the same VerifiedToken object, so the principal is built once.
+        self._principals: dict[VerifiedToken, Principal] = {}
 
     # --- certificates -------------------------------------------------------------------------
 
@@ -161,7 +164,16 @@ class Authenticator:
             raise AuthenticationError("bearer tokens are not accepted by this service")
         token = yield from self.tokens.flow(creds.token)
         proof = self._check_bindings(view, creds, token, peer)
-        principal = self._token_principal(token, peer, via_proxy, proof)
+        if peer is None and proof is None:
+            principal = self._principals.get(token)
+            if principal is None:
+                if len(self._principals) >= 4096:
+                    self._principals.clear()
+                principal = self._principals[token] = self._token_principal(
+                    token, None, False, None
+                )
+        else:
+            principal = self._token_principal(token, peer, via_proxy, proof)
         return AuthResult(principal, creds, token=token, dpop_proof=proof, notes=tuple(notes))
 
     def _check_bindings(

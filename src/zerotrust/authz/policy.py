@@ -219,6 +219,8 @@ class Policy:
     dry_run: bool = False
     rate_limits: Sequence[RateLimit] = ()
     _by_action: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
+    _enforced: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
+    _has_dry_run: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         rules = tuple(self.rules)
@@ -230,15 +232,17 @@ class Policy:
             raise ConfigurationError(f"policy {self.id!r}: default must be 'deny' or 'allow'")
         object.__setattr__(self, "rules", rules)
         object.__setattr__(self, "rate_limits", tuple(self.rate_limits))
-        object.__setattr__(
-            self,
-            "_by_action",
-            {a: tuple(r for r in rules if r.action == a) for a in ("CUSTOM", "DENY", "ALLOW")},
-        )
+        by_action = {
+            a: tuple(r for r in rules if r.action == a) for a in ("CUSTOM", "DENY", "ALLOW")
+        }
+        object.__setattr__(self, "_by_action", by_action)
+        enforced = {a: tuple(r for r in by_action[a] if not r.dry_run) for a in by_action}
+        object.__setattr__(self, "_enforced", enforced)
+        object.__setattr__(self, "_has_dry_run", self.dry_run or any(r.dry_run for r in rules))
 
     @property
     def has_dry_run(self) -> bool:
-        return self.dry_run or any(r.dry_run for r in self.rules)
+        return self._has_dry_run
 
     # --- evaluation (sans-IO) ----------------------------------------------------------------
 
@@ -246,34 +250,28 @@ class Policy:
         """The evaluation generator: yields :class:`HookCall`, returns a :class:`Decision`."""
         hook_results: dict[str, bool | BaseException] = {}
         effective = yield from self._flow(principal, op, hook_results, enforced_only=True)
-        if not self.has_dry_run:
-            return replace(effective, policy_id=self.id)
+        if not self._has_dry_run:
+            return effective
         shadow = yield from self._flow(principal, op, hook_results, enforced_only=False)
         if self.dry_run:
             if shadow.allowed:
-                return replace(shadow, policy_id=self.id)
+                return shadow
             return Decision(True, "dry_run", policy_id=self.id, dry_run=True, would_allow=False,
                             would_rule_id=shadow.rule_id, would_reason=shadow.reason)  # fmt: skip
         if (shadow.allowed, shadow.rule_id) == (effective.allowed, effective.rule_id):
-            return replace(effective, policy_id=self.id)
-        return replace(effective, policy_id=self.id, dry_run=True, would_allow=shadow.allowed,
+            return effective
+        return replace(effective, dry_run=True, would_allow=shadow.allowed,
                        would_rule_id=shadow.rule_id, would_reason=shadow.reason)  # fmt: skip
 
     def _flow(
         self, principal: Principal | None, op: Operation, results: dict[str, bool | BaseException],
         *, enforced_only: bool,
     ) -> Flow:  # fmt: skip
-        def active(action: str) -> tuple[Rule, ...]:
-            rules = self._by_action[action]
-            return (
-                tuple(r for r in rules if not r.dry_run)
-                if enforced_only and not self.dry_run
-                else rules
-            )
-
+        pid = self.id
         if enforced_only and self.dry_run:
-            return Decision(True, "dry_run")
-        for rule in active("CUSTOM"):
+            return Decision(True, "dry_run", policy_id=pid)
+        rules = self._enforced if enforced_only else self._by_action
+        for rule in rules["CUSTOM"]:
             if not rule.matches(principal, op):
                 continue
             if rule.id not in results:
@@ -283,15 +281,14 @@ class Policy:
                     results[rule.id] = exc
             verdict = results[rule.id]
             if isinstance(verdict, BaseException):
-                return Decision(
-                    False, "custom_error", rule.id, detail=f"{type(verdict).__name__}: {verdict}"
-                )
+                detail = f"{type(verdict).__name__}: {verdict}"
+                return Decision(False, "custom_error", rule.id, pid, detail=detail)
             if not verdict:
-                return Decision(False, "denied_by_custom", rule.id)
-        for rule in active("DENY"):
+                return Decision(False, "denied_by_custom", rule.id, pid)
+        for rule in rules["DENY"]:
             if rule.matches(principal, op):
-                return Decision(False, "denied_by_rule", rule.id)
-        allows = active("ALLOW")
+                return Decision(False, "denied_by_rule", rule.id, pid)
+        allows = rules["ALLOW"]
         short: tuple[str, tuple[str, ...]] | None = None
         for rule in allows:
             if not rule.matches(principal, op):
@@ -302,15 +299,16 @@ class Policy:
                 else ()
             )
             if not missing:
-                return Decision(True, "allowed_by_rule", rule.id)
+                return Decision(True, "allowed_by_rule", rule.id, pid)
             short = short or (rule.id, missing)
         if short is not None:
-            return Decision(False, "insufficient_scope", short[0], required_scopes=short[1])
+            return Decision(False, "insufficient_scope", short[0], pid, required_scopes=short[1])
         if allows:
-            return Decision(False, "no_allow_rule_matched")
+            return Decision(False, "no_allow_rule_matched", policy_id=pid)
         if self.default == "allow":
-            return Decision(True, "allowed_by_default")
-        return Decision(False, "no_rules" if not self.rules else "no_allow_rule_matched")
+            return Decision(True, "allowed_by_default", policy_id=pid)
+        reason = "no_rules" if not self.rules else "no_allow_rule_matched"
+        return Decision(False, reason, policy_id=pid)
 
     # --- drivers -----------------------------------------------------------------------------
 

@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import datetime as dt
 
+import grpc
 import pytest
 
-import grpc
 from tests._tls import call, tls_server
 from tests.sources.workload_api._server import WorkloadApiServer, x509_response
 from tests.sources.workload_api.conftest import FAST, eventually

@@ -1,0 +1,127 @@
+"""A :class:`~zerotrust.RequestView` over an ASGI ``http`` or ``websocket`` scope.
+
+Everything is read from the scope the server built: method, raw path, scheme, ``Host``,
+the client address, the headers (decoded as latin-1, names lower-cased) and the TLS extension
+(``client_cert_chain`` PEM strings, and the peer a zerotrust SSL context verified during the
+handshake). Headers and the certificate chain are decoded lazily, on first use. No framework
+imports.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from zerotrust.adapters._tls_scope import TLS_PEER_KEY
+from zerotrust.authn.request import Kind
+from zerotrust.errors import MalformedCertificate
+from zerotrust.x509._certs import MAX_CHAIN_LENGTH
+from zerotrust.x509.verify import VerifiedPeer
+
+__all__ = ["ScopeView", "scope_tls"]
+
+_WS_SCHEMES = {"ws": "http", "wss": "https"}
+
+
+def scope_tls(scope: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """``scope["extensions"]["tls"]`` when the server provided it."""
+    extensions = scope.get("extensions")
+    if not extensions:
+        return None
+    tls = extensions.get("tls")
+    return tls if isinstance(tls, Mapping) else None
+
+
+class ScopeView:
+    """The request an ASGI scope describes, as the Guard sees it.
+
+    ``route`` is the route template the adapter resolved (``None`` when no route matched).
+    """
+
+    __slots__ = ("_chain", "_headers", "_scope", "kind", "method", "path", "route")
+
+    kind: Kind
+    method: str
+    route: str | None
+    path: str
+
+    def __init__(self, scope: Mapping[str, Any], route: str | None) -> None:
+        self._scope = scope
+        self._headers: dict[str, list[str]] | None = None
+        self._chain: Sequence[bytes] | bool | None = False  # False: not decoded yet
+        websocket = scope["type"] == "websocket"
+        self.kind = "websocket" if websocket else "http"
+        self.method = "GET" if websocket else scope["method"]
+        self.route = route
+        raw = scope.get("raw_path")
+        self.path = raw.decode("latin-1") if raw else scope.get("path", "/")
+
+    @property
+    def scheme(self) -> str:
+        """``http`` or ``https`` (websocket schemes are reported as their HTTP twins)."""
+        scheme = self._scope.get("scheme") or ("ws" if self.kind == "websocket" else "http")
+        return _WS_SCHEMES.get(scheme, scheme)
+
+    @property
+    def host(self) -> str | None:
+        """The ``Host`` header, else the server address the connection arrived on."""
+        hosts = self.header("host")
+        if hosts:
+            return hosts[0]
+        server = self._scope.get("server")
+        return f"{server[0]}:{server[1]}" if server and server[1] else None
+
+    @property
+    def remote_addr(self) -> str | None:
+        """The immediate peer's IP address."""
+        client = self._scope.get("client")
+        return client[0] if client else None
+
+    @property
+    def verified_peer(self) -> VerifiedPeer | None:
+        """The peer a zerotrust SSL context verified during the TLS handshake, if any."""
+        tls = scope_tls(self._scope)
+        peer = tls.get(TLS_PEER_KEY) if tls is not None else None
+        return peer if isinstance(peer, VerifiedPeer) else None
+
+    def header(self, name: str) -> list[str]:
+        """Every value of header ``name`` (case-insensitive), in order; ``[]`` if absent."""
+        headers = self._headers
+        if headers is None:
+            headers = {}
+            for raw_name, raw_value in self._scope.get("headers", ()):
+                key = raw_name.decode("latin-1").lower()
+                value = raw_value.decode("latin-1")
+                if key in headers:
+                    headers[key].append(value)
+                else:
+                    headers[key] = [value]
+            self._headers = headers
+        values = headers.get(name.lower())
+        return list(values) if values else []
+
+    @property
+    def peer_chain(self) -> Sequence[bytes] | None:
+        """The client certificate chain from the TLS extension (DER, leaf first)."""
+        chain = self._chain
+        if chain is False:
+            chain = self._chain = _decode_chain(scope_tls(self._scope))
+        return chain  # type: ignore[return-value]
+
+
+def _decode_chain(tls: Mapping[str, Any] | None) -> tuple[bytes, ...] | None:
+    if tls is None:
+        return None
+    pems = tls.get("client_cert_chain") or ()
+    if isinstance(pems, (str, bytes)):
+        raise MalformedCertificate("client_cert_chain must be a list of PEM strings")
+    pems = tuple(pems)
+    if not pems:
+        return None
+    if len(pems) > MAX_CHAIN_LENGTH:
+        raise MalformedCertificate(f"client certificate chain longer than {MAX_CHAIN_LENGTH}")
+    try:
+        return tuple(ssl.PEM_cert_to_DER_cert(pem) for pem in pems)
+    except (ValueError, TypeError):
+        raise MalformedCertificate("client certificate in the TLS extension is not PEM") from None

@@ -1,0 +1,163 @@
+"""Route templates for Starlette and FastAPI applications, resolved the way the router will.
+
+Policies match the template of the route that will handle a request (``/orders/{order_id}``),
+never the raw path. The template is found by asking the application's routes whether they
+match, in the router's own order and with the routes' own matching code: the first full match,
+else the first partial match (a known path with another method, answered 405). Mounts, hosts
+and FastAPI's included routers are followed, their parts joined (``/api`` +
+``/orders/{order_id}``), and FastAPI's low-priority (frontend) routes are tried last, as the
+router does. Templates are written without converters (``/items/{item_id}`` for
+``/items/{item_id:int}``), the form FastAPI reports as ``http.route`` and the other zerotrust
+adapters use; a mount without sub-routes is ``/static/{path}``.
+
+* nothing matches -> ``None``: the router answers 404 or a trailing-slash redirect and no
+  handler runs; a policy sees no route, so no path trick (``/orders/7/../admin``,
+  ``//admin``) can borrow another route's template;
+* something matches whose template cannot be determined -> :class:`ConfigurationError`: the
+  request is refused rather than evaluated without its route (a DENY rule scoped to that route
+  would be skipped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping, Sequence
+from typing import Any
+
+from starlette.routing import Host, Match, Mount
+
+from zerotrust.errors import ConfigurationError
+
+_fastapi_routing: Any
+try:  # recent FastAPI routes included routers and frontend routes itself
+    from fastapi import routing as _fastapi_routing
+except ImportError:  # pragma: no cover - Starlette alone
+    _fastapi_routing = None
+
+_IncludedRouter: Any = getattr(_fastapi_routing, "_IncludedRouter", None)
+_FrontendRoute: Any = getattr(_fastapi_routing, "_FrontendRoute", None)
+_FrontendRouteGroup: Any = getattr(_fastapi_routing, "_FrontendRouteGroup", None)
+
+__all__ = ["find_routes_owner", "route_template_for"]
+
+Scope = MutableMapping[str, Any]
+_MAX_WRAPPERS = 32
+_MAX_DEPTH = 16
+
+
+def find_routes_owner(app: Any) -> Any | None:
+    """The application or router whose ``routes`` requests are dispatched through, found
+    through middleware ``.app`` attributes (``None`` for an application without a router)."""
+    for _ in range(_MAX_WRAPPERS):
+        if app is None:
+            return None
+        routes = getattr(app, "routes", None)
+        if isinstance(routes, Sequence) and not isinstance(routes, (str, bytes)):
+            return app
+        app = getattr(app, "app", None)
+    return None
+
+
+def route_template_for(owner: Any, scope: Scope) -> str | None:
+    """The template of the route ``owner``'s router will dispatch ``scope`` to, or ``None``
+    when no route matches; raises :class:`ConfigurationError` for a route it cannot describe.
+    """
+    return _router(owner, dict(scope), "", 0)  # a copy: matching may add keys
+
+
+def _router(owner: Any, scope: Scope, prefix: str, depth: int) -> str | None:
+    if depth > _MAX_DEPTH:
+        raise ConfigurationError("routes nested too deeply to resolve a template")
+    router = getattr(owner, "router", owner)
+    routes = getattr(router, "routes", None) or getattr(owner, "routes", None) or []
+    partial: tuple[Any, Scope] | None = None
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            return _describe(route, {**scope, **child}, prefix, depth)
+        if match is Match.PARTIAL and partial is None:
+            partial = (route, child)
+    if partial is not None:
+        return _describe(partial[0], {**scope, **partial[1]}, prefix, depth)
+    if _redirects(router, routes, scope):
+        return None  # the router answers with a redirect; no handler runs
+    low_priority = getattr(router, "_match_low_priority", None)
+    if callable(low_priority):  # FastAPI frontend routes, tried after everything else
+        match, child, route, context = low_priority(scope)
+        if match is not Match.NONE and route is not None:
+            target = route if context is None else _effective(context, route)
+            return _describe(target, {**scope, **child}, prefix, depth)
+    return None
+
+
+def _route_path(scope: Scope) -> str:
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root) and path != root and path[len(root)] == "/":
+        return path[len(root) :]
+    return "" if root and path == root else path
+
+
+def _redirects(router: Any, routes: Sequence[Any], scope: Scope) -> bool:
+    path = _route_path(scope)
+    if scope["type"] != "http" or not getattr(router, "redirect_slashes", False) or path == "/":
+        return False
+    other = dict(scope)
+    other["path"] = scope["path"].rstrip("/") if path.endswith("/") else scope["path"] + "/"
+    return any(route.matches(other)[0] is not Match.NONE for route in routes)
+
+
+def _effective(context: Any, route: Any) -> Any:
+    """What FastAPI dispatches to for an included route: the prefixed copy of a Starlette
+    route, or the route context (which carries the prefixed template)."""
+    starlette_route = getattr(context, "starlette_route", None)
+    if starlette_route is not None:
+        return starlette_route
+    original = getattr(context, "original_route", None)
+    if _FrontendRouteGroup is not None and isinstance(original, _FrontendRouteGroup):
+        return _PrefixedFrontend(original, getattr(context, "frontend_prefix", ""))
+    return context
+
+
+class _PrefixedFrontend:
+    def __init__(self, group: Any, prefix: str) -> None:
+        self.group = group
+        self.prefix = prefix
+
+
+def _frontend(group: Any, scope: Scope, included: str, prefix: str) -> str | None:
+    _, _, route = group._match(scope, prefix=included)
+    if route is None:
+        return None
+    path = (
+        route.path if not included else (included if route.path == "/" else included + route.path)
+    )
+    return f"{prefix}{path.rstrip('/')}/{{path}}"
+
+
+def _describe(route: Any, scope: Scope, prefix: str, depth: int) -> str | None:
+    if isinstance(route, Mount):
+        if route.routes:
+            return _router(
+                getattr(route, "_base_app", route), scope, prefix + route.path, depth + 1
+            )
+        return f"{prefix}{route.path}/{{path}}"
+    if isinstance(route, Host):
+        if route.routes:
+            return _router(route.app, scope, prefix, depth + 1)
+        return f"{prefix}/{{path}}"
+    if _IncludedRouter is not None and isinstance(route, _IncludedRouter):
+        match, child, inner, context = route._match(scope)
+        if match is Match.NONE or inner is None:
+            raise ConfigurationError("an included router matched but chose no route")
+        target = inner if context is None else _effective(context, inner)
+        return _describe(target, {**scope, **child}, prefix, depth + 1)
+    if isinstance(route, _PrefixedFrontend):
+        return _frontend(route.group, scope, route.prefix, prefix)
+    if _FrontendRouteGroup is not None and isinstance(route, _FrontendRouteGroup):
+        return _frontend(route, scope, "", prefix)
+    if _FrontendRoute is not None and isinstance(route, _FrontendRoute):
+        return f"{prefix}{route.path.rstrip('/')}/{{path}}"
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if isinstance(template, str) and template.startswith("/"):
+        return prefix + template
+    raise ConfigurationError(f"cannot determine the route template of {type(route).__name__}")

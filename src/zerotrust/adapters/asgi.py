@@ -1,0 +1,180 @@
+"""Pure ASGI middleware: every HTTP request and websocket through the Guard.
+
+``ZeroTrustMiddleware(app, guard=guard)`` (or ``app.add_middleware(ZeroTrustMiddleware,
+guard=guard)`` in Starlette and FastAPI) is stateless per request and works on ``http`` and
+``websocket`` scopes; ``lifespan`` and anything else pass straight through. For each request:
+
+1. the route template is resolved the way the application's router will resolve it
+   (``/orders/{order_id}``; ``None`` when no route matches) -- or by ``route_template=`` for
+   applications without a Starlette router;
+2. a :class:`~zerotrust.RequestView` is built from the scope (method, raw path, scheme, host,
+   client address, at most 256 header lines, the ASGI TLS extension's client certificate
+   chain and the peer verified by a zerotrust SSL context during the handshake);
+3. ``await guard.aevaluate(view)`` decides (never the blocking ``evaluate``);
+4. on success the principal is stored in ``scope["state"]["zerotrust_principal"]`` (so
+   ``request.state.zerotrust_principal`` works), the outcome in
+   ``scope["state"]["zerotrust_outcome"]``, :func:`current_principal` returns it while the
+   application runs, and forwarded-certificate headers the Guard did not accept are removed;
+5. a refusal is answered with :func:`~zerotrust.adapters._status.refusal` (HTTP) or by closing
+   the websocket with code 1008 before it is accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Final
+
+from zerotrust.adapters._asgi_view import ScopeView
+from zerotrust.adapters._common import forwarded_headers_to_strip, routeless_hazards
+from zerotrust.adapters._context import current_principal, reset_principal, set_principal
+from zerotrust.adapters._guarded import refuse
+from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
+from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS
+from zerotrust.authn.request import MAX_HEADER_LINES
+from zerotrust.errors import ConfigurationError, MalformedCredentials
+from zerotrust.pipeline import Guard, Outcome
+
+__all__ = [
+    "STATE_OUTCOME",
+    "STATE_PRINCIPAL",
+    "ZeroTrustMiddleware",
+    "current_principal",
+    "publish",
+    "send_refusal",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+RouteResolver = Callable[[Scope], "str | None"]
+
+_log = logging.getLogger("zerotrust")
+
+#: ``scope["state"]`` key of the authenticated :class:`~zerotrust.Principal` (or ``None``).
+STATE_PRINCIPAL: Final = "zerotrust_principal"
+#: ``scope["state"]`` key of the Guard's :class:`~zerotrust.Outcome` for this request.
+STATE_OUTCOME: Final = "zerotrust_outcome"
+
+
+def publish(scope: Scope, outcome: Outcome) -> None:
+    """Store an allowed outcome and its principal in ``scope["state"]``."""
+    state = scope.get("state")
+    if state is None:
+        state = scope["state"] = {}
+    state[STATE_PRINCIPAL] = outcome.principal
+    state[STATE_OUTCOME] = outcome
+
+
+async def send_refusal(scope: Scope, receive: Receive, send: Send, outcome: Outcome) -> None:
+    """Answer a refused request: the shared refusal table for HTTP, close code 1008 for a
+    websocket that was not accepted."""
+    if scope["type"] == "websocket":
+        message = await receive()  # "websocket.connect"; a client that left needs nothing
+        if message.get("type") == "websocket.connect":
+            code = outcome.error.code if outcome.error is not None else "access_denied"
+            await send(
+                {"type": "websocket.close", "code": WEBSOCKET_POLICY_VIOLATION, "reason": code}
+            )
+        return
+    status, headers, body = refusal(outcome)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class ZeroTrustMiddleware:
+    """Authenticate, authorize and audit every ``http`` and ``websocket`` request.
+
+    ``exempt`` lists route templates that skip the Guard entirely (health checks, the OpenAPI
+    document); only a request the router matches to one of them is exempt, never a raw path.
+    ``route_template(scope)`` supplies route templates for applications without a Starlette
+    router; without either, building the middleware fails if the policy has rules that a
+    request without a route would escape (see ``routeless_hazards``).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        guard: Guard,
+        exempt: Iterable[str] = (),
+        route_template: RouteResolver | None = None,
+    ) -> None:
+        if not isinstance(guard, Guard):
+            raise ConfigurationError("ZeroTrustMiddleware needs guard=Guard(...)")
+        if isinstance(exempt, str):
+            raise ConfigurationError("exempt takes a list of route templates, not a string")
+        self.app = app
+        self.guard = guard
+        self.exempt = frozenset(exempt)
+        self._resolve = route_template or _router_resolver(app)
+        if self._resolve is None:
+            hazards = routeless_hazards(guard.policy)
+            if hazards or self.exempt:
+                raise ConfigurationError(
+                    "the application has no Starlette router, so requests have no route"
+                    f" template; rules {list(hazards)} and exempt routes need"
+                    " route_template=callable(scope)"
+                )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        unresolved: ConfigurationError | None = None
+        try:
+            route = self._resolve(scope) if self._resolve is not None else None
+        except ConfigurationError as exc:  # a route matched but its template is unknown
+            route, unresolved = None, exc
+            _log.error("zerotrust: request refused: %s", exc)
+        if route is not None and route in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        view = ScopeView(scope, route)
+        if unresolved is not None:
+            outcome = refuse(self.guard, view, unresolved)
+        elif len(scope.get("headers", ())) > MAX_HEADER_LINES:
+            error = MalformedCredentials(f"more than {MAX_HEADER_LINES} header lines")
+            outcome = refuse(self.guard, view, error)
+        else:
+            outcome = await self.guard.aevaluate(view)
+        if not outcome.allowed:
+            await send_refusal(scope, receive, send, outcome)
+            return
+        _strip_forwarded(scope, view, outcome, self.guard)
+        publish(scope, outcome)
+        token = set_principal(outcome.principal)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            reset_principal(token)
+
+
+def _strip_forwarded(scope: Scope, view: ScopeView, outcome: Outcome, guard: Guard) -> None:
+    proxies = guard.authenticator.trusted_proxies
+    present = proxies.header_names if proxies is not None else FORWARDED_CERT_HEADERS
+    if not any(view.header(name) for name in present):
+        return  # the common case: nothing forwarded, nothing to strip
+    names = forwarded_headers_to_strip(outcome, proxies)
+    drop = {name.encode("latin-1") for name in names}
+    scope["headers"] = [h for h in scope["headers"] if h[0].lower() not in drop]
+
+
+def _router_resolver(app: Any) -> RouteResolver | None:
+    try:
+        from zerotrust.adapters._routes import find_routes_owner, route_template_for
+    except ImportError:  # no Starlette: a plain ASGI application
+        return None
+    owner = find_routes_owner(app)
+    if owner is None:
+        return None
+    return lambda scope: route_template_for(owner, scope)

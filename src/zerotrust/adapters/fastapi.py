@@ -1,0 +1,246 @@
+"""FastAPI dependencies: a typed :class:`~zerotrust.Principal`, scopes through ``Security``.
+
+One object per application::
+
+    zt = ZeroTrust(guard)
+    zt.install(app)                                    # refusal bodies + the middleware
+
+    @app.get("/orders/{order_id}")
+    async def order(order_id: int, principal: Principal = Security(zt, scopes=["orders:read"])):
+        ...
+
+    @app.post("/admin", dependencies=[Depends(zt.require(callers=match.member_of("example.org")))])
+
+* ``Security(zt, scopes=[...])`` -- the scopes FastAPI collects along the dependency chain
+  (``SecurityScopes``) become a ``require(scopes=...)`` requirement evaluated by the Guard.
+* ``Depends(zt.require(scopes=..., callers=..., methods=..., proven_by=...))`` -- any other
+  per-handler requirement; it may be combined with ``Security(..., scopes=...)`` as well.
+* With the middleware installed the request was already decided: the dependency reuses that
+  outcome and checks only its own requirement (no second verification, rate-limit token or
+  DPoP replay entry). Without the middleware the dependency runs the Guard itself.
+* ``ZeroTrust(guard, auto_error=False)`` -- optional authentication: a request with no
+  credentials at all gets ``None`` (when the application policy admits anonymous callers on
+  that route); credentials that are present are verified and refused when bad.
+* The OpenAPI document gets an HTTP bearer security scheme (the description mentions mTLS).
+
+Refusals raise :class:`ZeroTrustHTTPException` (an ``HTTPException``); with :meth:`ZeroTrust.
+install` (or ``exception_handlers=ZeroTrust.exception_handlers``) its response is the shared
+refusal table's ``{"error", "error_description"}`` body. A websocket is refused with
+``WebSocketException(1008)``.
+"""
+
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Final
+
+from zerotrust.errors import ConfigurationError, MissingDependencyError
+
+try:
+    from fastapi.exceptions import HTTPException, WebSocketException
+    from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+    from fastapi.security import SecurityScopes
+    from fastapi.security.base import SecurityBase
+    from starlette.applications import Starlette
+    from starlette.requests import HTTPConnection, Request
+    from starlette.responses import Response
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("fastapi", "fastapi") from None
+
+from zerotrust.adapters._asgi_view import ScopeView
+from zerotrust.adapters._context import current_principal, set_principal
+from zerotrust.adapters._guarded import presents_credentials, refine, refuse
+from zerotrust.adapters._routes import find_routes_owner, route_template_for
+from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
+from zerotrust.adapters.asgi import STATE_OUTCOME, ZeroTrustMiddleware, publish
+from zerotrust.authn.principal import Principal
+from zerotrust.authn.request import MAX_HEADER_LINES
+from zerotrust.authz.policy import Requirement, require
+from zerotrust.errors import MalformedCredentials
+from zerotrust.identity.match import Matcher
+from zerotrust.pipeline import Guard, Outcome
+
+__all__ = [
+    "DEFAULT_DESCRIPTION",
+    "RequireDependency",
+    "ZeroTrust",
+    "ZeroTrustHTTPException",
+    "current_principal",
+    "refusal_response",
+]
+
+#: The OpenAPI security scheme's description.
+DEFAULT_DESCRIPTION: Final = (
+    "Bearer token (JWT) verified by zerotrust. Workloads may present an X.509-SVID client"
+    " certificate over mutual TLS instead of, or together with, a token."
+)
+_BODY_HEADERS: Final = frozenset({"content-type", "content-length"})
+_MAX_SCOPE_SETS: Final = 1024
+_ASGI_KEYS: Final = (
+    "type", "asgi", "http_version", "method", "scheme", "path", "raw_path", "query_string",
+    "root_path", "headers", "client", "server", "extensions",
+)  # fmt: skip
+
+
+class ZeroTrustHTTPException(HTTPException):
+    """A refusal; ``outcome`` is the Guard's :class:`~zerotrust.Outcome`."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        status, headers, _ = refusal(outcome)
+        detail = outcome.body() or {}
+        super().__init__(
+            status_code=status,
+            detail=detail.get("error_description", "access denied"),
+            headers={name: value for name, value in headers if name not in _BODY_HEADERS},
+        )
+        self.outcome = outcome
+
+
+async def refusal_response(request: Request, exc: Exception) -> Response:
+    """Exception handler answering :class:`ZeroTrustHTTPException` with the refusal table."""
+    if not isinstance(exc, ZeroTrustHTTPException):  # pragma: no cover - registration bug
+        raise exc
+    status, headers, body = refusal(exc.outcome)
+    return Response(content=body, status_code=status, headers=dict(headers))
+
+
+def _route_of(scope: MutableMapping[str, Any]) -> str | None:
+    """The route template, resolved from the application as the middleware would have."""
+    if "app_root_path" in scope:
+        # inside a Mount: the mount's part of the template is only known to the outer app
+        # (install the middleware there); without it the route is unknown
+        return None
+    owner = find_routes_owner(scope.get("app"))
+    if owner is None:
+        return None
+    fresh = {key: scope[key] for key in _ASGI_KEYS if key in scope}  # as before routing
+    return route_template_for(owner, fresh)
+
+
+async def _authorize(
+    guard: Guard, connection: HTTPConnection, requirement: Requirement, optional: bool
+) -> Principal | None:
+    scope = connection.scope
+    prior = (scope.get("state") or {}).get(STATE_OUTCOME)
+    if isinstance(prior, Outcome):  # decided by the middleware or an earlier dependency
+        if prior.principal is None and optional:
+            return None
+        view = ScopeView(scope, prior.event.route if prior.event is not None else None)
+        outcome = refine(guard, view, prior, requirement)
+    else:
+        try:
+            route, unresolved = _route_of(scope), None
+        except ConfigurationError as exc:  # a route matched but its template is unknown
+            route, unresolved = None, exc
+        view = ScopeView(scope, route)
+        if unresolved is not None:
+            outcome = refuse(guard, view, unresolved)
+        elif len(scope.get("headers", ())) > MAX_HEADER_LINES:
+            error = MalformedCredentials(f"more than {MAX_HEADER_LINES} header lines")
+            outcome = refuse(guard, view, error)
+        elif optional and not presents_credentials(view, guard.authenticator):
+            outcome = await guard.aevaluate(view)
+            if outcome.principal is not None:
+                outcome = refine(guard, view, outcome, requirement)
+        else:
+            outcome = await guard.aevaluate(view, requirement)
+        if outcome.allowed:
+            publish(scope, outcome)
+            set_principal(outcome.principal)  # the request's own task: gone with it
+    if not outcome.allowed:
+        if scope["type"] == "websocket":
+            code = outcome.error.code if outcome.error is not None else "access_denied"
+            raise WebSocketException(code=WEBSOCKET_POLICY_VIOLATION, reason=code)
+        raise ZeroTrustHTTPException(outcome)
+    return outcome.principal
+
+
+class _Dependency(SecurityBase):
+    def __init__(self, owner: "ZeroTrust", requirement: Requirement) -> None:
+        self.owner = owner
+        self.requirement = requirement
+        self.model = owner.model
+        self.scheme_name = owner.scheme_name
+        self._scoped: dict[tuple[str, ...], Requirement] = {}
+
+    def _requirement(self, scopes: list[str]) -> Requirement:
+        if not scopes:
+            return self.requirement
+        key = tuple(scopes)
+        found = self._scoped.get(key)
+        if found is None:
+            found = self.requirement & require(scopes=key)
+            if len(self._scoped) < _MAX_SCOPE_SETS:  # scope lists come from code: few
+                self._scoped[key] = found
+        return found
+
+    async def __call__(
+        self, security_scopes: SecurityScopes, connection: HTTPConnection
+    ) -> Principal | None:
+        requirement = self._requirement(security_scopes.scopes)
+        owner = self.owner
+        return await _authorize(owner.guard, connection, requirement, not owner.auto_error)
+
+
+class RequireDependency(_Dependency):
+    """A per-handler requirement as a FastAPI dependency (made by :meth:`ZeroTrust.require`);
+    returns the :class:`~zerotrust.Principal`."""
+
+    def __repr__(self) -> str:
+        return f"RequireDependency({self.requirement!r})"
+
+
+class ZeroTrust(_Dependency):
+    """The FastAPI integration: a security dependency returning the verified Principal.
+
+    ``Security(zt, scopes=[...])`` or ``Depends(zt)``; :meth:`require` for other requirements;
+    :meth:`install` adds the refusal exception handler and the middleware to an application.
+    """
+
+    #: Pass as ``FastAPI(exception_handlers=ZeroTrust.exception_handlers)``.
+    exception_handlers: Final = {ZeroTrustHTTPException: refusal_response}
+
+    def __init__(
+        self,
+        guard: Guard,
+        *,
+        auto_error: bool = True,
+        scheme_name: str = "zerotrust",
+        description: str = DEFAULT_DESCRIPTION,
+    ) -> None:
+        if not isinstance(guard, Guard):
+            raise ConfigurationError("ZeroTrust needs a Guard")
+        self.guard = guard
+        self.auto_error = auto_error
+        self.model = HTTPBearerModel(bearerFormat="JWT", description=description)
+        self.scheme_name = scheme_name
+        super().__init__(self, Requirement())
+
+    def require(
+        self,
+        *,
+        scopes: Iterable[str] = (),
+        any_scopes: Iterable[str] = (),
+        callers: Matcher | Iterable[str] | None = None,
+        methods: Iterable[str] = (),
+        proven_by: Iterable[str] = (),
+    ) -> RequireDependency:
+        """A dependency enforcing a :func:`~zerotrust.require` requirement for one handler."""
+        requirement = require(
+            scopes=scopes,
+            any_scopes=any_scopes,
+            callers=callers,
+            methods=methods,
+            proven_by=proven_by,
+        )
+        return RequireDependency(self, requirement)
+
+    def install(
+        self, app: Starlette, *, middleware: bool = True, exempt: Iterable[str] = ()
+    ) -> None:
+        """Register the refusal exception handler and (unless ``middleware=False``) the
+        :class:`~zerotrust.asgi.ZeroTrustMiddleware` with ``exempt`` route templates."""
+        app.add_exception_handler(ZeroTrustHTTPException, refusal_response)
+        if middleware:
+            app.add_middleware(ZeroTrustMiddleware, guard=self.guard, exempt=exempt)
+
+    def __repr__(self) -> str:
+        return f"ZeroTrust(scheme_name={self.scheme_name!r}, auto_error={self.auto_error})"

@@ -1,0 +1,152 @@
+"""hypercorn serving direct mTLS with a zerotrust SSL context, the verified peer in every scope.
+
+hypercorn 0.18 builds its ``SSLContext`` from files in ``Config.create_ssl_context()`` and
+fills in no TLS extension (its connection server reads the ``ssl_object`` only for ALPN).
+
+* :class:`ZeroTrustHypercornConfig` is a ``hypercorn.config.Config`` whose
+  ``create_ssl_context()`` returns the given :class:`~zerotrust.ZeroTrustSSLContext` (ALPN set
+  to the config's ``alpn_protocols``: HTTP/2 and HTTP/1.1). With hypercorn's own ``serve()``
+  it enforces mTLS at the handshake, but the application cannot see who connected.
+* :func:`serve_hypercorn` runs hypercorn's HTTP/1.1, HTTP/2 and websocket machinery (its
+  connection server, lifespan and graceful shutdown) behind a listener of its own that adds
+  the ASGI TLS extension -- ``client_cert_chain`` (PEM), ``tls_version``, ``cipher_suite`` and
+  the handshake's :class:`~zerotrust.VerifiedPeer` -- to the scope of every request of each
+  connection. TLS listeners only (no plain-text binds, no QUIC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from zerotrust.errors import ConfigurationError, MissingDependencyError
+
+try:
+    from hypercorn.app_wrappers import ASGIWrapper
+    from hypercorn.asyncio.lifespan import Lifespan
+    from hypercorn.asyncio.tcp_server import TCPServer
+    from hypercorn.asyncio.worker_context import WorkerContext
+    from hypercorn.config import Config
+    from hypercorn.utils import repr_socket_addr
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("hypercorn", "hypercorn") from None
+
+from zerotrust.adapters._tls_scope import add_tls_extension, tls_extension
+
+__all__ = ["ZeroTrustHypercornConfig", "serve_hypercorn"]
+
+
+class ZeroTrustHypercornConfig(Config):
+    """A hypercorn ``Config`` whose TLS context is ``ssl_context`` (set ``bind`` as usual)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        if not isinstance(ssl_context, ssl.SSLContext):
+            raise ConfigurationError("ssl_context must be an ssl.SSLContext (server_ssl_context)")
+        super().__init__()
+        self.zerotrust_ssl_context = ssl_context
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return True
+
+    def create_ssl_context(self) -> ssl.SSLContext:
+        context = self.zerotrust_ssl_context
+        context.set_alpn_protocols(self.alpn_protocols)
+        return context
+
+
+class _ConnectionApp:
+    """hypercorn's application wrapper for one connection: adds the TLS extension."""
+
+    __slots__ = ("app", "tls")
+
+    def __init__(self, app: Any, tls: dict[str, Any] | None) -> None:
+        self.app = app
+        self.tls = tls
+
+    async def __call__(
+        self, scope: MutableMapping[str, Any], receive: Any, send: Any, *spawn: Any
+    ) -> None:
+        if self.tls is not None:
+            add_tls_extension(scope, self.tls)
+        await self.app(scope, receive, send, *spawn)
+
+
+async def serve_hypercorn(
+    app: Any,
+    config: ZeroTrustHypercornConfig,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    sockets: list[Any] | None = None,
+) -> None:
+    """Serve the ASGI ``app`` until ``shutdown_trigger()`` returns (default: never).
+
+    ``sockets`` are bound listening sockets to serve on; by default the config's ``bind``
+    addresses are bound.
+    """
+    if not isinstance(config, ZeroTrustHypercornConfig):
+        raise ConfigurationError("serve_hypercorn needs a ZeroTrustHypercornConfig")
+    loop = asyncio.get_running_loop()
+    wrapped = ASGIWrapper(app)
+    state: dict[str, Any] = {}
+    lifespan = Lifespan(wrapped, config, loop, state)
+    lifespan_task = loop.create_task(lifespan.handle_lifespan())
+    await lifespan.wait_for_startup()
+    if lifespan_task.done() and lifespan_task.exception() is not None:
+        raise lifespan_task.exception()  # type: ignore[misc]
+    if sockets is None:
+        sockets = config.create_sockets().secure_sockets
+    context = WorkerContext(config.max_requests)
+    connections: set[asyncio.Task[Any]] = set()
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            connections.add(task)
+            task.add_done_callback(connections.discard)
+        tls = tls_extension(writer.get_extra_info("ssl_object"))
+        per_connection: Any = _ConnectionApp(wrapped, tls)
+        await TCPServer(per_connection, loop, config, context, state, reader, writer)
+
+    ssl_context = config.create_ssl_context()
+    servers = [
+        await asyncio.start_server(
+            on_connection,
+            sock=sock,
+            ssl=ssl_context,
+            backlog=config.backlog,
+            ssl_handshake_timeout=config.ssl_handshake_timeout,
+        )
+        for sock in sockets
+    ]
+    for sock in sockets:
+        bind = repr_socket_addr(sock.family, sock.getsockname())
+        await config.log.info(f"Running on https://{bind} (mTLS, zerotrust)")
+    try:
+        await _until(shutdown_trigger, context)
+    finally:
+        await context.terminated.set()
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+        if connections:
+            await asyncio.wait(connections, timeout=config.graceful_timeout)
+        await lifespan.wait_for_shutdown()
+        lifespan_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lifespan_task
+
+
+async def _until(trigger: Callable[[], Awaitable[object]] | None, context: Any) -> None:
+    waits = [asyncio.ensure_future(context.terminate.wait())]
+    if trigger is not None:
+        waits.append(asyncio.ensure_future(trigger()))
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)

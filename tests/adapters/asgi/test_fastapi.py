@@ -1,0 +1,186 @@
+"""The FastAPI dependencies on their own (no middleware), OpenAPI, mounts and fallbacks."""
+
+from typing import Annotated, Any
+
+import pytest
+from fastapi import FastAPI, Security
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.websockets import WebSocketDisconnect
+
+from tests.adapters.asgi._support import (
+    ADMIN,
+    AUD,
+    OTHER,
+    WEB,
+    bearer,
+    call_asgi,
+    client,
+    make_app,
+    make_guard,
+)
+from zerotrust import Principal, PrivateJWK, TokenIssuer, match
+from zerotrust.errors import ConfigurationError
+from zerotrust.fastapi import ZeroTrust, ZeroTrustMiddleware
+
+
+@pytest.fixture(scope="module")
+def issuer() -> TokenIssuer:
+    return TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer="https://issuer.example")
+
+
+def token(issuer: TokenIssuer, subject: str = WEB, **kw: Any) -> str:
+    return issuer.issue(subject=subject, audience=AUD, **kw)
+
+
+@pytest.fixture
+def bare(issuer: TokenIssuer) -> Any:
+    """The app without the middleware: the dependencies run the Guard themselves."""
+    guard, sink = make_guard(issuer)
+    with client(make_app(ZeroTrust(guard), middleware=False)) as http:
+        yield http, sink, guard
+
+
+def test_dependency_alone_decides_once(bare: Any, issuer: TokenIssuer) -> None:
+    http, sink, _ = bare
+    response = http.get("/orders/7", headers=bearer(token(issuer, scopes=["orders:read"])))
+    assert response.json() == {"order": 7, "dependency": WEB, "state": WEB, "context": WEB}
+    assert len(sink) == 1 and sink.last.route == "/orders/{order_id}"
+    response = http.get("/orders/7", headers=bearer(token(issuer)))
+    assert response.status_code == 403
+    assert response.headers["www-authenticate"].endswith('scope="orders:read"')
+    assert len(sink) == 2 and sink.last.reason == "insufficient_scope"  # one event each
+
+
+def test_dependency_alone_refusals(bare: Any, issuer: TokenIssuer) -> None:
+    http, _, _ = bare
+    assert http.get("/orders/7").json()["error"] == "missing_credentials"
+    assert http.get("/orders/7", headers=bearer("x.y.z")).status_code == 401
+    assert http.post("/admin", headers=bearer(token(issuer))).status_code == 403
+    assert http.post("/admin", headers=bearer(token(issuer, ADMIN))).status_code == 200
+    other = bearer(token(issuer, OTHER, scopes=["orders:read"]))
+    assert http.get("/orders/7", headers=other).json()["error"] == "access_denied"
+    headers = bearer(token(issuer))
+    assert http.get("/limited/a", headers=headers).status_code == 200
+    assert http.get("/limited/a", headers=headers).status_code == 429
+
+
+def test_dependency_alone_optional(bare: Any, issuer: TokenIssuer) -> None:
+    http, sink, _ = bare
+    assert http.get("/public").json() == {"who": None}
+    assert sink.last.decision == "allow"  # the policy admits anonymous callers on /public
+    assert http.get("/public", headers=bearer(token(issuer))).json() == {"who": WEB}
+    response = http.get("/public", headers=bearer("x.y.z"))  # bad credentials still refused
+    assert response.status_code == 401 and response.json()["error"] == "malformed_token"
+
+
+def test_optional_with_a_malformed_certificate_is_refused(bare: Any) -> None:
+    http, sink, _ = bare
+    tls = {"tls": {"client_cert_chain": ["not a certificate"]}}
+    status, body = call_asgi(http.app, "/public", [], extensions=tls)
+    assert status == 401 and b"malformed_certificate" in body
+    assert sink.last.reason == "malformed_certificate"
+
+
+def test_optional_needs_the_policy_to_admit_anonymous(bare: Any) -> None:
+    http, _, guard = bare
+    maybe = ZeroTrust(guard, auto_error=False)
+
+    @http.app.get("/orders-preview")
+    async def preview(principal: Annotated[Principal | None, Security(maybe)]) -> Any:
+        return {"who": principal}  # pragma: no cover - the policy refuses anonymous callers
+
+    assert http.get("/orders-preview").status_code == 401
+
+
+def test_websocket_dependency_refuses_with_1008(bare: Any, issuer: TokenIssuer) -> None:
+    http, _, _ = bare
+    with http.websocket_connect("/ws/a", headers=bearer(token(issuer))) as ws:
+        assert ws.receive_json()["who"] == WEB
+    with pytest.raises(WebSocketDisconnect) as refused, http.websocket_connect("/ws/a"):
+        pass  # pragma: no cover
+    assert refused.value.code == 1008
+
+
+def test_openapi_security_scheme(bare: Any) -> None:
+    http, _, _ = bare
+    schema = http.get("/openapi.json").json()
+    scheme = schema["components"]["securitySchemes"]["zerotrust"]
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    assert scheme["bearerFormat"] == "JWT" and "mutual TLS" in scheme["description"]
+    operation = schema["paths"]["/orders/{order_id}"]["get"]
+    assert operation["security"] == [{"zerotrust": ["orders:read"]}]
+    assert schema["paths"]["/admin"]["post"]["security"] == [{"zerotrust": []}]
+    assert "security" not in schema["paths"]["/healthz"]["get"]
+    params = {p["name"] for p in operation.get("parameters", [])}
+    assert params == {"order_id"}  # the dependency adds no query or header parameters
+
+
+def test_without_install_fastapi_answers_in_its_own_format(issuer: TokenIssuer) -> None:
+    guard, _ = make_guard(issuer)
+    zt = ZeroTrust(guard)
+    app = FastAPI()
+
+    @app.get("/orders/{order_id}")
+    async def order(principal: Annotated[Principal, Security(zt, scopes=["orders:read"])]) -> Any:
+        return {}  # pragma: no cover
+
+    with client(app) as http:
+        response = http.get("/orders/1")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "authentication required"}
+    assert response.headers["www-authenticate"] == 'Bearer realm="orders"'
+
+
+def test_exception_handlers_for_app_factories(issuer: TokenIssuer) -> None:
+    guard, _ = make_guard(issuer)
+    zt = ZeroTrust(guard)
+    app = FastAPI(exception_handlers=ZeroTrust.exception_handlers)
+
+    @app.get("/orders/{order_id}")
+    async def order(principal: Annotated[Principal, Security(zt)]) -> Any:
+        return {}  # pragma: no cover
+
+    with client(app) as http:
+        assert http.get("/orders/1").json()["error"] == "missing_credentials"
+
+
+def test_mounted_app_template_includes_the_mount(issuer: TokenIssuer) -> None:
+    guard, sink = make_guard(issuer)
+    inner = FastAPI()
+    zt = ZeroTrust(guard)
+    inner.add_exception_handler(*next(iter(ZeroTrust.exception_handlers.items())))
+
+    @inner.get("/orders/{order_id}")
+    async def order(principal: Annotated[Principal, Security(zt)]) -> Any:
+        return {"who": principal.id}
+
+    outer = Starlette(routes=[Mount("/api", app=inner)])
+    outer.add_middleware(ZeroTrustMiddleware, guard=guard)
+    headers = bearer(token(issuer))
+    with client(outer) as http:
+        assert http.get("/api/orders/7", headers=headers).status_code == 403
+    assert sink.last.route == "/api/orders/{order_id}"  # not in the policy: refused
+    # the dependency alone inside a mount cannot know the full template: it refuses
+    sink.clear()
+    with client(Starlette(routes=[Mount("/orders-api", app=inner)])) as http:
+        assert http.get("/orders-api/orders/7", headers=headers).status_code == 403
+    assert sink.last.route is None
+
+
+def test_configuration_errors(issuer: TokenIssuer) -> None:
+    with pytest.raises(ConfigurationError):
+        ZeroTrust(object())  # type: ignore[arg-type]
+    guard, _ = make_guard(issuer)
+    with pytest.raises(ConfigurationError):
+        ZeroTrust(guard).require(scopes="orders:read")
+    assert repr(ZeroTrust(guard).require(callers=match.exact(ADMIN))).startswith(
+        "RequireDependency("
+    )
+
+
+def test_dependency_alone_bounds_header_lines(bare: Any) -> None:
+    http, sink, _ = bare
+    response = http.get("/orders/7", headers=[(f"x-filler-{i}", "1") for i in range(260)])
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+    assert sink.last.reason == "malformed_credentials"

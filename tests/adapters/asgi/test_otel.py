@@ -1,0 +1,88 @@
+"""With OpenTelemetry's FastAPI instrumentation active, each decision lands on the server span
+and the audit event carries that span's trace id."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from tests.adapters.asgi._support import AUD, ISS, WEB, bearer, client, make_app, make_policy
+from zerotrust import (
+    Authenticator,
+    Guard,
+    MemorySink,
+    OTelSink,
+    PrivateJWK,
+    TokenIssuer,
+    TokenVerifier,
+)
+from zerotrust.audit.otel import SPAN_EVENT_NAME
+from zerotrust.fastapi import ZeroTrust
+
+
+@pytest.fixture
+def traced() -> Iterator[tuple[Any, InMemorySpanExporter, MemorySink, TokenIssuer]]:
+    issuer = TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    memory = MemorySink()
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier),
+        policy=make_policy(),
+        audit=[OTelSink(), memory],
+        service="orders",
+    )
+    app = make_app(ZeroTrust(guard))
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    try:
+        with client(app) as http:
+            yield http, exporter, memory, issuer
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+        provider.shutdown()
+
+
+def server_span(exporter: InMemorySpanExporter) -> Any:
+    [span] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    return span
+
+
+def test_allowed_decision_on_the_server_span(traced: Any) -> None:
+    http, exporter, memory, issuer = traced
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert http.get("/orders/7", headers=bearer(token)).status_code == 200
+    span = server_span(exporter)
+    attributes = span.attributes
+    assert attributes["zerotrust.decision"] == "allow"
+    assert attributes["zerotrust.route"] == "/orders/{order_id}"
+    assert attributes["zerotrust.spiffe_id"] == WEB
+    assert attributes["zerotrust.status"] == 200
+    assert attributes["http.route"] == "/orders/{order_id}"  # the same template OTel uses
+    [event] = [e for e in span.events if e.name == SPAN_EVENT_NAME]
+    assert event.attributes["zerotrust.event_id"] == memory.last.event_id
+    assert memory.last.trace_id == format(span.context.trace_id, "032x")
+    assert memory.last.span_id == format(span.context.span_id, "016x")
+    assert memory.last.trace_trusted
+
+
+def test_refusal_on_the_server_span(traced: Any) -> None:
+    http, exporter, memory, _ = traced
+    caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traceparent = f"00-{caller_trace}-00f067aa0ba902b7-01"
+    response = http.get("/orders/7", headers={"traceparent": traceparent})
+    assert response.status_code == 401
+    span = server_span(exporter)
+    assert span.attributes["zerotrust.decision"] == "deny"
+    assert span.attributes["zerotrust.reason"] == "no_allow_rule_matched"
+    assert span.attributes["zerotrust.status"] == 401
+    assert memory.last.trace_id == format(span.context.trace_id, "032x")
+    assert memory.last.trace_id == caller_trace  # the instrumentation continued the trace

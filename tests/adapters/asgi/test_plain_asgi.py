@@ -1,0 +1,248 @@
+"""ZeroTrustMiddleware around a plain ASGI application: scopes, TLS extension, pass-through."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.adapters.asgi._support import AUD, WEB, make_guard
+from zerotrust import (
+    Authenticator,
+    Callers,
+    Guard,
+    MemorySink,
+    Operations,
+    Policy,
+    PrivateJWK,
+    Rule,
+    TokenIssuer,
+    match,
+    server_ssl_context,
+)
+from zerotrust.adapters._context import current_principal
+from zerotrust.asgi import TLS_PEER_KEY, ZeroTrustMiddleware
+from zerotrust.dev import DevCA
+from zerotrust.errors import ConfigurationError, MissingDependencyError
+from zerotrust.x509.peer import PeerVerifier
+
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+
+
+@pytest.fixture(scope="module")
+def issuer() -> TokenIssuer:
+    return TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer="https://issuer.example")
+
+
+class Recorder:
+    """A plain ASGI application that records what it was given."""
+
+    def __init__(self) -> None:
+        self.scopes: list[dict[str, Any]] = []
+        self.principals: list[Any] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.scopes.append(scope)
+        self.principals.append(current_principal())
+        if scope["type"] == "lifespan":
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            return
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def run(app: Any, scope_type: str = "http", **scope: Any) -> list[dict[str, Any]]:
+    base: dict[str, Any] = {"type": scope_type, "asgi": {"version": "3.0"}}
+    if scope_type in ("http", "websocket"):
+        base.update(
+            method="GET", scheme="https", path="/orders/7", raw_path=b"/orders/7",
+            query_string=b"", headers=[(b"host", b"api.example")], client=("10.0.0.9", 4321),
+            server=("api.example", 443),
+        )  # fmt: skip
+    base.update(scope)
+    messages = [{"type": "lifespan.startup"} if scope_type == "lifespan" else {}]
+    if scope_type == "http":
+        messages = [{"type": "http.request", "body": b"", "more_body": False}]
+    elif scope_type == "websocket":
+        messages = [{"type": "websocket.connect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(base, receive, send))
+    return sent
+
+
+def routed(scope: Any) -> str | None:
+    return "/orders/{order_id}" if scope["path"].startswith("/orders/") else None
+
+
+def test_route_template_callable_and_principal(issuer: TokenIssuer) -> None:
+    guard, sink = make_guard(issuer)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    token = issuer.issue(subject=WEB, audience=AUD)
+    header = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+    sent = run(
+        app,
+        headers=[(b"authorization", f"Bearer {token}".encode()), (b"traceparent", header.encode())],
+    )
+    assert sent[0]["status"] == 204
+    assert inner.principals[0].id == WEB
+    assert inner.scopes[0]["state"]["zerotrust_principal"].id == WEB
+    assert inner.scopes[0]["state"]["zerotrust_outcome"].allowed
+    assert current_principal() is None  # reset after the call
+    event = sink.last
+    assert event.route == "/orders/{order_id}" and event.remote_addr == "10.0.0.9"
+    assert event.trace_id == TRACE_ID and event.trace_trusted  # the caller's traceparent
+
+
+def test_lifespan_and_other_scopes_pass_through(issuer: TokenIssuer) -> None:
+    guard, sink = make_guard(issuer)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    assert run(app, "lifespan") == [{"type": "lifespan.startup.complete"}]
+    assert inner.principals == [None] and len(sink) == 0
+
+
+def test_refused_http_and_websocket(issuer: TokenIssuer) -> None:
+    guard, sink = make_guard(issuer)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    start, body = run(app)
+    assert (
+        start["status"] == 401
+        and (b"www-authenticate", b'Bearer realm="orders"') in (start["headers"])
+    )
+    assert (
+        body["body"]
+        == b'{"error":"missing_credentials","error_description":"authentication required"}'
+    )
+    assert run(app, "websocket", scheme="wss") == [
+        {"type": "websocket.close", "code": 1008, "reason": "missing_credentials"}
+    ]
+    assert sink.last.kind == "websocket" and inner.scopes == []
+
+
+def test_spoofed_forwarded_certificate_is_stripped(issuer: TokenIssuer) -> None:
+    guard, sink = make_guard(issuer)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    token = issuer.issue(subject=WEB, audience=AUD)
+    run(
+        app,
+        headers=[
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"x-forwarded-client-cert", b"By=spiffe://example.org/x;Hash=00"),
+            (b"X-Other", b"kept"),
+        ],
+    )
+    names = [name for name, _ in inner.scopes[0]["headers"]]
+    assert b"x-forwarded-client-cert" not in names and b"authorization" in names
+    assert b"X-Other" in names
+    assert any(note.startswith("forwarded_cert_ignored") for note in sink.last.notes)
+
+
+@pytest.fixture(scope="module")
+def ca() -> DevCA:
+    return DevCA.create("example.org")
+
+
+def cert_guard(ca: DevCA) -> tuple[Guard, MemorySink]:
+    sink = MemorySink()
+    policy = Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])])
+    authenticator = Authenticator(bundles=ca.bundle)
+    return Guard(authenticator=authenticator, policy=policy, audit=sink, service="orders"), sink
+
+
+def test_client_certificate_from_the_tls_extension(ca: DevCA) -> None:
+    guard, sink = cert_guard(ca)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    svid = ca.issue_svid(WEB)
+    pems = [cert.public_bytes(Encoding.PEM).decode() for cert in svid.cert_chain]
+    run(app, extensions={"tls": {"client_cert_chain": pems, "tls_version": 0x0304}})
+    assert inner.principals[0].proven_by == "mtls" and inner.principals[0].id == WEB
+    peer = PeerVerifier(ca.bundle, match.any(), role="client").verify(
+        [c.public_bytes(Encoding.DER) for c in svid.cert_chain]
+    )
+    run(app, extensions={"tls": {"client_cert_chain": [], TLS_PEER_KEY: peer}})
+    assert inner.principals[1].cert_fingerprint == peer.fingerprint
+    sent = run(app, extensions={"tls": {"client_cert_chain": ["not a certificate"]}})
+    assert sent[0]["status"] == 401 and sink.last.reason == "malformed_certificate"
+    sent = run(app, extensions={"tls": {"client_cert_chain": "-----BEGIN CERTIFICATE-----"}})
+    assert sent[0]["status"] == 401
+
+
+def test_routeless_hazards_are_refused_at_construction(issuer: TokenIssuer) -> None:
+    guard, _ = make_guard(issuer)  # its policy has a DENY rule scoped to a route
+    with pytest.raises(ConfigurationError, match="route_template"):
+        ZeroTrustMiddleware(Recorder(), guard=guard)
+    safe = Policy([Rule(id="any", operations=[Operations(methods=["GET"])])])
+    ok = Guard(authenticator=guard.authenticator, policy=safe, audit=MemorySink())
+    ZeroTrustMiddleware(Recorder(), guard=ok)
+    with pytest.raises(ConfigurationError):
+        ZeroTrustMiddleware(Recorder(), guard=ok, exempt=["/healthz"])
+    with pytest.raises(ConfigurationError):
+        ZeroTrustMiddleware(Recorder(), guard=ok, exempt="/healthz")
+    with pytest.raises(ConfigurationError):
+        ZeroTrustMiddleware(Recorder(), guard=object())  # type: ignore[arg-type]
+
+
+def test_works_without_starlette(monkeypatch: pytest.MonkeyPatch, issuer: TokenIssuer) -> None:
+    hide(monkeypatch, "starlette", "zerotrust.adapters._routes")
+    guard, _ = make_guard(issuer)
+    app = ZeroTrustMiddleware(Recorder(), guard=guard, route_template=routed)
+    assert run(app)[0]["status"] == 401
+
+
+def hide(monkeypatch: pytest.MonkeyPatch, *packages: str) -> None:
+    """Make ``packages`` (and their submodules) unimportable, as if not installed."""
+    for name in list(sys.modules):
+        if any(name == p or name.startswith(p + ".") for p in packages):
+            monkeypatch.setitem(sys.modules, name, None)
+    for package in packages:
+        monkeypatch.setitem(sys.modules, package, None)
+
+
+@pytest.mark.parametrize(
+    ("module", "package", "extra"),
+    [
+        ("zerotrust.adapters.fastapi", "fastapi", "fastapi"),
+        ("zerotrust.adapters.uvicorn", "uvicorn", "uvicorn"),
+        ("zerotrust.adapters.hypercorn", "hypercorn", "hypercorn"),
+    ],
+)
+def test_missing_dependency_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, module: str, package: str, extra: str
+) -> None:
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    hide(monkeypatch, package)
+    with pytest.raises(MissingDependencyError) as missing:
+        importlib.import_module(module)
+    assert missing.value.package == package and missing.value.extra == extra
+
+
+def test_facade_exports(monkeypatch: pytest.MonkeyPatch, ca: DevCA) -> None:
+    import zerotrust.asgi as facade
+
+    assert facade.ZeroTrustUvicornConfig.__name__ == "ZeroTrustUvicornConfig"
+    assert callable(facade.serve_hypercorn)
+    with pytest.raises(AttributeError):
+        _ = facade.nothing_here
+    context = server_ssl_context(ca.issue_svid(WEB), ca.bundle, authorizer=match.any())
+    with pytest.raises(ConfigurationError):
+        facade.serve(object(), ssl_context=context, bundles=ca.bundle)
+    with pytest.raises(ConfigurationError):
+        facade.serve(object(), svid=ca.issue_svid(WEB))
+    with pytest.raises(ConfigurationError):
+        facade.serve(object(), ssl_context=context, server="gunicorn")  # type: ignore[arg-type]

@@ -1,0 +1,187 @@
+"""Route templates are resolved as the router will dispatch: Starlette and FastAPI routing."""
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import pytest
+from fastapi import APIRouter, FastAPI, Security
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Host, Mount, Route, Router, WebSocketRoute
+
+from tests.adapters.asgi._support import AUD, WEB, bearer, call_asgi, client
+from zerotrust import (
+    Authenticator,
+    Callers,
+    Guard,
+    MemorySink,
+    Operations,
+    Policy,
+    Principal,
+    PrivateJWK,
+    Rule,
+    TokenIssuer,
+    TokenVerifier,
+)
+from zerotrust.adapters._routes import route_template_for
+from zerotrust.errors import ConfigurationError
+from zerotrust.fastapi import ZeroTrust, ZeroTrustMiddleware
+
+
+def scope(path: str, method: str = "GET", kind: str = "http", **extra: Any) -> dict[str, Any]:
+    return {
+        "type": kind, "method": method, "path": path, "root_path": "",
+        "headers": [(b"host", b"api.example")], **extra,
+    }  # fmt: skip
+
+
+async def endpoint(request: Any) -> PlainTextResponse:  # pragma: no cover - never called
+    return PlainTextResponse("")
+
+
+async def plain_app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
+    pass
+
+
+def test_starlette_routes_mounts_and_hosts() -> None:
+    app = Starlette(
+        routes=[
+            Route("/items/{item_id:int}", endpoint, methods=["GET"]),
+            WebSocketRoute("/ws/{room}", endpoint),
+            Mount("/api", routes=[Route("/orders/{order_id}", endpoint)]),
+            Mount("/static", app=plain_app),
+            Host("admin.example", app=Router(routes=[Route("/panel", endpoint)])),
+            Route("/users/", endpoint),
+        ]
+    )
+    assert route_template_for(app, scope("/items/7")) == "/items/{item_id}"
+    assert route_template_for(app, scope("/items/7", "POST")) == "/items/{item_id}"  # 405
+    assert route_template_for(app, scope("/items/x")) is None
+    assert route_template_for(app, scope("/ws/lobby", kind="websocket")) == "/ws/{room}"
+    assert route_template_for(app, scope("/ws/lobby")) is None  # not for http
+    assert route_template_for(app, scope("/api/orders/7")) == "/api/orders/{order_id}"
+    assert route_template_for(app, scope("/api/nothing")) is None
+    assert route_template_for(app, scope("/static/css/site.css")) == "/static/{path}"
+    assert route_template_for(app, scope("/users")) is None  # redirected to /users/
+    host = scope("/panel", headers=[(b"host", b"admin.example")])
+    assert route_template_for(app, host) == "/panel"
+    assert route_template_for(app, scope("/panel")) is None  # other host
+
+
+def test_fastapi_included_routers() -> None:
+    app = FastAPI()
+    v1 = APIRouter(prefix="/v1")
+    admin = APIRouter(prefix="/admin")
+
+    @v1.get("/orders/{order_id}")
+    async def order(order_id: int) -> None:  # pragma: no cover
+        pass
+
+    @admin.delete("/users/{user_id}")
+    async def delete_user(user_id: str) -> None:  # pragma: no cover
+        pass
+
+    @v1.websocket("/stream/{topic}")
+    async def stream(topic: str) -> None:  # pragma: no cover
+        pass
+
+    v1.add_route("/plain/{name}", endpoint)  # Starlette's add_route: no router prefix
+    v1.mount("/files", plain_app)
+    v1.include_router(admin)
+    app.include_router(v1)
+    assert route_template_for(app, scope("/v1/orders/7")) == "/v1/orders/{order_id}"
+    assert route_template_for(app, scope("/v1/admin/users/3", "DELETE")) == (
+        "/v1/admin/users/{user_id}"
+    )
+    assert route_template_for(app, scope("/v1/admin/users/3")) == "/v1/admin/users/{user_id}"
+    assert route_template_for(app, scope("/v1/stream/a", kind="websocket")) == (
+        "/v1/stream/{topic}"
+    )
+    assert route_template_for(app, scope("/plain/x")) == "/plain/{name}"
+    assert route_template_for(app, scope("/files/a/b")) == "/files/{path}"
+    assert route_template_for(app, scope("/v1/plain/x")) is None  # FastAPI answers 404 too
+    assert route_template_for(app, scope("/v1/admin/other")) is None
+    assert route_template_for(app, scope("/docs")) == "/docs"
+
+
+def test_fastapi_frontend_routes(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<html></html>")
+    app = FastAPI()
+    ui = APIRouter(prefix="/ui")
+    ui.frontend("/", directory=tmp_path)
+    app.include_router(ui)
+    app.frontend("/docs-site", directory=tmp_path)
+
+    @app.get("/ui/api/{x}")
+    async def api(x: str) -> None:  # pragma: no cover
+        pass
+
+    assert route_template_for(app, scope("/ui/api/1")) == "/ui/api/{x}"
+    assert route_template_for(app, scope("/ui/settings/profile")) == "/ui/{path}"
+    assert route_template_for(app, scope("/docs-site/a.html")) == "/docs-site/{path}"
+
+
+class Opaque:
+    """A route type zerotrust does not know, without a path."""
+
+    def matches(self, scope: Any) -> Any:
+        from starlette.routing import Match
+
+        return Match.FULL, {}
+
+
+def test_unknown_matching_route_is_refused() -> None:
+    app = Starlette(routes=[Route("/known", endpoint)])
+    app.router.routes.append(Opaque())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        route_template_for(app, scope("/anything"))
+    assert route_template_for(app, scope("/known")) == "/known"
+    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer="https://issuer.example")
+    verifier = TokenVerifier(
+        issuer="https://issuer.example", audience=AUD, keys=issuer.jwks(), algorithms=["ES256"]
+    )
+    sink = MemorySink()
+    allow_all = Policy([Rule(id="everyone", callers=[Callers(trust_domains=["example.org"])])])
+    guard = Guard(authenticator=Authenticator(tokens=verifier), policy=allow_all, audit=sink)
+    middleware = ZeroTrustMiddleware(app, guard=guard)
+    token = issuer.issue(subject=WEB, audience=AUD)
+    status, body = call_asgi(middleware, "/anything", list(bearer(token).items()))
+    assert status == 500 and b"configuration_error" in body  # refused, never routeless
+    assert sink.last.decision == "deny" and sink.last.route is None
+
+
+def test_included_router_template_with_and_without_middleware() -> None:
+    """A DENY rule on a prefixed route must hold whichever way zerotrust is installed."""
+    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer="https://issuer.example")
+    verifier = TokenVerifier(
+        issuer="https://issuer.example", audience=AUD, keys=issuer.jwks(), algorithms=["ES256"]
+    )
+    policy = Policy(
+        [
+            Rule(id="no-admin", action="DENY", operations=[Operations(routes=["/v1/admin/*"])]),
+            Rule(id="everyone", callers=[Callers(trust_domains=["example.org"])]),
+        ]
+    )
+    headers = bearer(issuer.issue(subject=WEB, audience=AUD))
+    for middleware in (True, False):
+        sink = MemorySink()
+        guard = Guard(authenticator=Authenticator(tokens=verifier), policy=policy, audit=sink)
+        zt = ZeroTrust(guard)
+        app = FastAPI()
+        zt.install(app, middleware=middleware)
+        router = APIRouter(prefix="/v1")
+
+        @router.get("/admin/{thing}")
+        async def admin(thing: str, who: Annotated[Principal, Security(zt)]) -> Any:
+            return {"thing": thing}  # pragma: no cover - denied
+
+        @router.get("/public/{thing}")
+        async def public(thing: str, who: Annotated[Principal, Security(zt)]) -> Any:
+            return {"thing": thing}
+
+        app.include_router(router)
+        with client(app) as http:
+            assert http.get("/v1/admin/x", headers=headers).status_code == 403
+            assert sink.last.route == "/v1/admin/{thing}" and sink.last.rule_id == "no-admin"
+            assert http.get("/v1/public/x", headers=headers).json() == {"thing": "x"}
+            assert sink.last.route == "/v1/public/{thing}"

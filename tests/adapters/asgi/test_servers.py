@@ -1,0 +1,200 @@
+"""Real servers over direct mTLS: uvicorn (h11; httptools on uvloop) and hypercorn, serving a
+FastAPI app with zerotrust's server context, driven by real httpx and websocket clients."""
+
+import hashlib
+import socket
+import ssl
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request, Security, WebSocket
+from websockets.sync.client import connect
+
+from tests.adapters.asgi._servers import serve
+from zerotrust import (
+    Authenticator,
+    Callers,
+    Guard,
+    MemorySink,
+    Operations,
+    Policy,
+    Principal,
+    PrivateJWK,
+    RotatingSvidSource,
+    Rule,
+    TokenIssuer,
+    TokenVerifier,
+    VerifiedPeer,
+    client_ssl_context,
+    match,
+    server_ssl_context,
+)
+from zerotrust.asgi import TLS_PEER_KEY
+from zerotrust.dev import DevCA
+from zerotrust.fastapi import ZeroTrust
+
+pytestmark = pytest.mark.network
+
+SERVER_ID = "spiffe://example.org/ns/shop/sa/orders"
+WEB = "spiffe://example.org/ns/shop/sa/web"
+ISS, AUD = "https://issuer.example", "orders"
+KINDS = ["uvicorn-h11", "uvicorn-httptools", "hypercorn"]
+
+
+@pytest.fixture(scope="module")
+def ca() -> DevCA:
+    return DevCA.create("example.org")
+
+
+@pytest.fixture(scope="module")
+def issuer() -> TokenIssuer:
+    return TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
+
+
+def build_app(ca: DevCA, issuer: TokenIssuer) -> tuple[FastAPI, MemorySink]:
+    sink = MemorySink()
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    policy = Policy(
+        [
+            Rule(
+                id="mesh",
+                callers=[Callers(trust_domains=["example.org"])],
+                operations=[Operations(routes=["/whoami", "/ws"])],
+            )
+        ]
+    )
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier, bundles=ca.bundle),
+        policy=policy,
+        audit=sink,
+        service="orders",
+    )
+    zt = ZeroTrust(guard)
+    app = FastAPI()
+    zt.install(app)
+
+    @app.get("/whoami")
+    async def whoami(request: Request, principal: Annotated[Principal, Security(zt)]) -> Any:
+        tls = request.scope["extensions"]["tls"]
+        return {
+            "id": principal.id,
+            "proven_by": principal.proven_by,
+            "peer_verified_at_handshake": isinstance(tls[TLS_PEER_KEY], VerifiedPeer),
+            "chain": len(tls["client_cert_chain"]),
+            "pem": tls["client_cert_chain"][0].startswith("-----BEGIN CERTIFICATE-----"),
+            "tls_version": tls["tls_version"],
+            "cipher_suite": tls["cipher_suite"],
+        }
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket, principal: Annotated[Principal, Security(zt)]) -> None:
+        await websocket.accept()
+        await websocket.send_text(principal.id)
+        await websocket.close()
+
+    return app, sink
+
+
+@pytest.fixture(scope="module")
+def rotating(ca: DevCA) -> RotatingSvidSource:
+    return RotatingSvidSource(ca.issue_svid(SERVER_ID, dns_names=["localhost"]))
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def server(
+    request: pytest.FixtureRequest, ca: DevCA, issuer: TokenIssuer, rotating: RotatingSvidSource
+) -> Iterator[tuple[str, int, MemorySink]]:
+    app, sink = build_app(ca, issuer)
+    context = server_ssl_context(rotating, ca.bundle, authorizer=match.member_of("example.org"))
+    with serve(request.param, app, context) as port:
+        yield request.param, port, sink
+
+
+def client_context(ca: DevCA, svid: Any = None) -> ssl.SSLContext:
+    if svid is None:
+        svid = ca.issue_svid(WEB)
+    return client_ssl_context(svid, ca.bundle, authorizer=match.exact(SERVER_ID))
+
+
+def get(port: int, context: ssl.SSLContext, **kw: Any) -> httpx.Response:
+    with httpx.Client(verify=context, timeout=30) as http:
+        return http.get(f"https://localhost:{port}/whoami", **kw)
+
+
+def test_mtls_caller_reaches_the_handler(server: Any, ca: DevCA) -> None:
+    _, port, sink = server
+    response = get(port, client_context(ca))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == WEB and body["proven_by"] == "mtls"
+    assert body["peer_verified_at_handshake"] and body["pem"] and body["chain"] >= 1
+    assert body["tls_version"] in (0x0303, 0x0304) and isinstance(body["cipher_suite"], int)
+    assert sink.last.spiffe_id == WEB and sink.last.route == "/whoami"
+
+
+def test_token_and_certificate(server: Any, ca: DevCA, issuer: TokenIssuer) -> None:
+    _, port, _ = server
+    token = issuer.issue(subject=WEB, audience=AUD)
+    response = get(port, client_context(ca), headers={"Authorization": f"Bearer {token}"})
+    assert response.json()["proven_by"] == "mtls+jwt"
+
+
+def test_client_without_certificate_cannot_connect(server: Any, ca: DevCA) -> None:
+    _, port, sink = server
+    before = len(sink)
+    anonymous = client_ssl_context(None, ca.bundle, authorizer=match.exact(SERVER_ID))
+    with pytest.raises(httpx.TransportError):
+        get(port, anonymous)
+    assert len(sink) == before  # refused at the handshake: the app never saw it
+
+
+def test_client_of_untrusted_ca_cannot_connect(server: Any, ca: DevCA) -> None:
+    _, port, _ = server
+    stranger = DevCA.create("example.org").issue_svid(WEB)  # same name, other authority
+    with pytest.raises(httpx.TransportError):
+        get(port, client_context(ca, stranger))
+
+
+def test_websocket_over_mtls(server: Any, ca: DevCA) -> None:
+    _, port, sink = server
+    uri = f"wss://localhost:{port}/ws"
+    with connect(uri, ssl=client_context(ca), proxy=None, open_timeout=30) as ws:
+        assert ws.recv(timeout=30) == WEB
+    assert sink.last.kind == "websocket" and sink.last.proven_by == "mtls"
+
+
+def server_leaf(port: int, context: ssl.SSLContext) -> str:
+    """Fingerprint of the certificate the server presents on a new connection."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as conn,
+    ):
+        der = conn.getpeercert(binary_form=True)
+        assert der is not None
+        conn.sendall(b"GET /whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200")
+        return hashlib.sha256(der).hexdigest()
+
+
+def test_rotation_reaches_new_connections(
+    server: Any, ca: DevCA, rotating: RotatingSvidSource
+) -> None:
+    _, port, _ = server
+    context = client_context(ca)
+    before = server_leaf(port, context)
+    fresh = ca.issue_svid(SERVER_ID, dns_names=["localhost"])
+    rotating.set(fresh)
+    after = server_leaf(port, context)
+    assert before != after
+    assert after == hashlib.sha256(fresh.leaf.public_bytes(ssl_der())).hexdigest()
+
+
+def ssl_der() -> Any:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.DER

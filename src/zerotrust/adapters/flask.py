@@ -1,0 +1,294 @@
+"""Flask: every request authenticated, authorized and audited before its view runs.
+
+``ZeroTrust(app, guard=guard)`` (or ``zt.init_app(app, guard=guard)`` in an application
+factory) registers a ``before_request`` check that evaluates the Guard **once** per request,
+with the route template of the matched rule (``/orders/<int:order_id>`` is matched as
+``/orders/{order_id}``, see :func:`~zerotrust.adapters._common.route_template`) and the view's
+own requirement from :meth:`ZeroTrust.require`. Refusals raise :class:`RequestRefused`, whose
+default handler answers with the refusal table every zerotrust adapter shares; register your
+own handler for it to change the body. The principal is in :data:`current_principal`, in
+``flask.g.zerotrust_principal`` and in :func:`zerotrust.wsgi.current_principal`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import operator
+from collections.abc import Callable, Iterable
+from contextvars import Token
+from typing import Any, Final, TypeVar, cast, overload
+
+from zerotrust.errors import ConfigurationError, MissingDependencyError
+
+try:
+    from flask import Flask, Response, current_app, g, request
+    from werkzeug.local import LocalProxy
+except ImportError:
+    raise MissingDependencyError("flask", "flask") from None
+
+from zerotrust.adapters._common import route_template
+from zerotrust.adapters._context import reset_principal, set_principal
+from zerotrust.adapters._status import refusal
+from zerotrust.adapters.wsgi import WSGIRequestView, strip_forwarded_headers
+from zerotrust.authn.principal import Principal
+from zerotrust.authz.policy import Requirement, require
+from zerotrust.identity.match import Matcher
+from zerotrust.pipeline import Guard, Outcome
+
+__all__ = ["RequestRefused", "ZeroTrust", "current_principal"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: ``app.extensions`` key under which each app's settings are kept.
+EXTENSION_KEY: Final = "zerotrust"
+_REQUIREMENT: Final = "__zerotrust_requirement__"
+_PARTS: Final = "__zerotrust_parts__"
+_EXEMPT: Final = "__zerotrust_exempt__"
+_WRAPPED: Final = "__zerotrust_wrapped__"
+_ENFORCED: Final = "_zerotrust_enforced"
+_RESET: Final = "_zerotrust_context"
+
+
+def _principal() -> Principal | None:
+    return cast("Principal | None", g.get("zerotrust_principal"))
+
+
+#: The verified principal of the current request (a werkzeug ``LocalProxy`` over
+#: ``flask.g.zerotrust_principal``). On exempt or anonymous requests it proxies ``None`` and
+#: is falsy: test it with ``if current_principal:``, not ``is None``.
+current_principal: Principal = cast("Principal", LocalProxy(_principal))
+
+
+class RequestRefused(Exception):
+    """Raised in ``before_request`` when the Guard refuses a request.
+
+    ``outcome`` is the Guard's :class:`~zerotrust.Outcome`. The default handler returns
+    :meth:`response`; an application can register its own handler
+    (``@app.errorhandler(RequestRefused)``) and keep ``exc.status`` and ``exc.headers``.
+    """
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(f"request refused with status {outcome.status}")
+        self.outcome = outcome
+
+    @property
+    def status(self) -> int:
+        return self.outcome.status
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """``WWW-Authenticate`` / ``Retry-After`` as the refusal table sets them."""
+        return [(name, value) for name, value in self.outcome.headers]
+
+    def response(self) -> Response:
+        """The standard refusal: status, headers and the JSON error body."""
+        status, headers, body = refusal(self.outcome)
+        return Response(body, status=status, headers=headers)
+
+
+def _default_handler(exc: RequestRefused) -> Response:
+    return exc.response()
+
+
+class _Route:
+    """What the check needs to know about one URL rule, worked out on its first request."""
+
+    __slots__ = ("exempt", "misplaced", "parts", "requirement", "template")
+
+    def __init__(self, view: Any, template: str | None, exempt: bool) -> None:
+        self.template = template
+        self.exempt = exempt or bool(getattr(view, _EXEMPT, False))
+        self.requirement: Requirement | None = getattr(view, _REQUIREMENT, None)
+        self.parts: tuple[Requirement, ...] = getattr(view, _PARTS, ())
+        self.misplaced = bool(getattr(view, _WRAPPED, False)) and self.requirement is None
+
+
+_UNMATCHED: Final = _Route(None, None, False)
+
+
+class _AppState:
+    __slots__ = ("exempt", "guard", "routes")
+
+    def __init__(self, guard: Guard, exempt: frozenset[str]) -> None:
+        self.guard = guard
+        self.exempt = exempt
+        self.routes: dict[tuple[str, str], _Route] = {}
+
+    def route(self, app: Flask, rule: Any) -> _Route:
+        key = (rule.endpoint, rule.rule)
+        found = self.routes.get(key)
+        if found is None:
+            view = app.view_functions.get(rule.endpoint)
+            template = route_template(rule.rule) or rule.rule
+            found = _Route(view, template, rule.endpoint in self.exempt)
+            if len(self.routes) < 65536:  # one entry per URL rule
+                self.routes[key] = found
+        return found
+
+
+def _check(state: _AppState) -> None:
+    # One context lookup per proxy: they cost more than the attribute reads behind them.
+    req: Any = request._get_current_object()  # type: ignore[attr-defined]
+    ctx_g: Any = g._get_current_object()
+    ctx_g.zerotrust_principal = None
+    rule = req.url_rule
+    if rule is None:
+        route = _UNMATCHED
+    else:
+        route = state.route(current_app._get_current_object(), rule)  # type: ignore[attr-defined]
+        if route.exempt:
+            return
+        if route.misplaced:
+            raise ConfigurationError(
+                f"view {rule.endpoint!r} was registered without its @zt.require wrapper:"
+                " put @zt.require below @app.route"
+            )
+    environ = req.environ
+    outcome = state.guard.evaluate(WSGIRequestView(environ, route.template), route.requirement)
+    if not outcome.allowed:
+        raise RequestRefused(outcome)
+    strip_forwarded_headers(environ, outcome, state.guard)
+    principal = outcome.principal
+    ctx_g.zerotrust_principal = principal
+    setattr(ctx_g, _ENFORCED, route.parts)
+    setattr(ctx_g, _RESET, set_principal(principal))
+
+
+def _teardown(exc: BaseException | None) -> None:
+    ctx_g: Any = g._get_current_object()
+    token: Token[Principal | None] | None = ctx_g.pop(_RESET, None)
+    ctx_g.pop(_ENFORCED, None)
+    ctx_g.pop("zerotrust_principal", None)
+    if token is not None:
+        try:
+            reset_principal(token)
+        except ValueError:  # torn down in another context (streamed response)
+            set_principal(None)
+
+
+class ZeroTrust:
+    """The Flask extension. See the module documentation.
+
+    * ``guard`` -- the :class:`~zerotrust.Guard` deciding every request (may be given later,
+      to :meth:`init_app`);
+    * ``exempt`` -- endpoint names served without any check or audit event (``"static"``,
+      health probes); :meth:`exempt` marks a single view.
+    """
+
+    def __init__(
+        self, app: Flask | None = None, *, guard: Guard | None = None, exempt: Iterable[str] = ()
+    ) -> None:
+        self.guard = guard
+        self._exempt = _endpoints(exempt)
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(
+        self, app: Flask, *, guard: Guard | None = None, exempt: Iterable[str] | None = None
+    ) -> None:
+        """Install the checks on ``app`` (the application-factory pattern)."""
+        guard = guard if guard is not None else self.guard
+        if not isinstance(guard, Guard):
+            raise ConfigurationError("ZeroTrust needs guard=Guard(...) (here or in init_app)")
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigurationError(f"zerotrust is already installed on app {app.name!r}")
+        state = _AppState(guard, self._exempt if exempt is None else _endpoints(exempt))
+        app.extensions[EXTENSION_KEY] = state
+        app.before_request(functools.partial(_check, state))
+        app.teardown_request(_teardown)
+        if RequestRefused not in app.error_handler_spec[None][None]:
+            app.register_error_handler(RequestRefused, _default_handler)
+
+    @overload
+    def require(self, view: F, /) -> F: ...
+    @overload
+    def require(
+        self,
+        view: None = None,
+        /,
+        *,
+        scopes: Iterable[str] = (),
+        any_scopes: Iterable[str] = (),
+        callers: Matcher | Iterable[str] | None = None,
+        methods: Iterable[str] = (),
+        proven_by: Iterable[str] = (),
+    ) -> Callable[[F], F]: ...
+
+    def require(
+        self,
+        view: F | None = None,
+        /,
+        *,
+        scopes: Iterable[str] = (),
+        any_scopes: Iterable[str] = (),
+        callers: Matcher | Iterable[str] | None = None,
+        methods: Iterable[str] = (),
+        proven_by: Iterable[str] = (),
+    ) -> F | Callable[[F], F]:
+        """A per-view requirement on top of the app-wide policy.
+
+        Bare (``@zt.require``) it asks for an authenticated caller; with arguments it builds
+        :func:`zerotrust.require`. Place it *below* ``@app.route`` so the route registers the
+        decorated view; stacked requirements combine. The view refuses to run (500) when the
+        check did not happen, e.g. on an app without the extension.
+        """
+        requirement = require(
+            scopes=scopes,
+            any_scopes=any_scopes,
+            callers=callers,
+            methods=methods,
+            proven_by=proven_by,
+        )
+
+        def decorate(fn: F) -> F:
+            if getattr(fn, _EXEMPT, False):
+                raise ConfigurationError(f"{fn.__name__} is exempt; it cannot also require")
+            parts: tuple[Requirement, ...] = (requirement, *getattr(fn, _PARTS, ()))
+            combined = functools.reduce(operator.and_, parts)  # raises if contradictory
+            wrapper = _guarded(fn, requirement)
+            setattr(wrapper, _REQUIREMENT, combined)
+            setattr(wrapper, _PARTS, parts)
+            setattr(fn, _WRAPPED, True)  # registering fn itself would skip the requirement
+            return cast("F", wrapper)
+
+        return decorate(view) if view is not None else decorate
+
+    def exempt(self, view: F) -> F:
+        """Serve this view without any check or audit event."""
+        if getattr(view, _REQUIREMENT, None) is not None:
+            raise ConfigurationError(f"{view.__name__} has a requirement; it cannot be exempt")
+        setattr(view, _EXEMPT, True)
+        return view
+
+
+def _endpoints(exempt: Iterable[str]) -> frozenset[str]:
+    if isinstance(exempt, str):
+        raise ConfigurationError("exempt must be a list of endpoint names, not one string")
+    return frozenset(exempt)
+
+
+def _enforced(requirement: Requirement) -> None:
+    if not any(part is requirement for part in g.get(_ENFORCED, ())):
+        raise ConfigurationError(
+            "a view with @zt.require ran without the zerotrust check: install ZeroTrust on"
+            " this app and put @zt.require below @app.route"
+        )
+
+
+def _guarded(fn: Callable[..., Any], requirement: Requirement) -> Callable[..., Any]:
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            _enforced(requirement)
+            return await fn(*args, **kwargs)
+
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _enforced(requirement)
+        return fn(*args, **kwargs)
+
+    return wrapper

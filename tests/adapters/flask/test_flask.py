@@ -1,0 +1,436 @@
+"""The Flask extension with the Flask test client: every outcome, real tokens, no mocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Blueprint, Flask, jsonify
+
+from zerotrust import FixedClock, Policy, RateLimit, Request, Rule, TokenIssuer
+from zerotrust.errors import ConfigurationError
+from zerotrust.flask import RequestRefused, ZeroTrust, current_principal
+from zerotrust.tokens import PrivateJWK
+from zerotrust.wsgi import current_principal as context_principal
+
+from ._support import (
+    AUD,
+    ISS,
+    OTHER,
+    WEB,
+    DownKeys,
+    bearer,
+    expected_refusal,
+    make_app,
+    make_guard,
+    make_policy,
+)
+
+
+@pytest.fixture(scope="module")
+def key() -> PrivateJWK:
+    return PrivateJWK.generate("ES256", kid="k1")
+
+
+@pytest.fixture
+def issuer(key: PrivateJWK, clock: FixedClock) -> TokenIssuer:
+    return TokenIssuer(key, issuer=ISS, clock=clock)
+
+
+def installed(issuer: TokenIssuer, clock: FixedClock, **kw: Any) -> tuple[Flask, Any]:
+    guard, sink = make_guard(issuer, clock, **kw)
+    zt = ZeroTrust()
+    app = make_app(zt)
+    zt.init_app(app, guard=guard)
+    return app, sink
+
+
+def test_success_principal_visible_everywhere(issuer: TokenIssuer, clock: FixedClock) -> None:
+    app, sink = installed(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    response = app.test_client().get("/orders/7", headers=bearer(token))
+    assert response.status_code == 200
+    assert response.json == {
+        "order_id": 7,
+        "spiffe_id": WEB,
+        "proven_by": "jwt",
+        "same_in_g": True,
+        "same_in_context": True,
+    }
+    event = sink.last
+    assert (event.decision, event.status, event.route) == ("allow", 200, "/orders/{order_id}")
+    assert event.rule_id == "read-orders" and event.method == "GET"
+    assert len(sink) == 1  # one evaluation per request
+    assert context_principal() is None  # reset after the request
+
+
+REFUSALS = [
+    "no credentials",
+    "garbage token",
+    "expired",
+    "wrong audience",
+    "insufficient scope",
+    "deny rule",
+    "caller not allowed",
+    "decorator scope missing",
+    "decorator method",
+    "two authorization headers",
+]
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_refusals_match_the_shared_table(issuer: TokenIssuer, clock: FixedClock, case: str) -> None:
+    app, sink = installed(issuer, clock)
+    good = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    method, path, route, headers = {
+        "no credentials": ("GET", "/orders/7", "/orders/{order_id}", {}),
+        "garbage token": ("GET", "/orders/7", "/orders/{order_id}", bearer("abc.def.ghi")),
+        "expired": (
+            "GET",
+            "/orders/7",
+            "/orders/{order_id}",
+            bearer(issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], ttl=1)),
+        ),
+        "wrong audience": (
+            "GET",
+            "/orders/7",
+            "/orders/{order_id}",
+            bearer(issuer.issue(subject=WEB, audience="billing", scopes=["orders:read"])),
+        ),
+        "insufficient scope": (
+            "GET",
+            "/orders/7",
+            "/orders/{order_id}",
+            bearer(issuer.issue(subject=WEB, audience=AUD)),
+        ),
+        "deny rule": (
+            "GET",
+            "/orders/7",
+            "/orders/{order_id}",
+            bearer(issuer.issue(subject="intruder", audience=AUD, scopes=["orders:read"])),
+        ),
+        "caller not allowed": (
+            "POST",
+            "/orders/7/refund",
+            "/orders/{order_id}/refund",
+            bearer(issuer.issue(subject=OTHER, audience=AUD, scopes=["orders:refund"])),
+        ),
+        "decorator scope missing": (
+            "POST",
+            "/orders/7/refund",
+            "/orders/{order_id}/refund",
+            bearer(good),
+        ),
+        "decorator method": (
+            "GET",
+            "/orders/7/refund",
+            "/orders/{order_id}/refund",
+            bearer(issuer.issue(subject=WEB, audience=AUD, scopes=["orders:refund"])),
+        ),
+        "two authorization headers": (
+            "GET",
+            "/orders/7",
+            "/orders/{order_id}",
+            [("Authorization", f"Bearer {good}"), ("Authorization", f"Bearer {good}")],
+        ),
+    }[case]
+    if case == "expired":
+        clock.advance(120)
+    guard = app.extensions["zerotrust"].guard
+    view = app.view_functions["refund" if "refund" in path else "order"]
+    joined = {}
+    for name, value in headers.items() if isinstance(headers, dict) else headers:
+        joined[name] = f"{joined[name]},{value}" if name in joined else value  # as WSGI joins
+    status, expected_headers, expected_body = expected_refusal(
+        guard,
+        Request(method=method, route=route, path=path, headers=joined, host="localhost"),
+        getattr(view, "__zerotrust_requirement__", None),
+    )
+    response = app.test_client().open(path, method=method, headers=headers)
+    assert response.status_code == status
+    assert response.json == expected_body
+    for name, value in expected_headers.items():
+        assert response.headers[name] == value
+    assert response.headers["Cache-Control"] == "no-store"
+    assert good not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
+    event = sink.last
+    assert (event.decision, event.status, event.route) == ("deny", status, route)
+    assert len(sink) == 1
+
+
+def test_specific_refusal_details(issuer: TokenIssuer, clock: FixedClock) -> None:
+    app, sink = installed(issuer, clock)
+    client = app.test_client()
+    anonymous = client.get("/orders/7")
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+    assert anonymous.json == {
+        "error": "missing_credentials",
+        "error_description": "authentication required",
+    }
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    refund = client.post("/orders/7/refund", headers=bearer(token))
+    assert refund.status_code == 403
+    assert refund.headers["WWW-Authenticate"] == (
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:refund"'
+    )
+    ok = client.post(
+        "/orders/7/refund",
+        headers=bearer(issuer.issue(subject=WEB, audience=AUD, scopes=["orders:refund"])),
+    )
+    assert ok.status_code == 200 and ok.json == {"refunded": 7}
+    assert sink.last.route == "/orders/{order_id}/refund"
+
+
+def test_dry_run_records_and_lets_through(issuer: TokenIssuer, clock: FixedClock) -> None:
+    app, sink = installed(issuer, clock, policy=make_policy(dry_run=True))
+    token = issuer.issue(subject=WEB, audience=AUD)  # lacks orders:read
+    response = app.test_client().get("/orders/7", headers=bearer(token))
+    assert response.status_code == 200 and response.json["spiffe_id"] == WEB
+    assert sink.last.dry_run and sink.last.would_decide == "deny"
+
+
+def test_rate_limited(issuer: TokenIssuer, clock: FixedClock) -> None:
+    policy = make_policy(rate_limits=[RateLimit("per-caller", rate=1, burst=2)])
+    app, sink = installed(issuer, clock, policy=policy)
+    client = app.test_client()
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    codes = [client.get("/orders/7", headers=bearer(token)).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    limited = client.get("/orders/7", headers=bearer(token))
+    assert limited.headers["Retry-After"] == "1"
+    assert limited.json == {"error": "rate_limited", "error_description": "too many requests"}
+    assert sink.last.reason == "rate_limited"
+    clock.advance(1)
+    assert client.get("/orders/7", headers=bearer(token)).status_code == 200
+
+
+def test_keys_unavailable_is_503(issuer: TokenIssuer, clock: FixedClock) -> None:
+    app, sink = installed(issuer, clock, keys=DownKeys())
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    response = app.test_client().get("/orders/7", headers=bearer(token))
+    assert response.status_code == 503
+    assert response.json is not None and response.json["error"] == "keys_unavailable"
+    assert "jwks endpoint down" not in response.get_data(as_text=True)
+    assert sink.last.status == 503
+
+
+def test_bare_decorator_requires_an_authenticated_caller(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    app, sink = installed(issuer, clock)
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200  # public by policy
+    refused = client.get("/public/x")  # public by policy, but the view requires a caller
+    assert refused.status_code == 401
+    assert sink.last.reason == "requirement_not_met"
+    token = issuer.issue(subject=WEB, audience=AUD)
+    me = client.get("/me", headers=bearer(token))
+    assert me.status_code == 200 and me.json["spiffe_id"] == WEB
+    assert client.get("/me").status_code == 401
+
+
+def test_stacked_requirements_combine(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, sink = make_guard(issuer, clock)
+    zt = ZeroTrust()
+    app = Flask("stacked")
+
+    @app.get("/api/report")
+    @zt.require(scopes=["reports:read"])
+    @zt.require(callers=["spiffe://example.org/*"])
+    def report() -> Any:
+        return jsonify(ok=True)
+
+    zt.init_app(app, guard=guard)
+    client = app.test_client()
+    both = issuer.issue(subject=WEB, audience=AUD, scopes=["reports:read"])
+    assert client.get("/api/report", headers=bearer(both)).status_code == 200
+    no_scope = issuer.issue(subject=WEB, audience=AUD)
+    assert client.get("/api/report", headers=bearer(no_scope)).status_code == 403
+    other = issuer.issue(subject=OTHER, audience=AUD, scopes=["reports:read"])
+    assert client.get("/api/report", headers=bearer(other)).status_code == 403
+    assert len(sink) == 3
+
+
+def test_async_view(issuer: TokenIssuer, clock: FixedClock) -> None:
+    app, _ = installed(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD)
+    response = app.test_client().get("/async", headers=bearer(token))
+    assert response.status_code == 200 and response.json["spiffe_id"] == WEB
+
+
+def test_init_app_factory_with_one_extension_and_two_apps(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    zt = ZeroTrust()
+    bp = Blueprint("items", __name__, url_prefix="/api/v1")
+
+    @bp.get("/items/<uuid:item_id>")
+    @zt.require(scopes=["items:read"])
+    def item(item_id: Any) -> Any:
+        return jsonify(item=str(item_id), caller=str(current_principal.spiffe_id))
+
+    def create_app(guard: Any) -> Flask:
+        app = Flask("factory")
+        app.register_blueprint(bp)
+        zt.init_app(app, guard=guard)
+        return app
+
+    allow_all = Policy([Rule(id="all")])
+    guard_a, sink_a = make_guard(issuer, clock, policy=allow_all)
+    guard_b, sink_b = make_guard(issuer, clock, policy=Policy([]))
+    app_a, app_b = create_app(guard_a), create_app(guard_b)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["items:read"])
+    path = "/api/v1/items/12345678-1234-5678-1234-567812345678"
+    assert app_a.test_client().get(path, headers=bearer(token)).status_code == 200
+    assert app_b.test_client().get(path, headers=bearer(token)).status_code == 403
+    assert sink_a.last.route == sink_b.last.route == "/api/v1/items/{item_id}"
+    with pytest.raises(ConfigurationError, match="already installed"):
+        zt.init_app(app_a, guard=guard_a)
+    with pytest.raises(ConfigurationError, match="guard"):
+        ZeroTrust().init_app(Flask("no-guard"))
+
+
+def test_custom_error_handler(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, _ = make_guard(issuer, clock)
+    zt = ZeroTrust()
+    app = make_app(zt)
+
+    @app.errorhandler(RequestRefused)
+    def refused(exc: RequestRefused) -> Any:  # registered before init_app: kept
+        body = {"message": "no entry", "code": exc.outcome.error.code}  # type: ignore[union-attr]
+        return jsonify(body), exc.status, exc.headers
+
+    zt.init_app(app, guard=guard)
+    response = app.test_client().get("/orders/7")
+    assert response.status_code == 401
+    assert response.json == {"message": "no entry", "code": "missing_credentials"}
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+
+
+def test_default_answer_survives_generic_http_handlers(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    guard, _ = make_guard(issuer, clock)
+    zt = ZeroTrust()
+    app = make_app(zt)
+
+    @app.errorhandler(401)
+    def html_401(exc: Exception) -> Any:
+        return "<h1>log in</h1>", 401
+
+    zt.init_app(app, guard=guard)
+    response = app.test_client().get("/orders/7")
+    assert response.status_code == 401 and response.json is not None
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+
+
+def test_exempt_views_and_endpoints(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, sink = make_guard(issuer, clock)
+    zt = ZeroTrust(exempt=["healthz"])
+    app = make_app(zt)
+    zt.init_app(app, guard=guard)
+    client = app.test_client()
+    assert client.get("/livez").json == {"ok": True, "principal": False}
+    assert client.get("/healthz").json == {"ok": True, "principal": False}
+    assert len(sink) == 0  # no decision, no audit event
+    with pytest.raises(ConfigurationError):
+        zt.require(zt.exempt(lambda: None))
+    with pytest.raises(ConfigurationError):
+        zt.exempt(zt.require(lambda: None))
+    with pytest.raises(ConfigurationError):
+        ZeroTrust(exempt="static")
+
+
+def test_unmatched_urls_are_decided_without_a_route(issuer: TokenIssuer, clock: FixedClock) -> None:
+    app, sink = installed(issuer, clock)
+    client = app.test_client()
+    assert client.get("/nowhere").status_code == 401  # the URL map is not shown to strangers
+    assert sink.last.route is None
+    token = issuer.issue(subject=WEB, audience=AUD)
+    assert client.get("/nowhere", headers=bearer(token)).status_code == 403
+    allow_all, _ = make_guard(issuer, clock, policy=Policy([Rule(id="all")]))
+    app2 = make_app(ZeroTrust())
+    ZeroTrust(app2, guard=allow_all)
+    assert app2.test_client().get("/nowhere", headers=bearer(token)).status_code == 404
+
+
+def test_misplaced_or_missing_extension_fails_closed(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    guard, _ = make_guard(issuer, clock, policy=Policy([Rule(id="all")]))
+    zt = ZeroTrust()
+    app = Flask("misplaced")
+    app.testing = True
+
+    @zt.require(scopes=["admin"])  # above @app.route: the route registered the bare view
+    @app.get("/api/admin")
+    def admin() -> Any:
+        return "secret"
+
+    zt.init_app(app, guard=guard)
+    token = issuer.issue(subject=WEB, audience=AUD)
+    with pytest.raises(ConfigurationError, match=r"below @app\.route"):
+        app.test_client().get("/api/admin", headers=bearer(token))
+
+    bare = make_app(ZeroTrust())  # the extension never installed
+    bare.testing = True
+    with pytest.raises(ConfigurationError, match="without the zerotrust check"):
+        bare.test_client().get("/me")
+
+
+def test_spoofed_forwarded_headers_are_stripped(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, sink = make_guard(issuer, clock)
+    zt = ZeroTrust()
+    app = Flask("strip")
+
+    @app.get("/me")
+    def me() -> Any:
+        from flask import request
+
+        return jsonify(sorted(k for k, _ in request.headers.items() if "Cert" in k))
+
+    zt.init_app(app, guard=guard)
+    token = issuer.issue(subject=WEB, audience=AUD)
+    headers = {**bearer(token), "X-Forwarded-Client-Cert": "By=x;Hash=y", "Client-Cert": ":AA:"}
+    response = app.test_client().get("/me", headers=headers)
+    assert response.status_code == 200 and response.json == []
+    assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
+
+
+def test_traceparent_is_recorded_without_opentelemetry(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    app, sink = installed(issuer, clock)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    headers = {**bearer(token), "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    assert app.test_client().get("/orders/7", headers=headers).status_code == 200
+    assert sink.last.trace_id == trace_id and sink.last.trace_trusted
+    app.test_client().get("/orders/7", headers={"traceparent": headers["traceparent"]})
+    assert sink.last.trace_id == trace_id and not sink.last.trace_trusted
+
+
+def test_principal_does_not_leak_between_requests(issuer: TokenIssuer, clock: FixedClock) -> None:
+    app, _ = installed(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD)
+    with app.app_context():  # requests then share one app context (and flask.g)
+        client = app.test_client()
+        assert client.get("/me", headers=bearer(token)).status_code == 200
+        assert client.get("/healthz").json == {"ok": True, "principal": False}
+    assert context_principal() is None
+
+
+def test_malformed_credentials_are_400_invalid_request(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    app, sink = installed(issuer, clock)
+    response = app.test_client().get("/orders/7", headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    assert response.status_code == 400
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders", error="invalid_request"'
+    assert response.json == {
+        "error": "invalid_request",
+        "error_description": "malformed credentials",
+    }
+    assert sink.last.reason == "malformed_credentials"

@@ -1,0 +1,268 @@
+"""Real servers on loopback: gunicorn serving direct mTLS with zerotrust's context, and a real
+nginx terminating mTLS in front of gunicorn; real clients, real handshakes."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests import _nginx
+from tests._gunicorn import GunicornServer, gunicorn_server
+from zerotrust import X509Svid, client_ssl_context, match
+from zerotrust.dev import DevCA
+from zerotrust.tokens import PrivateJWK, TokenIssuer
+
+from ._support import AUD, ISS, WEB
+
+pytestmark = pytest.mark.network
+
+APP = "tests.adapters.flask._server_app:create_app"
+SERVER_ID = "spiffe://example.org/ns/shop/sa/orders"
+PROXY_ID = "spiffe://example.org/ns/edge/sa/nginx"
+GUNICORN_CONF = """
+import os
+from zerotrust.adapters.gunicorn import ZeroTrustTLS
+
+tls = ZeroTrustTLS.from_env()
+certfile = os.environ["ZEROTRUST_SVID_CERT"]
+keyfile = os.environ["ZEROTRUST_SVID_KEY"]
+ssl_context = tls.ssl_context
+worker_class = "zerotrust.adapters.gunicorn.SyncWorker"
+"""
+
+
+@dataclass(frozen=True)
+class Material:
+    ca: DevCA
+    issuer: TokenIssuer
+    client: X509Svid
+    env: dict[str, str]
+    audit: Path
+    conf: Path
+
+    def events(self) -> list[dict[str, Any]]:
+        lines = self.audit.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines]
+
+    def client_context(self, svid: X509Svid | None, expect: str = SERVER_ID) -> ssl.SSLContext:
+        return client_ssl_context(svid, self.ca.bundle, authorizer=match.exact(expect))
+
+
+@pytest.fixture(scope="module")
+def material(ca: DevCA, tmp_path_factory: pytest.TempPathFactory) -> Material:
+    tmp = tmp_path_factory.mktemp("servers")
+    server = ca.issue_svid(SERVER_ID, dns_names=["localhost"])
+    (tmp / "svid.pem").write_bytes(server.cert_chain_pem())
+    (tmp / "svid.key").write_bytes(server.private_key_pem())
+    (tmp / "svid.key").chmod(0o600)
+    (tmp / "bundle.pem").write_bytes(ca.bundle.to_pem())
+    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISS)
+    (tmp / "jwks.json").write_text(json.dumps(issuer.jwks()), encoding="utf-8")
+    (tmp / "gunicorn_conf.py").write_text(GUNICORN_CONF, encoding="utf-8")
+    audit = tmp / "audit.jsonl"
+    audit.touch()
+    env = {
+        "ZEROTRUST_SVID_CERT": str(tmp / "svid.pem"),
+        "ZEROTRUST_SVID_KEY": str(tmp / "svid.key"),
+        "ZEROTRUST_BUNDLE": str(tmp / "bundle.pem"),
+        "ZEROTRUST_TRUST_DOMAIN": "example.org",
+        "ZT_TEST_JWKS": str(tmp / "jwks.json"),
+        "ZT_TEST_BUNDLE": str(tmp / "bundle.pem"),
+        "ZT_TEST_AUDIT": str(audit),
+    }
+    client = ca.issue_svid(WEB)
+    return Material(ca, issuer, client, env, audit, tmp / "gunicorn_conf.py")
+
+
+@pytest.fixture(scope="module")
+def mtls_server(material: Material) -> Iterator[GunicornServer]:
+    with gunicorn_server(f"{APP}('mtls')", config=material.conf, env=material.env) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def proxied_server(material: Material) -> Iterator[GunicornServer]:
+    with gunicorn_server(f"{APP}('proxied')", env=material.env) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def nginx(material: Material, proxied_server: GunicornServer) -> Iterator[_nginx.Nginx]:
+    if not _nginx.available():
+        pytest.skip("nginx is not installed")
+    svid = material.ca.issue_svid(PROXY_ID, dns_names=["localhost"])
+    upstream = f"127.0.0.1:{proxied_server.port}"
+    with _nginx.nginx_mtls_proxy(upstream=upstream, server_svid=svid, client_ca=material.ca) as n:
+        yield n
+
+
+def https_client(context: ssl.SSLContext) -> httpx.Client:
+    return httpx.Client(verify=context, timeout=30)
+
+
+def plain_client(source: str) -> httpx.Client:
+    """A plain HTTP client whose connections come from ``source`` (any 127/8 address)."""
+    return httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=30)
+
+
+def leaf_pem(svid: X509Svid) -> str:
+    return svid.leaf.public_bytes(Encoding.PEM).decode()
+
+
+# --- gunicorn serving mTLS directly ----------------------------------------------------------
+
+
+def test_direct_mtls_handler_sees_the_callers_spiffe_id(
+    material: Material, mtls_server: GunicornServer
+) -> None:
+    assert mtls_server.scheme == "https"
+    with https_client(material.client_context(material.client)) as client:
+        for _ in range(2):  # a new connection each time (the sync worker closes it)
+            response = client.get(mtls_server.url("/whoami"))
+            assert response.status_code == 200
+            assert response.json()["spiffe_id"] == WEB
+            assert response.json()["proven_by"] == "mtls"
+    event = material.events()[-1]
+    assert (event["service"], event["route"], event["status"]) == ("orders", "/whoami", 200)
+    assert event["cert_fingerprint"] == material.client.fingerprint
+
+
+def test_direct_mtls_with_a_token(material: Material, mtls_server: GunicornServer) -> None:
+    token = material.issuer.issue(subject=WEB, audience=AUD)
+    with https_client(material.client_context(material.client)) as client:
+        response = client.get(
+            mtls_server.url("/orders/42"), headers={"Authorization": f"Bearer {token}"}
+        )
+    assert response.status_code == 200 and response.json() == {"order_id": 42, "caller": WEB}
+    event = material.events()[-1]
+    assert (event["proven_by"], event["route"]) == ("mtls+jwt", "/orders/{order_id}")
+
+
+def test_clients_without_a_trusted_certificate_cannot_connect(
+    material: Material, mtls_server: GunicornServer
+) -> None:
+    stranger = DevCA.create("example.org").issue_svid(WEB)  # same name, another root
+    for svid in (None, stranger):
+        with (
+            https_client(material.client_context(svid)) as client,
+            pytest.raises(httpx.TransportError),
+        ):
+            client.get(mtls_server.url("/whoami"))
+    with https_client(material.client_context(material.client)) as client:
+        assert client.get(mtls_server.url("/whoami")).status_code == 200  # still serving
+
+
+def test_client_checks_the_servers_spiffe_id(
+    material: Material, mtls_server: GunicornServer
+) -> None:
+    wrong = material.client_context(material.client, expect="spiffe://example.org/ns/x/sa/y")
+    with https_client(wrong) as client, pytest.raises(httpx.TransportError):
+        client.get(mtls_server.url("/whoami"))
+
+
+def test_threaded_worker(material: Material) -> None:
+    args = ["--worker-class", "zerotrust.adapters.gunicorn.ThreadWorker", "--threads", "2"]
+    with (
+        gunicorn_server(
+            f"{APP}('mtls')", config=material.conf, env=material.env, args=args
+        ) as server,
+        https_client(material.client_context(material.client)) as client,
+    ):
+        for _ in range(3):  # kept alive: the peer is attached to every request of the connection
+            response = client.get(server.url("/whoami"))
+            assert response.status_code == 200 and response.json()["proven_by"] == "mtls"
+
+
+def test_gunicorn_own_tls_options_with_the_worker(material: Material) -> None:
+    """gunicorn's plain TLS settings: the chain reaches the Guard, which verifies it."""
+    env = material.env
+    args = ["--certfile", env["ZEROTRUST_SVID_CERT"], "--keyfile", env["ZEROTRUST_SVID_KEY"],
+            "--ca-certs", env["ZEROTRUST_BUNDLE"], "--cert-reqs", "2",
+            "--worker-class", "zerotrust.adapters.gunicorn.SyncWorker"]  # fmt: skip
+    with (
+        gunicorn_server(f"{APP}('mtls')", env=env, args=args) as server,
+        https_client(material.client_context(material.client)) as client,
+    ):
+        response = client.get(server.url("/whoami"))
+    assert response.status_code == 200 and response.json()["proven_by"] == "mtls"
+    assert material.events()[-1]["cert_fingerprint"] == material.client.fingerprint
+
+
+# --- nginx in front ---------------------------------------------------------------------------
+
+
+def test_nginx_forwards_the_verified_client_certificate(
+    material: Material, nginx: _nginx.Nginx
+) -> None:
+    context = material.client_context(material.client, expect=PROXY_ID)
+    with https_client(context) as client:
+        response = client.get(nginx.url("/whoami"))
+    assert response.status_code == 200, nginx.error_log()
+    body = response.json()
+    assert (body["spiffe_id"], body["proven_by"]) == (WEB, "proxy-mtls")
+    assert body["forwarded_header_seen"] == {"nginx": True, "xfcc": False}
+    event = material.events()[-1]
+    assert (event["service"], event["remote_addr"]) == ("nginx", "127.0.0.1")
+    assert "forwarded_cert_nginx" in event["notes"]
+
+
+def test_nginx_replaces_a_header_the_client_sent(material: Material, nginx: _nginx.Nginx) -> None:
+    other = material.ca.issue_svid("spiffe://example.org/ns/shop/sa/admin")
+    context = material.client_context(material.client, expect=PROXY_ID)
+    with https_client(context) as client:
+        response = client.get(
+            nginx.url("/whoami"), headers={"X-SSL-Client-Cert": quote(leaf_pem(other), safe="")}
+        )
+    assert response.status_code == 200 and response.json()["spiffe_id"] == WEB
+
+
+def test_nginx_refuses_clients_without_a_certificate(
+    material: Material, nginx: _nginx.Nginx
+) -> None:
+    before = len(material.events())
+    with https_client(material.client_context(None, expect=PROXY_ID)) as client:
+        response = client.get(nginx.url("/whoami"))
+    assert response.status_code == 400  # nginx: "No required SSL certificate was sent"
+    assert len(material.events()) == before  # never reached the application
+
+
+def test_forwarded_header_sent_directly_is_ignored(
+    material: Material, proxied_server: GunicornServer
+) -> None:
+    header = {"X-SSL-Client-Cert": quote(leaf_pem(material.client), safe="")}
+    with plain_client("127.0.0.2") as client:
+        response = client.get(proxied_server.url("/whoami"), headers=header)
+    assert response.status_code == 401
+    assert response.json()["error"] == "missing_credentials"
+    event = material.events()[-1]
+    assert (event["service"], event["remote_addr"]) == ("nginx", "127.0.0.2")
+    assert "forwarded_cert_ignored_untrusted_peer" in event["notes"]
+
+
+def test_envoy_xfcc_only_from_the_trusted_address(
+    material: Material, proxied_server: GunicornServer
+) -> None:
+    xfcc = f'By={PROXY_ID};Cert="{quote(leaf_pem(material.client), safe="")}";URI={WEB}'
+    url = proxied_server.url("/envoy/whoami")
+    with plain_client("127.0.0.1") as client:
+        trusted = client.get(url, headers={"X-Forwarded-Client-Cert": xfcc})
+    assert trusted.status_code == 200
+    assert (trusted.json()["spiffe_id"], trusted.json()["proven_by"]) == (WEB, "proxy-mtls")
+    assert trusted.json()["forwarded_header_seen"] == {"nginx": False, "xfcc": True}
+    event = material.events()[-1]
+    assert (event["service"], event["route"]) == ("envoy", "/whoami")
+    with plain_client("127.0.0.2") as client:
+        spoofed = client.get(url, headers={"X-Forwarded-Client-Cert": xfcc})
+    assert spoofed.status_code == 401
+    event = material.events()[-1]
+    assert (event["service"], event["remote_addr"]) == ("envoy", "127.0.0.2")
+    assert "forwarded_cert_ignored_untrusted_peer" in event["notes"]

@@ -1,0 +1,346 @@
+"""The plain WSGI middleware and the WSGI request view, through werkzeug's test client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.test import Client
+
+from zerotrust import (
+    Callers,
+    FixedClock,
+    Operations,
+    Policy,
+    RateLimit,
+    Request,
+    Rule,
+    TokenIssuer,
+    TrustedProxies,
+    verify_x509_svid,
+)
+from zerotrust.adapters._common import (
+    forwarded_headers_to_strip,
+    pem_chain_der,
+    route_template,
+    routeless_hazards,
+)
+from zerotrust.authn.request import MAX_HEADER_LINES
+from zerotrust.dev import DevCA
+from zerotrust.errors import ConfigurationError, MalformedCredentials
+from zerotrust.tokens import PrivateJWK
+from zerotrust.wsgi import (
+    CHAIN_ENVIRON_KEY,
+    PEER_ENVIRON_KEY,
+    PRINCIPAL_ENVIRON_KEY,
+    WSGIRequestView,
+    ZeroTrustMiddleware,
+)
+from zerotrust.wsgi import current_principal as context_principal
+
+from ._support import AUD, ISS, WEB, bearer, expected_refusal, make_guard
+
+ALLOW_ALL = Policy([Rule(id="all")])
+
+
+@pytest.fixture(scope="module")
+def key() -> PrivateJWK:
+    return PrivateJWK.generate("ES256", kid="k1")
+
+
+@pytest.fixture
+def issuer(key: PrivateJWK, clock: FixedClock) -> TokenIssuer:
+    return TokenIssuer(key, issuer=ISS, clock=clock)
+
+
+def inner_app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    """Streams its answer, reading the principal while the body is produced."""
+    principal = environ[PRINCIPAL_ENVIRON_KEY]
+    start_response("200 OK", [("Content-Type", "application/json")])
+    yield b'{"environ": '
+    yield json.dumps(str(principal.spiffe_id) if principal else None).encode()
+    streamed = context_principal()
+    yield b', "streamed": ' + json.dumps(str(streamed.spiffe_id) if streamed else None).encode()
+    seen = sorted(k for k in environ if "CLIENT_CERT" in k)
+    yield b', "proven_by": ' + json.dumps(principal.proven_by if principal else None).encode()
+    yield b', "cert_headers": ' + json.dumps(seen).encode() + b"}"
+
+
+def test_allowed_request_sees_the_principal_while_streaming(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    guard, sink = make_guard(issuer, clock, policy=ALLOW_ALL)
+    client = Client(ZeroTrustMiddleware(inner_app, guard=guard))
+    token = issuer.issue(subject=WEB, audience=AUD)
+    response = client.get("/anything", headers=bearer(token))
+    assert response.status_code == 200
+    assert response.json == {
+        "environ": WEB,
+        "streamed": WEB,
+        "proven_by": "jwt",
+        "cert_headers": [],
+    }
+    assert sink.last.route is None and sink.last.decision == "allow"
+    assert context_principal() is None
+
+
+@pytest.mark.parametrize("case", ["anonymous", "garbage", "rate limited"])
+def test_refusals_use_the_shared_table(issuer: TokenIssuer, clock: FixedClock, case: str) -> None:
+    policy = Policy([Rule(id="all")], rate_limits=[RateLimit("one", rate=0.001, burst=1)])
+    guard, sink = make_guard(issuer, clock, policy=policy)
+    client = Client(ZeroTrustMiddleware(inner_app, guard=guard))
+    headers = {"anonymous": {}, "garbage": bearer("a.b.c")}.get(case)
+    if headers is None:
+        headers = bearer(issuer.issue(subject=WEB, audience=AUD))
+        assert client.get("/x", headers=headers).status_code == 200
+        response = client.get("/x", headers=headers)
+        assert (response.status_code, response.headers["Retry-After"]) == (429, "1000")
+        return
+    status, expected_headers, body = expected_refusal(
+        guard, Request(method="GET", path="/x", headers=headers)
+    )
+    response = client.get("/x", headers=headers)
+    assert (response.status_code, response.json) == (status, body)
+    for name, value in expected_headers.items():
+        assert response.headers[name] == value
+    assert sink.last.status == status
+
+
+def test_exempt_paths_skip_the_guard(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, sink = make_guard(issuer, clock, policy=Policy([]))
+    client = Client(ZeroTrustMiddleware(inner_app, guard=guard, exempt=["/healthz"]))
+    assert client.get("/healthz").json["environ"] is None
+    assert client.get("/healthz/").status_code == 401  # exact paths only
+    assert len(sink) == 1
+    with pytest.raises(ConfigurationError):
+        ZeroTrustMiddleware(inner_app, guard=guard, exempt="/healthz")
+    with pytest.raises(ConfigurationError):
+        ZeroTrustMiddleware(inner_app, guard=guard, exempt=["healthz"])
+    with pytest.raises(ConfigurationError):
+        ZeroTrustMiddleware(inner_app, guard=object())  # type: ignore[arg-type]
+
+
+def test_route_scoped_policies_need_a_route(issuer: TokenIssuer, clock: FixedClock) -> None:
+    deny_admin = Policy(
+        [
+            Rule(id="no-admin", action="DENY", operations=[Operations(routes=["/admin/*"])]),
+            Rule(id="all"),
+        ]
+    )
+    guard, sink = make_guard(issuer, clock, policy=deny_admin)
+    with pytest.raises(ConfigurationError, match="no-admin"):
+        ZeroTrustMiddleware(inner_app, guard=guard)
+
+    def route(environ: dict[str, Any]) -> str | None:
+        path = environ["PATH_INFO"]
+        return "/admin/{page}" if path.startswith("/admin/") else path
+
+    client = Client(ZeroTrustMiddleware(inner_app, guard=guard, route=route))
+    token = issuer.issue(subject=WEB, audience=AUD)
+    assert client.get("/admin/users", headers=bearer(token)).status_code == 403
+    assert sink.last.route == "/admin/{page}" and sink.last.rule_id == "no-admin"
+    assert client.get("/orders", headers=bearer(token)).status_code == 200
+
+
+def test_routeless_hazards() -> None:
+    ops, not_ops = [Operations(routes=["/a"])], [Operations(not_routes=["/a"])]
+    policy = Policy(
+        [
+            Rule(id="deny-routes", action="DENY", operations=ops),
+            Rule(id="deny-not-routes", action="DENY", operations=not_ops),
+            Rule(id="custom", action="CUSTOM", hook=lambda p, o: True, operations=ops),
+            Rule(id="allow-routes", operations=ops),
+            Rule(id="allow-not-routes", operations=not_ops),
+            Rule(id="allow-methods", operations=[Operations(methods=["GET"])]),
+        ],
+        rate_limits=[
+            RateLimit("limit-routes", rate=1, burst=1, operations=ops),
+            RateLimit("limit-all", rate=1, burst=1),
+        ],
+    )
+    assert routeless_hazards(policy) == (
+        "deny-routes",
+        "custom",
+        "allow-not-routes",
+        "limit-routes",
+    )
+
+
+@pytest.mark.parametrize(
+    ("rule", "template"),
+    [
+        ("/orders/<int:order_id>", "/orders/{order_id}"),
+        ("/orders/<order_id>", "/orders/{order_id}"),
+        ("/files/<path:name>", "/files/{name}"),
+        ("/<any(a, 'b>c'):kind>/<uuid:id>", "/{kind}/{id}"),
+        ("/static", "/static"),
+        ("orders/<int:pk>/", "/orders/{pk}/"),
+        ("^orders/(?P<pk>[0-9]+)/$", "/orders/{pk}/"),
+        ("^v1\\.0/items/$", "/v1.0/items/"),
+        ("^orders/(\\d+)/$", None),
+    ],
+)
+def test_route_template(rule: str, template: str | None) -> None:
+    assert route_template(rule) == template
+
+
+def test_ssl_client_cert_from_the_server(
+    issuer: TokenIssuer, clock: FixedClock, ca_with_intermediate: DevCA
+) -> None:
+    ca = ca_with_intermediate
+    guard, sink = make_guard(issuer, clock, policy=ALLOW_ALL, bundles=ca.bundle)
+    client = Client(ZeroTrustMiddleware(inner_app, guard=guard))
+    svid = ca.issue_svid(WEB)
+    leaf, *rest = (c.public_bytes(Encoding.PEM).decode() for c in svid.cert_chain)
+    environ = {"SSL_CLIENT_CERT": leaf}
+    environ.update({f"SSL_CLIENT_CERT_CHAIN_{i}": pem for i, pem in enumerate(rest)})
+    response = client.get("/x", environ_base=environ)
+    assert response.status_code == 200 and response.json["proven_by"] == "mtls"
+    assert sink.last.cert_fingerprint == svid.fingerprint
+    broken = client.get("/x", environ_base={"SSL_CLIENT_CERT": "-----BEGIN CERTIFICATE-----\nAA"})
+    assert broken.status_code == 400 and broken.json["error"] == "invalid_request"
+    stranger = DevCA.create("example.org").issue_svid(WEB)
+    pem = stranger.leaf.public_bytes(Encoding.PEM).decode()
+    assert client.get("/x", environ_base={"SSL_CLIENT_CERT": pem}).status_code == 401
+
+
+def test_peer_verified_by_the_server(issuer: TokenIssuer, clock: FixedClock, ca: DevCA) -> None:
+    guard, _ = make_guard(issuer, clock, policy=ALLOW_ALL, bundles=ca.bundle)
+    client = Client(ZeroTrustMiddleware(inner_app, guard=guard))
+    svid = ca.issue_svid(WEB)
+    chain = tuple(c.public_bytes(Encoding.DER) for c in svid.cert_chain)
+    peer = verify_x509_svid(chain, ca.bundle, role="client")
+    token = issuer.issue(subject=WEB, audience=AUD)
+    environ = {PEER_ENVIRON_KEY: peer, CHAIN_ENVIRON_KEY: chain}
+    response = client.get("/x", environ_base=environ, headers=bearer(token))
+    assert response.status_code == 200 and response.json["proven_by"] == "mtls+jwt"
+    view = WSGIRequestView({CHAIN_ENVIRON_KEY: chain, "REQUEST_METHOD": "GET"})
+    assert view.peer_chain == chain and view.verified_peer is None
+
+
+def test_forwarded_headers_only_from_trusted_proxies(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"], header="nginx")
+    policy = Policy([Rule(id="example", callers=[Callers(trust_domains=["example.org"])])])
+    guard, sink = make_guard(
+        issuer, clock, policy=policy, bundles=ca.bundle, trusted_proxies=proxies
+    )
+    pem = ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode()
+    headers = {"X-SSL-Client-Cert": quote(pem, safe=""), "X-Forwarded-For": "10.0.0.1"}
+    middleware = ZeroTrustMiddleware(inner_app, guard=guard)
+    proxied = Client(middleware).get(
+        "/x", headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.7"}
+    )
+    assert proxied.status_code == 200
+    assert proxied.json["proven_by"] == "proxy-mtls"
+    assert proxied.json["cert_headers"] == ["HTTP_X_SSL_CLIENT_CERT"]  # the proxy's own header
+    # ProxyFix believes X-Forwarded-For; zerotrust still judges the socket peer
+    fixed = Client(ProxyFix(middleware, x_for=1))
+    spoofed = fixed.get("/x", headers=headers, environ_base={"REMOTE_ADDR": "203.0.113.9"})
+    assert spoofed.status_code == 401
+    assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
+    assert sink.last.remote_addr == "203.0.113.9"
+
+
+def test_strip_list() -> None:
+    from zerotrust.pipeline import Outcome
+
+    nothing = Outcome(True, None, None, None, 200, "OK")
+    proxies = TrustedProxies(["10.0.0.0/8"], header="xfcc", header_name="x-client-cert")
+    assert "x-client-cert" in forwarded_headers_to_strip(nothing, proxies)
+    assert "x-forwarded-client-cert" in forwarded_headers_to_strip(nothing, None)
+
+
+def test_too_many_headers_are_refused(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, sink = make_guard(issuer, clock, policy=ALLOW_ALL)
+    client = Client(ZeroTrustMiddleware(inner_app, guard=guard))
+    token = issuer.issue(subject=WEB, audience=AUD)
+    headers = {**bearer(token), **{f"X-Pad-{i}": "1" for i in range(MAX_HEADER_LINES)}}
+    response = client.get("/x", headers=headers)
+    assert response.status_code == 400 and response.json["error"] == "invalid_request"
+    assert sink.last.reason == "malformed_credentials"
+    assert client.get("/x", headers=bearer(token)).status_code == 200
+
+
+def test_request_view_fields() -> None:
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "/api",
+        "PATH_INFO": "/caf\u00c3\u00a9 x",
+        "wsgi.url_scheme": "https",
+        "SERVER_NAME": "svc.internal",
+        "SERVER_PORT": "8443",
+        "REMOTE_ADDR": "10.1.2.3",
+        "CONTENT_TYPE": "text/plain",
+        "HTTP_X_TRACE": "a,b",
+    }
+    view = WSGIRequestView(environ, "/caf\u00e9 {x}")
+    assert (view.kind, view.method, view.route) == ("http", "POST", "/caf\u00e9 {x}")
+    assert view.path == "/api/caf%C3%A9%20x"
+    assert (view.scheme, view.host, view.remote_addr) == ("https", "svc.internal:8443", "10.1.2.3")
+    assert view.header("content-type") == ["text/plain"]
+    assert view.header("X-Trace") == ["a,b"] and view.header("x-missing") == []
+    assert view.peer_chain is None and view.verified_peer is None
+    raw = WSGIRequestView({**environ, "RAW_URI": "/api/caf%c3%a9%20x?q=1", "HTTP_HOST": "h:1"})
+    assert (raw.path, raw.host) == ("/api/caf%c3%a9%20x", "h:1")
+
+
+def test_pem_chain_der_bounds(ca_with_intermediate: DevCA) -> None:
+    svid = ca_with_intermediate.issue_svid(WEB)
+    pem = svid.cert_chain_pem()
+    assert len(pem_chain_der(pem, "x")) == len(svid.cert_chain)
+    assert pem_chain_der([pem.decode()], "x") == pem_chain_der(pem, "x")
+    for bad in ([], [b"\xff"], [""], [pem] * 11):
+        with pytest.raises(MalformedCredentials):
+            pem_chain_der(bad, "x")
+
+
+def test_response_bodies_keep_their_shape(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, _ = make_guard(issuer, clock, policy=ALLOW_ALL)
+    seen: list[str | None] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"chunk"
+
+        def close(self) -> None:  # WSGI servers call close(); it runs as the caller
+            principal = context_principal()
+            seen.append(principal.subject if principal else None)
+
+    class FileWrapper:
+        def __init__(self, filelike: Any, block_size: int = 8192) -> None:
+            self.filelike = filelike
+
+    bodies: dict[str, Any] = {"list": [b"a"], "file": FileWrapper(None), "custom": Body()}
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [])
+        return bodies[environ["PATH_INFO"].strip("/")]
+
+    middleware = ZeroTrustMiddleware(app, guard=guard)
+    token = issuer.issue(subject=WEB, audience=AUD)
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "HTTP_AUTHORIZATION": f"Bearer {token}",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.file_wrapper": FileWrapper,
+    }
+    statuses: list[str] = []
+
+    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
+        statuses.append(status)
+
+    assert middleware({**environ, "PATH_INFO": "/list"}, start_response) is bodies["list"]
+    assert middleware({**environ, "PATH_INFO": "/file"}, start_response) is bodies["file"]
+    custom = middleware({**environ, "PATH_INFO": "/custom"}, start_response)
+    assert list(custom) == [b"chunk"]
+    custom.close()  # type: ignore[attr-defined]
+    assert seen == [WEB] and context_principal() is None
+    refused = middleware({**environ, "HTTP_AUTHORIZATION": "Bearer x.y.z"}, start_response)
+    assert statuses[-1] == "401 Unauthorized" and b"malformed_token" in b"".join(refused)

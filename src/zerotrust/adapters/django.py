@@ -1,0 +1,231 @@
+"""Django integration: one middleware, sync and async, deciding on every request.
+
+.. code-block:: python
+
+    MIDDLEWARE = [
+        "django.middleware.security.SecurityMiddleware",
+        "zerotrust.django.ZeroTrustMiddleware",
+        ...
+    ]
+    ZEROTRUST = {"GUARD": "myproject.security.guard", "EXEMPT": ["healthz"]}
+
+Django resolves the URL after the middleware's ``__call__`` starts, so the decision is made in
+``process_view``, where the route template and the view's own requirement are known: one
+Guard call per request, with both. The verified :class:`~zerotrust.Principal` is then
+``request.principal`` and :func:`zerotrust.django.current_principal` for the view.
+A request that never reaches ``process_view`` (no URL pattern matched, or an earlier view
+middleware answered) is decided when the response comes back, so every request gets exactly
+one decision and one audit event; a refusal replaces whatever response was produced.
+
+The middleware is sync and async capable without adaptation: with an async handler chain
+(ASGI) it is a coroutine function and its ``process_view`` awaits
+:meth:`~zerotrust.Guard.aevaluate`; with a sync chain (WSGI) both are plain functions calling
+:meth:`~zerotrust.Guard.evaluate`. Refusals use the same table as every other framework
+(:mod:`zerotrust.adapters._status`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
+
+from zerotrust.adapters._common import forwarded_headers_to_strip
+from zerotrust.adapters._context import reset_principal, set_principal
+from zerotrust.adapters._status import refusal
+from zerotrust.adapters.django_config import DjangoConfig, get_config
+from zerotrust.adapters.django_request import STATE_ATTRIBUTE, RequestState, request_view, state_of
+from zerotrust.adapters.django_require import view_requirement
+from zerotrust.adapters.wsgi import environ_key
+from zerotrust.authn.principal import Principal
+from zerotrust.authn.request import RequestView
+from zerotrust.authz.policy import Requirement
+from zerotrust.errors import MissingDependencyError
+from zerotrust.pipeline import Guard, Outcome
+
+try:
+    from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+    from django.http import HttpResponse  # type: ignore[import-untyped, unused-ignore]
+except ImportError:  # pragma: no cover - exercised without Django installed
+    raise MissingDependencyError("django", "django") from None
+
+__all__ = ["ZeroTrustMiddleware", "finish", "prepare", "refusal_response"]
+
+Prepared = tuple[RequestView, Requirement | None]
+
+
+def refusal_response(outcome: Outcome) -> Any:
+    """The ``HttpResponse`` for a refused request (status, headers and JSON body)."""
+    status, headers, body = refusal(outcome)
+    response = HttpResponse(body, status=status, content_type="application/json")
+    for name, value in headers:
+        if name != "content-type":
+            response[name] = value
+    return response
+
+
+def prepare(request: Any, view_func: Any, config: DjangoConfig) -> Prepared | None:
+    """The request view and requirement to decide on, or ``None`` for an exempt request.
+
+    A view that carries a requirement is always decided, even if ``EXEMPT`` lists it.
+    """
+    match = request.resolver_match
+    if view_func is None and match is not None:
+        view_func = match.func
+    requirement = view_requirement(view_func) if view_func is not None else None
+    if requirement is None and config.is_exempt(
+        request.path_info, match.view_name if match is not None else None
+    ):
+        request.__dict__[STATE_ATTRIBUTE] = RequestState(None, None)
+        request.principal = None
+        return None
+    return request_view(request), requirement
+
+
+def finish(
+    request: Any,
+    outcome: Outcome,
+    requirement: Requirement | None,
+    guard: Guard,
+    *,
+    bind: bool = True,
+) -> Any:
+    """Record the decision on the request; ``None`` when allowed, else the refusal response.
+
+    An allowed request loses the forwarded-certificate headers the application must not
+    believe (spoofed copies from untrusted peers). With ``bind`` the principal is also set in
+    the context variable for the view (the middleware resets it when the response is done).
+    """
+    request.__dict__[STATE_ATTRIBUTE] = RequestState(outcome, requirement)
+    if not outcome.allowed:
+        request.principal = None
+        return refusal_response(outcome)
+    request.principal = outcome.principal
+    meta = request.META
+    for name in forwarded_headers_to_strip(outcome, guard.authenticator.trusted_proxies):
+        if meta.pop(environ_key(name), None) is not None:
+            request.__dict__.pop("headers", None)  # HttpRequest.headers is cached from META
+    if bind:
+        set_principal(outcome.principal)
+    return None
+
+
+class ZeroTrustMiddleware:
+    """Authenticate, authorize and audit every request with the ``ZEROTRUST["GUARD"]``.
+
+    The ``ZEROTRUST`` setting is validated when Django loads the middleware (start-up).
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    process_view: Callable[[Any, Any, Any, Any], Any]
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        self.get_response = get_response
+        self.config = get_config()
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+            self.process_view = self._process_view_async
+        else:
+            self.process_view = self._process_view_sync
+
+    # --- sync (WSGI) --------------------------------------------------------------------------
+
+    def __call__(self, request: Any) -> Any:
+        if self._async:
+            return self._acall(request)
+        token = set_principal(None)
+        try:
+            response = self.get_response(request)
+            if state_of(request) is None:  # the view was never reached: decide now
+                prepared = prepare(request, None, self.config)
+                if prepared is not None:
+                    guard = self.config.guard
+                    refused = finish(
+                        request, guard.evaluate(*prepared), prepared[1], guard, bind=False
+                    )
+                    response = _replace(response, refused)
+            _bind_stream(request, response)
+        finally:
+            reset_principal(token)
+        return response
+
+    def _process_view_sync(self, request: Any, view_func: Any, args: Any, kwargs: Any) -> Any:
+        prepared = prepare(request, view_func, self.config)
+        if prepared is None:
+            return None
+        guard = self.config.guard
+        return finish(request, guard.evaluate(*prepared), prepared[1], guard)
+
+    # --- async (ASGI) -------------------------------------------------------------------------
+
+    async def _acall(self, request: Any) -> Any:
+        token = set_principal(None)
+        try:
+            response = await self.get_response(request)
+            if state_of(request) is None:  # the view was never reached: decide now
+                prepared = prepare(request, None, self.config)
+                if prepared is not None:
+                    guard = self.config.guard
+                    outcome = await guard.aevaluate(*prepared)
+                    refused = finish(request, outcome, prepared[1], guard, bind=False)
+                    response = _replace(response, refused)
+            _bind_stream(request, response)
+        finally:
+            reset_principal(token)
+        return response
+
+    async def _process_view_async(
+        self, request: Any, view_func: Any, args: Any, kwargs: Any
+    ) -> Any:
+        prepared = prepare(request, view_func, self.config)
+        if prepared is None:
+            return None
+        guard = self.config.guard
+        return finish(request, await guard.aevaluate(*prepared), prepared[1], guard)
+
+
+def _replace(response: Any, refused: Any) -> Any:
+    if refused is None:
+        return response
+    response.close()  # the view's response is discarded: release what it holds
+    return refused
+
+
+def _bind_stream(request: Any, response: Any) -> None:
+    """Keep the principal in the context variable while a streamed body is produced."""
+    if not getattr(response, "streaming", False):
+        return
+    principal = request.__dict__.get("principal")
+    if principal is None:
+        return
+    if response.is_async:
+        response.streaming_content = _abound(response.streaming_content, principal)
+    else:
+        response.streaming_content = _bound(response.streaming_content, principal)
+
+
+def _bound(content: Iterable[Any], principal: Principal) -> Iterator[Any]:
+    iterator = iter(content)
+    while True:
+        token = set_principal(principal)
+        try:
+            part = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            reset_principal(token)
+        yield part
+
+
+async def _abound(content: AsyncIterator[Any], principal: Principal) -> AsyncIterator[Any]:
+    while True:
+        token = set_principal(principal)
+        try:
+            part = await anext(content)
+        except StopAsyncIteration:
+            return
+        finally:
+            reset_principal(token)
+        yield part

@@ -1,0 +1,169 @@
+"""Django REST framework: an authentication class and a permission class.
+
+.. code-block:: python
+
+    class OrderList(APIView):
+        authentication_classes = [ZeroTrustAuthentication]
+        permission_classes = [ZeroTrustPermission]
+        required_scopes = ["orders:read"]
+
+Both use the Guard of the ``ZEROTRUST`` setting and share one decision per request: the one
+:class:`~zerotrust.django.ZeroTrustMiddleware` already made when it is installed, else one Guard
+call made by whichever class runs first, with the view's ``required_scopes``,
+``required_any_scopes``, ``required_callers`` and ``required_proven_by`` combined with the
+app-wide policy.
+
+* :class:`ZeroTrustAuthentication` sets ``request.user`` to a :class:`ZeroTrustUser` and
+  ``request.auth`` to the :class:`~zerotrust.Principal`. Authentication failures are 401 with
+  the ``WWW-Authenticate`` challenge (``authenticate_header``), 429 and 503 are raised here
+  too. A policy refusal is left to :class:`ZeroTrustPermission` (403); when the view does not
+  list that class the authentication class raises it itself, so a forgotten permission class
+  never lets a refused request through.
+* :class:`ZeroTrustPermission` raises every refusal it sees.
+
+Status codes, ``WWW-Authenticate``, ``Retry-After`` and the JSON body are those of every other
+framework (:mod:`zerotrust.adapters._status`), rendered by DRF's exception handler.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from zerotrust.adapters._status import refusal
+from zerotrust.adapters.django import finish, prepare
+from zerotrust.adapters.django_config import get_config
+from zerotrust.adapters.django_request import state_of
+from zerotrust.authn.principal import Principal
+from zerotrust.errors import MissingDependencyError
+from zerotrust.pipeline import Outcome
+
+try:
+    from rest_framework.authentication import BaseAuthentication  # type: ignore[import-untyped, unused-ignore]
+    from rest_framework.exceptions import APIException  # type: ignore[import-untyped, unused-ignore]
+    from rest_framework.permissions import BasePermission  # type: ignore[import-untyped, unused-ignore]
+except ImportError:  # pragma: no cover - exercised without DRF installed
+    raise MissingDependencyError("djangorestframework", "drf") from None
+
+__all__ = ["ZeroTrustAuthentication", "ZeroTrustPermission", "ZeroTrustRefusal", "ZeroTrustUser"]
+
+
+class ZeroTrustUser:
+    """``request.user`` for a caller authenticated by zerotrust: a workload, not a database user.
+
+    ``username`` is the principal's id (its SPIFFE ID when it has one). It holds no Django
+    permissions; authorize with zerotrust policies and requirements instead.
+    """
+
+    __slots__ = ("principal",)
+
+    is_active = True
+    is_staff = False
+    is_superuser = False
+    is_anonymous = False
+    is_authenticated = True
+    pk = None
+    id = None
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+
+    @property
+    def username(self) -> str:
+        return self.principal.id
+
+    def get_username(self) -> str:
+        return self.principal.id
+
+    def has_perm(self, perm: str, obj: object = None) -> bool:
+        return False
+
+    def has_perms(self, perm_list: object, obj: object = None) -> bool:
+        return False
+
+    def has_module_perms(self, app_label: str) -> bool:
+        return False
+
+    def get_all_permissions(self, obj: object = None) -> set[str]:
+        return set()
+
+    def __str__(self) -> str:
+        return self.principal.id
+
+    def __repr__(self) -> str:
+        return f"ZeroTrustUser({self.principal.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ZeroTrustUser) and other.principal == self.principal
+
+    def __hash__(self) -> int:
+        return hash(self.principal.id)
+
+
+class ZeroTrustRefusal(APIException):  # type: ignore[misc, unused-ignore]
+    """A refusal, as DRF renders it: zerotrust's status, challenge, ``Retry-After`` and body."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        status, headers, body = refusal(outcome)
+        super().__init__(detail=json.loads(body))
+        self.status_code = status
+        self.outcome = outcome
+        self.auth_header = outcome.www_authenticate
+        retry = dict(headers).get("retry-after")
+        self.wait = int(retry) if retry is not None else None
+
+
+def decide(request: Any, view: Any) -> Outcome | None:
+    """The decision for a DRF request (``None`` when ``EXEMPT``), made at most once."""
+    django_request = getattr(request, "_request", request)
+    state = state_of(django_request)
+    if state is not None:
+        return state.outcome
+    config = get_config()
+    routed = django_request.resolver_match is not None
+    prepared = prepare(django_request, None if routed or view is None else type(view), config)
+    if prepared is None:
+        return None
+    outcome = config.guard.evaluate(*prepared)
+    finish(django_request, outcome, prepared[1], config.guard, bind=False)
+    return outcome
+
+
+class ZeroTrustAuthentication(BaseAuthentication):  # type: ignore[misc, unused-ignore]
+    """DRF authentication by the zerotrust Guard (see the module documentation)."""
+
+    def authenticate(self, request: Any) -> tuple[ZeroTrustUser, Principal] | None:
+        view = (getattr(request, "parser_context", None) or {}).get("view")
+        outcome = decide(request, view)
+        if outcome is None:
+            return None
+        principal = outcome.principal
+        if outcome.allowed:
+            return None if principal is None else (ZeroTrustUser(principal), principal)
+        if outcome.status == 403 and principal is not None and _checks_permission(view):
+            return ZeroTrustUser(principal), principal
+        raise ZeroTrustRefusal(outcome)
+
+    def authenticate_header(self, request: Any) -> str:
+        state = state_of(getattr(request, "_request", request))
+        if state is not None and state.outcome is not None:
+            challenge = state.outcome.www_authenticate
+            if challenge is not None:
+                return challenge
+        return f'Bearer realm="{get_config().guard.service}"'
+
+
+class ZeroTrustPermission(BasePermission):  # type: ignore[misc, unused-ignore]
+    """DRF permission: the zerotrust decision (policy and the view's requirement) must allow."""
+
+    def has_permission(self, request: Any, view: Any) -> bool:
+        outcome = decide(request, view)
+        if outcome is None or outcome.allowed:
+            return True
+        raise ZeroTrustRefusal(outcome)
+
+
+def _checks_permission(view: Any) -> bool:
+    if view is None:
+        return False
+    return any(isinstance(p, ZeroTrustPermission) for p in view.get_permissions())

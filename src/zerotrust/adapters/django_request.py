@@ -1,0 +1,78 @@
+"""What zerotrust reads of a Django request, and where it records its decision.
+
+* the request view -- Django's WSGI ``request.META`` *is* the WSGI environ, so a WSGI request is
+  described by :class:`~zerotrust.adapters.wsgi.WSGIRequestView` (the direct mTLS peer and chain
+  zerotrust's gunicorn workers put in the environ, or the conventional ``SSL_CLIENT_CERT`` PEM
+  key with ``SSL_CLIENT_CERT_CHAIN_<n>``); an ASGI request by its scope
+  (:class:`~zerotrust.adapters._asgi_view.ScopeView`: the ASGI TLS extension's
+  ``client_cert_chain``, and the peer verified during the handshake when zerotrust's server
+  integration filled it in). Forwarded certificate *headers* are left to the authenticator,
+  which believes them only from trusted proxies.
+* ``route`` -- the resolver match's route in the neutral template form: ``path("orders/<int:
+  order_id>/")`` is ``/orders/{order_id}`` (Django's customary trailing slash is dropped, so one
+  policy file serves every framework); a simple ``re_path()`` converts the same way
+  (``^orders/(?P<order_id>[0-9]+)/$``), any other regular expression is used as Django reports
+  it in ``request.resolver_match.route``. ``None`` when no URL pattern matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from zerotrust.adapters._asgi_view import ScopeView
+from zerotrust.adapters._common import route_template
+from zerotrust.adapters.wsgi import WSGIRequestView
+from zerotrust.authn.request import RequestView
+from zerotrust.authz.policy import Requirement
+from zerotrust.pipeline import Outcome
+
+__all__ = ["STATE_ATTRIBUTE", "RequestState", "request_view", "route_of", "state_of"]
+
+#: Where the decision is kept on the ``HttpRequest`` (private to zerotrust).
+STATE_ATTRIBUTE = "_zerotrust"
+
+_templates: dict[str, str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestState:
+    """What zerotrust decided for a request (``outcome`` is ``None`` for an exempt request)."""
+
+    outcome: Outcome | None
+    requirement: Requirement | None
+
+
+def state_of(request: Any) -> RequestState | None:
+    """The decision recorded on a Django ``HttpRequest``, if zerotrust made one."""
+    state = request.__dict__.get(STATE_ATTRIBUTE)
+    return state if isinstance(state, RequestState) else None
+
+
+def request_view(request: Any) -> RequestView:
+    """The :class:`~zerotrust.RequestView` of a Django request (WSGI or ASGI)."""
+    route = route_of(request.resolver_match)
+    scope = getattr(request, "scope", None)
+    if isinstance(scope, Mapping):
+        return ScopeView(scope, route)
+    return WSGIRequestView(request.META, route)
+
+
+def route_of(match: Any) -> str | None:
+    """The neutral route template of a ``ResolverMatch`` (``None`` without one)."""
+    if match is None:
+        return None
+    route = match.route
+    if not isinstance(route, str):
+        return None
+    template = _templates.get(route)
+    if template is None:
+        converted = route_template(route)
+        if converted is None:
+            template = route
+        else:
+            template = converted if converted == "/" else converted.removesuffix("/")
+        if len(_templates) < 4096:  # routes are finite; the bound only guards against misuse
+            _templates[route] = template
+    return template

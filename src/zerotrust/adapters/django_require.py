@@ -1,0 +1,213 @@
+"""Per-view requirements for Django: ``@require(...)`` and :class:`ZeroTrustRequiredMixin`.
+
+A requirement holds *in addition to* the app-wide policy (both must allow). The middleware
+reads it from the view in ``process_view`` and decides on both in one Guard call; the
+decorator and the mixin only check, when the view runs, that the middleware did so (a view
+whose requirement nobody enforced is refused loudly, never served).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from asgiref.sync import iscoroutinefunction
+
+from zerotrust.adapters.django_config import ZeroTrustImproperlyConfigured
+from zerotrust.adapters.django_request import state_of
+from zerotrust.authz.policy import Requirement
+from zerotrust.authz.policy import require as build_requirement
+from zerotrust.errors import ConfigurationError
+from zerotrust.identity.match import Matcher
+
+__all__ = [
+    "REQUIREMENT_ATTRIBUTE",
+    "ZeroTrustRequiredMixin",
+    "class_requirement",
+    "ensure_checked",
+    "require",
+    "view_requirement",
+]
+
+#: The attribute ``@require`` sets on a view function or class.
+REQUIREMENT_ATTRIBUTE = "zerotrust_requirement"
+
+V = TypeVar("V", bound=Callable[..., Any])
+
+_class_cache: dict[type, Requirement | None] = {}
+_view_cache: dict[Any, Requirement | None] = {}
+
+
+class ZeroTrustRequiredMixin:
+    """For class-based views: an authenticated caller, and these requirements, on top of the
+    app-wide policy.
+
+    .. code-block:: python
+
+        class OrderView(ZeroTrustRequiredMixin, View):
+            required_scopes = ["orders:read"]
+            required_callers = ["spiffe://example.org/ns/shop/sa/*"]
+
+    ``required_any_scopes`` (one of them suffices) and ``required_proven_by`` (e.g.
+    ``["mtls", "mtls+jwt"]``) are accepted too. The attributes are validated when the class is
+    defined.
+    """
+
+    required_scopes: Sequence[str] = ()
+    required_any_scopes: Sequence[str] = ()
+    required_callers: Matcher | Sequence[str] | None = None
+    required_proven_by: Sequence[str] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _class_cache.pop(cls, None)
+        _view_cache.clear()
+        class_requirement(cls)  # invalid attributes fail at import time, not on a request
+
+    def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        ensure_checked(request, class_requirement(type(self)), type(self).__qualname__)
+        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+
+
+def require(
+    *,
+    scopes: Iterable[str] = (),
+    any_scopes: Iterable[str] = (),
+    callers: Matcher | Iterable[str] | None = None,
+    methods: Iterable[str] = (),
+    proven_by: Iterable[str] = (),
+) -> Callable[[V], V]:
+    """Decorate a view (sync or async function, or a class-based view) with a requirement.
+
+    Without arguments it requires an authenticated caller. Stacked decorators combine (all
+    must hold). See :func:`zerotrust.require` for the arguments.
+    """
+    requirement = build_requirement(
+        scopes=scopes, any_scopes=any_scopes, callers=callers, methods=methods, proven_by=proven_by
+    )
+
+    def decorate(view: V) -> V:
+        if isinstance(view, type):
+            return _decorate_class(view, requirement)  # type: ignore[return-value]
+        inner: Requirement | None = getattr(view, REQUIREMENT_ATTRIBUTE, None)
+        combined = requirement if inner is None else inner & requirement
+        name = getattr(view, "__qualname__", repr(view))
+        wrapper: Callable[..., Any]
+        if iscoroutinefunction(view):
+
+            async def async_wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+                ensure_checked(request, combined, name)
+                return await view(request, *args, **kwargs)
+
+            wrapper = async_wrapper
+        else:
+
+            def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+                ensure_checked(request, combined, name)
+                return view(request, *args, **kwargs)
+
+        functools.update_wrapper(wrapper, view)
+        setattr(wrapper, REQUIREMENT_ATTRIBUTE, combined)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _decorate_class(cls: type, requirement: Requirement) -> type:
+    existing: Requirement | None = cls.__dict__.get(REQUIREMENT_ATTRIBUTE)
+    setattr(cls, REQUIREMENT_ATTRIBUTE, requirement if existing is None else existing & requirement)
+    _class_cache.clear()  # subclasses inherit the attribute
+    _view_cache.clear()
+    original = cls.dispatch  # type: ignore[attr-defined]
+    if getattr(original, "_zerotrust_checks", False):
+        return cls
+
+    def dispatch(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        ensure_checked(request, class_requirement(type(self)), type(self).__qualname__)
+        return original(self, request, *args, **kwargs)
+
+    # as_view() copies dispatch's attributes (csrf_exempt, ...) onto the view function
+    dispatch.__dict__.update(original.__dict__)
+    dispatch.__name__, dispatch.__qualname__ = original.__name__, original.__qualname__
+    dispatch._zerotrust_checks = True  # type: ignore[attr-defined]
+    cls.dispatch = dispatch  # type: ignore[attr-defined]
+    return cls
+
+
+def class_requirement(cls: type) -> Requirement | None:
+    """The requirement a view class declares (``@require`` on the class, the mixin's
+    ``required_*`` attributes, or a DRF view's ``required_scopes``), combined."""
+    try:
+        return _class_cache[cls]
+    except KeyError:
+        pass
+    explicit: Requirement | None = getattr(cls, REQUIREMENT_ATTRIBUTE, None)
+    scopes = getattr(cls, "required_scopes", None) or ()
+    any_scopes = getattr(cls, "required_any_scopes", None) or ()
+    callers = getattr(cls, "required_callers", None)
+    proven_by = getattr(cls, "required_proven_by", None) or ()
+    built: Requirement | None = None
+    if scopes or any_scopes or callers is not None or proven_by or _is_mixin(cls):
+        try:
+            built = build_requirement(
+                scopes=scopes, any_scopes=any_scopes, callers=callers, proven_by=proven_by
+            )
+        except ConfigurationError as exc:
+            raise ZeroTrustImproperlyConfigured(f"{cls.__qualname__}: {exc}") from exc
+    result = built if explicit is None else explicit if built is None else explicit & built
+    _class_cache[cls] = result
+    return result
+
+
+def _is_mixin(cls: type) -> bool:
+    return issubclass(cls, ZeroTrustRequiredMixin)
+
+
+def view_requirement(view_func: Any) -> Requirement | None:
+    """The requirement of a resolved view callable (function view or ``as_view()`` result)."""
+    try:
+        return _view_cache[view_func]
+    except (KeyError, TypeError):
+        pass
+    if isinstance(view_func, type):  # a view class, when there is no resolved view function
+        return class_requirement(view_func)
+    result: Requirement | None = getattr(view_func, REQUIREMENT_ATTRIBUTE, None)
+    view_class = getattr(view_func, "view_class", None) or getattr(view_func, "cls", None)
+    if isinstance(view_class, type):
+        declared = class_requirement(view_class)
+        if declared is not None:
+            result = declared if result is None else result & declared
+    with contextlib.suppress(TypeError):  # an unhashable callable: computed on every request
+        _view_cache[view_func] = result
+    return result
+
+
+def ensure_checked(request: Any, needed: Requirement | None, where: str) -> None:
+    """Refuse to run a view whose requirement the middleware did not enforce."""
+    state = state_of(request)
+    if state is not None and state.outcome is not None and state.outcome.allowed:
+        used = state.requirement
+        if needed is None or used is needed or (used is not None and _implies(used, needed)):
+            return
+    raise ZeroTrustImproperlyConfigured(
+        f"{where} has a zerotrust requirement that was not enforced: add "
+        "'zerotrust.django.ZeroTrustMiddleware' to MIDDLEWARE, and keep the requirement "
+        "visible to it (decorators in between must use functools.wraps)"
+    )
+
+
+def _implies(used: Requirement, needed: Requirement) -> bool:
+    """Whether enforcing ``used`` enforced ``needed`` too (as combined with ``&``)."""
+
+    def narrower(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+        return not b or (bool(a) and set(a) <= set(b))
+
+    return (
+        set(needed.scopes) <= set(used.scopes)
+        and set(needed.any_scopes) <= set(used.any_scopes)
+        and (needed.callers is None or needed.callers == used.callers)
+        and narrower(used.methods, needed.methods)
+        and narrower(used.proven_by, needed.proven_by)
+    )

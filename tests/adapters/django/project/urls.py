@@ -1,0 +1,30 @@
+from django.urls import path, re_path
+
+from tests.adapters.django.project import views
+
+urlpatterns = [
+    path("orders/<int:order_id>/", views.order, name="order"),
+    path("async/orders/<int:order_id>/", views.async_order, name="async-order"),
+    path("admin-only/", views.admin_only, name="admin-only"),
+    path("async-admin/", views.async_admin_only, name="async-admin"),
+    path("stacked/", views.stacked),
+    path("hidden/", views.hidden),
+    path("cbv/orders/<int:order_id>/", views.OrderView.as_view()),
+    path("cbv-async/orders/<int:order_id>/", views.AsyncOrderView.as_view()),
+    path("decorated-class/", views.DecoratedView.as_view()),
+    path("method-decorated/", views.MethodDecoratedView.as_view()),
+    path("probe/", views.probe),
+    path("healthz/", views.health, name="healthz"),
+    path("metrics", views.health),
+    path("static/<path:name>", views.health),
+    path("exempt-required/", views.admin_only, name="exempt-required"),
+    re_path(r"^legacy/(?P<order_id>[0-9]+)/$", views.order, name="legacy"),
+    re_path(r"^weird/(a|b)/$", views.plain, name="weird"),
+    path("headers/", views.headers),
+    path("stream/", views.stream),
+    path("astream/", views.astream),
+    path("api/orders/", views.ApiOrders.as_view()),
+    path("api/auth-only/", views.ApiAuthOnly.as_view()),
+    path("api/permission-only/", views.ApiPermissionOnly.as_view()),
+    path("api/anon/", views.ApiAnonymous.as_view()),
+]

@@ -1,0 +1,194 @@
+"""Views of the test project: each reports what zerotrust told it about the caller."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.utils.decorators import method_decorator
+from django.views import View
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from zerotrust.django import (
+    ZeroTrustAuthentication,
+    ZeroTrustPermission,
+    ZeroTrustRequiredMixin,
+    ZeroTrustUser,
+    current_principal,
+    require,
+)
+
+
+def who(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    principal = getattr(request, "principal", None)
+    bound = current_principal()
+    return {
+        "principal": principal.id if principal is not None else None,
+        "context": bound.id if bound is not None else None,
+        **extra,
+    }
+
+
+def order(request: HttpRequest, order_id: str | int) -> JsonResponse:
+    return JsonResponse(who(request, order_id=int(order_id), mode="sync"))
+
+
+async def async_order(request: HttpRequest, order_id: int) -> JsonResponse:
+    await asyncio.sleep(0)  # a real suspension point: the principal survives it
+    return JsonResponse(who(request, order_id=order_id, mode="async"))
+
+
+@require(scopes=["orders:admin"])
+def admin_only(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(who(request, mode="sync"))
+
+
+@require(scopes=["orders:admin"])
+async def async_admin_only(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(who(request, mode="async"))
+
+
+@require(callers=["spiffe://example.org/ns/shop/sa/web"])
+@require(scopes=["orders:read"])
+def stacked(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(who(request))
+
+
+def _forgetful(view: Any) -> Any:
+    """A decorator that does not use functools.wraps: it hides the requirement."""
+
+    def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        return view(request, *args, **kwargs)
+
+    return inner
+
+
+@_forgetful
+@require(scopes=["orders:admin"])
+def hidden(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(who(request))
+
+
+def plain(request: HttpRequest, *args: Any) -> JsonResponse:
+    return JsonResponse(who(request))
+
+
+def health(request: HttpRequest, **kwargs: Any) -> JsonResponse:
+    return JsonResponse({"ok": True, "principal": getattr(request, "principal", "unset")})
+
+
+class OrderView(ZeroTrustRequiredMixin, View):
+    required_scopes = ("orders:read",)
+
+    def get(self, request: HttpRequest, order_id: int) -> JsonResponse:
+        return JsonResponse(who(request, order_id=order_id, mode="sync"))
+
+
+class AsyncOrderView(ZeroTrustRequiredMixin, View):
+    required_scopes = ("orders:read",)
+
+    async def get(self, request: HttpRequest, order_id: int) -> JsonResponse:
+        await asyncio.sleep(0)
+        return JsonResponse(who(request, order_id=order_id, mode="async"))
+
+
+@require(scopes=["orders:admin"])
+class DecoratedView(View):
+    def get(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse(who(request))
+
+
+@method_decorator(require(scopes=["orders:admin"]), name="dispatch")
+class MethodDecoratedView(View):
+    def get(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse(who(request))
+
+
+@require()
+def probe(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(who(request))
+
+
+class ApiOrders(APIView):
+    authentication_classes = (ZeroTrustAuthentication,)
+    permission_classes = (ZeroTrustPermission,)
+    required_scopes = ("orders:read",)
+
+    def get(self, request: Request) -> Response:
+        user = request.user
+        assert isinstance(user, ZeroTrustUser)
+        return Response(
+            {
+                "user": str(user),
+                "auth": request.auth.id,
+                "principal": request.principal.id,
+                "authenticated": user.is_authenticated,
+            }
+        )
+
+
+class ApiAuthOnly(APIView):
+    """No ZeroTrustPermission: the authentication class must refuse policy denials itself."""
+
+    authentication_classes = (ZeroTrustAuthentication,)
+    permission_classes = ()
+    required_scopes = ("orders:admin",)
+
+    def get(self, request: Request) -> Response:
+        return Response({"served": True})
+
+
+class ApiPermissionOnly(APIView):
+    authentication_classes = ()
+    permission_classes = (ZeroTrustPermission,)
+
+    def get(self, request: Request) -> Response:
+        return Response({"principal": request.principal.id})
+
+
+class ApiAnonymous(APIView):
+    """zerotrust lets anonymous callers in here, DRF's IsAuthenticated does not."""
+
+    authentication_classes = (ZeroTrustAuthentication,)
+    permission_classes = (IsAuthenticated,)
+
+    def get(self, request: Request) -> Response:
+        return Response({"served": True})
+
+
+def headers(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        who(
+            request,
+            xfcc=request.headers.get("X-Forwarded-Client-Cert"),
+            meta="HTTP_X_FORWARDED_CLIENT_CERT" in request.META,
+            proven_by=request.principal.proven_by,
+        )
+    )
+
+
+def _principal_id() -> str:
+    bound = current_principal()
+    return bound.id if bound is not None else "none"
+
+
+def stream(request: HttpRequest) -> StreamingHttpResponse:
+    def body() -> Iterator[str]:
+        for _ in range(2):
+            yield _principal_id() + "\n"
+
+    return StreamingHttpResponse(body())
+
+
+def astream(request: HttpRequest) -> StreamingHttpResponse:
+    async def body() -> AsyncIterator[str]:
+        for _ in range(2):
+            await asyncio.sleep(0)
+            yield _principal_id() + "\n"
+
+    return StreamingHttpResponse(body())

@@ -1,0 +1,160 @@
+"""Client certificates reaching Django: the SSL_CLIENT_CERT environ keys, the ASGI TLS extension,
+spoofed forwarded-certificate headers; and the principal while a body is streamed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpResponse
+from django.test import AsyncClient, Client
+
+from tests.adapters.django.conftest import WEB, Harness, Installer
+from zerotrust.adapters._tls_scope import TLS_PEER_KEY
+from zerotrust.dev import DevCA
+from zerotrust.x509.verify import verify_x509_svid
+
+XFCC = "By=spiffe://example.org/api;Hash=abc;URI=spiffe://example.org/ns/shop/sa/admin"
+
+
+def pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(Encoding.PEM).decode()
+
+
+@pytest.fixture
+def svid(ca_with_intermediate: DevCA) -> Any:
+    return ca_with_intermediate.issue_svid(WEB)
+
+
+@pytest.fixture
+def mtls(install: Installer, ca_with_intermediate: DevCA) -> Harness:
+    return install(bundles=ca_with_intermediate.bundle)
+
+
+def asgi_get(path: str, **scope: Any) -> Any:
+    """One request through Django's real ASGI handler, with server-provided scope keys (the
+    test clients cannot add any)."""
+
+    async def go() -> Any:
+        first = True
+
+        async def receive() -> dict[str, Any]:
+            nonlocal first
+            if first:
+                first = False
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # no disconnect: Django cancels this when done
+            raise AssertionError("unreachable")
+
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        full_scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "https",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"testserver")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 443),
+            **scope,
+        }
+        await ASGIHandler()(full_scope, receive, send)
+        response = HttpResponse(
+            b"".join(m.get("body", b"") for m in sent[1:]), status=sent[0]["status"]
+        )
+        for name, value in sent[0]["headers"]:
+            response[name.decode()] = value.decode()
+        return response
+
+    return asyncio.run(go())
+
+
+def seen(response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, response.content
+    data: dict[str, Any] = json.loads(response.content)
+    return data
+
+
+def test_ssl_client_cert_environ(mtls: Harness, svid: Any) -> None:
+    leaf, intermediate = svid.cert_chain
+    response = Client().get(
+        "/headers/", SSL_CLIENT_CERT=pem(leaf), SSL_CLIENT_CERT_CHAIN_0=pem(intermediate)
+    )
+    data = seen(response)
+    assert (data["principal"], data["proven_by"]) == (WEB, "mtls")
+    assert mtls.sink.last.cert_fingerprint == svid.fingerprint
+
+
+def test_asgi_tls_extension(mtls: Harness, svid: Any) -> None:
+    tls = {"client_cert_chain": [pem(c) for c in svid.cert_chain]}
+    response = asgi_get("/headers/", extensions={"tls": tls})
+    assert (seen(response)["principal"], seen(response)["proven_by"]) == (WEB, "mtls")
+
+
+def test_asgi_peer_verified_during_the_handshake(
+    install: Installer, ca_with_intermediate: DevCA, svid: Any
+) -> None:
+    # what zerotrust's uvicorn/hypercorn integration puts in the scope: no bundles needed here
+    zt = install()
+    peer = verify_x509_svid(svid.cert_chain, ca_with_intermediate.bundle, role="client")
+    tls = {"client_cert_chain": (), TLS_PEER_KEY: peer}
+    response = asgi_get("/headers/", extensions={"tls": tls})
+    assert seen(response)["principal"] == WEB
+    assert zt.sink.last.proven_by == "mtls"
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_certificate_of_another_trust_domain(mtls: Harness, other_ca: DevCA, kind: str) -> None:
+    stranger = other_ca.issue_svid("spiffe://other.org/ns/x/sa/y")
+    chain = [pem(c) for c in stranger.cert_chain]
+    if kind == "sync":
+        response = Client().get("/headers/", SSL_CLIENT_CERT="".join(chain))
+    else:
+        tls = {"client_cert_chain": chain}
+        response = asgi_get("/headers/", extensions={"tls": tls})
+    assert response.status_code == 401
+    assert mtls.sink.last.decision == "deny"
+
+
+def test_malformed_certificate_is_a_bad_request(mtls: Harness) -> None:
+    response = Client().get("/headers/", SSL_CLIENT_CERT="-----BEGIN CERTIFICATE-----\nnope")
+    assert response.status_code == 400
+    assert response["WWW-Authenticate"] == 'Bearer realm="orders", error="invalid_request"'
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_spoofed_forwarded_certificate_is_hidden_from_the_view(zt: Harness, kind: str) -> None:
+    headers = {**zt.auth(), "X-Forwarded-Client-Cert": XFCC}
+    if kind == "sync":
+        response = Client().get("/headers/", headers=headers)
+    else:
+        response = asyncio.run(AsyncClient().get("/headers/", headers=headers))
+    data = seen(response)
+    assert (data["principal"], data["xfcc"], data["meta"]) == (WEB, None, False)
+    assert "forwarded_cert_ignored_untrusted_peer" in zt.sink.last.notes
+
+
+def test_principal_while_streaming_sync(zt: Harness) -> None:
+    response = Client().get("/stream/", headers=zt.auth())
+    assert b"".join(response.streaming_content).decode().split() == [WEB, WEB]
+
+
+def test_principal_while_streaming_async(zt: Harness) -> None:
+    async def go() -> bytes:
+        response = await AsyncClient().get("/astream/", headers=zt.auth())
+        return b"".join([part async for part in response.streaming_content])
+
+    assert asyncio.run(go()).decode().split() == [WEB, WEB]

@@ -1,0 +1,131 @@
+"""Django REST framework: ZeroTrustAuthentication and ZeroTrustPermission, with and without the
+middleware, answering exactly like every other framework."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, Installer, policy
+from zerotrust import RateLimit
+from zerotrust.django import ZeroTrustUser
+
+
+@pytest.fixture(params=["standalone", "with middleware"])
+def mode(request: pytest.FixtureRequest, install: Installer) -> str:
+    if request.param == "standalone":
+        install.override(MIDDLEWARE=[])
+    return str(request.param)
+
+
+def get(path: str, headers: dict[str, str] | None = None) -> Any:
+    return Client().get(path, headers=headers or {})
+
+
+def refused(response: Any, status: int, challenge: str | None, code: str) -> None:
+    assert response.status_code == status, response.content
+    assert response.get("WWW-Authenticate") == challenge
+    assert response["Content-Type"] == "application/json"
+    data = json.loads(response.content)
+    assert data.keys() == {"error", "error_description"} and data["error"] == code
+
+
+def test_success(zt: Harness, mode: str) -> None:
+    response = get("/api/orders/", zt.auth())
+    assert response.status_code == 200, response.content
+    assert json.loads(response.content) == {
+        "user": WEB,
+        "auth": WEB,
+        "principal": WEB,
+        "authenticated": True,
+    }
+    [event] = zt.sink.events  # authentication and permission share one decision
+    assert (event.decision, event.route) == ("allow", "/api/orders")
+
+
+CASES = {
+    "no credentials": (401, 'Bearer realm="orders"', "missing_credentials"),
+    "bad token": (401, 'Bearer realm="orders", error="invalid_token"', "malformed_token"),
+    "expired": (401, 'Bearer realm="orders", error="invalid_token"', "token_expired"),
+    "insufficient scope": (
+        403,
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:read"',
+        "insufficient_scope",
+    ),
+    "caller not allowed": (403, None, "access_denied"),
+    "deny rule": (403, None, "access_denied"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_refusals(zt: Harness, mode: str, case: str) -> None:
+    headers = {
+        "no credentials": {},
+        "bad token": zt.auth("x.y.z"),
+        "expired": zt.auth(ttl=1),
+        "insufficient scope": zt.auth(scopes=()),
+        "caller not allowed": zt.auth(subject=STRANGER),
+        "deny rule": zt.auth(subject=INTRUDER),
+    }[case]
+    if case == "expired":
+        zt.clock.advance(120)
+    refused(get("/api/orders/", headers), *CASES[case])
+    [event] = zt.sink.events
+    assert event.decision == "deny" and event.status == CASES[case][0]
+
+
+def test_view_required_scopes(zt: Harness, mode: str) -> None:
+    # ApiAuthOnly requires orders:admin and has no ZeroTrustPermission: the authentication
+    # class refuses by itself rather than let a denied request through
+    refused(
+        get("/api/auth-only/", zt.auth()),
+        403,
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:admin"',
+        "insufficient_scope",
+    )
+    assert (
+        get("/api/auth-only/", zt.auth(scopes=["orders:read", "orders:admin"])).status_code == 200
+    )
+
+
+def test_permission_class_alone(zt: Harness, mode: str) -> None:
+    assert json.loads(get("/api/permission-only/", zt.auth()).content) == {"principal": WEB}
+    # a 401 stays a 401 with its challenge, even with no authentication class on the view
+    refused(get("/api/permission-only/"), 401, 'Bearer realm="orders"', "missing_credentials")
+
+
+def test_authenticate_header_drives_drf_401(install: Installer) -> None:
+    # zerotrust allows anonymous callers on /api/anon; DRF's IsAuthenticated does not, and DRF
+    # answers 401 with the challenge from ZeroTrustAuthentication.authenticate_header
+    install.override(MIDDLEWARE=[])
+    zt = install()
+    response = get("/api/anon/")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="orders"'
+    assert zt.sink.last.decision == "allow"
+
+
+def test_rate_limited(install: Installer, mode: str) -> None:
+    zt = install(pol=policy(rate_limits=[RateLimit("per-caller", rate=1, burst=1)]))
+    headers = zt.auth()
+    assert get("/api/orders/", headers).status_code == 200
+    response = get("/api/orders/", headers)
+    refused(response, 429, None, "rate_limited")
+    assert response["Retry-After"] == "1"
+
+
+def test_user_object(zt: Harness) -> None:
+    from zerotrust import Principal, SpiffeId
+
+    principal = Principal(proven_by="mtls", spiffe_id=SpiffeId.parse(WEB), subject=WEB)
+    user = ZeroTrustUser(principal)
+    assert user.is_authenticated and not user.is_anonymous and user.is_active
+    assert not user.is_staff and not user.is_superuser and user.pk is None
+    assert user.username == user.get_username() == str(user) == WEB
+    assert not user.has_perm("orders.view_order") and not user.has_perms(["x"])
+    assert not user.has_module_perms("orders") and user.get_all_permissions() == set()
+    assert user == ZeroTrustUser(principal) and hash(user) == hash(ZeroTrustUser(principal))
+    assert repr(user) == f"ZeroTrustUser({WEB!r})"

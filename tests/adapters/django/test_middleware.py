@@ -1,0 +1,289 @@
+"""ZeroTrustMiddleware end to end with Django's test clients (WSGI and ASGI handlers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+
+import pytest
+from asgiref.sync import SyncToAsync, iscoroutinefunction
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import AsyncClient, Client
+from django.test.utils import override_settings
+
+from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, policy
+from zerotrust import Guard, RateLimit
+from zerotrust.adapters.django import ZeroTrustMiddleware
+from zerotrust.adapters.django_config import ZeroTrustImproperlyConfigured
+from zerotrust.sources.jwks_http import RemoteJWKSource
+
+CLIENTS = ["sync", "async"]
+ROUTE = "/orders/{order_id}"
+
+
+def call(kind: str, path: str, headers: dict[str, str] | None = None, method: str = "get") -> Any:
+    """One request through Django's sync (WSGI-style) or async (ASGI-style) test handler."""
+    if kind == "sync":
+        return getattr(Client(), method)(path, headers=headers or {})
+
+    async def go() -> Any:
+        return await getattr(AsyncClient(), method)(path, headers=headers or {})
+
+    return asyncio.run(go())
+
+
+def body(response: Any) -> dict[str, Any]:
+    assert response["Content-Type"].startswith("application/json")
+    data: dict[str, Any] = json.loads(response.content)
+    return data
+
+
+def assert_refused(response: Any, status: int, challenge: str | None, code: str) -> None:
+    assert response.status_code == status
+    assert response.get("WWW-Authenticate") == challenge
+    assert response["Cache-Control"] == "no-store"
+    assert response["Content-Length"] == str(len(response.content))
+    data = body(response)
+    assert set(data) == {"error", "error_description"}
+    assert data["error"] == code
+
+
+# --- refusals: every outcome, both handler kinds ------------------------------------------------
+
+REFUSALS = {
+    "no credentials": (401, 'Bearer realm="orders"', "missing_credentials"),
+    "bad token": (401, 'Bearer realm="orders", error="invalid_token"', "malformed_token"),
+    "expired": (401, 'Bearer realm="orders", error="invalid_token"', "token_expired"),
+    "wrong audience": (401, 'Bearer realm="orders", error="invalid_token"', "invalid_audience"),
+    "insufficient scope": (
+        403,
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:read"',
+        "insufficient_scope",
+    ),
+    "caller not allowed": (403, None, "access_denied"),
+    "deny rule": (403, None, "access_denied"),
+    "method not allowed by policy": (403, None, "access_denied"),
+}
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refusals(zt: Harness, kind: str, case: str) -> None:
+    headers = {
+        "no credentials": {},
+        "bad token": zt.auth("not-a-jwt"),
+        "expired": zt.auth(ttl=1),
+        "wrong audience": zt.auth(audience="billing"),
+        "insufficient scope": zt.auth(scopes=()),
+        "caller not allowed": zt.auth(subject=STRANGER),
+        "deny rule": zt.auth(subject=INTRUDER),
+        "method not allowed by policy": zt.auth(),
+    }[case]
+    if case == "expired":
+        zt.clock.advance(120)
+    method = "post" if case == "method not allowed by policy" else "get"
+    response = call(kind, "/orders/7/", headers, method)
+    status, challenge, code = REFUSALS[case]
+    assert_refused(response, status, challenge, code)
+    [event] = zt.sink.events  # one decision, one audit event
+    assert (event.decision, event.status, event.route) == ("deny", status, ROUTE)
+    assert event.method == method.upper()
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_rate_limited(install: Any, kind: str) -> None:
+    zt = install(pol=policy(rate_limits=[RateLimit("per-caller", rate=1, burst=1)]))
+    headers = zt.auth()
+    assert call(kind, "/orders/7/", headers).status_code == 200
+    response = call(kind, "/orders/7/", headers)
+    assert_refused(response, 429, None, "rate_limited")
+    assert response["Retry-After"] == "1"
+    assert zt.sink.last.reason == "rate_limited"
+
+
+@pytest.fixture
+def unreachable_jwks() -> Any:
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    source = RemoteJWKSource(
+        f"http://127.0.0.1:{port}/jwks", allow_http_loopback=True, timeout=5, retry_interval=0.01
+    )
+    try:
+        yield source
+    finally:
+        source.close()
+
+
+def test_keys_unavailable_is_503(install: Any, unreachable_jwks: Any) -> None:
+    zt = install(keys=unreachable_jwks)
+    response = call("sync", "/orders/7/", zt.auth())
+    assert_refused(response, 503, None, "keys_unavailable")
+    assert zt.sink.last.status == 503
+
+
+def test_keys_unavailable_is_503_async(install: Any, unreachable_jwks: Any) -> None:
+    zt = install(keys=unreachable_jwks)
+    assert_refused(call("async", "/orders/7/", zt.auth()), 503, None, "keys_unavailable")
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_dry_run_is_recorded_not_enforced(install: Any, kind: str) -> None:
+    zt = install(pol=policy(dry_run=True))
+    response = call(kind, "/orders/7/", zt.auth(scopes=()))
+    assert response.status_code == 200
+    event = zt.sink.last
+    assert event.decision == "allow" and event.dry_run and event.would_decide == "deny"
+
+
+# --- success: the principal reaches every kind of view -----------------------------------------
+
+VIEWS = {
+    "/orders/7/": "sync",
+    "/async/orders/7/": "async",
+    "/cbv/orders/7/": "sync",
+    "/cbv-async/orders/7/": "async",
+}
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize("path", list(VIEWS))
+def test_principal_reaches_the_view(zt: Harness, kind: str, path: str) -> None:
+    response = call(kind, path, zt.auth())
+    assert response.status_code == 200, response.content
+    assert body(response) == {"principal": WEB, "context": WEB, "order_id": 7, "mode": VIEWS[path]}
+    [event] = zt.sink.events
+    assert event.decision == "allow" and event.spiffe_id == WEB
+    assert event.route == path.replace("7/", "{order_id}").rstrip("/")
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_principal_context_is_reset_after_the_request(zt: Harness, kind: str) -> None:
+    from zerotrust.django import current_principal
+
+    assert call(kind, "/orders/7/", zt.auth()).status_code == 200
+    assert current_principal() is None
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize(
+    "path", ["/admin-only/", "/async-admin/", "/decorated-class/", "/method-decorated/"]
+)
+def test_view_requirement_combines_with_policy(zt: Harness, kind: str, path: str) -> None:
+    refused = call(kind, path, zt.auth())
+    assert_refused(
+        refused,
+        403,
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:admin"',
+        "insufficient_scope",
+    )
+    assert call(kind, path, zt.auth(scopes=["orders:read", "orders:admin"])).status_code == 200
+    # the app-wide policy still applies: an admin scope alone does not satisfy "shop-read"
+    assert call(kind, path, zt.auth(scopes=["orders:admin"])).status_code == 403
+    assert len(zt.sink.events) == 3
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_require_without_arguments_wants_an_authenticated_caller(zt: Harness, kind: str) -> None:
+    # the policy lets anonymous callers reach /probe; the view's @require() does not
+    assert_refused(call(kind, "/probe/"), 401, 'Bearer realm="orders"', "missing_credentials")
+    assert body(call(kind, "/probe/", zt.auth()))["principal"] == WEB
+
+
+def test_stacked_requirements_all_hold(zt: Harness) -> None:
+    assert call("sync", "/stacked/", zt.auth()).status_code == 200
+    other = zt.auth(subject="spiffe://example.org/ns/shop/sa/batch")
+    assert call("sync", "/stacked/", other).status_code == 403
+    assert call("sync", "/stacked/", zt.auth(scopes=())).status_code == 403
+
+
+def test_a_hidden_requirement_is_refused_loudly(zt: Harness) -> None:
+    with pytest.raises(ZeroTrustImproperlyConfigured, match="not enforced"):
+        call("sync", "/hidden/", zt.auth(scopes=["orders:read", "orders:admin"]))
+
+
+# --- exemptions, unresolved paths, route templates ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize("path", ["/healthz/", "/metrics", "/static/app.js"])
+def test_exempt_requests_are_not_decided(zt: Harness, kind: str, path: str) -> None:
+    response = call(kind, path, zt.auth("not-a-jwt"))
+    assert response.status_code == 200
+    assert body(response) == {"ok": True, "principal": None}
+    assert zt.sink.events == []
+
+
+def test_a_view_with_a_requirement_is_never_exempt(zt: Harness) -> None:
+    assert_refused(
+        call("sync", "/exempt-required/"), 401, 'Bearer realm="orders"', "missing_credentials"
+    )
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_unresolved_paths_are_decided_too(zt: Harness, kind: str) -> None:
+    assert_refused(call(kind, "/nope/"), 401, 'Bearer realm="orders"', "missing_credentials")
+    assert call(kind, "/nope/", zt.auth()).status_code == 404  # allowed: the 404 goes through
+    assert_refused(call(kind, "/nope/", zt.auth(subject=INTRUDER)), 403, None, "access_denied")
+    assert [e.route for e in zt.sink.events] == [None, None, None]
+
+
+def test_regex_routes(zt: Harness) -> None:
+    # a simple re_path() has a template ("anonymous-probe" allows /legacy/{order_id})
+    assert call("sync", "/legacy/7/").status_code == 200
+    assert zt.sink.last.route == "/legacy/{order_id}"
+    # any other regular expression is matched as Django reports it
+    assert call("sync", "/weird/a/", zt.auth()).status_code == 200
+    assert zt.sink.last.route == "^weird/(a|b)/$"
+
+
+# --- sync and async without adaptation, one Guard call per request ------------------------------
+
+
+class CountingGuard(Guard):
+    """A real Guard that records which driver each decision used, and on which thread."""
+
+    def __init__(self, inner: Guard) -> None:
+        super().__init__(
+            authenticator=inner.authenticator,
+            policy=inner.policy,
+            audit=inner.audit,
+            store=inner.store,
+            service=inner.service,
+            clock=inner.clock,
+        )
+        self.calls: list[str] = []
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("sync")
+        return super().evaluate(*args, **kwargs)
+
+    async def aevaluate(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append("async")
+        return await super().aevaluate(*args, **kwargs)
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize("path", list(VIEWS))
+def test_one_guard_call_with_the_matching_driver(zt: Harness, kind: str, path: str) -> None:
+    counting = CountingGuard(zt.guard)
+    with override_settings(ZEROTRUST={"GUARD": counting}):
+        assert call(kind, path, zt.auth()).status_code == 200
+        assert call(kind, "/nope/", zt.auth()).status_code == 404
+    assert counting.calls == [kind, kind]
+
+
+def test_no_sync_async_adaptation(zt: Harness) -> None:
+    for handler, is_async in ((ASGIHandler(), True), (WSGIHandler(), False)):
+        chain = handler._middleware_chain
+        while not isinstance(chain, ZeroTrustMiddleware):
+            assert not isinstance(chain, SyncToAsync)
+            chain = chain.__wrapped__  # convert_exception_to_response's wrapper
+        assert iscoroutinefunction(chain) is is_async
+        assert not isinstance(chain.get_response, SyncToAsync)
+        [view_middleware] = handler._view_middleware
+        assert not isinstance(view_middleware, SyncToAsync)
+        assert iscoroutinefunction(view_middleware) is is_async

@@ -1,0 +1,153 @@
+"""The ZEROTRUST setting is validated when the middleware loads (start-up), naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.wsgi import WSGIHandler
+from django.test import Client
+from django.test.utils import override_settings
+from django.views import View
+
+from tests.adapters.django.conftest import Harness
+from zerotrust.adapters.django_config import get_config
+from zerotrust.django import ZeroTrustMiddleware, ZeroTrustRequiredMixin, require
+from zerotrust.errors import ConfigurationError
+
+GUARD_PATH = "tests.adapters.django.test_settings.GUARD"
+GUARD: Any = None  # set by the tests that resolve a dotted path
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("not a dict", r"ZEROTRUST must be a dict"),
+        ({"GAURD": GUARD_PATH}, r"unknown key 'GAURD'"),
+        ({"EXEMPT": []}, r"ZEROTRUST\['GUARD'\] is required"),
+        ({"GUARD": "no.such.module.guard"}, r"ZEROTRUST\['GUARD'\]: cannot import"),
+        ({"GUARD": "django.conf.settings"}, r"ZEROTRUST\['GUARD'\] must be a zerotrust Guard"),
+        ({"GUARD": 42}, r"ZEROTRUST\['GUARD'\] must be a zerotrust Guard"),
+        (
+            {"GUARD": "tests.adapters.django.project.security.guard"},
+            r"ZEROTRUST\['GUARD'\]: the factory failed: ZT_TEST_BUNDLE is not set",
+        ),
+        ({"GUARD": GUARD_PATH, "EXEMPT": "healthz"}, r"ZEROTRUST\['EXEMPT'\] must be a list"),
+        ({"GUARD": GUARD_PATH, "EXEMPT": ["/a*b"]}, r"EXEMPT'\]: '/a\*b'"),
+        ({"GUARD": GUARD_PATH, "EXEMPT": ["api/health"]}, r"neither a URL name nor a path"),
+        ({"GUARD": GUARD_PATH, "EXEMPT": [""]}, r"EXEMPT'\]: invalid entry ''"),
+    ],
+)
+def test_invalid_settings_fail_at_startup(
+    zt: Harness, monkeypatch: pytest.MonkeyPatch, value: object, message: str
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "GUARD", zt.guard)
+    monkeypatch.delenv("ZT_TEST_BUNDLE", raising=False)
+    with override_settings(ZEROTRUST=value):
+        with pytest.raises(ImproperlyConfigured, match=message) as caught:
+            WSGIHandler()  # Django builds the middleware chain here, before any request
+        assert isinstance(caught.value, ConfigurationError)
+
+
+def test_missing_setting(zt: Harness) -> None:
+    with override_settings():
+        del settings.ZEROTRUST
+        with pytest.raises(ImproperlyConfigured, match="ZEROTRUST setting is missing"):
+            ZeroTrustMiddleware(lambda request: None)
+
+
+@pytest.mark.parametrize("form", ["instance", "factory", "dotted instance", "dotted factory"])
+def test_guard_forms(zt: Harness, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "GUARD", zt.guard)
+    monkeypatch.setattr(sys.modules[__name__], "guard_factory", lambda: zt.guard, raising=False)
+    value = {
+        "instance": zt.guard,
+        "factory": lambda: zt.guard,
+        "dotted instance": GUARD_PATH,
+        "dotted factory": "tests.adapters.django.test_settings.guard_factory",
+    }[form]
+    with override_settings(ZEROTRUST={"GUARD": value}):
+        assert get_config().guard is zt.guard
+        assert Client().get("/orders/7/", headers=zt.auth()).status_code == 200
+
+
+def test_configuration_is_parsed_once_per_value(zt: Harness) -> None:
+    assert get_config() is get_config()
+    first = get_config()
+    with override_settings(ZEROTRUST={"GUARD": zt.guard, "EXEMPT": ["/other"]}):
+        assert get_config() is not first
+        assert get_config().exempt_paths == frozenset({"/other"})
+
+
+def test_mixin_attributes_are_checked_when_the_class_is_defined() -> None:
+    with pytest.raises(ImproperlyConfigured, match=r"BadView.*single string"):
+
+        class BadView(ZeroTrustRequiredMixin, View):
+            required_scopes = "orders:read"
+
+
+def test_require_arguments_are_checked_when_decorating() -> None:
+    with pytest.raises(ConfigurationError, match="single string"):
+        require(scopes="orders:read")  # type: ignore[arg-type]
+
+
+def run_isolated(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_importing_zerotrust_does_not_import_django() -> None:
+    result = run_isolated(
+        """
+        import sys
+        import zerotrust
+        assert "django" not in sys.modules and "rest_framework" not in sys.modules
+        """
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_adapter_without_django_names_the_extra() -> None:
+    result = run_isolated(
+        """
+        import sys
+        sys.modules["django"] = None
+        from zerotrust.errors import MissingDependencyError
+        try:
+            import zerotrust.django
+        except MissingDependencyError as exc:
+            assert (exc.package, exc.extra) == ("django", "django"), exc
+        else:
+            raise AssertionError("imported without django")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_adapter_without_drf_works_and_names_the_extra() -> None:
+    result = run_isolated(
+        """
+        import sys
+        sys.modules["rest_framework"] = None
+        import zerotrust.django
+        from zerotrust.errors import MissingDependencyError
+        assert zerotrust.django.ZeroTrustMiddleware is not None
+        try:
+            zerotrust.django.ZeroTrustAuthentication
+        except MissingDependencyError as exc:
+            assert (exc.package, exc.extra) == ("djangorestframework", "drf"), exc
+        else:
+            raise AssertionError("DRF class without DRF")
+        """
+    )
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,153 @@
+"""TLS material for grpc servers: dynamic server credentials from SVID and bundle sources,
+and client chains from grpc's auth context, verified with zerotrust."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+from urllib.parse import unquote
+
+from zerotrust.errors import ConfigurationError, MissingDependencyError, ZeroTrustError
+
+try:
+    import grpc  # type: ignore[import-untyped,unused-ignore]
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("grpcio", "grpc") from None
+
+from zerotrust.authn.authenticate import Authenticator
+from zerotrust.x509._certs import certs_to_pem
+from zerotrust.x509.bundle import BundleSet, TrustBundle
+from zerotrust.x509.sources import X509BundleSource, X509SvidSource
+from zerotrust.x509.svid import X509Svid
+from zerotrust.x509.verify import VerifiedPeer, verify_x509_svid
+
+__all__ = ["PeerCache", "remote_address", "server_credentials"]
+
+_MAX_CACHED: Final = 4096
+_log = logging.getLogger("zerotrust.grpc")
+
+
+def remote_address(peer: str) -> str | None:
+    """The IP address in a grpc peer string (``ipv4:1.2.3.4:5``, ``ipv6:%5B::1%5D:5``)."""
+    kind, _, rest = unquote(peer).partition(":")
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or None
+    if kind == "ipv6" and rest.startswith("["):
+        end = rest.find("]")
+        return rest[1:end] if end > 1 else None
+    return None  # unix sockets and anything unknown: no address
+
+
+def _pem_to_der(blobs: Iterable[bytes]) -> list[bytes]:
+    marker = b"-----END CERTIFICATE-----"
+    return [
+        ssl.PEM_cert_to_DER_cert((part + marker).strip().decode("ascii"))
+        for blob in blobs
+        for part in blob.split(marker)
+        if b"-----BEGIN CERTIFICATE-----" in part
+    ]
+
+
+class PeerCache:
+    """Client chains from grpc's auth context, verified with zerotrust against the bundle of
+    the peer's own trust domain; cached per (exact chain, bundle snapshot)."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authn = authenticator
+        bundles = authenticator.bundles
+        # a TrustBundle makes a new BundleSet per call: take its one snapshot once
+        self._bundles = bundles.get_bundle_set() if isinstance(bundles, TrustBundle) else bundles
+        self._entries: dict[bytes, tuple[object, list[bytes], VerifiedPeer]] = {}
+
+    def lookup(self, auth: Mapping[str, Any]) -> tuple[list[bytes] | None, VerifiedPeer | None]:
+        leaf = auth.get("x509_pem_cert")
+        if not leaf:
+            return None, None
+        rest = auth.get("x509_pem_cert_chain") or ()
+        key = b"".join((leaf[0], *rest))
+        bundles = self._bundles
+        snapshot = bundles.get_bundle_set() if bundles is not None else None
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is snapshot:
+            return hit[1], hit[2]
+        try:
+            der = _pem_to_der(leaf[:1])[:1]
+            if not der:
+                raise ValueError("no certificate")
+            der += [c for c in _pem_to_der(rest) if c != der[0]]  # the server side has no leaf
+        except (ValueError, UnicodeError):
+            return [b""], None  # unparseable: the Guard refuses it as malformed (and audits)
+        if snapshot is None:
+            return der, None  # the Authenticator refuses: no bundles to verify against
+        try:
+            peer = verify_x509_svid(der, snapshot, now=self._authn.clock.now(), role="client")
+        except ZeroTrustError:
+            return der, None  # the Guard verifies again, refuses and audits the reason
+        if len(self._entries) >= _MAX_CACHED:
+            self._entries.clear()
+        self._entries[key] = (snapshot, der, peer)
+        return der, peer
+
+
+def _certificate_configuration(svid: X509Svid, bundles: BundleSet) -> Any:
+    authorities = bundles.all_x509_authorities()
+    if not authorities:
+        raise ConfigurationError("the bundle source has no X.509 authorities")
+    return grpc.ssl_server_certificate_configuration(
+        [(svid.private_key_pem(), svid.cert_chain_pem())], certs_to_pem(authorities)
+    )
+
+
+class _CertificateConfigurations:
+    """grpc's certificate-configuration fetcher: called before every new TLS handshake, it
+    answers ``None`` (keep the current one) unless the SVID or bundle snapshot changed."""
+
+    def __init__(self, svid: X509SvidSource, bundles: X509BundleSource) -> None:
+        self._svid, self._bundles = svid, bundles
+        self._lock = threading.Lock()
+        current = (svid.get_x509_svid(), bundles.get_bundle_set())
+        self.initial = _certificate_configuration(*current)
+        self._loaded: tuple[X509Svid, BundleSet] = current
+
+    def __call__(self) -> Any:
+        try:
+            svid, bundles = self._svid.get_x509_svid(), self._bundles.get_bundle_set()
+            with self._lock:
+                if svid is self._loaded[0] and bundles is self._loaded[1]:
+                    return None
+                config = _certificate_configuration(svid, bundles)
+                self._loaded = (svid, bundles)
+                return config
+        except Exception:  # keep serving the current certificate rather than no handshake
+            _log.exception("zerotrust: could not load the rotated SVID or bundles for grpc")
+            return None
+
+
+def server_credentials(
+    svid: X509SvidSource | X509Svid,
+    bundles: X509BundleSource | TrustBundle | BundleSet,
+    *,
+    require_client_auth: bool = True,
+) -> Any:
+    """mTLS ``grpc.ServerCredentials`` from an SVID source and a bundle source.
+
+    Built on ``grpc.dynamic_ssl_server_credentials``: before each new connection grpc asks
+    for the current configuration, so a rotated SVID (or changed bundles) is served to new
+    connections without a restart; established connections keep theirs. Client certificates
+    are required and checked by grpc against the authorities of *every* trust domain in the
+    bundles (one merged store); the :class:`ServerInterceptor` then re-verifies each client
+    against its own trust domain's bundle. Use both.
+    """
+    if not callable(getattr(svid, "get_x509_svid", None)):
+        raise ConfigurationError("svid must be an X509Svid or have get_x509_svid()")
+    if not callable(getattr(bundles, "get_bundle_set", None)):
+        raise ConfigurationError("bundles must be a TrustBundle, BundleSet or bundle source")
+    if isinstance(bundles, TrustBundle):
+        bundles = bundles.get_bundle_set()  # one static snapshot, not a new set per handshake
+    configs = _CertificateConfigurations(svid, bundles)
+    return grpc.dynamic_ssl_server_credentials(
+        configs.initial, configs, require_client_authentication=bool(require_client_auth)
+    )

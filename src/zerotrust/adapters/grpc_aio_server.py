@@ -1,0 +1,98 @@
+"""gRPC server interceptor for ``grpc.aio`` servers: the sync interceptor's logic, awaited.
+
+It shares every step with :class:`~zerotrust.adapters.grpc_server.ServerInterceptor` (view,
+peer verification, requirements, refusal translation) and decides with
+``await guard.aevaluate(...)``. The wrapped handler keeps the kind grpc dispatches on:
+
+* ``async def`` handlers (unary, or streaming with the reader/writer API) and async
+  generators are wrapped by coroutines / async generators that decide first;
+* *sync* handlers stay sync, so grpc still runs them in its thread pool with a sync context;
+  the wrapper decides from that thread by running ``guard.aevaluate`` on the server's event
+  loop, then runs the handler in a context that carries the principal (grpc's pool does not
+  propagate context variables, and may drive each step of a stream on another thread).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from zerotrust.errors import MissingDependencyError
+
+try:
+    import grpc  # type: ignore[import-untyped,unused-ignore]
+    import grpc.aio  # type: ignore[import-untyped,unused-ignore]
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("grpcio", "grpc") from None
+
+from zerotrust.adapters._context import set_principal
+from zerotrust.adapters.grpc_server import ServerInterceptor
+from zerotrust.authn.principal import Principal
+from zerotrust.authn.request import RequestView
+from zerotrust.authz.policy import Requirement
+from zerotrust.pipeline import Outcome
+
+__all__ = ["AioServerInterceptor"]
+
+
+class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Authenticate, authorize and audit every RPC of a ``grpc.aio.server`` with ``guard``.
+
+    Same arguments as :class:`~zerotrust.adapters.grpc_server.ServerInterceptor`.
+    """
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
+        loop = asyncio.get_running_loop()
+
+        def wrap(
+            behavior: Callable[..., Any],
+            method: str,
+            requirement: Requirement | None,
+            response_streaming: bool,
+        ) -> Callable[..., Any]:
+            if inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior):
+                return self._async_behavior(behavior, method, requirement)
+
+            def evaluate(view: RequestView, req: Requirement | None) -> Outcome:
+                # runs on grpc's pool thread; the Guard's I/O stays on the server's loop
+                future = asyncio.run_coroutine_threadsafe(self._guard.aevaluate(view, req), loop)
+                return future.result()
+
+            return self._sync_behavior(behavior, method, requirement, response_streaming, evaluate)
+
+        return self._intercept(handler, handler_call_details.method, wrap, loop)
+
+    async def _aadmit(
+        self, context: Any, method: str, requirement: Requirement | None
+    ) -> Principal | None:
+        outcome = await self._guard.aevaluate(self._view(method, context), requirement)
+        if not outcome.allowed:
+            code, details, trailing = self._refusal(outcome)
+            if trailing:
+                context.set_trailing_metadata(trailing)
+            await context.abort(code, details)  # raises
+            raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
+        return outcome.principal
+
+    def _async_behavior(
+        self, behavior: Callable[..., Any], method: str, requirement: Requirement | None
+    ) -> Callable[..., Any]:
+        # Each RPC runs in its own task (its own copy of the context), so the principal set
+        # here is visible to the handler and discarded with the task.
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                set_principal(await self._aadmit(context, method, requirement))
+                async for item in behavior(request, context):
+                    yield item
+
+            return stream
+
+        async def call(request: Any, context: Any) -> Any:
+            set_principal(await self._aadmit(context, method, requirement))
+            return await behavior(request, context)
+
+        return call

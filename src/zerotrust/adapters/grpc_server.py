@@ -1,0 +1,272 @@
+"""gRPC server interceptor (sync ``grpc.server``): every RPC through the Guard.
+
+The interceptor wraps the handler grpc found for the method, keeping its arity and its
+(de)serializers, so the check runs *inside* the handler, where the ``ServicerContext`` is:
+
+* the peer certificate comes from ``context.auth_context()`` (``x509_pem_cert`` and the
+  intermediates in ``x509_pem_cert_chain``) and is re-verified as an X509-SVID against the
+  bundle of its own trust domain (grpc's TLS stack only checked it against a merged root
+  store). grpc's ``x509_common_name``, ``peer_identity`` and ``peer_spiffe_id`` are never used
+  as identities. Verified chains are cached per bundle snapshot, keyed by the exact
+  certificates presented (the TLS handshake proved the key); expiry is re-checked per call;
+* the token comes from the ``authorization`` metadata, the remote address from
+  ``context.peer()``; the view has kind ``grpc``, method ``POST`` and the full method name
+  (``/pkg.Service/Method``) as its route;
+* a refusal aborts with the Outcome's status (UNAUTHENTICATED, PERMISSION_DENIED,
+  RESOURCE_EXHAUSTED, UNAVAILABLE, ...), the error code as details and ``www-authenticate``
+  / ``retry-after`` as trailing metadata; streaming handlers are checked before the first
+  message is consumed or produced;
+* the principal is readable with :func:`current_principal` inside the handler.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final, TypeVar
+
+from zerotrust.errors import ConfigurationError, MissingDependencyError
+
+try:
+    import grpc  # type: ignore[import-untyped,unused-ignore]
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("grpcio", "grpc") from None
+
+from zerotrust.adapters._context import current_principal, set_principal
+from zerotrust.adapters._grpc_tls import PeerCache, remote_address, server_credentials
+from zerotrust.authn.request import RequestView
+from zerotrust.authz import policy as _authz
+from zerotrust.authz.policy import Requirement
+from zerotrust.pipeline import Guard, Outcome
+from zerotrust.x509.verify import VerifiedPeer
+
+__all__ = [
+    "REQUIREMENT_ATTRIBUTE",
+    "ServerInterceptor",
+    "current_principal",
+    "require",
+    "server_credentials",
+]
+
+#: The attribute :func:`require` sets on a servicer method.
+REQUIREMENT_ATTRIBUTE: Final = "__zerotrust_requirement__"
+
+F = TypeVar("F", bound=Callable[..., Any])
+Evaluate = Callable[[RequestView, "Requirement | None"], Outcome]
+
+_KINDS: Final = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+}
+_MAX_CACHED: Final = 4096
+
+
+def require(**kwargs: Any) -> Callable[[F], F]:
+    """Decorate a servicer method with a :class:`~zerotrust.Requirement` (the arguments of
+    :func:`zerotrust.require`: ``scopes``, ``any_scopes``, ``callers``, ``proven_by``).
+
+    The method itself is returned unchanged (sync or async); stacked decorators combine.
+    """
+    requirement = _authz.require(**kwargs)
+
+    def decorate(fn: F) -> F:
+        existing = getattr(fn, REQUIREMENT_ATTRIBUTE, None)
+        setattr(fn, REQUIREMENT_ATTRIBUTE, requirement & existing if existing else requirement)
+        return fn
+
+    return decorate
+
+
+class _View:
+    """The :class:`~zerotrust.RequestView` of one RPC (grpc metadata keys are lower case)."""
+
+    __slots__ = ("_headers", "peer_chain", "remote_addr", "route", "scheme", "verified_peer")
+    kind: Final = "grpc"
+    method: Final = "POST"
+    host: Final = None
+
+    def __init__(
+        self,
+        route: str,
+        headers: dict[str, list[str]],
+        *,
+        secure: bool,
+        remote_addr: str | None,
+        peer_chain: list[bytes] | None,
+        verified_peer: VerifiedPeer | None,
+    ) -> None:
+        self.route = route
+        self._headers = headers
+        self.scheme = "https" if secure else "http"
+        self.remote_addr = remote_addr
+        self.peer_chain = peer_chain
+        self.verified_peer = verified_peer
+
+    @property
+    def path(self) -> str:
+        return self.route
+
+    def header(self, name: str) -> list[str]:
+        return list(self._headers.get(name.lower(), ()))
+
+
+def _iterate_in(run: contextvars.Context, iterator: Iterator[Any]) -> Iterator[Any]:
+    """Drive ``iterator`` inside ``run`` step by step (each step may be on another thread)."""
+    try:
+        while True:
+            try:
+                item = run.run(next, iterator)
+            except StopIteration:
+                return
+            yield item
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            run.run(close)
+
+
+class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Authenticate, authorize and audit every RPC of a ``grpc.server`` with ``guard``.
+
+    ``requirements`` maps full method names (``/pkg.Service/Method``) to a
+    :class:`~zerotrust.Requirement`, combined with any :func:`require` on the servicer method.
+    ``exempt`` lists full method names served without any check (for instance
+    ``/grpc.health.v1.Health/Check``); nothing is exempt by default.
+    """
+
+    def __init__(
+        self,
+        guard: Guard,
+        *,
+        requirements: Mapping[str, Requirement] | None = None,
+        exempt: Iterable[str] = (),
+    ) -> None:
+        if not isinstance(guard, Guard):
+            raise ConfigurationError("guard must be a zerotrust Guard")
+        if isinstance(exempt, str):
+            raise ConfigurationError("exempt takes a collection of full method names")
+        self._guard = guard
+        self._requirements = dict(requirements or {})
+        for name, req in self._requirements.items():
+            if not name.startswith("/") or not isinstance(req, Requirement):
+                raise ConfigurationError(
+                    "requirements maps '/pkg.Service/Method' names to Requirement objects"
+                )
+        self._exempt = frozenset(exempt)
+        if any(not (isinstance(m, str) and m.startswith("/")) for m in self._exempt):
+            raise ConfigurationError("exempt names are full method names: '/pkg.Service/Method'")
+        self._peers = PeerCache(guard.authenticator)
+        self._wrapped: dict[str, tuple[Any, object, Any]] = {}
+        self._lock = threading.Lock()
+
+    # --- grpc ---------------------------------------------------------------------------------
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        return self._intercept(handler, handler_call_details.method, self._sync_behavior)
+
+    # --- shared by the sync and aio interceptors ------------------------------------------------
+
+    def _intercept(
+        self, handler: Any, method: str, wrap: Callable[..., Any], scope: object = None
+    ) -> Any:
+        if handler is None or method in self._exempt:
+            return handler
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler and cached[1] is scope:
+            return cached[2]
+        streaming = (bool(handler.request_streaming), bool(handler.response_streaming))
+        attr, factory = _KINDS[streaming]
+        behavior = getattr(handler, attr)
+        requirement = self._requirement_for(method, behavior)
+        wrapped = factory(
+            wrap(behavior, method, requirement, streaming[1]),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        with self._lock:
+            if len(self._wrapped) >= _MAX_CACHED:
+                self._wrapped.clear()
+            self._wrapped[method] = (handler, scope, wrapped)
+        return wrapped
+
+    def _requirement_for(self, method: str, behavior: Any) -> Requirement | None:
+        mapped = self._requirements.get(method)
+        decorated = getattr(behavior, REQUIREMENT_ATTRIBUTE, None)
+        if decorated is not None and not isinstance(decorated, Requirement):
+            raise ConfigurationError(f"{REQUIREMENT_ATTRIBUTE} of {method} is not a Requirement")
+        if mapped is not None and decorated is not None:
+            return mapped & decorated
+        return mapped if mapped is not None else decorated
+
+    def _view(self, method: str, context: Any) -> RequestView:
+        auth = context.auth_context()
+        chain, verified = self._peers.lookup(auth)
+        headers: dict[str, list[str]] = {}
+        for key, value in context.invocation_metadata():
+            if isinstance(value, str):  # binary (-bin) metadata is never a credential
+                headers.setdefault(key, []).append(value)
+        return _View(
+            method,
+            headers,
+            secure=auth.get("transport_security_type") == [b"ssl"],
+            remote_addr=remote_address(context.peer()),
+            peer_chain=chain,
+            verified_peer=verified,
+        )
+
+    @staticmethod
+    def _refusal(outcome: Outcome) -> tuple[Any, str, tuple[tuple[str, str], ...]]:
+        code = getattr(grpc.StatusCode, outcome.grpc_status, None)
+        if code is None or code is grpc.StatusCode.OK:
+            code = grpc.StatusCode.PERMISSION_DENIED  # never let a refusal look like success
+        body = outcome.body()
+        details = body["error"] if body else "access_denied"
+        trailing = tuple((name.lower(), value) for name, value in outcome.headers)
+        return code, details, trailing
+
+    def _admit(
+        self, context: Any, method: str, requirement: Requirement | None, evaluate: Evaluate
+    ) -> contextvars.Context:
+        """Decide in the calling thread; abort or return a context holding the principal."""
+        outcome = evaluate(self._view(method, context), requirement)
+        if not outcome.allowed:
+            code, details, trailing = self._refusal(outcome)
+            if trailing:
+                context.set_trailing_metadata(trailing)
+            context.abort(code, details)  # raises
+            raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
+        run = contextvars.copy_context()
+        run.run(set_principal, outcome.principal)
+        return run
+
+    def _sync_behavior(
+        self,
+        behavior: Callable[..., Any],
+        method: str,
+        requirement: Requirement | None,
+        response_streaming: bool,
+        evaluate: Evaluate | None = None,
+    ) -> Callable[..., Any]:
+        """A sync behaviour of the same shape; the handler runs in a context with the principal
+        (also when grpc drives each step of a stream on a different pool thread)."""
+        decide: Evaluate = evaluate or self._guard.evaluate
+        if inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior):
+            raise ConfigurationError(f"{method}: async handlers need the AioServerInterceptor")
+
+        if response_streaming:
+
+            def stream(request: Any, context: Any) -> Iterator[Any]:
+                run = self._admit(context, method, requirement, decide)
+                yield from _iterate_in(run, iter(run.run(behavior, request, context)))
+
+            return stream
+
+        def unary(request: Any, context: Any) -> Any:
+            return self._admit(context, method, requirement, decide).run(behavior, request, context)
+
+        return unary

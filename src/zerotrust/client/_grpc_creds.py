@@ -1,0 +1,179 @@
+"""Credentials and channel options for gRPC clients: mTLS material from sources, a token
+call-credentials plugin, and grpc's own retry policy."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import grpc  # type: ignore[import-untyped,unused-ignore]
+
+from zerotrust.errors import ConfigurationError, SourceError
+from zerotrust.identity import TrustDomain
+from zerotrust.tokens._outgoing_cache import _unverified_exp, check_token
+from zerotrust.tokens.outgoing import TokenSource
+from zerotrust.x509._certs import certs_to_pem
+from zerotrust.x509.bundle import BundleSet
+from zerotrust.x509.svid import X509Svid
+
+__all__ = ["RetryPolicy", "TokenPlugin", "channel_credentials"]
+
+_log = logging.getLogger("zerotrust.grpc")
+
+_STATUS_NAMES: Final = frozenset(code.name for code in grpc.StatusCode)
+
+
+def channel_credentials(
+    svid: X509Svid, bundles: BundleSet, trust_domain: TrustDomain | None
+) -> Any:
+    """mTLS channel credentials presenting ``svid``; grpc trusts only the authorities of the
+    server's ``trust_domain`` (all bundles' authorities when it is not known)."""
+    if trust_domain is not None:
+        bundle = bundles.get(trust_domain)
+        authorities = list(bundle.x509_authorities) if bundle is not None else []
+    else:
+        authorities = bundles.all_x509_authorities()
+    if not authorities:
+        where = f"trust domain {trust_domain}" if trust_domain is not None else "the bundles"
+        raise ConfigurationError(f"no X.509 authorities for {where}")
+    return grpc.ssl_channel_credentials(
+        root_certificates=certs_to_pem(authorities),
+        private_key=svid.private_key_pem(),
+        certificate_chain=svid.cert_chain_pem(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """gRPC's own retry policy (service config ``retryPolicy``), applied to every method.
+
+    grpc retries a call only when it failed with one of ``retryable_status_codes`` and no
+    response headers arrived yet, with exponential backoff (randomized by grpc) capped at
+    ``max_backoff``; ``max_attempts`` counts the first attempt (grpc caps it at 5).
+    """
+
+    max_attempts: int = 3
+    initial_backoff: float = 0.1
+    max_backoff: float = 1.0
+    backoff_multiplier: float = 2.0
+    retryable_status_codes: tuple[str, ...] = ("UNAVAILABLE",)
+
+    def __post_init__(self) -> None:
+        if type(self.max_attempts) is not int or not 2 <= self.max_attempts <= 5:
+            raise ConfigurationError("max_attempts must be an int from 2 to 5")
+        for name in ("initial_backoff", "max_backoff", "backoff_multiplier"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigurationError(f"{name} must be a number")
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigurationError(f"{name} must be positive and finite")
+        if self.max_backoff < self.initial_backoff:
+            raise ConfigurationError("max_backoff must be at least initial_backoff")
+        codes: object = self.retryable_status_codes
+        if not isinstance(codes, tuple) or not codes or not set(codes) <= _STATUS_NAMES - {"OK"}:
+            raise ConfigurationError("retryable_status_codes must name grpc status codes")
+
+    def service_config(self) -> str:
+        """The ``grpc.service_config`` JSON."""
+        policy = {
+            "maxAttempts": self.max_attempts,
+            "initialBackoff": f"{self.initial_backoff:.3f}s",
+            "maxBackoff": f"{self.max_backoff:.3f}s",
+            "backoffMultiplier": self.backoff_multiplier,
+            "retryableStatusCodes": list(self.retryable_status_codes),
+        }
+        return json.dumps({"methodConfig": [{"name": [{}], "retryPolicy": policy}]})
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    header: str
+    use_until: float
+    poll_at: float
+
+
+class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
+    """Attaches ``authorization: Bearer <token for audience>`` to every call.
+
+    grpc calls the plugin on its own thread for each call. A valid token is answered at once
+    from a small memo; the token source is consulted on a background thread (at most every
+    ``poll_interval`` seconds, which is where it refreshes ahead of expiry), so no call waits
+    for a refresh while a valid token is at hand. Without one, the call waits for the source,
+    and grpc fails it at its deadline if the source is slower. A memoized token is never used
+    within ``margin`` seconds of its ``exp``; tokens without a readable ``exp`` are re-read
+    from the source at least every ``opaque_lifetime`` seconds.
+    """
+
+    poll_interval: Final = 1.0
+    margin: Final = 5.0
+    opaque_lifetime: Final = 30.0
+
+    def __init__(self, source: TokenSource, audience: str) -> None:
+        if not callable(getattr(source, "token", None)):
+            raise ConfigurationError("token_source must be a TokenSource")
+        if not isinstance(audience, str) or not audience:
+            raise ConfigurationError("audience must be a non-empty string")
+        self._source = source
+        self._audience = audience
+        self._memo: _Memo | None = None
+        self._lock = threading.Lock()
+        self._pending: concurrent.futures.Future[_Memo] | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="zerotrust-grpc-token"
+        )
+
+    def __call__(self, context: Any, callback: Any) -> None:
+        now = time.monotonic()
+        memo = self._memo
+        if memo is not None and now < memo.use_until:
+            callback((("authorization", memo.header),), None)
+            if now >= memo.poll_at:
+                self._refresh()
+            return
+        try:
+            future = self._refresh()
+        except RuntimeError:  # the channel was closed
+            callback(None, SourceError("the channel is closed"))
+            return
+
+        def done(f: concurrent.futures.Future[_Memo]) -> None:
+            error = SourceError("the channel is closed") if f.cancelled() else f.exception()
+            if error is not None:
+                callback(None, error)
+            else:
+                callback((("authorization", f.result().header),), None)
+
+        future.add_done_callback(done)
+
+    def _refresh(self) -> concurrent.futures.Future[_Memo]:
+        with self._lock:
+            if self._pending is None or self._pending.done():
+                self._pending = self._pool.submit(self._fetch)
+            return self._pending
+
+    def _fetch(self) -> _Memo:
+        try:
+            token = check_token(self._source.token(self._audience))
+        except Exception as exc:
+            _log.warning("zerotrust: no token for %s: %s", self._audience, type(exc).__name__)
+            raise
+        now_wall, now = time.time(), time.monotonic()
+        exp = _unverified_exp(token)
+        if exp is None:
+            use_until = now + self.opaque_lifetime
+        else:
+            left = exp.timestamp() - now_wall
+            use_until = now + left - min(self.margin, max(left, 0) / 10)
+        memo = _Memo(f"Bearer {token}", use_until, now + self.poll_interval)
+        self._memo = memo
+        return memo
+
+    def close(self) -> None:
+        """Stop the background thread (pending calls fail; later ones are refused)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,370 @@
+"""zerotrust's gRPC channels against real mTLS servers: identity check, tokens, trace context,
+retries and rebuilds on client SVID rotation (sync and aio)."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.grpc_integration._support import (
+    CLIENT_ID,
+    METHODS,
+    SERVER_ID,
+    SERVICE,
+    Seen,
+    World,
+    acall_all,
+    aio_server,
+    call_all,
+    sync_server,
+)
+from zerotrust import RotatingSvidSource, SelfIssuedTokenSource, match, server_ssl_context
+from zerotrust.errors import ConfigurationError
+from zerotrust.grpc import (
+    RetryPolicy,
+    ServerIdentityError,
+    aio_secure_channel,
+    secure_channel,
+    server_credentials,
+)
+
+WRONG_ID = "spiffe://example.org/not-the-echo"
+
+
+def options(world: World, **overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "svid": world.client_svid,
+        "bundles": world.ca.bundle,
+        "server_id": SERVER_ID,
+        "token_source": SelfIssuedTokenSource(world.issuer, subject=CLIENT_ID),
+    }
+    return {**base, **overrides}
+
+
+def test_sync_channel_all_arities(world: World) -> None:
+    seen = Seen()
+    with (
+        sync_server(world, seen=seen) as port,
+        secure_channel(f"localhost:{port}", **options(world)) as channel,
+    ):
+        results = call_all(channel, [])
+        assert channel.server_peer is not None
+        assert str(channel.server_peer.spiffe_id) == SERVER_ID
+    assert all(not isinstance(r, grpc.RpcError) for r in results.values()), results
+    assert {m for m, _ in seen.calls} == set(METHODS)
+    event = world.sink.last
+    assert event is not None and event.proven_by == "mtls+jwt" and event.decision == "allow"
+
+
+def test_aio_channel_all_arities(world: World) -> None:
+    seen = Seen()
+
+    async def run() -> dict[str, Any]:
+        async with (
+            aio_server(world, seen=seen) as port,
+            aio_secure_channel(f"localhost:{port}", **options(world)) as channel,
+        ):
+            results = await acall_all(channel, [])
+            assert channel.server_peer is not None
+            return results
+
+    results = asyncio.run(run())
+    assert all(isinstance(r, (bytes, list)) for r in results.values()), results
+    assert {p for _, p in seen.calls} == {CLIENT_ID.encode()}
+
+
+def test_wrong_server_id_is_refused_before_sending(world: World) -> None:
+    seen = Seen()
+    with (
+        sync_server(world, seen=seen) as port,
+        secure_channel(f"localhost:{port}", **options(world, server_id=WRONG_ID)) as channel,
+    ):
+        results = call_all(channel, [])
+        for method in METHODS:
+            error = results[method]
+            assert isinstance(error, ServerIdentityError), method
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert error.__cause__ is not None
+            assert getattr(error.__cause__, "reason", None) == "peer_not_authorized"
+    assert seen.calls == [] and world.sink.events == []  # no RPC ever reached the server
+
+
+def test_wrong_server_id_is_refused_aio(world: World) -> None:
+    seen = Seen()
+
+    async def run() -> None:
+        async with (
+            aio_server(world, seen=seen) as port,
+            aio_secure_channel(f"localhost:{port}", **options(world, server_id=WRONG_ID)) as ch,
+        ):
+            with pytest.raises(ServerIdentityError) as info:
+                await ch.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    asyncio.run(run())
+    assert seen.calls == [] and world.sink.events == []
+
+
+def test_an_impostor_behind_the_same_address_is_caught_on_reconnection(world: World) -> None:
+    """The server is replaced by another workload of the same trust domain with the same DNS
+    name (grpc's own checks pass): the channel re-checks before reconnecting."""
+    impostor = world.ca.issue_svid("spiffe://example.org/impostor", dns_names=["localhost"])
+    states: list[grpc.ChannelConnectivity] = []
+    changed = threading.Condition()
+
+    def watch(state: grpc.ChannelConnectivity) -> None:
+        with changed:
+            states.append(state)
+            changed.notify_all()
+
+    with sync_server(world) as port:
+        channel = secure_channel(f"localhost:{port}", **options(world), retry=None)
+        assert channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+        channel.subscribe(watch)
+    try:
+        with changed:  # the old server is gone: wait until the channel saw it
+            assert changed.wait_for(
+                lambda: states and states[-1] != grpc.ChannelConnectivity.READY, timeout=30
+            )
+        seen = Seen()
+        with sync_server(world, seen=seen, svid=impostor, bind=f"localhost:{port}"):
+            with pytest.raises(ServerIdentityError) as info:
+                channel.unary_unary(f"/{SERVICE}/Unary")(b"secret", timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert seen.calls == []
+        assert len(world.sink.events) == 1  # only the first call, on the real server
+    finally:
+        channel.unsubscribe(watch)
+        channel.close()
+
+
+def test_authorizer_and_unreachable_server(world: World) -> None:
+    with sync_server(world) as port:
+        accepted = options(world, server_id=None, authorizer=match.member_of("example.org"))
+        accepted["audience"] = SERVER_ID
+        with secure_channel(f"localhost:{port}", **accepted) as channel:
+            assert channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+    # the server is gone: the identity check cannot run, nothing is sent
+    with (
+        secure_channel(f"localhost:{port}", **options(world), retry=None) as channel,
+        pytest.raises(ServerIdentityError) as info,
+    ):
+        channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_trace_context_reaches_the_server_audit_event(world: World) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("client")
+    with (
+        sync_server(world) as port,
+        secure_channel(f"localhost:{port}", **options(world)) as channel,
+        tracer.start_as_current_span("call-echo") as span,
+    ):
+        channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    provider.shutdown()
+    event = world.sink.last
+    assert event is not None and event.trace_id == trace_id and event.trace_trusted
+    assert exporter.get_finished_spans()[0].name == "call-echo"
+
+
+def test_trace_context_aio(world: World) -> None:
+    provider = TracerProvider()
+    tracer = provider.get_tracer("client")
+
+    async def run() -> str:
+        async with (
+            aio_server(world) as port,
+            aio_secure_channel(f"localhost:{port}", **options(world)) as channel,
+        ):
+            with tracer.start_as_current_span("call-echo") as span:
+                await channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+                return format(span.get_span_context().trace_id, "032x")
+
+    trace_id = asyncio.run(run())
+    provider.shutdown()
+    assert world.sink.last is not None and world.sink.last.trace_id == trace_id
+
+
+def test_client_svid_rotation_rebuilds_without_failing_in_flight_calls(world: World) -> None:
+    source = RotatingSvidSource(world.client_svid)
+    rotated = world.ca.issue_svid(CLIENT_ID)
+    requests: queue.Queue[bytes | None] = queue.Queue()
+
+    def outgoing() -> Iterator[bytes]:
+        while (item := requests.get(timeout=30)) is not None:
+            yield item
+
+    with (
+        sync_server(world) as port,
+        secure_channel(f"localhost:{port}", **options(world, svid=source)) as channel,
+    ):
+        stream = channel.stream_stream(f"/{SERVICE}/Bidi")(outgoing(), timeout=30)
+        requests.put(b"1")
+        assert next(stream).endswith(b"|1")  # in flight on the first channel
+        source.set(rotated)
+        assert channel.unary_unary(f"/{SERVICE}/Unary")(b"new", timeout=10)  # new channel
+        assert channel.rebuilds == 1
+        requests.put(b"2")
+        assert next(stream).endswith(b"|2")  # the old channel still carries the stream
+        requests.put(None)
+        assert list(stream) == []
+        assert stream.code() == grpc.StatusCode.OK
+    fingerprints = [e.cert_fingerprint for e in world.sink.events]
+    assert fingerprints == [world.client_svid.fingerprint, rotated.fingerprint]
+
+
+def test_client_svid_rotation_aio(world: World) -> None:
+    source = RotatingSvidSource(world.client_svid)
+    rotated = world.ca.issue_svid(CLIENT_ID)
+
+    async def run() -> int:
+        async with (
+            aio_server(world) as port,
+            aio_secure_channel(f"localhost:{port}", **options(world, svid=source)) as channel,
+        ):
+            stream = channel.stream_stream(f"/{SERVICE}/Bidi")(timeout=30)
+            await stream.write(b"1")
+            assert (await stream.read()).endswith(b"|1")
+            source.set(rotated)
+            assert await channel.unary_unary(f"/{SERVICE}/Unary")(b"new", timeout=10)
+            await stream.write(b"2")
+            assert (await stream.read()).endswith(b"|2")
+            await stream.done_writing()
+            assert await stream.code() == grpc.StatusCode.OK
+            return channel.rebuilds
+
+    assert asyncio.run(run()) == 1
+    fingerprints = [e.cert_fingerprint for e in world.sink.events]
+    assert fingerprints == [world.client_svid.fingerprint, rotated.fingerprint]
+
+
+def test_retries_use_grpc_service_config(world: World) -> None:
+    attempts: list[int] = []
+
+    def flaky(request: bytes, context: Any) -> bytes:
+        attempts.append(1)
+        if len(attempts) == 1:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
+        return b"ok"
+
+    pool = futures.ThreadPoolExecutor(max_workers=2)
+    server = grpc.server(pool)
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "test.Flaky", {"Call": grpc.unary_unary_rpc_method_handler(flaky)}
+            )
+        ]
+    )
+    port = server.add_secure_port(
+        "localhost:0", server_credentials(world.server_svid, world.ca.bundle)
+    )
+    server.start()
+    try:
+        policy = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
+        with secure_channel(f"localhost:{port}", **options(world), retry=policy) as channel:
+            assert channel.unary_unary("/test.Flaky/Call")(b"", timeout=10) == b"ok"
+        assert len(attempts) == 2
+        attempts.clear()
+        with (
+            secure_channel(f"localhost:{port}", **options(world), retry=None) as channel,
+            pytest.raises(grpc.RpcError) as info,
+        ):
+            channel.unary_unary("/test.Flaky/Call")(b"", timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE and len(attempts) == 1
+    finally:
+        server.stop(None).wait(10)
+        pool.shutdown(wait=True)
+
+
+def test_retry_policy_service_config() -> None:
+    import json
+
+    config = json.loads(RetryPolicy().service_config())
+    policy = config["methodConfig"][0]["retryPolicy"]
+    assert policy["maxAttempts"] == 3 and policy["retryableStatusCodes"] == ["UNAVAILABLE"]
+    for bad in (
+        {"max_attempts": 1},
+        {"max_attempts": 9},
+        {"initial_backoff": 0},
+        {"max_backoff": 0.01},
+        {"retryable_status_codes": ("NOPE",)},
+        {"retryable_status_codes": "UNAVAILABLE"},
+    ):
+        with pytest.raises(ConfigurationError):
+            RetryPolicy(**bad)  # type: ignore[arg-type]
+
+
+def test_configuration_is_checked_up_front(world: World) -> None:
+    base = options(world)
+    with pytest.raises(ConfigurationError, match="server's identity"):
+        secure_channel("localhost:1", **{**base, "server_id": None})
+    with pytest.raises(ConfigurationError, match="one of them"):
+        secure_channel("localhost:1", **base, authorizer=match.any())
+    with pytest.raises(ConfigurationError, match="set by the channel"):
+        secure_channel("localhost:1", **base, options=[("grpc.ssl_target_name_override", "x")])
+    with pytest.raises(ConfigurationError, match="host:port"):
+        secure_channel("unix:///tmp/sock", **base)
+    with pytest.raises(ConfigurationError, match="audience"):
+        secure_channel("localhost:1", **{**base, "server_id": None, "authorizer": match.any()})
+    with pytest.raises(ConfigurationError, match=r"no X\.509 authorities"):
+        secure_channel("localhost:1", **{**base, "server_id": "spiffe://other.org/echo"})
+
+
+def test_server_name_override(world: World) -> None:
+    """A server certificate without the dialled host name: ``server_name`` names the SAN."""
+    svid = world.ca.issue_svid(SERVER_ID, dns_names=["echo.internal"])
+    with sync_server(world, svid=svid) as port:
+        with secure_channel(f"127.0.0.1:{port}", **options(world)) as channel:
+            with pytest.raises(grpc.RpcError) as info:  # grpc's hostname check fails
+                channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        with secure_channel(
+            f"127.0.0.1:{port}", **options(world), server_name="echo.internal"
+        ) as channel:
+            assert channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+
+
+def test_plain_tls_server_without_grpc_is_checked_too(world: World) -> None:
+    """The identity probe is an ordinary mTLS handshake with zerotrust's client context."""
+    import socket
+    import threading
+
+    context = server_ssl_context(world.server_svid, world.ca.bundle, authorizer=match.any())
+    listener = socket.create_server(("localhost", 0))
+    port = listener.getsockname()[1]
+
+    def accept() -> None:
+        raw, _ = listener.accept()
+        try:
+            with context.wrap_socket(raw, server_side=True):
+                pass
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    try:
+        with (
+            secure_channel(f"localhost:{port}", **options(world, server_id=WRONG_ID)) as ch,
+            pytest.raises(ServerIdentityError),
+        ):
+            ch.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+    finally:
+        thread.join(10)
+        listener.close()

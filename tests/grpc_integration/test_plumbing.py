@@ -1,0 +1,177 @@
+"""The pieces behind the channels and interceptors: token call credentials, the identity
+re-check after reconnection, peer strings, and optional-dependency hygiene."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import grpc
+import pytest
+
+from tests.grpc_integration._support import CLIENT_ID, SERVER_ID, SERVICE, World, sync_server
+from zerotrust import client_ssl_context, match
+from zerotrust.adapters._grpc_tls import remote_address
+from zerotrust.client._grpc_check import ServerCheck, split_target
+from zerotrust.errors import ConfigurationError
+from zerotrust.grpc import secure_channel
+from zerotrust.tokens.outgoing import CachedTokenSource
+
+READY, IDLE = grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE
+
+
+def test_token_source_is_consulted_off_the_call_path(world: World) -> None:
+    mints: list[str] = []
+
+    def mint(audience: str) -> str:
+        mints.append(audience)
+        return world.issuer.issue(subject=CLIENT_ID, audience=audience, ttl=300)
+
+    source = CachedTokenSource(mint)
+    with (
+        sync_server(world) as port,
+        secure_channel(
+            f"localhost:{port}",
+            svid=world.client_svid,
+            bundles=world.ca.bundle,
+            server_id=SERVER_ID,
+            token_source=source,
+        ) as channel,
+    ):
+        call = channel.unary_unary(f"/{SERVICE}/Unary")
+        for _ in range(5):
+            assert call(b"x", timeout=10) == CLIENT_ID.encode() + b"|x"
+    assert mints == [SERVER_ID]  # the audience defaults to the server's SPIFFE ID
+
+
+def test_a_slow_token_source_cannot_hold_a_call_past_its_deadline(world: World) -> None:
+    release = threading.Event()
+
+    def mint(audience: str) -> str:
+        release.wait(30)
+        return world.issuer.issue(subject=CLIENT_ID, audience=audience, ttl=300)
+
+    try:
+        with (
+            sync_server(world) as port,
+            secure_channel(
+                f"localhost:{port}",
+                svid=world.client_svid,
+                bundles=world.ca.bundle,
+                server_id=SERVER_ID,
+                token_source=CachedTokenSource(mint),
+                retry=None,
+            ) as channel,
+            pytest.raises(grpc.RpcError) as info,
+        ):
+            channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=0.5)
+    finally:
+        release.set()
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_a_failing_token_source_fails_the_call(world: World) -> None:
+    def mint(audience: str) -> str:
+        raise ConfigurationError("no credentials for the token endpoint")
+
+    with (
+        sync_server(world) as port,
+        secure_channel(
+            f"localhost:{port}",
+            svid=world.client_svid,
+            bundles=world.ca.bundle,
+            server_id=SERVER_ID,
+            token_source=CachedTokenSource(mint),
+            retry=None,
+        ) as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert world.sink.events == []  # nothing reached the server's guard
+
+
+def test_identity_is_checked_again_after_a_reconnection(world: World) -> None:
+    context = client_ssl_context(world.client_svid, world.ca.bundle, authorizer=match.any())
+    with sync_server(world) as port:
+        check = ServerCheck(f"localhost:{port}", context)
+        assert check.needed
+        assert str(check.verify().spiffe_id) == SERVER_ID
+        check.on_state(READY)  # the connection the probe preceded: covered
+        assert not check.needed
+        check.on_state(IDLE)
+        assert check.needed  # the next call would open a new, unchecked connection
+        check.verify()
+        assert not check.needed
+        check.on_state(READY)  # the connection that probe preceded
+        assert not check.needed
+        check.on_state(IDLE)
+        check.on_state(READY)  # a reconnection nobody checked (grpc reconnected on its own)
+        assert check.needed
+        check.verify()
+        assert not check.needed
+
+
+@pytest.mark.parametrize(
+    ("peer", "address"),
+    [
+        ("ipv4:127.0.0.1:5000", "127.0.0.1"),
+        ("ipv6:[::1]:5000", "::1"),
+        ("ipv6:%5B::1%5D:5000", "::1"),
+        ("ipv6:%5Bfe80::1%25eth0%5D:5000", "fe80::1%eth0"),
+        ("unix:/tmp/sock", None),
+        ("ipv6:::1", None),
+        ("garbage", None),
+    ],
+)
+def test_remote_address(peer: str, address: str | None) -> None:
+    assert remote_address(peer) == address
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("localhost:50051", ("localhost", 50051)),
+        ("dns:///echo.internal:443", ("echo.internal", 443)),
+        ("[::1]:8443", ("::1", 8443)),
+    ],
+)
+def test_split_target(target: str, expected: tuple[str, int]) -> None:
+    assert split_target(target) == expected
+
+
+@pytest.mark.parametrize("target", ["localhost", "unix:///tmp/s", "a:b", "host:0", "ipv4:1,2"])
+def test_split_target_refuses(target: str) -> None:
+    with pytest.raises(ConfigurationError):
+        split_target(target)
+
+
+BLOCK_GRPC = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "grpc" or name.startswith("grpc."):
+            raise ImportError(f"No module named {name!r}")
+        return None
+sys.meta_path.insert(0, Block())
+import zerotrust
+assert "grpc" not in sys.modules
+for module in ("zerotrust.grpc", "zerotrust.adapters.grpc_server",
+               "zerotrust.adapters.grpc_aio_server", "zerotrust.client.grpc"):
+    try:
+        __import__(module)
+    except zerotrust.errors.MissingDependencyError as exc:
+        assert exc.extra == "grpc", exc
+    else:
+        raise AssertionError(module + " imported without grpc")
+print("ok")
+"""
+
+
+def test_grpc_is_optional() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_GRPC], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -1,0 +1,127 @@
+"""The aio server interceptor on a real grpc.aio.server with mTLS: async handlers (coroutines,
+async generators, the reader/writer API) and sync handlers run in grpc's thread pool."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import grpc.aio
+import pytest
+
+from tests.grpc_integration._support import (
+    CLIENT_ID,
+    HEALTH,
+    INTRUDER,
+    METHODS,
+    SERVICE,
+    Seen,
+    World,
+    acall_all,
+    aio_server,
+    async_handlers,
+    bearer,
+    raw_credentials,
+    sync_handlers,
+)
+
+EXPECTED = {
+    "Unary": CLIENT_ID.encode() + b"|hi",
+    "ServerStream": [CLIENT_ID.encode() + b"|%d" % i for i in range(3)],
+    "ClientStream": CLIENT_ID.encode() + b"|2",
+    "Bidi": [CLIENT_ID.encode() + b"|a", CLIENT_ID.encode() + b"|b"],
+}
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["generic", "registered"])
+@pytest.mark.parametrize("handlers", [async_handlers, sync_handlers], ids=["async", "sync"])
+def test_all_arities_allowed_with_the_principal(
+    world: World, handlers: object, registered: bool
+) -> None:
+    seen = Seen()
+
+    async def run() -> dict[str, object]:
+        async with (
+            aio_server(world, seen=seen, handlers=handlers, registered=registered) as port,  # type: ignore[arg-type]
+            grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            return await acall_all(channel, bearer(world.token()))
+
+    assert asyncio.run(run()) == EXPECTED
+    # sync handlers ran on grpc's pool threads, and still saw the caller
+    assert {p for _, p in seen.calls} == {CLIENT_ID.encode()}
+    assert {m for m, _ in seen.calls} == set(METHODS)
+
+
+@pytest.mark.parametrize("handlers", [async_handlers, sync_handlers], ids=["async", "sync"])
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [
+        ("no token", grpc.StatusCode.UNAUTHENTICATED),
+        ("intruder", grpc.StatusCode.PERMISSION_DENIED),
+        ("keys down", grpc.StatusCode.UNAVAILABLE),
+    ],
+)
+def test_all_arities_refused_before_the_handler(
+    world: World, handlers: object, case: str, code: grpc.StatusCode
+) -> None:
+    seen = Seen()
+    token = world.token(subject=INTRUDER if case == "intruder" else CLIENT_ID)
+    metadata = [] if case == "no token" else bearer(token)
+
+    async def run() -> dict[str, object]:
+        guard = world.guard(keys_down=case == "keys down")
+        async with (
+            aio_server(world, guard, seen=seen, handlers=handlers) as port,  # type: ignore[arg-type]
+            grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            return await acall_all(channel, metadata, refused=True)
+
+    results = asyncio.run(run())
+    for method in METHODS:
+        assert results[method].code() == code, method
+    assert seen.calls == []
+
+
+@pytest.mark.parametrize("handlers", [async_handlers, sync_handlers], ids=["async", "sync"])
+def test_requirements_rate_limits_and_exemptions(world: World, handlers: object) -> None:
+    async def run() -> None:
+        async with (
+            aio_server(world, handlers=handlers) as port,  # type: ignore[arg-type]
+            grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            plain = grpc.aio.Metadata(*bearer(world.token()))
+            for name, scope in (("Admin", "admin"), ("Mapped", "mapped")):
+                call = channel.unary_unary(f"/{SERVICE}/{name}")
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await call(b"x", metadata=plain, timeout=10)
+                assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert info.value.details() == "insufficient_scope"
+                scoped = grpc.aio.Metadata(*bearer(world.token(scopes=(scope,))))
+                assert await call(b"x", metadata=scoped, timeout=10) == CLIENT_ID.encode()
+            limited = channel.unary_unary(f"/{SERVICE}/Limited")
+            assert await limited(b"x", metadata=plain, timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await limited(b"x", metadata=plain, timeout=10)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert await channel.unary_unary(HEALTH)(b"", timeout=10) == b"SERVING:anonymous"
+
+    asyncio.run(run())
+
+
+def test_forged_cross_domain_certificate_is_unauthenticated(world: World) -> None:
+    async def run() -> grpc.aio.AioRpcError:
+        forged = raw_credentials(world, cert=world.forged_client())
+        async with (
+            aio_server(world) as port,
+            grpc.aio.secure_channel(f"localhost:{port}", forged) as channel,
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await channel.unary_unary(f"/{SERVICE}/Unary")(
+                    b"x", metadata=grpc.aio.Metadata(*bearer(world.token())), timeout=10
+                )
+            return info.value
+
+    error = asyncio.run(run())
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error.details() == "untrusted_certificate"

@@ -1,0 +1,175 @@
+"""The sync server interceptor on a real grpc.server with mTLS: every arity, every refusal."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from tests.grpc_integration._support import (
+    CLIENT_ID,
+    HEALTH,
+    INTRUDER,
+    METHODS,
+    SERVICE,
+    Seen,
+    World,
+    bearer,
+    call_all,
+    raw_credentials,
+    sync_server,
+)
+
+EXPECTED = {
+    "Unary": CLIENT_ID.encode() + b"|hi",
+    "ServerStream": [CLIENT_ID.encode() + b"|%d" % i for i in range(3)],
+    "ClientStream": CLIENT_ID.encode() + b"|2",
+    "Bidi": [CLIENT_ID.encode() + b"|a", CLIENT_ID.encode() + b"|b"],
+}
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["generic", "registered"])
+def test_all_arities_allowed_and_principal_visible(world: World, registered: bool) -> None:
+    seen = Seen()
+    with (
+        sync_server(world, seen=seen, registered=registered) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        results = call_all(channel, bearer(world.token()))
+    assert results == EXPECTED
+    assert {m for m, _ in seen.calls} == set(METHODS)
+    assert {p for _, p in seen.calls} == {CLIENT_ID.encode()}
+    event = world.sink.last
+    assert event is not None and event.decision == "allow" and event.kind == "grpc"
+    assert event.route == f"/{SERVICE}/Bidi" and event.method == "POST"
+    assert event.proven_by == "mtls+jwt" and event.spiffe_id == CLIENT_ID
+    assert event.remote_addr in {"127.0.0.1", "::1"}
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "details"),
+    [
+        ("no token", grpc.StatusCode.UNAUTHENTICATED, "missing_credentials"),
+        ("bad token", grpc.StatusCode.UNAUTHENTICATED, "malformed_token"),
+        ("intruder", grpc.StatusCode.PERMISSION_DENIED, "access_denied"),
+    ],
+)
+def test_all_arities_refused_before_the_handler(
+    world: World, case: str, code: grpc.StatusCode, details: str
+) -> None:
+    metadata = {
+        "no token": [],
+        "bad token": bearer("not-a-jwt"),
+        "intruder": bearer(world.token(subject=INTRUDER)),
+    }[case]
+    seen = Seen()
+    with (
+        sync_server(world, seen=seen) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        results = call_all(channel, metadata)
+    for method in METHODS:
+        error = results[method]
+        assert isinstance(error, grpc.RpcError), method
+        assert error.code() == code, method
+        assert error.details() == details, method
+    assert seen.calls == []  # no handler ran: no message consumed or produced
+    assert {e.decision for e in world.sink.events} == {"deny"}
+
+
+def test_unauthenticated_carries_the_challenge(world: World) -> None:
+    with (
+        sync_server(world) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+    trailing = dict(info.value.trailing_metadata())
+    assert trailing["www-authenticate"] == 'Bearer realm="echo"'
+
+
+def test_cert_from_another_trust_domain_ca_is_unauthenticated(world: World) -> None:
+    """grpc accepts the chain (its root store merges every trust domain); zerotrust does not."""
+    seen = Seen()
+    forged = raw_credentials(world, cert=world.forged_client())
+    with (
+        sync_server(world, seen=seen) as port,
+        grpc.secure_channel(f"localhost:{port}", forged) as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        channel.unary_unary(f"/{SERVICE}/Unary")(b"x", metadata=bearer(world.token()))
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert info.value.details() == "untrusted_certificate"
+    assert seen.calls == []
+    event = world.sink.last
+    assert event is not None and event.reason == "untrusted_certificate"
+
+
+def test_scope_decorator_and_method_map(world: World) -> None:
+    seen = Seen()
+    with (
+        sync_server(world, seen=seen) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        admin = channel.unary_unary(f"/{SERVICE}/Admin")
+        mapped = channel.unary_unary(f"/{SERVICE}/Mapped")
+        for call, scope in ((admin, "admin"), (mapped, "mapped")):
+            with pytest.raises(grpc.RpcError) as info:
+                call(b"x", metadata=bearer(world.token(scopes=("other",))), timeout=10)
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert info.value.details() == "insufficient_scope"
+            challenge = dict(info.value.trailing_metadata())["www-authenticate"]
+            assert f'scope="{scope}"' in challenge
+            assert call(b"x", metadata=bearer(world.token(scopes=(scope,))), timeout=10)
+    assert [m for m, _ in seen.calls] == ["Admin", "Mapped"]
+
+
+def test_rate_limit_is_resource_exhausted(world: World) -> None:
+    with (
+        sync_server(world) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        limited = channel.unary_unary(f"/{SERVICE}/Limited")
+        token = world.token()
+        assert limited(b"x", metadata=bearer(token), timeout=10)
+        with pytest.raises(grpc.RpcError) as info:
+            limited(b"x", metadata=bearer(token), timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert info.value.details() == "rate_limited"
+    assert int(dict(info.value.trailing_metadata())["retry-after"]) >= 1
+
+
+def test_keys_unavailable_is_unavailable(world: World) -> None:
+    with (
+        sync_server(world, world.guard(keys_down=True)) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        results = call_all(channel, bearer(world.token()))
+    for method in METHODS:
+        assert results[method].code() == grpc.StatusCode.UNAVAILABLE, method
+        assert results[method].details() == "keys_unavailable"
+
+
+def test_exempt_methods_skip_the_guard_and_nothing_else_does(world: World) -> None:
+    with (
+        sync_server(world) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        assert channel.unary_unary(HEALTH)(b"", timeout=10) == b"SERVING:anonymous"
+    assert world.sink.events == []
+    with (
+        sync_server(world, exempt=()) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        channel.unary_unary(HEALTH)(b"", timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_unknown_methods_stay_unimplemented(world: World) -> None:
+    with (
+        sync_server(world) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        channel.unary_unary(f"/{SERVICE}/Nope")(b"", metadata=bearer(world.token()), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -129,6 +129,7 @@ def test_error_codes_are_unique_and_stable_shaped() -> None:
 
 CORE_MODULES = [
     "zerotrust",
+    "zerotrust.asgi",
     "zerotrust.audit",
     "zerotrust.authn",
     "zerotrust.authz",

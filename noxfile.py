@@ -94,6 +94,9 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Run every Python snippet in docs/ and every example script."""
-    session.install("-e", DEV)
+    """Build the documentation site with ``mkdocs --strict`` and run every snippet in it."""
+    session.install("-e", DEV, "mkdocs-material>=9.5")
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"}
+    )
     session.run("python", "-m", "pytest", "tests/test_docs.py", "-q", *session.posargs)

@@ -6,12 +6,14 @@ One FastAPI app (``GET /orders/{order_id}`` answering a small JSON body) is serv
 (one process, plain HTTP on loopback, access log off) in three variants:
 
 * bare      -- no zerotrust;
-* cached    -- ``ZeroTrust(guard).install(app)`` (the ASGI middleware) and
-               ``Security(zt, scopes=["orders:read"])`` on the route: bearer token (ES256)
+* cached    -- ``ZeroTrust(guard).install(app)`` (the ASGI middleware): bearer token (ES256)
                verified through the verified-token cache, revocation lookup in the in-memory
-               store, an ALLOW rule on the route template with a trust-domain caller, the
-               handler's scope requirement, one audit event per request; no mTLS;
-* uncached  -- the same with ``TokenVerifier(cache_size=0)``: a full signature check per request.
+               store, an ALLOW rule on the route template with a trust-domain caller and the
+               ``orders:read`` scope, one audit decision per request; no mTLS. The handler
+               reads the principal with ``current_principal()``;
+* uncached  -- the same with ``TokenVerifier(cache_size=0)``: a full signature check per request;
+* depends   -- ``cached`` plus ``Security(zt, scopes=["orders:read"])`` on the handler, to show
+               what FastAPI's dependency injection adds on top (no target).
 
 Each variant runs on uvloop + httptools and on the default asyncio + h11. Audit events go to the
 default ``LoggingSink`` with logging configured at WARNING, so events are built but not
@@ -45,7 +47,7 @@ from zerotrust.tokens import PrivateJWK, TokenIssuer
 ISSUER = "https://issuer.example"
 AUDIENCE = "orders-api"
 CALLER = "spiffe://example.org/ns/shop/sa/web"
-VARIANTS = ("bare", "cached", "uncached")
+VARIANTS = ("bare", "cached", "uncached", "depends")
 SERVERS = {"httptools": "uvloop", "h11": "asyncio"}
 CACHED_TARGETS = {"httptools": 0.85, "h11": 0.90}
 UNCACHED_TARGET = 0.60
@@ -75,9 +77,10 @@ def build_app(variant: str, jwks_file: str) -> object:
         Policy,
         Principal,
         Rule,
+        ScopeRule,
         TokenVerifier,
     )
-    from zerotrust.fastapi import ZeroTrust
+    from zerotrust.fastapi import ZeroTrust, current_principal
 
     keys = json.loads(Path(jwks_file).read_text(encoding="utf-8"))
     verifier = TokenVerifier(
@@ -93,16 +96,26 @@ def build_app(variant: str, jwks_file: str) -> object:
                 id="read-orders",
                 callers=[Callers(trust_domains=["example.org"])],
                 operations=[Operations(methods=["GET"], routes=["/orders/{order_id}"])],
+                scopes=ScopeRule(all=["orders:read"]),
             )
         ]
     )
     guard = Guard(authenticator=Authenticator(tokens=verifier), policy=policy, service="orders")
     zt = ZeroTrust(guard)  # the default audit sink: LoggingSink
     zt.install(app)
+    if variant != "depends":
+
+        @app.get("/orders/{order_id}")
+        async def order(order_id: int) -> dict[str, object]:
+            assert current_principal() is not None  # the verified caller, set by the middleware
+            return {"order": order_id, "status": "shipped"}
+
+        return app
+
     Caller = Annotated[Principal, Security(zt, scopes=["orders:read"])]
 
     @app.get("/orders/{order_id}")
-    async def order(order_id: int, principal: Caller) -> dict[str, object]:
+    async def order_with_dependency(order_id: int, principal: Caller) -> dict[str, object]:
         return {"order": order_id, "status": "shipped"}
 
     return app

@@ -129,6 +129,13 @@ class Guard:
         self.service = service
         self.check_revocation = check_revocation
         self.clock = clock
+        # An in-process store does no I/O: it is called directly instead of through a yield.
+        self._local_store = type(self.store) is MemoryStore
+        # Decisions depend only on the principal and the operation when no CUSTOM hook takes
+        # part; principals of cached tokens and of TLS connections are reused objects, so the
+        # decision for the next request of the same caller on the same route is a lookup.
+        self._decisions: dict[tuple[int, str, str | None, str], tuple[Principal, Decision]] = {}
+        self._memo_decisions = not any(rule.action == "CUSTOM" for rule in policy.rules)
         verifier = authenticator.tokens
         if verifier is not None:
             # revocations made through this store take effect in the local cache at once;
@@ -169,7 +176,7 @@ class Guard:
             auth = yield from self.authenticator.flow(view)
             yield from self._stateful_checks(auth, dry)
             op = operation_of(view)
-            decision = yield from self.policy.decide(auth.principal, op)
+            decision = yield from self._decide(auth.principal, op)
             if decision.allowed and requirement is not None:
                 refused = requirement.check(auth.principal, op)
                 if refused is not None:
@@ -197,6 +204,19 @@ class Guard:
         object.__setattr__(outcome, "event", event)  # set once, before the outcome is shared
         return outcome
 
+    def _decide(self, principal: Principal | None, op: Operation) -> Generator[Any, Any, Decision]:
+        if not self._memo_decisions or principal is None:
+            return (yield from self.policy.decide(principal, op))
+        key = (id(principal), op.method, op.route, op.kind)
+        memo = self._decisions.get(key)
+        if memo is not None and memo[0] is principal:  # the id is only trusted with the object
+            return memo[1]
+        decision = yield from self.policy.decide(principal, op)
+        if len(self._decisions) >= 8192:
+            self._decisions.clear()
+        self._decisions[key] = (principal, decision)
+        return decision
+
     def _stateful_checks(self, auth: AuthResult, dry: bool) -> Generator[Any, Any, None]:
         token, store = auth.token, self.store
         if token is not None and self.check_revocation:
@@ -210,7 +230,7 @@ class Guard:
             async def acheck() -> bool:
                 return await store.is_revoked_async(jti=jti, subject=sub, issuer=iss, issued_at=iat)
 
-            revoked = yield Call(check, acheck)
+            revoked = check() if self._local_store else (yield Call(check, acheck))
             if revoked:
                 if token.jti is not None and self.authenticator.tokens is not None:
                     self.authenticator.tokens.evict(token.jti)

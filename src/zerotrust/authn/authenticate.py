@@ -102,6 +102,8 @@ class Authenticator:
         # Principals of cached tokens presented without certificate or proof: the verifier's
         # cache hands back the same VerifiedToken object, so the principal is built once.
         self._principals: dict[VerifiedToken, Principal] = {}
+        # ... and of verified peers (one object per TLS connection, reused by keep-alive).
+        self._peers: dict[VerifiedPeer, Principal] = {}
 
     # --- certificates -------------------------------------------------------------------------
 
@@ -159,21 +161,29 @@ class Authenticator:
                 return AuthResult(self._api_key_principal(creds.api_key), creds, notes=tuple(notes))
             if peer is None:
                 return AuthResult(None, creds, notes=tuple(notes))
-            return AuthResult(_peer_principal(peer, via_proxy), creds, notes=tuple(notes))
+            principal = self._peers.get(peer)
+            if principal is None or principal.proven_by != ("proxy-mtls" if via_proxy else "mtls"):
+                principal = _peer_principal(peer, via_proxy)
+                if len(self._peers) >= 4096:
+                    self._peers.clear()
+                self._peers[peer] = principal
+            return AuthResult(principal, creds, notes=tuple(notes))
         if self.tokens is None:
             raise AuthenticationError("bearer tokens are not accepted by this service")
         token = yield from self.tokens.flow(creds.token)
-        proof = self._check_bindings(view, creds, token, peer)
-        if peer is None and proof is None:
+        plain = peer is None and creds.dpop_proof is None and creds.scheme == "Bearer"
+        if plain:
+            # The same token object, presented the same way, passed every binding check
+            # before: reuse its principal (only successes are remembered).
             principal = self._principals.get(token)
-            if principal is None:
-                if len(self._principals) >= 4096:
-                    self._principals.clear()
-                principal = self._principals[token] = self._token_principal(
-                    token, None, False, None
-                )
-        else:
-            principal = self._token_principal(token, peer, via_proxy, proof)
+            if principal is not None:
+                return AuthResult(principal, creds, token=token, notes=tuple(notes))
+        proof = self._check_bindings(view, creds, token, peer)
+        principal = self._token_principal(token, peer, via_proxy, proof)
+        if plain and proof is None:
+            if len(self._principals) >= 4096:
+                self._principals.clear()
+            self._principals[token] = principal
         return AuthResult(principal, creds, token=token, dpop_proof=proof, notes=tuple(notes))
 
     def _check_bindings(

@@ -496,3 +496,27 @@ def test_async_driver_does_not_block_the_loop(issuer: TokenIssuer, clock: FixedC
     asyncio.run(main())
     assert peak == 50  # every evaluation was waiting on its hook at once: the loop never blocked
     assert len(sink.events) == 50
+
+
+def test_decisions_are_memoized_per_principal_and_route_only(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    calls: list[str] = []
+
+    class CountingPolicy(Policy):
+        def decide(self, principal, op):  # type: ignore[no-untyped-def, override]
+            calls.append(op.route or "")
+            return (yield from super().decide(principal, op))
+
+    pol = CountingPolicy(policy().rules, id="orders")
+    guard, _ = make_guard(issuer, clock, pol=pol)
+    reader = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    other = issuer.issue(subject="intruder", audience=AUD, scopes=["orders:read"])
+    for _ in range(3):
+        assert guard.evaluate(get(reader)).allowed
+        assert not guard.evaluate(get(other)).allowed  # never the reader's memoized decision
+    assert guard.evaluate(get(reader, route="/admin")).status == 403
+    assert calls == [ROUTE, ROUTE, "/admin"]  # one evaluation per principal and route
+    hooked = Policy([Rule(id="ext", action="CUSTOM", hook=lambda p, o: True), Rule(id="all")])
+    hook_guard, _ = make_guard(issuer, clock, pol=hooked)
+    assert not hook_guard._memo_decisions  # hooks may answer differently each time

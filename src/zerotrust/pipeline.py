@@ -223,14 +223,19 @@ class Guard:
             jti, sub, iss = token.jti, token.subject, token.issuer or ""
             raw_iat = token.claims.get("iat")  # a number: the claims were validated
             iat = float(raw_iat) if raw_iat is not None else None
+            if self._local_store:  # no I/O: no need to go through the driver
+                revoked = store.is_revoked(jti=jti, subject=sub, issuer=iss, issued_at=iat)
+            else:
 
-            def check() -> bool:
-                return store.is_revoked(jti=jti, subject=sub, issuer=iss, issued_at=iat)
+                def check() -> bool:
+                    return store.is_revoked(jti=jti, subject=sub, issuer=iss, issued_at=iat)
 
-            async def acheck() -> bool:
-                return await store.is_revoked_async(jti=jti, subject=sub, issuer=iss, issued_at=iat)
+                async def acheck() -> bool:
+                    return await store.is_revoked_async(
+                        jti=jti, subject=sub, issuer=iss, issued_at=iat
+                    )
 
-            revoked = check() if self._local_store else (yield Call(check, acheck))
+                revoked = yield Call(check, acheck)
             if revoked:
                 if token.jti is not None and self.authenticator.tokens is not None:
                     self.authenticator.tokens.evict(token.jti)

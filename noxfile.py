@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -53,11 +51,10 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks, reported as ratios against baselines measured in the same run."""
+    """Benchmarks, reported as ratios against baselines measured in the same run; the tables
+    are written to docs/performance.md (``nox -s bench -- --quick`` for short runs)."""
     session.install("-e", DEV, "pyjwt[crypto]", "joserfc")
-    for script in sorted(os.listdir("benchmarks")):
-        if script.startswith("bench_") and script.endswith(".py"):
-            session.run("python", f"benchmarks/{script}", *session.posargs)
+    session.run("python", "benchmarks/run_all.py", *session.posargs)
 
 
 FUZZ_TARGETS = [

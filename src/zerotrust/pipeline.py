@@ -22,6 +22,7 @@ from typing import Any
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust._sansio import drive, drive_async
 from zerotrust.audit.event import AuditEvent
+from zerotrust.audit.otel import OTelSink
 from zerotrust.audit.sinks import AuditPipeline, AuditSink, LoggingSink
 from zerotrust.audit.trace import trace_ids_for_audit
 from zerotrust.authn.authenticate import Authenticator, AuthResult
@@ -118,8 +119,8 @@ class Guard:
             raise ConfigurationError("Guard needs an Authenticator and a Policy")
         if not service or '"' in service or "\\" in service:
             raise ConfigurationError("service must be a non-empty name without quotes")
-        if audit is None:
-            audit = AuditPipeline([LoggingSink()])
+        if audit is None:  # JSON lines on the "zerotrust.audit" logger, and OpenTelemetry
+            audit = AuditPipeline([LoggingSink(), OTelSink()])
         elif not isinstance(audit, AuditPipeline):
             audit = AuditPipeline(list(audit) if isinstance(audit, Sequence) else [audit])
         self.authenticator = authenticator

@@ -179,3 +179,23 @@ def test_default_meter_provider_is_the_global_one() -> None:
     OTelSink().emit(make_event())  # the API proxy: a no-op until an SDK is installed
     assert repr(OTelSink()) == "OTelSink()"
     assert repr(OTelSink(include_personal_data=True)) == "OTelSink(include_personal_data=True)"
+
+
+def test_enabled_only_when_something_records() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from zerotrust.audit import OTelSink
+
+    idle = OTelSink()
+    tracer = TracerProvider().get_tracer("t")
+    if type(__import__("opentelemetry").metrics.get_meter_provider()).__name__ in (
+        "_ProxyMeterProvider",
+        "NoOpMeterProvider",
+    ):
+        assert not idle.enabled  # no span, no metrics backend: nothing to record
+    with tracer.start_as_current_span("request"):
+        assert idle.enabled
+    metered = OTelSink(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    assert metered.enabled

@@ -72,7 +72,7 @@ class OTelSink:
     ``meter_provider`` defaults to the global one, resolved lazily by the API.
     """
 
-    __slots__ = ("_counter", "_personal", "_span_fields")
+    __slots__ = ("_counter", "_explicit_meter", "_personal", "_span_fields")
 
     def __init__(
         self,
@@ -83,12 +83,24 @@ class OTelSink:
         self._personal = bool(include_personal_data)
         names = _SPAN_FIELDS + _PERSONAL_FIELDS if include_personal_data else _SPAN_FIELDS
         self._span_fields = tuple((name, _PREFIX + name) for name in names)
+        self._explicit_meter = meter_provider is not None
         meter = metrics.get_meter("zerotrust", __version__, meter_provider)
         self._counter = meter.create_counter(
             DECISIONS_METRIC,
             unit="{decision}",
             description="Access decisions made by zerotrust, by verdict and reason.",
         )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether an event would be recorded now: the current span is recording, or a real
+        meter provider is configured (the API's default provider counts nothing)."""
+        if trace.get_current_span().is_recording():
+            return True
+        if self._explicit_meter:
+            return True
+        provider = metrics.get_meter_provider()
+        return type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
 
     def emit(self, event: AuditEvent, /) -> None:
         """Annotate the current span (if it is recording) and count the decision."""

@@ -177,4 +177,30 @@ def _router_resolver(app: Any) -> RouteResolver | None:
     owner = find_routes_owner(app)
     if owner is None:
         return None
-    return lambda scope: route_template_for(owner, scope)
+    router = getattr(owner, "router", owner)
+    cache: dict[tuple[Any, ...], str | None] = {}
+
+    def resolve(scope: Scope) -> str | None:
+        # The template depends only on what routing reads; the route count guards against
+        # routes added after start-up. Bounded: unknown paths cost a normal lookup.
+        host = next((v for k, v in scope.get("headers", ()) if k == b"host"), None)
+        routes = getattr(router, "routes", None) or ()
+        key = (
+            scope["type"],
+            scope.get("method"),
+            scope["path"],
+            scope.get("root_path", ""),
+            host,
+            len(routes),
+        )
+        try:
+            return cache[key]
+        except KeyError:
+            pass
+        template = route_template_for(owner, scope)  # raises for an undescribable route
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[key] = template
+        return template
+
+    return resolve

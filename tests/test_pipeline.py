@@ -520,3 +520,25 @@ def test_decisions_are_memoized_per_principal_and_route_only(
     hooked = Policy([Rule(id="ext", action="CUSTOM", hook=lambda p, o: True), Rule(id="all")])
     hook_guard, _ = make_guard(issuer, clock, pol=hooked)
     assert not hook_guard._memo_decisions  # hooks may answer differently each time
+
+
+def test_guard_builds_its_authenticator_from_parts(issuer: TokenIssuer, clock: FixedClock) -> None:
+    from zerotrust.errors import ConfigurationError
+
+    verifier = TokenVerifier(
+        issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
+    )
+    store = MemoryStore(clock=clock)
+    guard = Guard(tokens=verifier, policy=policy(), stores=store, audit=MemorySink(), clock=clock)
+    assert guard.store is store
+    assert guard.authenticator.tokens is verifier
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert guard.evaluate(get(token)).allowed
+    for bad in (
+        {"policy": policy()},
+        {"policy": policy(), "tokens": verifier, "authenticator": guard.authenticator},
+        {"policy": policy(), "tokens": verifier, "store": store, "stores": store},
+        {"policy": policy(), "tokens": verifier, "no_such_part": 1},
+    ):
+        with pytest.raises(ConfigurationError):
+            Guard(**bad)  # type: ignore[arg-type]

@@ -107,14 +107,34 @@ class Guard:
     def __init__(
         self,
         *,
-        authenticator: Authenticator,
         policy: Policy,
+        authenticator: Authenticator | None = None,
         audit: AuditSink | Sequence[AuditSink] | AuditPipeline | None = None,
         store: Store | None = None,
+        stores: Store | None = None,
         service: str = "zerotrust",
         check_revocation: bool = True,
         clock: Clock = SYSTEM_CLOCK,
+        **authenticator_parts: Any,
     ) -> None:
+        if authenticator is None:
+            # Guard(tokens=..., bundles=..., trusted_proxies=..., policy=...) builds the
+            # Authenticator from its parts (see Authenticator for the keywords).
+            if not authenticator_parts:
+                raise ConfigurationError(
+                    "Guard needs authenticator= or its parts (tokens=, bundles=, ...)"
+                )
+            try:
+                authenticator = Authenticator(clock=clock, **authenticator_parts)
+            except TypeError as exc:
+                raise ConfigurationError(f"Guard: {exc}") from None
+        elif authenticator_parts:
+            raise ConfigurationError(
+                f"pass authenticator= or its parts, not both ({', '.join(sorted(authenticator_parts))})"
+            )
+        if store is not None and stores is not None:
+            raise ConfigurationError("pass store= or stores=, not both")
+        store = store if store is not None else stores
         if not isinstance(authenticator, Authenticator) or not isinstance(policy, Policy):
             raise ConfigurationError("Guard needs an Authenticator and a Policy")
         if not service or '"' in service or "\\" in service:

@@ -129,9 +129,8 @@ class Guard:
             except TypeError as exc:
                 raise ConfigurationError(f"Guard: {exc}") from None
         elif authenticator_parts:
-            raise ConfigurationError(
-                f"pass authenticator= or its parts, not both ({', '.join(sorted(authenticator_parts))})"
-            )
+            parts = ", ".join(sorted(authenticator_parts))
+            raise ConfigurationError(f"pass authenticator= or its parts, not both ({parts})")
         if store is not None and stores is not None:
             raise ConfigurationError("pass store= or stores=, not both")
         store = store if store is not None else stores

@@ -7,6 +7,7 @@ counter.
 
 from __future__ import annotations
 
+import time
 from typing import Final, final
 
 from opentelemetry import metrics, trace
@@ -72,7 +73,14 @@ class OTelSink:
     ``meter_provider`` defaults to the global one, resolved lazily by the API.
     """
 
-    __slots__ = ("_counter", "_explicit_meter", "_personal", "_span_fields")
+    __slots__ = (
+        "_checked_at",
+        "_counter",
+        "_explicit_meter",
+        "_metrics",
+        "_personal",
+        "_span_fields",
+    )
 
     def __init__(
         self,
@@ -84,6 +92,8 @@ class OTelSink:
         names = _SPAN_FIELDS + _PERSONAL_FIELDS if include_personal_data else _SPAN_FIELDS
         self._span_fields = tuple((name, _PREFIX + name) for name in names)
         self._explicit_meter = meter_provider is not None
+        self._metrics = meter_provider is not None
+        self._checked_at = -1.0
         meter = metrics.get_meter("zerotrust", __version__, meter_provider)
         self._counter = meter.create_counter(
             DECISIONS_METRIC,
@@ -97,10 +107,17 @@ class OTelSink:
         meter provider is configured (the API's default provider counts nothing)."""
         if trace.get_current_span().is_recording():
             return True
-        if self._explicit_meter:
-            return True
-        provider = metrics.get_meter_provider()
-        return type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
+        if self._metrics:
+            return True  # a real provider never goes away
+        now = time.monotonic()
+        if now - self._checked_at >= 1.0:  # the API reads the environment on every lookup
+            self._checked_at = now
+            provider = metrics.get_meter_provider()
+            self._metrics = type(provider).__name__ not in (
+                "_ProxyMeterProvider",
+                "NoOpMeterProvider",
+            )
+        return self._metrics
 
     def emit(self, event: AuditEvent, /) -> None:
         """Annotate the current span (if it is recording) and count the decision."""

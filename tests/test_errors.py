@@ -11,10 +11,11 @@ from zerotrust._clock import SYSTEM_CLOCK, to_utc
 def test_public_message_never_carries_the_detail() -> None:
     exc = errors.UntrustedCertificate("chain of spiffe://example.org/x does not validate")
     assert "spiffe://" in str(exc)
-    assert exc.to_dict() == {
-        "error": "untrusted_certificate",
+    assert exc.to_dict() == {  # callers see the family code, not which rule failed
+        "error": "invalid_certificate",
         "error_description": exc.public_message,
     }
+    assert exc.code == "untrusted_certificate"  # the precise code goes to the audit trail
     assert "spiffe" not in exc.public_message
     assert exc.http_status == 401
     assert exc.grpc_status == "UNAUTHENTICATED"
@@ -88,3 +89,20 @@ def test_fixed_clock_moves_only_when_told() -> None:
     assert "2031" in repr(clock)
     assert to_utc(dt.datetime(2031, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=2)))).hour == 22
     assert SYSTEM_CLOCK.now().tzinfo is dt.timezone.utc
+
+
+def test_public_codes_fold_precise_reasons() -> None:
+    assert errors.public_code("token_expired") == "invalid_token"
+    assert errors.public_code("invalid_signature") == "invalid_token"
+    assert errors.public_code("svid_profile_violation") == "invalid_certificate"
+    assert errors.public_code("malformed_credentials") == "invalid_request"
+    assert errors.public_code("keys_unavailable") == "temporarily_unavailable"
+    assert errors.public_code("insufficient_scope") == "insufficient_scope"
+    assert errors.public_code("peer_not_authorized") == "access_denied"
+    assert errors.public_code("missing_credentials") == "missing_credentials"
+    assert errors.public_code("rate_limited") == "rate_limited"
+    assert errors.public_code("nope") == "nope"
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        if isinstance(cls, type) and issubclass(cls, errors.TokenError):
+            assert cls().to_dict()["error"] == "invalid_token", name

@@ -69,6 +69,10 @@ class ZeroTrustError(Exception):
     """Root of every error raised by zerotrust."""
 
     code: ClassVar[str] = "zerotrust_error"
+    #: The ``error`` a remote caller sees. Precise codes that would help an attacker (why a
+    #: token failed, which certificate rule broke) fold into their family's code here; the
+    #: precise ``code`` goes to logs and audit events only.
+    public_code: ClassVar[str | None] = None
     public_message: ClassVar[str] = "request failed"
     http_status: ClassVar[int] = 500
     grpc_status: ClassVar[str] = "INTERNAL"
@@ -85,7 +89,7 @@ class ZeroTrustError(Exception):
 
     def to_dict(self) -> dict[str, str]:
         """The body an adapter may send to a caller (RFC 6750 style, no internals)."""
-        return {"error": self.code, "error_description": self.public_message}
+        return {"error": self.public_code or self.code, "error_description": self.public_message}
 
 
 # --- configuration (raised at start-up, never on a request) -------------------------------
@@ -174,6 +178,7 @@ class MissingCredentials(AuthenticationError):
 
 class MalformedCredentials(AuthenticationError):
     code = "malformed_credentials"
+    public_code = "invalid_request"
     public_message = "malformed credentials"
 
 
@@ -181,6 +186,7 @@ class CertificateError(AuthenticationError):
     """A peer certificate (chain) failed X.509-SVID validation."""
 
     code = "invalid_certificate"
+    public_code = "invalid_certificate"
     public_message = "invalid client certificate"
 
 
@@ -222,6 +228,7 @@ class TokenError(AuthenticationError):
     """A bearer token was presented and rejected (RFC 6750 ``invalid_token``)."""
 
     code = "invalid_token"
+    public_code = "invalid_token"
     public_message = "invalid token"
 
 
@@ -304,6 +311,7 @@ class AuthorizationError(ZeroTrustError):
     """The caller is authenticated but not allowed; ``decision`` explains why (when known)."""
 
     code = "access_denied"
+    public_code = "access_denied"
     public_message = "access denied"
     http_status = 403
     grpc_status = "PERMISSION_DENIED"
@@ -319,6 +327,7 @@ class AccessDenied(AuthorizationError):
 
 class InsufficientScope(AuthorizationError):
     code = "insufficient_scope"
+    public_code = "insufficient_scope"
     public_message = "insufficient scope"
 
     def __init__(
@@ -359,6 +368,7 @@ class SourceError(ZeroTrustError):
     """Keys, certificates or shared state needed to decide are unavailable; fail closed."""
 
     code = "source_unavailable"
+    public_code = "temporarily_unavailable"
     public_message = "temporarily unavailable"
     http_status = 503
     grpc_status = "UNAVAILABLE"
@@ -380,6 +390,23 @@ class AuditError(ZeroTrustError):
     """An audit sink failed and the configured policy is to fail closed."""
 
     code = "audit_error"
+    public_code = "temporarily_unavailable"
     public_message = "temporarily unavailable"
     http_status = 503
     grpc_status = "UNAVAILABLE"
+
+
+def public_code(code: str) -> str:
+    """The code callers see for an error whose precise ``code`` is given (``token_expired``
+    -> ``invalid_token``); unknown codes are returned unchanged."""
+    for cls in _all_error_classes(ZeroTrustError):
+        if cls.code == code:
+            return cls.public_code or cls.code
+    return code
+
+
+def _all_error_classes(root: type[ZeroTrustError]) -> list[type[ZeroTrustError]]:
+    found = [root]
+    for sub in root.__subclasses__():
+        found.extend(_all_error_classes(sub))
+    return found

@@ -91,10 +91,7 @@ class Outcome:
         """The JSON error body for a refusal (code and terse description only)."""
         if self.error is None:
             return None
-        body = self.error.to_dict()
-        if isinstance(self.error, MalformedCredentials):
-            body["error"] = "invalid_request"
-        return body
+        return self.error.to_dict()
 
 
 class Guard:

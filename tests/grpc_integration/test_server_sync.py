@@ -49,7 +49,7 @@ def test_all_arities_allowed_and_principal_visible(world: World, registered: boo
     ("case", "code", "details"),
     [
         ("no token", grpc.StatusCode.UNAUTHENTICATED, "missing_credentials"),
-        ("bad token", grpc.StatusCode.UNAUTHENTICATED, "malformed_token"),
+        ("bad token", grpc.StatusCode.UNAUTHENTICATED, "invalid_token"),
         ("intruder", grpc.StatusCode.PERMISSION_DENIED, "access_denied"),
     ],
 )
@@ -98,7 +98,7 @@ def test_cert_from_another_trust_domain_ca_is_unauthenticated(world: World) -> N
     ):
         channel.unary_unary(f"/{SERVICE}/Unary")(b"x", metadata=bearer(world.token()))
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert info.value.details() == "untrusted_certificate"
+    assert info.value.details() == "invalid_certificate"
     assert seen.calls == []
     event = world.sink.last
     assert event is not None and event.reason == "untrusted_certificate"
@@ -146,7 +146,7 @@ def test_keys_unavailable_is_unavailable(world: World) -> None:
         results = call_all(channel, bearer(world.token()))
     for method in METHODS:
         assert results[method].code() == grpc.StatusCode.UNAVAILABLE, method
-        assert results[method].details() == "keys_unavailable"
+        assert results[method].details() == "temporarily_unavailable"
 
 
 def test_exempt_methods_skip_the_guard_and_nothing_else_does(world: World) -> None:

@@ -147,7 +147,8 @@ async def _authorize(
             set_principal(outcome.principal)  # the request's own task: gone with it
     if not outcome.allowed:
         if scope["type"] == "websocket":
-            code = outcome.error.code if outcome.error is not None else "access_denied"
+            body = outcome.body()
+            code = body["error"] if body else "access_denied"
             raise WebSocketException(code=WEBSOCKET_POLICY_VIOLATION, reason=code)
         raise ZeroTrustHTTPException(outcome)
     return outcome.principal

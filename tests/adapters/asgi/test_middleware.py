@@ -20,6 +20,7 @@ from tests.adapters.asgi._support import (
     make_guard,
 )
 from zerotrust import PrivateJWK, TokenIssuer
+from zerotrust.errors import public_code
 from zerotrust.fastapi import ZeroTrust
 from zerotrust.sources.jwks_http import RemoteJWKSource
 
@@ -88,7 +89,7 @@ def test_refusals(
     assert response.headers["content-type"] == "application/json"
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
-    assert set(body) == {"error", "error_description"} and body["error"] == code
+    assert set(body) == {"error", "error_description"} and body["error"] == public_code(code)
     assert "Traceback" not in response.text
     assert len(sink) == 1 and sink.last.decision == "deny" and sink.last.status == status
     assert sink.last.route == "/orders/{order_id}"
@@ -143,7 +144,7 @@ def test_keys_unavailable_is_503(issuer: TokenIssuer) -> None:
     finally:
         source.close()
     assert response.status_code == 503
-    assert response.json()["error"] == "keys_unavailable"
+    assert response.json()["error"] == "temporarily_unavailable"
     assert "www-authenticate" not in response.headers
     assert sink.last.status == 503
 

@@ -12,6 +12,7 @@ from django.test import Client
 from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, Installer, policy
 from zerotrust import RateLimit
 from zerotrust.django import ZeroTrustUser
+from zerotrust.errors import public_code
 
 
 @pytest.fixture(params=["standalone", "with middleware"])
@@ -30,7 +31,7 @@ def refused(response: Any, status: int, challenge: str | None, code: str) -> Non
     assert response.get("WWW-Authenticate") == challenge
     assert response["Content-Type"] == "application/json"
     data = json.loads(response.content)
-    assert data.keys() == {"error", "error_description"} and data["error"] == code
+    assert data.keys() == {"error", "error_description"} and data["error"] == public_code(code)
 
 
 def test_success(zt: Harness, mode: str) -> None:

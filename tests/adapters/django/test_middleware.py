@@ -18,6 +18,7 @@ from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, pol
 from zerotrust import Guard, RateLimit
 from zerotrust.adapters.django import ZeroTrustMiddleware
 from zerotrust.adapters.django_config import ZeroTrustImproperlyConfigured
+from zerotrust.errors import public_code
 from zerotrust.sources.jwks_http import RemoteJWKSource
 
 CLIENTS = ["sync", "async"]
@@ -48,7 +49,7 @@ def assert_refused(response: Any, status: int, challenge: str | None, code: str)
     assert response["Content-Length"] == str(len(response.content))
     data = body(response)
     assert set(data) == {"error", "error_description"}
-    assert data["error"] == code
+    assert data["error"] == public_code(code)
 
 
 # --- refusals: every outcome, both handler kinds ------------------------------------------------

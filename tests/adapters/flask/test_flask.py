@@ -211,7 +211,7 @@ def test_keys_unavailable_is_503(issuer: TokenIssuer, clock: FixedClock) -> None
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
     response = app.test_client().get("/orders/7", headers=bearer(token))
     assert response.status_code == 503
-    assert response.json is not None and response.json["error"] == "keys_unavailable"
+    assert response.json is not None and response.json["error"] == "temporarily_unavailable"
     assert "jwks endpoint down" not in response.get_data(as_text=True)
     assert sink.last.status == 503
 

@@ -343,4 +343,4 @@ def test_response_bodies_keep_their_shape(issuer: TokenIssuer, clock: FixedClock
     custom.close()  # type: ignore[attr-defined]
     assert seen == [WEB] and context_principal() is None
     refused = middleware({**environ, "HTTP_AUTHORIZATION": "Bearer x.y.z"}, start_response)
-    assert statuses[-1] == "401 Unauthorized" and b"malformed_token" in b"".join(refused)
+    assert statuses[-1] == "401 Unauthorized" and b"invalid_token" in b"".join(refused)

@@ -45,7 +45,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """Services calling each other over mTLS, allowed and denied calls, the audit trail."""
-    session.install("-e", ".")
+    session.install("-e", ".[demo]")
     session.run("python", "examples/demo.py", *session.posargs)
 
 

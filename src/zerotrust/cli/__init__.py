@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from zerotrust._version import __version__
-from zerotrust.cli import _ca, _token
+from zerotrust.cli import _ca, _demo, _token
 from zerotrust.errors import ZeroTrustError
 
 __all__ = ["main"]
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _ca.register(commands)
     _token.register(commands)
+    _demo.register(commands)
     return parser
 
 

@@ -74,8 +74,8 @@ async def send_refusal(scope: Scope, receive: Receive, send: Send, outcome: Outc
     if scope["type"] == "websocket":
         message = await receive()  # "websocket.connect"; a client that left needs nothing
         if message.get("type") == "websocket.connect":
-            body = outcome.body()
-            code = body["error"] if body else "access_denied"
+            public = outcome.body()
+            code = public["error"] if public else "access_denied"
             await send(
                 {"type": "websocket.close", "code": WEBSOCKET_POLICY_VIOLATION, "reason": code}
             )

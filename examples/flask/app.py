@@ -19,10 +19,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from flask import Flask
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import make_server
 
 from zerotrust import (
     Authenticator,
@@ -40,11 +39,11 @@ from zerotrust import (
     match,
     server_ssl_context,
 )
+from zerotrust.adapters.werkzeug import PeerRequestHandler
 from zerotrust.dev import DevCA
 from zerotrust.flask import ZeroTrust, current_principal
 from zerotrust.httpx import Client
 from zerotrust.tokens import PrivateJWK
-from zerotrust.wsgi import PEER_ENVIRON_KEY
 
 TRUST_DOMAIN = "example.org"
 ORDERS = "spiffe://example.org/ns/shop/sa/orders"  # this service
@@ -101,16 +100,6 @@ def cancel_order(order_id: int) -> dict[str, object]:
     return {"cancelled": order_id, "by": current_principal.id}
 
 
-class PeerHandler(WSGIRequestHandler):
-    """werkzeug passes on only the leaf certificate (``SSL_CLIENT_CERT``): hand the app the
-    peer zerotrust's context verified during the handshake instead, intermediates and all."""
-
-    def make_environ(self) -> dict[str, Any]:
-        environ = super().make_environ()
-        environ[PEER_ENVIRON_KEY] = self.connection.zerotrust_peer
-        return environ
-
-
 def server_context() -> ZeroTrustSSLContext:
     """zerotrust's server context: every handshake needs an SVID of the trust domain."""
     return server_ssl_context(orders_svid, ca.bundle, authorizer=match.member_of(TRUST_DOMAIN))
@@ -131,7 +120,7 @@ def run_server(port: int) -> None:
             port,
             app,
             threaded=True,
-            request_handler=PeerHandler,
+            request_handler=PeerRequestHandler,
             ssl_context=server_context(),
         )
         print(f"orders serves https://localhost:{port} over mTLS; call it as {WEB}:")
@@ -152,7 +141,7 @@ def running_in_background() -> Iterator[int]:
         0,
         app,
         threaded=True,
-        request_handler=PeerHandler,
+        request_handler=PeerRequestHandler,
         ssl_context=server_context(),
     )
     thread = threading.Thread(target=server.serve_forever)

@@ -30,7 +30,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel
-from werkzeug.serving import WSGIRequestHandler, make_server
+from werkzeug.serving import make_server
 
 from zerotrust import (
     Authenticator,
@@ -50,6 +50,7 @@ from zerotrust import (
     match,
     server_ssl_context,
 )
+from zerotrust.adapters.werkzeug import PeerRequestHandler
 from zerotrust.asgi import ZeroTrustUvicornConfig
 from zerotrust.dev import DevCA
 from zerotrust.fastapi import ZeroTrust as FastAPIZeroTrust
@@ -57,7 +58,6 @@ from zerotrust.flask import ZeroTrust as FlaskZeroTrust
 from zerotrust.flask import current_principal
 from zerotrust.httpx import Client
 from zerotrust.tokens import PrivateJWK
-from zerotrust.wsgi import PEER_ENVIRON_KEY
 
 TRUST_DOMAIN = "example.org"
 SHOP = "spiffe://example.org/ns/shop/sa/shop"  # service A
@@ -171,16 +171,6 @@ def payments_client(payments_port: int) -> httpx.Client:
 # --- running both ------------------------------------------------------------------------------
 
 
-class PeerHandler(WSGIRequestHandler):
-    """werkzeug passes on only the leaf certificate (``SSL_CLIENT_CERT``): hand the app the
-    peer zerotrust's context verified during the handshake instead, intermediates and all."""
-
-    def make_environ(self) -> dict[str, Any]:
-        environ = super().make_environ()
-        environ[PEER_ENVIRON_KEY] = self.connection.zerotrust_peer
-        return environ
-
-
 def server_context(svid: X509Svid) -> ZeroTrustSSLContext:
     return server_ssl_context(svid, ca.bundle, authorizer=match.member_of(TRUST_DOMAIN))
 
@@ -212,7 +202,7 @@ def shop_running(app: Flask) -> Iterator[int]:
     """shop on werkzeug's threaded server with zerotrust's server context, in a thread."""
     context = server_context(svids[SHOP])
     server = make_server(
-        "127.0.0.1", 0, app, threaded=True, request_handler=PeerHandler, ssl_context=context
+        "127.0.0.1", 0, app, threaded=True, request_handler=PeerRequestHandler, ssl_context=context
     )
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
@@ -291,7 +281,7 @@ def run_server(port: int) -> None:
                 port,
                 create_shop(payments),
                 threaded=True,
-                request_handler=PeerHandler,
+                request_handler=PeerRequestHandler,
                 ssl_context=server_context(svids[SHOP]),
             )
             print(f"shop serves https://localhost:{port} over mTLS; call it as {WEB}:")

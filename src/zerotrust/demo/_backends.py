@@ -15,9 +15,10 @@ from typing import Any
 
 import grpc
 from flask import Flask, request
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from zerotrust import Callers, Operations, Policy, Rule, ScopeRule, match, server_ssl_context
+from zerotrust.adapters.werkzeug import PeerRequestHandler
 from zerotrust.demo._gateway import decode, encode
 from zerotrust.demo._shop import BACKOFFICE, GATEWAY, TRUST_DOMAIN, Service, Shop
 from zerotrust.flask import ZeroTrust, current_principal
@@ -125,7 +126,7 @@ def payments_app(service: Service) -> Flask:
     return app
 
 
-class _QuietHandler(WSGIRequestHandler):
+class _QuietHandler(PeerRequestHandler):
     """No access log lines on the demo's output (the audit trail says who called what)."""
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:

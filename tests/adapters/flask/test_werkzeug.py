@@ -1,0 +1,74 @@
+"""werkzeug's server with zerotrust's mTLS, through an intermediate CA (real handshakes)."""
+
+from __future__ import annotations
+
+import threading
+
+import flask
+import httpx
+import pytest
+
+from zerotrust import (
+    Authenticator,
+    Callers,
+    Guard,
+    MemorySink,
+    Policy,
+    Rule,
+    client_ssl_context,
+    match,
+    server_ssl_context,
+)
+from zerotrust.adapters.werkzeug import serve_werkzeug
+from zerotrust.dev import DevCA
+from zerotrust.errors import ConfigurationError
+from zerotrust.flask import ZeroTrust, current_principal
+
+WEB = "spiffe://example.org/ns/shop/sa/web"
+API = "spiffe://example.org/ns/shop/sa/api"
+
+
+def test_the_handshake_peer_reaches_the_app_with_intermediates() -> None:
+    ca = DevCA.create("example.org", intermediate=True)
+    guard = Guard(
+        authenticator=Authenticator(bundles=ca.bundle),
+        policy=Policy(
+            [Rule(id="shop", callers=[Callers(spiffe_ids=["spiffe://example.org/ns/shop/*"])])]
+        ),
+        audit=MemorySink(),
+    )
+    app = flask.Flask("werkzeug-test")
+    ZeroTrust(app, guard=guard)
+
+    @app.get("/whoami")
+    def whoami() -> dict[str, str]:
+        return {
+            "caller": str(current_principal.spiffe_id),
+            "proven_by": current_principal.proven_by,
+        }
+
+    context = server_ssl_context(
+        ca.issue_svid(API, dns_names=["localhost"]),
+        ca.bundle,
+        authorizer=match.member_of("example.org"),
+    )
+    server = serve_werkzeug(app, ssl_context=context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client_ctx = client_ssl_context(ca.issue_svid(WEB), ca.bundle, authorizer=match.exact(API))
+        with httpx.Client(verify=client_ctx) as client:
+            response = client.get(f"https://localhost:{server.server_port}/whoami")
+        assert response.status_code == 200
+        assert response.json() == {"caller": WEB, "proven_by": "mtls"}
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_needs_a_zerotrust_context() -> None:
+    import ssl
+
+    with pytest.raises(ConfigurationError):
+        serve_werkzeug(flask.Flask("x"), ssl_context=ssl.create_default_context())  # type: ignore[arg-type]

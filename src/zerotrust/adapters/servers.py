@@ -10,9 +10,11 @@ stops (SIGINT / SIGTERM).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import ssl
 import threading
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from zerotrust.errors import ConfigurationError
@@ -59,16 +61,37 @@ def serve(
     """
     context = _context(ssl_context, svid, bundles, authorizer)
     if server == "uvicorn":
-        import uvicorn
-
         from zerotrust.adapters.uvicorn import ZeroTrustUvicornConfig
 
         config = ZeroTrustUvicornConfig(app, ssl_context=context, host=host, port=port, **options)
-        uvicorn.Server(config).run()
+        _returning_server_class()(config).run()
     elif server == "hypercorn":
         asyncio.run(_hypercorn(app, context, host, port, options))
     else:
         raise ConfigurationError(f"unknown server {server!r}: 'uvicorn' or 'hypercorn'")
+
+
+def _returning_server_class() -> type:
+    import uvicorn
+
+    class ReturningServer(uvicorn.Server):
+        """uvicorn re-raises the signal that stopped it once it has shut down (a
+        KeyboardInterrupt, or death by SIGTERM that skips the caller's cleanup): forget it, so
+        ``serve()`` simply returns after a graceful shutdown."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                try:
+                    yield
+                finally:
+                    self._captured_signals.clear()
+
+    return ReturningServer
+
+
+def _ReturningServer(config: Any) -> Any:
+    return _returning_server_class()(config)
 
 
 async def _hypercorn(

@@ -15,13 +15,15 @@ from typing import Literal
 
 from zerotrust._clock import Clock
 from zerotrust._sansio import drive, drive_async
-from zerotrust.errors import ConfigurationError, MalformedToken
+from zerotrust.errors import ConfigurationError, KeysUnavailable, MalformedToken
 from zerotrust.identity import TrustDomain
 from zerotrust.tokens._json import JSONError, loads_dict
 from zerotrust.tokens.cache import VerifiedTokenCache
 from zerotrust.tokens.claims import ClaimsValidator, clock_function
+from zerotrust.tokens.jwks import JWKSet
+from zerotrust.tokens.secret import SecretKeySet
 from zerotrust.tokens.signature import DEFAULT_MAX_TOKEN_SIZE, Flow, SignatureVerifier, ascii_token
-from zerotrust.tokens.sources import KeysLike
+from zerotrust.tokens.sources import KeysLike, StaticKeySource
 from zerotrust.tokens.verified import VerifiedSignature, VerifiedToken
 
 __all__ = ["TokenVerifier"]
@@ -46,7 +48,7 @@ class TokenVerifier:
     subclasses, or :class:`~zerotrust.errors.KeysUnavailable` from the key source.
     """
 
-    __slots__ = ("_cache", "_claims", "_max_size", "_now", "_observe", "_signature")
+    __slots__ = ("_cache", "_claims", "_max_size", "_now", "_observe", "_signature", "_static_keys")
 
     def __init__(
         self,
@@ -86,6 +88,10 @@ class TokenVerifier:
         self._observe = self._cache.observe_keys if self._cache is not None else None
         self._max_size = max_token_size
         self._now = clock_function(clock)
+        # A cache hit must still hold for the key source's *current* keys: a retired key or a
+        # source that fails closed ends its tokens' cache entries at once. Static key sets
+        # never change, so only their hits skip the question.
+        self._static_keys = isinstance(self._signature._source, StaticKeySource)
 
     @property
     def signature_verifier(self) -> SignatureVerifier:
@@ -114,9 +120,15 @@ class TokenVerifier:
         digest = _sha256(raw).digest()
         entry = cache._entries.get(digest)  # the hot path: a hash and a lookup
         if entry is not None:
-            if entry[1] <= self._now() < entry[2]:
-                return entry[0]
-            cache.get(digest, self._now())  # drops the entry if it has expired
+            if not self._static_keys:
+                # asked directly (what the driver would do): raises KeysUnavailable when the
+                # source fails closed, and a changed key set empties the cache
+                self._check_keys(self._signature._first.fulfil())
+                entry = cache._entries.get(digest)
+            if entry is not None:
+                if entry[1] <= self._now() < entry[2]:
+                    return entry[0]
+                cache.get(digest, self._now())  # drops the entry if it has expired
         return drive(self._flow(raw, digest))
 
     async def verify_async(self, token: str | bytes) -> VerifiedToken:
@@ -130,10 +142,29 @@ class TokenVerifier:
         digest = None
         if cache is not None:
             digest = _sha256(raw).digest()
-            hit = cache.get(digest, self._now())
-            if hit is not None:
-                return _done(hit)
+            if self._static_keys:
+                hit = cache.get(digest, self._now())
+                if hit is not None:
+                    return _done(hit)
+            elif digest in cache._entries:
+                return self._cached_flow(raw, digest)
         return self._flow(raw, digest)
+
+    def _cached_flow(self, raw: bytes, digest: bytes) -> Flow[VerifiedToken]:
+        """A cache hit of a changing key source: confirm the source's current keys first."""
+        cache = self._cache
+        assert cache is not None
+        self._check_keys((yield self._signature._first))
+        hit = cache.get(digest, self._now())
+        if hit is not None:
+            return hit
+        return (yield from self._flow(raw, digest))
+
+    def _check_keys(self, keys: object) -> None:
+        if not isinstance(keys, (JWKSet, SecretKeySet)):
+            raise KeysUnavailable("key source returned something that is not a key set")
+        assert self._observe is not None
+        self._observe(keys)
 
     def _flow(self, raw: bytes, digest: bytes | None) -> Flow[VerifiedToken]:
         cache = self._cache

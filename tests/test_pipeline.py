@@ -542,3 +542,25 @@ def test_guard_builds_its_authenticator_from_parts(issuer: TokenIssuer, clock: F
     ):
         with pytest.raises(ConfigurationError):
             Guard(**bad)  # type: ignore[arg-type]
+
+
+def test_keep_alive_peer_loses_access_when_its_authority_is_removed(
+    clock: FixedClock, ca: DevCA
+) -> None:
+    from zerotrust import RotatingBundleSource, verify_x509_svid
+
+    bundles = RotatingBundleSource(ca.bundle)
+    guard = Guard(
+        authenticator=Authenticator(bundles=bundles, clock=clock),
+        policy=cert_policy(),
+        audit=MemorySink(),
+        clock=clock,
+    )
+    peer = verify_x509_svid(ca.issue_svid(WEB).cert_chain, ca.bundle)  # as the handshake did
+    view = Request(route=ROUTE, verified_peer=peer)
+    assert guard.evaluate(view).allowed
+    assert guard.evaluate(view).allowed  # checked once per bundle snapshot
+    bundles.set(ca.bundle.with_x509_authorities([DevCA.create("example.org").root_certificate]))
+    refused = guard.evaluate(view)  # the same connection, after the authority was removed
+    assert refused.status == 401 and refused.error is not None
+    assert refused.error.code == "untrusted_certificate"

@@ -42,6 +42,7 @@ from zerotrust.errors import (
     InvalidSpiffeId,
     MissingCredentials,
     TokenBindingMismatch,
+    UntrustedCertificate,
 )
 from zerotrust.identity import SpiffeId
 from zerotrust.tokens.verified import VerifiedToken
@@ -104,17 +105,22 @@ class Authenticator:
         self._principals: dict[VerifiedToken, Principal] = {}
         # ... and of verified peers (one object per TLS connection, reused by keep-alive).
         self._peers: dict[VerifiedPeer, Principal] = {}
+        # ... and the bundle snapshot each handshake-verified peer was last checked against.
+        self._trusted: dict[VerifiedPeer, BundleSet] = {}
 
     # --- certificates -------------------------------------------------------------------------
 
     def _peer(self, view: RequestView, notes: list[str]) -> tuple[VerifiedPeer | None, bool]:
         """The authenticated client certificate, and whether it came through a proxy."""
         direct = view.verified_peer
-        if direct is not None and direct.leaf.not_valid_after_utc < self.clock.now():
-            # verified at handshake time; a long-lived connection may outlive the certificate
-            raise CertificateExpired(
-                f"certificate of {direct.spiffe_id} expired during the connection"
-            )
+        if direct is not None:
+            if direct.leaf.not_valid_after_utc < self.clock.now():
+                # verified at handshake time; a long-lived connection may outlive the certificate
+                raise CertificateExpired(
+                    f"certificate of {direct.spiffe_id} expired during the connection"
+                )
+            if self.bundles is not None:
+                self._still_trusted(direct)
         if direct is None and view.peer_chain:
             if self.bundles is None:
                 raise ConfigurationError(
@@ -139,6 +145,22 @@ class Authenticator:
             notes.append(f"forwarded_cert_{forwarded.source}")
             return peer, True
         return direct, False
+
+    def _still_trusted(self, peer: VerifiedPeer) -> None:
+        """A keep-alive connection's peer must still chain to an authority of the *current*
+        bundle of its trust domain: removing an authority ends its connections' access too."""
+        assert self.bundles is not None
+        bundle_set = self.bundles.get_bundle_set()
+        if self._trusted.get(peer) is bundle_set:  # checked against this very snapshot
+            return
+        bundle = bundle_set.get(peer.spiffe_id.trust_domain)
+        if bundle is None or not bundle.has_authority(peer.chain[-1]):
+            raise UntrustedCertificate(
+                f"the authority of {peer.spiffe_id}'s certificate was removed from its bundle"
+            )
+        if len(self._trusted) >= 4096:
+            self._trusted.clear()
+        self._trusted[peer] = bundle_set
 
     # --- the flow -----------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench`` and ``docs``."""
+"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``load``, ``fuzz``, ``docs``."""
 
 from __future__ import annotations
 
@@ -97,3 +97,14 @@ def docs(session: nox.Session) -> None:
         "mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"}
     )
     session.run("python", "-m", "pytest", "tests/test_docs.py", "-q", *session.posargs)
+
+
+@nox.session
+def load(session: nox.Session) -> None:
+    """Load test of the FastAPI and grpc apps with zerotrust (mTLS + tokens) and bare (plain
+    TLS): requests/s, p50/p99 latency, errors (must be 0) and server peak RSS in one table.
+
+    ``nox -s load -- --duration 30`` sets the seconds per run (default 10).
+    """
+    session.install("-e", ".[fastapi,httpx,grpc]", "uvicorn[standard]>=0.47")
+    session.run("python", "benchmarks/load.py", *session.posargs)

@@ -7,9 +7,10 @@
   back to full verification (which applies the leeway), so cached and uncached answers agree.
 * :meth:`evict` (by ``jti``) and :meth:`clear` let revocation take effect immediately.
 * When the key set seen by the verifier changes (rotation, removal), everything is dropped,
-  and a token whose verification overlapped the change is not stored. A hit does not
-  consult the key source: a key withdrawn from the source stops being honoured for cached
-  tokens once the verifier next fetches keys (any cache miss), or at once with :meth:`clear`.
+  and a token whose verification overlapped the change is not stored. The verifier asks a
+  changing key source for its current keys on every hit, so a key withdrawn from the source
+  (or a source that fails closed) ends its tokens' entries at once; static key sets never
+  change and skip the question.
 
 Thread safety: reads are single ``dict`` operations; every write holds one lock.
 """

@@ -116,6 +116,10 @@ class ZeroTrustSSLContext(ssl.SSLContext):
         if svid is self._zt_svid and bundles is self._zt_bundles:
             return
         with self._zt_lock:
+            # Read again under the lock: a slower refresh must never load a snapshot older
+            # than the one another connection has loaded meanwhile.
+            svid = source.get_x509_svid() if source is not None else None
+            bundles = self._zt_bundle_source.get_bundle_set()
             if bundles is not self._zt_bundles:
                 authorities = bundles.all_x509_authorities()
                 if not authorities:

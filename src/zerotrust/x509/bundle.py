@@ -8,7 +8,6 @@ bundle. Peers are always verified against the bundle of **their own** trust doma
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, final
@@ -20,6 +19,7 @@ from cryptography.x509.verification import Store
 
 from zerotrust.errors import BundleError, NoTrustBundle
 from zerotrust.identity import SpiffeId, TrustDomain
+from zerotrust.tokens._json import JSONError, loads_object, thaw
 from zerotrust.x509._certs import MAX_PEM_BYTES, certs_to_pem, fingerprint, load_pem_certs
 
 __all__ = ["BundleSet", "TrustBundle"]
@@ -327,29 +327,10 @@ def _load_json(data: bytes | str) -> Any:
     raw = data.encode() if isinstance(data, str) else data
     if len(raw) > _MAX_JWKS_BYTES:
         raise BundleError(f"bundle document exceeds {_MAX_JWKS_BYTES} bytes")
-    depth = max_depth = 0
-    in_string = escaped = False
-    for byte in raw:  # bounded nesting, checked without recursion
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            max_depth = max(max_depth, depth)
-            if max_depth > _MAX_JSON_DEPTH:
-                raise BundleError("bundle document is nested too deeply")
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError("bundle document is not valid JSON") from exc
+    try:  # the token parser's strict JSON: bounded depth, no duplicate members
+        return thaw(loads_object(raw, max_depth=_MAX_JSON_DEPTH))
+    except JSONError as exc:
+        raise BundleError(f"bundle document is not valid: {exc}") from None
 
 
 def _x5c_authority(key: Mapping[str, Any], index: int) -> x509.Certificate:

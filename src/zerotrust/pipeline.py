@@ -26,6 +26,7 @@ from zerotrust.audit.otel import OTelSink
 from zerotrust.audit.sinks import AuditPipeline, AuditSink, LoggingSink
 from zerotrust.audit.trace import trace_ids_for_audit
 from zerotrust.authn.authenticate import Authenticator, AuthResult
+from zerotrust.authn.credentials import Credentials
 from zerotrust.authn.principal import Principal
 from zerotrust.authn.request import RequestView
 from zerotrust.authz.decision import Decision
@@ -48,7 +49,10 @@ from zerotrust.errors import (
 from zerotrust.stores.base import Revocation, Store
 from zerotrust.stores.memory import MemoryStore
 
-__all__ = ["Call", "Guard", "Outcome"]
+__all__ = ["REQUIREMENT_NOTE", "Call", "Guard", "Outcome"]
+
+#: Audit note on events recorded for a per-handler requirement checked after the middleware.
+REQUIREMENT_NOTE = "handler_requirement"
 
 _log = logging.getLogger("zerotrust")
 
@@ -210,8 +214,42 @@ class Guard:
         except Exception:  # fail closed, and never show the caller what broke
             _log.exception("zerotrust: unexpected error while deciding; request refused")
             error = ZeroTrustError("internal error while deciding")
+        return self._finish(view, auth, decision, error, audit=not dry)
+
+    def refine(self, view: RequestView, outcome: Outcome, requirement: Requirement) -> Outcome:
+        """Check a per-handler ``requirement`` against a request this Guard already decided
+        (e.g. in middleware). Running the whole pipeline again would take a second rate-limit
+        token and see its own DPoP proof as a replay; only the requirement is checked, and a
+        refusal is audited like any other decision (noted ``handler_requirement``)."""
+        if not outcome.allowed:
+            return outcome
+        refused = requirement.check(outcome.principal, operation_of(view))
+        if refused is None:
+            return outcome
+        prior = outcome.decision
+        decision = replace(refused, policy_id=prior.policy_id if prior is not None else None)
+        error = _refusal(decision, outcome.principal)
+        notes = outcome.event.notes if outcome.event is not None else ()
+        auth = AuthResult(outcome.principal, Credentials(), notes=(*notes, REQUIREMENT_NOTE))
+        return self._finish(view, auth, decision, error)
+
+    def refuse(self, view: RequestView, error: ZeroTrustError) -> Outcome:
+        """An audited refusal of ``view`` for an ``error`` an adapter found before the pipeline
+        could run (too many header lines, an undescribable route), answered like any other."""
+        return self._finish(view, None, None, error)
+
+    def _finish(
+        self,
+        view: RequestView,
+        auth: AuthResult | None,
+        decision: Decision | None,
+        error: ZeroTrustError | None,
+        *,
+        audit: bool = True,
+    ) -> Outcome:
+        """The outcome, audited: every decision, whichever path made it, ends here."""
         outcome = self._outcome(view, auth, decision, error)
-        if dry or not self.audit.enabled:  # nobody listens (e.g. audit logging disabled)
+        if not audit or not self.audit.enabled:  # nobody listens (e.g. audit logging disabled)
             return outcome
         event = self._event(view, auth, outcome)
         try:

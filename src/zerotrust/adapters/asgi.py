@@ -28,7 +28,6 @@ from typing import Any, Final
 from zerotrust.adapters._asgi_view import ScopeView
 from zerotrust.adapters._common import forwarded_headers_to_strip, routeless_hazards
 from zerotrust.adapters._context import current_principal, reset_principal, set_principal
-from zerotrust.adapters._guarded import refuse
 from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
 from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS
 from zerotrust.authn.request import MAX_HEADER_LINES
@@ -142,10 +141,10 @@ class ZeroTrustMiddleware:
             return
         view = ScopeView(scope, route)
         if unresolved is not None:
-            outcome = refuse(self.guard, view, unresolved)
+            outcome = self.guard.refuse(view, unresolved)
         elif len(scope.get("headers", ())) > MAX_HEADER_LINES:
             error = MalformedCredentials(f"more than {MAX_HEADER_LINES} header lines")
-            outcome = refuse(self.guard, view, error)
+            outcome = self.guard.refuse(view, error)
         else:
             outcome = await self.guard.aevaluate(view)
         if not outcome.allowed:

@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 from zerotrust.adapters._asgi_view import ScopeView
 from zerotrust.adapters._context import current_principal, set_principal
-from zerotrust.adapters._guarded import presents_credentials, refine, refuse
+from zerotrust.adapters._guarded import presents_credentials
 from zerotrust.adapters._routes import find_routes_owner, route_template_for
 from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
 from zerotrust.adapters.asgi import STATE_OUTCOME, ZeroTrustMiddleware, publish
@@ -124,7 +124,7 @@ async def _authorize(
         if prior.principal is None and optional:
             return None
         view = ScopeView(scope, prior.event.route if prior.event is not None else None)
-        outcome = refine(guard, view, prior, requirement)
+        outcome = guard.refine(view, prior, requirement)
     else:
         try:
             route, unresolved = _route_of(scope), None
@@ -132,14 +132,14 @@ async def _authorize(
             route, unresolved = None, exc
         view = ScopeView(scope, route)
         if unresolved is not None:
-            outcome = refuse(guard, view, unresolved)
+            outcome = guard.refuse(view, unresolved)
         elif len(scope.get("headers", ())) > MAX_HEADER_LINES:
             error = MalformedCredentials(f"more than {MAX_HEADER_LINES} header lines")
-            outcome = refuse(guard, view, error)
+            outcome = guard.refuse(view, error)
         elif optional and not presents_credentials(view, guard.authenticator):
             outcome = await guard.aevaluate(view)
             if outcome.principal is not None:
-                outcome = refine(guard, view, outcome, requirement)
+                outcome = guard.refine(view, outcome, requirement)
         else:
             outcome = await guard.aevaluate(view, requirement)
         if outcome.allowed:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from zerotrust.authn.request import MAX_HEADER_LINES, RequestView
+from zerotrust.authn.request import RequestView
 from zerotrust.errors import ConfigurationError, MalformedCredentials
 
 __all__ = ["ApiKeys", "Credentials", "extract_credentials"]
@@ -81,12 +81,6 @@ def extract_credentials(
         if api_key is not None and not (1 <= len(api_key) <= 512):
             raise MalformedCredentials("malformed API key")
     return Credentials(token=token, scheme=scheme, dpop_proof=proof, api_key=api_key)  # type: ignore[arg-type]
-
-
-def count_header_lines(headers: Iterable[object]) -> None:
-    """Refuse requests with more header lines than :data:`MAX_HEADER_LINES` (adapters call it)."""
-    if sum(1 for _ in headers) > MAX_HEADER_LINES:
-        raise MalformedCredentials(f"more than {MAX_HEADER_LINES} header lines")
 
 
 class ApiKeys:

@@ -14,12 +14,12 @@ from typing import Any, final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.verification import Store
 
-from zerotrust.errors import BundleError, NoTrustBundle
+from zerotrust.errors import BundleError, ConfigurationError, NoTrustBundle
 from zerotrust.identity import SpiffeId, TrustDomain
 from zerotrust.tokens._json import JSONError, loads_object, thaw
+from zerotrust.tokens._jwk_codec import public_members
 from zerotrust.x509._certs import MAX_PEM_BYTES, certs_to_pem, fingerprint, load_pem_certs
 
 __all__ = ["BundleSet", "TrustBundle"]
@@ -345,31 +345,10 @@ def _x5c_authority(key: Mapping[str, Any], index: int) -> x509.Certificate:
 
 
 def _public_jwk_fields(cert: x509.Certificate) -> dict[str, Any]:
-    key = cert.public_key()
-
-    def b64(n: int, size: int) -> str:
-        return base64.urlsafe_b64encode(n.to_bytes(size, "big")).rstrip(b"=").decode()
-
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        size = (key.curve.key_size + 7) // 8
-        nums = key.public_numbers()
-        crv = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}[key.curve.name]
-        return {"kty": "EC", "crv": crv, "x": b64(nums.x, size), "y": b64(nums.y, size)}
-    if isinstance(key, rsa.RSAPublicKey):
-        nums_r = key.public_numbers()
-        return {
-            "kty": "RSA",
-            "n": b64(nums_r.n, (nums_r.n.bit_length() + 7) // 8),
-            "e": b64(nums_r.e, (nums_r.e.bit_length() + 7) // 8),
-        }
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return {
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": base64.urlsafe_b64encode(raw).rstrip(b"=").decode(),
-        }
-    raise BundleError("unsupported authority key type")
+    try:
+        return dict(public_members(cert.public_key()))  # type: ignore[arg-type]
+    except ConfigurationError:
+        raise BundleError("unsupported authority key type") from None
 
 
 def _optional_int(doc: Mapping[str, Any], name: str) -> int | None:

@@ -48,6 +48,8 @@ from zerotrust.errors import (
 )
 from zerotrust.stores.base import Revocation, Store
 from zerotrust.stores.memory import MemoryStore
+from zerotrust.tokens.verified import VerifiedToken
+from zerotrust.x509.verify import VerifiedPeer
 
 __all__ = ["REQUIREMENT_NOTE", "Call", "Guard", "Outcome"]
 
@@ -157,6 +159,16 @@ class Guard:
         # decision for the next request of the same caller on the same route is a lookup.
         self._decisions: dict[tuple[int, str, str | None, str], tuple[Principal, Decision]] = {}
         self._memo_decisions = not any(rule.action == "CUSTOM" for rule in policy.rules)
+        # Repeated requests (see _repeat): plain bearer tokens from the verifier's cache.
+        tokens = authenticator.tokens
+        self._reusable = (
+            self._memo_decisions
+            and self._local_store
+            and tokens is not None
+            and tokens.cache is not None
+        )
+        self._absent = authenticator.reuse_absent_headers
+        self._repeats: dict[tuple[int, int, str, str, str | None, int], _Repeat] = {}
         verifier = authenticator.tokens
         if verifier is not None:
             # revocations made through this store take effect in the local cache at once;
@@ -173,10 +185,30 @@ class Guard:
 
     def evaluate(self, view: RequestView, requirement: Requirement | None = None) -> Outcome:
         """Decide on ``view`` (blocking on keys, stores and hooks when they need I/O)."""
+        if self._reusable:
+            tokens: Any = self.authenticator.tokens
+            try:
+                if not tokens._static_keys:
+                    tokens._confirm_keys()
+                outcome = self._repeat(view, requirement)
+            except Exception:  # the pipeline below decides, and reports, what is wrong
+                outcome = None
+            if outcome is not None:
+                return outcome
         return drive(self.flow(view, requirement))
 
     async def aevaluate(self, view: RequestView, requirement: Requirement | None = None) -> Outcome:
         """Decide on ``view`` without blocking the event loop."""
+        if self._reusable:
+            tokens: Any = self.authenticator.tokens
+            try:
+                if not tokens._static_keys:
+                    await tokens._aconfirm_keys()
+                outcome = self._repeat(view, requirement)
+            except Exception:  # the pipeline below decides, and reports, what is wrong
+                outcome = None
+            if outcome is not None:
+                return outcome
         return await drive_async(self.flow(view, requirement))
 
     def explain(self, view: RequestView, requirement: Requirement | None = None) -> Outcome:
@@ -214,7 +246,106 @@ class Guard:
         except Exception:  # fail closed, and never show the caller what broke
             _log.exception("zerotrust: unexpected error while deciding; request refused")
             error = ZeroTrustError("internal error while deciding")
+        if error is None and not dry and auth is not None and auth.reusable:
+            self._remember(view, requirement, auth, decision)
         return self._finish(view, auth, decision, error, audit=not dry)
+
+    # --- repeated requests ----------------------------------------------------------------------
+    #
+    # A service sees the same caller present the same token for the same operation again and
+    # again. Once the pipeline has allowed such a request, the next one is answered from what
+    # it established, and only what can change between two requests is checked again: the
+    # token's cached verification (its time window; the key source's current keys), the
+    # handshake-verified peer (expiry; its authority still in the current bundle), revocation,
+    # and the audit event, which is written for every request. Only allows are remembered and
+    # anything else (a miss, an error, a revoked token) runs the whole pipeline, so this path
+    # can only repeat an allow the pipeline itself gave for the same credentials and operation.
+    # It never applies with CUSTOM hooks, rate limits, DPoP, API keys, forwarded certificates
+    # or a store that needs I/O.
+
+    def _repeat(self, view: RequestView, requirement: Requirement | None) -> Outcome | None:
+        """The outcome of a repeated request, or ``None`` when the pipeline must decide.
+
+        Kept to one short function: it runs on every request, mostly with cold CPU caches."""
+        values = view.header("authorization")
+        if len(values) != 1 or values[0][:7] != "Bearer ":
+            return None  # the canonical form only; any other spelling takes the pipeline
+        has_any = getattr(view, "has_any", None)  # the adapters' views answer in one lookup
+        if has_any is not None:
+            if has_any(self._absent):
+                return None
+        elif any(view.header(name) for name in self._absent):
+            return None
+        peer = view.verified_peer
+        if peer is None and view.peer_chain:
+            return None
+        authenticator = self.authenticator
+        token = authenticator.tokens._cached(values[0][7:])  # type: ignore[union-attr]
+        if token is None:
+            return None
+        entry = self._repeats.get(
+            (id(token), id(peer), view.kind, view.method, view.route, id(requirement))
+        )
+        if (
+            entry is None
+            or entry.token is not token  # ids are only trusted together with their objects
+            or entry.peer is not peer
+            or entry.requirement is not requirement
+            or entry.policy is not self.policy
+            or entry.authenticator is not authenticator
+        ):
+            return None
+        if peer is not None:
+            authenticator.recheck_peer(peer)
+        if self.check_revocation:
+            store = self.store
+            if type(store) is not MemoryStore:  # a store that needs I/O: the pipeline asks it
+                return None
+            if store.has_revocations:
+                iat = token.claims.get("iat")  # validated: the pipeline checked this token
+                if store.is_revoked(
+                    jti=token.jti,
+                    subject=token.subject,
+                    issuer=token.issuer or "",
+                    issued_at=float(iat) if iat is not None else None,
+                ):
+                    return None
+        if not self.audit.enabled:
+            return entry.outcome
+        return self._finish(view, entry.auth, entry.decision, None)
+
+    def _remember(
+        self,
+        view: RequestView,
+        requirement: Requirement | None,
+        auth: AuthResult,
+        decision: Decision | None,
+    ) -> None:
+        token, principal = auth.token, auth.principal
+        if (
+            not self._reusable
+            or token is None
+            or principal is None
+            or decision is None
+            or auth.notes
+            or self.policy.rate_limits_for(principal, operation_of(view))
+        ):
+            return
+        peer = auth.peer
+        key = (id(token), id(peer), view.kind, view.method, view.route, id(requirement))
+        entry = _Repeat(
+            token=token,
+            peer=peer,
+            requirement=requirement,
+            policy=self.policy,
+            authenticator=self.authenticator,
+            auth=auth,
+            decision=decision,
+            outcome=self._outcome(view, auth, decision, None),
+        )
+        if len(self._repeats) >= _MAX_REPEATS:
+            self._repeats.clear()
+        self._repeats[key] = entry
 
     def refine(self, view: RequestView, outcome: Outcome, requirement: Requirement) -> Outcome:
         """Check a per-handler ``requirement`` against a request this Guard already decided
@@ -403,6 +534,23 @@ class Guard:
             trace_trusted=trace.trusted,
             notes=auth.notes if auth is not None else (),
         )
+
+
+_MAX_REPEATS = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class _Repeat:
+    """An allow the pipeline gave, and everything it depended on (see ``Guard._repeat``)."""
+
+    token: VerifiedToken
+    peer: VerifiedPeer | None
+    requirement: Requirement | None
+    policy: Policy
+    authenticator: Authenticator
+    auth: AuthResult
+    decision: Decision
+    outcome: Outcome
 
 
 def _refusal(decision: Decision, principal: Principal | None) -> ZeroTrustError | None:

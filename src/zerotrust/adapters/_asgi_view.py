@@ -10,7 +10,7 @@ imports.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from zerotrust.adapters._tls_scope import TLS_PEER_KEY
@@ -39,7 +39,7 @@ class ScopeView:
     ``route`` is the route template the adapter resolved (``None`` when no route matched).
     """
 
-    __slots__ = ("_chain", "_headers", "_scope", "kind", "method", "path", "route")
+    __slots__ = ("_chain", "_headers", "_scope", "_tls", "kind", "method", "path", "route")
 
     kind: Kind
     method: str
@@ -50,6 +50,7 @@ class ScopeView:
         self._scope = scope
         self._headers: dict[str, list[str]] | None = None
         self._chain: Sequence[bytes] | bool | None = False  # False: not decoded yet
+        self._tls = scope_tls(scope)
         websocket = scope["type"] == "websocket"
         self.kind = "websocket" if websocket else "http"
         self.method = "GET" if websocket else scope["method"]
@@ -81,12 +82,11 @@ class ScopeView:
     @property
     def verified_peer(self) -> VerifiedPeer | None:
         """The peer a zerotrust SSL context verified during the TLS handshake, if any."""
-        tls = scope_tls(self._scope)
+        tls = self._tls
         peer = tls.get(TLS_PEER_KEY) if tls is not None else None
         return peer if isinstance(peer, VerifiedPeer) else None
 
-    def header(self, name: str) -> list[str]:
-        """Every value of header ``name`` (case-insensitive), in order; ``[]`` if absent."""
+    def _table(self) -> dict[str, list[str]]:
         headers = self._headers
         if headers is None:
             headers = {}
@@ -98,15 +98,23 @@ class ScopeView:
                 else:
                     headers[key] = [value]
             self._headers = headers
-        values = headers.get(name.lower())
+        return headers
+
+    def header(self, name: str) -> list[str]:
+        """Every value of header ``name`` (case-insensitive), in order; ``[]`` if absent."""
+        values = (self._headers or self._table()).get(name.lower())
         return list(values) if values else []
+
+    def has_any(self, names: Iterable[str]) -> bool:
+        """Whether any of the (lower-case) header ``names`` is present."""
+        return not (self._headers or self._table()).keys().isdisjoint(names)
 
     @property
     def peer_chain(self) -> Sequence[bytes] | None:
         """The client certificate chain from the TLS extension (DER, leaf first)."""
         chain = self._chain
         if chain is False:
-            chain = self._chain = _decode_chain(scope_tls(self._scope))
+            chain = self._chain = _decode_chain(self._tls)
         return chain  # type: ignore[return-value]
 
 

@@ -162,7 +162,7 @@ class ZeroTrustMiddleware:
 def _strip_forwarded(scope: Scope, view: ScopeView, outcome: Outcome, guard: Guard) -> None:
     proxies = guard.authenticator.trusted_proxies
     present = proxies.header_names if proxies is not None else FORWARDED_CERT_HEADERS
-    if not any(view.header(name) for name in present):
+    if not view.has_any(present):
         return  # the common case: nothing forwarded, nothing to strip
     names = forwarded_headers_to_strip(outcome, proxies)
     drop = {name.encode("latin-1") for name in names}
@@ -183,7 +183,11 @@ def _router_resolver(app: Any) -> RouteResolver | None:
     def resolve(scope: Scope) -> str | None:
         # The template depends only on what routing reads; the route count guards against
         # routes added after start-up. Bounded: unknown paths cost a normal lookup.
-        host = next((v for k, v in scope.get("headers", ()) if k == b"host"), None)
+        host = None
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                host = value
+                break
         routes = getattr(router, "routes", None) or ()
         key = (
             scope["type"],

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from zerotrust.errors import MissingDependencyError
 
@@ -46,6 +46,9 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         handler = await continuation(handler_call_details)
         loop = asyncio.get_running_loop()
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler and cached[1] is loop:
+            return cached[2]  # the next call of a method: its wrapper is ready
 
         def wrap(
             behavior: Callable[..., Any],
@@ -70,12 +73,15 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
     ) -> Principal | None:
         outcome = await self._guard.aevaluate(self._view(method, context), requirement)
         if not outcome.allowed:
-            code, details, trailing = self._refusal(outcome)
-            if trailing:
-                context.set_trailing_metadata(trailing)
-            await context.abort(code, details)  # raises
-            raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
+            await self._abort(context, outcome)
         return outcome.principal
+
+    async def _abort(self, context: Any, outcome: Outcome) -> NoReturn:
+        code, details, trailing = self._refusal(outcome)
+        if trailing:
+            context.set_trailing_metadata(trailing)
+        await context.abort(code, details)  # raises
+        raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
 
     def _async_behavior(
         self, behavior: Callable[..., Any], method: str, requirement: Requirement | None
@@ -91,8 +97,13 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
 
             return stream
 
+        guard = self._guard
+
         async def call(request: Any, context: Any) -> Any:
-            set_principal(await self._aadmit(context, method, requirement))
+            outcome = await guard.aevaluate(self._view(method, context), requirement)
+            if not outcome.allowed:
+                await self._abort(context, outcome)
+            set_principal(outcome.principal)
             return await behavior(request, context)
 
         return call

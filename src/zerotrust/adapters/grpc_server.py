@@ -82,29 +82,55 @@ def require(**kwargs: Any) -> Callable[[F], F]:
 
 
 class _View:
-    """The :class:`~zerotrust.RequestView` of one RPC (grpc metadata keys are lower case)."""
+    """The :class:`~zerotrust.RequestView` of one RPC (grpc metadata keys are lower case).
 
-    __slots__ = ("_headers", "peer_chain", "remote_addr", "route", "scheme", "verified_peer")
+    The peer's certificate, the transport and the remote address are read from the
+    ``ServicerContext`` on first use: a repeated call that needs only its token reads less.
+    """
+
+    __slots__ = ("_auth", "_context", "_headers", "_peers", "_verified", "route")
     kind: Final = "grpc"
     method: Final = "POST"
     host: Final = None
 
     def __init__(
-        self,
-        route: str,
-        headers: dict[str, list[str]],
-        *,
-        secure: bool,
-        remote_addr: str | None,
-        peer_chain: list[bytes] | None,
-        verified_peer: VerifiedPeer | None,
+        self, route: str, headers: dict[str, list[str]], context: Any, peers: PeerCache
     ) -> None:
         self.route = route
         self._headers = headers
-        self.scheme = "https" if secure else "http"
-        self.remote_addr = remote_addr
-        self.peer_chain = peer_chain
-        self.verified_peer = verified_peer
+        self._context = context
+        self._peers = peers
+        self._auth: Mapping[str, Any] | None = None
+        self._verified: tuple[list[bytes] | None, VerifiedPeer | None] | None = None
+
+    def _auth_context(self) -> Mapping[str, Any]:
+        auth = self._auth
+        if auth is None:
+            auth = self._auth = self._context.auth_context()
+        return auth
+
+    def _peer(self) -> tuple[list[bytes] | None, VerifiedPeer | None]:
+        verified = self._verified
+        if verified is None:
+            verified = self._verified = self._peers.lookup(self._auth_context())
+        return verified
+
+    @property
+    def verified_peer(self) -> VerifiedPeer | None:
+        return self._peer()[1]
+
+    @property
+    def peer_chain(self) -> list[bytes] | None:
+        return self._peer()[0]
+
+    @property
+    def scheme(self) -> str:
+        secure = self._auth_context().get("transport_security_type") == [b"ssl"]
+        return "https" if secure else "http"
+
+    @property
+    def remote_addr(self) -> str | None:
+        return remote_address(self._context.peer())
 
     @property
     def path(self) -> str:
@@ -112,6 +138,10 @@ class _View:
 
     def header(self, name: str) -> list[str]:
         return list(self._headers.get(name.lower(), ()))
+
+    def has_any(self, names: Iterable[str]) -> bool:
+        """Whether any of the (lower-case) metadata keys ``names`` is present."""
+        return not self._headers.keys().isdisjoint(names)
 
 
 def _iterate_in(run: contextvars.Context, iterator: Iterator[Any]) -> Iterator[Any]:
@@ -204,20 +234,14 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return mapped if mapped is not None else decorated
 
     def _view(self, method: str, context: Any) -> RequestView:
-        auth = context.auth_context()
-        chain, verified = self._peers.lookup(auth)
         headers: dict[str, list[str]] = {}
         for key, value in context.invocation_metadata():
             if isinstance(value, str):  # binary (-bin) metadata is never a credential
-                headers.setdefault(key, []).append(value)
-        return _View(
-            method,
-            headers,
-            secure=auth.get("transport_security_type") == [b"ssl"],
-            remote_addr=remote_address(context.peer()),
-            peer_chain=chain,
-            verified_peer=verified,
-        )
+                if key in headers:
+                    headers[key].append(value)
+                else:
+                    headers[key] = [value]
+        return _View(method, headers, context, self._peers)
 
     @staticmethod
     def _refusal(outcome: Outcome) -> tuple[Any, str, tuple[tuple[str, str], ...]]:

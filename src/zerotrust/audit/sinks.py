@@ -194,7 +194,10 @@ class MultiSink:
     @property
     def enabled(self) -> bool:
         """Whether any of the sinks would record an event now."""
-        return any(sink_enabled(sink) for sink in self._sinks)
+        for sink in self._sinks:  # noqa: SIM110 - asked on every request: no generator
+            if sink_enabled(sink):
+                return True
+        return False
 
     def emit(self, event: AuditEvent, /) -> None:
         """Emit to every sink, then re-raise the first exception, if any."""
@@ -258,7 +261,10 @@ class AuditPipeline:
         """Whether any sink would record an event now. When none would (for example the
         default :class:`LoggingSink` with its logger disabled), callers may skip building
         events altogether; every decision is still audited as soon as a sink listens."""
-        return any(sink_enabled(sink) for sink in self._sinks)
+        for sink in self._sinks:  # noqa: SIM110 - asked on every request: no generator
+            if sink_enabled(sink):
+                return True
+        return False
 
     @property
     def healthy(self) -> bool:

@@ -32,7 +32,7 @@ from zerotrust.authn.binding import (
 )
 from zerotrust.authn.credentials import ApiKeys, Credentials, extract_credentials
 from zerotrust.authn.principal import Principal, ProvenBy
-from zerotrust.authn.proxy import TrustedProxies, extract_forwarded_cert
+from zerotrust.authn.proxy import FORWARDED_CERT_HEADERS, TrustedProxies, extract_forwarded_cert
 from zerotrust.authn.request import RequestView
 from zerotrust.errors import (
     AuthenticationError,
@@ -63,6 +63,12 @@ class AuthResult:
     token: VerifiedToken | None = None
     dpop_proof: DPoPProof | None = None
     notes: tuple[str, ...] = ()
+    #: The client certificate that authenticated the request, if any.
+    peer: VerifiedPeer | None = None
+    #: A plain ``Bearer`` token and nothing else (no proof, API key or forwarded certificate),
+    #: with at most the connection's handshake-verified peer: the next request presenting the
+    #: same token the same way on the same connection would authenticate the same.
+    reusable: bool = False
 
 
 class Authenticator:
@@ -110,17 +116,33 @@ class Authenticator:
 
     # --- certificates -------------------------------------------------------------------------
 
-    def _peer(self, view: RequestView, notes: list[str]) -> tuple[VerifiedPeer | None, bool]:
-        """The authenticated client certificate, and whether it came through a proxy."""
+    @property
+    def reuse_absent_headers(self) -> tuple[str, ...]:
+        """Headers whose presence makes a request other than a plain bearer-token request."""
+        names = ["dpop"]
+        if self.api_keys is not None:
+            names.append(self.api_keys.header)
+        proxies = self.trusted_proxies
+        names.extend(FORWARDED_CERT_HEADERS if proxies is None else proxies.header_names)
+        return tuple(dict.fromkeys(names))
+
+    def recheck_peer(self, peer: VerifiedPeer) -> None:
+        """The per-request checks of a peer verified during the TLS handshake: a long-lived
+        connection may outlive its certificate or the authority that issued it."""
+        if peer.leaf.not_valid_after_utc < self.clock.now():
+            raise CertificateExpired(
+                f"certificate of {peer.spiffe_id} expired during the connection"
+            )
+        if self.bundles is not None:
+            self._still_trusted(peer)
+
+    def _peer(self, view: RequestView, notes: list[str]) -> tuple[VerifiedPeer | None, bool, bool]:
+        """The authenticated client certificate, whether it came through a proxy, and whether
+        it is the handshake-verified peer of the connection."""
         direct = view.verified_peer
+        handshake = direct is not None
         if direct is not None:
-            if direct.leaf.not_valid_after_utc < self.clock.now():
-                # verified at handshake time; a long-lived connection may outlive the certificate
-                raise CertificateExpired(
-                    f"certificate of {direct.spiffe_id} expired during the connection"
-                )
-            if self.bundles is not None:
-                self._still_trusted(direct)
+            self.recheck_peer(direct)
         if direct is None and view.peer_chain:
             if self.bundles is None:
                 raise ConfigurationError(
@@ -143,8 +165,8 @@ class Authenticator:
                 forwarded.chain, self.bundles, now=self.clock.now(), role="client"
             )
             notes.append(f"forwarded_cert_{forwarded.source}")
-            return peer, True
-        return direct, False
+            return peer, True, False
+        return direct, False, handshake
 
     def _still_trusted(self, peer: VerifiedPeer) -> None:
         """A keep-alive connection's peer must still chain to an authority of the *current*
@@ -171,7 +193,7 @@ class Authenticator:
         api_header = self.api_keys.header if self.api_keys is not None else None
         max_size = self.tokens.signature_verifier.max_token_size if self.tokens else 8192
         creds = extract_credentials(view, max_token_bytes=max_size, api_key_header=api_header)
-        peer, via_proxy = self._peer(view, notes)
+        peer, via_proxy, handshake = self._peer(view, notes)
         if self.require_mtls and peer is None:
             raise MissingCredentials("a client certificate is required")
         if creds.token is None:
@@ -193,20 +215,32 @@ class Authenticator:
         if self.tokens is None:
             raise AuthenticationError("bearer tokens are not accepted by this service")
         token = yield from self.tokens.flow(creds.token)
-        plain = peer is None and creds.dpop_proof is None and creds.scheme == "Bearer"
+        bearer = creds.scheme == "Bearer" and creds.dpop_proof is None
+        reusable = bearer and creds.api_key is None and not notes and (peer is None or handshake)
+        plain = peer is None and bearer
         if plain:
             # The same token object, presented the same way, passed every binding check
             # before: reuse its principal (only successes are remembered).
             principal = self._principals.get(token)
             if principal is not None:
-                return AuthResult(principal, creds, token=token, notes=tuple(notes))
+                return AuthResult(
+                    principal, creds, token=token, notes=tuple(notes), reusable=reusable
+                )
         proof = self._check_bindings(view, creds, token, peer)
         principal = self._token_principal(token, peer, via_proxy, proof)
         if plain and proof is None:
             if len(self._principals) >= 4096:
                 self._principals.clear()
             self._principals[token] = principal
-        return AuthResult(principal, creds, token=token, dpop_proof=proof, notes=tuple(notes))
+        return AuthResult(
+            principal,
+            creds,
+            token=token,
+            dpop_proof=proof,
+            notes=tuple(notes),
+            peer=peer,
+            reusable=reusable,
+        )
 
     def _check_bindings(
         self, view: RequestView, creds: Credentials, token: VerifiedToken, peer: VerifiedPeer | None

@@ -132,6 +132,11 @@ class MemoryStore:
         self._revoke(digest(ISSUER, issuer), until, before)
         self._listeners.notify(Revocation("issuer", until, issuer=issuer, cutoff=before))
 
+    @property
+    def has_revocations(self) -> bool:
+        """Whether any revocation is held (lapsed ones count until they are swept)."""
+        return bool(len(self._revocations))
+
     def is_revoked(
         self, *, jti: str | None, subject: str | None, issuer: str, issued_at: float | None
     ) -> bool:

@@ -131,6 +131,30 @@ class TokenVerifier:
                 cache.get(digest, self._now())  # drops the entry if it has expired
         return drive(self._flow(raw, digest))
 
+    def _cached(self, token: str) -> VerifiedToken | None:
+        """The cached verification of ``token`` if it holds now; ``None`` otherwise. Never does
+        I/O and never asks the key source: with a changing source the caller must confirm the
+        current keys first (:meth:`_confirm_keys` / :meth:`_aconfirm_keys`), exactly as
+        :meth:`verify` does on a hit."""
+        cache = self._cache
+        if cache is None or len(token) > self._max_size or not token.isascii():
+            return None
+        entry = cache._entries.get(_sha256(token.encode("ascii")).digest())
+        if entry is not None and entry[1] <= self._now() < entry[2]:
+            return entry[0]
+        return None
+
+    def _confirm_keys(self) -> None:
+        """Ask a changing key source for its current keys (a changed set empties the cache;
+        a failing source raises ``KeysUnavailable``). Static key sets skip the question."""
+        if not self._static_keys:
+            self._check_keys(self._signature._first.fulfil())
+
+    async def _aconfirm_keys(self) -> None:
+        """:meth:`_confirm_keys` without blocking the event loop."""
+        if not self._static_keys:
+            self._check_keys(await self._signature._first.fulfil_async())
+
     async def verify_async(self, token: str | bytes) -> VerifiedToken:
         """Verify a token, awaiting the key source if it needs to fetch."""
         return await drive_async(self.flow(token))

@@ -85,6 +85,9 @@ class Outcome:
     grpc_status: str
     headers: tuple[tuple[str, str], ...] = ()
     event: AuditEvent | None = None
+    #: What authentication noted (e.g. ``forwarded_cert_xfcc``), whether or not an audit event
+    #: was written.
+    notes: tuple[str, ...] = ()
 
     @property
     def www_authenticate(self) -> str | None:
@@ -161,6 +164,8 @@ class Guard:
         self._memo_decisions = not any(rule.action == "CUSTOM" for rule in policy.rules)
         # Repeated requests (see _repeat): plain bearer tokens from the verifier's cache.
         tokens = authenticator.tokens
+        # Without a verified-token cache every request's token (and principal) is a new object.
+        self._token_principals_repeat = tokens is not None and tokens.cache is not None
         self._reusable = (
             self._memo_decisions
             and self._local_store
@@ -229,7 +234,7 @@ class Guard:
             auth = yield from self.authenticator.flow(view)
             yield from self._stateful_checks(auth, dry)
             op = operation_of(view)
-            decision = yield from self._decide(auth.principal, op)
+            decision = yield from self._decide(auth.principal, op, auth.token is not None)
             if decision.allowed and requirement is not None:
                 refused = requirement.check(auth.principal, op)
                 if refused is not None:
@@ -360,8 +365,8 @@ class Guard:
         prior = outcome.decision
         decision = replace(refused, policy_id=prior.policy_id if prior is not None else None)
         error = _refusal(decision, outcome.principal)
-        notes = outcome.event.notes if outcome.event is not None else ()
-        auth = AuthResult(outcome.principal, Credentials(), notes=(*notes, REQUIREMENT_NOTE))
+        notes = (*outcome.notes, REQUIREMENT_NOTE)
+        auth = AuthResult(outcome.principal, Credentials(), notes=notes)
         return self._finish(view, auth, decision, error)
 
     def refuse(self, view: RequestView, error: ZeroTrustError) -> Outcome:
@@ -390,8 +395,14 @@ class Guard:
         object.__setattr__(outcome, "event", event)  # set once, before the outcome is shared
         return outcome
 
-    def _decide(self, principal: Principal | None, op: Operation) -> Generator[Any, Any, Decision]:
-        if not self._memo_decisions or principal is None:
+    def _decide(
+        self, principal: Principal | None, op: Operation, by_token: bool = False
+    ) -> Generator[Any, Any, Decision]:
+        if (
+            not self._memo_decisions
+            or principal is None
+            or (by_token and not self._token_principals_repeat)
+        ):  # a principal that will not be seen again: remembering it would only churn memory
             return (yield from self.policy.decide(principal, op))
         key = (id(principal), op.method, op.route, op.kind)
         memo = self._decisions.get(key)
@@ -462,12 +473,14 @@ class Guard:
         decision: Decision | None,
         error: ZeroTrustError | None,
     ) -> Outcome:
-        principal = auth.principal if auth is not None else None
+        principal, notes = (auth.principal, auth.notes) if auth is not None else (None, ())
         if error is None:
-            return Outcome(True, principal, decision, None, 200, "OK")
+            return Outcome(True, principal, decision, None, 200, "OK", notes=notes)
         status = 400 if isinstance(error, MalformedCredentials) else error.http_status
         headers = self._challenge(view, error, status)
-        return Outcome(False, principal, decision, error, status, error.grpc_status, headers)
+        return Outcome(
+            False, principal, decision, error, status, error.grpc_status, headers, notes=notes
+        )
 
     def _challenge(
         self, view: RequestView, error: ZeroTrustError, status: int

@@ -136,9 +136,7 @@ def forwarded_headers_to_strip(outcome: Outcome, proxies: TrustedProxies | None)
     Everything is stripped unless a trusted proxy's certificate was accepted for this request;
     then only the headers of other formats are (the proxy's own sanitized header stays).
     """
-    event = outcome.event
-    notes = event.notes if event is not None else ()
     names = proxies.header_names if proxies is not None else FORWARDED_CERT_HEADERS
-    if proxies is not None and any(note in _ACCEPTED_NOTES for note in notes):
+    if proxies is not None and any(note in _ACCEPTED_NOTES for note in outcome.notes):
         return tuple(name for name in names if name not in proxies.format_headers)
     return names

@@ -152,6 +152,13 @@ class WSGIRequestView:
         value = self._environ.get(environ_key(name))
         return [] if value is None else [str(value)]
 
+    def has_any(self, names: Iterable[str]) -> bool:
+        """Whether any of the header ``names`` is present."""
+        if self._overflow:
+            return False
+        environ = self._environ
+        return any(environ_key(name) in environ for name in names)
+
     def _load_peer(self) -> None:
         self._loaded = True  # a malformed chain raises once, inside the Guard's flow
         environ = self._environ

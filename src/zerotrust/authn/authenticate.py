@@ -217,7 +217,8 @@ class Authenticator:
         token = yield from self.tokens.flow(creds.token)
         bearer = creds.scheme == "Bearer" and creds.dpop_proof is None
         reusable = bearer and creds.api_key is None and not notes and (peer is None or handshake)
-        plain = peer is None and bearer
+        # the cache hands back the same VerifiedToken object for the same token
+        plain = peer is None and bearer and self.tokens.cache is not None
         if plain:
             # The same token object, presented the same way, passed every binding check
             # before: reuse its principal (only successes are remembered).

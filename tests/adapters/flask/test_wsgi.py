@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -13,14 +14,17 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.test import Client
 
 from zerotrust import (
+    Authenticator,
     Callers,
     FixedClock,
+    Guard,
     Operations,
     Policy,
     RateLimit,
     Request,
     Rule,
     TokenIssuer,
+    TokenVerifier,
     TrustedProxies,
     verify_x509_svid,
 )
@@ -246,6 +250,34 @@ def test_forwarded_headers_only_from_trusted_proxies(
     assert spoofed.status_code == 401
     assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
     assert sink.last.remote_addr == "203.0.113.9"
+
+
+def test_a_trusted_proxy_header_reaches_the_app_with_audit_logging_off(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    from zerotrust.audit import LoggingSink
+
+    proxies = TrustedProxies(["10.0.0.0/8"], header="nginx")
+    policy = Policy([Rule(id="example", callers=[Callers(trust_domains=["example.org"])])])
+    verifier = TokenVerifier(
+        issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
+    )
+    guard = Guard(
+        authenticator=Authenticator(
+            tokens=verifier, bundles=ca.bundle, trusted_proxies=proxies, clock=clock
+        ),
+        policy=policy,
+        audit=LoggingSink(),  # no event is built while its logger is disabled
+        clock=clock,
+    )
+    pem = ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode()
+    headers = {"X-SSL-Client-Cert": quote(pem, safe="")}
+    with caplog.at_level(logging.WARNING, logger="zerotrust.audit"):
+        proxied = Client(ZeroTrustMiddleware(inner_app, guard=guard)).get(
+            "/x", headers=headers, environ_base={"REMOTE_ADDR": "10.0.0.7"}
+        )
+    assert proxied.status_code == 200
+    assert proxied.json["cert_headers"] == ["HTTP_X_SSL_CLIENT_CERT"]  # kept for the app
 
 
 def test_strip_list() -> None:

@@ -172,7 +172,7 @@ class Guard:
             and tokens is not None
             and tokens.cache is not None
         )
-        self._absent = authenticator.reuse_absent_headers
+        self._absent = frozenset(authenticator.reuse_absent_headers)
         self._repeats: dict[tuple[int, int, str, str, str | None, int], _Repeat] = {}
         verifier = authenticator.tokens
         if verifier is not None:

@@ -175,3 +175,51 @@ def test_grpc_is_optional() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+class _Context:
+    """What the view reads of a ServicerContext, counting the calls (no server needed)."""
+
+    def __init__(self) -> None:
+        self.reads: list[str] = []
+
+    def invocation_metadata(self) -> tuple[tuple[str, object], ...]:
+        return (
+            ("authorization", "Bearer abc"),
+            ("x-trace-bin", b"\x00\x01"),
+            ("dpop", b"binary is never a credential"),
+            ("x-multi", "a"),
+            ("x-multi", "b"),
+        )
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        self.reads.append("auth_context")
+        return {"transport_security_type": [b"insecure"]}
+
+    def peer(self) -> str:
+        self.reads.append("peer")
+        return "ipv4:127.0.0.1:5000"
+
+
+def test_the_rpc_view_reads_only_what_is_asked(world: World) -> None:
+    from zerotrust.adapters.grpc_server import ServerInterceptor
+
+    interceptor = ServerInterceptor(world.guard())
+    context = _Context()
+    view = interceptor._view("/pkg.Service/Method", context)
+    assert view.header("Authorization") == ["Bearer abc"]
+    assert view.header("x-multi") == ["a", "b"]
+    assert view.header("x-trace-bin") == view.header("dpop") == []  # binary values ignored
+    assert view.has_any(frozenset({"dpop", "x-forwarded-client-cert"})) is False
+    assert view.has_any(("x-multi",)) is True
+    assert context.reads == []  # the peer's identity is read on first use only
+    assert view.verified_peer is None and view.peer_chain is None
+    assert view.scheme == "http"
+    assert context.reads == ["auth_context"]  # once per call
+    assert view.remote_addr == "127.0.0.1"
+    assert (view.kind, view.method, view.route, view.path) == (
+        "grpc",
+        "POST",
+        "/pkg.Service/Method",
+        "/pkg.Service/Method",
+    )

@@ -93,11 +93,9 @@ class _View:
     method: Final = "POST"
     host: Final = None
 
-    def __init__(
-        self, route: str, headers: dict[str, list[str]], context: Any, peers: PeerCache
-    ) -> None:
+    def __init__(self, route: str, metadata: Any, context: Any, peers: PeerCache) -> None:
         self.route = route
-        self._headers = headers
+        self._headers = metadata  # (key, value) pairs; keys are lower case
         self._context = context
         self._peers = peers
         self._auth: Mapping[str, Any] | None = None
@@ -137,11 +135,14 @@ class _View:
         return self.route
 
     def header(self, name: str) -> list[str]:
-        return list(self._headers.get(name.lower(), ()))
+        name = name.lower()
+        # binary (-bin) metadata is never a credential: only text values count
+        return [v for k, v in self._headers if k == name and isinstance(v, str)]
 
     def has_any(self, names: Iterable[str]) -> bool:
-        """Whether any of the (lower-case) metadata keys ``names`` is present."""
-        return not self._headers.keys().isdisjoint(names)
+        """Whether any of the (lower-case) metadata keys ``names`` has a text value."""
+        wanted = names if isinstance(names, (frozenset, set)) else frozenset(names)
+        return any(k in wanted and isinstance(v, str) for k, v in self._headers)
 
 
 def _iterate_in(run: contextvars.Context, iterator: Iterator[Any]) -> Iterator[Any]:
@@ -234,14 +235,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return mapped if mapped is not None else decorated
 
     def _view(self, method: str, context: Any) -> RequestView:
-        headers: dict[str, list[str]] = {}
-        for key, value in context.invocation_metadata():
-            if isinstance(value, str):  # binary (-bin) metadata is never a credential
-                if key in headers:
-                    headers[key].append(value)
-                else:
-                    headers[key] = [value]
-        return _View(method, headers, context, self._peers)
+        return _View(method, context.invocation_metadata() or (), context, self._peers)
 
     @staticmethod
     def _refusal(outcome: Outcome) -> tuple[Any, str, tuple[tuple[str, str], ...]]:

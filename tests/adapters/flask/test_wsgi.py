@@ -376,3 +376,22 @@ def test_response_bodies_keep_their_shape(issuer: TokenIssuer, clock: FixedClock
     assert seen == [WEB] and context_principal() is None
     refused = middleware({**environ, "HTTP_AUTHORIZATION": "Bearer x.y.z"}, start_response)
     assert statuses[-1] == "401 Unauthorized" and b"invalid_token" in b"".join(refused)
+
+
+def test_views_answer_header_presence_in_one_lookup() -> None:
+    from zerotrust.adapters._asgi_view import ScopeView
+
+    environ = {"HTTP_AUTHORIZATION": "Bearer abc", "HTTP_DPOP": "", "REQUEST_METHOD": "GET"}
+    wsgi = WSGIRequestView(environ, "/x")
+    assert wsgi.has_any(["dpop"]) is True  # present, even empty: as header() reports it
+    assert wsgi.has_any(frozenset({"x-forwarded-client-cert", "x-client-cert"})) is False
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/x",
+        "headers": [(b"Authorization", b"Bearer abc"), (b"x-client-cert", b":abc:")],
+    }
+    asgi = ScopeView(scope, "/x")
+    assert asgi.has_any(frozenset({"x-client-cert"})) is True
+    assert asgi.has_any(("dpop", "x-forwarded-client-cert")) is False
+    assert asgi.header("authorization") == ["Bearer abc"]  # names are matched case-insensitively

@@ -13,11 +13,14 @@ One FastAPI app (``GET /orders/{order_id}`` answering a small JSON body) is serv
                reads the principal with ``current_principal()``;
 * uncached  -- the same with ``TokenVerifier(cache_size=0)``: a full signature check per request;
 * depends   -- ``cached`` plus ``Security(zt, scopes=["orders:read"])`` on the handler, to show
-               what FastAPI's dependency injection adds on top (no target).
+               what FastAPI's dependency injection adds on top (no target);
+* audited   -- ``cached`` with the audit logger at INFO: every request's event is built,
+               serialized to a JSON line and handed to a ``logging.NullHandler`` (no target: what
+               a deployment's log shipping then costs is its own).
 
 Each variant runs on uvloop + httptools and on the default asyncio + h11. Audit events go to the
-default ``LoggingSink`` with logging configured at WARNING, so events are built but not
-formatted or written (a deployment's log shipping cost is its own). ``wrk`` sends the same
+default ``LoggingSink`` with logging configured at WARNING: no sink listens, so no event is built
+(see ``audited`` for the cost of building and serializing them). ``wrk`` sends the same
 request, token included, to every variant. The server is pinned to CPU 0 and ``wrk`` to CPU 1
 (``taskset``); variants are interleaved across rounds and each variant's best round counts.
 Targets (DESIGN section 10): cached >= 0.85x bare on httptools, >= 0.90x on h11; uncached
@@ -47,7 +50,7 @@ from zerotrust.tokens import PrivateJWK, TokenIssuer
 ISSUER = "https://issuer.example"
 AUDIENCE = "orders-api"
 CALLER = "spiffe://example.org/ns/shop/sa/web"
-VARIANTS = ("bare", "cached", "uncached", "depends")
+VARIANTS = ("bare", "cached", "uncached", "depends", "audited")
 SERVERS = {"httptools": "uvloop", "h11": "asyncio"}
 CACHED_TARGETS = {"httptools": 0.85, "h11": 0.90}
 UNCACHED_TARGET = 0.60
@@ -128,6 +131,11 @@ def serve(variant: str, http: str, port: int, jwks_file: str) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.WARNING)
+    if variant == "audited":  # events built and serialized on every request, then dropped
+        audit_log = logging.getLogger("zerotrust.audit")
+        audit_log.setLevel(logging.INFO)
+        audit_log.propagate = False
+        audit_log.addHandler(logging.NullHandler())
     uvicorn.run(
         build_app(variant, jwks_file),  # type: ignore[arg-type]
         host="127.0.0.1",
@@ -230,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     pinned = "server on CPU 0, wrk on CPU 1" if pin(0) else "unpinned (no taskset or 1 CPU)"
     print(f"python {sys.version.split()[0]}; uvicorn, one process; {pinned}")
     print(f"load: wrk -t1 -c{args.connections} -d{args.duration:g}s, {args.rounds} rounds, best")
-    print("audit: the default LoggingSink, logging at WARNING (events built, not formatted)\n")
+    print("audit: the default LoggingSink, logging at WARNING (no event built); audited: INFO\n")
     started = time.perf_counter()
     rows: list[tuple[str, str, float, float | None, float | None]] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -238,7 +238,7 @@ def run(requests: int, rounds: int, kinds: list[str]) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--servers", default="sync,aio")
     parser.add_argument(
         "--serve", nargs=3, metavar=("KIND", "MODE", "JWKS"), help=argparse.SUPPRESS

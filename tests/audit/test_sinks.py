@@ -356,3 +356,29 @@ def test_fail_closed_chains_the_first_failure() -> None:
     assert second.calls == 1
     assert pipeline.failures == 2
     assert repr(pipeline) == f"AuditPipeline([{first!r}, {second!r}], on_error='closed')"
+
+
+def test_enabled_follows_the_sinks_and_the_log_level(caplog: pytest.LogCaptureFixture) -> None:
+    class Quiet(MemorySink):
+        listening = False
+
+        @property
+        def enabled(self) -> bool:
+            return self.listening
+
+    class Broken(MemorySink):
+        @property
+        def enabled(self) -> bool:
+            raise RuntimeError("flag")
+
+    logs, quiet = LoggingSink(), Quiet()
+    with caplog.at_level(logging.WARNING, logger="zerotrust.audit"):
+        for combined in (AuditPipeline([logs, quiet]), MultiSink(logs, quiet)):
+            assert logs.enabled is False and combined.enabled is False
+            quiet.listening = True
+            assert combined.enabled is True  # asked again on every request
+            quiet.listening = False
+        assert AuditPipeline([logs, MemorySink()]).enabled  # no flag: always listening
+        assert MultiSink(Broken()).enabled  # a broken flag never silences auditing
+    with caplog.at_level(logging.INFO, logger="zerotrust.audit"):
+        assert AuditPipeline([logs, quiet]).enabled and MultiSink(logs).enabled

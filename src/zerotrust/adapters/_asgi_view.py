@@ -49,8 +49,9 @@ class ScopeView:
     def __init__(self, scope: Mapping[str, Any], route: str | None) -> None:
         self._scope = scope
         self._headers: dict[str, list[str]] | None = None
-        self._chain: Sequence[bytes] | bool | None = False  # False: not decoded yet
-        self._tls = scope_tls(scope)
+        tls = self._tls = scope_tls(scope)
+        # False: not decoded yet (without the TLS extension there is nothing to decode)
+        self._chain: Sequence[bytes] | bool | None = None if tls is None else False
         websocket = scope["type"] == "websocket"
         self.kind = "websocket" if websocket else "http"
         self.method = "GET" if websocket else scope["method"]

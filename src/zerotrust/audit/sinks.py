@@ -12,6 +12,7 @@ request pipeline turns into 503 / UNAVAILABLE).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import deque
@@ -181,10 +182,11 @@ class MultiSink:
     exception is re-raised for the enclosing :class:`AuditPipeline` to handle.
     """
 
-    __slots__ = ("_sinks",)
+    __slots__ = ("_flags", "_sinks")
 
     def __init__(self, *sinks: AuditSink) -> None:
         self._sinks = _check_sinks(sinks)
+        self._flags = tuple(_enabled_flag(sink) for sink in self._sinks)
 
     @property
     def sinks(self) -> tuple[AuditSink, ...]:
@@ -194,8 +196,8 @@ class MultiSink:
     @property
     def enabled(self) -> bool:
         """Whether any of the sinks would record an event now."""
-        for sink in self._sinks:  # noqa: SIM110 - asked on every request: no generator
-            if sink_enabled(sink):
+        for flag in self._flags:  # noqa: SIM110 - asked on every request: no generator
+            if flag():
                 return True
         return False
 
@@ -228,7 +230,7 @@ class AuditPipeline:
     as anything but ``AuditError``, and log records never include the event.
     """
 
-    __slots__ = ("_failing", "_failures", "_lock", "_on_error", "_sinks")
+    __slots__ = ("_failing", "_failures", "_flags", "_lock", "_on_error", "_sinks")
 
     def __init__(
         self, sinks: Iterable[AuditSink], *, on_error: Literal["open", "closed"] = "open"
@@ -236,6 +238,8 @@ class AuditPipeline:
         if on_error not in ("open", "closed"):
             raise ConfigurationError("on_error must be 'open' or 'closed'")
         self._sinks = _check_sinks(tuple(sinks))
+        # asked on every request: the logging sinks' question is bound once
+        self._flags = tuple(_enabled_flag(sink) for sink in self._sinks)
         self._on_error = on_error
         self._failing = [False] * len(self._sinks)
         self._failures = 0
@@ -261,8 +265,8 @@ class AuditPipeline:
         """Whether any sink would record an event now. When none would (for example the
         default :class:`LoggingSink` with its logger disabled), callers may skip building
         events altogether; every decision is still audited as soon as a sink listens."""
-        for sink in self._sinks:  # noqa: SIM110 - asked on every request: no generator
-            if sink_enabled(sink):
+        for flag in self._flags:  # noqa: SIM110 - asked on every request: no generator
+            if flag():
                 return True
         return False
 
@@ -328,10 +332,15 @@ def _describe(index: int, sink: object) -> str:
     return f"audit sink #{index} ({type(sink).__qualname__})"
 
 
+def _enabled_flag(sink: AuditSink) -> Callable[[], bool]:
+    if type(sink) is LoggingSink:  # its logger and level never change
+        return functools.partial(sink.logger.isEnabledFor, sink.level)
+    return functools.partial(sink_enabled, sink)
+
+
 def sink_enabled(sink: AuditSink) -> bool:
     """A sink's ``enabled`` flag; sinks without one always want events."""
-    flag = getattr(sink, "enabled", True)
     try:
-        return bool(flag)
-    except Exception:  # a broken flag never silences auditing
+        return bool(getattr(sink, "enabled", True))
+    except Exception:  # a broken flag never silences auditing (nor breaks the request)
         return True

@@ -2,6 +2,7 @@
 FastAPI app with zerotrust's server context, driven by real httpx and websocket clients."""
 
 import hashlib
+import time
 import socket
 import ssl
 from collections.abc import Iterator
@@ -198,3 +199,46 @@ def ssl_der() -> Any:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     return Encoding.DER
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_repeated_requests_on_one_connection_see_a_revocation_at_once(
+    kind: str, ca: DevCA, issuer: TokenIssuer, rotating: RotatingSvidSource
+) -> None:
+    """Keep-alive traffic with the same token is answered from the first decision, yet the
+    very next request after a revocation is refused (and audited) on the same connection."""
+    sink = MemorySink()
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier, bundles=ca.bundle),
+        policy=Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])]),
+        audit=sink,
+    )
+    app, zt = FastAPI(), ZeroTrust(guard)
+    zt.install(app)
+
+    @app.get("/whoami")
+    async def whoami(principal: Annotated[Principal, Security(zt)]) -> Any:
+        return {"proven_by": principal.proven_by, "jti": principal.token_jti}
+
+    context = server_ssl_context(rotating, ca.bundle, authorizer=match.member_of("example.org"))
+    token = issuer.issue(subject=WEB, audience=AUD, ttl=600)
+    fresh = issuer.issue(subject=WEB, audience=AUD, ttl=600)
+    with (
+        serve(kind, app, context) as port,
+        httpx.Client(verify=client_context(ca), timeout=30) as http,
+    ):
+        url = f"https://localhost:{port}/whoami"
+        bearer = {"Authorization": f"Bearer {token}"}
+        answers = [http.get(url, headers=bearer) for _ in range(5)]
+        assert [r.status_code for r in answers] == [200] * 5
+        assert {r.json()["proven_by"] for r in answers} == {"mtls+jwt"}
+        assert guard._repeats  # the later requests were repeats of the first decision
+        guard.store.revoke_token(answers[0].json()["jti"], expires_at=time.time() + 600)
+        refused = http.get(url, headers=bearer)
+        assert refused.status_code == 401
+        assert refused.json()["error"] == "invalid_token"
+        assert http.get(url, headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+    assert [e.decision for e in sink.events[-2:]] == ["deny", "allow"]
+    assert sink.events[-2].reason == "token_revoked"
+    assert sum(e.decision == "allow" for e in sink.events) == 6  # one event per request

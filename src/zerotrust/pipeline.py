@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NoReturn
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust._sansio import drive, drive_async
@@ -232,7 +232,10 @@ class Guard:
         error: ZeroTrustError | None = None
         try:
             auth = yield from self.authenticator.flow(view)
-            yield from self._stateful_checks(auth, dry)
+            if self._local_store and auth.dpop_proof is None:  # no I/O, nothing to yield
+                self._check_revoked_locally(auth.token)
+            else:
+                yield from self._stateful_checks(auth, dry)
             op = operation_of(view)
             decision = yield from self._decide(auth.principal, op, auth.token is not None)
             if decision.allowed and requirement is not None:
@@ -240,7 +243,12 @@ class Guard:
                 if refused is not None:
                     decision = replace(refused, policy_id=decision.policy_id)
             retry_after = None
-            if decision.allowed and auth.principal is not None and not dry:
+            if (
+                decision.allowed
+                and auth.principal is not None
+                and not dry
+                and self.policy.rate_limits
+            ):
                 decision, retry_after = yield from self._rate_limits(auth.principal, op, decision)
             if retry_after is not None:
                 error = RateLimited("rate limit exceeded", retry_after=retry_after)
@@ -414,13 +422,31 @@ class Guard:
         self._decisions[key] = (principal, decision)
         return decision
 
+    def _check_revoked_locally(self, token: VerifiedToken | None) -> None:
+        """Revocation against the in-process store (no I/O: no need to go through a driver)."""
+        if token is None or not self.check_revocation:
+            return
+        raw_iat = token.claims.get("iat")  # a number: the claims were validated
+        if self.store.is_revoked(
+            jti=token.jti,
+            subject=token.subject,
+            issuer=token.issuer or "",
+            issued_at=float(raw_iat) if raw_iat is not None else None,
+        ):
+            self._revoked(token)
+
+    def _revoked(self, token: VerifiedToken) -> NoReturn:
+        if token.jti is not None and self.authenticator.tokens is not None:
+            self.authenticator.tokens.evict(token.jti)
+        raise TokenRevoked("token has been revoked")
+
     def _stateful_checks(self, auth: AuthResult, dry: bool) -> Generator[Any, Any, None]:
         token, store = auth.token, self.store
         if token is not None and self.check_revocation:
             jti, sub, iss = token.jti, token.subject, token.issuer or ""
             raw_iat = token.claims.get("iat")  # a number: the claims were validated
             iat = float(raw_iat) if raw_iat is not None else None
-            if self._local_store:  # no I/O: no need to go through the driver
+            if self._local_store:
                 revoked = store.is_revoked(jti=jti, subject=sub, issuer=iss, issued_at=iat)
             else:
 
@@ -434,9 +460,7 @@ class Guard:
 
                 revoked = yield Call(check, acheck)
             if revoked:
-                if token.jti is not None and self.authenticator.tokens is not None:
-                    self.authenticator.tokens.evict(token.jti)
-                raise TokenRevoked("token has been revoked")
+                self._revoked(token)
         proof = auth.dpop_proof
         if proof is not None and not dry:
             dpop = self.authenticator.dpop

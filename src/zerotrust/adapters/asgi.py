@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from zerotrust.adapters._asgi_view import ScopeView
 from zerotrust.adapters._common import forwarded_headers_to_strip, routeless_hazards
-from zerotrust.adapters._context import current_principal, reset_principal, set_principal
+from zerotrust.adapters._context import _current, current_principal
 from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
 from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS
 from zerotrust.authn.request import MAX_HEADER_LINES
@@ -115,6 +115,10 @@ class ZeroTrustMiddleware:
         self.app = app
         self.guard = guard
         self.exempt = frozenset(exempt)
+        proxies = guard.authenticator.trusted_proxies
+        self._forwarded = frozenset(
+            proxies.header_names if proxies is not None else FORWARDED_CERT_HEADERS
+        )
         self._resolve = route_template or _router_resolver(app)
         if self._resolve is None:
             hazards = routeless_hazards(guard.policy)
@@ -150,21 +154,18 @@ class ZeroTrustMiddleware:
         if not outcome.allowed:
             await send_refusal(scope, receive, send, outcome)
             return
-        _strip_forwarded(scope, view, outcome, self.guard)
+        if view.has_any(self._forwarded):  # rare: forwarded-certificate headers to judge
+            _strip_forwarded(scope, outcome, self.guard)
         publish(scope, outcome)
-        token = set_principal(outcome.principal)
+        token = _current.set(outcome.principal)
         try:
             await self.app(scope, receive, send)
         finally:
-            reset_principal(token)
+            _current.reset(token)
 
 
-def _strip_forwarded(scope: Scope, view: ScopeView, outcome: Outcome, guard: Guard) -> None:
-    proxies = guard.authenticator.trusted_proxies
-    present = proxies.header_names if proxies is not None else FORWARDED_CERT_HEADERS
-    if not view.has_any(present):
-        return  # the common case: nothing forwarded, nothing to strip
-    names = forwarded_headers_to_strip(outcome, proxies)
+def _strip_forwarded(scope: Scope, outcome: Outcome, guard: Guard) -> None:
+    names = forwarded_headers_to_strip(outcome, guard.authenticator.trusted_proxies)
     drop = {name.encode("latin-1") for name in names}
     scope["headers"] = [h for h in scope["headers"] if h[0].lower() not in drop]
 

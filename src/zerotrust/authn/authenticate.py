@@ -320,13 +320,24 @@ def _peer_principal(peer: VerifiedPeer, via_proxy: bool) -> Principal:
     )
 
 
+_subjects: dict[str, SpiffeId | None] = {}
+
+
 def _spiffe_subject(subject: str | None) -> SpiffeId | None:
     if subject is None or not subject.startswith("spiffe://"):
         return None
     try:
-        return SpiffeId.parse(subject)
+        return _subjects[subject]  # callers are few; their tokens are many
+    except KeyError:
+        pass
+    try:
+        parsed: SpiffeId | None = SpiffeId.parse(subject)
     except InvalidSpiffeId:
-        return None
+        parsed = None
+    if len(_subjects) >= 4096:
+        _subjects.clear()
+    _subjects[subject] = parsed
+    return parsed
 
 
 def _str_or_none(value: object) -> str | None:

@@ -2,9 +2,9 @@
 FastAPI app with zerotrust's server context, driven by real httpx and websocket clients."""
 
 import hashlib
-import time
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from typing import Annotated, Any
 

@@ -140,7 +140,16 @@ class World:
             outcome = self.guard.evaluate(view, **kw)
         reference = self.build().evaluate(view, **kw)
         assert summary(outcome) == summary(reference)
+        if outcome.event is not None or reference.event is not None:
+            assert event_fields(outcome) == event_fields(reference)  # the same record
         return outcome
+
+
+def event_fields(outcome: Outcome) -> dict[str, Any]:
+    assert outcome.event is not None
+    fields = outcome.event.to_dict()
+    del fields["time"], fields["event_id"]  # the only fields two records of a request differ in
+    return fields
 
 
 def summary(outcome: Outcome) -> tuple[Any, ...]:
@@ -201,6 +210,26 @@ def test_a_repeated_allow_skips_the_pipeline_and_is_audited_every_time(
     assert [e.trace_id for e in events] == [p[3:35] for p in parents]  # each its own trace
     assert {e.token_jti for e in events} == {outcomes[0].principal.token_jti}  # type: ignore[union-attr]
     assert all(o.event is e for o, e in zip(outcomes, events, strict=True))
+
+
+def test_repeated_audit_events_are_whole_records_of_their_own_request(
+    issuer: TokenIssuer, clock: FixedClock, asynchronous: bool
+) -> None:
+    world = World(issuer, clock)
+    token = read_token(issuer)
+    views = [
+        get(token, headers={"traceparent": f"00-{n:032x}-{n:016x}-01"}, remote_addr=f"10.0.0.{n}")
+        for n in range(1, 5)
+    ] + [get(token), get(token, remote_addr="eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.")]
+    for view in views:
+        clock.advance(1)
+        world.check(view, asynchronous=asynchronous)  # compares every field with a fresh Guard
+    assert world.pipeline_runs == 1
+    events = world.sink.events
+    assert len({e.event_id for e in events}) == len(views)
+    assert [e.time for e in events] == sorted({e.time for e in events})
+    assert events[-2].trace_id is None and events[-2].remote_addr == "127.0.0.1"
+    assert events[-1].remote_addr == "[redacted]"  # cleaned like any other event field
 
 
 def test_an_expired_token_is_refused_on_repeat(

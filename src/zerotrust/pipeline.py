@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
@@ -325,7 +325,21 @@ class Guard:
                     return None
         if not self.audit.enabled:
             return entry.outcome
-        return self._finish(view, entry.auth, entry.decision, None)
+        template = entry.events[0] if entry.events else None
+        if template is None:  # the first audited repeat builds the event the others copy
+            outcome = self._finish(view, entry.auth, entry.decision, None)
+            if outcome.allowed and outcome.event is not None:
+                entry.events.append(outcome.event)
+            return outcome
+        trace = trace_ids_for_audit(view.header("traceparent"), caller_authenticated=True)
+        event = template._again(
+            time=self.clock.now(),
+            remote_addr=view.remote_addr,
+            trace_id=trace.trace_id,
+            span_id=trace.span_id,
+            trace_trusted=trace.trusted,
+        )
+        return self._finish(view, entry.auth, entry.decision, None, event=event)
 
     def _remember(
         self,
@@ -390,12 +404,15 @@ class Guard:
         error: ZeroTrustError | None,
         *,
         audit: bool = True,
+        event: AuditEvent | None = None,
     ) -> Outcome:
-        """The outcome, audited: every decision, whichever path made it, ends here."""
+        """The outcome, audited: every decision, whichever path made it, ends here (``event``:
+        one already built for it)."""
         outcome = self._outcome(view, auth, decision, error)
         if not audit or not self.audit.enabled:  # nobody listens (e.g. audit logging disabled)
             return outcome
-        event = self._event(view, auth, outcome)
+        if event is None:
+            event = self._event(view, auth, outcome)
         try:
             self.audit.emit(event)
         except AuditError as exc:  # audit is required and failed: refuse
@@ -588,6 +605,8 @@ class _Repeat:
     auth: AuthResult
     decision: Decision
     outcome: Outcome
+    #: The audit event of the first audited repeat, which later repeats copy.
+    events: list[AuditEvent] = field(default_factory=list)
 
 
 def _refusal(decision: Decision, principal: Principal | None) -> ZeroTrustError | None:

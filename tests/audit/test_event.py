@@ -477,3 +477,51 @@ def test_apply_without_anything_to_replace_returns_the_event() -> None:
 def test_only_identifier_fields_can_be_pseudonymised(fields: Any) -> None:
     with pytest.raises(ConfigurationError):
         Pseudonymizer(KEY, fields=fields)
+
+
+def test_again_copies_the_decision_and_checks_what_changes() -> None:
+    template = make_event(trace_id="a" * 32, span_id="b" * 16, trace_trusted=True)
+    later = WHEN + dt.timedelta(seconds=5)
+    again = template._again(
+        time=later.astimezone(dt.timezone(dt.timedelta(hours=2))),
+        remote_addr="10.9.9.9",
+        trace_id=None,
+        span_id=None,
+        trace_trusted=False,
+    )
+    assert again.time == later and again.time.tzinfo is dt.timezone.utc
+    assert (again.remote_addr, again.trace_id, again.span_id) == ("10.9.9.9", None, None)
+    assert again.trace_trusted is False and again.event_id != template.event_id
+    fields = {f.name for f in dataclasses.fields(AuditEvent)}
+    changed = {"time", "remote_addr", "trace_id", "span_id", "trace_trusted", "event_id"}
+    for name in fields - changed:
+        assert getattr(again, name) == getattr(template, name), name
+    assert again == dataclasses.replace(
+        template,
+        time=later,
+        remote_addr="10.9.9.9",
+        trace_id=None,
+        span_id=None,
+        trace_trusted=False,
+        event_id=again.event_id,
+    )
+    hidden = template._again(
+        time=WHEN, remote_addr="-----BEGIN PRIVATE KEY", trace_id=None, span_id=None,
+        trace_trusted=False,
+    )  # fmt: skip
+    assert hidden.remote_addr == REDACTED
+    with pytest.raises(ValueError, match="lowercase hex"):
+        template._again(
+            time=WHEN, remote_addr=None, trace_id="A" * 32, span_id=None, trace_trusted=False
+        )
+    with pytest.raises(TypeError):
+        template._again(time=WHEN, remote_addr=None, trace_id=None, span_id=None,
+                        trace_trusted=1)  # type: ignore[arg-type]  # fmt: skip
+    with pytest.raises(ValueError, match="timezone-aware"):
+        template._again(
+            time=WHEN.replace(tzinfo=None),
+            remote_addr=None,
+            trace_id=None,
+            span_id=None,
+            trace_trusted=False,
+        )

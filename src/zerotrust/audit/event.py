@@ -167,6 +167,36 @@ class AuditEvent:
             if value is not None and (type(value) is not str or not pattern.fullmatch(value)):
                 raise ValueError(f"AuditEvent.{name} must be lowercase hex of the right length")
 
+    def _again(
+        self,
+        *,
+        time: datetime,
+        remote_addr: str | None,
+        trace_id: str | None,
+        span_id: str | None,
+        trace_trusted: bool,
+    ) -> AuditEvent:
+        """This event for another request that got the same decision: only what differs
+        between two such requests is replaced, checked as the constructor checks it, and the
+        event gets a fresh ``event_id``. (The Guard's repeated requests: building an event
+        field by field costs more than the decision.)"""
+        event = object.__new__(AuditEvent)
+        set_ = object.__setattr__
+        for name in _FIELDS:
+            set_(event, name, getattr(self, name))
+        set_(event, "time", _utc(time))
+        if remote_addr is not None and not _plainly_safe([remote_addr]):
+            remote_addr = _clean("remote_addr", remote_addr)
+        set_(event, "remote_addr", remote_addr)
+        _check_bool("trace_trusted", trace_trusted)
+        set_(event, "trace_trusted", trace_trusted)
+        for name, value in (("trace_id", trace_id), ("span_id", span_id)):
+            if value is not None and (type(value) is not str or not _HEX[name].fullmatch(value)):
+                raise ValueError(f"AuditEvent.{name} must be lowercase hex of the right length")
+            set_(event, name, value)
+        set_(event, "event_id", _new_event_id())
+        return event
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict with every field, always: absent values are ``None``.
 
@@ -206,6 +236,9 @@ class AuditEvent:
     def to_json(self) -> str:
         """:meth:`to_dict` as compact JSON with sorted keys: one ASCII-only line."""
         return _dumps(self.to_dict())
+
+
+_FIELDS: Final = tuple(AuditEvent.__dataclass_fields__)
 
 
 def _dumps(data: dict[str, Any]) -> str:

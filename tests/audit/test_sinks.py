@@ -382,3 +382,31 @@ def test_enabled_follows_the_sinks_and_the_log_level(caplog: pytest.LogCaptureFi
         assert MultiSink(Broken()).enabled  # a broken flag never silences auditing
     with caplog.at_level(logging.INFO, logger="zerotrust.audit"):
         assert AuditPipeline([logs, quiet]).enabled and MultiSink(logs).enabled
+
+
+def test_logging_sink_records_go_through_the_loggers_filters_and_handlers() -> None:
+    logger = logging.getLogger("zerotrust.audit.test-records")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    seen: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    handler = Collect()
+    logger.addHandler(handler)
+    try:
+        sink = LoggingSink(logger, level=logging.INFO)
+        event = make_event()
+        sink.emit(event)
+        (record,) = seen
+        assert (record.name, record.levelno, record.funcName) == (logger.name, 20, "emit")
+        assert record.getMessage() == event.to_json() and record.args == ()
+        assert record.zerotrust_audit == event.to_dict()  # type: ignore[attr-defined]
+        logger.addFilter(lambda r: False)  # a filter on the logger still applies
+        sink.emit(event)
+        assert len(seen) == 1
+    finally:
+        logger.removeHandler(handler)
+        logger.filters.clear()

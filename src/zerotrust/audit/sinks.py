@@ -84,8 +84,22 @@ class LoggingSink:
         if not self._logger.isEnabledFor(self._level):
             return
         data = event.to_dict()
-        # No arguments, so logging never applies %-formatting to the JSON text.
-        self._logger.log(self._level, _dumps(data), extra={"zerotrust_audit": data})
+        logger = self._logger
+        # No arguments, so logging never applies %-formatting to the JSON text. The record is
+        # made directly: Logger.log would walk the stack to find where it was called from,
+        # which is always here.
+        record = logger.makeRecord(
+            logger.name,
+            self._level,
+            __file__,
+            0,
+            _dumps(data),
+            (),
+            None,
+            func="emit",
+            extra={"zerotrust_audit": data},
+        )
+        logger.handle(record)
 
     def __repr__(self) -> str:
         return f"LoggingSink(logger={self._logger.name!r}, level={self._level!r})"

@@ -3,7 +3,7 @@
     python benchmarks/bench_asgi.py [--duration S] [--rounds N] [--connections C]
 
 One FastAPI app (``GET /orders/{order_id}`` answering a small JSON body) is served by uvicorn
-(one process, plain HTTP on loopback, access log off) in three variants:
+(one process, plain HTTP on loopback, access log off) in these variants:
 
 * bare      -- no zerotrust;
 * cached    -- ``ZeroTrust(guard).install(app)`` (the ASGI middleware): bearer token (ES256)
@@ -12,6 +12,9 @@ One FastAPI app (``GET /orders/{order_id}`` answering a small JSON body) is serv
                ``orders:read`` scope, one audit decision per request; no mTLS. The handler
                reads the principal with ``current_principal()``;
 * uncached  -- the same with ``TokenVerifier(cache_size=0)``: a full signature check per request;
+* uncached-rs256 -- the same with an RS256 token (what most OpenID providers issue), whose
+               signature check costs about a third of ES256's: what the pipeline itself adds to
+               an uncached request shows more plainly (no target of its own);
 * depends   -- ``cached`` plus ``Security(zt, scopes=["orders:read"])`` on the handler, to show
                what FastAPI's dependency injection adds on top (no target);
 * audited   -- ``cached`` with the audit logger at INFO: every request's event is built,
@@ -21,8 +24,9 @@ One FastAPI app (``GET /orders/{order_id}`` answering a small JSON body) is serv
 Each variant runs on uvloop + httptools and on the default asyncio + h11. Audit events go to the
 default ``LoggingSink`` with logging configured at WARNING: no sink listens, so no event is built
 (see ``audited`` for the cost of building and serializing them). ``wrk`` sends the same
-request, token included, to every variant. The server is pinned to CPU 0 and ``wrk`` to CPU 1
-(``taskset``); variants are interleaved across rounds and each variant's best round counts.
+request, token included, to every variant (``uncached-rs256`` gets its RS256 token). The server
+is pinned to CPU 0 and ``wrk`` to CPU 1 (``taskset``); variants are interleaved across rounds
+and each variant's best round counts.
 Targets (DESIGN section 10): cached >= 0.85x bare on httptools, >= 0.90x on h11; uncached
 >= 0.60x.
 """
@@ -50,7 +54,7 @@ from zerotrust.tokens import PrivateJWK, TokenIssuer
 ISSUER = "https://issuer.example"
 AUDIENCE = "orders-api"
 CALLER = "spiffe://example.org/ns/shop/sa/web"
-VARIANTS = ("bare", "cached", "uncached", "depends", "audited")
+VARIANTS = ("bare", "cached", "uncached", "uncached-rs256", "depends", "audited")
 SERVERS = {"httptools": "uvloop", "h11": "asyncio"}
 CACHED_TARGETS = {"httptools": 0.85, "h11": 0.90}
 UNCACHED_TARGET = 0.60
@@ -90,8 +94,8 @@ def build_app(variant: str, jwks_file: str) -> object:
         issuer=ISSUER,
         audience=AUDIENCE,
         keys=keys,
-        algorithms=["ES256"],
-        cache_size=0 if variant == "uncached" else 10_000,
+        algorithms=["RS256"] if variant == "uncached-rs256" else ["ES256"],
+        cache_size=0 if variant.startswith("uncached") else 10_000,
     )
     policy = Policy(
         [
@@ -232,9 +236,18 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("bench_asgi: wrk is not installed; skipped")
         return 0
-    key = PrivateJWK.generate("ES256", kid="bench")
-    issuer = TokenIssuer(key, issuer=ISSUER)
-    token = issuer.issue(subject=CALLER, audience=AUDIENCE, scopes=["orders:read"], ttl=3600)
+    issuers = {
+        alg: TokenIssuer(PrivateJWK.generate(alg, kid=f"bench-{alg}"), issuer=ISSUER)
+        for alg in ("ES256", "RS256")
+    }
+    tokens = {
+        alg: issuer.issue(subject=CALLER, audience=AUDIENCE, scopes=["orders:read"], ttl=3600)
+        for alg, issuer in issuers.items()
+    }
+
+    def token_for(variant: str) -> str:
+        return tokens["RS256" if variant == "uncached-rs256" else "ES256"]
+
     pinned = "server on CPU 0, wrk on CPU 1" if pin(0) else "unpinned (no taskset or 1 CPU)"
     print(f"python {sys.version.split()[0]}; uvicorn, one process; {pinned}")
     print(f"load: wrk -t1 -c{args.connections} -d{args.duration:g}s, {args.rounds} rounds, best")
@@ -243,30 +256,32 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str, float, float | None, float | None]] = []
     with tempfile.TemporaryDirectory() as tmp:
         jwks_file = str(Path(tmp) / "jwks.json")
-        Path(jwks_file).write_text(json.dumps(issuer.jwks()), encoding="utf-8")
+        keys = [key for issuer in issuers.values() for key in issuer.jwks()["keys"]]
+        Path(jwks_file).write_text(json.dumps({"keys": keys}), encoding="utf-8")
         for http in SERVERS:
             best = dict.fromkeys(VARIANTS, 0.0)
             with ExitStack() as stack:
                 ports = {
-                    v: stack.enter_context(server(v, http, jwks_file, token)) for v in VARIANTS
+                    v: stack.enter_context(server(v, http, jwks_file, token_for(v)))
+                    for v in VARIANTS
                 }
-                for port in ports.values():
-                    wrk(port, token, args.warmup, args.connections)
+                for variant, port in ports.items():
+                    wrk(port, token_for(variant), args.warmup, args.connections)
                 for _ in range(args.rounds):
                     for variant, port in ports.items():
-                        rate = wrk(port, token, args.duration, args.connections)
+                        rate = wrk(port, token_for(variant), args.duration, args.connections)
                         best[variant] = max(best[variant], rate)
             for variant in VARIANTS:
                 ratio = best[variant] / best["bare"] if variant != "bare" else None
                 rows.append((http, variant, best[variant], ratio, target_for(http, variant)))
-    print("| server              | variant  |    req/s | x bare | target  | ok  |")
-    print("|---------------------|----------|----------|--------|---------|-----|")
+    print("| server              | variant        |    req/s | x bare | target  | ok  |")
+    print("|---------------------|----------------|----------|--------|---------|-----|")
     for http, variant, rate, ratio, target in rows:
         stack_name = f"{SERVERS[http]} + {http}"
         shown = f"{ratio:6.3f}" if ratio is not None else "      "
         goal = f">= {target:.2f}" if target is not None else ""
         ok = "" if ratio is None or target is None else ("yes" if ratio >= target else "NO")
-        print(f"| {stack_name:<19} | {variant:<8} | {rate:8.0f} | {shown} | {goal:<7} | {ok:<3} |")
+        print(f"| {stack_name:<19} | {variant:<14} | {rate:8.0f} | {shown} | {goal:<7} | {ok:<3} |")
     print(f"\n({time.perf_counter() - started:.1f} s)")
     return 0
 

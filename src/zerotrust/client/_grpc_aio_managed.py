@@ -17,7 +17,7 @@ import grpc  # type: ignore[import-untyped,unused-ignore]
 import grpc.aio  # type: ignore[import-untyped,unused-ignore]
 
 from zerotrust.client._grpc_check import ServerCheck
-from zerotrust.client._grpc_generations import Generation, Generations
+from zerotrust.client._grpc_generations import Generation, Generations, MultiCallables
 from zerotrust.x509.bundle import BundleSet
 from zerotrust.x509.sources import X509BundleSource, X509SvidSource
 from zerotrust.x509.svid import X509Svid
@@ -50,7 +50,7 @@ class _Multi:
         return call
 
 
-class AioManagedChannel(grpc.aio.Channel):  # type: ignore[misc]
+class AioManagedChannel(MultiCallables, grpc.aio.Channel):  # type: ignore[misc]
     """A ``grpc.aio.Channel`` rebuilt on SVID or bundle rotation.
 
     Made by :func:`zerotrust.grpc.aio_secure_channel`; use it inside one event loop, like any
@@ -96,53 +96,8 @@ class AioManagedChannel(grpc.aio.Channel):  # type: ignore[misc]
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
-    def _callable(self, gen: Generation[Any], key: tuple[Any, ...]) -> Any:
-        found = gen.callables.get(key)
-        if found is None:
-            kind, method, ser, deser, registered = key
-            found = getattr(gen.channel, kind)(method, ser, deser, _registered_method=registered)
-            gen.callables[key] = found
-        return found
-
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        _registered_method: Any = False,
-    ) -> Any:
-        key = ("unary_unary", method, request_serializer, response_deserializer)
-        return _Multi(self, (*key, bool(_registered_method)))
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        _registered_method: Any = False,
-    ) -> Any:
-        key = ("unary_stream", method, request_serializer, response_deserializer)
-        return _Multi(self, (*key, bool(_registered_method)))
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        _registered_method: Any = False,
-    ) -> Any:
-        key = ("stream_unary", method, request_serializer, response_deserializer)
-        return _Multi(self, (*key, bool(_registered_method)))
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        _registered_method: Any = False,
-    ) -> Any:
-        key = ("stream_stream", method, request_serializer, response_deserializer)
-        return _Multi(self, (*key, bool(_registered_method)))
+    def _wrapper(self, kind: str, key: tuple[Any, ...]) -> Any:
+        return _Multi(self, key)
 
     def get_state(self, try_to_connect: bool = False) -> Any:
         gen = self._gens.current

@@ -13,7 +13,7 @@ from zerotrust.x509.bundle import BundleSet
 from zerotrust.x509.sources import X509BundleSource, X509SvidSource
 from zerotrust.x509.svid import X509Svid
 
-__all__ = ["Generation", "Generations"]
+__all__ = ["Generation", "Generations", "MultiCallables"]
 
 C = TypeVar("C")
 
@@ -121,3 +121,69 @@ class Generations(Generic[C]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class MultiCallables:
+    """The four multi-callable factories of a managed channel (sync or aio). Each returns a
+    wrapper (:meth:`_wrapper`) that leases the current generation per call and finds that
+    generation's own multi-callable with :meth:`_callable`."""
+
+    def _wrapper(self, kind: str, key: tuple[Any, ...]) -> Any:
+        raise NotImplementedError
+
+    def _callable(self, gen: Generation[Any], key: tuple[Any, ...]) -> Any:
+        found = gen.callables.get(key)
+        if found is None:
+            kind, method, ser, deser, registered = key
+            found = getattr(gen.channel, kind)(method, ser, deser, _registered_method=registered)
+            gen.callables[key] = found
+        return found
+
+    def _factory(
+        self, kind: str, method: str, serializer: Any, deserializer: Any, registered: Any
+    ) -> Any:
+        return self._wrapper(kind, (kind, method, serializer, deserializer, bool(registered)))
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        _registered_method: Any = False,
+    ) -> Any:
+        return self._factory(
+            "unary_unary", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        _registered_method: Any = False,
+    ) -> Any:
+        return self._factory(
+            "unary_stream", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        _registered_method: Any = False,
+    ) -> Any:
+        return self._factory(
+            "stream_unary", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        _registered_method: Any = False,
+    ) -> Any:
+        return self._factory(
+            "stream_stream", method, request_serializer, response_deserializer, _registered_method
+        )

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped,unused-ignore]
 
-from zerotrust.client._grpc_generations import Generation, Generations
+from zerotrust.client._grpc_generations import Generation, Generations, MultiCallables
 from zerotrust.x509.bundle import BundleSet
 from zerotrust.x509.sources import X509BundleSource, X509SvidSource
 from zerotrust.x509.svid import X509Svid
@@ -89,7 +89,7 @@ class _Streaming:
         return call
 
 
-class ManagedChannel(grpc.Channel):  # type: ignore[misc]
+class ManagedChannel(MultiCallables, grpc.Channel):  # type: ignore[misc]
     """A ``grpc.Channel`` rebuilt on SVID or bundle rotation (see the module documentation).
 
     Made by :func:`zerotrust.grpc.secure_channel`; use it like any channel (stubs, ``with``).
@@ -136,54 +136,8 @@ class ManagedChannel(grpc.Channel):  # type: ignore[misc]
             self._closers.append(thread)
             thread.start()
 
-    def _callable(self, gen: Generation[Any], key: tuple[Any, ...]) -> Any:
-        found = gen.callables.get(key)
-        if found is None:
-            kind, method, ser, deser, registered = key
-            factory = getattr(gen.channel, kind)
-            found = factory(method, ser, deser, _registered_method=registered)
-            gen.callables[key] = found
-        return found
-
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        _registered_method: Any = False,
-    ) -> Any:
-        key = ("unary_unary", method, request_serializer, response_deserializer)
-        return _Unary(self, (*key, bool(_registered_method)))
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        _registered_method: Any = False,
-    ) -> Any:
-        key = ("stream_unary", method, request_serializer, response_deserializer)
-        return _Unary(self, (*key, bool(_registered_method)))
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        _registered_method: Any = False,
-    ) -> Any:
-        key = ("unary_stream", method, request_serializer, response_deserializer)
-        return _Streaming(self, (*key, bool(_registered_method)))
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        _registered_method: Any = False,
-    ) -> Any:
-        key = ("stream_stream", method, request_serializer, response_deserializer)
-        return _Streaming(self, (*key, bool(_registered_method)))
+    def _wrapper(self, kind: str, key: tuple[Any, ...]) -> Any:
+        return (_Streaming if kind.endswith("_stream") else _Unary)(self, key)
 
     def subscribe(self, callback: Callable[[Any], None], try_to_connect: bool = False) -> None:
         """Connectivity of the *current* underlying channel."""

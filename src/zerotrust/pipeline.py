@@ -280,20 +280,21 @@ class Guard:
         """The outcome of a repeated request, or ``None`` when the pipeline must decide.
 
         Kept to one short function: it runs on every request, mostly with cold CPU caches."""
-        values = view.header("authorization")
-        if len(values) != 1 or values[0][:7] != "Bearer ":
-            return None  # the canonical form only; any other spelling takes the pipeline
-        has_any = getattr(view, "has_any", None)  # the adapters' views answer in one lookup
-        if has_any is not None:
-            if has_any(self._absent):
+        alone = getattr(view, "bearer_alone", None)  # the adapters' views answer in one pass
+        if alone is not None:
+            raw = alone(self._absent)
+        else:
+            values = view.header("authorization")
+            raw = values[0][7:] if len(values) == 1 and values[0][:7] == "Bearer " else None
+            if any(view.header(name) for name in self._absent):
                 return None
-        elif any(view.header(name) for name in self._absent):
-            return None
+        if raw is None:
+            return None  # the canonical form only; any other spelling takes the pipeline
         peer = view.verified_peer
         if peer is None and view.peer_chain:
             return None
         authenticator = self.authenticator
-        token = authenticator.tokens._cached(values[0][7:])  # type: ignore[union-attr]
+        token = authenticator.tokens._cached(raw)  # type: ignore[union-attr]
         if token is None:
             return None
         entry = self._repeats.get(

@@ -212,6 +212,9 @@ def test_the_rpc_view_reads_only_what_is_asked(world: World) -> None:
     assert view.header("x-trace-bin") == view.header("dpop") == []  # binary values ignored
     assert view.has_any(frozenset({"dpop", "x-forwarded-client-cert"})) is False
     assert view.has_any(("x-multi",)) is True
+    # a repeat's one pass: a binary value of a listed key is still a reason to decide afresh
+    assert view.bearer_alone(frozenset({"x-forwarded-client-cert"})) == "abc"
+    assert view.bearer_alone(frozenset({"dpop"})) is None
     assert context.reads == []  # the peer's identity is read on first use only
     assert view.verified_peer is None and view.peer_chain is None
     assert view.scheme == "http"
@@ -223,3 +226,23 @@ def test_the_rpc_view_reads_only_what_is_asked(world: World) -> None:
         "/pkg.Service/Method",
         "/pkg.Service/Method",
     )
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        (),
+        (("authorization", "Bearer a"), ("authorization", "Bearer a")),  # two: never repeated
+        (("authorization", "bearer a"),),  # another spelling takes the pipeline
+        (("authorization", "Basic a"),),
+        (("authorization", b"Bearer a"),),  # binary is never a credential
+        (("authorization", "Bearer a"), ("dpop", "proof")),
+    ],
+)
+def test_the_rpc_view_hands_a_repeat_only_a_lone_bearer_token(
+    world: World, metadata: tuple[tuple[str, object], ...]
+) -> None:
+    from zerotrust.adapters.grpc_server import _View
+
+    view = _View("/pkg.Service/Method", metadata, _Context(), None)  # type: ignore[arg-type]
+    assert view.bearer_alone(frozenset({"dpop"})) is None

@@ -110,6 +110,16 @@ class ScopeView:
         """Whether any of the (lower-case) header ``names`` is present."""
         return not (self._headers or self._table()).keys().isdisjoint(names)
 
+    def bearer_alone(self, absent: frozenset[str]) -> str | None:
+        """The token of one ``Authorization: Bearer`` header when none of the (lower-case)
+        headers ``absent`` is present; ``None`` otherwise."""
+        table = self._headers or self._table()
+        values = table.get("authorization")
+        if values is None or len(values) != 1 or not table.keys().isdisjoint(absent):
+            return None
+        value = values[0]
+        return value[7:] if value[:7] == "Bearer " else None
+
     @property
     def peer_chain(self) -> Sequence[bytes] | None:
         """The client certificate chain from the TLS extension (DER, leaf first)."""

@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError("grpcio", "grpc") from None
 
 from zerotrust.adapters._context import set_principal
-from zerotrust.adapters.grpc_server import ServerInterceptor
+from zerotrust.adapters.grpc_server import ServerInterceptor, _View
 from zerotrust.authn.principal import Principal
 from zerotrust.authn.request import RequestView
 from zerotrust.authz.policy import Requirement
@@ -97,10 +97,11 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
 
             return stream
 
-        guard = self._guard
+        guard, peers = self._guard, self._peers
 
         async def call(request: Any, context: Any) -> Any:
-            outcome = await guard.aevaluate(self._view(method, context), requirement)
+            view = _View(method, context.invocation_metadata() or (), context, peers)
+            outcome = await guard.aevaluate(view, requirement)
             if not outcome.allowed:
                 await self._abort(context, outcome)
             set_principal(outcome.principal)

@@ -144,6 +144,19 @@ class _View:
         wanted = names if isinstance(names, (frozenset, set)) else frozenset(names)
         return any(k in wanted and isinstance(v, str) for k, v in self._headers)
 
+    def bearer_alone(self, absent: frozenset[str]) -> str | None:
+        """The token of one ``authorization: Bearer`` entry when none of the (lower-case)
+        keys ``absent`` is present, whatever its value; ``None`` otherwise."""
+        token = None
+        for key, value in self._headers:
+            if key == "authorization":
+                if token is not None or type(value) is not str or value[:7] != "Bearer ":
+                    return None
+                token = value[7:]
+            elif key in absent:
+                return None
+        return token
+
 
 def _iterate_in(run: contextvars.Context, iterator: Iterator[Any]) -> Iterator[Any]:
     """Drive ``iterator`` inside ``run`` step by step (each step may be on another thread)."""

@@ -159,6 +159,20 @@ class WSGIRequestView:
         environ = self._environ
         return any(environ_key(name) in environ for name in names)
 
+    def bearer_alone(self, absent: frozenset[str]) -> str | None:
+        """The token of an ``Authorization: Bearer`` header when none of the headers
+        ``absent`` is present; ``None`` otherwise."""
+        environ = self._environ
+        value = environ.get("HTTP_AUTHORIZATION")
+        if (
+            self._overflow
+            or not isinstance(value, str)
+            or value[:7] != "Bearer "
+            or any(environ_key(name) in environ for name in absent)
+        ):
+            return None
+        return value[7:]
+
     def _load_peer(self) -> None:
         self._loaded = True  # a malformed chain raises once, inside the Guard's flow
         environ = self._environ

@@ -137,9 +137,12 @@ class TokenVerifier:
         current keys first (:meth:`_confirm_keys` / :meth:`_aconfirm_keys`), exactly as
         :meth:`verify` does on a hit."""
         cache = self._cache
-        if cache is None or len(token) > self._max_size or not token.isascii():
+        if cache is None or len(token) > self._max_size:
             return None
-        entry = cache._entries.get(_sha256(token.encode("ascii")).digest())
+        try:
+            entry = cache._entries.get(_sha256(token.encode("ascii")).digest())
+        except UnicodeEncodeError:  # not a token this cache can hold
+            return None
         if entry is not None and entry[1] <= self._now() < entry[2]:
             return entry[0]
         return None

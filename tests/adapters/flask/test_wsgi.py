@@ -395,3 +395,25 @@ def test_views_answer_header_presence_in_one_lookup() -> None:
     assert asgi.has_any(frozenset({"x-client-cert"})) is True
     assert asgi.has_any(("dpop", "x-forwarded-client-cert")) is False
     assert asgi.header("authorization") == ["Bearer abc"]  # names are matched case-insensitively
+
+
+def test_views_hand_a_repeat_only_a_lone_bearer_token() -> None:
+    from zerotrust.adapters._asgi_view import ScopeView
+
+    def asgi(*headers: tuple[bytes, bytes]) -> ScopeView:
+        return ScopeView({"type": "http", "method": "GET", "path": "/", "headers": headers}, "/")
+
+    absent = frozenset({"dpop", "x-client-cert"})
+    assert asgi((b"Authorization", b"Bearer abc")).bearer_alone(absent) == "abc"
+    assert asgi((b"authorization", b"Bearer abc"), (b"DPoP", b"")).bearer_alone(absent) is None
+    two = asgi((b"authorization", b"Bearer abc"), (b"authorization", b"Bearer abc"))
+    assert two.bearer_alone(absent) is None
+    assert asgi((b"authorization", b"bearer abc")).bearer_alone(absent) is None
+    assert asgi().bearer_alone(absent) is None
+
+    environ = {"HTTP_AUTHORIZATION": "Bearer abc", "REQUEST_METHOD": "GET"}
+    assert WSGIRequestView(environ, "/").bearer_alone(absent) == "abc"
+    assert WSGIRequestView({**environ, "HTTP_DPOP": ""}, "/").bearer_alone(absent) is None
+    basic = {**environ, "HTTP_AUTHORIZATION": "Basic abc"}
+    assert WSGIRequestView(basic, "/").bearer_alone(absent) is None
+    assert WSGIRequestView({"REQUEST_METHOD": "GET"}, "/").bearer_alone(absent) is None

@@ -47,6 +47,44 @@ def test_non_svid_leaf_is_refused(ca: DevCA) -> None:
 
 
 @pytest.mark.parametrize(
+    ("flags", "reason"),
+    [
+        ({"ca": True}, "has the CA flag"),
+        ({"key_cert_sign": True}, "keyCertSign"),
+        ({"crl_sign": True}, "cRLSign"),
+        ({"digital_signature": False}, "lacks digitalSignature"),
+    ],
+)
+def test_a_leaf_that_may_certify_is_not_an_svid(
+    ca: DevCA, flags: dict[str, bool], reason: str
+) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+
+    now = dt.datetime.now(dt.timezone.utc)
+    usage = {"digital_signature": True, "key_cert_sign": False, "crl_sign": False}
+    usage.update({k: v for k, v in flags.items() if k != "ca"})
+    chain, key = ca.issue_unchecked_leaf(
+        uri_sans=["spiffe://example.org/a"],
+        not_before=now,
+        not_after=now + dt.timedelta(hours=1),
+        ca=flags.get("ca", False),
+        key_usage=x509.KeyUsage(
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            encipher_only=False,
+            decipher_only=False,
+            **usage,
+        ),
+    )
+    with pytest.raises(SvidError, match=reason):
+        X509Svid(chain, key)
+
+
+@pytest.mark.parametrize(
     ("cert", "key"),
     [(b"garbage", b"garbage"), (b"", b"")],
 )

@@ -4,8 +4,9 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from zerotrust import (
     BundleSet,
@@ -180,6 +181,79 @@ def test_extended_key_usage_must_allow_the_role(ca: DevCA) -> None:
     assert verify_peer_chain(server_only, ca.bundle, role="server")
     with pytest.raises(SvidProfileViolation) as info:
         verify_peer_chain(server_only, ca.bundle, role="client")
+    assert info.value.rule == "extended_key_usage"
+
+
+def _signed(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[str, ec.EllipticCurvePrivateKey],
+    *,
+    ca: bool,
+    eku: list[x509.ObjectIdentifier] | None = None,
+    uri: str | None = None,
+) -> x509.Certificate:
+    usage = dict.fromkeys(
+        ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement"), False
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer[0])]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - HOUR)
+        .not_valid_after(NOW + HOUR)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+                **usage,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key()), False
+        )
+    )
+    if eku is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
+    if uri is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+        )
+    return builder.sign(issuer[1], hashes.SHA256())
+
+
+@pytest.mark.parametrize("where", ["intermediate", "root"])
+def test_a_signing_certificate_extended_key_usage_never_narrows_the_chain(where: str) -> None:
+    """X509-SVID 4.4: signing certificates MAY carry an EKU; the leaf's decides the role."""
+    root_key, mid_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    server_only = [ExtendedKeyUsageOID.SERVER_AUTH]
+    root = _signed(
+        "root", root_key, ("root", root_key), ca=True, eku=server_only if where == "root" else None
+    )
+    mid = _signed(
+        "mid", mid_key, ("root", root_key), ca=True, eku=server_only if where != "root" else None
+    )
+    both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    leaf_cert = _signed(
+        "leaf", leaf_key, ("mid", mid_key), ca=False, eku=both, uri="spiffe://example.org/web"
+    )
+    bundle = TrustBundle("example.org", [root])
+    for role in ("client", "server", None):
+        peer = verify_x509_svid([leaf_cert, mid], bundle, role=role)  # type: ignore[arg-type]
+        assert str(peer.spiffe_id) == "spiffe://example.org/web"
+    server_leaf = _signed(
+        "leaf", leaf_key, ("mid", mid_key), ca=False, eku=server_only, uri="spiffe://example.org/w"
+    )
+    with pytest.raises(SvidProfileViolation) as info:  # the leaf's own EKU still counts
+        verify_x509_svid([server_leaf, mid], bundle, role="client")
     assert info.value.rule == "extended_key_usage"
 
 

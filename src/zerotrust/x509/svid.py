@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from zerotrust.errors import SvidError, ZeroTrustError
 from zerotrust.identity import SpiffeId
 from zerotrust.x509._certs import PrivateKey, certs_to_pem, fingerprint, load_pem_certs
-from zerotrust.x509.verify import leaf_spiffe_id
+from zerotrust.x509.verify import _check_leaf_profile, leaf_spiffe_id
 
 __all__ = ["X509Svid", "spiffe_id_from_certificate"]
 
@@ -29,8 +29,9 @@ def spiffe_id_from_certificate(cert: x509.Certificate) -> SpiffeId:
 class X509Svid:
     """A workload's X.509-SVID: leaf-first certificate chain, its private key and SPIFFE ID.
 
-    Construction checks that the leaf carries exactly one valid SPIFFE ID, is not a CA and
-    that the private key belongs to the leaf, so a torn cert/key pair can never be used.
+    Construction checks that the leaf carries exactly one valid SPIFFE ID and the leaf key
+    usages (not a CA, no ``keyCertSign`` or ``cRLSign``, ``digitalSignature`` set), and that the
+    private key belongs to the leaf, so a torn cert/key pair can never be used.
     """
 
     __slots__ = ("_cert_chain", "_fingerprint", "_private_key", "_spiffe_id")
@@ -51,6 +52,7 @@ class X509Svid:
         leaf = chain[0]
         try:
             spiffe_id = spiffe_id_from_certificate(leaf)
+            _check_leaf_profile(leaf, None)  # not a CA; may sign, not certify (X509-SVID 4.1, 4.3)
         except ZeroTrustError as exc:
             raise SvidError(f"leaf certificate is not an X509-SVID: {exc}") from exc
         if not _same_public_key(leaf, private_key):

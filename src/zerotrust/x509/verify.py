@@ -126,10 +126,18 @@ def _ee_policy() -> ExtensionPolicy:
     )
 
 
+def _ca_policy() -> ExtensionPolicy:
+    # X509-SVID 4.4: signing certificates MAY carry an EKU, and the SVID's role is decided by
+    # the leaf's (go-spiffe verifies with ExtKeyUsageAny): a CA's EKU never narrows the chain.
+    return ExtensionPolicy.webpki_defaults_ca().may_be_present(
+        x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None
+    )
+
+
 @functools.cache
 def _policies() -> tuple[ExtensionPolicy, ExtensionPolicy]:
     """Built on first use, not at import time (it needs cryptography fully initialised)."""
-    return ExtensionPolicy.webpki_defaults_ca(), _ee_policy()
+    return _ca_policy(), _ee_policy()
 
 
 def verify_x509_svid(

@@ -136,6 +136,17 @@ def _check_tokens(settings: Settings, name: Names) -> None:
         raise fail(label, str(exc)) from None
     if wanted not in present:
         raise fail(label, f"mtls.bundles has no bundle for {wanted.name!r}")
+    if tokens.trust_domain is not None:
+        try:
+            same = TrustDomain.parse(tokens.trust_domain) == wanted
+        except ZeroTrustError as exc:
+            raise fail(name("tokens.trust_domain"), str(exc)) from None
+        if not same:
+            raise fail(
+                name("tokens.trust_domain"),
+                f"must be {wanted.name!r}: the JWT authorities of one trust domain cannot vouch"
+                " for another's JWT-SVIDs",
+            )
 
 
 def _changed(section: object, defaults: object) -> list[str]:

@@ -45,6 +45,10 @@ def contradiction(files: Path, bundle_file: Path, case: str) -> str:
     elif case == "spiffe keys of another trust domain":
         doc["tokens"] = {**doc["tokens"], "jwks_file": None, "spiffe_trust_domain": "other.org"}
         doc["mtls"] = mtls
+    elif case == "spiffe keys vouching for another trust domain":
+        doc["tokens"] = {**doc["tokens"], "jwks_file": None, "spiffe_trust_domain": "example.org"}
+        doc["tokens"]["trust_domain"] = "partner.example"
+        doc["mtls"] = mtls
     elif case == "spiffe keys for access tokens":
         doc["tokens"] = {**doc["tokens"], "jwks_file": None, "spiffe_trust_domain": "example.org"}
         doc["tokens"]["token_type"] = "at+jwt"
@@ -102,6 +106,9 @@ CONTRADICTIONS = {
     "spiffe keys without mtls": "<dict>: tokens.spiffe_trust_domain: reads the JWT authorities",
     "spiffe keys of another trust domain": (
         "<dict>: tokens.spiffe_trust_domain: mtls.bundles has no bundle for 'other.org'"
+    ),
+    "spiffe keys vouching for another trust domain": (
+        "<dict>: tokens.trust_domain: must be 'example.org': the JWT authorities of one trust"
     ),
     "spiffe keys for access tokens": "<dict>: tokens.token_type: keys from a SPIFFE bundle",
     "remote options for a local key file": (

@@ -9,7 +9,7 @@ import pytest
 
 from zerotrust import BundleSet, RotatingBundleSource, TrustBundle
 from zerotrust.dev import DevCA
-from zerotrust.errors import ConfigurationError, KeysUnavailable
+from zerotrust.errors import ConfigurationError, InvalidClaim, KeysUnavailable
 from zerotrust.sources import SpiffeJwtBundleKeySource
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
 
@@ -87,3 +87,25 @@ def test_verifies_jwt_svids(ca: DevCA) -> None:
         trust_domain="example.org",
     )
     assert verifier.verify(token).subject == "spiffe://example.org/web"
+
+
+def test_a_trust_domains_keys_never_vouch_for_another(ca: DevCA) -> None:
+    """SPIFFE Trust Domain and Bundle 3: a JWT-SVID is checked with its own trust domain's
+    bundle, so the key source's trust domain is the one ``sub`` must be in."""
+    keys = SpiffeJwtBundleKeySource(bundle(ca, KEY_A), "example.org")
+    common = {"issuer": None, "audience": "api", "keys": keys, "algorithms": ["ES256"]}
+    with pytest.raises(ConfigurationError, match="cannot vouch"):
+        TokenVerifier(**common, token_type="jwt-svid", trust_domain="partner.example")
+    with pytest.raises(ConfigurationError, match="cannot vouch"):
+        TokenVerifier(**{**common, "issuer": "spiffe://partner.example"}, token_type="jwt-svid")
+    with pytest.raises(ConfigurationError, match="JWT-SVIDs only"):
+        TokenVerifier(**{**common, "issuer": "https://spire"})
+    verifier = TokenVerifier(**common, token_type="jwt-svid")  # the source's trust domain
+    issuer = TokenIssuer(KEY_A, issuer="https://spire.example.org")
+    ours = issuer.issue(subject="spiffe://example.org/web", audience="api", token_type="jwt-svid")
+    assert verifier.verify(ours).subject == "spiffe://example.org/web"
+    theirs = issuer.issue(
+        subject="spiffe://partner.example/web", audience="api", token_type="jwt-svid"
+    )
+    with pytest.raises(InvalidClaim):
+        verifier.verify(theirs)

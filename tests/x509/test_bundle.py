@@ -43,10 +43,26 @@ def test_unknown_uses_are_ignored(ca: DevCA) -> None:
     assert TrustBundle.from_jwks("example.org", doc) == ca.bundle
 
 
+def test_x509_entries_follow_the_consumer_rules(ca: DevCA, other_ca: DevCA) -> None:
+    """X509-SVID 6.2: an entry without x5c values is ignored; only the first value counts."""
+    doc = ca.bundle.to_jwks()
+    good = doc["keys"][0]
+    other = other_ca.bundle.to_jwks()["keys"][0]["x5c"][0]
+    doc["keys"] = [
+        {"kty": good["kty"], "use": "x509-svid"},
+        {"kty": good["kty"], "use": "x509-svid", "x5c": []},
+        {**good, "x5c": [good["x5c"][0], other]},
+    ]
+    bundle = TrustBundle.from_jwks("example.org", doc)
+    assert bundle.x509_authorities == (ca.root_certificate,)
+
+
 @pytest.mark.parametrize(
     "doc",
     [
         b"not json",
+        b'{"keys": [{"use": "x509-svid", "x5c": "AA=="}]}',
+        b'{"keys": [{"use": "x509-svid", "x5c": [1]}]}',
         b"[]",
         b'{"keys": {}}',
         b'{"keys": [1]}',

@@ -195,6 +195,12 @@ class WorkloadApiJwtSource(WorkloadApiBase):
             keys = self._keys.setdefault(td, SpiffeJwtBundleKeySource(self._view, td))
         return keys
 
+    @property
+    def trust_domain(self) -> TrustDomain | None:
+        """The trust domain given at construction, whose JWT authorities :meth:`get_keys`
+        serves (a ``TokenVerifier`` given this source checks ``sub`` against it)."""
+        return None if self._default is None else self._default.trust_domain
+
     def get_keys(self, *, missing_kid: str | None = None) -> JWKSet:
         """The JWT authorities of ``trust_domain`` (given at construction)."""
         if self._default is None:

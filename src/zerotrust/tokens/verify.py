@@ -66,6 +66,17 @@ class TokenVerifier:
         cache_size: int = 10_000,
         trust_domain: str | TrustDomain | None = None,
     ) -> None:
+        # A trust domain's JWT authorities vouch only for that trust domain's SPIFFE IDs
+        # (SPIFFE Trust Domain and Bundle, section 3): a key source bound to one (a SPIFFE
+        # bundle's JWT authorities) fixes the profile and the trust domain ``sub`` must be in.
+        bound = getattr(keys, "trust_domain", None)
+        if isinstance(bound, TrustDomain):
+            if token_type != "jwt-svid":
+                raise ConfigurationError(
+                    "keys from a SPIFFE bundle verify JWT-SVIDs only: token_type='jwt-svid'"
+                )
+            if trust_domain is None and not (issuer or "").startswith("spiffe://"):
+                trust_domain = bound
         self._claims = ClaimsValidator(
             issuer=issuer,
             audience=audience,
@@ -76,6 +87,11 @@ class TokenVerifier:
             clock=clock,
             trust_domain=trust_domain,
         )
+        if isinstance(bound, TrustDomain) and self._claims.trust_domain != bound:
+            raise ConfigurationError(
+                f"the key source holds the JWT authorities of {bound.name!r}: they cannot"
+                " vouch for the JWT-SVIDs of another trust domain"
+            )
         self._signature = SignatureVerifier(
             keys=keys,
             algorithms=algorithms,

@@ -165,7 +165,9 @@ class TrustBundle:
                 raise BundleError(f"key {index} is not an object")
             use = key.get("use")
             if use == "x509-svid":
-                x509_authorities.append(_x5c_authority(key, index))
+                authority = _x5c_authority(key, index)
+                if authority is not None:
+                    x509_authorities.append(authority)
             elif use == "jwt-svid":
                 kid = key.get("kid")
                 if not isinstance(kid, str) or not kid:
@@ -333,10 +335,14 @@ def _load_json(data: bytes | str) -> Any:
         raise BundleError(f"bundle document is not valid: {exc}") from None
 
 
-def _x5c_authority(key: Mapping[str, Any], index: int) -> x509.Certificate:
+def _x5c_authority(key: Mapping[str, Any], index: int) -> x509.Certificate | None:
+    """The CA certificate of an ``x509-svid`` entry (X509-SVID 6.2): an entry without ``x5c``
+    values is ignored, and only the first value counts."""
     x5c = key.get("x5c")
-    if not isinstance(x5c, list) or len(x5c) != 1 or not isinstance(x5c[0], str):
-        raise BundleError(f"x509-svid key {index} must have exactly one 'x5c' certificate")
+    if x5c is None or x5c == []:
+        return None
+    if not isinstance(x5c, list) or not isinstance(x5c[0], str):
+        raise BundleError(f"x509-svid key {index} has a malformed 'x5c'")
     try:
         der = base64.b64decode(x5c[0], validate=True)
         return x509.load_der_x509_certificate(der)

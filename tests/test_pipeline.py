@@ -451,6 +451,41 @@ def test_dpop(issuer: TokenIssuer, clock: FixedClock) -> None:
         ), name
 
 
+# An Ed25519 key of small order (here the neutral point): with it, R = neutral, S = 0 is a
+# valid RFC 8032 signature of every message, so a proof "signed" by it proves nothing.
+_NEUTRAL = (1).to_bytes(32, "little")
+
+
+def test_dpop_refuses_a_keyless_proof_key(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, _ = make_guard(issuer, clock)
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url_encode(_NEUTRAL)}
+    thumbprint = b64url_encode(
+        hashlib.sha256(json.dumps(jwk, separators=(",", ":"), sort_keys=True).encode()).digest()
+    )
+    token = issuer.issue(
+        subject=WEB, audience=AUD, scopes=["orders:read"], extra_claims={"cnf": {"jkt": thumbprint}}
+    )
+    url = "https://api.example/orders/7"
+    claims = {
+        "jti": "forged",
+        "htm": "GET",
+        "htu": url,
+        "iat": int(clock.now().timestamp()),
+        "ath": b64url_encode(hashlib.sha256(token.encode()).digest()),
+    }
+    header = {"typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk}
+    segs = [b64url_encode(json.dumps(x).encode()) for x in (header, claims)]
+    proof = ".".join([*segs, b64url_encode(_NEUTRAL + bytes(32))])
+    request = Request(
+        route=ROUTE,
+        path="/orders/7",
+        host="api.example",
+        headers={"authorization": f"DPoP {token}", "dpop": proof},
+    )
+    outcome = guard.evaluate(request)
+    assert not outcome.allowed and outcome.status == 401
+
+
 def test_api_keys(issuer: TokenIssuer, clock: FixedClock) -> None:
     keys = ApiKeys({"ci": ApiKeys.hash("s3cret-key-value")})
     pol = Policy(

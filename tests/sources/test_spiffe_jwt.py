@@ -9,7 +9,12 @@ import pytest
 
 from zerotrust import BundleSet, RotatingBundleSource, TrustBundle
 from zerotrust.dev import DevCA
-from zerotrust.errors import ConfigurationError, InvalidClaim, KeysUnavailable
+from zerotrust.errors import (
+    AlgorithmNotAllowed,
+    ConfigurationError,
+    InvalidClaim,
+    KeysUnavailable,
+)
 from zerotrust.sources import SpiffeJwtBundleKeySource
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
 
@@ -109,3 +114,38 @@ def test_a_trust_domains_keys_never_vouch_for_another(ca: DevCA) -> None:
     )
     with pytest.raises(InvalidClaim):
         verifier.verify(theirs)
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256"])
+def test_rsa_authorities_published_without_alg_are_rs256_keys(ca: DevCA, alg: str) -> None:
+    """SPIFFE bundles carry no ``alg``; RFC 8725 3.1 binds each key to one algorithm, RS256
+    for an RSA key (what SPIRE signs with). Another algorithm needs ``alg`` in the bundle."""
+    published = {k: v for k, v in authority(KEY_B).items() if k != "alg"}
+    signer = PrivateJWK(KEY_B.private_key, algorithm=alg, kid="b")
+    token = TokenIssuer(signer, issuer="https://spire").issue(
+        subject="spiffe://example.org/web", audience="api", token_type="jwt-svid"
+    )
+    for authority_members, accepted in (
+        (published, alg == "RS256"),
+        ({**published, "alg": alg}, True),
+    ):
+        keys = SpiffeJwtBundleKeySource(
+            TrustBundle(
+                ca.trust_domain,
+                ca.bundle.x509_authorities,
+                jwt_authorities={"b": authority_members},
+            ),
+            "example.org",
+        )
+        verifier = TokenVerifier(
+            issuer=None,
+            audience="api",
+            keys=keys,
+            algorithms=["RS256", "PS256"],
+            token_type="jwt-svid",
+        )
+        if accepted:
+            assert verifier.verify(token).algorithm == alg
+        else:
+            with pytest.raises(AlgorithmNotAllowed):
+                verifier.verify(token)

@@ -191,6 +191,33 @@ def test_required_claims(check: Any) -> None:
     check(claims(tenant="t1"), required_claims=["tenant"])
     with pytest.raises(MissingClaim, match="tenant"):
         check(claims(), required_claims=["tenant"])
+    with pytest.raises(MissingClaim, match="tenant"):  # null is no value
+        check({**claims(), "tenant": None}, required_claims=["tenant"])
+
+
+@pytest.mark.parametrize("name", ["sub", "jti", "nbf", "iat", "client_id", "scope", "cnf", "act"])
+def test_registered_claims_are_never_null(check: Any, name: str) -> None:
+    """RFC 7519 4.1: each registered claim has a type, and null is none of them (a null jti
+    would also slip past revocation by jti)."""
+    with pytest.raises(InvalidClaim, match=f"'{name}' must not be null"):
+        check({**claims(), name: None})
+
+
+@pytest.mark.parametrize(("name", "error"), [("exp", MissingClaim), ("aud", MissingClaim)])
+def test_null_required_registered_claims_are_missing(
+    check: Any, name: str, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match=name):
+        check({**claims(), name: None})
+
+
+def test_at_jwt_claims_must_have_values(check: Any) -> None:
+    """RFC 9068 2.2: sub, client_id, iat and jti are REQUIRED; null does not provide one."""
+    good = claims(client_id="web")
+    check(good, token_type="at+jwt")
+    for name in ("sub", "client_id", "iat", "jti"):
+        with pytest.raises((MissingClaim, InvalidClaim), match=name):
+            check({**good, name: None}, token_type="at+jwt")
 
 
 # --- profiles ------------------------------------------------------------------------------------

@@ -23,27 +23,35 @@ SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 
 
 @pytest.mark.parametrize(
-    ("key", "algorithm"),
+    ("key", "algorithm", "family"),
     [
-        (ec.generate_private_key(ec.SECP256R1()).public_key(), "ES256"),
-        (ec.generate_private_key(ec.SECP384R1()).public_key(), "ES384"),
-        (ec.generate_private_key(ec.SECP521R1()).public_key(), "ES512"),
-        (ed25519.Ed25519PrivateKey.generate().public_key(), "EdDSA"),
-        (ed448.Ed448PrivateKey.generate().public_key(), "EdDSA"),
+        (ec.generate_private_key(ec.SECP256R1()).public_key(), "ES256", {"ES256"}),
+        (ec.generate_private_key(ec.SECP384R1()).public_key(), "ES384", {"ES384"}),
+        (ec.generate_private_key(ec.SECP521R1()).public_key(), "ES512", {"ES512"}),
+        (ed25519.Ed25519PrivateKey.generate().public_key(), "EdDSA", {"EdDSA", "Ed25519"}),
+        (ed448.Ed448PrivateKey.generate().public_key(), "EdDSA", {"EdDSA", "Ed448"}),
     ],
 )
-def test_algorithm_is_inferred_from_the_key(key: Any, algorithm: str) -> None:
+def test_algorithm_is_inferred_from_the_key(key: Any, algorithm: str, family: set[str]) -> None:
     jwk = JWK(key)
     assert jwk.algorithm == algorithm
+    assert jwk.algorithms == family
     again = JWK.from_dict(jwk.to_public_dict())
     assert again == jwk
-    assert again.to_public_dict()["alg"] == algorithm
+    # an EdDSA key read without alg is written without one, so readers accept both names too
+    assert again.to_public_dict().get("alg") == (algorithm if len(family) == 1 else None)
+    named = JWK(key, algorithm=algorithm)
+    assert named.algorithms == {algorithm}
+    assert (named == jwk) == (len(family) == 1)
+    assert named.to_public_dict()["alg"] == algorithm
 
 
 def test_rsa_defaults_to_rs256_and_binds_pss_when_asked(rsa_key: PrivateJWK) -> None:
     public = rsa_key.private_key.public_key()
     assert JWK(public).algorithm == "RS256"  # type: ignore[arg-type]
+    assert JWK(public).algorithms == {"RS256"}  # type: ignore[arg-type]  # RFC 8725 3.1
     assert JWK(public, algorithm="PS512").algorithm == "PS512"  # type: ignore[arg-type]
+    assert JWK(public, algorithm="PS512").algorithms == {"PS512"}  # type: ignore[arg-type]
 
 
 def test_alg_member_binds_the_key() -> None:
@@ -285,6 +293,51 @@ def test_private_rsa_jwk_with_crt_members(rsa_key: PrivateJWK) -> None:
         PrivateJWK.from_dict(partial)
     with pytest.raises(ConfigurationError, match="multi-prime"):
         PrivateJWK.from_dict({**members, "oth": []})
+
+
+_P25519 = 2**255 - 19
+_P448 = 2**448 - 2**224 - 1
+
+
+@pytest.mark.parametrize(
+    ("crv", "x"),
+    [
+        ("Ed25519", (1).to_bytes(32, "little")),  # the neutral point (order 1)
+        ("Ed25519", (_P25519 - 1).to_bytes(32, "little")),  # order 2
+        ("Ed25519", bytes(32)),  # y = 0: order 4
+        (
+            "Ed25519",
+            bytes.fromhex(  # order 8
+                "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"
+            ),
+        ),
+        ("Ed25519", (_P25519 + 1).to_bytes(32, "little")),  # the neutral point, non-canonical
+        ("Ed25519", (1 | 1 << 255).to_bytes(32, "little")),  # "negative zero" x
+        ("Ed448", (1).to_bytes(57, "little")),  # the neutral point
+        ("Ed448", (_P448 - 1).to_bytes(57, "little")),  # order 2
+        ("Ed448", bytes(57)),  # order 4
+        ("Ed448", (_P448 + 1).to_bytes(57, "little")),  # non-canonical
+    ],
+)
+def test_weak_edwards_keys_are_refused(crv: str, x: bytes) -> None:
+    """With a small-order key, R = neutral, S = 0 verifies for every message (RFC 8032 does not
+    forbid such keys): refused as JWKs and as key objects."""
+    with pytest.raises(ConfigurationError, match=r"weak|invalid OKP"):
+        JWK.from_dict({"kty": "OKP", "crv": crv, "x": b64(x)})
+    cls = ed25519.Ed25519PublicKey if crv == "Ed25519" else ed448.Ed448PublicKey
+    try:
+        key = cls.from_public_bytes(x)
+    except ValueError:
+        return  # cryptography refused it already
+    with pytest.raises(ConfigurationError, match="weak"):
+        JWK(key)
+
+
+def test_generated_edwards_keys_are_not_weak() -> None:
+    for _ in range(50):
+        JWK(ed25519.Ed25519PrivateKey.generate().public_key())
+        JWK(ed448.Ed448PrivateKey.generate().public_key())
+    JWK.from_dict(ED_KEY)  # the RFC 8037 example key
 
 
 def test_ed_private_jwk_round_trip() -> None:

@@ -137,6 +137,10 @@ def test_non_canonical_trailing_bits_in_header(es256: PrivateJWK) -> None:
         b64json({"typ": "JWT"}),
         b64json({"alg": "ES256", "kid": ""}),
         b64json({"alg": "ES256", "kid": 7}),
+        b64json({"alg": "ES256", "kid": None}),  # registered parameters are never null
+        b64json({"alg": "ES256", "typ": None}),
+        b64json({"alg": "ES256", "cty": None}),
+        b64json({"alg": "ES256", "jku": None}),
         b64json({"alg": "ES256", "kid": "k" * 1025}),
         b64json({"alg": "ES256", "typ": 1}),
         b64json({"alg": "ES256", "cty": 1}),
@@ -407,3 +411,32 @@ def test_stop_iteration_from_a_source_never_ends_the_flow(es256: PrivateJWK) -> 
             verifier.verify(token)
         with pytest.raises((KeysUnavailable, RuntimeError)):
             asyncio.run(verifier.verify_async(token))
+
+
+def test_a_key_read_without_alg_verifies_one_algorithm(rsa_key: PrivateJWK) -> None:
+    """RFC 8725 3.1: each key is used with exactly one algorithm. An RSA key published without
+    ``alg`` (as SPIFFE bundles publish them) is an RS256 key: never PS256 or RS384, even with
+    those in the verifier's allowlist and the signature made by the same RSA key."""
+    members = {k: v for k, v in rsa_key.public().to_public_dict().items() if k != "alg"}
+    unnamed = JWK.from_dict(members)
+    allowed = ["RS256", "RS384", "PS256"]
+    for alg in allowed:
+        token = mint(PrivateJWK(rsa_key.private_key, algorithm=alg), {"sub": "a"}, {"alg": alg})
+        if alg == "RS256":
+            assert verify_signature(token, unnamed, algorithms=allowed).algorithm == alg
+        else:
+            with pytest.raises(AlgorithmNotAllowed):
+                verify_signature(token, unnamed, algorithms=allowed)
+        named = JWK.from_dict({**members, "alg": alg})
+        assert verify_signature(token, named, algorithms=allowed).algorithm == alg
+
+
+def test_an_unnamed_edwards_key_verifies_both_names(eddsa: PrivateJWK) -> None:
+    """RFC 9864: ``Ed25519`` is the fully-specified name of EdDSA over Ed25519."""
+    unnamed = JWK(eddsa.private_key.public_key())  # type: ignore[arg-type]
+    for alg in ("EdDSA", "Ed25519"):
+        token = mint(eddsa, {"sub": "a"}, {"alg": alg})
+        assert verify_signature(token, unnamed, algorithms=[alg]).algorithm == alg
+    ecdsa = mint(PrivateJWK.generate("ES256"), {"sub": "a"}, {"alg": "ES256"})
+    with pytest.raises((AlgorithmNotAllowed, InvalidSignature)):
+        verify_signature(ecdsa, unnamed, algorithms=["EdDSA", "ES256"])

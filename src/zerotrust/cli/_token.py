@@ -236,7 +236,8 @@ def _jwks(args: argparse.Namespace) -> int:
     for path in _key_files(args.paths):
         for key in _public_keys(path):
             kid = key.kid or key.thumbprint()
-            keys.append(JWK(key.public_key, algorithm=key.algorithm, kid=kid, use=key.use))
+            named = key.algorithm if len(key.algorithms) == 1 else None  # keep both EdDSA names
+            keys.append(JWK(key.public_key, algorithm=named, kid=kid, use=key.use))
     if not keys:
         raise ConfigurationError("no keys found")
     print(json.dumps(JWKSet(keys).to_public_dict(), indent=2))

@@ -234,7 +234,8 @@ def _load_keys(path: Path) -> JWKSet:
             if b"PRIVATE" in block.group(1):
                 raise ConfigurationError("key file holds a private key: publish public keys only")
             key = JWK.from_pem(block.group(0))
-            found.append(JWK(key.public_key, algorithm=key.algorithm, kid=key.thumbprint()))
+            named = key.algorithm if len(key.algorithms) == 1 else None  # keep both EdDSA names
+            found.append(JWK(key.public_key, algorithm=named, kid=key.thumbprint()))
         keys = JWKSet(found)
     if len(keys) == 0:
         skipped = f" ({len(keys.skipped)} skipped)" if keys.skipped else ""

@@ -54,6 +54,10 @@ def parse_header(
         header = loads_object(decode_canonical(segment))
     except JSONError as exc:
         raise MalformedToken(f"header {exc}") from None
+    if None in header.values():  # a registered parameter is never null (RFC 7515 4.1)
+        for name in REGISTERED_HEADERS | {"b64", "zip", "enc"}:
+            if name in header and header[name] is None:
+                raise MalformedToken(f"header {name!r} is null")
     if "b64" in header and header["b64"] is not True:
         raise UnsupportedTokenFeature("unencoded payloads (b64: false, RFC 7797) are refused")
     if "zip" in header or "enc" in header:

@@ -31,6 +31,7 @@ from zerotrust.tokens.algorithms import (
     PublicKey,
     Verifier,
     default_algorithm,
+    inferred_algorithms,
     make_verifier,
 )
 
@@ -104,8 +105,21 @@ class JWK(Frozen):
     Values are immutable, hashable and compare by key material and binding.
     """
 
-    __slots__ = ("_alg", "_key", "_key_ops", "_kid", "_members", "_thumbprint", "_use", "_verify")
+    __slots__ = (
+        "_alg",
+        "_algs",
+        "_key",
+        "_key_ops",
+        "_kid",
+        "_members",
+        "_others",
+        "_thumbprint",
+        "_use",
+        "_verify",
+    )
     _alg: str
+    _algs: frozenset[str]
+    _others: dict[str, Verifier]
     _key: PublicKey
     _key_ops: tuple[str, ...] | None
     _kid: str | None
@@ -133,6 +147,10 @@ class JWK(Frozen):
         init = object.__setattr__
         init(self, "_key", public_key)
         init(self, "_alg", alg)
+        # without a named algorithm, every name of its type's algorithm (see inferred_algorithms)
+        names = inferred_algorithms(public_key) if algorithm is None else frozenset({alg})
+        init(self, "_algs", names)
+        init(self, "_others", {})  # verifiers of the other names, made on first use
         init(self, "_kid", _check_kid(kid))
         init(self, "_use", _check_use(use))
         init(self, "_key_ops", check_key_ops(key_ops, "verify"))
@@ -210,8 +228,27 @@ class JWK(Frozen):
 
     @property
     def algorithm(self) -> str:
-        """The one JWS algorithm this key verifies."""
+        """The JWS algorithm this key is bound to (the default of its type when it was read
+        without ``alg``; see :attr:`algorithms`)."""
         return self._alg
+
+    @property
+    def algorithms(self) -> frozenset[str]:
+        """The names this key's one algorithm is accepted under: :attr:`algorithm`, and for an
+        Ed25519/Ed448 key read without ``alg`` also its RFC 9864 name (``Ed25519``/``Ed448``,
+        the same operation as ``EdDSA`` on that curve)."""
+        return self._algs
+
+    def _verifier_for(self, alg: str) -> Verifier | None:
+        """The verifier of ``alg`` if this key verifies it, else ``None``."""
+        if alg == self._alg:
+            return self._verify
+        if alg not in self._algs:
+            return None
+        verify = self._others.get(alg)
+        if verify is None:
+            verify = self._others[alg] = make_verifier(alg, self._key)
+        return verify
 
     @property
     def kid(self) -> str | None:
@@ -243,9 +280,11 @@ class JWK(Frozen):
         return self._thumbprint
 
     def to_public_dict(self) -> dict[str, Any]:
-        """The JWK object, with its bound ``alg`` always written out."""
+        """The JWK object, with its bound ``alg`` written out (none for an Ed25519/Ed448 key
+        read without one, so that its readers accept both names too)."""
         out: dict[str, Any] = dict(self._members)
-        out["alg"] = self._alg
+        if len(self._algs) == 1:
+            out["alg"] = self._alg
         if self._kid is not None:
             out["kid"] = self._kid
         if self._use is not None:
@@ -255,7 +294,7 @@ class JWK(Frozen):
         return out
 
     def _identity(self) -> tuple[object, ...]:
-        return (self._thumbprint, self._alg, self._kid, self._use, self._key_ops)
+        return (self._thumbprint, self._alg, self._algs, self._kid, self._use, self._key_ops)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, JWK):

@@ -22,6 +22,7 @@ from zerotrust.tokens.algorithms import (
     EC_CURVES,
     PrivateKey,
     PublicKey,
+    check_edwards_key,
     check_rsa_size,
 )
 
@@ -59,6 +60,8 @@ def _bytes(members: Mapping[str, Any], name: str, size: int | None = None) -> by
 
 
 def _int(members: Mapping[str, Any], name: str) -> int:
+    # Leading zero octets (which RFC 7518 2 tells writers to omit) are read as the same number,
+    # as most JOSE libraries do: some publishers pad n, and thumbprints are re-encoded minimally.
     return int.from_bytes(_bytes(members, name), "big")
 
 
@@ -91,11 +94,15 @@ def public_key_from_members(members: Mapping[str, Any]) -> PublicKey:
             raise ConfigurationError(f"unsupported OKP curve {crv[:16]!r} (signing keys only)")
         raw = _bytes(members, "x", _OKP_SIZES[crv])
         try:
+            okp: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
             if crv == "Ed25519":
-                return ed25519.Ed25519PublicKey.from_public_bytes(raw)
-            return ed448.Ed448PublicKey.from_public_bytes(raw)
+                okp = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+            else:
+                okp = ed448.Ed448PublicKey.from_public_bytes(raw)
         except ValueError:
             raise ConfigurationError("invalid OKP public key") from None
+        check_edwards_key(okp)
+        return okp
     n = _int(members, "n")
     e = _int(members, "e")
     check_rsa_size(n.bit_length())

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from zerotrust.errors import ConfigurationError
+from zerotrust.tokens._edwards import weak_edwards_key
 
 __all__ = [
     "ASYMMETRIC_ALGORITHMS",
@@ -156,6 +157,18 @@ def default_algorithm(key: PublicKey | PrivateKey) -> str:
     raise ConfigurationError(f"unsupported key type {type(key).__name__}")
 
 
+def inferred_algorithms(key: PublicKey) -> frozenset[str]:
+    """The names of the one algorithm a key published without ``alg`` verifies (RFC 8725 3.1:
+    one algorithm per key): its curve's for EC keys, RS256 for RSA keys, and EdDSA for
+    Ed25519/Ed448 keys, under both its RFC 8037 name and its RFC 9864 name (``Ed25519`` or
+    ``Ed448``: the same operation). The verifier's allowlist is checked first."""
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return frozenset({"EdDSA", "Ed25519"})
+    if isinstance(key, ed448.Ed448PublicKey):
+        return frozenset({"EdDSA", "Ed448"})
+    return frozenset({default_algorithm(key)})
+
+
 def _curve_name(curve: ec.EllipticCurve) -> str:
     for name, curve_cls, _, _ in EC_CURVES.values():
         if isinstance(curve, curve_cls):
@@ -182,6 +195,16 @@ def check_key_algorithm(key: PublicKey | PrivateKey, algorithm: str) -> None:
         )
     if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
         check_rsa_size(key.key_size)
+    elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        check_edwards_key(key)
+
+
+def check_edwards_key(key: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) -> None:
+    """Refuse a small-order or non-canonical Ed25519/Ed448 public key: any signature of the
+    neutral element verifies with one (see :mod:`zerotrust.tokens._edwards`)."""
+    curve = "Ed25519" if isinstance(key, ed25519.Ed25519PublicKey) else "Ed448"
+    if weak_edwards_key(curve, key.public_bytes_raw()):
+        raise ConfigurationError(f"weak {curve} public key (small order or non-canonical)")
 
 
 def check_rsa_size(bits: int) -> None:

@@ -45,6 +45,10 @@ __all__ = ["ClaimsValidator", "validate_claims"]
 
 _MAX_LEEWAY: Final = 600.0
 _STRING_CLAIMS: Final = ("sub", "jti", "client_id", "scope")
+_REGISTERED_CLAIMS: Final = (
+    *("iss", "sub", "aud", "exp", "nbf", "iat", "jti"),  # RFC 7519 4.1
+    *("client_id", "scope", "scp", "cnf", "act", "azp", "auth_time", "acr", "amr"),
+)
 _PROFILE_REQUIRED: Final[dict[str | None, tuple[str, ...]]] = {
     None: (),
     JWT_SVID: ("sub",),
@@ -215,7 +219,7 @@ class ClaimsValidator:
                 raise TokenLifetimeTooLong("token lifetime exceeds the configured maximum")
         _check_types(claims)
         for name in self._required:
-            if name not in claims:
+            if get(name) is None:  # null is no value (RFC 7519 4.1: every type excludes it)
                 raise MissingClaim(f"claim {name!r} is missing")
         if self._trust_domain is not None:
             self._check_svid_subject(get("sub"))
@@ -243,8 +247,13 @@ class ClaimsValidator:
 
 
 def _check_types(claims: Mapping[str, Any]) -> None:
-    """Registered claims that are present must have their registered JSON types."""
+    """Registered claims that are present must have their registered JSON types (``null``
+    is none of them: a null ``jti`` would also slip past revocation by jti)."""
     get = claims.get
+    if None in claims.values():
+        for name in _REGISTERED_CLAIMS:
+            if name in claims and claims[name] is None:
+                raise InvalidClaim(f"claim {name!r} must not be null")
     for name in _STRING_CLAIMS:
         value = get(name)
         if value is not None and type(value) is not str:

@@ -153,6 +153,15 @@ class SecretKey(Frozen):
         """The key id, if any."""
         return self._kid
 
+    @property
+    def algorithms(self) -> frozenset[str]:
+        """Every algorithm this key verifies: its one HMAC algorithm."""
+        return frozenset({self._alg})
+
+    def _verifier_for(self, alg: str) -> Verifier | None:
+        """The verifier of ``alg`` if it is this key's algorithm, else ``None``."""
+        return self._verify if alg == self._alg else None
+
     def sign(self, signing_input: bytes) -> bytes:
         """The HMAC of ``signing_input``."""
         return self._sign(signing_input)

@@ -199,10 +199,11 @@ class SignatureVerifier:
                 if keys.is_ambiguous(kid):
                     raise UnknownKey("kid names several different keys in the key set")
                 raise UnknownKey("kid not found in the key set")
-        if key._alg != alg:
-            raise AlgorithmNotAllowed("header alg differs from the algorithm bound to the key")
+        verify = key._verify if key._alg == alg else key._verifier_for(alg)
+        if verify is None:
+            raise AlgorithmNotAllowed("header alg is not an algorithm of the key")
         sig = a2b_base64(signature.translate(TO_STANDARD) + PADDING[len(signature) & 3])
-        if not key._verify(sig, raw[: len(head) + 1 + len(payload)]):
+        if not verify(sig, raw[: len(head) + 1 + len(payload)]):
             raise InvalidSignature("signature verification failed")
         data = a2b_base64(payload.translate(TO_STANDARD) + PADDING[len(payload) & 3])
         return header, data, key, alg, kid if kid is not None else key._kid
@@ -217,7 +218,7 @@ def _check_static_keys(keys: KeySet, allowed: frozenset[str]) -> None:
         return
     if allowed & HMAC_ALGORITHMS:
         raise ConfigurationError("HMAC algorithms need a SecretKey, not public keys")
-    if not any(key.algorithm in allowed for key in keys):
+    if not any(key.algorithms & allowed for key in keys):
         raise ConfigurationError("no key in the key set uses an allowed algorithm")
 
 

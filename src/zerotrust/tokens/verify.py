@@ -71,7 +71,7 @@ class TokenVerifier:
         # bundle's JWT authorities) fixes the profile and the trust domain ``sub`` must be in.
         bound = getattr(keys, "trust_domain", None)
         if isinstance(bound, TrustDomain):
-            if token_type != "jwt-svid":
+            if token_type != "jwt-svid":  # noqa: S105 - a token profile, not a secret
                 raise ConfigurationError(
                     "keys from a SPIFFE bundle verify JWT-SVIDs only: token_type='jwt-svid'"
                 )

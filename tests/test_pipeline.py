@@ -19,7 +19,7 @@ from zerotrust.authn.proxy import TrustedProxies
 from zerotrust.authn.request import Request
 from zerotrust.authz import Callers, Operations, Policy, RateLimit, Rule, ScopeRule, require
 from zerotrust.dev import DevCA
-from zerotrust.errors import KeysUnavailable, StoreUnavailable
+from zerotrust.errors import ConfigurationError, KeysUnavailable, StoreUnavailable
 from zerotrust.pipeline import Guard
 from zerotrust.stores import MemoryStore
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
@@ -162,6 +162,38 @@ def test_refusals(
     assert good not in json.dumps(body)
     assert sink.last is not None and sink.last.decision == "deny" and sink.last.status == status
     assert outcome.grpc_status in {"UNAUTHENTICATED", "PERMISSION_DENIED"}
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "code"),
+    [
+        ("Basic dXNlcjpwYXNz", 401, "unsupported_scheme"),  # RFC 6750 3.1: no error code
+        ("\x1cBearer {t}", 401, "unsupported_scheme"),  # only SP and HTAB are trimmed
+        ("\xa0Bearer {t}", 401, "unsupported_scheme"),
+        ("Bearer {t}\x85", 400, "malformed_credentials"),
+        ("Bearer\t{t}", 400, "malformed_credentials"),  # "Bearer" 1*SP b64token
+        ("Bearer", 400, "malformed_credentials"),
+        ("\t Bearer {t} \t", 200, None),  # optional whitespace around the field value
+        ("bearer  {t}", 200, None),  # the scheme is case-insensitive, then 1*SP
+    ],
+)
+def test_authorization_header_grammar(
+    issuer: TokenIssuer, clock: FixedClock, value: str, status: int, code: str | None
+) -> None:
+    guard, _ = make_guard(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    outcome = guard.evaluate(Request(route=ROUTE, headers={"authorization": value.format(t=token)}))
+    assert outcome.status == status
+    if code is None:
+        assert outcome.allowed
+    else:
+        assert outcome.error is not None and outcome.error.code == code
+    if status == 401:
+        assert outcome.www_authenticate == 'Bearer realm="orders"'
+        assert outcome.body() == {
+            "error": "missing_credentials",
+            "error_description": "authentication required",
+        }
 
 
 def test_anonymous_route(issuer: TokenIssuer, clock: FixedClock) -> None:
@@ -599,3 +631,16 @@ def test_keep_alive_peer_loses_access_when_its_authority_is_removed(
     refused = guard.evaluate(view)  # the same connection, after the authority was removed
     assert refused.status == 401 and refused.error is not None
     assert refused.error.code == "untrusted_certificate"
+
+
+@pytest.mark.parametrize("service", ["", 'a"b', "a\\b", "a\r\nX-Injected: 1", "caf\u00e9", "a\x00"])
+def test_the_service_name_is_a_realm_without_escapes(issuer: TokenIssuer, service: str) -> None:
+    """It is the realm of every challenge (RFC 9110 11.2): printable ASCII, no quote or
+    backslash, so nothing ever needs escaping and no header can be injected."""
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    with pytest.raises(ConfigurationError, match="service"):
+        Guard(authenticator=Authenticator(tokens=verifier), policy=policy(), service=service)
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier), policy=policy(), service="orders api"
+    )
+    assert guard.evaluate(get()).www_authenticate == 'Bearer realm="orders api"'

@@ -4,8 +4,9 @@
   ``MIDDLEWARE`` and set ``ZEROTRUST = {"GUARD": "myproject.security.guard"}``.
 * :func:`require` and :class:`ZeroTrustRequiredMixin` -- per-view requirements on top of the
   app-wide policy; :func:`current_principal` -- the verified caller, anywhere in the view.
-* :class:`ZeroTrustAuthentication`, :class:`ZeroTrustPermission`, :class:`ZeroTrustUser` --
-  for Django REST framework, imported only when used (DRF is not needed otherwise).
+* :class:`ZeroTrustAuthentication`, :class:`ZeroTrustPermission`, :class:`ZeroTrustUser` and
+  :func:`drf_exception_handler` -- for Django REST framework, imported only when used (DRF is
+  not needed otherwise).
 
 Importing this module without Django raises :class:`~zerotrust.errors.MissingDependencyError`
 (``pip install 'zerotrust[django]'``).
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
         ZeroTrustRefusal,
         ZeroTrustUser,
     )
+    from zerotrust.adapters.django_drf import exception_handler as drf_exception_handler
 
 __all__ = [
     "ZeroTrustAuthentication",
@@ -35,6 +37,7 @@ __all__ = [
     "ZeroTrustRequiredMixin",
     "ZeroTrustUser",
     "current_principal",
+    "drf_exception_handler",
     "require",
 ]
 
@@ -44,8 +47,8 @@ _DRF_NAMES = frozenset(
 
 
 def __getattr__(name: str) -> Any:
-    if name in _DRF_NAMES:  # Django REST framework is imported only when asked for
+    if name in _DRF_NAMES or name == "drf_exception_handler":  # DRF is imported when asked for
         from zerotrust.adapters import django_drf
 
-        return getattr(django_drf, name)
+        return getattr(django_drf, "exception_handler" if name[0] == "d" else name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

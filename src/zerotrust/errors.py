@@ -59,6 +59,7 @@ __all__ = [
     "TokenRevoked",
     "TokenTooLarge",
     "UnknownKey",
+    "UnsupportedScheme",
     "UnsupportedTokenFeature",
     "UntrustedCertificate",
     "ZeroTrustError",
@@ -174,6 +175,14 @@ class AuthenticationError(ZeroTrustError):
 class MissingCredentials(AuthenticationError):
     code = "missing_credentials"
     public_message = "authentication required"
+
+
+class UnsupportedScheme(MissingCredentials):
+    """An ``Authorization`` scheme this service does not accept (``Basic``...): as RFC 6750
+    3.1 asks, the caller is challenged as one without credentials (no ``error`` code)."""
+
+    code = "unsupported_scheme"
+    public_code = "missing_credentials"
 
 
 class MalformedCredentials(AuthenticationError):

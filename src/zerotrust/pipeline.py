@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust._sansio import drive, drive_async
@@ -57,6 +58,7 @@ __all__ = ["REQUIREMENT_NOTE", "Call", "Guard", "Outcome"]
 REQUIREMENT_NOTE = "handler_requirement"
 
 _log = logging.getLogger("zerotrust")
+_REALM: Final = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +144,11 @@ class Guard:
         store = store if store is not None else stores
         if not isinstance(authenticator, Authenticator) or not isinstance(policy, Policy):
             raise ConfigurationError("Guard needs an Authenticator and a Policy")
-        if not service or '"' in service or "\\" in service:
-            raise ConfigurationError("service must be a non-empty name without quotes")
+        if not isinstance(service, str) or not _REALM.fullmatch(service):
+            # it is the realm of every challenge: printable ASCII, nothing to escape
+            raise ConfigurationError(
+                "service must be a non-empty name of printable ASCII, without quotes or '\\'"
+            )
         if audit is None:  # JSON lines on the "zerotrust.audit" logger, and OpenTelemetry
             audit = AuditPipeline([LoggingSink(), OTelSink()])
         elif not isinstance(audit, AuditPipeline):

@@ -545,3 +545,21 @@ def test_no_input_is_allowed_when_an_enforced_deny_matches(
     if any(r.matches(principal, op) for r in rules if r.action == "DENY"):
         # with dry-run rules enforced, the verdict is deny: either enforced, or recorded
         assert not decision.allowed or (decision.dry_run and decision.would_allow is False)
+
+
+@pytest.mark.parametrize(
+    "scope", ['orders"read', "a\\b", "two words", "", "lecture:日本", "x\r\ny"]
+)
+def test_required_scopes_are_scope_tokens(scope: str) -> None:
+    """RFC 6749 3.3: what a token's scope claim can hold, and what an RFC 6750 challenge can
+    name without escaping."""
+    with pytest.raises(ConfigurationError, match="scope-token"):
+        ScopeRule(all=[scope])
+    with pytest.raises(ConfigurationError, match="scope-token"):
+        ScopeRule(any=[scope])
+    with pytest.raises(ConfigurationError, match="scope-token"):
+        require(scopes=[scope])
+
+
+def test_scope_tokens_cover_the_printable_range() -> None:
+    ScopeRule(all=["orders:read", "https://api.example/.default", "User.Read", "a!#$%&'()*+,-./"])

@@ -10,16 +10,16 @@ imports.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from zerotrust.adapters._tls_scope import TLS_PEER_KEY
-from zerotrust.authn.request import Kind
-from zerotrust.errors import MalformedCertificate
+from zerotrust.authn.request import MAX_HEADER_LINES, Kind
+from zerotrust.errors import MalformedCertificate, MalformedCredentials
 from zerotrust.x509._certs import MAX_CHAIN_LENGTH
 from zerotrust.x509.verify import VerifiedPeer
 
-__all__ = ["ScopeView", "scope_tls"]
+__all__ = ["ScopeView", "scope_tls", "strip_scope_headers"]
 
 _WS_SCHEMES = {"ws": "http", "wss": "https"}
 
@@ -39,7 +39,17 @@ class ScopeView:
     ``route`` is the route template the adapter resolved (``None`` when no route matched).
     """
 
-    __slots__ = ("_chain", "_headers", "_scope", "_tls", "kind", "method", "path", "route")
+    __slots__ = (
+        "_chain",
+        "_headers",
+        "_overflow",
+        "_scope",
+        "_tls",
+        "kind",
+        "method",
+        "path",
+        "route",
+    )
 
     kind: Kind
     method: str
@@ -58,6 +68,9 @@ class ScopeView:
         self.route = route
         raw = scope.get("raw_path")
         self.path = raw.decode("latin-1") if raw else scope.get("path", "/")
+        # Over MAX_HEADER_LINES nothing is read: no header, no credential, and the refusal is
+        # raised (and audited) inside the Guard's flow when it asks for the peer.
+        self._overflow = len(scope.get("headers", ())) > MAX_HEADER_LINES
 
     @property
     def scheme(self) -> str:
@@ -83,6 +96,8 @@ class ScopeView:
     @property
     def verified_peer(self) -> VerifiedPeer | None:
         """The peer a zerotrust SSL context verified during the TLS handshake, if any."""
+        if self._overflow:
+            raise MalformedCredentials(f"more than {MAX_HEADER_LINES} header lines")
         tls = self._tls
         peer = tls.get(TLS_PEER_KEY) if tls is not None else None
         return peer if isinstance(peer, VerifiedPeer) else None
@@ -91,7 +106,7 @@ class ScopeView:
         headers = self._headers
         if headers is None:
             headers = {}
-            for raw_name, raw_value in self._scope.get("headers", ()):
+            for raw_name, raw_value in () if self._overflow else self._scope.get("headers", ()):
                 key = raw_name.decode("latin-1").lower()
                 value = raw_value.decode("latin-1")
                 if key in headers:
@@ -127,6 +142,16 @@ class ScopeView:
         if chain is False:
             chain = self._chain = _decode_chain(self._tls)
         return chain  # type: ignore[return-value]
+
+
+def strip_scope_headers(scope: MutableMapping[str, Any], names: Iterable[str]) -> bool:
+    """Remove the (lower-case) headers ``names`` from ``scope``; whether any was there."""
+    drop = {name.encode("latin-1") for name in names}
+    headers = scope.get("headers") or ()
+    if not any(raw_name.lower() in drop for raw_name, _ in headers):
+        return False
+    scope["headers"] = [pair for pair in headers if pair[0].lower() not in drop]
+    return True
 
 
 def _decode_chain(tls: Mapping[str, Any] | None) -> tuple[bytes, ...] | None:

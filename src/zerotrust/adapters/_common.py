@@ -130,13 +130,20 @@ def routeless_hazards(policy: Policy) -> tuple[str, ...]:
     return tuple(found)
 
 
-def forwarded_headers_to_strip(outcome: Outcome, proxies: TrustedProxies | None) -> tuple[str, ...]:
+def forwarded_headers_to_strip(
+    outcome: Outcome | None, proxies: TrustedProxies | None
+) -> tuple[str, ...]:
     """The forwarded-certificate header names (lower case) to remove before the application runs.
 
     Everything is stripped unless a trusted proxy's certificate was accepted for this request;
     then only the headers of other formats are (the proxy's own sanitized header stays).
+    ``outcome`` is ``None`` for an exempt request: nothing was accepted, everything goes.
     """
     names = proxies.header_names if proxies is not None else FORWARDED_CERT_HEADERS
-    if proxies is not None and any(note in _ACCEPTED_NOTES for note in outcome.notes):
+    if (
+        outcome is not None
+        and proxies is not None
+        and any(note in _ACCEPTED_NOTES for note in outcome.notes)
+    ):
         return tuple(name for name in names if name not in proxies.format_headers)
     return names

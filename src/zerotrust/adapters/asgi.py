@@ -25,13 +25,12 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
 
-from zerotrust.adapters._asgi_view import ScopeView
+from zerotrust.adapters._asgi_view import ScopeView, strip_scope_headers
 from zerotrust.adapters._common import forwarded_headers_to_strip, routeless_hazards
 from zerotrust.adapters._context import _current, current_principal
 from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
 from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS
-from zerotrust.authn.request import MAX_HEADER_LINES
-from zerotrust.errors import ConfigurationError, MalformedCredentials
+from zerotrust.errors import ConfigurationError
 from zerotrust.pipeline import Guard, Outcome
 
 __all__ = [
@@ -141,33 +140,28 @@ class ZeroTrustMiddleware:
             route, unresolved = None, exc
             _log.error("zerotrust: request refused: %s", exc)
         if route is not None and route in self.exempt:
+            # nothing is accepted on an exempt route: no forwarded certificate reaches it either
+            strip_scope_headers(scope, self._forwarded)
             await self.app(scope, receive, send)
             return
         view = ScopeView(scope, route)
         if unresolved is not None:
             outcome = self.guard.refuse(view, unresolved)
-        elif len(scope.get("headers", ())) > MAX_HEADER_LINES:
-            error = MalformedCredentials(f"more than {MAX_HEADER_LINES} header lines")
-            outcome = self.guard.refuse(view, error)
-        else:
+        else:  # a request over MAX_HEADER_LINES is refused inside, by its view
             outcome = await self.guard.aevaluate(view)
         if not outcome.allowed:
             await send_refusal(scope, receive, send, outcome)
             return
         if view.has_any(self._forwarded):  # rare: forwarded-certificate headers to judge
-            _strip_forwarded(scope, outcome, self.guard)
+            strip_scope_headers(
+                scope, forwarded_headers_to_strip(outcome, self.guard.authenticator.trusted_proxies)
+            )
         publish(scope, outcome)
         token = _current.set(outcome.principal)
         try:
             await self.app(scope, receive, send)
         finally:
             _current.reset(token)
-
-
-def _strip_forwarded(scope: Scope, outcome: Outcome, guard: Guard) -> None:
-    names = forwarded_headers_to_strip(outcome, guard.authenticator.trusted_proxies)
-    drop = {name.encode("latin-1") for name in names}
-    scope["headers"] = [h for h in scope["headers"] if h[0].lower() not in drop]
 
 
 def _router_resolver(app: Any) -> RouteResolver | None:

@@ -77,6 +77,7 @@ def prepare(request: Any, view_func: Any, config: DjangoConfig) -> Prepared | No
     ):
         request.__dict__[STATE_ATTRIBUTE] = RequestState(None, None)
         request.principal = None
+        _strip_forwarded(request, None, config.guard)  # nothing accepted: none reach the view
         return None
     return request_view(request), requirement
 
@@ -100,13 +101,17 @@ def finish(
         request.principal = None
         return refusal_response(outcome)
     request.principal = outcome.principal
+    _strip_forwarded(request, outcome, guard)
+    if bind:
+        set_principal(outcome.principal)
+    return None
+
+
+def _strip_forwarded(request: Any, outcome: Outcome | None, guard: Guard) -> None:
     meta = request.META
     for name in forwarded_headers_to_strip(outcome, guard.authenticator.trusted_proxies):
         if meta.pop(environ_key(name), None) is not None:
             request.__dict__.pop("headers", None)  # HttpRequest.headers is cached from META
-    if bind:
-        set_principal(outcome.principal)
-    return None
 
 
 class ZeroTrustMiddleware:

@@ -22,7 +22,9 @@ app-wide policy.
 * :class:`ZeroTrustPermission` raises every refusal it sees.
 
 Status codes, ``WWW-Authenticate``, ``Retry-After`` and the JSON body are those of every other
-framework (:mod:`zerotrust.adapters._status`), rendered by DRF's exception handler.
+framework (:mod:`zerotrust.adapters._status`), rendered by DRF's exception handler; with
+:func:`exception_handler` as DRF's ``EXCEPTION_HANDLER`` refusals also carry
+``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,13 @@ try:
 except ImportError:  # pragma: no cover - exercised without DRF installed
     raise MissingDependencyError("djangorestframework", "drf") from None
 
-__all__ = ["ZeroTrustAuthentication", "ZeroTrustPermission", "ZeroTrustRefusal", "ZeroTrustUser"]
+__all__ = [
+    "ZeroTrustAuthentication",
+    "ZeroTrustPermission",
+    "ZeroTrustRefusal",
+    "ZeroTrustUser",
+    "exception_handler",
+]
 
 
 class ZeroTrustUser:
@@ -111,6 +119,18 @@ class ZeroTrustRefusal(APIException):  # type: ignore[misc, unused-ignore]
         self.auth_header = outcome.www_authenticate
         retry = dict(headers).get("retry-after")
         self.wait = int(retry) if retry is not None else None
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Any:
+    """DRF's own exception handler, plus ``Cache-Control: no-store`` on zerotrust refusals, as
+    every other adapter sends it. Set ``REST_FRAMEWORK["EXCEPTION_HANDLER"]`` to
+    ``"zerotrust.django.drf_exception_handler"``."""
+    from rest_framework.views import exception_handler as drf_exception_handler  # type: ignore[import-untyped, unused-ignore]
+
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, ZeroTrustRefusal):
+        response["Cache-Control"] = "no-store"
+    return response
 
 
 def decide(request: Any, view: Any) -> Outcome | None:

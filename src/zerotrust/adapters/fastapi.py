@@ -45,16 +45,15 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError("fastapi", "fastapi") from None
 
-from zerotrust.adapters._asgi_view import ScopeView
+from zerotrust.adapters._asgi_view import ScopeView, strip_scope_headers
+from zerotrust.adapters._common import forwarded_headers_to_strip
 from zerotrust.adapters._context import current_principal, set_principal
 from zerotrust.adapters._guarded import presents_credentials
 from zerotrust.adapters._routes import find_routes_owner, route_template_for
 from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
 from zerotrust.adapters.asgi import STATE_OUTCOME, ZeroTrustMiddleware, publish
 from zerotrust.authn.principal import Principal
-from zerotrust.authn.request import MAX_HEADER_LINES
 from zerotrust.authz.policy import Requirement, require
-from zerotrust.errors import MalformedCredentials
 from zerotrust.identity.match import Matcher
 from zerotrust.pipeline import Guard, Outcome
 
@@ -133,9 +132,6 @@ async def _authorize(
         view = ScopeView(scope, route)
         if unresolved is not None:
             outcome = guard.refuse(view, unresolved)
-        elif len(scope.get("headers", ())) > MAX_HEADER_LINES:
-            error = MalformedCredentials(f"more than {MAX_HEADER_LINES} header lines")
-            outcome = guard.refuse(view, error)
         elif optional and not presents_credentials(view, guard.authenticator):
             outcome = await guard.aevaluate(view)
             if outcome.principal is not None:
@@ -143,6 +139,10 @@ async def _authorize(
         else:
             outcome = await guard.aevaluate(view, requirement)
         if outcome.allowed:
+            # as the middleware does: forwarded certificates the app must not believe go
+            names = forwarded_headers_to_strip(outcome, guard.authenticator.trusted_proxies)
+            if strip_scope_headers(scope, names):
+                connection.__dict__.pop("_headers", None)  # Starlette caches the headers
             publish(scope, outcome)
             set_principal(outcome.principal)  # the request's own task: gone with it
     if not outcome.allowed:

@@ -137,7 +137,8 @@ def _check(state: _AppState) -> None:
         route = _UNMATCHED
     else:
         route = state.route(current_app._get_current_object(), rule)  # type: ignore[attr-defined]
-        if route.exempt:
+        if route.exempt:  # nothing accepted: no forwarded certificate reaches the view
+            strip_forwarded_headers(req.environ, None, state.guard)
             return
         if route.misplaced:
             raise ConfigurationError(

@@ -194,8 +194,9 @@ class WSGIRequestView:
             self._chain = pem_chain_der(pems, "SSL_CLIENT_CERT")
 
 
-def strip_forwarded_headers(environ: Environ, outcome: Outcome, guard: Guard) -> None:
-    """Remove forwarded-certificate headers the application must not believe."""
+def strip_forwarded_headers(environ: Environ, outcome: Outcome | None, guard: Guard) -> None:
+    """Remove forwarded-certificate headers the application must not believe (all of them for
+    an exempt request, ``outcome=None``)."""
     for name in forwarded_headers_to_strip(outcome, guard.authenticator.trusted_proxies):
         environ.pop(environ_key(name), None)
 
@@ -289,6 +290,7 @@ class ZeroTrustMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("PATH_INFO", "") in self._exempt:
+            strip_forwarded_headers(environ, None, self.guard)  # nothing accepted: none reach it
             environ[PRINCIPAL_ENVIRON_KEY] = None
             return self.app(environ, start_response)
         route = self._route(environ) if self._route is not None else None

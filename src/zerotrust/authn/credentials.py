@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from zerotrust.authn.request import RequestView
-from zerotrust.errors import ConfigurationError, MalformedCredentials
+from zerotrust.errors import ConfigurationError, MalformedCredentials, UnsupportedScheme
 
 __all__ = ["ApiKeys", "Credentials", "extract_credentials"]
 
@@ -64,11 +64,15 @@ def extract_credentials(
     if authorization is not None:
         if len(authorization) > max_token_bytes + 16:
             raise MalformedCredentials("authorization header is too large")
-        name, _, value = authorization.strip().partition(" ")
-        canonical = _SCHEMES.get(name.lower())
+        # only optional whitespace (SP, HTAB: RFC 9110 5.5) is trimmed, as every proxy does
+        text = authorization.strip(" \t")
+        cut = min((i for i in (text.find(" "), text.find("\t")) if i >= 0), default=len(text))
+        canonical = _SCHEMES.get(text[:cut].lower())
         if canonical is None:
-            raise MalformedCredentials("unsupported authorization scheme")
-        value = value.strip(" ")
+            raise UnsupportedScheme("unsupported authorization scheme")
+        if text[cut : cut + 1] != " ":  # RFC 6750 2.1: the scheme, 1*SP, the token
+            raise MalformedCredentials(f"malformed {canonical} credentials")
+        value = text[cut + 1 :].strip(" ")
         if not value or not _B64TOKEN.fullmatch(value):
             raise MalformedCredentials(f"malformed {canonical} credentials")
         token, scheme = value, canonical

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from zerotrust._scopes import check_scope_tokens
 from zerotrust.authn.principal import Principal
 from zerotrust.errors import ConfigurationError
 
@@ -306,8 +307,11 @@ class ScopeRule:
     any: Sequence[str] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "all", _strings(self.all, "scopes"))
-        object.__setattr__(self, "any", _strings(self.any, "any_scopes"))
+        scopes, any_scopes = _strings(self.all, "scopes"), _strings(self.any, "any_scopes")
+        # what a token's scope claim can hold, and an RFC 6750 challenge can name unescaped
+        check_scope_tokens((*scopes, *any_scopes), "required scope")
+        object.__setattr__(self, "all", scopes)
+        object.__setattr__(self, "any", any_scopes)
 
     def missing(self, granted: frozenset[str]) -> tuple[str, ...]:
         """Scopes still needed (empty when satisfied)."""

@@ -21,12 +21,12 @@ from __future__ import annotations
 import base64
 import re
 import ssl
-from collections.abc import Iterable
 from datetime import timedelta
 from typing import Final, Literal
 from urllib.parse import quote_plus
 
 from zerotrust._clock import Clock
+from zerotrust._scopes import scope_string
 from zerotrust.errors import AuthenticationError, ConfigurationError, SourceError, TokenError
 from zerotrust.sources._sansio import ACCEPT_JSON, FetchError, Flow, HttpRequest, HttpResponse
 from zerotrust.tokens._json import JSONError, loads_object
@@ -38,20 +38,10 @@ __all__ = ["ClientAuth", "scope_string", "token_flow"]
 
 JWT_BEARER_ASSERTION: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _ERROR_CODE: Final = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")
-_SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 _ACCESS_TOKEN_TYPES: Final = frozenset({"bearer", "dpop"})
 ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
 
 SecretMethod = Literal["basic", "post"]
-
-
-def scope_string(scopes: Iterable[str]) -> str | None:
-    """Space-joined scopes (each an RFC 6749 scope-token); ``None`` when there are none."""
-    values = scopes.split(" ") if isinstance(scopes, str) else list(scopes)
-    for scope in values:
-        if not isinstance(scope, str) or not _SCOPE_TOKEN.fullmatch(scope):
-            raise ConfigurationError("each scope must be a non-empty RFC 6749 scope-token")
-    return " ".join(dict.fromkeys(values)) or None
 
 
 class ClientAuth:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -19,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from zerotrust._clock import Clock
+from zerotrust._scopes import scope_string
 from zerotrust.errors import ConfigurationError, InvalidSpiffeId
 from zerotrust.identity import SpiffeId
 from zerotrust.tokens._b64 import b64url_encode
@@ -35,7 +35,6 @@ REGISTERED_CLAIMS: Final = frozenset(
 )
 """Claims the issuer sets itself; ``extra_claims`` may not contain them. (``cnf`` may come
 from ``extra_claims``, e.g. a DPoP ``jkt``, unless ``bind_cert`` sets it.)"""
-_SCOPE_TOKEN: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 §3.3 scope-token
 _TYP: Final = {None: "JWT", "jwt": "JWT", JWT_SVID: "JWT", AT_JWT: "at+jwt"}
 _MAX_TTL: Final = 366 * 24 * 3600
 
@@ -63,14 +62,7 @@ def _json(value: object) -> bytes:
 
 
 def _scope(scopes: Iterable[str]) -> str | None:
-    if isinstance(scopes, str):
-        scopes = scopes.split(" ")
-    unique: dict[str, None] = {}
-    for scope in scopes:
-        if not isinstance(scope, str) or not _SCOPE_TOKEN.fullmatch(scope):
-            raise ConfigurationError("each scope must be a non-empty RFC 6749 scope-token")
-        unique[scope] = None
-    return " ".join(unique) if unique else None
+    return scope_string(scopes)
 
 
 def _audience(audience: str | Sequence[str]) -> str | list[str]:

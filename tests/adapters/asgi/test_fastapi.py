@@ -184,3 +184,37 @@ def test_dependency_alone_bounds_header_lines(bare: Any) -> None:
     response = http.get("/orders/7", headers=[(f"x-filler-{i}", "1") for i in range(260)])
     assert response.status_code == 400 and response.json()["error"] == "invalid_request"
     assert sink.last.reason == "malformed_credentials"
+
+
+def test_dependency_alone_hides_spoofed_forwarded_certificates(issuer: TokenIssuer) -> None:
+    """As the middleware does: an allowed request's application never sees a forwarded
+    certificate no trusted proxy vouched for, even with the headers already read (a body)."""
+    from fastapi import Request
+    from pydantic import BaseModel
+
+    class Order(BaseModel):
+        item: str
+
+    from zerotrust import Callers, Policy, Rule
+
+    open_to_web = Policy([Rule(id="web", callers=[Callers(spiffe_ids=[WEB])])])
+    guard, sink = make_guard(issuer, policy=open_to_web)
+    zt = ZeroTrust(guard)
+    app = FastAPI()
+    zt.install(app, middleware=False)
+
+    @app.post("/orders")
+    async def create(
+        order: Order, request: Request, who: Annotated[Principal, Security(zt)]
+    ) -> Any:
+        return {"xfcc": request.headers.get("x-forwarded-client-cert"), "item": order.item}
+
+    spoofed = {"X-Forwarded-Client-Cert": "By=spiffe://evil;URI=spiffe://example.org/admin"}
+    with client(app) as http:
+        response = http.post(
+            "/orders",
+            json={"item": "a"},
+            headers={**bearer(issuer.issue(subject=WEB, audience=AUD)), **spoofed},
+        )
+    assert response.json() == {"xfcc": None, "item": "a"}
+    assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes

@@ -152,6 +152,30 @@ def test_spoofed_forwarded_certificate_is_stripped(issuer: TokenIssuer) -> None:
     assert any(note.startswith("forwarded_cert_ignored") for note in sink.last.notes)
 
 
+def test_exempt_routes_see_no_forwarded_certificate(issuer: TokenIssuer) -> None:
+    """Nothing is accepted on an exempt route, so no forwarded certificate reaches it."""
+    guard, sink = make_guard(issuer)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(
+        inner, guard=guard, route_template=routed, exempt=["/orders/{order_id}"]
+    )
+    spoofed = [(b"X-Forwarded-Client-Cert", b"By=spiffe://x;URI=spiffe://example.org/admin")]
+    run(app, headers=[*spoofed, (b"x-other", b"kept")])
+    assert inner.scopes[0]["headers"] == [(b"x-other", b"kept")]
+    assert sink.events == []  # exempt: no decision, no event
+
+
+def test_too_many_header_lines_are_refused_by_the_view(issuer: TokenIssuer) -> None:
+    guard, sink = make_guard(issuer)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    token = issuer.issue(subject=WEB, audience=AUD)
+    padding = [(f"x-pad-{i}".encode(), b"1") for i in range(256)]
+    sent = run(app, headers=[(b"authorization", f"Bearer {token}".encode()), *padding])
+    assert sent[0]["status"] == 400 and inner.scopes == []
+    assert sink.last.decision == "deny" and sink.last.reason == "malformed_credentials"
+
+
 @pytest.fixture(scope="module")
 def ca() -> DevCA:
     return DevCA.create("example.org")

@@ -147,6 +147,30 @@ def test_spoofed_forwarded_certificate_is_hidden_from_the_view(zt: Harness, kind
     assert "forwarded_cert_ignored_untrusted_peer" in zt.sink.last.notes
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_exempt_views_see_no_forwarded_certificate(install: Installer, kind: str) -> None:
+    install(exempt=["/headers/"])
+    headers = {"X-Forwarded-Client-Cert": XFCC}
+    if kind == "sync":
+        response = Client().get("/headers/", headers=headers)
+    else:
+        response = asyncio.run(AsyncClient().get("/headers/", headers=headers))
+    assert seen(response) == {
+        "principal": None, "context": None, "xfcc": None, "meta": False, "proven_by": None
+    }  # fmt: skip
+
+
+def test_asgi_requests_with_too_many_header_lines_are_refused(zt: Harness) -> None:
+    """The same bound as every other adapter: the view is never reached, the refusal is
+    audited (Django under ASGI builds its request from the scope's headers)."""
+    padding = [(f"x-pad-{i}".encode(), b"1") for i in range(300)]
+    auth = [(b"authorization", zt.auth()["Authorization"].encode())]
+    response = asgi_get("/headers/", headers=[(b"host", b"testserver"), *auth, *padding])
+    assert response.status_code == 400
+    assert response["WWW-Authenticate"] == 'Bearer realm="orders", error="invalid_request"'
+    assert zt.sink.last.reason == "malformed_credentials"
+
+
 def test_principal_while_streaming_sync(zt: Harness) -> None:
     response = Client().get("/stream/", headers=zt.auth())
     assert b"".join(response.streaming_content).decode().split() == [WEB, WEB]

@@ -130,3 +130,20 @@ def test_user_object(zt: Harness) -> None:
     assert not user.has_module_perms("orders") and user.get_all_permissions() == set()
     assert user == ZeroTrustUser(principal) and hash(user) == hash(ZeroTrustUser(principal))
     assert repr(user) == f"ZeroTrustUser({WEB!r})"
+
+
+def test_exception_handler_adds_no_store(install: Installer) -> None:
+    """DRF renders the refusal without Cache-Control; zerotrust's handler adds it, as every
+    other adapter sends it, and leaves DRF's other errors alone."""
+    install.override(MIDDLEWARE=[])
+    zt = install()
+    assert get("/api/orders/").get("Cache-Control") is None  # DRF's default handler
+    from django.conf import settings
+
+    handler = "zerotrust.django.drf_exception_handler"
+    install.override(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "EXCEPTION_HANDLER": handler})
+    refusal = get("/api/orders/")
+    refused(refusal, *CASES["no credentials"])
+    assert refusal["Cache-Control"] == "no-store"
+    allowed = get("/api/orders/", zt.auth())
+    assert allowed.status_code == 200 and allowed.get("Cache-Control") is None

@@ -399,6 +399,24 @@ def test_spoofed_forwarded_headers_are_stripped(issuer: TokenIssuer, clock: Fixe
     assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
 
 
+def test_exempt_views_see_no_forwarded_certificate(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, sink = make_guard(issuer, clock)
+    zt = ZeroTrust(exempt=["healthz"])
+    app = Flask("exempt-strip")
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        from flask import request
+
+        return jsonify(sorted(k for k, _ in request.headers.items() if "Cert" in k))
+
+    zt.init_app(app, guard=guard)
+    headers = {"X-Forwarded-Client-Cert": "By=x;Hash=y", "Client-Cert": ":AA:"}
+    response = app.test_client().get("/healthz", headers=headers)
+    assert response.status_code == 200 and response.json == []
+    assert len(sink) == 0  # exempt: no decision
+
+
 def test_traceparent_is_recorded_without_opentelemetry(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:
@@ -426,7 +444,7 @@ def test_malformed_credentials_are_400_invalid_request(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:
     app, sink = installed(issuer, clock)
-    response = app.test_client().get("/orders/7", headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    response = app.test_client().get("/orders/7", headers={"Authorization": "Bearer\tabc"})
     assert response.status_code == 400
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders", error="invalid_request"'
     assert response.json == {
@@ -434,3 +452,19 @@ def test_malformed_credentials_are_400_invalid_request(
         "error_description": "malformed credentials",
     }
     assert sink.last.reason == "malformed_credentials"
+
+
+def test_an_unsupported_scheme_is_challenged_without_an_error_code(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """RFC 6750 3.1: a request using an unsupported authentication method SHOULD NOT get an
+    error code; the audit keeps the precise reason."""
+    app, sink = installed(issuer, clock)
+    response = app.test_client().get("/orders/7", headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+    assert response.json == {
+        "error": "missing_credentials",
+        "error_description": "authentication required",
+    }
+    assert sink.last.reason == "unsupported_scheme"

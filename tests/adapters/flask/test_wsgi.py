@@ -119,6 +119,8 @@ def test_exempt_paths_skip_the_guard(issuer: TokenIssuer, clock: FixedClock) -> 
     guard, sink = make_guard(issuer, clock, policy=Policy([]))
     client = Client(ZeroTrustMiddleware(inner_app, guard=guard, exempt=["/healthz"]))
     assert client.get("/healthz").json["environ"] is None
+    spoofed = {"X-Forwarded-Client-Cert": "By=x;Hash=y", "X-SSL-Client-Cert": "x"}
+    assert client.get("/healthz", headers=spoofed).json["cert_headers"] == []  # nothing accepted
     assert client.get("/healthz/").status_code == 401  # exact paths only
     assert len(sink) == 1
     with pytest.raises(ConfigurationError):

@@ -167,7 +167,7 @@ def headers(request: HttpRequest) -> JsonResponse:
             request,
             xfcc=request.headers.get("X-Forwarded-Client-Cert"),
             meta="HTTP_X_FORWARDED_CLIENT_CERT" in request.META,
-            proven_by=request.principal.proven_by,
+            proven_by=request.principal.proven_by if request.principal else None,
         )
     )
 

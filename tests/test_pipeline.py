@@ -230,6 +230,19 @@ def test_rate_limited(issuer: TokenIssuer, clock: FixedClock) -> None:
     assert guard.evaluate(get(token)).allowed
 
 
+def test_a_dry_run_policy_records_its_rate_limits_without_enforcing_them(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    shadow = policy(rate_limits=[RateLimit("per-caller", rate=1, burst=2)], dry_run=True)
+    guard, sink = make_guard(issuer, clock, pol=shadow)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert [guard.evaluate(get(token)).status for _ in range(3)] == [200, 200, 200]
+    event = sink.last
+    assert event is not None and event.decision == "allow" and event.dry_run
+    assert event.would_decide == "deny"
+    assert sink.events[0].would_decide is None  # within the bucket: nothing to report
+
+
 class DownKeys:
     def get_keys(self, *, missing_kid: str | None = None) -> object:
         raise KeysUnavailable("jwks endpoint down")

@@ -21,6 +21,7 @@ from zerotrust._config_sources import fail
 from zerotrust.authz.loader import policy_from_dict
 from zerotrust.errors import ConfigurationError, MissingDependencyError, ZeroTrustError
 from zerotrust.identity import TrustDomain
+from zerotrust.stores._logic import KeySpace
 
 if TYPE_CHECKING:
     from zerotrust.config import Settings
@@ -174,6 +175,10 @@ def _check_store(store: StoreSettings, name: Names) -> None:
         return
     if parts.scheme not in _REDIS_SCHEMES:
         raise fail(label, "must be 'memory://', or a redis://, rediss:// or unix:// URL")
+    try:
+        KeySpace(store.prefix)
+    except ConfigurationError as exc:
+        raise fail(name("store.prefix"), str(exc)) from None
     if parts.password is not None or "password" in parse_qs(parts.query):
         raise fail(
             label,

@@ -507,6 +507,15 @@ class Guard:
                 lambda k=key, lim=limit: store.acquire_async(k, rate=lim.rate, burst=lim.burst),  # type: ignore[misc]
             )
             if not result.allowed:
+                if self.policy.dry_run:  # recorded, not enforced: the buckets still count
+                    would = replace(
+                        decision,
+                        dry_run=True,
+                        would_allow=False,
+                        would_rule_id=limit.id,
+                        would_reason="rate_limited",
+                    )
+                    return would, None
                 limited = replace(decision, allowed=False, reason="rate_limited", rule_id=limit.id)
                 return limited, max(1, math.ceil(result.retry_after))
         return decision, None

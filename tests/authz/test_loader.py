@@ -119,3 +119,23 @@ def test_file_errors(tmp_path: Path) -> None:
     (tmp_path / "p.ini").write_text("")
     with pytest.raises(ConfigurationError, match="unknown policy format"):
         load_policy(tmp_path / "p.ini")
+
+
+def test_a_string_where_a_boolean_belongs_fails_at_load_time(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    rule = {"id": "ops", "from": [{"anonymous": "false"}], "to": [{"routes": ["/admin"]}]}
+    path.write_text(json.dumps({"rules": [rule]}))
+    with pytest.raises(ConfigurationError, match=r"rules\[0\]\.from\[0\].*anonymous"):
+        load_policy(path)
+
+
+def test_policy_files_are_bounded(tmp_path: Path) -> None:
+    from zerotrust.authz.loader import MAX_POLICY_BYTES
+
+    path = tmp_path / "policy.json"
+    path.write_text('{"rules": [], "id": "' + "a" * MAX_POLICY_BYTES + '"}')
+    with pytest.raises(ConfigurationError, match="larger than"):
+        load_policy(path)
+    path.write_bytes(b'{"id": "\xff"}')
+    with pytest.raises(ConfigurationError, match="UTF-8"):
+        load_policy(path)

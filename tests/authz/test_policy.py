@@ -563,3 +563,89 @@ def test_required_scopes_are_scope_tokens(scope: str) -> None:
 
 def test_scope_tokens_cover_the_printable_range() -> None:
     ScopeRule(all=["orders:read", "https://api.example/.default", "User.Read", "a!#$%&'()*+,-./"])
+
+
+# --- requests without credentials, and values that must fail at build time ----------------------
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        Callers(not_subjects=["*"]),  # Istio notRequestPrincipals: ["*"]
+        Callers(not_issuers=["https://issuer.example"]),
+        Callers(),
+    ],
+)
+def test_a_deny_of_only_not_fields_covers_requests_without_credentials(entry: Callers) -> None:
+    """An absent identity satisfies every not_* field: DENY entries without positive fields
+    deny anonymous requests, fail closed."""
+    policy = Policy([deny(callers=[entry]), allow(callers=[Callers(anonymous=True)])])
+    decision = policy.explain(None, GET_ORDER)
+    assert not decision.allowed and decision.rule_id == "deny"
+    positive = Policy(
+        [deny(callers=[Callers(issuers=["*"])]), allow(callers=[Callers(anonymous=True)])]
+    )
+    assert positive.explain(None, GET_ORDER).allowed  # a positive field needs an identity
+
+
+def test_allow_entries_admit_anonymous_requests_only_by_name() -> None:
+    negative_only = Policy([allow(callers=[Callers(not_subjects=["spiffe://evil/*"])])])
+    assert not negative_only.explain(None, GET_ORDER).allowed
+    assert negative_only.explain(who(), GET_ORDER).allowed
+
+
+def test_conditions_see_no_values_for_requests_without_credentials() -> None:
+    tenant = Condition("claims.tenant", not_values=["acme"])
+    denying = Policy(
+        [deny(when=[tenant]), allow(callers=[Callers(anonymous=True)])], default="deny"
+    )
+    assert denying.explain(None, GET_ORDER).rule_id == "deny"
+    admitted = Policy([allow(callers=[Callers(anonymous=True)], when=[tenant])])
+    assert admitted.explain(None, GET_ORDER).allowed
+    named = Policy(
+        [
+            allow(
+                callers=[Callers(anonymous=True)],
+                when=[Condition("claims.tenant", values=["acme"])],
+            )
+        ]
+    )
+    assert not named.explain(None, GET_ORDER).allowed
+
+
+@pytest.mark.parametrize("claim", [True, [True], [False, True], ("x", True)])
+def test_booleans_match_as_json_spells_them_alone_and_in_lists(claim: object) -> None:
+    policy = Policy([allow(when=[Condition("claims.admin", values=["true"])])])
+    assert policy.explain(who(claims={"admin": claim}), GET_ORDER).allowed
+
+
+@pytest.mark.parametrize("value", ["false", "true", 0, 1, None])
+def test_anonymous_is_a_boolean(value: object) -> None:
+    with pytest.raises(ConfigurationError, match="anonymous"):
+        Callers(anonymous=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst"),
+    [(1e-10, 5), (True, 5), (float("nan"), 5), (float("inf"), 5), (1.0, 2_000_000_000), (1.0, 2.5)],
+)
+def test_rate_limits_are_checked_against_the_stores_bounds(rate: float, burst: int) -> None:
+    with pytest.raises(ConfigurationError, match="rate limit 'rl'"):
+        RateLimit(id="rl", rate=rate, burst=burst)
+
+
+def test_rate_limits_cannot_name_anonymous_callers() -> None:
+    with pytest.raises(ConfigurationError, match="per principal"):
+        RateLimit(id="rl", rate=1, burst=1, callers=[Callers(anonymous=True)])
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), 301, True, "1"])
+def test_hook_timeouts_are_bounded_numbers(timeout: object) -> None:
+    with pytest.raises(ConfigurationError, match="hook_timeout"):
+        Rule(id="c", action="CUSTOM", hook=lambda p, o: True, hook_timeout=timeout)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("policy_id", [5, "", None])
+def test_policy_ids_are_strings(policy_id: object) -> None:
+    with pytest.raises(ConfigurationError, match="policy id"):
+        Policy([], id=policy_id)  # type: ignore[arg-type]

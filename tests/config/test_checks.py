@@ -76,6 +76,8 @@ def contradiction(files: Path, bundle_file: Path, case: str) -> str:
         env = {"ZEROTRUST_STORE__PASSWORD": PASSWORD}
     elif case == "password in the Redis URL":
         doc["store"] = {"url": f"redis://app:{urllib.parse.quote(PASSWORD, safe='')}@cache/0"}
+    elif case == "bad store prefix":
+        doc["store"] = {"url": "redis://cache:6379/0", "prefix": "bad prefix!"}
     elif case == "user name twice":
         doc["store"] = {"url": "redis://app@cache:6379/0", "username": "other"}
     elif case == "pseudonymize without a key":
@@ -125,6 +127,7 @@ CONTRADICTIONS = {
     ),
     "no policy": "<dict>: policy: required: set policy.file (ZEROTRUST_POLICY__FILE) or",
     "password for the memory store": "ZEROTRUST_STORE__PASSWORD: applies to a Redis store only",
+    "bad store prefix": "<dict>: store.prefix: prefix must be 1-64 characters",
     "password in the Redis URL": "<dict>: store.url: must not hold a password",
     "user name twice": "<dict>: store.username: conflicts with the user name in <dict>: store.url",
     "pseudonymize without a key": "<dict>: audit.pseudonymize: needs audit.pseudonym_key",

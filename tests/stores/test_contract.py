@@ -318,6 +318,15 @@ def test_rejects_non_finite_times(backend: Backend) -> None:
         backend.store.revoke_subject("s", issuer=ISS, until="tomorrow")
 
 
+def test_revocation_lookups_need_an_issuer_on_every_backend(backend: Backend) -> None:
+    """The same answer whatever the backend and whether anything is revoked yet."""
+    with pytest.raises(TypeError):
+        backend.store.is_revoked(jti="j", subject="s", issuer=None, issued_at=None)  # type: ignore[arg-type]
+    backend.store.revoke_token("other", expires_at=backend.clock.now().timestamp() + 60)
+    with pytest.raises(TypeError):
+        backend.store.is_revoked(jti="j", subject="s", issuer=None, issued_at=None)  # type: ignore[arg-type]
+
+
 # --- hostile keys ---------------------------------------------------------------------------
 
 HOSTILE = [

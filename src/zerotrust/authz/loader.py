@@ -47,7 +47,10 @@ from zerotrust.authz.policy import Policy, RateLimit
 from zerotrust.authz.rules import Callers, Condition, Operations, Rule, ScopeRule
 from zerotrust.errors import ConfigurationError, MissingDependencyError
 
-__all__ = ["load_policy", "policy_from_dict"]
+__all__ = ["MAX_POLICY_BYTES", "load_policy", "policy_from_dict"]
+
+#: The largest policy file read (the bound of every other configuration file).
+MAX_POLICY_BYTES = 1 << 20
 
 _CALLER_KEYS = {f.name for f in Callers.__dataclass_fields__.values() if f.init}
 _OPERATION_KEYS = {f.name for f in Operations.__dataclass_fields__.values() if f.init}
@@ -205,9 +208,16 @@ def load_policy(
     """Load a policy file: ``.toml``, ``.yaml``/``.yml`` (needs PyYAML) or ``.json``."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as handle:
+            data = handle.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
         raise ConfigurationError(f"{file}: cannot read policy file ({exc.strerror})") from None
+    if len(data) > MAX_POLICY_BYTES:
+        raise ConfigurationError(f"{file}: policy file is larger than {MAX_POLICY_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{file}: policy file is not UTF-8") from None
     suffix = file.suffix.lower()
     try:
         if suffix == ".toml":

@@ -25,6 +25,7 @@ from zerotrust.authz.decision import Decision
 from zerotrust.authz.rules import Callers, Operation, Operations, Pattern, Rule, ScopeRule
 from zerotrust.errors import ConfigurationError
 from zerotrust.identity.match import Matcher
+from zerotrust.stores._logic import check_rate
 
 __all__ = ["HookCall", "Policy", "RateLimit", "Requirement", "operation_of", "require"]
 
@@ -95,11 +96,19 @@ class RateLimit:
     operations: Sequence[Operations] = ()
 
     def __post_init__(self) -> None:
-        if not self.id:
-            raise ConfigurationError("a rate limit needs an id")
-        if not self.rate > 0 or not isinstance(self.burst, int) or self.burst < 1:
-            raise ConfigurationError(f"rate limit {self.id!r}: rate must be > 0 and burst >= 1")
-        object.__setattr__(self, "callers", tuple(self.callers))
+        if not isinstance(self.id, str) or not self.id:
+            raise ConfigurationError("a rate limit needs a non-empty string id")
+        try:  # the stores' own bounds, checked now rather than on every request
+            check_rate(self.rate, self.burst, 1)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"rate limit {self.id!r}: {exc}") from None
+        callers = tuple(self.callers)
+        if any(c.anonymous for c in callers):
+            raise ConfigurationError(
+                f"rate limit {self.id!r}: buckets are per principal; a request without"
+                " credentials has none (limit anonymous traffic in front of the service)"
+            )
+        object.__setattr__(self, "callers", callers)
         object.__setattr__(self, "operations", tuple(self.operations))
 
     def applies(self, principal: Principal, op: Operation) -> bool:
@@ -223,6 +232,10 @@ class Policy:
     _has_dry_run: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ConfigurationError("a policy id must be a non-empty string")
+        if not isinstance(self.dry_run, bool):
+            raise ConfigurationError(f"policy {self.id!r}: dry_run must be true or false")
         rules = tuple(self.rules)
         ids = [r.id for r in rules] + [r.id for r in self.rate_limits]
         dupes = sorted({i for i in ids if ids.count(i) > 1})

@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 Action = Literal["ALLOW", "DENY", "CUSTOM"]
+_MAX_HOOK_TIMEOUT = 300.0
 
 
 class Pattern:
@@ -152,20 +153,29 @@ class Callers:
     _checks: tuple[
         tuple[tuple[Pattern, ...], tuple[Pattern, ...], Callable[[Principal], str | None]], ...
     ] = field(init=False, repr=False, compare=False)
+    _positive: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.anonymous, bool):  # "false" from a file must never read as true
+            raise ConfigurationError("callers: anonymous must be true or false")
         names = _CALLER_FIELDS
         compiled = tuple(_patterns(getattr(self, n), n) for n in names)
         object.__setattr__(self, "_compiled", compiled)
         if self.anonymous and any(compiled):
             raise ConfigurationError("callers with anonymous=true cannot also constrain identities")
+        object.__setattr__(self, "_positive", any(compiled[0::2]))
         # only the fields that constrain anything are checked per request
         pairs = zip(compiled[0::2], compiled[1::2], _CALLER_VALUES, strict=True)
         object.__setattr__(self, "_checks", tuple(c for c in pairs if c[0] or c[1]))
 
-    def matches(self, principal: Principal | None) -> bool:
+    def matches(self, principal: Principal | None, *, deny: bool = False) -> bool:
+        """Whether ``principal`` is one of these callers. A request without credentials has
+        no identity: it satisfies every ``not_*`` field and no positive one. A DENY entry
+        without positive fields therefore covers it (Istio: ``notRequestPrincipals: ["*"]``
+        denies unauthenticated requests); an ALLOW or CUSTOM entry only with
+        ``anonymous=True``, so that nothing admits anonymous callers by omission."""
         if principal is None:
-            return self.anonymous
+            return self.anonymous or (deny and not self._positive)
         if self.anonymous:
             return False
         for positive, negative, get in self._checks:
@@ -258,21 +268,24 @@ class Condition:
         )
 
     def matches(self, principal: Principal | None) -> bool:
-        if principal is None:
-            return False
-        raw = self._get(principal)
-        values = (
-            [str(v) for v in raw]
-            if isinstance(raw, (list, tuple))
-            else []
-            if raw is None
-            else [str(raw)]
-        )
-        if isinstance(raw, bool):
-            values = ["true" if raw else "false"]
+        # a request without credentials has no values: it satisfies only not_values
+        raw = self._get(principal) if principal is not None else None
+        if raw is None:
+            values: list[str] = []
+        elif isinstance(raw, (list, tuple)):
+            values = [_text(v) for v in raw]
+        else:
+            values = [_text(raw)]
         if self._pos and not any(_any(self._pos, v) for v in values):
             return False
         return not (self._neg and any(_any(self._neg, v) for v in values))
+
+
+def _text(value: object) -> str:
+    """A claim value as conditions compare it (JSON's spelling of booleans, alone or in lists)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _getter(key: str) -> Callable[[Principal], Any]:
@@ -350,15 +363,24 @@ class Rule:
             )
         if self.scopes and self.action != "ALLOW":
             raise ConfigurationError(f"rule {self.id!r}: scopes apply to ALLOW rules only")
-        if self.hook_timeout <= 0:
-            raise ConfigurationError(f"rule {self.id!r}: hook_timeout must be positive")
+        timeout = self.hook_timeout
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout <= _MAX_HOOK_TIMEOUT
+        ):
+            raise ConfigurationError(
+                f"rule {self.id!r}: hook_timeout must be a number of seconds in"
+                f" (0, {_MAX_HOOK_TIMEOUT:g}]"
+            )
         for name in ("callers", "operations", "when"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def matches(self, principal: Principal | None, op: Operation) -> bool:
         """Whether callers, operations and conditions match (scopes are checked separately)."""
         if self.callers:
-            if not any(c.matches(principal) for c in self.callers):
+            deny = self.action == "DENY"
+            if not any(c.matches(principal, deny=deny) for c in self.callers):
                 return False
         elif principal is None and self.action != "DENY":
             return False  # ALLOW/CUSTOM rules without callers match authenticated callers only

@@ -146,6 +146,8 @@ class MemoryStore:
             for part in (jti, subject, issuer):
                 if part is not None and (type(part) is not str or len(part) > MAX_KEY_LENGTH):
                     digest(TOKEN, part)  # raises the same error as the slow path
+            if type(issuer) is not str:  # required, as on the slow path and in Redis
+                digest(ISSUER, issuer)
             return False
         keys = (
             None if jti is None else digest(TOKEN, jti),

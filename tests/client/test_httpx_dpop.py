@@ -89,6 +89,70 @@ def test_client_proofs_verify_with_the_server_verifier(
     assert len(jtis) == 2  # a fresh proof per request
 
 
+def test_redirects_and_their_retries_get_proofs_of_their_own(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+) -> None:
+    """RFC 9449 4.3: htm/htu name the request the proof travels with, and every jti is new;
+    a redirect httpx follows is another request, and so is each retry of it."""
+    token = bound_token(issuer, holder)
+    server.script("/old", Reply(307, {"Location": server.url("/new?x=1")}))
+    server.script("/new", Reply(503), Reply(200))
+    options = {
+        **tls(ca, client_svid),
+        "token_source": CachedTokenSource(lambda audience: token),
+        "audience": AUD,
+        "dpop_key": holder,
+        "follow_redirects": True,
+        "retry": RetryPolicy(attempts=3, backoff=0.01),
+    }
+    [response] = send(mode, [("GET", server.url("/old?q=1"))], **options)
+    assert response.status_code == 200
+    records = server.requests()
+    assert [r.path for r in records] == ["/old", "/new", "/new"]
+    jtis = set()
+    for record in records:
+        proof = verify_dpop_proof(
+            record.headers["dpop"],
+            method="GET",
+            url=record.url,
+            access_token=token,
+            config=DPoPConfig(),
+            now=time.time(),
+        )
+        jtis.add(proof.jti)
+    assert len(jtis) == 3
+
+
+def test_a_redirect_to_another_origin_carries_no_proof(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+) -> None:
+    """httpx drops Authorization on a redirect to another origin; the proof goes with it."""
+    token = bound_token(issuer, holder)
+    other = server.url("/elsewhere", host="127.0.0.1")  # the same server, another origin
+    server.script("/start", Reply(307, {"Location": other}))
+    server.script("/elsewhere", Reply(200))
+    options = {
+        **tls(ca, client_svid),
+        "token_source": CachedTokenSource(lambda audience: token),
+        "audience": AUD,
+        "dpop_key": holder,
+        "follow_redirects": True,
+    }
+    send(mode, [("GET", server.url("/start"))], **options)
+    [moved] = server.requests("/elsewhere")
+    assert "authorization" not in moved.headers and "dpop" not in moved.headers
+
+
 def test_proof_contents() -> None:
     key = PrivateJWK.generate("EdDSA", kid="k")
     clock = FixedClock()

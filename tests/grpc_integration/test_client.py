@@ -4,8 +4,10 @@ retries and rebuilds on client SVID rotation (sync and aio)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -368,3 +370,80 @@ def test_plain_tls_server_without_grpc_is_checked_too(world: World) -> None:
     finally:
         thread.join(10)
         listener.close()
+
+
+class SlowProxy:
+    """A TCP relay on loopback that waits ``delay`` seconds before connecting each client."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        import socket
+
+        self._target, self._delay = port, delay
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closing = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self._closing.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            time.sleep(self._delay)
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self._target))
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: Any, sink: Any) -> None:
+        with contextlib.suppress(OSError), source, sink:
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._listener.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_the_identity_check_counts_against_the_call_deadline(world: World, kind: str) -> None:
+    """A call's timeout bounds the whole call, the server identity check included: a check that
+    takes most of it leaves the RPC only the rest (grpc starts its deadline when handed it)."""
+    with sync_server(world) as port:
+        proxy = SlowProxy(port, delay=0.7)
+        try:
+            started = time.monotonic()
+            if kind == "sync":
+                with (
+                    secure_channel(
+                        f"localhost:{proxy.port}", **options(world), retry=None
+                    ) as channel,
+                    pytest.raises(grpc.RpcError) as info,
+                ):
+                    channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=1.0)
+                code = info.value.code()
+            else:
+
+                async def run() -> grpc.StatusCode:
+                    async with aio_secure_channel(
+                        f"localhost:{proxy.port}", **options(world), retry=None
+                    ) as channel:
+                        try:
+                            await channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=1.0)
+                        except grpc.aio.AioRpcError as exc:
+                            return exc.code()
+                    raise AssertionError("the call outlived its deadline")
+
+                code = asyncio.run(run())
+            elapsed = time.monotonic() - started
+        finally:
+            proxy.close()
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert elapsed < 1.4  # the check (0.7 s) and the RPC share the one second

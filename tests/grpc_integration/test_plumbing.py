@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 
 import grpc
 import pytest
@@ -43,6 +44,40 @@ def test_token_source_is_consulted_off_the_call_path(world: World) -> None:
         for _ in range(5):
             assert call(b"x", timeout=10) == CLIENT_ID.encode() + b"|x"
     assert mints == [SERVER_ID]  # the audience defaults to the server's SPIFFE ID
+
+
+def test_an_opaque_token_is_not_used_after_its_source_moved_on() -> None:
+    """Without a readable exp only the source knows the expiry: the plugin re-reads it after
+    opaque_lifetime, so a call after a pause sends the source's current token."""
+    from zerotrust.client._grpc_creds import TokenPlugin
+
+    tokens = iter(["opaque-1", "opaque-2", "opaque-3"])
+    current = [next(tokens)]
+
+    class Source:
+        def token(self, audience: str) -> str:
+            return current[0]
+
+    plugin = TokenPlugin(Source(), "api")  # type: ignore[arg-type]
+    object.__setattr__(plugin, "opaque_lifetime", 0.2)  # the class default, shortened
+    sent: list[str] = []
+    done = threading.Event()
+
+    def callback(metadata: object, error: object) -> None:
+        assert error is None
+        sent.append(dict(metadata)["authorization"])  # type: ignore[call-overload]
+        done.set()
+
+    try:
+        for wait in (0, 0.3):
+            time.sleep(wait)
+            done.clear()
+            plugin(None, callback)
+            assert done.wait(5)
+            current[0] = next(tokens)  # the source refreshed (e.g. its token expired)
+    finally:
+        plugin.close()
+    assert sent == ["Bearer opaque-1", "Bearer opaque-2"]
 
 
 def test_a_slow_token_source_cannot_hold_a_call_past_its_deadline(world: World) -> None:

@@ -170,6 +170,42 @@ def test_failed_refresh_keeps_the_valid_token_then_raises_after_expiry(
     assert source.token("api") != token
 
 
+@pytest.mark.parametrize("error", [RuntimeError("endpoint down: https://u:p@idp"), OSError(5, "x")])
+def test_any_failure_of_a_minting_function_keeps_the_valid_token(
+    clock: FixedClock, caplog: pytest.LogCaptureFixture, error: Exception
+) -> None:
+    """The documented fallback holds for whatever a user's mint raises, and its text (which
+    may hold anything) is not logged."""
+    minter = Minter(clock, lifetime=300)
+    source = CachedTokenSource(minter, retry_interval=10, clock=clock)
+    token = source.token("api")
+    minter.fail = error
+    clock.advance(250)
+    with caplog.at_level(logging.WARNING, logger="zerotrust.sources"):
+        assert source.token("api") == token
+        assert source.token("api") == token  # backing off: no second mint yet
+    assert len(minter.calls) == 2
+    assert type(error).__name__ in caplog.text and "u:p@" not in caplog.text
+    clock.advance(60)  # past exp: the failure is the caller's again
+    with pytest.raises(type(error)):
+        source.token("api")
+
+
+def test_an_unusable_mint_result_never_blocks_the_audience(clock: FixedClock) -> None:
+    """A naive expiry cannot be compared: the mint fails, and the next one runs (no flight is
+    left waiting forever)."""
+    results = iter(
+        [
+            MintedToken("opaque-1", datetime.now() + timedelta(minutes=5)),
+            MintedToken("opaque-2", clock.now() + timedelta(minutes=5)),
+        ]
+    )
+    source = CachedTokenSource(lambda audience: next(results), clock=clock)
+    with pytest.raises(SourceError, match="aware"):
+        source.token("api")
+    assert source.token("api") == "opaque-2"
+
+
 def test_failure_without_a_token_raises(clock: FixedClock) -> None:
     minter = Minter(clock)
     minter.fail = SourceError("down")

@@ -106,13 +106,15 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
     ``poll_interval`` seconds, which is where it refreshes ahead of expiry), so no call waits
     for a refresh while a valid token is at hand. Without one, the call waits for the source,
     and grpc fails it at its deadline if the source is slower. A memoized token is never used
-    within ``margin`` seconds of its ``exp``; tokens without a readable ``exp`` are re-read
-    from the source at least every ``opaque_lifetime`` seconds.
+    within ``margin`` seconds of its ``exp``. A token without a readable ``exp`` (an opaque
+    token, whose expiry only the source knows) is used for ``opaque_lifetime`` seconds after
+    the source last handed it out: sources refresh at least 5 s ahead of expiry, so it is
+    never used expired.
     """
 
     poll_interval: Final = 1.0
     margin: Final = 5.0
-    opaque_lifetime: Final = 30.0
+    opaque_lifetime: Final = 2.0
 
     def __init__(self, source: TokenSource, audience: str) -> None:
         if not callable(getattr(source, "token", None)):

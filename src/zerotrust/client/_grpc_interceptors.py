@@ -4,6 +4,7 @@ call's metadata through the globally configured propagators."""
 
 from __future__ import annotations
 
+import time
 from collections import namedtuple
 from typing import Any
 
@@ -31,6 +32,14 @@ def trace_metadata() -> list[tuple[str, str]]:
     return [(key.lower(), value) for key, value in carrier.items()]
 
 
+def _left(timeout: float | None, started: float) -> float | None:
+    """What remains of a call's ``timeout`` after the identity check that began at ``started``:
+    the check is part of the call, and grpc starts its deadline only when handed the call."""
+    if timeout is None:
+        return None
+    return max(timeout - (time.monotonic() - started), 0.0)
+
+
 class ClientInterceptor(
     grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
     grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
@@ -44,14 +53,17 @@ class ClientInterceptor(
         self._trace = trace_context
 
     def _prepare(self, details: Any) -> Any:
+        timeout = details.timeout
         if self._check is not None and self._check.needed:
-            self._check.verify(details.timeout)  # raises ServerIdentityError
+            started = time.monotonic()
+            self._check.verify(timeout)  # raises ServerIdentityError
+            timeout = _left(timeout, started)
         extra = trace_metadata() if self._trace else []
-        if not extra:
+        if not extra and timeout == details.timeout:
             return details
         return _CallDetails(
             details.method,
-            details.timeout,
+            timeout,
             [*(details.metadata or ()), *extra],
             details.credentials,
             details.wait_for_ready,
@@ -77,14 +89,17 @@ class _AioPrepare:
         self._trace = trace_context
 
     async def _prepare(self, details: Any) -> Any:
+        timeout = details.timeout
         if self._check is not None and self._check.needed:
-            await self._check.averify(details.timeout)  # raises ServerIdentityError
+            started = time.monotonic()
+            await self._check.averify(timeout)  # raises ServerIdentityError
+            timeout = _left(timeout, started)
         extra = trace_metadata() if self._trace else []
-        if not extra:
+        if not extra and timeout == details.timeout:
             return details
         metadata = grpc.aio.Metadata(*(details.metadata or ()), *extra)
         return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+            details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )
 
 

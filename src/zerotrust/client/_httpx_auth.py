@@ -34,6 +34,7 @@ __all__ = [
     "SupportsInvalidate",
     "ZeroTrustAuth",
     "invalid_token_challenge",
+    "resign_redirect",
 ]
 
 #: Request extension holding a callable that re-signs per-attempt credentials (DPoP proofs)
@@ -132,6 +133,32 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("ascii")).digest()
 
 
+class _Proof:
+    """Signs the DPoP proof of one token for each request that carries it."""
+
+    __slots__ = ("_signer", "_token", "request")
+
+    def __init__(self, signer: DPoPSigner, token: str) -> None:
+        self._signer, self._token = signer, token
+        self.request: httpx.Request | None = None
+
+    def __call__(self, request: httpx.Request) -> None:
+        """A fresh proof for ``request``'s method and URL; none when the token is not sent
+        with it (httpx drops ``Authorization`` on a redirect to another origin)."""
+        self.request = request
+        if request.headers.get("Authorization") != f"DPoP {self._token}":
+            request.headers.pop("DPoP", None)
+            return
+        request.headers["DPoP"] = self._signer.proof(request.method, str(request.url), self._token)
+
+
+def resign_redirect(request: httpx.Request) -> None:
+    """Sign the proof of a request httpx built to follow a redirect (a no-op otherwise)."""
+    proof = request.extensions.get(REFRESH_EXTENSION)
+    if isinstance(proof, _Proof) and proof.request is not request:
+        proof(request)
+
+
 class ZeroTrustAuth(httpx.Auth):
     """An :class:`httpx.Auth` that sends ``token_source``'s token for each request's audience.
 
@@ -176,15 +203,12 @@ class ZeroTrustAuth(httpx.Auth):
         if self._dpop is None:
             request.headers["Authorization"] = f"Bearer {token}"
             return
-        signer = self._dpop
-
-        def sign() -> None:
-            request.headers["DPoP"] = signer.proof(request.method, str(request.url), token)
-
         request.headers["Authorization"] = f"DPoP {token}"
-        sign()
-        # A retry by the transport signs a new proof: servers remember each proof's jti.
-        request.extensions = {**request.extensions, REFRESH_EXTENSION: sign}
+        proof = _Proof(self._dpop, token)
+        proof(request)
+        # zerotrust's transport signs a new proof for every retry (servers remember each jti)
+        # and for every redirect httpx builds from this request (a new method or URL)
+        request.extensions = {**request.extensions, REFRESH_EXTENSION: proof}
 
     def _invalidate(self, audience: str, rejected: str) -> None:
         """Drop the rejected token from the source, once per rejected token."""

@@ -17,7 +17,7 @@ import httpx
 import tenacity
 from opentelemetry import propagate
 
-from zerotrust.client._httpx_auth import REFRESH_EXTENSION
+from zerotrust.client._httpx_auth import REFRESH_EXTENSION, resign_redirect
 from zerotrust.client._httpx_retry import RetryEvent, RetryPolicy
 
 __all__ = ["AsyncZeroTrustTransport", "ZeroTrustTransport"]
@@ -50,7 +50,7 @@ class _Plan:
         if self.attempts > 1:
             refresh = self.request.extensions.get(REFRESH_EXTENSION)
             if callable(refresh):
-                refresh()
+                refresh(self.request)
         return True
 
     def first_outcome(self, outcome: httpx.Response | BaseException) -> bool:
@@ -142,6 +142,7 @@ class ZeroTrustTransport(httpx.BaseTransport):
         self._trace = trace_context
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        resign_redirect(request)
         if self._trace:
             _inject_trace_context(request)
         if self._retry is None:
@@ -189,6 +190,7 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
         self._trace = trace_context
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        resign_redirect(request)
         if self._trace:
             _inject_trace_context(request)
         if self._retry is None:

@@ -198,6 +198,8 @@ class TokenCache(Generic[K]):
         expires = minted.expires_at or _unverified_exp(token)
         if expires is None:
             expires = now + timedelta(seconds=self._default)
+        elif not isinstance(expires, datetime) or expires.utcoffset() is None:
+            raise SourceError("token source produced an expiry that is not an aware datetime")
         lifetime = (expires - now).total_seconds()
         if lifetime <= 0:
             raise SourceError("token source produced an expired token")
@@ -218,6 +220,8 @@ class TokenCache(Generic[K]):
                 entry = self._new_entry(minted, now)  # type: ignore[arg-type]
             except ZeroTrustError as exc:
                 error = exc
+            except Exception:  # whatever the result was, the flight must still be settled
+                error = SourceError("token source produced an unusable token")
         with self._lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]
@@ -239,13 +243,17 @@ class TokenCache(Generic[K]):
 
     def _fallback(self, key: K, error: BaseException | None, now: datetime) -> str | None:
         old = self._entries.get(key)
-        if not isinstance(error, ZeroTrustError) or old is None or now >= old.expires_at:
+        # any failure of the minting function, but never an interruption (KeyboardInterrupt,
+        # a cancelled task): the current token is used while it is valid
+        if not isinstance(error, Exception) or old is None or now >= old.expires_at:
             return None
         if not old.failing:
+            # a zerotrust error is safe to show; another one's text may hold anything
+            reason = f"[{error.code}] {error}" if isinstance(error, ZeroTrustError) else ""
             _log.warning(
-                "token refresh failed: [%s] %s; using the current token until %s",
-                error.code,
-                error,
+                "token refresh failed: %s%s; using the current token until %s",
+                type(error).__name__ if not reason else "",
+                reason,
                 f"{old.expires_at:%Y-%m-%dT%H:%M:%SZ}",
             )
         retry_at = now + timedelta(seconds=self._retry)

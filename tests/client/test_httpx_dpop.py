@@ -12,7 +12,7 @@ from zerotrust import DPoPConfig, FixedClock, X509Svid
 from zerotrust.adapters._status import refusal
 from zerotrust.audit import MemorySink
 from zerotrust.authn.authenticate import Authenticator
-from zerotrust.authn.binding import normalize_htu, verify_dpop_proof
+from zerotrust.authn.binding import DPoPProof, normalize_htu, verify_dpop_proof
 from zerotrust.authn.request import Request
 from zerotrust.authz import Callers, Operations, Policy, Rule
 from zerotrust.dev import DevCA
@@ -54,6 +54,31 @@ def claims_of(jws: str) -> dict[str, object]:
     return dict(loads_object(b64url_decode(jws.split(".")[1])))
 
 
+def dpop_options(
+    ca: DevCA, client_svid: X509Svid, token: str, holder: PrivateJWK, **extra: object
+) -> dict[str, object]:
+    """A client's options: mTLS to the test server, ``token`` for AUD, proofs by ``holder``."""
+    return {
+        **tls(ca, client_svid),
+        "token_source": CachedTokenSource(lambda audience: token),
+        "audience": AUD,
+        "dpop_key": holder,
+        **extra,
+    }
+
+
+def verified_proof(record: Recorded, token: str, method: str | None = None) -> DPoPProof:
+    """The recorded request's proof, checked as a server checks it."""
+    return verify_dpop_proof(
+        record.headers["dpop"],
+        method=method or record.method,
+        url=record.url,
+        access_token=token,
+        config=DPoPConfig(),
+        now=time.time(),
+    )
+
+
 def test_client_proofs_verify_with_the_server_verifier(
     mode: Mode,
     server: ZtHttpsServer,
@@ -64,25 +89,12 @@ def test_client_proofs_verify_with_the_server_verifier(
 ) -> None:
     token = bound_token(issuer, holder)
     server.script("/orders/7", Reply(200))
-    options = {
-        **tls(ca, client_svid),
-        "token_source": CachedTokenSource(lambda audience: token),
-        "audience": AUD,
-        "dpop_key": holder,
-    }
     calls = [("GET", server.url("/orders/7?page=2#frag")), ("POST", server.url("/orders/7"))]
-    send(mode, calls, **options)
+    send(mode, calls, **dpop_options(ca, client_svid, token, holder))
     jtis = set()
     for record in server.requests():
         assert record.headers["authorization"] == f"DPoP {token}"
-        proof = verify_dpop_proof(
-            record.headers["dpop"],
-            method=record.method,
-            url=record.url,
-            access_token=token,
-            config=DPoPConfig(),
-            now=time.time(),
-        )
+        proof = verified_proof(record, token)
         assert proof.jkt == holder.thumbprint()
         jtis.add(proof.jti)
         assert "?" not in str(claims_of(record.headers["dpop"])["htu"])
@@ -102,30 +114,13 @@ def test_redirects_and_their_retries_get_proofs_of_their_own(
     token = bound_token(issuer, holder)
     server.script("/old", Reply(307, {"Location": server.url("/new?x=1")}))
     server.script("/new", Reply(503), Reply(200))
-    options = {
-        **tls(ca, client_svid),
-        "token_source": CachedTokenSource(lambda audience: token),
-        "audience": AUD,
-        "dpop_key": holder,
-        "follow_redirects": True,
-        "retry": RetryPolicy(attempts=3, backoff=0.01),
-    }
+    retry = RetryPolicy(attempts=3, backoff=0.01)
+    options = dpop_options(ca, client_svid, token, holder, follow_redirects=True, retry=retry)
     [response] = send(mode, [("GET", server.url("/old?q=1"))], **options)
     assert response.status_code == 200
     records = server.requests()
     assert [r.path for r in records] == ["/old", "/new", "/new"]
-    jtis = set()
-    for record in records:
-        proof = verify_dpop_proof(
-            record.headers["dpop"],
-            method="GET",
-            url=record.url,
-            access_token=token,
-            config=DPoPConfig(),
-            now=time.time(),
-        )
-        jtis.add(proof.jti)
-    assert len(jtis) == 3
+    assert len({verified_proof(record, token, "GET").jti for record in records}) == 3
 
 
 def test_a_redirect_to_another_origin_carries_no_proof(
@@ -141,13 +136,7 @@ def test_a_redirect_to_another_origin_carries_no_proof(
     other = server.url("/elsewhere", host="127.0.0.1")  # the same server, another origin
     server.script("/start", Reply(307, {"Location": other}))
     server.script("/elsewhere", Reply(200))
-    options = {
-        **tls(ca, client_svid),
-        "token_source": CachedTokenSource(lambda audience: token),
-        "audience": AUD,
-        "dpop_key": holder,
-        "follow_redirects": True,
-    }
+    options = dpop_options(ca, client_svid, token, holder, follow_redirects=True)
     send(mode, [("GET", server.url("/start"))], **options)
     [moved] = server.requests("/elsewhere")
     assert "authorization" not in moved.headers and "dpop" not in moved.headers

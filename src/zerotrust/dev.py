@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.errors import ConfigurationError, InvalidSpiffeId
 from zerotrust.identity import SpiffeId, TrustDomain
-from zerotrust.x509._certs import PrivateKey
+from zerotrust.x509._certs import PrivateKey, read_bounded
 from zerotrust.x509.bundle import TrustBundle
 from zerotrust.x509.svid import X509Svid, write_file_atomic
 
@@ -302,15 +302,13 @@ class DevCA:
         """Load a CA written by :meth:`save`; raises ``ConfigurationError`` naming what is wrong."""
         path = Path(directory)
         try:
-            meta = json.loads((path / _FILES["meta"]).read_text())
+            meta = json.loads(read_bounded(path / _FILES["meta"]))
             td = TrustDomain.parse(meta["trust_domain"])
-            root_cert = x509.load_pem_x509_certificate((path / _FILES["root_cert"]).read_bytes())
+            root_cert = x509.load_pem_x509_certificate(read_bounded(path / _FILES["root_cert"]))
             root_key = _load_key(path / _FILES["root_key"])
             inter = None
             if meta.get("intermediate"):
-                inter_cert = x509.load_pem_x509_certificate(
-                    (path / _FILES["int_cert"]).read_bytes()
-                )
+                inter_cert = x509.load_pem_x509_certificate(read_bounded(path / _FILES["int_cert"]))
                 inter = (inter_cert, _load_key(path / _FILES["int_key"]))
         except FileNotFoundError as exc:
             raise ConfigurationError(
@@ -322,7 +320,7 @@ class DevCA:
 
 
 def _load_key(path: Path) -> PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    key = serialization.load_pem_private_key(read_bounded(path), password=None)
     if not isinstance(
         key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
     ):

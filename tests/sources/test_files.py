@@ -85,3 +85,41 @@ def test_bundle_source_errors(tmp_path: Path) -> None:
     (tmp_path / "x.pem").write_text("nothing here")
     with pytest.raises(BundleError):
         FileBundleSource({"example.org": tmp_path / "x.pem"}, format="pem")
+
+
+def test_a_chain_caught_half_written_keeps_the_snapshot(
+    ca_with_intermediate: DevCA, tmp_path: Path
+) -> None:
+    """A rotation tool writes the key, then the chain: a chain cut after its leaf must not be
+    read as a one-certificate SVID (peers could not build its path)."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    ca_with_intermediate.issue_svid("spiffe://example.org/a").save(cert, key)
+    source = FileSvidSource(cert, key, check_interval=0)
+    before = source.get_x509_svid()
+    new = ca_with_intermediate.issue_svid("spiffe://example.org/a")
+    new.save(tmp_path / "n.pem", key)  # the new key is in place
+    full = (tmp_path / "n.pem").read_bytes()
+    end = full.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----\n")
+    cert.write_bytes(full[: end + 200])  # the leaf and the start of the intermediate
+    assert source.get_x509_svid() is before
+    assert source.last_error is not None and "incomplete" in source.last_error
+    cert.write_bytes(full)
+    assert source.get_x509_svid().fingerprint == new.fingerprint
+    assert len(source.get_x509_svid().cert_chain) == 2
+
+
+def test_oversized_files_are_refused_without_being_read(ca: DevCA, tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    ca.issue_svid("spiffe://example.org/a").save(cert, key)
+    source = FileSvidSource(cert, key, check_interval=0)
+    before = source.get_x509_svid()
+    with cert.open("r+b") as file:  # a sparse 64 MiB file
+        file.truncate(64 << 20)
+    assert source.get_x509_svid() is before
+    assert source.last_error is not None and "exceeds" in source.last_error
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(ca.bundle.to_pem())
+    with bundle.open("r+b") as file:
+        file.truncate(64 << 20)
+    with pytest.raises(BundleError, match="exceeds"):
+        FileBundleSource({"example.org": bundle})

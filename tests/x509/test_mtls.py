@@ -47,6 +47,10 @@ class _UncheckedSvid:
         self._pem = certs_to_pem(chain)
         self._key = key
 
+    @property
+    def private_key(self) -> object:
+        return self._key
+
     def cert_chain_pem(self) -> bytes:
         return self._pem
 
@@ -355,3 +359,87 @@ def test_servers_never_resume_sessions(ca: DevCA) -> None:
             ):
                 assert conn.recv(2) == b"ok"
                 assert not conn.session_reused
+
+
+# --- a handshake OpenSSL completes on its own, and key-type rotation ----------------------------
+
+
+def _lazy_exchange(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, lazy: str) -> tuple:  # type: ignore[type-arg]
+    """One exchange over loopback where the ``lazy`` side wraps with
+    ``do_handshake_on_connect=False`` and moves data at once (OpenSSL then handshakes inside
+    the first read or write); returns (what the server read, server error, client error)."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    result: dict[str, object] = {}
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        raw.settimeout(5)
+        try:
+            with server_ctx.wrap_socket(
+                raw, server_side=True, do_handshake_on_connect=lazy != "server"
+            ) as conn:
+                result["read"] = conn.recv(64)
+                conn.sendall(b"secret")
+        except (OSError, ssl.SSLError) as exc:
+            result["server"] = exc
+        finally:
+            raw.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            client_ctx.wrap_socket(
+                raw, server_hostname="localhost", do_handshake_on_connect=lazy != "client"
+            ) as conn,
+        ):
+            conn.sendall(b"Authorization: Bearer token")
+            result["reply"] = conn.recv(64)
+    except (OSError, ssl.SSLError) as exc:
+        result["client"] = exc
+    finally:
+        thread.join(5)
+        listener.close()
+    return result.get("read"), result.get("server"), result.get("client")
+
+
+def test_a_lazy_server_socket_never_reads_from_a_refused_client(ca: DevCA) -> None:
+    server_ctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    intruder = client(ca.issue_svid("spiffe://example.org/ns/shop/sa/intruder"), ca.bundle)
+    read, server_error, _ = _lazy_exchange(server_ctx, intruder, "server")
+    assert read is None and isinstance(server_error, PeerRejected)
+    assert server_error.reason == "peer_not_authorized"
+    read, server_error, client_error = _lazy_exchange(
+        server_ctx, client(ca.issue_svid(WEB), ca.bundle), "server"
+    )
+    assert (read, server_error, client_error) == (b"Authorization: Bearer token", None, None)
+
+
+def test_a_lazy_client_socket_never_writes_to_a_refused_server(ca: DevCA) -> None:
+    impostor = "spiffe://example.org/ns/shop/sa/impostor"
+    server_ctx = server_ssl_context(
+        ca.issue_svid(impostor), ca.bundle, authorizer=match.member_of("example.org")
+    )
+    read, _, client_error = _lazy_exchange(
+        server_ctx, client(ca.issue_svid(WEB), ca.bundle), "client"
+    )
+    assert not read  # the token was never sent
+    assert isinstance(client_error, PeerRejected) and client_error.reason == "peer_not_authorized"
+
+
+def test_an_svid_of_another_key_type_is_refused_not_half_served(ca: DevCA) -> None:
+    """OpenSSL keeps one certificate per key type: after an RSA SVID replaced an EC one, the
+    EC certificate would still be presented. The context refuses new connections instead."""
+    from zerotrust import RotatingSvidSource
+
+    source = RotatingSvidSource(ca.issue_svid(API))
+    ctx = server_ssl_context(source, ca.bundle, authorizer=match.member_of("example.org"))
+    source.set(ca.issue_svid(API, key_type="rsa-2048"))
+    with pytest.raises(ConfigurationError, match="key type changed"):
+        ctx.refresh()
+    assert ctx.current_svid is not source.get_x509_svid()

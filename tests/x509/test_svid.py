@@ -112,3 +112,23 @@ def test_svid_is_immutable(ca: DevCA) -> None:
         svid._spiffe_id = None  # type: ignore[misc]
     with pytest.raises(SvidError):
         X509Svid([], svid.private_key)
+
+
+def test_save_never_writes_through_a_planted_file_or_link(ca: DevCA, tmp_path: Path) -> None:
+    """In a directory others can write to, the key file must still be this user's alone: the
+    temporary sibling has an unpredictable name and is created exclusively, never through a
+    symbolic link."""
+    import os
+
+    svid = ca.issue_svid("spiffe://example.org/a")
+    elsewhere = tmp_path / "elsewhere.pem"
+    for pid in (os.getpid(), 1):  # the predictable names of a pid-based temporary file
+        (tmp_path / f".k.pem.{pid}.tmp").symlink_to(elsewhere)
+    svid.save(tmp_path / "c.pem", tmp_path / "k.pem")
+    assert not elsewhere.exists()
+    assert not (tmp_path / "k.pem").is_symlink()
+    assert stat.S_IMODE((tmp_path / "k.pem").stat().st_mode) == 0o600
+    leftovers = [
+        p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()
+    ]
+    assert leftovers == []

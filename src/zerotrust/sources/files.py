@@ -23,6 +23,7 @@ from zerotrust.errors import BundleError, ConfigurationError, SvidError, ZeroTru
 from zerotrust.identity import TrustDomain
 from zerotrust.tokens.jwks import JWKSet
 from zerotrust.tokens.keys import JWK
+from zerotrust.x509._certs import read_bounded
 from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.svid import X509Svid
 
@@ -165,7 +166,10 @@ class FileBundleSource:
 
 
 def _load_bundle(td: TrustDomain, path: Path, fmt: str) -> TrustBundle:
-    data = path.read_bytes()
+    try:
+        data = read_bounded(path, what="bundle file")
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
     if fmt == "jwks" or (fmt == "auto" and data.lstrip()[:1] == b"{"):
         return TrustBundle.from_jwks(td, data)
     return TrustBundle.from_pem(td, data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -19,6 +20,7 @@ __all__ = [
     "fingerprint",
     "load_der_chain",
     "load_pem_certs",
+    "read_bounded",
 ]
 
 #: Private key types usable for SVIDs.
@@ -60,15 +62,32 @@ def load_der_chain(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certi
 
 
 def load_pem_certs(data: bytes | str, *, what: str = "certificate") -> list[x509.Certificate]:
-    """Parse one or more PEM certificates, bounded in size."""
+    """Parse one or more PEM certificates, bounded in size.
+
+    Every ``BEGIN`` line must have its ``END`` line and nothing but whitespace may follow the
+    last one: a file caught half-written (a chain cut after its leaf) is refused, never read
+    as a shorter chain."""
     raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
     if len(raw) > MAX_PEM_BYTES:
         raise ValueError(f"{what} PEM exceeds {MAX_PEM_BYTES} bytes")
+    last_end = raw.rfind(b"-----END ")
+    after_last = raw[last_end:].partition(b"\n")[2] if last_end >= 0 else b""
+    if raw.count(b"-----BEGIN ") != raw.count(b"-----END ") or after_last.strip():
+        raise ValueError(f"{what} PEM is incomplete (a PEM block without its END line)")
     try:
         certs = x509.load_pem_x509_certificates(raw)
     except ValueError as exc:
         raise ValueError(f"{what} PEM could not be parsed") from exc
     return certs
+
+
+def read_bounded(path: Path, limit: int = MAX_PEM_BYTES, *, what: str = "file") -> bytes:
+    """At most ``limit`` bytes of ``path`` (a larger file is refused without reading it all)."""
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"{what} exceeds {limit} bytes")
+    return data
 
 
 def certs_to_pem(certs: Iterable[x509.Certificate]) -> bytes:

@@ -61,16 +61,47 @@ class _VerifyingMixin:
             remember(getattr(self, "server_hostname", None), getattr(self, "_sslobj", None))
 
 
+# OpenSSL also completes a handshake on its own when application data is read or written
+# first (a socket wrapped with do_handshake_on_connect=False): no data moves either way before
+# the peer passed the check, so every read and write finishes the handshake explicitly first.
+
+
 class _VerifyingSSLSocket(_VerifyingMixin, ssl.SSLSocket):
     def do_handshake(self, block: bool = False) -> None:
         super().do_handshake(block)
         self._zt_after_handshake(self.context)
+
+    def _zt_verified(self) -> None:
+        if self.zerotrust_peer is None and self._sslobj is not None:  # type: ignore[attr-defined]
+            self.do_handshake()
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
+        self._zt_verified()
+        return super().read(len, buffer)
+
+    def write(self, data: Any) -> int:
+        self._zt_verified()
+        return super().write(data)
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        self._zt_verified()
+        return super().send(data, flags)
 
 
 class _VerifyingSSLObject(_VerifyingMixin, ssl.SSLObject):
     def do_handshake(self) -> None:
         super().do_handshake()
         self._zt_after_handshake(self.context)
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
+        if self.zerotrust_peer is None:
+            self.do_handshake()
+        return super().read(len, buffer)
+
+    def write(self, data: Any) -> int:
+        if self.zerotrust_peer is None:
+            self.do_handshake()
+        return super().write(data)
 
 
 class ZeroTrustSSLContext(ssl.SSLContext):
@@ -203,7 +234,17 @@ def _private_file(data: bytes) -> Iterator[str]:
         yield str(path)
 
 
-def _load_svid(context: ssl.SSLContext, svid: X509Svid) -> None:
+def _load_svid(context: ZeroTrustSSLContext, svid: X509Svid) -> None:
+    # OpenSSL keeps one certificate per key type and Python cannot empty a slot: after an
+    # SVID of another key type, the old certificate would still be chosen for every peer that
+    # accepts it, expired or not. Such a rotation needs a new context: refuse it loudly.
+    kind = type(svid.private_key).__name__
+    loaded = context._zt_svid
+    if loaded is not None and type(loaded.private_key).__name__ != kind:
+        raise ConfigurationError(
+            f"the SVID's key type changed ({type(loaded.private_key).__name__} to {kind}):"
+            " an SSL context keeps presenting the old certificate; build a new context"
+        )
     with _private_file(svid.cert_chain_pem() + svid.private_key_pem()) as path:
         context.load_cert_chain(path)
 

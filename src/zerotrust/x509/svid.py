@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +15,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from zerotrust.errors import SvidError, ZeroTrustError
 from zerotrust.identity import SpiffeId
-from zerotrust.x509._certs import PrivateKey, certs_to_pem, fingerprint, load_pem_certs
+from zerotrust.x509._certs import (
+    PrivateKey,
+    certs_to_pem,
+    fingerprint,
+    load_pem_certs,
+    read_bounded,
+)
 from zerotrust.x509.verify import _check_leaf_profile, leaf_spiffe_id
 
 __all__ = ["X509Svid", "spiffe_id_from_certificate"]
@@ -113,9 +120,13 @@ class X509Svid:
     @classmethod
     def load(cls, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> X509Svid:
         try:
-            return cls.from_pem(Path(cert_path).read_bytes(), Path(key_path).read_bytes())
+            cert = read_bounded(Path(cert_path), what="SVID certificate file")
+            key = read_bounded(Path(key_path), what="SVID key file")
         except OSError as exc:
             raise SvidError(f"cannot read SVID files: {exc.strerror}") from exc
+        except ValueError as exc:
+            raise SvidError(str(exc)) from None
+        return cls.from_pem(cert, key)
 
     def cert_chain_pem(self) -> bytes:
         return certs_to_pem(self._cert_chain)
@@ -142,15 +153,19 @@ class X509Svid:
 
 
 def write_file_atomic(path: Path, data: bytes, *, mode: int) -> None:
-    """Write ``data`` to a temporary sibling created with ``mode``, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Write ``data`` to a new temporary sibling, then rename it into place.
+
+    The sibling has an unpredictable name and is created exclusively (``O_EXCL``, never
+    through a symbolic link) readable by this user only; ``mode`` is set before any data is
+    written, so in a directory others can write to, nobody else can own or read it."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -657,3 +657,69 @@ def test_the_service_name_is_a_realm_without_escapes(issuer: TokenIssuer, servic
         authenticator=Authenticator(tokens=verifier), policy=policy(), service="orders api"
     )
     assert guard.evaluate(get()).www_authenticate == 'Bearer realm="orders api"'
+
+
+TRACEPARENT = "00-11111111111111111111111111111111-2222222222222222-01"
+
+
+def test_a_revoked_tokens_trace_context_is_recorded_untrusted(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """The trace id is trusted from authenticated callers only: a token refused after it was
+    verified (revoked here) does not make its caller one."""
+    guard, sink = make_guard(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    allowed = guard.evaluate(get(token, headers={"traceparent": TRACEPARENT}))
+    assert allowed.allowed and sink.last is not None and sink.last.trace_trusted
+    assert allowed.principal is not None and allowed.principal.token_jti
+    guard.store.revoke_token(allowed.principal.token_jti, expires_at=clock.now().timestamp() + 60)
+    refused = guard.evaluate(get(token, headers={"traceparent": TRACEPARENT}))
+    assert refused.status == 401 and sink.last.reason == "token_revoked"
+    assert sink.last.trace_id == "11111111111111111111111111111111"
+    assert not sink.last.trace_trusted
+
+
+def test_a_failed_required_sink_leaves_the_refusal_on_record(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """Fail closed: the caller gets 503; the sinks that recorded the allow before another one
+    failed also get the refusal that was enforced, naming the event it replaces."""
+    from zerotrust.audit import AuditPipeline, CallableSink
+    from zerotrust.pipeline import SUPERSEDES_NOTE
+
+    def broken(event: object) -> None:
+        raise OSError("disk full")
+
+    recorded = MemorySink()
+    audit = AuditPipeline([CallableSink(broken), recorded], on_error="closed")
+    base, _ = make_guard(issuer, clock)
+    guard = Guard(
+        authenticator=base.authenticator, policy=base.policy, audit=audit, store=base.store,
+        service="orders", clock=clock,
+    )  # fmt: skip
+    outcome = guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])))
+    assert (outcome.allowed, outcome.status) == (False, 503)
+    first, last = recorded.events
+    assert (first.decision, first.status) == ("allow", 200)
+    assert (last.decision, last.status, last.reason) == ("deny", 503, "audit_error")
+    assert f"{SUPERSEDES_NOTE}{first.event_id}" in last.notes
+    assert outcome.event is last
+
+
+def test_notes_survive_a_failed_authentication(issuer: TokenIssuer, clock: FixedClock) -> None:
+    """A spoofed forwarded certificate is noted in the audit event whether or not the token
+    that came with it was good."""
+    guard, sink = make_guard(issuer, clock)
+    spoofed = {"x-forwarded-client-cert": "By=spiffe://x;URI=spiffe://example.org/admin"}
+    for token in (None, "not.a.token"):
+        outcome = guard.evaluate(get(token, headers=spoofed, remote_addr="203.0.113.9"))
+        assert outcome.status in (400, 401)
+        assert sink.last is not None
+        assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
+
+
+def test_requests_print_without_their_credentials() -> None:
+    request = Request(headers={"authorization": "Bearer secret.token.value", "x-api-key": "k3y"})
+    shown = repr(request)
+    assert "secret.token.value" not in shown and "k3y" not in shown
+    assert "authorization" in shown and "x-api-key" in shown

@@ -13,6 +13,7 @@ unavailable keys or stores 503.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -52,10 +53,13 @@ from zerotrust.stores.memory import MemoryStore
 from zerotrust.tokens.verified import VerifiedToken
 from zerotrust.x509.verify import VerifiedPeer
 
-__all__ = ["REQUIREMENT_NOTE", "Call", "Guard", "Outcome"]
+__all__ = ["REQUIREMENT_NOTE", "SUPERSEDES_NOTE", "Call", "Guard", "Outcome"]
 
 #: Audit note on events recorded for a per-handler requirement checked after the middleware.
 REQUIREMENT_NOTE = "handler_requirement"
+#: Audit note prefix (followed by an event id) on the refusal recorded when a required audit
+#: sink failed after other sinks had recorded the decision that was then not enforced.
+SUPERSEDES_NOTE = "supersedes:"
 
 _log = logging.getLogger("zerotrust")
 _REALM: Final = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]+")
@@ -235,8 +239,9 @@ class Guard:
         auth: AuthResult | None = None
         decision: Decision | None = None
         error: ZeroTrustError | None = None
+        notes: list[str] = []  # kept for the audit event when authentication fails
         try:
-            auth = yield from self.authenticator.flow(view)
+            auth = yield from self.authenticator.flow(view, notes)
             if self._local_store and auth.dpop_proof is None:  # no I/O, nothing to yield
                 self._check_revoked_locally(auth.token)
             else:
@@ -264,6 +269,8 @@ class Guard:
         except Exception:  # fail closed, and never show the caller what broke
             _log.exception("zerotrust: unexpected error while deciding; request refused")
             error = ZeroTrustError("internal error while deciding")
+        if auth is None and notes:  # authentication failed after noting something
+            auth = AuthResult(None, Credentials(), notes=tuple(notes))
         if error is None and not dry and auth is not None and auth.reusable:
             self._remember(view, requirement, auth, decision)
         return self._finish(view, auth, decision, error, audit=not dry)
@@ -423,6 +430,12 @@ class Guard:
             self.audit.emit(event)
         except AuditError as exc:  # audit is required and failed: refuse
             outcome = self._outcome(view, auth, decision, exc)
+            # The sinks that did record the event hold a decision that was not enforced:
+            # they also get the refusal that was, naming the event it replaces.
+            refused = self._event(view, auth, outcome)
+            event = replace(refused, notes=(*refused.notes, f"{SUPERSEDES_NOTE}{event.event_id}"))
+            with contextlib.suppress(AuditError):  # the failing sink fails again: known
+                self.audit.emit(event)
         object.__setattr__(outcome, "event", event)  # set once, before the outcome is shared
         return outcome
 
@@ -564,8 +577,10 @@ class Guard:
         reason = decision.reason if decision is not None else "allowed"
         if error is not None and (decision is None or decision.allowed):
             reason = error.code
-        trace = trace_ids_for_audit(
-            view.header("traceparent"), caller_authenticated=principal is not None
+        trace = trace_ids_for_audit(  # a caller refused as unauthenticated is not trusted
+            view.header("traceparent"),
+            caller_authenticated=principal is not None
+            and not isinstance(error, AuthenticationError),
         )
         dry_run = bool(
             decision is not None and decision.dry_run and decision.would_allow is not None

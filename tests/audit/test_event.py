@@ -525,3 +525,20 @@ def test_again_copies_the_decision_and_checks_what_changes() -> None:
             span_id=None,
             trace_trusted=False,
         )
+
+
+def test_an_identifier_is_hidden_in_every_field_that_repeats_it() -> None:
+    """An mTLS caller's subject is its SPIFFE ID, and a JWT-SVID's spiffe_id is its sub:
+    pseudonymising one field must not leave the same value in the clear in another."""
+    pseudonymize = Pseudonymizer(KEY, fields=["spiffe_id"])
+    sid = "spiffe://example.org/ns/prod/sa/alice-laptop"
+    event = AuditEvent(
+        time=WHEN, service="s", decision="allow", reason="r", kind="http", method="GET",
+        spiffe_id=sid, subject=sid, client_id="web",
+    )  # fmt: skip
+    hidden = pseudonymize.apply(event)
+    assert hidden.spiffe_id == hidden.subject == pseudonymize(sid)
+    assert hidden.client_id == "web"  # other values stay
+    by_subject = Pseudonymizer(KEY).apply(event)
+    assert by_subject.spiffe_id == by_subject.subject == pseudonymize(sid)
+    assert sid not in by_subject.to_json()

@@ -171,6 +171,25 @@ def test_argument_errors_redact_tokens(
     assert token.split(".")[1] not in err
 
 
+@pytest.mark.parametrize("where", ["--jwks", "--algorithm"])
+def test_a_token_in_the_wrong_place_is_not_printed_back(
+    capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path], where: str
+) -> None:
+    """A token passed as a file name or an option value ends in an error message: redacted."""
+    private, public = keys
+    token = mint(capsys, private)
+    if where == "--jwks":
+        argv = ["token", "verify", "x", "--jwks", token, "--issuer", "https://i", "--audience", "a",
+                "--algorithm", "ES256"]  # fmt: skip
+    else:
+        argv = ["token", "verify", token, "--key", str(public), "--issuer", "https://i",
+                "--audience", "a", "--algorithm", token]  # fmt: skip
+    status, _, err = run(capsys, *argv)
+    assert status == 2 and err.startswith("zerotrust: error: [")
+    assert "<redacted>" in err
+    assert token.split(".")[0][:20] not in err and token.split(".")[1][:20] not in err
+
+
 def test_inspect_warns_not_verified(
     capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -242,6 +242,9 @@ ERRORS = [
     (json_route({"error": "invalid_grant"}, status=400), TokenError, "[invalid_grant]"),
     (json_route({"error": "invalid_scope"}, status=400), SourceError, "[invalid_scope]"),
     (json_route({"error": "bad\ncode"}, status=400), SourceError, "HTTP 400"),
+    # an endpoint may echo what it was sent: only registered codes are repeated
+    (json_route({"error": SECRET}, status=400), SourceError, "[unregistered error]"),
+    (json_route({"error": "x" * 20}, status=500), SourceError, "[unregistered error]"),
     (Route(status=401), AuthenticationError, "HTTP 401"),
     (Route(status=500, body=b"stack trace"), SourceError, "HTTP 500"),
     (Route(redirect="https://localhost:1/token"), SourceError, "redirect"),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import operator
 from collections.abc import Callable, Iterable
 from contextvars import Token
@@ -45,6 +46,7 @@ EXTENSION_KEY: Final = "zerotrust"
 _REQUIREMENT: Final = "__zerotrust_requirement__"
 _PARTS: Final = "__zerotrust_parts__"
 _EXEMPT: Final = "__zerotrust_exempt__"
+_log = logging.getLogger("zerotrust")
 _WRAPPED: Final = "__zerotrust_wrapped__"
 _ENFORCED: Final = "_zerotrust_enforced"
 _RESET: Final = "_zerotrust_context"
@@ -140,11 +142,14 @@ def _check(state: _AppState) -> None:
         if route.exempt:  # nothing accepted: no forwarded certificate reaches the view
             strip_forwarded_headers(req.environ, None, state.guard)
             return
-        if route.misplaced:
-            raise ConfigurationError(
+        if route.misplaced:  # refused (500) and audited, like an unresolvable route elsewhere
+            error = ConfigurationError(
                 f"view {rule.endpoint!r} was registered without its @zt.require wrapper:"
                 " put @zt.require below @app.route"
             )
+            _log.error("zerotrust: request refused: %s", error)
+            view = WSGIRequestView(req.environ, route.template)
+            raise RequestRefused(state.guard.refuse(view, error))
     environ = req.environ
     outcome = state.guard.evaluate(WSGIRequestView(environ, route.template), route.requirement)
     if not outcome.allowed:

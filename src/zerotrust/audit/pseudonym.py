@@ -73,16 +73,20 @@ class Pseudonymizer:
         return PSEUDONYM_PREFIX + mac.hexdigest()[:_HEX_CHARS]
 
     def apply(self, event: AuditEvent) -> AuditEvent:
-        """A copy of ``event`` with the configured fields pseudonymised.
+        """A copy of ``event`` with the configured fields pseudonymised (and every other
+        identifier field holding one of their values).
 
         Apply it once: a pseudonym of a pseudonym no longer correlates with the others.
         Pseudonymising while the event is built (``subject=pseudonymizer(subject)``) is
         cheaper and sees the whole value rather than the stored, possibly truncated one.
         """
+        hidden = {value for name in self._fields if (value := getattr(event, name)) is not None}
+        # the same identifier often stands in two fields (an mTLS caller's subject is its
+        # SPIFFE ID; a JWT-SVID's spiffe_id is its sub): it is hidden wherever it appears
         changes: dict[str, Any] = {
             name: self(value)
-            for name in self._fields
-            if (value := getattr(event, name)) is not None
+            for name in PSEUDONYMIZABLE_FIELDS
+            if (value := getattr(event, name)) is not None and value in hidden
         }
         return dataclasses.replace(event, **changes) if changes else event
 

@@ -186,10 +186,14 @@ class Authenticator:
 
     # --- the flow -----------------------------------------------------------------------------
 
-    def flow(self, view: RequestView) -> Generator[Any, Any, AuthResult]:
+    def flow(
+        self, view: RequestView, notes: list[str] | None = None
+    ) -> Generator[Any, Any, AuthResult]:
         """Authenticate ``view``; raises :class:`~zerotrust.errors.AuthenticationError` subclasses
-        (or ``SourceError`` when keys are unavailable)."""
-        notes: list[str] = []
+        (or ``SourceError`` when keys are unavailable). What it notes for the audit trail is
+        appended to ``notes`` as it goes, so a caller keeps it when authentication fails."""
+        if notes is None:
+            notes = []
         api_header = self.api_keys.header if self.api_keys is not None else None
         max_size = self.tokens.signature_verifier.max_token_size if self.tokens else 8192
         creds = extract_credentials(view, max_token_bytes=max_size, api_key_header=api_header)

@@ -94,3 +94,10 @@ class Request:
 
     def header(self, name: str) -> list[str]:
         return list(self.headers.get(name.lower(), ()))
+
+    def __repr__(self) -> str:  # header values may be credentials: names only
+        return (
+            f"Request(method={self.method!r}, route={self.route!r}, path={self.path!r},"
+            f" headers=<{', '.join(self.headers)}>, kind={self.kind!r},"
+            f" remote_addr={self.remote_addr!r})"
+        )

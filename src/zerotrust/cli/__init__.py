@@ -38,12 +38,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result: int = args.handler(args)
+    # a token given where a file name or an option value belongs must not be printed back
     except ZeroTrustError as exc:
-        print(f"zerotrust: error: [{exc.code}] {exc}", file=sys.stderr)
+        print(_token.redact(f"zerotrust: error: [{exc.code}] {exc}"), file=sys.stderr)
         return 2
     except OSError as exc:
         name = f" {exc.filename}" if exc.filename else ""
-        print(f"zerotrust: error: [io_error]{name}: {exc.strerror or exc}", file=sys.stderr)
+        message = f"zerotrust: error: [io_error]{name}: {exc.strerror or exc}"
+        print(_token.redact(message), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

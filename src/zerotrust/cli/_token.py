@@ -34,12 +34,17 @@ _NOT_VERIFIED: Final = (
 )
 
 
+def redact(text: str) -> str:
+    """``text`` with anything that looks like a token (or a long base64 value) replaced."""
+    return _TOKEN_LIKE.sub("<redacted>", text)
+
+
 class _TokenParser(argparse.ArgumentParser):
     """Argument errors of the token commands may quote a token: redact it, and report
     unexpected arguments here rather than letting them reach the top-level parser."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {_TOKEN_LIKE.sub('<redacted>', message)}\n")
+        self.exit(2, f"{self.prog}: error: {redact(message)}\n")
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import base64
-import re
 import ssl
 from datetime import timedelta
 from typing import Final, Literal
@@ -37,7 +36,28 @@ from zerotrust.tokens.keys import PrivateJWK
 __all__ = ["ClientAuth", "scope_string", "token_flow"]
 
 JWT_BEARER_ASSERTION: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-_ERROR_CODE: Final = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}")
+# The registered OAuth error codes (RFC 6749 5.2, RFC 8693 2.2.2, RFC 9449 7.1, RFC 8628
+# 3.5): only these are repeated in messages, since an endpoint may echo anything it was sent,
+# the client secret included.
+_ERROR_CODES: Final = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "invalid_target",
+        "invalid_dpop_proof",
+        "use_dpop_nonce",
+        "authorization_pending",
+        "slow_down",
+        "access_denied",
+        "expired_token",
+        "server_error",
+        "temporarily_unavailable",
+    }
+)
 _ACCESS_TOKEN_TYPES: Final = frozenset({"bearer", "dpop"})
 ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
 
@@ -151,9 +171,9 @@ def _error_code(body: bytes) -> str | None:
         code = loads_object(body, max_depth=4).get("error")
     except JSONError:
         return None
-    if isinstance(code, str) and _ERROR_CODE.fullmatch(code):
+    if isinstance(code, str) and code in _ERROR_CODES:
         return code
-    return None
+    return "unregistered error" if isinstance(code, str) else None
 
 
 def _refused(response: HttpResponse) -> Exception:

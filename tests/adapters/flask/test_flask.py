@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -357,9 +358,9 @@ def test_unmatched_urls_are_decided_without_a_route(issuer: TokenIssuer, clock: 
 
 
 def test_misplaced_or_missing_extension_fails_closed(
-    issuer: TokenIssuer, clock: FixedClock
+    issuer: TokenIssuer, clock: FixedClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    guard, _ = make_guard(issuer, clock, policy=Policy([Rule(id="all")]))
+    guard, sink = make_guard(issuer, clock, policy=Policy([Rule(id="all")]))
     zt = ZeroTrust()
     app = Flask("misplaced")
     app.testing = True
@@ -371,8 +372,14 @@ def test_misplaced_or_missing_extension_fails_closed(
 
     zt.init_app(app, guard=guard)
     token = issuer.issue(subject=WEB, audience=AUD)
-    with pytest.raises(ConfigurationError, match=r"below @app\.route"):
-        app.test_client().get("/api/admin", headers=bearer(token))
+    with caplog.at_level(logging.ERROR, logger="zerotrust"):
+        response = app.test_client().get("/api/admin", headers=bearer(token))
+    assert response.status_code == 500 and response.json is not None
+    assert response.json["error"] == "configuration_error"
+    assert "@app.route" not in response.get_data(as_text=True)  # the caller learns nothing
+    assert "below @app.route" in caplog.text  # the operator is told what to fix
+    assert sink.last is not None and sink.last.decision == "deny"  # refused, and audited
+    assert sink.last.reason == "configuration_error"
 
     bare = make_app(ZeroTrust())  # the extension never installed
     bare.testing = True

@@ -113,9 +113,9 @@ class World:
         self.pipeline_runs = 0
         flow = self.guard.authenticator.flow
 
-        def counting(view: Any) -> Any:
+        def counting(view: Any, notes: Any = None) -> Any:
             self.pipeline_runs += 1
-            return (yield from flow(view))
+            return (yield from flow(view, notes))
 
         self.guard.authenticator.flow = counting  # type: ignore[method-assign]
 

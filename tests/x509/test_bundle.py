@@ -83,10 +83,12 @@ def test_bad_bundle_documents(doc: bytes) -> None:
         TrustBundle.from_jwks("example.org", doc)
 
 
-def test_duplicate_jwt_key_ids_are_refused() -> None:
-    key = {"use": "jwt-svid", "kid": "a", "kty": "EC"}
-    with pytest.raises(BundleError):
-        TrustBundle.from_jwks("example.org", {"keys": [key, key]})
+def test_a_key_id_naming_two_keys_is_refused() -> None:
+    key = {"use": "jwt-svid", "kid": "a", "kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}
+    with pytest.raises(BundleError, match="two different keys"):
+        TrustBundle.from_jwks("example.org", {"keys": [key, {**key, "x": "AQ"}]})
+    twice = TrustBundle.from_jwks("example.org", {"keys": [key, dict(key)]})  # harmless
+    assert list(twice.jwt_authorities) == ["a"]
 
 
 def test_update_removes_authorities_that_are_gone(ca: DevCA) -> None:

@@ -172,8 +172,9 @@ class TrustBundle:
                 kid = key.get("kid")
                 if not isinstance(kid, str) or not kid:
                     raise BundleError(f"jwt-svid key {index} has no 'kid'")
-                if kid in jwt_authorities:
-                    raise BundleError(f"duplicate jwt-svid key id {kid!r}")
+                if kid in jwt_authorities and jwt_authorities[kid] != dict(key):
+                    # one kid naming two keys is ambiguous; the same entry twice is not
+                    raise BundleError(f"jwt-svid key id {kid!r} names two different keys")
                 if any(name in key for name in ("d", "p", "q", "dp", "dq", "qi", "k")):
                     raise BundleError(f"jwt-svid key {kid!r} contains private or secret material")
                 jwt_authorities[kid] = dict(key)

@@ -602,7 +602,8 @@ class Guard:
             status=outcome.status,
             grpc_status=outcome.grpc_status,
             kind=view.kind,
-            method=view.method,
+            # an RPC's method is its full name (policies see POST, the audit trail the RPC)
+            method=view.method if view.kind != "grpc" else (view.route or view.path),
             route=view.route,
             remote_addr=view.remote_addr,
             spiffe_id=str(principal.spiffe_id) if principal and principal.spiffe_id else None,

@@ -281,3 +281,19 @@ def test_the_rpc_view_hands_a_repeat_only_a_lone_bearer_token(
 
     view = _View("/pkg.Service/Method", metadata, _Context(), None)  # type: ignore[arg-type]
     assert view.bearer_alone(frozenset({"dpop"})) is None
+
+
+def test_the_rpc_view_bounds_metadata_entries(world: World) -> None:
+    """As every other adapter bounds header lines: nothing is read from an RPC with more than
+    MAX_HEADER_LINES metadata entries, and the refusal is raised inside the Guard's flow."""
+    from zerotrust.adapters.grpc_server import _View
+    from zerotrust.authn.request import MAX_HEADER_LINES
+    from zerotrust.errors import MalformedCredentials
+
+    padded = (("authorization", "Bearer abc"), *((f"x-{i}", "v") for i in range(MAX_HEADER_LINES)))
+    view = _View("/pkg.Service/Method", padded, _Context(), None)  # type: ignore[arg-type]
+    assert view.header("authorization") == [] and view.bearer_alone(frozenset()) is None
+    with pytest.raises(MalformedCredentials):
+        view.verified_peer  # noqa: B018 - the property raises
+    outcome = world.guard().evaluate(view)
+    assert (outcome.allowed, outcome.status) == (False, 400)

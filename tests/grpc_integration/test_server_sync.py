@@ -40,7 +40,9 @@ def test_all_arities_allowed_and_principal_visible(world: World, registered: boo
     assert {p for _, p in seen.calls} == {CLIENT_ID.encode()}
     event = world.sink.last
     assert event is not None and event.decision == "allow" and event.kind == "grpc"
-    assert event.route == f"/{SERVICE}/Bidi" and event.method == "POST"
+    assert (
+        event.route == f"/{SERVICE}/Bidi" and event.method == f"/{SERVICE}/Bidi"
+    )  # the full RPC name (docs/audit.md)
     assert event.proven_by == "mtls+jwt" and event.spiffe_id == CLIENT_ID
     assert event.remote_addr in {"127.0.0.1", "::1"}
 

@@ -27,9 +27,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError("grpcio", "grpc") from None
 
-from zerotrust.adapters._context import set_principal
-from zerotrust.adapters.grpc_server import ServerInterceptor, _View
-from zerotrust.authn.principal import Principal
+from zerotrust.adapters.grpc_server import ServerInterceptor, _bind, _View
 from zerotrust.authn.request import RequestView
 from zerotrust.authz.policy import Requirement
 from zerotrust.pipeline import Outcome
@@ -68,13 +66,13 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
 
         return self._intercept(handler, handler_call_details.method, wrap, loop)
 
-    async def _aadmit(
-        self, context: Any, method: str, requirement: Requirement | None
-    ) -> Principal | None:
-        outcome = await self._guard.aevaluate(self._view(method, context), requirement)
+    async def _aadmit(self, context: Any, method: str, requirement: Requirement | None) -> None:
+        """Decide; abort, or make the principal visible to the rest of this RPC's task."""
+        view = self._view(method, context)
+        outcome = await self._guard.aevaluate(view, requirement)
         if not outcome.allowed:
             await self._abort(context, outcome)
-        return outcome.principal
+        _bind(self._guard, view, outcome)
 
     async def _abort(self, context: Any, outcome: Outcome) -> NoReturn:
         code, details, trailing = self._refusal(outcome)
@@ -91,7 +89,7 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                set_principal(await self._aadmit(context, method, requirement))
+                await self._aadmit(context, method, requirement)
                 async for item in behavior(request, context):
                     yield item
 
@@ -104,7 +102,7 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
             outcome = await guard.aevaluate(view, requirement)
             if not outcome.allowed:
                 await self._abort(context, outcome)
-            set_principal(outcome.principal)
+            _bind(guard, view, outcome)
             return await behavior(request, context)
 
         return call

@@ -22,12 +22,14 @@ The interceptor wraps the handler grpc found for the method, keeping its arity a
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
-from zerotrust.errors import ConfigurationError, MissingDependencyError
+from zerotrust.errors import ConfigurationError, MalformedCredentials, MissingDependencyError
 
 try:
     import grpc  # type: ignore[import-untyped,unused-ignore]
@@ -36,7 +38,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 from zerotrust.adapters._context import current_principal, set_principal
 from zerotrust.adapters._grpc_tls import PeerCache, remote_address, server_credentials
-from zerotrust.authn.request import RequestView
+from zerotrust.authn.request import MAX_HEADER_LINES, RequestView
 from zerotrust.authz import policy as _authz
 from zerotrust.authz.policy import Requirement
 from zerotrust.pipeline import Guard, Outcome
@@ -63,22 +65,107 @@ _KINDS: Final = {
     (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
 }
 _MAX_CACHED: Final = 4096
+_log = logging.getLogger("zerotrust")
+
+
+#: The decision the interceptor made for the RPC being handled: (guard, view, outcome).
+_decided: contextvars.ContextVar[tuple[Guard, RequestView, Outcome] | None] = (
+    contextvars.ContextVar("zerotrust_grpc_decision", default=None)
+)
+
+
+def _bind(guard: Guard, view: RequestView, outcome: Outcome) -> None:
+    """Make an admitted RPC's principal (and decision) visible to its handler."""
+    set_principal(outcome.principal)
+    _decided.set((guard, view, outcome))
 
 
 def require(**kwargs: Any) -> Callable[[F], F]:
     """Decorate a servicer method with a :class:`~zerotrust.Requirement` (the arguments of
     :func:`zerotrust.require`: ``scopes``, ``any_scopes``, ``callers``, ``proven_by``).
 
-    The method itself is returned unchanged (sync or async); stacked decorators combine.
+    The interceptor reads it from the handler and decides on it with the policy, in one
+    decision. The method is also wrapped (sync or async, plain or streaming) to check it once
+    more when called: another interceptor placed after zerotrust replaces the handler it sees,
+    hiding the requirement, and the method then still refuses (audited) what the requirement
+    refuses, and refuses any call no zerotrust interceptor decided on. Stacked decorators
+    combine.
     """
     requirement = _authz.require(**kwargs)
 
     def decorate(fn: F) -> F:
         existing = getattr(fn, REQUIREMENT_ATTRIBUTE, None)
-        setattr(fn, REQUIREMENT_ATTRIBUTE, requirement & existing if existing else requirement)
-        return fn
+        combined = requirement & existing if existing else requirement
+        inner = getattr(fn, "__zerotrust_inner__", fn)  # stacked: wrap the method once
+        wrapped = _enforcing(inner, combined)
+        setattr(wrapped, REQUIREMENT_ATTRIBUTE, combined)
+        wrapped.__zerotrust_inner__ = inner  # type: ignore[attr-defined]
+        return cast(F, wrapped)
 
     return decorate
+
+
+def _refused_by(requirement: Requirement) -> tuple[Any, str, tuple[tuple[str, str], ...]] | None:
+    """``None`` when the RPC being handled meets ``requirement``; else the refusal to send."""
+    decided = _decided.get()
+    if decided is None:  # no zerotrust interceptor decided on this call: fail closed
+        _log.error("zerotrust: a method with a requirement ran without the zerotrust interceptor")
+        return grpc.StatusCode.INTERNAL, "configuration_error", ()
+    guard, view, outcome = decided
+    if requirement.check(outcome.principal, _authz.operation_of(view)) is None:
+        return None  # met (usually: the interceptor already checked it)
+    return ServerInterceptor._refusal(guard.refine(view, outcome, requirement))
+
+
+def _refuse(context: Any, refusal: tuple[Any, str, tuple[tuple[str, str], ...]]) -> Any:
+    code, details, trailing = refusal
+    if trailing:
+        context.set_trailing_metadata(trailing)
+    return context.abort(code, details)  # raises (an awaitable that raises, under aio)
+
+
+def _enforcing(fn: Callable[..., Any], requirement: Requirement) -> Callable[..., Any]:
+    """``fn`` checking ``requirement`` before it runs (the context is its last argument)."""
+    if inspect.isasyncgenfunction(fn):
+
+        async def agen(*args: Any, **kwargs: Any) -> Any:
+            refusal = _refused_by(requirement)
+            if refusal is not None:
+                await _refuse(args[-1], refusal)
+            async for item in fn(*args, **kwargs):
+                yield item
+
+        wrapper: Callable[..., Any] = agen
+    elif inspect.iscoroutinefunction(fn):
+
+        async def coro(*args: Any, **kwargs: Any) -> Any:
+            refusal = _refused_by(requirement)
+            if refusal is not None:
+                await _refuse(args[-1], refusal)
+            return await fn(*args, **kwargs)
+
+        wrapper = coro
+    elif inspect.isgeneratorfunction(fn):
+
+        def gen(*args: Any, **kwargs: Any) -> Any:
+            refusal = _refused_by(requirement)
+            if refusal is not None:
+                _refuse(args[-1], refusal)
+            yield from fn(*args, **kwargs)
+
+        wrapper = gen
+    else:
+
+        def plain(*args: Any, **kwargs: Any) -> Any:
+            refusal = _refused_by(requirement)
+            if refusal is not None:
+                result = _refuse(args[-1], refusal)
+                if inspect.isawaitable(result):  # a sync method on an aio context: impossible
+                    raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
+            return fn(*args, **kwargs)
+
+        wrapper = plain
+    return functools.wraps(fn)(wrapper)
 
 
 class _View:
@@ -88,14 +175,16 @@ class _View:
     ``ServicerContext`` on first use: a repeated call that needs only its token reads less.
     """
 
-    __slots__ = ("_auth", "_context", "_headers", "_peers", "_verified", "route")
+    __slots__ = ("_auth", "_context", "_headers", "_overflow", "_peers", "_verified", "route")
     kind: Final = "grpc"
     method: Final = "POST"
     host: Final = None
 
     def __init__(self, route: str, metadata: Any, context: Any, peers: PeerCache) -> None:
         self.route = route
-        self._headers = metadata  # (key, value) pairs; keys are lower case
+        # over MAX_HEADER_LINES entries nothing is read: refused inside the Guard's flow
+        self._overflow = len(metadata) > MAX_HEADER_LINES
+        self._headers = () if self._overflow else metadata  # (key, value); keys lower case
         self._context = context
         self._peers = peers
         self._auth: Mapping[str, Any] | None = None
@@ -115,6 +204,8 @@ class _View:
 
     @property
     def verified_peer(self) -> VerifiedPeer | None:
+        if self._overflow:
+            raise MalformedCredentials(f"more than {MAX_HEADER_LINES} metadata entries")
         return self._peer()[1]
 
     @property
@@ -264,7 +355,8 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self, context: Any, method: str, requirement: Requirement | None, evaluate: Evaluate
     ) -> contextvars.Context:
         """Decide in the calling thread; abort or return a context holding the principal."""
-        outcome = evaluate(self._view(method, context), requirement)
+        view = self._view(method, context)
+        outcome = evaluate(view, requirement)
         if not outcome.allowed:
             code, details, trailing = self._refusal(outcome)
             if trailing:
@@ -272,7 +364,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             context.abort(code, details)  # raises
             raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
         run = contextvars.copy_context()
-        run.run(set_principal, outcome.principal)
+        run.run(_bind, self._guard, view, outcome)
         return run
 
     def _sync_behavior(

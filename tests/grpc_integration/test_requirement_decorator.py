@@ -1,0 +1,147 @@
+"""``@require`` on servicer methods holds whatever other interceptors the server runs.
+
+The interceptor reads the requirement from the handler it is given; an interceptor placed
+after zerotrust (OpenTelemetry's, a logger) hands it a replacement handler instead, which
+hides it. The decorated method then checks it itself before it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from tests.grpc_integration._support import CLIENT_ID, World
+from zerotrust.grpc import AioServerInterceptor, ServerInterceptor, current_principal, require
+
+SERVICE = "test.Echo"  # what the test policy admits: /test.Echo/*
+METHOD = f"/{SERVICE}/Create"
+
+
+class Rewrapping(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Replaces every unary handler with its own (as tracing and logging interceptors do)."""
+
+    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = continuation(details)
+        inner = handler.unary_unary
+
+        def behavior(request: Any, context: Any) -> Any:  # a new function, as wrappers make
+            return inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(behavior)
+
+
+class AioRewrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = await continuation(details)
+        inner = handler.unary_unary
+
+        async def behavior(request: Any, context: Any) -> Any:
+            return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(behavior)
+
+
+class Orders:
+    @require(scopes=["orders:write"])
+    def Create(self, request: bytes, context: Any) -> bytes:
+        principal = current_principal()
+        return b"created by " + str(principal.spiffe_id if principal else None).encode()
+
+
+class AsyncOrders:
+    @require(scopes=["orders:write"])
+    async def Create(self, request: bytes, context: Any) -> bytes:
+        principal = current_principal()
+        return b"created by " + str(principal.spiffe_id if principal else None).encode()
+
+
+def _handlers(servicer: Any) -> Any:
+    return grpc.method_handlers_generic_handler(
+        SERVICE, {"Create": grpc.unary_unary_rpc_method_handler(servicer.Create)}
+    )
+
+
+@contextmanager
+def _server(interceptors: list[Any]) -> Iterator[int]:
+    pool = futures.ThreadPoolExecutor(max_workers=4)
+    server = grpc.server(pool, interceptors=interceptors)
+    server.add_generic_rpc_handlers([_handlers(Orders())])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(None).wait(10)
+        pool.shutdown(wait=True)
+
+
+def _call(port: int, token: str) -> bytes | grpc.StatusCode:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            reply: bytes = channel.unary_unary(METHOD)(
+                b"", metadata=[("authorization", f"Bearer {token}")], timeout=10
+            )
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[no-any-return]
+        return reply
+
+
+@pytest.mark.parametrize("order", ["zerotrust only", "zerotrust first", "zerotrust last"])
+def test_a_method_requirement_holds_in_any_interceptor_order(world: World, order: str) -> None:
+    guard = world.guard()
+    zerotrust = ServerInterceptor(guard)
+    chain = {
+        "zerotrust only": [zerotrust],
+        "zerotrust first": [zerotrust, Rewrapping()],
+        "zerotrust last": [Rewrapping(), zerotrust],
+    }[order]
+    with _server(chain) as port:
+        assert _call(port, world.token()) == grpc.StatusCode.PERMISSION_DENIED
+        refused = world.sink.last
+        assert refused is not None and refused.reason == "insufficient_scope"
+        reply = _call(port, world.token(scopes=("orders:write",)))
+    assert reply == b"created by " + CLIENT_ID.encode()
+
+
+def test_a_method_with_a_requirement_never_runs_undecided(world: World) -> None:
+    """No zerotrust interceptor at all: the method refuses rather than run unchecked."""
+    with _server([]) as port:
+        assert _call(port, world.token(scopes=("orders:write",))) == grpc.StatusCode.INTERNAL
+
+
+def test_the_aio_server_holds_it_too(world: World) -> None:
+    async def run() -> list[bytes | grpc.StatusCode]:
+        server = grpc.aio.server(
+            interceptors=[AioServerInterceptor(world.guard()), AioRewrapping()]
+        )
+        server.add_generic_rpc_handlers([_handlers(AsyncOrders())])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        results: list[bytes | grpc.StatusCode] = []
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                for scopes in ((), ("orders:write",)):
+                    token = world.token(scopes=scopes)
+                    try:
+                        results.append(
+                            await channel.unary_unary(METHOD)(
+                                b"", metadata=[("authorization", f"Bearer {token}")], timeout=10
+                            )
+                        )
+                    except grpc.aio.AioRpcError as exc:
+                        results.append(exc.code())
+        finally:
+            await server.stop(None)
+        return results
+
+    assert asyncio.run(run()) == [
+        grpc.StatusCode.PERMISSION_DENIED,
+        b"created by " + CLIENT_ID.encode(),
+    ]

@@ -723,3 +723,95 @@ def test_requests_print_without_their_credentials() -> None:
     shown = repr(request)
     assert "secret.token.value" not in shown and "k3y" not in shown
     assert "authorization" in shown and "x-api-key" in shown
+
+
+# --- inputs found by fuzzing: each was a 500 ("internal error while deciding") -----------------
+
+
+def _proof(key: PrivateJWK, claims: dict[str, object]) -> str:
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public().to_public_dict()}
+    segs = [b64url_encode(json.dumps(x).encode()) for x in (header, claims)]
+    return ".".join([*segs, b64url_encode(key.sign(".".join(segs).encode()))])
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"jti": "a", "htm": "GET", "htu": "https://api.example/orders/7", "iat": 10**400},
+        {
+            "jti": "b",
+            "htm": "GET",
+            "htu": "https://api.example/orders/7",
+            "iat": "NOW",
+            "ath": "\ud800",
+        },
+    ],
+    ids=["huge iat", "lone surrogate in ath"],
+)
+def test_hostile_dpop_proofs_are_refused_not_crashed_on(
+    issuer: TokenIssuer, clock: FixedClock, claims: dict[str, object]
+) -> None:
+    guard, sink = make_guard(issuer, clock)
+    if claims.get("iat") == "NOW":
+        claims = {**claims, "iat": int(clock.now().timestamp())}
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    proof = _proof(PrivateJWK.generate("ES256"), claims)
+    outcome = guard.evaluate(
+        Request(route=ROUTE, path="/orders/7", host="api.example",
+                headers={"authorization": f"DPoP {token}", "dpop": proof})
+    )  # fmt: skip
+    assert outcome.status == 401 and sink.last is not None and sink.last.decision == "deny"
+
+
+def test_hostile_binding_claims_are_refused_not_crashed_on(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    guard, _ = make_guard(issuer, clock, bundles=ca.bundle, token_must_match_peer=True)
+    chain = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(WEB).cert_chain]
+    for extra in ({"cnf": {"x5t#S256": "\ud800"}}, {"azp": {"x": 1}}, {"cnf": {"jkt": "\ud800"}}):
+        token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], extra_claims=extra)
+        view = Request(route=ROUTE, headers={"authorization": f"Bearer {token}"}, peer_chain=chain)
+        assert guard.evaluate(view).status == 401, extra
+
+
+def test_a_certificate_with_a_duplicated_extension_is_malformed(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """cryptography refuses to read any extension of such a certificate (DuplicateExtension,
+    not a ValueError): a direct peer and a forwarded one are both refused as malformed."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+    from zerotrust.authn.proxy import parse_xfcc
+    from zerotrust.errors import MalformedCredentials
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(WEB)])
+    now = clock.now()
+    der = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(san, False)
+        .add_extension(
+            x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.99"), san.public_bytes()), False
+        )
+        .sign(key, hashes.SHA256())
+        .public_bytes(Encoding.DER)
+    ).replace(b"\x06\x03\x55\x1d\x63", b"\x06\x03\x55\x1d\x11")  # a second SAN extension
+    dev = DevCA.create("example.org")
+    guard, _ = make_guard(issuer, clock, bundles=dev.bundle)
+    assert guard.evaluate(Request(route=ROUTE, peer_chain=[der])).status == 401
+    pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
+    with pytest.raises(MalformedCredentials):
+        parse_xfcc(f'URI={WEB};Cert="{urllib.parse.quote(pem, safe="")}"')[0].der_chain()

@@ -139,3 +139,10 @@ def test_policy_files_are_bounded(tmp_path: Path) -> None:
     path.write_bytes(b'{"id": "\xff"}')
     with pytest.raises(ConfigurationError, match="UTF-8"):
         load_policy(path)
+
+
+@pytest.mark.parametrize("key", [1, ["claims.x"], None])
+def test_a_condition_key_that_is_not_a_string_fails_at_load_time(key: object) -> None:
+    doc = {"rules": [{"id": "r", "when": [{"key": key, "values": ["a"]}]}]}
+    with pytest.raises(ConfigurationError, match="condition key|key"):
+        policy_from_dict(doc)

@@ -96,7 +96,7 @@ def _uri_sans(cert: x509.Certificate) -> list[str]:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
-    except ValueError:
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
         raise MalformedCredentials("forwarded certificate has malformed extensions") from None
     return list(san.get_values_for_type(x509.UniformResourceIdentifier))
 

@@ -267,7 +267,7 @@ class Authenticator:
         if len(token.act) > self.max_delegation_depth:
             raise InvalidClaim(f"delegation chain deeper than {self.max_delegation_depth}")
         if self.token_must_match_peer and peer is not None:
-            names = {token.subject, token.claims.get("azp"), token.client_id}
+            names = {token.subject, _str_or_none(token.claims.get("azp")), token.client_id}
             if str(peer.spiffe_id) not in names:
                 raise TokenBindingMismatch("the token was not issued to the calling workload")
         return proof

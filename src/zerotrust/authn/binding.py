@@ -40,10 +40,19 @@ __all__ = [
 _COMPACT = re.compile(rb"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 _MAX_PROOF_BYTES = 8192
 _MAX_JTI = 256
+_MAX_IAT = 10**15  # seconds: far beyond any real time, and exactly representable as a float
 
 
 def _cert_thumbprint(peer: VerifiedPeer) -> str:
     return b64url_encode(bytes.fromhex(peer.fingerprint))
+
+
+def _same(presented: str, expected: str) -> bool:
+    """Constant-time equality of a value from a token or proof (any string JSON can hold, lone
+    surrogates included) and the value computed here."""
+    return hmac.compare_digest(
+        presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
 
 
 def check_certificate_binding(token: VerifiedToken, peer: VerifiedPeer | None) -> bool:
@@ -56,7 +65,7 @@ def check_certificate_binding(token: VerifiedToken, peer: VerifiedPeer | None) -
         raise TokenBindingMismatch("cnf.x5t#S256 is not a string")
     if peer is None:
         raise TokenBindingMismatch("certificate-bound token presented without a client certificate")
-    if not hmac.compare_digest(expected.encode(), _cert_thumbprint(peer).encode()):
+    if not _same(expected, _cert_thumbprint(peer)):
         raise TokenBindingMismatch("token is bound to another certificate")
     return True
 
@@ -163,16 +172,19 @@ def verify_dpop_proof(
     if normalize_htu(_claim_str(claims, "htu")) != normalize_htu(url):
         raise TokenBindingMismatch("DPoP proof htu does not match the request URL")
     iat = claims.get("iat")
-    if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
+    if (
+        isinstance(iat, bool)
+        or not isinstance(iat, (int, float))
+        or (isinstance(iat, int) and not -_MAX_IAT < iat < _MAX_IAT)  # before any float()
+        or not math.isfinite(iat)
+    ):
         raise MalformedToken("DPoP proof iat is not a number")
     if iat > now + config.leeway or iat < now - config.max_age - config.leeway:
         raise TokenBindingMismatch("DPoP proof iat is outside the accepted window")
     if access_token is not None:
         ath = b64url_encode(hashlib.sha256(access_token.encode("ascii")).digest())
         presented = claims.get("ath")
-        if not isinstance(presented, str) or not hmac.compare_digest(
-            presented.encode(), ath.encode()
-        ):
+        if not isinstance(presented, str) or not _same(presented, ath):
             raise TokenBindingMismatch("DPoP proof ath does not match the access token")
     return DPoPProof(jkt=jwk.thumbprint(), jti=jti, iat=float(iat))
 
@@ -189,6 +201,6 @@ def check_dpop_binding(token: VerifiedToken, proof: DPoPProof | None, scheme: st
         raise TokenBindingMismatch("DPoP-bound token presented as a Bearer token")
     if proof is None:
         raise TokenBindingMismatch("DPoP-bound token presented without a DPoP proof")
-    if not isinstance(jkt, str) or not hmac.compare_digest(jkt.encode(), proof.jkt.encode()):
+    if not isinstance(jkt, str) or not _same(jkt, proof.jkt):
         raise TokenBindingMismatch("DPoP proof key does not match the token's cnf.jkt")
     return True

@@ -289,6 +289,8 @@ def _text(value: object) -> str:
 
 
 def _getter(key: str) -> Callable[[Principal], Any]:
+    if not isinstance(key, str):
+        raise ConfigurationError(f"a condition key must be a string, not {type(key).__name__}")
     if key == "trust_domain":
         return lambda p: p.spiffe_id.trust_domain.name if p.spiffe_id is not None else None
     if key == "spiffe_id":

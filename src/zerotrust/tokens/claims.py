@@ -44,7 +44,7 @@ from zerotrust.tokens.verified import VerifiedSignature, VerifiedToken
 __all__ = ["ClaimsValidator", "validate_claims"]
 
 _MAX_LEEWAY: Final = 600.0
-_STRING_CLAIMS: Final = ("sub", "jti", "client_id", "scope")
+_STRING_CLAIMS: Final = ("sub", "jti", "client_id", "scope", "azp")
 _REGISTERED_CLAIMS: Final = (
     *("iss", "sub", "aud", "exp", "nbf", "iat", "jti"),  # RFC 7519 4.1
     *("client_id", "scope", "scp", "cnf", "act", "azp", "auth_time", "acr", "amr"),

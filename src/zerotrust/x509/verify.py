@@ -68,8 +68,9 @@ def leaf_spiffe_id(cert: x509.Certificate) -> SpiffeId:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         raise SvidProfileViolation("missing_uri_san", "leaf has no URI SAN") from None
-    except ValueError as exc:  # malformed extension encoding
-        raise SvidProfileViolation("malformed_extension", "leaf has a malformed SAN") from exc
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        # a malformed or duplicated extension: cryptography refuses to read any of them
+        raise SvidProfileViolation("malformed_extension", "leaf has malformed extensions") from exc
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if not uris:
         raise SvidProfileViolation("missing_uri_san", "leaf has no URI SAN")

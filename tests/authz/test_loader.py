@@ -144,5 +144,5 @@ def test_policy_files_are_bounded(tmp_path: Path) -> None:
 @pytest.mark.parametrize("key", [1, ["claims.x"], None])
 def test_a_condition_key_that_is_not_a_string_fails_at_load_time(key: object) -> None:
     doc = {"rules": [{"id": "r", "when": [{"key": key, "values": ["a"]}]}]}
-    with pytest.raises(ConfigurationError, match="condition key|key"):
+    with pytest.raises(ConfigurationError, match="key"):
         policy_from_dict(doc)

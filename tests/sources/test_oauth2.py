@@ -290,6 +290,24 @@ def test_error_responses_are_typed_and_safe(
         assert secret not in message
 
 
+@pytest.mark.parametrize(
+    ("expires_in", "lifetime"),
+    [("0000000000300", 300), (10**9, 365 * 86400), ("9" * 40, 365 * 86400), (2.5, 2.5)],
+)
+def test_any_positive_expires_in_is_read_and_long_ones_are_capped(
+    clock: FixedClock, expires_in: object, lifetime: float
+) -> None:
+    """RFC 6749 5.1 sets no upper bound: a long lifetime is kept, capped at a year."""
+    from zerotrust.sources._oauth2_flow import parse_token_response
+    from zerotrust.sources._sansio import HttpResponse
+
+    body = {"access_token": "at", "token_type": "Bearer", "expires_in": expires_in}
+    response = HttpResponse(200, body=json.dumps(body).encode())
+    minted = parse_token_response(response, clock=clock, issued_token_type=None)
+    assert minted.expires_at is not None
+    assert (minted.expires_at - clock.now()).total_seconds() == lifetime
+
+
 def test_token_type_is_case_insensitive_and_dpop_is_accepted(
     server: HttpsServer, clock: FixedClock
 ) -> None:

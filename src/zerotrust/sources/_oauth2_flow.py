@@ -35,6 +35,7 @@ from zerotrust.tokens.keys import PrivateJWK
 
 __all__ = ["ClientAuth", "scope_string", "token_flow"]
 
+_MAX_LIFETIME: Final = 365 * 86400  # a token endpoint's expires_in is capped to a year
 JWT_BEARER_ASSERTION: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # The registered OAuth error codes (RFC 6749 5.2, RFC 8693 2.2.2, RFC 9449 7.1, RFC 8628
 # 3.5): only these are repeated in messages, since an endpoint may echo anything it was sent,
@@ -223,9 +224,12 @@ def parse_token_response(
         return MintedToken(token)
     expires_in = document["expires_in"]
     if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
-        expires_in = int(expires_in[:12])
+        # some servers send the number as a string; a long string is a long lifetime
+        expires_in = int(expires_in) if len(expires_in) <= 32 else _MAX_LIFETIME
     if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
         raise _invalid("expires_in is not a number")
-    if not 0 < expires_in < 10**9:
+    if not expires_in > 0:  # (the JSON reader refuses NaN and infinities)
         raise _invalid("expires_in is not a positive number of seconds")
-    return MintedToken(token, now + timedelta(seconds=expires_in))
+    # RFC 6749 sets no upper bound: a very long lifetime is kept, but the token is asked for
+    # again within _MAX_LIFETIME
+    return MintedToken(token, now + timedelta(seconds=min(expires_in, _MAX_LIFETIME)))

@@ -649,3 +649,17 @@ def test_hook_timeouts_are_bounded_numbers(timeout: object) -> None:
 def test_policy_ids_are_strings(policy_id: object) -> None:
     with pytest.raises(ConfigurationError, match="policy id"):
         Policy([], id=policy_id)  # type: ignore[arg-type]
+
+
+def test_combined_one_of_groups_each_need_one_of_their_scopes() -> None:
+    """``one of A`` and ``one of B`` is not ``one of A or B``."""
+    both = require(any_scopes=["orders:write"]) & require(any_scopes=["orders:admin"])
+    op = GET_ORDER
+    refused = both.check(who(scopes=("orders:write",)), op)
+    assert refused is not None and refused.reason == "insufficient_scope"
+    assert "orders:admin" in refused.required_scopes
+    assert both.check(who(scopes=("orders:admin",)), op) is not None
+    assert both.check(who(scopes=("orders:write", "orders:admin")), op) is None
+    assert both.any_scope_groups == {frozenset({"orders:write"}), frozenset({"orders:admin"})}
+    same = require(any_scopes=["a", "b"]) & require(any_scopes=["a", "b"])
+    assert same.more_any_scopes == () and same.any_scopes == ("a", "b")

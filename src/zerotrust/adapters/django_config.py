@@ -118,14 +118,18 @@ def _guard(value: object) -> Guard:
             value = import_string(value)
         except ImportError as exc:
             raise _error(f"{where}: cannot import {value!r} ({exc})") from exc
+        except Exception as exc:  # the module itself failed while importing
+            raise _error(f"{where}: importing {value!r} failed ({type(exc).__name__})") from exc
     if isinstance(value, Guard):
         return value
-    if callable(value):
+    if callable(value) and not isinstance(value, type):
         factory: Callable[[], object] = value
         try:
             value = factory()
         except ZeroTrustError as exc:
             raise _error(f"{where}: the factory failed: {exc}") from exc
+        except Exception as exc:  # e.g. a missing environment variable: named, not shown
+            raise _error(f"{where}: the factory failed ({type(exc).__name__})") from exc
         if isinstance(value, Guard):
             return value
     raise _error(

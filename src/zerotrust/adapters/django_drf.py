@@ -59,8 +59,10 @@ __all__ = [
 class ZeroTrustUser:
     """``request.user`` for a caller authenticated by zerotrust: a workload, not a database user.
 
-    ``username`` is the principal's id (its SPIFFE ID when it has one). It holds no Django
-    permissions; authorize with zerotrust policies and requirements instead.
+    ``username`` is the principal's id (its SPIFFE ID when it has one), and so are ``pk`` and
+    ``id``: DRF keys per-user throttles on ``pk``, so each workload gets a bucket of its own. It
+    holds no Django permissions and no database row; authorize with zerotrust policies and
+    requirements instead.
     """
 
     __slots__ = ("principal",)
@@ -70,11 +72,17 @@ class ZeroTrustUser:
     is_superuser = False
     is_anonymous = False
     is_authenticated = True
-    pk = None
-    id = None
 
     def __init__(self, principal: Principal) -> None:
         self.principal = principal
+
+    @property
+    def pk(self) -> str:
+        return self.principal.id
+
+    @property
+    def id(self) -> str:
+        return self.principal.id
 
     @property
     def username(self) -> str:

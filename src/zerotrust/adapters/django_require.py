@@ -116,7 +116,8 @@ def require(
 
 
 def _decorate_class(cls: type, requirement: Requirement) -> type:
-    existing: Requirement | None = cls.__dict__.get(REQUIREMENT_ATTRIBUTE)
+    # inherited too: a subclass of a decorated view adds to its parent's requirement
+    existing: Requirement | None = getattr(cls, REQUIREMENT_ATTRIBUTE, None)
     setattr(cls, REQUIREMENT_ATTRIBUTE, requirement if existing is None else existing & requirement)
     _class_cache.clear()  # subclasses inherit the attribute
     _view_cache.clear()
@@ -206,7 +207,7 @@ def _implies(used: Requirement, needed: Requirement) -> bool:
 
     return (
         set(needed.scopes) <= set(used.scopes)
-        and set(needed.any_scopes) <= set(used.any_scopes)
+        and needed.any_scope_groups <= used.any_scope_groups
         and (needed.callers is None or needed.callers == used.callers)
         and narrower(used.methods, needed.methods)
         and narrower(used.proven_by, needed.proven_by)

@@ -129,6 +129,14 @@ class Requirement:
     callers: Matcher | tuple[Pattern, ...] | None = None
     methods: tuple[str, ...] = ()
     proven_by: tuple[str, ...] = ()
+    #: More "one of these" groups, from combining requirements (each group needs one scope).
+    more_any_scopes: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def any_scope_groups(self) -> frozenset[frozenset[str]]:
+        """Every "at least one of" group this requirement holds."""
+        groups = (self.any_scopes, *self.more_any_scopes) if self.any_scopes else ()
+        return frozenset(frozenset(group) for group in groups if group)
 
     def check(self, principal: Principal | None, op: Operation) -> Decision | None:
         """``None`` when satisfied, else the denying :class:`Decision`."""
@@ -147,6 +155,9 @@ class Requirement:
                 False, "requirement_not_met", detail=f"{principal.proven_by} not accepted here"
             )
         missing = ScopeRule(self.scopes, self.any_scopes).missing(principal.scopes)
+        for group in self.more_any_scopes:
+            if principal.scopes.isdisjoint(group):
+                missing += tuple(s for s in group if s not in missing)
         if missing:
             return Decision(
                 False, "insufficient_scope", required_scopes=missing, detail="missing scopes"
@@ -167,12 +178,22 @@ class Requirement:
         """Both requirements (scopes accumulate, as along a FastAPI dependency chain)."""
         if self.callers is not None and other.callers is not None and self.callers != other.callers:
             raise ConfigurationError("two different caller requirements cannot be combined")
+        # "one of A" and "one of B" is not "one of A or B": every group is kept as a group
+        groups = tuple(
+            dict.fromkeys(
+                tuple(group)
+                for requirement in (self, other)
+                for group in (requirement.any_scopes, *requirement.more_any_scopes)
+                if group
+            )
+        )
         return Requirement(
             scopes=tuple(dict.fromkeys(self.scopes + other.scopes)),
-            any_scopes=tuple(dict.fromkeys(self.any_scopes + other.any_scopes)),
+            any_scopes=groups[0] if groups else (),
             callers=self.callers if self.callers is not None else other.callers,
             methods=_intersect(self.methods, other.methods),
             proven_by=_intersect(self.proven_by, other.proven_by),
+            more_any_scopes=groups[1:],
         )
 
 

@@ -124,7 +124,8 @@ def test_user_object(zt: Harness) -> None:
     principal = Principal(proven_by="mtls", spiffe_id=SpiffeId.parse(WEB), subject=WEB)
     user = ZeroTrustUser(principal)
     assert user.is_authenticated and not user.is_anonymous and user.is_active
-    assert not user.is_staff and not user.is_superuser and user.pk is None
+    assert not user.is_staff and not user.is_superuser
+    assert user.pk == user.id == WEB  # DRF's per-user throttles key on pk: one bucket each
     assert user.username == user.get_username() == str(user) == WEB
     assert not user.has_perm("orders.view_order") and not user.has_perms(["x"])
     assert not user.has_module_perms("orders") and user.get_all_permissions() == set()
@@ -147,3 +148,21 @@ def test_exception_handler_adds_no_store(install: Installer) -> None:
     assert refusal["Cache-Control"] == "no-store"
     allowed = get("/api/orders/", zt.auth())
     assert allowed.status_code == 200 and allowed.get("Cache-Control") is None
+
+
+def test_each_workload_has_its_own_throttle_bucket(install: Installer) -> None:
+    from rest_framework.throttling import UserRateThrottle
+
+    from zerotrust import Principal, SpiffeId
+
+    class Request:
+        def __init__(self, who: str) -> None:
+            self.user = ZeroTrustUser(
+                Principal(proven_by="mtls", spiffe_id=SpiffeId.parse(who), subject=who)
+            )
+
+    throttle = UserRateThrottle.__new__(UserRateThrottle)
+    throttle.scope = "user"
+    first = throttle.get_cache_key(Request(WEB), None)
+    second = throttle.get_cache_key(Request("spiffe://example.org/ns/shop/sa/other"), None)
+    assert first != second and "None" not in first

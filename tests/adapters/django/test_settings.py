@@ -16,12 +16,19 @@ from django.test.utils import override_settings
 from django.views import View
 
 from tests.adapters.django.conftest import Harness
+from zerotrust import Guard
 from zerotrust.adapters.django_config import get_config
 from zerotrust.django import ZeroTrustMiddleware, ZeroTrustRequiredMixin, require
 from zerotrust.errors import ConfigurationError
 
 GUARD_PATH = "tests.adapters.django.test_settings.GUARD"
 GUARD: Any = None  # set by the tests that resolve a dotted path
+
+
+def _missing_variable() -> Any:
+    import os
+
+    return os.environ["ZT_NOT_SET_ANYWHERE"]  # a factory failing with a plain KeyError
 
 
 @pytest.mark.parametrize(
@@ -37,6 +44,8 @@ GUARD: Any = None  # set by the tests that resolve a dotted path
             {"GUARD": "tests.adapters.django.project.security.guard"},
             r"ZEROTRUST\['GUARD'\]: the factory failed: ZT_TEST_BUNDLE is not set",
         ),
+        ({"GUARD": _missing_variable}, r"the factory failed \(KeyError\)"),
+        ({"GUARD": Guard}, r"ZEROTRUST\['GUARD'\] must be a zerotrust Guard"),  # the class
         ({"GUARD": GUARD_PATH, "EXEMPT": "healthz"}, r"ZEROTRUST\['EXEMPT'\] must be a list"),
         ({"GUARD": GUARD_PATH, "EXEMPT": ["/a*b"]}, r"EXEMPT'\]: '/a\*b'"),
         ({"GUARD": GUARD_PATH, "EXEMPT": ["api/health"]}, r"neither a URL name nor a path"),
@@ -94,6 +103,34 @@ def test_mixin_attributes_are_checked_when_the_class_is_defined() -> None:
 def test_require_arguments_are_checked_when_decorating() -> None:
     with pytest.raises(ConfigurationError, match="single string"):
         require(scopes="orders:read")  # type: ignore[arg-type]
+
+
+def test_a_decorated_subclass_adds_to_its_parents_requirement() -> None:
+    from zerotrust.adapters.django_require import class_requirement
+
+    @require(scopes=["orders:admin"])
+    class AdminView(View):
+        pass
+
+    @require(scopes=["orders:read"])
+    class SubAdminView(AdminView):
+        pass
+
+    needed = class_requirement(SubAdminView)
+    assert needed is not None and set(needed.scopes) == {"orders:admin", "orders:read"}
+    parent = class_requirement(AdminView)
+    assert parent is not None and parent.scopes == ("orders:admin",)
+
+
+def test_stacked_one_of_requirements_all_hold() -> None:
+    @require(any_scopes=["orders:write"])
+    @require(any_scopes=["orders:admin"])
+    def view(request: object) -> None: ...
+
+    from zerotrust.adapters.django_require import REQUIREMENT_ATTRIBUTE
+
+    combined = getattr(view, REQUIREMENT_ATTRIBUTE)
+    assert combined.any_scope_groups == {frozenset({"orders:write"}), frozenset({"orders:admin"})}
 
 
 def run_isolated(code: str) -> subprocess.CompletedProcess[str]:

@@ -243,6 +243,23 @@ def test_a_dry_run_policy_records_its_rate_limits_without_enforcing_them(
     assert sink.events[0].would_decide is None  # within the bucket: nothing to report
 
 
+def test_a_dry_run_rule_refusal_is_not_overwritten_by_a_rate_limit(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    rules = [
+        Rule(id="everyone", callers=[Callers(trust_domains=["example.org"])]),
+        Rule(id="new-deny", action="DENY", callers=[Callers(spiffe_ids=[WEB])], dry_run=True),
+    ]
+    shadow = Policy(rules, rate_limits=[RateLimit("one", rate=0.001, burst=1)], dry_run=True)
+    guard, sink = make_guard(issuer, clock, pol=shadow)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    for _ in range(2):
+        outcome = guard.evaluate(get(token))
+        assert outcome.allowed and outcome.decision is not None
+        assert outcome.decision.would_rule_id == "new-deny"  # the rule, not the rate limit
+        assert outcome.decision.would_allow is False
+
+
 class DownKeys:
     def get_keys(self, *, missing_kid: str | None = None) -> object:
         raise KeysUnavailable("jwks endpoint down")

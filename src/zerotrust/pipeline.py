@@ -521,6 +521,8 @@ class Guard:
             )
             if not result.allowed:
                 if self.policy.dry_run:  # recorded, not enforced: the buckets still count
+                    if decision.would_allow is False:  # a rule would already refuse it
+                        return decision, None
                     would = replace(
                         decision,
                         dry_run=True,

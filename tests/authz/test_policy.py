@@ -600,8 +600,10 @@ def test_conditions_see_no_values_for_requests_without_credentials() -> None:
         [deny(when=[tenant]), allow(callers=[Callers(anonymous=True)])], default="deny"
     )
     assert denying.explain(None, GET_ORDER).rule_id == "deny"
+    # ALLOW (and CUSTOM) rules: no condition holds without credentials, nothing admits by omission
     admitted = Policy([allow(callers=[Callers(anonymous=True)], when=[tenant])])
-    assert admitted.explain(None, GET_ORDER).allowed
+    assert not admitted.explain(None, GET_ORDER).allowed
+    assert Policy([allow(callers=[Callers(anonymous=True)])]).explain(None, GET_ORDER).allowed
     named = Policy(
         [
             allow(

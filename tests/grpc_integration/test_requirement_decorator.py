@@ -145,3 +145,41 @@ def test_the_aio_server_holds_it_too(world: World) -> None:
         grpc.StatusCode.PERMISSION_DENIED,
         b"created by " + CLIENT_ID.encode(),
     ]
+
+
+def test_stacked_requirements_run_every_decorator_between_them(world: World) -> None:
+    """Each ``@require`` wraps what it is given: a decorator of the application's placed
+    between two of them still runs, and both requirements hold."""
+    import functools
+
+    ran: list[str] = []
+
+    def logged(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            ran.append("logged")
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    class Stacked:
+        @require(scopes=["orders:write"])
+        @logged
+        @require(scopes=["orders:admin"])
+        def Create(self, request: bytes, context: Any) -> bytes:
+            return b"created"
+
+    pool = futures.ThreadPoolExecutor(max_workers=2)
+    server = grpc.server(pool, interceptors=[ServerInterceptor(world.guard()), Rewrapping()])
+    server.add_generic_rpc_handlers([_handlers(Stacked())])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        assert (
+            _call(port, world.token(scopes=("orders:write",))) == grpc.StatusCode.PERMISSION_DENIED
+        )
+        assert _call(port, world.token(scopes=("orders:write", "orders:admin"))) == b"created"
+    finally:
+        server.stop(None).wait(10)
+        pool.shutdown(wait=True)
+    assert ran == ["logged"]  # once, for the call that was allowed

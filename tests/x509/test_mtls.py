@@ -443,3 +443,32 @@ def test_an_svid_of_another_key_type_is_refused_not_half_served(ca: DevCA) -> No
     with pytest.raises(ConfigurationError, match="key type changed"):
         ctx.refresh()
     assert ctx.current_svid is not source.get_x509_svid()
+
+
+def test_a_client_leaving_before_a_lazy_handshake_reads_as_end_of_stream(ca: DevCA) -> None:
+    """A port check or a load balancer's probe: connect, then close. A lazily wrapped server
+    socket reads b"" as the standard library reports it (suppress_ragged_eofs)."""
+    import socket
+    import threading
+
+    server_ctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[object] = []
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        raw.settimeout(5)
+        try:
+            with server_ctx.wrap_socket(
+                raw, server_side=True, do_handshake_on_connect=False
+            ) as conn:
+                seen.append(conn.recv(64))
+        except (OSError, ssl.SSLError) as exc:
+            seen.append(exc)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    socket.create_connection(listener.getsockname(), timeout=5).close()
+    thread.join(5)
+    listener.close()
+    assert seen == [b""]

@@ -96,10 +96,9 @@ def require(**kwargs: Any) -> Callable[[F], F]:
     def decorate(fn: F) -> F:
         existing = getattr(fn, REQUIREMENT_ATTRIBUTE, None)
         combined = requirement & existing if existing else requirement
-        inner = getattr(fn, "__zerotrust_inner__", fn)  # stacked: wrap the method once
-        wrapped = _enforcing(inner, combined)
+        # whatever ``fn`` is (another @require, or a decorator of the application's): it runs
+        wrapped = _enforcing(fn, combined)
         setattr(wrapped, REQUIREMENT_ATTRIBUTE, combined)
-        wrapped.__zerotrust_inner__ = inner  # type: ignore[attr-defined]
         return cast(F, wrapped)
 
     return decorate

@@ -267,8 +267,12 @@ class Condition:
             self, "_neg", _patterns(self.not_values, f"condition {self.key!r} not_values")
         )
 
-    def matches(self, principal: Principal | None) -> bool:
-        # a request without credentials has no values: it satisfies only not_values
+    def matches(self, principal: Principal | None, *, deny: bool = False) -> bool:
+        """Whether the condition holds. A request without credentials has no values: in a
+        DENY rule it satisfies ``not_values`` (and never ``values``); in ALLOW and CUSTOM
+        rules no condition holds for it, so that nothing admits it by omission."""
+        if principal is None and not deny:
+            return False
         raw = self._get(principal) if principal is not None else None
         if raw is None:
             values: list[str] = []
@@ -388,4 +392,5 @@ class Rule:
             return False  # ALLOW/CUSTOM rules without callers match authenticated callers only
         if self.operations and not any(o.matches(op) for o in self.operations):
             return False
-        return all(c.matches(principal) for c in self.when)
+        deny = self.action == "DENY"
+        return all(c.matches(principal, deny=deny) for c in self.when)

@@ -76,7 +76,12 @@ class _VerifyingSSLSocket(_VerifyingMixin, ssl.SSLSocket):
             self.do_handshake()
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:
-        self._zt_verified()
+        try:
+            self._zt_verified()
+        except ssl.SSLEOFError:  # the peer left during the handshake: as read() reports it
+            if not self.suppress_ragged_eofs:  # type: ignore[attr-defined]
+                raise
+            return 0 if buffer is not None else b""
         return super().read(len, buffer)
 
     def write(self, data: Any) -> int:
@@ -238,13 +243,15 @@ def _load_svid(context: ZeroTrustSSLContext, svid: X509Svid) -> None:
     # OpenSSL keeps one certificate per key type and Python cannot empty a slot: after an
     # SVID of another key type, the old certificate would still be chosen for every peer that
     # accepts it, expired or not. Such a rotation needs a new context: refuse it loudly.
-    kind = type(svid.private_key).__name__
     loaded = context._zt_svid
-    if loaded is not None and type(loaded.private_key).__name__ != kind:
-        raise ConfigurationError(
-            f"the SVID's key type changed ({type(loaded.private_key).__name__} to {kind}):"
-            " an SSL context keeps presenting the old certificate; build a new context"
-        )
+    if loaded is not None:
+        old = type(getattr(loaded, "private_key", None)).__name__
+        new = type(getattr(svid, "private_key", None)).__name__
+        if old != new:
+            raise ConfigurationError(
+                f"the SVID's key type changed ({old} to {new}): an SSL context keeps"
+                " presenting the old certificate; build a new context"
+            )
     with _private_file(svid.cert_chain_pem() + svid.private_key_pem()) as path:
         context.load_cert_chain(path)
 

@@ -251,7 +251,7 @@ def test_a_dry_run_rule_refusal_is_not_overwritten_by_a_rate_limit(
         Rule(id="new-deny", action="DENY", callers=[Callers(spiffe_ids=[WEB])], dry_run=True),
     ]
     shadow = Policy(rules, rate_limits=[RateLimit("one", rate=0.001, burst=1)], dry_run=True)
-    guard, sink = make_guard(issuer, clock, pol=shadow)
+    guard, _ = make_guard(issuer, clock, pol=shadow)
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
     for _ in range(2):
         outcome = guard.evaluate(get(token))

@@ -665,3 +665,17 @@ def test_combined_one_of_groups_each_need_one_of_their_scopes() -> None:
     assert both.any_scope_groups == {frozenset({"orders:write"}), frozenset({"orders:admin"})}
     same = require(any_scopes=["a", "b"]) & require(any_scopes=["a", "b"])
     assert same.more_any_scopes == () and same.any_scopes == ("a", "b")
+
+
+@pytest.mark.parametrize("kinds", [["grcp"], ["HTTP2"], ["*"]])
+def test_unknown_kinds_fail_at_build_time(kinds: list[str]) -> None:
+    """A DENY rule with a misspelt kind would never match: refused when built."""
+    with pytest.raises(ConfigurationError, match="unknown request kinds"):
+        Operations(kinds=kinds)
+
+
+def test_kinds_are_compared_without_regard_to_case() -> None:
+    deny_grpc = Rule(id="no-grpc", action="DENY", operations=[Operations(kinds=["GRPC"])])
+    policy = Policy([deny_grpc, allow(callers=[Callers(trust_domains=["example.org"])])])
+    decision = policy.explain(who(), Operation("POST", "/shop.Orders/Get", kind="grpc"))
+    assert not decision.allowed and decision.rule_id == "no-grpc"

@@ -29,6 +29,7 @@ __all__ = [
 
 Action = Literal["ALLOW", "DENY", "CUSTOM"]
 _MAX_HOOK_TIMEOUT = 300.0
+_KINDS = frozenset({"http", "grpc", "websocket"})
 
 
 class Pattern:
@@ -203,6 +204,13 @@ class Operations:
             object.__setattr__(
                 self, name, tuple(m.upper() for m in _strings(getattr(self, name), name))
             )
+        kinds = tuple(k.lower() for k in _strings(self.kinds, "kinds"))
+        unknown = [k for k in kinds if k not in _KINDS]
+        if unknown:  # a DENY rule with a misspelt kind would never match anything
+            raise ConfigurationError(
+                f"unknown request kinds {unknown}: use {', '.join(sorted(_KINDS))}"
+            )
+        object.__setattr__(self, "kinds", kinds)
         compiled = tuple(
             _patterns(getattr(self, n), n)
             for n in ("methods", "not_methods", "routes", "not_routes", "kinds")

@@ -229,11 +229,6 @@ class _View:
         # binary (-bin) metadata is never a credential: only text values count
         return [v for k, v in self._headers if k == name and isinstance(v, str)]
 
-    def has_any(self, names: Iterable[str]) -> bool:
-        """Whether any of the (lower-case) metadata keys ``names`` has a text value."""
-        wanted = names if isinstance(names, (frozenset, set)) else frozenset(names)
-        return any(k in wanted and isinstance(v, str) for k, v in self._headers)
-
     def bearer_alone(self, absent: frozenset[str]) -> str | None:
         """The token of one ``authorization: Bearer`` entry when none of the (lower-case)
         keys ``absent`` is present, whatever its value; ``None`` otherwise."""

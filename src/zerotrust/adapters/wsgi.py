@@ -152,13 +152,6 @@ class WSGIRequestView:
         value = self._environ.get(environ_key(name))
         return [] if value is None else [str(value)]
 
-    def has_any(self, names: Iterable[str]) -> bool:
-        """Whether any of the header ``names`` is present."""
-        if self._overflow:
-            return False
-        environ = self._environ
-        return any(environ_key(name) in environ for name in names)
-
     def bearer_alone(self, absent: frozenset[str]) -> str | None:
         """The token of an ``Authorization: Bearer`` header when none of the headers
         ``absent`` is present; ``None`` otherwise."""

@@ -15,6 +15,9 @@ One FastAPI app (``GET /orders/{order_id}`` answering a small JSON body) is serv
 * uncached-rs256 -- the same with an RS256 token (what most OpenID providers issue), whose
                signature check costs about a third of ES256's: what the pipeline itself adds to
                an uncached request shows more plainly (no target of its own);
+* signature -- the bare app behind a pure ASGI middleware that verifies the bearer token's ES256
+               signature with ``cryptography`` and does nothing else: the ceiling of any uncached
+               check on this server (``_signature.py``; no target of its own);
 * depends   -- ``cached`` plus ``Security(zt, scopes=["orders:read"])`` on the handler, to show
                what FastAPI's dependency injection adds on top (no target);
 * audited   -- ``cached`` with the audit logger at INFO: every request's event is built,
@@ -48,13 +51,14 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from zerotrust.tokens import PrivateJWK, TokenIssuer
 
 ISSUER = "https://issuer.example"
 AUDIENCE = "orders-api"
 CALLER = "spiffe://example.org/ns/shop/sa/web"
-VARIANTS = ("bare", "cached", "uncached", "uncached-rs256", "depends", "audited")
+VARIANTS = ("bare", "cached", "uncached", "uncached-rs256", "signature", "depends", "audited")
 SERVERS = {"httptools": "uvloop", "h11": "asyncio"}
 CACHED_TARGETS = {"httptools": 0.85, "h11": 0.90}
 UNCACHED_TARGET = 0.60
@@ -68,13 +72,13 @@ def build_app(variant: str, jwks_file: str) -> object:
     from fastapi import FastAPI, Security
 
     app = FastAPI()
-    if variant == "bare":
+    if variant in ("bare", "signature"):
 
         @app.get("/orders/{order_id}")
         async def bare_order(order_id: int) -> dict[str, object]:
             return {"order": order_id, "status": "shipped"}
 
-        return app
+        return app if variant == "bare" else signature_only(app, jwks_file)
 
     from zerotrust import (
         Authenticator,
@@ -126,6 +130,24 @@ def build_app(variant: str, jwks_file: str) -> object:
         return {"order": order_id, "status": "shipped"}
 
     return app
+
+
+def signature_only(app: Any, jwks_file: str) -> Any:
+    """``app`` behind a pure ASGI middleware that checks the token's signature, nothing else."""
+    from _signature import es256_check
+
+    check = es256_check(jwks_file)
+
+    async def middleware(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            value = next((v for k, v in scope["headers"] if k == b"authorization"), None)
+            if not check(value.decode("latin-1") if value is not None else None):
+                await send({"type": "http.response.start", "status": 401, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        await app(scope, receive, send)
+
+    return middleware
 
 
 def serve(variant: str, http: str, port: int, jwks_file: str) -> None:

@@ -10,7 +10,10 @@ HTTP on loopback) in three variants:
 * cached    -- ``ZeroTrustMiddleware``: bearer token (ES256) verified through the verified-token
                cache, revocation lookup in the in-memory store, an ALLOW rule on the route
                template with a SPIFFE ID pattern and a scope, one audit event per request;
-* uncached  -- the same with ``TokenVerifier(cache_size=0)``: a full signature check per request.
+* uncached  -- the same with ``TokenVerifier(cache_size=0)``: a full signature check per request;
+* signature -- the bare app with one middleware that verifies the bearer token's ES256 signature
+               with ``cryptography`` and does nothing else: the ceiling of any uncached check
+               on this server (``_signature.py``; no target of its own).
 
 Audit events go to the default ``LoggingSink`` with logging configured at WARNING, so events are
 built but not written (a deployment's log shipping cost is its own). ``wrk`` sends the same
@@ -41,7 +44,7 @@ from zerotrust.tokens import PrivateJWK, TokenIssuer
 ISSUER = "https://issuer.example"
 AUDIENCE = "orders-api"
 CALLER = "spiffe://example.org/ns/shop/sa/web"
-VARIANTS = ("bare", "cached", "uncached")
+VARIANTS = ("bare", "cached", "uncached", "signature")
 TARGETS = {"cached": 0.90, "uncached": 0.60}
 PATH = "/orders/7"
 
@@ -64,6 +67,24 @@ def order(request, order_id):
 
 
 urlpatterns = [path("orders/<int:order_id>", order)]
+
+
+def signature_only(get_response):
+    import sys
+
+    sys.path.insert(0, os.environ["ZT_BENCH_HELPERS"])
+    from _signature import es256_check
+
+    from django.http import HttpResponse
+
+    check = es256_check(os.environ["ZT_BENCH_JWKS"])
+
+    def middleware(request):
+        if not check(request.META.get("HTTP_AUTHORIZATION")):
+            return HttpResponse(status=401)
+        return get_response(request)
+
+    return middleware
 
 
 def guard():
@@ -100,7 +121,9 @@ settings.configure(
     DATABASES={},
     USE_TZ=True,
     LOGGING_CONFIG=None,
-    MIDDLEWARE=[] if MODE == "bare" else ["zerotrust.django.ZeroTrustMiddleware"],
+    MIDDLEWARE={
+        "bare": [], "signature": [__name__ + ".signature_only"],
+    }.get(MODE, ["zerotrust.django.ZeroTrustMiddleware"]),
     ZEROTRUST={"GUARD": __name__ + ".guard"},
 )
 django.setup()
@@ -130,6 +153,7 @@ def server(directory: Path, mode: str, workers: int, cpu: int | None) -> Iterato
         **os.environ,
         "ZT_BENCH_MODE": mode,
         "ZT_BENCH_JWKS": str(directory / "jwks.json"),
+        "ZT_BENCH_HELPERS": str(Path(__file__).resolve().parent),
         "ZT_BENCH_ISSUER": ISSUER,
         "ZT_BENCH_AUDIENCE": AUDIENCE,
     }

@@ -3,13 +3,16 @@
     python benchmarks/bench_flask.py [--duration S] [--rounds N] [--connections C] [--workers W]
 
 One Flask app (``GET /orders/<int:order_id>`` answering a small JSON body) is served by gunicorn
-(sync workers, plain HTTP on loopback) in three variants:
+(sync workers, plain HTTP on loopback) in four variants:
 
 * bare      -- no zerotrust;
 * cached    -- ``ZeroTrust`` extension: bearer token (ES256) verified through the verified-token
                cache, revocation lookup in the in-memory store, an ALLOW rule on the route
                template with a SPIFFE ID pattern and a scope, one audit event per request;
-* uncached  -- the same with ``TokenVerifier(cache_size=0)``: a full signature check per request.
+* uncached  -- the same with ``TokenVerifier(cache_size=0)``: a full signature check per request;
+* signature -- the bare app behind a WSGI middleware that verifies the bearer token's ES256
+               signature with ``cryptography`` and does nothing else: the ceiling of any
+               uncached check on this server (``_signature.py``; no target of its own).
 
 Audit events go to the default ``LoggingSink`` with logging configured at WARNING, so events
 are built but not written (a deployment's log shipping cost is its own). ``wrk`` sends the same
@@ -46,7 +49,7 @@ from zerotrust.tokens import PrivateJWK, TokenIssuer
 ISSUER = "https://issuer.example"
 AUDIENCE = "orders-api"
 CALLER = "spiffe://example.org/ns/shop/sa/web"
-VARIANTS = ("bare", "cached", "uncached")
+VARIANTS = ("bare", "cached", "uncached", "signature")
 TARGETS = {"cached": 0.90, "uncached": 0.60}
 
 APP = """
@@ -66,7 +69,23 @@ def order(order_id):
 
 
 MODE = os.environ["ZT_BENCH_MODE"]
-if MODE != "bare":
+if MODE == "signature":
+    import sys
+
+    sys.path.insert(0, os.environ["ZT_BENCH_HELPERS"])
+    from _signature import es256_check
+
+    check = es256_check(os.environ["ZT_BENCH_JWKS"])
+    flask_app = app.wsgi_app
+
+    def signature_only(environ, start_response):
+        if not check(environ.get("HTTP_AUTHORIZATION")):
+            start_response("401 Unauthorized", [("Content-Length", "0")])
+            return [b""]
+        return flask_app(environ, start_response)
+
+    app.wsgi_app = signature_only
+elif MODE != "bare":
     from zerotrust import (
         Authenticator, Callers, Guard, Operations, Policy, Rule, ScopeRule, TokenVerifier,
     )
@@ -134,6 +153,7 @@ def server(directory: Path, mode: str, workers: int, cpu: int | None) -> Iterato
         **os.environ,
         "ZT_BENCH_MODE": mode,
         "ZT_BENCH_JWKS": str(directory / "jwks.json"),
+        "ZT_BENCH_HELPERS": str(Path(__file__).resolve().parent),
         "ZT_BENCH_ISSUER": ISSUER,
         "ZT_BENCH_AUDIENCE": AUDIENCE,
     }

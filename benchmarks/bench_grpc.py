@@ -6,14 +6,17 @@ Each server runs in its own process pinned to CPU 0 (``taskset``); the load gene
 ``h2load`` pinned to CPU 1, sending prebuilt gRPC frames (5-byte length prefix + message)
 over plaintext h2c with ``content-type: application/grpc``, ``te: trailers`` and a fixed
 bearer token. For each server kind (``grpc.server``, ``grpc.aio.server``) three modes are
-measured in interleaved rounds, the best round counting:
+measured in interleaved rounds, the best round counting (plus a baseline):
 
 * bare     -- no interceptor;
 * cached   -- the interceptor, a ``Guard`` with a real policy, audit to the default
               ``LoggingSink`` (logging at WARNING), the same token every call (verified once,
               then served from the verified-token cache);
 * uncached -- the same with ``TokenVerifier(cache_size=0)``: every call verifies the ES256
-              signature and the claims.
+              signature and the claims;
+* signature -- no interceptor; the handler verifies the bearer token's ES256 signature with
+              ``cryptography`` and does nothing else: the ceiling of any uncached check on
+              this server (``_signature.py``; no target of its own).
 
 Plaintext h2c means no TLS, so this measures the interceptor's token path (h2load cannot
 present a client certificate); the mTLS peer re-verification is cached per certificate and
@@ -45,7 +48,7 @@ ISSUER = "https://issuer.bench"
 AUDIENCE = "spiffe://example.org/bench"
 SUBJECT = "spiffe://example.org/client"
 METHOD = "/bench.Echo/Unary"
-MODES = ("bare", "cached", "uncached")
+MODES = ("bare", "cached", "uncached", "signature")
 TARGETS = {"cached": 0.90, "uncached": 0.60}
 
 
@@ -76,26 +79,38 @@ def _guard(jwks: dict[str, Any], cached: bool) -> Any:
     return Guard(authenticator=authenticator, policy=policy, service="bench")  # LoggingSink
 
 
-def serve(kind: str, mode: str, jwks: dict[str, Any]) -> None:
+def _authorization(context: Any) -> str | None:
+    return next((v for k, v in context.invocation_metadata() if k == "authorization"), None)
+
+
+def serve(kind: str, mode: str, jwks_file: str) -> None:
     """Serve until stdin closes; print the port first and the handled-call count last."""
     import grpc
     import grpc.aio
+    from _signature import es256_check
 
     logging.basicConfig(level=logging.WARNING)
+    jwks = json.loads(Path(jwks_file).read_text())
     handled = [0]
+    check = es256_check(jwks_file) if mode == "signature" else None
 
     def echo(request: bytes, context: Any) -> bytes:
+        if check is not None and not check(_authorization(context)):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad signature")
         handled[0] += 1
         return request
 
     async def aecho(request: bytes, context: Any) -> bytes:
+        if check is not None and not check(_authorization(context)):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad signature")
         handled[0] += 1
         return request
 
     if kind == "sync":
         from zerotrust.grpc import ServerInterceptor
 
-        interceptors = [ServerInterceptor(_guard(jwks, mode == "cached"))] if mode != "bare" else []
+        guarded = mode in ("cached", "uncached")
+        interceptors = [ServerInterceptor(_guard(jwks, mode == "cached"))] if guarded else []
         pool = futures.ThreadPoolExecutor(max_workers=8)
         server = grpc.server(pool, interceptors=interceptors)
         handler = grpc.unary_unary_rpc_method_handler(echo)
@@ -112,7 +127,8 @@ def serve(kind: str, mode: str, jwks: dict[str, Any]) -> None:
         from zerotrust.grpc import AioServerInterceptor
 
         async def main() -> None:
-            guard = [AioServerInterceptor(_guard(jwks, mode == "cached"))] if mode != "bare" else []
+            guarded = mode in ("cached", "uncached")
+            guard = [AioServerInterceptor(_guard(jwks, mode == "cached"))] if guarded else []
             server = grpc.aio.server(interceptors=guard)
             handler = grpc.unary_unary_rpc_method_handler(aecho)
             server.add_generic_rpc_handlers(
@@ -246,7 +262,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.serve:
         kind, mode, jwks = args.serve
-        serve(kind, mode, json.loads(Path(jwks).read_text()))
+        serve(kind, mode, jwks)
         return 0
     return run(args.requests, args.rounds, [k for k in args.servers.split(",") if k])
 

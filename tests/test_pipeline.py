@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import logging
 import urllib.parse
 
 import pytest
@@ -513,6 +514,56 @@ def test_dpop(issuer: TokenIssuer, clock: FixedClock) -> None:
         ), name
 
 
+def test_a_dpop_proof_is_refused_by_a_replica_whose_clock_is_behind(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """Each replica accepts a proof until iat + max_age + leeway on its own clock; the shared
+    replay entry outlives that by two leeways, so a replica up to that far behind never
+    takes a proof another replica already took."""
+    replica_a, _ = make_guard(issuer, clock)
+    dpop = replica_a.authenticator.dpop
+    assert dpop is not None
+    behind = FixedClock(clock.now() - dt.timedelta(seconds=1.6 * dpop.leeway))
+    verifier = TokenVerifier(
+        issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=behind
+    )
+    replica_b = Guard(
+        authenticator=Authenticator(tokens=verifier, clock=behind),
+        policy=policy(),
+        audit=MemorySink(),
+        store=replica_a.store,  # one shared store (its own clock: the true time)
+        service="orders",
+        clock=behind,
+    )
+    holder = PrivateJWK.generate("ES256")
+    token = issuer.issue(
+        subject=WEB,
+        audience=AUD,
+        scopes=["orders:read"],
+        ttl=7200,
+        extra_claims={"cnf": {"jkt": holder.public().thumbprint()}},
+    )
+    iat = clock.now().timestamp()
+    url = "https://api.example/orders/7"
+    request = Request(
+        route=ROUTE,
+        path="/orders/7",
+        host="api.example",
+        headers={
+            "authorization": f"DPoP {token}",
+            "dpop": dpop_proof(holder, method="GET", url=url, token=token, iat=iat),
+        },
+    )
+    assert replica_a.evaluate(request).allowed
+    # the proof's window has closed for replica A, not yet for replica B
+    step = dt.timedelta(seconds=dpop.max_age + dpop.leeway + 1)
+    clock.advance(step.total_seconds())
+    behind.advance(step.total_seconds())
+    again = replica_b.evaluate(request)
+    assert not again.allowed and again.error is not None
+    assert again.error.code == "token_replayed"
+
+
 # An Ed25519 key of small order (here the neutral point): with it, R = neutral, S = 0 is a
 # valid RFC 8032 signature of every message, so a proof "signed" by it proves nothing.
 _NEUTRAL = (1).to_bytes(32, "little")
@@ -832,3 +883,41 @@ def test_a_certificate_with_a_duplicated_extension_is_malformed(
     pem = x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM).decode()
     with pytest.raises(MalformedCredentials):
         parse_xfcc(f'URI={WEB};Cert="{urllib.parse.quote(pem, safe="")}"')[0].der_chain()
+
+
+def test_an_unavailable_store_is_logged_with_its_cause_once_per_interval(
+    issuer: TokenIssuer, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    import zerotrust.pipeline as pipeline
+    from zerotrust.errors import StoreUnavailable
+
+    class Down(MemoryStore):
+        def is_revoked(self, **kwargs: object) -> bool:  # type: ignore[override]
+            raise StoreUnavailable("shared store unavailable: AuthenticationError (WRONGPASS)")
+
+    verifier = TokenVerifier(
+        issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
+    )
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier, clock=clock),
+        policy=policy(),
+        audit=MemorySink(),
+        store=Down(clock=clock),
+        clock=clock,
+    )
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    pipeline._unavailable_logged.clear()
+    caplog.set_level(logging.WARNING, logger="zerotrust")
+    outcomes = [guard.evaluate(get(token)) for _ in range(5)]
+    assert [o.status for o in outcomes] == [503] * 5
+    assert all(
+        o.body()
+        == {"error": "temporarily_unavailable", "error_description": "temporarily unavailable"}
+        for o in outcomes
+    )
+    lines = [r.getMessage() for r in caplog.records if "refused with 503" in r.getMessage()]
+    assert lines == [
+        "zerotrust: requests refused with 503: store_unavailable:"
+        " shared store unavailable: AuthenticationError (WRONGPASS)"
+    ]
+    pipeline._unavailable_logged.clear()

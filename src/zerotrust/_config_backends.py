@@ -40,6 +40,7 @@ def build_store(store: StoreSettings, name: Names, clock: Clock | None) -> Store
             _redis_url(store),
             prefix=store.prefix,
             socket_timeout=store.socket_timeout,
+            max_connections=store.max_connections,
             clock=clock or SYSTEM_CLOCK,
             replay_max_ttl=store.replay_max_ttl,
         )

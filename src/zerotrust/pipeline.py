@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, NoReturn
@@ -43,6 +44,7 @@ from zerotrust.errors import (
     MalformedCredentials,
     MissingCredentials,
     RateLimited,
+    SourceError,
     TokenError,
     TokenReplayed,
     TokenRevoked,
@@ -51,6 +53,7 @@ from zerotrust.errors import (
 from zerotrust.stores.base import Revocation, Store
 from zerotrust.stores.memory import MemoryStore
 from zerotrust.tokens.verified import VerifiedToken
+from zerotrust.x509.sslcontext import HandshakeRefusal
 from zerotrust.x509.verify import VerifiedPeer
 
 __all__ = ["REQUIREMENT_NOTE", "SUPERSEDES_NOTE", "Call", "Guard", "Outcome"]
@@ -107,6 +110,20 @@ class Outcome:
         if self.error is None:
             return None
         return self.error.to_dict()
+
+
+_UNAVAILABLE_LOG_INTERVAL: Final = 10.0
+_unavailable_logged: dict[str, float] = {}
+
+
+def _log_unavailable(error: SourceError) -> None:
+    """One warning per kind of unavailability every few seconds (an outage refuses every
+    request; the log needs its cause, not a line per request)."""
+    now = time.monotonic()
+    if now - _unavailable_logged.get(error.code, -math.inf) < _UNAVAILABLE_LOG_INTERVAL:
+        return
+    _unavailable_logged[error.code] = now
+    _log.warning("zerotrust: requests refused with 503: %s: %s", error.code, error)
 
 
 class Guard:
@@ -264,6 +281,9 @@ class Guard:
                 error = RateLimited("rate limit exceeded", retry_after=retry_after)
             else:
                 error = _refusal(decision, auth.principal)
+        except SourceError as exc:  # keys or stores out of reach: the operator must know why
+            error = exc
+            _log_unavailable(exc)
         except ZeroTrustError as exc:
             error = exc
         except Exception:  # fail closed, and never show the caller what broke
@@ -404,6 +424,29 @@ class Guard:
         auth = AuthResult(outcome.principal, Credentials(), notes=notes)
         return self._finish(view, auth, decision, error)
 
+    def audit_handshake(self, refusal: HandshakeRefusal) -> None:
+        """Write the audit event of a TLS handshake refused over the peer's certificate: pass
+        it as ``server_ssl_context(..., on_refusal=guard.audit_handshake)``. Such a refusal
+        happens before any request exists, so the event has kind ``tls`` and method
+        ``HANDSHAKE``, and names the client by address, certificate fingerprint and SPIFFE ID
+        as far as they are known. A failing sink changes nothing: the connection is refused."""
+        if not self.audit.enabled:
+            return
+        event = AuditEvent(
+            time=self.clock.now(),
+            service=self.service,
+            decision="deny",
+            reason=refusal.error.code,
+            kind="tls",
+            method="HANDSHAKE",
+            remote_addr=refusal.remote_addr,
+            spiffe_id=refusal.spiffe_id,
+            cert_fingerprint=refusal.cert_fingerprint,
+            notes=(f"tls_{refusal.role}_refused",),
+        )
+        with contextlib.suppress(AuditError):
+            self.audit.emit(event)
+
     def refuse(self, view: RequestView, error: ZeroTrustError) -> Outcome:
         """An audited refusal of ``view`` for an ``error`` an adapter found before the pipeline
         could run (too many header lines, an undescribable route), answered like any other."""
@@ -501,7 +544,10 @@ class Guard:
         if proof is not None and not dry:
             dpop = self.authenticator.dpop
             assert dpop is not None
-            key, until = proof.replay_key(), proof.iat + dpop.max_age + dpop.leeway
+            # a proof is accepted until iat + max_age + leeway on each replica's own clock:
+            # its entry outlives that by two leeways more, so replicas whose clocks differ by
+            # up to twice the leeway cannot take the same proof once the entry lapses
+            key, until = proof.replay_key(), proof.iat + dpop.max_age + 3 * dpop.leeway
             first = yield Call(
                 lambda: store.check_and_store(key, expires_at=until),
                 lambda: store.check_and_store_async(key, expires_at=until),

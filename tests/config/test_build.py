@@ -194,6 +194,7 @@ def test_redis_urls_and_missing_redis(files: Path, monkeypatch: pytest.MonkeyPat
         try:
             kwargs = redis_store._client.connection_pool.connection_kwargs
             assert {k: kwargs.get(k) for k in expected} == expected
+            assert redis_store._client.connection_pool.max_connections == 100  # the default
         finally:
             redis_store.close()
             asyncio.run(redis_store.aclose())

@@ -14,7 +14,7 @@ import pytest
 
 from zerotrust.errors import MalformedCredentials
 from zerotrust.stores import MAX_KEY_LENGTH, RateLimitResult, Revocation, Store
-from zerotrust.stores._logic import MAX_TIMESTAMP
+from zerotrust.stores._logic import MAX_TIMESTAMP, REVOCATION_GRACE
 
 from .conftest import Backend
 
@@ -60,17 +60,28 @@ def test_revoke_token_until_its_expiry(ops: Ops) -> None:
     assert ops.is_revoked(jti="j1", subject="alice", issuer=ISS, issued_at=t)
     assert ops.is_revoked(jti="j1", subject=None, issuer=OTHER_ISS, issued_at=None)
     assert not ops.is_revoked(jti="j2", subject="alice", issuer=ISS, issued_at=t)
-    ops.backend.advance(59.9)
+    # past exp a verifier still accepts the token for its leeway (up to 600 s, on its own
+    # clock): the revocation is kept REVOCATION_GRACE longer than the end it was given
+    ops.backend.advance(60 + 600)
+    assert ops.is_revoked(jti="j1", subject=None, issuer=ISS, issued_at=t)
+    ops.backend.advance(REVOCATION_GRACE - 600 - 0.1)
     assert ops.is_revoked(jti="j1", subject=None, issuer=ISS, issued_at=t)
     ops.backend.advance(0.1)
     assert not ops.is_revoked(jti="j1", subject=None, issuer=ISS, issued_at=t)
 
 
-def test_revoking_an_expired_token_stores_nothing(ops: Ops) -> None:
+def test_revoking_a_token_just_past_its_exp_still_counts(ops: Ops) -> None:
+    t = now(ops)  # expired a second ago, but inside any verifier's leeway
+    ops.revoke_token("late", expires_at=t - 1)
+    assert ops.is_revoked(jti="late", subject=None, issuer=ISS, issued_at=None)
+
+
+def test_revoking_a_long_expired_token_stores_nothing(ops: Ops) -> None:
     t = now(ops)
-    ops.revoke_token("old", expires_at=t - 1)
-    ops.revoke_token("now", expires_at=t)
+    ops.revoke_token("old", expires_at=t - REVOCATION_GRACE - 1)
+    ops.revoke_token("now", expires_at=t - REVOCATION_GRACE)
     assert not ops.is_revoked(jti="old", subject=None, issuer=ISS, issued_at=t)
+    assert not ops.is_revoked(jti="now", subject=None, issuer=ISS, issued_at=t)
     if ops.backend.redis is not None:
         assert ops.backend.redis.dbsize() == 0
 
@@ -127,7 +138,7 @@ def test_revoke_subject_without_iat_fails_closed(ops: Ops) -> None:
 def test_revoke_subject_lapses_at_until(ops: Ops) -> None:
     t = now(ops)
     ops.revoke_subject("alice", issuer=ISS, until=t + 30)
-    ops.backend.advance(29)
+    ops.backend.advance(29 + REVOCATION_GRACE)
     assert ops.is_revoked(jti=None, subject="alice", issuer=ISS, issued_at=t - 1)
     ops.backend.advance(1)
     assert not ops.is_revoked(jti=None, subject="alice", issuer=ISS, issued_at=t - 1)
@@ -163,14 +174,14 @@ def test_revoke_issued_before(ops: Ops) -> None:
     assert not check(jti="x", subject="alice", issuer=ISS, issued_at=t - 100)  # strictly before
     assert not check(jti="x", subject="alice", issuer=OTHER_ISS, issued_at=t - 101)
     assert check(jti=None, subject=None, issuer=ISS, issued_at=None)  # no iat: fail closed
-    ops.backend.advance(600)
+    ops.backend.advance(600 + REVOCATION_GRACE)
     assert not check(jti="x", subject="alice", issuer=ISS, issued_at=t - 101)
 
 
 def test_lapsed_issuer_cutoff_does_not_merge(ops: Ops) -> None:
     t = now(ops)
     ops.revoke_issued_before(ISS, before=t, until=t + 10)
-    ops.backend.advance(20)
+    ops.backend.advance(20 + REVOCATION_GRACE)
     ops.revoke_issued_before(ISS, before=t - 50, until=t + 100)
     assert not ops.is_revoked(jti=None, subject=None, issuer=ISS, issued_at=t - 10)
     assert ops.is_revoked(jti=None, subject=None, issuer=ISS, issued_at=t - 51)
@@ -183,10 +194,11 @@ def test_revocation_listener_called_locally(ops: Ops) -> None:
     ops.revoke_token("j", expires_at=t + 5)
     ops.revoke_subject("alice", issuer=ISS, until=t + 5)
     ops.revoke_issued_before(ISS, before=t - 1, until=t + 5)
+    end = t + 5 + REVOCATION_GRACE  # when each lapses
     assert events == [
-        Revocation("token", t + 5, jti="j"),
-        Revocation("subject", t + 5, subject="alice", issuer=ISS, cutoff=t),
-        Revocation("issuer", t + 5, issuer=ISS, cutoff=t - 1),
+        Revocation("token", end, jti="j"),
+        Revocation("subject", end, subject="alice", issuer=ISS, cutoff=t),
+        Revocation("issuer", end, issuer=ISS, cutoff=t - 1),
     ]
 
 

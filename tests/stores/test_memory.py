@@ -9,6 +9,7 @@ import pytest
 from zerotrust import FixedClock
 from zerotrust.errors import ConfigurationError, StoreUnavailable
 from zerotrust.stores import MemoryStore, StoreHealth
+from zerotrust.stores._logic import REVOCATION_GRACE
 
 ISS = "https://issuer.example"
 
@@ -34,7 +35,7 @@ def test_full_revocation_table_makes_room_from_lapsed_entries(clock: FixedClock)
     t = ts(clock)
     store.revoke_token("short", expires_at=t + 10)
     store.revoke_subject("alice", issuer=ISS, until=t + 100)
-    clock.advance(10)
+    clock.advance(10 + REVOCATION_GRACE)
     store.revoke_issued_before(ISS, before=t, until=t + 100)
     assert store.is_revoked(jti=None, subject="alice", issuer=ISS, issued_at=t)
     assert store.is_revoked(jti=None, subject=None, issuer=ISS, issued_at=t - 1)

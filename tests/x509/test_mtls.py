@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ssl
 from collections.abc import Iterator
@@ -345,8 +346,8 @@ def test_asyncio_server_and_client(ca: DevCA) -> None:
     assert seen == [WEB]
 
 
-def test_servers_never_resume_sessions(ca: DevCA) -> None:
-    """A rotated server certificate must be presented by every new connection."""
+def test_servers_issue_no_tls13_session_tickets(ca: DevCA) -> None:
+    """Over TLS 1.3 every new connection is a full handshake (no tickets are issued)."""
     import socket
 
     sctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
@@ -472,3 +473,76 @@ def test_a_client_leaving_before_a_lazy_handshake_reads_as_end_of_stream(ca: Dev
     thread.join(5)
     listener.close()
     assert seen == [b""]
+
+
+def test_tls12_clients_resume_by_session_id_but_are_verified_again(ca: DevCA, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The standard library cannot switch off OpenSSL's server session-ID cache: a TLS 1.2
+    client may resume. Its certificate is then checked again, against the server's current
+    clock, bundles and authorizer; a client whose certificate expired meanwhile is refused."""
+    import socket
+    import threading
+
+    from zerotrust import FixedClock
+
+    web = ca.issue_svid(WEB, ttl=dt.timedelta(minutes=30))
+    clock = FixedClock(dt.datetime.now(dt.timezone.utc))  # not NOW: set when the module loaded
+    refused: list[str] = []
+    sctx = server_ssl_context(
+        ca.issue_svid(API, ttl=dt.timedelta(hours=4)),
+        ca.bundle,
+        authorizer=match.exact(WEB),
+        clock=clock,
+        on_refusal=lambda refusal: refused.append(refusal.error.code),
+    )
+    pem = tmp_path / "web.pem"
+    pem.write_bytes(web.cert_chain_pem() + web.private_key_pem())
+    plain = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # an ordinary client, not zerotrust's
+    plain.maximum_version = ssl.TLSVersion.TLSv1_2
+    plain.check_hostname = False
+    plain.load_verify_locations(cadata=ca.bundle.to_pem().decode("ascii"))
+    plain.load_cert_chain(pem)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    peers: list[str] = []
+
+    def serve_one() -> None:  # closes cleanly (close_notify), so the session stays resumable
+        raw, _ = listener.accept()
+        raw.settimeout(5)
+        with (
+            contextlib.suppress(OSError, ssl.SSLError),
+            raw,
+            sctx.wrap_socket(raw, server_side=True) as conn,
+        ):
+            peers.append(str(conn.zerotrust_peer.spiffe_id))  # type: ignore[attr-defined]
+            conn.sendall(b"ok")
+            conn.unwrap()
+
+    def connect(session: object = None) -> tuple[bytes, object, bool]:
+        server = threading.Thread(target=serve_one, daemon=True)
+        server.start()
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+                plain.wrap_socket(raw, session=session) as conn,  # type: ignore[arg-type]
+            ):
+                result = (conn.recv(2), conn.session, conn.session_reused)
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    conn.unwrap()
+                return result
+        except (OSError, ssl.SSLError):
+            return b"", None, False
+        finally:
+            server.join(5)
+
+    try:
+        reply, session, reused = connect()
+        assert (reply, reused) == (b"ok", False)
+        reply, _, reused = connect(session)
+        assert (reply, reused) == (b"ok", True)
+        clock.advance(hours=1)  # the client's certificate has expired
+        reply, _, _ = connect(session)
+        assert reply == b""
+    finally:
+        listener.close()
+    assert refused == ["certificate_expired"]
+    assert peers == [WEB, WEB]

@@ -57,7 +57,7 @@ from zerotrust.sources.files import FileBundleSource, FileSvidSource
 from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.peer import peer_chain_der
 from zerotrust.x509.sources import X509BundleSource, X509SvidSource
-from zerotrust.x509.sslcontext import ZeroTrustSSLContext, server_ssl_context
+from zerotrust.x509.sslcontext import RefusalListener, ZeroTrustSSLContext, server_ssl_context
 from zerotrust.x509.svid import X509Svid
 
 __all__ = ["SyncWorker", "ThreadWorker", "ZeroTrustTLS"]
@@ -136,7 +136,16 @@ class ZeroTrustTLS:
     ``certfile`` is set: point ``certfile``/``keyfile`` at the SVID files (they must exist).
     """
 
-    __slots__ = ("_authorizer", "_bundles", "_context", "_lock", "_minimum", "_pid", "_svid")
+    __slots__ = (
+        "_authorizer",
+        "_bundles",
+        "_context",
+        "_lock",
+        "_minimum",
+        "_on_refusal",
+        "_pid",
+        "_svid",
+    )
 
     def __init__(
         self,
@@ -145,6 +154,7 @@ class ZeroTrustTLS:
         *,
         authorizer: Matcher,
         minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+        on_refusal: RefusalListener | None = None,
     ) -> None:
         if authorizer is None or not callable(authorizer):
             raise ConfigurationError("ZeroTrustTLS needs authorizer= (e.g. match.member_of(...))")
@@ -152,6 +162,7 @@ class ZeroTrustTLS:
         self._bundles = bundles
         self._authorizer = authorizer
         self._minimum = minimum_version
+        self._on_refusal = on_refusal  # each refused handshake (see server_ssl_context)
         self._context: ZeroTrustSSLContext | None = None
         self._pid = -1
         self._lock = threading.Lock()
@@ -188,6 +199,7 @@ class ZeroTrustTLS:
                     self._bundles,
                     authorizer=self._authorizer,
                     minimum_version=self._minimum,
+                    on_refusal=self._on_refusal,
                 )
                 self._pid = os.getpid()
             return self._context

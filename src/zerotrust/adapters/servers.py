@@ -21,7 +21,7 @@ from zerotrust.errors import ConfigurationError
 from zerotrust.identity.match import Matcher
 from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.sources import X509BundleSource, X509SvidSource
-from zerotrust.x509.sslcontext import server_ssl_context
+from zerotrust.x509.sslcontext import RefusalListener, ZeroTrustSSLContext, server_ssl_context
 from zerotrust.x509.svid import X509Svid
 
 __all__ = ["serve"]
@@ -32,14 +32,19 @@ def _context(
     svid: X509SvidSource | X509Svid | None,
     bundles: X509BundleSource | TrustBundle | BundleSet | None,
     authorizer: Matcher | None,
+    on_refusal: RefusalListener | None,
 ) -> ssl.SSLContext:
     if ssl_context is not None:
         if svid is not None or bundles is not None or authorizer is not None:
             raise ConfigurationError("pass ssl_context= or svid/bundles/authorizer, not both")
+        if on_refusal is not None:
+            if not isinstance(ssl_context, ZeroTrustSSLContext):
+                raise ConfigurationError("on_refusal= needs a zerotrust server_ssl_context")
+            ssl_context.add_refusal_listener(on_refusal)
         return ssl_context
     if svid is None or bundles is None or authorizer is None:
         raise ConfigurationError("serve() needs svid=, bundles= and authorizer= (or ssl_context=)")
-    return server_ssl_context(svid, bundles, authorizer=authorizer)
+    return server_ssl_context(svid, bundles, authorizer=authorizer, on_refusal=on_refusal)
 
 
 def serve(
@@ -52,14 +57,17 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8443,
     server: Literal["uvicorn", "hypercorn"] = "uvicorn",
+    on_refusal: RefusalListener | None = None,
     **options: Any,
 ) -> None:
     """Serve ``app`` over mTLS on ``host:port`` until interrupted.
 
-    ``options`` go to ``uvicorn.Config`` (e.g. ``http="httptools"``, ``loop="uvloop"``,
-    ``log_level``) or are set on the hypercorn ``Config`` (e.g. ``keep_alive_timeout``).
+    ``on_refusal`` receives every handshake refused over the client's certificate (pass
+    ``guard.audit_handshake`` to audit them). ``options`` go to ``uvicorn.Config`` (e.g.
+    ``http="httptools"``, ``loop="uvloop"``, ``log_level``) or are set on the hypercorn
+    ``Config`` (e.g. ``keep_alive_timeout``).
     """
-    context = _context(ssl_context, svid, bundles, authorizer)
+    context = _context(ssl_context, svid, bundles, authorizer, on_refusal)
     if server == "uvicorn":
         from zerotrust.adapters.uvicorn import ZeroTrustUvicornConfig
 

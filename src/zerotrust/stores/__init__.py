@@ -6,7 +6,7 @@ between replicas (``pip install 'zerotrust[redis]'``; redis-py is imported only 
 store is unavailable. Both stores implement :class:`Store` and pass the same contract tests.
 """
 
-from zerotrust.stores._logic import MAX_KEY_LENGTH
+from zerotrust.stores._logic import MAX_KEY_LENGTH, REVOCATION_GRACE
 from zerotrust.stores.base import (
     FailurePolicy,
     RateLimiter,
@@ -24,6 +24,7 @@ from zerotrust.stores.resilient import ResilientStore
 
 __all__ = [
     "MAX_KEY_LENGTH",
+    "REVOCATION_GRACE",
     "FailurePolicy",
     "MemoryStore",
     "RateLimitResult",

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_REFILL_SECONDS",
     "MAX_TIMESTAMP",
     "REPLAY_MIN_TTL",
+    "REVOCATION_GRACE",
     "KeySpace",
     "Listeners",
     "bucket_step",
@@ -47,6 +48,10 @@ REPLAY_MIN_TTL: Final = 1.0
 DEFAULT_PREFIX: Final = "zerotrust:"
 MAX_TIMESTAMP: Final = 1e11
 """Latest revocation end accepted (about the year 5138): keeps every TTL a sane integer."""
+REVOCATION_GRACE: Final = 1_200.0
+"""How long a revocation is kept past the end it was given. A token verifier accepts a token
+for its leeway (at most 600 s) after ``exp``, on its own clock: a revocation kept until ``exp``
+alone would let a revoked token back in for that long, more where replicas' clocks differ."""
 MAX_BURST: Final = 1_000_000_000
 MAX_REFILL_SECONDS: Final = 1e9
 EPSILON: Final = 1e-9
@@ -119,11 +124,12 @@ def finite(name: str, value: float) -> float:
 
 
 def revocation_end(name: str, value: float) -> float:
-    """A revocation's end: finite and no later than :data:`MAX_TIMESTAMP`."""
+    """When a revocation given the end ``value`` lapses: ``value`` (finite, no later than
+    :data:`MAX_TIMESTAMP`) plus :data:`REVOCATION_GRACE`."""
     result = finite(name, value)
     if result > MAX_TIMESTAMP:
         raise ValueError(f"{name} must be a POSIX timestamp in seconds (at most {MAX_TIMESTAMP:g})")
-    return result
+    return result + REVOCATION_GRACE
 
 
 def check_rate(rate: float, burst: int, cost: int) -> tuple[float, float, int]:

@@ -88,7 +88,9 @@ class RevocationStore(Protocol):
     """
 
     def revoke_token(self, jti: str, *, expires_at: float) -> None:
-        """Revoke the token with this ``jti`` until ``expires_at`` (its ``exp``)."""
+        """Revoke the token with this ``jti`` until ``expires_at`` (its ``exp``). Every
+        revocation is kept :data:`REVOCATION_GRACE` past the end it is given, so a verifier's
+        leeway after ``exp`` cannot let the token back in."""
         ...
 
     def revoke_subject(self, subject: str, *, issuer: str, until: float) -> None:

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
@@ -32,19 +35,35 @@ if TYPE_CHECKING:
 __all__ = ["RedisStore"]
 
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
+DEFAULT_MAX_CONNECTIONS: Final = 100
+_MAX_DETAIL: Final = 200
 _T = TypeVar("_T")
 _NO_SYNC = "this RedisStore has no sync client: pass url= or client="
 _NO_ASYNC = "this RedisStore has no async client: pass url= or async_client="
 
 
+def _credentials(*clients: Any) -> tuple[str, ...]:
+    """The username and password the clients log in with, to keep out of messages."""
+    found: set[str] = set()
+    for client in clients:
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        for name in ("username", "password"):
+            value = kwargs.get(name)
+            if isinstance(value, str) and value:
+                found.add(value)
+    return tuple(sorted(found, key=len, reverse=True))  # a longer one first: no partial hides
+
+
 class RedisStore:
     """Revocations, replay cache and rate limits in Redis (``pip install 'zerotrust[redis]'``).
 
-    Pass a ``url`` (default ``redis://127.0.0.1:6379/0``): the store then owns a sync and an
-    async client with ``socket_timeout`` on connect and on every reply, and one immediate
-    retry on a dropped connection (never on a timeout). Or pass your own ``client``
-    (``redis.Redis``) and/or ``async_client`` (``redis.asyncio.Redis``), configured as you
-    wish: the sync methods need ``client``, the ``_async`` ones ``async_client``.
+    Pass a ``url`` (default ``redis://127.0.0.1:6379/0``): the store then owns a sync client
+    and an async client per event loop, each with ``socket_timeout`` on connect and on every
+    reply, one immediate retry on a dropped connection (never on a timeout), and a pool of at
+    most ``max_connections`` connections in which a call waits up to ``socket_timeout`` for a
+    free one. Or pass your own ``client`` (``redis.Redis``) and/or ``async_client``
+    (``redis.asyncio.Redis``, bound to one event loop), configured as you wish: the sync
+    methods need ``client``, the ``_async`` ones ``async_client``.
 
     ``clock`` is this process's clock (revocation cut-offs, replay deadlines);
     ``replay_max_ttl`` caps how long a replay entry is kept, as for :class:`MemoryStore`.
@@ -52,14 +71,18 @@ class RedisStore:
 
     __slots__ = (
         "_aclient",
+        "_aclients",
         "_ascripts",
         "_client",
         "_errors",
         "_listeners",
         "_location",
+        "_lock",
+        "_make_async",
         "_owned",
         "_plan",
         "_scripts",
+        "_secrets",
     )
 
     def __init__(
@@ -70,6 +93,7 @@ class RedisStore:
         async_client: redis.asyncio.Redis | None = None,
         prefix: str = DEFAULT_PREFIX,
         socket_timeout: float = 0.5,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         clock: Clock = SYSTEM_CLOCK,
         replay_max_ttl: float = DEFAULT_REPLAY_MAX_TTL,
     ) -> None:
@@ -92,6 +116,10 @@ class RedisStore:
             isinstance(replay_max_ttl, (int, float)) and 1 <= replay_max_ttl < math.inf
         ):
             raise ConfigurationError("replay_max_ttl must be at least 1 second")
+        if isinstance(max_connections, bool) or not (
+            isinstance(max_connections, int) and 1 <= max_connections <= 100_000
+        ):
+            raise ConfigurationError("max_connections must be an int between 1 and 100000")
         self._plan = Planner(KeySpace(prefix), clock, float(replay_max_ttl))
         self._listeners = Listeners()
         self._errors: tuple[type[BaseException], ...] = (
@@ -100,30 +128,54 @@ class RedisStore:
             asyncio.TimeoutError,
         )
         self._owned = client is None and async_client is None
+        self._make_async: Callable[[], redis.asyncio.Redis] | None = None
         if self._owned:
             url = DEFAULT_URL if url is None else url
             self._location = describe_url(url)
+            options: dict[str, Any] = {
+                "max_connections": max_connections,
+                "timeout": timeout,  # the wait for a free connection of the pool
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+            }
             try:
-                client = redis.Redis.from_url(
-                    url,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=timeout,
-                    retry=redis.retry.Retry(redis.backoff.NoBackoff(), 1, (redis.ConnectionError,)),
-                )
-                async_client = redis.asyncio.Redis.from_url(
-                    url,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=timeout,
-                    retry=redis.asyncio.retry.Retry(
-                        redis.backoff.NoBackoff(), 1, (redis.ConnectionError,)
-                    ),
+                client = redis.Redis(
+                    connection_pool=redis.BlockingConnectionPool.from_url(
+                        url,
+                        retry=redis.retry.Retry(
+                            redis.backoff.NoBackoff(), 1, (redis.ConnectionError,)
+                        ),
+                        **options,
+                    )
                 )
             except ValueError:
                 raise ConfigurationError(f"invalid Redis URL ({self._location})") from None
+            client.auto_close_connection_pool = True
+            owned_url = url
+
+            def make_async() -> redis.asyncio.Redis:
+                # an asyncio client belongs to the event loop that first uses it
+                pool = redis.asyncio.BlockingConnectionPool.from_url(
+                    owned_url,
+                    retry=redis.asyncio.retry.Retry(
+                        redis.backoff.NoBackoff(), 1, (redis.ConnectionError,)
+                    ),
+                    **options,
+                )
+                made = redis.asyncio.Redis(connection_pool=pool)
+                made.auto_close_connection_pool = True
+                return made
+
+            self._make_async = make_async
         else:
             self._location = describe_client(client if client is not None else async_client)
         self._client = client
         self._aclient = async_client
+        self._secrets = _credentials(client, async_client)
+        self._lock = threading.Lock()
+        self._aclients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, dict[str, AsyncScript]]
+        ] = weakref.WeakKeyDictionary()
         self._scripts: dict[str, Script] = {}
         self._ascripts: dict[str, AsyncScript] = {}
         for name, source in SCRIPTS.items():  # computes the SHA1 locally: no round trip
@@ -138,9 +190,33 @@ class RedisStore:
     # --- the two drivers: the only code that differs between sync and async ---------------
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        # for logs and audit events only (callers see "temporarily unavailable"); the server's
+        # own words name the cause (WRONGPASS, OOM, ...), never the URL's credentials
+        reason = str(exc)
+        for secret in self._secrets:
+            reason = reason.replace(secret, "***")
+        reason = " ".join(reason.split())[:_MAX_DETAIL]
         return StoreUnavailable(
             f"shared store unavailable: {type(exc).__name__} from {self._location}"
+            + (f" ({reason})" if reason else "")
         )
+
+    def _async(self) -> tuple[redis.asyncio.Redis, dict[str, AsyncScript]]:
+        """The async client (and its scripts) for the running event loop."""
+        if self._make_async is None:
+            if self._aclient is None:
+                raise ConfigurationError(_NO_ASYNC)
+            return self._aclient, self._ascripts
+        loop = asyncio.get_running_loop()
+        found = self._aclients.get(loop)
+        if found is None:
+            with self._lock:
+                found = self._aclients.get(loop)
+                if found is None:
+                    made = self._make_async()
+                    scripts = {name: made.register_script(src) for name, src in SCRIPTS.items()}
+                    found = self._aclients[loop] = (made, scripts)
+        return found
 
     def _parse(self, op: Op[_T], raw: Any) -> _T:
         try:
@@ -161,14 +237,15 @@ class RedisStore:
         return self._parse(op, raw)
 
     async def _arun(self, op: Op[_T]) -> _T:
-        if self._aclient is None:
-            raise ConfigurationError(_NO_ASYNC)
+        client, scripts = self._async()
         try:
             if op.script is None:
-                raw = await self._aclient.set(op.keys[0], b"1", nx=True, px=int(op.args[0]))
+                raw = await client.set(op.keys[0], b"1", nx=True, px=int(op.args[0]))
             else:
-                raw = await self._ascripts[op.script](keys=list(op.keys), args=list(op.args))
+                raw = await scripts[op.script](keys=list(op.keys), args=list(op.args))
         except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        except RuntimeError as exc:  # a client of yours used from another event loop
             raise self._unavailable(exc) from exc
         return self._parse(op, raw)
 
@@ -265,11 +342,12 @@ class RedisStore:
 
     async def ping_async(self) -> None:
         """Async :meth:`ping`."""
-        if self._aclient is None:
-            raise ConfigurationError(_NO_ASYNC)
+        client, _ = self._async()
         try:
-            await self._aclient.ping()
+            await client.ping()
         except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        except RuntimeError as exc:  # a client of yours used from another event loop
             raise self._unavailable(exc) from exc
 
     def health(self) -> StoreHealth:
@@ -294,6 +372,10 @@ class RedisStore:
             self._client.close()
 
     async def aclose(self) -> None:
-        """Close the async client if this store created it; call it inside its event loop."""
-        if self._owned and self._aclient is not None:
-            await self._aclient.aclose()
+        """Close the async client this store created for the running event loop (a client
+        passed in stays yours). Each event loop that used the store closes its own."""
+        if not self._owned:
+            return
+        found = self._aclients.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found[0].aclose()

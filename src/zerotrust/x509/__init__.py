@@ -8,14 +8,22 @@ from zerotrust.x509.sources import (
     X509BundleSource,
     X509SvidSource,
 )
-from zerotrust.x509.sslcontext import ZeroTrustSSLContext, client_ssl_context, server_ssl_context
+from zerotrust.x509.sslcontext import (
+    HandshakeRefusal,
+    RefusalListener,
+    ZeroTrustSSLContext,
+    client_ssl_context,
+    server_ssl_context,
+)
 from zerotrust.x509.svid import X509Svid
 from zerotrust.x509.verify import VerifiedPeer, leaf_spiffe_id, verify_peer_chain, verify_x509_svid
 
 __all__ = [
     "BundleSet",
+    "HandshakeRefusal",
     "PeerRejected",
     "PeerVerifier",
+    "RefusalListener",
     "RotatingBundleSource",
     "RotatingSvidSource",
     "TrustBundle",

@@ -94,6 +94,11 @@ class PeerVerifier:
                     self._intermediates.popitem(last=False)
         return peer
 
+    @property
+    def role(self) -> Role:
+        """Whom this verifier checks: ``"client"`` (on servers) or ``"server"``."""
+        return self._role
+
     def __repr__(self) -> str:
         return f"PeerVerifier(role={self._role!r}, authorizer={self._authorizer!r})"
 

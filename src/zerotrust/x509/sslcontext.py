@@ -21,26 +21,133 @@ anything built on them (uvicorn, hypercorn, httpx, ...).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import os
 import ssl
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from zerotrust._clock import SYSTEM_CLOCK, Clock
-from zerotrust.errors import ConfigurationError, ZeroTrustError
+from zerotrust.errors import (
+    CertificateExpired,
+    ConfigurationError,
+    MissingCredentials,
+    UntrustedCertificate,
+    ZeroTrustError,
+)
 from zerotrust.identity.match import Matcher
 from zerotrust.x509._certs import certs_to_pem
 from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.peer import PeerRejected, PeerVerifier, peer_chain_der
 from zerotrust.x509.sources import X509BundleSource, X509SvidSource
 from zerotrust.x509.svid import X509Svid
-from zerotrust.x509.verify import Role, VerifiedPeer
+from zerotrust.x509.verify import Role, VerifiedPeer, leaf_spiffe_id
 
-__all__ = ["ZeroTrustSSLContext", "client_ssl_context", "server_ssl_context"]
+__all__ = [
+    "HandshakeRefusal",
+    "RefusalListener",
+    "ZeroTrustSSLContext",
+    "client_ssl_context",
+    "server_ssl_context",
+]
+
+_log = logging.getLogger("zerotrust.tls")
+
+# Besides certificate verification errors, the one OpenSSL reason for a handshake refused over
+# the peer's certificate (network errors and clients that simply leave are not refusals, and an
+# alert from the peer means the peer refused us).
+_NO_CERTIFICATE = frozenset({"PEER_DID_NOT_RETURN_A_CERTIFICATE"})
+_X509_V_ERR_CERT_HAS_EXPIRED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRefusal:
+    """A TLS handshake refused over the peer's certificate, as refusal listeners receive it.
+
+    ``error`` is the precise zerotrust error (its ``code`` says why); ``role`` is who was
+    refused (``"client"`` on a server context); ``remote_addr`` is known for blocking sockets
+    only (asyncio servers do not tell the SSL layer); ``cert_fingerprint`` (SHA-256 of the
+    leaf) and ``spiffe_id`` are set when the peer's certificate could be read. Never the
+    certificate itself.
+    """
+
+    error: ZeroTrustError
+    role: Role
+    remote_addr: str | None = None
+    cert_fingerprint: str | None = None
+    spiffe_id: str | None = None
+
+
+RefusalListener = Callable[[HandshakeRefusal], None]
+"""Called once for each refused handshake, on the thread that ran it; must not block."""
+
+
+def _refusal_error(exc: BaseException) -> ZeroTrustError | None:
+    if isinstance(exc, PeerRejected):
+        return exc.error
+    if isinstance(exc, ssl.SSLCertVerificationError):  # OpenSSL's first pass
+        message = str(getattr(exc, "verify_message", "") or "certificate verification failed")
+        if getattr(exc, "verify_code", None) == _X509_V_ERR_CERT_HAS_EXPIRED:
+            return CertificateExpired(message)
+        return UntrustedCertificate(message)
+    if isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None) in _NO_CERTIFICATE:
+        return MissingCredentials("the peer sent no certificate")
+    return None
+
+
+def _leaf_facts(conn: Any) -> tuple[str | None, str | None]:
+    """The peer leaf's fingerprint and SPIFFE ID, if it can be read; never raises."""
+    try:
+        chain = peer_chain_der(conn)
+        if not chain:
+            return None, None
+        digest = hashlib.sha256(chain[0]).hexdigest()
+    except Exception:  # a failed handshake may have no peer certificate to read
+        return None, None
+    try:
+        return digest, str(leaf_spiffe_id(x509.load_der_x509_certificate(chain[0])))
+    except Exception:  # the refusal may be about exactly this: report what is known
+        return digest, None
+
+
+def _report(conn: Any, exc: BaseException) -> None:
+    """Log a refused handshake and tell the context's listeners, once per connection."""
+    if conn.__dict__.get("_zt_reported"):
+        return
+    error = _refusal_error(exc)
+    if error is None:
+        return
+    conn._zt_reported = True
+    context = conn.context
+    remote = None
+    with contextlib.suppress(Exception):
+        address = conn.getpeername() if isinstance(conn, ssl.SSLSocket) else None
+        remote = str(address[0]) if address else None
+    digest, spiffe_id = _leaf_facts(conn)
+    verifier = getattr(context, "zerotrust_verifier", None)
+    role: Role = verifier.role if verifier is not None else "client"
+    refusal = HandshakeRefusal(error, role, remote, digest, spiffe_id)
+    _log.info(
+        "zerotrust: TLS handshake refused (%s %s): %s: %s; fingerprint=%s",
+        role,
+        remote or "?",
+        error.code,
+        error,
+        digest,
+    )
+    for listener in getattr(context, "_zt_refusal_listeners", ()):
+        try:
+            listener(refusal)
+        except Exception:  # noqa: PERF203 - the refusal stands whatever a listener does
+            _log.exception("zerotrust: TLS refusal listener %r failed", listener)
 
 
 class _VerifyingMixin:
@@ -68,8 +175,12 @@ class _VerifyingMixin:
 
 class _VerifyingSSLSocket(_VerifyingMixin, ssl.SSLSocket):
     def do_handshake(self, block: bool = False) -> None:
-        super().do_handshake(block)
-        self._zt_after_handshake(self.context)
+        try:
+            super().do_handshake(block)
+            self._zt_after_handshake(self.context)
+        except ssl.SSLError as exc:
+            _report(self, exc)
+            raise
 
     def _zt_verified(self) -> None:
         if self.zerotrust_peer is None and self._sslobj is not None:  # type: ignore[attr-defined]
@@ -95,8 +206,12 @@ class _VerifyingSSLSocket(_VerifyingMixin, ssl.SSLSocket):
 
 class _VerifyingSSLObject(_VerifyingMixin, ssl.SSLObject):
     def do_handshake(self) -> None:
-        super().do_handshake()
-        self._zt_after_handshake(self.context)
+        try:
+            super().do_handshake()
+            self._zt_after_handshake(self.context)
+        except ssl.SSLError as exc:  # SSLWantReadError and the like are not refusals
+            _report(self, exc)
+            raise
 
     def read(self, len: int = 1024, buffer: Any = None) -> Any:
         if self.zerotrust_peer is None:
@@ -125,6 +240,7 @@ class ZeroTrustSSLContext(ssl.SSLContext):
     _zt_svid: X509Svid | None
     _zt_bundles: BundleSet | None
     _zt_sessions: OrderedDict[str, Any]
+    _zt_refusal_listeners: tuple[RefusalListener, ...] = ()
 
     #: How many servers' TLS sessions a client context keeps for resumption.
     max_sessions = 256
@@ -169,6 +285,14 @@ class ZeroTrustSSLContext(ssl.SSLContext):
                 self._zt_svid = svid
             # sessions of the old SVID or bundles would resume the old identity: forget them
             self._zt_sessions.clear()
+
+    def add_refusal_listener(self, listener: RefusalListener) -> None:
+        """Call ``listener(HandshakeRefusal)`` for every handshake this context refuses over
+        the peer's certificate (e.g. ``guard.audit_handshake``, to audit them)."""
+        if not callable(listener):
+            raise ConfigurationError("a refusal listener must be callable")
+        with self._zt_lock:
+            self._zt_refusal_listeners = (*self._zt_refusal_listeners, listener)
 
     @property
     def current_svid(self) -> X509Svid | None:
@@ -313,11 +437,16 @@ def server_ssl_context(
     authorizer: Matcher,
     clock: Clock = SYSTEM_CLOCK,
     minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+    on_refusal: RefusalListener | None = None,
 ) -> ZeroTrustSSLContext:
-    """A server context that requires a client X509-SVID accepted by ``authorizer``."""
+    """A server context that requires a client X509-SVID accepted by ``authorizer``.
+
+    Every refused handshake is logged (``zerotrust.tls``, INFO) and passed to ``on_refusal``
+    (pass ``guard.audit_handshake`` to put it in the audit trail).
+    """
     if svid is None:
         raise ConfigurationError("a server context needs the workload's SVID")
-    return _build(
+    context = _build(
         protocol=ssl.PROTOCOL_TLS_SERVER,
         svid=svid,
         bundles=bundles,
@@ -326,6 +455,9 @@ def server_ssl_context(
         clock=clock,
         minimum_version=minimum_version,
     )
+    if on_refusal is not None:
+        context.add_refusal_listener(on_refusal)
+    return context
 
 
 def client_ssl_context(

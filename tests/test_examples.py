@@ -19,6 +19,7 @@ EXPECTED_ROWS = [
     ("gateway", "deny", "token_expired"),
     ("gateway", "deny", "token_revoked"),
     ("gateway", "deny", "token_binding_mismatch"),
+    ("gateway", "deny", "missing_credentials"),  # no client certificate: the TLS handshake
     ("gateway", "allow", "allowed_by_rule"),  # the refund passes the gateway ...
     ("payments", "deny", "denied_by_rule"),  # ... and payments' DENY rule refuses it
     ("gateway", "allow", "would deny (dry-run)"),
@@ -47,8 +48,9 @@ def check_demo_output(out: str) -> None:
     """What every run of the demo must show (shared with the in-process test)."""
     rows = audit_table(out)
     assert [(r["service"], r["decision"], r["reason"]) for r in rows] == EXPECTED_ROWS
-    # The call without a client certificate is refused by TLS and never audited.
+    # The call without a client certificate is refused by TLS; the refusal is audited.
     assert "refused in the TLS handshake" in out
+    assert any(r["operation"] == "TLS handshake" for r in audit_table(out))
     # One trace id links the hops of the allowed order.
     order_trace = re.search(r"GET /orders/1 \S+ 200 .*\(trace ([0-9a-f]{8})\)", out)
     assert order_trace is not None

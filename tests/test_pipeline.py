@@ -514,21 +514,27 @@ def test_dpop(issuer: TokenIssuer, clock: FixedClock) -> None:
         ), name
 
 
+@pytest.mark.parametrize(
+    ("leeway", "skew"), [(5.0, 8.0), (0.0, 3.0)], ids=["default-leeway", "no-leeway"]
+)
 def test_a_dpop_proof_is_refused_by_a_replica_whose_clock_is_behind(
-    issuer: TokenIssuer, clock: FixedClock
+    issuer: TokenIssuer, clock: FixedClock, leeway: float, skew: float
 ) -> None:
     """Each replica accepts a proof until iat + max_age + leeway on its own clock; the shared
-    replay entry outlives that by two leeways, so a replica up to that far behind never
-    takes a proof another replica already took."""
-    replica_a, _ = make_guard(issuer, clock)
+    replay entry outlives that by twice the leeway (at least 10 s), so a replica less far
+    behind never takes a proof another replica already took."""
+    from zerotrust.authn.binding import DPoPConfig
+
+    config = DPoPConfig(max_age=60, leeway=leeway)
+    replica_a, _ = make_guard(issuer, clock, dpop=config)
     dpop = replica_a.authenticator.dpop
-    assert dpop is not None
-    behind = FixedClock(clock.now() - dt.timedelta(seconds=1.6 * dpop.leeway))
+    assert dpop is config
+    behind = FixedClock(clock.now() - dt.timedelta(seconds=skew))
     verifier = TokenVerifier(
         issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=behind
     )
     replica_b = Guard(
-        authenticator=Authenticator(tokens=verifier, clock=behind),
+        authenticator=Authenticator(tokens=verifier, clock=behind, dpop=config),
         policy=policy(),
         audit=MemorySink(),
         store=replica_a.store,  # one shared store (its own clock: the true time)

@@ -112,6 +112,7 @@ class Outcome:
         return self.error.to_dict()
 
 
+_REPLAY_SKEW_MARGIN: Final = 10.0
 _UNAVAILABLE_LOG_INTERVAL: Final = 10.0
 _unavailable_logged: dict[str, float] = {}
 
@@ -545,9 +546,10 @@ class Guard:
             dpop = self.authenticator.dpop
             assert dpop is not None
             # a proof is accepted until iat + max_age + leeway on each replica's own clock:
-            # its entry outlives that by two leeways more, so replicas whose clocks differ by
-            # up to twice the leeway cannot take the same proof once the entry lapses
-            key, until = proof.replay_key(), proof.iat + dpop.max_age + 3 * dpop.leeway
+            # its entry outlives that by a margin (two leeways, at least 10 s), so replicas
+            # whose clocks differ by less cannot take the same proof once the entry lapses
+            margin = max(2 * dpop.leeway, _REPLAY_SKEW_MARGIN)
+            key, until = proof.replay_key(), proof.iat + dpop.max_age + dpop.leeway + margin
             first = yield Call(
                 lambda: store.check_and_store(key, expires_at=until),
                 lambda: store.check_and_store_async(key, expires_at=until),

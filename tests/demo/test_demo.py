@@ -169,4 +169,4 @@ def test_keep_running(keep_running: tuple[subprocess.Popen[str], _Lines]) -> Non
     assert proc.stderr is not None
     assert proc.stderr.read() == ""
     check_demo_output(out.split("The services keep running")[0])
-    assert len(audit_table(out)) == 11
+    assert len(audit_table(out)) == 12

@@ -170,7 +170,7 @@ class Calls:
                 "     the gateway requires a client certificate: the handshake fails before any "
                 "HTTP request"
             )
-            out.line("     exists, so the Guard never sees the call and cannot audit it")
+            out.line("     exists; the gateway's TLS layer audits the refusal ('TLS handshake')")
         else:
             out.line(what + out.style(f"unexpected answer {response.status_code}", "red"))
 

@@ -127,7 +127,10 @@ class Services:
     ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
         app = gateway_app(ZeroTrust(self.gateway.guard), downstream, self._tracer)
         context = server_ssl_context(
-            self.shop.svid(GATEWAY), self.shop.ca.bundle, authorizer=match.member_of(TRUST_DOMAIN)
+            self.shop.svid(GATEWAY),
+            self.shop.ca.bundle,
+            authorizer=match.member_of(TRUST_DOMAIN),
+            on_refusal=self.gateway.guard.audit_handshake,  # refused handshakes are audited
         )
         listener = socket.create_server(("127.0.0.1", 0))
         self.gateway.address = f"https://localhost:{listener.getsockname()[1]}"

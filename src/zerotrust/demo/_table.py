@@ -68,7 +68,9 @@ def row(event: AuditEvent) -> tuple[str, ...]:
     """The table's cells for one event."""
     local = event.time.astimezone()
     operation = event.route or "(no route)"
-    if event.kind != "grpc":
+    if event.kind == "tls":  # refused before any request existed
+        operation = "TLS handshake"
+    elif event.kind != "grpc":
         operation = f"{event.method} {operation}"
     caller = event.spiffe_id or event.subject or "(unauthenticated)"
     reason = event.reason

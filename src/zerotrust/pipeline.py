@@ -29,6 +29,7 @@ from zerotrust.audit.otel import OTelSink
 from zerotrust.audit.sinks import AuditPipeline, AuditSink, LoggingSink
 from zerotrust.audit.trace import trace_ids_for_audit
 from zerotrust.authn.authenticate import Authenticator, AuthResult
+from zerotrust.authn.binding import DPoPConfig
 from zerotrust.authn.credentials import Credentials
 from zerotrust.authn.principal import Principal
 from zerotrust.authn.request import RequestView
@@ -114,17 +115,26 @@ class Outcome:
 
 _REPLAY_SKEW_MARGIN: Final = 10.0
 _UNAVAILABLE_LOG_INTERVAL: Final = 10.0
-_unavailable_logged: dict[str, float] = {}
 
 
-def _log_unavailable(error: SourceError) -> None:
-    """One warning per kind of unavailability every few seconds (an outage refuses every
-    request; the log needs its cause, not a line per request)."""
-    now = time.monotonic()
-    if now - _unavailable_logged.get(error.code, -math.inf) < _UNAVAILABLE_LOG_INTERVAL:
+def dpop_replay_window(dpop: DPoPConfig) -> float:
+    """How long after its ``iat`` a DPoP proof's replay entry must be kept: its acceptance
+    window (``max_age + leeway``) plus a margin for replicas whose clocks differ."""
+    return dpop.max_age + dpop.leeway + max(2 * dpop.leeway, _REPLAY_SKEW_MARGIN)
+
+
+def _check_replay_cap(store: Store, authenticator: Authenticator) -> None:
+    """A store that forgets replay entries before a proof's window ends lets it be replayed."""
+    cap = getattr(store, "replay_max_ttl", None)
+    dpop = authenticator.dpop
+    if dpop is None or isinstance(cap, bool) or not isinstance(cap, (int, float)):
         return
-    _unavailable_logged[error.code] = now
-    _log.warning("zerotrust: requests refused with 503: %s: %s", error.code, error)
+    needed = dpop_replay_window(dpop)
+    if cap < needed:
+        raise ConfigurationError(
+            f"the store keeps replay entries at most {cap:g} s, but DPoP proofs need"
+            f" {needed:g} s (max_age + leeway + margin): raise its replay_max_ttl"
+        )
 
 
 class Guard:
@@ -179,6 +189,7 @@ class Guard:
         self.policy = policy
         self.audit = audit
         self.store: Store = store if store is not None else MemoryStore(clock=clock)
+        _check_replay_cap(self.store, authenticator)
         self.service = service
         self.check_revocation = check_revocation
         self.clock = clock
@@ -200,6 +211,7 @@ class Guard:
             and tokens.cache is not None
         )
         self._absent = frozenset(authenticator.reuse_absent_headers)
+        self._unavailable_logged: dict[str, float] = {}  # error code -> when last logged
         self._repeats: dict[tuple[int, int, str, str, str | None, int], _Repeat] = {}
         verifier = authenticator.tokens
         if verifier is not None:
@@ -284,7 +296,7 @@ class Guard:
                 error = _refusal(decision, auth.principal)
         except SourceError as exc:  # keys or stores out of reach: the operator must know why
             error = exc
-            _log_unavailable(exc)
+            self._log_unavailable(exc)
         except ZeroTrustError as exc:
             error = exc
         except Exception:  # fail closed, and never show the caller what broke
@@ -425,6 +437,18 @@ class Guard:
         auth = AuthResult(outcome.principal, Credentials(), notes=notes)
         return self._finish(view, auth, decision, error)
 
+    def _log_unavailable(self, error: SourceError) -> None:
+        """One warning per kind of unavailability every few seconds (an outage refuses every
+        request; the log needs its cause, not a line per request)."""
+        now = time.monotonic()
+        logged = self._unavailable_logged
+        if now - logged.get(error.code, -math.inf) < _UNAVAILABLE_LOG_INTERVAL:
+            return
+        logged[error.code] = now
+        _log.warning(
+            "zerotrust: %s: requests refused with 503: %s: %s", self.service, error.code, error
+        )
+
     def audit_handshake(self, refusal: HandshakeRefusal) -> None:
         """Write the audit event of a TLS handshake refused over the peer's certificate: pass
         it as ``server_ssl_context(..., on_refusal=guard.audit_handshake)``. Such a refusal
@@ -548,8 +572,7 @@ class Guard:
             # a proof is accepted until iat + max_age + leeway on each replica's own clock:
             # its entry outlives that by a margin (two leeways, at least 10 s), so replicas
             # whose clocks differ by less cannot take the same proof once the entry lapses
-            margin = max(2 * dpop.leeway, _REPLAY_SKEW_MARGIN)
-            key, until = proof.replay_key(), proof.iat + dpop.max_age + dpop.leeway + margin
+            key, until = proof.replay_key(), proof.iat + dpop_replay_window(dpop)
             first = yield Call(
                 lambda: store.check_and_store(key, expires_at=until),
                 lambda: store.check_and_store_async(key, expires_at=until),

@@ -160,3 +160,21 @@ def test_later_listener_errors_are_logged(caplog: pytest.LogCaptureFixture) -> N
 def test_bucket_sizes_must_be_ints(burst: object, cost: object) -> None:
     with pytest.raises(TypeError, match="int"):
         MemoryStore().acquire("k", rate=1.0, burst=burst, cost=cost)  # type: ignore[arg-type]
+
+
+def test_a_guard_refuses_a_replay_cap_shorter_than_a_dpop_window() -> None:
+    from zerotrust import Guard, Policy
+    from zerotrust.authn.binding import DPoPConfig
+    from zerotrust.dev import DevCA
+    from zerotrust.pipeline import dpop_replay_window
+    from zerotrust.stores import ResilientStore
+
+    bundle = DevCA.create("example.org").bundle
+    window = dpop_replay_window(DPoPConfig())
+    assert window == 300 + 5 + 10
+    for short in (MemoryStore(replay_max_ttl=305), ResilientStore(MemoryStore(replay_max_ttl=60))):
+        with pytest.raises(ConfigurationError, match="replay_max_ttl"):
+            Guard(bundles=bundle, policy=Policy([]), store=short)
+    Guard(bundles=bundle, policy=Policy([]), store=MemoryStore(replay_max_ttl=window))
+    # without DPoP, nothing to check
+    Guard(bundles=bundle, dpop=None, policy=Policy([]), store=MemoryStore(replay_max_ttl=60))

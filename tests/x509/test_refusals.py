@@ -7,6 +7,7 @@ with a zerotrust server context, and clients presenting certificates it must ref
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import socket
@@ -255,3 +256,83 @@ def test_a_client_refused_by_its_server_reports_nothing_itself(ca: DevCA) -> Non
         attempt(port, cctx)
         server_side.wait()
     assert client_side.refusals == []
+
+
+def test_a_tls12_client_refused_by_an_alert_reports_nothing_itself(ca: DevCA) -> None:
+    # over TLS 1.2 the client learns of its refusal from the server's alert, inside its own
+    # handshake: that is the server refusing it, not a refusal the client made
+    server_side = Collected()
+    client_side = Collected()
+    sctx = server_ssl_context(
+        ca.issue_svid(API), ca.bundle, authorizer=match.any(), on_refusal=server_side
+    )
+    stranger = DevCA.create("example.org")
+    cctx = client(stranger.issue_svid(WEB), ca.bundle, maximum_version=ssl.TLSVersion.TLSv1_2)
+    cctx.add_refusal_listener(client_side)  # type: ignore[attr-defined]
+    with tls_server(sctx) as (port, _log):
+        with (
+            pytest.raises((OSError, ssl.SSLError)) as info,
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            cctx.wrap_socket(raw, server_hostname="localhost") as conn,
+        ):
+            conn.recv(2)
+        server_side.wait()
+    assert "ALERT" in str(info.value).upper()
+    assert [r.error.code for r in server_side.refusals] == ["untrusted_certificate"]
+    assert client_side.refusals == []
+
+
+def test_plain_http_on_the_tls_port_is_not_a_refusal(ca: DevCA) -> None:
+    collected = Collected()
+    sctx = server_ssl_context(
+        ca.issue_svid(API), ca.bundle, authorizer=match.any(), on_refusal=collected
+    )
+    with tls_server(sctx) as (port, log):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            with contextlib.suppress(OSError):
+                raw.recv(64)
+        for _ in range(100):
+            if log.errors:
+                break
+            time.sleep(0.01)
+    assert log.errors
+    assert collected.refusals == []
+
+
+def test_a_failing_log_handler_does_not_change_the_refusal(ca: DevCA) -> None:
+    class Broken(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            raise ValueError("log pipeline down")
+
+    logger = logging.getLogger("zerotrust.tls")
+    broken = Broken()
+    logger.addFilter(broken)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        sctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+        with tls_server(sctx) as (port, log):
+            assert attempt(port, client(ca.issue_svid(OUTSIDER), ca.bundle)) == b""
+            for _ in range(100):
+                if log.errors:
+                    break
+                time.sleep(0.01)
+    finally:
+        logger.removeFilter(broken)
+        logger.setLevel(level)
+    assert [type(e).__name__ for e in log.errors] == ["PeerRejected"]  # not the ValueError
+    assert not log.peers
+
+
+def test_a_certificate_without_its_key_counts_as_a_refusal() -> None:
+    from zerotrust.x509.sslcontext import _refusal_error
+
+    error = ssl.SSLError(1, "[SSL: BAD_SIGNATURE] bad signature")
+    error.reason = "BAD_SIGNATURE"  # type: ignore[misc]
+    refused = _refusal_error(error)
+    assert refused is not None and refused.code == "untrusted_certificate"
+    other = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
+    other.reason = "WRONG_VERSION_NUMBER"  # type: ignore[misc]
+    assert _refusal_error(other) is None
+    assert _refusal_error(ssl.SSLWantReadError()) is None

@@ -169,7 +169,11 @@ class ZeroTrustTLS:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, authorizer: Matcher | None = None
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        authorizer: Matcher | None = None,
+        on_refusal: RefusalListener | None = None,
     ) -> ZeroTrustTLS:
         """Files named by environment variables: ``ZEROTRUST_SVID_CERT``, ``ZEROTRUST_SVID_KEY``,
         ``ZEROTRUST_BUNDLE`` (PEM or SPIFFE JWKS) and ``ZEROTRUST_TRUST_DOMAIN`` (the bundle's
@@ -184,6 +188,7 @@ class ZeroTrustTLS:
             FileSvidSource(env["ZEROTRUST_SVID_CERT"], env["ZEROTRUST_SVID_KEY"]),
             FileBundleSource({domain: env["ZEROTRUST_BUNDLE"]}),
             authorizer=authorizer if authorizer is not None else match.member_of(domain),
+            on_refusal=on_refusal,
         )
 
     def ssl_context(self, config: Any, default_ssl_context_factory: Any) -> ZeroTrustSSLContext:

@@ -83,8 +83,9 @@ RevocationListener = Callable[[Revocation], None]
 class RevocationStore(Protocol):
     """Revocation by token id, by subject and by issuer-before-time.
 
-    Every revocation lapses (at the token's own ``exp``, or at ``until``): nothing is kept
-    forever. Revocations never shrink: revoking again keeps the later ``until`` and cut-off.
+    Every revocation lapses (:data:`REVOCATION_GRACE` after the token's own ``exp``, or after
+    ``until``): nothing is kept forever. Revocations never shrink: revoking again keeps the
+    later ``until`` and cut-off.
     """
 
     def revoke_token(self, jti: str, *, expires_at: float) -> None:

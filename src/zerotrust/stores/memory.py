@@ -112,7 +112,8 @@ class MemoryStore:
             table.put(key, cutoff, until, now)
 
     def revoke_token(self, jti: str, *, expires_at: float) -> None:
-        """Revoke the token with this ``jti`` until ``expires_at`` (its ``exp``)."""
+        """Revoke the token with this ``jti`` until ``expires_at`` (its ``exp``), plus
+        :data:`~zerotrust.stores.REVOCATION_GRACE`."""
         until = revocation_end("expires_at", expires_at)
         self._revoke(digest(TOKEN, jti), until, None)
         self._listeners.notify(Revocation("token", until, jti=jti))
@@ -208,6 +209,11 @@ class MemoryStore:
 
     def ping(self) -> None:
         """Always succeeds: memory is always available."""
+
+    @property
+    def replay_max_ttl(self) -> float:
+        """The longest a replay entry is kept, in seconds."""
+        return self._replay_max_ttl
 
     def health(self) -> StoreHealth:
         """Always available."""

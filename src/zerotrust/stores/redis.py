@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -42,6 +41,14 @@ _NO_SYNC = "this RedisStore has no sync client: pass url= or client="
 _NO_ASYNC = "this RedisStore has no async client: pass url= or async_client="
 
 
+def _wrong_loop() -> ConfigurationError:
+    # not an outage: a failure policy of "open" must not answer for it
+    return ConfigurationError(
+        "this RedisStore's async_client belongs to another event loop: pass url= (a client"
+        " per loop) or use the client from its own loop"
+    )
+
+
 def _credentials(*clients: Any) -> tuple[str, ...]:
     """The username and password the clients log in with, to keep out of messages."""
     found: set[str] = set()
@@ -51,7 +58,7 @@ def _credentials(*clients: Any) -> tuple[str, ...]:
             value = kwargs.get(name)
             if isinstance(value, str) and value:
                 found.add(value)
-    return tuple(sorted(found, key=len, reverse=True))  # a longer one first: no partial hides
+    return tuple(found)
 
 
 class RedisStore:
@@ -173,9 +180,11 @@ class RedisStore:
         self._aclient = async_client
         self._secrets = _credentials(client, async_client)
         self._lock = threading.Lock()
-        self._aclients: weakref.WeakKeyDictionary[
+        # one async client per event loop; a client refers to its loop, so entries of closed
+        # loops are dropped whenever a new loop needs a client (their sockets close with them)
+        self._aclients: dict[
             asyncio.AbstractEventLoop, tuple[redis.asyncio.Redis, dict[str, AsyncScript]]
-        ] = weakref.WeakKeyDictionary()
+        ] = {}
         self._scripts: dict[str, Script] = {}
         self._ascripts: dict[str, AsyncScript] = {}
         for name, source in SCRIPTS.items():  # computes the SHA1 locally: no round trip
@@ -192,10 +201,10 @@ class RedisStore:
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         # for logs and audit events only (callers see "temporarily unavailable"); the server's
         # own words name the cause (WRONGPASS, OOM, ...), never the URL's credentials
-        reason = str(exc)
-        for secret in self._secrets:
-            reason = reason.replace(secret, "***")
-        reason = " ".join(reason.split())[:_MAX_DETAIL]
+        reason = " ".join(str(exc).split())
+        if any(secret in reason for secret in self._secrets):
+            reason = "reason withheld: it quotes a credential"  # masking would outline it
+        reason = reason[:_MAX_DETAIL]
         return StoreUnavailable(
             f"shared store unavailable: {type(exc).__name__} from {self._location}"
             + (f" ({reason})" if reason else "")
@@ -213,6 +222,8 @@ class RedisStore:
             with self._lock:
                 found = self._aclients.get(loop)
                 if found is None:
+                    for stale in [other for other in self._aclients if other.is_closed()]:
+                        del self._aclients[stale]
                     made = self._make_async()
                     scripts = {name: made.register_script(src) for name, src in SCRIPTS.items()}
                     found = self._aclients[loop] = (made, scripts)
@@ -246,13 +257,14 @@ class RedisStore:
         except self._errors as exc:
             raise self._unavailable(exc) from exc
         except RuntimeError as exc:  # a client of yours used from another event loop
-            raise self._unavailable(exc) from exc
+            raise _wrong_loop() from exc
         return self._parse(op, raw)
 
     # --- revocation -------------------------------------------------------------------------
 
     def revoke_token(self, jti: str, *, expires_at: float) -> None:
-        """Revoke the token with this ``jti`` until ``expires_at`` (its ``exp``)."""
+        """Revoke the token with this ``jti`` until ``expires_at`` (its ``exp``), plus
+        :data:`~zerotrust.stores.REVOCATION_GRACE`."""
         op, event = self._plan.revoke_token(jti, expires_at)
         if op is not None:
             self._run(op)
@@ -348,7 +360,12 @@ class RedisStore:
         except self._errors as exc:
             raise self._unavailable(exc) from exc
         except RuntimeError as exc:  # a client of yours used from another event loop
-            raise self._unavailable(exc) from exc
+            raise _wrong_loop() from exc
+
+    @property
+    def replay_max_ttl(self) -> float:
+        """The longest a replay entry is kept, in seconds."""
+        return self._plan.replay_max_ttl
 
     def health(self) -> StoreHealth:
         """A :meth:`ping` as a :class:`StoreHealth` (never raises for an unavailable server)."""

@@ -58,6 +58,12 @@ class ResilientStore:
         self._outage = dict.fromkeys(self._open, False)
         self._lock = threading.Lock()
 
+    @property
+    def replay_max_ttl(self) -> float | None:
+        """The wrapped store's cap on replay entries (``None`` if it has none)."""
+        cap = getattr(self.store, "replay_max_ttl", None)
+        return float(cap) if isinstance(cap, (int, float)) else None
+
     def __repr__(self) -> str:
         policies = ", ".join(f"{k}={'open' if v else 'closed'!r}" for k, v in self._open.items())
         return f"ResilientStore({self.store!r}, {policies})"

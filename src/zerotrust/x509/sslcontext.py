@@ -61,10 +61,14 @@ __all__ = [
 
 _log = logging.getLogger("zerotrust.tls")
 
-# Besides certificate verification errors, the one OpenSSL reason for a handshake refused over
-# the peer's certificate (network errors and clients that simply leave are not refusals, and an
+# Besides certificate verification errors, the OpenSSL reasons for a handshake refused over the
+# peer's certificate (network errors and clients that simply leave are not refusals, and an
 # alert from the peer means the peer refused us).
-_NO_CERTIFICATE = frozenset({"PEER_DID_NOT_RETURN_A_CERTIFICATE"})
+_REFUSED_BY_REASON = {
+    "PEER_DID_NOT_RETURN_A_CERTIFICATE": (MissingCredentials, "the peer sent no certificate"),
+    # a certificate without its private key (CertificateVerify does not verify)
+    "BAD_SIGNATURE": (UntrustedCertificate, "the peer did not prove it holds its key"),
+}
 _X509_V_ERR_CERT_HAS_EXPIRED = 10
 
 
@@ -98,8 +102,10 @@ def _refusal_error(exc: BaseException) -> ZeroTrustError | None:
         if getattr(exc, "verify_code", None) == _X509_V_ERR_CERT_HAS_EXPIRED:
             return CertificateExpired(message)
         return UntrustedCertificate(message)
-    if isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None) in _NO_CERTIFICATE:
-        return MissingCredentials("the peer sent no certificate")
+    known = _REFUSED_BY_REASON.get(getattr(exc, "reason", None) or "")
+    if isinstance(exc, ssl.SSLError) and known is not None:
+        error_class, message = known
+        return error_class(message)
     return None
 
 
@@ -119,7 +125,13 @@ def _leaf_facts(conn: Any) -> tuple[str | None, str | None]:
 
 
 def _report(conn: Any, exc: BaseException) -> None:
-    """Log a refused handshake and tell the context's listeners, once per connection."""
+    """Log a refused handshake and tell the context's listeners, once per connection. Never
+    raises: the handshake's own error must reach the server unchanged."""
+    with contextlib.suppress(Exception):  # a failing log handler cannot change a refusal
+        _report_once(conn, exc)
+
+
+def _report_once(conn: Any, exc: BaseException) -> None:
     if conn.__dict__.get("_zt_reported"):
         return
     error = _refusal_error(exc)

@@ -199,8 +199,8 @@ class RedisStore:
     # --- the two drivers: the only code that differs between sync and async ---------------
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        # for logs and audit events only (callers see "temporarily unavailable"); the server's
-        # own words name the cause (WRONGPASS, OOM, ...), never the URL's credentials
+        # for logs only (callers see "temporarily unavailable", audit events the code): the
+        # server's own words name the cause, unless they quote the URL's credentials
         reason = " ".join(str(exc).split())
         if any(secret in reason for secret in self._secrets):
             reason = "reason withheld: it quotes a credential"  # masking would outline it

@@ -8,6 +8,7 @@ import json
 import logging
 import secrets
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -559,3 +560,109 @@ def test_plain_http_only_to_loopback_with_opt_in(clock: FixedClock) -> None:
                 plain.url("/jwks", host=host), allow_http_loopback=True, clock=clock
             ) as source:
                 assert "a" in source.get_keys()
+
+
+class _Trickler:
+    """A TLS server that answers every request with headers sent a byte at a time."""
+
+    def __init__(self, ca: DevCA, pause: float) -> None:
+        import socket
+
+        svid = ca.issue_svid(f"spiffe://{ca.trust_domain}/slow", dns_names=["localhost"])
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        with tempfile.TemporaryDirectory() as tmp:
+            pem = Path(tmp) / "svid.pem"
+            pem.write_bytes(svid.cert_chain_pem() + svid.private_key_pem())
+            self.context.load_cert_chain(pem)
+        self.client_context = ssl.create_default_context(cadata=ca.bundle.to_pem().decode())
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)  # so that the accept loop sees stop
+        self.port = self.listener.getsockname()[1]
+        self.pause = pause
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                raw, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            raw.settimeout(5)
+            threading.Thread(target=self._trickle, args=(raw,), daemon=True).start()
+
+    def _trickle(self, raw: Any) -> None:
+        try:
+            with self.context.wrap_socket(raw, server_side=True) as conn:
+                conn.recv(4096)
+                for byte in b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 200:
+                    if self.stop.is_set():
+                        return
+                    conn.sendall(bytes([byte]))
+                    time.sleep(self.pause)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_headers_trickled_a_byte_at_a_time_are_bounded_by_the_timeout(
+    ca: DevCA, clock: FixedClock, mode: str
+) -> None:
+    # every read completes well within the timeout, so only a deadline for the whole
+    # exchange stops it (the source would otherwise wait as long as the server trickles)
+    slow = _Trickler(ca, pause=0.05)
+    try:
+        source = RemoteJWKSource(
+            f"https://localhost:{slow.port}/jwks",
+            verify=slow.client_context,
+            clock=clock,
+            timeout=0.5,
+        )
+        fetch = source.get_keys if mode == "sync" else lambda: asyncio.run(source.get_keys_async())
+        started = time.monotonic()
+        with pytest.raises(KeysUnavailable, match="timed out"):
+            fetch()
+        assert time.monotonic() - started < 3.0  # twice the timeout, and slack; not ~11 s
+        source.close()
+    finally:
+        slow.close()
+
+
+def test_certificate_settings_from_the_environment_are_ignored(
+    server: HttpsServer,
+    clock: FixedClock,
+    ca: DevCA,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(ca.bundle.to_pem())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # would make the test CA trusted
+    source = RemoteJWKSource(server.url("/jwks"), clock=clock)  # verify=True: the system store
+    with pytest.raises(KeysUnavailable, match="certificate"):
+        source.get_keys()
+    source.close()
+
+
+def test_a_verifier_checks_the_tokens_of_the_issuer_its_keys_were_discovered_for(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    issuer = server.url("/realm")
+    source = RemoteJWKSource.from_oidc_issuer(issuer, verify=server.client_context, clock=clock)
+    assert source.oidc_issuer == issuer
+    with pytest.raises(ConfigurationError, match="OpenID issuer"):
+        TokenVerifier(
+            issuer="https://other.example", audience="api", keys=source, algorithms=["ES256"]
+        )
+    TokenVerifier(issuer=issuer, audience="api", keys=source, algorithms=["ES256"])
+    assert make(server, clock).oidc_issuer is None  # a plain JWKS URL names no issuer
+    assert server.count() == 0  # all decided without a fetch
+    source.close()

@@ -3,8 +3,12 @@
 Transport rules applied to every request of a remote source:
 
 * redirects are never followed (a 3xx reaches the flow, which refuses it);
-* every network operation has a timeout, and the response body must arrive in full within
-  ``timeout`` seconds of its headers;
+* every network operation has a timeout, the response body must arrive in full within
+  ``timeout`` seconds of its headers, and the whole exchange (connect, TLS, request, headers,
+  body) within twice ``timeout``: httpx's timeouts apply to each read, so a server trickling
+  its headers a byte at a time would otherwise hold a fetch, and the source's lock, for as long
+  as it likes. (With your own sync ``client``, a connection it reuses from its pool is bounded
+  by its own timeouts only: the deadline cuts the connections it opens.);
 * the body is streamed and abandoned as soon as it exceeds ``max_bytes`` (a larger
   ``Content-Length`` is refused before the first byte is read), after content decoding, so a
   compressed bomb is stopped too;
@@ -15,7 +19,10 @@ Transport rules applied to every request of a remote source:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import socket
 import ssl
 import threading
 import time
@@ -36,8 +43,8 @@ def ssl_context(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext:
     """The TLS context for clients built by a source: ``verify`` as httpx understands it."""
     if isinstance(verify, ssl.SSLContext):
         return verify
-    if verify is True:
-        return httpx.create_ssl_context()
+    if verify is True:  # the system's trust store; not SSL_CERT_FILE / SSL_CERT_DIR
+        return httpx.create_ssl_context(trust_env=False)
     if verify is False:
         raise ConfigurationError(
             "verify=False is refused: pass an ssl.SSLContext (or a CA file) that trusts the server"
@@ -62,6 +69,47 @@ def _describe(exc: Exception) -> str:
 
 
 _TRANSLATED = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError)
+_CONNECTED = ("connection.connect_tcp.complete", "connection.start_tls.complete")
+
+
+class _Deadline:
+    """Cuts a blocking exchange's connection when its time is up.
+
+    httpx has no deadline for a whole exchange. The ``trace`` extension hands over each
+    connection the exchange opens; when the time is up, a timer shuts the socket down, which
+    wakes the read blocked on it at once."""
+
+    __slots__ = ("_lock", "_sockets", "_timer", "expired")
+
+    def __init__(self, seconds: float) -> None:
+        self._sockets: list[Any] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self.expired = False
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event in _CONNECTED:
+            stream = info.get("return_value")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with self._lock:
+                    self._sockets.append(sock)  # after TLS, the TLS socket: the one in use
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in reversed(sockets):
+            with contextlib.suppress(OSError, ValueError):  # closed or detached already
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
 
 
 class _Body:
@@ -164,33 +212,41 @@ class HttpxTransport:
         if own is not None:
             own.close()
 
-    def _stream_args(self, request: HttpRequest) -> dict[str, Any]:
+    def _stream_args(self, request: HttpRequest, **extensions: Any) -> dict[str, Any]:
         args: dict[str, Any] = {
             "headers": dict(request.headers),
             "timeout": self._timeout,
             "follow_redirects": False,
         }
+        if extensions:
+            args["extensions"] = extensions
         if request.form is not None:
             args["data"] = dict(request.form)
         return args
 
     def send(self, request: HttpRequest) -> HttpResponse:
         """Send one request and read the bounded response (raises :class:`FetchError`)."""
-        try:
-            client = self._sync_client()
-            with client.stream(
-                request.method, request.url, **self._stream_args(request)
-            ) as response:
-                body = _Body(response, self._max_bytes, self._timeout)
-                if body.wanted:
-                    for chunk in response.iter_bytes():
-                        body.add(chunk)
-                return body.response()
-        except _TRANSLATED as exc:
-            raise FetchError(_describe(exc)) from None
+        with _Deadline(2 * self._timeout) as deadline:
+            try:
+                client = self._sync_client()
+                args = self._stream_args(request, trace=deadline.trace)
+                with client.stream(request.method, request.url, **args) as response:
+                    body = _Body(response, self._max_bytes, self._timeout)
+                    if body.wanted:
+                        for chunk in response.iter_bytes():
+                            body.add(chunk)
+                    return body.response()
+            except _TRANSLATED as exc:  # a cut connection fails its read: the pool drops it
+                raise FetchError("timed out" if deadline.expired else _describe(exc)) from None
 
     async def send_async(self, request: HttpRequest) -> HttpResponse:
         """Async twin of :meth:`send`."""
+        try:
+            return await asyncio.wait_for(self._send_async(request), 2 * self._timeout)
+        except asyncio.TimeoutError:
+            raise FetchError("timed out") from None
+
+    async def _send_async(self, request: HttpRequest) -> HttpResponse:
         if self._async_client is not None:
             return await self._send_with(self._async_client, request)
         try:

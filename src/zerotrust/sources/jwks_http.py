@@ -138,12 +138,20 @@ class RemoteJWKSource:
             max_bytes=options["max_bytes"],
             clock=clock,
         )
+        self._oidc_issuer = issuer
         self._lock = threading.Lock()  # held by the one sync fetch in flight
         self._locks_guard = threading.Lock()  # never held across I/O
         self._loop_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def oidc_issuer(self) -> str | None:
+        """The OpenID issuer whose keys these are (:meth:`from_oidc_issuer`); ``None`` for a
+        JWKS URL. A :class:`~zerotrust.tokens.TokenVerifier` over this source must check
+        tokens of that same issuer."""
+        return self._oidc_issuer
 
     # --- KeySource ----------------------------------------------------------------------------
 

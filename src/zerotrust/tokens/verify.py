@@ -87,6 +87,13 @@ class TokenVerifier:
             clock=clock,
             trust_domain=trust_domain,
         )
+        # keys found through an issuer's OpenID discovery are that issuer's only
+        discovered = getattr(keys, "oidc_issuer", None)
+        if isinstance(discovered, str) and discovered != issuer:
+            raise ConfigurationError(
+                f"the key source holds the keys of the OpenID issuer {discovered!r}: they"
+                f" cannot vouch for tokens of issuer {issuer!r}"
+            )
         if isinstance(bound, TrustDomain) and self._claims.trust_domain != bound:
             raise ConfigurationError(
                 f"the key source holds the JWT authorities of {bound.name!r}: they cannot"

@@ -7,8 +7,8 @@ Transport rules applied to every request of a remote source:
   ``timeout`` seconds of its headers, and the whole exchange (connect, TLS, request, headers,
   body) within twice ``timeout``: httpx's timeouts apply to each read, so a server trickling
   its headers a byte at a time would otherwise hold a fetch, and the source's lock, for as long
-  as it likes. (With your own sync ``client``, a connection it reuses from its pool is bounded
-  by its own timeouts only: the deadline cuts the connections it opens.);
+  as it likes (with your own sync ``client``, a connection it reuses from its pool is bounded
+  by its own timeouts only: the deadline cuts the connections the exchange opens);
 * the body is streamed and abandoned as soon as it exceeds ``max_bytes`` (a larger
   ``Content-Length`` is refused before the first byte is read), after content decoding, so a
   compressed bomb is stopped too;

@@ -565,20 +565,24 @@ def test_plain_http_only_to_loopback_with_opt_in(clock: FixedClock) -> None:
 class _Trickler:
     """A TLS server that answers every request with headers sent a byte at a time."""
 
-    def __init__(self, ca: DevCA, pause: float) -> None:
+    def __init__(self, ca: DevCA | None, pause: float, response: bytes | None = None) -> None:
         import socket
 
-        svid = ca.issue_svid(f"spiffe://{ca.trust_domain}/slow", dns_names=["localhost"])
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        with tempfile.TemporaryDirectory() as tmp:
-            pem = Path(tmp) / "svid.pem"
-            pem.write_bytes(svid.cert_chain_pem() + svid.private_key_pem())
-            self.context.load_cert_chain(pem)
-        self.client_context = ssl.create_default_context(cadata=ca.bundle.to_pem().decode())
+        self.context: ssl.SSLContext | None = None
+        self.client_context = ssl.create_default_context()
+        if ca is not None:  # otherwise plain http
+            svid = ca.issue_svid(f"spiffe://{ca.trust_domain}/slow", dns_names=["localhost"])
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            with tempfile.TemporaryDirectory() as tmp:
+                pem = Path(tmp) / "svid.pem"
+                pem.write_bytes(svid.cert_chain_pem() + svid.private_key_pem())
+                self.context.load_cert_chain(pem)
+            self.client_context = ssl.create_default_context(cadata=ca.bundle.to_pem().decode())
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.1)  # so that the accept loop sees stop
         self.port = self.listener.getsockname()[1]
         self.pause = pause
+        self.response = response or b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 200
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -596,9 +600,10 @@ class _Trickler:
 
     def _trickle(self, raw: Any) -> None:
         try:
-            with self.context.wrap_socket(raw, server_side=True) as conn:
+            conn = raw if self.context is None else self.context.wrap_socket(raw, server_side=True)
+            with conn:
                 conn.recv(4096)
-                for byte in b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 200:
+                for byte in self.response:
                     if self.stop.is_set():
                         return
                     conn.sendall(bytes([byte]))
@@ -636,6 +641,33 @@ def test_headers_trickled_a_byte_at_a_time_are_bounded_by_the_timeout(
         slow.close()
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_body_cut_at_the_deadline_is_not_taken_for_a_whole_one(
+    ca: DevCA, clock: FixedClock, mode: str, scheme: str
+) -> None:
+    # without a length, the end of the connection ends the body: a deadline that cuts the
+    # connection must not turn the first part of a key set into the key set
+    document = b'{"keys": []}' + b" " * 400
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: " + b"p" * 160
+    response = head + b"\r\n\r\n" + document  # headers alone outlast timeout, not 2x timeout
+    slow = _Trickler(ca if scheme == "https" else None, pause=0.004, response=response)
+    try:
+        source = RemoteJWKSource(
+            f"{scheme}://localhost:{slow.port}/jwks",
+            verify=slow.client_context,
+            clock=clock,
+            timeout=0.5,
+            allow_http_loopback=scheme == "http",
+        )
+        fetch = source.get_keys if mode == "sync" else lambda: asyncio.run(source.get_keys_async())
+        with pytest.raises(KeysUnavailable, match="timed out"):
+            fetch()
+        source.close()
+    finally:
+        slow.close()
+
+
 def test_certificate_settings_from_the_environment_are_ignored(
     server: HttpsServer,
     clock: FixedClock,
@@ -665,4 +697,22 @@ def test_a_verifier_checks_the_tokens_of_the_issuer_its_keys_were_discovered_for
     TokenVerifier(issuer=issuer, audience="api", keys=source, algorithms=["ES256"])
     assert make(server, clock).oidc_issuer is None  # a plain JWKS URL names no issuer
     assert server.count() == 0  # all decided without a fetch
+    source.close()
+
+
+def test_jwt_svid_verifiers_without_an_issuer_may_use_discovered_keys(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    # SPIRE's OIDC discovery provider publishes the keys of JWT-SVIDs, checked by trust domain
+    source = RemoteJWKSource.from_oidc_issuer(
+        server.url("/spire"), verify=server.client_context, clock=clock
+    )
+    TokenVerifier(
+        issuer=None,
+        audience="api",
+        keys=source,
+        algorithms=["ES256"],
+        token_type="jwt-svid",
+        trust_domain="example.org",
+    )
     source.close()

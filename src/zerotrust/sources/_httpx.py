@@ -7,8 +7,8 @@ Transport rules applied to every request of a remote source:
   ``timeout`` seconds of its headers, and the whole exchange (connect, TLS, request, headers,
   body) within twice ``timeout``: httpx's timeouts apply to each read, so a server trickling
   its headers a byte at a time would otherwise hold a fetch, and the source's lock, for as long
-  as it likes (with your own sync ``client``, a connection it reuses from its pool is bounded
-  by its own timeouts only: the deadline cuts the connections the exchange opens);
+  as it likes (your own sync ``client`` keeps its own timeouts: the deadline would have to cut
+  connections it may share, such as HTTP/2 ones);
 * the body is streamed and abandoned as soon as it exceeds ``max_bytes`` (a larger
   ``Content-Length`` is refused before the first byte is read), after content decoding, so a
   compressed bomb is stopped too;
@@ -43,7 +43,7 @@ def ssl_context(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext:
     """The TLS context for clients built by a source: ``verify`` as httpx understands it."""
     if isinstance(verify, ssl.SSLContext):
         return verify
-    if verify is True:  # the system's trust store; not SSL_CERT_FILE / SSL_CERT_DIR
+    if verify is True:  # httpx's default authorities (certifi); not SSL_CERT_FILE / _DIR
         return httpx.create_ssl_context(trust_env=False)
     if verify is False:
         raise ConfigurationError(
@@ -79,13 +79,14 @@ class _Deadline:
     connection the exchange opens; when the time is up, a timer shuts the socket down, which
     wakes the read blocked on it at once."""
 
-    __slots__ = ("_lock", "_sockets", "_timer", "expired")
+    __slots__ = ("_done", "_lock", "_sockets", "_timer", "expired")
 
     def __init__(self, seconds: float) -> None:
         self._sockets: list[Any] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._cut)
         self._timer.daemon = True
+        self._done = False
         self.expired = False
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
@@ -98,6 +99,8 @@ class _Deadline:
 
     def _cut(self) -> None:
         with self._lock:
+            if self._done:  # the exchange ended first: its connection may be back in the pool
+                return
             self.expired = True
             sockets = list(self._sockets)
         for sock in reversed(sockets):
@@ -108,8 +111,15 @@ class _Deadline:
         self._timer.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def finish(self) -> None:
+        """The exchange is over: a timer that has not cut yet never will."""
+        with self._lock:
+            self._done = True
+            self._sockets.clear()
         self._timer.cancel()
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()
 
 
 class _Body:
@@ -229,12 +239,17 @@ class HttpxTransport:
         with _Deadline(2 * self._timeout) as deadline:
             try:
                 client = self._sync_client()
-                args = self._stream_args(request, trace=deadline.trace)
+                # only connections of a client built here are cut; a user's client keeps its own
+                extensions = {"trace": deadline.trace} if client is self._own else {}
+                args = self._stream_args(request, **extensions)
                 with client.stream(request.method, request.url, **args) as response:
                     body = _Body(response, self._max_bytes, self._timeout)
                     if body.wanted:
                         for chunk in response.iter_bytes():
                             body.add(chunk)
+                    deadline.finish()
+                    if deadline.expired:  # a cut read ends like a body without a length
+                        raise FetchError("timed out")
                     return body.response()
             except _TRANSLATED as exc:  # a cut connection fails its read: the pool drops it
                 raise FetchError("timed out" if deadline.expired else _describe(exc)) from None

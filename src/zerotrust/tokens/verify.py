@@ -87,12 +87,14 @@ class TokenVerifier:
             clock=clock,
             trust_domain=trust_domain,
         )
-        # keys found through an issuer's OpenID discovery are that issuer's only
+        # keys found through an issuer's OpenID discovery are that issuer's (JWT-SVIDs checked
+        # by trust domain alone, with issuer=None, may use a SPIRE discovery provider's keys)
         discovered = getattr(keys, "oidc_issuer", None)
-        if isinstance(discovered, str) and discovered != issuer:
+        if isinstance(discovered, str) and issuer is not None and discovered != issuer:
             raise ConfigurationError(
-                f"the key source holds the keys of the OpenID issuer {discovered!r}: they"
-                f" cannot vouch for tokens of issuer {issuer!r}"
+                f"the key source holds the keys of the OpenID issuer {discovered!r}: they do"
+                f" not vouch for tokens of issuer {issuer!r} (if that issuer does sign with"
+                " them, point a RemoteJWKSource at its jwks_uri instead)"
             )
         if isinstance(bound, TrustDomain) and self._claims.trust_domain != bound:
             raise ConfigurationError(

@@ -86,7 +86,6 @@ class RedisStore:
         "_location",
         "_lock",
         "_make_async",
-        "_owned",
         "_plan",
         "_scripts",
         "_secrets",
@@ -134,9 +133,9 @@ class RedisStore:
             OSError,
             asyncio.TimeoutError,
         )
-        self._owned = client is None and async_client is None
+        # set when the store builds its own clients (from a URL): also how it knows they are its
         self._make_async: Callable[[], redis.asyncio.Redis] | None = None
-        if self._owned:
+        if client is None and async_client is None:
             url = DEFAULT_URL if url is None else url
             self._location = describe_url(url)
             options: dict[str, Any] = {
@@ -385,13 +384,13 @@ class RedisStore:
 
     def close(self) -> None:
         """Close the sync client if this store created it (clients passed in stay yours)."""
-        if self._owned and self._client is not None:
+        if self._make_async is not None and self._client is not None:
             self._client.close()
 
     async def aclose(self) -> None:
         """Close the async client this store created for the running event loop (a client
         passed in stays yours). Each event loop that used the store closes its own."""
-        if not self._owned:
+        if self._make_async is None:
             return
         found = self._aclients.pop(asyncio.get_running_loop(), None)
         if found is not None:

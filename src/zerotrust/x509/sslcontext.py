@@ -221,7 +221,9 @@ class _VerifyingSSLObject(_VerifyingMixin, ssl.SSLObject):
         try:
             super().do_handshake()
             self._zt_after_handshake(self.context)
-        except ssl.SSLError as exc:  # SSLWantReadError and the like are not refusals
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):  # asyncio: more bytes to come
+            raise
+        except ssl.SSLError as exc:
             _report(self, exc)
             raise
 

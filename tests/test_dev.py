@@ -51,6 +51,29 @@ def test_refuses_foreign_or_root_ids(ca: DevCA) -> None:
         DevCA.create("example.org", key_type="dsa")  # type: ignore[arg-type]
 
 
+def test_svids_never_outlive_their_ca() -> None:
+    """As SPIRE does, a ttl reaching past the issuing certificates is cut to their end."""
+    clock = FixedClock(dt.datetime(2030, 5, 1, tzinfo=dt.timezone.utc))
+    ca = DevCA.create("example.org", intermediate=True, ttl=dt.timedelta(hours=2), clock=clock)
+    svid = ca.issue_svid("spiffe://example.org/web", ttl=dt.timedelta(days=30))
+    assert svid.expires_at == ca.root_certificate.not_valid_after_utc
+    assert all(svid.expires_at <= cert.not_valid_after_utc for cert in svid.cert_chain[1:])
+    clock.advance(3 * 3600)
+    with pytest.raises(ConfigurationError, match="expired"):
+        ca.issue_svid("spiffe://example.org/web")
+
+
+@pytest.mark.parametrize(
+    "ttl",
+    [float("nan"), float("inf"), 1e30, -5, True, "60", dt.timedelta(days=999_999_999)],
+)
+def test_ttls_are_bounded(ca: DevCA, ttl: object) -> None:
+    with pytest.raises(ConfigurationError, match="ttl"):
+        ca.issue_svid("spiffe://example.org/web", ttl=ttl)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="ttl"):
+        DevCA.create("example.org", ttl=ttl)  # type: ignore[arg-type]
+
+
 def test_load_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"missing ca\.json"):
         DevCA.load(tmp_path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import secrets
 from collections.abc import Sequence
@@ -68,10 +69,21 @@ def _serial() -> int:
     return secrets.randbits(127) | 1  # positive, at most 16 bytes, never zero
 
 
+#: The longest lifetime this CA gives anything (its own certificates included).
+MAX_TTL = _dt.timedelta(days=36500)
+
+
 def _seconds(ttl: float | _dt.timedelta) -> _dt.timedelta:
-    delta = ttl if isinstance(ttl, _dt.timedelta) else _dt.timedelta(seconds=ttl)
+    if isinstance(ttl, _dt.timedelta):
+        delta = ttl
+    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and math.isfinite(ttl):
+        delta = _dt.timedelta(seconds=min(max(ttl, -1.0), MAX_TTL.total_seconds() + 1))
+    else:
+        raise ConfigurationError("ttl must be a finite number of seconds or a timedelta")
     if delta <= _dt.timedelta(0):
         raise ConfigurationError("ttl must be positive")
+    if delta > MAX_TTL:
+        raise ConfigurationError(f"ttl must be at most {MAX_TTL.days} days")
     return delta
 
 
@@ -186,18 +198,25 @@ class DevCA:
         dns_names: Sequence[str] = (),
         key_type: KeyType = "ec-p256",
     ) -> X509Svid:
-        """Issue an X509-SVID for ``spiffe_id`` (which must belong to this CA's trust domain)."""
+        """Issue an X509-SVID for ``spiffe_id`` (which must belong to this CA's trust domain).
+
+        The SVID never outlives the certificates that issue it: a ``ttl`` reaching past them is
+        cut to their end, as SPIRE does."""
         sid = spiffe_id if isinstance(spiffe_id, SpiffeId) else SpiffeId.parse(spiffe_id)
         if sid.trust_domain != self._trust_domain:
             raise ConfigurationError(f"{sid} is not in trust domain {self._trust_domain}")
         if not sid.path:
             raise InvalidSpiffeId("root_id", "an SVID needs a SPIFFE ID with a path")
         now = self._clock.now()
+        signer, _, intermediates = self._signer()
+        ca_end = min(cert.not_valid_after_utc for cert in (signer, self._root_cert, *intermediates))
+        if ca_end <= now:
+            raise ConfigurationError("the CA's certificates have expired: create a new CA")
         chain, key = self.issue_unchecked_leaf(
             uri_sans=[str(sid)],
             dns_names=dns_names,
             not_before=now - _dt.timedelta(seconds=30),
-            not_after=now + _seconds(ttl),
+            not_after=min(now + _seconds(ttl), ca_end),
             key_type=key_type,
         )
         return X509Svid(chain, key)

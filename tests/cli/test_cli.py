@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import argparse
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -79,6 +81,9 @@ def test_inspect_never_prints_a_key(tmp_path: Path, capsys: pytest.CaptureFixtur
         ],
         ["cert", "inspect", "{tmp}/missing.pem"],
         ["ca", "init", "--trust-domain", "example.org", "--dir", "{tmp}/y", "--ttl", "forever"],
+        ["ca", "init", "--trust-domain", "example.org", "--dir", "{tmp}/y", "--ttl", "9" * 12],
+        ["ca", "init", "--trust-domain", "example.org", "--dir", "{tmp}/y", "--ttl", "9" * 9 + "d"],
+        ["ca", "init", "--trust-domain", "example.org", "--dir", "{tmp}/y", "--ttl", "99999d"],
         ["no-such-command"],
     ],
 )
@@ -109,3 +114,11 @@ def test_python_dash_m() -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
+
+
+def test_durations_past_any_date_are_refused_as_bad_input() -> None:
+    from zerotrust.cli._ca import parse_duration
+
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid duration"):
+        parse_duration("9" * 12 + "d")  # more days than a timedelta holds
+    assert parse_duration("90m") == dt.timedelta(minutes=90)

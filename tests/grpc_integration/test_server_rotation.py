@@ -6,6 +6,7 @@ import socket
 import threading
 
 import grpc
+import pytest
 
 from tests.grpc_integration._support import (
     SERVER_ID,
@@ -15,7 +16,15 @@ from tests.grpc_integration._support import (
     raw_credentials,
     sync_server,
 )
-from zerotrust import RotatingSvidSource, client_ssl_context, match
+from zerotrust import (
+    RotatingBundleSource,
+    RotatingSvidSource,
+    TrustBundle,
+    client_ssl_context,
+    match,
+)
+from zerotrust.adapters._grpc_tls import _CertificateConfigurations
+from zerotrust.errors import ConfigurationError
 
 
 def server_fingerprint(world: World, port: int) -> str:
@@ -77,3 +86,20 @@ def test_rotation_mid_traffic(world: World) -> None:
     assert errors == []
     assert counts["before"] >= 5 and counts["after"] >= 5
     assert new_fp == rotated.fingerprint != world.server_svid.fingerprint
+
+
+def test_withdrawn_authorities_keep_the_server_handshaking(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When every authority is withdrawn (an empty bundle), grpc keeps its previous first-pass
+    roots: handshakes go on and the interceptor's per-trust-domain check refuses the clients,
+    instead of every new handshake failing to load a configuration."""
+    bundles = RotatingBundleSource(world.ca.bundle)
+    configurations = _CertificateConfigurations(RotatingSvidSource(world.server_svid), bundles)
+    assert configurations() is None  # nothing changed
+    bundles.set(TrustBundle(world.ca.trust_domain))
+    assert configurations() is not None
+    assert configurations() is None
+    assert "could not load" not in caplog.text
+    with pytest.raises(ConfigurationError, match=r"no X\.509 authorities"):
+        _CertificateConfigurations(world.server_svid, TrustBundle(world.ca.trust_domain))

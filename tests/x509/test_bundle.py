@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from zerotrust import BundleSet, TrustBundle, TrustDomain
 from zerotrust.dev import DevCA
 from zerotrust.errors import BundleError, NoTrustBundle
+from zerotrust.x509.verify import verify_x509_svid
 
 
 def test_pem_round_trip(ca: DevCA) -> None:
@@ -61,17 +62,16 @@ def test_x509_entries_follow_the_consumer_rules(ca: DevCA, other_ca: DevCA) -> N
     "doc",
     [
         b"not json",
-        b'{"keys": [{"use": "x509-svid", "x5c": "AA=="}]}',
-        b'{"keys": [{"use": "x509-svid", "x5c": [1]}]}',
+        b'{"keys": [{"kty": "EC", "use": "x509-svid", "x5c": "AA=="}]}',
+        b'{"keys": [{"kty": "EC", "use": "x509-svid", "x5c": [1]}]}',
         b"[]",
+        b"{}",
         b'{"keys": {}}',
         b'{"keys": [1]}',
-        b'{"keys": [{"use": "x509-svid", "x5c": ["!!"]}]}',
-        b'{"keys": [{"use": "x509-svid", "x5c": ["AA==", "AA=="]}]}',
+        b'{"keys": [{"kty": "EC", "use": "x509-svid", "x5c": ["!!"]}]}',
+        b'{"keys": [{"kty": "RSA", "use": "x509-svid", "x5c": ["AA==", "AA=="]}]}',
         b'{"keys": [{"use": "jwt-svid", "kty": "EC"}]}',
-        b'{"keys": [{"use": "jwt-svid", "kid": "a", "kty": "oct", "k": "c2VjcmV0"}]}',
         b'{"keys": [{"use": "jwt-svid", "kid": "a", "kty": "EC", "d": "AA"}]}',
-        b'{"keys": []}',
         b'{"keys": [], "spiffe_sequence": "1"}',
         b'{"keys": [], "spiffe_sequence": true}',
         b'{"a":' * 50 + b"1" + b"}" * 50,
@@ -100,8 +100,10 @@ def test_update_removes_authorities_that_are_gone(ca: DevCA) -> None:
     only_new = both.with_x509_authorities([other.root_certificate])
     assert only_new.x509_authorities == (other.root_certificate,)
     assert not only_new.has_authority(ca.root_certificate)
-    with pytest.raises(BundleError):
-        both.with_x509_authorities([])
+    none_left = both.with_x509_authorities([])
+    assert none_left.x509_authorities == ()
+    with pytest.raises(NoTrustBundle):
+        none_left.x509_store()
 
 
 def test_bundles_are_immutable(ca: DevCA) -> None:
@@ -143,3 +145,60 @@ def test_store_holds_only_this_bundle(ca: DevCA) -> None:
 def test_static_bundle_source_returns_one_snapshot(ca: DevCA) -> None:
     bundle = ca.bundle
     assert bundle.get_bundle_set() is bundle.get_bundle_set()
+
+
+def test_an_empty_key_list_withdraws_every_authority(ca: DevCA) -> None:
+    """Trust Domain and Bundle 4.1.3: ``"keys": []`` is a valid bundle that trusts nothing
+    (before, it was refused, and a file source kept trusting the withdrawn authorities)."""
+    svid = ca.issue_svid("spiffe://example.org/workload")
+    withdrawn = TrustBundle.from_jwks("example.org", b'{"keys": [], "spiffe_sequence": 2}')
+    assert withdrawn.x509_authorities == () and dict(withdrawn.jwt_authorities) == {}
+    assert withdrawn.sequence_number == 2
+    with pytest.raises(NoTrustBundle):
+        verify_x509_svid([svid.leaf], withdrawn)
+    only_ignored = {"keys": [{"kty": "EC", "use": "future-svid"}, {"use": "x509-svid"}]}
+    assert TrustBundle.from_jwks("example.org", only_ignored).x509_authorities == ()
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"use": "x509-svid"},  # no kty
+        {"kty": "XYZ", "use": "x509-svid"},
+        {"kty": "oct", "use": "jwt-svid", "kid": "a", "k": "c2VjcmV0"},
+        {"use": "jwt-svid", "kid": "b", "crv": "P-256", "x": "AA", "y": "AA"},
+    ],
+)
+def test_elements_of_unknown_or_missing_key_type_are_ignored(ca: DevCA, entry: dict) -> None:
+    """Trust Domain and Bundle 4.2.1: the whole element is ignored, whatever else it holds."""
+    doc = ca.bundle.to_jwks()
+    x5c = doc["keys"][0]["x5c"]
+    doc["keys"].append({**entry, "x5c": x5c} if entry.get("use") == "x509-svid" else entry)
+    bundle = TrustBundle.from_jwks("example.org", doc)
+    assert bundle.x509_authorities == (ca.root_certificate,)
+    assert dict(bundle.jwt_authorities) == {}
+
+
+def test_an_x509_entry_must_describe_its_own_certificate(ca: DevCA, other_ca: DevCA) -> None:
+    """RFC 7517 4.7: the key in x5c is the key the JWK describes."""
+    good = ca.bundle.to_jwks()["keys"][0]
+    other_members = {k: v for k, v in other_ca.bundle.to_jwks()["keys"][0].items() if k != "x5c"}
+    with pytest.raises(BundleError, match="not its certificate's key"):
+        TrustBundle.from_jwks("example.org", {"keys": [{**other_members, "x5c": good["x5c"]}]})
+    with pytest.raises(BundleError, match="'kty' does not match"):
+        TrustBundle.from_jwks("example.org", {"keys": [{**good, "kty": "RSA"}]})
+    bare = {"kty": good["kty"], "use": "x509-svid", "x5c": good["x5c"]}  # members are optional
+    assert TrustBundle.from_jwks("example.org", {"keys": [bare]}) == ca.bundle
+
+
+def test_authorities_must_be_ca_certificates(ca: DevCA) -> None:
+    """A leaf listed as an authority would vouch for itself alone (a pinned leaf)."""
+    leaf = ca.issue_svid("spiffe://example.org/workload").leaf
+    with pytest.raises(BundleError, match="not a CA certificate"):
+        TrustBundle("example.org", [leaf])
+    with pytest.raises(BundleError, match="not a CA certificate"):
+        TrustBundle.from_pem("example.org", leaf.public_bytes(serialization.Encoding.PEM))
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    entry = {"kty": "EC", "use": "x509-svid", "x5c": [base64.b64encode(der).decode()]}
+    with pytest.raises(BundleError, match="not a CA certificate"):
+        TrustBundle.from_jwks("example.org", {"keys": [entry]})

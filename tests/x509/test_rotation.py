@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests._tls import call, tls_server
+from tests.sources.workload_api.conftest import eventually
 from zerotrust import (
     FileSvidSource,
+    PeerRejected,
+    RotatingBundleSource,
     RotatingSvidSource,
+    TrustBundle,
     client_ssl_context,
     match,
     server_ssl_context,
 )
 from zerotrust.dev import DevCA
+from zerotrust.errors import ConfigurationError, NoTrustBundle
 
 API = "spiffe://example.org/api"
 WEB = "spiffe://example.org/web"
@@ -98,3 +106,21 @@ def test_file_backed_rotation_with_torn_writes(ca: DevCA, tmp_path: Path) -> Non
         assert source.last_error is None
         assert source.reloads == 1
     assert not log.errors
+
+
+def test_a_trust_domain_withdrawing_every_authority_is_refused_not_an_error(ca: DevCA) -> None:
+    """Once the bundle is empty, new connections still get a handshake (no configuration
+    error on every connection), and the per-trust-domain check refuses every peer."""
+    bundles = RotatingBundleSource(ca.bundle)
+    sctx = server_ssl_context(ca.issue_svid(API), bundles, authorizer=match.exact(WEB))
+    cctx = client_ssl_context(ca.issue_svid(WEB), ca.bundle, authorizer=match.exact(API))
+    with tls_server(sctx) as (port, log):
+        assert call(port, cctx)[0] == b"ok"
+        bundles.set(TrustBundle("example.org"))  # {"keys": []}: everything withdrawn
+        with contextlib.suppress(OSError):  # refused right after the handshake
+            assert call(port, cctx)[0] != b"ok"
+        eventually(lambda: len(log.errors) == 1)
+    refused = log.errors[0]
+    assert isinstance(refused, PeerRejected) and isinstance(refused.error, NoTrustBundle)
+    with pytest.raises(ConfigurationError, match=r"no X\.509 authorities"):
+        server_ssl_context(ca.issue_svid(API), TrustBundle("example.org"), authorizer=match.any())

@@ -92,13 +92,16 @@ class PeerCache:
         return der, peer
 
 
-def _certificate_configuration(svid: X509Svid, bundles: BundleSet) -> Any:
+def _roots(bundles: BundleSet, previous: bytes | None) -> bytes:
+    """The PEM authorities grpc checks clients against first. Once every authority is
+    withdrawn, the previous ones stay there: the interceptor's per-trust-domain check is
+    authoritative and refuses every client of a domain whose bundle is empty."""
     authorities = bundles.all_x509_authorities()
-    if not authorities:
+    if authorities:
+        return certs_to_pem(authorities)
+    if previous is None:
         raise ConfigurationError("the bundle source has no X.509 authorities")
-    return grpc.ssl_server_certificate_configuration(
-        [(svid.private_key_pem(), svid.cert_chain_pem())], certs_to_pem(authorities)
-    )
+    return previous
 
 
 class _CertificateConfigurations:
@@ -109,8 +112,14 @@ class _CertificateConfigurations:
         self._svid, self._bundles = svid, bundles
         self._lock = threading.Lock()
         current = (svid.get_x509_svid(), bundles.get_bundle_set())
-        self.initial = _certificate_configuration(*current)
+        self._root_pem = _roots(current[1], None)
+        self.initial = self._configuration(current[0])
         self._loaded: tuple[X509Svid, BundleSet] = current
+
+    def _configuration(self, svid: X509Svid) -> Any:
+        return grpc.ssl_server_certificate_configuration(
+            [(svid.private_key_pem(), svid.cert_chain_pem())], self._root_pem
+        )
 
     def __call__(self) -> Any:
         try:
@@ -118,7 +127,8 @@ class _CertificateConfigurations:
             with self._lock:
                 if svid is self._loaded[0] and bundles is self._loaded[1]:
                     return None
-                config = _certificate_configuration(svid, bundles)
+                self._root_pem = _roots(bundles, self._root_pem)
+                config = self._configuration(svid)
                 self._loaded = (svid, bundles)
                 return config
         except Exception:  # keep serving the current certificate rather than no handshake

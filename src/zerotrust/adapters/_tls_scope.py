@@ -19,6 +19,7 @@ from typing import Any, Final
 from cryptography import x509
 
 from zerotrust.errors import MissingCredentials
+from zerotrust.x509._certs import PARSE_ERRORS
 from zerotrust.x509.peer import peer_chain_der
 from zerotrust.x509.verify import VerifiedPeer
 
@@ -50,7 +51,7 @@ def _subject_name(peer: VerifiedPeer | None, chain: list[bytes]) -> str | None:
         return None
     try:
         return x509.load_der_x509_certificate(chain[0]).subject.rfc4514_string()
-    except ValueError:
+    except PARSE_ERRORS:
         return None
 
 

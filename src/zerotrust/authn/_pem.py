@@ -15,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 from cryptography import x509
 
 from zerotrust.errors import MalformedCredentials
-from zerotrust.x509._certs import MAX_CERT_DER_BYTES, MAX_CHAIN_LENGTH
+from zerotrust.x509._certs import MAX_CERT_DER_BYTES, MAX_CHAIN_LENGTH, load_der_certificate
 
 __all__ = [
     "DEFAULT_MAX_HEADER_BYTES",
@@ -70,7 +70,7 @@ def load_certificates(ders: Sequence[bytes], what: str) -> list[x509.Certificate
                 f"{what}: certificate {index} exceeds {MAX_CERT_DER_BYTES} bytes"
             )
         try:
-            certs.append(x509.load_der_x509_certificate(der))
+            certs.append(load_der_certificate(der))
         except ValueError:
             raise MalformedCredentials(
                 f"{what}: certificate {index} is not an X.509 certificate"

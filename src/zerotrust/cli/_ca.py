@@ -25,11 +25,12 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 def parse_duration(text: str) -> timedelta:
     """``90``, ``90s``, ``15m``, ``1h`` or ``30d``."""
     m = _DURATION.match(text.strip())
-    if not m or int(m.group(1)) == 0:
-        raise argparse.ArgumentTypeError(
-            f"invalid duration {text!r} (examples: 300s, 15m, 1h, 30d)"
-        )
-    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        if m and int(m.group(1)):
+            return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+    except OverflowError:
+        pass  # more days than any date can hold: refused below, like any bad value
+    raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 300s, 15m, 1h, 30d)")
 
 
 def register(commands: Any) -> None:

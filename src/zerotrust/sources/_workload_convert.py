@@ -5,12 +5,19 @@ zerotrust objects, or raises a :class:`~zerotrust.errors.ZeroTrustError` that re
 whole update (a half-applied update never becomes a snapshot). Certificates arrive as
 concatenated ASN.1 DER, private keys as unencrypted PKCS#8 DER, JWT bundles as JWKS
 documents keyed by trust domain. Certificate revocation lists are not used.
+
+The one exception is a federated domain's bundle: an empty one (how SPIRE sends a domain
+without X.509 authorities) trusts nothing of that domain, and so does one that cannot be read,
+with a warning. Either way the rest of the update, the workload's own SVID included, applies:
+one federated domain cannot stop the workload's own rotation, nor keep its old authorities.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from cryptography import x509
@@ -20,14 +27,22 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from zerotrust.errors import BundleError, SvidError, ZeroTrustError
 from zerotrust.identity import TrustDomain
 from zerotrust.tokens._json import JSONError, loads_dict, thaw
-from zerotrust.x509._certs import MAX_CERT_DER_BYTES, MAX_CHAIN_LENGTH, MAX_PEM_BYTES
+from zerotrust.x509._certs import (
+    MAX_CERT_DER_BYTES,
+    MAX_CHAIN_LENGTH,
+    MAX_PEM_BYTES,
+    PARSE_ERRORS,
+    load_der_certificate,
+)
 from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.svid import X509Svid
+from zerotrust.x509.verify import verify_x509_svid
 
 __all__ = ["SvidEntry", "X509Context", "jwt_bundle_set", "pick", "x509_context"]
 
 _MAX_BUNDLE_CERTS: Final = 1000
 _MAX_JWKS_BYTES: Final = 1 << 20
+_log = logging.getLogger("zerotrust.spire")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +91,7 @@ def split_der(data: bytes, *, limit: int, what: str) -> list[x509.Certificate]:
             raise BundleError(f"{what} holds more than {limit} certificates")
         end = offset + _der_length(data, offset, what)
         try:
-            certs.append(x509.load_der_x509_certificate(data[offset:end]))
+            certs.append(load_der_certificate(data[offset:end]))
         except ValueError:
             raise BundleError(f"{what}: certificate {len(certs)} is not valid DER") from None
         offset = end
@@ -105,7 +120,7 @@ def _svid(entry: SvidEntry) -> X509Svid:
     chain = split_der(entry.cert_chain, limit=MAX_CHAIN_LENGTH, what="SVID certificate chain")
     try:
         key = serialization.load_der_private_key(entry.private_key, password=None)
-    except (ValueError, TypeError):
+    except PARSE_ERRORS:
         raise SvidError("SVID private key is not unencrypted PKCS#8 DER") from None
     if not isinstance(
         key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
@@ -124,8 +139,15 @@ def x509_context(
     spiffe_id: str | None = None,
     hint: str | None = None,
     previous: X509Context | None = None,
+    now: datetime | None = None,
 ) -> X509Context:
-    """Convert an ``X509SVIDResponse``; unchanged parts keep their previous objects."""
+    """Convert an ``X509SVIDResponse``; unchanged parts keep their previous objects.
+
+    The chosen SVID must validate to its own trust domain's bundle in the same update, and
+    not be expired at ``now``: an update that would replace a working SVID with one no peer
+    accepts is refused (the previous snapshot stays). An SVID that is not valid *yet* (the
+    agent's clock ahead of ours) is taken: the agent sends it once, and it soon will be.
+    """
     svid = _svid(pick(entries, spiffe_id, hint))
     if previous is not None and _same_chain(previous.svid, svid):
         svid = previous.svid  # a resent SVID: consumers see no change, reload nothing
@@ -139,12 +161,35 @@ def x509_context(
     for key, der in federated.items():
         td = _trust_domain(key)
         if td not in bundles:  # a domain's own bundle wins over a federated copy
-            bundles[td] = _x509_bundle(td, der)
-    return X509Context(svid, _reuse(bundles.values(), previous.bundles if previous else None))
+            bundles[td] = _federated_bundle(td, der)
+    bundle_set = _reuse(bundles.values(), previous.bundles if previous else None)
+    _check_own(svid, bundle_set, now)
+    return X509Context(svid, bundle_set)
 
 
 def _x509_bundle(td: TrustDomain, der: bytes) -> TrustBundle:
     return TrustBundle(td, split_der(der, limit=_MAX_BUNDLE_CERTS, what=f"bundle of {td}"))
+
+
+def _federated_bundle(td: TrustDomain, der: bytes) -> TrustBundle:
+    """A federated domain's bundle; empty or unreadable, one that trusts nothing."""
+    if not der:
+        return TrustBundle(td)
+    try:
+        return _x509_bundle(td, der)
+    except ZeroTrustError as exc:
+        _log.warning("Workload API: bundle of %s refused, nothing of it is trusted: %s", td, exc)
+        return TrustBundle(td)
+
+
+def _check_own(svid: X509Svid, bundles: BundleSet, now: datetime | None) -> None:
+    leaf = svid.leaf
+    if now is not None and leaf.not_valid_before_utc > now:
+        now = leaf.not_valid_before_utc  # not valid yet: judge it from when it will be
+    try:
+        verify_x509_svid(svid.cert_chain, bundles, now=now)
+    except ZeroTrustError as exc:
+        raise SvidError(f"the SVID {svid.spiffe_id} is not usable: {exc}") from None
 
 
 def _same_chain(a: X509Svid, b: X509Svid) -> bool:

@@ -11,7 +11,7 @@ import importlib
 import os
 from types import ModuleType
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from zerotrust.errors import ConfigurationError, MissingDependencyError
 
@@ -83,7 +83,7 @@ def grpc_target(socket_path: str | os.PathLike[str] | None) -> str:
             raise ConfigurationError(
                 f"no Workload API socket: pass socket_path= or set {ENDPOINT_ENV}"
             )
-        if not value.startswith("unix:"):
+        if not value[:5].lower() == "unix:":
             raise ConfigurationError(f"{ENDPOINT_ENV} must be a unix: URI (unix:///path)")
         where = ENDPOINT_ENV
     else:
@@ -103,10 +103,12 @@ def grpc_target(socket_path: str | os.PathLike[str] | None) -> str:
             raise ConfigurationError(
                 f"{where}: a unix: URI has no authority, query or fragment (unix:///path)"
             )
-        path = parts.path
+        path = unquote(parts.path)  # a URI's path is percent-encoded (RFC 3986 2.1)
     if not path.startswith("/") or "\x00" in path:
         raise ConfigurationError(f"{where}: the socket path must be absolute")
     path = "/" + path.lstrip("/")
+    if path == "/" or path.endswith("/"):
+        raise ConfigurationError(f"{where}: the socket path names a directory, not a socket")
     if len(path.encode()) > _MAX_UNIX_PATH_BYTES:
         raise ConfigurationError(f"{where}: the socket path is too long for a Unix socket")
     return f"unix:{path}"

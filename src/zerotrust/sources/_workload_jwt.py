@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import math
+from datetime import datetime
+from typing import Any, Final
 
 from zerotrust._clock import Clock
 from zerotrust.errors import KeysUnavailable, SourceError, ZeroTrustError
@@ -14,12 +16,16 @@ from zerotrust.sources import _workload_grpc as wire
 from zerotrust.sources._workload_base import SocketPath, WorkloadApiBase, spiffe_id_string
 from zerotrust.sources._workload_convert import jwt_bundle_set, pick
 from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource
+from zerotrust.tokens._b64 import b64url_decode
+from zerotrust.tokens._json import loads_object
 from zerotrust.tokens._outgoing_cache import seconds
 from zerotrust.tokens.jwks import JWKSet
 from zerotrust.tokens.outgoing import CachedTokenSource
 from zerotrust.x509.bundle import BundleSet
 
 __all__ = ["WorkloadApiJwtSource"]
+
+_MAX_JWT_SVID_CHARS: Final = 64 * 1024
 
 
 class _JwtBundles:
@@ -130,7 +136,7 @@ class WorkloadApiJwtSource(WorkloadApiBase):
             )
         except wire.RpcError as exc:
             raise SourceError(f"Workload API FetchJWTSVID failed: {wire.describe(exc)}") from None
-        return self._pick(response)
+        return self._pick(response, audience)
 
     async def _mint_async(self, audience: str) -> str:
         request = self._request(audience)
@@ -158,14 +164,14 @@ class WorkloadApiJwtSource(WorkloadApiBase):
             response = call.result()
         except wire.RpcError as exc:
             raise SourceError(f"Workload API FetchJWTSVID failed: {wire.describe(exc)}") from None
-        return self._pick(response)
+        return self._pick(response, audience)
 
-    def _pick(self, response: Any) -> str:
+    def _pick(self, response: Any, audience: str) -> str:
         try:
             entry = pick(list(response.svids), self._subject, None)
         except ZeroTrustError as exc:
             raise SourceError(f"Workload API sent no usable JWT-SVID: {exc}") from None
-        return str(entry.svid)
+        return _checked_jwt_svid(entry.svid, entry.spiffe_id, audience, self._clock.now())
 
     # --- JWT bundles -----------------------------------------------------------------------
 
@@ -210,3 +216,36 @@ class WorkloadApiJwtSource(WorkloadApiBase):
     async def get_keys_async(self, *, missing_kid: str | None = None) -> JWKSet:
         """Same as :meth:`get_keys` (answered from memory)."""
         return self.get_keys(missing_kid=missing_kid)
+
+
+def _checked_jwt_svid(token: object, spiffe_id: str, audience: str, now: datetime) -> str:
+    """``token`` once it reads as the JWT-SVID asked for, as go-spiffe's client checks too: a
+    JWT whose ``sub`` is the SPIFFE ID it was sent with, whose ``aud`` holds ``audience`` and
+    whose ``exp`` is still ahead. Its signature is the audience's to check; this only keeps
+    a wrong token from being cached and sent in the workload's name."""
+    if not isinstance(token, str) or len(token) > _MAX_JWT_SVID_CHARS:
+        raise SourceError("Workload API sent a JWT-SVID that is not a JWT")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise SourceError("Workload API sent a JWT-SVID that is not a JWT")
+    try:
+        claims = loads_object(b64url_decode(parts[1]))
+    except ValueError:
+        raise SourceError("Workload API sent a JWT-SVID whose claims cannot be read") from None
+    subject = claims.get("sub")
+    try:
+        SpiffeId.parse(subject if isinstance(subject, str) else "")
+    except ZeroTrustError:
+        raise SourceError("Workload API sent a JWT-SVID whose sub is not a SPIFFE ID") from None
+    if spiffe_id and subject != spiffe_id:
+        raise SourceError("Workload API sent a JWT-SVID for another SPIFFE ID than it named")
+    aud = claims.get("aud")
+    audiences = (aud,) if isinstance(aud, str) else aud if isinstance(aud, (tuple, list)) else ()
+    if audience not in audiences:
+        raise SourceError("Workload API sent a JWT-SVID for another audience")
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
+        raise SourceError("Workload API sent a JWT-SVID without a valid exp")
+    if exp <= now.timestamp():
+        raise SourceError("Workload API sent an expired JWT-SVID")
+    return token

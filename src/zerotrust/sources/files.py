@@ -85,6 +85,9 @@ class _Watched(Generic[_T]):
                 # Keep the previous snapshot; the stamp is not recorded so we retry.
                 self._note_error(str(exc))
                 return self._value
+            except Exception as exc:  # whatever a bad file makes a parser raise: same rule
+                self._note_error(f"cannot load: {type(exc).__name__}")
+                return self._value
             self._value, self._stamp = value, stamp
             self.last_error = None
             self.reloads += 1

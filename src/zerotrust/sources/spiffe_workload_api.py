@@ -93,6 +93,7 @@ class WorkloadApiX509Source(WorkloadApiBase):
             spiffe_id=self._want[0],
             hint=self._want[1],
             previous=self._snapshot,
+            now=self._clock.now(),
         )
 
     def _current(self, error: type[SourceError]) -> X509Context:

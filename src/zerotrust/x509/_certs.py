@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -15,9 +16,11 @@ from zerotrust.errors import MalformedCertificate
 __all__ = [
     "MAX_CERT_DER_BYTES",
     "MAX_CHAIN_LENGTH",
+    "PARSE_ERRORS",
     "PrivateKey",
     "certs_to_pem",
     "fingerprint",
+    "load_der_certificate",
     "load_der_chain",
     "load_pem_certs",
     "read_bounded",
@@ -32,6 +35,27 @@ MAX_CHAIN_LENGTH = 10
 MAX_CERT_DER_BYTES = 64 * 1024
 #: Upper bound for any PEM document we read (bundles with many authorities included).
 MAX_PEM_BYTES = 4 * 1024 * 1024
+
+#: What ``cryptography`` raises for a certificate or key it cannot read: not only
+#: ``ValueError`` (an unknown version is ``InvalidVersion``, an unknown curve
+#: ``UnsupportedAlgorithm``).
+PARSE_ERRORS = (ValueError, TypeError, x509.InvalidVersion, UnsupportedAlgorithm)
+
+
+def _checked(cert: x509.Certificate) -> x509.Certificate:
+    """``cert``, once its public key is known to be readable: a key cryptography cannot load
+    (a point off its curve, an unknown algorithm) is refused with the certificate, not later
+    by whichever check first asks for the key."""
+    cert.public_key()
+    return cert
+
+
+def load_der_certificate(der: bytes) -> x509.Certificate:
+    """One DER certificate with a readable public key; raises ``ValueError`` otherwise."""
+    try:
+        return _checked(x509.load_der_x509_certificate(der))
+    except PARSE_ERRORS as exc:
+        raise ValueError("not a valid DER certificate") from exc
 
 
 def fingerprint(cert: x509.Certificate) -> str:
@@ -55,7 +79,7 @@ def load_der_chain(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certi
         if len(item) > MAX_CERT_DER_BYTES:
             raise MalformedCertificate(f"certificate {index} exceeds {MAX_CERT_DER_BYTES} bytes")
         try:
-            certs.append(x509.load_der_x509_certificate(bytes(item)))
+            certs.append(load_der_certificate(bytes(item)))
         except ValueError as exc:
             raise MalformedCertificate(f"certificate {index} is not valid DER") from exc
     return certs
@@ -75,10 +99,9 @@ def load_pem_certs(data: bytes | str, *, what: str = "certificate") -> list[x509
     if raw.count(b"-----BEGIN ") != raw.count(b"-----END ") or after_last.strip():
         raise ValueError(f"{what} PEM is incomplete (a PEM block without its END line)")
     try:
-        certs = x509.load_pem_x509_certificates(raw)
-    except ValueError as exc:
+        return [_checked(cert) for cert in x509.load_pem_x509_certificates(raw)]
+    except PARSE_ERRORS as exc:
         raise ValueError(f"{what} PEM could not be parsed") from exc
-    return certs
 
 
 def read_bounded(path: Path, limit: int = MAX_PEM_BYTES, *, what: str = "file") -> bytes:

@@ -3,6 +3,9 @@
 A :class:`TrustBundle` is an immutable snapshot. "Updating" a bundle builds a new one whose
 authorities are exactly the new list: an authority that is gone from the source is gone from the
 bundle. Peers are always verified against the bundle of **their own** trust domain.
+
+A bundle may be empty: a trust domain that publishes ``{"keys": []}`` has withdrawn every
+authority it published (SPIFFE Trust Domain and Bundle 4.1.3), and nothing of it verifies.
 """
 
 from __future__ import annotations
@@ -19,19 +22,34 @@ from cryptography.x509.verification import Store
 from zerotrust.errors import BundleError, ConfigurationError, NoTrustBundle
 from zerotrust.identity import SpiffeId, TrustDomain
 from zerotrust.tokens._json import JSONError, loads_object, thaw
-from zerotrust.tokens._jwk_codec import public_members
-from zerotrust.x509._certs import MAX_PEM_BYTES, certs_to_pem, fingerprint, load_pem_certs
+from zerotrust.tokens._jwk_codec import public_key_from_members, public_members
+from zerotrust.x509._certs import (
+    MAX_PEM_BYTES,
+    PARSE_ERRORS,
+    certs_to_pem,
+    fingerprint,
+    load_der_certificate,
+    load_pem_certs,
+)
 
 __all__ = ["BundleSet", "TrustBundle"]
 
 _MAX_JWKS_BYTES = MAX_PEM_BYTES
 _MAX_KEYS = 1000
 _MAX_JSON_DEPTH = 8
+#: JWK key types an authority may have; an element of any other type is ignored (4.2.1).
+_KEY_TYPES = frozenset({"EC", "OKP", "RSA"})
+#: The members that describe a JWK's public key (compared with an ``x5c`` certificate's).
+_KEY_MEMBERS = ("crv", "x", "y", "n", "e")
 
 
 @final
 class TrustBundle:
-    """The X.509 (and JWT) authorities of one trust domain. Immutable and hashable by content."""
+    """The X.509 (and JWT) authorities of one trust domain. Immutable and hashable by content.
+
+    X.509 authorities must be CA certificates (basic constraints ``CA:TRUE``). A bundle without
+    any authority is valid and trusts nothing (a domain that withdrew all its keys).
+    """
 
     __slots__ = (
         "_bundle_set",
@@ -72,13 +90,12 @@ class TrustBundle:
         for cert in x509_authorities:
             if not isinstance(cert, x509.Certificate):
                 raise BundleError("x509 authorities must be cryptography Certificate objects")
+            _require_ca(cert, td)
             fp = fingerprint(cert)
             if fp not in seen:  # duplicates collapse; order is kept
                 seen.add(fp)
                 authorities.append(cert)
         jwt = {str(k): MappingProxyType(dict(v)) for k, v in (jwt_authorities or {}).items()}
-        if not authorities and not jwt:
-            raise BundleError(f"bundle for {td} has no authorities")
         set_ = object.__setattr__
         set_(self, "_trust_domain", td)
         set_(self, "_x509_authorities", tuple(authorities))
@@ -134,6 +151,8 @@ class TrustBundle:
 
     @classmethod
     def from_pem(cls, trust_domain: TrustDomain | str, data: bytes | str) -> TrustBundle:
+        """The bundle of the CA certificates in PEM ``data`` (at least one: PEM has no way to
+        say "no authority", so an empty document is refused as a mistake)."""
         try:
             certs = load_pem_certs(data, what="bundle")
         except ValueError as exc:
@@ -163,6 +182,8 @@ class TrustBundle:
         for index, key in enumerate(keys):
             if not isinstance(key, Mapping):
                 raise BundleError(f"key {index} is not an object")
+            if key.get("kty") not in _KEY_TYPES:
+                continue  # an unknown (or missing) key type: the whole element is ignored
             use = key.get("use")
             if use == "x509-svid":
                 authority = _x5c_authority(key, index)
@@ -338,17 +359,42 @@ def _load_json(data: bytes | str) -> Any:
 
 def _x5c_authority(key: Mapping[str, Any], index: int) -> x509.Certificate | None:
     """The CA certificate of an ``x509-svid`` entry (X509-SVID 6.2): an entry without ``x5c``
-    values is ignored, and only the first value counts."""
+    values is ignored, and only the first value counts. The entry's own key members, when
+    present, must describe the certificate's key (RFC 7517 4.7)."""
     x5c = key.get("x5c")
     if x5c is None or x5c == []:
         return None
     if not isinstance(x5c, list) or not isinstance(x5c[0], str):
         raise BundleError(f"x509-svid key {index} has a malformed 'x5c'")
     try:
-        der = base64.b64decode(x5c[0], validate=True)
-        return x509.load_der_x509_certificate(der)
+        cert = load_der_certificate(base64.b64decode(x5c[0], validate=True))
     except ValueError as exc:
         raise BundleError(f"x509-svid key {index} has an invalid certificate") from exc
+    described = _public_jwk_fields(cert)
+    if key.get("kty") != described["kty"]:
+        raise BundleError(f"x509-svid key {index}: 'kty' does not match its certificate's key")
+    if any(name in key for name in _KEY_MEMBERS):
+        try:
+            public = public_key_from_members(key)
+        except (ConfigurationError, *PARSE_ERRORS):
+            raise BundleError(f"x509-svid key {index} has invalid key members") from None
+        if public_members(public) != described:
+            raise BundleError(f"x509-svid key {index}: its key is not its certificate's key")
+    return cert
+
+
+def _require_ca(cert: x509.Certificate, td: TrustDomain) -> None:
+    """An X.509 authority is a CA certificate: a leaf listed as one would vouch for itself."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    except (ValueError, x509.DuplicateExtension) as exc:
+        raise BundleError(f"an authority of {td} has malformed extensions") from exc
+    if constraints is None or not constraints.ca:
+        raise BundleError(
+            f"an authority of {td} is not a CA certificate ({fingerprint(cert)[:16]})"
+        )
 
 
 def _public_jwk_fields(cert: x509.Certificate) -> dict[str, Any]:

@@ -288,11 +288,13 @@ class ZeroTrustSSLContext(ssl.SSLContext):
             bundles = self._zt_bundle_source.get_bundle_set()
             if bundles is not self._zt_bundles:
                 authorities = bundles.all_x509_authorities()
-                if not authorities:
+                if not authorities and self._zt_bundles is None:
                     raise ConfigurationError("the bundle source has no X.509 authorities")
                 # OpenSSL's store only grows; removed authorities are refused by the
-                # authoritative per-trust-domain check after the handshake.
-                self.load_verify_locations(cadata=certs_to_pem(authorities).decode("ascii"))
+                # authoritative per-trust-domain check after the handshake (which refuses
+                # every peer once all of them are withdrawn).
+                if authorities:
+                    self.load_verify_locations(cadata=certs_to_pem(authorities).decode("ascii"))
                 self._zt_bundles = bundles
             if svid is not None and svid is not self._zt_svid:
                 _load_svid(self, svid)

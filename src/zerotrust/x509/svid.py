@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from zerotrust.errors import SvidError, ZeroTrustError
 from zerotrust.identity import SpiffeId
 from zerotrust.x509._certs import (
+    PARSE_ERRORS,
     PrivateKey,
     certs_to_pem,
     fingerprint,
@@ -37,8 +38,10 @@ class X509Svid:
     """A workload's X.509-SVID: leaf-first certificate chain, its private key and SPIFFE ID.
 
     Construction checks that the leaf carries exactly one valid SPIFFE ID and the leaf key
-    usages (not a CA, no ``keyCertSign`` or ``cRLSign``, ``digitalSignature`` set), and that the
-    private key belongs to the leaf, so a torn cert/key pair can never be used.
+    usages (not a CA, no ``keyCertSign`` or ``cRLSign``, ``digitalSignature`` set), that every
+    certificate after the leaf is a signing certificate (``CA:TRUE`` and ``keyCertSign``,
+    X509-SVID 3.2 and 4.3), and that the private key belongs to the leaf, so a torn cert/key pair
+    can never be used.
     """
 
     __slots__ = ("_cert_chain", "_fingerprint", "_private_key", "_spiffe_id")
@@ -62,6 +65,9 @@ class X509Svid:
             _check_leaf_profile(leaf, None)  # not a CA; may sign, not certify (X509-SVID 4.1, 4.3)
         except ZeroTrustError as exc:
             raise SvidError(f"leaf certificate is not an X509-SVID: {exc}") from exc
+        for index, cert in enumerate(chain[1:], start=1):
+            if not _is_signing_certificate(cert):
+                raise SvidError(f"certificate {index} of the chain is not a signing certificate")
         if not _same_public_key(leaf, private_key):
             raise SvidError("private key does not match the leaf certificate")
         set_ = object.__setattr__
@@ -109,7 +115,7 @@ class X509Svid:
         raw_key = key_pem.encode() if isinstance(key_pem, str) else key_pem
         try:
             key = serialization.load_pem_private_key(raw_key, password=None)
-        except (ValueError, TypeError) as exc:
+        except PARSE_ERRORS as exc:
             raise SvidError("SVID private key could not be loaded (PEM, unencrypted)") from exc
         if not isinstance(
             key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
@@ -172,6 +178,19 @@ def write_file_atomic(path: Path, data: bytes, *, mode: int) -> None:
         raise
 
 
+def _is_signing_certificate(cert: x509.Certificate) -> bool:
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
+        return False
+    return bool(constraints.ca and usage.key_cert_sign)
+
+
 def _same_public_key(cert: x509.Certificate, key: PrivateKey) -> bool:
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return bool(cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt))
+    try:
+        leaf_key = cert.public_key().public_bytes(*fmt)
+    except PARSE_ERRORS:
+        raise SvidError("the leaf certificate's public key cannot be read") from None
+    return bool(leaf_key == key.public_key().public_bytes(*fmt))

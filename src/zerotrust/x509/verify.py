@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Literal
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
@@ -32,7 +33,7 @@ from zerotrust.errors import (
     UntrustedCertificate,
 )
 from zerotrust.identity import SpiffeId
-from zerotrust.x509._certs import fingerprint, load_der_chain
+from zerotrust.x509._certs import PARSE_ERRORS, fingerprint, load_der_chain
 from zerotrust.x509.sources import X509BundleSource
 
 __all__ = ["Role", "VerifiedPeer", "leaf_spiffe_id", "verify_peer_chain", "verify_x509_svid"]
@@ -40,6 +41,11 @@ __all__ = ["Role", "VerifiedPeer", "leaf_spiffe_id", "verify_peer_chain", "verif
 #: Which side of the connection the *peer* is: a ``"client"`` certificate is checked by a
 #: server, a ``"server"`` certificate by a client. It decides which extended key usage is needed.
 Role = Literal["client", "server"]
+
+#: The smallest RSA key a leaf may have, and the curves an EC leaf may use: what cryptography's
+#: path validation already asks of every issuer, asked of the leaf's own key too.
+MIN_RSA_BITS = 2048
+_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 
 _EKU_FOR_ROLE = {
     "client": ExtendedKeyUsageOID.CLIENT_AUTH,
@@ -89,7 +95,25 @@ def leaf_spiffe_id(cert: x509.Certificate) -> SpiffeId:
     return spiffe_id
 
 
+def _check_leaf_key(leaf: x509.Certificate) -> None:
+    try:
+        key = leaf.public_key()
+    except PARSE_ERRORS:
+        raise SvidProfileViolation("unsupported_key", "leaf's public key cannot be read") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise SvidProfileViolation(
+                "weak_key", f"leaf's RSA key has {key.key_size} bits, fewer than {MIN_RSA_BITS}"
+            )
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in _CURVES:
+            raise SvidProfileViolation("weak_key", "leaf's EC key is not on P-256, P-384 or P-521")
+    elif not isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        raise SvidProfileViolation("unsupported_key", "leaf's key type is not RSA, EC or EdDSA")
+
+
 def _check_leaf_profile(leaf: x509.Certificate, role: Role | None) -> None:
+    _check_leaf_key(leaf)
     exts = leaf.extensions
     try:
         bc = exts.get_extension_for_class(x509.BasicConstraints).value
@@ -120,10 +144,13 @@ def _check_leaf_profile(leaf: x509.Certificate, role: Role | None) -> None:
 
 def _ee_policy() -> ExtensionPolicy:
     # WebPKI defaults for everything else; SAN and EKU are SPIFFE's business and checked above.
+    # The authority key identifier only helps path building: the X509-SVID profile does not
+    # require it of a leaf (go-spiffe accepts leaves without), so neither is it required here.
     return (
         ExtensionPolicy.webpki_defaults_ee()
         .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
         .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None)
+        .may_be_present(x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, None)
     )
 
 

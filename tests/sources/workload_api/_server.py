@@ -104,6 +104,8 @@ class WorkloadApiServer:
         self.jwt_subject = "spiffe://example.org/workload"
         self.jwt_ttl = 300
         self.jwt_fetches: collections.Counter[tuple[str, ...]] = collections.Counter()
+        #: When set, the JWT-SVID served instead of a token for the audiences asked for.
+        self.jwt_served: str | None = None
         self._server: Any = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -206,7 +208,7 @@ class WorkloadApiServer:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "audience must be specified")
         with self._cond:
             self.jwt_fetches[audience] += 1
-        token = issuer.issue(
+        token = self.jwt_served or issuer.issue(
             subject=self.jwt_subject,
             audience=list(audience),
             ttl=self.jwt_ttl,

@@ -187,3 +187,37 @@ def test_unavailable_agent_for_tokens(agent: WorkloadApiServer) -> None:
         pytest.raises(SourceError, match="UNAVAILABLE"),
     ):
         source.token("api")
+
+
+def test_jwt_svids_the_agent_sends_are_checked_before_use(agent: WorkloadApiServer) -> None:
+    """A token that is not the JWT-SVID asked for is never cached or sent in the workload's
+    name: not a JWT, another audience, another SPIFFE ID, a sub that is no SPIFFE ID, expired."""
+    clock = FixedClock(dt.datetime.now(dt.timezone.utc))
+    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISSUER, clock=clock)
+    agent.jwt_issuer = issuer
+
+    def minted(**claims: Any) -> str:
+        spec: dict[str, Any] = {"subject": SUBJECT, "audience": ["api"], "ttl": 300}
+        return issuer.issue(**{**spec, **claims})
+
+    cases = [
+        ("garbage", "not a JWT"),
+        ("a.b", "not a JWT"),
+        ("e30.!!.e30", "cannot be read"),
+        (minted(audience=["other"]), "another audience"),
+        (minted(subject="spiffe://example.org/admin"), "another SPIFFE ID"),
+        (minted(subject="admin"), "not a SPIFFE ID"),
+    ]
+    with WorkloadApiJwtSource(agent.address, watch_bundles=False, clock=clock, **FAST) as source:
+        for served, reason in cases:
+            agent.jwt_served = served
+            with pytest.raises(SourceError, match=reason):
+                source.token("api")
+            with pytest.raises(SourceError, match=reason):
+                asyncio.run(source.token_async("api"))
+        agent.jwt_served = minted(ttl=60)
+        clock.advance(61)
+        with pytest.raises(SourceError, match="expired"):
+            source.token("api")
+        agent.jwt_served = None  # the agent's own token for the audience: taken
+        assert source.token("api").count(".") == 2

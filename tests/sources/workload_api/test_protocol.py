@@ -67,6 +67,8 @@ def test_calls_without_the_header_are_refused(agent: WorkloadApiServer, ca: DevC
     [
         ("unix:///run/agent.sock", "unix:/run/agent.sock"),
         ("unix:/run/agent.sock", "unix:/run/agent.sock"),
+        ("UNIX:///run/agent.sock", "unix:/run/agent.sock"),  # schemes are case-insensitive
+        ("unix:///run/spire%20agent/api.sock", "unix:/run/spire agent/api.sock"),
     ],
 )
 def test_socket_from_the_environment(
@@ -106,6 +108,9 @@ def test_socket_argument_wins_and_may_be_a_path(monkeypatch: pytest.MonkeyPatch)
         (None, "unix:relative.sock", "absolute"),
         (None, "agent.sock", "only unix: sockets"),
         (None, "/" + "a" * 200, "too long"),
+        (None, "unix:///", "directory"),
+        (None, "unix:///run/", "directory"),
+        (None, "unix:///run/agent%00.sock", "absolute"),
     ],
 )
 def test_invalid_socket_addresses(

@@ -23,9 +23,11 @@ from zerotrust import (
     BundleSet,
     FixedClock,
     PeerRejected,
+    TrustBundle,
     client_ssl_context,
     match,
     server_ssl_context,
+    verify_x509_svid,
 )
 from zerotrust.dev import DevCA
 from zerotrust.errors import NoTrustBundle, SourceError, SvidUnavailable
@@ -278,3 +280,72 @@ def test_async_wait_does_not_block_the_loop(agent: WorkloadApiServer, ca: DevCA)
                 pass
 
     asyncio.run(main())
+
+
+def test_a_federated_domain_without_authorities_trusts_nothing(
+    agent: WorkloadApiServer, ca: DevCA, other_ca: DevCA
+) -> None:
+    """SPIRE sends a federated domain without X.509 authorities as empty bytes. It must not
+    stop the workload's own rotation (every later update carries it), nor leave the domain's
+    previous authorities trusted."""
+    svid = ca.issue_svid(WEB)
+    agent.push("x509", x509_response(svid, ca.bundle, federated=[other_ca.bundle]))
+    partner = other_ca.issue_svid("spiffe://other.org/partner")
+    with WorkloadApiX509Source(agent.address, **FAST) as source:
+        assert verify_x509_svid(partner.cert_chain, source.get_bundle_set())
+
+        rotated = ca.issue_svid(WEB)
+        withdrawn = TrustBundle("other.org")  # the partner domain withdrew its authorities
+        agent.push("x509", x509_response(rotated, ca.bundle, federated=[withdrawn]))
+        eventually(lambda: source.get_x509_svid().fingerprint == rotated.fingerprint)
+        assert source.get_bundle_set().get("other.org") == withdrawn
+        with pytest.raises(NoTrustBundle):
+            verify_x509_svid(partner.cert_chain, source.get_bundle_set())
+        assert source.status().last_error is None
+
+    agent.push("x509", x509_response(rotated, ca.bundle, federated=[withdrawn]))
+    with WorkloadApiX509Source(agent.address, **FAST) as fresh:  # also in the first update
+        assert fresh.get_x509_svid().fingerprint == rotated.fingerprint
+
+
+def test_an_unreadable_federated_bundle_trusts_nothing_of_its_domain(
+    agent: WorkloadApiServer, ca: DevCA, other_ca: DevCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    svid = ca.issue_svid(WEB)
+    response = x509_response(svid, ca.bundle, federated=[other_ca.bundle])
+    response.federated_bundles["spiffe://other.org"] = b"\x30\x03garbage"
+    agent.push("x509", response)
+    with WorkloadApiX509Source(agent.address, **FAST) as source:
+        assert source.get_x509_svid().fingerprint == svid.fingerprint
+        assert source.get_bundle_set().get("other.org") == TrustBundle("other.org")
+        partner = other_ca.issue_svid("spiffe://other.org/partner")
+        with pytest.raises(NoTrustBundle):
+            verify_x509_svid(partner.cert_chain, source.get_bundle_set())
+    assert "bundle of other.org refused, nothing of it is trusted" in caplog.text
+
+
+def test_an_svid_that_does_not_validate_to_its_bundle_is_refused(
+    agent: WorkloadApiServer, ca: DevCA
+) -> None:
+    """An update whose SVID no peer would accept (another CA's, or expired) never replaces
+    a working one; one that is not valid *yet* (the agent's clock ahead) is taken."""
+    good = ca.issue_svid(WEB)
+    agent.push("x509", x509_response(good, ca.bundle))
+    clock = FixedClock(dt.datetime.now(dt.timezone.utc))
+    with WorkloadApiX509Source(agent.address, clock=clock, **FAST) as source:
+        stranger = DevCA.create("example.org").issue_svid(WEB)  # same name, another root
+        agent.push("x509", x509_response(stranger, ca.bundle))
+        eventually(lambda: "does not validate" in (source.status().last_error or ""))
+        assert source.get_x509_svid().fingerprint == good.fingerprint
+
+        clock.advance(120)
+        stale = ca.issue_svid(WEB, ttl=60)  # expired by the workload's clock
+        agent.push("x509", x509_response(stale, ca.bundle))
+        eventually(lambda: "expired" in (source.status().last_error or ""))
+        assert source.get_x509_svid().fingerprint == good.fingerprint
+
+        clock.set(clock.now() - dt.timedelta(minutes=10))
+        early = ca.issue_svid(WEB)  # valid from 30 s ago by the agent's clock
+        agent.push("x509", x509_response(early, ca.bundle))
+        eventually(lambda: source.get_x509_svid().fingerprint == early.fingerprint)
+        assert source.status().last_error is None

@@ -1,0 +1,182 @@
+"""Certificates and keys that ``cryptography`` cannot read, or reads into something weak.
+
+Each must be refused with the zerotrust error of the API it reached (never an exception of
+cryptography's own), and a file source must keep its previous snapshot when one is written.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from zerotrust import FileBundleSource, FileSvidSource, TrustBundle, X509Svid, verify_x509_svid
+from zerotrust.authn._pem import load_certificates
+from zerotrust.dev import DevCA
+from zerotrust.errors import (
+    BundleError,
+    MalformedCertificate,
+    MalformedCredentials,
+    SvidError,
+    SvidProfileViolation,
+    ZeroTrustError,
+)
+from zerotrust.sources._workload_convert import SvidEntry, x509_context
+
+DER, PEM = serialization.Encoding.DER, serialization.Encoding.PEM
+WEB = "spiffe://example.org/web"
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def pem(der: bytes) -> bytes:
+    body = base64.encodebytes(der).replace(b"\n", b"")
+    lines = b"\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    return b"-----BEGIN CERTIFICATE-----\n" + lines + b"\n-----END CERTIFICATE-----\n"
+
+
+def version_5(der: bytes) -> bytes:
+    """``der`` claiming X.509 version 6 (``[0] INTEGER 5``): cryptography's InvalidVersion."""
+    at = der.index(bytes.fromhex("a003020102"))
+    return der[:at] + bytes.fromhex("a003020105") + der[at + 5 :]
+
+
+def off_curve(cert: x509.Certificate) -> bytes:
+    """``cert``'s DER with its EC public point moved off the curve (ValueError on reading)."""
+    der = cert.public_bytes(DER)
+    point = cert.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    at = der.index(point) + len(point) - 1
+    return der[:at] + bytes([der[at] ^ 1]) + der[at + 1 :]
+
+
+def odd_curve_key(svid: X509Svid) -> bytes:
+    """``svid``'s PKCS#8 key naming a curve cryptography does not know (UnsupportedAlgorithm)."""
+    der = svid.private_key.private_bytes(
+        DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return der.replace(bytes.fromhex("2a8648ce3d030107"), bytes.fromhex("2a8648ce3d030106"))
+
+
+def key_pem(der: bytes) -> bytes:
+    body = base64.encodebytes(der)
+    return b"-----BEGIN PRIVATE KEY-----\n" + body + b"-----END PRIVATE KEY-----\n"
+
+
+def signed_leaf(ca: DevCA, public_key: object, *, aki: bool = True) -> x509.Certificate:
+    root_key = ca._root_key  # the test forges what DevCA itself would never issue
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "forged")]))
+        .issuer_name(ca.root_certificate.subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(minutes=5))
+        .not_valid_after(NOW + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(WEB)]), critical=False
+        )
+    )
+    if aki:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+    return builder.sign(root_key, hashes.SHA256())  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def svid(ca: DevCA) -> X509Svid:
+    return ca.issue_svid(WEB)
+
+
+def test_peers_presenting_unreadable_certificates(ca: DevCA, svid: X509Svid) -> None:
+    for bad in (version_5(svid.leaf.public_bytes(DER)), off_curve(svid.leaf)):
+        with pytest.raises(MalformedCertificate):
+            verify_x509_svid([bad], ca.bundle)
+        with pytest.raises(MalformedCredentials):
+            load_certificates([bad], "forwarded certificate")
+
+
+def test_bundles_and_svids_of_unreadable_certificates(ca: DevCA, svid: X509Svid) -> None:
+    root = ca.root_certificate.public_bytes(DER)
+    with pytest.raises(BundleError):
+        TrustBundle.from_pem("example.org", pem(version_5(root)))
+    with pytest.raises(BundleError):
+        TrustBundle.from_pem("example.org", pem(off_curve(ca.root_certificate)))
+    with pytest.raises(SvidError):
+        X509Svid.from_pem(pem(off_curve(svid.leaf)), svid.private_key_pem())
+    with pytest.raises(SvidError):
+        X509Svid.from_pem(svid.cert_chain_pem(), key_pem(odd_curve_key(svid)))
+
+
+def test_workload_api_updates_of_unreadable_material(ca: DevCA, svid: X509Svid) -> None:
+    good = SvidEntry(
+        WEB,
+        svid.leaf.public_bytes(DER),
+        svid.private_key.private_bytes(
+            DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        ca.root_certificate.public_bytes(DER),
+    )
+    assert x509_context([good], {}).svid.fingerprint == svid.fingerprint
+    for bad in (
+        SvidEntry(WEB, good.cert_chain, odd_curve_key(svid), good.bundle),
+        SvidEntry(WEB, version_5(good.cert_chain), good.private_key, good.bundle),
+        SvidEntry(WEB, off_curve(svid.leaf), good.private_key, good.bundle),
+    ):
+        with pytest.raises(ZeroTrustError):
+            x509_context([bad], {})
+
+
+def test_file_sources_keep_their_snapshot_over_unreadable_files(
+    ca: DevCA, svid: X509Svid, tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "svid.pem", tmp_path / "key.pem"
+    svid.save(cert, key)
+    svids = FileSvidSource(cert, key, check_interval=0)
+    key.write_bytes(key_pem(odd_curve_key(svid)))
+    assert svids.get_x509_svid().fingerprint == svid.fingerprint
+    assert svids.last_error is not None
+
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(ca.bundle.to_pem())
+    bundles = FileBundleSource({"example.org": bundle}, format="pem", check_interval=0)
+    bundle.write_bytes(pem(version_5(ca.root_certificate.public_bytes(DER))))
+    assert bundles.get_bundle_set().get("example.org") == ca.bundle
+    assert bundles.last_error is not None
+
+
+def test_weak_leaf_keys_are_refused(ca: DevCA) -> None:
+    """cryptography's path validation checks the issuer's key; the leaf's own is checked here."""
+    weak = signed_leaf(ca, rsa.generate_private_key(65537, 1024).public_key())
+    with pytest.raises(SvidProfileViolation) as caught:
+        verify_x509_svid([weak], ca.bundle)
+    assert caught.value.rule == "weak_key"
+    strong = signed_leaf(ca, rsa.generate_private_key(65537, 2048).public_key())
+    assert str(verify_x509_svid([strong], ca.bundle).spiffe_id) == WEB
+
+
+def test_a_leaf_without_authority_key_identifier_is_an_svid(ca: DevCA) -> None:
+    """X509-SVID does not require the AKI of a leaf (go-spiffe accepts such leaves)."""
+    bare = signed_leaf(ca, ec.generate_private_key(ec.SECP256R1()).public_key(), aki=False)
+    assert str(verify_x509_svid([bare], ca.bundle).spiffe_id) == WEB
+
+
+def test_svid_chains_hold_only_signing_certificates(ca: DevCA, svid: X509Svid) -> None:
+    """X509-SVID 3.2 and 4.3: what follows the leaf is a CA with keyCertSign."""
+    other_leaf = ca.issue_svid("spiffe://example.org/other").leaf
+    with pytest.raises(SvidError, match="not a signing certificate"):
+        X509Svid([svid.leaf, other_leaf], svid.private_key)
+    assert X509Svid([svid.leaf, ca.root_certificate], svid.private_key).leaf == svid.leaf

@@ -5,6 +5,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from zerotrust import FixedClock, verify_peer_chain
 from zerotrust.dev import DevCA
@@ -49,6 +50,21 @@ def test_refuses_foreign_or_root_ids(ca: DevCA) -> None:
         ca.issue_svid("spiffe://example.org/web", ttl=0)
     with pytest.raises(ConfigurationError):
         DevCA.create("example.org", key_type="dsa")  # type: ignore[arg-type]
+
+
+def test_only_leaves_carry_digital_signature() -> None:
+    """X509-SVID appendix A: digitalSignature is set if and only if the certificate is a leaf."""
+    ca = DevCA.create("example.org", intermediate=True)
+    leaf, intermediate, root = (
+        *ca.issue_svid("spiffe://example.org/web").cert_chain,
+        ca.root_certificate,
+    )
+    usage = [
+        c.extensions.get_extension_for_class(x509.KeyUsage).value
+        for c in (leaf, intermediate, root)
+    ]
+    assert [u.digital_signature for u in usage] == [True, False, False]
+    assert [u.key_cert_sign for u in usage] == [False, True, True]
 
 
 def test_svids_never_outlive_their_ca() -> None:

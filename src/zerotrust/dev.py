@@ -367,8 +367,8 @@ def _ca_builder(
         .not_valid_after(now + ttl)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
+            x509.KeyUsage(  # X509-SVID appendix A: digitalSignature is for leaves only
+                digital_signature=False,
                 content_commitment=False,
                 key_encipherment=False,
                 data_encipherment=False,

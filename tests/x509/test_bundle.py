@@ -167,6 +167,7 @@ def test_an_empty_key_list_withdraws_every_authority(ca: DevCA) -> None:
         {"kty": "XYZ", "use": "x509-svid"},
         {"kty": "oct", "use": "jwt-svid", "kid": "a", "k": "c2VjcmV0"},
         {"use": "jwt-svid", "kid": "b", "crv": "P-256", "x": "AA", "y": "AA"},
+        {"kty": ["EC"], "use": "jwt-svid", "kid": "c"},
     ],
 )
 def test_elements_of_unknown_or_missing_key_type_are_ignored(ca: DevCA, entry: dict) -> None:
@@ -189,6 +190,10 @@ def test_an_x509_entry_must_describe_its_own_certificate(ca: DevCA, other_ca: De
         TrustBundle.from_jwks("example.org", {"keys": [{**good, "kty": "RSA"}]})
     bare = {"kty": good["kty"], "use": "x509-svid", "x5c": good["x5c"]}  # members are optional
     assert TrustBundle.from_jwks("example.org", {"keys": [bare]}) == ca.bundle
+    partial = {**bare, "crv": good["crv"]}  # and may be partial: what is there must match
+    assert TrustBundle.from_jwks("example.org", {"keys": [partial]}) == ca.bundle
+    with pytest.raises(BundleError, match="not its certificate's key"):
+        TrustBundle.from_jwks("example.org", {"keys": [{**bare, "crv": "P-384"}]})
 
 
 def test_authorities_must_be_ca_certificates(ca: DevCA) -> None:

@@ -83,7 +83,7 @@ def grpc_target(socket_path: str | os.PathLike[str] | None) -> str:
             raise ConfigurationError(
                 f"no Workload API socket: pass socket_path= or set {ENDPOINT_ENV}"
             )
-        if not value[:5].lower() == "unix:":
+        if value[:5].lower() != "unix:":
             raise ConfigurationError(f"{ENDPOINT_ENV} must be a unix: URI (unix:///path)")
         where = ENDPOINT_ENV
     else:

@@ -103,7 +103,9 @@ def build_authenticator(
     if settings.dpop.enabled:
         with named(name("dpop")):
             d = settings.dpop
-            dpop = DPoPConfig(algorithms=d.algorithms, max_age=d.max_age, leeway=d.leeway)
+            dpop = DPoPConfig(
+                algorithms=d.algorithms, max_age=d.max_age, leeway=d.leeway, origins=d.origins
+            )
     with named(name("tokens") if tokens is not None else name.where):
         return Authenticator(
             tokens=verifier,

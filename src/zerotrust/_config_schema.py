@@ -165,6 +165,7 @@ class DPoPSettings:
     algorithms: tuple[str, ...] = DPoPConfig().algorithms
     max_age: float = field(default=300.0, metadata=_meta(above=0))
     leeway: float = field(default=5.0, metadata=_meta(min=0))
+    origins: tuple[str, ...] = field(default=(), metadata=_meta(many=True))
 
 
 _POLICY = "policy source"

@@ -26,6 +26,7 @@ __all__ = [
     "CertificateExpired",
     "CertificateNotYetValid",
     "ConfigurationError",
+    "DPoPOriginUnknown",
     "IdentityError",
     "InsufficientScope",
     "InvalidAudience",
@@ -311,6 +312,13 @@ class TokenBindingMismatch(TokenError):
     """A sender-constrained token was presented without the key or certificate it is bound to."""
 
     code = "token_binding_mismatch"
+
+
+class DPoPOriginUnknown(TokenBindingMismatch):
+    """A DPoP proof came with a request that names no host (a gRPC call) to a service whose
+    origins are not configured (``DPoPConfig(origins=...)``): its ``htu`` cannot be checked."""
+
+    code = "dpop_origin_unknown"
 
 
 # --- authorization: 403 / PERMISSION_DENIED ------------------------------------------------

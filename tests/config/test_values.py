@@ -55,6 +55,14 @@ VALID = [
     ("dpop.algorithms", ["ES256"], "ES256", ("ES256",), ""),
     ("dpop.max_age", 60, "60", 60.0, ""),
     ("dpop.leeway", 0, "0", 0.0, ""),
+    (
+        "dpop.origins",
+        ["https://api.example", "https://api.example:8443"],
+        "https://api.example,https://api.example:8443",
+        ("https://api.example", "https://api.example:8443"),
+        "",
+    ),
+    ("dpop.origins", "https://a.example", '["https://a.example"]', ("https://a.example",), ""),
     ("store.prefix", "app:", "app:", "app:", ""),
     ("store.socket_timeout", 2, "2", 2.0, ""),
     ("store.max_connections", 400, "400", 400, ""),
@@ -134,6 +142,9 @@ INVALID_IN_DICT = [
     ("proxies.hop", "first", "xfcc", "<dict>: proxies", "nginx"),
     ("dpop.algorithms", ["HS256"], "asymmetric", "<dict>: dpop", ""),
     ("dpop.max_age", 7200, "max_age", "<dict>: dpop", ""),
+    ("dpop.origins", ["https://api.example/v1"], "not an http(s) origin", "<dict>: dpop", ""),
+    ("dpop.origins", ["api.example"], "not an http(s) origin", "<dict>: dpop", ""),
+    ("dpop.origins", [5], "must be a list of strings", None, ""),
     ("store.url", "http://cache:6379", "must be 'memory://', or a redis://", None, ""),
     ("store.url", "memory://x", "the in-memory store is 'memory://'", None, ""),
     ("store.revocation", "maybe", "must be one of 'closed', 'open'", None, ""),
@@ -199,3 +210,11 @@ def test_invalid_variable(files: Path, dotted: str, text: str, message: str) -> 
     found = error_of(Settings.from_dict, base(files), env={env_var(dotted): text})
     assert found.startswith(f"{env_var(dotted)}"), found
     assert message in found, found
+
+
+def test_dpop_origins_reach_the_guard(files: Path) -> None:
+    settings = Settings.from_dict(
+        set_path(base(files), "dpop.origins", ["HTTPS://API.example:443"])
+    )
+    dpop = settings.build_guard(audit=MemorySink()).authenticator.dpop
+    assert dpop is not None and dpop.origins == ("https://api.example",)

@@ -23,6 +23,7 @@ from zerotrust import (
     Authenticator,
     BundleSet,
     Callers,
+    DPoPConfig,
     Guard,
     MemorySink,
     Operations,
@@ -194,7 +195,7 @@ class World:
     def token(self, subject: str = CLIENT_ID, scopes: tuple[str, ...] = ()) -> str:
         return self.issuer.issue(subject=subject, audience=AUD, scopes=list(scopes), ttl=300)
 
-    def guard(self, *, keys_down: bool = False) -> Guard:
+    def guard(self, *, keys_down: bool = False, dpop_origins: tuple[str, ...] = ()) -> Guard:
         verifier = TokenVerifier(
             issuer=ISS,
             audience=AUD,
@@ -220,7 +221,12 @@ class World:
                 )
             ],
         )
-        authenticator = Authenticator(tokens=verifier, bundles=self.bundles, require_token=True)
+        authenticator = Authenticator(
+            tokens=verifier,
+            bundles=self.bundles,
+            require_token=True,
+            dpop=DPoPConfig(origins=dpop_origins),
+        )
         return Guard(authenticator=authenticator, policy=policy, audit=self.sink, service="echo")
 
     def forged_client(self) -> tuple[bytes, bytes]:

@@ -6,6 +6,7 @@ import grpc
 import pytest
 
 from tests.grpc_integration._support import (
+    AUD,
     CLIENT_ID,
     HEALTH,
     INTRUDER,
@@ -18,6 +19,8 @@ from tests.grpc_integration._support import (
     raw_credentials,
     sync_server,
 )
+from zerotrust.httpx import dpop_proof
+from zerotrust.tokens import PrivateJWK
 
 EXPECTED = {
     "Unary": CLIENT_ID.encode() + b"|hi",
@@ -76,6 +79,47 @@ def test_all_arities_refused_before_the_handler(
         assert error.details() == details, method
     assert seen.calls == []  # no handler ran: no message consumed or produced
     assert {e.decision for e in world.sink.events} == {"deny"}
+
+
+def test_dpop_needs_the_service_origins(world: World) -> None:
+    """An RPC names no host: its proofs are checked against configured origins, never against
+    an invented one (docs/grpc.md)."""
+    holder = PrivateJWK.generate("ES256")
+    token = world.issuer.issue(
+        subject=CLIENT_ID, audience=AUD, extra_claims={"cnf": {"jkt": holder.thumbprint()}}
+    )
+    method = f"/{SERVICE}/Unary"
+
+    def metadata(origin: str) -> list[tuple[str, str]]:
+        proof = dpop_proof(holder, method="POST", url=origin + method, access_token=token)
+        return [("authorization", f"DPoP {token}"), ("dpop", proof)]
+
+    with (
+        sync_server(world) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        channel.unary_unary(method)(b"hi", metadata=metadata("https://localhost"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert info.value.details() == "invalid_token"
+    event = world.sink.last
+    assert event is not None and event.reason == "dpop_origin_unknown"
+
+    guard = world.guard(dpop_origins=("https://echo.internal",))
+    with (
+        sync_server(world, guard) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        rpc = channel.unary_unary(method)
+        assert rpc(b"hi", metadata=metadata("https://echo.internal"), timeout=10) == (
+            CLIENT_ID.encode() + b"|hi"
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            rpc(b"hi", metadata=metadata("https://localhost"), timeout=10)
+    assert info.value.details() == "invalid_token"
+    event = world.sink.last
+    assert event is not None and event.reason == "token_binding_mismatch"
+    assert [e.proven_by for e in world.sink.events if e.decision == "allow"] == ["dpop"]
 
 
 def test_unauthenticated_carries_the_challenge(world: World) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Callable
 from typing import Any
@@ -10,10 +11,12 @@ import pytest
 
 from zerotrust._clock import FixedClock
 from zerotrust.errors import (
+    AlgorithmNotAllowed,
     ConfigurationError,
     InvalidAudience,
     InvalidClaim,
     InvalidIssuer,
+    InvalidTokenType,
     MissingClaim,
     TokenExpired,
     TokenLifetimeTooLong,
@@ -149,6 +152,29 @@ def test_float_dates_are_accepted(check: Any) -> None:
     check(claims(exp=T0 + 300.5, iat=T0 - 0.25, nbf=float(T0)))
 
 
+@pytest.mark.parametrize("name", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [253_402_300_800, 10**14, -62_135_596_801, -(10**14), 2.6e11])
+def test_numeric_dates_are_bounded_to_what_datetime_holds(
+    check: Any, name: str, value: float
+) -> None:
+    """Years 1 to 9999: outside, a verified token's ``expires_at`` could not be read."""
+    with pytest.raises(InvalidClaim, match=f"{name}.*out of range"):
+        check(claims(**{name: value}))
+
+
+def test_the_dates_of_a_verified_token_are_always_readable(
+    es256: PrivateJWK, clock: FixedClock
+) -> None:
+    latest = 253_402_300_799.99997  # the last float before year 10000
+    earliest = -62_135_596_800
+    signed = SignatureVerifier(keys=es256.public(), algorithms=["ES256"]).verify(
+        mint(es256, claims(exp=latest, iat=earliest, nbf=earliest))
+    )
+    token = validate_claims(signed, issuer=ISSUER, audience=AUDIENCE, clock=clock)
+    assert token.expires_at.year == 9999 and token.expires_at.microsecond == 999_969
+    assert token.issued_at == token.not_before == dt.datetime(1, 1, 1, tzinfo=dt.timezone.utc)
+
+
 # --- max_lifetime --------------------------------------------------------------------------------
 
 
@@ -234,6 +260,9 @@ def test_jwt_svid_profile(check: Any) -> None:
             check({**good, "sub": sub}, **settings)
     with pytest.raises(InvalidClaim, match="trust domain"):
         check({**good, "sub": "spiffe://other.org/ns/a"}, **settings)
+    # the trust domain's own ID names no workload (as for X509-SVIDs)
+    with pytest.raises(InvalidClaim, match="trust domain ID"):
+        check({**good, "sub": "spiffe://example.org"}, **settings)
 
 
 def test_jwt_svid_trust_domain_argument(check: Any) -> None:
@@ -295,6 +324,79 @@ def test_profiles_are_mutually_exclusive_end_to_end(es256: PrivateJWK, clock: Fi
     for verifier, token in ((svid_verifier, at), (generic, at), (at_verifier, svid)):
         with pytest.raises(InvalidTokenType):
             verifier.verify(token)
+
+
+# --- the two steps apart: step 2 applies the profile's header rules too -----------------------
+
+
+def _signed(
+    key: PrivateJWK, values: dict[str, Any], step1: str | None = None, **header: Any
+) -> Any:
+    """Step 1 under the ``step1`` profile, allowing the key's algorithm."""
+    token = mint(key, values, {"alg": key.algorithm, "kid": key.kid, **header})
+    verifier = SignatureVerifier(keys=key.public(), algorithms=[key.algorithm], token_type=step1)
+    return verifier.verify(token)
+
+
+@pytest.mark.parametrize("typ", [{"typ": "JWT"}, {}, {"typ": "application/jwt"}])
+def test_step_two_at_jwt_needs_the_at_jwt_typ(
+    es256: PrivateJWK, clock: FixedClock, typ: dict[str, str]
+) -> None:
+    """RFC 9068 4: the resource server MUST reject any other ``typ``, whatever step 1 ran."""
+    signed = _signed(es256, claims(client_id="c"), **typ)
+    with pytest.raises(InvalidTokenType):
+        validate_claims(signed, issuer=ISSUER, audience=AUDIENCE, token_type="at+jwt", clock=clock)
+    validator = ClaimsValidator(issuer=ISSUER, audience=AUDIENCE, token_type="at+jwt", clock=clock)
+    with pytest.raises(InvalidTokenType):
+        validator.validate(signed)
+    good = _signed(es256, claims(client_id="c"), "at+jwt", typ="application/AT+JWT")
+    assert validator.validate(good).client_id == "c"
+
+
+def test_step_two_generic_refuses_an_at_jwt(es256: PrivateJWK, clock: FixedClock) -> None:
+    signed = _signed(es256, claims(client_id="c"), "at+jwt", typ="at+jwt")
+    with pytest.raises(InvalidTokenType):
+        validate_claims(signed, issuer=ISSUER, audience=AUDIENCE, clock=clock)
+
+
+def test_step_two_jwt_svid_refuses_what_jwt_svids_may_not_be(
+    es256: PrivateJWK, eddsa: PrivateJWK, clock: FixedClock
+) -> None:
+    """JWT-SVID 2.1: RS*, ES* or PS* only; and no ``typ`` of another profile."""
+    svid = claims(sub="spiffe://example.org/ns/a")
+    settings: dict[str, Any] = {
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
+        "token_type": "jwt-svid",
+        "trust_domain": "example.org",
+        "clock": clock,
+    }
+    with pytest.raises(AlgorithmNotAllowed):
+        validate_claims(_signed(eddsa, svid, typ="JWT"), **settings)
+    with pytest.raises(AlgorithmNotAllowed):
+        ClaimsValidator(**settings).validate(_signed(eddsa, svid))
+    at_jwt = _signed(es256, {**svid, "client_id": "c"}, "at+jwt", typ="at+jwt")
+    with pytest.raises(InvalidTokenType):
+        validate_claims(at_jwt, **settings)
+    for typ in ("JWT", "JOSE", "application/jose"):
+        signed = _signed(es256, svid, "jwt-svid", typ=typ)
+        assert validate_claims(signed, **settings).subject == svid["sub"]
+
+
+def test_step_two_through_the_verifier_agrees_with_verify(
+    es256: PrivateJWK, clock: FixedClock
+) -> None:
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys=es256.public(),
+        algorithms=["ES256"],
+        token_type="at+jwt",
+        clock=clock,
+    )
+    signed = _signed(es256, claims(client_id="c"), typ="JWT")
+    with pytest.raises(InvalidTokenType):
+        verifier.validate_claims(signed)
 
 
 # --- configuration -------------------------------------------------------------------------------

@@ -170,6 +170,21 @@ def test_token_types(es256: PrivateJWK, clock: FixedClock) -> None:
     assert verifier.verify(svid).subject == "spiffe://example.org/w"
 
 
+@pytest.mark.parametrize("algorithm", ["EdDSA", "Ed448"])
+def test_jwt_svids_are_never_signed_with_eddsa(clock: FixedClock, algorithm: str) -> None:
+    """JWT-SVID 2.1 allows RS*, ES* and PS* only: such a token would be refused everywhere."""
+    issuer = TokenIssuer(PrivateJWK.generate(algorithm), issuer=ISSUER, clock=clock)
+    with pytest.raises(ConfigurationError, match="JWT-SVIDs are signed with RS"):
+        issuer.issue(subject="spiffe://example.org/w", audience=AUDIENCE, token_type="jwt-svid")
+    assert issuer.issue(subject="spiffe://example.org/w", audience=AUDIENCE)  # other profiles
+
+
+def test_a_jwt_svid_names_a_workload(es256: PrivateJWK, clock: FixedClock) -> None:
+    issuer = TokenIssuer(es256, issuer=ISSUER, clock=clock)
+    with pytest.raises(ConfigurationError, match="path"):
+        issuer.issue(subject="spiffe://example.org", audience=AUDIENCE, token_type="jwt-svid")
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import hmac
+import json
 import pickle
 import secrets
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
 from zerotrust.tokens import SecretKey, SecretKeySet
+from zerotrust.tokens._b64 import b64url_encode
 
 
 @pytest.mark.parametrize(("alg", "size"), [("HS256", 32), ("HS384", 48), ("HS512", 64)])
@@ -54,10 +59,61 @@ def test_public_key_lookalikes_are_refused(secret: bytes) -> None:
         SecretKey(secret, "HS256")
 
 
+_CURVES = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1(), "P-521": ec.SECP521R1()}
+
+
+@pytest.mark.parametrize("curve", list(_CURVES))
+@pytest.mark.parametrize("form", ["UncompressedPoint", "CompressedPoint"])
+def test_raw_ec_points_are_refused(curve: str, form: str) -> None:
+    public = ec.generate_private_key(_CURVES[curve]).public_key()
+    point = public.public_bytes(Encoding.X962, getattr(PublicFormat, form))
+    assert len(point) in (65, 97, 133, 33, 49, 67)
+    with pytest.raises(ConfigurationError, match="raw EC public point"):
+        SecretKey(point, "HS256")
+
+
+@pytest.mark.parametrize("size", [33, 49, 67])
+def test_a_compressed_point_needs_a_valid_x(size: int) -> None:
+    """Only what decodes as a point is refused: an x of all ones is not below the field prime."""
+    SecretKey(b"\x02" + b"\xff" * (size - 1), "HS256")
+    SecretKey(b"\x05" + b"\x01" * (size - 1), "HS256")  # not a SEC 1 prefix
+
+
+def _key_material() -> dict[str, bytes]:
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    der = public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    x = public.public_numbers().x.to_bytes(32, "big")
+    y = public.public_numbers().y.to_bytes(32, "big")
+    jwk = {"kty": "EC", "crv": "P-256", "x": b64url_encode(x), "y": b64url_encode(y)}
+    return {
+        "jwk with a BOM": b"\xef\xbb\xbf" + json.dumps(jwk, indent=2).encode(),
+        "jwks with a BOM and spaces": b"\xef\xbb\xbf  " + json.dumps({"keys": [jwk]}).encode(),
+        "hex DER": der.hex().encode(),
+        "hex DER, upper case, wrapped": (der.hex().upper()[:60] + "\n" + der.hex()[60:]).encode(),
+        "hex DER with colons": ":".join(f"{b:02x}" for b in der).encode(),
+    }
+
+
+@pytest.mark.parametrize("form", list(_key_material()))
+def test_other_encodings_of_public_keys_are_refused(form: str) -> None:
+    with pytest.raises(ConfigurationError, match="refusing an HMAC secret"):
+        SecretKey(_key_material()[form], "HS256")
+
+
+def test_hex_certificates_are_refused(ca: DevCA) -> None:
+    der = ca.root_certificate.public_bytes(Encoding.DER)
+    with pytest.raises(ConfigurationError, match="hex DER"):
+        SecretKey(der.hex().encode(), "HS256")
+
+
 def test_ordinary_random_secrets_are_accepted() -> None:
     for _ in range(200):
         SecretKey(secrets.token_bytes(32))
+        SecretKey(secrets.token_bytes(48), "HS384")
+        SecretKey(secrets.token_bytes(64), "HS512")
         SecretKey(secrets.token_urlsafe(48).encode())
+        SecretKey(secrets.token_hex(32).encode())
+        SecretKey(b"\x02" + secrets.token_bytes(31))  # 32 bytes: not a point's length
     SecretKey(b'{"not": "a key", "padding": "xxxxxxxxxxxxxxxxxxxxxxxx"}')
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 from collections.abc import Callable
 from typing import Any
@@ -71,6 +72,18 @@ def test_max_token_size_is_exact(es256: PrivateJWK) -> None:
         _verifier(es256, max_token_size=len(token) - 1).verify(token)
     with pytest.raises(TokenTooLarge):
         _verifier(es256, max_token_size=len(token) - 1).verify(token.encode())
+
+
+def test_max_token_size_counts_bytes_of_any_buffer(es256: PrivateJWK) -> None:
+    """A memoryview's len() counts items: one of 8-byte items is 8 times longer in bytes."""
+    token = next(t for n in range(16) if len(t := mint(es256, claims(pad="x" * n))) % 8 == 0)
+    words = array.array("Q")
+    words.frombytes(token.encode())
+    view = memoryview(words)
+    assert len(view) * 8 == view.nbytes == len(token)
+    with pytest.raises(TokenTooLarge):
+        _verifier(es256, max_token_size=len(token) - 1).verify(view)  # type: ignore[arg-type]
+    assert _verifier(es256, max_token_size=len(token)).verify(view)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("size", [0, 255, 1 << 21, 8192.0, True])

@@ -28,6 +28,7 @@ from zerotrust.authn.binding import (
     DPoPProof,
     check_certificate_binding,
     check_dpop_binding,
+    request_url,
     verify_dpop_proof,
 )
 from zerotrust.authn.credentials import ApiKeys, Credentials, extract_credentials
@@ -257,7 +258,7 @@ class Authenticator:
             proof = verify_dpop_proof(
                 creds.dpop_proof,
                 method=view.method,
-                url=f"{view.scheme}://{view.host or 'localhost'}{view.path}",
+                url=request_url(view, self.dpop),
                 access_token=creds.token,
                 config=self.dpop,
                 now=self.clock.now().timestamp(),

@@ -7,6 +7,12 @@ A bound token is only accepted from the party holding the bound key:
 * ``cnf.jkt`` (RFC 9449 §6): the request must carry a valid DPoP proof signed by that key,
   with the ``DPoP`` authorization scheme. A DPoP-bound token sent as plain ``Bearer`` is refused.
 
+A proof's ``htu`` must name the request: its origin one of the service's configured origins
+(``DPoPConfig.origins``) or, without them, the request's scheme and ``Host`` (which must then be
+a valid ``host[:port]``: a Host header is the caller's to write), and its path the request's.
+Both sides are compared after RFC 3986 §6.2.2 syntax-based normalisation and without query and
+fragment (RFC 9449 §4.3); dot segments are removed from the ``htu`` only (see :func:`_target`).
+
 Proof ``jti`` values are remembered in a replay cache by the caller (the Guard).
 """
 
@@ -14,16 +20,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Final
 
-from zerotrust.errors import ConfigurationError, MalformedToken, TokenBindingMismatch, TokenError
+from zerotrust.authn.request import RequestView
+from zerotrust.errors import (
+    ConfigurationError,
+    DPoPOriginUnknown,
+    MalformedCredentials,
+    MalformedToken,
+    TokenBindingMismatch,
+    TokenError,
+)
 from zerotrust.tokens._b64 import b64url_encode, decode_canonical, is_canonical
+from zerotrust.tokens._header import check_typ
 from zerotrust.tokens._json import JSONError, loads_object
+from zerotrust.tokens._profiles import DPOP_TYP
 from zerotrust.tokens.algorithms import ASYMMETRIC_ALGORITHMS
 from zerotrust.tokens.keys import JWK
 from zerotrust.tokens.verified import VerifiedToken
@@ -34,6 +50,7 @@ __all__ = [
     "DPoPProof",
     "check_certificate_binding",
     "normalize_htu",
+    "request_url",
     "verify_dpop_proof",
 ]
 
@@ -41,6 +58,23 @@ _COMPACT = re.compile(rb"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 _MAX_PROOF_BYTES = 8192
 _MAX_JTI = 256
 _MAX_IAT = 10**15  # seconds: far beyond any real time, and exactly representable as a float
+_MAX_HOST: Final = 1024
+_MAX_ORIGINS: Final = 64
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+# RFC 3986 §3.2.2-3.2.3 (the Host header has the same syntax, RFC 9110 §7.2): a reg-name (an
+# IPv4 address is one too) or a bracketed IP-literal, then an optional port; no user information
+_AUTHORITY: Final = re.compile(
+    r"(?:\[([^\[\]]+)\]|((?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})+))(?::([0-9]{0,5}))?"
+)
+_IP_FUTURE: Final = re.compile(r"[vV][0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+")
+# RFC 3986 appendix B, for an absolute URI with an authority: scheme, authority, path, query
+# and fragment
+_URL: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^?#]*)(\?[^#]*)?(#.*)?", re.S)
+# the characters of a URI (RFC 3986 §2), with well-formed percent-encodings
+_URI_TEXT: Final = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
+_PERCENT: Final = re.compile(r"%[0-9A-Fa-f]{2}")
+_UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
 def _cert_thumbprint(peer: VerifiedPeer) -> str:
@@ -72,11 +106,17 @@ def check_certificate_binding(token: VerifiedToken, peer: VerifiedPeer | None) -
 
 @dataclass(frozen=True)
 class DPoPConfig:
-    """How DPoP proofs are checked: accepted algorithms and the ``iat`` window in seconds."""
+    """How DPoP proofs are checked: accepted algorithms, the ``iat`` window in seconds, and the
+    service's public ``origins`` (``"https://api.example"``) that a proof's ``htu`` must name.
+
+    Without ``origins``, the origin is the request's scheme and ``Host`` header; requests
+    that name no host (gRPC) then cannot use DPoP.
+    """
 
     algorithms: tuple[str, ...] = ("ES256", "ES384", "EdDSA", "PS256", "RS256")
     max_age: float = 300.0
     leeway: float = 5.0
+    origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         bad = set(self.algorithms) - ASYMMETRIC_ALGORITHMS
@@ -86,6 +126,28 @@ class DPoPConfig:
             )
         if not (0 < self.max_age <= 3600) or not (0 <= self.leeway <= 300):
             raise ConfigurationError("DPoP max_age must be in (0, 3600] and leeway in [0, 300]")
+        object.__setattr__(self, "origins", _origins(self.origins))
+
+
+def _origins(values: object) -> tuple[str, ...]:
+    """Configured origins, normalised as :func:`normalize_htu` normalises a proof's."""
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        raise ConfigurationError("DPoP origins must be a list, e.g. ['https://api.example']")
+    if len(values) > _MAX_ORIGINS:
+        raise ConfigurationError(f"at most {_MAX_ORIGINS} DPoP origins")
+    found: list[str] = []
+    for value in values:
+        match = _URL.fullmatch(value) if isinstance(value, str) else None
+        # scheme://host[:port] alone: no path, query or fragment
+        bare = match is not None and not any(match.group(n) for n in (3, 4, 5))
+        split = _split(value) if bare and _URI_TEXT.fullmatch(value) else None
+        if split is None:
+            raise ConfigurationError(
+                f"DPoP origin {value!r} is not an http(s) origin: scheme://host[:port], without"
+                " user information, path, query or fragment"
+            )
+        found.append(split[0])
+    return tuple(dict.fromkeys(found))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,22 +162,131 @@ class DPoPProof:
         return f"dpop:{self.jkt}:{self.jti}"
 
 
-def normalize_htu(url: str) -> str:
-    """Scheme, host, port and path of ``url`` for ``htu`` comparison (RFC 9449 §4.3)."""
+def _percent(text: str) -> str:
+    """RFC 3986 §6.2.2.1-2: percent-encoded unreserved characters decoded, the other
+    percent-encodings in upper case."""
+    if "%" not in text:
+        return text
+
+    def fix(match: re.Match[str]) -> str:
+        char = chr(int(match.group()[1:], 16))
+        return char if char in _UNRESERVED else match.group().upper()
+
+    return _PERCENT.sub(fix, text)
+
+
+def _host(authority: str, scheme: str) -> str | None:
+    """``authority`` as a normalised ``host[:port]`` (lower case, default port dropped), or
+    ``None`` when it is not a valid one."""
+    match = _AUTHORITY.fullmatch(authority) if len(authority) <= _MAX_HOST else None
+    if match is None:
+        return None
+    literal, name, port = match.groups()
+    if literal is not None:
+        if not (_IP_FUTURE.fullmatch(literal) or _is_ipv6(literal)):
+            return None
+        host = f"[{literal.lower()}]"
+    else:
+        host = _PERCENT.sub(lambda m: m.group().upper(), _percent(name).lower())
+    if port:
+        number = int(port)
+        if number > 65535:
+            return None
+        if number != _DEFAULT_PORTS.get(scheme):
+            return f"{host}:{number}"
+    return host
+
+
+def _is_ipv6(text: str) -> bool:
+    if "%" in text:  # a zone identifier names an interface of the sender: not in a Host
+        return False
     try:
-        parts = urlsplit(url)
-        port = parts.port
+        ipaddress.IPv6Address(text)
     except ValueError:
-        raise MalformedToken("DPoP htu is not a URL") from None
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if scheme not in ("http", "https") or not host:
+        return False
+    return True
+
+
+def _path(path: str) -> str:
+    """A path without query and fragment, its percent-encodings normalised (RFC 3986
+    §6.2.2.1-2); an empty path is ``/`` (§6.2.3)."""
+    return _percent(path.partition("?")[0].partition("#")[0]) or "/"
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4 for a path that starts with ``/``."""
+    segments = path.split("/")
+    out: list[str] = []
+    for segment in segments[1:]:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    if segments[-1] in (".", ".."):
+        out.append("")
+    return "/" + "/".join(out)
+
+
+def _split(url: str) -> tuple[str, str] | None:
+    """The normalised origin and the :func:`_path` of an absolute http(s) URL, or ``None``."""
+    match = _URL.fullmatch(url)
+    if match is None:
+        return None
+    scheme = match.group(1).lower()
+    if scheme not in _DEFAULT_PORTS:
+        return None
+    host = _host(match.group(2), scheme)
+    if host is None:
+        return None
+    return f"{scheme}://{host}", _path(match.group(3))
+
+
+def _htu(url: str) -> tuple[str, str]:
+    split = _split(url) if _URI_TEXT.fullmatch(url) else None
+    if split is None:
         raise MalformedToken("DPoP htu is not an http(s) URL")
-    default = 443 if scheme == "https" else 80
-    netloc = host if port in (None, default) else f"{host}:{port}"
-    if ":" in host:
-        netloc = f"[{host}]" if port in (None, default) else f"[{host}]:{port}"
-    return f"{scheme}://{netloc}{parts.path or '/'}"
+    return split[0], _remove_dot_segments(split[1])
+
+
+def normalize_htu(url: str) -> str:
+    """``url`` as ``htu`` values are compared (RFC 9449 §4.3): scheme, host, port and path
+    after RFC 3986 §6.2.2 syntax-based normalisation (case, percent-encoding, dot segments),
+    without the default port, query and fragment."""
+    origin, path = _htu(url)
+    return origin + path
+
+
+def request_url(view: RequestView, config: DPoPConfig) -> str:
+    """The ``url`` to check a DPoP proof of ``view`` against: its path when the service's
+    origins are configured (the ``Host`` header is not used then), else the URL made of its
+    scheme, its ``Host`` (which must be a valid ``host[:port]``) and its path."""
+    path = view.path or "/"
+    if not path.startswith("/"):
+        raise MalformedCredentials("the request target is not a path: no DPoP proof can name it")
+    if config.origins:
+        return path
+    host = view.host
+    if host is None:
+        raise DPoPOriginUnknown(
+            "the request names no host (gRPC): DPoP needs the service's origins configured"
+        )
+    if _host(host, view.scheme) is None:
+        raise MalformedCredentials("the Host header is not a valid host[:port]")
+    return f"{view.scheme}://{host}{path}"
+
+
+def _target(url: str, config: DPoPConfig) -> tuple[tuple[str, ...], str]:
+    """The origins and the path a proof for ``url`` may name. Dot segments stay in the request's
+    path: applications route the path as sent (``/orders/{id}/admin`` matches
+    ``/orders/../admin``), so a request with them is never taken for the URL they resolve to;
+    the proof's ``htu`` has none after normalisation, and such a request matches no proof."""
+    if config.origins and url.startswith("/"):
+        return config.origins, _path(url)
+    split = _split(url)
+    if split is None:
+        raise MalformedCredentials("the request URL is not an absolute http(s) URL")
+    return config.origins or (split[0],), split[1]
 
 
 def _claim_str(claims: Mapping[str, Any], name: str, limit: int = 2048) -> str:
@@ -123,6 +294,24 @@ def _claim_str(claims: Mapping[str, Any], name: str, limit: int = 2048) -> str:
     if not isinstance(value, str) or not value or len(value) > limit:
         raise MalformedToken(f"DPoP proof has no valid {name!r}")
     return value
+
+
+def _proof_key(header: Mapping[str, Any], config: DPoPConfig) -> JWK:
+    """The key a proof's header carries, after its ``typ``, ``alg`` and ``crit``."""
+    check_typ(header.get("typ"), DPOP_TYP, "DPoP proof")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in config.algorithms:
+        raise TokenError("DPoP proof algorithm not accepted")
+    if "crit" in header:
+        raise MalformedToken("DPoP proof with crit is refused")
+    members = header.get("jwk")
+    if not isinstance(members, Mapping):
+        raise MalformedToken("DPoP proof has no jwk header")
+    try:
+        jwk = JWK.from_dict(members)
+        return jwk if jwk.algorithm == alg else JWK(jwk.public_key, algorithm=alg)
+    except ConfigurationError as exc:  # its messages name rules, never the members' values
+        raise MalformedToken(f"DPoP proof jwk is unusable: {exc}") from None
 
 
 def verify_dpop_proof(
@@ -135,7 +324,14 @@ def verify_dpop_proof(
     now: float,
 ) -> DPoPProof:
     """Verify a DPoP proof JWT for this request (signature, ``typ``, ``htm``, ``htu``, ``iat``,
-    ``ath``); raises a :class:`~zerotrust.errors.TokenError` subclass."""
+    ``ath``); raises a :class:`~zerotrust.errors.TokenError` subclass, or
+    :class:`~zerotrust.errors.MalformedCredentials` when ``url`` is not a request URL.
+
+    ``url`` is the request's absolute URL. With ``config.origins``, the proof's origin must be
+    one of them and only the path of ``url`` is used (``url`` may then be the path alone).
+    """
+    if not isinstance(proof, str):
+        raise MalformedToken("DPoP proof must be a string")
     raw = proof.encode("ascii", "replace")
     if len(raw) > _MAX_PROOF_BYTES:
         raise MalformedToken("DPoP proof is too large")
@@ -148,28 +344,15 @@ def verify_dpop_proof(
         claims = loads_object(decode_canonical(body))
     except JSONError:
         raise MalformedToken("DPoP proof is not valid JSON") from None
-    if header.get("typ") != "dpop+jwt":
-        raise MalformedToken("DPoP proof typ must be dpop+jwt")
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in config.algorithms:
-        raise TokenError("DPoP proof algorithm not accepted")
-    if "crit" in header:
-        raise MalformedToken("DPoP proof with crit is refused")
-    members = header.get("jwk")
-    if not isinstance(members, Mapping):
-        raise MalformedToken("DPoP proof has no jwk header")
-    try:
-        jwk = JWK.from_dict(members)
-        if jwk.algorithm != alg:
-            jwk = JWK(jwk.public_key, algorithm=alg)
-    except ConfigurationError as exc:
-        raise MalformedToken(f"DPoP proof jwk is unusable: {exc}") from None
+    jwk = _proof_key(header, config)
     if not jwk._verify(decode_canonical(sig), raw[: len(head) + 1 + len(body)]):
         raise TokenBindingMismatch("DPoP proof signature is invalid")
     jti = _claim_str(claims, "jti", _MAX_JTI)
-    if _claim_str(claims, "htm", 32) != method.upper():
+    if _claim_str(claims, "htm", 32) != method:  # methods are case-sensitive (RFC 9110 §9.1)
         raise TokenBindingMismatch("DPoP proof htm does not match the request method")
-    if normalize_htu(_claim_str(claims, "htu")) != normalize_htu(url):
+    origins, path = _target(url, config)
+    origin, htu_path = _htu(_claim_str(claims, "htu"))
+    if origin not in origins or htu_path != path:
         raise TokenBindingMismatch("DPoP proof htu does not match the request URL")
     iat = claims.get("iat")
     if (
@@ -182,6 +365,8 @@ def verify_dpop_proof(
     if iat > now + config.leeway or iat < now - config.max_age - config.leeway:
         raise TokenBindingMismatch("DPoP proof iat is outside the accepted window")
     if access_token is not None:
+        if not isinstance(access_token, str) or not access_token.isascii():
+            raise MalformedToken("access token is not ASCII")
         ath = b64url_encode(hashlib.sha256(access_token.encode("ascii")).digest())
         presented = claims.get("ath")
         if not isinstance(presented, str) or not _same(presented, ath):

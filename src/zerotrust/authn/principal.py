@@ -22,7 +22,10 @@ class Principal:
     """An authenticated caller. Immutable; handed to handlers by every integration.
 
     * ``spiffe_id`` -- the calling workload: from its certificate (mTLS, direct or forwarded by
-      a trusted proxy) or from a JWT-SVID's ``sub``.
+      a trusted proxy), else from the token's ``sub`` when that is a SPIFFE ID, whatever the
+      issuer and profile. Only a JWT-SVID verifier binds such an ID to its trust domain's keys;
+      for any other issuer the ID is that issuer's word, so bind rules to the issuer meant to
+      name workloads (``Callers(spiffe_ids=[...], issuers=[...])``).
     * ``subject`` / ``issuer`` -- the token's ``sub`` / ``iss`` (for mTLS alone, the SPIFFE ID
       and its trust domain).
     * ``scopes`` -- granted scopes (space-delimited ``scope`` or ``scp`` list).

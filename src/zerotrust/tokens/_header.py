@@ -22,10 +22,16 @@ from zerotrust.errors import (
 )
 from zerotrust.tokens._b64 import decode_canonical, is_canonical
 from zerotrust.tokens._json import JSONError, loads_object
-from zerotrust.tokens._profiles import TYP_RULES
-from zerotrust.tokens.algorithms import SUPPORTED_ALGORITHMS, is_none
+from zerotrust.tokens._profiles import JWT_SVID, TYP_RULES
+from zerotrust.tokens.algorithms import JWT_SVID_ALGORITHMS, SUPPORTED_ALGORITHMS, is_none
 
-__all__ = ["MAX_HEADER_BYTES", "REGISTERED_HEADERS", "parse_header"]
+__all__ = [
+    "MAX_HEADER_BYTES",
+    "REGISTERED_HEADERS",
+    "check_profile",
+    "check_typ",
+    "parse_header",
+]
 
 MAX_HEADER_BYTES: Final = 4096
 """Longest header segment accepted (base64url characters)."""
@@ -75,7 +81,7 @@ def parse_header(
     kid = header.get("kid")
     if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > _MAX_KID):
         raise MalformedToken("header 'kid' must be a non-empty string")
-    _check_typ(header.get("typ"), token_type)
+    check_profile(header, alg, token_type)
     cty = header.get("cty")
     if cty is not None:
         if not isinstance(cty, str):
@@ -99,14 +105,29 @@ def _check_crit(header: Mapping[str, Any], crit: object, understood: frozenset[s
             raise UnsupportedTokenFeature("header 'crit' lists a parameter that is not understood")
 
 
-def _check_typ(typ: object, token_type: str | None) -> None:
-    accepted, required = TYP_RULES[token_type]
+def check_typ(typ: object, rule: tuple[frozenset[str], bool], kind: str) -> None:
+    """``typ`` against ``rule`` (accepted lower-cased values, is it required?). Media types
+    ignore case, and RFC 7515 4.1.9 reads a value without ``/`` as ``application/<value>``:
+    the accepted sets hold both spellings."""
+    accepted, required = rule
     if typ is None:
         if required:
-            raise InvalidTokenType(f"a {token_type} token needs a 'typ' header")
+            raise InvalidTokenType(f"a {kind} needs a 'typ' header")
         return
     if not isinstance(typ, str):
         raise MalformedToken("header 'typ' must be a string")
     if typ.lower() not in accepted:
-        kind = token_type or "generic JWT"
         raise InvalidTokenType(f"header 'typ' is not acceptable for a {kind}")
+
+
+def _kind(token_type: str | None) -> str:
+    return f"{token_type} token" if token_type else "generic JWT"
+
+
+def check_profile(header: Mapping[str, Any], alg: str, token_type: str | None) -> None:
+    """The header rules of a profile: its ``typ``, and RS/ES/PS only for JWT-SVIDs. Step 2 on
+    its own applies them again, so that a signature verified under another profile cannot
+    pass for this one."""
+    check_typ(header.get("typ"), TYP_RULES[token_type], _kind(token_type))
+    if token_type == JWT_SVID and alg not in JWT_SVID_ALGORITHMS:
+        raise AlgorithmNotAllowed("JWT-SVIDs are signed with RS*, ES* or PS* algorithms only")

@@ -6,7 +6,7 @@ from typing import Final
 
 from zerotrust.errors import ConfigurationError
 
-__all__ = ["AT_JWT", "JWT_SVID", "TYP_RULES", "string_tuple"]
+__all__ = ["AT_JWT", "DPOP_TYP", "JWT_SVID", "TYP_RULES", "string_tuple"]
 
 JWT_SVID: Final = "jwt-svid"
 """The SPIFFE JWT-SVID profile."""
@@ -19,6 +19,8 @@ TYP_RULES: Final[dict[str | None, tuple[frozenset[str], bool]]] = {
     JWT_SVID: (frozenset({"jwt", "jose", "application/jwt", "application/jose"}), False),
     AT_JWT: (frozenset({"at+jwt", "application/at+jwt"}), True),
 }
+#: The same rule for RFC 9449 DPoP proofs (not a token profile).
+DPOP_TYP: Final = (frozenset({"dpop+jwt", "application/dpop+jwt"}), True)
 
 
 def string_tuple(value: object, what: str) -> tuple[str, ...]:

@@ -179,7 +179,10 @@ def _curve_name(curve: ec.EllipticCurve) -> str:
 def check_key_algorithm(key: PublicKey | PrivateKey, algorithm: str) -> None:
     """Raise ConfigurationError unless ``key`` can be used with ``algorithm``."""
     if not isinstance(algorithm, str) or algorithm not in ASYMMETRIC_ALGORITHMS:
-        raise ConfigurationError(f"algorithm {algorithm!r} is not a public-key JWS algorithm")
+        # a key document's alg is not echoed unless it is a known name (documents may be hostile)
+        known = isinstance(algorithm, str) and algorithm in SUPPORTED_ALGORITHMS
+        shown = repr(algorithm) if known else "(unsupported)"
+        raise ConfigurationError(f"algorithm {shown} is not a public-key JWS algorithm")
     if algorithm in EC_CURVES:
         curve_cls = EC_CURVES[algorithm][1]
         ok = isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)) and (

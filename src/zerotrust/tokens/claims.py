@@ -8,14 +8,17 @@ Rules (each failure raises a :class:`~zerotrust.errors.TokenError` with a stable
   configured audience.
 * ``exp`` is required; ``nbf`` and ``iat`` are honoured; all three allow ``leeway`` seconds
   of clock skew. ``iat`` in the future (beyond the leeway) is refused. Numeric dates must be
-  JSON numbers (not booleans or strings) and finite.
+  JSON numbers (not booleans or strings) in the range of ``datetime`` (years 1 to 9999).
 * ``max_lifetime`` bounds ``exp - iat`` (or ``exp - nbf`` without ``iat``; a token with
   neither is refused when a bound is set).
 * Registered claims have their registered types (``sub``, ``jti``, ``client_id`` and
   ``scope`` strings, ``scp`` a string or array of strings, ``cnf`` and ``act`` objects).
 * ``required_claims`` must be present.
-* Profiles: ``"jwt-svid"`` requires ``sub`` to be a SPIFFE ID of the expected trust domain;
-  ``"at+jwt"`` (RFC 9068) requires ``sub``, ``client_id``, ``iat`` and ``jti``.
+* Profiles: ``"jwt-svid"`` requires ``sub`` to be a workload's SPIFFE ID (not the trust
+  domain's own) in the expected trust domain; ``"at+jwt"`` (RFC 9068) requires ``sub``,
+  ``client_id``, ``iat`` and ``jti``.
+* Given a :class:`~zerotrust.tokens.VerifiedSignature` (step 2 on its own), the profile's
+  header rules are applied again: its ``typ``, and RS/ES/PS algorithms only for JWT-SVIDs.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from zerotrust.errors import (
     TokenNotYetValid,
 )
 from zerotrust.identity import SpiffeId, TrustDomain
+from zerotrust.tokens._header import check_profile
 from zerotrust.tokens._profiles import AT_JWT, JWT_SVID, string_tuple
 from zerotrust.tokens.verified import VerifiedSignature, VerifiedToken
 
@@ -66,7 +70,10 @@ def clock_function(clock: Clock | None) -> Callable[[], float]:
     return lambda: now().timestamp()
 
 
-_DATE_BOUND: Final = 1e15  # seconds (~31 million years): any sane date is inside
+# NumericDates are bounded to what ``datetime`` holds (years 1 to 9999), so the dates of a
+# VerifiedToken are always readable
+_DATE_MIN: Final = -62_135_596_800  # 0001-01-01T00:00:00Z
+_DATE_MAX: Final = 253_402_300_800  # 10000-01-01T00:00:00Z, excluded
 
 
 def _date(value: object, name: str) -> float | None:
@@ -74,7 +81,7 @@ def _date(value: object, name: str) -> float | None:
         return None
     if type(value) is not int and type(value) is not float:  # bool and str are refused
         raise InvalidClaim(f"claim {name!r} must be a number of seconds")
-    if not -_DATE_BOUND < value < _DATE_BOUND:  # also refuses NaN and infinities
+    if not _DATE_MIN <= value < _DATE_MAX:  # also refuses NaN and infinities
         raise InvalidClaim(f"claim {name!r} is out of range")
     return float(value)
 
@@ -167,6 +174,7 @@ class ClaimsValidator:
     ) -> tuple[VerifiedToken, float, float]:
         """Validate at POSIX time ``now``; also returns the window ``[from, until)`` in which
         the time-dependent rules keep holding (used by the verified-token cache)."""
+        check_profile(signed.header, signed.algorithm, self._type)
         claims = signed.claims
         valid_from, valid_until = self.check(claims, now)
         token = VerifiedToken(signed.header, claims, signed.key_id, signed.algorithm)
@@ -187,7 +195,7 @@ class ClaimsValidator:
         if type(aud) is not str or aud not in self._audiences:
             self._check_audience(aud)
         exp = get("exp")
-        if type(exp) is not int or not -_DATE_BOUND < exp < _DATE_BOUND:
+        if type(exp) is not int or not _DATE_MIN <= exp < _DATE_MAX:
             exp = _date(exp, "exp")
             if exp is None:
                 raise MissingClaim("claim 'exp' is missing")
@@ -196,14 +204,14 @@ class ClaimsValidator:
             raise TokenExpired("token has expired")
         valid_from = -math.inf
         nbf = get("nbf")
-        if type(nbf) is not int or not -_DATE_BOUND < nbf < _DATE_BOUND:
+        if type(nbf) is not int or not _DATE_MIN <= nbf < _DATE_MAX:
             nbf = _date(nbf, "nbf")
         if nbf is not None:
             valid_from = nbf - leeway
             if now < valid_from:
                 raise TokenNotYetValid("token is not valid yet (nbf)")
         iat = get("iat")
-        if type(iat) is not int or not -_DATE_BOUND < iat < _DATE_BOUND:
+        if type(iat) is not int or not _DATE_MIN <= iat < _DATE_MAX:
             iat = _date(iat, "iat")
         if iat is not None:
             if now < iat - leeway:
@@ -242,6 +250,8 @@ class ClaimsValidator:
             spiffe_id = SpiffeId.parse(sub)  # type: ignore[arg-type]
         except InvalidSpiffeId:
             raise InvalidClaim("JWT-SVID 'sub' is not a valid SPIFFE ID") from None
+        if not spiffe_id.path:  # as for X509-SVIDs: a trust domain's own ID is no workload
+            raise InvalidClaim("JWT-SVID 'sub' is a trust domain ID, not a workload's")
         if spiffe_id.trust_domain != self._trust_domain:
             raise InvalidClaim("JWT-SVID 'sub' is not in the expected trust domain")
 

@@ -23,7 +23,7 @@ from zerotrust.errors import ConfigurationError, InvalidSpiffeId
 from zerotrust.identity import SpiffeId
 from zerotrust.tokens._b64 import b64url_encode
 from zerotrust.tokens._profiles import AT_JWT, JWT_SVID, string_tuple
-from zerotrust.tokens.algorithms import PrivateKey
+from zerotrust.tokens.algorithms import JWT_SVID_ALGORITHMS, PrivateKey
 from zerotrust.tokens.claims import clock_function
 from zerotrust.tokens.keyring import KeyRing, signing_key
 from zerotrust.tokens.keys import PrivateJWK
@@ -146,7 +146,8 @@ class TokenIssuer:
         """Sign and return a compact JWT valid for ``ttl`` seconds from now.
 
         ``token_type``: ``None``/``"jwt"`` (``typ: JWT``), ``"jwt-svid"`` (``subject`` must
-        be a SPIFFE ID) or ``"at+jwt"`` (RFC 9068; ``extra_claims`` must hold ``client_id``).
+        be a workload's SPIFFE ID, and the key an RS/ES/PS one) or ``"at+jwt"`` (RFC 9068;
+        ``extra_claims`` must hold ``client_id``).
         ``extra_claims`` may not set the registered claims the issuer writes itself; it may
         carry a ``cnf`` confirmation (e.g. DPoP's ``jkt``) when ``bind_cert`` is not used.
         """
@@ -156,9 +157,11 @@ class TokenIssuer:
             raise ConfigurationError("subject must be a non-empty string")
         if token_type == JWT_SVID:
             try:
-                SpiffeId.parse(subject)
+                spiffe_id = SpiffeId.parse(subject)
             except InvalidSpiffeId as exc:
                 raise ConfigurationError(f"a JWT-SVID subject must be a SPIFFE ID: {exc}") from None
+            if not spiffe_id.path:
+                raise ConfigurationError("a JWT-SVID subject is a workload's ID, with a path")
         if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
             raise ConfigurationError("ttl must be a number of seconds")
         if not (0 < ttl <= _MAX_TTL):
@@ -196,6 +199,10 @@ class TokenIssuer:
         if token_type == AT_JWT and not isinstance(claims.get("client_id"), str):
             raise ConfigurationError("an at+jwt token needs extra_claims={'client_id': ...}")
         key = self._ring.current
+        if token_type == JWT_SVID and key.algorithm not in JWT_SVID_ALGORITHMS:  # JWT-SVID 2.1
+            raise ConfigurationError(
+                f"JWT-SVIDs are signed with RS*, ES* or PS* algorithms only, not {key.algorithm}"
+            )
         header = {"alg": key.algorithm, "kid": key.kid, "typ": _TYP[token_type]}
         signing_input = (b64url_encode(_json(header)) + "." + b64url_encode(_json(claims))).encode(
             "ascii"

@@ -34,10 +34,19 @@ __all__ = ["SecretKey", "SecretKeySet"]
 
 _SSH_PREFIX: Final = re.compile(rb"\s*(?:ssh-|ecdsa-sha2-|sk-ssh-|sk-ecdsa-)")
 _BASE64_TEXT: Final = re.compile(rb"[A-Za-z0-9+/=_\-\s]+")
-_EC_POINT_CURVES: Final[dict[int, ec.EllipticCurve]] = {
-    65: ec.SECP256R1(),
-    97: ec.SECP384R1(),
-    133: ec.SECP521R1(),
+_HEX_TEXT: Final = re.compile(rb"(?:[0-9A-Fa-f]{2})+")
+_BOM: Final = b"\xef\xbb\xbf"
+# SEC 1 points by length: uncompressed (0x04, x, y) and compressed (0x02 or 0x03, x). None of
+# these lengths is a hash size, so the 32/48/64-byte secrets HMAC asks for are never taken
+# for a point; a random secret of a compressed point's length starts like one and holds a
+# valid x coordinate about once in 256 times.
+_EC_POINTS: Final[dict[int, tuple[ec.EllipticCurve, bytes]]] = {
+    65: (ec.SECP256R1(), b"\x04"),
+    97: (ec.SECP384R1(), b"\x04"),
+    133: (ec.SECP521R1(), b"\x04"),
+    33: (ec.SECP256R1(), b"\x02\x03"),
+    49: (ec.SECP384R1(), b"\x02\x03"),
+    67: (ec.SECP521R1(), b"\x02\x03"),
 }
 
 
@@ -71,23 +80,29 @@ def public_key_lookalike(secret: bytes) -> str | None:
     if secret[:1] == b"\x30" and _loads_as_der_key(secret):
         return "DER key or certificate"
     stripped = secret.strip()
-    if stripped[:1] in (b"{", b"["):
+    text = stripped.removeprefix(_BOM).lstrip()  # JSON as some editors save it
+    if text[:1] in (b"{", b"["):
         try:
-            doc = json.loads(stripped)
+            doc = json.loads(text)
         except (ValueError, UnicodeDecodeError):
             doc = None
         if isinstance(doc, dict) and ("kty" in doc or "keys" in doc):
             return "JWK or JWKS document"
         if isinstance(doc, list) and any(isinstance(item, dict) and "kty" in item for item in doc):
             return "JWK or JWKS document"
-    curve = _EC_POINT_CURVES.get(len(secret))
-    if curve is not None and secret[0] == 4:
+    point = _EC_POINTS.get(len(secret))
+    if point is not None and secret[0] in point[1]:
         try:
-            ec.EllipticCurvePublicKey.from_encoded_point(curve, secret)
+            ec.EllipticCurvePublicKey.from_encoded_point(point[0], secret)
         except ValueError:
             pass
         else:
             return "raw EC public point"
+    compact = b"".join(stripped.split()).replace(b":", b"")  # as hex dumps print it
+    if _HEX_TEXT.fullmatch(compact):
+        decoded = bytes.fromhex(compact.decode("ascii"))
+        if decoded[:1] == b"\x30" and _loads_as_der_key(decoded):
+            return "hex DER key or certificate"
     if _BASE64_TEXT.fullmatch(stripped):
         import base64
 
@@ -106,8 +121,9 @@ class SecretKey(Frozen):
     """A shared HMAC secret bound to one of HS256, HS384 or HS512.
 
     The secret must be ``bytes`` at least as long as the hash output (32/48/64 bytes) and
-    must not look like public key material (PEM of any kind, DER keys or certificates,
-    OpenSSH public keys, JWK/JWKS JSON, raw EC points): those raise
+    must not look like public key material (PEM of any kind, DER keys or certificates, raw or
+    in base64 or hex, OpenSSH public keys, JWK/JWKS JSON, raw EC points, compressed or not):
+    those raise
     :class:`~zerotrust.errors.ConfigurationError`. ``repr`` never shows the secret.
     """
 

@@ -67,7 +67,8 @@ def ascii_token(token: object, max_size: int) -> bytes:
         except UnicodeEncodeError:
             raise MalformedToken("token is not ASCII") from None
     elif isinstance(token, (bytes, bytearray, memoryview)):
-        if len(token) > max_size:
+        # a memoryview's len() counts items, not bytes
+        if (token.nbytes if isinstance(token, memoryview) else len(token)) > max_size:
             raise TokenTooLarge(f"token is longer than {max_size} bytes")
         raw = bytes(token)
         if not raw.isascii():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, final
 
@@ -65,10 +65,15 @@ class VerifiedSignature(Frozen):
         return f"VerifiedSignature(alg={self.algorithm!r}, kid={self.key_id!r})"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def _utc(value: Any) -> datetime | None:
+    # claims validation keeps NumericDates in datetime's range; the epoch plus a timedelta
+    # does not depend on the platform's gmtime() (which may refuse dates before 1970)
     if value is None:
         return None
-    return datetime.fromtimestamp(value, tz=timezone.utc)
+    return _EPOCH + timedelta(seconds=value)
 
 
 @final

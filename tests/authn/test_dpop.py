@@ -1,0 +1,506 @@
+"""RFC 9449 DPoP proofs: what a proof must hold, and the request URL it is checked against,
+through the Guard with every kind of request view (plain, ASGI scope, WSGI environ, gRPC)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from zerotrust import Authenticator, FixedClock, Guard, MemorySink, MemoryStore
+from zerotrust.adapters._asgi_view import ScopeView
+from zerotrust.adapters.wsgi import WSGIRequestView
+from zerotrust.authn.binding import DPoPConfig, normalize_htu, verify_dpop_proof
+from zerotrust.authn.request import Request, RequestView
+from zerotrust.authz import Callers, Operations, Policy, Rule
+from zerotrust.errors import (
+    ConfigurationError,
+    DPoPOriginUnknown,
+    InvalidTokenType,
+    MalformedCredentials,
+    MalformedToken,
+    TokenBindingMismatch,
+)
+from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
+from zerotrust.tokens._b64 import b64url_encode
+
+NOW = 1_800_000_000
+ISS = "https://issuer.example"
+AUD = "orders-api"
+URL = "https://api.example/orders/7"
+
+
+@pytest.fixture(scope="module")
+def holder() -> PrivateJWK:
+    return PrivateJWK.generate("ES256")
+
+
+@pytest.fixture(scope="module")
+def clock() -> FixedClock:
+    return FixedClock(dt.datetime.fromtimestamp(NOW, tz=dt.timezone.utc))
+
+
+@pytest.fixture(scope="module")
+def issuer(clock: FixedClock) -> TokenIssuer:
+    return TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISS, clock=clock)
+
+
+@pytest.fixture(scope="module")
+def token(issuer: TokenIssuer, holder: PrivateJWK) -> str:
+    return issuer.issue(
+        subject="svc-a", audience=AUD, ttl=3600, extra_claims={"cnf": {"jkt": holder.thumbprint()}}
+    )
+
+
+def sign(key: PrivateJWK, header: dict[str, Any], claims: dict[str, Any]) -> str:
+    segments = [b64url_encode(json.dumps(part).encode()) for part in (header, claims)]
+    signing_input = ".".join(segments)
+    return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode()))}"
+
+
+ABSENT: Any = object()
+
+
+def proof(
+    key: PrivateJWK,
+    token: str,
+    *,
+    htm: str = "GET",
+    htu: str = URL,
+    jti: str = "p1",
+    **header: Any,
+) -> str:
+    head = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public().to_public_dict(), **header}
+    head = {name: value for name, value in head.items() if value is not ABSENT}
+    ath = b64url_encode(hashlib.sha256(token.encode()).digest())
+    return sign(key, head, {"jti": jti, "htm": htm, "htu": htu, "iat": NOW, "ath": ath})
+
+
+def check(
+    proof_: str,
+    token: str,
+    *,
+    method: str = "GET",
+    url: str = URL,
+    config: DPoPConfig = DPoPConfig(),  # noqa: B008 - immutable value
+) -> str:
+    return verify_dpop_proof(
+        proof_, method=method, url=url, access_token=token, config=config, now=NOW
+    ).jkt
+
+
+# --- the proof ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "typ", ["dpop+jwt", "DPoP+JWT", "application/dpop+jwt", "Application/DPoP+jwt"]
+)
+def test_typ_is_a_media_type(holder: PrivateJWK, token: str, typ: str) -> None:
+    """RFC 7515 4.1.9: case-insensitive, and ``application/`` may be written or left out."""
+    assert check(proof(holder, token, typ=typ), token) == holder.thumbprint()
+
+
+@pytest.mark.parametrize(
+    ("typ", "error"),
+    [
+        ("JWT", InvalidTokenType),
+        ("at+jwt", InvalidTokenType),
+        ("application/dpop+jwt+x", InvalidTokenType),
+        (ABSENT, InvalidTokenType),
+        (1, MalformedToken),
+    ],
+)
+def test_other_typ_values_are_refused(
+    holder: PrivateJWK, token: str, typ: object, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        check(proof(holder, token, typ=typ), token)
+
+
+@pytest.mark.parametrize(("htm", "method"), [("get", "GET"), ("GET", "get"), ("GET", "POST")])
+def test_htm_is_compared_case_sensitively(
+    holder: PrivateJWK, token: str, htm: str, method: str
+) -> None:
+    """RFC 9110 9.1: methods are case-sensitive; ``get`` is not ``GET``."""
+    with pytest.raises(TokenBindingMismatch, match="htm"):
+        check(proof(holder, token, htm=htm), token, method=method)
+
+
+@pytest.mark.parametrize(
+    ("htu", "url"),
+    [
+        (URL, URL),
+        (URL + "?a=1#f", URL),
+        (URL, URL + "?a=1"),
+        ("HTTPS://API.EXAMPLE/orders/7", URL),
+        ("https://api.example:443/orders/7", URL),
+        ("https://api.example:/orders/7", URL),
+        ("http://api.example:80/orders/7", "http://api.example/orders/7"),
+        ("https://api.example/orders/%37", URL),
+        ("https://api.example/%6Frders/7", URL),
+        ("https://api.example/orders/./7", URL),
+        ("https://api.example/a/../orders/7", URL),
+        ("https://api.example/a/b/../../orders/7/.", "https://api.example/orders/7/"),
+        ("https://api.example/../orders/7", URL),
+        ("https://api.example/orders/%2e/7", URL),
+        ("https://api.example/caf%c3%a9", "https://api.example/caf%C3%A9"),
+        ("https://api.example/a%2fb", "https://api.example/a%2Fb"),
+        ("https://%61pi.example/orders/7", URL),
+        ("https://api.example", "https://api.example/"),
+        ("https://[::1]/x", "https://[::1]:443/x"),
+        ("https://[FE80::1]:8443/x", "https://[fe80::1]:8443/x"),
+        ("https://127.0.0.1:8443/x", "https://127.0.0.1:8443/x"),
+    ],
+)
+def test_htu_is_compared_after_syntax_based_normalisation(
+    holder: PrivateJWK, token: str, htu: str, url: str
+) -> None:
+    """RFC 9449 4.3 with RFC 3986 6.2.2 on both sides: case, percent-encoding, dot segments,
+    the default port; query and fragment are not part of the comparison."""
+    assert check(proof(holder, token, htu=htu), token, url=url) == holder.thumbprint()
+
+
+@pytest.mark.parametrize(
+    ("htu", "url"),
+    [
+        ("https://api.example/admin", "https://api.example/orders/../admin"),
+        ("https://api.example/orders/../admin", "https://api.example/orders/../admin"),
+        ("https://api.example/admin", "https://api.example/orders/%2E%2E/admin"),
+        ("https://api.example/orders/7", "https://api.example/orders/./7"),
+    ],
+)
+def test_a_request_path_with_dot_segments_matches_no_proof(
+    holder: PrivateJWK, token: str, htu: str, url: str
+) -> None:
+    """The application routes the path as sent (``/orders/{id}/admin`` matches
+    ``/orders/../admin``): a proof for ``/admin`` must not be usable there."""
+    with pytest.raises(TokenBindingMismatch, match="htu"):
+        check(proof(holder, token, htu=htu), token, url=url)
+
+
+@pytest.mark.parametrize(
+    "htu",
+    [
+        "https://api.example:8443/orders/7",
+        "http://api.example/orders/7",
+        "https://api.example/ORDERS/7",
+        "https://api.example/orders/7/",
+        "https://api.example/orders%2f7",
+        "https://api.example/orders/7;p=1",
+        "https://evil.example/orders/7",
+        "https://api.example.evil/orders/7",
+        "https://api.example./orders/7",
+    ],
+)
+def test_htu_naming_another_url_is_refused(holder: PrivateJWK, token: str, htu: str) -> None:
+    with pytest.raises(TokenBindingMismatch, match="htu"):
+        check(proof(holder, token, htu=htu), token)
+
+
+@pytest.mark.parametrize(
+    "htu",
+    [
+        "https://user:pw@api.example/orders/7",  # RFC 9110 4.2.4: userinfo is an error
+        "//api.example/orders/7",
+        "/orders/7",
+        "ftp://api.example/orders/7",
+        "https://api.example:99999/orders/7",
+        "https://api.example:8x/orders/7",
+        "https:///orders/7",
+        "https://api example/orders/7",
+        "https://api.example/orders/7 ",
+        "https://api.example/orders/%zz",
+        "https://api.example\\@evil.example/orders/7",
+        "https://[::1%25eth0]/x",
+        "https://[not-ip]/x",
+        "https://api.example/caf\u00e9",
+    ],
+)
+def test_htu_that_is_not_an_http_url_is_malformed(holder: PrivateJWK, token: str, htu: str) -> None:
+    with pytest.raises(MalformedToken, match="htu"):
+        check(proof(holder, token, htu=htu), token)
+
+
+def test_normalize_htu() -> None:
+    assert normalize_htu("HTTPS://Api.Example:443/a/./b/../%63?q#f") == "https://api.example/a/c"
+    assert normalize_htu("http://[::1]:8080") == "http://[::1]:8080/"
+    with pytest.raises(MalformedToken):
+        normalize_htu("https://user@api.example/")
+
+
+def test_non_ascii_access_token_is_a_typed_error(holder: PrivateJWK, token: str) -> None:
+    with pytest.raises(MalformedToken, match="access token"):
+        check(proof(holder, token), "t\u00e9")
+    with pytest.raises(MalformedToken):
+        check(b"not.a.string", token)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "jwk",
+    [
+        {"kty": "K" * 40},
+        {"kty": "EC", "crv": "C" * 40, "x": "AAAA", "y": "AAAA"},
+        {"kty": "OKP", "crv": "C" * 40, "x": "AAAA"},
+        {"kty": "EC", "crv": "P-256", "alg": "A" * 40},
+    ],
+)
+def test_refusals_do_not_repeat_the_proof(holder: PrivateJWK, token: str, jwk: Any) -> None:
+    if "alg" in jwk:
+        jwk = {**holder.public().to_public_dict(), "alg": jwk["alg"]}
+    with pytest.raises(MalformedToken) as info:
+        check(proof(holder, token, jwk=jwk), token)
+    assert "K" * 8 not in str(info.value) and "C" * 8 not in str(info.value)
+    assert "A" * 8 not in str(info.value) and "unusable" in str(info.value)
+
+
+# --- the service's origins ---------------------------------------------------------------------
+
+
+def test_origins_are_validated_and_normalised() -> None:
+    config = DPoPConfig(origins=["HTTPS://API.Example:443", "http://[::1]:8080", "https://a.b:80"])
+    assert config.origins == ("https://api.example", "http://[::1]:8080", "https://a.b:80")
+    assert DPoPConfig().origins == ()
+    assert DPoPConfig(origins=("https://a.example", "https://A.example")).origins == (
+        "https://a.example",
+    )
+
+
+@pytest.mark.parametrize(
+    "origins",
+    [
+        "https://api.example",  # a string, not a list of them
+        ["https://api.example/"],
+        ["https://api.example/v1"],
+        ["https://api.example?x"],
+        ["https://api.example#x"],
+        ["https://user@api.example"],
+        ["ftp://api.example"],
+        ["api.example"],
+        ["https://api.example:65536"],
+        ["https://"],
+        [5],
+        ["https://a.example"] * 65,
+    ],
+)
+def test_invalid_origins_are_configuration_errors(origins: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        DPoPConfig(origins=origins)
+
+
+def test_with_origins_only_the_path_of_the_url_counts(holder: PrivateJWK, token: str) -> None:
+    config = DPoPConfig(origins=("https://api.example", "https://api.example:8443"))
+    for htu in (URL, "https://api.example:8443/orders/7"):
+        signed = proof(holder, token, htu=htu)
+        assert check(signed, token, url="/orders/7?x=1", config=config) == holder.thumbprint()
+        # the origin the server pieced together from the request is not used
+        assert check(signed, token, url="http://10.0.0.1:8080/orders/7", config=config)
+    with pytest.raises(TokenBindingMismatch, match="htu"):
+        check(proof(holder, token, htu="https://other.example/orders/7"), token, config=config)
+    with pytest.raises(TokenBindingMismatch, match="htu"):
+        check(proof(holder, token), token, url="/orders/8", config=config)
+
+
+@pytest.mark.parametrize("url", ["/orders/7", "api.example/orders/7", "https://a b/orders/7"])
+def test_a_url_that_is_not_one_is_malformed(holder: PrivateJWK, token: str, url: str) -> None:
+    """Without configured origins the server's URL must be absolute (a path alone is not)."""
+    with pytest.raises(MalformedCredentials):
+        check(proof(holder, token), token, url=url)
+
+
+# --- through the Guard -------------------------------------------------------------------------
+
+
+def guard(issuer: TokenIssuer, clock: FixedClock, **dpop: Any) -> Guard:
+    verifier = TokenVerifier(
+        issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
+    )
+    policy = Policy(
+        [
+            Rule(
+                id="any",
+                callers=[Callers(not_subjects=["nobody"])],
+                operations=[Operations(methods=["GET", "POST"])],
+            )
+        ]
+    )
+    return Guard(
+        authenticator=Authenticator(tokens=verifier, clock=clock, dpop=DPoPConfig(**dpop)),
+        policy=policy,
+        audit=MemorySink(),
+        store=MemoryStore(clock=clock),
+        service="orders",
+        clock=clock,
+    )
+
+
+def plain(host: str | None, path: str, headers: dict[str, str]) -> RequestView:
+    return Request(method="GET", path=path, host=host, headers=headers)
+
+
+def asgi(host: str | None, path: str, headers: dict[str, str]) -> RequestView:
+    """The scope uvicorn builds: the target in raw_path, the Host header as received."""
+    items = [(k.encode(), v.encode()) for k, v in headers.items()]
+    if host is not None:
+        items.append((b"host", host.encode("latin-1")))
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "scheme": "https",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": items,
+        "client": ("203.0.113.9", 5555),
+    }
+    return ScopeView(scope, None)
+
+
+def wsgi(host: str | None, path: str, headers: dict[str, str]) -> RequestView:
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "wsgi.url_scheme": "https",
+        "PATH_INFO": path,
+        "RAW_URI": path,
+        "REMOTE_ADDR": "203.0.113.9",
+        **{f"HTTP_{k.upper()}": v for k, v in headers.items()},
+    }
+    if host is not None:
+        environ["HTTP_HOST"] = host
+    return WSGIRequestView(environ)
+
+
+VIEWS = pytest.mark.parametrize("view", [plain, asgi, wsgi], ids=["Request", "ASGI", "WSGI"])
+
+
+def code(outcome: Any) -> str:
+    return "allowed" if outcome.allowed else f"{outcome.status} {outcome.error.code}"
+
+
+def headers(token: str, proof_: str) -> dict[str, str]:
+    return {"authorization": f"DPoP {token}", "dpop": proof_}
+
+
+@VIEWS
+@pytest.mark.parametrize(
+    "host",
+    [
+        "api.example/orders/7#",
+        "api.example/orders/7?",
+        "api.example/orders/7#x",
+        "api.example/orders/7",
+        "evil@api.example",
+        "api.example\\orders",
+        "api.example orders",
+        "api.example\t",
+        "api.example:99999",
+        "api.example:443x",
+        "[::1",
+        "[::1%25lo]",
+        "caf\u00e9.example",
+        "a" * 1025,
+    ],
+)
+def test_a_host_that_is_not_one_is_refused(
+    issuer: TokenIssuer, clock: FixedClock, holder: PrivateJWK, token: str, view: Any, host: str
+) -> None:
+    """A proof for /orders/7 used on /admin/export: a Host of ``api.example/orders/7#`` once
+    made the server's URL ``https://api.example/orders/7#/admin/export``."""
+    request = view(host, "/admin/export", headers(token, proof(holder, token, jti=host)))
+    outcome = guard(issuer, clock).evaluate(request)
+    assert code(outcome) == "400 malformed_credentials"
+    assert outcome.www_authenticate == 'DPoP realm="orders", error="invalid_request"'
+
+
+@VIEWS
+@pytest.mark.parametrize(
+    ("host", "htu"),
+    [
+        ("api.example", URL),
+        ("API.example:443", URL),
+        ("api.example:", URL),
+        ("api.example:8443", "https://api.example:8443/orders/7"),
+        ("[::1]:8443", "https://[::1]:8443/orders/7"),
+        ("127.0.0.1", "https://127.0.0.1/orders/7"),
+    ],
+)
+def test_a_valid_host_names_the_origin(
+    issuer: TokenIssuer,
+    clock: FixedClock,
+    holder: PrivateJWK,
+    token: str,
+    view: Any,
+    host: str,
+    htu: str,
+) -> None:
+    g = guard(issuer, clock)
+    signed = proof(holder, token, htu=htu)
+    assert code(g.evaluate(view(host, "/orders/7", headers(token, signed)))) == "allowed"
+    other = view(host, "/admin/export", headers(token, proof(holder, token, htu=htu, jti="p2")))
+    assert code(g.evaluate(other)) == "401 token_binding_mismatch"
+
+
+@VIEWS
+@pytest.mark.parametrize("path", ["/orders/7/../../admin", "/orders/%2e%2E/admin", "/./admin"])
+def test_dot_segments_in_the_request_path_are_not_resolved(
+    issuer: TokenIssuer, clock: FixedClock, holder: PrivateJWK, token: str, view: Any, path: str
+) -> None:
+    signed = proof(holder, token, htu="https://api.example/admin")
+    outcome = guard(issuer, clock).evaluate(view("api.example", path, headers(token, signed)))
+    assert code(outcome) == "401 token_binding_mismatch"
+
+
+@VIEWS
+def test_configured_origins_replace_the_host_header(
+    issuer: TokenIssuer, clock: FixedClock, holder: PrivateJWK, token: str, view: Any
+) -> None:
+    g = guard(issuer, clock, origins=["https://api.example"])
+    ok = g.evaluate(view("10.0.0.1:8080", "/orders/7", headers(token, proof(holder, token))))
+    assert code(ok) == "allowed"
+    # a Host header that is not one does not matter: it is not read
+    signed = proof(holder, token, jti="p2")
+    garbled = view("api.example/orders/7#", "/orders/7", headers(token, signed))
+    assert code(g.evaluate(garbled)) == "allowed"
+    signed = proof(holder, token, jti="p3")
+    injected = view("api.example/orders/7#", "/admin/export", headers(token, signed))
+    assert code(g.evaluate(injected)) == "401 token_binding_mismatch"
+    # a proof for another resource server the token is valid for, with a Host to match it
+    elsewhere = proof(holder, token, htu="https://other-service.example/orders/7", jti="p4")
+    request = view("other-service.example", "/orders/7", headers(token, elsewhere))
+    assert code(g.evaluate(request)) == "401 token_binding_mismatch"
+    assert code(guard(issuer, clock).evaluate(request)) == "allowed"  # without origins
+
+
+def test_a_request_without_a_host_needs_configured_origins(
+    issuer: TokenIssuer, clock: FixedClock, holder: PrivateJWK, token: str
+) -> None:
+    """A gRPC call names no host: it is never compared with an invented one."""
+    path = "/pkg.Orders/Get"
+
+    def rpc(proof_: str) -> Request:
+        return Request(
+            method="POST", path=path, kind="grpc", host=None, headers=headers(token, proof_)
+        )
+
+    localhost = proof(holder, token, htm="POST", htu=f"https://localhost{path}")
+    refused = guard(issuer, clock).evaluate(rpc(localhost))
+    assert code(refused) == "401 dpop_origin_unknown" and refused.grpc_status == "UNAUTHENTICATED"
+    assert isinstance(refused.error, DPoPOriginUnknown)
+    assert isinstance(refused.error, TokenBindingMismatch)
+    assert refused.error is not None and refused.error.to_dict()["error"] == "invalid_token"
+    g = guard(issuer, clock, origins=["https://orders.internal:8443"])
+    assert code(g.evaluate(rpc(localhost))) == "401 token_binding_mismatch"
+    good = proof(holder, token, htm="POST", htu=f"https://orders.internal:8443{path}", jti="p2")
+    assert code(g.evaluate(rpc(good))) == "allowed"
+
+
+def test_a_target_that_is_not_a_path_is_refused(
+    issuer: TokenIssuer, clock: FixedClock, holder: PrivateJWK, token: str
+) -> None:
+    for origins in ((), ("https://api.example",)):
+        request = plain("api.example", "*", headers(token, proof(holder, token)))
+        assert code(guard(issuer, clock, origins=origins).evaluate(request)) == (
+            "400 malformed_credentials"
+        )

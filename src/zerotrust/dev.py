@@ -76,7 +76,9 @@ MAX_TTL = _dt.timedelta(days=36500)
 def _seconds(ttl: float | _dt.timedelta) -> _dt.timedelta:
     if isinstance(ttl, _dt.timedelta):
         delta = ttl
-    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and math.isfinite(ttl):
+    elif isinstance(ttl, int) and not isinstance(ttl, bool):  # any size: compared, not converted
+        delta = _dt.timedelta(seconds=min(max(ttl, -1), int(MAX_TTL.total_seconds()) + 1))
+    elif isinstance(ttl, float) and math.isfinite(ttl):
         delta = _dt.timedelta(seconds=min(max(ttl, -1.0), MAX_TTL.total_seconds() + 1))
     else:
         raise ConfigurationError("ttl must be a finite number of seconds or a timedelta")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import socket
 import threading
+from concurrent import futures
 
 import grpc
 import pytest
 
 from tests.grpc_integration._support import (
+    HEALTH,
     SERVER_ID,
     SERVICE,
     World,
@@ -17,14 +19,27 @@ from tests.grpc_integration._support import (
     sync_server,
 )
 from zerotrust import (
+    Authenticator,
+    BundleSet,
+    Callers,
+    Guard,
+    MemorySink,
+    Policy,
     RotatingBundleSource,
     RotatingSvidSource,
+    Rule,
     TrustBundle,
     client_ssl_context,
     match,
 )
-from zerotrust.adapters._grpc_tls import _CertificateConfigurations
+from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
+from zerotrust.grpc import (
+    ServerIdentityError,
+    ServerInterceptor,
+    secure_channel,
+    server_credentials,
+)
 
 
 def server_fingerprint(world: World, port: int) -> str:
@@ -88,18 +103,69 @@ def test_rotation_mid_traffic(world: World) -> None:
     assert new_fp == rotated.fingerprint != world.server_svid.fingerprint
 
 
-def test_withdrawn_authorities_keep_the_server_handshaking(
-    world: World, caplog: pytest.LogCaptureFixture
-) -> None:
-    """When every authority is withdrawn (an empty bundle), grpc keeps its previous first-pass
-    roots: handshakes go on and the interceptor's per-trust-domain check refuses the clients,
-    instead of every new handshake failing to load a configuration."""
-    bundles = RotatingBundleSource(world.ca.bundle)
-    configurations = _CertificateConfigurations(RotatingSvidSource(world.server_svid), bundles)
-    assert configurations() is None  # nothing changed
-    bundles.set(TrustBundle(world.ca.trust_domain))
-    assert configurations() is not None
-    assert configurations() is None
-    assert "could not load" not in caplog.text
+def test_withdrawing_every_authority_closes_even_exempt_methods(world: World) -> None:
+    """grpc checks clients against the merged roots first, and exempt methods get no other
+    check. Once every authority is withdrawn, grpc is given a root nobody chains to, so no
+    client is served any more, exempt methods included (a server cannot start that way)."""
+    other = DevCA.create("other.org")
+    client = other.issue_svid("spiffe://other.org/client")
+    bundles = RotatingBundleSource(BundleSet([world.ca.bundle, other.bundle]))
+    guard = Guard(
+        authenticator=Authenticator(bundles=bundles),
+        policy=Policy([Rule(id="all", callers=[Callers(trust_domains=["other.org"])])]),
+        audit=MemorySink(),
+        service="echo",
+    )
+    pool = futures.ThreadPoolExecutor(2)
+    server = grpc.server(pool, interceptors=[ServerInterceptor(guard, exempt=(HEALTH,))])
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "grpc.health.v1.Health",
+                {"Check": grpc.unary_unary_rpc_method_handler(lambda r, c: b"SERVING")},
+            )
+        ]
+    )
+    port = server.add_secure_port("localhost:0", server_credentials(world.server_svid, bundles))
+    server.start()
+
+    def check() -> object:
+        creds = grpc.ssl_channel_credentials(
+            world.ca.bundle.to_pem(), client.private_key_pem(), client.cert_chain_pem()
+        )
+        with grpc.secure_channel(f"localhost:{port}", creds) as channel:
+            try:
+                return channel.unary_unary(HEALTH)(b"", timeout=5)
+            except grpc.RpcError as exc:
+                return exc.code()
+
+    try:
+        assert check() == b"SERVING"
+        bundles.set(BundleSet([TrustBundle("example.org"), TrustBundle("other.org")]))
+        assert check() == grpc.StatusCode.UNAVAILABLE  # the handshake itself is refused
+    finally:
+        server.stop(None).wait(5)
+        pool.shutdown()
     with pytest.raises(ConfigurationError, match=r"no X\.509 authorities"):
-        _CertificateConfigurations(world.server_svid, TrustBundle(world.ca.trust_domain))
+        server_credentials(world.server_svid, TrustBundle(world.ca.trust_domain))
+
+
+def test_a_client_channel_fails_its_calls_once_the_server_domain_is_withdrawn(
+    world: World,
+) -> None:
+    """Withdrawn authorities leave nothing to verify the server with: each call fails as a
+    grpc error (UNAUTHENTICATED), not with a configuration error."""
+    bundles = RotatingBundleSource(world.ca.bundle)
+    with (
+        sync_server(world) as port,
+        secure_channel(
+            f"localhost:{port}", svid=world.client_svid, bundles=bundles, server_id=SERVER_ID
+        ) as channel,
+    ):
+        call = channel.unary_unary(f"/{SERVICE}/Unary")
+        assert call(b"x", metadata=bearer(world.token()), timeout=10)
+        bundles.set(TrustBundle(world.ca.trust_domain))
+        with pytest.raises(grpc.RpcError) as caught:
+            call(b"x", metadata=bearer(world.token()), timeout=10)
+        assert isinstance(caught.value, ServerIdentityError)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from zerotrust import BundleSet, TrustBundle, TrustDomain
 from zerotrust.dev import DevCA
@@ -170,10 +174,13 @@ def test_an_empty_key_list_withdraws_every_authority(ca: DevCA) -> None:
         {"kty": ["EC"], "use": "jwt-svid", "kid": "c"},
     ],
 )
-def test_elements_of_unknown_or_missing_key_type_are_ignored(ca: DevCA, entry: dict) -> None:
-    """Trust Domain and Bundle 4.2.1: the whole element is ignored, whatever else it holds."""
+def test_elements_of_unknown_or_missing_key_type_are_ignored(
+    ca: DevCA, other_ca: DevCA, entry: dict
+) -> None:
+    """Trust Domain and Bundle 4.2.1: the whole element is ignored, whatever else it holds
+    (here another root, which would otherwise become an authority)."""
     doc = ca.bundle.to_jwks()
-    x5c = doc["keys"][0]["x5c"]
+    x5c = other_ca.bundle.to_jwks()["keys"][0]["x5c"]
     doc["keys"].append({**entry, "x5c": x5c} if entry.get("use") == "x509-svid" else entry)
     bundle = TrustBundle.from_jwks("example.org", doc)
     assert bundle.x509_authorities == (ca.root_certificate,)
@@ -207,3 +214,48 @@ def test_authorities_must_be_ca_certificates(ca: DevCA) -> None:
     entry = {"kty": "EC", "use": "x509-svid", "x5c": [base64.b64encode(der).decode()]}
     with pytest.raises(BundleError, match="not a CA certificate"):
         TrustBundle.from_jwks("example.org", {"keys": [entry]})
+
+
+def test_rsa_key_members_are_compared_as_keys() -> None:
+    """go-jose reads members as numbers: an RSA n with a leading zero octet, or e written on
+    four octets (as square/go-jose v1 did), is the same key and must not refuse the document."""
+    rsa_ca = DevCA.create("example.org", key_type="rsa-2048")
+    entry = rsa_ca.bundle.to_jwks()["keys"][0]
+    n = base64.urlsafe_b64decode(entry["n"] + "==")
+    padded = {
+        **entry,
+        "n": base64.urlsafe_b64encode(b"\x00" + n).rstrip(b"=").decode(),
+        "e": "AAEAAQ",
+    }
+    assert TrustBundle.from_jwks("example.org", {"keys": [padded]}) == rsa_ca.bundle
+    other_n = DevCA.create("other.org", key_type="rsa-2048").bundle.to_jwks()["keys"][0]["n"]
+    with pytest.raises(BundleError, match="not its certificate's key"):
+        TrustBundle.from_jwks("example.org", {"keys": [{**entry, "n": other_n}]})
+    with pytest.raises(BundleError, match="invalid key members"):
+        TrustBundle.from_jwks("example.org", {"keys": [{**entry, "n": "!!"}]})
+
+
+def test_certificates_with_name_forms_cryptography_cannot_read() -> None:
+    """A CA whose SAN holds an ediPartyName: cryptography cannot read its extensions. As an
+    authority it is refused with a zerotrust error, not cryptography's own."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd root")])
+    san = x509.UnrecognizedExtension(
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME, bytes.fromhex("3007a505a1030c0178")
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
+        .not_valid_after(dt.datetime(2040, 1, 1, tzinfo=dt.timezone.utc))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(san, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    with pytest.raises(BundleError, match="cannot be read"):
+        TrustBundle("example.org", [cert])
+    with pytest.raises(BundleError, match="cannot be read"):
+        TrustBundle.from_pem("example.org", cert.public_bytes(serialization.Encoding.PEM))

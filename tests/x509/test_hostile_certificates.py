@@ -130,14 +130,14 @@ def test_workload_api_updates_of_unreadable_material(ca: DevCA, svid: X509Svid) 
         ),
         ca.root_certificate.public_bytes(DER),
     )
-    assert x509_context([good], {}).svid.fingerprint == svid.fingerprint
+    assert x509_context([good], {}, previous=None, now=NOW).svid.fingerprint == svid.fingerprint
     for bad in (
         SvidEntry(WEB, good.cert_chain, odd_curve_key(svid), good.bundle),
         SvidEntry(WEB, version_5(good.cert_chain), good.private_key, good.bundle),
         SvidEntry(WEB, off_curve(svid.leaf), good.private_key, good.bundle),
     ):
         with pytest.raises(ZeroTrustError):
-            x509_context([bad], {})
+            x509_context([bad], {}, previous=None, now=NOW)
 
 
 def test_file_sources_keep_their_snapshot_over_unreadable_files(

@@ -3,12 +3,19 @@ and client chains from grpc's auth context, verified with zerotrust."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import threading
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta, timezone
 from typing import Any, Final
 from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from zerotrust.errors import ConfigurationError, MissingDependencyError, ZeroTrustError
 
@@ -92,16 +99,36 @@ class PeerCache:
         return der, peer
 
 
-def _roots(bundles: BundleSet, previous: bytes | None) -> bytes:
-    """The PEM authorities grpc checks clients against first. Once every authority is
-    withdrawn, the previous ones stay there: the interceptor's per-trust-domain check is
-    authoritative and refuses every client of a domain whose bundle is empty."""
+def _roots(bundles: BundleSet, *, starting: bool) -> bytes:
+    """The PEM authorities grpc checks clients against first. Once every authority has been
+    withdrawn, a root no client can chain to: methods served without the interceptor's check
+    (``exempt``) are closed to everyone too. A server cannot start with no authority."""
     authorities = bundles.all_x509_authorities()
     if authorities:
         return certs_to_pem(authorities)
-    if previous is None:
+    if starting:
         raise ConfigurationError("the bundle source has no X.509 authorities")
-    return previous
+    return _unmatchable_root()
+
+
+@functools.cache
+def _unmatchable_root() -> bytes:
+    """A self-signed CA certificate whose private key is thrown away at once."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "zerotrust: no authority left")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=36500))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 class _CertificateConfigurations:
@@ -112,7 +139,7 @@ class _CertificateConfigurations:
         self._svid, self._bundles = svid, bundles
         self._lock = threading.Lock()
         current = (svid.get_x509_svid(), bundles.get_bundle_set())
-        self._root_pem = _roots(current[1], None)
+        self._root_pem = _roots(current[1], starting=True)
         self.initial = self._configuration(current[0])
         self._loaded: tuple[X509Svid, BundleSet] = current
 
@@ -127,7 +154,7 @@ class _CertificateConfigurations:
             with self._lock:
                 if svid is self._loaded[0] and bundles is self._loaded[1]:
                     return None
-                self._root_pem = _roots(bundles, self._root_pem)
+                self._root_pem = _roots(bundles, starting=False)
                 config = self._configuration(svid)
                 self._loaded = (svid, bundles)
                 return config

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import grpc  # type: ignore[import-untyped,unused-ignore]
 
-from zerotrust.errors import ConfigurationError, SourceError
+from zerotrust.errors import ConfigurationError, NoTrustBundle, SourceError
 from zerotrust.identity import TrustDomain
 from zerotrust.tokens._outgoing_cache import _unverified_exp, check_token
 from zerotrust.tokens.outgoing import TokenSource
@@ -33,7 +33,8 @@ def channel_credentials(
     svid: X509Svid, bundles: BundleSet, trust_domain: TrustDomain | None
 ) -> Any:
     """mTLS channel credentials presenting ``svid``; grpc trusts only the authorities of the
-    server's ``trust_domain`` (all bundles' authorities when it is not known)."""
+    server's ``trust_domain`` (all bundles' authorities when it is not known). Raises
+    :class:`~zerotrust.errors.NoTrustBundle` when there is none (withdrawn, or never known)."""
     if trust_domain is not None:
         bundle = bundles.get(trust_domain)
         authorities = list(bundle.x509_authorities) if bundle is not None else []
@@ -41,7 +42,7 @@ def channel_credentials(
         authorities = bundles.all_x509_authorities()
     if not authorities:
         where = f"trust domain {trust_domain}" if trust_domain is not None else "the bundles"
-        raise ConfigurationError(f"no X.509 authorities for {where}")
+        raise NoTrustBundle(f"no X.509 authorities for {where}")
     return grpc.ssl_channel_credentials(
         root_certificates=certs_to_pem(authorities),
         private_key=svid.private_key_pem(),

@@ -42,7 +42,7 @@ from zerotrust.client._grpc_creds import RetryPolicy, TokenPlugin, channel_crede
 from zerotrust.client._grpc_generations import Generation
 from zerotrust.client._grpc_interceptors import ClientInterceptor, aio_interceptors
 from zerotrust.client._grpc_managed import ManagedChannel
-from zerotrust.errors import ConfigurationError
+from zerotrust.errors import ConfigurationError, NoTrustBundle
 from zerotrust.identity import Matcher, SpiffeId, TrustDomain
 from zerotrust.tokens.outgoing import TokenSource
 from zerotrust.x509.bundle import BundleSet, TrustBundle
@@ -118,7 +118,10 @@ class _Setup:
         self.plugin = self._plugin(token_source, audience, sid)
         self.options = self._options(options, server_name, retry)
         ServerCheck(target, self.context)  # validates the target now
-        self.credentials(svid.get_x509_svid(), bundles.get_bundle_set())  # fail early
+        try:  # fail early
+            self.credentials(svid.get_x509_svid(), bundles.get_bundle_set())
+        except ServerIdentityError as exc:
+            raise ConfigurationError(str(exc.__cause__)) from None
 
     @staticmethod
     def _plugin(
@@ -149,7 +152,12 @@ class _Setup:
         return given + ours
 
     def credentials(self, svid: X509Svid, bundles: BundleSet) -> Any:
-        creds = channel_credentials(svid, bundles, self.trust_domain)
+        try:
+            creds = channel_credentials(svid, bundles, self.trust_domain)
+        except NoTrustBundle as exc:  # the server's authorities were withdrawn: fail the call
+            raise ServerIdentityError(
+                grpc.StatusCode.UNAUTHENTICATED, "no authority to verify the server with"
+            ) from exc
         if self.plugin is None:
             return creds
         calls = grpc.metadata_call_credentials(self.plugin, name="zerotrust")

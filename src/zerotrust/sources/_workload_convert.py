@@ -6,10 +6,16 @@ whole update (a half-applied update never becomes a snapshot). Certificates arri
 concatenated ASN.1 DER, private keys as unencrypted PKCS#8 DER, JWT bundles as JWKS
 documents keyed by trust domain. Certificate revocation lists are not used.
 
-The one exception is a federated domain's bundle: an empty one (how SPIRE sends a domain
-without X.509 authorities) trusts nothing of that domain, and so does one that cannot be read,
-with a warning. Either way the rest of the update, the workload's own SVID included, applies:
-one federated domain cannot stop the workload's own rotation, nor keep its old authorities.
+Two parts are judged on their own, because the agent's bundles must always apply (they may
+withdraw an authority):
+
+* a federated domain's bundle: an empty one (how SPIRE sends a domain without X.509
+  authorities) trusts nothing of that domain, and so does one that cannot be read, or is keyed
+  by a name that is no trust domain, with a warning. One federated domain can neither stop the
+  workload's own rotation nor keep its old authorities trusted;
+* the workload's own SVID, once converted: when no peer would accept it (its chain does not
+  validate to its own bundle in the update, or it expired), the update's bundles apply and
+  the previous SVID is kept (:attr:`X509Context.refused` says why).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from cryptography import x509
@@ -42,6 +48,9 @@ __all__ = ["SvidEntry", "X509Context", "jwt_bundle_set", "pick", "x509_context"]
 
 _MAX_BUNDLE_CERTS: Final = 1000
 _MAX_JWKS_BYTES: Final = 1 << 20
+#: How far ahead of our clock an SVID's ``notBefore`` may be (the agent's clock ahead of ours)
+#: for it to be taken now: it is sent only once, and will be valid soon.
+MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
 _log = logging.getLogger("zerotrust.spire")
 
 
@@ -58,10 +67,14 @@ class SvidEntry:
 
 @dataclass(frozen=True, slots=True)
 class X509Context:
-    """One X.509 update: the chosen SVID and the bundles of every trusted domain."""
+    """One X.509 update: the chosen SVID and the bundles of every trusted domain.
+
+    ``refused`` says why the update's own SVID was not taken (``svid`` is then the previous
+    one, and ``bundles`` the update's)."""
 
     svid: X509Svid
     bundles: BundleSet
+    refused: str | None = None
 
 
 def pick(entries: Sequence[Any], spiffe_id: str | None, hint: str | None) -> Any:
@@ -138,16 +151,11 @@ def x509_context(
     *,
     spiffe_id: str | None = None,
     hint: str | None = None,
-    previous: X509Context | None = None,
-    now: datetime | None = None,
+    previous: X509Context | None,
+    now: datetime,
 ) -> X509Context:
-    """Convert an ``X509SVIDResponse``; unchanged parts keep their previous objects.
-
-    The chosen SVID must validate to its own trust domain's bundle in the same update, and
-    not be expired at ``now``: an update that would replace a working SVID with one no peer
-    accepts is refused (the previous snapshot stays). An SVID that is not valid *yet* (the
-    agent's clock ahead of ours) is taken: the agent sends it once, and it soon will be.
-    """
+    """Convert an ``X509SVIDResponse`` received at ``now``; unchanged parts keep their
+    previous objects (see the module documentation for what is judged on its own)."""
     svid = _svid(pick(entries, spiffe_id, hint))
     if previous is not None and _same_chain(previous.svid, svid):
         svid = previous.svid  # a resent SVID: consumers see no change, reload nothing
@@ -159,12 +167,20 @@ def x509_context(
     if svid.spiffe_id.trust_domain not in bundles:
         raise BundleError("the update holds no bundle for the SVID's trust domain")
     for key, der in federated.items():
-        td = _trust_domain(key)
+        try:
+            td = _trust_domain(key)
+        except ZeroTrustError:
+            _log.warning("Workload API: a federated bundle keyed by an invalid name is ignored")
+            continue
         if td not in bundles:  # a domain's own bundle wins over a federated copy
             bundles[td] = _federated_bundle(td, der)
     bundle_set = _reuse(bundles.values(), previous.bundles if previous else None)
-    _check_own(svid, bundle_set, now)
-    return X509Context(svid, bundle_set)
+    refused = _unusable(svid, bundle_set, now)
+    if refused is None:
+        return X509Context(svid, bundle_set)
+    if previous is None:  # nothing to keep serving
+        raise SvidError(refused)
+    return X509Context(previous.svid, bundle_set, refused)
 
 
 def _x509_bundle(td: TrustDomain, der: bytes) -> TrustBundle:
@@ -177,19 +193,22 @@ def _federated_bundle(td: TrustDomain, der: bytes) -> TrustBundle:
         return TrustBundle(td)
     try:
         return _x509_bundle(td, der)
-    except ZeroTrustError as exc:
-        _log.warning("Workload API: bundle of %s refused, nothing of it is trusted: %s", td, exc)
+    except Exception as exc:  # whatever it is, nothing of it is trusted
+        reason = exc if isinstance(exc, ZeroTrustError) else type(exc).__name__
+        _log.warning("Workload API: bundle of %s refused, nothing of it is trusted: %s", td, reason)
         return TrustBundle(td)
 
 
-def _check_own(svid: X509Svid, bundles: BundleSet, now: datetime | None) -> None:
-    leaf = svid.leaf
-    if now is not None and leaf.not_valid_before_utc > now:
-        now = leaf.not_valid_before_utc  # not valid yet: judge it from when it will be
+def _unusable(svid: X509Svid, bundles: BundleSet, now: datetime) -> str | None:
+    """Why no peer would accept ``svid`` with ``bundles``, or ``None``."""
+    not_before = svid.leaf.not_valid_before_utc
+    if now < not_before <= now + MAX_CLOCK_SKEW:
+        now = not_before  # the agent's clock a little ahead: judge it from when it will be
     try:
         verify_x509_svid(svid.cert_chain, bundles, now=now)
     except ZeroTrustError as exc:
-        raise SvidError(f"the SVID {svid.spiffe_id} is not usable: {exc}") from None
+        return f"the SVID {svid.spiffe_id} is not usable: {exc}"
+    return None
 
 
 def _same_chain(a: X509Svid, b: X509Svid) -> bool:
@@ -203,32 +222,51 @@ def _trust_domain(key: str) -> TrustDomain:
         raise BundleError("a bundle is keyed by an invalid trust domain") from None
 
 
-def jwt_bundle_set(documents: Mapping[str, bytes], previous: BundleSet | None) -> BundleSet:
-    """Convert a ``JWTBundlesResponse``: one JWT-only :class:`TrustBundle` per trust domain.
+def jwt_bundle_set(
+    documents: Mapping[str, bytes], previous: BundleSet | None
+) -> tuple[BundleSet, str | None]:
+    """Convert a ``JWTBundlesResponse``: one JWT-only :class:`TrustBundle` per trust domain,
+    and why a domain was left out, if one was.
 
     Keys without ``use`` (as SPIRE publishes them) are JWT authorities; ``x509-svid`` keys
-    are ignored; a domain whose document holds no JWT authority is left out (fail closed).
+    are ignored. A domain whose document holds no JWT authority, or cannot be read, is left
+    out: none of its tokens verify (fail closed), and the other domains' keys still change
+    (one bad document cannot keep a withdrawn key of another domain in use).
     """
     bundles: list[TrustBundle] = []
+    problems: list[str] = []
     for key, raw in documents.items():
-        td = _trust_domain(key)
-        if len(raw) > _MAX_JWKS_BYTES:
-            raise BundleError(f"JWT bundle of {td} exceeds {_MAX_JWKS_BYTES} bytes")
         try:
-            doc = loads_dict(raw)
-        except JSONError as exc:
-            raise BundleError(f"JWT bundle of {td} is not a JSON object: {exc}") from None
-        keys = doc.get("keys")
-        if not isinstance(keys, tuple):
-            raise BundleError(f"JWT bundle of {td} has no 'keys' list")
-        if not all(isinstance(k, Mapping) for k in keys):
-            raise BundleError(f"JWT bundle of {td} holds a key that is not an object")
-        jwt_keys = [
-            {"use": "jwt-svid", **thaw(k)} for k in keys if k.get("use", "jwt-svid") == "jwt-svid"
-        ]
-        if jwt_keys:
-            bundles.append(TrustBundle.from_jwks(td, {"keys": jwt_keys}))
-    return _reuse(bundles, previous)
+            bundle = _jwt_bundle(_trust_domain(key), raw)
+        except ZeroTrustError as exc:
+            problems.append(str(exc))
+            continue
+        if bundle is not None:
+            bundles.append(bundle)
+    return _reuse(bundles, previous), "; ".join(problems) or None
+
+
+def _jwt_bundle(td: TrustDomain, raw: bytes) -> TrustBundle | None:
+    if len(raw) > _MAX_JWKS_BYTES:
+        raise BundleError(f"JWT bundle of {td} exceeds {_MAX_JWKS_BYTES} bytes")
+    try:
+        doc = loads_dict(raw)
+    except JSONError as exc:
+        raise BundleError(f"JWT bundle of {td} is not a JSON object: {exc}") from None
+    keys = doc.get("keys")
+    if not isinstance(keys, tuple):
+        raise BundleError(f"JWT bundle of {td} has no 'keys' list")
+    if not all(isinstance(k, Mapping) for k in keys):
+        raise BundleError(f"JWT bundle of {td} holds a key that is not an object")
+    jwt_keys = [
+        {"use": "jwt-svid", **thaw(k)} for k in keys if k.get("use", "jwt-svid") == "jwt-svid"
+    ]
+    if not jwt_keys:
+        return None
+    try:
+        return TrustBundle.from_jwks(td, {"keys": jwt_keys})
+    except BundleError as exc:
+        raise BundleError(f"JWT bundle of {td}: {exc}") from None
 
 
 def _reuse(bundles: Iterable[TrustBundle], previous: BundleSet | None) -> BundleSet:

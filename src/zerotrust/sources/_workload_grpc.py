@@ -11,7 +11,7 @@ import importlib
 import os
 from types import ModuleType
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from zerotrust.errors import ConfigurationError, MissingDependencyError
 
@@ -71,7 +71,7 @@ StatusCode: Any = _grpc.StatusCode
 
 
 def grpc_target(socket_path: str | os.PathLike[str] | None) -> str:
-    """The gRPC target for the Workload API socket (``unix:/abs/path``).
+    """The gRPC target for the Workload API socket (``unix:/abs/path``, percent-encoded).
 
     ``socket_path`` may be ``unix:///path``, ``unix:/path`` or an absolute filesystem path;
     without it the ``SPIFFE_ENDPOINT_SOCKET`` environment variable is used (a ``unix:`` URI,
@@ -103,7 +103,10 @@ def grpc_target(socket_path: str | os.PathLike[str] | None) -> str:
             raise ConfigurationError(
                 f"{where}: a unix: URI has no authority, query or fragment (unix:///path)"
             )
-        path = unquote(parts.path)  # a URI's path is percent-encoded (RFC 3986 2.1)
+        try:  # a URI's path is percent-encoded (RFC 3986 2.1)
+            path = unquote(parts.path, errors="strict")
+        except UnicodeDecodeError:
+            raise ConfigurationError(f"{where}: the socket path is not UTF-8") from None
     if not path.startswith("/") or "\x00" in path:
         raise ConfigurationError(f"{where}: the socket path must be absolute")
     path = "/" + path.lstrip("/")
@@ -111,7 +114,7 @@ def grpc_target(socket_path: str | os.PathLike[str] | None) -> str:
         raise ConfigurationError(f"{where}: the socket path names a directory, not a socket")
     if len(path.encode()) > _MAX_UNIX_PATH_BYTES:
         raise ConfigurationError(f"{where}: the socket path is too long for a Unix socket")
-    return f"unix:{path}"
+    return f"unix:{quote(path)}"  # grpc percent-decodes the path of a unix: target
 
 
 def open_channel(target: str, *, backoff_initial: float, backoff_max: float) -> Any:

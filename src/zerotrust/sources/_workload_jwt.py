@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from datetime import datetime
 from typing import Any, Final
 
@@ -16,16 +15,16 @@ from zerotrust.sources import _workload_grpc as wire
 from zerotrust.sources._workload_base import SocketPath, WorkloadApiBase, spiffe_id_string
 from zerotrust.sources._workload_convert import jwt_bundle_set, pick
 from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource
-from zerotrust.tokens._b64 import b64url_decode
-from zerotrust.tokens._json import loads_object
-from zerotrust.tokens._outgoing_cache import seconds
+from zerotrust.tokens._outgoing_cache import read_unverified, seconds
+from zerotrust.tokens.algorithms import JWT_SVID_ALGORITHMS
+from zerotrust.tokens.claims import numeric_date
 from zerotrust.tokens.jwks import JWKSet
 from zerotrust.tokens.outgoing import CachedTokenSource
 from zerotrust.x509.bundle import BundleSet
 
 __all__ = ["WorkloadApiJwtSource"]
 
-_MAX_JWT_SVID_CHARS: Final = 64 * 1024
+_LEEWAY: Final = 60.0  # seconds of clock skew allowed for nbf, as go-jose's default
 
 
 class _JwtBundles:
@@ -175,8 +174,9 @@ class WorkloadApiJwtSource(WorkloadApiBase):
 
     # --- JWT bundles -----------------------------------------------------------------------
 
-    def _on_bundles(self, response: Any) -> None:
-        self._bundles = jwt_bundle_set(dict(response.bundles), self._bundles)
+    def _on_bundles(self, response: Any) -> str | None:
+        self._bundles, left_out = jwt_bundle_set(dict(response.bundles), self._bundles)
+        return left_out
 
     def get_jwt_bundle_set(self) -> BundleSet:
         """The current JWT bundles, one JWT-only :class:`~zerotrust.TrustBundle` per trust
@@ -219,19 +219,18 @@ class WorkloadApiJwtSource(WorkloadApiBase):
 
 
 def _checked_jwt_svid(token: object, spiffe_id: str, audience: str, now: datetime) -> str:
-    """``token`` once it reads as the JWT-SVID asked for, as go-spiffe's client checks too: a
-    JWT whose ``sub`` is the SPIFFE ID it was sent with, whose ``aud`` holds ``audience`` and
-    whose ``exp`` is still ahead. Its signature is the audience's to check; this only keeps
-    a wrong token from being cached and sent in the workload's name."""
-    if not isinstance(token, str) or len(token) > _MAX_JWT_SVID_CHARS:
+    """``token`` once it reads as the JWT-SVID asked for, as go-spiffe's client reads one
+    (``jwtsvid.ParseInsecure``): a JWT signed with an algorithm JWT-SVIDs may use, whose
+    ``sub`` is the SPIFFE ID it was sent with, whose ``aud`` holds ``audience``, whose ``exp``
+    is ahead and whose ``nbf``, if any, is not (with a minute of leeway). Its signature is the
+    audience's to check; this keeps a wrong token from being cached and sent in the workload's
+    name."""
+    read = read_unverified(token) if isinstance(token, str) else None
+    if read is None:
         raise SourceError("Workload API sent a JWT-SVID that is not a JWT")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise SourceError("Workload API sent a JWT-SVID that is not a JWT")
-    try:
-        claims = loads_object(b64url_decode(parts[1]))
-    except ValueError:
-        raise SourceError("Workload API sent a JWT-SVID whose claims cannot be read") from None
+    header, claims = read
+    if header.get("alg") not in JWT_SVID_ALGORITHMS:
+        raise SourceError("Workload API sent a JWT-SVID signed with an algorithm it may not use")
     subject = claims.get("sub")
     try:
         SpiffeId.parse(subject if isinstance(subject, str) else "")
@@ -243,9 +242,14 @@ def _checked_jwt_svid(token: object, spiffe_id: str, audience: str, now: datetim
     audiences = (aud,) if isinstance(aud, str) else aud if isinstance(aud, (tuple, list)) else ()
     if audience not in audiences:
         raise SourceError("Workload API sent a JWT-SVID for another audience")
-    exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
+    exp = numeric_date(claims.get("exp"))
+    if exp is None:
         raise SourceError("Workload API sent a JWT-SVID without a valid exp")
-    if exp <= now.timestamp():
+    moment = now.timestamp()
+    if exp <= moment:
         raise SourceError("Workload API sent an expired JWT-SVID")
-    return token
+    if "nbf" in claims:
+        nbf = numeric_date(claims["nbf"])
+        if nbf is None or nbf > moment + _LEEWAY:
+            raise SourceError("Workload API sent a JWT-SVID that is not valid yet")
+    return str(token)

@@ -5,8 +5,9 @@ hands every message to its owner and, when the stream breaks or ends, reconnects
 exponential backoff with jitter. It never touches the owner's snapshot itself: the owner's
 ``on_message`` converts a message and swaps its snapshot, or raises a
 :class:`~zerotrust.errors.ZeroTrustError` to refuse an invalid update (the previous snapshot
-stays). Only ``INVALID_ARGUMENT`` from the agent stops the watcher: the specification says
-such a request must not be retried.
+stays); it returns why a part of the update was left out, if one was (the rest applied; the
+reason becomes ``last_error``). Only ``INVALID_ARGUMENT`` from the agent stops the watcher:
+the specification says such a request must not be retried.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class StreamWatcher:
         name: str,
         target: str,
         open_stream: Callable[[], Any],
-        on_message: Callable[[Any], None],
+        on_message: Callable[[Any], str | None],
         backoff_initial: float,
         backoff_max: float,
         clock: Clock,
@@ -178,7 +179,7 @@ class StreamWatcher:
 
     def _deliver(self, message: Any) -> bool:
         try:
-            self._on_message(message)
+            refused = self._on_message(message)
         except ZeroTrustError as exc:
             self._note_error(f"update refused, keeping the previous one: {exc}")
             return False
@@ -188,6 +189,8 @@ class StreamWatcher:
             self._updates += 1
             self._last_error = None
             self._last_error_at = None
+        if refused is not None:  # applied, without a part that was judged on its own
+            self._note_error(f"update applied in part: {refused}")
         self._resolve(None)
         return True
 

@@ -82,7 +82,7 @@ class WorkloadApiX509Source(WorkloadApiBase):
             wait,
         )
 
-    def _on_update(self, response: Any) -> None:
+    def _on_update(self, response: Any) -> str | None:
         entries = [
             SvidEntry(s.spiffe_id, s.x509_svid, s.x509_svid_key, s.bundle, s.hint)
             for s in response.svids
@@ -95,6 +95,7 @@ class WorkloadApiX509Source(WorkloadApiBase):
             previous=self._snapshot,
             now=self._clock.now(),
         )
+        return self._snapshot.refused
 
     def _current(self, error: type[SourceError]) -> X509Context:
         snapshot = self._snapshot

@@ -16,21 +16,23 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.errors import ConfigurationError, SourceError, ZeroTrustError
 from zerotrust.tokens._b64 import b64url_decode
 from zerotrust.tokens._json import loads_object
+from zerotrust.tokens.claims import numeric_date
 
-__all__ = ["MintedToken", "TokenCache", "check_token", "seconds"]
+__all__ = ["MintedToken", "TokenCache", "check_token", "read_unverified", "seconds"]
 
 _log = logging.getLogger("zerotrust.sources")
 K = TypeVar("K", bound=Hashable)
 _MAX_TOKEN_CHARS: Final = 64 * 1024
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,24 +43,25 @@ class MintedToken:
     expires_at: datetime | None = None
 
 
-def _unverified_exp(token: str) -> datetime | None:
-    """The ``exp`` of a JWT, read WITHOUT verifying it: only for scheduling refreshes."""
+def read_unverified(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
+    """The header and claims of a compact JWT, read WITHOUT verifying it (only to judge a
+    token this process obtained, never one it received), or ``None`` when it is not one."""
     if len(token) > _MAX_TOKEN_CHARS:
         return None
     parts = token.split(".")
     if len(parts) != 3:
         return None
     try:
-        claims = loads_object(b64url_decode(parts[1]))
+        return loads_object(b64url_decode(parts[0])), loads_object(b64url_decode(parts[1]))
     except ValueError:
         return None
-    exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, (int, float)) or not math.isfinite(exp):
-        return None
-    try:
-        return datetime.fromtimestamp(exp, tz=timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        return None
+
+
+def _unverified_exp(token: str) -> datetime | None:
+    """The ``exp`` of a JWT, read WITHOUT verifying it: only for scheduling refreshes."""
+    read = read_unverified(token)
+    exp = numeric_date(read[1].get("exp")) if read is not None else None
+    return _EPOCH + timedelta(seconds=exp) if exp is not None else None
 
 
 def check_token(token: object) -> str:

@@ -76,6 +76,14 @@ _DATE_MIN: Final = -62_135_596_800  # 0001-01-01T00:00:00Z
 _DATE_MAX: Final = 253_402_300_800  # 10000-01-01T00:00:00Z, excluded
 
 
+def numeric_date(value: object) -> float | None:
+    """``value`` as a NumericDate within ``datetime``'s range, or ``None`` when it is not one."""
+    try:
+        return _date(value, "date")
+    except InvalidClaim:
+        return None
+
+
 def _date(value: object, name: str) -> float | None:
     if value is None:
         return None

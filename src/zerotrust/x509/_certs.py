@@ -24,6 +24,7 @@ __all__ = [
     "load_der_chain",
     "load_pem_certs",
     "read_bounded",
+    "signing_flags",
 ]
 
 #: Private key types usable for SVIDs.
@@ -56,6 +57,25 @@ def load_der_certificate(der: bytes) -> x509.Certificate:
         return _checked(x509.load_der_x509_certificate(der))
     except PARSE_ERRORS as exc:
         raise ValueError("not a valid DER certificate") from exc
+
+
+def signing_flags(cert: x509.Certificate) -> tuple[bool, bool]:
+    """Whether ``cert`` is a CA (basic constraints) and may sign certificates (``keyCertSign``;
+    false without key usage). Raises ``ValueError`` when its extensions cannot be read at all
+    (malformed, duplicated, or a name form cryptography does not know)."""
+    try:
+        extensions = cert.extensions
+    except Exception as exc:  # cryptography has several types for this
+        raise ValueError("the certificate's extensions cannot be read") from exc
+    try:
+        ca = bool(extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        ca = False
+    try:
+        sign = bool(extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign)
+    except x509.ExtensionNotFound:
+        sign = False
+    return ca, sign
 
 
 def fingerprint(cert: x509.Certificate) -> str:

@@ -22,13 +22,14 @@ from cryptography.x509.verification import Store
 from zerotrust.errors import BundleError, ConfigurationError, NoTrustBundle
 from zerotrust.identity import SpiffeId, TrustDomain
 from zerotrust.tokens._json import JSONError, loads_object, thaw
-from zerotrust.tokens._jwk_codec import public_members
+from zerotrust.tokens._jwk_codec import public_key_from_members, public_members
 from zerotrust.x509._certs import (
     MAX_PEM_BYTES,
     certs_to_pem,
     fingerprint,
     load_der_certificate,
     load_pem_certs,
+    signing_flags,
 )
 
 __all__ = ["BundleSet", "TrustBundle"]
@@ -38,8 +39,6 @@ _MAX_KEYS = 1000
 _MAX_JSON_DEPTH = 8
 #: JWK key types an authority may have; an element of any other type is ignored (4.2.1).
 _KEY_TYPES = frozenset({"EC", "OKP", "RSA"})
-#: The members that describe a JWK's public key (compared with an ``x5c`` certificate's).
-_KEY_MEMBERS = ("crv", "x", "y", "n", "e")
 
 
 @final
@@ -373,22 +372,30 @@ def _x5c_authority(key: Mapping[str, Any], index: int) -> x509.Certificate | Non
     described = _public_jwk_fields(cert)
     if key.get("kty") != described["kty"]:
         raise BundleError(f"x509-svid key {index}: 'kty' does not match its certificate's key")
-    # Members are compared as RFC 7518 6 encodes them (EC coordinates at full length, RSA
-    # integers without leading zeros); an entry may leave them out, x5c is what counts.
-    if any(name in key and key[name] != described.get(name) for name in _KEY_MEMBERS):
+    # An entry may leave its key members out (x5c is what counts); those it gives are read as
+    # a key and compared as one, as go-jose does (an RSA n with a leading zero octet, or e on
+    # four octets, is the same key).
+    if "crv" in key and key["crv"] != described.get("crv"):
         raise BundleError(f"x509-svid key {index}: its key is not its certificate's key")
+    if any(name in key for name in ("x", "y", "n", "e")):
+        try:
+            given = public_members(public_key_from_members(key))
+        except ConfigurationError:
+            raise BundleError(f"x509-svid key {index} has invalid key members") from None
+        if given != described:
+            raise BundleError(f"x509-svid key {index}: its key is not its certificate's key")
     return cert
 
 
 def _require_ca(cert: x509.Certificate, td: TrustDomain) -> None:
-    """An X.509 authority is a CA certificate: a leaf listed as one would vouch for itself."""
+    """An X.509 authority is a CA certificate: a leaf listed as one would vouch for itself.
+    (``keyCertSign`` is left to path validation: a legacy root without it in a PEM bundle
+    verifies nothing, but does not stop the others from loading.)"""
     try:
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        constraints = None
-    except (ValueError, x509.DuplicateExtension) as exc:
-        raise BundleError(f"an authority of {td} has malformed extensions") from exc
-    if constraints is None or not constraints.ca:
+        ca, _ = signing_flags(cert)
+    except ValueError as exc:
+        raise BundleError(f"an authority of {td} has extensions that cannot be read") from exc
+    if not ca:
         raise BundleError(
             f"an authority of {td} is not a CA certificate ({fingerprint(cert)[:16]})"
         )

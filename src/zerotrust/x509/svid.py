@@ -22,6 +22,7 @@ from zerotrust.x509._certs import (
     fingerprint,
     load_pem_certs,
     read_bounded,
+    signing_flags,
 )
 from zerotrust.x509.verify import _check_leaf_profile, leaf_spiffe_id
 
@@ -66,7 +67,11 @@ class X509Svid:
         except ZeroTrustError as exc:
             raise SvidError(f"leaf certificate is not an X509-SVID: {exc}") from exc
         for index, cert in enumerate(chain[1:], start=1):
-            if not _is_signing_certificate(cert):
+            try:
+                signing = all(signing_flags(cert))
+            except ValueError:  # extensions cryptography cannot read: left to path validation
+                continue
+            if not signing:
                 raise SvidError(f"certificate {index} of the chain is not a signing certificate")
         if not _same_public_key(leaf, private_key):
             raise SvidError("private key does not match the leaf certificate")
@@ -176,15 +181,6 @@ def write_file_atomic(path: Path, data: bytes, *, mode: int) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _is_signing_certificate(cert: x509.Certificate) -> bool:
-    try:
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except (x509.ExtensionNotFound, x509.DuplicateExtension, ValueError):
-        return False
-    return bool(constraints.ca and usage.key_cert_sign)
 
 
 def _same_public_key(cert: x509.Certificate, key: PrivateKey) -> bool:

@@ -42,8 +42,9 @@ __all__ = ["Role", "VerifiedPeer", "leaf_spiffe_id", "verify_peer_chain", "verif
 #: server, a ``"server"`` certificate by a client. It decides which extended key usage is needed.
 Role = Literal["client", "server"]
 
-#: The smallest RSA key a leaf may have, and the curves an EC leaf may use: what cryptography's
-#: path validation already asks of every issuer, asked of the leaf's own key too.
+#: The smallest RSA key a leaf may have, and the curves an EC leaf may use (cryptography's path
+#: validation checks the issuers' keys, not the leaf's own). Other EC curves are refused as
+#: ``unsupported_key``; Ed25519 and Ed448 leaves are accepted.
 MIN_RSA_BITS = 2048
 _CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 
@@ -107,7 +108,9 @@ def _check_leaf_key(leaf: x509.Certificate) -> None:
             )
     elif isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.name not in _CURVES:
-            raise SvidProfileViolation("weak_key", "leaf's EC key is not on P-256, P-384 or P-521")
+            raise SvidProfileViolation(
+                "unsupported_key", "leaf's EC key is not on P-256, P-384 or P-521"
+            )
     elif not isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
         raise SvidProfileViolation("unsupported_key", "leaf's key type is not RSA, EC or EdDSA")
 

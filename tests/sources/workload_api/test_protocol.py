@@ -8,9 +8,11 @@ generated protobufs and servicer), which enforces the ``workload.spiffe.io`` hea
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import grpc
 import pytest
@@ -24,6 +26,7 @@ from tests.sources.workload_api._server import (
     x509_response,
 )
 from tests.sources.workload_api.conftest import FAST
+from zerotrust import TrustDomain
 from zerotrust.dev import DevCA
 from zerotrust.errors import (
     BundleError,
@@ -36,6 +39,8 @@ from zerotrust.errors import (
 from zerotrust.sources._workload_convert import jwt_bundle_set, split_der
 from zerotrust.sources._workload_watch import backoff_delay
 from zerotrust.sources.spiffe_workload_api import WorkloadApiJwtSource, WorkloadApiX509Source
+
+NOW = dt.datetime.now(dt.timezone.utc)
 
 
 def test_calls_without_the_header_are_refused(agent: WorkloadApiServer, ca: DevCA) -> None:
@@ -68,7 +73,8 @@ def test_calls_without_the_header_are_refused(agent: WorkloadApiServer, ca: DevC
         ("unix:///run/agent.sock", "unix:/run/agent.sock"),
         ("unix:/run/agent.sock", "unix:/run/agent.sock"),
         ("UNIX:///run/agent.sock", "unix:/run/agent.sock"),  # schemes are case-insensitive
-        ("unix:///run/spire%20agent/api.sock", "unix:/run/spire agent/api.sock"),
+        # grpc percent-decodes a unix: target's path: it is handed over encoded, once
+        ("unix:///run/spire%20agent/api%25.sock", "unix:/run/spire%20agent/api%25.sock"),
     ],
 )
 def test_socket_from_the_environment(
@@ -111,6 +117,7 @@ def test_socket_argument_wins_and_may_be_a_path(monkeypatch: pytest.MonkeyPatch)
         (None, "unix:///", "directory"),
         (None, "unix:///run/", "directory"),
         (None, "unix:///run/agent%00.sock", "absolute"),
+        (None, "unix:///run/agent%FF.sock", "not UTF-8"),
     ],
 )
 def test_invalid_socket_addresses(
@@ -167,20 +174,24 @@ def test_der_splitting(ca: DevCA, ca_with_intermediate: DevCA) -> None:
 
 def test_jwt_bundle_documents() -> None:
     good = b'{"keys": [{"kty": "EC", "crv": "P-256", "kid": "a", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}, {"use": "x509-svid", "kty": "EC"}]}'  # noqa: E501
-    bundles = jwt_bundle_set({"spiffe://example.org": good, "other.org": b'{"keys": []}'}, None)
-    assert [b.trust_domain.name for b in bundles] == ["example.org"]  # empty ones left out
+    docs = {"spiffe://example.org": good, "other.org": b'{"keys": []}'}
+    bundles, left_out = jwt_bundle_set(docs, None)
+    assert [b.trust_domain.name for b in bundles] == ["example.org"] and left_out is None
     assert dict(bundles.get("example.org").jwt_authorities["a"])["use"] == "jwt-svid"  # type: ignore[union-attr]
-    assert jwt_bundle_set({"spiffe://example.org": good}, bundles) is bundles
+    assert jwt_bundle_set({"spiffe://example.org": good}, bundles)[0] is bundles
+    # A document that cannot be read leaves its domain out (none of its tokens verify); the
+    # others apply: one bad document cannot keep another domain's withdrawn key in use.
     for bad, reason in [
         (b"[1]", "not a JSON object"),
         (b'{"keys": [1]}', "not an object"),
         (b'{"keys": [{"kty": "EC", "d": "x", "kid": "a"}]}', "private"),
         (b"{" * 2_000_000, "exceeds"),
     ]:
-        with pytest.raises(BundleError, match=reason):
-            jwt_bundle_set({"example.org": bad}, None)
-    with pytest.raises(BundleError, match="invalid trust domain"):
-        jwt_bundle_set({"Not A Domain": good}, None)
+        kept, left_out = jwt_bundle_set({"example.org": good, "partner.example": bad}, None)
+        assert kept.trust_domains == {TrustDomain.parse("example.org")}
+        assert left_out is not None and reason in left_out and "partner.example" in left_out
+    kept, left_out = jwt_bundle_set({"Not A Domain": good, "example.org": good}, None)
+    assert len(kept) == 1 and left_out is not None and "invalid trust domain" in left_out
 
 
 def test_svid_without_bundle_or_key_is_refused(ca: DevCA) -> None:
@@ -189,15 +200,17 @@ def test_svid_without_bundle_or_key_is_refused(ca: DevCA) -> None:
     response = x509_response(ca.issue_svid("spiffe://example.org/web"), ca.bundle)
     entry = response.svids[0]
     fields = (entry.spiffe_id, entry.x509_svid, entry.x509_svid_key, entry.bundle)
-    assert x509_context([SvidEntry(*fields)], {}).svid.spiffe_id
+    assert x509_context([SvidEntry(*fields)], {}, previous=None, now=NOW).svid.spiffe_id
     with pytest.raises(SvidError, match="PKCS#8"):
-        x509_context([SvidEntry(fields[0], fields[1], b"junk", fields[3])], {})
+        x509_context(
+            [SvidEntry(fields[0], fields[1], b"junk", fields[3])], {}, previous=None, now=NOW
+        )
     with pytest.raises(BundleError, match="no certificate"):
-        x509_context([SvidEntry(*fields[:3], b"")], {})
+        x509_context([SvidEntry(*fields[:3], b"")], {}, previous=None, now=NOW)
     with pytest.raises(BundleError, match="no bundle for the SVID"):
-        x509_context([SvidEntry("", *fields[1:])], {})
+        x509_context([SvidEntry("", *fields[1:])], {}, previous=None, now=NOW)
     with pytest.raises(SvidError, match="holds no SVID"):
-        x509_context([], {})
+        x509_context([], {}, previous=None, now=NOW)
 
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
@@ -220,3 +233,18 @@ def test_missing_dependency_names_the_extra(
         importlib.import_module("zerotrust.sources.spiffe_workload_api")
     assert missing.value.extra == "spiffe" and missing.value.package == package
     assert "zerotrust[spiffe]" in str(missing.value)
+
+
+def test_a_socket_whose_name_needs_percent_encoding(socket_dir: str, ca: DevCA) -> None:
+    """The URI is decoded once to check the path and handed to grpc encoded: grpc decodes a
+    unix: target itself, so a name holding '%' or a space is reached exactly."""
+    path = f"{socket_dir}/spire agent 100%.sock"
+    agent = WorkloadApiServer(quote(path))  # grpc decodes the server's address too
+    agent.start()
+    try:
+        agent.push("x509", x509_response(ca.issue_svid("spiffe://example.org/web"), ca.bundle))
+        assert Path(path).exists()
+        with WorkloadApiX509Source("unix://" + quote(path), **FAST) as source:
+            assert str(source.get_x509_svid().spiffe_id) == "spiffe://example.org/web"
+    finally:
+        agent.stop()

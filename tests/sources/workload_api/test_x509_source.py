@@ -30,7 +30,7 @@ from zerotrust import (
     verify_x509_svid,
 )
 from zerotrust.dev import DevCA
-from zerotrust.errors import NoTrustBundle, SourceError, SvidUnavailable
+from zerotrust.errors import NoTrustBundle, SourceError, SvidUnavailable, UntrustedCertificate
 from zerotrust.sources.spiffe_workload_api import WorkloadApiX509Source
 
 WEB = "spiffe://example.org/web"
@@ -324,19 +324,22 @@ def test_an_unreadable_federated_bundle_trusts_nothing_of_its_domain(
     assert "bundle of other.org refused, nothing of it is trusted" in caplog.text
 
 
-def test_an_svid_that_does_not_validate_to_its_bundle_is_refused(
+def test_an_svid_no_peer_would_accept_never_replaces_a_working_one(
     agent: WorkloadApiServer, ca: DevCA
 ) -> None:
-    """An update whose SVID no peer would accept (another CA's, or expired) never replaces
-    a working one; one that is not valid *yet* (the agent's clock ahead) is taken."""
+    """An update whose SVID no peer would accept (another CA's, expired, or valid only far
+    ahead) keeps the working SVID; one that is valid a little ahead (the agent's clock ahead of
+    ours) is taken. The update's bundles apply either way."""
     good = ca.issue_svid(WEB)
     agent.push("x509", x509_response(good, ca.bundle))
-    clock = FixedClock(dt.datetime.now(dt.timezone.utc))
+    real = dt.datetime.now(dt.timezone.utc)
+    clock = FixedClock(real)
     with WorkloadApiX509Source(agent.address, clock=clock, **FAST) as source:
         stranger = DevCA.create("example.org").issue_svid(WEB)  # same name, another root
         agent.push("x509", x509_response(stranger, ca.bundle))
         eventually(lambda: "does not validate" in (source.status().last_error or ""))
         assert source.get_x509_svid().fingerprint == good.fingerprint
+        assert "update applied in part" in (source.status().last_error or "")
 
         clock.advance(120)
         stale = ca.issue_svid(WEB, ttl=60)  # expired by the workload's clock
@@ -344,8 +347,51 @@ def test_an_svid_that_does_not_validate_to_its_bundle_is_refused(
         eventually(lambda: "expired" in (source.status().last_error or ""))
         assert source.get_x509_svid().fingerprint == good.fingerprint
 
-        clock.set(clock.now() - dt.timedelta(minutes=10))
-        early = ca.issue_svid(WEB)  # valid from 30 s ago by the agent's clock
+        clock.set(real - dt.timedelta(hours=1))
+        far = ca.issue_svid(WEB)  # valid from 30 s ago by the agent's clock: an hour ahead
+        agent.push("x509", x509_response(far, ca.bundle))
+        eventually(lambda: "not valid before" in (source.status().last_error or ""))
+        assert source.get_x509_svid().fingerprint == good.fingerprint
+
+        clock.set(real - dt.timedelta(minutes=3))
+        early = ca.issue_svid(WEB)  # two and a half minutes ahead: taken
         agent.push("x509", x509_response(early, ca.bundle))
         eventually(lambda: source.get_x509_svid().fingerprint == early.fingerprint)
         assert source.status().last_error is None
+
+
+def test_a_withdrawn_authority_goes_even_when_the_svid_it_signed_is_kept(
+    agent: WorkloadApiServer, ca: DevCA
+) -> None:
+    """The agent's bundles always apply. An authority withdrawn before this workload's SVID
+    was rotated stops verifying peers at once; the SVID it signed is kept until a new one
+    comes (it is the only one the workload has)."""
+    svid = ca.issue_svid(WEB)
+    peer = ca.issue_svid("spiffe://example.org/peer")
+    agent.push("x509", x509_response(svid, ca.bundle))
+    with WorkloadApiX509Source(agent.address, **FAST) as source:
+        assert verify_x509_svid(peer.cert_chain, source.get_bundle_set())
+        successor = DevCA.create("example.org")
+        agent.push("x509", x509_response(svid, successor.bundle))  # old root withdrawn
+        eventually(lambda: source.get_bundle_set().get("example.org") == successor.bundle)
+        with pytest.raises(UntrustedCertificate):
+            verify_x509_svid(peer.cert_chain, source.get_bundle_set())
+        assert source.get_x509_svid().fingerprint == svid.fingerprint
+        assert "update applied in part" in (source.status().last_error or "")
+
+        rotated = successor.issue_svid(WEB)
+        agent.push("x509", x509_response(rotated, successor.bundle))
+        eventually(lambda: source.get_x509_svid().fingerprint == rotated.fingerprint)
+        assert source.status().last_error is None
+
+
+def test_a_federated_bundle_under_an_invalid_name_is_ignored(
+    agent: WorkloadApiServer, ca: DevCA, other_ca: DevCA
+) -> None:
+    response = x509_response(ca.issue_svid(WEB), ca.bundle, federated=[other_ca.bundle])
+    response.federated_bundles["spiffe://" + "a" * 300] = response.federated_bundles[
+        "spiffe://other.org"
+    ]
+    agent.push("x509", response)
+    with WorkloadApiX509Source(agent.address, **FAST) as source:
+        assert source.get_bundle_set().trust_domains == {ca.trust_domain, other_ca.trust_domain}

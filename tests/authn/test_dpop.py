@@ -259,6 +259,17 @@ def test_refusals_do_not_repeat_the_proof(holder: PrivateJWK, token: str, jwk: A
 # --- the service's origins ---------------------------------------------------------------------
 
 
+def test_an_origin_may_carry_the_prefix_a_proxy_strips(holder: PrivateJWK, token: str) -> None:
+    """Clients call https://gateway.example/orders/7; the proxy forwards it as /7."""
+    config = DPoPConfig(origins=["https://gateway.example/orders/", "https://api.example"])
+    assert config.origins == ("https://gateway.example/orders", "https://api.example")
+    signed = proof(holder, token, htu="https://gateway.example/orders/7")
+    assert check(signed, token, url="/7", config=config) == holder.thumbprint()
+    for htu in ("https://gateway.example/7", "https://api.example/orders/7"):
+        with pytest.raises(TokenBindingMismatch, match="htu"):
+            check(proof(holder, token, htu=htu, jti=htu), token, url="/7", config=config)
+
+
 def test_origins_are_validated_and_normalised() -> None:
     config = DPoPConfig(origins=["HTTPS://API.Example:443", "http://[::1]:8080", "https://a.b:80"])
     assert config.origins == ("https://api.example", "http://[::1]:8080", "https://a.b:80")
@@ -272,8 +283,7 @@ def test_origins_are_validated_and_normalised() -> None:
     "origins",
     [
         "https://api.example",  # a string, not a list of them
-        ["https://api.example/"],
-        ["https://api.example/v1"],
+        ["https://api.example/v1/../v2"],
         ["https://api.example?x"],
         ["https://api.example#x"],
         ["https://user@api.example"],
@@ -504,3 +514,66 @@ def test_a_target_that_is_not_a_path_is_refused(
         assert code(guard(issuer, clock, origins=origins).evaluate(request)) == (
             "400 malformed_credentials"
         )
+
+
+@VIEWS
+def test_a_hash_in_the_request_path_is_malformed(
+    issuer: TokenIssuer, clock: FixedClock, holder: PrivateJWK, token: str, view: Any
+) -> None:
+    """Some servers (uvicorn with h11, hypercorn) hand a raw '#' to the application, whose
+    router serves /users/7#/delete from /users/{uid}/delete: it never starts a fragment."""
+    signed = proof(holder, token, htu="https://api.example/users/7")
+    for config in ({}, {"origins": ["https://api.example"]}):
+        request = view("api.example", "/users/7#/delete", headers(token, signed))
+        assert code(guard(issuer, clock, **config).evaluate(request)) == (
+            "400 malformed_credentials"
+        )
+
+
+def test_a_decoded_path_is_encoded_again(
+    issuer: TokenIssuer, clock: FixedClock, holder: PrivateJWK, token: str
+) -> None:
+    """An ASGI server without raw_path hands over the decoded path: a decoded '?' (from %3F)
+    must not end the path the proof is compared with."""
+    signed = proof(holder, token, htu="https://api.example/files/x")
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "scheme": "https",
+        "path": "/files/x?/../secret",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"api.example"),
+            *((k.encode(), v.encode()) for k, v in headers(token, signed).items()),
+        ],
+        "client": ("203.0.113.9", 5555),
+    }
+    view = ScopeView(scope, None)
+    assert view.path == "/files/x%3F/../secret"
+    assert code(guard(issuer, clock).evaluate(view)) == "401 token_binding_mismatch"
+
+
+@VIEWS
+@pytest.mark.parametrize("path", ["/users/auth0|5f3c", "/a^b", "/a\\b", "/q/%7C"])
+def test_characters_clients_send_unencoded_are_compared_as_written(
+    issuer: TokenIssuer, clock: FixedClock, holder: PrivateJWK, token: str, view: Any, path: str
+) -> None:
+    """httpx sends '|', '^' and '\\' in a path as they are, in the request and in the htu."""
+    signed = proof(holder, token, htu=f"https://api.example{path}")
+    outcome = guard(issuer, clock).evaluate(view("api.example", path, headers(token, signed)))
+    assert code(outcome) == "allowed"
+
+
+def test_two_host_headers_are_refused(
+    issuer: TokenIssuer, clock: FixedClock, holder: PrivateJWK, token: str
+) -> None:
+    """uvicorn with httptools hands both to the application (RFC 9112 3.2: refuse them)."""
+    signed = proof(holder, token, htu="https://other.example/orders/7")
+    view = asgi("api.example", "/orders/7", headers(token, signed))
+    view._scope["headers"].insert(0, (b"host", b"other.example"))  # type: ignore[attr-defined]
+    assert code(guard(issuer, clock).evaluate(view)) == "400 malformed_credentials"
+
+
+def test_an_ipv6_server_address_is_bracketed_without_a_host_header() -> None:
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "server": ("::1", 8443)}
+    assert ScopeView(scope, None).host == "[::1]:8443"

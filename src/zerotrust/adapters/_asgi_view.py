@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from zerotrust.adapters._tls_scope import TLS_PEER_KEY
-from zerotrust.authn.request import MAX_HEADER_LINES, Kind
+from zerotrust.authn.request import MAX_HEADER_LINES, Kind, encode_path
 from zerotrust.errors import MalformedCertificate, MalformedCredentials
 from zerotrust.x509._certs import MAX_CHAIN_LENGTH
 from zerotrust.x509.verify import VerifiedPeer
@@ -67,7 +67,10 @@ class ScopeView:
         self.method = "GET" if websocket else scope["method"]
         self.route = route
         raw = scope.get("raw_path")
-        self.path = raw.decode("latin-1") if raw else scope.get("path", "/")
+        if raw:
+            self.path = raw.decode("latin-1")
+        else:  # a server without raw_path: the decoded path, encoded again
+            self.path = encode_path(str(scope.get("path") or "/").encode("utf-8", "replace"))
         # Over MAX_HEADER_LINES nothing is read: no header, no credential, and the refusal is
         # raised (and audited) inside the Guard's flow when it asks for the peer.
         self._overflow = len(scope.get("headers", ())) > MAX_HEADER_LINES
@@ -85,7 +88,10 @@ class ScopeView:
         if hosts:
             return hosts[0]
         server = self._scope.get("server")
-        return f"{server[0]}:{server[1]}" if server and server[1] else None
+        if not server or not server[1]:
+            return None
+        address = str(server[0])
+        return f"[{address}]:{server[1]}" if ":" in address else f"{address}:{server[1]}"
 
     @property
     def remote_addr(self) -> str | None:

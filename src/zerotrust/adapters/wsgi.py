@@ -19,13 +19,12 @@ from __future__ import annotations
 import http
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Final, Literal
-from urllib.parse import quote
 
 from zerotrust.adapters._common import forwarded_headers_to_strip, pem_chain_der, routeless_hazards
 from zerotrust.adapters._context import reset_principal, set_principal
 from zerotrust.adapters._status import refusal
 from zerotrust.authn.principal import Principal
-from zerotrust.authn.request import MAX_HEADER_LINES
+from zerotrust.authn.request import MAX_HEADER_LINES, encode_path
 from zerotrust.errors import ConfigurationError, MalformedCredentials
 from zerotrust.pipeline import Guard, Outcome
 from zerotrust.x509.verify import VerifiedPeer
@@ -55,7 +54,6 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 _SPECIAL: Final = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 _MAX_CHAIN_KEYS: Final = 10
 _keys: dict[str, str] = {}
-_PATH_SAFE: Final = "/!$&'()*+,;=:@-._~"
 
 
 def environ_key(name: str) -> str:
@@ -105,7 +103,7 @@ class WSGIRequestView:
         if isinstance(raw, str) and raw.startswith("/"):
             return raw.partition("?")[0]
         decoded = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
-        return quote(decoded.encode("latin-1", "replace"), safe=_PATH_SAFE) or "/"
+        return encode_path(decoded.encode("latin-1", "replace"))
 
     @property
     def scheme(self) -> str:

@@ -7,11 +7,13 @@ A bound token is only accepted from the party holding the bound key:
 * ``cnf.jkt`` (RFC 9449 §6): the request must carry a valid DPoP proof signed by that key,
   with the ``DPoP`` authorization scheme. A DPoP-bound token sent as plain ``Bearer`` is refused.
 
-A proof's ``htu`` must name the request: its origin one of the service's configured origins
-(``DPoPConfig.origins``) or, without them, the request's scheme and ``Host`` (which must then be
-a valid ``host[:port]``: a Host header is the caller's to write), and its path the request's.
-Both sides are compared after RFC 3986 §6.2.2 syntax-based normalisation and without query and
-fragment (RFC 9449 §4.3); dot segments are removed from the ``htu`` only (see :func:`_target`).
+A proof's ``htu`` must name the request: the service's configured public base URL
+(``DPoPConfig.origins``: an origin, and the path prefix a proxy in front may strip) followed by
+the request's path or, without it, the request's scheme, its one ``Host`` (which must then be a
+valid ``host[:port]``: a Host header is the caller's to write) and its path. Both sides are
+compared after RFC 3986 §6.2.2 syntax-based normalisation, the ``htu`` without query and
+fragment (RFC 9449 §4.3). The request's path is taken as sent: dot segments stay (see
+:func:`_targets`), and a ``#`` in it is a malformed request, never the start of a fragment.
 
 Proof ``jti`` values are remembered in a replay cache by the caller (the Guard).
 """
@@ -24,7 +26,7 @@ import ipaddress
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from zerotrust.authn.request import RequestView
@@ -71,8 +73,9 @@ _IP_FUTURE: Final = re.compile(r"[vV][0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+
 # RFC 3986 appendix B, for an absolute URI with an authority: scheme, authority, path, query
 # and fragment
 _URL: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^?#]*)(\?[^#]*)?(#.*)?", re.S)
-# the characters of a URI (RFC 3986 §2), with well-formed percent-encodings
-_URI_TEXT: Final = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})*")
+# visible ASCII with well-formed percent-encodings: a URI, and what clients such as httpx send
+# unencoded in a path (``|``, ``^``, ``\``), compared as written
+_URI_TEXT: Final = re.compile(r"(?:[!-$&-~]|%[0-9A-Fa-f]{2})*")
 _PERCENT: Final = re.compile(r"%[0-9A-Fa-f]{2}")
 _UNRESERVED: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
@@ -107,16 +110,20 @@ def check_certificate_binding(token: VerifiedToken, peer: VerifiedPeer | None) -
 @dataclass(frozen=True)
 class DPoPConfig:
     """How DPoP proofs are checked: accepted algorithms, the ``iat`` window in seconds, and the
-    service's public ``origins`` (``"https://api.example"``) that a proof's ``htu`` must name.
+    service's public base URLs, ``origins``, that a proof's ``htu`` must start with.
 
-    Without ``origins``, the origin is the request's scheme and ``Host`` header; requests
-    that name no host (gRPC) then cannot use DPoP.
+    An origin is how clients address the service: ``"https://api.example"``, or
+    ``"https://gateway.example/orders"`` when a proxy forwards ``/orders/...`` as ``/...``.
+    Without ``origins``, the request's scheme and ``Host`` header name it; requests that name no
+    host (gRPC) then cannot use DPoP.
     """
 
     algorithms: tuple[str, ...] = ("ES256", "ES384", "EdDSA", "PS256", "RS256")
     max_age: float = 300.0
     leeway: float = 5.0
     origins: tuple[str, ...] = ()
+    #: ``origins`` split into (origin, path prefix) pairs.
+    _bases: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         bad = set(self.algorithms) - ASYMMETRIC_ALGORITHMS
@@ -126,27 +133,29 @@ class DPoPConfig:
             )
         if not (0 < self.max_age <= 3600) or not (0 <= self.leeway <= 300):
             raise ConfigurationError("DPoP max_age must be in (0, 3600] and leeway in [0, 300]")
-        object.__setattr__(self, "origins", _origins(self.origins))
+        bases = _origins(self.origins)
+        object.__setattr__(self, "_bases", bases)
+        object.__setattr__(self, "origins", tuple(origin + prefix for origin, prefix in bases))
 
 
-def _origins(values: object) -> tuple[str, ...]:
-    """Configured origins, normalised as :func:`normalize_htu` normalises a proof's."""
+def _origins(values: object) -> tuple[tuple[str, str], ...]:
+    """Configured base URLs as (origin, path prefix), normalised as :func:`normalize_htu`
+    normalises a proof's (the prefix without a trailing ``/``)."""
     if isinstance(values, str) or not isinstance(values, (list, tuple)):
         raise ConfigurationError("DPoP origins must be a list, e.g. ['https://api.example']")
     if len(values) > _MAX_ORIGINS:
         raise ConfigurationError(f"at most {_MAX_ORIGINS} DPoP origins")
-    found: list[str] = []
+    found: list[tuple[str, str]] = []
     for value in values:
         match = _URL.fullmatch(value) if isinstance(value, str) else None
-        # scheme://host[:port] alone: no path, query or fragment
-        bare = match is not None and not any(match.group(n) for n in (3, 4, 5))
-        split = _split(value) if bare and _URI_TEXT.fullmatch(value) else None
-        if split is None:
+        plain = match is not None and not match.group(4) and not match.group(5)
+        split = _split(value) if plain and _URI_TEXT.fullmatch(value) else None
+        if split is None or split[1] != _remove_dot_segments(split[1]):
             raise ConfigurationError(
-                f"DPoP origin {value!r} is not an http(s) origin: scheme://host[:port], without"
-                " user information, path, query or fragment"
+                f"DPoP origin {value!r} is not an http(s) base URL: scheme://host[:port] and"
+                " an optional path prefix, without user information, query or fragment"
             )
-        found.append(split[0])
+        found.append((split[0], split[1].rstrip("/")))
     return tuple(dict.fromkeys(found))
 
 
@@ -208,9 +217,9 @@ def _is_ipv6(text: str) -> bool:
 
 
 def _path(path: str) -> str:
-    """A path without query and fragment, its percent-encodings normalised (RFC 3986
-    §6.2.2.1-2); an empty path is ``/`` (§6.2.3)."""
-    return _percent(path.partition("?")[0].partition("#")[0]) or "/"
+    """The path of a parsed URL (no query or fragment), its percent-encodings normalised (RFC
+    3986 §6.2.2.1-2); an empty path is ``/`` (§6.2.3)."""
+    return _percent(path) or "/"
 
 
 def _remove_dot_segments(path: str) -> str:
@@ -260,12 +269,14 @@ def normalize_htu(url: str) -> str:
 def request_url(view: RequestView, config: DPoPConfig) -> str:
     """The ``url`` to check a DPoP proof of ``view`` against: its path when the service's
     origins are configured (the ``Host`` header is not used then), else the URL made of its
-    scheme, its ``Host`` (which must be a valid ``host[:port]``) and its path."""
+    scheme, its one ``Host`` (which must be a valid ``host[:port]``) and its path."""
     path = view.path or "/"
     if not path.startswith("/"):
         raise MalformedCredentials("the request target is not a path: no DPoP proof can name it")
     if config.origins:
         return path
+    if len(view.header("host")) > 1:  # RFC 9112 3.2: a request with two is refused
+        raise MalformedCredentials("the request has more than one Host header")
     host = view.host
     if host is None:
         raise DPoPOriginUnknown(
@@ -276,17 +287,33 @@ def request_url(view: RequestView, config: DPoPConfig) -> str:
     return f"{view.scheme}://{host}{path}"
 
 
-def _target(url: str, config: DPoPConfig) -> tuple[tuple[str, ...], str]:
-    """The origins and the path a proof for ``url`` may name. Dot segments stay in the request's
-    path: applications route the path as sent (``/orders/{id}/admin`` matches
-    ``/orders/../admin``), so a request with them is never taken for the URL they resolve to;
-    the proof's ``htu`` has none after normalisation, and such a request matches no proof."""
-    if config.origins and url.startswith("/"):
-        return config.origins, _path(url)
-    split = _split(url)
-    if split is None:
-        raise MalformedCredentials("the request URL is not an absolute http(s) URL")
-    return config.origins or (split[0],), split[1]
+def _request_path(path: str) -> str:
+    """A request's path as sent, for comparison: its query dropped, percent-encodings
+    normalised. A ``#`` cannot be in a request target (RFC 9112 3.2): it is malformed, never
+    read as the start of a fragment (``/users/7#/delete`` routes to ``.../delete``)."""
+    if "#" in path:
+        raise MalformedCredentials("the request path holds '#'")
+    return _percent(path.partition("?")[0]) or "/"
+
+
+def _targets(url: str, config: DPoPConfig) -> list[tuple[str, str]]:
+    """The (origin, path) pairs a proof's ``htu`` may name for a request to ``url``. Dot
+    segments stay in the request's path: applications route the path as sent
+    (``/orders/{id}/admin`` matches ``/orders/../admin``), so such a request is never taken for
+    the URL they resolve to; an ``htu`` has none after normalisation, so it matches no proof."""
+    if url.startswith("/"):
+        if not config.origins:
+            raise MalformedCredentials("the request URL is a path, and no origins are configured")
+        path = _request_path(url)
+    else:
+        match = _URL.fullmatch(url)
+        origin = _split(url) if match is not None and not match.group(5) else None
+        if match is None or origin is None:
+            raise MalformedCredentials("the request URL is not an absolute http(s) URL")
+        path = _request_path(match.group(3))
+        if not config.origins:
+            return [(origin[0], path)]
+    return [(origin, prefix + path) for origin, prefix in config._bases]
 
 
 def _claim_str(claims: Mapping[str, Any], name: str, limit: int = 2048) -> str:
@@ -350,9 +377,8 @@ def verify_dpop_proof(
     jti = _claim_str(claims, "jti", _MAX_JTI)
     if _claim_str(claims, "htm", 32) != method:  # methods are case-sensitive (RFC 9110 §9.1)
         raise TokenBindingMismatch("DPoP proof htm does not match the request method")
-    origins, path = _target(url, config)
-    origin, htu_path = _htu(_claim_str(claims, "htu"))
-    if origin not in origins or htu_path != path:
+    targets = _targets(url, config)
+    if _htu(_claim_str(claims, "htu")) not in targets:
         raise TokenBindingMismatch("DPoP proof htu does not match the request URL")
     iat = claims.get("iat")
     if (

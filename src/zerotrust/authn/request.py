@@ -9,17 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, Literal, Protocol, runtime_checkable
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from zerotrust.x509.verify import VerifiedPeer
 
-__all__ = ["Kind", "Request", "RequestView", "normalize_headers"]
+__all__ = ["Kind", "Request", "RequestView", "encode_path", "normalize_headers"]
 
 Kind = Literal["http", "grpc", "websocket"]
 
 #: Requests with more header lines than this are refused before any parsing.
 MAX_HEADER_LINES = 256
+
+#: What a rebuilt path leaves unescaped: RFC 3986 ``pchar`` and ``/``.
+_PATH_SAFE: Final = "/!$&'()*+,;=:@-._~"
+
+
+def encode_path(decoded: bytes) -> str:
+    """A request path rebuilt from the bytes a server decoded it to (when it does not keep the
+    path as sent), percent-encoded again: a decoded ``?`` or ``#`` is never read as a
+    delimiter, nor a decoded ``/`` kept as one."""
+    return quote(decoded, safe=_PATH_SAFE) or "/"
 
 
 @runtime_checkable

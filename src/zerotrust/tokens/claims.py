@@ -180,8 +180,9 @@ class ClaimsValidator:
     def validate_at(
         self, signed: VerifiedSignature, now: float
     ) -> tuple[VerifiedToken, float, float]:
-        """Validate at POSIX time ``now``; also returns the window ``[from, until)`` in which
-        the time-dependent rules keep holding (used by the verified-token cache)."""
+        """Apply the profile's header rules to ``signed`` and validate its claims at POSIX time
+        ``now``; also returns the window ``[from, until)`` in which the time-dependent rules
+        keep holding (used by the verified-token cache)."""
         check_profile(signed.header, signed.algorithm, self._type)
         claims = signed.claims
         valid_from, valid_until = self.check(claims, now)

@@ -528,6 +528,10 @@ def test_a_hash_in_the_request_path_is_malformed(
         assert code(guard(issuer, clock, **config).evaluate(request)) == (
             "400 malformed_credentials"
         )
+    # a view's path holds no query: a '?' in it was decoded (a Request built from a decoded
+    # path); as the WSGI view reads a raw URI, there it is the query's start
+    request = plain("api.example", "/users/7?/delete", headers(token, signed))
+    assert code(guard(issuer, clock).evaluate(request)) == "400 malformed_credentials"
 
 
 def test_a_decoded_path_is_encoded_again(

@@ -273,6 +273,8 @@ def request_url(view: RequestView, config: DPoPConfig) -> str:
     path = view.path or "/"
     if not path.startswith("/"):
         raise MalformedCredentials("the request target is not a path: no DPoP proof can name it")
+    if "?" in path or "#" in path:  # a view's path holds no query: these were decoded, or sent raw
+        raise MalformedCredentials("the request path holds '?' or '#'")
     if config.origins:
         return path
     if len(view.header("host")) > 1:  # RFC 9112 3.2: a request with two is refused

@@ -14,8 +14,9 @@ withdraw an authority):
   by a name that is no trust domain, with a warning. One federated domain can neither stop the
   workload's own rotation nor keep its old authorities trusted;
 * the workload's own SVID, once converted: when no peer would accept it (its chain does not
-  validate to its own bundle in the update, or it expired), the update's bundles apply and
-  the previous SVID is kept (:attr:`X509Context.refused` says why).
+  validate to its own bundle in the update, it expired, or it becomes valid only more than
+  :data:`MAX_CLOCK_SKEW` ahead), the update's bundles apply and the previous SVID is kept
+  (:attr:`X509Context.refused` says why).
 """
 
 from __future__ import annotations

@@ -181,6 +181,8 @@ def x509_context(
         return X509Context(svid, bundle_set)
     if previous is None:  # nothing to keep serving
         raise SvidError(refused)
+    if _unusable(previous.svid, bundle_set, now) is not None:
+        refused += "; the SVID kept does not validate to the new bundles either"
     return X509Context(previous.svid, bundle_set, refused)
 
 

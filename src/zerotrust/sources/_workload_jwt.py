@@ -15,7 +15,9 @@ from zerotrust.sources import _workload_grpc as wire
 from zerotrust.sources._workload_base import SocketPath, WorkloadApiBase, spiffe_id_string
 from zerotrust.sources._workload_convert import jwt_bundle_set, pick
 from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource
+from zerotrust.tokens._header import check_typ
 from zerotrust.tokens._outgoing_cache import read_unverified, seconds
+from zerotrust.tokens._profiles import JWT_SVID, TYP_RULES
 from zerotrust.tokens.algorithms import JWT_SVID_ALGORITHMS
 from zerotrust.tokens.claims import numeric_date
 from zerotrust.tokens.jwks import JWKSet
@@ -220,7 +222,8 @@ class WorkloadApiJwtSource(WorkloadApiBase):
 
 def _checked_jwt_svid(token: object, spiffe_id: str, audience: str, now: datetime) -> str:
     """``token`` once it reads as the JWT-SVID asked for, as go-spiffe's client reads one
-    (``jwtsvid.ParseInsecure``): a JWT signed with an algorithm JWT-SVIDs may use, whose
+    (``jwtsvid.ParseInsecure``): a JWT signed with an algorithm JWT-SVIDs may use, typed as
+    one (``JWT``, ``JOSE`` or no ``typ``), whose
     ``sub`` is the SPIFFE ID it was sent with, whose ``aud`` holds ``audience``, whose ``exp``
     is ahead and whose ``nbf``, if any, is not (with a minute of leeway). Its signature is the
     audience's to check; this keeps a wrong token from being cached and sent in the workload's
@@ -231,6 +234,10 @@ def _checked_jwt_svid(token: object, spiffe_id: str, audience: str, now: datetim
     header, claims = read
     if header.get("alg") not in JWT_SVID_ALGORITHMS:
         raise SourceError("Workload API sent a JWT-SVID signed with an algorithm it may not use")
+    try:
+        check_typ(header.get("typ"), TYP_RULES[JWT_SVID], "JWT-SVID")
+    except ZeroTrustError:
+        raise SourceError("Workload API sent a JWT-SVID whose typ is not JWT or JOSE") from None
     subject = claims.get("sub")
     try:
         SpiffeId.parse(subject if isinstance(subject, str) else "")

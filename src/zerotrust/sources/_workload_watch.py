@@ -187,10 +187,12 @@ class StreamWatcher:
         with self._lock:
             self._last_update = now
             self._updates += 1
-            self._last_error = None
-            self._last_error_at = None
         if refused is not None:  # applied, without a part that was judged on its own
             self._note_error(f"update applied in part: {refused}")
+        else:
+            with self._lock:
+                self._last_error = None
+                self._last_error_at = None
         self._resolve(None)
         return True
 

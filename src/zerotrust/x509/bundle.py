@@ -389,12 +389,12 @@ def _x5c_authority(key: Mapping[str, Any], index: int) -> x509.Certificate | Non
 
 def _require_ca(cert: x509.Certificate, td: TrustDomain) -> None:
     """An X.509 authority is a CA certificate: a leaf listed as one would vouch for itself.
-    (``keyCertSign`` is left to path validation: a legacy root without it in a PEM bundle
-    verifies nothing, but does not stop the others from loading.)"""
+    (``keyCertSign``, and extensions cryptography cannot read, are left to path validation: a
+    legacy root without it in a PEM bundle verifies nothing, but does not stop the others.)"""
     try:
         ca, _ = signing_flags(cert)
-    except ValueError as exc:
-        raise BundleError(f"an authority of {td} has extensions that cannot be read") from exc
+    except ValueError:
+        return
     if not ca:
         raise BundleError(
             f"an authority of {td} is not a CA certificate ({fingerprint(cert)[:16]})"

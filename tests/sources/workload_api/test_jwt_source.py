@@ -220,6 +220,7 @@ def test_jwt_svids_the_agent_sends_are_checked_before_use(agent: WorkloadApiServ
         (minted(subject="admin"), "not a SPIFFE ID"),
         (forged({"alg": "none"}, {}), "algorithm"),
         (forged({"alg": "HS256"}, {}), "algorithm"),
+        (forged({"alg": "ES256", "typ": "at+jwt"}, {}), "typ"),
         (forged({"alg": "ES256"}, {"exp": 10**400}), "valid exp"),
         (forged({"alg": "ES256"}, {"nbf": int(clock.now().timestamp()) + 3600}), "not valid yet"),
     ]

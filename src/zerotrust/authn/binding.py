@@ -295,7 +295,7 @@ def _request_path(path: str) -> str:
     read as the start of a fragment (``/users/7#/delete`` routes to ``.../delete``)."""
     if "#" in path:
         raise MalformedCredentials("the request path holds '#'")
-    return _percent(path.partition("?")[0]) or "/"
+    return _path(path.partition("?")[0])
 
 
 def _targets(url: str, config: DPoPConfig) -> list[tuple[str, str]]:

@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Final, Generic, TypeVar
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
@@ -26,13 +26,13 @@ from zerotrust.errors import ConfigurationError, SourceError, ZeroTrustError
 from zerotrust.tokens._b64 import b64url_decode
 from zerotrust.tokens._json import loads_object
 from zerotrust.tokens.claims import numeric_date
+from zerotrust.tokens.verified import utc_datetime
 
 __all__ = ["MintedToken", "TokenCache", "check_token", "read_unverified", "seconds"]
 
 _log = logging.getLogger("zerotrust.sources")
 K = TypeVar("K", bound=Hashable)
 _MAX_TOKEN_CHARS: Final = 64 * 1024
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +60,7 @@ def read_unverified(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any]] |
 def _unverified_exp(token: str) -> datetime | None:
     """The ``exp`` of a JWT, read WITHOUT verifying it: only for scheduling refreshes."""
     read = read_unverified(token)
-    exp = numeric_date(read[1].get("exp")) if read is not None else None
-    return _EPOCH + timedelta(seconds=exp) if exp is not None else None
+    return utc_datetime(numeric_date(read[1].get("exp"))) if read is not None else None
 
 
 def check_token(token: object) -> str:

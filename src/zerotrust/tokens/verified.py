@@ -68,9 +68,10 @@ class VerifiedSignature(Frozen):
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _utc(value: Any) -> datetime | None:
-    # claims validation keeps NumericDates in datetime's range; the epoch plus a timedelta
-    # does not depend on the platform's gmtime() (which may refuse dates before 1970)
+def utc_datetime(value: Any) -> datetime | None:
+    """A NumericDate (within ``datetime``'s range, as claims validation keeps them) as an aware
+    UTC datetime; the epoch plus a timedelta does not depend on the platform's ``gmtime()``,
+    which may refuse dates before 1970."""
     if value is None:
         return None
     return _EPOCH + timedelta(seconds=value)
@@ -146,17 +147,17 @@ class VerifiedToken(Frozen):
     @property
     def expires_at(self) -> datetime:
         """``exp`` as an aware UTC datetime."""
-        return _utc(self.claims["exp"])  # type: ignore[return-value]
+        return utc_datetime(self.claims["exp"])  # type: ignore[return-value]
 
     @property
     def issued_at(self) -> datetime | None:
         """``iat`` as an aware UTC datetime, if present."""
-        return _utc(self.claims.get("iat"))
+        return utc_datetime(self.claims.get("iat"))
 
     @property
     def not_before(self) -> datetime | None:
         """``nbf`` as an aware UTC datetime, if present."""
-        return _utc(self.claims.get("nbf"))
+        return utc_datetime(self.claims.get("nbf"))
 
     @property
     def cnf(self) -> Mapping[str, Any] | None:

@@ -200,6 +200,9 @@ class Guard:
         # decision for the next request of the same caller on the same route is a lookup.
         self._decisions: dict[tuple[int, str, str | None, str], tuple[Principal, Decision]] = {}
         self._memo_decisions = not any(rule.action == "CUSTOM" for rule in policy.rules)
+        # ... and without them the policy decides without a generator to drive (unless a
+        # subclass decides in its own way)
+        self._plain_policy = self._memo_decisions and type(policy).decide is Policy.decide
         # Repeated requests (see _repeat): plain bearer tokens from the verifier's cache.
         tokens = authenticator.tokens
         # Without a verified-token cache every request's token (and principal) is a new object.
@@ -277,7 +280,20 @@ class Guard:
             else:
                 yield from self._stateful_checks(auth, dry)
             op = operation_of(view)
-            decision = yield from self._decide(auth.principal, op, auth.token is not None)
+            principal = auth.principal
+            memo = self._memo_key(principal, op, auth.token is not None)
+            known = self._decisions.get(memo) if memo is not None else None
+            if known is not None and known[0] is principal:  # an id counts with its object
+                decision = known[1]
+            else:
+                if self._plain_policy:  # no CUSTOM rule: nothing to yield
+                    decision = self.policy.decide_without_hooks(principal, op)
+                else:
+                    decision = yield from self.policy.decide(principal, op)
+                if memo is not None and principal is not None:
+                    if len(self._decisions) >= 8192:
+                        self._decisions.clear()
+                    self._decisions[memo] = (principal, decision)
             if decision.allowed and requirement is not None:
                 refused = requirement.check(auth.principal, op)
                 if refused is not None:
@@ -507,24 +523,19 @@ class Guard:
         object.__setattr__(outcome, "event", event)  # set once, before the outcome is shared
         return outcome
 
-    def _decide(
-        self, principal: Principal | None, op: Operation, by_token: bool = False
-    ) -> Generator[Any, Any, Decision]:
+    def _memo_key(
+        self, principal: Principal | None, op: Operation, by_token: bool
+    ) -> tuple[int, str, str | None, str] | None:
+        """Where the decision for ``principal`` on ``op`` is remembered, if it is: decisions
+        depend on nothing else without CUSTOM hooks, and principals of cached tokens and of
+        TLS connections are reused objects."""
         if (
             not self._memo_decisions
             or principal is None
             or (by_token and not self._token_principals_repeat)
         ):  # a principal that will not be seen again: remembering it would only churn memory
-            return (yield from self.policy.decide(principal, op))
-        key = (id(principal), op.method, op.route, op.kind)
-        memo = self._decisions.get(key)
-        if memo is not None and memo[0] is principal:  # the id is only trusted with the object
-            return memo[1]
-        decision = yield from self.policy.decide(principal, op)
-        if len(self._decisions) >= 8192:
-            self._decisions.clear()
-        self._decisions[key] = (principal, decision)
-        return decision
+            return None
+        return (id(principal), op.method, op.route, op.kind)
 
     def _check_revoked_locally(self, token: VerifiedToken | None) -> None:
         """Revocation against the in-process store (no I/O: no need to go through a driver)."""

@@ -353,9 +353,12 @@ def test_table(
     reason: str,
     rule_id: str | None,
 ) -> None:
-    decision = Policy(rules, id="p").evaluate(principal, op)
+    policy = Policy(rules, id="p")
+    decision = policy.evaluate(principal, op)
     assert (decision.allowed, decision.reason, decision.rule_id) == (allowed, reason, rule_id)
     assert decision.policy_id == "p"
+    if not any(rule.action == "CUSTOM" for rule in rules):
+        assert policy.decide_without_hooks(principal, op) == decision
 
 
 def test_insufficient_scope_names_the_missing_scopes() -> None:
@@ -545,6 +548,44 @@ def test_no_input_is_allowed_when_an_enforced_deny_matches(
     if any(r.matches(principal, op) for r in rules if r.action == "DENY"):
         # with dry-run rules enforced, the verdict is deny: either enforced, or recorded
         assert not decision.allowed or (decision.dry_run and decision.would_allow is False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    allows=st.lists(rule_parts, max_size=4),
+    denies=st.lists(rule_parts, max_size=3),
+    scoped=st.lists(st.sampled_from(["orders:read", "orders:write"]), max_size=2),
+    granted=st.lists(st.sampled_from(["orders:read", "orders:write"]), max_size=2),
+    dry_run=st.booleans(),
+    default=st.sampled_from(["deny", "allow"]),
+    sid=identities,
+    op=ops,
+)
+def test_a_policy_without_hooks_decides_the_same_without_a_generator(
+    allows: list[dict],  # type: ignore[type-arg]
+    denies: list[dict],  # type: ignore[type-arg]
+    scoped: list[str],
+    granted: list[str],
+    dry_run: bool,
+    default: str,
+    sid: str | None,
+    op: Operation,
+) -> None:
+    rules = [
+        Rule(id=f"a{i}", action="ALLOW", scopes=ScopeRule(all=scoped) if i % 2 else None, **parts)
+        for i, parts in enumerate(allows)
+    ]
+    rules += [Rule(id=f"d{i}", action="DENY", **parts) for i, parts in enumerate(denies)]
+    policy = Policy(rules, default=default, dry_run=dry_run)  # type: ignore[arg-type]
+    principal = who(sid, scopes=tuple(granted)) if sid else None
+    assert policy.decide_without_hooks(principal, op) == policy.evaluate(principal, op)
+
+
+def test_a_policy_with_hooks_is_never_decided_without_them() -> None:
+    hooked = Policy([allow(), Rule(id="ext", action="CUSTOM", hook=lambda p, o: False)])
+    with pytest.raises(ConfigurationError):
+        hooked.decide_without_hooks(who(), GET_ORDER)
+    assert not hooked.evaluate(who(), GET_ORDER).allowed
 
 
 @pytest.mark.parametrize(

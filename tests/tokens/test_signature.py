@@ -359,15 +359,28 @@ def test_payload_is_not_parsed_before_the_signature(
 
 
 def test_flow_is_sans_io(es256: PrivateJWK) -> None:
-    verifier = _verifier(es256)
+    source = CountingSource(JWKSet([es256.public()]))
+    verifier = SignatureVerifier(keys=source, algorithms=["ES256"])
     flow = verifier.flow(mint(es256, claims()))
     request = next(flow)
     assert isinstance(request, KeyRequest)
     assert request.missing_kid is None
+    assert source.calls == []  # the flow itself does no I/O
     with pytest.raises(StopIteration) as stop:
         flow.send(request.fulfil())
     assert stop.value.value.algorithm == "ES256"
     assert asyncio.run(request.fulfil_async()) == JWKSet([es256.public()])
+
+
+def test_flow_with_static_keys_needs_no_io(es256: PrivateJWK) -> None:
+    # a fixed key set is at hand: the flow finishes without asking its driver for keys
+    flow = _verifier(es256).flow(mint(es256, claims()))
+    with pytest.raises(StopIteration) as stop:
+        next(flow)
+    assert stop.value.value.algorithm == "ES256"
+    bad = _verifier(es256).flow(mint(es256, claims(), kid="other"))
+    with pytest.raises(UnknownKey):  # an unknown kid still asks the source once more
+        bad.send(next(bad).fulfil())
 
 
 def test_verify_async(es256: PrivateJWK) -> None:

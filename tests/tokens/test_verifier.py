@@ -29,6 +29,7 @@ from zerotrust.tokens import (
 )
 
 from .conftest import AUDIENCE, ISSUER, NOW, T0, claims, mint
+from .test_cves import CountingSource
 
 Factory = Callable[..., TokenVerifier]
 
@@ -95,17 +96,26 @@ def test_verify_async_and_flow(make_verifier: Factory, es256: PrivateJWK) -> Non
     verifier = make_verifier()
     token = mint(es256, claims())
     assert asyncio.run(verifier.verify_async(token)).jti == "id-0001"
-    fresh = make_verifier()
+    fresh = make_verifier(keys=CountingSource(JWKSet([es256.public()])))  # keys need I/O
     flow = fresh.flow(token)
     request = next(flow)
     assert isinstance(request, KeyRequest)
     with pytest.raises(StopIteration) as stop:
         flow.send(request.fulfil())
     assert isinstance(stop.value.value, VerifiedToken)
-    # a cached token finishes without asking for keys
-    with pytest.raises(StopIteration) as again:
-        next(fresh.flow(token))
-    assert again.value.value is stop.value.value
+    # a cached token of such a source first confirms the source's current keys
+    again = fresh.flow(token)
+    with pytest.raises(StopIteration) as repeat:
+        again.send(next(again).fulfil())
+    assert repeat.value.value is stop.value.value
+    # with a fixed key set, verifying needs no I/O at all: the flow finishes at once
+    static = make_verifier()
+    with pytest.raises(StopIteration) as done:
+        next(static.flow(token))
+    assert isinstance(done.value.value, VerifiedToken)
+    with pytest.raises(StopIteration) as cached:
+        next(static.flow(token))
+    assert cached.value.value is done.value.value
 
 
 def test_two_named_steps(make_verifier: Factory, es256: PrivateJWK) -> None:

@@ -31,7 +31,7 @@ from zerotrust.authn.binding import (
     request_url,
     verify_dpop_proof,
 )
-from zerotrust.authn.credentials import ApiKeys, Credentials, extract_credentials
+from zerotrust.authn.credentials import B64TOKEN, ApiKeys, Credentials, extract_credentials
 from zerotrust.authn.principal import Principal, ProvenBy
 from zerotrust.authn.proxy import FORWARDED_CERT_HEADERS, TrustedProxies, extract_forwarded_cert
 from zerotrust.authn.request import RequestView
@@ -114,6 +114,7 @@ class Authenticator:
         self._peers: dict[VerifiedPeer, Principal] = {}
         # ... and the bundle snapshot each handshake-verified peer was last checked against.
         self._trusted: dict[VerifiedPeer, BundleSet] = {}
+        self._plain_absent = frozenset(self.reuse_absent_headers)
 
     # --- certificates -------------------------------------------------------------------------
 
@@ -137,21 +138,24 @@ class Authenticator:
         if self.bundles is not None:
             self._still_trusted(peer)
 
+    def _direct_peer(self, view: RequestView) -> tuple[VerifiedPeer | None, bool]:
+        """The client certificate of the connection itself, and whether it is the peer the
+        TLS handshake verified (rather than a chain the server handed over unverified)."""
+        direct = view.verified_peer
+        if direct is not None:
+            self.recheck_peer(direct)
+            return direct, True
+        chain = view.peer_chain
+        if not chain:
+            return None, False
+        if self.bundles is None:
+            raise ConfigurationError("a peer certificate arrived but no bundles= are configured")
+        return verify_x509_svid(chain, self.bundles, now=self.clock.now(), role="client"), False
+
     def _peer(self, view: RequestView, notes: list[str]) -> tuple[VerifiedPeer | None, bool, bool]:
         """The authenticated client certificate, whether it came through a proxy, and whether
         it is the handshake-verified peer of the connection."""
-        direct = view.verified_peer
-        handshake = direct is not None
-        if direct is not None:
-            self.recheck_peer(direct)
-        if direct is None and view.peer_chain:
-            if self.bundles is None:
-                raise ConfigurationError(
-                    "a peer certificate arrived but no bundles= are configured"
-                )
-            direct = verify_x509_svid(
-                view.peer_chain, self.bundles, now=self.clock.now(), role="client"
-            )
+        direct, handshake = self._direct_peer(view)
         forwarded = extract_forwarded_cert(
             view.header,
             view.remote_addr,
@@ -195,10 +199,20 @@ class Authenticator:
         appended to ``notes`` as it goes, so a caller keeps it when authentication fails."""
         if notes is None:
             notes = []
-        api_header = self.api_keys.header if self.api_keys is not None else None
         max_size = self.tokens.signature_verifier.max_token_size if self.tokens else 8192
-        creds = extract_credentials(view, max_token_bytes=max_size, api_key_header=api_header)
-        peer, via_proxy, handshake = self._peer(view, notes)
+        alone = getattr(view, "bearer_alone", None)  # the adapters' views answer in one pass
+        raw = alone(self._plain_absent) if alone is not None else None
+        if raw is not None and len(raw) <= max_size and B64TOKEN.fullmatch(raw):
+            # One canonical Bearer header and no header of any other credential (DPoP, API
+            # key, forwarded certificate): what extract_credentials and extract_forwarded_cert
+            # would find, without reading every header again.
+            creds = Credentials(token=raw, scheme="Bearer")
+            peer, handshake = self._direct_peer(view)
+            via_proxy = False
+        else:
+            api_header = self.api_keys.header if self.api_keys is not None else None
+            creds = extract_credentials(view, max_token_bytes=max_size, api_key_header=api_header)
+            peer, via_proxy, handshake = self._peer(view, notes)
         if self.require_mtls and peer is None:
             raise MissingCredentials("a client certificate is required")
         if creds.token is None:

@@ -20,10 +20,10 @@ from typing import Literal
 from zerotrust.authn.request import RequestView
 from zerotrust.errors import ConfigurationError, MalformedCredentials, UnsupportedScheme
 
-__all__ = ["ApiKeys", "Credentials", "extract_credentials"]
+__all__ = ["B64TOKEN", "ApiKeys", "Credentials", "extract_credentials"]
 
 #: RFC 6750 ``b64token``.
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _SCHEMES = {"bearer": "Bearer", "dpop": "DPoP"}
 DEFAULT_MAX_TOKEN_BYTES = 8192
 
@@ -73,11 +73,11 @@ def extract_credentials(
         if text[cut : cut + 1] != " ":  # RFC 6750 2.1: the scheme, 1*SP, the token
             raise MalformedCredentials(f"malformed {canonical} credentials")
         value = text[cut + 1 :].strip(" ")
-        if not value or not _B64TOKEN.fullmatch(value):
+        if not value or not B64TOKEN.fullmatch(value):
             raise MalformedCredentials(f"malformed {canonical} credentials")
         token, scheme = value, canonical
     proof = _single(view, "dpop")
-    if proof is not None and (len(proof) > max_token_bytes or not _B64TOKEN.fullmatch(proof)):
+    if proof is not None and (len(proof) > max_token_bytes or not B64TOKEN.fullmatch(proof)):
         raise MalformedCredentials("malformed DPoP proof header")
     api_key = None
     if api_key_header:

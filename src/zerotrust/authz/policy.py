@@ -251,6 +251,7 @@ class Policy:
     _by_action: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
     _enforced: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
     _has_dry_run: bool = field(init=False, repr=False, compare=False)
+    _verdicts: dict[str, Decision] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -273,6 +274,9 @@ class Policy:
         enforced = {a: tuple(r for r in by_action[a] if not r.dry_run) for a in by_action}
         object.__setattr__(self, "_enforced", enforced)
         object.__setattr__(self, "_has_dry_run", self.dry_run or any(r.dry_run for r in rules))
+        # a rule's verdict is a value: built once, not on every request it decides
+        verdicts = {r.id: _verdict(r, self.id) for r in rules if r.action != "CUSTOM"}
+        object.__setattr__(self, "_verdicts", verdicts)
 
     @property
     def has_dry_run(self) -> bool:
@@ -287,6 +291,23 @@ class Policy:
         if not self._has_dry_run:
             return effective
         shadow = yield from self._flow(principal, op, hook_results, enforced_only=False)
+        return self._combine(effective, shadow)
+
+    def decide_without_hooks(self, principal: Principal | None, op: Operation) -> Decision:
+        """:meth:`decide` of a policy without CUSTOM rules, which has nothing to yield: the
+        same decision without driving a generator (what a Guard does on every request)."""
+        if self._by_action["CUSTOM"]:
+            raise ConfigurationError("a policy with CUSTOM rules is decided with decide()")
+        if self.dry_run:
+            effective = Decision(True, "dry_run", policy_id=self.id)
+        else:
+            effective = self._match(principal, op, self._enforced)
+        if not self._has_dry_run:
+            return effective
+        return self._combine(effective, self._match(principal, op, self._by_action))
+
+    def _combine(self, effective: Decision, shadow: Decision) -> Decision:
+        """The enforced decision, noting where the dry-run rules (``shadow``) differ."""
         if self.dry_run:
             if shadow.allowed:
                 return shadow
@@ -319,9 +340,17 @@ class Policy:
                 return Decision(False, "custom_error", rule.id, pid, detail=detail)
             if not verdict:
                 return Decision(False, "denied_by_custom", rule.id, pid)
+        return self._match(principal, op, rules)
+
+    def _match(
+        self, principal: Principal | None, op: Operation, rules: dict[str, tuple[Rule, ...]]
+    ) -> Decision:
+        """The DENY, then the ALLOW rules of ``rules`` (after any CUSTOM rule let it pass)."""
+        pid = self.id
+        verdicts = self._verdicts
         for rule in rules["DENY"]:
             if rule.matches(principal, op):
-                return Decision(False, "denied_by_rule", rule.id, pid)
+                return verdicts[rule.id]
         allows = rules["ALLOW"]
         short: tuple[str, tuple[str, ...]] | None = None
         for rule in allows:
@@ -333,7 +362,7 @@ class Policy:
                 else ()
             )
             if not missing:
-                return Decision(True, "allowed_by_rule", rule.id, pid)
+                return verdicts[rule.id]
             short = short or (rule.id, missing)
         if short is not None:
             return Decision(False, "insufficient_scope", short[0], pid, required_scopes=short[1])
@@ -370,3 +399,10 @@ class Policy:
 
     def rate_limits_for(self, principal: Principal, op: Operation) -> tuple[RateLimit, ...]:
         return tuple(r for r in self.rate_limits if r.applies(principal, op))
+
+
+def _verdict(rule: Rule, policy_id: str) -> Decision:
+    """The decision ``rule`` gives when it matches (ALLOW: with its scopes granted)."""
+    if rule.action == "DENY":
+        return Decision(False, "denied_by_rule", rule.id, policy_id)
+    return Decision(True, "allowed_by_rule", rule.id, policy_id)

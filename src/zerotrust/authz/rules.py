@@ -392,13 +392,23 @@ class Rule:
 
     def matches(self, principal: Principal | None, op: Operation) -> bool:
         """Whether callers, operations and conditions match (scopes are checked separately)."""
-        if self.callers:
-            deny = self.action == "DENY"
-            if not any(c.matches(principal, deny=deny) for c in self.callers):
-                return False
-        elif principal is None and self.action != "DENY":
-            return False  # ALLOW/CUSTOM rules without callers match authenticated callers only
-        if self.operations and not any(o.matches(op) for o in self.operations):
-            return False
+        # plain loops rather than any()/all() over generators: this runs on every request
         deny = self.action == "DENY"
-        return all(c.matches(principal, deny=deny) for c in self.when)
+        if self.callers:
+            for callers in self.callers:
+                if callers.matches(principal, deny=deny):
+                    break
+            else:
+                return False
+        elif principal is None and not deny:
+            return False  # ALLOW/CUSTOM rules without callers match authenticated callers only
+        if self.operations:
+            for operations in self.operations:
+                if operations.matches(op):
+                    break
+            else:
+                return False
+        for condition in self.when:  # noqa: SIM110 - no generator per request
+            if not condition.matches(principal, deny=deny):
+                return False
+        return True

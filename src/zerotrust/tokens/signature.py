@@ -90,7 +90,16 @@ class SignatureVerifier:
     itself (none by default, so any ``crit`` is refused).
     """
 
-    __slots__ = ("_allowed", "_critical", "_first", "_headers", "_max_size", "_source", "_type")
+    __slots__ = (
+        "_allowed",
+        "_critical",
+        "_first",
+        "_headers",
+        "_max_size",
+        "_source",
+        "_static",
+        "_type",
+    )
 
     def __init__(
         self,
@@ -117,8 +126,12 @@ class SignatureVerifier:
         if set(critical) & (REGISTERED_HEADERS | {"b64"}):
             raise ConfigurationError("critical may not name registered parameters or 'b64'")
         self._source = as_key_source(keys)
+        # a fixed key set is used directly: asking a driver for it would cost every token a
+        # round trip through each flow that delegates to this one
+        self._static: KeySet | None = None
         if isinstance(self._source, StaticKeySource):
             _check_static_keys(self._source.keys, self._allowed)
+            self._static = self._source.keys
         self._type = token_type
         self._critical = frozenset(critical)
         self._max_size = max_token_size
@@ -181,7 +194,9 @@ class SignatureVerifier:
             self._headers[head] = info
         header, alg, kid = info
 
-        keys = yield self._first
+        keys = self._static
+        if keys is None:
+            keys = yield self._first
         if type(keys) not in _KEY_SET_TYPES:
             raise KeysUnavailable("key source returned something that is not a key set")
         if on_keys is not None:

@@ -1,0 +1,173 @@
+"""A request carrying one plain ``Authorization: Bearer`` header and nothing else is read in one
+pass over the adapter's view. Whatever a request carries, that shortcut must authenticate it
+exactly as reading every credential header one by one does."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from zerotrust import Authenticator, TokenIssuer, TokenVerifier, TrustedProxies
+from zerotrust._sansio import drive
+from zerotrust.adapters._asgi_view import ScopeView
+from zerotrust.adapters.wsgi import WSGIRequestView
+from zerotrust.authn.credentials import ApiKeys
+from zerotrust.dev import DevCA
+from zerotrust.errors import ZeroTrustError
+from zerotrust.tokens import PrivateJWK
+
+ISSUER = "https://issuer.example"
+AUDIENCE = "orders"
+CALLER = "spiffe://example.org/ns/shop/sa/web"
+
+
+class Hidden:
+    """The same view without its one-pass answer: the Authenticator reads header by header."""
+
+    def __init__(self, view: Any) -> None:
+        self._view = view
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "bearer_alone":
+            raise AttributeError(name)
+        return getattr(self._view, name)
+
+
+@pytest.fixture(scope="module")
+def issuer() -> TokenIssuer:
+    return TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISSUER)
+
+
+@pytest.fixture(scope="module")
+def token(issuer: TokenIssuer) -> str:
+    return issuer.issue(subject=CALLER, audience=AUDIENCE, scopes=["orders:read"], ttl=600)
+
+
+def authenticators(issuer: TokenIssuer) -> dict[str, Authenticator]:
+    ca = DevCA.create("example.org")
+
+    def verifier() -> TokenVerifier:
+        return TokenVerifier(
+            issuer=ISSUER, audience=AUDIENCE, keys=issuer.jwks(), algorithms=["ES256"]
+        )
+
+    return {
+        "plain": Authenticator(tokens=verifier()),
+        "proxies": Authenticator(
+            tokens=verifier(), bundles=ca.bundle, trusted_proxies=TrustedProxies(["10.0.0.0/8"])
+        ),
+        "nginx": Authenticator(
+            tokens=verifier(),
+            bundles=ca.bundle,
+            trusted_proxies=TrustedProxies(["127.0.0.1"], header="nginx"),
+        ),
+        "api-keys": Authenticator(
+            tokens=verifier(), api_keys=ApiKeys({"k": ApiKeys.hash("s" * 32)}, header="x-key")
+        ),
+    }
+
+
+def header_sets(token: str) -> dict[str, list[tuple[str, str]]]:
+    bearer = ("authorization", f"Bearer {token}")
+    return {
+        "bearer": [bearer],
+        "two spaces": [("authorization", f"Bearer  {token}")],
+        "trailing space": [("authorization", f"Bearer {token} ")],
+        "leading space": [("authorization", f" Bearer {token}")],
+        "tab": [("authorization", f"Bearer\t{token}")],
+        "lower-case scheme": [("authorization", f"bearer {token}")],
+        "dpop scheme": [("authorization", f"DPoP {token}")],
+        "other scheme": [("authorization", f"Basic {token}")],
+        "scheme alone": [("authorization", "Bearer")],
+        "empty token": [("authorization", "Bearer ")],
+        "not b64token": [("authorization", f"Bearer {token},x")],
+        "padding": [("authorization", f"Bearer {token}==")],
+        "garbage token": [("authorization", "Bearer abc.def.ghi")],
+        "oversized": [("authorization", "Bearer " + "a" * 9000)],
+        "just below the bound": [("authorization", "Bearer " + "a" * 8192)],
+        "two headers": [bearer, bearer],
+        "with dpop header": [bearer, ("dpop", "a.b.c")],
+        "with xfcc": [bearer, ("x-forwarded-client-cert", "By=spiffe://x;Cert=abc")],
+        "with client-cert": [bearer, ("client-cert", ":AAAA:")],
+        "with nginx header": [bearer, ("x-ssl-client-cert", "abc")],
+        "with api key": [bearer, ("x-key", "s" * 32)],
+        "with other headers": [bearer, ("accept", "*/*"), ("x-request-id", "7")],
+        "nothing": [],
+        "api key alone": [("x-key", "s" * 32)],
+    }
+
+
+def asgi_view(headers: Sequence[tuple[str, str]], client: str) -> ScopeView:
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/orders/7",
+        "raw_path": b"/orders/7",
+        "scheme": "http",
+        "query_string": b"",
+        "client": (client, 5000),
+        "server": ("127.0.0.1", 8000),
+        "headers": [(b"host", b"svc")] + [(n.encode(), v.encode()) for n, v in headers],
+    }
+    return ScopeView(scope, "/orders/{order_id}")
+
+
+def wsgi_view(headers: Sequence[tuple[str, str]], client: str) -> WSGIRequestView:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/orders/7",
+        "wsgi.url_scheme": "http",
+        "REMOTE_ADDR": client,
+        "HTTP_HOST": "svc",
+    }
+    for name, value in headers:
+        key = "HTTP_" + name.upper().replace("-", "_")
+        # a WSGI server joins repeated headers with a comma
+        environ[key] = f"{environ[key]},{value}" if key in environ else value
+    return WSGIRequestView(environ, "/orders/{order_id}")
+
+
+def outcome(authenticator: Authenticator, view: Any) -> tuple[Any, ...]:
+    try:
+        result = drive(authenticator.flow(view, []))
+    except ZeroTrustError as exc:
+        return ("error", type(exc), exc.code, str(exc))
+    token = result.token
+    return (
+        "ok",
+        result.principal,
+        result.credentials,
+        result.notes,
+        result.peer,
+        result.reusable,
+        dict(token.claims) if token is not None else None,
+    )
+
+
+@pytest.mark.parametrize("make_view", [asgi_view, wsgi_view], ids=["asgi", "wsgi"])
+@pytest.mark.parametrize("client", ["127.0.0.1", "10.1.2.3"])
+def test_the_one_pass_reading_authenticates_every_request_as_the_full_reading(
+    issuer: TokenIssuer, token: str, make_view: Any, client: str
+) -> None:
+    for name, authenticator in authenticators(issuer).items():
+        for case, headers in header_sets(token).items():
+            fast = outcome(authenticator, make_view(headers, client))
+            full = outcome(authenticator, Hidden(make_view(headers, client)))
+            assert fast == full, (name, case)
+
+
+def test_the_cases_cover_both_readings_and_both_verdicts(issuer: TokenIssuer, token: str) -> None:
+    # the comparison above is only worth something if it saw allows and refusals of each kind
+    authenticator = authenticators(issuer)["plain"]
+    seen = {
+        case: outcome(authenticator, asgi_view(headers, "127.0.0.1"))[0]
+        for case, headers in header_sets(token).items()
+    }
+    assert seen["bearer"] == "ok"
+    assert seen["trailing space"] == "ok"  # the full reading trims it
+    assert seen["with other headers"] == "ok"
+    assert seen["nothing"] == "ok"  # anonymous: the policy decides
+    for refused in ("two headers", "oversized", "garbage token", "tab", "not b64token"):
+        assert seen[refused] == "error", refused

@@ -222,3 +222,18 @@ def test_key_id_defaults_to_the_selected_key(make_verifier: Factory, es256: Priv
     token = mint(es256, claims(), {"alg": "ES256"})
     assert make_verifier().verify(token).key_id == es256.kid
     assert T0  # the fixed time used by the fixtures
+
+
+@pytest.mark.parametrize("scope", ["", " ", "a", " a ", "a  b", "a b a", "a\tb"])
+@pytest.mark.parametrize("scp", [None, "c", ["c", ""], []])
+def test_scopes_are_the_non_empty_space_separated_names(
+    make_verifier: Factory, es256: PrivateJWK, scope: str, scp: object
+) -> None:
+    verified = make_verifier().verify(mint(es256, claims(scope=scope, scp=scp)))
+    expected = set(scope.split(" "))
+    if isinstance(scp, str):
+        expected.update(scp.split(" "))
+    elif scp is not None:
+        expected.update(scp)  # type: ignore[call-overload]
+    assert verified.scopes == frozenset(expected - {""})
+    assert verified.act == ()

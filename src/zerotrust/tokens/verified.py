@@ -66,6 +66,7 @@ class VerifiedSignature(Frozen):
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NO_SCOPE = frozenset({""})
 
 
 def utc_datetime(value: Any) -> datetime | None:
@@ -124,6 +125,11 @@ class VerifiedToken(Frozen):
     @property
     def scopes(self) -> frozenset[str]:
         """Scopes from a space-delimited ``scope`` string and/or an ``scp`` list or string."""
+        claims = self.claims
+        scope = claims.get("scope")
+        if type(scope) is str and claims.get("scp") is None:  # the common case: one string
+            granted = frozenset(scope.split(" "))
+            return granted - _NO_SCOPE if "" in granted else granted
         found: set[str] = set()
         for name in ("scope", "scp"):
             value = self.claims.get(name)
@@ -170,8 +176,10 @@ class VerifiedToken(Frozen):
 
         Each entry is that actor's claims without its nested ``act``.
         """
-        chain: list[Mapping[str, Any]] = []
         node = self.claims.get("act")
+        if node is None:  # no delegation, as for most tokens
+            return ()
+        chain: list[Mapping[str, Any]] = []
         while isinstance(node, Mapping):
             chain.append(MappingProxyType({k: v for k, v in node.items() if k != "act"}))
             node = node.get("act")

@@ -4,13 +4,15 @@
 
 One minimal Django project (no other middleware, no apps, no database; ``GET
 /orders/<int:order_id>`` answering a small JSON body) is served by gunicorn (sync workers, plain
-HTTP on loopback) in three variants:
+HTTP on loopback) in five variants:
 
 * bare      -- no zerotrust;
 * cached    -- ``ZeroTrustMiddleware``: bearer token (ES256) verified through the verified-token
                cache, revocation lookup in the in-memory store, an ALLOW rule on the route
                template with a SPIFFE ID pattern and a scope, one audit event per request;
 * uncached  -- the same with ``TokenVerifier(cache_size=0)``: a full signature check per request;
+* uncached-rs256 -- the same with an RS256 token (what most OpenID providers issue), whose
+                signature costs less than half of ES256's: context for the uncached row, no target;
 * signature -- the bare app with one middleware that verifies the bearer token's ES256 signature
                with ``cryptography`` and does nothing else: the ceiling of any uncached check
                on this server (``_signature.py``; no target of its own).
@@ -44,7 +46,7 @@ from zerotrust.tokens import PrivateJWK, TokenIssuer
 ISSUER = "https://issuer.example"
 AUDIENCE = "orders-api"
 CALLER = "spiffe://example.org/ns/shop/sa/web"
-VARIANTS = ("bare", "cached", "uncached", "signature")
+VARIANTS = ("bare", "cached", "uncached", "uncached-rs256", "signature")
 TARGETS = {"cached": 0.90, "uncached": 0.60}
 PATH = "/orders/7"
 
@@ -98,8 +100,8 @@ def guard():
         issuer=os.environ["ZT_BENCH_ISSUER"],
         audience=os.environ["ZT_BENCH_AUDIENCE"],
         keys=jwks,
-        algorithms=["ES256"],
-        cache_size=0 if MODE == "uncached" else 10_000,
+        algorithms=["RS256"] if MODE == "uncached-rs256" else ["ES256"],
+        cache_size=0 if MODE.startswith("uncached") else 10_000,
     )
     policy = Policy([
         Rule(
@@ -229,19 +231,28 @@ def main() -> None:
     pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     server_cpu, client_cpu = (0, 1) if pin else (None, None)
 
-    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISSUER)
-    token = issuer.issue(subject=CALLER, audience=AUDIENCE, scopes=["orders:read"], ttl=3600)
+    issuers = {
+        alg: TokenIssuer(PrivateJWK.generate(alg, kid=f"bench-{alg}"), issuer=ISSUER)
+        for alg in ("ES256", "RS256")
+    }
+    tokens = {
+        variant: issuers["RS256" if variant == "uncached-rs256" else "ES256"].issue(
+            subject=CALLER, audience=AUDIENCE, scopes=["orders:read"], ttl=3600
+        )
+        for variant in VARIANTS
+    }
+    jwks = {"keys": [key for issuer in issuers.values() for key in issuer.jwks()["keys"]]}
     results: dict[str, list[float]] = {v: [] for v in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="bench-django-") as tmp:
         directory = Path(tmp)
         (directory / "bench_django_app.py").write_text(APP, encoding="utf-8")
-        (directory / "jwks.json").write_text(json.dumps(issuer.jwks()), encoding="utf-8")
+        (directory / "jwks.json").write_text(json.dumps(jwks), encoding="utf-8")
         for _ in range(args.rounds):
             for variant in VARIANTS:
                 with server(directory, variant, args.workers, server_cpu) as port:
-                    check(port, token)
-                    wrk(port, token, min(2, args.duration), args.connections, client_cpu)
-                    rps = wrk(port, token, args.duration, args.connections, client_cpu)
+                    check(port, tokens[variant])
+                    wrk(port, tokens[variant], min(2, args.duration), args.connections, client_cpu)
+                    rps = wrk(port, tokens[variant], args.duration, args.connections, client_cpu)
                     results[variant].append(rps)
 
     best = {v: max(r) for v, r in results.items()}
@@ -251,14 +262,14 @@ def main() -> None:
         f" {'server CPU 0, wrk CPU 1' if pin else 'not pinned'};"
         " audit: default LoggingSink, logging at WARNING"
     )
-    print(f"{'variant':<10} {'best req/s':>11} {'ratio':>7} {'target':>7}  rounds")
+    print(f"{'variant':<14} {'best req/s':>11} {'ratio':>7} {'target':>7}  rounds")
     for variant in VARIANTS:
         ratio = best[variant] / best["bare"]
         target = TARGETS.get(variant)
         mark = "" if target is None else ("  ok" if ratio >= target else "  BELOW")
         rounds = " ".join(f"{r:.0f}" for r in results[variant])
         shown = f">={target:.2f}" if target is not None else ""
-        print(f"{variant:<10} {best[variant]:>11.0f} {ratio:>7.3f} {shown:>7}  {rounds}{mark}")
+        print(f"{variant:<14} {best[variant]:>11.0f} {ratio:>7.3f} {shown:>7}  {rounds}{mark}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from zerotrust.adapters._asgi_view import ScopeView
 from zerotrust.adapters.wsgi import WSGIRequestView
 from zerotrust.authn.credentials import ApiKeys
 from zerotrust.dev import DevCA
-from zerotrust.errors import ZeroTrustError
+from zerotrust.errors import ConfigurationError, ZeroTrustError
 from zerotrust.tokens import PrivateJWK
 
 ISSUER = "https://issuer.example"
@@ -171,3 +171,38 @@ def test_the_cases_cover_both_readings_and_both_verdicts(issuer: TokenIssuer, to
     assert seen["nothing"] == "ok"  # anonymous: the policy decides
     for refused in ("two headers", "oversized", "garbage token", "tab", "not b64token"):
         assert seen[refused] == "error", refused
+
+
+@pytest.mark.parametrize(
+    "name", ["authorization", "Authorization", "dpop", "x-forwarded-client-cert", "client-cert"]
+)
+def test_api_keys_need_a_header_of_their_own(name: str) -> None:
+    # a request carrying a token or a forwarded certificate would also seem to carry a key
+    with pytest.raises(ConfigurationError):
+        ApiKeys({"k": ApiKeys.hash("s" * 32)}, header=name)
+
+
+@pytest.mark.parametrize("name", ["", "x key", "x-key\r\n", "ключ"])
+def test_api_key_headers_are_header_names(name: str) -> None:
+    with pytest.raises(ConfigurationError):
+        ApiKeys({"k": ApiKeys.hash("s" * 32)}, header=name)
+
+
+@pytest.mark.parametrize("name", ["authorization", "DPoP"])
+def test_forwarded_certificates_never_come_in_a_credential_header(name: str) -> None:
+    with pytest.raises(ConfigurationError):
+        TrustedProxies(["10.0.0.0/8"], header="nginx", header_name=name)
+
+
+def test_a_reconfigured_api_key_header_falls_back_to_reading_header_by_header(
+    issuer: TokenIssuer, token: str
+) -> None:
+    authenticator = authenticators(issuer)["api-keys"]
+    assert authenticator.api_keys is not None
+    authenticator.api_keys.header = "authorization"  # past the check, after construction
+    rebuilt = Authenticator(tokens=authenticator.tokens, api_keys=authenticator.api_keys)
+    headers = [("authorization", f"Bearer {token}")]
+    for make_view in (asgi_view, wsgi_view):
+        fast = outcome(rebuilt, make_view(headers, "127.0.0.1"))
+        full = outcome(rebuilt, Hidden(make_view(headers, "127.0.0.1")))
+        assert fast == full

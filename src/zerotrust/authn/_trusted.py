@@ -11,7 +11,7 @@ from zerotrust.authn._pem import DEFAULT_MAX_HEADER_BYTES
 from zerotrust.errors import ConfigurationError
 from zerotrust.identity import Matcher
 
-__all__ = ["FORWARDED_CERT_HEADERS", "HeaderFormat", "TrustedProxies"]
+__all__ = ["CREDENTIAL_HEADERS", "FORWARDED_CERT_HEADERS", "HeaderFormat", "TrustedProxies"]
 
 #: The forwarded-certificate header formats a proxy can be configured with.
 HeaderFormat = Literal["xfcc", "client-cert", "nginx"]
@@ -32,6 +32,8 @@ _DEFAULT_NAMES: dict[str, tuple[str, ...]] = {
     "nginx": (_NGINX,),
 }
 _HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+", re.ASCII)
+#: Headers that carry a token or a proof: no other credential may be read from them.
+CREDENTIAL_HEADERS: frozenset[str] = frozenset({"authorization", "dpop"})
 _MAX_CONFIGURABLE_BYTES = 1024 * 1024
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -165,6 +167,8 @@ class TrustedProxies:
             raise ConfigurationError(f"header_name {name!r} is not a valid header name")
         if lowered in FORWARDED_CERT_HEADERS and lowered not in _DEFAULT_NAMES[header]:
             raise ConfigurationError(f"header_name {name!r} belongs to another header format")
+        if lowered in CREDENTIAL_HEADERS:
+            raise ConfigurationError(f"header_name {name!r} carries another credential")
         return lowered
 
     def __setattr__(self, name: str, value: object) -> None:

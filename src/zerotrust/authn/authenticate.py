@@ -114,7 +114,11 @@ class Authenticator:
         self._peers: dict[VerifiedPeer, Principal] = {}
         # ... and the bundle snapshot each handshake-verified peer was last checked against.
         self._trusted: dict[VerifiedPeer, BundleSet] = {}
+        # A plain Bearer request carries none of these headers. It is read in one pass only
+        # where Authorization can hold nothing but a token (ApiKeys and TrustedProxies refuse
+        # its name; anything else takes the reading header by header).
         self._plain_absent = frozenset(self.reuse_absent_headers)
+        self._one_pass = "authorization" not in self._plain_absent
 
     # --- certificates -------------------------------------------------------------------------
 
@@ -200,8 +204,8 @@ class Authenticator:
         if notes is None:
             notes = []
         max_size = self.tokens.signature_verifier.max_token_size if self.tokens else 8192
-        alone = getattr(view, "bearer_alone", None)  # the adapters' views answer in one pass
-        raw = alone(self._plain_absent) if alone is not None else None
+        alone = getattr(view, "bearer_alone", None) if self._one_pass else None
+        raw = alone(self._plain_absent) if alone is not None else None  # the adapters' views
         if raw is not None and len(raw) <= max_size and B64TOKEN.fullmatch(raw):
             # One canonical Bearer header and no header of any other credential (DPoP, API
             # key, forwarded certificate): what extract_credentials and extract_forwarded_cert

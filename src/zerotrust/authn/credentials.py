@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from zerotrust.authn._trusted import CREDENTIAL_HEADERS, FORWARDED_CERT_HEADERS
 from zerotrust.authn.request import RequestView
 from zerotrust.errors import ConfigurationError, MalformedCredentials, UnsupportedScheme
 
@@ -26,6 +27,8 @@ __all__ = ["B64TOKEN", "ApiKeys", "Credentials", "extract_credentials"]
 B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _SCHEMES = {"bearer": "Bearer", "dpop": "DPoP"}
 DEFAULT_MAX_TOKEN_BYTES = 8192
+#: RFC 9110 field names (``token``), lower case.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +94,9 @@ class ApiKeys:
     """API keys as a lower-assurance credential: only SHA-256 hashes are kept.
 
     ``ApiKeys({"key-id": "<sha256 hex of the key>"}, header="x-api-key")``; use
-    :meth:`hash` to compute the stored value. Lookup compares against every stored hash in
-    constant time, so neither timing nor the order of keys leaks anything.
+    :meth:`hash` to compute the stored value. The header is the key's own: ``Authorization``,
+    ``DPoP`` and the forwarded-certificate headers are refused. Lookup compares against every
+    stored hash in constant time, so neither timing nor the order of keys leaks anything.
     """
 
     __slots__ = ("_entries", "header")
@@ -108,7 +112,13 @@ class ApiKeys:
                 )
             entries.append((key_id, bytes.fromhex(digest)))
         self._entries = tuple(entries)
-        self.header = header.lower()
+        name = header.lower() if isinstance(header, str) else ""
+        if not _HEADER_NAME.fullmatch(name):
+            raise ConfigurationError(f"API key header {header!r} is not a valid header name")
+        if name in CREDENTIAL_HEADERS or name in FORWARDED_CERT_HEADERS:
+            # a request carrying a token or a certificate would also seem to carry an API key
+            raise ConfigurationError(f"API keys need a header of their own, not {header!r}")
+        self.header = name
 
     @staticmethod
     def hash(key: str) -> str:

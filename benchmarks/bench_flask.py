@@ -45,8 +45,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import gunicorn
-
-from zerotrust.tokens import PrivateJWK, TokenIssuer
+from _tokens import tokens_for
 
 ISSUER = "https://issuer.example"
 AUDIENCE = "orders-api"
@@ -232,17 +231,9 @@ def main() -> None:
     pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     server_cpu, client_cpu = (0, 1) if pin else (None, None)
 
-    issuers = {
-        alg: TokenIssuer(PrivateJWK.generate(alg, kid=f"bench-{alg}"), issuer=ISSUER)
-        for alg in ("ES256", "RS256")
-    }
-    tokens = {
-        variant: issuers["RS256" if variant == "uncached-rs256" else "ES256"].issue(
-            subject=CALLER, audience=AUDIENCE, scopes=["orders:read"], ttl=3600
-        )
-        for variant in VARIANTS
-    }
-    jwks = {"keys": [key for issuer in issuers.values() for key in issuer.jwks()["keys"]]}
+    tokens, jwks = tokens_for(
+        VARIANTS, issuer=ISSUER, subject=CALLER, audience=AUDIENCE, scopes=["orders:read"]
+    )
     results: dict[str, list[float]] = {v: [] for v in VARIANTS}
     cpu_per_request: dict[str, list[float]] = {v: [] for v in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="bench-flask-") as tmp:

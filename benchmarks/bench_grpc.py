@@ -215,19 +215,9 @@ def run(requests: int, rounds: int, kinds: list[str]) -> int:
     if shutil.which("h2load") is None:
         print("h2load is not installed: apt-get install nghttp2-client")
         return 2
-    from zerotrust.tokens import PrivateJWK, TokenIssuer
+    from _tokens import tokens_for
 
-    issuers = {
-        alg: TokenIssuer(PrivateJWK.generate(alg, kid=f"bench-{alg}"), issuer=ISSUER)
-        for alg in ("ES256", "RS256")
-    }
-    tokens = {
-        mode: issuers["RS256" if mode == "uncached-rs256" else "ES256"].issue(
-            subject=SUBJECT, audience=AUDIENCE, ttl=3600
-        )
-        for mode in MODES
-    }
-    jwks = {"keys": [key for issuer in issuers.values() for key in issuer.jwks()["keys"]]}
+    tokens, jwks = tokens_for(MODES, issuer=ISSUER, subject=SUBJECT, audience=AUDIENCE)
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         jwks_path, body = Path(tmp, "jwks.json"), Path(tmp, "body.bin")

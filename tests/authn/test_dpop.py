@@ -407,6 +407,8 @@ def headers(token: str, proof_: str) -> dict[str, str]:
         "api.example\t",
         "api.example:99999",
         "api.example:443x",
+        "api.example,other.example",  # two Host headers, joined by a WSGI server
+        "other.example,api.example",
         "[::1",
         "[::1%25lo]",
         "caf\u00e9.example",

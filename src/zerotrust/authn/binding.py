@@ -284,6 +284,8 @@ def request_url(view: RequestView, config: DPoPConfig) -> str:
         raise DPoPOriginUnknown(
             "the request names no host (gRPC): DPoP needs the service's origins configured"
         )
+    if "," in host:  # two Host headers a WSGI server joined: no DNS name holds a comma
+        raise MalformedCredentials("the request has more than one Host header")
     if _host(host, view.scheme) is None:
         raise MalformedCredentials("the Host header is not a valid host[:port]")
     return f"{view.scheme}://{host}{path}"

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zerotrust import Authenticator, TokenIssuer, TokenVerifier, TrustedProxies
 from zerotrust._sansio import drive
@@ -206,3 +208,30 @@ def test_a_reconfigured_api_key_header_falls_back_to_reading_header_by_header(
         fast = outcome(rebuilt, make_view(headers, "127.0.0.1"))
         full = outcome(rebuilt, Hidden(make_view(headers, "127.0.0.1")))
         assert fast == full
+
+
+_NAMES = st.sampled_from(
+    [b"authorization", b"Authorization", b"AUTHORIZATION", b"dpop", b"DPoP", b"x-key",
+     b"x-forwarded-client-cert", b"Client-Cert", b"host", b"accept", b"authorizati\xf3n",
+     b"\xc0uthorization", b"traceparent"]
+)  # fmt: skip
+_VALUES = st.sampled_from([b"Bearer abc.def.ghi", b"bearer x", b"Bearer ", b"x", b"\xe9", b""])
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    headers=st.lists(st.tuples(_NAMES, _VALUES), max_size=6),
+    absent=st.sets(st.sampled_from(["dpop", "x-key", "x-forwarded-client-cert", "client-cert"])),
+    asked=st.sets(st.sampled_from(["dpop", "x-forwarded-client-cert", "client-cert", "host"])),
+)
+def test_the_asgi_view_answers_from_its_raw_headers_as_from_its_table(
+    headers: list[tuple[bytes, bytes]], absent: set[str], asked: set[str]
+) -> None:
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": headers}
+    raw, table = ScopeView(dict(scope), None), ScopeView(dict(scope), None)
+    table.header("host")  # builds its table: the answers below come from it
+    wanted = frozenset(absent)
+    assert raw.bearer_alone(wanted) == table.bearer_alone(wanted)
+    assert raw.has_any(asked) == table.has_any(asked)
+    assert raw.has_any(iter(sorted(asked))) == table.has_any(asked)  # any iterable, read once
+    assert raw.header("authorization") == table.header("authorization")

@@ -40,6 +40,7 @@ class ScopeView:
     """
 
     __slots__ = (
+        "_absent",
         "_chain",
         "_headers",
         "_overflow",
@@ -59,6 +60,7 @@ class ScopeView:
     def __init__(self, scope: Mapping[str, Any], route: str | None) -> None:
         self._scope = scope
         self._headers: dict[str, list[str]] | None = None
+        self._absent: frozenset[str] = frozenset()  # names known to be absent
         tls = self._tls = scope_tls(scope)
         # False: not decoded yet (without the TLS extension there is nothing to decode)
         self._chain: Sequence[bytes] | bool | None = None if tls is None else False
@@ -129,16 +131,40 @@ class ScopeView:
 
     def has_any(self, names: Iterable[str]) -> bool:
         """Whether any of the (lower-case) header ``names`` is present."""
-        return not (self._headers or self._table()).keys().isdisjoint(names)
+        if not isinstance(names, (frozenset, set, tuple, list)):
+            names = tuple(names)  # read twice below
+        headers = self._headers
+        if headers is None:
+            if self._absent.issuperset(names):  # bearer_alone saw none of them
+                return False
+            headers = self._table()
+        return not headers.keys().isdisjoint(names)
 
     def bearer_alone(self, absent: frozenset[str]) -> str | None:
         """The token of one ``Authorization: Bearer`` header when none of the (lower-case)
         headers ``absent`` is present; ``None`` otherwise."""
-        table = self._headers or self._table()
-        values = table.get("authorization")
-        if values is None or len(values) != 1 or not table.keys().isdisjoint(absent):
+        table = self._headers
+        if table is not None:
+            values = table.get("authorization")
+            if values is None or len(values) != 1 or not table.keys().isdisjoint(absent):
+                return None
+            value = values[0]
+        elif self._overflow:
             return None
-        value = values[0]
+        else:  # one pass over the raw headers, names read as _table() reads them
+            raw: bytes | None = None
+            for raw_name, raw_value in self._scope.get("headers", ()):
+                name = raw_name.decode("latin-1").lower()
+                if name in absent:
+                    return None
+                if name == "authorization":
+                    if raw is not None:
+                        return None
+                    raw = raw_value
+            self._absent = absent
+            if raw is None:
+                return None
+            value = raw.decode("latin-1")
         return value[7:] if value[:7] == "Bearer " else None
 
     @property

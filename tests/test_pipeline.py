@@ -676,6 +676,25 @@ def test_decisions_are_memoized_per_principal_and_route_only(
     assert not hook_guard._memo_decisions  # hooks may answer differently each time
 
 
+def test_a_policy_subclass_is_asked_whatever_it_overrides(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    from zerotrust.authz import Decision
+
+    class Refusing(Policy):
+        def _flow(self, principal, op, results, *, enforced_only):  # type: ignore[no-untyped-def]
+            if principal is not None and principal.subject == WEB:
+                return Decision(False, "denied_by_rule", "subclass", self.id)
+            return (yield from super()._flow(principal, op, results, enforced_only=enforced_only))
+
+    guard, _ = make_guard(issuer, clock, pol=Refusing(policy().rules, id="orders"))
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    for _ in range(2):  # and never remembered as an allow for the repeat
+        outcome = guard.evaluate(get(token))
+        assert outcome.status == 403
+        assert outcome.decision is not None and outcome.decision.rule_id == "subclass"
+
+
 def test_guard_builds_its_authenticator_from_parts(issuer: TokenIssuer, clock: FixedClock) -> None:
     from zerotrust.errors import ConfigurationError
 

@@ -200,9 +200,9 @@ class Guard:
         # decision for the next request of the same caller on the same route is a lookup.
         self._decisions: dict[tuple[int, str, str | None, str], tuple[Principal, Decision]] = {}
         self._memo_decisions = not any(rule.action == "CUSTOM" for rule in policy.rules)
-        # ... and without them the policy decides without a generator to drive (unless a
-        # subclass decides in its own way)
-        self._plain_policy = self._memo_decisions and type(policy).decide is Policy.decide
+        # ... and without them the policy decides without a generator to drive (a subclass
+        # may decide in its own way: it is asked through decide())
+        self._plain_policy = self._memo_decisions and type(policy) is Policy
         # Repeated requests (see _repeat): plain bearer tokens from the verifier's cache.
         tokens = authenticator.tokens
         # Without a verified-token cache every request's token (and principal) is a new object.

@@ -14,6 +14,7 @@ from zerotrust._clock import FixedClock
 from zerotrust.errors import (
     ConfigurationError,
     InvalidSignature,
+    KeysUnavailable,
     MalformedToken,
     TokenError,
     TokenExpired,
@@ -237,3 +238,23 @@ def test_scopes_are_the_non_empty_space_separated_names(
         expected.update(scp)  # type: ignore[call-overload]
     assert verified.scopes == frozenset(expected - {""})
     assert verified.act == ()
+
+
+@pytest.mark.parametrize("cache_size", [0, 100])
+def test_a_static_key_source_subclass_is_asked_for_its_keys(
+    make_verifier: Factory, es256: PrivateJWK, cache_size: int
+) -> None:
+    calls: list[str | None] = []
+
+    class Withdrawn(StaticKeySource):
+        __slots__ = ()
+
+        def get_keys(self, *, missing_kid: str | None = None) -> Any:
+            calls.append(missing_kid)
+            raise KeysUnavailable("keys withdrawn")
+
+    verifier = make_verifier(keys=Withdrawn(JWKSet([es256.public()])), cache_size=cache_size)
+    for _ in range(2):
+        with pytest.raises(KeysUnavailable):
+            verifier.verify(mint(es256, claims()))
+    assert calls

@@ -126,12 +126,14 @@ class SignatureVerifier:
         if set(critical) & (REGISTERED_HEADERS | {"b64"}):
             raise ConfigurationError("critical may not name registered parameters or 'b64'")
         self._source = as_key_source(keys)
-        # a fixed key set is used directly: asking a driver for it would cost every token a
-        # round trip through each flow that delegates to this one
+        # A fixed key set is used directly: asking a driver for it would cost every token a
+        # round trip through each flow that delegates to this one. Only StaticKeySource
+        # itself: a subclass may answer get_keys() in its own way, so it is asked.
         self._static: KeySet | None = None
         if isinstance(self._source, StaticKeySource):
             _check_static_keys(self._source.keys, self._allowed)
-            self._static = self._source.keys
+            if type(self._source) is StaticKeySource:
+                self._static = self._source.keys
         self._type = token_type
         self._critical = frozenset(critical)
         self._max_size = max_token_size

@@ -115,8 +115,9 @@ class TokenVerifier:
         self._now = clock_function(clock)
         # A cache hit must still hold for the key source's *current* keys: a retired key or a
         # source that fails closed ends its tokens' cache entries at once. Static key sets
-        # never change, so only their hits skip the question.
-        self._static_keys = isinstance(self._signature._source, StaticKeySource)
+        # never change, so only their hits skip the question (a subclass may answer in its
+        # own way: it is asked).
+        self._static_keys = type(self._signature._source) is StaticKeySource
 
     @property
     def signature_verifier(self) -> SignatureVerifier:

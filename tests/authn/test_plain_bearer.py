@@ -201,7 +201,9 @@ def test_a_reconfigured_api_key_header_falls_back_to_reading_header_by_header(
 ) -> None:
     authenticator = authenticators(issuer)["api-keys"]
     assert authenticator.api_keys is not None
-    authenticator.api_keys.header = "authorization"  # past the check, after construction
+    with pytest.raises(AttributeError):  # read-only once built
+        authenticator.api_keys.header = "authorization"  # type: ignore[misc]
+    object.__setattr__(authenticator.api_keys, "_header", "authorization")  # forced past it
     rebuilt = Authenticator(tokens=authenticator.tokens, api_keys=authenticator.api_keys)
     headers = [("authorization", f"Bearer {token}")]
     for make_view in (asgi_view, wsgi_view):

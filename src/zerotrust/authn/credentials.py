@@ -99,7 +99,7 @@ class ApiKeys:
     stored hash in constant time, so neither timing nor the order of keys leaks anything.
     """
 
-    __slots__ = ("_entries", "header")
+    __slots__ = ("_entries", "_header")
 
     def __init__(self, hashes: Mapping[str, str], *, header: str = "x-api-key") -> None:
         if not hashes:
@@ -118,7 +118,12 @@ class ApiKeys:
         if name in CREDENTIAL_HEADERS or name in FORWARDED_CERT_HEADERS:
             # a request carrying a token or a certificate would also seem to carry an API key
             raise ConfigurationError(f"API keys need a header of their own, not {header!r}")
-        self.header = name
+        self._header = name
+
+    @property
+    def header(self) -> str:
+        """The (lower-case) name of the header that carries the key."""
+        return self._header
 
     @staticmethod
     def hash(key: str) -> str:

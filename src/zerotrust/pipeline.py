@@ -213,7 +213,7 @@ class Guard:
             and tokens is not None
             and tokens.cache is not None
         )
-        self._absent = frozenset(authenticator.reuse_absent_headers)
+        self._absent = authenticator._plain_absent  # the set its one-pass reading uses
         self._unavailable_logged: dict[str, float] = {}  # error code -> when last logged
         self._repeats: dict[tuple[int, int, str, str, str | None, int], _Repeat] = {}
         verifier = authenticator.tokens

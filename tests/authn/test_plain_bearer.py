@@ -237,3 +237,32 @@ def test_the_asgi_view_answers_from_its_raw_headers_as_from_its_table(
     assert raw.has_any(asked) == table.has_any(asked)
     assert raw.has_any(iter(sorted(asked))) == table.has_any(asked)  # any iterable, read once
     assert raw.header("authorization") == table.header("authorization")
+
+
+def _grpc_reference(metadata: list[tuple[str, Any]], absent: frozenset[str]) -> str | None:
+    if any(key in absent for key, _ in metadata):
+        return None
+    values = [value for key, value in metadata if key == "authorization"]
+    if len(values) != 1 or type(values[0]) is not str or not values[0].startswith("Bearer "):
+        return None
+    return values[0][7:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    metadata=st.lists(
+        st.tuples(
+            st.sampled_from(["authorization", "dpop", "x-key", "x-key-bin", "user-agent"]),
+            st.sampled_from(["Bearer a.b.c", "bearer a", "Bearer ", b"Bearer a.b.c", "x"]),
+        ),
+        max_size=5,
+    ),
+    absent=st.sets(st.sampled_from(["dpop", "x-key", "x-key-bin", "authorization"])),
+)
+def test_the_grpc_view_answers_as_its_metadata_says(
+    metadata: list[tuple[str, Any]], absent: set[str]
+) -> None:
+    from zerotrust.adapters.grpc_server import _View
+
+    view = _View("/pkg.Svc/Method", tuple(metadata), context=None, peers=None)  # type: ignore[arg-type]
+    assert view.bearer_alone(frozenset(absent)) == _grpc_reference(metadata, frozenset(absent))

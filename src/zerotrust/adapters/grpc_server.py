@@ -234,12 +234,12 @@ class _View:
         keys ``absent`` is present, whatever its value; ``None`` otherwise."""
         token = None
         for key, value in self._headers:
+            if key in absent:
+                return None
             if key == "authorization":
                 if token is not None or type(value) is not str or value[:7] != "Bearer ":
                     return None
                 token = value[7:]
-            elif key in absent:
-                return None
         return token
 
 

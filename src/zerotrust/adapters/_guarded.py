@@ -8,7 +8,6 @@ a request before the pipeline runs are the Guard's own :meth:`~zerotrust.Guard.r
 
 from __future__ import annotations
 
-from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS
 from zerotrust.authn.authenticate import Authenticator
 from zerotrust.authn.request import RequestView
 from zerotrust.errors import ZeroTrustError
@@ -24,12 +23,10 @@ def presents_credentials(view: RequestView, authenticator: Authenticator) -> boo
             return True
     except ZeroTrustError:  # refused on sight (too many header lines): the Guard says so
         return True
-    if view.header("authorization") or view.header("dpop"):
+    if view.header("authorization"):
         return True
-    keys = authenticator.api_keys
-    if keys is not None and view.header(keys.header):
-        return True
-    if any(view.header(name) for name in FORWARDED_CERT_HEADERS):
+    # DPoP, the API key header and the forwarded-certificate headers (the configured names)
+    if any(view.header(name) for name in authenticator.reuse_absent_headers):
         return True
     try:
         return bool(view.peer_chain)

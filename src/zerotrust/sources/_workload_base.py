@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import os
+from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
@@ -116,20 +118,30 @@ class WorkloadApiBase:
         )
 
     def status(self) -> WorkloadApiStatus:
-        """Connection state, last update and last error (for health checks)."""
+        """Connection state, last update and last error (for health checks). ``ready`` is
+        false once the source cannot answer: closed, or (X.509) its SVID expired unrotated."""
+        expires = self._expires_at()
         if self._watcher is not None:
-            return self._watcher.status()
-        return WorkloadApiStatus(
-            socket=self._target,
-            connected=False,
-            ready=not self._closed,
-            closed=self._closed,
-            last_update=None,
-            last_error=None,
-            last_error_at=None,
-            updates=0,
-            reconnects=0,
-        )
+            status = self._watcher.status()
+        else:
+            status = WorkloadApiStatus(
+                socket=self._target,
+                connected=False,
+                ready=True,
+                closed=False,
+                last_update=None,
+                last_error=None,
+                last_error_at=None,
+                updates=0,
+                reconnects=0,
+            )
+        closed = status.closed or self._closed
+        ready = status.ready and not closed and (expires is None or self._clock.now() < expires)
+        return dataclasses.replace(status, ready=ready, closed=closed, expires_at=expires)
+
+    def _expires_at(self) -> datetime | None:
+        """When what the source serves stops being usable (``None``: it does not expire)."""
+        return None
 
     # --- life cycle ------------------------------------------------------------------------
 

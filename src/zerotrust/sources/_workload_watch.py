@@ -34,11 +34,14 @@ _log = logging.getLogger("zerotrust.sources")
 class WorkloadApiStatus:
     """A point-in-time view of a Workload API source, for health checks and logs.
 
-    ``connected``: a stream is open and has delivered a message. ``ready``: a first valid
-    update arrived. ``last_error`` is the latest problem (a refused update, a broken stream,
-    an unreachable agent), ``None`` again after the next valid update. ``reconnects`` counts
-    streams re-established after a break. ``closed``: no longer watching (closed, or stopped
-    after the agent refused the request with ``INVALID_ARGUMENT``).
+    ``connected``: a stream is open and has delivered a message. ``ready``: the source can
+    answer now: a valid update arrived, it is not closed, and (X.509) the SVID it holds has not
+    expired; for readiness probes. ``expires_at``: when the X.509-SVID held expires (``None``
+    for JWT sources and before the first SVID); a probe can warn before ``ready`` turns false.
+    ``last_error`` is the latest problem (a refused update, a broken stream, an unreachable
+    agent), ``None`` again after the next valid update. ``reconnects`` counts streams
+    re-established after a break. ``closed``: no longer watching (closed, or stopped after the
+    agent refused the request with ``INVALID_ARGUMENT``).
     """
 
     socket: str
@@ -50,6 +53,7 @@ class WorkloadApiStatus:
     last_error_at: datetime | None
     updates: int
     reconnects: int
+    expires_at: datetime | None = None
 
 
 def backoff_delay(failures: int, initial: float, maximum: float) -> float:

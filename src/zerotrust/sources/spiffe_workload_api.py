@@ -24,6 +24,7 @@ agent's socket exists, backs off without jitter and cannot join its threads on c
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from zerotrust._clock import Clock
@@ -112,6 +113,10 @@ class WorkloadApiX509Source(WorkloadApiBase):
         if self._clock.now() >= svid.expires_at:
             raise SvidUnavailable("the X.509-SVID expired and the Workload API sent no other")
         return svid
+
+    def _expires_at(self) -> datetime | None:
+        snapshot = self._snapshot
+        return snapshot.svid.expires_at if snapshot is not None else None
 
     def get_bundle_set(self) -> BundleSet:
         """The current trust bundles, federated ones included (never blocks)."""

@@ -172,7 +172,8 @@ def test_tokens_without_watching_bundles(agent: WorkloadApiServer) -> None:
     with WorkloadApiJwtSource(agent.address, watch_bundles=False, **FAST) as source:
         source.wait_ready()  # nothing to wait for
         asyncio.run(source.wait_ready_async())
-        assert source.status().ready and not source.status().connected
+        status = source.status()
+        assert status.ready and not status.connected and status.expires_at is None
         assert agent.open_streams["jwt_bundles"] == 0
         assert source.token("api")
     with (

@@ -96,8 +96,9 @@ def test_socket_argument_wins_and_may_be_a_path(monkeypatch: pytest.MonkeyPatch)
     for given in addresses:
         source = WorkloadApiJwtSource(given, watch_bundles=False, **FAST)
         source.close()
-        assert source.status().socket == "unix:/run/agent.sock"
-        assert source.status().closed
+        status = source.status()
+        assert status.socket == "unix:/run/agent.sock"
+        assert status.closed and not status.ready and status.expires_at is None
 
 
 @pytest.mark.parametrize(

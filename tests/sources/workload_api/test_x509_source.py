@@ -174,15 +174,25 @@ def test_expired_svid_is_never_served(agent: WorkloadApiServer, ca: DevCA) -> No
     agent.push("x509", x509_response(short, ca.bundle))
     clock = FixedClock(dt.datetime.now(dt.timezone.utc))
     with WorkloadApiX509Source(agent.address, clock=clock, **FAST) as source:
+        status = source.status()
+        assert status.ready and status.expires_at == short.expires_at
+        clock.set(short.expires_at - dt.timedelta(microseconds=1))
+        assert source.status().ready
         clock.set(short.expires_at)
         with pytest.raises(SvidUnavailable, match="expired"):
             source.get_x509_svid()
         assert source.get_bundle_set().get("example.org") == ca.bundle  # bundles still served
+        status = source.status()  # a readiness probe sees what get_x509_svid says
+        assert not status.ready and status.connected and not status.closed
+        assert status.expires_at == short.expires_at
 
         rotated = ca.issue_svid(WEB, ttl=3600)
         agent.push("x509", x509_response(rotated, ca.bundle))
         eventually(lambda: source.status().updates == 2)
         assert source.get_x509_svid().fingerprint == rotated.fingerprint
+        status = source.status()
+        assert status.ready and status.expires_at == rotated.expires_at
+    assert not source.status().ready and source.status().closed
 
 
 def test_invalid_updates_are_refused_whole(agent: WorkloadApiServer, ca: DevCA) -> None:

@@ -717,6 +717,39 @@ def test_guard_builds_its_authenticator_from_parts(issuer: TokenIssuer, clock: F
             Guard(**bad)  # type: ignore[arg-type]
 
 
+def test_settings_cannot_be_reassigned_once_built(issuer: TokenIssuer, clock: FixedClock) -> None:
+    """What a Guard and its Authenticator derive from their settings when built (the one-pass
+    header set, memos, fast paths) would not follow a reassignment: it is refused, and the
+    Guard keeps deciding as built."""
+    guard, _ = make_guard(issuer, clock)
+    authenticator = guard.authenticator
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    keys = ApiKeys({"ci": ApiKeys.hash("s3cret-key-value")})
+    for name, value in (
+        ("api_keys", keys),
+        ("trusted_proxies", None),
+        ("tokens", None),
+        ("require_mtls", True),
+        ("clock", clock),
+    ):
+        with pytest.raises(AttributeError, match=f"Authenticator.{name} cannot change"):
+            setattr(authenticator, name, value)
+    for name, value in (("policy", Policy([])), ("store", MemoryStore()), ("service", "x")):
+        with pytest.raises(AttributeError, match=f"Guard.{name} cannot change"):
+            setattr(guard, name, value)
+    assert authenticator.api_keys is None and guard.service == "orders"
+    assert guard.evaluate(get(token)).allowed
+
+    class Tagged(Guard):  # a subclass keeps attributes of its own
+        def __init__(self, **kw: object) -> None:
+            super().__init__(**kw)  # type: ignore[arg-type]
+            self.tag = "a"
+            self.tag = "b"
+
+    tagged = Tagged(authenticator=authenticator, policy=policy(), audit=MemorySink())
+    assert tagged.tag == "b"
+
+
 def test_keep_alive_peer_loses_access_when_its_authority_is_removed(
     clock: FixedClock, ca: DevCA
 ) -> None:

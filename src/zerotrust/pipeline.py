@@ -137,8 +137,15 @@ def _check_replay_cap(store: Store, authenticator: Authenticator) -> None:
         )
 
 
+#: The Guard's configuration: set once, by its constructor.
+_SETTINGS: Final = frozenset(
+    {"authenticator", "policy", "audit", "store", "service", "check_revocation", "clock"}
+)
+
+
 class Guard:
-    """Authenticate, authorize and audit every request. Immutable once built.
+    """Authenticate, authorize and audit every request. Immutable once built (its settings
+    cannot be reassigned).
 
     >>> guard = Guard(authenticator=Authenticator(tokens=verifier), policy=policy)  # doctest: +SKIP
     >>> outcome = guard.evaluate(request_view)  # doctest: +SKIP
@@ -227,6 +234,13 @@ class Guard:
                     verifier.clear_cache()
 
             self.store.add_revocation_listener(evict)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # What __init__ derived from the configuration (memos, fast paths, the store listener)
+        # would not follow a reassignment: refuse it instead of deciding with half of each.
+        if name in _SETTINGS and name in self.__dict__:
+            raise AttributeError(f"Guard.{name} cannot change once built: build a new Guard")
+        object.__setattr__(self, name, value)
 
     # --- drivers ------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.authn.binding import (
@@ -72,8 +72,26 @@ class AuthResult:
     reusable: bool = False
 
 
+#: The Authenticator's configuration: set once, by its constructor.
+_SETTINGS: Final = frozenset(
+    {
+        "tokens",
+        "bundles",
+        "trusted_proxies",
+        "api_keys",
+        "dpop",
+        "require_mtls",
+        "require_token",
+        "token_must_match_peer",
+        "max_delegation_depth",
+        "clock",
+    }
+)
+
+
 class Authenticator:
-    """Turns requests into principals. Immutable once built; share one per service."""
+    """Turns requests into principals. Immutable once built (its settings cannot be
+    reassigned); share one per service."""
 
     def __init__(
         self,
@@ -119,6 +137,15 @@ class Authenticator:
         # its name; anything else takes the reading header by header).
         self._plain_absent = frozenset(self.reuse_absent_headers)
         self._one_pass = "authorization" not in self._plain_absent
+
+    def __setattr__(self, name: str, value: object) -> None:
+        # What __init__ derived from the configuration (the one-pass header set, the caches)
+        # would not follow a reassignment: refuse it instead of serving half of each.
+        if name in _SETTINGS and name in self.__dict__:
+            raise AttributeError(
+                f"Authenticator.{name} cannot change once built: build a new Authenticator"
+            )
+        object.__setattr__(self, name, value)
 
     # --- certificates -------------------------------------------------------------------------
 

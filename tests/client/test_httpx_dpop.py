@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from tests._zt_https import Handler, Recorded, Reply, ZtHttpsServer
-from tests.client.conftest import CLIENT_ID, Mode, send, tls
+from tests.client.conftest import CLIENT_ID, Call, Mode, send, tls
 from zerotrust import DPoPConfig, FixedClock, X509Svid
 from zerotrust.adapters._status import refusal
 from zerotrust.audit import MemorySink
@@ -253,3 +254,121 @@ def test_guard_accepts_dpop_re_mints_on_invalid_token_and_re_signs_retries(
     assert statuses == ["DPoP "] * 4
     proofs = [r.headers["dpop"] for r in server.requests()]
     assert len(set(proofs)) == 4
+
+
+class NonceServer:
+    """A resource server that wants DPoP proofs with its nonce (RFC 9449 §9): a proof without
+    the current nonce gets 401 ``use_dpop_nonce`` and the nonce; an accepted one gets the next
+    nonce in ``DPoP-Nonce``."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.issued = 0
+        self.nonce = self.fresh()
+
+    def fresh(self) -> str:
+        self.issued += 1
+        return f"n-{self.issued}.x~y_z"  # NQCHARs, including the unreserved punctuation
+
+    def __call__(self, record: Recorded) -> Reply:
+        proof = verified_proof(record, self.token)  # a proof verifies with or without nonce
+        if claims_of(record.headers["dpop"]).get("nonce") != self.nonce:
+            challenge = 'DPoP error="use_dpop_nonce", error_description="nonce required"'
+            return Reply(401, {"WWW-Authenticate": challenge, "DPoP-Nonce": self.nonce})
+        assert proof.jkt
+        self.nonce = self.fresh()
+        return Reply(200, {"DPoP-Nonce": self.nonce}, b"ok")
+
+
+def nonces_sent(server: ZtHttpsServer, path: str) -> list[object]:
+    return [claims_of(r.headers["dpop"]).get("nonce") for r in server.requests(path)]
+
+
+def test_server_provided_nonces_go_into_the_next_proofs(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+) -> None:
+    token = bound_token(issuer, holder)
+    server.handle("/orders", NonceServer(token))
+    server.script("/other", Reply(200))
+    options = dpop_options(ca, client_svid, token, holder, retry=None)
+    calls = [
+        ("GET", server.url("/orders")),
+        ("POST", server.url("/orders"), {"json": {"n": 1}}),
+        ("GET", server.url("/other", host="127.0.0.1")),  # another origin: none of its nonces
+        ("GET", server.url("/other")),
+    ]
+    responses = send(mode, calls, **options)
+    assert [r.status_code for r in responses] == [200] * 4
+    # the first proof had no nonce: challenged, sent once more with the nonce it was given;
+    # the next request used the nonce the accepted one carried
+    assert nonces_sent(server, "/orders") == [None, "n-1.x~y_z", "n-2.x~y_z"]
+    assert [r.method for r in server.requests("/orders")] == ["GET", "GET", "POST"]
+    assert nonces_sent(server, "/other") == [None, "n-3.x~y_z"]
+    jtis = {claims_of(r.headers["dpop"])["jti"] for r in server.requests()}
+    assert len(jtis) == 5  # every proof is new, the re-sent one too
+
+
+def test_a_nonce_challenge_is_answered_once_and_only_when_it_can_be(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+) -> None:
+    token = bound_token(issuer, holder)
+    challenge = 'DPoP error="use_dpop_nonce"'
+    server.script("/same", Reply(401, {"WWW-Authenticate": challenge, "DPoP-Nonce": "abc"}))
+    server.script("/bad", Reply(401, {"WWW-Authenticate": challenge, "DPoP-Nonce": 'a"b'}))
+    server.script("/plain", Reply(401, {"WWW-Authenticate": "DPoP", "DPoP-Nonce": "fine"}))
+    server.script("/stream", Reply(401, {"WWW-Authenticate": challenge, "DPoP-Nonce": "s1"}))
+
+    def body() -> Iterator[bytes]:
+        yield b"chunk"
+
+    options = dpop_options(ca, client_svid, token, holder, retry=None)
+    calls: list[Call] = [
+        ("GET", server.url("/same")),  # always the same nonce: sent twice, then the 401 stands
+        ("GET", server.url("/same")),  # the nonce is known: sent with it, once
+        ("GET", server.url("/bad")),  # not a nonce (a quote): nothing to retry with
+        ("GET", server.url("/plain")),  # a nonce without the challenge: kept, not retried
+        ("GET", server.url("/plain")),
+    ]
+    if mode == "sync":
+        calls.append(("POST", server.url("/stream"), {"content": body()}))  # not replayable
+    responses = send(mode, calls, **options)
+    assert all(r.status_code == 401 for r in responses)
+    assert nonces_sent(server, "/same") == [None, "abc", "abc"]
+    assert nonces_sent(server, "/bad") == ["abc"]  # the origin's last good nonce
+    assert nonces_sent(server, "/plain") == ["abc", "fine"]
+    if mode == "sync":
+        assert nonces_sent(server, "/stream") == ["fine"]
+
+
+def test_nonces_of_retried_and_redirected_responses_count(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+) -> None:
+    """Retries and redirects are answered inside the transport: the nonces they carry are
+    remembered and used by the proofs signed for the next attempt."""
+    token = bound_token(issuer, holder)
+    server.script("/busy", Reply(503, {"Retry-After": "0", "DPoP-Nonce": "r1"}), Reply(200))
+    server.script("/moved", Reply(307, {"Location": "/target", "DPoP-Nonce": "m1"}))
+    server.script("/target", Reply(200))
+    options = dpop_options(
+        ca, client_svid, token, holder, retry=RetryPolicy(backoff=0), follow_redirects=True
+    )
+    responses = send(mode, [("GET", server.url("/busy")), ("GET", server.url("/moved"))], **options)
+    assert [r.status_code for r in responses] == [200, 200]
+    assert nonces_sent(server, "/busy") == [None, "r1"]
+    assert nonces_sent(server, "/moved") == ["r1"]
+    assert nonces_sent(server, "/target") == ["m1"]

@@ -34,7 +34,9 @@ __all__ = [
     "SupportsInvalidate",
     "ZeroTrustAuth",
     "invalid_token_challenge",
+    "note_nonce",
     "resign_redirect",
+    "use_dpop_nonce_challenge",
 ]
 
 #: Request extension holding a callable that re-signs per-attempt credentials (DPoP proofs)
@@ -51,6 +53,12 @@ AudienceFor: TypeAlias = (
 _INVALID_TOKEN: Final = re.compile(
     r'(?:^|[\s,])error\s*=\s*(?:"invalid_token"|invalid_token)(?=\s*(?:,|$))', re.IGNORECASE
 )
+#: ``error="use_dpop_nonce"`` in a ``WWW-Authenticate: DPoP`` challenge (RFC 9449 §9).
+_USE_DPOP_NONCE: Final = re.compile(
+    r'(?:^|[\s,])error\s*=\s*(?:"use_dpop_nonce"|use_dpop_nonce)(?=\s*(?:,|$))', re.IGNORECASE
+)
+#: A ``DPoP-Nonce`` value (RFC 9449 §8.1: ``1*NQCHAR``), bounded.
+_NONCE: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,1024}")
 _MAX_REMEMBERED: Final = 1024
 _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 
@@ -60,6 +68,16 @@ class SupportsInvalidate(Protocol):
     """An optional token-source method: forget the cached token for ``audience``."""
 
     def invalidate(self, audience: str) -> None: ...
+
+
+def use_dpop_nonce_challenge(response: httpx.Response) -> bool:
+    """Whether ``response`` is a 401 whose ``WWW-Authenticate`` says
+    ``error="use_dpop_nonce"`` (the resource server wants a proof with its nonce)."""
+    if response.status_code != 401:
+        return False
+    return any(
+        _USE_DPOP_NONCE.search(value) for value in response.headers.get_list("www-authenticate")
+    )
 
 
 def invalid_token_challenge(response: httpx.Response) -> bool:
@@ -133,23 +151,65 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("ascii")).digest()
 
 
+def _origin(url: httpx.URL) -> str:
+    port = url.port or _DEFAULT_PORTS.get(url.scheme)
+    return f"{url.scheme}://{url.host.lower()}:{port}"
+
+
+class _Nonces:
+    """The latest ``DPoP-Nonce`` each origin sent (RFC 9449 §8.2, §9), for the next proofs
+    to that origin only; a bounded number of origins."""
+
+    __slots__ = ("_by_origin", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_origin: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, url: httpx.URL) -> str | None:
+        return self._by_origin.get(_origin(url))
+
+    def note(self, response: httpx.Response, url: httpx.URL) -> str | None:
+        """Remember the nonce ``response`` (to a request for ``url``) carries for that origin;
+        return it (``None`` without exactly one well-formed ``DPoP-Nonce``)."""
+        values = response.headers.get_list("dpop-nonce")
+        if len(values) != 1 or not _NONCE.fullmatch(values[0]):
+            return None
+        nonce, origin = values[0], _origin(url)
+        with self._lock:
+            self._by_origin[origin] = nonce
+            self._by_origin.move_to_end(origin)
+            if len(self._by_origin) > _MAX_REMEMBERED:
+                self._by_origin.popitem(last=False)
+        return nonce
+
+
 class _Proof:
     """Signs the DPoP proof of one token for each request that carries it."""
 
-    __slots__ = ("_signer", "_token", "request")
+    __slots__ = ("_nonces", "_signer", "_token", "nonce", "request")
 
-    def __init__(self, signer: DPoPSigner, token: str) -> None:
-        self._signer, self._token = signer, token
+    def __init__(self, signer: DPoPSigner, token: str, nonces: _Nonces) -> None:
+        self._signer, self._token, self._nonces = signer, token, nonces
         self.request: httpx.Request | None = None
+        self.nonce: str | None = None  # the nonce of the latest proof signed
 
     def __call__(self, request: httpx.Request) -> None:
-        """A fresh proof for ``request``'s method and URL; none when the token is not sent
-        with it (httpx drops ``Authorization`` on a redirect to another origin)."""
+        """A fresh proof for ``request``'s method and URL, with the latest nonce its origin
+        sent; none when the token is not sent with it (httpx drops ``Authorization`` on a
+        redirect to another origin)."""
         self.request = request
         if request.headers.get("Authorization") != f"DPoP {self._token}":
             request.headers.pop("DPoP", None)
             return
-        request.headers["DPoP"] = self._signer.proof(request.method, str(request.url), self._token)
+        self.nonce = self._nonces.get(request.url)
+        request.headers["DPoP"] = self._signer.proof(
+            request.method, str(request.url), self._token, self.nonce
+        )
+
+    def note(self, response: httpx.Response, request: httpx.Request) -> str | None:
+        """Remember the nonce of a response to ``request``, which carried this proof."""
+        return self._nonces.note(response, request.url)
 
 
 def resign_redirect(request: httpx.Request) -> None:
@@ -157,6 +217,14 @@ def resign_redirect(request: httpx.Request) -> None:
     proof = request.extensions.get(REFRESH_EXTENSION)
     if isinstance(proof, _Proof) and proof.request is not request:
         proof(request)
+
+
+def note_nonce(request: httpx.Request, response: httpx.Response) -> None:
+    """Remember the ``DPoP-Nonce`` of a response to a request with a proof (retries and
+    redirects are answered inside the transport: their nonces count too)."""
+    proof = request.extensions.get(REFRESH_EXTENSION)
+    if isinstance(proof, _Proof):
+        proof.note(response, request)
 
 
 class ZeroTrustAuth(httpx.Auth):
@@ -168,6 +236,10 @@ class ZeroTrustAuth(httpx.Auth):
       ``request -> audience`` (``None``: send this request without a token).
     * ``dpop_key``: send ``Authorization: DPoP <token>`` with a fresh RFC 9449 proof per request,
       for tokens bound to that key (``cnf.jkt``); otherwise ``Authorization: Bearer <token>``.
+    * Server-provided DPoP nonces (RFC 9449 §9): the latest ``DPoP-Nonce`` an origin sent goes
+      into the next proofs to that origin; a ``401`` with ``error="use_dpop_nonce"`` and a new
+      nonce sends the request once more with a proof carrying it (if its body can be
+      replayed).
     * A ``401`` whose ``WWW-Authenticate`` carries ``error="invalid_token"`` makes the source drop
       its cached token (``token_source.invalidate(audience)``, else ``clear()``) and the request is
       sent once more with a new token, if its body can be replayed and the token changed. Other
@@ -193,22 +265,24 @@ class ZeroTrustAuth(httpx.Auth):
         self._source = token_source
         self._audience = _resolver(audience)
         self._dpop = DPoPSigner(dpop_key, clock=clock) if dpop_key is not None else None
+        self._nonces = _Nonces()
         self._lock = threading.Lock()
         self._rejected: OrderedDict[str, bytes] = OrderedDict()
         self._last_checked: object = None
 
     # -- the logic, written once ------------------------------------------------------------
 
-    def _apply(self, request: httpx.Request, token: str) -> None:
+    def _apply(self, request: httpx.Request, token: str) -> _Proof | None:
         if self._dpop is None:
             request.headers["Authorization"] = f"Bearer {token}"
-            return
+            return None
         request.headers["Authorization"] = f"DPoP {token}"
-        proof = _Proof(self._dpop, token)
+        proof = _Proof(self._dpop, token, self._nonces)
         proof(request)
         # zerotrust's transport signs a new proof for every retry (servers remember each jti)
         # and for every redirect httpx builds from this request (a new method or URL)
         request.extensions = {**request.extensions, REFRESH_EXTENSION: proof}
+        return proof
 
     def _invalidate(self, audience: str, rejected: str) -> None:
         """Drop the rejected token from the source, once per rejected token."""
@@ -233,9 +307,21 @@ class ZeroTrustAuth(httpx.Auth):
             return
         token = yield _TokenFor(audience)
         assert isinstance(token, str)
-        self._apply(request, token)
+        proof = self._apply(request, token)
         response = yield request
         assert isinstance(response, httpx.Response)
+        if proof is not None:
+            nonce = proof.note(response, request)
+            if (
+                nonce is not None
+                and nonce != proof.nonce
+                and use_dpop_nonce_challenge(response)
+                and _replayable(request)
+            ):
+                self._apply(request, token)  # the same token, a proof with the nonce
+                response = yield request
+                assert isinstance(response, httpx.Response)
+                proof.note(response, request)
         if not invalid_token_challenge(response) or not _replayable(request):
             return
         self._invalidate(audience, token)

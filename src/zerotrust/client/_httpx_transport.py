@@ -17,7 +17,7 @@ import httpx
 import tenacity
 from opentelemetry import propagate
 
-from zerotrust.client._httpx_auth import REFRESH_EXTENSION, resign_redirect
+from zerotrust.client._httpx_auth import REFRESH_EXTENSION, note_nonce, resign_redirect
 from zerotrust.client._httpx_retry import RetryEvent, RetryPolicy
 
 __all__ = ["AsyncZeroTrustTransport", "ZeroTrustTransport"]
@@ -142,6 +142,11 @@ class ZeroTrustTransport(httpx.BaseTransport):
         self._trace = trace_context
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self._send(request)
+        note_nonce(request, response)
+        return response
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
         resign_redirect(request)
         if self._trace:
             _inject_trace_context(request)
@@ -165,6 +170,7 @@ class ZeroTrustTransport(httpx.BaseTransport):
         def before_sleep(state: tenacity.RetryCallState) -> None:
             response = plan.response(state)
             if response is not None:
+                note_nonce(request, response)
                 _discard(response)
             plan.notify(state)
 
@@ -190,6 +196,11 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
         self._trace = trace_context
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._send(request)
+        note_nonce(request, response)
+        return response
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
         resign_redirect(request)
         if self._trace:
             _inject_trace_context(request)
@@ -213,6 +224,7 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
         async def before_sleep(state: tenacity.RetryCallState) -> None:
             response = plan.response(state)
             if response is not None:
+                note_nonce(request, response)
                 await _adiscard(response)
             plan.notify(state)
 

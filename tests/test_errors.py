@@ -102,7 +102,11 @@ def test_public_codes_fold_precise_reasons() -> None:
     assert errors.public_code("missing_credentials") == "missing_credentials"
     assert errors.public_code("rate_limited") == "rate_limited"
     assert errors.public_code("nope") == "nope"
+    assert errors.public_code("dpop_proof_replayed") == "invalid_dpop_proof"
     for name in errors.__all__:
         cls = getattr(errors, name)
         if isinstance(cls, type) and issubclass(cls, errors.TokenError):
-            assert cls().to_dict()["error"] == "invalid_token", name
+            # RFC 9449 7.1: proof defects have their own registered code
+            dpop = issubclass(cls, errors.InvalidDPoPProof)
+            expected = "invalid_dpop_proof" if dpop else "invalid_token"
+            assert cls().to_dict()["error"] == expected, name

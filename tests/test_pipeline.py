@@ -20,7 +20,13 @@ from zerotrust.authn.proxy import TrustedProxies
 from zerotrust.authn.request import Request
 from zerotrust.authz import Callers, Operations, Policy, RateLimit, Rule, ScopeRule, require
 from zerotrust.dev import DevCA
-from zerotrust.errors import ConfigurationError, KeysUnavailable, StoreUnavailable
+from zerotrust.errors import (
+    ConfigurationError,
+    InvalidDPoPProof,
+    KeysUnavailable,
+    StoreUnavailable,
+    TokenReplayed,
+)
 from zerotrust.pipeline import Guard
 from zerotrust.stores import MemoryStore
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
@@ -506,12 +512,54 @@ def test_dpop(issuer: TokenIssuer, clock: FixedClock) -> None:
             )
         ),
     }
+    # RFC 9449 7.1: a defective proof is invalid_dpop_proof, a token that does not fit its
+    # proof's key (or its scheme) invalid_token; DPoP challenges name the accepted algorithms
+    algs = 'algs="ES256 ES384 EdDSA PS256 RS256"'
+    expected = {
+        "replayed": (
+            "dpop_proof_replayed",
+            f'DPoP realm="orders", {algs}, error="invalid_dpop_proof"',
+        ),
+        "as bearer": ("token_binding_mismatch", 'Bearer realm="orders", error="invalid_token"'),
+        "wrong method": (
+            "invalid_dpop_proof",
+            f'DPoP realm="orders", {algs}, error="invalid_dpop_proof"',
+        ),
+        "wrong url": (
+            "invalid_dpop_proof",
+            f'DPoP realm="orders", {algs}, error="invalid_dpop_proof"',
+        ),
+        "too old": (
+            "invalid_dpop_proof",
+            f'DPoP realm="orders", {algs}, error="invalid_dpop_proof"',
+        ),
+        "other key": (
+            "token_binding_mismatch",
+            f'DPoP realm="orders", {algs}, error="invalid_token"',
+        ),
+    }
     for name, request in cases.items():
         outcome = guard.evaluate(request)
         assert outcome.status == 401, name
-        assert (
-            outcome.www_authenticate is not None and "invalid_token" in outcome.www_authenticate
-        ), name
+        assert outcome.error is not None
+        assert (outcome.error.code, outcome.www_authenticate) == expected[name], name
+        public = "invalid_dpop_proof" if "dpop_proof" in expected[name][1] else "invalid_token"
+        assert outcome.body() == {
+            "error": public,
+            "error_description": "invalid DPoP proof"
+            if public != "invalid_token"
+            else "invalid token",
+        }, name
+    # a DPoP-bound token without its proof: the proof is what is missing
+    missing = Request(
+        route=ROUTE,
+        path="/orders/7",
+        host="api.example",
+        headers={"authorization": f"DPoP {token}"},
+    )
+    refused = guard.evaluate(missing)
+    assert refused.error is not None and refused.error.code == "invalid_dpop_proof"
+    assert refused.www_authenticate == f'DPoP realm="orders", {algs}, error="invalid_dpop_proof"'
 
 
 @pytest.mark.parametrize(
@@ -567,7 +615,8 @@ def test_a_dpop_proof_is_refused_by_a_replica_whose_clock_is_behind(
     behind.advance(step.total_seconds())
     again = replica_b.evaluate(request)
     assert not again.allowed and again.error is not None
-    assert again.error.code == "token_replayed"
+    assert again.error.code == "dpop_proof_replayed"
+    assert isinstance(again.error, TokenReplayed) and isinstance(again.error, InvalidDPoPProof)
 
 
 # An Ed25519 key of small order (here the neutral point): with it, R = neutral, S = 0 is a

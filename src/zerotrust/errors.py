@@ -27,10 +27,12 @@ __all__ = [
     "CertificateNotYetValid",
     "ConfigurationError",
     "DPoPOriginUnknown",
+    "DPoPProofReplayed",
     "IdentityError",
     "InsufficientScope",
     "InvalidAudience",
     "InvalidClaim",
+    "InvalidDPoPProof",
     "InvalidIssuer",
     "InvalidSignature",
     "InvalidSpiffeId",
@@ -319,6 +321,22 @@ class DPoPOriginUnknown(TokenBindingMismatch):
     origins are not configured (``DPoPConfig(origins=...)``): its ``htu`` cannot be checked."""
 
     code = "dpop_origin_unknown"
+
+
+class InvalidDPoPProof(TokenError):
+    """The DPoP proof of a request is missing, malformed or does not match the request (its
+    signature, ``typ``, ``alg``, ``htm``, ``htu``, ``iat`` or ``ath``): RFC 9449 7.1's
+    ``invalid_dpop_proof``. A token that does not fit its proof's key is ``invalid_token``."""
+
+    code = "invalid_dpop_proof"
+    public_code = "invalid_dpop_proof"
+    public_message = "invalid DPoP proof"
+
+
+class DPoPProofReplayed(InvalidDPoPProof, TokenReplayed):
+    """A DPoP proof whose ``jti`` was already used (the replay cache knows it)."""
+
+    code = "dpop_proof_replayed"
 
 
 # --- authorization: 403 / PERMISSION_DENIED ------------------------------------------------

@@ -41,13 +41,14 @@ from zerotrust.errors import (
     AuditError,
     AuthenticationError,
     ConfigurationError,
+    DPoPProofReplayed,
     InsufficientScope,
+    InvalidDPoPProof,
     MalformedCredentials,
     MissingCredentials,
     RateLimited,
     SourceError,
     TokenError,
-    TokenReplayed,
     TokenRevoked,
     ZeroTrustError,
 )
@@ -603,7 +604,7 @@ class Guard:
                 lambda: store.check_and_store_async(key, expires_at=until),
             )
             if not first:
-                raise TokenReplayed("DPoP proof was already used")
+                raise DPoPProofReplayed("DPoP proof was already used")
 
     def _rate_limits(
         self, principal: Principal, op: Operation, decision: Decision
@@ -652,13 +653,23 @@ class Guard:
     def _challenge(
         self, view: RequestView, error: ZeroTrustError, status: int
     ) -> tuple[tuple[str, str], ...]:
-        presented = view.header("authorization")
-        scheme = "DPoP" if presented and presented[0][:5].lower() == "dpop " else "Bearer"
-        realm = f'{scheme} realm="{self.service}"'
         if isinstance(error, RateLimited):
             return (("Retry-After", str(error.retry_after)),)
+        presented = view.header("authorization")
+        dpop = self.authenticator.dpop
+        if isinstance(error, InvalidDPoPProof) or (
+            presented and presented[0][:5].lower() == "dpop " and dpop is not None
+        ):
+            # RFC 9449 7.1: the DPoP scheme, with the proof algorithms this service accepts
+            realm = f'DPoP realm="{self.service}"'
+            if dpop is not None:
+                realm += f', algs="{" ".join(dpop.algorithms)}"'
+        else:
+            realm = f'Bearer realm="{self.service}"'
         if status == 400:
             return (("WWW-Authenticate", f'{realm}, error="invalid_request"'),)
+        if isinstance(error, InvalidDPoPProof):
+            return (("WWW-Authenticate", f'{realm}, error="invalid_dpop_proof"'),)
         if isinstance(error, TokenError):
             return (("WWW-Authenticate", f'{realm}, error="invalid_token"'),)
         if isinstance(error, AuthenticationError):

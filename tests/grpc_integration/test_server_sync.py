@@ -116,9 +116,9 @@ def test_dpop_needs_the_service_origins(world: World) -> None:
         )
         with pytest.raises(grpc.RpcError) as info:
             rpc(b"hi", metadata=metadata("https://localhost"), timeout=10)
-    assert info.value.details() == "invalid_token"
+    assert info.value.details() == "invalid_dpop_proof"  # RFC 9449 7.1
     event = world.sink.last
-    assert event is not None and event.reason == "token_binding_mismatch"
+    assert event is not None and event.reason == "invalid_dpop_proof"
     assert [e.proven_by for e in world.sink.events if e.decision == "allow"] == ["dpop"]
 
 

@@ -5,6 +5,7 @@
 | no credentials                   | 401    | ``WWW-Authenticate: Bearer realm="svc"``             |
 | malformed Authorization / DPoP   | 400    | ``... error="invalid_request"``                      |
 | token rejected                   | 401    | ``... error="invalid_token"``                        |
+| DPoP proof rejected              | 401    | ``WWW-Authenticate: DPoP ... "invalid_dpop_proof"``  |
 | certificate rejected             | 401    | ``WWW-Authenticate: Bearer realm="svc"``             |
 | missing scopes                   | 403    | ``... error="insufficient_scope", scope="a b"``      |
 | policy denial                    | 403    |                                                      |

@@ -33,6 +33,7 @@ from zerotrust.authn.request import RequestView
 from zerotrust.errors import (
     ConfigurationError,
     DPoPOriginUnknown,
+    InvalidDPoPProof,
     MalformedCredentials,
     MalformedToken,
     TokenBindingMismatch,
@@ -251,19 +252,22 @@ def _split(url: str) -> tuple[str, str] | None:
     return f"{scheme}://{host}", _path(match.group(3))
 
 
-def _htu(url: str) -> tuple[str, str]:
+def _htu(url: str) -> tuple[str, str] | None:
     split = _split(url) if _URI_TEXT.fullmatch(url) else None
     if split is None:
-        raise MalformedToken("DPoP htu is not an http(s) URL")
+        return None
     return split[0], _remove_dot_segments(split[1])
 
 
 def normalize_htu(url: str) -> str:
     """``url`` as ``htu`` values are compared (RFC 9449 §4.3): scheme, host, port and path
     after RFC 3986 §6.2.2 syntax-based normalisation (case, percent-encoding, dot segments),
-    without the default port, query and fragment."""
-    origin, path = _htu(url)
-    return origin + path
+    without the default port, query and fragment. Raises
+    :class:`~zerotrust.errors.MalformedToken` for anything else."""
+    htu = _htu(url)
+    if htu is None:
+        raise MalformedToken("DPoP htu is not an http(s) URL")
+    return htu[0] + htu[1]
 
 
 def request_url(view: RequestView, config: DPoPConfig) -> str:
@@ -323,26 +327,29 @@ def _targets(url: str, config: DPoPConfig) -> list[tuple[str, str]]:
 def _claim_str(claims: Mapping[str, Any], name: str, limit: int = 2048) -> str:
     value = claims.get(name)
     if not isinstance(value, str) or not value or len(value) > limit:
-        raise MalformedToken(f"DPoP proof has no valid {name!r}")
+        raise InvalidDPoPProof(f"DPoP proof has no valid {name!r}")
     return value
 
 
 def _proof_key(header: Mapping[str, Any], config: DPoPConfig) -> JWK:
     """The key a proof's header carries, after its ``typ``, ``alg`` and ``crit``."""
-    check_typ(header.get("typ"), DPOP_TYP, "DPoP proof")
+    try:
+        check_typ(header.get("typ"), DPOP_TYP, "DPoP proof")
+    except TokenError as exc:
+        raise InvalidDPoPProof(str(exc)) from None
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in config.algorithms:
-        raise TokenError("DPoP proof algorithm not accepted")
+        raise InvalidDPoPProof("DPoP proof algorithm not accepted")
     if "crit" in header:
-        raise MalformedToken("DPoP proof with crit is refused")
+        raise InvalidDPoPProof("DPoP proof with crit is refused")
     members = header.get("jwk")
     if not isinstance(members, Mapping):
-        raise MalformedToken("DPoP proof has no jwk header")
+        raise InvalidDPoPProof("DPoP proof has no jwk header")
     try:
         jwk = JWK.from_dict(members)
         return jwk if jwk.algorithm == alg else JWK(jwk.public_key, algorithm=alg)
     except ConfigurationError as exc:  # its messages name rules, never the members' values
-        raise MalformedToken(f"DPoP proof jwk is unusable: {exc}") from None
+        raise InvalidDPoPProof(f"DPoP proof jwk is unusable: {exc}") from None
 
 
 def verify_dpop_proof(
@@ -362,28 +369,31 @@ def verify_dpop_proof(
     one of them and only the path of ``url`` is used (``url`` may then be the path alone).
     """
     if not isinstance(proof, str):
-        raise MalformedToken("DPoP proof must be a string")
+        raise InvalidDPoPProof("DPoP proof must be a string")
     raw = proof.encode("ascii", "replace")
     if len(raw) > _MAX_PROOF_BYTES:
-        raise MalformedToken("DPoP proof is too large")
+        raise InvalidDPoPProof("DPoP proof is too large")
     match = _COMPACT.fullmatch(raw)
     if match is None or not all(is_canonical(seg) for seg in match.groups()):
-        raise MalformedToken("DPoP proof is not a compact JWS")
+        raise InvalidDPoPProof("DPoP proof is not a compact JWS")
     head, body, sig = match.groups()
     try:
         header = loads_object(decode_canonical(head))
         claims = loads_object(decode_canonical(body))
     except JSONError:
-        raise MalformedToken("DPoP proof is not valid JSON") from None
+        raise InvalidDPoPProof("DPoP proof is not valid JSON") from None
     jwk = _proof_key(header, config)
     if not jwk._verify(decode_canonical(sig), raw[: len(head) + 1 + len(body)]):
-        raise TokenBindingMismatch("DPoP proof signature is invalid")
+        raise InvalidDPoPProof("DPoP proof signature is invalid")
     jti = _claim_str(claims, "jti", _MAX_JTI)
     if _claim_str(claims, "htm", 32) != method:  # methods are case-sensitive (RFC 9110 §9.1)
-        raise TokenBindingMismatch("DPoP proof htm does not match the request method")
+        raise InvalidDPoPProof("DPoP proof htm does not match the request method")
     targets = _targets(url, config)
-    if _htu(_claim_str(claims, "htu")) not in targets:
-        raise TokenBindingMismatch("DPoP proof htu does not match the request URL")
+    htu = _htu(_claim_str(claims, "htu"))
+    if htu is None:
+        raise InvalidDPoPProof("DPoP htu is not an http(s) URL")
+    if htu not in targets:
+        raise InvalidDPoPProof("DPoP proof htu does not match the request URL")
     iat = claims.get("iat")
     if (
         isinstance(iat, bool)
@@ -391,16 +401,16 @@ def verify_dpop_proof(
         or (isinstance(iat, int) and not -_MAX_IAT < iat < _MAX_IAT)  # before any float()
         or not math.isfinite(iat)
     ):
-        raise MalformedToken("DPoP proof iat is not a number")
+        raise InvalidDPoPProof("DPoP proof iat is not a number")
     if iat > now + config.leeway or iat < now - config.max_age - config.leeway:
-        raise TokenBindingMismatch("DPoP proof iat is outside the accepted window")
+        raise InvalidDPoPProof("DPoP proof iat is outside the accepted window")
     if access_token is not None:
         if not isinstance(access_token, str) or not access_token.isascii():
             raise MalformedToken("access token is not ASCII")
         ath = b64url_encode(hashlib.sha256(access_token.encode("ascii")).digest())
         presented = claims.get("ath")
         if not isinstance(presented, str) or not _same(presented, ath):
-            raise TokenBindingMismatch("DPoP proof ath does not match the access token")
+            raise InvalidDPoPProof("DPoP proof ath does not match the access token")
     return DPoPProof(jkt=jwk.thumbprint(), jti=jti, iat=float(iat))
 
 
@@ -415,7 +425,7 @@ def check_dpop_binding(token: VerifiedToken, proof: DPoPProof | None, scheme: st
     if scheme != "DPoP":
         raise TokenBindingMismatch("DPoP-bound token presented as a Bearer token")
     if proof is None:
-        raise TokenBindingMismatch("DPoP-bound token presented without a DPoP proof")
+        raise InvalidDPoPProof("DPoP-bound token presented without a DPoP proof")
     if not isinstance(jkt, str) or not _same(jkt, proof.jkt):
         raise TokenBindingMismatch("DPoP proof key does not match the token's cnf.jkt")
     return True

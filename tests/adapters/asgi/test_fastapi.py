@@ -19,7 +19,7 @@ from tests.adapters.asgi._support import (
     make_app,
     make_guard,
 )
-from zerotrust import Principal, PrivateJWK, TokenIssuer, match
+from zerotrust import Callers, Operations, Policy, Principal, PrivateJWK, Rule, TokenIssuer, match
 from zerotrust.errors import ConfigurationError
 from zerotrust.fastapi import ZeroTrust, ZeroTrustMiddleware
 
@@ -91,6 +91,43 @@ def test_optional_needs_the_policy_to_admit_anonymous(bare: Any) -> None:
         return {"who": principal}  # pragma: no cover - the policy refuses anonymous callers
 
     assert http.get("/orders-preview").status_code == 401
+
+
+@pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "dependency-alone"])
+def test_optional_never_waives_a_requirement(issuer: TokenIssuer, middleware: bool) -> None:
+    """``auto_error=False`` answers "who, if anyone?" for the bare dependency; one that asks
+    more (scopes along the chain, ``require(...)``) cannot be met by nobody: an anonymous
+    request is refused with 401 as in Flask and Django, even where the policy admits it."""
+    public = Rule(
+        id="public",
+        callers=[Callers(anonymous=True), Callers(trust_domains=["example.org"])],
+        operations=[Operations(routes=["/public", "/public/*"])],
+    )
+    guard, sink = make_guard(issuer, policy=Policy([public]))
+    maybe = ZeroTrust(guard, auto_error=False)
+    app = make_app(ZeroTrust(guard), middleware=middleware)
+    admin = maybe.require(scopes=["catalog:admin"], callers=match.exact(ADMIN))
+
+    @app.post("/public/purge", dependencies=[Security(admin)])
+    async def purge() -> Any:
+        return {"purged": True}
+
+    @app.get("/public/scoped")
+    async def scoped(who: Annotated[Principal | None, Security(maybe, scopes=["x:read"])]) -> Any:
+        return {"who": who.id if who else None}
+
+    with client(app) as http:
+        for method, path in (("POST", "/public/purge"), ("GET", "/public/scoped")):
+            response = http.request(method, path)
+            assert response.status_code == 401, path
+            assert response.headers["www-authenticate"] == 'Bearer realm="orders"'
+            assert sink.last.decision == "deny" and sink.last.route == path
+        allowed = bearer(token(issuer, ADMIN, scopes=["catalog:admin"]))
+        assert http.post("/public/purge", headers=allowed).json() == {"purged": True}
+        assert http.post("/public/purge", headers=bearer(token(issuer))).status_code == 403
+        reader = bearer(token(issuer, scopes=["x:read"]))
+        assert http.get("/public/scoped", headers=reader).json() == {"who": WEB}
+        assert http.get("/public").json() == {"who": None}  # the bare dependency: optional
 
 
 def test_websocket_dependency_refuses_with_1008(bare: Any, issuer: TokenIssuer) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, TypeVar
 
 from asgiref.sync import iscoroutinefunction
 
@@ -27,6 +27,7 @@ __all__ = [
     "ZeroTrustRequiredMixin",
     "class_requirement",
     "ensure_checked",
+    "instance_requirement",
     "require",
     "view_requirement",
 ]
@@ -67,7 +68,7 @@ class ZeroTrustRequiredMixin:
         class_requirement(cls)  # invalid attributes fail at import time, not on a request
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        ensure_checked(request, class_requirement(type(self)), type(self).__qualname__)
+        ensure_checked(request, instance_requirement(self), type(self).__qualname__)
         return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
 
 
@@ -126,7 +127,7 @@ def _decorate_class(cls: type, requirement: Requirement) -> type:
         return cls
 
     def dispatch(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-        ensure_checked(request, class_requirement(type(self)), type(self).__qualname__)
+        ensure_checked(request, instance_requirement(self), type(self).__qualname__)
         return original(self, request, *args, **kwargs)
 
     # as_view() copies dispatch's attributes (csrf_exempt, ...) onto the view function
@@ -137,6 +138,15 @@ def _decorate_class(cls: type, requirement: Requirement) -> type:
     return cls
 
 
+#: The attributes a view declares its requirement with (also as ``as_view()`` keywords).
+_ATTRIBUTES: Final = (
+    "required_scopes",
+    "required_any_scopes",
+    "required_callers",
+    "required_proven_by",
+)
+
+
 def class_requirement(cls: type) -> Requirement | None:
     """The requirement a view class declares (``@require`` on the class, the mixin's
     ``required_*`` attributes, or a DRF view's ``required_scopes``), combined."""
@@ -144,11 +154,23 @@ def class_requirement(cls: type) -> Requirement | None:
         return _class_cache[cls]
     except KeyError:
         pass
+    result = _declared(cls, {})
+    _class_cache[cls] = result
+    return result
+
+
+def _declared(cls: type, overrides: Mapping[str, Any]) -> Requirement | None:
+    """``cls``'s requirement with some ``required_*`` attributes given per route
+    (``View.as_view(required_scopes=...)``, DRF ``@action(required_scopes=...)``)."""
+
+    def read(name: str) -> Any:
+        return overrides[name] if name in overrides else getattr(cls, name, None)
+
     explicit: Requirement | None = getattr(cls, REQUIREMENT_ATTRIBUTE, None)
-    scopes = getattr(cls, "required_scopes", None) or ()
-    any_scopes = getattr(cls, "required_any_scopes", None) or ()
-    callers = getattr(cls, "required_callers", None)
-    proven_by = getattr(cls, "required_proven_by", None) or ()
+    scopes = read("required_scopes") or ()
+    any_scopes = read("required_any_scopes") or ()
+    callers = read("required_callers")
+    proven_by = read("required_proven_by") or ()
     built: Requirement | None = None
     if scopes or any_scopes or callers is not None or proven_by or _is_mixin(cls):
         try:
@@ -157,9 +179,23 @@ def class_requirement(cls: type) -> Requirement | None:
             )
         except ConfigurationError as exc:
             raise ZeroTrustImproperlyConfigured(f"{cls.__qualname__}: {exc}") from exc
-    result = built if explicit is None else explicit if built is None else explicit & built
-    _class_cache[cls] = result
-    return result
+    return built if explicit is None else explicit if built is None else explicit & built
+
+
+def _overrides(values: object) -> dict[str, Any]:
+    """The ``required_*`` keywords among a route's view keywords."""
+    if not isinstance(values, Mapping):
+        return {}
+    return {name: values[name] for name in _ATTRIBUTES if name in values}
+
+
+def instance_requirement(view: Any) -> Requirement | None:
+    """The requirement of a class-based view instance: its class's, with the ``required_*``
+    keywords its route gave ``as_view()`` (they are instance attributes)."""
+    overrides = _overrides(getattr(view, "__dict__", None))
+    if not overrides:
+        return class_requirement(type(view))
+    return _declared(type(view), overrides)
 
 
 def _is_mixin(cls: type) -> bool:
@@ -177,7 +213,11 @@ def view_requirement(view_func: Any) -> Requirement | None:
     result: Requirement | None = getattr(view_func, REQUIREMENT_ATTRIBUTE, None)
     view_class = getattr(view_func, "view_class", None) or getattr(view_func, "cls", None)
     if isinstance(view_class, type):
-        declared = class_requirement(view_class)
+        # Django keeps as_view()'s keywords in view_initkwargs, DRF (and its @action
+        # keywords) in initkwargs: a route may give its own required_* attributes
+        overrides = _overrides(getattr(view_func, "view_initkwargs", None))
+        overrides.update(_overrides(getattr(view_func, "initkwargs", None)))
+        declared = _declared(view_class, overrides) if overrides else class_requirement(view_class)
         if declared is not None:
             result = declared if result is None else result & declared
     with contextlib.suppress(TypeError):  # an unhashable callable: computed on every request

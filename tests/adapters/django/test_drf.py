@@ -92,6 +92,20 @@ def test_view_required_scopes(zt: Harness, mode: str) -> None:
     )
 
 
+def test_an_action_may_ask_more_than_its_viewset(zt: Harness, mode: str) -> None:
+    """DRF hands ``@action(required_scopes=...)`` to the view of that action only."""
+    assert json.loads(get("/api/viewset/", zt.auth()).content) == {"principal": WEB}
+    refused(
+        get("/api/viewset/purge/", zt.auth()),
+        403,
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:purge"',
+        "insufficient_scope",
+    )
+    allowed = get("/api/viewset/purge/", zt.auth(scopes=["orders:read", "orders:purge"]))
+    assert json.loads(allowed.content) == {"purged": WEB}
+    assert [e.decision for e in zt.sink.events] == ["allow", "deny", "allow"]
+
+
 def test_permission_class_alone(zt: Harness, mode: str) -> None:
     assert json.loads(get("/api/permission-only/", zt.auth()).content) == {"principal": WEB}
     # a 401 stays a 401 with its challenge, even with no authentication class on the view

@@ -188,6 +188,24 @@ def test_view_requirement_combines_with_policy(zt: Harness, kind: str, path: str
 
 
 @pytest.mark.parametrize("kind", CLIENTS)
+def test_a_route_may_ask_more_of_a_class_based_view(zt: Harness, kind: str) -> None:
+    """``View.as_view(required_scopes=...)`` gives one route its own requirement: the
+    middleware enforces it, and the mixin's check in dispatch agrees."""
+    assert call(kind, "/cbv/orders/7/", zt.auth()).status_code == 200  # the class's own
+    assert_refused(
+        call(kind, "/cbv/admin/7/", zt.auth()),
+        403,
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:admin"',
+        "insufficient_scope",
+    )
+    assert (
+        call(kind, "/cbv/admin/7/", zt.auth(scopes=["orders:read", "orders:admin"])).status_code
+        == 200
+    )
+    assert [e.decision for e in zt.sink.events] == ["allow", "deny", "allow"]
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
 def test_require_without_arguments_wants_an_authenticated_caller(zt: Harness, kind: str) -> None:
     # the policy lets anonymous callers reach /probe; the view's @require() does not
     assert_refused(call(kind, "/probe/"), 401, 'Bearer realm="orders"', "missing_credentials")

@@ -1,4 +1,5 @@
 from django.urls import path, re_path
+from rest_framework.routers import SimpleRouter
 
 from tests.adapters.django.project import views
 
@@ -11,6 +12,11 @@ urlpatterns = [
     path("hidden/", views.hidden),
     path("cbv/orders/<int:order_id>/", views.OrderView.as_view()),
     path("cbv-async/orders/<int:order_id>/", views.AsyncOrderView.as_view()),
+    # the same class, asking more on this route
+    path(
+        "cbv/admin/<int:order_id>/",
+        views.OrderView.as_view(required_scopes=("orders:read", "orders:admin")),
+    ),
     path("decorated-class/", views.DecoratedView.as_view()),
     path("method-decorated/", views.MethodDecoratedView.as_view()),
     path("probe/", views.probe),
@@ -28,3 +34,7 @@ urlpatterns = [
     path("api/permission-only/", views.ApiPermissionOnly.as_view()),
     path("api/anon/", views.ApiAnonymous.as_view()),
 ]
+
+router = SimpleRouter()
+router.register("api/viewset", views.ApiOrderViewSet, basename="viewset")
+urlpatterns += router.urls

@@ -9,10 +9,12 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.utils.decorators import method_decorator
 from django.views import View
+from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework.viewsets import ViewSet
 
 from zerotrust.django import (
     ZeroTrustAuthentication,
@@ -192,3 +194,18 @@ def astream(request: HttpRequest) -> StreamingHttpResponse:
             yield _principal_id() + "\n"
 
     return StreamingHttpResponse(body())
+
+
+class ApiOrderViewSet(ViewSet):
+    """Its purge action asks more than the class: DRF hands @action's keywords to the view."""
+
+    authentication_classes = (ZeroTrustAuthentication,)
+    permission_classes = (ZeroTrustPermission,)
+    required_scopes = ("orders:read",)
+
+    def list(self, request: Request) -> Response:
+        return Response({"principal": request.principal.id})
+
+    @action(detail=False, methods=["get"], required_scopes=("orders:read", "orders:purge"))
+    def purge(self, request: Request) -> Response:
+        return Response({"purged": request.principal.id})

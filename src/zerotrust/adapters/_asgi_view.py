@@ -176,13 +176,26 @@ class ScopeView:
         return chain  # type: ignore[return-value]
 
 
-def strip_scope_headers(scope: MutableMapping[str, Any], names: Iterable[str]) -> bool:
-    """Remove the (lower-case) headers ``names`` from ``scope``; whether any was there."""
-    drop = {name.encode("latin-1") for name in names}
+def strip_scope_headers(
+    scope: MutableMapping[str, Any], names: Iterable[str], lookalikes: Iterable[str] = ()
+) -> bool:
+    """Remove the (lower-case) headers ``names`` from ``scope``, and any header spelled with
+    ``_`` for one of ``names`` or ``lookalikes`` (``x_forwarded_client_cert``): ASGI servers
+    pass such names on, and a WSGI application mounted below reads them as the hyphenated
+    header. Whether any was there."""
     headers = scope.get("headers") or ()
-    if not any(raw_name.lower() in drop for raw_name, _ in headers):
+    drop = {name.encode("latin-1") for name in names}
+    if not drop and not any(b"_" in raw_name for raw_name, _ in headers):
+        return False  # the usual request: nothing to look at twice
+    alike = drop | {name.encode("latin-1") for name in lookalikes}
+
+    def dropped(raw_name: bytes) -> bool:
+        low = raw_name.lower()
+        return low in drop or (b"_" in low and low.replace(b"_", b"-") in alike)
+
+    if not any(dropped(raw_name) for raw_name, _ in headers):
         return False
-    scope["headers"] = [pair for pair in headers if pair[0].lower() not in drop]
+    scope["headers"] = [pair for pair in headers if not dropped(pair[0])]
     return True
 
 

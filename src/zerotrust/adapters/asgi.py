@@ -141,7 +141,7 @@ class ZeroTrustMiddleware:
             _log.error("zerotrust: request refused: %s", exc)
         if route is not None and route in self.exempt:
             # nothing is accepted on an exempt route: no forwarded certificate reaches it either
-            strip_scope_headers(scope, self._forwarded)
+            strip_scope_headers(scope, self._forwarded, self._forwarded)
             await self.app(scope, receive, send)
             return
         view = ScopeView(scope, route)
@@ -152,10 +152,10 @@ class ZeroTrustMiddleware:
         if not outcome.allowed:
             await send_refusal(scope, receive, send, outcome)
             return
+        names: tuple[str, ...] = ()
         if view.has_any(self._forwarded):  # rare: forwarded-certificate headers to judge
-            strip_scope_headers(
-                scope, forwarded_headers_to_strip(outcome, self.guard.authenticator.trusted_proxies)
-            )
+            names = forwarded_headers_to_strip(outcome, self.guard.authenticator.trusted_proxies)
+        strip_scope_headers(scope, names, self._forwarded)  # and any spelled with '_'
         publish(scope, outcome)
         token = _current.set(outcome.principal)
         try:

@@ -146,8 +146,9 @@ async def _authorize(
             outcome = await guard.aevaluate(view, requirement)
         if outcome.allowed:
             # as the middleware does: forwarded certificates the app must not believe go
-            names = forwarded_headers_to_strip(outcome, guard.authenticator.trusted_proxies)
-            if strip_scope_headers(scope, names):
+            proxies = guard.authenticator.trusted_proxies
+            names = forwarded_headers_to_strip(outcome, proxies)
+            if strip_scope_headers(scope, names, forwarded_headers_to_strip(None, proxies)):
                 connection.__dict__.pop("_headers", None)  # Starlette caches the headers
             publish(scope, outcome)
             set_principal(outcome.principal)  # the request's own task: gone with it

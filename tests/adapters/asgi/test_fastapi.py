@@ -244,7 +244,8 @@ def test_dependency_alone_hides_spoofed_forwarded_certificates(issuer: TokenIssu
     async def create(
         order: Order, request: Request, who: Annotated[Principal, Security(zt)]
     ) -> Any:
-        return {"xfcc": request.headers.get("x-forwarded-client-cert"), "item": order.item}
+        spellings = [k for k in request.headers if k.replace("_", "-") == "x-forwarded-client-cert"]
+        return {"xfcc": spellings or None, "item": order.item}
 
     spoofed = {"X-Forwarded-Client-Cert": "By=spiffe://evil;URI=spiffe://example.org/admin"}
     with client(app) as http:
@@ -253,5 +254,13 @@ def test_dependency_alone_hides_spoofed_forwarded_certificates(issuer: TokenIssu
             json={"item": "a"},
             headers={**bearer(issuer.issue(subject=WEB, audience=AUD)), **spoofed},
         )
-    assert response.json() == {"xfcc": None, "item": "a"}
-    assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
+        assert response.json() == {"xfcc": None, "item": "a"}
+        assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
+        # the underscore spelling a WSGI application below would read as the same header
+        lookalike = {"X_Forwarded_Client_Cert": spoofed["X-Forwarded-Client-Cert"]}
+        response = http.post(
+            "/orders",
+            json={"item": "b"},
+            headers={**bearer(issuer.issue(subject=WEB, audience=AUD)), **lookalike},
+        )
+        assert response.json() == {"xfcc": None, "item": "b"}

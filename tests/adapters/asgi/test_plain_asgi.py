@@ -165,6 +165,33 @@ def test_exempt_routes_see_no_forwarded_certificate(issuer: TokenIssuer) -> None
     assert sink.events == []  # exempt: no decision, no event
 
 
+LOOKALIKES = [
+    (b"x_forwarded_client_cert", b"By=spiffe://x;URI=spiffe://example.org/admin"),
+    (b"X-Forwarded_Client-Cert", b"By=spiffe://x;URI=spiffe://example.org/admin"),
+    (b"X_SSL_CLIENT_CERT", b"-----BEGIN CERTIFICATE-----"),
+    (b"client_cert", b":AAAA:"),
+]
+
+
+@pytest.mark.parametrize("exempt", [False, True], ids=["decided", "exempt"])
+def test_underscore_spellings_of_forwarded_certificate_headers_are_stripped(
+    issuer: TokenIssuer, exempt: bool
+) -> None:
+    """ASGI servers pass ``x_forwarded_client_cert`` on as it was sent, and a WSGI application
+    mounted below reads it as X-Forwarded-Client-Cert (HTTP_X_FORWARDED_CLIENT_CERT): every
+    spelling of a forwarded-certificate header goes, other underscore names stay."""
+    guard, _ = make_guard(issuer)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(
+        inner, guard=guard, route_template=routed, exempt=["/orders/{order_id}"] if exempt else ()
+    )
+    token = issuer.issue(subject=WEB, audience=AUD)
+    kept = [(b"authorization", f"Bearer {token}".encode()), (b"x_request_id", b"r1")]
+    run(app, headers=[*LOOKALIKES, *kept])
+    assert inner.scopes[0]["headers"] == kept
+    assert inner.principals[0] is None if exempt else inner.principals[0].id == WEB
+
+
 def test_too_many_header_lines_are_refused_by_the_view(issuer: TokenIssuer) -> None:
     guard, sink = make_guard(issuer)
     inner = Recorder()

@@ -720,3 +720,37 @@ def test_kinds_are_compared_without_regard_to_case() -> None:
     policy = Policy([deny_grpc, allow(callers=[Callers(trust_domains=["example.org"])])])
     decision = policy.explain(who(), Operation("POST", "/shop.Orders/Get", kind="grpc"))
     assert not decision.allowed and decision.rule_id == "no-grpc"
+
+
+def test_what_a_rule_says_of_get_it_says_of_head() -> None:
+    """Flask, Django and Starlette answer HEAD with the GET handler: a DENY of GET must cover
+    HEAD (or it reads the denied resource's headers), and HEAD is allowed where GET is."""
+    head = Operation("HEAD", "/orders/{order_id}")
+    everyone = Callers(trust_domains=["example.org"])
+    policy = Policy(
+        [
+            deny(
+                "no-reads",
+                callers=[Callers(spiffe_ids=[PARTNER])],
+                operations=[Operations(methods=["GET"])],
+            ),
+            deny(
+                "writes-only",
+                callers=[Callers(spiffe_ids=[ADMIN])],
+                operations=[Operations(not_methods=["GET"])],
+            ),
+            allow(callers=[everyone, Callers(trust_domains=["partner.org"])]),
+        ]
+    )
+    refused = policy.explain(who(PARTNER), head)
+    assert not refused.allowed and refused.rule_id == "no-reads"
+    assert policy.explain(who(ADMIN), head).allowed  # not_methods=[GET] leaves HEAD out too
+    assert not policy.explain(who(ADMIN), DELETE_ORDER).allowed
+    assert policy.explain(who(), head).allowed
+    only_get = Policy([allow(callers=[everyone], operations=[Operations(methods=["GET"])])])
+    assert only_get.explain(who(), head).allowed
+    assert not only_get.explain(who(), Operation("OPTIONS", "/orders/{order_id}")).allowed
+    only_head = Policy([allow(callers=[everyone], operations=[Operations(methods=["HEAD"])])])
+    assert not only_head.explain(who(), GET_ORDER).allowed  # HEAD does not cover GET
+    assert require(methods=["GET"]).check(who(), head) is None
+    assert require(methods=["HEAD"]).check(who(), GET_ORDER) is not None

@@ -140,7 +140,12 @@ class Requirement:
 
     def check(self, principal: Principal | None, op: Operation) -> Decision | None:
         """``None`` when satisfied, else the denying :class:`Decision`."""
-        if self.methods and op.method.upper() not in self.methods:
+        method = op.method.upper()
+        if (
+            self.methods
+            and method not in self.methods
+            and not (method == "HEAD" and "GET" in self.methods)  # HEAD is GET without content
+        ):
             return Decision(
                 False, "requirement_not_met", detail=f"method {op.method} not allowed here"
             )

@@ -220,9 +220,12 @@ class Operations:
     def matches(self, op: Operation) -> bool:
         methods, not_methods, routes, not_routes, kinds = self._compiled
         method = op.method.upper()
-        if methods and not _any(methods, method):
+        # Frameworks answer HEAD with the GET handler (RFC 9110 9.3.2: GET without content),
+        # so what a rule says of GET it says of HEAD: a DENY of GET cannot be sidestepped
+        head = method == "HEAD"
+        if methods and not (_any(methods, method) or (head and _any(methods, "GET"))):
             return False
-        if not_methods and _any(not_methods, method):
+        if not_methods and (_any(not_methods, method) or (head and _any(not_methods, "GET"))):
             return False
         if routes and not _any(routes, op.route):
             return False

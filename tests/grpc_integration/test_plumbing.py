@@ -295,3 +295,17 @@ def test_the_rpc_view_bounds_metadata_entries(world: World) -> None:
         view.verified_peer  # noqa: B018 - the property raises
     outcome = world.guard().evaluate(view)
     assert (outcome.allowed, outcome.status) == (False, 400)
+
+
+def test_a_method_cannot_be_both_exempt_and_required(world: World) -> None:
+    """An exempt method is served unchecked: a requirement for it would never hold."""
+    from zerotrust import require
+    from zerotrust.adapters.grpc_aio_server import AioServerInterceptor
+    from zerotrust.adapters.grpc_server import ServerInterceptor
+    from zerotrust.errors import ConfigurationError
+
+    method = "/pkg.Admin/Purge"
+    for kind in (ServerInterceptor, AioServerInterceptor):
+        with pytest.raises(ConfigurationError, match="both exempt and with a requirement"):
+            kind(world.guard(), requirements={method: require(scopes=["admin"])}, exempt=[method])
+        kind(world.guard(), requirements={method: require(scopes=["admin"])}, exempt=["/pkg.X/Y"])

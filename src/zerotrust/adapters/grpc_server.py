@@ -288,6 +288,9 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self._exempt = frozenset(exempt)
         if any(not (isinstance(m, str) and m.startswith("/")) for m in self._exempt):
             raise ConfigurationError("exempt names are full method names: '/pkg.Service/Method'")
+        both = sorted(self._exempt & self._requirements.keys())
+        if both:  # an exempt method is served unchecked: its requirement would never hold
+            raise ConfigurationError(f"methods both exempt and with a requirement: {both}")
         self._peers = PeerCache(guard.authenticator)
         self._wrapped: dict[str, tuple[Any, object, Any]] = {}
         self._lock = threading.Lock()

@@ -309,3 +309,68 @@ def test_a_method_cannot_be_both_exempt_and_required(world: World) -> None:
         with pytest.raises(ConfigurationError, match="both exempt and with a requirement"):
             kind(world.guard(), requirements={method: require(scopes=["admin"])}, exempt=[method])
         kind(world.guard(), requirements={method: require(scopes=["admin"])}, exempt=["/pkg.X/Y"])
+
+
+def test_the_server_identity_check_keeps_to_the_call_deadline(world: World) -> None:
+    """A server that answers the handshake a byte at a time (each byte resets a socket
+    timeout), and a call queued behind another's check, both end at their own deadline: the
+    wait for the other check and this one's probe share it. (The bounds below are several
+    times what each should take and far below what the old behaviour took.)"""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conns = []
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conns.append(conn)
+
+            def drip(c: socket.socket = conn) -> None:
+                with c:
+                    for byte in b"\x16\x03\x03\x40\x00" + bytes(200):
+                        if stop.wait(0.1):
+                            return
+                        try:
+                            c.sendall(bytes([byte]))
+                        except OSError:
+                            return
+
+            threading.Thread(target=drip, daemon=True).start()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    options = {
+        "svid": world.client_svid,
+        "bundles": world.ca.bundle,
+        "server_id": SERVER_ID,
+        "retry": None,
+    }
+    elapsed: list[float] = []
+    codes: list[grpc.StatusCode] = []
+
+    def call(channel: grpc.Channel) -> None:
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=2.0)
+        elapsed.append(time.monotonic() - started)
+        codes.append(info.value.code())
+
+    try:
+        with secure_channel(f"localhost:{port}", **options) as channel:
+            first = threading.Thread(target=call, args=(channel,))
+            first.start()
+            time.sleep(0.3)
+            call(channel)  # queued behind the first call's check
+            first.join()
+    finally:
+        stop.set()
+        listener.close()
+    assert set(codes) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+    assert len(elapsed) == 2 and max(elapsed) < 3.2  # the queued call took 3.7 s before

@@ -14,10 +14,12 @@ guarantee.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
 import threading
+import time
 from typing import Any
 
 import grpc  # type: ignore[import-untyped,unused-ignore]
@@ -109,18 +111,18 @@ class ServerCheck:
     # --- the probe ----------------------------------------------------------------------------
 
     def verify(self, timeout: float | None = None) -> VerifiedPeer:
-        """Probe unless the current connection is already verified; one probe at a time."""
+        """Probe unless the current connection is already verified; one probe at a time. The
+        wait for another caller's probe and this one's count against one deadline."""
         limit = max(min(t for t in (timeout, self._timeout) if t is not None), 0.001)
+        deadline = time.monotonic() + limit
         if not self._probing.acquire(timeout=limit):
-            raise ServerIdentityError(
-                grpc.StatusCode.UNAVAILABLE, "server identity could not be checked in time"
-            )
+            raise _late()
         try:
             if not self.needed and self.peer is not None:
                 return self.peer  # another caller's probe covered this connection
             with self._lock:
                 covers = self._covers()
-            peer = self._probe(limit)
+            peer = self._probe(deadline)
             with self._lock:
                 self._verified_for = max(self._verified_for, covers)
                 self.peer = peer
@@ -131,13 +133,33 @@ class ServerCheck:
     async def averify(self, timeout: float | None = None) -> VerifiedPeer:
         return await asyncio.to_thread(self.verify, timeout)
 
-    def _probe(self, timeout: float) -> VerifiedPeer:
+    def _probe(self, deadline: float) -> VerifiedPeer:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _late()
         try:
             with (
-                socket.create_connection((self._host, self._port), timeout=timeout) as raw,
-                self._context.wrap_socket(raw, server_hostname=self._sni) as tls,
+                socket.create_connection((self._host, self._port), timeout=left) as raw,
+                self._context.wrap_socket(
+                    raw, server_hostname=self._sni, do_handshake_on_connect=False
+                ) as tls,
             ):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _late()
+                tls.settimeout(left)
+                # a server sending its handshake a byte at a time resets a socket timeout on
+                # every byte: the connection is cut at the deadline instead
+                cut = threading.Timer(left, _cut, (tls,))
+                cut.daemon = True
+                cut.start()
+                try:
+                    tls.do_handshake()
+                finally:
+                    cut.cancel()
                 peer: VerifiedPeer | None = getattr(tls, "zerotrust_peer", None)
+        except ServerIdentityError:
+            raise
         except ssl.SSLCertVerificationError as exc:  # includes PeerRejected
             raise ServerIdentityError(
                 grpc.StatusCode.UNAUTHENTICATED, "server identity rejected"
@@ -149,3 +171,15 @@ class ServerCheck:
         if peer is None:  # pragma: no cover - a ZeroTrustSSLContext always sets it
             raise ServerIdentityError(grpc.StatusCode.UNAUTHENTICATED, "server identity unknown")
         return peer
+
+
+def _late() -> ServerIdentityError:
+    return ServerIdentityError(
+        grpc.StatusCode.UNAVAILABLE, "server identity could not be checked in time"
+    )
+
+
+def _cut(sock: socket.socket) -> None:
+    """End a probe's connection from another thread (its handshake then fails at once)."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # not SSLSocket's: it drops the TLS object

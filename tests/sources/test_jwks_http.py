@@ -80,6 +80,12 @@ def test_prefetch(server: HttpsServer, clock: FixedClock) -> None:
         ({"Cache-Control": "no-cache, max-age=600"}, 60),
         ({"Cache-Control": "max-age=soon"}, 60),
         ({"Expires": "0"}, 60),
+        # RFC 9111 4.2.1: a directive given twice with different values makes the response
+        # stale (a proxy appending its own line must not stretch a 60 s set to a day)
+        ({"Cache-Control": "max-age=60, max-age=31536000"}, 60),
+        ({"Cache-Control": "max-age=600, max-age=600"}, 600),
+        # a year no calendar holds: unreadable, not a crash (the source failed on every call)
+        ({"Expires": "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"}, 60),
     ],
 )
 def test_cache_control_ttl_is_clamped(

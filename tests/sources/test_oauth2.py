@@ -9,6 +9,7 @@ import json
 import ssl
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +307,23 @@ def test_any_positive_expires_in_is_read_and_long_ones_are_capped(
     minted = parse_token_response(response, clock=clock, issued_token_type=None)
     assert minted.expires_at is not None
     assert (minted.expires_at - clock.now()).total_seconds() == lifetime
+
+
+def test_expires_in_counts_from_when_the_request_was_sent(clock: FixedClock) -> None:
+    """RFC 6749 5.1: expires_in counts from when the response was made, no earlier than the
+    request: an answer that took 8 s to arrive has 8 s less left, not 8 s more."""
+    from zerotrust.sources._oauth2_flow import token_flow
+    from zerotrust.sources._sansio import HttpRequest, HttpResponse
+
+    sent = clock.now()
+    flow = token_flow(HttpRequest("POST", "https://as.example/token", {}), clock=clock)
+    next(flow)
+    clock.advance(8)  # the answer is on its way
+    body = {"access_token": "at", "token_type": "Bearer", "expires_in": 10}
+    with pytest.raises(StopIteration) as done:
+        flow.send(HttpResponse(200, body=json.dumps(body).encode()))
+    minted = done.value.value
+    assert minted.expires_at == sent + timedelta(seconds=10)
 
 
 def test_token_type_is_case_insensitive_and_dpop_is_accepted(

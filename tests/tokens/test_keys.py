@@ -179,7 +179,8 @@ def test_other_uses_are_rejected(use: Any) -> None:
 
 def test_key_ops_must_allow_verify() -> None:
     assert JWK.from_dict({**A3_KEY, "key_ops": ["verify"]}).key_ops == ("verify",)
-    for ops in (["sign"], [], "verify", ["verify", "verify"], [1]):
+    # an object is no array: {"verify": false} does not allow verify (RFC 7517 4.3)
+    for ops in (["sign"], [], "verify", ["verify", "verify"], [1], {"verify": False}):
         with pytest.raises(ConfigurationError):
             JWK.from_dict({**A3_KEY, "key_ops": ops})
 

@@ -137,6 +137,23 @@ def test_opaque_tokens_use_minted_expiry_or_default_lifetime(clock: FixedClock) 
     assert plain.token("x") == "plain-x"
 
 
+def test_a_token_is_asked_for_again_within_a_year_whatever_it_claims(clock: FixedClock) -> None:
+    """A token's own exp (no expires_in to read) is capped like expires_in: a revoked grant
+    or a rotated client is picked up within a year, not in the year 9999."""
+    minted: list[str] = []
+
+    def mint(audience: str) -> str:
+        minted.append(audience)
+        return fake_jwt(253402300799, n=len(minted))  # 9999-12-31T23:59:59Z
+
+    source = CachedTokenSource(mint, clock=clock)
+    first = source.token("a")
+    clock.advance(250 * 86400)
+    assert source.token("a") == first and len(minted) == 1
+    clock.advance(116 * 86400)  # past a year (refreshed from day 292 on): a new one
+    assert source.token("a") != first and len(minted) == 2
+
+
 def test_expired_or_invalid_minted_tokens_are_errors(clock: FixedClock) -> None:
     past = CachedTokenSource(lambda aud: fake_jwt(clock.now().timestamp() - 1), clock=clock)
     with pytest.raises(SourceError, match="expired"):

@@ -66,15 +66,25 @@ class CachePolicy:
 
 def cache_ttl(headers: Mapping[str, str], now: datetime, policy: CachePolicy) -> float:
     """How long a response may be cached: ``Cache-Control`` (``max-age`` minus ``Age``), else
-    ``Expires`` (relative to ``Date``), else ``default_ttl``; ``no-store``/``no-cache`` and
-    unreadable expiry mean ``min_ttl``; always clamped to ``[min_ttl, max_ttl]``.
+    ``Expires`` (relative to ``Date``), else ``default_ttl``; ``no-store``/``no-cache``,
+    unreadable expiry and a directive given twice with different values (RFC 9111 4.2.1: the
+    response is then stale) mean ``min_ttl``; always clamped to ``[min_ttl, max_ttl]``.
     """
+    try:
+        return _cache_ttl(headers, now, policy)
+    except (ArithmeticError, ValueError, TypeError, IndexError):  # dates no calendar holds
+        return policy.min_ttl
+
+
+def _cache_ttl(headers: Mapping[str, str], now: datetime, policy: CachePolicy) -> float:
     control = headers.get("cache-control")
     if control is not None:
         directives: dict[str, str] = {}
         for part in control.split(","):
             name, _, value = part.strip().partition("=")
-            directives[name.strip().lower()] = value.strip().strip('"')
+            name, value = name.strip().lower(), value.strip().strip('"')
+            if directives.setdefault(name, value) != value:
+                return policy.min_ttl  # max-age=60, max-age=31536000: which one? stale
         if "no-store" in directives or "no-cache" in directives:
             return policy.min_ttl
         max_age = directives.get("max-age")
@@ -97,6 +107,6 @@ def cache_ttl(headers: Mapping[str, str], now: datetime, policy: CachePolicy) ->
 def _http_date(value: str) -> datetime | None:
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year of 20 digits
         return None
     return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import ssl
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final, Literal
 from urllib.parse import quote_plus
 
@@ -29,13 +29,12 @@ from zerotrust._scopes import scope_string
 from zerotrust.errors import AuthenticationError, ConfigurationError, SourceError, TokenError
 from zerotrust.sources._sansio import ACCEPT_JSON, FetchError, Flow, HttpRequest, HttpResponse
 from zerotrust.tokens._json import JSONError, loads_object
-from zerotrust.tokens._outgoing_cache import MintedToken, check_token
+from zerotrust.tokens._outgoing_cache import MAX_LIFETIME, MintedToken, check_token
 from zerotrust.tokens.issue import TokenIssuer
 from zerotrust.tokens.keys import PrivateJWK
 
 __all__ = ["ClientAuth", "scope_string", "token_flow"]
 
-_MAX_LIFETIME: Final = 365 * 86400  # a token endpoint's expires_in is capped to a year
 JWT_BEARER_ASSERTION: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # The registered OAuth error codes (RFC 6749 5.2, RFC 8693 2.2.2, RFC 9449 7.1, RFC 8628
 # 3.5): only these are repeated in messages, since an endpoint may echo anything it was sent,
@@ -160,11 +159,14 @@ def token_flow(
     request: HttpRequest, *, clock: Clock, issued_token_type: str | None = None
 ) -> Flow[MintedToken]:
     """Send ``request`` and turn the answer into a :class:`MintedToken` (or raise)."""
+    sent = clock.now()  # expires_in counts from when the answer was made: at most this late
     try:
         response = yield request
     except FetchError as exc:
         raise SourceError(f"token endpoint unavailable: {exc}") from None
-    return parse_token_response(response, clock=clock, issued_token_type=issued_token_type)
+    return parse_token_response(
+        response, clock=clock, issued_token_type=issued_token_type, sent_at=sent
+    )
 
 
 def _error_code(body: bytes) -> str | None:
@@ -197,12 +199,18 @@ def _invalid(what: str) -> SourceError:
 
 
 def parse_token_response(
-    response: HttpResponse, *, clock: Clock, issued_token_type: str | None
+    response: HttpResponse,
+    *,
+    clock: Clock,
+    issued_token_type: str | None,
+    sent_at: datetime | None = None,
 ) -> MintedToken:
-    """Validate a token endpoint response (see the module documentation)."""
+    """Validate a token endpoint response (see the module documentation). ``expires_in``
+    counts from ``sent_at``, when the request was sent (RFC 6749 5.1 counts from when the
+    response was generated, which is no earlier), else from now."""
     if response.status != 200:
         raise _refused(response)
-    now = clock.now()
+    now = sent_at if sent_at is not None else clock.now()
     try:
         document = loads_object(response.body)
     except JSONError:
@@ -225,11 +233,11 @@ def parse_token_response(
     expires_in = document["expires_in"]
     if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
         # some servers send the number as a string; a long string is a long lifetime
-        expires_in = int(expires_in) if len(expires_in) <= 32 else _MAX_LIFETIME
+        expires_in = int(expires_in) if len(expires_in) <= 32 else MAX_LIFETIME
     if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
         raise _invalid("expires_in is not a number")
     if not expires_in > 0:  # (the JSON reader refuses NaN and infinities)
         raise _invalid("expires_in is not a positive number of seconds")
     # RFC 6749 sets no upper bound: a very long lifetime is kept, but the token is asked for
-    # again within _MAX_LIFETIME
-    return MintedToken(token, now + timedelta(seconds=min(expires_in, _MAX_LIFETIME)))
+    # again within MAX_LIFETIME
+    return MintedToken(token, now + timedelta(seconds=min(expires_in, MAX_LIFETIME)))

@@ -67,7 +67,8 @@ def check_key_ops(key_ops: object, needed: str) -> tuple[str, ...] | None:
     """Validate a ``key_ops`` member: absent, or distinct strings that include ``needed``."""
     if key_ops is None:
         return None
-    if isinstance(key_ops, (str, bytes)) or not isinstance(key_ops, Iterable):
+    # RFC 7517 4.3: an array; a JSON object's member names are no operations
+    if isinstance(key_ops, (str, bytes, Mapping)) or not isinstance(key_ops, Iterable):
         raise ConfigurationError("key_ops must be a list of strings")
     ops = tuple(key_ops)
     if not all(isinstance(op, str) for op in ops) or len(set(ops)) != len(ops):

@@ -28,11 +28,14 @@ from zerotrust.tokens._json import loads_object
 from zerotrust.tokens.claims import numeric_date
 from zerotrust.tokens.verified import utc_datetime
 
-__all__ = ["MintedToken", "TokenCache", "check_token", "read_unverified", "seconds"]
+__all__ = ["MAX_LIFETIME", "MintedToken", "TokenCache", "check_token", "read_unverified", "seconds"]
 
 _log = logging.getLogger("zerotrust.sources")
 K = TypeVar("K", bound=Hashable)
 _MAX_TOKEN_CHARS: Final = 64 * 1024
+#: However long a token claims to live (``expires_in``, or its own ``exp`` without one), it is
+#: asked for again within a year: a revoked grant or a rotated client is picked up.
+MAX_LIFETIME: Final = 365 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +208,8 @@ class TokenCache(Generic[K]):
         lifetime = (expires - now).total_seconds()
         if lifetime <= 0:
             raise SourceError("token source produced an expired token")
+        if lifetime > MAX_LIFETIME:
+            expires, lifetime = now + timedelta(seconds=MAX_LIFETIME), MAX_LIFETIME
         before = self._before if self._before is not None else max(5.0, 0.2 * lifetime)
         return _Entry(token, expires, expires - timedelta(seconds=min(before, lifetime / 2)))
 

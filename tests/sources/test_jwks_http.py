@@ -722,3 +722,122 @@ def test_jwt_svid_verifiers_without_an_issuer_may_use_discovered_keys(
         trust_domain="example.org",
     )
     source.close()
+
+
+# --- content codings -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_compressed_key_set_is_read_and_a_compressed_bomb_never_grows_past_max_bytes(
+    server: HttpsServer, clock: FixedClock, mode: str
+) -> None:
+    """Sources ask for no content coding; a server compressing anyway may use one layer of
+    gzip or deflate, inflated a bounded piece at a time: 64 MiB of zeros in a few KB of gzip
+    is refused without ever holding them."""
+    import gzip
+    import tracemalloc
+    import zlib
+
+    def fetch(source: RemoteJWKSource) -> Any:
+        return source.get_keys() if mode == "sync" else asyncio.run(source.get_keys_async())
+
+    body = json.dumps(jwks(KEY_A)).encode()
+    for coding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+        server.route("/jwks", Route(headers={"Content-Encoding": coding}, body=packed))
+        with make(server, clock) as source:
+            assert fetch(source).get("a") == KEY_A.public()
+    assert {r.headers.get("accept-encoding") for r in server.requests()} == {"identity"}
+
+    bomb = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+    server.route("/jwks", Route(headers={"Content-Encoding": "gzip"}, body=bomb))
+    with make(server, clock, max_bytes=1 << 20) as source:
+        tracemalloc.start()
+        try:
+            with pytest.raises(KeysUnavailable, match="larger than"):
+                fetch(source)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 16 << 20  # about max_bytes; not the 64 MiB the body inflates to
+
+    refused = {
+        "gzip, gzip": gzip.compress(gzip.compress(body)),  # stacked: refused, not inflated
+        "br": body,
+        "gzip": gzip.compress(body)[:-8],  # cut short
+        "deflate": b"not zlib data",
+    }
+    for coding, payload in refused.items():
+        server.route("/jwks", Route(headers={"Content-Encoding": coding}, body=payload))
+        with make(server, clock) as source, pytest.raises(KeysUnavailable):
+            fetch(source)
+
+
+def test_a_request_on_a_reused_connection_cannot_escape_the_deadline(clock: FixedClock) -> None:
+    """httpx's pool hands a later request a kept-alive connection, which the deadline never
+    saw open: a server answering the first request of a connection at once and trickling
+    the next ones held discovery + JWKS fetches for as long as it trickled. Connections of
+    the clients a source builds are not kept alive, so each exchange stays cuttable."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    issuer = f"http://127.0.0.1:{port}/realm"
+    documents = {
+        b"/realm/.well-known/openid-configuration": json.dumps(
+            {"issuer": issuer, "jwks_uri": f"http://127.0.0.1:{port}/jwks"}
+        ).encode(),
+        b"/jwks": json.dumps(jwks(KEY_A)).encode(),
+    }
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            served = 0
+            pending = b""
+            while not stop.is_set():
+                while b"\r\n\r\n" not in pending:
+                    try:
+                        data = conn.recv(4096)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    pending += data
+                head, _, pending = pending.partition(b"\r\n\r\n")
+                path = head.split(b" ")[1]
+                body = documents.get(path, b"{}")
+                answer = (
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                if served:  # a later request on the same connection: trickled
+                    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"s" * 400:
+                        if stop.wait(0.05):
+                            return
+                        try:
+                            conn.sendall(bytes([byte]))
+                        except OSError:
+                            return
+                    return
+                conn.sendall(answer)
+                served += 1
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        source = RemoteJWKSource.from_oidc_issuer(
+            issuer, clock=clock, timeout=0.5, allow_http_loopback=True
+        )
+        with source:
+            assert source.get_keys().get("a") == KEY_A.public()  # each request its own connection
+    finally:
+        stop.set()
+        listener.close()

@@ -10,8 +10,12 @@ Transport rules applied to every request of a remote source:
   as it likes (your own sync ``client`` keeps its own timeouts: the deadline would have to cut
   connections it may share, such as HTTP/2 ones);
 * the body is streamed and abandoned as soon as it exceeds ``max_bytes`` (a larger
-  ``Content-Length`` is refused before the first byte is read), after content decoding, so a
-  compressed bomb is stopped too;
+  ``Content-Length`` is refused before the first byte is read). Requests ask for no content
+  coding (``Accept-Encoding: identity``); a server that compresses anyway may use one layer of
+  ``gzip`` or ``deflate``, inflated here a bounded piece at a time, so a compressed bomb never
+  grows past ``max_bytes`` in memory (other and stacked codings are refused);
+* clients built here open a connection per exchange (no keep-alive): the deadline above can
+  then always cut the connection an exchange uses;
 * clients built here ignore proxy and certificate settings from the environment (pass your
   own ``client`` to use them) and verify the server certificate (``verify=False`` is refused);
 * every httpx exception is translated into :class:`FetchError` here and nowhere else.
@@ -26,6 +30,7 @@ import socket
 import ssl
 import threading
 import time
+import zlib
 from typing import Any, TypeVar
 
 import httpx
@@ -123,9 +128,10 @@ class _Deadline:
 
 
 class _Body:
-    """Accumulates a streamed body within the size and time bounds."""
+    """Accumulates a streamed body (as sent: ``iter_raw``) within the size and time bounds,
+    inflating one layer of ``gzip`` / ``deflate`` a bounded piece at a time."""
 
-    __slots__ = ("_chunks", "_deadline", "_headers", "_max", "_size", "_status")
+    __slots__ = ("_chunks", "_deadline", "_headers", "_inflate", "_max", "_size", "_status")
 
     def __init__(self, response: httpx.Response, max_bytes: int, timeout: float) -> None:
         self._status = response.status_code
@@ -139,6 +145,14 @@ class _Body:
         length = self._headers.get("content-length", "")
         if length.isdigit() and int(length) > max_bytes:
             raise FetchError(f"response is larger than {max_bytes} bytes")
+        coding = self._headers.get("content-encoding", "").strip().lower()
+        self._inflate: Any = None
+        if coding in ("gzip", "x-gzip"):
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif coding == "deflate":  # RFC 9110 8.4.1.2: the zlib format
+            self._inflate = zlib.decompressobj()
+        elif coding not in ("", "identity") and self.wanted:
+            raise FetchError("response content coding is not supported")
 
     @property
     def wanted(self) -> bool:
@@ -146,23 +160,39 @@ class _Body:
         return not 300 <= self._status < 400
 
     def add(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if self._size > self._max:
-            raise FetchError(f"response is larger than {self._max} bytes")
         if time.monotonic() > self._deadline:
             raise FetchError("timed out reading the response body")
-        self._chunks.append(chunk)
+        inflate = self._inflate
+        if inflate is None:
+            self._keep(chunk)
+            return
+        try:
+            while chunk:  # never more out than may still be kept, plus one byte to tell
+                self._keep(inflate.decompress(chunk, self._max - self._size + 1))
+                chunk = inflate.unconsumed_tail
+        except zlib.error:
+            raise FetchError("response body is not valid compressed data") from None
+
+    def _keep(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > self._max:
+            raise FetchError(f"response is larger than {self._max} bytes")
+        if data:
+            self._chunks.append(data)
 
     def response(self) -> HttpResponse:
+        inflate = self._inflate
+        if inflate is not None and self.wanted and not inflate.eof:
+            raise FetchError("response body is not valid compressed data")  # cut short
         return HttpResponse(self._status, self._headers, b"".join(self._chunks))
 
 
 class HttpxTransport:
     """Runs flows over a user's httpx client, or over clients it builds itself.
 
-    A built sync client is kept for connection reuse (:meth:`close` closes it); async
-    requests use the user's ``async_client`` or a short-lived client per exchange, so a
-    source is not tied to one event loop.
+    A built sync client is kept (:meth:`close` closes it), with a new connection per
+    exchange; async requests use the user's ``async_client`` or a short-lived client per
+    exchange, so a source is not tied to one event loop.
     """
 
     __slots__ = ("_async_client", "_client", "_lock", "_max_bytes", "_own", "_ssl", "_timeout")
@@ -205,6 +235,8 @@ class HttpxTransport:
             "timeout": self._timeout,
             "follow_redirects": False,
             "trust_env": False,
+            # a connection per exchange: the deadline sees (and can cut) every one it uses
+            "limits": httpx.Limits(max_keepalive_connections=0),
         }
 
     def _sync_client(self) -> httpx.Client:
@@ -224,7 +256,7 @@ class HttpxTransport:
 
     def _stream_args(self, request: HttpRequest, **extensions: Any) -> dict[str, Any]:
         args: dict[str, Any] = {
-            "headers": dict(request.headers),
+            "headers": {"accept-encoding": "identity", **request.headers},
             "timeout": self._timeout,
             "follow_redirects": False,
         }
@@ -245,7 +277,7 @@ class HttpxTransport:
                 with client.stream(request.method, request.url, **args) as response:
                     body = _Body(response, self._max_bytes, self._timeout)
                     if body.wanted:
-                        for chunk in response.iter_bytes():
+                        for chunk in response.iter_raw():
                             body.add(chunk)
                     deadline.finish()
                     if deadline.expired:  # a cut read ends like a body without a length
@@ -277,7 +309,7 @@ class HttpxTransport:
             ) as response:
                 body = _Body(response, self._max_bytes, self._timeout)
                 if body.wanted:
-                    async for chunk in response.aiter_bytes():
+                    async for chunk in response.aiter_raw():
                         body.add(chunk)
                 return body.response()
         except _TRANSLATED as exc:

@@ -4,10 +4,12 @@
 factory) registers a ``before_request`` check that evaluates the Guard **once** per request,
 with the route template of the matched rule (``/orders/<int:order_id>`` is matched as
 ``/orders/{order_id}``, see :func:`~zerotrust.adapters._common.route_template`) and the view's
-own requirement from :meth:`ZeroTrust.require`. Refusals raise :class:`RequestRefused`, whose
-default handler answers with the refusal table every zerotrust adapter shares; register your
-own handler for it to change the body. The principal is in :data:`current_principal`, in
-``flask.g.zerotrust_principal`` and in :func:`zerotrust.wsgi.current_principal`.
+own requirement from :meth:`ZeroTrust.require`. A refusal is answered by the handler
+registered for :class:`RequestRefused` nearest the view (a blueprint's, else the
+application's; the default answers with the refusal table every zerotrust adapter shares):
+register your own to change the body. Other error handlers never see refusals. The
+principal is in :data:`current_principal`, in ``flask.g.zerotrust_principal`` and in
+:func:`zerotrust.wsgi.current_principal`.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ current_principal: Principal = cast("Principal", LocalProxy(_principal))
 
 
 class RequestRefused(Exception):
-    """Raised in ``before_request`` when the Guard refuses a request.
+    """A refusal by the Guard, handed to the handler registered for this class.
 
     ``outcome`` is the Guard's :class:`~zerotrust.Outcome`. The default handler returns
     :meth:`response`; an application can register its own handler
@@ -129,19 +131,33 @@ class _AppState:
         return found
 
 
-def _check(state: _AppState) -> None:
+def _refuse(app: Any, req: Any, outcome: Outcome) -> Any:
+    """The response to a refusal: the handler registered for :class:`RequestRefused` nearest
+    the view (a blueprint's, else the application's), else the standard one. Answered here,
+    not raised: a blueprint's catch-all ``errorhandler(Exception)`` would come before an
+    application's ``RequestRefused`` handler and turn a 401 into its own 500."""
+    exc = RequestRefused(outcome)
+    for name in (*req.blueprints, None):
+        handler = app.error_handler_spec.get(name, {}).get(None, {}).get(RequestRefused)
+        if handler is not None:
+            return app.ensure_sync(handler)(exc)
+    return exc.response()
+
+
+def _check(state: _AppState) -> Any:
     # One context lookup per proxy: they cost more than the attribute reads behind them.
     req: Any = request._get_current_object()  # type: ignore[attr-defined]
     ctx_g: Any = g._get_current_object()
     ctx_g.zerotrust_principal = None
     rule = req.url_rule
+    app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
     if rule is None:
         route = _UNMATCHED
     else:
-        route = state.route(current_app._get_current_object(), rule)  # type: ignore[attr-defined]
+        route = state.route(app, rule)
         if route.exempt:  # nothing accepted: no forwarded certificate reaches the view
             strip_forwarded_headers(req.environ, None, state.guard)
-            return
+            return None
         if route.misplaced:  # refused (500) and audited, like an unresolvable route elsewhere
             error = ConfigurationError(
                 f"view {rule.endpoint!r} was registered without its @zt.require wrapper:"
@@ -149,16 +165,17 @@ def _check(state: _AppState) -> None:
             )
             _log.error("zerotrust: request refused: %s", error)
             view = WSGIRequestView(req.environ, route.template)
-            raise RequestRefused(state.guard.refuse(view, error))
+            return _refuse(app, req, state.guard.refuse(view, error))
     environ = req.environ
     outcome = state.guard.evaluate(WSGIRequestView(environ, route.template), route.requirement)
     if not outcome.allowed:
-        raise RequestRefused(outcome)
+        return _refuse(app, req, outcome)
     strip_forwarded_headers(environ, outcome, state.guard)
     principal = outcome.principal
     ctx_g.zerotrust_principal = principal
     setattr(ctx_g, _ENFORCED, route.parts)
     setattr(ctx_g, _RESET, set_principal(principal))
+    return None
 
 
 def _teardown(exc: BaseException | None) -> None:

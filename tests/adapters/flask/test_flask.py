@@ -327,6 +327,57 @@ def test_default_answer_survives_generic_http_handlers(
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
 
 
+def test_a_blueprints_catch_all_handler_cannot_swallow_a_refusal(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """Flask asks a blueprint's handlers before the application's: a catch-all
+    ``@bp.errorhandler(Exception)`` came before the RequestRefused handler and answered a
+    401 with its own 500. Refusals are answered by the RequestRefused handler nearest the
+    view (a blueprint's own comes first), else the standard one."""
+    from flask import Blueprint
+
+    guard, _ = make_guard(issuer, clock)
+    zt = ZeroTrust()
+    app = Flask("blueprints")
+    api = Blueprint("api", __name__, url_prefix="/api")
+    custom = Blueprint("custom", __name__, url_prefix="/custom")
+
+    @api.errorhandler(Exception)
+    def catch_all(exc: Exception) -> Any:  # pragma: no cover - must not see refusals
+        return jsonify({"error": "internal"}), 500
+
+    @api.get("/orders/<int:order_id>")
+    def api_order(order_id: int) -> Any:  # pragma: no cover - refused
+        return {"order": order_id}
+
+    @custom.errorhandler(RequestRefused)
+    def custom_refusal(exc: RequestRefused) -> Any:
+        return jsonify({"custom": exc.outcome.error.code}), exc.status, exc.headers  # type: ignore[union-attr]
+
+    @custom.errorhandler(Exception)
+    def custom_catch_all(exc: Exception) -> Any:  # pragma: no cover - must not see refusals
+        return jsonify({"error": "internal"}), 500
+
+    @custom.get("/orders/<int:order_id>")
+    def custom_order(order_id: int) -> Any:  # pragma: no cover - refused
+        return {"order": order_id}
+
+    app.register_blueprint(api)
+    app.register_blueprint(custom)
+    zt.init_app(app, guard=guard)
+    client = app.test_client()
+    response = client.get("/api/orders/7")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+    assert response.json == {
+        "error": "missing_credentials",
+        "error_description": "authentication required",
+    }
+    response = client.get("/custom/orders/7")
+    assert response.status_code == 401 and response.json == {"custom": "missing_credentials"}
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+
+
 def test_exempt_views_and_endpoints(issuer: TokenIssuer, clock: FixedClock) -> None:
     guard, sink = make_guard(issuer, clock)
     zt = ZeroTrust(exempt=["healthz"])

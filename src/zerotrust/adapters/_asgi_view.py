@@ -46,6 +46,7 @@ class ScopeView:
         "_overflow",
         "_scope",
         "_tls",
+        "_underscored",
         "kind",
         "method",
         "path",
@@ -61,6 +62,7 @@ class ScopeView:
         self._scope = scope
         self._headers: dict[str, list[str]] | None = None
         self._absent: frozenset[str] = frozenset()  # names known to be absent
+        self._underscored: bool | None = None  # a header name with '_'? (None: not looked)
         tls = self._tls = scope_tls(scope)
         # False: not decoded yet (without the TLS extension there is nothing to decode)
         self._chain: Sequence[bytes] | bool | None = None if tls is None else False
@@ -124,6 +126,15 @@ class ScopeView:
             self._headers = headers
         return headers
 
+    @property
+    def underscored(self) -> bool:
+        """Whether a header name holds ``_`` (then a lookalike of a forwarded-certificate
+        header may be among them: see :func:`strip_scope_headers`)."""
+        seen = self._underscored
+        if seen is None:
+            seen = self._underscored = any(b"_" in n for n, _ in self._scope.get("headers", ()))
+        return seen
+
     def header(self, name: str) -> list[str]:
         """Every value of header ``name`` (case-insensitive), in order; ``[]`` if absent."""
         values = (self._headers or self._table()).get(name.lower())
@@ -153,6 +164,7 @@ class ScopeView:
             return None
         else:  # one pass over the raw headers, names read as _table() reads them
             raw: bytes | None = None
+            underscored = False
             for raw_name, raw_value in self._scope.get("headers", ()):
                 name = raw_name.decode("latin-1").lower()
                 if name in absent:
@@ -161,7 +173,10 @@ class ScopeView:
                     if raw is not None:
                         return None
                     raw = raw_value
+                elif "_" in name:
+                    underscored = True
             self._absent = absent
+            self._underscored = underscored
             if raw is None:
                 return None
             value = raw.decode("latin-1")

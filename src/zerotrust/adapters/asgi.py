@@ -152,10 +152,11 @@ class ZeroTrustMiddleware:
         if not outcome.allowed:
             await send_refusal(scope, receive, send, outcome)
             return
-        names: tuple[str, ...] = ()
         if view.has_any(self._forwarded):  # rare: forwarded-certificate headers to judge
             names = forwarded_headers_to_strip(outcome, self.guard.authenticator.trusted_proxies)
-        strip_scope_headers(scope, names, self._forwarded)  # and any spelled with '_'
+            strip_scope_headers(scope, names, self._forwarded)
+        elif view.underscored:  # rarer: perhaps one spelled with '_'
+            strip_scope_headers(scope, (), self._forwarded)
         publish(scope, outcome)
         token = _current.set(outcome.principal)
         try:

@@ -302,6 +302,35 @@ def test_host_mapping_resolution() -> None:
     assert resolve(httpx.Request("GET", "https://[::1]:8443/x")) == "v6"
     with pytest.raises(ConfigurationError):
         resolve(httpx.Request("GET", "https://api.internal.evil.example/x"))
+    # IPv6 keys keep their brackets: [2001:db8::1]:8443 is not the address 2001:db8::1:8443
+    ported = _resolver({"[2001:db8::1]:8443": "v6-port", "[2001:DB8:0::2]": "v6-any"})
+    assert ported(httpx.Request("GET", "https://[2001:db8::1]:8443/x")) == "v6-port"
+    assert ported(httpx.Request("GET", "https://[2001:db8::2]:9/x")) == "v6-any"
+    for elsewhere in ("https://[2001:db8::1:8443]/x", "https://[2001:db8::1:8443]:8443/x"):
+        with pytest.raises(ConfigurationError, match="no audience"):
+            ported(httpx.Request("GET", elsewhere))
+    for key in ("2001:db8::1:8443", "[not-ip]", "api.internal:port", "a/b", "", "[::1]x"):
+        with pytest.raises(ConfigurationError, match="mapping key"):
+            _resolver({key: "x"})
+
+
+def test_a_token_is_never_sent_in_clear_but_to_a_loopback_sidecar() -> None:
+    """RFC 6750 5.3: bearer tokens travel over TLS; a plain-http loopback sidecar (which
+    carries the call on over mTLS) is the one exception."""
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    auth = ZeroTrustAuth(StaticTokenSource("t0k"), audience="api")
+    with httpx.Client(transport=httpx.MockTransport(answer), auth=auth) as client:
+        for url in ("http://api.internal/x", "http://10.0.0.7/x", "http://[2001:db8::1]/x"):
+            with pytest.raises(ConfigurationError, match="never sent over http"):
+                client.get(url)
+        for url in ("http://localhost:15001/x", "http://127.0.0.1/x", "http://[::1]/x"):
+            assert client.get(url).status_code == 200
+    assert [r.headers["authorization"] for r in sent] == ["Bearer t0k"] * 3
 
 
 def test_invalid_token_challenge_parsing() -> None:

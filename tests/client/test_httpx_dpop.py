@@ -372,3 +372,37 @@ def test_nonces_of_retried_and_redirected_responses_count(
     assert nonces_sent(server, "/busy") == [None, "r1"]
     assert nonces_sent(server, "/moved") == ["r1"]
     assert nonces_sent(server, "/target") == ["m1"]
+
+
+def test_an_answer_from_another_origin_says_nothing_about_this_one(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+) -> None:
+    """A redirect to another origin answered: that origin never saw the token or a proof, so
+    its nonce, its use_dpop_nonce challenge and its invalid_token are not this origin's."""
+    token = bound_token(issuer, holder)
+    minted: list[str] = []
+
+    def mint(audience: str) -> str:
+        minted.append(audience)
+        return token
+
+    other = server.url("/elsewhere", host="127.0.0.1")
+    challenge = 'DPoP error="use_dpop_nonce", error="invalid_token"'
+    server.script("/start", Reply(307, {"Location": other}))
+    server.script("/elsewhere", Reply(401, {"WWW-Authenticate": challenge, "DPoP-Nonce": "b1"}))
+    server.script("/again", Reply(200))
+    options = {
+        **dpop_options(ca, client_svid, token, holder, follow_redirects=True),
+        "token_source": CachedTokenSource(mint),
+    }
+    calls = [("POST", server.url("/start"), {"json": {}}), ("GET", server.url("/again"))]
+    first, second = send(mode, calls, **options)
+    assert first.status_code == 401 and second.status_code == 200
+    assert len(server.requests("/start")) == 1  # not sent again for another origin's challenge
+    assert len(minted) == 1  # and its invalid_token did not drop this origin's token
+    assert claims_of(server.requests("/again")[0].headers["dpop"]).get("nonce") is None

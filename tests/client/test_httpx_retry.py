@@ -50,6 +50,18 @@ def test_get_is_retried_after_503_honouring_retry_after(
     assert (event.status, event.attempt, event.retry_after, event.delay) == (503, 1, 1.0, 0.05)
     assert event.method == "GET" and event.error is None
     assert server.handshakes == 1  # the failed response was drained and closed: connection reused
+    assert event.url == server.url("/")
+
+
+def test_retry_events_name_the_url_without_what_may_hold_secrets(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    events = Events()
+    server.script("/charges", UNAVAILABLE, Reply(200))
+    url = server.url("/charges?api_key=s3cret#frag").replace("https://", "https://u:pw@")
+    send(mode, [("GET", url)], **options(ca, client_svid, fast(events)))
+    [event] = events
+    assert event.url == server.url("/charges")  # no user information, query or fragment
 
 
 def test_post_is_not_retried(

@@ -11,6 +11,7 @@ held while the flow is suspended, so httpx may resume it on any thread or task.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import threading
 from collections import OrderedDict
@@ -60,6 +61,10 @@ _USE_DPOP_NONCE: Final = re.compile(
 #: A ``DPoP-Nonce`` value (RFC 9449 §8.1: ``1*NQCHAR``), bounded.
 _NONCE: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,1024}")
 _MAX_REMEMBERED: Final = 1024
+#: An audience mapping key: ``host``, ``host:port``, ``[IPv6]`` or ``[IPv6]:port``.
+_MAPPING_KEY: Final = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^\s:/@\[\]]+))(?::(?P<port>[0-9]{1,5}))?"
+)
 _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 
 
@@ -116,16 +121,24 @@ def _resolver(audience: object) -> Callable[[httpx.Request], str | None]:
             raise ConfigurationError("the audience mapping is empty")
         table: dict[str, str] = {}
         for host, value in audience.items():
-            if not isinstance(host, str) or not host or "/" in host or "@" in host:
-                raise ConfigurationError("audience mapping keys must be 'host' or 'host:port'")
-            key = host.lower().replace("[", "").replace("]", "")  # IPv6 literals: no brackets
+            match = _MAPPING_KEY.fullmatch(host) if isinstance(host, str) else None
+            if match is None:
+                raise ConfigurationError(
+                    "audience mapping keys must be 'host', 'host:port', '[IPv6]' or '[IPv6]:port'"
+                )
+            name = match.group("v6") or match.group("name")
+            port = int(match.group("port")) if match.group("port") else None
+            key = _host_key(name, port)
+            if key is None:
+                raise ConfigurationError(f"audience mapping key {host!r} is not a valid host")
             table[key] = _audience_value(value, f"the audience for {host!r}")
 
         def by_host(request: httpx.Request) -> str:
             url = request.url
-            host = url.host.lower()
             port = url.port or _DEFAULT_PORTS.get(url.scheme)
-            found = table.get(f"{host}:{port}") or table.get(host)
+            exact, bare = _host_key(url.host, port), _host_key(url.host, None)
+            found = (table.get(exact) if exact else None) or (table.get(bare) if bare else None)
+            host = url.host
             if found is None:  # never guess: a token is only sent where it is meant to go
                 raise ConfigurationError(f"no audience is configured for host {host!r}")
             return found
@@ -140,6 +153,40 @@ def _resolver(audience: object) -> Callable[[httpx.Request], str | None]:
 
         return derived
     raise ConfigurationError("audience must be a string, a SpiffeId, a host mapping or a callable")
+
+
+def _host_key(host: str, port: int | None) -> str | None:
+    """How a host (and port) is looked up in an audience mapping: names in lower case, IPv6
+    addresses compressed and in brackets (a port after an unbracketed one would read as part
+    of the address); ``None`` for something that is neither."""
+    host = host.lower() if host else ""
+    if not host:
+        return None
+    if ":" in host or host.startswith("["):
+        try:
+            host = f"[{ipaddress.IPv6Address(host.strip('[]')).compressed}]"
+        except ValueError:
+            return None
+    return host if port is None else f"{host}:{port}"
+
+
+def _answered_by_origin_of(response: httpx.Response, request: httpx.Request) -> bool:
+    """Whether the final answer (after redirects httpx followed) came from ``request``'s
+    origin."""
+    try:
+        final = response.request
+    except RuntimeError:  # no request recorded: it answered ``request`` itself
+        return True
+    return final is request or _origin(final.url) == _origin(request.url)
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _replayable(request: httpx.Request) -> bool:
@@ -305,11 +352,21 @@ class ZeroTrustAuth(httpx.Auth):
         if audience is None:
             yield request
             return
+        if request.url.scheme != "https" and not _loopback(request.url.host):
+            # RFC 6750 5.3: bearer tokens travel over TLS (a loopback sidecar excepted)
+            raise ConfigurationError(
+                f"a token is never sent over {request.url.scheme}:// to {request.url.host!r}:"
+                " use https"
+            )
         token = yield _TokenFor(audience)
         assert isinstance(token, str)
         proof = self._apply(request, token)
         response = yield request
         assert isinstance(response, httpx.Response)
+        if not _answered_by_origin_of(response, request):
+            # a redirect to another origin answered, which never saw the token or a proof:
+            # its nonce, nonce challenge or invalid_token say nothing about this origin's
+            return
         if proof is not None:
             nonce = proof.note(response, request)
             if (

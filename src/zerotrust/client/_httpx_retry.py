@@ -42,6 +42,7 @@ __all__ = [
     "RETRY_STATUSES",
     "RetryEvent",
     "RetryPolicy",
+    "loggable_url",
     "parse_retry_after",
 ]
 
@@ -91,6 +92,7 @@ class RetryEvent:
     """What :attr:`RetryPolicy.on_retry` is told before each wait."""
 
     method: str
+    #: The request URL without user information, query or fragment (safe to log).
     url: str
     #: The attempt that failed (1 for the first).
     attempt: int
@@ -100,6 +102,11 @@ class RetryEvent:
     error: BaseException | None = None
     #: The server's ``Retry-After`` in seconds, before the cap, if it sent a usable one.
     retry_after: float | None = None
+
+
+def loggable_url(url: httpx.URL) -> str:
+    """``url`` without what may hold secrets: user information, query and fragment."""
+    return str(url.copy_with(username=None, password=None, query=None, fragment=None))
 
 
 def _positive(name: str, value: object, *, zero: bool = False) -> float:

@@ -18,7 +18,7 @@ import tenacity
 from opentelemetry import propagate
 
 from zerotrust.client._httpx_auth import REFRESH_EXTENSION, note_nonce, resign_redirect
-from zerotrust.client._httpx_retry import RetryEvent, RetryPolicy
+from zerotrust.client._httpx_retry import RetryEvent, RetryPolicy, loggable_url
 
 __all__ = ["AsyncZeroTrustTransport", "ZeroTrustTransport"]
 
@@ -102,7 +102,7 @@ class _Plan:
         on_retry(
             RetryEvent(
                 method=self.request.method,
-                url=str(self.request.url),
+                url=loggable_url(self.request.url),
                 attempt=state.attempt_number,
                 delay=state.upcoming_sleep,
                 status=None if response is None else response.status_code,
@@ -122,6 +122,16 @@ class _Plan:
         }
 
 
+def _check_https(request: httpx.Request) -> None:
+    """A zero-trust client's requests go over mTLS only: a plain ``http://`` URL (given, or a
+    redirect's) would carry the body and token in clear to a server nobody checked."""
+    if request.url.scheme != "https":
+        raise httpx.UnsupportedProtocol(
+            f"zerotrust clients send requests over https only, not {request.url.scheme}://",
+            request=request,
+        )
+
+
 def _inject_trace_context(request: httpx.Request) -> None:
     """Write the current OpenTelemetry context (``traceparent``, ...) into the headers."""
     propagate.inject(request.headers)
@@ -136,12 +146,16 @@ class ZeroTrustTransport(httpx.BaseTransport):
         *,
         retry: RetryPolicy | None,
         trace_context: bool = True,
+        https_only: bool = False,
     ) -> None:
         self._inner = transport
         self._retry = retry
         self._trace = trace_context
+        self._https_only = https_only
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._https_only:
+            _check_https(request)
         response = self._send(request)
         note_nonce(request, response)
         return response
@@ -190,12 +204,16 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
         *,
         retry: RetryPolicy | None,
         trace_context: bool = True,
+        https_only: bool = False,
     ) -> None:
         self._inner = transport
         self._retry = retry
         self._trace = trace_context
+        self._https_only = https_only
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._https_only:
+            _check_https(request)
         response = await self._send(request)
         note_nonce(request, response)
         return response

@@ -189,7 +189,9 @@ def Client(
         inner = httpx.HTTPTransport(verify=context, limits=limits, http2=http2, trust_env=False)
     except ImportError:
         raise _http2_error() from None
-    transport = ZeroTrustTransport(inner, retry=policy, trace_context=trace_context)
+    transport = ZeroTrustTransport(
+        inner, retry=policy, trace_context=trace_context, https_only=True
+    )
     return httpx.Client(transport=transport, **client_options)
 
 
@@ -227,5 +229,7 @@ def AsyncClient(
         )
     except ImportError:
         raise _http2_error() from None
-    transport = AsyncZeroTrustTransport(inner, retry=policy, trace_context=trace_context)
+    transport = AsyncZeroTrustTransport(
+        inner, retry=policy, trace_context=trace_context, https_only=True
+    )
     return httpx.AsyncClient(transport=transport, **client_options)

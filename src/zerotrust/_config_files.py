@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zerotrust._config_sources import fail
+from zerotrust._config_sources import MAX_DEPTH, check_document, fail
 from zerotrust.errors import MissingDependencyError
 
 __all__ = ["freeze", "read_document", "thaw"]
@@ -30,11 +30,13 @@ def read_document(path: Path, label: str) -> Any:
     try:
         text = data.decode("utf-8")
         if suffix == ".toml":
-            return _toml_loads(text)
+            return check_document(_toml_loads(text), label)
         if suffix in (".yaml", ".yml"):
-            return _yaml_loads(text, label, path)
+            return check_document(_yaml_loads(text, label, path), label)
         if suffix == ".json":
-            return json.loads(text)
+            return check_document(json.loads(text), label)
+    except RecursionError:  # the parser's own stack: deeper than any bound
+        raise fail(label, f"{str(path)!r} is nested deeper than {MAX_DEPTH} levels") from None
     except UnicodeDecodeError:
         raise fail(label, f"{str(path)!r} is not UTF-8 text") from None
     except ValueError as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors

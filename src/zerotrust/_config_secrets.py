@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from zerotrust._config_schema import Secret
-from zerotrust._config_sources import Info, Origin, env_name, fail
+from zerotrust._config_sources import MAX_DEPTH, Info, Origin, check_document, env_name, fail
 from zerotrust.errors import ConfigurationError
 
 __all__ = ["file_path", "pairs", "read_secret_file", "secret"]
@@ -27,7 +27,9 @@ def pairs(text: str, label: str, *, secret: bool) -> dict[str, str]:
     stripped = text.strip()
     if stripped.startswith("{"):
         try:
-            document = json.loads(stripped)
+            document = check_document(json.loads(stripped), label)
+        except RecursionError:
+            raise fail(label, f"is nested deeper than {MAX_DEPTH} levels") from None
         except json.JSONDecodeError as exc:
             raise fail(label, f"not valid JSON (at position {exc.pos})") from None
         return document  # type: ignore[no-any-return]  # "{" starts an object or nothing

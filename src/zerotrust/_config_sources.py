@@ -27,9 +27,12 @@ from zerotrust.errors import ConfigurationError
 __all__ = [
     "ENV_CONFIG",
     "ENV_PREFIX",
+    "MAX_DEPTH",
+    "MAX_VALUES",
     "Info",
     "Layer",
     "Origin",
+    "check_document",
     "env_layer",
     "env_name",
     "fail",
@@ -48,6 +51,34 @@ SECTION = object()  # the value recorded for "this table was given"
 
 def fail(label: str, message: str) -> ConfigurationError:
     return ConfigurationError(f"{label}: {message}")
+
+
+#: Bounds of a settings or policy document (a file, or JSON in an environment variable).
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+
+
+def check_document(document: Any, label: str) -> Any:
+    """``document`` if it is nested at most :data:`MAX_DEPTH` deep and holds at most
+    :data:`MAX_VALUES` values, counting every use of a YAML alias (whose expansion would
+    otherwise be a memory bomb for the copies made of it)."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    values = 0
+    while stack:
+        value, depth = stack.pop()
+        values += 1
+        if values > MAX_VALUES:
+            raise fail(label, f"holds more than {MAX_VALUES} values")
+        if isinstance(value, Mapping):
+            children: Any = value.values()
+        elif isinstance(value, (list, tuple)):
+            children = value
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            raise fail(label, f"is nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)
+    return document
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,11 @@ from typing import Any
 from zerotrust._config_files import freeze
 from zerotrust._config_secrets import file_path, pairs, read_secret_file, secret
 from zerotrust._config_sources import (
+    MAX_DEPTH,
     Info,
     Layer,
     Origin,
+    check_document,
     env_name,
     fail,
     sections_of,
@@ -168,7 +170,9 @@ def _bounded(info: Info, number: float, label: str) -> float:
 
 def _json(text: str, label: str) -> Any:
     try:
-        return json.loads(text)
+        return check_document(json.loads(text), label)
+    except RecursionError:
+        raise fail(label, f"is nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
         raise fail(label, f"not valid JSON ({exc.msg} at position {exc.pos})") from None
 

@@ -117,7 +117,7 @@ def test_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="not valid TOML"):
         load_policy(tmp_path / "bad.toml")
     (tmp_path / "p.ini").write_text("")
-    with pytest.raises(ConfigurationError, match="unknown policy format"):
+    with pytest.raises(ConfigurationError, match="unknown format"):
         load_policy(tmp_path / "p.ini")
 
 
@@ -138,6 +138,33 @@ def test_policy_files_are_bounded(tmp_path: Path) -> None:
         load_policy(path)
     path.write_bytes(b'{"id": "\xff"}')
     with pytest.raises(ConfigurationError, match="UTF-8"):
+        load_policy(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        # nested far deeper than any parser's stack: a typed refusal, not a RecursionError
+        ("deep.json", '{"rules": ' + "[" * 50_000 + "]" * 50_000 + "}"),
+        ("deep.toml", "rules = " + "[" * 50_000 + "]" * 50_000),
+        ("deep.yaml", "rules: " + "[" * 50_000 + "]" * 50_000),
+        ("nested.json", '{"rules": ' + "[" * 40 + "]" * 40 + "}"),
+        # aliases: ten references to ten references ... a billion values once copied
+        (
+            "laughs.yaml",
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+                for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+            )
+            + "rules: *i\n",
+        ),
+    ],
+)
+def test_documents_are_bounded_in_depth_and_values(tmp_path: Path, name: str, text: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigurationError, match=r"nested deeper|more than 100000 values"):
         load_policy(path)
 
 

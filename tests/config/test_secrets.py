@@ -60,6 +60,8 @@ def test_secrets_are_never_shown(files: Path) -> None:
         ("ZEROTRUST_TOKENS__HMAC_SECRET", "5e" * 8, "at least 32 bytes"),
         ("ZEROTRUST_API_KEYS__HASHES", "ci=5e5e5e5e5e5e5e5e", "store the SHA-256 hex digest"),
         ("ZEROTRUST_API_KEYS__HASHES", "ci:5e5e5e5e5e5e5e5e", "item 1 is not name=value"),
+        # JSON nested past any parser's stack: a refusal, not a RecursionError
+        ("ZEROTRUST_API_KEYS__HASHES", '{"a":' * 50_000 + "1" + "}" * 50_000, "nested deeper"),
     ],
 )
 def test_bad_secrets_are_refused_without_being_shown(

@@ -202,6 +202,10 @@ INVALID_IN_ENV = [
     ("api_keys.hashes", '["ci"]', "item 1 is not name=value"),
     ("mtls.bundles", "", "must not be empty"),
     ("api_keys.hashes", "{}", "must map key ids to SHA-256 hex digests"),
+    # nested past any parser's stack, or past the bound: refused, never a RecursionError
+    ("policy.rules", "[" * 50_000 + "]" * 50_000, "nested deeper than 32 levels"),
+    ("policy.rules", "[" * 40 + "]" * 40, "nested deeper than 32 levels"),
+    ("mtls.bundles", '{"a":' * 50_000 + "1" + "}" * 50_000, "nested deeper than 32 levels"),
 ]
 
 

@@ -36,20 +36,18 @@ Document shape (Istio's vocabulary)::
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from zerotrust.authz.policy import Policy, RateLimit
 from zerotrust.authz.rules import Callers, Condition, Operations, Rule, ScopeRule
-from zerotrust.errors import ConfigurationError, MissingDependencyError
+from zerotrust.errors import ConfigurationError
 
 __all__ = ["MAX_POLICY_BYTES", "load_policy", "policy_from_dict"]
 
-#: The largest policy file read (the bound of every other configuration file).
+#: The largest policy file read (the bound of every settings file too).
 MAX_POLICY_BYTES = 1 << 20
 
 _CALLER_KEYS = {f.name for f in Callers.__dataclass_fields__.values() if f.init}
@@ -205,47 +203,12 @@ def _limit(ctx: _Ctx, raw: Any, where: str) -> RateLimit:
 def load_policy(
     path: str | os.PathLike[str], *, hooks: Mapping[str, Callable[..., Any]] | None = None
 ) -> Policy:
-    """Load a policy file: ``.toml``, ``.yaml``/``.yml`` (needs PyYAML) or ``.json``."""
+    """Load a policy file: ``.toml``, ``.yaml``/``.yml`` (needs PyYAML) or ``.json``, read as
+    settings files are (at most :data:`MAX_POLICY_BYTES`, UTF-8, bounded nesting)."""
+    from zerotrust._config_files import read_document  # (the settings import this module)
+
     file = Path(path)
-    try:
-        with file.open("rb") as handle:
-            data = handle.read(MAX_POLICY_BYTES + 1)
-    except OSError as exc:
-        raise ConfigurationError(f"{file}: cannot read policy file ({exc.strerror})") from None
-    if len(data) > MAX_POLICY_BYTES:
-        raise ConfigurationError(f"{file}: policy file is larger than {MAX_POLICY_BYTES} bytes")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"{file}: policy file is not UTF-8") from None
-    suffix = file.suffix.lower()
-    try:
-        if suffix == ".toml":
-            document = _toml_loads(text)
-        elif suffix in (".yaml", ".yml"):
-            document = _yaml_loads(text)
-        elif suffix == ".json":
-            document = json.loads(text)
-        else:
-            raise ConfigurationError(f"{file}: unknown policy format (use .toml, .yaml or .json)")
-    except ConfigurationError:
-        raise
-    except Exception as exc:  # parser errors of three libraries, translated here
-        raise ConfigurationError(f"{file}: not valid {suffix[1:].upper()}: {exc}") from None
+    document = read_document(file, "policy file")
     return policy_from_dict(document, hooks=hooks, source=str(file))
 
 
-def _toml_loads(text: str) -> Any:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    return tomllib.loads(text)
-
-
-def _yaml_loads(text: str) -> Any:
-    try:
-        import yaml
-    except ModuleNotFoundError:
-        raise MissingDependencyError("pyyaml", "yaml") from None
-    return yaml.safe_load(text)

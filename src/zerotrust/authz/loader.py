@@ -210,5 +210,3 @@ def load_policy(
     file = Path(path)
     document = read_document(file, "policy file")
     return policy_from_dict(document, hooks=hooks, source=str(file))
-
-

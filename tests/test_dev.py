@@ -99,3 +99,46 @@ def test_load_errors_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "ca.json").write_text("{")
     with pytest.raises(ConfigurationError, match="JSONDecodeError"):
         DevCA.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        "localhost",  # one string, not a list: one SAN per character
+        [""],
+        ["\u00e9.example"],
+        ["a\nb.example"],
+        ["\x1b[2J.example"],
+        ["*"],
+        ["*.org"],
+        ["-bad.example"],
+        ["a" * 64 + ".example"],
+        ["a." * 127 + "example"],
+        ["example.org."],
+        [5],
+    ],
+)
+def test_svid_dns_names_are_host_names(ca: DevCA, names: object) -> None:
+    with pytest.raises(ConfigurationError, match="dns_names"):
+        ca.issue_svid("spiffe://example.org/web", dns_names=names)  # type: ignore[arg-type]
+
+
+def test_svid_dns_names_accept_host_names_wildcards_and_a_labels(ca: DevCA) -> None:
+    names = ["localhost", "*.svc.example.org", "xn--caf-dma.example", "127.0.0.1"]
+    svid = ca.issue_svid("spiffe://example.org/web", dns_names=names)
+    san = svid.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == names
+
+
+def test_a_ca_directory_others_may_write_to_is_refused(tmp_path: Path) -> None:
+    ca = DevCA.create("example.org")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(ConfigurationError, match="writable by other users"):
+        ca.save(shared)
+    assert list(shared.iterdir()) == []
+    shared.chmod(0o755)  # others may read (the keys are 0600), not write
+    ca.save(shared)
+    fresh = ca.save(tmp_path / "new" / "ca")
+    assert fresh.stat().st_mode & 0o777 == 0o700

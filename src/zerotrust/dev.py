@@ -16,6 +16,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,6 +72,26 @@ def _serial() -> int:
 
 #: The longest lifetime this CA gives anything (its own certificates included).
 MAX_TTL = _dt.timedelta(days=36500)
+#: A DNS label (RFC 1035 2.3.4, RFC 5890 A-labels for internationalized names).
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _dns_names(values: object) -> tuple[str, ...]:
+    """``dns_names`` as SANs: a list of host names (``*.`` may start one: a wildcard)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ConfigurationError("dns_names must be a list of host names, not one string")
+    for name in values:
+        if not isinstance(name, str) or not name.isascii() or len(name) > 253:
+            raise ConfigurationError(
+                "dns_names holds something that is no ASCII host name (write"
+                " internationalized names as xn-- A-labels)"
+            )
+        labels = name.split(".")
+        if labels[0] == "*" and len(labels) > 2:  # *.example.org, never *.org or *
+            labels = labels[1:]
+        if not all(_DNS_LABEL.fullmatch(label) for label in labels):
+            raise ConfigurationError(f"dns_names: {name!r} is not a valid host name")
+    return tuple(values)
 
 
 def _seconds(ttl: float | _dt.timedelta) -> _dt.timedelta:
@@ -216,7 +237,7 @@ class DevCA:
             raise ConfigurationError("the CA's certificates have expired: create a new CA")
         chain, key = self.issue_unchecked_leaf(
             uri_sans=[str(sid)],
-            dns_names=dns_names,
+            dns_names=_dns_names(dns_names),
             not_before=now - _dt.timedelta(seconds=30),
             not_after=min(now + _seconds(ttl), ca_end),
             key_type=key_type,
@@ -292,9 +313,20 @@ class DevCA:
     # --- persistence ------------------------------------------------------------------------
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the CA to ``directory`` (created 0700; private keys 0600) and return it."""
+        """Write the CA to ``directory`` (created 0700; private keys 0600) and return it. An
+        existing directory must be the user's and writable by nobody else: another user who
+        could swap files in it could swap the CA itself."""
         path = Path(directory)
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        state = path.stat()
+        getuid = getattr(os, "getuid", None)
+        if os.name == "posix" and (
+            state.st_mode & 0o022 or (getuid is not None and state.st_uid != getuid())
+        ):
+            raise ConfigurationError(
+                f"{path} is writable by other users or owned by another one: keep the CA in a"
+                " private directory (chmod 700)"
+            )
         pem = serialization.Encoding.PEM
 
         def key_bytes(key: PrivateKey) -> bytes:
@@ -335,7 +367,7 @@ class DevCA:
             raise ConfigurationError(
                 f"not a zerotrust CA directory: missing {Path(exc.filename).name}"
             ) from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ConfigurationError(f"cannot load CA from {path}: {type(exc).__name__}") from None
         return cls(td, root_cert, root_key, intermediate=inter, clock=clock)
 

@@ -85,11 +85,36 @@ def test_inspect_never_prints_a_key(tmp_path: Path, capsys: pytest.CaptureFixtur
         ["ca", "init", "--trust-domain", "example.org", "--dir", "{tmp}/y", "--ttl", "9" * 9 + "d"],
         ["ca", "init", "--trust-domain", "example.org", "--dir", "{tmp}/y", "--ttl", "99999d"],
         ["no-such-command"],
+        # a name the dev CA cannot sign, a CA file nested past any parser's stack, a file
+        # too large to be a certificate
+        [
+            "ca",
+            "issue",
+            "--dir",
+            "{tmp}/ca",
+            "--spiffe-id",
+            "spiffe://example.org/a",
+            "--cert",
+            "{tmp}/c",
+            "--key",
+            "{tmp}/k",
+            "--dns",
+            "\u00e9.example",
+        ],
+        ["ca", "bundle", "--dir", "{tmp}/deep"],
+        ["cert", "inspect", "{tmp}/huge.pem"],
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
+    from zerotrust.dev import DevCA
+
+    DevCA.create("example.org").save(tmp_path / "ca")
+    DevCA.create("example.org").save(tmp_path / "deep")
+    (tmp_path / "deep" / "ca.json").write_text("[" * 100_000 + "]" * 100_000)
+    with (tmp_path / "huge.pem").open("wb") as huge:
+        huge.truncate(64 << 20)  # sparse: 64 MiB of zeros on no disk
     code, _out, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
     assert code == 2
     assert "Traceback" not in err
@@ -122,3 +147,39 @@ def test_durations_past_any_date_are_refused_as_bad_input() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="invalid duration"):
         parse_duration("9" * 12 + "d")  # more days than a timedelta holds
     assert parse_duration("90m") == dt.timedelta(minutes=90)
+
+
+def test_inspect_escapes_what_a_certificate_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A subject holding ESC, CR or LF cannot clear the terminal or add a line of its own."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    forged = "\x1b[2J\x1b[H\r\n  spiffe_id:     spiffe://example.org/admin"
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, forged)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    path = tmp_path / "hostile.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    code, out, _ = run(capsys, "cert", "inspect", str(path))
+    assert code == 0
+    assert "\x1b" not in out and "\r" not in out
+    assert "\\x1b[2J" in out  # shown, escaped
+    assert [line for line in out.splitlines() if "spiffe://example.org/admin" in line] == [
+        line for line in out.splitlines() if line.startswith(("  subject:", "  issuer:"))
+    ]

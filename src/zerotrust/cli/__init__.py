@@ -47,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = f"zerotrust: error: [io_error]{name}: {exc.strerror or exc}"
         print(_token.redact(message), file=sys.stderr)
         return 2
+    except (ValueError, RecursionError) as exc:  # input no check caught: one line, no trace
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        message = f"zerotrust: error: [invalid_input] {type(exc).__name__}: {detail}"
+        print(_token.redact(message), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return result

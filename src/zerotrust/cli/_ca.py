@@ -15,7 +15,7 @@ from cryptography import x509
 from zerotrust._clock import SYSTEM_CLOCK
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, ZeroTrustError
-from zerotrust.x509._certs import fingerprint, load_pem_certs
+from zerotrust.x509._certs import fingerprint, load_pem_certs, read_bounded
 from zerotrust.x509.verify import leaf_spiffe_id
 
 _DURATION = re.compile(r"^(\d{1,9})([smhd]?)$")
@@ -137,8 +137,18 @@ def describe_certificate(cert: x509.Certificate) -> dict[str, Any]:
     return info
 
 
+def _shown(value: object) -> str:
+    """A value for the terminal: control characters (ESC, CR, LF, ...) escaped, so a
+    certificate's subject cannot rewrite the lines around it."""
+    text = "-" if value is None else str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def _inspect(args: argparse.Namespace) -> int:
-    data = args.file.read_bytes()
+    try:
+        data = read_bounded(args.file, what=str(args.file))
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
     if b"-----BEGIN CERTIFICATE-----" not in data:
         raise ConfigurationError(f"{args.file} contains no PEM certificate")
     try:
@@ -159,7 +169,7 @@ def _inspect(args: argparse.Namespace) -> int:
         )
         print(f"{label}:")
         for key, value in info.items():
-            print(f"  {key + ':':<13} {value if value is not None else '-'}")
+            print(f"  {key + ':':<13} {_shown(value)}")
     if b"PRIVATE KEY-----" in data:
         print("\nnote: the file also holds a private key (not shown)")
     return 0

@@ -237,6 +237,35 @@ def test_rate_limited(issuer: TokenIssuer, clock: FixedClock) -> None:
     assert guard.evaluate(get(token)).allowed
 
 
+def test_tokens_without_sub_get_a_bucket_of_their_client(
+    key: PrivateJWK, issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """A token without ``sub`` (client credentials) is named by its client_id (or azp): two
+    clients never share one rate-limit bucket (they all shared "api-key:")."""
+    open_rule = Rule(id="any-token", callers=[Callers(issuers=[ISS])])
+    limited = Policy([open_rule], rate_limits=[RateLimit("per-caller", rate=0.001, burst=1)])
+    guard, _ = make_guard(issuer, clock, pol=limited)
+
+    def subless(**claims: object) -> str:
+        now = int(clock.now().timestamp())
+        header = {"alg": "ES256", "kid": "k1", "typ": "JWT"}
+        body = {"iss": ISS, "aud": AUD, "iat": now, "exp": now + 300, **claims}
+        signing_input = ".".join(
+            b64url_encode(json.dumps(part).encode()) for part in (header, body)
+        )
+        return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode()))}"
+
+    tenant_a, tenant_b = subless(client_id="tenant-a"), subless(azp="tenant-b")
+    first = guard.evaluate(get(tenant_a))
+    assert first.allowed and first.principal is not None
+    assert first.principal.id == f"{ISS}#client_id:tenant-a"
+    assert guard.evaluate(get(tenant_a)).status == 429  # its own bucket is empty
+    assert guard.evaluate(get(tenant_b)).allowed  # another client, another bucket
+    nameless = guard.evaluate(get(subless(jti="t-1")))
+    assert nameless.allowed and nameless.principal is not None
+    assert nameless.principal.id == f"{ISS}#jti:t-1"
+
+
 def test_a_dry_run_policy_records_its_rate_limits_without_enforcing_them(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:

@@ -125,16 +125,19 @@ def dpop_replay_window(dpop: DPoPConfig) -> float:
 
 
 def _check_replay_cap(store: Store, authenticator: Authenticator) -> None:
-    """A store that forgets replay entries before a proof's window ends lets it be replayed."""
+    """A store that forgets replay entries before a proof's window ends lets it be replayed.
+    A proof's ``iat`` may lie ``leeway`` ahead, so its entry is asked to outlive the window
+    by that much from now."""
     cap = getattr(store, "replay_max_ttl", None)
     dpop = authenticator.dpop
     if dpop is None or isinstance(cap, bool) or not isinstance(cap, (int, float)):
         return
-    needed = dpop_replay_window(dpop)
+    needed = dpop_replay_window(dpop) + dpop.leeway
     if cap < needed:
         raise ConfigurationError(
             f"the store keeps replay entries at most {cap:g} s, but DPoP proofs need"
-            f" {needed:g} s (max_age + leeway + margin): raise its replay_max_ttl"
+            f" {needed:g} s (max_age + leeway + margin, from an iat up to leeway ahead):"
+            " raise its replay_max_ttl"
         )
 
 

@@ -242,8 +242,9 @@ def test_a_callers_async_client_on_another_loop_fails_closed(redis_server: Redis
             )
         except ConfigurationError:  # noqa: PERF203 - a misuse, never answered as "not revoked"
             outcomes.append("refused")
-    assert False not in outcomes
-    assert "refused" in outcomes
+    # the client belongs to the loop that first used it here: every other loop is refused
+    # (sharing its connections across loops made calls fail, or hang, now and then)
+    assert outcomes == ["refused"] * 4
     del store, revoked, client
     gc.collect()  # the stranded connections' warnings belong to this test
 

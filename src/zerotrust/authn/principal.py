@@ -56,12 +56,18 @@ class Principal:
 
     @property
     def id(self) -> str:
-        """A stable identifier: the SPIFFE ID, else ``issuer|subject``, else the API key id."""
+        """A stable identifier (rate-limit buckets are per id): the SPIFFE ID, else
+        ``issuer|subject``, else the API key id; a token without ``sub`` is named by its
+        issuer and ``client_id`` (or ``azp``), else its ``jti``."""
         if self.spiffe_id is not None:
             return str(self.spiffe_id)
         if self.subject is not None:
             return f"{self.issuer or ''}|{self.subject}"
-        return f"api-key:{self.api_key_id or ''}"
+        if self.api_key_id is not None:
+            return f"api-key:{self.api_key_id}"
+        if self.client_id is not None:
+            return f"{self.issuer or ''}#client_id:{self.client_id}"
+        return f"{self.issuer or ''}#jti:{self.token_jti or ''}"
 
     def has_scopes(self, *scopes: str) -> bool:
         """True when every one of ``scopes`` was granted."""

@@ -78,6 +78,7 @@ class RedisStore:
 
     __slots__ = (
         "_aclient",
+        "_aclient_loop",
         "_aclients",
         "_ascripts",
         "_client",
@@ -177,6 +178,7 @@ class RedisStore:
             self._location = describe_client(client if client is not None else async_client)
         self._client = client
         self._aclient = async_client
+        self._aclient_loop: asyncio.AbstractEventLoop | None = None  # the loop it belongs to
         self._secrets = _credentials(client, async_client)
         self._lock = threading.Lock()
         # one async client per event loop; a client refers to its loop, so entries of closed
@@ -214,6 +216,17 @@ class RedisStore:
         if self._make_async is None:
             if self._aclient is None:
                 raise ConfigurationError(_NO_ASYNC)
+            # your client belongs to the event loop that first uses it here: from another
+            # loop its connections would be shared across loops (calls that hang or fail)
+            loop = asyncio.get_running_loop()
+            owner = self._aclient_loop
+            if owner is None:
+                with self._lock:
+                    if self._aclient_loop is None:
+                        self._aclient_loop = loop
+                    owner = self._aclient_loop
+            if owner is not loop:
+                raise _wrong_loop()
             return self._aclient, self._ascripts
         loop = asyncio.get_running_loop()
         found = self._aclients.get(loop)

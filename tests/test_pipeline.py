@@ -850,6 +850,35 @@ def test_keep_alive_peer_loses_access_when_its_authority_is_removed(
     assert refused.error.code == "untrusted_certificate"
 
 
+def test_keep_alive_peer_loses_access_when_a_certificate_of_its_chain_expires(
+    clock: FixedClock,
+) -> None:
+    """RFC 5280 6.1.3: every certificate of the path must be valid. A leaf outliving the CA
+    that issued it stops authenticating when that CA expires, on open connections too."""
+    from zerotrust import verify_x509_svid
+
+    short = DevCA.create("example.org", intermediate=True, ttl=3600, clock=clock)
+    now = clock.now()
+    chain, _ = short.issue_unchecked_leaf(
+        uri_sans=[WEB],
+        not_before=now - dt.timedelta(seconds=30),
+        not_after=now + dt.timedelta(hours=3),  # past its issuers' end
+    )
+    peer = verify_x509_svid(chain, short.bundle, now=now, role="client")  # the handshake
+    guard = Guard(
+        authenticator=Authenticator(bundles=short.bundle, clock=clock),
+        policy=cert_policy(),
+        audit=MemorySink(),
+        clock=clock,
+    )
+    view = Request(route=ROUTE, verified_peer=peer)
+    assert guard.evaluate(view).allowed
+    clock.advance(3700)  # the CAs have expired; the leaf has two hours left
+    refused = guard.evaluate(view)
+    assert refused.status == 401 and refused.error is not None
+    assert refused.error.code == "certificate_expired"
+
+
 @pytest.mark.parametrize("service", ["", 'a"b', "a\\b", "a\r\nX-Injected: 1", "caf\u00e9", "a\x00"])
 def test_the_service_name_is_a_realm_without_escapes(issuer: TokenIssuer, service: str) -> None:
     """It is the realm of every challenge (RFC 9110 11.2): printable ASCII, no quote or

@@ -161,10 +161,11 @@ class Authenticator:
 
     def recheck_peer(self, peer: VerifiedPeer) -> None:
         """The per-request checks of a peer verified during the TLS handshake: a long-lived
-        connection may outlive its certificate or the authority that issued it."""
-        if peer.leaf.not_valid_after_utc < self.clock.now():
+        connection may outlive its certificate, a certificate that issued it (an expired
+        intermediate ends the path), or the authority at its root."""
+        if peer.not_after < self.clock.now():
             raise CertificateExpired(
-                f"certificate of {peer.spiffe_id} expired during the connection"
+                f"a certificate of {peer.spiffe_id}'s chain expired during the connection"
             )
         if self.bundles is not None:
             self._still_trusted(peer)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal
+from datetime import datetime, timezone
+from typing import Final, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -54,6 +54,9 @@ _EKU_FOR_ROLE = {
 }
 
 
+_LONG_AGO: Final = datetime.min.replace(tzinfo=timezone.utc)
+
+
 @dataclass(frozen=True, slots=True)
 class VerifiedPeer:
     """The outcome of a successful peer verification."""
@@ -63,6 +66,12 @@ class VerifiedPeer:
     chain: tuple[x509.Certificate, ...] = field(repr=False)
     #: SHA-256 of the leaf's DER encoding, lowercase hex.
     fingerprint: str
+    #: When the first certificate of the chain expires: the path stops validating then.
+    not_after: datetime = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ends = [cert.not_valid_after_utc for cert in self.chain]
+        object.__setattr__(self, "not_after", min(ends) if ends else _LONG_AGO)
 
     @property
     def leaf(self) -> x509.Certificate:

@@ -410,3 +410,39 @@ def test_logging_sink_records_go_through_the_loggers_filters_and_handlers() -> N
     finally:
         logger.removeHandler(handler)
         logger.filters.clear()
+
+
+def test_a_logging_handler_that_cannot_write_fails_the_sink(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """logging handlers catch their own write errors (and print them); the sink sees the
+    failure all the same, so a required ("closed") pipeline refuses instead of losing events."""
+    import io
+    import logging
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    logger = logging.getLogger("zerotrust.test.full-disk")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    broken = logging.StreamHandler(Full())
+    logger.addHandler(broken)
+    try:
+        sink = LoggingSink(logger)
+        with pytest.raises(AuditError, match="could not write"):
+            sink.emit(make_event())
+        pipeline = AuditPipeline([sink], on_error="closed")
+        with pytest.raises(AuditError):
+            pipeline.emit(make_event())
+        assert not pipeline.healthy
+        logger.removeHandler(broken)
+        working = io.StringIO()
+        logger.addHandler(logging.StreamHandler(working))
+        sink.emit(make_event())  # a handler that writes: no failure
+        assert working.getvalue().count("\n") == 1
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+    capsys.readouterr()  # logging's own report of the failed write

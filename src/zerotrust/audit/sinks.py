@@ -15,9 +15,10 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Literal, Protocol, final, runtime_checkable
+from typing import Any, Final, Literal, Protocol, final, runtime_checkable
 
 from zerotrust.audit.event import AuditEvent, _dumps
 from zerotrust.errors import AuditError, ConfigurationError
@@ -39,6 +40,38 @@ class AuditSink(Protocol):
     """Receives every :class:`AuditEvent`; ``emit`` must be fast and should not block."""
 
     def emit(self, event: AuditEvent, /) -> None: ...
+
+
+#: The record attribute listing the handlers that failed to write it.
+_FAILED: Final = "zerotrust_audit_failed"
+_watched: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
+
+
+def _watch_handlers(logger: logging.Logger) -> None:
+    """Make the handlers an event reaches note when they fail to write it: a handler
+    catches its own errors and calls ``handleError``, so a failed write is otherwise
+    invisible to the sink (and a required sink could not refuse)."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if handler not in _watched:
+                _watch(handler)
+        if not current.propagate:
+            break
+        current = current.parent
+
+
+def _watch(handler: logging.Handler) -> None:
+    original = handler.handleError
+
+    def handle_error(record: logging.LogRecord) -> None:
+        failed = getattr(record, _FAILED, None)
+        if isinstance(failed, list):
+            failed.append(handler)
+        original(record)
+
+    handler.handleError = handle_error  # type: ignore[method-assign]
+    _watched.add(handler)
 
 
 @final
@@ -88,6 +121,7 @@ class LoggingSink:
         # No arguments, so logging never applies %-formatting to the JSON text. The record is
         # made directly: Logger.log would walk the stack to find where it was called from,
         # which is always here.
+        failed: list[logging.Handler] = []
         record = logger.makeRecord(
             logger.name,
             self._level,
@@ -97,9 +131,14 @@ class LoggingSink:
             (),
             None,
             func="emit",
-            extra={"zerotrust_audit": data},
+            extra={"zerotrust_audit": data, _FAILED: failed},
         )
+        _watch_handlers(logger)
         logger.handle(record)
+        if failed:  # a handler could not write it (logging reports that and carries on)
+            raise AuditError(
+                f"a handler of the {logger.name!r} logger could not write the audit event"
+            )
 
     def __repr__(self) -> str:
         return f"LoggingSink(logger={self._logger.name!r}, level={self._level!r})"

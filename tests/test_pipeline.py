@@ -218,6 +218,10 @@ def test_dry_run_is_recorded_not_enforced(issuer: TokenIssuer, clock: FixedClock
     assert outcome.allowed
     event = sink.last
     assert event is not None and event.dry_run and event.would_decide == "deny"
+    # the audit trail names what would have refused it, not only that something would
+    assert event.would_reason == outcome.decision.would_reason  # type: ignore[union-attr]
+    assert event.would_reason is not None
+    assert event.would_rule_id == outcome.decision.would_rule_id  # type: ignore[union-attr]
 
 
 def test_rate_limited(issuer: TokenIssuer, clock: FixedClock) -> None:
@@ -276,7 +280,9 @@ def test_a_dry_run_policy_records_its_rate_limits_without_enforcing_them(
     event = sink.last
     assert event is not None and event.decision == "allow" and event.dry_run
     assert event.would_decide == "deny"
+    assert (event.would_rule_id, event.would_reason) == ("per-caller", "rate_limited")
     assert sink.events[0].would_decide is None  # within the bucket: nothing to report
+    assert sink.events[0].would_rule_id is None and sink.events[0].would_reason is None
 
 
 def test_a_dry_run_rule_refusal_is_not_overwritten_by_a_rate_limit(

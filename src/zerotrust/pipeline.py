@@ -697,17 +697,21 @@ class Guard:
         dry_run = bool(
             decision is not None and decision.dry_run and decision.would_allow is not None
         )
-        would = None
+        would = would_rule_id = would_reason = None
         if dry_run and decision is not None and decision.would_allow is not None:
             would = "allow" if decision.would_allow else "deny"
             if (would == "allow") == outcome.allowed:
                 dry_run, would = False, None
+            else:
+                would_rule_id, would_reason = decision.would_rule_id, decision.would_reason
         return AuditEvent(
             time=self.clock.now(),
             service=self.service,
             decision="allow" if outcome.allowed else "deny",
             dry_run=dry_run,
             would_decide=would,  # type: ignore[arg-type]
+            would_rule_id=would_rule_id,
+            would_reason=would_reason,
             reason=reason,
             rule_id=decision.rule_id if decision is not None else None,
             policy_id=decision.policy_id if decision is not None else None,

@@ -47,6 +47,8 @@ GOLDEN = {
     "decision": "allow",
     "dry_run": False,
     "would_decide": None,
+    "would_reason": None,
+    "would_rule_id": None,
     "reason": "allowed",
     "rule_id": "callers-in-prod",
     "policy_id": "orders-policy",

@@ -78,6 +78,8 @@ _OPTIONAL_TEXT = (
     "client_id",
     "actor",
     "token_jti",
+    "would_rule_id",
+    "would_reason",
 )
 _TEXT_FIELDS = _REQUIRED_TEXT + _OPTIONAL_TEXT
 _get_texts = operator.attrgetter(*_TEXT_FIELDS)
@@ -101,7 +103,9 @@ class AuditEvent:
 
     ``decision`` is the verdict that was enforced. ``dry_run`` is true when a dry-run
     rule or policy would have decided differently; ``would_decide`` is then that other
-    verdict. ``route`` is the route *template* (``/orders/{id}``), never the raw path.
+    verdict, and ``would_rule_id`` / ``would_reason`` the rule (or rate limit) and reason
+    that would have decided it. ``route`` is the route *template* (``/orders/{id}``), never
+    the raw path.
     ``trace_trusted`` tells whether ``trace_id``/``span_id`` came from our own active
     span or an authenticated caller (see :func:`zerotrust.audit.trace_ids_for_audit`).
     """
@@ -133,6 +137,8 @@ class AuditEvent:
     trace_trusted: bool = False
     notes: tuple[str, ...] = ()
     event_id: str = field(default_factory=_new_event_id)
+    would_rule_id: str | None = None
+    would_reason: str | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -233,6 +239,8 @@ class AuditEvent:
             "trace_id": self.trace_id,
             "trace_trusted": self.trace_trusted,
             "would_decide": self.would_decide,
+            "would_reason": self.would_reason,
+            "would_rule_id": self.would_rule_id,
         }
 
     def to_json(self) -> str:

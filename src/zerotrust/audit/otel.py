@@ -30,6 +30,8 @@ _SPAN_FIELDS = (
     "decision",
     "dry_run",
     "would_decide",
+    "would_rule_id",
+    "would_reason",
     "reason",
     "rule_id",
     "policy_id",

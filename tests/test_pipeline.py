@@ -943,6 +943,11 @@ def test_a_failed_required_sink_leaves_the_refusal_on_record(
     assert (last.decision, last.status, last.reason) == ("deny", 503, "audit_error")
     assert f"{SUPERSEDES_NOTE}{first.event_id}" in last.notes
     assert outcome.event is last
+    # a denied request too: the event enforced is the audit failure's, not the policy's
+    denied = guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD)))  # no scope
+    refused = recorded.events[-1]
+    assert (denied.status, refused.reason, refused.status) == (503, "audit_error", 503)
+    assert recorded.events[-2].reason == "insufficient_scope"
 
 
 def test_notes_survive_a_failed_authentication(issuer: TokenIssuer, clock: FixedClock) -> None:

@@ -535,7 +535,11 @@ class Guard:
             # The sinks that did record the event hold a decision that was not enforced:
             # they also get the refusal that was, naming the event it replaces.
             refused = self._event(view, auth, outcome)
-            event = replace(refused, notes=(*refused.notes, f"{SUPERSEDES_NOTE}{event.event_id}"))
+            event = replace(  # the reason is the failed audit, whatever the policy said
+                refused,
+                reason=exc.code,
+                notes=(*refused.notes, f"{SUPERSEDES_NOTE}{event.event_id}"),
+            )
             with contextlib.suppress(AuditError):  # the failing sink fails again: known
                 self.audit.emit(event)
         object.__setattr__(outcome, "event", event)  # set once, before the outcome is shared

@@ -26,6 +26,7 @@ from zerotrust.errors import ConfigurationError, MissingDependencyError
 
 try:
     from flask import Flask, Response, current_app, g, request
+    from werkzeug.exceptions import HTTPException, MethodNotAllowed
     from werkzeug.local import LocalProxy
 except ImportError:
     raise MissingDependencyError("flask", "flask") from None
@@ -131,6 +132,21 @@ class _AppState:
         return found
 
 
+def _template_of_refused_method(app: Any, req: Any) -> str | None:
+    """The route template of the rule matching the URL of a request refused for its method."""
+    error = req.routing_exception
+    methods = getattr(error, "valid_methods", None)
+    if not isinstance(error, MethodNotAllowed) or not methods:
+        return None
+    try:
+        rule, _ = app.url_map.bind_to_environ(req.environ).match(
+            method=next(iter(methods)), return_rule=True
+        )
+    except HTTPException:
+        return None
+    return route_template(rule.rule) or rule.rule
+
+
 def _refuse(app: Any, req: Any, outcome: Outcome) -> Any:
     """The response to a refusal: the handler registered for :class:`RequestRefused` nearest
     the view (a blueprint's, else the application's), else the standard one. Answered here,
@@ -152,7 +168,10 @@ def _check(state: _AppState) -> Any:
     rule = req.url_rule
     app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
     if rule is None:
-        route = _UNMATCHED
+        # a URL whose rule refuses the method (405) still has a template: the audit trail
+        # and the policy see it, as they do in the other frameworks
+        template = _template_of_refused_method(app, req)
+        route = _UNMATCHED if template is None else _Route(None, template, False)
     else:
         route = state.route(app, rule)
         if route.exempt:  # nothing accepted: no forwarded certificate reaches the view

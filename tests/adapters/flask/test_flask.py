@@ -408,6 +408,20 @@ def test_unmatched_urls_are_decided_without_a_route(issuer: TokenIssuer, clock: 
     assert app2.test_client().get("/nowhere", headers=bearer(token)).status_code == 404
 
 
+def test_a_method_the_rule_refuses_keeps_its_route(issuer: TokenIssuer, clock: FixedClock) -> None:
+    """A DELETE to /orders/7 (a GET-only rule) is decided and audited with the rule's
+    template, as FastAPI and Django do; an allowed one is then answered 405 by Flask."""
+    app, sink = installed(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert app.test_client().delete("/orders/7").status_code == 401
+    assert sink.last.route == "/orders/{order_id}"
+    allow_all, everything = make_guard(issuer, clock, policy=Policy([Rule(id="all")]))
+    app2 = make_app(ZeroTrust())
+    ZeroTrust(app2, guard=allow_all)
+    assert app2.test_client().delete("/orders/7", headers=bearer(token)).status_code == 405
+    assert everything.last.route == "/orders/{order_id}"
+
+
 def test_misplaced_or_missing_extension_fails_closed(
     issuer: TokenIssuer, clock: FixedClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -16,6 +16,7 @@ from zerotrust import (
     BundleSet,
     PeerRejected,
     RotatingBundleSource,
+    RotatingSvidSource,
     X509Svid,
     client_ssl_context,
     match,
@@ -238,20 +239,24 @@ def resuming_server(svid: X509Svid, bundle_pem: bytes) -> Iterator[int]:
     listener.settimeout(0.2)
     stop = threading.Event()
 
-    def serve() -> None:
+    def handle(raw: socket.socket) -> None:
+        try:
+            raw.settimeout(5)
+            with ctx.wrap_socket(raw, server_side=True) as conn:
+                conn.sendall(b"ok")
+                conn.recv(1)
+        except OSError:
+            pass
+        finally:
+            raw.close()
+
+    def serve() -> None:  # a thread per connection: one may wait while another is served
         while not stop.is_set():
             try:
                 raw, _ = listener.accept()
             except (TimeoutError, OSError):
                 continue
-            try:
-                with ctx.wrap_socket(raw, server_side=True) as conn:
-                    conn.sendall(b"ok")
-                    conn.recv(1)
-            except OSError:
-                pass
-            finally:
-                raw.close()
+            threading.Thread(target=handle, args=(raw,), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -293,6 +298,42 @@ def test_resumed_sessions_are_verified_again(ca_with_intermediate: DevCA) -> Non
                 reused.append(conn.session_reused)
                 conn.sendall(b"x")
     assert reused == [False, True, True]
+
+
+def test_a_connection_made_before_a_rotation_leaves_no_session_to_resume(ca: DevCA) -> None:
+    """A connection whose handshake ends after the client's SVID rotated must not leave its
+    session behind: the next connection would resume it and present the old identity."""
+    import socket
+
+    old, new = ca.issue_svid(WEB), ca.issue_svid("spiffe://example.org/ns/shop/sa/web-v2")
+    source = RotatingSvidSource(old)
+    cctx = client_ssl_context(source, ca.bundle, authorizer=match.exact(API))
+    with resuming_server(ca.issue_svid(API), ca.bundle.to_pem()) as port:
+        in_flight = cctx.wrap_socket(
+            socket.create_connection(("127.0.0.1", port)),
+            server_hostname="localhost",
+            do_handshake_on_connect=False,
+        )
+        source.set(new)
+        cctx.refresh()  # as the next connection does: the new SVID is loaded
+        with in_flight:
+            in_flight.do_handshake()
+            assert in_flight.recv(2) == b"ok"  # (a TLS 1.3 ticket arrives with the data)
+            in_flight.sendall(b"x")
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            cctx.wrap_socket(raw, server_hostname="localhost") as conn,
+        ):
+            assert conn.recv(2) == b"ok"
+            assert not conn.session_reused  # a full handshake, with the new SVID
+            conn.sendall(b"x")
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            cctx.wrap_socket(raw, server_hostname="localhost") as conn,
+        ):
+            assert conn.recv(2) == b"ok"
+            assert conn.session_reused  # that connection's session resumes, as before
+            conn.sendall(b"x")
 
 
 def test_authorizer_is_required(ca: DevCA) -> None:

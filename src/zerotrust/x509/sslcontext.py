@@ -177,7 +177,11 @@ class _VerifyingMixin:
             raise PeerRejected(exc) from None
         remember = getattr(context, "_zt_remember_session", None)
         if remember is not None:
-            remember(getattr(self, "server_hostname", None), getattr(self, "_sslobj", None))
+            remember(
+                getattr(self, "server_hostname", None),
+                getattr(self, "_sslobj", None),
+                getattr(self, "_zt_generation", None),
+            )
 
 
 # OpenSSL also completes a handshake on its own when application data is read or written
@@ -254,6 +258,9 @@ class ZeroTrustSSLContext(ssl.SSLContext):
     _zt_svid: X509Svid | None
     _zt_bundles: BundleSet | None
     _zt_sessions: OrderedDict[str, Any]
+    #: Counts the SVID and bundle snapshots loaded: a connection carries the one it was made
+    #: with, and only a connection of the current one may leave a session to resume.
+    _zt_generation: int
     _zt_refusal_listeners: tuple[RefusalListener, ...] = ()
 
     #: How many servers' TLS sessions a client context keeps for resumption.
@@ -272,6 +279,7 @@ class ZeroTrustSSLContext(ssl.SSLContext):
         self._zt_svid = None
         self._zt_bundles = None
         self._zt_sessions = OrderedDict()
+        self._zt_generation = 0
         self.refresh()
 
     def refresh(self) -> None:
@@ -299,8 +307,10 @@ class ZeroTrustSSLContext(ssl.SSLContext):
             if svid is not None and svid is not self._zt_svid:
                 _load_svid(self, svid)
                 self._zt_svid = svid
-            # sessions of the old SVID or bundles would resume the old identity: forget them
+            # sessions of the old SVID or bundles would resume the old identity: forget them,
+            # and those of connections made before now (still handshaking) too
             self._zt_sessions.clear()
+            self._zt_generation += 1
 
     def add_refusal_listener(self, listener: RefusalListener) -> None:
         """Call ``listener(HandshakeRefusal)`` for every handshake this context refuses over
@@ -323,6 +333,7 @@ class ZeroTrustSSLContext(ssl.SSLContext):
         with self._zt_lock:
             if len(args) >= 3 and not args[1]:  # (sock, server_side, server_hostname)
                 self._zt_resume(args[2], kwargs)
+            self._zt_stamp(kwargs)
             return super()._wrap_socket(*args, **kwargs)  # type: ignore[misc]
 
     def _wrap_bio(self, *args: Any, **kwargs: Any) -> Any:
@@ -331,16 +342,28 @@ class ZeroTrustSSLContext(ssl.SSLContext):
             if not kwargs.get("server_side", args[2] if len(args) > 2 else False):
                 hostname = kwargs.get("server_hostname", args[3] if len(args) > 3 else None)
                 self._zt_resume(hostname, kwargs)
+            self._zt_stamp(kwargs)
             return super()._wrap_bio(*args, **kwargs)  # type: ignore[misc]
+
+    def _zt_stamp(self, kwargs: dict[str, Any]) -> None:
+        """Mark the connection (the ssl module's Python object) with the snapshot it uses."""
+        owner = kwargs.get("owner")
+        if owner is not None:
+            with contextlib.suppress(AttributeError):  # an owner without attributes: none
+                owner._zt_generation = self._zt_generation
 
     # TLS session resumption for clients. HTTP clients never pass ``session=``, so the context
     # remembers the last verified connection per server name and offers its session (TLS 1.3
     # tickets arrive after the handshake, so the session is read when the next connection is
     # made). A resumed session is verified again like any other (see PeerVerifier).
-    def _zt_remember_session(self, server_hostname: str | None, sslobj: Any) -> None:
+    def _zt_remember_session(
+        self, server_hostname: str | None, sslobj: Any, generation: int | None
+    ) -> None:
         if self.protocol != ssl.PROTOCOL_TLS_CLIENT or not server_hostname or sslobj is None:
             return
         with self._zt_lock:
+            if generation != self._zt_generation:  # made with an SVID or bundles since replaced
+                return
             self._zt_sessions[server_hostname] = sslobj
             self._zt_sessions.move_to_end(server_hostname)
             while len(self._zt_sessions) > self.max_sessions:

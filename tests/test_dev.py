@@ -138,6 +138,12 @@ def test_a_ca_directory_others_may_write_to_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="writable by other users"):
         ca.save(shared)
     assert list(shared.iterdir()) == []
+    private = ca.save(tmp_path / "private")
+    private.chmod(0o777)  # someone opened it up since: it is not loaded either
+    with pytest.raises(ConfigurationError, match="writable by other users"):
+        DevCA.load(private)
+    private.chmod(0o700)
+    assert DevCA.load(private).trust_domain == ca.trust_domain
     shared.chmod(0o755)  # others may read (the keys are 0600), not write
     ca.save(shared)
     fresh = ca.save(tmp_path / "new" / "ca")

@@ -29,12 +29,13 @@ def read_document(path: Path, label: str) -> Any:
     suffix = path.suffix.lower()
     try:
         text = data.decode("utf-8")
+        named = f"{label}: {str(path)!r}"
         if suffix == ".toml":
-            return check_document(_toml_loads(text), label)
+            return check_document(_toml_loads(text), named)
         if suffix in (".yaml", ".yml"):
-            return check_document(_yaml_loads(text, label, path), label)
+            return check_document(_yaml_loads(text, label, path), named)
         if suffix == ".json":
-            return check_document(json.loads(text), label)
+            return check_document(json.loads(text), named)
     except RecursionError:  # the parser's own stack: deeper than any bound
         raise fail(label, f"{str(path)!r} is nested deeper than {MAX_DEPTH} levels") from None
     except UnicodeDecodeError:

@@ -59,16 +59,17 @@ MAX_VALUES = 100_000
 
 
 def check_document(document: Any, label: str) -> Any:
-    """``document`` if it is nested at most :data:`MAX_DEPTH` deep and holds at most
-    :data:`MAX_VALUES` values, counting every use of a YAML alias (whose expansion would
-    otherwise be a memory bomb for the copies made of it)."""
+    """``document`` if it is nested at most :data:`MAX_DEPTH` deep and, when YAML aliases
+    make parts of it shared, holds at most :data:`MAX_VALUES` values counting every use of
+    them (the copies made of an alias bomb would otherwise exhaust memory). A document
+    without aliases is bounded by the size of its file."""
     stack: list[tuple[Any, int]] = [(document, 1)]
+    seen: set[int] = set()
+    shared = False
     values = 0
     while stack:
         value, depth = stack.pop()
         values += 1
-        if values > MAX_VALUES:
-            raise fail(label, f"holds more than {MAX_VALUES} values")
         if isinstance(value, Mapping):
             children: Any = value.values()
         elif isinstance(value, (list, tuple)):
@@ -77,6 +78,11 @@ def check_document(document: Any, label: str) -> Any:
             continue
         if depth > MAX_DEPTH:
             raise fail(label, f"is nested deeper than {MAX_DEPTH} levels")
+        if id(value) in seen:
+            shared = True  # a YAML alias: this part is used again
+        seen.add(id(value))
+        if shared and values > MAX_VALUES:
+            raise fail(label, f"holds more than {MAX_VALUES} values once its aliases are used")
         stack.extend((child, depth + 1) for child in children)
     return document
 

@@ -318,15 +318,7 @@ class DevCA:
         could swap files in it could swap the CA itself."""
         path = Path(directory)
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        state = path.stat()
-        getuid = getattr(os, "getuid", None)
-        if os.name == "posix" and (
-            state.st_mode & 0o022 or (getuid is not None and state.st_uid != getuid())
-        ):
-            raise ConfigurationError(
-                f"{path} is writable by other users or owned by another one: keep the CA in a"
-                " private directory (chmod 700)"
-            )
+        _check_private(path)
         pem = serialization.Encoding.PEM
 
         def key_bytes(key: PrivateKey) -> bytes:
@@ -352,8 +344,11 @@ class DevCA:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, clock: Clock = SYSTEM_CLOCK) -> DevCA:
-        """Load a CA written by :meth:`save`; raises ``ConfigurationError`` naming what is wrong."""
+        """Load a CA written by :meth:`save`; raises ``ConfigurationError`` naming what is wrong
+        (a directory other users may write to, or own, is refused: they could swap the CA)."""
         path = Path(directory)
+        if path.is_dir():
+            _check_private(path)
         try:
             meta = json.loads(read_bounded(path / _FILES["meta"]))
             td = TrustDomain.parse(meta["trust_domain"])
@@ -370,6 +365,19 @@ class DevCA:
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ConfigurationError(f"cannot load CA from {path}: {type(exc).__name__}") from None
         return cls(td, root_cert, root_key, intermediate=inter, clock=clock)
+
+
+def _check_private(path: Path) -> None:
+    """``path`` must be the user's and writable by nobody else (POSIX)."""
+    state = path.stat()
+    getuid = getattr(os, "getuid", None)
+    if os.name == "posix" and (
+        state.st_mode & 0o022 or (getuid is not None and state.st_uid != getuid())
+    ):
+        raise ConfigurationError(
+            f"{path} is writable by other users or owned by another one: keep the CA in a"
+            " private directory (chmod 700)"
+        )
 
 
 def _load_key(path: Path) -> PrivateKey:

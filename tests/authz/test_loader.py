@@ -173,3 +173,16 @@ def test_a_condition_key_that_is_not_a_string_fails_at_load_time(key: object) ->
     doc = {"rules": [{"id": "r", "when": [{"key": key, "values": ["a"]}]}]}
     with pytest.raises(ConfigurationError, match="key"):
         policy_from_dict(doc)
+
+
+def test_documents_without_aliases_are_bounded_by_their_size_alone() -> None:
+    """Only shared parts (YAML aliases) count against the value bound: a large plain
+    document (up to the 1 MiB file bound) is read as before."""
+    from zerotrust._config_sources import MAX_VALUES, check_document
+
+    plain = {"rules": [{"id": f"r{n}"} for n in range(MAX_VALUES)]}  # 2 values a rule
+    assert check_document(plain, "doc") is plain
+    part = list(range(1000))
+    shared = {"a": [part] * 200}  # the same list 200 times: 200,000 values once copied
+    with pytest.raises(ConfigurationError, match="once its aliases are used"):
+        check_document(shared, "doc")

@@ -742,7 +742,13 @@ def test_a_compressed_key_set_is_read_and_a_compressed_bomb_never_grows_past_max
         return source.get_keys() if mode == "sync" else asyncio.run(source.get_keys_async())
 
     body = json.dumps(jwks(KEY_A)).encode()
-    for coding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflate = raw.compress(body) + raw.flush()  # what some servers send as "deflate"
+    for coding, packed in (
+        ("gzip", gzip.compress(body)),
+        ("deflate", zlib.compress(body)),
+        ("deflate", raw_deflate),
+    ):
         server.route("/jwks", Route(headers={"Content-Encoding": coding}, body=packed))
         with make(server, clock) as source:
             assert fetch(source).get("a") == KEY_A.public()

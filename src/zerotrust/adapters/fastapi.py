@@ -147,9 +147,11 @@ async def _authorize(
         if outcome.allowed:
             # as the middleware does: forwarded certificates the app must not believe go
             proxies = guard.authenticator.trusted_proxies
-            names = forwarded_headers_to_strip(outcome, proxies)
-            if strip_scope_headers(scope, names, forwarded_headers_to_strip(None, proxies)):
-                connection.__dict__.pop("_headers", None)  # Starlette caches the headers
+            every = forwarded_headers_to_strip(None, proxies)
+            if view.has_any(every) or view.underscored:  # rare: perhaps something to strip
+                names = forwarded_headers_to_strip(outcome, proxies)
+                if strip_scope_headers(scope, names, every):
+                    connection.__dict__.pop("_headers", None)  # Starlette caches the headers
             publish(scope, outcome)
             set_principal(outcome.principal)  # the request's own task: gone with it
     if not outcome.allowed:

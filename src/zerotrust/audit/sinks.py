@@ -12,13 +12,14 @@ request pipeline turns into 503 / UNAVAILABLE).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final, Literal, Protocol, final, runtime_checkable
+from typing import Any, Literal, Protocol, final, runtime_checkable
 
 from zerotrust.audit.event import AuditEvent, _dumps
 from zerotrust.errors import AuditError, ConfigurationError
@@ -42,9 +43,12 @@ class AuditSink(Protocol):
     def emit(self, event: AuditEvent, /) -> None: ...
 
 
-#: The record attribute listing the handlers that failed to write it.
-_FAILED: Final = "zerotrust_audit_failed"
+#: The handlers that failed to write the audit event being logged in this context.
+_failed: contextvars.ContextVar[list[logging.Handler] | None] = contextvars.ContextVar(
+    "zerotrust_audit_failed", default=None
+)
 _watched: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
+_watch_lock = threading.Lock()
 
 
 def _watch_handlers(logger: logging.Logger) -> None:
@@ -55,7 +59,9 @@ def _watch_handlers(logger: logging.Logger) -> None:
     while current is not None:
         for handler in current.handlers:
             if handler not in _watched:
-                _watch(handler)
+                with _watch_lock:
+                    if handler not in _watched:
+                        _watch(handler)
         if not current.propagate:
             break
         current = current.parent
@@ -65,8 +71,8 @@ def _watch(handler: logging.Handler) -> None:
     original = handler.handleError
 
     def handle_error(record: logging.LogRecord) -> None:
-        failed = getattr(record, _FAILED, None)
-        if isinstance(failed, list):
+        failed = _failed.get()  # set only while a LoggingSink hands its event to logging
+        if failed is not None:
             failed.append(handler)
         original(record)
 
@@ -121,7 +127,6 @@ class LoggingSink:
         # No arguments, so logging never applies %-formatting to the JSON text. The record is
         # made directly: Logger.log would walk the stack to find where it was called from,
         # which is always here.
-        failed: list[logging.Handler] = []
         record = logger.makeRecord(
             logger.name,
             self._level,
@@ -131,10 +136,15 @@ class LoggingSink:
             (),
             None,
             func="emit",
-            extra={"zerotrust_audit": data, _FAILED: failed},
+            extra={"zerotrust_audit": data},
         )
         _watch_handlers(logger)
-        logger.handle(record)
+        failed: list[logging.Handler] = []
+        reset = _failed.set(failed)
+        try:
+            logger.handle(record)
+        finally:
+            _failed.reset(reset)
         if failed:  # a handler could not write it (logging reports that and carries on)
             raise AuditError(
                 f"a handler of the {logger.name!r} logger could not write the audit event"

@@ -31,7 +31,7 @@ import ssl
 import threading
 import time
 import zlib
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import httpx
 
@@ -127,6 +127,9 @@ class _Deadline:
         self.finish()
 
 
+_DEFLATE_UNDECIDED: Final = object()  # deflate: which format is known from the first bytes
+
+
 class _Body:
     """Accumulates a streamed body (as sent: ``iter_raw``) within the size and time bounds,
     inflating one layer of ``gzip`` / ``deflate`` a bounded piece at a time."""
@@ -149,8 +152,8 @@ class _Body:
         self._inflate: Any = None
         if coding in ("gzip", "x-gzip"):
             self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif coding == "deflate":  # RFC 9110 8.4.1.2: the zlib format
-            self._inflate = zlib.decompressobj()
+        elif coding == "deflate":  # RFC 9110 8.4.1.2: the zlib format; some send it raw
+            self._inflate = _DEFLATE_UNDECIDED
         elif coding not in ("", "identity") and self.wanted:
             raise FetchError("response content coding is not supported")
 
@@ -166,6 +169,15 @@ class _Body:
         if inflate is None:
             self._keep(chunk)
             return
+        if inflate is _DEFLATE_UNDECIDED:  # a zlib header, else raw deflate (as httpx reads)
+            wrapped = (
+                len(chunk) >= 2
+                and chunk[0] & 0x0F == 8
+                and int.from_bytes(chunk[:2], "big") % 31 == 0
+            )
+            inflate = self._inflate = zlib.decompressobj(
+                zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
+            )
         try:
             while chunk:  # never more out than may still be kept, plus one byte to tell
                 self._keep(inflate.decompress(chunk, self._max - self._size + 1))
@@ -182,7 +194,11 @@ class _Body:
 
     def response(self) -> HttpResponse:
         inflate = self._inflate
-        if inflate is not None and self.wanted and not inflate.eof:
+        if (
+            inflate is not None
+            and self.wanted
+            and (inflate is _DEFLATE_UNDECIDED or not inflate.eof)
+        ):
             raise FetchError("response body is not valid compressed data")  # cut short
         return HttpResponse(self._status, self._headers, b"".join(self._chunks))
 

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from zerotrust._config_sources import MAX_DEPTH, check_document, fail
+from zerotrust.authz.loader import MAX_POLICY_BYTES
 from zerotrust.errors import MissingDependencyError
 
 __all__ = ["freeze", "read_document", "thaw"]
 
-_MAX_FILE_BYTES = 1 << 20
+_MAX_FILE_BYTES = MAX_POLICY_BYTES  # one bound for settings and policy files
 
 
 def read_document(path: Path, label: str) -> Any:

@@ -25,6 +25,7 @@ from zerotrust._clock import Clock
 from zerotrust.client._dpop import DPoPSigner
 from zerotrust.errors import ConfigurationError
 from zerotrust.identity import SpiffeId
+from zerotrust.sources._sansio import is_loopback_host
 from zerotrust.tokens._outgoing_cache import check_token
 from zerotrust.tokens.keys import PrivateJWK
 from zerotrust.tokens.outgoing import TokenSource
@@ -178,15 +179,6 @@ def _answered_by_origin_of(response: httpx.Response, request: httpx.Request) -> 
     except RuntimeError:  # no request recorded: it answered ``request`` itself
         return True
     return final is request or _origin(final.url) == _origin(request.url)
-
-
-def _loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _replayable(request: httpx.Request) -> bool:
@@ -352,7 +344,7 @@ class ZeroTrustAuth(httpx.Auth):
         if audience is None:
             yield request
             return
-        if request.url.scheme != "https" and not _loopback(request.url.host):
+        if request.url.scheme != "https" and not is_loopback_host(request.url.host):
             # RFC 6750 5.3: bearer tokens travel over TLS (a loopback sidecar excepted)
             raise ConfigurationError(
                 f"a token is never sent over {request.url.scheme}:// to {request.url.host!r}:"

@@ -13,7 +13,9 @@ __all__ = ["SYSTEM_CLOCK", "Clock", "FixedClock", "SystemClock", "to_utc"]
 class Clock(Protocol):
     """Anything with ``now()`` returning an aware UTC :class:`~datetime.datetime`."""
 
-    def now(self) -> datetime: ...
+    def now(self) -> datetime:
+        """The current time, as an aware UTC datetime."""
+        ...
 
 
 class SystemClock:
@@ -22,6 +24,7 @@ class SystemClock:
     __slots__ = ()
 
     def now(self) -> datetime:
+        """The current wall-clock time, as an aware UTC datetime."""
         return datetime.now(timezone.utc)
 
     def __repr__(self) -> str:
@@ -41,9 +44,11 @@ class FixedClock:
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
+        """The time this clock was set to (construction, :meth:`set` or :meth:`advance`), in UTC."""
         return self._now
 
     def set(self, now: datetime) -> None:
+        """Move the clock to ``now`` (forward or back); a naive ``now`` is taken to be UTC."""
         with self._lock:
             self._now = to_utc(now)
 

@@ -36,6 +36,7 @@ from zerotrust.x509.svid import X509Svid, write_file_atomic
 
 __all__ = ["DevCA", "KeyType"]
 
+#: The key types a :class:`DevCA` can generate: EC on P-256 or P-384, or RSA of 2048 or 3072 bits.
 KeyType = Literal["ec-p256", "ec-p384", "rsa-2048", "rsa-3072"]
 
 _FILES = {
@@ -194,10 +195,12 @@ class DevCA:
 
     @property
     def trust_domain(self) -> TrustDomain:
+        """The trust domain this CA issues SVIDs in."""
         return self._trust_domain
 
     @property
     def root_certificate(self) -> x509.Certificate:
+        """The self-signed root CA certificate: the one authority of :attr:`bundle`."""
         return self._root_cert
 
     @property

@@ -176,6 +176,8 @@ class AuthenticationError(ZeroTrustError):
 
 
 class MissingCredentials(AuthenticationError):
+    """No credential this service accepts was presented (challenged without an ``error`` code)."""
+
     code = "missing_credentials"
     public_message = "authentication required"
 
@@ -189,6 +191,9 @@ class UnsupportedScheme(MissingCredentials):
 
 
 class MalformedCredentials(AuthenticationError):
+    """A credential header is unreadable: a repeated ``Authorization``, too many header lines, a
+    bad ``DPoP`` header and the like (RFC 6750 ``invalid_request``)."""
+
     code = "malformed_credentials"
     public_code = "invalid_request"
     public_message = "malformed credentials"
@@ -203,6 +208,8 @@ class CertificateError(AuthenticationError):
 
 
 class MalformedCertificate(CertificateError):
+    """A peer or forwarded certificate could not be parsed (bad DER/PEM, chain too long)."""
+
     code = "malformed_certificate"
 
 
@@ -219,10 +226,14 @@ class NoTrustBundle(UntrustedCertificate):
 
 
 class CertificateExpired(CertificateError):
+    """A certificate of the peer's chain is past its ``notAfter``."""
+
     code = "certificate_expired"
 
 
 class CertificateNotYetValid(CertificateError):
+    """A certificate of the peer's chain is before its ``notBefore``."""
+
     code = "certificate_not_yet_valid"
 
 
@@ -245,10 +256,14 @@ class TokenError(AuthenticationError):
 
 
 class MalformedToken(TokenError):
+    """The token is not a well-formed compact JWS (segments, base64url, JSON, header members)."""
+
     code = "malformed_token"
 
 
 class TokenTooLarge(MalformedToken):
+    """The token is longer than the verifier's ``max_token_size``; it is not parsed."""
+
     code = "token_too_large"
 
 
@@ -259,54 +274,85 @@ class UnsupportedTokenFeature(TokenError):
 
 
 class AlgorithmNotAllowed(TokenError):
+    """The token's ``alg`` is not in the verifier's allowlist, or not the algorithm its key is
+    bound to (``none`` and HMAC with a public key never are)."""
+
     code = "algorithm_not_allowed"
 
 
 class UnknownKey(TokenError):
+    """No key fits the token: its ``kid`` is not in the key set (asked again of the source for
+    that ``kid``) or names several keys, or it has no ``kid`` and the set holds several."""
+
     code = "unknown_key"
 
 
 class InvalidSignature(TokenError):
+    """The token's signature does not verify with the key it names."""
+
     code = "invalid_signature"
 
 
 class TokenExpired(TokenError):
+    """The token's ``exp`` has passed (beyond the verifier's leeway)."""
+
     code = "token_expired"
 
 
 class TokenNotYetValid(TokenError):
+    """The token's ``nbf`` (or an ``iat`` in the future) is not yet reached (beyond the leeway)."""
+
     code = "token_not_yet_valid"
 
 
 class TokenLifetimeTooLong(TokenError):
+    """The token lives longer than the verifier's ``max_lifetime`` (``exp`` minus ``iat``, or
+    minus ``nbf`` without ``iat``)."""
+
     code = "token_lifetime_too_long"
 
 
 class InvalidIssuer(TokenError):
+    """The token's ``iss`` is not the verifier's issuer."""
+
     code = "invalid_issuer"
 
 
 class InvalidAudience(TokenError):
+    """None of the token's ``aud`` values is an audience this verifier accepts."""
+
     code = "invalid_audience"
 
 
 class InvalidTokenType(TokenError):
+    """The token's ``typ`` header does not fit the verifier's profile (``at+jwt``, JWT-SVID)."""
+
     code = "invalid_token_type"
 
 
 class MissingClaim(TokenError):
+    """A claim the profile or ``required_claims`` asks for is absent."""
+
     code = "missing_claim"
 
 
 class InvalidClaim(TokenError):
+    """A claim has the wrong type or an unacceptable value (for example a non-numeric ``exp``)."""
+
     code = "invalid_claim"
 
 
 class TokenRevoked(TokenError):
+    """The token was revoked in the store: by its ``jti``, by its subject, or by its issuer for
+    tokens issued before a cut-off."""
+
     code = "token_revoked"
 
 
 class TokenReplayed(TokenError):
+    """A one-time credential was presented again; raised as its subclass
+    :class:`DPoPProofReplayed` (a DPoP proof whose ``jti`` the replay cache already holds)."""
+
     code = "token_replayed"
 
 
@@ -361,6 +407,9 @@ class AccessDenied(AuthorizationError):
 
 
 class InsufficientScope(AuthorizationError):
+    """The token lacks scopes the route requires; ``required`` names them (RFC 6750
+    ``insufficient_scope``, sent in the ``scope`` attribute of the challenge)."""
+
     code = "insufficient_scope"
     public_code = "insufficient_scope"
     public_message = "insufficient scope"
@@ -410,14 +459,22 @@ class SourceError(ZeroTrustError):
 
 
 class KeysUnavailable(SourceError):
+    """The key source cannot provide keys (unreachable JWKS endpoint, unreadable file): fail
+    closed with 503 / UNAVAILABLE."""
+
     code = "keys_unavailable"
 
 
 class SvidUnavailable(SourceError):
+    """The workload's own X.509-SVID cannot be had from its source (for example the Workload
+    API sent none yet, or the one held expired with no other sent)."""
+
     code = "svid_unavailable"
 
 
 class StoreUnavailable(SourceError):
+    """The shared store (revocation, replay cache, rate limits) cannot be reached: fail closed."""
+
     code = "store_unavailable"
 
 

@@ -102,6 +102,7 @@ class Outcome:
 
     @property
     def www_authenticate(self) -> str | None:
+        """The value of the first ``WWW-Authenticate`` header in :attr:`headers`, or ``None``."""
         for name, value in self.headers:
             if name == "WWW-Authenticate":
                 return value

@@ -78,29 +78,37 @@ class ZeroTrustUser:
 
     @property
     def pk(self) -> str:
+        """The principal's id (its SPIFFE ID when it has one): DRF keys per-user throttles on it."""
         return self.principal.id
 
     @property
     def id(self) -> str:
+        """The principal's id, as :attr:`pk`."""
         return self.principal.id
 
     @property
     def username(self) -> str:
+        """The principal's id, as :attr:`pk`."""
         return self.principal.id
 
     def get_username(self) -> str:
+        """Django user API: the principal's id."""
         return self.principal.id
 
     def has_perm(self, perm: str, obj: object = None) -> bool:
+        """Django user API: always ``False`` (authorize with zerotrust policies instead)."""
         return False
 
     def has_perms(self, perm_list: object, obj: object = None) -> bool:
+        """Django user API: always ``False`` (authorize with zerotrust policies instead)."""
         return False
 
     def has_module_perms(self, app_label: str) -> bool:
+        """Django user API: always ``False`` (authorize with zerotrust policies instead)."""
         return False
 
     def get_all_permissions(self, obj: object = None) -> set[str]:
+        """Django user API: always an empty set (a workload holds no Django permissions)."""
         return set()
 
     def __str__(self) -> str:
@@ -161,6 +169,7 @@ class ZeroTrustAuthentication(BaseAuthentication):  # type: ignore[misc, unused-
     """DRF authentication by the zerotrust Guard (see the module documentation)."""
 
     def authenticate(self, request: Any) -> tuple[ZeroTrustUser, Principal] | None:
+        """DRF hook: the Guard's principal as ``(user, auth)``; raises :class:`ZeroTrustRefusal`."""
         view = (getattr(request, "parser_context", None) or {}).get("view")
         outcome = decide(request, view)
         if outcome is None:
@@ -173,6 +182,7 @@ class ZeroTrustAuthentication(BaseAuthentication):  # type: ignore[misc, unused-
         raise ZeroTrustRefusal(outcome)
 
     def authenticate_header(self, request: Any) -> str:
+        """DRF hook: the ``WWW-Authenticate`` challenge of a 401 (the Guard's, else ``Bearer``)."""
         state = state_of(getattr(request, "_request", request))
         if state is not None and state.outcome is not None:
             challenge = state.outcome.www_authenticate
@@ -185,6 +195,7 @@ class ZeroTrustPermission(BasePermission):  # type: ignore[misc, unused-ignore]
     """DRF permission: the zerotrust decision (policy and the view's requirement) must allow."""
 
     def has_permission(self, request: Any, view: Any) -> bool:
+        """DRF hook: ``True`` if the zerotrust decision allows; raises :class:`ZeroTrustRefusal`."""
         outcome = decide(request, view)
         if outcome is None or outcome.allowed:
             return True

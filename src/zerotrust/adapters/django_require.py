@@ -68,6 +68,8 @@ class ZeroTrustRequiredMixin:
         class_requirement(cls)  # invalid attributes fail at import time, not on a request
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        """Django hook: run the view only if ``ZeroTrustMiddleware`` allowed the request under its
+        requirement; else raise :class:`~zerotrust.errors.ConfigurationError` (fail closed)."""
         ensure_checked(request, instance_requirement(self), type(self).__qualname__)
         return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
 

@@ -79,6 +79,7 @@ class RequestRefused(Exception):
 
     @property
     def status(self) -> int:
+        """The HTTP status of the refusal: the outcome's ``status`` (400, 401, 403, 429 or 503)."""
         return self.outcome.status
 
     @property

@@ -42,6 +42,7 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
     """
 
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        """grpc.aio hook: wrap the method's handler so the Guard decides each RPC before it runs."""
         handler = await continuation(handler_call_details)
         loop = asyncio.get_running_loop()
         cached = self._wrapped.get(handler_call_details.method)

@@ -298,6 +298,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     # --- grpc ---------------------------------------------------------------------------------
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        """grpc hook: wrap the method's handler so the Guard decides every RPC before it runs."""
         handler = continuation(handler_call_details)
         return self._intercept(handler, handler_call_details.method, self._sync_behavior)
 

@@ -50,9 +50,11 @@ class ZeroTrustHypercornConfig(Config):
 
     @property
     def ssl_enabled(self) -> bool:
+        """Always ``True``: hypercorn serves TLS with the context of :meth:`create_ssl_context`."""
         return True
 
     def create_ssl_context(self) -> ssl.SSLContext:
+        """hypercorn hook: the given zerotrust context, with ALPN set to ``alpn_protocols``."""
         context = self.zerotrust_ssl_context
         context.set_alpn_protocols(self.alpn_protocols)
         return context

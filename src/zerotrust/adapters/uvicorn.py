@@ -109,6 +109,7 @@ class ZeroTrustUvicornConfig(uvicorn.Config):
         super().__init__(app, ssl_context_factory=_factory(ssl_context), **options)
 
     def load(self) -> None:
+        """uvicorn hook: load as usual, then make the protocol classes fill in the TLS extension."""
         super().load()
         self.http_protocol_class = with_tls_extension(self.http_protocol_class)
         if self.ws_protocol_class is not None:

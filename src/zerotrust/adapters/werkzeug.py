@@ -32,6 +32,8 @@ class PeerRequestHandler(WSGIRequestHandler):
     """Puts the peer zerotrust verified during the handshake into every request's environ."""
 
     def make_environ(self) -> dict[str, Any]:
+        """werkzeug's environ, plus the verified peer and its chain (DER) under
+        ``PEER_ENVIRON_KEY`` / ``CHAIN_ENVIRON_KEY`` when the connection presented one."""
         environ: dict[str, Any] = super().make_environ()
         peer = getattr(self.connection, "zerotrust_peer", None)
         if peer is not None:

@@ -93,6 +93,7 @@ class WSGIRequestView:
 
     @property
     def method(self) -> str:
+        """``REQUEST_METHOD`` (``"GET"`` when missing)."""
         return str(self._environ.get("REQUEST_METHOD") or "GET")
 
     @property
@@ -107,10 +108,13 @@ class WSGIRequestView:
 
     @property
     def scheme(self) -> str:
+        """``wsgi.url_scheme`` (``"http"`` when missing)."""
         return str(self._environ.get("wsgi.url_scheme") or "http")
 
     @property
     def host(self) -> str | None:
+        """The ``Host`` header, else ``SERVER_NAME`` (with ``SERVER_PORT`` unless it is the scheme's
+        default); ``None`` without either."""
         environ = self._environ
         host = environ.get("HTTP_HOST")
         if host:
@@ -124,6 +128,8 @@ class WSGIRequestView:
 
     @property
     def remote_addr(self) -> str | None:
+        """The socket peer's ``REMOTE_ADDR`` (the original one when werkzeug's ``ProxyFix``
+        rewrote it), or ``None``."""
         environ = self._environ
         original = environ.get("werkzeug.proxy_fix.orig")
         addr = original.get("REMOTE_ADDR") if isinstance(original, dict) else None
@@ -132,12 +138,18 @@ class WSGIRequestView:
 
     @property
     def peer_chain(self) -> Sequence[bytes] | None:
+        """The client's chain (DER, leaf first) from :data:`CHAIN_ENVIRON_KEY`, else from
+        ``SSL_CLIENT_CERT`` and ``SSL_CLIENT_CERT_CHAIN_<n>``; ``None`` without one. Malformed PEM
+        raises :class:`~zerotrust.errors.MalformedCredentials`."""
         if not self._loaded:
             self._load_peer()
         return self._chain
 
     @property
     def verified_peer(self) -> VerifiedPeer | None:
+        """The :class:`~zerotrust.VerifiedPeer` in :data:`PEER_ENVIRON_KEY` (set by zerotrust's
+        gunicorn workers), or ``None``. Raises :class:`~zerotrust.errors.MalformedCredentials`
+        for a request with too many header lines or a malformed client certificate."""
         if self._overflow:  # read inside the Guard's flow: the refusal is audited
             raise MalformedCredentials(f"more than {MAX_HEADER_LINES} header lines")
         if not self._loaded:
@@ -145,6 +157,8 @@ class WSGIRequestView:
         return self._verified
 
     def header(self, name: str) -> list[str]:
+        """The environ value of header ``name`` as a one-item list (WSGI servers join repeated
+        headers), or ``[]``; always ``[]`` when the request has too many header lines."""
         if self._overflow:
             return []
         value = self._environ.get(environ_key(name))

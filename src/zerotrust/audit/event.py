@@ -32,6 +32,7 @@ __all__ = [
     "Verdict",
 ]
 
+#: A decision as audit events record it: ``"allow"`` or ``"deny"``.
 Verdict = Literal["allow", "deny"]
 
 #: Longest value kept in a string field (in characters, marker included).

@@ -40,7 +40,10 @@ _errors_log = logging.getLogger("zerotrust.audit.errors")
 class AuditSink(Protocol):
     """Receives every :class:`AuditEvent`; ``emit`` must be fast and should not block."""
 
-    def emit(self, event: AuditEvent, /) -> None: ...
+    def emit(self, event: AuditEvent, /) -> None:
+        """Record ``event``, synchronously on the request path. An exception it raises is
+        counted by :class:`AuditPipeline`, and refuses the request when ``on_error="closed"``."""
+        ...
 
 
 #: The handlers that failed to write the audit event being logged in this context.

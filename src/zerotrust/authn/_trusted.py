@@ -188,10 +188,13 @@ class TrustedProxies:
 
     @property
     def spiffe_ids(self) -> Matcher | None:
+        """The matcher the proxy's own mTLS SPIFFE ID must also satisfy, or ``None`` (the address
+        alone decides). When set, a proxy that proved no SPIFFE ID is not trusted."""
         return self._spiffe_ids
 
     @property
     def header(self) -> HeaderFormat:
+        """The forwarded-certificate format: ``"xfcc"``, ``"client-cert"`` or ``"nginx"``."""
         return self._header
 
     @property
@@ -201,14 +204,20 @@ class TrustedProxies:
 
     @property
     def hop(self) -> Literal["last", "first"]:
+        """Which XFCC element is read: ``"last"`` (the one the trusted proxy appended) or
+        ``"first"`` (safe only if every proxy on the path is trusted and sanitizes the header)."""
         return self._hop
 
     @property
     def max_header_bytes(self) -> int:
+        """The size bound, in bytes, of each forwarded-certificate header (all its lines
+        together); a larger one raises :class:`~zerotrust.errors.MalformedCredentials`."""
         return self._max_header_bytes
 
     @property
     def allow_unescaped_pem(self) -> bool:
+        """Whether the ``"nginx"`` format also accepts the deprecated ``$ssl_client_cert`` form
+        (raw PEM)."""
         return self._allow_unescaped_pem
 
     @property

@@ -169,6 +169,8 @@ class DPoPProof:
     iat: float
 
     def replay_key(self) -> str:
+        """The replay-cache key of this proof, ``"dpop:<jkt>:<jti>"``: the Guard refuses a
+        second use of it."""
         return f"dpop:{self.jkt}:{self.jti}"
 
 

@@ -46,23 +46,58 @@ class RequestView(Protocol):
     """
 
     @property
-    def kind(self) -> Kind: ...
+    def kind(self) -> Kind:
+        """What the request is: ``"http"``, ``"grpc"`` or ``"websocket"`` (rules may match it)."""
+        ...
+
     @property
-    def method(self) -> str: ...
+    def method(self) -> str:
+        """The HTTP method as sent (``"GET"``; rules compare it in upper case); gRPC gives
+        ``"POST"``."""
+        ...
+
     @property
-    def route(self) -> str | None: ...
+    def route(self) -> str | None:
+        """The route template that matched (``/orders/{order_id}``) or the gRPC full method;
+        ``None`` when the adapter cannot know it (it then matches no ``routes`` pattern)."""
+        ...
+
     @property
-    def path(self) -> str: ...
+    def path(self) -> str:
+        """The request path as sent, still percent-encoded and without the query (for gRPC, the
+        full method). DPoP proofs are checked against it; policies match :attr:`route` instead."""
+        ...
+
     @property
-    def scheme(self) -> str: ...
+    def scheme(self) -> str:
+        """``"https"`` or ``"http"`` (websocket schemes as their HTTP twins): with :attr:`host`
+        and :attr:`path`, the URL a DPoP proof must name."""
+        ...
+
     @property
-    def host(self) -> str | None: ...
+    def host(self) -> str | None:
+        """The ``Host`` header (``host[:port]``, else the server address), or ``None`` when the
+        request names none (gRPC); DPoP then needs the service's origins configured."""
+        ...
+
     @property
-    def remote_addr(self) -> str | None: ...
+    def remote_addr(self) -> str | None:
+        """The immediate peer's IP address (the socket peer, never one from a forwarded header),
+        or ``None``. Forwarded client certificates are believed only from trusted proxies."""
+        ...
+
     @property
-    def peer_chain(self) -> Sequence[bytes] | None: ...
+    def peer_chain(self) -> Sequence[bytes] | None:
+        """The certificate chain the immediate peer presented over mTLS (DER, leaf first), or
+        ``None``; when :attr:`verified_peer` is ``None``, it is verified against the bundles."""
+        ...
+
     @property
-    def verified_peer(self) -> VerifiedPeer | None: ...
+    def verified_peer(self) -> VerifiedPeer | None:
+        """The peer the TLS handshake verified (zerotrust's SSL contexts record it), or ``None``.
+        Never give an unverified chain here: it is trusted as is, re-checked per request only for
+        expiry and for authorities removed from the bundles."""
+        ...
 
     def header(self, name: str) -> list[str]:
         """Every value of header ``name`` (case-insensitive), in order; ``[]`` if absent."""
@@ -104,6 +139,7 @@ class Request:
             object.__setattr__(self, "route", self.path)
 
     def header(self, name: str) -> list[str]:
+        """Every value of header ``name`` (case-insensitive), in order; ``[]`` if absent."""
         return list(self.headers.get(name.lower(), ()))
 
     def __repr__(self) -> str:  # header values may be credentials: names only

@@ -48,4 +48,6 @@ class Decision:
 
     @property
     def verdict(self) -> Literal["allow", "deny"]:
+        """``"allow"`` or ``"deny"``, as :attr:`allowed` says (the form of an audit event's
+        ``decision``)."""
         return "allow" if self.allowed else "deny"

@@ -48,6 +48,11 @@ class HookCall:
     operation: Operation
 
     def fulfil(self) -> bool:
+        """Run the hook in a worker thread with the rule's ``hook_timeout``; return its verdict.
+
+        Raises :class:`TimeoutError` on timeout, :class:`~zerotrust.errors.ConfigurationError`
+        if the hook is async and :class:`TypeError` if it returns no ``bool``; the policy denies
+        on any error (fail closed)."""
         hook = self.rule.hook
         assert hook is not None
         future = _HOOK_POOL.submit(hook, self.principal, self.operation)
@@ -65,6 +70,10 @@ class HookCall:
         return _hook_verdict(self.rule, result)
 
     async def fulfil_async(self) -> bool:
+        """Await the hook (a blocking one runs in a thread) with the rule's ``hook_timeout``.
+
+        Returns its verdict. A timeout, or a result that is not a ``bool`` (:class:`TypeError`),
+        raises; the policy denies on any error (fail closed)."""
         hook = self.rule.hook
         assert hook is not None
         timeout = self.rule.hook_timeout
@@ -112,11 +121,14 @@ class RateLimit:
         object.__setattr__(self, "operations", tuple(self.operations))
 
     def applies(self, principal: Principal, op: Operation) -> bool:
+        """Whether this limit covers the request: ``principal`` matches one of ``callers`` and
+        ``op`` one of ``operations`` (an empty list matches everything)."""
         if self.callers and not any(c.matches(principal) for c in self.callers):
             return False
         return not self.operations or any(o.matches(op) for o in self.operations)
 
     def key(self, principal: Principal) -> str:
+        """The bucket key of ``principal`` under this limit: ``"<id>:<principal.id>"``."""
         return f"{self.id}:{principal.id}"
 
 
@@ -285,6 +297,8 @@ class Policy:
 
     @property
     def has_dry_run(self) -> bool:
+        """Whether the policy or any of its rules is dry-run (decisions may then carry
+        ``would_*``)."""
         return self._has_dry_run
 
     # --- evaluation (sans-IO) ----------------------------------------------------------------
@@ -403,6 +417,8 @@ class Policy:
         return self.evaluate(principal, op)
 
     def rate_limits_for(self, principal: Principal, op: Operation) -> tuple[RateLimit, ...]:
+        """The rate limits that apply to ``principal`` calling ``op``, in policy order (nothing
+        is consumed)."""
         return tuple(r for r in self.rate_limits if r.applies(principal, op))
 
 

@@ -218,6 +218,9 @@ class Operations:
         object.__setattr__(self, "_compiled", compiled)
 
     def matches(self, op: Operation) -> bool:
+        """Whether ``op`` matches every given field. Methods compare in upper case, and what a
+        field says of ``GET`` it says of ``HEAD``; a request without a route template matches no
+        ``routes`` pattern."""
         methods, not_methods, routes, not_routes, kinds = self._compiled
         method = op.method.upper()
         # Frameworks answer HEAD with the GET handler (RFC 9110 9.3.2: GET without content),

@@ -100,12 +100,15 @@ class AioManagedChannel(MultiCallables, grpc.aio.Channel):  # type: ignore[misc]
         return _Multi(self, key)
 
     def get_state(self, try_to_connect: bool = False) -> Any:
+        """grpc API: the current channel's state (``IDLE`` before any, ``SHUTDOWN`` once closed)."""
         gen = self._gens.current
         if gen is None:
             return grpc.ChannelConnectivity.SHUTDOWN if self._gens.closed else _IDLE
         return gen.channel.get_state(try_to_connect)
 
     async def wait_for_state_change(self, last_observed_state: Any) -> None:
+        """grpc API: wait until the current channel (rebuilt first after a rotation) changes
+        state."""
         gen = self._lease()
         try:
             await gen.channel.wait_for_state_change(last_observed_state)
@@ -113,6 +116,7 @@ class AioManagedChannel(MultiCallables, grpc.aio.Channel):  # type: ignore[misc]
             self._release(gen)
 
     async def channel_ready(self) -> None:
+        """grpc API: wait until the current channel (rebuilt first after a rotation) is ready."""
         gen = self._lease()
         try:
             await gen.channel.channel_ready()

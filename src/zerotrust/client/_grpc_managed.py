@@ -148,6 +148,7 @@ class ManagedChannel(MultiCallables, grpc.Channel):  # type: ignore[misc]
             self._release(gen)
 
     def unsubscribe(self, callback: Callable[[Any], None]) -> None:
+        """Stop calling ``callback`` with the connectivity of the current underlying channel."""
         gen = self._gens.current
         if gen is not None:
             gen.channel.unsubscribe(callback)

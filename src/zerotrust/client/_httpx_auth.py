@@ -73,7 +73,9 @@ _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 class SupportsInvalidate(Protocol):
     """An optional token-source method: forget the cached token for ``audience``."""
 
-    def invalidate(self, audience: str) -> None: ...
+    def invalidate(self, audience: str) -> None:
+        """Forget the cached token for ``audience``: the next ``token(audience)`` gets a new one."""
+        ...
 
 
 def use_dpop_nonce_challenge(response: httpx.Response) -> bool:
@@ -393,6 +395,7 @@ class ZeroTrustAuth(httpx.Auth):
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
+        """httpx hook (sync clients): send the token (and DPoP proof) of the request's audience."""
         flow = self._flow(request)
         try:
             step = next(flow)
@@ -409,6 +412,7 @@ class ZeroTrustAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        """httpx hook (async clients): send the token (and DPoP proof) of the request's audience."""
         flow = self._flow(request)
         try:
             step = next(flow)

@@ -154,6 +154,7 @@ class ZeroTrustTransport(httpx.BaseTransport):
         self._https_only = https_only
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """httpx hook: send ``request`` by the wrapped transport, with trace context and retries."""
         if self._https_only:
             _check_https(request)
         response = self._send(request)
@@ -192,6 +193,7 @@ class ZeroTrustTransport(httpx.BaseTransport):
         return retrying(attempt)
 
     def close(self) -> None:
+        """Close the wrapped transport."""
         self._inner.close()
 
 
@@ -212,6 +214,7 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
         self._https_only = https_only
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """httpx hook: send ``request`` by the wrapped transport, with trace context and retries."""
         if self._https_only:
             _check_https(request)
         response = await self._send(request)
@@ -251,6 +254,7 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
         return await run(attempt)
 
     async def aclose(self) -> None:
+        """Close the wrapped transport."""
         await self._inner.aclose()
 
 

@@ -122,6 +122,9 @@ class FileSvidSource:
             raise SvidError(f"cannot read SVID files: {exc.strerror}") from None
 
     def get_x509_svid(self) -> X509Svid:
+        """The current SVID; the files are re-checked at most once per ``check_interval``. A
+        changed pair that does not load keeps the previous SVID (see :attr:`last_error`): it
+        never raises."""
         return self._watched.get()
 
     @property
@@ -131,6 +134,8 @@ class FileSvidSource:
 
     @property
     def reloads(self) -> int:
+        """How many times changed files were loaded and replaced the SVID (the first load is
+        not counted)."""
         return self._watched.reloads
 
 
@@ -161,10 +166,14 @@ class FileBundleSource:
             raise BundleError(f"cannot read bundle file: {exc.strerror}") from None
 
     def get_bundle_set(self) -> BundleSet:
+        """The current bundles; the files are re-checked at most once per ``check_interval``.
+        Changed files that do not load keep the previous bundles (see :attr:`last_error`): it
+        never raises."""
         return self._watched.get()
 
     @property
     def last_error(self) -> str | None:
+        """Why the last reload attempt was refused (``None`` after a good load)."""
         return self._watched.last_error
 
 
@@ -225,6 +234,8 @@ class FileKeySource:
 
     @property
     def reloads(self) -> int:
+        """How many times a changed file was loaded (the first load is not counted); the same
+        key set object is kept when its keys did not change."""
         return self._watched.reloads
 
 

@@ -46,6 +46,7 @@ class SpiffeJwtBundleKeySource:
 
     @property
     def trust_domain(self) -> TrustDomain:
+        """The trust domain whose bundle's JWT authorities are the keys."""
         return self._td
 
     def get_keys(self, *, missing_kid: str | None = None) -> JWKSet:

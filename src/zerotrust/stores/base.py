@@ -32,8 +32,8 @@ __all__ = [
     "StoreHealth",
 ]
 
+#: What a feature does while its store is unavailable: reject (``"closed"``) or allow.
 FailurePolicy = Literal["closed", "open"]
-"""What a feature does while its store is unavailable: reject (``"closed"``) or allow."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +75,9 @@ class StoreHealth:
     detail: str = "ok"
 
 
+#: Called in the revoking process after a revocation was stored (e.g. to evict caches). Every
+#: listener runs; the first exception is then re-raised to the caller that revoked.
 RevocationListener = Callable[[Revocation], None]
-"""Called in the revoking process after a revocation was stored (e.g. to evict caches)."""
 
 
 @runtime_checkable

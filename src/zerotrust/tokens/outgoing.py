@@ -91,10 +91,17 @@ class CachedTokenSource:
         )
 
     def token(self, audience: str) -> str:
+        """The token for ``audience``: the cached one until its refresh is due, else one minted
+        now (concurrent callers share one minting). A failed refresh falls back to the current
+        token while it is valid; otherwise the minting function's error is raised, or
+        :class:`~zerotrust.errors.SourceError` for an unusable token or a wait that timed out.
+        An empty audience raises :class:`~zerotrust.errors.ConfigurationError`."""
         audience = _check_audience(audience)
         return self._cache.get(audience, lambda: self._mint(audience))
 
     async def token_async(self, audience: str) -> str:
+        """:meth:`token` without blocking the event loop (``mint_async``, else ``mint`` in a
+        worker thread)."""
         audience = _check_audience(audience)
         mint_async = self._mint_async
         if mint_async is None:
@@ -179,9 +186,11 @@ class StaticTokenSource:
             raise ConfigurationError(str(exc)) from None
 
     def token(self, audience: str) -> str:
+        """The fixed token, whatever ``audience`` is asked for."""
         return self._token
 
     async def token_async(self, audience: str) -> str:
+        """The fixed token, whatever ``audience`` is asked for (async twin of :meth:`token`)."""
         return self._token
 
     def __repr__(self) -> str:

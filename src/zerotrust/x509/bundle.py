@@ -111,10 +111,13 @@ class TrustBundle:
 
     @property
     def trust_domain(self) -> TrustDomain:
+        """The trust domain whose authorities this bundle holds."""
         return self._trust_domain
 
     @property
     def x509_authorities(self) -> tuple[x509.Certificate, ...]:
+        """The X.509 CA certificates of the trust domain, in order, without duplicates (may be
+        empty)."""
         return self._x509_authorities
 
     @property
@@ -123,6 +126,8 @@ class TrustBundle:
         return self._jwt_authorities
 
     def has_authority(self, cert: x509.Certificate) -> bool:
+        """Whether ``cert`` itself is one of this bundle's X.509 authorities, compared by the
+        SHA-256 fingerprint of its DER encoding (the same key or subject is not enough)."""
         return fingerprint(cert) in self._fingerprints
 
     def x509_store(self) -> Store:
@@ -158,6 +163,7 @@ class TrustBundle:
         return cls(trust_domain, certs)
 
     def to_pem(self) -> bytes:
+        """The X.509 authorities as concatenated PEM certificates (``b""`` if there are none)."""
         return certs_to_pem(self._x509_authorities)
 
     # --- SPIFFE bundle format (JWKS) --------------------------------------------------------
@@ -208,6 +214,8 @@ class TrustBundle:
         )
 
     def to_jwks(self) -> dict[str, Any]:
+        """The bundle in the SPIFFE bundle format: a JWKS ``dict`` of ``x509-svid`` and
+        ``jwt-svid`` public keys, with ``spiffe_refresh_hint`` and ``spiffe_sequence`` when set."""
         keys: list[dict[str, Any]] = []
         for cert in self._x509_authorities:
             der = cert.public_bytes(serialization.Encoding.DER)
@@ -251,6 +259,8 @@ class TrustBundle:
     # A bundle is its own (static) bundle source: always the same snapshot object, so
     # consumers that compare snapshots by identity (TLS contexts) see no change.
     def get_bundle_set(self) -> BundleSet:
+        """A :class:`BundleSet` of this bundle alone, always the same object: a bundle is its own
+        (static) bundle source."""
         bundle_set = self._bundle_set
         if bundle_set is None:
             bundle_set = BundleSet([self])
@@ -280,6 +290,10 @@ class BundleSet:
         raise AttributeError("BundleSet is immutable")
 
     def get(self, trust_domain: TrustDomain | SpiffeId | str) -> TrustBundle | None:
+        """The bundle of ``trust_domain`` (or of a SPIFFE ID's trust domain), or ``None``.
+
+        A string that is not a valid trust domain or SPIFFE ID raises
+        :class:`~zerotrust.errors.InvalidTrustDomain`."""
         return self._bundles.get(_as_td(trust_domain))
 
     def get_bundle_for_trust_domain(
@@ -298,11 +312,13 @@ class BundleSet:
         return BundleSet([*others, bundle])
 
     def without(self, trust_domain: TrustDomain | str) -> BundleSet:
+        """A new set without the bundle of ``trust_domain`` (the same bundles if it had none)."""
         td = _as_td(trust_domain)
         return BundleSet(b for t, b in self._bundles.items() if t != td)
 
     @property
     def trust_domains(self) -> frozenset[TrustDomain]:
+        """The trust domains this set holds a bundle for."""
         return frozenset(self._bundles)
 
     def all_x509_authorities(self) -> list[x509.Certificate]:
@@ -335,6 +351,7 @@ class BundleSet:
         return f"BundleSet({sorted(td.name for td in self._bundles)})"
 
     def get_bundle_set(self) -> BundleSet:
+        """This set itself: a bundle set is its own (static) bundle source."""
         return self
 
 

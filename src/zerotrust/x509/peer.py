@@ -70,6 +70,8 @@ class PeerVerifier:
 
     @property
     def authorizer(self) -> Matcher:
+        """The matcher a verified peer's SPIFFE ID must satisfy, else :meth:`verify` raises
+        :class:`~zerotrust.errors.PeerNotAuthorized`."""
         return self._authorizer
 
     def verify(self, chain: Sequence[bytes | x509.Certificate]) -> VerifiedPeer:

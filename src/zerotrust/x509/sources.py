@@ -23,14 +23,18 @@ __all__ = ["RotatingBundleSource", "RotatingSvidSource", "X509BundleSource", "X5
 class X509SvidSource(Protocol):
     """Anything that hands out the workload's current X.509-SVID."""
 
-    def get_x509_svid(self) -> X509Svid: ...
+    def get_x509_svid(self) -> X509Svid:
+        """The current SVID snapshot; called for every new handshake, so a rotation is picked up."""
+        ...
 
 
 @runtime_checkable
 class X509BundleSource(Protocol):
     """Anything that hands out the current set of trust bundles (one per trust domain)."""
 
-    def get_bundle_set(self) -> BundleSet: ...
+    def get_bundle_set(self) -> BundleSet:
+        """The current bundles snapshot; called for every verification, so rotation is picked up."""
+        ...
 
 
 class RotatingSvidSource:
@@ -43,6 +47,7 @@ class RotatingSvidSource:
         self._lock = threading.Lock()
 
     def get_x509_svid(self) -> X509Svid:
+        """The SVID last given to the constructor or :meth:`set`."""
         return self._svid
 
     def set(self, svid: X509Svid) -> None:
@@ -64,9 +69,12 @@ class RotatingBundleSource:
         self._lock = threading.Lock()
 
     def get_bundle_set(self) -> BundleSet:
+        """The current snapshot: as last given to the constructor, :meth:`set` or
+        :meth:`set_bundle`."""
         return self._bundles
 
     def set(self, bundles: BundleSet | TrustBundle) -> None:
+        """Make ``bundles`` the whole snapshot: a trust domain it lacks is no longer trusted."""
         with self._lock:
             self._bundles = bundles.get_bundle_set()
 

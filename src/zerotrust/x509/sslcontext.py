@@ -90,8 +90,9 @@ class HandshakeRefusal:
     spiffe_id: str | None = None
 
 
+#: Called once for each refused handshake, on the thread that ran it; must not block. An
+#: exception it raises is logged, and the refusal stands.
 RefusalListener = Callable[[HandshakeRefusal], None]
-"""Called once for each refused handshake, on the thread that ran it; must not block."""
 
 
 def _refusal_error(exc: BaseException) -> ZeroTrustError | None:

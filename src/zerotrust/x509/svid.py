@@ -86,18 +86,22 @@ class X509Svid:
 
     @property
     def spiffe_id(self) -> SpiffeId:
+        """The SPIFFE ID in the leaf's URI SAN."""
         return self._spiffe_id
 
     @property
     def cert_chain(self) -> tuple[x509.Certificate, ...]:
+        """The certificate chain, leaf first, as given to the constructor."""
         return self._cert_chain
 
     @property
     def leaf(self) -> x509.Certificate:
+        """The SVID's own certificate: the first of :attr:`cert_chain`."""
         return self._cert_chain[0]
 
     @property
     def private_key(self) -> PrivateKey:
+        """The leaf's private key (EC, RSA or Ed25519). Handle with care: never log it."""
         return self._private_key
 
     @property
@@ -107,12 +111,17 @@ class X509Svid:
 
     @property
     def expires_at(self) -> datetime:
+        """When the leaf certificate expires (its ``notAfter``, an aware UTC datetime)."""
         return self.leaf.not_valid_after_utc
 
     # --- PEM --------------------------------------------------------------------------------
 
     @classmethod
     def from_pem(cls, cert_chain_pem: bytes | str, key_pem: bytes | str) -> X509Svid:
+        """Build an SVID from a PEM chain (leaf first) and an unencrypted PEM private key.
+
+        Size-bounded; an incomplete PEM document, an unreadable or unsupported key, or any failed
+        check of the constructor raises :class:`~zerotrust.errors.SvidError`."""
         try:
             certs = load_pem_certs(cert_chain_pem, what="SVID certificate")
         except ValueError as exc:
@@ -130,6 +139,10 @@ class X509Svid:
 
     @classmethod
     def load(cls, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> X509Svid:
+        """Read an SVID from a PEM chain file and a PEM key file, as :meth:`from_pem` does.
+
+        A file that cannot be read or exceeds the PEM size bound raises
+        :class:`~zerotrust.errors.SvidError`."""
         try:
             cert = read_bounded(Path(cert_path), what="SVID certificate file")
             key = read_bounded(Path(key_path), what="SVID key file")
@@ -140,6 +153,7 @@ class X509Svid:
         return cls.from_pem(cert, key)
 
     def cert_chain_pem(self) -> bytes:
+        """The certificate chain as concatenated PEM certificates, leaf first."""
         return certs_to_pem(self._cert_chain)
 
     def private_key_pem(self) -> bytes:
@@ -157,6 +171,7 @@ class X509Svid:
 
     # An SVID is its own (static) SVID source.
     def get_x509_svid(self) -> X509Svid:
+        """This SVID itself: an SVID is its own (static) SVID source."""
         return self
 
     def __repr__(self) -> str:

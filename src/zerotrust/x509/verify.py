@@ -75,6 +75,7 @@ class VerifiedPeer:
 
     @property
     def leaf(self) -> x509.Certificate:
+        """The peer's own (leaf) certificate: the first of :attr:`chain`."""
         return self.chain[0]
 
 

@@ -1,4 +1,5 @@
-"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``load``, ``fuzz``, ``docs``."""
+"""Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``load``, ``fuzz``,
+``docs``, ``lowest``."""
 
 from __future__ import annotations
 
@@ -23,6 +24,26 @@ def tests(session: nox.Session) -> None:
         "--cov-report=term:skip-covered",
         *session.posargs,
     )
+
+
+@nox.session(venv_backend="uv")
+def lowest(session: nox.Session) -> None:
+    """The test suite against the oldest release of every dependency that pyproject.toml
+    allows (uv's ``lowest-direct`` resolution): the declared lower bounds are tested bounds."""
+    # setuptools: the oldest OpenTelemetry instrumentations still import pkg_resources
+    session.install("--resolution=lowest-direct", "-e", DEV, "setuptools>=70,<81")
+    # old releases warn about their own dependencies' deprecations: not this suite's concern
+    pytest = (
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:randomly",
+        "-W",
+        "ignore::DeprecationWarning",
+    )
+    session.run(*pytest, *session.posargs)
 
 
 @nox.session

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import zerotrust
 from zerotrust import errors
 
@@ -167,3 +169,37 @@ def test_core_imports_without_frameworks() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize(
+    ("module", "hidden", "core", "needs_extra"),
+    [
+        ("zerotrust.asgi", ("uvicorn", "hypercorn"), "serve", "serve_hypercorn"),
+        ("zerotrust.django", ("rest_framework",), "require", "ZeroTrustUser"),
+    ],
+)
+def test_star_import_works_without_the_optional_servers(
+    module: str, hidden: tuple[str, ...], core: str, needs_extra: str
+) -> None:
+    """Names that need an extra are public only where it is installed: ``import *`` never
+    fails for want of one, and asking for such a name says which extra to install."""
+    code = "\n".join(
+        [
+            "import sys",
+            *(f"sys.modules[{name!r}] = None" for name in hidden),
+            f"from {module} import *",
+            f"assert {core!r} in dir(), dir()",
+            f"assert {needs_extra!r} not in dir()",
+            "from zerotrust.errors import MissingDependencyError",
+            f"import {module} as m",
+            "try:",
+            f"    getattr(m, {needs_extra!r})",
+            "except MissingDependencyError as exc:",
+            "    print(exc)",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'zerotrust[" in result.stdout

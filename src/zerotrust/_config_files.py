@@ -61,8 +61,8 @@ def _toml_loads(text: str) -> Any:
 def _yaml_loads(text: str, label: str, path: Path) -> Any:
     try:
         import yaml
-    except ModuleNotFoundError:
-        raise MissingDependencyError("pyyaml", "yaml") from None
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError("pyyaml", "yaml", error=exc) from exc
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

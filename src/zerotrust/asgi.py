@@ -10,6 +10,7 @@ need ``zerotrust[uvicorn]``, ``ZeroTrustHypercornConfig`` and ``serve_hypercorn`
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from zerotrust.adapters._tls_scope import TLS_PEER_KEY, tls_extension
@@ -29,15 +30,17 @@ __all__ = [
     "STATE_OUTCOME",
     "STATE_PRINCIPAL",
     "TLS_PEER_KEY",
-    "ZeroTrustHypercornConfig",
     "ZeroTrustMiddleware",
-    "ZeroTrustUvicornConfig",
     "current_principal",
     "serve",
-    "serve_hypercorn",
     "tls_extension",
-    "with_tls_extension",
 ]
+# The server integrations are public where their server is installed (so that a star import
+# never fails for want of an extra; asked for by name, they say which extra to install).
+if importlib.util.find_spec("uvicorn") is not None:
+    __all__ += ["ZeroTrustUvicornConfig", "with_tls_extension"]
+if importlib.util.find_spec("hypercorn") is not None:
+    __all__ += ["ZeroTrustHypercornConfig", "serve_hypercorn"]
 
 _LAZY = {
     "ZeroTrustUvicornConfig": "zerotrust.adapters.uvicorn",

@@ -14,6 +14,7 @@ Importing this module without Django raises :class:`~zerotrust.errors.MissingDep
 
 from __future__ import annotations
 
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from zerotrust.adapters._context import current_principal
@@ -29,17 +30,17 @@ if TYPE_CHECKING:
     )
     from zerotrust.adapters.django_drf import exception_handler as drf_exception_handler
 
-__all__ = [
-    "ZeroTrustAuthentication",
-    "ZeroTrustMiddleware",
-    "ZeroTrustPermission",
-    "ZeroTrustRefusal",
-    "ZeroTrustRequiredMixin",
-    "ZeroTrustUser",
-    "current_principal",
-    "drf_exception_handler",
-    "require",
-]
+__all__ = ["ZeroTrustMiddleware", "ZeroTrustRequiredMixin", "current_principal", "require"]
+# The DRF classes are public where DRF is installed (a star import never fails for want of it;
+# asked for by name, they say which extra to install).
+if importlib.util.find_spec("rest_framework") is not None:
+    __all__ += [
+        "ZeroTrustAuthentication",
+        "ZeroTrustPermission",
+        "ZeroTrustRefusal",
+        "ZeroTrustUser",
+        "drf_exception_handler",
+    ]
 
 _DRF_NAMES = frozenset(
     {"ZeroTrustAuthentication", "ZeroTrustPermission", "ZeroTrustRefusal", "ZeroTrustUser"}

@@ -106,17 +106,26 @@ class ConfigurationError(ZeroTrustError):
     public_message = "server misconfigured"
 
 
-class MissingDependencyError(ConfigurationError):
-    """An optional dependency is not installed; ``extra`` names the pip extra to add."""
+class MissingDependencyError(ConfigurationError, ModuleNotFoundError):
+    """An optional dependency is not installed, or too old to import; ``extra`` names the pip
+    extra to add. Also a :class:`ModuleNotFoundError` (an :class:`ImportError`), so
+    ``except ImportError`` and ``pytest.importorskip`` treat it as the missing import it is.
+    ``error`` is the :class:`ImportError` that revealed it (also its ``__cause__``)."""
 
     code = "missing_dependency"
 
-    def __init__(self, package: str, extra: str) -> None:
+    def __init__(self, package: str, extra: str, *, error: BaseException | None = None) -> None:
         self.package = package
         self.extra = extra
-        super().__init__(
-            f"{package!r} is required for this feature: pip install 'zerotrust[{extra}]'"
-        )
+        if error is None or isinstance(error, ModuleNotFoundError):
+            detail = f"{package!r} is required for this feature: pip install 'zerotrust[{extra}]'"
+        else:  # installed, but a name zerotrust needs is not there: a release too old
+            detail = (
+                f"{package!r} is installed but lacks what zerotrust needs (too old?):"
+                f" pip install --upgrade 'zerotrust[{extra}]'"
+            )
+        super().__init__(detail)
+        self.name = package  # ImportError's: the module that could not be imported
 
 
 # --- identity values and material ----------------------------------------------------------

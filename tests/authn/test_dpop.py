@@ -279,6 +279,16 @@ def test_origins_are_validated_and_normalised() -> None:
     )
 
 
+def test_lists_given_are_kept_as_tuples() -> None:
+    """Sequences in (what the docs write), tuples kept: the frozen config stays hashable."""
+    config = DPoPConfig(algorithms=["ES256", "EdDSA"], origins=["https://api.example"])
+    assert config.algorithms == ("ES256", "EdDSA")
+    assert config.origins == ("https://api.example",)
+    assert hash(config) == hash(DPoPConfig(algorithms=("ES256", "EdDSA"), origins=config.origins))
+    with pytest.raises(ConfigurationError):
+        DPoPConfig(algorithms="ES256")  # a string, not a list of them
+
+
 @pytest.mark.parametrize(
     "origins",
     [

@@ -9,9 +9,9 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from joserfc import errors as joserfc_errors
 from joserfc import jwk as joserfc_jwk
 from joserfc import jwt as joserfc_jwt
-from joserfc.errors import SecurityWarning
 
 from zerotrust._clock import FixedClock
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
@@ -49,9 +49,13 @@ def _pem(key: PrivateJWK) -> bytes:
     )
 
 
+# recent joserfc releases flag plain "EdDSA" as deprecated (RFC 9864); old ones have no such class
+_SECURITY_WARNING: type[Warning] = getattr(joserfc_errors, "SecurityWarning", UserWarning)
+
+
 def _joserfc(call: Any, *args: Any, **kwargs: Any) -> Any:
-    with warnings.catch_warnings():  # joserfc flags plain "EdDSA" as deprecated (RFC 9864)
-        warnings.simplefilter("ignore", SecurityWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", _SECURITY_WARNING)
         return call(*args, **kwargs)
 
 

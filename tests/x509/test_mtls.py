@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from zerotrust import (
 )
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
+from zerotrust.x509 import peer_of
 
 NOW = dt.datetime.now(dt.timezone.utc)
 HOUR = dt.timedelta(hours=1)
@@ -295,6 +297,7 @@ def test_resumed_sessions_are_verified_again(ca_with_intermediate: DevCA) -> Non
             ):
                 assert conn.recv(2) == b"ok"
                 assert str(conn.zerotrust_peer.spiffe_id) == API  # type: ignore[attr-defined]
+                assert peer_of(conn) is conn.zerotrust_peer  # type: ignore[attr-defined]
                 reused.append(conn.session_reused)
                 conn.sendall(b"x")
     assert reused == [False, True, True]
@@ -378,6 +381,10 @@ def test_asyncio_server_and_client(ca: DevCA) -> None:
             reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=cctx)
             assert await reader.read() == b"ok"
             assert str(writer.get_extra_info("ssl_object").zerotrust_peer.spiffe_id) == API
+            # the typed spelling: from the writer, its transport or its SSL object alike
+            for where in (writer, writer.transport, writer.get_extra_info("ssl_object")):
+                peer = peer_of(where)
+                assert peer is not None and str(peer.spiffe_id) == API
             writer.close()
             reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=bad)
             assert await reader.read() == b""  # the server aborted the connection
@@ -587,3 +594,14 @@ def test_tls12_clients_resume_by_session_id_but_are_verified_again(ca: DevCA, tm
         listener.close()
     assert refused == ["certificate_expired"]
     assert peers == [WEB, WEB]
+
+
+def test_peer_of_is_none_without_a_zerotrust_handshake() -> None:
+    """A plain SSL socket, a socket, or anything else: no verified peer to report."""
+    plain = ssl.create_default_context().wrap_socket(
+        socket.socket(), server_hostname="localhost", do_handshake_on_connect=False
+    )
+    with plain:
+        assert peer_of(plain) is None
+    assert peer_of(object()) is None
+    assert peer_of(None) is None

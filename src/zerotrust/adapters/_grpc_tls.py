@@ -21,8 +21,8 @@ from zerotrust.errors import ConfigurationError, MissingDependencyError, ZeroTru
 
 try:
     import grpc  # type: ignore[import-untyped,unused-ignore]
-except ImportError:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError("grpcio", "grpc") from None
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("grpcio", "grpc", error=exc) from exc
 
 from zerotrust.authn.authenticate import Authenticator
 from zerotrust.x509._certs import certs_to_pem

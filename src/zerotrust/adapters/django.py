@@ -45,8 +45,8 @@ from zerotrust.pipeline import Guard, Outcome
 try:
     from asgiref.sync import iscoroutinefunction, markcoroutinefunction
     from django.http import HttpResponse  # type: ignore[import-untyped, unused-ignore]
-except ImportError:  # pragma: no cover - exercised without Django installed
-    raise MissingDependencyError("django", "django") from None
+except ImportError as exc:  # pragma: no cover - exercised without Django installed
+    raise MissingDependencyError("django", "django", error=exc) from exc
 
 __all__ = ["ZeroTrustMiddleware", "finish", "prepare", "refusal_response"]
 

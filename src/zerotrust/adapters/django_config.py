@@ -29,8 +29,8 @@ try:
     from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped, unused-ignore]
     from django.core.signals import setting_changed  # type: ignore[import-untyped, unused-ignore]
     from django.utils.module_loading import import_string  # type: ignore[import-untyped, unused-ignore]
-except ImportError:  # pragma: no cover - exercised without Django installed
-    raise MissingDependencyError("django", "django") from None
+except ImportError as exc:  # pragma: no cover - exercised without Django installed
+    raise MissingDependencyError("django", "django", error=exc) from exc
 
 __all__ = ["DjangoConfig", "ZeroTrustImproperlyConfigured", "get_config"]
 

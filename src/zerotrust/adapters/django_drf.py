@@ -44,8 +44,8 @@ try:
     from rest_framework.authentication import BaseAuthentication  # type: ignore[import-untyped, unused-ignore]
     from rest_framework.exceptions import APIException  # type: ignore[import-untyped, unused-ignore]
     from rest_framework.permissions import BasePermission  # type: ignore[import-untyped, unused-ignore]
-except ImportError:  # pragma: no cover - exercised without DRF installed
-    raise MissingDependencyError("djangorestframework", "drf") from None
+except ImportError as exc:  # pragma: no cover - exercised without DRF installed
+    raise MissingDependencyError("djangorestframework", "drf", error=exc) from exc
 
 __all__ = [
     "ZeroTrustAuthentication",

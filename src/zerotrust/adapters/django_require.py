@@ -13,14 +13,17 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
-from asgiref.sync import iscoroutinefunction
-
 from zerotrust.adapters.django_config import ZeroTrustImproperlyConfigured
 from zerotrust.adapters.django_request import state_of
 from zerotrust.authz.policy import Requirement
 from zerotrust.authz.policy import require as build_requirement
-from zerotrust.errors import ConfigurationError
+from zerotrust.errors import ConfigurationError, MissingDependencyError
 from zerotrust.identity.match import Matcher
+
+try:
+    from asgiref.sync import iscoroutinefunction
+except ImportError as exc:  # pragma: no cover - asgiref comes with Django 4.2+
+    raise MissingDependencyError("django", "django", error=exc) from exc
 
 __all__ = [
     "REQUIREMENT_ATTRIBUTE",

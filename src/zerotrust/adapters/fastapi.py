@@ -42,8 +42,8 @@ try:
     from starlette.applications import Starlette
     from starlette.requests import HTTPConnection, Request
     from starlette.responses import Response
-except ImportError:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError("fastapi", "fastapi") from None
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("fastapi", "fastapi", error=exc) from exc
 
 from zerotrust.adapters._asgi_view import ScopeView, strip_scope_headers
 from zerotrust.adapters._common import forwarded_headers_to_strip

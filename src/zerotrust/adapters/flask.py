@@ -28,8 +28,8 @@ try:
     from flask import Flask, Response, current_app, g, request
     from werkzeug.exceptions import HTTPException, MethodNotAllowed
     from werkzeug.local import LocalProxy
-except ImportError:
-    raise MissingDependencyError("flask", "flask") from None
+except ImportError as exc:
+    raise MissingDependencyError("flask", "flask", error=exc) from exc
 
 from zerotrust.adapters._common import route_template
 from zerotrust.adapters._context import reset_principal, set_principal

@@ -24,8 +24,8 @@ from zerotrust.errors import MissingDependencyError
 try:
     import grpc  # type: ignore[import-untyped,unused-ignore]
     import grpc.aio  # type: ignore[import-untyped,unused-ignore]
-except ImportError:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError("grpcio", "grpc") from None
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("grpcio", "grpc", error=exc) from exc
 
 from zerotrust.adapters.grpc_server import ServerInterceptor, _bind, _View
 from zerotrust.authn.request import RequestView

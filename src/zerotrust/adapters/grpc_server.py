@@ -33,8 +33,8 @@ from zerotrust.errors import ConfigurationError, MalformedCredentials, MissingDe
 
 try:
     import grpc  # type: ignore[import-untyped,unused-ignore]
-except ImportError:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError("grpcio", "grpc") from None
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("grpcio", "grpc", error=exc) from exc
 
 from zerotrust.adapters._context import current_principal, set_principal
 from zerotrust.adapters._grpc_tls import PeerCache, remote_address, server_credentials

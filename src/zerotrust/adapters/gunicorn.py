@@ -47,8 +47,8 @@ try:
     from gunicorn.workers.sync import (  # type: ignore[import-untyped,unused-ignore]
         SyncWorker as _GSyncWorker,
     )
-except ImportError:
-    raise MissingDependencyError("gunicorn", "gunicorn") from None
+except ImportError as exc:
+    raise MissingDependencyError("gunicorn", "gunicorn", error=exc) from exc
 
 from zerotrust.adapters.wsgi import CHAIN_ENVIRON_KEY, PEER_ENVIRON_KEY, Environ, StartResponse
 from zerotrust.identity import TrustDomain, match

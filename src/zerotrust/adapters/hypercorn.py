@@ -31,8 +31,8 @@ try:
     from hypercorn.asyncio.worker_context import WorkerContext
     from hypercorn.config import Config
     from hypercorn.utils import repr_socket_addr
-except ImportError:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError("hypercorn", "hypercorn") from None
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("hypercorn", "hypercorn", error=exc) from exc
 
 from zerotrust.adapters._tls_scope import add_tls_extension, tls_extension
 

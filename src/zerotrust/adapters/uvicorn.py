@@ -26,8 +26,8 @@ from zerotrust.errors import ConfigurationError, MissingDependencyError
 
 try:
     import uvicorn
-except ImportError:  # pragma: no cover - exercised only without the extra
-    raise MissingDependencyError("uvicorn", "uvicorn") from None
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise MissingDependencyError("uvicorn", "uvicorn", error=exc) from exc
 
 from zerotrust.adapters._tls_scope import add_tls_extension, tls_extension
 

@@ -20,7 +20,7 @@ from zerotrust.errors import ConfigurationError, MissingDependencyError
 try:
     from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 except ImportError as exc:  # pragma: no cover - werkzeug comes with flask
-    raise MissingDependencyError("werkzeug", "flask") from exc
+    raise MissingDependencyError("werkzeug", "flask", error=exc) from exc
 
 from zerotrust.x509.peer import peer_chain_der
 from zerotrust.x509.sslcontext import ZeroTrustSSLContext

@@ -25,7 +25,7 @@ import hmac
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -119,14 +119,18 @@ class DPoPConfig:
     host (gRPC) then cannot use DPoP.
     """
 
-    algorithms: tuple[str, ...] = ("ES256", "ES384", "EdDSA", "PS256", "RS256")
+    # Sequences in, tuples kept (a list given here becomes a tuple, so the config stays frozen)
+    algorithms: Sequence[str] = ("ES256", "ES384", "EdDSA", "PS256", "RS256")
     max_age: float = 300.0
     leeway: float = 5.0
-    origins: tuple[str, ...] = ()
+    origins: Sequence[str] = ()
     #: ``origins`` split into (origin, path prefix) pairs.
     _bases: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.algorithms, str) or not isinstance(self.algorithms, (list, tuple)):
+            raise ConfigurationError("DPoP algorithms must be a list, e.g. ['ES256']")
+        object.__setattr__(self, "algorithms", tuple(self.algorithms))
         bad = set(self.algorithms) - ASYMMETRIC_ALGORITHMS
         if not self.algorithms or bad:
             raise ConfigurationError(

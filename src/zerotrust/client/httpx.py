@@ -27,7 +27,7 @@ try:
     import httpx
     import tenacity  # noqa: F401 - required by the retrying transports
 except ImportError as exc:  # pragma: no cover - both are dependencies of zerotrust
-    raise MissingDependencyError(exc.name or "httpx", "httpx") from None
+    raise MissingDependencyError(exc.name or "httpx", "httpx", error=exc) from exc
 
 from zerotrust import match
 from zerotrust._clock import SYSTEM_CLOCK, Clock

@@ -40,8 +40,8 @@ _PIP_NAMES: Final = {"grpc": "grpcio", "google": "protobuf"}
 def _import(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
-    except ImportError:
-        raise MissingDependencyError(_PIP_NAMES.get(name, name), "spiffe") from None
+    except ImportError as exc:
+        raise MissingDependencyError(_PIP_NAMES.get(name, name), "spiffe", error=exc) from exc
 
 
 def _load_protocol() -> tuple[ModuleType, ModuleType]:
@@ -55,9 +55,9 @@ def _load_protocol() -> tuple[ModuleType, ModuleType]:
             if exc.name == package or (exc.name or "").startswith(f"{package}."):
                 continue  # not this release's layout
             root = (exc.name or "google").split(".")[0]
-            raise MissingDependencyError(_PIP_NAMES.get(root, root), "spiffe") from exc
+            raise MissingDependencyError(_PIP_NAMES.get(root, root), "spiffe", error=exc) from exc
         except Exception as exc:  # generated code refuses an incompatible grpcio/protobuf
-            raise MissingDependencyError("grpcio", "spiffe") from exc
+            raise MissingDependencyError("grpcio", "spiffe", error=exc) from exc
         return messages, services
     raise MissingDependencyError("spiffe", "spiffe")
 

@@ -110,8 +110,8 @@ class RedisStore:
             import redis.asyncio.retry
             import redis.backoff
             import redis.retry
-        except ImportError:
-            raise MissingDependencyError("redis", "redis") from None
+        except ImportError as exc:
+            raise MissingDependencyError("redis", "redis", error=exc) from exc
         if url is not None and (client is not None or async_client is not None):
             raise ConfigurationError("pass either url= or client=/async_client=, not both")
         timeout = socket_timeout

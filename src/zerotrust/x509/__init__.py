@@ -13,6 +13,7 @@ from zerotrust.x509.sslcontext import (
     RefusalListener,
     ZeroTrustSSLContext,
     client_ssl_context,
+    peer_of,
     server_ssl_context,
 )
 from zerotrust.x509.svid import X509Svid
@@ -35,6 +36,7 @@ __all__ = [
     "client_ssl_context",
     "leaf_spiffe_id",
     "peer_chain_der",
+    "peer_of",
     "server_ssl_context",
     "verify_peer_chain",
     "verify_x509_svid",

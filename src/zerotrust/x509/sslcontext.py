@@ -56,6 +56,7 @@ __all__ = [
     "RefusalListener",
     "ZeroTrustSSLContext",
     "client_ssl_context",
+    "peer_of",
     "server_ssl_context",
 ]
 
@@ -161,6 +162,21 @@ def _report_once(conn: Any, exc: BaseException) -> None:
             listener(refusal)
         except Exception:  # noqa: PERF203 - the refusal stands whatever a listener does
             _log.exception("zerotrust: TLS refusal listener %r failed", listener)
+
+
+def peer_of(connection: object) -> VerifiedPeer | None:
+    """The peer a zerotrust context verified on ``connection``, or ``None`` (no handshake yet,
+    or a connection made without a zerotrust context).
+
+    ``connection`` is an :class:`ssl.SSLSocket`, an :class:`ssl.SSLObject`, or anything with
+    asyncio's ``get_extra_info("ssl_object")`` (a transport or ``StreamWriter``). The same
+    value is the connection's ``zerotrust_peer`` attribute; this is its typed spelling.
+    """
+    get_extra_info = getattr(connection, "get_extra_info", None)
+    if callable(get_extra_info) and not isinstance(connection, (ssl.SSLSocket, ssl.SSLObject)):
+        connection = get_extra_info("ssl_object")
+    peer = getattr(connection, "zerotrust_peer", None)
+    return peer if isinstance(peer, VerifiedPeer) else None
 
 
 class _VerifyingMixin:

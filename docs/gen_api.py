@@ -284,6 +284,20 @@ def _escape_prose(text: str) -> str:
     return "".join(parts)
 
 
+def _join_broken_literals(text: str) -> str:
+    """A ``literal`` broken over two lines becomes one line (Markdown spans cannot break).
+    Marks pair up in order, the first opening and the second closing."""
+    pieces = text.split("``")
+    for i in range(1, len(pieces), 2):  # the odd pieces are inside a literal
+        if "\n" in pieces[i] and "\n\n" not in pieces[i]:
+            pieces[i] = re.sub(r"\s*\n\s*", " ", pieces[i])
+    text = "``".join(pieces)
+    # so does *emphasis* broken over two lines
+    return re.sub(
+        r"(?<![\w*`])\*([^\s*`][^*`\n]*)\n\s*([^*`\n]*[^\s*`])\*(?![\w*])", r"*\1 \2*", text
+    )
+
+
 class Converter:
     """reST docstrings to Markdown."""
 
@@ -328,12 +342,7 @@ class Converter:
         if not doc:
             return []
         text = inspect.cleandoc(doc)
-        # a ``literal`` broken over two lines becomes one line (Markdown spans cannot break)
-        text = re.sub(
-            r"``([^`\n]+\n\s*[^`\n]+)``",
-            lambda m: "``" + re.sub(r"\s*\n\s*", " ", m.group(1)) + "``",
-            text,
-        )
+        text = _join_broken_literals(text)
         text = re.sub(  # and so does a role broken over two lines
             r"(:\w+:`[^`\n]+)\n\s*([^`\n]+`)",
             lambda m: m.group(1) + ("" if m.group(1).endswith(".") else " ") + m.group(2),
@@ -597,7 +606,23 @@ def _base(convert: Converter, base: type, context: list[str]) -> str | None:
         if convert.index.resolve(dotted, []) is None:
             return None  # an internal base class
         return convert.link(base.__name__, dotted, context)
-    return f"`{base.__qualname__}`" if base.__module__ == "builtins" else f"`{dotted}`"
+    if base.__module__ == "builtins":
+        return f"`{base.__qualname__}`"
+    return f"`{_public_path(base)}`"
+
+
+def _public_path(cls: type) -> str:
+    """``grpc.aio.Channel`` rather than ``grpc.aio._base_channel.Channel``: the shortest
+    import path without a private part that reaches ``cls``."""
+    parts = cls.__module__.split(".")
+    for end in range(1, len(parts) + 1):
+        prefix = parts[:end]
+        if any(part.startswith("_") for part in prefix):
+            break
+        module = sys.modules.get(".".join(prefix))
+        if module is not None and getattr(module, cls.__name__, None) is cls:
+            return f"{'.'.join(prefix)}.{cls.__name__}"
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _class_body(convert: Converter, qualified: str, cls: type, context: list[str]) -> list[str]:

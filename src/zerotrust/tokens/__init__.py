@@ -3,7 +3,8 @@
 Verification is two named steps -- :class:`SignatureVerifier` (bounds, header rules, key
 selection, signature) then :class:`ClaimsValidator` (issuer, audience, times, profile) --
 composed with a verified-token cache by :class:`TokenVerifier`. Keys come from a
-:class:`KeySource`; :class:`TokenIssuer` signs tokens and publishes its keys.
+:class:`KeySource`; :class:`TokenIssuer` signs tokens and :class:`JWKSEndpoint` serves its
+public keys over HTTP.
 """
 
 from zerotrust.tokens.algorithms import (
@@ -18,6 +19,7 @@ from zerotrust.tokens.issue import TokenIssuer, certificate_thumbprint
 from zerotrust.tokens.jwks import JWKSet, SkippedKey
 from zerotrust.tokens.keyring import KeyRing
 from zerotrust.tokens.keys import JWK, PrivateJWK
+from zerotrust.tokens.publish import JWKS_MEDIA_TYPE, JWKSEndpoint
 from zerotrust.tokens.secret import SecretKey, SecretKeySet
 from zerotrust.tokens.signature import SignatureVerifier, verify_signature
 from zerotrust.tokens.sources import KeyRequest, KeySet, KeySource, StaticKeySource
@@ -28,9 +30,11 @@ __all__ = [
     "ASYMMETRIC_ALGORITHMS",
     "HMAC_ALGORITHMS",
     "JWK",
+    "JWKS_MEDIA_TYPE",
     "JWT_SVID_ALGORITHMS",
     "SUPPORTED_ALGORITHMS",
     "ClaimsValidator",
+    "JWKSEndpoint",
     "JWKSet",
     "KeyRequest",
     "KeyRing",

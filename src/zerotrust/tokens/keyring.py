@@ -1,10 +1,12 @@
 """``KeyRing``: the signing key of an issuer plus the keys it still publishes.
 
-Rotation without a flag day: :meth:`KeyRing.rotate` makes a new key current (new tokens are
-signed with it) while the previous key stays in :meth:`KeyRing.jwks` so tokens it signed keep
-verifying; :meth:`KeyRing.retire` removes it once those tokens have expired. Every change
-swaps one immutable snapshot, so readers on other threads see either the old or the new
-state, never a mix.
+Rotation without a flag day: :meth:`KeyRing.stage` publishes the next key before it signs
+anything, so verifiers that cached the key set (for its ``Cache-Control: max-age``) already
+hold it when :meth:`KeyRing.rotate` makes it current (new tokens are signed with it); the
+previous key stays in :meth:`KeyRing.jwks` so tokens it signed keep verifying, and
+:meth:`KeyRing.retire` removes it once those tokens have expired. Every change swaps one
+immutable snapshot, so readers on other threads see either the old or the new state, never a
+mix.
 
 A ``KeyRing`` is also a :class:`~zerotrust.tokens.KeySource` of its published keys, so a
 service can verify the tokens it issues with ``TokenVerifier(keys=ring, ...)``.
@@ -23,7 +25,8 @@ from zerotrust.tokens.keys import JWK, PrivateJWK
 
 __all__ = ["KeyRing"]
 
-_Snapshot = tuple[PrivateJWK, tuple[JWK, ...], JWKSet]
+# (current, previous public keys, the published set, the staged next key)
+_Snapshot = tuple[PrivateJWK, tuple[JWK, ...], JWKSet, "PrivateJWK | None"]
 
 
 def signing_key(key: PrivateJWK | PrivateKey, *, algorithm: str | None = None) -> PrivateJWK:
@@ -43,7 +46,11 @@ class KeyRing:
     __slots__ = ("_lock", "_state")
 
     def __init__(
-        self, current: PrivateJWK | PrivateKey, *, previous: Iterable[JWK | PrivateJWK] = ()
+        self,
+        current: PrivateJWK | PrivateKey,
+        *,
+        previous: Iterable[JWK | PrivateJWK] = (),
+        staged: PrivateJWK | PrivateKey | None = None,
     ) -> None:
         self._lock = threading.Lock()
         key = signing_key(current)
@@ -55,14 +62,18 @@ class KeyRing:
             if public.kid is None:
                 public = JWK(public.public_key, algorithm=public.algorithm, kid=public.thumbprint())
             published.append(public)
-        self._state = self._snapshot(key, tuple(published))
+        upcoming = signing_key(staged) if staged is not None else None
+        self._state = self._snapshot(key, tuple(published), upcoming)
 
     @staticmethod
-    def _snapshot(current: PrivateJWK, previous: tuple[JWK, ...]) -> _Snapshot:
-        kids = [current.kid, *(key.kid for key in previous)]
+    def _snapshot(
+        current: PrivateJWK, previous: tuple[JWK, ...], staged: PrivateJWK | None = None
+    ) -> _Snapshot:
+        upcoming = [staged.public()] if staged is not None else []
+        kids = [current.kid, *(key.kid for key in upcoming), *(key.kid for key in previous)]
         if len(set(kids)) != len(kids):
             raise ConfigurationError("every key in a KeyRing needs a distinct kid")
-        return current, previous, JWKSet([current.public(), *previous])
+        return current, previous, JWKSet([current.public(), *upcoming, *previous]), staged
 
     @property
     def current(self) -> PrivateJWK:
@@ -74,27 +85,60 @@ class KeyRing:
         """Public keys of earlier signing keys, still published."""
         return self._state[1]
 
-    def rotate(self, new_key: PrivateJWK | PrivateKey) -> PrivateJWK:
-        """Make ``new_key`` current; the old current key stays published until retired."""
-        key = signing_key(new_key)
+    @property
+    def staged(self) -> PrivateJWK | None:
+        """The next signing key: published, not signing yet (see :meth:`stage`)."""
+        return self._state[3]
+
+    def stage(self, next_key: PrivateJWK | PrivateKey) -> PrivateJWK:
+        """Publish ``next_key`` without signing with it yet; :meth:`rotate` makes it current.
+
+        Stage it at least one publication ``max-age`` before rotating, so that verifiers
+        holding a cached key set know it before the first token it signs. Staging another key
+        replaces the staged one (it was never used to sign)."""
+        key = signing_key(next_key)
         with self._lock:
-            current, previous, _ = self._state
-            self._state = self._snapshot(key, (current.public(), *previous))
+            current, previous, _, _ = self._state
+            self._state = self._snapshot(current, previous, key)
+        return key
+
+    def rotate(self, new_key: PrivateJWK | PrivateKey | None = None) -> PrivateJWK:
+        """Make ``new_key`` current, or without it the staged key (:meth:`stage`); the old
+        current key stays published until retired. Raises
+        :class:`~zerotrust.errors.ConfigurationError` when neither is there."""
+        with self._lock:
+            current, previous, _, staged = self._state
+            if new_key is not None:
+                key = signing_key(new_key)
+                # a staged key other than the new one stays staged
+                keep = staged if staged is not None and staged.kid != key.kid else None
+            elif staged is not None:
+                key, keep = staged, None
+            else:
+                raise ConfigurationError("rotate() needs a new key, or one staged with stage()")
+            self._state = self._snapshot(key, (current.public(), *previous), keep)
         return key
 
     def retire(self, kid: str) -> None:
-        """Stop publishing the previous key ``kid`` (the current key cannot be retired)."""
+        """Stop publishing the previous key ``kid`` (the current key cannot be retired; a
+        staged key is withdrawn with :meth:`unstage`)."""
         with self._lock:
-            current, previous, _ = self._state
+            current, previous, _, staged = self._state
             if current.kid == kid:
                 raise ConfigurationError("the current signing key cannot be retired; rotate first")
             remaining = tuple(key for key in previous if key.kid != kid)
             if len(remaining) == len(previous):
                 raise ConfigurationError("no previous key has that kid")
-            self._state = self._snapshot(current, remaining)
+            self._state = self._snapshot(current, remaining, staged)
+
+    def unstage(self) -> None:
+        """Withdraw the staged key (it never signed anything); nothing happens without one."""
+        with self._lock:
+            current, previous, _, _ = self._state
+            self._state = self._snapshot(current, previous)
 
     def key_set(self) -> JWKSet:
-        """The published public keys (current first)."""
+        """The published public keys: current first, then the staged one, then previous."""
         return self._state[2]
 
     def jwks(self) -> dict[str, Any]:
@@ -110,5 +154,6 @@ class KeyRing:
         return self._state[2]
 
     def __repr__(self) -> str:
-        current, previous, _ = self._state
-        return f"KeyRing(current={current.kid!r}, previous={[k.kid for k in previous]!r})"
+        current, previous, _, staged = self._state
+        upcoming = f", staged={staged.kid!r}" if staged is not None else ""
+        return f"KeyRing(current={current.kid!r}{upcoming}, previous={[k.kid for k in previous]!r})"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import zerotrust
 
@@ -22,7 +25,14 @@ def _pages() -> list[str]:
     return re.findall(r'^\s*\("(zerotrust[\w.]*)",', block, flags=re.MULTILINE)
 
 
+#: What the reference is generated with: without one of them, some public names are absent.
+OPTIONAL = ("spiffe", "rest_framework", "uvicorn", "hypercorn", "gunicorn", "flask", "grpc")
+
+
 def test_pages_are_up_to_date_and_everything_is_documented() -> None:
+    missing = [name for name in OPTIONAL if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"the reference is generated with every extra installed; missing {missing}")
     # A fresh interpreter: what other tests did to classes (servers set attributes on their
     # handler classes) must not show in the reference.
     result = subprocess.run(

@@ -176,6 +176,7 @@ def test_core_imports_without_frameworks() -> None:
     [
         ("zerotrust.asgi", ("uvicorn", "hypercorn"), "serve", "serve_hypercorn"),
         ("zerotrust.django", ("rest_framework",), "require", "ZeroTrustUser"),
+        ("zerotrust.sources", ("spiffe",), "FileKeySource", "WorkloadApiX509Source"),
     ],
 )
 def test_star_import_works_without_the_optional_servers(

@@ -163,7 +163,7 @@ async def self_check() -> int:
                 refused = grpc.StatusCode.OK
                 print("refused: /shop.Orders/Cancel -> OK (it should not have been allowed)")
     finally:
-        await server.stop(grace=None)
+        await server.stop(grace=1.0)
     print("audit events:")
     for event in events.events:
         print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -117,7 +118,7 @@ def test_invalid_token_re_mints_once_and_retries(
     assert tokens.minted == ["orders", "orders"]
     first, second = server.requests()
     assert bearer(first) == "token-1-for-orders" and bearer(second) == "token-2-for-orders"
-    assert first.body == second.body == b'{"item":7}'
+    assert first.body == second.body and json.loads(second.body) == {"item": 7}
 
 
 def test_second_invalid_token_is_returned_as_is(

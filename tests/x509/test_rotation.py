@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests._tls import call, tls_server
-from tests.sources.workload_api.conftest import eventually
+from tests._wait import eventually
 from zerotrust import (
     FileSvidSource,
     PeerRejected,

@@ -59,9 +59,18 @@ def find_routes_owner(app: Any) -> Any | None:
 
 def route_template_for(owner: Any, scope: Scope) -> str | None:
     """The template of the route ``owner``'s router will dispatch ``scope`` to, or ``None``
-    when no route matches; raises :class:`ConfigurationError` for a route it cannot describe.
+    when no route matches; raises :class:`ConfigurationError` for a route it cannot describe,
+    and when matching fails (a router zerotrust does not know, or a framework release whose
+    internals differ): the request is then refused and audited, never served unchecked.
     """
-    return _router(owner, dict(scope), "", 0)  # a copy: matching may add keys
+    try:
+        return _router(owner, dict(scope), "", 0)  # a copy: matching may add keys
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # the adapters log the refusal; the cause stays chained
+        raise ConfigurationError(
+            f"the route template could not be determined ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _router(owner: Any, scope: Scope, prefix: str, depth: int) -> str | None:

@@ -26,7 +26,7 @@ The middleware is sync and async capable without adaptation: with an async handl
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from zerotrust.adapters._common import forwarded_headers_to_strip
@@ -109,9 +109,27 @@ def finish(
 
 def _strip_forwarded(request: Any, outcome: Outcome | None, guard: Guard) -> None:
     meta = request.META
-    for name in forwarded_headers_to_strip(outcome, guard.authenticator.trusted_proxies):
+    proxies = guard.authenticator.trusted_proxies
+    names = forwarded_headers_to_strip(outcome, proxies)
+    every = forwarded_headers_to_strip(None, proxies)
+    if len(names) < len(every) and _lookalike_sent(request, every):
+        # The trusted proxy's header would stay, but the request also carries a spelling of it
+        # with '_' (x_forwarded_client_cert): Django before 4.2.30 / 5.2.13 files both under
+        # one META key, the client's value joined to the proxy's. None of it can be believed.
+        names = every
+    for name in names:
         if meta.pop(environ_key(name), None) is not None:
             request.__dict__.pop("headers", None)  # HttpRequest.headers is cached from META
+
+
+def _lookalike_sent(request: Any, names: tuple[str, ...]) -> bool:
+    """Whether the ASGI request has a header naming one of ``names`` with '_' for '-'."""
+    scope = getattr(request, "scope", None)
+    headers = scope.get("headers") if isinstance(scope, Mapping) else None
+    if not headers:
+        return False
+    wanted = {name.encode("latin-1") for name in names}
+    return any(b"_" in raw and raw.lower().replace(b"_", b"-") in wanted for raw, _ in headers)
 
 
 class ZeroTrustMiddleware:

@@ -9,6 +9,7 @@ Importing this package does not import httpx: the HTTP-backed sources
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from zerotrust.sources.files import FileBundleSource, FileKeySource, FileSvidSource
@@ -32,10 +33,11 @@ __all__ = [
     "RemoteJWKSource",
     "SpiffeJwtBundleKeySource",
     "TokenExchangeTokenSource",
-    "WorkloadApiJwtSource",
-    "WorkloadApiStatus",
-    "WorkloadApiX509Source",
 ]
+# The Workload API sources are public where the spiffe package is installed (a star import
+# never fails for want of it; asked for by name, they say which extra to install).
+if importlib.util.find_spec("spiffe") is not None:
+    __all__ += ["WorkloadApiJwtSource", "WorkloadApiStatus", "WorkloadApiX509Source"]
 
 _LAZY = {
     "ClientCredentialsTokenSource": "zerotrust.sources.oauth2",
@@ -58,4 +60,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_LAZY))

@@ -148,8 +148,20 @@ def make_app(zt: ZeroTrust, *, middleware: bool = True) -> FastAPI:
     return app
 
 
+class _TestClient(TestClient):
+    def __exit__(self, *args: Any) -> None:
+        try:
+            super().__exit__(*args)
+        finally:  # Starlette < 0.38.6 leaves its lifespan streams open (anyio >= 4.4 warns)
+            for name in ("stream_send", "stream_receive"):
+                stapled = self.__dict__.get(name)
+                if stapled is not None:
+                    stapled.send_stream.close()
+                    stapled.receive_stream.close()
+
+
 def client(app: Any, **kw: Any) -> TestClient:
-    return TestClient(app, **kw)
+    return _TestClient(app, **kw)
 
 
 def bearer(token: str) -> dict[str, str]:

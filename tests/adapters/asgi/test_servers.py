@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
+import websockets
 from fastapi import FastAPI, Request, Security, WebSocket
 from websockets.sync.client import connect
 
@@ -42,6 +43,7 @@ SERVER_ID = "spiffe://example.org/ns/shop/sa/orders"
 WEB = "spiffe://example.org/ns/shop/sa/web"
 ISS, AUD = "https://issuer.example", "orders"
 KINDS = ["uvicorn-h11", "uvicorn-httptools", "hypercorn"]
+_WS = tuple(int(p) for p in websockets.__version__.split(".")[:2])
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +163,12 @@ def test_client_of_untrusted_ca_cannot_connect(server: Any, ca: DevCA) -> None:
 def test_websocket_over_mtls(server: Any, ca: DevCA) -> None:
     _, port, sink = server
     uri = f"wss://localhost:{port}/ws"
-    with connect(uri, ssl=client_context(ca), proxy=None, open_timeout=30) as ws:
+    context = client_context(ca)
+    # websockets 15 added proxy= (and reads proxy variables); before 13 ssl= was ssl_context=
+    tls: dict[str, Any] = {"ssl": context} if _WS >= (13, 0) else {"ssl_context": context}
+    if _WS >= (15, 0):
+        tls["proxy"] = None
+    with connect(uri, **tls, open_timeout=30) as ws:
         assert ws.recv(timeout=30) == WEB
     assert sink.last.kind == "websocket" and sink.last.proven_by == "mtls"
 

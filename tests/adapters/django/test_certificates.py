@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from cryptography import x509
@@ -15,6 +16,7 @@ from django.http import HttpResponse
 from django.test import AsyncClient, Client
 
 from tests.adapters.django.conftest import WEB, Harness, Installer
+from zerotrust import Authenticator, Callers, Guard, MemorySink, Policy, Rule, TrustedProxies
 from zerotrust.adapters._tls_scope import TLS_PEER_KEY
 from zerotrust.dev import DevCA
 from zerotrust.x509.verify import verify_x509_svid
@@ -140,11 +142,44 @@ def test_spoofed_forwarded_certificate_is_hidden_from_the_view(zt: Harness, kind
     headers = {**zt.auth(), "X-Forwarded-Client-Cert": XFCC}
     if kind == "sync":
         response = Client().get("/headers/", headers=headers)
-    else:
-        response = asyncio.run(AsyncClient().get("/headers/", headers=headers))
+    else:  # raw ASGI headers: Django < 4.2.30's AsyncClient spells them x_forwarded_client_cert
+        raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+        response = asgi_get("/headers/", headers=[(b"host", b"testserver"), *raw])
     data = seen(response)
     assert (data["principal"], data["xfcc"], data["meta"]) == (WEB, None, False)
     assert "forwarded_cert_ignored_untrusted_peer" in zt.sink.last.notes
+
+
+def test_a_lookalike_of_the_trusted_proxys_header_hides_it_from_the_view(
+    install: Installer, ca: DevCA
+) -> None:
+    """Behind a trusted XFCC proxy, a client adds its own ``x_forwarded_client_cert``. Django
+    before 4.2.30 / 5.2.13 files it under the proxy header's META key, joined to the proxy's
+    value, where the view would read its last element: the view sees neither, and the
+    principal stays the one the proxy's certificate proved."""
+    harness = install(bundles=ca.bundle)
+    authenticator = Authenticator(
+        tokens=harness.guard.authenticator.tokens,
+        bundles=ca.bundle,
+        trusted_proxies=TrustedProxies(["127.0.0.1"], header="xfcc"),
+        clock=harness.clock,
+    )
+    sink = MemorySink()
+    policy = Policy([Rule(id="any", callers=[Callers(trust_domains=["example.org"])])])
+    guard = Guard(authenticator=authenticator, policy=policy, audit=sink, service="orders")
+    install.override(ZEROTRUST={"GUARD": guard, "EXEMPT": []})
+    leaf = ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode()
+    genuine = f'By=spiffe://example.org/ns/mesh/sa/proxy;Cert="{quote(leaf, safe="")}"'
+    forged = "By=spiffe://example.org/x;URI=spiffe://example.org/ns/ops/sa/admin"
+    base = [(b"host", b"testserver"), (b"x-forwarded-client-cert", genuine.encode())]
+
+    alone = seen(asgi_get("/headers/", headers=base))  # the proxy's header reaches the view
+    assert (alone["principal"], alone["xfcc"]) == (WEB, genuine)
+    both = seen(
+        asgi_get("/headers/", headers=[*base, (b"x_forwarded_client_cert", forged.encode())])
+    )
+    assert (both["principal"], both["xfcc"], both["meta"]) == (WEB, None, False)
+    assert sink.last.proven_by == "proxy-mtls" and sink.last.spiffe_id == WEB
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

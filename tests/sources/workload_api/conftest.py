@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,15 +14,6 @@ from tests.sources.workload_api._server import WorkloadApiServer
 
 #: Fast reconnects for tests; a generous first wait for a loaded machine.
 FAST: dict[str, Any] = {"backoff_initial": 0.02, "backoff_max": 0.25, "timeout_first": 30.0}
-
-
-def eventually(predicate: Callable[[], object], timeout: float = 30.0) -> None:
-    """Bounded polling until ``predicate()`` is true (updates arrive on another thread)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
 
 
 @pytest.fixture

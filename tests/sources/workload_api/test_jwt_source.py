@@ -17,8 +17,9 @@ from typing import Any
 import grpc
 import pytest
 
+from tests._wait import eventually
 from tests.sources.workload_api._server import WorkloadApiServer, jwt_bundles_response
-from tests.sources.workload_api.conftest import FAST, eventually
+from tests.sources.workload_api.conftest import FAST
 from zerotrust import FixedClock, TokenSource
 from zerotrust.errors import KeysUnavailable, SourceError, UnknownKey
 from zerotrust.sources.spiffe_workload_api import WorkloadApiJwtSource

@@ -17,8 +17,9 @@ import grpc
 import pytest
 
 from tests._tls import call, tls_server
+from tests._wait import eventually
 from tests.sources.workload_api._server import WorkloadApiServer, x509_response
-from tests.sources.workload_api.conftest import FAST, eventually
+from tests.sources.workload_api.conftest import FAST
 from zerotrust import (
     BundleSet,
     FixedClock,

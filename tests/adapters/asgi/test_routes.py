@@ -135,19 +135,25 @@ class Opaque:
         return Match.FULL, {}
 
 
+def allow_all() -> tuple[TokenIssuer, Guard, MemorySink]:
+    """An issuer, and a Guard that lets in every caller of example.org (audited in memory)."""
+    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer="https://issuer.example")
+    verifier = TokenVerifier(
+        issuer="https://issuer.example", audience=AUD, keys=issuer.jwks(), algorithms=["ES256"]
+    )
+    sink = MemorySink()
+    everyone = Policy([Rule(id="everyone", callers=[Callers(trust_domains=["example.org"])])])
+    guard = Guard(authenticator=Authenticator(tokens=verifier), policy=everyone, audit=sink)
+    return issuer, guard, sink
+
+
 def test_unknown_matching_route_is_refused() -> None:
     app = Starlette(routes=[Route("/known", endpoint)])
     app.router.routes.append(Opaque())  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
         route_template_for(app, scope("/anything"))
     assert route_template_for(app, scope("/known")) == "/known"
-    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer="https://issuer.example")
-    verifier = TokenVerifier(
-        issuer="https://issuer.example", audience=AUD, keys=issuer.jwks(), algorithms=["ES256"]
-    )
-    sink = MemorySink()
-    allow_all = Policy([Rule(id="everyone", callers=[Callers(trust_domains=["example.org"])])])
-    guard = Guard(authenticator=Authenticator(tokens=verifier), policy=allow_all, audit=sink)
+    issuer, guard, sink = allow_all()
     middleware = ZeroTrustMiddleware(app, guard=guard)
     token = issuer.issue(subject=WEB, audience=AUD)
     status, body = call_asgi(middleware, "/anything", list(bearer(token).items()))
@@ -162,13 +168,7 @@ def test_a_route_that_cannot_be_read_is_refused_and_audited(
     """Reading the matched route breaks (as it did with FastAPI 0.138.0-0.138.2, whose
     frontend route groups took other arguments): the request is refused and audited, never
     served unchecked nor answered by a bare 500."""
-    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer="https://issuer.example")
-    verifier = TokenVerifier(
-        issuer="https://issuer.example", audience=AUD, keys=issuer.jwks(), algorithms=["ES256"]
-    )
-    sink = MemorySink()
-    allow_all = Policy([Rule(id="everyone", callers=[Callers(trust_domains=["example.org"])])])
-    guard = Guard(authenticator=Authenticator(tokens=verifier), policy=allow_all, audit=sink)
+    issuer, guard, sink = allow_all()
     zt = ZeroTrust(guard)
     app = FastAPI()
 

@@ -172,6 +172,8 @@ class _Failing:
     def get_keys(self, *, missing_kid: str | None = None) -> Any:
         if self.mode == "down":
             raise KeysUnavailable("the upstream JWKS endpoint is unreachable: 10.0.0.7 timed out")
+        if self.mode == "broken":
+            raise RuntimeError("a custom source with a bug")
         if self.mode == "secret":
             from zerotrust.tokens import SecretKeySet
 
@@ -192,6 +194,8 @@ def test_an_unavailable_source_is_a_bare_503_logged_once(caplog: pytest.LogCaptu
             assert _headers(headers)["cache-control"] == "no-store"
             assert "retry-after" in _headers(headers)
         source.mode = "secret"  # never published, whatever the source says
+        assert endpoint.respond("GET")[0] == 503
+        source.mode = "broken"  # nor a 500 for a source that breaks
         assert endpoint.respond("GET")[0] == 503
         assert asyncio.run(endpoint.respond_async("GET"))[0] == 503
     assert len(caplog.records) == 1  # one outage, one line (the reason is for the operator)

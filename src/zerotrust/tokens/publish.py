@@ -28,11 +28,10 @@ import base64
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final, cast
 
-from zerotrust.errors import ConfigurationError, ZeroTrustError
+from zerotrust.errors import ConfigurationError
 from zerotrust.tokens.issue import TokenIssuer
 from zerotrust.tokens.jwks import JWKSet
 from zerotrust.tokens.keyring import KeyRing
@@ -62,7 +61,7 @@ class JWKSEndpoint:
     the Guard's checks (``exempt=`` of the middleware): verifiers fetch it without credentials.
     """
 
-    __slots__ = ("_cached", "_failing", "_lock", "_max_age", "_source")
+    __slots__ = ("_cached", "_failing", "_max_age", "_source")
 
     def __init__(
         self, keys: KeyRing | TokenIssuer | JWKSet | JWK | KeySource, *, max_age: int = 300
@@ -77,8 +76,8 @@ class JWKSEndpoint:
             raise ConfigurationError(f"max_age must be between 0 and {_MAX_AGE_LIMIT} seconds")
         self._source: KeySource = as_key_source(keys)
         self._max_age = max_age
-        self._lock = threading.Lock()
         # (the key set, its document, its ETag): rebuilt when the source hands out another set
+        # (two threads may both build it once: the same bytes; the swap itself is atomic)
         self._cached: tuple[JWKSet, bytes, str] | None = None
         self._failing = False  # the outage is logged once, when it starts
 
@@ -96,7 +95,7 @@ class JWKSEndpoint:
             return _not_allowed()
         try:
             keys = self._source.get_keys()
-        except ZeroTrustError as exc:
+        except Exception as exc:  # keys unavailable, or a source that broke: never a 500
             return self._unavailable(exc)
         return self._answer(keys, method, if_none_match)
 
@@ -106,7 +105,7 @@ class JWKSEndpoint:
             return _not_allowed()
         try:
             keys = await self._source.get_keys_async()
-        except ZeroTrustError as exc:
+        except Exception as exc:  # keys unavailable, or a source that broke: never a 500
             return self._unavailable(exc)
         return self._answer(keys, method, if_none_match)
 
@@ -135,8 +134,7 @@ class JWKSEndpoint:
         body = json.dumps(keys.to_public_dict(), separators=(",", ":")).encode("ascii")
         digest = hashlib.sha256(body).digest()[:18]
         etag = '"' + base64.urlsafe_b64encode(digest).decode("ascii") + '"'
-        with self._lock:
-            self._cached = (keys, body, etag)
+        self._cached = (keys, body, etag)
         return body, etag
 
     def _unavailable(self, error: Exception) -> Response:

@@ -162,7 +162,7 @@ class DPoPSettings:
     """``dpop``: RFC 9449 proofs for DPoP-bound tokens (on by default)."""
 
     enabled: bool = True
-    algorithms: tuple[str, ...] = tuple(DPoPConfig().algorithms)
+    algorithms: tuple[str, ...] = DPoPConfig().algorithms
     max_age: float = field(default=300.0, metadata=_meta(above=0))
     leeway: float = field(default=5.0, metadata=_meta(min=0))
     origins: tuple[str, ...] = field(default=(), metadata=_meta(many=True))

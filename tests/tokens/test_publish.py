@@ -78,6 +78,18 @@ def test_rotate_needs_a_key_or_a_staged_one() -> None:
     assert ring.current.kid == "planned" and ring.staged is None
 
 
+def test_rotating_to_other_material_under_the_staged_kid_is_refused() -> None:
+    """Verifiers that cached the staged key under that kid would refuse every new token (and a
+    known kid never makes them fetch again): the rotation is refused, the ring unchanged."""
+    ring = _ring()
+    staged = ring.stage(PrivateJWK.generate("ES256", kid="k2"))
+    with pytest.raises(ConfigurationError, match="unstage"):
+        ring.rotate(PrivateJWK.generate("ES256", kid="k2"))
+    assert ring.current.kid == "k1" and ring.staged is staged
+    assert ring.rotate(staged) is staged  # the staged key itself, given again, is promoted
+    assert ring.staged is None
+
+
 def test_staging_replaces_and_unstage_withdraws() -> None:
     ring = KeyRing(PrivateJWK.generate("ES256", kid="k1"), staged=PrivateJWK.generate("ES256"))
     assert ring.staged is not None and ring.staged.kid  # a thumbprint kid

@@ -27,7 +27,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from zerotrust.authn.request import RequestView
 from zerotrust.errors import (
@@ -116,21 +116,32 @@ class DPoPConfig:
     An origin is how clients address the service: ``"https://api.example"``, or
     ``"https://gateway.example/orders"`` when a proxy forwards ``/orders/...`` as ``/...``.
     Without ``origins``, the request's scheme and ``Host`` header name it; requests that name no
-    host (gRPC) then cannot use DPoP.
+    host (gRPC) then cannot use DPoP. ``algorithms`` and ``origins`` may be given as lists; they
+    are kept as tuples.
     """
 
-    # Sequences in, tuples kept (a list given here becomes a tuple, so the config stays frozen)
-    algorithms: Sequence[str] = ("ES256", "ES384", "EdDSA", "PS256", "RS256")
+    algorithms: tuple[str, ...] = ("ES256", "ES384", "EdDSA", "PS256", "RS256")
     max_age: float = 300.0
     leeway: float = 5.0
-    origins: Sequence[str] = ()
+    origins: tuple[str, ...] = ()
     #: ``origins`` split into (origin, path prefix) pairs.
     _bases: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
 
+    if TYPE_CHECKING:  # lists are accepted too, and kept as tuples (the config stays frozen)
+
+        def __init__(
+            self,
+            algorithms: Sequence[str] = ("ES256", "ES384", "EdDSA", "PS256", "RS256"),
+            max_age: float = 300.0,
+            leeway: float = 5.0,
+            origins: Sequence[str] = (),
+        ) -> None: ...
+
     def __post_init__(self) -> None:
-        if isinstance(self.algorithms, str) or not isinstance(self.algorithms, (list, tuple)):
+        algorithms: Any = self.algorithms  # a list from callers too (see __init__)
+        if isinstance(algorithms, str) or not isinstance(algorithms, (list, tuple)):
             raise ConfigurationError("DPoP algorithms must be a list, e.g. ['ES256']")
-        object.__setattr__(self, "algorithms", tuple(self.algorithms))
+        object.__setattr__(self, "algorithms", tuple(algorithms))
         bad = set(self.algorithms) - ASYMMETRIC_ALGORITHMS
         if not self.algorithms or bad:
             raise ConfigurationError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Final, Literal, Protocol, runtime_checkable
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -125,15 +125,31 @@ class Request:
     method: str = "GET"
     route: str | None = None
     path: str = "/"
-    #: Given as a mapping (a value may be one string or several) or ``(name, value)`` pairs;
-    #: kept as lower-case names mapped to tuples of values.
-    headers: HeadersLike = field(default_factory=dict)
+    #: Lower-case names mapped to every value, in order (given as a mapping whose values may
+    #: be one string or several, or as ``(name, value)`` pairs).
+    headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     kind: Kind = "http"
     scheme: str = "https"
     host: str | None = None
     remote_addr: str | None = "127.0.0.1"
     peer_chain: Sequence[bytes] | None = None
     verified_peer: VerifiedPeer | None = None
+
+    if TYPE_CHECKING:  # what the constructor accepts; __post_init__ normalizes ``headers``
+
+        def __init__(  # noqa: PLR0917 - the dataclass's own positional fields
+            self,
+            method: str = "GET",
+            route: str | None = None,
+            path: str = "/",
+            headers: HeadersLike = ...,
+            kind: Kind = "http",
+            scheme: str = "https",
+            host: str | None = None,
+            remote_addr: str | None = "127.0.0.1",
+            peer_chain: Sequence[bytes] | None = None,
+            verified_peer: VerifiedPeer | None = None,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", normalize_headers(self.headers))
@@ -142,15 +158,11 @@ class Request:
 
     def header(self, name: str) -> list[str]:
         """Every value of header ``name`` (case-insensitive), in order; ``[]`` if absent."""
-        return list(self._table.get(name.lower(), ()))
-
-    @property
-    def _table(self) -> dict[str, tuple[str, ...]]:
-        return cast("dict[str, tuple[str, ...]]", self.headers)  # normalized when built
+        return list(self.headers.get(name.lower(), ()))
 
     def __repr__(self) -> str:  # header values may be credentials: names only
         return (
             f"Request(method={self.method!r}, route={self.route!r}, path={self.path!r},"
-            f" headers=<{', '.join(self._table)}>, kind={self.kind!r},"
+            f" headers=<{', '.join(self.headers)}>, kind={self.kind!r},"
             f" remote_addr={self.remote_addr!r})"
         )

@@ -110,6 +110,12 @@ class KeyRing:
             current, previous, _, staged = self._state
             if new_key is not None:
                 key = signing_key(new_key)
+                if staged is not None and staged.kid == key.kid and staged.public() != key.public():
+                    # verifiers that cached the staged key under this kid would refuse its tokens
+                    raise ConfigurationError(
+                        "the new key reuses the staged key's kid with other key material;"
+                        " unstage() first"
+                    )
                 # a staged key other than the new one stays staged
                 keep = staged if staged is not None and staged.kid != key.kid else None
             elif staged is not None:

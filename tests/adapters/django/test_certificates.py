@@ -180,6 +180,10 @@ def test_a_lookalike_of_the_trusted_proxys_header_hides_it_from_the_view(
     )
     assert (both["principal"], both["xfcc"], both["meta"]) == (WEB, None, False)
     assert sink.last.proven_by == "proxy-mtls" and sink.last.spiffe_id == WEB
+    # a lookalike of another format's header is merged into nothing: the proxy's header stays
+    for other in (b"client_cert", b"client_cert_chain", b"x_ssl_client_cert"):
+        kept = seen(asgi_get("/headers/", headers=[*base, (other, b"junk")]))
+        assert (kept["principal"], kept["xfcc"]) == (WEB, genuine), other
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import inspect
+import pickle
 import ssl
 
 import pytest
@@ -49,6 +51,23 @@ def test_missing_dependency_names_the_extra() -> None:
     exc = errors.MissingDependencyError("redis", "redis")
     assert "pip install 'zerotrust[redis]'" in str(exc)
     assert isinstance(exc, errors.ConfigurationError)
+    assert isinstance(exc, ModuleNotFoundError) and exc.name == "redis"
+
+
+@pytest.mark.parametrize("name", errors.__all__)
+def test_every_error_survives_pickling(name: str) -> None:
+    """Errors cross process boundaries (multiprocessing, task queues) intact."""
+    cls = getattr(errors, name)
+    required = [
+        p
+        for p in inspect.signature(cls).parameters.values()
+        if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    exc = cls(*("detail" for _ in required))
+    if isinstance(exc, errors.MissingDependencyError):
+        exc = errors.MissingDependencyError("django", "django", error=ImportError("old"))
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is cls and str(again) == str(exc) and again.code == exc.code
 
 
 def test_invalid_spiffe_id_is_a_value_error_with_a_rule() -> None:

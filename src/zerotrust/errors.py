@@ -127,6 +127,10 @@ class MissingDependencyError(ConfigurationError, ModuleNotFoundError):
         super().__init__(detail)
         self.name = package  # ImportError's: the module that could not be imported
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # rebuilt from its arguments (pickle, multiprocessing), then its state (the message)
+        return (type(self), (self.package, self.extra), self.__dict__)
+
 
 # --- identity values and material ----------------------------------------------------------
 

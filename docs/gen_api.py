@@ -76,16 +76,12 @@ class Entry:
 
 
 class Index:
-    """Where each documented object (and dotted name) is described."""
+    """Where each dotted name is described."""
 
     def __init__(self) -> None:
-        self.by_object: dict[int, Entry] = {}
         self.by_name: dict[str, Entry] = {}
-        self.keep: list[object] = []  # ids stay unique while the index lives
 
-    def add(self, obj: object, names: list[str], entry: Entry) -> None:
-        self.keep.append(obj)
-        self.by_object.setdefault(id(obj), entry)
+    def add(self, names: list[str], entry: Entry) -> None:
         for name in names:
             self.by_name.setdefault(name, entry)
 
@@ -469,7 +465,7 @@ def build_index() -> Index:
         defined = getattr(obj, "__module__", None)
         if defined and hasattr(obj, "__qualname__"):
             names.append(f"{defined}.{obj.__qualname__}")
-        index.add(obj, names, entry)
+        index.add(names, entry)
         if inspect.isclass(obj):
             for member, _value in _own_members(obj):
                 member_entry = Entry(home_page, f"{home}.{member}")

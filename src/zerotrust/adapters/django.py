@@ -112,8 +112,8 @@ def _strip_forwarded(request: Any, outcome: Outcome | None, guard: Guard) -> Non
     proxies = guard.authenticator.trusted_proxies
     names = forwarded_headers_to_strip(outcome, proxies)
     every = forwarded_headers_to_strip(None, proxies)
-    kept = tuple(name for name in every if name not in names)
-    if kept and _lookalike_sent(request, kept):
+    kept = () if len(names) == len(every) else tuple(n for n in every if n not in names)
+    if kept and _lookalike_sent(request, kept):  # only when a trusted proxy's header stays
         # The trusted proxy's header would stay, but the request also carries a spelling of it
         # with '_' (x_forwarded_client_cert): Django before 4.2.30 / 5.2.13 files both under
         # one META key, the client's value joined to the proxy's. None of it can be believed.

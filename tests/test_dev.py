@@ -79,6 +79,19 @@ def test_svids_never_outlive_their_ca() -> None:
         ca.issue_svid("spiffe://example.org/web")
 
 
+def test_svids_never_start_before_their_ca() -> None:
+    clock = FixedClock(dt.datetime(2030, 5, 1, tzinfo=dt.timezone.utc))
+    ca = DevCA.create("example.org", intermediate=True, clock=clock)
+    starts = max(
+        cert.not_valid_before_utc for cert in ca.issue_svid("spiffe://example.org/a").cert_chain[1:]
+    )
+    svid = ca.issue_svid("spiffe://example.org/web")
+    assert svid.leaf.not_valid_before_utc >= starts
+    clock.advance(-3600)  # the clock was set back
+    with pytest.raises(ConfigurationError, match="not valid yet"):
+        ca.issue_svid("spiffe://example.org/web")
+
+
 @pytest.mark.parametrize(
     "ttl",
     [float("nan"), float("inf"), 1e30, 10**400, -5, True, "60", dt.timedelta(days=999_999_999)],
@@ -99,6 +112,38 @@ def test_load_errors_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "ca.json").write_text("{")
     with pytest.raises(ConfigurationError, match="JSONDecodeError"):
         DevCA.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("swap", "message"),
+    [
+        pytest.param(["root.key.pem"], "root CA's private key", id="root-key-of-another-ca"),
+        pytest.param(
+            ["intermediate.key.pem"], "intermediate CA's private key", id="intermediate-key"
+        ),
+        pytest.param(
+            ["intermediate.crt.pem", "intermediate.key.pem"],
+            "not a CA certificate issued by the root",
+            id="intermediate-of-another-root",
+        ),
+    ],
+)
+def test_a_ca_directory_of_mismatched_files_is_refused(
+    tmp_path: Path, swap: list[str], message: str
+) -> None:
+    # an interrupted `ca init --force` writes one file after the other
+    DevCA.create("example.org", intermediate=True).save(tmp_path / "a")
+    DevCA.create("example.org", intermediate=True).save(tmp_path / "b")
+    for name in swap:
+        (tmp_path / "a" / name).write_bytes((tmp_path / "b" / name).read_bytes())
+    with pytest.raises(ConfigurationError, match=message):
+        DevCA.load(tmp_path / "a")
+
+
+def test_a_leaf_is_not_a_root(ca: DevCA) -> None:
+    svid = ca.issue_svid("spiffe://example.org/web")
+    with pytest.raises(ConfigurationError, match="not a CA certificate"):
+        DevCA(ca.trust_domain, svid.leaf, svid.private_key)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal, final
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -124,6 +125,9 @@ class DevCA:
         intermediate: tuple[x509.Certificate, PrivateKey] | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        _check_pair("root", root_cert, root_key, root_cert)
+        if intermediate is not None:
+            _check_pair("intermediate", intermediate[0], intermediate[1], root_cert)
         self._trust_domain = trust_domain
         self._root_cert = root_cert
         self._root_key = root_key
@@ -235,13 +239,17 @@ class DevCA:
             raise InvalidSpiffeId("root_id", "an SVID needs a SPIFFE ID with a path")
         now = self._clock.now()
         signer, _, intermediates = self._signer()
-        ca_end = min(cert.not_valid_after_utc for cert in (signer, self._root_cert, *intermediates))
+        issuers = (signer, self._root_cert, *intermediates)
+        ca_end = min(cert.not_valid_after_utc for cert in issuers)
         if ca_end <= now:
             raise ConfigurationError("the CA's certificates have expired: create a new CA")
+        ca_start = max(cert.not_valid_before_utc for cert in issuers)
+        if ca_start > now:
+            raise ConfigurationError("the CA's certificates are not valid yet: is the clock right?")
         chain, key = self.issue_unchecked_leaf(
             uri_sans=[str(sid)],
             dns_names=_dns_names(dns_names),
-            not_before=now - _dt.timedelta(seconds=30),
+            not_before=max(now - _dt.timedelta(seconds=30), ca_start),
             not_after=min(now + _seconds(ttl), ca_end),
             key_type=key_type,
         )
@@ -368,6 +376,25 @@ class DevCA:
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ConfigurationError(f"cannot load CA from {path}: {type(exc).__name__}") from None
         return cls(td, root_cert, root_key, intermediate=inter, clock=clock)
+
+
+def _check_pair(
+    name: str, cert: x509.Certificate, key: PrivateKey, issuer: x509.Certificate
+) -> None:
+    """The CA certificate ``cert`` must hold ``key``'s public key and be signed by ``issuer``
+    (a mismatched pair, say from an interrupted write, would issue SVIDs nobody can verify)."""
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if cert.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise ConfigurationError(f"the {name} CA's private key does not match its certificate")
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        cert.verify_directly_issued_by(issuer)
+    except (x509.ExtensionNotFound, ValueError, TypeError, InvalidSignature):
+        constraints = None
+    if constraints is None or not constraints.ca:
+        raise ConfigurationError(
+            f"the {name} CA's certificate is not a CA certificate issued by the root"
+        )
 
 
 def _check_private(path: Path) -> None:

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from zerotrust import Authenticator, FixedClock, Guard, MemorySink, MemoryStore
 from zerotrust.adapters._asgi_view import ScopeView
@@ -595,3 +596,64 @@ def test_two_host_headers_are_refused(
 def test_an_ipv6_server_address_is_bracketed_without_a_host_header() -> None:
     scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "server": ("::1", 8443)}
     assert ScopeView(scope, None).host == "[::1]:8443"
+
+
+# --- binding members that are present but unusable ----------------------------------------------
+
+
+@pytest.mark.parametrize("jkt", [None, "", 7, {"x": 1}], ids=["null", "empty", "number", "object"])
+def test_a_present_jkt_binds_whatever_its_value(
+    issuer: TokenIssuer, clock: FixedClock, holder: PrivateJWK, jkt: Any
+) -> None:
+    # an issuer that copied a null cnf.jkt meant a bound token: it is never a plain bearer one
+    bound = issuer.issue(
+        subject="svc-a", audience=AUD, ttl=3600, extra_claims={"cnf": {"jkt": jkt}}
+    )
+    zt = guard(issuer, clock, origins=["https://api.example"])
+    bearer = zt.evaluate(plain("api.example", "/orders/7", {"authorization": f"Bearer {bound}"}))
+    assert code(bearer) == "401 token_binding_mismatch"
+    assert bearer.body() == {"error": "invalid_token", "error_description": "invalid token"}
+    presented = plain("api.example", "/orders/7", headers(bound, proof(holder, bound)))
+    assert code(zt.evaluate(presented)) == "401 token_binding_mismatch"
+
+
+def test_an_unbound_cnf_still_takes_bearer(issuer: TokenIssuer, clock: FixedClock) -> None:
+    for cnf in ({"kid": "other-binding"}, {"x5t": "not the SHA-256 member"}):
+        unbound = issuer.issue(subject="svc-a", audience=AUD, ttl=3600, extra_claims={"cnf": cnf})
+        zt = guard(issuer, clock, origins=["https://api.example"])
+        view = plain("api.example", "/orders/7", {"authorization": f"Bearer {unbound}"})
+        assert zt.evaluate(view).allowed
+
+
+_RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.mark.parametrize(
+    ("key_alg", "jwk_alg", "header_alg", "allowed"),
+    [
+        ("RS256", "PS256", "RS256", False),  # the key is for PS256: an RS256 proof is refused
+        ("PS256", "RS256", "PS256", False),
+        ("RS256", "RS256", "RS256", True),
+        ("RS256", None, "RS256", True),  # no alg member: the header names it
+        ("RS256", None, "PS256", True),
+        ("ES256", "ES256", "ES256", True),
+    ],
+)
+def test_a_jwk_alg_member_binds_the_proof_to_that_algorithm(
+    token: str, key_alg: str, jwk_alg: str | None, header_alg: str, allowed: bool
+) -> None:
+    private = _RSA if key_alg != "ES256" else ec.generate_private_key(ec.SECP256R1())
+    key = PrivateJWK(private, algorithm=key_alg)
+    signer = PrivateJWK(private, algorithm=header_alg)
+    members = {
+        name: value for name, value in key.public().to_public_dict().items() if name != "alg"
+    }
+    if jwk_alg is not None:
+        members["alg"] = jwk_alg
+    presented = proof(signer, token, alg=header_alg, jwk=members)
+    config = DPoPConfig(algorithms=["ES256", "RS256", "PS256"])
+    if allowed:
+        assert check(presented, token, config=config) == key.thumbprint()
+    else:
+        with pytest.raises(InvalidDPoPProof, match="another algorithm"):
+            check(presented, token, config=config)

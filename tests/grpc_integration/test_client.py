@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from dataclasses import fields
 from typing import Any
 
 import grpc
@@ -29,9 +30,18 @@ from tests.grpc_integration._support import (
     acall_all,
     aio_server,
     call_all,
+    make_world,
     sync_server,
 )
-from zerotrust import RotatingSvidSource, SelfIssuedTokenSource, match, server_ssl_context
+from zerotrust import (
+    BundleSet,
+    RotatingSvidSource,
+    SelfIssuedTokenSource,
+    TrustBundle,
+    match,
+    server_ssl_context,
+)
+from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
 from zerotrust.grpc import (
     RetryPolicy,
@@ -67,6 +77,32 @@ def test_sync_channel_all_arities(world: World) -> None:
     assert {m for m, _ in seen.calls} == set(METHODS)
     event = world.sink.last
     assert event is not None and event.proven_by == "mtls+jwt" and event.decision == "allow"
+
+
+class _IntermediateAuthorityWorld(World):
+    """example.org's bundle holds its intermediate CA, not its root."""
+
+    @property
+    def bundles(self) -> BundleSet:
+        authority = self.server_svid.cert_chain[1]
+        return BundleSet([TrustBundle("example.org", [authority]), self.other_ca.bundle])
+
+
+def test_an_intermediate_as_the_bundle_authority(
+    ca_with_intermediate: DevCA, other_ca: DevCA
+) -> None:
+    # X509-SVID §6.1: bundle certificates SHOULD (not must) be self-signed
+    base = make_world(ca_with_intermediate, other_ca)
+    world = _IntermediateAuthorityWorld(**{f.name: getattr(base, f.name) for f in fields(base)})
+    seen = Seen()
+    with (
+        sync_server(world, seen=seen) as port,
+        secure_channel(f"localhost:{port}", **options(world, bundles=world.bundles)) as channel,
+    ):
+        assert (
+            channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10) == CLIENT_ID.encode() + b"|x"
+        )
+    assert world.sink.last is not None and world.sink.last.proven_by == "mtls+jwt"
 
 
 def test_aio_channel_all_arities(world: World) -> None:
@@ -310,6 +346,10 @@ def test_retry_policy_service_config() -> None:
     ):
         with pytest.raises(ConfigurationError):
             RetryPolicy(**bad)  # type: ignore[arg-type]
+    for refusal in ("UNAUTHENTICATED", "PERMISSION_DENIED"):  # a refusal stands
+        with pytest.raises(ConfigurationError, match="never retried"):
+            RetryPolicy(retryable_status_codes=("UNAVAILABLE", refusal))
+    assert RetryPolicy(retryable_status_codes=("UNAVAILABLE", "RESOURCE_EXHAUSTED"))
 
 
 def test_configuration_is_checked_up_front(world: World) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,6 +107,48 @@ def test_a_chain_caught_half_written_keeps_the_snapshot(
     cert.write_bytes(full)
     assert source.get_x509_svid().fingerprint == new.fingerprint
     assert len(source.get_x509_svid().cert_chain) == 2
+
+
+@pytest.mark.parametrize("cut", [1, 5, 8, 15, 24])
+def test_a_chain_cut_inside_its_last_end_line_keeps_the_snapshot(
+    ca_with_intermediate: DevCA, tmp_path: Path, cut: int
+) -> None:
+    # cut after "-----END " of the last block: as many BEGIN as END markers, nothing after
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    ca_with_intermediate.issue_svid("spiffe://example.org/a").save(cert, key)
+    source = FileSvidSource(cert, key, check_interval=0)
+    before = source.get_x509_svid()
+    new = ca_with_intermediate.issue_svid("spiffe://example.org/a")
+    new.save(tmp_path / "n.pem", key)
+    full = (tmp_path / "n.pem").read_bytes()
+    cert.write_bytes(full.rstrip()[:-cut])
+    assert source.get_x509_svid() is before
+    assert source.last_error is not None and "incomplete" in source.last_error
+    cert.write_bytes(full)
+    assert len(source.get_x509_svid().cert_chain) == 2
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda pem: pem[:-9], id="cut-inside-the-last-end-line"),
+        pytest.param(lambda pem: pem.replace(b"-----END", b"-----FIN", 1), id="end-misspelt"),
+        pytest.param(
+            lambda pem: pem.replace(b"-----END CERTIFICATE", b"-----END PUBLIC KEY", 1),
+            id="end-of-another-label",
+        ),
+        pytest.param(lambda pem: pem + b"-----BEGIN CERTIFICATE-----\n", id="begin-left-open"),
+        pytest.param(lambda pem: pem.rstrip() + b"junk\n", id="junk-after-the-end"),
+    ],
+)
+def test_a_bundle_that_is_not_whole_is_refused(ca: DevCA, damage: Any) -> None:
+    from zerotrust import TrustBundle
+
+    other = DevCA.create("example.org")
+    pem = ca.bundle.to_pem() + other.bundle.to_pem()
+    assert len(TrustBundle.from_pem("example.org", pem).x509_authorities) == 2
+    with pytest.raises(BundleError, match="incomplete"):
+        TrustBundle.from_pem("example.org", damage(pem))
 
 
 def test_oversized_files_are_refused_without_being_read(ca: DevCA, tmp_path: Path) -> None:

@@ -106,6 +106,20 @@ def test_hex_certificates_are_refused(ca: DevCA) -> None:
         SecretKey(der.hex().encode(), "HS256")
 
 
+@pytest.mark.parametrize("tail", [b"\n", b"\r\n", b" \t", b"\x00", b"junk after the key"])
+def test_der_keys_and_certificates_with_bytes_after_them_are_refused(
+    ca: DevCA, tail: bytes
+) -> None:
+    # an editor's newline (or anything else) after the DER does not make it a secret
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    spki = public.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    cert = ca.root_certificate.public_bytes(Encoding.DER)
+    for der in (spki, cert):
+        for material in (der + tail, (der.hex().encode() + tail.hex().encode())):
+            with pytest.raises(ConfigurationError, match="DER key or certificate"):
+                SecretKey(material, "HS256")
+
+
 def test_ordinary_random_secrets_are_accepted() -> None:
     for _ in range(200):
         SecretKey(secrets.token_bytes(32))
@@ -114,6 +128,8 @@ def test_ordinary_random_secrets_are_accepted() -> None:
         SecretKey(secrets.token_urlsafe(48).encode())
         SecretKey(secrets.token_hex(32).encode())
         SecretKey(b"\x02" + secrets.token_bytes(31))  # 32 bytes: not a point's length
+        SecretKey(b"\x30" + secrets.token_bytes(47))  # a SEQUENCE tag, then random bytes
+        SecretKey(b"\x30\x82" + secrets.token_bytes(46))
     SecretKey(b'{"not": "a key", "padding": "xxxxxxxxxxxxxxxxxxxxxxxx"}')
 
 

@@ -120,6 +120,35 @@ def test_good_mtls_call_through_intermediate(ca_with_intermediate: DevCA) -> Non
     assert len(log.peers[0].chain) == 3
 
 
+def test_an_intermediate_as_the_bundle_authority(
+    ca_with_intermediate: DevCA, other_ca: DevCA
+) -> None:
+    # X509-SVID §6.1: bundle certificates SHOULD (not must) be self-signed; an upstream-signed
+    # SPIRE CA published as the bundle is one. The handshake ends the path at it.
+    from zerotrust import TrustBundle
+
+    ca = ca_with_intermediate
+    intermediate = ca.issue_svid(API).cert_chain[1]
+    bundle = TrustBundle("example.org", [intermediate])
+    sctx = server_ssl_context(ca.issue_svid(API), bundle, authorizer=match.exact(WEB))
+    with tls_server(sctx) as (port, log):
+        reply, peer, _ = call(port, client(ca.issue_svid(WEB), bundle))
+        assert reply == b"ok" and str(peer.spiffe_id) == API
+        assert [str(p.spiffe_id) for p in log.peers] == [WEB]
+    # a chain that does not pass through that intermediate is still refused
+    stranger = DevCA.create("example.org", intermediate=True).issue_svid(WEB)
+    with tls_server(sctx) as (port, log):
+        rejected_by_server(port, log, client(stranger, bundle))
+    # and a leaf of another trust domain's authority (both bundles trusted) is refused too
+    bundles = BundleSet([bundle, other_ca.bundle])
+    sctx = server_ssl_context(ca.issue_svid(API), bundles, authorizer=match.any())
+    with tls_server(sctx) as (port, log):
+        forged = other_ca.issue_unchecked_leaf(
+            uri_sans=[WEB], not_before=NOW - HOUR, not_after=NOW + HOUR
+        )
+        rejected_by_server(port, log, client(_UncheckedSvid(*forged), bundles))
+
+
 def test_wrong_trust_domain_is_refused_by_authorizer(ca: DevCA, other_ca: DevCA) -> None:
     # Both domains are trusted (federation) but the server only admits example.org callers.
     bundles = BundleSet([ca.bundle, other_ca.bundle])

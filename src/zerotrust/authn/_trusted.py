@@ -9,7 +9,7 @@ from typing import Literal, final, get_args
 
 from zerotrust.authn._pem import DEFAULT_MAX_HEADER_BYTES
 from zerotrust.errors import ConfigurationError
-from zerotrust.identity import Matcher
+from zerotrust.identity import Matcher, MatchResult, SpiffeId
 
 __all__ = ["CREDENTIAL_HEADERS", "FORWARDED_CERT_HEADERS", "HeaderFormat", "TrustedProxies"]
 
@@ -234,6 +234,28 @@ class TrustedProxies:
         if self._header_name in FORWARDED_CERT_HEADERS:
             return FORWARDED_CERT_HEADERS
         return (*FORWARDED_CERT_HEADERS, self._header_name)
+
+    def is_proxy(self, remote_addr: str | None, spiffe_id: SpiffeId | None) -> bool:
+        """Whether a connection from ``remote_addr`` that proved ``spiffe_id`` over mTLS (or
+        ``None``) passes the trust checks: such a peer may forward any client's certificate.
+        A proxy relays requests and never makes them, so the Authenticator never takes its own
+        certificate for the caller's."""
+        return self.distrust(remote_addr, spiffe_id) is None
+
+    def distrust(self, remote_addr: str | None, spiffe_id: SpiffeId | None) -> str | None:
+        """Why a peer is not one of these proxies (``"untrusted_peer"``, ``"proxy_id_missing"``
+        or ``"proxy_id_not_allowed"``), or ``None`` when it is."""
+        if self.trusted_address(remote_addr) is None:
+            return "untrusted_peer"
+        matcher = self._spiffe_ids
+        if matcher is None:
+            return None
+        if spiffe_id is None:
+            return "proxy_id_missing"
+        result: object = matcher(spiffe_id)
+        if isinstance(result, MatchResult) and result.matched:
+            return None
+        return "proxy_id_not_allowed"
 
     def trusted_address(self, remote_addr: str | None) -> str | None:
         """``remote_addr`` (a bare IP), normalized, if it is a trusted proxy address; else

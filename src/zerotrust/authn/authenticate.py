@@ -52,7 +52,11 @@ from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.sources import X509BundleSource
 from zerotrust.x509.verify import VerifiedPeer, verify_x509_svid
 
-__all__ = ["AuthResult", "Authenticator"]
+__all__ = ["PEER_IS_PROXY", "AuthResult", "Authenticator"]
+
+#: Audit note: the connection's own certificate is a trusted proxy's, so it did not
+#: authenticate the request (the proxy forwarded no client certificate).
+PEER_IS_PROXY: Final = "peer_is_proxy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +207,21 @@ class Authenticator:
             )
             notes.append(f"forwarded_cert_{forwarded.source}")
             return peer, True, False
+        if self._relayed(view, direct, notes):
+            return None, False, False
         return direct, False, handshake
+
+    def _relayed(self, view: RequestView, direct: VerifiedPeer | None, notes: list[str]) -> bool:
+        """Whether the connection's own certificate is a trusted proxy's. A proxy relays its
+        clients' requests: its certificate never stands for the caller (a client that sent
+        no certificate through it would otherwise be taken for the proxy)."""
+        proxies = self.trusted_proxies
+        if direct is None or proxies is None:
+            return False
+        if not proxies.is_proxy(view.remote_addr, direct.spiffe_id):
+            return False
+        notes.append(PEER_IS_PROXY)
+        return True
 
     def _still_trusted(self, peer: VerifiedPeer) -> None:
         """A keep-alive connection's peer must still chain to an authority of the *current*
@@ -241,6 +259,8 @@ class Authenticator:
             creds = Credentials(token=raw, scheme="Bearer")
             peer, handshake = self._direct_peer(view)
             via_proxy = False
+            if self._relayed(view, peer, notes):
+                peer = None
         else:
             api_header = self.api_keys.header if self.api_keys is not None else None
             creds = extract_credentials(view, max_token_bytes=max_size, api_key_header=api_header)

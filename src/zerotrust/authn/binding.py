@@ -362,6 +362,9 @@ def _proof_key(header: Mapping[str, Any], config: DPoPConfig) -> JWK:
     members = header.get("jwk")
     if not isinstance(members, Mapping):
         raise InvalidDPoPProof("DPoP proof has no jwk header")
+    declared = members.get("alg")
+    if declared is not None and declared != alg:  # one algorithm per key (RFC 8725 §3.1)
+        raise InvalidDPoPProof("DPoP proof jwk is unusable: it is for another algorithm")
     try:
         jwk = JWK.from_dict(members)
         return jwk if jwk.algorithm == alg else JWK(jwk.public_key, algorithm=alg)
@@ -434,8 +437,7 @@ def verify_dpop_proof(
 def check_dpop_binding(token: VerifiedToken, proof: DPoPProof | None, scheme: str | None) -> bool:
     """Enforce ``cnf.jkt``: returns whether the token is DPoP-bound (and properly presented)."""
     cnf = token.cnf
-    jkt = cnf.get("jkt") if cnf else None
-    if jkt is None:
+    if not cnf or "jkt" not in cnf:  # a present jkt binds, whatever its value (null included)
         if scheme == "DPoP":
             raise TokenBindingMismatch("DPoP scheme used with a token that is not DPoP-bound")
         return False
@@ -443,6 +445,7 @@ def check_dpop_binding(token: VerifiedToken, proof: DPoPProof | None, scheme: st
         raise TokenBindingMismatch("DPoP-bound token presented as a Bearer token")
     if proof is None:
         raise InvalidDPoPProof("DPoP-bound token presented without a DPoP proof")
+    jkt = cnf["jkt"]
     if not isinstance(jkt, str) or not _same(jkt, proof.jkt):
         raise TokenBindingMismatch("DPoP proof key does not match the token's cnf.jkt")
     return True

@@ -21,7 +21,7 @@ from zerotrust.authn._rfc9440 import parse_client_cert, parse_client_cert_chain
 from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS, HeaderFormat, TrustedProxies
 from zerotrust.authn._xfcc import MAX_XFCC_ELEMENTS, XfccElement, parse_xfcc
 from zerotrust.errors import MalformedCredentials
-from zerotrust.identity import MatchResult, SpiffeId
+from zerotrust.identity import SpiffeId
 from zerotrust.x509._certs import MAX_CHAIN_LENGTH
 
 __all__ = [
@@ -122,19 +122,10 @@ def extract_forwarded_cert(
         return ForwardedResult(
             ignored=True, ignored_reason="untrusted_peer", ignored_headers=present
         )
-    address = config.trusted_address(remote_addr)
-    reason: str | None = None
-    if address is None:
-        reason = "untrusted_peer"
-    elif config.spiffe_ids is not None:
-        if proxy_spiffe_id is None:
-            reason = "proxy_id_missing"
-        else:
-            result: object = config.spiffe_ids(proxy_spiffe_id)
-            if not (isinstance(result, MatchResult) and result.matched):
-                reason = "proxy_id_not_allowed"
+    reason = config.distrust(remote_addr, proxy_spiffe_id)
     if reason is not None:
         return ForwardedResult(ignored=True, ignored_reason=reason, ignored_headers=present)
+    address = config.trusted_address(remote_addr)
     others = tuple(name for name in present if name not in config.format_headers)
     if len(others) == len(present):
         return ForwardedResult(

@@ -50,6 +50,11 @@ def channel_credentials(
     )
 
 
+#: Status codes of a refusal (the same credentials get the same answer), as 401 and 403 are
+#: for HTTP clients.
+_NEVER_RETRIED: Final = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """gRPC's own retry policy (service config ``retryPolicy``), applied to every method.
@@ -57,6 +62,9 @@ class RetryPolicy:
     grpc retries a call only when it failed with one of ``retryable_status_codes`` and no
     response headers arrived yet, with exponential backoff (randomized by grpc) capped at
     ``max_backoff``; ``max_attempts`` counts the first attempt (grpc caps it at 5).
+    ``UNAUTHENTICATED`` and ``PERMISSION_DENIED`` are refused as retryable codes: a refusal
+    stands. grpc retries any method, idempotent or not: name only codes a server sends before
+    it has acted.
     """
 
     max_attempts: int = 3
@@ -79,6 +87,9 @@ class RetryPolicy:
         codes: object = self.retryable_status_codes
         if not isinstance(codes, tuple) or not codes or not set(codes) <= _STATUS_NAMES - {"OK"}:
             raise ConfigurationError("retryable_status_codes must name grpc status codes")
+        refused = sorted(_NEVER_RETRIED.intersection(codes))
+        if refused:  # a refusal stands: sending the same credentials again changes nothing
+            raise ConfigurationError(f"{', '.join(refused)} are never retried")
 
     def service_config(self) -> str:
         """The ``grpc.service_config`` JSON."""

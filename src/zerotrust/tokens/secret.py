@@ -65,6 +65,23 @@ def _loads_as_der_key(data: bytes) -> bool:
     return False
 
 
+def _der_key(data: bytes) -> bool:
+    """Whether ``data`` starts with a DER key or certificate, whatever follows it (a newline
+    an editor added): the outer SEQUENCE says where it ends."""
+    if len(data) < 2 or data[0] != 0x30:
+        return False
+    first = data[1]
+    if first < 0x80:
+        start, length = 2, first
+    else:
+        size = first & 0x7F
+        if not 0 < size <= 4 or len(data) < 2 + size:
+            return False
+        start, length = 2 + size, int.from_bytes(data[2 : 2 + size], "big")
+    end = start + length
+    return end <= len(data) and _loads_as_der_key(data[:end])
+
+
 def public_key_lookalike(secret: bytes) -> str | None:
     """Name the kind of key material ``secret`` looks like, or ``None``."""
     if b"-----BEGIN" in secret:
@@ -77,7 +94,7 @@ def public_key_lookalike(secret: bytes) -> str | None:
         pass
     else:
         return "OpenSSH public key"
-    if secret[:1] == b"\x30" and _loads_as_der_key(secret):
+    if _der_key(secret):
         return "DER key or certificate"
     stripped = secret.strip()
     text = stripped.removeprefix(_BOM).lstrip()  # JSON as some editors save it
@@ -101,7 +118,7 @@ def public_key_lookalike(secret: bytes) -> str | None:
     compact = b"".join(stripped.split()).replace(b":", b"")  # as hex dumps print it
     if _HEX_TEXT.fullmatch(compact):
         decoded = bytes.fromhex(compact.decode("ascii"))
-        if decoded[:1] == b"\x30" and _loads_as_der_key(decoded):
+        if _der_key(decoded):
             return "hex DER key or certificate"
     if _BASE64_TEXT.fullmatch(stripped):
         import base64
@@ -111,7 +128,7 @@ def public_key_lookalike(secret: bytes) -> str | None:
             decoded = base64.b64decode(text + b"=" * (-len(text) % 4))
         except ValueError:
             return None
-        if decoded[:1] == b"\x30" and _loads_as_der_key(decoded):
+        if _der_key(decoded):
             return "base64 DER key or certificate"
     return None
 

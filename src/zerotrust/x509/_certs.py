@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -40,6 +41,9 @@ MAX_PEM_BYTES = 4 * 1024 * 1024
 #: What ``cryptography`` raises for a certificate or key it cannot read: not only
 #: ``ValueError`` (an unknown version is ``InvalidVersion``, an unknown curve
 #: ``UnsupportedAlgorithm``).
+#: A PEM boundary line's marker: ``-----BEGIN LABEL-----`` or ``-----END LABEL-----``.
+_PEM_MARKER = re.compile(rb"-----(BEGIN|END) ([^-\r\n]{0,64})-----")
+
 PARSE_ERRORS = (ValueError, TypeError, x509.InvalidVersion, UnsupportedAlgorithm)
 
 
@@ -114,14 +118,31 @@ def load_pem_certs(data: bytes | str, *, what: str = "certificate") -> list[x509
     raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
     if len(raw) > MAX_PEM_BYTES:
         raise ValueError(f"{what} PEM exceeds {MAX_PEM_BYTES} bytes")
-    last_end = raw.rfind(b"-----END ")
-    after_last = raw[last_end:].partition(b"\n")[2] if last_end >= 0 else b""
-    if raw.count(b"-----BEGIN ") != raw.count(b"-----END ") or after_last.strip():
+    if not _complete_blocks(raw):
         raise ValueError(f"{what} PEM is incomplete (a PEM block without its END line)")
     try:
         return [_checked(cert) for cert in x509.load_pem_x509_certificates(raw)]
     except PARSE_ERRORS as exc:
         raise ValueError(f"{what} PEM could not be parsed") from exc
+
+
+def _complete_blocks(raw: bytes) -> bool:
+    """Whether every ``BEGIN`` line of ``raw`` is closed by its own whole ``END`` line before
+    the next block starts, and only whitespace follows the last one (a file cut inside its
+    last ``END`` line is incomplete too)."""
+    opened: bytes | None = None
+    end = -1
+    for marker in _PEM_MARKER.finditer(raw):
+        kind, label = marker.groups()
+        if kind == b"BEGIN":
+            if opened is not None:
+                return False
+            opened = label
+        else:
+            if opened != label:
+                return False
+            opened, end = None, marker.end()
+    return opened is None and not raw[end:].strip() if end >= 0 else b"-----BEGIN" not in raw
 
 
 def read_bounded(path: Path, limit: int = MAX_PEM_BYTES, *, what: str = "file") -> bytes:

@@ -473,6 +473,11 @@ def _build(
     ctx.minimum_version = minimum_version
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    # A bundle may hold an intermediate CA as its authority (X509-SVID §6.1 only says SHOULD
+    # be self-signed): OpenSSL then ends the path there instead of asking for a self-signed
+    # root. The verification after the handshake, against the peer's own trust domain, is
+    # the one that decides.
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     if protocol == ssl.PROTOCOL_TLS_CLIENT:
         # the peer is named by its SPIFFE ID, checked after the handshake
         ctx.check_hostname = False

@@ -234,6 +234,30 @@ def test_client_certificate_from_the_tls_extension(ca: DevCA) -> None:
     assert sent[0]["status"] == 401
 
 
+def test_a_trusted_proxys_own_certificate_is_not_the_callers(ca: DevCA) -> None:
+    # Envoy connects over mTLS and relays a client that sent no certificate (no XFCC)
+    from zerotrust.authn.proxy import TrustedProxies
+
+    envoy_id = "spiffe://example.org/ns/edge/sa/envoy"
+    sink = MemorySink()
+    proxies = TrustedProxies(["10.0.0.0/8"], spiffe_ids=match.exact(envoy_id))
+    guard = Guard(
+        authenticator=Authenticator(bundles=ca.bundle, trusted_proxies=proxies),
+        policy=Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])]),
+        audit=sink,
+    )
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    envoy = ca.issue_svid(envoy_id)
+    pems = [cert.public_bytes(Encoding.PEM).decode() for cert in envoy.cert_chain]
+    sent = run(app, extensions={"tls": {"client_cert_chain": pems}})
+    assert sent[0]["status"] == 401 and inner.scopes == []
+    assert sink.last.spiffe_id is None and "peer_is_proxy" in sink.last.notes
+    # from outside the proxies' network the same certificate is a caller of its own
+    run(app, extensions={"tls": {"client_cert_chain": pems}}, client=("192.0.2.7", 4321))
+    assert inner.principals[0].id == envoy_id
+
+
 def test_routeless_hazards_are_refused_at_construction(issuer: TokenIssuer) -> None:
     guard, _ = make_guard(issuer)  # its policy has a DENY rule scoped to a route
     with pytest.raises(ConfigurationError, match="route_template"):

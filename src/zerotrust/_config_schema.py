@@ -115,7 +115,7 @@ class TokenSettings:
     )
     token_type: Literal["jwt-svid", "at+jwt"] | None = None
     trust_domain: str | None = None
-    leeway: float = field(default=60.0, metadata=_meta(min=0))
+    leeway: float = field(default=60.0, metadata=_meta(min=0, max=600))
     max_lifetime: float | None = field(default=None, metadata=_meta(above=0))
     required_claims: tuple[str, ...] = ()
     max_token_size: int = DEFAULT_MAX_TOKEN_SIZE
@@ -163,8 +163,8 @@ class DPoPSettings:
 
     enabled: bool = True
     algorithms: tuple[str, ...] = DPoPConfig().algorithms
-    max_age: float = field(default=300.0, metadata=_meta(above=0))
-    leeway: float = field(default=5.0, metadata=_meta(min=0))
+    max_age: float = field(default=300.0, metadata=_meta(above=0, max=3600))
+    leeway: float = field(default=5.0, metadata=_meta(min=0, max=300))
     origins: tuple[str, ...] = field(default=(), metadata=_meta(many=True))
 
 

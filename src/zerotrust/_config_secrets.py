@@ -46,7 +46,8 @@ def pairs(text: str, label: str, *, secret: bool) -> dict[str, str]:
 
 
 def file_path(value: Any, origin: Origin, *, what: str = "") -> str:
-    """A readable file's path; relative paths in a file are relative to its directory."""
+    """A readable file's absolute path; relative paths in a file are relative to its directory,
+    others to the working directory when the settings are loaded."""
     label = f"{origin.label}[{what}]" if what else origin.label
     if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
         raise fail(label, "must be a file path")
@@ -58,7 +59,8 @@ def file_path(value: Any, origin: Origin, *, what: str = "") -> str:
             pass
     except OSError as exc:
         raise fail(label, f"cannot read {str(path)!r} ({exc.strerror})") from None
-    return str(path)
+    # resolved now: the file checked is the file used, whatever the working directory later
+    return str(path.absolute())
 
 
 def read_secret_file(path: str, origin: Origin) -> str:

@@ -313,4 +313,8 @@ def merge(lower: Layer, upper: Layer, root: type) -> Layer:
                 if other_info is not None and group_of(other_info) == group:
                     del result[other]
     result.update(upper)
+    for path, marker in lower.items():  # a section keeps the origin that opened it first
+        info = _info_at(root, path)
+        if path in upper and info is not None and info.kind == "section":
+            result[path] = marker
     return result

@@ -28,7 +28,7 @@ from zerotrust._config_sources import (
     sections_of,
 )
 
-__all__ = ["construct"]
+__all__ = ["construct", "recheck"]
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -64,6 +64,24 @@ def construct(
         origins[dotted] = origin.label
         kwargs[info.name] = convert(info, value, origin)
     return kwargs
+
+
+def recheck(section: object, cls: type, label: str) -> None:
+    """Check again the plain values (booleans, numbers, choices) of a section object built or
+    replaced by code, as the readers check them: ``"false"`` never reads as true."""
+    if section is None:
+        return
+    if not isinstance(section, cls):
+        raise fail(label, f"must be a {cls.__name__}")
+    for info in sections_of(cls).values():
+        value = getattr(section, info.name)
+        where = f"{label}.{info.name}"
+        if info.kind == "section" and info.section is not None:
+            recheck(value, info.section, where)
+        elif value is not None and (
+            info.kind in ("bool", "int", "float") or (info.kind == "str" and info.choices)
+        ):
+            convert(info, value, Origin("dict", where, ()))
 
 
 def _secret_entry(

@@ -54,8 +54,9 @@ from zerotrust._config_sources import (
     fail,
     mapping_layer,
     merge,
+    sections_of,
 )
-from zerotrust._config_values import construct
+from zerotrust._config_values import construct, recheck
 from zerotrust.audit.sinks import AuditPipeline, AuditSink
 from zerotrust.pipeline import Guard
 from zerotrust.stores.base import Store
@@ -110,6 +111,9 @@ class Settings:
         service = self.service
         if not isinstance(service, str) or not service or '"' in service or "\\" in service:
             raise fail(name("service"), "must be a non-empty name without quotes or backslashes")
+        for info in sections_of(Settings).values():  # sections built or replaced by code
+            if info.kind == "section" and info.section is not None:
+                recheck(getattr(self, info.name), info.section, name(info.name))
         object.__setattr__(self, "policy", check(self, name))
         # Build the local parts once now (files, keys, policy), so that a bad bundle or key
         # file fails at start-up rather than on the first request.

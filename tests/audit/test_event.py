@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, x448, x25519
 
 from tests.audit import WHEN, make_event
 from zerotrust.audit import AuditEvent, Pseudonymizer
@@ -544,3 +544,47 @@ def test_an_identifier_is_hidden_in_every_field_that_repeats_it() -> None:
     by_subject = Pseudonymizer(KEY).apply(event)
     assert by_subject.spiffe_id == by_subject.subject == pseudonymize(sid)
     assert sid not in by_subject.to_json()
+
+
+def _b64_der(key: Any, private: bool, fmt: Any = serialization.PrivateFormat.PKCS8) -> str:
+    if private:
+        raw = key.private_bytes(serialization.Encoding.DER, fmt, serialization.NoEncryption())
+    else:
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    return base64.b64encode(raw).decode()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda: ec.generate_private_key(ec.SECP256R1()), id="P-256"),
+        pytest.param(lambda: ec.generate_private_key(ec.SECP384R1()), id="P-384"),
+        pytest.param(lambda: ec.generate_private_key(ec.SECP521R1()), id="P-521"),
+        pytest.param(ed448.Ed448PrivateKey.generate, id="Ed448"),
+        pytest.param(x448.X448PrivateKey.generate, id="X448"),
+        pytest.param(ed25519.Ed25519PrivateKey.generate, id="Ed25519"),
+        pytest.param(x25519.X25519PrivateKey.generate, id="X25519"),
+    ],
+)
+def test_base64_der_keys_of_every_size_are_redacted(make: Any) -> None:
+    key = make()
+    assert make_event(client_id=_b64_der(key, True)).client_id == REDACTED
+    if isinstance(key, ec.EllipticCurvePrivateKey):  # SEC1, as openssl ecparam writes it
+        sec1 = _b64_der(key, True, serialization.PrivateFormat.TraditionalOpenSSL)
+        assert make_event(client_id=sec1).client_id == REDACTED
+        assert make_event(client_id=_b64_der(key, False)).client_id == REDACTED
+
+
+@pytest.mark.parametrize("prefix", ["x_", "token-", "abc", "a", "foo.", "keyJ", "Bearer "])
+def test_a_token_glued_to_a_prefix_is_redacted(prefix: str) -> None:
+    assert make_event(subject=prefix + jwt_like()).subject == REDACTED
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["keyJar.v1.x", "M" + "A" * 70, "MIT" + "x" * 70, "MIGRATION" + "0" * 60],
+)
+def test_text_that_only_resembles_a_credential_is_kept(value: str) -> None:
+    assert make_event(subject=value).subject == value[:MAX_FIELD_LENGTH]

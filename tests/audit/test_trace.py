@@ -225,3 +225,15 @@ def test_remote_context_falls_back_to_the_header_rules() -> None:
 def test_no_single_valid_header_means_no_ids(headers: list[str], authenticated: bool) -> None:
     ids = trace_ids_for_audit(headers, caller_authenticated=authenticated)
     assert ids == TraceIds(None, None, False)
+
+
+@pytest.mark.parametrize(
+    ("flags", "sent"), [("ff", "03"), ("f9", "01"), ("02", "02"), ("00", "00")]
+)
+def test_to_header_sends_only_the_flags_it_defines(flags: str, sent: str) -> None:
+    # W3C Trace Context: flags this version does not define are sent as zero
+    parsed = parse_traceparent(f"00-{TRACE_ID}-{PARENT_ID}-{flags}")
+    assert parsed is not None and parsed.flags == int(flags, 16)  # read as sent
+    assert parsed.to_header() == f"00-{TRACE_ID}-{PARENT_ID}-{sent}"
+    future = parse_traceparent(f"cc-{TRACE_ID}-{PARENT_ID}-{flags}-more")
+    assert future is not None and future.to_header() == f"00-{TRACE_ID}-{PARENT_ID}-{sent}"

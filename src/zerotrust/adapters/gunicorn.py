@@ -57,7 +57,12 @@ from zerotrust.sources.files import FileBundleSource, FileSvidSource
 from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.peer import peer_chain_der
 from zerotrust.x509.sources import X509BundleSource, X509SvidSource
-from zerotrust.x509.sslcontext import RefusalListener, ZeroTrustSSLContext, server_ssl_context
+from zerotrust.x509.sslcontext import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    RefusalListener,
+    ZeroTrustSSLContext,
+    server_ssl_context,
+)
 from zerotrust.x509.svid import X509Svid
 
 __all__ = ["SyncWorker", "ThreadWorker", "ZeroTrustTLS"]
@@ -134,12 +139,16 @@ class ZeroTrustTLS:
     context once, on its first connection; sources are re-read before every new connection,
     so rotated SVIDs and bundles take effect without a restart. gunicorn only serves TLS when
     ``certfile`` is set: point ``certfile``/``keyfile`` at the SVID files (they must exist).
+    A client must finish its TLS handshake within ``handshake_timeout`` seconds (gunicorn's
+    workers handshake on blocking sockets, and its own ``timeout`` does not cover a stalled
+    handshake on a ``gthread`` worker's thread).
     """
 
     __slots__ = (
         "_authorizer",
         "_bundles",
         "_context",
+        "_handshake_timeout",
         "_lock",
         "_minimum",
         "_on_refusal",
@@ -155,6 +164,7 @@ class ZeroTrustTLS:
         authorizer: Matcher,
         minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
         on_refusal: RefusalListener | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         if authorizer is None or not callable(authorizer):
             raise ConfigurationError("ZeroTrustTLS needs authorizer= (e.g. match.member_of(...))")
@@ -163,6 +173,7 @@ class ZeroTrustTLS:
         self._authorizer = authorizer
         self._minimum = minimum_version
         self._on_refusal = on_refusal  # each refused handshake (see server_ssl_context)
+        self._handshake_timeout = handshake_timeout
         self._context: ZeroTrustSSLContext | None = None
         self._pid = -1
         self._lock = threading.Lock()
@@ -174,6 +185,7 @@ class ZeroTrustTLS:
         *,
         authorizer: Matcher | None = None,
         on_refusal: RefusalListener | None = None,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> ZeroTrustTLS:
         """Files named by environment variables: ``ZEROTRUST_SVID_CERT``, ``ZEROTRUST_SVID_KEY``,
         ``ZEROTRUST_BUNDLE`` (PEM or SPIFFE JWKS) and ``ZEROTRUST_TRUST_DOMAIN`` (the bundle's
@@ -189,6 +201,7 @@ class ZeroTrustTLS:
             FileBundleSource({domain: env["ZEROTRUST_BUNDLE"]}),
             authorizer=authorizer if authorizer is not None else match.member_of(domain),
             on_refusal=on_refusal,
+            handshake_timeout=handshake_timeout,
         )
 
     def ssl_context(self, config: Any, default_ssl_context_factory: Any) -> ZeroTrustSSLContext:
@@ -205,6 +218,7 @@ class ZeroTrustTLS:
                     authorizer=self._authorizer,
                     minimum_version=self._minimum,
                     on_refusal=self._on_refusal,
+                    handshake_timeout=self._handshake_timeout,
                 )
                 self._pid = os.getpid()
             return self._context

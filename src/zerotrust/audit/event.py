@@ -15,6 +15,7 @@ strictly: a bad value there is a bug in the caller, reported at once with ``Type
 
 from __future__ import annotations
 
+import base64
 import json
 import operator
 import re
@@ -50,15 +51,64 @@ _SCAN_LIMIT = 16_384
 # Each pattern that repeats a character class starts only where a run of that class
 # starts (the lookbehinds), which keeps the search linear in the length of the value.
 _SENSITIVE = re.compile(
-    # A compact JWS or JWE: base64url segments separated by dots, the first a JSON object.
-    r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\."
+    # A compact JWS or JWE: base64url segments separated by dots, the first a JSON object
+    # ("eyJ" somewhere in it: "x_eyJ..." is a token glued to a prefix; checked by _sensitive).
+    r"(?<![A-Za-z0-9_-])(?P<jws>[A-Za-z0-9_-]+)\.[A-Za-z0-9_-]*\."
     # Any PEM block (certificate, key, request), or a key's PEM label without its armour.
     r"|-----BEGIN|PRIVATE KEY"
     # A JSON Web Key, public or private.
     r'|"kty"'
-    # Base64 DER of a certificate or key: a SEQUENCE with a long or short length.
-    r"|(?<![A-Za-z0-9+/])(?:MII|MIG|MHc|MC4)[A-Za-z0-9+/]{60}"
+    # Base64 DER of a certificate or key: a SEQUENCE ("M"), any short or long length form
+    # (the second character), then enough bytes for any key; checked by _der_like.
+    r"|(?<![A-Za-z0-9+/])(?P<der>M[A-I][A-Za-z0-9+/]{58})"
 )
+# What _SENSITIVE needs to find anything, searched for first (in C) on every event.
+_HINTS = re.compile(r'eyJ|-----|PRIVATE|"kty"|M[A-I]')
+
+
+def _der_like(text: str) -> bool:
+    """Whether base64 ``text`` starts like the DER of a key or certificate: a SEQUENCE whose
+    content starts with an INTEGER (private keys) or a SEQUENCE (certificates, public keys)."""
+    head = base64.b64decode(text[:8])
+    if head[1] < 0x80:
+        return head[2] in (0x02, 0x30)
+    size = head[1] & 0x7F
+    return 1 <= size <= 3 and head[2 + size] in (0x02, 0x30)
+
+
+def _jose_header(segment: str) -> bool:
+    """Whether ``segment`` holds a JOSE header (a JSON object naming its ``alg``), alone or
+    glued to a prefix (``x_eyJ...``)."""
+    start = segment.find("eyJ")
+    for _ in range(8):  # bounded: a run of "eyJeyJ..." is no token
+        if start < 0:
+            break
+        text = segment[start : start + 4096]  # where any header names its alg
+        try:
+            decoded = base64.urlsafe_b64decode(text[: len(text) - len(text) % 4])
+        except ValueError:
+            decoded = b""
+        if b'"alg"' in decoded:
+            return True
+        start = segment.find("eyJ", start + 1)
+    return False
+
+
+def _sensitive(value: str) -> bool:
+    position = 0
+    while (found := _SENSITIVE.search(value, position, _SCAN_LIMIT)) is not None:
+        kind = found.lastgroup
+        if kind == "jws":
+            if _jose_header(found.group("jws")):
+                return True
+            position = found.end("jws") + 1  # its second segment may start a token itself
+        elif kind != "der" or _der_like(found.group()):
+            return True
+        else:
+            position = found.end()
+    return False
+
+
 _HEX = {
     "trace_id": re.compile(r"[0-9a-f]{32}"),
     "span_id": re.compile(r"[0-9a-f]{16}"),
@@ -288,17 +338,7 @@ def _plainly_safe(values: list[object]) -> bool:
     joined = "\0".join(texts)
     if len(joined) > MAX_FIELD_LENGTH and max(map(len, texts)) > MAX_FIELD_LENGTH:
         return False
-    # Substrings without which _SENSITIVE cannot match, tested in C: the common case.
-    return not (
-        "eyJ" in joined
-        or "-----" in joined
-        or "PRIVATE" in joined
-        or '"kty"' in joined
-        or "MII" in joined
-        or "MIG" in joined
-        or "MHc" in joined
-        or "MC4" in joined
-    )
+    return _HINTS.search(joined) is None  # the common case: nothing to look at twice
 
 
 def _clean(name: str, value: object) -> str:
@@ -306,7 +346,7 @@ def _clean(name: str, value: object) -> str:
         if not isinstance(value, str):
             raise TypeError(f"AuditEvent.{name} must be a str, not {type(value).__name__}")
         value = str.__str__(value)  # a str subclass (an enum member, ...): its plain text
-    if _SENSITIVE.search(value, 0, _SCAN_LIMIT) is not None:
+    if _HINTS.search(value, 0, _SCAN_LIMIT) is not None and _sensitive(value):
         return REDACTED
     if len(value) > MAX_FIELD_LENGTH:
         return value[: MAX_FIELD_LENGTH - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER

@@ -15,6 +15,7 @@ from opentelemetry.util.types import AttributeValue
 
 from zerotrust._version import __version__
 from zerotrust.audit.event import AuditEvent
+from zerotrust.errors import ConfigurationError
 
 __all__ = ["DECISIONS_METRIC", "SPAN_EVENT_NAME", "OTelSink"]
 
@@ -90,7 +91,9 @@ class OTelSink:
         meter_provider: metrics.MeterProvider | None = None,
         include_personal_data: bool = False,
     ) -> None:
-        self._personal = bool(include_personal_data)
+        if not isinstance(include_personal_data, bool):  # "false" must never read as true
+            raise ConfigurationError("include_personal_data must be True or False")
+        self._personal = include_personal_data
         names = _SPAN_FIELDS + _PERSONAL_FIELDS if include_personal_data else _SPAN_FIELDS
         self._span_fields = tuple((name, _PREFIX + name) for name in names)
         self._explicit_meter = meter_provider is not None

@@ -57,8 +57,9 @@ class TraceParent:
         return bool(self.flags & 0x02)
 
     def to_header(self) -> str:
-        """This context as a version 00 ``traceparent`` value."""
-        return f"00-{self.trace_id}-{self.parent_id}-{self.flags:02x}"
+        """This context as a version 00 ``traceparent`` value: the flags it defines (``sampled``
+        and ``random``) are kept, the others are sent as zero, as the specification requires."""
+        return f"00-{self.trace_id}-{self.parent_id}-{self.flags & 0x03:02x}"
 
 
 class TraceIds(NamedTuple):

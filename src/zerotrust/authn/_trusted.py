@@ -146,6 +146,8 @@ class TrustedProxies:
             raise ConfigurationError(
                 f"max_header_bytes must be an int in 1..{_MAX_CONFIGURABLE_BYTES}"
             )
+        if not isinstance(allow_unescaped_pem, bool):  # "false" must never read as true
+            raise ConfigurationError("allow_unescaped_pem must be True or False")
         if allow_unescaped_pem and header != "nginx":
             raise ConfigurationError("allow_unescaped_pem applies to the 'nginx' format only")
         set_ = object.__setattr__

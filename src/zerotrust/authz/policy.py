@@ -22,7 +22,17 @@ from zerotrust._sansio import drive, drive_async
 from zerotrust.authn.principal import Principal
 from zerotrust.authn.request import RequestView
 from zerotrust.authz.decision import Decision
-from zerotrust.authz.rules import Callers, Operation, Operations, Pattern, Rule, ScopeRule
+from zerotrust.authz.rules import (
+    _PROVEN_BY,
+    Callers,
+    Operation,
+    Operations,
+    Pattern,
+    Rule,
+    ScopeRule,
+    _check_methods,
+    _strings,
+)
 from zerotrust.errors import ConfigurationError
 from zerotrust.identity.match import Matcher
 from zerotrust.stores._logic import check_rate
@@ -208,16 +218,24 @@ class Requirement:
             scopes=tuple(dict.fromkeys(self.scopes + other.scopes)),
             any_scopes=groups[0] if groups else (),
             callers=self.callers if self.callers is not None else other.callers,
-            methods=_intersect(self.methods, other.methods),
+            methods=_intersect(self.methods, other.methods, methods=True),
             proven_by=_intersect(self.proven_by, other.proven_by),
             more_any_scopes=groups[1:],
         )
 
 
-def _intersect(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...]:
+def _intersect(a: tuple[str, ...], b: tuple[str, ...], *, methods: bool = False) -> tuple[str, ...]:
     if not a or not b:
         return a or b
-    both = tuple(x for x in a if x in b)
+
+    def admitted(values: tuple[str, ...]) -> tuple[str, ...]:
+        # what a requirement says of GET it says of HEAD (see Requirement.check)
+        return (*values, "HEAD") if methods and "GET" in values else values
+
+    wider = admitted(b)
+    both = tuple(dict.fromkeys(x for x in admitted(a) if x in wider))
+    if methods and "GET" in both:
+        both = tuple(x for x in both if x != "HEAD")  # implied by GET
     if not both:
         raise ConfigurationError(f"requirements {a} and {b} can never both hold")
     return both
@@ -244,12 +262,18 @@ def require(
                 "callers=[] would refuse everyone: pass None for no constraint"
             )
     rule = ScopeRule(tuple(scopes), tuple(any_scopes))  # validates the scope lists
+    method_names = tuple(m.upper() for m in _strings(methods, "methods"))
+    _check_methods(tuple(Pattern(m) for m in method_names), "methods")
+    proofs = _strings(proven_by, "proven_by")
+    unknown = sorted(set(proofs) - _PROVEN_BY)
+    if unknown:  # compared exactly: a misspelt one would refuse every request
+        raise ConfigurationError(f"proven_by: unknown values {unknown}")
     return Requirement(
         scopes=tuple(rule.all),
         any_scopes=tuple(rule.any),
         callers=caller_req,
-        methods=tuple(m.upper() for m in methods),
-        proven_by=tuple(proven_by),
+        methods=method_names,
+        proven_by=proofs,
     )
 
 

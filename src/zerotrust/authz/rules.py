@@ -8,13 +8,15 @@ match when none of their values does. Patterns are exact, ``prefix*``, ``*suffix
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal, get_args
 
 from zerotrust._scopes import check_scope_tokens
-from zerotrust.authn.principal import Principal
-from zerotrust.errors import ConfigurationError
+from zerotrust.authn.principal import Principal, ProvenBy
+from zerotrust.errors import ConfigurationError, InvalidSpiffeId
+from zerotrust.identity import SpiffeId, TrustDomain
 
 __all__ = [
     "Action",
@@ -86,6 +88,70 @@ def _patterns(values: Iterable[str] | str, what: str) -> tuple[Pattern, ...]:
     return tuple(Pattern(v) for v in values)
 
 
+# --- patterns that could never match: a DENY rule holding one would deny nothing ---------------
+
+_TD_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_")
+_ID_CHARS: Final = _TD_CHARS | frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ/")
+#: An HTTP method is a token (RFC 9110 §9.1), compared in upper case.
+_METHOD: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")
+_PROVEN_BY: Final = frozenset(get_args(ProvenBy))
+
+
+def _never(what: str, pattern: Pattern, why: str) -> ConfigurationError:
+    return ConfigurationError(f"{what}: {pattern.text!r} can never match: {why}")
+
+
+def _check_trust_domains(patterns: tuple[Pattern, ...], what: str) -> None:
+    for pattern in patterns:
+        core = pattern._text
+        if pattern.text.startswith("spiffe://"):
+            raise _never(what, pattern, f"trust domains are names: {core[9:].rstrip('/')!r}")
+        if not set(core) <= _TD_CHARS:
+            raise _never(what, pattern, "a trust domain name is lower-case letters, digits, '.',"
+                         " '-' and '_'")  # fmt: skip
+        if pattern._kind == "exact":
+            try:
+                TrustDomain.parse(core)
+            except InvalidSpiffeId as exc:
+                raise _never(what, pattern, exc.detail) from None
+
+
+def _check_spiffe_ids(patterns: tuple[Pattern, ...], what: str) -> None:
+    for pattern in patterns:
+        kind, core = pattern._kind, pattern._text
+        if kind == "exact":
+            try:
+                SpiffeId.parse(core)
+            except InvalidSpiffeId as exc:
+                raise _never(what, pattern, exc.detail) from None
+        elif kind == "prefix":
+            domain, slash, path = core.removeprefix("spiffe://").partition("/")
+            if not core.startswith("spiffe://") or not slash:
+                raise _never(what, pattern, "a prefix must name a trust domain and a '/'"
+                             " (spiffe://example.org/*); raw text would also match"
+                             " spiffe://example.org.evil.example/...")  # fmt: skip
+            try:
+                TrustDomain.parse(domain)
+            except InvalidSpiffeId as exc:
+                raise _never(what, pattern, exc.detail) from None
+            if not set(path) <= _ID_CHARS:
+                raise _never(what, pattern, "a SPIFFE ID path is letters, digits, '.', '-', '_'")
+        elif kind == "suffix" and not set(core) <= _ID_CHARS:
+            raise _never(what, pattern, "a SPIFFE ID ends in letters, digits, '.', '-', '_'")
+
+
+def _check_methods(patterns: tuple[Pattern, ...], what: str) -> None:
+    for pattern in patterns:
+        if not _METHOD.fullmatch(pattern.text):
+            raise _never(what, pattern, "an HTTP method is a token (RFC 9110 §9.1)")
+
+
+def _check_proven_by(patterns: tuple[Pattern, ...], what: str) -> None:
+    for pattern in patterns:
+        if not any(pattern(value) for value in _PROVEN_BY):
+            raise _never(what, pattern, f"proven_by is one of {', '.join(sorted(_PROVEN_BY))}")
+
+
 def _any(patterns: tuple[Pattern, ...], value: str | None) -> bool:
     for pattern in patterns:  # noqa: SIM110 - a plain loop is cheaper on every request
         if pattern(value):
@@ -134,6 +200,13 @@ _CALLER_VALUES: tuple[Callable[[Principal], str | None], ...] = (
 )
 
 
+_CALLER_CHECKS: Final[dict[str, Callable[[tuple[Pattern, ...], str], None]]] = {
+    "spiffe_ids": _check_spiffe_ids,
+    "trust_domains": _check_trust_domains,
+    "proven_by": _check_proven_by,
+}
+
+
 @dataclass(frozen=True)
 class Callers:
     """Who may match (Istio ``source``). Empty fields match anything."""
@@ -161,6 +234,10 @@ class Callers:
             raise ConfigurationError("callers: anonymous must be true or false")
         names = _CALLER_FIELDS
         compiled = tuple(_patterns(getattr(self, n), n) for n in names)
+        for name, patterns in zip(names, compiled, strict=True):
+            check = _CALLER_CHECKS.get(name.removeprefix("not_"))
+            if check is not None:
+                check(patterns, f"callers.{name}")
         object.__setattr__(self, "_compiled", compiled)
         if self.anonymous and any(compiled):
             raise ConfigurationError("callers with anonymous=true cannot also constrain identities")
@@ -215,6 +292,8 @@ class Operations:
             _patterns(getattr(self, n), n)
             for n in ("methods", "not_methods", "routes", "not_routes", "kinds")
         )
+        _check_methods(compiled[0], "operations.methods")
+        _check_methods(compiled[1], "operations.not_methods")
         object.__setattr__(self, "_compiled", compiled)
 
     def matches(self, op: Operation) -> bool:
@@ -383,6 +462,12 @@ class Rule:
             )
         if self.scopes and self.action != "ALLOW":
             raise ConfigurationError(f"rule {self.id!r}: scopes apply to ALLOW rules only")
+        if not isinstance(self.dry_run, bool):  # "false" from a file must never read as true
+            raise ConfigurationError(f"rule {self.id!r}: dry_run must be true or false")
+        if self.hook is not None and not callable(self.hook):
+            raise ConfigurationError(f"rule {self.id!r}: hook must be callable")
+        if self.scopes is not None and not isinstance(self.scopes, ScopeRule):
+            raise ConfigurationError(f"rule {self.id!r}: scopes must be a ScopeRule")
         timeout = self.hook_timeout
         if (
             isinstance(timeout, bool)
@@ -393,8 +478,16 @@ class Rule:
                 f"rule {self.id!r}: hook_timeout must be a number of seconds in"
                 f" (0, {_MAX_HOOK_TIMEOUT:g}]"
             )
-        for name in ("callers", "operations", "when"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name, kind in (("callers", Callers), ("operations", Operations), ("when", Condition)):
+            values = getattr(self, name)
+            if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+                raise ConfigurationError(f"rule {self.id!r}: {name} must be a list")
+            items = tuple(values)
+            if not all(isinstance(item, kind) for item in items):
+                raise ConfigurationError(
+                    f"rule {self.id!r}: {name} must hold {kind.__name__} objects"
+                )
+            object.__setattr__(self, name, items)
 
     def matches(self, principal: Principal | None, op: Operation) -> bool:
         """Whether callers, operations and conditions match (scopes are checked separately)."""

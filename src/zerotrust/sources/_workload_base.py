@@ -62,6 +62,7 @@ class WorkloadApiBase:
             target=self._target,
             open_stream=open_stream,
             on_message=on_message,
+            on_denied=self._on_denied,
             backoff_initial=self._backoff[0],
             backoff_max=self._backoff[1],
             clock=self._clock,
@@ -73,6 +74,14 @@ class WorkloadApiBase:
             except BaseException:
                 self.close()
                 raise
+
+    def _on_denied(self) -> None:
+        """The agent answered ``PERMISSION_DENIED``: stop serving what it sent (the sources
+        override this; a later valid update restores them)."""
+
+    def _withdrawn(self) -> bool:
+        """Whether what the agent sent has been withdrawn (then the source is not ready)."""
+        return False
 
     # --- readiness -------------------------------------------------------------------------
 
@@ -136,7 +145,12 @@ class WorkloadApiBase:
                 reconnects=0,
             )
         closed = status.closed or self._closed
-        ready = status.ready and not closed and (expires is None or self._clock.now() < expires)
+        ready = (
+            status.ready
+            and not closed
+            and not self._withdrawn()
+            and (expires is None or self._clock.now() < expires)
+        )
         return dataclasses.replace(status, ready=ready, closed=closed, expires_at=expires)
 
     def _expires_at(self) -> datetime | None:

@@ -16,7 +16,10 @@ withdraw an authority):
 * the workload's own SVID, once converted: when no peer would accept it (its chain does not
   validate to its own bundle in the update, it expired, or it becomes valid only more than
   :data:`MAX_CLOCK_SKEW` ahead), the update's bundles apply and the previous SVID is kept
-  (:attr:`X509Context.refused` says why).
+  (:attr:`X509Context.refused` says why);
+* the SVID this source serves missing from the update (the agent redacted it): the update's
+  bundles apply and no SVID is served any more (the specification says a client ceases to
+  use redacted SVIDs).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.svid import X509Svid
 from zerotrust.x509.verify import verify_x509_svid
 
-__all__ = ["SvidEntry", "X509Context", "jwt_bundle_set", "pick", "x509_context"]
+__all__ = ["SvidEntry", "X509Context", "jwt_bundle_set", "pick", "withdrawn", "x509_context"]
 
 _MAX_BUNDLE_CERTS: Final = 1000
 _MAX_JWKS_BYTES: Final = 1 << 20
@@ -71,9 +74,10 @@ class X509Context:
     """One X.509 update: the chosen SVID and the bundles of every trusted domain.
 
     ``refused`` says why the update's own SVID was not taken (``svid`` is then the previous
-    one, and ``bundles`` the update's)."""
+    one, and ``bundles`` the update's). ``svid`` is ``None`` once the agent withdrew the SVID
+    this source serves (SPIFFE Workload API §5.2.1: a client ceases to use redacted SVIDs)."""
 
-    svid: X509Svid
+    svid: X509Svid | None
     bundles: BundleSet
     refused: str | None = None
 
@@ -157,15 +161,21 @@ def x509_context(
 ) -> X509Context:
     """Convert an ``X509SVIDResponse`` received at ``now``; unchanged parts keep their
     previous objects (see the module documentation for what is judged on its own)."""
-    svid = _svid(pick(entries, spiffe_id, hint))
-    if previous is not None and _same_chain(previous.svid, svid):
+    try:
+        chosen = pick(entries, spiffe_id, hint)
+    except SvidError:
+        if previous is None:
+            raise
+        chosen = None  # withdrawn (redacted): no longer served, the bundles still apply
+    svid = _svid(chosen) if chosen is not None else None
+    if svid is not None and previous is not None and _same_chain(previous.svid, svid):
         svid = previous.svid  # a resent SVID: consumers see no change, reload nothing
     bundles: dict[TrustDomain, TrustBundle] = {}
     for entry in entries:
         td = TrustDomain.parse(entry.spiffe_id) if entry.spiffe_id else None
         if td is not None and td not in bundles:
             bundles[td] = _x509_bundle(td, entry.bundle)
-    if svid.spiffe_id.trust_domain not in bundles:
+    if svid is not None and svid.spiffe_id.trust_domain not in bundles:
         raise BundleError("the update holds no bundle for the SVID's trust domain")
     for key, der in federated.items():
         try:
@@ -176,14 +186,25 @@ def x509_context(
         if td not in bundles:  # a domain's own bundle wins over a federated copy
             bundles[td] = _federated_bundle(td, der)
     bundle_set = _reuse(bundles.values(), previous.bundles if previous else None)
+    if svid is None:
+        return X509Context(None, bundle_set, withdrawn(spiffe_id, hint))
     refused = _unusable(svid, bundle_set, now)
     if refused is None:
         return X509Context(svid, bundle_set)
-    if previous is None:  # nothing to keep serving
+    if previous is None or previous.svid is None:  # nothing to keep serving
         raise SvidError(refused)
     if _unusable(previous.svid, bundle_set, now) is not None:
         refused += "; the SVID kept does not validate to the new bundles either"
     return X509Context(previous.svid, bundle_set, refused)
+
+
+def withdrawn(spiffe_id: str | None = None, hint: str | None = None) -> str:
+    """Why no SVID is served: the agent stopped sending the one this source serves."""
+    wanted = " and ".join(
+        f"{name} {value!r}" for name, value in (("SPIFFE ID", spiffe_id), ("hint", hint)) if value
+    )
+    which = f"the SVID with {wanted}" if wanted else "every SVID"
+    return f"the Workload API withdrew {which}: it is no longer served"
 
 
 def _x509_bundle(td: TrustDomain, der: bytes) -> TrustBundle:
@@ -214,8 +235,8 @@ def _unusable(svid: X509Svid, bundles: BundleSet, now: datetime) -> str | None:
     return None
 
 
-def _same_chain(a: X509Svid, b: X509Svid) -> bool:
-    return a.cert_chain == b.cert_chain  # certificates compare by their DER encoding
+def _same_chain(a: X509Svid | None, b: X509Svid) -> bool:
+    return a is not None and a.cert_chain == b.cert_chain  # certificates compare by their DER
 
 
 def _trust_domain(key: str) -> TrustDomain:

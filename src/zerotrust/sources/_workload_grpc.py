@@ -146,6 +146,13 @@ def describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def is_denied(exc: BaseException) -> bool:
+    """Whether the agent answered ``PERMISSION_DENIED``: it has no identity for this workload
+    (any more), which withdraws every SVID and bundle it sent."""
+    code = getattr(exc, "code", None)
+    return callable(code) and code() == StatusCode.PERMISSION_DENIED
+
+
 def is_fatal(exc: BaseException) -> bool:
     """Whether retrying cannot help: the agent refused the request itself."""
     code = getattr(exc, "code", None)

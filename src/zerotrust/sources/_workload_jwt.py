@@ -74,6 +74,7 @@ class WorkloadApiJwtSource(WorkloadApiBase):
         self._subject = spiffe_id_string(spiffe_id)
         self._fetch_timeout = seconds("fetch_timeout", fetch_timeout, 0.001)
         self._bundles: BundleSet | None = None
+        self._denied = False  # the agent answered PERMISSION_DENIED since its last bundles
         self._view = _JwtBundles(self)
         self._keys: dict[TrustDomain, SpiffeJwtBundleKeySource] = {}
         self._tokens = CachedTokenSource(
@@ -178,7 +179,16 @@ class WorkloadApiJwtSource(WorkloadApiBase):
 
     def _on_bundles(self, response: Any) -> str | None:
         self._bundles, left_out = jwt_bundle_set(dict(response.bundles), self._bundles)
+        self._denied = False
         return left_out
+
+    def _on_denied(self) -> None:
+        # SPIFFE Workload API §6.2.2: the client ceases to use the bundles (and JWT-SVIDs)
+        self._denied = True
+        self._tokens.clear()
+
+    def _withdrawn(self) -> bool:
+        return self._denied
 
     def get_jwt_bundle_set(self) -> BundleSet:
         """The current JWT bundles, one JWT-only :class:`~zerotrust.TrustBundle` per trust
@@ -186,6 +196,8 @@ class WorkloadApiJwtSource(WorkloadApiBase):
         bundles = self._bundles
         if self._closed:
             raise KeysUnavailable("the Workload API source is closed")
+        if self._denied:
+            raise KeysUnavailable("the Workload API withdrew the JWT bundles (PERMISSION_DENIED)")
         if bundles is None:
             raise KeysUnavailable("no JWT bundles from the Workload API yet")
         return bundles

@@ -7,7 +7,9 @@ exponential backoff with jitter. It never touches the owner's snapshot itself: t
 :class:`~zerotrust.errors.ZeroTrustError` to refuse an invalid update (the previous snapshot
 stays); it returns why a part of the update was left out, if one was (the rest applied; the
 reason becomes ``last_error``). Only ``INVALID_ARGUMENT`` from the agent stops the watcher:
-the specification says such a request must not be retried.
+the specification says such a request must not be retried. ``PERMISSION_DENIED`` (the agent
+has no identity for the workload) calls the owner's ``on_denied``, which withdraws what the
+agent sent before, and the watcher keeps retrying.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from zerotrust._clock import Clock
 from zerotrust.errors import SourceError, ZeroTrustError
-from zerotrust.sources._workload_grpc import RpcError, describe, is_fatal
+from zerotrust.sources._workload_grpc import RpcError, describe, is_denied, is_fatal
 
 __all__ = ["StreamWatcher", "WorkloadApiStatus", "backoff_delay"]
 
@@ -73,6 +75,7 @@ class StreamWatcher:
         target: str,
         open_stream: Callable[[], Any],
         on_message: Callable[[Any], str | None],
+        on_denied: Callable[[], None] | None = None,
         backoff_initial: float,
         backoff_max: float,
         clock: Clock,
@@ -80,6 +83,7 @@ class StreamWatcher:
         self._target = target
         self._open = open_stream
         self._on_message = on_message
+        self._on_denied = on_denied
         self._initial = backoff_initial
         self._max = backoff_max
         self._clock = clock
@@ -145,6 +149,8 @@ class StreamWatcher:
                 if self._stop.is_set():
                     break
                 self._note_error(describe(exc))
+                if is_denied(exc) and self._on_denied is not None:
+                    self._on_denied()  # what was sent is withdrawn; retrying may restore it
                 if is_fatal(exc):
                     _log.error("Workload API refused the request; not retrying: %s", describe(exc))
                     self._stop.set()

@@ -32,7 +32,12 @@ from zerotrust.errors import SourceError, SvidUnavailable
 from zerotrust.identity import SpiffeId
 from zerotrust.sources import _workload_grpc as wire
 from zerotrust.sources._workload_base import SocketPath, WorkloadApiBase, spiffe_id_string
-from zerotrust.sources._workload_convert import SvidEntry, X509Context, x509_context
+from zerotrust.sources._workload_convert import (
+    SvidEntry,
+    X509Context,
+    withdrawn,
+    x509_context,
+)
 from zerotrust.sources._workload_jwt import WorkloadApiJwtSource
 from zerotrust.sources._workload_watch import WorkloadApiStatus
 from zerotrust.x509.bundle import BundleSet
@@ -106,17 +111,31 @@ class WorkloadApiX509Source(WorkloadApiBase):
             raise error("no X.509-SVID from the Workload API yet")
         return snapshot
 
+    def _on_denied(self) -> None:
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot.svid is not None:
+            self._snapshot = X509Context(None, snapshot.bundles, withdrawn())
+
+    def _withdrawn(self) -> bool:
+        snapshot = self._snapshot
+        return snapshot is not None and snapshot.svid is None
+
     def get_x509_svid(self) -> X509Svid:
         """The current SVID (never blocks). Raises :class:`~zerotrust.errors.SvidUnavailable`
-        before the first update, after :meth:`close`, and once it expired unrotated."""
-        svid = self._current(SvidUnavailable).svid
+        before the first update, after :meth:`close`, once it expired unrotated, and once the
+        agent withdrew it (an update without it, or ``PERMISSION_DENIED``)."""
+        snapshot = self._current(SvidUnavailable)
+        svid = snapshot.svid
+        if svid is None:
+            raise SvidUnavailable(snapshot.refused or withdrawn())
         if self._clock.now() >= svid.expires_at:
             raise SvidUnavailable("the X.509-SVID expired and the Workload API sent no other")
         return svid
 
     def _expires_at(self) -> datetime | None:
         snapshot = self._snapshot
-        return snapshot.svid.expires_at if snapshot is not None else None
+        svid = snapshot.svid if snapshot is not None else None
+        return svid.expires_at if svid is not None else None
 
     def get_bundle_set(self) -> BundleSet:
         """The current trust bundles, federated ones included (never blocks)."""

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from cryptography import x509
 
@@ -52,6 +52,7 @@ from zerotrust.x509.svid import X509Svid
 from zerotrust.x509.verify import Role, VerifiedPeer, leaf_spiffe_id
 
 __all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
     "HandshakeRefusal",
     "RefusalListener",
     "ZeroTrustSSLContext",
@@ -61,6 +62,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger("zerotrust.tls")
+
+#: Seconds a server's TLS handshake on a blocking socket may take (see server_ssl_context).
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
 
 # Besides certificate verification errors, the OpenSSL reasons for a handshake refused over the
 # peer's certificate (network errors and clients that simply leave are not refusals, and an
@@ -208,12 +212,21 @@ class _VerifyingMixin:
 
 class _VerifyingSSLSocket(_VerifyingMixin, ssl.SSLSocket):
     def do_handshake(self, block: bool = False) -> None:
+        # A blocking server socket (gunicorn, werkzeug) would wait forever for a client that
+        # stalls mid-handshake, holding a worker: the handshake gets a deadline of its own.
+        limit = getattr(self.context, "_zt_handshake_timeout", None)
+        bounded = limit is not None and self.server_side and self.gettimeout() is None
+        if bounded:
+            self.settimeout(limit)
         try:
             super().do_handshake(block)
             self._zt_after_handshake(self.context)
         except ssl.SSLError as exc:
             _report(self, exc)
             raise
+        finally:
+            if bounded:
+                self.settimeout(None)
 
     def _zt_verified(self) -> None:
         if self.zerotrust_peer is None and self._sslobj is not None:  # type: ignore[attr-defined]
@@ -275,6 +288,8 @@ class ZeroTrustSSLContext(ssl.SSLContext):
     _zt_svid: X509Svid | None
     _zt_bundles: BundleSet | None
     _zt_sessions: OrderedDict[str, Any]
+    #: Seconds a server handshake on a blocking socket may take (``None``: no limit).
+    _zt_handshake_timeout: float | None = None
     #: Counts the SVID and bundle snapshots loaded: a connection carries the one it was made
     #: with, and only a connection of the current one may leave a session to resume.
     _zt_generation: int
@@ -499,14 +514,24 @@ def server_ssl_context(
     clock: Clock = SYSTEM_CLOCK,
     minimum_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
     on_refusal: RefusalListener | None = None,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
 ) -> ZeroTrustSSLContext:
     """A server context that requires a client X509-SVID accepted by ``authorizer``.
 
     Every refused handshake is logged (``zerotrust.tls``, INFO) and passed to ``on_refusal``
-    (pass ``guard.audit_handshake`` to put it in the audit trail).
+    (pass ``guard.audit_handshake`` to put it in the audit trail). On blocking sockets (the
+    threads of gunicorn and werkzeug) a handshake must finish within ``handshake_timeout``
+    seconds, so that a client stalling mid-handshake cannot hold a worker; ``None`` leaves
+    it to the socket. asyncio servers set their own (``ssl_handshake_timeout``).
     """
     if svid is None:
         raise ConfigurationError("a server context needs the workload's SVID")
+    if handshake_timeout is not None and (
+        isinstance(handshake_timeout, bool)
+        or not isinstance(handshake_timeout, (int, float))
+        or not 0 < handshake_timeout <= 600
+    ):
+        raise ConfigurationError("handshake_timeout must be a number of seconds in (0, 600]")
     context = _build(
         protocol=ssl.PROTOCOL_TLS_SERVER,
         svid=svid,
@@ -515,6 +540,9 @@ def server_ssl_context(
         role="client",
         clock=clock,
         minimum_version=minimum_version,
+    )
+    context._zt_handshake_timeout = (
+        float(handshake_timeout) if handshake_timeout is not None else None
     )
     if on_refusal is not None:
         context.add_refusal_listener(on_refusal)

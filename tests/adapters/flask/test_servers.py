@@ -4,7 +4,9 @@ nginx terminating mTLS in front of gunicorn; real clients, real handshakes."""
 from __future__ import annotations
 
 import json
+import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +182,26 @@ def test_threaded_worker(material: Material) -> None:
         for _ in range(3):  # kept alive: the peer is attached to every request of the connection
             response = client.get(server.url("/whoami"))
             assert response.status_code == 200 and response.json()["proven_by"] == "mtls"
+
+
+def test_a_stalled_handshake_does_not_hold_a_thread(material: Material, tmp_path: Path) -> None:
+    # A client that sends the start of a ClientHello and then nothing held a gthread worker's
+    # thread for as long as it kept the connection open; with one thread, nobody was served.
+    conf = tmp_path / "gunicorn_conf.py"
+    conf.write_text(
+        GUNICORN_CONF.replace("from_env()", "from_env(handshake_timeout=1.0)"), encoding="utf-8"
+    )
+    args = ["--worker-class", "zerotrust.adapters.gunicorn.ThreadWorker", "--threads", "1"]
+    with (
+        gunicorn_server(f"{APP}('mtls')", config=conf, env=material.env, args=args) as server,
+        socket.create_connection((server.host, server.port), timeout=30) as stalled,
+    ):
+        stalled.sendall(b"\x16\x03\x01\x02\x00\x01")  # a partial ClientHello, then silence
+        time.sleep(0.5)  # the worker's one thread takes it first
+        with https_client(material.client_context(material.client)) as client:
+            response = client.get(server.url("/whoami"), timeout=30)
+        assert response.status_code == 200
+        assert stalled.recv(1) == b""  # the server gave up on it
 
 
 def test_gunicorn_own_tls_options_with_the_worker(material: Material) -> None:

@@ -146,6 +146,27 @@ def test_jwt_bundle_updates_keep_unchanged_sets(agent: WorkloadApiServer) -> Non
             source.get_keys()
 
 
+def test_permission_denied_withdraws_the_jwt_bundles(agent: WorkloadApiServer) -> None:
+    # SPIFFE Workload API §6.2.2: "(or all bundles, i.e., returns a PermissionDenied) the
+    # client SHOULD cease using the redacted bundles"; retrying restores them
+    key = PrivateJWK.generate("ES256", kid="k1")
+    agent.push("jwt_bundles", jwt_bundles_response({"spiffe://example.org": spire_jwks(key)}))
+    with WorkloadApiJwtSource(agent.address, trust_domain="example.org", **FAST) as source:
+        token = TokenIssuer(key, issuer=ISSUER).issue(subject=SUBJECT, audience="api")
+        check = verifier(source)
+        assert str(check.verify(token).subject) == SUBJECT
+        agent.refusing = grpc.StatusCode.PERMISSION_DENIED
+        agent.drop_streams()
+        eventually(lambda: not source.status().ready)
+        with pytest.raises(KeysUnavailable, match="withdrew"):
+            source.get_keys()
+        with pytest.raises(KeysUnavailable):
+            check.verify(token)  # a cached verification does not outlive the keys either
+        agent.refusing = None
+        eventually(lambda: source.status().ready)
+        assert str(check.verify(token).subject) == SUBJECT
+
+
 def test_key_and_token_errors_fail_closed(agent: WorkloadApiServer) -> None:
     # No JWT bundles served: the bounded first wait fails with KeysUnavailable.
     with pytest.raises(KeysUnavailable, match=r"no JWT bundle .* within 0.3s"):

@@ -407,3 +407,45 @@ def test_a_federated_bundle_under_an_invalid_name_is_ignored(
     agent.push("x509", response)
     with WorkloadApiX509Source(agent.address, **FAST) as source:
         assert source.get_bundle_set().trust_domains == {ca.trust_domain, other_ca.trust_domain}
+
+
+def test_an_svid_the_agent_withdrew_is_no_longer_served(
+    agent: WorkloadApiServer, ca: DevCA, other_ca: DevCA
+) -> None:
+    # SPIFFE Workload API §5.2.1: a client ceases to use redacted SVIDs; the bundles of the
+    # same update still apply (here: federation with other.org withdrawn)
+    chosen, other = ca.issue_svid("spiffe://example.org/a"), ca.issue_svid(WEB)
+    agent.push(
+        "x509",
+        x509_response(other, ca.bundle, extra=[(chosen, "")], federated=[other_ca.bundle]),
+    )
+    with WorkloadApiX509Source(agent.address, spiffe_id="spiffe://example.org/a", **FAST) as source:
+        assert source.get_x509_svid().fingerprint == chosen.fingerprint
+        assert source.get_bundle_set().get("other.org") == other_ca.bundle
+        agent.push("x509", x509_response(other, ca.bundle))  # the chosen SVID is gone
+        eventually(lambda: source.get_bundle_set().get("other.org") is None)
+        with pytest.raises(SvidUnavailable, match="withdrew the SVID with SPIFFE ID"):
+            source.get_x509_svid()
+        assert not source.status().ready and "withdrew" in (source.status().last_error or "")
+        agent.push("x509", x509_response(other, ca.bundle, extra=[(chosen, "")]))  # back
+        eventually(lambda: source.status().ready)
+        assert source.get_x509_svid().fingerprint == chosen.fingerprint
+
+
+def test_permission_denied_withdraws_the_svid(agent: WorkloadApiServer, ca: DevCA) -> None:
+    # the agent has no identity for the workload any more (§5.2.1: "or all SVIDs, i.e.,
+    # returns a PermissionDenied"): the SVID is no longer served, and retrying restores it
+    svid = ca.issue_svid(WEB)
+    agent.push("x509", x509_response(svid, ca.bundle))
+    with WorkloadApiX509Source(agent.address, **FAST) as source:
+        assert source.get_x509_svid().fingerprint == svid.fingerprint
+        agent.refusing = grpc.StatusCode.PERMISSION_DENIED
+        agent.drop_streams()
+        eventually(lambda: not source.status().ready)
+        with pytest.raises(SvidUnavailable, match="withdrew"):
+            source.get_x509_svid()
+        assert source.get_bundle_set().get("example.org") == ca.bundle
+        assert "PERMISSION_DENIED" in (source.status().last_error or "")
+        agent.refusing = None
+        eventually(lambda: source.status().ready)
+        assert source.get_x509_svid().fingerprint == svid.fingerprint

@@ -1,0 +1,149 @@
+"""Rules that could never match are refused when they are built.
+
+A DENY rule whose pattern can never match a caller denies nothing, silently; an ALLOW rule's
+fails closed, but just as silently. Each is a ConfigurationError naming the pattern.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from zerotrust import Callers, Operations, Policy, Principal, Rule, SpiffeId, require
+from zerotrust.authz import Condition, Operation, ScopeRule
+from zerotrust.errors import ConfigurationError
+
+PARTNER = Principal(proven_by="mtls", spiffe_id=SpiffeId.parse("spiffe://partner.org/ns/a/sa/b"))
+
+
+@pytest.mark.parametrize(
+    ("field", "pattern", "message"),
+    [
+        ("trust_domains", "spiffe://partner.org", "trust domains are names: 'partner.org'"),
+        ("trust_domains", "Partner.org", "lower-case"),
+        ("trust_domains", "partner.org/ns", "lower-case"),
+        ("not_trust_domains", "*.Example.org", "lower-case"),
+        ("trust_domains", "a" * 256, "can never match"),
+        ("spiffe_ids", "spiffe://PARTNER.org/ns/a/*", "can never match"),
+        ("spiffe_ids", "partner.org/ns/a/*", "a prefix must name a trust domain"),
+        ("spiffe_ids", "spiffe://partner.org*", "spiffe://example.org.evil.example"),
+        ("not_spiffe_ids", "spiffe://partner.org/ns/a b/*", "letters, digits"),
+        ("spiffe_ids", "spiffe://partner.org/ns/a/", "can never match"),
+        ("spiffe_ids", "*/sa/b?", "ends in letters"),
+        ("proven_by", "mTLS", "proven_by is one of"),
+        ("not_proven_by", "*token", "proven_by is one of"),
+    ],
+)
+def test_caller_patterns_that_can_never_match_are_refused(
+    field: str, pattern: str, message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message) as info:
+        Callers(**{field: [pattern]})
+    assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "pattern"),
+    [
+        ("trust_domains", "partner.org"),
+        ("trust_domains", "*.partner.org"),
+        ("trust_domains", "partner.*"),
+        ("trust_domains", "*"),
+        ("spiffe_ids", "spiffe://partner.org/ns/a/sa/b"),
+        ("spiffe_ids", "spiffe://partner.org/*"),
+        ("spiffe_ids", "spiffe://partner.org/ns/a*"),
+        ("spiffe_ids", "*/sa/b"),
+        ("spiffe_ids", "*"),
+        ("proven_by", "mtls"),
+        ("proven_by", "*jwt"),
+        ("not_proven_by", "api-key"),
+    ],
+)
+def test_patterns_that_can_match_are_accepted(field: str, pattern: str) -> None:
+    Callers(**{field: [pattern]})
+
+
+def test_a_deny_rule_built_from_a_refused_spelling_never_silently_admits() -> None:
+    # before: every one of these DENY rules was accepted and denied nothing
+    with pytest.raises(ConfigurationError):
+        Rule(id="deny", action="DENY", callers=[Callers(trust_domains=["spiffe://partner.org"])])
+    policy = Policy(
+        [
+            Rule(id="deny", action="DENY", callers=[Callers(trust_domains=["partner.org"])]),
+            Rule(id="all"),
+        ]
+    )
+    assert not policy.explain(PARTNER, Operation("GET", "/x")).allowed
+
+
+@pytest.mark.parametrize("method", [" GET", "GE T", "GET\n", "", "G\u00c9T"])
+def test_methods_are_http_tokens(method: str) -> None:
+    with pytest.raises(ConfigurationError):
+        Operations(methods=[method])
+    with pytest.raises(ConfigurationError):
+        Operations(not_methods=[method])
+    with pytest.raises(ConfigurationError):
+        require(methods=[method])
+
+
+def test_dry_run_must_be_a_boolean() -> None:
+    with pytest.raises(ConfigurationError, match="dry_run must be true or false"):
+        Rule(id="deny-legacy", action="DENY", dry_run="false")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="dry_run"):
+        Rule(id="r", dry_run=1)  # type: ignore[arg-type]
+    assert Rule(id="r", dry_run=True).dry_run is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"callers": ["spiffe://partner.org/ns/a/sa/b"]}, "callers must hold Callers"),
+        ({"callers": Callers(subjects=["x"])}, "callers must be a list"),
+        ({"operations": [{"methods": ["GET"]}]}, "operations must hold Operations"),
+        ({"when": "abc"}, "when must be a list"),
+        ({"when": [("subject", "x")]}, "when must hold Condition"),
+        ({"scopes": ["orders:read"]}, "scopes must be a ScopeRule"),
+        ({"action": "CUSTOM", "hook": "opa"}, "hook must be callable"),
+    ],
+)
+def test_rule_parts_are_type_checked(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        Rule(id="r", **kwargs)
+
+
+def test_rule_parts_of_the_right_types_are_kept_as_tuples() -> None:
+    rule = Rule(
+        id="r",
+        callers=[Callers(subjects=["x"])],
+        operations=[Operations(methods=["GET"])],
+        when=[Condition("subject", values=["x"])],
+        scopes=ScopeRule(all=["a"]),
+    )
+    assert isinstance(rule.callers, tuple) and isinstance(rule.when, tuple)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"methods": "POST"}, "methods must be a list of strings"),
+        ({"methods": [1]}, "methods must be a list of strings"),
+        ({"proven_by": "mtls"}, "proven_by must be a list of strings"),
+        ({"proven_by": [1]}, "proven_by must be a list of strings"),
+        ({"proven_by": ["mTLS"]}, "unknown values"),
+    ],
+)
+def test_require_checks_methods_and_proofs(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        require(**kwargs)
+
+
+def test_combining_requirements_keeps_head_with_get() -> None:
+    # what require(methods=["GET"]) says of GET it says of HEAD, combined or not
+    both = require(methods=["GET"]) & require(methods=["HEAD"])
+    assert both.methods == ("HEAD",)
+    assert both.check(PARTNER, Operation("HEAD", "/x")) is None
+    assert both.check(PARTNER, Operation("GET", "/x")) is not None
+    assert (require(methods=["GET", "POST"]) & require(methods=["GET"])).methods == ("GET",)
+    with pytest.raises(ConfigurationError, match="never both hold"):
+        require(methods=["HEAD"]) & require(methods=["POST"])

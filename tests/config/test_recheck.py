@@ -1,0 +1,104 @@
+"""Settings built or replaced by code are checked like read ones; paths are fixed at load time;
+a setting's error names the setting and where it came from."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.config.helpers import AUD, ISS, base, get, write
+from zerotrust import OTelSink
+from zerotrust.authn.proxy import TrustedProxies
+from zerotrust.config import AuditSettings, RemoteKeySettings, Settings, StoreSettings
+from zerotrust.errors import ConfigurationError
+from zerotrust.tokens import PrivateJWK, TokenIssuer
+
+
+@pytest.mark.parametrize(
+    ("section", "replacement", "message"),
+    [
+        (
+            "audit",
+            AuditSettings(sinks=("logging", "otel"), include_personal_data="false"),  # type: ignore[arg-type]
+            "audit.include_personal_data: must be true or false",
+        ),
+        ("store", StoreSettings(revocation="opn"), "store.revocation: must be one of"),  # type: ignore[arg-type]
+        ("store", StoreSettings(check_revocation="false"), "must be true or false"),  # type: ignore[arg-type]
+        ("store", StoreSettings(socket_timeout=-1), "must be greater than 0"),
+        ("audit", {"sinks": ("logging",)}, "audit: must be a AuditSettings"),
+    ],
+)
+def test_sections_replaced_by_code_are_checked_again(
+    files: Path, section: str, replacement: Any, message: str
+) -> None:
+    settings = Settings.from_dict(base(files))
+    with pytest.raises(ConfigurationError, match=message):
+        dataclasses.replace(settings, **{section: replacement})
+
+
+def test_nested_sections_are_checked_again(files: Path) -> None:
+    doc = base(files, tokens={"jwks_file": None})
+    doc["tokens"].pop("jwks_file")
+    doc["tokens"]["jwks_url"] = "https://issuer.example/jwks"
+    settings = Settings.from_dict(doc)
+    tokens = settings.tokens
+    assert tokens is not None
+    remote = RemoteKeySettings(allow_http_loopback="false")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"tokens\.remote\.allow_http_loopback"):
+        dataclasses.replace(settings, tokens=dataclasses.replace(tokens, remote=remote))
+
+
+def test_booleans_of_sinks_and_proxies_are_booleans() -> None:
+    with pytest.raises(ConfigurationError, match="include_personal_data"):
+        OTelSink(include_personal_data="false")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="allow_unescaped_pem"):
+        TrustedProxies(["127.0.0.1"], header="nginx", allow_unescaped_pem="false")  # type: ignore[arg-type]
+    assert repr(OTelSink(include_personal_data=False)) == "OTelSink()"
+
+
+def test_relative_paths_are_fixed_when_the_settings_are_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = TokenIssuer(PrivateJWK.generate("ES256", kid="good"), issuer=ISS)
+    evil = TokenIssuer(PrivateJWK.generate("ES256", kid="evil"), issuer=ISS)
+    for name, issuer in (("d1", good), ("d2", evil)):
+        (tmp_path / name).mkdir()
+        write(tmp_path / name / "jwks.json", json.dumps(issuer.jwks()))
+    doc = {
+        "tokens": {"issuer": ISS, "audience": [AUD], "algorithms": ["ES256"]},
+        "policy": {"rules": [{"id": "any"}]},
+    }
+    monkeypatch.chdir(tmp_path / "d1")
+    settings = Settings.from_dict(doc, env={"ZEROTRUST_TOKENS__JWKS_FILE": "jwks.json"})
+    assert settings.tokens is not None
+    assert settings.tokens.jwks_file == os.path.join(tmp_path, "d1", "jwks.json")
+    monkeypatch.chdir(tmp_path / "d2")  # the file checked is the file used
+    guard = settings.build_guard()
+    token = evil.issue(subject="x", audience=AUD)
+    assert not guard.evaluate(get(token, route="/x")).allowed
+    assert guard.evaluate(get(good.issue(subject="x", audience=AUD), route="/x")).allowed
+
+
+def test_an_error_inside_a_file_section_names_the_file(tmp_path: Path, files: Path) -> None:
+    # the environment completing a section opened by the file does not take its name
+    settings_file = write(
+        tmp_path / "s.toml",
+        f"""
+[zerotrust.tokens]
+issuer = "{ISS}"
+audience = ["{AUD}"]
+algorithms = ["ES256", "HS256"]
+jwks_file = "{files / "jwks.json"}"
+
+[zerotrust.policy]
+rules = [{{ id = "any" }}]
+""",
+    )
+    with pytest.raises(ConfigurationError) as info:
+        Settings.load(settings_file, env={"ZEROTRUST_TOKENS__LEEWAY": "30"})
+    assert str(info.value).startswith(f"{settings_file}: tokens")

@@ -55,6 +55,8 @@ def _regex_template(route: str) -> str | None:
     body = route.removeprefix("^")
     body = body.removesuffix("\\Z").removesuffix("$")
     body = _NAMED_GROUP.sub(lambda m: "\x00" + m.group("name") + "\x01", body)
+    # a path() prefix joined to a re_path() (or the reverse) by include(): its placeholders
+    body = _PLACEHOLDER.sub(lambda m: "\x00" + m.group("name") + "\x01", body)
     plain = _ESCAPED_LITERAL.sub("", body)
     if "\\" in plain or _REGEX_META.search(plain):
         return None  # not a simple pattern: there is no faithful template for it

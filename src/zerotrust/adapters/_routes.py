@@ -20,12 +20,16 @@ adapters use; a mount without sub-routes is ``/static/{path}``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import MutableMapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from starlette.routing import Host, Match, Mount
 
 from zerotrust.errors import ConfigurationError
+
+#: A Starlette path parameter with its converter: ``{name:int}``.
+_CONVERTER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^{}]*\}")
 
 _fastapi_routing: Any
 try:  # recent FastAPI routes included routers and frontend routes itself
@@ -140,16 +144,20 @@ def _frontend(group: Any, scope: Scope, included: str, prefix: str) -> str | Non
     path = (
         route.path if not included else (included if route.path == "/" else included + route.path)
     )
-    return f"{prefix}{path.rstrip('/')}/{{path}}"
+    return f"{prefix}{_plain(path).rstrip('/')}/{{path}}"
+
+
+def _plain(path: str) -> str:
+    """A Starlette path without its converters: ``/t/{tid:int}`` is ``/t/{tid}``."""
+    return _CONVERTER.sub(r"{\1}", path)
 
 
 def _describe(route: Any, scope: Scope, prefix: str, depth: int) -> str | None:
     if isinstance(route, Mount):
+        mounted = _plain(route.path)
         if route.routes:
-            return _router(
-                getattr(route, "_base_app", route), scope, prefix + route.path, depth + 1
-            )
-        return f"{prefix}{route.path}/{{path}}"
+            return _router(getattr(route, "_base_app", route), scope, prefix + mounted, depth + 1)
+        return f"{prefix}{mounted}/{{path}}"
     if isinstance(route, Host):
         if route.routes:
             return _router(route.app, scope, prefix, depth + 1)
@@ -165,7 +173,7 @@ def _describe(route: Any, scope: Scope, prefix: str, depth: int) -> str | None:
     if _FrontendRouteGroup is not None and isinstance(route, _FrontendRouteGroup):
         return _frontend(route, scope, "", prefix)
     if _FrontendRoute is not None and isinstance(route, _FrontendRoute):
-        return f"{prefix}{route.path.rstrip('/')}/{{path}}"
+        return f"{prefix}{_plain(route.path).rstrip('/')}/{{path}}"
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     if isinstance(template, str) and template.startswith("/"):
         return prefix + template

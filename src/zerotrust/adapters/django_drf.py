@@ -22,9 +22,11 @@ app-wide policy.
 * :class:`ZeroTrustPermission` raises every refusal it sees.
 
 Status codes, ``WWW-Authenticate``, ``Retry-After`` and the JSON body are those of every other
-framework (:mod:`zerotrust.adapters._status`), rendered by DRF's exception handler; with
-:func:`exception_handler` as DRF's ``EXCEPTION_HANDLER`` refusals also carry
-``Cache-Control: no-store``.
+framework (:mod:`zerotrust.adapters._status`), rendered by DRF's exception handler as JSON
+whatever the ``Accept`` header asks for (a browser never gets DRF's HTML page for a refusal);
+with :func:`exception_handler` as DRF's ``EXCEPTION_HANDLER`` refusals also carry
+``Cache-Control: no-store``. DRF answers an ``Accept`` header it cannot satisfy with 406 before
+any authentication runs.
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ class ZeroTrustAuthentication(BaseAuthentication):  # type: ignore[misc, unused-
             return None if principal is None else (ZeroTrustUser(principal), principal)
         if outcome.status == 403 and principal is not None and _checks_permission(view):
             return ZeroTrustUser(principal), principal
-        raise ZeroTrustRefusal(outcome)
+        raise _refusal(request, outcome)
 
     def authenticate_header(self, request: Any) -> str:
         """DRF hook: the ``WWW-Authenticate`` challenge of a 401 (the Guard's, else ``Bearer``)."""
@@ -199,7 +201,17 @@ class ZeroTrustPermission(BasePermission):  # type: ignore[misc, unused-ignore]
         outcome = decide(request, view)
         if outcome is None or outcome.allowed:
             return True
-        raise ZeroTrustRefusal(outcome)
+        raise _refusal(request, outcome)
+
+
+def _refusal(request: Any, outcome: Outcome) -> ZeroTrustRefusal:
+    """The refusal to raise, rendered as JSON whatever the client accepts: the same body as
+    every other adapter, never DRF's browsable HTML page."""
+    from rest_framework.renderers import JSONRenderer  # type: ignore[import-untyped, unused-ignore]
+
+    request.accepted_renderer = JSONRenderer()
+    request.accepted_media_type = JSONRenderer.media_type
+    return ZeroTrustRefusal(outcome)
 
 
 def _checks_permission(view: Any) -> bool:

@@ -70,6 +70,46 @@ def test_starlette_routes_mounts_and_hosts() -> None:
     assert route_template_for(app, scope("/panel")) is None  # other host
 
 
+def test_mount_prefixes_lose_their_converters() -> None:
+    # "/items/{item_id:int}" is "/items/{item_id}", in a Mount's own path as well
+    sub = FastAPI()
+
+    @sub.get("/items/{item_id}")
+    async def item(item_id: int) -> None:  # pragma: no cover
+        pass
+
+    app = Starlette(
+        routes=[
+            Mount("/tenants/{tenant_id:int}", routes=[Route("/admin", endpoint)]),
+            Mount("/files/{bucket:str}", app=plain_app),
+            Mount("/t/{tid:int}", app=sub),
+        ]
+    )
+    assert route_template_for(app, scope("/tenants/7/admin")) == "/tenants/{tenant_id}/admin"
+    assert route_template_for(app, scope("/files/b1/a/b.txt")) == "/files/{bucket}/{path}"
+    assert route_template_for(app, scope("/t/3/items/4")) == "/t/{tid}/items/{item_id}"
+
+
+def test_a_deny_rule_behind_a_mount_with_a_converter_holds() -> None:
+    issuer, allowing, sink = allow_all()
+    deny = Rule(
+        id="no-tenant-admin",
+        action="DENY",
+        operations=[Operations(routes=["/tenants/{tenant_id}/admin"])],
+    )
+    policy = Policy([*allowing.policy.rules, deny])
+    guard = Guard(authenticator=allowing.authenticator, policy=policy, audit=sink)
+    admin = Mount("/tenants/{tenant_id:int}", routes=[Route("/admin", endpoint)])
+    app = Starlette(routes=[admin])
+    app.add_middleware(ZeroTrustMiddleware, guard=guard)
+    with client(app) as http:
+        token = issuer.issue(subject=WEB, audience=AUD)
+        response = http.get("/tenants/7/admin", headers=bearer(token))
+    assert response.status_code == 403
+    assert sink.last.route == "/tenants/{tenant_id}/admin"
+    assert sink.last.rule_id == "no-tenant-admin"
+
+
 def test_fastapi_included_routers() -> None:
     app = FastAPI()
     v1 = APIRouter(prefix="/v1")

@@ -78,6 +78,19 @@ def test_refusals(zt: Harness, mode: str, case: str) -> None:
     assert event.decision == "deny" and event.status == CASES[case][0]
 
 
+@pytest.mark.parametrize("accept", ["text/html", "text/html,application/xhtml+xml", "*/*"])
+def test_refusals_are_json_whatever_the_client_accepts(zt: Harness, mode: str, accept: str) -> None:
+    # DRF's content negotiation would render a browser's refusal with the view's HTML renderer
+    anonymous = get("/api/orders-html/", {"Accept": accept})
+    refused(anonymous, 401, 'Bearer realm="orders"', "missing_credentials")
+    refused(
+        get("/api/orders-html/", {**zt.auth(scopes=()), "Accept": accept}),
+        403,
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:read"',
+        "insufficient_scope",
+    )
+
+
 def test_view_required_scopes(zt: Harness, mode: str) -> None:
     # ApiAuthOnly requires orders:admin and has no ZeroTrustPermission: the authentication
     # class refuses by itself rather than let a denied request through

@@ -11,6 +11,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer, StaticHTMLRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -132,6 +133,12 @@ class ApiOrders(APIView):
                 "authenticated": user.is_authenticated,
             }
         )
+
+
+class ApiOrdersHtml(ApiOrders):
+    """Renders HTML first, as DRF's default browsable API does for a browser."""
+
+    renderer_classes = (StaticHTMLRenderer, JSONRenderer)
 
 
 class ApiAuthOnly(APIView):

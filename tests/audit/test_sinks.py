@@ -446,3 +446,24 @@ def test_a_logging_handler_that_cannot_write_fails_the_sink(
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
     capsys.readouterr()  # logging's own report of the failed write
+
+
+def test_a_plain_callable_is_a_sink_wherever_sinks_are_taken() -> None:
+    # "any callable": Guard(audit=fn), Guard(audit=[fn, sink]) and AuditPipeline([fn])
+    from zerotrust import Authenticator, Callers, Guard, Policy, Request, Rule, TokenVerifier
+    from zerotrust.tokens import PrivateJWK, TokenIssuer
+
+    seen: list[AuditEvent] = []
+    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer="https://issuer.example")
+    verifier = TokenVerifier(
+        issuer="https://issuer.example", audience="api", keys=issuer.jwks(), algorithms=["ES256"]
+    )
+    policy = Policy([Rule(id="any", callers=[Callers(subjects=["*"])])])
+    memory = MemorySink()
+    for audit in (seen.append, [seen.append, memory]):
+        guard = Guard(authenticator=Authenticator(tokens=verifier), policy=policy, audit=audit)
+        token = issuer.issue(subject="svc", audience="api")
+        assert guard.evaluate(Request(headers={"authorization": f"Bearer {token}"})).allowed
+    assert [e.decision for e in seen] == ["allow", "allow"] and memory.last is not None
+    pipeline = AuditPipeline([seen.append])
+    assert isinstance(pipeline.sinks[0], CallableSink)

@@ -414,10 +414,19 @@ def test_custom_async_hook_in_async_evaluation() -> None:
     policy = Policy([allow(), Rule(id="ext", action="CUSTOM", hook=hook)])
     assert asyncio.run(policy.evaluate_async(who(), GET_ORDER)).allowed
     assert not asyncio.run(policy.evaluate_async(who(ADMIN), GET_ORDER)).allowed
-    # an async hook cannot run in the sync driver: that is a denial, never an allow
-    assert policy.evaluate(who(), GET_ORDER).reason == "custom_error"
+    # the sync driver runs an async hook to completion in its worker thread, on a loop there
+    assert policy.evaluate(who(), GET_ORDER).allowed
+    assert not policy.evaluate(who(ADMIN), GET_ORDER).allowed
     timeout = Policy([allow(), Rule(id="slow", action="CUSTOM", hook=slow, hook_timeout=0.05)])
     assert asyncio.run(timeout.evaluate_async(who(), GET_ORDER)).reason == "custom_error"
+    assert timeout.evaluate(who(), GET_ORDER).reason == "custom_error"  # timed out: denied
+
+    async def broken(principal: Principal | None, op: Operation) -> bool:
+        raise RuntimeError("the decision service is down")
+
+    failing = Policy([allow(), Rule(id="broken", action="CUSTOM", hook=broken)])
+    assert failing.evaluate(who(), GET_ORDER).reason == "custom_error"
+    assert asyncio.run(failing.evaluate_async(who(), GET_ORDER)).reason == "custom_error"
 
 
 def test_dry_run_rule_is_recorded_not_enforced() -> None:
@@ -450,6 +459,27 @@ def test_explain_accepts_views() -> None:
     assert not policy.explain(who(), view).allowed
     with pytest.raises(ConfigurationError):
         policy.explain(who())
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"authorization": "Bearer abc.def.ghi"}, {"dpop": "x.y.z"}],
+    ids=["bearer", "dpop"],
+)
+def test_explain_never_reads_a_view_with_credentials_as_anonymous(
+    headers: dict[str, str],
+) -> None:
+    # the policy cannot authenticate: its "why" for an anonymous caller would be wrong
+    policy = Policy([allow(callers=[Callers(subjects=["svc"])])])
+    view = Request(method="GET", route="/orders", headers=headers)
+    with pytest.raises(ConfigurationError, match=r"Guard\.explain"):
+        policy.explain(view)
+    with pytest.raises(ConfigurationError, match=r"Guard\.explain"):
+        policy.explain(view, GET_ORDER)
+    assert not policy.explain(who(), view).allowed  # the view only names the operation
+    chain = Request(method="GET", route="/orders", peer_chain=[b"\x30\x00"])
+    with pytest.raises(ConfigurationError, match=r"Guard\.explain"):
+        policy.explain(chain)
 
 
 @pytest.mark.parametrize(

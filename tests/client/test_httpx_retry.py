@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from email.utils import formatdate
@@ -283,3 +284,35 @@ def test_policy_backoff_is_bounded() -> None:
     assert policy.delay(10, None, 1.0) == 3.0
     assert policy.delay(1000, None, 0.5) == 1.5
     assert RetryPolicy(methods=frozenset({"get"})).methods == {"GET"}
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_retries_over_a_transport_that_already_read_the_response(status: int) -> None:
+    # httpx.MockTransport (as in most test suites) hands back responses already read: a retry
+    # has no body left to drain before the next attempt
+    from zerotrust.httpx import AsyncZeroTrustTransport, ZeroTrustTransport
+
+    policy = RetryPolicy(attempts=3, backoff=0.001, max_backoff=0.001)
+    seen: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(len(seen) + 1)
+        ok = len(seen) == 3
+        return httpx.Response(200 if ok else status, content=b"ok" if ok else b"busy")
+
+    with httpx.Client(transport=ZeroTrustTransport(httpx.MockTransport(answer), retry=policy)) as c:
+        response = c.get("https://api.example/")
+    assert response.status_code == 200 and response.content == b"ok" and seen == [1, 2, 3]
+
+    async def answer_async(request: httpx.Request) -> httpx.Response:
+        return answer(request)
+
+    async def run() -> httpx.Response:
+        inner = httpx.MockTransport(answer_async)
+        transport = AsyncZeroTrustTransport(inner, retry=policy)
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await client.get("https://api.example/")
+
+    seen.clear()
+    response = asyncio.run(run())
+    assert response.status_code == 200 and response.content == b"ok" and seen == [1, 2, 3]

@@ -386,12 +386,20 @@ class AuditPipeline:
 
 
 def _check_sinks(sinks: tuple[Any, ...]) -> tuple[AuditSink, ...]:
+    """The sinks, a plain ``fn(event)`` callable adapted by :class:`CallableSink`."""
     if not sinks:
         raise ConfigurationError("at least one audit sink is required")
+    checked: list[AuditSink] = []
     for sink in sinks:
-        if not callable(getattr(sink, "emit", None)):
-            raise ConfigurationError(f"{type(sink).__name__} is not an audit sink (no emit())")
-    return sinks
+        if callable(getattr(sink, "emit", None)):
+            checked.append(sink)
+        elif callable(sink):
+            checked.append(CallableSink(sink))
+        else:
+            raise ConfigurationError(
+                f"{type(sink).__name__} is not an audit sink (no emit(), not callable)"
+            )
+    return tuple(checked)
 
 
 def _describe(index: int, sink: object) -> str:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from zerotrust._sansio import drive, drive_async
 from zerotrust.authn.principal import Principal
@@ -60,23 +60,18 @@ class HookCall:
     def fulfil(self) -> bool:
         """Run the hook in a worker thread with the rule's ``hook_timeout``; return its verdict.
 
-        Raises :class:`TimeoutError` on timeout, :class:`~zerotrust.errors.ConfigurationError`
-        if the hook is async and :class:`TypeError` if it returns no ``bool``; the policy denies
-        on any error (fail closed)."""
+        An async hook runs to completion on an event loop of its own in that thread (it must
+        not use objects bound to another loop). Raises :class:`TimeoutError` on timeout and
+        :class:`TypeError` if the hook returns no ``bool``; the policy denies on any error
+        (fail closed)."""
         hook = self.rule.hook
         assert hook is not None
-        future = _HOOK_POOL.submit(hook, self.principal, self.operation)
+        future = _HOOK_POOL.submit(_run_hook, hook, self.principal, self.operation)
         try:
             result = future.result(timeout=self.rule.hook_timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise TimeoutError(f"hook of rule {self.rule.id!r} timed out") from None
-        if inspect.isawaitable(result):
-            if inspect.iscoroutine(result):
-                result.close()
-            raise ConfigurationError(
-                f"hook of rule {self.rule.id!r} is async: use the async evaluation"
-            )
         return _hook_verdict(self.rule, result)
 
     async def fulfil_async(self) -> bool:
@@ -96,6 +91,19 @@ class HookCall:
             if inspect.isawaitable(result):
                 result = await asyncio.wait_for(result, timeout)
         return _hook_verdict(self.rule, result)
+
+
+def _run_hook(hook: Callable[..., Any], principal: Principal | None, op: Operation) -> object:
+    """Call ``hook`` in a worker thread; an awaitable it returns is run there to completion."""
+    result = hook(principal, op)
+    if inspect.isawaitable(result):
+        awaitable = result
+
+        async def complete() -> object:
+            return await awaitable
+
+        return asyncio.run(complete())
+    return result
 
 
 def _hook_verdict(rule: Rule, result: object) -> bool:
@@ -431,8 +439,15 @@ class Policy:
         subject: Principal | RequestView | None,
         operation: Operation | RequestView | None = None,
     ) -> Decision:
-        """Would this be allowed, and why? (no rate limits are consumed)."""
+        """Would this be allowed, and why? (no rate limits are consumed).
+
+        ``subject`` is the caller (a :class:`~zerotrust.Principal`, or ``None`` for a request
+        without credentials), or a request view, read as an anonymous caller. A policy cannot
+        authenticate: a view carrying credentials (a token, a DPoP proof, a client certificate)
+        raises :class:`~zerotrust.errors.ConfigurationError`; ask ``Guard.explain(view)``."""
         principal = subject if isinstance(subject, Principal) else None
+        if isinstance(subject, RequestView) and not isinstance(subject, Principal):
+            _anonymous_view(subject)
         if operation is None:
             if not isinstance(subject, RequestView):
                 raise ConfigurationError("explain() needs an operation or a request view")
@@ -444,6 +459,19 @@ class Policy:
         """The rate limits that apply to ``principal`` calling ``op``, in policy order (nothing
         is consumed)."""
         return tuple(r for r in self.rate_limits if r.applies(principal, op))
+
+
+def _anonymous_view(view: RequestView) -> None:
+    """Refuse to explain a request that carries credentials as if it were anonymous."""
+    if view.header("authorization") or view.header("dpop") or view.peer_chain:
+        raise ConfigurationError(
+            "this request carries credentials the policy cannot authenticate: use"
+            " Guard.explain(view), or pass the Principal to Policy.explain"
+        )
+    if view.verified_peer is not None:
+        raise ConfigurationError(
+            "this request has a verified client certificate: use Guard.explain(view)"
+        )
 
 
 def _verdict(rule: Rule, policy_id: str) -> Decision:

@@ -259,14 +259,17 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
 
 
 def _discard(response: httpx.Response) -> None:
-    """Read a little of a failed attempt's body (to keep its connection), then close it."""
+    """Read a little of a failed attempt's body (to keep its connection), then close it. A
+    response the wrapped transport already read (``MockTransport``, a caching transport) has
+    nothing left to drain."""
     try:
         read = 0
-        for chunk in response.iter_raw():
-            read += len(chunk)
-            if read > _DRAIN_LIMIT:
-                break
-    except httpx.HTTPError:
+        if not response.is_stream_consumed:
+            for chunk in response.iter_raw():
+                read += len(chunk)
+                if read > _DRAIN_LIMIT:
+                    break
+    except (httpx.HTTPError, httpx.StreamError):
         pass  # the attempt already failed; its connection is dropped
     finally:
         response.close()
@@ -275,11 +278,12 @@ def _discard(response: httpx.Response) -> None:
 async def _adiscard(response: httpx.Response) -> None:
     try:
         read = 0
-        async for chunk in response.aiter_raw():
-            read += len(chunk)
-            if read > _DRAIN_LIMIT:
-                break
-    except httpx.HTTPError:
+        if not response.is_stream_consumed:
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read > _DRAIN_LIMIT:
+                    break
+    except (httpx.HTTPError, httpx.StreamError):
         pass
     finally:
         await response.aclose()

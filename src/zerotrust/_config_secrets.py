@@ -59,6 +59,8 @@ def file_path(value: Any, origin: Origin, *, what: str = "") -> str:
             pass
     except OSError as exc:
         raise fail(label, f"cannot read {str(path)!r} ({exc.strerror})") from None
+    except ValueError:  # a NUL byte or a lone surrogate: no file has that name
+        raise fail(label, "must be a file path") from None
     # resolved now: the file checked is the file used, whatever the working directory later
     return str(path.absolute())
 

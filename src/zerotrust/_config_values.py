@@ -33,6 +33,8 @@ __all__ = ["construct", "recheck"]
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _INT = re.compile(r"[+-]?[0-9]{1,18}")
+#: Larger integers are refused before any float() of them can overflow.
+_MAX_INT = 10**18
 
 
 def construct(
@@ -168,6 +170,8 @@ def _number(kind: str, value: Any, env: bool, label: str) -> float:
         raise fail(label, "must be an integer")
     else:
         number = value
+    if isinstance(number, int) and abs(number) > _MAX_INT:
+        raise fail(label, "is out of range")  # float() of it would overflow
     if not math.isfinite(number):
         raise fail(label, "must be a finite number")
     return float(number) if kind == "float" else number
@@ -193,6 +197,8 @@ def _json(text: str, label: str) -> Any:
         raise fail(label, f"is nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
         raise fail(label, f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+    except ValueError:  # an integer of more digits than Python converts
+        raise fail(label, "not valid JSON (a number too long)") from None
 
 
 def _list(info: Info, value: Any, origin: Origin) -> tuple[str, ...]:

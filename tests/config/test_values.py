@@ -165,6 +165,11 @@ INVALID_IN_DICT = [
     ("audit.pseudonym_key", 5, "must be hex or base64 text (value not shown)", None, ""),
     ("api_keys.hashes", {"ci": 5}, "must map key ids to SHA-256 hex digests", None, ""),
     ("tokens.spiffe_trust_domain", "Not A Domain", "trust domain", None, "spiffe"),
+    # numbers too large for a float, and paths no file can have: refused, never untyped errors
+    ("tokens.leeway", 10**400, "is out of range", None, ""),
+    ("tokens.cache_size", 10**400, "is out of range", None, ""),
+    ("policy.file", "a\x00b", "must be a file path", None, ""),
+    ("policy.file", "\ud800.toml", "must be a file path", None, ""),
 ]
 
 
@@ -208,6 +213,8 @@ INVALID_IN_ENV = [
     ("policy.rules", "[" * 50_000 + "]" * 50_000, "nested deeper than 32 levels"),
     ("policy.rules", "[" * 40 + "]" * 40, "nested deeper than 32 levels"),
     ("mtls.bundles", '{"a":' * 50_000 + "1" + "}" * 50_000, "nested deeper than 32 levels"),
+    ("policy.rules", "[" + "9" * 5000 + "]", "a number too long"),
+    ("policy.file", "a\x00b", "must be a file path"),
 ]
 
 

@@ -262,3 +262,8 @@ def test_certificates_with_name_forms_cryptography_cannot_read() -> None:
     leaf = DevCA.create("example.org").issue_svid("spiffe://example.org/web").leaf
     with pytest.raises(CertificateError):
         verify_x509_svid([leaf], bundle)
+
+
+def test_a_bundle_document_that_is_no_utf8_text_is_a_bundle_error() -> None:
+    with pytest.raises(BundleError, match="not UTF-8"):
+        TrustBundle.from_jwks("example.org", '{"keys": [], "x": "\ud800"}')

@@ -180,3 +180,23 @@ def test_svid_chains_hold_only_signing_certificates(ca: DevCA, svid: X509Svid) -
     with pytest.raises(SvidError, match="not a signing certificate"):
         X509Svid([svid.leaf, other_leaf], svid.private_key)
     assert X509Svid([svid.leaf, ca.root_certificate], svid.private_key).leaf == svid.leaf
+
+
+def test_a_certificate_read_lazily_during_path_building_is_malformed(ca: DevCA) -> None:
+    # an unknown signature algorithm and a subject that is not UTF-8: cryptography reads the
+    # subject only while building the path, and raised ValueError there (a 500 in the Guard)
+    from zerotrust import Authenticator, Guard, MemorySink, Policy, Request
+
+    leaf = ca.issue_svid(WEB).cert_chain[0].public_bytes(DER)
+    ecdsa_sha256 = bytes.fromhex("06082a8648ce3d040302")
+    head, _, tail = leaf.rpartition(ecdsa_sha256)
+    unknown = bytes.fromhex("06082a8648cebd040302")
+    bad = (head + unknown + tail).replace(b"zerotrust dev SVID", b"zerotrust de\xc5 SVID", 1)
+    with pytest.raises(MalformedCertificate):
+        verify_x509_svid([bad], ca.bundle)
+    guard = Guard(
+        authenticator=Authenticator(bundles=ca.bundle), policy=Policy([]), audit=MemorySink()
+    )
+    outcome = guard.evaluate(Request(peer_chain=[bad]))
+    assert outcome.status == 401 and outcome.error is not None
+    assert outcome.error.code == "malformed_certificate"

@@ -364,7 +364,10 @@ def _as_td(value: TrustDomain | SpiffeId | str) -> TrustDomain:
 
 
 def _load_json(data: bytes | str) -> Any:
-    raw = data.encode() if isinstance(data, str) else data
+    try:
+        raw = data.encode() if isinstance(data, str) else data
+    except UnicodeEncodeError:  # a lone surrogate: no JSON text can hold it
+        raise BundleError("bundle document is not valid: not UTF-8 text") from None
     if len(raw) > _MAX_JWKS_BYTES:
         raise BundleError(f"bundle document exceeds {_MAX_JWKS_BYTES} bytes")
     try:  # the token parser's strict JSON: bounded depth, no duplicate members

@@ -29,6 +29,7 @@ from zerotrust.errors import (
     CertificateExpired,
     CertificateNotYetValid,
     InvalidSpiffeId,
+    MalformedCertificate,
     SvidProfileViolation,
     UntrustedCertificate,
 )
@@ -222,6 +223,8 @@ def verify_x509_svid(
         raise UntrustedCertificate(
             f"chain of {spiffe_id} does not validate to the {spiffe_id.trust_domain} bundle: {exc}"
         ) from None
+    except PARSE_ERRORS:  # a field read only during path building is not valid DER
+        raise MalformedCertificate(f"a certificate of {spiffe_id}'s chain is malformed") from None
     return VerifiedPeer(
         spiffe_id=spiffe_id, chain=tuple(verified.chain), fingerprint=fingerprint(leaf)
     )

@@ -42,11 +42,6 @@ AUDIENCE = "orders"
 
 
 @pytest.fixture(scope="module")
-def ca() -> DevCA:
-    return DevCA.create("example.org")
-
-
-@pytest.fixture(scope="module")
 def issuer() -> TokenIssuer:
     return TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISSUER)
 

@@ -46,6 +46,7 @@ __all__ = ["find_routes_owner", "route_template_for"]
 Scope = MutableMapping[str, Any]
 _MAX_WRAPPERS = 32
 _MAX_DEPTH = 16
+_MAX_CONTAINERS = 1024  # routers whose lists the route cache watches
 
 
 def find_routes_owner(app: Any) -> Any | None:
@@ -59,6 +60,41 @@ def find_routes_owner(app: Any) -> Any | None:
             return app
         app = getattr(app, "app", None)
     return None
+
+
+def route_containers(owner: Any) -> tuple[Any, ...]:
+    """Every object of ``owner``'s routing tree that holds a ``routes`` list: the owner, and
+    the routers of its mounts, hosts and included routers (each once)."""
+    found: dict[int, Any] = {}
+    pending = [owner]
+    while pending and len(found) < _MAX_CONTAINERS:
+        container = pending.pop()
+        if id(container) in found:
+            continue
+        found[id(container)] = container
+        for route in _routes_of(container):
+            if isinstance(route, (Mount, Host)):
+                child = getattr(route, "_base_app", None) or getattr(route, "app", None)
+            elif _IncludedRouter is not None and isinstance(route, _IncludedRouter):
+                child = getattr(route, "original_router", None)
+            else:
+                continue
+            if child is not None and isinstance(_routes_of(child), list):
+                pending.append(child)
+    return tuple(found.values())
+
+
+def routing_signature(containers: Sequence[Any]) -> tuple[tuple[Any, ...], ...]:
+    """The routes of each of ``containers``, in order: it compares unequal once a route is
+    added, removed or replaced anywhere in them. It holds the route objects themselves (not
+    their ids, which a new route could reuse), and compares them by identity first, in C."""
+    return tuple(tuple(routes) for routes in map(_routes_of, containers))
+
+
+def _routes_of(container: Any) -> Any:
+    router = getattr(container, "router", container)
+    routes = getattr(router, "routes", None)
+    return routes if routes is not None else getattr(container, "routes", ())
 
 
 def route_template_for(owner: Any, scope: Scope) -> str | None:

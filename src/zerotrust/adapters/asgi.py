@@ -167,32 +167,36 @@ class ZeroTrustMiddleware:
 
 def _router_resolver(app: Any) -> RouteResolver | None:
     try:
-        from zerotrust.adapters._routes import find_routes_owner, route_template_for
+        from zerotrust.adapters._routes import (
+            find_routes_owner,
+            route_containers,
+            route_template_for,
+            routing_signature,
+        )
     except ImportError:  # no Starlette: a plain ASGI application
         return None
     owner = find_routes_owner(app)
     if owner is None:
         return None
-    router = getattr(owner, "router", owner)
     cache: dict[tuple[Any, ...], str | None] = {}
+    watched = [route_containers(owner)]
+    seen = [routing_signature(watched[0])]
 
     def resolve(scope: Scope) -> str | None:
-        # The template depends only on what routing reads; the route count guards against
-        # routes added after start-up. Bounded: unknown paths cost a normal lookup.
+        # The template depends only on what routing reads, and on the routes: a route added,
+        # removed or replaced in any router of the tree (a mount's too) empties the cache.
+        # Bounded: unknown paths cost a normal lookup.
+        signature = routing_signature(watched[0])
+        if signature != seen[0]:
+            cache.clear()
+            watched[0] = route_containers(owner)  # new mounts or included routers
+            seen[0] = routing_signature(watched[0])
         host = None
         for name, value in scope.get("headers", ()):
             if name == b"host":
                 host = value
                 break
-        routes = getattr(router, "routes", None) or ()
-        key = (
-            scope["type"],
-            scope.get("method"),
-            scope["path"],
-            scope.get("root_path", ""),
-            host,
-            len(routes),
-        )
+        key = (scope["type"], scope.get("method"), scope["path"], scope.get("root_path", ""), host)
         try:
             return cache[key]
         except KeyError:

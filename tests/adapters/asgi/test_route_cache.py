@@ -32,3 +32,45 @@ def test_templates_are_cached_per_path_and_refreshed_when_routes_change() -> Non
     assert resolve(scope("/admin")) == "/admin"  # not the stale "no route"
     for n in range(5000):  # unknown paths never grow the cache without bound
         assert resolve(scope(f"/x/{n}")) is None
+
+
+def test_routes_changed_anywhere_in_the_tree_refresh_the_cache() -> None:
+    from fastapi import APIRouter, FastAPI
+    from starlette.routing import Mount, Router
+
+    sub = Router(routes=[Route("/items/{item_id}", _ok)])
+    app = Starlette(routes=[Mount("/api", app=sub), Route("/old", _ok)])
+    resolve = _router_resolver(app)
+    assert resolve is not None
+    assert resolve(scope("/api/admin")) is None
+    sub.routes.append(Route("/admin", _ok))  # a route added to a mounted router
+    assert resolve(scope("/api/admin")) == "/api/admin"
+    assert resolve(scope("/old")) == "/old"
+    app.router.routes[1] = Route("/old/{thing}", _ok)  # replaced in place: same count
+    assert resolve(scope("/old")) is None
+    nested = Router(routes=[Route("/deep", _ok)])
+    sub.routes.append(Mount("/nested", app=nested))  # a new mount, watched from now on
+    assert resolve(scope("/api/nested/deep")) == "/api/nested/deep"
+    nested.routes.append(Route("/deeper", _ok))
+    assert resolve(scope("/api/nested/deeper")) == "/api/nested/deeper"
+    sub.routes = [Route("/items/{item_id}", _ok)]  # the list itself replaced
+    assert resolve(scope("/api/admin")) is None
+
+    fast = FastAPI()
+    router = APIRouter(prefix="/v1")
+
+    @router.get("/orders/{order_id}")
+    async def order(order_id: int) -> None:  # pragma: no cover
+        pass
+
+    fast.include_router(router)
+    resolve = _router_resolver(fast)
+    assert resolve is not None
+    assert resolve(scope("/v1/orders/7")) == "/v1/orders/{order_id}"
+    assert resolve(scope("/v1/admin")) is None
+
+    @router.get("/admin")
+    async def admin() -> None:  # pragma: no cover
+        pass
+
+    assert resolve(scope("/v1/admin")) == "/v1/admin"  # an included router's new route

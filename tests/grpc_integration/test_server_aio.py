@@ -135,3 +135,63 @@ def test_forged_cross_domain_certificate_is_unauthenticated(world: World) -> Non
     error = asyncio.run(run())
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error.details() == "invalid_certificate"  # the precise reason stays internal
+
+
+class _OnTheLoop(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """An interceptor placed before zerotrust that calls a sync unary handler itself, on the
+    event loop (as OpenTelemetry's aio interceptor does), instead of grpc's thread pool."""
+
+    async def intercept_service(self, continuation: object, details: object) -> object:
+        handler = await continuation(details)  # type: ignore[operator]
+        if handler is None or handler.request_streaming or handler.response_streaming:
+            return handler
+        behavior = handler.unary_unary
+
+        async def on_loop(request: object, context: object) -> object:
+            return behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            on_loop,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+async def _outcome(call: object) -> object:
+    try:
+        return await call  # type: ignore[misc]
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+
+
+def test_a_sync_handler_called_on_the_loop_never_hangs_the_server(world: World) -> None:
+    # the sync wrapper waited for the loop from the loop's own thread: every later RPC hung
+    from concurrent import futures
+
+    from tests.grpc_integration._support import add_services
+    from zerotrust.grpc import AioServerInterceptor, server_credentials
+
+    async def run() -> list[object]:
+        pool = futures.ThreadPoolExecutor(max_workers=2)
+        server = grpc.aio.server(
+            migration_thread_pool=pool,
+            interceptors=[_OnTheLoop(), AioServerInterceptor(world.guard(), exempt={HEALTH})],
+        )
+        add_services(server, sync_handlers(Seen()), registered=False)
+        port = server.add_secure_port(
+            "localhost:0", server_credentials(world.server_svid, world.bundles)
+        )
+        await server.start()
+        try:
+            async with grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as ch:
+                unary = ch.unary_unary(f"/{SERVICE}/Unary")
+                calls = (bearer(world.token()), (), bearer(world.token()))
+                outcomes = [await _outcome(unary(b"hi", metadata=m, timeout=10)) for m in calls]
+        finally:
+            await server.stop(None)
+            pool.shutdown(wait=True)
+        return outcomes
+
+    allowed, anonymous, again = asyncio.run(run())
+    assert allowed == again == CLIENT_ID.encode() + b"|hi"
+    assert anonymous not in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)

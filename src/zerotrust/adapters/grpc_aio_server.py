@@ -27,12 +27,33 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError("grpcio", "grpc", error=exc) from exc
 
-from zerotrust.adapters.grpc_server import ServerInterceptor, _bind, _View
+from zerotrust.adapters.grpc_server import ServerInterceptor, _bind, _log, _View
 from zerotrust.authn.request import RequestView
 from zerotrust.authz.policy import Requirement
 from zerotrust.pipeline import Outcome
 
 __all__ = ["AioServerInterceptor"]
+
+
+_warned: set[str] = set()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the calling thread is running ``loop``."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:  # no loop in this thread: grpc's pool
+        return False
+
+
+def _warn_on_loop(method: str) -> None:
+    if method not in _warned and len(_warned) < 1024:
+        _warned.add(method)
+        _log.warning(
+            "zerotrust: the sync handler of %s runs on the server's event loop (an interceptor"
+            " before zerotrust calls it there); it is checked there, blocking the loop",
+            method,
+        )
 
 
 class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -60,6 +81,11 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
 
             def evaluate(view: RequestView, req: Requirement | None) -> Outcome:
                 # runs on grpc's pool thread; the Guard's I/O stays on the server's loop
+                if _on_loop(loop):
+                    # an interceptor placed before zerotrust called this sync handler on the
+                    # loop itself: waiting for the loop there would hang the whole server
+                    _warn_on_loop(method)
+                    return self._guard.evaluate(view, req)
                 future = asyncio.run_coroutine_threadsafe(self._guard.aevaluate(view, req), loop)
                 return future.result()
 

@@ -359,7 +359,12 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             code, details, trailing = self._refusal(outcome)
             if trailing:
                 context.set_trailing_metadata(trailing)
-            context.abort(code, details)  # raises
+            result = context.abort(code, details)  # raises
+            if inspect.iscoroutine(result):
+                # an aio context handed to this sync handler by an interceptor placed before
+                # zerotrust: its abort cannot run here, and the call ends refused (UNKNOWN)
+                result.close()
+                raise RuntimeError(f"refused ({details}); the status cannot be sent from here")
             raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
         run = contextvars.copy_context()
         run.run(_bind, self._guard, view, outcome)

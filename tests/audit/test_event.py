@@ -588,3 +588,22 @@ def test_a_token_glued_to_a_prefix_is_redacted(prefix: str) -> None:
 )
 def test_text_that_only_resembles_a_credential_is_kept(value: str) -> None:
     assert make_event(subject=value).subject == value[:MAX_FIELD_LENGTH]
+
+
+def test_a_dotted_word_never_hides_a_key_or_a_token_after_it() -> None:
+    # the token scan and the key scan are independent: a dotted word that is no token, read
+    # first, must not let the scan skip a key in it or a token after it
+    raw = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    key = base64.b64encode(raw).decode().replace("+", "A").replace("/", "B")
+    for value in (f"key_{key}.pem.", f"{key}...", f"id.{key}.x.", f"key: {key}..."):
+        assert make_event(reason=value).reason == REDACTED, value
+
+
+def test_a_token_whose_header_names_its_alg_after_a_long_x5c_is_redacted() -> None:
+    chain = [base64.b64encode(bytes(2000)).decode()] * 2
+    header = b64url(json.dumps({"x5c": chain, "alg": "RS256"}).encode())
+    assert make_event(reason=f"{header}.eyJzdWIiOiJ4In0.c2ln").reason == REDACTED

@@ -55,6 +55,8 @@ def test_caller_patterns_that_can_never_match_are_refused(
         ("spiffe_ids", "spiffe://partner.org/ns/a*"),
         ("spiffe_ids", "*/sa/b"),
         ("spiffe_ids", "*"),
+        ("spiffe_ids", "spiffe://*"),
+        ("not_spiffe_ids", "spiffe://*"),
         ("proven_by", "mtls"),
         ("proven_by", "*jwt"),
         ("not_proven_by", "api-key"),

@@ -92,13 +92,16 @@ def test_an_error_inside_a_file_section_names_the_file(tmp_path: Path, files: Pa
 [zerotrust.tokens]
 issuer = "{ISS}"
 audience = ["{AUD}"]
-algorithms = ["ES256", "HS256"]
+algorithms = ["ES256"]
+token_type = "jwt-svid"
 jwks_file = "{files / "jwks.json"}"
 
 [zerotrust.policy]
 rules = [{{ id = "any" }}]
 """,
     )
+    # a JWT-SVID verifier needs a trust domain: its constructor refuses, under the section
     with pytest.raises(ConfigurationError) as info:
         Settings.load(settings_file, env={"ZEROTRUST_TOKENS__LEEWAY": "30"})
-    assert str(info.value).startswith(f"{settings_file}: tokens")
+    assert str(info.value).startswith(f"{settings_file}: tokens: "), info.value
+    assert "trust_domain" in str(info.value)

@@ -360,10 +360,12 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             if trailing:
                 context.set_trailing_metadata(trailing)
             result = context.abort(code, details)  # raises
-            if inspect.iscoroutine(result):
+            if inspect.isawaitable(result):
                 # an aio context handed to this sync handler by an interceptor placed before
                 # zerotrust: its abort cannot run here, and the call ends refused (UNKNOWN)
-                result.close()
+                close = getattr(result, "close", None)
+                if callable(close):  # grpc's are Cython coroutines: not inspect.iscoroutine
+                    close()
                 raise RuntimeError(f"refused ({details}); the status cannot be sent from here")
             raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
         run = contextvars.copy_context()

@@ -50,19 +50,19 @@ TRUNCATION_MARKER: Final = "...[truncated]"
 _SCAN_LIMIT = 16_384
 # Each pattern that repeats a character class starts only where a run of that class
 # starts (the lookbehinds), which keeps the search linear in the length of the value.
+# A compact JWS or JWE: base64url segments separated by dots, the first holding a JOSE header
+# ("eyJ" somewhere in it: "x_eyJ..." is a token glued to a prefix; checked by _jose_header).
+_JWS = re.compile(r"(?<![A-Za-z0-9_-])([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]*\.")
 _SENSITIVE = re.compile(
-    # A compact JWS or JWE: base64url segments separated by dots, the first a JSON object
-    # ("eyJ" somewhere in it: "x_eyJ..." is a token glued to a prefix; checked by _sensitive).
-    r"(?<![A-Za-z0-9_-])(?P<jws>[A-Za-z0-9_-]+)\.[A-Za-z0-9_-]*\."
     # Any PEM block (certificate, key, request), or a key's PEM label without its armour.
-    r"|-----BEGIN|PRIVATE KEY"
+    r"-----BEGIN|PRIVATE KEY"
     # A JSON Web Key, public or private.
     r'|"kty"'
     # Base64 DER of a certificate or key: a SEQUENCE ("M"), any short or long length form
     # (the second character), then enough bytes for any key; checked by _der_like.
     r"|(?<![A-Za-z0-9+/])(?P<der>M[A-I][A-Za-z0-9+/]{58})"
 )
-# What _SENSITIVE needs to find anything, searched for first (in C) on every event.
+# What the scans need to find anything, searched for first (in C) on every event.
 _HINTS = re.compile(r'eyJ|-----|PRIVATE|"kty"|M[A-I]')
 
 
@@ -83,7 +83,7 @@ def _jose_header(segment: str) -> bool:
     for _ in range(8):  # bounded: a run of "eyJeyJ..." is no token
         if start < 0:
             break
-        text = segment[start : start + 4096]  # where any header names its alg
+        text = segment[start:]  # the whole header: its alg may follow a long x5c
         try:
             decoded = base64.urlsafe_b64decode(text[: len(text) - len(text) % 4])
         except ValueError:
@@ -95,17 +95,16 @@ def _jose_header(segment: str) -> bool:
 
 
 def _sensitive(value: str) -> bool:
-    position = 0
-    while (found := _SENSITIVE.search(value, position, _SCAN_LIMIT)) is not None:
-        kind = found.lastgroup
-        if kind == "jws":
-            if _jose_header(found.group("jws")):
-                return True
-            position = found.end("jws") + 1  # its second segment may start a token itself
-        elif kind != "der" or _der_like(found.group()):
+    """Whether ``value`` (its first :data:`_SCAN_LIMIT` characters) holds a credential. The two
+    scans are independent: a dotted word that is no token never hides a key after it."""
+    for found in _SENSITIVE.finditer(value, 0, _SCAN_LIMIT):
+        if found.lastgroup != "der" or _der_like(found.group()):
             return True
-        else:
-            position = found.end()
+    position = 0
+    while (dotted := _JWS.search(value, position, _SCAN_LIMIT)) is not None:
+        if "eyJ" in dotted.group(1) and _jose_header(dotted.group(1)):
+            return True
+        position = dotted.end(1) + 1  # its second segment may start a token itself
     return False
 
 

@@ -124,7 +124,7 @@ def _check_spiffe_ids(patterns: tuple[Pattern, ...], what: str) -> None:
                 SpiffeId.parse(core)
             except InvalidSpiffeId as exc:
                 raise _never(what, pattern, exc.detail) from None
-        elif kind == "prefix":
+        elif kind == "prefix" and core != "spiffe://":  # spiffe://* is every SPIFFE ID
             domain, slash, path = core.removeprefix("spiffe://").partition("/")
             if not core.startswith("spiffe://") or not slash:
                 raise _never(what, pattern, "a prefix must name a trust domain and a '/'"

@@ -191,8 +191,10 @@ def x509_context(
     refused = _unusable(svid, bundle_set, now)
     if refused is None:
         return X509Context(svid, bundle_set)
-    if previous is None or previous.svid is None:  # nothing to keep serving
+    if previous is None:  # nothing to keep serving
         raise SvidError(refused)
+    if previous.svid is None:  # withdrawn before: still none to serve, the bundles apply
+        return X509Context(None, bundle_set, refused)
     if _unusable(previous.svid, bundle_set, now) is not None:
         refused += "; the SVID kept does not validate to the new bundles either"
     return X509Context(previous.svid, bundle_set, refused)

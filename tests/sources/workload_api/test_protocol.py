@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
 from spiffe._proto import workload_pb2 as pb2
 from spiffe._proto import workload_pb2_grpc as pb2_grpc
 
@@ -26,7 +27,7 @@ from tests.sources.workload_api._server import (
     x509_response,
 )
 from tests.sources.workload_api.conftest import FAST
-from zerotrust import TrustDomain
+from zerotrust import TrustBundle, TrustDomain, X509Svid
 from zerotrust.dev import DevCA
 from zerotrust.errors import (
     BundleError,
@@ -249,3 +250,39 @@ def test_a_socket_whose_name_needs_percent_encoding(socket_dir: str, ca: DevCA) 
             assert str(source.get_x509_svid().spiffe_id) == "spiffe://example.org/web"
     finally:
         agent.stop()
+
+
+def test_once_withdrawn_an_unusable_svid_still_lets_the_bundles_apply(
+    ca: DevCA, other_ca: DevCA
+) -> None:
+    from zerotrust.sources._workload_convert import SvidEntry, x509_context
+
+    def entries(svid: X509Svid, bundle: TrustBundle) -> list[SvidEntry]:
+        item = x509_response(svid, bundle).svids[0]
+        return [SvidEntry(item.spiffe_id, item.x509_svid, item.x509_svid_key, item.bundle)]
+
+    chosen = "spiffe://example.org/a"
+    partner = {"spiffe://other.org": b"".join(
+        c.public_bytes(serialization.Encoding.DER) for c in other_ca.bundle.x509_authorities
+    )}  # fmt: skip
+    first = x509_context(
+        entries(ca.issue_svid(chosen), ca.bundle), partner, spiffe_id=chosen, previous=None, now=NOW
+    )
+    assert first.bundles.get("other.org") is not None
+    # the chosen SVID withdrawn (another one sent), federation kept
+    withdrawn = x509_context(
+        entries(ca.issue_svid("spiffe://example.org/b"), ca.bundle),
+        partner,
+        spiffe_id=chosen,
+        previous=first,
+        now=NOW,
+    )
+    assert withdrawn.svid is None and withdrawn.bundles.get("other.org") is not None
+    # then an unusable SVID for the chosen ID (signed by a CA the bundle does not hold), and
+    # the federation withdrawn: the update's bundles still apply, and no SVID is served
+    stranger = DevCA.create("example.org").issue_svid(chosen)
+    later = x509_context(
+        entries(stranger, ca.bundle), {}, spiffe_id=chosen, previous=withdrawn, now=NOW
+    )
+    assert later.svid is None and later.refused is not None
+    assert later.bundles.get("other.org") is None

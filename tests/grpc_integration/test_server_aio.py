@@ -137,6 +137,24 @@ def test_forged_cross_domain_certificate_is_unauthenticated(world: World) -> Non
     assert error.details() == "invalid_certificate"  # the precise reason stays internal
 
 
+def test_unknown_methods_are_decided_before_unimplemented(world: World) -> None:
+    async def run() -> list[object]:
+        async with (
+            aio_server(world) as port,
+            grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            nope = channel.unary_unary(f"/{SERVICE}/Nope")
+            calls = (bearer(world.token()), (), bearer(world.token(subject=INTRUDER)))
+            return [await _outcome(nope(b"", metadata=m, timeout=10)) for m in calls]
+
+    assert asyncio.run(run()) == [
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    ]
+    assert [e.decision for e in world.sink.events] == ["allow", "deny", "deny"]
+
+
 class _OnTheLoop(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """An interceptor placed before zerotrust that calls a sync unary handler itself, on the
     event loop (as OpenTelemetry's aio interceptor does), instead of grpc's thread pool."""

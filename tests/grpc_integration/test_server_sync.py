@@ -211,11 +211,28 @@ def test_exempt_methods_skip_the_guard_and_nothing_else_does(world: World) -> No
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_unknown_methods_stay_unimplemented(world: World) -> None:
+@pytest.mark.parametrize("kind", ["unary_unary", "stream_stream"])
+def test_unknown_methods_are_decided_before_unimplemented(world: World, kind: str) -> None:
+    # an anonymous caller cannot tell which methods exist: it is refused like on any method;
+    # a caller the policy admits learns that the method is not served
+    def code(metadata: list[tuple[str, str]]) -> grpc.StatusCode:
+        call = getattr(channel, kind)(f"/{SERVICE}/Nope")
+
+        def run() -> object:
+            if kind == "unary_unary":
+                return call(b"", metadata=metadata, timeout=10)
+            return list(call(iter([b"a", b"b"]), metadata=metadata, timeout=10))
+
+        with pytest.raises(grpc.RpcError) as info:
+            run()
+        return info.value.code()  # type: ignore[no-any-return]
+
     with (
         sync_server(world) as port,
         grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
-        pytest.raises(grpc.RpcError) as info,
     ):
-        channel.unary_unary(f"/{SERVICE}/Nope")(b"", metadata=bearer(world.token()), timeout=10)
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert code(bearer(world.token())) == grpc.StatusCode.UNIMPLEMENTED
+        assert code([]) == grpc.StatusCode.UNAUTHENTICATED
+        assert code(bearer(world.token(subject=INTRUDER))) == grpc.StatusCode.PERMISSION_DENIED
+    events = [(e.route, e.decision) for e in world.sink.events]
+    assert events == [(f"/{SERVICE}/Nope", d) for d in ("allow", "deny", "deny")]

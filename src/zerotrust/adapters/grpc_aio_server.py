@@ -38,6 +38,12 @@ __all__ = ["AioServerInterceptor"]
 _warned: set[str] = set()
 
 
+async def _unimplemented(request: Any, context: Any) -> AsyncIterator[Any]:
+    """The behaviour of a method the server does not serve, once the Guard admitted the call."""
+    await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")  # raises
+    yield  # pragma: no cover - an async generator, as grpc's stream handlers are
+
+
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether the calling thread is running ``loop``."""
     try:
@@ -91,7 +97,9 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
 
             return self._sync_behavior(behavior, method, requirement, response_streaming, evaluate)
 
-        return self._intercept(handler, handler_call_details.method, wrap, loop)
+        return self._intercept(
+            handler, handler_call_details.method, wrap, loop, unknown=_unimplemented
+        )
 
     async def _aadmit(self, context: Any, method: str, requirement: Requirement | None) -> None:
         """Decide; abort, or make the principal visible to the rest of this RPC's task."""

@@ -243,6 +243,12 @@ class _View:
         return token
 
 
+def _unimplemented(request: Any, context: Any) -> Iterator[Any]:
+    """The behaviour of a method the server does not serve, once the Guard admitted the call."""
+    context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")  # raises
+    yield  # pragma: no cover - a generator, as grpc's stream handlers are
+
+
 def _iterate_in(run: contextvars.Context, iterator: Iterator[Any]) -> Iterator[Any]:
     """Drive ``iterator`` inside ``run`` step by step (each step may be on another thread)."""
     try:
@@ -300,15 +306,28 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         """grpc hook: wrap the method's handler so the Guard decides every RPC before it runs."""
         handler = continuation(handler_call_details)
-        return self._intercept(handler, handler_call_details.method, self._sync_behavior)
+        return self._intercept(
+            handler, handler_call_details.method, self._sync_behavior, unknown=_unimplemented
+        )
 
     # --- shared by the sync and aio interceptors ------------------------------------------------
 
     def _intercept(
-        self, handler: Any, method: str, wrap: Callable[..., Any], scope: object = None
+        self,
+        handler: Any,
+        method: str,
+        wrap: Callable[..., Any],
+        scope: object = None,
+        *,
+        unknown: Callable[..., Any],
     ) -> Any:
-        if handler is None or method in self._exempt:
+        if method in self._exempt:
             return handler
+        if handler is None:
+            # a method the server does not serve is decided (and audited) like any other, so a
+            # caller learns which methods exist only once the policy admits it: then
+            # UNIMPLEMENTED. Built per call, never cached: the names are the caller's.
+            return grpc.stream_stream_rpc_method_handler(wrap(unknown, method, None, True))
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler and cached[1] is scope:
             return cached[2]

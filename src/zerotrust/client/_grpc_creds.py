@@ -118,7 +118,9 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
     ``poll_interval`` seconds, which is where it refreshes ahead of expiry), so no call waits
     for a refresh while a valid token is at hand. Without one, the call waits for the source,
     and grpc fails it at its deadline if the source is slower. A memoized token is never used
-    within ``margin`` seconds of its ``exp``. A token without a readable ``exp`` (an opaque
+    within ``margin`` seconds of its ``exp``, or within a tenth of the life it had left when it
+    was handed out if that is shorter (a token minted for 20 s is used for 18 s, not 15 s).
+    A token without a readable ``exp`` (an opaque
     token, whose expiry only the source knows) is used for ``opaque_lifetime`` seconds after
     the source last handed it out: sources refresh at least 5 s ahead of expiry, so it is
     never used expired.

@@ -323,6 +323,30 @@ def test_served_by_a_wsgi_server() -> None:
         response = httpx.get(url)
         assert (response.status_code, response.headers["content-type"]) == (200, JWKS_MEDIA_TYPE)
         etag = response.headers["etag"]
-        assert httpx.get(url, headers={"If-None-Match": etag}).status_code == 304
+        unchanged = httpx.get(url, headers={"If-None-Match": etag})
+        assert unchanged.status_code == 304
+        # RFC 9110 §8.6: a 304 states the length of the 200 or none (wsgiref would write 0)
+        assert unchanged.headers["content-length"] == response.headers["content-length"]
         assert httpx.request("DELETE", url).status_code == 405
         _verify_through(url, issuer, ring)
+
+
+def test_a_set_where_one_kid_names_two_keys_is_never_published(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # RFC 7517 §4.5: every verifier would refuse that kid (zerotrust's among them)
+    one, two = PrivateJWK.generate("ES256", kid="k1"), PrivateJWK.generate("ES256", kid="k1")
+    ambiguous = JWKSet([one.public(), two.public()])
+    assert ambiguous.ambiguous_kids == {"k1"}
+    with pytest.raises(ConfigurationError, match="kids naming different keys"):
+        JWKSEndpoint(ambiguous)
+
+    class Source:
+        def get_keys(self) -> JWKSet:
+            return ambiguous
+
+        async def get_keys_async(self) -> JWKSet:
+            return ambiguous
+
+    status, headers, body = JWKSEndpoint(Source()).respond("GET")  # type: ignore[arg-type]
+    assert (status, body) == (503, b"") and ("Cache-Control", "no-store") in headers

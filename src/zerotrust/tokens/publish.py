@@ -74,6 +74,10 @@ class JWKSEndpoint:
             raise ConfigurationError("max_age is a whole number of seconds")
         if not 0 <= max_age <= _MAX_AGE_LIMIT:
             raise ConfigurationError(f"max_age must be between 0 and {_MAX_AGE_LIMIT} seconds")
+        if isinstance(keys, JWKSet) and keys.ambiguous_kids:
+            raise ConfigurationError(
+                f"kids naming different keys cannot be published: {sorted(keys.ambiguous_kids)}"
+            )
         self._source: KeySource = as_key_source(keys)
         self._max_age = max_age
         # (the key set, its document, its ETag): rebuilt when the source hands out another set
@@ -91,13 +95,16 @@ class JWKSEndpoint:
     def respond(self, method: str, if_none_match: str | None = None) -> Response:
         """``(status, headers, body)`` for a request with this method and ``If-None-Match``
         header, asking the key source in the calling thread."""
+        return self._respond(method, if_none_match, wsgi=False)
+
+    def _respond(self, method: str, if_none_match: str | None, *, wsgi: bool) -> Response:
         if method not in ("GET", "HEAD"):
             return _not_allowed()
         try:
             keys = self._source.get_keys()
         except Exception as exc:  # keys unavailable, or a source that broke: never a 500
             return self._unavailable(exc)
-        return self._answer(keys, method, if_none_match)
+        return self._answer(keys, method, if_none_match, wsgi=wsgi)
 
     async def respond_async(self, method: str, if_none_match: str | None = None) -> Response:
         """:meth:`respond` awaiting the key source (for a remote one: without blocking)."""
@@ -109,9 +116,15 @@ class JWKSEndpoint:
             return self._unavailable(exc)
         return self._answer(keys, method, if_none_match)
 
-    def _answer(self, keys: object, method: str, if_none_match: str | None) -> Response:
+    def _answer(
+        self, keys: object, method: str, if_none_match: str | None, *, wsgi: bool = False
+    ) -> Response:
         if not isinstance(keys, JWKSet):  # a SecretKeySet, or anything else: never published
             return self._unavailable(ConfigurationError("the key source gave no public key set"))
+        if keys.ambiguous_kids:  # RFC 7517 §4.5: verifiers would refuse every such kid
+            return self._unavailable(
+                ConfigurationError(f"kids naming different keys: {sorted(keys.ambiguous_kids)}")
+            )
         self._failing = False
         body, etag = self._document(keys)
         headers = [
@@ -119,6 +132,8 @@ class JWKSEndpoint:
             ("ETag", etag),
         ]
         if if_none_match is not None and _matches(if_none_match, etag):
+            if wsgi:  # a WSGI server would add "Content-Length: 0", which RFC 9110 §8.6 forbids
+                headers.append(("Content-Length", str(len(body))))
             return 304, headers, b""
         headers += [
             ("Content-Type", JWKS_MEDIA_TYPE),
@@ -183,8 +198,8 @@ class JWKSEndpoint:
         self, environ: MutableMapping[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         """The WSGI application serving the document."""
-        status, headers, body = self.respond(
-            str(environ.get("REQUEST_METHOD", "GET")), environ.get("HTTP_IF_NONE_MATCH")
+        status, headers, body = self._respond(
+            str(environ.get("REQUEST_METHOD", "GET")), environ.get("HTTP_IF_NONE_MATCH"), wsgi=True
         )
         start_response(f"{status} {_REASONS[status]}", headers)
         return [body]

@@ -236,3 +236,16 @@ def test_unknown_methods_are_decided_before_unimplemented(world: World, kind: st
         assert code(bearer(world.token(subject=INTRUDER))) == grpc.StatusCode.PERMISSION_DENIED
     events = [(e.route, e.decision) for e in world.sink.events]
     assert events == [(f"/{SERVICE}/Nope", d) for d in ("allow", "deny", "deny")]
+
+
+def test_a_name_no_method_can_have_is_unimplemented_at_once(world: World) -> None:
+    # nothing to learn from it, and nothing to spend a decision or an audit event on
+    with (
+        sync_server(world) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        for name in (f"/{SERVICE}/" + "eyJa." * 300, "/x/" + "a" * 500, "/no-dashes/x"):
+            with pytest.raises(grpc.RpcError) as info:
+                channel.unary_unary(name)(b"", timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert world.sink.events == []

@@ -87,8 +87,19 @@ def route_containers(owner: Any) -> tuple[Any, ...]:
 def routing_signature(containers: Sequence[Any]) -> tuple[tuple[Any, ...], ...]:
     """The routes of each of ``containers``, in order: it compares unequal once a route is
     added, removed or replaced anywhere in them. It holds the route objects themselves (not
-    their ids, which a new route could reuse), and compares them by identity first, in C."""
-    return tuple(tuple(routes) for routes in map(_routes_of, containers))
+    their ids, which a new route could reuse), and compares them by identity first, in C.
+    FastAPI's routers also count their changes (frontend routes live in a list of their own),
+    and that count is part of it too."""
+    return tuple(map(_signature_of, containers))
+
+
+def _signature_of(container: Any) -> tuple[Any, ...]:
+    router = getattr(container, "router", container)
+    return (
+        tuple(_routes_of(container)),
+        getattr(router, "_routes_version", None),
+        tuple(getattr(router, "_low_priority_routes", ())),
+    )
 
 
 def _routes_of(container: Any) -> Any:

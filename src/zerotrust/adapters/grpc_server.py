@@ -25,6 +25,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, TypeVar, cast
@@ -65,6 +66,8 @@ _KINDS: Final = {
     (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
 }
 _MAX_CACHED: Final = 4096
+#: What a gRPC method's full name looks like (``/pkg.Service/Method``), bounded.
+_METHOD_NAME: Final = re.compile(r"/[A-Za-z_][A-Za-z0-9_.]{0,190}/[A-Za-z_][A-Za-z0-9_]{0,63}")
 _log = logging.getLogger("zerotrust")
 
 
@@ -326,7 +329,10 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             # a method the server does not serve is decided (and audited) like any other, so a
             # caller learns which methods exist only once the policy admits it: then
-            # UNIMPLEMENTED. Built per call, never cached: the names are the caller's.
+            # UNIMPLEMENTED. Built per call, never cached: the names are the caller's. A name
+            # no method can have is answered at once (nothing to learn, nothing to audit).
+            if not _METHOD_NAME.fullmatch(method):
+                return None
             return grpc.stream_stream_rpc_method_handler(wrap(unknown, method, None, True))
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler and cached[1] is scope:

@@ -102,7 +102,9 @@ def _sensitive(value: str) -> bool:
             return True
     position = 0
     while (dotted := _JWS.search(value, position, _SCAN_LIMIT)) is not None:
-        if "eyJ" in dotted.group(1) and _jose_header(dotted.group(1)):
+        segment = dotted.group(1)
+        # the shortest JOSE header, {"alg":"none"}, is 19 characters in base64url
+        if len(segment) >= 19 and "eyJ" in segment and _jose_header(segment):
             return True
         position = dotted.end(1) + 1  # its second segment may start a token itself
     return False

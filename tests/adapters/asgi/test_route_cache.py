@@ -74,3 +74,21 @@ def test_routes_changed_anywhere_in_the_tree_refresh_the_cache() -> None:
         pass
 
     assert resolve(scope("/v1/admin")) == "/v1/admin"  # an included router's new route
+
+
+def test_frontend_routes_added_after_start_refresh_the_cache(tmp_path: object) -> None:
+    import pytest
+    from fastapi import FastAPI
+
+    if not hasattr(FastAPI, "frontend"):
+        pytest.skip("this FastAPI has no frontend routes")
+    from pathlib import Path
+
+    directory = Path(str(tmp_path))
+    (directory / "index.html").write_text("<p>ui</p>")
+    fast = FastAPI()
+    resolve = _router_resolver(fast)
+    assert resolve is not None
+    assert resolve(scope("/ui/index.html")) is None
+    fast.frontend("/ui", directory=str(directory))  # kept in a list of its own
+    assert resolve(scope("/ui/index.html")) == "/ui/{path}"

@@ -84,22 +84,47 @@ def route_containers(owner: Any) -> tuple[Any, ...]:
     return tuple(found.values())
 
 
-def routing_signature(containers: Sequence[Any]) -> tuple[tuple[Any, ...], ...]:
-    """The routes of each of ``containers``, in order: it compares unequal once a route is
-    added, removed or replaced anywhere in them. It holds the route objects themselves (not
-    their ids, which a new route could reuse), and compares them by identity first, in C.
-    FastAPI's routers also count their changes (frontend routes live in a list of their own),
-    and that count is part of it too."""
-    return tuple(map(_signature_of, containers))
+class RoutingWatch:
+    """Tells whether any router of ``owner``'s routing tree changed since the last look: a
+    route added, removed or replaced in any of their lists, or (FastAPI) their own change
+    count moved (frontend routes live in a list of their own). It keeps copies of the lists
+    and compares them element by element, by identity first, in C: nothing is allocated
+    while nothing changes."""
 
+    __slots__ = ("_owner", "_watched")
 
-def _signature_of(container: Any) -> tuple[Any, ...]:
-    router = getattr(container, "router", container)
-    return (
-        tuple(_routes_of(container)),
-        getattr(router, "_routes_version", None),
-        tuple(getattr(router, "_low_priority_routes", ())),
-    )
+    def __init__(self, owner: Any) -> None:
+        self._owner = owner
+        self._watched = self._snapshot()
+
+    def _snapshot(self) -> tuple[tuple[Any, list[Any], object, list[Any] | None], ...]:
+        taken = []
+        for container in route_containers(self._owner):
+            router = getattr(container, "router", container)
+            low = getattr(router, "_low_priority_routes", None)
+            taken.append(
+                (
+                    container,
+                    list(_routes_of(container)),
+                    getattr(router, "_routes_version", None),
+                    list(low) if low is not None else None,
+                )
+            )
+        return tuple(taken)
+
+    def changed(self) -> bool:
+        """Whether the tree changed since the last call (or since it was built)."""
+        for container, routes, version, low in self._watched:
+            router = getattr(container, "router", container)
+            now_low = getattr(router, "_low_priority_routes", None)
+            if (
+                _routes_of(container) != routes
+                or getattr(router, "_routes_version", None) != version
+                or (now_low != low if now_low is not None else low is not None)
+            ):
+                self._watched = self._snapshot()  # new mounts or included routers too
+                return True
+        return False
 
 
 def _routes_of(container: Any) -> Any:

@@ -167,30 +167,21 @@ class ZeroTrustMiddleware:
 
 def _router_resolver(app: Any) -> RouteResolver | None:
     try:
-        from zerotrust.adapters._routes import (
-            find_routes_owner,
-            route_containers,
-            route_template_for,
-            routing_signature,
-        )
+        from zerotrust.adapters._routes import RoutingWatch, find_routes_owner, route_template_for
     except ImportError:  # no Starlette: a plain ASGI application
         return None
     owner = find_routes_owner(app)
     if owner is None:
         return None
     cache: dict[tuple[Any, ...], str | None] = {}
-    watched = [route_containers(owner)]
-    seen = [routing_signature(watched[0])]
+    routing = RoutingWatch(owner)
 
     def resolve(scope: Scope) -> str | None:
         # The template depends only on what routing reads, and on the routes: a route added,
         # removed or replaced in any router of the tree (a mount's too) empties the cache.
         # Bounded: unknown paths cost a normal lookup.
-        signature = routing_signature(watched[0])
-        if signature != seen[0]:
+        if routing.changed():
             cache.clear()
-            watched[0] = route_containers(owner)  # new mounts or included routers
-            seen[0] = routing_signature(watched[0])
         host = None
         for name, value in scope.get("headers", ()):
             if name == b"host":

@@ -97,7 +97,7 @@ class RoutingWatch:
         self._owner = owner
         self._watched = self._snapshot()
 
-    def _snapshot(self) -> tuple[tuple[Any, list[Any], object, list[Any] | None], ...]:
+    def _snapshot(self) -> tuple[tuple[Any, Any, object, Any], ...]:
         taken = []
         for container in route_containers(self._owner):
             router = getattr(container, "router", container)
@@ -105,9 +105,9 @@ class RoutingWatch:
             taken.append(
                 (
                     container,
-                    list(_routes_of(container)),
+                    _copy(_routes_of(container)),
                     getattr(router, "_routes_version", None),
-                    list(low) if low is not None else None,
+                    _copy(low) if low is not None else None,
                 )
             )
         return tuple(taken)
@@ -125,6 +125,12 @@ class RoutingWatch:
                 self._watched = self._snapshot()  # new mounts or included routers too
                 return True
         return False
+
+
+def _copy(routes: Any) -> Any:
+    """A copy that compares equal to ``routes`` while it holds the same routes (a list to a
+    list, a tuple to a tuple)."""
+    return list(routes) if isinstance(routes, list) else tuple(routes)
 
 
 def _routes_of(container: Any) -> Any:

@@ -81,7 +81,7 @@ def test_peer_rejected_is_a_tls_verification_error() -> None:
     inner = errors.PeerNotAuthorized("spiffe://example.org/x refused")
     exc = PeerRejected(inner)
     assert isinstance(exc, ssl.SSLCertVerificationError)
-    assert isinstance(exc, errors.ZeroTrustError)
+    assert isinstance(exc, errors.AuthenticationError)  # where the documented tree puts it
     assert exc.error is inner
     assert exc.reason == "peer_not_authorized"
     assert "peer_not_authorized" in str(exc)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
-from zerotrust._config_check import Names, hook_names, named
+from zerotrust._config_check import Names, hook_names, named, named_field
 from zerotrust._config_files import thaw
 from zerotrust._config_schema import PolicySettings, TokenSettings
 from zerotrust._config_sources import fail
@@ -39,6 +39,12 @@ if TYPE_CHECKING:
     from zerotrust.config import Settings
 
 __all__ = ["build_authenticator", "build_policy"]
+
+#: Settings of ``tokens`` that TokenVerifier checks itself; its messages name the parameter.
+_VERIFIER_SETTINGS = (
+    "issuer", "audience", "algorithms", "leeway", "token_type", "required_claims",
+    "max_lifetime", "max_token_size", "cache_size", "trust_domain",
+)  # fmt: skip
 
 
 class _NotFetched:  # pragma: no cover - never asked for keys
@@ -96,7 +102,7 @@ def build_authenticator(
             )
     api_keys = None
     if settings.api_keys is not None:
-        with named(name("api_keys.hashes")):
+        with named_field(name, "api_keys", ("header",), otherwise="hashes"):
             hashes = settings.api_keys.hashes.reveal()
             api_keys = ApiKeys(dict(hashes), header=settings.api_keys.header)
     dpop = None
@@ -147,7 +153,7 @@ def _verifier(
     if tokens.spiffe_trust_domain is not None:
         token_type = "jwt-svid"  # noqa: S105 - a token profile, not a secret
         trust_domain = trust_domain or tokens.spiffe_trust_domain
-    with named(name("tokens")):
+    with named_field(name, "tokens", _VERIFIER_SETTINGS):
         return TokenVerifier(
             issuer=tokens.issuer,
             audience=tokens.audience,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from zerotrust.stores._logic import KeySpace
 if TYPE_CHECKING:
     from zerotrust.config import Settings
 
-__all__ = ["KEY_SOURCES", "Names", "check", "hook_names", "named"]
+__all__ = ["KEY_SOURCES", "Names", "check", "hook_names", "named", "named_field"]
 
 KEY_SOURCES = ("jwks_url", "oidc_issuer", "jwks_file", "spiffe_trust_domain", "hmac_secret")
 _REMOTE = ("jwks_url", "oidc_issuer")
@@ -53,6 +54,28 @@ def named(label: str) -> Iterator[None]:
     except MissingDependencyError:
         raise
     except ZeroTrustError as exc:
+        raise ConfigurationError(f"{label}: {exc}") from exc
+
+
+@contextmanager
+def named_field(
+    name: Names, section: str, fields: Iterable[str], *, otherwise: str | None = None
+) -> Iterator[None]:
+    """As :func:`named`, for a constructor fed by several settings of ``section``: the message
+    names the one of ``fields`` the error mentions first, else ``otherwise`` (else the section)."""
+    try:
+        yield
+    except MissingDependencyError:
+        raise
+    except ZeroTrustError as exc:
+        message = str(exc)
+        found = [
+            (match.start(), field)
+            for field in fields
+            if (match := re.search(rf"\b{re.escape(field)}\b", message)) is not None
+        ]
+        field = min(found)[1] if found else otherwise
+        label = name(f"{section}.{field}" if field is not None else section)
         raise ConfigurationError(f"{label}: {exc}") from exc
 
 

@@ -100,8 +100,43 @@ jwks_file = "{files / "jwks.json"}"
 rules = [{{ id = "any" }}]
 """,
     )
-    # a JWT-SVID verifier needs a trust domain: its constructor refuses, under the section
+    # a JWT-SVID verifier needs a trust domain: its constructor refuses, naming the setting
     with pytest.raises(ConfigurationError) as info:
         Settings.load(settings_file, env={"ZEROTRUST_TOKENS__LEEWAY": "30"})
-    assert str(info.value).startswith(f"{settings_file}: tokens: "), info.value
+    assert str(info.value).startswith(f"{settings_file}: tokens.token_type: "), info.value
     assert "trust_domain" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ZEROTRUST_TOKENS__MAX_TOKEN_SIZE": "-5"}, "ZEROTRUST_TOKENS__MAX_TOKEN_SIZE: "),
+        ({"ZEROTRUST_TOKENS__CACHE_SIZE": "-1"}, "ZEROTRUST_TOKENS__CACHE_SIZE: "),
+        (
+            {"ZEROTRUST_API_KEYS__HASHES": json.dumps({"ops": "0" * 64}),
+             "ZEROTRUST_API_KEYS__HEADER": "authorization"},
+            "ZEROTRUST_API_KEYS__HEADER: ",
+        ),
+        (
+            {"ZEROTRUST_API_KEYS__HASHES": json.dumps({"ops": "not-a-digest"}),
+             "ZEROTRUST_API_KEYS__HEADER": "x-ops-key"},
+            "ZEROTRUST_API_KEYS__HASHES: ",
+        ),
+    ],
+)  # fmt: skip
+def test_a_constructor_error_names_the_variable_at_fault(
+    files: Path, env: dict[str, str], named: str
+) -> None:
+    # each section is built by one constructor; its error names the setting it is about,
+    # not whichever variable of the section was read first
+    base_env = {
+        "ZEROTRUST_SERVICE": "orders",
+        "ZEROTRUST_TOKENS__ISSUER": ISS,
+        "ZEROTRUST_TOKENS__AUDIENCE": AUD,
+        "ZEROTRUST_TOKENS__ALGORITHMS": "ES256",
+        "ZEROTRUST_TOKENS__JWKS_FILE": str(files / "jwks.json"),
+        "ZEROTRUST_POLICY__FILE": str(files / "policy.toml"),
+    }
+    with pytest.raises(ConfigurationError) as info:
+        Settings.load(env={**base_env, **env})
+    assert str(info.value).startswith(named), info.value

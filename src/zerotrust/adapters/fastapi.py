@@ -101,9 +101,6 @@ async def refusal_response(request: Request, exc: Exception) -> Response:
     return Response(content=body, status_code=status, headers=dict(headers))
 
 
-_NOTHING: Final = Requirement()
-
-
 def _route_of(scope: MutableMapping[str, Any]) -> str | None:
     """The route template, resolved from the application as the middleware would have."""
     if "app_root_path" in scope:
@@ -120,9 +117,6 @@ def _route_of(scope: MutableMapping[str, Any]) -> str | None:
 async def _authorize(
     guard: Guard, connection: HTTPConnection, requirement: Requirement, optional: bool
 ) -> Principal | None:
-    # Optional authentication answers "who, if anyone?": a dependency that asks more (scopes
-    # along the chain, a require(...)) cannot be met by nobody and refuses anonymous callers
-    optional = optional and requirement == _NOTHING
     scope = connection.scope
     prior = (scope.get("state") or {}).get(STATE_OUTCOME)
     if isinstance(prior, Outcome):  # decided by the middleware or an earlier dependency
@@ -187,7 +181,11 @@ class _Dependency(SecurityBase):
     ) -> Principal | None:
         requirement = self._requirement(security_scopes.scopes)
         owner = self.owner
-        return await _authorize(owner.guard, connection, requirement, not owner.auto_error)
+        # Optional authentication answers "who, if anyone?": only the bare dependency asks
+        # that. One that asks more (scopes along the chain, any require(...), even one with
+        # no arguments: "an authenticated caller") cannot be met by nobody.
+        optional = not owner.auto_error and self is owner and not security_scopes.scopes
+        return await _authorize(owner.guard, connection, requirement, optional)
 
 
 class RequireDependency(_Dependency):

@@ -11,7 +11,12 @@ from typing import Any
 from cryptography import x509
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
-from zerotrust.errors import MissingCredentials, PeerNotAuthorized, ZeroTrustError
+from zerotrust.errors import (
+    AuthenticationError,
+    MissingCredentials,
+    PeerNotAuthorized,
+    ZeroTrustError,
+)
 from zerotrust.identity.match import Matcher
 from zerotrust.x509._certs import fingerprint, load_der_chain
 from zerotrust.x509.sources import X509BundleSource
@@ -20,7 +25,7 @@ from zerotrust.x509.verify import Role, VerifiedPeer, verify_x509_svid
 __all__ = ["PeerRejected", "PeerVerifier", "peer_chain_der"]
 
 
-class PeerRejected(ZeroTrustError, ssl.SSLCertVerificationError):
+class PeerRejected(AuthenticationError, ssl.SSLCertVerificationError):
     """A TLS handshake was aborted because the peer failed SPIFFE verification or authorization.
 
     It is an :class:`ssl.SSLCertVerificationError`, so TLS stacks treat it as a failed handshake;

@@ -3,7 +3,7 @@
 from typing import Annotated, Any
 
 import pytest
-from fastapi import FastAPI, Security
+from fastapi import Depends, FastAPI, Security
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.websockets import WebSocketDisconnect
@@ -96,8 +96,9 @@ def test_optional_needs_the_policy_to_admit_anonymous(bare: Any) -> None:
 @pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "dependency-alone"])
 def test_optional_never_waives_a_requirement(issuer: TokenIssuer, middleware: bool) -> None:
     """``auto_error=False`` answers "who, if anyone?" for the bare dependency; one that asks
-    more (scopes along the chain, ``require(...)``) cannot be met by nobody: an anonymous
-    request is refused with 401 as in Flask and Django, even where the policy admits it."""
+    more (scopes along the chain, ``require(...)``, even ``require()`` with no arguments: "an
+    authenticated caller") cannot be met by nobody: an anonymous request is refused with 401
+    as in Flask and Django, even where the policy admits it."""
     public = Rule(
         id="public",
         callers=[Callers(anonymous=True), Callers(trust_domains=["example.org"])],
@@ -116,8 +117,13 @@ def test_optional_never_waives_a_requirement(issuer: TokenIssuer, middleware: bo
     async def scoped(who: Annotated[Principal | None, Security(maybe, scopes=["x:read"])]) -> Any:
         return {"who": who.id if who else None}
 
+    @app.get("/public/signed-in")
+    async def signed_in(who: Annotated[Principal | None, Depends(maybe.require())]) -> Any:
+        return {"who": who.id if who else None}
+
     with client(app) as http:
-        for method, path in (("POST", "/public/purge"), ("GET", "/public/scoped")):
+        paths = (("POST", "/public/purge"), ("GET", "/public/scoped"), ("GET", "/public/signed-in"))
+        for method, path in paths:
             response = http.request(method, path)
             assert response.status_code == 401, path
             assert response.headers["www-authenticate"] == 'Bearer realm="orders"'
@@ -127,6 +133,7 @@ def test_optional_never_waives_a_requirement(issuer: TokenIssuer, middleware: bo
         assert http.post("/public/purge", headers=bearer(token(issuer))).status_code == 403
         reader = bearer(token(issuer, scopes=["x:read"]))
         assert http.get("/public/scoped", headers=reader).json() == {"who": WEB}
+        assert http.get("/public/signed-in", headers=reader).json() == {"who": WEB}
         assert http.get("/public").json() == {"who": None}  # the bare dependency: optional
 
 

@@ -6,7 +6,13 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 import zerotrust.httpx
+from tests.client.conftest import tls
+from zerotrust import X509Svid
+from zerotrust.dev import DevCA
+from zerotrust.errors import ConfigurationError
 
 EXPECTED = [
     "RETRY_EXTENSION",
@@ -63,3 +69,18 @@ def test_missing_httpx_names_the_extra() -> None:
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.split() == [blocked, "httpx"]
+
+
+def test_http2_without_h2_is_refused_when_the_client_is_built(
+    monkeypatch: pytest.MonkeyPatch, ca: DevCA, client_svid: X509Svid
+) -> None:
+    # httpcore would import h2 only once a server agrees on HTTP/2, deep inside a request
+    from zerotrust.httpx import AsyncClient, Client
+
+    monkeypatch.setitem(sys.modules, "h2", None)  # h2 not installed
+    for build in (Client, AsyncClient):
+        with pytest.raises(ConfigurationError, match=r"httpx\[http2\]"):
+            build(**tls(ca, client_svid), http2=True)
+    monkeypatch.undo()
+    with Client(**tls(ca, client_svid), http2=True):
+        pass  # with h2: built

@@ -183,3 +183,14 @@ def test_stacked_requirements_run_every_decorator_between_them(world: World) -> 
         server.stop(None).wait(10)
         pool.shutdown(wait=True)
     assert ran == ["logged"]  # once, for the call that was allowed
+
+
+def test_require_takes_the_documented_keywords_only() -> None:
+    # typed like zerotrust.require, so a type checker catches `scope=` and friends
+    import inspect
+
+    parameters = inspect.signature(require).parameters
+    assert list(parameters) == ["scopes", "any_scopes", "callers", "proven_by"]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
+    with pytest.raises(TypeError):
+        require(scope=["orders:write"])  # type: ignore[call-arg]

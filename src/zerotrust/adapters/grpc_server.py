@@ -42,6 +42,7 @@ from zerotrust.adapters._grpc_tls import PeerCache, remote_address, server_crede
 from zerotrust.authn.request import MAX_HEADER_LINES, RequestView
 from zerotrust.authz import policy as _authz
 from zerotrust.authz.policy import Requirement
+from zerotrust.identity.match import Matcher
 from zerotrust.pipeline import Guard, Outcome
 from zerotrust.x509.verify import VerifiedPeer
 
@@ -83,7 +84,13 @@ def _bind(guard: Guard, view: RequestView, outcome: Outcome) -> None:
     _decided.set((guard, view, outcome))
 
 
-def require(**kwargs: Any) -> Callable[[F], F]:
+def require(
+    *,
+    scopes: Iterable[str] = (),
+    any_scopes: Iterable[str] = (),
+    callers: Matcher | Iterable[str] | None = None,
+    proven_by: Iterable[str] = (),
+) -> Callable[[F], F]:
     """Decorate a servicer method with a :class:`~zerotrust.Requirement` (the arguments of
     :func:`zerotrust.require`: ``scopes``, ``any_scopes``, ``callers``, ``proven_by``).
 
@@ -94,7 +101,9 @@ def require(**kwargs: Any) -> Callable[[F], F]:
     refuses, and refuses any call no zerotrust interceptor decided on. Stacked decorators
     combine.
     """
-    requirement = _authz.require(**kwargs)
+    requirement = _authz.require(
+        scopes=scopes, any_scopes=any_scopes, callers=callers, proven_by=proven_by
+    )
 
     def decorate(fn: F) -> F:
         existing = getattr(fn, REQUIREMENT_ATTRIBUTE, None)

@@ -18,6 +18,7 @@ is not trusted at all); :func:`identity_refusal` finds it.
 
 from __future__ import annotations
 
+import importlib.util
 import ssl
 from typing import Any, Final
 
@@ -145,8 +146,11 @@ def _retry(retry: RetryPolicy | None) -> RetryPolicy | None:
     return retry
 
 
-def _http2_error() -> ConfigurationError:
-    return ConfigurationError("http2=True needs the h2 package: pip install 'httpx[http2]'")
+def _check_http2(http2: bool) -> None:
+    # httpx checks for h2 in Client(), which a client given a transport skips; httpcore
+    # imports it only when a server first agrees on h2 (ALPN), far from here
+    if http2 and importlib.util.find_spec("h2") is None:
+        raise ConfigurationError("http2=True needs the h2 package: pip install 'httpx[http2]'")
 
 
 def Client(
@@ -185,10 +189,8 @@ def Client(
     )
     client_options = _options(options, token_source, audience, dpop_key, clock)
     policy = _retry(retry)
-    try:
-        inner = httpx.HTTPTransport(verify=context, limits=limits, http2=http2, trust_env=False)
-    except ImportError:
-        raise _http2_error() from None
+    _check_http2(http2)
+    inner = httpx.HTTPTransport(verify=context, limits=limits, http2=http2, trust_env=False)
     transport = ZeroTrustTransport(
         inner, retry=policy, trace_context=trace_context, https_only=True
     )
@@ -223,12 +225,8 @@ def AsyncClient(
     )
     client_options = _options(options, token_source, audience, dpop_key, clock)
     policy = _retry(retry)
-    try:
-        inner = httpx.AsyncHTTPTransport(
-            verify=context, limits=limits, http2=http2, trust_env=False
-        )
-    except ImportError:
-        raise _http2_error() from None
+    _check_http2(http2)
+    inner = httpx.AsyncHTTPTransport(verify=context, limits=limits, http2=http2, trust_env=False)
     transport = AsyncZeroTrustTransport(
         inner, retry=policy, trace_context=trace_context, https_only=True
     )

@@ -343,6 +343,35 @@ def test_store_unavailable_fails_closed(issuer: TokenIssuer, clock: FixedClock) 
     assert (outcome.allowed, outcome.status) == (False, 503)
 
 
+def test_a_guard_leaves_no_listener_on_a_store_that_outlives_it(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    # Guards rebuilt on one long-lived store (a configuration reload) are not kept alive by
+    # it: their verifiers and caches go with them, and a revocation reaches live Guards only
+    import gc
+    import weakref
+
+    store = MemoryStore(clock=clock)
+
+    def build() -> Guard:
+        verifier = TokenVerifier(
+            issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
+        )
+        authenticator = Authenticator(tokens=verifier, clock=clock)
+        return Guard(authenticator=authenticator, policy=policy(), store=store, clock=clock)
+
+    gone = [weakref.ref(build()) for _ in range(20)]
+    gc.collect()
+    assert all(ref() is None for ref in gone)  # the store kept none of them alive
+    guard = build()
+    assert len(store._listeners._callbacks) == 1  # the live Guard's only
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    first = guard.evaluate(get(token))
+    assert first.allowed and first.principal is not None and first.principal.token_jti
+    store.revoke_token(first.principal.token_jti, expires_at=clock.now().timestamp() + 300)
+    assert not guard.evaluate(get(token)).allowed  # its listener still works
+
+
 def test_revocation_evicts_and_refuses(issuer: TokenIssuer, clock: FixedClock) -> None:
     guard, _sink = make_guard(issuer, clock)
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])

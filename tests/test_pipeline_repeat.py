@@ -388,6 +388,29 @@ def test_a_handshake_peer_is_rechecked_on_every_repeat(
     assert expired.error is not None and expired.error.code == "certificate_expired"
 
 
+def test_the_same_peer_from_a_proxy_address_only_relays_on_repeat(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA, asynchronous: bool
+) -> None:
+    # One verified peer object can stand for several connections (gRPC shares one per
+    # certificate chain). From a trusted proxy's address that certificate is the proxy's, and
+    # it relays only: a repeat of an allow made from another address must not lend it.
+    from zerotrust.authn.proxy import TrustedProxies
+
+    mtls_only = Policy([Rule(id="mtls", callers=[Callers(proven_by=["mtls+jwt"])])], id="orders")
+    proxies = TrustedProxies(["10.0.0.5"])
+    world = World(issuer, clock, pol=mtls_only, bundles=ca.bundle, trusted_proxies=proxies)
+    svid = ca.issue_svid(WEB, ttl=dt.timedelta(minutes=10))
+    peer = verify_x509_svid(svid.cert_chain, ca.bundle, now=clock.now())
+    token = read_token(issuer, ttl=3600)
+    direct = world.check(get(token, verified_peer=peer, remote_addr="10.0.0.9"))
+    assert direct.allowed and direct.principal is not None
+    assert direct.principal.proven_by == "mtls+jwt"
+    relayed = world.check(
+        get(token, verified_peer=peer, remote_addr="10.0.0.5"), asynchronous=asynchronous
+    )
+    assert not relayed.allowed and relayed.notes == ("peer_is_proxy",)
+
+
 def test_a_failing_closed_audit_sink_refuses_repeats_too(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:

@@ -52,6 +52,7 @@ from zerotrust.errors import (
     TokenRevoked,
     ZeroTrustError,
 )
+from zerotrust.stores._logic import OwnedListener
 from zerotrust.stores.base import Revocation, Store
 from zerotrust.stores.memory import MemoryStore
 from zerotrust.tokens.verified import VerifiedToken
@@ -148,6 +149,17 @@ _SETTINGS: Final = frozenset(
 )
 
 
+def _evict(guard: Guard, revocation: Revocation) -> None:
+    """A revocation made through the Guard's store: drop what its verifier cached of it."""
+    verifier = guard.authenticator.tokens
+    if verifier is None:  # pragma: no cover - registered only with a verifier
+        return
+    if revocation.jti is not None:
+        verifier.evict(revocation.jti)
+    else:
+        verifier.clear_cache()
+
+
 class Guard:
     """Authenticate, authorize and audit every request. Immutable once built (its settings
     cannot be reassigned).
@@ -228,17 +240,11 @@ class Guard:
         self._absent = authenticator._plain_absent  # the set its one-pass reading uses
         self._unavailable_logged: dict[str, float] = {}  # error code -> when last logged
         self._repeats: dict[tuple[int, int, str, str, str | None, int], _Repeat] = {}
-        verifier = authenticator.tokens
-        if verifier is not None:
+        if authenticator.tokens is not None:
             # revocations made through this store take effect in the local cache at once;
-            # other replicas see them on their next lookup (the cache is never consulted alone)
-            def evict(revocation: Revocation) -> None:
-                if revocation.jti is not None:
-                    verifier.evict(revocation.jti)
-                else:
-                    verifier.clear_cache()
-
-            self.store.add_revocation_listener(evict)
+            # other replicas see them on their next lookup (the cache is never consulted alone).
+            # The listener lives as long as this Guard, not as long as the store.
+            self.store.add_revocation_listener(OwnedListener(self, _evict))
 
     def __setattr__(self, name: str, value: object) -> None:
         # What __init__ derived from the configuration (memos, fast paths, the store listener)
@@ -390,6 +396,11 @@ class Guard:
         ):
             return None
         if peer is not None:
+            proxies = authenticator.trusted_proxies
+            if proxies is not None and proxies.is_proxy(view.remote_addr, peer.spiffe_id):
+                # the same certificate from a proxy's address only relays (peer_is_proxy):
+                # one peer object can serve several connections (gRPC's peer cache)
+                return None
             authenticator.recheck_peer(peer)
         if self.check_revocation:
             store = self.store

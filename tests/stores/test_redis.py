@@ -20,7 +20,7 @@ import pytest
 from zerotrust import FixedClock
 from zerotrust.errors import ConfigurationError, MissingDependencyError, StoreUnavailable
 from zerotrust.stores import RedisStore, ResilientStore
-from zerotrust.stores._logic import REVOCATION_GRACE
+from zerotrust.stores._logic import REVOCATION_GRACE, KeySpace
 
 from .conftest import RedisServer, make_redis_store, start_redis_server
 
@@ -483,3 +483,112 @@ def test_resilient_store_over_a_real_outage(
         assert not open_store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=None)
     assert "available again" in caplog.records[-1].getMessage()
     redis_store.close()
+
+
+# --- a reply lost with its connection ---------------------------------------------------------
+
+
+class _LosingProxy:
+    """A TCP proxy in front of Redis that, once armed with a pattern, forwards the next command
+    containing it and then drops the connection instead of passing the reply back: Redis ran
+    the command, the client never heard, and redis-py sends it again on a new connection."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+        import threading
+
+        self._socket = socket
+        self._upstream = upstream_port
+        self.armed: bytes | None = None
+        self.dropped = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._closing = False
+        self._threads: list[threading.Thread] = []
+        self._conns: list[Any] = []
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+        self._threading = threading
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = self._socket.create_connection(("127.0.0.1", self._upstream))
+            self._conns += [client, upstream]
+            lose = self._threading.Event()
+            for args in ((client, upstream, False, lose), (upstream, client, True, lose)):
+                thread = self._threading.Thread(target=self._pipe, args=args, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _pipe(self, source: Any, sink: Any, from_server: bool, lose: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                if not from_server and self.armed is not None and self.armed in data:
+                    self.armed = None
+                    lose.set()
+                if from_server and lose.is_set():  # the reply to the armed command: lost
+                    lose.clear()
+                    self.dropped += 1
+                    for end in (source, sink):
+                        end.shutdown(self._socket.SHUT_RDWR)
+                    return
+                sink.sendall(data)
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self._closing = True
+        self._listener.close()
+        for conn in self._conns:
+            conn.close()
+
+
+@pytest.fixture
+def losing_proxy(redis_server: RedisServer) -> Iterator[_LosingProxy]:
+    port = int(redis_server.url.rsplit(":", 1)[1].split("/")[0])
+    proxy = _LosingProxy(port)
+    yield proxy
+    proxy.close()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_call_sent_twice_answers_as_once(losing_proxy: _LosingProxy, mode: str) -> None:
+    # the replay check's second run is still "first seen" (not a replay of itself), and the
+    # bucket charges one call once: a lost reply never refuses a legitimate request
+    store = RedisStore(f"redis://127.0.0.1:{losing_proxy.port}/0")
+    expires = time.time() + 60
+    keys = KeySpace()  # the store's key names: what the armed proxy looks for
+
+    def key(name: str) -> bytes:
+        return name.encode()
+
+    async def run_async() -> tuple[bool, bool, Any, Any]:
+        await store.acquire_async("warm", rate=1.0, burst=1)  # scripts loaded
+        losing_proxy.armed = key(keys.replay("fresh-async"))
+        first = await store.check_and_store_async("fresh-async", expires_at=expires)
+        again = await store.check_and_store_async("fresh-async", expires_at=expires)
+        losing_proxy.armed = key(keys.rate("bucket-async"))
+        charged = await store.acquire_async("bucket-async", rate=0.001, burst=2)
+        after = await store.acquire_async("bucket-async", rate=0.001, burst=2)
+        await store.aclose()
+        return first, again, charged, after
+
+    if mode == "sync":
+        store.acquire("warm", rate=1.0, burst=1)  # scripts loaded, a pooled connection
+        losing_proxy.armed = key(keys.replay("fresh"))
+        first = store.check_and_store("fresh", expires_at=expires)
+        again = store.check_and_store("fresh", expires_at=expires)
+        losing_proxy.armed = key(keys.rate("bucket"))
+        charged = store.acquire("bucket", rate=0.001, burst=2)
+        after = store.acquire("bucket", rate=0.001, burst=2)
+        store.close()
+    else:
+        first, again, charged, after = asyncio.run(run_async())
+    assert losing_proxy.dropped == 2  # both replies were lost, both calls sent again
+    assert first is True and again is False  # the real replay is still caught
+    assert charged.allowed and charged.remaining == 1  # one token taken, not two
+    assert after.allowed and after.remaining == 0

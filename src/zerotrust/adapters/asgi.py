@@ -165,6 +165,12 @@ class ZeroTrustMiddleware:
             _current.reset(token)
 
 
+#: Route templates remembered per middleware, and the longest path + root path + Host kept:
+#: at most a few MiB, whatever paths and Host headers clients send.
+_MAX_CACHED_ROUTES: Final = 4096
+_MAX_CACHED_KEY: Final = 512
+
+
 def _router_resolver(app: Any) -> RouteResolver | None:
     try:
         from zerotrust.adapters._routes import RoutingWatch, find_routes_owner, route_template_for
@@ -187,13 +193,16 @@ def _router_resolver(app: Any) -> RouteResolver | None:
             if name == b"host":
                 host = value
                 break
-        key = (scope["type"], scope.get("method"), scope["path"], scope.get("root_path", ""), host)
+        path, root_path = scope["path"], scope.get("root_path", "")
+        key = (scope["type"], scope.get("method"), path, root_path, host)
         try:
             return cache[key]
         except KeyError:
             pass
         template = route_template_for(owner, scope)  # raises for an undescribable route
-        if len(cache) >= 4096:
+        if len(path) + len(root_path) + (len(host) if host else 0) > _MAX_CACHED_KEY:
+            return template  # long keys are not kept: the cache's memory stays bounded
+        if len(cache) >= _MAX_CACHED_ROUTES:
             cache.clear()
         cache[key] = template
         return template

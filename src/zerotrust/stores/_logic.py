@@ -12,7 +12,9 @@ import logging
 import math
 import re
 import threading
-from typing import Final
+import weakref
+from collections.abc import Callable
+from typing import Any, Final
 
 from zerotrust.errors import ConfigurationError, MalformedCredentials
 from zerotrust.stores.base import RateLimitResult, Revocation, RevocationListener
@@ -29,6 +31,7 @@ __all__ = [
     "REVOCATION_GRACE",
     "KeySpace",
     "Listeners",
+    "OwnedListener",
     "bucket_step",
     "check_rate",
     "cutoff_applies",
@@ -198,6 +201,31 @@ def bucket_step(
     return (tokens, ts), full_at, RateLimitResult(allowed, remaining, retry_after)
 
 
+class OwnedListener:
+    """A revocation listener that lives as long as its ``owner``: it calls
+    ``callback(owner, event)`` while the owner lives, and the stores drop it once the owner is
+    gone (a Guard built again and again on one long-lived store leaves nothing behind)."""
+
+    __slots__ = ("_callback", "_owner")
+
+    def __init__(self, owner: object, callback: Callable[[Any, Revocation], None]) -> None:
+        self._owner = weakref.ref(owner)
+        self._callback = callback
+
+    @property
+    def alive(self) -> bool:
+        return self._owner() is not None
+
+    def __call__(self, event: Revocation) -> None:
+        owner = self._owner()
+        if owner is not None:
+            self._callback(owner, event)
+
+
+def _alive(callback: RevocationListener) -> bool:
+    return not isinstance(callback, OwnedListener) or callback.alive
+
+
 class Listeners:
     """Revocation listeners of one store object; every listener runs even if one fails."""
 
@@ -211,7 +239,7 @@ class Listeners:
         if not callable(callback):
             raise TypeError("a revocation listener must be callable")
         with self._lock:
-            self._callbacks = (*self._callbacks, callback)
+            self._callbacks = (*filter(_alive, self._callbacks), callback)
 
     def notify(self, event: Revocation) -> None:
         """Call every listener; re-raise the first exception after all ran, log later ones."""

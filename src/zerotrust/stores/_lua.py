@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["IS_REVOKED", "RATE_LIMIT", "REVOKE"]
+__all__ = ["IS_REVOKED", "RATE_LIMIT", "REPLAY", "REVOKE"]
 
 # KEYS[1] record.  ARGV: now, until, cutoff ('' for a token revocation).
 # Merges with a live record (later until, later cutoff); returns nothing.
@@ -60,12 +60,29 @@ if ARGV[4] == '1' and applies(live(KEYS[2]), true) then return 1 end
 return 0
 """
 
-# KEYS[1] bucket.  ARGV: rate, burst, cost, now ('' = the server's clock, the normal case).
-# Returns {allowed (1/0), remaining, retry_after as a string}.
+# KEYS[1] replay entry.  ARGV: ttl in ms, the call's nonce.
+# Returns 1 the first time the key is seen, 0 after. The entry holds the nonce of the call that
+# stored it, so the same call sent again (a reply lost with its connection, retried by the
+# client) is still its first time, not a replay.
+REPLAY: Final = """
+if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[1]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[2] then return 1 end
+return 0
+"""
+
+# KEYS[1] bucket.  ARGV: rate, burst, cost, now ('' = the server's clock, the normal case),
+# the call's nonce. Returns {allowed (1/0), remaining, retry_after as a string}. The bucket keeps
+# the nonce and result of its last call: the same call sent again (a reply lost with its
+# connection, retried by the client) gets that result instead of paying a second time.
 RATE_LIMIT: Final = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
+local nonce = ARGV[5]
+local last = redis.call('HMGET', KEYS[1], 'nonce', 'allowed', 'remaining', 'retry')
+if last[1] == nonce and last[2] then
+  return {tonumber(last[2]), tonumber(last[3]), last[4]}
+end
 local now
 if ARGV[4] == '' then
   local t = redis.call('TIME')
@@ -93,9 +110,11 @@ end
 local remaining = math.floor(tokens + 1e-9)
 if remaining < 0 then remaining = 0 end
 local full = ts + (burst - tokens) / rate
+local retry_text = string.format('%.17g', retry)
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
-  'ts', string.format('%.17g', ts), 'full', string.format('%.17g', full))
+  'ts', string.format('%.17g', ts), 'full', string.format('%.17g', full),
+  'nonce', nonce, 'allowed', allowed, 'remaining', remaining, 'retry', retry_text)
 local ttl = math.max(1, math.ceil((full - now) * 1000))
 redis.call('PEXPIRE', KEYS[1], string.format('%d', ttl))
-return {allowed, remaining, string.format('%.17g', retry)}
+return {allowed, remaining, retry_text}
 """

@@ -8,6 +8,7 @@ every line of logic. Nothing here imports redis-py.
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
@@ -27,14 +28,28 @@ from zerotrust.stores.base import RateLimitResult, Revocation
 __all__ = ["SCRIPTS", "Op", "Planner", "describe_client", "describe_url"]
 
 _T = TypeVar("_T")
-SCRIPTS: Final = {"revoke": _lua.REVOKE, "is_revoked": _lua.IS_REVOKED, "rate": _lua.RATE_LIMIT}
+SCRIPTS: Final = {
+    "revoke": _lua.REVOKE,
+    "is_revoked": _lua.IS_REVOKED,
+    "replay": _lua.REPLAY,
+    "rate": _lua.RATE_LIMIT,
+}
+
+
+def _nonce() -> str:
+    """Names one call, so that the same call sent twice is recognised as one (see _lua)."""
+    return secrets.token_hex(8)
 
 
 @dataclass(frozen=True, slots=True)
 class Op(Generic[_T]):
-    """One round trip. ``script`` names a Lua script; ``None`` means ``SET key 1 NX PX ms``."""
+    """One round trip: the Lua script ``script`` on ``keys`` and ``args``.
 
-    script: str | None
+    Every operation is idempotent: redis-py sends a command again when its connection drops,
+    which may happen after Redis ran it. Revocations merge; the replay check and the token
+    bucket carry a nonce naming the call (a second run answers what the first did)."""
+
+    script: str
     keys: tuple[str, ...]
     args: tuple[str, ...]
     parse: Callable[[Any], _T]
@@ -116,12 +131,12 @@ class Planner:
         expires_at, now = finite("expires_at", expires_at), self.now()
         deadline = replay_deadline(expires_at, now, self.replay_max_ttl)
         ttl_ms = max(1, math.ceil((deadline - now) * 1000))
-        return Op(None, (self.keys.replay(key),), (str(ttl_ms),), bool)
+        return Op("replay", (self.keys.replay(key),), (str(ttl_ms), _nonce()), _flag)
 
     def rate(self, key: str, rate: float, burst: int, cost: int) -> Op[RateLimitResult]:
         rate_f, burst_f, cost = check_rate(rate, burst, cost)
         now = "" if self.server_time else _num(self.now())
-        args = (_num(rate_f), _num(burst_f), str(cost), now)
+        args = (_num(rate_f), _num(burst_f), str(cost), now, _nonce())
         return Op("rate", (self.keys.rate(key),), args, _rate_result)
 
 

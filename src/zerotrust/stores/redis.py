@@ -251,21 +251,15 @@ class RedisStore:
         if self._client is None:
             raise ConfigurationError(_NO_SYNC)
         try:
-            if op.script is None:
-                raw = self._client.set(op.keys[0], b"1", nx=True, px=int(op.args[0]))
-            else:
-                raw = self._scripts[op.script](keys=list(op.keys), args=list(op.args))
+            raw = self._scripts[op.script](keys=list(op.keys), args=list(op.args))
         except self._errors as exc:
             raise self._unavailable(exc) from exc
         return self._parse(op, raw)
 
     async def _arun(self, op: Op[_T]) -> _T:
-        client, scripts = self._async()
+        _, scripts = self._async()
         try:
-            if op.script is None:
-                raw = await client.set(op.keys[0], b"1", nx=True, px=int(op.args[0]))
-            else:
-                raw = await scripts[op.script](keys=list(op.keys), args=list(op.args))
+            raw = await scripts[op.script](keys=list(op.keys), args=list(op.args))
         except self._errors as exc:
             raise self._unavailable(exc) from exc
         except RuntimeError as exc:  # a client of yours used from another event loop

@@ -92,3 +92,25 @@ def test_frontend_routes_added_after_start_refresh_the_cache(tmp_path: object) -
     assert resolve(scope("/ui/index.html")) is None
     fast.frontend("/ui", directory=str(directory))  # kept in a list of its own
     assert resolve(scope("/ui/index.html")) == "/ui/{path}"
+
+
+def _cache_of(resolve: object) -> dict[object, object]:
+    cells = getattr(resolve, "__closure__", None) or ()
+    return next(c.cell_contents for c in cells if isinstance(c.cell_contents, dict))
+
+
+def test_the_cache_keeps_no_long_paths_or_hosts() -> None:
+    # paths and Host headers are the client's: long ones are resolved, never kept, so the
+    # cache's memory does not depend on what clients send (4096 entries of 100 KB would be
+    # 400 MB per worker)
+    app = Starlette(routes=[Route("/items/{rest:path}", _ok)])
+    resolve = _router_resolver(app)
+    assert resolve is not None
+    long = "a" * 600
+    for n in range(50):
+        assert resolve(scope(f"/items/{n}-{long}")) == "/items/{rest}"
+        assert resolve(scope(f"/items/{n}", host=b"h" * 600)) == "/items/{rest}"
+    assert resolve(scope("/items/short")) == "/items/{rest}"
+    cache = _cache_of(resolve)
+    assert len(cache) == 1
+    assert sum(len(str(key)) for key in cache) < 1024

@@ -17,6 +17,7 @@ from zerotrust import SpiffeId, StaticTokenSource, X509Svid
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, SourceError
 from zerotrust.httpx import AsyncClient, Client, SupportsInvalidate, ZeroTrustAuth
+from zerotrust.tokens.outgoing import CachedTokenSource
 
 pytestmark = pytest.mark.network
 
@@ -242,6 +243,37 @@ def test_concurrent_rejections_re_mint_once(
     assert tokens.minted == ["orders", "orders"]
     rejected = [r for r in server.requests() if bearer(r) == "token-1-for-orders"]
     assert len(rejected) + 8 == server.count()
+
+
+def test_a_request_given_up_on_never_fails_the_others_waiting_for_its_token(
+    server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    """A deadline around the request whose token fetch the others share cancels that request
+    only: the fetch goes on and the other requests are sent with its token."""
+    server.script("/", Reply(200))
+    minted: list[str] = []
+
+    async def slow_mint(audience: str) -> str:
+        minted.append(audience)
+        await asyncio.sleep(0.3)
+        return f"token-{len(minted)}"
+
+    source = CachedTokenSource(lambda audience: "unused", mint_async=slow_mint)
+
+    async def run() -> tuple[list[BaseException | httpx.Response], list[httpx.Response]]:
+        options = {**tls(ca, client_svid), "token_source": source, "audience": "orders"}
+        async with AsyncClient(**options) as client:
+            hurried = asyncio.ensure_future(asyncio.wait_for(client.get(server.url("/")), 0.1))
+            while not minted:  # its token fetch is the one the others wait for
+                await asyncio.sleep(0.005)
+            others = await asyncio.gather(*(client.get(server.url("/")) for _ in range(10)))
+            return await asyncio.gather(hurried, return_exceptions=True), others
+
+    [hurried], others = asyncio.run(run())
+    assert isinstance(hurried, asyncio.TimeoutError)
+    assert [r.status_code for r in others] == [200] * 10
+    assert minted == ["orders"]
+    assert [bearer(r) for r in server.requests()] == ["token-1"] * 10
 
 
 def test_token_source_errors_propagate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 import logging
 import threading
@@ -326,6 +327,77 @@ def test_single_flight_under_asyncio(clock: FixedClock) -> None:
     results = asyncio.run(main())
     assert len(calls) == 1 and len(set(results)) == 1
     assert asyncio.run(source.token_async("api")) == results[0]  # cached across event loops
+
+
+def test_a_cancelled_caller_never_fails_the_callers_sharing_its_mint(
+    clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller that started the shared mint gives up (a deadline around its request): it
+    gets its own timeout, the mint goes on, and the others get the token."""
+    calls: list[str] = []
+
+    async def mint_async(audience: str) -> str:
+        calls.append(audience)
+        await asyncio.sleep(0.3)
+        return fake_jwt(clock.now().timestamp() + 300, n=len(calls))
+
+    source = CachedTokenSource(lambda aud: "unused", mint_async=mint_async, clock=clock)
+
+    async def main() -> tuple[BaseException | str, list[str]]:
+        hurried = asyncio.ensure_future(asyncio.wait_for(source.token_async("api"), 0.1))
+        while not calls:  # it starts the mint
+            await asyncio.sleep(0)
+        others = await asyncio.gather(*(source.token_async("api") for _ in range(10)))
+        first = await asyncio.gather(hurried, return_exceptions=True)
+        return first[0], list(others)
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        hurried, others = asyncio.run(main())
+    assert isinstance(hurried, asyncio.TimeoutError)
+    assert len(others) == 10 and len(set(others)) == 1 and len(calls) == 1
+    assert source.token("api") == others[0]  # the mint also filled the cache
+    assert caplog.records == []
+
+
+def test_a_mint_its_caller_left_settles_without_leaks(
+    clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mint whose only caller was cancelled is neither left pending nor reported as an
+    unretrieved task exception, and never blocks the audience afterwards."""
+    calls: list[str] = []
+
+    async def failing(audience: str) -> str:
+        calls.append(audience)
+        await asyncio.sleep(0.1)
+        raise SourceError("endpoint down")
+
+    async def hanging(audience: str) -> str:
+        calls.append(audience)
+        await asyncio.sleep(60)
+        raise AssertionError("not reached")
+
+    def mint(audience: str) -> str:
+        calls.append(f"sync {audience}")
+        return fake_jwt(clock.now().timestamp() + 300)
+
+    async def abandon(source: CachedTokenSource, wait: float) -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(source.token_async("api"), 0.05)
+        await asyncio.sleep(wait)
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        failed = CachedTokenSource(mint, mint_async=failing, clock=clock)
+        asyncio.run(abandon(failed, 0.2))  # the mint fails after its caller left
+        gc.collect()
+        # the loop closes while the mint still runs: it is cancelled and its flight settled
+        hung = CachedTokenSource(mint, mint_async=hanging, clock=clock)
+        asyncio.run(abandon(hung, 0))
+        gc.collect()
+    began = time.monotonic()
+    assert failed.token("api") and hung.token("api")  # no wait on a flight nobody settles
+    assert time.monotonic() - began < 1
+    assert calls == ["api", "api", "sync api", "sync api"]
+    assert caplog.records == []
 
 
 def test_async_without_mint_async_runs_mint_in_a_thread(clock: FixedClock) -> None:

@@ -5,7 +5,8 @@ its refresh ahead of ``exp``, shares one minting among concurrent callers (threa
 of any event loop, through one :class:`concurrent.futures.Future` per key) and falls back to
 the current token while a refresh fails. The decisions (:meth:`TokenCache._begin`,
 :meth:`TokenCache._settle`) are shared by the sync and async paths; only the call to the
-minting function differs.
+minting function differs. An async minting runs in a task of its own, so the cancellation of
+the caller that started it (a deadline around one request) fails no other caller.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class TokenCache(Generic[K]):
         self._lock = threading.Lock()
         self._entries: OrderedDict[K, _Entry] = OrderedDict()
         self._flights: dict[K, _Flight[str]] = {}
+        self._tasks: set[asyncio.Future[str]] = set()
 
     def get(self, key: K, mint: Callable[[], MintedToken | str]) -> str:
         """The cached token for ``key``, minting one with ``mint`` when needed."""
@@ -152,9 +154,25 @@ class TokenCache(Generic[K]):
                 return await asyncio.wait_for(asyncio.wrap_future(flight), self._wait)
             except asyncio.TimeoutError:
                 raise SourceError("timed out waiting for a token refresh") from None
+        # The minting runs in a task of its own: a caller cancelled while it runs (a deadline
+        # around one request) gets CancelledError, but the minting goes on for the other
+        # callers sharing it, bounded by the minting function's own limits.
+        task = asyncio.ensure_future(self._mint_async(key, flight, mint))
+        self._tasks.add(task)  # the event loop keeps only a weak reference
+        task.add_done_callback(self._minted)
+        return await asyncio.shield(task)
+
+    def _minted(self, task: asyncio.Future[str]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # its outcome is the flight's: never "never retrieved"
+
+    async def _mint_async(
+        self, key: K, flight: _Flight[str], mint: Callable[[], Awaitable[MintedToken | str]]
+    ) -> str:
         try:
             minted = await mint()
-        except BaseException as exc:
+        except BaseException as exc:  # a failure, or this task cancelled (its loop closing)
             return self._settle(key, flight, None, exc)
         return self._settle(key, flight, minted, None)
 

@@ -10,7 +10,8 @@ here (and behind the OAuth2 sources in :mod:`zerotrust.sources.oauth2`) is
   least 5 s, but never in the first half of its lifetime);
 * single-flight: concurrent callers that need a new token (threads, or tasks of any event
   loop) share one minting; while a still-valid token is being refreshed, the others keep
-  using it;
+  using it; a task cancelled while the minting it started runs fails alone (the minting goes
+  on for the others);
 * a failed refresh while the current token is valid returns the current token (logged once,
   retried after ``retry_interval``); once it has expired, the error is raised;
 * tokens are never logged. The expiry of a token is read from its payload *without

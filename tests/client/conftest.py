@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -63,6 +63,19 @@ def send(mode: Mode, calls: Sequence[Call], **client_options: Any) -> list[httpx
             return [await client.request(m, u, **kw) for m, u, kw in map(split, calls)]
 
     return asyncio.run(run())
+
+
+def streamed(mode: Mode, *parts: bytes) -> Iterator[bytes] | AsyncIterator[bytes]:
+    """A request body that can be sent once only (a streamed upload)."""
+
+    def chunks() -> Iterator[bytes]:
+        yield from parts
+
+    async def achunks() -> AsyncIterator[bytes]:
+        for part in parts:
+            yield part
+
+    return chunks() if mode == "sync" else achunks()
 
 
 def tls(ca: DevCA, client_svid: X509Svid) -> dict[str, Any]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests._zt_https import Recorded, Reply, ZtHttpsServer
-from tests.client.conftest import CountingSource, Mode, send, tls
+from tests.client.conftest import Call, CountingSource, Mode, send, streamed, tls
 from zerotrust import SpiffeId, StaticTokenSource, X509Svid
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, SourceError
@@ -157,20 +156,19 @@ def test_other_refusals_are_never_retried(
     assert server.count() == 1 and tokens.minted == ["orders"]
 
 
-def test_streamed_body_is_not_replayed(
-    server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+def test_streamed_body_is_not_replayed_but_its_rejected_token_is_dropped(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
 ) -> None:
     server.script("/", INVALID, Reply(200))
-
-    def chunks() -> Iterator[bytes]:
-        yield b"part"
-
-    [response] = send(
-        "sync",
-        [("POST", server.url("/"), {"content": chunks()})],
-        **auth_options(ca, client_svid, tokens),
-    )
-    assert response.status_code == 401 and server.count() == 1
+    calls: list[Call] = [("POST", server.url("/"), {"content": streamed(mode, b"part")})]
+    calls.append(("GET", server.url("/")))
+    rejected, after = send(mode, calls, **auth_options(ca, client_svid, tokens))
+    assert rejected.status_code == 401 and after.status_code == 200
+    assert server.count() == 2  # the upload was not sent again
+    first, second = server.requests()
+    assert first.body == b"part"
+    assert bearer(first) == "token-1-for-orders" and bearer(second) == "token-2-for-orders"
+    assert tokens.minted == ["orders", "orders"]
 
 
 class InvalidatingSource:

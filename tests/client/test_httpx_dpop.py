@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests._zt_https import Handler, Recorded, Reply, ZtHttpsServer
-from tests.client.conftest import CLIENT_ID, Call, Mode, send, tls
+from tests.client.conftest import CLIENT_ID, Call, Mode, send, streamed, tls
 from zerotrust import DPoPConfig, FixedClock, X509Svid
 from zerotrust.adapters._status import refusal
 from zerotrust.audit import MemorySink
@@ -348,6 +348,40 @@ def test_a_nonce_challenge_is_answered_once_and_only_when_it_can_be(
     assert nonces_sent(server, "/plain") == ["abc", "fine"]
     if mode == "sync":
         assert nonces_sent(server, "/stream") == ["fine"]
+
+
+def test_a_rejected_bound_token_is_dropped_even_when_the_request_cannot_be_re_sent(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+) -> None:
+    minted: list[str] = []
+
+    def mint(audience: str) -> str:
+        minted.append(audience)
+        return bound_token(issuer, holder)
+
+    invalid = Reply(401, {"WWW-Authenticate": 'DPoP error="invalid_token"'})
+    server.script("/upload", invalid)
+    server.script("/orders", Reply(200))
+    options = {
+        **dpop_options(ca, client_svid, "unused", holder, retry=None),
+        "token_source": CachedTokenSource(mint),
+    }
+    calls: list[Call] = [
+        ("POST", server.url("/upload"), {"content": streamed(mode, b"chunk")}),
+        ("GET", server.url("/orders")),
+    ]
+    rejected, after = send(mode, calls, **options)
+    assert rejected.status_code == 401 and after.status_code == 200
+    assert server.count("/upload") == 1  # a streamed body is not sent again
+    assert len(minted) == 2  # but the token it was refused is not sent again either
+    [upload], [orders] = server.requests("/upload"), server.requests("/orders")
+    assert upload.headers["authorization"] != orders.headers["authorization"]
+    verified_proof(orders, orders.headers["authorization"].removeprefix("DPoP "))
 
 
 def test_nonces_of_retried_and_redirected_responses_count(

@@ -282,8 +282,8 @@ class ZeroTrustAuth(httpx.Auth):
       nonce sends the request once more with a proof carrying it (if its body can be
       replayed).
     * A ``401`` whose ``WWW-Authenticate`` carries ``error="invalid_token"`` makes the source drop
-      its cached token (``token_source.invalidate(audience)``, else ``clear()``) and the request is
-      sent once more with a new token, if its body can be replayed and the token changed. Other
+      its cached token (``token_source.invalidate(audience)``, else ``clear()``); the request is
+      sent once more with a new token if its body can be replayed and the token changed. Other
       401s, 403s and a second 401 are returned as they are. Concurrent rejections of the same
       token invalidate it once.
     """
@@ -373,9 +373,11 @@ class ZeroTrustAuth(httpx.Auth):
                 response = yield request
                 assert isinstance(response, httpx.Response)
                 proof.note(response, request)
-        if not invalid_token_challenge(response) or not _replayable(request):
+        if not invalid_token_challenge(response):
             return
-        self._invalidate(audience, token)
+        self._invalidate(audience, token)  # whether or not this request can be sent again
+        if not _replayable(request):
+            return  # a streamed body is gone: the 401 stands, the next request gets a new token
         fresh = yield _TokenFor(audience)
         assert isinstance(fresh, str)
         if fresh == token:

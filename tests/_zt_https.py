@@ -9,7 +9,9 @@ Responses are scripted per path: ``server.script("/x", Reply(503, {"Retry-After"
 Reply(200))`` answers the first request with 503, the second and later ones with 200 (the last
 reply repeats). ``server.handle("/x", fn)`` computes the reply from the :class:`Recorded`
 request. Unscripted paths answer 404. Connections are kept alive (HTTP/1.1) unless a reply
-says ``Connection: close``; ``Reply(drop=True)`` closes the connection without an answer.
+says ``Connection: close``; ``Reply(drop=True)`` closes the connection without an answer,
+``Reply(cut_after=n)`` after the headers and ``n`` bytes of the body, and
+``Reply(trickle=s)`` writes the body one byte every ``s`` seconds.
 
 Every request is recorded (method, path, query, headers, body, the verified client SPIFFE ID
 and leaf fingerprint, and which connection carried it); :attr:`handshakes` counts completed
@@ -51,6 +53,12 @@ class Reply:
     body: bytes = b""
     #: Close the connection without answering (the client sees a dropped connection).
     drop: bool = False
+    #: Write the body one byte at a time, pausing this many seconds before each (a server
+    #: that trickles its answer).
+    trickle: float = 0.0
+    #: Close the connection after this many bytes of the body, its full length announced
+    #: (the client sees the body cut short).
+    cut_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -139,8 +147,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(reply.body)))
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(reply.body)
+        if self.command == "HEAD":
+            return
+        body = reply.body if reply.cut_after is None else reply.body[: reply.cut_after]
+        if reply.trickle:
+            for offset in range(len(body)):
+                time.sleep(reply.trickle)
+                self.wfile.write(body[offset : offset + 1])
+        else:
+            self.wfile.write(body)
+        if reply.cut_after is not None:
+            self.close_connection = True
 
 
 class ZtHttpsServer:

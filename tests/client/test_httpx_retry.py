@@ -174,6 +174,37 @@ def test_dropped_connection_is_retried_for_get_only(
     assert server.count("/post") == 1
 
 
+@pytest.mark.parametrize(
+    ("trickle", "max_elapsed", "bound"),
+    [(0.3, 30.0, 1.0), (0.3, 0.3, 0.3), (2.0, 30.0, 1.0)],
+    ids=["trickled", "trickled-short-max-elapsed", "stalled"],
+)
+def test_a_slow_failed_answer_is_not_drained_for_long(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    trickle: float,
+    max_elapsed: float,
+    bound: float,
+) -> None:
+    """A failed attempt's body is read to keep its connection, but for a second at most and
+    never past max_elapsed: a server trickling a byte every 0.3 s, or stalling before the
+    first, costs a new connection."""
+    busy = Reply(503, {"Retry-After": "0"}, b"x" * 20, trickle=trickle)  # 6 s or more in full
+    server.script("/", busy, Reply(200, body=b"ok"))
+    policy = fast(max_elapsed=max_elapsed)
+    began = time.monotonic()
+    [response] = send(mode, [("GET", server.url("/"))], **options(ca, client_svid, policy))
+    took = time.monotonic() - began
+    assert response.status_code == 200 and response.text == "ok"
+    assert server.count() == 2
+    assert took < bound + 0.5, took
+    assert server.handshakes == 2  # the trickling connection was closed, not kept
+    # the request's own read timeout is back for the attempts after the drain
+    assert response.request.extensions["timeout"]["read"] == 5.0
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -8,9 +8,10 @@ object is made per request, so no retry state is shared between concurrent reque
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final, cast
 
 import httpx
@@ -22,8 +23,11 @@ from zerotrust.client._httpx_retry import RetryEvent, RetryPolicy, loggable_url
 
 __all__ = ["AsyncZeroTrustTransport", "ZeroTrustTransport"]
 
-#: A failed attempt's body is read (so its connection can be reused) up to this many bytes.
+#: A failed attempt's body is read (so its connection can be reused) up to this many bytes,
 _DRAIN_LIMIT: Final = 64 * 1024
+#: for at most this many seconds (and never past the policy's ``max_elapsed``): a server that
+#: trickles it costs a new connection, not the caller's time.
+_DRAIN_TIME: Final = 1.0
 
 
 class _Plan:
@@ -38,6 +42,9 @@ class _Plan:
     def __init__(self, policy: RetryPolicy, request: httpx.Request) -> None:
         self._policy = policy
         self.request = request
+        # a dict of its own (not one the caller may share between requests): the drain of a
+        # failed attempt bounds its reads through the ``timeout`` in it
+        request.extensions = dict(request.extensions)
         self.attempts = 0
         self._started = time.monotonic()
         self._first: httpx.Response | BaseException | None = None
@@ -91,6 +98,12 @@ class _Plan:
     def stop(self, state: tenacity.RetryCallState) -> bool:
         elapsed = time.monotonic() - self._started
         return self._policy.give_up(state.attempt_number, elapsed, state.upcoming_sleep)
+
+    def drain_time(self, state: tenacity.RetryCallState) -> float:
+        """How long the failed attempt's body may be read before the wait for the next one."""
+        elapsed = time.monotonic() - self._started
+        left = self._policy.max_elapsed - elapsed - state.upcoming_sleep
+        return max(0.0, min(_DRAIN_TIME, left))
 
     def notify(self, state: tenacity.RetryCallState) -> None:
         on_retry = self._policy.on_retry
@@ -186,7 +199,7 @@ class ZeroTrustTransport(httpx.BaseTransport):
             response = plan.response(state)
             if response is not None:
                 note_nonce(request, response)
-                _discard(response)
+                _discard(response, request, plan.drain_time(state))
             plan.notify(state)
 
         retrying = tenacity.Retrying(before_sleep=before_sleep, **plan.options())
@@ -246,7 +259,7 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
             response = plan.response(state)
             if response is not None:
                 note_nonce(request, response)
-                await _adiscard(response)
+                await _adiscard(response, request, plan.drain_time(state))
             plan.notify(state)
 
         retrying = tenacity.AsyncRetrying(before_sleep=before_sleep, **plan.options())
@@ -258,31 +271,55 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def _discard(response: httpx.Response) -> None:
-    """Read a little of a failed attempt's body (to keep its connection), then close it. A
-    response the wrapped transport already read (``MockTransport``, a caching transport) has
-    nothing left to drain."""
+@contextlib.contextmanager
+def _read_timeout(request: httpx.Request, seconds: float) -> Iterator[None]:
+    """Bound each read of ``request``'s response by ``seconds`` while in the block: the
+    connection pool reads the ``timeout`` in the request's extensions (the dict it was sent
+    with, which :class:`_Plan` made the request's own) as it reads the body."""
+    extensions = request.extensions
+    original = extensions.get("timeout")
+    timeouts = dict(original) if isinstance(original, dict) else {}
+    read = timeouts.get("read")
+    timeouts["read"] = seconds if read is None else min(read, seconds)
+    extensions["timeout"] = timeouts
     try:
-        read = 0
-        if not response.is_stream_consumed:
-            for chunk in response.iter_raw():
-                read += len(chunk)
-                if read > _DRAIN_LIMIT:
-                    break
+        yield
+    finally:
+        if original is None:
+            extensions.pop("timeout", None)
+        else:
+            extensions["timeout"] = original
+
+
+def _discard(response: httpx.Response, request: httpx.Request, within: float) -> None:
+    """Read a little of a failed attempt's body (to keep its connection), then close it: at
+    most ``_DRAIN_LIMIT`` bytes, and no longer than ``within`` seconds (each read is bounded by
+    half of it, and none starts after half of it has passed); past either bound, the response
+    and its connection are closed. A response the wrapped transport already read
+    (``MockTransport``, a caching transport) has nothing left to drain."""
+    try:
+        if not response.is_stream_consumed and within > 0:
+            with _read_timeout(request, within / 2):
+                read, stop = 0, time.monotonic() + within / 2
+                for chunk in response.iter_raw():
+                    read += len(chunk)
+                    if read > _DRAIN_LIMIT or time.monotonic() >= stop:
+                        break
     except (httpx.HTTPError, httpx.StreamError):
         pass  # the attempt already failed; its connection is dropped
     finally:
         response.close()
 
 
-async def _adiscard(response: httpx.Response) -> None:
+async def _adiscard(response: httpx.Response, request: httpx.Request, within: float) -> None:
     try:
-        read = 0
-        if not response.is_stream_consumed:
-            async for chunk in response.aiter_raw():
-                read += len(chunk)
-                if read > _DRAIN_LIMIT:
-                    break
+        if not response.is_stream_consumed and within > 0:
+            with _read_timeout(request, within / 2):
+                read, stop = 0, time.monotonic() + within / 2
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read > _DRAIN_LIMIT or time.monotonic() >= stop:
+                        break
     except (httpx.HTTPError, httpx.StreamError):
         pass
     finally:

@@ -17,7 +17,7 @@ from zerotrust import X509Svid
 from zerotrust.client._httpx_retry import parse_retry_after
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
-from zerotrust.httpx import RETRY_EXTENSION, RetryEvent, RetryPolicy
+from zerotrust.httpx import RETRY_EXTENSION, AsyncClient, Client, RetryEvent, RetryPolicy
 
 pytestmark = pytest.mark.network
 
@@ -203,6 +203,45 @@ def test_a_slow_failed_answer_is_not_drained_for_long(
     assert server.handshakes == 2  # the trickling connection was closed, not kept
     # the request's own read timeout is back for the attempts after the drain
     assert response.request.extensions["timeout"]["read"] == 5.0
+
+
+def test_a_failure_while_the_body_is_read_reaches_the_caller(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    """Retries cover failures before the response headers arrive; the body is streamed to the
+    caller, never buffered by the transport, so a connection lost in the middle of it is the
+    caller's error (a GET too), not a retry."""
+    events = Events()
+    server.script("/", Reply(200, body=b"0123456789", cut_after=4), Reply(200, body=b"whole"))
+    opts = options(ca, client_svid, fast(events))
+    with pytest.raises(httpx.RemoteProtocolError):
+        send(mode, [("GET", server.url("/"))], **opts)
+    assert server.count() == 1 and events == []
+
+    def streamed() -> tuple[int, bytes]:
+        got = bytearray()
+        with Client(**opts) as client, client.stream("GET", server.url("/")) as response:
+            try:
+                for chunk in response.iter_raw():
+                    got += chunk
+            except httpx.RemoteProtocolError:
+                return response.status_code, bytes(got)
+        raise AssertionError("the body was read in full")
+
+    async def astreamed() -> tuple[int, bytes]:
+        got = bytearray()
+        async with AsyncClient(**opts) as client, client.stream("GET", server.url("/")) as response:
+            try:
+                async for chunk in response.aiter_raw():
+                    got += chunk
+            except httpx.RemoteProtocolError:
+                return response.status_code, bytes(got)
+        raise AssertionError("the body was read in full")
+
+    server.script("/", Reply(200, body=b"0123456789", cut_after=4), Reply(200, body=b"whole"))
+    # streamed: the status and the first bytes reached the caller before the failure
+    assert (streamed() if mode == "sync" else asyncio.run(astreamed())) == (200, b"0123")
+    assert server.count() == 2 and events == []
 
 
 def _free_port() -> int:

@@ -12,8 +12,10 @@ for that request. Then:
   :class:`httpx.ConnectTimeout`) is retried for **every** method: nothing was sent. A refused
   server identity (:class:`~zerotrust.PeerRejected` or another certificate verification
   failure in the cause chain) is never retried;
-* other transport errors (read/write errors and timeouts, protocol errors) and the statuses
-  429, 502, 503, 504 are retried for retry-safe requests whose body can be replayed;
+* other transport errors (read/write errors and timeouts, protocol errors) before the
+  response headers arrive and the statuses 429, 502, 503, 504 are retried for retry-safe
+  requests whose body can be replayed; a failure while the response body is read (after the
+  transports returned the response) reaches the caller;
 * 401 and 403 are never retried here (see :class:`~zerotrust.httpx.ZeroTrustAuth`).
 
 The wait is the response's ``Retry-After`` (seconds or an HTTP date) capped at

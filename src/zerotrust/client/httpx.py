@@ -9,7 +9,9 @@
 * with a ``token_source``, :class:`ZeroTrustAuth` attaches the token for each request's
   audience (Bearer, or DPoP with ``dpop_key``) and re-mints once on ``invalid_token``;
 * the current OpenTelemetry context is injected (W3C ``traceparent``/``tracestate``);
-* transient failures are retried by :class:`RetryPolicy` (``retry=None`` turns it off).
+* transient failures before the response headers arrive are retried by :class:`RetryPolicy`
+  (``retry=None`` turns it off); the body is streamed to the caller, and a failure while it
+  is read is raised to the caller.
 
 A refused server identity surfaces as :class:`httpx.ConnectError` whose cause chain holds a
 :class:`~zerotrust.PeerRejected` (or OpenSSL's certificate verification error when the chain

@@ -6,7 +6,9 @@ import asyncio
 
 import httpx
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 from tests._zt_https import Reply, ZtHttpsServer
 from tests.client.conftest import Mode, send, tls
@@ -52,6 +54,53 @@ def test_injection_can_be_turned_off(
     with tracer.start_as_current_span("quiet"):
         send(mode, [("GET", server.url("/"))], **tls(ca, client_svid), trace_context=False)
     assert "traceparent" not in server.requests()[0].headers
+
+
+CALLER_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize(
+    ("ours", "expected"),
+    [(None, None), ("ours=1", "ours=1")],
+    ids=["span-without-tracestate", "span-with-tracestate"],
+)
+def test_a_replaced_traceparent_does_not_keep_the_callers_tracestate(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    ours: str | None,
+    expected: str | None,
+) -> None:
+    """The caller's tracestate belongs to the caller's traceparent (W3C Trace Context §3.3):
+    when the client's context replaces the traceparent, it goes too, unless the client's
+    context brings a tracestate of its own."""
+    context = SpanContext(
+        trace_id=0x4BF92F3577B34DA6A3CE929D0E0E4736,
+        span_id=0x00F067AA0BA902B7,
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState.from_header([ours]) if ours else TraceState(),
+    )
+    server.script("/", Reply(200))
+    caller = {"headers": {"traceparent": CALLER_PARENT, "tracestate": "theirs=old"}}
+    with trace.use_span(NonRecordingSpan(context)):
+        send(mode, [("GET", server.url("/"), caller)], **tls(ca, client_svid))
+    [record] = server.requests()
+    parent = parse_traceparent(record.headers["traceparent"])
+    assert parent is not None and parent.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert record.headers.get("tracestate") == expected
+
+
+def test_without_a_span_the_callers_trace_headers_are_kept(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    server.script("/", Reply(200))
+    caller = {"headers": {"traceparent": CALLER_PARENT, "tracestate": "theirs=old"}}
+    send(mode, [("GET", server.url("/"), caller)], **tls(ca, client_svid))
+    [record] = server.requests()
+    assert record.headers["traceparent"] == CALLER_PARENT
+    assert record.headers["tracestate"] == "theirs=old"
 
 
 def test_concurrent_tasks_keep_their_own_trace(

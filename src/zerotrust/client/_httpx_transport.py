@@ -146,8 +146,16 @@ def _check_https(request: httpx.Request) -> None:
 
 
 def _inject_trace_context(request: httpx.Request) -> None:
-    """Write the current OpenTelemetry context (``traceparent``, ...) into the headers."""
-    propagate.inject(request.headers)
+    """Write the current OpenTelemetry context (``traceparent``, ...) into the headers. A
+    ``tracestate`` the caller set goes with the ``traceparent`` it set (W3C Trace Context
+    §3.3): when a new ``traceparent`` replaces it without a ``tracestate`` of its own, the
+    caller's is removed rather than left paired with the wrong trace."""
+    injected: dict[str, str] = {}
+    propagate.inject(injected)
+    names = {name.lower() for name in injected}
+    if "traceparent" in names and "tracestate" not in names:
+        request.headers.pop("tracestate", None)
+    request.headers.update(injected)
 
 
 class ZeroTrustTransport(httpx.BaseTransport):

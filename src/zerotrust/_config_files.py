@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zerotrust._config_sources import MAX_DEPTH, check_document, fail
+from zerotrust._config_sources import MAX_DEPTH, DuplicateKey, check_document, fail, json_document
 from zerotrust.authz.loader import MAX_POLICY_BYTES
 from zerotrust.errors import MissingDependencyError
 
@@ -36,7 +36,7 @@ def read_document(path: Path, label: str) -> Any:
         if suffix in (".yaml", ".yml"):
             return check_document(_yaml_loads(text, label, path), named)
         if suffix == ".json":
-            return check_document(json.loads(text), named)
+            return check_document(json_document(text), named)
     except RecursionError:  # the parser's own stack: deeper than any bound
         raise fail(label, f"{str(path)!r} is nested deeper than {MAX_DEPTH} levels") from None
     except UnicodeDecodeError:
@@ -64,13 +64,45 @@ def _yaml_loads(text: str, label: str, path: Path) -> Any:
     except ModuleNotFoundError as exc:
         raise MissingDependencyError("pyyaml", "yaml", error=exc) from exc
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_unique_key_loader(yaml))  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         # the message only, never the excerpt of the file PyYAML adds (it may hold a secret)
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or "syntax error"
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise fail(label, f"{str(path)!r} is not valid YAML ({problem}{where})") from None
+
+
+_LOADERS: dict[str, Any] = {}
+
+
+def _unique_key_loader(yaml: Any) -> Any:
+    """PyYAML's SafeLoader, refusing a mapping that names a key twice (it keeps the last)."""
+    loader = _LOADERS.get("unique")
+    if loader is not None:
+        return loader
+
+    class UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: set[Any] = set()
+                for key_node, _ in node.value:  # the mapping's own keys: a merged one (<<)
+                    if key_node.tag == "tag:yaml.org,2002:merge":  # may be overridden
+                        continue
+                    key = self.construct_object(key_node, deep=deep)
+                    try:
+                        duplicate = key in seen
+                        seen.add(key)
+                    except TypeError:  # unhashable: SafeLoader refuses it below
+                        continue
+                    if duplicate:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, str(DuplicateKey(key)), key_node.start_mark
+                        )
+            return super().construct_mapping(node, deep)
+
+    _LOADERS["unique"] = UniqueKeyLoader
+    return UniqueKeyLoader
 
 
 def freeze(value: Any) -> Any:

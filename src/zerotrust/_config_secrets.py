@@ -13,7 +13,16 @@ from types import MappingProxyType
 from typing import Any
 
 from zerotrust._config_schema import Secret
-from zerotrust._config_sources import MAX_DEPTH, Info, Origin, check_document, env_name, fail
+from zerotrust._config_sources import (
+    MAX_DEPTH,
+    DuplicateKey,
+    Info,
+    Origin,
+    check_document,
+    env_name,
+    fail,
+    json_document,
+)
 from zerotrust.errors import ConfigurationError
 
 __all__ = ["file_path", "pairs", "read_secret_file", "secret"]
@@ -27,11 +36,15 @@ def pairs(text: str, label: str, *, secret: bool) -> dict[str, str]:
     stripped = text.strip()
     if stripped.startswith("{"):
         try:
-            document = check_document(json.loads(stripped), label)
+            document = check_document(json_document(stripped), label)
         except RecursionError:
             raise fail(label, f"is nested deeper than {MAX_DEPTH} levels") from None
         except json.JSONDecodeError as exc:
             raise fail(label, f"not valid JSON (at position {exc.pos})") from None
+        except DuplicateKey as exc:
+            raise fail(label, f"not valid JSON ({exc})") from None
+        except ValueError:  # an integer of more digits than Python converts
+            raise fail(label, "not valid JSON (a number too long)") from None
         return document  # type: ignore[no-any-return]  # "{" starts an object or nothing
     out: dict[str, str] = {}
     for index, item in enumerate(stripped.replace("\n", ",").split(",")):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import json
 import types
 import typing
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ __all__ = [
     "ENV_PREFIX",
     "MAX_DEPTH",
     "MAX_VALUES",
+    "DuplicateKey",
     "Info",
     "Layer",
     "Origin",
@@ -37,6 +39,7 @@ __all__ = [
     "env_name",
     "fail",
     "group_of",
+    "json_document",
     "mapping_layer",
     "merge",
     "resolve",
@@ -56,6 +59,28 @@ def fail(label: str, message: str) -> ConfigurationError:
 #: Bounds of a settings or policy document (a file, or JSON in an environment variable).
 MAX_DEPTH = 32
 MAX_VALUES = 100_000
+
+
+class DuplicateKey(ValueError):
+    """A JSON or YAML object names a key twice: parsers keep the last silently, so a second
+    ``"action"`` would turn a DENY rule into an ALLOW one. TOML refuses it itself."""
+
+    def __init__(self, key: object) -> None:
+        super().__init__(f"duplicate key {str(key)[:64]!r}")
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def json_document(text: str) -> Any:
+    """``json.loads`` refusing an object that names a key twice (:class:`DuplicateKey`)."""
+    return json.loads(text, object_pairs_hook=_unique)
 
 
 def check_document(document: Any, label: str) -> Any:

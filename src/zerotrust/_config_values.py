@@ -19,12 +19,14 @@ from zerotrust._config_files import freeze
 from zerotrust._config_secrets import file_path, pairs, read_secret_file, secret
 from zerotrust._config_sources import (
     MAX_DEPTH,
+    DuplicateKey,
     Info,
     Layer,
     Origin,
     check_document,
     env_name,
     fail,
+    json_document,
     sections_of,
 )
 
@@ -192,11 +194,13 @@ def _bounded(info: Info, number: float, label: str) -> float:
 
 def _json(text: str, label: str) -> Any:
     try:
-        return check_document(json.loads(text), label)
+        return check_document(json_document(text), label)
     except RecursionError:
         raise fail(label, f"is nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
         raise fail(label, f"not valid JSON ({exc.msg} at position {exc.pos})") from None
+    except DuplicateKey as exc:
+        raise fail(label, f"not valid JSON ({exc})") from None
     except ValueError:  # an integer of more digits than Python converts
         raise fail(label, "not valid JSON (a number too long)") from None
 

@@ -99,6 +99,18 @@ def test_yaml_and_json(tmp_path: Path) -> None:
         ),
         ({"rules": [{"id": "r", "when": [{"key": "claims.x"}]}]}, "rules[0].when[0]"),
         ({"rules": {"id": "r"}}, "rules: must be a list"),
+        ({"rules": None}, "rules: must be a list"),
+        ({"rules": [{"id": "r", "from": None}]}, "rules[0].from: must be a list"),
+        ({"rules": [{"id": "r", "to": None}]}, "rules[0].to: must be a list"),
+        ({"rules": [{"id": "r", "when": None}]}, "rules[0].when: must be a list"),
+        (
+            {"rules": [{"id": "r", "from": [{"subjects": {"alice": "x"}}]}]},
+            "rules[0].from[0]: subjects must be a list of strings, not a mapping",
+        ),
+        (
+            {"rules": [{"id": "r", "to": [{"methods": {"GET": 1}}]}]},
+            "rules[0].to[0]: methods must be a list of strings",
+        ),
         ({"rate_limits": [{"id": "x", "rate": "fast", "burst": 1}]}, "rate_limits[0]"),
         ({"rules": [{"id": "r", "scopes": "a b"}]}, "rules[0].scopes"),
     ],
@@ -119,6 +131,36 @@ def test_file_errors(tmp_path: Path) -> None:
     (tmp_path / "p.ini").write_text("")
     with pytest.raises(ConfigurationError, match="unknown format"):
         load_policy(tmp_path / "p.ini")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "key"),
+    [
+        ("p.json", '{"rules": [{"id": "block", "action": "DENY", "action": "ALLOW"}]}', "action"),
+        (
+            "p.yaml",
+            "rules:\n  - id: no-writes\n    action: DENY\n    to:\n      - methods: [POST]\n"
+            "    to:\n      - routes: ['/public/*']\n",
+            "to",
+        ),
+        ("p.yml", "id: a\nid: b\n", "id"),
+    ],
+)
+def test_a_key_named_twice_fails_at_load_time(
+    tmp_path: Path, name: str, text: str, key: str
+) -> None:
+    # JSON and YAML parsers keep the last value: a second "action" would make a DENY rule an
+    # ALLOW one, a second "to" would narrow what it denies (TOML refuses it by itself)
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigurationError, match=f"duplicate key '{key}'"):
+        load_policy(path)
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("rules:\n  - &base {id: reads, action: DENY}\n  - <<: *base\n    id: writes\n")
+    assert [rule.id for rule in load_policy(path).rules] == ["reads", "writes"]
 
 
 def test_a_string_where_a_boolean_belongs_fails_at_load_time(tmp_path: Path) -> None:

@@ -44,6 +44,28 @@ def test_caller_patterns_that_can_never_match_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("key", "pattern", "message"),
+    [
+        ("trust_domain", "spiffe://partner.org", "trust domains are names"),
+        ("trust_domain", "Partner.org", "lower-case"),
+        ("spiffe_id", "spiffe://partner.org*", "spiffe://example.org.evil.example"),
+        ("spiffe_id", "spiffe://PARTNER.org/ns/a/sa/b", "can never match"),
+        ("proven_by", "JWT", "proven_by is one of"),
+    ],
+)
+@pytest.mark.parametrize("side", ["values", "not_values"])
+def test_conditions_on_the_same_attributes_are_checked_alike(
+    key: str, pattern: str, message: str, side: str
+) -> None:
+    # a `when` condition on trust_domain / spiffe_id / proven_by is the Callers field by
+    # another name: a DENY rule holding a pattern that never matches would deny nothing
+    with pytest.raises(ConfigurationError, match=message) as info:
+        Condition(key, **{side: [pattern]})  # type: ignore[arg-type]
+    assert f"condition {key!r} {side}" in str(info.value)
+    Condition("claims.tenant", **{side: [pattern]})  # a claim may hold any text
+
+
+@pytest.mark.parametrize(
     ("field", "pattern"),
     [
         ("trust_domains", "partner.org"),

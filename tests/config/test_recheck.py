@@ -140,3 +140,22 @@ def test_a_constructor_error_names_the_variable_at_fault(
     with pytest.raises(ConfigurationError) as info:
         Settings.load(env={**base_env, **env})
     assert str(info.value).startswith(named), info.value
+
+
+def test_a_key_named_twice_in_json_settings_fails(tmp_path: Path, files: Path) -> None:
+    digest = "0" * 64
+    env = {
+        "ZEROTRUST_SERVICE": "orders",
+        "ZEROTRUST_TOKENS__ISSUER": ISS,
+        "ZEROTRUST_TOKENS__AUDIENCE": AUD,
+        "ZEROTRUST_TOKENS__ALGORITHMS": "ES256",
+        "ZEROTRUST_TOKENS__JWKS_FILE": str(files / "jwks.json"),
+        "ZEROTRUST_POLICY__FILE": str(files / "policy.toml"),
+        "ZEROTRUST_API_KEYS__HASHES": f'{{"ops": "{digest}", "ops": "{"1" * 64}"}}',
+    }
+    with pytest.raises(ConfigurationError, match="duplicate key 'ops'"):
+        Settings.load(env=env)
+    settings_file = tmp_path / "s.json"
+    settings_file.write_text(json.dumps(base(files))[:-1] + ', "service": "other"}')
+    with pytest.raises(ConfigurationError, match="duplicate key 'service'"):
+        Settings.load(settings_file, env={})

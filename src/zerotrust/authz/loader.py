@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from zerotrust.authz.policy import Policy, RateLimit
 from zerotrust.authz.rules import Callers, Condition, Operations, Rule, ScopeRule
@@ -69,6 +69,10 @@ _LIMIT_KEYS = {"id", "rate", "burst", "from", "to"}
 _CONDITION_KEYS = {"key", "values", "not_values"}
 
 
+#: A key left out of the document (``None`` is an explicit ``null``, which is refused).
+_ABSENT: Final[Any] = object()
+
+
 class _Ctx:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -85,8 +89,10 @@ class _Ctx:
         return value
 
     def items(self, value: Any, where: str) -> list[Any]:
-        if value is None:
+        if value is _ABSENT:
             return []
+        if value is None:  # an emptied `from:` would otherwise read as "anyone"
+            raise self.fail(where, "must be a list (leave the key out for none)")
         if not isinstance(value, list):
             raise self.fail(where, "must be a list")
         return value
@@ -111,11 +117,11 @@ def policy_from_dict(
     doc = ctx.table(document, "", _POLICY_KEYS)
     rules = [
         _rule(ctx, raw, f"rules[{i}]", hooks or {})
-        for i, raw in enumerate(ctx.items(doc.get("rules"), "rules"))
+        for i, raw in enumerate(ctx.items(doc.get("rules", _ABSENT), "rules"))
     ]
     limits = [
         _limit(ctx, raw, f"rate_limits[{i}]")
-        for i, raw in enumerate(ctx.items(doc.get("rate_limits"), "rate_limits"))
+        for i, raw in enumerate(ctx.items(doc.get("rate_limits", _ABSENT), "rate_limits"))
     ]
     policy: Policy = ctx.build(
         "policy",
@@ -154,7 +160,7 @@ def _operations(ctx: _Ctx, value: Any, where: str) -> list[Operations]:
 def _rule(ctx: _Ctx, raw: Any, where: str, hooks: Mapping[str, Callable[..., Any]]) -> Rule:
     entry = ctx.table(raw, where, _RULE_KEYS)
     conditions = []
-    for i, cond in enumerate(ctx.items(entry.get("when"), f"{where}.when")):
+    for i, cond in enumerate(ctx.items(entry.get("when", _ABSENT), f"{where}.when")):
         table = ctx.table(cond, f"{where}.when[{i}]", _CONDITION_KEYS)
         conditions.append(ctx.build(f"{where}.when[{i}]", Condition, **table))
     scopes = None
@@ -177,8 +183,8 @@ def _rule(ctx: _Ctx, raw: Any, where: str, hooks: Mapping[str, Callable[..., Any
         Rule,
         id=entry.get("id"),
         action=entry.get("action", "ALLOW"),
-        callers=_callers(ctx, entry.get("from"), f"{where}.from"),
-        operations=_operations(ctx, entry.get("to"), f"{where}.to"),
+        callers=_callers(ctx, entry.get("from", _ABSENT), f"{where}.from"),
+        operations=_operations(ctx, entry.get("to", _ABSENT), f"{where}.to"),
         when=conditions,
         scopes=scopes,
         dry_run=_bool(ctx, entry.get("dry_run", False), f"{where}.dry_run"),
@@ -195,8 +201,8 @@ def _limit(ctx: _Ctx, raw: Any, where: str) -> RateLimit:
         id=entry.get("id"),
         rate=entry.get("rate"),
         burst=entry.get("burst"),
-        callers=_callers(ctx, entry.get("from"), f"{where}.from"),
-        operations=_operations(ctx, entry.get("to"), f"{where}.to"),
+        callers=_callers(ctx, entry.get("from", _ABSENT), f"{where}.from"),
+        operations=_operations(ctx, entry.get("to", _ABSENT), f"{where}.to"),
     )
 
 

@@ -85,6 +85,8 @@ class Pattern:
 def _patterns(values: Iterable[str] | str, what: str) -> tuple[Pattern, ...]:
     if isinstance(values, str):
         raise ConfigurationError(f"{what} must be a list of strings, not a single string")
+    if isinstance(values, Mapping):  # iterating one would read its keys as the patterns
+        raise ConfigurationError(f"{what} must be a list of strings, not a mapping")
     return tuple(Pattern(v) for v in values)
 
 
@@ -325,10 +327,16 @@ _CONDITION_KEYS = (
     "actor",
     "proven_by",
 )
+#: Conditions on these keys are checked as the Callers fields on the same attributes are.
+_CONDITION_CHECKS: Final[dict[str, Callable[[tuple[Pattern, ...], str], None]]] = {
+    "spiffe_id": _check_spiffe_ids,
+    "trust_domain": _check_trust_domains,
+    "proven_by": _check_proven_by,
+}
 
 
 def _strings(values: Any, what: str) -> tuple[str, ...]:
-    if isinstance(values, str) or not isinstance(values, Iterable):
+    if isinstance(values, (str, Mapping)) or not isinstance(values, Iterable):
         raise ConfigurationError(f"{what} must be a list of strings")
     out = tuple(values)
     if not all(isinstance(v, str) for v in out):
@@ -359,6 +367,12 @@ class Condition:
         object.__setattr__(
             self, "_neg", _patterns(self.not_values, f"condition {self.key!r} not_values")
         )
+        # the checks of the same attributes in Callers: a pattern that can never match would
+        # leave a DENY rule denying nothing (or an ALLOW admitting look-alikes)
+        check = _CONDITION_CHECKS.get(self.key)
+        if check is not None:
+            check(self._pos, f"condition {self.key!r} values")
+            check(self._neg, f"condition {self.key!r} not_values")
 
     def matches(self, principal: Principal | None, *, deny: bool = False) -> bool:
         """Whether the condition holds. A request without credentials has no values: in a

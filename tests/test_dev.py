@@ -193,3 +193,20 @@ def test_a_ca_directory_others_may_write_to_is_refused(tmp_path: Path) -> None:
     ca.save(shared)
     fresh = ca.save(tmp_path / "new" / "ca")
     assert fresh.stat().st_mode & 0o777 == 0o700
+
+
+def test_an_encrypted_ca_key_is_named_as_such(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    ca_dir = DevCA.create("example.org").save(tmp_path / "ca")
+    path = ca_dir / "root.key.pem"
+    key = serialization.load_pem_private_key(path.read_bytes(), None)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pw"),
+        )
+    )
+    with pytest.raises(ConfigurationError, match=f"{path} is an encrypted private key"):
+        DevCA.load(ca_dir)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zerotrust._config_sources import MAX_DEPTH, DuplicateKey, check_document, fail, json_document
+from zerotrust._files import read_regular_file
 from zerotrust.authz.loader import MAX_POLICY_BYTES
 from zerotrust.errors import MissingDependencyError
 
@@ -21,8 +22,7 @@ _MAX_FILE_BYTES = MAX_POLICY_BYTES  # one bound for settings and policy files
 def read_document(path: Path, label: str) -> Any:
     """Parse a TOML, YAML or JSON file; errors name ``label`` and never quote the file."""
     try:
-        with path.open("rb") as file:
-            data = file.read(_MAX_FILE_BYTES + 1)
+        data = read_regular_file(path, _MAX_FILE_BYTES)
     except OSError as exc:
         raise fail(label, f"cannot read {str(path)!r} ({exc.strerror})") from None
     if len(data) > _MAX_FILE_BYTES:

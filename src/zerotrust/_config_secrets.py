@@ -23,6 +23,7 @@ from zerotrust._config_sources import (
     fail,
     json_document,
 )
+from zerotrust._files import open_regular_file, read_regular_file
 from zerotrust.errors import ConfigurationError
 
 __all__ = ["file_path", "pairs", "read_secret_file", "secret"]
@@ -68,7 +69,7 @@ def file_path(value: Any, origin: Origin, *, what: str = "") -> str:
     if origin.base is not None and not path.is_absolute():
         path = origin.base / path
     try:
-        with path.open("rb"):
+        with open_regular_file(path):
             pass
     except OSError as exc:
         raise fail(label, f"cannot read {str(path)!r} ({exc.strerror})") from None
@@ -80,8 +81,7 @@ def file_path(value: Any, origin: Origin, *, what: str = "") -> str:
 
 def read_secret_file(path: str, origin: Origin) -> str:
     try:
-        with open(path, "rb") as file:
-            data = file.read(_MAX_SECRET_FILE_BYTES + 1)
+        data = read_regular_file(path, _MAX_SECRET_FILE_BYTES)
     except OSError as exc:  # pragma: no cover - file_path() checked it; unless it just vanished
         raise fail(origin.label, f"cannot read {path!r} ({exc.strerror})") from None
     if len(data) > _MAX_SECRET_FILE_BYTES:

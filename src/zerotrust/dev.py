@@ -31,7 +31,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.errors import ConfigurationError, InvalidSpiffeId
 from zerotrust.identity import SpiffeId, TrustDomain
-from zerotrust.x509._certs import PrivateKey, read_bounded
+from zerotrust.x509._certs import PrivateKey, encrypted_pem_key, read_bounded
 from zerotrust.x509.bundle import TrustBundle
 from zerotrust.x509.svid import X509Svid, write_file_atomic
 
@@ -373,7 +373,12 @@ class DevCA:
             raise ConfigurationError(
                 f"not a zerotrust CA directory: missing {Path(exc.filename).name}"
             ) from None
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        except OSError as exc:
+            name = f" {Path(exc.filename).name}:" if exc.filename else ""
+            raise ConfigurationError(
+                f"cannot load CA from {path}:{name} {exc.strerror or type(exc).__name__}"
+            ) from None
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ConfigurationError(f"cannot load CA from {path}: {type(exc).__name__}") from None
         return cls(td, root_cert, root_key, intermediate=inter, clock=clock)
 
@@ -411,7 +416,10 @@ def _check_private(path: Path) -> None:
 
 
 def _load_key(path: Path) -> PrivateKey:
-    key = serialization.load_pem_private_key(read_bounded(path), password=None)
+    data = read_bounded(path)
+    if encrypted_pem_key(data):
+        raise ConfigurationError(f"{path} is an encrypted private key, which is not supported")
+    key = serialization.load_pem_private_key(data, password=None)
     if not isinstance(
         key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
     ):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from tests._files import settled
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
 from zerotrust.sources import FileKeySource
@@ -38,8 +38,9 @@ def public_pem(key: PrivateJWK) -> bytes:
 
 
 def bump(path: Path) -> None:
-    stat = path.stat()
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    """Mark ``path`` changed (a rewrite within one tick of a coarse clock may not change its
+    stamp) and settled: its writer finished a while ago."""
+    settled(path)
 
 
 def test_jwks_file_and_reload(tmp_path: Path) -> None:
@@ -104,6 +105,7 @@ def test_bad_update_keeps_previous_keys(tmp_path: Path) -> None:
     path.unlink()
     assert source.get_keys() is keys
     write_jwks(path, KEY_B)
+    settled(path)
     assert "b" in source.get_keys()
     assert source.last_error is None
 
@@ -146,3 +148,25 @@ def test_oversized_file_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b" " * (2 << 20))
     with pytest.raises(ConfigurationError, match="larger"):
         FileKeySource(path)
+
+
+def test_a_pem_key_file_caught_mid_block_keeps_the_keys(tmp_path: Path) -> None:
+    """A PEM block without its END line is a file caught mid-write: its complete blocks are not
+    a smaller set of keys."""
+    path = tmp_path / "keys.pem"
+    key_c = PrivateJWK.generate("ES256")
+    path.write_bytes(public_pem(key_c))
+    source = FileKeySource(path, check_interval=0)
+    keys = source.get_keys()
+    both = public_pem(KEY_A) + public_pem(KEY_B)
+    path.write_bytes(both[:-40])  # KEY_A whole, KEY_B cut
+    bump(path)
+    assert source.get_keys() is keys
+    assert source.last_error is not None and "incomplete" in source.last_error
+    path.write_bytes(both)
+    bump(path)
+    assert {key.kid for key in source.get_keys()} == {KEY_A.thumbprint(), KEY_B.thumbprint()}
+    cut = tmp_path / "cut.pem"
+    cut.write_bytes(both[:-40])
+    with pytest.raises(ConfigurationError, match="incomplete"):
+        FileKeySource(cut)

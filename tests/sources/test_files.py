@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
-from zerotrust import FileBundleSource, FileSvidSource
+from tests._files import settled
+from zerotrust import FileBundleSource, FileSvidSource, X509Svid
 from zerotrust.dev import DevCA
 from zerotrust.errors import BundleError, SvidError
 
@@ -26,6 +29,7 @@ def test_svid_reload_is_throttled(ca: DevCA, tmp_path: Path) -> None:
     ticks = Ticks()
     source = FileSvidSource(cert, key, check_interval=5, monotonic=ticks)
     second.save(cert, key)
+    settled(cert, key)
     assert source.get_x509_svid().fingerprint == first.fingerprint  # not checked yet
     ticks.now = 5
     assert source.get_x509_svid().fingerprint == second.fingerprint
@@ -63,8 +67,10 @@ def test_bundle_file_pem_then_jwks(ca: DevCA, other_ca: DevCA, tmp_path: Path) -
         [ca.root_certificate, DevCA.create("example.org").root_certificate]
     )
     path.write_text(json.dumps(rotated.to_jwks()))
+    settled(path)
     assert source.get_bundle_set().get("example.org") == rotated
     path.write_text("{not json")
+    settled(path)
     assert (
         source.get_bundle_set().get("example.org") == rotated
     )  # bad update keeps the last good one
@@ -102,9 +108,11 @@ def test_a_chain_caught_half_written_keeps_the_snapshot(
     full = (tmp_path / "n.pem").read_bytes()
     end = full.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----\n")
     cert.write_bytes(full[: end + 200])  # the leaf and the start of the intermediate
+    settled(cert, key)
     assert source.get_x509_svid() is before
     assert source.last_error is not None and "incomplete" in source.last_error
     cert.write_bytes(full)
+    settled(cert)
     assert source.get_x509_svid().fingerprint == new.fingerprint
     assert len(source.get_x509_svid().cert_chain) == 2
 
@@ -122,9 +130,11 @@ def test_a_chain_cut_inside_its_last_end_line_keeps_the_snapshot(
     new.save(tmp_path / "n.pem", key)
     full = (tmp_path / "n.pem").read_bytes()
     cert.write_bytes(full.rstrip()[:-cut])
+    settled(cert, key)
     assert source.get_x509_svid() is before
     assert source.last_error is not None and "incomplete" in source.last_error
     cert.write_bytes(full)
+    settled(cert)
     assert len(source.get_x509_svid().cert_chain) == 2
 
 
@@ -158,6 +168,7 @@ def test_oversized_files_are_refused_without_being_read(ca: DevCA, tmp_path: Pat
     before = source.get_x509_svid()
     with cert.open("r+b") as file:  # a sparse 64 MiB file
         file.truncate(64 << 20)
+    settled(cert)
     assert source.get_x509_svid() is before
     assert source.last_error is not None and "exceeds" in source.last_error
     bundle = tmp_path / "bundle.pem"
@@ -166,3 +177,132 @@ def test_oversized_files_are_refused_without_being_read(ca: DevCA, tmp_path: Pat
         file.truncate(64 << 20)
     with pytest.raises(BundleError, match="exceeds"):
         FileBundleSource({"example.org": bundle})
+
+
+# --- files caught mid-write --------------------------------------------------------------------
+
+
+def test_a_chain_caught_after_its_leaf_is_not_read_as_a_shorter_chain(
+    ca_with_intermediate: DevCA, tmp_path: Path
+) -> None:
+    """A writer caught between two PEM blocks leaves a file that parses: a chain written up to
+    its leaf is a valid one-certificate SVID, which peers could not verify. A changed file is
+    used only once it has settled."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    ca_with_intermediate.issue_svid("spiffe://example.org/a").save(cert, key)
+    settled(cert, key)
+    source = FileSvidSource(cert, key, check_interval=0)
+    before = source.get_x509_svid()
+    new = ca_with_intermediate.issue_svid("spiffe://example.org/a")
+    key.write_bytes(new.private_key_pem())
+    settled(key)
+    leaf = new.leaf.public_bytes(serialization.Encoding.PEM)
+    cert.write_bytes(leaf)  # the writer is between the leaf and the intermediate
+    assert source.get_x509_svid() is before
+    with cert.open("ab") as file:
+        file.write(new.cert_chain_pem()[len(leaf) :])
+    assert source.get_x509_svid() is before  # just written: it may not be finished
+    assert source.last_error is None  # waiting is no error
+    settled(cert)
+    assert source.get_x509_svid().fingerprint == new.fingerprint
+    assert len(source.get_x509_svid().cert_chain) == 2
+
+
+def test_a_bundle_caught_between_two_roots_is_not_read_as_a_smaller_bundle(
+    ca: DevCA, tmp_path: Path
+) -> None:
+    path = tmp_path / "bundle.pem"
+    path.write_bytes(ca.bundle.to_pem())
+    settled(path)
+    source = FileBundleSource({"example.org": path}, check_interval=0)
+    before = source.get_bundle_set()
+    one, two = DevCA.create("example.org"), DevCA.create("example.org")
+    path.write_bytes(one.bundle.to_pem())  # rewritten in place, the second root not yet
+    assert source.get_bundle_set() is before
+    with path.open("ab") as file:
+        file.write(two.bundle.to_pem())
+    settled(path)
+    bundle = source.get_bundle_set().get("example.org")
+    assert bundle is not None
+    assert bundle.x509_authorities == (one.root_certificate, two.root_certificate)
+
+
+def test_a_file_changed_while_it_was_read_is_read_again(
+    ca: DevCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zerotrust.sources import files
+
+    path = tmp_path / "bundle.pem"
+    path.write_bytes(ca.bundle.to_pem())
+    settled(path)
+    source = FileBundleSource({"example.org": path}, check_interval=0)
+    before = source.get_bundle_set()
+    one, two = DevCA.create("example.org"), DevCA.create("example.org")
+    path.write_bytes(one.bundle.to_pem())
+    settled(path)
+    real = files._load_bundle
+
+    def racing(*args: Any) -> Any:
+        loaded = real(*args)
+        with path.open("ab") as file:  # the writer goes on while the file is read
+            file.write(two.bundle.to_pem())
+        return loaded
+
+    monkeypatch.setattr(files, "_load_bundle", racing)
+    assert source.get_bundle_set() is before
+    monkeypatch.undo()
+    settled(path)
+    bundle = source.get_bundle_set().get("example.org")
+    assert bundle is not None and len(bundle.x509_authorities) == 2
+
+
+def test_a_file_dated_in_the_future_settles_once_seen_unchanged(ca: DevCA, tmp_path: Path) -> None:
+    """A modification time that cannot be trusted (a clock ahead, a copied date) does not hold
+    a rotation back: the same stamp seen for the settling time is enough."""
+    path = tmp_path / "bundle.pem"
+    path.write_bytes(ca.bundle.to_pem())
+    ticks = Ticks()
+    source = FileBundleSource({"example.org": path}, check_interval=0, monotonic=ticks)
+    before = source.get_bundle_set()
+    other = DevCA.create("example.org")
+    path.write_bytes(other.bundle.to_pem())
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 3600 * 10**9))
+    assert source.get_bundle_set() is before
+    ticks.now = 0.1
+    assert source.get_bundle_set() is before
+    ticks.now = 0.5
+    assert source.get_bundle_set().get("example.org") == other.bundle
+
+
+def test_the_first_load_does_not_wait_and_the_finished_file_replaces_it(
+    ca_with_intermediate: DevCA, tmp_path: Path
+) -> None:
+    """At start-up there is no snapshot to keep: a file caught mid-write is used at once (no
+    start-up waits for files to settle), and the finished file replaces it once settled."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    svid = ca_with_intermediate.issue_svid("spiffe://example.org/a")
+    svid.save(tmp_path / "full.pem", key)
+    leaf = svid.leaf.public_bytes(serialization.Encoding.PEM)
+    cert.write_bytes(leaf)
+    source = FileSvidSource(cert, key, check_interval=0)
+    assert len(source.get_x509_svid().cert_chain) == 1
+    with cert.open("ab") as file:
+        file.write(svid.cert_chain_pem()[len(leaf) :])
+    settled(cert)
+    assert len(source.get_x509_svid().cert_chain) == 2
+
+
+# --- errors name the file ----------------------------------------------------------------------
+
+
+def test_a_missing_svid_file_is_named(ca: DevCA, tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    ca.issue_svid("spiffe://example.org/a").save(cert, key)
+    key.unlink()
+    with pytest.raises(SvidError, match=f"cannot read SVID file {key}: No such file"):
+        FileSvidSource(cert, key)
+    with pytest.raises(SvidError, match=f"cannot read SVID key file {key}: No such file"):
+        X509Svid.load(cert, key)
+    with pytest.raises(BundleError, match=f"cannot read bundle file {key}: No such file"):
+        FileBundleSource({"example.org": key})

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from tests._files import settled
 from zerotrust import FileBundleSource, FileSvidSource, TrustBundle, X509Svid, verify_x509_svid
 from zerotrust.authn._pem import load_certificates
 from zerotrust.dev import DevCA
@@ -147,6 +148,7 @@ def test_file_sources_keep_their_snapshot_over_unreadable_files(
     svid.save(cert, key)
     svids = FileSvidSource(cert, key, check_interval=0)
     key.write_bytes(key_pem(odd_curve_key(svid)))
+    settled(key)
     assert svids.get_x509_svid().fingerprint == svid.fingerprint
     assert svids.last_error is not None
 
@@ -154,6 +156,7 @@ def test_file_sources_keep_their_snapshot_over_unreadable_files(
     bundle.write_bytes(ca.bundle.to_pem())
     bundles = FileBundleSource({"example.org": bundle}, format="pem", check_interval=0)
     bundle.write_bytes(pem(version_5(ca.root_certificate.public_bytes(DER))))
+    settled(bundle)
     assert bundles.get_bundle_set().get("example.org") == ca.bundle
     assert bundles.last_error is not None
 

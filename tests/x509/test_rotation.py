@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._files import settled
 from tests._tls import call, tls_server
 from tests._wait import eventually
 from zerotrust import (
@@ -99,9 +100,11 @@ def test_file_backed_rotation_with_torn_writes(ca: DevCA, tmp_path: Path) -> Non
         assert call(port, cctx)[2] == first.fingerprint
         # A rotation tool writes the new key first: for a moment the files do not match.
         key.write_bytes(second.private_key_pem())
+        settled(key)
         assert call(port, cctx)[2] == first.fingerprint  # the old, complete pair is still served
         assert source.last_error is not None
         cert.write_bytes(second.cert_chain_pem())
+        settled(cert)
         assert call(port, cctx)[2] == second.fingerprint
         assert source.last_error is None
         assert source.reloads == 1

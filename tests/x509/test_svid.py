@@ -132,3 +132,21 @@ def test_save_never_writes_through_a_planted_file_or_link(ca: DevCA, tmp_path: P
         p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()
     ]
     assert leftovers == []
+
+
+def test_an_encrypted_key_is_named_as_such(ca: DevCA, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    svid = ca.issue_svid("spiffe://example.org/a")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    svid.save(cert, key)
+    for fmt in (serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL):
+        key.write_bytes(
+            svid.private_key.private_bytes(
+                serialization.Encoding.PEM, fmt, serialization.BestAvailableEncryption(b"pw")
+            )
+        )
+        with pytest.raises(SvidError, match=f"{key}: SVID private key is encrypted"):
+            X509Svid.load(cert, key)
+        with pytest.raises(SvidError, match="encrypted, which is not supported"):
+            X509Svid.from_pem(cert.read_bytes(), key.read_bytes())

@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
+from zerotrust._files import read_regular_file
 from zerotrust.cli._ca import parse_duration
 from zerotrust.errors import ConfigurationError, MalformedToken, UnsupportedTokenFeature
 from zerotrust.tokens import JWK, JWKSet, PrivateJWK, TokenIssuer, TokenVerifier
@@ -109,8 +110,7 @@ def _read_token(value: str) -> str:
 
 
 def _read_key_file(path: Path) -> bytes:
-    with path.open("rb") as file:
-        data = file.read(_MAX_KEY_FILE + 1)
+    data = read_regular_file(path, _MAX_KEY_FILE)
     if len(data) > _MAX_KEY_FILE:
         raise ConfigurationError(f"{path.name} is larger than {_MAX_KEY_FILE} bytes")
     return data

@@ -35,6 +35,7 @@ from typing import Any, Final, TypeVar
 
 import httpx
 
+from zerotrust._files import open_regular_file
 from zerotrust.errors import ConfigurationError
 from zerotrust.sources._sansio import FetchError, Flow, HttpRequest, HttpResponse
 
@@ -56,6 +57,8 @@ def ssl_context(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext:
         )
     if isinstance(verify, str):
         try:
+            with open_regular_file(verify):  # OpenSSL would wait on a FIFO
+                pass
             return ssl.create_default_context(cafile=verify)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigurationError(f"cannot load CA file for verify=: {exc}") from None

@@ -4,8 +4,11 @@ Files are checked at most once per ``check_interval`` seconds, on use (no backgr
 A change is loaded completely and validated before it replaces the current snapshot: a
 half-written pair (new certificate, old key), an unparsable file or a missing file keeps the
 previous snapshot and is retried on the next check, so a rotation tool that writes the files
-one after the other never causes a failed handshake. Only the first load is fatal (at start-up,
-as a ``ConfigurationError``-derived error), never a later one.
+one after the other never causes a failed handshake. A changed file is used only once it has
+settled (unchanged while read, last modified a moment ago), so a chain or bundle caught between
+two PEM blocks is not taken for a shorter one. Only regular files are read: a FIFO or device is
+refused without being waited on. Only the first load is fatal (at start-up, as a
+``ConfigurationError``-derived error), never a later one.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
 
+from zerotrust._files import read_regular_file
 from zerotrust.errors import BundleError, ConfigurationError, SvidError, ZeroTrustError
 from zerotrust.identity import TrustDomain
 from zerotrust.tokens.jwks import JWKSet
 from zerotrust.tokens.keys import JWK
-from zerotrust.x509._certs import read_bounded
+from zerotrust.x509._certs import complete_pem_blocks, read_bounded
 from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.svid import X509Svid
 
@@ -34,10 +38,22 @@ _T = TypeVar("_T")
 _Stamp = tuple[tuple[int, int, int], ...]
 _MAX_KEY_FILE_BYTES = 1 << 20
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----.*?-----END \1-----", re.DOTALL)
+#: How long a changed file must have been left alone before a reload uses it.
+_SETTLE_SECONDS = 0.25
 
 
 class _Watched(Generic[_T]):
-    """A snapshot loaded from files, reloaded when their (inode, size, mtime) change."""
+    """A snapshot loaded from files, reloaded when their (inode, size, mtime) change.
+
+    A changed file is loaded only once it has settled: its stamp is the same before and after
+    the read, and it was last modified at least ``_SETTLE_SECONDS`` ago (or, when its
+    modification time cannot be trusted, such as one in the future, the same stamp has been
+    seen for that long). A writer caught between two PEM blocks, a chain written up to its
+    leaf, a bundle up to its first root, leaves a file that parses; waiting for the file to
+    settle keeps such a prefix from replacing a whole snapshot. The first load does not wait:
+    there is no snapshot to keep meanwhile, and should it catch a writer mid-way, the finished
+    file has another stamp and replaces it once settled.
+    """
 
     def __init__(
         self,
@@ -54,6 +70,8 @@ class _Watched(Generic[_T]):
         self._stamp = self._read_stamp()
         self._value = loader()  # first load: errors propagate, start-up fails loudly
         self._next_check = monotonic() + check_interval
+        self._pending: _Stamp | None = None  # a changed stamp waiting to settle, and since when
+        self._pending_since = 0.0
         self.last_error: str | None = None
         self.reloads = 0
 
@@ -75,20 +93,27 @@ class _Watched(Generic[_T]):
             try:
                 stamp = self._read_stamp()
             except OSError as exc:
-                self._note_error(f"cannot stat: {exc.strerror}")
+                self._note_error(f"cannot stat {exc.filename}: {exc.strerror}")
                 return self._value
             if stamp == self._stamp:
+                self._pending = None
+                return self._value
+            if self._unsettled(stamp, now):
                 return self._value
             try:
                 value = self._loader()
+                changed = self._read_stamp() != stamp
             except (ZeroTrustError, OSError) as exc:
                 # Keep the previous snapshot; the stamp is not recorded so we retry.
-                self._note_error(str(exc))
+                self._note_error(_describe(exc))
                 return self._value
             except Exception as exc:  # whatever a bad file makes a parser raise: same rule
                 self._note_error(f"cannot load: {type(exc).__name__}")
                 return self._value
-            self._value, self._stamp = value, stamp
+            if changed:  # written to while it was read: read it again once it settles
+                self._next_check = min(self._next_check, now + _SETTLE_SECONDS)
+                return self._value
+            self._value, self._stamp, self._pending = value, stamp, None
             self.last_error = None
             self.reloads += 1
             _log.info("reloaded %s", ", ".join(p.name for p in self._paths))
@@ -96,10 +121,37 @@ class _Watched(Generic[_T]):
         finally:
             self._lock.release()
 
+    def _unsettled(self, stamp: _Stamp, now: float) -> bool:
+        """Whether a changed file of ``stamp`` may still be being written; if so, the next
+        check is brought forward to when it will have settled."""
+        if stamp != self._pending:
+            self._pending, self._pending_since = stamp, now
+        seen = now - self._pending_since
+        wall = time.time_ns()
+        wait = 0.0
+        for entry, before in zip(stamp, self._stamp, strict=True):
+            if entry == before:
+                continue
+            mtime = entry[2]
+            if mtime % 1_000_000_000 == 0:  # whole seconds: maybe truncated, count from its end
+                mtime += 1_000_000_000
+            age = (wall - mtime) / 1e9
+            wait = max(wait, _SETTLE_SECONDS - max(age, seen))
+        if wait <= 0:
+            return False
+        self._next_check = min(self._next_check, now + wait)
+        return True
+
     def _note_error(self, message: str) -> None:
         if message != self.last_error:
             _log.warning("keeping previous snapshot of %s: %s", self._paths[0].name, message)
         self.last_error = message
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"cannot read {exc.filename}: {exc.strerror or exc}"
+    return str(exc)
 
 
 class FileSvidSource:
@@ -119,7 +171,7 @@ class FileSvidSource:
                 [cert, key], lambda: X509Svid.load(cert, key), check_interval, monotonic
             )
         except OSError as exc:
-            raise SvidError(f"cannot read SVID files: {exc.strerror}") from None
+            raise SvidError(f"cannot read SVID file {exc.filename}: {exc.strerror}") from None
 
     def get_x509_svid(self) -> X509Svid:
         """The current SVID; the files are re-checked at most once per ``check_interval``. A
@@ -163,7 +215,7 @@ class FileBundleSource:
         try:
             self._watched = _Watched([p for _, p in entries], load, check_interval, monotonic)
         except OSError as exc:
-            raise BundleError(f"cannot read bundle file: {exc.strerror}") from None
+            raise BundleError(f"cannot read bundle file {exc.filename}: {exc.strerror}") from None
 
     def get_bundle_set(self) -> BundleSet:
         """The current bundles; the files are re-checked at most once per ``check_interval``.
@@ -179,7 +231,7 @@ class FileBundleSource:
 
 def _load_bundle(td: TrustDomain, path: Path, fmt: str) -> TrustBundle:
     try:
-        data = read_bounded(path, what="bundle file")
+        data = read_bounded(path, what=f"bundle file {path}")
     except ValueError as exc:
         raise BundleError(str(exc)) from None
     if fmt == "jwks" or (fmt == "auto" and data.lstrip()[:1] == b"{"):
@@ -217,7 +269,9 @@ class FileKeySource:
         try:
             self._watched = _Watched([file], load, check_interval, monotonic)
         except OSError as exc:
-            raise ConfigurationError(f"cannot read key file: {exc.strerror}") from None
+            raise ConfigurationError(
+                f"cannot read key file {exc.filename}: {exc.strerror}"
+            ) from None
 
     def get_keys(self, *, missing_kid: str | None = None) -> JWKSet:
         """The keys in the file (re-read if it changed; ``missing_kid`` changes nothing)."""
@@ -240,13 +294,16 @@ class FileKeySource:
 
 
 def _load_keys(path: Path) -> JWKSet:
-    with path.open("rb") as file:
-        data = file.read(_MAX_KEY_FILE_BYTES + 1)
+    data = read_regular_file(path, _MAX_KEY_FILE_BYTES)
     if len(data) > _MAX_KEY_FILE_BYTES:
-        raise ConfigurationError(f"key file is larger than {_MAX_KEY_FILE_BYTES} bytes")
+        raise ConfigurationError(f"key file {path} is larger than {_MAX_KEY_FILE_BYTES} bytes")
     if data.lstrip()[:1] == b"{":
         keys = JWKSet.from_json(data, max_size=_MAX_KEY_FILE_BYTES)
     else:
+        if not complete_pem_blocks(data):  # caught mid-write: not a shorter set of keys
+            raise ConfigurationError(
+                f"key file {path} is incomplete (a PEM block without its END line)"
+            )
         found: list[JWK] = []
         for block in _PEM_BLOCK.finditer(data):
             if b"PRIVATE" in block.group(1):

@@ -12,6 +12,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from zerotrust._files import read_regular_file
 from zerotrust.errors import MalformedCertificate
 
 __all__ = [
@@ -20,6 +21,8 @@ __all__ = [
     "PARSE_ERRORS",
     "PrivateKey",
     "certs_to_pem",
+    "complete_pem_blocks",
+    "encrypted_pem_key",
     "fingerprint",
     "load_der_certificate",
     "load_der_chain",
@@ -118,7 +121,7 @@ def load_pem_certs(data: bytes | str, *, what: str = "certificate") -> list[x509
     raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
     if len(raw) > MAX_PEM_BYTES:
         raise ValueError(f"{what} PEM exceeds {MAX_PEM_BYTES} bytes")
-    if not _complete_blocks(raw):
+    if not complete_pem_blocks(raw):
         raise ValueError(f"{what} PEM is incomplete (a PEM block without its END line)")
     try:
         return [_checked(cert) for cert in x509.load_pem_x509_certificates(raw)]
@@ -126,7 +129,7 @@ def load_pem_certs(data: bytes | str, *, what: str = "certificate") -> list[x509
         raise ValueError(f"{what} PEM could not be parsed") from exc
 
 
-def _complete_blocks(raw: bytes) -> bool:
+def complete_pem_blocks(raw: bytes) -> bool:
     """Whether every ``BEGIN`` line of ``raw`` is closed by its own whole ``END`` line before
     the next block starts, and only whitespace follows the last one (a file cut inside its
     last ``END`` line is incomplete too)."""
@@ -146,12 +149,20 @@ def _complete_blocks(raw: bytes) -> bool:
 
 
 def read_bounded(path: Path, limit: int = MAX_PEM_BYTES, *, what: str = "file") -> bytes:
-    """At most ``limit`` bytes of ``path`` (a larger file is refused without reading it all)."""
-    with path.open("rb") as file:
-        data = file.read(limit + 1)
+    """At most ``limit`` bytes of ``path`` (a larger file is refused without reading it all).
+
+    Only a regular file is read: a FIFO, device or directory raises
+    :class:`~zerotrust._files.NotARegularFile` (an ``OSError``) without blocking."""
+    data = read_regular_file(path, limit)
     if len(data) > limit:
         raise ValueError(f"{what} exceeds {limit} bytes")
     return data
+
+
+def encrypted_pem_key(raw: bytes) -> bool:
+    """Whether ``raw`` holds a password-protected PEM private key (PKCS#8 ``ENCRYPTED PRIVATE
+    KEY``, or a traditional OpenSSL key with a ``Proc-Type: 4,ENCRYPTED`` header)."""
+    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in raw or b"Proc-Type: 4,ENCRYPTED" in raw
 
 
 def certs_to_pem(certs: Iterable[x509.Certificate]) -> bytes:

@@ -19,6 +19,7 @@ from zerotrust.x509._certs import (
     PARSE_ERRORS,
     PrivateKey,
     certs_to_pem,
+    encrypted_pem_key,
     fingerprint,
     load_pem_certs,
     read_bounded,
@@ -120,37 +121,29 @@ class X509Svid:
     def from_pem(cls, cert_chain_pem: bytes | str, key_pem: bytes | str) -> X509Svid:
         """Build an SVID from a PEM chain (leaf first) and an unencrypted PEM private key.
 
-        Size-bounded; an incomplete PEM document, an unreadable or unsupported key, or any failed
-        check of the constructor raises :class:`~zerotrust.errors.SvidError`."""
-        try:
-            certs = load_pem_certs(cert_chain_pem, what="SVID certificate")
-        except ValueError as exc:
-            raise SvidError(str(exc)) from exc
-        raw_key = key_pem.encode() if isinstance(key_pem, str) else key_pem
-        try:
-            key = serialization.load_pem_private_key(raw_key, password=None)
-        except PARSE_ERRORS as exc:
-            raise SvidError("SVID private key could not be loaded (PEM, unencrypted)") from exc
-        if not isinstance(
-            key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
-        ):
-            raise SvidError("unsupported private key type")
-        return cls(certs, key)
+        Size-bounded; an incomplete PEM document, an unreadable, encrypted or unsupported key, or
+        any failed check of the constructor raises :class:`~zerotrust.errors.SvidError`."""
+        return cls(_pem_chain(cert_chain_pem), _pem_key(key_pem))
 
     @classmethod
     def load(cls, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> X509Svid:
         """Read an SVID from a PEM chain file and a PEM key file, as :meth:`from_pem` does.
 
-        A file that cannot be read or exceeds the PEM size bound raises
-        :class:`~zerotrust.errors.SvidError`."""
+        A file that cannot be read, is not a regular file (a FIFO or device is refused without
+        waiting on it) or exceeds the PEM size bound raises
+        :class:`~zerotrust.errors.SvidError` naming the file."""
+        cert_file, key_file = Path(cert_path), Path(key_path)
+        cert = _read_svid_file(cert_file, "certificate")
+        key = _read_svid_file(key_file, "key")
         try:
-            cert = read_bounded(Path(cert_path), what="SVID certificate file")
-            key = read_bounded(Path(key_path), what="SVID key file")
-        except OSError as exc:
-            raise SvidError(f"cannot read SVID files: {exc.strerror}") from exc
-        except ValueError as exc:
-            raise SvidError(str(exc)) from None
-        return cls.from_pem(cert, key)
+            chain = _pem_chain(cert)
+        except SvidError as exc:
+            raise SvidError(f"{cert_file}: {exc}") from exc
+        try:
+            private_key = _pem_key(key)
+        except SvidError as exc:
+            raise SvidError(f"{key_file}: {exc}") from exc
+        return cls(chain, private_key)
 
     def cert_chain_pem(self) -> bytes:
         """The certificate chain as concatenated PEM certificates, leaf first."""
@@ -196,6 +189,40 @@ def write_file_atomic(path: Path, data: bytes, *, mode: int) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _read_svid_file(path: Path, what: str) -> bytes:
+    try:
+        return read_bounded(path, what=f"SVID {what} file {path}")
+    except OSError as exc:
+        raise SvidError(f"cannot read SVID {what} file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise SvidError(str(exc)) from None
+
+
+def _pem_chain(data: bytes | str) -> list[x509.Certificate]:
+    try:
+        return load_pem_certs(data, what="SVID certificate")
+    except ValueError as exc:
+        raise SvidError(str(exc)) from exc
+
+
+def _pem_key(data: bytes | str) -> PrivateKey:
+    raw = data.encode() if isinstance(data, str) else data
+    if encrypted_pem_key(raw):
+        raise SvidError(
+            "SVID private key is encrypted, which is not supported: store it unencrypted"
+            " (mode 0600)"
+        )
+    try:
+        key = serialization.load_pem_private_key(raw, password=None)
+    except PARSE_ERRORS as exc:
+        raise SvidError("SVID private key could not be loaded (PEM, unencrypted)") from exc
+    if not isinstance(
+        key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
+    ):
+        raise SvidError("unsupported private key type")
+    return key
 
 
 def _same_public_key(cert: x509.Certificate, key: PrivateKey) -> bool:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["NotARegularFile", "open_regular_file", "read_regular_file"]
+__all__ = ["NotARegularFile", "open_regular_file", "read_regular_file", "same_file"]
 
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 # O_NONBLOCK: opening a FIFO without a writer returns at once instead of waiting for one
@@ -65,3 +66,15 @@ def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
     file is too large, and the caller refuses it without having read it all."""
     with open_regular_file(path) as file:
         return file.read(limit + 1)
+
+
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same path once resolved (whether or not it
+    exists yet), or two names of one existing file (a hard link, or letter case on a file
+    system that ignores it)."""
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False

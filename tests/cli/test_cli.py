@@ -183,3 +183,50 @@ def test_inspect_escapes_what_a_certificate_says(
     assert [line for line in out.splitlines() if "spiffe://example.org/admin" in line] == [
         line for line in out.splitlines() if line.startswith(("  subject:", "  issuer:"))
     ]
+
+
+@pytest.mark.parametrize(
+    ("cert", "key"),
+    [
+        ("{tmp}/svid.pem", "{tmp}/svid.pem"),
+        ("{tmp}/svid.pem", "{tmp}/sub/../svid.pem"),
+        ("{tmp}/svid.pem", "{tmp}/hard-link.pem"),
+        ("{ca}/bundle.pem", "{tmp}/svid.key"),
+        ("{tmp}/svid.pem", "{ca}/root.key.pem"),
+        ("{tmp}/svid.pem", "{ca}/./intermediate.key.pem"),
+        ("{tmp}/svid.pem", "{link}/root.key.pem"),
+        ("{ca}/orders.pem", "{tmp}/svid.key"),
+    ],
+    ids=[
+        "same-path",
+        "same-file-spelt-otherwise",
+        "hard-links",
+        "cert-over-the-bundle",
+        "key-over-the-root-key",
+        "key-over-the-intermediate-key",
+        "through-a-link-to-the-ca",
+        "a-new-file-in-the-ca",
+    ],
+)
+def test_issue_refuses_outputs_that_collide(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cert: str, key: str
+) -> None:
+    """Writing the key over the certificate, or either into the CA's directory (its root key,
+    its bundle), would lose a file while reporting success."""
+    from zerotrust.dev import DevCA
+
+    ca_dir = DevCA.create("example.org", intermediate=True).save(tmp_path / "ca")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "svid.pem").write_text("an older certificate\n")
+    (tmp_path / "hard-link.pem").hardlink_to(tmp_path / "svid.pem")
+    (tmp_path / "link").symlink_to(ca_dir)
+    before = {path.name: path.read_bytes() for path in ca_dir.iterdir()}
+    names = {"{tmp}": str(tmp_path), "{ca}": str(ca_dir), "{link}": str(tmp_path / "link")}
+    for placeholder, value in names.items():
+        cert, key = cert.replace(placeholder, value), key.replace(placeholder, value)
+    issue = ["ca", "issue", "--dir", str(ca_dir), "--spiffe-id", "spiffe://example.org/orders"]
+    code, out, err = run(capsys, *issue, "--cert", cert, "--key", key)
+    assert code == 2 and out == ""
+    assert err.startswith("zerotrust: error: [configuration_error] ") and err.count("\n") == 1
+    assert {path.name: path.read_bytes() for path in ca_dir.iterdir()} == before
+    assert (tmp_path / "svid.pem").read_text() == "an older certificate\n"

@@ -134,6 +134,51 @@ def test_save_never_writes_through_a_planted_file_or_link(ca: DevCA, tmp_path: P
     assert leftovers == []
 
 
+def test_a_save_that_cannot_write_the_key_replaces_nothing(ca: DevCA, tmp_path: Path) -> None:
+    """Both files are written before either replaces anything: a new certificate is never
+    left beside the old key (a pair that no longer loads)."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    old, new = ca.issue_svid("spiffe://example.org/a"), ca.issue_svid("spiffe://example.org/a")
+    old.save(cert, key)
+    nowhere = tmp_path / "missing" / "k.pem"
+    with pytest.raises(FileNotFoundError) as caught:
+        new.save(cert, nowhere)
+    assert caught.value.filename == str(nowhere)  # the user's path, not a temporary file's
+    assert X509Svid.load(cert, key).fingerprint == old.fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pem", "k.pem"]
+
+
+def test_a_save_whose_certificate_cannot_replace_its_path_puts_the_key_back(
+    ca: DevCA, tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    old, new = ca.issue_svid("spiffe://example.org/a"), ca.issue_svid("spiffe://example.org/a")
+    old.save(cert, key)
+    directory = tmp_path / "a-directory.pem"
+    directory.mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        new.save(directory, key)  # the key is renamed first; the certificate's rename fails
+    assert caught.value.filename == str(directory)
+    assert key.read_bytes() == old.private_key_pem()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert X509Svid.load(cert, key).fingerprint == old.fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory.pem", "c.pem", "k.pem"]
+    assert list(directory.iterdir()) == []
+    fresh = tmp_path / "fresh.key"  # no previous key: none is left behind either
+    with pytest.raises(IsADirectoryError):
+        new.save(directory, fresh)
+    assert not fresh.exists()
+
+
+def test_a_save_to_one_path_is_refused(ca: DevCA, tmp_path: Path) -> None:
+    from zerotrust.errors import ConfigurationError
+
+    svid = ca.issue_svid("spiffe://example.org/a")
+    with pytest.raises(ConfigurationError, match="both be written"):
+        svid.save(tmp_path / "svid.pem", tmp_path / "." / "svid.pem")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_encrypted_key_is_named_as_such(ca: DevCA, tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 

@@ -13,6 +13,7 @@ from typing import Any
 from cryptography import x509
 
 from zerotrust._clock import SYSTEM_CLOCK
+from zerotrust._files import same_file
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, ZeroTrustError
 from zerotrust.x509._certs import fingerprint, load_pem_certs, read_bounded
@@ -81,7 +82,30 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _within(path: Path, directory: Path) -> bool:
+    """Whether ``path`` is ``directory`` or lies under it, through any link or spelling."""
+    top = directory.resolve()
+    for place in (path.resolve(), path.parent.resolve() / path.name):
+        for ancestor in (place, *place.parents):
+            if ancestor == top or same_file(ancestor, top):
+                return True
+    return False
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """The SVID's two files must be two files, and neither may be in the CA's directory:
+    writing there could replace the CA's own key or bundle."""
+    if same_file(args.cert, args.key):
+        raise ConfigurationError(f"--cert and --key name the same file ({args.key})")
+    for option, path in (("--cert", args.cert), ("--key", args.key)):
+        if _within(path, args.dir):
+            raise ConfigurationError(
+                f"{option} {path} is inside the CA directory {args.dir}: write the SVID elsewhere"
+            )
+
+
 def _issue(args: argparse.Namespace) -> int:
+    _check_outputs(args)
     ca = DevCA.load(args.dir)
     svid = ca.issue_svid(args.spiffe_id, ttl=args.ttl, dns_names=args.dns)
     svid.save(args.cert, args.key)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import tempfile
 from collections.abc import Iterable
 from datetime import datetime
@@ -13,7 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from zerotrust.errors import SvidError, ZeroTrustError
+from zerotrust._files import same_file
+from zerotrust.errors import ConfigurationError, SvidError, ZeroTrustError
 from zerotrust.identity import SpiffeId
 from zerotrust.x509._certs import (
     PARSE_ERRORS,
@@ -158,9 +161,25 @@ class X509Svid:
         )
 
     def save(self, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> None:
-        """Write the chain (0644) and the key (0600, created private, replaced atomically)."""
-        write_file_atomic(Path(cert_path), self.cert_chain_pem(), mode=0o644)
-        write_file_atomic(Path(key_path), self.private_key_pem(), mode=0o600)
+        """Write the chain (0644) and the key (0600, created private), each replacing its file
+        atomically.
+
+        Both are written to new files beside their paths first; only then is the key renamed
+        into place, and then the chain. A failed write replaces neither file, and a reader that
+        sees the new chain also finds its key. Errors are ``OSError`` naming ``cert_path`` or
+        ``key_path``; both naming one file is a :class:`~zerotrust.errors.ConfigurationError`."""
+        cert_file, key_file = Path(cert_path), Path(key_path)
+        if same_file(cert_file, key_file):
+            raise ConfigurationError(
+                f"the certificate and the key would both be written to {cert_file}"
+            )
+        key_tmp = _staged(key_file, self.private_key_pem(), mode=0o600)
+        try:
+            cert_tmp = _staged(cert_file, self.cert_chain_pem(), mode=0o644)
+        except BaseException:
+            key_tmp.unlink(missing_ok=True)
+            raise
+        _replace_both((key_tmp, key_file), (cert_tmp, cert_file))
 
     # An SVID is its own (static) SVID source.
     def get_x509_svid(self) -> X509Svid:
@@ -176,19 +195,86 @@ def write_file_atomic(path: Path, data: bytes, *, mode: int) -> None:
 
     The sibling has an unpredictable name and is created exclusively (``O_EXCL``, never
     through a symbolic link) readable by this user only; ``mode`` is set before any data is
-    written, so in a directory others can write to, nobody else can own or read it."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
+    written, so in a directory others can write to, nobody else can own or read it. Errors are
+    ``OSError`` naming ``path``, never the temporary file."""
+    tmp = _staged(path, data, mode=mode)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _naming(exc, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` about ``path`` (a temporary file's name means nothing to whoever asked)."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def _staged(path: Path, data: bytes, *, mode: int) -> Path:
+    """A new, synced temporary file beside ``path`` holding ``data`` (see
+    :func:`write_file_atomic`)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from None
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _naming(exc, path) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _replace_both(first: tuple[Path, Path], second: tuple[Path, Path]) -> None:
+    """Rename two staged files onto their paths, ``first`` first. If the second rename fails,
+    the first path gets its previous file back where a hard link could keep it (or loses the
+    new one if it had none): a new key is never left beside the old certificate."""
+    (first_tmp, first_path), (second_tmp, second_path) = first, second
+    existed = os.path.lexists(first_path)
+    kept = _keep_aside(first_path) if existed else None
+    try:
+        os.replace(first_tmp, first_path)
+    except OSError as exc:
+        for leftover in (first_tmp, second_tmp, kept):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
+        raise _naming(exc, first_path) from None
+    try:
+        os.replace(second_tmp, second_path)
+    except OSError as exc:
+        second_tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if kept is not None:
+                os.replace(kept, first_path)
+                kept = None
+            elif not existed:
+                first_path.unlink()
+        raise _naming(exc, second_path) from None
+    finally:
+        if kept is not None:
+            kept.unlink(missing_ok=True)
+
+
+def _keep_aside(path: Path) -> Path | None:
+    """A new hard link to the file at ``path``, to put it back if need be (``None`` where the
+    file system has no hard links)."""
+    aside = path.with_name(f".{path.name}.{secrets.token_hex(8)}.old")
+    try:
+        os.link(path, aside, follow_symlinks=False)
+    except (OSError, NotImplementedError):
+        return None
+    return aside
 
 
 def _read_svid_file(path: Path, what: str) -> bytes:

@@ -195,6 +195,57 @@ def test_a_ca_directory_others_may_write_to_is_refused(tmp_path: Path) -> None:
     assert fresh.stat().st_mode & 0o777 == 0o700
 
 
+def _intermediate_for(ca_dir: Path, trust_domain: str) -> tuple[x509.Certificate, object]:
+    """An intermediate signed by the CA's root that names another trust domain."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+
+    from zerotrust.dev import _ca_builder, _hash_for, generate_key
+    from zerotrust.identity import TrustDomain
+
+    root = x509.load_pem_x509_certificate((ca_dir / "root.crt.pem").read_bytes())
+    root_key = serialization.load_pem_private_key((ca_dir / "root.key.pem").read_bytes(), None)
+    key = generate_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "intermediate")])
+    cert = _ca_builder(
+        name,
+        root.subject,
+        key.public_key(),
+        dt.datetime.now(dt.timezone.utc),
+        dt.timedelta(days=1),
+        td=TrustDomain.parse(trust_domain),
+        path_length=0,
+    ).sign(root_key, _hash_for(root_key))  # type: ignore[arg-type]
+    return cert, key
+
+
+def test_a_trust_domain_its_certificates_do_not_name_is_refused(tmp_path: Path) -> None:
+    """X509-SVID 3.2: a CA certificate's SPIFFE ID is its trust domain's. A CA directory whose
+    ca.json was edited to another trust domain would issue SVIDs for it, and publish its bundle
+    under that name."""
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+
+    from zerotrust.identity import TrustDomain
+
+    ca_dir = DevCA.create("example.org", intermediate=True).save(tmp_path / "ca")
+    meta = json.loads((ca_dir / "ca.json").read_text())
+    (ca_dir / "ca.json").write_text(json.dumps({**meta, "trust_domain": "other.org"}))
+    edited = r"names 'spiffe://example\.org', not trust domain other\.org"
+    with pytest.raises(ConfigurationError, match=edited):
+        DevCA.load(ca_dir)
+    root = x509.load_pem_x509_certificate((ca_dir / "root.crt.pem").read_bytes())
+    root_key = serialization.load_pem_private_key((ca_dir / "root.key.pem").read_bytes(), None)
+    with pytest.raises(ConfigurationError, match="the root CA's certificate names"):
+        DevCA(TrustDomain.parse("other.org"), root, root_key)  # type: ignore[arg-type]
+    foreign = _intermediate_for(ca_dir, "other.org")
+    with pytest.raises(ConfigurationError, match="the intermediate CA's certificate names"):
+        DevCA(TrustDomain.parse("example.org"), root, root_key, intermediate=foreign)  # type: ignore[arg-type]
+    own = _intermediate_for(ca_dir, "example.org")
+    DevCA(TrustDomain.parse("example.org"), root, root_key, intermediate=own)  # type: ignore[arg-type]
+
+
 def test_an_encrypted_ca_key_is_named_as_such(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 

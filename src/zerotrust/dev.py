@@ -126,8 +126,10 @@ class DevCA:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         _check_pair("root", root_cert, root_key, root_cert)
+        _check_trust_domain("root", root_cert, trust_domain)
         if intermediate is not None:
             _check_pair("intermediate", intermediate[0], intermediate[1], root_cert)
+            _check_trust_domain("intermediate", intermediate[0], trust_domain)
         self._trust_domain = trust_domain
         self._root_cert = root_cert
         self._root_key = root_key
@@ -400,6 +402,27 @@ def _check_pair(
         raise ConfigurationError(
             f"the {name} CA's certificate is not a CA certificate issued by the root"
         )
+
+
+def _check_trust_domain(name: str, cert: x509.Certificate, trust_domain: TrustDomain) -> None:
+    """A CA certificate that names a SPIFFE ID must name ``trust_domain`` itself, without a
+    path (X509-SVID 3.2): a CA whose certificates say another trust domain would issue SVIDs
+    its own bundle does not vouch for, and publish that bundle under the wrong name."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return  # a CA certificate need not name its trust domain
+    except Exception:  # extensions cryptography cannot read
+        raise ConfigurationError(f"the {name} CA's certificate extensions cannot be read") from None
+    for uri in names.get_values_for_type(x509.UniformResourceIdentifier):
+        try:
+            spiffe_id = SpiffeId.parse(uri)
+        except InvalidSpiffeId:
+            spiffe_id = None
+        if spiffe_id is None or spiffe_id.path or spiffe_id.trust_domain != trust_domain:
+            raise ConfigurationError(
+                f"the {name} CA's certificate names {uri!r}, not trust domain {trust_domain}"
+            )
 
 
 def _check_private(path: Path) -> None:

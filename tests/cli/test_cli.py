@@ -230,3 +230,22 @@ def test_issue_refuses_outputs_that_collide(
     assert err.startswith("zerotrust: error: [configuration_error] ") and err.count("\n") == 1
     assert {path.name: path.read_bytes() for path in ca_dir.iterdir()} == before
     assert (tmp_path / "svid.pem").read_text() == "an older certificate\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["ca", "issue", "--dir", "x"],
+        ["no-such-command"],
+        ["ca", "init", "--trust-domain", "example.org", "--dir", "x", "--ttl", "forever"],
+        ["token", "verify", "e30.e30.e30", "--unknown"],
+        [],
+    ],
+)
+def test_usage_errors_are_one_line_in_the_documented_format(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("zerotrust: error: [usage_error] ") and err.count("\n") == 1
+    assert "--help" in err

@@ -299,3 +299,28 @@ def test_mint_errors(capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path]
         capsys, "token", "mint", "--key", str(private), *MINT, "--algorithm", "PS256"
     )
     assert code == 2
+
+
+def test_mint_errors_name_the_option_and_the_file(
+    capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    private, _ = keys
+    code, _, err = run(capsys, "token", "mint", "--key", str(private), *MINT, "--type", "at+jwt")
+    assert code == 2
+    assert err.startswith("zerotrust: error: [configuration_error] --type at+jwt needs --client-id")
+    assert "extra_claims" not in err
+    encrypted = tmp_path / "encrypted.pem"
+    encrypted.write_bytes(
+        PrivateJWK.generate("ES256").private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    for argv in (["token", "mint", "--key", str(encrypted), *MINT], ["jwks", str(encrypted)]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2
+        assert err == (
+            f"zerotrust: error: [configuration_error] {encrypted} is an encrypted private key,"
+            " which is not supported\n"
+        )

@@ -11,22 +11,18 @@ from collections.abc import Sequence
 
 from zerotrust._version import __version__
 from zerotrust.cli import _ca, _demo, _token
+from zerotrust.cli._parser import Parser
 from zerotrust.errors import ZeroTrustError
 
 __all__ = ["main"]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="zerotrust", description="zero-trust service identities, certificates and tokens"
     )
     parser.add_argument("--version", action="version", version=f"zerotrust {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _ca.register(commands)
     _token.register(commands)
     _demo.register(commands)

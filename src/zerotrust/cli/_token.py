@@ -17,10 +17,12 @@ from typing import Any, Final, NoReturn
 
 from zerotrust._files import read_regular_file
 from zerotrust.cli._ca import parse_duration
+from zerotrust.cli._parser import Parser
 from zerotrust.errors import ConfigurationError, MalformedToken, UnsupportedTokenFeature
 from zerotrust.tokens import JWK, JWKSet, PrivateJWK, TokenIssuer, TokenVerifier
 from zerotrust.tokens._b64 import b64url_decode
 from zerotrust.tokens._json import JSONError, loads_object, thaw
+from zerotrust.x509._certs import encrypted_pem_key
 
 _MAX_INPUT: Final = 64 * 1024
 _MAX_KEY_FILE: Final = 1 << 20
@@ -40,12 +42,12 @@ def redact(text: str) -> str:
     return _TOKEN_LIKE.sub("<redacted>", text)
 
 
-class _TokenParser(argparse.ArgumentParser):
+class _TokenParser(Parser):
     """Argument errors of the token commands may quote a token: redact it, and report
     unexpected arguments here rather than letting them reach the top-level parser."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {redact(message)}\n")
+        super().error(redact(message))
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -123,12 +125,20 @@ def _json_object(data: bytes, what: str) -> Mapping[str, Any]:
         raise ConfigurationError(f"{what} is not acceptable JSON: {exc}") from None
 
 
+def _private_pem(data: bytes, path: Path, algorithm: str | None = None) -> PrivateJWK:
+    if encrypted_pem_key(data):
+        raise ConfigurationError(f"{path} is an encrypted private key, which is not supported")
+    return PrivateJWK.from_pem(data, algorithm=algorithm)
+
+
 def _mint(args: argparse.Namespace) -> int:
+    if args.type == "at+jwt" and not args.client_id:
+        raise ConfigurationError("--type at+jwt needs --client-id (RFC 9068 requires client_id)")
     data = _read_key_file(args.key)
     if data.lstrip()[:1] == b"{":
         key = PrivateJWK.from_dict(_json_object(data, args.key.name))
     else:
-        key = PrivateJWK.from_pem(data, algorithm=args.algorithm)
+        key = _private_pem(data, args.key, args.algorithm)
     if args.algorithm is not None and args.algorithm != key.algorithm:
         raise ConfigurationError("--algorithm differs from the algorithm bound to the key")
     issuer = TokenIssuer(key, issuer=args.issuer, kid=args.kid)
@@ -231,7 +241,7 @@ def _public_keys(path: Path) -> Iterator[JWK]:
         raise ConfigurationError(f"{path.name} holds no PEM block")
     for block in blocks:
         if b"PRIVATE" in block.group(1):
-            yield PrivateJWK.from_pem(block.group(0)).public()
+            yield _private_pem(block.group(0), path).public()
         else:
             yield JWK.from_pem(block.group(0))
 

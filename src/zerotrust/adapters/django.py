@@ -13,9 +13,12 @@ Django resolves the URL after the middleware's ``__call__`` starts, so the decis
 ``process_view``, where the route template and the view's own requirement are known: one
 Guard call per request, with both. The verified :class:`~zerotrust.Principal` is then
 ``request.principal`` and :func:`zerotrust.django.current_principal` for the view.
-A request that never reaches ``process_view`` (no URL pattern matched, or an earlier view
-middleware answered) is decided when the response comes back, so every request gets exactly
-one decision and one audit event; a refusal replaces whatever response was produced.
+A request that never reaches ``process_view`` (no URL pattern matched, an earlier view
+middleware answered, or a later middleware answered before the URL was resolved, as
+``FetchFromCacheMiddleware`` does with a cached page) is decided when the response comes back,
+on the route template, requirement and URL name its URL resolves to, as ``process_view``
+would have; every request gets exactly one decision and one audit event, and a refusal
+replaces whatever response was produced.
 
 The middleware is sync and async capable without adaptation: with an async handler chain
 (ASGI) it is a coroutine function and its ``process_view`` awaits
@@ -26,6 +29,7 @@ The middleware is sync and async capable without adaptation: with an async handl
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -33,24 +37,40 @@ from zerotrust.adapters._common import forwarded_headers_to_strip
 from zerotrust.adapters._context import reset_principal, set_principal
 from zerotrust.adapters._status import refusal
 from zerotrust.adapters.django_config import DjangoConfig, get_config
-from zerotrust.adapters.django_request import STATE_ATTRIBUTE, RequestState, request_view, state_of
+from zerotrust.adapters.django_request import (
+    STATE_ATTRIBUTE,
+    RequestState,
+    request_view,
+    route_of,
+    state_of,
+)
 from zerotrust.adapters.django_require import view_requirement
 from zerotrust.adapters.wsgi import environ_key
 from zerotrust.authn.principal import Principal
 from zerotrust.authn.request import RequestView
 from zerotrust.authz.policy import Requirement
-from zerotrust.errors import MissingDependencyError
+from zerotrust.errors import ConfigurationError, MissingDependencyError
 from zerotrust.pipeline import Guard, Outcome
 
 try:
     from asgiref.sync import iscoroutinefunction, markcoroutinefunction
     from django.http import HttpResponse  # type: ignore[import-untyped, unused-ignore]
+    from django.urls import Resolver404, get_resolver  # type: ignore[import-untyped, unused-ignore]
 except ImportError as exc:  # pragma: no cover - exercised without Django installed
     raise MissingDependencyError("django", "django", error=exc) from exc
 
-__all__ = ["ZeroTrustMiddleware", "finish", "prepare", "refusal_response"]
+__all__ = [
+    "ZeroTrustMiddleware",
+    "finish",
+    "prepare",
+    "prepare_match",
+    "prepare_unreached",
+    "refusal_response",
+]
 
 Prepared = tuple[RequestView, Requirement | None]
+
+_log = logging.getLogger("zerotrust")
 
 
 def refusal_response(outcome: Outcome) -> Any:
@@ -72,6 +92,14 @@ def prepare(request: Any, view_func: Any, config: DjangoConfig) -> Prepared | No
     if view_func is None and match is not None:
         view_func = match.func
     requirement = view_requirement(view_func) if view_func is not None else None
+    return prepare_match(request, match, requirement, config)
+
+
+def prepare_match(
+    request: Any, match: Any, requirement: Requirement | None, config: DjangoConfig
+) -> Prepared | None:
+    """:func:`prepare` for a request whose ``ResolverMatch`` (``None``: no URL pattern matched)
+    and requirement are known."""
     if requirement is None and config.is_exempt(
         request.path_info, match.view_name if match is not None else None
     ):
@@ -79,7 +107,35 @@ def prepare(request: Any, view_func: Any, config: DjangoConfig) -> Prepared | No
         request.principal = None
         _strip_forwarded(request, None, config.guard)  # nothing accepted: none reach the view
         return None
-    return request_view(request), requirement
+    return request_view(request, match), requirement
+
+
+def prepare_unreached(request: Any, config: DjangoConfig) -> Prepared | ConfigurationError | None:
+    """:func:`prepare` for a request that never reached ``process_view``.
+
+    Its response came from a middleware: one after this one that answered before the URL was
+    resolved (``FetchFromCacheMiddleware`` serving a cached page), or a view middleware before
+    it. The URL is resolved as Django would have (``request.urlconf`` if set, against
+    ``request.path_info``), so the decision has the route template, the view's requirement and
+    its URL name, as in ``process_view``. No URL pattern matching is a request without a route;
+    a URL that cannot be resolved, or a match without a route template, is the
+    :class:`~zerotrust.errors.ConfigurationError` to refuse it with (fail closed).
+    """
+    match = request.resolver_match
+    if match is None:
+        try:
+            match = get_resolver(getattr(request, "urlconf", None)).resolve(request.path_info)
+        except Resolver404:
+            match = None
+        except Exception as exc:  # the request is refused; the cause stays in the log
+            return ConfigurationError(
+                f"the URL could not be resolved ({type(exc).__name__}: {exc})"
+            )
+    if match is None:
+        return prepare_match(request, None, None, config)
+    if route_of(match) is None:
+        return ConfigurationError(f"the route template of {match.view_name!r} is unknown")
+    return prepare_match(request, match, view_requirement(match.func), config)
 
 
 def finish(
@@ -163,12 +219,14 @@ class ZeroTrustMiddleware:
         try:
             response = self.get_response(request)
             if state_of(request) is None:  # the view was never reached: decide now
-                prepared = prepare(request, None, self.config)
+                prepared = prepare_unreached(request, self.config)
                 if prepared is not None:
                     guard = self.config.guard
-                    refused = finish(
-                        request, guard.evaluate(*prepared), prepared[1], guard, bind=False
-                    )
+                    if isinstance(prepared, ConfigurationError):
+                        outcome, requirement = _unresolved(request, guard, prepared), None
+                    else:
+                        outcome, requirement = guard.evaluate(*prepared), prepared[1]
+                    refused = finish(request, outcome, requirement, guard, bind=False)
                     response = _replace(response, refused)
             _bind_stream(request, response)
         finally:
@@ -189,11 +247,14 @@ class ZeroTrustMiddleware:
         try:
             response = await self.get_response(request)
             if state_of(request) is None:  # the view was never reached: decide now
-                prepared = prepare(request, None, self.config)
+                prepared = prepare_unreached(request, self.config)
                 if prepared is not None:
                     guard = self.config.guard
-                    outcome = await guard.aevaluate(*prepared)
-                    refused = finish(request, outcome, prepared[1], guard, bind=False)
+                    if isinstance(prepared, ConfigurationError):
+                        outcome, requirement = _unresolved(request, guard, prepared), None
+                    else:
+                        outcome, requirement = await guard.aevaluate(*prepared), prepared[1]
+                    refused = finish(request, outcome, requirement, guard, bind=False)
                     response = _replace(response, refused)
             _bind_stream(request, response)
         finally:
@@ -208,6 +269,12 @@ class ZeroTrustMiddleware:
             return None
         guard = self.config.guard
         return finish(request, await guard.aevaluate(*prepared), prepared[1], guard)
+
+
+def _unresolved(request: Any, guard: Guard, error: ConfigurationError) -> Outcome:
+    """The audited refusal of a request whose route could not be determined."""
+    _log.error("zerotrust: request refused: %s", error)
+    return guard.refuse(request_view(request), error)
 
 
 def _replace(response: Any, refused: Any) -> Any:

@@ -50,9 +50,10 @@ def state_of(request: Any) -> RequestState | None:
     return state if isinstance(state, RequestState) else None
 
 
-def request_view(request: Any) -> RequestView:
-    """The :class:`~zerotrust.RequestView` of a Django request (WSGI or ASGI)."""
-    route = route_of(request.resolver_match)
+def request_view(request: Any, match: Any = None) -> RequestView:
+    """The :class:`~zerotrust.RequestView` of a Django request (WSGI or ASGI), with the route of
+    ``match`` (default: ``request.resolver_match``)."""
+    route = route_of(match if match is not None else request.resolver_match)
     scope = getattr(request, "scope", None)
     if isinstance(scope, Mapping):
         return ScopeView(scope, route)

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from asgiref.sync import SyncToAsync, iscoroutinefunction
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
+from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client
 from django.test.utils import override_settings
 
-from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, policy
-from zerotrust import Guard, RateLimit
+from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, Installer, policy
+from zerotrust import Callers, Guard, Operations, Policy, RateLimit, Rule
 from zerotrust.adapters.django import ZeroTrustMiddleware
 from zerotrust.adapters.django_config import ZeroTrustImproperlyConfigured
 from zerotrust.errors import public_code
@@ -257,6 +260,86 @@ def test_regex_routes(zt: Harness) -> None:
     # any other regular expression is matched as Django reports it
     assert call("sync", "/weird/a/", zt.auth()).status_code == 200
     assert zt.sink.last.route == "^weird/(a|b)/$"
+
+
+# --- responses made by middleware after zerotrust (Django's cache) ------------------------------
+
+BATCH = "spiffe://example.org/ns/shop/sa/batch"
+#: Django's cache middleware around zerotrust, in the order its documentation gives.
+CACHED = [
+    "django.middleware.cache.UpdateCacheMiddleware",
+    "zerotrust.django.ZeroTrustMiddleware",
+    "django.middleware.cache.FetchFromCacheMiddleware",
+]
+
+
+@pytest.fixture
+def cached(install: Installer) -> Installer:
+    backend = "django.core.cache.backends.locmem.LocMemCache"
+    install.override(
+        MIDDLEWARE=CACHED,
+        CACHES={"default": {"BACKEND": backend, "LOCATION": f"zerotrust-{uuid.uuid4()}"}},
+    )
+    return install
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_a_cached_page_is_decided_with_its_views_requirement(cached: Installer, kind: str) -> None:
+    zt = cached()
+    admin = zt.auth(scopes=["orders:read", "orders:admin"])
+    assert call(kind, "/admin-report/", admin).status_code == 200  # the page is cached now
+    refused = call(kind, "/admin-report/", zt.auth())  # answered from the cache
+    assert_refused(
+        refused,
+        403,
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:admin"',
+        "insufficient_scope",
+    )
+    assert [(e.decision, e.route) for e in zt.sink.events] == [
+        ("allow", "/admin-report"),
+        ("deny", "/admin-report"),
+    ]
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_a_cached_page_is_decided_on_its_route(cached: Installer, kind: str) -> None:
+    route = "/reports/{order_id}"
+    deny = Rule(
+        id="deny-batch-reports",
+        action="DENY",
+        callers=[Callers(spiffe_ids=[BATCH])],
+        operations=[Operations(routes=[route])],
+    )
+    zt = cached(pol=Policy([deny, *policy().rules], id="orders"))
+    assert body(call(kind, "/reports/7/", zt.auth()))["principal"] == WEB  # cached
+    assert_refused(call(kind, "/reports/7/", zt.auth(subject=BATCH)), 403, None, "access_denied")
+    assert (zt.sink.last.route, zt.sink.last.rule_id) == (route, "deny-batch-reports")
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_a_cached_exempt_page_stays_exempt(cached: Installer, kind: str) -> None:
+    zt = cached()
+    for _ in range(2):  # the second answer comes from the cache: exempt by its URL name too
+        response = call(kind, "/healthz/")
+        assert response.status_code == 200 and body(response)["ok"] is True
+    assert zt.sink.events == []
+
+
+def answer_early(get_response: Callable[[HttpRequest], Any]) -> Callable[[HttpRequest], Any]:
+    """A middleware that answers itself, with a URLconf that cannot be loaded."""
+
+    def middleware(request: HttpRequest) -> Any:
+        request.urlconf = "tests.adapters.django.project.no_such_urls"
+        return HttpResponse("early")
+
+    return middleware
+
+
+def test_an_unresolvable_url_is_refused(install: Installer) -> None:
+    install.override(MIDDLEWARE=[*CACHED[1:2], f"{__name__}.answer_early"])
+    zt = install()
+    assert_refused(call("sync", "/orders/7/", zt.auth()), 500, None, "configuration_error")
+    assert (zt.sink.last.decision, zt.sink.last.route) == ("deny", None)
 
 
 # --- sync and async without adaptation, one Guard call per request ------------------------------

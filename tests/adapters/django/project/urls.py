@@ -9,6 +9,8 @@ urlpatterns = [
     path("admin-only/", views.admin_only, name="admin-only"),
     path("async-admin/", views.async_admin_only, name="async-admin"),
     path("stacked/", views.stacked),
+    path("reports/<int:order_id>/", views.report),
+    path("admin-report/", views.admin_report),
     path("hidden/", views.hidden),
     path("cbv/orders/<int:order_id>/", views.OrderView.as_view()),
     path("cbv-async/orders/<int:order_id>/", views.AsyncOrderView.as_view()),

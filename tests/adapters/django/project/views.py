@@ -9,6 +9,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.utils.decorators import method_decorator
 from django.views import View
+from django.views.decorators.cache import cache_control
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer, StaticHTMLRenderer
@@ -54,6 +55,17 @@ def admin_only(request: HttpRequest) -> JsonResponse:
 @require(scopes=["orders:admin"])
 async def async_admin_only(request: HttpRequest) -> JsonResponse:
     return JsonResponse(who(request, mode="async"))
+
+
+@cache_control(public=True, max_age=60)  # a shared cache may serve it to every caller
+def report(request: HttpRequest, order_id: int) -> JsonResponse:
+    return JsonResponse(who(request, order_id=order_id))
+
+
+@cache_control(public=True, max_age=60)
+@require(scopes=["orders:admin"])
+def admin_report(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(who(request))
 
 
 @require(callers=["spiffe://example.org/ns/shop/sa/web"])

@@ -70,7 +70,9 @@ class RequestRefused(Exception):
 
     ``outcome`` is the Guard's :class:`~zerotrust.Outcome`. The default handler returns
     :meth:`response`; an application can register its own handler
-    (``@app.errorhandler(RequestRefused)``) and keep ``exc.status`` and ``exc.headers``.
+    (``@app.errorhandler(RequestRefused)``) and keep ``exc.status`` and ``exc.headers``. A
+    handler that returns nothing (``None`` or an empty value) is answered with
+    :meth:`response`: the view never runs for a refused request.
     """
 
     def __init__(self, outcome: Outcome) -> None:
@@ -152,12 +154,23 @@ def _refuse(app: Any, req: Any, outcome: Outcome) -> Any:
     """The response to a refusal: the handler registered for :class:`RequestRefused` nearest
     the view (a blueprint's, else the application's), else the standard one. Answered here,
     not raised: a blueprint's catch-all ``errorhandler(Exception)`` would come before an
-    application's ``RequestRefused`` handler and turn a 401 into its own 500."""
+    application's ``RequestRefused`` handler and turn a 401 into its own 500.
+
+    Never ``None``: Flask runs the view when a ``before_request`` function returns ``None``, so
+    a handler that answers nothing (or an empty value) gets the standard refusal instead."""
     exc = RequestRefused(outcome)
     for name in (*req.blueprints, None):
         handler = app.error_handler_spec.get(name, {}).get(None, {}).get(RequestRefused)
         if handler is not None:
-            return app.ensure_sync(handler)(exc)
+            answer = app.ensure_sync(handler)(exc)
+            if not answer:  # None, "", {}...: Flask would run the view, or answer 200
+                _log.error(
+                    "zerotrust: the RequestRefused handler %s returned no response;"
+                    " the standard refusal answers",
+                    getattr(handler, "__qualname__", repr(handler)),
+                )
+                return exc.response()
+            return answer
     return exc.response()
 
 

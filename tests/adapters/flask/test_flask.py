@@ -310,6 +310,33 @@ def test_custom_error_handler(issuer: TokenIssuer, clock: FixedClock) -> None:
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
 
 
+@pytest.mark.parametrize("answer", [None, ""], ids=["none", "empty"])
+def test_a_handler_that_answers_nothing_never_runs_the_view(
+    issuer: TokenIssuer, clock: FixedClock, caplog: pytest.LogCaptureFixture, answer: Any
+) -> None:
+    """Flask runs the view when a before_request function returns None: a RequestRefused
+    handler that only logs (or answers an empty body) must not let the refused request in."""
+    guard, sink = make_guard(issuer, clock)
+    zt = ZeroTrust()
+    app = make_app(zt)
+
+    @app.errorhandler(RequestRefused)
+    def refused(exc: RequestRefused) -> Any:
+        return answer  # no response: a handler that forgot its return
+
+    zt.init_app(app, guard=guard)
+    with caplog.at_level(logging.ERROR, logger="zerotrust"):
+        response = app.test_client().get("/orders/7")
+    assert response.status_code == 401
+    assert response.json == {
+        "error": "missing_credentials",
+        "error_description": "authentication required",
+    }
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+    assert sink.last.decision == "deny"
+    assert "returned no response" in caplog.text
+
+
 def test_default_answer_survives_generic_http_handlers(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:

@@ -35,9 +35,15 @@ import json
 from typing import Any
 
 from zerotrust.adapters._status import refusal
-from zerotrust.adapters.django import finish, prepare
+from zerotrust.adapters.django import finish, prepare_match
 from zerotrust.adapters.django_config import get_config
 from zerotrust.adapters.django_request import state_of
+from zerotrust.adapters.django_require import (
+    covers,
+    ensure_checked,
+    instance_requirement,
+    view_requirement,
+)
 from zerotrust.authn.principal import Principal
 from zerotrust.errors import MissingDependencyError
 from zerotrust.pipeline import Outcome
@@ -152,18 +158,32 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Any:
 
 
 def decide(request: Any, view: Any) -> Outcome | None:
-    """The decision for a DRF request (``None`` when ``EXEMPT``), made at most once."""
+    """The decision for a DRF request (``None`` when ``EXEMPT``), made at most once.
+
+    The view's own requirement is read from the view instance (its class's ``required_*``
+    attributes, with those its route or ``@action`` gave it), so a decorator around
+    ``as_view()`` that hides the view class cannot drop it: made here, the decision includes
+    it; made earlier (by the middleware) without it, the request is refused with
+    ``ImproperlyConfigured`` rather than served.
+    """
     django_request = getattr(request, "_request", request)
+    needed = instance_requirement(view) if view is not None else None
     state = state_of(django_request)
-    if state is not None:
-        return state.outcome
-    config = get_config()
-    routed = django_request.resolver_match is not None
-    prepared = prepare(django_request, None if routed or view is None else type(view), config)
-    if prepared is None:
-        return None
-    outcome = config.guard.evaluate(*prepared)
-    finish(django_request, outcome, prepared[1], config.guard, bind=False)
+    if state is None:
+        config = get_config()
+        match = django_request.resolver_match
+        requirement = view_requirement(match.func) if match is not None else None
+        if needed is not None and not covers(requirement, needed):
+            requirement = needed if requirement is None else requirement & needed
+        prepared = prepare_match(django_request, match, requirement, config)
+        if prepared is None:
+            return None
+        decided = config.guard.evaluate(*prepared)
+        finish(django_request, decided, prepared[1], config.guard, bind=False)
+        return decided
+    outcome = state.outcome
+    if needed is not None and (outcome is None or outcome.allowed):
+        ensure_checked(django_request, needed, type(view).__qualname__)
     return outcome
 
 

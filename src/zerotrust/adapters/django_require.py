@@ -29,6 +29,7 @@ __all__ = [
     "REQUIREMENT_ATTRIBUTE",
     "ZeroTrustRequiredMixin",
     "class_requirement",
+    "covers",
     "ensure_checked",
     "instance_requirement",
     "require",
@@ -233,15 +234,23 @@ def view_requirement(view_func: Any) -> Requirement | None:
 def ensure_checked(request: Any, needed: Requirement | None, where: str) -> None:
     """Refuse to run a view whose requirement the middleware did not enforce."""
     state = state_of(request)
-    if state is not None and state.outcome is not None and state.outcome.allowed:
-        used = state.requirement
-        if needed is None or used is needed or (used is not None and _implies(used, needed)):
-            return
+    if (
+        state is not None
+        and state.outcome is not None
+        and state.outcome.allowed
+        and covers(state.requirement, needed)
+    ):
+        return
     raise ZeroTrustImproperlyConfigured(
         f"{where} has a zerotrust requirement that was not enforced: add "
         "'zerotrust.django.ZeroTrustMiddleware' to MIDDLEWARE, and keep the requirement "
         "visible to it (decorators in between must use functools.wraps)"
     )
+
+
+def covers(used: Requirement | None, needed: Requirement | None) -> bool:
+    """Whether a decision made with ``used`` enforced ``needed`` (``None``: nothing)."""
+    return needed is None or used is needed or (used is not None and _implies(used, needed))
 
 
 def _implies(used: Requirement, needed: Requirement) -> bool:

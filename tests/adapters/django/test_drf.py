@@ -11,6 +11,7 @@ from django.test import Client
 
 from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, Installer, policy
 from zerotrust import RateLimit
+from zerotrust.adapters.django_config import ZeroTrustImproperlyConfigured
 from zerotrust.django import ZeroTrustUser
 from zerotrust.errors import public_code
 
@@ -103,6 +104,32 @@ def test_view_required_scopes(zt: Harness, mode: str) -> None:
     assert (
         get("/api/auth-only/", zt.auth(scopes=["orders:read", "orders:admin"])).status_code == 200
     )
+
+
+def test_a_hidden_view_class_keeps_its_requirement_without_the_middleware(
+    install: Installer,
+) -> None:
+    """A decorator around ``as_view()`` without functools.wraps hides the view class from the
+    resolver match; the requirement is read from the view instance, so the decision has it."""
+    install.override(MIDDLEWARE=[])
+    zt = install()
+    refused(
+        get("/api/hidden/", zt.auth()),
+        403,
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:admin"',
+        "insufficient_scope",
+    )
+    allowed = get("/api/hidden/", zt.auth(scopes=["orders:read", "orders:admin"]))
+    assert json.loads(allowed.content) == {"principal": WEB}
+    assert [e.decision for e in zt.sink.events] == ["deny", "allow"]
+
+
+def test_a_hidden_view_class_fails_closed_with_the_middleware(zt: Harness) -> None:
+    """The middleware decided without the requirement it could not see: refused loudly, as
+    the mixin and @require refuse, never served."""
+    for scopes in (["orders:read"], ["orders:read", "orders:admin"]):
+        with pytest.raises(ZeroTrustImproperlyConfigured, match="not enforced"):
+            get("/api/hidden/", zt.auth(scopes=scopes))
 
 
 def test_an_action_may_ask_more_than_its_viewset(zt: Harness, mode: str) -> None:

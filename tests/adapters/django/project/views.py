@@ -147,6 +147,19 @@ class ApiOrders(APIView):
         )
 
 
+class ApiAdmin(APIView):
+    authentication_classes = (ZeroTrustAuthentication,)
+    permission_classes = (ZeroTrustPermission,)
+    required_scopes = ("orders:read", "orders:admin")
+
+    def get(self, request: Request) -> Response:
+        return Response({"principal": request.principal.id})
+
+
+#: as_view() behind a decorator without functools.wraps: the view class is out of sight
+api_hidden = _forgetful(ApiAdmin.as_view())
+
+
 class ApiOrdersHtml(ApiOrders):
     """Renders HTML first, as DRF's default browsable API does for a browser."""
 

@@ -37,7 +37,7 @@ from typing import Any
 from zerotrust.adapters._status import refusal
 from zerotrust.adapters.django import finish, prepare_match
 from zerotrust.adapters.django_config import get_config
-from zerotrust.adapters.django_request import state_of
+from zerotrust.adapters.django_request import request_view, state_of
 from zerotrust.adapters.django_require import (
     covers,
     ensure_checked,
@@ -217,11 +217,30 @@ class ZeroTrustPermission(BasePermission):  # type: ignore[misc, unused-ignore]
     """DRF permission: the zerotrust decision (policy and the view's requirement) must allow."""
 
     def has_permission(self, request: Any, view: Any) -> bool:
-        """DRF hook: ``True`` if the zerotrust decision allows; raises :class:`ZeroTrustRefusal`."""
+        """DRF hook: ``True`` if the zerotrust decision allows; raises :class:`ZeroTrustRefusal`.
+
+        DRF also asks about a copy of the request with another method (the actions its
+        ``OPTIONS`` metadata describes): that method is decided on its own, without an audit
+        event, so DRF describes only the actions the caller may perform."""
         outcome = decide(request, view)
+        if outcome is not None and outcome.allowed:
+            outcome = _for_method(request, outcome)
         if outcome is None or outcome.allowed:
             return True
         raise _refusal(request, outcome)
+
+
+def _for_method(request: Any, outcome: Outcome) -> Outcome:
+    """``outcome`` if it was decided for ``request``'s method, else what the Guard decides for
+    that method (:meth:`~zerotrust.Guard.explain`: nothing is consumed or audited)."""
+    django_request = getattr(request, "_request", request)
+    method = getattr(request, "method", None)
+    if not isinstance(method, str) or method == django_request.method:
+        return outcome
+    state = state_of(django_request)
+    requirement = state.requirement if state is not None else None
+    view = request_view(django_request, method=method)
+    return get_config().guard.explain(view, requirement)
 
 
 def _refusal(request: Any, outcome: Outcome) -> ZeroTrustRefusal:

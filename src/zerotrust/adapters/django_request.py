@@ -50,14 +50,16 @@ def state_of(request: Any) -> RequestState | None:
     return state if isinstance(state, RequestState) else None
 
 
-def request_view(request: Any, match: Any = None) -> RequestView:
+def request_view(request: Any, match: Any = None, *, method: str | None = None) -> RequestView:
     """The :class:`~zerotrust.RequestView` of a Django request (WSGI or ASGI), with the route of
-    ``match`` (default: ``request.resolver_match``)."""
+    ``match`` (default: ``request.resolver_match``); ``method`` describes the same request made
+    with another method (what DRF asks about a request it clones)."""
     route = route_of(match if match is not None else request.resolver_match)
     scope = getattr(request, "scope", None)
     if isinstance(scope, Mapping):
-        return ScopeView(scope, route)
-    return WSGIRequestView(request.META, route)
+        return ScopeView(scope if method is None else {**scope, "method": method}, route)
+    meta = request.META
+    return WSGIRequestView(meta if method is None else {**meta, "REQUEST_METHOD": method}, route)
 
 
 def route_of(match: Any) -> str | None:

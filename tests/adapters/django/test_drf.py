@@ -10,7 +10,7 @@ import pytest
 from django.test import Client
 
 from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, Installer, policy
-from zerotrust import RateLimit
+from zerotrust import Callers, Operations, Policy, RateLimit, Rule, ScopeRule
 from zerotrust.adapters.django_config import ZeroTrustImproperlyConfigured
 from zerotrust.django import ZeroTrustUser
 from zerotrust.errors import public_code
@@ -130,6 +130,41 @@ def test_a_hidden_view_class_fails_closed_with_the_middleware(zt: Harness) -> No
     for scopes in (["orders:read"], ["orders:read", "orders:admin"]):
         with pytest.raises(ZeroTrustImproperlyConfigured, match="not enforced"):
             get("/api/hidden/", zt.auth(scopes=scopes))
+
+
+def test_options_describes_only_the_actions_the_caller_may_perform(
+    install: Installer, mode: str
+) -> None:
+    """DRF's OPTIONS metadata asks the permission classes about a copy of the request with
+    method POST: that is decided for POST (and not audited), not answered with the OPTIONS
+    decision, so a caller who may not POST does not get the POST form."""
+    zt = install(
+        pol=Policy(
+            [
+                Rule(
+                    id="preflight",
+                    callers=[Callers(anonymous=True), Callers(trust_domains=["example.org"])],
+                    operations=[Operations(methods=["OPTIONS"])],
+                ),
+                Rule(
+                    id="writers",
+                    callers=[Callers(trust_domains=["example.org"])],
+                    operations=[Operations(methods=["POST"], routes=["/api/create"])],
+                    scopes=ScopeRule(all=["orders:write"]),
+                ),
+            ]
+        )
+    )
+
+    def actions(headers: dict[str, str]) -> Any:
+        response = Client().options("/api/create/", headers=headers)
+        assert response.status_code == 200, response.content
+        return json.loads(response.content).get("actions")
+
+    assert actions({}) is None
+    assert actions(zt.auth(scopes=["orders:read"])) is None
+    assert list(actions(zt.auth(scopes=["orders:write"]))["POST"]) == ["item", "quantity"]
+    assert [(e.method, e.decision) for e in zt.sink.events] == [("OPTIONS", "allow")] * 3
 
 
 def test_an_action_may_ask_more_than_its_viewset(zt: Harness, mode: str) -> None:

@@ -33,6 +33,7 @@ urlpatterns = [
     path("astream/", views.astream),
     path("api/orders/", views.ApiOrders.as_view()),
     path("api/hidden/", views.api_hidden),
+    path("api/create/", views.ApiCreateOrder.as_view()),
     path("api/orders-html/", views.ApiOrdersHtml.as_view()),
     path("api/auth-only/", views.ApiAuthOnly.as_view()),
     path("api/permission-only/", views.ApiPermissionOnly.as_view()),

@@ -10,6 +10,7 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import cache_control
+from rest_framework import generics, serializers
 from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer, StaticHTMLRenderer
@@ -158,6 +159,19 @@ class ApiAdmin(APIView):
 
 #: as_view() behind a decorator without functools.wraps: the view class is out of sight
 api_hidden = _forgetful(ApiAdmin.as_view())
+
+
+class OrderForm(serializers.Serializer):
+    item = serializers.CharField()
+    quantity = serializers.IntegerField()
+
+
+class ApiCreateOrder(generics.CreateAPIView):
+    """DRF describes its POST form to OPTIONS requests the caller may POST."""
+
+    authentication_classes = (ZeroTrustAuthentication,)
+    permission_classes = (ZeroTrustPermission,)
+    serializer_class = OrderForm
 
 
 class ApiOrdersHtml(ApiOrders):

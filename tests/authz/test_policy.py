@@ -784,3 +784,36 @@ def test_what_a_rule_says_of_get_it_says_of_head() -> None:
     assert not only_head.explain(who(), GET_ORDER).allowed  # HEAD does not cover GET
     assert require(methods=["GET"]).check(who(), head) is None
     assert require(methods=["HEAD"]).check(who(), GET_ORDER) is not None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "route", "matched"),
+    [
+        ("/secret", "/secret", True),
+        ("/secret", "/secret/", True),  # Flask and FastAPI keep the slash their route has
+        ("/secret/", "/secret", True),  # Django's secret/ is /secret
+        ("/secret/", "/secret/", True),
+        ("/secret", "/secretx", False),
+        ("/secret/*", "/secret", True),  # the index of a "/secret/..." tree
+        ("/secret/*", "/secret/{name}", True),
+        ("/secret/*", "/secretx", False),
+        ("/secret*", "/secret/", True),
+        ("*/edit", "/orders/{id}/edit/", True),
+        ("*/edit/", "/orders/{id}/edit", True),
+        ("*/edit", "/orders/{id}/editor", False),
+        ("/", "/", True),
+        ("/", "/secret", False),
+        ("/secret", "/", False),
+        ("*", "/", True),
+    ],
+)
+def test_routes_compare_without_regard_to_a_trailing_slash(
+    pattern: str, route: str, matched: bool
+) -> None:
+    """Frameworks disagree on trailing slashes: a rule must cover a route however the
+    framework (or the rule) writes it, in both directions."""
+    op = Operation("GET", route)
+    assert Operations(routes=[pattern]).matches(op) is matched
+    assert Operations(not_routes=[pattern]).matches(op) is not matched
+    denied = Policy([deny("no-secret", operations=[Operations(routes=[pattern])])])
+    assert denied.explain(who(), op).rule_id == ("no-secret" if matched else None)

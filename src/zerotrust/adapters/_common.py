@@ -3,8 +3,9 @@
 * :func:`route_template` turns a framework's route pattern into the neutral template policies
   are written in: the angle-bracket syntax of werkzeug/Flask and Django's ``path()``
   (``/orders/<int:order_id>``) and simple ``re_path()`` regular expressions
-  (``^orders/(?P<order_id>[0-9]+)$``) both become ``/orders/{order_id}``, so one policy file
-  works across frameworks.
+  (``^orders/(?P<order_id>[0-9]+)$``) both become ``/orders/{order_id}``, without a trailing
+  slash (:func:`~zerotrust.authz.rules.normalize_route`), so one policy file works across
+  frameworks.
 * :func:`pem_chain_der` reads client certificates that servers hand over as PEM text.
 * :func:`routeless_hazards` names the policy rules that would be weakened if requests were
   evaluated without a route template (plain WSGI middleware sees none).
@@ -21,6 +22,7 @@ from functools import lru_cache
 from zerotrust.authn._pem import pem_certificates
 from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS, TrustedProxies
 from zerotrust.authz.policy import Policy
+from zerotrust.authz.rules import normalize_route
 from zerotrust.errors import MalformedCredentials
 from zerotrust.pipeline import Outcome
 from zerotrust.x509._certs import MAX_CHAIN_LENGTH
@@ -75,15 +77,16 @@ def route_template(route: str) -> str | None:
       group becomes a placeholder, ``^orders/(?P<order_id>[0-9]+)/$`` is
       ``/orders/{order_id}/``. Any other regular expression gives ``None``.
 
-    The result always starts with ``/``; everything else is kept as written (a trailing slash
-    stays: frameworks that add one by convention may drop it).
+    The result always starts with ``/`` and has no trailing slash unless it is ``/``
+    (:func:`~zerotrust.authz.rules.normalize_route`: ``/orders/`` is ``/orders``, as in every
+    adapter); everything else is kept as written.
     """
     template = _regex_template(route) if _looks_like_regex(route) else None
     if template is None:
         if _looks_like_regex(route):
             return None
         template = _PLACEHOLDER.sub(lambda m: "{" + m.group("name") + "}", route)
-    return template if template.startswith("/") else "/" + template
+    return normalize_route(template if template.startswith("/") else "/" + template)
 
 
 def pem_chain_der(pems: Iterable[str | bytes] | str | bytes, what: str) -> tuple[bytes, ...]:

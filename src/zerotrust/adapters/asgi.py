@@ -30,6 +30,7 @@ from zerotrust.adapters._common import forwarded_headers_to_strip, routeless_haz
 from zerotrust.adapters._context import _current, current_principal
 from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
 from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS
+from zerotrust.authz.rules import normalize_route
 from zerotrust.errors import ConfigurationError
 from zerotrust.pipeline import Guard, Outcome
 
@@ -93,7 +94,9 @@ class ZeroTrustMiddleware:
     """Authenticate, authorize and audit every ``http`` and ``websocket`` request.
 
     ``exempt`` lists route templates that skip the Guard entirely (health checks, the OpenAPI
-    document); only a request the router matches to one of them is exempt, never a raw path.
+    document), trailing slash as the application writes it; only a request the router
+    matches to one of them is exempt, never a raw path. The Guard sees templates without a
+    trailing slash (``/healthz/`` is ``/healthz``), as in every adapter.
     ``route_template(scope)`` supplies route templates for applications without a Starlette
     router; without either, building the middleware fails if the policy has rules that a
     request without a route would escape (see ``routeless_hazards``).
@@ -139,11 +142,13 @@ class ZeroTrustMiddleware:
         except ConfigurationError as exc:  # a route matched but its template is unknown
             route, unresolved = None, exc
             _log.error("zerotrust: request refused: %s", exc)
-        if route is not None and route in self.exempt:
-            # nothing is accepted on an exempt route: no forwarded certificate reaches it either
-            strip_scope_headers(scope, self._forwarded, self._forwarded)
-            await self.app(scope, receive, send)
-            return
+        if route is not None:
+            if route in self.exempt:  # the template as the application writes it
+                # nothing is accepted on an exempt route: no forwarded certificate reaches it
+                strip_scope_headers(scope, self._forwarded, self._forwarded)
+                await self.app(scope, receive, send)
+                return
+            route = normalize_route(route)  # "/orders/" is "/orders", as in every adapter
         view = ScopeView(scope, route)
         if unresolved is not None:
             outcome = self.guard.refuse(view, unresolved)

@@ -9,8 +9,8 @@
   integration filled it in). Forwarded certificate *headers* are left to the authenticator,
   which believes them only from trusted proxies.
 * ``route`` -- the resolver match's route in the neutral template form: ``path("orders/<int:
-  order_id>/")`` is ``/orders/{order_id}`` (Django's customary trailing slash is dropped, so one
-  policy file serves every framework); a simple ``re_path()`` converts the same way
+  order_id>/")`` is ``/orders/{order_id}`` (the trailing slash is dropped, as in every adapter,
+  so one policy file serves every framework); a simple ``re_path()`` converts the same way
   (``^orders/(?P<order_id>[0-9]+)/$``), any other regular expression is used as Django reports
   it in ``request.resolver_match.route``. ``None`` when no URL pattern matched.
 """
@@ -71,11 +71,8 @@ def route_of(match: Any) -> str | None:
         return None
     template = _templates.get(route)
     if template is None:
-        converted = route_template(route)
-        if converted is None:
-            template = route
-        else:
-            template = converted if converted == "/" else converted.removesuffix("/")
+        converted = route_template(route)  # without Django's customary trailing slash
+        template = route if converted is None else converted
         if len(_templates) < 4096:  # routes are finite; the bound only guards against misuse
             _templates[route] = template
     return template

@@ -54,6 +54,7 @@ from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
 from zerotrust.adapters.asgi import STATE_OUTCOME, ZeroTrustMiddleware, publish
 from zerotrust.authn.principal import Principal
 from zerotrust.authz.policy import Requirement, require
+from zerotrust.authz.rules import normalize_route
 from zerotrust.identity.match import Matcher
 from zerotrust.pipeline import Guard, Outcome
 
@@ -111,7 +112,8 @@ def _route_of(scope: MutableMapping[str, Any]) -> str | None:
     if owner is None:
         return None
     fresh = {key: scope[key] for key in _ASGI_KEYS if key in scope}  # as before routing
-    return route_template_for(owner, fresh)
+    template = route_template_for(owner, fresh)
+    return normalize_route(template) if template is not None else None
 
 
 async def _authorize(

@@ -37,6 +37,7 @@ from zerotrust.adapters._status import refusal
 from zerotrust.adapters.wsgi import WSGIRequestView, strip_forwarded_headers
 from zerotrust.authn.principal import Principal
 from zerotrust.authz.policy import Requirement, require
+from zerotrust.authz.rules import normalize_route
 from zerotrust.identity.match import Matcher
 from zerotrust.pipeline import Guard, Outcome
 
@@ -128,7 +129,7 @@ class _AppState:
         found = self.routes.get(key)
         if found is None:
             view = app.view_functions.get(rule.endpoint)
-            template = route_template(rule.rule) or rule.rule
+            template = route_template(rule.rule) or normalize_route(rule.rule)
             found = _Route(view, template, rule.endpoint in self.exempt)
             if len(self.routes) < 65536:  # one entry per URL rule
                 self.routes[key] = found
@@ -147,7 +148,7 @@ def _template_of_refused_method(app: Any, req: Any) -> str | None:
         )
     except HTTPException:
         return None
-    return route_template(rule.rule) or rule.rule
+    return route_template(rule.rule) or normalize_route(rule.rule)
 
 
 def _refuse(app: Any, req: Any, outcome: Outcome) -> Any:

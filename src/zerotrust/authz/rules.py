@@ -161,6 +161,34 @@ def _any(patterns: tuple[Pattern, ...], value: str | None) -> bool:
     return False
 
 
+def normalize_route(route: str) -> str:
+    """``route`` without its trailing slash (``/orders/`` is ``/orders``); ``/`` stays ``/``.
+
+    Frameworks disagree on trailing slashes (Django routes conventionally end with one, Flask
+    and FastAPI routes as their authors wrote them), so the adapters give route templates in
+    this form, and :class:`Operations` compares routes and ``routes`` patterns without it.
+    """
+    stripped = route.rstrip("/")
+    return stripped or route[:1]
+
+
+def _compared_route(route: str) -> str:
+    """The form routes and ``routes`` patterns are compared in: one trailing slash, always
+    (``/orders`` and ``/orders/`` are both ``/orders/``), so a prefix pattern ``/orders/*``
+    also covers the route ``/orders``."""
+    return route.rstrip("/") + "/"
+
+
+def _route_pattern(pattern: Pattern) -> Pattern:
+    """``pattern`` as it applies to routes in their compared form (:func:`_compared_route`)."""
+    kind, core = pattern._kind, pattern._text
+    if kind == "exact":
+        return Pattern(_compared_route(core))
+    if kind == "suffix":
+        return Pattern("*" + _compared_route(core))
+    return pattern  # a prefix applies as written; "*" matches every route
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
     """What is being called: the neutral description of a request for policy matching."""
@@ -169,6 +197,11 @@ class Operation:
     route: str | None
     kind: str = "http"
     path: str = ""
+    _route_key: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.route is not None:
+            object.__setattr__(self, "_route_key", _compared_route(self.route))
 
 
 _CALLER_FIELDS = (
@@ -294,14 +327,22 @@ class Operations:
             _patterns(getattr(self, n), n)
             for n in ("methods", "not_methods", "routes", "not_routes", "kinds")
         )
+        # routes compare without regard to a trailing slash (see normalize_route)
+        compiled = (
+            *compiled[:2],
+            tuple(_route_pattern(p) for p in compiled[2]),
+            tuple(_route_pattern(p) for p in compiled[3]),
+            compiled[4],
+        )
         _check_methods(compiled[0], "operations.methods")
         _check_methods(compiled[1], "operations.not_methods")
         object.__setattr__(self, "_compiled", compiled)
 
     def matches(self, op: Operation) -> bool:
         """Whether ``op`` matches every given field. Methods compare in upper case, and what a
-        field says of ``GET`` it says of ``HEAD``; a request without a route template matches no
-        ``routes`` pattern."""
+        field says of ``GET`` it says of ``HEAD``; routes compare without regard to a trailing
+        slash (``/orders/`` is ``/orders``, and ``/orders/*`` covers it); a request without a
+        route template matches no ``routes`` pattern."""
         methods, not_methods, routes, not_routes, kinds = self._compiled
         method = op.method.upper()
         # Frameworks answer HEAD with the GET handler (RFC 9110 9.3.2: GET without content),
@@ -311,9 +352,9 @@ class Operations:
             return False
         if not_methods and (_any(not_methods, method) or (head and _any(not_methods, "GET"))):
             return False
-        if routes and not _any(routes, op.route):
+        if routes and not _any(routes, op._route_key):
             return False
-        if not_routes and _any(not_routes, op.route):
+        if not_routes and _any(not_routes, op._route_key):
             return False
         return not (kinds and not _any(kinds, op.kind))
 

@@ -110,6 +110,37 @@ def test_a_deny_rule_behind_a_mount_with_a_converter_holds() -> None:
     assert sink.last.rule_id == "no-tenant-admin"
 
 
+@pytest.mark.parametrize("pattern", ["/secret", "/secret/", "/secret/*"])
+@pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "dependency"])
+def test_a_route_with_a_trailing_slash_is_covered_however_a_rule_writes_it(
+    middleware: bool, pattern: str
+) -> None:
+    """FastAPI keeps a route's trailing slash, Django drops it: the template has none, rules
+    compare without one, and the exempt list names the route as the application writes it."""
+    issuer, allowing, sink = allow_all()
+    deny = Rule(id="no-secret", action="DENY", operations=[Operations(routes=[pattern])])
+    policy = Policy([deny, *allowing.policy.rules])
+    zt = ZeroTrust(Guard(authenticator=allowing.authenticator, policy=policy, audit=sink))
+    app = FastAPI()
+
+    @app.get("/secret/")
+    async def secret(principal: Annotated[Principal, Security(zt)]) -> Any:
+        return {"secret": True}  # pragma: no cover - refused
+
+    @app.get("/healthz/")
+    async def healthz() -> Any:
+        return {"ok": True}
+
+    zt.install(app, middleware=middleware, exempt=["/healthz/"] if middleware else ())
+    with client(app) as http:
+        token = issuer.issue(subject=WEB, audience=AUD)
+        assert http.get("/secret/", headers=bearer(token)).status_code == 403
+        assert (sink.last.route, sink.last.rule_id) == ("/secret", "no-secret")
+        if middleware:
+            assert http.get("/healthz/").status_code == 200
+            assert sink.last.route == "/secret"  # exempt: no event
+
+
 def test_fastapi_included_routers() -> None:
     app = FastAPI()
     v1 = APIRouter(prefix="/v1")

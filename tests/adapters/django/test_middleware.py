@@ -253,6 +253,21 @@ def test_unresolved_paths_are_decided_too(zt: Harness, kind: str) -> None:
     assert [e.route for e in zt.sink.events] == [None, None, None]
 
 
+@pytest.mark.parametrize(
+    ("pattern", "path"), [("/orders/{order_id}/", "/orders/7/"), ("/probe/*", "/probe/")]
+)
+def test_rules_cover_routes_however_they_write_the_trailing_slash(
+    install: Installer, pattern: str, path: str
+) -> None:
+    """Django's orders/<int:order_id>/ is /orders/{order_id}: a rule written with the slash
+    (as a Flask or FastAPI route would have it), or a prefix of the route's own tree, covers it."""
+    deny = Rule(id="no-web", action="DENY", callers=[Callers(spiffe_ids=[WEB])],
+                operations=[Operations(routes=[pattern])])  # fmt: skip
+    zt = install(pol=Policy([deny, *policy().rules], id="orders"))
+    assert_refused(call("sync", path, zt.auth()), 403, None, "access_denied")
+    assert zt.sink.last.rule_id == "no-web"
+
+
 def test_regex_routes(zt: Harness) -> None:
     # a simple re_path() has a template ("anonymous-probe" allows /legacy/{order_id})
     assert call("sync", "/legacy/7/").status_code == 200

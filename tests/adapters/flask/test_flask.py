@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask import Blueprint, Flask, jsonify
 
-from zerotrust import FixedClock, Policy, RateLimit, Request, Rule, TokenIssuer
+from zerotrust import FixedClock, Operations, Policy, RateLimit, Request, Rule, TokenIssuer
 from zerotrust.errors import ConfigurationError
 from zerotrust.flask import RequestRefused, ZeroTrust, current_principal
 from zerotrust.tokens import PrivateJWK
@@ -567,3 +567,23 @@ def test_an_unsupported_scheme_is_challenged_without_an_error_code(
         "error_description": "authentication required",
     }
     assert sink.last.reason == "unsupported_scheme"
+
+
+@pytest.mark.parametrize("pattern", ["/reports", "/reports/", "/reports/*"])
+def test_a_route_with_a_trailing_slash_is_covered_however_a_rule_writes_it(
+    issuer: TokenIssuer, clock: FixedClock, pattern: str
+) -> None:
+    """Flask keeps the slash a rule is written with; Django drops it. One policy file must
+    cover both: the template has no trailing slash and rules compare without one."""
+    deny = Rule(id="no-reports", action="DENY", operations=[Operations(routes=[pattern])])
+    guard, sink = make_guard(issuer, clock, policy=Policy([deny, Rule(id="all")]))
+    app = Flask("slashes")
+    ZeroTrust(app, guard=guard)
+
+    @app.get("/reports/")
+    def reports() -> Any:  # pragma: no cover - refused
+        return {"reports": []}
+
+    token = issuer.issue(subject=WEB, audience=AUD)
+    assert app.test_client().get("/reports/", headers=bearer(token)).status_code == 403
+    assert (sink.last.route, sink.last.rule_id) == ("/reports", "no-reports")

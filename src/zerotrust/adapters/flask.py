@@ -244,7 +244,11 @@ class ZeroTrust:
     def init_app(
         self, app: Flask, *, guard: Guard | None = None, exempt: Iterable[str] | None = None
     ) -> None:
-        """Install the checks on ``app`` (the application-factory pattern)."""
+        """Install the checks on ``app`` (the application-factory pattern).
+
+        The check runs among the application's ``before_request`` functions in the order they
+        were registered: call this before ``register_blueprint`` when a blueprint's
+        ``before_app_request`` functions should see only checked requests."""
         guard = guard if guard is not None else self.guard
         if not isinstance(guard, Guard):
             raise ConfigurationError("ZeroTrust needs guard=Guard(...) (here or in init_app)")

@@ -587,3 +587,32 @@ def test_a_route_with_a_trailing_slash_is_covered_however_a_rule_writes_it(
     token = issuer.issue(subject=WEB, audience=AUD)
     assert app.test_client().get("/reports/", headers=bearer(token)).status_code == 403
     assert (sink.last.route, sink.last.rule_id) == ("/reports", "no-reports")
+
+
+def test_blueprints_registered_after_init_app_see_only_checked_requests(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """The documented factory order: init_app, then register_blueprint. A blueprint's
+    before_app_request function then runs after the check, sees the principal, and never
+    sees a refused request."""
+    guard, _ = make_guard(issuer, clock, policy=Policy([Rule(id="all")]))
+    zt = ZeroTrust()
+    api = Blueprint("api", __name__, url_prefix="/api")
+    seen: list[str | None] = []
+
+    @api.before_app_request
+    def load_account() -> None:
+        seen.append(current_principal.subject if current_principal else None)
+
+    @api.get("/me")
+    def me() -> Any:
+        return {"subject": current_principal.subject}
+
+    app = Flask("factory")
+    zt.init_app(app, guard=guard)
+    app.register_blueprint(api)
+    client = app.test_client()
+    assert client.get("/api/me").status_code == 401
+    token = issuer.issue(subject=WEB, audience=AUD)
+    assert client.get("/api/me", headers=bearer(token)).json == {"subject": WEB}
+    assert seen == [WEB]

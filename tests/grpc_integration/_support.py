@@ -8,7 +8,11 @@ the server SVIDs carry the DNS SAN ``localhost``, which grpc's client checks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import socket
+import struct
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
 from contextlib import asynccontextmanager, contextmanager
@@ -431,3 +435,120 @@ def make_world(ca: DevCA, other_ca: DevCA) -> World:
         client_svid=ca.issue_svid(CLIENT_ID),
         issuer=TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS),
     )
+
+
+# --- a relay and a bare server, for the client's identity check ---------------------------------
+
+
+class Relay:
+    """A TCP relay on loopback (127.0.0.1) to ``port``. Connections (counted from 1) for which
+    ``stall`` is true are accepted and never answered, as by a server stalling its handshake;
+    those for which ``drop`` is true are closed at once. :meth:`die` stops listening and resets
+    every connection it carries, as a server that died."""
+
+    def __init__(
+        self,
+        port: int,
+        *,
+        stall: Callable[[int], bool] | None = None,
+        drop: Callable[[int], bool] | None = None,
+    ) -> None:
+        self._target = port
+        self._stall = stall
+        self._drop = drop
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self.accepted = 0
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.accepted += 1
+                number = self.accepted
+                self._sockets.append(client)
+            if self._stall is not None and self._stall(number):
+                continue
+            if self._drop is not None and self._drop(number):
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self._target))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets.append(upstream)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+    def stop_listening(self) -> None:
+        # shutdown() first: close() alone leaves a socket blocked in accept() listening
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+
+    def die(self) -> None:
+        """Reset every connection (and stop listening, if not done yet)."""
+        self.stop_listening()
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+@dataclass
+class Recorded:
+    """What a bare server received: (metadata, request) per call."""
+
+    calls: list[tuple[dict[str, Any], bytes]] = field(default_factory=list)
+
+
+@contextmanager
+def bare_server(
+    svid: X509Svid,
+    bundles: Any,
+    handler: Callable[[bytes, Any], bytes] | None = None,
+    *,
+    bind: str = "localhost:0",
+) -> Iterator[tuple[int, Recorded]]:
+    """A grpc server without zerotrust's interceptor serving ``test.Echo/Unary``, recording
+    every call it receives; yields its port and the record."""
+    recorded = Recorded()
+
+    def unary(request: bytes, context: Any) -> bytes:
+        recorded.calls.append((dict(context.invocation_metadata()), request))
+        return handler(request, context) if handler is not None else b"bare|" + request
+
+    pool = futures.ThreadPoolExecutor(max_workers=8)
+    server = grpc.server(pool)
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                SERVICE, {"Unary": grpc.unary_unary_rpc_method_handler(unary)}
+            )
+        ]
+    )
+    port = server.add_secure_port(bind, server_credentials(svid, bundles))
+    assert port, f"could not bind {bind}"
+    server.start()
+    try:
+        yield port, recorded
+    finally:
+        server.stop(None).wait(10)
+        pool.shutdown(wait=True)

@@ -291,43 +291,132 @@ def test_client_svid_rotation_aio(world: World) -> None:
     assert fingerprints == [world.client_svid.fingerprint, rotated.fingerprint]
 
 
-def test_retries_use_grpc_service_config(world: World) -> None:
-    attempts: list[int] = []
+class Flaky:
+    """A bare server whose ``test.Flaky/Call`` fails with ``code`` the first ``failures``
+    times (after sending response metadata, with ``headers``)."""
 
-    def flaky(request: bytes, context: Any) -> bytes:
-        attempts.append(1)
-        if len(attempts) == 1:
+    def __init__(self, world: World, failures: int, *, headers: bool = False) -> None:
+        self.attempts: list[dict[str, str]] = []
+        self._failures, self._headers = failures, headers
+        self._pool = futures.ThreadPoolExecutor(max_workers=4)
+        self._server = grpc.server(self._pool)
+        self._server.add_generic_rpc_handlers(
+            [
+                grpc.method_handlers_generic_handler(
+                    "test.Flaky", {"Call": grpc.unary_unary_rpc_method_handler(self._call)}
+                )
+            ]
+        )
+        self.port = self._server.add_secure_port(
+            "localhost:0", server_credentials(world.server_svid, world.ca.bundle)
+        )
+        self._server.start()
+
+    def _call(self, request: bytes, context: Any) -> bytes:
+        self.attempts.append(dict(context.invocation_metadata()))
+        if len(self.attempts) <= self._failures:
+            if self._headers:
+                context.send_initial_metadata((("x-answered", "1"),))
             context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
         return b"ok"
 
-    pool = futures.ThreadPoolExecutor(max_workers=2)
-    server = grpc.server(pool)
-    server.add_generic_rpc_handlers(
-        [
-            grpc.method_handlers_generic_handler(
-                "test.Flaky", {"Call": grpc.unary_unary_rpc_method_handler(flaky)}
-            )
-        ]
-    )
-    port = server.add_secure_port(
-        "localhost:0", server_credentials(world.server_svid, world.ca.bundle)
-    )
-    server.start()
+    def close(self) -> None:
+        self._server.stop(None).wait(10)
+        self._pool.shutdown(wait=True)
+
+
+FAST = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
+
+
+@pytest.mark.parametrize("how", ["call", "with_call", "future", "aio"])
+def test_retries_are_made_by_the_channel_through_the_check(world: World, how: str) -> None:
+    """grpc's own retries are off: the channel's interceptors make each attempt, a new call
+    with the token and the trace context, after the identity check."""
+    flaky = Flaky(world, failures=2)
+    target = f"localhost:{flaky.port}"
     try:
-        policy = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05)
-        with secure_channel(f"localhost:{port}", **options(world), retry=policy) as channel:
-            assert channel.unary_unary("/test.Flaky/Call")(b"", timeout=10) == b"ok"
-        assert len(attempts) == 2
-        attempts.clear()
-        with (
-            secure_channel(f"localhost:{port}", **options(world), retry=None) as channel,
-            pytest.raises(grpc.RpcError) as info,
-        ):
-            channel.unary_unary("/test.Flaky/Call")(b"", timeout=10)
-        assert info.value.code() == grpc.StatusCode.UNAVAILABLE and len(attempts) == 1
+        if how == "aio":
+
+            async def run() -> bytes:
+                async with aio_secure_channel(target, **options(world), retry=FAST) as channel:
+                    reply: bytes = await channel.unary_unary("/test.Flaky/Call")(b"", timeout=10)
+                    return reply
+
+            assert asyncio.run(run()) == b"ok"
+        else:
+            with secure_channel(target, **options(world), retry=FAST) as channel:
+                call = channel.unary_unary("/test.Flaky/Call")
+                if how == "call":
+                    assert call(b"", timeout=10) == b"ok"
+                elif how == "with_call":
+                    reply, outcome = call.with_call(b"", timeout=10)
+                    assert reply == b"ok" and outcome.code() == grpc.StatusCode.OK
+                else:
+                    future = call.future(b"", timeout=10)
+                    assert future.result(timeout=10) == b"ok"
+                    assert future.done() and future.code() == grpc.StatusCode.OK
+        assert len(flaky.attempts) == 3
+        assert all(a["authorization"].startswith("Bearer ") for a in flaky.attempts)
     finally:
-        server.stop(None).wait(10)
-        pool.shutdown(wait=True)
+        flaky.close()
+
+
+def test_retries_stop_at_the_policy_the_deadline_and_the_server_answer(world: World) -> None:
+    flaky = Flaky(world, failures=10)
+    target = f"localhost:{flaky.port}"
+    try:
+        with secure_channel(target, **options(world), retry=FAST) as channel:
+            call = channel.unary_unary("/test.Flaky/Call")
+            with pytest.raises(grpc.RpcError) as info:
+                call(b"", timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert len(flaky.attempts) == 3  # max_attempts
+        flaky.attempts.clear()
+        slow = RetryPolicy(max_attempts=5, initial_backoff=5, max_backoff=5)
+        with secure_channel(target, **options(world), retry=slow) as channel:
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError):
+                channel.unary_unary("/test.Flaky/Call")(b"", timeout=1.0)
+            assert time.monotonic() - started < 1.5  # no wait runs past the deadline
+        flaky.attempts.clear()
+        with secure_channel(target, **options(world), retry=None) as channel:
+            with pytest.raises(grpc.RpcError):
+                channel.unary_unary("/test.Flaky/Call")(b"", timeout=10)
+            assert len(flaky.attempts) == 1
+    finally:
+        flaky.close()
+    answered = Flaky(world, failures=1, headers=True)  # the server answered: not again
+    try:
+        with (
+            secure_channel(f"localhost:{answered.port}", **options(world), retry=FAST) as ch,
+            pytest.raises(grpc.RpcError),
+        ):
+            ch.unary_unary("/test.Flaky/Call")(b"", timeout=10)
+        assert len(answered.attempts) == 1
+    finally:
+        answered.close()
+
+
+def test_a_retrying_future_can_be_cancelled_between_attempts(world: World) -> None:
+    flaky = Flaky(world, failures=10)
+    slow = RetryPolicy(max_attempts=5, initial_backoff=5, max_backoff=5)
+    try:
+        with secure_channel(f"localhost:{flaky.port}", **options(world), retry=slow) as channel:
+            future = channel.unary_unary("/test.Flaky/Call").future(b"", timeout=60)
+            done = threading.Event()
+            future.add_done_callback(lambda _f: done.set())
+            deadline = time.monotonic() + 10
+            while not flaky.attempts and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.1)  # the first attempt failed; waiting for the next
+            assert future.cancel()
+            assert done.wait(5) and future.cancelled()
+            assert future.code() == grpc.StatusCode.CANCELLED
+            with pytest.raises(grpc.FutureCancelledError):
+                future.result()
+        assert len(flaky.attempts) == 1
+    finally:
+        flaky.close()
 
 
 def test_retry_policy_service_config() -> None:

@@ -16,10 +16,11 @@ from zerotrust import client_ssl_context, match
 from zerotrust.adapters._grpc_tls import remote_address
 from zerotrust.client._grpc_check import ServerCheck, split_target
 from zerotrust.errors import ConfigurationError
-from zerotrust.grpc import secure_channel
+from zerotrust.grpc import ServerIdentityError, secure_channel
 from zerotrust.tokens.outgoing import CachedTokenSource
 
 READY, IDLE = grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE
+TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
 
 def test_token_source_is_consulted_off_the_call_path(world: World) -> None:
@@ -128,23 +129,40 @@ def test_a_failing_token_source_fails_the_call(world: World) -> None:
 
 
 def test_identity_is_checked_again_after_a_reconnection(world: World) -> None:
+    """A check verifies the connection the channel is on: every new connection (a
+    transition to READY, read at call time or reported by grpc) and every call ended with
+    UNAVAILABLE (a connection lost before grpc's state shows it) needs a new one."""
     context = client_ssl_context(world.client_svid, world.ca.bundle, authorizer=match.any())
+    channel = [IDLE]
     with sync_server(world) as port:
         check = ServerCheck(f"localhost:{port}", context)
-        assert check.needed
+        check.attach(lambda try_to_connect: channel[0])
+        assert check.needed  # never checked, not connected
+        with pytest.raises(ServerIdentityError) as info:  # waits for grpc to connect first
+            check.verify(0.2)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        channel[0] = TRANSIENT_FAILURE  # grpc could not connect: fails at once, as grpc does
+        with pytest.raises(ServerIdentityError) as info:
+            check.verify(5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        channel[0] = READY  # connected: now the server is probed
         assert str(check.verify().spiffe_id) == SERVER_ID
-        check.on_state(READY)  # the connection the probe preceded: covered
         assert not check.needed
-        check.on_state(IDLE)
-        assert check.needed  # the next call would open a new, unchecked connection
+        check.on_state(IDLE)  # grpc reported the connection gone (between two calls)...
+        assert check.needed  # ...so READY now is another connection
         check.verify()
         assert not check.needed
-        check.on_state(READY)  # the connection that probe preceded
-        assert not check.needed
-        check.on_state(IDLE)
-        check.on_state(READY)  # a reconnection nobody checked (grpc reconnected on its own)
+        channel[0] = IDLE  # read at call time
+        assert check.needed
+        channel[0] = READY  # a new connection
         assert check.needed
         check.verify()
+        assert not check.needed
+        check.note(grpc.StatusCode.UNAVAILABLE)  # grpc may show a lost connection late
+        assert check.needed
+        check.verify()
+        assert not check.needed
+        check.note(grpc.StatusCode.NOT_FOUND)
         assert not check.needed
 
 

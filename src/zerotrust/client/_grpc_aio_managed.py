@@ -149,3 +149,4 @@ async def _close(gen: Generation[Any], grace: float | None) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await gen.channel.close(grace)
+    gen.check.close()

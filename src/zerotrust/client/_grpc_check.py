@@ -1,14 +1,20 @@
 """The server's SPIFFE ID, checked by zerotrust's own TLS stack (grpcio's Python client cannot
 verify a peer during its handshake, nor show the peer's certificate afterwards).
 
-A :class:`ServerCheck` opens a separate mTLS connection to the channel's target with
-:func:`~zerotrust.client_ssl_context` (the server's chain verified against the bundle of its
-own trust domain, then the authorizer applied), and closes it. A call waits for a successful
-check when the channel was never checked, when grpc reported a new connection since the last
-check (a transition to READY), or when the channel is not connected (the call is about to
-open a new connection); a refusal fails the call with :class:`ServerIdentityError` before
-anything (metadata, token, message) is sent. See docs/grpc.md for what this does and does not
-guarantee.
+A :class:`ServerCheck` follows the connectivity of one grpc channel and counts its
+connections: every transition to ``READY`` is a new connection. A call may use the channel
+only while it is ``READY`` on a connection that a check verified. Otherwise the call waits:
+for grpc to connect first (a call on an idle channel makes it connect), then for a separate
+mTLS connection to the channel's target made with :func:`~zerotrust.client_ssl_context` (the
+server's chain verified against the bundle of its own trust domain, then the authorizer
+applied), which is closed at once. The result counts only if the channel is still on the
+connection it was made for. A refusal fails the call with :class:`ServerIdentityError` before
+anything (metadata, token, message) is sent.
+
+The state is read from grpc when a call starts (grpc reports changes to subscribers only
+later), and a call that ends with ``UNAVAILABLE`` (grpc's code for a lost connection) makes
+the next one wait for a check even if grpc still shows the connection. See docs/grpc.md for
+what this does and does not guarantee.
 """
 
 from __future__ import annotations
@@ -20,21 +26,32 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc  # type: ignore[import-untyped,unused-ignore]
 import grpc.aio  # type: ignore[import-untyped,unused-ignore]
 
 from zerotrust.errors import ConfigurationError
-from zerotrust.x509.sslcontext import ZeroTrustSSLContext
+from zerotrust.x509.sslcontext import ZeroTrustSSLContext, peer_of
 from zerotrust.x509.verify import VerifiedPeer
 
 __all__ = ["ServerCheck", "ServerIdentityError", "split_target"]
 
+_READY = grpc.ChannelConnectivity.READY
+_IDLE = grpc.ChannelConnectivity.IDLE
+_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
+_SHUTDOWN = grpc.ChannelConnectivity.SHUTDOWN
+#: grpc's core connectivity numbers (``grpc_connectivity_state``) and their Python names.
+_BY_NUMBER = {state.value[0]: state for state in grpc.ChannelConnectivity}
+#: A sync call waiting for the channel to connect reads its state at least this often.
+_POLL = 0.05
+
 
 class ServerIdentityError(grpc.aio.AioRpcError):  # type: ignore[misc]
     """The call was not sent: the server did not prove an accepted SPIFFE ID
-    (``UNAUTHENTICATED``), or its identity could not be checked (``UNAVAILABLE``).
+    (``UNAUTHENTICATED``), its identity could not be checked (``UNAVAILABLE``), or the call's
+    deadline passed while it was checked (``DEADLINE_EXCEEDED``).
 
     A ``grpc.RpcError`` (sync and aio); ``__cause__`` holds the precise reason, e.g. a
     :class:`~zerotrust.PeerRejected` whose ``reason`` is ``peer_not_authorized``.
@@ -66,8 +83,39 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def sync_state_reader(channel: Any) -> Callable[[bool], Any]:
+    """Read a sync ``grpc.Channel``'s connectivity now (``try_to_connect`` as in grpc).
+
+    grpc's sync channel reports its state only to subscribers, from a poller thread and after
+    the fact; the core channel under it answers at once.
+    """
+    read = getattr(getattr(channel, "_channel", None), "check_connectivity_state", None)
+    if not callable(read):  # pragma: no cover - every supported grpcio has it
+        raise ConfigurationError("this grpcio does not expose a channel's connectivity state")
+
+    def state(try_to_connect: bool) -> Any:
+        try:
+            return _BY_NUMBER.get(read(try_to_connect), _SHUTDOWN)
+        except ValueError:  # closed
+            return _SHUTDOWN
+
+    return state
+
+
+def aio_state_reader(channel: Any) -> Callable[[bool], Any]:
+    """The same for a ``grpc.aio.Channel`` (whose ``get_state`` answers at once)."""
+
+    def state(try_to_connect: bool) -> Any:
+        try:
+            return channel.get_state(try_to_connect)
+        except ValueError:  # pragma: no cover - closed
+            return _SHUTDOWN
+
+    return state
+
+
 class ServerCheck:
-    """Probe the server behind one channel and remember which connection was verified."""
+    """Verify the server behind one channel, connection by connection."""
 
     def __init__(
         self,
@@ -82,61 +130,139 @@ class ServerCheck:
         self._sni = server_name or (None if _is_ip(self._host) else self._host)
         self._timeout = timeout
         self._lock = threading.Lock()
-        self._probing = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._probing = threading.Lock()  # sync: one probe at a time
+        self._read_state: Callable[[bool], Any] | None = None
+        self._wait_change: Callable[[Any], Awaitable[Any]] | None = None
+        self._state: Any = _IDLE
         self._connections = 0  # transitions to READY seen so far
-        self._ready = False
-        self._verified_for = -1  # the connection count a successful probe covers
+        self._verified_for = -1  # the connection a successful check verified
+        self._task: asyncio.Task[VerifiedPeer] | None = None  # aio: the probe under way
+        self._task_for = -1
+        self._tasks: set[asyncio.Task[None]] = set()
         self.peer: VerifiedPeer | None = None
 
-    # --- connectivity (grpc's callback thread, or the aio watcher) ---------------------------
+    def attach(
+        self,
+        read_state: Callable[[bool], Any],
+        wait_change: Callable[[Any], Awaitable[Any]] | None = None,
+    ) -> None:
+        """The channel to follow: how to read its state now and (aio) await a change."""
+        self._read_state = read_state
+        self._wait_change = wait_change
+
+    # --- connectivity -------------------------------------------------------------------------
 
     def on_state(self, state: Any) -> None:
-        ready = state is grpc.ChannelConnectivity.READY
-        with self._lock:
-            if ready and not self._ready:
-                self._connections += 1
-            self._ready = ready
+        """A state grpc reported (subscription callback, or the aio watcher)."""
+        with self._changed:
+            self._observe(state)
+            self._changed.notify_all()
 
-    def _covers(self) -> int:
-        # a probe now vouches for the current connection, or for the next one when the
-        # channel is not connected (the call about to be made will connect)
-        return self._connections if self._ready else self._connections + 1
+    def note(self, code: Any) -> None:
+        """A call ended with ``code``. ``UNAVAILABLE`` is how grpc ends calls on a lost
+        connection, possibly before its state shows the loss: the connection is treated as
+        gone, so the next call waits for a check (of a new connection, or of the same one)."""
+        if code is grpc.StatusCode.UNAVAILABLE:
+            with self._lock:
+                self._state = _IDLE
+
+    def note_aio_call(self, call: Any) -> None:
+        """:meth:`note` for an aio call once it is done (its code is only awaitable)."""
+
+        async def noted() -> None:
+            with contextlib.suppress(Exception):
+                self.note(await call.code())
+
+        task = asyncio.get_running_loop().create_task(noted())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _observe(self, state: Any) -> None:  # lock held
+        if state is _READY and self._state is not _READY:
+            self._connections += 1
+        self._state = state
+
+    def _read(self, try_to_connect: bool = False) -> Any:  # lock held
+        if self._read_state is not None:
+            self._observe(self._read_state(try_to_connect))
+        return self._state
+
+    def _verified(self) -> bool:  # lock held
+        return (
+            self._state is _READY
+            and self._verified_for == self._connections
+            and self.peer is not None
+        )
 
     @property
     def needed(self) -> bool:
-        """Whether the next call must wait for a (new) check: never checked, a new connection
-        since the last check, or no connection now (the call would open an unchecked one)."""
-        return self._verified_for < self._covers()
+        """Whether a call must wait for a check: the channel is not ``READY`` now, or it is on
+        a connection no check verified."""
+        with self._lock:
+            self._read()
+            return not self._verified()
 
-    # --- the probe ----------------------------------------------------------------------------
+    def _settle(self, connection: int, peer: VerifiedPeer) -> bool:  # lock held
+        """Record ``peer`` for ``connection`` if the channel is still on that connection."""
+        self._read()
+        if self._state is _READY and self._connections == connection:
+            self._verified_for = max(self._verified_for, connection)
+            self.peer = peer
+            return True
+        return False
 
-    def verify(self, timeout: float | None = None) -> VerifiedPeer:
-        """Probe unless the current connection is already verified; one probe at a time. The
-        wait for another caller's probe and this one's count against one deadline."""
-        limit = max(min(t for t in (timeout, self._timeout) if t is not None), 0.001)
+    def _limit(self, timeout: float | None) -> tuple[float, bool]:
+        """Seconds the check may take, and whether the call's deadline (not the check's own
+        timeout) sets them."""
+        if timeout is not None and timeout < self._timeout:
+            return max(timeout, 0.0), True
+        return self._timeout, False
+
+    @staticmethod
+    def _unconnected(state: Any, wait_for_ready: bool) -> None:
+        """Fail a call that cannot wait for a connection (as grpc fails it)."""
+        if state is _SHUTDOWN:
+            raise ServerIdentityError(grpc.StatusCode.CANCELLED, "the channel is closed")
+        if state is _FAILURE and not wait_for_ready:
+            raise ServerIdentityError(grpc.StatusCode.UNAVAILABLE, "no connection to the server")
+
+    # --- sync ---------------------------------------------------------------------------------
+
+    def verify(self, timeout: float | None = None, *, wait_for_ready: bool = False) -> VerifiedPeer:
+        """Wait until the channel is on a verified connection (connect, then probe); one probe
+        at a time. Waiting for another caller's probe, for grpc to connect and for this probe
+        all count against one deadline."""
+        limit, by_call = self._limit(timeout)
         deadline = time.monotonic() + limit
         if not self._probing.acquire(timeout=limit):
-            raise _late()
+            raise _late(by_call)
         try:
-            if not self.needed and self.peer is not None:
-                return self.peer  # another caller's probe covered this connection
-            with self._lock:
-                covers = self._covers()
-            peer = self._probe(deadline)
-            with self._lock:
-                self._verified_for = max(self._verified_for, covers)
-                self.peer = peer
-            return peer
+            while True:
+                with self._changed:
+                    state = self._read(try_to_connect=True)
+                    if self._verified():
+                        assert self.peer is not None
+                        return self.peer
+                    connection = self._connections
+                    if state is not _READY:
+                        self._unconnected(state, wait_for_ready)
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise _late(by_call)
+                        self._changed.wait(min(left, _POLL))
+                        continue
+                peer = self._probe(deadline, by_call)
+                with self._lock:
+                    if self._settle(connection, peer):
+                        return peer
         finally:
             self._probing.release()
 
-    async def averify(self, timeout: float | None = None) -> VerifiedPeer:
-        return await asyncio.to_thread(self.verify, timeout)
-
-    def _probe(self, deadline: float) -> VerifiedPeer:
+    def _probe(self, deadline: float, by_call: bool) -> VerifiedPeer:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise _late()
+            raise _late(by_call)
         try:
             with (
                 socket.create_connection((self._host, self._port), timeout=left) as raw,
@@ -146,7 +272,7 @@ class ServerCheck:
             ):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise _late()
+                    raise _late(by_call)
                 tls.settimeout(left)
                 # a server sending its handshake a byte at a time resets a socket timeout on
                 # every byte: the connection is cut at the deadline instead
@@ -157,23 +283,117 @@ class ServerCheck:
                     tls.do_handshake()
                 finally:
                     cut.cancel()
-                peer: VerifiedPeer | None = getattr(tls, "zerotrust_peer", None)
+                peer = peer_of(tls)
         except ServerIdentityError:
             raise
         except ssl.SSLCertVerificationError as exc:  # includes PeerRejected
-            raise ServerIdentityError(
-                grpc.StatusCode.UNAUTHENTICATED, "server identity rejected"
-            ) from exc
+            raise _rejected() from exc
         except (OSError, ValueError) as exc:
-            raise ServerIdentityError(
-                grpc.StatusCode.UNAVAILABLE, "server identity could not be checked"
-            ) from exc
+            if time.monotonic() >= deadline:
+                raise _late(by_call) from exc
+            raise _unchecked() from exc
         if peer is None:  # pragma: no cover - a ZeroTrustSSLContext always sets it
             raise ServerIdentityError(grpc.StatusCode.UNAUTHENTICATED, "server identity unknown")
         return peer
 
+    # --- asyncio ------------------------------------------------------------------------------
 
-def _late() -> ServerIdentityError:
+    async def averify(
+        self, timeout: float | None = None, *, wait_for_ready: bool = False
+    ) -> VerifiedPeer:
+        """:meth:`verify` on the event loop: no thread is used. Concurrent calls share one
+        probe (of the same connection); each waits for it no longer than its own deadline,
+        and the probe itself is bounded by the check timeout."""
+        limit, by_call = self._limit(timeout)
+        deadline = time.monotonic() + limit
+        while True:
+            with self._lock:
+                state = self._read(try_to_connect=True)
+                if self._verified():
+                    assert self.peer is not None
+                    return self.peer
+                connection = self._connections
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _late(by_call)
+            try:
+                if state is _READY:
+                    await asyncio.wait_for(asyncio.shield(self._probe_task(connection)), left)
+                    continue
+                self._unconnected(state, wait_for_ready)
+                if self._wait_change is not None:
+                    await asyncio.wait_for(self._wait_change(state), min(left, self._timeout))
+                else:  # pragma: no cover - channels always attach
+                    await asyncio.sleep(min(left, _POLL))
+            except asyncio.TimeoutError:
+                raise _late(by_call) from None
+
+    def _probe_task(self, connection: int) -> asyncio.Task[VerifiedPeer]:
+        task = self._task
+        if task is None or task.done() or self._task_for != connection:
+            task = asyncio.get_running_loop().create_task(self._aprobe(connection))
+            task.add_done_callback(_retrieve)
+            self._task, self._task_for = task, connection
+        return task
+
+    async def _aprobe(self, connection: int) -> VerifiedPeer:
+        """One probe on the loop (asyncio streams with the zerotrust context), bounded by the
+        check timeout; a success is recorded even if every caller waiting for it gave up."""
+        writer: asyncio.StreamWriter | None = None
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    self._host,
+                    self._port,
+                    ssl=self._context,
+                    server_hostname=self._sni or "",
+                    ssl_handshake_timeout=self._timeout,
+                ),
+                self._timeout,
+            )
+            peer = peer_of(writer)
+        except ssl.SSLCertVerificationError as exc:  # includes PeerRejected
+            raise _rejected() from exc
+        except asyncio.TimeoutError as exc:
+            raise _late(False) from exc
+        except (OSError, ValueError) as exc:
+            raise _unchecked() from exc
+        finally:
+            if writer is not None:
+                writer.transport.abort()
+        if peer is None:  # pragma: no cover - a ZeroTrustSSLContext always sets it
+            raise ServerIdentityError(grpc.StatusCode.UNAUTHENTICATED, "server identity unknown")
+        with self._lock:
+            self._settle(connection, peer)
+        return peer
+
+    def close(self) -> None:
+        """aio: stop a probe under way and pending notes (the channel is closing)."""
+        tasks = [*self._tasks, *([self._task] if self._task is not None else [])]
+        for task in tasks:
+            task.cancel()
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Mark a probe's outcome as seen (its waiters may all have given up)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _rejected() -> ServerIdentityError:
+    return ServerIdentityError(grpc.StatusCode.UNAUTHENTICATED, "server identity rejected")
+
+
+def _unchecked() -> ServerIdentityError:
+    return ServerIdentityError(grpc.StatusCode.UNAVAILABLE, "server identity could not be checked")
+
+
+def _late(by_call: bool) -> ServerIdentityError:
+    if by_call:
+        return ServerIdentityError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "deadline exceeded while the server identity was checked",
+        )
     return ServerIdentityError(
         grpc.StatusCode.UNAVAILABLE, "server identity could not be checked in time"
     )

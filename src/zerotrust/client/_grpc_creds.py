@@ -57,13 +57,18 @@ _NEVER_RETRIED: Final = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """gRPC's own retry policy (service config ``retryPolicy``), applied to every method.
+    """Retries of a zerotrust channel's calls, applied to every method (by the channel, not
+    by grpc, whose own retries are off: they would send a call again over a connection no
+    identity check covered).
 
-    grpc retries a call only when it failed with one of ``retryable_status_codes`` and no
-    response headers arrived yet, with exponential backoff (randomized by grpc) capped at
-    ``max_backoff``; ``max_attempts`` counts the first attempt (grpc caps it at 5).
+    Each attempt is a new call that waits for the server identity check first. A unary-unary
+    call is tried again when an attempt failed with one of ``retryable_status_codes`` and no
+    response metadata arrived; a call of any arity when the check could not run
+    (``UNAVAILABLE``, nothing sent). The n-th wait is uniform in [0, min(``max_backoff``,
+    ``initial_backoff`` * ``backoff_multiplier`` ** (n-1))], and the call's deadline covers all
+    attempts and waits; ``max_attempts`` counts the first attempt (at most 5, as grpc's).
     ``UNAUTHENTICATED`` and ``PERMISSION_DENIED`` are refused as retryable codes: a refusal
-    stands. grpc retries any method, idempotent or not: name only codes a server sends before
+    stands. Any method is retried, idempotent or not: name only codes a server sends before
     it has acted.
     """
 
@@ -92,7 +97,8 @@ class RetryPolicy:
             raise ConfigurationError(f"{', '.join(refused)} are never retried")
 
     def service_config(self) -> str:
-        """The ``grpc.service_config`` JSON."""
+        """The same policy as grpc's ``grpc.service_config`` JSON (for channels made without
+        zerotrust; zerotrust's channels do not use it)."""
         policy = {
             "maxAttempts": self.max_attempts,
             "initialBackoff": f"{self.initial_backoff:.3f}s",

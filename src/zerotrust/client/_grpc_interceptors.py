@@ -1,20 +1,41 @@
-"""Client interceptors (sync and aio, all four arities): wait for the server identity check,
-then inject the current OpenTelemetry context (W3C ``traceparent`` / ``tracestate``) into the
-call's metadata through the globally configured propagators."""
+"""Client interceptors (sync and aio, all four arities): every attempt of a call waits for the
+server identity check, the current OpenTelemetry context is injected into the call's metadata
+(W3C ``traceparent`` / ``tracestate``, through the globally configured propagators), and the
+channel's :class:`~zerotrust.grpc.RetryPolicy` is applied here.
+
+grpc's own retries (its service-config retry policy and its transparent retries) are turned
+off on these channels: grpc sends a retried call over whatever connection it has then, with no
+check before it. Here, each attempt is a new call through the check:
+
+* unary-unary calls are tried again when an attempt failed with a retryable status and no
+  response metadata arrived;
+* calls of every arity are tried again when the identity check could not run (``UNAVAILABLE``,
+  nothing was sent yet);
+* the call's deadline covers every attempt and every wait between them.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import random
+import threading
 import time
 from collections import namedtuple
+from collections.abc import Callable
 from typing import Any
 
 import grpc  # type: ignore[import-untyped,unused-ignore]
 import grpc.aio  # type: ignore[import-untyped,unused-ignore]
 from opentelemetry import propagate
 
-from zerotrust.client._grpc_check import ServerCheck
+from zerotrust.client._grpc_check import ServerCheck, ServerIdentityError
+from zerotrust.client._grpc_creds import RetryPolicy
 
 __all__ = ["ClientInterceptor", "aio_interceptors", "trace_metadata"]
+
+_log = logging.getLogger("zerotrust.grpc")
 
 _Fields = namedtuple(
     "_Fields", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
@@ -32,15 +53,79 @@ def trace_metadata() -> list[tuple[str, str]]:
     return [(key.lower(), value) for key, value in carrier.items()]
 
 
-def _left(timeout: float | None, started: float) -> float | None:
-    """What remains of a call's ``timeout`` after the identity check that began at ``started``:
-    the check is part of the call, and grpc starts its deadline only when handed the call."""
-    if timeout is None:
-        return None
-    return max(timeout - (time.monotonic() - started), 0.0)
+def _with_trace(metadata: Any, extra: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+    return [*(metadata or ()), *extra]
+
+
+class _Plan:
+    """The attempts of one call: its deadline, how many were made, the wait before the next."""
+
+    __slots__ = ("attempts", "deadline", "policy")
+
+    def __init__(self, policy: RetryPolicy | None, timeout: float | None) -> None:
+        self.policy = policy
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.attempts = 0
+
+    def left(self) -> float | None:
+        """What remains of the call's timeout (``None``: no deadline)."""
+        if self.deadline is None:
+            return None
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def delay(self, code: Any, initial_metadata: Any = ()) -> float | None:
+        """Seconds to wait before another attempt after one ended with ``code``, or ``None``
+        for no other attempt: no policy, attempts used up, a code not named retryable,
+        response metadata received (the server answered), or a wait past the deadline. The
+        n-th wait is uniform in [0, min(max_backoff, initial_backoff * multiplier**(n-1))]."""
+        policy = self.policy
+        if policy is None or self.attempts >= policy.max_attempts:
+            return None
+        if not isinstance(code, grpc.StatusCode) or code.name not in policy.retryable_status_codes:
+            return None
+        if initial_metadata:
+            return None
+        cap = policy.initial_backoff
+        for _ in range(self.attempts - 1):
+            cap = min(cap * policy.backoff_multiplier, policy.max_backoff)
+        wait = min(random.uniform(0, cap), threading.TIMEOUT_MAX)  # noqa: S311 - jitter
+        if self.deadline is not None and time.monotonic() + wait >= self.deadline:
+            return None
+        return wait
+
+
+def _retried(plan: _Plan, exc: ServerIdentityError) -> float | None:
+    """The wait before another attempt after the check failed (nothing was sent)."""
+    return plan.delay(exc.code())
+
+
+class _Attempts:
+    """Builds the details of each attempt: the check first (bounded by what is left of the
+    deadline), then the metadata with the trace context."""
+
+    def __init__(
+        self, check: ServerCheck | None, trace_context: bool, retry: RetryPolicy | None
+    ) -> None:
+        self._check = check
+        self._trace = trace_context
+        self._retry = retry
+
+    def _plan(self, details: Any) -> _Plan:
+        return _Plan(self._retry, details.timeout)
+
+    def _extra(self) -> list[tuple[str, str]]:
+        return trace_metadata() if self._trace else []
+
+    def _note(self, code: Any) -> None:
+        if self._check is not None:
+            self._check.note(code)
+
+
+# --- sync ---------------------------------------------------------------------------------------
 
 
 class ClientInterceptor(
+    _Attempts,
     grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
     grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
     grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
@@ -48,83 +133,362 @@ class ClientInterceptor(
 ):
     """For ``grpc.intercept_channel``."""
 
-    def __init__(self, check: ServerCheck | None, *, trace_context: bool = True) -> None:
-        self._check = check
-        self._trace = trace_context
+    def __init__(
+        self,
+        check: ServerCheck | None,
+        *,
+        trace_context: bool = True,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(check, trace_context, retry)
 
-    def _prepare(self, details: Any) -> Any:
-        timeout = details.timeout
-        if self._check is not None and self._check.needed:
-            started = time.monotonic()
-            self._check.verify(timeout)  # raises ServerIdentityError
-            timeout = _left(timeout, started)
-        extra = trace_metadata() if self._trace else []
-        if not extra and timeout == details.timeout:
+    def _details(self, details: Any, plan: _Plan, extra: list[tuple[str, str]]) -> Any:
+        """One attempt's details, after the check (raises :class:`ServerIdentityError`)."""
+        check = self._check
+        if check is not None and check.needed:
+            check.verify(plan.left(), wait_for_ready=bool(details.wait_for_ready))
+        if plan.attempts == 1 and not extra and plan.deadline is None:
             return details
         return _CallDetails(
             details.method,
-            timeout,
-            [*(details.metadata or ()), *extra],
+            plan.left(),
+            _with_trace(details.metadata, extra),
             details.credentials,
             details.wait_for_ready,
             details.compression,
         )
 
+    def _checked(self, details: Any) -> Any:
+        """The details of a streaming call: only a failed check is tried again (a request
+        stream cannot be replayed, a response stream may have been read)."""
+        plan, extra = self._plan(details), self._extra()
+        while True:
+            plan.attempts += 1
+            try:
+                return self._details(details, plan, extra)
+            except ServerIdentityError as exc:
+                wait = _retried(plan, exc)
+                if wait is None:
+                    raise
+                time.sleep(wait)
+
+    def _watch(self, call: Any) -> Any:
+        def ended() -> None:
+            self._note(call.code())
+
+        if self._check is not None and not call.add_callback(ended):
+            ended()
+        return call
+
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(self._prepare(details), request)
+        plan, extra = self._plan(details), self._extra()
+
+        def attempt() -> Any:
+            return continuation(self._details(details, plan, extra), request)
+
+        return _RetryingCall(attempt, plan, self._note).start()
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(self._prepare(details), request)
+        return self._watch(continuation(self._checked(details), request))
 
     def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(self._prepare(details), requests)
+        return self._watch(continuation(self._checked(details), requests))
 
     def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(self._prepare(details), requests)
+        return self._watch(continuation(self._checked(details), requests))
 
 
-class _AioPrepare:
-    def __init__(self, check: ServerCheck | None, trace_context: bool) -> None:
-        self._check = check
-        self._trace = trace_context
+class _Raised:
+    """The outcome of an attempt that raised instead of making a call (the identity check
+    refused or could not run, or grpc refused the call)."""
 
-    async def _prepare(self, details: Any) -> Any:
-        timeout = details.timeout
-        if self._check is not None and self._check.needed:
-            started = time.monotonic()
-            await self._check.averify(timeout)  # raises ServerIdentityError
-            timeout = _left(timeout, started)
-        extra = trace_metadata() if self._trace else []
-        if not extra and timeout == details.timeout:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def result(self) -> Any:
+        raise self.error
+
+    def exception(self) -> BaseException:
+        return self.error
+
+    def traceback(self) -> Any:
+        return self.error.__traceback__
+
+    def code(self) -> Any:
+        code = getattr(self.error, "code", None)
+        return code() if callable(code) else grpc.StatusCode.INTERNAL
+
+    def details(self) -> str:
+        details = getattr(self.error, "details", None)
+        return str(details() if callable(details) else self.error)
+
+    def initial_metadata(self) -> Any:
+        return ()
+
+    def trailing_metadata(self) -> Any:
+        return ()
+
+    def cancel(self) -> bool:
+        return False
+
+
+class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
+    """A unary-unary call made of attempts (what the interceptor returns, for blocking calls
+    and ``future()`` alike). The first attempt starts in the caller's thread, a later one in a
+    timer thread once its wait is over; a blocking call waits in :meth:`result`."""
+
+    def __init__(
+        self, attempt: Callable[[], Any], plan: _Plan, note: Callable[[Any], None]
+    ) -> None:
+        self._attempt = attempt
+        self._plan = plan
+        self._note = note
+        self._cond = threading.Condition()
+        self._call: Any = None  # the attempt under way
+        self._outcome: Any = None  # the last attempt that ended
+        self._final = False
+        self._cancelled = False
+        self._timer: threading.Timer | None = None
+        self._done_callbacks: list[Callable[[Any], None]] = []
+        self._callbacks: list[Callable[[], None]] = []
+
+    def start(self) -> _RetryingCall:
+        """Make the first attempt; a refusal of the check that ends the call is raised."""
+        self._run(first=True)
+        return self
+
+    def _run(self, first: bool = False) -> None:
+        with self._cond:
+            if self._final:
+                return
+            self._timer = None
+            self._plan.attempts += 1
+        try:
+            call = self._attempt()
+        except ServerIdentityError as exc:
+            self._after(_Raised(exc), exc.code(), ())
+            if first and self._final:
+                raise
+            return
+        except Exception as exc:
+            if first:
+                raise
+            self._finish(_Raised(exc))
+            return
+        with self._cond:
+            stale = self.done()  # cancelled while this attempt's check ran
+            if not stale:
+                self._call = call
+        if stale:
+            call.cancel()
+        else:
+            call.add_done_callback(self._attempt_done)
+
+    def _attempt_done(self, call: Any) -> None:
+        with self._cond:
+            self._call = None
+        code = call.code()
+        self._note(code)
+        metadata = call.initial_metadata() if code is not grpc.StatusCode.OK else None
+        self._after(call, code, metadata or ())
+
+    def _after(self, outcome: Any, code: Any, initial_metadata: Any) -> None:
+        wait = None
+        if code is not grpc.StatusCode.OK and not self._cancelled:
+            wait = self._plan.delay(code, initial_metadata)
+        with self._cond:
+            if wait is not None and not self._cancelled:
+                self._outcome = outcome
+                self._timer = threading.Timer(wait, self._run)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+        self._finish(outcome)
+
+    def _finish(self, outcome: Any) -> None:
+        with self._cond:
+            if self._final:
+                return
+            self._outcome, self._final, self._timer = outcome, True, None
+            done, self._done_callbacks = self._done_callbacks, []
+            callbacks, self._callbacks = self._callbacks, []
+            self._cond.notify_all()
+        for callback in callbacks:
+            _quietly(callback)
+        for done_callback in done:
+            _quietly(done_callback, self)
+
+    def _last(self, timeout: float | None = None) -> Any:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._final, timeout):
+                raise grpc.FutureTimeoutError()
+            return self._outcome
+
+    def _ended(self, timeout: float | None) -> Any:
+        outcome = self._last(timeout)
+        if self._cancelled:
+            raise grpc.FutureCancelledError()
+        return outcome
+
+    # grpc.Future
+
+    def cancel(self) -> bool:
+        with self._cond:
+            if self._final:
+                return False
+            self._cancelled = True
+            call, outcome, timer = self._call, self._outcome, self._timer
+        if call is not None:
+            call.cancel()  # its end finishes this call
+        else:  # between attempts, or while a later attempt's check runs
+            if timer is not None:
+                timer.cancel()
+            self._finish(outcome)
+        return True
+
+    def cancelled(self) -> bool:
+        return self._cancelled and self._final
+
+    def running(self) -> bool:
+        return not self._final
+
+    def done(self) -> bool:
+        return self._final
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._ended(timeout).result()
+
+    def exception(self, timeout: float | None = None) -> Any:
+        return self._ended(timeout).exception()
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self._ended(timeout).traceback()
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        with self._cond:
+            if not self._final:
+                self._done_callbacks.append(fn)
+                return
+        _quietly(fn, self)
+
+    # grpc.Call
+
+    def is_active(self) -> bool:
+        return not self._final
+
+    def time_remaining(self) -> float | None:
+        return self._plan.left()
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        with self._cond:
+            if self._final:
+                return False
+            self._callbacks.append(callback)
+            return True
+
+    def initial_metadata(self) -> Any:
+        return self._last().initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        return self._last().trailing_metadata()
+
+    def code(self) -> Any:
+        outcome = self._last()
+        return grpc.StatusCode.CANCELLED if self._cancelled else outcome.code()
+
+    def details(self) -> Any:
+        outcome = self._last()
+        return "Locally cancelled by application!" if self._cancelled else outcome.details()
+
+
+def _quietly(callback: Callable[..., Any], *args: Any) -> None:
+    try:
+        callback(*args)
+    except Exception:  # as grpc does for its callbacks
+        _log.exception("zerotrust: a gRPC call callback raised")
+
+
+# --- aio ----------------------------------------------------------------------------------------
+
+
+class _AioAttempts(_Attempts):
+    async def _details(self, details: Any, plan: _Plan, extra: list[tuple[str, str]]) -> Any:
+        check = self._check
+        if check is not None and check.needed:
+            await check.averify(plan.left(), wait_for_ready=bool(details.wait_for_ready))
+        if plan.attempts == 1 and not extra and plan.deadline is None:
             return details
-        metadata = grpc.aio.Metadata(*(details.metadata or ()), *extra)
+        metadata = grpc.aio.Metadata(*_with_trace(details.metadata, extra))
         return grpc.aio.ClientCallDetails(
-            details.method, timeout, metadata, details.credentials, details.wait_for_ready
+            details.method, plan.left(), metadata, details.credentials, details.wait_for_ready
         )
 
+    async def _checked(self, details: Any) -> Any:
+        plan, extra = self._plan(details), self._extra()
+        while True:
+            plan.attempts += 1
+            try:
+                return await self._details(details, plan, extra)
+            except ServerIdentityError as exc:
+                wait = _retried(plan, exc)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
 
-class _AioUnaryUnary(_AioPrepare, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def _watch(self, call: Any) -> Any:
+        check = self._check
+        if check is not None:
+            call.add_done_callback(check.note_aio_call)
+        return call
+
+
+class _AioUnaryUnary(_AioAttempts, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(await self._prepare(details), request)
+        plan, extra = self._plan(details), self._extra()
+        while True:
+            plan.attempts += 1
+            try:
+                attempt = await self._details(details, plan, extra)
+            except ServerIdentityError as exc:
+                wait = _retried(plan, exc)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+                continue
+            call = await continuation(attempt, request)
+            with contextlib.suppress(grpc.RpcError):
+                await call
+            code = await call.code()
+            self._note(code)
+            if code is grpc.StatusCode.OK:
+                return call
+            wait = plan.delay(code, await call.initial_metadata())
+            if wait is None:
+                return call
+            await asyncio.sleep(wait)
 
 
-class _AioUnaryStream(_AioPrepare, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class _AioUnaryStream(_AioAttempts, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(await self._prepare(details), request)
+        return self._watch(await continuation(await self._checked(details), request))
 
 
-class _AioStreamUnary(_AioPrepare, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+class _AioStreamUnary(_AioAttempts, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(await self._prepare(details), requests)
+        return self._watch(await continuation(await self._checked(details), requests))
 
 
-class _AioStreamStream(_AioPrepare, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+class _AioStreamStream(_AioAttempts, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(await self._prepare(details), requests)
+        return self._watch(await continuation(await self._checked(details), requests))
 
 
-def aio_interceptors(check: ServerCheck | None, *, trace_context: bool = True) -> list[Any]:
+def aio_interceptors(
+    check: ServerCheck | None, *, trace_context: bool = True, retry: RetryPolicy | None = None
+) -> list[Any]:
     """One interceptor per arity (a ``grpc.aio`` channel files each interceptor under the
-    first arity it implements); the identity check runs in a worker thread."""
+    first arity it implements); the identity check runs on the event loop."""
     kinds = (_AioUnaryUnary, _AioUnaryStream, _AioStreamUnary, _AioStreamStream)
-    return [kind(check, trace_context) for kind in kinds]
+    return [kind(check, trace_context, retry) for kind in kinds]

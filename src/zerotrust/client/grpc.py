@@ -1,5 +1,5 @@
 """gRPC channels for zero-trust calls: mTLS with the SVID, the server's SPIFFE ID checked,
-tokens, trace context, grpc's own retries, and rebuilds on SVID rotation.
+tokens, trace context, retries, and rebuilds on SVID rotation.
 
 :func:`secure_channel` returns a :class:`ManagedChannel` (a ``grpc.Channel``) and
 :func:`aio_secure_channel` an :class:`AioManagedChannel` (a ``grpc.aio.Channel``):
@@ -7,16 +7,17 @@ tokens, trace context, grpc's own retries, and rebuilds on SVID rotation.
 * channel credentials present the workload's X509-SVID; grpc trusts only the authorities of
   the server's trust domain (``server_id=``), and checks the target's host name (or
   ``server_name``) against the server certificate's DNS SANs, as grpc always does;
-* grpcio cannot verify a SPIFFE ID during its handshake, so before the first call, before a
-  call that will open a new connection, and after grpc reports a connection no check
-  preceded, a separate mTLS handshake to the target with :func:`~zerotrust.client_ssl_context`
-  must prove the expected SPIFFE ID; a refusal fails the call with
-  :class:`ServerIdentityError` before anything is sent (docs/grpc.md says precisely what is
-  and is not guaranteed);
+* grpcio cannot verify a SPIFFE ID during its handshake, so a call (each attempt of it) is
+  handed to grpc only while the channel is connected and a separate mTLS handshake to the
+  target with :func:`~zerotrust.client_ssl_context`, made after grpc's connection, proved the
+  expected SPIFFE ID; a refusal fails the call with :class:`ServerIdentityError` before
+  anything is sent (docs/grpc.md says precisely what is and is not guaranteed);
 * with a ``token_source``, call credentials attach ``authorization: Bearer`` for
   ``audience`` (default: the server's SPIFFE ID), cached and refreshed off the call path;
 * the current OpenTelemetry context is injected into the metadata (``traceparent``);
-* :class:`RetryPolicy` becomes grpc's ``retryPolicy`` service config (``retry=None``: off);
+* :class:`RetryPolicy` is applied by the channel, each attempt checked like a call; grpc's
+  own retries are off, as they would resend over a connection no check covered
+  (``retry=None``: one attempt);
 * when the SVID (or bundle) snapshot changes, new calls go to a new underlying channel and
   the old one is closed after its last in-flight call.
 """
@@ -37,7 +38,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from zerotrust import match
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.client._grpc_aio_managed import AioManagedChannel
-from zerotrust.client._grpc_check import ServerCheck, ServerIdentityError
+from zerotrust.client._grpc_check import (
+    ServerCheck,
+    ServerIdentityError,
+    aio_state_reader,
+    sync_state_reader,
+)
 from zerotrust.client._grpc_creds import RetryPolicy, TokenPlugin, channel_credentials
 from zerotrust.client._grpc_generations import Generation
 from zerotrust.client._grpc_interceptors import ClientInterceptor, aio_interceptors
@@ -116,7 +122,8 @@ class _Setup:
         self.check_timeout = float(check_timeout)
         self.trace_context = bool(trace_context)
         self.plugin = self._plugin(token_source, audience, sid)
-        self.options = self._options(options, server_name, retry)
+        self.retry = retry
+        self.options = self._options(options, server_name)
         ServerCheck(target, self.context)  # validates the target now
         try:  # fail early
             self.credentials(svid.get_x509_svid(), bundles.get_bundle_set())
@@ -137,16 +144,16 @@ class _Setup:
 
     @staticmethod
     def _options(
-        options: Sequence[tuple[str, Any]], server_name: str | None, retry: RetryPolicy | None
+        options: Sequence[tuple[str, Any]], server_name: str | None
     ) -> list[tuple[str, Any]]:
         given = list(options)
         names = {name for name, _ in given}
         refused = sorted(_REFUSED & names)
         if refused:
             raise ConfigurationError(f"{', '.join(refused)}: set by the channel (see the docs)")
-        ours: list[tuple[str, Any]] = [("grpc.enable_retries", 1 if retry is not None else 0)]
-        if retry is not None and "grpc.service_config" not in names:
-            ours.append(("grpc.service_config", retry.service_config()))
+        # grpc's own retries (service config, transparent) would send a call again over a
+        # connection no identity check covered: the interceptors retry instead
+        ours: list[tuple[str, Any]] = [("grpc.enable_retries", 0)]
         if server_name is not None:
             ours.append(("grpc.ssl_target_name_override", server_name))
         return given + ours
@@ -177,8 +184,9 @@ def _sync_builder(setup: _Setup) -> Callable[[X509Svid, BundleSet], Generation[A
     def build(svid: X509Svid, bundles: BundleSet) -> Generation[Any]:
         check = setup.check()
         raw = grpc.secure_channel(setup.target, setup.credentials(svid, bundles), setup.options)
+        check.attach(sync_state_reader(raw))
         raw.subscribe(check.on_state, try_to_connect=False)
-        interceptor = ClientInterceptor(check, trace_context=setup.trace_context)
+        interceptor = ClientInterceptor(check, trace_context=setup.trace_context, retry=setup.retry)
         channel = grpc.intercept_channel(raw, interceptor)
         return Generation(channel, (svid, bundles), check, raw=raw)
 
@@ -192,8 +200,11 @@ def _aio_builder(setup: _Setup) -> Callable[[X509Svid, BundleSet], Generation[An
             setup.target,
             setup.credentials(svid, bundles),
             setup.options,
-            interceptors=aio_interceptors(check, trace_context=setup.trace_context),
+            interceptors=aio_interceptors(
+                check, trace_context=setup.trace_context, retry=setup.retry
+            ),
         )
+        check.attach(aio_state_reader(channel), channel.wait_for_state_change)
         return Generation(channel, (svid, bundles), check)
 
     return build
@@ -219,8 +230,10 @@ def secure_channel(
 
     ``server_id`` (exact) or ``authorizer`` (any matcher) says which server SPIFFE ID is
     accepted; ``server_name`` overrides the name grpc checks against the server
-    certificate's DNS SANs (default: the target's host). ``options`` are extra grpc channel
-    options (``grpc.ssl_target_name_override`` and ``grpc.enable_retries`` are refused).
+    certificate's DNS SANs (default: the target's host). ``check_timeout`` bounds each attempt's
+    wait for the identity check (connecting and probing), unless the deadline is sooner.
+    ``options`` are extra grpc channel options (``grpc.ssl_target_name_override`` and
+    ``grpc.enable_retries`` are refused).
     """
     setup = _Setup(
         target,

@@ -1,0 +1,247 @@
+"""The client's server identity check against servers that die, are replaced, or stall:
+every attempt of a call (retries included) goes out only over a connection a check verified,
+and on an aio channel the check uses no thread and keeps to each call's deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from tests.grpc_integration._support import (
+    CLIENT_ID,
+    SERVER_ID,
+    SERVICE,
+    Failure,
+    Recorded,
+    Relay,
+    World,
+    bare_server,
+    sync_server,
+)
+from zerotrust import SelfIssuedTokenSource
+from zerotrust.grpc import RetryPolicy, ServerIdentityError, aio_secure_channel, secure_channel
+
+IMPOSTOR = "spiffe://example.org/impostor"
+DEFAULT = RetryPolicy()
+
+
+def options(world: World, **overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "svid": world.client_svid,
+        "bundles": world.ca.bundle,
+        "server_id": SERVER_ID,
+        "token_source": SelfIssuedTokenSource(world.issuer, subject=CLIENT_ID),
+    }
+    return {**base, **overrides}
+
+
+def _outcome(call: Any) -> Any:
+    """The call's result, or the exception it raised."""
+    try:
+        return call()
+    except Exception as exc:
+        return exc
+
+
+@pytest.mark.parametrize("retry", [DEFAULT, None], ids=["default-retry", "no-retry"])
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_a_replaced_server_gets_no_attempt_of_a_call(
+    world: World, kind: str, retry: RetryPolicy | None
+) -> None:
+    """The server dies with a call in flight, and another workload of the trust domain, with
+    the same DNS name, has taken its address. With retries, the call's next attempt waits for
+    a check of the new connection, which refuses it (grpc's own retries sent the call, token
+    included, to the new server); without, the next call is refused the same way, however
+    soon it follows the failure (grpc reports the lost connection only later)."""
+    impostor = world.ca.issue_svid(IMPOSTOR, dns_names=["localhost"])
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(request: bytes, context: Any) -> bytes:
+        entered.set()
+        release.wait(20)
+        return b"legit"
+
+    @contextlib.contextmanager
+    def replaced(relay: Relay) -> Iterator[Recorded]:
+        """The impostor listens on the address, then the real server dies."""
+        relay.stop_listening()
+        with bare_server(impostor, world.ca.bundle, bind=f"localhost:{relay.port}") as (
+            port,
+            recorded,
+        ):
+            assert port == relay.port
+            relay.die()
+            yield recorded
+
+    def sync(target: str, relay: Relay) -> tuple[Any, Any, Recorded]:
+        with secure_channel(target, **options(world), retry=retry) as channel:
+            call = channel.unary_unary(f"/{SERVICE}/Unary")
+            first = call.future(b"secret", timeout=20)
+            assert entered.wait(10)
+            seconds: futures.Future[Any] = futures.Future()
+
+            def follow(_first: Any) -> None:  # at once, on a thread of its own
+                threading.Thread(
+                    target=lambda: seconds.set_result(_outcome(lambda: call(b"secret", timeout=10)))
+                ).start()
+
+            with replaced(relay) as recorded:
+                first.add_done_callback(follow)
+                error = first.exception()
+                second = seconds.result(timeout=30)
+        return error, second, recorded
+
+    async def aio(target: str, relay: Relay) -> tuple[Any, Any, Recorded]:
+        async with aio_secure_channel(target, **options(world), retry=retry) as channel:
+            call = channel.unary_unary(f"/{SERVICE}/Unary")
+            first = asyncio.ensure_future(call(b"secret", timeout=20))
+            assert await asyncio.to_thread(entered.wait, 10)
+            with replaced(relay) as recorded:
+                (error,) = await asyncio.gather(first, return_exceptions=True)
+                (second,) = await asyncio.gather(  # at once
+                    call(b"secret", timeout=10), return_exceptions=True
+                )
+        return error, second, recorded
+
+    with bare_server(world.server_svid, world.ca.bundle, slow) as (port, _):
+        relay = Relay(port)
+        target = f"localhost:{relay.port}"
+        try:
+            if kind == "sync":
+                error, second, recorded = sync(target, relay)
+            else:
+                error, second, recorded = asyncio.run(aio(target, relay))
+        finally:
+            release.set()
+            relay.die()
+    assert recorded.calls == []  # no attempt, no token reached the impostor
+    assert isinstance(second, ServerIdentityError), second
+    assert second.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert isinstance(error, grpc.RpcError), error
+    if retry is not None:  # the retried attempt was refused by the check
+        assert isinstance(error, ServerIdentityError), error
+        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    else:
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_aio_checks_use_no_thread_and_keep_to_each_deadline(world: World) -> None:
+    """A server that stalls every handshake, and 14 concurrent calls with 1 s deadlines: each
+    ends at its deadline, and the loop's default executor (two threads here) stays free. The
+    checks ran in that executor and queued there: calls ended after 1, 2, 3... seconds, and
+    ``asyncio.to_thread`` work waited behind them."""
+    with bare_server(world.server_svid, world.ca.bundle) as (port, _):
+        relay = Relay(port, stall=lambda _n: True)
+
+        async def run() -> tuple[list[tuple[str, float]], float]:
+            asyncio.get_running_loop().set_default_executor(
+                futures.ThreadPoolExecutor(max_workers=2)
+            )
+            async with aio_secure_channel(
+                f"localhost:{relay.port}", **options(world), retry=None
+            ) as channel:
+
+                async def one() -> tuple[str, float]:
+                    started = time.monotonic()
+                    with pytest.raises(grpc.RpcError) as info:
+                        await channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=1.0)
+                    return info.value.code().name, time.monotonic() - started
+
+                async def other_work() -> float:
+                    await asyncio.sleep(0.3)  # while every call is being checked
+                    started = time.monotonic()
+                    await asyncio.to_thread(lambda: None)
+                    return time.monotonic() - started
+
+                calls = asyncio.gather(*(one() for _ in range(14)))
+                waited = await other_work()
+                return await calls, waited
+
+        try:
+            outcomes, waited = asyncio.run(run())
+        finally:
+            relay.die()
+    assert {code for code, _ in outcomes} == {"DEADLINE_EXCEEDED"}
+    assert max(elapsed for _, elapsed in outcomes) < 1.6
+    assert waited < 0.5
+
+
+def test_aio_concurrent_calls_share_one_probe(world: World) -> None:
+    """grpc's connection is forwarded, every later connection (the probes) stalls: the calls
+    wait for one probe, each until its own deadline, and the probe is stopped when the
+    channel closes."""
+    with bare_server(world.server_svid, world.ca.bundle) as (port, _):
+        relay = Relay(port, stall=lambda n: n > 1)
+
+        async def run() -> list[tuple[str, float]]:
+            async with aio_secure_channel(
+                f"localhost:{relay.port}", **options(world), retry=None
+            ) as channel:
+
+                async def one(timeout: float) -> tuple[str, float]:
+                    started = time.monotonic()
+                    with pytest.raises(grpc.RpcError) as info:
+                        await channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=timeout)
+                    return info.value.code().name, time.monotonic() - started
+
+                return await asyncio.gather(*(one(0.5 + i / 10) for i in range(10)))
+
+        try:
+            outcomes = asyncio.run(run())
+        finally:
+            relay.die()
+    assert {code for code, _ in outcomes} == {"DEADLINE_EXCEEDED"}
+    for i, (_, elapsed) in enumerate(outcomes):
+        assert 0.5 + i / 10 - 0.05 < elapsed < 0.5 + i / 10 + 0.4
+    assert relay.accepted == 2  # grpc's connection and one probe
+
+
+@pytest.mark.parametrize("retry", [DEFAULT, None], ids=["default-retry", "no-retry"])
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_a_check_that_could_not_run_is_tried_again_for_every_arity(
+    world: World, kind: str, retry: RetryPolicy | None
+) -> None:
+    """grpc's connection is forwarded, the first probe's connection is dropped: the call's
+    first attempt cannot be checked (nothing is sent), the next one is checked and sent."""
+    bidi = f"/{SERVICE}/Bidi"
+    with sync_server(world) as port:
+        relay = Relay(port, drop=lambda n: n == 2)
+        target = f"localhost:{relay.port}"
+        try:
+            if kind == "sync":
+                with secure_channel(target, **options(world), retry=retry) as channel:
+                    outcome = _outcome(
+                        lambda: list(channel.stream_stream(bidi)(iter([b"a", b"b"]), timeout=10))
+                    )
+            else:
+
+                async def run() -> Any:
+                    async with aio_secure_channel(target, **options(world), retry=retry) as ch:
+                        call = ch.stream_stream(bidi)(timeout=10)
+                        try:
+                            for item in (b"a", b"b"):
+                                await call.write(item)
+                            await call.done_writing()
+                            return [item async for item in call]
+                        except (grpc.RpcError, asyncio.InvalidStateError):
+                            return Failure(await call.code(), await call.details())
+
+                outcome = asyncio.run(run())
+        finally:
+            relay.die()
+    if retry is None:  # ServerIdentityError (aio: its status, as grpc reports it)
+        assert isinstance(outcome, (ServerIdentityError, Failure)), outcome
+        assert outcome.code() == grpc.StatusCode.UNAVAILABLE
+        assert outcome.details() == "server identity could not be checked"
+    else:
+        assert outcome == [CLIENT_ID.encode() + b"|a", CLIENT_ID.encode() + b"|b"]
+        assert relay.accepted == 3  # grpc's connection, the dropped probe, the next one

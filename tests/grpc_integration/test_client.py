@@ -29,6 +29,7 @@ from tests.grpc_integration._support import (
     World,
     acall_all,
     aio_server,
+    bare_server,
     call_all,
     make_world,
     sync_server,
@@ -447,14 +448,104 @@ def test_configuration_is_checked_up_front(world: World) -> None:
         secure_channel("localhost:1", **{**base, "server_id": None})
     with pytest.raises(ConfigurationError, match="one of them"):
         secure_channel("localhost:1", **base, authorizer=match.any())
-    with pytest.raises(ConfigurationError, match="set by the channel"):
+    with pytest.raises(ConfigurationError, match="use server_name="):
         secure_channel("localhost:1", **base, options=[("grpc.ssl_target_name_override", "x")])
+    with pytest.raises(ConfigurationError, match="use retry="):
+        secure_channel("localhost:1", **base, options=[("grpc.enable_retries", 1)])
     with pytest.raises(ConfigurationError, match="host:port"):
         secure_channel("unix:///tmp/sock", **base)
     with pytest.raises(ConfigurationError, match="audience"):
         secure_channel("localhost:1", **{**base, "server_id": None, "authorizer": match.any()})
     with pytest.raises(ConfigurationError, match=r"no X\.509 authorities"):
         secure_channel("localhost:1", **{**base, "server_id": "spiffe://other.org/echo"})
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("grpc.ssl_target_name_override", "echo.internal"),
+        (b"grpc.ssl_target_name_override", "echo.internal"),
+        ("grpc.default_authority", "echo.internal"),
+        (b"grpc.default_authority", b"echo.internal"),
+        ("grpc.default_authority\x00x", "echo.internal"),
+        (b"grpc.enable_retries", 1),
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.service_config_disable_resolution", 0),
+    ],
+)
+def test_options_that_weaken_the_checks_are_refused(world: World, option: tuple[Any, Any]) -> None:
+    """The server's certificate names echo.internal, not the dialled localhost: grpc's host
+    name check refuses it, unless an option changes the name checked, whatever its spelling."""
+    svid = world.ca.issue_svid(SERVER_ID, dns_names=["echo.internal"])
+    with bare_server(svid, world.ca.bundle) as (port, recorded):
+        with secure_channel(f"localhost:{port}", **options(world)) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(ConfigurationError):
+            secure_channel(f"localhost:{port}", **options(world), options=[option])
+    assert recorded.calls == []
+
+
+def _retry_config(codes: list[str], kind: str = "retryPolicy") -> str:
+    import json
+
+    if kind == "hedgingPolicy":
+        policy: dict[str, Any] = {"maxAttempts": 3, "nonFatalStatusCodes": codes}
+    else:
+        policy = {
+            "maxAttempts": 5,
+            "initialBackoff": "0.01s",
+            "maxBackoff": "0.01s",
+            "backoffMultiplier": 1,
+            "retryableStatusCodes": codes,
+        }
+    return json.dumps({"methodConfig": [{"name": [{}], kind: policy}]})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        _retry_config(["UNAUTHENTICATED", "PERMISSION_DENIED"]),
+        _retry_config(["UNAUTHENTICATED"], "hedgingPolicy"),
+        _retry_config(["UNAVAILABLE"]),  # grpc's retries are off, whatever the codes
+        _retry_config(["UNAUTHENTICATED"]).encode(),
+        # a key named twice: one reader would see the retries, the other not
+        '{"methodConfig": [{"name": [{}], "retryPolicy": {}}], "methodConfig": []}',
+        '{"retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1}}',
+        '{"loadBalancingConfig": [{"round_robin": {}}]}',
+        '{"loadBalancingPolicy": "round_robin"}',
+        '{"methodConfig": {}}',
+        "[]",
+        "{" * 100_000,
+        '{"a": ' * 10_000,  # nested deeper than a parser's recursion
+    ],
+)
+def test_a_service_config_with_retries_or_balancing_is_refused(world: World, config: Any) -> None:
+    """A refusal stands: a service config cannot make UNAUTHENTICATED or PERMISSION_DENIED
+    retryable (grpc sent the call five times), nor bring back grpc's own retries."""
+
+    def refuse(request: bytes, context: Any) -> bytes:
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "invalid_token")
+
+    with bare_server(world.server_svid, world.ca.bundle, refuse) as (port, recorded):
+        with pytest.raises(ConfigurationError):
+            secure_channel(
+                f"localhost:{port}",
+                **options(world),
+                options=[("grpc.service_config", config)],
+            )
+        allowed = '{"methodConfig": [{"name": [{}], "timeout": "5s"}],'
+        allowed += ' "loadBalancingConfig": [{"pick_first": {}}]}'
+        with (
+            secure_channel(
+                f"localhost:{port}", **options(world), options=[("grpc.service_config", allowed)]
+            ) as channel,
+            pytest.raises(grpc.RpcError) as info,
+        ):
+            channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert len(recorded.calls) == 1
 
 
 def test_server_name_override(world: World) -> None:

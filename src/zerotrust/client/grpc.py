@@ -48,6 +48,7 @@ from zerotrust.client._grpc_creds import RetryPolicy, TokenPlugin, channel_crede
 from zerotrust.client._grpc_generations import Generation
 from zerotrust.client._grpc_interceptors import ClientInterceptor, aio_interceptors
 from zerotrust.client._grpc_managed import ManagedChannel
+from zerotrust.client._grpc_options import channel_options
 from zerotrust.errors import ConfigurationError, NoTrustBundle
 from zerotrust.identity import Matcher, SpiffeId, TrustDomain
 from zerotrust.tokens.outgoing import TokenSource
@@ -66,8 +67,6 @@ __all__ = [
 ]
 
 _DEFAULT_RETRY: Final = RetryPolicy()
-#: Channel options the channel sets itself (pass ``server_name=`` / ``retry=`` instead).
-_REFUSED: Final = frozenset({"grpc.ssl_target_name_override", "grpc.enable_retries"})
 
 
 class _Setup:
@@ -123,7 +122,7 @@ class _Setup:
         self.trace_context = bool(trace_context)
         self.plugin = self._plugin(token_source, audience, sid)
         self.retry = retry
-        self.options = self._options(options, server_name)
+        self.options = channel_options(options, server_name)
         ServerCheck(target, self.context)  # validates the target now
         try:  # fail early
             self.credentials(svid.get_x509_svid(), bundles.get_bundle_set())
@@ -141,22 +140,6 @@ class _Setup:
         if audience is None and sid is None:
             raise ConfigurationError("a token_source with authorizer= needs an audience")
         return TokenPlugin(source, audience if audience is not None else str(sid))
-
-    @staticmethod
-    def _options(
-        options: Sequence[tuple[str, Any]], server_name: str | None
-    ) -> list[tuple[str, Any]]:
-        given = list(options)
-        names = {name for name, _ in given}
-        refused = sorted(_REFUSED & names)
-        if refused:
-            raise ConfigurationError(f"{', '.join(refused)}: set by the channel (see the docs)")
-        # grpc's own retries (service config, transparent) would send a call again over a
-        # connection no identity check covered: the interceptors retry instead
-        ours: list[tuple[str, Any]] = [("grpc.enable_retries", 0)]
-        if server_name is not None:
-            ours.append(("grpc.ssl_target_name_override", server_name))
-        return given + ours
 
     def credentials(self, svid: X509Svid, bundles: BundleSet) -> Any:
         try:
@@ -232,8 +215,10 @@ def secure_channel(
     accepted; ``server_name`` overrides the name grpc checks against the server
     certificate's DNS SANs (default: the target's host). ``check_timeout`` bounds each attempt's
     wait for the identity check (connecting and probing), unless the deadline is sooner.
-    ``options`` are extra grpc channel options (``grpc.ssl_target_name_override`` and
-    ``grpc.enable_retries`` are refused).
+    ``options`` are extra grpc channel options; those that would weaken the identity checks
+    are refused (``grpc.ssl_target_name_override``, ``grpc.default_authority``,
+    ``grpc.enable_retries``, a service config with retries or another load-balancing policy
+    than ``pick_first``: see docs/grpc.md).
     """
     setup = _Setup(
         target,

@@ -442,6 +442,45 @@ def test_retry_policy_service_config() -> None:
     assert RetryPolicy(retryable_status_codes=("UNAVAILABLE", "RESOURCE_EXHAUSTED"))
 
 
+def test_retry_policy_values_are_those_grpc_accepts(world: World) -> None:
+    """Backoffs are those a grpc service config takes: from 1 ms (grpc counts whole
+    milliseconds: initial_backoff=0.0004 was accepted and written "0.000s", which grpc refuses,
+    failing every call with INVALID_ARGUMENT) to grpc's longest duration (max_backoff=1e12 was
+    accepted and refused by grpc the same way), written with nine decimals."""
+    import json
+
+    for bad in (
+        {"initial_backoff": 0.0004, "max_backoff": 0.0004},
+        {"initial_backoff": 0.0009},
+        {"max_backoff": 1e12},
+    ):
+        with pytest.raises(ConfigurationError, match="seconds"):
+            RetryPolicy(**bad)
+    fine = RetryPolicy(initial_backoff=0.0015, max_backoff=0.0015)
+    policy = json.loads(fine.service_config())["methodConfig"][0]["retryPolicy"]
+    assert policy["initialBackoff"] == policy["maxBackoff"] == "0.001500000s"
+    extremes = RetryPolicy(initial_backoff=0.001, max_backoff=315_576_000_000)
+    credentials = grpc.ssl_channel_credentials(
+        world.ca.bundle.to_pem(),
+        world.client_svid.private_key_pem(),
+        world.client_svid.cert_chain_pem(),
+    )
+    with bare_server(world.server_svid, world.ca.bundle) as (port, _):
+        for retry in (fine, extremes):  # grpc takes the service config
+            config = [("grpc.service_config", retry.service_config())]
+            with grpc.secure_channel(f"localhost:{port}", credentials, config) as plain:
+                assert plain.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10) == b"bare|x"
+    flaky = Flaky(world, failures=1)
+    try:
+        with secure_channel(  # and a zerotrust channel retries with the policy
+            f"localhost:{flaky.port}", **options(world), retry=extremes
+        ) as channel:
+            assert channel.unary_unary("/test.Flaky/Call")(b"", timeout=10) == b"ok"
+        assert len(flaky.attempts) == 2
+    finally:
+        flaky.close()
+
+
 def test_configuration_is_checked_up_front(world: World) -> None:
     base = options(world)
     with pytest.raises(ConfigurationError, match="server's identity"):

@@ -50,6 +50,16 @@ def channel_credentials(
     )
 
 
+#: The backoffs grpc's service config accepts: grpc keeps them in whole milliseconds and
+#: refuses 0 (so less than 1 ms), and a duration is at most google.protobuf.Duration's limit.
+_MIN_DURATION: Final = 0.001
+_MAX_DURATION: Final = 315_576_000_000
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.9f}s"
+
+
 #: Status codes of a refusal (the same credentials get the same answer), as 401 and 403 are
 #: for HTTP clients.
 _NEVER_RETRIED: Final = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
@@ -67,6 +77,7 @@ class RetryPolicy:
     (``UNAVAILABLE``, nothing sent). The n-th wait is uniform in [0, min(``max_backoff``,
     ``initial_backoff`` * ``backoff_multiplier`` ** (n-1))], and the call's deadline covers all
     attempts and waits; ``max_attempts`` counts the first attempt (at most 5, as grpc's).
+    Backoffs are what a grpc service config accepts: from 0.001 to 315,576,000,000 seconds.
     ``UNAUTHENTICATED`` and ``PERMISSION_DENIED`` are refused as retryable codes: a refusal
     stands. Any method is retried, idempotent or not: name only codes a server sends before
     it has acted.
@@ -87,6 +98,11 @@ class RetryPolicy:
                 raise ConfigurationError(f"{name} must be a number")
             if not (math.isfinite(value) and value > 0):
                 raise ConfigurationError(f"{name} must be positive and finite")
+        for name in ("initial_backoff", "max_backoff"):  # grpc's: 1 ms to ~10,000 years
+            if not _MIN_DURATION <= getattr(self, name) <= _MAX_DURATION:
+                raise ConfigurationError(
+                    f"{name} must be from {_MIN_DURATION} to {_MAX_DURATION} seconds"
+                )
         if self.max_backoff < self.initial_backoff:
             raise ConfigurationError("max_backoff must be at least initial_backoff")
         codes: object = self.retryable_status_codes
@@ -101,8 +117,8 @@ class RetryPolicy:
         zerotrust; zerotrust's channels do not use it)."""
         policy = {
             "maxAttempts": self.max_attempts,
-            "initialBackoff": f"{self.initial_backoff:.3f}s",
-            "maxBackoff": f"{self.max_backoff:.3f}s",
+            "initialBackoff": _duration(self.initial_backoff),
+            "maxBackoff": _duration(self.max_backoff),
             "backoffMultiplier": self.backoff_multiplier,
             "retryableStatusCodes": list(self.retryable_status_codes),
         }

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -126,6 +127,127 @@ def test_a_failing_token_source_fails_the_call(world: World) -> None:
         channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert world.sink.events == []  # nothing reached the server's guard
+
+
+def test_a_token_source_that_hangs_holds_no_later_call(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first fetch never returns (until the end of the test): the call waiting for it
+    fails once it has run fetch_timeout seconds, and the next call fetches again. The one
+    worker thread of the plugin stayed stuck, and every later call waited for it."""
+    from zerotrust.client._grpc_creds import TokenPlugin
+
+    monkeypatch.setattr(TokenPlugin, "fetch_timeout", 0.5)
+    release = threading.Event()
+    fetches: list[str] = []
+
+    def mint(audience: str) -> str:
+        fetches.append(audience)
+        if len(fetches) == 1:
+            release.wait(60)
+        return world.issuer.issue(subject=CLIENT_ID, audience=audience, ttl=300)
+
+    class Source:
+        def token(self, audience: str) -> str:
+            return mint(audience)
+
+    try:
+        with (
+            sync_server(world) as port,
+            secure_channel(
+                f"localhost:{port}",
+                svid=world.client_svid,
+                bundles=world.ca.bundle,
+                server_id=SERVER_ID,
+                token_source=Source(),  # type: ignore[arg-type]
+                retry=None,
+            ) as channel,
+        ):
+            call = channel.unary_unary(f"/{SERVICE}/Unary")
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as info:
+                call(b"x", timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # not its deadline
+            assert time.monotonic() - started < 3
+            assert call(b"x", timeout=5) == CLIENT_ID.encode() + b"|x"
+        assert len(fetches) == 2
+    finally:
+        release.set()
+
+
+def test_fetches_stuck_in_the_token_source_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zerotrust.client._grpc_creds import TokenPlugin
+    from zerotrust.errors import SourceError
+
+    monkeypatch.setattr(TokenPlugin, "fetch_timeout", 0.1)
+    release = threading.Event()
+    fetches: list[str] = []
+
+    class Stuck:
+        def token(self, audience: str) -> str:
+            fetches.append(audience)
+            release.wait(60)
+            return "never-used"
+
+    plugin = TokenPlugin(Stuck(), "api")  # type: ignore[arg-type]
+    errors: list[object] = []
+    answered = threading.Semaphore(0)
+
+    def callback(metadata: object, error: object) -> None:
+        errors.append(error)
+        answered.release()
+
+    try:
+        for _ in range(TokenPlugin.max_fetches + 2):
+            plugin(None, callback)
+            assert answered.acquire(timeout=5)
+        assert all(isinstance(e, SourceError) for e in errors)
+        assert len(fetches) == TokenPlugin.max_fetches  # then calls fail without a fetch
+        plugin.close()
+        plugin(None, callback)
+        assert answered.acquire(timeout=5) and "closed" in str(errors[-1])
+    finally:
+        release.set()
+
+
+HUNG_TOKEN_SOURCE = """
+import sys, threading
+sys.path.insert(0, sys.argv[1])
+import grpc
+from tests.grpc_integration._support import SERVER_ID, SERVICE, bare_server, make_world
+from zerotrust.dev import DevCA
+from zerotrust.grpc import secure_channel
+
+class Hung:
+    def token(self, audience):
+        threading.Event().wait()
+
+world = make_world(DevCA.create("example.org"), DevCA.create("other.org"))
+with bare_server(world.server_svid, world.ca.bundle) as (port, recorded):
+    channel = secure_channel(f"localhost:{port}", svid=world.client_svid,
+                             bundles=world.ca.bundle, server_id=SERVER_ID, token_source=Hung())
+    try:
+        channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=1)
+    except grpc.RpcError as exc:
+        print(exc.code().name)
+    channel.close()
+print("closed", flush=True)
+"""
+
+
+def test_a_token_source_that_hangs_does_not_keep_the_process_alive() -> None:
+    """After close(), the process exits: the fetch stuck in the source is on a daemon thread
+    (it was a pool's worker, which the interpreter joins at exit)."""
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", HUNG_TOKEN_SOURCE, str(root)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["DEADLINE_EXCEEDED", "closed"]
 
 
 def test_identity_is_checked_again_after_a_reconnection(world: World) -> None:

@@ -3,7 +3,6 @@ call-credentials plugin, and grpc's own retry policy."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import logging
 import math
@@ -132,6 +131,28 @@ class _Memo:
     poll_at: float
 
 
+class _Fetch:
+    """One call of the token source, on a daemon thread of its own, and the calls waiting for
+    its token (grpc's plugin callbacks)."""
+
+    __slots__ = ("done", "error", "memo", "started", "timer", "waiters")
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.done = False
+        self.memo: _Memo | None = None
+        self.error: BaseException | None = None
+        self.waiters: list[Any] = []
+        self.timer: threading.Timer | None = None
+
+
+def _answer(callback: Any, memo: _Memo | None, error: BaseException | None) -> None:
+    if memo is not None:
+        callback((("authorization", memo.header),), None)
+    else:
+        callback(None, error or SourceError("no token"))
+
+
 class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
     """Attaches ``authorization: Bearer <token for audience>`` to every call.
 
@@ -146,11 +167,20 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
     token, whose expiry only the source knows) is used for ``opaque_lifetime`` seconds after
     the source last handed it out: sources refresh at least 5 s ahead of expiry, so it is
     never used expired.
+
+    Each fetch runs on a daemon thread, so a token source that never returns keeps neither the
+    process from exiting nor later calls from fetching: the calls waiting for a fetch fail
+    (``SourceError``) once it has run ``fetch_timeout`` seconds, and the next call starts
+    another. At most ``max_fetches`` run at once (those stuck in the source included); beyond
+    that, calls without a token fail at once. :meth:`close` fails the waiting calls and every
+    later one; a fetch still inside the source is abandoned.
     """
 
     poll_interval: Final = 1.0
     margin: Final = 5.0
     opaque_lifetime: Final = 2.0
+    fetch_timeout: Final = 30.0
+    max_fetches: Final = 4
 
     def __init__(self, source: TokenSource, audience: str) -> None:
         if not callable(getattr(source, "token", None)):
@@ -161,10 +191,9 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
         self._audience = audience
         self._memo: _Memo | None = None
         self._lock = threading.Lock()
-        self._pending: concurrent.futures.Future[_Memo] | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="zerotrust-grpc-token"
-        )
+        self._fetch: _Fetch | None = None  # the latest fetch, until it ends or times out
+        self._running = 0  # fetch threads inside the source
+        self._closed = False
 
     def __call__(self, context: Any, callback: Any) -> None:
         now = time.monotonic()
@@ -172,30 +201,54 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
         if memo is not None and now < memo.use_until:
             callback((("authorization", memo.header),), None)
             if now >= memo.poll_at:
-                self._refresh()
+                with self._lock:
+                    self._start()
             return
-        try:
-            future = self._refresh()
-        except RuntimeError:  # the channel was closed
-            callback(None, SourceError("the channel is closed"))
-            return
-
-        def done(f: concurrent.futures.Future[_Memo]) -> None:
-            error = SourceError("the channel is closed") if f.cancelled() else f.exception()
-            if error is not None:
-                callback(None, error)
-            else:
-                callback((("authorization", f.result().header),), None)
-
-        future.add_done_callback(done)
-
-    def _refresh(self) -> concurrent.futures.Future[_Memo]:
         with self._lock:
-            if self._pending is None or self._pending.done():
-                self._pending = self._pool.submit(self._fetch)
-            return self._pending
+            fetch, error = self._start()
+            if fetch is not None and not fetch.done:
+                fetch.waiters.append(callback)
+                if fetch.timer is None:  # someone waits: bound the wait
+                    left = fetch.started + self.fetch_timeout - now
+                    fetch.timer = threading.Timer(max(left, 0.0), self._expire, (fetch,))
+                    fetch.timer.daemon = True
+                    fetch.timer.start()
+                return
+        if fetch is not None:
+            _answer(callback, fetch.memo, fetch.error)
+        else:
+            callback(None, error)
 
-    def _fetch(self) -> _Memo:
+    def _start(self) -> tuple[_Fetch | None, SourceError | None]:  # lock held
+        """The fetch under way, or a new one (or why none can start)."""
+        if self._closed:
+            return None, SourceError("the channel is closed")
+        fetch = self._fetch
+        if fetch is not None and not fetch.done:
+            return fetch, None
+        if self._running >= self.max_fetches:
+            return None, SourceError("the token source does not answer")
+        fetch = self._fetch = _Fetch()
+        self._running += 1
+        thread = threading.Thread(
+            target=self._run, args=(fetch,), name="zerotrust-grpc-token", daemon=True
+        )
+        thread.start()
+        return fetch, None
+
+    def _run(self, fetch: _Fetch) -> None:
+        memo: _Memo | None = None
+        error: BaseException | None = None
+        try:
+            memo = self._get()
+        except Exception as exc:
+            error = exc
+        finally:
+            with self._lock:
+                self._running -= 1
+        self._end(fetch, memo, error)
+
+    def _get(self) -> _Memo:
         try:
             token = check_token(self._source.token(self._audience))
         except Exception as exc:
@@ -209,9 +262,32 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
             left = exp.timestamp() - now_wall
             use_until = now + left - min(self.margin, max(left, 0) / 10)
         memo = _Memo(f"Bearer {token}", use_until, now + self.poll_interval)
-        self._memo = memo
+        if not self._closed:
+            self._memo = memo
         return memo
 
+    def _expire(self, fetch: _Fetch) -> None:
+        self._end(fetch, None, SourceError(f"no token after {self.fetch_timeout:g} s"))
+
+    def _end(self, fetch: _Fetch, memo: _Memo | None, error: BaseException | None) -> None:
+        """Answer the calls waiting for ``fetch`` (once: by the fetch, a timeout or close)."""
+        with self._lock:
+            if fetch.done:
+                return
+            fetch.done, fetch.memo, fetch.error = True, memo, error
+            waiters, fetch.waiters = fetch.waiters, []
+            timer = fetch.timer
+        if timer is not None:
+            timer.cancel()
+        for callback in waiters:
+            _answer(callback, memo, error)
+
     def close(self) -> None:
-        """Stop the background thread (pending calls fail; later ones are refused)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Fail the calls waiting for a token and refuse later ones (a fetch still inside
+        the token source is abandoned: its thread is a daemon)."""
+        with self._lock:
+            self._closed = True
+            self._memo = None
+            fetch = self._fetch
+        if fetch is not None:
+            self._end(fetch, None, SourceError("the channel is closed"))

@@ -239,6 +239,51 @@ def test_trace_context_aio(world: World) -> None:
     assert world.sink.last is not None and world.sink.last.trace_id == trace_id
 
 
+CALLERS_TRACEPARENT = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_trace_context_replaces_the_callers(world: World, kind: str) -> None:
+    """A traceparent the caller put in the metadata is replaced by the active span's, and the
+    caller's tracestate (of the replaced trace) is dropped; without an active span both pass
+    unchanged. Both traceparents were sent, and the tracestate kept."""
+
+    def seen(request: bytes, context: Any) -> bytes:
+        names = ("traceparent", "tracestate")
+        entries = [f"{k}={v}" for k, v in context.invocation_metadata() if k in names]
+        return "\n".join(entries).encode()
+
+    metadata = [("traceparent", CALLERS_TRACEPARENT), ("tracestate", "vendor=of-that-trace")]
+    tracer = TracerProvider().get_tracer("client")
+    with bare_server(world.server_svid, world.ca.bundle, seen) as (port, _):
+        target = f"localhost:{port}"
+        if kind == "sync":
+            with secure_channel(target, **options(world)) as channel:
+                call = channel.unary_unary(f"/{SERVICE}/Unary")
+                untouched = call(b"", metadata=metadata, timeout=10)
+                with tracer.start_as_current_span("call") as span:
+                    replaced = call(b"", metadata=metadata, timeout=10)
+        else:
+
+            async def run() -> tuple[bytes, bytes, Any]:
+                async with aio_secure_channel(target, **options(world)) as channel:
+                    call = channel.unary_unary(f"/{SERVICE}/Unary")
+                    md = grpc.aio.Metadata(*metadata)
+                    untouched = await call(b"", metadata=md, timeout=10)
+                    with tracer.start_as_current_span("call") as span:
+                        replaced = await call(b"", metadata=md, timeout=10)
+                    return untouched, replaced, span
+
+            untouched, replaced, span = asyncio.run(run())
+    context = span.get_span_context()
+    (sent,) = replaced.decode().splitlines()  # one traceparent, no tracestate
+    assert sent.startswith(f"traceparent=00-{context.trace_id:032x}-{context.span_id:016x}-")
+    assert untouched.decode().splitlines() == [
+        f"traceparent={CALLERS_TRACEPARENT}",
+        "tracestate=vendor=of-that-trace",
+    ]
+
+
 def test_client_svid_rotation_rebuilds_without_failing_in_flight_calls(world: World) -> None:
     source = RotatingSvidSource(world.client_svid)
     rotated = world.ca.issue_svid(CLIENT_ID)

@@ -1,7 +1,7 @@
 """Client interceptors (sync and aio, all four arities): every attempt of a call waits for the
 server identity check, the current OpenTelemetry context is injected into the call's metadata
-(W3C ``traceparent`` / ``tracestate``, through the globally configured propagators), and the
-channel's :class:`~zerotrust.grpc.RetryPolicy` is applied here.
+(W3C ``traceparent`` / ``tracestate``, through the globally configured propagators, replacing
+any the caller set), and the channel's :class:`~zerotrust.grpc.RetryPolicy` is applied here.
 
 grpc's own retries (its service-config retry policy and its transparent retries) are turned
 off on these channels: grpc sends a retried call over whatever connection it has then, with no
@@ -54,7 +54,21 @@ def trace_metadata() -> list[tuple[str, str]]:
 
 
 def _with_trace(metadata: Any, extra: list[tuple[str, str]]) -> list[tuple[str, Any]]:
-    return [*(metadata or ()), *extra]
+    """``metadata`` with the injected context: it replaces the caller's entries of the same
+    names, and a ``tracestate`` goes with the ``traceparent`` it came with (W3C Trace Context
+    §3.3), so when a ``traceparent`` is injected the caller's ``tracestate`` is removed even if
+    the injected context brings none."""
+    if not extra:
+        return list(metadata or ())
+    names = {key for key, _ in extra}
+    if "traceparent" in names:
+        names.add("tracestate")
+    kept = [
+        (key, value)
+        for key, value in (metadata or ())
+        if not (isinstance(key, str) and key.lower() in names)
+    ]
+    return [*kept, *extra]
 
 
 class _Plan:

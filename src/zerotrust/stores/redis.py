@@ -1,7 +1,8 @@
 """The Redis store: shared revocations, replay cache and rate limits for many replicas.
 
 Every operation is one round trip: an atomic Lua script (loaded once, run with ``EVALSHA``
-and reloaded automatically after ``NOSCRIPT``) or a single ``SET NX PX``. Keys are namespaced
+and reloaded automatically after ``NOSCRIPT``), safe to run twice (redis-py sends a command
+again when its connection drops, perhaps after Redis ran it). Keys are namespaced
 by ``prefix`` and carry a SHA-256 of the caller's value, never the value itself; every key
 has a TTL. Token-bucket arithmetic uses the Redis server's clock so that replicas with skewed
 clocks agree; revocation and replay deadlines are computed on this process's clock, the one

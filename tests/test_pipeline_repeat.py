@@ -405,6 +405,9 @@ def test_the_same_peer_from_a_proxy_address_only_relays_on_repeat(
     direct = world.check(get(token, verified_peer=peer, remote_addr="10.0.0.9"))
     assert direct.allowed and direct.principal is not None
     assert direct.principal.proven_by == "mtls+jwt"
+    runs = world.pipeline_runs
+    again = world.check(get(token, verified_peer=peer, remote_addr="10.0.0.9"))
+    assert again.allowed and world.pipeline_runs == runs  # same address: a repeat
     relayed = world.check(
         get(token, verified_peer=peer, remote_addr="10.0.0.5"), asynchronous=asynchronous
     )

@@ -85,10 +85,11 @@ def _unique_key_loader(yaml: Any) -> Any:
     class UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]
         def construct_mapping(self, node: Any, deep: bool = False) -> Any:
             if isinstance(node, yaml.MappingNode):
+                # merge keys (<<) first, as SafeLoader does: a key merged twice, or merged and
+                # written too, is named twice (the later one would win silently)
+                self.flatten_mapping(node)
                 seen: set[Any] = set()
-                for key_node, _ in node.value:  # the mapping's own keys: a merged one (<<)
-                    if key_node.tag == "tag:yaml.org,2002:merge":  # may be overridden
-                        continue
+                for key_node, _ in node.value:
                     key = self.construct_object(key_node, deep=deep)
                     try:
                         duplicate = key in seen

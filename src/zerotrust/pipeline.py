@@ -396,10 +396,10 @@ class Guard:
         ):
             return None
         if peer is not None:
-            proxies = authenticator.trusted_proxies
-            if proxies is not None and proxies.is_proxy(view.remote_addr, peer.spiffe_id):
-                # the same certificate from a proxy's address only relays (peer_is_proxy):
-                # one peer object can serve several connections (gRPC's peer cache)
+            if view.remote_addr != entry.remote_addr and authenticator.trusted_proxies is not None:
+                # one peer object can serve several connections (gRPC's peer cache): from
+                # another address the same certificate may be a proxy's, which only relays
+                # (peer_is_proxy), so the pipeline decides
                 return None
             authenticator.recheck_peer(peer)
         if self.check_revocation:
@@ -461,6 +461,7 @@ class Guard:
             auth=auth,
             decision=decision,
             outcome=self._outcome(view, auth, decision, None),
+            remote_addr=view.remote_addr,
         )
         if len(self._repeats) >= _MAX_REPEATS:
             self._repeats.clear()
@@ -768,6 +769,8 @@ class _Repeat:
     auth: AuthResult
     decision: Decision
     outcome: Outcome
+    #: The address the allow was given to (the trusted-proxy rule depends on it).
+    remote_addr: str | None
     #: The audit event of the first audited repeat, which later repeats copy.
     events: list[AuditEvent] = field(default_factory=list)
 

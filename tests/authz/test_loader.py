@@ -157,10 +157,33 @@ def test_a_key_named_twice_fails_at_load_time(
         load_policy(path)
 
 
-def test_yaml_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        # merged twice: the later merge would win
+        "rules:\n  - id: block\n    <<: {action: DENY}\n    <<: {action: ALLOW}\n",
+        # merged and written: the written one would win
+        "base: &b {action: DENY}\nrules:\n  - id: block\n    <<: *b\n    action: ALLOW\n",
+        # two merged mappings naming one key
+        "rules:\n  - id: block\n    <<: [{action: DENY}, {action: ALLOW}]\n",
+    ],
+)
+def test_yaml_merge_keys_name_no_key_twice(tmp_path: Path, text: str) -> None:
     path = tmp_path / "p.yaml"
-    path.write_text("rules:\n  - &base {id: reads, action: DENY}\n  - <<: *base\n    id: writes\n")
-    assert [rule.id for rule in load_policy(path).rules] == ["reads", "writes"]
+    path.write_text(text)
+    with pytest.raises(ConfigurationError, match="duplicate key 'action'"):
+        load_policy(path)
+
+
+def test_yaml_merge_keys_that_name_each_key_once_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "rules:\n  - &base {id: reads, action: DENY}\n  - <<: {action: DENY}\n    id: w\n"
+    )
+    assert [(rule.id, rule.action) for rule in load_policy(path).rules] == [
+        ("reads", "DENY"),
+        ("w", "DENY"),
+    ]
 
 
 def test_a_string_where_a_boolean_belongs_fails_at_load_time(tmp_path: Path) -> None:

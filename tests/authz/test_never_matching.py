@@ -171,3 +171,11 @@ def test_combining_requirements_keeps_head_with_get() -> None:
     assert (require(methods=["GET", "POST"]) & require(methods=["GET"])).methods == ("GET",)
     with pytest.raises(ConfigurationError, match="never both hold"):
         require(methods=["HEAD"]) & require(methods=["POST"])
+
+
+@pytest.mark.parametrize("field", ["routes", "not_routes"])
+@pytest.mark.parametrize("pattern", ["*/", "*//"])
+def test_a_route_suffix_of_slashes_alone_is_refused(field: str, pattern: str) -> None:
+    # routes compare without regard to a trailing slash, so "*/" would match every route
+    with pytest.raises(ConfigurationError, match="would match every route"):
+        Operations(**{field: [pattern]})  # type: ignore[arg-type]

@@ -25,6 +25,7 @@ from zerotrust.adapters._context import reset_principal, set_principal
 from zerotrust.adapters._status import refusal
 from zerotrust.authn.principal import Principal
 from zerotrust.authn.request import MAX_HEADER_LINES, encode_path
+from zerotrust.authz.rules import normalize_route
 from zerotrust.errors import ConfigurationError, MalformedCredentials
 from zerotrust.pipeline import Guard, Outcome
 from zerotrust.x509.verify import VerifiedPeer
@@ -299,6 +300,8 @@ class ZeroTrustMiddleware:
             environ[PRINCIPAL_ENVIRON_KEY] = None
             return self.app(environ, start_response)
         route = self._route(environ) if self._route is not None else None
+        if route is not None:
+            route = normalize_route(route)
         outcome = self.guard.evaluate(WSGIRequestView(environ, route))
         if not outcome.allowed:
             return refuse(outcome, start_response)

@@ -179,12 +179,32 @@ def _compared_route(route: str) -> str:
     return route.rstrip("/") + "/"
 
 
+_ROUTE_KEYS: dict[str, str] = {}  # route -> its compared form; routes are few, bounded anyway
+
+
+def _route_key(route: str | None) -> str | None:
+    if route is None:
+        return None
+    key = _ROUTE_KEYS.get(route)
+    if key is None:
+        key = _compared_route(route)
+        if len(_ROUTE_KEYS) >= 4096:
+            _ROUTE_KEYS.clear()
+        _ROUTE_KEYS[route] = key
+    return key
+
+
 def _route_pattern(pattern: Pattern) -> Pattern:
     """``pattern`` as it applies to routes in their compared form (:func:`_compared_route`)."""
     kind, core = pattern._kind, pattern._text
     if kind == "exact":
         return Pattern(_compared_route(core))
     if kind == "suffix":
+        if not core.strip("/"):  # "*/": every route ends in "/" as routes are compared
+            raise ConfigurationError(
+                f"routes: {pattern.text!r} would match every route (routes compare without"
+                " regard to a trailing slash): write '*' if that is meant"
+            )
         return Pattern("*" + _compared_route(core))
     return pattern  # a prefix applies as written; "*" matches every route
 
@@ -197,11 +217,6 @@ class Operation:
     route: str | None
     kind: str = "http"
     path: str = ""
-    _route_key: str | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.route is not None:
-            object.__setattr__(self, "_route_key", _compared_route(self.route))
 
 
 _CALLER_FIELDS = (
@@ -352,9 +367,9 @@ class Operations:
             return False
         if not_methods and (_any(not_methods, method) or (head and _any(not_methods, "GET"))):
             return False
-        if routes and not _any(routes, op._route_key):
+        if routes and not _any(routes, _route_key(op.route)):
             return False
-        if not_routes and _any(not_routes, op._route_key):
+        if not_routes and _any(not_routes, _route_key(op.route)):
             return False
         return not (kinds and not _any(kinds, op.kind))
 

@@ -1,5 +1,6 @@
 """Credentials and channel options for gRPC clients: mTLS material from sources, a token
-call-credentials plugin, and grpc's own retry policy."""
+call-credentials plugin, and the retry policy (applied by the channel's interceptors; grpc's
+own retries are off)."""
 
 from __future__ import annotations
 

@@ -16,10 +16,10 @@ spelt (``str`` or ``bytes``; grpc hands names to its C core, which would stop at
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, Final
 
+from zerotrust._config_sources import DuplicateKey, json_document
 from zerotrust.errors import ConfigurationError
 
 __all__ = ["channel_options"]
@@ -79,25 +79,16 @@ def channel_options(
     return given + ours
 
 
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise ConfigurationError(f"grpc.service_config names {key!r} twice")
-        found[key] = value
-    return found
-
-
 def check_service_config(text: str) -> None:
     """Refuse a service config that grpc would not apply as read here (too large, not a JSON
     object, a key named twice) or that retries, hedges or balances over several connections."""
     if len(text) > _MAX_SERVICE_CONFIG:
         raise ConfigurationError("grpc.service_config is longer than 64 KiB")
     try:
-        config = json.loads(text, object_pairs_hook=_unique)
-    except (ValueError, RecursionError) as exc:
-        if isinstance(exc, ConfigurationError):
-            raise
+        config = json_document(text)
+    except DuplicateKey as exc:
+        raise ConfigurationError(f"grpc.service_config: {exc}") from None
+    except (ValueError, RecursionError):
         raise ConfigurationError("grpc.service_config is not valid JSON") from None
     if not isinstance(config, dict):
         raise ConfigurationError("grpc.service_config must be a JSON object")

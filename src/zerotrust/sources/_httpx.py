@@ -57,12 +57,18 @@ def ssl_context(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext:
         )
     if isinstance(verify, str):
         try:
-            with open_regular_file(verify):  # OpenSSL would wait on a FIFO
-                pass
-            return ssl.create_default_context(cafile=verify)
-        except (OSError, ssl.SSLError) as exc:
+            # read once, here (OpenSSL reopening the path would wait on a FIFO swapped in)
+            with open_regular_file(verify) as file:
+                pem = file.read(_MAX_CA_FILE_BYTES + 1)
+            if len(pem) > _MAX_CA_FILE_BYTES:
+                raise ConfigurationError("the CA file for verify= is larger than 1 MiB")
+            return ssl.create_default_context(cadata=pem.decode("ascii"))
+        except (OSError, ssl.SSLError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"cannot load CA file for verify=: {exc}") from None
     raise ConfigurationError("verify must be an ssl.SSLContext, a CA file path or True")
+
+
+_MAX_CA_FILE_BYTES = 1 << 20
 
 
 def _describe(exc: Exception) -> str:

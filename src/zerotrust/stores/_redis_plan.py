@@ -45,9 +45,10 @@ def _nonce() -> str:
 class Op(Generic[_T]):
     """One round trip: the Lua script ``script`` on ``keys`` and ``args``.
 
-    Every operation is idempotent: redis-py sends a command again when its connection drops,
-    which may happen after Redis ran it. Revocations merge; the replay check and the token
-    bucket carry a nonce naming the call (a second run answers what the first did)."""
+    Operations are safe to send twice: redis-py sends a command again when its connection
+    drops, which may happen after Redis ran it. Revocations merge; the replay check carries a
+    nonce naming the call (its second run answers what the first did), and so does the token
+    bucket, which remembers its last call only (docs/stores.md)."""
 
     script: str
     keys: tuple[str, ...]

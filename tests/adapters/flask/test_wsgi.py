@@ -151,6 +151,9 @@ def test_route_scoped_policies_need_a_route(issuer: TokenIssuer, clock: FixedClo
     assert client.get("/admin/users", headers=bearer(token)).status_code == 403
     assert sink.last.route == "/admin/{page}" and sink.last.rule_id == "no-admin"
     assert client.get("/orders", headers=bearer(token)).status_code == 200
+    # a route function's template is normalized as every adapter's is (no trailing slash)
+    assert client.get("/reports/", headers=bearer(token)).status_code == 200
+    assert sink.last.route == "/reports"
 
 
 def test_routeless_hazards() -> None:

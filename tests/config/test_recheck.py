@@ -107,6 +107,18 @@ rules = [{{ id = "any" }}]
     assert "trust_domain" in str(info.value)
 
 
+def _env(files: Path) -> dict[str, str]:
+    """A minimal valid set of settings in environment variables."""
+    return {
+        "ZEROTRUST_SERVICE": "orders",
+        "ZEROTRUST_TOKENS__ISSUER": ISS,
+        "ZEROTRUST_TOKENS__AUDIENCE": AUD,
+        "ZEROTRUST_TOKENS__ALGORITHMS": "ES256",
+        "ZEROTRUST_TOKENS__JWKS_FILE": str(files / "jwks.json"),
+        "ZEROTRUST_POLICY__FILE": str(files / "policy.toml"),
+    }
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
@@ -129,28 +141,15 @@ def test_a_constructor_error_names_the_variable_at_fault(
 ) -> None:
     # each section is built by one constructor; its error names the setting it is about,
     # not whichever variable of the section was read first
-    base_env = {
-        "ZEROTRUST_SERVICE": "orders",
-        "ZEROTRUST_TOKENS__ISSUER": ISS,
-        "ZEROTRUST_TOKENS__AUDIENCE": AUD,
-        "ZEROTRUST_TOKENS__ALGORITHMS": "ES256",
-        "ZEROTRUST_TOKENS__JWKS_FILE": str(files / "jwks.json"),
-        "ZEROTRUST_POLICY__FILE": str(files / "policy.toml"),
-    }
     with pytest.raises(ConfigurationError) as info:
-        Settings.load(env={**base_env, **env})
+        Settings.load(env={**_env(files), **env})
     assert str(info.value).startswith(named), info.value
 
 
 def test_a_key_named_twice_in_json_settings_fails(tmp_path: Path, files: Path) -> None:
     digest = "0" * 64
     env = {
-        "ZEROTRUST_SERVICE": "orders",
-        "ZEROTRUST_TOKENS__ISSUER": ISS,
-        "ZEROTRUST_TOKENS__AUDIENCE": AUD,
-        "ZEROTRUST_TOKENS__ALGORITHMS": "ES256",
-        "ZEROTRUST_TOKENS__JWKS_FILE": str(files / "jwks.json"),
-        "ZEROTRUST_POLICY__FILE": str(files / "policy.toml"),
+        **_env(files),
         "ZEROTRUST_API_KEYS__HASHES": f'{{"ops": "{digest}", "ops": "{"1" * 64}"}}',
     }
     with pytest.raises(ConfigurationError, match="duplicate key 'ops'"):

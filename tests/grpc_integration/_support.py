@@ -552,3 +552,16 @@ def bare_server(
     finally:
         server.stop(None).wait(10)
         pool.shutdown(wait=True)
+
+
+def client_options(world: World, **overrides: Any) -> dict[str, Any]:
+    """The arguments of a client channel to the test server, with ``overrides``."""
+    from zerotrust import SelfIssuedTokenSource
+
+    base: dict[str, Any] = {
+        "svid": world.client_svid,
+        "bundles": world.ca.bundle,
+        "server_id": SERVER_ID,
+        "token_source": SelfIssuedTokenSource(world.issuer, subject=CLIENT_ID),
+    }
+    return {**base, **overrides}

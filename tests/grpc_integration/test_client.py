@@ -34,10 +34,12 @@ from tests.grpc_integration._support import (
     make_world,
     sync_server,
 )
+from tests.grpc_integration._support import (
+    client_options as options,
+)
 from zerotrust import (
     BundleSet,
     RotatingSvidSource,
-    SelfIssuedTokenSource,
     TrustBundle,
     match,
     server_ssl_context,
@@ -53,16 +55,6 @@ from zerotrust.grpc import (
 )
 
 WRONG_ID = "spiffe://example.org/not-the-echo"
-
-
-def options(world: World, **overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "svid": world.client_svid,
-        "bundles": world.ca.bundle,
-        "server_id": SERVER_ID,
-        "token_source": SelfIssuedTokenSource(world.issuer, subject=CLIENT_ID),
-    }
-    return {**base, **overrides}
 
 
 def test_sync_channel_all_arities(world: World) -> None:

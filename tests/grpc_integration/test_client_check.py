@@ -18,7 +18,6 @@ import pytest
 
 from tests.grpc_integration._support import (
     CLIENT_ID,
-    SERVER_ID,
     SERVICE,
     Failure,
     Recorded,
@@ -27,21 +26,13 @@ from tests.grpc_integration._support import (
     bare_server,
     sync_server,
 )
-from zerotrust import SelfIssuedTokenSource
+from tests.grpc_integration._support import (
+    client_options as options,
+)
 from zerotrust.grpc import RetryPolicy, ServerIdentityError, aio_secure_channel, secure_channel
 
 IMPOSTOR = "spiffe://example.org/impostor"
 DEFAULT = RetryPolicy()
-
-
-def options(world: World, **overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "svid": world.client_svid,
-        "bundles": world.ca.bundle,
-        "server_id": SERVER_ID,
-        "token_source": SelfIssuedTokenSource(world.issuer, subject=CLIENT_ID),
-    }
-    return {**base, **overrides}
 
 
 def _outcome(call: Any) -> Any:

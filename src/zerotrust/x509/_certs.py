@@ -162,7 +162,7 @@ def read_bounded(path: Path, limit: int = MAX_PEM_BYTES, *, what: str = "file") 
 def encrypted_pem_key(raw: bytes) -> bool:
     """Whether ``raw`` holds a password-protected PEM private key (PKCS#8 ``ENCRYPTED PRIVATE
     KEY``, or a traditional OpenSSL key with a ``Proc-Type: 4,ENCRYPTED`` header)."""
-    return b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in raw or b"Proc-Type: 4,ENCRYPTED" in raw
+    return b"BEGIN ENCRYPTED PRIVATE KEY-----" in raw or b"Proc-Type: 4,ENCRYPTED" in raw
 
 
 def certs_to_pem(certs: Iterable[x509.Certificate]) -> bytes:

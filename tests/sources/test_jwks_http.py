@@ -283,8 +283,16 @@ def test_verify_accepts_a_ca_file(
     bundle.write_bytes(ca.bundle.to_pem())
     with RemoteJWKSource(server.url("/jwks"), verify=str(bundle), clock=clock) as source:
         assert "a" in source.get_keys()
+    # distributions' bundles name each authority in a comment, not always in ASCII
+    commented = tmp_path / "commented.pem"
+    commented.write_bytes("# Főtanúsítvány\n".encode() + ca.bundle.to_pem())
+    with RemoteJWKSource(server.url("/jwks"), verify=str(commented), clock=clock) as source:
+        assert "a" in source.get_keys()
     with pytest.raises(ConfigurationError, match="CA file"):
         RemoteJWKSource(server.url("/jwks"), verify=str(tmp_path / "missing.pem"))
+    (tmp_path / "empty.pem").write_text("# nothing here\n")
+    with pytest.raises(ConfigurationError, match="no PEM certificate"):
+        RemoteJWKSource(server.url("/jwks"), verify=str(tmp_path / "empty.pem"))
 
 
 def test_async_callers_are_not_blocked_by_a_sync_fetch(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 import socket
 import ssl
 import threading
@@ -62,13 +63,18 @@ def ssl_context(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext:
                 pem = file.read(_MAX_CA_FILE_BYTES + 1)
             if len(pem) > _MAX_CA_FILE_BYTES:
                 raise ConfigurationError("the CA file for verify= is larger than 1 MiB")
-            return ssl.create_default_context(cadata=pem.decode("ascii"))
+            # the certificates alone: bundles carry comments, not always in ASCII
+            blocks = _CERTIFICATE.findall(pem)
+            if not blocks:
+                raise ConfigurationError("the CA file for verify= holds no PEM certificate")
+            return ssl.create_default_context(cadata=b"\n".join(blocks).decode("ascii"))
         except (OSError, ssl.SSLError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"cannot load CA file for verify=: {exc}") from None
     raise ConfigurationError("verify must be an ssl.SSLContext, a CA file path or True")
 
 
 _MAX_CA_FILE_BYTES = 1 << 20
+_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
 def _describe(exc: Exception) -> str:

@@ -1,10 +1,12 @@
 """``ZeroTrustAuth``: attach the token for each request's audience to httpx requests.
 
-The logic lives in one sans-IO generator, :meth:`ZeroTrustAuth._flow`, which yields either a
-:class:`_TokenFor` (the only I/O it needs: a token from the source) or an
-:class:`httpx.Request` to send. :meth:`ZeroTrustAuth.sync_auth_flow` and
-:meth:`ZeroTrustAuth.async_auth_flow` are thin drivers that answer :class:`_TokenFor` with
-``token_source.token(audience)`` or ``await token_source.token_async(audience)``. No lock is
+The first attempt (choose the audience, take its token, send) is written out in the two
+drivers, :meth:`ZeroTrustAuth.sync_auth_flow` and :meth:`ZeroTrustAuth.async_auth_flow`.
+Whatever its answer calls for (a DPoP nonce, a new token after ``invalid_token``) lives in one
+sans-IO generator, :meth:`ZeroTrustAuth._after`, which yields either a :class:`_TokenFor` (the
+only I/O it needs: a token from the source) or an :class:`httpx.Request` to send; the drivers
+answer :class:`_TokenFor` with ``token_source.token(audience)`` or
+``await token_source.token_async(audience)``. No lock is
 held while the flow is suspended, so httpx may resume it on any thread or task.
 """
 
@@ -341,22 +343,38 @@ class ZeroTrustAuth(httpx.Auth):
             elif callable(clear := getattr(source, "clear", None)):
                 clear()
 
-    def _flow(self, request: httpx.Request) -> Generator[_Step, object, None]:
+    def _audience_for(self, request: httpx.Request) -> str | None:
+        """The audience ``request`` carries a token for (``None``: none), refusing a token over
+        plaintext to anything but loopback."""
         audience = self._audience(request)
-        if audience is None:
-            yield request
-            return
-        if request.url.scheme != "https" and not is_loopback_host(request.url.host):
+        if (
+            audience is not None
+            and request.url.scheme != "https"
+            and not is_loopback_host(request.url.host)
+        ):
             # RFC 6750 5.3: bearer tokens travel over TLS (a loopback sidecar excepted)
             raise ConfigurationError(
                 f"a token is never sent over {request.url.scheme}:// to {request.url.host!r}:"
                 " use https"
             )
-        token = yield _TokenFor(audience)
-        assert isinstance(token, str)
-        proof = self._apply(request, token)
-        response = yield request
-        assert isinstance(response, httpx.Response)
+        return audience
+
+    @staticmethod
+    def _settled(response: httpx.Response, proof: _Proof | None) -> bool:
+        """Whether the first answer needs nothing more: no proof to learn a nonce for and no
+        401 (the common case, decided without starting :meth:`_after`)."""
+        return proof is None and response.status_code != 401
+
+    def _after(
+        self,
+        request: httpx.Request,
+        audience: str,
+        token: str,
+        proof: _Proof | None,
+        response: httpx.Response,
+    ) -> Generator[_Step, object, None]:
+        """What the answer to the first attempt calls for: a nonce to learn, the same token
+        with the nonce a server asked for, or a new token after ``invalid_token``."""
         if not _answered_by_origin_of(response, request):
             # a redirect to another origin answered, which never saw the token or a proof:
             # its nonce, nonce challenge or invalid_token say nothing about this origin's
@@ -370,8 +388,9 @@ class ZeroTrustAuth(httpx.Auth):
                 and _replayable(request)
             ):
                 self._apply(request, token)  # the same token, a proof with the nonce
-                response = yield request
-                assert isinstance(response, httpx.Response)
+                answer = yield request
+                assert isinstance(answer, httpx.Response)
+                response = answer
                 proof.note(response, request)
         if not invalid_token_challenge(response):
             return
@@ -386,6 +405,9 @@ class ZeroTrustAuth(httpx.Auth):
         yield request
 
     # -- the drivers ------------------------------------------------------------------------
+    #
+    # The first attempt is written out in each driver (one token, one send: what nearly every
+    # request is); anything its answer calls for is :meth:`_after`, written once.
 
     def _checked(self, token: str) -> str:
         """``token`` if it is header-safe (a cached token, the same object, is checked once)."""
@@ -398,7 +420,16 @@ class ZeroTrustAuth(httpx.Auth):
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
         """httpx hook (sync clients): send the token (and DPoP proof) of the request's audience."""
-        flow = self._flow(request)
+        audience = self._audience_for(request)
+        if audience is None:
+            yield request
+            return
+        token = self._checked(self._source.token(audience))
+        proof = self._apply(request, token)
+        response = yield request
+        if self._settled(response, proof):
+            return
+        flow = self._after(request, audience, token, proof, response)
         try:
             step = next(flow)
             while True:
@@ -415,7 +446,16 @@ class ZeroTrustAuth(httpx.Auth):
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         """httpx hook (async clients): send the token (and DPoP proof) of the request's audience."""
-        flow = self._flow(request)
+        audience = self._audience_for(request)
+        if audience is None:
+            yield request
+            return
+        token = self._checked(await self._source.token_async(audience))
+        proof = self._apply(request, token)
+        response = yield request
+        if self._settled(response, proof):
+            return
+        flow = self._after(request, audience, token, proof, response)
         try:
             step = next(flow)
             while True:

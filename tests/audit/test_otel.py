@@ -199,3 +199,17 @@ def test_enabled_only_when_something_records() -> None:
         assert idle.enabled
     metered = OTelSink(meter_provider=MeterProvider(metric_readers=[InMemoryMetricReader()]))
     assert metered.enabled
+
+
+def test_a_span_that_fails_to_answer_never_silences_the_audit() -> None:
+    from zerotrust.audit import AuditPipeline, LoggingSink
+
+    class Broken(trace.NonRecordingSpan):
+        def is_recording(self) -> bool:
+            raise RuntimeError("broken span")
+
+    pipeline = AuditPipeline([LoggingSink(), OTelSink()])
+    broken = Broken(trace.INVALID_SPAN_CONTEXT)
+    with trace.use_span(broken, end_on_exit=False):
+        assert OTelSink().enabled  # the property and the pipeline's flag agree
+        assert pipeline.enabled

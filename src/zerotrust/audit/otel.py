@@ -17,6 +17,8 @@ from zerotrust._version import __version__
 from zerotrust.audit.event import AuditEvent
 from zerotrust.errors import ConfigurationError
 
+_current_span = trace.get_current_span
+
 __all__ = ["DECISIONS_METRIC", "SPAN_EVENT_NAME", "OTelSink"]
 
 #: Name of the counter incremented once per decision.
@@ -110,10 +112,18 @@ class OTelSink:
     def enabled(self) -> bool:
         """Whether an event would be recorded now: the current span is recording, or a real
         meter provider is configured (the API's default provider counts nothing)."""
-        if trace.get_current_span().is_recording():
-            return True
+        return self._listening()
+
+    def _listening(self) -> bool:
+        """:attr:`enabled` as a method (what an audit pipeline asks on every decision). Never
+        raises: a span that fails to answer counts as recording (auditing is never silenced)."""
         if self._metrics:
             return True  # a real provider never goes away
+        try:
+            if _current_span().is_recording():
+                return True
+        except Exception:
+            return True
         now = time.monotonic()
         if now - self._checked_at >= 1.0:  # the API reads the environment on every lookup
             self._checked_at = now

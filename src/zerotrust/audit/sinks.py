@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal, Protocol, final, runtime_checkable
 
 from zerotrust.audit.event import AuditEvent, _dumps
+from zerotrust.audit.otel import OTelSink
 from zerotrust.errors import AuditError, ConfigurationError
 
 __all__ = [
@@ -409,6 +410,8 @@ def _describe(index: int, sink: object) -> str:
 def _enabled_flag(sink: AuditSink) -> Callable[[], bool]:
     if type(sink) is LoggingSink:  # its logger and level never change
         return functools.partial(sink.logger.isEnabledFor, sink.level)
+    if type(sink) is OTelSink:  # its flag guards itself
+        return sink._listening
     return functools.partial(sink_enabled, sink)
 
 

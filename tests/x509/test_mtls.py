@@ -23,6 +23,7 @@ from zerotrust import (
     match,
     server_ssl_context,
 )
+from zerotrust._clock import FixedClock
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
 from zerotrust.x509 import peer_of
@@ -251,21 +252,32 @@ def rejected_by_server_after(port: int, log, ctx: ssl.SSLContext) -> BaseExcepti
     return rejected_by_server(port, log, ctx)
 
 
-@contextmanager
-def resuming_server(svid: X509Svid, bundle_pem: bytes) -> Iterator[int]:
-    """A plain stdlib TLS server that issues session tickets (zerotrust servers do not)."""
-    import socket
+def load_server_svid(ctx: ssl.SSLContext, svid: X509Svid) -> None:
+    """Load (or replace, for the next handshakes) a plain server context's certificate."""
     import tempfile
-    import threading
     from pathlib import Path
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(cadata=bundle_pem.decode())
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "c.pem").write_bytes(svid.cert_chain_pem())
         (Path(tmp) / "k.pem").write_bytes(svid.private_key_pem())
         ctx.load_cert_chain(Path(tmp) / "c.pem", Path(tmp) / "k.pem")
+
+
+@contextmanager
+def resuming_server(
+    svid: X509Svid, bundle_pem: bytes, contexts: list[ssl.SSLContext] | None = None
+) -> Iterator[int]:
+    """A plain stdlib TLS server that issues session tickets (zerotrust servers do not); its
+    context is appended to ``contexts`` (to rotate its certificate)."""
+    import socket
+    import threading
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=bundle_pem.decode())
+    load_server_svid(ctx, svid)
+    if contexts is not None:
+        contexts.append(ctx)
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
@@ -330,6 +342,62 @@ def test_resumed_sessions_are_verified_again(ca_with_intermediate: DevCA) -> Non
                 reused.append(conn.session_reused)
                 conn.sendall(b"x")
     assert reused == [False, True, True]
+
+
+def test_a_session_is_not_offered_once_the_servers_certificate_expired(ca: DevCA) -> None:
+    """A server that rotated its certificate still resumes sessions of the old one: a client
+    offering such a session past that certificate's expiry would be refused on every
+    connection. It makes a full handshake instead and sees the current certificate."""
+    import socket
+
+    clock = FixedClock(dt.datetime.now(dt.timezone.utc))
+    cctx = client_ssl_context(
+        ca.issue_svid(WEB), ca.bundle, authorizer=match.exact(API), clock=clock
+    )
+    contexts: list[ssl.SSLContext] = []
+    old = ca.issue_svid(API, ttl=dt.timedelta(minutes=5))
+
+    def connect() -> tuple[bool, dt.datetime]:
+        with (
+            socket.create_connection(("127.0.0.1", port)) as raw,
+            cctx.wrap_socket(raw, server_hostname="localhost") as conn,
+        ):
+            assert conn.recv(2) == b"ok"
+            conn.sendall(b"x")
+            return conn.session_reused, peer_of(conn).not_after  # type: ignore[union-attr]
+
+    with resuming_server(old, ca.bundle.to_pem(), contexts) as port:
+        assert connect() == (False, old.expires_at)
+        assert connect() == (True, old.expires_at)
+        new = ca.issue_svid(API, ttl=dt.timedelta(minutes=30))
+        load_server_svid(contexts[0], new)
+        assert connect() == (True, old.expires_at)  # the old certificate, still valid
+        clock.advance(minutes=10)  # the old certificate has expired
+        assert connect() == (False, new.expires_at)
+        assert connect() == (True, new.expires_at)
+
+
+def test_a_refused_connection_leaves_no_session_to_offer(ca: DevCA) -> None:
+    """Whatever refused a connection, the session remembered for that server name is not
+    offered again."""
+    import socket
+
+    cctx = client(ca.issue_svid(WEB), ca.bundle)
+    with resuming_server(ca.issue_svid(API), ca.bundle.to_pem()) as good:
+        with (
+            socket.create_connection(("127.0.0.1", good)) as raw,
+            cctx.wrap_socket(raw, server_hostname="localhost") as conn,
+        ):
+            assert conn.recv(2) == b"ok"
+            conn.sendall(b"x")
+        assert "localhost" in cctx._zt_sessions  # type: ignore[attr-defined]
+        with (
+            resuming_server(ca.issue_svid(WEB), ca.bundle.to_pem()) as impostor,
+            pytest.raises(ssl.SSLError),
+            socket.create_connection(("127.0.0.1", impostor)) as raw,
+        ):
+            cctx.wrap_socket(raw, server_hostname="localhost").close()
+        assert "localhost" not in cctx._zt_sessions  # type: ignore[attr-defined]
 
 
 def test_a_connection_made_before_a_rotation_leaves_no_session_to_resume(ca: DevCA) -> None:

@@ -79,6 +79,11 @@ class PeerVerifier:
         :class:`~zerotrust.errors.PeerNotAuthorized`."""
         return self._authorizer
 
+    @property
+    def clock(self) -> Clock:
+        """The clock every check of :meth:`verify` reads."""
+        return self._clock
+
     def verify(self, chain: Sequence[bytes | x509.Certificate]) -> VerifiedPeer:
         """Return the verified peer, or raise a ``CertificateError`` / ``PeerNotAuthorized``."""
         certs = load_der_chain(chain)

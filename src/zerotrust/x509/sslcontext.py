@@ -30,6 +30,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -193,15 +194,22 @@ class _VerifyingMixin:
         if verifier is None:  # a context swap to a foreign context: refuse, never skip
             raise PeerRejected(ConfigurationError("connection lost its zerotrust context"))
         try:
-            self.zerotrust_peer = verifier.verify(peer_chain_der(self))
+            peer = verifier.verify(peer_chain_der(self))
         except ZeroTrustError as exc:
+            # a client must not offer the same session again (a resumed one whose server
+            # certificate expired would fail the same way on every connection)
+            forget = getattr(context, "_zt_forget_session", None)
+            if forget is not None:
+                forget(getattr(self, "server_hostname", None))
             raise PeerRejected(exc) from None
+        self.zerotrust_peer = peer
         remember = getattr(context, "_zt_remember_session", None)
         if remember is not None:
             remember(
                 getattr(self, "server_hostname", None),
                 getattr(self, "_sslobj", None),
                 getattr(self, "_zt_generation", None),
+                peer.not_after,
             )
 
 
@@ -287,7 +295,9 @@ class ZeroTrustSSLContext(ssl.SSLContext):
     _zt_lock: threading.Lock
     _zt_svid: X509Svid | None
     _zt_bundles: BundleSet | None
-    _zt_sessions: OrderedDict[str, Any]
+    #: Per server name: the SSL object of the last verified connection (whose session is
+    #: offered) and when the server's certificate chain it verified expires.
+    _zt_sessions: OrderedDict[str, tuple[Any, datetime]]
     #: Seconds a server handshake on a blocking socket may take (``None``: no limit).
     _zt_handshake_timeout: float | None = None
     #: Counts the SVID and bundle snapshots loaded: a connection carries the one it was made
@@ -387,25 +397,41 @@ class ZeroTrustSSLContext(ssl.SSLContext):
     # TLS session resumption for clients. HTTP clients never pass ``session=``, so the context
     # remembers the last verified connection per server name and offers its session (TLS 1.3
     # tickets arrive after the handshake, so the session is read when the next connection is
-    # made). A resumed session is verified again like any other (see PeerVerifier).
+    # made). A resumed session is verified again like any other (see PeerVerifier); one whose
+    # server certificate has expired is no longer offered, and a refused connection leaves
+    # nothing to offer: the next one makes a full handshake and sees the server's current
+    # certificate.
     def _zt_remember_session(
-        self, server_hostname: str | None, sslobj: Any, generation: int | None
+        self,
+        server_hostname: str | None,
+        sslobj: Any,
+        generation: int | None,
+        not_after: datetime,
     ) -> None:
         if self.protocol != ssl.PROTOCOL_TLS_CLIENT or not server_hostname or sslobj is None:
             return
         with self._zt_lock:
             if generation != self._zt_generation:  # made with an SVID or bundles since replaced
                 return
-            self._zt_sessions[server_hostname] = sslobj
+            self._zt_sessions[server_hostname] = (sslobj, not_after)
             self._zt_sessions.move_to_end(server_hostname)
             while len(self._zt_sessions) > self.max_sessions:
                 self._zt_sessions.popitem(last=False)
 
+    def _zt_forget_session(self, server_hostname: str | None) -> None:
+        if server_hostname:
+            with self._zt_lock:
+                self._zt_sessions.pop(server_hostname, None)
+
     def _zt_resume(self, server_hostname: object, kwargs: dict[str, Any]) -> None:
         if kwargs.get("session") is not None or not isinstance(server_hostname, str):
             return
-        previous = self._zt_sessions.get(server_hostname)
-        if previous is None:
+        remembered = self._zt_sessions.get(server_hostname)
+        if remembered is None:
+            return
+        previous, not_after = remembered
+        if not_after <= self.zerotrust_verifier.clock.now():
+            del self._zt_sessions[server_hostname]  # it would resume an expired certificate
             return
         try:
             session = previous.session

@@ -13,7 +13,17 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from zerotrust import BundleSet, TrustBundle, TrustDomain
 from zerotrust.dev import DevCA
 from zerotrust.errors import BundleError, CertificateError, NoTrustBundle
+from zerotrust.sources import SpiffeJwtBundleKeySource
+from zerotrust.tokens import PrivateJWK
 from zerotrust.x509.verify import verify_x509_svid
+
+#: A P-256 public key (RFC 7517 A.1), as a bundle's jwt-svid element holds it.
+P256 = {
+    "kty": "EC",
+    "crv": "P-256",
+    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+}
 
 
 def test_pem_round_trip(ca: DevCA) -> None:
@@ -26,7 +36,7 @@ def test_pem_round_trip(ca: DevCA) -> None:
 
 
 def test_spiffe_jwks_round_trip_with_jwt_authorities(ca: DevCA) -> None:
-    jwt_key = {"kty": "EC", "crv": "P-256", "kid": "k1", "use": "jwt-svid", "x": "AA", "y": "AA"}
+    jwt_key = {**P256, "kid": "k1", "use": "jwt-svid"}
     doc = ca.bundle.to_jwks()
     doc["keys"].append(jwt_key)
     doc["spiffe_sequence"] = 7
@@ -88,9 +98,10 @@ def test_bad_bundle_documents(doc: bytes) -> None:
 
 
 def test_a_key_id_naming_two_keys_is_refused() -> None:
-    key = {"use": "jwt-svid", "kid": "a", "kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}
+    key = {"use": "jwt-svid", "kid": "a", **P256}
+    other = {**PrivateJWK.generate("ES256", kid="a").public().to_public_dict(), "use": "jwt-svid"}
     with pytest.raises(BundleError, match="two different keys"):
-        TrustBundle.from_jwks("example.org", {"keys": [key, {**key, "x": "AQ"}]})
+        TrustBundle.from_jwks("example.org", {"keys": [key, other]})
     twice = TrustBundle.from_jwks("example.org", {"keys": [key, dict(key)]})  # harmless
     assert list(twice.jwt_authorities) == ["a"]
 
@@ -140,7 +151,7 @@ def test_store_holds_only_this_bundle(ca: DevCA) -> None:
     bundle = ca.bundle
     assert bundle.x509_store() is bundle.x509_store()  # built once
     jwt_only = TrustBundle.from_jwks(
-        "example.org", {"keys": [{"use": "jwt-svid", "kid": "a", "kty": "EC"}]}
+        "example.org", {"keys": [{"use": "jwt-svid", "kid": "a", **P256}]}
     )
     with pytest.raises(NoTrustBundle):
         jwt_only.x509_store()
@@ -267,3 +278,101 @@ def test_certificates_with_name_forms_cryptography_cannot_read() -> None:
 def test_a_bundle_document_that_is_no_utf8_text_is_a_bundle_error() -> None:
     with pytest.raises(BundleError, match="not UTF-8"):
         TrustBundle.from_jwks("example.org", '{"keys": [], "x": "\ud800"}')
+
+
+def _b64(value: int, size: int) -> str:
+    return base64.urlsafe_b64encode(value.to_bytes(size, "big")).rstrip(b"=").decode()
+
+
+def _private_p256() -> dict[str, str]:
+    numbers = ec.generate_private_key(ec.SECP256R1()).private_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": _b64(numbers.public_numbers.x, 32),
+        "y": _b64(numbers.public_numbers.y, 32),
+        "d": _b64(numbers.private_value, 32),
+    }
+
+
+def test_jwt_authorities_are_published_under_their_key_id_as_jwt_svid_keys(ca: DevCA) -> None:
+    """Trust Domain and Bundle 4.2.2 and JWT-SVID 6: every jwt-svid element has ``use`` and
+    ``kid``. The constructor's JWKs were published as given: without ``kid`` (go-spiffe, and
+    from_jwks, refuse the whole bundle) or ``use`` (readers ignore the element)."""
+    members = PrivateJWK.generate("ES256").public().to_public_dict()
+    del members["kid"]  # a JWK with neither kid nor use
+    assert "use" not in members
+    bundle = TrustBundle(
+        ca.trust_domain,
+        ca.bundle.x509_authorities,
+        jwt_authorities={"authority-a": members},
+        sequence_number=3,
+    )
+    published = {**members, "kid": "authority-a", "use": "jwt-svid"}
+    assert dict(bundle.jwt_authorities["authority-a"]) == published
+    doc = bundle.to_jwks()
+    assert [k for k in doc["keys"] if k["use"] != "x509-svid"] == [published]
+    assert not any(name in key for key in doc["keys"] for name in ("d", "p", "q", "k"))
+    again = TrustBundle.from_jwks(ca.trust_domain, json.dumps(doc))
+    assert again == bundle and again.to_jwks() == doc  # exact both ways
+    assert {k: dict(v) for k, v in again.jwt_authorities.items()} == {"authority-a": published}
+    # verification inside finds the key under the kid the published bundle gives
+    keys = SpiffeJwtBundleKeySource(again, ca.trust_domain).get_keys()
+    assert [(k.kid, k.use) for k in keys] == [("authority-a", "jwt-svid")]
+    # copies keep the authorities as they are
+    copy = bundle.with_x509_authorities([])
+    assert dict(copy.jwt_authorities) == dict(bundle.jwt_authorities)
+    assert BundleSet([copy]).get(ca.trust_domain) == copy
+    already = TrustBundle(ca.trust_domain, jwt_authorities={"authority-a": published})
+    assert dict(already.jwt_authorities) == dict(bundle.jwt_authorities)
+
+
+SECRET = _private_p256()
+
+
+@pytest.mark.parametrize(
+    ("kid", "jwk", "reason"),
+    [
+        ("a", SECRET, "private or secret material"),
+        ("a", {**P256, "d": SECRET["d"]}, "private or secret material"),
+        ("a", {"kty": "oct", "k": "c2VjcmV0c2VjcmV0"}, "private or secret material"),
+        ("a", {**P256, "x": "AA"}, "not a usable public key"),
+        ("a", {**P256, "crv": "P-384"}, "not a usable public key"),
+        ("a", {"kty": "EC"}, "not a usable public key"),
+        ("a", {**P256, "kty": "XYZ"}, "not a usable public key"),
+        ("a", {**P256, "alg": "RS256"}, "not a usable public key"),
+        ("a", {**P256, "key_ops": ["sign"]}, "not a usable public key"),
+        ("authority-A", {**P256, "kid": "real-kid"}, "another key id in its 'kid'"),
+        ("a", {**P256, "kid": None}, "another key id in its 'kid'"),
+        ("a", {**P256, "use": "sig"}, "'use' other than 'jwt-svid'"),
+        ("a", {**P256, "use": "x509-svid"}, "'use' other than 'jwt-svid'"),
+        ("", P256, "key id must be a non-empty string"),
+        (1, P256, "key id must be a non-empty string"),
+        ("a", [("kty", "EC")], "not a JWK object"),
+        ("a", {**P256, 1: "x"}, "not a JWK object"),
+    ],
+)
+def test_jwt_authorities_must_be_public_jwt_svid_keys(
+    kid: object, jwk: object, reason: str
+) -> None:
+    """RFC 7517 5 and docs/x509.md: a bundle is public; private members were published as
+    given. A ``kid`` member other than the key made verification (by key) and the published
+    bundle (by member) disagree. The error names the key id, never key material."""
+    with pytest.raises(BundleError, match=reason) as info:
+        TrustBundle("example.org", jwt_authorities={kid: jwk})  # type: ignore[dict-item]
+    message = str(info.value)
+    if isinstance(kid, str) and kid:
+        assert repr(kid) in message
+    if isinstance(jwk, dict):
+        assert not any(isinstance(v, str) and len(v) >= 8 and v in message for v in jwk.values())
+
+
+def test_bundle_documents_hold_the_same_jwt_authorities(ca: DevCA) -> None:
+    """from_jwks and the constructor apply one check: a jwt-svid element that is not a usable
+    public key refuses the document, as its x509-svid elements' key members do."""
+    for bad in ({**P256, "x": "AA"}, {**P256, "alg": "RS256"}, SECRET):
+        doc = {"keys": [*ca.bundle.to_jwks()["keys"], {**bad, "kid": "a", "use": "jwt-svid"}]}
+        with pytest.raises(BundleError, match="'a'"):
+            TrustBundle.from_jwks("example.org", doc)
+    with pytest.raises(BundleError, match="mapping"):
+        TrustBundle("example.org", jwt_authorities=[("a", P256)])  # type: ignore[arg-type]

@@ -22,7 +22,8 @@ from cryptography.x509.verification import Store
 from zerotrust.errors import BundleError, ConfigurationError, NoTrustBundle
 from zerotrust.identity import SpiffeId, TrustDomain
 from zerotrust.tokens._json import JSONError, loads_object, thaw
-from zerotrust.tokens._jwk_codec import public_key_from_members, public_members
+from zerotrust.tokens._jwk import JWK
+from zerotrust.tokens._jwk_codec import PRIVATE_MEMBERS, public_key_from_members, public_members
 from zerotrust.x509._certs import (
     MAX_PEM_BYTES,
     certs_to_pem,
@@ -45,7 +46,10 @@ _KEY_TYPES = frozenset({"EC", "OKP", "RSA"})
 class TrustBundle:
     """The X.509 (and JWT) authorities of one trust domain. Immutable and hashable by content.
 
-    X.509 authorities must be CA certificates (basic constraints ``CA:TRUE``). A bundle without
+    X.509 authorities must be CA certificates (basic constraints ``CA:TRUE``). JWT authorities
+    are public JWKs keyed by their key id: one with private or secret members, one that is not a
+    usable public signing key, a ``kid`` member other than its key or a ``use`` other than
+    ``jwt-svid`` is refused; each is held with ``kid`` and ``use: jwt-svid`` set. A bundle without
     any authority is valid and trusts nothing (a domain that withdrew all its keys).
     """
 
@@ -93,7 +97,11 @@ class TrustBundle:
             if fp not in seen:  # duplicates collapse; order is kept
                 seen.add(fp)
                 authorities.append(cert)
-        jwt = {str(k): MappingProxyType(dict(v)) for k, v in (jwt_authorities or {}).items()}
+        if jwt_authorities is None:
+            jwt_authorities = {}
+        elif not isinstance(jwt_authorities, Mapping):
+            raise BundleError("jwt authorities must be a mapping of key id to JWK")
+        jwt = {kid: _jwt_authority(kid, jwk) for kid, jwk in jwt_authorities.items()}
         set_ = object.__setattr__
         set_(self, "_trust_domain", td)
         set_(self, "_x509_authorities", tuple(authorities))
@@ -122,7 +130,8 @@ class TrustBundle:
 
     @property
     def jwt_authorities(self) -> Mapping[str, Mapping[str, Any]]:
-        """JWT authorities as public JWK dicts keyed by key id (SPIFFE ``use: jwt-svid``)."""
+        """JWT authorities as public JWK dicts keyed by key id, each with that ``kid`` and
+        ``use: jwt-svid`` (as :meth:`to_jwks` publishes them)."""
         return self._jwt_authorities
 
     def has_authority(self, cert: x509.Certificate) -> bool:
@@ -201,9 +210,7 @@ class TrustBundle:
                 if kid in jwt_authorities and jwt_authorities[kid] != dict(key):
                     # one kid naming two keys is ambiguous; the same entry twice is not
                     raise BundleError(f"jwt-svid key id {kid!r} names two different keys")
-                if any(name in key for name in ("d", "p", "q", "dp", "dq", "qi", "k")):
-                    raise BundleError(f"jwt-svid key {kid!r} contains private or secret material")
-                jwt_authorities[kid] = dict(key)
+                jwt_authorities[kid] = dict(key)  # checked by the constructor (_jwt_authority)
             # other uses are ignored, as the SPIFFE bundle format requires
         return cls(
             trust_domain,
@@ -226,7 +233,7 @@ class TrustBundle:
                     "x5c": [base64.b64encode(der).decode()],
                 }
             )
-        keys.extend(dict(jwk) for jwk in self._jwt_authorities.values())
+        keys.extend(dict(jwk) for jwk in self._jwt_authorities.values())  # kid and use set
         doc: dict[str, Any] = {"keys": keys}
         if self.refresh_hint is not None:
             doc["spiffe_refresh_hint"] = self.refresh_hint
@@ -374,6 +381,34 @@ def _load_json(data: bytes | str) -> Any:
         return thaw(loads_object(raw, max_depth=_MAX_JSON_DEPTH))
     except JSONError as exc:
         raise BundleError(f"bundle document is not valid: {exc}") from None
+
+
+def _jwt_authority(kid: object, jwk: object) -> Mapping[str, Any]:
+    """The JWT authority ``kid`` as a bundle holds and publishes it: the public members of
+    ``jwk`` with ``kid`` and ``use: jwt-svid`` set (Trust Domain and Bundle 4.2.2, JWT-SVID 6).
+
+    The one check of every JWT authority, whether given to the constructor or read by
+    :meth:`TrustBundle.from_jwks`: no private or secret members (RFC 7517 5), a ``kid`` member,
+    if any, equal to the key it is held under (verification looks keys up by that key), a ``use``
+    member, if any, of ``jwt-svid``, and a key that :class:`~zerotrust.tokens.JWK` accepts as
+    verifiers will read it (key type, curve and size, points on the curve, ``alg`` fitting the
+    key, ``key_ops``). Messages name the key id, never key material."""
+    if not isinstance(kid, str) or not kid:
+        raise BundleError("a jwt-svid key id must be a non-empty string")
+    if not isinstance(jwk, Mapping) or not all(isinstance(name, str) for name in jwk):
+        raise BundleError(f"jwt-svid key {kid!r} is not a JWK object")
+    if PRIVATE_MEMBERS & jwk.keys():
+        raise BundleError(f"jwt-svid key {kid!r} contains private or secret material")
+    if jwk.get("kid", kid) != kid:
+        raise BundleError(f"jwt-svid key {kid!r} has another key id in its 'kid' member")
+    if jwk.get("use", "jwt-svid") != "jwt-svid":
+        raise BundleError(f"jwt-svid key {kid!r} has a 'use' other than 'jwt-svid'")
+    authority = {**jwk, "kid": kid, "use": "jwt-svid"}
+    try:
+        JWK.from_dict(authority)
+    except ConfigurationError as exc:
+        raise BundleError(f"jwt-svid key {kid!r} is not a usable public key: {exc}") from None
+    return MappingProxyType(authority)
 
 
 def _x5c_authority(key: Mapping[str, Any], index: int) -> x509.Certificate | None:

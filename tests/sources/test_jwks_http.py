@@ -120,10 +120,14 @@ def test_refetches_after_expiry_and_keeps_the_same_set_object(
         assert source.get_keys() is first
         assert server.count() == 1
         clock.advance(2)
+        assert source.get_keys() is first  # expired: served while one refresh runs behind
+        wait_for_fetches(source, 2)
         assert source.get_keys() is first  # unchanged keys: same object
         assert server.count() == 2
         server.route("/jwks", json_route(jwks(KEY_A, KEY_B)))
         clock.advance(301)
+        assert source.get_keys() is first
+        wait_for_fetches(source, 3)
         assert set(source.get_keys()) == {KEY_A.public(), KEY_B.public()}
 
 
@@ -209,6 +213,7 @@ def test_cve_2026_48524_fetch_failure_does_not_wipe_cache(
         # So does a refresh after expiry.
         clock.advance(301)
         assert source.get_keys() is keys
+        wait_for_fetches(source, 3)
         assert server.count() == 3
         status = source.status()
         assert status.key_ids == ("a",) and status.stale
@@ -235,10 +240,10 @@ def test_failures_serve_stale_keys_then_keys_unavailable_after_max_stale(
     with make(server, clock, timeout=0.3, max_stale=600, retry_interval=10) as source:
         keys = source.get_keys()
         server.route("/jwks", FAILURES[failure])
-        clock.advance(301)  # expired: the refresh fails, the stale set is served
-        started = time.monotonic()
+        clock.advance(301)  # expired: served while a background refresh fails
         assert source.get_keys() is keys
-        assert time.monotonic() - started < 1.5
+        wait_for_fetches(source, 2)
+        assert source.get_keys() is keys
         status = source.status()
         assert status.stale and status.last_error is not None
         assert "secret" not in status.last_error and "internal" not in status.last_error
@@ -366,6 +371,12 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
+def wait_for_fetches(source: RemoteJWKSource, count: int) -> None:
+    """Until ``count`` fetches have ended (a background refresh has recorded its outcome)."""
+    wait_for(lambda: source.status().fetch_count >= count)
+    assert source.status().fetch_count == count
+
+
 def test_refresh_ahead_happens_in_the_background(server: HttpsServer, clock: FixedClock) -> None:
     with make(server, clock, refresh_ahead=0.1) as source:
         old = source.get_keys()
@@ -403,6 +414,144 @@ def test_refresh_ahead_in_the_background_async(server: HttpsServer, clock: Fixed
     assert server.count() == 2
 
 
+class _Stall:
+    """A route whose answers wait until the test releases them (a stalled endpoint)."""
+
+    def __init__(self, *keys: PrivateJWK) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.body = json.dumps(jwks(*keys)).encode()
+
+    def route(self) -> Route:
+        def answer(request: Any) -> tuple[int, dict[str, str], bytes]:
+            self.entered.set()
+            self.release.wait(10)
+            return 200, {"Content-Type": "application/json"}, self.body
+
+        return Route(handler=answer)
+
+
+def _refresh_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "zerotrust-jwks-refresh"]
+
+
+def _refreshes(task: asyncio.Task[Any]) -> bool:
+    return getattr(task.get_coro(), "__name__", "") == "_refresh_async"
+
+
+def test_an_expired_set_is_served_while_a_stalled_refresh_runs_in_the_background(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    """RFC 5861 stale-while-revalidate: within max_stale, callers get the expired set at once
+    and one background refresh waits for the endpoint; no caller waits for it (the endpoint
+    answers only when the test says so, after the callers have returned)."""
+    issuer = TokenIssuer(KEY_A, issuer="https://issuer.example", clock=clock)
+    stall = _Stall(KEY_B)  # the refresh brings a rotated set: KEY_A withdrawn
+    with make(server, clock, refresh_ahead=0, timeout=5.0) as source:
+        verifier = TokenVerifier(
+            issuer="https://issuer.example",
+            audience="api",
+            keys=source,
+            algorithms=["ES256"],
+            clock=clock,
+        )
+        token = issuer.issue(subject="svc", audience="api", ttl=3600)
+        assert verifier.verify(token).subject == "svc"  # the first fetch; cached token
+        keys = source.get_keys()
+        server.route("/jwks", stall.route())
+        clock.advance(301)  # expired; max_stale (3600 s) allows serving it
+        try:
+            served: list[object] = []
+            verified: list[str] = []
+
+            def call() -> None:
+                served.append(source.get_keys())
+                verified.append(
+                    verifier.verify(issuer.issue(subject="new", audience="api")).subject
+                )
+
+            callers = [threading.Thread(target=call) for _ in range(8)]
+            for caller in callers:
+                caller.start()
+            for caller in callers:
+                caller.join(10)
+            assert stall.entered.wait(5)  # the refresh is at the endpoint, which holds it
+            assert not any(caller.is_alive() for caller in callers)
+            assert len(served) == 8 and all(r is keys for r in served)
+            assert verified == ["new"] * 8
+            assert verifier.verify(token).subject == "svc"
+            # nobody's call ended the fetch: it is still in flight, and it is the only one
+            status = source.status()
+            assert status.fetch_count == 1 and status.stale
+            assert server.count() == 2
+            refreshing = _refresh_threads()
+            assert len(refreshing) == 1 and refreshing[0].daemon
+        finally:
+            stall.release.set()
+        wait_for_fetches(source, 2)
+        wait_for(lambda: not _refresh_threads())
+        assert set(source.get_keys()) == {KEY_B.public()}
+        # the changed set emptied the verified-token cache: the withdrawn key's token fails
+        with pytest.raises(UnknownKey):
+            verifier.verify(token)
+
+
+def test_a_stale_set_is_served_while_a_stalled_refresh_runs_in_a_task(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    stall = _Stall(KEY_A, KEY_B)
+    source = make(server, clock, refresh_ahead=0, timeout=5.0)
+
+    async def main() -> None:
+        keys = await source.get_keys_async()
+        server.route("/jwks", stall.route())
+        clock.advance(301)
+        try:
+            results = await asyncio.gather(*(source.get_keys_async() for _ in range(50)))
+            assert all(r is keys for r in results)
+            for _ in range(500):  # the loop runs on: the refresh task reaches the endpoint
+                if stall.entered.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            assert stall.entered.is_set()
+            assert await source.get_keys_async() is keys
+            assert source.status().fetch_count == 1 and server.count() == 2
+            refreshing = [t for t in asyncio.all_tasks() if _refreshes(t)]
+            assert len(refreshing) == 1  # one refresh task for the 51 callers
+        finally:
+            stall.release.set()
+        for _ in range(500):
+            if source.status().fetch_count == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert "b" in await source.get_keys_async()
+        for _ in range(500):  # the refresh task ends (closing its client) and is not kept
+            if asyncio.all_tasks() == {asyncio.current_task()}:
+                break
+            await asyncio.sleep(0.01)
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    asyncio.run(main())
+    assert server.count() == 2
+    source.close()
+
+
+def test_a_refresh_task_cancelled_with_its_loop_makes_the_next_caller_fetch(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    """A loop per call (``asyncio.run`` around each): the background refresh is cancelled
+    when its loop closes, so the next caller fetches itself rather than serving the stale
+    set until max_stale."""
+    with make(server, clock, refresh_ahead=0) as source:
+        assert set(asyncio.run(source.get_keys_async())) == {KEY_A.public()}
+        server.route("/jwks", json_route(jwks(KEY_A, KEY_B), delay=0.3))
+        clock.advance(301)
+        assert set(asyncio.run(source.get_keys_async())) == {KEY_A.public()}  # stale
+        assert source.status().fetch_count == 1  # the refresh was cancelled, not recorded
+        assert set(asyncio.run(source.get_keys_async())) == {KEY_A.public(), KEY_B.public()}
+        assert source.status().fetch_count == 2
+
+
 def test_async_parity(server: HttpsServer, clock: FixedClock) -> None:
     source = make(server, clock, retry_interval=0, max_stale=100)
 
@@ -414,7 +563,12 @@ def test_async_parity(server: HttpsServer, clock: FixedClock) -> None:
         assert server.count() == 2
         server.route("/jwks", Route(status=500))
         clock.advance(301)
-        assert await source.get_keys_async() is keys
+        assert await source.get_keys_async() is keys  # the refresh runs in a task
+        for _ in range(500):
+            if source.status().fetch_count == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert source.status().last_error is not None
         clock.advance(100)
         with pytest.raises(KeysUnavailable):
             await source.get_keys_async()
@@ -459,15 +613,18 @@ def test_failures_are_logged_once_per_change_without_bodies(
         source.get_keys()
         server.route("/jwks", Route(status=500, body=b"body-text-never-logged"))
         with caplog.at_level(logging.INFO, logger="zerotrust.sources"):
-            for _ in range(3):
+            for fetches in range(2, 5):
                 clock.advance(301)
-                source.get_keys()
+                source.get_keys()  # stale: refreshed in the background
+                wait_for_fetches(source, fetches)
             server.route("/jwks", Route(status=502))
             clock.advance(1)
             source.get_keys()
+            wait_for_fetches(source, 5)
             server.route("/jwks", json_route(jwks(KEY_A)))
             clock.advance(1)
             source.get_keys()
+            wait_for_fetches(source, 6)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [("HTTP 500" in r.getMessage(), "HTTP 502" in r.getMessage()) for r in warnings] == [
         (True, False),
@@ -496,6 +653,7 @@ def test_oidc_discovery(server: HttpsServer, clock: FixedClock) -> None:
         ]
         clock.advance(301)
         source.get_keys()
+        wait_for_fetches(source, 2)
         assert server.count() == 3  # the discovered URL is reused
 
 

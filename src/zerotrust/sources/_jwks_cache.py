@@ -91,7 +91,8 @@ class JWKSCache:
         self._entry: _Entry | None = None
         self._generation = 0
         self._fetch_count = 0
-        self._refreshing = False
+        self._refreshing = False  # a background refresh is under way (single-flight)
+        self._refresh_abandoned = False
         self._retry_at: datetime | None = None
         self._last_kid_fetch: datetime | None = None
         self._missing: OrderedDict[str, datetime] = OrderedDict()
@@ -126,11 +127,16 @@ class JWKSCache:
                 self._last_kid_fetch = now
                 return Plan(Action.FETCH, generation=gen, kid=missing_kid)
             if now >= entry.expires_at:
-                if not backoff:
+                if now > entry.expires_at + timedelta(seconds=policy.max_stale):
+                    if backoff:
+                        return Plan(Action.FAIL, error=self._too_stale())
                     return Plan(Action.FETCH, generation=gen)
-                if now <= entry.expires_at + timedelta(seconds=policy.max_stale):
-                    return Plan(Action.SERVE, entry.keys)
-                return Plan(Action.FAIL, error=self._too_stale())
+                # stale-while-revalidate, stale-if-error (RFC 5861): within max_stale the set
+                # is served and one refresh runs in the background (below), so a stalling
+                # endpoint holds nobody; only if the last background refresh was abandoned
+                # (its event loop closed) does a caller fetch itself
+                if self._refresh_abandoned and not self._refreshing and not backoff:
+                    return Plan(Action.FETCH, generation=gen)
             if now >= entry.refresh_at and not self._refreshing and not backoff:
                 self._refreshing = True
                 return Plan(Action.REFRESH, entry.keys, generation=gen)
@@ -165,9 +171,14 @@ class JWKSCache:
                     self._missing.popitem(last=False)
             return entry.keys
 
-    def end_refresh(self) -> None:
-        """A background refresh finished (however it ended)."""
-        self._refreshing = False
+    def end_refresh(self, *, abandoned_at: int | None = None) -> None:
+        """A background refresh finished (however it ended). ``abandoned_at``: the generation
+        of the plan of a refresh that was cancelled (its event loop closing, say); if no fetch
+        has ended since, the next caller served an expired set fetches it itself."""
+        with self._lock:
+            self._refreshing = False
+            if abandoned_at is not None and abandoned_at == self._generation:
+                self._refresh_abandoned = True
 
     # --- the fetch ----------------------------------------------------------------------------
 
@@ -248,6 +259,7 @@ class JWKSCache:
             )
             self._generation += 1
             self._fetch_count += 1
+            self._refresh_abandoned = False
             self._last_success = now
             self._last_error = self._last_error_at = self._retry_at = None
 
@@ -264,6 +276,7 @@ class JWKSCache:
                 _log.warning("fetching keys from %s failed: %s (%s)", self.url, message, serving)
             self._generation += 1
             self._fetch_count += 1
+            self._refresh_abandoned = False
             self._last_error, self._last_error_at = message, now
             self._retry_at = now + timedelta(seconds=self._policy.retry_interval)
 

@@ -18,7 +18,7 @@ class KeySourceStatus:
     """Health of a remote key source, for readiness probes and dashboards.
 
     ``last_error`` is a short reason (never a response body); ``stale`` is true while the
-    source serves a set past its expiry because refreshing it failed.
+    source serves a set past its expiry: a background refresh is under way or has failed.
     """
 
     url: str

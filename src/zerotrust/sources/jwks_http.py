@@ -9,9 +9,12 @@ network and a hostile caller:
   ``min_ttl``.
 * **Refreshed ahead**: in the last ``refresh_ahead`` fraction of the TTL one caller starts a
   background refresh (a daemon thread, or an asyncio task) and nobody waits for it.
-* **Stale on error**: a failed refresh never replaces the cached set; it is served until
-  ``max_stale`` seconds past its expiry, then :class:`~zerotrust.errors.KeysUnavailable`.
-  After a failure no new fetch starts for ``retry_interval`` seconds.
+* **Stale while revalidating, stale on error** (RFC 5861): an expired set is served until
+  ``max_stale`` seconds past its expiry while one background refresh replaces it, so callers
+  never wait for a slow or stalled endpoint while they have a set; a failed refresh never
+  replaces the cached set, and past ``max_stale`` callers fetch themselves and get
+  :class:`~zerotrust.errors.KeysUnavailable` if that fails. After a failure no new fetch
+  starts for ``retry_interval`` seconds.
 * **Single-flight**: concurrent callers that need a fetch share one request (threads share
   one; the tasks of each event loop share one).
 * **Unknown kids are rate limited**: a kid missing from the set triggers at most one refetch
@@ -27,6 +30,7 @@ network and a hostile caller:
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import ssl
 import threading
@@ -156,11 +160,12 @@ class RemoteJWKSource:
     # --- KeySource ----------------------------------------------------------------------------
 
     def get_keys(self, *, missing_kid: str | None = None) -> JWKSet:
-        """The current key set, fetching it first if needed (blocks only for that fetch)."""
+        """The current key set, fetching it first if needed (blocks only for that fetch: with
+        no set, a set past ``max_stale``, or an unknown ``missing_kid`` within its limits)."""
         plan = self._cache.plan(missing_kid)
         if plan.action is Action.SERVE or plan.action is Action.REFRESH:
             if plan.action is Action.REFRESH:
-                self._start_thread()
+                self._start_thread(plan.generation)
             assert plan.keys is not None
             return plan.keys
         if plan.action is Action.FAIL:
@@ -175,7 +180,7 @@ class RemoteJWKSource:
         plan = self._cache.plan(missing_kid)
         if plan.action is Action.SERVE or plan.action is Action.REFRESH:
             if plan.action is Action.REFRESH:
-                self._start_task()
+                self._start_task(plan.generation)
             assert plan.keys is not None
             return plan.keys
         if plan.action is Action.FAIL:
@@ -222,17 +227,23 @@ class RemoteJWKSource:
                 lock = self._loop_locks[loop] = asyncio.Lock()
             return lock
 
-    def _start_thread(self) -> None:
+    # The cache grants one background refresh at a time (Action.REFRESH), so at most one
+    # refresh thread or task runs per source; ``generation`` is the plan's: a fetch that
+    # completed since then makes the refresh a no-op.
+
+    def _start_thread(self, generation: int) -> None:
         thread = threading.Thread(
-            target=self._refresh_in_background, name="zerotrust-jwks-refresh", daemon=True
+            target=self._refresh_in_background,
+            args=(generation,),
+            name="zerotrust-jwks-refresh",
+            daemon=True,
         )
         try:
             thread.start()
         except RuntimeError:  # interpreter shutting down: refresh on a later call
             self._cache.end_refresh()
 
-    def _refresh_in_background(self) -> None:
-        generation = self._cache.generation
+    def _refresh_in_background(self, generation: int) -> None:
         try:
             with self._lock:
                 if self._cache.generation == generation:
@@ -240,16 +251,17 @@ class RemoteJWKSource:
         finally:
             self._cache.end_refresh()
 
-    def _start_task(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._refresh_async())
+    def _start_task(self, generation: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._refresh_async(generation))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        # a done callback, not a finally: it also runs for a task cancelled before it started
+        task.add_done_callback(functools.partial(self._refresh_task_done, generation))
 
-    async def _refresh_async(self) -> None:
-        generation = self._cache.generation
-        try:
-            async with self._loop_lock():
-                if self._cache.generation == generation:
-                    await self._transport.run_async(self._cache.refresh_flow())
-        finally:
-            self._cache.end_refresh()
+    def _refresh_task_done(self, generation: int, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._cache.end_refresh(abandoned_at=generation if task.cancelled() else None)
+
+    async def _refresh_async(self, generation: int) -> None:
+        async with self._loop_lock():
+            if self._cache.generation == generation:
+                await self._transport.run_async(self._cache.refresh_flow())

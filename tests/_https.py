@@ -3,10 +3,11 @@
 ``with HttpsServer(ca) as server:`` serves on ``https://localhost:<ephemeral port>`` with a
 certificate issued by the dev CA (``dns_names=["localhost"]``); ``HttpsServer(None)`` serves
 plain http. Each path gets a scripted :class:`Route` (status, headers, body, delay, redirect,
-a streamed body of ``stream_bytes`` without Content-Length, or a ``handler`` computing the
-response from the request); every request is recorded. Clients trust the server through
-:attr:`HttpsServer.client_context`. ``client_ca`` makes the server require a client
-certificate issued by that CA (for mTLS client authentication).
+a streamed body of ``stream_bytes`` without Content-Length (``stream_prefix``, then copies of
+``stream_chunk``), or a ``handler`` computing the response from the request); every request is
+recorded. Clients trust the server through :attr:`HttpsServer.client_context`. ``client_ca``
+makes the server require a client certificate issued by that CA (for mTLS client
+authentication).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Route:
     delay: float = 0.0
     redirect: str | None = None
     stream_bytes: int = 0
+    stream_prefix: bytes = b""
+    stream_chunk: bytes = b" " * 65536
     handler: Callable[[Recorded], tuple[int, dict[str, str], bytes]] | None = None
 
 
@@ -126,7 +129,8 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in route.headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            chunk = b" " * 65536
+            self.wfile.write(route.stream_prefix)
+            chunk = route.stream_chunk
             sent = 0
             while sent < route.stream_bytes and not owner.stopping.is_set():
                 self.wfile.write(chunk)

@@ -944,6 +944,68 @@ def test_a_compressed_key_set_is_read_and_a_compressed_bomb_never_grows_past_max
             fetch(source)
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_data_after_the_end_of_a_compressed_body_is_refused(
+    server: HttpsServer, clock: FixedClock, mode: str
+) -> None:
+    """zlib keeps whatever follows the end of a stream (unused_data) without a bound: a
+    complete gzip member then megabytes of junk was buffered whole, then accepted."""
+    import gzip
+    import zlib
+
+    def fetch(source: RemoteJWKSource) -> Any:
+        return source.get_keys() if mode == "sync" else asyncio.run(source.get_keys_async())
+
+    body = json.dumps(jwks(KEY_A)).encode()
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    raw_deflate = raw.compress(body) + raw.flush()
+    routes = {
+        "junk streamed after a gzip member": Route(
+            headers={"Content-Encoding": "gzip"},
+            stream_prefix=gzip.compress(body),
+            stream_bytes=4 << 20,
+        ),
+        "a second gzip member": Route(
+            headers={"Content-Encoding": "gzip"}, body=gzip.compress(body) * 2
+        ),
+        "bytes after a zlib stream": Route(
+            headers={"Content-Encoding": "deflate"}, body=zlib.compress(body) + b"x"
+        ),
+        "bytes after a raw deflate stream": Route(
+            headers={"Content-Encoding": "deflate"}, body=raw_deflate + b"x"
+        ),
+    }
+    for name, route in routes.items():
+        server.route("/jwks", route)
+        with make(server, clock) as source:
+            with pytest.raises(KeysUnavailable, match="after the end of its compressed"):
+                fetch(source)
+            assert source.status().key_ids == (), name
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_compressed_body_is_bounded_as_sent_even_when_it_inflates_to_nothing(
+    server: HttpsServer, clock: FixedClock, mode: str
+) -> None:
+    """max_bytes counted only inflated bytes: empty deflate blocks (5 bytes each, nothing
+    out) were read for as long as the server sent them. The body as sent is bounded too."""
+    gzip_header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    empty_block = b"\x00\x00\x00\xff\xff"  # a stored block of length 0, not the last one
+    server.route(
+        "/jwks",
+        Route(
+            headers={"Content-Encoding": "gzip"},
+            stream_prefix=gzip_header,
+            stream_chunk=empty_block * 13107,
+            stream_bytes=4 << 20,
+        ),
+    )
+    with make(server, clock, max_bytes=64 << 10) as source:
+        fetch = source.get_keys if mode == "sync" else lambda: asyncio.run(source.get_keys_async())
+        with pytest.raises(KeysUnavailable, match=f"larger than {64 << 10} bytes"):
+            fetch()
+
+
 def test_a_request_on_a_reused_connection_cannot_escape_the_deadline(clock: FixedClock) -> None:
     """httpx's pool hands a later request a kept-alive connection, which the deadline never
     saw open: a server answering the first request of a connection at once and trickling

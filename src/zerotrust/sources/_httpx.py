@@ -13,7 +13,9 @@ Transport rules applied to every request of a remote source:
   ``Content-Length`` is refused before the first byte is read). Requests ask for no content
   coding (``Accept-Encoding: identity``); a server that compresses anyway may use one layer of
   ``gzip`` or ``deflate``, inflated here a bounded piece at a time, so a compressed bomb never
-  grows past ``max_bytes`` in memory (other and stacked codings are refused);
+  grows past ``max_bytes`` in memory (other and stacked codings are refused); the body as sent
+  is bounded by ``max_bytes`` too, and data after the end of the compressed stream (a second
+  gzip member, trailing bytes) is refused;
 * clients built here open a connection per exchange (no keep-alive): the deadline above can
   then always cut the connection an exchange uses;
 * clients built here ignore proxy and certificate settings from the environment (pass your
@@ -143,13 +145,25 @@ class _Deadline:
 
 
 _DEFLATE_UNDECIDED: Final = object()  # deflate: which format is known from the first bytes
+_TRAILING: Final = "response body has data after the end of its compressed stream"
 
 
 class _Body:
     """Accumulates a streamed body (as sent: ``iter_raw``) within the size and time bounds,
-    inflating one layer of ``gzip`` / ``deflate`` a bounded piece at a time."""
+    inflating one layer of ``gzip`` / ``deflate`` a bounded piece at a time. ``max_bytes``
+    bounds the body both as sent and as inflated; data after the end of the compressed
+    stream (trailing bytes, a second gzip member) is refused."""
 
-    __slots__ = ("_chunks", "_deadline", "_headers", "_inflate", "_max", "_size", "_status")
+    __slots__ = (
+        "_chunks",
+        "_deadline",
+        "_headers",
+        "_inflate",
+        "_max",
+        "_size",
+        "_status",
+        "_wire",
+    )
 
     def __init__(self, response: httpx.Response, max_bytes: int, timeout: float) -> None:
         self._status = response.status_code
@@ -159,7 +173,8 @@ class _Body:
         self._max = max_bytes
         self._deadline = time.monotonic() + timeout
         self._chunks: list[bytes] = []
-        self._size = 0
+        self._size = 0  # bytes kept (inflated)
+        self._wire = 0  # bytes received (as sent)
         length = self._headers.get("content-length", "")
         if length.isdigit() and int(length) > max_bytes:
             raise FetchError(f"response is larger than {max_bytes} bytes")
@@ -180,6 +195,10 @@ class _Body:
     def add(self, chunk: bytes) -> None:
         if time.monotonic() > self._deadline:
             raise FetchError("timed out reading the response body")
+        # as sent, too: a stream that inflates to little or nothing is not read on and on
+        self._wire += len(chunk)
+        if self._wire > self._max:
+            raise FetchError(f"response is larger than {self._max} bytes")
         inflate = self._inflate
         if inflate is None:
             self._keep(chunk)
@@ -195,10 +214,14 @@ class _Body:
             )
         try:
             while chunk:  # never more out than may still be kept, plus one byte to tell
+                if inflate.eof:  # zlib would keep whatever follows in unused_data
+                    raise FetchError(_TRAILING)
                 self._keep(inflate.decompress(chunk, self._max - self._size + 1))
                 chunk = inflate.unconsumed_tail
         except zlib.error:
             raise FetchError("response body is not valid compressed data") from None
+        if inflate.unused_data:  # the stream ended within this chunk, and more followed
+            raise FetchError(_TRAILING)
 
     def _keep(self, data: bytes) -> None:
         self._size += len(data)

@@ -76,6 +76,13 @@ def test_prefetch(server: HttpsServer, clock: FixedClock) -> None:
         ({"Cache-Control": "max-age=600", "Age": "100"}, 500),
         ({"Cache-Control": "max-age=5"}, 60),
         ({"Cache-Control": "max-age=99999999"}, 86400),
+        # RFC 9111 1.2.2: a delta-seconds too large to hold is 2147483648, not unreadable
+        ({"Cache-Control": "max-age=99999999999"}, 86400),
+        ({"Cache-Control": "max-age=" + "9" * 60}, 86400),
+        ({"Cache-Control": "max-age=0000000000000600"}, 600),
+        ({"Cache-Control": "max-age=600", "Age": "99999999999"}, 60),
+        ({"Cache-Control": "max-age=-600"}, 60),
+        ({"Cache-Control": "max-age=6e9"}, 60),
         ({"Cache-Control": "no-store"}, 60),
         ({"Cache-Control": "no-cache, max-age=600"}, 60),
         ({"Cache-Control": "max-age=soon"}, 60),

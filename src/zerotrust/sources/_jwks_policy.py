@@ -68,7 +68,8 @@ def cache_ttl(headers: Mapping[str, str], now: datetime, policy: CachePolicy) ->
     """How long a response may be cached: ``Cache-Control`` (``max-age`` minus ``Age``), else
     ``Expires`` (relative to ``Date``), else ``default_ttl``; ``no-store``/``no-cache``,
     unreadable expiry and a directive given twice with different values (RFC 9111 4.2.1: the
-    response is then stale) mean ``min_ttl``; always clamped to ``[min_ttl, max_ttl]``.
+    response is then stale) mean ``min_ttl``; a ``max-age`` or ``Age`` too large to hold is
+    taken as 2147483648 seconds (RFC 9111 1.2.2); always clamped to ``[min_ttl, max_ttl]``.
     """
     try:
         return _cache_ttl(headers, now, policy)
@@ -89,11 +90,11 @@ def _cache_ttl(headers: Mapping[str, str], now: datetime, policy: CachePolicy) -
             return policy.min_ttl
         max_age = directives.get("max-age")
         if max_age is not None:
-            if not (max_age.isascii() and max_age.isdigit() and len(max_age) <= 10):
+            seconds = _delta_seconds(max_age)
+            if seconds is None:
                 return policy.min_ttl
-            age = headers.get("age", "0").strip()
-            used = int(age) if age.isascii() and age.isdigit() and len(age) <= 10 else 0
-            return policy.clamp(int(max_age) - used)
+            used = _delta_seconds(headers.get("age", "0").strip()) or 0
+            return policy.clamp(seconds - used)
     expires = headers.get("expires")
     if expires is not None:
         when = _http_date(expires)
@@ -102,6 +103,20 @@ def _cache_ttl(headers: Mapping[str, str], now: datetime, policy: CachePolicy) -
         base = _http_date(headers.get("date", "")) or now
         return policy.clamp((when - base).total_seconds())
     return policy.clamp(policy.default_ttl)
+
+
+_DELTA_SECONDS_MAX = 2147483648
+
+
+def _delta_seconds(value: str) -> int | None:
+    """RFC 9111 1.2.2 delta-seconds: digits only (else ``None``); a value too large to hold is
+    taken as 2147483648 (2^31), so "cache for ever" is clamped to ``max_ttl``, not refused."""
+    if not (value.isascii() and value.isdigit()):
+        return None
+    digits = value.lstrip("0")
+    if len(digits) > 10:  # past 2^31 whatever the digits; int() of a long string costs
+        return _DELTA_SECONDS_MAX
+    return min(int(digits or "0"), _DELTA_SECONDS_MAX)
 
 
 def _http_date(value: str) -> datetime | None:

@@ -25,7 +25,7 @@ from zerotrust.errors import (
     MalformedToken,
     TokenBindingMismatch,
 )
-from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
+from zerotrust.tokens import JWK, PrivateJWK, TokenIssuer, TokenVerifier
 from zerotrust.tokens._b64 import b64url_encode
 
 NOW = 1_800_000_000
@@ -657,3 +657,134 @@ def test_a_jwk_alg_member_binds_the_proof_to_that_algorithm(
     else:
         with pytest.raises(InvalidDPoPProof, match="another algorithm"):
             check(presented, token, config=config)
+
+
+# --- the proof's key: compared with cnf.jkt before it is used, and bounded ----------------------
+
+
+def rsa_members(bits: int) -> dict[str, str]:
+    """An RSA JWK of ``bits`` bits made of numbers alone (no key generated; nothing it signs
+    verifies)."""
+    n = int.from_bytes(hashlib.shake_256(b"modulus").digest((bits + 7) // 8), "big")
+    n = (n >> (n.bit_length() - bits)) | (1 << (bits - 1)) | 1
+    return {"kty": "RSA", "n": b64url_encode(n.to_bytes((bits + 7) // 8, "big")), "e": "AQAB"}
+
+
+def unsigned(token: str, jwk: dict[str, Any], alg: str = "RS256", size: int = 512) -> str:
+    """A proof for this request carrying ``jwk``, with a signature of ``size`` junk bytes."""
+    ath = b64url_encode(hashlib.sha256(token.encode()).digest())
+    claims = {"jti": "p1", "htm": "GET", "htu": URL, "iat": NOW, "ath": ath}
+    head = {"typ": "dpop+jwt", "alg": alg, "jwk": jwk}
+    segments = [b64url_encode(json.dumps(part).encode()) for part in (head, claims)]
+    return ".".join([*segments, b64url_encode(b"\x5a" * size)])
+
+
+@pytest.mark.parametrize("bits", [2048, 4097, 16384])
+def test_a_proof_by_another_key_is_refused_before_its_key_is_used(
+    holder: PrivateJWK, token: str, monkeypatch: pytest.MonkeyPatch, bits: int
+) -> None:
+    """A stolen bound token with a proof by any key the thief likes: refused with the binding
+    mismatch at the cost of a hash, the key never built and the signature never checked."""
+    import zerotrust.authn.binding as binding
+
+    def never(members: Any) -> None:
+        raise AssertionError("the proof's key was imported")
+
+    monkeypatch.setattr(binding.JWK, "from_dict", never)
+    presented = unsigned(token, rsa_members(bits), size=(bits + 7) // 8)
+    with pytest.raises(TokenBindingMismatch, match=r"cnf\.jkt"):
+        verify_dpop_proof(
+            presented,
+            method="GET",
+            url=URL,
+            access_token=token,
+            config=DPoPConfig(),
+            now=NOW,
+            jkt=holder.thumbprint(),
+        )
+
+
+def test_the_binding_is_compared_on_the_canonical_members(holder: PrivateJWK, token: str) -> None:
+    """The thumbprint compared early is the one the key has once read (RFC 7638: required
+    members only, an RSA n without leading zero octets)."""
+    key = PrivateJWK(_RSA)
+    members = {**key.public().to_public_dict(), "kid": "k", "use": "sig"}
+    modulus = _RSA.public_key().public_numbers().n.to_bytes(256, "big")
+    padded = {**members, "n": b64url_encode(b"\x00" + modulus)}
+    presented = proof(key, token, alg="RS256", jwk=padded)
+    jkt = key.thumbprint()
+    result = verify_dpop_proof(
+        presented, method="GET", url=URL, access_token=token, config=DPoPConfig(), now=NOW, jkt=jkt
+    )
+    assert result.jkt == jkt
+    # the same key, a matching jkt, a signature by another key: the signature is still checked
+    forged = proof(holder, token, alg="RS256", jwk=key.public().to_public_dict())
+    with pytest.raises(InvalidDPoPProof, match="signature"):
+        verify_dpop_proof(
+            forged, method="GET", url=URL, access_token=token, config=DPoPConfig(), now=NOW, jkt=jkt
+        )
+
+
+@pytest.mark.parametrize(
+    "jwk",
+    [{"kty": "oct", "k": "AAAA"}, {"kty": "RSA", "n": "AQAB"}, {"kty": "EC", "crv": "P-256"}],
+    ids=["oct", "no-e", "no-x"],
+)
+def test_an_unusable_jwk_is_still_an_invalid_proof(
+    holder: PrivateJWK, token: str, jwk: Any
+) -> None:
+    with pytest.raises(InvalidDPoPProof, match="jwk is unusable"):
+        verify_dpop_proof(
+            unsigned(token, jwk),
+            method="GET",
+            url=URL,
+            access_token=token,
+            config=DPoPConfig(),
+            now=NOW,
+            jkt=holder.thumbprint(),
+        )
+
+
+def test_a_stolen_token_with_a_large_rsa_proof_key_is_a_binding_mismatch(
+    issuer: TokenIssuer, clock: FixedClock, token: str
+) -> None:
+    """Through the Guard: the audit reason of a proof by the wrong key stays the binding
+    mismatch, also when the proof's signature (checked before, until now) is not valid."""
+    zt = guard(issuer, clock, origins=["https://api.example"])
+    presented = unsigned(token, rsa_members(8192), size=1024)
+    outcome = zt.evaluate(plain("api.example", "/orders/7", headers(token, presented)))
+    assert code(outcome) == "401 token_binding_mismatch"
+    # a token bound to no key: the proof is verified in full, and its signature refused
+    unbound = issuer.issue(subject="svc-a", audience=AUD, ttl=3600)
+    presented = unsigned(unbound, rsa_members(4096), size=512)
+    outcome = zt.evaluate(plain("api.example", "/orders/7", headers(unbound, presented)))
+    assert code(outcome) == "401 invalid_dpop_proof"
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["unbound", "bound-to-that-key"])
+def test_rsa_proof_keys_larger_than_4096_bits_are_refused(
+    token: str, monkeypatch: pytest.MonkeyPatch, bound: bool
+) -> None:
+    import zerotrust.authn.binding as binding
+
+    jkts = {bits: JWK.from_dict(rsa_members(bits)).thumbprint() for bits in (4096, 4097, 8192)}
+
+    def check_(bits: int) -> None:
+        verify_dpop_proof(
+            unsigned(token, rsa_members(bits), size=(bits + 7) // 8),
+            method="GET",
+            url=URL,
+            access_token=token,
+            config=DPoPConfig(),
+            now=NOW,
+            jkt=jkts[bits] if bound else None,
+        )
+
+    # 4096 bits: the key is read, and its (junk) signature checked and refused
+    with pytest.raises(InvalidDPoPProof, match="signature is invalid"):
+        check_(4096)
+    # larger: refused before the key is built, whether the token is bound to it or not
+    monkeypatch.setattr(binding.JWK, "from_dict", lambda members: pytest.fail("imported"))
+    for bits in (4097, 8192):
+        with pytest.raises(InvalidDPoPProof, match="larger than 4096 bits"):
+            check_(bits)

@@ -26,6 +26,7 @@ from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.authn.binding import (
     DPoPConfig,
     DPoPProof,
+    bound_jkt,
     check_certificate_binding,
     check_dpop_binding,
     request_url,
@@ -328,6 +329,7 @@ class Authenticator:
                 access_token=creds.token,
                 config=self.dpop,
                 now=self.clock.now().timestamp(),
+                jkt=bound_jkt(token),
             )
         check_dpop_binding(token, proof, creds.scheme)
         check_certificate_binding(token, peer)

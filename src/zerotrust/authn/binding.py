@@ -39,9 +39,10 @@ from zerotrust.errors import (
     TokenBindingMismatch,
     TokenError,
 )
-from zerotrust.tokens._b64 import b64url_encode, decode_canonical, is_canonical
+from zerotrust.tokens._b64 import b64url_decode, b64url_encode, decode_canonical, is_canonical
 from zerotrust.tokens._header import check_typ
 from zerotrust.tokens._json import JSONError, loads_object
+from zerotrust.tokens._jwk_codec import required_members, thumbprint_of
 from zerotrust.tokens._profiles import DPOP_TYP
 from zerotrust.tokens.algorithms import ASYMMETRIC_ALGORITHMS
 from zerotrust.tokens.keys import JWK
@@ -59,6 +60,10 @@ __all__ = [
 
 _COMPACT = re.compile(rb"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 _MAX_PROOF_BYTES = 8192
+#: The largest RSA key a proof may carry: a proof's key is the sender's choice, and the cost of
+#: checking its signature grows with the key's size.
+_MAX_PROOF_RSA_BITS: Final = 4096
+_JKT_MISMATCH: Final = "DPoP proof key does not match the token's cnf.jkt"
 _MAX_JTI = 256
 _MAX_IAT = 10**15  # seconds: far beyond any real time, and exactly representable as a float
 _MAX_HOST: Final = 1024
@@ -348,8 +353,9 @@ def _claim_str(claims: Mapping[str, Any], name: str, limit: int = 2048) -> str:
     return value
 
 
-def _proof_key(header: Mapping[str, Any], config: DPoPConfig) -> JWK:
-    """The key a proof's header carries, after its ``typ``, ``alg`` and ``crit``."""
+def _proof_key(header: Mapping[str, Any], config: DPoPConfig, jkt: str | None) -> JWK:
+    """The key a proof's header carries, after its ``typ``, ``alg`` and ``crit``. With ``jkt``,
+    the key's thumbprint must be that (compared before the key is imported)."""
     try:
         check_typ(header.get("typ"), DPOP_TYP, "DPoP proof")
     except TokenError as exc:
@@ -366,6 +372,22 @@ def _proof_key(header: Mapping[str, Any], config: DPoPConfig) -> JWK:
     if declared is not None and declared != alg:  # one algorithm per key (RFC 8725 §3.1)
         raise InvalidDPoPProof("DPoP proof jwk is unusable: it is for another algorithm")
     try:
+        required = required_members(members)
+    except ConfigurationError as exc:
+        raise InvalidDPoPProof(f"DPoP proof jwk is unusable: {exc}") from None
+    # before the key is built or a signature checked: with a bound token, a proof by any other
+    # key is refused at the cost of one hash, whatever key it carries
+    if jkt is not None and not _same(jkt, thumbprint_of(required)):
+        raise TokenBindingMismatch(_JKT_MISMATCH)
+    if (
+        required["kty"] == "RSA"
+        and int.from_bytes(b64url_decode(required["n"]), "big").bit_length() > _MAX_PROOF_RSA_BITS
+    ):
+        raise InvalidDPoPProof(
+            f"DPoP proof jwk is unusable: RSA keys larger than {_MAX_PROOF_RSA_BITS} bits"
+            " are refused"
+        )
+    try:
         jwk = JWK.from_dict(members)
         return jwk if jwk.algorithm == alg else JWK(jwk.public_key, algorithm=alg)
     except ConfigurationError as exc:  # its messages name rules, never the members' values
@@ -380,6 +402,7 @@ def verify_dpop_proof(
     access_token: str | None,
     config: DPoPConfig,
     now: float,
+    jkt: str | None = None,
 ) -> DPoPProof:
     """Verify a DPoP proof JWT for this request (signature, ``typ``, ``htm``, ``htu``, ``iat``,
     ``ath``); raises a :class:`~zerotrust.errors.TokenError` subclass, or
@@ -387,6 +410,11 @@ def verify_dpop_proof(
 
     ``url`` is the request's absolute URL. With ``config.origins``, the proof's origin must be
     one of them and only the path of ``url`` is used (``url`` may then be the path alone).
+
+    ``jkt`` is the access token's ``cnf.jkt`` when it has one: a proof whose ``jwk`` has another
+    RFC 7638 thumbprint is then refused (:class:`~zerotrust.errors.TokenBindingMismatch`)
+    before its key is imported or its signature checked. RSA proof keys of more than 4096 bits
+    are refused.
     """
     if not isinstance(proof, str):
         raise InvalidDPoPProof("DPoP proof must be a string")
@@ -402,7 +430,7 @@ def verify_dpop_proof(
         claims = loads_object(decode_canonical(body))
     except JSONError:
         raise InvalidDPoPProof("DPoP proof is not valid JSON") from None
-    jwk = _proof_key(header, config)
+    jwk = _proof_key(header, config, jkt)
     if not jwk._verify(decode_canonical(sig), raw[: len(head) + 1 + len(body)]):
         raise InvalidDPoPProof("DPoP proof signature is invalid")
     jti = _claim_str(claims, "jti", _MAX_JTI)
@@ -445,7 +473,20 @@ def check_dpop_binding(token: VerifiedToken, proof: DPoPProof | None, scheme: st
         raise TokenBindingMismatch("DPoP-bound token presented as a Bearer token")
     if proof is None:
         raise InvalidDPoPProof("DPoP-bound token presented without a DPoP proof")
-    jkt = cnf["jkt"]
-    if not isinstance(jkt, str) or not _same(jkt, proof.jkt):
-        raise TokenBindingMismatch("DPoP proof key does not match the token's cnf.jkt")
+    jkt = bound_jkt(token)
+    if jkt is None or not _same(jkt, proof.jkt):
+        raise TokenBindingMismatch(_JKT_MISMATCH)
     return True
+
+
+def bound_jkt(token: VerifiedToken) -> str | None:
+    """The ``cnf.jkt`` of a DPoP-bound token, for :func:`verify_dpop_proof`; ``None`` when the
+    token is not DPoP-bound. A ``jkt`` that is not a string binds the token to no key: it is
+    refused here (:class:`~zerotrust.errors.TokenBindingMismatch`)."""
+    cnf = token.cnf
+    if not cnf or "jkt" not in cnf:
+        return None
+    jkt = cnf["jkt"]
+    if not isinstance(jkt, str):
+        raise TokenBindingMismatch(_JKT_MISMATCH)
+    return jkt

@@ -31,6 +31,7 @@ __all__ = [
     "private_key_from_members",
     "public_key_from_members",
     "public_members",
+    "required_members",
     "thumbprint_of",
 ]
 
@@ -112,6 +113,28 @@ def public_key_from_members(members: Mapping[str, Any]) -> PublicKey:
         return rsa.RSAPublicNumbers(e, n).public_key()
     except ValueError:
         raise ConfigurationError("invalid RSA public key") from None
+
+
+def required_members(members: Mapping[str, Any]) -> dict[str, str]:
+    """The required public members (RFC 7638 §3.2) of a JWK object, canonically encoded as
+    :func:`public_members` gives them for the key it describes, read without building that key:
+    its thumbprint can be compared before the key is imported. A key type, curve or member
+    encoding :func:`public_key_from_members` refuses is refused here too (ConfigurationError);
+    the key itself (its point, its size) is not checked."""
+    kty = _kty(members)
+    if kty == "RSA":
+        n, e = _int(members, "n"), _int(members, "e")  # leading zero octets dropped
+        return {"e": b64url_encode(_unsigned(e)), "kty": "RSA", "n": b64url_encode(_unsigned(n))}
+    crv = _member(members, "crv")
+    if kty == "EC":
+        if crv not in _CURVES:
+            raise ConfigurationError("unsupported EC curve")
+        size = _CURVES[crv][1]
+        x, y = _bytes(members, "x", size), _bytes(members, "y", size)
+        return {"crv": crv, "kty": "EC", "x": b64url_encode(x), "y": b64url_encode(y)}
+    if crv not in _OKP_SIZES:
+        raise ConfigurationError("unsupported OKP curve (signing keys only)")
+    return {"crv": crv, "kty": "OKP", "x": b64url_encode(_bytes(members, "x", _OKP_SIZES[crv]))}
 
 
 def private_key_from_members(members: Mapping[str, Any]) -> PrivateKey:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import json
 import logging
@@ -272,6 +273,31 @@ def test_oct_keys_are_dropped_from_a_mixed_set(server: HttpsServer, clock: Fixed
         keys = source.get_keys()
         assert len(keys) == 1 and "hmac" not in keys
         assert "oct" in keys.skipped[0].reason
+
+
+def rsa_jwk(bits: int, e: int, kid: str) -> dict[str, str]:
+    """An RSA JWK of numbers alone: the modulus 2**(bits-1) + 1 (no key is generated)."""
+    n, size = (1 << (bits - 1)) | 1, (bits + 7) // 8
+    e_bytes = e.to_bytes((e.bit_length() + 7) // 8, "big")
+    encode = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731
+    return {"kty": "RSA", "kid": kid, "n": encode(n.to_bytes(size, "big")), "e": encode(e_bytes)}
+
+
+def test_rsa_keys_out_of_bounds_are_dropped_from_a_set(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    """Over 8192 bits or with an exponent over 2**32, a published RSA key is unusable: it is
+    skipped as any other, and a set of nothing else is no key set."""
+    mixed = jwks(KEY_A)
+    mixed["keys"] += [rsa_jwk(8193, 65537, "large"), rsa_jwk(2048, (1 << 64) - 1, "exponent")]
+    server.route("/jwks", json_route(mixed))
+    with make(server, clock) as source:
+        keys = source.get_keys()
+        assert [key.kid for key in keys] == ["a"]
+        assert [s.kid for s in keys.skipped] == ["large", "exponent"]
+    server.route("/jwks", json_route({"keys": mixed["keys"][1:]}))
+    with make(server, clock) as source, pytest.raises(KeysUnavailable, match="no usable keys"):
+        source.get_keys()
 
 
 def test_cold_cache_failure_raises_and_backs_off(server: HttpsServer, clock: FixedClock) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +24,23 @@ HMAC_SECRET = bytes(range(32, 96))  # 64 bytes that do not look like key materia
 
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def rsa_modulus(bits: int) -> int:
+    """A fixed odd number of exactly ``bits`` bits: an RSA modulus for tests that only read or
+    refuse a key (generating an RSA-8192 key takes seconds; nothing this one "signs" verifies)."""
+    n = int.from_bytes(hashlib.shake_256(b"test modulus").digest((bits + 7) // 8), "big")
+    return (n >> (n.bit_length() - bits)) | (1 << (bits - 1)) | 1
+
+
+def rsa_members(bits: int, e: int = 65537) -> dict[str, str]:
+    """The public members of an RSA JWK with :func:`rsa_modulus` and exponent ``e``."""
+    n = rsa_modulus(bits)
+    return {
+        "kty": "RSA",
+        "n": b64(n.to_bytes((bits + 7) // 8, "big")),
+        "e": b64(e.to_bytes((e.bit_length() + 7) // 8, "big")),
+    }
 
 
 def b64json(value: object) -> str:

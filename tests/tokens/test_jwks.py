@@ -10,7 +10,7 @@ import pytest
 from zerotrust.errors import ConfigurationError
 from zerotrust.tokens import JWK, JWKSet, PrivateJWK
 
-from .conftest import b64
+from .conftest import b64, rsa_members
 from .test_rfc_vectors import A3_KEY, A4_KEY, ED_KEY
 
 
@@ -36,6 +36,27 @@ def test_junk_entries_are_skipped_with_reasons(es256: PrivateJWK) -> None:
     kids = [s.kid for s in key_set.skipped]
     assert kids == [None, "sym", "short", "small", None, "mismatch", "enc", None]
     assert all(s.reason for s in key_set.skipped)
+
+
+def test_rsa_keys_out_of_bounds_are_skipped(es256: PrivateJWK) -> None:
+    """An RSA key over 8192 bits or with an exponent over 2**32 is skipped like any unusable
+    key; the set's other keys are read."""
+    document = {
+        "keys": [
+            {**rsa_members(8193), "kid": "large"},
+            {**rsa_members(16384, (1 << 64) - 1), "kid": "huge"},
+            {**rsa_members(2048, (1 << 32) + 1), "kid": "exponent"},
+            {**rsa_members(8192), "kid": "rsa-8192"},
+            {**rsa_members(2048, 3), "kid": "rsa-e3"},
+            es256.public().to_public_dict(),
+        ]
+    }
+    key_set = JWKSet.from_dict(document)
+    assert sorted(key.kid or "" for key in key_set) == sorted(["rsa-8192", "rsa-e3", es256.kid])
+    reasons = {s.kid: s.reason for s in key_set.skipped}
+    assert reasons.keys() == {"large", "huge", "exponent"}
+    assert "8192 bits" in reasons["large"] and "8192 bits" in reasons["huge"]
+    assert "2**32" in reasons["exponent"]
 
 
 def test_never_yields_an_oct_key() -> None:

@@ -14,7 +14,7 @@ from zerotrust.errors import ConfigurationError
 from zerotrust.tokens import JWK, PrivateJWK
 from zerotrust.tokens.algorithms import EC_CURVES
 
-from .conftest import b64
+from .conftest import b64, rsa_members, rsa_modulus
 from .test_rfc_vectors import A3_KEY, A4_KEY, ED_KEY
 
 PEM = serialization.Encoding.PEM
@@ -120,7 +120,46 @@ def test_small_rsa_private_key_is_rejected() -> None:
         PrivateJWK(key)
 
 
-@pytest.mark.parametrize("e", [1, 2, 4, 65536, 1 << 64])
+@pytest.mark.parametrize("bits", [2048, 3072, 4096, 8192])
+def test_rsa_keys_up_to_8192_bits_are_read(bits: int) -> None:
+    jwk = JWK.from_dict({**rsa_members(bits), "alg": "PS256"})
+    assert jwk.public_key.key_size == bits  # type: ignore[union-attr]
+    assert jwk.algorithm == "PS256"
+    assert not jwk._verify(b"\x01" * ((bits + 7) // 8), b"data")
+
+
+@pytest.mark.parametrize("bits", [8193, 8200, 12288, 16384])
+def test_rsa_keys_over_8192_bits_are_refused(bits: int) -> None:
+    """Each doubling of the modulus makes every verification, a forged token's included, about
+    four times as costly: no issuer uses more than 8192 bits."""
+    with pytest.raises(ConfigurationError, match="larger than 8192 bits"):
+        JWK.from_dict(rsa_members(bits))
+    key = rsa.RSAPublicNumbers(65537, rsa_modulus(bits)).public_key()
+    with pytest.raises(ConfigurationError, match="larger than 8192 bits"):
+        JWK(key)
+    with pytest.raises(ConfigurationError, match="larger than 8192 bits"):
+        JWK.from_pem(key.public_bytes(PEM, SPKI))
+
+
+@pytest.mark.parametrize("e", [3, 17, 65537, (1 << 32) - 1])
+def test_odd_rsa_exponents_up_to_2_32_are_read(e: int) -> None:
+    jwk = JWK.from_dict(rsa_members(2048, e))
+    assert jwk.public_key.public_numbers().e == e  # type: ignore[union-attr]
+    assert JWK(jwk.public_key) == jwk
+
+
+@pytest.mark.parametrize("e", [(1 << 32) + 1, (1 << 33) + 1, (1 << 64) - 1, (1 << 61) - 1])
+def test_rsa_exponents_over_2_32_are_refused(e: int) -> None:
+    with pytest.raises(ConfigurationError, match=r"at most 2\*\*32"):
+        JWK.from_dict(rsa_members(2048, e))
+    key = rsa.RSAPublicNumbers(e, rsa_modulus(2048)).public_key()
+    with pytest.raises(ConfigurationError, match=r"at most 2\*\*32"):
+        JWK(key)
+    with pytest.raises(ConfigurationError, match=r"at most 2\*\*32"):
+        JWK.from_pem(key.public_bytes(DER, SPKI))
+
+
+@pytest.mark.parametrize("e", [1, 2, 4, 65536, 1 << 32, (1 << 32) + 1, 1 << 64])
 def test_bad_rsa_exponent_is_rejected(rsa_key: PrivateJWK, e: int) -> None:
     members = rsa_key.public().to_public_dict()
     members["e"] = b64(e.to_bytes((e.bit_length() + 7) // 8, "big"))

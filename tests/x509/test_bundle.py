@@ -367,6 +367,27 @@ def test_jwt_authorities_must_be_public_jwt_svid_keys(
         assert not any(isinstance(v, str) and len(v) >= 8 and v in message for v in jwk.values())
 
 
+def _rsa(bits: int, e: int = 65537) -> dict[str, str]:
+    """The members of an RSA public key of numbers alone: modulus 2**(bits-1) + 1."""
+    n, size = (1 << (bits - 1)) | 1, (bits + 7) // 8
+    raw_e = e.to_bytes((e.bit_length() + 7) // 8, "big")
+    n_b64 = base64.urlsafe_b64encode(n.to_bytes(size, "big")).rstrip(b"=").decode()
+    return {"kty": "RSA", "n": n_b64, "e": base64.urlsafe_b64encode(raw_e).rstrip(b"=").decode()}
+
+
+def test_jwt_authorities_hold_rsa_keys_within_bounds(ca: DevCA) -> None:
+    """A jwt-svid RSA key over 8192 bits or with an exponent over 2**32 is not a usable public
+    key: it refuses the bundle, as other unusable jwt-svid elements do."""
+    for bad, reason in ((_rsa(8193), "8192 bits"), (_rsa(2048, (1 << 32) + 1), r"2\*\*32")):
+        doc = {"keys": [*ca.bundle.to_jwks()["keys"], {**bad, "kid": "a", "use": "jwt-svid"}]}
+        with pytest.raises(BundleError, match=f"'a' is not a usable public key: .*{reason}"):
+            TrustBundle.from_jwks("example.org", doc)
+        with pytest.raises(BundleError, match=reason):
+            TrustBundle("example.org", jwt_authorities={"a": bad})
+    good = {"keys": [{**_rsa(8192), "kid": "a", "use": "jwt-svid"}]}
+    assert "a" in TrustBundle.from_jwks("example.org", good).jwt_authorities
+
+
 def test_bundle_documents_hold_the_same_jwt_authorities(ca: DevCA) -> None:
     """from_jwks and the constructor apply one check: a jwt-svid element that is not a usable
     public key refuses the document, as its x509-svid elements' key members do."""

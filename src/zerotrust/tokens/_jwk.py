@@ -99,7 +99,7 @@ def check_alg_member(members: Mapping[str, Any]) -> str | None:
 
 @final
 class JWK(Frozen):
-    """A public signing key (EC P-256/384/521, Ed25519/Ed448, RSA >= 2048 bits).
+    """A public signing key (EC P-256/384/521, Ed25519/Ed448, RSA of 2048 to 8192 bits).
 
     ``JWK(public_key, algorithm=..., kid=..., use=..., key_ops=...)`` binds a
     ``cryptography`` public key to one algorithm; :meth:`from_dict` reads a JWK object.
@@ -164,7 +164,8 @@ class JWK(Frozen):
         """Read a public JWK object; raises ConfigurationError if it is unusable.
 
         Refused: ``oct`` keys (use :class:`SecretKey`), private members, unknown key types
-        or curves, points off the curve, RSA < 2048 bits, an ``alg`` that does not fit the key,
+        or curves, points off the curve, RSA keys under 2048 or over 8192 bits, RSA public
+        exponents other than odd ones from 3 to 2**32, an ``alg`` that does not fit the key,
         ``use`` other than ``sig``/``jwt-svid``, ``key_ops`` without ``verify``.
         """
         if not isinstance(members, Mapping):

@@ -2,9 +2,10 @@
 
 Input is validated strictly: canonical base64url, EC coordinates of exactly the curve size
 (points off the curve are refused by ``cryptography``), Ed25519/Ed448 only for OKP, RSA of
-2048 to 16384 bits with a sane public exponent, private members consistent with the public
-ones. Errors are :class:`~zerotrust.errors.ConfigurationError` naming the member, never
-echoing key bytes.
+2048 to 8192 bits with an odd public exponent from 3 to 2**32 (``MIN_RSA_BITS``,
+``MAX_RSA_BITS`` and ``MAX_RSA_EXPONENT`` of :mod:`zerotrust.tokens.algorithms`), private
+members consistent with the public ones. Errors are
+:class:`~zerotrust.errors.ConfigurationError` naming the member, never echoing key bytes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from zerotrust.tokens.algorithms import (
     PrivateKey,
     PublicKey,
     check_edwards_key,
+    check_rsa_exponent,
     check_rsa_size,
 )
 
@@ -38,7 +40,6 @@ __all__ = [
 PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _CURVES: Final = {spec[0]: (spec[1], spec[2]) for spec in EC_CURVES.values()}
 _OKP_SIZES: Final = {"Ed25519": 32, "Ed448": 57}
-_MAX_RSA_EXPONENT: Final = 1 << 64
 
 
 def _member(members: Mapping[str, Any], name: str) -> str:
@@ -107,8 +108,7 @@ def public_key_from_members(members: Mapping[str, Any]) -> PublicKey:
     n = _int(members, "n")
     e = _int(members, "e")
     check_rsa_size(n.bit_length())
-    if e < 3 or e % 2 == 0 or e >= _MAX_RSA_EXPONENT:
-        raise ConfigurationError("RSA public exponent must be odd, at least 3 and below 2**64")
+    check_rsa_exponent(e)
     try:
         return rsa.RSAPublicNumbers(e, n).public_key()
     except ValueError:

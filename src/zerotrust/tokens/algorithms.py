@@ -99,8 +99,14 @@ SUPPORTED_ALGORITHMS: Final = ASYMMETRIC_ALGORITHMS | HMAC_ALGORITHMS
 JWT_SVID_ALGORITHMS: Final = frozenset(EC_CURVES) | RSA_ALGORITHMS
 """Algorithms the JWT-SVID specification allows (RS*, ES*, PS*)."""
 
+#: The sizes of the RSA keys accepted, in bits: the smallest that is still safe, and the largest
+#: in use (each doubling of the modulus makes every verification, a forged token's included,
+#: about four times as costly).
 MIN_RSA_BITS: Final = 2048
-MAX_RSA_BITS: Final = 16384
+MAX_RSA_BITS: Final = 8192
+#: The largest RSA public exponent accepted (every issuer uses 65537; BoringSSL and Go refuse
+#: exponents this large or larger too), which bounds the cost of a verification as well.
+MAX_RSA_EXPONENT: Final = 1 << 32
 HMAC_MIN_KEY_BYTES: Final = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
@@ -198,6 +204,8 @@ def check_key_algorithm(key: PublicKey | PrivateKey, algorithm: str) -> None:
         )
     if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
         check_rsa_size(key.key_size)
+        public = key if isinstance(key, rsa.RSAPublicKey) else key.public_key()
+        check_rsa_exponent(public.public_numbers().e)
     elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
         check_edwards_key(key)
 
@@ -211,10 +219,17 @@ def check_edwards_key(key: ed25519.Ed25519PublicKey | ed448.Ed448PublicKey) -> N
 
 
 def check_rsa_size(bits: int) -> None:
+    """Refuse an RSA modulus outside ``MIN_RSA_BITS`` to ``MAX_RSA_BITS`` bits."""
     if bits < MIN_RSA_BITS:
         raise ConfigurationError(f"RSA keys must have at least {MIN_RSA_BITS} bits, not {bits}")
     if bits > MAX_RSA_BITS:
         raise ConfigurationError(f"RSA keys larger than {MAX_RSA_BITS} bits are refused")
+
+
+def check_rsa_exponent(e: int) -> None:
+    """Refuse an RSA public exponent that is even, below 3 or above ``MAX_RSA_EXPONENT``."""
+    if e < 3 or e % 2 == 0 or e > MAX_RSA_EXPONENT:
+        raise ConfigurationError("RSA public exponent must be odd, at least 3 and at most 2**32")
 
 
 def _pss(hash_cls: type[hashes.HashAlgorithm]) -> padding.PSS:

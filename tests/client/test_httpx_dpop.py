@@ -172,6 +172,14 @@ def test_proof_contents() -> None:
         DPoPSigner("not a key")  # type: ignore[arg-type]
 
 
+def test_a_client_never_signs_proofs_with_a_key_servers_refuse() -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    large = PrivateJWK(rsa.generate_private_key(65537, 4104), algorithm="PS256")
+    with pytest.raises(ConfigurationError, match="4096 bits"):
+        DPoPSigner(large)
+
+
 def guard_handler(guard: Guard) -> Handler:
     def handle(record: Recorded) -> Reply:
         view = Request(

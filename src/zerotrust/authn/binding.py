@@ -44,7 +44,7 @@ from zerotrust.tokens._header import check_typ
 from zerotrust.tokens._json import JSONError, loads_object
 from zerotrust.tokens._jwk_codec import required_members, thumbprint_of
 from zerotrust.tokens._profiles import DPOP_TYP
-from zerotrust.tokens.algorithms import ASYMMETRIC_ALGORITHMS
+from zerotrust.tokens.algorithms import ASYMMETRIC_ALGORITHMS, MAX_DPOP_RSA_BITS
 from zerotrust.tokens.keys import JWK
 from zerotrust.tokens.verified import VerifiedToken
 from zerotrust.x509.verify import VerifiedPeer
@@ -60,9 +60,6 @@ __all__ = [
 
 _COMPACT = re.compile(rb"([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 _MAX_PROOF_BYTES = 8192
-#: The largest RSA key a proof may carry: a proof's key is the sender's choice, and the cost of
-#: checking its signature grows with the key's size.
-_MAX_PROOF_RSA_BITS: Final = 4096
 _JKT_MISMATCH: Final = "DPoP proof key does not match the token's cnf.jkt"
 _MAX_JTI = 256
 _MAX_IAT = 10**15  # seconds: far beyond any real time, and exactly representable as a float
@@ -381,11 +378,10 @@ def _proof_key(header: Mapping[str, Any], config: DPoPConfig, jkt: str | None) -
         raise TokenBindingMismatch(_JKT_MISMATCH)
     if (
         required["kty"] == "RSA"
-        and int.from_bytes(b64url_decode(required["n"]), "big").bit_length() > _MAX_PROOF_RSA_BITS
+        and int.from_bytes(b64url_decode(required["n"]), "big").bit_length() > MAX_DPOP_RSA_BITS
     ):
         raise InvalidDPoPProof(
-            f"DPoP proof jwk is unusable: RSA keys larger than {_MAX_PROOF_RSA_BITS} bits"
-            " are refused"
+            f"DPoP proof jwk is unusable: RSA keys larger than {MAX_DPOP_RSA_BITS} bits are refused"
         )
     try:
         jwk = JWK.from_dict(members)

@@ -16,9 +16,12 @@ import secrets
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.errors import ConfigurationError
 from zerotrust.tokens._b64 import b64url_encode
+from zerotrust.tokens.algorithms import MAX_DPOP_RSA_BITS
 from zerotrust.tokens.keys import PrivateJWK
 
 __all__ = ["DPoPSigner", "dpop_proof"]
@@ -50,6 +53,11 @@ class DPoPSigner:
     def __init__(self, key: PrivateJWK, *, clock: Clock | None = None) -> None:
         if not isinstance(key, PrivateJWK):
             raise ConfigurationError("dpop_key must be a PrivateJWK")
+        public_key = key.public().public_key
+        if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size > MAX_DPOP_RSA_BITS:
+            raise ConfigurationError(
+                f"dpop_key: servers refuse proofs by RSA keys of more than {MAX_DPOP_RSA_BITS} bits"
+            )
         public = key.public().to_public_dict()
         jwk = {name: public[name] for name in _KEY_MEMBERS if name in public}
         self._key = key

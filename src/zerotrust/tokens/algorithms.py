@@ -104,6 +104,9 @@ JWT_SVID_ALGORITHMS: Final = frozenset(EC_CURVES) | RSA_ALGORITHMS
 #: about four times as costly).
 MIN_RSA_BITS: Final = 2048
 MAX_RSA_BITS: Final = 8192
+#: The largest RSA key a DPoP proof may carry (its key is the sender's choice, and checking its
+#: signature costs more with its size): servers refuse larger ones, clients never sign with one.
+MAX_DPOP_RSA_BITS: Final = 4096
 #: The largest RSA public exponent accepted (every issuer uses 65537; BoringSSL and Go refuse
 #: exponents this large or larger too), which bounds the cost of a verification as well.
 MAX_RSA_EXPONENT: Final = 1 << 32

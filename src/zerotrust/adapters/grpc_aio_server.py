@@ -10,6 +10,9 @@ peer verification, requirements, refusal translation) and decides with
   the wrapper decides from that thread by running ``guard.aevaluate`` on the server's event
   loop, then runs the handler in a context that carries the principal (grpc's pool does not
   propagate context variables, and may drive each step of a stream on another thread).
+
+As on sync servers, the request message of a unary-request RPC is deserialized only once the
+Guard admitted the call.
 """
 
 from __future__ import annotations
@@ -27,7 +30,14 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingDependencyError("grpcio", "grpc", error=exc) from exc
 
-from zerotrust.adapters.grpc_server import ServerInterceptor, _bind, _log, _View
+from zerotrust.adapters.grpc_server import (
+    _BAD_REQUEST,
+    ServerInterceptor,
+    _bind,
+    _log,
+    _undecodable,
+    _View,
+)
 from zerotrust.authn.request import RequestView
 from zerotrust.authz.policy import Requirement
 from zerotrust.pipeline import Outcome
@@ -42,6 +52,20 @@ async def _unimplemented(request: Any, context: Any) -> AsyncIterator[Any]:
     """The behaviour of a method the server does not serve, once the Guard admitted the call."""
     await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")  # raises
     yield  # pragma: no cover - an async generator, as grpc's stream handlers are
+
+
+async def _deserialize(
+    deserializer: Callable[[bytes], Any], raw: bytes, context: Any, method: str
+) -> Any:
+    """The request of an admitted RPC, deserialized; or the call ends as grpc's sync server
+    ends it for a message it cannot deserialize (``INTERNAL``, fixed details: grpc.aio would
+    send the parser's text), the handler not run."""
+    try:
+        return deserializer(raw)
+    except Exception as error:  # any parser failure ends the call
+        _undecodable(method, error)
+    await context.abort(grpc.StatusCode.INTERNAL, _BAD_REQUEST)  # raises
+    raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -81,9 +105,11 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
             method: str,
             requirement: Requirement | None,
             response_streaming: bool,
+            *,
+            deserializer: Callable[[bytes], Any] | None = None,
         ) -> Callable[..., Any]:
             if inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior):
-                return self._async_behavior(behavior, method, requirement)
+                return self._async_behavior(behavior, method, requirement, deserializer)
 
             def evaluate(view: RequestView, req: Requirement | None) -> Outcome:
                 # runs on grpc's pool thread; the Guard's I/O stays on the server's loop
@@ -95,7 +121,14 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
                 future = asyncio.run_coroutine_threadsafe(self._guard.aevaluate(view, req), loop)
                 return future.result()
 
-            return self._sync_behavior(behavior, method, requirement, response_streaming, evaluate)
+            return self._sync_behavior(
+                behavior,
+                method,
+                requirement,
+                response_streaming,
+                evaluate,
+                deserializer=deserializer,
+            )
 
         return self._intercept(
             handler, handler_call_details.method, wrap, loop, unknown=_unimplemented
@@ -117,14 +150,21 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
         raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
 
     def _async_behavior(
-        self, behavior: Callable[..., Any], method: str, requirement: Requirement | None
+        self,
+        behavior: Callable[..., Any],
+        method: str,
+        requirement: Requirement | None,
+        deserializer: Callable[[bytes], Any] | None = None,
     ) -> Callable[..., Any]:
         # Each RPC runs in its own task (its own copy of the context), so the principal set
-        # here is visible to the handler and discarded with the task.
+        # here is visible to the handler and discarded with the task. With a deserializer,
+        # the request arrives as bytes and is deserialized once the call is admitted.
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
                 await self._aadmit(context, method, requirement)
+                if deserializer is not None:
+                    request = await _deserialize(deserializer, request, context, method)
                 async for item in behavior(request, context):
                     yield item
 
@@ -138,6 +178,8 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
             if not outcome.allowed:
                 await self._abort(context, outcome)
             _bind(guard, view, outcome)
+            if deserializer is not None:
+                request = await _deserialize(deserializer, request, context, method)
             return await behavior(request, context)
 
         return call

@@ -16,6 +16,8 @@ The interceptor wraps the handler grpc found for the method, keeping its arity a
   RESOURCE_EXHAUSTED, UNAVAILABLE, ...), the error code as details and ``www-authenticate``
   / ``retry-after`` as trailing metadata; streaming handlers are checked before the first
   message is consumed or produced;
+* the request message of a unary-request RPC reaches the wrapper as bytes and is deserialized
+  only once the Guard admitted the call (grpc would parse it before any check);
 * the principal is readable with :func:`current_principal` inside the handler.
 """
 
@@ -28,7 +30,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Final, TypeVar, cast
+from typing import Any, Final, NoReturn, TypeVar, cast
 
 from zerotrust.errors import ConfigurationError, MalformedCredentials, MissingDependencyError
 
@@ -69,6 +71,8 @@ _KINDS: Final = {
 _MAX_CACHED: Final = 4096
 #: What a gRPC method's full name looks like (``/pkg.Service/Method``), bounded.
 _METHOD_NAME: Final = re.compile(r"/[A-Za-z_][A-Za-z0-9_.]{0,190}/[A-Za-z_][A-Za-z0-9_]{0,63}")
+#: The details grpc itself sends when a request message cannot be deserialized.
+_BAD_REQUEST: Final = "Exception deserializing request!"
 _log = logging.getLogger("zerotrust")
 
 
@@ -255,6 +259,42 @@ class _View:
         return token
 
 
+def _abort_sync(context: Any, code: Any, details: str, what: str) -> NoReturn:
+    """``context.abort`` from a sync handler (it raises); ``what`` names the abort in the
+    error raised when the context is an aio one, whose abort cannot run from here."""
+    result = context.abort(code, details)  # raises
+    if inspect.isawaitable(result):
+        # an aio context handed to this sync handler by an interceptor placed before
+        # zerotrust: its abort cannot run here, and the call ends with UNKNOWN
+        close = getattr(result, "close", None)
+        if callable(close):  # grpc's are Cython coroutines: not inspect.iscoroutine
+            close()
+        raise RuntimeError(f"{what}; the status cannot be sent from here")
+    raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
+
+
+def _undecodable(method: str, error: Exception) -> None:
+    # neither the message nor the parser's text (which may quote it): the type only
+    _log.warning(
+        "zerotrust: the request message of %s could not be deserialized (%s); the call ends"
+        " with INTERNAL",
+        method,
+        type(error).__name__,
+    )
+
+
+def _deserialize(
+    deserializer: Callable[[bytes], Any], raw: bytes, context: Any, method: str
+) -> Any:
+    """The request of an admitted RPC, deserialized; or the call ends as grpc ends it for a
+    message it cannot deserialize (``INTERNAL``, fixed details), the handler not run."""
+    try:
+        return deserializer(raw)
+    except Exception as error:  # any parser failure ends the call, as in grpc
+        _undecodable(method, error)
+    _abort_sync(context, grpc.StatusCode.INTERNAL, _BAD_REQUEST, "undecodable request")
+
+
 def _unimplemented(request: Any, context: Any) -> Iterator[Any]:
     """The behaviour of a method the server does not serve, once the Guard admitted the call."""
     context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")  # raises
@@ -350,11 +390,21 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         attr, factory = _KINDS[streaming]
         behavior = getattr(handler, attr)
         requirement = self._requirement_for(method, behavior)
-        wrapped = factory(
-            wrap(behavior, method, requirement, streaming[1]),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        deserializer = handler.request_deserializer
+        if streaming[0]:  # messages are read (and deserialized) by the handler, after the check
+            wrapped = factory(
+                wrap(behavior, method, requirement, streaming[1]),
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        else:
+            # grpc would deserialize the one request message before the wrapper runs: it
+            # hands the wrapper the bytes, deserialized there once the Guard admitted the call
+            wrapped = factory(
+                wrap(behavior, method, requirement, streaming[1], deserializer=deserializer),
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
         with self._lock:
             if len(self._wrapped) >= _MAX_CACHED:
                 self._wrapped.clear()
@@ -393,15 +443,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             code, details, trailing = self._refusal(outcome)
             if trailing:
                 context.set_trailing_metadata(trailing)
-            result = context.abort(code, details)  # raises
-            if inspect.isawaitable(result):
-                # an aio context handed to this sync handler by an interceptor placed before
-                # zerotrust: its abort cannot run here, and the call ends refused (UNKNOWN)
-                close = getattr(result, "close", None)
-                if callable(close):  # grpc's are Cython coroutines: not inspect.iscoroutine
-                    close()
-                raise RuntimeError(f"refused ({details}); the status cannot be sent from here")
-            raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
+            _abort_sync(context, code, details, f"refused ({details})")  # raises
         run = contextvars.copy_context()
         run.run(_bind, self._guard, view, outcome)
         return run
@@ -413,9 +455,12 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         requirement: Requirement | None,
         response_streaming: bool,
         evaluate: Evaluate | None = None,
+        *,
+        deserializer: Callable[[bytes], Any] | None = None,
     ) -> Callable[..., Any]:
         """A sync behaviour of the same shape; the handler runs in a context with the principal
-        (also when grpc drives each step of a stream on a different pool thread)."""
+        (also when grpc drives each step of a stream on a different pool thread). With a
+        ``deserializer``, the request arrives as bytes and is deserialized once admitted."""
         decide: Evaluate = evaluate or self._guard.evaluate
         if inspect.iscoroutinefunction(behavior) or inspect.isasyncgenfunction(behavior):
             raise ConfigurationError(f"{method}: async handlers need the AioServerInterceptor")
@@ -424,11 +469,16 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
             def stream(request: Any, context: Any) -> Iterator[Any]:
                 run = self._admit(context, method, requirement, decide)
+                if deserializer is not None:
+                    request = _deserialize(deserializer, request, context, method)
                 yield from _iterate_in(run, iter(run.run(behavior, request, context)))
 
             return stream
 
         def unary(request: Any, context: Any) -> Any:
-            return self._admit(context, method, requirement, decide).run(behavior, request, context)
+            run = self._admit(context, method, requirement, decide)
+            if deserializer is not None:
+                request = _deserialize(deserializer, request, context, method)
+            return run.run(behavior, request, context)
 
         return unary

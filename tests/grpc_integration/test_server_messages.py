@@ -1,0 +1,237 @@
+"""Request messages and method names reach nothing before the Guard decided, on real sync and
+aio servers: a unary request's deserializer runs only for an admitted call (grpc would run it
+first)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from tests.grpc_integration._support import (
+    HEALTH,
+    SERVICE,
+    World,
+    add_services,
+    bearer,
+    raw_credentials,
+)
+from zerotrust.grpc import AioServerInterceptor, server_credentials
+
+BAD = b"\xffSECRET"  # a message the application's parser refuses
+BAD_DETAILS = "Exception deserializing request!"  # what grpc sends for such a message
+
+
+@dataclass
+class Parser:
+    """A request deserializer that counts its calls; ``BAD`` fails with a message quoting it."""
+
+    calls: list[bytes] = field(default_factory=list)
+
+    def __call__(self, raw: bytes) -> tuple[str, bytes]:
+        self.calls.append(raw)
+        if raw.startswith(b"\xff"):
+            raise ValueError(f"malformed message {raw!r}")
+        return ("parsed", raw)
+
+
+def serialize(response: tuple[str, bytes]) -> bytes:
+    return response[0].encode() + b":" + response[1]
+
+
+@dataclass
+class App:
+    parser: Parser = field(default_factory=Parser)
+    ran: list[str] = field(default_factory=list)
+
+    def services(self, *, asynchronous: bool) -> dict[str, dict[str, Any]]:
+        ran, parser = self.ran, self.parser
+        if asynchronous:
+
+            async def unary(request: Any, context: Any) -> Any:
+                ran.append("Unary")
+                return request
+
+            async def server_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                ran.append("ServerStream")
+                yield request
+                yield request
+
+            async def client_stream(requests: AsyncIterator[Any], context: Any) -> Any:
+                ran.append("ClientStream")
+                return ("parsed", b"%d" % len([r async for r in requests]))
+
+            async def raw(request: bytes, context: Any) -> bytes:
+                ran.append("Raw")
+                return b"raw|" + request
+
+        else:
+
+            def unary(request: Any, context: Any) -> Any:
+                ran.append("Unary")
+                return request
+
+            def server_stream(request: Any, context: Any) -> Iterator[Any]:
+                ran.append("ServerStream")
+                yield request
+                yield request
+
+            def client_stream(requests: Iterator[Any], context: Any) -> Any:
+                ran.append("ClientStream")
+                return ("parsed", b"%d" % sum(1 for _ in requests))
+
+            def raw(request: bytes, context: Any) -> bytes:
+                ran.append("Raw")
+                return b"raw|" + request
+
+        codec = {"request_deserializer": parser, "response_serializer": serialize}
+        return {
+            SERVICE: {
+                "Unary": grpc.unary_unary_rpc_method_handler(unary, **codec),
+                "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream, **codec),
+                "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream, **codec),
+                "Raw": grpc.unary_unary_rpc_method_handler(raw),
+            }
+        }
+
+
+@contextmanager
+def sync_serving(world: World, services: dict[str, dict[str, Any]]) -> Iterator[int]:
+    pool = futures.ThreadPoolExecutor(max_workers=4)
+    from zerotrust.grpc import ServerInterceptor
+
+    server = grpc.server(pool, interceptors=[ServerInterceptor(world.guard(), exempt={HEALTH})])
+    add_services(server, services, registered=False)
+    port = server.add_secure_port(
+        "localhost:0", server_credentials(world.server_svid, world.bundles)
+    )
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(None).wait(10)
+        pool.shutdown(wait=True)
+
+
+@contextmanager
+def aio_serving(world: World, services: dict[str, dict[str, Any]]) -> Iterator[int]:
+    """A grpc.aio server on an event loop of its own thread, for the same sync client."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    pool = futures.ThreadPoolExecutor(max_workers=4)
+
+    async def start() -> tuple[Any, int]:
+        interceptor = AioServerInterceptor(world.guard(), exempt={HEALTH})
+        server = grpc.aio.server(migration_thread_pool=pool, interceptors=[interceptor])
+        add_services(server, services, registered=False)
+        creds = server_credentials(world.server_svid, world.bundles)
+        port = server.add_secure_port("localhost:0", creds)
+        await server.start()
+        return server, port
+
+    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield port
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        pool.shutdown(wait=True)
+
+
+SERVERS = {
+    "sync": lambda world, app: sync_serving(world, app.services(asynchronous=False)),
+    "aio-async": lambda world, app: aio_serving(world, app.services(asynchronous=True)),
+    "aio-sync": lambda world, app: aio_serving(world, app.services(asynchronous=False)),
+}
+Serve = Callable[[World, App], Any]
+
+
+def _call(channel: Any, method: str, request: bytes, metadata: list[tuple[str, str]]) -> Any:
+    try:
+        if method == "ServerStream":
+            rpc = channel.unary_stream(f"/{SERVICE}/{method}")
+            return list(rpc(request, metadata=metadata, timeout=10))
+        if method == "ClientStream":
+            rpc = channel.stream_unary(f"/{SERVICE}/{method}")
+            return rpc(iter([request, request]), metadata=metadata, timeout=10)
+        return channel.unary_unary(f"/{SERVICE}/{method}")(request, metadata=metadata, timeout=10)
+    except grpc.RpcError as exc:
+        return exc
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_messages_are_deserialized_only_for_admitted_calls(
+    world: World, server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+    methods = ("Unary", "ServerStream", "ClientStream")
+    with (
+        SERVERS[server](world, app) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        # no credentials: refused and audited like any call, the message never parsed
+        for method in methods:
+            error = _call(channel, method, BAD, [])
+            assert isinstance(error, grpc.RpcError), method
+            assert (error.code(), error.details()) == (
+                grpc.StatusCode.UNAUTHENTICATED,
+                "missing_credentials",
+            ), method
+        assert app.parser.calls == [] and app.ran == []
+        assert [(e.route, e.decision) for e in world.sink.events] == [
+            (f"/{SERVICE}/{m}", "deny") for m in methods
+        ]
+
+        # admitted: a message the parser refuses ends the call as grpc ends it, no handler run
+        token = bearer(world.token())
+        with caplog.at_level(logging.WARNING, logger="zerotrust"):
+            for method in ("Unary", "ServerStream"):
+                error = _call(channel, method, BAD, token)
+                assert isinstance(error, grpc.RpcError), method
+                assert (error.code(), error.details()) == (
+                    grpc.StatusCode.INTERNAL,
+                    BAD_DETAILS,
+                ), method
+        assert app.parser.calls == [BAD, BAD] and app.ran == []
+        assert [e.decision for e in world.sink.events[-2:]] == ["allow", "allow"]
+        logged = [r for r in caplog.records if "could not be deserialized" in r.getMessage()]
+        assert len(logged) == 2 and logged[0].levelno == logging.WARNING
+        assert "SECRET" not in caplog.text and "malformed message" not in caplog.text
+
+        # well-formed: deserialized once, after the decision; responses serialized as before
+        app.parser.calls.clear()
+        assert _call(channel, "Unary", b"hi", token) == b"parsed:hi"
+        assert _call(channel, "ServerStream", b"hi", token) == [b"parsed:hi"] * 2
+        assert _call(channel, "ClientStream", b"hi", token) == b"parsed:2"
+        assert _call(channel, "Raw", b"\xffhi", token) == b"raw|\xffhi"  # no deserializer
+        assert app.parser.calls == [b"hi"] * 4
+        assert app.ran == ["Unary", "ServerStream", "ClientStream", "Raw"]
+
+
+def test_the_wrapped_handlers_are_cached(world: World) -> None:
+    """The per-method wrapper is built once, whatever the deserializer."""
+    from zerotrust.grpc import ServerInterceptor
+
+    app = App()
+    handler = app.services(asynchronous=False)[SERVICE]["Unary"]
+    interceptor = ServerInterceptor(world.guard())
+
+    class Details:
+        method = f"/{SERVICE}/Unary"
+
+    first = interceptor.intercept_service(lambda _: handler, Details())
+    assert interceptor.intercept_service(lambda _: handler, Details()) is first
+    assert first.request_deserializer is None  # the wrapper deserializes, once admitted
+    assert first.response_serializer is serialize

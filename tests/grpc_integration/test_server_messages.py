@@ -1,6 +1,6 @@
 """Request messages and method names reach nothing before the Guard decided, on real sync and
 aio servers: a unary request's deserializer runs only for an admitted call (grpc would run it
-first)."""
+first), and any well-formed method name is decided, served or not."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from zerotrust.grpc import AioServerInterceptor, server_credentials
 
 BAD = b"\xffSECRET"  # a message the application's parser refuses
 BAD_DETAILS = "Exception deserializing request!"  # what grpc sends for such a message
+LONG = "GetCustomerOrderHistoryIncludingArchivedAndPendingShipmentsForRegion"  # 68 characters
 
 
 @dataclass
@@ -100,6 +101,7 @@ class App:
                 "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream, **codec),
                 "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream, **codec),
                 "Raw": grpc.unary_unary_rpc_method_handler(raw),
+                LONG: grpc.unary_unary_rpc_method_handler(raw),
             }
         }
 
@@ -218,6 +220,42 @@ def test_messages_are_deserialized_only_for_admitted_calls(
         assert _call(channel, "Raw", b"\xffhi", token) == b"raw|\xffhi"  # no deserializer
         assert app.parser.calls == [b"hi"] * 4
         assert app.ran == ["Unary", "ServerStream", "ClientStream", "Raw"]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_long_well_formed_names_are_decided_served_or_not(world: World, server: str) -> None:
+    app = App()
+    served, unserved = f"/{SERVICE}/{LONG}", f"/{SERVICE}/{LONG}X"
+    long_service = "/" + "a" * 200 + ".Svc/M"  # a service part over 191 characters
+    at_limit = "/" + "b" * 251 + ".S/M"  # 256 characters: still a name a method can have
+    over_limit = at_limit + "x"
+    assert len(at_limit) == 256 and len(long_service) < 256
+    with (
+        SERVERS[server](world, app) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+
+        def code(name: str, metadata: list[tuple[str, str]]) -> Any:
+            try:
+                return channel.unary_unary(name)(b"x", metadata=metadata, timeout=10)
+            except grpc.RpcError as exc:
+                return exc.code()
+
+        # an anonymous caller cannot tell a served long name from an unserved one
+        for name in (served, unserved, long_service, at_limit):
+            assert code(name, []) == grpc.StatusCode.UNAUTHENTICATED, name
+        assert [(e.route, e.decision) for e in world.sink.events] == [
+            (name, "deny") for name in (served, unserved, long_service, at_limit)
+        ]
+        token = bearer(world.token())
+        assert code(served, token) == b"raw|x"
+        assert code(unserved, token) == grpc.StatusCode.UNIMPLEMENTED
+        assert world.sink.events[-1].route == unserved
+        assert world.sink.events[-1].decision == "allow"
+        # a name over 256 characters names nothing: answered at once, not audited
+        audited = len(world.sink.events)
+        assert code(over_limit, []) == grpc.StatusCode.UNIMPLEMENTED
+        assert len(world.sink.events) == audited
 
 
 def test_the_wrapped_handlers_are_cached(world: World) -> None:

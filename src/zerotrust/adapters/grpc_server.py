@@ -69,8 +69,10 @@ _KINDS: Final = {
     (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
 }
 _MAX_CACHED: Final = 4096
-#: What a gRPC method's full name looks like (``/pkg.Service/Method``), bounded.
-_METHOD_NAME: Final = re.compile(r"/[A-Za-z_][A-Za-z0-9_.]{0,190}/[A-Za-z_][A-Za-z0-9_]{0,63}")
+#: What a gRPC method's full name looks like (``/pkg.Service/Method``); its length is bounded
+#: by :data:`_MAX_METHOD_NAME` alone, so any name a served method can have is decided.
+_METHOD_NAME: Final = re.compile(r"/[A-Za-z_][A-Za-z0-9_.]*/[A-Za-z_][A-Za-z0-9_]*")
+_MAX_METHOD_NAME: Final = 256
 #: The details grpc itself sends when a request message cannot be deserialized.
 _BAD_REQUEST: Final = "Exception deserializing request!"
 _log = logging.getLogger("zerotrust")
@@ -380,7 +382,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             # caller learns which methods exist only once the policy admits it: then
             # UNIMPLEMENTED. Built per call, never cached: the names are the caller's. A name
             # no method can have is answered at once (nothing to learn, nothing to audit).
-            if not _METHOD_NAME.fullmatch(method):
+            if len(method) > _MAX_METHOD_NAME or not _METHOD_NAME.fullmatch(method):
                 return None
             return grpc.stream_stream_rpc_method_handler(wrap(unknown, method, None, True))
         cached = self._wrapped.get(method)

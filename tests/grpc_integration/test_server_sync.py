@@ -150,6 +150,24 @@ def test_cert_from_another_trust_domain_ca_is_unauthenticated(world: World) -> N
     assert event is not None and event.reason == "untrusted_certificate"
 
 
+def test_grpc_keeps_only_the_last_traceparent(world: World) -> None:
+    """grpc's C core merges repeated traceparent entries into the last one, so the "several
+    are ambiguous" rule cannot apply over gRPC (docs/grpc.md, docs/audit.md)."""
+    first, last = "0af7651916cd43dd8448eb211c80319c", "1af7651916cd43dd8448eb211c80319c"
+    metadata = [
+        *bearer(world.token()),
+        ("traceparent", f"00-{first}-b7ad6b7169203331-01"),
+        ("traceparent", f"00-{last}-b7ad6b7169203331-01"),
+    ]
+    with (
+        sync_server(world) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        assert channel.unary_unary(f"/{SERVICE}/Unary")(b"x", metadata=metadata, timeout=10)
+    event = world.sink.last
+    assert event is not None and (event.trace_id, event.trace_trusted) == (last, True)
+
+
 def test_scope_decorator_and_method_map(world: World) -> None:
     seen = Seen()
     with (

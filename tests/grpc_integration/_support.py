@@ -280,6 +280,7 @@ def sync_server(
     interceptor: bool = True,
     registered: bool = False,
     bind: str = "localhost:0",
+    require_client_auth: bool = True,
 ) -> Iterator[int]:
     """A ``grpc.server`` with the interceptor, serving ``test.Echo``; yields the port."""
     pool = futures.ThreadPoolExecutor(max_workers=8)
@@ -290,7 +291,9 @@ def sync_server(
     )
     server = grpc.server(pool, interceptors=interceptors)
     add_services(server, sync_handlers(seen or Seen()), registered=registered)
-    creds = server_credentials(svid or world.server_svid, world.bundles)
+    creds = server_credentials(
+        svid or world.server_svid, world.bundles, require_client_auth=require_client_auth
+    )
     port = server.add_secure_port(bind, creds)
     assert port, f"could not bind {bind}"
     server.start()

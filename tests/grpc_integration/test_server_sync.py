@@ -150,6 +150,22 @@ def test_cert_from_another_trust_domain_ca_is_unauthenticated(world: World) -> N
     assert event is not None and event.reason == "untrusted_certificate"
 
 
+def test_without_client_auth_grpc_asks_for_no_certificate(world: World) -> None:
+    """require_client_auth=False is not optional mTLS: grpc does not ask for a certificate, so
+    the client's is never sent and callers are token-only (docs/grpc.md)."""
+    with (
+        sync_server(world, require_client_auth=False) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        unary = channel.unary_unary(f"/{SERVICE}/Unary")
+        assert unary(b"x", metadata=bearer(world.token()), timeout=10) == CLIENT_ID.encode() + b"|x"
+        with pytest.raises(grpc.RpcError) as info:
+            unary(b"x", timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    allowed = world.sink.events[0]
+    assert allowed.proven_by == "jwt" and allowed.cert_fingerprint is None
+
+
 def test_grpc_keeps_only_the_last_traceparent(world: World) -> None:
     """grpc's C core merges repeated traceparent entries into the last one, so the "several
     are ambiguous" rule cannot apply over gRPC (docs/grpc.md, docs/audit.md)."""

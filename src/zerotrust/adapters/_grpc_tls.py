@@ -174,9 +174,17 @@ def server_credentials(
     Built on ``grpc.dynamic_ssl_server_credentials``: before each new connection grpc asks
     for the current configuration, so a rotated SVID (or changed bundles) is served to new
     connections without a restart; established connections keep theirs. Client certificates
-    are required and checked by grpc against the authorities of *every* trust domain in the
-    bundles (one merged store); the :class:`ServerInterceptor` then re-verifies each client
-    against its own trust domain's bundle. Use both.
+    are required (``require_client_auth=True``, the default) and checked by grpc against the
+    authorities of *every* trust domain in the bundles (one merged store); the
+    :class:`ServerInterceptor` then re-verifies each client against its own trust domain's
+    bundle. Use both.
+
+    ``require_client_auth=False`` turns mTLS off: it is handed to grpc, whose servers then do
+    not ask for a client certificate at all (grpc-python has no "ask, but do not require"
+    mode), so no caller has one, even a client configured to present it. Callers can then
+    only authenticate with tokens (token-only); ``Authenticator(require_mtls=True)``,
+    requirements such as ``proven_by=["mtls"]`` and certificate-bound tokens
+    (``cnf.x5t#S256``) refuse every call.
     """
     if not callable(getattr(svid, "get_x509_svid", None)):
         raise ConfigurationError("svid must be an X509Svid or have get_x509_svid()")

@@ -34,7 +34,7 @@ except ImportError as exc:
 from zerotrust.adapters._common import route_template
 from zerotrust.adapters._context import reset_principal, set_principal
 from zerotrust.adapters._status import refusal
-from zerotrust.adapters.wsgi import WSGIRequestView, strip_forwarded_headers
+from zerotrust.adapters.wsgi import WSGIRequestView, _PrincipalBody, strip_forwarded_headers
 from zerotrust.authn.principal import Principal
 from zerotrust.authz.policy import Requirement, require
 from zerotrust.authz.rules import normalize_route
@@ -54,6 +54,8 @@ _log = logging.getLogger("zerotrust")
 _WRAPPED: Final = "__zerotrust_wrapped__"
 _ENFORCED: Final = "_zerotrust_enforced"
 _RESET: Final = "_zerotrust_context"
+#: The WSGI environ key of an allowed request's principal, for :class:`_PrincipalScope`.
+_ENVIRON_PRINCIPAL: Final = "zerotrust.flask.principal"
 
 
 def _principal() -> Principal | None:
@@ -207,21 +209,43 @@ def _check(state: _AppState) -> Any:
     strip_forwarded_headers(environ, outcome, state.guard)
     principal = outcome.principal
     ctx_g.zerotrust_principal = principal
+    environ[_ENVIRON_PRINCIPAL] = principal
     setattr(ctx_g, _ENFORCED, route.parts)
     setattr(ctx_g, _RESET, set_principal(principal))
     return None
 
 
 def _teardown(exc: BaseException | None) -> None:
+    # g.zerotrust_principal stays: g goes with its context, and stream_with_context pushes
+    # the same g again while a streamed body is produced
     ctx_g: Any = g._get_current_object()
     token: Token[Principal | None] | None = ctx_g.pop(_RESET, None)
-    ctx_g.pop(_ENFORCED, None)
-    ctx_g.pop("zerotrust_principal", None)
     if token is not None:
         try:
             reset_principal(token)
         except ValueError:  # torn down in another context (streamed response)
             set_principal(None)
+
+
+class _PrincipalScope:
+    """Wraps ``app.wsgi_app``: each request starts without a principal and leaves the context
+    variable as it found it, whatever the application's teardown functions do (Flask stops
+    at the first that raises, and zerotrust's may be after it); the response body is produced
+    with the request's principal (Flask tears the request down before a streamed body)."""
+
+    __slots__ = ("wsgi_app",)
+
+    def __init__(self, wsgi_app: Callable[..., Any]) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        token = set_principal(None)
+        try:
+            result = self.wsgi_app(environ, start_response)
+        finally:
+            reset_principal(token)
+        principal = environ.get(_ENVIRON_PRINCIPAL)
+        return result if principal is None else _PrincipalBody(result, principal)
 
 
 class ZeroTrust:
@@ -258,6 +282,7 @@ class ZeroTrust:
         app.extensions[EXTENSION_KEY] = state
         app.before_request(functools.partial(_check, state))
         app.teardown_request(_teardown)
+        app.wsgi_app = _PrincipalScope(app.wsgi_app)  # type: ignore[method-assign]
         if RequestRefused not in app.error_handler_spec[None][None]:
             app.register_error_handler(RequestRefused, _default_handler)
 

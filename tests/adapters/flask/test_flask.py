@@ -616,3 +616,80 @@ def test_blueprints_registered_after_init_app_see_only_checked_requests(
     token = issuer.issue(subject=WEB, audience=AUD)
     assert client.get("/api/me", headers=bearer(token)).json == {"subject": WEB}
     assert seen == [WEB]
+
+
+def test_a_failing_teardown_function_leaves_no_principal_behind(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """Flask stops at the first teardown function that raises: zerotrust's may never run, and
+    the next request on the thread must still start without the previous caller."""
+    import threading
+
+    from flask import request
+
+    guard, _ = make_guard(issuer, clock)
+    zt = ZeroTrust(exempt=["anyone"])
+    app = make_app(zt)
+    zt.init_app(app, guard=guard)
+
+    @app.teardown_request
+    def failing(exc: BaseException | None) -> None:  # runs before zerotrust's, and raises
+        if request.path == "/me":
+            raise RuntimeError("closing the database session failed")
+
+    @app.get("/anyone")
+    def anyone() -> Any:
+        principal = context_principal()
+        return jsonify(seen=principal.id if principal is not None else None)
+
+    token = issuer.issue(subject=WEB, audience=AUD)
+    seen: list[Any] = []
+
+    def thread() -> None:  # one server thread, two requests in turn
+        client = app.test_client()
+        with pytest.raises(RuntimeError):
+            client.get("/me", headers=bearer(token))
+        seen.append(client.get("/anyone").json)
+        seen.append(context_principal())
+
+    worker = threading.Thread(target=thread)
+    worker.start()
+    worker.join()
+    assert seen == [{"seen": None}, None]
+
+
+def test_the_principal_is_there_while_a_streamed_body_is_produced(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """Flask tears the request down before a streamed body is produced: the principal stays in
+    g and the context variable while it is."""
+    from flask import g, stream_with_context
+
+    app, _ = installed(issuer, clock)
+
+    @app.get("/api/lines")
+    def lines() -> Any:
+        def produce() -> Any:
+            yield f"{current_principal.id if current_principal else None} "
+            principal = context_principal()
+            yield f"{principal.id if principal is not None else None} "
+            yield str(g.zerotrust_principal is not None)
+
+        return app.response_class(stream_with_context(produce()))
+
+    @app.get("/api/plain-lines")
+    def plain_lines() -> Any:
+        def produce() -> Any:  # without the request context: the context variable only
+            principal = context_principal()
+            yield f"{principal.id if principal is not None else None}"
+
+        return app.response_class(produce())
+
+    token = issuer.issue(subject=WEB, audience=AUD)
+    client = app.test_client()
+    streamed = client.get("/api/lines", headers=bearer(token))
+    assert streamed.get_data(as_text=True) == f"{WEB} {WEB} True"
+    plain = client.get("/api/plain-lines", headers=bearer(token))
+    assert plain.get_data(as_text=True) == WEB
+    assert client.get("/api/plain-lines").status_code == 401
+    assert context_principal() is None

@@ -54,7 +54,7 @@ _log = logging.getLogger("zerotrust")
 _WRAPPED: Final = "__zerotrust_wrapped__"
 _ENFORCED: Final = "_zerotrust_enforced"
 _RESET: Final = "_zerotrust_context"
-#: The WSGI environ key of an allowed request's principal, for :class:`_PrincipalScope`.
+#: The WSGI environ key of the principal of a streamed response, for :class:`_PrincipalScope`.
 _ENVIRON_PRINCIPAL: Final = "zerotrust.flask.principal"
 
 
@@ -209,7 +209,6 @@ def _check(state: _AppState) -> Any:
     strip_forwarded_headers(environ, outcome, state.guard)
     principal = outcome.principal
     ctx_g.zerotrust_principal = principal
-    environ[_ENVIRON_PRINCIPAL] = principal
     setattr(ctx_g, _ENFORCED, route.parts)
     setattr(ctx_g, _RESET, set_principal(principal))
     return None
@@ -227,11 +226,21 @@ def _teardown(exc: BaseException | None) -> None:
             set_principal(None)
 
 
+def _mark_streamed(response: Response) -> Response:
+    """Hand the principal of a streamed response to :class:`_PrincipalScope` (only those are
+    produced after the request is torn down)."""
+    if response.is_streamed:
+        principal = g.get("zerotrust_principal")
+        if principal is not None:
+            request.environ[_ENVIRON_PRINCIPAL] = principal
+    return response
+
+
 class _PrincipalScope:
     """Wraps ``app.wsgi_app``: each request starts without a principal and leaves the context
     variable as it found it, whatever the application's teardown functions do (Flask stops
-    at the first that raises, and zerotrust's may be after it); the response body is produced
-    with the request's principal (Flask tears the request down before a streamed body)."""
+    at the first that raises, and zerotrust's may be after it); a streamed body is produced
+    with the request's principal (Flask tears the request down before it)."""
 
     __slots__ = ("wsgi_app",)
 
@@ -281,6 +290,7 @@ class ZeroTrust:
         state = _AppState(guard, self._exempt if exempt is None else _endpoints(exempt))
         app.extensions[EXTENSION_KEY] = state
         app.before_request(functools.partial(_check, state))
+        app.after_request(_mark_streamed)
         app.teardown_request(_teardown)
         app.wsgi_app = _PrincipalScope(app.wsgi_app)  # type: ignore[method-assign]
         if RequestRefused not in app.error_handler_spec[None][None]:

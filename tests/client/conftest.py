@@ -95,4 +95,5 @@ class CountingSource:
     def _mint(self, audience: str) -> MintedToken:
         self.minted.append(audience)
         expires = datetime.now(timezone.utc) + timedelta(minutes=10)
-        return MintedToken(f"token-{len(self.minted)}-for-{audience}", expires)
+        # a token's characters are RFC 6750's b64token: the audience's ':' is written '~'
+        return MintedToken(f"token-{len(self.minted)}-for-{audience.replace(':', '~')}", expires)

@@ -68,9 +68,9 @@ def test_audience_derived_per_host(
     assert tokens.minted == ["spiffe://example.org/api", "spiffe://example.org/api-by-ip"]
     seen = [bearer(r) for r in server.requests()]
     assert seen == [
-        "token-1-for-spiffe://example.org/api",
-        "token-2-for-spiffe://example.org/api-by-ip",
-        "token-1-for-spiffe://example.org/api",
+        "token-1-for-spiffe~//example.org/api",
+        "token-2-for-spiffe~//example.org/api-by-ip",
+        "token-1-for-spiffe~//example.org/api",
     ]
 
 

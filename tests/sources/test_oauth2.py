@@ -326,12 +326,30 @@ def test_expires_in_counts_from_when_the_request_was_sent(clock: FixedClock) -> 
     assert minted.expires_at == sent + timedelta(seconds=10)
 
 
-def test_token_type_is_case_insensitive_and_dpop_is_accepted(
+def test_token_type_is_case_insensitive_and_dpop_is_refused(
     server: HttpsServer, clock: FixedClock
 ) -> None:
-    server.route("/token", issuing(token_type="dpop", expires_in="3600"))
+    """These requests carry no DPoP proof: a DPoP-bound token could not be used as one, and a
+    client must not use a token type it does not understand (RFC 6749 7.1)."""
+    server.route("/token", issuing(token_type="bEaReR", expires_in="3600"))
     with credentials(server, clock) as source:
         assert source.token("a") == "at-1"
+    server.route("/token", issuing(token_type="DPoP", expires_in="3600"))
+    with credentials(server, clock) as source, pytest.raises(SourceError, match="Bearer"):
+        source.token("a")
+
+
+def test_a_lifetime_sent_as_a_string_counts_by_its_value(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    server.route("/token", issuing(expires_in="0" * 40 + "5"))
+    with credentials(server, clock) as source:
+        assert source.token("a") == "at-1"
+        clock.advance(6)  # five seconds, not the longest lifetime a long string could mean
+        assert source.token("a") == "at-2"
+    server.route("/token", issuing(expires_in="0" * 40))
+    with credentials(server, clock) as source, pytest.raises(SourceError, match="positive"):
+        source.token("a")
 
 
 def test_timeout(server: HttpsServer, clock: FixedClock) -> None:

@@ -73,9 +73,11 @@ def test_static_token_source() -> None:
     assert source.token("a") == source.token("b") == "abc.def.ghi"
     assert asyncio.run(source.token_async("c")) == "abc.def.ghi"
     assert "abc" not in repr(source)
-    for bad in ("", "two words", "line\nbreak", "é", 42):
+    for bad in ("", "two words", "line\nbreak", "é", 42, 'a",b\\c;d', "a:b", "=abc", "ab=c"):
         with pytest.raises(ConfigurationError):
             StaticTokenSource(bad)  # type: ignore[arg-type]
+    for good in ("a-b.c_d~e+f/g==", "opaque~token/v1+x="):  # RFC 6750 b64token
+        assert StaticTokenSource(good).token("a") == good
 
 
 def test_caches_per_audience(clock: FixedClock) -> None:

@@ -20,11 +20,11 @@ from typing import Literal
 from zerotrust.authn._trusted import CREDENTIAL_HEADERS, FORWARDED_CERT_HEADERS
 from zerotrust.authn.request import RequestView
 from zerotrust.errors import ConfigurationError, MalformedCredentials, UnsupportedScheme
+from zerotrust.tokens._b64 import B64TOKEN
 
 __all__ = ["B64TOKEN", "ApiKeys", "Credentials", "extract_credentials"]
 
 #: RFC 6750 ``b64token``.
-B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _SCHEMES = {"bearer": "Bearer", "dpop": "DPoP"}
 DEFAULT_MAX_TOKEN_BYTES = 8192
 #: RFC 9110 field names (``token``), lower case.

@@ -6,9 +6,11 @@
   ``aud`` = the token endpoint, a random ``jti``, a short ``exp``); mutual TLS (the client
   certificate authenticates; the body carries ``client_id`` only).
 * Responses (RFC 6749 §5): a JSON object with a string ``access_token`` of visible ASCII, a
-  ``token_type`` of ``Bearer`` or ``DPoP`` (any case; ``N_A`` too for RFC 8693 non-access
-  tokens), a positive ``expires_in`` when present, and for token exchange the
-  ``issued_token_type`` that was requested.
+  ``token_type`` of ``Bearer`` (any case; ``N_A`` too for RFC 8693 non-access tokens: a
+  ``DPoP`` token is refused, as these requests carry no DPoP proof and RFC 6749 7.1 forbids
+  using a token type the client does not understand), a positive ``expires_in`` when present
+  (a number, or a string of digits), and for token exchange the ``issued_token_type`` that
+  was requested.
 * Errors: an ``invalid_client``/``unauthorized_client`` answer raises
   :class:`~zerotrust.errors.AuthenticationError`, ``invalid_grant``
   :class:`~zerotrust.errors.TokenError`, anything else (HTTP errors, redirects, transport
@@ -58,7 +60,7 @@ _ERROR_CODES: Final = frozenset(
         "temporarily_unavailable",
     }
 )
-_ACCESS_TOKEN_TYPES: Final = frozenset({"bearer", "dpop"})
+_ACCESS_TOKEN_TYPES: Final = frozenset({"bearer"})
 ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
 
 SecretMethod = Literal["basic", "post"]
@@ -227,13 +229,15 @@ def parse_token_response(
         if issued_token_type != ACCESS_TOKEN_TYPE:
             allowed = allowed | {"n_a"}
     if not isinstance(token_type, str) or token_type.lower() not in allowed:
-        raise _invalid("token_type is not Bearer or DPoP")
+        raise _invalid("token_type is not Bearer")
     if "expires_in" not in document:
         return MintedToken(token)
     expires_in = document["expires_in"]
     if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
-        # some servers send the number as a string; a long string is a long lifetime
-        expires_in = int(expires_in) if len(expires_in) <= 32 else MAX_LIFETIME
+        # some servers send the number as a string; a long number is a long lifetime (its
+        # leading zeros are not)
+        digits = expires_in.lstrip("0") or "0"
+        expires_in = int(digits) if len(digits) <= 32 else MAX_LIFETIME
     if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)):
         raise _invalid("expires_in is not a number")
     if not expires_in > 0:  # (the JSON reader refuses NaN and infinities)

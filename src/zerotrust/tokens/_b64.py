@@ -19,6 +19,7 @@ from typing import Final
 
 __all__ = [
     "ALPHABET",
+    "B64TOKEN",
     "PADDING",
     "TO_STANDARD",
     "b64url_decode",
@@ -27,6 +28,10 @@ __all__ = [
     "is_canonical",
     "tail_ok",
 ]
+
+#: RFC 6750 2.1 ``b64token``: the syntax of a Bearer (and, RFC 9449 7.1, DPoP) access token in
+#: an ``Authorization`` header.
+B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 _ALPHABET: Final = re.compile(rb"[A-Za-z0-9_-]*")
 # Last character of a segment whose length is 2 or 3 (mod 4): the bits it carries beyond

@@ -24,7 +24,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.errors import ConfigurationError, SourceError, ZeroTrustError
-from zerotrust.tokens._b64 import b64url_decode
+from zerotrust.tokens._b64 import B64TOKEN, b64url_decode
 from zerotrust.tokens._json import loads_object
 from zerotrust.tokens.claims import numeric_date
 from zerotrust.tokens.verified import utc_datetime
@@ -68,10 +68,11 @@ def _unverified_exp(token: str) -> datetime | None:
 
 
 def check_token(token: object) -> str:
-    """``token`` if it is a non-empty, bounded string of visible ASCII (header-safe)."""
+    """``token`` if it is a non-empty, bounded string of the syntax an ``Authorization``
+    header carries it in (RFC 6750 2.1 ``b64token``: header-safe, and what servers accept)."""
     if not isinstance(token, str) or not token or len(token) > _MAX_TOKEN_CHARS:
         raise SourceError("token source produced an empty, oversized or non-string token")
-    if not token.isascii() or not token.isprintable() or " " in token:
+    if not B64TOKEN.fullmatch(token):
         raise SourceError("token source produced a token with invalid characters")
     return token
 

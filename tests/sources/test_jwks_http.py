@@ -1108,3 +1108,43 @@ def test_a_request_on_a_reused_connection_cannot_escape_the_deadline(clock: Fixe
     finally:
         stop.set()
         listener.close()
+
+
+def test_an_overdue_background_refresh_is_taken_for_lost(clock: FixedClock) -> None:
+    """A background refresh that never ends (its event loop closed without running or
+    cancelling it) must not keep an expired set in use until max_stale: once it is overdue,
+    a caller served that set fetches it itself."""
+    from zerotrust.sources._jwks_cache import Action, JWKSCache
+    from zerotrust.sources._jwks_policy import CachePolicy
+    from zerotrust.tokens import JWKSet
+
+    policy = CachePolicy(
+        min_ttl=60,
+        max_ttl=3600,
+        default_ttl=300,
+        refresh_ahead=0,
+        max_stale=3600,
+        unknown_kid_cooldown=30,
+        negative_cache_ttl=60,
+        retry_interval=5,
+    )
+    cache = JWKSCache(
+        jwks_url="https://issuer.example/jwks",
+        issuer=None,
+        policy=policy,
+        allow_http_loopback=False,
+        max_bytes=65536,
+        clock=clock,
+        refresh_deadline=21,
+    )
+    cache._record_success(JWKSet.from_dict(jwks(KEY_A)), {"cache-control": "max-age=300"})
+    clock.advance(301)
+    assert cache.plan(None).action is Action.REFRESH  # handed to one background refresh
+    clock.advance(20)
+    assert cache.plan(None).action is Action.SERVE  # still under way: served, nobody waits
+    clock.advance(2)
+    assert cache.plan(None).action is Action.FETCH  # overdue: taken for lost
+    cache._record_success(JWKSet.from_dict(jwks(KEY_B)), {"cache-control": "max-age=300"})
+    assert cache.plan(None).action is Action.SERVE  # a fetch that ended settles the state
+    clock.advance(301)
+    assert cache.plan(None).action is Action.REFRESH  # and the next refresh can start

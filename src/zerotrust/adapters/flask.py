@@ -215,10 +215,10 @@ def _check(state: _AppState) -> Any:
 
 
 def _teardown(exc: BaseException | None) -> None:
-    # g.zerotrust_principal stays: g goes with its context, and stream_with_context pushes
-    # the same g again while a streamed body is produced
     ctx_g: Any = g._get_current_object()
     token: Token[Principal | None] | None = ctx_g.pop(_RESET, None)
+    if _ENVIRON_PRINCIPAL not in request.environ:  # a streamed body keeps them until it closes
+        _forget(ctx_g)
     if token is not None:
         try:
             reset_principal(token)
@@ -226,13 +226,21 @@ def _teardown(exc: BaseException | None) -> None:
             set_principal(None)
 
 
+def _forget(ctx_g: Any) -> None:
+    """Drop the request's principal from ``g`` (an app context pushed around several
+    requests keeps one ``g`` for all of them)."""
+    ctx_g.pop("zerotrust_principal", None)
+    ctx_g.pop(_ENFORCED, None)
+
+
 def _mark_streamed(response: Response) -> Response:
     """Hand the principal of a streamed response to :class:`_PrincipalScope` (only those are
     produced after the request is torn down)."""
     if response.is_streamed:
-        principal = g.get("zerotrust_principal")
+        ctx_g: Any = g._get_current_object()
+        principal = ctx_g.get("zerotrust_principal")
         if principal is not None:
-            request.environ[_ENVIRON_PRINCIPAL] = principal
+            request.environ[_ENVIRON_PRINCIPAL] = (principal, ctx_g)
     return response
 
 
@@ -253,8 +261,24 @@ class _PrincipalScope:
             result = self.wsgi_app(environ, start_response)
         finally:
             reset_principal(token)
-        principal = environ.get(_ENVIRON_PRINCIPAL)
-        return result if principal is None else _PrincipalBody(result, principal)
+        streamed = environ.get(_ENVIRON_PRINCIPAL)
+        return result if streamed is None else _StreamedBody(result, *streamed)
+
+
+class _StreamedBody(_PrincipalBody):
+    """A streamed body, produced with the request's principal, which then leaves ``g``."""
+
+    __slots__ = ("_g",)
+
+    def __init__(self, result: Iterable[bytes], principal: Principal, ctx_g: Any) -> None:
+        super().__init__(result, principal)
+        self._g = ctx_g
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            _forget(self._g)
 
 
 class ZeroTrust:

@@ -76,6 +76,7 @@ class JWKSCache:
         allow_http_loopback: bool,
         max_bytes: int,
         clock: Clock,
+        refresh_deadline: float = 60.0,
     ) -> None:
         self._issuer = issuer
         self._discovery_url = (
@@ -93,6 +94,10 @@ class JWKSCache:
         self._fetch_count = 0
         self._refreshing = False  # a background refresh is under way (single-flight)
         self._refresh_abandoned = False
+        # a background refresh that has run this long is taken for lost (its event loop closed
+        # without cancelling it, say): callers served an expired set fetch it themselves
+        self._refresh_deadline = timedelta(seconds=refresh_deadline)
+        self._refresh_started: datetime | None = None
         self._retry_at: datetime | None = None
         self._last_kid_fetch: datetime | None = None
         self._missing: OrderedDict[str, datetime] = OrderedDict()
@@ -134,11 +139,18 @@ class JWKSCache:
                 # stale-while-revalidate, stale-if-error (RFC 5861): within max_stale the set
                 # is served and one refresh runs in the background (below), so a stalling
                 # endpoint holds nobody; only if the last background refresh was abandoned
-                # (its event loop closed) does a caller fetch itself
-                if self._refresh_abandoned and not self._refreshing and not backoff:
+                # (its event loop closed) or is overdue does a caller fetch itself
+                started = self._refresh_started
+                lost = (
+                    self._refreshing
+                    and started is not None
+                    and now >= started + self._refresh_deadline
+                )
+                if not backoff and (lost or (self._refresh_abandoned and not self._refreshing)):
                     return Plan(Action.FETCH, generation=gen)
             if now >= entry.refresh_at and not self._refreshing and not backoff:
                 self._refreshing = True
+                self._refresh_started = now
                 return Plan(Action.REFRESH, entry.keys, generation=gen)
             return Plan(Action.SERVE, entry.keys)
 
@@ -176,7 +188,7 @@ class JWKSCache:
         of the plan of a refresh that was cancelled (its event loop closing, say); if no fetch
         has ended since, the next caller served an expired set fetches it itself."""
         with self._lock:
-            self._refreshing = False
+            self._refreshing, self._refresh_started = False, None
             if abandoned_at is not None and abandoned_at == self._generation:
                 self._refresh_abandoned = True
 
@@ -260,6 +272,7 @@ class JWKSCache:
             self._generation += 1
             self._fetch_count += 1
             self._refresh_abandoned = False
+            self._refreshing, self._refresh_started = False, None  # a lost refresh included
             self._last_success = now
             self._last_error = self._last_error_at = self._retry_at = None
 
@@ -277,6 +290,7 @@ class JWKSCache:
             self._generation += 1
             self._fetch_count += 1
             self._refresh_abandoned = False
+            self._refreshing, self._refresh_started = False, None  # a lost refresh included
             self._last_error, self._last_error_at = message, now
             self._retry_at = now + timedelta(seconds=self._policy.retry_interval)
 

@@ -5,12 +5,12 @@
   ``private_key_jwt`` (a fresh assertion per request: ``iss = sub = client_id``,
   ``aud`` = the token endpoint, a random ``jti``, a short ``exp``); mutual TLS (the client
   certificate authenticates; the body carries ``client_id`` only).
-* Responses (RFC 6749 §5): a JSON object with a string ``access_token`` of visible ASCII, a
-  ``token_type`` of ``Bearer`` (any case; ``N_A`` too for RFC 8693 non-access tokens: a
-  ``DPoP`` token is refused, as these requests carry no DPoP proof and RFC 6749 7.1 forbids
-  using a token type the client does not understand), a positive ``expires_in`` when present
-  (a number, or a string of digits), and for token exchange the ``issued_token_type`` that
-  was requested.
+* Responses (RFC 6749 §5): a JSON object with a string ``access_token`` in RFC 6750
+  ``b64token`` syntax, a ``token_type`` of ``Bearer`` (any case; ``N_A`` too for RFC 8693
+  non-access tokens: a ``DPoP`` token is refused, as these requests carry no DPoP proof and
+  RFC 6749 7.1 forbids using a token type the client does not understand), a positive
+  ``expires_in`` when present (a number, or a string of digits), and for token exchange the
+  ``issued_token_type`` that was requested.
 * Errors: an ``invalid_client``/``unauthorized_client`` answer raises
   :class:`~zerotrust.errors.AuthenticationError`, ``invalid_grant``
   :class:`~zerotrust.errors.TokenError`, anything else (HTTP errors, redirects, transport

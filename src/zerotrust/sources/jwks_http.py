@@ -141,6 +141,8 @@ class RemoteJWKSource:
             allow_http_loopback=allow_http,
             max_bytes=options["max_bytes"],
             clock=clock,
+            # discovery and the key set: two exchanges of at most twice the timeout each
+            refresh_deadline=4 * options["timeout"] + 1.0,
         )
         self._oidc_issuer = issuer
         self._lock = threading.Lock()  # held by the one sync fetch in flight

@@ -693,3 +693,41 @@ def test_the_principal_is_there_while_a_streamed_body_is_produced(
     assert plain.get_data(as_text=True) == WEB
     assert client.get("/api/plain-lines").status_code == 401
     assert context_principal() is None
+
+
+def test_an_app_context_shared_by_requests_keeps_no_caller_between_them(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """With one app context pushed around several requests (a common test fixture) they share
+    one ``g``: a hook that runs before zerotrust's check must not see the previous caller,
+    after a plain response or after a streamed one."""
+    from flask import g, stream_with_context
+
+    guard, _ = make_guard(issuer, clock)
+    zt = ZeroTrust(exempt=["anyone"])
+    app = make_app(zt)
+    seen: list[Any] = []
+
+    @app.before_request
+    def early() -> None:  # registered before init_app: runs before the check
+        seen.append((g.get("zerotrust_principal"), g.get("_zerotrust_enforced")))
+
+    zt.init_app(app, guard=guard)
+
+    @app.get("/anyone")
+    def anyone() -> Any:
+        return jsonify(ok=True)
+
+    @app.get("/api/stream")
+    def streamed() -> Any:
+        return app.response_class(stream_with_context(iter(["a", "b"])))
+
+    token = issuer.issue(subject=WEB, audience=AUD)
+    client = app.test_client()
+    with app.app_context():
+        assert client.get("/me", headers=bearer(token)).status_code == 200
+        assert client.get("/anyone").status_code == 200
+        with client.get("/api/stream", headers=bearer(token)) as response:  # closed, as servers do
+            assert response.get_data(as_text=True) == "ab"
+        assert client.get("/anyone").status_code == 200
+    assert seen == [(None, None)] * 4

@@ -6,7 +6,7 @@ import contextlib
 import os
 import secrets
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import final
@@ -198,19 +198,27 @@ def write_file_atomic(path: Path, data: bytes, *, mode: int) -> None:
     written, so in a directory others can write to, nobody else can own or read it. Errors are
     ``OSError`` naming ``path``, never the temporary file."""
     tmp = _staged(path, data, mode=mode)
-    try:
+    with _discarded_on_error(tmp, path):
         os.replace(tmp, path)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` about ``path`` (a temporary file's name means nothing to whoever asked)."""
+    return OSError(exc.errno, exc.strerror or str(exc), str(path))
+
+
+@contextlib.contextmanager
+def _discarded_on_error(tmp: Path, path: Path) -> Iterator[None]:
+    """Remove the temporary file ``tmp`` if the block fails; an ``OSError`` is reported
+    about ``path``."""
+    try:
+        yield
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _naming(exc, path) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _naming(exc: OSError, path: Path) -> OSError:
-    """``exc`` about ``path`` (a temporary file's name means nothing to whoever asked)."""
-    return OSError(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def _staged(path: Path, data: bytes, *, mode: int) -> Path:
@@ -221,18 +229,11 @@ def _staged(path: Path, data: bytes, *, mode: int) -> Path:
     except OSError as exc:
         raise _naming(exc, path) from None
     tmp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _naming(exc, path) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with _discarded_on_error(tmp, path), os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), mode)
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     return tmp
 
 

@@ -123,6 +123,7 @@ def test_bundles_and_svids_of_unreadable_certificates(ca: DevCA, svid: X509Svid)
 
 
 def test_workload_api_updates_of_unreadable_material(ca: DevCA, svid: X509Svid) -> None:
+    now = dt.datetime.now(dt.timezone.utc)  # the fixture's SVID is new: not NOW, set at import
     good = SvidEntry(
         WEB,
         svid.leaf.public_bytes(DER),
@@ -131,14 +132,14 @@ def test_workload_api_updates_of_unreadable_material(ca: DevCA, svid: X509Svid) 
         ),
         ca.root_certificate.public_bytes(DER),
     )
-    assert x509_context([good], {}, previous=None, now=NOW).svid.fingerprint == svid.fingerprint
+    assert x509_context([good], {}, previous=None, now=now).svid.fingerprint == svid.fingerprint
     for bad in (
         SvidEntry(WEB, good.cert_chain, odd_curve_key(svid), good.bundle),
         SvidEntry(WEB, version_5(good.cert_chain), good.private_key, good.bundle),
         SvidEntry(WEB, off_curve(svid.leaf), good.private_key, good.bundle),
     ):
         with pytest.raises(ZeroTrustError):
-            x509_context([bad], {}, previous=None, now=NOW)
+            x509_context([bad], {}, previous=None, now=now)
 
 
 def test_file_sources_keep_their_snapshot_over_unreadable_files(

@@ -41,7 +41,10 @@ from zerotrust.sources._workload_convert import jwt_bundle_set, split_der
 from zerotrust.sources._workload_watch import backoff_delay
 from zerotrust.sources.spiffe_workload_api import WorkloadApiJwtSource, WorkloadApiX509Source
 
-NOW = dt.datetime.now(dt.timezone.utc)
+
+def now() -> dt.datetime:
+    """The time of the call: the fixtures' SVIDs are issued as each test runs."""
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def test_calls_without_the_header_are_refused(agent: WorkloadApiServer, ca: DevCA) -> None:
@@ -202,17 +205,17 @@ def test_svid_without_bundle_or_key_is_refused(ca: DevCA) -> None:
     response = x509_response(ca.issue_svid("spiffe://example.org/web"), ca.bundle)
     entry = response.svids[0]
     fields = (entry.spiffe_id, entry.x509_svid, entry.x509_svid_key, entry.bundle)
-    assert x509_context([SvidEntry(*fields)], {}, previous=None, now=NOW).svid.spiffe_id
+    assert x509_context([SvidEntry(*fields)], {}, previous=None, now=now()).svid.spiffe_id
     with pytest.raises(SvidError, match="PKCS#8"):
         x509_context(
-            [SvidEntry(fields[0], fields[1], b"junk", fields[3])], {}, previous=None, now=NOW
+            [SvidEntry(fields[0], fields[1], b"junk", fields[3])], {}, previous=None, now=now()
         )
     with pytest.raises(BundleError, match="no certificate"):
-        x509_context([SvidEntry(*fields[:3], b"")], {}, previous=None, now=NOW)
+        x509_context([SvidEntry(*fields[:3], b"")], {}, previous=None, now=now())
     with pytest.raises(BundleError, match="no bundle for the SVID"):
-        x509_context([SvidEntry("", *fields[1:])], {}, previous=None, now=NOW)
+        x509_context([SvidEntry("", *fields[1:])], {}, previous=None, now=now())
     with pytest.raises(SvidError, match="holds no SVID"):
-        x509_context([], {}, previous=None, now=NOW)
+        x509_context([], {}, previous=None, now=now())
 
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
@@ -266,7 +269,11 @@ def test_once_withdrawn_an_unusable_svid_still_lets_the_bundles_apply(
         c.public_bytes(serialization.Encoding.DER) for c in other_ca.bundle.x509_authorities
     )}  # fmt: skip
     first = x509_context(
-        entries(ca.issue_svid(chosen), ca.bundle), partner, spiffe_id=chosen, previous=None, now=NOW
+        entries(ca.issue_svid(chosen), ca.bundle),
+        partner,
+        spiffe_id=chosen,
+        previous=None,
+        now=now(),
     )
     assert first.bundles.get("other.org") is not None
     # the chosen SVID withdrawn (another one sent), federation kept
@@ -275,14 +282,14 @@ def test_once_withdrawn_an_unusable_svid_still_lets_the_bundles_apply(
         partner,
         spiffe_id=chosen,
         previous=first,
-        now=NOW,
+        now=now(),
     )
     assert withdrawn.svid is None and withdrawn.bundles.get("other.org") is not None
     # then an unusable SVID for the chosen ID (signed by a CA the bundle does not hold), and
     # the federation withdrawn: the update's bundles still apply, and no SVID is served
     stranger = DevCA.create("example.org").issue_svid(chosen)
     later = x509_context(
-        entries(stranger, ca.bundle), {}, spiffe_id=chosen, previous=withdrawn, now=NOW
+        entries(stranger, ca.bundle), {}, spiffe_id=chosen, previous=withdrawn, now=now()
     )
     assert later.svid is None and later.refused is not None
     assert later.bundles.get("other.org") is None

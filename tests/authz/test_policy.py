@@ -368,7 +368,8 @@ def test_insufficient_scope_names_the_missing_scopes() -> None:
 
 
 def test_default_allow_is_explicit_and_yields_to_allow_rules() -> None:
-    assert Policy(default="allow").evaluate(who(), GET_ORDER).reason == "allowed_by_default"
+    by_default = Policy(default="allow").evaluate(who(), GET_ORDER)
+    assert (by_default.allowed, by_default.reason) == (True, "allowed_by_default")
     only_admin = Policy([allow(callers=[Callers(spiffe_ids=[ADMIN])])], default="allow")
     assert not only_admin.evaluate(who(), GET_ORDER).allowed  # ALLOW rules exist: no fallback
 
@@ -532,6 +533,16 @@ def test_rate_limits_select_by_caller_and_operation() -> None:
     assert policy.rate_limits_for(who(), DELETE_ORDER) == (limit,)
     assert policy.rate_limits_for(who(), GET_ORDER) == ()
     assert limit.key(who()) == f"writes:{WEB}"
+    partners = RateLimit(
+        "partners",
+        rate=1,
+        burst=2,
+        callers=[Callers(spiffe_ids=[ADMIN]), Callers(trust_domains=["partner.org"])],
+        operations=[Operations(methods=["POST"]), Operations(methods=["GET"])],
+    )
+    scoped = Policy([allow()], rate_limits=[partners])
+    assert scoped.rate_limits_for(who(PARTNER), GET_ORDER) == (partners,)
+    assert scoped.rate_limits_for(who(), GET_ORDER) == ()
 
 
 identities = st.sampled_from([WEB, ADMIN, PARTNER, None])
@@ -817,3 +828,184 @@ def test_routes_compare_without_regard_to_a_trailing_slash(
     assert Operations(not_routes=[pattern]).matches(op) is not matched
     denied = Policy([deny("no-secret", operations=[Operations(routes=[pattern])])])
     assert denied.explain(who(), op).rule_id == ("no-secret" if matched else None)
+
+
+@pytest.mark.parametrize("claim", [False, [False], ("x", False)])
+def test_a_false_claim_is_never_read_as_true(claim: object) -> None:
+    """JSON ``false`` is spelled "false": an ALLOW on ``admin == "true"`` must not admit it."""
+    admins = Policy([allow(when=[Condition("claims.admin", values=["true"])])])
+    assert not admins.explain(who(claims={"admin": claim}), GET_ORDER).allowed
+    not_admins = Policy([allow(when=[Condition("claims.admin", values=["false"])])])
+    assert not_admins.explain(who(claims={"admin": claim}), GET_ORDER).allowed
+
+
+def test_conditions_on_the_callers_trust_domain_and_spiffe_id() -> None:
+    jwt_caller = who(None, proven_by="jwt", issuer="https://idp", subject="u1")
+    domain = Policy([allow(when=[Condition("trust_domain", values=["example.org"])])])
+    assert domain.explain(who(), GET_ORDER).allowed
+    assert not domain.explain(who(PARTNER), GET_ORDER).allowed
+    assert not domain.explain(jwt_caller, GET_ORDER).allowed
+    no_partner = Policy(
+        [
+            deny(when=[Condition("trust_domain", values=["partner.org"])]),
+            allow(callers=[Callers(proven_by=["*"])]),
+        ]
+    )
+    assert no_partner.explain(who(PARTNER), GET_ORDER).rule_id == "deny"
+    assert no_partner.explain(who(), GET_ORDER).allowed
+    assert no_partner.explain(jwt_caller, GET_ORDER).allowed
+    # a caller without a SPIFFE ID has no value: not even "*" matches it
+    any_id = Policy([allow(when=[Condition("spiffe_id", values=["*"])])])
+    assert any_id.explain(who(), GET_ORDER).allowed
+    assert not any_id.explain(jwt_caller, GET_ORDER).allowed
+    shop = Policy([allow(when=[Condition("spiffe_id", values=["spiffe://example.org/ns/shop/*"])])])
+    assert shop.explain(who(), GET_ORDER).allowed
+    assert not shop.explain(who(ADMIN), GET_ORDER).allowed
+
+
+@pytest.mark.parametrize(
+    ("claims", "value"),
+    [
+        ({"org": {"acme": "x"}}, False),
+        ({"org": None}, False),
+        ({"org": "acme"}, True),
+        ({"org": ["acme"]}, True),
+    ],
+)
+def test_a_claim_path_reads_scalars_and_lists_only(claims: dict[str, object], value: bool) -> None:
+    """An object (or null) at the end of a claim path is no value, and a path through a string
+    or a list is no path: neither matches ``*`` (nor raises while a request is decided)."""
+    anything = Policy([allow(when=[Condition("claims.org", values=["*"])])])
+    assert anything.explain(who(claims=claims), GET_ORDER).allowed is value
+    through = Policy([allow(when=[Condition("claims.org.acme", values=["*"])])])
+    assert through.explain(who(claims=claims), GET_ORDER).allowed is (
+        claims["org"] == {"acme": "x"}
+    )
+
+
+@pytest.mark.parametrize("key", ["claims.org.", "claims.org..team", "claims..org", 5])
+def test_condition_keys_with_an_empty_claim_name_are_refused(key: object) -> None:
+    # a DENY condition on a claim path that can never be read would deny nothing
+    with pytest.raises(ConfigurationError, match="condition key"):
+        Condition(key, values=["x"])  # type: ignore[arg-type]
+    Condition("claims.x", values=["x"])  # a one-letter claim name is a name
+
+
+def test_any_scopes_alone_are_required() -> None:
+    rule = allow(scopes=ScopeRule(any=["orders:read", "orders:admin"]))
+    policy = Policy([rule])
+    refused = policy.explain(who(scopes=("orders:write",)), GET_ORDER)
+    assert (refused.allowed, refused.reason) == (False, "insufficient_scope")
+    assert refused.required_scopes == ("orders:read", "orders:admin")
+    assert policy.explain(who(scopes=("orders:admin",)), GET_ORDER).allowed
+    with pytest.raises(ConfigurationError, match="ALLOW rules only"):
+        deny(scopes=ScopeRule(any=["orders:read"]))
+
+
+def test_head_is_matched_as_get_and_only_as_get() -> None:
+    head = Operation("HEAD", "/orders/{order_id}")
+    assert not Operations(methods=["POST"]).matches(head)
+    assert Operations(not_methods=["POST"]).matches(head)
+    assert not Operations(not_methods=["GET"]).matches(head)
+    writes = Policy([allow(operations=[Operations(methods=["POST", "DELETE"])])])
+    assert not writes.explain(who(), head).allowed
+
+
+def test_callers_and_conditions_alone_are_read_as_allow_entries() -> None:
+    """Called without ``deny=True`` (as rate limits do), an entry never covers a request
+    without credentials, whatever its not_* fields say."""
+    assert not Callers(not_subjects=["intruder"]).matches(None)
+    assert Callers(not_subjects=["intruder"]).matches(None, deny=True)
+    assert not Condition("claims.tenant", not_values=["evil"]).matches(None)
+    assert Condition("claims.tenant", not_values=["evil"]).matches(None, deny=True)
+
+
+def test_a_custom_hook_decides_only_the_requests_its_rule_matches() -> None:
+    calls: list[str] = []
+
+    def no_deletes(principal: Principal | None, op: Operation) -> bool:
+        calls.append(op.method)
+        return False
+
+    hooked = Rule(
+        id="ext", action="CUSTOM", hook=no_deletes, operations=[Operations(methods=["DELETE"])]
+    )
+    policy = Policy([hooked, allow()])
+    assert policy.evaluate(who(), GET_ORDER).allowed
+    assert calls == []
+    assert policy.evaluate(who(), DELETE_ORDER).reason == "denied_by_custom"
+    assert calls == ["DELETE"]
+
+
+def test_a_custom_hook_runs_once_per_decision_with_dry_run_rules() -> None:
+    calls: list[str] = []
+
+    def hook(principal: Principal | None, op: Operation) -> bool:
+        calls.append(op.method)
+        return True
+
+    rules = [Rule(id="ext", action="CUSTOM", hook=hook), allow(), deny("new", dry_run=True)]
+    decision = Policy(rules).evaluate(who(), GET_ORDER)
+    assert decision.allowed and decision.would_allow is False
+    assert calls == ["GET"]  # the dry-run pass reuses the enforced pass's verdict
+
+
+def test_a_dry_run_policy_records_a_custom_refusal_without_enforcing_it() -> None:
+    calls: list[str] = []
+
+    def refuse(principal: Principal | None, op: Operation) -> bool:
+        calls.append(op.method)
+        return False
+
+    policy = Policy([Rule(id="ext", action="CUSTOM", hook=refuse), allow()], dry_run=True)
+    decision = policy.evaluate(who(), GET_ORDER)
+    assert (decision.allowed, decision.reason) == (True, "dry_run")
+    assert (decision.would_allow, decision.would_rule_id) == (False, "ext")
+    assert calls == ["GET"]
+
+
+def test_insufficient_scope_names_the_first_rule_that_matched() -> None:
+    policy = Policy(
+        [
+            allow("reads", scopes=ScopeRule(all=["orders:read"])),
+            allow("admin", scopes=ScopeRule(all=["orders:admin"])),
+        ]
+    )
+    refused = policy.evaluate(who(), GET_ORDER)
+    assert (refused.rule_id, refused.required_scopes) == ("reads", ("orders:read",))
+
+
+def test_every_requirement_refusal_is_a_refusal() -> None:
+    jwt_caller = who(None, proven_by="jwt", subject="user-7", scopes=("a",))
+    refusals = [
+        require(methods=["POST"]).check(who(), GET_ORDER),
+        require(methods=["POST"]).check(who(), Operation("HEAD", "/orders/{order_id}")),
+        require(scopes=["a"]).check(None, GET_ORDER),
+        require(callers=match.member_of("example.org")).check(who(PARTNER), GET_ORDER),
+        # a matcher of SPIFFE IDs never admits a caller that has none
+        require(callers=match.member_of("example.org")).check(jwt_caller, GET_ORDER),
+        require(proven_by=["mtls"]).check(jwt_caller, GET_ORDER),
+        require(scopes=["b"]).check(jwt_caller, GET_ORDER),
+    ]
+    for refused in refusals:
+        assert refused is not None and not refused.allowed
+    assert [r.reason for r in refusals if r is not None][-1] == "insufficient_scope"
+
+
+def test_caller_patterns_of_a_requirement_read_the_subject_without_a_spiffe_id() -> None:
+    jwt_caller = who(None, proven_by="jwt", subject="user-7")
+    either = require(callers=["spiffe://example.org/ns/ops/*", "user-*"])
+    assert either.check(jwt_caller, GET_ORDER) is None
+    assert either.check(who(ADMIN), GET_ORDER) is None
+    assert either.check(who(), GET_ORDER) is not None
+    assert require(callers=["None"]).check(jwt_caller, GET_ORDER) is not None
+
+
+def test_requirements_combine_one_caller_constraint_only() -> None:
+    ops = require(callers=["spiffe://example.org/ns/ops/*"])
+    with pytest.raises(ConfigurationError, match="cannot be combined"):
+        ops & require(callers=["spiffe://example.org/ns/shop/*"])
+    for combined in (ops & require(scopes=["a"]), require(scopes=["a"]) & ops, ops & ops):
+        assert combined.callers == ops.callers
+        assert combined.check(who(scopes=("a",)), GET_ORDER) is not None  # WEB is not in ops
+        assert combined.check(who(ADMIN, scopes=("a",)), GET_ORDER) is None

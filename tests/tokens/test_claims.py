@@ -138,6 +138,12 @@ def test_exp_before_iat(check: Any) -> None:
         check(claims(iat=T0, exp=T0 - 10), at=T0 - 20)
 
 
+def test_exp_equal_to_iat_is_not_before_it(check: Any) -> None:
+    """Only ``exp < iat`` is contradictory; a token that expires as it is issued is still
+    accepted within the leeway."""
+    assert check(claims(iat=T0, nbf=None, exp=T0), at=T0) == (T0 - 60, T0)
+
+
 @pytest.mark.parametrize("name", ["exp", "nbf", "iat"])
 @pytest.mark.parametrize(
     "value",
@@ -150,6 +156,13 @@ def test_numeric_dates_must_be_sane_numbers(check: Any, name: str, value: Any) -
 
 def test_float_dates_are_accepted(check: Any) -> None:
     check(claims(exp=T0 + 300.5, iat=T0 - 0.25, nbf=float(T0)))
+
+
+def test_the_earliest_date_is_accepted_as_an_int_and_as_a_float(check: Any) -> None:
+    """The range is closed below (0001-01-01T00:00:00Z) and open above (year 10000)."""
+    earliest = -62_135_596_800
+    for value in (earliest, float(earliest)):
+        assert check(claims(nbf=value, iat=value), max_lifetime=None)[0] == earliest - 60
 
 
 @pytest.mark.parametrize("name", ["exp", "nbf", "iat"])
@@ -188,6 +201,19 @@ def test_max_lifetime(check: Any) -> None:
         check(claims(iat=None, nbf=T0 - 1), max_lifetime=300)
     with pytest.raises(MissingClaim, match="iat"):
         check(claims(iat=None, nbf=None), max_lifetime=300)
+
+
+def test_max_lifetime_counts_from_iat_when_there_is_one(check: Any) -> None:
+    """``exp - iat`` is the lifetime; a later ``nbf`` does not shorten it."""
+    values = claims(iat=T0 - 100, nbf=T0, exp=T0 + 300)
+    check(values, max_lifetime=400)
+    with pytest.raises(TokenLifetimeTooLong):
+        check(values, max_lifetime=300)
+
+
+def test_max_lifetime_may_be_short(check: Any) -> None:
+    check(claims(exp=T0 + 1), max_lifetime=1)
+    check(claims(exp=T0 + 0.5), max_lifetime=0.5)
 
 
 # --- registered claim types ----------------------------------------------------------------------
@@ -273,6 +299,14 @@ def test_jwt_svid_trust_domain_argument(check: Any) -> None:
         check(good, token_type="jwt-svid", trust_domain="other.org")
     validator = ClaimsValidator(issuer="spiffe://example.org", audience="a", token_type="jwt-svid")
     assert validator.trust_domain == TrustDomain("example.org")
+    # the issuer's own trust domain, named again, is no conflict
+    validator = ClaimsValidator(
+        issuer="spiffe://example.org/spire",
+        audience="a",
+        token_type="jwt-svid",
+        trust_domain="example.org",
+    )
+    assert validator.trust_domain == TrustDomain("example.org")
 
 
 @pytest.mark.parametrize(
@@ -282,6 +316,11 @@ def test_jwt_svid_trust_domain_argument(check: Any) -> None:
         {"token_type": "jwt-svid", "trust_domain": "Not Valid"},
         {"token_type": "jwt-svid", "issuer": "spiffe://example.org", "trust_domain": "other.org"},
         {"token_type": "jwt-svid", "issuer": "spiffe://bad..id/x/../y"},
+        {
+            "token_type": "jwt-svid",
+            "issuer": "spiffe://example.org/../y",
+            "trust_domain": "example.org",
+        },
         {"trust_domain": "example.org"},  # only meaningful for jwt-svid
         {"token_type": "JWT"},
     ],
@@ -417,10 +456,15 @@ def test_step_two_through_the_verifier_agrees_with_verify(
         {"leeway": "60"},
         {"leeway": True},
         {"max_lifetime": 0},
+        {"max_lifetime": -1},
+        {"max_lifetime": True},
         {"max_lifetime": math.inf},
         {"max_lifetime": "1"},
         {"required_claims": "sub"},
         {"required_claims": [""]},
+        {"required_claims": [5]},
+        {"issuer": 5},
+        {"issuer": b"https://issuer.example"},
         {"clock": object()},
     ],
 )
@@ -429,6 +473,25 @@ def test_validator_configuration_errors(settings: dict[str, Any]) -> None:
     options.update(settings)
     with pytest.raises(ConfigurationError):
         ClaimsValidator(**options)
+
+
+def test_the_largest_leeway_is_accepted(check: Any) -> None:
+    check(claims(), at=T0 + 300 + 599, leeway=600)
+    with pytest.raises(TokenExpired):
+        check(claims(), at=T0 + 300 + 600, leeway=600)
+
+
+def test_validate_claims_one_shot_allows_a_minute_of_leeway(
+    es256: PrivateJWK, clock: FixedClock
+) -> None:
+    signed = SignatureVerifier(keys=es256.public(), algorithms=["ES256"]).verify(
+        mint(es256, claims())
+    )
+    clock.set(NOW + dt.timedelta(seconds=300 + 59))
+    validate_claims(signed, issuer=ISSUER, audience=AUDIENCE, clock=clock)
+    clock.set(NOW + dt.timedelta(seconds=300 + 60))
+    with pytest.raises(TokenExpired):
+        validate_claims(signed, issuer=ISSUER, audience=AUDIENCE, clock=clock)
 
 
 def test_validate_claims_one_shot(es256: PrivateJWK, clock: FixedClock) -> None:

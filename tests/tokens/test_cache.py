@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
 import pytest
 
 from zerotrust._clock import FixedClock
-from zerotrust.errors import ConfigurationError, TokenExpired, TokenNotYetValid
+from zerotrust.errors import ConfigurationError, TokenExpired, TokenNotYetValid, UnknownKey
 from zerotrust.tokens import JWK, JWKSet, PrivateJWK, TokenVerifier, VerifiedTokenCache
 from zerotrust.tokens.cache import token_digest
 
@@ -104,6 +105,26 @@ def test_entry_not_returned_before_its_window(
     assert counted.calls == 2
 
 
+def test_the_request_fast_path_lookup_holds_only_inside_the_window(
+    verifier: TokenVerifier, es256: PrivateJWK, clock: FixedClock
+) -> None:
+    """``_cached`` (the lookup the request pipeline makes before anything else) answers from
+    the window ``[nbf - leeway, exp)`` only, like a hit of ``verify``."""
+    token = mint(es256, claims(nbf=T0 + 30, iat=None))
+    assert verifier._cached(token) is None  # a miss
+    first = verifier.verify(token)
+    assert verifier._cached(token) is first
+    clock.advance(-30)  # exactly nbf - leeway
+    assert verifier._cached(token) is first
+    clock.advance(-0.5)
+    assert verifier._cached(token) is None
+    clock.advance(330.5)  # exactly exp: only full verification may apply the leeway
+    assert verifier._cached(token) is None
+    clock.advance(-0.5)
+    assert verifier._cached(token) is first
+    assert verifier._cached(token + "\u00e9") is None
+
+
 def test_evict_by_jti_and_clear(
     verifier: TokenVerifier, counted: Counted, es256: PrivateJWK
 ) -> None:
@@ -180,6 +201,27 @@ def test_key_set_change_empties_the_cache(
     verifier.verify(mint(es256, claims(jti="third")))
     verifier.verify(token)
     assert counted.calls == 4
+
+
+@pytest.mark.parametrize("form", ["verify", "flow"])
+def test_a_hit_after_the_key_is_withdrawn_is_refused(
+    clock: FixedClock, es256: PrivateJWK, es384: PrivateJWK, form: str
+) -> None:
+    """The hit itself notices the withdrawal: no other token has to be verified first."""
+    source = CountingSource(JWKSet([es256.public(), es384.public()]))
+    verifier = TokenVerifier(
+        issuer=ISSUER, audience=AUDIENCE, keys=source, algorithms=["ES256", "ES384"], clock=clock
+    )
+    token = mint(es256, claims())
+    verifier.verify(token)
+    source.keys = JWKSet([es384.public()])  # es256 withdrawn
+    if form == "verify":
+        with pytest.raises(UnknownKey):
+            verifier.verify(token)
+    else:
+        with pytest.raises(UnknownKey):
+            asyncio.run(verifier.verify_async(token))
+    assert verifier.cache is not None and len(verifier.cache) == 0
 
 
 def test_stale_generation_is_not_stored(es256: PrivateJWK) -> None:

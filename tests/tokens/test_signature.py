@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed448
 
 from zerotrust.errors import (
     AlgorithmNotAllowed,
@@ -31,6 +32,7 @@ from zerotrust.tokens import (
     TokenVerifier,
     verify_signature,
 )
+from zerotrust.tokens.algorithms import JWT_SVID_ALGORITHMS
 
 from .conftest import b64, b64json, claims, mint
 from .test_cves import CountingSource
@@ -92,6 +94,11 @@ def test_max_token_size_bounds(size: Any, es256: PrivateJWK) -> None:
         _verifier(es256, max_token_size=size)
 
 
+@pytest.mark.parametrize("size", [256, 1 << 20])
+def test_max_token_size_bounds_are_inclusive(size: int, es256: PrivateJWK) -> None:
+    assert _verifier(es256, max_token_size=size).max_token_size == size
+
+
 @pytest.mark.parametrize("token", ["a", "a.b", "a.b.c.d", "a.b.c.d.e.f", "...", "a..b.c"])
 def test_segment_count(token: str, es256: PrivateJWK) -> None:
     with pytest.raises(MalformedToken):
@@ -115,6 +122,18 @@ def test_strict_base64url(mutate: Any, es256: PrivateJWK) -> None:
     h, p, s = mint(es256, claims()).split(".")
     with pytest.raises(MalformedToken):
         _verifier(es256).verify(".".join(mutate(h, p, s)))
+
+
+def test_non_canonical_payload_is_refused_even_when_signed(es256: PrivateJWK) -> None:
+    """A second spelling of a payload is refused before the signature is checked, even one
+    the key really signed (one signed token, one spelling: no cache or replay-key bypass)."""
+    payload = next(p for n in range(4) if len(p := b64json(claims(pad="x" * n))) % 4 == 2)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    bumped = payload[:-1] + alphabet[alphabet.index(payload[-1]) + 1]  # same bytes, unused bits
+    signing_input = b64json({"alg": "ES256", "kid": es256.kid}) + "." + bumped
+    token = signing_input + "." + b64(es256.sign(signing_input.encode()))
+    with pytest.raises(MalformedToken):
+        _verifier(es256).verify(token)
 
 
 def test_non_canonical_trailing_bits_in_header(es256: PrivateJWK) -> None:
@@ -175,6 +194,46 @@ def test_deep_header_never_reaches_recursion_error(es256: PrivateJWK) -> None:
 def test_alg_outside_allowlist(alg: str, es256: PrivateJWK) -> None:
     with pytest.raises(AlgorithmNotAllowed):
         _verifier(es256).verify(mint(es256, claims(), {"alg": alg, "kid": es256.kid}))
+
+
+def test_a_key_of_an_algorithm_outside_the_allowlist_verifies_nothing(
+    es256: PrivateJWK, es384: PrivateJWK, eddsa: PrivateJWK
+) -> None:
+    """The allowlist is checked against the header itself: a key the key set holds for another
+    algorithm does not widen it, whoever signed the token with that key."""
+    verifier = SignatureVerifier(
+        keys=JWKSet([es256.public(), es384.public()]), algorithms=["ES256"]
+    )
+    with pytest.raises(AlgorithmNotAllowed):
+        verifier.verify(mint(es384, claims()))
+    # an Ed25519 key read without alg verifies both of its names; the allowlist names one
+    unnamed = JWK(eddsa.private_key.public_key())  # type: ignore[arg-type]
+    with pytest.raises(AlgorithmNotAllowed):
+        verify_signature(mint(eddsa, claims(), {"alg": "Ed25519"}), unnamed, algorithms=["EdDSA"])
+
+
+def test_header_and_kid_sizes_are_inclusive_bounds(es256: PrivateJWK) -> None:
+    prefix = '{"alg":"ES256","kid":"es256-1","pad":"'
+    text = prefix + "x" * (3072 - len(prefix) - 2) + '"}'  # 3072 bytes: 4096 base64url characters
+    header = b64(text.encode())
+    assert len(header) == 4096
+    payload = b64json(claims())
+    signed = header + "." + payload
+    assert _verifier(es256).verify(signed + "." + b64(es256.sign(signed.encode())))
+    long_kid = PrivateJWK(es256.private_key, kid="k" * 1024)
+    assert _verifier(long_kid).verify(mint(long_kid, claims())).key_id == "k" * 1024
+
+
+def test_null_private_header_parameters_are_allowed(es256: PrivateJWK) -> None:
+    """Only registered parameters may not be null (RFC 7515 4.1); others are the issuer's."""
+    token = mint(es256, claims(), {"alg": "ES256", "kid": es256.kid, "note": None})
+    assert _verifier(es256).verify(token).header["note"] is None
+
+
+def test_b64_true_is_the_default_encoding(es256: PrivateJWK) -> None:
+    """RFC 7797 3: ``b64: true`` is the ordinary base64url payload; only ``false`` is refused."""
+    token = mint(es256, claims(), {"alg": "ES256", "kid": es256.kid, "b64": True})
+    assert _verifier(es256).verify(token).header["b64"] is True
 
 
 @pytest.mark.parametrize("cty", ["JWT", "jwt", "application/JWT"])
@@ -243,6 +302,18 @@ def test_kid_absent_with_several_keys_is_unknown(es256: PrivateJWK, es384: Priva
     assert verifier.verify(mint(es256, claims()))
 
 
+def test_a_token_without_kid_never_makes_the_source_refetch(
+    es256: PrivateJWK, es384: PrivateJWK
+) -> None:
+    """Only a named, unknown kid may ask the source to refetch (RFC 7515 4.1.4); a token
+    without one cannot make anyone fetch the key set again."""
+    source = CountingSource(JWKSet([es256.public(), es384.public()]))
+    verifier = SignatureVerifier(keys=source, algorithms=["ES256", "ES384"])
+    with pytest.raises(UnknownKey, match="no kid"):
+        verifier.verify(mint(es256, claims(), {"alg": "ES256"}))
+    assert source.calls == [None]
+
+
 def test_unknown_kid_asks_the_source_once(es256: PrivateJWK) -> None:
     source = CountingSource(JWKSet([es256.public()]))
     verifier = SignatureVerifier(keys=source, algorithms=["ES256"])
@@ -298,6 +369,19 @@ def test_source_returning_garbage_fails_closed(es256: PrivateJWK) -> None:
         SignatureVerifier(keys=source, algorithms=["ES256"]).verify(mint(es256, claims()))
 
 
+def test_source_returning_garbage_on_refetch_fails_closed(es256: PrivateJWK) -> None:
+    class GarbageOnRefetch(CountingSource):
+        def get_keys(self, *, missing_kid: str | None = None) -> Any:
+            self.calls.append(missing_kid)
+            return {"keys": []} if missing_kid else self.keys
+
+    source = GarbageOnRefetch(JWKSet([es256.public()]))
+    verifier = SignatureVerifier(keys=source, algorithms=["ES256"])
+    with pytest.raises(KeysUnavailable):
+        verifier.verify(mint(es256, claims(), {"alg": "ES256", "kid": "other"}))
+    assert source.calls == [None, "other"]
+
+
 # --- signatures ----------------------------------------------------------------------------------
 
 
@@ -318,6 +402,15 @@ def test_every_algorithm_round_trips(
     assert signed.key == key.public()
     assert signed.claims["jti"] == "id-0001"
     assert "VerifiedSignature" in repr(signed)
+
+
+@pytest.mark.parametrize("alg", ["Ed448", "EdDSA"])
+def test_ed448_round_trips_under_both_names(alg: str) -> None:
+    """An Ed448 signature is 114 bytes (RFC 8032 5.2.6), not Ed25519's 64."""
+    key = PrivateJWK(ed448.Ed448PrivateKey.generate(), algorithm=alg)
+    signed = verify_signature(mint(key, claims()), key.public(), algorithms=[alg])
+    assert signed.algorithm == alg
+    assert signed.claims["jti"] == "id-0001"
 
 
 def test_wrong_key_fails(es256: PrivateJWK, attacker: PrivateJWK) -> None:
@@ -412,6 +505,8 @@ def test_critical_must_be_names(critical: Any, es256: PrivateJWK) -> None:
 def test_token_type_and_jwt_svid_algorithms(es256: PrivateJWK, eddsa: PrivateJWK) -> None:
     with pytest.raises(ConfigurationError):
         _verifier(es256, token_type="jwt")
+    every = sorted(JWT_SVID_ALGORITHMS)  # all of them at once is allowed
+    assert SignatureVerifier(keys=es256.public(), algorithms=every, token_type="jwt-svid")
     with pytest.raises(ConfigurationError, match="JWT-SVID"):
         SignatureVerifier(keys=eddsa.public(), algorithms=["EdDSA"], token_type="jwt-svid")
 

@@ -18,6 +18,7 @@ from zerotrust.tokens.algorithms import (
     JWT_SVID_ALGORITHMS,
     SUPPORTED_ALGORITHMS,
     check_allowlist,
+    check_rsa_exponent,
     is_none,
 )
 
@@ -129,11 +130,23 @@ def test_algorithm_sets() -> None:
 
 @pytest.mark.parametrize(
     "algorithms",
-    [["ES256", "HS256"], ["ES256", "es256"], ["none"], ["NoNe"], [b"ES256"], 5, "ES256"],
+    [
+        *(["ES256", "HS256"], ["ES256", "es256"], ["none"], ["NoNe"], [b"ES256"], 5, "ES256"),
+        *([], (), iter([]), None, b"ES256", "", ["ES256", ["ES256"]]),
+    ],
 )
 def test_allowlist_refusals(algorithms: Any) -> None:
     with pytest.raises(ConfigurationError):
         check_allowlist(algorithms)
+
+
+def test_rsa_public_exponent_rule() -> None:
+    """Odd, at least 3 and at most 2**32, whatever the key library would also refuse."""
+    for e in (3, 65537, 2**32 - 1):
+        check_rsa_exponent(e)
+    for e in (-3, 0, 1, 2, 4, 65536, 2**32, 2**32 + 1):
+        with pytest.raises(ConfigurationError):
+            check_rsa_exponent(e)
 
 
 def test_allowlist_accepts_iterables() -> None:

@@ -210,7 +210,7 @@ def test_use_sig_and_jwt_svid_are_accepted(use: str | None) -> None:
     assert JWK.from_dict(members).use == use
 
 
-@pytest.mark.parametrize("use", ["enc", "x509-svid", "", 1])
+@pytest.mark.parametrize("use", ["enc", "x509-svid", "", 1, ["sig"], {"sig": True}])
 def test_other_uses_are_rejected(use: Any) -> None:
     with pytest.raises(ConfigurationError):
         JWK.from_dict({**A3_KEY, "use": use})
@@ -219,7 +219,10 @@ def test_other_uses_are_rejected(use: Any) -> None:
 def test_key_ops_must_allow_verify() -> None:
     assert JWK.from_dict({**A3_KEY, "key_ops": ["verify"]}).key_ops == ("verify",)
     # an object is no array: {"verify": false} does not allow verify (RFC 7517 4.3)
-    for ops in (["sign"], [], "verify", ["verify", "verify"], [1], {"verify": False}):
+    for ops in (
+        *(["sign"], [], "verify", ["verify", "verify"], [1], {"verify": False}),
+        *(["verify", 1], ["verify", None], 5, True),
+    ):
         with pytest.raises(ConfigurationError):
             JWK.from_dict({**A3_KEY, "key_ops": ops})
 

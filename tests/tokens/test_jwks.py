@@ -100,6 +100,13 @@ def test_identical_duplicates_are_merged() -> None:
     assert not key_set.ambiguous_kids
 
 
+def test_keys_without_kid_are_never_ambiguous(es256: PrivateJWK) -> None:
+    unnamed = JWK(es256.private_key.public_key())  # type: ignore[arg-type]
+    key_set = JWKSet([unnamed, JWK.from_dict(A3_KEY)])
+    assert len(key_set) == 2
+    assert key_set.ambiguous_kids == frozenset()
+
+
 def test_select_without_kid_needs_exactly_one_key(es256: PrivateJWK) -> None:
     assert JWKSet([es256.public()]).select(None) == es256.public()
     assert JWKSet([es256.public(), JWK.from_dict(A3_KEY)]).select(None) is None
@@ -111,6 +118,8 @@ def test_lookup_and_iteration(es256: PrivateJWK) -> None:
     assert es256.kid in key_set
     assert es256.public() in key_set
     assert "nope" not in key_set
+    assert JWK.from_dict(A3_KEY) not in key_set
+    assert (key_set == 5) is False
     assert key_set.get("nope") is None
     assert list(key_set) == [es256.public(), JWK.from_dict(A4_KEY)]
     assert key_set == JWKSet(reversed(list(key_set)))
@@ -119,6 +128,9 @@ def test_lookup_and_iteration(es256: PrivateJWK) -> None:
     assert "es256-1" in repr(key_set)
     with pytest.raises(AttributeError):
         key_set._keys = ()  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del key_set._keys
+    assert len(key_set) == 2
     with pytest.raises(ConfigurationError):
         JWKSet(["not a key"])  # type: ignore[list-item]
 
@@ -163,4 +175,6 @@ def test_from_json_bounds(es256: PrivateJWK) -> None:
         JWKSet.from_json(json.dumps({"keys": [entry] * 3}), max_keys=2)
     with pytest.raises(ConfigurationError):
         JWKSet.from_json(123)  # type: ignore[arg-type]
+    exactly = json.dumps({"keys": [entry, {**entry, "kid": "k2"}]})
+    assert len(JWKSet.from_json(exactly, max_size=len(exactly), max_keys=2)) == 2
     assert len(JWKSet.from_json(json.dumps({"keys": [entry]}).encode())) == 1

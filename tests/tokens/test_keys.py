@@ -257,6 +257,14 @@ def test_to_public_dict_round_trip(es256: PrivateJWK) -> None:
     assert JWK.from_dict(document) == public
 
 
+def test_to_public_dict_keeps_every_optional_member_and_writes_no_null() -> None:
+    decorated = {**A3_KEY, "alg": "ES256", "kid": "k", "use": "jwt-svid", "key_ops": ["verify"]}
+    jwk = JWK.from_dict(decorated)
+    assert (jwk.kty, jwk.crv) == ("EC", "P-256")
+    assert jwk.to_public_dict() == decorated
+    assert JWK.from_dict(A3_KEY).to_public_dict() == {**A3_KEY, "alg": "ES256"}
+
+
 def test_jwk_is_immutable(es256: PrivateJWK) -> None:
     public = es256.public()
     with pytest.raises(AttributeError):
@@ -383,8 +391,9 @@ def test_generated_edwards_keys_are_not_weak() -> None:
     JWK.from_dict(ED_KEY)  # the RFC 8037 example key
 
 
-def test_ed_private_jwk_round_trip() -> None:
-    key = ed25519.Ed25519PrivateKey.generate()
+@pytest.mark.parametrize("curve", [ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey])
+def test_ed_private_jwk_round_trip(curve: Any) -> None:
+    key = curve.generate()
     raw = key.private_bytes(
         serialization.Encoding.Raw,
         serialization.PrivateFormat.Raw,
@@ -392,7 +401,8 @@ def test_ed_private_jwk_round_trip() -> None:
     )
     members = {**JWK(key.public_key()).to_public_dict(), "d": b64(raw)}
     assert PrivateJWK.from_dict(members).public().public_key == key.public_key()
-    wrong = {**members, "x": b64(b"\x01" * 32)}
+    other = curve.generate().public_key()
+    wrong = {**members, "x": JWK(other).to_public_dict()["x"]}
     with pytest.raises(ConfigurationError):
         PrivateJWK.from_dict(wrong)
 

@@ -53,6 +53,13 @@ def test_canonical_base64url(text: str, ok: bool) -> None:
         assert is_canonical(text.encode()) is ok
 
 
+def test_base64url_of_bytes_and_of_endings_that_look_like_padding() -> None:
+    assert b64url_decode(b"AQID") == b64url_decode("AQID") == b"\x01\x02\x03"
+    for data in (b"\x00\x00\x17", b"\x00\x05\xf7", b"\xff"):  # AAAX, AAX3, _w
+        assert b64url_decode(b64url_encode(data)) == data
+    assert b64url_encode(b"\x00\x00\x17") == "AAAX"
+
+
 # --- JSON ----------------------------------------------------------------------------------------
 
 
@@ -65,6 +72,11 @@ def test_depth_bound_without_recursion() -> None:
     assert depth_ok(text)
     assert dict(loads_object(text))["b"] == ((1,),)
     assert not depth_ok("[}" * 20)
+    # exactly MAX_DEPTH deep, with more brackets than that in all: the exact count decides
+    deepest = '{"a":' + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + ',"b":[],"c":{}}'
+    assert depth_ok(deepest)
+    assert loads_object(deepest)["c"] == {}
+    assert not depth_ok('{"a":' + "[" * MAX_DEPTH + "]" * MAX_DEPTH + ',"b":[]}')
 
 
 @pytest.mark.parametrize(
@@ -98,6 +110,7 @@ def test_strict_json_bytes_and_freeze() -> None:
     with pytest.raises(JSONError):
         loads_object(b"\xff{}")
     value = loads_object(b' \n{"a": [1, {"b": [true, null]}], "c": 1.5}\t')
+    assert loads_object('{"a":1} \r\n\t') == {"a": 1}  # RFC 8259 2: whitespace after the value
     assert value["a"][1]["b"] == (True, None)
     with pytest.raises(TypeError):
         value["a"][1]["b"] = 1  # type: ignore[index]

@@ -12,6 +12,7 @@ from zerotrust._clock import FixedClock
 from zerotrust.errors import ConfigurationError, TokenExpired, TokenNotYetValid, UnknownKey
 from zerotrust.tokens import JWK, JWKSet, PrivateJWK, TokenVerifier, VerifiedTokenCache
 from zerotrust.tokens.cache import token_digest
+from zerotrust.tokens.verified import VerifiedToken
 
 from .conftest import AUDIENCE, ISSUER, T0, claims, mint
 from .test_cves import CountingSource
@@ -224,18 +225,57 @@ def test_a_hit_after_the_key_is_withdrawn_is_refused(
     assert verifier.cache is not None and len(verifier.cache) == 0
 
 
+def test_evict_still_finds_a_token_whose_jti_twin_expired() -> None:
+    """Revocation by jti reaches every cached token of that jti, after some of them left."""
+    cache = VerifiedTokenCache(10)
+    short = VerifiedToken({}, {"jti": "j"}, None, "ES256")
+    long = VerifiedToken({}, {"jti": "j"}, None, "ES256")
+    cache.put(b"s" * 32, short, 0, 10, cache.generation)
+    cache.put(b"l" * 32, long, 0, 100, cache.generation)
+    assert cache.get(b"s" * 32, 10) is None  # expired: dropped
+    assert cache.get(b"l" * 32, 10) is long
+    assert cache.evict("j") == 1
+    assert cache.get(b"l" * 32, 10) is None
+    cache.put(b"k" * 32, VerifiedToken({}, {"jti": "k"}, None, "ES256"), 0, 10, cache.generation)
+    assert cache.get(b"k" * 32, 10) is None
+    assert cache._by_jti == {}  # an expired token leaves nothing behind
+
+
+def test_clear_and_a_key_change_forget_the_jti_index(es256: PrivateJWK) -> None:
+    cache = VerifiedTokenCache(10)
+    token = VerifiedToken({}, {"jti": "j"}, None, "ES256")
+    cache.put(b"d" * 32, token, 0, 10, cache.generation)
+    cache.clear()
+    assert cache.evict("j") == 0
+    cache.observe_keys(JWKSet([es256.public()]))
+    cache.put(b"d" * 32, token, 0, 10, cache.generation)
+    cache.observe_keys(JWKSet())
+    assert len(cache) == 0
+    assert cache.evict("j") == 0
+
+
+@pytest.mark.parametrize("size", [1, 1_000_000])
+def test_cache_size_bounds_are_inclusive(size: int) -> None:
+    assert VerifiedTokenCache(size).max_entries == size
+
+
+@pytest.mark.parametrize("size", [0, 1_000_001, 1.0, True])
+def test_cache_size_out_of_bounds(size: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        VerifiedTokenCache(size)
+
+
 def test_stale_generation_is_not_stored(es256: PrivateJWK) -> None:
     cache = VerifiedTokenCache(10)
     cache.observe_keys(JWKSet([es256.public()]))
     generation = cache.generation
     cache.observe_keys(JWKSet())
     assert cache.generation == generation + 1
-    from zerotrust.tokens.verified import VerifiedToken
-
     token = VerifiedToken({}, {"jti": "x"}, None, "ES256")
     cache.put(b"d" * 32, token, 0, 10, generation)
     assert len(cache) == 0
     cache.put(b"d" * 32, token, 0, 10, cache.generation)
+    assert cache.get(b"d" * 32, 0) is token  # the window includes its start
     assert cache.get(b"d" * 32, 5) is token
     assert cache.get(b"d" * 32, 10) is None
     assert len(cache) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import pickle
@@ -120,6 +121,45 @@ def test_der_keys_and_certificates_with_bytes_after_them_are_refused(
                 SecretKey(material, "HS256")
 
 
+@pytest.mark.parametrize("curve", [ec.SECP256R1(), ec.SECP384R1(), ec.SECP521R1()])
+def test_der_keys_of_every_length_form_are_refused(curve: ec.EllipticCurve) -> None:
+    """X.690 8.1.3: a DER length under 128 is one octet; 128 to 255 (a P-521 key's 158) is
+    0x81 and one more octet. Every form is recognised, raw and in hex."""
+    spki = (
+        ec.generate_private_key(curve)
+        .public_key()
+        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+    for material in (spki, spki.hex().encode()):
+        with pytest.raises(ConfigurationError, match="DER key or certificate"):
+            SecretKey(material, "HS256")
+
+
+def test_base64_der_is_refused_in_every_spelling() -> None:
+    """Unpadded, URL-safe or wrapped as in a PEM body: still a public key."""
+    spki = b""
+    while not set(base64.b64encode(spki)) & set(b"+/"):  # so that the URL-safe spelling differs
+        key = ec.generate_private_key(ec.SECP256R1()).public_key()
+        spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    text = base64.b64encode(spki)
+    assert text.endswith(b"==")
+    for material in (
+        text.rstrip(b"="),
+        base64.urlsafe_b64encode(spki).rstrip(b"="),
+        b"\n".join(text[i : i + 64] for i in range(0, len(text), 64)),
+    ):
+        with pytest.raises(ConfigurationError, match="base64 DER"):
+            SecretKey(material, "HS256")
+
+
+def test_a_json_array_is_a_lookalike_only_when_it_holds_a_jwk() -> None:
+    for text in (
+        b'["kty is only a word here", 1234567890]',
+        b'[{"note": "no key in here"}, 12345]',
+    ):
+        assert SecretKey(text, "HS256").algorithm == "HS256"
+
+
 def test_ordinary_random_secrets_are_accepted() -> None:
     for _ in range(200):
         SecretKey(secrets.token_bytes(32))
@@ -161,13 +201,22 @@ def test_equality_and_hash(hmac_key: SecretKey) -> None:
     assert hash(same) == hash(hmac_key)
     assert SecretKey(HMAC_SECRET, "HS512", kid="hs-1") != hmac_key
     assert SecretKey(HMAC_SECRET, "HS256") != hmac_key
+    # another secret under the same kid is another key: a rotated secret is a key-set change
+    rotated = SecretKey(bytes(reversed(HMAC_SECRET)), "HS256", kid="hs-1")
+    assert rotated != hmac_key
+    assert SecretKeySet(rotated) != SecretKeySet(hmac_key)
+    assert SecretKeySet(same) == SecretKeySet(hmac_key)
+    assert hash(SecretKeySet(same)) == hash(SecretKeySet(hmac_key))
+    assert (SecretKeySet(same) == hmac_key) is False
+    assert hmac_key.algorithms == {"HS256"}
     with pytest.raises(AttributeError):
         hmac_key._secret = b"x"  # type: ignore[misc]
 
 
 def test_bad_kid() -> None:
-    with pytest.raises(ConfigurationError):
-        SecretKey(secrets.token_bytes(32), kid="")
+    for kid in ("", 5, b"kid"):
+        with pytest.raises(ConfigurationError):
+            SecretKey(secrets.token_bytes(32), kid=kid)  # type: ignore[arg-type]
 
 
 def test_secret_key_set_lookup(hmac_key: SecretKey) -> None:

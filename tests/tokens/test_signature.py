@@ -439,6 +439,15 @@ def test_hmac_policy(hmac_key: SecretKey, es256: PrivateJWK) -> None:
         SignatureVerifier(keys=es256.public(), algorithms=["HS256"])
 
 
+def test_an_hmac_key_verifies_only_its_own_algorithm(hmac_key: SecretKey) -> None:
+    """With HS256 and HS384 both allowed, an HS256 secret does not take a token whose header
+    says HS384: the header names the algorithm that is checked, and the key has one."""
+    verifier = SignatureVerifier(keys=hmac_key, algorithms=["HS256", "HS384"])
+    assert verifier.verify(mint(hmac_key, claims())).algorithm == "HS256"
+    with pytest.raises(AlgorithmNotAllowed):
+        verifier.verify(mint(hmac_key, claims(), {"alg": "HS384", "kid": hmac_key.kid}))
+
+
 def test_payload_is_not_parsed_before_the_signature(
     es256: PrivateJWK, attacker: PrivateJWK
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import operator
 import pickle
 import re
 import timeit
@@ -80,6 +81,8 @@ INVALID_IDS = [
     ("spiffe://example.org#frag", "fragment"),
     ("spiffe://example.org/path#frag", "fragment"),
     ("spiffe://example.org/a#b?c", "fragment"),
+    ("spiffe://EXAMPLE.org/a?b", "query"),  # a query or fragment is named before other faults
+    ("spiffe://exa mple.org/a#b", "fragment"),
     ("spiffe://example%2Eorg/path", "percent_encoding"),
     ("spiffe://example.org/a%20b", "percent_encoding"),
     ("spiffe://example.org/%2e%2e", "percent_encoding"),
@@ -114,6 +117,8 @@ def test_valid_ids_round_trip(text: str) -> None:
     assert SpiffeId.parse(str(spiffe_id)) == spiffe_id
     assert SpiffeId(text) == spiffe_id
     assert spiffe_id.trust_domain.id_string() + spiffe_id.path == text
+    built = SpiffeId(text)
+    assert (built.trust_domain, built.path) == (spiffe_id.trust_domain, spiffe_id.path)
 
 
 @pytest.mark.parametrize(("text", "rule"), INVALID_IDS)
@@ -179,6 +184,23 @@ def test_length_limits_are_exact() -> None:
     assert info.value.rule == "trust_domain_too_long"
 
 
+def test_length_limits_count_utf8_bytes_before_characters() -> None:
+    # 128 characters but 256 bytes: too long, whatever its characters
+    with pytest.raises(InvalidTrustDomain) as info:
+        TrustDomain("\u00e9" * 128)
+    assert info.value.rule == "trust_domain_too_long"
+    with pytest.raises(InvalidSpiffeId) as id_info:
+        SpiffeId.parse("spiffe://" + "\u00e9" * 128)
+    assert id_info.value.rule == "trust_domain_too_long"
+    # 1101 characters but 2201 bytes: over the whole ID's limit, checked before the characters
+    with pytest.raises(InvalidSpiffeId) as path_info:
+        SpiffeId.from_path("example.org", "/" + "\u00e9" * 1100)
+    assert path_info.value.rule == "too_long"
+    with pytest.raises(InvalidSpiffeId) as segment_info:
+        SpiffeId.from_segments("example.org", "\u00e9" * 1100)
+    assert segment_info.value.rule == "too_long"
+
+
 def test_huge_input_is_rejected_quickly() -> None:
     huge = "spiffe://example.org/" + "a/" * 5_000_000
     seconds = timeit.timeit(lambda: _rule_of(huge), number=10) / 10
@@ -232,6 +254,12 @@ def test_from_segments_and_from_path() -> None:
     assert SpiffeId.from_path("spiffe://example.org", "/ns/prod") == expected
     assert SpiffeId.from_path("example.org", "") == SpiffeId.parse("spiffe://example.org")
     assert SpiffeId.from_segments("example.org") == SpiffeId.parse("spiffe://example.org")
+
+
+def test_builders_accept_exactly_the_longest_id() -> None:
+    path = ID_2048[len("spiffe://example.org") :]
+    assert str(SpiffeId.from_path("example.org", path)) == ID_2048
+    assert str(SpiffeId.from_segments("example.org", path[1:])) == ID_2048
 
 
 @pytest.mark.parametrize(
@@ -349,6 +377,24 @@ def test_ordering() -> None:
         _ = ids[0] < "spiffe://c"  # type: ignore[operator]
     with pytest.raises(TypeError):
         _ = TrustDomain("a") < ids[0]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "foreign"),
+    [
+        (SpiffeId("spiffe://a/x"), SpiffeId("spiffe://b/x"), TrustDomain("a")),
+        (TrustDomain("a"), TrustDomain("b"), SpiffeId("spiffe://a")),
+    ],
+)
+def test_ordering_operators_are_exact(a: object, b: object, foreign: object) -> None:
+    compares = (operator.lt, operator.le, operator.gt, operator.ge)
+    assert [compare(a, b) for compare in compares] == [True, True, False, False]
+    assert [compare(a, a) for compare in compares] == [False, True, False, True]
+    assert [compare(b, a) for compare in compares] == [False, False, True, True]
+    for other in ("a", foreign):
+        for compare in compares:
+            with pytest.raises(TypeError):
+                compare(a, other)
 
 
 def test_pickle_and_copy() -> None:

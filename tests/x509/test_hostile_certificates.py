@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from tests._files import settled
 from zerotrust import FileBundleSource, FileSvidSource, TrustBundle, X509Svid, verify_x509_svid
@@ -70,7 +71,14 @@ def key_pem(der: bytes) -> bytes:
     return b"-----BEGIN PRIVATE KEY-----\n" + body + b"-----END PRIVATE KEY-----\n"
 
 
-def signed_leaf(ca: DevCA, public_key: object, *, aki: bool = True) -> x509.Certificate:
+def signed_leaf(
+    ca: DevCA,
+    public_key: object,
+    *,
+    aki: bool = True,
+    key_usage: bool = True,
+    san: x509.ExtensionType | None = None,
+) -> x509.Certificate:
     root_key = ca._root_key  # the test forges what DevCA itself would never issue
     builder = (
         x509.CertificateBuilder()
@@ -82,13 +90,15 @@ def signed_leaf(ca: DevCA, public_key: object, *, aki: bool = True) -> x509.Cert
         .not_valid_after(NOW + dt.timedelta(hours=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
+            san or x509.SubjectAlternativeName([x509.UniformResourceIdentifier(WEB)]),
+            critical=False,
+        )
+    )
+    if key_usage:
+        builder = builder.add_extension(
             x509.KeyUsage(True, False, False, False, False, False, False, False, False),
             critical=True,
         )
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(WEB)]), critical=False
-        )
-    )
     if aki:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),  # type: ignore[arg-type]
@@ -170,6 +180,62 @@ def test_weak_leaf_keys_are_refused(ca: DevCA) -> None:
     assert caught.value.rule == "weak_key"
     strong = signed_leaf(ca, rsa.generate_private_key(65537, 2048).public_key())
     assert str(verify_x509_svid([strong], ca.bundle).spiffe_id) == WEB
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        ec.generate_private_key(ec.SECP384R1()),
+        ec.generate_private_key(ec.SECP521R1()),
+        ed25519.Ed25519PrivateKey.generate(),
+        ed448.Ed448PrivateKey.generate(),
+    ],
+    ids=["p384", "p521", "ed25519", "ed448"],
+)
+def test_leaf_keys_of_every_supported_type_are_accepted(ca: DevCA, key: PrivateKeyTypes) -> None:
+    leaf = signed_leaf(ca, key.public_key())
+    assert str(verify_x509_svid([leaf], ca.bundle).spiffe_id) == WEB
+
+
+@pytest.mark.parametrize(
+    "key",
+    [ec.generate_private_key(ec.SECP256K1()), dsa.generate_private_key(2048)],
+    ids=["secp256k1", "dsa"],
+)
+def test_leaf_keys_of_other_types_are_refused_as_unsupported(
+    ca: DevCA, key: PrivateKeyTypes
+) -> None:
+    leaf = signed_leaf(ca, key.public_key())
+    with pytest.raises(SvidProfileViolation) as caught:
+        verify_x509_svid([leaf], ca.bundle)
+    assert caught.value.rule == "unsupported_key"
+
+
+def test_an_unreadable_leaf_key_given_as_a_certificate_object_is_refused(ca: DevCA) -> None:
+    """Certificate objects skip the DER loader's key check; the profile check reads the key."""
+    leaf = signed_leaf(ca, ec.generate_private_key(ec.SECP256R1()).public_key())
+    unreadable = x509.load_der_x509_certificate(off_curve(leaf))
+    with pytest.raises(SvidProfileViolation) as caught:
+        verify_x509_svid([unreadable], ca.bundle)
+    assert caught.value.rule == "unsupported_key"
+
+
+def test_a_leaf_without_key_usage_is_refused(ca: DevCA) -> None:
+    """X509-SVID 4.3: a leaf must assert digitalSignature, so it needs a key usage."""
+    leaf = signed_leaf(ca, ec.generate_private_key(ec.SECP256R1()).public_key(), key_usage=False)
+    with pytest.raises(SvidProfileViolation) as caught:
+        verify_x509_svid([leaf], ca.bundle)
+    assert caught.value.rule == "missing_key_usage"
+
+
+def test_a_leaf_whose_extensions_cannot_be_read_is_refused(ca: DevCA) -> None:
+    ediparty_san = x509.UnrecognizedExtension(
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME, bytes.fromhex("3007a505a1030c0178")
+    )
+    leaf = signed_leaf(ca, ec.generate_private_key(ec.SECP256R1()).public_key(), san=ediparty_san)
+    with pytest.raises(SvidProfileViolation) as caught:
+        verify_x509_svid([leaf], ca.bundle)
+    assert caught.value.rule == "malformed_extension"
 
 
 def test_a_leaf_without_authority_key_identifier_is_an_svid(ca: DevCA) -> None:

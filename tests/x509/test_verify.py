@@ -126,6 +126,18 @@ def test_expiry_follows_the_injected_clock(ca: DevCA) -> None:
         verify_peer_chain(svid.cert_chain, ca.bundle, now=clock.now())
 
 
+def test_the_validity_period_includes_both_of_its_ends(ca: DevCA) -> None:
+    """RFC 5280 4.1.2.5: a certificate is valid from notBefore through notAfter, inclusive."""
+    second = dt.timedelta(seconds=1)
+    (cert, *_) = chain = leaf(ca, not_before=ca.root_certificate.not_valid_before_utc + second)
+    assert verify_peer_chain(chain, ca.bundle, now=cert.not_valid_before_utc)
+    assert verify_peer_chain(chain, ca.bundle, now=cert.not_valid_after_utc)
+    with pytest.raises(CertificateNotYetValid):
+        verify_peer_chain(chain, ca.bundle, now=cert.not_valid_before_utc - second)
+    with pytest.raises(CertificateExpired):
+        verify_peer_chain(chain, ca.bundle, now=cert.not_valid_after_utc + second)
+
+
 def test_not_yet_valid_leaf(ca: DevCA) -> None:
     chain = leaf(ca, not_before=NOW + HOUR, not_after=NOW + 2 * HOUR)
     with pytest.raises(CertificateNotYetValid):
@@ -255,6 +267,12 @@ def test_a_signing_certificate_extended_key_usage_never_narrows_the_chain(where:
     with pytest.raises(SvidProfileViolation) as info:  # the leaf's own EKU still counts
         verify_x509_svid([server_leaf, mid], bundle, role="client")
     assert info.value.rule == "extended_key_usage"
+
+
+def test_any_extended_key_usage_allows_both_roles(ca: DevCA) -> None:
+    chain = leaf(ca, extended_key_usage=[ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE])
+    assert verify_peer_chain(chain, ca.bundle, role="client")
+    assert verify_peer_chain(chain, ca.bundle, role="server")
 
 
 def test_no_extended_key_usage_allows_both_roles(ca: DevCA) -> None:

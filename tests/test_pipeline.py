@@ -28,7 +28,7 @@ from zerotrust.errors import (
     TokenReplayed,
 )
 from zerotrust.pipeline import Guard
-from zerotrust.stores import MemoryStore
+from zerotrust.stores import MemoryStore, ResilientStore
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
 from zerotrust.tokens._b64 import b64url_encode
 
@@ -104,6 +104,9 @@ def test_success_exposes_the_principal(issuer: TokenIssuer, clock: FixedClock) -
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
     outcome = guard.evaluate(get(token))
     assert outcome.allowed and outcome.status == 200 and outcome.grpc_status == "OK"
+    assert outcome.body() is None and outcome.headers == ()
+    with pytest.raises(AttributeError):  # frozen: an outcome is shared, never changed
+        outcome.allowed = False  # type: ignore[misc]
     assert outcome.principal is not None
     assert str(outcome.principal.spiffe_id) == WEB
     assert outcome.principal.proven_by == "jwt"
@@ -231,6 +234,7 @@ def test_rate_limited(issuer: TokenIssuer, clock: FixedClock) -> None:
     assert [guard.evaluate(get(token)).status for _ in range(3)] == [200, 200, 429]
     refused = guard.evaluate(get(token))
     assert refused.headers == (("Retry-After", "1"),)
+    assert refused.www_authenticate is None  # a rate limit is no challenge
     assert refused.grpc_status == "RESOURCE_EXHAUSTED"
     assert (
         sink.last is not None
@@ -239,6 +243,20 @@ def test_rate_limited(issuer: TokenIssuer, clock: FixedClock) -> None:
     )
     clock.advance(1)
     assert guard.evaluate(get(token)).allowed
+
+
+def test_rate_limits_count_only_allowed_requests(issuer: TokenIssuer, clock: FixedClock) -> None:
+    # a refusal stays the policy's (403, not 429) and takes nothing from the caller's bucket;
+    # anonymous requests have no bucket to take from
+    limited = policy(rate_limits=[RateLimit("per-caller", rate=0.001, burst=1)])
+    guard, sink = make_guard(issuer, clock, pol=limited)
+    intruder = issuer.issue(subject="intruder", audience=AUD, scopes=["orders:read"])
+    for _ in range(3):
+        refused = guard.evaluate(get(intruder))
+        assert refused.status == 403 and refused.error is not None
+        assert refused.error.code == "access_denied"
+        assert sink.last is not None and sink.last.rule_id == "deny-intruder"
+    assert [guard.evaluate(get(route="/healthz")).status for _ in range(3)] == [200] * 3
 
 
 def test_tokens_without_sub_get_a_bucket_of_their_client(
@@ -372,6 +390,39 @@ def test_a_guard_leaves_no_listener_on_a_store_that_outlives_it(
     assert not guard.evaluate(get(token)).allowed  # its listener still works
 
 
+def test_a_revocation_empties_the_token_cache_of_every_guard_on_the_store(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    store = MemoryStore(clock=clock)
+    verifiers = [
+        TokenVerifier(
+            issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
+        )
+        for _ in range(2)
+    ]
+    guards = [
+        Guard(
+            authenticator=Authenticator(tokens=v, clock=clock),
+            policy=policy(),
+            store=store,
+            clock=clock,
+        )
+        for v in verifiers
+    ]
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    other = issuer.issue(subject="spiffe://example.org/ns/shop/sa/other", audience=AUD)
+    for guard in guards:
+        assert guard.evaluate(get(token)).allowed
+        guard.evaluate(get(other))
+    assert [len(v.cache or ()) for v in verifiers] == [2, 2]
+    jti = verifiers[0].verify(token).jti
+    assert jti is not None
+    store.revoke_token(jti, expires_at=clock.now().timestamp() + 300)
+    assert [len(v.cache or ()) for v in verifiers] == [1, 1]  # that token only
+    store.revoke_subject(WEB, issuer=ISS, until=clock.now().timestamp() + 300)
+    assert [len(v.cache or ()) for v in verifiers] == [0, 0]  # whom it concerns is not cached
+
+
 def test_revocation_evicts_and_refuses(issuer: TokenIssuer, clock: FixedClock) -> None:
     guard, _sink = make_guard(issuer, clock)
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
@@ -387,6 +438,55 @@ def test_revocation_evicts_and_refuses(issuer: TokenIssuer, clock: FixedClock) -
     guard.store.revoke_subject(WEB, issuer=ISS, until=clock.now().timestamp() + 600)
     other = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
     assert not guard.evaluate(get(other)).allowed
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("kind", ["memory", "store with I/O"])
+def test_revocation_cutoffs_judge_each_tokens_iat(
+    issuer: TokenIssuer, clock: FixedClock, kind: str, asynchronous: bool
+) -> None:
+    # In-process stores are asked directly, others through the driver (awaited by aevaluate):
+    # both refuse what is revoked, and pass the token's iat so that a subject's cut-off does
+    # not also refuse the tokens issued after it.
+    memory = MemoryStore(clock=clock)
+    store = memory if kind == "memory" else ResilientStore(memory)
+    built, _ = make_guard(issuer, clock)
+    guard = Guard(authenticator=built.authenticator, policy=built.policy, store=store, clock=clock)
+
+    def evaluate(token: str) -> tuple[int, str | None]:
+        if asynchronous:
+            outcome = asyncio.run(guard.aevaluate(get(token)))
+        else:
+            outcome = guard.evaluate(get(token))
+        return outcome.status, outcome.error.code if outcome.error else None
+
+    before = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert evaluate(before) == (200, None)
+    memory.revoke_subject(WEB, issuer=ISS, until=clock.now().timestamp() + 600)
+    assert evaluate(before) == (401, "token_revoked")
+    clock.advance(2)
+    after = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert evaluate(after) == (200, None)  # issued after the cut-off
+    principal = guard.evaluate(get(after)).principal
+    assert principal is not None and principal.token_jti is not None
+    memory.revoke_token(principal.token_jti, expires_at=clock.now().timestamp() + 300)
+    assert evaluate(after) == (401, "token_revoked")
+
+
+def test_revocation_checks_can_be_turned_off(issuer: TokenIssuer, clock: FixedClock) -> None:
+    memory = MemoryStore(clock=clock)
+    built, _ = make_guard(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    memory.revoke_subject(WEB, issuer=ISS, until=clock.now().timestamp() + 600)
+    for store in (memory, ResilientStore(memory)):
+        guard = Guard(
+            authenticator=built.authenticator,
+            policy=built.policy,
+            store=store,
+            clock=clock,
+            check_revocation=False,
+        )
+        assert guard.evaluate(get(token)).allowed
 
 
 def test_unexpected_errors_fail_closed(
@@ -413,6 +513,29 @@ def test_requirement_combines_with_policy(issuer: TokenIssuer, clock: FixedClock
         == 'Bearer realm="orders", error="insufficient_scope", scope="orders:write"'
     )
     assert guard.evaluate(get(token), require(callers=match.member_of("other.org"))).status == 403
+    # a policy refusal is not replaced by the requirement's: it names the rule that refused
+    intruder = issuer.issue(subject="intruder", audience=AUD, scopes=["orders:read"])
+    denied = guard.evaluate(get(intruder), require(scopes=["orders:write"]))
+    assert denied.status == 403 and denied.www_authenticate is None
+    assert denied.decision is not None and denied.decision.rule_id == "deny-intruder"
+
+
+def test_refine_checks_a_handler_requirement_after_the_policy(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    guard, sink = make_guard(issuer, clock)
+    view = get(issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"]))
+    allowed = guard.evaluate(view)
+    assert guard.refine(view, allowed, require(scopes=["orders:read"])) is allowed
+    refused = guard.refine(view, allowed, require(scopes=["orders:write"]))
+    assert refused.status == 403 and refused.error is not None
+    assert refused.error.code == "insufficient_scope"
+    assert refused.decision is not None and refused.decision.policy_id == "orders"
+    assert sink.last is refused.event and sink.last is not None
+    assert sink.last.notes == ("handler_requirement",) and sink.last.policy_id == "orders"
+    intruder = get(issuer.issue(subject="intruder", audience=AUD, scopes=["orders:read"]))
+    denied = guard.evaluate(intruder)
+    assert guard.refine(intruder, denied, require(scopes=["orders:write"])) is denied
 
 
 def test_explain_has_no_side_effects(issuer: TokenIssuer, clock: FixedClock) -> None:
@@ -686,6 +809,109 @@ def test_a_dpop_proof_is_refused_by_a_replica_whose_clock_is_behind(
 # An Ed25519 key of small order (here the neutral point): with it, R = neutral, S = 0 is a
 # valid RFC 8032 signature of every message, so a proof "signed" by it proves nothing.
 _NEUTRAL = (1).to_bytes(32, "little")
+
+
+def test_explain_takes_no_dpop_replay_entry(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, _ = make_guard(issuer, clock)
+    holder = PrivateJWK.generate("ES256")
+    token = issuer.issue(
+        subject=WEB,
+        audience=AUD,
+        scopes=["orders:read"],
+        extra_claims={"cnf": {"jkt": holder.public().thumbprint()}},
+    )
+    proof = dpop_proof(
+        holder,
+        method="GET",
+        url="https://api.example/orders/7",
+        token=token,
+        iat=clock.now().timestamp(),
+    )
+    view = get(None, headers={"authorization": f"DPoP {token}", "dpop": proof})
+    assert guard.explain(view).allowed
+    assert guard.evaluate(view).allowed  # the proof's first use
+    replayed = guard.evaluate(view)
+    assert replayed.error is not None and replayed.error.code == "dpop_proof_replayed"
+
+
+@pytest.mark.parametrize("prefix", ["DPoP ", " DPoP ", "\tdpop "])
+def test_a_dpop_token_is_challenged_with_dpop_however_the_header_is_spaced(
+    issuer: TokenIssuer, clock: FixedClock, prefix: str
+) -> None:
+    # RFC 9449 7.1: a refused DPoP request gets the DPoP challenge. Optional whitespace before
+    # the scheme is not part of it (RFC 9110 5.5): the credentials are read without it, and
+    # so is the scheme the challenge answers.
+    guard, _ = make_guard(issuer, clock)
+    holder = PrivateJWK.generate("ES256")
+    token = issuer.issue(
+        subject=WEB,
+        audience=AUD,
+        scopes=["orders:read"],
+        ttl=60,
+        extra_claims={"cnf": {"jkt": holder.public().thumbprint()}},
+    )
+    clock.advance(600)
+    proof = dpop_proof(
+        holder,
+        method="GET",
+        url="https://api.example/orders/7",
+        token=token,
+        iat=clock.now().timestamp(),
+    )
+    view = get(None, headers={"authorization": prefix + token, "dpop": proof})
+    outcome = guard.evaluate(view)
+    assert outcome.error is not None and outcome.error.code == "token_expired"
+    algs = 'algs="ES256 ES384 EdDSA PS256 RS256"'
+    assert outcome.www_authenticate == f'DPoP realm="orders", {algs}, error="invalid_token"'
+
+
+def test_a_service_without_dpop_challenges_with_bearer_only(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    # RFC 6750 3 / RFC 9449 7.1: a challenge names the schemes the service accepts
+    guard, _ = make_guard(issuer, clock, dpop=None)
+    holder = PrivateJWK.generate("ES256")
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    proof = dpop_proof(
+        holder,
+        method="GET",
+        url="https://api.example/orders/7",
+        token=token,
+        iat=clock.now().timestamp(),
+    )
+    outcome = guard.evaluate(get(None, headers={"authorization": f"DPoP {token}", "dpop": proof}))
+    assert outcome.status == 401
+    assert outcome.www_authenticate == 'Bearer realm="orders", error="invalid_token"'
+
+
+def test_the_replay_window_outlives_a_proofs_acceptance_by_two_leeways() -> None:
+    from zerotrust.authn.binding import DPoPConfig
+    from zerotrust.pipeline import dpop_replay_window
+
+    assert dpop_replay_window(DPoPConfig(max_age=60, leeway=30)) == 60 + 30 + 60
+    assert dpop_replay_window(DPoPConfig(max_age=60, leeway=1)) == 60 + 1 + 10  # at least 10 s
+
+
+class UncappedStore(MemoryStore):
+    """A store that does not say how long it keeps replay entries."""
+
+    @property
+    def replay_max_ttl(self) -> None:  # type: ignore[override]
+        return None
+
+
+def test_a_store_without_a_replay_cap_is_taken_as_is(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    built, _ = make_guard(issuer, clock)
+    guard = Guard(
+        authenticator=built.authenticator,
+        policy=built.policy,
+        store=UncappedStore(clock=clock),
+        clock=clock,
+    )
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert guard.evaluate(get(token)).allowed
 
 
 def test_dpop_refuses_a_keyless_proof_key(issuer: TokenIssuer, clock: FixedClock) -> None:

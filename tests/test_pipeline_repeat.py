@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from zerotrust import FixedClock, RotatingBundleSource, verify_x509_svid
 from zerotrust.audit import AuditPipeline, CallableSink, LoggingSink, MemorySink
@@ -24,6 +25,7 @@ from zerotrust.authn.request import Request
 from zerotrust.authz import Callers, Operations, Policy, RateLimit, Rule, ScopeRule, require
 from zerotrust.dev import DevCA
 from zerotrust.errors import KeysUnavailable
+from zerotrust.httpx import DPoPSigner
 from zerotrust.pipeline import Guard, Outcome
 from zerotrust.stores import MemoryStore, ResilientStore
 from zerotrust.tokens import JWKSet, PrivateJWK, TokenIssuer, TokenVerifier
@@ -335,6 +337,55 @@ def test_any_other_shape_of_request_takes_the_pipeline(
         assert "forwarded_cert_ignored_untrusted_peer" in world.sink.last.notes
 
 
+def test_an_allowed_dpop_request_is_never_repeated_for_its_token_as_bearer(
+    issuer: TokenIssuer, clock: FixedClock, asynchronous: bool
+) -> None:
+    # RFC 9449 7.1: a DPoP-bound token is refused under the Bearer scheme. An allow given to
+    # the token with its proof must not answer the same token presented without one.
+    world = World(issuer, clock)
+    holder = DPoPSigner(PrivateJWK.generate("ES256"), clock=clock)
+    token = issuer.issue(
+        subject=WEB,
+        audience=AUD,
+        scopes=["orders:read"],
+        extra_claims={"cnf": {"jkt": holder.thumbprint}},
+    )
+    for _ in range(2):
+        proof = holder.proof("GET", "https://api.example/orders/7", token)
+        bound = world.guard.evaluate(
+            get(None, authorization=f"DPoP {token}", headers={"dpop": proof})
+        )
+        assert bound.allowed and bound.principal is not None
+        assert bound.principal.proven_by == "dpop"
+        refused = world.check(get(token), asynchronous=asynchronous)
+        assert refused.status == 401 and refused.error is not None
+        assert refused.error.code == "token_binding_mismatch"
+    assert not world.guard._repeats
+
+
+@pytest.mark.parametrize("chain", ["untrusted", "trusted"])
+def test_a_presented_certificate_chain_takes_the_pipeline(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA, chain: str
+) -> None:
+    # The allow of a token alone says nothing of a request that also presents a certificate
+    # chain (not verified in a handshake): the pipeline verifies it, and decides on both.
+    world = World(issuer, clock, bundles=ca.bundle)
+    token = read_token(issuer)
+    assert world.check(get(token)).allowed  # remembered
+    authority = ca if chain == "trusted" else DevCA.create("example.org")
+    svid = authority.issue_svid(WEB)
+    der = [c.public_bytes(Encoding.DER) for c in svid.cert_chain]
+    runs = world.pipeline_runs
+    outcome = world.check(get(token, peer_chain=der))
+    assert world.pipeline_runs == runs + 1
+    if chain == "trusted":
+        assert outcome.allowed and outcome.principal is not None
+        assert outcome.principal.proven_by == "mtls+jwt"
+    else:
+        assert outcome.status == 401 and outcome.error is not None
+        assert outcome.error.code == "untrusted_certificate"
+
+
 def test_requirements_are_part_of_what_is_repeated(
     issuer: TokenIssuer, clock: FixedClock, asynchronous: bool
 ) -> None:
@@ -431,6 +482,34 @@ def test_a_failing_closed_audit_sink_refuses_repeats_too(
     assert not refused.allowed and refused.status == 503
     assert refused.error is not None and refused.error.code == "audit_error"
     assert world.pipeline_runs == 1  # the repeat itself refused: it audits like the pipeline
+
+
+def test_a_refused_repeat_is_not_the_record_later_repeats_copy(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    # The first audited repeat builds the event later repeats copy: if a required sink failed
+    # on it, the refusal recorded then must not stand for the allows that follow.
+    failing = [False]
+    sink = MemorySink()
+
+    def record(event: object) -> None:
+        if failing[0]:
+            raise OSError("disk full")
+
+    world = World(
+        issuer, clock, audit=AuditPipeline([sink, CallableSink(record)], on_error="closed")
+    )
+    token = read_token(issuer)
+    assert world.guard.evaluate(get(token)).allowed
+    failing[0] = True
+    assert world.guard.evaluate(get(token)).status == 503
+    failing[0] = False
+    repeats = [world.guard.evaluate(get(token)) for _ in range(2)]
+    assert all(o.allowed for o in repeats)
+    assert world.pipeline_runs == 1
+    assert [e.decision for e in sink.events[-2:]] == ["allow", "allow"]
+    assert [e.reason for e in sink.events[-2:]] == ["allowed_by_rule"] * 2
+    assert not any(n.startswith("supersedes:") for e in sink.events[-2:] for n in e.notes)
 
 
 def test_events_are_built_again_as_soon_as_a_sink_listens(

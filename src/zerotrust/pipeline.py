@@ -678,7 +678,8 @@ class Guard:
         presented = view.header("authorization")
         dpop = self.authenticator.dpop
         if isinstance(error, InvalidDPoPProof) or (
-            presented and presented[0][:5].lower() == "dpop " and dpop is not None
+            # the scheme as the credentials were read: after optional whitespace (SP, HTAB)
+            presented and presented[0].lstrip(" \t")[:5].lower() == "dpop " and dpop is not None
         ):
             # RFC 9449 7.1: the DPoP scheme, with the proof algorithms this service accepts
             realm = f'DPoP realm="{self.service}"'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -645,6 +646,30 @@ def test_required_scopes_are_scope_tokens(scope: str) -> None:
 
 def test_scope_tokens_cover_the_printable_range() -> None:
     ScopeRule(all=["orders:read", "https://api.example/.default", "User.Read", "a!#$%&'()*+,-./"])
+
+
+def test_a_decision_is_truthy_when_allowed_and_cannot_be_changed() -> None:
+    import dataclasses
+
+    from zerotrust.authz import Decision
+
+    allowed, denied = Decision(True, "allowed_by_rule"), Decision(False, "denied_by_rule")
+    assert bool(allowed) is True and bool(denied) is False
+    assert (allowed.verdict, denied.verdict) == ("allow", "deny")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        denied.allowed = True  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("values", [None, 5, "orders:read", b"orders:read", {"orders:read": 1}])
+def test_scopes_that_are_no_list_are_a_configuration_error(values: Any) -> None:
+    # not a TypeError from deep inside, and never a string or mapping taken apart
+    from zerotrust._scopes import check_scope_tokens, scope_string
+
+    with pytest.raises(ConfigurationError, match="list of RFC 6749 scope-tokens"):
+        check_scope_tokens(values)
+    if not isinstance(values, str):  # a string is a space-separated scope value here
+        with pytest.raises(ConfigurationError, match="list of RFC 6749 scope-tokens"):
+            scope_string(values)
 
 
 # --- requests without credentials, and values that must fail at build time ----------------------

@@ -390,6 +390,8 @@ def test_plain_http_only_to_loopback_with_opt_in(clock: FixedClock) -> None:
         {"client_secret": "s", "secret_method": "header"},
         {"client_secret": "s", "audience_param": "aud"},
         {"client_secret": "s", "scopes": ["a b"]},
+        {"client_secret": "s", "scopes": None},
+        {"client_secret": "s", "scopes": 5},
         {"client_secret": "s", "verify": False},
         {"private_key_jwt": "key"},
         {"mtls": "context"},

@@ -14,7 +14,7 @@ import pytest
 
 from zerotrust.errors import MalformedCredentials
 from zerotrust.stores import MAX_KEY_LENGTH, RateLimitResult, Revocation, Store
-from zerotrust.stores._logic import MAX_TIMESTAMP, REVOCATION_GRACE
+from zerotrust.stores._logic import MAX_BURST, MAX_REFILL_SECONDS, MAX_TIMESTAMP, REVOCATION_GRACE
 
 from .conftest import Backend
 
@@ -90,8 +90,15 @@ def test_revocations_never_shrink(ops: Ops) -> None:
     t = now(ops)
     ops.revoke_token("j", expires_at=t + 100)
     ops.revoke_token("j", expires_at=t + 10)
-    ops.backend.advance(50)
+    ops.backend.advance(50 + REVOCATION_GRACE)  # past the shorter one, with its grace
     assert ops.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=None)
+
+
+def test_a_live_issuer_cutoff_never_moves_back(ops: Ops) -> None:
+    t = now(ops)
+    ops.revoke_issued_before(ISS, before=t, until=t + 600)
+    ops.revoke_issued_before(ISS, before=t - 50, until=t + 600)
+    assert ops.is_revoked(jti=None, subject=None, issuer=ISS, issued_at=t - 10)
 
 
 def test_far_future_revocations(ops: Ops) -> None:
@@ -133,6 +140,13 @@ def test_revoke_subject_without_iat_fails_closed(ops: Ops) -> None:
     ops.revoke_subject("alice", issuer=ISS, until=t + 60)
     assert ops.is_revoked(jti=None, subject="alice", issuer=ISS, issued_at=None)
     assert not ops.is_revoked(jti=None, subject="bob", issuer=ISS, issued_at=None)
+
+
+def test_a_subject_revocation_leaves_tokens_without_a_subject_alone(ops: Ops) -> None:
+    t = now(ops)
+    ops.revoke_subject("alice", issuer=ISS, until=t + 600)
+    assert not ops.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=t - 10)
+    assert ops.is_revoked(jti="j", subject="alice", issuer=ISS, issued_at=t - 10)
 
 
 def test_revoke_subject_lapses_at_until(ops: Ops) -> None:
@@ -328,6 +342,15 @@ def test_rejects_non_finite_times(backend: Backend) -> None:
         backend.store.check_and_store("k", expires_at=float("nan"))
     with pytest.raises(TypeError):
         backend.store.revoke_subject("s", issuer=ISS, until="tomorrow")
+    with pytest.raises(TypeError):  # a bool is no time, though Python counts it an int
+        backend.store.revoke_token("j", expires_at=True)
+
+
+def test_rate_limit_bounds_are_inclusive(backend: Backend) -> None:
+    # the largest burst, refilled in exactly the longest time allowed
+    assert MAX_BURST / 1.0 == MAX_REFILL_SECONDS
+    result = backend.store.acquire("k", rate=1.0, burst=MAX_BURST)
+    assert result.allowed and result.remaining == MAX_BURST - 1
 
 
 def test_revocation_lookups_need_an_issuer_on_every_backend(backend: Backend) -> None:
@@ -367,11 +390,19 @@ def test_hostile_keys_are_distinct_and_harmless(backend: Backend) -> None:
 
 
 def test_overlong_identifiers_are_refused(ops: Ops) -> None:
-    huge = "j" * (MAX_KEY_LENGTH + 1)
+    huge, longest = "j" * (MAX_KEY_LENGTH + 1), "j" * MAX_KEY_LENGTH
     with pytest.raises(MalformedCredentials):
         ops.check_and_store(huge, expires_at=now(ops) + 60)
-    with pytest.raises(MalformedCredentials):
-        ops.is_revoked(jti=huge, subject=None, issuer=ISS, issued_at=None)
+    # the same answers before and after anything is revoked
+    for _ in range(2):
+        with pytest.raises(MalformedCredentials):
+            ops.is_revoked(jti=huge, subject=None, issuer=ISS, issued_at=None)
+        with pytest.raises(MalformedCredentials):
+            ops.is_revoked(jti=None, subject=huge, issuer=ISS, issued_at=None)
+        with pytest.raises(TypeError):
+            ops.is_revoked(jti=5, subject=None, issuer=ISS, issued_at=None)
+        assert not ops.is_revoked(jti=longest, subject=longest, issuer=ISS, issued_at=None)
+        ops.revoke_token("other", expires_at=now(ops) + 60)
 
 
 # --- concurrency ----------------------------------------------------------------------------

@@ -81,6 +81,24 @@ def test_clock_moving_back_refills_nothing(clock: FixedClock) -> None:
     assert not store.acquire("k", rate=1.0, burst=2).allowed
 
 
+def test_clock_moving_back_takes_nothing_either(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock)
+    assert store.acquire("k", rate=1.0, burst=2).remaining == 1
+    clock.advance(-0.5)
+    assert store.acquire("k", rate=1.0, burst=2).allowed  # the token left is still there
+
+
+def test_the_smallest_settings_are_accepted(clock: FixedClock) -> None:
+    store = MemoryStore(
+        clock=clock,
+        max_revocations=1,
+        max_replay_entries=1,
+        max_rate_limit_keys=1,
+        replay_max_ttl=1,
+    )
+    assert store.replay_max_ttl == 1
+
+
 def test_replay_max_ttl_setting(clock: FixedClock) -> None:
     store = MemoryStore(clock=clock, replay_max_ttl=60)
     t = ts(clock)

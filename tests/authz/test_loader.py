@@ -61,6 +61,7 @@ def test_toml_round_trip(tmp_path: Path) -> None:
     assert policy.id == "orders"
     assert [r.id for r in policy.rules] == ["block-partner-writes", "web-reads", "opa"]
     assert policy.rate_limits[0].burst == 10
+    assert policy.rules[2].hook_timeout == 0.5
     ok = policy.evaluate(
         web(scopes={"orders:read"}, claims={"tenant": "acme"}),
         Operation("GET", "/orders/{order_id}"),
@@ -113,6 +114,12 @@ def test_yaml_and_json(tmp_path: Path) -> None:
         ),
         ({"rate_limits": [{"id": "x", "rate": "fast", "burst": 1}]}, "rate_limits[0]"),
         ({"rules": [{"id": "r", "scopes": "a b"}]}, "rules[0].scopes"),
+        ({"rules": [[]]}, "rules[0]: must be a table/object"),
+        ({"rules": [{"id": "r", "to": [{"routes": 5}]}]}, "rules[0].to[0]: invalid value"),
+        (
+            {"rules": [{"id": "r", "action": "CUSTOM", "hook": ["opa"]}]},
+            "rules[0].hook: unknown hook ['opa']",
+        ),
     ],
 )
 def test_errors_name_the_source_and_key(doc: dict, where: str) -> None:  # type: ignore[type-arg]
@@ -120,6 +127,56 @@ def test_errors_name_the_source_and_key(doc: dict, where: str) -> None:  # type:
         policy_from_dict(doc, source="policy.toml")
     assert str(info.value).startswith("policy.toml: ")
     assert where in str(info.value)
+
+
+def test_document_settings_are_read() -> None:
+    assert policy_from_dict({}).id == "default"
+    everyone = policy_from_dict({"default": "allow"})
+    assert everyone.default == "allow"
+    assert everyone.evaluate(None, Operation("GET", "/orders")).allowed
+    assert policy_from_dict({"dry_run": True}).dry_run is True
+    assert policy_from_dict({}).dry_run is False
+
+
+def test_any_scopes_alone_are_required() -> None:
+    policy = policy_from_dict({"rules": [{"id": "r", "any_scopes": ["orders:read", "orders:all"]}]})
+    op = Operation("GET", "/orders/{order_id}")
+    refused = policy.evaluate(web(scopes={"orders:write"}), op)
+    assert not refused.allowed and refused.reason == "insufficient_scope"
+    assert policy.evaluate(web(scopes={"orders:all"}), op).allowed
+
+
+def test_rate_limits_keep_their_callers_and_operations() -> None:
+    doc = {
+        "rate_limits": [
+            {
+                "id": "shop-writes",
+                "rate": 1.0,
+                "burst": 5,
+                "from": [{"trust_domains": ["example.org"]}],
+                "to": [{"methods": ["POST"]}],
+            }
+        ]
+    }
+    policy = policy_from_dict(doc)
+    post, get = Operation("POST", "/orders"), Operation("GET", "/orders")
+    assert [r.id for r in policy.rate_limits_for(web(), post)] == ["shop-writes"]
+    assert policy.rate_limits_for(web(), get) == ()
+    partner = Principal(proven_by="mtls", spiffe_id=SpiffeId.parse("spiffe://partner.org/x"))
+    assert policy.rate_limits_for(partner, post) == ()
+
+
+def test_a_custom_rule_without_hook_timeout_keeps_the_default() -> None:
+    from zerotrust.authz import Rule
+
+    def hook(principal: object, op: object) -> bool:
+        return True
+
+    policy = policy_from_dict(
+        {"rules": [{"id": "ext", "action": "CUSTOM", "hook": "h"}]}, hooks={"h": hook}
+    )
+    default = Rule(id="ext", action="CUSTOM", hook=hook).hook_timeout
+    assert policy.rules[0].hook_timeout == default
 
 
 def test_file_errors(tmp_path: Path) -> None:

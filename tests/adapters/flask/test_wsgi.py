@@ -34,6 +34,7 @@ from zerotrust.adapters._common import (
     route_template,
     routeless_hazards,
 )
+from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS
 from zerotrust.authn.request import MAX_HEADER_LINES
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, MalformedCredentials
@@ -46,6 +47,7 @@ from zerotrust.wsgi import (
     ZeroTrustMiddleware,
 )
 from zerotrust.wsgi import current_principal as context_principal
+from zerotrust.x509._certs import MAX_CHAIN_LENGTH
 
 from ._support import AUD, ISS, WEB, bearer, expected_refusal, make_guard
 
@@ -180,6 +182,20 @@ def test_routeless_hazards() -> None:
     )
 
 
+def test_routeless_hazards_any_scoped_operation_counts() -> None:
+    # a rule matches when any of its operations does: one route-scoped entry is enough
+    mixed = [Operations(methods=["GET"]), Operations(routes=["/admin"])]
+    mixed_not = [Operations(methods=["GET"]), Operations(not_routes=["/admin"])]
+    policy = Policy(
+        [
+            Rule(id="deny-mixed", action="DENY", operations=mixed),
+            Rule(id="allow-mixed", operations=mixed_not),
+        ],
+        rate_limits=[RateLimit("limit-mixed", rate=1, burst=1, operations=mixed)],
+    )
+    assert routeless_hazards(policy) == ("deny-mixed", "allow-mixed", "limit-mixed")
+
+
 @pytest.mark.parametrize(
     ("rule", "template"),
     [
@@ -202,6 +218,13 @@ def test_routeless_hazards() -> None:
         ("^legacy/(?P<lid>[0-9]+)/x/<int:y>/", "/legacy/{lid}/x/{y}"),
         ("^legacy/(?P<lid>[0-9]+)/x/<y>/", "/legacy/{lid}/x/{y}"),
         ("tenants/<int:tenant_id>/(?:a|b)/$", None),
+        # each of ^, $ and a named group alone marks a re_path() pattern
+        ("^reports/", "/reports"),
+        ("^orders/\\d+", None),
+        ("orders/(?P<pk>[0-9]+)/", "/orders/{pk}"),
+        ("^orders/(?P<pk>[0-9]+)\\Z", "/orders/{pk}"),
+        # an escape that is not a literal character is a regex with no template
+        ("^orders/\\w$", None),
     ],
 )
 def test_route_template(rule: str, template: str | None) -> None:
@@ -304,6 +327,19 @@ def test_strip_list() -> None:
     assert "x-forwarded-client-cert" in forwarded_headers_to_strip(nothing, None)
 
 
+def test_strip_list_keeps_only_an_accepted_proxy_header() -> None:
+    from zerotrust.pipeline import Outcome
+
+    accepted = Outcome(True, None, None, None, 200, "OK", notes=("forwarded_cert_xfcc",))
+    proxies = TrustedProxies(["10.0.0.0/8"], header="xfcc", header_name="x-client-cert")
+    kept = forwarded_headers_to_strip(accepted, proxies)
+    assert "x-client-cert" not in kept and "x-forwarded-client-cert" in kept
+    # no trusted proxies configured, or an exempt request: everything goes
+    assert forwarded_headers_to_strip(accepted, None) == FORWARDED_CERT_HEADERS
+    assert forwarded_headers_to_strip(None, proxies) == proxies.header_names
+    assert forwarded_headers_to_strip(None, None) == FORWARDED_CERT_HEADERS
+
+
 def test_too_many_headers_are_refused(issuer: TokenIssuer, clock: FixedClock) -> None:
     guard, sink = make_guard(issuer, clock, policy=ALLOW_ALL)
     client = Client(ZeroTrustMiddleware(inner_app, guard=guard))
@@ -346,6 +382,25 @@ def test_pem_chain_der_bounds(ca_with_intermediate: DevCA) -> None:
     for bad in ([], [b"\xff"], [""], [pem] * 11):
         with pytest.raises(MalformedCredentials):
             pem_chain_der(bad, "x")
+
+
+def test_pem_chain_der_holds_at_most_max_chain_length_certificates(
+    ca_with_intermediate: DevCA,
+) -> None:
+    leaf = ca_with_intermediate.issue_svid(WEB).leaf.public_bytes(Encoding.PEM)
+    assert len(pem_chain_der([leaf] * MAX_CHAIN_LENGTH, "x")) == MAX_CHAIN_LENGTH
+    assert len(pem_chain_der(leaf * MAX_CHAIN_LENGTH, "x")) == MAX_CHAIN_LENGTH
+    for too_many in ([leaf] * (MAX_CHAIN_LENGTH + 1), leaf * (MAX_CHAIN_LENGTH + 1)):
+        with pytest.raises(MalformedCredentials, match="more than"):
+            pem_chain_der(too_many, "x")
+
+
+def test_pem_chain_der_refuses_what_is_not_pem_text() -> None:
+    with pytest.raises(MalformedCredentials, match="not ASCII PEM text"):
+        pem_chain_der([b"\xff"], "x")
+    for bad in ([None], [123], [bytearray(b"x")]):
+        with pytest.raises(MalformedCredentials, match="not PEM text"):
+            pem_chain_der(bad, "x")  # type: ignore[list-item]
 
 
 def test_response_bodies_keep_their_shape(issuer: TokenIssuer, clock: FixedClock) -> None:

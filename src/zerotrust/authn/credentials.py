@@ -78,6 +78,8 @@ def extract_credentials(
         value = text[cut + 1 :].strip(" ")
         if not value or not B64TOKEN.fullmatch(value):
             raise MalformedCredentials(f"malformed {canonical} credentials")
+        if len(value) > max_token_bytes:  # the header bound above leaves room for the scheme
+            raise MalformedCredentials(f"{canonical} token is too large")
         token, scheme = value, canonical
     proof = _single(view, "dpop")
     if proof is not None and (len(proof) > max_token_bytes or not B64TOKEN.fullmatch(proof)):

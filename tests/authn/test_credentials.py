@@ -1,0 +1,76 @@
+"""Reading credentials from request headers: one header each, strict syntax, size bounds."""
+
+from __future__ import annotations
+
+import pytest
+
+from zerotrust import Request
+from zerotrust.authn.credentials import ApiKeys, extract_credentials
+from zerotrust.errors import ConfigurationError, MalformedCredentials, UnsupportedScheme
+
+
+def _view(**headers: str | list[str]) -> Request:
+    return Request(method="GET", path="/x", headers=headers)
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "DPoP"])
+def test_the_token_itself_is_bounded_at_max_token_bytes(scheme: str) -> None:
+    exact = extract_credentials(_view(authorization=f"{scheme} {'a' * 64}"), max_token_bytes=64)
+    assert exact.token == "a" * 64 and exact.scheme == scheme
+    # the header may be up to 16 bytes longer (room for the scheme), the token may not
+    for size in (65, 64 + 16 - len(scheme) - 1):
+        with pytest.raises(MalformedCredentials):
+            extract_credentials(_view(authorization=f"{scheme} {'a' * size}"), max_token_bytes=64)
+
+
+def test_the_authorization_header_is_bounded_before_it_is_parsed() -> None:
+    padded = "Bearer " + "a" * 64 + " " * 9  # 80 characters: max_token_bytes + 16
+    assert extract_credentials(_view(authorization=padded), max_token_bytes=64).token == "a" * 64
+    with pytest.raises(MalformedCredentials, match="too large"):
+        extract_credentials(_view(authorization=padded + " "), max_token_bytes=64)
+
+
+def test_authorization_syntax() -> None:
+    assert extract_credentials(_view(authorization="bearer   abc")).token == "abc"
+    with pytest.raises(UnsupportedScheme):
+        extract_credentials(_view(authorization="Basic abc"))
+    for bad in ("Bearer\tabc", "Bearer", "Bearer ", "Bearer a b", "Bearer a,b"):
+        with pytest.raises(MalformedCredentials):
+            extract_credentials(_view(authorization=bad))
+    with pytest.raises(MalformedCredentials):
+        extract_credentials(_view(authorization=["Bearer a", "Bearer b"]))
+
+
+def test_the_dpop_proof_header_is_bounded_and_b64token() -> None:
+    proof = extract_credentials(_view(dpop="a" * 64), max_token_bytes=64).dpop_proof
+    assert proof == "a" * 64
+    for bad in ("a" * 65, "a b", "a,b"):
+        with pytest.raises(MalformedCredentials, match="DPoP proof"):
+            extract_credentials(_view(dpop=bad), max_token_bytes=64)
+
+
+def test_an_api_key_is_one_to_512_characters() -> None:
+    def read(value: str) -> str | None:
+        view = _view(**{"x-api-key": value})
+        return extract_credentials(view, api_key_header="x-api-key").api_key
+
+    assert read("k") == "k" and read("k" * 512) == "k" * 512
+    for bad in ("", "k" * 513):
+        with pytest.raises(MalformedCredentials, match="API key"):
+            read(bad)
+    # read only when a header is configured
+    assert extract_credentials(_view(**{"x-api-key": "k"})).api_key is None
+
+
+def test_api_keys_refuse_a_bad_configuration() -> None:
+    digest = ApiKeys.hash("secret")
+    with pytest.raises(ConfigurationError, match="at least one"):
+        ApiKeys({})
+    for stored in ("secret", digest.upper(), digest[:-1], ""):
+        with pytest.raises(ConfigurationError, match="SHA-256"):
+            ApiKeys({"k": stored})
+    with pytest.raises(ConfigurationError, match="not a valid header name"):
+        ApiKeys({"k": digest}, header=123)  # type: ignore[arg-type]
+    keys = ApiKeys({"k": digest}, header="X-Api-Key")
+    assert keys.header == "x-api-key" and keys.identify("secret") == "k"
+    assert keys.identify("other") is None

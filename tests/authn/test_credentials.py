@@ -34,7 +34,8 @@ def test_authorization_syntax() -> None:
     assert extract_credentials(_view(authorization="bearer   abc")).token == "abc"
     with pytest.raises(UnsupportedScheme):
         extract_credentials(_view(authorization="Basic abc"))
-    for bad in ("Bearer\tabc", "Bearer", "Bearer ", "Bearer a b", "Bearer a,b"):
+    # a tab is not the separator (RFC 6750 2.1: 1*SP) and not part of a b64token
+    for bad in ("Bearer\tabc", "Bearer a\tb", "Bearer", "Bearer ", "Bearer a b", "Bearer a,b"):
         with pytest.raises(MalformedCredentials):
             extract_credentials(_view(authorization=bad))
     with pytest.raises(MalformedCredentials):
@@ -66,9 +67,9 @@ def test_api_keys_refuse_a_bad_configuration() -> None:
     digest = ApiKeys.hash("secret")
     with pytest.raises(ConfigurationError, match="at least one"):
         ApiKeys({})
-    for stored in ("secret", digest.upper(), digest[:-1], ""):
+    for stored in ("secret", digest.upper(), digest[:-1], "", None):
         with pytest.raises(ConfigurationError, match="SHA-256"):
-            ApiKeys({"k": stored})
+            ApiKeys({"k": stored})  # type: ignore[dict-item]
     with pytest.raises(ConfigurationError, match="not a valid header name"):
         ApiKeys({"k": digest}, header=123)  # type: ignore[arg-type]
     keys = ApiKeys({"k": digest}, header="X-Api-Key")

@@ -257,6 +257,95 @@ def test_refusals_do_not_repeat_the_proof(holder: PrivateJWK, token: str, jwk: A
     assert "A" * 8 not in str(info.value) and "unusable" in str(info.value)
 
 
+def claims_proof(key: PrivateJWK, token: str, **changes: Any) -> str:
+    """A proof of ``GET URL`` for ``token``, its claims changed (``ABSENT`` drops one)."""
+    ath = b64url_encode(hashlib.sha256(token.encode()).digest())
+    claims = {"jti": "p1", "htm": "GET", "htu": URL, "iat": NOW, "ath": ath, **changes}
+    head = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public().to_public_dict()}
+    return sign(key, head, {name: value for name, value in claims.items() if value is not ABSENT})
+
+
+@pytest.mark.parametrize(
+    ("iat", "accepted"),
+    [
+        (NOW + 5, True),  # leeway into the future, inclusive
+        (NOW + 5.5, False),
+        (NOW + 6, False),
+        (NOW - 65, True),  # max_age + leeway into the past, inclusive
+        (NOW - 65.5, False),
+        (NOW - 66, False),
+        (NOW - 30.25, True),  # a fractional NumericDate
+    ],
+)
+def test_iat_window_is_max_age_and_leeway_inclusive(
+    holder: PrivateJWK, token: str, iat: float, accepted: bool
+) -> None:
+    # RFC 9449 11.1: a proof is accepted only within a window around its creation time
+    config = DPoPConfig(max_age=60, leeway=5)
+    presented = claims_proof(holder, token, iat=iat)
+    if accepted:
+        assert check(presented, token, config=config) == holder.thumbprint()
+    else:
+        with pytest.raises(InvalidDPoPProof, match="outside the accepted window"):
+            check(presented, token, config=config)
+
+
+@pytest.mark.parametrize(
+    "iat", [ABSENT, None, str(NOW), [NOW], True], ids=["absent", "null", "string", "array", "bool"]
+)
+def test_an_iat_that_is_not_a_number_is_refused(holder: PrivateJWK, token: str, iat: Any) -> None:
+    with pytest.raises(InvalidDPoPProof, match="iat is not a number"):
+        check(claims_proof(holder, token, iat=iat), token)
+
+
+@pytest.mark.parametrize("claim", ["jti", "htm", "htu"])
+@pytest.mark.parametrize("value", [ABSENT, "", 7, None], ids=["absent", "empty", "number", "null"])
+def test_required_string_claims_are_refused_when_missing_or_not_strings(
+    holder: PrivateJWK, token: str, claim: str, value: Any
+) -> None:
+    with pytest.raises(InvalidDPoPProof, match=f"no valid '{claim}'"):
+        check(claims_proof(holder, token, **{claim: value}), token)
+
+
+def test_a_jti_is_at_most_256_characters(holder: PrivateJWK, token: str) -> None:
+    assert check(claims_proof(holder, token, jti="j" * 256), token) == holder.thumbprint()
+    with pytest.raises(InvalidDPoPProof, match="no valid 'jti'"):
+        check(claims_proof(holder, token, jti="j" * 257), token)
+
+
+@pytest.mark.parametrize(
+    "ath",
+    [
+        ABSENT,
+        None,
+        7,
+        "",
+        b64url_encode(hashlib.sha256(b"another token").digest()),
+        b64url_encode(hashlib.sha256(b"another token").digest()) + "=",
+    ],
+    ids=["absent", "null", "number", "empty", "other-token", "padded"],
+)
+def test_ath_must_be_the_hash_of_the_presented_token(
+    holder: PrivateJWK, token: str, ath: Any
+) -> None:
+    # RFC 9449 4.3 and 7: with an access token, ath is its base64url SHA-256, compared exactly
+    with pytest.raises(InvalidDPoPProof, match="ath does not match"):
+        check(claims_proof(holder, token, ath=ath), token)
+
+
+def test_without_an_access_token_no_ath_is_required(holder: PrivateJWK, token: str) -> None:
+    # a proof sent to a token endpoint (RFC 9449 5) carries no ath
+    verified = verify_dpop_proof(
+        claims_proof(holder, token, ath=ABSENT),
+        method="GET",
+        url=URL,
+        access_token=None,
+        config=DPoPConfig(),
+        now=NOW,
+    )
+    assert (verified.jkt, verified.jti, verified.iat) == (holder.thumbprint(), "p1", float(NOW))
+
+
 # --- the service's origins ---------------------------------------------------------------------
 
 
@@ -288,6 +377,34 @@ def test_lists_given_are_kept_as_tuples() -> None:
     assert hash(config) == hash(DPoPConfig(algorithms=("ES256", "EdDSA"), origins=config.origins))
     with pytest.raises(ConfigurationError):
         DPoPConfig(algorithms="ES256")  # a string, not a list of them
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"algorithms": []},
+        {"algorithms": ["HS256"]},
+        {"algorithms": ["ES256", "none"]},
+        {"algorithms": "ES256"},
+        {"algorithms": None},
+        {"max_age": 0},
+        {"max_age": -1},
+        {"max_age": 3600.5},
+        {"leeway": -0.5},
+        {"leeway": 300.5},
+    ],
+    ids=repr,
+)
+def test_invalid_dpop_settings_are_configuration_errors(settings: dict[str, Any]) -> None:
+    # RFC 9449 3.1 and RFC 8725 3.1: proofs are signed with asymmetric keys; the iat window
+    # (max_age and leeway) is bounded
+    with pytest.raises(ConfigurationError, match="DPoP"):
+        DPoPConfig(**settings)
+
+
+def test_dpop_window_bounds_are_inclusive() -> None:
+    assert DPoPConfig(max_age=3600, leeway=300).max_age == 3600
+    assert DPoPConfig(max_age=0.5, leeway=0).leeway == 0
 
 
 @pytest.mark.parametrize(

@@ -217,17 +217,22 @@ def test_htu_naming_another_url_is_refused(holder: PrivateJWK, token: str, htu: 
         "https://api.example\\@evil.example/orders/7",
         "https://[::1%25eth0]/x",
         "https://[not-ip]/x",
+        "https://[1::2::3]/x",
         "https://api.example/caf\u00e9",
     ],
 )
 def test_htu_that_is_not_an_http_url_is_malformed(holder: PrivateJWK, token: str, htu: str) -> None:
-    with pytest.raises(InvalidDPoPProof, match="htu"):
+    # refused as malformed, not merely as naming another URL
+    with pytest.raises(InvalidDPoPProof, match="htu is not an http"):
         check(proof(holder, token, htu=htu), token)
 
 
 def test_normalize_htu() -> None:
     assert normalize_htu("HTTPS://Api.Example:443/a/./b/../%63?q#f") == "https://api.example/a/c"
     assert normalize_htu("http://[::1]:8080") == "http://[::1]:8080/"
+    # RFC 3986 5.2.4: a final dot segment leaves the path ending in "/"
+    assert normalize_htu("https://a.example/a/b/..") == "https://a.example/a/"
+    assert normalize_htu("https://a.example/a/b/.") == "https://a.example/a/b/"
     with pytest.raises(MalformedToken):
         normalize_htu("https://user@api.example/")
 
@@ -344,6 +349,66 @@ def test_without_an_access_token_no_ath_is_required(holder: PrivateJWK, token: s
         now=NOW,
     )
     assert (verified.jkt, verified.jti, verified.iat) == (holder.thumbprint(), "p1", float(NOW))
+
+
+def test_only_the_configured_algorithms_are_accepted(token: str) -> None:
+    ed = PrivateJWK.generate("EdDSA")
+    signed = proof(ed, token, alg="EdDSA")
+    assert check(signed, token) == ed.thumbprint()
+    with pytest.raises(InvalidDPoPProof, match="algorithm not accepted"):
+        check(signed, token, config=DPoPConfig(algorithms=["ES256"]))
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ({"alg": ABSENT}, "algorithm not accepted"),
+        ({"alg": "none"}, "algorithm not accepted"),
+        ({"alg": ["ES256"]}, "algorithm not accepted"),
+        ({"crit": ["exp"]}, "crit is refused"),  # RFC 7515 4.1.11: no extension is understood
+        ({"crit": []}, "crit is refused"),
+        ({"jwk": ABSENT}, "no jwk header"),
+        ({"jwk": "eyJrdHkiOiJFQyJ9"}, "no jwk header"),
+        ({"jwk": [{"kty": "EC"}]}, "no jwk header"),
+    ],
+    ids=repr,
+)
+def test_proof_headers_that_are_refused(
+    holder: PrivateJWK, token: str, header: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidDPoPProof, match=message):
+        check(proof(holder, token, **header), token)
+
+
+def test_a_proof_must_be_a_canonical_compact_jws(holder: PrivateJWK, token: str) -> None:
+    valid = proof(holder, token)
+    head, body, sig = valid.split(".")
+    # an ES256 signature is 64 bytes: its last base64url character carries 4 unused bits
+    last = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".index(sig[-1])
+    respelt = (
+        sig[:-1] + "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"[last | 1]
+    )
+    for refused in (f"{head}.{body}.{respelt}", f"{head}.{body}", f"{valid}.{sig}", f"{valid}="):
+        with pytest.raises(InvalidDPoPProof, match="not a compact JWS"):
+            check(refused, token)
+    not_json = b64url_encode(b"{not json")
+    for refused in (f"{not_json}.{body}.{sig}", f"{head}.{not_json}.{sig}"):
+        with pytest.raises(InvalidDPoPProof, match="not valid JSON"):
+            check(refused, token)
+
+
+def test_a_proof_is_at_most_8192_bytes(holder: PrivateJWK, token: str) -> None:
+    ath = b64url_encode(hashlib.sha256(token.encode()).digest())
+    claims = {"jti": "p1", "htm": "GET", "htu": URL, "iat": NOW, "ath": ath}
+    by_size = {}
+    for pad in range(5600, 5750):
+        for extra in ("", "x"):  # a header member: every total length is reached
+            head = {"typ": "dpop+jwt", "alg": "ES256", "jwk": holder.public().to_public_dict()}
+            signed = sign(holder, {**head, "x": extra}, {**claims, "pad": "p" * pad})
+            by_size.setdefault(len(signed), signed)
+    assert check(by_size[8192], token) == holder.thumbprint()
+    with pytest.raises(InvalidDPoPProof, match="too large"):
+        check(by_size[8193], token)
 
 
 # --- the service's origins ---------------------------------------------------------------------

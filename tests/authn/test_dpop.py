@@ -233,6 +233,7 @@ def test_normalize_htu() -> None:
     # RFC 3986 5.2.4: a final dot segment leaves the path ending in "/"
     assert normalize_htu("https://a.example/a/b/..") == "https://a.example/a/"
     assert normalize_htu("https://a.example/a/b/.") == "https://a.example/a/b/"
+    assert normalize_htu("https://[V1.Fe:x]/") == "https://[v1.fe:x]/"  # RFC 3986 IPvFuture
     with pytest.raises(MalformedToken):
         normalize_htu("https://user@api.example/")
 
@@ -434,6 +435,12 @@ def test_origins_are_validated_and_normalised() -> None:
     )
 
 
+def test_origin_limits_are_inclusive() -> None:
+    many = [f"https://a{n}.example" for n in range(64)]
+    assert len(DPoPConfig(origins=many).origins) == 64
+    assert DPoPConfig(origins=["https://a.example:65535"]).origins == ("https://a.example:65535",)
+
+
 def test_lists_given_are_kept_as_tuples() -> None:
     """Sequences in (what the docs write), tuples kept: the frozen config stays hashable."""
     config = DPoPConfig(algorithms=["ES256", "EdDSA"], origins=["https://api.example"])
@@ -476,6 +483,8 @@ def test_dpop_window_bounds_are_inclusive() -> None:
     "origins",
     [
         "https://api.example",  # a string, not a list of them
+        None,
+        {"https://api.example": 1},
         ["https://api.example/v1/../v2"],
         ["https://api.example?x"],
         ["https://api.example#x"],
@@ -486,11 +495,24 @@ def test_dpop_window_bounds_are_inclusive() -> None:
         ["https://"],
         [5],
         ["https://a.example"] * 65,
+        ["https://api.example/a b"],
+        ["https://api.example/caf\u00e9"],
+        ["https://[not-ip]"],
     ],
 )
 def test_invalid_origins_are_configuration_errors(origins: Any) -> None:
     with pytest.raises(ConfigurationError):
         DPoPConfig(origins=origins)
+
+
+def test_with_origins_a_hash_in_the_request_path_is_malformed(
+    holder: PrivateJWK, token: str
+) -> None:
+    # RFC 9112 3.2: a request target holds no fragment; "#" is never where the path ends
+    config = DPoPConfig(origins=["https://api.example"])
+    for url in ("/orders/7#/x", "/orders/7?q#x"):
+        with pytest.raises(MalformedCredentials, match="'#'"):
+            check(proof(holder, token), token, url=url, config=config)
 
 
 def test_with_origins_only_the_path_of_the_url_counts(holder: PrivateJWK, token: str) -> None:
@@ -506,7 +528,9 @@ def test_with_origins_only_the_path_of_the_url_counts(holder: PrivateJWK, token:
         check(proof(holder, token), token, url="/orders/8", config=config)
 
 
-@pytest.mark.parametrize("url", ["/orders/7", "api.example/orders/7", "https://a b/orders/7"])
+@pytest.mark.parametrize(
+    "url", ["/orders/7", "api.example/orders/7", "https://a b/orders/7", URL + "#f", URL + "?q#f"]
+)
 def test_a_url_that_is_not_one_is_malformed(holder: PrivateJWK, token: str, url: str) -> None:
     """Without configured origins the server's URL must be absolute (a path alone is not)."""
     with pytest.raises(MalformedCredentials):
@@ -797,6 +821,17 @@ def test_a_present_jkt_binds_whatever_its_value(
     assert bearer.body() == {"error": "invalid_token", "error_description": "invalid token"}
     presented = plain("api.example", "/orders/7", headers(bound, proof(holder, bound)))
     assert code(zt.evaluate(presented)) == "401 token_binding_mismatch"
+
+
+def test_the_dpop_scheme_with_an_unbound_token_is_refused(
+    issuer: TokenIssuer, clock: FixedClock, holder: PrivateJWK
+) -> None:
+    # a valid proof does not make a plain bearer token sender-constrained (RFC 9449 7.1)
+    zt = guard(issuer, clock, origins=["https://api.example"])
+    for extra in ({}, {"cnf": {"kid": "other-binding"}}):
+        unbound = issuer.issue(subject="svc-a", audience=AUD, ttl=3600, extra_claims=extra)
+        presented = plain("api.example", "/orders/7", headers(unbound, proof(holder, unbound)))
+        assert code(zt.evaluate(presented)) == "401 token_binding_mismatch"
 
 
 def test_an_unbound_cnf_still_takes_bearer(issuer: TokenIssuer, clock: FixedClock) -> None:

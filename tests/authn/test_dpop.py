@@ -238,11 +238,13 @@ def test_normalize_htu() -> None:
         normalize_htu("https://user@api.example/")
 
 
-def test_non_ascii_access_token_is_a_typed_error(holder: PrivateJWK, token: str) -> None:
+def test_a_non_ascii_access_token_or_proof_is_a_typed_error(holder: PrivateJWK, token: str) -> None:
     with pytest.raises(MalformedToken, match="access token"):
         check(proof(holder, token), "t\u00e9")
     with pytest.raises(InvalidDPoPProof):
         check(b"not.a.string", token)  # type: ignore[arg-type]
+    with pytest.raises(InvalidDPoPProof, match="not a compact JWS"):
+        check(proof(holder, token) + "\u00e9", token)
 
 
 @pytest.mark.parametrize(

@@ -269,6 +269,9 @@ def test_invalid_address_names_the_entry(bad: str) -> None:
         ({"header": "client-cert", "header_name": "x-cert"}, "cannot be changed"),
         ({"header_name": "bad name"}, "not a valid header name"),
         ({"header_name": "client-cert"}, "another header format"),
+        ({"header_name": 5}, "not a valid header name"),
+        ({"header_name": "Authorization"}, "another credential"),
+        ({"header": "nginx", "header_name": "DPoP"}, "another credential"),
         ({"header": "nginx", "header_name": "X-Forwarded-Client-Cert"}, "another header"),
         ({"hop": "middle"}, "hop"),
         ({"header": "nginx", "hop": "first"}, "xfcc"),
@@ -276,6 +279,8 @@ def test_invalid_address_names_the_entry(bad: str) -> None:
         ({"max_header_bytes": 1.5}, "max_header_bytes"),
         ({"max_header_bytes": 10**9}, "max_header_bytes"),
         ({"allow_unescaped_pem": True}, "nginx"),
+        ({"header": "nginx", "allow_unescaped_pem": "false"}, "True or False"),
+        ({"header": "nginx", "allow_unescaped_pem": 1}, "True or False"),
         ({"spiffe_ids": "spiffe://example.org/envoy"}, "matcher"),
     ],
 )
@@ -310,6 +315,25 @@ def test_configuration_is_immutable_and_readable() -> None:
     assert TrustedProxies([PROXY]).header_names == FORWARDED_CERT_HEADERS
 
 
+def test_configuration_bounds_are_inclusive() -> None:
+    assert TrustedProxies([PROXY], max_header_bytes=1).max_header_bytes == 1
+    assert TrustedProxies([PROXY], max_header_bytes=1024 * 1024).max_header_bytes == 1024 * 1024
+
+
+def test_header_name_may_repeat_its_own_default() -> None:
+    config = TrustedProxies([PROXY], header_name="X-Forwarded-Client-Cert")
+    assert config.header_name == "x-forwarded-client-cert"
+    assert config.header_names == FORWARDED_CERT_HEADERS
+
+
+def test_whole_ipv4_mapped_range_is_read_as_ipv4() -> None:
+    config = TrustedProxies(["::ffff:0:0/96"])
+    assert config.networks == (ipaddress.ip_network("0.0.0.0/0"),)
+    assert config.trusted_address("::ffff:10.0.0.1") == "10.0.0.1"
+    assert config.trusted_address("10.0.0.1") == "10.0.0.1"
+    assert config.trusted_address("2001:db8::1") is None
+
+
 @pytest.mark.parametrize(
     ("address", "trusted"),
     [
@@ -336,6 +360,13 @@ def test_configuration_is_immutable_and_readable() -> None:
 def test_address_matching(address: str | None, trusted: bool) -> None:
     config = TrustedProxies(["10.0.0.0/8", "2001:db8::/32", "fe80::/10", "::ffff:192.168.1.7"])
     assert (config.trusted_address(address) is not None) is trusted
+
+
+def test_non_string_peer_address_is_never_trusted() -> None:
+    # ipaddress would read the integer 167772161 as 10.0.0.1.
+    config = TrustedProxies(["10.0.0.0/8"])
+    assert config.trusted_address(167772161) is None  # type: ignore[arg-type]
+    assert config.distrust(167772161, None) == "untrusted_peer"  # type: ignore[arg-type]
 
 
 def test_trusted_address_is_normalized() -> None:

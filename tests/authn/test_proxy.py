@@ -500,6 +500,13 @@ def test_client_cert_chain_limits(chain: tuple[x509.Certificate, ...]) -> None:
     )
     with pytest.raises(MalformedCredentials, match="exceeds 10"):
         extract_forwarded_cert(too_long, PROXY, None, config)
+    longest = headers(
+        client_cert=sf(der(chain[0])),
+        client_cert_chain=[sf(der(chain[1]))] * (MAX_CHAIN_LENGTH - 1),
+    )
+    result = extract_forwarded_cert(longest, PROXY, None, config)
+    assert result.chain is not None
+    assert len(result.chain) == MAX_CHAIN_LENGTH
 
 
 def test_nginx_from_trusted_proxy(chain: tuple[x509.Certificate, ...]) -> None:

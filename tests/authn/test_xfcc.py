@@ -137,6 +137,11 @@ def test_element_limit_is_configurable() -> None:
     assert len(parse_xfcc(",".join(["By=p"] * MAX_XFCC_ELEMENTS))) == MAX_XFCC_ELEMENTS
 
 
+def test_pair_limit_is_inclusive() -> None:
+    (element,) = parse_xfcc(";".join(["By=p"] * _xfcc.MAX_XFCC_PAIRS))
+    assert element.by == ("p",) * _xfcc.MAX_XFCC_PAIRS
+
+
 # --- malformed headers ---------------------------------------------------------------------
 
 
@@ -154,7 +159,9 @@ def test_element_limit_is_configurable() -> None:
         'Subject="unterminated',
         r'Subject="ends with escaped quote\"',
         'Subject="a"b',
+        'Subject="a"xURI=spiffe://a/x',
         'By=a"b"',
+        'By=a"URI=spiffe://a/x',
         "By p=q",
         "Hash=a;Hash=b",
         "Cert=a;CERT=b",
@@ -171,6 +178,13 @@ def test_element_limit_is_configurable() -> None:
 def test_malformed_headers(header: str) -> None:
     with pytest.raises(MalformedCredentials):
         parse_xfcc(header)
+
+
+def test_quoting_errors_are_named() -> None:
+    with pytest.raises(MalformedCredentials, match="unterminated quoted value"):
+        parse_xfcc('By=p;Subject="unterminated')
+    with pytest.raises(MalformedCredentials, match="text after a closing quote"):
+        parse_xfcc('Subject="a"xBy=p')
 
 
 def test_size_bound() -> None:

@@ -127,6 +127,8 @@ def test_optional_whitespace_around_separators() -> None:
     first, second = parse_xfcc('By=p ; Subject="s"  ;URI=u , By=q')
     assert first == XfccElement(by=("p",), subject="s", uris=("u",))
     assert second == XfccElement(by=("q",))
+    (element,) = parse_xfcc('Subject="s" ;URI=u')
+    assert element == XfccElement(subject="s", uris=("u",))
 
 
 def test_element_limit_is_configurable() -> None:

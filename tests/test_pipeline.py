@@ -649,15 +649,21 @@ def dpop_proof(
     return ".".join([*segs, b64url_encode(key.sign(signing_input))])
 
 
-def test_dpop(issuer: TokenIssuer, clock: FixedClock) -> None:
-    guard, _ = make_guard(issuer, clock)
-    holder = PrivateJWK.generate("ES256")
-    token = issuer.issue(
+def bound_token(issuer: TokenIssuer, holder: PrivateJWK, ttl: int = 300) -> str:
+    """An ``orders:read`` token for WEB bound to ``holder``'s key (``cnf.jkt``)."""
+    return issuer.issue(
         subject=WEB,
         audience=AUD,
         scopes=["orders:read"],
+        ttl=ttl,
         extra_claims={"cnf": {"jkt": holder.public().thumbprint()}},
     )
+
+
+def test_dpop(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, _ = make_guard(issuer, clock)
+    holder = PrivateJWK.generate("ES256")
+    token = bound_token(issuer, holder)
     now = clock.now().timestamp()
     url = "https://api.example/orders/7"
 
@@ -777,13 +783,7 @@ def test_a_dpop_proof_is_refused_by_a_replica_whose_clock_is_behind(
         clock=behind,
     )
     holder = PrivateJWK.generate("ES256")
-    token = issuer.issue(
-        subject=WEB,
-        audience=AUD,
-        scopes=["orders:read"],
-        ttl=7200,
-        extra_claims={"cnf": {"jkt": holder.public().thumbprint()}},
-    )
+    token = bound_token(issuer, holder, ttl=7200)
     iat = clock.now().timestamp()
     url = "https://api.example/orders/7"
     request = Request(
@@ -814,12 +814,7 @@ _NEUTRAL = (1).to_bytes(32, "little")
 def test_explain_takes_no_dpop_replay_entry(issuer: TokenIssuer, clock: FixedClock) -> None:
     guard, _ = make_guard(issuer, clock)
     holder = PrivateJWK.generate("ES256")
-    token = issuer.issue(
-        subject=WEB,
-        audience=AUD,
-        scopes=["orders:read"],
-        extra_claims={"cnf": {"jkt": holder.public().thumbprint()}},
-    )
+    token = bound_token(issuer, holder)
     proof = dpop_proof(
         holder,
         method="GET",
@@ -843,13 +838,7 @@ def test_a_dpop_token_is_challenged_with_dpop_however_the_header_is_spaced(
     # so is the scheme the challenge answers.
     guard, _ = make_guard(issuer, clock)
     holder = PrivateJWK.generate("ES256")
-    token = issuer.issue(
-        subject=WEB,
-        audience=AUD,
-        scopes=["orders:read"],
-        ttl=60,
-        extra_claims={"cnf": {"jkt": holder.public().thumbprint()}},
-    )
+    token = bound_token(issuer, holder, ttl=60)
     clock.advance(600)
     proof = dpop_proof(
         holder,

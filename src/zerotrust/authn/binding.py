@@ -455,7 +455,8 @@ def verify_dpop_proof(
         presented = claims.get("ath")
         if not isinstance(presented, str) or not _same(presented, ath):
             raise InvalidDPoPProof("DPoP proof ath does not match the access token")
-    return DPoPProof(jkt=jwk.thumbprint(), jti=jti, iat=float(iat))
+    # with ``jkt``, _proof_key compared the key's thumbprint with it: no second hash
+    return DPoPProof(jkt=jkt if jkt is not None else jwk.thumbprint(), jti=jti, iat=float(iat))
 
 
 def check_dpop_binding(token: VerifiedToken, proof: DPoPProof | None, scheme: str | None) -> bool:

@@ -227,6 +227,20 @@ def test_path_glob_rejects_invalid_patterns(pattern: str) -> None:
         match.path_glob("example.org", pattern)
 
 
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("/ns/**/sa", "only allowed as the last segment"),
+        ("/**/**", "only allowed as the last segment"),
+        ("/ns/pr*d", "is not a wildcard"),
+        ("/ns/***", "is not a wildcard"),
+    ],
+)
+def test_path_glob_explains_misplaced_wildcards(pattern: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        match.path_glob("example.org", pattern)
+
+
 def test_path_glob_rejects_non_string_pattern() -> None:
     with pytest.raises(ConfigurationError):
         match.path_glob("example.org", None)  # type: ignore[arg-type]
@@ -281,6 +295,21 @@ def test_matchers_refuse_non_spiffe_id_input(value: object) -> None:
     ):
         with pytest.raises(TypeError):
             matcher(value)  # type: ignore[arg-type]
+
+
+def test_combinators_refuse_non_spiffe_id_before_a_custom_matcher_sees_it() -> None:
+    # A custom matcher need not check its input: a str compared "not equal" must not become a
+    # match through not_(), nor reach any matcher through all_of()/any_of().
+    seen: list[object] = []
+
+    def is_prod_api(spiffe_id: SpiffeId) -> MatchResult:
+        seen.append(spiffe_id)
+        return MatchResult(spiffe_id == PROD_API, "custom", "compared by equality")
+
+    for matcher in (match.not_(is_prod_api), match.all_of(is_prod_api), match.any_of(is_prod_api)):
+        with pytest.raises(TypeError, match="SpiffeId"):
+            matcher(str(PROD_WEB))  # type: ignore[arg-type]
+    assert seen == []
 
 
 # --- combinators --------------------------------------------------------------------------

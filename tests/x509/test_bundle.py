@@ -13,6 +13,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from zerotrust import BundleSet, TrustBundle, TrustDomain
 from zerotrust.dev import DevCA
 from zerotrust.errors import BundleError, CertificateError, NoTrustBundle
+from zerotrust.identity import SpiffeId
 from zerotrust.sources import SpiffeJwtBundleKeySource
 from zerotrust.tokens import PrivateJWK
 from zerotrust.x509.verify import verify_x509_svid
@@ -397,3 +398,97 @@ def test_bundle_documents_hold_the_same_jwt_authorities(ca: DevCA) -> None:
             TrustBundle.from_jwks("example.org", doc)
     with pytest.raises(BundleError, match="mapping"):
         TrustBundle("example.org", jwt_authorities=[("a", P256)])  # type: ignore[arg-type]
+
+
+def test_bundle_documents_are_bounded_in_size_and_key_count() -> None:
+    """A valid document of 4 MiB is read; one byte more is refused before parsing, as is a
+    ``keys`` list of more than 1000 elements (even of ignored ones)."""
+    limit = 4 * 1024 * 1024
+    head, tail = b'{"keys": [], "pad": "', b'"}'
+    at_limit = head + b"a" * (limit - len(head) - len(tail)) + tail
+    assert TrustBundle.from_jwks("example.org", at_limit).x509_authorities == ()
+    with pytest.raises(BundleError, match="exceeds"):
+        TrustBundle.from_jwks("example.org", head + b"a" * (limit - len(head)) + tail)
+    ignored = {"kty": "EC", "use": "future-svid"}
+    assert TrustBundle.from_jwks("example.org", {"keys": [ignored] * 1000}) is not None
+    with pytest.raises(BundleError, match="more than 1000 keys"):
+        TrustBundle.from_jwks("example.org", {"keys": [ignored] * 1001})
+
+
+@pytest.mark.parametrize(
+    ("doc", "reason"),
+    [
+        ([{"keys": []}], "not a JSON object"),
+        ({"keys": [], "spiffe_refresh_hint": -1}, "non-negative integer"),
+        ({"keys": [], "spiffe_sequence": -1}, "non-negative integer"),
+        ({"keys": [{"use": "jwt-svid", **P256}]}, "has no 'kid'"),
+        ({"keys": [{"use": "jwt-svid", "kid": "", **P256}]}, "has no 'kid'"),
+        ({"keys": [{"use": "jwt-svid", "kid": 1, **P256}]}, "has no 'kid'"),
+        ({"keys": [{"kty": "EC", "use": "x509-svid", "x5c": {}}]}, "malformed 'x5c'"),
+    ],
+)
+def test_bad_bundle_documents_say_why(doc: object, reason: str) -> None:
+    with pytest.raises(BundleError, match=reason):
+        TrustBundle.from_jwks("example.org", doc)  # type: ignore[arg-type]
+
+
+def test_x5c_values_are_strict_base64(ca: DevCA) -> None:
+    """RFC 7517 4.7: x5c holds base64 DER; characters outside the alphabet are not skipped."""
+    entry = ca.bundle.to_jwks()["keys"][0]
+    value = entry["x5c"][0]
+    for bad in (value[:8] + "!" + value[8:], value[:8] + "\n" + value[8:]):
+        with pytest.raises(BundleError, match="invalid certificate"):
+            TrustBundle.from_jwks("example.org", {"keys": [{**entry, "x5c": [bad]}]})
+
+
+def test_zero_sequence_and_refresh_hint_are_kept_and_published(ca: DevCA) -> None:
+    doc = {**ca.bundle.to_jwks(), "spiffe_refresh_hint": 0, "spiffe_sequence": 0}
+    bundle = TrustBundle.from_jwks("example.org", doc)
+    assert (bundle.refresh_hint, bundle.sequence_number) == (0, 0)
+    assert bundle.to_jwks() == doc
+    plain = TrustBundle("example.org", [ca.root_certificate])
+    assert set(plain.to_jwks()) == {"keys"}  # neither member when not set
+    hinted = TrustBundle("example.org", [ca.root_certificate], refresh_hint=60)
+    assert hinted.to_jwks()["spiffe_refresh_hint"] == 60 and "spiffe_sequence" not in (
+        hinted.to_jwks()
+    )
+
+
+def test_a_jwt_key_rotated_under_the_same_kid_changes_the_bundle() -> None:
+    """Equality (what sources compare to notice an update) covers the keys, not only kids."""
+    other = PrivateJWK.generate("ES256").public().to_public_dict()
+    del other["kid"]
+    first = TrustBundle("example.org", jwt_authorities={"a": P256})
+    rotated = TrustBundle("example.org", jwt_authorities={"a": other})
+    assert first != rotated
+    assert first == TrustBundle("example.org", jwt_authorities={"a": dict(P256)})
+
+
+def test_bundles_compare_and_hash_as_values(ca: DevCA) -> None:
+    assert (ca.bundle == "example.org") is False
+    assert (ca.bundle.get_bundle_set() == ca.bundle) is False
+    assert (BundleSet([ca.bundle]) == [ca.bundle]) is False
+    same = BundleSet([TrustBundle.from_pem("example.org", ca.bundle.to_pem())])
+    assert same == BundleSet([ca.bundle]) and hash(same) == hash(BundleSet([ca.bundle]))
+    assert len({same, BundleSet([ca.bundle]), BundleSet()}) == 2
+
+
+def test_bundle_set_looks_up_by_spiffe_id_object(ca: DevCA, other_ca: DevCA) -> None:
+    bundles = BundleSet([ca.bundle, other_ca.bundle])
+    peer = SpiffeId.parse("spiffe://other.org/web")
+    assert bundles.get(peer) == other_ca.bundle
+    assert bundles.get_bundle_for_trust_domain(peer) == other_ca.bundle
+    assert peer in bundles
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: TrustBundle("example.org", ["not a certificate"]),  # type: ignore[list-item]
+        lambda: BundleSet(["example.org"]),  # type: ignore[list-item]
+        lambda: TrustBundle("example.org", jwt_authorities={"a": 5}),  # type: ignore[dict-item]
+    ],
+)
+def test_constructors_refuse_wrong_types_as_bundle_errors(build: object) -> None:
+    with pytest.raises(BundleError):
+        build()  # type: ignore[operator]

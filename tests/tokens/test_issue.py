@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 from typing import Any
 
@@ -297,3 +299,79 @@ def test_cnf_from_extra_claims(es256: PrivateJWK, clock: FixedClock) -> None:
     issuer = TokenIssuer(es256, issuer=ISSUER, clock=clock)
     token = issuer.issue(subject="s", audience=AUDIENCE, extra_claims={"cnf": {"jkt": "abc"}})
     assert _verifier(issuer.jwks(), clock).verify(token).cnf == {"jkt": "abc"}
+
+
+def test_certificate_thumbprint_is_base64url_sha256_of_the_der(
+    es256: PrivateJWK, clock: FixedClock, ca: DevCA
+) -> None:
+    """RFC 8705 3.1: x5t#S256 is the base64url (unpadded) SHA-256 of the certificate's DER."""
+    cert = ca.issue_svid("spiffe://example.org/svc/client").leaf
+    der = cert.public_bytes(serialization.Encoding.DER)
+    expected = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+    assert certificate_thumbprint(cert) == certificate_thumbprint(der) == expected
+    issuer = TokenIssuer(es256, issuer=ISSUER, clock=clock)
+    token = issuer.issue(subject="s", audience=AUDIENCE, bind_cert=der)
+    assert _verifier(issuer.jwks(), clock).verify(token).cnf == {"x5t#S256": expected}
+    with pytest.raises(ConfigurationError, match="either via bind_cert or extra_claims"):
+        issuer.issue(
+            subject="s", audience=AUDIENCE, bind_cert=cert, extra_claims={"cnf": {"jkt": "x"}}
+        )
+
+
+def test_a_single_audience_is_a_string_and_the_default_ttl_is_300(
+    es256: PrivateJWK, clock: FixedClock
+) -> None:
+    """RFC 7519 4.1.3: a single audience may be a string; duplicates collapse to it."""
+    issuer = TokenIssuer(es256, issuer=ISSUER, clock=clock)
+    assert issuer.issuer == ISSUER
+    for audience in (AUDIENCE, [AUDIENCE], [AUDIENCE, AUDIENCE]):
+        claims = (
+            _verifier(issuer.jwks(), clock)
+            .verify(issuer.issue(subject="s", audience=audience))
+            .claims
+        )
+        assert claims["aud"] == AUDIENCE
+        assert claims["exp"] - claims["iat"] == 300
+
+
+def test_ttl_bounds(es256: PrivateJWK, clock: FixedClock) -> None:
+    """A fractional ttl rounds up to whole seconds; one of exactly 366 days is allowed."""
+    issuer = TokenIssuer(es256, issuer=ISSUER, clock=clock)
+    verifier = _verifier(issuer.jwks(), clock)
+    assert verifier.verify(issuer.issue(subject="s", audience=AUDIENCE, ttl=0.5)).claims["exp"] == (
+        T0 + 1
+    )
+    longest = 366 * 24 * 3600
+    token = issuer.issue(subject="s", audience=AUDIENCE, ttl=longest)
+    assert verifier.verify(token).claims["exp"] == T0 + longest
+    with pytest.raises(ConfigurationError, match="at most"):
+        issuer.issue(subject="s", audience=AUDIENCE, ttl=longest + 1)
+
+
+def test_act_chain_of_eight_actors_is_the_limit(es256: PrivateJWK, clock: FixedClock) -> None:
+    issuer = TokenIssuer(es256, issuer=ISSUER, clock=clock)
+
+    def chain(length: int) -> dict[str, Any]:
+        act: dict[str, Any] = {"sub": "actor0"}
+        for i in range(1, length):
+            act = {"sub": f"actor{i}", "act": act}
+        return act
+
+    token = issuer.issue(subject="s", audience=AUDIENCE, act=chain(8))
+    assert len(_verifier(issuer.jwks(), clock).verify(token).act) == 8
+    with pytest.raises(ConfigurationError, match="deeper than 8"):
+        issuer.issue(subject="s", audience=AUDIENCE, act=chain(9))
+    with pytest.raises(ConfigurationError, match="JSON object"):
+        issuer.issue(subject="s", audience=AUDIENCE, act={"sub": "a", "act": {1: "b"}})
+
+
+def test_issuer_name_must_be_a_string(es256: PrivateJWK) -> None:
+    for bad in (5, b"https://issuer.example", ["https://issuer.example"]):
+        with pytest.raises(ConfigurationError, match="issuer must be a non-empty string"):
+            TokenIssuer(es256, issuer=bad)  # type: ignore[arg-type]
+
+
+def test_the_private_jwks_own_kid_may_be_repeated(es256: PrivateJWK) -> None:
+    assert es256.kid is not None
+    issuer = TokenIssuer(es256, issuer=ISSUER, kid=es256.kid)
+    assert issuer.key_ring.current.kid == es256.kid

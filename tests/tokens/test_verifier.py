@@ -122,6 +122,7 @@ def test_verify_async_and_flow(make_verifier: Factory, es256: PrivateJWK) -> Non
 def test_two_named_steps(make_verifier: Factory, es256: PrivateJWK) -> None:
     verifier = make_verifier()
     signed = verifier.verify_signature(mint(es256, claims()))
+    assert signed.claims is signed.claims  # parsed once, on first access
     assert verifier.validate_claims(signed).jti == "id-0001"
     assert verifier.signature_verifier.algorithms == {"ES256"}
     assert verifier.claims_validator.issuer == ISSUER

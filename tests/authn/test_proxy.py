@@ -206,6 +206,42 @@ def test_malformed_nginx(value: str) -> None:
         parse_nginx_cert(value, allow_unescaped_pem=True)
 
 
+def test_nginx_value_may_carry_surrounding_blanks(chain: tuple[x509.Certificate, ...]) -> None:
+    escaped = quote(pem(chain[0]), safe="")
+    assert parse_nginx_cert(f" \t{escaped}\t ") == (der(chain[0]),)
+    with pytest.raises(MalformedCredentials):  # blanks only, nothing else is trimmed
+        parse_nginx_cert(f"X{escaped}X")
+    # enabling the unescaped form keeps the escaped one working
+    assert parse_nginx_cert(escaped, allow_unescaped_pem=True) == (der(chain[0]),)
+
+
+@pytest.mark.parametrize(
+    ("before", "between", "after"),
+    [
+        ("junk\n", "", ""),
+        ("x", "", ""),
+        ("", "junk\n", ""),
+        ("", "\n-----END CERTIFICATE-----\n", ""),
+        ("", "", "junk\n"),
+        ("", "", "x"),  # one character after the last block
+    ],
+)
+def test_nginx_text_outside_pem_blocks_is_refused(
+    chain: tuple[x509.Certificate, ...], before: str, between: str, after: str
+) -> None:
+    """Only CERTIFICATE blocks and whitespace: nothing may be smuggled before, between or after."""
+    text = before + pem(chain[0]) + between + pem(chain[1]) + after
+    with pytest.raises(MalformedCredentials, match="outside its PEM blocks"):
+        parse_nginx_cert(quote(text, safe=""))
+    with pytest.raises(MalformedCredentials, match="outside its PEM blocks"):
+        _pem.pem_certificates(text, "test")
+
+
+def test_a_certificate_of_exactly_the_size_bound_is_parsed_not_refused() -> None:
+    with pytest.raises(MalformedCredentials, match=r"is not an X\.509 certificate"):
+        _pem.load_certificates([b"\x30" * (64 * 1024)], "test")
+
+
 def test_oversized_certificate_is_refused_before_parsing() -> None:
     body = base64.encodebytes(b"\x30" * (64 * 1024 + 1)).decode()
     text = f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"

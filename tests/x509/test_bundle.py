@@ -16,6 +16,7 @@ from zerotrust.errors import BundleError, CertificateError, NoTrustBundle
 from zerotrust.identity import SpiffeId
 from zerotrust.sources import SpiffeJwtBundleKeySource
 from zerotrust.tokens import PrivateJWK
+from zerotrust.x509._certs import complete_pem_blocks, signing_flags
 from zerotrust.x509.verify import verify_x509_svid
 
 #: A P-256 public key (RFC 7517 A.1), as a bundle's jwt-svid element holds it.
@@ -492,3 +493,64 @@ def test_bundle_set_looks_up_by_spiffe_id_object(ca: DevCA, other_ca: DevCA) -> 
 def test_constructors_refuse_wrong_types_as_bundle_errors(build: object) -> None:
     with pytest.raises(BundleError):
         build()  # type: ignore[operator]
+
+
+def _self_signed(*extensions: x509.ExtensionType) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "no constraints")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
+        .not_valid_after(dt.datetime(2040, 1, 1, tzinfo=dt.timezone.utc))
+    )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=True)
+    return builder.sign(key, hashes.SHA256())
+
+
+def test_a_certificate_without_basic_constraints_is_no_authority() -> None:
+    """RFC 5280 4.2.1.9 and X509-SVID 4.1: only basic constraints CA:TRUE makes a CA; a
+    certificate without the extension (or without key usage) is not one."""
+    bare = _self_signed()
+    assert signing_flags(bare) == (False, False)
+    with pytest.raises(BundleError, match="not a CA certificate"):
+        TrustBundle("example.org", [bare])
+    usage = x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+    assert signing_flags(_self_signed(usage)) == (False, True)
+    ca_only = _self_signed(x509.BasicConstraints(ca=True, path_length=None))
+    assert signing_flags(ca_only) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("raw", "complete"),
+    [
+        (b"", True),
+        (b"no pem here", True),
+        (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", True),
+        (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n \n", True),
+        (b"-----BEGIN CERTIFICATE-----\nAAAA\n", False),
+        (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\nx", False),
+        (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIF", False),
+        (b"-----BEGIN CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\n", False),
+        (b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END PRIVATE KEY-----\n", False),
+        (b"-----END CERTIFICATE-----\n", False),
+        (b"-----BEGIN " + b"X" * 65 + b"-----\n", False),  # a marker too long to be one
+    ],
+)
+def test_complete_pem_blocks(raw: bytes, complete: bool) -> None:
+    """A PEM file cut short (inside a block or its END line) is incomplete, never shorter."""
+    assert complete_pem_blocks(raw) is complete

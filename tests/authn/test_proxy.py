@@ -89,6 +89,25 @@ def test_client_cert_padding_is_optional(chain: tuple[x509.Certificate, ...]) ->
     assert parse_client_cert(unpadded) == der(chain[0])
 
 
+@pytest.mark.parametrize("padding", ["=", "==", "==="])
+def test_client_cert_padding_beyond_the_final_quantum_is_refused(
+    chain: tuple[x509.Certificate, ...], padding: str
+) -> None:
+    # RFC 8941 4.2.7 lets a recipient synthesize missing padding, no more: past what the final
+    # quantum needs, "=" is not base64 (RFC 4648 4), so "AAA==", "AAAA=" and "==" do not decode.
+    unpadded = base64.b64encode(der(chain[0])).decode().rstrip("=")
+    needed = "=" * (-len(unpadded) % 4)
+    assert parse_client_cert(f":{unpadded}{needed}:") == der(chain[0])
+    with pytest.raises(MalformedCredentials, match="invalid base64"):
+        parse_client_cert(f":{unpadded}{needed}{padding}:")
+    leaf = f":{unpadded}{needed}:"
+    for value in ("AAA==", "AAAA=", "AAAA==", "==", "="):  # a parameter's byte sequence too
+        with pytest.raises(MalformedCredentials, match="invalid base64"):
+            parse_client_cert_chain(f"{leaf};p=:{value}:")
+    for value in ("AA", "AA=", "AA==", "AAA", "AAA=", "AAAA", ""):  # missing padding is synthesized
+        assert parse_client_cert_chain(f"{leaf};p=:{value}:") == (der(chain[0]),)
+
+
 def test_parameters_are_parsed_and_ignored(chain: tuple[x509.Certificate, ...]) -> None:
     params = ';a=1;b=-2.5;c="x \\" y";d=?1;e=tok/en:1;f=:AAA=:;g=@1700000000;h=%"caf%c3%a9";i'
     assert parse_client_cert(sf(der(chain[0])) + params) == der(chain[0])

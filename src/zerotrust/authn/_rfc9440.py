@@ -40,9 +40,14 @@ def _byte_sequence(text: str, pos: int, what: str) -> tuple[bytes, int]:
     content = text[pos + 1 : end]
     if not _BASE64.fullmatch(content):
         raise MalformedCredentials(f"{what} has characters outside base64")
-    # RFC 8941 4.2.7: padding is optional for recipients, but "=" may only end the content.
+    # RFC 8941 4.2.7: padding is optional for recipients (missing "=" is synthesized), but "="
+    # may only end the content and never beyond what the final quantum needs (RFC 4648 4).
     stripped = content.rstrip("=")
-    if "=" in stripped or len(content) - len(stripped) > 2 or len(stripped) % 4 == 1:
+    if (
+        "=" in stripped
+        or len(content) - len(stripped) > -len(stripped) % 4
+        or len(stripped) % 4 == 1
+    ):
         raise MalformedCredentials(f"{what} has invalid base64")
     try:
         data = base64.b64decode(stripped + "=" * (-len(stripped) % 4), validate=True)

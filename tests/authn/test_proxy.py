@@ -181,6 +181,48 @@ def test_malformed_client_cert_chain(chain: tuple[x509.Certificate, ...], value:
         parse_client_cert_chain(value.replace("{c}", sf(der(chain[1]))))
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("", "not a structured-field byte sequence"),
+        ("A{b64}:", "not a structured-field byte sequence"),
+        ('"{b64}:', "not a structured-field byte sequence"),
+        (":{b64}", "unterminated byte sequence"),
+        (":AA!A:", "characters outside base64"),
+        (":AA AA:", "characters outside base64"),
+        (":AA=A:", "invalid base64"),
+        (":A:", "invalid base64"),
+        ("{leaf} x", "not a single byte sequence"),
+    ],
+)
+def test_client_cert_refusals_name_the_error(
+    chain: tuple[x509.Certificate, ...], value: str, message: str
+) -> None:
+    b64 = base64.b64encode(der(chain[0])).decode()
+    value = value.replace("{leaf}", sf(der(chain[0]))).replace("{b64}", b64)
+    with pytest.raises(MalformedCredentials, match=message):
+        parse_client_cert(value)
+
+
+def test_chain_members_are_separated_by_commas_only(chain: tuple[x509.Certificate, ...]) -> None:
+    inter = sf(der(chain[1]))
+    for glue in ("x", " x ", ";", "\t;"):
+        with pytest.raises(MalformedCredentials):
+            parse_client_cert_chain(f"{inter}{glue}{inter}")
+    with pytest.raises(MalformedCredentials, match="separated by commas"):
+        parse_client_cert_chain(f"{inter}x{inter}")
+
+
+def test_a_parameter_without_a_value_is_followed_by_more(
+    chain: tuple[x509.Certificate, ...],
+) -> None:
+    # RFC 8941 4.2.3.2: a key without "=" is the Boolean true; the next parameter or member follows.
+    leaf, inter = sf(der(chain[0])), sf(der(chain[1]))
+    assert parse_client_cert(f"{leaf};a;b=1;c") == der(chain[0])
+    assert parse_client_cert(f"{leaf};d=@1;e=@-1") == der(chain[0])  # one-digit dates
+    assert parse_client_cert_chain(f"{inter};a, {inter};b;c=:AA==:") == (der(chain[1]),) * 2
+
+
 def test_client_cert_bounds(chain: tuple[x509.Certificate, ...]) -> None:
     inter = sf(der(chain[1]))
     assert len(parse_client_cert_chain([inter] * MAX_CHAIN_LENGTH)) == MAX_CHAIN_LENGTH

@@ -27,7 +27,7 @@ from zerotrust.errors import (
     StoreUnavailable,
     TokenReplayed,
 )
-from zerotrust.pipeline import Guard
+from zerotrust.pipeline import Guard, Outcome
 from zerotrust.stores import MemoryStore, ResilientStore
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
 from zerotrust.tokens._b64 import b64url_encode
@@ -606,6 +606,7 @@ def test_forwarded_cert_only_from_trusted_proxy(
         and via_proxy.principal is not None
         and via_proxy.principal.proven_by == "proxy-mtls"
     )
+    assert sink.last is not None and "forwarded_cert_xfcc" in sink.last.notes
     spoofed = guard.evaluate(get(headers=header, remote_addr="203.0.113.9"))
     assert spoofed.status == 401
     assert sink.last is not None and "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
@@ -1127,6 +1128,130 @@ def test_keep_alive_peer_loses_access_when_a_certificate_of_its_chain_expires(
     refused = guard.evaluate(view)
     assert refused.status == 401 and refused.error is not None
     assert refused.error.code == "certificate_expired"
+
+
+def test_mtls_and_token_must_name_the_same_workload_when_required(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    """token_must_match_peer: the token's sub, azp or client_id must be the peer's SPIFFE ID."""
+    guard, _ = make_guard(issuer, clock, bundles=ca.bundle, token_must_match_peer=True)
+    lax, _ = make_guard(issuer, clock, bundles=ca.bundle)
+    chain = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(WEB).cert_chain]
+    other = "spiffe://example.org/ns/shop/sa/cart"
+
+    def call(g: Guard, subject: str, **extra: str) -> Outcome:
+        token = issuer.issue(
+            subject=subject, audience=AUD, scopes=["orders:read"], extra_claims=extra or None
+        )
+        return g.evaluate(get(token, peer_chain=chain))
+
+    for subject, extra in ((WEB, {}), (other, {"azp": WEB}), (other, {"client_id": WEB})):
+        outcome = call(guard, subject, **extra)
+        assert outcome.allowed and outcome.principal is not None, (subject, extra)
+        assert outcome.principal.proven_by == "mtls+jwt"
+        assert str(outcome.principal.spiffe_id) == WEB
+    for extra in ({}, {"azp": other}, {"client_id": other}):
+        refused = call(guard, other, **extra)
+        assert refused.status == 401 and refused.error is not None
+        assert refused.error.code == "token_binding_mismatch", extra
+    # Off by default: the peer's certificate is the identity, the token another workload's.
+    allowed = call(lax, other)
+    assert allowed.allowed and allowed.principal is not None
+    assert str(allowed.principal.spiffe_id) == WEB
+    assert allowed.principal.subject == other
+
+
+@pytest.mark.parametrize("depth", [0, 2])
+def test_delegation_chains_deeper_than_the_limit_are_refused(
+    issuer: TokenIssuer, clock: FixedClock, depth: int
+) -> None:
+    guard, _ = make_guard(issuer, clock, max_delegation_depth=depth)
+
+    def chain_of(n: int) -> dict[str, object] | None:
+        act: dict[str, object] | None = None
+        for i in range(n):
+            act = {"sub": f"spiffe://example.org/hop{i}", **({"act": act} if act else {})}
+        return act
+
+    at_limit = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], act=chain_of(depth))
+    outcome = guard.evaluate(get(at_limit))
+    assert outcome.allowed and outcome.principal is not None
+    assert len(outcome.principal.delegation) == depth
+    deeper = issuer.issue(
+        subject=WEB, audience=AUD, scopes=["orders:read"], act=chain_of(depth + 1)
+    )
+    refused = guard.evaluate(get(deeper))
+    assert refused.status == 401 and refused.error is not None
+    assert refused.error.code == "invalid_claim" and "delegation" in str(refused.error)
+
+
+def test_a_keep_alive_peer_is_accepted_up_to_its_not_after(clock: FixedClock, ca: DevCA) -> None:
+    """RFC 5280 4.1.2.5: the validity period includes notAfter itself."""
+    from zerotrust import verify_x509_svid
+
+    peer = verify_x509_svid(ca.issue_svid(WEB).cert_chain, ca.bundle, now=clock.now())
+    guard = Guard(
+        authenticator=Authenticator(bundles=ca.bundle, clock=clock),
+        policy=cert_policy(),
+        audit=MemorySink(),
+        clock=clock,
+    )
+    view = Request(route=ROUTE, verified_peer=peer)
+    clock.set(peer.not_after)
+    assert guard.evaluate(view).allowed
+    clock.advance(1)
+    refused = guard.evaluate(view)
+    assert refused.error is not None and refused.error.code == "certificate_expired"
+
+
+def test_a_service_without_a_token_verifier_refuses_bearer_tokens(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    guard = Guard(
+        authenticator=Authenticator(bundles=ca.bundle, clock=clock),
+        policy=policy(),
+        audit=MemorySink(),
+        clock=clock,
+    )
+    refused = guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])))
+    assert refused.status == 401 and refused.error is not None
+    assert refused.error.code == "unauthenticated"
+
+
+def test_a_handshake_verified_peer_needs_no_bundles_of_the_service(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    """The TLS layer verified the peer: a token-only Authenticator still takes it (and checks
+    its expiry), but a chain the server hands over unverified cannot be checked without bundles."""
+    from zerotrust import verify_x509_svid
+
+    guard, _ = make_guard(issuer, clock, pol=cert_policy())
+    svid = ca.issue_svid(WEB)
+    peer = verify_x509_svid(svid.cert_chain, ca.bundle, now=clock.now())
+    outcome = guard.evaluate(Request(route=ROUTE, verified_peer=peer))
+    assert outcome.allowed and outcome.principal is not None
+    assert outcome.principal.proven_by == "mtls"
+    unverified = guard.evaluate(
+        get(peer_chain=[c.public_bytes(Encoding.DER) for c in svid.cert_chain])
+    )
+    assert unverified.status == 500 and unverified.error is not None
+    assert unverified.error.code == "configuration_error"
+
+
+def test_the_flow_can_be_driven_without_a_notes_list(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    verifier = TokenVerifier(
+        issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
+    )
+    flow = Authenticator(tokens=verifier, clock=clock).flow(
+        get(issuer.issue(subject=WEB, audience=AUD))
+    )
+    with pytest.raises(StopIteration) as done:  # static keys: nothing to fetch
+        next(flow)
+    result = done.value.value
+    assert result.principal is not None and result.principal.subject == WEB
+    assert result.notes == ()
 
 
 @pytest.mark.parametrize("service", ["", 'a"b', "a\\b", "a\r\nX-Injected: 1", "caf\u00e9", "a\x00"])

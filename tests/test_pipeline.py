@@ -1254,6 +1254,74 @@ def test_the_flow_can_be_driven_without_a_notes_list(
     assert result.notes == ()
 
 
+def test_a_keep_alive_peer_loses_access_when_its_trust_domain_leaves_the_bundles(
+    clock: FixedClock, ca: DevCA
+) -> None:
+    from zerotrust import RotatingBundleSource, verify_x509_svid
+
+    bundles = RotatingBundleSource(ca.bundle)
+    guard = Guard(
+        authenticator=Authenticator(bundles=bundles, clock=clock),
+        policy=cert_policy(),
+        audit=MemorySink(),
+        clock=clock,
+    )
+    view = Request(
+        route=ROUTE, verified_peer=verify_x509_svid(ca.issue_svid(WEB).cert_chain, ca.bundle)
+    )
+    assert guard.evaluate(view).allowed
+    bundles.set(DevCA.create("other.example").bundle)  # no bundle for example.org any more
+    refused = guard.evaluate(view)
+    assert refused.status == 401 and refused.error is not None
+    assert refused.error.code == "untrusted_certificate"
+
+
+def test_the_verifiers_token_size_bound_applies_to_the_authorization_header(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    verifier = TokenVerifier(
+        issuer=ISS,
+        audience=AUD,
+        keys=issuer.jwks(),
+        algorithms=["ES256"],
+        clock=clock,
+        max_token_size=16384,
+    )
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier, clock=clock),
+        policy=policy(),
+        audit=MemorySink(),
+        clock=clock,
+    )
+    token = issuer.issue(
+        subject=WEB, audience=AUD, scopes=["orders:read"], extra_claims={"pad": "x" * 10000}
+    )
+    assert 8192 < len(token) <= 16384
+    assert guard.evaluate(get(token)).allowed
+
+
+def test_require_mtls_and_require_token(issuer: TokenIssuer, clock: FixedClock, ca: DevCA) -> None:
+    chain = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(WEB).cert_chain]
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    mtls, _ = make_guard(issuer, clock, bundles=ca.bundle, require_mtls=True)
+    assert mtls.evaluate(get(token, peer_chain=chain)).allowed
+    needs_token, _ = make_guard(issuer, clock, bundles=ca.bundle, require_token=True)
+    assert needs_token.evaluate(get(token, peer_chain=chain)).allowed
+    for guard, view in ((mtls, get(token)), (needs_token, get(peer_chain=chain))):
+        refused = guard.evaluate(view)
+        assert refused.status == 401 and refused.error is not None
+        assert refused.error.code == "missing_credentials"
+
+
+def test_a_dpop_proof_without_a_token_is_noted(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, sink = make_guard(issuer, clock)
+    outcome = guard.evaluate(get(route="/healthz", headers={"DPoP": "a.b.c"}))
+    assert outcome.allowed and outcome.principal is None
+    assert sink.last is not None and sink.last.notes == ("dpop_proof_without_token",)
+    guard.evaluate(get(route="/healthz"))
+    assert sink.last is not None and sink.last.notes == ()
+
+
 @pytest.mark.parametrize("service", ["", 'a"b', "a\\b", "a\r\nX-Injected: 1", "caf\u00e9", "a\x00"])
 def test_the_service_name_is_a_realm_without_escapes(issuer: TokenIssuer, service: str) -> None:
     """It is the realm of every challenge (RFC 9110 11.2): printable ASCII, no quote or

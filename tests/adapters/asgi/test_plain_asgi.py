@@ -258,6 +258,31 @@ def test_a_trusted_proxys_own_certificate_is_not_the_callers(ca: DevCA) -> None:
     assert inner.principals[0].id == envoy_id
 
 
+def test_a_token_relayed_by_a_trusted_proxy_is_not_joined_to_its_certificate(
+    issuer: TokenIssuer, ca: DevCA
+) -> None:
+    # A bearer token alone takes the single-pass reading of the headers: the proxy's own
+    # certificate must still be set aside there.
+    from zerotrust.authn.proxy import TrustedProxies
+
+    envoy_id = "spiffe://example.org/ns/edge/sa/envoy"
+    proxies = TrustedProxies(["10.0.0.0/8"], spiffe_ids=match.exact(envoy_id))
+    mesh = Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])])
+    guard, sink = make_guard(issuer, policy=mesh, bundles=ca.bundle, trusted_proxies=proxies)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    pems = [cert.public_bytes(Encoding.PEM).decode() for cert in ca.issue_svid(envoy_id).cert_chain]
+    token = issuer.issue(subject=WEB, audience=AUD)
+    headers = [(b"host", b"api.example"), (b"authorization", f"Bearer {token}".encode())]
+    for _ in range(2):  # the repeated request is answered the same
+        sent = run(app, headers=headers, extensions={"tls": {"client_cert_chain": pems}})
+        assert sent[0]["status"] == 204
+        assert sink.last is not None and "peer_is_proxy" in sink.last.notes
+    for principal in inner.principals:
+        assert principal.proven_by == "jwt" and principal.id == WEB
+        assert principal.cert_fingerprint is None
+
+
 def test_routeless_hazards_are_refused_at_construction(issuer: TokenIssuer) -> None:
     guard, _ = make_guard(issuer)  # its policy has a DENY rule scoped to a route
     with pytest.raises(ConfigurationError, match="route_template"):

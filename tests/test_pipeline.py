@@ -1136,7 +1136,8 @@ def test_mtls_and_token_must_name_the_same_workload_when_required(
     """token_must_match_peer: the token's sub, azp or client_id must be the peer's SPIFFE ID."""
     guard, _ = make_guard(issuer, clock, bundles=ca.bundle, token_must_match_peer=True)
     lax, _ = make_guard(issuer, clock, bundles=ca.bundle)
-    chain = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(WEB).cert_chain]
+    svid = ca.issue_svid(WEB)
+    chain = [c.public_bytes(Encoding.DER) for c in svid.cert_chain]
     other = "spiffe://example.org/ns/shop/sa/cart"
 
     def call(g: Guard, subject: str, **extra: str) -> Outcome:
@@ -1150,10 +1151,15 @@ def test_mtls_and_token_must_name_the_same_workload_when_required(
         assert outcome.allowed and outcome.principal is not None, (subject, extra)
         assert outcome.principal.proven_by == "mtls+jwt"
         assert str(outcome.principal.spiffe_id) == WEB
+        assert outcome.principal.cert_fingerprint == svid.fingerprint
+        assert outcome.principal.client_id == extra.get("azp", extra.get("client_id"))
     for extra in ({}, {"azp": other}, {"client_id": other}):
         refused = call(guard, other, **extra)
         assert refused.status == 401 and refused.error is not None
         assert refused.error.code == "token_binding_mismatch", extra
+    # Without a certificate there is no workload to match: the token alone decides.
+    alone = guard.evaluate(get(issuer.issue(subject=other, audience=AUD, scopes=["orders:read"])))
+    assert alone.allowed and alone.principal is not None and alone.principal.proven_by == "jwt"
     # Off by default: the peer's certificate is the identity, the token another workload's.
     allowed = call(lax, other)
     assert allowed.allowed and allowed.principal is not None
@@ -1177,6 +1183,7 @@ def test_delegation_chains_deeper_than_the_limit_are_refused(
     outcome = guard.evaluate(get(at_limit))
     assert outcome.allowed and outcome.principal is not None
     assert len(outcome.principal.delegation) == depth
+    assert outcome.principal.actor == (f"spiffe://example.org/hop{depth - 1}" if depth else None)
     deeper = issuer.issue(
         subject=WEB, audience=AUD, scopes=["orders:read"], act=chain_of(depth + 1)
     )
@@ -1320,6 +1327,49 @@ def test_a_dpop_proof_without_a_token_is_noted(issuer: TokenIssuer, clock: Fixed
     assert sink.last is not None and sink.last.notes == ("dpop_proof_without_token",)
     guard.evaluate(get(route="/healthz"))
     assert sink.last is not None and sink.last.notes == ()
+
+
+def test_a_cached_token_presented_with_the_dpop_scheme_is_checked_again(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    guard, _ = make_guard(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert guard.evaluate(get(token)).allowed  # its principal is remembered for Bearer use
+    refused = guard.evaluate(get(headers={"Authorization": f"DPoP {token}"}))
+    assert refused.status == 401 and refused.error is not None
+    assert refused.error.code == "token_binding_mismatch"
+
+
+def test_a_spiffe_looking_subject_that_is_no_spiffe_id_names_no_workload(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    guard, _ = make_guard(issuer, clock)
+    for subject in ("spiffe://example.org/a//b", "spiffe://EXAMPLE.org/web"):
+        token = issuer.issue(subject=subject, audience=AUD, scopes=["orders:read"])
+        outcome = guard.evaluate(get(token))
+        assert outcome.allowed and outcome.principal is not None
+        assert outcome.principal.spiffe_id is None and outcome.principal.subject == subject
+
+
+def test_one_certificate_direct_and_forwarded_is_proven_each_way(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"], header="xfcc")
+    guard, _ = make_guard(
+        issuer, clock, pol=cert_policy(), bundles=ca.bundle, trusted_proxies=proxies
+    )
+    svid = ca.issue_svid(WEB)
+    direct = get(
+        peer_chain=[c.public_bytes(Encoding.DER) for c in svid.cert_chain],
+        remote_addr="203.0.113.9",
+    )
+    header = {"x-forwarded-client-cert": xfcc_for(svid.leaf.public_bytes(Encoding.PEM))}
+    forwarded = get(headers=header, remote_addr="10.1.2.3")
+    for view, proven_by in ((direct, "mtls"), (forwarded, "proxy-mtls"), (direct, "mtls")):
+        outcome = guard.evaluate(view)
+        assert outcome.allowed and outcome.principal is not None
+        assert outcome.principal.proven_by == proven_by
+        assert outcome.principal.cert_fingerprint == svid.fingerprint
 
 
 @pytest.mark.parametrize("service", ["", 'a"b', "a\\b", "a\r\nX-Injected: 1", "caf\u00e9", "a\x00"])

@@ -61,6 +61,13 @@ def test_single_element_with_by_hash_subject_uri() -> None:
     )
 
 
+def test_elements_are_immutable() -> None:
+    (element,) = parse_xfcc(f"Hash={LYFT_HASH};URI=spiffe://example.org/web")
+    with pytest.raises(AttributeError):
+        element.uris = ("spiffe://example.org/admin",)  # type: ignore[misc]
+    assert element.uris == ("spiffe://example.org/web",)
+
+
 def test_multiple_elements_keep_header_order() -> None:
     header = (
         f"By=http://frontend.lyft.com;Hash={LYFT_HASH};URI=http://testclient.lyft.com,"

@@ -86,6 +86,9 @@ def test_peer_rejected_is_a_tls_verification_error() -> None:
     assert exc.reason == "peer_not_authorized"
     assert "peer_not_authorized" in str(exc)
     assert "refused" not in exc.public_message
+    assert exc.code == "peer_rejected" and exc.http_status == 401
+    assert exc.grpc_status == "UNAUTHENTICATED"
+    assert exc.verify_message == f"peer_not_authorized: {inner}" == str(exc)
 
 
 def test_repr_names_code_and_detail() -> None:

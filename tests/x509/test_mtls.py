@@ -103,6 +103,40 @@ def rejected_by_server(port: int, log: object, ctx: ssl.SSLContext) -> BaseExcep
     return log.errors[0]  # type: ignore[attr-defined, no-any-return]
 
 
+def test_peer_verifier_remembers_the_intermediates_of_the_latest_leaves(
+    ca_with_intermediate: DevCA,
+) -> None:
+    """A bare leaf (a resumed session) is verified with the intermediates its last full chain
+    brought, for the ``max_remembered`` most recently verified leaves only."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from zerotrust.errors import CertificateError
+    from zerotrust.x509.peer import PeerVerifier
+
+    class Small(PeerVerifier):
+        __slots__ = ()
+        max_remembered = 2
+
+    authorizer = match.any()
+    verifier = Small(ca_with_intermediate.bundle, authorizer, role="client")
+    assert verifier.authorizer is authorizer and verifier.role == "client"
+    a, b, c = (
+        [
+            cert.public_bytes(Encoding.DER)
+            for cert in ca_with_intermediate.issue_svid(WEB).cert_chain
+        ]
+        for _ in range(3)
+    )
+    verifier.verify(a)
+    verifier.verify(b)
+    verifier.verify(a)  # a is now the most recent: c evicts b
+    verifier.verify(c)
+    assert verifier.verify(a[:1]).chain[1:] == verifier.verify(a).chain[1:]
+    assert verifier.verify(c[:1]).spiffe_id == verifier.verify(c).spiffe_id
+    with pytest.raises(CertificateError):
+        verifier.verify(b[:1])
+
+
 def test_good_mtls_call(ca: DevCA, api_server) -> None:  # type: ignore[no-untyped-def]
     port, log = api_server
     reply, server_peer, _ = call(port, client(ca.issue_svid(WEB), ca.bundle))

@@ -281,6 +281,15 @@ def test_a_token_relayed_by_a_trusted_proxy_is_not_joined_to_its_certificate(
     for principal in inner.principals:
         assert principal.proven_by == "jwt" and principal.id == WEB
         assert principal.cert_fingerprint is None
+    # from outside the proxies' network the certificate is the caller's, joined to the token
+    run(
+        app,
+        headers=headers,
+        extensions={"tls": {"client_cert_chain": pems}},
+        client=("192.0.2.7", 1),
+    )
+    joined = inner.principals[-1]
+    assert joined.proven_by == "mtls+jwt" and joined.id == envoy_id and joined.subject == WEB
 
 
 def test_routeless_hazards_are_refused_at_construction(issuer: TokenIssuer) -> None:

@@ -166,6 +166,16 @@ def test_expired_or_invalid_minted_tokens_are_errors(clock: FixedClock) -> None:
         empty.token("a")
 
 
+def test_a_minted_token_is_expired_at_its_expiry_and_usable_just_before(
+    clock: FixedClock,
+) -> None:
+    at_exp = CachedTokenSource(lambda aud: MintedToken("t", clock.now()), clock=clock)
+    with pytest.raises(SourceError, match="expired"):
+        at_exp.token("a")
+    soon = clock.now() + timedelta(milliseconds=500)
+    assert CachedTokenSource(lambda aud: MintedToken("t", soon), clock=clock).token("a") == "t"
+
+
 def test_failed_refresh_keeps_the_valid_token_then_raises_after_expiry(
     clock: FixedClock, caplog: pytest.LogCaptureFixture
 ) -> None:

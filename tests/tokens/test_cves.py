@@ -486,3 +486,38 @@ def test_pss_salt_length_must_equal_hash_length(make_verifier: Factory, ps256: P
         sig = ps256.private_key.sign(signing_input.encode(), pss, hashes.SHA256())  # type: ignore[call-arg]
         with pytest.raises(InvalidSignature):
             verifier.verify(signing_input + "." + b64(sig))
+
+
+# --- RSA signature length (RFC 8017 §8.1.2 step 1, §8.2.2 step 1) --------------------------------
+
+
+@pytest.mark.parametrize("alg", ["PS256", "RS256"])
+def test_rsa_signature_must_be_exactly_the_modulus_length(
+    make_verifier: Factory, ps256: PrivateJWK, rsa_key: PrivateJWK, alg: str
+) -> None:
+    # A signature whose leading zero octet was stripped is the same integer, and OpenSSL's
+    # RSA-PSS verification accepts it; RFC 8017 refuses any signature that is not k octets.
+    key = ps256 if alg == "PS256" else rsa_key
+    assert key.algorithm == alg
+    verifier = make_verifier(keys=key.public(), algorithms=[alg], cache_size=0)
+    pad = (
+        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+        if alg == "PS256"
+        else padding.PKCS1v15()
+    )
+    public = key.private_key.public_key()
+    k = (public.key_size + 7) // 8  # type: ignore[union-attr]
+    for n in range(5000):  # PSS is randomized; about one signature in 256 starts with a zero octet
+        signing_input = mint(key, claims(jti=f"t{n}")).rsplit(".", 1)[0]
+        sig = key.private_key.sign(signing_input.encode(), pad, hashes.SHA256())  # type: ignore[call-arg]
+        if sig[0] == 0:
+            break
+    else:  # pragma: no cover - probability about 3e-9 for PSS
+        pytest.fail("no signature with a leading zero octet")
+    assert len(sig) == k
+    assert verifier.verify(signing_input + "." + b64(sig))
+    if alg == "PS256":  # what the library alone does with the stripped form
+        public.verify(sig[1:], signing_input.encode(), pad, hashes.SHA256())  # type: ignore[union-attr,call-arg]
+    for malformed in (sig[1:], b"\x00" + sig):
+        with pytest.raises(InvalidSignature):
+            verifier.verify(signing_input + "." + b64(malformed))

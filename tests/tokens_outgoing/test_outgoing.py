@@ -509,3 +509,50 @@ def test_invalidate_forgets_one_audience(clock: FixedClock) -> None:
     fresh = fake_jwt(clock.now().timestamp() + 60, n=99)
     assert cache.get(("x", 1), lambda: fresh) == fresh
     assert cache.get(("x", 0), lambda: fresh) != fresh
+
+
+def test_a_caller_waiting_on_a_refresh_gives_up_after_wait_timeout(clock: FixedClock) -> None:
+    cache: TokenCache[str] = TokenCache(wait_timeout=0.05, clock=clock)
+    started, release = threading.Event(), threading.Event()
+    token = fake_jwt(clock.now().timestamp() + 300)
+
+    def mint() -> str:
+        started.set()
+        release.wait(5)
+        return token
+
+    results: list[str] = []
+    minter = threading.Thread(target=lambda: results.append(cache.get("api", mint)))
+    minter.start()
+    assert started.wait(5)
+    with pytest.raises(SourceError, match="timed out waiting for a token refresh"):
+        cache.get("api", mint)
+    release.set()
+    minter.join(5)
+    assert results == [token]  # the minting caller is not failed by the waiter giving up
+    assert cache.get("api", mint) == token
+
+
+def test_an_async_caller_waiting_on_a_refresh_gives_up_after_wait_timeout(
+    clock: FixedClock,
+) -> None:
+    cache: TokenCache[str] = TokenCache(wait_timeout=0.05, clock=clock)
+    token = fake_jwt(clock.now().timestamp() + 300)
+
+    async def main() -> None:
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def mint() -> str:
+            started.set()
+            await release.wait()
+            return token
+
+        minting = asyncio.ensure_future(cache.get_async("api", mint))
+        await started.wait()
+        with pytest.raises(SourceError, match="timed out waiting for a token refresh"):
+            await cache.get_async("api", mint)
+        release.set()
+        assert await minting == token
+        assert await cache.get_async("api", mint) == token
+
+    asyncio.run(main())

@@ -17,7 +17,7 @@ import pytest
 from zerotrust import FixedClock
 from zerotrust.errors import ConfigurationError, SourceError
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
-from zerotrust.tokens._outgoing_cache import _unverified_exp
+from zerotrust.tokens._outgoing_cache import _unverified_exp, check_token, read_unverified
 from zerotrust.tokens.outgoing import (
     CachedTokenSource,
     MintedToken,
@@ -556,3 +556,29 @@ def test_an_async_caller_waiting_on_a_refresh_gives_up_after_wait_timeout(
         assert await cache.get_async("api", mint) == token
 
     asyncio.run(main())
+
+
+def test_read_unverified_reads_three_part_tokens_of_at_most_64_kib_only() -> None:
+    header, claims = b64({"alg": "ES256"}), b64({"exp": 1})
+    assert read_unverified(f"{header}.{claims}.c2ln") == ({"alg": "ES256"}, {"exp": 1})
+    assert read_unverified(f"{header}.{claims}") is None
+    assert read_unverified(f"{header}.{claims}.c2ln.c2ln") is None
+    prefix = f"{header}.{claims}."  # the signature part fills the rest, never decoded
+    assert read_unverified(prefix + "A" * (64 * 1024 - len(prefix))) is not None
+    assert read_unverified(prefix + "A" * (64 * 1024 + 1 - len(prefix))) is None
+
+
+def test_check_token_refuses_empty_oversized_and_non_string_tokens() -> None:
+    assert check_token("a" * (64 * 1024)) == "a" * (64 * 1024)
+    for bad in ("", "a" * (64 * 1024 + 1), b"abc", None):
+        with pytest.raises(SourceError, match="empty, oversized or non-string"):
+            check_token(bad)
+    with pytest.raises(SourceError, match="invalid characters"):
+        check_token("a b")
+
+
+def test_token_cache_durations_must_be_numbers_not_bools_or_strings() -> None:
+    for options in ({"retry_interval": True}, {"wait_timeout": "30"}, {"default_lifetime": None}):
+        with pytest.raises(ConfigurationError, match="must be a number of seconds"):
+            TokenCache(**options)
+    assert TokenCache(retry_interval=0)._retry == 0.0  # an int is a number of seconds

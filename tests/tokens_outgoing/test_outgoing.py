@@ -582,3 +582,155 @@ def test_token_cache_durations_must_be_numbers_not_bools_or_strings() -> None:
         with pytest.raises(ConfigurationError, match="must be a number of seconds"):
             TokenCache(**options)
     assert TokenCache(retry_interval=0)._retry == 0.0  # an int is a number of seconds
+
+
+def test_finished_async_mints_are_not_retained(clock: FixedClock) -> None:
+    cache: TokenCache[str] = TokenCache(clock=clock)
+
+    async def mint() -> str:
+        return fake_jwt(clock.now().timestamp() + 300)
+
+    async def fail() -> str:
+        raise SourceError("endpoint down")
+
+    async def main() -> None:
+        assert await cache.get_async("api", mint)
+        with pytest.raises(SourceError):
+            await cache.get_async("other", fail)
+        await asyncio.sleep(0)  # the done callbacks run
+
+    asyncio.run(main())
+    assert cache._tasks == set()
+
+
+def test_token_cache_defaults(clock: FixedClock) -> None:
+    """An opaque token lives 60 s and is refreshed 12 s (a fifth) ahead; a failed refresh is
+    retried after 5 s; 256 audiences are kept."""
+    cache: TokenCache[str] = TokenCache(clock=clock)
+    calls: list[str] = []
+    fail = False
+
+    def mint() -> str:
+        calls.append("mint")
+        if fail:
+            raise SourceError("endpoint down")
+        return f"opaque{len(calls)}"
+
+    assert cache.get("api", mint) == "opaque1"
+    clock.advance(47.9)
+    assert cache.get("api", mint) == "opaque1"
+    clock.advance(0.1)
+    assert cache.get("api", mint) == "opaque2"  # refreshed 12 s before its 60 s expiry
+    fail = True
+    clock.advance(48)
+    assert cache.get("api", mint) == "opaque2" and len(calls) == 3  # the refresh failed
+    clock.advance(4.9)
+    assert cache.get("api", mint) == "opaque2" and len(calls) == 3
+    clock.advance(0.1)
+    assert cache.get("api", mint) == "opaque2" and len(calls) == 4  # retried after 5 s
+    fail = False
+    bounded: TokenCache[int] = TokenCache(clock=clock)
+    for key in range(256):
+        bounded.get(key, mint)
+    minted = len(calls)
+    assert [bounded.get(key, mint) for key in range(256)] and len(calls) == minted
+    bounded.get(256, mint)  # the 257th audience evicts the least recently used (0)
+    bounded.get(1, mint)
+    assert len(calls) == minted + 1
+    bounded.get(0, mint)
+    assert len(calls) == minted + 2
+
+
+def test_max_entries_must_be_an_int() -> None:
+    for bad in (True, 2.0, 0, -1):
+        with pytest.raises(ConfigurationError, match="max_entries"):
+            TokenCache(max_entries=bad)  # type: ignore[arg-type]
+
+
+def test_clear_forgets_every_token(clock: FixedClock) -> None:
+    cache: TokenCache[str] = TokenCache(clock=clock)
+    calls: list[str] = []
+
+    def mint() -> str:
+        calls.append("mint")
+        return f"opaque{len(calls)}"
+
+    assert (cache.get("a", mint), cache.get("b", mint)) == ("opaque1", "opaque2")
+    cache.clear()
+    assert (cache.get("a", mint), cache.get("b", mint)) == ("opaque3", "opaque4")
+
+
+def test_a_token_expired_while_backing_off_is_not_used(clock: FixedClock) -> None:
+    cache: TokenCache[str] = TokenCache(retry_interval=30, clock=clock)
+    fail: list[Exception] = []
+
+    def mint() -> MintedToken:
+        if fail:
+            raise fail[0]
+        return MintedToken("opaque", clock.now() + timedelta(seconds=60))
+
+    assert cache.get("api", mint) == "opaque"
+    fail.append(SourceError("endpoint down"))
+    clock.advance(50)
+    assert cache.get("api", mint) == "opaque"  # the refresh failed: next try in 30 s
+    clock.advance(10)
+    with pytest.raises(SourceError, match="endpoint down"):
+        cache.get("api", mint)
+
+
+def test_an_interrupted_refresh_never_falls_back_and_waiters_get_a_source_error(
+    clock: FixedClock,
+) -> None:
+    cache: TokenCache[str] = TokenCache(clock=clock)
+    assert cache.get("api", lambda: "opaque") == "opaque"
+    clock.advance(55)  # time to refresh
+
+    def interrupted() -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.get("api", interrupted)  # not swallowed by using the current token
+    for error, shared in ((KeyboardInterrupt(), "interrupted"), (SourceError("down"), "down")):
+        mine, theirs = mint_with_a_waiter(cache, error)
+        assert mine == [error]
+        assert len(theirs) == 1 and isinstance(theirs[0], SourceError)
+        assert shared in str(theirs[0])
+
+
+def mint_with_a_waiter(
+    cache: TokenCache[str], error: BaseException
+) -> tuple[list[BaseException], list[BaseException]]:
+    """What a minting caller and one waiting on its refresh raise when the mint raises ``error``."""
+    started, release = threading.Event(), threading.Event()
+    mine: list[BaseException] = []
+    theirs: list[BaseException] = []
+
+    def held() -> str:
+        started.set()
+        release.wait(5)
+        raise error
+
+    def call(into: list[BaseException]) -> None:
+        try:
+            cache.get("other", held)
+        except BaseException as exc:
+            into.append(exc)
+
+    minter = threading.Thread(target=call, args=(mine,))
+    minter.start()
+    assert started.wait(5)
+    waiter = threading.Thread(target=call, args=(theirs,))
+    waiter.start()
+    time.sleep(0.1)  # let it wait on the refresh in flight
+    release.set()
+    minter.join(5)
+    waiter.join(5)
+    return mine, theirs
+
+
+def test_configuration_minimums_are_inclusive() -> None:
+    cache: TokenCache[str] = TokenCache(
+        refresh_before=0, max_entries=1, default_lifetime=1, retry_interval=0, wait_timeout=0.001
+    )
+    assert cache._before == cache._retry == 0 and cache._max == cache._default == 1
+    assert cache._wait == 0.001

@@ -734,3 +734,15 @@ def test_configuration_minimums_are_inclusive() -> None:
     )
     assert cache._before == cache._retry == 0 and cache._max == cache._default == 1
     assert cache._wait == 0.001
+
+
+def test_a_mint_result_that_fails_to_be_read_is_a_source_error(clock: FixedClock) -> None:
+    class Unreadable:
+        def __bool__(self) -> bool:
+            raise RuntimeError("cannot be read")
+
+    cache: TokenCache[str] = TokenCache(clock=clock)
+    broken = MintedToken("opaque", Unreadable())  # type: ignore[arg-type]
+    with pytest.raises(SourceError, match="unusable token"):
+        cache.get("api", lambda: broken)
+    assert cache.get("api", lambda: "opaque") == "opaque"  # no flight left waiting

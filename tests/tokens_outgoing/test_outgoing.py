@@ -721,7 +721,10 @@ def mint_with_a_waiter(
     assert started.wait(5)
     waiter = threading.Thread(target=call, args=(theirs,))
     waiter.start()
-    time.sleep(0.1)  # let it wait on the refresh in flight
+    flight = cache._flights["other"]
+    deadline = time.monotonic() + 5
+    while not flight._condition._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.001)  # until the waiter is blocked on the refresh in flight
     release.set()
     minter.join(5)
     waiter.join(5)

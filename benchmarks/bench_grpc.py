@@ -49,6 +49,8 @@ from typing import Any
 ISSUER = "https://issuer.bench"
 AUDIENCE = "spiffe://example.org/bench"
 SUBJECT = "spiffe://example.org/client"
+# grpc binds with SO_REUSEPORT by default: off, a server on port 0 has its port to itself
+EXCLUSIVE_PORT: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
 METHOD = "/bench.Echo/Unary"
 MODES = ("bare", "cached", "uncached", "uncached-rs256", "signature")
 TARGETS = {"cached": 0.90, "uncached": 0.60}
@@ -114,7 +116,7 @@ def serve(kind: str, mode: str, jwks_file: str) -> None:
         guarded = mode not in ("bare", "signature")
         interceptors = [ServerInterceptor(_guard(jwks, mode))] if guarded else []
         pool = futures.ThreadPoolExecutor(max_workers=8)
-        server = grpc.server(pool, interceptors=interceptors)
+        server = grpc.server(pool, interceptors=interceptors, options=EXCLUSIVE_PORT)
         handler = grpc.unary_unary_rpc_method_handler(echo)
         server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler("bench.Echo", {"Unary": handler})]
@@ -131,7 +133,7 @@ def serve(kind: str, mode: str, jwks_file: str) -> None:
         async def main() -> None:
             guarded = mode not in ("bare", "signature")
             guard = [AioServerInterceptor(_guard(jwks, mode))] if guarded else []
-            server = grpc.aio.server(interceptors=guard)
+            server = grpc.aio.server(interceptors=guard, options=EXCLUSIVE_PORT)
             handler = grpc.unary_unary_rpc_method_handler(aecho)
             server.add_generic_rpc_handlers(
                 [grpc.method_handlers_generic_handler("bench.Echo", {"Unary": handler})]

@@ -164,7 +164,7 @@ def serve_grpc(folder: Path, mode: str, ready: Path) -> None:
             credentials = grpc.ssl_server_credentials(
                 [((folder / "server.key").read_bytes(), chain)]
             )
-        server = grpc.aio.server(interceptors=interceptors)
+        server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         methods = {"Get": grpc.unary_unary_rpc_method_handler(handler)}
         server.add_generic_rpc_handlers(
             [grpc.method_handlers_generic_handler("shop.Orders", methods)]

@@ -108,7 +108,10 @@ orders_service = grpc.method_handlers_generic_handler(
 
 
 async def start_server(port: int) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server(interceptors=[AioServerInterceptor(guard)])
+    # grpc binds with SO_REUSEPORT by default: switched off, the port is this server's alone
+    server = grpc.aio.server(
+        interceptors=[AioServerInterceptor(guard)], options=[("grpc.so_reuseport", 0)]
+    )
     server.add_generic_rpc_handlers([orders_service])
     port = server.add_secure_port(f"localhost:{port}", server_credentials(orders_svid, ca.bundle))
     await server.start()

@@ -200,6 +200,58 @@ def test_invalidate_hook_is_preferred(
     assert response.status_code == 200 and source.invalidated == ["orders"]
 
 
+class ClearingSource:
+    """A token source without invalidate(audience) but with clear(): it is cleared instead."""
+
+    def __init__(self) -> None:
+        self.generation = 0
+
+    def token(self, audience: str) -> str:
+        return f"{audience}-{self.generation}"
+
+    async def token_async(self, audience: str) -> str:
+        return self.token(audience)
+
+    def clear(self) -> None:
+        self.generation += 1
+
+
+def test_a_source_without_invalidate_is_cleared() -> None:
+    source = ClearingSource()
+    assert not isinstance(source, SupportsInvalidate)
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["authorization"])
+        if request.headers["authorization"].endswith("-0"):
+            return httpx.Response(401, headers=dict(INVALID.headers))
+        return httpx.Response(200)
+
+    auth = ZeroTrustAuth(source, audience="orders")
+    with httpx.Client(transport=httpx.MockTransport(answer), auth=auth) as client:
+        assert client.get("https://api.internal/x").status_code == 200
+    assert seen == ["Bearer orders-0", "Bearer orders-1"] and source.generation == 1
+
+
+def test_a_rejected_token_is_dropped_once_and_1024_are_remembered() -> None:
+    """Requests in flight with the same rejected token drop it from the source once; the
+    rejected tokens remembered for that are bounded (the least recently rejected go)."""
+    source = ClearingSource()
+    auth = ZeroTrustAuth(source, audience="orders")
+    auth._invalidate("a", "t0")
+    auth._invalidate("a", "t0")  # a concurrent request had it dropped already
+    assert source.generation == 1
+    auth._invalidate("a", "t1")
+    assert source.generation == 2
+    for n in range(1024):
+        auth._invalidate(f"b{n}", "t")
+    assert source.generation == 1026 and len(auth._rejected) == 1024
+    auth._invalidate("b1023", "t")  # remembered
+    assert source.generation == 1026
+    auth._invalidate("a", "t1")  # the oldest, forgotten: dropped again
+    assert source.generation == 1027
+
+
 def test_a_source_that_cannot_re_mint_is_not_retried(
     mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
 ) -> None:
@@ -347,7 +399,8 @@ def test_host_mapping_resolution() -> None:
 
 def test_a_token_is_never_sent_in_clear_but_to_a_loopback_sidecar() -> None:
     """RFC 6750 5.3: bearer tokens travel over TLS; a plain-http loopback sidecar (which
-    carries the call on over mTLS) is the one exception."""
+    carries the call on over mTLS) is the one exception. (A mock transport: what is decided
+    here is whether the token is attached, before any connection.)"""
     sent: list[httpx.Request] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -361,7 +414,9 @@ def test_a_token_is_never_sent_in_clear_but_to_a_loopback_sidecar() -> None:
                 client.get(url)
         for url in ("http://localhost:15001/x", "http://127.0.0.1/x", "http://[::1]/x"):
             assert client.get(url).status_code == 200
-    assert [r.headers["authorization"] for r in sent] == ["Bearer t0k"] * 3
+        for url in ("https://api.internal/x", "https://10.0.0.7:8443/x", "https://[2001:db8::1]/x"):
+            assert client.get(url).status_code == 200  # over TLS, to any host
+    assert [r.headers["authorization"] for r in sent] == ["Bearer t0k"] * 6
 
 
 def test_invalid_token_challenge_parsing() -> None:

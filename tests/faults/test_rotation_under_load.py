@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from tests.adapters.asgi._servers import uvicorn_server
 from tests.faults.conftest import Load
-from tests.grpc_integration._support import Seen, add_services, sync_handlers
+from tests.grpc_integration._support import EXCLUSIVE_PORT, Seen, add_services, sync_handlers
 from zerotrust import (
     Authenticator,
     Callers,
@@ -215,7 +215,9 @@ def test_fastapi_rotation_under_load(ca: DevCA) -> None:
 @contextmanager
 def grpc_server(trust: Trust) -> Iterator[int]:
     pool = futures.ThreadPoolExecutor(max_workers=8)
-    server = grpc.server(pool, interceptors=[ServerInterceptor(trust.guard())])
+    server = grpc.server(
+        pool, interceptors=[ServerInterceptor(trust.guard())], options=EXCLUSIVE_PORT
+    )
     add_services(server, sync_handlers(Seen()), registered=False)
     port = server.add_secure_port(
         "localhost:0", server_credentials(trust.server_svid, trust.bundles)

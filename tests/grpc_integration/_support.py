@@ -57,6 +57,9 @@ INTRUDER = "spiffe://example.org/intruder"
 SERVICE = "test.Echo"
 METHODS = ("Unary", "ServerStream", "ClientStream", "Bidi")
 HEALTH = "/grpc.health.v1.Health/Check"
+#: Server options for a port of the server's own: grpc binds with SO_REUSEPORT by default, and
+#: a server on port 0 may then share its port with another test's server (crosstalk).
+EXCLUSIVE_PORT: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
 
 
 def who() -> bytes:
@@ -289,7 +292,7 @@ def sync_server(
         if interceptor
         else []
     )
-    server = grpc.server(pool, interceptors=interceptors)
+    server = grpc.server(pool, interceptors=interceptors, options=EXCLUSIVE_PORT)
     add_services(server, sync_handlers(seen or Seen()), registered=registered)
     creds = server_credentials(
         svid or world.server_svid, world.bundles, require_client_auth=require_client_auth
@@ -318,7 +321,9 @@ async def aio_server(
     interceptor = AioServerInterceptor(
         guard or world.guard(), requirements=requirements(), exempt={HEALTH}
     )
-    server = grpc.aio.server(migration_thread_pool=pool, interceptors=[interceptor])
+    server = grpc.aio.server(
+        migration_thread_pool=pool, interceptors=[interceptor], options=EXCLUSIVE_PORT
+    )
     add_services(server, handlers(seen or Seen()), registered=registered)
     port = server.add_secure_port(
         "localhost:0", server_credentials(world.server_svid, world.bundles)
@@ -539,7 +544,7 @@ def bare_server(
         return handler(request, context) if handler is not None else b"bare|" + request
 
     pool = futures.ThreadPoolExecutor(max_workers=8)
-    server = grpc.server(pool)
+    server = grpc.server(pool, options=EXCLUSIVE_PORT)
     server.add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(

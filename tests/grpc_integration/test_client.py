@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.grpc_integration._support import (
     CLIENT_ID,
+    EXCLUSIVE_PORT,
     METHODS,
     SERVER_ID,
     SERVICE,
@@ -337,7 +338,7 @@ class Flaky:
         self.attempts: list[dict[str, str]] = []
         self._failures, self._headers = failures, headers
         self._pool = futures.ThreadPoolExecutor(max_workers=4)
-        self._server = grpc.server(self._pool)
+        self._server = grpc.server(self._pool, options=EXCLUSIVE_PORT)
         self._server.add_generic_rpc_handlers(
             [
                 grpc.method_handlers_generic_handler(

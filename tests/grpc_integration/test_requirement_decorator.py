@@ -17,7 +17,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from tests.grpc_integration._support import CLIENT_ID, World
+from tests.grpc_integration._support import CLIENT_ID, EXCLUSIVE_PORT, World
 from zerotrust.grpc import AioServerInterceptor, ServerInterceptor, current_principal, require
 
 SERVICE = "test.Echo"  # what the test policy admits: /test.Echo/*
@@ -71,7 +71,7 @@ def _handlers(servicer: Any) -> Any:
 @contextmanager
 def _server(interceptors: list[Any]) -> Iterator[int]:
     pool = futures.ThreadPoolExecutor(max_workers=4)
-    server = grpc.server(pool, interceptors=interceptors)
+    server = grpc.server(pool, interceptors=interceptors, options=EXCLUSIVE_PORT)
     server.add_generic_rpc_handlers([_handlers(Orders())])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -119,7 +119,8 @@ def test_a_method_with_a_requirement_never_runs_undecided(world: World) -> None:
 def test_the_aio_server_holds_it_too(world: World) -> None:
     async def run() -> list[bytes | grpc.StatusCode]:
         server = grpc.aio.server(
-            interceptors=[AioServerInterceptor(world.guard()), AioRewrapping()]
+            interceptors=[AioServerInterceptor(world.guard()), AioRewrapping()],
+            options=EXCLUSIVE_PORT,
         )
         server.add_generic_rpc_handlers([_handlers(AsyncOrders())])
         port = server.add_insecure_port("127.0.0.1:0")
@@ -170,7 +171,11 @@ def test_stacked_requirements_run_every_decorator_between_them(world: World) -> 
             return b"created"
 
     pool = futures.ThreadPoolExecutor(max_workers=2)
-    server = grpc.server(pool, interceptors=[ServerInterceptor(world.guard()), Rewrapping()])
+    server = grpc.server(
+        pool,
+        interceptors=[ServerInterceptor(world.guard()), Rewrapping()],
+        options=EXCLUSIVE_PORT,
+    )
     server.add_generic_rpc_handlers([_handlers(Stacked())])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()

@@ -18,6 +18,7 @@ import grpc.aio
 import pytest
 
 from tests.grpc_integration._support import (
+    EXCLUSIVE_PORT,
     HEALTH,
     SERVICE,
     World,
@@ -111,7 +112,11 @@ def sync_serving(world: World, services: dict[str, dict[str, Any]]) -> Iterator[
     pool = futures.ThreadPoolExecutor(max_workers=4)
     from zerotrust.grpc import ServerInterceptor
 
-    server = grpc.server(pool, interceptors=[ServerInterceptor(world.guard(), exempt={HEALTH})])
+    server = grpc.server(
+        pool,
+        interceptors=[ServerInterceptor(world.guard(), exempt={HEALTH})],
+        options=EXCLUSIVE_PORT,
+    )
     add_services(server, services, registered=False)
     port = server.add_secure_port(
         "localhost:0", server_credentials(world.server_svid, world.bundles)
@@ -134,7 +139,9 @@ def aio_serving(world: World, services: dict[str, dict[str, Any]]) -> Iterator[i
 
     async def start() -> tuple[Any, int]:
         interceptor = AioServerInterceptor(world.guard(), exempt={HEALTH})
-        server = grpc.aio.server(migration_thread_pool=pool, interceptors=[interceptor])
+        server = grpc.aio.server(
+            migration_thread_pool=pool, interceptors=[interceptor], options=EXCLUSIVE_PORT
+        )
         add_services(server, services, registered=False)
         creds = server_credentials(world.server_svid, world.bundles)
         port = server.add_secure_port("localhost:0", creds)

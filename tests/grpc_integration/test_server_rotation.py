@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from tests.grpc_integration._support import (
+    EXCLUSIVE_PORT,
     HEALTH,
     SERVER_ID,
     SERVICE,
@@ -117,7 +118,9 @@ def test_withdrawing_every_authority_closes_even_exempt_methods(world: World) ->
         service="echo",
     )
     pool = futures.ThreadPoolExecutor(2)
-    server = grpc.server(pool, interceptors=[ServerInterceptor(guard, exempt=(HEALTH,))])
+    server = grpc.server(
+        pool, interceptors=[ServerInterceptor(guard, exempt=(HEALTH,))], options=EXCLUSIVE_PORT
+    )
     server.add_generic_rpc_handlers(
         [
             grpc.method_handlers_generic_handler(

@@ -87,7 +87,11 @@ async def start_inventory(service: Service, shop: Shop) -> grpc.aio.Server:
     """Start the inventory gRPC server on ``localhost`` (an ephemeral port); call it on the
     event loop that will serve it."""
     stock = Stock()
-    server = grpc.aio.server(interceptors=[AioServerInterceptor(service.guard)])
+    # an ephemeral port of its own: grpc binds with SO_REUSEPORT, so port 0 could be shared
+    # with another grpc server of this user, which would then get some of the connections
+    server = grpc.aio.server(
+        interceptors=[AioServerInterceptor(service.guard)], options=[("grpc.so_reuseport", 0)]
+    )
     handler = grpc.unary_unary_rpc_method_handler(
         stock.reserve, request_deserializer=decode, response_serializer=encode
     )

@@ -554,3 +554,35 @@ def test_a_certificate_without_basic_constraints_is_no_authority() -> None:
 def test_complete_pem_blocks(raw: bytes, complete: bool) -> None:
     """A PEM file cut short (inside a block or its END line) is incomplete, never shorter."""
     assert complete_pem_blocks(raw) is complete
+
+
+def test_an_authority_key_no_jwk_describes_is_refused_in_the_spiffe_format() -> None:
+    """A CA certificate with a DSA key is a CA (a PEM bundle may hold one), but the SPIFFE
+    bundle format has no JWK for its key: writing or reading such an entry is a BundleError."""
+    from cryptography.hazmat.primitives.asymmetric import dsa
+
+    key = dsa.generate_private_key(2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dsa root")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
+        .not_valid_after(dt.datetime(2040, 1, 1, tzinfo=dt.timezone.utc))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    bundle = TrustBundle.from_pem("example.org", cert.public_bytes(serialization.Encoding.PEM))
+    assert bundle.x509_authorities == (cert,)
+    with pytest.raises(BundleError, match=r"^unsupported authority key type$"):
+        bundle.to_jwks()
+    der = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+    for kty in ("EC", "RSA"):
+        doc = {"keys": [{"kty": kty, "use": "x509-svid", "x5c": [der]}]}
+        with pytest.raises(BundleError, match=r"^unsupported authority key type$"):
+            TrustBundle.from_jwks("example.org", doc)
+    # an element of a key type JWK does not know is ignored, as the bundle format requires
+    doc = {"keys": [{"kty": "DSA", "use": "x509-svid", "x5c": [der]}]}
+    assert TrustBundle.from_jwks("example.org", doc).x509_authorities == ()

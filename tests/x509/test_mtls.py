@@ -736,3 +736,89 @@ def test_peer_of_is_none_without_a_zerotrust_handshake() -> None:
         assert peer_of(plain) is None
     assert peer_of(object()) is None
     assert peer_of(None) is None
+
+
+def _memory_handshake(
+    server: ssl.SSLObject, client: ssl.SSLObject, wires: list[ssl.MemoryBIO]
+) -> None:
+    """A real TLS handshake between two SSL objects over memory buffers."""
+    server_in, server_out, client_in, client_out = wires
+    done = {"server": False, "client": False}
+    for _ in range(20):
+        for side, obj in (("client", client), ("server", server)):
+            if not done[side]:
+                try:
+                    obj.do_handshake()
+                    done[side] = True
+                except ssl.SSLWantReadError:
+                    pass
+        server_in.write(client_out.read())
+        client_in.write(server_out.read())
+        if all(done.values()):
+            return
+    raise AssertionError("the handshake did not finish")
+
+
+@pytest.mark.parametrize("client_presents", [True, False])
+def test_peer_chain_der_is_the_chain_the_peer_sent(
+    ca_with_intermediate: DevCA,
+    tmp_path,
+    client_presents: bool,  # type: ignore[no-untyped-def]
+) -> None:
+    """What a server adapter reads from an established connection: the client's chain, leaf
+    first, as DER; a client that sent no certificate is MissingCredentials, not an empty chain."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from zerotrust.errors import MissingCredentials
+    from zerotrust.x509.peer import peer_chain_der
+
+    ca = ca_with_intermediate
+    for name, svid in (("server", ca.issue_svid(API)), ("client", ca.issue_svid(WEB))):
+        svid.save(tmp_path / f"{name}.pem", tmp_path / f"{name}.key")
+    roots = ca.bundle.to_pem().decode("ascii")
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    sctx.verify_mode = ssl.CERT_OPTIONAL  # the peer may send none
+    sctx.load_verify_locations(cadata=roots)
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.check_hostname = False
+    cctx.load_verify_locations(cadata=roots)
+    client_svid = None
+    if client_presents:
+        cctx.load_cert_chain(tmp_path / "client.pem", tmp_path / "client.key")
+        client_svid = X509Svid.load(tmp_path / "client.pem", tmp_path / "client.key")
+    wires = [ssl.MemoryBIO() for _ in range(4)]
+    server = sctx.wrap_bio(wires[0], wires[1], server_side=True)
+    client = cctx.wrap_bio(wires[2], wires[3])
+    _memory_handshake(server, client, wires)
+    if client_svid is None:
+        with pytest.raises(MissingCredentials, match="no certificate"):
+            peer_chain_der(server)
+    else:
+        sent = [cert.public_bytes(Encoding.DER) for cert in client_svid.cert_chain]
+        assert len(sent) == 2 and peer_chain_der(server) == sent
+
+
+def test_peer_chain_der_reads_the_public_method_of_python_3_13() -> None:
+    """Objects without ``_sslobj`` (Python 3.13's ``get_unverified_chain()`` returns DER, and
+    fails on a server whose client sent no certificate; imitated here, as this suite runs on
+    the oldest supported Python that has the private method)."""
+    from zerotrust.errors import MissingCredentials
+    from zerotrust.x509.peer import peer_chain_der
+
+    class Public:
+        def __init__(self, chain: list[bytes] | None, leaf: bytes | None) -> None:
+            self.chain, self.leaf = chain, leaf
+
+        def get_unverified_chain(self) -> list[bytes]:
+            if self.chain is None:
+                raise AttributeError("'NoneType' object has no attribute 'public_bytes'")
+            return self.chain
+
+        def getpeercert(self, binary_form: bool = False) -> bytes | None:
+            return self.leaf
+
+    assert peer_chain_der(Public([b"leaf", b"ca"], b"leaf")) == [b"leaf", b"ca"]
+    assert peer_chain_der(Public([], b"leaf")) == [b"leaf"]
+    with pytest.raises(MissingCredentials):
+        peer_chain_der(Public(None, None))

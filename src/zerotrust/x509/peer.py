@@ -116,16 +116,32 @@ class PeerVerifier:
 
 
 def peer_chain_der(conn: Any) -> list[bytes]:
-    """The chain the peer sent on an established ``SSLSocket``/``SSLObject``, leaf first, as DER."""
-    getter = getattr(conn, "get_unverified_chain", None)  # public since Python 3.13
-    chain: Any = getter() if getter is not None else None
-    if chain is None:
-        sslobj = getattr(conn, "_sslobj", None)
-        private = getattr(sslobj, "get_unverified_chain", None)
-        chain = private() if private is not None else None
-    if chain:
+    """The chain the peer sent on an established ``SSLSocket``/``SSLObject``, leaf first, as DER.
+
+    A peer that sent no certificate (a server asking for one without requiring it) is
+    :class:`~zerotrust.errors.MissingCredentials`, never an empty chain."""
+    chain = _unverified_chain(conn)
+    # On the server side the standard library puts the peer's certificate first, None when
+    # there is none: such a chain, [None], is no chain
+    if chain and chain[0] is not None:
         return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER) for c in chain]  # type: ignore[attr-defined]
     leaf = conn.getpeercert(binary_form=True)
     if not leaf:
         raise MissingCredentials("the peer presented no certificate")
     return [leaf]
+
+
+def _unverified_chain(conn: Any) -> Any:
+    """The peer's chain as the standard library reads it: certificate objects from the
+    ``_sslobj`` (Python 3.10+), or DER from the public method (3.13+), which fails when the
+    peer sent no certificate; ``None`` when neither can be read."""
+    private = getattr(getattr(conn, "_sslobj", None), "get_unverified_chain", None)
+    if private is not None:
+        return private()
+    public = getattr(conn, "get_unverified_chain", None)
+    if public is None:
+        return None
+    try:
+        return public()
+    except AttributeError:  # its [None] mapped to DER: the peer sent no certificate
+        return None

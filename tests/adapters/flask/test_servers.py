@@ -219,6 +219,36 @@ def test_gunicorn_own_tls_options_with_the_worker(material: Material) -> None:
     assert material.events()[-1]["cert_fingerprint"] == material.client.fingerprint
 
 
+def test_gunicorn_own_tls_with_optional_client_certificates(material: Material) -> None:
+    """``--cert-reqs 1``: a client may connect without a certificate. It is then a caller
+    without one (a token authenticates it, nothing else does); one with a certificate is
+    verified as ever."""
+    env = material.env
+    args = ["--certfile", env["ZEROTRUST_SVID_CERT"], "--keyfile", env["ZEROTRUST_SVID_KEY"],
+            "--ca-certs", env["ZEROTRUST_BUNDLE"], "--cert-reqs", "1",
+            "--worker-class", "zerotrust.adapters.gunicorn.SyncWorker"]  # fmt: skip
+    token = material.issuer.issue(subject=WEB, audience=AUD)
+    with gunicorn_server(f"{APP}('mtls')", env=env, args=args) as server:
+        with https_client(material.client_context(material.client)) as client:
+            with_certificate = client.get(server.url("/whoami"))
+        with https_client(material.client_context(None)) as client:
+            with_token = client.get(
+                server.url("/whoami"), headers={"Authorization": f"Bearer {token}"}
+            )
+            with_nothing = client.get(server.url("/whoami"))
+    assert with_certificate.status_code == 200
+    assert with_certificate.json()["proven_by"] == "mtls"
+    assert with_token.status_code == 200, with_token.text
+    assert with_token.json() | {"forwarded_header_seen": None} == {
+        "spiffe_id": WEB,
+        "proven_by": "jwt",
+        "forwarded_header_seen": None,
+    }
+    assert with_nothing.status_code == 401
+    assert with_nothing.headers["www-authenticate"].startswith("Bearer")
+    assert material.events()[-1]["decision"] == "deny"
+
+
 # --- nginx in front ---------------------------------------------------------------------------
 
 

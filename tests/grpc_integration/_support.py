@@ -468,6 +468,7 @@ class Relay:
         self.port: int = self._listener.getsockname()[1]
         self.accepted = 0
         self._sockets: list[socket.socket] = []
+        self._dead = False
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -478,6 +479,9 @@ class Relay:
             except OSError:
                 return
             with self._lock:
+                if self._dead:  # accepted just before die() closed the listener
+                    client.close()
+                    return
                 self.accepted += 1
                 number = self.accepted
                 self._sockets.append(client)
@@ -492,6 +496,9 @@ class Relay:
                 client.close()
                 continue
             with self._lock:
+                if self._dead:  # die() ran meanwhile: it closed the client, not this one
+                    upstream.close()
+                    return
                 self._sockets.append(upstream)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -511,7 +518,8 @@ class Relay:
     def die(self) -> None:
         """Reset every connection (and stop listening, if not done yet)."""
         self.stop_listening()
-        with self._lock:
+        with self._lock:  # a connection accepted from now on is closed by the accepting thread
+            self._dead = True
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
             with contextlib.suppress(OSError):

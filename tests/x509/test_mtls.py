@@ -7,7 +7,7 @@ import contextlib
 import datetime as dt
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -822,3 +822,159 @@ def test_peer_chain_der_reads_the_public_method_of_python_3_13() -> None:
     assert peer_chain_der(Public([], b"leaf")) == [b"leaf"]
     with pytest.raises(MissingCredentials):
         peer_chain_der(Public(None, None))
+
+
+def test_context_arguments_are_checked(ca: DevCA) -> None:
+    svid = ca.issue_svid(API)
+    anyone = match.member_of("example.org")
+    with pytest.raises(ConfigurationError, match="needs the workload's SVID"):
+        server_ssl_context(None, ca.bundle, authorizer=anyone)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="get_x509_svid"):
+        server_ssl_context(object(), ca.bundle, authorizer=anyone)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="bundles must be"):
+        server_ssl_context(svid, ca.bundle.to_pem(), authorizer=anyone)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="bundles must be"):
+        client_ssl_context(None, object(), authorizer=anyone)  # type: ignore[arg-type]
+    for timeout in (0, -1, 600.5, True, "5", float("nan")):
+        with pytest.raises(ConfigurationError, match=r"handshake_timeout .* \(0, 600\]"):
+            server_ssl_context(svid, ca.bundle, authorizer=anyone, handshake_timeout=timeout)  # type: ignore[arg-type]
+    for timeout in (0.001, 600, None):
+        server_ssl_context(svid, ca.bundle, authorizer=anyone, handshake_timeout=timeout)
+
+
+def _bio_pair(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, hostname: str = "localhost"
+) -> tuple[ssl.SSLObject, ssl.SSLObject, list[ssl.MemoryBIO]]:
+    wires = [ssl.MemoryBIO() for _ in range(4)]
+    server = server_ctx.wrap_bio(wires[0], wires[1], server_side=True)
+    client = client_ctx.wrap_bio(wires[2], wires[3], server_hostname=hostname)
+    return server, client, wires
+
+
+def _pump(wires: list[ssl.MemoryBIO]) -> None:
+    wires[0].write(wires[3].read())
+    wires[2].write(wires[1].read())
+
+
+def _try(step: Callable[[], object]) -> object:
+    """What one non-blocking step gives: its result, or the exception it raised."""
+    try:
+        return step()
+    except (ssl.SSLError, OSError) as exc:
+        return exc
+
+
+def test_an_ssl_object_writing_first_sends_nothing_to_a_refused_server(ca: DevCA) -> None:
+    """asyncio and other memory-BIO users may write before asking for the handshake: the
+    write finishes it, the server's SPIFFE ID is checked, and a refused server gets no byte of
+    application data."""
+    impostor = "spiffe://example.org/ns/shop/sa/impostor"
+    server_ctx = server_ssl_context(
+        ca.issue_svid(impostor), ca.bundle, authorizer=match.member_of("example.org")
+    )
+    server, client_obj, wires = _bio_pair(server_ctx, client(ca.issue_svid(WEB), ca.bundle))
+    outcomes = []
+    for _ in range(10):
+        outcomes.append(_try(lambda: client_obj.write(b"Authorization: Bearer secret")))
+        _try(server.do_handshake)
+        _pump(wires)
+        if isinstance(outcomes[-1], PeerRejected):
+            break
+    refused = outcomes[-1]
+    assert isinstance(refused, PeerRejected) and refused.reason == "peer_not_authorized"
+    assert all(isinstance(o, ssl.SSLWantReadError) for o in outcomes[:-1])
+    assert client_obj.zerotrust_peer is None  # type: ignore[attr-defined]
+    for _ in range(3):  # whatever the client sent arrives: no application data in it
+        read = _try(lambda: server.read(64))
+        assert not isinstance(read, bytes) or b"secret" not in read
+        _pump(wires)
+
+
+def test_an_ssl_object_reading_first_never_returns_a_refused_clients_data(ca: DevCA) -> None:
+    """TLS 1.3: a client sends application data right after its Finished, before the server
+    has checked its certificate. A server SSL object read before its handshake finishes the
+    handshake first, and refuses: the data is never returned."""
+    intruder = ca.issue_svid("spiffe://example.org/ns/shop/sa/intruder")
+    server_ctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    server, client_obj, wires = _bio_pair(server_ctx, client(intruder, ca.bundle))
+    results = []
+    for _ in range(10):
+        if _try(client_obj.do_handshake) is None:
+            _try(lambda: client_obj.write(b"secret"))
+        _pump(wires)
+        results.append(_try(lambda: server.read(64)))
+        _pump(wires)
+        if isinstance(results[-1], PeerRejected):
+            break
+    assert isinstance(results[-1], PeerRejected)
+    assert results[-1].reason == "peer_not_authorized"
+    assert not any(isinstance(r, bytes) for r in results)
+
+
+def test_ssl_objects_reading_and_writing_first_between_accepted_peers(ca: DevCA) -> None:
+    server_ctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    server, client_obj, wires = _bio_pair(server_ctx, client(ca.issue_svid(WEB), ca.bundle))
+    received = b""
+    for _ in range(10):
+        _try(lambda: client_obj.write(b"hello"))
+        _pump(wires)
+        read = _try(lambda: server.read(64))
+        _pump(wires)
+        if isinstance(read, bytes):
+            received = read
+            break
+    assert received.startswith(b"hello")
+    assert str(server.zerotrust_peer.spiffe_id) == WEB  # type: ignore[attr-defined]
+    assert str(client_obj.zerotrust_peer.spiffe_id) == API  # type: ignore[attr-defined]
+
+
+def test_a_connection_moved_to_a_foreign_context_is_refused(ca: DevCA, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An SNI callback may hand a connection another context; one that is not zerotrust's
+    has no verifier, and the connection is refused rather than left unchecked."""
+    svid = ca.issue_svid(API, dns_names=["localhost"])
+    svid.save(tmp_path / "api.pem", tmp_path / "api.key")
+    foreign = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    foreign.load_cert_chain(tmp_path / "api.pem", tmp_path / "api.key")
+    foreign.verify_mode = ssl.CERT_REQUIRED
+    foreign.load_verify_locations(cadata=ca.bundle.to_pem().decode("ascii"))
+    server_ctx = server_ssl_context(svid, ca.bundle, authorizer=match.exact(WEB))
+
+    def swap(conn: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        conn.context = foreign
+
+    server_ctx.sni_callback = swap
+    server, client_obj, wires = _bio_pair(server_ctx, client(ca.issue_svid(WEB), ca.bundle))
+    outcome: object = None
+    for _ in range(10):
+        _try(client_obj.do_handshake)
+        _pump(wires)
+        outcome = _try(server.do_handshake)
+        _pump(wires)
+        if not isinstance(outcome, ssl.SSLWantReadError):
+            break
+    assert isinstance(outcome, PeerRejected)
+    assert "lost its zerotrust context" in str(outcome)
+    assert server.zerotrust_peer is None  # type: ignore[attr-defined]
+
+
+def test_a_client_context_keeps_the_sessions_of_max_sessions_servers(ca: DevCA) -> None:
+    """TLS sessions are remembered per server name, the least recently verified dropped
+    first beyond ``max_sessions``: a dropped name makes a full handshake again."""
+    server_ctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    server_ctx.options &= ~ssl.OP_NO_TICKET  # (zerotrust servers issue none: see _build)
+    server_ctx.num_tickets = 1
+    client_ctx = client(ca.issue_svid(WEB), ca.bundle)
+    client_ctx.max_sessions = 2  # type: ignore[attr-defined]
+
+    def connect(name: str) -> bool:
+        server, client_obj, wires = _bio_pair(server_ctx, client_ctx, hostname=name)
+        _memory_handshake(server, client_obj, wires)
+        for _ in range(3):  # the ticket arrives after the handshake
+            _try(lambda: client_obj.read(1))
+            _try(lambda: server.read(1))
+            _pump(wires)
+        return client_obj.session_reused
+
+    assert [connect(name) for name in ("a", "b", "c")] == [False, False, False]
+    assert connect("c") and connect("b")  # remembered
+    assert not connect("a")  # the oldest, dropped when "c" was added

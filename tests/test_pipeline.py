@@ -1564,3 +1564,23 @@ def test_an_unavailable_store_is_logged_with_its_cause_once_per_interval(
         "zerotrust: zerotrust: requests refused with 503: store_unavailable:"
         " shared store unavailable: AuthenticationError (WRONGPASS)"
     ]
+
+
+def test_authenticator_configurations_that_could_never_authenticate_are_refused(
+    key: PrivateJWK, ca: DevCA
+) -> None:
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=key.public(), algorithms=["ES256"])
+    with pytest.raises(ConfigurationError, match="needs tokens=, bundles= or api_keys="):
+        Authenticator()
+    with pytest.raises(ConfigurationError, match="require_token=True needs a token verifier"):
+        Authenticator(bundles=ca.bundle, require_token=True)
+    with pytest.raises(ConfigurationError, match="forwarded certificates need bundles="):
+        Authenticator(tokens=verifier, trusted_proxies=TrustedProxies(["10.0.0.0/8"]))
+    for depth in (-1, 33):
+        with pytest.raises(ConfigurationError, match="between 0 and 32"):
+            Authenticator(tokens=verifier, max_delegation_depth=depth)
+    for depth in (0, 32):
+        assert (
+            Authenticator(tokens=verifier, max_delegation_depth=depth).max_delegation_depth == depth
+        )
+    Authenticator(api_keys=ApiKeys({"ci": ApiKeys.hash("s3cret-key-value")}))

@@ -75,3 +75,14 @@ def test_api_keys_refuse_a_bad_configuration() -> None:
     keys = ApiKeys({"k": digest}, header="X-Api-Key")
     assert keys.header == "x-api-key" and keys.identify("secret") == "k"
     assert keys.identify("other") is None
+
+
+def test_credentials_never_show_their_values() -> None:
+    from zerotrust.authn.credentials import Credentials
+
+    dpop = extract_credentials(_view(authorization="DPoP tok3n-value", dpop="pr00f.value.x"))
+    assert repr(dpop) == "Credentials(scheme='DPoP', token=<present>, dpop_proof=<present>)"
+    assert repr(Credentials(api_key="k3y-value")) == "Credentials(api_key=<present>)"
+    assert repr(Credentials()) == "Credentials()"
+    for shown in (repr(dpop), str(dpop)):
+        assert "tok3n" not in shown and "pr00f" not in shown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -402,6 +403,40 @@ def test_custom_failure_denies(hook: object) -> None:
     policy = Policy([allow(), Rule(id="ext", action="CUSTOM", hook=hook, hook_timeout=0.05)])  # type: ignore[arg-type]
     decision = policy.evaluate(who(), GET_ORDER)
     assert (decision.allowed, decision.reason) == (False, "custom_error")
+    decision = asyncio.run(policy.evaluate_async(who(), GET_ORDER))  # the hook in a thread
+    assert (decision.allowed, decision.reason) == (False, "custom_error")
+
+
+def test_custom_blocking_hook_in_async_evaluation() -> None:
+    """A plain function runs in a worker thread, off the event loop; one that hands back an
+    awaitable (a coroutine made by a wrapper) has that awaited, within the same timeout."""
+    threads: list[str] = []
+
+    def hook(principal: Principal | None, op: Operation) -> bool:
+        threads.append(threading.current_thread().name)
+        return op.method == "GET"
+
+    policy = Policy([allow(), Rule(id="ext", action="CUSTOM", hook=hook)])
+    assert asyncio.run(policy.evaluate_async(who(), GET_ORDER)).allowed
+    denied = asyncio.run(policy.evaluate_async(who(), DELETE_ORDER))
+    assert (denied.allowed, denied.reason) == (False, "denied_by_custom")
+    assert threading.main_thread().name not in threads and len(threads) == 2
+
+    async def verdict(allowed: bool, delay: float) -> bool:
+        await asyncio.sleep(delay)
+        return allowed
+
+    def wrapped(principal: Principal | None, op: Operation) -> Any:
+        return verdict(op.method == "GET", 0)
+
+    def wrapped_slow(principal: Principal | None, op: Operation) -> Any:
+        return verdict(True, 1)
+
+    deferred = Policy([allow(), Rule(id="ext", action="CUSTOM", hook=wrapped)])
+    assert asyncio.run(deferred.evaluate_async(who(), GET_ORDER)).allowed
+    assert not asyncio.run(deferred.evaluate_async(who(), DELETE_ORDER)).allowed
+    slow = Policy([allow(), Rule(id="ext", action="CUSTOM", hook=wrapped_slow, hook_timeout=0.05)])
+    assert asyncio.run(slow.evaluate_async(who(), GET_ORDER)).reason == "custom_error"
 
 
 def test_custom_async_hook_in_async_evaluation() -> None:

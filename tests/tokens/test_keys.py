@@ -384,6 +384,21 @@ def test_weak_edwards_keys_are_refused(crv: str, x: bytes) -> None:
         JWK(key)
 
 
+def test_edwards_encodings_refused_before_any_arithmetic() -> None:
+    """A key of the wrong size, and an Ed448 encoding whose last octet holds more than the
+    sign bit (RFC 8032 5.2.2: only bit 7 of octet 56 is x's sign), are refused as such."""
+    from zerotrust.tokens._edwards import weak_edwards_key
+
+    good = ed448.Ed448PrivateKey.generate().public_key().public_bytes_raw()
+    assert not weak_edwards_key("Ed448", good)
+    assert weak_edwards_key("Ed448", good[:-1] + bytes([good[-1] | 0x01]))
+    assert weak_edwards_key("Ed448", good[:-1] + bytes([good[-1] | 0x40]))
+    assert weak_edwards_key("Ed448", good[:-1]) and weak_edwards_key("Ed448", good + b"\0")
+    ed = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    assert not weak_edwards_key("Ed25519", ed)
+    assert weak_edwards_key("Ed25519", ed[:-1]) and weak_edwards_key("Ed25519", good)
+
+
 def test_generated_edwards_keys_are_not_weak() -> None:
     for _ in range(50):
         JWK(ed25519.Ed25519PrivateKey.generate().public_key())

@@ -110,6 +110,37 @@ def test_a_method_requirement_holds_in_any_interceptor_order(world: World, order
     assert reply == b"created by " + CLIENT_ID.encode()
 
 
+def test_a_mapped_and_a_decorated_requirement_must_both_hold(world: World) -> None:
+    """``requirements={method: ...}`` on the interceptor and ``@require`` on the method: the
+    call needs what each asks for (neither replaces the other)."""
+    from zerotrust import require as requirement
+
+    mapped = {METHOD: requirement(scopes=["orders:audit"])}
+    with _server([ServerInterceptor(world.guard(), requirements=mapped)]) as port:
+        only_decorated = _call(port, world.token(scopes=("orders:write",)))
+        only_mapped = _call(port, world.token(scopes=("orders:audit",)))
+        both = _call(port, world.token(scopes=("orders:write", "orders:audit")))
+    assert only_decorated == only_mapped == grpc.StatusCode.PERMISSION_DENIED
+    assert both == b"created by " + CLIENT_ID.encode()
+
+
+def test_interceptor_requirements_and_exemptions_are_checked(world: World) -> None:
+    from zerotrust import require as requirement
+    from zerotrust.errors import ConfigurationError
+
+    guard, scoped = world.guard(), requirement(scopes=["orders:write"])
+    for bad in ({"test.Echo/Create": scoped}, {METHOD: "orders:write"}):
+        with pytest.raises(ConfigurationError, match="requirements maps"):
+            ServerInterceptor(guard, requirements=bad)  # type: ignore[arg-type]
+    for exempt in (["test.Echo/Create"], [None]):
+        with pytest.raises(ConfigurationError, match="full method names"):
+            ServerInterceptor(guard, exempt=exempt)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="collection of full method names"):
+        ServerInterceptor(guard, exempt=METHOD)
+    with pytest.raises(ConfigurationError, match="guard must be"):
+        ServerInterceptor(object())  # type: ignore[arg-type]
+
+
 def test_a_method_with_a_requirement_never_runs_undecided(world: World) -> None:
     """No zerotrust interceptor at all: the method refuses rather than run unchecked."""
     with _server([]) as port:

@@ -70,6 +70,35 @@ def test_starlette_routes_mounts_and_hosts() -> None:
     assert route_template_for(app, scope("/panel")) is None  # other host
 
 
+def test_a_host_serving_a_plain_application_covers_every_path_of_that_host() -> None:
+    app = Starlette(
+        routes=[
+            Host("files.example", app=plain_app),
+            Host("{tenant}.admin.example", app=Router(routes=[Route("/panel", endpoint)])),
+        ]
+    )
+    files = scope("/a/b.txt", headers=[(b"host", b"files.example")])
+    assert route_template_for(app, files) == "/{path}"
+    tenant = scope("/panel", headers=[(b"host", b"acme.admin.example")])
+    assert route_template_for(app, tenant) == "/panel"
+    assert route_template_for(app, scope("/a/b.txt")) is None  # another host
+
+
+def test_routers_nested_too_deeply_are_a_configuration_error() -> None:
+    """Resolution is bounded: a template is never guessed, and never skipped."""
+
+    def nested(depth: int) -> Any:
+        inner: Any = Router(routes=[Route("/leaf", endpoint)])
+        for _ in range(depth):
+            inner = Router(routes=[Mount("/m", app=inner)])
+        return inner
+
+    path = "/m" * 16 + "/leaf"
+    assert route_template_for(nested(16), scope(path)) == path
+    with pytest.raises(ConfigurationError, match="nested too deeply"):
+        route_template_for(nested(17), scope("/m" + path))
+
+
 def test_mount_prefixes_lose_their_converters() -> None:
     # "/items/{item_id:int}" is "/items/{item_id}", in a Mount's own path as well
     sub = FastAPI()

@@ -199,7 +199,7 @@ def test_authorization_header_grammar(
     else:
         assert outcome.error is not None and outcome.error.code == code
     if status == 401:
-        assert outcome.www_authenticate == 'Bearer realm="orders"'
+        assert outcome.www_authenticate is None  # no authentication failed
         assert outcome.body() == {
             "error": "missing_credentials",
             "error_description": "authentication required",
@@ -1584,3 +1584,35 @@ def test_authenticator_configurations_that_could_never_authenticate_are_refused(
             Authenticator(tokens=verifier, max_delegation_depth=depth).max_delegation_depth == depth
         )
     Authenticator(api_keys=ApiKeys({"ci": ApiKeys.hash("s3cret-key-value")}))
+
+
+class _BrokenView(Request):
+    """A request view whose header reading breaks, as a buggy framework adapter might."""
+
+    def header(self, name: str) -> list[str]:
+        raise RuntimeError("connection string postgres://app:hunter2@db/internal")
+
+
+def test_an_unexpected_error_while_deciding_refuses_and_shows_nothing(
+    issuer: TokenIssuer, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fail closed: an exception that is no ZeroTrustError is a refusal (500), logged with its
+    traceback for the operator, while the caller and the audit trail see only that deciding
+    failed."""
+    guard, sink = make_guard(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    view = _BrokenView(
+        method="GET", route=ROUTE, path="/orders/7", headers={"Authorization": f"Bearer {token}"}
+    )
+    with caplog.at_level(logging.ERROR, logger="zerotrust"):
+        outcomes = [guard.evaluate(view), asyncio.run(guard.aevaluate(view))]
+    for outcome in outcomes:
+        assert not outcome.allowed and outcome.principal is None
+        assert (outcome.status, outcome.grpc_status) == (500, "INTERNAL")
+        assert outcome.body() == {"error": "zerotrust_error", "error_description": "request failed"}
+        assert outcome.www_authenticate is None  # no authentication failed
+        assert "hunter2" not in json.dumps(outcome.body())
+    assert [e.decision for e in sink.events] == ["deny", "deny"]
+    assert all("hunter2" not in event.to_json() for event in sink.events)
+    logged = [r for r in caplog.records if "unexpected error while deciding" in r.getMessage()]
+    assert len(logged) == 2 and all(r.exc_info is not None for r in logged)

@@ -675,7 +675,7 @@ class Guard:
     ) -> tuple[tuple[str, str], ...]:
         if isinstance(error, RateLimited):
             return (("Retry-After", str(error.retry_after)),)
-        presented = view.header("authorization")
+        presented = _header_read_safely(view, "authorization")
         dpop = self.authenticator.dpop
         if isinstance(error, InvalidDPoPProof) or (
             # the scheme as the credentials were read: after optional whitespace (SP, HTAB)
@@ -708,7 +708,7 @@ class Guard:
         if error is not None and (decision is None or decision.allowed):
             reason = error.code
         trace = trace_ids_for_audit(  # a caller refused as unauthenticated is not trusted
-            view.header("traceparent"),
+            _header_read_safely(view, "traceparent"),
             caller_authenticated=principal is not None
             and not isinstance(error, AuthenticationError),
         )
@@ -753,6 +753,16 @@ class Guard:
             trace_trusted=trace.trusted,
             notes=auth.notes if auth is not None else (),
         )
+
+
+def _header_read_safely(view: RequestView, name: str) -> list[str]:
+    """``view.header(name)`` for an outcome's challenge and audit event, ``[]`` if it fails:
+    reading the request may be what failed while deciding (an error logged there), and the
+    refusal must still be answered and audited."""
+    try:
+        return view.header(name)
+    except Exception:
+        return []
 
 
 _MAX_REPEATS = 8192

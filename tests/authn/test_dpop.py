@@ -806,6 +806,25 @@ def test_an_ipv6_server_address_is_bracketed_without_a_host_header() -> None:
     assert ScopeView(scope, None).host == "[::1]:8443"
 
 
+def test_without_a_host_header_or_server_address_there_is_no_host() -> None:
+    """No host to compare a proof's ``htu`` with: never a guessed one."""
+    for server in (None, ("10.0.0.1", None), ("/run/app.sock", None)):
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "server": server}
+        assert ScopeView(scope, None).host is None
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": [],
+        "server": ("10.0.0.1", 80),
+    }
+    assert ScopeView(scope, None).host == "10.0.0.1:80"
+    assert WSGIRequestView({"REQUEST_METHOD": "GET"}).host is None
+    assert WSGIRequestView({"REQUEST_METHOD": "GET", "SERVER_NAME": ""}).host is None
+    named = {"REQUEST_METHOD": "GET", "SERVER_NAME": "api.example", "SERVER_PORT": "8443"}
+    assert WSGIRequestView(named).host == "api.example:8443"
+
+
 # --- binding members that are present but unusable ----------------------------------------------
 
 

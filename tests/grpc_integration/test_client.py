@@ -544,6 +544,22 @@ def test_configuration_is_checked_up_front(world: World) -> None:
         secure_channel("localhost:1", **{**base, "server_id": None, "authorizer": match.any()})
     with pytest.raises(ConfigurationError, match=r"no X\.509 authorities"):
         secure_channel("localhost:1", **{**base, "server_id": "spiffe://other.org/echo"})
+    for target in ("", None, b"localhost:1"):
+        with pytest.raises(ConfigurationError, match="target must be 'host:port'"):
+            secure_channel(target, **base)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="svid must be"):
+        secure_channel("localhost:1", **{**base, "svid": world.client_svid.cert_chain_pem()})
+    with pytest.raises(ConfigurationError, match="bundles must be"):
+        secure_channel("localhost:1", **{**base, "bundles": world.ca.bundle.to_pem()})
+    with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy"):
+        secure_channel("localhost:1", **base, retry=3)  # type: ignore[arg-type]
+    for check_timeout in (0, -1, "5", None, True, float("nan"), float("inf")):
+        with pytest.raises(ConfigurationError, match="check_timeout must be a positive"):
+            secure_channel("localhost:1", **base, check_timeout=check_timeout)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="audience needs a token_source"):
+        secure_channel("localhost:1", **{**base, "token_source": None}, audience="x")
+    with pytest.raises(ConfigurationError, match="target must be"):
+        aio_secure_channel("", **base)
 
 
 @pytest.mark.parametrize(

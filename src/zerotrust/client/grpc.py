@@ -24,6 +24,7 @@ tokens, trace context, retries, and rebuilds on SVID rotation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -102,7 +103,9 @@ class _Setup:
             )
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError("retry must be a RetryPolicy or None")
-        if not (isinstance(check_timeout, (int, float)) and check_timeout > 0):
+        if isinstance(check_timeout, bool) or not (
+            isinstance(check_timeout, (int, float)) and 0 < check_timeout < math.inf
+        ):
             raise ConfigurationError("check_timeout must be a positive number of seconds")
         if isinstance(bundles, TrustBundle):
             bundles = bundles.get_bundle_set()  # one static snapshot, not a new set per call

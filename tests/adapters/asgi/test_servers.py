@@ -249,3 +249,38 @@ def test_repeated_requests_on_one_connection_see_a_revocation_at_once(
     assert [e.decision for e in sink.events[-2:]] == ["deny", "allow"]
     assert sink.events[-2].reason == "token_revoked"
     assert sum(e.decision == "allow" for e in sink.events) == 6  # one event per request
+
+
+def test_server_configurations_refuse_what_would_bypass_the_context(ca: DevCA) -> None:
+    """The zerotrust context is the one TLS configuration: uvicorn's own ``ssl_*`` options, a
+    plain path to a certificate, or several processes (each would get a pickled copy of the
+    context, whose rotation then reaches none of them) are refused."""
+    import asyncio
+
+    from hypercorn.config import Config
+
+    from zerotrust import server_ssl_context
+    from zerotrust.adapters.hypercorn import ZeroTrustHypercornConfig, serve_hypercorn
+    from zerotrust.adapters.uvicorn import ZeroTrustUvicornConfig
+    from zerotrust.errors import ConfigurationError
+
+    context = server_ssl_context(
+        ca.issue_svid("spiffe://example.org/api"), ca.bundle, authorizer=match.any()
+    )
+    app = FastAPI()
+    for bad in ("svid.pem", None):
+        with pytest.raises(ConfigurationError, match=r"ssl_context must be an ssl\.SSLContext"):
+            ZeroTrustUvicornConfig(app, ssl_context=bad)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match=r"ssl_context must be an ssl\.SSLContext"):
+            ZeroTrustHypercornConfig(bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="ssl_context replaces ssl_ca_certs, ssl_certfile"):
+        ZeroTrustUvicornConfig(app, ssl_context=context, ssl_certfile="a", ssl_ca_certs="b")
+    for options in ({"workers": 2}, {"reload": True}):
+        with pytest.raises(ConfigurationError, match="one process per context"):
+            ZeroTrustUvicornConfig(app, ssl_context=context, **options)
+    config = ZeroTrustUvicornConfig(app, ssl_context=context, workers=1, reload=False)
+    assert config.zerotrust_ssl_context is context and config.proxy_headers is False
+    assert ZeroTrustHypercornConfig(context).ssl_enabled
+
+    with pytest.raises(ConfigurationError, match="needs a ZeroTrustHypercornConfig"):
+        asyncio.run(serve_hypercorn(app, Config()))  # type: ignore[arg-type]

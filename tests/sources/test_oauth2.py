@@ -178,6 +178,21 @@ def test_caching_and_refresh_before_expiry(server: HttpsServer, clock: FixedCloc
     assert server.count("/token") == 3
 
 
+def test_invalidate_and_clear_request_new_tokens(server: HttpsServer, clock: FixedClock) -> None:
+    """What an HTTP client does after ``invalid_token``: that audience's token is requested
+    again, the others stay cached; ``clear()`` drops them all."""
+    with credentials(server, clock) as source:
+        assert (source.token("a"), source.token("b")) == ("at-1", "at-2")
+        source.invalidate("a")
+        assert (source.token("a"), source.token("b")) == ("at-3", "at-2")
+        source.clear()
+        assert (source.token("b"), source.token("a")) == ("at-4", "at-5")
+        for audience in ("", None, 7):
+            with pytest.raises(ConfigurationError, match="audience must be a non-empty string"):
+                source.invalidate(audience)  # type: ignore[arg-type]
+    assert server.count("/token") == 5
+
+
 def test_refresh_failure_keeps_the_valid_token(server: HttpsServer, clock: FixedClock) -> None:
     with credentials(server, clock) as source:
         token = source.token("a")
@@ -467,6 +482,26 @@ def test_token_exchange_is_cached_per_subject(server: HttpsServer, clock: FixedC
         "bob.token.y",
     ]
     assert "actor_token" not in server.requests("/token")[0].form
+
+
+def test_token_exchange_invalidate_drops_every_subject_of_the_audience(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    server.route("/token", issuing(issued_token_type=ACCESS))
+    current = {"token": "alice.token.x"}
+    orders, stock = "https://orders.example", "https://stock.example"
+    with exchange(server, clock, subject_token=lambda: current["token"]) as source:
+        alice = source.token(orders)
+        current["token"] = "bob.token.y"
+        bob, bob_stock = source.token(orders), source.token(stock)
+        source.invalidate(orders)
+        assert source.token(stock) == bob_stock  # another audience: kept
+        assert source.token(orders) not in (alice, bob)
+        current["token"] = "alice.token.x"
+        assert source.token(orders) not in (alice, bob)
+        source.clear()
+        assert source.token(stock) != bob_stock
+    assert server.count("/token") == 6
 
 
 def test_token_exchange_subject_from_a_token_source(server: HttpsServer, clock: FixedClock) -> None:

@@ -592,3 +592,20 @@ def test_a_call_sent_twice_answers_as_once(losing_proxy: _LosingProxy, mode: str
     assert first is True and again is False  # the real replay is still caught
     assert charged.allowed and charged.remaining == 1  # one token taken, not two
     assert after.allowed and after.remaining == 0
+
+
+def test_where_a_store_points_is_named_without_credentials() -> None:
+    """``repr`` and every message name the server as ``scheme://host:port/db``: no password,
+    no query (which may carry one), and an unreadable URL is not echoed."""
+    import redis
+
+    store = RedisStore(url="redis://app:hunter2@127.0.0.1:1/3?password=hunter2")
+    assert repr(store) == "RedisStore('redis://127.0.0.1:1/3', prefix='zerotrust:')"
+    for url in ("redis://app:hunter2@host:99999/0", "redis://[::1/0?password=hunter2"):
+        with pytest.raises(ConfigurationError) as info:
+            RedisStore(url=url)
+        assert str(info.value) == "invalid Redis URL (an invalid Redis URL)"
+    by_socket = RedisStore(client=redis.Redis(unix_socket_path="/run/redis.sock", password="x"))
+    assert repr(by_socket) == "RedisStore('unix:///run/redis.sock', prefix='zerotrust:')"
+    by_host = RedisStore(client=redis.Redis(host="10.0.0.5", port=6380, db=2, password="hunter2"))
+    assert repr(by_host) == "RedisStore('redis://10.0.0.5:6380/2', prefix='zerotrust:')"

@@ -199,7 +199,7 @@ def test_authorization_header_grammar(
     else:
         assert outcome.error is not None and outcome.error.code == code
     if status == 401:
-        assert outcome.www_authenticate is None  # no authentication failed
+        assert outcome.www_authenticate == 'Bearer realm="orders"'
         assert outcome.body() == {
             "error": "missing_credentials",
             "error_description": "authentication required",

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -495,8 +496,8 @@ def test_constructors_refuse_wrong_types_as_bundle_errors(build: object) -> None
         build()  # type: ignore[operator]
 
 
-def _self_signed(*extensions: x509.ExtensionType) -> x509.Certificate:
-    key = ec.generate_private_key(ec.SECP256R1())
+def _self_signed(*extensions: x509.ExtensionType, key: Any = None) -> x509.Certificate:
+    key = key if key is not None else ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "no constraints")])
     builder = (
         x509.CertificateBuilder()
@@ -561,19 +562,8 @@ def test_an_authority_key_no_jwk_describes_is_refused_in_the_spiffe_format() -> 
     bundle format has no JWK for its key: writing or reading such an entry is a BundleError."""
     from cryptography.hazmat.primitives.asymmetric import dsa
 
-    key = dsa.generate_private_key(2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dsa root")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
-        .not_valid_after(dt.datetime(2040, 1, 1, tzinfo=dt.timezone.utc))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    authority = x509.BasicConstraints(ca=True, path_length=None)
+    cert = _self_signed(authority, key=dsa.generate_private_key(2048))
     bundle = TrustBundle.from_pem("example.org", cert.public_bytes(serialization.Encoding.PEM))
     assert bundle.x509_authorities == (cert,)
     with pytest.raises(BundleError, match=r"^unsupported authority key type$"):

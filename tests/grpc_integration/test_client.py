@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tests._sockets import close_listener
 from tests.grpc_integration._support import (
     CLIENT_ID,
     EXCLUSIVE_PORT,
@@ -674,8 +675,8 @@ def test_plain_tls_server_without_grpc_is_checked_too(world: World) -> None:
     port = listener.getsockname()[1]
 
     def accept() -> None:
-        raw, _ = listener.accept()
         try:
+            raw, _ = listener.accept()
             with context.wrap_socket(raw, server_side=True):
                 pass
         except OSError:
@@ -690,8 +691,8 @@ def test_plain_tls_server_without_grpc_is_checked_too(world: World) -> None:
         ):
             ch.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
     finally:
+        close_listener(listener)  # the thread may still be in accept(): this ends it
         thread.join(10)
-        listener.close()
 
 
 class SlowProxy:
@@ -731,7 +732,7 @@ class SlowProxy:
 
     def close(self) -> None:
         self._closing.set()
-        self._listener.close()
+        close_listener(self._listener)
 
 
 @pytest.mark.parametrize("kind", ["sync", "aio"])

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests._sockets import close_listener
 from tests.grpc_integration._support import CLIENT_ID, SERVER_ID, SERVICE, World, sync_server
 from zerotrust import client_ssl_context, match
 from zerotrust.adapters._grpc_tls import remote_address
@@ -511,6 +512,6 @@ def test_the_server_identity_check_keeps_to_the_call_deadline(world: World) -> N
             first.join()
     finally:
         stop.set()
-        listener.close()
+        close_listener(listener)
     assert set(codes) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
     assert len(elapsed) == 2 and max(elapsed) < 3.2  # the queued call took 3.7 s before

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests._https import HttpsServer, Route, json_route
+from tests._sockets import close_listener
 from zerotrust import FixedClock
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, KeysUnavailable, UnknownKey
@@ -1107,7 +1108,7 @@ def test_a_request_on_a_reused_connection_cannot_escape_the_deadline(clock: Fixe
             assert source.get_keys().get("a") == KEY_A.public()  # each request its own connection
     finally:
         stop.set()
-        listener.close()
+        close_listener(listener)
 
 
 def test_an_overdue_background_refresh_is_taken_for_lost(clock: FixedClock) -> None:

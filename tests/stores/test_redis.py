@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import os
 import re
@@ -506,6 +507,7 @@ class _LosingProxy:
         self._closing = False
         self._threads: list[threading.Thread] = []
         self._conns: list[Any] = []
+        self._lock = threading.Lock()
         accept = threading.Thread(target=self._accept, daemon=True)
         accept.start()
         self._threading = threading
@@ -517,7 +519,12 @@ class _LosingProxy:
             except OSError:
                 return
             upstream = self._socket.create_connection(("127.0.0.1", self._upstream))
-            self._conns += [client, upstream]
+            with self._lock:
+                if self._closing:  # accepted while close() ran: it would leave these open
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns += [client, upstream]
             lose = self._threading.Event()
             for args in ((client, upstream, False, lose), (upstream, client, True, lose)):
                 thread = self._threading.Thread(target=self._pipe, args=args, daemon=True)
@@ -541,9 +548,14 @@ class _LosingProxy:
             return
 
     def close(self) -> None:
-        self._closing = True
+        with self._lock:
+            self._closing = True
+            conns, self._conns = self._conns, []
+        # shutdown() first: close() alone leaves a socket blocked in accept() listening
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(self._socket.SHUT_RDWR)
         self._listener.close()
-        for conn in self._conns:
+        for conn in conns:
             conn.close()
 
 

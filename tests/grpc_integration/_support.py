@@ -24,6 +24,7 @@ import grpc.aio
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from tests._sockets import close_listener
 from zerotrust import (
     Authenticator,
     BundleSet,
@@ -510,10 +511,7 @@ class Relay:
                 sink.sendall(data)
 
     def stop_listening(self) -> None:
-        # shutdown() first: close() alone leaves a socket blocked in accept() listening
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
+        close_listener(self._listener)
 
     def die(self) -> None:
         """Reset every connection (and stop listening, if not done yet)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import gc
 import os
 import re
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests._sockets import close_listener
 from zerotrust import FixedClock
 from zerotrust.errors import ConfigurationError, MissingDependencyError, StoreUnavailable
 from zerotrust.stores import RedisStore, ResilientStore
@@ -551,10 +551,7 @@ class _LosingProxy:
         with self._lock:
             self._closing = True
             conns, self._conns = self._conns, []
-        # shutdown() first: close() alone leaves a socket blocked in accept() listening
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(self._socket.SHUT_RDWR)
-        self._listener.close()
+        close_listener(self._listener)
         for conn in conns:
             conn.close()
 

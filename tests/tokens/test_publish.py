@@ -350,3 +350,26 @@ def test_a_set_where_one_kid_names_two_keys_is_never_published(
 
     status, headers, body = JWKSEndpoint(Source()).respond("GET")  # type: ignore[arg-type]
     assert (status, body) == (503, b"") and ("Cache-Control", "no-store") in headers
+
+
+def test_the_asgi_application_serves_http_only() -> None:
+    """A websocket is closed with 1008 (policy violation) before it is accepted; other scope
+    types get nothing; lifespan is answered, as for an application served alone."""
+    endpoint = JWKSEndpoint(_ring(), max_age=30)
+    assert endpoint.max_age == 30
+    sent: list[dict[str, Any]] = []
+    incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    asyncio.run(endpoint({"type": "websocket", "path": "/jwks"}, receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+    sent.clear()
+    asyncio.run(endpoint({"type": "other"}, receive, send))
+    assert sent == []
+    asyncio.run(endpoint({"type": "lifespan"}, receive, send))
+    assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]

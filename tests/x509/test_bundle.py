@@ -576,3 +576,15 @@ def test_an_authority_key_no_jwk_describes_is_refused_in_the_spiffe_format() -> 
     # an element of a key type JWK does not know is ignored, as the bundle format requires
     doc = {"keys": [{"kty": "DSA", "use": "x509-svid", "x5c": [der]}]}
     assert TrustBundle.from_jwks("example.org", doc).x509_authorities == ()
+
+
+def test_pem_bundles_are_bounded_in_size(ca: DevCA) -> None:
+    """PEM input is refused above 4 MiB before any parsing; at the limit it is read."""
+    pem = ca.bundle.to_pem()
+    limit = 4 * 1024 * 1024
+    padded = pem + b"\n" * (limit - len(pem))
+    assert TrustBundle.from_pem("example.org", padded) == ca.bundle
+    with pytest.raises(BundleError, match="bundle PEM exceeds 4194304 bytes"):
+        TrustBundle.from_pem("example.org", padded + b"\n")
+    with pytest.raises(BundleError, match="exceeds"):
+        TrustBundle.from_pem("example.org", padded.decode("ascii") + "\n")

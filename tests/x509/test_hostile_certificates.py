@@ -77,6 +77,9 @@ def signed_leaf(
     *,
     aki: bool = True,
     key_usage: bool = True,
+    basic_constraints: x509.BasicConstraints | None = x509.BasicConstraints(  # noqa: B008
+        ca=False, path_length=None
+    ),
     san: x509.ExtensionType | None = None,
 ) -> x509.Certificate:
     root_key = ca._root_key  # the test forges what DevCA itself would never issue
@@ -88,12 +91,13 @@ def signed_leaf(
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - dt.timedelta(minutes=5))
         .not_valid_after(NOW + dt.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             san or x509.SubjectAlternativeName([x509.UniformResourceIdentifier(WEB)]),
             critical=False,
         )
     )
+    if basic_constraints is not None:
+        builder = builder.add_extension(basic_constraints, critical=True)
     if key_usage:
         builder = builder.add_extension(
             x509.KeyUsage(True, False, False, False, False, False, False, False, False),
@@ -242,6 +246,19 @@ def test_a_leaf_without_authority_key_identifier_is_an_svid(ca: DevCA) -> None:
     """X509-SVID does not require the AKI of a leaf (go-spiffe accepts such leaves)."""
     bare = signed_leaf(ca, ec.generate_private_key(ec.SECP256R1()).public_key(), aki=False)
     assert str(verify_x509_svid([bare], ca.bundle).spiffe_id) == WEB
+
+
+def test_basic_constraints_of_a_leaf(ca: DevCA) -> None:
+    """X509-SVID 4.1: a leaf's cA flag is false. A leaf claiming to be a CA is refused; one
+    without the extension is not a CA (RFC 5280 4.2.1.9), and is an SVID (as go-spiffe
+    reads it)."""
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    as_ca = x509.BasicConstraints(ca=True, path_length=None)
+    with pytest.raises(SvidProfileViolation) as caught:
+        verify_x509_svid([signed_leaf(ca, key, basic_constraints=as_ca)], ca.bundle)
+    assert caught.value.rule == "leaf_is_ca"
+    without = signed_leaf(ca, key, basic_constraints=None)
+    assert str(verify_x509_svid([without], ca.bundle).spiffe_id) == WEB
 
 
 def test_svid_chains_hold_only_signing_certificates(ca: DevCA, svid: X509Svid) -> None:

@@ -269,6 +269,18 @@ def test_svid_chains_hold_only_signing_certificates(ca: DevCA, svid: X509Svid) -
     assert X509Svid([svid.leaf, ca.root_certificate], svid.private_key).leaf == svid.leaf
 
 
+def test_a_chain_certificate_whose_extensions_cannot_be_read_is_left_to_path_validation(
+    ca: DevCA, svid: X509Svid
+) -> None:
+    """An SVID is built from such a chain (a peer's path validation refuses it), not
+    refused with an exception of Python's own."""
+    ediparty_san = x509.UnrecognizedExtension(
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME, bytes.fromhex("3007a505a1030c0178")
+    )
+    odd = signed_leaf(ca, ec.generate_private_key(ec.SECP256R1()).public_key(), san=ediparty_san)
+    assert X509Svid([svid.leaf, odd], svid.private_key).cert_chain == (svid.leaf, odd)
+
+
 def test_a_certificate_read_lazily_during_path_building_is_malformed(ca: DevCA) -> None:
     # an unknown signature algorithm and a subject that is not UTF-8: cryptography reads the
     # subject only while building the path, and raised ValueError there (a 500 in the Guard)

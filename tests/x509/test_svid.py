@@ -195,3 +195,123 @@ def test_an_encrypted_key_is_named_as_such(ca: DevCA, tmp_path: Path) -> None:
             X509Svid.load(cert, key)
         with pytest.raises(SvidError, match="encrypted, which is not supported"):
             X509Svid.from_pem(cert.read_bytes(), key.read_bytes())
+
+
+def test_a_key_of_an_unsupported_type_is_named_as_such(ca: DevCA) -> None:
+    """Only EC, RSA and Ed25519 keys are SVID keys: another type is refused for what it is,
+    given to the constructor or as PEM, not reported as a mismatch with the leaf."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed448
+
+    svid = ca.issue_svid("spiffe://example.org/a")
+    other = ed448.Ed448PrivateKey.generate()
+    with pytest.raises(SvidError, match="unsupported private key type"):
+        X509Svid(svid.cert_chain, other)  # type: ignore[arg-type]
+    pem = other.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(SvidError, match="unsupported private key type"):
+        X509Svid.from_pem(svid.cert_chain_pem(), pem)
+
+
+def test_pem_given_as_text(ca_with_intermediate: DevCA) -> None:
+    svid = ca_with_intermediate.issue_svid("spiffe://example.org/web")
+    again = X509Svid.from_pem(svid.cert_chain_pem().decode(), svid.private_key_pem().decode())
+    assert again.fingerprint == svid.fingerprint
+    assert again.private_key_pem() == svid.private_key_pem()
+
+
+def test_save_writes_the_chain_world_readable_and_leaves_nothing_behind(
+    ca: DevCA, tmp_path: Path
+) -> None:
+    """The chain is 0644 whatever the umask (its staged file is created 0600 like the key's),
+    and replacing an existing pair keeps no copy of the old key beside the new one."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    old, new = ca.issue_svid("spiffe://example.org/a"), ca.issue_svid("spiffe://example.org/a")
+    old.save(cert, key)
+    assert stat.S_IMODE(cert.stat().st_mode) == 0o644
+    new.save(cert, key)
+    assert stat.S_IMODE(cert.stat().st_mode) == 0o644
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert X509Svid.load(cert, key).fingerprint == new.fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pem", "k.pem"]
+
+
+def test_a_save_whose_key_cannot_replace_its_path_replaces_nothing(
+    ca: DevCA, tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    old, new = ca.issue_svid("spiffe://example.org/a"), ca.issue_svid("spiffe://example.org/a")
+    old.save(cert, key)
+    directory = tmp_path / "a-directory.key"
+    directory.mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        new.save(cert, directory)  # the key's rename, the first, fails
+    assert caught.value.filename == str(directory)
+    assert X509Svid.load(cert, key).fingerprint == old.fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-directory.key", "c.pem", "k.pem"]
+    assert list(directory.iterdir()) == []
+
+
+def test_a_save_that_cannot_stage_the_certificate_replaces_nothing(
+    ca: DevCA, tmp_path: Path
+) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    old, new = ca.issue_svid("spiffe://example.org/a"), ca.issue_svid("spiffe://example.org/a")
+    old.save(cert, key)
+    nowhere = tmp_path / "missing" / "c.pem"
+    with pytest.raises(FileNotFoundError) as caught:
+        new.save(nowhere, key)  # the key is staged first: its staged file goes too
+    assert caught.value.filename == str(nowhere)
+    assert X509Svid.load(cert, key).fingerprint == old.fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pem", "k.pem"]
+
+
+def test_a_failed_save_puts_back_a_key_path_that_was_a_symbolic_link(
+    ca: DevCA, tmp_path: Path
+) -> None:
+    cert, real_key = tmp_path / "c.pem", tmp_path / "real.key"
+    old, new = ca.issue_svid("spiffe://example.org/a"), ca.issue_svid("spiffe://example.org/a")
+    old.save(cert, real_key)
+    key = tmp_path / "k.pem"
+    key.symlink_to(real_key.name)
+    directory = tmp_path / "a-directory.pem"
+    directory.mkdir()
+    with pytest.raises(IsADirectoryError):
+        new.save(directory, key)
+    assert key.is_symlink() and key.readlink() == Path(real_key.name)
+    assert X509Svid.load(cert, key).fingerprint == old.fingerprint
+
+
+def test_write_file_atomic_failures_name_the_path_and_leave_nothing(tmp_path: Path) -> None:
+    from zerotrust.x509.svid import write_file_atomic
+
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    with pytest.raises(IsADirectoryError) as caught:
+        write_file_atomic(directory, b"data", mode=0o644)
+    assert caught.value.filename == str(directory)
+    assert ".tmp" not in str(caught.value)  # the temporary file means nothing to the caller
+    with pytest.raises(TypeError):  # not an OSError: raised as it is
+        write_file_atomic(tmp_path / "f", "not bytes", mode=0o644)  # type: ignore[arg-type]
+    assert [p.name for p in tmp_path.iterdir()] == ["a-directory"]
+
+
+def test_load_names_an_unreadable_certificate_file(ca: DevCA, tmp_path: Path) -> None:
+    svid = ca.issue_svid("spiffe://example.org/a")
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    svid.save(cert, key)
+    cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n")
+    with pytest.raises(SvidError, match=f"^{cert}: "):
+        X509Svid.load(cert, key)
+    cert.write_bytes(b"#" * (4 * 1024 * 1024 + 1))  # past the PEM size bound
+    with pytest.raises(SvidError, match="exceeds"):
+        X509Svid.load(cert, key)
+
+
+def test_a_chain_certificate_that_may_not_sign_is_named_by_position(ca: DevCA) -> None:
+    leaf, other = ca.issue_svid("spiffe://example.org/a"), ca.issue_svid("spiffe://example.org/b")
+    with pytest.raises(SvidError, match="certificate 1 of the chain is not a signing"):
+        X509Svid([leaf.leaf, other.leaf], leaf.private_key)

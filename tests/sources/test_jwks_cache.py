@@ -413,3 +413,22 @@ def test_what_is_logged_about_key_set_changes_and_recovery(
         fetch(cache, ok(KEY_A))
     assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.INFO]
     assert caplog.messages[-1] == "key source https://issuer.example/jwks recovered"
+
+
+def test_a_kid_whose_refetch_failed_is_not_remembered_as_missing(clock: FixedClock) -> None:
+    """Only a kid still missing after a refetch is remembered: one whose refetch failed was
+    never looked for. A key rotation that met one failed fetch must not have tokens of the
+    new key refused for negative_cache_ttl once the issuer answers again (the back-off and
+    the cooldown still space the refetches)."""
+    cache = make(clock, negative_cache_ttl=300)
+    fetch(cache, ok(KEY_A, max_age=3600))
+    plan = cache.plan("b")
+    assert plan.action is Action.FETCH
+    fetch(cache, HttpResponse(503))
+    assert "b" not in cache.result(plan)
+    clock.advance(29)
+    assert cache.plan("b").action is Action.SERVE  # the cooldown still holds
+    clock.advance(1)
+    assert cache.plan("b") == Plan(Action.FETCH, generation=cache.generation, kid="b")
+    fetch(cache, ok(KEY_A, KEY_B))
+    assert "b" in cache.result(plan)

@@ -176,7 +176,9 @@ class JWKSCache:
             if now > entry.expires_at + timedelta(seconds=self._policy.max_stale):
                 raise KeysUnavailable(self._too_stale())
             kid = plan.kid
-            if kid is not None and kid not in entry.keys:
+            # a kid is remembered as missing only if the latest fetch succeeded: one whose
+            # refetch failed was never looked for (the back-off and cooldown still apply)
+            if kid is not None and kid not in entry.keys and self._last_error is None:
                 self._missing[kid] = now + timedelta(seconds=self._policy.negative_cache_ttl)
                 self._missing.move_to_end(kid)
                 while len(self._missing) > _NEGATIVE_CACHE_SIZE:

@@ -749,11 +749,22 @@ def test_oidc_discovery_rejects_unknown_options() -> None:
         ("https://keys.example/jwks", {"timeout": 0}),
         ("https://keys.example/jwks", {"max_bytes": 0}),
         ("https://keys.example/jwks", {"unknown_kid_cooldown": True}),
+        # a truthy non-bool must not open plain http ("no" is truthy)
+        ("http://127.0.0.1/jwks", {"allow_http_loopback": "no"}),
+        ("http://127.0.0.1/jwks", {"allow_http_loopback": 1}),
+        ("https://keys.example/jwks", {"clock": object()}),
     ],
 )
 def test_bad_configuration_is_refused(url: str, options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         RemoteJWKSource(url, **options)
+
+
+def test_a_refused_url_is_named_for_what_it_is() -> None:
+    with pytest.raises(ConfigurationError, match=r"^JWKS URL refused: "):
+        RemoteJWKSource("http://keys.example/jwks")
+    with pytest.raises(ConfigurationError, match=r"^issuer refused: "):
+        RemoteJWKSource.from_oidc_issuer("http://issuer.example")
 
 
 def test_plain_http_only_to_loopback_with_opt_in(clock: FixedClock) -> None:

@@ -432,3 +432,51 @@ def test_a_kid_whose_refetch_failed_is_not_remembered_as_missing(clock: FixedClo
     assert cache.plan("b") == Plan(Action.FETCH, generation=cache.generation, kid="b")
     fetch(cache, ok(KEY_A, KEY_B))
     assert "b" in cache.result(plan)
+
+
+@pytest.mark.parametrize(
+    ("headers", "ttl"),
+    [
+        ({"cache-control": "public"}, 300),  # no max-age: the default
+        ({"cache-control": 'Public, MAX-AGE = "600"'}, 600),  # RFC 9111 5.2: case-insensitive
+        (
+            {"expires": "Fri, 31 Dec 9999 23:59:59 GMT", "date": "Fri, 31 Dec 9999 23:00:00 -1400"},
+            60,
+        ),
+        ({"cache-control": "public", "expires": "Thu, 01 Jan 2037 00:10:00 GMT"}, 600),
+        ({"expires": "Thu, 01 Jan 2037 00:10:00 -0000"}, 600),  # read as UTC
+        ({"expires": "Sun, 01 Jun 2036 00:10:00 GMT", "date": ""}, 600),  # no Date: now
+        ({"expires": "Thu, 01 Jan 2037 01:10:00 +0100"}, 600),  # an offset is kept
+        ({"cache-control": "max-age=600", "age": "soon"}, 600),  # an unreadable Age is ignored
+        ({"cache-control": "max-age=\u0666\u0660\u0660"}, 60),  # digits, but not ASCII ones
+        ({"cache-control": "max-age=600", "age": "\u0661\u0660\u0660"}, 600),
+    ],
+)
+def test_cache_ttl_reads_only_what_rfc_9111_allows(headers: dict[str, str], ttl: float) -> None:
+    from datetime import datetime, timezone
+
+    from zerotrust.sources._jwks_policy import cache_ttl
+
+    policy = CachePolicy(
+        min_ttl=60,
+        max_ttl=86400,
+        default_ttl=300,
+        refresh_ahead=0,
+        max_stale=600,
+        unknown_kid_cooldown=30,
+        negative_cache_ttl=100,
+        retry_interval=5,
+    )
+    headers = {"date": "Thu, 01 Jan 2037 00:00:00 GMT", **headers}
+    now = datetime(2036, 6, 1, tzinfo=timezone.utc)  # the server's Date is what counts
+    assert cache_ttl(headers, now, policy) == ttl
+
+
+def test_a_fixed_ttl_is_a_policy(clock: FixedClock) -> None:
+    make(clock, min_ttl=0.5)  # any positive minimum, under a second too
+    cache = make(clock, min_ttl=120, max_ttl=120)  # min_ttl == max_ttl: every set for 120 s
+    fetch(cache, ok(KEY_A, max_age=5))
+    clock.advance(119)
+    assert cache.plan(None).action is Action.SERVE
+    clock.advance(1)
+    assert cache.plan(None).action is Action.REFRESH

@@ -753,6 +753,9 @@ def test_oidc_discovery_rejects_unknown_options() -> None:
         ("http://127.0.0.1/jwks", {"allow_http_loopback": "no"}),
         ("http://127.0.0.1/jwks", {"allow_http_loopback": 1}),
         ("https://keys.example/jwks", {"clock": object()}),
+        ("https://keys.example/jwks", {"min_ttl": "60"}),
+        ("https://keys.example/jwks", {"max_stale": float("nan")}),
+        ("https://keys.example/jwks", {"max_ttl": float("inf")}),
     ],
 )
 def test_bad_configuration_is_refused(url: str, options: dict[str, Any]) -> None:

@@ -354,7 +354,9 @@ def test_auth_configuration_errors(args: tuple[object, ...], message: str) -> No
         ZeroTrustAuth(*args, audience={})  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("audience", ["", 7, {"": "x"}, {"h/x": "x"}, {"h": ""}])
+@pytest.mark.parametrize(
+    "audience", ["", 7, {"": "x"}, {"h/x": "x"}, {"h": ""}, {"h": 7}, {7: "x"}, {None: "x"}]
+)
 def test_bad_audiences_are_refused(audience: object) -> None:
     with pytest.raises(ConfigurationError):
         ZeroTrustAuth(StaticTokenSource("t"), audience=audience)  # type: ignore[arg-type]
@@ -383,7 +385,7 @@ def test_host_mapping_resolution() -> None:
     assert resolve(httpx.Request("GET", "https://api.internal:8443/x")) == "any"
     assert resolve(httpx.Request("GET", "http://api.internal/x")) == "any"
     assert resolve(httpx.Request("GET", "https://[::1]:8443/x")) == "v6"
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match=r"host 'api\.internal\.evil\.example'"):
         resolve(httpx.Request("GET", "https://api.internal.evil.example/x"))
     # IPv6 keys keep their brackets: [2001:db8::1]:8443 is not the address 2001:db8::1:8443
     ported = _resolver({"[2001:db8::1]:8443": "v6-port", "[2001:DB8:0::2]": "v6-any"})
@@ -392,7 +394,9 @@ def test_host_mapping_resolution() -> None:
     for elsewhere in ("https://[2001:db8::1:8443]/x", "https://[2001:db8::1:8443]:8443/x"):
         with pytest.raises(ConfigurationError, match="no audience"):
             ported(httpx.Request("GET", elsewhere))
-    for key in ("2001:db8::1:8443", "[not-ip]", "api.internal:port", "a/b", "", "[::1]x"):
+    bad_keys = ("2001:db8::1:8443", "[not-ip]", "api.internal:port", "a/b", "", "[::1]x")
+    # brackets hold an IPv6 address and nothing else (RFC 3986 3.2.2)
+    for key in (*bad_keys, "[1:2]", "[abc]", "[1.2.3.4]"):
         with pytest.raises(ConfigurationError, match="mapping key"):
             _resolver({key: "x"})
 
@@ -436,3 +440,70 @@ def test_invalid_token_challenge_parsing() -> None:
     assert not check(401, 'Bearer error_description="error=invalid_token"')
     assert not check(403, 'Bearer error="invalid_token"')
     assert not check(401)
+
+
+def test_a_same_origin_redirect_answering_invalid_token_re_mints_and_re_sends(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+) -> None:
+    """A redirect within the origin carried the token: its invalid_token is this origin's."""
+    server.script("/start", Reply(307, {"Location": "/target"}))
+    server.script("/target", INVALID, Reply(200))
+    options = {**auth_options(ca, client_svid, tokens), "follow_redirects": True}
+    [response] = send(mode, [("GET", server.url("/start"))], **options)
+    assert response.status_code == 200
+    assert tokens.minted == ["orders", "orders"]
+    assert [bearer(r) for r in server.requests("/target")] == [
+        "token-1-for-orders",
+        "token-2-for-orders",
+    ]
+    assert server.count("/start") == 2
+
+
+class OnlyBlocking:
+    def token(self, audience: str) -> str:
+        return "t"
+
+
+class OnlyAsync:
+    async def token_async(self, audience: str) -> str:
+        return "t"
+
+
+@pytest.mark.parametrize("source", [OnlyBlocking(), OnlyAsync()], ids=["no-async", "no-sync"])
+def test_a_source_needs_both_token_methods(source: object) -> None:
+    with pytest.raises(ConfigurationError, match="token_source"):
+        ZeroTrustAuth(source, audience="a")  # type: ignore[arg-type]
+
+
+def test_a_derived_audience_must_be_a_string() -> None:
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    auth = ZeroTrustAuth(StaticTokenSource("t"), audience=lambda request: 7)  # type: ignore[arg-type,return-value]
+    with (
+        httpx.Client(transport=httpx.MockTransport(answer), auth=auth) as client,
+        pytest.raises(ConfigurationError, match="derived audience"),
+    ):
+        client.get("https://api.internal/x")
+    assert sent == []
+
+
+def test_the_generic_auth_flow_is_the_blocking_one() -> None:
+    auth = ZeroTrustAuth(StaticTokenSource("t0k"), audience="api")
+    flow = auth.auth_flow(httpx.Request("GET", "https://api.internal/x"))
+    request = next(flow)
+    assert request.headers["authorization"] == "Bearer t0k"
+    with pytest.raises(StopIteration):
+        flow.send(httpx.Response(200))
+
+
+def test_repr_names_the_source_and_dpop_never_a_token() -> None:
+    from zerotrust.tokens import PrivateJWK
+
+    source = StaticTokenSource("t0k")
+    assert repr(ZeroTrustAuth(source, audience="a")) == "ZeroTrustAuth(StaticTokenSource(<token>))"
+    bound = ZeroTrustAuth(source, audience="a", dpop_key=PrivateJWK.generate("ES256"))
+    assert repr(bound) == "ZeroTrustAuth(StaticTokenSource(<token>), dpop)"

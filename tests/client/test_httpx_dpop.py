@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
+import httpx
 import pytest
 
 from tests._zt_https import Handler, Recorded, Reply, ZtHttpsServer
 from tests.client.conftest import CLIENT_ID, Call, Mode, send, streamed, tls
-from zerotrust import DPoPConfig, FixedClock, X509Svid
+from zerotrust import DPoPConfig, FixedClock, StaticTokenSource, X509Svid
 from zerotrust.adapters._status import refusal
 from zerotrust.audit import MemorySink
 from zerotrust.authn.authenticate import Authenticator
@@ -18,7 +20,7 @@ from zerotrust.authn.request import Request
 from zerotrust.authz import Callers, Operations, Policy, Rule
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
-from zerotrust.httpx import DPoPSigner, RetryPolicy, dpop_proof
+from zerotrust.httpx import DPoPSigner, RetryPolicy, ZeroTrustAuth, dpop_proof
 from zerotrust.pipeline import Guard
 from zerotrust.stores import MemoryStore
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
@@ -145,7 +147,7 @@ def test_a_redirect_to_another_origin_carries_no_proof(
 
 def test_proof_contents() -> None:
     key = PrivateJWK.generate("EdDSA", kid="k")
-    clock = FixedClock()
+    clock = FixedClock(datetime(2030, 1, 2, 3, 4, 5, 600000, tzinfo=timezone.utc))
     proof = dpop_proof(
         key, method="put", url="https://API.example:443/a?b", access_token="t", clock=clock
     )
@@ -153,8 +155,10 @@ def test_proof_contents() -> None:
     assert header["typ"] == "dpop+jwt" and header["alg"] == "EdDSA"
     assert set(header["jwk"]) == {"kty", "crv", "x"}  # public members only, no kid  # type: ignore[arg-type]
     claims = claims_of(proof)
-    assert claims["htm"] == "PUT" and claims["iat"] == int(clock.now().timestamp())
+    assert claims["htm"] == "PUT" and claims["iat"] == 1893553445  # the clock's, whole seconds
     assert normalize_htu(str(claims["htu"])) == "https://api.example/a"
+    assert "nonce" not in claims  # no nonce: no claim (not a null one)
+    assert len(b64url_decode(str(claims["jti"]))) >= 16  # RFC 9449 §11.1: 128 bits or more
     verify_dpop_proof(
         proof,
         method="PUT",
@@ -166,10 +170,17 @@ def test_proof_contents() -> None:
     assert DPoPSigner(key).thumbprint == key.thumbprint()
     userinfo = dpop_proof(key, method="GET", url="https://user:secret@api.example/a")
     assert claims_of(userinfo)["htu"] == "https://api.example/a"
-    with pytest.raises(ConfigurationError):
-        dpop_proof(key, method="GET", url="/relative")
+    with_nonce = dpop_proof(key, method="GET", url="https://api.example", nonce="n-1")
+    assert claims_of(with_nonce)["nonce"] == "n-1"
+    assert claims_of(with_nonce)["htu"] == "https://api.example/"  # the empty path is "/"
+    sidecar = dpop_proof(key, method="GET", url="http://127.0.0.1:15001/a?q")
+    assert claims_of(sidecar)["htu"] == "http://127.0.0.1:15001/a"
+    for url in ("/relative", "ftp://api.example/a", "https:///a", "wss://api.example/a"):
+        with pytest.raises(ConfigurationError, match="absolute http"):
+            dpop_proof(key, method="GET", url=url)
     with pytest.raises(ConfigurationError):
         DPoPSigner("not a key")  # type: ignore[arg-type]
+    assert repr(DPoPSigner(key)) == f"DPoPSigner({key!r})"  # the key's repr: no private part
 
 
 def test_a_client_never_signs_proofs_with_a_key_servers_refuse() -> None:
@@ -178,6 +189,16 @@ def test_a_client_never_signs_proofs_with_a_key_servers_refuse() -> None:
     large = PrivateJWK(rsa.generate_private_key(65537, 4104), algorithm="PS256")
     with pytest.raises(ConfigurationError, match="4096 bits"):
         DPoPSigner(large)
+    largest = PrivateJWK(rsa.generate_private_key(65537, 4096), algorithm="PS256")
+    proof = DPoPSigner(largest).proof("GET", "https://api.example/a")  # the bound is inclusive
+    verify_dpop_proof(
+        proof,
+        method="GET",
+        url="https://api.example/a",
+        access_token=None,
+        config=DPoPConfig(),
+        now=time.time(),
+    )
 
 
 def guard_handler(guard: Guard) -> Handler:
@@ -448,3 +469,129 @@ def test_an_answer_from_another_origin_says_nothing_about_this_one(
     assert len(server.requests("/start")) == 1  # not sent again for another origin's challenge
     assert len(minted) == 1  # and its invalid_token did not drop this origin's token
     assert claims_of(server.requests("/again")[0].headers["dpop"]).get("nonce") is None
+
+
+def test_use_dpop_nonce_challenge_parsing() -> None:
+    """RFC 9449 §9: a resource server asks for a nonce with a 401 whose DPoP challenge says
+    error="use_dpop_nonce"; nothing else is that challenge."""
+    from zerotrust.client._httpx_auth import use_dpop_nonce_challenge
+
+    def check(status: int, *values: str) -> bool:
+        headers = [("WWW-Authenticate", v) for v in values]
+        return use_dpop_nonce_challenge(httpx.Response(status, headers=headers))
+
+    assert check(401, 'DPoP error="use_dpop_nonce"')
+    assert check(401, 'DPoP algs="ES256", error=use_dpop_nonce, error_description="x"')
+    assert check(401, 'Bearer realm="a"', 'DPoP ERROR = "use_dpop_nonce"')
+    assert not check(401, 'DPoP error="use_dpop_nonce_x"')
+    assert not check(401, 'DPoP error_description="use_dpop_nonce"')
+    for status in (400, 403):
+        assert not check(status, 'DPoP error="use_dpop_nonce"')
+    assert not check(401)
+
+
+def test_a_nonce_challenge_in_another_status_is_not_answered(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+) -> None:
+    token = bound_token(issuer, holder)
+    challenge = {"WWW-Authenticate": 'DPoP error="use_dpop_nonce"', "DPoP-Nonce": "n1"}
+    server.script("/", Reply(403, challenge), Reply(200))
+    options = dpop_options(ca, client_svid, token, holder, retry=None)
+    [response] = send(mode, [("GET", server.url("/"))], **options)
+    assert response.status_code == 403 and server.count() == 1
+
+
+def test_nonces_are_kept_per_origin_for_1024_origins() -> None:
+    """An origin is scheme, host and port (RFC 6454): a nonce is never used for another port;
+    the least recently noted origins are forgotten first."""
+    from zerotrust.client._httpx_auth import _Nonces
+
+    nonces = _Nonces()
+
+    def note(url: str, nonce: str) -> None:
+        nonces.note(httpx.Response(200, headers={"DPoP-Nonce": nonce}), httpx.URL(url))
+
+    note("https://api.example:8443/a", "p8443")
+    assert nonces.get(httpx.URL("https://api.example:8443/b")) == "p8443"
+    for other in ("https://api.example:9443/", "https://api.example/", "http://api.example:8443/"):
+        assert nonces.get(httpx.URL(other)) is None
+    note("https://api.example:443/", "p443")
+    assert nonces.get(httpx.URL("https://API.example/")) == "p443"
+    for n in range(1022):
+        note(f"https://h{n}.example/", "x")
+    assert len(nonces._by_origin) == 1024
+    note("https://api.example:8443/", "again")  # noted again: now the most recent
+    note("https://new.example/", "new")  # one origin too many: the oldest goes
+    assert len(nonces._by_origin) == 1024
+    assert nonces.get(httpx.URL("https://api.example/")) is None
+    assert nonces.get(httpx.URL("https://api.example:8443/")) == "again"
+    assert nonces.get(httpx.URL("https://h0.example/")) == "x"
+    assert nonces.get(httpx.URL("https://new.example/")) == "new"
+
+
+def test_dpop_on_a_plain_httpx_client() -> None:
+    """Without zerotrust's transport, the auth signs each proof and learns each nonce itself."""
+    holder = PrivateJWK.generate("ES256")
+    sent: list[object] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        proof = request.headers["dpop"]
+        verify_dpop_proof(
+            proof,
+            method="GET",
+            url=str(request.url),
+            access_token="t0k",
+            config=DPoPConfig(),
+            now=time.time(),
+        )
+        sent.append(claims_of(proof).get("nonce"))
+        if len(sent) == 2:
+            challenge = {"WWW-Authenticate": 'DPoP error="use_dpop_nonce"', "DPoP-Nonce": "n2"}
+            return httpx.Response(401, headers=challenge)
+        return httpx.Response(200, headers={"DPoP-Nonce": f"n{len(sent)}"})
+
+    auth = ZeroTrustAuth(StaticTokenSource("t0k"), audience=AUD, dpop_key=holder)
+    with httpx.Client(transport=httpx.MockTransport(answer), auth=auth) as client:
+        statuses = [client.get("https://api.example/orders").status_code for _ in range(3)]
+    assert statuses == [200] * 3
+    # learned from a 200, then a challenge answered once, then learned from its answer
+    assert sent == [None, "n1", "n2", "n3"]
+
+
+def test_an_answer_from_another_origin_to_the_nonce_retry_says_nothing_either(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+) -> None:
+    """The request sent once more with the nonce an origin asked for may be redirected to
+    another origin: that origin's invalid_token and nonce are not this origin's either."""
+    minted: list[str] = []
+
+    def mint(audience: str) -> str:
+        minted.append(audience)
+        return bound_token(issuer, holder)
+
+    other = server.url("/elsewhere", host="127.0.0.1")
+    nonce_challenge = {"WWW-Authenticate": 'DPoP error="use_dpop_nonce"', "DPoP-Nonce": "n1"}
+    invalid = {"WWW-Authenticate": 'DPoP error="invalid_token"', "DPoP-Nonce": "b1"}
+    server.script("/start", Reply(401, nonce_challenge), Reply(307, {"Location": other}))
+    server.script("/elsewhere", Reply(401, invalid))
+    server.script("/again", Reply(200))
+    options = {
+        **dpop_options(ca, client_svid, "unused", holder, follow_redirects=True, retry=None),
+        "token_source": CachedTokenSource(mint),
+    }
+    calls = [("GET", server.url("/start")), ("GET", server.url("/again"))]
+    first, second = send(mode, calls, **options)
+    assert first.status_code == 401 and second.status_code == 200
+    assert nonces_sent(server, "/start") == [None, "n1"]  # not sent a third time
+    assert len(minted) == 1  # the token was not dropped for another origin's invalid_token
+    assert nonces_sent(server, "/again") == ["n1"]  # nor its nonce taken for this origin's

@@ -131,7 +131,9 @@ def _resolver(audience: object) -> Callable[[httpx.Request], str | None]:
                 raise ConfigurationError(
                     "audience mapping keys must be 'host', 'host:port', '[IPv6]' or '[IPv6]:port'"
                 )
-            name = match.group("v6") or match.group("name")
+            # brackets hold an IPv6 address only (RFC 3986 3.2.2): "[abc]" is not the name abc
+            v6 = match.group("v6")
+            name = f"[{v6}]" if v6 is not None else match.group("name")
             port = int(match.group("port")) if match.group("port") else None
             key = _host_key(name, port)
             if key is None:
@@ -391,6 +393,8 @@ class ZeroTrustAuth(httpx.Auth):
                 answer = yield request
                 assert isinstance(answer, httpx.Response)
                 response = answer
+                if not _answered_by_origin_of(response, request):
+                    return  # this answer too may come from a redirect to another origin
                 proof.note(response, request)
         if not invalid_token_challenge(response):
             return

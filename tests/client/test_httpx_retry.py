@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from email.utils import formatdate
 from typing import Any
@@ -386,3 +387,124 @@ def test_retries_over_a_transport_that_already_read_the_response(status: int) ->
     seen.clear()
     response = asyncio.run(run())
     assert response.status_code == 200 and response.content == b"ok" and seen == [1, 2, 3]
+
+
+Outcome = int | Exception
+
+
+def through_both_transports(
+    outcomes: list[Outcome],
+    *,
+    method: str = "GET",
+    url: str = "https://api.example/",
+    policy: RetryPolicy | None = None,
+    **transport_options: Any,
+) -> list[tuple[httpx.Response | Exception, int]]:
+    """Send one request through ZeroTrustTransport and AsyncZeroTrustTransport around a mock
+    transport answering ``outcomes`` in order (a status, or an error it raises); for each,
+    what the caller got and how many attempts the mock saw."""
+    return [
+        _through(mode, outcomes, method, url, policy, transport_options)
+        for mode in ("sync", "async")
+    ]
+
+
+def _through(
+    mode: Mode,
+    outcomes: list[Outcome],
+    method: str,
+    url: str,
+    policy: RetryPolicy | None,
+    transport_options: dict[str, Any],
+) -> tuple[httpx.Response | Exception, int]:
+    from zerotrust.httpx import AsyncZeroTrustTransport, ZeroTrustTransport
+
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        outcome = outcomes[min(len(seen), len(outcomes)) - 1]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return httpx.Response(outcome)
+
+    async def run() -> httpx.Response:
+        inner = httpx.MockTransport(answer)
+        transport = AsyncZeroTrustTransport(inner, retry=policy, **transport_options)
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await client.request(method, url, content=b"x")
+
+    got: httpx.Response | Exception
+    try:
+        if mode == "sync":
+            inner = httpx.MockTransport(answer)
+            transport = ZeroTrustTransport(inner, retry=policy, **transport_options)
+            with httpx.Client(transport=transport) as client:
+                got = client.request(method, url, content=b"x")
+        else:
+            got = asyncio.run(run())
+    except Exception as exc:  # what the caller gets is the result
+        got = exc
+    return got, len(seen)
+
+
+def test_a_retry_that_may_have_reached_the_server_is_not_retried_again() -> None:
+    """Every attempt's outcome is judged on its own: a POST whose connection was never opened
+    is tried again, but when that attempt fails after it may have been sent (a read timeout),
+    it is not sent a third time."""
+    policy = RetryPolicy(attempts=5, backoff=0)
+    outcomes: list[Outcome] = [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), 200]
+    for got, attempts in through_both_transports(outcomes, method="POST", policy=policy):
+        assert isinstance(got, httpx.ReadTimeout) and attempts == 2
+    # a GET may be sent again after a read timeout
+    for got, attempts in through_both_transports(outcomes, method="GET", policy=policy):
+        assert isinstance(got, httpx.Response) and got.status_code == 200 and attempts == 3
+
+
+def test_a_refused_identity_on_a_retry_ends_the_retries() -> None:
+    policy = RetryPolicy(attempts=5, backoff=0)
+    refused = httpx.ConnectError("certificate verify failed")
+    refused.__cause__ = ssl.SSLCertVerificationError("the server is not who it should be")
+    for got, attempts in through_both_transports([503, refused, 200], policy=policy):
+        assert got is refused and attempts == 2
+
+
+def test_https_only_refuses_plain_http_before_the_wrapped_transport_sees_it() -> None:
+    url = "http://127.0.0.1:15001/x"
+    for got, attempts in through_both_transports([200], url=url, https_only=True):
+        assert isinstance(got, httpx.UnsupportedProtocol) and attempts == 0
+    # the transports alone (a loopback sidecar) are not https-only unless told so
+    for got, attempts in through_both_transports([200], url=url):
+        assert isinstance(got, httpx.Response) and attempts == 1
+
+
+def test_the_transports_inject_trace_context_unless_told_not_to() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("test")
+    cases: list[tuple[dict[str, Any], bool]] = [({}, True), ({"trace_context": False}, False)]
+    for options, expected in cases:
+        with tracer.start_as_current_span("call"):
+            results = through_both_transports([200], **options)
+        for got, _ in results:
+            assert isinstance(got, httpx.Response)
+            assert ("traceparent" in got.request.headers) is expected
+
+
+def test_a_failed_answer_is_drained_for_a_second_at_most_and_never_past_max_elapsed() -> None:
+    """The drain before a wait gets what is left of max_elapsed after that wait, capped at a
+    second, and nothing when the wait already ends past it."""
+    from types import SimpleNamespace
+
+    from zerotrust.client._httpx_transport import _Plan
+
+    request = httpx.Request("GET", "https://api.example/")
+
+    def drain_time(max_elapsed: float, sleep: float) -> float:
+        plan = _Plan(RetryPolicy(max_elapsed=max_elapsed), request)
+        return plan.drain_time(SimpleNamespace(upcoming_sleep=sleep))  # type: ignore[arg-type]
+
+    assert drain_time(30.0, 0.0) == 1.0
+    assert 0.0 < drain_time(30.0, 29.5) <= 0.5
+    assert 0.0 < drain_time(0.5, 0.2) <= 0.3
+    assert drain_time(0.5, 0.6) == 0.0

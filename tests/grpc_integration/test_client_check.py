@@ -166,7 +166,9 @@ def test_aio_checks_use_no_thread_and_keep_to_each_deadline(world: World) -> Non
     assert waited < 0.5
 
 
-def test_aio_concurrent_calls_share_one_probe(world: World) -> None:
+def test_aio_concurrent_calls_share_one_probe(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
     """grpc's connection is forwarded, every later connection (the probes) stalls: the calls
     wait for one probe, each until its own deadline, and the probe is stopped when the
     channel closes."""
@@ -191,6 +193,8 @@ def test_aio_concurrent_calls_share_one_probe(world: World) -> None:
         finally:
             relay.die()
     assert {code for code, _ in outcomes} == {"DEADLINE_EXCEEDED"}
+    # the probe was stopped with the channel, before its own timeout: nothing failed
+    assert not [r for r in caplog.records if r.name == "zerotrust.grpc"]
     for i, (_, elapsed) in enumerate(outcomes):
         assert 0.5 + i / 10 - 0.05 < elapsed < 0.5 + i / 10 + 0.4
     assert relay.accepted == 2  # grpc's connection and one probe
@@ -199,7 +203,7 @@ def test_aio_concurrent_calls_share_one_probe(world: World) -> None:
 @pytest.mark.parametrize("retry", [DEFAULT, None], ids=["default-retry", "no-retry"])
 @pytest.mark.parametrize("kind", ["sync", "aio"])
 def test_a_check_that_could_not_run_is_tried_again_for_every_arity(
-    world: World, kind: str, retry: RetryPolicy | None
+    world: World, kind: str, retry: RetryPolicy | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     """grpc's connection is forwarded, the first probe's connection is dropped: the call's
     first attempt cannot be checked (nothing is sent), the next one is checked and sent."""
@@ -236,3 +240,7 @@ def test_a_check_that_could_not_run_is_tried_again_for_every_arity(
     else:
         assert outcome == [CLIENT_ID.encode() + b"|a", CLIENT_ID.encode() + b"|b"]
         assert relay.accepted == 3  # grpc's connection, the dropped probe, the next one
+    # the failed check is logged, naming the server it reached (the sync probe connects first)
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "zerotrust.grpc"]
+    reached = f" (connected to 127.0.0.1:{relay.port})" if kind == "sync" else ""
+    assert logged.startswith(f"zerotrust: the server identity check of {target}{reached} failed:")

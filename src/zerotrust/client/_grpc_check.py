@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import socket
 import ssl
 import threading
@@ -46,6 +47,8 @@ _SHUTDOWN = grpc.ChannelConnectivity.SHUTDOWN
 _BY_NUMBER = {state.value[0]: state for state in grpc.ChannelConnectivity}
 #: A sync call waiting for the channel to connect reads its state at least this often.
 _POLL = 0.05
+
+_log = logging.getLogger("zerotrust.grpc")
 
 
 class ServerIdentityError(grpc.aio.AioRpcError):  # type: ignore[misc]
@@ -263,6 +266,7 @@ class ServerCheck:
         left = deadline - time.monotonic()
         if left <= 0:
             raise _late(by_call)
+        reached: Any = None  # the address the probe connected to, for the log
         try:
             with (
                 socket.create_connection((self._host, self._port), timeout=left) as raw,
@@ -270,6 +274,8 @@ class ServerCheck:
                     raw, server_hostname=self._sni, do_handshake_on_connect=False
                 ) as tls,
             ):
+                with contextlib.suppress(OSError):
+                    reached = tls.getpeername()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise _late(by_call)
@@ -289,9 +295,9 @@ class ServerCheck:
         except ssl.SSLCertVerificationError as exc:  # includes PeerRejected
             raise _rejected() from exc
         except (OSError, ValueError) as exc:
-            if time.monotonic() >= deadline:
-                raise _late(by_call) from exc
-            raise _unchecked() from exc
+            late = time.monotonic() >= deadline
+            self._log_failure(reached, "took too long" if late else type(exc).__name__)
+            raise (_late(by_call) if late else _unchecked()) from exc
         if peer is None:  # pragma: no cover - a ZeroTrustSSLContext always sets it
             raise ServerIdentityError(grpc.StatusCode.UNAUTHENTICATED, "server identity unknown")
         return peer
@@ -355,8 +361,10 @@ class ServerCheck:
         except ssl.SSLCertVerificationError as exc:  # includes PeerRejected
             raise _rejected() from exc
         except asyncio.TimeoutError as exc:
+            self._log_failure(None, "took too long")
             raise _late(False) from exc
         except (OSError, ValueError) as exc:
+            self._log_failure(None, type(exc).__name__)
             raise _unchecked() from exc
         finally:
             if writer is not None:
@@ -366,6 +374,18 @@ class ServerCheck:
         with self._lock:
             self._settle(connection, peer)
         return peer
+
+    def _log_failure(self, reached: Any, what: str) -> None:
+        """A probe that ended without an answer (a refused identity is logged by the TLS
+        context): which server it reached, if it connected, says where to look."""
+        where = f" (connected to {reached[0]}:{reached[1]})" if reached else ""
+        _log.warning(
+            "zerotrust: the server identity check of %s:%s%s failed: %s",
+            self._host,
+            self._port,
+            where,
+            what,
+        )
 
     def close(self) -> None:
         """aio: stop a probe under way and pending notes (the channel is closing)."""

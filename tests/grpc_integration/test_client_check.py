@@ -244,3 +244,23 @@ def test_a_check_that_could_not_run_is_tried_again_for_every_arity(
     [logged] = [r.getMessage() for r in caplog.records if r.name == "zerotrust.grpc"]
     reached = f" (connected to 127.0.0.1:{relay.port})" if kind == "sync" else ""
     assert logged.startswith(f"zerotrust: the server identity check of {target}{reached} failed:")
+
+
+def test_a_failed_check_names_an_ipv6_address_in_brackets(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    from zerotrust import client_ssl_context, match
+    from zerotrust.client._grpc_check import ServerCheck
+
+    context = client_ssl_context(world.client_svid, world.ca.bundle, authorizer=match.any())
+    check = ServerCheck("echo.internal:8443", context)
+    check._log_failure(("2001:db8::7", 8443, 0, 0), "took too long")
+    check._log_failure(("10.0.0.7", 8443), "ConnectionResetError")
+    check._log_failure(None, "took too long")
+    assert [r.getMessage() for r in caplog.records] == [
+        "zerotrust: the server identity check of echo.internal:8443"
+        " (connected to [2001:db8::7]:8443) failed: took too long",
+        "zerotrust: the server identity check of echo.internal:8443"
+        " (connected to 10.0.0.7:8443) failed: ConnectionResetError",
+        "zerotrust: the server identity check of echo.internal:8443 failed: took too long",
+    ]

@@ -378,7 +378,10 @@ class ServerCheck:
     def _log_failure(self, reached: Any, what: str) -> None:
         """A probe that ended without an answer (a refused identity is logged by the TLS
         context): which server it reached, if it connected, says where to look."""
-        where = f" (connected to {reached[0]}:{reached[1]})" if reached else ""
+        where = ""
+        if reached:
+            address = f"[{reached[0]}]" if ":" in str(reached[0]) else reached[0]
+            where = f" (connected to {address}:{reached[1]})"
         _log.warning(
             "zerotrust: the server identity check of %s:%s%s failed: %s",
             self._host,

@@ -324,3 +324,92 @@ def test_mint_errors_name_the_option_and_the_file(
             f"zerotrust: error: [configuration_error] {encrypted} is an encrypted private key,"
             " which is not supported\n"
         )
+
+
+@pytest.fixture
+def rsa_keys(tmp_path: Path) -> tuple[Path, Path]:
+    key = PrivateJWK.generate("PS256")
+    private, public = tmp_path / "rsa.pem", tmp_path / "rsa.pub"
+    private.write_bytes(pem_private(key))
+    public.write_bytes(pem_public(key))
+    return private, public
+
+
+def test_a_pem_rsa_key_verifies_the_one_algorithm_given_for_it(
+    capsys: pytest.CaptureFixture[str], rsa_keys: tuple[Path, Path]
+) -> None:
+    private, public = rsa_keys
+    token = mint(capsys, private, "--algorithm", "PS256")
+    trust = ["token", "verify", token, "--key", str(public), *VERIFY[:4]]
+    code, out, err = run(capsys, *trust, "--algorithm", "PS256")
+    assert code == 0, err
+    assert json.loads(out)["sub"] == "svc-a"
+    # bound to RS256, the key does not verify a PS256 signature
+    code, _, err = run(capsys, *trust, "--algorithm", "RS256")
+    assert code == 2 and "[algorithm_not_allowed]" in err
+    code, _, err = run(capsys, *trust, "--algorithm", "PS256", "--algorithm", "RS256")
+    assert code == 2
+    assert err == (
+        "zerotrust: error: [configuration_error] rsa.pub: a key signs with one algorithm, and"
+        " PS256, RS256 all fit its RSA key: give one of them\n"
+    )
+    code, _, err = run(capsys, *trust, "--algorithm", "ES256")
+    assert code == 2
+    assert err == (
+        "zerotrust: error: [configuration_error] rsa.pub: none of --algorithm ES256 fits its"
+        " RSA key\n"
+    )
+
+
+def test_jwks_binds_pem_keys_to_the_algorithm_that_fits_each(
+    capsys: pytest.CaptureFixture[str],
+    rsa_keys: tuple[Path, Path],
+    keys: tuple[Path, Path],
+    tmp_path: Path,
+) -> None:
+    rsa_private, _ = rsa_keys
+    ec_private, _ = keys
+    token = mint(capsys, rsa_private, "--algorithm", "PS256")
+    code, out, err = run(capsys, "jwks", str(rsa_private), str(ec_private))
+    assert code == 0, err
+    assert sorted(jwk["alg"] for jwk in json.loads(out)["keys"]) == ["ES256", "RS256"]
+    argv = ["jwks", str(rsa_private), str(ec_private), "--algorithm", "PS256"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "signer.pem: none of --algorithm PS256 fits its EC key" in err
+    code, out, err = run(capsys, *argv, "--algorithm", "ES256")
+    assert code == 0, err
+    assert sorted(jwk["alg"] for jwk in json.loads(out)["keys"]) == ["ES256", "PS256"]
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(out)
+    code, out, err = run(
+        capsys, "token", "verify", token, "--jwks", str(jwks), *VERIFY[:4], "--algorithm", "PS256"
+    )
+    assert code == 0, err
+    # a JWK that names its algorithm keeps it: --algorithm may not rebind it
+    code, _, err = run(capsys, "jwks", str(jwks), "--algorithm", "PS256")
+    assert code == 2
+    assert "jwks.json: the key's alg is ES256, not one of --algorithm" in err
+    code, out, err = run(capsys, "jwks", str(jwks), "--algorithm", "PS256", "--algorithm", "ES256")
+    assert code == 0, err
+    assert sorted(jwk["alg"] for jwk in json.loads(out)["keys"]) == ["ES256", "PS256"]
+
+
+def test_an_ed25519_pem_key_answers_to_both_names(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    key = PrivateJWK.generate("EdDSA")
+    private, public = tmp_path / "ed.pem", tmp_path / "ed.pub"
+    private.write_bytes(pem_private(key))
+    public.write_bytes(pem_public(key))
+    token = mint(capsys, private)
+    both = ["--algorithm", "EdDSA", "--algorithm", "Ed25519"]
+    code, out, err = run(capsys, "token", "verify", token, "--key", str(public), *VERIFY[:4], *both)
+    assert code == 0, err
+    code, out, err = run(capsys, "jwks", str(public), *both)
+    assert code == 0, err
+    [jwk] = json.loads(out)["keys"]
+    assert "alg" not in jwk and jwk["crv"] == "Ed25519"  # its readers accept both names
+    code, out, err = run(capsys, "jwks", str(public), "--algorithm", "Ed25519")
+    assert code == 0, err
+    assert json.loads(out)["keys"][0]["alg"] == "Ed25519"

@@ -80,7 +80,11 @@ def register(commands: Any) -> None:
     verify.add_argument("token", help="the token, or - to read it from stdin")
     keys = verify.add_mutually_exclusive_group(required=True)
     keys.add_argument("--jwks", type=Path, help="JWKS file of trusted keys")
-    keys.add_argument("--key", type=Path, help="PEM public key or certificate to trust")
+    keys.add_argument(
+        "--key",
+        type=Path,
+        help="PEM public key or certificate to trust, bound to the one --algorithm that fits it",
+    )
     verify.add_argument("--issuer", required=True)
     verify.add_argument("--audience", required=True, action="append", help="repeatable")
     verify.add_argument("--algorithm", required=True, action="append", help="repeatable")
@@ -95,6 +99,12 @@ def register(commands: Any) -> None:
 
     jwks = commands.add_parser("jwks", help="print the public JWKS of PEM or JWK key files")
     jwks.add_argument("paths", nargs="+", type=Path, help="key files or directories of them")
+    jwks.add_argument(
+        "--algorithm",
+        action="append",
+        help="bind each key to the one of these algorithms that fits it (e.g. PS256 for an RSA"
+        " key; default: RS256 for RSA, the curve's for EC, EdDSA for Ed25519); repeatable",
+    )
     jwks.set_defaults(handler=_jwks)
 
 
@@ -176,13 +186,14 @@ def _verify(args: argparse.Namespace) -> int:
     if args.jwks is not None:
         keys: JWKSet = JWKSet.from_json(_read_key_file(args.jwks), max_size=_MAX_KEY_FILE)
     else:
-        public = JWK.from_pem(_read_key_file(args.key))
+        public = _bound(JWK.from_pem(_read_key_file(args.key)), args.algorithm, args.key.name)
         try:  # the one trusted key answers to whatever kid the token names
             kid = _split(token)[0].get("kid")
         except (MalformedToken, UnsupportedTokenFeature):
             kid = None
         kid = kid if isinstance(kid, str) and 0 < len(kid) <= 1024 else None
-        keys = JWKSet([JWK(public.public_key, algorithm=public.algorithm, kid=kid)])
+        named = public.algorithm if len(public.algorithms) == 1 else None  # both EdDSA names
+        keys = JWKSet([JWK(public.public_key, algorithm=named, kid=kid)])
     verifier = TokenVerifier(
         issuer=args.issuer,
         audience=args.audience,
@@ -221,7 +232,46 @@ def _key_files(paths: list[Path]) -> Iterator[Path]:
             yield path
 
 
-def _public_keys(path: Path) -> Iterator[JWK]:
+def _rebound(key: JWK, algorithm: str) -> JWK | None:
+    """``key`` bound to ``algorithm``; ``None`` if it does not fit (another key type's
+    algorithm, or no algorithm at all)."""
+    try:
+        return JWK(
+            key.public_key, algorithm=algorithm, kid=key.kid, use=key.use, key_ops=key.key_ops
+        )
+    except ConfigurationError:
+        return None
+
+
+def _bound(key: JWK, algorithms: Sequence[str] | None, name: str, *, named: bool = False) -> JWK:
+    """``key`` bound to the one of ``algorithms`` that fits it (an RSA key fits RS* and PS*);
+    ``key`` as it is without ``algorithms``. A key that ``named`` its algorithm (a JWK's
+    ``alg``) keeps it, which must be one of ``algorithms``."""
+    if not algorithms:
+        return key
+    wanted = list(dict.fromkeys(algorithms))
+    if named:
+        if key.algorithm not in wanted:
+            raise ConfigurationError(
+                f"{name}: the key's alg is {key.algorithm}, not one of --algorithm"
+            )
+        return key
+    fitting = {alg: bound for alg in wanted if (bound := _rebound(key, alg)) is not None}
+    if not fitting:
+        raise ConfigurationError(
+            f"{name}: none of --algorithm {', '.join(wanted)} fits its {key.kty} key"
+        )
+    if len(fitting) == 1:
+        return next(iter(fitting.values()))
+    if set(fitting) <= key.algorithms:  # EdDSA and Ed25519: one operation under two names
+        return key
+    raise ConfigurationError(
+        f"{name}: a key signs with one algorithm, and {', '.join(fitting)} all fit its"
+        f" {key.kty} key: give one of them"
+    )
+
+
+def _public_keys(path: Path, algorithms: Sequence[str] | None = None) -> Iterator[JWK]:
     data = _read_key_file(path)
     if data.lstrip()[:1] == b"{":
         document = _json_object(data, path.name)
@@ -231,25 +281,24 @@ def _public_keys(path: Path) -> Iterator[JWK]:
         for entry in entries:
             if not isinstance(entry, Mapping):
                 raise ConfigurationError(f"{path.name}: a key is not a JSON object")
-            if "d" in entry:
-                yield PrivateJWK.from_dict(entry).public()
-            else:
-                yield JWK.from_dict(entry)
+            key = PrivateJWK.from_dict(entry).public() if "d" in entry else JWK.from_dict(entry)
+            yield _bound(key, algorithms, path.name, named="alg" in entry)
         return
     blocks = list(_PEM_BLOCK.finditer(data))
     if not blocks:
         raise ConfigurationError(f"{path.name} holds no PEM block")
     for block in blocks:
         if b"PRIVATE" in block.group(1):
-            yield _private_pem(block.group(0), path).public()
+            key = _private_pem(block.group(0), path).public()
         else:
-            yield JWK.from_pem(block.group(0))
+            key = JWK.from_pem(block.group(0))
+        yield _bound(key, algorithms, path.name)
 
 
 def _jwks(args: argparse.Namespace) -> int:
     keys: list[JWK] = []
     for path in _key_files(args.paths):
-        for key in _public_keys(path):
+        for key in _public_keys(path, args.algorithm):
             kid = key.kid or key.thumbprint()
             named = key.algorithm if len(key.algorithms) == 1 else None  # keep both EdDSA names
             keys.append(JWK(key.public_key, algorithm=named, kid=kid, use=key.use))

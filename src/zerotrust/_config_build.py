@@ -138,7 +138,7 @@ def _verifier(
     keys: Any
     if tokens.jwks_file is not None:
         with named(name("tokens.jwks_file")):
-            keys = FileKeySource(tokens.jwks_file)
+            keys = FileKeySource(tokens.jwks_file, algorithms=tokens.algorithms)
     elif tokens.spiffe_trust_domain is not None:
         assert bundles is not None  # checked
         with named(name("tokens.spiffe_trust_domain")):

@@ -347,11 +347,14 @@ def test_a_pem_rsa_key_verifies_the_one_algorithm_given_for_it(
     # bound to RS256, the key does not verify a PS256 signature
     code, _, err = run(capsys, *trust, "--algorithm", "RS256")
     assert code == 2 and "[algorithm_not_allowed]" in err
+    # an RSA key read without an algorithm is an RS256 key wherever RS256 is allowed
     code, _, err = run(capsys, *trust, "--algorithm", "PS256", "--algorithm", "RS256")
+    assert code == 2 and "[algorithm_not_allowed]" in err
+    code, _, err = run(capsys, *trust, "--algorithm", "PS256", "--algorithm", "PS384")
     assert code == 2
     assert err == (
-        "zerotrust: error: [configuration_error] rsa.pub: a key signs with one algorithm, and"
-        " PS256, RS256 all fit its RSA key: give one of them\n"
+        "zerotrust: error: [configuration_error] rsa.pub: its RSA key names no algorithm and"
+        " PS256, PS384 all fit it: allow one of them, or publish the key as a JWK with its alg\n"
     )
     code, _, err = run(capsys, *trust, "--algorithm", "ES256")
     assert code == 2
@@ -412,4 +415,4 @@ def test_an_ed25519_pem_key_answers_to_both_names(
     assert "alg" not in jwk and jwk["crv"] == "Ed25519"  # its readers accept both names
     code, out, err = run(capsys, "jwks", str(public), "--algorithm", "Ed25519")
     assert code == 0, err
-    assert json.loads(out)["keys"][0]["alg"] == "Ed25519"
+    assert "alg" not in json.loads(out)["keys"][0]

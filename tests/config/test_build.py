@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.config.helpers import (
     API_KEY,
@@ -76,6 +76,16 @@ def test_explicit_objects_override_the_settings(files: Path) -> None:
     store, sink = MemoryStore(), MemorySink()
     guard = settings.build_guard(store=store, audit=sink)
     assert guard.store is store and guard.audit.sinks == (sink,)
+
+
+def test_a_pem_key_file_verifies_the_rsa_algorithm_the_settings_allow(files: Path) -> None:
+    key = PrivateJWK.generate("PS256")
+    public = key.public().public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    pem = write(files / "issuer.pub", public.decode())
+    doc = base(files, tokens={"jwks_file": str(pem), "algorithms": ["PS256"]})
+    guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+    token = TokenIssuer(key, issuer=ISS).issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert guard.evaluate(get(token)).allowed
 
 
 def test_remote_key_sources_are_lazy(files: Path) -> None:

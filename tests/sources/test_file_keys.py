@@ -92,6 +92,48 @@ def test_pem_key_verifies_a_token_without_kid_or_with_thumbprint_kid(tmp_path: P
     assert verifier.verify(issuer.issue(subject="s", audience="api")).subject == "s"
 
 
+def test_a_pem_rsa_key_is_bound_to_the_one_allowed_algorithm_that_fits_it(
+    tmp_path: Path,
+) -> None:
+    rsa_key, ec_key = PrivateJWK.generate("PS256"), PrivateJWK.generate("ES256")
+    path = tmp_path / "keys.pem"
+    path.write_bytes(public_pem(rsa_key) + public_pem(ec_key))
+
+    def algorithms(allowed: list[str]) -> set[str]:
+        return {key.algorithm for key in FileKeySource(path, algorithms=allowed).get_keys()}
+
+    # the key's own type decides when it is allowed (a PEM RSA key is an RS256 key)
+    assert algorithms([]) == {"RS256", "ES256"}
+    assert algorithms(["RS256", "PS256", "ES256"]) == {"RS256", "ES256"}
+    # otherwise the one allowed algorithm that fits it
+    assert algorithms(["PS256", "ES256"]) == {"PS256", "ES256"}
+    assert algorithms(["ES256"]) == {"RS256", "ES256"}  # nothing fits: as before
+    issuer = TokenIssuer(rsa_key, issuer="https://issuer.example")
+    verifier = TokenVerifier(
+        issuer="https://issuer.example",
+        audience="api",
+        keys=FileKeySource(path, algorithms=["PS256"]),
+        algorithms=["PS256"],
+    )
+    assert verifier.verify(issuer.issue(subject="s", audience="api")).subject == "s"
+    with pytest.raises(ConfigurationError) as info:
+        FileKeySource(path, algorithms=["PS256", "PS384"])
+    assert str(info.value) == (
+        "key file keys.pem: its RSA key names no algorithm and PS256, PS384 all fit it:"
+        " allow one of them, or publish the key as a JWK with its alg"
+    )
+    with pytest.raises(ConfigurationError, match="list of algorithm names"):
+        FileKeySource(path, algorithms="PS256")
+
+
+def test_jwks_entries_keep_their_alg(tmp_path: Path) -> None:
+    rs256 = PrivateJWK.generate("RS256", kid="r")
+    path = tmp_path / "jwks.json"
+    write_jwks(path, rs256)
+    [key] = FileKeySource(path, algorithms=["PS256"]).get_keys()
+    assert key.algorithm == "RS256"
+
+
 def test_bad_update_keeps_previous_keys(tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     write_jwks(path, KEY_A)

@@ -22,6 +22,7 @@ from zerotrust.errors import ConfigurationError, MalformedToken, UnsupportedToke
 from zerotrust.tokens import JWK, JWKSet, PrivateJWK, TokenIssuer, TokenVerifier
 from zerotrust.tokens._b64 import b64url_decode
 from zerotrust.tokens._json import JSONError, loads_object, thaw
+from zerotrust.tokens._jwk import bind_unnamed
 from zerotrust.x509._certs import encrypted_pem_key
 
 _MAX_INPUT: Final = 64 * 1024
@@ -83,7 +84,8 @@ def register(commands: Any) -> None:
     keys.add_argument(
         "--key",
         type=Path,
-        help="PEM public key or certificate to trust, bound to the one --algorithm that fits it",
+        help="PEM public key or certificate to trust (an RSA key is an RS256 key unless"
+        " --algorithm leaves RS256 out for one other RSA algorithm)",
     )
     verify.add_argument("--issuer", required=True)
     verify.add_argument("--audience", required=True, action="append", help="repeatable")
@@ -102,8 +104,8 @@ def register(commands: Any) -> None:
     jwks.add_argument(
         "--algorithm",
         action="append",
-        help="bind each key to the one of these algorithms that fits it (e.g. PS256 for an RSA"
-        " key; default: RS256 for RSA, the curve's for EC, EdDSA for Ed25519); repeatable",
+        help="the algorithms the keys sign with: a PEM RSA key is published as RS256 unless"
+        " these leave RS256 out for one other RSA algorithm (e.g. PS256); repeatable",
     )
     jwks.set_defaults(handler=_jwks)
 
@@ -232,43 +234,24 @@ def _key_files(paths: list[Path]) -> Iterator[Path]:
             yield path
 
 
-def _rebound(key: JWK, algorithm: str) -> JWK | None:
-    """``key`` bound to ``algorithm``; ``None`` if it does not fit (another key type's
-    algorithm, or no algorithm at all)."""
-    try:
-        return JWK(
-            key.public_key, algorithm=algorithm, kid=key.kid, use=key.use, key_ops=key.key_ops
-        )
-    except ConfigurationError:
-        return None
-
-
 def _bound(key: JWK, algorithms: Sequence[str] | None, name: str, *, named: bool = False) -> JWK:
-    """``key`` bound to the one of ``algorithms`` that fits it (an RSA key fits RS* and PS*);
-    ``key`` as it is without ``algorithms``. A key that ``named`` its algorithm (a JWK's
-    ``alg``) keeps it, which must be one of ``algorithms``."""
+    """``key`` bound to the algorithm ``algorithms`` (``--algorithm``) has for it (see
+    :func:`~zerotrust.tokens._jwk.bind_unnamed`); ``key`` as it is without ``algorithms``. A
+    key that ``named`` its algorithm (a JWK's ``alg``) keeps it, which must be one of them."""
     if not algorithms:
         return key
-    wanted = list(dict.fromkeys(algorithms))
     if named:
-        if key.algorithm not in wanted:
+        if key.algorithm not in algorithms:
             raise ConfigurationError(
                 f"{name}: the key's alg is {key.algorithm}, not one of --algorithm"
             )
         return key
-    fitting = {alg: bound for alg in wanted if (bound := _rebound(key, alg)) is not None}
-    if not fitting:
+    bound = bind_unnamed(key, algorithms, name)
+    if not bound.algorithms.intersection(algorithms):
         raise ConfigurationError(
-            f"{name}: none of --algorithm {', '.join(wanted)} fits its {key.kty} key"
+            f"{name}: none of --algorithm {', '.join(algorithms)} fits its {key.kty} key"
         )
-    if len(fitting) == 1:
-        return next(iter(fitting.values()))
-    if set(fitting) <= key.algorithms:  # EdDSA and Ed25519: one operation under two names
-        return key
-    raise ConfigurationError(
-        f"{name}: a key signs with one algorithm, and {', '.join(fitting)} all fit its"
-        f" {key.kty} key: give one of them"
-    )
+    return bound
 
 
 def _public_keys(path: Path, algorithms: Sequence[str] | None = None) -> Iterator[JWK]:

@@ -18,13 +18,14 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
 
 from zerotrust._files import read_regular_file
 from zerotrust.errors import BundleError, ConfigurationError, SvidError, ZeroTrustError
 from zerotrust.identity import TrustDomain
+from zerotrust.tokens._jwk import bind_unnamed
 from zerotrust.tokens.jwks import JWKSet
 from zerotrust.tokens.keys import JWK
 from zerotrust.x509._certs import complete_pem_blocks, read_bounded
@@ -243,6 +244,11 @@ class FileKeySource:
     """Token verification keys from one file: a JWKS document, or PEM public keys and/or
     certificates (each PEM key gets its RFC 7638 thumbprint as ``kid``).
 
+    A PEM key names no algorithm: it is bound to its type's (RS256 for RSA, the curve's for
+    EC, EdDSA for Ed25519/Ed448) unless ``algorithms`` (the verifier's allowlist) leaves that
+    one out and allows exactly one other that fits it, such as PS256. JWKS entries keep their
+    own ``alg``.
+
     A :class:`~zerotrust.tokens.KeySource`: the file is re-checked at most once per
     ``check_interval`` seconds on use; a changed file that does not hold at least one usable
     key keeps the previous keys (see :attr:`last_error`). The same set object is returned
@@ -255,12 +261,16 @@ class FileKeySource:
         *,
         check_interval: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
+        algorithms: Iterable[str] = (),
     ) -> None:
         file = Path(path)
         previous: list[JWKSet] = []
+        allowed = () if isinstance(algorithms, str) else tuple(algorithms)
+        if isinstance(algorithms, str) or not all(isinstance(a, str) for a in allowed):
+            raise ConfigurationError("algorithms must be a list of algorithm names")
 
         def load() -> JWKSet:
-            keys = _load_keys(file)
+            keys = _load_keys(file, allowed)
             if previous and previous[0] == keys:
                 return previous[0]
             previous[:] = [keys]
@@ -293,7 +303,7 @@ class FileKeySource:
         return self._watched.reloads
 
 
-def _load_keys(path: Path) -> JWKSet:
+def _load_keys(path: Path, allowed: tuple[str, ...]) -> JWKSet:
     data = read_regular_file(path, _MAX_KEY_FILE_BYTES)
     if len(data) > _MAX_KEY_FILE_BYTES:
         raise ConfigurationError(f"key file {path} is larger than {_MAX_KEY_FILE_BYTES} bytes")
@@ -308,7 +318,7 @@ def _load_keys(path: Path) -> JWKSet:
         for block in _PEM_BLOCK.finditer(data):
             if b"PRIVATE" in block.group(1):
                 raise ConfigurationError("key file holds a private key: publish public keys only")
-            key = JWK.from_pem(block.group(0))
+            key = bind_unnamed(JWK.from_pem(block.group(0)), allowed, f"key file {path.name}")
             named = key.algorithm if len(key.algorithms) == 1 else None  # keep both EdDSA names
             found.append(JWK(key.public_key, algorithm=named, kid=key.thumbprint()))
         keys = JWKSet(found)

@@ -35,7 +35,7 @@ from zerotrust.tokens.algorithms import (
     make_verifier,
 )
 
-__all__ = ["JWK", "check_alg_member", "check_key_ops", "pem_bytes"]
+__all__ = ["JWK", "bind_unnamed", "check_alg_member", "check_key_ops", "pem_bytes"]
 
 _USES: Final = frozenset({"sig", "jwt-svid"})
 _PUBLIC_TYPES: Final = (
@@ -309,3 +309,35 @@ class JWK(Frozen):
     def __repr__(self) -> str:
         curve = f", crv={self.crv!r}" if self.crv else ""
         return f"JWK(kty={self.kty!r}{curve}, alg={self._alg!r}, kid={self._kid!r})"
+
+
+def bind_unnamed(key: JWK, allowed: Iterable[str], name: str) -> JWK:
+    """A key read without an algorithm (a PEM key) bound to the one that ``allowed`` (a
+    verifier's allowlist) has for it: ``key`` itself if its inferred algorithm is allowed
+    (RS256 for an RSA key...), else the one allowed algorithm that fits it (PS256...).
+
+    ``key`` itself if no allowed algorithm fits it (it verifies nothing, as before); a
+    :class:`~zerotrust.errors.ConfigurationError` naming ``name`` if several do, since a
+    key signs with one algorithm (RFC 8725 3.1).
+    """
+    wanted = [alg for alg in dict.fromkeys(allowed) if isinstance(alg, str)]
+    if not wanted or key.algorithms.intersection(wanted):
+        return key
+    fitting = {alg: bound for alg in wanted if (bound := _rebound(key, alg)) is not None}
+    if len(fitting) > 1:
+        raise ConfigurationError(
+            f"{name}: its {key.kty} key names no algorithm and {', '.join(fitting)} all fit it:"
+            " allow one of them, or publish the key as a JWK with its alg"
+        )
+    return next(iter(fitting.values()), key)
+
+
+def _rebound(key: JWK, algorithm: str) -> JWK | None:
+    """``key`` bound to ``algorithm``; ``None`` if that does not fit it (another key type's
+    algorithm, or no public-key algorithm at all)."""
+    try:
+        return JWK(
+            key.public_key, algorithm=algorithm, kid=key.kid, use=key.use, key_ops=key.key_ops
+        )
+    except ConfigurationError:
+        return None

@@ -20,8 +20,10 @@ from zerotrust.authn import _pem
 from zerotrust.authn.proxy import (
     FORWARDED_CERT_HEADERS,
     ForwardedResult,
+    ParsedChains,
     TrustedProxies,
     extract_forwarded_cert,
+    forwarded_cert,
     parse_client_cert,
     parse_client_cert_chain,
     parse_nginx_cert,
@@ -708,3 +710,66 @@ def test_forwarded_svid_verifies_and_forgery_does_not(
     assert bad.chain is not None
     with pytest.raises(UntrustedCertificate):
         verify_x509_svid(bad.chain, bundles, role="client")
+
+
+# --- chains already parsed ------------------------------------------------------------------
+
+
+def test_a_forwarded_chain_is_parsed_once_per_exact_header(
+    chain: tuple[x509.Certificate, ...], svid_ca: DevCA
+) -> None:
+    parsed = ParsedChains()
+    config = TrustedProxies([PROXY])
+    request = headers(x_forwarded_client_cert=xfcc_for(chain))
+    first = forwarded_cert(request, PROXY, None, config, parsed)
+    assert first == extract_forwarded_cert(request, PROXY, None, config)
+    again = forwarded_cert(request, PROXY, None, config, parsed)
+    assert again == first and again.chain is first.chain  # not parsed again
+    other = svid_ca.issue_svid("spiffe://example.org/admin").cert_chain
+    changed = forwarded_cert(
+        headers(x_forwarded_client_cert=xfcc_for(other)), PROXY, None, config, parsed
+    )
+    assert changed.chain == tuple(map(der, other))
+    # the same value on two lines is a smuggling pattern, refused every time
+    twice = headers(x_forwarded_client_cert=[xfcc_for(chain)] * 2)
+    for _ in range(2):
+        with pytest.raises(MalformedCredentials, match="sent once"):
+            forwarded_cert(twice, PROXY, None, config, parsed)
+
+
+def test_rfc9440_chains_are_told_apart_by_both_headers(
+    chain: tuple[x509.Certificate, ...],
+) -> None:
+    parsed = ParsedChains()
+    config = TrustedProxies([PROXY], header="client-cert")
+    leaf, inter = sf(der(chain[0])), sf(der(chain[1]))
+    alone = forwarded_cert(headers(client_cert=leaf), PROXY, None, config, parsed)
+    assert alone.chain == (der(chain[0]),)
+    full = forwarded_cert(
+        headers(client_cert=leaf, client_cert_chain=inter), PROXY, None, config, parsed
+    )
+    assert full.chain == (der(chain[0]), der(chain[1]))
+    # a line boundary is part of the value: ":a:,:b:" on one line or on two is not confused
+    lines = forwarded_cert(
+        headers(client_cert=leaf, client_cert_chain=[inter, inter]), PROXY, None, config, parsed
+    )
+    assert lines.chain == (der(chain[0]), der(chain[1]), der(chain[1]))
+
+
+def test_parsed_chains_are_bounded_and_refuse_oversized_headers(
+    chain: tuple[x509.Certificate, ...], svid_ca: DevCA
+) -> None:
+    parsed = ParsedChains(size=2)
+    config = TrustedProxies([PROXY], max_header_bytes=8192)
+    chains = [svid_ca.issue_svid(f"spiffe://example.org/w{n}").cert_chain for n in range(3)]
+    results = [
+        forwarded_cert(headers(x_forwarded_client_cert=xfcc_for(c)), PROXY, None, config, parsed)
+        for c in chains
+    ]
+    assert [r.chain for r in results] == [tuple(map(der, c)) for c in chains]
+    assert len(parsed) == 2
+    oversized = headers(x_forwarded_client_cert=xfcc_for(chain) + ";x=" + "a" * 20000)
+    for _ in range(2):
+        with pytest.raises(MalformedCredentials):
+            forwarded_cert(oversized, PROXY, None, config, parsed)
+    assert len(parsed) == 2

@@ -8,6 +8,7 @@ every anonymous client the proxy's identity.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
@@ -29,6 +30,8 @@ from zerotrust import (
     match,
     verify_x509_svid,
 )
+from zerotrust._clock import FixedClock
+from zerotrust._sansio import drive
 from zerotrust.authn.authenticate import PEER_IS_PROXY
 from zerotrust.authn.proxy import TrustedProxies
 from zerotrust.dev import DevCA
@@ -217,3 +220,39 @@ def test_is_proxy_applies_the_forwarding_checks() -> None:
     assert proxies.distrust(PROXY_ADDR, web) == "proxy_id_not_allowed"
     assert proxies.distrust("192.0.2.7", envoy) == "untrusted_peer"
     assert proxies.distrust(PROXY_ADDR, envoy) is None
+
+
+def test_a_forwarded_certificate_is_verified_once_and_refused_once_it_expires(
+    ca: DevCA, issuer: TokenIssuer
+) -> None:
+    clock = FixedClock()
+    authenticator = Authenticator(bundles=ca.bundle, trusted_proxies=envoy_proxies(), clock=clock)
+    guard = Guard(
+        authenticator=authenticator,
+        policy=Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])]),
+        audit=MemorySink(),
+    )
+    envoy = peer_of(ca, ca.issue_svid(ENVOY))
+    client = ca.issue_svid(WEB, ttl=600)
+    leaf = quote(client.leaf.public_bytes(Encoding.PEM).decode(), safe="")
+    view = request(envoy, headers={"x-forwarded-client-cert": f'Cert="{leaf}"'})
+    peers = []
+    for _ in range(3):
+        auth = drive(authenticator.flow(view))
+        assert auth.principal is not None and str(auth.principal.spiffe_id) == WEB
+        peers.append(auth.peer)
+    assert peers[0] is not None and all(peer is peers[0] for peer in peers)
+    assert guard.evaluate(view).allowed
+    clock.set(client.leaf.not_valid_after_utc + timedelta(seconds=1))
+    outcome = guard.evaluate(view)
+    assert not outcome.allowed and outcome.status == 401
+    assert outcome.error is not None and outcome.error.code == "certificate_expired"
+
+
+def test_the_certificate_that_authenticated_a_request_is_its_results_peer(ca: DevCA) -> None:
+    authenticator = Authenticator(bundles=ca.bundle)
+    web = peer_of(ca, ca.issue_svid(WEB))
+    auth = drive(authenticator.flow(request(web, remote_addr="127.0.0.1")))
+    assert auth.principal is not None and auth.principal.proven_by == "mtls"
+    assert auth.peer is web
+    assert drive(authenticator.flow(request(None))).peer is None

@@ -34,7 +34,12 @@ from zerotrust.authn.binding import (
 )
 from zerotrust.authn.credentials import B64TOKEN, ApiKeys, Credentials, extract_credentials
 from zerotrust.authn.principal import Principal, ProvenBy
-from zerotrust.authn.proxy import FORWARDED_CERT_HEADERS, TrustedProxies, extract_forwarded_cert
+from zerotrust.authn.proxy import (
+    FORWARDED_CERT_HEADERS,
+    ParsedChains,
+    TrustedProxies,
+    forwarded_cert,
+)
 from zerotrust.authn.request import RequestView
 from zerotrust.errors import (
     AuthenticationError,
@@ -51,7 +56,7 @@ from zerotrust.tokens.verified import VerifiedToken
 from zerotrust.tokens.verify import TokenVerifier
 from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.sources import X509BundleSource
-from zerotrust.x509.verify import VerifiedPeer, verify_x509_svid
+from zerotrust.x509.verify import VerifiedChains, VerifiedPeer
 
 __all__ = ["PEER_IS_PROXY", "AuthResult", "Authenticator"]
 
@@ -137,6 +142,10 @@ class Authenticator:
         self._peers: dict[VerifiedPeer, Principal] = {}
         # ... and the bundle snapshot each handshake-verified peer was last checked against.
         self._trusted: dict[VerifiedPeer, BundleSet] = {}
+        # ... and the chains not verified during a handshake (forwarded by a proxy, handed over
+        # by the server), each verified once per bundle snapshot while its path is valid.
+        self._chains = VerifiedChains(bundles) if bundles is not None else None
+        self._parsed = ParsedChains() if trusted_proxies is not None else None
         # A plain Bearer request carries none of these headers. It is read in one pass only
         # where Authorization can hold nothing but a token (ApiKeys and TrustedProxies refuse
         # its name; anything else takes the reading header by header).
@@ -185,27 +194,26 @@ class Authenticator:
         chain = view.peer_chain
         if not chain:
             return None, False
-        if self.bundles is None:
+        if self._chains is None:
             raise ConfigurationError("a peer certificate arrived but no bundles= are configured")
-        return verify_x509_svid(chain, self.bundles, now=self.clock.now(), role="client"), False
+        return self._chains.verify(chain, now=self.clock.now(), role="client"), False
 
     def _peer(self, view: RequestView, notes: list[str]) -> tuple[VerifiedPeer | None, bool, bool]:
         """The authenticated client certificate, whether it came through a proxy, and whether
         it is the handshake-verified peer of the connection."""
         direct, handshake = self._direct_peer(view)
-        forwarded = extract_forwarded_cert(
+        forwarded = forwarded_cert(
             view.header,
             view.remote_addr,
             direct.spiffe_id if direct is not None else None,
             self.trusted_proxies,
+            self._parsed,
         )
         if forwarded.ignored:
             notes.append(f"forwarded_cert_ignored_{forwarded.ignored_reason}")
         if forwarded.chain is not None:
-            assert self.bundles is not None  # checked at construction
-            peer = verify_x509_svid(
-                forwarded.chain, self.bundles, now=self.clock.now(), role="client"
-            )
+            assert self._chains is not None  # bundles are checked at construction
+            peer = self._chains.verify(forwarded.chain, now=self.clock.now(), role="client")
             notes.append(f"forwarded_cert_{forwarded.source}")
             return peer, True, False
         if self._relayed(view, direct, notes):
@@ -283,7 +291,7 @@ class Authenticator:
                 if len(self._peers) >= 4096:
                     self._peers.clear()
                 self._peers[peer] = principal
-            return AuthResult(principal, creds, notes=tuple(notes))
+            return AuthResult(principal, creds, notes=tuple(notes), peer=peer)
         if self.tokens is None:
             raise AuthenticationError("bearer tokens are not accepted by this service")
         token = yield from self.tokens.flow(creds.token)

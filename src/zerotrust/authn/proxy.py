@@ -13,6 +13,8 @@ is pure (no I/O) and parsing raises only :class:`~zerotrust.errors.MalformedCred
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -100,6 +102,52 @@ def _forwarded_chain(
     return (leaf, *rest)
 
 
+class ParsedChains:
+    """Forwarded chains already parsed, by a SHA-256 digest of the exact header lines they were
+    read from: a proxy forwards the same client's certificate on every request, and parsing
+    it (percent-decoding, PEM or base64, each certificate loaded and checked) costs more than
+    the rest of the request's authentication. Only what parsed is kept (a malformed header
+    raises every time), at most ``size`` chains, the oldest going first."""
+
+    __slots__ = ("_entries", "_lock", "_size")
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._entries: dict[bytes, tuple[bytes, ...] | None] = {}
+        self._lock = threading.Lock()
+
+    def chain(
+        self, headers: Callable[[str], list[str]], config: TrustedProxies
+    ) -> tuple[bytes, ...] | None:
+        """What :func:`_forwarded_chain` returns for these headers."""
+        lines = {name: headers(name) for name in config.format_headers}
+        if sum(len(line) for values in lines.values() for line in values) > (
+            2 * config.max_header_bytes
+        ):
+            return _forwarded_chain(headers, config)  # refused as too large: nothing to keep
+        digest = hashlib.sha256()
+        for values in lines.values():
+            digest.update(len(values).to_bytes(4, "big"))
+            for line in values:
+                raw = line.encode("utf-8", "surrogatepass")
+                digest.update(len(raw).to_bytes(8, "big") + raw)
+        key = digest.digest()
+        try:
+            return self._entries[key]
+        except KeyError:
+            pass
+        chain = _forwarded_chain(lambda name: lines.get(name, []), config)
+        with self._lock:
+            entries = self._entries
+            while len(entries) >= self._size:
+                del entries[next(iter(entries))]
+            entries[key] = chain
+        return chain
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 def extract_forwarded_cert(
     headers: Callable[[str], list[str]],
     remote_addr: str | None,
@@ -114,6 +162,17 @@ def extract_forwarded_cert(
     trusted proxy must be well formed: otherwise :class:`~zerotrust.errors.MalformedCredentials`
     is raised (as is a single-valued header sent on more than one line, a smuggling pattern).
     """
+    return forwarded_cert(headers, remote_addr, proxy_spiffe_id, config, None)
+
+
+def forwarded_cert(
+    headers: Callable[[str], list[str]],
+    remote_addr: str | None,
+    proxy_spiffe_id: SpiffeId | None,
+    config: TrustedProxies | None,
+    parsed: ParsedChains | None,
+) -> ForwardedResult:
+    """:func:`extract_forwarded_cert`, taking chains already parsed from ``parsed``."""
     names = FORWARDED_CERT_HEADERS if config is None else config.header_names
     present = tuple(name for name in names if headers(name))
     if not present:
@@ -134,7 +193,7 @@ def extract_forwarded_cert(
             ignored_headers=others,
             proxy_address=address,
         )
-    chain = _forwarded_chain(headers, config)
+    chain = _forwarded_chain(headers, config) if parsed is None else parsed.chain(headers, config)
     return ForwardedResult(
         chain=chain,
         source=config.header if chain is not None else None,

@@ -9,6 +9,7 @@ failure has a precise, stable code.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +29,7 @@ from zerotrust._clock import SYSTEM_CLOCK, to_utc
 from zerotrust.errors import (
     CertificateExpired,
     CertificateNotYetValid,
+    ConfigurationError,
     InvalidSpiffeId,
     MalformedCertificate,
     SvidProfileViolation,
@@ -35,6 +37,7 @@ from zerotrust.errors import (
 )
 from zerotrust.identity import SpiffeId
 from zerotrust.x509._certs import PARSE_ERRORS, fingerprint, load_der_chain
+from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.sources import X509BundleSource
 
 __all__ = ["Role", "VerifiedPeer", "leaf_spiffe_id", "verify_peer_chain", "verify_x509_svid"]
@@ -239,3 +242,51 @@ def verify_peer_chain(
 ) -> SpiffeId:
     """Verify ``chain`` as an X509-SVID (see :func:`verify_x509_svid`) and return its SPIFFE ID."""
     return verify_x509_svid(chain, bundles, now=now, role=role).spiffe_id
+
+
+class VerifiedChains:
+    """Chains :func:`verify_x509_svid` accepted, so that the same chain presented again (a
+    forwarded client certificate on every request, a server's unverified chain on every
+    request of a connection) is not path-validated again.
+
+    A chain is only answered from here while the bundle snapshot it was verified against is
+    still ``bundles``' current one and every certificate of its path is within its validity
+    period; otherwise it is verified again. Refusals are not kept: whatever fails keeps
+    failing with its precise reason. At most ``size`` chains are kept (the oldest go first).
+    """
+
+    __slots__ = ("_bundles", "_entries", "_lock", "_size")
+
+    def __init__(self, bundles: X509BundleSource, *, size: int = 1024) -> None:
+        # a TrustBundle hands out a new BundleSet per call: take its one snapshot once
+        self._bundles: X509BundleSource = (
+            bundles.get_bundle_set() if isinstance(bundles, TrustBundle) else bundles
+        )
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigurationError("size must be a positive number of chains")
+        self._size = size
+        self._entries: dict[tuple[bytes, ...], tuple[BundleSet, VerifiedPeer, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, chain: Sequence[bytes], *, now: datetime, role: Role) -> VerifiedPeer:
+        """:func:`verify_x509_svid` of ``chain`` (DER, leaf first) at ``now``."""
+        snapshot = self._bundles.get_bundle_set()
+        now = to_utc(now)
+        if not all(type(der) is bytes for der in chain):  # not exactly DER bytes: no memo
+            return verify_x509_svid(chain, snapshot, now=now, role=role)
+        key = (role.encode(), *chain)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] is snapshot and hit[2] <= now <= hit[1].not_after:
+            return hit[1]
+        peer = verify_x509_svid(chain, snapshot, now=now, role=role)
+        not_before = max(cert.not_valid_before_utc for cert in peer.chain)
+        with self._lock:
+            entries = self._entries
+            entries.pop(key, None)
+            while len(entries) >= self._size:
+                del entries[next(iter(entries))]
+            entries[key] = (snapshot, peer, not_before)
+        return peer
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -71,6 +71,7 @@ def test_client_secret_basic(server: HttpsServer, clock: FixedClock) -> None:
     [request] = server.requests("/token")
     assert request.method == "POST"
     assert request.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert request.headers["accept"] == "application/json"
     assert request.form == {
         "grant_type": "client_credentials",
         "audience": "https://api.example",
@@ -123,7 +124,7 @@ def test_private_key_jwt(server: HttpsServer, clock: FixedClock, as_issuer: bool
     assert claims.subject == "my:client"
     assert claims.jti
     assert claims.issued_at is not None
-    assert (claims.expires_at - claims.issued_at).total_seconds() <= 60
+    assert (claims.expires_at - claims.issued_at).total_seconds() == 60
     assert claims.header["kid"] == "client-key-1"
     assert verifier.verify(second.form["client_assertion"]).jti != claims.jti  # fresh each time
 
@@ -308,7 +309,15 @@ def test_error_responses_are_typed_and_safe(
 
 @pytest.mark.parametrize(
     ("expires_in", "lifetime"),
-    [("0000000000300", 300), (10**9, 365 * 86400), ("9" * 40, 365 * 86400), (2.5, 2.5)],
+    [
+        ("0000000000300", 300),
+        (10**9, 365 * 86400),
+        ("9" * 40, 365 * 86400),
+        ("9" * 5000, 365 * 86400),  # more digits than int() reads: still a long lifetime
+        (2.5, 2.5),
+        (1, 1),
+        (0.5, 0.5),
+    ],
 )
 def test_any_positive_expires_in_is_read_and_long_ones_are_capped(
     clock: FixedClock, expires_in: object, lifetime: float
@@ -402,6 +411,7 @@ def test_plain_http_only_to_loopback_with_opt_in(clock: FixedClock) -> None:
         {"client_secret": "s", "private_key_jwt": PrivateJWK.generate("ES256")},
         {"client_secret": "s", "mtls": ssl.create_default_context()},
         {"client_secret": ""},
+        {"client_secret": 7},
         {"client_secret": "s", "secret_method": "header"},
         {"client_secret": "s", "audience_param": "aud"},
         {"client_secret": "s", "scopes": ["a b"]},
@@ -410,6 +420,7 @@ def test_plain_http_only_to_loopback_with_opt_in(clock: FixedClock) -> None:
         {"client_secret": "s", "verify": False},
         {"private_key_jwt": "key"},
         {"mtls": "context"},
+        {"mtls": True},
         {"mtls": ssl.create_default_context(), "verify": "ca.pem"},
     ],
 )
@@ -482,6 +493,7 @@ def test_token_exchange_is_cached_per_subject(server: HttpsServer, clock: FixedC
         "bob.token.y",
     ]
     assert "actor_token" not in server.requests("/token")[0].form
+    assert "actor_token_type" not in server.requests("/token")[0].form  # RFC 8693 2.1
 
 
 def test_token_exchange_invalidate_drops_every_subject_of_the_audience(
@@ -570,7 +582,8 @@ def test_token_exchange_async(server: HttpsServer, clock: FixedClock) -> None:
         return list(await asyncio.gather(*(source.token_async("a") for _ in range(20))))
 
     assert asyncio.run(main()) == ["at-1"] * 20
-    assert server.count("/token") == 1
+    [request] = server.requests("/token")
+    assert request.form["subject_token"] == "user.token"
 
 
 def test_token_exchange_bad_configuration() -> None:
@@ -584,3 +597,208 @@ def test_token_exchange_bad_configuration() -> None:
         TokenExchangeTokenSource(
             "https://sts.example/token", subject_token=lambda: "t", client_secret="s"
         )
+
+
+@pytest.mark.parametrize(
+    ("route", "error", "shown"),
+    [
+        # the endpoint's status decides what a registered code means: 400/401 only
+        (json_route({"error": "invalid_client"}, status=500), SourceError, "500 [invalid_client]"),
+        (
+            json_route({"error": "invalid_grant"}, status=401),
+            AuthenticationError,
+            "(HTTP 401) [invalid_grant]",
+        ),
+        (json_route({"error": "invalid_grant"}, status=500), SourceError, "500 [invalid_grant]"),
+        # an error that is not a string is no code at all: nothing is shown
+        (json_route({"error": {"code": "invalid_client"}}, status=400), SourceError, "HTTP 400"),
+        (json_route({"error": 7}, status=400), SourceError, "HTTP 400"),
+        (Route(status=503), SourceError, "HTTP 503"),
+        (Route(status=300), SourceError, "redirect refused (HTTP 300)"),
+        (Route(status=399), SourceError, "redirect refused (HTTP 399)"),
+        (Route(status=299), SourceError, "HTTP 299"),
+    ],
+)
+def test_error_status_and_code_decide_the_error_together(
+    server: HttpsServer, clock: FixedClock, route: Route, error: type[Exception], shown: str
+) -> None:
+    server.route("/token", route)
+    with credentials(server, clock) as source, pytest.raises(error) as caught:
+        source.token("a")
+    assert type(caught.value) is error
+    assert str(caught.value).endswith(shown)
+
+
+def test_a_response_without_expires_in_is_taken(server: HttpsServer, clock: FixedClock) -> None:
+    """RFC 6749 5.1: ``expires_in`` is RECOMMENDED, not required."""
+    server.route("/token", issuing(expires_in=None))
+    with credentials(server, clock) as source:
+        assert source.token("a") == "at-1"
+        assert source.token("a") == "at-1"
+    assert server.count("/token") == 1
+
+
+def test_client_credentials_ignore_an_issued_token_type(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    """Only token exchange asks for ``issued_token_type``; elsewhere it is an unknown member
+    (RFC 6749 5.1: the client ignores what it does not understand)."""
+    server.route("/token", issuing(issued_token_type=JWT_TYPE))
+    with credentials(server, clock) as source:
+        assert source.token("a") == "at-1"
+
+
+def test_expires_in_digits_must_be_ascii(server: HttpsServer, clock: FixedClock) -> None:
+    server.route("/token", issuing(expires_in="\u0663\u0660\u0660"))  # Arabic-Indic 300
+    with credentials(server, clock) as source, pytest.raises(SourceError, match="not a number"):
+        source.token("a")
+
+
+def test_repr_names_the_client_authentication_method(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    with credentials(server, clock, secret_method="post") as source:
+        shown = repr(source)
+    assert "client_auth='client_secret_post'" in shown
+    assert SECRET not in shown
+
+
+@pytest.mark.parametrize("client_id", ["", 7])
+def test_token_exchange_client_id_must_be_a_non_empty_string(client_id: object) -> None:
+    with pytest.raises(ConfigurationError, match="client_id"):
+        TokenExchangeTokenSource(
+            "https://sts.example/token",
+            subject_token=lambda: "t",
+            client_id=client_id,  # type: ignore[arg-type]
+        )
+
+
+def test_token_exchange_without_client_authentication(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    """RFC 8693 2.1: client authentication is optional; without a client_id none is sent."""
+    server.route("/token", issuing(issued_token_type=ACCESS))
+    with exchange(
+        server, clock, subject_token=lambda: "user.token", client_id=None, client_secret=None
+    ) as source:
+        assert source.token("a") == "at-1"
+    [request] = server.requests("/token")
+    assert "authorization" not in request.headers
+    assert set(request.form) == {
+        "grant_type",
+        "subject_token",
+        "subject_token_type",
+        "requested_token_type",
+        "audience",
+    }
+
+
+def test_token_exchange_verifies_tls_by_default(server: HttpsServer, clock: FixedClock) -> None:
+    """Without ``verify``, the system's CAs decide: the loopback server's dev CA is not one."""
+    server.route("/token", issuing(issued_token_type=ACCESS))
+    source = TokenExchangeTokenSource(
+        server.url("/token"), subject_token=lambda: "user.token", client_id="gateway", clock=clock
+    )
+    with source, pytest.raises(SourceError, match="unavailable"):
+        source.token("a")
+    assert server.count("/token") == 0
+
+
+def test_token_exchange_plain_http_needs_the_opt_in() -> None:
+    with HttpsServer(None) as plain:
+        url = plain.url("/token", host="127.0.0.1")
+        with pytest.raises(ConfigurationError, match="allow_http_loopback"):
+            TokenExchangeTokenSource(url, subject_token=lambda: "t")
+        TokenExchangeTokenSource(url, subject_token=lambda: "t", allow_http_loopback=True).close()
+
+
+def test_token_exchange_subject_source_is_asked_for_the_token_endpoint(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    """Without ``subject_audience``, the subject token is one for the token endpoint."""
+    server.route("/token", issuing(issued_token_type=ACCESS))
+    seen: list[str] = []
+
+    class Subject:
+        def token(self, audience: str) -> str:
+            seen.append(audience)
+            return "svc.token.value"
+
+        async def token_async(self, audience: str) -> str:
+            seen.append(audience)
+            return "svc.token.value"
+
+    with exchange(server, clock, subject_token=Subject()) as source:
+        source.token("a")
+        asyncio.run(source.token_async("a"))
+    assert seen == [server.url("/token")] * 2
+
+
+def test_token_exchange_async_sends_subject_and_actor(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    server.route("/token", issuing(issued_token_type=ACCESS))
+    actor = StaticTokenSource("actor.token.value")
+    with exchange(server, clock, subject_token=lambda: "user.token", actor_token=actor) as source:
+        assert asyncio.run(source.token_async("a")) == "at-1"
+    [request] = server.requests("/token")
+    assert request.form["subject_token"] == "user.token"
+    assert request.form["actor_token"] == "actor.token.value"
+    assert request.form["actor_token_type"] == JWT_TYPE
+
+
+def test_token_exchange_clear_drops_the_current_subjects_tokens(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    server.route("/token", issuing(issued_token_type=ACCESS))
+    with exchange(server, clock, subject_token=lambda: "user.token") as source:
+        first = source.token("a")
+        source.clear()
+        assert source.token("a") != first
+    assert server.count("/token") == 2
+
+
+def test_token_exchange_audience_must_be_a_non_empty_string(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    with exchange(server, clock, subject_token=lambda: "user.token") as source:
+        for audience in ("", None, 7):
+            with pytest.raises(ConfigurationError, match="audience"):
+                source.token(audience)  # type: ignore[arg-type]
+            with pytest.raises(ConfigurationError, match="audience"):
+                asyncio.run(source.token_async(audience))  # type: ignore[arg-type]
+            with pytest.raises(ConfigurationError, match="audience"):
+                source.invalidate(audience)  # type: ignore[arg-type]
+    assert server.count("/token") == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"subject_token_type": 7}, {"actor_token_type": ""}, {"requested_token_type": None}],
+)
+def test_token_exchange_bad_token_types(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError, match="_token_type must be a non-empty string"):
+        TokenExchangeTokenSource("https://sts.example/token", subject_token=lambda: "t", **options)
+
+
+def test_mtls_with_own_async_client_is_refused() -> None:
+    import httpx
+
+    async def main() -> None:
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(ConfigurationError, match="mtls"):
+                ClientCredentialsTokenSource(
+                    "https://auth.example/token",
+                    client_id="c",
+                    mtls=ssl.create_default_context(),
+                    async_client=client,
+                )
+
+    asyncio.run(main())
+
+
+def test_close_closes_the_client_the_source_built(server: HttpsServer, clock: FixedClock) -> None:
+    with credentials(server, clock) as source:
+        source.token("a")
+        built = source._transport._own
+    assert built is not None and built.is_closed

@@ -260,3 +260,67 @@ def test_jwt_svids_the_agent_sends_are_checked_before_use(agent: WorkloadApiServ
             source.token("api")
         agent.jwt_served = None  # the agent's own token for the audience: taken
         assert source.token("api").count(".") == 2
+
+
+def _jwt(header: dict[str, Any], claims: dict[str, Any]) -> str:
+    def part(doc: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).rstrip(b"=").decode()
+
+    return f"{part(header)}.{part(claims)}.c2ln"
+
+
+def test_jwt_svid_time_checks_at_their_boundaries() -> None:
+    """``exp`` must be ahead (a token expiring now is expired), ``nbf`` may be at most a minute
+    ahead of the clock (go-spiffe's leeway); an ``nbf`` that is no NumericDate is refused."""
+    from zerotrust.sources._workload_jwt import _checked_jwt_svid
+
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+    moment = int(now.timestamp())
+
+    def check(**claims: Any) -> str:
+        body = {"sub": SUBJECT, "aud": "api", "exp": moment + 300, **claims}
+        return _checked_jwt_svid(_jwt({"alg": "ES256"}, body), SUBJECT, "api", now)
+
+    assert check(exp=moment + 1)
+    with pytest.raises(SourceError, match="expired"):
+        check(exp=moment)
+    assert check(nbf=moment + 60)
+    with pytest.raises(SourceError, match="not valid yet"):
+        check(nbf=moment + 61)
+    for bad in ("soon", True, None):
+        with pytest.raises(SourceError, match="not valid yet"):
+            check(nbf=bad)
+
+
+@pytest.mark.parametrize(
+    ("header", "claims", "spiffe_id", "reason"),
+    [
+        ({"alg": "ES256", "typ": "JWT"}, {}, SUBJECT, None),
+        ({"alg": "PS256", "typ": "jose"}, {}, SUBJECT, None),
+        ({"alg": "RS256"}, {"aud": ["db", "api"]}, SUBJECT, None),
+        # sent without a SPIFFE ID: the sub is not compared, but must be one
+        ({"alg": "ES256"}, {"sub": "spiffe://example.org/any"}, "", None),
+        ({"alg": "ES256"}, {"sub": "any"}, "", "not a SPIFFE ID"),
+        ({"alg": "ES256"}, {"sub": None}, "", "not a SPIFFE ID"),
+        ({"alg": "ES256"}, {"aud": {"api": 1}}, SUBJECT, "another audience"),
+        ({"alg": "ES256"}, {"aud": "apis"}, SUBJECT, "another audience"),
+        ({"alg": "ES256"}, {"aud": None}, SUBJECT, "another audience"),
+        ({"alg": "ES256", "typ": 1}, {}, SUBJECT, "typ"),
+        ({"alg": "EdDSA"}, {}, SUBJECT, "algorithm"),
+        ({"alg": "ES256"}, {"exp": None}, SUBJECT, "valid exp"),
+        ({"alg": "ES256"}, {"exp": "9999999999"}, SUBJECT, "valid exp"),
+    ],
+)
+def test_jwt_svid_header_and_claims_the_source_accepts(
+    header: dict[str, Any], claims: dict[str, Any], spiffe_id: str, reason: str | None
+) -> None:
+    from zerotrust.sources._workload_jwt import _checked_jwt_svid
+
+    now = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+    body = {"sub": SUBJECT, "aud": "api", "exp": int(now.timestamp()) + 300, **claims}
+    token = _jwt(header, body)
+    if reason is None:
+        assert _checked_jwt_svid(token, spiffe_id, "api", now) == token
+    else:
+        with pytest.raises(SourceError, match=reason):
+            _checked_jwt_svid(token, spiffe_id, "api", now)

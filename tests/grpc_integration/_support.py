@@ -452,8 +452,10 @@ def make_world(ca: DevCA, other_ca: DevCA) -> World:
 class Relay:
     """A TCP relay on loopback (127.0.0.1) to ``port``. Connections (counted from 1) for which
     ``stall`` is true are accepted and never answered, as by a server stalling its handshake;
-    those for which ``drop`` is true are closed at once. :meth:`die` stops listening and resets
-    every connection it carries, as a server that died."""
+    those for which ``drop`` is true are closed at once. With ``trickle``, the server's bytes
+    are passed on 16 at a time, ``trickle`` seconds apart, as by a server that keeps a
+    handshake alive without finishing it in time. :meth:`die` stops listening and resets every
+    connection it carries, as a server that died."""
 
     def __init__(
         self,
@@ -461,10 +463,12 @@ class Relay:
         *,
         stall: Callable[[int], bool] | None = None,
         drop: Callable[[int], bool] | None = None,
+        trickle: float | None = None,
     ) -> None:
         self._target = port
         self._stall = stall
         self._drop = drop
+        self._trickle = trickle
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self.accepted = 0
@@ -501,13 +505,17 @@ class Relay:
                     upstream.close()
                     return
                 self._sockets.append(upstream)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, trickle in ((client, upstream, None), (upstream, client, self._trickle)):
+                threading.Thread(target=self._pipe, args=(a, b, trickle), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, trickle: float | None) -> None:
         with contextlib.suppress(OSError):
-            while data := source.recv(65536):
+            while data := source.recv(16 if trickle else 65536):
+                if trickle:
+                    with self._lock:
+                        if self._dead:
+                            return
+                    threading.Event().wait(trickle)
                 sink.sendall(data)
 
     def stop_listening(self) -> None:

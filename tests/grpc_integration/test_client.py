@@ -490,6 +490,38 @@ def test_retry_policy_service_config() -> None:
     assert RetryPolicy(retryable_status_codes=("UNAVAILABLE", "RESOURCE_EXHAUSTED"))
 
 
+def test_retry_policy_bounds() -> None:
+    """max_attempts is an int from 2 to 5 (grpc's bounds); backoffs and the multiplier are
+    positive finite numbers, not bools; max_backoff may equal initial_backoff; the codes are
+    a non-empty tuple of grpc's code names other than OK."""
+    for fine in (
+        {"max_attempts": 2},
+        {"max_attempts": 5},
+        {"initial_backoff": 1, "max_backoff": 1},
+        {"backoff_multiplier": 0.5},
+        {"retryable_status_codes": ("UNAVAILABLE", "ABORTED")},
+    ):
+        policy = RetryPolicy(**fine)  # type: ignore[arg-type]
+        assert all(getattr(policy, name) == value for name, value in fine.items())
+    for bad in (
+        {"max_attempts": True},
+        {"max_attempts": 3.0},
+        {"max_attempts": 6},
+        {"backoff_multiplier": 0},
+        {"backoff_multiplier": -2.0},
+        {"backoff_multiplier": float("nan")},
+        {"backoff_multiplier": float("inf")},
+        {"backoff_multiplier": True},
+        {"initial_backoff": "0.1"},
+        {"max_backoff": float("inf")},
+        {"retryable_status_codes": ()},
+        {"retryable_status_codes": ("OK",)},
+        {"retryable_status_codes": ["UNAVAILABLE"]},
+    ):
+        with pytest.raises(ConfigurationError):
+            RetryPolicy(**bad)  # type: ignore[arg-type]
+
+
 def test_retry_policy_values_are_those_grpc_accepts(world: World) -> None:
     """Backoffs are those a grpc service config takes: from 1 ms (grpc counts whole
     milliseconds: initial_backoff=0.0004 was accepted and written "0.000s", which grpc refuses,

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -16,8 +17,10 @@ import grpc
 import grpc.aio
 import pytest
 
+from tests._sockets import close_listener
 from tests.grpc_integration._support import (
     CLIENT_ID,
+    SERVER_ID,
     SERVICE,
     Failure,
     Recorded,
@@ -29,9 +32,14 @@ from tests.grpc_integration._support import (
 from tests.grpc_integration._support import (
     client_options as options,
 )
+from zerotrust import client_ssl_context, match
+from zerotrust.client._grpc_check import ServerCheck
 from zerotrust.grpc import RetryPolicy, ServerIdentityError, aio_secure_channel, secure_channel
 
 IMPOSTOR = "spiffe://example.org/impostor"
+READY, IDLE = grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE
+SHUTDOWN = grpc.ChannelConnectivity.SHUTDOWN
+TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 DEFAULT = RetryPolicy()
 
 
@@ -249,9 +257,6 @@ def test_a_check_that_could_not_run_is_tried_again_for_every_arity(
 def test_a_failed_check_names_an_ipv6_address_in_brackets(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from zerotrust import client_ssl_context, match
-    from zerotrust.client._grpc_check import ServerCheck
-
     context = client_ssl_context(world.client_svid, world.ca.bundle, authorizer=match.any())
     check = ServerCheck("echo.internal:8443", context)
     check._log_failure(("2001:db8::7", 8443, 0, 0), "took too long")
@@ -264,3 +269,148 @@ def test_a_failed_check_names_an_ipv6_address_in_brackets(
         " (connected to 10.0.0.7:8443) failed: ConnectionResetError",
         "zerotrust: the server identity check of echo.internal:8443 failed: took too long",
     ]
+
+
+@contextlib.contextmanager
+def tls_server(world: World, on_accept: Callable[[int], None] = lambda _n: None) -> Iterator[Any]:
+    """A plain mTLS server on 127.0.0.1 presenting the server SVID (what a probe needs):
+    yields ``(port, names)``, the SNI of each handshake; ``on_accept(n)`` runs for the n-th
+    connection (from 1) before its handshake."""
+    from zerotrust import server_ssl_context
+
+    context = server_ssl_context(world.server_svid, world.ca.bundle, authorizer=match.any())
+    names: list[str | None] = []
+    context.sni_callback = lambda _sock, name, _ctx: names.append(name)  # type: ignore[assignment,func-returns-value]
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        accepted = 0
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            accepted += 1
+            on_accept(accepted)
+            with contextlib.suppress(OSError), context.wrap_socket(raw, server_side=True):
+                pass
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], names
+    finally:
+        close_listener(listener)
+        thread.join(10)
+
+
+def _client_context(world: World) -> Any:
+    return client_ssl_context(world.client_svid, world.ca.bundle, authorizer=match.any())
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_the_probe_sends_the_server_name_grpc_sends(world: World, kind: str) -> None:
+    """The probe's SNI is the one grpc's handshake sends (a server may choose its certificate
+    by it): ``server_name`` if given, else the target's host name, and none for an address."""
+    with tls_server(world) as (port, names):
+        for target, server_name in [
+            (f"localhost:{port}", None),
+            (f"127.0.0.1:{port}", None),
+            (f"127.0.0.1:{port}", "echo.internal"),
+            (f"localhost:{port}", "echo.internal"),
+        ]:
+            check = ServerCheck(target, _client_context(world), server_name=server_name)
+            check.attach(lambda _try_to_connect: READY)
+            peer = check.verify(10) if kind == "sync" else asyncio.run(check.averify(10))
+            assert str(peer.spiffe_id) == SERVER_ID
+    assert names == ["localhost", None, "echo.internal", "echo.internal"]
+
+
+@pytest.mark.parametrize("how", ["read", "reported"])
+def test_a_check_counts_only_for_the_connection_it_was_made_for(world: World, how: str) -> None:
+    """grpc's connection is replaced while the probe runs: the state read after the probe is
+    IDLE then READY again, or grpc reported IDLE and READY meanwhile (the state read stays
+    READY). The probe's success is not taken for the new connection: that one is probed too,
+    and the call goes on only once it is verified."""
+    states = [READY, IDLE, READY] if how == "read" else []  # then READY from now on
+    check: ServerCheck | None = None
+
+    def reconnected(n: int) -> None:  # while the first probe waits for its handshake
+        if how == "reported" and n == 1:
+            assert check is not None
+            check.on_state(IDLE)
+            check.on_state(READY)
+
+    with tls_server(world, reconnected) as (port, names):
+        check = ServerCheck(f"127.0.0.1:{port}", _client_context(world))
+        check.attach(lambda _try_to_connect: states.pop(0) if states else READY)
+        assert str(check.verify(10).spiffe_id) == SERVER_ID
+        assert not check.needed  # the channel is on the connection the check verified
+        assert check.verify(10) is check.peer  # that connection is not probed again
+    assert len(names) == 2  # two probes
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_the_check_timeout_bounds_a_check_within_a_longer_deadline(world: World, kind: str) -> None:
+    """A server that stalls every handshake, a check timeout of 0.3 s and a call deadline of
+    60 s: the check gives up at its own timeout (UNAVAILABLE: not checked in time, which a
+    retry policy may try again), not at the call's deadline."""
+    with bare_server(world.server_svid, world.ca.bundle) as (port, _):
+        relay = Relay(port, stall=lambda _n: True)
+        try:
+            check = ServerCheck(f"localhost:{relay.port}", _client_context(world), timeout=0.3)
+            check.attach(lambda _try_to_connect: READY)
+
+            def verify() -> Any:
+                if kind == "sync":
+                    return check.verify(60)
+                return asyncio.run(check.averify(60))
+
+            with pytest.raises(ServerIdentityError) as info:
+                verify()
+        finally:
+            relay.die()
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.details() == "server identity could not be checked in time"
+
+
+def test_a_call_that_cannot_connect_fails_as_grpc_fails_it(world: World) -> None:
+    """A closed channel fails the check at once (CANCELLED, not at the deadline); a channel
+    that could not connect fails it at once (UNAVAILABLE) unless the call waits for ready,
+    which then waits until its deadline. Nothing is probed (no server listens)."""
+    channel = [SHUTDOWN]
+    check = ServerCheck("localhost:1", _client_context(world), timeout=30)
+    check.attach(lambda _try_to_connect: channel[0])
+
+    def codes(timeout: float, wait_for_ready: bool) -> list[Any]:
+        out = []
+        with pytest.raises(ServerIdentityError) as info:
+            check.verify(timeout, wait_for_ready=wait_for_ready)
+        out.append(info.value.code())
+        with pytest.raises(ServerIdentityError) as info:
+            asyncio.run(check.averify(timeout, wait_for_ready=wait_for_ready))
+        out.append(info.value.code())
+        return out
+
+    for wait_for_ready in (False, True):
+        assert codes(30, wait_for_ready) == [grpc.StatusCode.CANCELLED] * 2
+    channel[0] = TRANSIENT_FAILURE
+    assert codes(30, False) == [grpc.StatusCode.UNAVAILABLE] * 2
+    assert codes(0.2, True) == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
+
+
+def test_a_server_trickling_its_handshake_is_cut_at_the_check_timeout(world: World) -> None:
+    """The server's handshake comes 16 bytes at a time (each piece would reset a socket
+    timeout; all of it takes several seconds): the probe's connection is cut at the check's
+    timeout, and the check fails (not checked in time) instead of waiting for the end."""
+    with bare_server(world.server_svid, world.ca.bundle) as (port, _):
+        relay = Relay(port, trickle=0.05)
+        try:
+            check = ServerCheck(f"localhost:{relay.port}", _client_context(world), timeout=1.0)
+            check.attach(lambda _try_to_connect: READY)
+            with pytest.raises(ServerIdentityError) as info:
+                check.verify()
+        finally:
+            relay.die()
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.details() == "server identity could not be checked in time"

@@ -3,22 +3,35 @@ re-check after reconnection, peer strings, and optional-dependency hygiene."""
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import json
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from tests._sockets import close_listener
-from tests.grpc_integration._support import CLIENT_ID, SERVER_ID, SERVICE, World, sync_server
-from zerotrust import client_ssl_context, match
+from tests.grpc_integration._support import (
+    CLIENT_ID,
+    SERVER_ID,
+    SERVICE,
+    World,
+    bare_server,
+    sync_server,
+)
+from zerotrust import X509Svid, client_ssl_context, match
 from zerotrust.adapters._grpc_tls import remote_address
 from zerotrust.client._grpc_check import ServerCheck, split_target
+from zerotrust.client._grpc_creds import channel_credentials
 from zerotrust.errors import ConfigurationError
 from zerotrust.grpc import ServerIdentityError, secure_channel
+from zerotrust.identity import TrustDomain
 from zerotrust.tokens.outgoing import CachedTokenSource
 
 READY, IDLE = grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE
@@ -81,6 +94,49 @@ def test_an_opaque_token_is_not_used_after_its_source_moved_on() -> None:
     finally:
         plugin.close()
     assert sent == ["Bearer opaque-1", "Bearer opaque-2"]
+
+
+def _unsigned_jwt(exp: int) -> str:
+    """A compact JWT with ``exp`` (the plugin reads it without verifying: only to schedule)."""
+
+    def part(value: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'ES256', 'typ': 'JWT'})}.{part({'exp': exp})}.c2ln"
+
+
+@pytest.mark.parametrize(("exp_in", "fetches"), [(3600, 1), (-60, 2)], ids=["valid", "expired"])
+def test_the_token_memo_answers_only_before_the_token_expires(exp_in: int, fetches: int) -> None:
+    """Two calls in a row (no refresh is due: poll_interval is raised): a token an hour from
+    its exp answers the second call from the memo; a token the source handed out already
+    expired is never answered from it, the source is asked again."""
+    from zerotrust.client._grpc_creds import TokenPlugin
+
+    handed: list[str] = []
+
+    class Source:
+        def token(self, audience: str) -> str:
+            handed.append(_unsigned_jwt(int(time.time()) + exp_in))
+            return handed[-1]
+
+    plugin = TokenPlugin(Source(), "api")  # type: ignore[arg-type]
+    object.__setattr__(plugin, "poll_interval", 3600.0)  # the class default, lengthened
+    sent: list[str] = []
+    answered = threading.Semaphore(0)
+
+    def callback(metadata: object, error: object) -> None:
+        assert error is None
+        sent.append(dict(metadata)["authorization"])  # type: ignore[call-overload]
+        answered.release()
+
+    try:
+        for _ in range(2):
+            plugin(None, callback)
+            assert answered.acquire(timeout=5)
+    finally:
+        plugin.close()
+    assert len(handed) == fetches
+    assert sent == [f"Bearer {handed[0]}", f"Bearer {handed[-1]}"]
 
 
 def test_a_slow_token_source_cannot_hold_a_call_past_its_deadline(world: World) -> None:
@@ -251,6 +307,31 @@ def test_a_token_source_that_hangs_does_not_keep_the_process_alive() -> None:
     assert result.stdout.split() == ["DEADLINE_EXCEEDED", "closed"]
 
 
+def test_grpc_trusts_only_the_authorities_of_the_server_trust_domain(world: World) -> None:
+    """The server presents an example.org SPIFFE ID issued by other.org's CA, and the client
+    holds both bundles: grpc's handshake (one root store for every trust domain) accepts it
+    with every authority as roots, and refuses it with those of the server's trust domain."""
+    now = dt.datetime.now(dt.timezone.utc)
+    chain, key = world.other_ca.issue_unchecked_leaf(
+        uri_sans=[SERVER_ID],
+        dns_names=["localhost"],
+        not_before=now - dt.timedelta(minutes=1),
+        not_after=now + dt.timedelta(hours=1),
+    )
+    with bare_server(X509Svid(chain, key), world.bundles) as (port, recorded):
+
+        def call(trust_domain: TrustDomain | None) -> bytes:
+            creds = channel_credentials(world.client_svid, world.bundles, trust_domain)
+            with grpc.secure_channel(f"localhost:{port}", creds) as channel:
+                return channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)  # type: ignore[no-any-return]
+
+        assert call(None) == b"bare|x"
+        with pytest.raises(grpc.RpcError) as info:
+            call(TrustDomain("example.org"))
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(recorded.calls) == 1  # only the call made with every authority as roots
+
+
 def test_identity_is_checked_again_after_a_reconnection(world: World) -> None:
     """A check verifies the connection the channel is on: every new connection (a
     transition to READY, read at call time or reported by grpc) and every call ended with
@@ -311,13 +392,31 @@ def test_remote_address(peer: str, address: str | None) -> None:
         ("localhost:50051", ("localhost", 50051)),
         ("dns:///echo.internal:443", ("echo.internal", 443)),
         ("[::1]:8443", ("::1", 8443)),
+        ("dns:echo.internal:1", ("echo.internal", 1)),
+        ("echo.internal:65535", ("echo.internal", 65535)),
     ],
 )
 def test_split_target(target: str, expected: tuple[str, int]) -> None:
     assert split_target(target) == expected
 
 
-@pytest.mark.parametrize("target", ["localhost", "unix:///tmp/s", "a:b", "host:0", "ipv4:1,2"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "localhost",
+        "unix:///tmp/s",
+        "a:b",
+        "host:0",
+        "host:65536",
+        "ipv4:1,2",
+        ":443",
+        "[]:443",
+        # grpc dials another host than the one the check would probe: a DNS authority
+        # (resolver) and an address list
+        "dns://8.8.8.8/echo.internal:443",
+        "ipv4:10.0.0.1:443,10.0.0.2:443",
+    ],
+)
 def test_split_target_refuses(target: str) -> None:
     with pytest.raises(ConfigurationError):
         split_target(target)
@@ -515,3 +614,109 @@ def test_the_server_identity_check_keeps_to_the_call_deadline(world: World) -> N
         close_listener(listener)
     assert set(codes) <= {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
     assert len(elapsed) == 2 and max(elapsed) < 3.2  # the queued call took 3.7 s before
+
+
+def test_the_wait_before_another_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No other attempt once the policy's attempts are used up, for a code not named
+    retryable (or not a status code), after response metadata arrived, or when the wait
+    would reach the deadline; the n-th wait is capped at initial_backoff * multiplier**(n-1),
+    at most max_backoff (the jitter drawn here at its cap)."""
+    from zerotrust.client import _grpc_interceptors
+    from zerotrust.client._grpc_interceptors import _Plan
+    from zerotrust.grpc import RetryPolicy
+
+    monkeypatch.setattr(_grpc_interceptors.random, "uniform", lambda low, high: high)
+    policy = RetryPolicy(max_attempts=5, initial_backoff=1, max_backoff=3, backoff_multiplier=2)
+    unavailable = grpc.StatusCode.UNAVAILABLE
+
+    def delay(
+        attempts: int, code: object = unavailable, metadata: Any = (), timeout: float | None = None
+    ) -> float | None:
+        plan = _Plan(policy, timeout)
+        plan.attempts = attempts  # attempts made so far
+        return plan.delay(code, metadata)
+
+    assert [delay(n) for n in range(1, 6)] == [1, 2, 3, 3, None]
+    assert delay(1, grpc.StatusCode.INTERNAL) is None
+    assert delay(1, "UNAVAILABLE") is None
+    assert delay(1, unavailable, metadata=(("server", "answered"),)) is None
+    assert delay(1, unavailable, metadata=()) == 1
+    assert delay(2, timeout=60) == 2
+    assert delay(2, timeout=1.5) is None  # the wait would end past the deadline
+    assert _Plan(None, None).delay(unavailable) is None
+
+
+def test_the_trace_context_replaces_the_callers_entries() -> None:
+    """Injected entries replace the caller's of the same names, whatever their case; an
+    injected traceparent also drops the caller's tracestate (it belongs to the caller's
+    traceparent). Without injection the caller's metadata is sent as given."""
+    from zerotrust.client._grpc_interceptors import _with_trace
+
+    given = [("TraceParent", "00-old"), ("tracestate", "a=1"), ("x-id", "7"), (b"bin", b"v")]
+    assert _with_trace(given, [("traceparent", "00-new")]) == [
+        ("x-id", "7"),
+        (b"bin", b"v"),
+        ("traceparent", "00-new"),
+    ]
+    assert _with_trace(given, [("baggage", "k=v")]) == [*given, ("baggage", "k=v")]
+    assert _with_trace(given, []) == given
+    assert _with_trace(None, []) == []
+    assert _with_trace(None, [("traceparent", "00-new")]) == [("traceparent", "00-new")]
+
+
+def test_channel_options_are_checked_and_followed_by_the_channels_own() -> None:
+    from zerotrust.client._grpc_options import channel_options
+
+    assert channel_options([(b"grpc.max_receive_message_length", 1024)], None) == [
+        ("grpc.max_receive_message_length", 1024),
+        ("grpc.enable_retries", 0),
+        ("grpc.service_config_disable_resolution", 1),
+    ]
+    assert channel_options([("grpc.lb_policy_name", b"pick_first")], "echo.internal") == [
+        ("grpc.lb_policy_name", b"pick_first"),
+        ("grpc.enable_retries", 0),
+        ("grpc.service_config_disable_resolution", 1),
+        ("grpc.ssl_target_name_override", "echo.internal"),
+    ]
+    for bad in (
+        [("grpc.max_receive_message_length",)],
+        [["grpc.max_receive_message_length", 1024]],
+        [(b"grpc.\xff", 1)],
+        [(7, 1)],
+        [("grpc.lb_policy_name", None)],
+        [("grpc.service_config", 7)],
+    ):
+        with pytest.raises(ConfigurationError):
+            channel_options(bad, None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        '{"methodConfig": [1]}',
+        '{"hedgingPolicy": {"maxAttempts": 3}}',
+        '{"loadBalancingPolicy": 1}',
+        '{"loadBalancingConfig": {"pick_first": {}}}',
+        '{"loadBalancingConfig": ["pick_first"]}',
+        '{"loadBalancingConfig": [{"pick_first": {}, "round_robin": {}}]}',
+        '{"methodConfig": [], "padding": "%s"}' % ("x" * 65_536),  # valid, but over 64 KiB
+    ],
+)
+def test_a_service_config_is_refused(config: str) -> None:
+    from zerotrust.client._grpc_options import check_service_config
+
+    with pytest.raises(ConfigurationError):
+        check_service_config(config)
+
+
+def test_a_service_config_that_keeps_to_one_connection_is_accepted() -> None:
+    from zerotrust.client._grpc_options import check_service_config
+
+    for config in (
+        '{"loadBalancingPolicy": "PICK_FIRST"}',
+        '{"loadBalancingConfig": [{"pick_first": {"shuffleAddressList": true}}]}',
+        '{"methodConfig": [{"name": [{}], "timeout": "1s"}], "pad": "%s"}'
+        % ("x" * 65_474),  # 64 KiB exactly
+    ):
+        assert len(config) <= 64 * 1024
+        assert check_service_config(config) is None  # not refused

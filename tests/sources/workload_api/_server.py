@@ -104,6 +104,8 @@ class WorkloadApiServer:
         self.jwt_subject = "spiffe://example.org/workload"
         self.jwt_ttl = 300
         self.jwt_fetches: collections.Counter[tuple[str, ...]] = collections.Counter()
+        #: The ``spiffe_id`` of every FetchJWTSVID request ("" when none was asked for).
+        self.jwt_spiffe_ids: list[str] = []
         #: When set, the JWT-SVID served instead of a token for the audiences asked for.
         self.jwt_served: str | None = None
         self._server: Any = None
@@ -208,6 +210,7 @@ class WorkloadApiServer:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "audience must be specified")
         with self._cond:
             self.jwt_fetches[audience] += 1
+            self.jwt_spiffe_ids.append(request.spiffe_id)
         token = self.jwt_served or issuer.issue(
             subject=self.jwt_subject,
             audience=list(audience),

@@ -20,7 +20,7 @@ import pytest
 from tests._wait import eventually
 from tests.sources.workload_api._server import WorkloadApiServer, jwt_bundles_response
 from tests.sources.workload_api.conftest import FAST
-from zerotrust import FixedClock, TokenSource
+from zerotrust import FixedClock, TokenSource, TrustDomain
 from zerotrust.errors import KeysUnavailable, SourceError, UnknownKey
 from zerotrust.sources.spiffe_workload_api import WorkloadApiJwtSource
 from zerotrust.tokens import KeySource, PrivateJWK, TokenIssuer, TokenVerifier
@@ -324,3 +324,39 @@ def test_jwt_svid_header_and_claims_the_source_accepts(
     else:
         with pytest.raises(SourceError, match=reason):
             _checked_jwt_svid(token, spiffe_id, "api", now)
+
+
+def test_permission_denied_drops_the_cached_jwt_svids(agent: WorkloadApiServer) -> None:
+    """Once the agent says PERMISSION_DENIED, a JWT-SVID cached before is not sent any more
+    in the workload's name: the next token is asked for again (and refused)."""
+    key = PrivateJWK.generate("ES256", kid="k1")
+    agent.jwt_issuer = TokenIssuer(key, issuer=ISSUER)
+    agent.push("jwt_bundles", jwt_bundles_response({"spiffe://example.org": spire_jwks(key)}))
+    with WorkloadApiJwtSource(agent.address, trust_domain="example.org", **FAST) as source:
+        assert source.token("api")
+        agent.refusing = grpc.StatusCode.PERMISSION_DENIED
+        agent.drop_streams()
+        eventually(lambda: not source.status().ready)
+        with pytest.raises(SourceError, match="PERMISSION_DENIED"):
+            source.token("api")
+    assert agent.jwt_fetches[("api",)] == 1
+
+
+def test_trust_domain_and_key_sources_by_trust_domain(agent: WorkloadApiServer) -> None:
+    with WorkloadApiJwtSource(agent.address, wait=False, trust_domain="spiffe://example.org") as a:
+        assert a.trust_domain == TrustDomain.parse("example.org")
+        assert a.keys_for(TrustDomain.parse("example.org")) is a.keys_for("example.org")
+    with WorkloadApiJwtSource(agent.address, wait=False) as b:
+        assert b.trust_domain is None
+
+
+def test_the_spiffe_id_asked_for_is_sent_to_the_agent(agent: WorkloadApiServer) -> None:
+    """SPIFFE Workload API 6.2.1: ``spiffe_id`` in the request asks for that identity only."""
+    agent.jwt_issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISSUER)
+    with WorkloadApiJwtSource(
+        agent.address, watch_bundles=False, spiffe_id=SUBJECT, **FAST
+    ) as source:
+        assert source.token("api")
+    with WorkloadApiJwtSource(agent.address, watch_bundles=False, **FAST) as source:
+        assert source.token("api")
+    assert agent.jwt_spiffe_ids == [SUBJECT, ""]

@@ -27,7 +27,7 @@ from tests.sources.workload_api._server import (
     x509_response,
 )
 from tests.sources.workload_api.conftest import FAST
-from zerotrust import TrustBundle, TrustDomain, X509Svid
+from zerotrust import BundleSet, TrustBundle, TrustDomain, X509Svid
 from zerotrust.dev import DevCA
 from zerotrust.errors import (
     BundleError,
@@ -293,3 +293,107 @@ def test_once_withdrawn_an_unusable_svid_still_lets_the_bundles_apply(
     )
     assert later.svid is None and later.refused is not None
     assert later.bundles.get("other.org") is None
+
+
+def test_der_length_forms_at_their_limits(ca: DevCA) -> None:
+    """DER lengths: the short form below 0x80, one to three length bytes in the long form
+    (0x80, BER's indefinite length, and four or more are refused); a certificate of up to
+    MAX_CERT_DER_BYTES is read, a larger one is refused before parsing."""
+    from zerotrust.x509._certs import MAX_CERT_DER_BYTES, MAX_PEM_BYTES
+
+    cert = der_certs(ca.bundle.x509_authorities)
+    assert len(split_der(cert * 2, limit=2, what="b")) == 2  # exactly the limit
+    for data, reason in [
+        (b"\x30", "not a sequence"),
+        (b"\x30\x80" + b"\x00" * 200, "invalid DER length"),
+        (b"\x30\x84\x00\x00\x01\x00" + b"\x00" * 256, "invalid DER length"),
+        (b"\x30\x82\x01", "invalid DER length"),
+        (b"\x30\x7f" + b"\x00" * 127, "not valid DER"),
+        (b"\x30\x81\x7f" + b"\x00" * 127, "not valid DER"),
+        (cert + b"\x30", "not a sequence"),
+    ]:
+        with pytest.raises(BundleError, match=reason):
+            split_der(data, limit=10, what="b")
+    with pytest.raises(BundleError, match="not valid DER"):  # read up to the limit
+        split_der(b"\x30" * MAX_PEM_BYTES, limit=10, what="b")
+    with pytest.raises(BundleError, match="exceeds"):
+        split_der(b"\x30" * (MAX_PEM_BYTES + 1), limit=10, what="b")
+    top = MAX_CERT_DER_BYTES
+    at_limit = b"\x30\x83" + top.to_bytes(3, "big") + b"\x00" * top
+    with pytest.raises(BundleError, match="not valid DER"):
+        split_der(at_limit, limit=10, what="b")
+    over = b"\x30\x83" + (top + 1).to_bytes(3, "big") + b"\x00" * (top + 1)
+    with pytest.raises(BundleError, match="oversized"):
+        split_der(over, limit=10, what="b")
+
+
+def test_svid_private_keys_of_other_types_are_refused(ca: DevCA) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed448
+
+    from zerotrust.sources._workload_convert import SvidEntry, x509_context
+
+    item = x509_response(ca.issue_svid("spiffe://example.org/web"), ca.bundle).svids[0]
+    key = ed448.Ed448PrivateKey.generate().private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    entry = SvidEntry(item.spiffe_id, item.x509_svid, key, item.bundle)
+    with pytest.raises(SvidError, match="unsupported SVID private key type"):
+        x509_context([entry], {}, previous=None, now=now())
+
+
+def test_an_unusable_first_svid_is_refused_and_a_later_one_keeps_the_working_svid(
+    ca: DevCA,
+) -> None:
+    from zerotrust.sources._workload_convert import SvidEntry, x509_context
+
+    def entries(svid: X509Svid) -> list[SvidEntry]:
+        item = x509_response(svid, ca.bundle).svids[0]
+        return [SvidEntry(item.spiffe_id, item.x509_svid, item.x509_svid_key, item.bundle)]
+
+    stranger = DevCA.create("example.org").issue_svid("spiffe://example.org/web")
+    with pytest.raises(SvidError, match="not usable"):
+        x509_context(entries(stranger), {}, previous=None, now=now())  # nothing to keep
+    good = ca.issue_svid("spiffe://example.org/web")
+    first = x509_context(entries(good), {}, previous=None, now=now())
+    later = x509_context(entries(stranger), {}, previous=first, now=now())
+    assert later.svid is first.svid
+    assert later.refused is not None and "not usable" in later.refused
+    assert "kept does not validate" not in later.refused  # the kept one still does
+
+
+def test_a_federated_copy_of_the_workloads_own_domain_does_not_replace_its_bundle(
+    ca: DevCA,
+) -> None:
+    from zerotrust.sources._workload_convert import SvidEntry, x509_context
+
+    impostor = DevCA.create("example.org")
+    item = x509_response(ca.issue_svid("spiffe://example.org/web"), ca.bundle).svids[0]
+    entry = SvidEntry(item.spiffe_id, item.x509_svid, item.x509_svid_key, item.bundle)
+    federated = {"spiffe://example.org": der_certs(impostor.bundle.x509_authorities)}
+    context = x509_context([entry], federated, previous=None, now=now())
+    assert context.bundles.get("example.org") == ca.bundle
+
+
+def test_an_svid_valid_up_to_the_clock_skew_ahead_is_taken(ca: DevCA) -> None:
+    from zerotrust.sources._workload_convert import MAX_CLOCK_SKEW, SvidEntry, x509_context
+
+    svid = ca.issue_svid("spiffe://example.org/web")
+    item = x509_response(svid, ca.bundle).svids[0]
+    entry = SvidEntry(item.spiffe_id, item.x509_svid, item.x509_svid_key, item.bundle)
+    start = svid.leaf.not_valid_before_utc
+    taken = x509_context([entry], {}, previous=None, now=start - MAX_CLOCK_SKEW)
+    assert taken.svid is not None and taken.refused is None
+    too_early = start - MAX_CLOCK_SKEW - dt.timedelta(seconds=1)
+    with pytest.raises(SvidError, match="not usable"):
+        x509_context([entry], {}, previous=None, now=too_early)
+
+
+def test_jwt_bundle_documents_are_read_up_to_the_size_limit() -> None:
+    from zerotrust.sources._workload_convert import _MAX_JWKS_BYTES
+
+    at_limit = b'{"keys": []}'.ljust(_MAX_JWKS_BYTES)
+    assert jwt_bundle_set({"example.org": at_limit}, None) == (BundleSet(), None)
+    _, left_out = jwt_bundle_set({"example.org": at_limit + b" "}, None)
+    assert left_out is not None and "exceeds" in left_out

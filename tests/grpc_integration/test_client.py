@@ -520,6 +520,10 @@ def test_retry_policy_bounds() -> None:
     ):
         with pytest.raises(ConfigurationError):
             RetryPolicy(**bad)  # type: ignore[arg-type]
+    import json
+
+    [method] = json.loads(RetryPolicy().service_config())["methodConfig"]
+    assert method["name"] == [{}]  # every method
 
 
 def test_retry_policy_values_are_those_grpc_accepts(world: World) -> None:

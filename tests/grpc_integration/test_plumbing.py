@@ -105,22 +105,29 @@ def _unsigned_jwt(exp: int) -> str:
     return f"{part({'alg': 'ES256', 'typ': 'JWT'})}.{part({'exp': exp})}.c2ln"
 
 
-@pytest.mark.parametrize(("exp_in", "fetches"), [(3600, 1), (-60, 2)], ids=["valid", "expired"])
-def test_the_token_memo_answers_only_before_the_token_expires(exp_in: int, fetches: int) -> None:
+@pytest.mark.parametrize(
+    ("exp_in", "fetches"), [(3600, 1), (-60, 2), (None, 1)], ids=["valid", "expired", "opaque"]
+)
+def test_the_token_memo_answers_only_before_the_token_expires(
+    exp_in: int | None, fetches: int
+) -> None:
     """Two calls in a row (no refresh is due: poll_interval is raised): a token an hour from
-    its exp answers the second call from the memo; a token the source handed out already
-    expired is never answered from it, the source is asked again."""
+    its exp, or an opaque token within opaque_lifetime (raised too), answers the second call
+    from the memo; a token the source handed out already expired is never answered from it,
+    the source is asked again."""
     from zerotrust.client._grpc_creds import TokenPlugin
 
     handed: list[str] = []
 
     class Source:
         def token(self, audience: str) -> str:
-            handed.append(_unsigned_jwt(int(time.time()) + exp_in))
+            opaque = f"opaque-{len(handed)}"
+            handed.append(opaque if exp_in is None else _unsigned_jwt(int(time.time()) + exp_in))
             return handed[-1]
 
     plugin = TokenPlugin(Source(), "api")  # type: ignore[arg-type]
-    object.__setattr__(plugin, "poll_interval", 3600.0)  # the class default, lengthened
+    object.__setattr__(plugin, "poll_interval", 3600.0)  # the class defaults, lengthened
+    object.__setattr__(plugin, "opaque_lifetime", 3600.0)
     sent: list[str] = []
     answered = threading.Semaphore(0)
 
@@ -137,6 +144,188 @@ def test_the_token_memo_answers_only_before_the_token_expires(exp_in: int, fetch
         plugin.close()
     assert len(handed) == fetches
     assert sent == [f"Bearer {handed[0]}", f"Bearer {handed[-1]}"]
+
+
+def test_calls_waiting_for_a_token_share_one_fetch() -> None:
+    """Three calls arrive while the source is busy with the first one's fetch: none starts a
+    fetch of its own, all get the token of that one."""
+    from zerotrust.client._grpc_creds import TokenPlugin
+
+    entered, release = threading.Event(), threading.Event()
+    fetches: list[str] = []
+
+    class Busy:
+        def token(self, audience: str) -> str:
+            fetches.append(audience)
+            entered.set()
+            release.wait(30)
+            return "tok"
+
+    plugin = TokenPlugin(Busy(), "api")  # type: ignore[arg-type]
+    sent: list[object] = []
+    answered = threading.Semaphore(0)
+
+    def callback(metadata: object, error: object) -> None:
+        sent.append(error or dict(metadata)["authorization"])  # type: ignore[call-overload]
+        answered.release()
+
+    try:
+        plugin(None, callback)
+        assert entered.wait(10)
+        plugin(None, callback)
+        plugin(None, callback)
+        release.set()
+        for _ in range(3):
+            assert answered.acquire(timeout=10)
+    finally:
+        release.set()
+        plugin.close()
+    assert fetches == ["api"]
+    assert sent == ["Bearer tok"] * 3
+
+
+def test_the_token_plugin_needs_a_source_and_an_audience() -> None:
+    from zerotrust.client._grpc_creds import TokenPlugin
+
+    class Source:
+        def token(self, audience: str) -> str:
+            return "tok"
+
+    for source, audience in ((object(), "api"), (Source(), ""), (Source(), b"api")):
+        with pytest.raises(ConfigurationError):
+            TokenPlugin(source, audience)  # type: ignore[arg-type]
+
+
+def test_a_token_that_arrives_after_close_is_never_sent() -> None:
+    """The channel closes while the source is fetching: the waiting call fails, and the token
+    the fetch brings afterwards is not kept for later calls, which fail too."""
+    from zerotrust.client._grpc_creds import TokenPlugin
+
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow:
+        def token(self, audience: str) -> str:
+            entered.set()
+            release.wait(30)
+            return "late-token"
+
+    plugin = TokenPlugin(Slow(), "api")  # type: ignore[arg-type]
+    answers: list[tuple[object, object]] = []
+    answered = threading.Semaphore(0)
+
+    def callback(metadata: object, error: object) -> None:
+        answers.append((metadata, error))
+        answered.release()
+
+    try:
+        plugin(None, callback)
+        assert entered.wait(10)
+        fetching = [t for t in threading.enumerate() if t.name == "zerotrust-grpc-token"]
+        plugin.close()
+        assert answered.acquire(timeout=10)
+    finally:
+        release.set()
+    for thread in fetching:  # the fetch ends: its token is in hand
+        thread.join(10)
+    plugin(None, callback)
+    assert answered.acquire(timeout=10)
+    unused = TokenPlugin(Slow(), "api")  # type: ignore[arg-type]
+    unused.close()  # before any fetch
+    unused(None, callback)
+    assert answered.acquire(timeout=10)
+    assert [metadata for metadata, _ in answers] == [None, None, None]
+    assert all("closed" in str(error) for _, error in answers)
+
+
+def test_a_closed_plugin_forgets_its_token() -> None:
+    from zerotrust.client._grpc_creds import TokenPlugin
+
+    class Source:
+        def token(self, audience: str) -> str:
+            return _unsigned_jwt(int(time.time()) + 3600)
+
+    plugin = TokenPlugin(Source(), "api")  # type: ignore[arg-type]
+    answers: list[tuple[object, object]] = []
+    answered = threading.Semaphore(0)
+
+    def callback(metadata: object, error: object) -> None:
+        answers.append((metadata, error))
+        answered.release()
+
+    plugin(None, callback)
+    assert answered.acquire(timeout=10)
+    plugin.close()
+    plugin(None, callback)  # the token in the memo is valid for an hour
+    assert answered.acquire(timeout=10)
+    (first, none), (metadata, error) = answers
+    assert dict(first)["authorization"].startswith("Bearer ")  # type: ignore[call-overload]
+    assert none is None
+    assert metadata is None
+    assert "closed" in str(error)
+
+
+def test_a_valid_token_is_refreshed_off_the_call_path() -> None:
+    """While the memo's token is valid a call is answered from it at once and, poll_interval
+    after the last fetch, the source is consulted in the background: the next call sends
+    what the source handed out then (e.g. a token it refreshed ahead of expiry). More
+    refreshes than max_fetches: only fetches under way count against it."""
+    from zerotrust.client._grpc_creds import TokenPlugin
+
+    base = int(time.time()) + 3600
+    handed: list[str] = []
+
+    class Source:
+        def token(self, audience: str) -> str:
+            handed.append(_unsigned_jwt(base + len(handed)))
+            return handed[-1]
+
+    plugin = TokenPlugin(Source(), "api")  # type: ignore[arg-type]
+    object.__setattr__(plugin, "poll_interval", 0.0)  # the class default, shortened
+    sent: list[str] = []
+    answered = threading.Semaphore(0)
+
+    def callback(metadata: object, error: object) -> None:
+        assert error is None
+        sent.append(dict(metadata)["authorization"])  # type: ignore[call-overload]
+        answered.release()
+
+    try:
+        for _ in range(6):
+            fetching = [t for t in threading.enumerate() if t.name == "zerotrust-grpc-token"]
+            for thread in fetching:  # a refresh started by the previous call has ended
+                thread.join(10)
+            plugin(None, callback)
+            assert answered.acquire(timeout=10)
+    finally:
+        plugin.close()
+    # the second call is answered from the memo, each later one with the token fetched in
+    # the background after the call before it (every fetch ended: none is left counted)
+    assert sent == [f"Bearer {token}" for token in handed[:1] + handed[:5]]
+
+
+def test_a_failing_source_fails_the_call_with_its_error() -> None:
+    from zerotrust.client._grpc_creds import TokenPlugin
+
+    failure = ConfigurationError("no credentials for the token endpoint")
+
+    class Failing:
+        def token(self, audience: str) -> str:
+            raise failure
+
+    plugin = TokenPlugin(Failing(), "api")  # type: ignore[arg-type]
+    answers: list[tuple[object, object]] = []
+    answered = threading.Semaphore(0)
+
+    def callback(metadata: object, error: object) -> None:
+        answers.append((metadata, error))
+        answered.release()
+
+    try:
+        plugin(None, callback)
+        assert answered.acquire(timeout=10)
+    finally:
+        plugin.close()
+    assert answers == [(None, failure)]
 
 
 def test_a_slow_token_source_cannot_hold_a_call_past_its_deadline(world: World) -> None:

@@ -886,6 +886,8 @@ def test_channel_options_are_checked_and_followed_by_the_channels_own() -> None:
         '{"hedgingPolicy": {"maxAttempts": 3}}',
         '{"loadBalancingPolicy": 1}',
         '{"loadBalancingConfig": {"pick_first": {}}}',
+        '{"loadBalancingConfig": {}}',
+        '{"loadBalancingConfig": [[]]}',
         '{"loadBalancingConfig": ["pick_first"]}',
         '{"loadBalancingConfig": [{"pick_first": {}, "round_robin": {}}]}',
         '{"methodConfig": [], "padding": "%s"}' % ("x" * 65_536),  # valid, but over 64 KiB

@@ -414,3 +414,49 @@ def test_a_server_trickling_its_handshake_is_cut_at_the_check_timeout(world: Wor
             relay.die()
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert info.value.details() == "server identity could not be checked in time"
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_a_call_that_ended_unavailable_leaves_the_connection_unverified(
+    world: World, kind: str
+) -> None:
+    """grpc ends the calls of a lost connection with UNAVAILABLE, possibly before its state
+    shows the loss. Here the state reads READY throughout: after a call that ended
+    UNAVAILABLE the next one must wait for a check again; after one that ended with another
+    code it need not."""
+    from zerotrust.client._grpc_creds import channel_credentials
+    from zerotrust.client._grpc_interceptors import ClientInterceptor, aio_interceptors
+
+    codes = iter([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND])
+
+    def fail(request: bytes, context: Any) -> bytes:
+        context.abort(next(codes), "failed")
+
+    needed: list[bool] = []
+    with bare_server(world.server_svid, world.ca.bundle, fail) as (port, recorded):
+        target = f"localhost:{port}"
+        credentials = channel_credentials(world.client_svid, world.bundles, None)
+        check = ServerCheck(target, _client_context(world))
+        check.attach(lambda _try_to_connect: READY)  # grpc shows no loss
+        if kind == "sync":
+            with grpc.secure_channel(target, credentials) as raw:
+                channel = grpc.intercept_channel(raw, ClientInterceptor(check, retry=None))
+                for _ in range(2):
+                    with pytest.raises(grpc.RpcError):
+                        channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+                    needed.append(check.needed)
+        else:
+
+            async def run() -> None:
+                interceptors = aio_interceptors(check, retry=None)
+                async with grpc.aio.secure_channel(
+                    target, credentials, interceptors=interceptors
+                ) as channel:
+                    for _ in range(2):
+                        with pytest.raises(grpc.RpcError):
+                            await channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+                        needed.append(check.needed)
+
+            asyncio.run(run())
+    assert len(recorded.calls) == 2
+    assert needed == [True, False]

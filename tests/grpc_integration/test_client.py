@@ -806,3 +806,22 @@ def test_the_identity_check_counts_against_the_call_deadline(world: World, kind:
             proxy.close()
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert elapsed < 1.4  # the check (0.7 s) and the RPC share the one second
+
+
+def test_calls_without_a_deadline(world: World) -> None:
+    """No timeout and no span to inject: the first attempt's details go to grpc as given."""
+    unary = f"/{SERVICE}/Unary"
+    with (
+        sync_server(world) as port,
+        secure_channel(f"localhost:{port}", **options(world)) as channel,
+    ):
+        assert channel.unary_unary(unary)(b"x") == CLIENT_ID.encode() + b"|x"
+
+    async def run() -> bytes:
+        async with (
+            aio_server(world) as port,
+            aio_secure_channel(f"localhost:{port}", **options(world)) as channel,
+        ):
+            return await channel.unary_unary(unary)(b"y")  # type: ignore[no-any-return]
+
+    assert asyncio.run(run()) == CLIENT_ID.encode() + b"|y"

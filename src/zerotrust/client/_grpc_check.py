@@ -280,8 +280,9 @@ class ServerCheck:
                 if left <= 0:
                     raise _late(by_call)
                 tls.settimeout(left)
-                # a server sending its handshake a byte at a time resets a socket timeout on
-                # every byte: the connection is cut at the deadline instead
+                # CPython bounds the whole handshake by the socket timeout; the timer bounds it
+                # whatever the ssl module does (an implementation whose timeout restarts on
+                # every byte would let a server trickle its handshake past the deadline)
                 cut = threading.Timer(left, _cut, (tls,))
                 cut.daemon = True
                 cut.start()

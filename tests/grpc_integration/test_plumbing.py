@@ -38,6 +38,31 @@ READY, IDLE = grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE
 TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
 
+class Answers:
+    """The callback grpc hands a call-credentials plugin: keeps each ``(metadata, error)``
+    answer, in order, and lets the test wait for the next one."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[Any, Any]] = []
+        self._answered = threading.Semaphore(0)
+
+    def __call__(self, metadata: object, error: object) -> None:
+        self.answers.append((metadata, error))
+        self._answered.release()
+
+    def wait(self, timeout: float = 10) -> None:
+        assert self._answered.acquire(timeout=timeout)
+
+    @property
+    def errors(self) -> list[Any]:
+        return [error for _, error in self.answers]
+
+    @property
+    def sent(self) -> list[object]:
+        """The Authorization value of each answer, or its error."""
+        return [error or dict(metadata)["authorization"] for metadata, error in self.answers]
+
+
 def test_token_source_is_consulted_off_the_call_path(world: World) -> None:
     mints: list[str] = []
 
@@ -128,22 +153,15 @@ def test_the_token_memo_answers_only_before_the_token_expires(
     plugin = TokenPlugin(Source(), "api")  # type: ignore[arg-type]
     object.__setattr__(plugin, "poll_interval", 3600.0)  # the class defaults, lengthened
     object.__setattr__(plugin, "opaque_lifetime", 3600.0)
-    sent: list[str] = []
-    answered = threading.Semaphore(0)
-
-    def callback(metadata: object, error: object) -> None:
-        assert error is None
-        sent.append(dict(metadata)["authorization"])  # type: ignore[call-overload]
-        answered.release()
-
+    callback = Answers()
     try:
         for _ in range(2):
             plugin(None, callback)
-            assert answered.acquire(timeout=5)
+            callback.wait()
     finally:
         plugin.close()
     assert len(handed) == fetches
-    assert sent == [f"Bearer {handed[0]}", f"Bearer {handed[-1]}"]
+    assert callback.sent == [f"Bearer {handed[0]}", f"Bearer {handed[-1]}"]
 
 
 def test_calls_waiting_for_a_token_share_one_fetch() -> None:
@@ -162,13 +180,7 @@ def test_calls_waiting_for_a_token_share_one_fetch() -> None:
             return "tok"
 
     plugin = TokenPlugin(Busy(), "api")  # type: ignore[arg-type]
-    sent: list[object] = []
-    answered = threading.Semaphore(0)
-
-    def callback(metadata: object, error: object) -> None:
-        sent.append(error or dict(metadata)["authorization"])  # type: ignore[call-overload]
-        answered.release()
-
+    callback = Answers()
     try:
         plugin(None, callback)
         assert entered.wait(10)
@@ -176,12 +188,12 @@ def test_calls_waiting_for_a_token_share_one_fetch() -> None:
         plugin(None, callback)
         release.set()
         for _ in range(3):
-            assert answered.acquire(timeout=10)
+            callback.wait()
     finally:
         release.set()
         plugin.close()
     assert fetches == ["api"]
-    assert sent == ["Bearer tok"] * 3
+    assert callback.sent == ["Bearer tok"] * 3
 
 
 def test_the_token_plugin_needs_a_source_and_an_audience() -> None:
@@ -210,31 +222,25 @@ def test_a_token_that_arrives_after_close_is_never_sent() -> None:
             return "late-token"
 
     plugin = TokenPlugin(Slow(), "api")  # type: ignore[arg-type]
-    answers: list[tuple[object, object]] = []
-    answered = threading.Semaphore(0)
-
-    def callback(metadata: object, error: object) -> None:
-        answers.append((metadata, error))
-        answered.release()
-
+    callback = Answers()
     try:
         plugin(None, callback)
         assert entered.wait(10)
         fetching = [t for t in threading.enumerate() if t.name == "zerotrust-grpc-token"]
         plugin.close()
-        assert answered.acquire(timeout=10)
+        callback.wait()
     finally:
         release.set()
     for thread in fetching:  # the fetch ends: its token is in hand
         thread.join(10)
     plugin(None, callback)
-    assert answered.acquire(timeout=10)
+    callback.wait()
     unused = TokenPlugin(Slow(), "api")  # type: ignore[arg-type]
     unused.close()  # before any fetch
     unused(None, callback)
-    assert answered.acquire(timeout=10)
-    assert [metadata for metadata, _ in answers] == [None, None, None]
-    assert all("closed" in str(error) for _, error in answers)
+    callback.wait()
+    assert [metadata for metadata, _ in callback.answers] == [None, None, None]
+    assert all("closed" in str(error) for error in callback.errors)
 
 
 def test_a_closed_plugin_forgets_its_token() -> None:
@@ -245,19 +251,13 @@ def test_a_closed_plugin_forgets_its_token() -> None:
             return _unsigned_jwt(int(time.time()) + 3600)
 
     plugin = TokenPlugin(Source(), "api")  # type: ignore[arg-type]
-    answers: list[tuple[object, object]] = []
-    answered = threading.Semaphore(0)
-
-    def callback(metadata: object, error: object) -> None:
-        answers.append((metadata, error))
-        answered.release()
-
+    callback = Answers()
     plugin(None, callback)
-    assert answered.acquire(timeout=10)
+    callback.wait()
     plugin.close()
     plugin(None, callback)  # the token in the memo is valid for an hour
-    assert answered.acquire(timeout=10)
-    (first, none), (metadata, error) = answers
+    callback.wait()
+    (first, none), (metadata, error) = callback.answers
     assert dict(first)["authorization"].startswith("Bearer ")  # type: ignore[call-overload]
     assert none is None
     assert metadata is None
@@ -281,23 +281,17 @@ def test_a_valid_token_is_refreshed_off_the_call_path() -> None:
 
     plugin = TokenPlugin(Source(), "api")  # type: ignore[arg-type]
     object.__setattr__(plugin, "poll_interval", 0.0)  # the class default, shortened
-    sent: list[str] = []
-    answered = threading.Semaphore(0)
-
-    def callback(metadata: object, error: object) -> None:
-        assert error is None
-        sent.append(dict(metadata)["authorization"])  # type: ignore[call-overload]
-        answered.release()
-
+    callback = Answers()
     try:
         for _ in range(6):
             fetching = [t for t in threading.enumerate() if t.name == "zerotrust-grpc-token"]
             for thread in fetching:  # a refresh started by the previous call has ended
                 thread.join(10)
             plugin(None, callback)
-            assert answered.acquire(timeout=10)
+            callback.wait()
     finally:
         plugin.close()
+    sent = callback.sent
     # the second call is answered from the memo, each later one with the token fetched in
     # the background after the call before it (every fetch ended: none is left counted)
     assert sent == [f"Bearer {token}" for token in handed[:1] + handed[:5]]
@@ -313,19 +307,13 @@ def test_a_failing_source_fails_the_call_with_its_error() -> None:
             raise failure
 
     plugin = TokenPlugin(Failing(), "api")  # type: ignore[arg-type]
-    answers: list[tuple[object, object]] = []
-    answered = threading.Semaphore(0)
-
-    def callback(metadata: object, error: object) -> None:
-        answers.append((metadata, error))
-        answered.release()
-
+    callback = Answers()
     try:
         plugin(None, callback)
-        assert answered.acquire(timeout=10)
+        callback.wait()
     finally:
         plugin.close()
-    assert answers == [(None, failure)]
+    assert callback.answers == [(None, failure)]
 
 
 def test_a_slow_token_source_cannot_hold_a_call_past_its_deadline(world: World) -> None:
@@ -436,22 +424,17 @@ def test_fetches_stuck_in_the_token_source_are_bounded(monkeypatch: pytest.Monke
             return "never-used"
 
     plugin = TokenPlugin(Stuck(), "api")  # type: ignore[arg-type]
-    errors: list[object] = []
-    answered = threading.Semaphore(0)
-
-    def callback(metadata: object, error: object) -> None:
-        errors.append(error)
-        answered.release()
-
+    callback = Answers()
     try:
         for _ in range(TokenPlugin.max_fetches + 2):
             plugin(None, callback)
-            assert answered.acquire(timeout=5)
-        assert all(isinstance(e, SourceError) for e in errors)
+            callback.wait(5)
+        assert all(isinstance(e, SourceError) for e in callback.errors)
         assert len(fetches) == TokenPlugin.max_fetches  # then calls fail without a fetch
         plugin.close()
         plugin(None, callback)
-        assert answered.acquire(timeout=5) and "closed" in str(errors[-1])
+        callback.wait(5)
+        assert "closed" in str(callback.errors[-1])
     finally:
         release.set()
 

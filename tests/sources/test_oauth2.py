@@ -516,30 +516,35 @@ def test_token_exchange_invalidate_drops_every_subject_of_the_audience(
     assert server.count("/token") == 6
 
 
+class SubjectSource:
+    """A token source for the subject token, noting the audience each token is asked for."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def token(self, audience: str) -> str:
+        self.seen.append(audience)
+        return "svc.token.value"
+
+    async def token_async(self, audience: str) -> str:
+        return self.token(audience)
+
+
 def test_token_exchange_subject_from_a_token_source(server: HttpsServer, clock: FixedClock) -> None:
     server.route("/token", issuing(issued_token_type=JWT_TYPE, token_type="N_A"))
-    seen: list[str] = []
-
-    class Subject:
-        def token(self, audience: str) -> str:
-            seen.append(audience)
-            return "svc.token.value"
-
-        async def token_async(self, audience: str) -> str:
-            seen.append(audience)
-            return "svc.token.value"
+    subject = SubjectSource()
 
     with exchange(
         server,
         clock,
-        subject_token=Subject(),
+        subject_token=subject,
         subject_audience="https://sts.example",
         requested_token_type=JWT_TYPE,
         client_secret=None,
     ) as source:
         assert source.token("https://orders.example") == "at-1"
         assert asyncio.run(source.token_async("https://orders.example")) == "at-1"
-    assert seen == ["https://sts.example", "https://sts.example"]
+    assert subject.seen == ["https://sts.example", "https://sts.example"]
     [request] = server.requests("/token")
     assert request.form["client_id"] == "gateway"  # public client: client_id only
     assert request.form["requested_token_type"] == JWT_TYPE
@@ -717,21 +722,12 @@ def test_token_exchange_subject_source_is_asked_for_the_token_endpoint(
 ) -> None:
     """Without ``subject_audience``, the subject token is one for the token endpoint."""
     server.route("/token", issuing(issued_token_type=ACCESS))
-    seen: list[str] = []
+    subject = SubjectSource()
 
-    class Subject:
-        def token(self, audience: str) -> str:
-            seen.append(audience)
-            return "svc.token.value"
-
-        async def token_async(self, audience: str) -> str:
-            seen.append(audience)
-            return "svc.token.value"
-
-    with exchange(server, clock, subject_token=Subject()) as source:
+    with exchange(server, clock, subject_token=subject) as source:
         source.token("a")
         asyncio.run(source.token_async("a"))
-    assert seen == [server.url("/token")] * 2
+    assert subject.seen == [server.url("/token")] * 2
 
 
 def test_token_exchange_async_sends_subject_and_actor(

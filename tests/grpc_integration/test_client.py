@@ -701,6 +701,18 @@ def test_server_name_override(world: World) -> None:
             assert channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
 
 
+def test_an_ipv4_scheme_target_is_dialled_and_probed(world: World) -> None:
+    """grpc's ``ipv4:`` scheme names one address: the probe connects to it too."""
+    svid = world.ca.issue_svid(SERVER_ID, dns_names=["echo.internal"])
+    with (
+        sync_server(world, svid=svid) as port,
+        secure_channel(
+            f"ipv4:127.0.0.1:{port}", **options(world), server_name="echo.internal"
+        ) as channel,
+    ):
+        assert channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+
+
 def test_plain_tls_server_without_grpc_is_checked_too(world: World) -> None:
     """The identity probe is an ordinary mTLS handshake with zerotrust's client context."""
     import socket

@@ -566,6 +566,10 @@ def test_remote_address(peer: str, address: str | None) -> None:
         ("[::1]:8443", ("::1", 8443)),
         ("dns:echo.internal:1", ("echo.internal", 1)),
         ("echo.internal:65535", ("echo.internal", 65535)),
+        # grpc's schemes for one address
+        ("ipv4:127.0.0.1:50051", ("127.0.0.1", 50051)),
+        ("ipv6:[::1]:50051", ("::1", 50051)),
+        ("dns:///[2001:db8::1]:443", ("2001:db8::1", 443)),
     ],
 )
 def test_split_target(target: str, expected: tuple[str, int]) -> None:
@@ -587,6 +591,18 @@ def test_split_target(target: str, expected: tuple[str, int]) -> None:
         # (resolver) and an address list
         "dns://8.8.8.8/echo.internal:443",
         "ipv4:10.0.0.1:443,10.0.0.2:443",
+        # an IPv6 address goes in brackets, and only an IPv6 address does (RFC 3986 3.2.2)
+        "::1:443",
+        "[::1:443",
+        "::1]:443",
+        "[abc]:443",
+        "[127.0.0.1]:443",
+        "ho[st:443",
+        # an address of another kind than its scheme says
+        "ipv4:echo.internal:443",
+        "ipv4:[::1]:443",
+        "ipv6:127.0.0.1:443",
+        "ipv6:echo.internal:443",
     ],
 )
 def test_split_target_refuses(target: str) -> None:

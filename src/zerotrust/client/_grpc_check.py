@@ -66,24 +66,32 @@ class ServerIdentityError(grpc.aio.AioRpcError):  # type: ignore[misc]
 
 
 def split_target(target: str) -> tuple[str, int]:
-    """``(host, port)`` of a ``host:port`` / ``[v6]:port`` / ``dns:///host:port`` target."""
-    name = target.removeprefix("dns:///").removeprefix("dns:")
+    """``(host, port)`` of a ``host:port`` / ``[v6]:port`` target, with grpc's ``dns:`` /
+    ``dns:///`` scheme, or of one address with its ``ipv4:`` / ``ipv6:`` scheme."""
+    scheme = next((s for s in ("dns:///", "dns:", "ipv4:", "ipv6:") if target.startswith(s)), "")
+    name = target[len(scheme) :]
     if "/" in name or "," in name:
         raise ConfigurationError(f"target {target!r}: only host:port targets can be checked")
     host, sep, port = name.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
         host = host[1:-1]
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigurationError(f"target {target!r} must be host:port")
+    # brackets hold an IPv6 address, and only they do (RFC 3986 3.2.2: "::1:443" is ambiguous)
+    if bracketed != _is_ip(host, 6) or (not bracketed and ("[" in host or "]" in host)):
+        raise ConfigurationError(f"target {target!r}: an IPv6 address goes in brackets, [::1]:443")
+    if (scheme == "ipv4:" and not _is_ip(host, 4)) or (scheme == "ipv6:" and not bracketed):
+        raise ConfigurationError(f"target {target!r}: not an address of its scheme")
     return host, int(port)
 
 
-def _is_ip(host: str) -> bool:
+def _is_ip(host: str, version: int | None = None) -> bool:
     try:
-        ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
-    return True
+    return version is None or address.version == version
 
 
 def sync_state_reader(channel: Any) -> Callable[[bool], Any]:

@@ -11,6 +11,7 @@ rotations to open streams, drop streams, refuse new ones, and stop/restart the s
 from __future__ import annotations
 
 import collections
+import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -108,6 +109,11 @@ class WorkloadApiServer:
         self.jwt_spiffe_ids: list[str] = []
         #: When set, the JWT-SVID served instead of a token for the audiences asked for.
         self.jwt_served: str | None = None
+        #: When set, FetchJWTSVID holds its answer until the event is set (at most 30 s);
+        #: each call held puts on ``jwt_held`` an event that is set once the call has ended
+        #: (answered, or cancelled by the client).
+        self.jwt_gate: threading.Event | None = None
+        self.jwt_held: queue.Queue[threading.Event] = queue.Queue()
         self._server: Any = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -211,6 +217,12 @@ class WorkloadApiServer:
         with self._cond:
             self.jwt_fetches[audience] += 1
             self.jwt_spiffe_ids.append(request.spiffe_id)
+        gate = self.jwt_gate
+        if gate is not None:
+            ended = threading.Event()
+            context.add_callback(ended.set)
+            self.jwt_held.put(ended)
+            gate.wait(30)
         token = self.jwt_served or issuer.issue(
             subject=self.jwt_subject,
             audience=list(audience),

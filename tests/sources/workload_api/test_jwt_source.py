@@ -12,6 +12,7 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import threading
 from typing import Any
 
 import grpc
@@ -196,6 +197,7 @@ def test_tokens_without_watching_bundles(agent: WorkloadApiServer) -> None:
         asyncio.run(source.wait_ready_async())
         status = source.status()
         assert status.ready and not status.connected and status.expires_at is None
+        assert status.updates == 0 and status.reconnects == 0
         assert agent.open_streams["jwt_bundles"] == 0
         assert source.token("api")
     with (
@@ -360,3 +362,50 @@ def test_the_spiffe_id_asked_for_is_sent_to_the_agent(agent: WorkloadApiServer) 
     with WorkloadApiJwtSource(agent.address, watch_bundles=False, **FAST) as source:
         assert source.token("api")
     assert agent.jwt_spiffe_ids == [SUBJECT, ""]
+
+
+def test_a_cancelled_token_async_caller_leaves_the_fetch_to_the_others(
+    agent: WorkloadApiServer,
+) -> None:
+    """A caller cancelled while its JWT-SVID is fetched gets CancelledError; the fetch goes on
+    for the callers sharing it, and its token is cached. When the event loop ends with a fetch
+    still open, the call to the agent is cancelled, not left running until ``fetch_timeout``."""
+    agent.jwt_issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISSUER)
+    gate = agent.jwt_gate = threading.Event()
+    try:
+        with WorkloadApiJwtSource(
+            agent.address, watch_bundles=False, **{**FAST, "fetch_timeout": 300}
+        ) as source:
+
+            async def cancelled_then_shared() -> str:
+                caller = asyncio.ensure_future(source.token_async("api"))
+                held = await asyncio.to_thread(agent.jwt_held.get, timeout=30)
+                caller.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await caller
+                assert not held.is_set()  # the call to the agent is still open
+                other = asyncio.ensure_future(source.token_async("api"))  # joins it
+                gate.set()
+                return await other
+
+            token = asyncio.run(cancelled_then_shared())
+            assert source.token("api") == token
+            assert agent.jwt_fetches[("api",)] == 1
+
+            gate.clear()
+
+            async def abandoned() -> threading.Event:
+                caller = asyncio.ensure_future(source.token_async("db"))
+                held = await asyncio.to_thread(agent.jwt_held.get, timeout=30)
+                caller.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await caller
+                return held
+
+            held = asyncio.run(abandoned())  # ends the loop with the fetch open
+            assert held.wait(30)  # the agent saw the call end, with fetch_timeout far off
+            gate.set()
+            assert source.token("db")  # a new fetch: the abandoned one is not waited for
+            assert agent.jwt_fetches[("db",)] == 2
+    finally:
+        gate.set()

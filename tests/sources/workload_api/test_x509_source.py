@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import threading
 
 import grpc
 import pytest
@@ -214,12 +215,14 @@ def test_invalid_updates_are_refused_whole(agent: WorkloadApiServer, ca: DevCA) 
             agent.push("x509", bad)
             eventually(lambda r=reason: r in (source.status().last_error or ""))  # type: ignore[misc]
             assert source.get_x509_svid().fingerprint == good.fingerprint
-        assert source.status().connected  # the stream itself stays up
+            assert source.status().last_error_at is not None
+        status = source.status()
+        assert status.connected and status.reconnects == 0  # the stream itself stays up
 
         rotated = ca.issue_svid(WEB)
         agent.push("x509", x509_response(rotated, ca.bundle))
         eventually(lambda: source.get_x509_svid().fingerprint == rotated.fingerprint)
-        assert source.status().last_error is None
+        assert source.status().last_error is None and source.status().last_error_at is None
 
 
 def test_svid_chosen_by_hint_or_spiffe_id(agent: WorkloadApiServer, ca: DevCA) -> None:
@@ -244,6 +247,12 @@ def test_refusal_by_the_agent_is_not_retried(agent: WorkloadApiServer) -> None:
     # Fails as soon as the agent refuses, long before timeout_first.
     with pytest.raises(SvidUnavailable, match="refused: INVALID_ARGUMENT"):
         WorkloadApiX509Source(agent.address, timeout_first=60)
+    with WorkloadApiX509Source(agent.address, wait=False, **FAST) as source:
+        with pytest.raises(SvidUnavailable, match="refused: INVALID_ARGUMENT"):
+            source.wait_ready(timeout=60)
+        status = source.status()  # no longer watching, though close() was not called
+        assert status.closed and not status.ready
+        assert "INVALID_ARGUMENT" in (status.last_error or "")
 
 
 def test_close(agent: WorkloadApiServer, ca: DevCA) -> None:
@@ -289,6 +298,7 @@ def test_async_wait_does_not_block_the_loop(agent: WorkloadApiServer, ca: DevCA)
                 agent.address, wait=False, hint="absent", **{**FAST, "timeout_first": 0.2}
             ):
                 pass
+        eventually(lambda: agent.open_streams["x509"] == 0)  # the failed source was closed
 
     asyncio.run(main())
 
@@ -449,3 +459,46 @@ def test_permission_denied_withdraws_the_svid(agent: WorkloadApiServer, ca: DevC
         agent.refusing = None
         eventually(lambda: source.status().ready)
         assert source.get_x509_svid().fingerprint == svid.fingerprint
+
+
+def test_close_ends_a_pending_wait_and_joins_the_watcher(agent: WorkloadApiServer) -> None:
+    """``close`` fails a wait already under way at once (not when its timeout runs out) and
+    returns once the watching thread has ended; before any message, nothing is connected."""
+    before = set(threading.enumerate())
+
+    async def main() -> None:
+        source = WorkloadApiX509Source(agent.address, wait=False, **FAST)
+        watchers = [t for t in threading.enumerate() if t not in before]
+        assert [t.name for t in watchers] == ["zerotrust-workload-x509"]
+        eventually(lambda: agent.open_streams["x509"] == 1)  # open, silent
+        assert not source.status().connected  # no message yet
+        waiting = asyncio.ensure_future(source.wait_ready_async(timeout=120))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        source.close()
+        assert not watchers[0].is_alive()
+        with pytest.raises(SvidUnavailable, match="closed"):
+            await asyncio.wait_for(waiting, 60)
+
+    asyncio.run(main())
+
+
+def test_a_timed_out_async_wait_leaves_the_source_able_to_become_ready(
+    agent: WorkloadApiServer, ca: DevCA
+) -> None:
+    """An event loop's wait that times out must not cancel the readiness every waiter
+    shares: the first SVID still makes the source ready."""
+    svid = ca.issue_svid(WEB)
+
+    async def main() -> None:
+        with WorkloadApiX509Source(agent.address, wait=False, **FAST) as source:
+            with pytest.raises(SvidUnavailable, match=r"within 0\.01s"):
+                await source.wait_ready_async(timeout=0.01)
+            agent.push("x509", x509_response(svid, ca.bundle))
+            await source.wait_ready_async()
+            source.wait_ready()
+            assert source.status().ready
+            assert source.get_x509_svid().fingerprint == svid.fingerprint
+
+    asyncio.run(main())

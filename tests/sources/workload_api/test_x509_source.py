@@ -502,3 +502,20 @@ def test_a_timed_out_async_wait_leaves_the_source_able_to_become_ready(
             assert source.get_x509_svid().fingerprint == svid.fingerprint
 
     asyncio.run(main())
+
+
+def test_permission_denied_before_the_first_svid_is_retried(
+    agent: WorkloadApiServer, ca: DevCA
+) -> None:
+    # the workload is not registered yet: the source keeps asking, and serves the SVID the
+    # agent sends once it is
+    agent.refusing = grpc.StatusCode.PERMISSION_DENIED
+    with WorkloadApiX509Source(agent.address, wait=False, **FAST) as source:
+        eventually(lambda: "PERMISSION_DENIED" in (source.status().last_error or ""))
+        with pytest.raises(SvidUnavailable, match="yet"):
+            source.get_x509_svid()
+        svid = ca.issue_svid(WEB)
+        agent.push("x509", x509_response(svid, ca.bundle))
+        agent.refusing = None
+        source.wait_ready(timeout=30)
+        assert source.get_x509_svid().fingerprint == svid.fingerprint

@@ -440,13 +440,11 @@ def test_retries_stop_at_the_policy_the_deadline_and_the_server_answer(world: Wo
 def test_a_retrying_future_can_be_cancelled_between_attempts(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from types import SimpleNamespace
-
-    from zerotrust.client import _grpc_interceptors
+    from zerotrust import _jitter
 
     # the wait is jittered, uniform in [0, 5 s]: take its longest value, so the cancel below
     # always falls between the first two attempts
-    monkeypatch.setattr(_grpc_interceptors, "random", SimpleNamespace(uniform=lambda a, b: b))
+    monkeypatch.setattr(_jitter, "fraction", lambda: 1.0)
     flaky = Flaky(world, failures=10)
     slow = RetryPolicy(max_attempts=5, initial_backoff=5, max_backoff=5)
     try:

@@ -809,11 +809,11 @@ def test_the_wait_before_another_attempt(monkeypatch: pytest.MonkeyPatch) -> Non
     retryable (or not a status code), after response metadata arrived, or when the wait
     would reach the deadline; the n-th wait is capped at initial_backoff * multiplier**(n-1),
     at most max_backoff (the jitter drawn here at its cap)."""
-    from zerotrust.client import _grpc_interceptors
+    from zerotrust import _jitter
     from zerotrust.client._grpc_interceptors import _Plan
     from zerotrust.grpc import RetryPolicy
 
-    monkeypatch.setattr(_grpc_interceptors.random, "uniform", lambda low, high: high)
+    monkeypatch.setattr(_jitter, "fraction", lambda: 1.0)
     policy = RetryPolicy(max_attempts=5, initial_backoff=1, max_backoff=3, backoff_multiplier=2)
     unavailable = grpc.StatusCode.UNAVAILABLE
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections import namedtuple
@@ -30,6 +29,7 @@ import grpc  # type: ignore[import-untyped,unused-ignore]
 import grpc.aio  # type: ignore[import-untyped,unused-ignore]
 from opentelemetry import propagate
 
+from zerotrust import _jitter
 from zerotrust.client._grpc_check import ServerCheck, ServerIdentityError
 from zerotrust.client._grpc_creds import RetryPolicy
 
@@ -102,7 +102,7 @@ class _Plan:
         cap = policy.initial_backoff
         for _ in range(self.attempts - 1):
             cap = min(cap * policy.backoff_multiplier, policy.max_backoff)
-        wait = min(random.uniform(0, cap), threading.TIMEOUT_MAX)  # noqa: S311 - jitter
+        wait = min(cap * _jitter.fraction(), threading.TIMEOUT_MAX)
         if self.deadline is not None and time.monotonic() + wait >= self.deadline:
             return None
         return wait

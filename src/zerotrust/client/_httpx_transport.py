@@ -9,7 +9,6 @@ object is made per request, so no retry state is shared between concurrent reque
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final, cast
@@ -18,6 +17,7 @@ import httpx
 import tenacity
 from opentelemetry import propagate
 
+from zerotrust import _jitter
 from zerotrust.client._httpx_auth import REFRESH_EXTENSION, note_nonce, resign_redirect
 from zerotrust.client._httpx_retry import RetryEvent, RetryPolicy, loggable_url
 
@@ -92,7 +92,7 @@ class _Plan:
         return None if outcome.failed else cast(httpx.Response, outcome.result())
 
     def wait(self, state: tenacity.RetryCallState) -> float:
-        jitter = random.random()  # noqa: S311 - backoff jitter, not a secret
+        jitter = _jitter.fraction()
         return self._policy.delay(state.attempt_number, self.response(state), jitter)
 
     def stop(self, state: tenacity.RetryCallState) -> bool:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from zerotrust import _jitter
 from zerotrust._clock import Clock
 from zerotrust.errors import SourceError, ZeroTrustError
 from zerotrust.sources._workload_grpc import RpcError, describe, is_denied, is_fatal
@@ -62,7 +62,7 @@ def backoff_delay(failures: int, initial: float, maximum: float) -> float:
     """Exponential backoff with jitter: a random delay in ``[d/2, d]``, ``d = initial * 2**n``
     capped at ``maximum``."""
     ceiling = min(maximum, initial * float(2 ** min(failures, 32)))
-    return ceiling * (0.5 + 0.5 * random.random())  # noqa: S311 (jitter, not a secret)
+    return ceiling * (0.5 + 0.5 * _jitter.fraction())
 
 
 class StreamWatcher:

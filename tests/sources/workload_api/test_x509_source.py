@@ -468,18 +468,25 @@ def test_close_ends_a_pending_wait_and_joins_the_watcher(agent: WorkloadApiServe
 
     async def main() -> None:
         source = WorkloadApiX509Source(agent.address, wait=False, **FAST)
-        watchers = [t for t in threading.enumerate() if t not in before]
-        assert [t.name for t in watchers] == ["zerotrust-workload-x509"]
-        eventually(lambda: agent.open_streams["x509"] == 1)  # open, silent
-        assert not source.status().connected  # no message yet
-        waiting = asyncio.ensure_future(source.wait_ready_async(timeout=120))
-        for _ in range(20):
-            await asyncio.sleep(0)
-        assert not waiting.done()
-        source.close()
-        assert not watchers[0].is_alive()
-        with pytest.raises(SvidUnavailable, match="closed"):
-            await asyncio.wait_for(waiting, 60)
+        try:
+            # the source's own thread (other threads, grpc's or the agent's, come and go)
+            [watcher] = [
+                t
+                for t in threading.enumerate()
+                if t not in before and t.name == "zerotrust-workload-x509"
+            ]
+            eventually(lambda: agent.open_streams["x509"] == 1)  # open, silent
+            assert not source.status().connected  # no message yet
+            waiting = asyncio.ensure_future(source.wait_ready_async(timeout=120))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not waiting.done()
+            source.close()
+            assert not watcher.is_alive()
+            with pytest.raises(SvidUnavailable, match="closed"):
+                await asyncio.wait_for(waiting, 60)
+        finally:
+            source.close()
 
     asyncio.run(main())
 

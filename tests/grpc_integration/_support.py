@@ -549,23 +549,33 @@ def bare_server(
     *,
     bind: str = "localhost:0",
 ) -> Iterator[tuple[int, Recorded]]:
-    """A grpc server without zerotrust's interceptor serving ``test.Echo/Unary``, recording
-    every call it receives; yields its port and the record."""
+    """A grpc server without zerotrust's interceptor serving the four methods of ``test.Echo``
+    (each answers what ``handler`` returns for the first request message, streams with one
+    response), recording every call it receives; yields its port and the record."""
     recorded = Recorded()
 
     def unary(request: bytes, context: Any) -> bytes:
         recorded.calls.append((dict(context.invocation_metadata()), request))
         return handler(request, context) if handler is not None else b"bare|" + request
 
+    def server_stream(request: bytes, context: Any) -> Iterator[bytes]:
+        yield unary(request, context)
+
+    def client_stream(requests: Iterator[bytes], context: Any) -> bytes:
+        return unary(next(requests, b""), context)
+
+    def bidi(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+        yield unary(next(requests, b""), context)
+
     pool = futures.ThreadPoolExecutor(max_workers=8)
     server = grpc.server(pool, options=EXCLUSIVE_PORT)
-    server.add_generic_rpc_handlers(
-        [
-            grpc.method_handlers_generic_handler(
-                SERVICE, {"Unary": grpc.unary_unary_rpc_method_handler(unary)}
-            )
-        ]
-    )
+    methods = {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
+        "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
+        "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+    }
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, methods)])
     port = server.add_secure_port(bind, server_credentials(svid, bundles))
     assert port, f"could not bind {bind}"
     server.start()

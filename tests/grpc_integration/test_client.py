@@ -24,6 +24,7 @@ from tests._sockets import close_listener
 from tests.grpc_integration._support import (
     CLIENT_ID,
     EXCLUSIVE_PORT,
+    INTRUDER,
     METHODS,
     SERVER_ID,
     SERVICE,
@@ -42,6 +43,7 @@ from tests.grpc_integration._support import (
 from zerotrust import (
     BundleSet,
     RotatingSvidSource,
+    SelfIssuedTokenSource,
     TrustBundle,
     match,
     server_ssl_context,
@@ -72,6 +74,33 @@ def test_sync_channel_all_arities(world: World) -> None:
     assert {m for m, _ in seen.calls} == set(METHODS)
     event = world.sink.last
     assert event is not None and event.proven_by == "mtls+jwt" and event.decision == "allow"
+
+
+def test_refused_calls_of_every_arity_raise_the_refusal(world: World) -> None:
+    """The server refuses the caller (a DENY rule): each arity, and the single-response
+    kinds (unary, client stream) called with ``with_call`` and ``future``, end with grpc's
+    RpcError carrying PERMISSION_DENIED (grpc hands a failed blocking stream-unary call to
+    the interceptor as that error, which takes no done-callback)."""
+    intruder = SelfIssuedTokenSource(world.issuer, subject=INTRUDER)
+    seen = Seen()
+    with (
+        sync_server(world, seen=seen) as port,
+        secure_channel(f"localhost:{port}", **options(world, token_source=intruder)) as channel,
+    ):
+        results = call_all(channel, [])
+        unary = channel.unary_unary(f"/{SERVICE}/Unary")
+        client_stream = channel.stream_unary(f"/{SERVICE}/ClientStream")
+        for name, call, request in (("Unary", unary, b"a"), ("ClientStream", client_stream, None)):
+            with pytest.raises(grpc.RpcError) as info:
+                call.with_call(request or iter([b"a"]), timeout=10)
+            results[f"{name}.with_call"] = info.value
+            future = call.future(request or iter([b"a"]), timeout=10)
+            results[f"{name}.future"] = future.exception(timeout=10)
+    for name, error in results.items():
+        assert isinstance(error, grpc.RpcError), name
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED, name
+    assert seen.calls == []
+    assert [event.decision for event in world.sink.events] == ["deny"] * 8
 
 
 class _IntermediateAuthorityWorld(World):

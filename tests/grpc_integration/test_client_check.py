@@ -460,3 +460,71 @@ def test_a_call_that_ended_unavailable_leaves_the_connection_unverified(
             asyncio.run(run())
     assert len(recorded.calls) == 2
     assert needed == [True, False]
+
+
+def _stream_call(channel: Any, method: str) -> object:
+    """One streaming call of ``method`` of the test service, to its end."""
+    path = f"/{SERVICE}/{method}"
+    if method == "ServerStream":
+        return list(channel.unary_stream(path)(b"x", timeout=10))
+    if method == "ClientStream":
+        return channel.stream_unary(path)(iter([b"x"]), timeout=10)
+    return list(channel.stream_stream(path)(iter([b"x"]), timeout=10))
+
+
+async def _astream_call(channel: Any, method: str) -> object:
+    """The same on a grpc.aio channel."""
+    path = f"/{SERVICE}/{method}"
+    if method == "ClientStream":
+        return await channel.stream_unary(path)(iter([b"x"]), timeout=10)
+    if method == "ServerStream":
+        call = channel.unary_stream(path)(b"x", timeout=10)
+    else:
+        call = channel.stream_stream(path)(iter([b"x"]), timeout=10)
+    return [item async for item in call]
+
+
+@pytest.mark.parametrize("method", ["ServerStream", "ClientStream", "Bidi"])
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_a_streaming_call_that_ended_unavailable_leaves_the_connection_unverified(
+    world: World, kind: str, method: str
+) -> None:
+    """The same for streaming calls, which are not retried: their end is watched, and one that
+    ended UNAVAILABLE makes the next call wait for a check; one that ended otherwise not."""
+    from zerotrust.client._grpc_creds import channel_credentials
+    from zerotrust.client._grpc_interceptors import ClientInterceptor, aio_interceptors
+
+    codes = iter([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND])
+
+    def fail(request: bytes, context: Any) -> bytes:
+        context.abort(next(codes), "failed")
+
+    needed: list[bool] = []
+    with bare_server(world.server_svid, world.ca.bundle, fail) as (port, recorded):
+        target = f"localhost:{port}"
+        credentials = channel_credentials(world.client_svid, world.bundles, None)
+        check = ServerCheck(target, _client_context(world))
+        check.attach(lambda _try_to_connect: READY)  # grpc shows no loss
+        if kind == "sync":
+            with grpc.secure_channel(target, credentials) as raw:
+                channel = grpc.intercept_channel(raw, ClientInterceptor(check, retry=None))
+                for _ in range(2):
+                    with pytest.raises(grpc.RpcError):
+                        _stream_call(channel, method)
+                    needed.append(check.needed)
+        else:
+
+            async def run() -> None:
+                interceptors = aio_interceptors(check, retry=None)
+                async with grpc.aio.secure_channel(
+                    target, credentials, interceptors=interceptors
+                ) as channel:
+                    for _ in range(2):
+                        with pytest.raises(grpc.RpcError):
+                            await _astream_call(channel, method)
+                        await asyncio.sleep(0)  # the call's done callbacks run on the loop
+                        needed.append(check.needed)
+
+            asyncio.run(run())
+    assert len(recorded.calls) == 2
+    assert needed == [True, False]

@@ -187,10 +187,19 @@ class ClientInterceptor(
                 time.sleep(wait)
 
     def _watch(self, call: Any) -> Any:
+        if self._check is None:
+            return call
+
         def ended() -> None:
             self._note(call.code())
 
-        if self._check is not None and not call.add_callback(ended):
+        try:
+            added = call.add_callback(ended)
+        except NotImplementedError:
+            # a blocking stream-unary call that failed comes back as its finished RpcError,
+            # which takes no callback
+            added = False
+        if not added:
             ended()
         return call
 

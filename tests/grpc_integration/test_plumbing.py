@@ -87,38 +87,167 @@ def test_token_source_is_consulted_off_the_call_path(world: World) -> None:
     assert mints == [SERVER_ID]  # the audience defaults to the server's SPIFFE ID
 
 
-def test_an_opaque_token_is_not_used_after_its_source_moved_on() -> None:
-    """Without a readable exp only the source knows the expiry: the plugin re-reads it after
-    opaque_lifetime, so a call after a pause sends the source's current token."""
-    from zerotrust.client._grpc_creds import TokenPlugin
+class Clocks:
+    """The two clocks a token plugin reads, moved by the test: ``wall`` (POSIX seconds, what a
+    token's exp is read against) and ``mono`` (monotonic seconds, for everything else)."""
 
+    def __init__(self) -> None:
+        self.wall = 1_700_000_000.0
+        self.mono = 500.0
+
+    def plugin(self, source: object, **lengthened: float) -> Any:
+        """A TokenPlugin on these clocks; ``lengthened`` overrides class defaults."""
+        from zerotrust.client._grpc_creds import TokenPlugin
+
+        plugin = TokenPlugin(
+            source,  # type: ignore[arg-type]
+            "api",
+            wall=lambda: self.wall,
+            monotonic=lambda: self.mono,
+        )
+        for name, value in lengthened.items():
+            object.__setattr__(plugin, name, value)
+        return plugin
+
+
+def test_an_opaque_token_is_not_used_after_its_source_moved_on() -> None:
+    """Without a readable exp only the source knows the expiry: the plugin re-reads it
+    opaque_lifetime (2 s) after the source handed it out, so a call after a pause sends the
+    source's current token."""
+    clocks = Clocks()
     tokens = iter(["opaque-1", "opaque-2", "opaque-3"])
     current = [next(tokens)]
+    fetches: list[str] = []
 
     class Source:
         def token(self, audience: str) -> str:
+            fetches.append(current[0])
             return current[0]
 
-    plugin = TokenPlugin(Source(), "api")  # type: ignore[arg-type]
-    object.__setattr__(plugin, "opaque_lifetime", 0.2)  # the class default, shortened
-    sent: list[str] = []
-    done = threading.Event()
-
-    def callback(metadata: object, error: object) -> None:
-        assert error is None
-        sent.append(dict(metadata)["authorization"])  # type: ignore[call-overload]
-        done.set()
-
+    plugin = clocks.plugin(Source(), poll_interval=3600.0)
+    callback = Answers()
     try:
-        for wait in (0, 0.3):
-            time.sleep(wait)
-            done.clear()
-            plugin(None, callback)
-            assert done.wait(5)
-            current[0] = next(tokens)  # the source refreshed (e.g. its token expired)
+        plugin(None, callback)
+        callback.wait()
+        current[0] = next(tokens)  # the source refreshed (e.g. its token expired)
+        clocks.mono += 1.999
+        plugin(None, callback)  # answered from the memo at once
+        assert len(callback.answers) == 2
+        callback.wait()
+        clocks.mono += 0.001
+        plugin(None, callback)
+        callback.wait()
     finally:
         plugin.close()
-    assert sent == ["Bearer opaque-1", "Bearer opaque-2"]
+    assert fetches == ["opaque-1", "opaque-2"]
+    assert callback.sent == ["Bearer opaque-1", "Bearer opaque-1", "Bearer opaque-2"]
+
+
+@pytest.mark.parametrize(
+    ("lifetime", "usable_for"),
+    [(3600, 3595.0), (50, 45.0), (40, 36.0), (20, 18.0), (1, 0.9)],
+    ids=["hour", "margin", "tenth", "short", "second"],
+)
+def test_a_memoized_token_is_used_until_its_margin(lifetime: int, usable_for: float) -> None:
+    """A token is used until ``margin`` (5 s) before its exp, or a tenth of the life it had
+    left when handed out if that is shorter: up to the instant before, never at it."""
+    clocks = Clocks()
+    handed: list[str] = []
+
+    class Source:
+        def token(self, audience: str) -> str:
+            handed.append(_unsigned_jwt(int(clocks.wall) + lifetime))
+            return handed[-1]
+
+    plugin = clocks.plugin(Source(), poll_interval=10_000.0)
+    callback = Answers()
+    start = clocks.mono
+    try:
+        plugin(None, callback)
+        callback.wait()
+        clocks.mono = start + usable_for - 0.001
+        plugin(None, callback)  # answered from the memo at once
+        assert len(callback.answers) == 2
+        callback.wait()
+        assert len(handed) == 1
+        clocks.mono = start + usable_for
+        plugin(None, callback)  # the memo is spent: the source is asked again
+        callback.wait()
+    finally:
+        plugin.close()
+    assert len(handed) == 2
+    assert callback.sent == [f"Bearer {handed[0]}"] * 2 + [f"Bearer {handed[1]}"]
+
+
+def test_the_source_is_polled_poll_interval_after_the_last_fetch() -> None:
+    clocks = Clocks()
+    polled = threading.Semaphore(0)
+    handed: list[str] = []
+
+    class Source:
+        def token(self, audience: str) -> str:
+            handed.append(_unsigned_jwt(int(clocks.wall) + 3600 + len(handed)))
+            polled.release()
+            return handed[-1]
+
+    plugin = clocks.plugin(Source())
+    callback = Answers()
+    start = clocks.mono
+    try:
+        plugin(None, callback)
+        callback.wait()
+        assert polled.acquire(timeout=10)
+        clocks.mono = start + 0.999
+        plugin(None, callback)  # from the memo, no poll due
+        callback.wait()
+        clocks.mono = start + 1.0
+        plugin(None, callback)  # from the memo, and the source is consulted behind it
+        callback.wait()
+        assert polled.acquire(timeout=10)
+        for thread in [t for t in threading.enumerate() if t.name == "zerotrust-grpc-token"]:
+            thread.join(10)
+    finally:
+        plugin.close()
+    assert len(handed) == 2
+    assert callback.sent == [f"Bearer {handed[0]}"] * 3
+
+
+def test_a_call_waits_only_for_what_is_left_of_the_fetch_timeout() -> None:
+    """A background refresh hangs in the source; once the memo's token is spent, a call waits
+    for that fetch only until fetch_timeout (30 s) after it started, not 30 s from now."""
+    clocks = Clocks()
+    entered, release = threading.Event(), threading.Event()
+    handed: list[str] = []
+
+    class Source:
+        def token(self, audience: str) -> str:
+            if handed:  # the refresh hangs until released
+                entered.set()
+                release.wait(30)
+            handed.append(_unsigned_jwt(int(clocks.wall) + 20))
+            return handed[-1]
+
+    plugin = clocks.plugin(Source())
+    callback = Answers()
+    start = clocks.mono
+    try:
+        plugin(None, callback)
+        callback.wait()
+        clocks.mono = start + 1.0
+        plugin(None, callback)  # from the memo; starts the refresh, which hangs
+        callback.wait()
+        assert entered.wait(10)
+        clocks.mono = start + 20.0  # the token's margin passed (18 s): the call must wait
+        plugin(None, callback)
+        timer = plugin._fetch.timer
+        assert timer is not None
+        assert timer.interval == 11.0  # 30 s from the refresh's start at 1 s
+        release.set()
+        callback.wait()
+    finally:
+        release.set()
+        plugin.close()
+    assert callback.sent == [f"Bearer {handed[0]}"] * 2 + [f"Bearer {handed[1]}"]
 
 
 def _unsigned_jwt(exp: int) -> str:

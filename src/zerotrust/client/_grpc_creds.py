@@ -9,6 +9,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -138,8 +139,8 @@ class _Fetch:
 
     __slots__ = ("done", "error", "memo", "started", "timer", "waiters")
 
-    def __init__(self) -> None:
-        self.started = time.monotonic()
+    def __init__(self, started: float) -> None:
+        self.started = started
         self.done = False
         self.memo: _Memo | None = None
         self.error: BaseException | None = None
@@ -183,13 +184,22 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
     fetch_timeout: Final = 30.0
     max_fetches: Final = 4
 
-    def __init__(self, source: TokenSource, audience: str) -> None:
+    def __init__(
+        self,
+        source: TokenSource,
+        audience: str,
+        *,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not callable(getattr(source, "token", None)):
             raise ConfigurationError("token_source must be a TokenSource")
         if not isinstance(audience, str) or not audience:
             raise ConfigurationError("audience must be a non-empty string")
         self._source = source
         self._audience = audience
+        # the clocks: POSIX time to read a token's exp against, monotonic time for the rest
+        self._wall, self._monotonic = wall, monotonic
         self._memo: _Memo | None = None
         self._lock = threading.Lock()
         self._fetch: _Fetch | None = None  # the latest fetch, until it ends or times out
@@ -197,7 +207,7 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
         self._closed = False
 
     def __call__(self, context: Any, callback: Any) -> None:
-        now = time.monotonic()
+        now = self._monotonic()
         memo = self._memo
         if memo is not None and now < memo.use_until:
             callback((("authorization", memo.header),), None)
@@ -229,7 +239,7 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
             return fetch, None
         if self._running >= self.max_fetches:
             return None, SourceError("the token source does not answer")
-        fetch = self._fetch = _Fetch()
+        fetch = self._fetch = _Fetch(self._monotonic())
         self._running += 1
         thread = threading.Thread(
             target=self._run, args=(fetch,), name="zerotrust-grpc-token", daemon=True
@@ -255,7 +265,7 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
         except Exception as exc:
             _log.warning("zerotrust: no token for %s: %s", self._audience, type(exc).__name__)
             raise
-        now_wall, now = time.time(), time.monotonic()
+        now_wall, now = self._wall(), self._monotonic()
         exp = _unverified_exp(token)
         if exp is None:
             use_until = now + self.opaque_lifetime

@@ -6,6 +6,7 @@ the same assertions check that each key got the right TTL (and that every key ha
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,13 @@ import pytest
 
 from zerotrust.errors import MalformedCredentials
 from zerotrust.stores import MAX_KEY_LENGTH, RateLimitResult, Revocation, Store
-from zerotrust.stores._logic import MAX_BURST, MAX_REFILL_SECONDS, MAX_TIMESTAMP, REVOCATION_GRACE
+from zerotrust.stores._logic import (
+    MAX_BURST,
+    MAX_REFILL_SECONDS,
+    MAX_TIMESTAMP,
+    REVOCATION_GRACE,
+    OwnedListener,
+)
 
 from .conftest import Backend
 
@@ -229,6 +236,23 @@ def test_all_listeners_run_and_the_first_error_propagates(backend: Backend) -> N
         backend.store.revoke_token("j", expires_at=now(Ops(backend, "sync")) + 5)
     assert calls == ["broken", "ok"]
     assert backend.store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=None)
+
+
+def test_a_listener_whose_owner_is_gone_is_not_called(backend: Backend) -> None:
+    class Owner:
+        pass
+
+    calls: list[str] = []
+    owner = Owner()
+    backend.store.add_revocation_listener(OwnedListener(owner, lambda o, e: calls.append(e.kind)))
+    t = now(Ops(backend, "sync"))
+    backend.store.revoke_token("j1", expires_at=t + 5)
+    assert calls == ["token"]
+    del owner
+    gc.collect()
+    backend.store.revoke_token("j2", expires_at=t + 5)  # no new listener has pruned it yet
+    assert calls == ["token"]
+    assert backend.store.is_revoked(jti="j2", subject=None, issuer=ISS, issued_at=None)
 
 
 # --- replay cache -------------------------------------------------------------------------

@@ -201,3 +201,79 @@ def test_a_guard_refuses_a_replay_cap_shorter_than_a_dpop_window() -> None:
     Guard(bundles=bundle, policy=Policy([]), store=MemoryStore(replay_max_ttl=window + 5))
     # without DPoP, nothing to check
     Guard(bundles=bundle, dpop=None, policy=Policy([]), store=MemoryStore(replay_max_ttl=60))
+
+
+def test_an_extended_revocation_is_never_evicted_by_its_stale_expiry(clock: FixedClock) -> None:
+    # revoking again with a later end leaves the earlier end behind in the expiry order; once
+    # that earlier end has passed, a full table must still keep the (live) revocation
+    store = MemoryStore(clock=clock, max_revocations=1)
+    t = ts(clock)
+    store.revoke_token("a", expires_at=t + 10)
+    store.revoke_token("a", expires_at=t + 1000)
+    clock.advance(11 + REVOCATION_GRACE)
+    with pytest.raises(StoreUnavailable, match="revocation table is full"):
+        store.revoke_token("b", expires_at=t + 5000)
+    assert store.is_revoked(jti="a", subject=None, issuer=ISS, issued_at=None)
+    assert not store.is_revoked(jti="b", subject=None, issuer=ISS, issued_at=None)
+
+
+def test_a_full_revocation_table_drops_entries_that_lapsed_earlier(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock, max_revocations=1)
+    t = ts(clock)
+    store.revoke_token("old", expires_at=t + 10)
+    clock.advance(60 + REVOCATION_GRACE)  # well past its end, not just at it
+    store.revoke_token("new", expires_at=t + 5000)
+    assert store.is_revoked(jti="new", subject=None, issuer=ISS, issued_at=None)
+    assert not store.is_revoked(jti="old", subject=None, issuer=ISS, issued_at=None)
+
+
+def test_a_revocation_dropped_by_a_lookup_leaves_the_full_table_consistent(
+    clock: FixedClock,
+) -> None:
+    store = MemoryStore(clock=clock, max_revocations=2)
+    t = ts(clock)
+    store.revoke_token("a", expires_at=t + 10)
+    store.revoke_token("b", expires_at=t + 5000)
+    clock.advance(20 + REVOCATION_GRACE)
+    assert not store.is_revoked(jti="a", subject=None, issuer=ISS, issued_at=None)  # drops "a"
+    store.revoke_token("c", expires_at=t + 5000)
+    with pytest.raises(StoreUnavailable, match="revocation table is full"):
+        store.revoke_token("d", expires_at=t + 5000)
+    assert store.is_revoked(jti="b", subject=None, issuer=ISS, issued_at=None)
+    assert store.is_revoked(jti="c", subject=None, issuer=ISS, issued_at=None)
+
+
+def test_a_table_of_one_whose_entry_lapsed_takes_a_new_one(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock, max_replay_entries=1, max_revocations=1)
+    t = ts(clock)
+    assert store.check_and_store("a", expires_at=t + 5)
+    store.revoke_token("a", expires_at=t + 5)
+    clock.advance(5 + REVOCATION_GRACE)
+    assert store.check_and_store("b", expires_at=t + 5000)
+    store.revoke_token("b", expires_at=t + 5000)
+    assert not store.check_and_store("b", expires_at=t + 5000)
+    assert store.is_revoked(jti="b", subject=None, issuer=ISS, issued_at=None)
+
+
+def test_eviction_picks_the_soonest_expiring_bucket_whatever_the_history(
+    clock: FixedClock,
+) -> None:
+    # however many times a bucket was re-stored (the expiry order is rebuilt now and then),
+    # a full table evicts the bucket that would be full again soonest
+    for uses in range(1, 160):
+        store = MemoryStore(clock=clock, max_rate_limit_keys=2)
+        store.acquire("drained", rate=1.0, burst=1000, cost=1000)
+        for _ in range(uses):
+            store.acquire("busy", rate=1.0, burst=1000)
+        store.acquire("third", rate=1.0, burst=1000)
+        assert not store.acquire("drained", rate=1.0, burst=1000).allowed, uses
+
+
+def test_re_storing_the_same_keys_keeps_the_expiry_heap_bounded(clock: FixedClock) -> None:
+    store = MemoryStore(clock=clock, max_rate_limit_keys=4)
+    longest = 0
+    for _ in range(500):
+        for key in "abcd":
+            store.acquire(key, rate=1.0, burst=10_000)
+            longest = max(longest, len(store._rates._heap))
+    assert longest <= 2 * 4 + 64  # stale pairs are compacted away, not kept forever

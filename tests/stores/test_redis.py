@@ -73,6 +73,26 @@ def test_keys_are_namespaced_hashed_and_expire(
         assert ttl - 1000 < ttls[family] <= ttl, (family, ttls[family])
 
 
+def test_key_names_are_stable_across_versions(
+    store: RedisStore, redis_client: Any, clock: FixedClock
+) -> None:
+    # replicas of different versions share one database during a rolling upgrade: a key name
+    # derived differently would hide a revocation (or a used proof) from some of them
+    t = clock.now().timestamp()
+    store.revoke_token("jti-1", expires_at=t + 60)
+    store.revoke_subject("alice", issuer=ISS, until=t + 60)
+    store.revoke_issued_before(ISS, before=t, until=t + 60)
+    store.check_and_store("proof-jti", expires_at=t + 60)
+    store.acquire("alice", rate=1.0, burst=10)
+    assert sorted(key.decode() for key in redis_client.scan_iter()) == [
+        "zerotrust:rl:f8dfb5b368254f3787d32f39fff9873880a2123f3dc273fbfda6b91a29d8768f",
+        "zerotrust:rp:44be3856f46a1a2d6d1f1ec27deea15ce39aedeac6c18f6c2421bac3a8f88a81",
+        "zerotrust:{rv}:i:22bc656b8baab6e3064d7dc81ef70b10c4c49c7434aea4090730f042280c8d2e",
+        "zerotrust:{rv}:s:87ed779cf93e4656429d550482195bdcbfa44a58591a7248408c786d9a59c611",
+        "zerotrust:{rv}:t:e1be089b7fea89c1cbc7a5b705cda974b0e464aa6dc5f49a025be0afd591e985",
+    ]
+
+
 def test_custom_prefix(redis_server: RedisServer, redis_client: Any) -> None:
     store = RedisStore(redis_server.url, prefix="svc-a/")
     assert store.check_and_store("k", expires_at=time.time() + 5)
@@ -81,7 +101,7 @@ def test_custom_prefix(redis_server: RedisServer, redis_client: Any) -> None:
 
 
 @needs_redis_py
-@pytest.mark.parametrize("prefix", ["", "a b", "x{", "ü", "p" * 65])
+@pytest.mark.parametrize("prefix", ["", "a b", "x{", "ü", "p" * 65, b"zt:", None])
 def test_bad_prefix(prefix: str) -> None:
     with pytest.raises(ConfigurationError, match="prefix"):
         RedisStore(prefix=prefix)

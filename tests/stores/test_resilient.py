@@ -130,3 +130,60 @@ def test_revocation_writes_and_listeners_delegate(clock: FixedClock) -> None:
 def test_bad_policy(feature: str) -> None:
     with pytest.raises(ConfigurationError, match=feature):
         ResilientStore(MemoryStore(), **{feature: "ajar"})  # type: ignore[arg-type]
+
+
+def test_async_checks_fail_closed_by_default(clock: FixedClock) -> None:
+    flaky = Flaky(clock)
+    store = ResilientStore(flaky)  # type: ignore[arg-type]
+    t = clock.now().timestamp()
+    store.revoke_token("j", expires_at=t + 60)
+    assert asyncio.run(aqueries(store, t)) == (True, True, RateLimitResult(True, 3, 0.0))
+    flaky.down = True
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(store.is_revoked_async(jti="j", subject=None, issuer=ISS, issued_at=t))
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(store.check_and_store_async("x", expires_at=t + 60))
+    flaky.down = False
+    assert asyncio.run(aqueries(store, t)) == (True, False, RateLimitResult(True, 1, 0.0))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_every_outage_is_logged_once_and_every_recovery_once(
+    clock: FixedClock, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    flaky = Flaky(clock)
+    store = ResilientStore(flaky, revocation="open", replay="open", rate_limit="open")  # type: ignore[arg-type]
+    t = clock.now().timestamp()
+
+    def ask() -> tuple[bool, bool, RateLimitResult]:
+        return queries(store, t) if mode == "sync" else asyncio.run(aqueries(store, t))
+
+    levels = {"down": [logging.WARNING] * 3, "up": [logging.INFO] * 3}
+    expected: list[int] = []
+    with caplog.at_level(logging.INFO, logger="zerotrust.stores"):
+        for state in ("down", "up", "down", "up"):
+            flaky.down = state == "down"
+            ask()
+            ask()  # the same state again: nothing more to say
+            expected += levels[state]
+    assert [r.levelno for r in caplog.records] == expected
+
+
+def test_one_token_is_taken_unless_told_otherwise(clock: FixedClock) -> None:
+    flaky = Flaky(clock)
+    store = ResilientStore(flaky, rate_limit="open")  # type: ignore[arg-type]
+    assert store.acquire("k", rate=1.0, burst=5) == RateLimitResult(True, 4, 0.0)
+    assert asyncio.run(store.acquire_async("k", rate=1.0, burst=5)) == RateLimitResult(True, 3, 0.0)
+    flaky.down = True  # failing open answers as for a full bucket, minus one token
+    assert store.acquire("k", rate=1.0, burst=5) == RateLimitResult(True, 4, 0.0)
+    assert asyncio.run(store.acquire_async("k", rate=1.0, burst=5)) == RateLimitResult(True, 4, 0.0)
+
+
+def test_the_wrapped_stores_replay_cap_shows_through(clock: FixedClock) -> None:
+    assert ResilientStore(MemoryStore(clock=clock, replay_max_ttl=60)).replay_max_ttl == 60.0
+
+    class NoCap:
+        replay_max_ttl = "1 day"  # not a number: no cap the Guard could check
+
+    assert ResilientStore(NoCap()).replay_max_ttl is None  # type: ignore[arg-type]
+    assert ResilientStore(Flaky(clock)).replay_max_ttl is None  # type: ignore[arg-type]

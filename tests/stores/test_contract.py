@@ -199,6 +199,17 @@ def test_revoke_issued_before(ops: Ops) -> None:
     assert not check(jti="x", subject="alice", issuer=ISS, issued_at=t - 101)
 
 
+def test_an_issuer_cutoff_is_exclusive_whatever_the_token_carries(ops: Ops) -> None:
+    t = now(ops)
+    ops.revoke_issued_before(ISS, before=t - 100, until=t + 600)
+    for jti in (None, "x"):
+        for subject in (None, "alice"):
+            at_cutoff = ops.is_revoked(jti=jti, subject=subject, issuer=ISS, issued_at=t - 100)
+            assert not at_cutoff, (jti, subject)
+            before = ops.is_revoked(jti=jti, subject=subject, issuer=ISS, issued_at=t - 100.5)
+            assert before, (jti, subject)
+
+
 def test_lapsed_issuer_cutoff_does_not_merge(ops: Ops) -> None:
     t = now(ops)
     ops.revoke_issued_before(ISS, before=t, until=t + 10)
@@ -206,6 +217,28 @@ def test_lapsed_issuer_cutoff_does_not_merge(ops: Ops) -> None:
     ops.revoke_issued_before(ISS, before=t - 50, until=t + 100)
     assert not ops.is_revoked(jti=None, subject=None, issuer=ISS, issued_at=t - 10)
     assert ops.is_revoked(jti=None, subject=None, issuer=ISS, issued_at=t - 51)
+
+
+def test_revocations_lapse_on_this_clock_even_while_their_keys_are_kept(ops: Ops) -> None:
+    # a replica whose clock runs ahead of the one that revoked: the records are still stored
+    # (their TTLs have not run out) but their ends have passed on this replica's clock
+    t = now(ops)
+    ops.revoke_token("j", expires_at=t + 10)
+    ops.revoke_subject("alice", issuer=ISS, until=t + 10)
+    ops.revoke_issued_before(OTHER_ISS, before=t, until=t + 10)
+    clock = ops.backend.clock  # moves time without ageing any key
+    clock.advance(10 + REVOCATION_GRACE - 0.5)
+    assert ops.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=None)
+    assert ops.is_revoked(jti=None, subject="alice", issuer=ISS, issued_at=t - 1)
+    assert ops.is_revoked(jti=None, subject=None, issuer=OTHER_ISS, issued_at=t - 1)
+    clock.advance(0.5)  # exactly the end: lapsed
+    assert not ops.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=None)
+    assert not ops.is_revoked(jti=None, subject="alice", issuer=ISS, issued_at=t - 1)
+    assert not ops.is_revoked(jti=None, subject=None, issuer=OTHER_ISS, issued_at=t - 1)
+    # and a lapsed record is replaced, not merged: the earlier cut-off now stands alone
+    ops.revoke_issued_before(OTHER_ISS, before=t - 50, until=now(ops) + 60)
+    assert not ops.is_revoked(jti=None, subject=None, issuer=OTHER_ISS, issued_at=t - 10)
+    assert ops.is_revoked(jti=None, subject=None, issuer=OTHER_ISS, issued_at=t - 51)
 
 
 def test_revocation_listener_called_locally(ops: Ops) -> None:
@@ -336,6 +369,27 @@ def test_rate_limit_with_awkward_rates_does_not_drift(ops: Ops) -> None:
     assert allowed == 30
     assert ops.acquire("third", rate=3.0, burst=1).allowed
     assert not ops.acquire("third", rate=3.0, burst=1).allowed
+
+
+def test_rounding_never_costs_a_due_token(ops: Ops) -> None:
+    # 0.1 tokens a second, added up ten times in floating point, make 0.9999999999999999
+    assert ops.acquire("a", rate=0.1, burst=2, cost=2).allowed
+    assert ops.acquire("b", rate=0.1, burst=3, cost=3).allowed
+    for _ in range(9):
+        ops.backend.advance(1)
+        assert not ops.acquire("a", rate=0.1, burst=2).allowed
+        assert ops.acquire("b", rate=0.1, burst=3, cost=2).remaining == 0
+    ops.backend.advance(1)
+    assert ops.acquire("a", rate=0.1, burst=2) == RateLimitResult(True, 0, 0.0)
+    assert ops.acquire("b", rate=0.1, burst=3, cost=2) == RateLimitResult(False, 1, 10.0)
+
+
+def test_a_clock_moving_back_neither_refills_nor_takes(ops: Ops) -> None:
+    assert ops.acquire("k", rate=1.0, burst=2).remaining == 1
+    ops.backend.clock.advance(-0.5)  # the keys keep their TTLs
+    assert ops.acquire("k", rate=1.0, burst=2) == RateLimitResult(True, 0, 0.0)
+    ops.backend.clock.advance(-30)
+    assert ops.acquire("k", rate=1.0, burst=2) == RateLimitResult(False, 0, 1.0)
 
 
 @pytest.mark.parametrize(

@@ -120,6 +120,16 @@ def test_rate_limit_refills_by_server_time(store: RedisStore) -> None:
     assert store.acquire("fast", rate=50.0, burst=1).allowed
 
 
+def test_token_buckets_ignore_this_process_clock(store: RedisStore, clock: FixedClock) -> None:
+    # replicas' clocks may differ: a bucket drained by one must not look refilled to another
+    # whose clock runs ahead (one token per 100 s, by the server's clock)
+    assert store.acquire("k", rate=0.01, burst=1).allowed
+    clock.advance(3600)
+    denied = store.acquire("k", rate=0.01, burst=1)
+    assert not denied.allowed
+    assert denied.retry_after > 50
+
+
 def test_scripts_reload_after_script_flush(store: RedisStore, redis_client: Any) -> None:
     assert store.acquire("k", rate=1.0, burst=2).allowed
     redis_client.script_flush()
@@ -638,3 +648,7 @@ def test_where_a_store_points_is_named_without_credentials() -> None:
     assert repr(by_socket) == "RedisStore('unix:///run/redis.sock', prefix='zerotrust:')"
     by_host = RedisStore(client=redis.Redis(host="10.0.0.5", port=6380, db=2, password="hunter2"))
     assert repr(by_host) == "RedisStore('redis://10.0.0.5:6380/2', prefix='zerotrust:')"
+    without_port = RedisStore(url="rediss://cache.internal/1")
+    assert repr(without_port) == "RedisStore('rediss://cache.internal/1', prefix='zerotrust:')"
+    by_url_socket = RedisStore(url="unix:///run/redis.sock?db=2")
+    assert repr(by_url_socket) == "RedisStore('unix:///run/redis.sock', prefix='zerotrust:')"

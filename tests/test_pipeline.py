@@ -28,7 +28,7 @@ from zerotrust.errors import (
     TokenReplayed,
 )
 from zerotrust.pipeline import Guard, Outcome
-from zerotrust.stores import MemoryStore, ResilientStore
+from zerotrust.stores import MemoryStore, RateLimitResult, ResilientStore
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
 from zerotrust.tokens._b64 import b64url_encode
 
@@ -659,6 +659,79 @@ def bound_token(issuer: TokenIssuer, holder: PrivateJWK, ttl: int = 300) -> str:
         ttl=ttl,
         extra_claims={"cnf": {"jkt": holder.public().thumbprint()}},
     )
+
+
+class OneFeatureDown(MemoryStore):
+    """A store that cannot answer one feature (``down``), sync or async, and serves the rest."""
+
+    __slots__ = ("down",)
+
+    def __init__(self, down: str, clock: FixedClock) -> None:
+        super().__init__(clock=clock)
+        self.down = down
+
+    def _check(self, feature: str) -> None:
+        if feature == self.down:
+            raise StoreUnavailable(f"shared store unavailable: {feature}")
+
+    def is_revoked(self, **kwargs: object) -> bool:  # type: ignore[override]
+        self._check("revocation")
+        return super().is_revoked(**kwargs)  # type: ignore[arg-type]
+
+    async def is_revoked_async(self, **kwargs: object) -> bool:  # type: ignore[override]
+        self._check("revocation")
+        return super().is_revoked(**kwargs)  # type: ignore[arg-type]
+
+    def check_and_store(self, key: str, *, expires_at: float) -> bool:
+        self._check("replay")
+        return super().check_and_store(key, expires_at=expires_at)
+
+    async def check_and_store_async(self, key: str, *, expires_at: float) -> bool:
+        self._check("replay")
+        return super().check_and_store(key, expires_at=expires_at)
+
+    def acquire(self, key: str, **kwargs: object) -> RateLimitResult:  # type: ignore[override]
+        self._check("rate_limit")
+        return super().acquire(key, **kwargs)  # type: ignore[arg-type]
+
+    async def acquire_async(self, key: str, **kwargs: object) -> RateLimitResult:  # type: ignore[override]
+        self._check("rate_limit")
+        return super().acquire(key, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("down", ["revocation", "replay", "rate_limit"])
+def test_a_feature_the_store_cannot_answer_fails_closed(
+    issuer: TokenIssuer, clock: FixedClock, down: str, mode: str
+) -> None:
+    verifier = TokenVerifier(
+        issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
+    )
+    limited = policy(rate_limits=[RateLimit("per-caller", rate=1, burst=5)])
+    sink = MemorySink()
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier, clock=clock),
+        policy=limited,
+        audit=sink,
+        store=(store := OneFeatureDown(down, clock)),
+        clock=clock,
+    )
+    holder = PrivateJWK.generate("ES256")
+    token = bound_token(issuer, holder)
+    now = clock.now().timestamp()
+    url = "https://api.example/orders/7"
+
+    def view(jti: str) -> Request:
+        proof = dpop_proof(holder, method="GET", url=url, token=token, iat=now, jti=jti)
+        headers = {"authorization": f"DPoP {token}", "dpop": proof}
+        return Request(route=ROUTE, path="/orders/7", host="api.example", headers=headers)
+
+    first = view("p1")
+    outcome = guard.evaluate(first) if mode == "sync" else asyncio.run(guard.aevaluate(first))
+    assert (outcome.allowed, outcome.status, outcome.grpc_status) == (False, 503, "UNAVAILABLE")
+    assert sink.last is not None and sink.last.decision == "deny"
+    store.down = ""  # once the store answers, the same request (a new proof) is allowed
+    assert guard.evaluate(view("p2")).allowed
 
 
 def test_dpop(issuer: TokenIssuer, clock: FixedClock) -> None:

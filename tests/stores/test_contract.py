@@ -93,6 +93,18 @@ def test_revoking_a_long_expired_token_stores_nothing(ops: Ops) -> None:
         assert ops.backend.redis.dbsize() == 0
 
 
+def test_revoking_a_subject_or_issuer_long_after_until_stores_nothing(ops: Ops) -> None:
+    t = now(ops)
+    events: list[Revocation] = []
+    ops.backend.store.add_revocation_listener(events.append)
+    ops.revoke_subject("alice", issuer=ISS, until=t - REVOCATION_GRACE)
+    ops.revoke_issued_before(ISS, before=t, until=t - REVOCATION_GRACE - 1)
+    assert not ops.is_revoked(jti=None, subject="alice", issuer=ISS, issued_at=t - 10)
+    assert [event.kind for event in events] == ["subject", "issuer"]  # still announced
+    if ops.backend.redis is not None:
+        assert ops.backend.redis.dbsize() == 0
+
+
 def test_revocations_never_shrink(ops: Ops) -> None:
     t = now(ops)
     ops.revoke_token("j", expires_at=t + 100)

@@ -93,6 +93,21 @@ def test_key_names_are_stable_across_versions(
     ]
 
 
+def test_a_guard_refuses_a_replay_cap_shorter_than_a_dpop_window() -> None:
+    from zerotrust import Guard, Policy
+    from zerotrust.dev import DevCA
+
+    bundle = DevCA.create("example.org").bundle
+    short = RedisStore("redis://127.0.0.1:1/0", replay_max_ttl=60)  # never connects
+    assert short.replay_max_ttl == 60.0
+    with pytest.raises(ConfigurationError, match="replay_max_ttl"):
+        Guard(bundles=bundle, policy=Policy([]), store=short)
+    default = RedisStore("redis://127.0.0.1:1/0")
+    Guard(bundles=bundle, policy=Policy([]), store=default)
+    short.close()
+    default.close()
+
+
 def test_custom_prefix(redis_server: RedisServer, redis_client: Any) -> None:
     store = RedisStore(redis_server.url, prefix="svc-a/")
     assert store.check_and_store("k", expires_at=time.time() + 5)
@@ -432,6 +447,14 @@ def test_a_reason_that_quotes_a_credential_is_withheld(redis_server: RedisServer
     store._secrets = ("a",)
     masked = str(store._unavailable(RuntimeError("invalid username-password pair")))
     assert "reason withheld" in masked and "*" not in masked
+    store.close()
+
+
+def test_a_long_reason_is_cut_short(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url)
+    error = str(store._unavailable(RuntimeError("x" * 5000 + " tail")))
+    assert "x" * 200 in error
+    assert "x" * 201 not in error and "tail" not in error
     store.close()
 
 

@@ -341,6 +341,14 @@ def test_the_stores_own_clients_follow_asyncio_run(redis_server: RedisServer) ->
     "kwargs",
     [
         {"url": "redis://127.0.0.1:1/0", "client": object()},
+        {"url": "redis://127.0.0.1:1/0", "async_client": object()},
+        {"replay_max_ttl": True},
+        {"replay_max_ttl": 0.999},
+        {"replay_max_ttl": float("inf")},
+        {"replay_max_ttl": "1h"},
+        {"socket_timeout": float("inf")},
+        {"socket_timeout": "1"},
+        {"max_connections": 100_001},
         {"socket_timeout": 0},
         {"socket_timeout": float("nan")},
         {"socket_timeout": True},
@@ -354,6 +362,14 @@ def test_the_stores_own_clients_follow_asyncio_run(redis_server: RedisServer) ->
 def test_bad_configuration(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         RedisStore(**kwargs)
+
+
+def test_the_bounds_of_the_configuration_are_inclusive(redis_server: RedisServer) -> None:
+    for kwargs in ({"replay_max_ttl": 1}, {"max_connections": 1}, {"max_connections": 100_000}):
+        store = RedisStore(redis_server.url, **kwargs)  # type: ignore[arg-type]
+        store.ping()
+        store.close()
+    assert RedisStore(redis_server.url, replay_max_ttl=1).replay_max_ttl == 1.0
 
 
 def test_missing_redis_py_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -455,7 +471,19 @@ def test_a_long_reason_is_cut_short(redis_server: RedisServer) -> None:
     error = str(store._unavailable(RuntimeError("x" * 5000 + " tail")))
     assert "x" * 200 in error
     assert "x" * 201 not in error and "tail" not in error
+    silent = str(store._unavailable(TimeoutError()))  # no reason given: none in brackets
+    assert silent.endswith(f"from redis://127.0.0.1:{redis_server.port}/0")
     store.close()
+
+
+def test_an_empty_credential_withholds_nothing() -> None:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=1, username="", password="")
+    store = RedisStore(client=client)
+    error = str(store._unavailable(ConnectionError("Connection refused")))
+    assert "(Connection refused)" in error and "withheld" not in error
+    client.close()
 
 
 def test_async_outage_fails_promptly_and_recovers(own_server: RedisServer) -> None:
@@ -671,6 +699,12 @@ def test_where_a_store_points_is_named_without_credentials() -> None:
     assert repr(by_socket) == "RedisStore('unix:///run/redis.sock', prefix='zerotrust:')"
     by_host = RedisStore(client=redis.Redis(host="10.0.0.5", port=6380, db=2, password="hunter2"))
     assert repr(by_host) == "RedisStore('redis://10.0.0.5:6380/2', prefix='zerotrust:')"
+    import redis.asyncio
+
+    async_only = RedisStore(async_client=redis.asyncio.Redis(host="10.0.0.6", port=6381, db=4))
+    assert repr(async_only) == "RedisStore('redis://10.0.0.6:6381/4', prefix='zerotrust:')"
+    default = RedisStore()
+    assert repr(default) == "RedisStore('redis://127.0.0.1:6379/0', prefix='zerotrust:')"
     without_port = RedisStore(url="rediss://cache.internal/1")
     assert repr(without_port) == "RedisStore('rediss://cache.internal/1', prefix='zerotrust:')"
     by_url_socket = RedisStore(url="unix:///run/redis.sock?db=2")

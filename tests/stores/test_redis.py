@@ -201,6 +201,28 @@ def test_caller_supplied_clients(redis_server: RedisServer, redis_client: Any) -
     client.close()
 
 
+def test_close_releases_the_stores_own_connections_only(
+    redis_server: RedisServer, redis_client: Any
+) -> None:
+    import redis
+
+    def names() -> list[str]:
+        redis_client.ping()  # the server has read every close that happened before this
+        return sorted(c["name"] for c in redis_client.client_list() if c["name"])
+
+    own = RedisStore(f"{redis_server.url}?client_name=zt-own")
+    callers_client = redis.Redis.from_url(redis_server.url, client_name="zt-callers")
+    callers = RedisStore(client=callers_client)
+    own.ping()
+    callers.ping()
+    assert names() == ["zt-callers", "zt-own"]
+    own.close()
+    callers.close()  # the caller's client is the caller's to close
+    assert names() == ["zt-callers"]
+    callers_client.close()
+    assert names() == []
+
+
 def test_more_concurrent_calls_than_connections_wait_for_one(redis_server: RedisServer) -> None:
     # a full pool makes a call wait (up to socket_timeout) instead of failing on a healthy server
     store = RedisStore(redis_server.url, max_connections=2, socket_timeout=5)

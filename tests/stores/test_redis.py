@@ -140,9 +140,7 @@ def test_token_buckets_ignore_this_process_clock(store: RedisStore, clock: Fixed
     # whose clock runs ahead (one token per 100 s, by the server's clock)
     assert store.acquire("k", rate=0.01, burst=1).allowed
     clock.advance(3600)
-    denied = store.acquire("k", rate=0.01, burst=1)
-    assert not denied.allowed
-    assert denied.retry_after > 50
+    assert not store.acquire("k", rate=0.01, burst=1).allowed
 
 
 def test_scripts_reload_after_script_flush(store: RedisStore, redis_client: Any) -> None:

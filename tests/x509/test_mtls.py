@@ -7,6 +7,8 @@ import contextlib
 import datetime as dt
 import socket
 import ssl
+import threading
+import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -544,10 +546,13 @@ def test_servers_issue_no_tls13_session_tickets(ca: DevCA) -> None:
 # --- a handshake OpenSSL completes on its own, and key-type rotation ----------------------------
 
 
-def _lazy_exchange(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, lazy: str) -> tuple:  # type: ignore[type-arg]
+def _lazy_exchange(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, lazy: str, send: str = "sendall"
+) -> tuple:  # type: ignore[type-arg]
     """One exchange over loopback where the ``lazy`` side wraps with
     ``do_handshake_on_connect=False`` and moves data at once (OpenSSL then handshakes inside
-    the first read or write); returns (what the server read, server error, client error)."""
+    the first read or write; the client writes with its ``send`` method); returns (what the
+    server read, server error, client error)."""
     import socket
     import threading
 
@@ -578,7 +583,9 @@ def _lazy_exchange(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, lazy:
                 raw, server_hostname="localhost", do_handshake_on_connect=lazy != "client"
             ) as conn,
         ):
-            conn.sendall(b"Authorization: Bearer token")
+            data = b"Authorization: Bearer token"
+            sent = getattr(conn, send)(data)
+            assert sent == (None if send == "sendall" else len(data))
             result["reply"] = conn.recv(64)
     except (OSError, ssl.SSLError) as exc:
         result["client"] = exc
@@ -736,6 +743,8 @@ def test_peer_of_is_none_without_a_zerotrust_handshake() -> None:
         assert peer_of(plain) is None
     assert peer_of(object()) is None
     assert peer_of(None) is None
+    # only a VerifiedPeer counts, not whatever else an object calls zerotrust_peer
+    assert peer_of(types.SimpleNamespace(zerotrust_peer=WEB)) is None
 
 
 def _memory_handshake(
@@ -978,3 +987,176 @@ def test_a_client_context_keeps_the_sessions_of_max_sessions_servers(ca: DevCA) 
     assert [connect(name) for name in ("a", "b", "c")] == [False, False, False]
     assert connect("c") and connect("b")  # remembered
     assert not connect("a")  # the oldest, dropped when "c" was added
+
+
+# --- version floor, handshake deadline, write() ------------------------------------------------
+
+
+@pytest.mark.parametrize("floor_on", ["server", "client"])
+def test_minimum_version_is_applied(ca: DevCA, floor_on: str) -> None:
+    """A context built with ``minimum_version=TLSv1_3`` refuses a peer that only speaks 1.2."""
+    tls13 = ssl.TLSVersion.TLSv1_3
+    sctx = server_ssl_context(
+        ca.issue_svid(API),
+        ca.bundle,
+        authorizer=match.exact(WEB),
+        minimum_version=tls13 if floor_on == "server" else ssl.TLSVersion.TLSv1_2,
+    )
+    cctx = client_ssl_context(
+        ca.issue_svid(WEB),
+        ca.bundle,
+        authorizer=match.exact(API),
+        minimum_version=tls13 if floor_on == "client" else ssl.TLSVersion.TLSv1_2,
+    )
+    assert (sctx if floor_on == "server" else cctx).minimum_version == tls13
+    (cctx if floor_on == "server" else sctx).maximum_version = ssl.TLSVersion.TLSv1_2
+    server, client_obj, wires = _bio_pair(sctx, cctx)
+    with pytest.raises(ssl.SSLError, match=r"UNSUPPORTED_PROTOCOL|NO_PROTOCOLS_AVAILABLE"):
+        _memory_handshake(server, client_obj, wires)
+    assert server.zerotrust_peer is None  # type: ignore[attr-defined]
+    assert client_obj.zerotrust_peer is None  # type: ignore[attr-defined]
+
+
+def test_contexts_refuse_renegotiation_and_compression(ca: DevCA) -> None:
+    svid = ca.issue_svid(WEB)
+    for ctx in (
+        server_ssl_context(svid, ca.bundle, authorizer=match.any()),
+        client_ssl_context(svid, ca.bundle, authorizer=match.any()),
+    ):
+        assert ctx.options & ssl.OP_NO_RENEGOTIATION
+        assert ctx.options & ssl.OP_NO_COMPRESSION
+
+
+@contextmanager
+def _stalled_client() -> Iterator[socket.socket]:
+    """The server end of a connection whose client never sends a byte. A watchdog ends the
+    client's side after 10 s, so a handshake without a deadline fails (EOF) rather than hangs."""
+    server_end, client_end = socket.socketpair()
+    with server_end, client_end:
+        watchdog = threading.Timer(10, client_end.shutdown, (socket.SHUT_RDWR,))
+        watchdog.start()
+        try:
+            yield server_end
+        finally:
+            watchdog.cancel()
+            watchdog.join()
+
+
+def test_a_stalled_client_cannot_hold_a_blocking_server_socket(ca: DevCA) -> None:
+    """gunicorn and werkzeug threads use blocking sockets: the handshake gets the context's
+    ``handshake_timeout``, and the socket is blocking again afterwards."""
+    sctx = server_ssl_context(
+        ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB), handshake_timeout=0.05
+    )
+    with (
+        _stalled_client() as raw,
+        sctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False) as conn,
+    ):
+        assert conn.gettimeout() is None
+        with pytest.raises(TimeoutError):
+            conn.do_handshake()
+        assert conn.gettimeout() is None
+        assert conn.zerotrust_peer is None  # type: ignore[attr-defined]
+
+
+def test_a_sockets_own_timeout_is_left_alone(ca: DevCA) -> None:
+    """A server socket that has a timeout of its own keeps it: the context's (longer) deadline
+    is not applied over it, nor left behind."""
+    sctx = server_ssl_context(
+        ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB), handshake_timeout=600
+    )
+    with _stalled_client() as raw:
+        raw.settimeout(0.05)
+        with sctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False) as conn:
+            with pytest.raises(TimeoutError):
+                conn.do_handshake()
+            assert conn.gettimeout() == 0.05
+
+
+def test_write_on_a_lazy_client_socket_is_verified_first(ca: DevCA) -> None:
+    """``SSLSocket.write`` (not only send and sendall) finishes the handshake and checks the
+    server first: a refused server gets nothing, an accepted one the whole write."""
+    impostor = "spiffe://example.org/ns/shop/sa/impostor"
+    server_ctx = server_ssl_context(
+        ca.issue_svid(impostor), ca.bundle, authorizer=match.member_of("example.org")
+    )
+    read, _, client_error = _lazy_exchange(
+        server_ctx, client(ca.issue_svid(WEB), ca.bundle), "client", send="write"
+    )
+    assert not read
+    assert isinstance(client_error, PeerRejected) and client_error.reason == "peer_not_authorized"
+    server_ctx = server_ssl_context(
+        ca.issue_svid(API), ca.bundle, authorizer=match.member_of("example.org")
+    )
+    read, server_error, client_error = _lazy_exchange(
+        server_ctx, client(ca.issue_svid(WEB), ca.bundle), "client", send="write"
+    )
+    assert (read, server_error, client_error) == (b"Authorization: Bearer token", None, None)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_servers_hand_out_no_session_ticket(ca: DevCA, version: ssl.TLSVersion) -> None:
+    """No ticket under either version (``num_tickets`` covers TLS 1.3, ``OP_NO_TICKET`` TLS
+    1.2): the stdlib cannot rotate ticket keys, so a ticket would outlive a rotated
+    certificate."""
+    sctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    cctx = client(ca.issue_svid(WEB), ca.bundle)
+    cctx.maximum_version = version
+    server, client_obj, wires = _bio_pair(sctx, cctx)
+    _memory_handshake(server, client_obj, wires)
+    for _ in range(3):  # a TLS 1.3 ticket would arrive after the handshake
+        _try(lambda: client_obj.read(1))
+        _try(lambda: server.read(1))
+        _pump(wires)
+    assert client_obj.version() == ("TLSv1.2" if version == ssl.TLSVersion.TLSv1_2 else "TLSv1.3")
+    assert client_obj.session is not None and not client_obj.session.has_ticket
+
+
+def test_a_non_blocking_server_socket_never_blocks_in_the_handshake(ca: DevCA) -> None:
+    """Reading from a lazily wrapped non-blocking socket finishes the handshake first, without
+    blocking: with nothing from the client yet, the read wants more data."""
+    sctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    with _stalled_client() as raw:
+        raw.setblocking(False)
+        with sctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False) as conn:
+            with pytest.raises(ssl.SSLWantReadError):
+                conn.recv(64)
+            with pytest.raises(ssl.SSLWantReadError):
+                conn.do_handshake()
+            assert conn.gettimeout() == 0.0
+
+
+def test_the_authorizer_must_be_callable(ca: DevCA) -> None:
+    """A SPIFFE ID string where a matcher belongs is a configuration error, not a context
+    that fails (or worse) at the first handshake."""
+    svid = ca.issue_svid(WEB)
+    for build in (server_ssl_context, client_ssl_context):
+        with pytest.raises(ConfigurationError, match="authorizer is required"):
+            build(svid, ca.bundle, authorizer=API)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("suppress", [True, False])
+def test_a_client_leaving_before_a_lazy_handshake_as_recv_into_and_strict_sockets_see_it(
+    ca: DevCA, suppress: bool
+) -> None:
+    """The client connects and leaves. ``recv_into`` reads 0 bytes, as the standard library
+    reports end of stream; a socket made with ``suppress_ragged_eofs=False`` raises instead."""
+    sctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    server_end, client_end = socket.socketpair()
+    client_end.close()
+    with (
+        server_end,
+        sctx.wrap_socket(
+            server_end,
+            server_side=True,
+            do_handshake_on_connect=False,
+            suppress_ragged_eofs=suppress,
+        ) as conn,
+    ):
+        buffer = bytearray(16)
+        if suppress:
+            assert conn.recv_into(buffer) == 0
+        else:
+            with pytest.raises(ssl.SSLEOFError):
+                conn.recv_into(buffer)
+        assert conn.zerotrust_peer is None  # type: ignore[attr-defined]

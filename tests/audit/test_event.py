@@ -607,3 +607,82 @@ def test_a_token_whose_header_names_its_alg_after_a_long_x5c_is_redacted() -> No
     chain = [base64.b64encode(bytes(2000)).decode()] * 2
     header = b64url(json.dumps({"x5c": chain, "alg": "RS256"}).encode())
     assert make_event(reason=f"{header}.eyJzdWIiOiJ4In0.c2ln").reason == REDACTED
+
+
+@pytest.mark.parametrize("fields", ["subject", ""])
+def test_fields_given_as_one_string_are_refused(fields: str) -> None:
+    """``fields="subject"`` is a collection of letters, and ``fields=""`` would pseudonymise
+    nothing at all: both are refused for what they are."""
+    with pytest.raises(ConfigurationError, match="not a str"):
+        Pseudonymizer(KEY, fields=fields)
+
+
+def test_a_dotted_value_whose_json_head_names_no_alg_is_kept() -> None:
+    """Only a JOSE header (a JSON object naming its ``alg``) makes a dotted value a token."""
+    head = b64url(json.dumps({"kid": "orders-2024", "typ": "config"}).encode())
+    assert head.startswith("eyJ") and len(head) >= 19
+    value = f"{head}.v1.x"
+    assert make_event(subject=value).subject == value
+    shortest = b64url(b'{"alg":"none"}')  # the shortest JOSE header: 19 characters
+    assert len(shortest) == 19
+    assert make_event(subject=f"{shortest}.eyJzdWIiOiJ4In0.").subject == REDACTED
+
+
+def test_the_bounds_hold_when_another_field_needs_cleaning() -> None:
+    """Values at the limits are kept whole on the path that cleans field by field too (taken
+    when any field is long or looks like a credential), not only when nothing needs cleaning."""
+    at_limit = "r" * MAX_FIELD_LENGTH
+    event = make_event(route=at_limit, subject=jwt_like(), notes=("n" * 1000,))
+    assert (event.route, event.subject) == (at_limit, REDACTED)
+    assert make_event(route=at_limit + "r", reason="x" * 10_000).route == (
+        "r" * (MAX_FIELD_LENGTH - len(TRUNCATION_MARKER)) + TRUNCATION_MARKER
+    )
+    notes = [f"note_{i}" for i in range(MAX_NOTES)]
+    assert make_event(notes=notes).notes == tuple(notes)  # a list: cleaned one by one
+    assert make_event(notes=[*notes, "one_more"]).notes == (*notes[:-1], "notes_truncated")
+
+
+def _b64_sequence(length: bytes, first: int) -> str:
+    """Base64 of a DER SEQUENCE with the given length octets, its content starting with the
+    tag ``first``."""
+    return base64.b64encode(b"\x30" + length + bytes([first, 1, 0]) + bytes(60)).decode()
+
+
+@pytest.mark.parametrize(
+    "length",
+    [b"\x7f", b"\x81\x80", b"\x82\x01\x00", b"\x83\x01\x00\x00"],
+    ids=["short-form-127", "long-form-1", "long-form-2", "long-form-3"],
+)
+def test_der_sequences_in_every_length_form_are_redacted(length: bytes) -> None:
+    """X.690 8.1.3: lengths up to 127 take the short form, longer ones one to three length
+    octets here; a SEQUENCE starting with an INTEGER (a private key) or a SEQUENCE (a
+    certificate, a public key) is redacted in each."""
+    for first in (0x02, 0x30):
+        assert make_event(client_id=_b64_sequence(length, first)).client_id == REDACTED
+    kept = _b64_sequence(length, 0x04)  # an OCTET STRING first: no key, no certificate
+    assert make_event(client_id=kept).client_id == kept
+
+
+def test_a_token_after_seven_decoy_headers_is_redacted() -> None:
+    """Up to eight places where a JOSE header may start are tried in a dotted segment: a
+    token glued after seven decoys (misaligned by one character) is still found."""
+    value = "eyJa" * 7 + "_" + jwt_like()
+    assert make_event(subject=value).subject == REDACTED
+
+
+def test_a_tuple_of_too_many_notes_is_bounded_too() -> None:
+    notes = tuple(f"note_{i}" for i in range(MAX_NOTES + 5))
+    assert make_event(notes=notes).notes == (*notes[: MAX_NOTES - 1], "notes_truncated")
+
+
+def test_again_keeps_valid_trace_ids_of_the_new_request() -> None:
+    template = make_event(trace_id=None, span_id=None, trace_trusted=False)
+    again = template._again(
+        time=WHEN, remote_addr=None, trace_id="c" * 32, span_id="d" * 16, trace_trusted=True
+    )
+    assert (again.trace_id, again.span_id, again.trace_trusted) == ("c" * 32, "d" * 16, True)
+    for span_id in ("d" * 15, b"d" * 16):  # too short; not a str
+        with pytest.raises(ValueError, match="span_id"):
+            template._again(
+                time=WHEN, remote_addr=None, trace_id="c" * 32, span_id=span_id, trace_trusted=True
+            )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -237,3 +238,20 @@ def test_to_header_sends_only_the_flags_it_defines(flags: str, sent: str) -> Non
     assert parsed.to_header() == f"00-{TRACE_ID}-{PARENT_ID}-{sent}"
     future = parse_traceparent(f"cc-{TRACE_ID}-{PARENT_ID}-{flags}-more")
     assert future is not None and future.to_header() == f"00-{TRACE_ID}-{PARENT_ID}-{sent}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [f"\r{VALID}", f"{VALID}\r\n", f"\u00a0{VALID}", f"{VALID}\v", f"X{VALID}", f"{VALID}X"],
+)
+def test_only_spaces_and_tabs_are_trimmed(value: str) -> None:
+    """HTTP optional whitespace is SP and HTAB (RFC 9110 section 5.6.3): nothing else around
+    the value is stripped before it is parsed."""
+    assert parse_traceparent(value) is None
+
+
+def test_a_parsed_traceparent_is_immutable() -> None:
+    parsed = parse_traceparent(VALID)
+    assert parsed is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parsed.trace_id = "1" * 32  # type: ignore[misc]

@@ -382,6 +382,7 @@ def test_enabled_follows_the_sinks_and_the_log_level(caplog: pytest.LogCaptureFi
         assert MultiSink(Broken()).enabled  # a broken flag never silences auditing
     with caplog.at_level(logging.INFO, logger="zerotrust.audit"):
         assert AuditPipeline([logs, quiet]).enabled and MultiSink(logs).enabled
+        assert logs.enabled is True
 
 
 def test_logging_sink_records_go_through_the_loggers_filters_and_handlers() -> None:
@@ -467,3 +468,77 @@ def test_a_plain_callable_is_a_sink_wherever_sinks_are_taken() -> None:
     assert [e.decision for e in seen] == ["allow", "allow"] and memory.last is not None
     pipeline = AuditPipeline([seen.append])
     assert isinstance(pipeline.sinks[0], CallableSink)
+
+
+def test_a_failing_handler_of_a_parent_logger_fails_the_sink(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Handlers usually sit on a parent (often the root) logger: the record propagates there,
+    and a write failure there fails the sink too. Logging's own report of it still appears."""
+    import io
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    parent = logging.getLogger("zerotrust.test.parent")
+    parent.propagate = False
+    broken = logging.StreamHandler(Full())
+    parent.addHandler(broken)
+    child = logging.getLogger("zerotrust.test.parent.audit")
+    child.setLevel(logging.INFO)
+    try:
+        with pytest.raises(AuditError, match="could not write"):
+            LoggingSink(child).emit(make_event())
+        assert "Logging error" in capsys.readouterr().err
+    finally:
+        parent.removeHandler(broken)
+        parent.propagate = True
+
+
+def test_a_watched_handler_failing_outside_an_audit_event_behaves_as_logging_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Once a sink watches a handler, ordinary records through it are unaffected: a failed
+    write is reported by logging and the logging call returns, as it would without zerotrust.
+    The handler is wrapped once, however many events pass."""
+    import io
+
+    class Flaky(io.StringIO):
+        full = False
+
+        def write(self, text: str) -> int:
+            if self.full:
+                raise OSError(28, "No space left on device")
+            return super().write(text)
+
+    stream = Flaky()
+    logger = logging.getLogger("zerotrust.test.shared-handler")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        sink = LoggingSink(logger)
+        sink.emit(make_event())
+        wrapped = handler.handleError
+        for _ in range(3):
+            sink.emit(make_event())
+        assert handler.handleError is wrapped
+        stream.full = True
+        logger.info("an ordinary record")  # no exception: logging reports it and carries on
+        assert "Logging error" in capsys.readouterr().err
+        with pytest.raises(AuditError):
+            sink.emit(make_event())
+    finally:
+        logger.removeHandler(handler)
+    capsys.readouterr()
+
+
+def test_a_memory_sink_may_keep_a_single_event() -> None:
+    sink = MemorySink(max_events=1)
+    first, second = make_event(), make_event()
+    sink.emit(first)
+    sink.emit(second)
+    assert sink.events == [second] and sink.max_events == 1
+    assert MemorySink().max_events == 10_000

@@ -28,7 +28,7 @@ from zerotrust import (
 from zerotrust._clock import FixedClock
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
-from zerotrust.x509 import peer_of
+from zerotrust.x509 import HandshakeRefusal, peer_of
 
 NOW = dt.datetime.now(dt.timezone.utc)
 HOUR = dt.timedelta(hours=1)
@@ -1160,3 +1160,163 @@ def test_a_client_leaving_before_a_lazy_handshake_as_recv_into_and_strict_socket
             with pytest.raises(ssl.SSLEOFError):
                 conn.recv_into(buffer)
         assert conn.zerotrust_peer is None  # type: ignore[attr-defined]
+
+
+def test_a_refused_connection_stays_refused_and_is_reported_once(ca: DevCA) -> None:
+    """After the refusal, every later read or write on the connection verifies the peer
+    again and is refused again (no byte of data in either direction); listeners hear of the
+    refusal once."""
+    refusals: list[HandshakeRefusal] = []
+    server_ctx = server_ssl_context(
+        ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB), on_refusal=refusals.append
+    )
+    intruder = client(ca.issue_svid("spiffe://example.org/ns/shop/sa/intruder"), ca.bundle)
+    server, client_obj, wires = _bio_pair(server_ctx, intruder)
+    outcome: object = None
+    for _ in range(10):
+        _try(client_obj.do_handshake)
+        _pump(wires)
+        outcome = _try(server.do_handshake)
+        _pump(wires)
+        if not isinstance(outcome, ssl.SSLWantReadError):
+            break
+    assert isinstance(outcome, PeerRejected)
+    for step in (lambda: server.read(64), lambda: server.write(b"secret"), server.do_handshake):
+        again = _try(step)
+        assert isinstance(again, PeerRejected) and again.reason == "peer_not_authorized"
+    assert server.zerotrust_peer is None  # type: ignore[attr-defined]
+    assert [r.error.code for r in refusals] == ["peer_not_authorized"]
+
+
+def test_a_client_context_reports_the_server_it_refused(ca: DevCA) -> None:
+    """On a client context the refused peer is the server: the refusal says so, with the
+    server's SPIFFE ID and leaf fingerprint."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    impostor = "spiffe://example.org/ns/shop/sa/impostor"
+    impostor_svid = ca.issue_svid(impostor)
+    server_ctx = server_ssl_context(impostor_svid, ca.bundle, authorizer=match.exact(WEB))
+    client_ctx = client(ca.issue_svid(WEB), ca.bundle)
+    refusals: list[HandshakeRefusal] = []
+    client_ctx.add_refusal_listener(refusals.append)  # type: ignore[attr-defined]
+    server, client_obj, wires = _bio_pair(server_ctx, client_ctx)
+    outcome: object = None
+    for _ in range(10):
+        outcome = _try(client_obj.do_handshake)
+        _pump(wires)
+        _try(server.do_handshake)
+        _pump(wires)
+        if not isinstance(outcome, ssl.SSLWantReadError):
+            break
+    assert isinstance(outcome, PeerRejected)
+    (refusal,) = refusals
+    assert (refusal.role, refusal.spiffe_id, refusal.remote_addr) == ("server", impostor, None)
+    leaf = impostor_svid.leaf.public_bytes(Encoding.DER)
+    assert refusal.cert_fingerprint == hashlib.sha256(leaf).hexdigest()
+    assert refusal.error.code == "peer_not_authorized"
+
+
+def test_an_authority_added_to_the_bundle_is_trusted_without_a_restart(ca: DevCA) -> None:
+    """A new authority reaches OpenSSL's first pass before the next handshake, even when the
+    context's own SVID did not change: peers it issued are accepted from then on."""
+    new_ca = DevCA.create("example.org")
+    bundles = RotatingBundleSource(ca.bundle)
+    sctx = server_ssl_context(ca.issue_svid(API), bundles, authorizer=match.exact(WEB))
+    newcomer = client(new_ca.issue_svid(WEB), ca.bundle)
+
+    def handshake() -> object:
+        server, client_obj, wires = _bio_pair(sctx, newcomer)
+        outcome: object = None
+        for _ in range(10):
+            _try(client_obj.do_handshake)
+            _pump(wires)
+            outcome = _try(server.do_handshake)
+            _pump(wires)
+            if not isinstance(outcome, ssl.SSLWantReadError):
+                break
+        return outcome if outcome is not None else server.zerotrust_peer  # type: ignore[attr-defined]
+
+    refused = handshake()
+    assert isinstance(refused, ssl.SSLCertVerificationError)
+    bundles.set(ca.bundle.with_x509_authorities([ca.root_certificate, new_ca.root_certificate]))
+    accepted = handshake()
+    assert str(accepted.spiffe_id) == WEB  # type: ignore[attr-defined]
+
+
+def test_a_client_leaf_without_a_spiffe_id_is_reported_with_its_fingerprint(ca: DevCA) -> None:
+    """A certificate that names no SPIFFE ID is refused and still reported, by the
+    fingerprint of its leaf (the one thing known about it)."""
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    refusals: list[HandshakeRefusal] = []
+    server_ctx = server_ssl_context(
+        ca.issue_svid(API), ca.bundle, authorizer=match.any(), on_refusal=refusals.append
+    )
+    chain, key = ca.issue_unchecked_leaf(uri_sans=[], not_before=NOW - HOUR, not_after=NOW + HOUR)
+    server, client_obj, wires = _bio_pair(server_ctx, client(_UncheckedSvid(chain, key), ca.bundle))
+    outcome: object = None
+    for _ in range(10):
+        _try(client_obj.do_handshake)
+        _pump(wires)
+        outcome = _try(server.do_handshake)
+        _pump(wires)
+        if not isinstance(outcome, ssl.SSLWantReadError):
+            break
+    assert isinstance(outcome, PeerRejected)
+    (refusal,) = refusals
+    assert refusal.error.code == "svid_profile_violation" and refusal.spiffe_id is None
+    assert (
+        refusal.cert_fingerprint == hashlib.sha256(chain[0].public_bytes(Encoding.DER)).hexdigest()
+    )
+
+
+def test_a_tls_only_client_context_verifies_the_server(ca: DevCA, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``client_ssl_context(None, ...)`` presents no certificate and still checks the server's
+    SPIFFE ID; a zerotrust server, which requires one, refuses it."""
+    svid = ca.issue_svid(API)
+    svid.save(tmp_path / "api.pem", tmp_path / "api.key")
+    plain = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # no client certificate asked for
+    plain.load_cert_chain(tmp_path / "api.pem", tmp_path / "api.key")
+    tls_only = client_ssl_context(None, ca.bundle, authorizer=match.exact(API))
+    assert tls_only.current_svid is None
+    server, client_obj, wires = _bio_pair(plain, tls_only)
+    _memory_handshake(server, client_obj, wires)
+    assert str(client_obj.zerotrust_peer.spiffe_id) == API  # type: ignore[attr-defined]
+    assert server.getpeercert() is None
+    refusals: list[HandshakeRefusal] = []
+    sctx = server_ssl_context(svid, ca.bundle, authorizer=match.any(), on_refusal=refusals.append)
+    server, client_obj, wires = _bio_pair(sctx, tls_only)
+    with pytest.raises(ssl.SSLError):
+        _memory_handshake(server, client_obj, wires)
+    assert [r.error.code for r in refusals] == ["missing_credentials"]
+
+
+def test_an_svid_rotation_forgets_the_sessions_of_the_old_identity(ca: DevCA) -> None:
+    """Sessions made with the old SVID are not offered after a rotation: the next connection
+    is a full handshake, and the server sees the new identity."""
+    web_v2 = "spiffe://example.org/ns/shop/sa/web-v2"
+    server_ctx = server_ssl_context(
+        ca.issue_svid(API), ca.bundle, authorizer=match.member_of("example.org")
+    )
+    server_ctx.options &= ~ssl.OP_NO_TICKET  # (zerotrust servers issue none: see _build)
+    server_ctx.num_tickets = 1
+    source = RotatingSvidSource(ca.issue_svid(WEB))
+    client_ctx = client_ssl_context(source, ca.bundle, authorizer=match.exact(API))
+
+    def connect() -> tuple[bool, str]:
+        server, client_obj, wires = _bio_pair(server_ctx, client_ctx)
+        _memory_handshake(server, client_obj, wires)
+        for _ in range(3):  # the ticket arrives after the handshake
+            _try(lambda: client_obj.read(1))
+            _try(lambda: server.read(1))
+            _pump(wires)
+        return client_obj.session_reused, str(server.zerotrust_peer.spiffe_id)  # type: ignore[attr-defined]
+
+    assert connect() == (False, WEB)
+    assert connect() == (True, WEB)  # resumed while the SVID stays
+    source.set(ca.issue_svid(web_v2))
+    assert connect() == (False, web_v2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import socket
 import ssl
 import threading
@@ -937,7 +938,11 @@ def test_ssl_objects_reading_and_writing_first_between_accepted_peers(ca: DevCA)
     assert str(client_obj.zerotrust_peer.spiffe_id) == API  # type: ignore[attr-defined]
 
 
-def test_a_connection_moved_to_a_foreign_context_is_refused(ca: DevCA, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_connection_moved_to_a_foreign_context_is_refused(
+    ca: DevCA,
+    tmp_path,  # type: ignore[no-untyped-def]
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """An SNI callback may hand a connection another context; one that is not zerotrust's
     has no verifier, and the connection is refused rather than left unchecked."""
     svid = ca.issue_svid(API, dns_names=["localhost"])
@@ -952,6 +957,7 @@ def test_a_connection_moved_to_a_foreign_context_is_refused(ca: DevCA, tmp_path)
         conn.context = foreign
 
     server_ctx.sni_callback = swap
+    caplog.set_level(logging.INFO, logger="zerotrust.tls")
     server, client_obj, wires = _bio_pair(server_ctx, client(ca.issue_svid(WEB), ca.bundle))
     outcome: object = None
     for _ in range(10):
@@ -964,6 +970,9 @@ def test_a_connection_moved_to_a_foreign_context_is_refused(ca: DevCA, tmp_path)
     assert isinstance(outcome, PeerRejected)
     assert "lost its zerotrust context" in str(outcome)
     assert server.zerotrust_peer is None  # type: ignore[attr-defined]
+    # logged all the same, although the foreign context knows nothing of zerotrust
+    refused = [r.getMessage() for r in caplog.records if r.name == "zerotrust.tls"]
+    assert any("handshake refused" in m and "configuration_error" in m for m in refused)
 
 
 def test_a_client_context_keeps_the_sessions_of_max_sessions_servers(ca: DevCA) -> None:
@@ -987,6 +996,8 @@ def test_a_client_context_keeps_the_sessions_of_max_sessions_servers(ca: DevCA) 
     assert [connect(name) for name in ("a", "b", "c")] == [False, False, False]
     assert connect("c") and connect("b")  # remembered
     assert not connect("a")  # the oldest, dropped when "c" was added
+    # reusing a session makes it the most recent: adding "a" dropped "c", not "b"
+    assert connect("b") and not connect("c")
 
 
 # --- version floor, handshake deadline, write() ------------------------------------------------

@@ -650,17 +650,39 @@ def _b64_sequence(length: bytes, first: int) -> str:
 
 @pytest.mark.parametrize(
     "length",
-    [b"\x7f", b"\x81\x80", b"\x82\x01\x00", b"\x83\x01\x00\x00"],
-    ids=["short-form-127", "long-form-1", "long-form-2", "long-form-3"],
+    [b"\x7f", b"\x81\x80", b"\x82\x01\x00", b"\x83\x01\x00\x00", b"\x80"],
+    ids=["short-form-127", "long-form-1", "long-form-2", "long-form-3", "indefinite"],
 )
 def test_der_sequences_in_every_length_form_are_redacted(length: bytes) -> None:
     """X.690 8.1.3: lengths up to 127 take the short form, longer ones one to three length
-    octets here; a SEQUENCE starting with an INTEGER (a private key) or a SEQUENCE (a
-    certificate, a public key) is redacted in each."""
-    for first in (0x02, 0x30):
+    octets here, and BER's indefinite form (streaming CMS writers) none; a SEQUENCE starting
+    with an INTEGER (a private key), a SEQUENCE (a certificate, a public key) or an OBJECT
+    IDENTIFIER (CMS / PKCS#7 content, which carries certificates) is redacted in each."""
+    for first in (0x02, 0x06, 0x30):
         assert make_event(client_id=_b64_sequence(length, first)).client_id == REDACTED
     kept = _b64_sequence(length, 0x04)  # an OCTET STRING first: no key, no certificate
     assert make_event(client_id=kept).client_id == kept
+
+
+def test_more_length_octets_than_any_key_needs_is_no_der() -> None:
+    kept = _b64_sequence(b"\x84\x00\x01\x00\x00", 0x30)
+    assert make_event(client_id=kept).client_id == kept
+
+
+def test_a_signed_pkcs7_message_carrying_the_certificate_is_redacted(ca: DevCA) -> None:
+    """A signed message (what ``openssl smime -sign`` writes, here in DER) embeds the
+    signer's whole certificate: it never reaches an audit event."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import pkcs7
+
+    signer = ca.issue_svid("spiffe://example.org/signer")
+    signed = (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(b"hello")
+        .add_signer(signer.leaf, signer.private_key, hashes.SHA256())  # type: ignore[arg-type]
+        .sign(serialization.Encoding.DER, [])
+    )
+    assert make_event(subject=base64.b64encode(signed).decode()).subject == REDACTED
 
 
 def test_a_token_after_seven_decoy_headers_is_redacted() -> None:

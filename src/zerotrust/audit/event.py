@@ -62,18 +62,23 @@ _SENSITIVE = re.compile(
     # (the second character), then enough bytes for any key; checked by _der_like.
     r"|(?<![A-Za-z0-9+/])(?P<der>M[A-I][A-Za-z0-9+/]{58})"
 )
+# The tags _der_like accepts first in a SEQUENCE: INTEGER, OBJECT IDENTIFIER, SEQUENCE.
+_DER_CONTENT: Final = frozenset({0x02, 0x06, 0x30})
 # What the scans need to find anything, searched for first (in C) on every event.
 _HINTS = re.compile(r'eyJ|-----|PRIVATE|"kty"|M[A-I]')
 
 
 def _der_like(text: str) -> bool:
-    """Whether base64 ``text`` starts like the DER of a key or certificate: a SEQUENCE whose
-    content starts with an INTEGER (private keys) or a SEQUENCE (certificates, public keys)."""
+    """Whether base64 ``text`` starts like the DER (or BER) of a key, a certificate or a
+    signed message carrying certificates: a SEQUENCE, of any definite length or of BER's
+    indefinite one (streaming CMS writers use it), whose content starts with an INTEGER
+    (private keys, PKCS#12), a SEQUENCE (certificates, public keys) or an OBJECT IDENTIFIER
+    (CMS / PKCS#7 content)."""
     head = base64.b64decode(text[:8])
-    if head[1] < 0x80:
-        return head[2] in (0x02, 0x30)
-    size = head[1] & 0x7F
-    return 1 <= size <= 3 and head[2 + size] in (0x02, 0x30)
+    # the number of length octets after the first: none in the short form and in BER's
+    # indefinite form (0x80), one to three in the long form here
+    more = head[1] & 0x7F if head[1] >= 0x80 else 0
+    return more <= 3 and head[2 + more] in _DER_CONTENT
 
 
 def _jose_header(segment: str) -> bool:

@@ -416,55 +416,11 @@ def test_a_server_trickling_its_handshake_is_cut_at_the_check_timeout(world: Wor
     assert info.value.details() == "server identity could not be checked in time"
 
 
-@pytest.mark.parametrize("kind", ["sync", "aio"])
-def test_a_call_that_ended_unavailable_leaves_the_connection_unverified(
-    world: World, kind: str
-) -> None:
-    """grpc ends the calls of a lost connection with UNAVAILABLE, possibly before its state
-    shows the loss. Here the state reads READY throughout: after a call that ended
-    UNAVAILABLE the next one must wait for a check again; after one that ended with another
-    code it need not."""
-    from zerotrust.client._grpc_creds import channel_credentials
-    from zerotrust.client._grpc_interceptors import ClientInterceptor, aio_interceptors
-
-    codes = iter([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND])
-
-    def fail(request: bytes, context: Any) -> bytes:
-        context.abort(next(codes), "failed")
-
-    needed: list[bool] = []
-    with bare_server(world.server_svid, world.ca.bundle, fail) as (port, recorded):
-        target = f"localhost:{port}"
-        credentials = channel_credentials(world.client_svid, world.bundles, None)
-        check = ServerCheck(target, _client_context(world))
-        check.attach(lambda _try_to_connect: READY)  # grpc shows no loss
-        if kind == "sync":
-            with grpc.secure_channel(target, credentials) as raw:
-                channel = grpc.intercept_channel(raw, ClientInterceptor(check, retry=None))
-                for _ in range(2):
-                    with pytest.raises(grpc.RpcError):
-                        channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
-                    needed.append(check.needed)
-        else:
-
-            async def run() -> None:
-                interceptors = aio_interceptors(check, retry=None)
-                async with grpc.aio.secure_channel(
-                    target, credentials, interceptors=interceptors
-                ) as channel:
-                    for _ in range(2):
-                        with pytest.raises(grpc.RpcError):
-                            await channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
-                        needed.append(check.needed)
-
-            asyncio.run(run())
-    assert len(recorded.calls) == 2
-    assert needed == [True, False]
-
-
-def _stream_call(channel: Any, method: str) -> object:
-    """One streaming call of ``method`` of the test service, to its end."""
+def _call(channel: Any, method: str) -> object:
+    """One call of ``method`` of the test service, to its end."""
     path = f"/{SERVICE}/{method}"
+    if method == "Unary":
+        return channel.unary_unary(path)(b"x", timeout=10)
     if method == "ServerStream":
         return list(channel.unary_stream(path)(b"x", timeout=10))
     if method == "ClientStream":
@@ -472,9 +428,11 @@ def _stream_call(channel: Any, method: str) -> object:
     return list(channel.stream_stream(path)(iter([b"x"]), timeout=10))
 
 
-async def _astream_call(channel: Any, method: str) -> object:
+async def _acall(channel: Any, method: str) -> object:
     """The same on a grpc.aio channel."""
     path = f"/{SERVICE}/{method}"
+    if method == "Unary":
+        return await channel.unary_unary(path)(b"x", timeout=10)
     if method == "ClientStream":
         return await channel.stream_unary(path)(iter([b"x"]), timeout=10)
     if method == "ServerStream":
@@ -484,13 +442,15 @@ async def _astream_call(channel: Any, method: str) -> object:
     return [item async for item in call]
 
 
-@pytest.mark.parametrize("method", ["ServerStream", "ClientStream", "Bidi"])
+@pytest.mark.parametrize("method", ["Unary", "ServerStream", "ClientStream", "Bidi"])
 @pytest.mark.parametrize("kind", ["sync", "aio"])
-def test_a_streaming_call_that_ended_unavailable_leaves_the_connection_unverified(
+def test_a_call_that_ended_unavailable_leaves_the_connection_unverified(
     world: World, kind: str, method: str
 ) -> None:
-    """The same for streaming calls, which are not retried: their end is watched, and one that
-    ended UNAVAILABLE makes the next call wait for a check; one that ended otherwise not."""
+    """grpc ends the calls of a lost connection with UNAVAILABLE, possibly before its state
+    shows the loss. Here the state reads READY throughout: after a call of any arity that
+    ended UNAVAILABLE the next one must wait for a check again; after one that ended with
+    another code it need not."""
     from zerotrust.client._grpc_creds import channel_credentials
     from zerotrust.client._grpc_interceptors import ClientInterceptor, aio_interceptors
 
@@ -510,7 +470,7 @@ def test_a_streaming_call_that_ended_unavailable_leaves_the_connection_unverifie
                 channel = grpc.intercept_channel(raw, ClientInterceptor(check, retry=None))
                 for _ in range(2):
                     with pytest.raises(grpc.RpcError):
-                        _stream_call(channel, method)
+                        _call(channel, method)
                     needed.append(check.needed)
         else:
 
@@ -521,7 +481,7 @@ def test_a_streaming_call_that_ended_unavailable_leaves_the_connection_unverifie
                 ) as channel:
                     for _ in range(2):
                         with pytest.raises(grpc.RpcError):
-                            await _astream_call(channel, method)
+                            await _acall(channel, method)
                         await asyncio.sleep(0)  # the call's done callbacks run on the loop
                         needed.append(check.needed)
 

@@ -53,6 +53,11 @@ class Answers:
     def wait(self, timeout: float = 10) -> None:
         assert self._answered.acquire(timeout=timeout)
 
+    def ask(self, plugin: Any) -> None:
+        """One call of ``plugin``, waiting for its answer."""
+        plugin(None, self)
+        self.wait()
+
     @property
     def errors(self) -> list[Any]:
         return [error for _, error in self.answers]
@@ -127,16 +132,12 @@ def test_an_opaque_token_is_not_used_after_its_source_moved_on() -> None:
     plugin = clocks.plugin(Source(), poll_interval=3600.0)
     callback = Answers()
     try:
-        plugin(None, callback)
-        callback.wait()
+        callback.ask(plugin)
         current[0] = next(tokens)  # the source refreshed (e.g. its token expired)
         clocks.mono += 1.999
-        plugin(None, callback)  # answered from the memo at once
-        assert len(callback.answers) == 2
-        callback.wait()
+        callback.ask(plugin)  # answered from the memo
         clocks.mono += 0.001
-        plugin(None, callback)
-        callback.wait()
+        callback.ask(plugin)
     finally:
         plugin.close()
     assert fetches == ["opaque-1", "opaque-2"]
@@ -163,16 +164,12 @@ def test_a_memoized_token_is_used_until_its_margin(lifetime: int, usable_for: fl
     callback = Answers()
     start = clocks.mono
     try:
-        plugin(None, callback)
-        callback.wait()
+        callback.ask(plugin)
         clocks.mono = start + usable_for - 0.001
-        plugin(None, callback)  # answered from the memo at once
-        assert len(callback.answers) == 2
-        callback.wait()
+        callback.ask(plugin)  # answered from the memo
         assert len(handed) == 1
         clocks.mono = start + usable_for
-        plugin(None, callback)  # the memo is spent: the source is asked again
-        callback.wait()
+        callback.ask(plugin)  # the memo is spent: the source is asked again
     finally:
         plugin.close()
     assert len(handed) == 2
@@ -194,15 +191,12 @@ def test_the_source_is_polled_poll_interval_after_the_last_fetch() -> None:
     callback = Answers()
     start = clocks.mono
     try:
-        plugin(None, callback)
-        callback.wait()
+        callback.ask(plugin)
         assert polled.acquire(timeout=10)
         clocks.mono = start + 0.999
-        plugin(None, callback)  # from the memo, no poll due
-        callback.wait()
+        callback.ask(plugin)  # from the memo, no poll due
         clocks.mono = start + 1.0
-        plugin(None, callback)  # from the memo, and the source is consulted behind it
-        callback.wait()
+        callback.ask(plugin)  # from the memo, and the source is consulted behind it
         assert polled.acquire(timeout=10)
         for thread in [t for t in threading.enumerate() if t.name == "zerotrust-grpc-token"]:
             thread.join(10)
@@ -231,11 +225,9 @@ def test_a_call_waits_only_for_what_is_left_of_the_fetch_timeout() -> None:
     callback = Answers()
     start = clocks.mono
     try:
-        plugin(None, callback)
-        callback.wait()
+        callback.ask(plugin)
         clocks.mono = start + 1.0
-        plugin(None, callback)  # from the memo; starts the refresh, which hangs
-        callback.wait()
+        callback.ask(plugin)  # from the memo; starts the refresh, which hangs
         assert entered.wait(10)
         clocks.mono = start + 20.0  # the token's margin passed (18 s): the call must wait
         plugin(None, callback)

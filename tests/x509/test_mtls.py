@@ -874,6 +874,23 @@ def _try(step: Callable[[], object]) -> object:
         return exc
 
 
+def _handshake(
+    server: ssl.SSLObject, client: ssl.SSLObject, wires: list[ssl.MemoryBIO], side: str = "server"
+) -> object:
+    """Drive both handshakes step by step until ``side``'s ends: what its last step gave
+    (``None`` once done, or the exception it raised)."""
+    outcome: object = None
+    for _ in range(10):
+        client_step = _try(client.do_handshake)
+        _pump(wires)
+        server_step = _try(server.do_handshake)
+        _pump(wires)
+        outcome = server_step if side == "server" else client_step
+        if not isinstance(outcome, ssl.SSLWantReadError):
+            break
+    return outcome
+
+
 def test_an_ssl_object_writing_first_sends_nothing_to_a_refused_server(ca: DevCA) -> None:
     """asyncio and other memory-BIO users may write before asking for the handshake: the
     write finishes it, the server's SPIFFE ID is checked, and a refused server gets no byte of
@@ -959,14 +976,7 @@ def test_a_connection_moved_to_a_foreign_context_is_refused(
     server_ctx.sni_callback = swap
     caplog.set_level(logging.INFO, logger="zerotrust.tls")
     server, client_obj, wires = _bio_pair(server_ctx, client(ca.issue_svid(WEB), ca.bundle))
-    outcome: object = None
-    for _ in range(10):
-        _try(client_obj.do_handshake)
-        _pump(wires)
-        outcome = _try(server.do_handshake)
-        _pump(wires)
-        if not isinstance(outcome, ssl.SSLWantReadError):
-            break
+    outcome = _handshake(server, client_obj, wires)
     assert isinstance(outcome, PeerRejected)
     assert "lost its zerotrust context" in str(outcome)
     assert server.zerotrust_peer is None  # type: ignore[attr-defined]
@@ -1183,14 +1193,7 @@ def test_a_refused_connection_stays_refused_and_is_reported_once(ca: DevCA) -> N
     )
     intruder = client(ca.issue_svid("spiffe://example.org/ns/shop/sa/intruder"), ca.bundle)
     server, client_obj, wires = _bio_pair(server_ctx, intruder)
-    outcome: object = None
-    for _ in range(10):
-        _try(client_obj.do_handshake)
-        _pump(wires)
-        outcome = _try(server.do_handshake)
-        _pump(wires)
-        if not isinstance(outcome, ssl.SSLWantReadError):
-            break
+    outcome = _handshake(server, client_obj, wires)
     assert isinstance(outcome, PeerRejected)
     for step in (lambda: server.read(64), lambda: server.write(b"secret"), server.do_handshake):
         again = _try(step)
@@ -1213,14 +1216,7 @@ def test_a_client_context_reports_the_server_it_refused(ca: DevCA) -> None:
     refusals: list[HandshakeRefusal] = []
     client_ctx.add_refusal_listener(refusals.append)  # type: ignore[attr-defined]
     server, client_obj, wires = _bio_pair(server_ctx, client_ctx)
-    outcome: object = None
-    for _ in range(10):
-        outcome = _try(client_obj.do_handshake)
-        _pump(wires)
-        _try(server.do_handshake)
-        _pump(wires)
-        if not isinstance(outcome, ssl.SSLWantReadError):
-            break
+    outcome = _handshake(server, client_obj, wires, side="client")
     assert isinstance(outcome, PeerRejected)
     (refusal,) = refusals
     assert (refusal.role, refusal.spiffe_id, refusal.remote_addr) == ("server", impostor, None)
@@ -1239,14 +1235,7 @@ def test_an_authority_added_to_the_bundle_is_trusted_without_a_restart(ca: DevCA
 
     def handshake() -> object:
         server, client_obj, wires = _bio_pair(sctx, newcomer)
-        outcome: object = None
-        for _ in range(10):
-            _try(client_obj.do_handshake)
-            _pump(wires)
-            outcome = _try(server.do_handshake)
-            _pump(wires)
-            if not isinstance(outcome, ssl.SSLWantReadError):
-                break
+        outcome = _handshake(server, client_obj, wires)
         return outcome if outcome is not None else server.zerotrust_peer  # type: ignore[attr-defined]
 
     refused = handshake()
@@ -1269,14 +1258,7 @@ def test_a_client_leaf_without_a_spiffe_id_is_reported_with_its_fingerprint(ca: 
     )
     chain, key = ca.issue_unchecked_leaf(uri_sans=[], not_before=NOW - HOUR, not_after=NOW + HOUR)
     server, client_obj, wires = _bio_pair(server_ctx, client(_UncheckedSvid(chain, key), ca.bundle))
-    outcome: object = None
-    for _ in range(10):
-        _try(client_obj.do_handshake)
-        _pump(wires)
-        outcome = _try(server.do_handshake)
-        _pump(wires)
-        if not isinstance(outcome, ssl.SSLWantReadError):
-            break
+    outcome = _handshake(server, client_obj, wires)
     assert isinstance(outcome, PeerRejected)
     (refusal,) = refusals
     assert refusal.error.code == "svid_profile_violation" and refusal.spiffe_id is None

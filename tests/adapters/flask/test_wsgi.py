@@ -204,6 +204,9 @@ def test_routeless_hazards_any_scoped_operation_counts() -> None:
         ("/files/<path:name>", "/files/{name}"),
         ("/<any(a, 'b>c'):kind>/<uuid:id>", "/{kind}/{id}"),
         ("/static", "/static"),
+        # regular-expression characters in a plain rule are literal characters
+        ("/v1.0/files/<name>.txt", "/v1.0/files/{name}.txt"),
+        ("/a+b/(draft)/<int:id>", "/a+b/(draft)/{id}"),
         ("orders/<int:pk>/", "/orders/{pk}"),  # no trailing slash, in any framework
         ("/reports/", "/reports"),
         ("/", "/"),

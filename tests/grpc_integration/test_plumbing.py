@@ -92,6 +92,22 @@ def test_token_source_is_consulted_off_the_call_path(world: World) -> None:
     assert mints == [SERVER_ID]  # the audience defaults to the server's SPIFFE ID
 
 
+class Blocking:
+    """A token source whose fetch blocks until ``release`` is set: ``entered`` is set once a
+    fetch is inside it, ``fetches`` lists the audiences asked for."""
+
+    def __init__(self, token: str) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.fetches: list[str] = []
+        self._token = token
+
+    def token(self, audience: str) -> str:
+        self.fetches.append(audience)
+        self.entered.set()
+        self.release.wait(30)
+        return self._token
+
+
 class Clocks:
     """The two clocks a token plugin reads, moved by the test: ``wall`` (POSIX seconds, what a
     token's exp is read against) and ``mono`` (monotonic seconds, for everything else)."""
@@ -290,30 +306,21 @@ def test_calls_waiting_for_a_token_share_one_fetch() -> None:
     fetch of its own, all get the token of that one."""
     from zerotrust.client._grpc_creds import TokenPlugin
 
-    entered, release = threading.Event(), threading.Event()
-    fetches: list[str] = []
-
-    class Busy:
-        def token(self, audience: str) -> str:
-            fetches.append(audience)
-            entered.set()
-            release.wait(30)
-            return "tok"
-
-    plugin = TokenPlugin(Busy(), "api")  # type: ignore[arg-type]
+    busy = Blocking("tok")
+    plugin = TokenPlugin(busy, "api")  # type: ignore[arg-type]
     callback = Answers()
     try:
         plugin(None, callback)
-        assert entered.wait(10)
+        assert busy.entered.wait(10)
         plugin(None, callback)
         plugin(None, callback)
-        release.set()
+        busy.release.set()
         for _ in range(3):
             callback.wait()
     finally:
-        release.set()
+        busy.release.set()
         plugin.close()
-    assert fetches == ["api"]
+    assert busy.fetches == ["api"]
     assert callback.sent == ["Bearer tok"] * 3
 
 
@@ -334,29 +341,22 @@ def test_a_token_that_arrives_after_close_is_never_sent() -> None:
     the fetch brings afterwards is not kept for later calls, which fail too."""
     from zerotrust.client._grpc_creds import TokenPlugin
 
-    entered, release = threading.Event(), threading.Event()
-
-    class Slow:
-        def token(self, audience: str) -> str:
-            entered.set()
-            release.wait(30)
-            return "late-token"
-
-    plugin = TokenPlugin(Slow(), "api")  # type: ignore[arg-type]
+    slow = Blocking("late-token")
+    plugin = TokenPlugin(slow, "api")  # type: ignore[arg-type]
     callback = Answers()
     try:
         plugin(None, callback)
-        assert entered.wait(10)
+        assert slow.entered.wait(10)
         fetching = [t for t in threading.enumerate() if t.name == "zerotrust-grpc-token"]
         plugin.close()
         callback.wait()
     finally:
-        release.set()
+        slow.release.set()
     for thread in fetching:  # the fetch ends: its token is in hand
         thread.join(10)
     plugin(None, callback)
     callback.wait()
-    unused = TokenPlugin(Slow(), "api")  # type: ignore[arg-type]
+    unused = TokenPlugin(Blocking("late-token"), "api")  # type: ignore[arg-type]
     unused.close()  # before any fetch
     unused(None, callback)
     callback.wait()

@@ -116,18 +116,30 @@ def test_a_trust_domains_keys_never_vouch_for_another(ca: DevCA) -> None:
         verifier.verify(theirs)
 
 
-@pytest.mark.parametrize("alg", ["RS256", "PS256"])
-def test_rsa_authorities_published_without_alg_are_rs256_keys(ca: DevCA, alg: str) -> None:
-    """SPIFFE bundles carry no ``alg``; RFC 8725 3.1 binds each key to one algorithm, RS256
-    for an RSA key (what SPIRE signs with). Another algorithm needs ``alg`` in the bundle."""
-    published = {k: v for k, v in authority(KEY_B).items() if k != "alg"}
-    signer = PrivateJWK(KEY_B.private_key, algorithm=alg, kid="b")
-    token = TokenIssuer(signer, issuer="https://spire").issue(
+RSA_SVID_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
+
+
+def svid(signer: PrivateJWK) -> str:
+    return TokenIssuer(signer, issuer="https://spire").issue(
         subject="spiffe://example.org/web", audience="api", token_type="jwt-svid"
     )
-    for authority_members, accepted in (
-        (published, alg == "RS256"),
-        ({**published, "alg": alg}, True),
+
+
+@pytest.mark.parametrize("alg", RSA_SVID_ALGORITHMS)
+def test_rsa_authorities_published_without_alg_verify_the_jwt_svid_rsa_algorithms(
+    ca: DevCA, alg: str
+) -> None:
+    """SPIFFE bundles carry no ``alg``; JWT-SVID section 3 lets the issuer sign with any of
+    RS256 to PS512, and go-spiffe's validators accept each with an RSA authority. The
+    verifier's allowlist still decides: without ``alg`` in it, the token is refused."""
+    published = {k: v for k, v in authority(KEY_B).items() if k != "alg"}
+    token = svid(PrivateJWK(KEY_B.private_key, algorithm=alg, kid="b"))
+    others = [name for name in RSA_SVID_ALGORITHMS if name != alg]
+    for authority_members, allowed, accepted in (
+        (published, RSA_SVID_ALGORITHMS, True),
+        (published, others, False),  # the allowlist is the verifier's, whatever the key
+        ({**published, "alg": alg}, RSA_SVID_ALGORITHMS, True),
+        ({**published, "alg": others[0]}, RSA_SVID_ALGORITHMS, False),  # a named alg binds
     ):
         keys = SpiffeJwtBundleKeySource(
             TrustBundle(
@@ -141,7 +153,7 @@ def test_rsa_authorities_published_without_alg_are_rs256_keys(ca: DevCA, alg: st
             issuer=None,
             audience="api",
             keys=keys,
-            algorithms=["RS256", "PS256"],
+            algorithms=allowed,
             token_type="jwt-svid",
         )
         if accepted:
@@ -149,3 +161,27 @@ def test_rsa_authorities_published_without_alg_are_rs256_keys(ca: DevCA, alg: st
         else:
             with pytest.raises(AlgorithmNotAllowed):
                 verifier.verify(token)
+
+
+def test_an_ec_authority_published_without_alg_verifies_its_curve_only(ca: DevCA) -> None:
+    """JWT-SVID section 3 allows ES256/384/512, but each is one curve: a P-256 authority
+    verifies ES256 only, and an RSA signature naming its kid is refused before any math."""
+    published = {k: v for k, v in authority(KEY_A).items() if k != "alg"}
+    keys = SpiffeJwtBundleKeySource(
+        TrustBundle(ca.trust_domain, ca.bundle.x509_authorities, jwt_authorities={"a": published}),
+        "example.org",
+    )
+    verifier = TokenVerifier(
+        issuer=None,
+        audience="api",
+        keys=keys,
+        algorithms=["ES256", "ES384", *RSA_SVID_ALGORITHMS],
+        token_type="jwt-svid",
+    )
+    assert verifier.verify(svid(KEY_A)).algorithm == "ES256"
+    for signer in (
+        PrivateJWK.generate("ES384", kid="a"),
+        PrivateJWK(KEY_B.private_key, algorithm="PS256", kid="a"),
+    ):
+        with pytest.raises(AlgorithmNotAllowed):
+            verifier.verify(svid(signer))

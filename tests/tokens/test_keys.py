@@ -54,6 +54,30 @@ def test_rsa_defaults_to_rs256_and_binds_pss_when_asked(rsa_key: PrivateJWK) -> 
     assert JWK(public, algorithm="PS512").algorithms == {"PS512"}  # type: ignore[arg-type]
 
 
+def test_an_rsa_jwt_svid_authority_without_alg_verifies_the_jwt_svid_rsa_algorithms(
+    rsa_key: PrivateJWK,
+) -> None:
+    """JWT-SVID section 3: RS256 to PS512. SPIFFE bundles publish their JWT authorities with
+    ``use: jwt-svid`` and no ``alg``; only such a key is bound to more than one RSA algorithm."""
+    public: Any = rsa_key.private_key.public_key()
+    svid = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+    authority = JWK(public, use="jwt-svid", kid="k")
+    assert authority.algorithm == "RS256"
+    assert authority.algorithms == svid
+    published = authority.to_public_dict()
+    assert "alg" not in published  # its readers get the same six
+    assert JWK.from_dict(published) == authority
+    assert JWK.from_dict(published).algorithms == svid
+    assert JWK(public, use="sig").algorithms == {"RS256"}
+    assert JWK.from_dict({**published, "use": "sig"}).algorithms == {"RS256"}
+    assert JWK.from_dict({k: v for k, v in published.items() if k != "use"}).algorithms == {"RS256"}
+    named = JWK.from_dict({**published, "alg": "PS384"})  # a named alg binds as ever
+    assert named.algorithms == {"PS384"}
+    assert named != authority
+    ec_authority = JWK(ec.generate_private_key(ec.SECP384R1()).public_key(), use="jwt-svid")
+    assert ec_authority.algorithms == {"ES384"}
+
+
 def test_alg_member_binds_the_key() -> None:
     assert JWK.from_dict({**A3_KEY, "alg": "ES256"}).algorithm == "ES256"
     assert JWK.from_dict(A4_KEY).algorithm == "ES512"

@@ -545,8 +545,9 @@ def test_stop_iteration_from_a_source_never_ends_the_flow(es256: PrivateJWK) -> 
 
 def test_a_key_read_without_alg_verifies_one_algorithm(rsa_key: PrivateJWK) -> None:
     """RFC 8725 3.1: each key is used with exactly one algorithm. An RSA key published without
-    ``alg`` (as SPIFFE bundles publish them) is an RS256 key: never PS256 or RS384, even with
-    those in the verifier's allowlist and the signature made by the same RSA key."""
+    ``alg`` is an RS256 key: never PS256 or RS384, even with those in the verifier's allowlist
+    and the signature made by the same RSA key. (A SPIFFE JWT authority, ``use: jwt-svid``,
+    verifies the JWT-SVID RSA algorithms: see test_keys and the SPIFFE bundle tests.)"""
     members = {k: v for k, v in rsa_key.public().to_public_dict().items() if k != "alg"}
     unnamed = JWK.from_dict(members)
     allowed = ["RS256", "RS384", "PS256"]

@@ -6,8 +6,9 @@ A :class:`JWK` is parsed and validated once, when it is built: its ``cryptograph
 object and its verification function are ready before the first token arrives. The
 algorithm it verifies is its ``alg`` member when present (which must fit the key type and
 curve, else the key is refused) or the one inferred from the key: P-256 -> ES256,
-P-384 -> ES384, P-521 -> ES512, Ed25519/Ed448 -> EdDSA, RSA -> RS256. The fully-specified
-names of RFC 9864 (``Ed25519``, ``Ed448``) are accepted as ``alg`` values too.
+P-384 -> ES384, P-521 -> ES512, Ed25519/Ed448 -> EdDSA, RSA -> RS256 (RS256 to PS512 for an
+RSA SPIFFE JWT authority, ``use`` ``"jwt-svid"``, as JWT-SVID section 3 allows). The
+fully-specified names of RFC 9864 (``Ed25519``, ``Ed448``) are accepted as ``alg`` values too.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ class JWK(Frozen):
         init(self, "_key", public_key)
         init(self, "_alg", alg)
         # without a named algorithm, every name of its type's algorithm (see inferred_algorithms)
-        names = inferred_algorithms(public_key) if algorithm is None else frozenset({alg})
+        names = inferred_algorithms(public_key, use) if algorithm is None else frozenset({alg})
         init(self, "_algs", names)
         init(self, "_others", {})  # verifiers of the other names, made on first use
         init(self, "_kid", _check_kid(kid))
@@ -238,7 +239,9 @@ class JWK(Frozen):
     def algorithms(self) -> frozenset[str]:
         """The names this key's one algorithm is accepted under: :attr:`algorithm`, and for an
         Ed25519/Ed448 key read without ``alg`` also its RFC 9864 name (``Ed25519``/``Ed448``,
-        the same operation as ``EdDSA`` on that curve)."""
+        the same operation as ``EdDSA`` on that curve). An RSA key read without ``alg`` as a
+        SPIFFE JWT authority (``use`` ``"jwt-svid"``) verifies the six RSA algorithms the
+        JWT-SVID specification allows (RS256 to PS512)."""
         return self._algs
 
     def _verifier_for(self, alg: str) -> Verifier | None:
@@ -282,8 +285,9 @@ class JWK(Frozen):
         return self._thumbprint
 
     def to_public_dict(self) -> dict[str, Any]:
-        """The JWK object, with its bound ``alg`` written out (none for an Ed25519/Ed448 key
-        read without one, so that its readers accept both names too)."""
+        """The JWK object, with its bound ``alg`` written out (none for a key that verifies
+        several names, an Ed25519/Ed448 key or a SPIFFE JWT authority read without one, so
+        that its readers accept the same names)."""
         out: dict[str, Any] = dict(self._members)
         if len(self._algs) == 1:
             out["alg"] = self._alg

@@ -166,11 +166,18 @@ def default_algorithm(key: PublicKey | PrivateKey) -> str:
     raise ConfigurationError(f"unsupported key type {type(key).__name__}")
 
 
-def inferred_algorithms(key: PublicKey) -> frozenset[str]:
+def inferred_algorithms(key: PublicKey, use: str | None = None) -> frozenset[str]:
     """The names of the one algorithm a key published without ``alg`` verifies (RFC 8725 3.1:
     one algorithm per key): its curve's for EC keys, RS256 for RSA keys, and EdDSA for
     Ed25519/Ed448 keys, under both its RFC 8037 name and its RFC 9864 name (``Ed25519`` or
-    ``Ed448``: the same operation). The verifier's allowlist is checked first."""
+    ``Ed448``: the same operation). The verifier's allowlist is checked first.
+
+    The one exception is a SPIFFE JWT authority (``use`` ``"jwt-svid"``), which SPIFFE bundles
+    publish without ``alg``: the JWT-SVID specification (section 3) lets its issuer sign with
+    any of RS256, RS384, RS512, PS256, PS384 and PS512, so an RSA authority verifies those six,
+    as go-spiffe's validators do (an EC authority still verifies its curve's algorithm only)."""
+    if use == "jwt-svid" and isinstance(key, rsa.RSAPublicKey):
+        return RSA_ALGORITHMS
     if isinstance(key, ed25519.Ed25519PublicKey):
         return frozenset({"EdDSA", "Ed25519"})
     if isinstance(key, ed448.Ed448PublicKey):

@@ -2,7 +2,9 @@
 
 Every key is bound to exactly one algorithm: its ``alg`` member when present (which must fit
 the key type and curve, else the key is refused) or the one inferred from the key: P-256 ->
-ES256, P-384 -> ES384, P-521 -> ES512, Ed25519/Ed448 -> EdDSA, RSA -> RS256.
+ES256, P-384 -> ES384, P-521 -> ES512, Ed25519/Ed448 -> EdDSA, RSA -> RS256 (an RSA SPIFFE
+JWT authority, ``use`` ``"jwt-svid"``, read without ``alg``: the RSA algorithms of the
+JWT-SVID specification, RS256 to PS512).
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ EXPECTED = [
     "SourceError",
     "SpiffeId",
     "SpiffeJwtBundleKeySource",
+    "SpiffeJwtBundleSetKeySource",
     "StaticKeySource",
     "StaticTokenSource",
     "SystemClock",

@@ -45,7 +45,7 @@ from zerotrust.errors import (
 from zerotrust.identity import Matcher, MatchResult, SpiffeId, TrustDomain
 from zerotrust.pipeline import Guard, Outcome
 from zerotrust.sources.files import FileBundleSource, FileKeySource, FileSvidSource
-from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource
+from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource, SpiffeJwtBundleSetKeySource
 from zerotrust.stores import MemoryStore, RedisStore, ResilientStore
 from zerotrust.tokens import (
     JWK,
@@ -133,6 +133,7 @@ __all__ = [
     "SourceError",
     "SpiffeId",
     "SpiffeJwtBundleKeySource",
+    "SpiffeJwtBundleSetKeySource",
     "StaticKeySource",
     "StaticTokenSource",
     "SystemClock",

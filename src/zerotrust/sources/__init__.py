@@ -13,7 +13,7 @@ import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from zerotrust.sources.files import FileBundleSource, FileKeySource, FileSvidSource
-from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource
+from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource, SpiffeJwtBundleSetKeySource
 
 if TYPE_CHECKING:
     from zerotrust.sources.jwks_http import KeySourceStatus, RemoteJWKSource
@@ -32,6 +32,7 @@ __all__ = [
     "KeySourceStatus",
     "RemoteJWKSource",
     "SpiffeJwtBundleKeySource",
+    "SpiffeJwtBundleSetKeySource",
     "TokenExchangeTokenSource",
 ]
 # The Workload API sources are public where the spiffe package is installed (a star import

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final
 
@@ -14,7 +15,7 @@ from zerotrust.identity import SpiffeId, TrustDomain
 from zerotrust.sources import _workload_grpc as wire
 from zerotrust.sources._workload_base import SocketPath, WorkloadApiBase, spiffe_id_string
 from zerotrust.sources._workload_convert import jwt_bundle_set, pick
-from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource
+from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource, SpiffeJwtBundleSetKeySource
 from zerotrust.tokens._header import check_typ
 from zerotrust.tokens._outgoing_cache import read_unverified, seconds
 from zerotrust.tokens._profiles import JWT_SVID, TYP_RULES
@@ -214,6 +215,15 @@ class WorkloadApiJwtSource(WorkloadApiBase):
         if keys is None:
             keys = self._keys.setdefault(td, SpiffeJwtBundleKeySource(self._view, td))
         return keys
+
+    def federated_keys(
+        self, trust_domains: Iterable[TrustDomain | str] | None = None
+    ) -> SpiffeJwtBundleSetKeySource:
+        """The key source of the JWT authorities of ``trust_domains`` (``None``: every trust
+        domain the agent sends JWT bundles for, federated ones included): pass it as ``keys``
+        to a ``TokenVerifier(token_type="jwt-svid")`` without ``trust_domain``, and each
+        JWT-SVID is verified with its own trust domain's keys."""
+        return SpiffeJwtBundleSetKeySource(self._view, trust_domains)
 
     @property
     def trust_domain(self) -> TrustDomain | None:

@@ -22,7 +22,13 @@ from zerotrust.tokens.keys import JWK, PrivateJWK
 from zerotrust.tokens.publish import JWKS_MEDIA_TYPE, JWKSEndpoint
 from zerotrust.tokens.secret import SecretKey, SecretKeySet
 from zerotrust.tokens.signature import SignatureVerifier, verify_signature
-from zerotrust.tokens.sources import KeyRequest, KeySet, KeySource, StaticKeySource
+from zerotrust.tokens.sources import (
+    KeyRequest,
+    KeySet,
+    KeySource,
+    StaticKeySource,
+    TrustDomainKeySource,
+)
 from zerotrust.tokens.verified import VerifiedSignature, VerifiedToken
 from zerotrust.tokens.verify import TokenVerifier
 
@@ -48,6 +54,7 @@ __all__ = [
     "StaticKeySource",
     "TokenIssuer",
     "TokenVerifier",
+    "TrustDomainKeySource",
     "VerifiedSignature",
     "VerifiedToken",
     "VerifiedTokenCache",

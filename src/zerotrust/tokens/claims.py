@@ -99,10 +99,16 @@ class ClaimsValidator:
 
     ``trust_domain`` is used by the ``"jwt-svid"`` profile only: the trust domain ``sub`` must
     belong to. It defaults to the issuer's when the issuer is itself a ``spiffe://`` ID and
-    is required otherwise.
+    is required otherwise. ``any_trust_domain=True`` (``"jwt-svid"`` only, without
+    ``trust_domain`` or a ``spiffe://`` issuer) accepts a workload of any trust domain: only
+    for tokens whose signature step verified them with their own domain's keys (a
+    :class:`~zerotrust.tokens.TokenVerifier` given a
+    :class:`~zerotrust.tokens.TrustDomainKeySource` sets it; on its own it would let one
+    domain's keys vouch for another's workloads).
     """
 
     __slots__ = (
+        "_any_domain",
         "_audiences",
         "_issuer",
         "_leeway",
@@ -124,9 +130,21 @@ class ClaimsValidator:
         max_lifetime: float | None = None,
         clock: Clock | None = None,
         trust_domain: str | TrustDomain | None = None,
+        any_trust_domain: bool = False,
     ) -> None:
+        if any_trust_domain is not False:
+            if any_trust_domain is not True:
+                raise ConfigurationError("any_trust_domain must be True or False")
+            if token_type != JWT_SVID or trust_domain is not None:
+                raise ConfigurationError(
+                    "any_trust_domain is for JWT-SVIDs (token_type='jwt-svid') without trust_domain"
+                )
+            if isinstance(issuer, str) and issuer.startswith("spiffe://"):
+                raise ConfigurationError(
+                    "any_trust_domain cannot be used with a spiffe:// issuer (one trust domain)"
+                )
         if issuer is None:
-            if token_type != JWT_SVID or trust_domain is None:
+            if token_type != JWT_SVID or (trust_domain is None and not any_trust_domain):
                 raise ConfigurationError(
                     "issuer is required; only JWT-SVIDs checked against trust_domain= may omit it"
                 )
@@ -155,7 +173,10 @@ class ClaimsValidator:
         self._max_lifetime = None if max_lifetime is None else float(max_lifetime)
         self._type = token_type
         self._required = tuple(dict.fromkeys((*_PROFILE_REQUIRED[token_type], *required_claims)))
-        self._trust_domain = _expected_trust_domain(issuer, token_type, trust_domain)
+        self._any_domain = any_trust_domain
+        self._trust_domain = (
+            None if any_trust_domain else _expected_trust_domain(issuer, token_type, trust_domain)
+        )
         self._now = clock_function(clock)
 
     @property
@@ -170,8 +191,15 @@ class ClaimsValidator:
 
     @property
     def trust_domain(self) -> TrustDomain | None:
-        """The trust domain JWT-SVID subjects must belong to (``jwt-svid`` profile only)."""
+        """The trust domain JWT-SVID subjects must belong to (``jwt-svid`` profile only;
+        ``None`` with :attr:`any_trust_domain`)."""
         return self._trust_domain
+
+    @property
+    def any_trust_domain(self) -> bool:
+        """Whether JWT-SVID subjects may belong to any trust domain (each checked by the key
+        source against its own domain's keys)."""
+        return self._any_domain
 
     def validate(self, signed: VerifiedSignature) -> VerifiedToken:
         """Validate the claims of a signature-verified token; returns the verified token."""
@@ -238,7 +266,7 @@ class ClaimsValidator:
         for name in self._required:
             if get(name) is None:  # null is no value (RFC 7519 4.1: every type excludes it)
                 raise MissingClaim(f"claim {name!r} is missing")
-        if self._trust_domain is not None:
+        if self._trust_domain is not None or self._any_domain:
             self._check_svid_subject(get("sub"))
         return valid_from, exp
 
@@ -261,7 +289,7 @@ class ClaimsValidator:
             raise InvalidClaim("JWT-SVID 'sub' is not a valid SPIFFE ID") from None
         if not spiffe_id.path:  # as for X509-SVIDs: a trust domain's own ID is no workload
             raise InvalidClaim("JWT-SVID 'sub' is a trust domain ID, not a workload's")
-        if spiffe_id.trust_domain != self._trust_domain:
+        if self._trust_domain is not None and spiffe_id.trust_domain != self._trust_domain:
             raise InvalidClaim("JWT-SVID 'sub' is not in the expected trust domain")
 
 

@@ -4,7 +4,10 @@
 three segments (five is JWE: refused), the header rules of :mod:`._header`, canonical
 base64url for the other segments, key selection by ``kid`` from the key source, the key's
 algorithm equal to the header's, and the signature. Only then is the payload decoded. No
-claim is read here: :class:`~zerotrust.tokens.ClaimsValidator` is step 2.
+claim is read here: :class:`~zerotrust.tokens.ClaimsValidator` is step 2. (The one exception
+is a :class:`~zerotrust.tokens.TrustDomainKeySource`, the JWT authorities of several
+SPIFFE trust domains: the trust domain of a JWT-SVID's ``sub`` is read first, from the bounded
+payload, to pick that domain's keys.)
 
 The logic is a sans-IO generator (:meth:`SignatureVerifier.flow`) that yields a
 :class:`~zerotrust.tokens.KeyRequest` when it needs keys; :meth:`~SignatureVerifier.verify`
@@ -13,23 +16,29 @@ and :meth:`~SignatureVerifier.verify_async` are thin drivers around it.
 
 from __future__ import annotations
 
+from binascii import Error as BinasciiError
 from binascii import a2b_base64
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from zerotrust._sansio import drive, drive_async
 from zerotrust.errors import (
     AlgorithmNotAllowed,
     ConfigurationError,
+    InvalidClaim,
     InvalidSignature,
+    InvalidSpiffeId,
     KeysUnavailable,
     MalformedToken,
+    MissingClaim,
     TokenTooLarge,
     UnknownKey,
     UnsupportedTokenFeature,
 )
+from zerotrust.identity import SpiffeId, TrustDomain
 from zerotrust.tokens._b64 import ALPHABET, PADDING, TO_STANDARD, tail_ok
 from zerotrust.tokens._header import REGISTERED_HEADERS, HeaderInfo, parse_header
+from zerotrust.tokens._json import JSONError, loads_dict
 from zerotrust.tokens._profiles import JWT_SVID, TYP_RULES
 from zerotrust.tokens.algorithms import HMAC_ALGORITHMS, JWT_SVID_ALGORITHMS, check_allowlist
 from zerotrust.tokens.jwks import JWKSet
@@ -40,6 +49,7 @@ from zerotrust.tokens.sources import (
     KeySet,
     KeysLike,
     StaticKeySource,
+    TrustDomainKeySource,
     as_key_source,
 )
 from zerotrust.tokens.verified import VerifiedSignature
@@ -92,6 +102,7 @@ class SignatureVerifier:
 
     __slots__ = (
         "_allowed",
+        "_by_domain",
         "_critical",
         "_first",
         "_headers",
@@ -126,6 +137,12 @@ class SignatureVerifier:
         if set(critical) & (REGISTERED_HEADERS | {"b64"}):
             raise ConfigurationError("critical may not name registered parameters or 'b64'")
         self._source = as_key_source(keys)
+        # the JWT authorities of several trust domains: each token's own domain's keys only
+        self._by_domain = self._source if isinstance(self._source, TrustDomainKeySource) else None
+        if self._by_domain is not None and token_type != JWT_SVID:
+            raise ConfigurationError(
+                "keys of several trust domains verify JWT-SVIDs only: token_type='jwt-svid'"
+            )
         # A fixed key set is used directly: asking a driver for it would cost every token a
         # round trip through each flow that delegates to this one. Only StaticKeySource
         # itself: a subclass may answer get_keys() in its own way, so it is asked.
@@ -196,22 +213,17 @@ class SignatureVerifier:
             self._headers[head] = info
         header, alg, kid = info
 
+        by_domain = self._by_domain
+        # several trust domains: the one the token's sub names picks the keys (never the kid)
+        pick = None if by_domain is None else (by_domain, svid_trust_domain(payload))
         keys = self._static
         if keys is None:
-            keys = yield self._first
-        if type(keys) not in _KEY_SET_TYPES:
-            raise KeysUnavailable("key source returned something that is not a key set")
-        if on_keys is not None:
-            on_keys(keys)
+            keys = _received((yield self._first), on_keys, pick)
         key = keys.select(kid)
         if key is None:
             if kid is None:
                 raise UnknownKey("token has no kid and the key set does not hold exactly one key")
-            keys = yield KeyRequest(self._source, kid)
-            if type(keys) not in _KEY_SET_TYPES:
-                raise KeysUnavailable("key source returned something that is not a key set")
-            if on_keys is not None:
-                on_keys(keys)
+            keys = _received((yield KeyRequest(self._source, kid)), on_keys, pick)
             key = keys.select(kid)
             if key is None:
                 if keys.is_ambiguous(kid):
@@ -225,6 +237,48 @@ class SignatureVerifier:
             raise InvalidSignature("signature verification failed")
         data = a2b_base64(payload.translate(TO_STANDARD) + PADDING[len(payload) & 3])
         return header, data, key, alg, kid if kid is not None else key._kid
+
+
+def svid_trust_domain(payload: bytes) -> TrustDomain:
+    """The trust domain of the SPIFFE ID in ``sub`` of a JWT-SVID's (base64url) payload,
+    read before its signature is checked: only to choose that domain's keys."""
+    try:
+        claims = loads_dict(a2b_base64(payload.translate(TO_STANDARD) + PADDING[len(payload) & 3]))
+    except (JSONError, BinasciiError) as exc:
+        raise MalformedToken(f"payload {exc}") from None
+    return subject_trust_domain(claims.get("sub"))
+
+
+def subject_trust_domain(sub: object) -> TrustDomain:
+    """The trust domain of a JWT-SVID's ``sub`` claim (refused as step 2 would refuse it)."""
+    if sub is None:
+        raise MissingClaim("claim 'sub' is missing")
+    if type(sub) is not str:
+        raise InvalidClaim("claim 'sub' must be a string")
+    try:
+        return SpiffeId.parse(sub).trust_domain
+    except InvalidSpiffeId:
+        raise InvalidClaim("JWT-SVID 'sub' is not a valid SPIFFE ID") from None
+
+
+def _received(
+    keys: object,
+    on_keys: Callable[[KeySet], object] | None,
+    pick: tuple[TrustDomainKeySource, TrustDomain] | None,
+) -> KeySet:
+    """The key set a source answered, checked and reported; with several trust domains, the
+    keys of the token's own domain (the answer, for all of them, is what is reported)."""
+    if type(keys) not in _KEY_SET_TYPES:
+        raise KeysUnavailable("key source returned something that is not a key set")
+    answer = cast(KeySet, keys)
+    if on_keys is not None:
+        on_keys(answer)
+    if pick is None:
+        return answer
+    own = pick[0].keys_of(pick[1])
+    if type(own) is not JWKSet:
+        raise KeysUnavailable("key source returned something that is not a key set")
+    return own
 
 
 def _check_static_keys(keys: KeySet, allowed: frozenset[str]) -> None:

@@ -17,6 +17,7 @@ Writing a source: return an immutable :class:`~zerotrust.tokens.JWKSet` (or a
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, runtime_checkable
@@ -24,6 +25,7 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 from cryptography import x509
 
 from zerotrust.errors import ConfigurationError, KeysUnavailable
+from zerotrust.identity import TrustDomain
 from zerotrust.tokens.algorithms import PublicKey
 from zerotrust.tokens.jwks import JWKSet
 from zerotrust.tokens.keys import JWK, PrivateJWK
@@ -36,6 +38,7 @@ __all__ = [
     "KeysLike",
     "StaticKeySource",
     "StaticKeys",
+    "TrustDomainKeySource",
     "as_key_source",
 ]
 
@@ -128,6 +131,35 @@ class StaticKeySource:
 
     def __repr__(self) -> str:
         return f"StaticKeySource({self._keys!r})"
+
+
+class TrustDomainKeySource(ABC):
+    """A key source holding the JWT authorities of several SPIFFE trust domains, each
+    verifying only the JWT-SVIDs of its own domain (SPIFFE Trust Domain and Bundle, section 3).
+
+    A verifier given one reads the token's ``sub`` before its signature, as go-spiffe does,
+    and checks the signature with :meth:`keys_of` that SPIFFE ID's trust domain only: a key of
+    one domain never vouches for another domain's workloads, and a key id published by two
+    domains is no ambiguity. :meth:`get_keys` answers for all of them together (what the
+    verifier watches to notice rotation, and what fails closed when the source does).
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    def get_keys(self, *, missing_kid: str | None = None) -> JWKSet:
+        """The keys of every accepted trust domain, one set (see the class documentation)."""
+
+    @abstractmethod
+    async def get_keys_async(self, *, missing_kid: str | None = None) -> JWKSet:
+        """Async twin of :meth:`get_keys`: must not block the event loop."""
+
+    @abstractmethod
+    def keys_of(self, trust_domain: TrustDomain) -> JWKSet:
+        """The keys of ``trust_domain`` alone (answered from memory). Raises
+        :class:`~zerotrust.errors.InvalidClaim` for a domain whose tokens are not accepted and
+        :class:`~zerotrust.errors.KeysUnavailable` when an accepted domain's keys cannot be
+        had."""
 
 
 def _to_key_set(keys: object) -> KeySet:

@@ -15,15 +15,22 @@ from typing import Literal
 
 from zerotrust._clock import Clock
 from zerotrust._sansio import drive, drive_async
-from zerotrust.errors import ConfigurationError, KeysUnavailable, MalformedToken
+from zerotrust.errors import ConfigurationError, InvalidClaim, KeysUnavailable, MalformedToken
 from zerotrust.identity import TrustDomain
 from zerotrust.tokens._json import JSONError, loads_dict
 from zerotrust.tokens.cache import VerifiedTokenCache
 from zerotrust.tokens.claims import ClaimsValidator, clock_function
 from zerotrust.tokens.jwks import JWKSet
+from zerotrust.tokens.keys import JWK
 from zerotrust.tokens.secret import SecretKeySet
-from zerotrust.tokens.signature import DEFAULT_MAX_TOKEN_SIZE, Flow, SignatureVerifier, ascii_token
-from zerotrust.tokens.sources import KeysLike, StaticKeySource
+from zerotrust.tokens.signature import (
+    DEFAULT_MAX_TOKEN_SIZE,
+    Flow,
+    SignatureVerifier,
+    ascii_token,
+    subject_trust_domain,
+)
+from zerotrust.tokens.sources import KeysLike, StaticKeySource, TrustDomainKeySource
 from zerotrust.tokens.verified import VerifiedSignature, VerifiedToken
 
 __all__ = ["TokenVerifier"]
@@ -70,7 +77,18 @@ class TokenVerifier:
         # (SPIFFE Trust Domain and Bundle, section 3): a key source bound to one (a SPIFFE
         # bundle's JWT authorities) fixes the profile and the trust domain ``sub`` must be in.
         bound = getattr(keys, "trust_domain", None)
-        if isinstance(bound, TrustDomain):
+        several = isinstance(keys, TrustDomainKeySource)
+        if several:
+            if token_type != "jwt-svid":  # noqa: S105 - a token profile, not a secret
+                raise ConfigurationError(
+                    "keys of several trust domains verify JWT-SVIDs only: token_type='jwt-svid'"
+                )
+            if trust_domain is not None:
+                raise ConfigurationError(
+                    "the key source names the trust domains: each JWT-SVID is checked against"
+                    " its own domain's keys (leave trust_domain out)"
+                )
+        elif isinstance(bound, TrustDomain):
             if token_type != "jwt-svid":  # noqa: S105 - a token profile, not a secret
                 raise ConfigurationError(
                     "keys from a SPIFFE bundle verify JWT-SVIDs only: token_type='jwt-svid'"
@@ -86,6 +104,7 @@ class TokenVerifier:
             max_lifetime=max_lifetime,
             clock=clock,
             trust_domain=trust_domain,
+            any_trust_domain=several,
         )
         # keys found through an issuer's OpenID discovery are that issuer's (JWT-SVIDs checked
         # by trust domain alone, with issuer=None, may use a SPIRE discovery provider's keys)
@@ -239,6 +258,15 @@ class TokenVerifier:
 
     def validate_claims(self, signed: VerifiedSignature) -> VerifiedToken:
         """Step 2 only: validate the claims of a :meth:`verify_signature` result."""
+        source = self._signature._source
+        if isinstance(source, TrustDomainKeySource):
+            # the claims step accepts any trust domain: the key must be sub's domain's own
+            domain = subject_trust_domain(signed.claims.get("sub"))
+            key = signed.key
+            if not isinstance(key, JWK) or all(
+                key.thumbprint() != own.thumbprint() for own in source.keys_of(domain)
+            ):
+                raise InvalidClaim("JWT-SVID signed by a key of another trust domain")
         return self._claims.validate(signed)
 
     def evict(self, jti: str) -> int:

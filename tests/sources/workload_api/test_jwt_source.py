@@ -22,7 +22,7 @@ from tests._wait import eventually
 from tests.sources.workload_api._server import WorkloadApiServer, jwt_bundles_response
 from tests.sources.workload_api.conftest import FAST
 from zerotrust import FixedClock, TokenSource, TrustDomain
-from zerotrust.errors import KeysUnavailable, SourceError, UnknownKey
+from zerotrust.errors import InvalidClaim, KeysUnavailable, SourceError, UnknownKey
 from zerotrust.sources.spiffe_workload_api import WorkloadApiJwtSource
 from zerotrust.tokens import KeySource, PrivateJWK, TokenIssuer, TokenVerifier
 
@@ -114,6 +114,27 @@ def test_jwt_bundles_verify_jwt_svids(agent: WorkloadApiServer) -> None:
             check.verify(partner)  # never checked against another domain's keys
         with pytest.raises(KeysUnavailable, match=r"no trust bundle for third\.org"):
             source.keys_for("third.org").get_keys()
+        # ... or one verifier for every trust domain the agent sends, each token checked
+        # against its own domain's authorities only
+        federated = TokenVerifier(
+            issuer=ISSUER,
+            audience="api",
+            keys=source.federated_keys(),
+            algorithms=["ES256"],
+            token_type="jwt-svid",
+        )
+        assert federated.verify(partner).subject == "spiffe://other.org/partner"
+        assert federated.verify(token).subject == SUBJECT
+        ours_only = source.federated_keys(["example.org"])
+        assert [k.kid for k in ours_only.get_keys()] == ["k1"]
+        with pytest.raises(InvalidClaim, match="not accepted"):
+            TokenVerifier(
+                issuer=ISSUER,
+                audience="api",
+                keys=ours_only,
+                algorithms=["ES256"],
+                token_type="jwt-svid",
+            ).verify(partner)
 
         # Rotation of the JWT authority: the old key is gone, the new one verifies.
         rotated = PrivateJWK.generate("ES256", kid="k2")
@@ -128,6 +149,8 @@ def test_jwt_bundles_verify_jwt_svids(agent: WorkloadApiServer) -> None:
             check.verify(token)  # the new key set emptied the verifier's cache
         with pytest.raises(KeysUnavailable):
             source.keys_for("other.org").get_keys()  # federation ended
+        with pytest.raises(InvalidClaim, match="not accepted"):
+            federated.verify(partner)
 
 
 def test_jwt_bundle_updates_keep_unchanged_sets(agent: WorkloadApiServer) -> None:

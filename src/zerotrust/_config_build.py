@@ -30,7 +30,7 @@ from zerotrust.identity.match import Matcher, any_of, exact, member_of, path_glo
 from zerotrust.sources._jwks_policy import CachePolicy
 from zerotrust.sources._sansio import url_problem
 from zerotrust.sources.files import FileBundleSource, FileKeySource
-from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource
+from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource, SpiffeJwtBundleSetKeySource
 from zerotrust.tokens.jwks import JWKSet
 from zerotrust.tokens.secret import SecretKey
 from zerotrust.tokens.verify import TokenVerifier
@@ -143,6 +143,10 @@ def _verifier(
         assert bundles is not None  # checked
         with named(name("tokens.spiffe_trust_domain")):
             keys = SpiffeJwtBundleKeySource(bundles, tokens.spiffe_trust_domain)
+    elif tokens.spiffe_trust_domains is not None:
+        assert bundles is not None  # checked
+        with named(name("tokens.spiffe_trust_domains")):
+            keys = SpiffeJwtBundleSetKeySource(bundles, tokens.spiffe_trust_domains)
     elif tokens.hmac_secret is not None:
         with named(name("tokens.hmac_secret")):
             keys = SecretKey(tokens.hmac_secret.reveal(), tokens.algorithms[0])
@@ -153,6 +157,8 @@ def _verifier(
     if tokens.spiffe_trust_domain is not None:
         token_type = "jwt-svid"  # noqa: S105 - a token profile, not a secret
         trust_domain = trust_domain or tokens.spiffe_trust_domain
+    elif tokens.spiffe_trust_domains is not None:
+        token_type = "jwt-svid"  # noqa: S105 - a token profile, not a secret
     with named_field(name, "tokens", _VERIFIER_SETTINGS):
         return TokenVerifier(
             issuer=tokens.issuer,

@@ -29,7 +29,14 @@ if TYPE_CHECKING:
 
 __all__ = ["KEY_SOURCES", "Names", "check", "hook_names", "named", "named_field"]
 
-KEY_SOURCES = ("jwks_url", "oidc_issuer", "jwks_file", "spiffe_trust_domain", "hmac_secret")
+KEY_SOURCES = (
+    "jwks_url",
+    "oidc_issuer",
+    "jwks_file",
+    "spiffe_trust_domain",
+    "spiffe_trust_domains",
+    "hmac_secret",
+)
 _REMOTE = ("jwks_url", "oidc_issuer")
 _INLINE_POLICY = ("id", "default", "dry_run", "rules", "rate_limits")
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -145,21 +152,33 @@ def _check_tokens(settings: Settings, name: Names) -> None:
             f"{hmac[0]} needs tokens.hmac_secret (ZEROTRUST_TOKENS__HMAC_SECRET or "
             "tokens.hmac_secret_file)",
         )
-    domain = tokens.spiffe_trust_domain
-    if domain is None:
+    several = tokens.spiffe_trust_domains
+    names = (tokens.spiffe_trust_domain,) if tokens.spiffe_trust_domain is not None else several
+    if names is None:
         return
-    label = name("tokens.spiffe_trust_domain")
+    key = "spiffe_trust_domains" if several is not None else "spiffe_trust_domain"
+    label = name(f"tokens.{key}")
     if tokens.token_type not in (None, "jwt-svid"):
         raise fail(name("tokens.token_type"), "keys from a SPIFFE bundle verify JWT-SVIDs only")
     if settings.mtls is None:
         raise fail(label, "reads the JWT authorities of mtls.bundles: configure mtls.bundles")
     try:
-        wanted = TrustDomain.parse(domain)
+        domains = [TrustDomain.parse(td) for td in names]
         present = {TrustDomain.parse(td) for td in settings.mtls.bundles}
     except ZeroTrustError as exc:
         raise fail(label, str(exc)) from None
-    if wanted not in present:
-        raise fail(label, f"mtls.bundles has no bundle for {wanted.name!r}")
+    for wanted in domains:
+        if wanted not in present:
+            raise fail(label, f"mtls.bundles has no bundle for {wanted.name!r}")
+    if several is not None:
+        if tokens.trust_domain is not None:
+            raise fail(
+                name("tokens.trust_domain"),
+                "conflicts with tokens.spiffe_trust_domains: each JWT-SVID is checked against"
+                " its own trust domain's keys",
+            )
+        return
+    wanted = domains[0]
     if tokens.trust_domain is not None:
         try:
             same = TrustDomain.parse(tokens.trust_domain) == wanted

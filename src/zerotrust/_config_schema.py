@@ -110,6 +110,9 @@ class TokenSettings:
     oidc_issuer: str | None = field(default=None, metadata=_meta(group=_KEYS))
     jwks_file: str | None = field(default=None, metadata=_meta(group=_KEYS, path=True))
     spiffe_trust_domain: str | None = field(default=None, metadata=_meta(group=_KEYS))
+    spiffe_trust_domains: tuple[str, ...] | None = field(
+        default=None, metadata=_meta(group=_KEYS, many=True)
+    )
     hmac_secret: Secret[bytes] | None = field(
         default=None, metadata=_meta(group=_KEYS, sensitive="bytes")
     )

@@ -160,6 +160,51 @@ def test_jwt_svids_verified_with_the_bundles_jwt_authorities(files: Path, ca: De
     assert outcome.allowed and str(outcome.principal.spiffe_id) == WEB  # type: ignore[union-attr]
 
 
+def test_federated_jwt_svids_each_verified_with_their_trust_domains_keys(
+    files: Path, ca: DevCA, other_ca: DevCA
+) -> None:
+    from zerotrust import TrustBundle
+
+    docs = {}
+    keys = {}
+    for authority_ca in (ca, other_ca):
+        key = PrivateJWK.generate("ES256", kid="svid-key")  # one kid in both domains
+        keys[authority_ca.trust_domain.name] = key
+        bundle = TrustBundle(
+            authority_ca.trust_domain,
+            authority_ca.bundle.x509_authorities,
+            jwt_authorities={"svid-key": {**key.public().to_public_dict(), "use": "jwt-svid"}},
+        )
+        path = write(files / f"{authority_ca.trust_domain.name}.json", json.dumps(bundle.to_jwks()))
+        docs[authority_ca.trust_domain.name] = str(path)
+    doc = base(files) | {"mtls": {"bundles": docs}}
+    doc["tokens"] = {
+        "issuer": ISS,
+        "audience": AUD,
+        "algorithms": ["ES256"],
+        "spiffe_trust_domains": ["example.org", "other.org"],
+    }
+    doc["policy"] = {"rules": [{"id": "any", "from": [{"spiffe_ids": ["*"]}]}]}
+    guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+    verifier = guard.authenticator.tokens
+    assert verifier is not None and verifier.claims_validator.any_trust_domain
+    partner = "spiffe://other.org/billing"
+    for domain, subject, allowed in (
+        ("example.org", WEB, True),
+        ("other.org", partner, True),
+        ("example.org", partner, False),  # a key of one domain, a workload of the other
+    ):
+        token = TokenIssuer(keys[domain], issuer=ISS).issue(
+            subject=subject, audience=AUD, token_type="jwt-svid"
+        )
+        outcome = guard.evaluate(get(token))
+        assert outcome.allowed is allowed
+        if allowed:
+            assert str(outcome.principal.spiffe_id) == subject  # type: ignore[union-attr]
+        else:
+            assert outcome.status == 401
+
+
 def test_api_keys_and_hmac_tokens(files: Path) -> None:
     doc = base(files, tokens=None) | {
         "tokens": {"issuer": ISS, "audience": AUD, "algorithms": ["HS256"]},

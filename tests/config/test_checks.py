@@ -53,6 +53,16 @@ def contradiction(files: Path, bundle_file: Path, case: str) -> str:
         doc["tokens"] = {**doc["tokens"], "jwks_file": None, "spiffe_trust_domain": "example.org"}
         doc["tokens"]["token_type"] = "at+jwt"
         doc["mtls"] = mtls
+    elif case == "federated spiffe keys of a trust domain without a bundle":
+        doc["tokens"] = {**doc["tokens"], "jwks_file": None}
+        doc["tokens"]["spiffe_trust_domains"] = ["example.org", "partner.example"]
+        doc["mtls"] = mtls
+    elif case == "federated spiffe keys bound to one trust domain":
+        doc["tokens"] = {**doc["tokens"], "jwks_file": None, "trust_domain": "example.org"}
+        doc["tokens"]["spiffe_trust_domains"] = ["example.org"]
+        doc["mtls"] = mtls
+    elif case == "federated spiffe keys without mtls":
+        doc["tokens"] = {**doc["tokens"], "jwks_file": None, "spiffe_trust_domains": ["a.org"]}
     elif case == "remote options for a local key file":
         doc["tokens"]["remote"] = {"timeout": 1}
     elif case == "HMAC algorithm without a secret":
@@ -113,6 +123,15 @@ CONTRADICTIONS = {
         "<dict>: tokens.trust_domain: must be 'example.org': the JWT authorities of one trust"
     ),
     "spiffe keys for access tokens": "<dict>: tokens.token_type: keys from a SPIFFE bundle",
+    "federated spiffe keys of a trust domain without a bundle": (
+        "<dict>: tokens.spiffe_trust_domains: mtls.bundles has no bundle for 'partner.example'"
+    ),
+    "federated spiffe keys bound to one trust domain": (
+        "<dict>: tokens.trust_domain: conflicts with tokens.spiffe_trust_domains: each JWT-SVID"
+    ),
+    "federated spiffe keys without mtls": (
+        "<dict>: tokens.spiffe_trust_domains: reads the JWT authorities of mtls.bundles"
+    ),
     "remote options for a local key file": (
         "<dict>: tokens.remote.timeout: applies to tokens.jwks_url and tokens.oidc_issuer only"
     ),

@@ -263,6 +263,9 @@ def test_thumbprint_ignores_optional_members() -> None:
     assert plain.thumbprint() == decorated.thumbprint()
     assert plain != decorated  # equality includes the binding and kid
     assert len({plain, decorated, JWK.from_dict(A3_KEY)}) == 2
+    # another type never equals a key, even one holding the same members
+    assert plain != A3_KEY
+    assert plain.__eq__(plain.to_public_dict()) is NotImplemented  # the other side decides
 
 
 def test_rsa_leading_zero_in_modulus_is_normalised(rsa_key: PrivateJWK) -> None:

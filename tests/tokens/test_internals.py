@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 import zerotrust.tokens
 from zerotrust.errors import ConfigurationError
@@ -19,6 +19,7 @@ from zerotrust.tokens.algorithms import (
     SUPPORTED_ALGORITHMS,
     check_allowlist,
     check_rsa_exponent,
+    default_algorithm,
     is_none,
 )
 
@@ -160,6 +161,15 @@ def test_rsa_public_exponent_rule() -> None:
     for e in (-3, 0, 1, 2, 4, 65536, 2**32, 2**32 + 1):
         with pytest.raises(ConfigurationError):
             check_rsa_exponent(e)
+
+
+def test_keys_of_other_types_have_no_default_algorithm() -> None:
+    for key in (
+        x25519.X25519PrivateKey.generate(),
+        x25519.X25519PrivateKey.generate().public_key(),
+    ):
+        with pytest.raises(ConfigurationError, match="unsupported key type"):
+            default_algorithm(key)  # type: ignore[arg-type]
 
 
 def test_allowlist_accepts_iterables() -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import array
 import asyncio
+import base64
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed448
+from cryptography.hazmat.primitives.asymmetric import ed448, rsa
 
 from zerotrust.errors import (
     AlgorithmNotAllowed,
@@ -560,6 +561,26 @@ def test_a_key_read_without_alg_verifies_one_algorithm(rsa_key: PrivateJWK) -> N
                 verify_signature(token, unnamed, algorithms=allowed)
         named = JWK.from_dict({**members, "alg": alg})
         assert verify_signature(token, named, algorithms=allowed).algorithm == alg
+
+
+def test_rsa_keys_whose_size_is_not_a_multiple_of_eight() -> None:
+    """A 2050-bit modulus makes 257-byte signatures (RFC 8017 8.2.2: k octets, k the length
+    of the modulus in octets, rounded up): they verify, and a byte more or less does not."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2050)
+    assert private.key_size == 2050
+    for alg in ("RS256", "PS256"):
+        signer = PrivateJWK(private, algorithm=alg)
+        token = mint(signer, {"sub": "a"}, {"alg": alg})
+        assert len(b64decode_segment(token.split(".")[2])) == 257
+        assert verify_signature(token, signer.public(), algorithms=[alg]).algorithm == alg
+        head, payload, signature = token.split(".")
+        for other in (signature[:-2], signature + "AA"):
+            with pytest.raises((InvalidSignature, MalformedToken)):
+                verify_signature(f"{head}.{payload}.{other}", signer.public(), algorithms=[alg])
+
+
+def b64decode_segment(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def test_an_unnamed_edwards_key_verifies_both_names(eddsa: PrivateJWK) -> None:

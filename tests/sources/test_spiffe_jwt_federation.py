@@ -19,6 +19,7 @@ from zerotrust import (
     RotatingBundleSource,
     Rule,
     TrustBundle,
+    TrustDomain,
 )
 from zerotrust.audit import MemorySink
 from zerotrust.authn.request import Request
@@ -190,6 +191,23 @@ def test_no_jwt_authority_anywhere_fails_closed(ca: DevCA, other_ca: DevCA) -> N
     only_ours = SpiffeJwtBundleSetKeySource(bundles(ca, other_ca, theirs=()))
     with pytest.raises(InvalidClaim, match="not accepted"):
         verifier(only_ours).verify(svid(THEIRS, PARTNER))
+
+
+def test_a_source_answering_something_else_fails_closed(ca: DevCA, other_ca: DevCA) -> None:
+    real = SpiffeJwtBundleSetKeySource(bundles(ca, other_ca))
+
+    class Odd(TrustDomainKeySource):
+        def get_keys(self, *, missing_kid: str | None = None) -> Any:
+            return real.get_keys()
+
+        async def get_keys_async(self, *, missing_kid: str | None = None) -> Any:
+            return real.get_keys()
+
+        def keys_of(self, trust_domain: TrustDomain) -> Any:
+            return {"keys": [OURS.public().to_public_dict()]}  # a JWKS document, not a key set
+
+    with pytest.raises(KeysUnavailable, match="not a key set"):
+        verifier(Odd()).verify(svid(OURS, WEB))
 
 
 def test_rotation_of_one_domain(ca: DevCA, other_ca: DevCA) -> None:

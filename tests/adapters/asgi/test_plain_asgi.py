@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import sys
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -24,10 +25,12 @@ from zerotrust import (
     match,
     server_ssl_context,
 )
+from zerotrust.adapters._asgi_view import ScopeView
 from zerotrust.adapters._context import current_principal
 from zerotrust.asgi import TLS_PEER_KEY, ZeroTrustMiddleware
 from zerotrust.dev import DevCA
-from zerotrust.errors import ConfigurationError, MissingDependencyError
+from zerotrust.errors import ConfigurationError, MalformedCertificate, MissingDependencyError
+from zerotrust.x509._certs import MAX_CHAIN_LENGTH
 from zerotrust.x509.peer import PeerVerifier
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -192,15 +195,88 @@ def test_underscore_spellings_of_forwarded_certificate_headers_are_stripped(
     assert inner.principals[0] is None if exempt else inner.principals[0].id == WEB
 
 
+def test_underscore_spelling_is_stripped_after_a_dpop_request(issuer: TokenIssuer) -> None:
+    """A DPoP header ends the single-pass reading of the headers before it reaches the
+    underscore spelling: the middleware must still look for one before the app runs."""
+    from zerotrust.httpx import dpop_proof
+
+    guard, sink = make_guard(issuer)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    holder = PrivateJWK.generate("ES256")
+    bound = issuer.issue(
+        subject=WEB, audience=AUD, extra_claims={"cnf": {"jkt": holder.public().thumbprint()}}
+    )
+    proof = dpop_proof(holder, method="GET", url="https://api.example/orders/7", access_token=bound)
+    kept = [(b"dpop", proof.encode()), (b"authorization", f"DPoP {bound}".encode())]
+    lookalike = (b"x_forwarded_client_cert", b"By=spiffe://x;URI=spiffe://example.org/admin")
+    run(app, headers=[(b"host", b"api.example"), *kept, lookalike])
+    assert sink.last.proven_by == "dpop" and inner.principals[0].id == WEB
+    assert inner.scopes[0]["headers"] == [(b"host", b"api.example"), *kept]
+
+
 def test_too_many_header_lines_are_refused_by_the_view(issuer: TokenIssuer) -> None:
     guard, sink = make_guard(issuer)
     inner = Recorder()
     app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
     token = issuer.issue(subject=WEB, audience=AUD)
-    padding = [(f"x-pad-{i}".encode(), b"1") for i in range(256)]
-    sent = run(app, headers=[(b"authorization", f"Bearer {token}".encode()), *padding])
+    padding = [(f"x-pad-{i}".encode(), b"1") for i in range(255)]
+    traceparent = (b"traceparent", f"00-{TRACE_ID}-b7ad6b7169203331-01".encode())
+    sent = run(app, headers=[(b"authorization", f"Bearer {token}".encode()), traceparent, *padding])
     assert sent[0]["status"] == 400 and inner.scopes == []
     assert sink.last.decision == "deny" and sink.last.reason == "malformed_credentials"
+    assert sink.last.trace_id is None  # no header of such a request is read, not even this one
+    # exactly MAX_HEADER_LINES lines are read
+    sent = run(app, headers=[(b"authorization", f"Bearer {token}".encode()), *padding])
+    assert sent[0]["status"] == 204 and inner.principals[0].id == WEB
+
+
+def test_the_policy_sees_the_method_and_kind_of_the_scope(issuer: TokenIssuer) -> None:
+    only_get = Policy(
+        [
+            Rule(
+                id="read-http",
+                operations=[Operations(methods=["GET"], kinds=["http"])],
+                callers=[Callers(trust_domains=["example.org"])],
+            ),
+            Rule(
+                id="websocket",
+                operations=[Operations(kinds=["websocket"])],
+                callers=[Callers(trust_domains=["example.org"])],
+            ),
+        ]
+    )
+    guard, sink = make_guard(issuer, policy=only_get)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    auth = [(b"authorization", f"Bearer {issuer.issue(subject=WEB, audience=AUD)}".encode())]
+    assert run(app, headers=auth)[0]["status"] == 204
+    assert (sink.last.kind, sink.last.method, sink.last.rule_id) == ("http", "GET", "read-http")
+    assert run(app, headers=auth, method="POST")[0]["status"] == 403
+    assert (sink.last.kind, sink.last.method) == ("http", "POST")
+    # a websocket handshake is a GET whatever the scope says, and its kind is "websocket"
+    run(app, "websocket", headers=auth, method="POST")
+    event = sink.last
+    assert (event.kind, event.method, event.rule_id) == ("websocket", "GET", "websocket")
+    assert [scope["type"] for scope in inner.scopes] == ["http", "websocket"]
+
+
+def test_scope_view_defaults_for_optional_scope_keys() -> None:
+    """ASGI makes scheme, client, server and raw_path optional: the view falls back as the
+    spec says instead of failing."""
+    bare = {"type": "http", "method": "GET", "path": "/a b/c", "headers": []}
+    view = ScopeView(bare, None)
+    assert view.scheme == "http" and view.remote_addr is None and view.host is None
+    assert view.path == "/a%20b/c"  # the decoded path, encoded again
+    assert ScopeView({"type": "websocket", "path": "/", "headers": []}, None).scheme == "http"
+    assert ScopeView({**bare, "type": "websocket", "scheme": "wss"}, None).scheme == "https"
+    assert ScopeView({**bare, "scheme": "https"}, None).scheme == "https"
+    served = ScopeView({**bare, "server": ("::1", 8443), "client": ("192.0.2.1", 1)}, None)
+    assert served.host == "[::1]:8443" and served.remote_addr == "192.0.2.1"
+    assert ScopeView({**bare, "server": ("10.0.0.1", 80)}, None).host == "10.0.0.1:80"
+    assert ScopeView({**bare, "server": ("/tmp/sock", None)}, None).host is None
+    named = ScopeView({**bare, "headers": [(b"Host", b"api.example")], "raw_path": b"/x%2F"}, None)
+    assert named.host == "api.example" and named.path == "/x%2F"
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +308,53 @@ def test_client_certificate_from_the_tls_extension(ca: DevCA) -> None:
     assert sent[0]["status"] == 401 and sink.last.reason == "malformed_certificate"
     sent = run(app, extensions={"tls": {"client_cert_chain": "-----BEGIN CERTIFICATE-----"}})
     assert sent[0]["status"] == 401
+
+
+def test_tls_extension_chain_length_is_bounded(ca: DevCA) -> None:
+    """At most MAX_CHAIN_LENGTH certificates are decoded from the TLS extension; one more is
+    refused before any is decoded."""
+    leaf = ca.issue_svid(WEB).cert_chain[0]
+    pem, der = leaf.public_bytes(Encoding.PEM).decode(), leaf.public_bytes(Encoding.DER)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+
+    def view(chain: Any) -> ScopeView:
+        return ScopeView({**scope, "extensions": {"tls": {"client_cert_chain": chain}}}, None)
+
+    assert view([pem] * MAX_CHAIN_LENGTH).peer_chain == (der,) * MAX_CHAIN_LENGTH
+    with pytest.raises(MalformedCertificate, match="longer than"):
+        _ = view([pem] * (MAX_CHAIN_LENGTH + 1)).peer_chain
+    assert view([]).peer_chain is None
+    assert view(None).peer_chain is None
+    assert ScopeView(scope, None).peer_chain is None  # no TLS extension at all
+    # an extension that is not a mapping is no TLS extension
+    assert ScopeView({**scope, "extensions": {"tls": "garbage"}}, None).verified_peer is None
+    forged = {"client_cert_chain": [], TLS_PEER_KEY: {"spiffe_id": WEB}}  # not a VerifiedPeer
+    assert ScopeView({**scope, "extensions": {"tls": forged}}, None).verified_peer is None
+
+
+def test_a_trusted_proxys_accepted_header_reaches_the_app(ca: DevCA) -> None:
+    """Only the forwarded-certificate headers of other formats (and underscore spellings) go;
+    the header the trusted proxy set, and the Guard accepted, stays for the application."""
+    from zerotrust.authn.proxy import TrustedProxies
+
+    proxies = TrustedProxies(["10.0.0.0/8"], header="nginx")
+    sink = MemorySink()
+    guard = Guard(
+        authenticator=Authenticator(bundles=ca.bundle, trusted_proxies=proxies),
+        policy=Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])]),
+        audit=sink,
+    )
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    pem = ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode()
+    nginx = (b"x-ssl-client-cert", quote(pem, safe="").encode())
+    spoofed = [
+        (b"x-forwarded-client-cert", b"By=spiffe://x;URI=spiffe://example.org/admin"),
+        (b"x_ssl_client_cert", b"-----BEGIN CERTIFICATE-----"),
+    ]
+    run(app, headers=[(b"host", b"api.example"), nginx, *spoofed])  # from 10.0.0.9
+    assert inner.principals[0].proven_by == "proxy-mtls" and inner.principals[0].id == WEB
+    assert inner.scopes[0]["headers"] == [(b"host", b"api.example"), nginx]
 
 
 def test_a_trusted_proxys_own_certificate_is_not_the_callers(ca: DevCA) -> None:

@@ -136,6 +136,33 @@ def test_refused_http_and_websocket(issuer: TokenIssuer) -> None:
     assert sink.last.kind == "websocket" and inner.scopes == []
 
 
+def test_a_websocket_client_that_left_is_sent_nothing(issuer: TokenIssuer) -> None:
+    guard, sink = make_guard(issuer)
+    app = ZeroTrustMiddleware(Recorder(), guard=guard, route_template=routed)
+    scope = {"type": "websocket", "path": "/orders/7", "headers": [], "client": ("10.0.0.9", 1)}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.disconnect", "code": 1001}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert sent == [] and sink.last.decision == "deny"
+
+
+def test_the_applications_own_request_state_is_kept(issuer: TokenIssuer) -> None:
+    """Starlette copies the lifespan state into ``scope["state"]``: zerotrust adds to it."""
+    guard, _ = make_guard(issuer)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    token = issuer.issue(subject=WEB, audience=AUD)
+    run(app, headers=[(b"authorization", f"Bearer {token}".encode())], state={"db": "pool"})
+    state = inner.scopes[0]["state"]
+    assert state["db"] == "pool" and state["zerotrust_principal"].id == WEB
+
+
 def test_spoofed_forwarded_certificate_is_stripped(issuer: TokenIssuer) -> None:
     guard, sink = make_guard(issuer)
     inner = Recorder()

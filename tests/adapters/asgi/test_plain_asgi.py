@@ -453,6 +453,8 @@ def test_routeless_hazards_are_refused_at_construction(issuer: TokenIssuer) -> N
         ZeroTrustMiddleware(Recorder(), guard=ok, exempt=["/healthz"])
     with pytest.raises(ConfigurationError):
         ZeroTrustMiddleware(Recorder(), guard=ok, exempt="/healthz")
+    with pytest.raises(ConfigurationError, match="not a string"):  # even with templates
+        ZeroTrustMiddleware(Recorder(), guard=ok, exempt="/healthz", route_template=routed)
     with pytest.raises(ConfigurationError):
         ZeroTrustMiddleware(Recorder(), guard=object())  # type: ignore[arg-type]
 

@@ -114,3 +114,24 @@ def test_the_cache_keeps_no_long_paths_or_hosts() -> None:
     cache = _cache_of(resolve)
     assert len(cache) == 1
     assert sum(len(str(key)) for key in cache) < 1024
+
+
+def test_the_cache_holds_a_bounded_number_of_paths() -> None:
+    from zerotrust.adapters.asgi import _MAX_CACHED_ROUTES
+
+    app = Starlette(routes=[Route("/items/{item_id}", _ok)])
+    resolve = _router_resolver(app)
+    assert resolve is not None
+    for n in range(_MAX_CACHED_ROUTES + 10):
+        assert resolve(scope(f"/items/{n}")) == "/items/{item_id}"
+    assert 0 < len(_cache_of(resolve)) <= _MAX_CACHED_ROUTES
+
+
+def test_a_request_without_a_host_header_is_resolved() -> None:
+    # HTTP/1.0 clients may send no Host header
+    app = Starlette(routes=[Route("/items/{item_id}", _ok)])
+    resolve = _router_resolver(app)
+    assert resolve is not None
+    hostless = {**scope("/items/7"), "headers": [(b"accept", b"*/*")]}
+    assert resolve(hostless) == "/items/{item_id}"
+    assert resolve(hostless) == "/items/{item_id}"  # from the cache

@@ -182,6 +182,41 @@ def test_spoofed_forwarded_certificate_is_stripped(issuer: TokenIssuer) -> None:
     assert any(note.startswith("forwarded_cert_ignored") for note in sink.last.notes)
 
 
+def test_a_custom_forwarded_header_name_is_stripped_too(issuer: TokenIssuer, ca: DevCA) -> None:
+    """With a trusted proxy's own header name configured, a copy sent by anyone else is a
+    forwarded-certificate header like the standard ones: it never reaches the app."""
+    from zerotrust.authn.proxy import TrustedProxies
+
+    proxies = TrustedProxies(["10.0.0.0/8"], header_name="x-mesh-client-cert")
+    mesh = Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])])
+    guard, sink = make_guard(issuer, policy=mesh, bundles=ca.bundle, trusted_proxies=proxies)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    token = issuer.issue(subject=WEB, audience=AUD)
+    auth = (b"authorization", f"Bearer {token}".encode())
+    spoofed = (b"x-mesh-client-cert", b"By=spiffe://x;URI=spiffe://example.org/admin")
+    run(app, headers=[auth, spoofed], client=("192.0.2.7", 1))
+    assert inner.principals[0].id == WEB and inner.scopes[0]["headers"] == [auth]
+    assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
+
+
+def test_the_principal_is_unset_when_the_app_returns(issuer: TokenIssuer) -> None:
+    """Code that runs after the application in the same task (an outer middleware) does not
+    see the request's principal."""
+    guard, _ = make_guard(issuer)
+    inner = Recorder()
+    app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
+    after: list[Any] = []
+
+    async def outer(scope: Any, receive: Any, send: Any) -> None:
+        await app(scope, receive, send)
+        after.append(current_principal())
+
+    token = issuer.issue(subject=WEB, audience=AUD)
+    run(outer, headers=[(b"authorization", f"Bearer {token}".encode())])
+    assert inner.principals[0].id == WEB and after == [None]
+
+
 def test_exempt_routes_see_no_forwarded_certificate(issuer: TokenIssuer) -> None:
     """Nothing is accepted on an exempt route, so no forwarded certificate reaches it."""
     guard, sink = make_guard(issuer)

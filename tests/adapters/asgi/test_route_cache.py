@@ -135,3 +135,23 @@ def test_a_request_without_a_host_header_is_resolved() -> None:
     hostless = {**scope("/items/7"), "headers": [(b"accept", b"*/*")]}
     assert resolve(hostless) == "/items/{item_id}"
     assert resolve(hostless) == "/items/{item_id}"  # from the cache
+
+
+def test_the_cache_tells_hosts_apart_wherever_the_host_header_is() -> None:
+    from starlette.routing import Host, Router
+
+    app = Starlette(
+        routes=[
+            Host("admin.example", app=Router(routes=[Route("/panel/{section}", _ok)])),
+            Host("shop.example", app=Router(routes=[Route("/panel/{item}", _ok)])),
+        ]
+    )
+    resolve = _router_resolver(app)
+    assert resolve is not None
+
+    def at(host: bytes) -> dict[str, object]:
+        return {**scope("/panel/x"), "headers": [(b"accept", b"*/*"), (b"host", host)]}
+
+    assert resolve(at(b"admin.example")) == "/panel/{section}"
+    assert resolve(at(b"shop.example")) == "/panel/{item}"  # not the cached admin template
+    assert resolve(at(b"admin.example")) == "/panel/{section}"

@@ -482,8 +482,10 @@ def test_routeless_hazards_are_refused_at_construction(issuer: TokenIssuer) -> N
     with pytest.raises(ConfigurationError, match="route_template"):
         ZeroTrustMiddleware(Recorder(), guard=guard)
     safe = Policy([Rule(id="any", operations=[Operations(methods=["GET"])])])
-    ok = Guard(authenticator=guard.authenticator, policy=safe, audit=MemorySink())
-    ZeroTrustMiddleware(Recorder(), guard=ok)
+    sink = MemorySink()
+    ok = Guard(authenticator=guard.authenticator, policy=safe, audit=sink)
+    routeless = ZeroTrustMiddleware(Recorder(), guard=ok)
+    assert run(routeless)[0]["status"] == 401 and sink.last.route is None
     with pytest.raises(ConfigurationError):
         ZeroTrustMiddleware(Recorder(), guard=ok, exempt=["/healthz"])
     with pytest.raises(ConfigurationError):

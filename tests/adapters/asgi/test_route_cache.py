@@ -155,3 +155,30 @@ def test_the_cache_tells_hosts_apart_wherever_the_host_header_is() -> None:
     assert resolve(at(b"admin.example")) == "/panel/{section}"
     assert resolve(at(b"shop.example")) == "/panel/{item}"  # not the cached admin template
     assert resolve(at(b"admin.example")) == "/panel/{section}"
+    # two Host headers: Starlette routes on the first, and so is the template remembered
+    twice = {
+        **scope("/panel/y"),
+        "headers": [(b"host", b"admin.example"), (b"host", b"shop.example")],
+    }
+    assert resolve(twice) == "/panel/{section}"
+    assert (
+        resolve({**scope("/panel/y"), "headers": [(b"host", b"shop.example")]}) == "/panel/{item}"
+    )
+
+
+def test_the_cache_tells_methods_and_root_paths_apart() -> None:
+    app = Starlette(
+        routes=[
+            Route("/items/special", _ok, methods=["GET"]),
+            Route("/items/{name}", _ok, methods=["POST"]),
+        ]
+    )
+    resolve = _router_resolver(app)
+    assert resolve is not None
+    assert resolve(scope("/items/special")) == "/items/special"
+    assert resolve({**scope("/items/special"), "method": "POST"}) == "/items/{name}"
+    assert resolve(scope("/items/special")) == "/items/special"
+    # served below a root path, the same path is another route (or none)
+    below = {**scope("/api/items/special"), "root_path": "/api"}
+    assert resolve(below) == "/items/special"
+    assert resolve(scope("/api/items/special")) is None

@@ -127,6 +127,8 @@ def test_exempt_paths_skip_the_guard(issuer: TokenIssuer, clock: FixedClock) -> 
     assert len(sink) == 1
     with pytest.raises(ConfigurationError):
         ZeroTrustMiddleware(inner_app, guard=guard, exempt="/healthz")
+    with pytest.raises(ConfigurationError, match="not one string"):
+        ZeroTrustMiddleware(inner_app, guard=guard, exempt="/")
     with pytest.raises(ConfigurationError):
         ZeroTrustMiddleware(inner_app, guard=guard, exempt=["healthz"])
     with pytest.raises(ConfigurationError):
@@ -266,6 +268,14 @@ def test_peer_verified_by_the_server(issuer: TokenIssuer, clock: FixedClock, ca:
     assert response.status_code == 200 and response.json["proven_by"] == "mtls+jwt"
     view = WSGIRequestView({CHAIN_ENVIRON_KEY: chain, "REQUEST_METHOD": "GET"})
     assert view.peer_chain == chain and view.verified_peer is None
+    # the verified peer alone (no chain key) is the caller, asked for before the chain
+    alone = WSGIRequestView({PEER_ENVIRON_KEY: peer, "REQUEST_METHOD": "GET"})
+    assert alone.verified_peer is peer and alone.peer_chain is None
+    response = client.get("/x", environ_base={PEER_ENVIRON_KEY: peer})
+    assert response.status_code == 200 and response.json["proven_by"] == "mtls"
+    # anything else under the key is not a verified peer
+    forged = WSGIRequestView({PEER_ENVIRON_KEY: {"spiffe_id": WEB}, "REQUEST_METHOD": "GET"})
+    assert forged.verified_peer is None
 
 
 def test_forwarded_headers_only_from_trusted_proxies(
@@ -291,6 +301,30 @@ def test_forwarded_headers_only_from_trusted_proxies(
     assert spoofed.status_code == 401
     assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
     assert sink.last.remote_addr == "203.0.113.9"
+
+
+def test_allowed_requests_lose_forwarded_headers_no_trusted_proxy_sent(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    proxies = TrustedProxies(["10.0.0.0/8"], header="nginx")
+    policy = Policy([Rule(id="example", callers=[Callers(trust_domains=["example.org"])])])
+    guard, sink = make_guard(
+        issuer, clock, policy=policy, bundles=ca.bundle, trusted_proxies=proxies
+    )
+    client = Client(ZeroTrustMiddleware(inner_app, guard=guard))
+    pem = ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode()
+    spoofed = {"X-SSL-Client-Cert": quote(pem, safe=""), "X-Forwarded-Client-Cert": "By=x;Hash=y"}
+    token = issuer.issue(subject=WEB, audience=AUD)
+    direct = client.get(
+        "/x", headers={**bearer(token), **spoofed}, environ_base={"REMOTE_ADDR": "203.0.113.9"}
+    )
+    assert direct.status_code == 200 and direct.json["proven_by"] == "jwt"
+    assert direct.json["cert_headers"] == []  # the app never sees what the Guard ignored
+    assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
+    # from the proxy, its own header stays and the other format's goes
+    proxied = client.get("/x", headers=spoofed, environ_base={"REMOTE_ADDR": "10.0.0.7"})
+    assert proxied.json["proven_by"] == "proxy-mtls"
+    assert proxied.json["cert_headers"] == ["HTTP_X_SSL_CLIENT_CERT"]
 
 
 def test_a_trusted_proxy_header_reaches_the_app_with_audit_logging_off(
@@ -347,10 +381,12 @@ def test_too_many_headers_are_refused(issuer: TokenIssuer, clock: FixedClock) ->
     guard, sink = make_guard(issuer, clock, policy=ALLOW_ALL)
     client = Client(ZeroTrustMiddleware(inner_app, guard=guard))
     token = issuer.issue(subject=WEB, audience=AUD)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     headers = {**bearer(token), **{f"X-Pad-{i}": "1" for i in range(MAX_HEADER_LINES)}}
-    response = client.get("/x", headers=headers)
+    response = client.get("/x", headers={**headers, "traceparent": traceparent})
     assert response.status_code == 400 and response.json["error"] == "invalid_request"
     assert sink.last.reason == "malformed_credentials"
+    assert sink.last.trace_id is None  # no header of such a request is read
     assert client.get("/x", headers=bearer(token)).status_code == 200
 
 
@@ -486,3 +522,13 @@ def test_views_hand_a_repeat_only_a_lone_bearer_token() -> None:
     basic = {**environ, "HTTP_AUTHORIZATION": "Basic abc"}
     assert WSGIRequestView(basic, "/").bearer_alone(absent) is None
     assert WSGIRequestView({"REQUEST_METHOD": "GET"}, "/").bearer_alone(absent) is None
+
+
+def test_environ_key_names_are_remembered_within_a_bound() -> None:
+    from zerotrust.adapters import wsgi
+    from zerotrust.adapters.wsgi import environ_key
+
+    for n in range(1100):
+        assert environ_key(f"x-name-{n}") == f"HTTP_X_NAME_{n}"
+    assert len(wsgi._keys) <= 1024
+    assert environ_key("Content-Type") == "CONTENT_TYPE"

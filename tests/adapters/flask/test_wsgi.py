@@ -411,6 +411,28 @@ def test_request_view_fields() -> None:
     assert view.peer_chain is None and view.verified_peer is None
     raw = WSGIRequestView({**environ, "RAW_URI": "/api/caf%c3%a9%20x?q=1", "HTTP_HOST": "h:1"})
     assert (raw.path, raw.host) == ("/api/caf%c3%a9%20x", "h:1")
+    # mod_wsgi and uWSGI name it REQUEST_URI; an absolute-form target is not a path
+    assert WSGIRequestView({**environ, "REQUEST_URI": "/api/a%2Fb?q"}).path == "/api/a%2Fb"
+    absolute = WSGIRequestView({**environ, "RAW_URI": "https://svc.internal/other"})
+    assert absolute.path == "/api/caf%C3%A9%20x"
+    # the port is left out when it is the scheme's default
+    for scheme, port, host in [
+        ("https", "443", "svc.internal"),
+        ("http", "80", "svc.internal"),
+        ("http", "443", "svc.internal:443"),
+        ("https", "80", "svc.internal:80"),
+    ]:
+        view = WSGIRequestView({**environ, "wsgi.url_scheme": scheme, "SERVER_PORT": port})
+        assert view.host == host
+
+
+def test_request_view_counts_header_lines_not_environ_keys() -> None:
+    server_keys = {f"wsgi.server_{i}": "x" for i in range(MAX_HEADER_LINES + 50)}
+    headers = {f"HTTP_X_PAD_{i}": "1" for i in range(MAX_HEADER_LINES - 1)}
+    environ = {**server_keys, **headers, "HTTP_AUTHORIZATION": "Bearer t"}
+    assert WSGIRequestView(environ).header("authorization") == ["Bearer t"]  # 256 lines
+    environ["HTTP_X_ONE_MORE"] = "1"
+    assert WSGIRequestView(environ).header("authorization") == []
 
 
 def test_pem_chain_der_bounds(ca_with_intermediate: DevCA) -> None:

@@ -413,6 +413,7 @@ def test_request_view_fields() -> None:
     assert (raw.path, raw.host) == ("/api/caf%c3%a9%20x", "h:1")
     # mod_wsgi and uWSGI name it REQUEST_URI; an absolute-form target is not a path
     assert WSGIRequestView({**environ, "REQUEST_URI": "/api/a%2Fb?q"}).path == "/api/a%2Fb"
+    assert WSGIRequestView({"REQUEST_METHOD": "GET"}).remote_addr is None  # a unix socket
     absolute = WSGIRequestView({**environ, "RAW_URI": "https://svc.internal/other"})
     assert absolute.path == "/api/caf%C3%A9%20x"
     # the port is left out when it is the scheme's default

@@ -414,6 +414,9 @@ def test_request_view_fields() -> None:
     # mod_wsgi and uWSGI name it REQUEST_URI; an absolute-form target is not a path
     assert WSGIRequestView({**environ, "REQUEST_URI": "/api/a%2Fb?q"}).path == "/api/a%2Fb"
     assert WSGIRequestView({"REQUEST_METHOD": "GET"}).remote_addr is None  # a unix socket
+    bare = WSGIRequestView({"SERVER_NAME": "svc.internal"})  # keys WSGI servers may leave out
+    assert (bare.method, bare.scheme, bare.host, bare.path) == ("GET", "http", "svc.internal", "/")
+    assert WSGIRequestView({"PATH_INFO": "/x", "SERVER_NAME": "svc"}).path == "/x"
     absolute = WSGIRequestView({**environ, "RAW_URI": "https://svc.internal/other"})
     assert absolute.path == "/api/caf%C3%A9%20x"
     # the port is left out when it is the scheme's default

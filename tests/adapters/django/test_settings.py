@@ -46,6 +46,7 @@ def _missing_variable() -> Any:
         ),
         ({"GUARD": _missing_variable}, r"the factory failed \(KeyError\)"),
         ({"GUARD": Guard}, r"ZEROTRUST\['GUARD'\] must be a zerotrust Guard"),  # the class
+        ({"GUARD": lambda: "a guard"}, r"a callable returning one, got str"),  # bad factory
         ({"GUARD": GUARD_PATH, "EXEMPT": "healthz"}, r"ZEROTRUST\['EXEMPT'\] must be a list"),
         ({"GUARD": GUARD_PATH, "EXEMPT": ["/a*b"]}, r"EXEMPT'\]: '/a\*b'"),
         ({"GUARD": GUARD_PATH, "EXEMPT": ["api/health"]}, r"neither a URL name nor a path"),

@@ -48,9 +48,14 @@ def _missing_variable() -> Any:
         ({"GUARD": Guard}, r"ZEROTRUST\['GUARD'\] must be a zerotrust Guard"),  # the class
         ({"GUARD": lambda: "a guard"}, r"a callable returning one, got str"),  # bad factory
         ({"GUARD": GUARD_PATH, "EXEMPT": "healthz"}, r"ZEROTRUST\['EXEMPT'\] must be a list"),
+        ({"GUARD": GUARD_PATH, "EXEMPT": 42}, r"ZEROTRUST\['EXEMPT'\] must be a list"),
         ({"GUARD": GUARD_PATH, "EXEMPT": ["/a*b"]}, r"EXEMPT'\]: '/a\*b'"),
+        ({"GUARD": GUARD_PATH, "EXEMPT": ["/static/**"]}, r"'\*' may only end a path prefix"),
+        ({"GUARD": GUARD_PATH, "EXEMPT": ["health*"]}, r"neither a URL name nor a path"),
         ({"GUARD": GUARD_PATH, "EXEMPT": ["api/health"]}, r"neither a URL name nor a path"),
         ({"GUARD": GUARD_PATH, "EXEMPT": [""]}, r"EXEMPT'\]: invalid entry ''"),
+        ({"GUARD": GUARD_PATH, "EXEMPT": [42]}, r"EXEMPT'\]: invalid entry 42"),
+        ({"GUARD": GUARD_PATH, "EXEMPT": ["healthz "]}, r"EXEMPT'\]: invalid entry 'healthz '"),
     ],
 )
 def test_invalid_settings_fail_at_startup(
@@ -92,6 +97,19 @@ def test_configuration_is_parsed_once_per_value(zt: Harness) -> None:
     with override_settings(ZEROTRUST={"GUARD": zt.guard, "EXEMPT": ["/other"]}):
         assert get_config() is not first
         assert get_config().exempt_paths == frozenset({"/other"})
+
+
+def test_exempt_entries_match_names_exact_paths_and_prefixes(zt: Harness) -> None:
+    exempt = ["/static/*", "/metrics", "healthz", "admin:login"]
+    with override_settings(ZEROTRUST={"GUARD": zt.guard, "EXEMPT": exempt}):
+        config = get_config()
+        assert config.is_exempt("/static/app.js", None) and config.is_exempt("/static/", None)
+        assert not config.is_exempt("/staticfiles/app.js", None)  # a prefix ends at its '/'
+        assert not config.is_exempt("/static", None)
+        assert config.is_exempt("/metrics", None) and not config.is_exempt("/metrics/", None)
+        assert config.is_exempt("/anything", "healthz")
+        assert config.is_exempt("/login", "admin:login") and not config.is_exempt("/x", "login")
+        assert not config.is_exempt("/healthz", None)  # a name is not a path
 
 
 def test_mixin_attributes_are_checked_when_the_class_is_defined() -> None:

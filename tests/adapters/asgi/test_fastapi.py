@@ -1,5 +1,6 @@
 """The FastAPI dependencies on their own (no middleware), OpenAPI, mounts and fallbacks."""
 
+import logging
 from typing import Annotated, Any
 
 import pytest
@@ -91,6 +92,67 @@ def test_optional_needs_the_policy_to_admit_anonymous(bare: Any) -> None:
         return {"who": principal}  # pragma: no cover - the policy refuses anonymous callers
 
     assert http.get("/orders-preview").status_code == 401
+
+
+def test_the_bare_dependency_needs_a_caller_unless_auto_error_is_off(bare: Any) -> None:
+    """The policy admits anonymous callers on /public; only ``auto_error=False`` turns the bare
+    dependency into "who, if anyone?"."""
+    http, _, guard = bare
+    strict = ZeroTrust(guard)
+
+    @http.app.post("/public")
+    async def publish(principal: Annotated[Principal, Depends(strict)]) -> Any:
+        return {"who": principal}  # pragma: no cover - an anonymous caller is refused
+
+    response = http.post("/public")
+    assert response.status_code == 401 and response.json()["error"] == "missing_credentials"
+    assert http.get("/public").json() == {"who": None}  # the auto_error=False dependency
+
+
+def test_dependency_alone_on_a_server_without_request_state(bare: Any, issuer: TokenIssuer) -> None:
+    """ASGI servers without lifespan state put no ``state`` in the scope."""
+    import asyncio
+
+    http, sink, _ = bare
+    headers = [(b"host", b"testserver"), (b"authorization", f"Bearer {token(issuer)}".encode())]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/limited/a", "raw_path": b"/limited/a", "query_string": b"",
+        "root_path": "", "headers": headers, "client": ("127.0.0.1", 1), "server": ("t", 80),
+    }  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(http.app(scope, receive, send))
+    assert sent[0]["status"] == 200 and sink.last.decision == "allow"
+
+
+def test_dependency_after_the_middleware_with_audit_logging_off(
+    issuer: TokenIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With no audit event built, the dependency still refines the middleware's decision."""
+    from tests.adapters.asgi._support import ISS, make_policy
+    from zerotrust import Authenticator, Guard, TokenVerifier
+    from zerotrust.audit import LoggingSink
+
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier), policy=make_policy(), audit=LoggingSink()
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="zerotrust.audit"),
+        client(make_app(ZeroTrust(guard))) as http,
+    ):
+        allowed = http.get("/orders/7", headers=bearer(token(issuer, scopes=["orders:read"])))
+        assert allowed.status_code == 200 and allowed.json()["dependency"] == WEB
+        refused = http.get("/orders/7", headers=bearer(token(issuer)))
+        assert refused.status_code == 403 and refused.json()["error"] == "insufficient_scope"
+    assert not [r for r in caplog.records if r.name == "zerotrust.audit"]
 
 
 @pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "dependency-alone"])

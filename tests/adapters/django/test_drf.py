@@ -198,6 +198,16 @@ def test_authenticate_header_drives_drf_401(install: Installer) -> None:
     assert zt.sink.last.decision == "allow"
 
 
+def test_an_exempt_drf_view_is_left_to_drf(install: Installer, mode: str) -> None:
+    # EXEMPT: zerotrust decides nothing and authenticates nobody; DRF's IsAuthenticated then
+    # answers 401 with ZeroTrustAuthentication's default challenge
+    zt = install(exempt=["/api/anon/"])
+    response = get("/api/anon/", zt.auth())
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="orders"'
+    assert zt.sink.events == []
+
+
 def test_rate_limited(install: Installer, mode: str) -> None:
     zt = install(pol=policy(rate_limits=[RateLimit("per-caller", rate=1, burst=1)]))
     headers = zt.auth()

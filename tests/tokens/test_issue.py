@@ -238,9 +238,10 @@ def test_key_rotation(clock: FixedClock) -> None:
     assert [key.kid for key in ring.key_set()] == ["k2"]
     with pytest.raises(UnknownKey):
         verifier.verify(old)
-    with pytest.raises(ConfigurationError):
-        ring.retire("k2")  # the current key
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match="current signing key cannot be retired"):
+        ring.retire("k2")  # the current key, named as such
+    assert ring.current.kid == "k2"
+    with pytest.raises(ConfigurationError, match="no previous key has that kid"):
         ring.retire("nope")
     with pytest.raises(ConfigurationError):
         ring.rotate(PrivateJWK.generate("ES256", kid="k2"))  # duplicate kid

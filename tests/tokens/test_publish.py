@@ -145,9 +145,33 @@ def test_head_conditional_and_other_methods() -> None:
         assert "cache-control" in _headers(not_modified)
     assert endpoint.respond("GET", '"other"')[0] == 200
     assert endpoint.respond("GET", ", ".join(['"x"'] * 40 + [etag]))[0] == 200  # bounded look
+    # the first 32 entity tags are looked at, the 33rd no longer
+    assert endpoint.respond("GET", ", ".join(['"x"'] * 31 + [etag]))[0] == 304
+    assert endpoint.respond("GET", ", ".join(['"x"'] * 32 + [etag]))[0] == 200
     for method in ("POST", "PUT", "DELETE", "OPTIONS", "get"):
         status, refused, empty = endpoint.respond(method)
         assert (status, _headers(refused)["allow"], empty) == (405, "GET, HEAD", b"")
+
+
+def test_a_not_modified_answer_carries_the_validators_only() -> None:
+    """RFC 9110 §15.4.5: a 304 sends the Cache-Control and ETag of the 200 and no other
+    representation metadata; the synchronous and asynchronous cores answer alike."""
+    endpoint = JWKSEndpoint(_ring(), max_age=60)
+    etag = _headers(endpoint.respond("GET")[1])["etag"]
+    expected = (304, [("Cache-Control", "public, max-age=60"), ("ETag", etag)], b"")
+    assert endpoint.respond("GET", etag) == expected
+    assert asyncio.run(endpoint.respond_async("GET", etag)) == expected
+
+
+def test_a_key_set_and_a_single_key_are_published() -> None:
+    one, two = PrivateJWK.generate("ES256", kid="a"), PrivateJWK.generate("EdDSA", kid="b")
+    status, _, body = JWKSEndpoint(JWKSet([one.public(), two.public()])).respond("GET")
+    assert (status, _kids(body)) == (200, ["a", "b"])
+    status, _, body = JWKSEndpoint(one.public()).respond("GET")
+    assert (status, _kids(body)) == (200, ["a"])
+    status, _, body = JWKSEndpoint(one).respond("GET")  # type: ignore[arg-type]
+    assert (status, _kids(body)) == (200, ["a"])
+    assert "d" not in json.loads(body)["keys"][0]  # a private key: its public half only
 
 
 def test_the_document_follows_rotation_and_is_built_once_per_key_set() -> None:
@@ -168,6 +192,8 @@ def test_secrets_and_bad_settings_are_refused() -> None:
     for max_age in (-1, 7 * 86400 + 1, 1.5, True):
         with pytest.raises(ConfigurationError):
             JWKSEndpoint(_ring(), max_age=max_age)  # type: ignore[arg-type]
+    assert JWKSEndpoint(_ring()).max_age == 300  # five minutes unless told
+    assert JWKSEndpoint(_ring(), max_age=7 * 86400).max_age == 7 * 86400  # the limit itself
     assert JWKSEndpoint(_ring(), max_age=0).respond("GET")[1][0] == (
         "Cache-Control",
         "public, max-age=0",
@@ -373,3 +399,26 @@ def test_the_asgi_application_serves_http_only() -> None:
     assert sent == []
     asyncio.run(endpoint({"type": "lifespan"}, receive, send))
     assert sent == [{"type": "lifespan.startup.complete"}, {"type": "lifespan.shutdown.complete"}]
+
+
+def test_if_none_match_lines_of_an_asgi_request_are_one_list() -> None:
+    """RFC 9110 §5.3: a field sent on several lines is one comma-separated list."""
+    endpoint = JWKSEndpoint(_ring())
+    etag = _headers(endpoint.respond("GET")[1])["etag"]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    def status_for(headers: list[tuple[bytes, bytes]]) -> int:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: Any) -> None:
+            sent.append(dict(message))
+
+        scope = {"type": "http", "method": "GET", "path": "/jwks", "headers": headers}
+        asyncio.run(endpoint(scope, receive, send))
+        return int(sent[0]["status"])
+
+    assert status_for([(b"if-none-match", b'"other"'), (b"If-None-Match", etag.encode())]) == 304
+    assert status_for([(b"if-none-match", b'"other"'), (b"if-none-match", b'"more"')]) == 200
+    assert status_for([]) == 200

@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from zerotrust import FixedClock, verify_peer_chain
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, InvalidSpiffeId
+from zerotrust.identity import SpiffeId, TrustDomain
 
 
 def test_save_and_load(tmp_path: Path) -> None:
@@ -159,6 +163,8 @@ def test_a_leaf_is_not_a_root(ca: DevCA) -> None:
         ["-bad.example"],
         ["a" * 64 + ".example"],
         ["a." * 127 + "example"],
+        ["-bad.svc.example"],  # only a leading "*" label is set aside
+        ["*.-bad.example"],
         ["example.org."],
         [5],
     ],
@@ -261,3 +267,271 @@ def test_an_encrypted_ca_key_is_named_as_such(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigurationError, match=f"{path} is an encrypted private key"):
         DevCA.load(ca_dir)
+
+
+# --- certificate profiles (X509-SVID sections 4.1-4.4, RFC 5280 section 4.2) --------------------
+
+_NOW = dt.datetime(2030, 5, 1, tzinfo=dt.timezone.utc)
+
+
+def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extension[Any]:
+    return cert.extensions.get_extension_for_class(kind)
+
+
+def _usage(
+    *, signs_certificates: bool, ec_key: bool = False, rsa_key: bool = False
+) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not signs_certificates,
+        content_commitment=False,
+        key_encipherment=rsa_key,
+        data_encipherment=False,
+        key_agreement=ec_key,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def test_the_certificate_profiles() -> None:
+    """Every extension of the leaf, the intermediate and the root, with its criticality:
+    basicConstraints and keyUsage critical (RFC 5280 4.2.1.3, 4.2.1.9; X509-SVID 4.1, 4.3),
+    key identifiers and the SAN not (RFC 5280 4.2.1.1, 4.2.1.2, 4.2.1.6), a leaf for both TLS
+    sides (X509-SVID 4.4) naming exactly one SPIFFE ID, CAs naming their trust domain."""
+    ca = DevCA.create("example.org", intermediate=True, clock=FixedClock(_NOW))
+    svid = ca.issue_svid("spiffe://example.org/web")
+    leaf, intermediate = svid.cert_chain
+    root = ca.root_certificate
+
+    constraints = [_ext(c, x509.BasicConstraints) for c in (leaf, intermediate, root)]
+    assert [(e.critical, e.value.ca, e.value.path_length) for e in constraints] == [
+        (True, False, None),
+        (True, True, 0),  # an intermediate signs leaves only
+        (True, True, None),
+    ]
+    usages = [_ext(c, x509.KeyUsage) for c in (leaf, intermediate, root)]
+    assert all(e.critical for e in usages)
+    assert [e.value for e in usages] == [
+        _usage(signs_certificates=False, ec_key=True),
+        _usage(signs_certificates=True),
+        _usage(signs_certificates=True),
+    ]
+    eku = _ext(leaf, x509.ExtendedKeyUsage)
+    assert not eku.critical
+    assert list(eku.value) == [
+        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+        x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+    ]
+    for cert, uri in ((leaf, "spiffe://example.org/web"), (intermediate, "spiffe://example.org")):
+        san = _ext(cert, x509.SubjectAlternativeName)
+        assert not san.critical and list(san.value) == [x509.UniformResourceIdentifier(uri)]
+    for cert, issuer in ((leaf, intermediate), (intermediate, root), (root, root)):
+        ski = _ext(cert, x509.SubjectKeyIdentifier)
+        aki = _ext(cert, x509.AuthorityKeyIdentifier)
+        assert not ski.critical and not aki.critical
+        assert aki.value.key_identifier == _ext(issuer, x509.SubjectKeyIdentifier).value.digest
+    for cert in (leaf, intermediate, root):  # RFC 5280 4.1.2.2: positive, at most 20 octets
+        assert 0 < cert.serial_number < 2**159
+    assert len({leaf.serial_number, intermediate.serial_number, root.serial_number}) == 3
+
+
+def test_an_rsa_leaf_may_encipher_keys_and_no_other_usage_changes() -> None:
+    ca = DevCA.create("example.org")
+    leaf = ca.issue_svid("spiffe://example.org/web", key_type="rsa-2048").leaf
+    assert _ext(leaf, x509.KeyUsage).value == _usage(signs_certificates=False, rsa_key=True)
+
+
+def test_default_lifetimes_and_backdating() -> None:
+    """A CA lives 365 days from five minutes ago, an SVID one hour from 30 seconds ago (room
+    for peers whose clocks run a little behind)."""
+    ca = DevCA.create("example.org", intermediate=True, clock=FixedClock(_NOW))
+    leaf, intermediate = ca.issue_svid("spiffe://example.org/web").cert_chain
+    for cert in (ca.root_certificate, intermediate):
+        assert cert.not_valid_before_utc == _NOW - dt.timedelta(minutes=5)
+        assert cert.not_valid_after_utc == _NOW + dt.timedelta(days=365)
+    assert leaf.not_valid_before_utc == _NOW - dt.timedelta(seconds=30)
+    assert leaf.not_valid_after_utc == _NOW + dt.timedelta(hours=1)
+    assert len(DevCA.create("example.org").issue_svid("spiffe://example.org/a").cert_chain) == 1
+
+
+@pytest.mark.parametrize(
+    ("key_type", "digest"),
+    [("ec-p256", "sha256"), ("ec-p384", "sha384"), ("rsa-2048", "sha256")],
+)
+def test_signature_hashes_match_the_ca_key(key_type: str, digest: str) -> None:
+    ca = DevCA.create("example.org", key_type=key_type)  # type: ignore[arg-type]
+    leaf = ca.issue_svid("spiffe://example.org/web").leaf
+    for cert in (ca.root_certificate, leaf):
+        assert cert.signature_hash_algorithm is not None
+        assert cert.signature_hash_algorithm.name == digest
+
+
+def test_rsa_3072_keys() -> None:
+    from zerotrust.dev import generate_key
+
+    key = generate_key("rsa-3072")
+    assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 3072
+
+
+def test_ttls_in_seconds_and_the_longest_one() -> None:
+    clock = FixedClock(_NOW)
+    ca = DevCA.create("example.org", clock=clock, ttl=2 * 86400)
+    assert ca.root_certificate.not_valid_after_utc == _NOW + dt.timedelta(days=2)
+    assert ca.issue_svid("spiffe://example.org/a", ttl=60).expires_at == _NOW + dt.timedelta(
+        seconds=60
+    )
+    assert ca.issue_svid("spiffe://example.org/a", ttl=90.0).expires_at == _NOW + dt.timedelta(
+        seconds=90
+    )
+    longest = ca.issue_svid("spiffe://example.org/a", ttl=dt.timedelta(days=36500))
+    assert longest.expires_at == ca.root_certificate.not_valid_after_utc  # accepted, then cut
+    with pytest.raises(ConfigurationError, match="at most 36500 days"):
+        ca.issue_svid("spiffe://example.org/a", ttl=dt.timedelta(days=36500, microseconds=1))
+
+
+def test_issuing_at_the_edges_of_the_ca_validity() -> None:
+    """RFC 5280 4.1.2.5: a certificate is valid from notBefore through notAfter. At the CA's
+    first second SVIDs are issued; at its last one an SVID would not live at all."""
+    clock = FixedClock(_NOW)
+    ca = DevCA.create("example.org", clock=clock, ttl=dt.timedelta(hours=2))
+    clock.advance(-300)  # the root's notBefore exactly
+    assert ca.issue_svid("spiffe://example.org/a").leaf.not_valid_before_utc == clock.now()
+    clock.advance(300 + 2 * 3600)  # the root's notAfter exactly
+    with pytest.raises(ConfigurationError, match="expired"):
+        ca.issue_svid("spiffe://example.org/a")
+
+
+def test_typed_trust_domains_and_ids() -> None:
+    td = TrustDomain.parse("example.org")
+    ca = DevCA.create(td)
+    assert ca.trust_domain == td
+    sid = SpiffeId.parse("spiffe://example.org/web")
+    assert ca.issue_svid(sid).spiffe_id == sid
+
+
+def test_saved_public_files_are_readable_and_the_bundle_is_the_root(tmp_path: Path) -> None:
+    ca = DevCA.create("example.org", intermediate=True)
+    directory = ca.save(tmp_path / "ca")
+    for name in ("root.crt.pem", "intermediate.crt.pem", "bundle.pem", "ca.json"):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o644, name
+    assert (directory / "bundle.pem").read_bytes() == ca.bundle.to_pem()
+
+
+def test_loading_what_is_not_a_ca_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"missing ca\.json"):
+        DevCA.load(tmp_path / "nothing-here")
+    ca_dir = DevCA.create("example.org").save(tmp_path / "ca")
+    (ca_dir / "root.crt.pem").unlink()
+    (ca_dir / "root.crt.pem").mkdir()
+    with pytest.raises(ConfigurationError, match=r"cannot load CA from .*: root\.crt\.pem: \w"):
+        DevCA.load(ca_dir)
+
+
+def test_a_ca_key_of_an_unsupported_type_is_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed448
+
+    ca_dir = DevCA.create("example.org").save(tmp_path / "ca")
+    (ca_dir / "root.key.pem").write_bytes(
+        ed448.Ed448PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(ConfigurationError, match=r"cannot load CA from .*: ValueError"):
+        DevCA.load(ca_dir)
+
+
+def _self_signed(
+    *, ca: bool, uris: list[str], edwards: bool = False
+) -> tuple[x509.Certificate, Any]:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    key: Any = (
+        ed25519.Ed25519PrivateKey.generate() if edwards else ec.generate_private_key(ec.SECP256R1())
+    )
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not the dev CA")])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(_NOW - dt.timedelta(days=1))
+        .not_valid_after(_NOW + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if uris:
+        names = [x509.UniformResourceIdentifier(uri) for uri in uris]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(key, None if edwards else hashes.SHA256()), key
+
+
+def test_a_self_signed_end_entity_is_not_a_root() -> None:
+    cert, key = _self_signed(ca=False, uris=["spiffe://example.org"])
+    with pytest.raises(ConfigurationError, match="not a CA certificate"):
+        DevCA(TrustDomain.parse("example.org"), cert, key)
+
+
+@pytest.mark.parametrize(
+    "uri", ["https://example.org", "spiffe://example.org/ca", "spiffe://other.org"]
+)
+def test_a_root_naming_anything_but_its_trust_domain_is_refused(uri: str) -> None:
+    """X509-SVID 3.2: a signing certificate's SPIFFE ID is its trust domain's, with no path."""
+    cert, key = _self_signed(ca=True, uris=["spiffe://example.org", uri])
+    with pytest.raises(ConfigurationError, match="the root CA's certificate names"):
+        DevCA(TrustDomain.parse("example.org"), cert, key)
+    unnamed, unnamed_key = _self_signed(ca=True, uris=[])  # naming none is fine
+    DevCA(TrustDomain.parse("example.org"), unnamed, unnamed_key)
+
+
+def test_svid_dns_names_must_be_a_real_list(ca: DevCA) -> None:
+    with pytest.raises(ConfigurationError, match="dns_names"):  # it would be used up unread
+        ca.issue_svid("spiffe://example.org/web", dns_names=iter(["a.example"]))  # type: ignore[arg-type]
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    assert len(longest) == 253
+    svid = ca.issue_svid("spiffe://example.org/web", dns_names=[longest, "*.example.org"])
+    san = svid.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == [longest, "*.example.org"]
+    with pytest.raises(ConfigurationError, match="dns_names"):
+        ca.issue_svid("spiffe://example.org/web", dns_names=[longest + "d"])
+
+
+def test_an_ed25519_root_loaded_from_files_issues_svids() -> None:
+    """A CA key may be Ed25519 (it is signed with no separate hash)."""
+    cert, key = _self_signed(ca=True, uris=["spiffe://example.org"], edwards=True)
+    ca = DevCA(TrustDomain.parse("example.org"), cert, key, clock=FixedClock(_NOW))
+    svid = ca.issue_svid("spiffe://example.org/web")
+    svid.leaf.verify_directly_issued_by(cert)
+
+
+def test_an_unchecked_leaf_carries_what_it_is_given(ca: DevCA) -> None:
+    """The helper that makes bad leaves for refusal tests: no EKU, no SAN, the key usage given."""
+    usage = _usage(signs_certificates=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    (leaf, *_), _ = ca.issue_unchecked_leaf(
+        uri_sans=[],
+        not_before=now,
+        not_after=now + dt.timedelta(minutes=1),
+        key_usage=usage,
+        extended_key_usage=None,
+    )
+    assert leaf.extensions.get_extension_for_class(x509.KeyUsage).value == usage
+    for absent in (x509.ExtendedKeyUsage, x509.SubjectAlternativeName):
+        with pytest.raises(x509.ExtensionNotFound):
+            leaf.extensions.get_extension_for_class(absent)
+
+
+def test_a_ca_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    ca_dir = DevCA.create("example.org").save(tmp_path / "ca")
+    if os.geteuid() == 0:  # root may hand it to another user
+        os.chown(ca_dir, 65534, 65534)
+        theirs = ca_dir
+    else:  # the file system root is another user's (and not writable by others)
+        theirs = Path(tmp_path.anchor)
+    assert theirs.stat().st_mode & 0o022 == 0 and theirs.stat().st_uid != os.geteuid()
+    with pytest.raises(ConfigurationError, match="owned by another one"):
+        DevCA.load(theirs)

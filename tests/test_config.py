@@ -24,6 +24,7 @@ from tests.config.helpers import (
     make_bundle_file,
     make_files,
     make_issuer,
+    value_at,
     with_context,
     write,
 )
@@ -292,6 +293,42 @@ def test_settings_are_immutable_and_revalidated(files: Path) -> None:
         settings.tokens.issuer = "x"  # type: ignore[misc]
     assert "no way to authenticate" in error_of(dataclasses.replace, settings, tokens=None)
     assert dataclasses.replace(settings, service="other").service == "other"
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        ("tokens", "leeway"),
+        ("tokens.remote", "allow_http_loopback"),
+        ("mtls", "require"),
+        ("proxies", "hop"),
+        ("api_keys", "header"),
+        ("dpop", "enabled"),
+        ("policy", "default"),
+        ("store", "revocation"),
+        ("audit", "on_error"),
+    ],
+)
+def test_every_section_is_immutable(
+    files: Path, bundle_file: Path, section: str, field: str
+) -> None:
+    """Checked once, changed never: a section changed in place would skip every check."""
+    doc = with_context(files, bundle_file, "proxies")
+    doc["api_keys"] = {"hashes": {"ci": "5e" * 32}}
+    settings = Settings.from_dict(doc, env={})
+    part = value_at(settings, section)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(part, field, getattr(part, field))
+
+
+def test_token_bounds_default_to_the_library_defaults(files: Path) -> None:
+    """Four delegation hops and a cache of 10,000 verified tokens, as Authenticator and
+    TokenVerifier have them."""
+    settings = Settings.from_dict(base(files))
+    assert settings.tokens is not None
+    assert (settings.tokens.max_delegation_depth, settings.tokens.cache_size) == (4, 10_000)
+    guard = settings.build_guard(audit=MemorySink())
+    assert guard.authenticator.max_delegation_depth == 4
 
 
 def test_to_dict_round_trips(files: Path, bundle_file: Path) -> None:

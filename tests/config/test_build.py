@@ -31,7 +31,7 @@ from tests.config.helpers import (
 from zerotrust.audit import MemorySink
 from zerotrust.config import Settings
 from zerotrust.dev import DevCA
-from zerotrust.errors import MissingDependencyError
+from zerotrust.errors import ConfigurationError, MissingDependencyError
 from zerotrust.stores import MemoryStore, RedisStore, ResilientStore
 from zerotrust.tokens import PrivateJWK, SecretKey, TokenIssuer, TokenVerifier
 from zerotrust.tokens._b64 import b64url_encode
@@ -280,3 +280,17 @@ def test_audit_sinks_from_settings(files: Path) -> None:
     )
     built = plain.build_guard().audit
     assert isinstance(built.sinks[0], OTelSink) and isinstance(built.sinks[1], LoggingSink)
+
+
+def test_a_bundle_file_in_the_spiffe_format_is_read_as_told(files: Path, ca: DevCA) -> None:
+    path = write(files / "bundle.json", json.dumps(ca.bundle.to_jwks()))
+    doc = base(files, tokens=None) | {
+        "mtls": {"bundles": {"example.org": path}, "bundle_format": "jwks", "require": True},
+        "policy": {"rules": [{"id": "web", "from": [{"spiffe_ids": [WEB]}]}]},
+    }
+    guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+    chain = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(WEB).cert_chain]
+    assert guard.evaluate(get(peer_chain=chain)).allowed
+    doc["mtls"]["bundle_format"] = "pem"  # the same file read as PEM: refused when loaded
+    with pytest.raises(ConfigurationError, match="mtls"):
+        Settings.from_dict(doc)

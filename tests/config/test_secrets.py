@@ -152,3 +152,18 @@ def test_secret_files_and_forms(files: Path) -> None:
     doc = base(files, store={"url": "redis://cache/0", "password_file": str(files / "hashes")})
     unset = Settings.from_dict(doc, env={"ZEROTRUST_STORE__PASSWORD_FILE": ""})
     assert unset.store.password is None
+
+
+def test_secrets_compare_by_value_and_with_secrets_only(files: Path) -> None:
+    assert Secret(b"a" * 32) == Secret(b"a" * 32)
+    assert Secret(b"a" * 32) != Secret(b"b" * 32)
+    assert Secret(PASSWORD) != PASSWORD  # never equal to the plain value it hides
+    with pytest.raises(TypeError):
+        hash(Secret(PASSWORD))
+
+    def with_key(key: str) -> Settings:
+        env = {"ZEROTRUST_AUDIT__PSEUDONYMIZE": "subject", "ZEROTRUST_AUDIT__PSEUDONYM_KEY": key}
+        return Settings.from_dict(base(files), env=env)
+
+    assert with_key(PSEUDONYM_KEY) == with_key(PSEUDONYM_KEY)
+    assert with_key(PSEUDONYM_KEY) != with_key("6f" * 32)  # another key: other settings

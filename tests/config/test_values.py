@@ -75,6 +75,18 @@ VALID = [
     ("audit.on_error", "closed", "closed", "closed", ""),
     ("audit.logger", "app.audit", "app.audit", "app.audit", ""),
     ("audit.level", "DEBUG", "DEBUG", "DEBUG", ""),
+    # the edges of the bounds, and a single string where a list is read
+    ("tokens.algorithms", "ES256", '["ES256"]', ("ES256",), ""),
+    ("tokens.max_delegation_depth", 0, "0", 0, ""),
+    ("tokens.remote.min_ttl", 0.5, "0.5", 0.5, "remote"),
+    ("tokens.remote.max_stale", 0, "0", 0.0, "remote"),
+    ("dpop.max_age", 0.5, "0.5", 0.5, ""),
+    ("dpop.max_age", 3600, "3600", 3600.0, ""),
+    ("dpop.leeway", 300, "300", 300.0, ""),
+    ("tokens.leeway", 600, "600", 600.0, ""),
+    ("tokens.remote.timeout", 600, "600", 600.0, "remote"),
+    ("store.max_connections", 1, "1", 1, ""),
+    ("store.max_connections", 100_000, "100000", 100_000, ""),
 ]
 
 
@@ -127,6 +139,8 @@ INVALID_IN_DICT = [
     ("tokens.remote.timeout", 601, "must be at most 600", None, "remote"),
     ("tokens.remote.min_ttl", 100000, "min_ttl", "<dict>: tokens.remote", "remote"),
     ("tokens.jwks_url", "http://issuer.example/jwks", "plain http is refused", None, "remote"),
+    # plain http even to a loopback host only when tokens.remote.allow_http_loopback says so
+    ("tokens.jwks_url", "http://127.0.0.1:8080/jwks", "needs allow_http_loopback", None, "remote"),
     ("mtls.bundle_format", "der", "must be one of", None, "mtls"),
     ("mtls.bundles", {}, "must not be empty", None, "mtls"),
     (
@@ -152,6 +166,8 @@ INVALID_IN_DICT = [
     ("store.revocation", "maybe", "must be one of 'closed', 'open'", None, ""),
     ("store.socket_timeout", 0, "must be greater than 0", None, ""),
     ("store.max_connections", 0, "at least 1", None, ""),
+    ("store.max_connections", 100_001, "must be at most 100000", None, ""),
+    ("store.replay_max_ttl", 0.5, "must be at least 1", None, ""),
     ("audit.sinks", ["kafka"], "'kafka' is not one of 'logging', 'otel'", None, ""),
     ("audit.sinks", [], "needs at least one sink", None, ""),
     ("audit.level", "LOUD", "must be one of", None, ""),

@@ -14,7 +14,13 @@ import pytest
 from tests.config.helpers import AUD, ISS, base, get, write
 from zerotrust import OTelSink
 from zerotrust.authn.proxy import TrustedProxies
-from zerotrust.config import AuditSettings, RemoteKeySettings, Settings, StoreSettings
+from zerotrust.config import (
+    AuditSettings,
+    DPoPSettings,
+    RemoteKeySettings,
+    Settings,
+    StoreSettings,
+)
 from zerotrust.errors import ConfigurationError
 from zerotrust.tokens import PrivateJWK, TokenIssuer
 
@@ -30,6 +36,10 @@ from zerotrust.tokens import PrivateJWK, TokenIssuer
         ("store", StoreSettings(revocation="opn"), "store.revocation: must be one of"),  # type: ignore[arg-type]
         ("store", StoreSettings(check_revocation="false"), "must be true or false"),  # type: ignore[arg-type]
         ("store", StoreSettings(socket_timeout=-1), "must be greater than 0"),
+        # checked by nothing else: a memory store has no connections, a level is looked up
+        ("store", StoreSettings(max_connections=0), r"store\.max_connections: must be at least 1"),
+        ("audit", AuditSettings(level="LOUD"), r"audit\.level: must be one of"),  # type: ignore[arg-type]
+        ("dpop", DPoPSettings(max_age=7200), r"dpop\.max_age: must be at most 3600"),
         ("audit", {"sinks": ("logging",)}, "audit: must be a AuditSettings"),
     ],
 )

@@ -167,3 +167,15 @@ def test_secrets_compare_by_value_and_with_secrets_only(files: Path) -> None:
 
     assert with_key(PSEUDONYM_KEY) == with_key(PSEUDONYM_KEY)
     assert with_key(PSEUDONYM_KEY) != with_key("6f" * 32)  # another key: other settings
+
+
+def test_a_secret_and_its_file_form_together_are_refused(files: Path) -> None:
+    (files / "password").write_text(PASSWORD)
+    env = {
+        "ZEROTRUST_STORE__PASSWORD": "another-" + PASSWORD,
+        "ZEROTRUST_STORE__PASSWORD_FILE": str(files / "password"),
+    }
+    found = error_of(Settings.from_dict, base(files, store={"url": "redis://cache/0"}), env=env)
+    assert found == (
+        "ZEROTRUST_STORE__PASSWORD: conflicts with ZEROTRUST_STORE__PASSWORD_FILE: set one of them"
+    )

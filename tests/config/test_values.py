@@ -130,6 +130,8 @@ INVALID_IN_DICT = [
     ("tokens.leeway", -1, "must be at least 0", None, ""),
     ("tokens.leeway", float("nan"), "must be a finite number", None, ""),
     ("tokens.max_token_size", 1.5, "must be an integer", None, ""),
+    ("tokens.cache_size", "10", "must be an integer", None, ""),
+    ("tokens.required_claims", "jti", "must be a list of strings", None, ""),  # not a "many"
     ("tokens.max_token_size", 10, "max_token_size", "<dict>: tokens.max_token_size", ""),
     ("tokens.max_lifetime", 0, "must be greater than 0", None, ""),
     ("tokens.require", "yes", "must be true or false", None, ""),

@@ -179,3 +179,16 @@ def test_a_secret_and_its_file_form_together_are_refused(files: Path) -> None:
     assert found == (
         "ZEROTRUST_STORE__PASSWORD: conflicts with ZEROTRUST_STORE__PASSWORD_FILE: set one of them"
     )
+
+
+def test_secrets_given_by_code_and_the_size_of_a_secret_file(files: Path) -> None:
+    digest = hashlib.sha256(API_KEY.encode()).hexdigest()
+    settings = Settings.from_dict(base(files, api_keys={"hashes": {"ci": digest}}))
+    assert settings.api_keys is not None and dict(settings.api_keys.hashes.reveal()) == {
+        "ci": digest
+    }
+    (files / "largest").write_text("a" * 64 * 1024)  # the limit itself is read
+    env = {"ZEROTRUST_STORE__PASSWORD_FILE": str(files / "largest")}
+    redis = base(files, store={"url": "redis://cache/0"})
+    password = Settings.from_dict(redis, env=env).store.password
+    assert password is not None and password.reveal() == "a" * 64 * 1024

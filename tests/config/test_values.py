@@ -182,6 +182,9 @@ INVALID_IN_DICT = [
     ("store.password", 5, "must be a non-empty string (value not shown)", None, ""),
     ("audit.pseudonym_key", 5, "must be hex or base64 text (value not shown)", None, ""),
     ("api_keys.hashes", {"ci": 5}, "must map key ids to SHA-256 hex digests", None, ""),
+    ("api_keys.hashes", {1: "5e" * 32}, "must map key ids to SHA-256 hex digests", None, ""),
+    ("api_keys.hashes", 5, "must map key ids to SHA-256 hex digests", None, ""),
+    ("store.password", "", "must be a non-empty string (value not shown)", None, ""),
     ("tokens.spiffe_trust_domain", "Not A Domain", "trust domain", None, "spiffe"),
     # numbers too large for a float, and paths no file can have: refused, never untyped errors
     ("tokens.leeway", 10**400, "is out of range", None, ""),

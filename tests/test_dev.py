@@ -445,8 +445,10 @@ def test_a_ca_key_of_an_unsupported_type_is_refused(tmp_path: Path) -> None:
 
 
 def _self_signed(
-    *, ca: bool, uris: list[str], edwards: bool = False
+    *, ca: bool, uris: list[str], edwards: bool = False, signs: bool | None = True
 ) -> tuple[x509.Certificate, Any]:
+    """A self-signed certificate; ``signs``: keyUsage with (True) or without (False)
+    keyCertSign, or no keyUsage at all (None)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
 
@@ -467,7 +469,17 @@ def _self_signed(
     if uris:
         names = [x509.UniformResourceIdentifier(uri) for uri in uris]
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    if signs is not None:
+        builder = builder.add_extension(_usage(signs_certificates=signs), critical=True)
     return builder.sign(key, None if edwards else hashes.SHA256()), key
+
+
+@pytest.mark.parametrize("signs", [False, None], ids=["without-keyCertSign", "no-keyUsage"])
+def test_a_root_that_cannot_sign_certificates_is_refused(signs: bool | None) -> None:
+    """X509-SVID 4.3: SVIDs issued by such a CA would be refused by every verifier."""
+    cert, key = _self_signed(ca=True, uris=["spiffe://example.org"], signs=signs)
+    with pytest.raises(ConfigurationError, match="cannot sign certificates"):
+        DevCA(TrustDomain.parse("example.org"), cert, key)
 
 
 def test_a_self_signed_end_entity_is_not_a_root() -> None:

@@ -58,7 +58,7 @@ from zerotrust._config_sources import (
 )
 from zerotrust._config_values import construct, recheck
 from zerotrust.audit.sinks import AuditPipeline, AuditSink
-from zerotrust.pipeline import Guard
+from zerotrust.pipeline import Guard, check_replay_cap
 from zerotrust.stores.base import Store
 
 __all__ = [
@@ -199,11 +199,15 @@ class Settings:
         """
         name = self._names()
         policy = build_policy(self.policy, hooks)
+        configured = store is None
         if store is None:
             store = build_store(self.store, name, clock)
         if audit is None:
             audit = build_audit(self.audit, name)
         authenticator = build_authenticator(self, name, clock, trial=False)
+        if configured:  # the Guard checks it too; here the message can name the setting
+            with named(name("store.replay_max_ttl")):
+                check_replay_cap(store, authenticator)
         with named(name("service")):
             return Guard(
                 authenticator=authenticator,

@@ -402,6 +402,17 @@ def _check_pair(
         raise ConfigurationError(
             f"the {name} CA's certificate is not a CA certificate issued by the root"
         )
+    # X509-SVID 4.3: a signing certificate sets keyCertSign (every verifier refuses SVIDs
+    # issued by one that does not, RFC 5280 4.2.1.3)
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        signs = usage.key_cert_sign
+    except (x509.ExtensionNotFound, ValueError):
+        signs = False
+    if not signs:
+        raise ConfigurationError(
+            f"the {name} CA's certificate cannot sign certificates (no keyUsage keyCertSign)"
+        )
 
 
 def _check_trust_domain(name: str, cert: x509.Certificate, trust_domain: TrustDomain) -> None:

@@ -126,7 +126,7 @@ def dpop_replay_window(dpop: DPoPConfig) -> float:
     return dpop.max_age + dpop.leeway + max(2 * dpop.leeway, _REPLAY_SKEW_MARGIN)
 
 
-def _check_replay_cap(store: Store, authenticator: Authenticator) -> None:
+def check_replay_cap(store: Store, authenticator: Authenticator) -> None:
     """A store that forgets replay entries before a proof's window ends lets it be replayed.
     A proof's ``iat`` may lie ``leeway`` ahead, so its entry is asked to outlive the window
     by that much from now."""
@@ -213,7 +213,7 @@ class Guard:
         self.policy = policy
         self.audit = audit
         self.store: Store = store if store is not None else MemoryStore(clock=clock)
-        _check_replay_cap(self.store, authenticator)
+        check_replay_cap(self.store, authenticator)
         self.service = service
         self.check_revocation = check_revocation
         self.clock = clock

@@ -205,6 +205,21 @@ def test_federated_jwt_svids_each_verified_with_their_trust_domains_keys(
             assert outcome.status == 401
 
 
+def test_a_replay_cache_too_short_for_dpop_names_its_setting(files: Path) -> None:
+    doc = base(files) | {"store": {"replay_max_ttl": 60}}
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_dict(doc).build_guard(audit=MemorySink())
+    assert str(refused.value).startswith(
+        "<dict>: store.replay_max_ttl: the store keeps replay entries at most 60 s"
+    )
+    Settings.from_dict(doc | {"dpop": {"enabled": False}}).build_guard(audit=MemorySink())
+    # a store given by code is checked by the Guard, which cannot name a setting
+    with pytest.raises(ConfigurationError, match="raise its replay_max_ttl"):
+        Settings.from_dict(base(files)).build_guard(
+            audit=MemorySink(), store=MemoryStore(replay_max_ttl=60)
+        )
+
+
 def test_api_keys_and_hmac_tokens(files: Path) -> None:
     doc = base(files, tokens=None) | {
         "tokens": {"issuer": ISS, "audience": AUD, "algorithms": ["HS256"]},

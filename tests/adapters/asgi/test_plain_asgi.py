@@ -394,18 +394,24 @@ def test_tls_extension_chain_length_is_bounded(ca: DevCA) -> None:
     assert ScopeView({**scope, "extensions": {"tls": forged}}, None).verified_peer is None
 
 
-def test_a_trusted_proxys_accepted_header_reaches_the_app(ca: DevCA) -> None:
-    """Only the forwarded-certificate headers of other formats (and underscore spellings) go;
-    the header the trusted proxy set, and the Guard accepted, stays for the application."""
-    from zerotrust.authn.proxy import TrustedProxies
-
-    proxies = TrustedProxies(["10.0.0.0/8"], header="nginx")
+def mesh_guard(ca: DevCA, proxies: Any) -> tuple[Guard, MemorySink]:
+    """A Guard of mTLS callers of example.org, some of them behind ``proxies``."""
     sink = MemorySink()
     guard = Guard(
         authenticator=Authenticator(bundles=ca.bundle, trusted_proxies=proxies),
         policy=Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])]),
         audit=sink,
     )
+    return guard, sink
+
+
+def test_a_trusted_proxys_accepted_header_reaches_the_app(ca: DevCA) -> None:
+    """Only the forwarded-certificate headers of other formats (and underscore spellings) go;
+    the header the trusted proxy set, and the Guard accepted, stays for the application."""
+    from zerotrust.authn.proxy import TrustedProxies
+
+    proxies = TrustedProxies(["10.0.0.0/8"], header="nginx")
+    guard, _ = mesh_guard(ca, proxies)
     inner = Recorder()
     app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
     pem = ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode()
@@ -424,13 +430,8 @@ def test_a_trusted_proxys_own_certificate_is_not_the_callers(ca: DevCA) -> None:
     from zerotrust.authn.proxy import TrustedProxies
 
     envoy_id = "spiffe://example.org/ns/edge/sa/envoy"
-    sink = MemorySink()
     proxies = TrustedProxies(["10.0.0.0/8"], spiffe_ids=match.exact(envoy_id))
-    guard = Guard(
-        authenticator=Authenticator(bundles=ca.bundle, trusted_proxies=proxies),
-        policy=Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])]),
-        audit=sink,
-    )
+    guard, sink = mesh_guard(ca, proxies)
     inner = Recorder()
     app = ZeroTrustMiddleware(inner, guard=guard, route_template=routed)
     envoy = ca.issue_svid(envoy_id)

@@ -18,6 +18,7 @@ from zerotrust import (
     Callers,
     FixedClock,
     Guard,
+    MemorySink,
     Operations,
     Policy,
     RateLimit,
@@ -278,14 +279,17 @@ def test_peer_verified_by_the_server(issuer: TokenIssuer, clock: FixedClock, ca:
     assert forged.verified_peer is None
 
 
+def behind_nginx(issuer: TokenIssuer, clock: FixedClock, ca: DevCA) -> tuple[Guard, MemorySink]:
+    """A Guard trusting an nginx on 10.0.0.0/8 to forward client certificates of example.org."""
+    proxies = TrustedProxies(["10.0.0.0/8"], header="nginx")
+    policy = Policy([Rule(id="example", callers=[Callers(trust_domains=["example.org"])])])
+    return make_guard(issuer, clock, policy=policy, bundles=ca.bundle, trusted_proxies=proxies)
+
+
 def test_forwarded_headers_only_from_trusted_proxies(
     issuer: TokenIssuer, clock: FixedClock, ca: DevCA
 ) -> None:
-    proxies = TrustedProxies(["10.0.0.0/8"], header="nginx")
-    policy = Policy([Rule(id="example", callers=[Callers(trust_domains=["example.org"])])])
-    guard, sink = make_guard(
-        issuer, clock, policy=policy, bundles=ca.bundle, trusted_proxies=proxies
-    )
+    guard, sink = behind_nginx(issuer, clock, ca)
     pem = ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode()
     headers = {"X-SSL-Client-Cert": quote(pem, safe=""), "X-Forwarded-For": "10.0.0.1"}
     middleware = ZeroTrustMiddleware(inner_app, guard=guard)
@@ -306,11 +310,7 @@ def test_forwarded_headers_only_from_trusted_proxies(
 def test_allowed_requests_lose_forwarded_headers_no_trusted_proxy_sent(
     issuer: TokenIssuer, clock: FixedClock, ca: DevCA
 ) -> None:
-    proxies = TrustedProxies(["10.0.0.0/8"], header="nginx")
-    policy = Policy([Rule(id="example", callers=[Callers(trust_domains=["example.org"])])])
-    guard, sink = make_guard(
-        issuer, clock, policy=policy, bundles=ca.bundle, trusted_proxies=proxies
-    )
+    guard, sink = behind_nginx(issuer, clock, ca)
     client = Client(ZeroTrustMiddleware(inner_app, guard=guard))
     pem = ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode()
     spoofed = {"X-SSL-Client-Cert": quote(pem, safe=""), "X-Forwarded-Client-Cert": "By=x;Hash=y"}

@@ -40,7 +40,8 @@ def spire_jwks(*keys: PrivateJWK) -> dict[str, Any]:
     return {"keys": docs}
 
 
-def verifier(keys: KeySource, trust_domain: str = "example.org") -> TokenVerifier:
+def verifier(keys: KeySource, trust_domain: str | None = "example.org") -> TokenVerifier:
+    """A JWT-SVID verifier of ``trust_domain`` (``None``: the trust domains of ``keys``)."""
     return TokenVerifier(
         issuer=ISSUER,
         audience="api",
@@ -116,25 +117,13 @@ def test_jwt_bundles_verify_jwt_svids(agent: WorkloadApiServer) -> None:
             source.keys_for("third.org").get_keys()
         # ... or one verifier for every trust domain the agent sends, each token checked
         # against its own domain's authorities only
-        federated = TokenVerifier(
-            issuer=ISSUER,
-            audience="api",
-            keys=source.federated_keys(),
-            algorithms=["ES256"],
-            token_type="jwt-svid",
-        )
+        federated = verifier(source.federated_keys(), None)
         assert federated.verify(partner).subject == "spiffe://other.org/partner"
         assert federated.verify(token).subject == SUBJECT
         ours_only = source.federated_keys(["example.org"])
         assert [k.kid for k in ours_only.get_keys()] == ["k1"]
         with pytest.raises(InvalidClaim, match="not accepted"):
-            TokenVerifier(
-                issuer=ISSUER,
-                audience="api",
-                keys=ours_only,
-                algorithms=["ES256"],
-                token_type="jwt-svid",
-            ).verify(partner)
+            verifier(ours_only, None).verify(partner)
 
         # Rotation of the JWT authority: the old key is gone, the new one verifies.
         rotated = PrivateJWK.generate("ES256", kid="k2")

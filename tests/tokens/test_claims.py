@@ -291,6 +291,14 @@ def test_jwt_svid_profile(check: Any) -> None:
         check({**good, "sub": "spiffe://example.org"}, **settings)
 
 
+def test_other_profiles_take_any_subject(check: Any) -> None:
+    """Only JWT-SVIDs need a workload's SPIFFE ID: an OAuth subject is any string, and a
+    trust domain ID or another trust domain's workload is no error there."""
+    for sub in ("alice", "spiffe://example.org", "spiffe://other.org/ns/a", "not a URI"):
+        check(claims(sub=sub))
+        check(claims(sub=sub, client_id="c"), token_type="at+jwt")
+
+
 def test_jwt_svid_trust_domain_argument(check: Any) -> None:
     good = claims(sub="spiffe://example.org/ns/a")
     check(good, token_type="jwt-svid", trust_domain="example.org")

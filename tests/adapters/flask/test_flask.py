@@ -731,3 +731,33 @@ def test_an_app_context_shared_by_requests_keeps_no_caller_between_them(
             assert response.get_data(as_text=True) == "ab"
         assert client.get("/anyone").status_code == 200
     assert seen == [(None, None)] * 4
+
+
+def test_g_holds_no_principal_on_exempt_views_and_refusals(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """``flask.g.zerotrust_principal`` is documented as the principal: it is always set,
+    ``None`` on an exempt view and in the handler of a refused request."""
+    from flask import g
+
+    guard, _ = make_guard(issuer, clock)
+    zt = ZeroTrust(exempt=["healthz"])
+    app = Flask("g-principal")
+
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return jsonify(principal=repr(g.zerotrust_principal))
+
+    @app.get("/me")
+    def me() -> Any:
+        return "never"
+
+    @app.errorhandler(RequestRefused)
+    def refused(exc: RequestRefused) -> Any:
+        return jsonify(principal=repr(g.zerotrust_principal)), exc.status, exc.headers
+
+    zt.init_app(app, guard=guard)
+    client = app.test_client()
+    assert client.get("/healthz").json == {"principal": "None"}
+    response = client.get("/me")
+    assert response.status_code == 401 and response.json == {"principal": "None"}

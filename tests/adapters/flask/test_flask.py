@@ -761,3 +761,29 @@ def test_g_holds_no_principal_on_exempt_views_and_refusals(
     assert client.get("/healthz").json == {"principal": "None"}
     response = client.get("/me")
     assert response.status_code == 401 and response.json == {"principal": "None"}
+
+
+def test_a_required_view_reused_under_a_stricter_requirement_serves_both_routes(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """A view registered with its requirement, then wrapped again for another route, is not
+    a misplaced decorator: each route is decided with its own requirement."""
+    guard, _ = make_guard(issuer, clock)
+    zt = ZeroTrust()
+    app = Flask("reused")
+
+    @app.get("/api/report")
+    @zt.require
+    def report() -> Any:
+        return jsonify(ok=True)
+
+    app.add_url_rule(
+        "/api/admin-report", "admin_report", zt.require(scopes=["reports:admin"])(report)
+    )
+    zt.init_app(app, guard=guard)
+    client = app.test_client()
+    plain = issuer.issue(subject=WEB, audience=AUD)
+    assert client.get("/api/report", headers=bearer(plain)).status_code == 200
+    assert client.get("/api/admin-report", headers=bearer(plain)).status_code == 403
+    admin = issuer.issue(subject=WEB, audience=AUD, scopes=["reports:admin"])
+    assert client.get("/api/admin-report", headers=bearer(admin)).status_code == 200

@@ -477,6 +477,8 @@ def test_misplaced_or_missing_extension_fails_closed(
     bare.testing = True
     with pytest.raises(ConfigurationError, match="without the zerotrust check"):
         bare.test_client().get("/me")
+    with pytest.raises(ConfigurationError, match="without the zerotrust check"):
+        bare.test_client().get("/async")  # an async view refuses the same way
 
 
 def test_spoofed_forwarded_headers_are_stripped(issuer: TokenIssuer, clock: FixedClock) -> None:
@@ -649,13 +651,14 @@ def test_a_failing_teardown_function_leaves_no_principal_behind(
         client = app.test_client()
         with pytest.raises(RuntimeError):
             client.get("/me", headers=bearer(token))
+        seen.append(context_principal())  # left as it was found, before the next request
         seen.append(client.get("/anyone").json)
         seen.append(context_principal())
 
     worker = threading.Thread(target=thread)
     worker.start()
     worker.join()
-    assert seen == [{"seen": None}, None]
+    assert seen == [None, {"seen": None}, None]
 
 
 def test_the_principal_is_there_while_a_streamed_body_is_produced(
@@ -787,3 +790,24 @@ def test_a_required_view_reused_under_a_stricter_requirement_serves_both_routes(
     assert client.get("/api/admin-report", headers=bearer(plain)).status_code == 403
     admin = issuer.issue(subject=WEB, audience=AUD, scopes=["reports:admin"])
     assert client.get("/api/admin-report", headers=bearer(admin)).status_code == 200
+
+
+def test_closing_a_streamed_body_closes_the_applications_response(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """The body zerotrust wraps around a streamed response still closes the application's
+    (its ``call_on_close`` functions release what the response holds)."""
+    app, _ = installed(issuer, clock)
+    closed: list[bool] = []
+
+    @app.get("/api/stream")
+    def stream() -> Any:
+        response = app.response_class(iter(["a", "b"]))
+        response.call_on_close(lambda: closed.append(True))
+        return response
+
+    token = issuer.issue(subject=WEB, audience=AUD)
+    response = app.test_client().get("/api/stream", headers=bearer(token))
+    assert response.get_data(as_text=True) == "ab"
+    response.close()
+    assert closed == [True]

@@ -811,3 +811,17 @@ def test_closing_a_streamed_body_closes_the_applications_response(
     assert response.get_data(as_text=True) == "ab"
     response.close()
     assert closed == [True]
+
+
+def test_init_app_exempt_replaces_the_extensions_list(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    guard, sink = make_guard(issuer, clock)
+    zt = ZeroTrust(exempt=["order"])
+    app = make_app(zt)
+    zt.init_app(app, guard=guard, exempt=["healthz"])
+    client = app.test_client()
+    assert client.get("/healthz").json == {"ok": True, "principal": False}
+    assert len(sink) == 0  # exempt on this app: no decision
+    assert client.get("/orders/7").status_code == 401  # the extension's list is not used
+    assert sink.last.decision == "deny"

@@ -404,3 +404,23 @@ def test_no_sync_async_adaptation(zt: Harness) -> None:
         [view_middleware] = handler._view_middleware
         assert not isinstance(view_middleware, SyncToAsync)
         assert iscoroutinefunction(view_middleware) is is_async
+
+
+def test_prepare_without_a_view_function_reads_the_resolved_views_requirement(
+    zt: Harness,
+) -> None:
+    """``prepare(request, None, config)`` takes the view (and its requirement) from
+    ``request.resolver_match``, so the exempt list cannot drop a required view's check."""
+    from django.test import RequestFactory
+    from django.urls import resolve
+
+    from zerotrust.adapters.django import prepare
+    from zerotrust.adapters.django_config import get_config
+
+    request = RequestFactory().get("/exempt-required/")  # listed in EXEMPT, but required
+    request.resolver_match = resolve("/exempt-required/")
+    prepared = prepare(request, None, get_config())
+    assert prepared is not None
+    view, requirement = prepared
+    assert requirement is not None and requirement.scopes == ("orders:admin",)
+    assert view.route == "/exempt-required"

@@ -186,6 +186,30 @@ def test_a_lookalike_of_the_trusted_proxys_header_hides_it_from_the_view(
         assert (kept["principal"], kept["xfcc"]) == (WEB, genuine), other
 
 
+def test_the_trusted_proxys_header_reaches_a_wsgi_view(install: Installer, ca: DevCA) -> None:
+    """Under WSGI (no ASGI scope to look for lookalikes in) an allowed request keeps the
+    trusted proxy's certificate header for the view, and the principal is the one it proved."""
+    harness = install(bundles=ca.bundle)
+    authenticator = Authenticator(
+        tokens=harness.guard.authenticator.tokens,
+        bundles=ca.bundle,
+        trusted_proxies=TrustedProxies(["127.0.0.1"], header="xfcc"),
+        clock=harness.clock,
+    )
+    sink = MemorySink()
+    policy = Policy([Rule(id="any", callers=[Callers(trust_domains=["example.org"])])])
+    guard = Guard(authenticator=authenticator, policy=policy, audit=sink, service="orders")
+    install.override(ZEROTRUST={"GUARD": guard, "EXEMPT": []})
+    leaf = ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode()
+    genuine = f'By=spiffe://example.org/ns/mesh/sa/proxy;Cert="{quote(leaf, safe="")}"'
+    response = Client(REMOTE_ADDR="127.0.0.1").get(
+        "/headers/", headers={"X-Forwarded-Client-Cert": genuine}
+    )
+    data = seen(response)
+    assert (data["principal"], data["xfcc"]) == (WEB, genuine)
+    assert sink.last.proven_by == "proxy-mtls"
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_exempt_views_see_no_forwarded_certificate(install: Installer, kind: str) -> None:
     install(exempt=["/headers/"])

@@ -265,3 +265,17 @@ def test_each_workload_has_its_own_throttle_bucket(install: Installer) -> None:
     first = throttle.get_cache_key(Request(WEB), None)
     second = throttle.get_cache_key(Request("spiffe://example.org/ns/shop/sa/other"), None)
     assert first != second and "None" not in first
+
+
+def test_no_principal_is_left_in_the_context_after_a_standalone_request(
+    install: Installer,
+) -> None:
+    """Without the middleware nothing resets the context variable after the response, so
+    DRF's decision never sets it: the next code on the thread sees no caller."""
+    from zerotrust.django import current_principal
+
+    install.override(MIDDLEWARE=[])
+    zt = install()
+    assert get("/api/orders/", zt.auth()).status_code == 200
+    assert zt.sink.last.decision == "allow"
+    assert current_principal() is None

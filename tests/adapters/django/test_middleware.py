@@ -357,6 +357,35 @@ def test_an_unresolvable_url_is_refused(install: Installer) -> None:
     assert (zt.sink.last.decision, zt.sink.last.route) == ("deny", None)
 
 
+CLOSED: list[str] = []
+
+
+def answer_early_with_a_resource(
+    get_response: Callable[[HttpRequest], Any],
+) -> Callable[[HttpRequest], Any]:
+    """A middleware after zerotrust's that answers before the URL is resolved, with a
+    response holding a resource (released when the response is closed)."""
+
+    class Holding(HttpResponse):
+        def close(self) -> None:
+            CLOSED.append(self.content.decode())
+            super().close()
+
+    def middleware(request: HttpRequest) -> Any:
+        return Holding("early")
+
+    return middleware
+
+
+def test_a_refusal_closes_the_response_it_replaces(install: Installer) -> None:
+    install.override(MIDDLEWARE=[*CACHED[1:2], f"{__name__}.answer_early_with_a_resource"])
+    zt = install()
+    CLOSED.clear()
+    assert_refused(call("sync", "/orders/7/"), 401, 'Bearer realm="orders"', "missing_credentials")
+    assert CLOSED == ["early"]  # the discarded response released what it held
+    assert zt.sink.last.route == ROUTE
+
+
 # --- sync and async without adaptation, one Guard call per request ------------------------------
 
 

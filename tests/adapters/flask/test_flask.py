@@ -825,3 +825,27 @@ def test_init_app_exempt_replaces_the_extensions_list(
     assert len(sink) == 0  # exempt on this app: no decision
     assert client.get("/orders/7").status_code == 401  # the extension's list is not used
     assert sink.last.decision == "deny"
+
+
+def test_a_rule_that_looks_like_a_regular_expression_keeps_its_route(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """A werkzeug rule is never a regular expression: ``/api/cost.csv$`` (which the neutral
+    template conversion gives up on) is decided and audited on its rule as written, for its
+    own method and for one the rule refuses, so a DENY rule scoped to it applies."""
+    deny = Rule(id="no-csv", action="DENY", operations=[Operations(routes=["/api/cost.csv$"])])
+    guard, sink = make_guard(issuer, clock, policy=Policy([deny, Rule(id="all")]))
+    zt = ZeroTrust()
+    app = Flask("dollar")
+
+    @app.get("/api/cost.csv$")
+    def cost() -> Any:
+        return jsonify(ok=True)
+
+    zt.init_app(app, guard=guard)
+    client = app.test_client()
+    token = issuer.issue(subject=WEB, audience=AUD)
+    for method in ("get", "delete"):
+        response = getattr(client, method)("/api/cost.csv$", headers=bearer(token))
+        assert response.status_code == 403, method
+        assert (sink.last.route, sink.last.rule_id) == ("/api/cost.csv$", "no-csv")

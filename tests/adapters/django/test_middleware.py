@@ -386,6 +386,33 @@ def test_a_refusal_closes_the_response_it_replaces(install: Installer) -> None:
     assert zt.sink.last.route == ROUTE
 
 
+SEEN_OUTSIDE: list[Any] = []
+
+
+def read_principal_outside(
+    get_response: Callable[[HttpRequest], Any],
+) -> Callable[[HttpRequest], Any]:
+    """A middleware before zerotrust's, reading ``request.principal`` on the way out."""
+
+    def middleware(request: HttpRequest) -> Any:
+        response = get_response(request)
+        SEEN_OUTSIDE.append(request.principal)  # type: ignore[attr-defined]
+        return response
+
+    return middleware
+
+
+def test_a_refused_request_has_no_principal(install: Installer) -> None:
+    install.override(
+        MIDDLEWARE=[f"{__name__}.read_principal_outside", "zerotrust.django.ZeroTrustMiddleware"]
+    )
+    zt = install()
+    SEEN_OUTSIDE.clear()
+    assert call("sync", "/orders/7/", zt.auth(subject=INTRUDER)).status_code == 403
+    assert call("sync", "/orders/7/", zt.auth()).status_code == 200
+    assert [p if p is None else str(p.spiffe_id) for p in SEEN_OUTSIDE] == [None, WEB]
+
+
 # --- sync and async without adaptation, one Guard call per request ------------------------------
 
 

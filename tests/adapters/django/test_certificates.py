@@ -210,6 +210,28 @@ def test_the_trusted_proxys_header_reaches_a_wsgi_view(install: Installer, ca: D
     assert sink.last.proven_by == "proxy-mtls"
 
 
+def read_headers_first(get_response: Any) -> Any:
+    """A middleware before zerotrust's that reads ``request.headers`` (Django caches it)."""
+
+    def middleware(request: Any) -> Any:
+        assert request.headers.get("X-Forwarded-Client-Cert") == XFCC
+        return get_response(request)
+
+    return middleware
+
+
+def test_headers_read_before_the_decision_do_not_keep_a_spoofed_certificate(
+    install: Installer,
+) -> None:
+    install.override(
+        MIDDLEWARE=[f"{__name__}.read_headers_first", "zerotrust.django.ZeroTrustMiddleware"]
+    )
+    zt = install()
+    response = Client().get("/headers/", headers={**zt.auth(), "X-Forwarded-Client-Cert": XFCC})
+    data = seen(response)
+    assert (data["principal"], data["xfcc"], data["meta"]) == (WEB, None, False)
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 def test_exempt_views_see_no_forwarded_certificate(install: Installer, kind: str) -> None:
     install(exempt=["/headers/"])

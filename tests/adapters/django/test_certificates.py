@@ -257,8 +257,11 @@ def test_asgi_requests_with_too_many_header_lines_are_refused(zt: Harness) -> No
 
 
 def test_principal_while_streaming_sync(zt: Harness) -> None:
+    from zerotrust.django import current_principal
+
     response = Client().get("/stream/", headers=zt.auth())
     assert b"".join(response.streaming_content).decode().split() == [WEB, WEB]
+    assert current_principal() is None  # bound only while each part is produced
 
 
 def test_principal_while_streaming_async(zt: Harness) -> None:

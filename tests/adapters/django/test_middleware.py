@@ -16,6 +16,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client
 from django.test.utils import override_settings
+from django.utils.decorators import async_only_middleware
 
 from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, Installer, policy
 from zerotrust import Callers, Guard, Operations, Policy, RateLimit, Rule
@@ -350,10 +351,23 @@ def answer_early(get_response: Callable[[HttpRequest], Any]) -> Callable[[HttpRe
     return middleware
 
 
-def test_an_unresolvable_url_is_refused(install: Installer) -> None:
-    install.override(MIDDLEWARE=[*CACHED[1:2], f"{__name__}.answer_early"])
+@async_only_middleware
+def answer_early_async(get_response: Callable[[HttpRequest], Any]) -> Callable[[HttpRequest], Any]:
+    """:func:`answer_early` for an async handler chain (zerotrust's middleware runs async)."""
+
+    async def middleware(request: HttpRequest) -> Any:
+        request.urlconf = "tests.adapters.django.project.no_such_urls"
+        return HttpResponse("early")
+
+    return middleware
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_an_unresolvable_url_is_refused(install: Installer, kind: str) -> None:
+    early = "answer_early" if kind == "sync" else "answer_early_async"
+    install.override(MIDDLEWARE=[*CACHED[1:2], f"{__name__}.{early}"])
     zt = install()
-    assert_refused(call("sync", "/orders/7/", zt.auth()), 500, None, "configuration_error")
+    assert_refused(call(kind, "/orders/7/", zt.auth()), 500, None, "configuration_error")
     assert (zt.sink.last.decision, zt.sink.last.route) == ("deny", None)
 
 

@@ -494,3 +494,28 @@ def test_prepare_without_a_view_function_reads_the_resolved_views_requirement(
     view, requirement = prepared
     assert requirement is not None and requirement.scopes == ("orders:admin",)
     assert view.route == "/exempt-required"
+
+
+@pytest.mark.parametrize(
+    ("used", "needed", "enforced"),
+    [
+        ({"scopes": ["a", "b"]}, {"scopes": ["a"]}, True),
+        ({"scopes": ["a"]}, {"scopes": ["a", "b"]}, False),
+        ({"methods": ["GET"]}, {"methods": ["GET", "POST"]}, True),
+        ({"methods": ["GET", "POST"]}, {"methods": ["GET"]}, False),
+        ({"scopes": ["a"]}, {"methods": ["GET"]}, False),
+        ({"proven_by": ["mtls"]}, {"proven_by": ["mtls", "jwt"]}, True),
+        ({"proven_by": ["mtls", "jwt"]}, {"proven_by": ["mtls"]}, False),
+        ({"callers": ["spiffe://example.org/*"]}, {"callers": ["spiffe://other.org/*"]}, False),
+    ],
+)
+def test_a_decision_covers_only_requirements_it_implies(
+    used: dict[str, Any], needed: dict[str, Any], enforced: bool
+) -> None:
+    """A view refuses to run unless the requirement the middleware decided with is at least as
+    strict as its own (a wider method or proof list, or fewer scopes, is not)."""
+    from zerotrust import require as requirement
+    from zerotrust.adapters.django_require import covers
+
+    assert covers(requirement(**used), requirement(**needed)) is enforced
+    assert covers(None, requirement(**needed)) is False

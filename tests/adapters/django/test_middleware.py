@@ -504,6 +504,8 @@ def test_prepare_without_a_view_function_reads_the_resolved_views_requirement(
         ({"methods": ["GET"]}, {"methods": ["GET", "POST"]}, True),
         ({"methods": ["GET", "POST"]}, {"methods": ["GET"]}, False),
         ({"scopes": ["a"]}, {"methods": ["GET"]}, False),
+        ({"any_scopes": ["a", "b"]}, {"any_scopes": ["a"]}, False),
+        ({"any_scopes": ["a"], "scopes": ["c"]}, {"any_scopes": ["a"]}, True),
         ({"proven_by": ["mtls"]}, {"proven_by": ["mtls", "jwt"]}, True),
         ({"proven_by": ["mtls", "jwt"]}, {"proven_by": ["mtls"]}, False),
         ({"callers": ["spiffe://example.org/*"]}, {"callers": ["spiffe://other.org/*"]}, False),

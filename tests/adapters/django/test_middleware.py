@@ -509,6 +509,16 @@ def test_prepare_without_a_view_function_reads_the_resolved_views_requirement(
         ({"proven_by": ["mtls"]}, {"proven_by": ["mtls", "jwt"]}, True),
         ({"proven_by": ["mtls", "jwt"]}, {"proven_by": ["mtls"]}, False),
         ({"callers": ["spiffe://example.org/*"]}, {"callers": ["spiffe://other.org/*"]}, False),
+        (
+            {"callers": ["spiffe://example.org/*"], "scopes": ["a"]},
+            {"callers": ["spiffe://example.org/*"]},
+            True,
+        ),
+        (
+            {"methods": ["GET"], "proven_by": ["mtls"], "scopes": ["a"]},
+            {"methods": ["GET"], "proven_by": ["mtls"]},
+            True,
+        ),
     ],
 )
 def test_a_decision_covers_only_requirements_it_implies(
@@ -521,3 +531,12 @@ def test_a_decision_covers_only_requirements_it_implies(
 
     assert covers(requirement(**used), requirement(**needed)) is enforced
     assert covers(None, requirement(**needed)) is False
+
+
+def test_a_decision_with_more_any_of_groups_covers_one_of_them() -> None:
+    from zerotrust import require as requirement
+    from zerotrust.adapters.django_require import covers
+
+    both = requirement(any_scopes=["a", "x"]) & requirement(any_scopes=["b", "y"])
+    assert covers(both, requirement(any_scopes=["a", "x"])) is True
+    assert covers(requirement(any_scopes=["a", "x"]), both) is False

@@ -281,6 +281,38 @@ def test_files_that_do_not_parse_are_named(files: Path) -> None:
     assert error_of(Settings.from_dict, inline) == "<dict>: policy: rules[0].form: unknown key"
 
 
+def test_a_settings_or_policy_file_of_the_limit_is_read_and_one_byte_more_is_not(
+    files: Path,
+) -> None:
+    limit = 1 << 20
+    policy = files / "policy.toml"
+    padded = POLICY + "#" * (limit - len(POLICY.encode()) - 1) + "\n"
+    policy.write_text(padded)
+    assert policy.stat().st_size == limit
+    settings = Settings.from_dict(base(files))
+    assert settings.policy.document["id"] == "orders"
+    policy.write_text(padded + "\n")
+    assert error_of(Settings.from_dict, base(files)) == (
+        f"<dict>: policy.file: {str(policy)!r} is larger than {limit} bytes"
+    )
+    policy.write_text(POLICY)
+    settings_file = write(files / "zerotrust.toml", TOML + "#" * (limit - len(TOML) - 1) + "\n")
+    assert Settings.load(settings_file, env={}).service == "orders"
+    settings_file.write_text(settings_file.read_text() + "\n")
+    assert "is larger than 1048576 bytes" in error_of(Settings.load, settings_file, env={})
+
+
+def test_the_policy_document_read_is_read_only(files: Path) -> None:
+    settings = Settings.from_dict(base(files))
+    document = settings.policy.document
+    with pytest.raises(TypeError):
+        document["default"] = "allow"  # type: ignore[index]
+    rules = document["rules"]
+    assert isinstance(rules, tuple)
+    with pytest.raises(TypeError):
+        rules[0]["action"] = "allow"
+
+
 # --- the settings object ---------------------------------------------------------------------
 
 

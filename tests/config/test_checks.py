@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,3 +163,94 @@ def test_contradictory_settings_are_refused(files: Path, bundle_file: Path, case
     assert found.startswith(CONTRADICTIONS[case]), found
     assert PASSWORD not in found and urllib.parse.quote(PASSWORD) not in found
     assert PSEUDONYM_KEY not in found
+
+
+def test_a_password_in_the_query_of_the_redis_url_is_refused(files: Path) -> None:
+    """The Redis client reads ``?password=`` as it reads ``user:password@``: both would put the
+    secret in a setting that is shown, so both are refused without showing it."""
+    quoted = urllib.parse.quote(PASSWORD, safe="")
+    doc = base(files, store={"url": f"redis://cache:6379/0?password={quoted}"})
+    found = error_of(Settings.from_dict, doc)
+    assert found.startswith("<dict>: store.url: must not hold a password"), found
+    assert PASSWORD not in found and quoted not in found
+    # other options of the URL are fine
+    doc = base(files, store={"url": "redis://cache:6379/0?socket_timeout=5"})
+    assert Settings.from_dict(doc).store.url == "redis://cache:6379/0?socket_timeout=5"
+
+
+def test_a_user_name_for_the_memory_store_is_refused(files: Path) -> None:
+    found = error_of(Settings.from_dict, base(files), env={"ZEROTRUST_STORE__USERNAME": "app"})
+    assert found == "ZEROTRUST_STORE__USERNAME: applies to a Redis store only"
+
+
+def _spiffe(files: Path, bundle_file: Path, **tokens: Any) -> dict[str, Any]:
+    doc = base(files, mtls={"bundles": {"example.org": str(bundle_file)}})
+    doc["tokens"] = {k: v for k, v in {**doc["tokens"], **tokens}.items() if v is not None}
+    return doc
+
+
+def test_spiffe_trust_domains_from_the_environment_replace_the_files_key_source(
+    files: Path, bundle_file: Path
+) -> None:
+    doc = _spiffe(files, bundle_file)
+    doc["mtls"]["bundles"]["other.org"] = str(bundle_file)
+    env = {"ZEROTRUST_TOKENS__SPIFFE_TRUST_DOMAINS": "example.org, other.org"}
+    tokens = Settings.from_dict(doc, env=env).tokens
+    assert tokens is not None and tokens.jwks_file is None
+    assert tokens.spiffe_trust_domains == ("example.org", "other.org")
+    env = {
+        "ZEROTRUST_TOKENS__SPIFFE_TRUST_DOMAIN": "example.org",
+        "ZEROTRUST_TOKENS__SPIFFE_TRUST_DOMAINS": "example.org",
+    }
+    assert error_of(Settings.from_dict, doc, env=env) == (
+        "ZEROTRUST_TOKENS__SPIFFE_TRUST_DOMAINS: conflicts with "
+        "ZEROTRUST_TOKENS__SPIFFE_TRUST_DOMAIN: set exactly one key source"
+    )
+
+
+def test_spiffe_keys_accept_the_settings_that_agree_with_them(
+    files: Path, bundle_file: Path
+) -> None:
+    for extra in (
+        {"token_type": "jwt-svid"},
+        {"trust_domain": "example.org"},
+        {"trust_domain": "spiffe://example.org"},
+    ):
+        doc = _spiffe(
+            files, bundle_file, jwks_file=None, spiffe_trust_domain="example.org", **extra
+        )
+        tokens = Settings.from_dict(doc).tokens
+        assert tokens is not None and tokens.spiffe_trust_domain == "example.org"
+    doc = _spiffe(files, bundle_file, jwks_file=None, spiffe_trust_domains=["example.org"])
+    doc["tokens"]["token_type"] = "jwt-svid"
+    tokens = Settings.from_dict(doc).tokens
+    assert tokens is not None and tokens.spiffe_trust_domains == ("example.org",)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "message"),
+    [
+        (
+            {"spiffe_trust_domain": "Not A Domain!"},
+            "<dict>: tokens.spiffe_trust_domain: ",
+        ),
+        (
+            {"spiffe_trust_domains": ["example.org", "bad domain"]},
+            "<dict>: tokens.spiffe_trust_domains: ",
+        ),
+        (
+            {"spiffe_trust_domain": "example.org", "trust_domain": "not a domain"},
+            "<dict>: tokens.trust_domain: ",
+        ),
+        (
+            {"spiffe_trust_domains": ["example.org"], "token_type": "at+jwt"},
+            "<dict>: tokens.token_type: keys from a SPIFFE bundle verify JWT-SVIDs only",
+        ),
+    ],
+)
+def test_bad_trust_domains_of_spiffe_keys_are_named(
+    files: Path, bundle_file: Path, tokens: dict[str, Any], message: str
+) -> None:
+    doc = _spiffe(files, bundle_file, jwks_file=None, **tokens)
+    found = error_of(Settings.from_dict, doc)
+    assert found.startswith(message), found

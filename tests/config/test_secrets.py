@@ -60,6 +60,9 @@ def test_secrets_are_never_shown(files: Path) -> None:
         ("ZEROTRUST_TOKENS__HMAC_SECRET", "5e" * 8, "at least 32 bytes"),
         ("ZEROTRUST_API_KEYS__HASHES", "ci=5e5e5e5e5e5e5e5e", "store the SHA-256 hex digest"),
         ("ZEROTRUST_API_KEYS__HASHES", "ci:5e5e5e5e5e5e5e5e", "item 1 is not name=value"),
+        # a name without a value, a value without a name: the item is counted, never shown
+        ("ZEROTRUST_API_KEYS__HASHES", f"ci={'5e' * 32},deploy=", "item 2 is not name=value"),
+        ("ZEROTRUST_API_KEYS__HASHES", f"ci={'5e' * 32}\n={'5e' * 32}", "item 2 is not name="),
         # JSON nested past any parser's stack: a refusal, not a RecursionError
         ("ZEROTRUST_API_KEYS__HASHES", '{"a":' * 50_000 + "1" + "}" * 50_000, "nested deeper"),
     ],

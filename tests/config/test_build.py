@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from tests._https import HttpsServer, json_route
 from tests.config.helpers import (
     API_KEY,
     AUD,
@@ -102,6 +103,32 @@ def test_remote_key_sources_are_lazy(files: Path) -> None:
         assert type(source).__name__ == "RemoteJWKSource"
         assert source.status().fetch_count == 0
         source.close()
+
+
+@pytest.mark.network
+def test_remote_keys_are_fetched_over_tls_checked_by_default(
+    files: Path, ca: DevCA, issuer: TokenIssuer
+) -> None:
+    """Without tokens.remote.ca_file the system's authorities check the key server (never no
+    check at all); with it, that file's."""
+    (files / "ca.pem").write_bytes(ca.bundle.to_pem())
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    doc = base(files)
+    del doc["tokens"]["jwks_file"]
+    with HttpsServer(ca) as server:
+        server.route("/jwks", json_route(issuer.jwks()))
+        doc["tokens"]["jwks_url"] = server.url("/jwks")
+        outcomes = []
+        for remote in ({}, {"ca_file": str(files / "ca.pem")}):
+            doc["tokens"]["remote"] = remote
+            guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+            assert guard.authenticator.tokens is not None
+            source: Any = guard.authenticator.tokens.signature_verifier.source
+            with source:
+                outcomes.append(guard.evaluate(get(token)))
+    untrusted, trusted = outcomes
+    assert not untrusted.allowed and untrusted.status == 503, untrusted
+    assert trusted.allowed, trusted
 
 
 def test_importing_the_settings_does_not_import_httpx_or_redis() -> None:

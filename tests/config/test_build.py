@@ -72,6 +72,25 @@ def test_redis_url_builds_a_redis_store_without_connecting(
         asyncio.run(redis_store.aclose())
 
 
+def test_a_store_fails_closed_unless_a_setting_opens_one_check(files: Path) -> None:
+    settings = Settings.from_dict(base(files, store={"url": "redis://127.0.0.1:1/0"}))
+    store = settings.store
+    assert (store.revocation, store.replay, store.rate_limit) == ("closed",) * 3
+    assert store.check_revocation
+    for opened in ("revocation", "replay", "rate_limit"):
+        env = {f"ZEROTRUST_STORE__{opened.upper()}": "open"}
+        built = Settings.from_dict(settings.to_dict(), env=env).build_guard(audit=MemorySink())
+        try:
+            assert isinstance(built.store, ResilientStore)
+            kinds = ("revocation", "replay", "rate_limit")
+            policies = {k: "open" if k == opened else "closed" for k in kinds}
+            shown = ", ".join(f"{k}={v!r}" for k, v in policies.items())
+            assert repr(built.store).endswith(f", {shown})"), repr(built.store)
+        finally:
+            built.store.store.close()  # type: ignore[attr-defined]
+            asyncio.run(built.store.store.aclose())  # type: ignore[attr-defined]
+
+
 def test_explicit_objects_override_the_settings(files: Path) -> None:
     settings = Settings.from_dict(base(files, store={"url": "redis://127.0.0.1:1/0"}))
     store, sink = MemoryStore(), MemorySink()

@@ -113,6 +113,15 @@ def test_environment_overrides_the_file(files: Path) -> None:
     assert settings.origins["tokens.issuer"] == f"{path}: tokens.issuer"
 
 
+def test_variables_without_the_prefix_are_not_settings(files: Path) -> None:
+    env = {"PATH": "/usr/bin", "ZEROTRUSTED_SERVICE": "x", "MY_ZEROTRUST_SERVICE": "x"}
+    settings = Settings.from_dict(base(files), env=env)
+    assert settings.service == "orders" and settings.sources == ("<dict>",)
+    assert Settings.load(write(files / "zerotrust.toml", TOML), env=env).sources == (
+        str(files / "zerotrust.toml"),
+    )
+
+
 def test_an_empty_variable_unsets_an_optional_setting(files: Path) -> None:
     doc = base(files, tokens={"max_lifetime": 600, "required_claims": ["jti"]})
     settings = Settings.from_dict(

@@ -71,6 +71,10 @@ def contradiction(files: Path, bundle_file: Path, case: str) -> str:
     elif case == "HMAC secret with ES256":
         del doc["tokens"]["jwks_file"]
         doc["tokens"]["hmac_secret"] = "ab" * 32
+    elif case == "HMAC secret with two HMAC algorithms":
+        del doc["tokens"]["jwks_file"]
+        doc["tokens"]["hmac_secret"] = "ab" * 32
+        doc["tokens"]["algorithms"] = ["HS256", "HS384"]
     elif case == "secret twice":
         doc["audit"] = {"pseudonymize": ["subject"]}
         env = {
@@ -138,6 +142,9 @@ CONTRADICTIONS = {
     ),
     "HMAC algorithm without a secret": "<dict>: tokens.algorithms: HS256 needs tokens.hmac_secret",
     "HMAC secret with ES256": "<dict>: tokens.algorithms: an HMAC secret is used with exactly one",
+    "HMAC secret with two HMAC algorithms": (
+        "<dict>: tokens.algorithms: an HMAC secret is used with exactly one algorithm"
+    ),
     "secret twice": (
         "ZEROTRUST_AUDIT__PSEUDONYM_KEY: conflicts with ZEROTRUST_AUDIT__PSEUDONYM_KEY_FILE"
     ),

@@ -117,6 +117,7 @@ def test_valid_setting(
 INVALID_IN_DICT = [
     # (setting, value, message; the label is "<dict>: <setting>" unless given, context)
     ("service", 'a"b', "must be a non-empty name without quotes", None, ""),
+    ("service", "a\\b", "must be a non-empty name without quotes", None, ""),
     ("service", 7, "must be a string", None, ""),
     ("tokens", "x", "must be a table/mapping", None, ""),
     ("tokens.issuer", "", "must not be empty", None, ""),

@@ -222,6 +222,10 @@ INVALID_IN_ENV = [
     ("tokens.audience", '["a"', "not valid JSON"),
     ("tokens.audience", "a,,b", "has an empty item"),
     ("tokens.issuer", "", "must not be empty"),
+    # an empty list variable is an empty list: never "any audience" or "any algorithm"
+    ("tokens.audience", "", "audience must be a non-empty string or list of them"),
+    ("tokens.algorithms", "", "algorithms must not be empty"),
+    ("dpop.algorithms", "", "DPoP proofs need asymmetric algorithms"),
     ("tokens.token_type", "jwt", "must be one of"),
     ("policy.rules", "[{", "not valid JSON"),
     ("mtls.bundles", "example.org", "'example.org' is not name=value"),

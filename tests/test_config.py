@@ -215,6 +215,21 @@ def test_unknown_key_in_a_file_is_named_with_a_suggestion(files: Path) -> None:
     assert nothing == "<dict>: tokens.jwks_fil: unknown setting (did you mean 'jwks_file'?)"
 
 
+def test_only_secrets_have_a_file_form(files: Path) -> None:
+    """``<setting>_file`` names a file holding a secret; no other setting is read from a file
+    that way (``tokens.issuer_file`` would otherwise set the issuer to a path)."""
+    (files / "issuer").write_text(ISS)
+    doc = base(files)
+    doc["tokens"]["issuer_file"] = str(files / "issuer")
+    assert error_of(Settings.from_dict, doc) == (
+        "<dict>: tokens.issuer_file: unknown setting (did you mean 'issuer'?)"
+    )
+    found = error_of(
+        Settings.from_dict, base(files), env={"ZEROTRUST_SERVICE_FILE": str(files / "issuer")}
+    )
+    assert found.startswith("ZEROTRUST_SERVICE_FILE: unknown setting"), found
+
+
 @pytest.mark.parametrize(
     ("variable", "message"),
     [

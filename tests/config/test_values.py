@@ -257,3 +257,20 @@ def test_dpop_origins_reach_the_guard(files: Path) -> None:
     )
     dpop = settings.build_guard(audit=MemorySink()).authenticator.dpop
     assert dpop is not None and dpop.origins == ("https://api.example",)
+
+
+def test_json_in_a_variable_may_nest_32_levels_and_no_more(files: Path) -> None:
+    def error(depth: int) -> str:
+        nested = "[" * depth + "]" * depth
+        env = {"ZEROTRUST_POLICY__FILE": "", "ZEROTRUST_POLICY__RATE_LIMITS": nested}
+        return error_of(Settings.from_dict, base(files), env=env)
+
+    # 32 levels are read (the policy then refuses the list it holds), 33 are not
+    assert error(32) == "<dict>: policy: rate_limits[0]: must be a table/object"
+    assert error(33) == "ZEROTRUST_POLICY__RATE_LIMITS: is nested deeper than 32 levels"
+
+
+def test_a_section_set_to_null_is_not_set(files: Path) -> None:
+    doc = base(files) | {"mtls": None, "proxies": None, "api_keys": None}
+    settings = Settings.from_dict(doc)
+    assert (settings.mtls, settings.proxies, settings.api_keys) == (None, None, None)

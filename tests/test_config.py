@@ -122,6 +122,17 @@ def test_variables_without_the_prefix_are_not_settings(files: Path) -> None:
     )
 
 
+def test_load_reads_the_process_environment_and_from_dict_does_not(
+    files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ZEROTRUST_SERVICE", "from-the-environment")
+    monkeypatch.delenv("ZEROTRUST_CONFIG", raising=False)
+    path = write(files / "zerotrust.toml", TOML)
+    assert Settings.load(path).service == "from-the-environment"
+    assert Settings.load(path, env={}).service == "orders"
+    assert Settings.from_dict(base(files)).service == "orders"
+
+
 def test_an_empty_variable_unsets_an_optional_setting(files: Path) -> None:
     doc = base(files, tokens={"max_lifetime": 600, "required_claims": ["jti"]})
     settings = Settings.from_dict(

@@ -179,6 +179,8 @@ INVALID_IN_DICT = [
     ("policy.default", "maybe", "must be one of 'deny', 'allow'", None, ""),
     ("policy.rules", "x", "rules: must be a list", "<dict>: policy", "inline"),
     ("mtls.bundles", {1: "x.pem"}, "keys must be non-empty strings", None, "mtls"),
+    ("mtls.bundles", {"": "x.pem"}, "keys must be non-empty strings", None, "mtls"),
+    ("tokens.jwks_file", "", "must be a file path", None, ""),
     ("store.url", "redis://cache:99999/0", "is not a valid URL", None, ""),
     ("store.password", 5, "must be a non-empty string (value not shown)", None, ""),
     ("audit.pseudonym_key", 5, "must be hex or base64 text (value not shown)", None, ""),
@@ -229,6 +231,7 @@ INVALID_IN_ENV = [
     ("tokens.token_type", "jwt", "must be one of"),
     ("policy.rules", "[{", "not valid JSON"),
     ("mtls.bundles", "example.org", "'example.org' is not name=value"),
+    ("mtls.bundles", "x" * 100, f"{'x' * 60!r} is not name=value"),  # shown cut short
     ("mtls.bundles", '{"example.org": "/nowhere/bundle.pem"}', "cannot read '/nowhere/bundle.pem'"),
     ("store.url", "ftp://cache", "must be 'memory://', or a redis://"),
     ("api_keys.hashes", '{"ci": 5', "not valid JSON (at position"),
@@ -274,3 +277,20 @@ def test_a_section_set_to_null_is_not_set(files: Path) -> None:
     doc = base(files) | {"mtls": None, "proxies": None, "api_keys": None}
     settings = Settings.from_dict(doc)
     assert (settings.mtls, settings.proxies, settings.api_keys) == (None, None, None)
+
+
+def test_values_from_variables_are_trimmed_and_kept_read_only(
+    files: Path, bundle_file: Path
+) -> None:
+    env = {
+        "ZEROTRUST_MTLS__BUNDLES": f" example.org = {bundle_file} ",
+        "ZEROTRUST_POLICY__FILE": "",
+        "ZEROTRUST_POLICY__RULES": '[{"id": "read", "scopes": ["orders:read"]}]',
+    }
+    settings = Settings.from_dict(base(files), env=env)
+    assert settings.mtls is not None
+    assert dict(settings.mtls.bundles) == {"example.org": str(bundle_file)}
+    rules = settings.policy.rules
+    assert isinstance(rules, tuple) and rules[0]["id"] == "read"
+    with pytest.raises(TypeError):
+        rules[0]["action"] = "DENY"

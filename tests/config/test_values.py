@@ -273,10 +273,30 @@ def test_json_in_a_variable_may_nest_32_levels_and_no_more(files: Path) -> None:
     assert error(33) == "ZEROTRUST_POLICY__RATE_LIMITS: is nested deeper than 32 levels"
 
 
-def test_a_section_set_to_null_is_not_set(files: Path) -> None:
+def test_a_section_or_setting_set_to_null_is_not_set(files: Path) -> None:
     doc = base(files) | {"mtls": None, "proxies": None, "api_keys": None}
+    doc["tokens"] |= {"leeway": None, "required_claims": None, "max_lifetime": None}
     settings = Settings.from_dict(doc)
     assert (settings.mtls, settings.proxies, settings.api_keys) == (None, None, None)
+    assert settings.tokens is not None
+    assert (settings.tokens.leeway, settings.tokens.required_claims) == (60.0, ())
+
+
+def test_many_values_without_aliases_are_read(files: Path) -> None:
+    """The bound on values is for documents whose aliases repeat parts of them; a plain
+    document is bounded by its size."""
+    many = "[" + ",".join(["[" + "0," * 99 + "0]"] * 2_000) + "]"  # 202,001 values
+    env = {"ZEROTRUST_POLICY__FILE": "", "ZEROTRUST_POLICY__RATE_LIMITS": many}
+    found = error_of(Settings.from_dict, base(files), env=env)
+    assert found == "<dict>: policy: rate_limits[0]: must be a table/object"
+
+
+def test_a_section_opened_by_variables_is_named_by_the_first_of_them(files: Path) -> None:
+    doc = base(files, tokens=None)
+    env = {"ZEROTRUST_TOKENS__LEEWAY": "5", "ZEROTRUST_TOKENS__AUDIENCE": "a"}
+    assert error_of(Settings.from_dict, doc, env=env) == (
+        "ZEROTRUST_TOKENS__ISSUER: required (ZEROTRUST_TOKENS__AUDIENCE configures tokens)"
+    )
 
 
 def test_values_from_variables_are_trimmed_and_kept_read_only(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -261,3 +262,10 @@ def test_bad_trust_domains_of_spiffe_keys_are_named(
     doc = _spiffe(files, bundle_file, jwks_file=None, **tokens)
     found = error_of(Settings.from_dict, doc)
     assert found.startswith(message), found
+
+
+def test_api_keys_alone_are_a_way_to_authenticate(files: Path) -> None:
+    digest = hashlib.sha256(b"k" * 32).hexdigest()
+    doc = base(files, tokens=None) | {"api_keys": {"hashes": {"ci": digest}}}
+    settings = Settings.from_dict(doc)
+    assert settings.tokens is None and settings.mtls is None and settings.api_keys is not None

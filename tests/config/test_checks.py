@@ -269,3 +269,8 @@ def test_api_keys_alone_are_a_way_to_authenticate(files: Path) -> None:
     doc = base(files, tokens=None) | {"api_keys": {"hashes": {"ci": digest}}}
     settings = Settings.from_dict(doc)
     assert settings.tokens is None and settings.mtls is None and settings.api_keys is not None
+
+
+def test_a_rule_that_is_not_a_table_is_named(files: Path) -> None:
+    doc = base(files, policy=None) | {"policy": {"rules": ["x", {"id": "a", "hook": "h"}]}}
+    assert error_of(Settings.from_dict, doc) == "<dict>: policy: rules[0]: must be a table/object"

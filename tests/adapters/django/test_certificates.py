@@ -150,13 +150,9 @@ def test_spoofed_forwarded_certificate_is_hidden_from_the_view(zt: Harness, kind
     assert "forwarded_cert_ignored_untrusted_peer" in zt.sink.last.notes
 
 
-def test_a_lookalike_of_the_trusted_proxys_header_hides_it_from_the_view(
-    install: Installer, ca: DevCA
-) -> None:
-    """Behind a trusted XFCC proxy, a client adds its own ``x_forwarded_client_cert``. Django
-    before 4.2.30 / 5.2.13 files it under the proxy header's META key, joined to the proxy's
-    value, where the view would read its last element: the view sees neither, and the
-    principal stays the one the proxy's certificate proved."""
+def behind_xfcc_proxy(install: Installer, ca: DevCA) -> tuple[MemorySink, str]:
+    """Install a Guard trusting an XFCC proxy on loopback; its audit sink and the XFCC value
+    the proxy would send for WEB's certificate."""
     harness = install(bundles=ca.bundle)
     authenticator = Authenticator(
         tokens=harness.guard.authenticator.tokens,
@@ -169,7 +165,17 @@ def test_a_lookalike_of_the_trusted_proxys_header_hides_it_from_the_view(
     guard = Guard(authenticator=authenticator, policy=policy, audit=sink, service="orders")
     install.override(ZEROTRUST={"GUARD": guard, "EXEMPT": []})
     leaf = ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode()
-    genuine = f'By=spiffe://example.org/ns/mesh/sa/proxy;Cert="{quote(leaf, safe="")}"'
+    return sink, f'By=spiffe://example.org/ns/mesh/sa/proxy;Cert="{quote(leaf, safe="")}"'
+
+
+def test_a_lookalike_of_the_trusted_proxys_header_hides_it_from_the_view(
+    install: Installer, ca: DevCA
+) -> None:
+    """Behind a trusted XFCC proxy, a client adds its own ``x_forwarded_client_cert``. Django
+    before 4.2.30 / 5.2.13 files it under the proxy header's META key, joined to the proxy's
+    value, where the view would read its last element: the view sees neither, and the
+    principal stays the one the proxy's certificate proved."""
+    sink, genuine = behind_xfcc_proxy(install, ca)
     forged = "By=spiffe://example.org/x;URI=spiffe://example.org/ns/ops/sa/admin"
     base = [(b"host", b"testserver"), (b"x-forwarded-client-cert", genuine.encode())]
 
@@ -189,19 +195,7 @@ def test_a_lookalike_of_the_trusted_proxys_header_hides_it_from_the_view(
 def test_the_trusted_proxys_header_reaches_a_wsgi_view(install: Installer, ca: DevCA) -> None:
     """Under WSGI (no ASGI scope to look for lookalikes in) an allowed request keeps the
     trusted proxy's certificate header for the view, and the principal is the one it proved."""
-    harness = install(bundles=ca.bundle)
-    authenticator = Authenticator(
-        tokens=harness.guard.authenticator.tokens,
-        bundles=ca.bundle,
-        trusted_proxies=TrustedProxies(["127.0.0.1"], header="xfcc"),
-        clock=harness.clock,
-    )
-    sink = MemorySink()
-    policy = Policy([Rule(id="any", callers=[Callers(trust_domains=["example.org"])])])
-    guard = Guard(authenticator=authenticator, policy=policy, audit=sink, service="orders")
-    install.override(ZEROTRUST={"GUARD": guard, "EXEMPT": []})
-    leaf = ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode()
-    genuine = f'By=spiffe://example.org/ns/mesh/sa/proxy;Cert="{quote(leaf, safe="")}"'
+    sink, genuine = behind_xfcc_proxy(install, ca)
     response = Client(REMOTE_ADDR="127.0.0.1").get(
         "/headers/", headers={"X-Forwarded-Client-Cert": genuine}
     )

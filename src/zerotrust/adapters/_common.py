@@ -67,7 +67,7 @@ def _regex_template(route: str) -> str | None:
 
 
 @lru_cache(maxsize=4096)
-def route_template(route: str) -> str | None:
+def route_template(route: str, *, regex: bool = True) -> str | None:
     """The neutral route template for a framework's route pattern; ``None`` if there is none.
 
     * angle brackets (werkzeug/Flask rules, Django ``path()``): converters and their arguments
@@ -75,15 +75,18 @@ def route_template(route: str) -> str | None:
       ``/orders/{order_id}`` and ``/files/<path:name>`` becomes ``/files/{name}``;
     * a simple regular expression (Django ``re_path()``): anchors are dropped and each named
       group becomes a placeholder, ``^orders/(?P<order_id>[0-9]+)/$`` is
-      ``/orders/{order_id}/``. Any other regular expression gives ``None``.
+      ``/orders/{order_id}/``. Any other regular expression gives ``None``. With
+      ``regex=False`` (werkzeug/Flask rules, which are never regular expressions) the route
+      is never read as one: ``/api/cost$`` keeps its ``$``.
 
     The result always starts with ``/`` and has no trailing slash unless it is ``/``
     (:func:`~zerotrust.authz.rules.normalize_route`: ``/orders/`` is ``/orders``, as in every
     adapter); everything else is kept as written.
     """
-    template = _regex_template(route) if _looks_like_regex(route) else None
+    looks_like_regex = regex and _looks_like_regex(route)
+    template = _regex_template(route) if looks_like_regex else None
     if template is None:
-        if _looks_like_regex(route):
+        if looks_like_regex:
             return None
         template = _PLACEHOLDER.sub(lambda m: "{" + m.group("name") + "}", route)
     return normalize_route(template if template.startswith("/") else "/" + template)

@@ -131,7 +131,7 @@ class _AppState:
         found = self.routes.get(key)
         if found is None:
             view = app.view_functions.get(rule.endpoint)
-            template = route_template(rule.rule) or normalize_route(rule.rule)
+            template = route_template(rule.rule, regex=False) or normalize_route(rule.rule)
             found = _Route(view, template, rule.endpoint in self.exempt)
             if len(self.routes) < 65536:  # one entry per URL rule
                 self.routes[key] = found
@@ -150,7 +150,7 @@ def _template_of_refused_method(app: Any, req: Any) -> str | None:
         )
     except HTTPException:
         return None
-    return route_template(rule.rule) or normalize_route(rule.rule)
+    return route_template(rule.rule, regex=False) or normalize_route(rule.rule)
 
 
 def _refuse(app: Any, req: Any, outcome: Outcome) -> Any:

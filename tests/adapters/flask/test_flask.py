@@ -849,3 +849,29 @@ def test_a_rule_that_looks_like_a_regular_expression_keeps_its_route(
         response = getattr(client, method)("/api/cost.csv$", headers=bearer(token))
         assert response.status_code == 403, method
         assert (sink.last.route, sink.last.rule_id) == ("/api/cost.csv$", "no-csv")
+
+
+def test_a_rule_ending_in_a_dollar_is_not_another_rule_without_it(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """``/api/cost$`` is its own literal route in werkzeug, not an anchored ``/api/cost``: a
+    rule admitting ``/api/cost`` does not admit it (nor the other way round)."""
+    allow = Rule(id="cost", operations=[Operations(routes=["/api/cost"])])
+    guard, sink = make_guard(issuer, clock, policy=Policy([allow]))
+    zt = ZeroTrust()
+    app = Flask("dollar")
+
+    @app.get("/api/cost")
+    def cost() -> Any:
+        return jsonify(ok=True)
+
+    @app.get("/api/cost$")
+    def cost_dollar() -> Any:
+        return jsonify(ok=True)
+
+    zt.init_app(app, guard=guard)
+    client = app.test_client()
+    token = issuer.issue(subject=WEB, audience=AUD)
+    assert client.get("/api/cost", headers=bearer(token)).status_code == 200
+    assert client.get("/api/cost$", headers=bearer(token)).status_code == 403
+    assert sink.last.route == "/api/cost$"

@@ -181,14 +181,12 @@ class SpiffeJwtBundleSetKeySource(TrustDomainKeySource):
             by_domain: dict[TrustDomain, JWKSet] = {}
             for bundle in bundle_set:
                 td = bundle.trust_domain
-                if (self._listed is not None and td not in self._listed) or not (
-                    bundle.jwt_authorities
-                ):
+                if self._listed is not None and td not in self._listed:
                     continue
                 try:
                     keys = _jwt_keys(bundle)
                 except KeysUnavailable:
-                    continue  # no usable authority: that domain's tokens are refused
+                    continue  # no (usable) JWT authority: that domain's tokens are refused
                 old = previous.get(td)
                 by_domain[td] = old if old is not None and old == keys else keys
             if not by_domain:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask import Blueprint, Flask, jsonify
 
-from zerotrust import FixedClock, Operations, Policy, RateLimit, Request, Rule, TokenIssuer
+from zerotrust import FixedClock, Guard, Operations, Policy, RateLimit, Request, Rule, TokenIssuer
 from zerotrust.errors import ConfigurationError
 from zerotrust.flask import RequestRefused, ZeroTrust, current_principal
 from zerotrust.tokens import PrivateJWK
@@ -827,6 +827,15 @@ def test_init_app_exempt_replaces_the_extensions_list(
     assert sink.last.decision == "deny"
 
 
+def app_of(guard: Guard, *rules: str) -> Flask:
+    """A Flask app under ``guard`` answering GET on each of ``rules`` (taken as written)."""
+    app = Flask("rules")
+    for index, rule in enumerate(rules):
+        app.add_url_rule(rule, f"view{index}", lambda: jsonify(ok=True), methods=["GET"])
+    ZeroTrust().init_app(app, guard=guard)
+    return app
+
+
 def test_a_rule_that_looks_like_a_regular_expression_keeps_its_route(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:
@@ -835,15 +844,7 @@ def test_a_rule_that_looks_like_a_regular_expression_keeps_its_route(
     own method and for one the rule refuses, so a DENY rule scoped to it applies."""
     deny = Rule(id="no-csv", action="DENY", operations=[Operations(routes=["/api/cost.csv$"])])
     guard, sink = make_guard(issuer, clock, policy=Policy([deny, Rule(id="all")]))
-    zt = ZeroTrust()
-    app = Flask("dollar")
-
-    @app.get("/api/cost.csv$")
-    def cost() -> Any:
-        return jsonify(ok=True)
-
-    zt.init_app(app, guard=guard)
-    client = app.test_client()
+    client = app_of(guard, "/api/cost.csv$").test_client()
     token = issuer.issue(subject=WEB, audience=AUD)
     for method in ("get", "delete"):
         response = getattr(client, method)("/api/cost.csv$", headers=bearer(token))
@@ -858,19 +859,7 @@ def test_a_rule_ending_in_a_dollar_is_not_another_rule_without_it(
     rule admitting ``/api/cost`` does not admit it (nor the other way round)."""
     allow = Rule(id="cost", operations=[Operations(routes=["/api/cost"])])
     guard, sink = make_guard(issuer, clock, policy=Policy([allow]))
-    zt = ZeroTrust()
-    app = Flask("dollar")
-
-    @app.get("/api/cost")
-    def cost() -> Any:
-        return jsonify(ok=True)
-
-    @app.get("/api/cost$")
-    def cost_dollar() -> Any:
-        return jsonify(ok=True)
-
-    zt.init_app(app, guard=guard)
-    client = app.test_client()
+    client = app_of(guard, "/api/cost", "/api/cost$").test_client()
     token = issuer.issue(subject=WEB, audience=AUD)
     assert client.get("/api/cost", headers=bearer(token)).status_code == 200
     assert client.get("/api/cost$", headers=bearer(token)).status_code == 403

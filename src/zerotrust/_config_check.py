@@ -154,6 +154,14 @@ def _check_tokens(settings: Settings, name: Names) -> None:
         )
     several = tokens.spiffe_trust_domains
     names = (tokens.spiffe_trust_domain,) if tokens.spiffe_trust_domain is not None else several
+    svid = tokens.token_type == "jwt-svid"  # noqa: S105 - a token profile, not a secret
+    if tokens.issuer is None and names is None and not (svid and tokens.trust_domain):
+        raise fail(
+            name("tokens.issuer"),
+            "required: only JWT-SVIDs checked against a trust domain may leave it out"
+            " (tokens.spiffe_trust_domain(s), or token_type = 'jwt-svid' with"
+            " tokens.trust_domain)",
+        )
     if names is None:
         return
     key = "spiffe_trust_domains" if several is not None else "spiffe_trust_domain"

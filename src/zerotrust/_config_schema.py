@@ -40,7 +40,8 @@ _T = TypeVar("_T")
 #: ``group`` (at most one member of a group may be set), ``sensitive`` (``"bytes"``, ``"text"`` or
 #: ``"map"``: never inline in a file, also settable as ``<name>_file``), ``min``/``above``/``max``
 #: (numeric bounds), ``many`` (a single string is read as a one-item list), ``json`` (an opaque
-#: document), ``internal`` (not a setting).
+#: document), ``nonempty`` (optional, but an empty environment variable is refused rather than
+#: read as unset), ``internal`` (not a setting).
 _INTERNAL: Mapping[str, Any] = MappingProxyType({"internal": True})
 
 
@@ -99,11 +100,15 @@ class RemoteKeySettings:
 _KEYS = "key source"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TokenSettings:
-    """``tokens``: accept bearer tokens from one issuer (omit the table to accept none)."""
+    """``tokens``: accept bearer tokens from one issuer (omit the table to accept none).
 
-    issuer: str
+    ``issuer`` may be left out for JWT-SVIDs checked against a trust domain only (SPIRE leaves
+    ``iss`` out of them unless told otherwise); every other token profile needs it.
+    """
+
+    issuer: str | None = field(default=None, metadata=_meta(nonempty=True))
     audience: tuple[str, ...] = field(metadata=_meta(many=True))
     algorithms: tuple[str, ...] = field(metadata=_meta(many=True))
     jwks_url: str | None = field(default=None, metadata=_meta(group=_KEYS))

@@ -107,7 +107,7 @@ def convert(info: Info, value: Any, origin: Origin) -> Any:
     env = origin.kind == "env"
     label = origin.label
     if value is None or (env and value == ""):
-        if info.optional:
+        if info.optional and not (value == "" and info.meta.get("nonempty")):
             return None
         if env and info.kind == "list":
             return ()

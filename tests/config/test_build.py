@@ -21,6 +21,7 @@ from tests.config.helpers import (
     AUD,
     HMAC,
     ISS,
+    KEY,
     PASSWORD,
     PSEUDONYM_KEY,
     WEB,
@@ -249,6 +250,64 @@ def test_federated_jwt_svids_each_verified_with_their_trust_domains_keys(
             assert str(outcome.principal.spiffe_id) == subject  # type: ignore[union-attr]
         else:
             assert outcome.status == 401
+
+
+def svid_without_iss(key: PrivateJWK, subject: str) -> str:
+    """A JWT-SVID as SPIRE issues it by default: no ``iss`` claim."""
+    now = int(__import__("time").time())
+    header = {"alg": "ES256", "kid": key.kid, "typ": "JWT"}
+    claims = {"sub": subject, "aud": AUD, "iat": now, "exp": now + 300}
+    signing_input = ".".join(b64url_encode(json.dumps(part).encode()) for part in (header, claims))
+    return f"{signing_input}.{b64url_encode(key.sign(signing_input.encode()))}"
+
+
+@pytest.mark.parametrize("federated", [False, True], ids=["one domain", "federation"])
+def test_jwt_svids_without_iss_when_the_issuer_is_left_out(
+    files: Path, ca: DevCA, federated: bool
+) -> None:
+    from zerotrust import TrustBundle
+
+    key = PrivateJWK.generate("ES256", kid="svid-key")
+    authority = {**key.public().to_public_dict(), "use": "jwt-svid"}
+    bundle = TrustBundle(
+        ca.trust_domain, ca.bundle.x509_authorities, jwt_authorities={"svid-key": authority}
+    )
+    write(files / "bundle.json", json.dumps(bundle.to_jwks()))
+    doc = base(files) | {"mtls": {"bundles": {"example.org": str(files / "bundle.json")}}}
+    source = (
+        {"spiffe_trust_domains": ["example.org"]}
+        if federated
+        else {"spiffe_trust_domain": "example.org"}
+    )
+    doc["tokens"] = {"audience": AUD, "algorithms": ["ES256"], **source}
+    doc["policy"] = {"rules": [{"id": "any", "from": [{"spiffe_ids": ["*"]}]}]}
+    guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+    verifier = guard.authenticator.tokens
+    assert verifier is not None and verifier.claims_validator.issuer is None
+    outcome = guard.evaluate(get(svid_without_iss(key, WEB)))
+    assert outcome.allowed and outcome.principal is not None
+    assert str(outcome.principal.spiffe_id) == WEB and outcome.principal.issuer is None
+    # any iss is then accepted, as go-spiffe does; the workload's trust domain still decides
+    named = TokenIssuer(key, issuer="https://spire.example").issue(
+        subject=WEB, audience=AUD, token_type="jwt-svid"
+    )
+    assert guard.evaluate(get(named)).allowed
+    elsewhere = guard.evaluate(get(svid_without_iss(key, "spiffe://other.org/billing")))
+    assert not elsewhere.allowed and elsewhere.status == 401
+
+
+def test_a_jwt_svid_key_file_without_issuer_needs_a_trust_domain(files: Path) -> None:
+    doc = base(files)
+    del doc["tokens"]["issuer"]
+    doc["tokens"] |= {"token_type": "jwt-svid", "trust_domain": "example.org"}
+    doc["policy"] = {"rules": [{"id": "any", "from": [{"spiffe_ids": ["*"]}]}]}
+    guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+    verifier = guard.authenticator.tokens
+    assert verifier is not None and verifier.claims_validator.issuer is None
+    assert verifier.claims_validator.trust_domain is not None
+    assert verifier.claims_validator.trust_domain.name == "example.org"
+    outcome = guard.evaluate(get(svid_without_iss(KEY, WEB)))
+    assert outcome.allowed and str(outcome.principal.spiffe_id) == WEB  # type: ignore[union-attr]
 
 
 def test_a_replay_cache_too_short_for_dpop_names_its_setting(files: Path) -> None:

@@ -65,6 +65,14 @@ def contradiction(files: Path, bundle_file: Path, case: str) -> str:
         doc["mtls"] = mtls
     elif case == "federated spiffe keys without mtls":
         doc["tokens"] = {**doc["tokens"], "jwks_file": None, "spiffe_trust_domains": ["a.org"]}
+    elif case == "no issuer":
+        del doc["tokens"]["issuer"]
+    elif case == "no issuer for JWT-SVIDs of no trust domain":
+        del doc["tokens"]["issuer"]
+        doc["tokens"]["token_type"] = "jwt-svid"
+    elif case == "no issuer for access tokens of a trust domain":
+        del doc["tokens"]["issuer"]
+        doc["tokens"] |= {"token_type": "at+jwt", "trust_domain": "example.org"}
     elif case == "remote options for a local key file":
         doc["tokens"]["remote"] = {"timeout": 1}
     elif case == "HMAC algorithm without a secret":
@@ -116,7 +124,7 @@ CONTRADICTIONS = {
     ),
     "no key source": "<dict>: tokens: needs a key source: set one of tokens.jwks_url, ",
     "require_token without tokens": (
-        "ZEROTRUST_TOKENS__ISSUER: required (ZEROTRUST_TOKENS__REQUIRE configures tokens)"
+        "ZEROTRUST_TOKENS__AUDIENCE: required (ZEROTRUST_TOKENS__REQUIRE configures tokens)"
     ),
     "nothing to authenticate with": "<dict>: no way to authenticate callers",
     "proxies without mtls": "<dict>: proxies: forwarded certificates are verified against mtls",
@@ -138,6 +146,9 @@ CONTRADICTIONS = {
     "federated spiffe keys without mtls": (
         "<dict>: tokens.spiffe_trust_domains: reads the JWT authorities of mtls.bundles"
     ),
+    "no issuer": "<dict>: tokens.issuer: required: only JWT-SVIDs checked against a trust",
+    "no issuer for JWT-SVIDs of no trust domain": "<dict>: tokens.issuer: required: only",
+    "no issuer for access tokens of a trust domain": "<dict>: tokens.issuer: required: only",
     "remote options for a local key file": (
         "<dict>: tokens.remote.timeout: applies to tokens.jwks_url and tokens.oidc_issuer only"
     ),

@@ -295,7 +295,7 @@ def test_a_section_opened_by_variables_is_named_by_the_first_of_them(files: Path
     doc = base(files, tokens=None)
     env = {"ZEROTRUST_TOKENS__LEEWAY": "5", "ZEROTRUST_TOKENS__AUDIENCE": "a"}
     assert error_of(Settings.from_dict, doc, env=env) == (
-        "ZEROTRUST_TOKENS__ISSUER: required (ZEROTRUST_TOKENS__AUDIENCE configures tokens)"
+        "ZEROTRUST_TOKENS__ALGORITHMS: required (ZEROTRUST_TOKENS__AUDIENCE configures tokens)"
     )
 
 

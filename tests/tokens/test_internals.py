@@ -100,11 +100,26 @@ def test_depth_bound_without_recursion() -> None:
         '{"a":"\x01"}',
         "\ufeff{}",
         '{"a":' + "[" * 20 + "]" * 20 + "}",
+        # unpaired surrogates (RFC 7493 2.1), in values and names, flat and nested
+        '{"a":"\\ud800"}',
+        '{"a":"x\\udfff"}',
+        '{"\\udc00":1}',
+        '{"a":"\\ude00\\ud83d"}',  # a pair in the wrong order
+        '{"a":[{"b":"\\udbff"}]}',
+        '{"a":{"\\ud800b":1}}',
+        '{"a":["\\\\u", "\\ud800"]}',
     ],
 )
 def test_strict_json_refusals(text: str) -> None:
     with pytest.raises(JSONError):
         loads_object(text)
+
+
+def test_escapes_that_make_unicode_text_are_read() -> None:
+    assert loads_object('{"a":"\\ud83d\\ude00"}')["a"] == "\U0001f600"  # a surrogate pair
+    assert loads_object('{"a":"\\u00e9\\uffff"}')["a"] == "\u00e9\uffff"
+    assert loads_object('{"a":["\\\\ud800"]}')["a"] == ("\\ud800",)  # an escaped backslash
+    assert loads_object('{"\\u0061":{"b":"\\u0062"}}') == {"a": {"b": "b"}}
 
 
 def test_strict_json_bytes_and_freeze() -> None:

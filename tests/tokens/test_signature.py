@@ -163,6 +163,7 @@ def test_non_canonical_trailing_bits_in_header(es256: PrivateJWK) -> None:
         b64(b'{"alg":"ES256"} trailing'),
         b64(b'{"alg":"ES256","n":NaN}'),
         b64(b'{"alg":"ES256","n":1e999}'),
+        b64(b'{"alg":"ES256","kid":"\\ud800"}'),
         b64(b'{"alg":"ES256","deep":' + b"[" * 40 + b"]" * 40 + b"}"),
         b64(b'\xef\xbb\xbf{"alg":"ES256"}'),
         b64(b'{"alg":"ES256"}\xff'),

@@ -134,6 +134,14 @@ def test_malformed_payload_after_a_valid_signature(
     for payload in (b"not json", b"[]", b'{"a":1,"a":2}', b"\xff"):
         with pytest.raises(MalformedToken):
             make_verifier().verify(mint(es256, payload))
+    # a signed subject that is no Unicode text (an unpaired surrogate escape, RFC 7493 2.1)
+    # never becomes a principal, whose subject is encoded in audit events and store keys
+    lone = json.dumps(claims(sub="svc-\udc80")).encode()
+    assert b"\\udc80" in lone
+    with pytest.raises(MalformedToken, match="unpaired surrogate"):
+        make_verifier().verify(mint(es256, lone))
+    paired = make_verifier().verify(mint(es256, json.dumps(claims(sub="svc-\U0001f600")).encode()))
+    assert paired.subject == "svc-\U0001f600"
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,9 @@
   last value lets two readers of one token disagree on what it says).
 * ``NaN``/``Infinity`` and non-finite floats are refused (integers are bounded by the
   input size and by the interpreter's integer-string conversion limit).
+* A ``\ud800``-style escape of an unpaired surrogate is refused (I-JSON, RFC 7493 §2.1): the
+  string it makes is no Unicode text, and it would fail later, wherever a claim is encoded
+  (an audit exporter, a store key, a response header), rather than here.
 * Nesting depth is bounded *before* parsing, with a few linear C-level regex passes (no
   Python loop over characters and no recursion), so no input can reach ``RecursionError``.
 * The result is deeply immutable: objects become :class:`types.MappingProxyType` and arrays
@@ -141,4 +144,22 @@ def loads_dict(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> dict[str, An
     obj = dict(value) if flat else {name: _build(item) for name, item in value}
     if len(obj) != len(value):
         raise JSONError("duplicate member name")
+    if "\\u" in text:  # only an escape can make a lone surrogate out of UTF-8 text
+        _check_text(obj)
     return obj
+
+
+def _check_text(value: Any) -> None:
+    """Refuse a string (member name or value) holding an unpaired surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JSONError("unpaired surrogate escape") from None
+    elif isinstance(value, Mapping):
+        for name, item in value.items():
+            _check_text(name)
+            _check_text(item)
+    elif type(value) is tuple:
+        for item in value:
+            _check_text(item)

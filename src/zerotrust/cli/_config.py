@@ -1,0 +1,271 @@
+"""``zerotrust config check`` and ``zerotrust policy explain``: check what a service will
+load before it is deployed, and ask a policy what it decides for a caller and an operation.
+
+Both read only local files (no key is fetched, no store is connected). ``config check`` loads
+settings exactly as :meth:`zerotrust.config.Settings.load` does at start-up, environment
+included unless ``--no-env``; ``policy explain`` exits 0 when the call would be allowed, 1
+when it would be denied, and 2 when it could not be asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, get_args
+
+from zerotrust.authn.principal import Principal, ProvenBy
+from zerotrust.authz.decision import Decision
+from zerotrust.authz.loader import load_policy
+from zerotrust.authz.policy import Policy
+from zerotrust.authz.rules import Operation
+from zerotrust.errors import ConfigurationError, InvalidSpiffeId
+from zerotrust.identity.spiffe_id import SpiffeId
+from zerotrust.tokens._json import JSONError, loads_object
+
+_MAX_CLAIMS: Final = 64 * 1024
+_PROVEN_BY: Final = get_args(ProvenBy)
+_KINDS: Final = ("http", "grpc", "websocket")
+_ALLOWED, _DENIED = 0, 1
+
+
+def register(commands: Any) -> None:
+    config = commands.add_parser("config", help="check a service's settings")
+    cmds = config.add_subparsers(dest="config_command", required=True, parser_class=type(config))
+    check = cmds.add_parser(
+        "check",
+        help="load the settings as the service would at start-up, and report the first problem",
+        description="Load the settings file (or ZEROTRUST_CONFIG) and the ZEROTRUST_* variables"
+        " as Settings.load() does, with every check it makes (key, bundle, policy and secret"
+        " files included). Nothing is fetched or connected. Exit status 0 when they load, 2"
+        " otherwise.",
+    )
+    check.add_argument("file", nargs="?", type=Path, help="settings file (TOML, YAML or JSON)")
+    check.add_argument("--no-env", action="store_true", help="ignore the environment")
+    check.add_argument(
+        "--show",
+        action="store_true",
+        help="print the effective settings as JSON (secrets redacted) and where each came from",
+    )
+    check.set_defaults(handler=_check)
+
+    policy = commands.add_parser("policy", help="ask a policy what it decides")
+    pcmds = policy.add_subparsers(dest="policy_command", required=True, parser_class=type(policy))
+    explain = pcmds.add_parser(
+        "explain",
+        help="would this caller be allowed this operation, and why",
+        description="Evaluate a policy for one caller and one operation, as the Guard would"
+        " after authenticating the caller (nothing is authenticated here: the caller is taken"
+        " as given, and no rate limit is consumed). Prints the decision as JSON. Exit status"
+        " 0 when allowed, 1 when denied, 2 on an error. Without --spiffe-id, --subject,"
+        " --issuer or --api-key-id the request carries no credentials.",
+    )
+    where = explain.add_mutually_exclusive_group(required=True)
+    where.add_argument("policy", nargs="?", type=Path, help="policy file (TOML, YAML or JSON)")
+    where.add_argument("--config", type=Path, help="a settings file: use its policy")
+    explain.add_argument("--no-env", action="store_true", help="with --config: ignore ZEROTRUST_*")
+    explain.add_argument("--route", required=True, help="route template, or gRPC /pkg.Svc/Method")
+    explain.add_argument("--method", help="HTTP method (default GET; POST for grpc)")
+    explain.add_argument("--kind", choices=_KINDS, default="http")
+    explain.add_argument("--path", help="the request path (default: the route)")
+    explain.add_argument("--spiffe-id", help="the caller's SPIFFE ID")
+    explain.add_argument("--subject", help="the token's sub")
+    explain.add_argument("--issuer", help="the token's iss")
+    explain.add_argument("--scope", action="append", default=[], help="granted scope, repeatable")
+    explain.add_argument("--claims", help="the token's other claims, a JSON object")
+    explain.add_argument("--actor", help="the current actor (act.sub)")
+    explain.add_argument("--client-id", help="the token's client_id")
+    explain.add_argument("--api-key-id", help="a caller authenticated by this API key id")
+    explain.add_argument(
+        "--proven-by",
+        choices=_PROVEN_BY,
+        help="how the caller proved its identity (default: mtls for a SPIFFE ID alone, jwt"
+        " when token claims are given, api-key for --api-key-id)",
+    )
+    explain.add_argument(
+        "--hook",
+        action="append",
+        default=[],
+        metavar="NAME=allow|deny",
+        help="the answer of a CUSTOM rule's hook, repeatable (every hook the policy names)",
+    )
+    explain.set_defaults(handler=_explain)
+
+
+# --- config check ------------------------------------------------------------------------------
+
+
+def _load_settings(file: Path | None, no_env: bool) -> Any:
+    from zerotrust.config import Settings  # imports the configuration machinery on demand
+
+    if no_env and file is None:
+        raise ConfigurationError("--no-env needs a settings file")
+    return Settings.load(file, env={} if no_env else os.environ)
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = _load_settings(args.file, args.no_env)
+    if args.show:
+        shown = {"settings": settings.to_dict(), "origins": dict(sorted(settings.origins.items()))}
+        json.dump(shown, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        print(f"ok: settings from {', '.join(settings.sources)}")
+    return 0
+
+
+# --- policy explain ----------------------------------------------------------------------------
+
+
+def _hooks(given: list[str]) -> dict[str, Callable[..., bool]]:
+    hooks: dict[str, Callable[..., bool]] = {}
+    for item in given:
+        name, sep, answer = item.partition("=")
+        if not sep or not name or answer not in ("allow", "deny"):
+            raise ConfigurationError(f"--hook {item[:60]!r}: expected NAME=allow or NAME=deny")
+        if name in hooks:
+            raise ConfigurationError(f"--hook {name[:60]!r} is given twice")
+        verdict = answer == "allow"
+        hooks[name] = lambda _principal, _operation, verdict=verdict: verdict
+    return hooks
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    hooks = _hooks(args.hook)
+    if args.config is None:
+        if args.no_env:
+            raise ConfigurationError("--no-env applies to --config only")
+        return load_policy(args.policy, hooks=hooks)
+    from zerotrust._config_build import build_policy
+
+    settings = _load_settings(args.config, args.no_env)
+    return build_policy(settings.policy, hooks)
+
+
+def _claims(text: str | None) -> Mapping[str, Any]:
+    if text is None:
+        return {}
+    if len(text) > _MAX_CLAIMS:
+        raise ConfigurationError(f"--claims is longer than {_MAX_CLAIMS} characters")
+    try:
+        return loads_object(text)
+    except JSONError as exc:
+        raise ConfigurationError(f"--claims: {exc}") from None
+
+
+def _spiffe_id(text: str | None, what: str) -> SpiffeId | None:
+    if text is None:
+        return None
+    try:
+        return SpiffeId.parse(text)
+    except InvalidSpiffeId as exc:
+        raise ConfigurationError(f"{what}: {exc}") from None
+
+
+def _principal(args: argparse.Namespace) -> Principal | None:
+    """The caller as the Authenticator would describe it, from what the options say."""
+    token = any(
+        value is not None
+        for value in (args.subject, args.issuer, args.claims, args.actor, args.client_id)
+    ) or bool(args.scope)
+    spiffe_id = _spiffe_id(args.spiffe_id, "--spiffe-id")
+    if args.api_key_id is not None:
+        if token or spiffe_id is not None or args.proven_by not in (None, "api-key"):
+            raise ConfigurationError("--api-key-id describes a caller with an API key only")
+        key_id = args.api_key_id
+        return Principal(proven_by="api-key", subject=f"api-key:{key_id}", api_key_id=key_id)
+    if not token and spiffe_id is None:
+        if args.proven_by is not None:
+            raise ConfigurationError("--proven-by needs a caller (--spiffe-id, --subject, ...)")
+        return None
+    proven: ProvenBy = args.proven_by or ("jwt" if token else "mtls")
+    if proven == "api-key":
+        raise ConfigurationError("--proven-by api-key needs --api-key-id")
+    if proven in ("mtls", "proxy-mtls"):
+        if token:  # (without a token, there is a --spiffe-id: else no caller was described)
+            raise ConfigurationError(f"--proven-by {proven} describes a certificate, no token")
+        assert spiffe_id is not None
+        # as the Authenticator names a certificate's caller: the ID, issued by its domain
+        return Principal(
+            proven_by=proven,
+            spiffe_id=spiffe_id,
+            subject=str(spiffe_id),
+            issuer=spiffe_id.trust_domain.id_string(),
+        )
+    subject = args.subject
+    if proven in ("mtls+jwt", "bound-jwt") and spiffe_id is None:
+        raise ConfigurationError(f"--proven-by {proven} needs --spiffe-id (the certificate's)")
+    if proven == "jwt" and spiffe_id is not None:
+        # a token alone names a workload through its sub, as the Authenticator reads it
+        if subject is None:
+            subject = str(spiffe_id)
+        elif subject != str(spiffe_id):
+            raise ConfigurationError(
+                "--proven-by jwt: a token alone names its caller's SPIFFE ID in sub:"
+                " --spiffe-id and --subject differ"
+            )
+    if spiffe_id is None and subject is not None and subject.startswith("spiffe://"):
+        spiffe_id = _spiffe_id(subject, "--subject")  # a token's sub naming a workload
+    claims = dict(_claims(args.claims))
+    scopes = {scope for given in args.scope for scope in given.split()}
+    claims |= {name: v for name, v in (("sub", subject), ("iss", args.issuer)) if v is not None}
+    return Principal(
+        proven_by=proven,
+        spiffe_id=spiffe_id,
+        subject=subject,
+        issuer=args.issuer,
+        scopes=frozenset(scopes),
+        claims=claims,
+        client_id=args.client_id,
+        actor=args.actor,
+    )
+
+
+def _operation(args: argparse.Namespace) -> Operation:
+    method = (args.method or ("POST" if args.kind == "grpc" else "GET")).upper()
+    if not method.isascii() or not method.isalpha():
+        raise ConfigurationError("--method must be an HTTP method name")
+    return Operation(method=method, route=args.route, kind=args.kind, path=args.path or args.route)
+
+
+def _decision_of(decision: Decision, principal: Principal | None, op: Operation) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "verdict": decision.verdict,
+        "reason": decision.reason,
+        "rule_id": decision.rule_id,
+        "policy_id": decision.policy_id,
+        "required_scopes": list(decision.required_scopes),
+    }
+    if decision.dry_run:
+        shown |= {
+            "dry_run": True,
+            "would_allow": decision.would_allow,
+            "would_rule_id": decision.would_rule_id,
+            "would_reason": decision.would_reason,
+        }
+    shown["caller"] = (
+        None
+        if principal is None
+        else {
+            "proven_by": principal.proven_by,
+            "spiffe_id": str(principal.spiffe_id) if principal.spiffe_id is not None else None,
+            "subject": principal.subject,
+            "issuer": principal.issuer,
+            "scopes": sorted(principal.scopes),
+        }
+    )
+    shown["operation"] = {"kind": op.kind, "method": op.method, "route": op.route}
+    return shown
+
+
+def _explain(args: argparse.Namespace) -> int:
+    principal = _principal(args)
+    operation = _operation(args)
+    policy = _policy(args)
+    decision = policy.explain(principal, operation)
+    json.dump(_decision_of(decision, principal, operation), sys.stdout, indent=2)
+    print()
+    return _ALLOWED if decision.allowed else _DENIED

@@ -1,0 +1,370 @@
+"""``zerotrust config check`` and ``zerotrust policy explain``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_cli import run
+from tests.config.helpers import PSEUDONYM_KEY, TOML, make_files, make_issuer, write
+
+POLICY = """
+id = "orders"
+
+[[rules]]
+id = "shop-reads"
+scopes = ["orders:read"]
+from = [{ spiffe_ids = ["spiffe://example.org/ns/shop/*"] }]
+to = [{ methods = ["GET"], routes = ["/orders/{order_id}"] }]
+
+[[rules]]
+id = "health"
+from = [{ anonymous = true }]
+to = [{ routes = ["/healthz"] }]
+
+[[rules]]
+id = "no-partner-deletes"
+action = "DENY"
+from = [{ trust_domains = ["partner.example"] }]
+to = [{ methods = ["DELETE"] }]
+
+[[rules]]
+id = "auditors"
+from = [{ issuers = ["https://issuer.example"], proven_by = ["jwt"] }]
+to = [{ routes = ["/reports"] }]
+when = [{ key = "claims.tenant", values = ["acme"] }]
+
+[[rules]]
+id = "grpc-reads"
+from = [{ trust_domains = ["example.org"], proven_by = ["mtls", "mtls+jwt"] }]
+to = [{ kinds = ["grpc"], routes = ["/shop.Orders/Get"] }]
+
+[[rules]]
+id = "opa"
+action = "CUSTOM"
+hook = "opa"
+to = [{ routes = ["/admin/*"] }]
+
+[[rules]]
+id = "admins-soon-read-only"
+action = "DENY"
+dry_run = true
+from = [{ spiffe_ids = ["spiffe://example.org/ns/ops/*"] }]
+to = [{ routes = ["/admin/*"], not_methods = ["GET"] }]
+
+[[rules]]
+id = "admins"
+from = [{ spiffe_ids = ["spiffe://example.org/ns/ops/*"] }]
+to = [{ routes = ["/admin/*"] }]
+"""
+WEB = "spiffe://example.org/ns/shop/sa/web"
+OPS = "spiffe://example.org/ns/ops/sa/a"
+AUDITOR = ["--route", "/reports", "--issuer", "https://issuer.example", "--subject", "auditor"]
+ADMIN = ["--route", "/admin/users", "--spiffe-id", OPS]
+
+
+@pytest.fixture
+def settings_dir(tmp_path: Path) -> Path:
+    files = make_files(tmp_path, make_issuer())
+    write(files / "zerotrust.toml", TOML)
+    return files
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    return write(tmp_path / "explain.toml", POLICY)
+
+
+# --- config check -----------------------------------------------------------------------------
+
+
+def test_config_check_loads_the_settings_as_the_service_would(
+    settings_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = str(settings_dir / "zerotrust.toml")
+    monkeypatch.delenv("ZEROTRUST_CONFIG", raising=False)
+    assert run(capsys, "config", "check", file, "--no-env") == (
+        0,
+        f"ok: settings from {file}\n",
+        "",
+    )
+    # the environment takes part, as at start-up: a bad variable is named
+    monkeypatch.setenv("ZEROTRUST_TOKENS__LEEWAY", "sixty")
+    code, out, err = run(capsys, "config", "check", file)
+    assert (code, out) == (2, "")
+    assert err == "zerotrust: error: [configuration_error] ZEROTRUST_TOKENS__LEEWAY: not a number\n"
+    assert run(capsys, "config", "check", file, "--no-env")[0] == 0
+    monkeypatch.setenv("ZEROTRUST_TOKENS__LEEWAY", "5")
+    monkeypatch.setenv("ZEROTRUST_CONFIG", file)  # names the file, as Settings.load reads it
+    assert run(capsys, "config", "check")[1] == f"ok: settings from {file}, environment\n"
+
+
+def test_config_check_show_redacts_secrets_and_names_origins(
+    settings_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = str(settings_dir / "zerotrust.toml")
+    monkeypatch.delenv("ZEROTRUST_CONFIG", raising=False)
+    monkeypatch.setenv("ZEROTRUST_AUDIT__PSEUDONYMIZE", "subject")
+    monkeypatch.setenv("ZEROTRUST_AUDIT__PSEUDONYM_KEY", PSEUDONYM_KEY)
+    code, out, _ = run(capsys, "config", "check", file, "--show")
+    assert code == 0 and PSEUDONYM_KEY not in out
+    shown = json.loads(out)
+    assert shown["settings"]["audit"]["pseudonym_key"] == "<redacted>"
+    assert shown["settings"]["tokens"]["leeway"] == 30
+    assert shown["origins"]["tokens.leeway"] == f"{file}: tokens.leeway"
+    assert shown["origins"]["audit.pseudonym_key"] == "ZEROTRUST_AUDIT__PSEUDONYM_KEY"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ('jwks_file = "jwks.json"', 'jwks_file = "missing.json"'),
+            "tokens.jwks_file: cannot read",
+        ),
+        (('issuer = "https://issuer.example"\n', ""), "tokens.issuer: required: only JWT-SVIDs"),
+        (('file = "policy.toml"', 'file = "nowhere.toml"'), "policy.file: cannot read"),
+        (("[zerotrust]", "[zerotrst]"), "unknown table (did you mean 'zerotrust'?)"),
+    ],
+)
+def test_config_check_reports_the_first_problem(
+    settings_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    change: tuple[str, str],
+    message: str,
+) -> None:
+    file = settings_dir / "zerotrust.toml"
+    assert change[0] in TOML
+    write(file, TOML.replace(*change))
+    code, out, err = run(capsys, "config", "check", str(file), "--no-env")
+    assert (code, out) == (2, "")
+    assert err.startswith("zerotrust: error: [configuration_error] ") and message in err, err
+    assert "Traceback" not in err
+
+
+def test_config_check_without_env_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "config", "check", "--no-env")
+    assert code == 2 and "--no-env needs a settings file" in err
+
+
+# --- policy explain ---------------------------------------------------------------------------
+
+
+def explain(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
+    code, out, err = run(capsys, "policy", "explain", *argv)
+    assert code in (0, 1), err
+    return code, json.loads(out)
+
+
+@pytest.mark.parametrize(
+    ("argv", "verdict", "reason", "rule"),
+    [
+        # a workload with the scope it needs, by token (its sub names it)
+        (
+            ["--subject", WEB, "--issuer", "https://i", "--scope", "orders:read"],
+            "allow",
+            "allowed_by_rule",
+            "shop-reads",
+        ),
+        # the same workload by certificate alone carries no scope
+        (["--spiffe-id", WEB], "deny", "insufficient_scope", "shop-reads"),
+        (["--route", "/healthz"], "allow", "allowed_by_rule", "health"),  # no credentials
+        (
+            ["--spiffe-id", "spiffe://example.org/ns/other/sa/x"],
+            "deny",
+            "no_allow_rule_matched",
+            None,
+        ),
+        (
+            ["--spiffe-id", "spiffe://partner.example/billing", "--method", "DELETE"],
+            "deny",
+            "denied_by_rule",
+            "no-partner-deletes",
+        ),
+        (
+            [*AUDITOR, "--claims", '{"tenant": "acme"}'],
+            "allow",
+            "allowed_by_rule",
+            "auditors",
+        ),
+        (
+            [*AUDITOR, "--claims", '{"tenant": "other"}'],
+            "deny",
+            "no_allow_rule_matched",
+            None,
+        ),
+        # gRPC: kind and the full method name; the method defaults to POST
+        (
+            ["--kind", "grpc", "--route", "/shop.Orders/Get", "--spiffe-id", WEB],
+            "allow",
+            "allowed_by_rule",
+            "grpc-reads",
+        ),
+        (
+            ["--kind", "grpc", "--route", "/shop.Orders/Get", "--subject", WEB],
+            "deny",
+            "no_allow_rule_matched",
+            None,
+        ),  # by token alone: the rule asks for a certificate
+        (
+            [*ADMIN, "--hook", "opa=allow"],
+            "allow",
+            "allowed_by_rule",
+            "admins",
+        ),
+        (
+            [*ADMIN, "--hook", "opa=deny"],
+            "deny",
+            "denied_by_custom",
+            "opa",
+        ),
+    ],
+)
+def test_policy_explain_decides_as_the_policy_does(
+    policy_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    verdict: str,
+    reason: str,
+    rule: str | None,
+) -> None:
+    if "--route" not in argv:
+        argv = [*argv, "--route", "/orders/{order_id}"]
+    if "--hook" not in argv:
+        argv = [*argv, "--hook", "opa=allow"]
+    code, shown = explain(capsys, str(policy_file), *argv)
+    assert (shown["verdict"], shown["reason"], shown["rule_id"]) == (verdict, reason, rule)
+    assert code == (0 if verdict == "allow" else 1)
+    assert shown["policy_id"] == "orders"
+
+
+def test_policy_explain_shows_what_dry_run_rules_would_do(
+    policy_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(policy_file), *ADMIN, "--hook", "opa=allow"]
+    code, shown = explain(capsys, *argv, "--method", "POST")
+    assert code == 0 and shown["verdict"] == "allow" and shown["rule_id"] == "admins"
+    assert shown["dry_run"] is True and shown["would_allow"] is False
+    assert shown["would_rule_id"] == "admins-soon-read-only"
+    assert shown["would_reason"] == "denied_by_rule"
+    code, shown = explain(capsys, *argv)  # a GET: the dry-run rule does not match
+    assert code == 0 and "dry_run" not in shown and "would_allow" not in shown
+
+
+def test_policy_explain_describes_the_caller_as_the_authenticator_would(
+    policy_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [str(policy_file), "--route", "/orders/{order_id}", "--hook", "opa=allow"]
+    _, shown = explain(capsys, *base, "--spiffe-id", WEB)
+    assert shown["caller"] == {
+        "proven_by": "mtls",
+        "spiffe_id": WEB,
+        "subject": WEB,
+        "issuer": "spiffe://example.org",
+        "scopes": [],
+    }
+    _, shown = explain(capsys, *base, "--subject", WEB, "--scope", "b a", "--scope", "c")
+    assert shown["caller"] == {
+        "proven_by": "jwt",
+        "spiffe_id": WEB,
+        "subject": WEB,
+        "issuer": None,
+        "scopes": ["a", "b", "c"],
+    }
+    _, shown = explain(capsys, *base, "--spiffe-id", WEB, "--proven-by", "jwt")
+    assert shown["caller"]["subject"] == WEB  # type: ignore[index]
+    _, same = explain(capsys, *base, "--spiffe-id", WEB, "--subject", WEB, "--proven-by", "jwt")
+    assert same["caller"] == shown["caller"]
+    _, shown = explain(
+        capsys, *base, "--spiffe-id", WEB, "--subject", "svc", "--proven-by", "mtls+jwt"
+    )
+    assert shown["caller"]["spiffe_id"] == WEB and shown["caller"]["subject"] == "svc"  # type: ignore[index]
+    _, shown = explain(capsys, *base, "--api-key-id", "ci")
+    assert shown["caller"]["subject"] == "api-key:ci"  # type: ignore[index]
+    assert shown["caller"]["proven_by"] == "api-key"  # type: ignore[index]
+    _, shown = explain(capsys, *base)
+    assert shown["caller"] is None
+    assert shown["operation"] == {"kind": "http", "method": "GET", "route": "/orders/{order_id}"}
+
+
+def test_policy_explain_reads_the_policy_of_a_settings_file(
+    settings_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inline = TOML.replace('[zerotrust.policy]\nfile = "policy.toml"', "[zerotrust.policy]")
+    inline += '\n[[zerotrust.policy.rules]]\nid = "any-shop"\n'
+    inline += 'from = [{ spiffe_ids = ["spiffe://example.org/ns/shop/*"] }]\n'
+    file = write(settings_dir / "inline.toml", inline)
+    argv = ["--config", str(file), "--no-env", "--route", "/x", "--spiffe-id", WEB]
+    code, shown = explain(capsys, *argv)
+    assert (code, shown["rule_id"]) == (0, "any-shop")
+    code, shown = explain(capsys, *argv[:-1], OPS)
+    assert (code, shown["reason"]) == (1, "no_allow_rule_matched")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--spiffe-id", "spiffe://Bad/x"], "--spiffe-id: "),
+        (["--subject", "x", "--proven-by", "mtls"], "--proven-by mtls describes a certificate"),
+        (["--proven-by", "mtls"], "--proven-by needs a caller"),
+        (["--subject", "x", "--proven-by", "mtls+jwt"], "--proven-by mtls+jwt needs --spiffe-id"),
+        (
+            ["--spiffe-id", WEB, "--subject", "svc", "--proven-by", "jwt"],
+            "--spiffe-id and --subject differ",
+        ),
+        (
+            ["--api-key-id", "ci", "--subject", "x"],
+            "--api-key-id describes a caller with an API key",
+        ),
+        (["--subject", "x", "--proven-by", "api-key"], "--proven-by api-key needs --api-key-id"),
+        (["--subject", "x", "--claims", "[1]"], "--claims: not a JSON object"),
+        (["--subject", "x", "--claims", '{"a":1,"a":2}'], "--claims: duplicate member name"),
+        (["--subject", "x", "--claims", "{" * 70_000], "--claims is longer than 65536"),
+        (["--method", "GET /x"], "--method must be an HTTP method name"),
+        (["--hook", "opa"], "--hook 'opa': expected NAME=allow or NAME=deny"),
+        (["--hook", "opa=allow", "--hook", "opa=deny"], "--hook 'opa' is given twice"),
+        (["--hook", "other=allow"], "unknown hook 'opa' (known: other)"),
+        (["--no-env"], "--no-env applies to --config only"),
+    ],
+)
+def test_policy_explain_refuses_what_it_cannot_ask(
+    policy_file: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    if "--hook" not in argv:
+        argv = [*argv, "--hook", "opa=allow"]
+    code, out, err = run(capsys, "policy", "explain", str(policy_file), "--route", "/x", *argv)
+    assert (code, out) == (2, "")
+    assert err.startswith("zerotrust: error: [") and message in err, err
+
+
+def test_policy_explain_needs_one_policy(
+    policy_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "policy", "explain", "--route", "/x")
+    assert code == 2 and "[usage_error]" in err
+    code, _, err = run(
+        capsys, "policy", "explain", str(policy_file), "--config", "z.toml", "--route", "/x"
+    )
+    assert code == 2 and "[usage_error]" in err
+
+
+def test_policy_explain_exit_status_from_a_shell(policy_file: Path) -> None:
+    """Scripts branch on the exit status: 0 allowed, 1 denied."""
+    argv = [
+        sys.executable,
+        "-m",
+        "zerotrust",
+        "policy",
+        "explain",
+        str(policy_file),
+        "--hook",
+        "opa=allow",
+    ]
+    allowed = subprocess.run([*argv, "--route", "/healthz"], capture_output=True, check=False)
+    denied = subprocess.run([*argv, "--route", "/nowhere"], capture_output=True, check=False)
+    assert (allowed.returncode, denied.returncode) == (0, 1)
+    assert json.loads(denied.stdout)["reason"] == "no_allow_rule_matched"

@@ -181,7 +181,8 @@ def test_mtls_and_forwarded_certificates(files: Path, bundle_file: Path, ca: Dev
     assert outcome.principal.proven_by == "proxy-mtls" and str(outcome.principal.spiffe_id) == WEB
 
 
-def test_jwt_svids_verified_with_the_bundles_jwt_authorities(files: Path, ca: DevCA) -> None:
+def svid_bundle(files: Path, ca: DevCA) -> tuple[PrivateJWK, dict[str, Any]]:
+    """A JWT authority in the bundle of ``ca``'s trust domain, and settings reading it."""
     from zerotrust import TrustBundle
 
     key = PrivateJWK.generate("ES256", kid="svid-key")
@@ -190,7 +191,11 @@ def test_jwt_svids_verified_with_the_bundles_jwt_authorities(files: Path, ca: De
         ca.trust_domain, ca.bundle.x509_authorities, jwt_authorities={"svid-key": authority}
     )
     write(files / "bundle.json", json.dumps(bundle.to_jwks()))
-    doc = base(files) | {"mtls": {"bundles": {"example.org": str(files / "bundle.json")}}}
+    return key, base(files) | {"mtls": {"bundles": {"example.org": str(files / "bundle.json")}}}
+
+
+def test_jwt_svids_verified_with_the_bundles_jwt_authorities(files: Path, ca: DevCA) -> None:
+    key, doc = svid_bundle(files, ca)
     doc["tokens"] = {
         "issuer": "spiffe://example.org",
         "audience": AUD,
@@ -265,15 +270,7 @@ def svid_without_iss(key: PrivateJWK, subject: str) -> str:
 def test_jwt_svids_without_iss_when_the_issuer_is_left_out(
     files: Path, ca: DevCA, federated: bool
 ) -> None:
-    from zerotrust import TrustBundle
-
-    key = PrivateJWK.generate("ES256", kid="svid-key")
-    authority = {**key.public().to_public_dict(), "use": "jwt-svid"}
-    bundle = TrustBundle(
-        ca.trust_domain, ca.bundle.x509_authorities, jwt_authorities={"svid-key": authority}
-    )
-    write(files / "bundle.json", json.dumps(bundle.to_jwks()))
-    doc = base(files) | {"mtls": {"bundles": {"example.org": str(files / "bundle.json")}}}
+    key, doc = svid_bundle(files, ca)
     source = (
         {"spiffe_trust_domains": ["example.org"]}
         if federated

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.cli.test_cli import run
-from tests.config.helpers import PSEUDONYM_KEY, TOML, make_files, make_issuer, write
+from tests.config.helpers import AUD, PSEUDONYM_KEY, ROUTE, TOML, make_files, make_issuer, write
+from zerotrust.dev import DevCA
 
 POLICY = """
 id = "orders"
@@ -149,6 +153,130 @@ def test_config_check_reports_the_first_problem(
 def test_config_check_without_env_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "config", "check", "--no-env")
     assert code == 2 and "--no-env needs a settings file" in err
+
+
+# --- config explain ----------------------------------------------------------------------------
+
+MTLS = """
+[zerotrust.mtls]
+bundles = { "example.org" = "bundle.pem" }
+[zerotrust.proxies]
+addresses = ["10.0.0.0/8"]
+"""
+
+
+@pytest.fixture
+def mtls_settings(settings_dir: Path, ca: DevCA) -> Path:
+    write(settings_dir / "bundle.pem", ca.bundle.to_pem().decode())
+    return write(
+        settings_dir / "mtls.toml", TOML.replace("[zerotrust.policy]", MTLS + "[zerotrust.policy]")
+    )
+
+
+def ask(capsys: pytest.CaptureFixture[str], file: Path, *argv: str) -> tuple[int, dict[str, Any]]:
+    code, out, err = run(capsys, "config", "explain", str(file), "--no-env", *argv)
+    assert code in (0, 1), err
+    return code, json.loads(out)
+
+
+def test_config_explain_answers_as_the_service_would(
+    settings_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = settings_dir / "zerotrust.toml"
+    issuer = make_issuer()
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    code, shown = ask(capsys, file, "--route", ROUTE, "--token", token)
+    assert code == 0 and token not in json.dumps(shown)
+    assert (shown["verdict"], shown["status"], shown["error"]) == ("allow", 200, None)
+    assert shown["decision"]["rule_id"] == "read-orders"
+    assert shown["caller"]["proven_by"] == "jwt" and shown["caller"]["spiffe_id"] == WEB
+    assert shown["operation"] == {"kind": "http", "method": "GET", "route": ROUTE}
+    # the precise reason, which the caller's response leaves out
+    elsewhere = issuer.issue(subject=WEB, audience="another-api", scopes=["orders:read"])
+    code, shown = ask(capsys, file, "--route", ROUTE, "--token", elsewhere)
+    assert (code, shown["status"], shown["grpc_status"]) == (1, 401, "UNAUTHENTICATED")
+    assert (shown["error"], shown["reason"]) == ("invalid_audience", "audience does not match")
+    assert shown["www_authenticate"] == 'Bearer realm="orders", error="invalid_token"'
+    assert shown["decision"] is None and shown["caller"] is None
+    code, shown = ask(capsys, file, "--route", ROUTE, "--method", "DELETE", "--token", token)
+    assert (code, shown["status"], shown["error"]) == (1, 403, "access_denied")
+    assert shown["decision"]["reason"] == "no_allow_rule_matched"
+    code, shown = ask(capsys, file, "--route", ROUTE)
+    assert (code, shown["status"], shown["error"]) == (1, 401, "missing_credentials")
+    assert shown["www_authenticate"] == 'Bearer realm="orders"'
+
+
+def test_config_explain_reads_the_token_from_stdin_and_never_echoes_it(
+    settings_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = settings_dir / "zerotrust.toml"
+    token = make_issuer().issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    monkeypatch.setattr(sys, "stdin", io.StringIO(token + "\n"))
+    assert ask(capsys, file, "--route", ROUTE, "--token", "-")[0] == 0
+    code, out, err = run(capsys, "config", "explain", str(file), "--route", ROUTE, token)
+    assert (code, out) == (2, "") and "[usage_error]" in err and token not in err
+    assert token[:30] not in err
+
+
+def test_config_explain_verifies_a_client_certificate_against_the_bundles(
+    mtls_settings: Path,
+    capsys: pytest.CaptureFixture[str],
+    ca: DevCA,
+    other_ca: DevCA,
+    ca_with_intermediate: DevCA,
+    tmp_path: Path,
+) -> None:
+    chain = write(tmp_path / "web.pem", ca.issue_svid(WEB).cert_chain_pem().decode())
+    code, shown = ask(capsys, mtls_settings, "--route", ROUTE, "--cert", str(chain))
+    # a certificate carries no scope: the rule asks for one
+    assert (code, shown["status"], shown["error"]) == (1, 403, "insufficient_scope")
+    assert shown["caller"]["proven_by"] == "mtls" and shown["caller"]["spiffe_id"] == WEB
+    stranger = other_ca.issue_svid("spiffe://other.org/web").cert_chain_pem().decode()
+    code, shown = ask(
+        capsys, mtls_settings, "--route", ROUTE, "--cert", str(write(tmp_path / "o.pem", stranger))
+    )
+    assert (code, shown["status"]) == (1, 401) and shown["caller"] is None
+    assert shown["error"] == "no_trust_bundle"
+    # the same trust domain's name from a CA the bundle does not hold
+    impostor = ca_with_intermediate.issue_svid(WEB).cert_chain_pem().decode()
+    code, shown = ask(
+        capsys, mtls_settings, "--route", ROUTE, "--cert", str(write(tmp_path / "i.pem", impostor))
+    )
+    assert (code, shown["status"], shown["caller"]) == (1, 401, None)
+    assert shown["error"] == "untrusted_certificate", shown
+    # a forwarded certificate from an address that is not a trusted proxy is ignored
+    pem = urllib.parse.quote(ca.issue_svid(WEB).cert_chain_pem().decode(), safe="")
+    argv = ["--route", ROUTE, "--header", f'x-forwarded-client-cert: Cert="{pem}"']
+    code, shown = ask(capsys, mtls_settings, *argv, "--remote-addr", "192.0.2.7")
+    assert (code, shown["error"]) == (1, "missing_credentials")
+    assert shown["notes"] == ["forwarded_cert_ignored_untrusted_peer"], shown
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--header", "no-colon"], "--header: expected 'Name: value'"),
+        (["--header", " x: y"], "--header: expected 'Name: value'"),
+        (["--cert", "{tmp}/empty.pem"], "--cert: empty.pem holds no PEM certificate"),
+        (["--cert", "{tmp}/big.pem"], "--cert: big.pem is larger than 1048576 bytes"),
+        (["--token", ""], "no token given"),
+        (["--hook", "x"], "--hook 'x': expected NAME=allow or NAME=deny"),
+    ],
+)
+def test_config_explain_refuses_what_it_cannot_ask(
+    settings_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    argv: list[str],
+    message: str,
+) -> None:
+    write(tmp_path / "empty.pem", "nothing here\n")
+    write(tmp_path / "big.pem", "x" * (1 << 20 | 1))
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    file = str(settings_dir / "zerotrust.toml")
+    code, out, err = run(capsys, "config", "explain", file, "--no-env", "--route", ROUTE, *argv)
+    assert (code, out) == (2, "")
+    assert message in err, err
 
 
 # --- policy explain ---------------------------------------------------------------------------

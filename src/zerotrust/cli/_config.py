@@ -1,10 +1,12 @@
-"""``zerotrust config check`` and ``zerotrust policy explain``: check what a service will
-load before it is deployed, and ask a policy what it decides for a caller and an operation.
+"""``zerotrust config check|explain`` and ``zerotrust policy explain``: check what a service
+will load before it is deployed, ask its Guard about one request, and ask a policy what it
+decides for a caller and an operation.
 
-Both read only local files (no key is fetched, no store is connected). ``config check`` loads
-settings exactly as :meth:`zerotrust.config.Settings.load` does at start-up, environment
-included unless ``--no-env``; ``policy explain`` exits 0 when the call would be allowed, 1
-when it would be denied, and 2 when it could not be asked.
+Settings are loaded exactly as :meth:`zerotrust.config.Settings.load` does at start-up,
+environment included unless ``--no-env``. ``config check`` and ``policy explain`` read local
+files only; ``config explain`` builds the Guard and verifies as the service would (keys from a
+URL are fetched). The explain commands exit 0 when the request would be allowed, 1 when it
+would be refused, and 2 when it could not be asked.
 """
 
 from __future__ import annotations
@@ -17,16 +19,23 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, get_args
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from zerotrust._files import read_regular_file
 from zerotrust.authn.principal import Principal, ProvenBy
+from zerotrust.authn.request import Request
 from zerotrust.authz.decision import Decision
 from zerotrust.authz.loader import load_policy
 from zerotrust.authz.policy import Policy
 from zerotrust.authz.rules import Operation
+from zerotrust.cli._token import _read_token, _TokenParser
 from zerotrust.errors import ConfigurationError, InvalidSpiffeId
 from zerotrust.identity.spiffe_id import SpiffeId
 from zerotrust.tokens._json import JSONError, loads_object
 
 _MAX_CLAIMS: Final = 64 * 1024
+_MAX_CHAIN: Final = 1 << 20
 _PROVEN_BY: Final = get_args(ProvenBy)
 _KINDS: Final = ("http", "grpc", "websocket")
 _ALLOWED, _DENIED = 0, 1
@@ -52,6 +61,36 @@ def register(commands: Any) -> None:
     )
     check.set_defaults(handler=_check)
 
+    request = cmds.add_parser(
+        "explain",
+        help="what the service would answer a request: authenticated, authorized, and why",
+        description="Build the Guard of these settings and ask it about one request, as the"
+        " service would be asked, authentication included: the token is verified (keys from a"
+        " URL are fetched), a certificate chain is verified against the bundles. Nothing is"
+        " consumed (rate limits, replay entries) and no audit event is written. Prints the"
+        " outcome as JSON, with the precise reason the caller's response leaves out. Exit"
+        " status 0 when allowed, 1 when refused, 2 on an error.",
+    )
+    request.__class__ = _TokenParser  # a token given by mistake is never echoed
+    request.add_argument("file", nargs="?", type=Path, help="settings file (TOML, YAML or JSON)")
+    request.add_argument("--no-env", action="store_true", help="ignore the environment")
+    _operation_arguments(request)
+    request.add_argument("--token", help="the bearer token, or - to read it from stdin")
+    request.add_argument(
+        "--cert", type=Path, help="the client's certificate chain (PEM, leaf first)"
+    )
+    request.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="another request header, repeatable (e.g. a forwarded client certificate)",
+    )
+    request.add_argument(
+        "--remote-addr", default="127.0.0.1", help="the address the request comes from"
+    )
+    request.set_defaults(handler=_explain_request)
+
     policy = commands.add_parser("policy", help="ask a policy what it decides")
     pcmds = policy.add_subparsers(dest="policy_command", required=True, parser_class=type(policy))
     explain = pcmds.add_parser(
@@ -67,10 +106,7 @@ def register(commands: Any) -> None:
     where.add_argument("policy", nargs="?", type=Path, help="policy file (TOML, YAML or JSON)")
     where.add_argument("--config", type=Path, help="a settings file: use its policy")
     explain.add_argument("--no-env", action="store_true", help="with --config: ignore ZEROTRUST_*")
-    explain.add_argument("--route", required=True, help="route template, or gRPC /pkg.Svc/Method")
-    explain.add_argument("--method", help="HTTP method (default GET; POST for grpc)")
-    explain.add_argument("--kind", choices=_KINDS, default="http")
-    explain.add_argument("--path", help="the request path (default: the route)")
+    _operation_arguments(explain)
     explain.add_argument("--spiffe-id", help="the caller's SPIFFE ID")
     explain.add_argument("--subject", help="the token's sub")
     explain.add_argument("--issuer", help="the token's iss")
@@ -85,14 +121,22 @@ def register(commands: Any) -> None:
         help="how the caller proved its identity (default: mtls for a SPIFFE ID alone, jwt"
         " when token claims are given, api-key for --api-key-id)",
     )
-    explain.add_argument(
+    explain.set_defaults(handler=_explain)
+
+
+def _operation_arguments(parser: argparse.ArgumentParser) -> None:
+    """What is called, and the answers of the policy's CUSTOM hooks."""
+    parser.add_argument("--route", required=True, help="route template, or gRPC /pkg.Svc/Method")
+    parser.add_argument("--method", help="HTTP method (default GET; POST for grpc)")
+    parser.add_argument("--kind", choices=_KINDS, default="http")
+    parser.add_argument("--path", help="the request path (default: the route)")
+    parser.add_argument(
         "--hook",
         action="append",
         default=[],
         metavar="NAME=allow|deny",
         help="the answer of a CUSTOM rule's hook, repeatable (every hook the policy names)",
     )
-    explain.set_defaults(handler=_explain)
 
 
 # --- config check ------------------------------------------------------------------------------
@@ -115,6 +159,69 @@ def _check(args: argparse.Namespace) -> int:
     else:
         print(f"ok: settings from {', '.join(settings.sources)}")
     return 0
+
+
+# --- config explain ----------------------------------------------------------------------------
+
+
+def _chain(path: Path | None) -> list[bytes] | None:
+    if path is None:
+        return None
+    data = read_regular_file(path, _MAX_CHAIN)
+    if len(data) > _MAX_CHAIN:
+        raise ConfigurationError(f"--cert: {path.name} is larger than {_MAX_CHAIN} bytes")
+    try:
+        chain = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ConfigurationError(f"--cert: {path.name} holds no PEM certificate") from None
+    return [cert.public_bytes(serialization.Encoding.DER) for cert in chain]
+
+
+def _headers(args: argparse.Namespace) -> list[tuple[str, str]]:
+    headers = []
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip() or name != name.strip():
+            raise ConfigurationError("--header: expected 'Name: value'")
+        headers.append((name.lower(), value.strip()))
+    if args.token is not None:
+        headers.append(("authorization", f"Bearer {_read_token(args.token)}"))
+    return headers
+
+
+def _explain_request(args: argparse.Namespace) -> int:
+    settings = _load_settings(args.file, args.no_env)
+    operation = _operation(args)
+    view = Request(
+        method=operation.method,
+        route=operation.route,
+        path=operation.path,
+        kind=operation.kind,  # type: ignore[arg-type]  # one of the parser's choices
+        headers=_headers(args),
+        remote_addr=args.remote_addr,
+        peer_chain=_chain(args.cert),
+    )
+    guard = settings.build_guard(hooks=_hooks(args.hook))  # explain() writes no audit event
+    outcome = guard.explain(view)
+    error = outcome.error
+    shown: dict[str, Any] = {
+        "verdict": "allow" if outcome.allowed else "deny",
+        "status": outcome.status,
+        "grpc_status": outcome.grpc_status,
+        "error": error.code if error is not None else None,
+        "reason": str(error) if error is not None else None,  # the precise one, for you only
+    }
+    if outcome.www_authenticate is not None:
+        shown["www_authenticate"] = outcome.www_authenticate
+    if outcome.notes:
+        shown["notes"] = list(outcome.notes)
+    decision = outcome.decision
+    shown["decision"] = _decision_fields(decision) if decision is not None else None
+    shown["caller"] = _caller(outcome.principal)
+    shown["operation"] = _operation_fields(operation)
+    json.dump(shown, sys.stdout, indent=2)
+    print()
+    return _ALLOWED if outcome.allowed else _DENIED
 
 
 # --- policy explain ----------------------------------------------------------------------------
@@ -231,7 +338,7 @@ def _operation(args: argparse.Namespace) -> Operation:
     return Operation(method=method, route=args.route, kind=args.kind, path=args.path or args.route)
 
 
-def _decision_of(decision: Decision, principal: Principal | None, op: Operation) -> dict[str, Any]:
+def _decision_fields(decision: Decision) -> dict[str, Any]:
     shown: dict[str, Any] = {
         "verdict": decision.verdict,
         "reason": decision.reason,
@@ -246,19 +353,23 @@ def _decision_of(decision: Decision, principal: Principal | None, op: Operation)
             "would_rule_id": decision.would_rule_id,
             "would_reason": decision.would_reason,
         }
-    shown["caller"] = (
-        None
-        if principal is None
-        else {
-            "proven_by": principal.proven_by,
-            "spiffe_id": str(principal.spiffe_id) if principal.spiffe_id is not None else None,
-            "subject": principal.subject,
-            "issuer": principal.issuer,
-            "scopes": sorted(principal.scopes),
-        }
-    )
-    shown["operation"] = {"kind": op.kind, "method": op.method, "route": op.route}
     return shown
+
+
+def _operation_fields(op: Operation) -> dict[str, Any]:
+    return {"kind": op.kind, "method": op.method, "route": op.route}
+
+
+def _caller(principal: Principal | None) -> dict[str, Any] | None:
+    if principal is None:
+        return None
+    return {
+        "proven_by": principal.proven_by,
+        "spiffe_id": str(principal.spiffe_id) if principal.spiffe_id is not None else None,
+        "subject": principal.subject,
+        "issuer": principal.issuer,
+        "scopes": sorted(principal.scopes),
+    }
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -266,6 +377,8 @@ def _explain(args: argparse.Namespace) -> int:
     operation = _operation(args)
     policy = _policy(args)
     decision = policy.explain(principal, operation)
-    json.dump(_decision_of(decision, principal, operation), sys.stdout, indent=2)
+    shown = _decision_fields(decision)
+    shown |= {"caller": _caller(principal), "operation": _operation_fields(operation)}
+    json.dump(shown, sys.stdout, indent=2)
     print()
     return _ALLOWED if decision.allowed else _DENIED

@@ -43,6 +43,17 @@ to = [{ routes = ["/reports"] }]
 when = [{ key = "claims.tenant", values = ["acme"] }]
 
 [[rules]]
+id = "tools-of-the-issuer"
+from = [{ subjects = ["tool-*"] }]
+to = [{ routes = ["/tools"] }]
+[[rules.when]]
+key = "claims.iss"
+values = ["https://issuer.example"]
+[[rules.when]]
+key = "claims.sub"
+values = ["tool-a"]
+
+[[rules]]
 id = "grpc-reads"
 from = [{ trust_domains = ["example.org"], proven_by = ["mtls", "mtls+jwt"] }]
 to = [{ kinds = ["grpc"], routes = ["/shop.Orders/Get"] }]
@@ -117,6 +128,7 @@ def test_config_check_show_redacts_secrets_and_names_origins(
     code, out, _ = run(capsys, "config", "check", file, "--show")
     assert code == 0 and PSEUDONYM_KEY not in out
     shown = json.loads(out)
+    assert out.endswith("}\n")
     assert shown["settings"]["audit"]["pseudonym_key"] == "<redacted>"
     assert shown["settings"]["tokens"]["leeway"] == 30
     assert shown["origins"]["tokens.leeway"] == f"{file}: tokens.leeway"
@@ -176,6 +188,7 @@ def mtls_settings(settings_dir: Path, ca: DevCA) -> Path:
 def ask(capsys: pytest.CaptureFixture[str], file: Path, *argv: str) -> tuple[int, dict[str, Any]]:
     code, out, err = run(capsys, "config", "explain", str(file), "--no-env", *argv)
     assert code in (0, 1), err
+    assert out.endswith("}\n")
     return code, json.loads(out)
 
 
@@ -285,6 +298,7 @@ def test_config_explain_refuses_what_it_cannot_ask(
 def explain(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, object]]:
     code, out, err = run(capsys, "policy", "explain", *argv)
     assert code in (0, 1), err
+    assert out.endswith("}\n")  # one JSON document, one line end
     return code, json.loads(out)
 
 
@@ -321,6 +335,19 @@ def explain(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[s
         ),
         (
             [*AUDITOR, "--claims", '{"tenant": "other"}'],
+            "deny",
+            "no_allow_rule_matched",
+            None,
+        ),
+        # the token's sub and iss are claims too, as conditions read them
+        (
+            ["--route", "/tools", "--subject", "tool-a", "--issuer", "https://issuer.example"],
+            "allow",
+            "allowed_by_rule",
+            "tools-of-the-issuer",
+        ),
+        (
+            ["--route", "/tools", "--subject", "tool-a", "--issuer", "https://elsewhere"],
             "deny",
             "no_allow_rule_matched",
             None,
@@ -467,6 +494,17 @@ def test_policy_explain_refuses_what_it_cannot_ask(
     code, out, err = run(capsys, "policy", "explain", str(policy_file), "--route", "/x", *argv)
     assert (code, out) == (2, "")
     assert err.startswith("zerotrust: error: [") and message in err, err
+
+
+def test_policy_explain_claims_up_to_the_bound(
+    policy_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    claims = '{"tenant": "acme", "pad": "' + "x" * (65_536 - 29) + '"}'
+    assert len(claims) == 65_536
+    code, shown = explain(
+        capsys, str(policy_file), *AUDITOR, "--claims", claims, "--hook", "opa=allow"
+    )
+    assert (code, shown["rule_id"]) == (0, "auditors")
 
 
 def test_policy_explain_needs_one_policy(

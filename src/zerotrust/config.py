@@ -31,6 +31,7 @@ from typing import Any
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust._config_backends import build_audit, build_store, pseudonymizer
 from zerotrust._config_build import build_authenticator, build_policy
+from zerotrust._config_cautions import cautions
 from zerotrust._config_check import Names, check, named
 from zerotrust._config_files import read_document
 from zerotrust._config_schema import (
@@ -218,6 +219,14 @@ class Settings:
                 check_revocation=self.store.check_revocation,
                 clock=clock or SYSTEM_CLOCK,
             )
+
+    def cautions(self) -> tuple[str, ...]:
+        """Valid settings that weaken what the Guard enforces, one message each, naming the
+        setting and where it came from: store checks turned off or failing open, a trusted
+        proxy range open to every address, a policy that allows by default with no ALLOW
+        rule, and policies or rules in dry-run. Log them at start-up to keep such choices
+        visible; ``zerotrust config check`` prints them."""
+        return cautions(self, self._names())
 
     def to_dict(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets shown as ``"<redacted>"``."""

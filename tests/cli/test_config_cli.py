@@ -162,6 +162,29 @@ def test_config_check_reports_the_first_problem(
     assert "Traceback" not in err
 
 
+def test_config_check_prints_cautions_and_fails_on_them_when_strict(
+    settings_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = str(settings_dir / "zerotrust.toml")
+    monkeypatch.delenv("ZEROTRUST_CONFIG", raising=False)
+    monkeypatch.setenv("ZEROTRUST_STORE__REVOCATION", "open")
+    caution = (
+        "zerotrust: caution: ZEROTRUST_STORE__REVOCATION: 'open': while the store cannot be"
+        " reached, a revoked token is accepted\n"
+    )
+    assert run(capsys, "config", "check", file) == (
+        0,
+        f"ok: settings from {file}, environment\n",
+        caution,
+    )
+    assert run(capsys, "config", "check", file, "--strict")[::2] == (1, caution)
+    code, out, err = run(capsys, "config", "check", file, "--show", "--strict")
+    assert (code, err) == (1, caution)
+    assert json.loads(out)["cautions"] == [caution.removeprefix("zerotrust: caution: ").strip()]
+    # without the variable: nothing to say, strict or not
+    assert run(capsys, "config", "check", file, "--strict", "--no-env")[::2] == (0, "")
+
+
 def test_config_check_without_env_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "config", "check", "--no-env")
     assert code == 2 and "--no-env needs a settings file" in err

@@ -55,6 +55,11 @@ def register(commands: Any) -> None:
     check.add_argument("file", nargs="?", type=Path, help="settings file (TOML, YAML or JSON)")
     check.add_argument("--no-env", action="store_true", help="ignore the environment")
     check.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 when a valid setting weakens what is enforced (a caution)",
+    )
+    check.add_argument(
         "--show",
         action="store_true",
         help="print the effective settings as JSON (secrets redacted) and where each came from",
@@ -152,13 +157,20 @@ def _load_settings(file: Path | None, no_env: bool) -> Any:
 
 def _check(args: argparse.Namespace) -> int:
     settings = _load_settings(args.file, args.no_env)
+    cautions = settings.cautions()
     if args.show:
-        shown = {"settings": settings.to_dict(), "origins": dict(sorted(settings.origins.items()))}
+        shown = {
+            "settings": settings.to_dict(),
+            "origins": dict(sorted(settings.origins.items())),
+            "cautions": list(cautions),
+        }
         json.dump(shown, sys.stdout, indent=2, default=str)
         print()
     else:
         print(f"ok: settings from {', '.join(settings.sources)}")
-    return 0
+    for caution in cautions:
+        print(f"zerotrust: caution: {caution}", file=sys.stderr)
+    return 1 if cautions and args.strict else 0
 
 
 # --- config explain ----------------------------------------------------------------------------

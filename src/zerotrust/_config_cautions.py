@@ -1,0 +1,78 @@
+"""Valid settings that weaken what a Guard enforces: each is said once, naming its setting,
+so that a deliberate choice stays visible (``zerotrust config check`` prints them)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from zerotrust._config_check import Names
+from zerotrust.authn._trusted import _unmap_network
+
+if TYPE_CHECKING:
+    from zerotrust.config import Settings
+
+__all__ = ["cautions"]
+
+_STORE_OPEN: Final = (
+    ("revocation", "a revoked token is accepted"),
+    ("replay", "a DPoP proof can be used again"),
+    ("rate_limit", "no rate limit is enforced"),
+)
+
+
+def cautions(settings: Settings, name: Names) -> tuple[str, ...]:
+    """What ``settings`` let through that the defaults would refuse, one message each."""
+    found: list[str] = []
+    store = settings.store
+    if not store.check_revocation:
+        found.append(
+            f"{name('store.check_revocation')}: false: revoked tokens are accepted until they"
+            " expire"
+        )
+    for key, what in _STORE_OPEN:
+        if getattr(store, key) == "open":
+            found.append(
+                f"{name(f'store.{key}')}: 'open': while the store cannot be reached, {what}"
+            )
+    proxies = settings.proxies
+    if proxies is not None:
+        found.extend(
+            f"{name('proxies.addresses')}: {entry!r}: any address may forward a client"
+            " certificate: any caller can pass off a certificate it has seen as its own"
+            for entry in proxies.addresses
+            if _unmap_network(ipaddress.ip_network(entry)).prefixlen == 0
+        )
+    found.extend(_policy_cautions(settings, name))
+    return tuple(found)
+
+
+def _policy_cautions(settings: Settings, name: Names) -> list[str]:
+    policy = settings.policy
+    document: Mapping[str, Any] = policy.document
+
+    def where(key: str) -> str:
+        if policy.file is not None:
+            return f"{policy.source}: {key}"
+        top, _, rest = key.partition("[")
+        return name(f"policy.{top}") + (f"[{rest}" if rest else "")
+
+    found = []
+    rules = document.get("rules")
+    rules = [r for r in rules if isinstance(r, Mapping)] if isinstance(rules, Sequence) else []
+    allow_rules = [r for r in rules if r.get("action", "ALLOW") == "ALLOW"]
+    if document.get("default") == "allow" and not allow_rules:
+        found.append(
+            f"{where('default')}: 'allow', and no ALLOW rule: every request that no DENY rule"
+            " denies is allowed"
+        )
+    if document.get("dry_run") is True:
+        found.append(f"{where('dry_run')}: true: the policy refuses nothing (dry-run)")
+    for index, rule in enumerate(document.get("rules") or ()):
+        if isinstance(rule, Mapping) and rule.get("dry_run") is True:
+            found.append(
+                f"{where(f'rules[{index}].dry_run')}: true: rule {rule.get('id')!r} is not"
+                " enforced (dry-run)"
+            )
+    return found

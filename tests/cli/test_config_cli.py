@@ -461,6 +461,21 @@ def test_policy_explain_describes_the_caller_as_the_authenticator_would(
         capsys, *base, "--spiffe-id", WEB, "--subject", "svc", "--proven-by", "mtls+jwt"
     )
     assert shown["caller"]["spiffe_id"] == WEB and shown["caller"]["subject"] == "svc"  # type: ignore[index]
+    # the certificate names the workload, whatever the token's sub says
+    argv = ["--spiffe-id", WEB, "--subject", OPS, "--proven-by", "mtls+jwt"]
+    _, shown = explain(capsys, *base, *argv)
+    assert shown["caller"]["spiffe_id"] == WEB and shown["caller"]["subject"] == OPS  # type: ignore[index]
+    # a token without sub, or with scopes alone
+    _, shown = explain(capsys, *base, "--issuer", "https://i")
+    assert shown["caller"] == {  # type: ignore[comparison-overlap]
+        "proven_by": "jwt",
+        "spiffe_id": None,
+        "subject": None,
+        "issuer": "https://i",
+        "scopes": [],
+    }
+    _, shown = explain(capsys, *base, "--scope", "orders:read")
+    assert shown["caller"]["proven_by"] == "jwt" and shown["caller"]["scopes"] == ["orders:read"]  # type: ignore[index]
     _, shown = explain(capsys, *base, "--api-key-id", "ci")
     assert shown["caller"]["subject"] == "api-key:ci"  # type: ignore[index]
     assert shown["caller"]["proven_by"] == "api-key"  # type: ignore[index]
@@ -498,7 +513,12 @@ def test_policy_explain_reads_the_policy_of_a_settings_file(
             ["--api-key-id", "ci", "--subject", "x"],
             "--api-key-id describes a caller with an API key",
         ),
+        (["--api-key-id", "ci", "--spiffe-id", WEB], "--api-key-id describes a caller with an API"),
+        (["--api-key-id", "ci", "--proven-by", "mtls"], "--api-key-id describes a caller with an"),
         (["--subject", "x", "--proven-by", "api-key"], "--proven-by api-key needs --api-key-id"),
+        (["--method", "G\u00c9T"], "--method must be an HTTP method name"),
+        (["--hook", "=allow"], "--hook '=allow': expected NAME=allow or NAME=deny"),
+        (["--hook", "opa=maybe"], "--hook 'opa=maybe': expected NAME=allow or NAME=deny"),
         (["--subject", "x", "--claims", "[1]"], "--claims: not a JSON object"),
         (["--subject", "x", "--claims", '{"a":1,"a":2}'], "--claims: duplicate member name"),
         (["--subject", "x", "--claims", "{" * 70_000], "--claims is longer than 65536"),

@@ -242,8 +242,8 @@ def _explain_request(args: argparse.Namespace) -> int:
 def _hooks(given: list[str]) -> dict[str, Callable[..., bool]]:
     hooks: dict[str, Callable[..., bool]] = {}
     for item in given:
-        name, sep, answer = item.partition("=")
-        if not sep or not name or answer not in ("allow", "deny"):
+        name, _, answer = item.partition("=")
+        if not name or answer not in ("allow", "deny"):  # (no "=": no answer)
             raise ConfigurationError(f"--hook {item[:60]!r}: expected NAME=allow or NAME=deny")
         if name in hooks:
             raise ConfigurationError(f"--hook {name[:60]!r} is given twice")

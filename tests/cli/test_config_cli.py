@@ -418,6 +418,13 @@ def test_policy_explain_decides_as_the_policy_does(
     assert (shown["verdict"], shown["reason"], shown["rule_id"]) == (verdict, reason, rule)
     assert code == (0 if verdict == "allow" else 1)
     assert shown["policy_id"] == "orders"
+    missing = ["orders:read"] if reason == "insufficient_scope" else []
+    assert shown["required_scopes"] == missing
+    kind = argv[argv.index("--kind") + 1] if "--kind" in argv else "http"
+    method = argv[argv.index("--method") + 1] if "--method" in argv else None
+    route = argv[argv.index("--route") + 1]
+    expected = {"kind": kind, "method": method or ("POST" if kind == "grpc" else "GET")}
+    assert shown["operation"] == expected | {"route": route}
 
 
 def test_policy_explain_shows_what_dry_run_rules_would_do(
@@ -474,6 +481,14 @@ def test_policy_explain_describes_the_caller_as_the_authenticator_would(
         "issuer": "https://i",
         "scopes": [],
     }
+    _, shown = explain(capsys, *base, "--spiffe-id", OPS, "--proven-by", "proxy-mtls")
+    assert shown["caller"] == {  # type: ignore[comparison-overlap]
+        "proven_by": "proxy-mtls",
+        "spiffe_id": OPS,
+        "subject": OPS,
+        "issuer": "spiffe://example.org",
+        "scopes": [],
+    }
     _, shown = explain(capsys, *base, "--scope", "orders:read")
     assert shown["caller"]["proven_by"] == "jwt" and shown["caller"]["scopes"] == ["orders:read"]  # type: ignore[index]
     _, shown = explain(capsys, *base, "--api-key-id", "ci")
@@ -505,6 +520,8 @@ def test_policy_explain_reads_the_policy_of_a_settings_file(
         (["--subject", "x", "--proven-by", "mtls"], "--proven-by mtls describes a certificate"),
         (["--proven-by", "mtls"], "--proven-by needs a caller"),
         (["--subject", "x", "--proven-by", "mtls+jwt"], "--proven-by mtls+jwt needs --spiffe-id"),
+        (["--subject", "x", "--proven-by", "bound-jwt"], "--proven-by bound-jwt needs --spiffe-id"),
+        (["--subject", "x", "--proven-by", "proxy-mtls"], "--proven-by proxy-mtls describes a"),
         (
             ["--spiffe-id", WEB, "--subject", "svc", "--proven-by", "jwt"],
             "--spiffe-id and --subject differ",

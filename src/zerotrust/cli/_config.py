@@ -134,7 +134,6 @@ def _operation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--route", required=True, help="route template, or gRPC /pkg.Svc/Method")
     parser.add_argument("--method", help="HTTP method (default GET; POST for grpc)")
     parser.add_argument("--kind", choices=_KINDS, default="http")
-    parser.add_argument("--path", help="the request path (default: the route)")
     parser.add_argument(
         "--hook",
         action="append",
@@ -347,7 +346,7 @@ def _operation(args: argparse.Namespace) -> Operation:
     method = (args.method or ("POST" if args.kind == "grpc" else "GET")).upper()
     if not method.isascii() or not method.isalpha():
         raise ConfigurationError("--method must be an HTTP method name")
-    return Operation(method=method, route=args.route, kind=args.kind, path=args.path or args.route)
+    return Operation(method=method, route=args.route, kind=args.kind, path=args.route)
 
 
 def _decision_fields(decision: Decision) -> dict[str, Any]:

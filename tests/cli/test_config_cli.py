@@ -227,6 +227,7 @@ def test_config_explain_answers_as_the_service_would(
     assert shown["decision"]["rule_id"] == "read-orders"
     assert shown["caller"]["proven_by"] == "jwt" and shown["caller"]["spiffe_id"] == WEB
     assert shown["operation"] == {"kind": "http", "method": "GET", "route": ROUTE}
+    assert "www_authenticate" not in shown and "notes" not in shown  # nothing to say
     # the precise reason, which the caller's response leaves out
     elsewhere = issuer.issue(subject=WEB, audience="another-api", scopes=["orders:read"])
     code, shown = ask(capsys, file, "--route", ROUTE, "--token", elsewhere)
@@ -267,6 +268,11 @@ def test_config_explain_verifies_a_client_certificate_against_the_bundles(
     # a certificate carries no scope: the rule asks for one
     assert (code, shown["status"], shown["error"]) == (1, 403, "insufficient_scope")
     assert shown["caller"]["proven_by"] == "mtls" and shown["caller"]["spiffe_id"] == WEB
+    # a chain file may be as large as the bound (text around PEM blocks is allowed)
+    pem = chain.read_text()
+    write(chain, pem + "#" * ((1 << 20) - len(pem)))
+    assert chain.stat().st_size == 1 << 20
+    assert ask(capsys, mtls_settings, "--route", ROUTE, "--cert", str(chain))[1]["caller"]
     stranger = other_ca.issue_svid("spiffe://other.org/web").cert_chain_pem().decode()
     code, shown = ask(
         capsys, mtls_settings, "--route", ROUTE, "--cert", str(write(tmp_path / "o.pem", stranger))

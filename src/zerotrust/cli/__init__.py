@@ -1,5 +1,5 @@
-"""The ``zerotrust`` command: a development CA, certificate and token tools, and checks of
-settings and policies.
+"""The ``zerotrust`` command: a development CA, certificate, key and token tools, and checks
+of settings and policies.
 
 Every failure prints one line to stderr and exits with status 2; no tracebacks.
 """
@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from zerotrust._version import __version__
-from zerotrust.cli import _ca, _config, _demo, _token
+from zerotrust.cli import _ca, _config, _demo, _key, _token
 from zerotrust.cli._parser import Parser
 from zerotrust.errors import ZeroTrustError
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     _ca.register(commands)
     _token.register(commands)
+    _key.register(commands)
     _config.register(commands)
     _demo.register(commands)
     return parser

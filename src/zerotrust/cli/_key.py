@@ -1,0 +1,53 @@
+"""``zerotrust key generate``: a signing key for a development token issuer.
+
+The key is written as unencrypted PKCS #8 PEM, readable by its owner only (mode 0600), and is
+never printed. Its ``kid`` is its RFC 7638 thumbprint, which ``zerotrust token mint`` and
+``zerotrust jwks`` use for a PEM key too.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography.hazmat.primitives import serialization
+
+from zerotrust.errors import ConfigurationError
+from zerotrust.tokens import PrivateJWK
+from zerotrust.x509.svid import write_file_atomic
+
+_ALGORITHMS: Final = ("ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256")
+
+
+def register(commands: Any) -> None:
+    key = commands.add_parser("key", help="signing keys for development token issuers")
+    cmds = key.add_subparsers(dest="key_command", required=True, parser_class=type(key))
+    generate = cmds.add_parser(
+        "generate",
+        help="write a new private key (PEM, mode 0600)",
+        description="Generate a signing key and write it as PKCS #8 PEM, readable by its owner"
+        " only. Its public JWKS is 'zerotrust jwks FILE'; 'zerotrust token mint --key FILE'"
+        " signs with it. An existing file is not replaced unless --force.",
+    )
+    generate.add_argument("--out", required=True, type=Path, help="the private key file")
+    generate.add_argument("--algorithm", choices=_ALGORITHMS, default="ES256")
+    generate.add_argument("--force", action="store_true", help="replace an existing file")
+    generate.set_defaults(handler=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    if not args.force and (out.exists() or out.is_symlink()):
+        raise ConfigurationError(f"{out} exists: pass --force to replace it")
+    key = PrivateJWK.generate(args.algorithm)
+    pem = key.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_file_atomic(out, pem, mode=0o600)
+    print(f"generated a signing key: {args.algorithm}")
+    print(f"  private key: {out} (mode 0600)")
+    print(f"  kid:         {key.kid}")
+    return 0

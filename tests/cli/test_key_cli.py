@@ -1,0 +1,70 @@
+"""``zerotrust key generate``: a development issuer's signing key, usable by the other
+commands at once."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_cli import run
+from zerotrust.tokens import JWK, TokenVerifier
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256"])
+def test_a_generated_key_signs_tokens_its_jwks_verifies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], algorithm: str
+) -> None:
+    key = tmp_path / "issuer.key"
+    code, out, err = run(capsys, "key", "generate", "--out", str(key), "--algorithm", algorithm)
+    assert (code, err) == (0, "")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS #8
+    assert "PRIVATE KEY-----" not in out
+    kid = out.splitlines()[2].split()[-1]
+    assert out.splitlines()[:2] == [
+        f"generated a signing key: {algorithm}",
+        f"  private key: {key} (mode 0600)",
+    ]
+    shown = ["--algorithm", algorithm] if algorithm == "PS256" else []  # a PEM RSA key is RS256
+    code, jwks, _ = run(capsys, "jwks", str(key), *shown)
+    assert code == 0
+    public = json.loads(jwks)
+    assert [k["kid"] for k in public["keys"]] == [kid]
+    assert JWK.from_dict(public["keys"][0]).thumbprint() == kid
+    mint = ["token", "mint", "--key", str(key), "--issuer", "https://i", "--subject", "s"]
+    code, token, _ = run(capsys, *mint, "--audience", "a", *shown)
+    assert code == 0
+    verifier = TokenVerifier(issuer="https://i", audience="a", keys=public, algorithms=[algorithm])
+    verified = verifier.verify(token.strip())
+    assert verified.subject == "s" and verified.key_id == kid
+
+
+def test_an_existing_file_is_replaced_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "issuer.key"
+    key.write_text("keep me")
+    code, out, err = run(capsys, "key", "generate", "--out", str(key))
+    assert (code, out) == (2, "") and "exists: pass --force to replace it" in err
+    assert key.read_text() == "keep me"
+    # a dangling symbolic link is a file that exists too: whatever it names is not created
+    link = tmp_path / "link.key"
+    link.symlink_to(tmp_path / "elsewhere.key")
+    assert run(capsys, "key", "generate", "--out", str(link))[0] == 2
+    assert not (tmp_path / "elsewhere.key").exists()
+    code, out, _ = run(capsys, "key", "generate", "--out", str(key), "--force")
+    assert code == 0 and key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_a_key_cannot_be_written_where_no_file_can_be(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "key", "generate", "--out", str(tmp_path / "none" / "k.key"))
+    assert (code, out) == (2, "")
+    assert err.startswith("zerotrust: error: [io_error]") and "Traceback" not in err
+    code, _, err = run(capsys, "key", "generate", "--out", "k.key", "--algorithm", "HS256")
+    assert code == 2 and "[usage_error]" in err

@@ -29,6 +29,7 @@ from zerotrust.authz.decision import Decision
 from zerotrust.authz.loader import load_policy
 from zerotrust.authz.policy import Policy
 from zerotrust.authz.rules import Operation
+from zerotrust.cli._parser import command_group
 from zerotrust.cli._token import _read_token, _TokenParser
 from zerotrust.errors import ConfigurationError, InvalidSpiffeId
 from zerotrust.identity.spiffe_id import SpiffeId
@@ -42,8 +43,7 @@ _ALLOWED, _DENIED = 0, 1
 
 
 def register(commands: Any) -> None:
-    config = commands.add_parser("config", help="check a service's settings")
-    cmds = config.add_subparsers(dest="config_command", required=True, parser_class=type(config))
+    cmds = command_group(commands, "config", "check a service's settings")
     check = cmds.add_parser(
         "check",
         help="load the settings as the service would at start-up, and report the first problem",
@@ -96,8 +96,7 @@ def register(commands: Any) -> None:
     )
     request.set_defaults(handler=_explain_request)
 
-    policy = commands.add_parser("policy", help="ask a policy what it decides")
-    pcmds = policy.add_subparsers(dest="policy_command", required=True, parser_class=type(policy))
+    pcmds = command_group(commands, "policy", "ask a policy what it decides")
     explain = pcmds.add_parser(
         "explain",
         help="would this caller be allowed this operation, and why",

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives import serialization
 
+from zerotrust.cli._parser import command_group
 from zerotrust.errors import ConfigurationError
 from zerotrust.tokens import PrivateJWK
 from zerotrust.x509.svid import write_file_atomic
@@ -21,8 +22,7 @@ _ALGORITHMS: Final = ("ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256")
 
 
 def register(commands: Any) -> None:
-    key = commands.add_parser("key", help="signing keys for development token issuers")
-    cmds = key.add_subparsers(dest="key_command", required=True, parser_class=type(key))
+    cmds = command_group(commands, "key", "signing keys for development token issuers")
     generate = cmds.add_parser(
         "generate",
         help="write a new private key (PEM, mode 0600)",

@@ -5,7 +5,7 @@
   last value lets two readers of one token disagree on what it says).
 * ``NaN``/``Infinity`` and non-finite floats are refused (integers are bounded by the
   input size and by the interpreter's integer-string conversion limit).
-* A ``\ud800``-style escape of an unpaired surrogate is refused (I-JSON, RFC 7493 §2.1): the
+* A ``\\ud800``-style escape of an unpaired surrogate is refused (I-JSON, RFC 7493 §2.1): the
   string it makes is no Unicode text, and it would fail later, wherever a claim is encoded
   (an audit exporter, a store key, a response header), rather than here.
 * Nesting depth is bounded *before* parsing, with a few linear C-level regex passes (no

@@ -116,6 +116,10 @@ def test_config_check_loads_the_settings_as_the_service_would(
     monkeypatch.setenv("ZEROTRUST_TOKENS__LEEWAY", "5")
     monkeypatch.setenv("ZEROTRUST_CONFIG", file)  # names the file, as Settings.load reads it
     assert run(capsys, "config", "check")[1] == f"ok: settings from {file}, environment\n"
+    # a file named on the command line is the one checked
+    other = write(settings_dir / "other.toml", TOML.replace('"orders"', '"billing"', 1))
+    code, out, _ = run(capsys, "config", "check", str(other), "--show")
+    assert code == 0 and json.loads(out)["settings"]["service"] == "billing"
 
 
 def test_config_check_show_redacts_secrets_and_names_origins(

@@ -22,6 +22,7 @@ from typing import Any, Final, get_args
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from zerotrust._config_sources import ENV_CONFIG
 from zerotrust._files import read_regular_file
 from zerotrust.authn.principal import Principal, ProvenBy
 from zerotrust.authn.request import Request
@@ -52,7 +53,12 @@ def register(commands: Any) -> None:
         " files included). Nothing is fetched or connected. Exit status 0 when they load, 2"
         " otherwise.",
     )
-    check.add_argument("file", nargs="?", type=Path, help="settings file (TOML, YAML or JSON)")
+    check.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        help="settings file (TOML, YAML or JSON); default: the one ZEROTRUST_CONFIG names",
+    )
     check.add_argument("--no-env", action="store_true", help="ignore the environment")
     check.add_argument(
         "--strict",
@@ -77,7 +83,12 @@ def register(commands: Any) -> None:
         " status 0 when allowed, 1 when refused, 2 on an error.",
     )
     request.__class__ = _TokenParser  # a token given by mistake is never echoed
-    request.add_argument("file", nargs="?", type=Path, help="settings file (TOML, YAML or JSON)")
+    request.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        help="settings file (TOML, YAML or JSON); default: the one ZEROTRUST_CONFIG names",
+    )
     request.add_argument("--no-env", action="store_true", help="ignore the environment")
     _operation_arguments(request)
     request.add_argument("--token", help="the bearer token, or - to read it from stdin")
@@ -150,7 +161,10 @@ def _load_settings(file: Path | None, no_env: bool) -> Any:
 
     if no_env and file is None:
         raise ConfigurationError("--no-env needs a settings file")
-    return Settings.load(file, env={} if no_env else os.environ)
+    env = {} if no_env else dict(os.environ)
+    if file is not None:  # the file named here, rather than the one ZEROTRUST_CONFIG names
+        env.pop(ENV_CONFIG, None)
+    return Settings.load(file, env=env)
 
 
 def _check(args: argparse.Namespace) -> int:

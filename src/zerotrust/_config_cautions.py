@@ -59,8 +59,7 @@ def _policy_cautions(settings: Settings, name: Names) -> list[str]:
         return name(f"policy.{top}") + (f"[{rest}" if rest else "")
 
     found = []
-    rules = document.get("rules")
-    rules = [r for r in rules if isinstance(r, Mapping)] if isinstance(rules, Sequence) else []
+    rules: Sequence[Mapping[str, Any]] = document.get("rules") or ()  # tables: checked at load
     allow_rules = [r for r in rules if r.get("action", "ALLOW") == "ALLOW"]
     if document.get("default") == "allow" and not allow_rules:
         found.append(
@@ -69,8 +68,8 @@ def _policy_cautions(settings: Settings, name: Names) -> list[str]:
         )
     if document.get("dry_run") is True:
         found.append(f"{where('dry_run')}: true: the policy refuses nothing (dry-run)")
-    for index, rule in enumerate(document.get("rules") or ()):
-        if isinstance(rule, Mapping) and rule.get("dry_run") is True:
+    for index, rule in enumerate(rules):
+        if rule.get("dry_run") is True:
             found.append(
                 f"{where(f'rules[{index}].dry_run')}: true: rule {rule.get('id')!r} is not"
                 " enforced (dry-run)"

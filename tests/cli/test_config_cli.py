@@ -232,10 +232,12 @@ def test_config_explain_answers_as_the_service_would(
     assert shown["caller"]["proven_by"] == "jwt" and shown["caller"]["spiffe_id"] == WEB
     assert shown["operation"] == {"kind": "http", "method": "GET", "route": ROUTE}
     assert "www_authenticate" not in shown and "notes" not in shown  # nothing to say
+    assert shown["reason"] is None
     # the precise reason, which the caller's response leaves out
     elsewhere = issuer.issue(subject=WEB, audience="another-api", scopes=["orders:read"])
     code, shown = ask(capsys, file, "--route", ROUTE, "--token", elsewhere)
     assert (code, shown["status"], shown["grpc_status"]) == (1, 401, "UNAUTHENTICATED")
+    assert shown["verdict"] == "deny"
     assert (shown["error"], shown["reason"]) == ("invalid_audience", "audience does not match")
     assert shown["www_authenticate"] == 'Bearer realm="orders", error="invalid_token"'
     assert shown["decision"] is None and shown["caller"] is None
@@ -303,6 +305,7 @@ def test_config_explain_verifies_a_client_certificate_against_the_bundles(
     [
         (["--header", "no-colon"], "--header: expected 'Name: value'"),
         (["--header", " x: y"], "--header: expected 'Name: value'"),
+        (["--header", ": y"], "--header: expected 'Name: value'"),
         (["--cert", "{tmp}/empty.pem"], "--cert: empty.pem holds no PEM certificate"),
         (["--cert", "{tmp}/big.pem"], "--cert: big.pem is larger than 1048576 bytes"),
         (["--token", ""], "no token given"),
@@ -501,7 +504,9 @@ def test_policy_explain_describes_the_caller_as_the_authenticator_would(
     }
     _, shown = explain(capsys, *base, "--scope", "orders:read")
     assert shown["caller"]["proven_by"] == "jwt" and shown["caller"]["scopes"] == ["orders:read"]  # type: ignore[index]
+    _, named = explain(capsys, *base, "--api-key-id", "ci", "--proven-by", "api-key")
     _, shown = explain(capsys, *base, "--api-key-id", "ci")
+    assert named == shown
     assert shown["caller"]["subject"] == "api-key:ci"  # type: ignore[index]
     assert shown["caller"]["proven_by"] == "api-key"  # type: ignore[index]
     _, shown = explain(capsys, *base)
@@ -586,6 +591,8 @@ def test_policy_explain_needs_one_policy(
         capsys, "policy", "explain", str(policy_file), "--config", "z.toml", "--route", "/x"
     )
     assert code == 2 and "[usage_error]" in err
+    code, _, err = run(capsys, "policy", "explain", str(policy_file), "--spiffe-id", WEB)
+    assert code == 2 and "the following arguments are required: --route" in err
 
 
 def test_policy_explain_exit_status_from_a_shell(policy_file: Path) -> None:

@@ -61,6 +61,9 @@ def test_a_proxy_range_open_to_every_address(files: Path, bundle_file: Path) -> 
             ],
         ),
         ({"default": "allow", "rules": []}, ["<dict>: policy.default: 'allow', and no ALLOW"]),
+        ({"default": "allow"}, ["<dict>: policy.default: 'allow', and no ALLOW"]),
+        # denying by default, DENY rules alone allow nothing
+        ({"default": "deny", "rules": [{"id": "d", "action": "DENY"}]}, []),
         # with an ALLOW rule, the default decides nothing
         ({"default": "allow", "rules": [ALLOW_WEB]}, []),
         ({"default": "allow", "rules": [{**ALLOW_WEB, "action": "ALLOW"}]}, []),
@@ -96,3 +99,12 @@ def test_a_policy_file_is_named_by_its_path(files: Path) -> None:
         f"{policy}: dry_run",
         f"{policy}: rules[0].dry_run",
     ]
+
+
+def test_rules_from_the_environment_are_named_by_their_variable(files: Path) -> None:
+    rules = '[{"id": "web", "from": [{"spiffe_ids": ["spiffe://example.org/web"]}]},'
+    rules += ' {"id": "trial", "dry_run": true}]'
+    env = {"ZEROTRUST_POLICY__FILE": "", "ZEROTRUST_POLICY__RULES": rules}
+    assert Settings.from_dict(base(files), env=env).cautions() == (
+        "ZEROTRUST_POLICY__RULES[1].dry_run: true: rule 'trial' is not enforced (dry-run)",
+    )

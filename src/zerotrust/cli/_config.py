@@ -77,7 +77,8 @@ def register(commands: Any) -> None:
         help="what the service would answer a request: authenticated, authorized, and why",
         description="Build the Guard of these settings and ask it about one request, as the"
         " service would be asked, authentication included: the token is verified (keys from a"
-        " URL are fetched), a certificate chain is verified against the bundles. Nothing is"
+        " URL are fetched), a certificate chain is verified against the bundles, and the"
+        " configured store is asked about revocations (a Redis store too). Nothing is"
         " consumed (rate limits, replay entries) and no audit event is written. Prints the"
         " outcome as JSON, with the precise reason the caller's response leaves out. Exit"
         " status 0 when allowed, 1 when refused, 2 on an error.",

@@ -8,7 +8,7 @@ hides it. The decorated method then checks it itself before it runs.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from typing import Any
@@ -25,10 +25,18 @@ METHOD = f"/{SERVICE}/Create"
 
 
 class Rewrapping(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Replaces every unary handler with its own (as tracing and logging interceptors do)."""
+    """Replaces every unary-request handler with its own (as tracing and logging interceptors
+    do)."""
 
     def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
         handler = continuation(details)
+        if handler.response_streaming:
+            streaming = handler.unary_stream
+
+            def stream(request: Any, context: Any) -> Iterator[Any]:
+                yield from streaming(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(stream)
         inner = handler.unary_unary
 
         def behavior(request: Any, context: Any) -> Any:  # a new function, as wrappers make
@@ -40,6 +48,14 @@ class Rewrapping(grpc.ServerInterceptor):  # type: ignore[misc]
 class AioRewrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
         handler = await continuation(details)
+        if handler.response_streaming:
+            streaming = handler.unary_stream
+
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                async for item in streaming(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(stream)
         inner = handler.unary_unary
 
         async def behavior(request: Any, context: Any) -> Any:
@@ -54,6 +70,12 @@ class Orders:
         principal = current_principal()
         return b"created by " + str(principal.spiffe_id if principal else None).encode()
 
+    @require(scopes=["orders:write"])
+    def Watch(self, request: bytes, context: Any) -> Iterator[bytes]:
+        principal = current_principal()
+        yield b"watched by " + str(principal.spiffe_id if principal else None).encode()
+        yield b"done"
+
 
 class AsyncOrders:
     @require(scopes=["orders:write"])
@@ -61,11 +83,21 @@ class AsyncOrders:
         principal = current_principal()
         return b"created by " + str(principal.spiffe_id if principal else None).encode()
 
+    @require(scopes=["orders:write"])
+    async def Watch(self, request: bytes, context: Any) -> AsyncIterator[bytes]:
+        principal = current_principal()
+        yield b"watched by " + str(principal.spiffe_id if principal else None).encode()
+        yield b"done"
+
+
+WATCHED = [b"watched by " + CLIENT_ID.encode(), b"done"]
+
 
 def _handlers(servicer: Any) -> Any:
-    return grpc.method_handlers_generic_handler(
-        SERVICE, {"Create": grpc.unary_unary_rpc_method_handler(servicer.Create)}
-    )
+    methods = {"Create": grpc.unary_unary_rpc_method_handler(servicer.Create)}
+    if hasattr(servicer, "Watch"):
+        methods["Watch"] = grpc.unary_stream_rpc_method_handler(servicer.Watch)
+    return grpc.method_handlers_generic_handler(SERVICE, methods)
 
 
 @contextmanager
@@ -93,6 +125,29 @@ def _call(port: int, token: str) -> bytes | grpc.StatusCode:
         return reply
 
 
+def _watch(port: int, token: str) -> list[bytes] | grpc.StatusCode:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            return list(
+                channel.unary_stream(f"/{SERVICE}/Watch")(
+                    b"", metadata=[("authorization", f"Bearer {token}")], timeout=10
+                )
+            )
+        except grpc.RpcError as exc:
+            return exc.code()  # type: ignore[no-any-return]
+
+
+def _refused(port: int, token: str) -> grpc.RpcError:
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        channel.unary_unary(METHOD)(
+            b"", metadata=[("authorization", f"Bearer {token}")], timeout=10
+        )
+    return info.value
+
+
 @pytest.mark.parametrize("order", ["zerotrust only", "zerotrust first", "zerotrust last"])
 def test_a_method_requirement_holds_in_any_interceptor_order(world: World, order: str) -> None:
     guard = world.guard()
@@ -110,6 +165,42 @@ def test_a_method_requirement_holds_in_any_interceptor_order(world: World, order
     assert reply == b"created by " + CLIENT_ID.encode()
 
 
+@pytest.mark.parametrize("order", ["zerotrust only", "zerotrust first", "zerotrust last"])
+def test_a_streaming_method_requirement_holds_in_any_interceptor_order(
+    world: World, order: str
+) -> None:
+    zerotrust = ServerInterceptor(world.guard())
+    chain = {
+        "zerotrust only": [zerotrust],
+        "zerotrust first": [zerotrust, Rewrapping()],
+        "zerotrust last": [Rewrapping(), zerotrust],
+    }[order]
+    with _server(chain) as port:
+        assert _watch(port, world.token()) == grpc.StatusCode.PERMISSION_DENIED
+        assert _watch(port, world.token(scopes=("orders:write",))) == WATCHED
+    with _server([]) as port:  # no zerotrust interceptor: the method refuses to run undecided
+        assert _watch(port, world.token(scopes=("orders:write",))) == grpc.StatusCode.INTERNAL
+
+
+@pytest.mark.parametrize("order", ["zerotrust only", "zerotrust first"])
+def test_a_refusal_by_the_method_carries_the_challenge(world: World, order: str) -> None:
+    """Whether the interceptor or the decorated method refuses (an interceptor after zerotrust
+    hid the requirement), the caller gets the same status, details and challenge; the call is
+    refused in one audited decision when the interceptor saw the requirement."""
+    zerotrust = ServerInterceptor(world.guard())
+    chain = [zerotrust] if order == "zerotrust only" else [zerotrust, Rewrapping()]
+    with _server(chain) as port:
+        error = _refused(port, world.token())
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "insufficient_scope",
+    )
+    challenge = dict(error.trailing_metadata())["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge and 'scope="orders:write"' in challenge
+    decisions = [e.decision for e in world.sink.events]
+    assert decisions == (["deny"] if order == "zerotrust only" else ["allow", "deny"])
+
+
 def test_a_mapped_and_a_decorated_requirement_must_both_hold(world: World) -> None:
     """``requirements={method: ...}`` on the interceptor and ``@require`` on the method: the
     call needs what each asks for (neither replaces the other)."""
@@ -122,6 +213,8 @@ def test_a_mapped_and_a_decorated_requirement_must_both_hold(world: World) -> No
         both = _call(port, world.token(scopes=("orders:write", "orders:audit")))
     assert only_decorated == only_mapped == grpc.StatusCode.PERMISSION_DENIED
     assert both == b"created by " + CLIENT_ID.encode()
+    # the interceptor decided on both requirements at once: one audited decision per call
+    assert [e.decision for e in world.sink.events] == ["deny", "deny", "allow"]
 
 
 def test_interceptor_requirements_and_exemptions_are_checked(world: World) -> None:
@@ -177,6 +270,54 @@ def test_the_aio_server_holds_it_too(world: World) -> None:
         grpc.StatusCode.PERMISSION_DENIED,
         b"created by " + CLIENT_ID.encode(),
     ]
+
+
+def test_an_async_streaming_method_requirement_holds_on_the_aio_server(world: World) -> None:
+    async def run(interceptors: list[Any]) -> list[list[bytes] | grpc.StatusCode]:
+        server = grpc.aio.server(interceptors=interceptors, options=EXCLUSIVE_PORT)
+        server.add_generic_rpc_handlers([_handlers(AsyncOrders())])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        results: list[list[bytes] | grpc.StatusCode] = []
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                for scopes in ((), ("orders:write",)):
+                    token = world.token(scopes=scopes)
+                    call = channel.unary_stream(f"/{SERVICE}/Watch")(
+                        b"", metadata=[("authorization", f"Bearer {token}")], timeout=10
+                    )
+                    try:
+                        results.append([item async for item in call])
+                    except grpc.aio.AioRpcError as exc:
+                        results.append(exc.code())
+        finally:
+            await server.stop(None)
+        return results
+
+    for interceptors in (
+        [AioServerInterceptor(world.guard())],
+        [AioServerInterceptor(world.guard()), AioRewrapping()],
+    ):
+        assert asyncio.run(run(interceptors)) == [grpc.StatusCode.PERMISSION_DENIED, WATCHED]
+    # no zerotrust interceptor: the method refuses to run undecided, whoever calls
+    assert asyncio.run(run([])) == [grpc.StatusCode.INTERNAL, grpc.StatusCode.INTERNAL]
+
+
+def test_a_requirement_attribute_that_is_not_a_requirement_is_refused(world: World) -> None:
+    from zerotrust.adapters.grpc_server import REQUIREMENT_ATTRIBUTE
+    from zerotrust.errors import ConfigurationError
+
+    def create(request: bytes, context: Any) -> bytes:
+        return b"created"
+
+    setattr(create, REQUIREMENT_ATTRIBUTE, "orders:write")  # not a Requirement
+
+    class Details:
+        method = METHOD
+
+    handler = grpc.unary_unary_rpc_method_handler(create)
+    with pytest.raises(ConfigurationError, match="is not a Requirement"):
+        ServerInterceptor(world.guard()).intercept_service(lambda _: handler, Details())
 
 
 def test_stacked_requirements_run_every_decorator_between_them(world: World) -> None:

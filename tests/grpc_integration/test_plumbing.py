@@ -810,6 +810,43 @@ def test_the_rpc_view_reads_only_what_is_asked(world: World) -> None:
     )
 
 
+class _TlsContext(_Context):
+    def auth_context(self) -> dict[str, list[bytes]]:
+        self.reads.append("auth_context")
+        return {"transport_security_type": [b"ssl"]}
+
+
+def test_the_rpc_view_scheme_follows_the_transport(world: World) -> None:
+    from zerotrust.adapters.grpc_server import ServerInterceptor
+
+    interceptor = ServerInterceptor(world.guard())
+    assert interceptor._view("/pkg.Service/Method", _TlsContext()).scheme == "https"
+    assert interceptor._view("/pkg.Service/Method", _Context()).scheme == "http"
+
+
+@pytest.mark.parametrize("grpc_status", ["OK", "NOT_A_STATUS"])
+def test_a_refusal_never_looks_like_success(grpc_status: str) -> None:
+    """Whatever status a refusal names, the caller never gets OK (nor an error grpc cannot
+    send): PERMISSION_DENIED, with terse details."""
+    from zerotrust.adapters.grpc_server import ServerInterceptor
+    from zerotrust.pipeline import Outcome
+
+    outcome = Outcome(
+        allowed=False,
+        principal=None,
+        decision=None,
+        error=None,
+        status=403,
+        grpc_status=grpc_status,
+        headers=(("WWW-Authenticate", 'Bearer realm="echo"'),),
+    )
+    assert ServerInterceptor._refusal(outcome) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "access_denied",
+        (("www-authenticate", 'Bearer realm="echo"'),),
+    )
+
+
 @pytest.mark.parametrize(
     "metadata",
     [
@@ -837,6 +874,13 @@ def test_the_rpc_view_bounds_metadata_entries(world: World) -> None:
     from zerotrust.authn.request import MAX_HEADER_LINES
     from zerotrust.errors import MalformedCredentials
 
+    at_limit = (
+        ("authorization", "Bearer abc"),
+        *((f"x-{i}", "v") for i in range(MAX_HEADER_LINES - 1)),
+    )
+    view = _View("/pkg.Service/Method", at_limit, _Context(), None)  # type: ignore[arg-type]
+    assert view.header("authorization") == ["Bearer abc"]  # MAX_HEADER_LINES entries are read
+    assert view.bearer_alone(frozenset()) == "abc"
     padded = (("authorization", "Bearer abc"), *((f"x-{i}", "v") for i in range(MAX_HEADER_LINES)))
     view = _View("/pkg.Service/Method", padded, _Context(), None)  # type: ignore[arg-type]
     assert view.header("authorization") == [] and view.bearer_alone(frozenset()) is None

@@ -4,6 +4,7 @@ async generators, the reader/writer API) and sync handlers run in grpc's thread 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import grpc
 import grpc.aio
@@ -107,6 +108,8 @@ def test_requirements_rate_limits_and_exemptions(world: World, handlers: object)
                     await call(b"x", metadata=plain, timeout=10)
                 assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
                 assert info.value.details() == "insufficient_scope"
+                challenge = dict(info.value.trailing_metadata())["www-authenticate"]
+                assert f'scope="{scope}"' in challenge
                 scoped = grpc.aio.Metadata(*bearer(world.token(scopes=(scope,))))
                 assert await call(b"x", metadata=scoped, timeout=10) == CLIENT_ID.encode()
             limited = channel.unary_unary(f"/{SERVICE}/Limited")
@@ -114,6 +117,13 @@ def test_requirements_rate_limits_and_exemptions(world: World, handlers: object)
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await limited(b"x", metadata=plain, timeout=10)
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert int(dict(info.value.trailing_metadata())["retry-after"]) >= 1
+            stream = channel.unary_stream(f"/{SERVICE}/ServerStream")(b"x", timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                _ = [item async for item in stream]
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            challenge = dict(info.value.trailing_metadata())["www-authenticate"]
+            assert challenge == 'Bearer realm="echo"'
             assert await channel.unary_unary(HEALTH)(b"", timeout=10) == b"SERVING:anonymous"
 
     asyncio.run(run())
@@ -182,7 +192,9 @@ async def _outcome(call: object) -> object:
         return exc.code()
 
 
-def test_a_sync_handler_called_on_the_loop_never_hangs_the_server(world: World) -> None:
+def test_a_sync_handler_called_on_the_loop_never_hangs_the_server(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
     # the sync wrapper waited for the loop from the loop's own thread: every later RPC hung
     from concurrent import futures
 
@@ -210,6 +222,10 @@ def test_a_sync_handler_called_on_the_loop_never_hangs_the_server(world: World) 
             pool.shutdown(wait=True)
         return outcomes
 
-    allowed, anonymous, again = asyncio.run(run())
+    with caplog.at_level(logging.WARNING, logger="zerotrust"):
+        allowed, anonymous, again = asyncio.run(run())
     assert allowed == again == CLIENT_ID.encode() + b"|hi"
     assert anonymous not in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)
+    # the operator learns why the loop blocks: once for the method, not once per call
+    warned = [r for r in caplog.records if "runs on the server's event loop" in r.getMessage()]
+    assert [r.levelno for r in warned] == [logging.WARNING]

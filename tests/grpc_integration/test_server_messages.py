@@ -280,3 +280,97 @@ def test_the_wrapped_handlers_are_cached(world: World) -> None:
     assert interceptor.intercept_service(lambda _: handler, Details()) is first
     assert first.request_deserializer is None  # the wrapper deserializes, once admitted
     assert first.response_serializer is serialize
+
+
+def test_a_wrapper_is_reused_only_for_the_same_handler(world: World) -> None:
+    """Another handler for the same method (a server re-registered, an interceptor before
+    zerotrust building a new one per call) gets its own wrapper, never a stale one."""
+    from zerotrust.grpc import ServerInterceptor
+
+    first_app, second_app = App(), App()
+    first = first_app.services(asynchronous=False)[SERVICE]["Unary"]
+    second = second_app.services(asynchronous=False)[SERVICE]["Raw"]
+    interceptor = ServerInterceptor(world.guard())
+
+    class Details:
+        method = f"/{SERVICE}/Unary"
+
+    wrapped = interceptor.intercept_service(lambda _: first, Details())
+    other = interceptor.intercept_service(lambda _: second, Details())
+    assert other is not wrapped
+    assert other.response_serializer is None  # the second handler's, not the first's
+
+
+def test_an_aio_wrapper_is_reused_only_for_the_same_handler(world: World) -> None:
+    app = App()
+    first = app.services(asynchronous=True)[SERVICE]["Unary"]
+    second = app.services(asynchronous=True)[SERVICE]["Raw"]
+    interceptor = AioServerInterceptor(world.guard())
+
+    class Details:
+        method = f"/{SERVICE}/Unary"
+
+    async def intercept(handler: Any) -> Any:
+        async def continuation(details: Any) -> Any:
+            return handler
+
+        return await interceptor.intercept_service(continuation, Details())
+
+    async def run() -> tuple[Any, Any, Any]:
+        return await intercept(first), await intercept(first), await intercept(second)
+
+    wrapped, again, other = asyncio.run(run())
+    assert again is wrapped
+    assert other is not wrapped and other.response_serializer is None  # the second handler's
+
+
+def test_the_sync_interceptor_refuses_async_handlers(world: World) -> None:
+    from zerotrust.errors import ConfigurationError
+    from zerotrust.grpc import ServerInterceptor
+
+    interceptor = ServerInterceptor(world.guard())
+    for name, handler in App().services(asynchronous=True)[SERVICE].items():
+
+        class Details:
+            method = f"/{SERVICE}/{name}"
+
+        with pytest.raises(ConfigurationError, match="need the AioServerInterceptor"):
+            interceptor.intercept_service(lambda _, h=handler: h, Details())
+
+
+def test_an_aio_interceptor_serves_a_server_on_another_event_loop(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sync handler's wrapper waits for the Guard on the loop it was built for: a server
+    started later on another loop with the same interceptor gets wrappers of its own. Run in
+    grpc's pool as usual, the handler is not taken for one called on the loop."""
+    interceptor = AioServerInterceptor(world.guard(), exempt={HEALTH})
+    # the same handler on both servers, under a name no other test serves (the warning about a
+    # sync handler run on the loop is logged once per method)
+    services = {SERVICE: {"OnEachLoop": App().services(asynchronous=False)[SERVICE]["Raw"]}}
+
+    async def serve_once() -> Any:
+        pool = futures.ThreadPoolExecutor(max_workers=2)
+        server = grpc.aio.server(
+            migration_thread_pool=pool, interceptors=[interceptor], options=EXCLUSIVE_PORT
+        )
+        add_services(server, services, registered=False)
+        creds = server_credentials(world.server_svid, world.bundles)
+        port = server.add_secure_port("localhost:0", creds)
+        await server.start()
+        try:
+            async with grpc.aio.secure_channel(
+                f"localhost:{port}", raw_credentials(world)
+            ) as channel:
+                rpc = channel.unary_unary(f"/{SERVICE}/OnEachLoop")
+                return await rpc(
+                    b"x", metadata=grpc.aio.Metadata(*bearer(world.token())), timeout=10
+                )
+        finally:
+            await server.stop(None)
+            await asyncio.to_thread(pool.shutdown, True)
+
+    with caplog.at_level(logging.WARNING, logger="zerotrust"):
+        assert asyncio.run(serve_once()) == b"raw|x"
+        assert asyncio.run(serve_once()) == b"raw|x"
+    assert "event loop" not in caplog.text

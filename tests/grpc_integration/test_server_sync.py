@@ -16,9 +16,11 @@ from tests.grpc_integration._support import (
     World,
     bearer,
     call_all,
+    make_world,
     raw_credentials,
     sync_server,
 )
+from zerotrust.dev import DevCA
 from zerotrust.httpx import dpop_proof
 from zerotrust.tokens import PrivateJWK
 
@@ -283,3 +285,23 @@ def test_a_name_no_method_can_have_is_unimplemented_at_once(world: World) -> Non
                 channel.unary_unary(name)(b"", timeout=10)
             assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert world.sink.events == []
+
+
+def test_a_client_chain_through_an_intermediate_is_verified(
+    ca_with_intermediate: DevCA, other_ca: DevCA
+) -> None:
+    """grpc hands the interceptor the client's leaf and its intermediates separately: both
+    reach zerotrust's verification, which needs the intermediate to reach the bundle's root."""
+    world = make_world(ca_with_intermediate, other_ca)
+    assert len(world.client_svid.cert_chain) == 2  # leaf and intermediate
+    with (
+        sync_server(world) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        reply = channel.unary_unary(f"/{SERVICE}/Unary")(
+            b"x", metadata=bearer(world.token()), timeout=10
+        )
+    assert reply == CLIENT_ID.encode() + b"|x"
+    event = world.sink.last
+    assert event is not None and event.decision == "allow"
+    assert event.proven_by == "mtls+jwt" and event.spiffe_id == CLIENT_ID

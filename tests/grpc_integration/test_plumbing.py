@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from tests._sockets import close_listener
 from tests.grpc_integration._support import (
@@ -25,7 +27,15 @@ from tests.grpc_integration._support import (
     bare_server,
     sync_server,
 )
-from zerotrust import X509Svid, client_ssl_context, match
+from zerotrust import (
+    Authenticator,
+    BundleSet,
+    RotatingBundleSource,
+    TrustBundle,
+    X509Svid,
+    client_ssl_context,
+    match,
+)
 from zerotrust.adapters._grpc_tls import remote_address
 from zerotrust.client._grpc_check import ServerCheck, split_target
 from zerotrust.client._grpc_creds import channel_credentials
@@ -34,6 +44,7 @@ from zerotrust.grpc import ServerIdentityError, secure_channel
 from zerotrust.identity import TrustDomain
 from zerotrust.tokens.outgoing import CachedTokenSource
 
+DER = serialization.Encoding.DER
 READY, IDLE = grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE
 TRANSIENT_FAILURE = grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
@@ -671,12 +682,88 @@ def test_identity_is_checked_again_after_a_reconnection(world: World) -> None:
         ("ipv6:%5B::1%5D:5000", "::1"),
         ("ipv6:%5Bfe80::1%25eth0%5D:5000", "fe80::1%eth0"),
         ("unix:/tmp/sock", None),
+        ("unix:[::1]/sock", None),  # a socket path is no address, brackets or not
         ("ipv6:::1", None),
+        ("ipv6:[::1", None),
+        ("ipv6:[]:5000", None),
+        ("ipv4:", None),
         ("garbage", None),
     ],
 )
 def test_remote_address(peer: str, address: str | None) -> None:
     assert remote_address(peer) == address
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _auth_context(svid: X509Svid) -> dict[str, list[bytes]]:
+    """What grpc's server-side auth context holds for a client's chain."""
+    leaf, *intermediates = svid.cert_chain
+    return {
+        "transport_security_type": [b"ssl"],
+        "x509_pem_cert": [_pem(leaf)],
+        "x509_pem_cert_chain": [_pem(c) for c in intermediates],
+    }
+
+
+def test_the_peer_cache_reads_only_a_parseable_leaf(world: World) -> None:
+    from zerotrust.adapters._grpc_tls import PeerCache
+
+    peers = PeerCache(world.guard().authenticator)
+    assert peers.lookup({"transport_security_type": [b"ssl"]}) == (None, None)
+    # not a certificate: a chain nothing verifies, refused by the Guard as malformed
+    assert peers.lookup({"x509_pem_cert": [b"not a certificate"]}) == ([b""], None)
+    broken = b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n"
+    assert peers.lookup({"x509_pem_cert": [broken]}) == ([b""], None)
+    # a chain grpc accepted (its root store merges every trust domain), zerotrust does not
+    forged, _ = world.forged_client()
+    chain, peer = peers.lookup({"x509_pem_cert": [forged]})
+    assert peer is None and chain is not None and len(chain) == 1
+    # without bundles nothing is verified here: the Authenticator decides
+    tokens_only = Authenticator(tokens=world.guard().authenticator.tokens)
+    chain, peer = PeerCache(tokens_only).lookup(_auth_context(world.client_svid))
+    assert peer is None and chain == [world.client_svid.cert_chain[0].public_bytes(DER)]
+
+
+def test_the_peer_cache_verifies_again_for_new_bundles(world: World) -> None:
+    from zerotrust.adapters._grpc_tls import PeerCache
+
+    bundles = RotatingBundleSource(world.bundles)
+    peers = PeerCache(Authenticator(bundles=bundles))
+    auth = _auth_context(world.client_svid)
+    chain, first = peers.lookup(auth)
+    assert first is not None and str(first.spiffe_id) == CLIENT_ID
+    assert chain == [c.public_bytes(DER) for c in world.client_svid.cert_chain]
+    assert peers.lookup(auth) == (chain, first) and peers.lookup(auth)[1] is first  # cached
+    bundles.set(world.bundles)  # a new snapshot, same authorities: verified again
+    again = peers.lookup(auth)[1]
+    assert again == first and again is not first
+    bundles.set(BundleSet([TrustBundle("example.org"), world.other_ca.bundle]))
+    assert peers.lookup(auth) == (chain, None)  # the authority was withdrawn
+
+
+def test_the_peer_cache_is_bounded(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zerotrust.adapters import _grpc_tls
+
+    monkeypatch.setattr(_grpc_tls, "_MAX_CACHED", 2)
+    peers = _grpc_tls.PeerCache(world.guard().authenticator)
+    a, b, c = (_auth_context(world.ca.issue_svid(f"{CLIENT_ID}/{n}")) for n in "abc")
+    first = peers.lookup(a)[1]
+    peers.lookup(b)
+    assert peers.lookup(a)[1] is first  # two entries fit
+    peers.lookup(c)  # a third: the cache starts over
+    assert peers.lookup(a)[1] is not first
+
+
+def test_server_credentials_need_an_svid_and_bundles(world: World) -> None:
+    from zerotrust.grpc import server_credentials
+
+    with pytest.raises(ConfigurationError, match="svid must be"):
+        server_credentials(world.server_svid.cert_chain_pem(), world.bundles)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="bundles must be"):
+        server_credentials(world.server_svid, world.ca.bundle.to_pem())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -64,9 +64,7 @@ class PeerCache:
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authn = authenticator
-        bundles = authenticator.bundles
-        # a TrustBundle makes a new BundleSet per call: take its one snapshot once
-        self._bundles = bundles.get_bundle_set() if isinstance(bundles, TrustBundle) else bundles
+        self._bundles = authenticator.bundles
         self._entries: dict[bytes, tuple[object, list[bytes], VerifiedPeer]] = {}
 
     def lookup(self, auth: Mapping[str, Any]) -> tuple[list[bytes] | None, VerifiedPeer | None]:
@@ -190,8 +188,6 @@ def server_credentials(
         raise ConfigurationError("svid must be an X509Svid or have get_x509_svid()")
     if not callable(getattr(bundles, "get_bundle_set", None)):
         raise ConfigurationError("bundles must be a TrustBundle, BundleSet or bundle source")
-    if isinstance(bundles, TrustBundle):
-        bundles = bundles.get_bundle_set()  # one static snapshot, not a new set per handshake
     configs = _CertificateConfigurations(svid, bundles)
     return grpc.dynamic_ssl_server_credentials(
         configs.initial, configs, require_client_authentication=bool(require_client_auth)

@@ -107,8 +107,6 @@ class _Setup:
             isinstance(check_timeout, (int, float)) and 0 < check_timeout < math.inf
         ):
             raise ConfigurationError("check_timeout must be a positive number of seconds")
-        if isinstance(bundles, TrustBundle):
-            bundles = bundles.get_bundle_set()  # one static snapshot, not a new set per call
         sid = SpiffeId.parse(server_id) if isinstance(server_id, str) else server_id
         authorize = match.exact(sid) if sid is not None else authorizer
         assert authorize is not None

@@ -132,8 +132,7 @@ class SpiffeJwtBundleSetKeySource(TrustDomainKeySource):
             )
             if not listed:
                 raise ConfigurationError("trust_domains must not be empty (None accepts all)")
-        # a TrustBundle hands out a new BundleSet per call: take its one snapshot once
-        self._bundles = bundles.get_bundle_set() if isinstance(bundles, TrustBundle) else bundles
+        self._bundles = bundles
         self._listed = listed
         self._lock = threading.Lock()
         self._cached: tuple[BundleSet, JWKSet, Mapping[TrustDomain, JWKSet]] | None = None

@@ -37,7 +37,7 @@ from zerotrust.errors import (
 )
 from zerotrust.identity import SpiffeId
 from zerotrust.x509._certs import PARSE_ERRORS, fingerprint, load_der_chain
-from zerotrust.x509.bundle import BundleSet, TrustBundle
+from zerotrust.x509.bundle import BundleSet
 from zerotrust.x509.sources import X509BundleSource
 
 __all__ = ["Role", "VerifiedPeer", "leaf_spiffe_id", "verify_peer_chain", "verify_x509_svid"]
@@ -258,10 +258,7 @@ class VerifiedChains:
     __slots__ = ("_bundles", "_entries", "_lock", "_size")
 
     def __init__(self, bundles: X509BundleSource, *, size: int = 1024) -> None:
-        # a TrustBundle hands out a new BundleSet per call: take its one snapshot once
-        self._bundles: X509BundleSource = (
-            bundles.get_bundle_set() if isinstance(bundles, TrustBundle) else bundles
-        )
+        self._bundles = bundles
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigurationError("size must be a positive number of chains")
         self._size = size

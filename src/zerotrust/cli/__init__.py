@@ -20,7 +20,8 @@ __all__ = ["main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
-        prog="zerotrust", description="zero-trust service identities, certificates and tokens"
+        prog="zerotrust",
+        description="zero-trust service identities, certificates, tokens, settings and policies",
     )
     parser.add_argument("--version", action="version", version=f"zerotrust {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)

@@ -182,3 +182,66 @@ def test_the_cache_tells_methods_and_root_paths_apart() -> None:
     below = {**scope("/api/items/special"), "root_path": "/api"}
     assert resolve(below) == "/items/special"
     assert resolve(scope("/api/items/special")) is None
+
+
+def test_the_watch_reports_a_change_once() -> None:
+    """Unchanged routes are no change (the cache is kept); a change is reported once, then
+    the routes as they now are become the reference."""
+    from zerotrust.adapters._routes import RoutingWatch
+
+    app = Starlette(routes=[Route("/orders/{order_id}", _ok)])
+    watch = RoutingWatch(app)
+    assert watch.changed() is False
+    assert watch.changed() is False
+    app.router.routes.append(Route("/admin", _ok))
+    assert watch.changed() is True
+    assert watch.changed() is False
+
+
+def test_a_mount_with_middleware_is_watched_through_its_router() -> None:
+    from starlette.middleware import Middleware
+    from starlette.routing import Mount
+
+    class Passthrough:
+        def __init__(self, app: object) -> None:
+            self.app = app
+
+        async def __call__(self, scope: object, receive: object, send: object) -> None:
+            raise AssertionError("never called")  # pragma: no cover
+
+    mount = Mount("/api", routes=[Route("/items", _ok)], middleware=[Middleware(Passthrough)])
+    app = Starlette(routes=[mount])
+    resolve = _router_resolver(app)
+    assert resolve is not None
+    assert resolve(scope("/api/admin")) is None
+    mount.routes.append(Route("/admin", _ok))  # the mount's router, behind its middleware
+    assert resolve(scope("/api/admin")) == "/api/admin"
+
+
+def test_a_router_that_mounts_itself_is_watched_once() -> None:
+    from starlette.routing import Mount, Router
+
+    from zerotrust.adapters._routes import route_containers
+
+    router = Router(routes=[Route("/leaf", _ok)])
+    router.routes.append(Mount("/again", app=router))
+    assert route_containers(router) == (router,)
+
+
+def test_a_second_frontend_route_added_after_start_refreshes_the_cache(tmp_path: object) -> None:
+    import pytest
+    from fastapi import FastAPI
+
+    if not hasattr(FastAPI, "frontend"):
+        pytest.skip("this FastAPI has no frontend routes")
+    from pathlib import Path
+
+    directory = Path(str(tmp_path))
+    (directory / "index.html").write_text("<p>ui</p>")
+    fast = FastAPI()
+    fast.frontend("/ui", directory=str(directory))
+    resolve = _router_resolver(fast)
+    assert resolve is not None
+    assert resolve(scope("/docs-site/index.html")) is None
+    fast.frontend("/docs-site", directory=str(directory))  # joins the existing group
+    assert resolve(scope("/docs-site/index.html")) == "/docs-site/{path}"

@@ -325,3 +325,82 @@ def test_included_router_template_with_and_without_middleware() -> None:
             assert sink.last.route == "/v1/admin/{thing}" and sink.last.rule_id == "no-admin"
             assert http.get("/v1/public/x", headers=headers).json() == {"thing": "x"}
             assert sink.last.route == "/v1/public/{thing}"
+
+
+def test_the_first_route_matching_with_another_method_gives_the_template() -> None:
+    """Two routes know the path, neither with this method: the router answers 405 from the
+    first, and the request is decided under that route's template, not the last one's."""
+    app = Starlette(
+        routes=[
+            Route("/items/{item_id:int}", endpoint, methods=["GET"]),
+            Route("/items/{name}", endpoint, methods=["POST"]),
+        ]
+    )
+    assert route_template_for(app, scope("/items/7", "DELETE")) == "/items/{item_id}"
+    assert route_template_for(app, scope("/items/x", "DELETE")) == "/items/{name}"
+
+
+def test_an_application_without_routes_has_no_template() -> None:
+    assert route_template_for(Starlette(), scope("/anything")) is None
+
+
+def test_a_route_whose_path_is_not_a_template_is_refused() -> None:
+    """A route that matches but whose path is not an absolute template is not guessed at."""
+
+    class Relative(Opaque):
+        path = "orders/{order_id}"
+
+    app = Starlette(routes=[Route("/known", endpoint)])
+    app.router.routes.append(Relative())  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="Relative"):
+        route_template_for(app, scope("/orders/7"))
+
+
+def test_hosts_nested_too_deeply_are_a_configuration_error() -> None:
+    def nested(depth: int) -> Any:
+        inner: Any = Router(routes=[Route("/leaf", endpoint)])
+        for _ in range(depth):
+            inner = Router(routes=[Host("{name}.example", app=inner)])
+        return inner
+
+    host = [(b"host", b"api.example")]
+    assert route_template_for(nested(16), scope("/leaf", headers=host)) == "/leaf"
+    with pytest.raises(ConfigurationError, match="nested too deeply"):
+        route_template_for(nested(17), scope("/leaf", headers=host))
+
+
+@pytest.mark.skipif(not hasattr(APIRouter, "frontend"), reason="FastAPI < 0.138: no frontend()")
+def test_a_trailing_slash_redirect_is_not_taken_for_a_frontend_route(tmp_path: Path) -> None:
+    """The router redirects ``/orders/7/`` to ``/orders/7`` before it tries its frontend
+    routes: no handler runs, so no route; the frontend's template is not borrowed."""
+    (tmp_path / "index.html").write_text("<html></html>")
+    for redirect_slashes in (True, False):
+        app = FastAPI(redirect_slashes=redirect_slashes)
+        app.frontend("/", directory=tmp_path)
+
+        @app.get("/orders/{order_id}")
+        async def order(order_id: int) -> None:  # pragma: no cover
+            pass
+
+        with client(app) as http:
+            status = http.get("/orders/7/", follow_redirects=False).status_code
+        assert status == (307 if redirect_slashes else 404)  # 404: the frontend has no such file
+        expected = None if redirect_slashes else "/{path}"
+        assert route_template_for(app, scope("/orders/7/")) == expected
+        assert route_template_for(app, scope("/orders/7")) == "/orders/{order_id}"
+        assert route_template_for(app, scope("/settings/profile")) == "/{path}"
+
+
+@pytest.mark.skipif(not hasattr(APIRouter, "frontend"), reason="FastAPI < 0.138: no frontend()")
+def test_frontend_routes_of_a_router_included_with_a_prefix(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text("<html></html>")
+    app = FastAPI()
+    root = APIRouter()
+    root.frontend("/", directory=tmp_path)
+    app.include_router(root, prefix="/app")
+    nested = APIRouter(prefix="/ui")
+    nested.frontend("/files", directory=tmp_path)
+    app.include_router(nested, prefix="/v2")
+    assert route_template_for(app, scope("/app/settings/profile")) == "/app/{path}"
+    assert route_template_for(app, scope("/v2/ui/files/a.html")) == "/v2/ui/files/{path}"
+    assert route_template_for(app, scope("/files/a.html")) is None

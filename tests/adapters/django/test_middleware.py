@@ -228,6 +228,17 @@ def test_a_hidden_requirement_is_refused_loudly(zt: Harness) -> None:
         call("sync", "/hidden/", zt.auth(scopes=["orders:read", "orders:admin"]))
 
 
+@pytest.mark.parametrize("path", ["/cbv/hidden-admin/7/", "/hidden-class/"])
+def test_a_hidden_class_based_view_checks_its_own_requirement(zt: Harness, path: str) -> None:
+    """The middleware cannot see the view class behind a decorator without functools.wraps:
+    the class's dispatch (``@require`` on the class, or the route's ``as_view()`` keywords)
+    refuses a request decided without its requirement, whatever the caller holds."""
+    for scopes in (["orders:read"], ["orders:read", "orders:admin"]):
+        with pytest.raises(ZeroTrustImproperlyConfigured, match="not enforced"):
+            call("sync", path, zt.auth(scopes=scopes))
+    assert [e.decision for e in zt.sink.events] == ["allow", "allow"]  # by the policy alone
+
+
 # --- exemptions, unresolved paths, route templates ----------------------------------------------
 
 

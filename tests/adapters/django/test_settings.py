@@ -141,6 +141,46 @@ def test_a_decorated_subclass_adds_to_its_parents_requirement() -> None:
     assert parent is not None and parent.scopes == ("orders:admin",)
 
 
+def test_decorating_a_mixin_view_adds_to_the_requirement_it_declares() -> None:
+    """The mixin reads a class's requirement when the class is defined, before a decorator on
+    it runs: the decorator's requirement is not lost to that first reading."""
+    from zerotrust.adapters.django_require import class_requirement, view_requirement
+
+    @require(scopes=["orders:admin"])
+    class AdminOrderView(ZeroTrustRequiredMixin, View):
+        required_scopes = ("orders:read",)
+
+    needed = class_requirement(AdminOrderView)
+    assert needed is not None and set(needed.scopes) == {"orders:read", "orders:admin"}
+    view = AdminOrderView.as_view()
+    assert view_requirement(view) == needed
+
+
+def test_decorating_a_class_after_its_view_was_read_updates_the_view() -> None:
+    from zerotrust.adapters.django_require import view_requirement
+
+    class LateView(View):
+        pass
+
+    view = LateView.as_view()
+    assert view_requirement(view) is None
+    require(scopes=["orders:admin"])(LateView)
+    needed = view_requirement(view)
+    assert needed is not None and needed.scopes == ("orders:admin",)
+
+
+def test_a_decorated_class_keeps_what_its_dispatch_tells_as_view() -> None:
+    from django.utils.decorators import method_decorator
+    from django.views.decorators.csrf import csrf_exempt
+
+    @require()
+    @method_decorator(csrf_exempt, name="dispatch")
+    class Webhook(View):
+        pass
+
+    assert Webhook.as_view().csrf_exempt is True  # type: ignore[attr-defined]
+
+
 def test_stacked_one_of_requirements_all_hold() -> None:
     @require(any_scopes=["orders:write"])
     @require(any_scopes=["orders:admin"])

@@ -20,6 +20,8 @@ urlpatterns = [
         views.OrderView.as_view(required_scopes=("orders:read", "orders:admin")),
     ),
     path("decorated-class/", views.DecoratedView.as_view()),
+    path("cbv/hidden-admin/<int:order_id>/", views.cbv_hidden_admin),
+    path("hidden-class/", views.decorated_hidden),
     path("method-decorated/", views.MethodDecoratedView.as_view()),
     path("probe/", views.probe),
     path("healthz/", views.health, name="healthz"),

@@ -159,6 +159,9 @@ class ApiAdmin(APIView):
 
 #: as_view() behind a decorator without functools.wraps: the view class is out of sight
 api_hidden = _forgetful(ApiAdmin.as_view())
+#: the same for plain Django views: a route's own requirement, and a decorated class
+cbv_hidden_admin = _forgetful(OrderView.as_view(required_scopes=("orders:read", "orders:admin")))
+decorated_hidden = _forgetful(DecoratedView.as_view())
 
 
 class OrderForm(serializers.Serializer):

@@ -223,9 +223,25 @@ def test_stacked_requirements_all_hold(zt: Harness) -> None:
     assert call("sync", "/stacked/", zt.auth(scopes=())).status_code == 403
 
 
-def test_a_hidden_requirement_is_refused_loudly(zt: Harness) -> None:
+@pytest.mark.parametrize(("kind", "path"), [("sync", "/hidden/"), ("async", "/async-hidden/")])
+def test_a_hidden_requirement_is_refused_loudly(zt: Harness, kind: str, path: str) -> None:
     with pytest.raises(ZeroTrustImproperlyConfigured, match="not enforced"):
-        call("sync", "/hidden/", zt.auth(scopes=["orders:read", "orders:admin"]))
+        call(kind, path, zt.auth(scopes=["orders:read", "orders:admin"]))
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_require_around_as_view_adds_to_the_class_requirement(zt: Harness, kind: str) -> None:
+    """``require(...)(View.as_view())``: the middleware decides with both the route's and the
+    class's requirement, so the view runs for a caller holding both, and only for one."""
+    path = "/cbv/required-route/7/"
+    assert_refused(
+        call(kind, path, zt.auth()),
+        403,
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:admin"',
+        "insufficient_scope",
+    )
+    allowed = call(kind, path, zt.auth(scopes=["orders:read", "orders:admin"]))
+    assert allowed.status_code == 200 and body(allowed)["principal"] == WEB
 
 
 @pytest.mark.parametrize("path", ["/cbv/hidden-admin/7/", "/hidden-class/"])

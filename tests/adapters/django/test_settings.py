@@ -181,6 +181,58 @@ def test_a_decorated_class_keeps_what_its_dispatch_tells_as_view() -> None:
     assert Webhook.as_view().csrf_exempt is True  # type: ignore[attr-defined]
 
 
+def test_the_mixin_alone_requires_an_authenticated_caller() -> None:
+    from zerotrust import require as requirement
+    from zerotrust.adapters.django_require import class_requirement, view_requirement
+
+    class AnyCallerView(ZeroTrustRequiredMixin, View):
+        pass
+
+    assert class_requirement(AnyCallerView) == requirement()
+    assert view_requirement(AnyCallerView.as_view()) == requirement()
+
+
+def test_the_requirement_of_a_view_class_itself() -> None:
+    """Without a resolved view function the class is asked: its mixin attributes count."""
+    from tests.adapters.django.project.views import OrderView
+    from zerotrust.adapters.django_require import view_requirement
+
+    needed = view_requirement(OrderView)
+    assert needed is not None and needed.scopes == ("orders:read",)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        ("scopes", ["orders:read"]),
+        ("any_scopes", ["orders:read", "orders:admin"]),
+        ("callers", ["spiffe://example.org/ns/shop/sa/web"]),
+        ("proven_by", ["mtls"]),
+    ],
+)
+def test_any_one_required_attribute_of_a_view_class_is_a_requirement(
+    attribute: str, value: list[str]
+) -> None:
+    """A view class without the mixin (a DRF view) declaring only one ``required_*``
+    attribute has that requirement; none is dropped for the others' absence."""
+    from zerotrust import require as requirement
+    from zerotrust.adapters.django_require import class_requirement
+
+    declared = type("Declared", (View,), {f"required_{attribute}": value})
+    assert class_requirement(declared) == requirement(**{attribute: value})
+
+
+def test_require_keeps_what_the_view_function_tells_django() -> None:
+    from django.views.decorators.csrf import csrf_exempt
+
+    @require()
+    @csrf_exempt
+    def webhook(request: object) -> None: ...
+
+    assert webhook.csrf_exempt is True  # type: ignore[attr-defined]
+    assert webhook.__name__ == "webhook"
+
+
 def test_stacked_one_of_requirements_all_hold() -> None:
     @require(any_scopes=["orders:write"])
     @require(any_scopes=["orders:admin"])

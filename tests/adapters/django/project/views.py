@@ -90,6 +90,21 @@ def hidden(request: HttpRequest) -> JsonResponse:
     return JsonResponse(who(request))
 
 
+def _forgetful_async(view: Any) -> Any:
+    """The same for an async view."""
+
+    async def inner(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        return await view(request, *args, **kwargs)
+
+    return inner
+
+
+@_forgetful_async
+@require(scopes=["orders:admin"])
+async def async_hidden(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(who(request))
+
+
 def plain(request: HttpRequest, *args: Any) -> JsonResponse:
     return JsonResponse(who(request))
 
@@ -162,6 +177,8 @@ api_hidden = _forgetful(ApiAdmin.as_view())
 #: the same for plain Django views: a route's own requirement, and a decorated class
 cbv_hidden_admin = _forgetful(OrderView.as_view(required_scopes=("orders:read", "orders:admin")))
 decorated_hidden = _forgetful(DecoratedView.as_view())
+#: @require around as_view(): the route asks more of the class than the class does
+cbv_required_route = require(scopes=["orders:admin"])(OrderView.as_view())
 
 
 class OrderForm(serializers.Serializer):

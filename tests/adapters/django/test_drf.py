@@ -3,11 +3,12 @@ middleware, answering exactly like every other framework."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.test import AsyncClient, Client
 
 from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, Installer, policy
 from zerotrust import Callers, Operations, Policy, RateLimit, Rule, ScopeRule
@@ -132,12 +133,13 @@ def test_a_hidden_view_class_fails_closed_with_the_middleware(zt: Harness) -> No
             get("/api/hidden/", zt.auth(scopes=scopes))
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
 def test_options_describes_only_the_actions_the_caller_may_perform(
-    install: Installer, mode: str
+    install: Installer, mode: str, kind: str
 ) -> None:
     """DRF's OPTIONS metadata asks the permission classes about a copy of the request with
     method POST: that is decided for POST (and not audited), not answered with the OPTIONS
-    decision, so a caller who may not POST does not get the POST form."""
+    decision, so a caller who may not POST does not get the POST form (WSGI and ASGI)."""
     zt = install(
         pol=Policy(
             [
@@ -157,7 +159,10 @@ def test_options_describes_only_the_actions_the_caller_may_perform(
     )
 
     def actions(headers: dict[str, str]) -> Any:
-        response = Client().options("/api/create/", headers=headers)
+        if kind == "sync":
+            response = Client().options("/api/create/", headers=headers)
+        else:
+            response = asyncio.run(AsyncClient().options("/api/create/", headers=headers))
         assert response.status_code == 200, response.content
         return json.loads(response.content).get("actions")
 

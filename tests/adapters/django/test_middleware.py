@@ -296,6 +296,26 @@ def test_rules_cover_routes_however_they_write_the_trailing_slash(
     assert zt.sink.last.rule_id == "no-web"
 
 
+def test_route_templates_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Templates are computed once per route, and the memory for them is bounded whatever
+    routes an application generates."""
+    from django.urls import ResolverMatch
+
+    from tests.adapters.django.project import views
+    from zerotrust.adapters import django_request
+
+    monkeypatch.setattr(django_request, "_templates", {})
+
+    def match(route: str) -> ResolverMatch:
+        return ResolverMatch(views.plain, (), {}, route=route)
+
+    assert django_request.route_of(match("orders/<int:order_id>/")) == "/orders/{order_id}"
+    for n in range(5000):
+        assert django_request.route_of(match(f"gen/{n}/<int:x>/")) == f"/gen/{n}/{{x}}"
+    assert len(django_request._templates) == 4096
+    assert django_request.route_of(None) is None
+
+
 def test_regex_routes(zt: Harness) -> None:
     # a simple re_path() has a template ("anonymous-probe" allows /legacy/{order_id})
     assert call("sync", "/legacy/7/").status_code == 200

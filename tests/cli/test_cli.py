@@ -44,9 +44,9 @@ def test_ca_init_issue_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert info[0]["status"] == "valid"
     assert info[1]["ca"] is True
     code, out, _ = run(capsys, "ca", "bundle", "--dir", ca, "--format", "jwks")
-    assert json.loads(out)["keys"][0]["use"] == "x509-svid"
+    assert code == 0 and json.loads(out)["keys"][0]["use"] == "x509-svid"
     code, out, _ = run(capsys, "ca", "bundle", "--dir", ca)
-    assert out.startswith("-----BEGIN CERTIFICATE-----")
+    assert code == 0 and out.startswith("-----BEGIN CERTIFICATE-----")
 
 
 def test_inspect_never_prints_a_key(tmp_path: Path, capsys: pytest.CaptureFixture[str], ca) -> None:  # type: ignore[no-untyped-def]
@@ -121,6 +121,31 @@ def test_bad_input_is_one_line_and_exit_2(
     assert err.strip().splitlines()[-1].startswith("zerotrust")
 
 
+def test_private_keys_are_written_for_their_owner_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ca init`` and ``ca issue`` write keys 0600 (the CA's directory 0700), also over an
+    existing file that others could read."""
+    import stat
+
+    ca = tmp_path / "ca"
+    init = ["ca", "init", "--trust-domain", "example.org", "--dir", str(ca), "--intermediate"]
+    assert run(capsys, *init)[0] == 0
+    assert stat.S_IMODE(ca.stat().st_mode) == 0o700
+    keys = sorted(path for path in ca.iterdir() if path.name.endswith(".key.pem"))
+    assert len(keys) == 2
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in keys)
+    cert, key = tmp_path / "web.pem", tmp_path / "web.key"
+    key.write_text("an older key\n")
+    key.chmod(0o644)
+    issue = ["ca", "issue", "--dir", str(ca), "--spiffe-id", "spiffe://example.org/web"]
+    code, out, _ = run(capsys, *issue, "--cert", str(cert), "--key", str(key))
+    assert code == 0 and "(mode 0600)" in out
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cert.stat().st_mode) == 0o644
+    assert b"PRIVATE KEY" in key.read_bytes() and b"PRIVATE KEY" not in cert.read_bytes()
+
+
 def test_existing_ca_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["ca", "init", "--trust-domain", "example.org", "--dir", str(tmp_path)]
     assert run(capsys, *args)[0] == 0
@@ -147,6 +172,14 @@ def test_durations_past_any_date_are_refused_as_bad_input() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="invalid duration"):
         parse_duration("9" * 12 + "d")  # more days than a timedelta holds
     assert parse_duration("90m") == dt.timedelta(minutes=90)
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "000m", "-5m", "5w", "1.5h", ""])
+def test_durations_that_give_no_lifetime_are_refused(text: str) -> None:
+    from zerotrust.cli._ca import parse_duration
+
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid duration"):
+        parse_duration(text)
 
 
 def test_inspect_escapes_what_a_certificate_says(

@@ -118,6 +118,71 @@ def test_mint_with_a_private_jwk_file(capsys: pytest.CaptureFixture[str], tmp_pa
     assert json.loads(out)["header"]["kid"] == "ed-1"
 
 
+def test_mint_refuses_an_algorithm_other_than_the_one_its_key_names(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    key = PrivateJWK.generate("ES256")
+    private = key.private_key.private_numbers().private_value.to_bytes(32, "big")
+    d = base64.urlsafe_b64encode(private).rstrip(b"=").decode()
+    path = tmp_path / "key.jwk"
+    path.write_text(json.dumps({**key.public().to_public_dict(), "alg": "ES256", "d": d}))
+    assert mint(capsys, path, "--algorithm", "ES256").count(".") == 2
+    code, out, err = run(capsys, "token", "mint", "--key", str(path), *MINT, "--algorithm", "ES384")
+    assert code == 2 and out == ""
+    assert err.startswith("zerotrust: error: [configuration_error] --algorithm differs")
+
+
+@pytest.mark.parametrize("command", ["token mint --key", "jwks"])
+def test_a_key_file_that_is_not_json_is_refused_by_name(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> None:
+    broken = tmp_path / "broken.jwk"
+    broken.write_text('{"kty": "EC",')
+    extra = MINT if command.startswith("token") else []
+    code, out, err = run(capsys, *command.split(), str(broken), *extra)
+    assert code == 2 and out == ""
+    assert err.startswith(
+        "zerotrust: error: [configuration_error] broken.jwk is not acceptable JSON"
+    )
+    assert err.count("\n") == 1
+
+
+def test_mint_writes_the_type_asked_for(
+    capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path]
+) -> None:
+    """``--type at+jwt`` is an RFC 9068 access token (``typ: at+jwt``, with ``client_id``),
+    which a verifier expecting that type accepts; the default is a plain JWT."""
+    private, public = keys
+    token = mint(capsys, private, "--type", "at+jwt", "--client-id", "shop")
+    code, out, _ = run(capsys, "token", "inspect", token)
+    decoded = json.loads(out)
+    assert code == 0 and decoded["header"]["typ"] == "at+jwt"
+    assert decoded["payload"]["client_id"] == "shop"
+    code, _, err = run(capsys, "token", "verify", token, "--key", str(public), *VERIFY,
+                       "--type", "at+jwt")  # fmt: skip
+    assert code == 0, err
+    plain = mint(capsys, private)
+    code, out, _ = run(capsys, "token", "inspect", plain)
+    assert json.loads(out)["header"]["typ"] == "JWT"
+
+
+def test_mint_refuses_a_key_file_past_the_size_bound(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    huge = tmp_path / "huge.pem"
+    with huge.open("wb") as file:
+        file.truncate((1 << 20) + 1)  # sparse: one byte past the bound, on no disk
+    code, out, err = run(capsys, "token", "mint", "--key", str(huge), *MINT)
+    assert code == 2 and out == ""
+    assert err == (
+        f"zerotrust: error: [configuration_error] huge.pem is larger than {1 << 20} bytes\n"
+    )
+    with huge.open("r+b") as file:
+        file.truncate(1 << 20)  # exactly the bound: read (and refused as no key)
+    code, _, err = run(capsys, "token", "mint", "--key", str(huge), *MINT)
+    assert code == 2 and "larger than" not in err
+
+
 @pytest.mark.parametrize(
     ("change", "code"),
     [
@@ -211,6 +276,7 @@ def test_inspect_warns_not_verified(
         ("a.b.c.d.e", "unsupported_token"),
         ("e30.!!!.c", "malformed_token"),
         ("x" * 70_000, "malformed_token"),
+        ("e30.e30.c2ln.e30", "malformed_token"),  # four segments, each decodable
     ],
 )
 def test_inspect_rejects_bad_input(
@@ -220,6 +286,50 @@ def test_inspect_rejects_bad_input(
     assert status == 2 and out == ""
     assert err.startswith(f"zerotrust: error: [{code}]")
     assert "NOT VERIFIED" not in err
+
+
+def test_inspect_bounds_a_well_formed_token_given_as_an_argument(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The size bound holds for a token whose segments all decode, not only for garbage."""
+    payload = base64.urlsafe_b64encode(json.dumps({"sub": "x" * 70_000}).encode())
+    token = "e30." + payload.decode().rstrip("=") + ".c2ln"
+    status, out, err = run(capsys, "token", "inspect", token)
+    assert status == 2 and out == ""
+    assert err.startswith("zerotrust: error: [malformed_token]") and "larger than" in err
+
+
+def test_a_token_of_exactly_the_bound_is_read(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fits = "e30.e30." + "A" * (64 * 1024 - 8)  # the signature segment is not decoded
+    status, out, _ = run(capsys, "token", "inspect", fits)
+    assert status == 0 and json.loads(out) == {"header": {}, "payload": {}}
+    status, _, err = run(capsys, "token", "inspect", fits + "A")
+    assert status == 2 and "larger than" in err
+    monkeypatch.setattr("sys.stdin", io.StringIO(fits))
+    status, out, _ = run(capsys, "token", "inspect", "-")
+    assert status == 0 and json.loads(out) == {"header": {}, "payload": {}}
+
+
+def test_stdin_past_the_bound_is_refused_even_if_the_token_within_it_is_whole(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Input is not cut to the bound and then trimmed into a token: it is refused."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("e30.e30.c2ln" + "\n" * 100_000))
+    status, out, err = run(capsys, "token", "inspect", "-")
+    assert status == 2 and out == ""
+    assert "input is larger than" in err
+
+
+@pytest.mark.parametrize("given", ["", "-"])
+def test_an_empty_token_is_refused_as_missing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(" \n"))
+    status, out, err = run(capsys, "token", "inspect", given)
+    assert status == 2 and out == ""
+    assert err.startswith("zerotrust: error: [malformed_token]") and "no token given" in err
 
 
 def test_inspect_bounds_stdin(

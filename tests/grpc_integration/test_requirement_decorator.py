@@ -148,16 +148,18 @@ def _refused(port: int, token: str) -> grpc.RpcError:
     return info.value
 
 
-@pytest.mark.parametrize("order", ["zerotrust only", "zerotrust first", "zerotrust last"])
-def test_a_method_requirement_holds_in_any_interceptor_order(world: World, order: str) -> None:
-    guard = world.guard()
-    zerotrust = ServerInterceptor(guard)
-    chain = {
+def _ordered(zerotrust: ServerInterceptor, order: str) -> list[Any]:
+    """zerotrust's interceptor alone, or before or after one that wraps handlers anew."""
+    return {
         "zerotrust only": [zerotrust],
         "zerotrust first": [zerotrust, Rewrapping()],
         "zerotrust last": [Rewrapping(), zerotrust],
     }[order]
-    with _server(chain) as port:
+
+
+@pytest.mark.parametrize("order", ["zerotrust only", "zerotrust first", "zerotrust last"])
+def test_a_method_requirement_holds_in_any_interceptor_order(world: World, order: str) -> None:
+    with _server(_ordered(ServerInterceptor(world.guard()), order)) as port:
         assert _call(port, world.token()) == grpc.StatusCode.PERMISSION_DENIED
         refused = world.sink.last
         assert refused is not None and refused.reason == "insufficient_scope"
@@ -169,13 +171,7 @@ def test_a_method_requirement_holds_in_any_interceptor_order(world: World, order
 def test_a_streaming_method_requirement_holds_in_any_interceptor_order(
     world: World, order: str
 ) -> None:
-    zerotrust = ServerInterceptor(world.guard())
-    chain = {
-        "zerotrust only": [zerotrust],
-        "zerotrust first": [zerotrust, Rewrapping()],
-        "zerotrust last": [Rewrapping(), zerotrust],
-    }[order]
-    with _server(chain) as port:
+    with _server(_ordered(ServerInterceptor(world.guard()), order)) as port:
         assert _watch(port, world.token()) == grpc.StatusCode.PERMISSION_DENIED
         assert _watch(port, world.token(scopes=("orders:write",))) == WATCHED
     with _server([]) as port:  # no zerotrust interceptor: the method refuses to run undecided

@@ -129,6 +129,23 @@ def sync_serving(world: World, services: dict[str, dict[str, Any]]) -> Iterator[
         pool.shutdown(wait=True)
 
 
+async def start_aio(
+    world: World,
+    interceptor: AioServerInterceptor,
+    services: dict[str, dict[str, Any]],
+    pool: futures.ThreadPoolExecutor,
+) -> tuple[Any, int]:
+    """A started grpc.aio server with mTLS, on the running loop, and its port."""
+    server = grpc.aio.server(
+        migration_thread_pool=pool, interceptors=[interceptor], options=EXCLUSIVE_PORT
+    )
+    add_services(server, services, registered=False)
+    creds = server_credentials(world.server_svid, world.bundles)
+    port = server.add_secure_port("localhost:0", creds)
+    await server.start()
+    return server, port
+
+
 @contextmanager
 def aio_serving(world: World, services: dict[str, dict[str, Any]]) -> Iterator[int]:
     """A grpc.aio server on an event loop of its own thread, for the same sync client."""
@@ -136,19 +153,9 @@ def aio_serving(world: World, services: dict[str, dict[str, Any]]) -> Iterator[i
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     pool = futures.ThreadPoolExecutor(max_workers=4)
-
-    async def start() -> tuple[Any, int]:
-        interceptor = AioServerInterceptor(world.guard(), exempt={HEALTH})
-        server = grpc.aio.server(
-            migration_thread_pool=pool, interceptors=[interceptor], options=EXCLUSIVE_PORT
-        )
-        add_services(server, services, registered=False)
-        creds = server_credentials(world.server_svid, world.bundles)
-        port = server.add_secure_port("localhost:0", creds)
-        await server.start()
-        return server, port
-
-    server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    interceptor = AioServerInterceptor(world.guard(), exempt={HEALTH})
+    started = start_aio(world, interceptor, services, pool)
+    server, port = asyncio.run_coroutine_threadsafe(started, loop).result(10)
     try:
         yield port
     finally:
@@ -351,13 +358,7 @@ def test_an_aio_interceptor_serves_a_server_on_another_event_loop(
 
     async def serve_once() -> Any:
         pool = futures.ThreadPoolExecutor(max_workers=2)
-        server = grpc.aio.server(
-            migration_thread_pool=pool, interceptors=[interceptor], options=EXCLUSIVE_PORT
-        )
-        add_services(server, services, registered=False)
-        creds = server_credentials(world.server_svid, world.bundles)
-        port = server.add_secure_port("localhost:0", creds)
-        await server.start()
+        server, port = await start_aio(world, interceptor, services, pool)
         try:
             async with grpc.aio.secure_channel(
                 f"localhost:{port}", raw_credentials(world)

@@ -53,13 +53,7 @@ def register(commands: Any) -> None:
         " files included). Nothing is fetched or connected. Exit status 0 when they load, 2"
         " otherwise.",
     )
-    check.add_argument(
-        "file",
-        nargs="?",
-        type=Path,
-        help="settings file (TOML, YAML or JSON); default: the one ZEROTRUST_CONFIG names",
-    )
-    check.add_argument("--no-env", action="store_true", help="ignore the environment")
+    _settings_arguments(check)
     check.add_argument(
         "--strict",
         action="store_true",
@@ -84,13 +78,7 @@ def register(commands: Any) -> None:
         " status 0 when allowed, 1 when refused, 2 on an error.",
     )
     request.__class__ = _TokenParser  # a token given by mistake is never echoed
-    request.add_argument(
-        "file",
-        nargs="?",
-        type=Path,
-        help="settings file (TOML, YAML or JSON); default: the one ZEROTRUST_CONFIG names",
-    )
-    request.add_argument("--no-env", action="store_true", help="ignore the environment")
+    _settings_arguments(request)
     _operation_arguments(request)
     request.add_argument("--token", help="the bearer token, or - to read it from stdin")
     request.add_argument(
@@ -138,6 +126,17 @@ def register(commands: Any) -> None:
         " when token claims are given, api-key for --api-key-id)",
     )
     explain.set_defaults(handler=_explain)
+
+
+def _settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which settings, as Settings.load() finds them."""
+    parser.add_argument(
+        "file",
+        nargs="?",
+        type=Path,
+        help="settings file (TOML, YAML or JSON); default: the one ZEROTRUST_CONFIG names",
+    )
+    parser.add_argument("--no-env", action="store_true", help="ignore the environment")
 
 
 def _operation_arguments(parser: argparse.ArgumentParser) -> None:

@@ -223,6 +223,27 @@ def test_tampered_and_garbage_tokens(
     assert status == 2 and err.startswith("zerotrust: error: [malformed_token]")
 
 
+@pytest.mark.parametrize("kid", [7, "", "k" * 1025, ["k"]], ids=["number", "empty", "long", "list"])
+def test_a_malformed_kid_is_the_tokens_fault_with_a_trusted_pem_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, kid: object
+) -> None:
+    """The one trusted key answers to the kid the token names, when it is a kid at all; any
+    other kid is reported as the malformed token it makes, never as a key to configure."""
+    key = PrivateJWK.generate("ES256")
+    public = tmp_path / "signer.pub"
+    public.write_bytes(pem_public(key))
+
+    def seg(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    signing_input = seg({"alg": "ES256", "kid": kid}) + "." + seg({"sub": "svc-a"})
+    signature = base64.urlsafe_b64encode(key.sign(signing_input.encode())).rstrip(b"=")
+    token = f"{signing_input}.{signature.decode()}"
+    status, out, err = run(capsys, "token", "verify", token, "--key", str(public), *VERIFY)
+    assert (status, out) == (2, "")
+    assert err.startswith("zerotrust: error: [malformed_token] "), err
+
+
 def test_argument_errors_redact_tokens(
     capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path]
 ) -> None:
@@ -518,6 +539,12 @@ def test_an_ed25519_pem_key_answers_to_both_names(
     token = mint(capsys, private)
     both = ["--algorithm", "EdDSA", "--algorithm", "Ed25519"]
     code, out, err = run(capsys, "token", "verify", token, "--key", str(public), *VERIFY[:4], *both)
+    assert code == 0, err
+    # a token that names the newer algorithm verifies with the same PEM key
+    fully_named = mint(capsys, private, "--algorithm", "Ed25519")
+    code, out, err = run(
+        capsys, "token", "verify", fully_named, "--key", str(public), *VERIFY[:4], *both
+    )
     assert code == 0, err
     code, out, err = run(capsys, "jwks", str(public), *both)
     assert code == 0, err

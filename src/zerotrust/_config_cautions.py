@@ -38,6 +38,12 @@ def cautions(settings: Settings, name: Names) -> tuple[str, ...]:
             )
     proxies = settings.proxies
     if proxies is not None:
+        if proxies.hop == "first":
+            found.append(
+                f"{name('proxies.hop')}: 'first': the outermost XFCC element decides; a client"
+                " can send its own unless every proxy on the path is trusted and the outermost"
+                " one strips the header"
+            )
         found.extend(
             f"{name('proxies.addresses')}: {entry!r}: any address may forward a client"
             " certificate: any caller can pass off a certificate it has seen as its own"

@@ -223,7 +223,8 @@ class Settings:
     def cautions(self) -> tuple[str, ...]:
         """Valid settings that weaken what the Guard enforces, one message each, naming the
         setting and where it came from: store checks turned off or failing open, a trusted
-        proxy range open to every address, a policy that allows by default with no ALLOW
+        proxy range open to every address or the outermost XFCC element trusted
+        (``hop = "first"``), a policy that allows by default with no ALLOW
         rule, and policies or rules in dry-run. Log them at start-up to keep such choices
         visible; ``zerotrust config check`` prints them."""
         return cautions(self, self._names())

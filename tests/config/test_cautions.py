@@ -34,6 +34,18 @@ def test_store_checks_failing_open_or_turned_off(files: Path) -> None:
     )
 
 
+def test_the_outermost_xfcc_element_trusted(files: Path, bundle_file: Path) -> None:
+    doc = base(files, mtls={"bundles": {"example.org": str(bundle_file)}})
+    doc["proxies"] = {"addresses": ["10.0.0.0/8"], "hop": "last"}
+    assert Settings.from_dict(doc).cautions() == ()
+    env = {"ZEROTRUST_PROXIES__HOP": "first"}
+    assert Settings.from_dict(doc, env=env).cautions() == (
+        "ZEROTRUST_PROXIES__HOP: 'first': the outermost XFCC element decides; a client can send"
+        " its own unless every proxy on the path is trusted and the outermost one strips the"
+        " header",
+    )
+
+
 def test_a_proxy_range_open_to_every_address(files: Path, bundle_file: Path) -> None:
     doc = base(files, mtls={"bundles": {"example.org": str(bundle_file)}})
     everything = ["0.0.0.0/0", "::/0", "::ffff:0.0.0.0/96"]

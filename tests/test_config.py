@@ -192,6 +192,9 @@ def test_inline_policy_and_hooks(files: Path, issuer: TokenIssuer) -> None:
     ]
     settings = Settings.from_dict(base(files, policy=None) | {"policy": {"rules": rules}})
     assert "CUSTOM hook 'opa' was not passed to build_guard" in error_of(settings.build_guard)
+    assert error_of(settings.build_guard).endswith("(given: none)")
+    given = error_of(settings.build_guard, hooks={"b": print, "a": print})
+    assert given.endswith("(given: a, b)")
     asked: list[str] = []
 
     def opa(principal: Any, operation: Any) -> bool:

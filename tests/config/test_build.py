@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import urllib.parse
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from tests.config.helpers import (
     secret_env,
     write,
 )
+from zerotrust import FixedClock
 from zerotrust.audit import MemorySink
 from zerotrust.config import Settings
 from zerotrust.dev import DevCA
@@ -122,6 +124,8 @@ def test_remote_key_sources_are_lazy(files: Path) -> None:
         source: Any = guard.authenticator.tokens.signature_verifier.source
         assert type(source).__name__ == "RemoteJWKSource"
         assert source.status().fetch_count == 0
+        # an issuer's keys are found by its discovery document; a JWKS URL is fetched as is
+        assert source.oidc_issuer == (ISS if key == "oidc_issuer" else None)
         source.close()
 
 
@@ -411,3 +415,145 @@ def test_a_bundle_file_in_the_spiffe_format_is_read_as_told(files: Path, ca: Dev
     doc["mtls"]["bundle_format"] = "pem"  # the same file read as PEM: refused when loaded
     with pytest.raises(ConfigurationError, match="mtls"):
         Settings.from_dict(doc)
+
+
+# --- the mTLS and token settings reach the authenticator ---------------------------------------
+
+
+def both(files: Path, bundle_file: Path, **mtls: Any) -> dict[str, Any]:
+    """Tokens from the key file and client certificates of example.org; the policy allows WEB."""
+    return base(files) | {
+        "mtls": {"bundles": {"example.org": str(bundle_file)}, **mtls},
+        "policy": {"rules": [{"id": "web", "from": [{"spiffe_ids": [WEB]}]}]},
+    }
+
+
+def chain_of(ca: DevCA, spiffe_id: str) -> list[bytes]:
+    return [c.public_bytes(Encoding.DER) for c in ca.issue_svid(spiffe_id).cert_chain]
+
+
+def test_mtls_require_refuses_a_token_alone(
+    files: Path, bundle_file: Path, issuer: TokenIssuer
+) -> None:
+    token = issuer.issue(subject=WEB, audience=AUD)
+    for require, allowed in ((False, True), (True, False)):
+        guard = Settings.from_dict(both(files, bundle_file, require=require)).build_guard(
+            audit=MemorySink()
+        )
+        outcome = guard.evaluate(get(token))
+        assert outcome.allowed is allowed, (require, outcome)
+        assert guard.authenticator.require_mtls is require
+
+
+def test_tokens_require_refuses_a_client_certificate_alone(
+    files: Path, bundle_file: Path, ca: DevCA
+) -> None:
+    doc = both(files, bundle_file)
+    for require, allowed in ((False, True), (True, False)):
+        doc["tokens"]["require"] = require
+        guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+        outcome = guard.evaluate(get(peer_chain=chain_of(ca, WEB)))
+        assert outcome.allowed is allowed, (require, outcome)
+        if not allowed:
+            assert outcome.status == 401
+
+
+def test_token_must_match_peer_refuses_a_token_of_another_workload(
+    files: Path, bundle_file: Path, ca: DevCA, issuer: TokenIssuer
+) -> None:
+    token = issuer.issue(subject=WEB, audience=AUD)
+    other = chain_of(ca, "spiffe://example.org/ns/shop/sa/batch")
+    for match, allowed in ((False, True), (True, False)):
+        doc = both(files, bundle_file, token_must_match_peer=match)
+        doc["policy"] = {"rules": [{"id": "any", "from": [{"spiffe_ids": ["*"]}]}]}
+        guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+        outcome = guard.evaluate(get(token, peer_chain=other))
+        assert outcome.allowed is allowed, (match, outcome)
+        if not allowed:
+            assert outcome.status == 401
+        # the token of the certificate's own workload passes either way
+        assert guard.evaluate(get(token, peer_chain=chain_of(ca, WEB))).allowed
+
+
+def test_max_delegation_depth_bounds_the_act_chain(files: Path, issuer: TokenIssuer) -> None:
+    act = {"sub": "spiffe://example.org/a", "act": {"sub": "spiffe://example.org/b"}}
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], act=act)
+    for depth, allowed in ((2, True), (1, False), (0, False)):
+        doc = base(files)
+        doc["tokens"]["max_delegation_depth"] = depth
+        guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+        outcome = guard.evaluate(get(token))
+        assert outcome.allowed is allowed, (depth, outcome)
+        if not allowed:
+            assert outcome.status == 401
+
+
+def test_the_clock_given_to_build_guard_checks_client_certificates(
+    files: Path, bundle_file: Path, ca: DevCA
+) -> None:
+    doc = base(files, tokens=None) | {
+        "mtls": {"bundles": {"example.org": str(bundle_file)}},
+        "policy": {"rules": [{"id": "web", "from": [{"spiffe_ids": [WEB]}]}]},
+    }
+    svid = ca.issue_svid(WEB)
+    chain = [c.public_bytes(Encoding.DER) for c in svid.cert_chain]
+    later = FixedClock(svid.leaf.not_valid_after_utc + timedelta(days=1))
+    guard = Settings.from_dict(doc).build_guard(audit=MemorySink(), clock=later)
+    outcome = guard.evaluate(get(peer_chain=chain))
+    assert not outcome.allowed and outcome.status == 401
+    now = Settings.from_dict(doc).build_guard(audit=MemorySink())  # the system clock
+    assert now.evaluate(get(peer_chain=chain)).allowed
+
+
+def test_proxies_are_trusted_by_each_listed_spiffe_id_only(
+    files: Path, bundle_file: Path, ca: DevCA
+) -> None:
+    ingress = "spiffe://example.org/ns/mesh/sa/ingress"
+    doc = base(files, tokens=None) | {
+        "mtls": {"bundles": {"example.org": str(bundle_file)}},
+        "proxies": {
+            "addresses": ["10.0.0.0/8"],
+            "spiffe_ids": [ingress, "spiffe://example.org/ns/*/sa/gateway"],
+        },
+        "policy": {"rules": [{"id": "web", "from": [{"spiffe_ids": [WEB]}]}]},
+    }
+    guard = Settings.from_dict(doc).build_guard(audit=MemorySink())
+    svid = ca.issue_svid(WEB)
+    pem = urllib.parse.quote(svid.leaf.public_bytes(Encoding.PEM).decode(), safe="")
+    for proxy, trusted in (
+        (ingress, True),
+        ("spiffe://example.org/ns/edge/sa/gateway", True),  # the glob
+        ("spiffe://example.org/ns/mesh/sa/ingress2", False),
+        ("spiffe://example.org/ns/shop/sa/batch", False),
+    ):
+        forwarded = get(
+            headers={"x-forwarded-client-cert": f'Cert="{pem}"'},
+            remote_addr="10.1.2.3",
+            peer_chain=chain_of(ca, proxy),
+        )
+        outcome = guard.evaluate(forwarded)
+        principal = outcome.principal
+        if trusted:
+            assert outcome.allowed and principal is not None, (proxy, outcome)
+            assert principal.proven_by == "proxy-mtls" and str(principal.spiffe_id) == WEB
+        else:
+            assert not outcome.allowed, (proxy, outcome)
+            assert principal is None or str(principal.spiffe_id) != WEB
+
+
+@pytest.mark.parametrize("key", ["jwks_url", "oidc_issuer"])
+def test_a_plain_http_key_url_names_its_setting(files: Path, key: str) -> None:
+    doc = base(files)
+    del doc["tokens"]["jwks_file"]
+    doc["tokens"][key] = "http://issuer.example/keys"
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_dict(doc)
+    assert str(refused.value) == f"<dict>: tokens.{key}: plain http is refused: use https"
+
+
+def test_a_delegation_depth_over_the_bound_names_the_tokens_table(files: Path) -> None:
+    doc = base(files)
+    doc["tokens"]["max_delegation_depth"] = 33
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_dict(doc)
+    assert str(refused.value) == "<dict>: tokens: max_delegation_depth must be between 0 and 32"

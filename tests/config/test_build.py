@@ -94,6 +94,16 @@ def test_a_store_fails_closed_unless_a_setting_opens_one_check(files: Path) -> N
             asyncio.run(built.store.store.aclose())  # type: ignore[attr-defined]
 
 
+def test_the_memory_store_runs_on_the_clock_given_to_build_guard(files: Path) -> None:
+    clock = FixedClock()
+    store = Settings.from_dict(base(files)).build_guard(audit=MemorySink(), clock=clock).store
+    assert isinstance(store, MemoryStore)
+    assert store.acquire("caller", rate=1, burst=1).allowed
+    assert not store.acquire("caller", rate=1, burst=1).allowed
+    clock.advance(1)  # one token back after one second of that clock
+    assert store.acquire("caller", rate=1, burst=1).allowed
+
+
 def test_explicit_objects_override_the_settings(files: Path) -> None:
     settings = Settings.from_dict(base(files, store={"url": "redis://127.0.0.1:1/0"}))
     store, sink = MemoryStore(), MemorySink()
@@ -353,11 +363,20 @@ def test_api_keys_and_hmac_tokens(files: Path) -> None:
 
 def test_redis_urls_and_missing_redis(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for url, env, expected in [
-        ("redis://cache:6380/2", {}, {"host": "cache", "port": 6380, "db": 2}),
+        (
+            "redis://cache:6380/2",
+            {},
+            {"host": "cache", "port": 6380, "db": 2, "username": None, "password": None},
+        ),
         (
             "rediss://app@cache/0",
             {"ZEROTRUST_STORE__PASSWORD": "p w"},
             {"username": "app", "password": "p w"},
+        ),
+        (  # a password without a user name (Redis before ACLs): still sent
+            "redis://cache/0",
+            {"ZEROTRUST_STORE__PASSWORD": "p w"},
+            {"username": None, "password": "p w"},
         ),
         (
             "unix:///run/redis.sock",

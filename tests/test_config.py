@@ -242,6 +242,17 @@ def test_only_secrets_have_a_file_form(files: Path) -> None:
         Settings.from_dict, base(files), env={"ZEROTRUST_SERVICE_FILE": str(files / "issuer")}
     )
     assert found.startswith("ZEROTRUST_SERVICE_FILE: unknown setting"), found
+    doc = base(files)
+    doc["tokens"]["nothing_file"] = "x"  # the file form of no setting at all
+    assert error_of(Settings.from_dict, doc) == "<dict>: tokens.nothing_file: unknown setting"
+
+
+def test_a_key_that_is_not_a_string_is_unknown(files: Path) -> None:
+    doc = base(files)
+    doc["tokens"][("issuer",)] = ISS  # a YAML complex key
+    assert error_of(Settings.from_dict, doc) == (
+        "<dict>: tokens.('issuer',): unknown setting (did you mean 'issuer'?)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -258,6 +269,14 @@ def test_only_secrets_have_a_file_form(files: Path) -> None:
         ("ZEROTRUST_SERVICE__NAME", "unknown setting (did you mean ZEROTRUST_SERVICE?)"),
         ("ZEROTRUST_", "unknown setting (did you mean ZEROTRUST_CONFIG?)"),
         ("ZEROTRUST_TOKENS____ISSUER", "unknown setting (did you mean ZEROTRUST_TOKENS__ISSUER?)"),
+        (  # a setting has no settings under it
+            "ZEROTRUST_TOKENS__ISSUER__AUDIENCE",
+            "unknown setting (did you mean ZEROTRUST_TOKENS__AUDIENCE?)",
+        ),
+        (
+            "ZEROTRUST_TOKENS__NOTHING_FILE",
+            "unknown setting (did you mean ZEROTRUST_TOKENS__JWKS_FILE?)",
+        ),
     ],
 )
 def test_unknown_variable_is_named(files: Path, variable: str, message: str) -> None:

@@ -403,8 +403,32 @@ def test_jwks_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None
     (tmp_path / "empty.pem").write_text("nothing here")
     code, _, err = run(capsys, "jwks", str(tmp_path / "empty.pem"))
     assert code == 2 and err.startswith("zerotrust: error: [configuration_error]")
+    assert "empty.pem holds no PEM block" in err
     code, _, err = run(capsys, "jwks", str(tmp_path / "missing.pem"))
     assert code == 2 and "[io_error]" in err
+    for document, message in (
+        ({"keys": {"kty": "EC"}}, "k.json: 'keys' must be an array"),
+        ({"keys": ["not a key"]}, "k.json: a key is not a JSON object"),
+    ):
+        (tmp_path / "k.json").write_text(json.dumps(document))
+        code, _, err = run(capsys, "jwks", str(tmp_path / "k.json"))
+        assert code == 2 and message in err, err
+
+
+def test_jwks_of_a_directory_reads_key_files_only(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    keydir = tmp_path / "keys"
+    (keydir / "nested.pem").mkdir(parents=True)  # a directory, not a key file
+    (keydir / ".hidden.pem").write_text("not a key")  # an editor's or a tool's file
+    code, _, err = run(capsys, "jwks", str(keydir))
+    assert code == 2 and "no keys found" in err, err
+    key = PrivateJWK.generate("ES256")
+    (keydir / "ec.pem").write_bytes(pem_private(key))
+    code, out, err = run(capsys, "jwks", str(keydir))
+    assert code == 0, err
+    [jwk] = json.loads(out)["keys"]
+    assert jwk["kid"] == key.public().thumbprint()
 
 
 def test_mint_errors(capsys: pytest.CaptureFixture[str], keys: tuple[Path, Path]) -> None:

@@ -8,6 +8,7 @@ never printed. Its ``kid`` is its RFC 7638 thumbprint, which ``zerotrust token m
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,16 +39,33 @@ def register(commands: Any) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     out: Path = args.out
-    if not args.force and (out.exists() or out.is_symlink()):
-        raise ConfigurationError(f"{out} exists: pass --force to replace it")
     key = PrivateJWK.generate(args.algorithm)
     pem = key.private_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    write_file_atomic(out, pem, mode=0o600)
+    if args.force:
+        write_file_atomic(out, pem, mode=0o600)
+    else:
+        _write_new(out, pem)
     print(f"generated a signing key: {args.algorithm}")
     print(f"  private key: {out} (mode 0600)")
     print(f"  kid:         {key.kid}")
     return 0
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` for its owner only and write ``data``; never replace or follow what is
+    there (a file, a symbolic link), even one that appears meanwhile."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise ConfigurationError(f"{path} exists: pass --force to replace it") from None
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+    except OSError:
+        path.unlink(missing_ok=True)  # no half-written key is left behind
+        raise

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ from zerotrust._config_values import construct, recheck
 from zerotrust.audit.sinks import AuditPipeline, AuditSink
 from zerotrust.pipeline import Guard, check_replay_cap
 from zerotrust.stores.base import Store
+
+_log = logging.getLogger("zerotrust.config")
 
 __all__ = [
     "ENV_CONFIG",
@@ -197,6 +200,9 @@ class Settings:
         ``store``, when given, replace what the ``audit`` and ``store`` settings describe;
         ``clock`` is for tests. No network I/O happens here: remote keys are fetched on
         first use (or call ``prefetch()`` on the key source) and Redis is connected lazily.
+
+        Each of :meth:`cautions` is logged at WARNING on the ``zerotrust.config`` logger, so
+        that a setting which weakens what is enforced shows in the service's start-up log.
         """
         name = self._names()
         policy = build_policy(self.policy, hooks)
@@ -210,7 +216,7 @@ class Settings:
             with named(name("store.replay_max_ttl")):
                 check_replay_cap(store, authenticator)
         with named(name("service")):
-            return Guard(
+            guard = Guard(
                 authenticator=authenticator,
                 policy=policy,
                 audit=audit,
@@ -219,14 +225,17 @@ class Settings:
                 check_revocation=self.store.check_revocation,
                 clock=clock or SYSTEM_CLOCK,
             )
+        for caution in self.cautions():
+            _log.warning("caution: %s", caution)
+        return guard
 
     def cautions(self) -> tuple[str, ...]:
         """Valid settings that weaken what the Guard enforces, one message each, naming the
         setting and where it came from: store checks turned off or failing open, a trusted
         proxy range open to every address or the outermost XFCC element trusted
         (``hop = "first"``), a policy that allows by default with no ALLOW
-        rule, and policies or rules in dry-run. Log them at start-up to keep such choices
-        visible; ``zerotrust config check`` prints them."""
+        rule, and policies or rules in dry-run. :meth:`build_guard` logs them;
+        ``zerotrust config check`` prints them."""
         return cautions(self, self._names())
 
     def to_dict(self) -> dict[str, Any]:

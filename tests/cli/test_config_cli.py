@@ -274,9 +274,9 @@ def test_config_explain_verifies_a_client_certificate_against_the_bundles(
     # a certificate carries no scope: the rule asks for one
     assert (code, shown["status"], shown["error"]) == (1, 403, "insufficient_scope")
     assert shown["caller"]["proven_by"] == "mtls" and shown["caller"]["spiffe_id"] == WEB
-    # a chain file may be as large as the bound (text around PEM blocks is allowed)
+    # a chain file may be as large as the bound (text before the PEM blocks is allowed)
     pem = chain.read_text()
-    write(chain, pem + "#" * ((1 << 20) - len(pem)))
+    write(chain, "#" * ((1 << 20) - len(pem) - 1) + "\n" + pem)
     assert chain.stat().st_size == 1 << 20
     assert ask(capsys, mtls_settings, "--route", ROUTE, "--cert", str(chain))[1]["caller"]
     stranger = other_ca.issue_svid("spiffe://other.org/web").cert_chain_pem().decode()
@@ -326,6 +326,29 @@ def test_config_explain_refuses_what_it_cannot_ask(
     code, out, err = run(capsys, "config", "explain", file, "--no-env", "--route", ROUTE, *argv)
     assert (code, out) == (2, "")
     assert message in err, err
+
+
+def test_config_explain_refuses_a_chain_the_service_would_refuse(
+    settings_dir: Path, capsys: pytest.CaptureFixture[str], ca: DevCA, tmp_path: Path
+) -> None:
+    """A chain file is read as the service reads PEM: one cut inside a block (caught while
+    being written) is refused, never read as a shorter chain."""
+    pem = ca.issue_svid(WEB).cert_chain_pem().decode()
+    leaf_end = pem.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----\n")
+    cases = {
+        "cut.pem": (pem[:leaf_end] + "-----BEGIN CERTIFICATE-----\nMIIB\n", "is incomplete"),
+        "trailing.pem": (pem + "more text\n", "is incomplete"),
+        "end-cut.pem": (pem[: leaf_end - 10], "is incomplete"),
+        "garbled.pem": (pem.replace("M", "*", 3), "could not be parsed"),
+    }
+    file = str(settings_dir / "zerotrust.toml")
+    for name, (text, problem) in cases.items():
+        path = str(write(tmp_path / name, text))
+        argv = ["config", "explain", file, "--no-env", "--route", ROUTE, "--cert", path]
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (2, ""), name
+        assert f"--cert PEM {problem}" in err and f"({name})" in err, err
+        assert str(tmp_path) not in err
 
 
 # --- policy explain ---------------------------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,35 @@ def test_a_key_cannot_be_written_where_no_file_can_be(
     assert err.startswith("zerotrust: error: [io_error]") and "Traceback" not in err
     code, _, err = run(capsys, "key", "generate", "--out", "k.key", "--algorithm", "HS256")
     assert code == 2 and "[usage_error]" in err
+
+
+#: Runs the command line with a file size limit of 64 bytes (SIGXFSZ ignored: EFBIG instead).
+_LIMITED = """
+import resource, runpy, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+sys.argv[0] = "zerotrust"
+runpy.run_module("zerotrust", run_name="__main__")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX file size limits")
+@pytest.mark.parametrize("force", [False, True])
+def test_a_key_that_cannot_be_written_whole_leaves_no_file(tmp_path: Path, force: bool) -> None:
+    """A write cut short by the file system (here by a file size limit, as by a full disk)
+    leaves no partial private key behind, and the error shows no key material."""
+    key = tmp_path / "issuer.key"
+    argv = [sys.executable, "-c", _LIMITED, "key", "generate", "--out", str(key)]
+    result = subprocess.run(
+        argv + (["--force"] if force else []),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.startswith("zerotrust: error: [io_error]"), result.stderr
+    assert "too large" in result.stderr.lower() and "PRIVATE KEY" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []

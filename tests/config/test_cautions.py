@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,26 @@ def test_rules_from_the_environment_are_named_by_their_variable(files: Path) -> 
     assert Settings.from_dict(base(files), env=env).cautions() == (
         "ZEROTRUST_POLICY__RULES[1].dry_run: true: rule 'trial' is not enforced (dry-run)",
     )
+
+
+def test_building_a_guard_logs_each_caution_once(
+    files: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    doc = base(files, store={"rate_limit": "open"})
+    settings = Settings.from_dict(doc, env={"ZEROTRUST_STORE__REVOCATION": "open"})
+    with caplog.at_level(logging.WARNING, logger="zerotrust.config"):
+        settings.build_guard()
+    logged = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert logged == [
+        ("zerotrust.config", logging.WARNING, f"caution: {caution}")
+        for caution in settings.cautions()
+    ]
+    assert len(logged) == 2
+
+
+def test_building_a_guard_from_settings_without_cautions_logs_nothing(
+    files: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="zerotrust.config"):
+        Settings.from_dict(base(files)).build_guard()
+    assert [r for r in caplog.records if r.name == "zerotrust.config"] == []

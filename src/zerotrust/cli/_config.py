@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, get_args
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from zerotrust._config_sources import ENV_CONFIG
@@ -35,6 +34,7 @@ from zerotrust.cli._token import _read_token, _TokenParser
 from zerotrust.errors import ConfigurationError, InvalidSpiffeId
 from zerotrust.identity.spiffe_id import SpiffeId
 from zerotrust.tokens._json import JSONError, loads_object
+from zerotrust.x509._certs import load_pem_certs
 
 _MAX_CLAIMS: Final = 64 * 1024
 _MAX_CHAIN: Final = 1 << 20
@@ -194,10 +194,12 @@ def _chain(path: Path | None) -> list[bytes] | None:
     data = read_regular_file(path, _MAX_CHAIN)
     if len(data) > _MAX_CHAIN:
         raise ConfigurationError(f"--cert: {path.name} is larger than {_MAX_CHAIN} bytes")
-    try:
-        chain = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise ConfigurationError(f"--cert: {path.name} holds no PEM certificate") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise ConfigurationError(f"--cert: {path.name} holds no PEM certificate")
+    try:  # as the service reads PEM: a chain cut inside a block is refused, never shortened
+        chain = load_pem_certs(data, what="--cert")
+    except ValueError as exc:
+        raise ConfigurationError(f"{exc} ({path.name})") from None
     return [cert.public_bytes(serialization.Encoding.DER) for cert in chain]
 
 

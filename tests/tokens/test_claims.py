@@ -17,10 +17,12 @@ from zerotrust.errors import (
     InvalidClaim,
     InvalidIssuer,
     InvalidTokenType,
+    MalformedToken,
     MissingClaim,
     TokenExpired,
     TokenLifetimeTooLong,
     TokenNotYetValid,
+    UnsupportedTokenFeature,
 )
 from zerotrust.identity import TrustDomain
 from zerotrust.tokens import ClaimsValidator, PrivateJWK, TokenVerifier, validate_claims
@@ -428,6 +430,58 @@ def test_step_two_jwt_svid_refuses_what_jwt_svids_may_not_be(
     for typ in ("JWT", "JOSE", "application/jose"):
         signed = _signed(es256, svid, "jwt-svid", typ=typ)
         assert validate_claims(signed, **settings).subject == svid["sub"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"cty": "text/plain"},
+        {"x5t": "AAAA"},
+        {"jku": "https://keys.example/jwks"},
+        {"jwk": {"kty": "EC"}},
+        {"b64": True},
+        {"nonce": "private"},
+        {"crit": ["exp"], "exp": 1},
+    ],
+)
+def test_a_jwt_svid_carries_no_header_besides_alg_kid_and_typ(
+    es256: PrivateJWK, clock: FixedClock, extra: dict[str, Any]
+) -> None:
+    """JWT-SVID 2: "Any header not described here, registered or private, MUST NOT be
+    included". Refused by step 1 under the profile, and by step 2 after a generic step 1."""
+    svid = claims(sub="spiffe://example.org/ns/a")
+    settings: dict[str, Any] = {
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
+        "token_type": "jwt-svid",
+        "trust_domain": "example.org",
+        "clock": clock,
+    }
+    critical = list(extra.get("crit", ()))
+    token = mint(es256, svid, {"alg": "ES256", "kid": es256.kid, "typ": "JWT", **extra})
+    generic = SignatureVerifier(keys=es256.public(), algorithms=["ES256"], critical=critical)
+    signed = generic.verify(token)  # a generic JWT may carry it
+    with pytest.raises(MalformedToken, match="only 'alg', 'kid' and 'typ'"):
+        validate_claims(signed, **settings)
+    profile = SignatureVerifier(keys=es256.public(), algorithms=["ES256"], token_type="jwt-svid")
+    with pytest.raises((MalformedToken, UnsupportedTokenFeature)):
+        profile.verify(token)
+    verifier = TokenVerifier(keys=es256.public(), algorithms=["ES256"], **settings)
+    with pytest.raises((MalformedToken, UnsupportedTokenFeature)):
+        verifier.verify(token)
+    # alg, kid and typ alone, and each of kid and typ left out, are a JWT-SVID's header
+    for header in ({"kid": es256.kid, "typ": "JOSE"}, {"kid": es256.kid}, {"typ": "JWT"}, {}):
+        plain = mint(es256, svid, {"alg": "ES256", **header})
+        assert verifier.verify(plain).subject == svid["sub"]
+
+
+def test_a_jwt_svid_verifier_understands_no_critical_header() -> None:
+    key = PrivateJWK.generate("ES256")
+    with pytest.raises(ConfigurationError, match="no 'crit'"):
+        SignatureVerifier(
+            keys=key.public(), algorithms=["ES256"], token_type="jwt-svid", critical=["x"]
+        )
+    SignatureVerifier(keys=key.public(), algorithms=["ES256"], token_type="jwt-svid", critical=[])
 
 
 def test_step_two_through_the_verifier_agrees_with_verify(

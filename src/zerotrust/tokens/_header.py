@@ -26,6 +26,7 @@ from zerotrust.tokens._profiles import JWT_SVID, TYP_RULES
 from zerotrust.tokens.algorithms import JWT_SVID_ALGORITHMS, SUPPORTED_ALGORITHMS, is_none
 
 __all__ = [
+    "JWT_SVID_HEADERS",
     "MAX_HEADER_BYTES",
     "REGISTERED_HEADERS",
     "check_profile",
@@ -40,6 +41,9 @@ _MAX_KID: Final = 1024
 REGISTERED_HEADERS: Final = frozenset(
     {"alg", "jku", "jwk", "kid", "x5u", "x5c", "x5t", "x5t#S256", "typ", "cty", "crit"}
 )
+#: The only header parameters a JWT-SVID may carry (JWT-SVID 2: "any header not described
+#: here, registered or private, MUST NOT be included").
+JWT_SVID_HEADERS: Final = frozenset({"alg", "kid", "typ"})
 
 HeaderInfo = tuple[Mapping[str, Any], str, "str | None"]
 
@@ -125,9 +129,13 @@ def _kind(token_type: str | None) -> str:
 
 
 def check_profile(header: Mapping[str, Any], alg: str, token_type: str | None) -> None:
-    """The header rules of a profile: its ``typ``, and RS/ES/PS only for JWT-SVIDs. Step 2 on
-    its own applies them again, so that a signature verified under another profile cannot
-    pass for this one."""
+    """The header rules of a profile: its ``typ``; for JWT-SVIDs, RS/ES/PS algorithms only
+    and no header parameter besides ``alg``, ``kid`` and ``typ``. Step 2 on its own applies
+    them again, so that a signature verified under another profile cannot pass for this
+    one."""
     check_typ(header.get("typ"), TYP_RULES[token_type], _kind(token_type))
-    if token_type == JWT_SVID and alg not in JWT_SVID_ALGORITHMS:
-        raise AlgorithmNotAllowed("JWT-SVIDs are signed with RS*, ES* or PS* algorithms only")
+    if token_type == JWT_SVID:
+        if alg not in JWT_SVID_ALGORITHMS:
+            raise AlgorithmNotAllowed("JWT-SVIDs are signed with RS*, ES* or PS* algorithms only")
+        if not header.keys() <= JWT_SVID_HEADERS:
+            raise MalformedToken("a JWT-SVID header holds only 'alg', 'kid' and 'typ'")

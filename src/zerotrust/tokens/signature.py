@@ -136,6 +136,8 @@ class SignatureVerifier:
             raise ConfigurationError("critical must be a collection of header parameter names")
         if set(critical) & (REGISTERED_HEADERS | {"b64"}):
             raise ConfigurationError("critical may not name registered parameters or 'b64'")
+        if critical and token_type == JWT_SVID:
+            raise ConfigurationError("a JWT-SVID header holds no 'crit': critical must be empty")
         self._source = as_key_source(keys)
         # the JWT authorities of several trust domains: each token's own domain's keys only
         self._by_domain = self._source if isinstance(self._source, TrustDomainKeySource) else None

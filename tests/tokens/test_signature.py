@@ -21,6 +21,7 @@ from zerotrust.errors import (
     TokenTooLarge,
     UnknownKey,
     UnsupportedTokenFeature,
+    ZeroTrustError,
 )
 from zerotrust.tokens import (
     JWK,
@@ -593,3 +594,24 @@ def test_an_unnamed_edwards_key_verifies_both_names(eddsa: PrivateJWK) -> None:
     ecdsa = mint(PrivateJWK.generate("ES256"), {"sub": "a"}, {"alg": "ES256"})
     with pytest.raises((AlgorithmNotAllowed, InvalidSignature)):
         verify_signature(ecdsa, unnamed, algorithms=["EdDSA", "ES256"])
+
+
+def test_header_refusals_name_the_profile_and_never_echo_an_unknown_alg(
+    es256: PrivateJWK,
+) -> None:
+    """Messages say which profile refused a ``typ``, and show an algorithm only when it is
+    one zerotrust knows: a header's own text is not repeated back."""
+    body = claims(sub="spiffe://example.org/a", client_id="c", jti="j")
+
+    def refusal(header: dict[str, Any], **kwargs: Any) -> str:
+        token = mint(es256, body, {"alg": "ES256", "kid": es256.kid, **header})
+        with pytest.raises(ZeroTrustError) as caught:
+            _verifier(es256, **kwargs).verify(token)
+        return str(caught.value)
+
+    assert "for a generic JWT" in refusal({"typ": "at+jwt"})
+    assert "for a jwt-svid token" in refusal({"typ": "at+jwt"}, token_type="jwt-svid")
+    assert "an at+jwt token needs a 'typ'" in refusal({}, token_type="at+jwt")
+    assert "algorithm 'ES384' is not in the allowlist" in refusal({"alg": "ES384"})
+    shown = refusal({"alg": "<script>ES256"})
+    assert "algorithm (unsupported) is not in the allowlist" in shown and "script" not in shown

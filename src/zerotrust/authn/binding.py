@@ -354,7 +354,7 @@ def _proof_key(header: Mapping[str, Any], config: DPoPConfig, jkt: str | None) -
     """The key a proof's header carries, after its ``typ``, ``alg`` and ``crit``. With ``jkt``,
     the key's thumbprint must be that (compared before the key is imported)."""
     try:
-        check_typ(header.get("typ"), DPOP_TYP, "DPoP proof")
+        check_typ(header.get("typ"), DPOP_TYP, "a DPoP proof")
     except TokenError as exc:
         raise InvalidDPoPProof(str(exc)) from None
     alg = header.get("alg")

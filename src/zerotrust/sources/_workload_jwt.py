@@ -16,7 +16,7 @@ from zerotrust.sources import _workload_grpc as wire
 from zerotrust.sources._workload_base import SocketPath, WorkloadApiBase, spiffe_id_string
 from zerotrust.sources._workload_convert import jwt_bundle_set, pick
 from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource, SpiffeJwtBundleSetKeySource
-from zerotrust.tokens._header import check_typ
+from zerotrust.tokens._header import JWT_SVID_HEADERS, check_typ
 from zerotrust.tokens._outgoing_cache import read_unverified, seconds
 from zerotrust.tokens._profiles import JWT_SVID, TYP_RULES
 from zerotrust.tokens.algorithms import JWT_SVID_ALGORITHMS
@@ -245,7 +245,8 @@ class WorkloadApiJwtSource(WorkloadApiBase):
 def _checked_jwt_svid(token: object, spiffe_id: str, audience: str, now: datetime) -> str:
     """``token`` once it reads as the JWT-SVID asked for, as go-spiffe's client reads one
     (``jwtsvid.ParseInsecure``): a JWT signed with an algorithm JWT-SVIDs may use, typed as
-    one (``JWT``, ``JOSE`` or no ``typ``), whose
+    one (``JWT``, ``JOSE`` or no ``typ``), with no other header parameter than ``alg``,
+    ``kid`` and ``typ`` (what zerotrust's verifiers accept), whose
     ``sub`` is the SPIFFE ID it was sent with, whose ``aud`` holds ``audience``, whose ``exp``
     is ahead and whose ``nbf``, if any, is not (with a minute of leeway). Its signature is the
     audience's to check; this keeps a wrong token from being cached and sent in the workload's
@@ -257,9 +258,11 @@ def _checked_jwt_svid(token: object, spiffe_id: str, audience: str, now: datetim
     if header.get("alg") not in JWT_SVID_ALGORITHMS:
         raise SourceError("Workload API sent a JWT-SVID signed with an algorithm it may not use")
     try:
-        check_typ(header.get("typ"), TYP_RULES[JWT_SVID], "JWT-SVID")
+        check_typ(header.get("typ"), TYP_RULES[JWT_SVID], "a JWT-SVID")
     except ZeroTrustError:
         raise SourceError("Workload API sent a JWT-SVID whose typ is not JWT or JOSE") from None
+    if not header.keys() <= JWT_SVID_HEADERS:  # JWT-SVID 2: verifiers refuse any other
+        raise SourceError("Workload API sent a JWT-SVID with a header other than alg, kid, typ")
     subject = claims.get("sub")
     try:
         SpiffeId.parse(subject if isinstance(subject, str) else "")

@@ -110,22 +110,25 @@ def _check_crit(header: Mapping[str, Any], crit: object, understood: frozenset[s
 
 
 def check_typ(typ: object, rule: tuple[frozenset[str], bool], kind: str) -> None:
-    """``typ`` against ``rule`` (accepted lower-cased values, is it required?). Media types
+    """``typ`` against ``rule`` (accepted lower-cased values, is it required?) for ``kind``
+    (with its article: ``"a DPoP proof"``). Media types
     ignore case, and RFC 7515 4.1.9 reads a value without ``/`` as ``application/<value>``:
     the accepted sets hold both spellings."""
     accepted, required = rule
     if typ is None:
         if required:
-            raise InvalidTokenType(f"a {kind} needs a 'typ' header")
+            raise InvalidTokenType(f"{kind} needs a 'typ' header")
         return
     if not isinstance(typ, str):
         raise MalformedToken("header 'typ' must be a string")
     if typ.lower() not in accepted:
-        raise InvalidTokenType(f"header 'typ' is not acceptable for a {kind}")
+        raise InvalidTokenType(f"header 'typ' is not acceptable for {kind}")
 
 
 def _kind(token_type: str | None) -> str:
-    return f"{token_type} token" if token_type else "generic JWT"
+    if token_type is None:
+        return "a generic JWT"
+    return f"{'an' if token_type[0] in 'aeiou' else 'a'} {token_type} token"
 
 
 def check_profile(header: Mapping[str, Any], alg: str, token_type: str | None) -> None:

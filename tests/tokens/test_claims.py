@@ -408,18 +408,23 @@ def test_step_two_generic_refuses_an_at_jwt(es256: PrivateJWK, clock: FixedClock
         validate_claims(signed, issuer=ISSUER, audience=AUDIENCE, clock=clock)
 
 
-def test_step_two_jwt_svid_refuses_what_jwt_svids_may_not_be(
-    es256: PrivateJWK, eddsa: PrivateJWK, clock: FixedClock
-) -> None:
-    """JWT-SVID 2.1: RS*, ES* or PS* only; and no ``typ`` of another profile."""
-    svid = claims(sub="spiffe://example.org/ns/a")
-    settings: dict[str, Any] = {
+def _jwt_svid_settings(clock: FixedClock) -> dict[str, Any]:
+    """Claims settings of the JWT-SVID profile for the ``example.org`` trust domain."""
+    return {
         "issuer": ISSUER,
         "audience": AUDIENCE,
         "token_type": "jwt-svid",
         "trust_domain": "example.org",
         "clock": clock,
     }
+
+
+def test_step_two_jwt_svid_refuses_what_jwt_svids_may_not_be(
+    es256: PrivateJWK, eddsa: PrivateJWK, clock: FixedClock
+) -> None:
+    """JWT-SVID 2.1: RS*, ES* or PS* only; and no ``typ`` of another profile."""
+    svid = claims(sub="spiffe://example.org/ns/a")
+    settings = _jwt_svid_settings(clock)
     with pytest.raises(AlgorithmNotAllowed):
         validate_claims(_signed(eddsa, svid, typ="JWT"), **settings)
     with pytest.raises(AlgorithmNotAllowed):
@@ -450,13 +455,7 @@ def test_a_jwt_svid_carries_no_header_besides_alg_kid_and_typ(
     """JWT-SVID 2: "Any header not described here, registered or private, MUST NOT be
     included". Refused by step 1 under the profile, and by step 2 after a generic step 1."""
     svid = claims(sub="spiffe://example.org/ns/a")
-    settings: dict[str, Any] = {
-        "issuer": ISSUER,
-        "audience": AUDIENCE,
-        "token_type": "jwt-svid",
-        "trust_domain": "example.org",
-        "clock": clock,
-    }
+    settings = _jwt_svid_settings(clock)
     critical = list(extra.get("crit", ()))
     token = mint(es256, svid, {"alg": "ES256", "kid": es256.kid, "typ": "JWT", **extra})
     generic = SignatureVerifier(keys=es256.public(), algorithms=["ES256"], critical=critical)

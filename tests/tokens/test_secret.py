@@ -10,7 +10,7 @@ import secrets
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from zerotrust.dev import DevCA
@@ -135,6 +135,23 @@ def test_der_keys_of_every_length_form_are_refused(curve: ec.EllipticCurve) -> N
             SecretKey(material, "HS256")
 
 
+@pytest.mark.parametrize(
+    ("bits", "length_octets"), [(784, b"\x7e"), (792, b"\x7f"), (800, b"\x81\x80")]
+)
+def test_der_keys_at_the_length_form_boundary_are_refused(bits: int, length_octets: bytes) -> None:
+    """The longest one-octet DER length (127) and the shortest two-octet one (0x81 0x80),
+    made with RSA public keys whose modulus size puts them there, newline after them."""
+    modulus = (1 << (bits - 1)) | (0xABCDEF << 8) | 1
+    spki = (
+        rsa.RSAPublicNumbers(65537, modulus)
+        .public_key()
+        .public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    )
+    assert spki[1 : 1 + len(length_octets)] == length_octets
+    with pytest.raises(ConfigurationError, match="DER key or certificate"):
+        SecretKey(spki + b"\n", "HS256")
+
+
 def test_base64_der_is_refused_in_every_spelling() -> None:
     """Unpadded, URL-safe or wrapped as in a PEM body: still a public key."""
     spki = b""
@@ -182,6 +199,12 @@ def test_repr_and_fingerprint_do_not_leak(hmac_key: SecretKey) -> None:
     assert len(hmac_key.fingerprint()) == 16
     with pytest.raises(TypeError):
         pickle.dumps(hmac_key)
+    # no instance dictionary: vars(), and the debuggers and serializers that read it, never
+    # see the secret (nor its signer, which holds it)
+    for holder in (hmac_key, SecretKeySet(hmac_key)):
+        assert not hasattr(holder, "__dict__")
+        with pytest.raises(TypeError):
+            vars(holder)
 
 
 def test_sign_is_hmac(hmac_key: SecretKey) -> None:
@@ -191,6 +214,9 @@ def test_sign_is_hmac(hmac_key: SecretKey) -> None:
     assert hmac_key._verify(hmac_key.sign(b"data"), b"data")
     assert not hmac_key._verify(hmac_key.sign(b"data")[:-1], b"data")
     assert not hmac_key._verify(hmac_key.sign(b"data"), b"date")
+    # the key verifies its own algorithm only, whatever a header names
+    assert hmac_key._verifier_for("HS256") is hmac_key._verify
+    assert hmac_key._verifier_for("HS512") is None
 
 
 def test_equality_and_hash(hmac_key: SecretKey) -> None:
@@ -204,7 +230,9 @@ def test_equality_and_hash(hmac_key: SecretKey) -> None:
     # another secret under the same kid is another key: a rotated secret is a key-set change
     rotated = SecretKey(bytes(reversed(HMAC_SECRET)), "HS256", kid="hs-1")
     assert rotated != hmac_key
+    assert hash(rotated) != hash(hmac_key)  # the secret counts in the hash too
     assert SecretKeySet(rotated) != SecretKeySet(hmac_key)
+    assert hash(SecretKeySet(rotated)) != hash(SecretKeySet(hmac_key))
     assert SecretKeySet(same) == SecretKeySet(hmac_key)
     assert hash(SecretKeySet(same)) == hash(SecretKeySet(hmac_key))
     assert (SecretKeySet(same) == hmac_key) is False
@@ -226,9 +254,12 @@ def test_secret_key_set_lookup(hmac_key: SecretKey) -> None:
     assert key_set.select(None) is hmac_key
     assert key_set.select("hs-1") is hmac_key
     assert key_set.select("other") is None
-    assert not key_set.is_ambiguous("hs-1")
+    assert key_set.is_ambiguous("hs-1") is False  # one key: no kid names two
     anonymous = SecretKeySet(SecretKey(secrets.token_bytes(32)))
     assert anonymous.get("anything") is None
+    # a key without a kid is found by no kid, not even a missing one; select() takes it
+    assert anonymous.get(None) is None  # type: ignore[arg-type]
+    assert anonymous.select(None) is anonymous.key
     assert key_set == SecretKeySet(hmac_key)
     assert "redacted" in repr(key_set)
     with pytest.raises(ConfigurationError):

@@ -189,6 +189,24 @@ def test_config_check_prints_cautions_and_fails_on_them_when_strict(
     assert run(capsys, "config", "check", file, "--strict", "--no-env")[::2] == (0, "")
 
 
+def test_config_explain_prints_each_caution_once_as_check_does(
+    settings_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building the Guard logs the cautions (WARNING, ``zerotrust.config``); the command
+    prints them in its own form instead, not a second time through logging's last-resort
+    handler (a separate process: the test run's own log handlers would hide that one)."""
+    file = str(settings_dir / "zerotrust.toml")
+    monkeypatch.delenv("ZEROTRUST_CONFIG", raising=False)
+    monkeypatch.setenv("ZEROTRUST_STORE__REVOCATION", "open")
+    argv = [sys.executable, "-m", "zerotrust", "config", "explain", file, "--route", ROUTE]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 1 and json.loads(done.stdout)["error"] == "missing_credentials"
+    assert done.stderr == (
+        "zerotrust: caution: ZEROTRUST_STORE__REVOCATION: 'open': while the store cannot be"
+        " reached, a revoked token is accepted\n"
+    )
+
+
 def test_config_check_without_env_needs_a_file(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "config", "check", "--no-env")
     assert code == 2 and "--no-env needs a settings file" in err

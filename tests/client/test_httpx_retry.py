@@ -328,6 +328,23 @@ def test_parse_retry_after_date_in_the_future() -> None:
     assert parse_retry_after("Thu, 01 Jan 1970 00:01:40", now=40.0) == 60.0  # taken as GMT
 
 
+@pytest.mark.skipif(not hasattr(time, "tzset"), reason="needs time.tzset (POSIX)")
+def test_a_date_without_a_zone_is_gmt_whatever_the_local_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP dates are GMT (RFC 9110 5.6.7), the obsolete asctime form included, which names
+    no zone: a server in another zone reads them as GMT, never as its local time."""
+    monkeypatch.setenv("TZ", "ZZZ+05")  # five hours west of UTC
+    time.tzset()
+    try:
+        assert parse_retry_after("Thu Jan  1 00:01:40 1970", now=40.0) == 60.0
+        assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 -0000", now=40.0) == 60.0
+        assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", now=40.0) == 60.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 @pytest.mark.parametrize(
     "settings",
     [

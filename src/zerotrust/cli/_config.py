@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, get_args
 
@@ -180,9 +181,13 @@ def _check(args: argparse.Namespace) -> int:
         print()
     else:
         print(f"ok: settings from {', '.join(settings.sources)}")
+    _print_cautions(cautions)
+    return 1 if cautions and args.strict else 0
+
+
+def _print_cautions(cautions: Sequence[str]) -> None:
     for caution in cautions:
         print(f"zerotrust: caution: {caution}", file=sys.stderr)
-    return 1 if cautions and args.strict else 0
 
 
 # --- config explain ----------------------------------------------------------------------------
@@ -227,7 +232,15 @@ def _explain_request(args: argparse.Namespace) -> int:
         remote_addr=args.remote_addr,
         peer_chain=_chain(args.cert),
     )
-    guard = settings.build_guard(hooks=_hooks(args.hook))  # explain() writes no audit event
+    # explain() writes no audit event. build_guard logs the cautions; printed here instead,
+    # as 'config check' prints them, rather than by logging's last-resort handler.
+    config_log = logging.getLogger("zerotrust.config")
+    disabled, config_log.disabled = config_log.disabled, True
+    try:
+        guard = settings.build_guard(hooks=_hooks(args.hook))
+    finally:
+        config_log.disabled = disabled
+    _print_cautions(settings.cautions())
     outcome = guard.explain(view)
     error = outcome.error
     shown: dict[str, Any] = {

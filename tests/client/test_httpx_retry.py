@@ -354,6 +354,7 @@ def test_a_date_without_a_zone_is_gmt_whatever_the_local_zone(
         {"backoff": -1},
         {"max_backoff": float("inf")},
         {"max_retry_after": "1"},
+        {"max_elapsed": True},
         {"statuses": {401}},
         {"statuses": {403, 503}},
         {"statuses": {200}},
@@ -365,6 +366,35 @@ def test_policy_validation(settings: dict[str, Any]) -> None:
         RetryPolicy(**settings)
 
 
+def test_policy_defaults_and_frozen_choices() -> None:
+    """The documented defaults; the statuses and methods it checked cannot change later (a
+    set given stays the caller's: 401 added to it afterwards is not retried)."""
+    policy = RetryPolicy()
+    assert (policy.attempts, policy.max_elapsed, policy.backoff) == (3, 30.0, 0.1)
+    assert (policy.max_backoff, policy.max_retry_after) == (5.0, 30.0)
+    assert policy.statuses == {429, 502, 503, 504}
+    assert policy.methods == {"GET", "HEAD", "OPTIONS", "PUT", "DELETE"}
+    statuses = {503}
+    given = RetryPolicy(statuses=statuses)  # type: ignore[arg-type]
+    statuses.add(401)
+    assert type(given.statuses) is frozenset and given.statuses == {503}
+    assert type(given.methods) is frozenset
+
+
+def test_a_cause_chain_that_loops_is_read_once() -> None:
+    """Exceptions can be made to name each other as cause and context; such a chain is
+    walked once (no hang), and a certificate failure anywhere in it still stops retries."""
+    request = httpx.Request("GET", "https://api.example/")
+    first, second = httpx.ConnectError("one"), httpx.ConnectError("two")
+    first.__cause__, second.__cause__ = second, first
+    assert RetryPolicy().retries_error(request, first)
+    refused = ssl.SSLCertVerificationError("refused")
+    second.__context__ = refused
+    refused.__context__ = first
+    second.__cause__ = None
+    assert not RetryPolicy().retries_error(request, first)
+
+
 def test_policy_backoff_is_bounded() -> None:
     policy = RetryPolicy(backoff=0.5, max_backoff=3)
     assert policy.delay(1, None, 0.999) < 0.5
@@ -372,6 +402,12 @@ def test_policy_backoff_is_bounded() -> None:
     assert policy.delay(10, None, 1.0) == 3.0
     assert policy.delay(1000, None, 0.5) == 1.5
     assert RetryPolicy(methods=frozenset({"get"})).methods == {"GET"}
+    # durations given as ints are kept as seconds in floats; zero where zero is allowed
+    given = RetryPolicy(max_elapsed=7, backoff=0, max_backoff=2, max_retry_after=0)
+    kept = (given.max_elapsed, given.backoff, given.max_backoff, given.max_retry_after)
+    assert kept == (7.0, 0.0, 2.0, 0.0) and {type(value) for value in kept} == {float}
+    with pytest.raises(ConfigurationError, match="max_elapsed must be finite and > 0"):
+        RetryPolicy(max_elapsed=0)
 
 
 @pytest.mark.parametrize("status", [429, 502, 503, 504])

@@ -140,10 +140,9 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if type(self.attempts) is not int or not 1 <= self.attempts <= 100:
             raise ConfigurationError("attempts must be an int from 1 to 100")
-        _positive("max_elapsed", self.max_elapsed)
-        _positive("backoff", self.backoff, zero=True)
-        _positive("max_backoff", self.max_backoff, zero=True)
-        _positive("max_retry_after", self.max_retry_after, zero=True)
+        for name in ("max_elapsed", "backoff", "max_backoff", "max_retry_after"):
+            seconds = _positive(name, getattr(self, name), zero=name != "max_elapsed")
+            object.__setattr__(self, name, seconds)  # a float, whatever number was given
         statuses = frozenset(self.statuses)
         if not all(type(s) is int and 400 <= s <= 599 for s in statuses):
             raise ConfigurationError("statuses must be HTTP error statuses (400-599)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import ssl
 import time
@@ -110,6 +111,8 @@ def test_other_retryable_statuses(
     [response] = send(mode, [("PUT", server.url("/"))], **options(ca, client_svid, fast(events)))
     assert response.status_code == 200 and server.count() == 2
     assert events[0].retry_after == 2.0 and events[0].delay == 0.05
+    with pytest.raises(dataclasses.FrozenInstanceError):  # one callback cannot alter another's
+        events[0].delay = 0  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("status", [401, 403, 404, 500])
@@ -285,6 +288,18 @@ def test_refused_connection_exhausts_attempts(mode: Mode, ca: DevCA, client_svid
     assert len(events) == 2
 
 
+def test_a_request_marked_not_to_retry_is_tried_once_even_unsent(
+    mode: Mode, ca: DevCA, client_svid: X509Svid
+) -> None:
+    """``{"zerotrust_retry": False}`` turns every retry off, those of a connection that could
+    not be opened (nothing sent, retried for any other request) included."""
+    events = Events()
+    call = ("GET", f"https://localhost:{_free_port()}/", {"extensions": {RETRY_EXTENSION: False}})
+    with pytest.raises(httpx.ConnectError):
+        send(mode, [call], **options(ca, client_svid, fast(events, attempts=3)))
+    assert events == []
+
+
 def test_refused_identity_is_not_retried(
     mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
 ) -> None:
@@ -316,6 +331,8 @@ def test_retries_can_be_turned_off(
         ("soon", None),
         ("", None),
         ("99999999999999999999", None),
+        ("9999999999", 9999999999.0),  # ten digits are read (and capped by the policy)
+        ("10000000000", None),  # eleven are not
         ("١٢", None),  # non-ASCII digits
     ],
 )
@@ -358,6 +375,10 @@ def test_a_date_without_a_zone_is_gmt_whatever_the_local_zone(
         {"statuses": {401}},
         {"statuses": {403, 503}},
         {"statuses": {200}},
+        {"statuses": {399}},
+        {"statuses": {600}},
+        {"statuses": {"503"}},
+        {"statuses": {503.0}},
         {"on_retry": "log"},
     ],
 )
@@ -379,6 +400,18 @@ def test_policy_defaults_and_frozen_choices() -> None:
     statuses.add(401)
     assert type(given.statuses) is frozenset and given.statuses == {503}
     assert type(given.methods) is frozenset
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        given.attempts = 10  # type: ignore[misc]
+    # the callback is not part of what a policy is: policies differing only in it are equal
+    assert RetryPolicy(on_retry=lambda event: None) == RetryPolicy()
+    assert RetryPolicy(attempts=1).attempts == 1 and RetryPolicy(attempts=100).attempts == 100
+    assert RetryPolicy(statuses=frozenset({400, 599})).statuses == {400, 599}
+    with pytest.raises(ConfigurationError, match="attempts must be an int from 1 to 100"):
+        RetryPolicy(attempts=101)
+    # a wait that ends exactly at max_elapsed is still started; one that ends later is not
+    assert policy.give_up(1, 29.0, 1.0) is False
+    assert policy.give_up(1, 29.0, 1.5) is True
+    assert policy.give_up(3, 0.0, 0.0) is True  # the third attempt was the last
 
 
 def test_a_cause_chain_that_loops_is_read_once() -> None:
@@ -392,7 +425,26 @@ def test_a_cause_chain_that_loops_is_read_once() -> None:
     second.__context__ = refused
     refused.__context__ = first
     second.__cause__ = None
-    assert not RetryPolicy().retries_error(request, first)
+    assert RetryPolicy().retries_error(request, first) is False
+
+
+def test_what_is_retried_after_it_may_have_reached_the_server() -> None:
+    """Only transport failures that may be transient are tried again, and only for a request
+    whose body can be sent again: a body streamed from an iterator is gone after one try."""
+    policy = RetryPolicy()
+    get = httpx.Request("GET", "https://api.example/")
+    transients = (httpx.ReadError("r"), httpx.WriteTimeout("w"), httpx.RemoteProtocolError("p"))
+    for transient in transients:
+        assert policy.retries_error(get, transient) is True
+    for lasting in (httpx.LocalProtocolError("l"), httpx.UnsupportedProtocol("u"), ValueError()):
+        assert policy.retries_error(get, lasting) is False
+    unavailable = httpx.Response(503)
+    replayable = httpx.Request("PUT", "https://api.example/", content=b"order")
+    streamed = httpx.Request("PUT", "https://api.example/", content=iter([b"or", b"der"]))
+    assert policy.retries_response(replayable, unavailable) is True
+    assert policy.retries_response(streamed, unavailable) is False
+    assert policy.retries_error(streamed, httpx.ReadError("r")) is False
+    assert policy.retries_error(streamed, httpx.ConnectError("c")) is True  # nothing was sent
 
 
 def test_policy_backoff_is_bounded() -> None:
@@ -403,11 +455,14 @@ def test_policy_backoff_is_bounded() -> None:
     assert policy.delay(1000, None, 0.5) == 1.5
     assert RetryPolicy(methods=frozenset({"get"})).methods == {"GET"}
     # durations given as ints are kept as seconds in floats; zero where zero is allowed
-    given = RetryPolicy(max_elapsed=7, backoff=0, max_backoff=2, max_retry_after=0)
+    given = RetryPolicy(max_elapsed=7, backoff=0, max_backoff=0, max_retry_after=0)
     kept = (given.max_elapsed, given.backoff, given.max_backoff, given.max_retry_after)
-    assert kept == (7.0, 0.0, 2.0, 0.0) and {type(value) for value in kept} == {float}
+    assert kept == (7.0, 0.0, 0.0, 0.0) and {type(value) for value in kept} == {float}
+    assert RetryPolicy(max_backoff=2).max_backoff == 2.0
     with pytest.raises(ConfigurationError, match="max_elapsed must be finite and > 0"):
         RetryPolicy(max_elapsed=0)
+    with pytest.raises(ConfigurationError, match="max_backoff must be finite and >= 0"):
+        RetryPolicy(max_backoff=-0.5)
 
 
 @pytest.mark.parametrize("status", [429, 502, 503, 504])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -36,6 +37,16 @@ def test_junk_entries_are_skipped_with_reasons(es256: PrivateJWK) -> None:
     kids = [s.kid for s in key_set.skipped]
     assert kids == [None, "sym", "short", "small", None, "mismatch", "enc", None]
     assert all(s.reason for s in key_set.skipped)
+    assert key_set.skipped[0].reason == "entry is not a JSON object"
+    assert key_set.skipped[7].reason == "unsupported JWK key type"
+    with pytest.raises(dataclasses.FrozenInstanceError):  # what was skipped stays as read
+        key_set.skipped[0].reason = ""  # type: ignore[misc]
+    # key sets with the same keys are equal and hash alike; other keys make another hash
+    again = JWKSet.from_dict({"keys": [good]})
+    assert again == key_set and hash(again) == hash(key_set)
+    other = JWKSet.from_dict({"keys": [PrivateJWK.generate("ES256").public().to_public_dict()]})
+    assert hash(other) != hash(key_set)
+    assert not hasattr(key_set, "__dict__")
 
 
 def test_rsa_keys_out_of_bounds_are_skipped(es256: PrivateJWK) -> None:

@@ -7,11 +7,12 @@ import json
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from zerotrust.errors import ConfigurationError
 from zerotrust.tokens import JWK, JWKSet, PrivateJWK
 
-from .conftest import b64, rsa_members
+from .conftest import b64, rsa_members, rsa_modulus
 from .test_rfc_vectors import A3_KEY, A4_KEY, ED_KEY
 
 
@@ -68,6 +69,20 @@ def test_rsa_keys_out_of_bounds_are_skipped(es256: PrivateJWK) -> None:
     assert reasons.keys() == {"large", "huge", "exponent"}
     assert "8192 bits" in reasons["large"] and "8192 bits" in reasons["huge"]
     assert "2**32" in reasons["exponent"]
+
+
+def test_an_rsa_key_with_an_even_modulus_is_refused() -> None:
+    """A modulus is the product of two odd primes; ``cryptography`` builds a public key of an
+    even one all the same. Refused in a JWK, skipped in a key set, refused as a key object."""
+    even = rsa_modulus(2048) - 1
+    members = {"kty": "RSA", "n": b64(even.to_bytes(256, "big")), "e": "AQAB", "kid": "even"}
+    with pytest.raises(ConfigurationError, match="RSA modulus must be odd"):
+        JWK.from_dict(members)
+    key_set = JWKSet.from_dict({"keys": [members]})
+    assert len(key_set) == 0 and key_set.skipped[0].reason == "RSA modulus must be odd"
+    public = rsa.RSAPublicNumbers(65537, even).public_key()  # cryptography takes it
+    with pytest.raises(ConfigurationError, match="RSA modulus must be odd"):
+        JWK(public, kid="even", algorithm="RS256")
 
 
 def test_never_yields_an_oct_key() -> None:

@@ -25,7 +25,7 @@ from zerotrust.tokens.algorithms import (
     PublicKey,
     check_edwards_key,
     check_rsa_exponent,
-    check_rsa_size,
+    check_rsa_modulus,
 )
 
 __all__ = [
@@ -107,7 +107,7 @@ def public_key_from_members(members: Mapping[str, Any]) -> PublicKey:
         return okp
     n = _int(members, "n")
     e = _int(members, "e")
-    check_rsa_size(n.bit_length())
+    check_rsa_modulus(n)
     check_rsa_exponent(e)
     try:
         return rsa.RSAPublicNumbers(e, n).public_key()

@@ -213,9 +213,10 @@ def check_key_algorithm(key: PublicKey | PrivateKey, algorithm: str) -> None:
             f"a {type(key).__name__} cannot be used with {algorithm} (key/algorithm mismatch)"
         )
     if isinstance(key, (rsa.RSAPublicKey, rsa.RSAPrivateKey)):
-        check_rsa_size(key.key_size)
         public = key if isinstance(key, rsa.RSAPublicKey) else key.public_key()
-        check_rsa_exponent(public.public_numbers().e)
+        numbers = public.public_numbers()
+        check_rsa_modulus(numbers.n)
+        check_rsa_exponent(numbers.e)
     elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
         check_edwards_key(key)
 
@@ -234,6 +235,14 @@ def check_rsa_size(bits: int) -> None:
         raise ConfigurationError(f"RSA keys must have at least {MIN_RSA_BITS} bits, not {bits}")
     if bits > MAX_RSA_BITS:
         raise ConfigurationError(f"RSA keys larger than {MAX_RSA_BITS} bits are refused")
+
+
+def check_rsa_modulus(n: int) -> None:
+    """Refuse an RSA modulus of a size :func:`check_rsa_size` refuses, or an even one: the
+    product of two odd primes is odd (``cryptography`` builds a public key of any modulus)."""
+    check_rsa_size(n.bit_length())
+    if n % 2 == 0:
+        raise ConfigurationError("RSA modulus must be odd")
 
 
 def check_rsa_exponent(e: int) -> None:

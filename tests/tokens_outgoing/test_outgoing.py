@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import gc
 import json
 import logging
@@ -164,6 +165,27 @@ def test_expired_or_invalid_minted_tokens_are_errors(clock: FixedClock) -> None:
     empty = CachedTokenSource(lambda aud: "", clock=clock)
     with pytest.raises(SourceError):
         empty.token("a")
+
+
+@pytest.mark.parametrize("produced", [None, 42, b"header.claims.sig", ["t"]])
+def test_a_mint_that_returns_no_token_is_a_source_error(
+    clock: FixedClock, produced: object
+) -> None:
+    """Whatever a minting function returns besides a ``str`` or a :class:`MintedToken` is
+    refused as such, sync and async (never an AttributeError from inside the cache)."""
+    source = CachedTokenSource(lambda audience: produced, clock=clock)  # type: ignore[arg-type,return-value]
+    with pytest.raises(SourceError, match="not a token"):
+        source.token("api")
+    with pytest.raises(SourceError, match="not a token"):
+        asyncio.run(source.token_async("api"))
+
+
+def test_a_minted_token_hides_its_value_and_cannot_change() -> None:
+    minted = MintedToken("secret-token-value")
+    assert "secret-token-value" not in repr(minted)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        minted.token = "other"  # type: ignore[misc]
+    assert not hasattr(minted, "__dict__")
 
 
 def test_a_minted_token_is_expired_at_its_expiry_and_usable_just_before(

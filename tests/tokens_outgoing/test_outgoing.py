@@ -180,6 +180,38 @@ def test_a_mint_that_returns_no_token_is_a_source_error(
         asyncio.run(source.token_async("api"))
 
 
+def test_an_expiry_that_is_no_datetime_is_named(clock: FixedClock) -> None:
+    minted = MintedToken("opaque", 1_900_000_000)  # type: ignore[arg-type]  # a timestamp
+    source = CachedTokenSource(lambda audience: minted, clock=clock)
+    with pytest.raises(SourceError, match="not an aware datetime"):
+        source.token("api")
+
+
+def test_a_refreshed_audience_is_the_last_one_evicted(clock: FixedClock) -> None:
+    """The cache keeps its most recently minted audiences: a refresh makes an audience the
+    newest again, so the next new audience evicts another."""
+    cache: TokenCache[str] = TokenCache(clock=clock, max_entries=2)
+    minted: list[str] = []
+
+    def mint_for(key: str) -> Any:
+        def mint() -> str:
+            minted.append(key)
+            return fake_jwt(clock.now().timestamp() + 300, aud=key, n=len(minted))
+
+        return mint
+
+    cache.get("a", mint_for("a"))
+    cache.get("b", mint_for("b"))
+    clock.advance(290)  # within both tokens' refresh window
+    cache.get("a", mint_for("a"))  # refreshed: now the newest
+    cache.get("c", mint_for("c"))  # evicts b, the oldest
+    assert minted == ["a", "b", "a", "c"]
+    cache.get("a", mint_for("a"))  # still cached
+    assert minted == ["a", "b", "a", "c"]
+    cache.get("b", mint_for("b"))  # evicted: minted again
+    assert minted == ["a", "b", "a", "c", "b"]
+
+
 def test_a_minted_token_hides_its_value_and_cannot_change() -> None:
     minted = MintedToken("secret-token-value")
     assert "secret-token-value" not in repr(minted)
@@ -502,6 +534,13 @@ def test_self_issued_tokens_verify_and_are_cached_per_audience(clock: FixedClock
     clock.advance(100)  # 120 s lifetime: refreshed 24 s before exp
     assert source.token("https://payments.example") != token
     assert "SelfIssuedTokenSource" in repr(source)
+    # minted by the async path too, and scopes given as one space-separated string
+    spaced = SelfIssuedTokenSource(
+        issuer, subject="spiffe://example.org/orders", scopes="read write", clock=clock
+    )
+    first = asyncio.run(spaced.token_async("https://payments.example"))
+    assert verifier.verify(first).scopes == {"read", "write"}
+    assert spaced.token("https://payments.example") == first
 
 
 def test_self_issued_configuration_errors(clock: FixedClock) -> None:
@@ -771,3 +810,63 @@ def test_a_mint_result_that_fails_to_be_read_is_a_source_error(clock: FixedClock
     with pytest.raises(SourceError, match="unusable token"):
         cache.get("api", lambda: broken)
     assert cache.get("api", lambda: "opaque") == "opaque"  # no flight left waiting
+
+
+@pytest.mark.parametrize("audience", ["", 5, None, b"api"])
+def test_an_audience_must_be_a_non_empty_string_sync_and_async(
+    clock: FixedClock, audience: Any
+) -> None:
+    source = CachedTokenSource(Minter(clock), clock=clock)
+    with pytest.raises(ConfigurationError, match="audience must be a non-empty string"):
+        source.token(audience)
+    with pytest.raises(ConfigurationError, match="audience must be a non-empty string"):
+        asyncio.run(source.token_async(audience))
+    with pytest.raises(ConfigurationError, match="audience must be a non-empty string"):
+        source.invalidate(audience)
+
+
+def test_a_cached_source_forgets_its_tokens_on_clear_and_has_its_defaults(
+    clock: FixedClock,
+) -> None:
+    """An opaque token lives 60 s by default (refreshed 12 s ahead); clear() forgets every
+    audience's token."""
+    minted: list[str] = []
+
+    def mint(audience: str) -> str:
+        minted.append(audience)
+        return f"opaque-{len(minted)}"
+
+    source = CachedTokenSource(mint, clock=clock)
+    assert source.token("a") == "opaque-1" and source.token("b") == "opaque-2"
+    source.clear()
+    assert source.token("a") == "opaque-3" and source.token("b") == "opaque-4"
+    clock.advance(47.9)
+    assert source.token("a") == "opaque-3"
+    clock.advance(0.1)
+    assert source.token("a") == "opaque-5"  # 60 s default lifetime, refreshed at 48 s
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"subject": ""}, "subject must be a non-empty string"),
+        ({"subject": 7}, "subject must be a non-empty string"),
+        ({"ttl": 0.5}, "ttl"),
+        ({"ttl": "300"}, "ttl"),
+        ({"ttl": True}, "ttl"),
+    ],
+)
+def test_self_issued_sources_check_their_subject_and_ttl(
+    settings: dict[str, Any], message: str
+) -> None:
+    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer="https://issuer.example")
+    arguments: dict[str, Any] = {"subject": "spiffe://example.org/web", "ttl": 60, **settings}
+    with pytest.raises(ConfigurationError, match=message):
+        SelfIssuedTokenSource(issuer, **arguments)
+
+
+def test_a_cached_source_needs_callable_minting_functions(clock: FixedClock) -> None:
+    with pytest.raises(ConfigurationError):
+        CachedTokenSource("mint", clock=clock)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError):
+        CachedTokenSource(Minter(clock), mint_async="mint", clock=clock)  # type: ignore[arg-type]

@@ -21,11 +21,12 @@ import pytest
 
 from tests._https import HttpsServer, Route, json_route
 from tests._sockets import close_listener
-from zerotrust import FixedClock
+from zerotrust import FixedClock, match
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, KeysUnavailable, UnknownKey
 from zerotrust.sources.jwks_http import RemoteJWKSource
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
+from zerotrust.x509 import client_ssl_context
 
 pytestmark = pytest.mark.network
 
@@ -332,6 +333,53 @@ def test_verify_accepts_a_ca_file(
     (tmp_path / "empty.pem").write_text("# nothing here\n")
     with pytest.raises(ConfigurationError, match="no PEM certificate"):
         RemoteJWKSource(server.url("/jwks"), verify=str(tmp_path / "empty.pem"))
+
+
+def test_verify_true_takes_httpx_authorities_never_the_environment_s(
+    server: HttpsServer,
+    clock: FixedClock,
+    ca: DevCA,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # SSL_CERT_FILE / SSL_CERT_DIR naming the server's CA do not make it trusted: whoever sets
+    # a process's environment does not choose which key server it believes
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(ca.bundle.to_pem())
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    with RemoteJWKSource(server.url("/jwks"), clock=clock) as source:
+        with pytest.raises(KeysUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            source.get_keys()
+        assert server.count() == 0  # refused in the handshake: no request was sent
+
+
+def test_a_zerotrust_client_context_checks_the_key_server_s_spiffe_id(
+    server: HttpsServer, clock: FixedClock, ca: DevCA
+) -> None:
+    # it checks no host name (check_hostname is off) but the server's SPIFFE ID, after the
+    # handshake: taken as verify=, and it decides
+    def context(expected: str) -> ssl.SSLContext:
+        return client_ssl_context(None, ca.bundle, authorizer=match.exact(expected))
+
+    right = context("spiffe://example.org/test-server")
+    assert right.check_hostname is False
+    with RemoteJWKSource(server.url("/jwks"), verify=right, clock=clock) as source:
+        assert "a" in source.get_keys()
+    wrong = context("spiffe://example.org/other")
+    with (
+        RemoteJWKSource(server.url("/jwks"), verify=wrong, clock=clock) as source,
+        pytest.raises(KeysUnavailable),
+    ):
+        source.get_keys()
+    with (
+        RemoteJWKSource(server.url("/jwks"), verify=wrong, clock=clock) as source,
+        pytest.raises(KeysUnavailable),
+    ):
+        asyncio.run(source.get_keys_async())
+    with RemoteJWKSource(server.url("/jwks"), verify=right, clock=clock) as source:
+        assert "a" in asyncio.run(source.get_keys_async())
+    assert server.count() == 2  # one fetch each from the right server, sync and async
 
 
 def test_async_callers_are_not_blocked_by_a_sync_fetch(

@@ -1,10 +1,18 @@
-"""The one rule every fetched URL (JWKS, OIDC discovery, OAuth token endpoints) follows."""
+"""The one rule every fetched URL (JWKS, OIDC discovery, OAuth token endpoints) follows, and
+the TLS verification every source that fetches them keeps on."""
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
+from zerotrust.errors import ConfigurationError
 from zerotrust.sources._sansio import url_problem
+from zerotrust.sources.jwks_http import RemoteJWKSource
+from zerotrust.sources.oauth2 import ClientCredentialsTokenSource, TokenExchangeTokenSource
 
 
 @pytest.mark.parametrize(
@@ -38,3 +46,73 @@ def test_https_anywhere_plain_http_only_to_loopback_when_allowed() -> None:
         assert url_problem(url, allow_http_loopback=False) is not None
     for url in ("http://keys.example/jwks", "http://10.0.0.1/jwks", "ftp://127.0.0.1/jwks"):
         assert url_problem(url, allow_http_loopback=True) is not None
+
+
+SOURCES = {
+    "jwks": lambda verify: RemoteJWKSource("https://keys.example/jwks", verify=verify),
+    "client-credentials": lambda verify: ClientCredentialsTokenSource(
+        "https://issuer.example/token", client_id="svc", client_secret="s3cret", verify=verify
+    ),
+    "token-exchange": lambda verify: TokenExchangeTokenSource(
+        "https://issuer.example/token", subject_token="a.b.c", verify=verify
+    ),
+}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_tls_verification_cannot_be_turned_off(source: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"^verify=False is refused: pass an ssl"):
+        SOURCES[source](False)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("verify", [None, 0, 1, b"/etc/ssl/ca.pem", Path("ca.pem")])
+def test_verify_takes_a_context_a_ca_file_path_or_true(source: str, verify: object) -> None:
+    # 0 and 1 are no bool (nor a file descriptor to read a CA from); a path is a str
+    with pytest.raises(ConfigurationError, match=r"^verify must be an ssl.SSLContext"):
+        SOURCES[source](verify)
+
+
+def _unverified() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _any_host() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False  # any certificate the authorities signed, for any name
+    return context
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize(
+    ("context", "problem"),
+    [
+        (_unverified, r"^an ssl.SSLContext that does not verify the server's certificate"),
+        (_any_host, r"^an ssl.SSLContext that does not check the server's host name"),
+        (lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), r"^a server-side ssl.SSLContext"),
+    ],
+)
+def test_a_context_that_does_not_verify_the_server_is_verify_false_by_another_name(
+    source: str, context: Callable[[], ssl.SSLContext], problem: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        SOURCES[source](context())
+
+
+@pytest.mark.parametrize("source", ["client-credentials", "token-exchange"])
+def test_an_mtls_context_must_verify_the_token_endpoint_too(source: str) -> None:
+    # with mtls, the client certificate's context is the one that verifies the server
+    build = {
+        "client-credentials": ClientCredentialsTokenSource,
+        "token-exchange": TokenExchangeTokenSource,
+    }[source]
+    options = {"client_id": "svc"}
+    if source == "token-exchange":
+        options["subject_token"] = "a.b.c"
+    with pytest.raises(ConfigurationError, match=r"does not verify the server's certificate"):
+        build("https://issuer.example/token", mtls=_unverified(), **options)
+    with pytest.raises(ConfigurationError, match=r"does not check the server's host name"):
+        build("https://issuer.example/token", mtls=_any_host(), **options)

@@ -19,7 +19,8 @@ Transport rules applied to every request of a remote source:
 * clients built here open a connection per exchange (no keep-alive): the deadline above can
   then always cut the connection an exchange uses;
 * clients built here ignore proxy and certificate settings from the environment (pass your
-  own ``client`` to use them) and verify the server certificate (``verify=False`` is refused);
+  own ``client`` to use them) and verify the server certificate and its host name
+  (``verify=False`` is refused, as is a context that would do the same);
 * every httpx exception is translated into :class:`FetchError` here and nowhere else.
 """
 
@@ -41,6 +42,7 @@ import httpx
 from zerotrust._files import open_regular_file
 from zerotrust.errors import ConfigurationError
 from zerotrust.sources._sansio import FetchError, Flow, HttpRequest, HttpResponse
+from zerotrust.x509.sslcontext import ZeroTrustSSLContext
 
 __all__ = ["HttpxTransport", "ssl_context"]
 
@@ -51,7 +53,7 @@ _MAX_BYTES_LIMIT = 64 << 20
 def ssl_context(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext:
     """The TLS context for clients built by a source: ``verify`` as httpx understands it."""
     if isinstance(verify, ssl.SSLContext):
-        return verify
+        return _verifying(verify)
     if verify is True:  # httpx's default authorities (certifi); not SSL_CERT_FILE / _DIR
         return httpx.create_ssl_context(trust_env=False)
     if verify is False:
@@ -73,6 +75,26 @@ def ssl_context(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext:
         except (OSError, ssl.SSLError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"cannot load CA file for verify=: {exc}") from None
     raise ConfigurationError("verify must be an ssl.SSLContext, a CA file path or True")
+
+
+def _verifying(context: ssl.SSLContext) -> ssl.SSLContext:
+    """``context`` if it verifies the server as ``verify=True`` would: a client context that
+    checks the certificate and the host name (a zerotrust client context checks the server's
+    SPIFFE ID instead of a host name). Anything weaker would be ``verify=False`` by another
+    name."""
+    if context.protocol == ssl.PROTOCOL_TLS_SERVER:
+        raise ConfigurationError("a server-side ssl.SSLContext cannot verify a server")
+    if context.verify_mode == ssl.CERT_NONE:
+        raise ConfigurationError(
+            "an ssl.SSLContext that does not verify the server's certificate (verify_mode"
+            " CERT_NONE) is refused"
+        )
+    if not context.check_hostname and not isinstance(context, ZeroTrustSSLContext):
+        raise ConfigurationError(
+            "an ssl.SSLContext that does not check the server's host name (check_hostname"
+            " False) is refused"
+        )
+    return context
 
 
 _MAX_CA_FILE_BYTES = 1 << 20

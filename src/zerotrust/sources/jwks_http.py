@@ -55,8 +55,8 @@ class RemoteJWKSource:
 
     ``client``/``async_client`` are used as given (their redirect setting is overridden per
     request); otherwise the source builds clients with ``verify`` (an ``ssl.SSLContext``, a
-    CA file, or ``True`` for the default trust store). Times are in seconds; ``clock`` is
-    injectable for tests.
+    CA file, or ``True`` for httpx's default authorities, the ``certifi`` bundle; never
+    ``False``). Times are in seconds; ``clock`` is injectable for tests.
     """
 
     def __init__(

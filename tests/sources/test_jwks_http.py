@@ -382,6 +382,20 @@ def test_a_zerotrust_client_context_checks_the_key_server_s_spiffe_id(
     assert server.count() == 2  # one fetch each from the right server, sync and async
 
 
+def test_a_finished_fetch_leaves_no_deadline_timer_behind(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    # the whole-exchange deadline is a timer thread; one left running per fetch would live
+    # for twice the timeout (a minute here) after every refresh
+    before = set(threading.enumerate())
+    with make(server, clock, timeout=30) as source:
+        assert "a" in source.get_keys()
+        started = [thread for thread in threading.enumerate() if thread not in before]
+    for thread in started:
+        thread.join(timeout=10)
+    assert [thread for thread in started if thread.is_alive()] == []
+
+
 def test_async_callers_are_not_blocked_by_a_sync_fetch(
     server: HttpsServer, clock: FixedClock
 ) -> None:

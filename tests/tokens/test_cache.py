@@ -289,6 +289,21 @@ def test_cache_size_bounds(size: Any) -> None:
         VerifiedTokenCache(size)
 
 
+@pytest.mark.parametrize("size", [-1, False, True, 1.0, "100", None])
+def test_a_verifier_takes_a_cache_size_that_is_a_non_negative_int(
+    es256: PrivateJWK, size: Any
+) -> None:
+    # False is no 0: a bool never stands for a number here
+    with pytest.raises(ConfigurationError, match="cache_size must be a non-negative int"):
+        TokenVerifier(
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            keys=es256.public(),
+            algorithms=["ES256"],
+            cache_size=size,
+        )
+
+
 def test_thread_safety(clock: FixedClock, es256: PrivateJWK) -> None:
     verifier = TokenVerifier(
         issuer=ISSUER,

@@ -120,8 +120,15 @@ class _Lines:
 
 @pytest.fixture
 def keep_running() -> Iterator[tuple[subprocess.Popen[str], _Lines]]:
+    # Started as a shell starts a background job, with SIGINT ignored: the demo must still
+    # stop on Ctrl-C (Python only turns SIGINT into KeyboardInterrupt when it is not ignored).
+    launch = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN);"
+        " sys.argv = ['zerotrust', 'demo', '--keep-running'];"
+        " runpy.run_module('zerotrust', run_name='__main__')"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "zerotrust", "demo", "--keep-running"],
+        [sys.executable, "-c", launch],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -89,20 +89,26 @@ def curl_commands(files: dict[str, Path], url: str) -> list[tuple[str, list[str]
     ]
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _wait_for_interrupt() -> None:
+    """Wait for Ctrl-C (or SIGTERM). Both are handled here rather than left to Python's
+    default: a process started in the background by a shell inherits SIGINT ignored, and
+    would then never stop on it."""
     stop = threading.Event()
-    previous: Any = None
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in _STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
     try:
         while not stop.wait(0.5):
             pass
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a Ctrl-C that came before the handlers were in place
         pass
     finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def keep_running(out: Output, shop: Shop, services: Services, live: LiveSink) -> None:

@@ -684,6 +684,31 @@ def test_async_client_is_used_when_given(server: HttpsServer, clock: FixedClock)
     asyncio.run(main())
 
 
+def test_sync_client_is_used_when_given(server: HttpsServer, clock: FixedClock) -> None:
+    import httpx
+
+    # the server's CA is this client's alone: a client the source built would refuse it
+    with httpx.Client(verify=server.client_context) as client:
+        source = RemoteJWKSource(server.url("/jwks"), client=client, clock=clock)
+        assert "a" in source.get_keys()
+        source.close()
+        assert not client.is_closed  # the caller's client stays the caller's to close
+
+
+def test_a_content_length_past_max_bytes_is_refused_before_the_body(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    # two bytes of the announced gigabyte arrive, then the server goes away: the refusal
+    # comes from the header, not from a cut body
+    big = Route(headers={"Content-Length": str(1 << 30)}, stream_prefix=b"{", stream_bytes=1)
+    server.route("/jwks", big)
+    with make(server, clock) as source:
+        with pytest.raises(KeysUnavailable, match=r"response is larger than \d+ bytes"):
+            source.get_keys()
+        with pytest.raises(KeysUnavailable, match=r"response is larger than \d+ bytes"):
+            asyncio.run(source.get_keys_async())
+
+
 def test_status(server: HttpsServer, clock: FixedClock) -> None:
     server.route("/jwks", json_route(jwks(KEY_A, KEY_B), headers={"Cache-Control": "max-age=120"}))
     with make(server, clock) as source:

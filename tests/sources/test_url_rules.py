@@ -3,10 +3,12 @@ the TLS verification every source that fetches them keeps on."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from zerotrust.errors import ConfigurationError
@@ -116,3 +118,67 @@ def test_an_mtls_context_must_verify_the_token_endpoint_too(source: str) -> None
         build("https://issuer.example/token", mtls=_unverified(), **options)
     with pytest.raises(ConfigurationError, match=r"does not check the server's host name"):
         build("https://issuer.example/token", mtls=_any_host(), **options)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"timeout": True}, "timeout must be a number of seconds"),
+        ({"timeout": "5"}, "timeout must be a number of seconds"),
+        ({"timeout": 0}, "timeout must be positive and at most 600 seconds"),
+        ({"timeout": 600.5}, "timeout must be positive and at most 600 seconds"),
+        ({"timeout": float("nan")}, "timeout must be positive and at most 600 seconds"),
+        ({"max_bytes": 0}, "max_bytes must be an int from 1 to 67108864"),
+        ({"max_bytes": (64 << 20) + 1}, "max_bytes must be an int from 1 to 67108864"),
+        ({"max_bytes": True}, "max_bytes must be an int from 1 to 67108864"),
+        ({"client": object()}, "client must be an httpx.Client"),
+        ({"async_client": object()}, "async_client must be an httpx.AsyncClient"),
+    ],
+)
+def test_transport_options_are_checked(
+    source: str, options: dict[str, object], problem: str
+) -> None:
+    build = {
+        "jwks": lambda: RemoteJWKSource("https://keys.example/jwks", **options),
+        "client-credentials": lambda: ClientCredentialsTokenSource(
+            "https://issuer.example/token", client_id="svc", client_secret="s3cret", **options
+        ),
+        "token-exchange": lambda: TokenExchangeTokenSource(
+            "https://issuer.example/token", subject_token="a.b.c", **options
+        ),
+    }[source]
+    with pytest.raises(ConfigurationError, match=f"^{problem}"):
+        build()
+
+
+def test_transport_limits_are_inclusive() -> None:
+    for options in ({"timeout": 600, "max_bytes": 64 << 20}, {"timeout": 0.001, "max_bytes": 1}):
+        with RemoteJWKSource("https://keys.example/jwks", **options):  # type: ignore[arg-type]
+            pass
+
+
+def test_verify_is_for_clients_the_source_builds() -> None:
+    async_client = httpx.AsyncClient()
+    try:
+        with httpx.Client() as client:
+            with pytest.raises(ConfigurationError, match=r"^verify applies only to clients the"):
+                RemoteJWKSource(
+                    "https://keys.example/jwks",
+                    client=client,
+                    async_client=async_client,
+                    verify=ssl.create_default_context(),
+                )
+            with RemoteJWKSource(
+                "https://keys.example/jwks", client=client, async_client=async_client
+            ):
+                pass
+    finally:
+        asyncio.run(async_client.aclose())
+
+
+def test_a_ca_file_larger_than_a_mebibyte_is_refused(tmp_path: Path) -> None:
+    big = tmp_path / "ca.pem"
+    big.write_bytes(b"#" * ((1 << 20) + 1))
+    with pytest.raises(ConfigurationError, match="larger than 1 MiB"):
+        RemoteJWKSource("https://keys.example/jwks", verify=str(big))

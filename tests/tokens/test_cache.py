@@ -289,6 +289,14 @@ def test_cache_size_bounds(size: Any) -> None:
         VerifiedTokenCache(size)
 
 
+def test_a_verifier_caches_ten_thousand_verifications_by_default(es256: PrivateJWK) -> None:
+    verifier = TokenVerifier(
+        issuer=ISSUER, audience=AUDIENCE, keys=es256.public(), algorithms=["ES256"]
+    )
+    assert verifier.cache is not None
+    assert verifier.cache.max_entries == 10_000  # the documented default of cache_size
+
+
 @pytest.mark.parametrize("size", [-1, False, True, 1.0, "100", None])
 def test_a_verifier_takes_a_cache_size_that_is_a_non_negative_int(
     es256: PrivateJWK, size: Any

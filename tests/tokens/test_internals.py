@@ -59,6 +59,8 @@ def test_base64url_of_bytes_and_of_endings_that_look_like_padding() -> None:
     for data in (b"\x00\x00\x17", b"\x00\x05\xf7", b"\xff"):  # AAAX, AAX3, _w
         assert b64url_decode(b64url_encode(data)) == data
     assert b64url_encode(b"\x00\x00\x17") == "AAAX"
+    with pytest.raises(ValueError, match="base64url text must be ASCII"):
+        b64url_decode("AAA\u0410")  # a Cyrillic A: no UnicodeEncodeError from deeper down
 
 
 # --- JSON ----------------------------------------------------------------------------------------

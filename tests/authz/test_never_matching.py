@@ -179,3 +179,38 @@ def test_a_route_suffix_of_slashes_alone_is_refused(field: str, pattern: str) ->
     # routes compare without regard to a trailing slash, so "*/" would match every route
     with pytest.raises(ConfigurationError, match="would match every route"):
         Operations(**{field: [pattern]})  # type: ignore[arg-type]
+
+
+CALLER_FIELDS = (
+    "spiffe_ids",
+    "not_spiffe_ids",
+    "trust_domains",
+    "not_trust_domains",
+    "issuers",
+    "not_issuers",
+    "subjects",
+    "not_subjects",
+    "proven_by",
+    "not_proven_by",
+)
+OPERATION_FIELDS = ("methods", "not_methods", "routes", "not_routes", "kinds")
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [(Callers, name) for name in CALLER_FIELDS] + [(Operations, n) for n in OPERATION_FIELDS],
+)
+def test_a_single_string_or_a_mapping_is_no_list_of_patterns(build: Any, field: str) -> None:
+    # iterated, "spiffe://evil.example/x" would be one pattern per character (and a mapping
+    # its keys): a DENY rule holding them would deny nothing
+    with pytest.raises(ConfigurationError, match=f"^{field} must be a list of strings"):
+        build(**{field: "spiffe://evil.example/x"})
+    with pytest.raises(ConfigurationError, match=f"^{field} must be a list of strings"):
+        build(**{field: {"spiffe://evil.example/x": True}})
+
+
+def test_a_condition_s_values_are_a_list_too() -> None:
+    with pytest.raises(ConfigurationError, match="condition 'subject' values must be a list"):
+        Condition("subject", values="spiffe://evil.example/x")
+    with pytest.raises(ConfigurationError, match="condition 'subject' not_values must be a list"):
+        Condition("subject", not_values="spiffe://evil.example/x")

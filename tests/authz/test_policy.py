@@ -25,6 +25,7 @@ from zerotrust.authz import (
     ScopeRule,
     require,
 )
+from zerotrust.authz.rules import normalize_route
 from zerotrust.errors import ConfigurationError
 
 WEB = "spiffe://example.org/ns/shop/sa/web"
@@ -888,6 +889,22 @@ def test_routes_compare_without_regard_to_a_trailing_slash(
     assert Operations(not_routes=[pattern]).matches(op) is not matched
     denied = Policy([deny("no-secret", operations=[Operations(routes=[pattern])])])
     assert denied.explain(who(), op).rule_id == ("no-secret" if matched else None)
+
+
+@pytest.mark.parametrize(
+    ("route", "normal"),
+    [
+        ("/orders/", "/orders"),
+        ("/orders//", "/orders"),
+        ("/orders", "/orders"),
+        ("/", "/"),
+        ("//", "/"),
+        ("/orders/{id}/", "/orders/{id}"),
+        ("/pkg.Service/Method", "/pkg.Service/Method"),
+    ],
+)
+def test_the_form_adapters_give_route_templates_in(route: str, normal: str) -> None:
+    assert normalize_route(route) == normal
 
 
 @pytest.mark.parametrize("claim", [False, [False], ("x", False)])

@@ -214,3 +214,9 @@ def test_a_condition_s_values_are_a_list_too() -> None:
         Condition("subject", values="spiffe://evil.example/x")
     with pytest.raises(ConfigurationError, match="condition 'subject' not_values must be a list"):
         Condition("subject", not_values="spiffe://evil.example/x")
+
+
+@pytest.mark.parametrize("value", ["", 5, None, b"spiffe://evil.example/x"])
+def test_a_pattern_is_a_non_empty_string(value: object) -> None:
+    with pytest.raises(ConfigurationError, match=r"invalid pattern .*: must be a non-empty string"):
+        Callers(subjects=[value])  # type: ignore[list-item]

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from zerotrust._clock import FixedClock
-from zerotrust.errors import ConfigurationError, TokenExpired, TokenNotYetValid, UnknownKey
+from zerotrust.errors import (
+    ConfigurationError,
+    KeysUnavailable,
+    TokenExpired,
+    TokenNotYetValid,
+    UnknownKey,
+)
 from zerotrust.tokens import JWK, JWKSet, PrivateJWK, TokenVerifier, VerifiedTokenCache
 from zerotrust.tokens.cache import token_digest
 from zerotrust.tokens.verified import VerifiedToken
@@ -223,6 +229,24 @@ def test_a_hit_after_the_key_is_withdrawn_is_refused(
         with pytest.raises(UnknownKey):
             asyncio.run(verifier.verify_async(token))
     assert verifier.cache is not None and len(verifier.cache) == 0
+
+
+@pytest.mark.parametrize("form", ["verify", "flow"])
+@pytest.mark.parametrize("junk", [None, {"keys": []}, "keys"])
+def test_a_hit_from_a_source_that_answers_no_key_set_is_refused(
+    clock: FixedClock, es256: PrivateJWK, form: str, junk: object
+) -> None:
+    """A cached verification holds only while the source still answers with a key set."""
+    source = CountingSource(JWKSet([es256.public()]))
+    verifier = TokenVerifier(
+        issuer=ISSUER, audience=AUDIENCE, keys=source, algorithms=["ES256"], clock=clock
+    )
+    token = mint(es256, claims())
+    verifier.verify(token)
+    source.keys = junk
+    again = verifier.verify if form == "verify" else lambda t: asyncio.run(verifier.verify_async(t))
+    with pytest.raises(KeysUnavailable, match="not a key set"):
+        again(token)
 
 
 def test_evict_still_finds_a_token_whose_jti_twin_expired() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import gzip
 import json
 import logging
 import secrets
@@ -709,6 +710,33 @@ def test_a_content_length_past_max_bytes_is_refused_before_the_body(
             asyncio.run(source.get_keys_async())
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_max_bytes_is_the_largest_body_taken_as_sent_and_as_inflated(
+    server: HttpsServer, clock: FixedClock, mode: str
+) -> None:
+    document = json.dumps(jwks(KEY_A)).encode() + b" "
+    size = len(document)
+    # sent without Content-Length (read to the end of the connection), then compressed
+    served = {
+        "plain": Route(stream_prefix=document[:-1], stream_chunk=b" ", stream_bytes=1),
+        "gzip": Route(headers={"Content-Encoding": "gzip"}, body=gzip.compress(document)),
+    }
+    for route in served.values():
+        server.route("/jwks", route)
+        for max_bytes, taken in ((size, True), (size - 1, False)):
+            with make(server, clock, max_bytes=max_bytes) as source:
+                fetch = (
+                    source.get_keys
+                    if mode == "sync"
+                    else lambda source=source: asyncio.run(source.get_keys_async())
+                )
+                if taken:
+                    assert "a" in fetch()
+                else:
+                    with pytest.raises(KeysUnavailable, match=f"larger than {size - 1} bytes"):
+                        fetch()
+
+
 def test_status(server: HttpsServer, clock: FixedClock) -> None:
     server.route("/jwks", json_route(jwks(KEY_A, KEY_B), headers={"Cache-Control": "max-age=120"}))
     with make(server, clock) as source:
@@ -1035,7 +1063,6 @@ def test_a_compressed_key_set_is_read_and_a_compressed_bomb_never_grows_past_max
     """Sources ask for no content coding; a server compressing anyway may use one layer of
     gzip or deflate, inflated a bounded piece at a time: 64 MiB of zeros in a few KB of gzip
     is refused without ever holding them."""
-    import gzip
     import tracemalloc
     import zlib
 

@@ -220,3 +220,34 @@ def test_a_condition_s_values_are_a_list_too() -> None:
 def test_a_pattern_is_a_non_empty_string(value: object) -> None:
     with pytest.raises(ConfigurationError, match=r"invalid pattern .*: must be a non-empty string"):
         Callers(subjects=[value])  # type: ignore[list-item]
+
+
+def test_patterns_are_values() -> None:
+    from zerotrust.authz.rules import Pattern
+
+    assert Pattern("spiffe://a/*") == Pattern("spiffe://a/*")
+    assert hash(Pattern("spiffe://a/*")) == hash(Pattern("spiffe://a/*"))
+    assert Pattern("spiffe://a/*") != Pattern("spiffe://b/*")
+    assert Pattern("x") != "x"
+    assert repr(Pattern("*/sa/web")) == "Pattern('*/sa/web')"
+    assert not Pattern("*")(None)  # no value never matches, not even "*"
+
+
+@pytest.mark.parametrize("value", [5, None, object()])
+def test_lists_that_are_no_iterable_are_refused(value: object) -> None:
+    with pytest.raises(ConfigurationError, match=r"^methods must be a list of strings"):
+        Operations(methods=value)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"^scopes must be a list of strings"):
+        ScopeRule(all=value)  # type: ignore[arg-type]
+
+
+def test_a_scope_rule_keeps_its_own_copy_and_is_false_when_empty() -> None:
+    scopes, any_scopes = ["orders:read"], ["a", "b"]
+    rule = ScopeRule(all=scopes, any=any_scopes)
+    scopes.append("orders:write")
+    any_scopes.clear()
+    assert rule.all == ("orders:read",) and rule.any == ("a", "b")
+    assert rule and ScopeRule(any=["a"]) and not ScopeRule()
+    Rule(id="d", action="DENY", scopes=ScopeRule())  # no scopes: fine on a DENY rule
+    with pytest.raises(ConfigurationError, match="scopes apply to ALLOW rules only"):
+        Rule(id="d", action="DENY", scopes=ScopeRule(all=["a"]))

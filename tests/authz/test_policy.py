@@ -824,6 +824,32 @@ def test_kinds_are_compared_without_regard_to_case() -> None:
     assert not decision.allowed and decision.rule_id == "no-grpc"
 
 
+def test_kinds_restrict_what_a_rule_covers() -> None:
+    grpc_only = Policy([allow(operations=[Operations(kinds=["grpc"])])])
+    assert grpc_only.explain(who(), Operation("POST", "/shop.Orders/Get", kind="grpc")).allowed
+    for kind in ("http", "websocket"):
+        refused = grpc_only.explain(who(), Operation("GET", "/shop.Orders/Get", kind=kind))
+        assert not refused.allowed and refused.reason == "no_allow_rule_matched"
+    no_websockets = Policy(
+        [deny("no-ws", operations=[Operations(kinds=["websocket"])]), allow()],
+    )
+    assert no_websockets.explain(who(), GET_ORDER).allowed
+    refused = no_websockets.explain(who(), Operation("GET", "/orders/{order_id}", kind="websocket"))
+    assert refused.rule_id == "no-ws"
+
+
+@pytest.mark.parametrize("field", ["spiffe_ids", "trust_domains"])
+def test_a_wildcard_identity_needs_a_spiffe_id(field: str) -> None:
+    """``spiffe_ids: ["*"]`` is any workload with a SPIFFE ID, not any caller: a bearer token
+    naming no SPIFFE ID does not match it, and ``not_spiffe_ids: ["*"]`` matches exactly such
+    callers (Istio's ``notPrincipals: ["*"]``)."""
+    token_only = who(None, proven_by="jwt", subject="user-7")
+    callers = Callers(**{field: ["*"]})
+    assert callers.matches(who()) and not callers.matches(token_only)
+    assert not Callers(**{f"not_{field}": ["*"]}).matches(who())
+    assert Callers(**{f"not_{field}": ["*"]}).matches(token_only)
+
+
 def test_what_a_rule_says_of_get_it_says_of_head() -> None:
     """Flask, Django and Starlette answer HEAD with the GET handler: a DENY of GET must cover
     HEAD (or it reads the denied resource's headers), and HEAD is allowed where GET is."""

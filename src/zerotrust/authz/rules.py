@@ -273,7 +273,6 @@ class Callers:
     not_proven_by: Sequence[str] = ()
     #: Match requests that carry no credentials at all (health checks, public routes).
     anonymous: bool = False
-    _compiled: tuple[tuple[Pattern, ...], ...] = field(init=False, repr=False, compare=False)
     _checks: tuple[
         tuple[tuple[Pattern, ...], tuple[Pattern, ...], Callable[[Principal], str | None]], ...
     ] = field(init=False, repr=False, compare=False)
@@ -288,7 +287,6 @@ class Callers:
             check = _CALLER_CHECKS.get(name.removeprefix("not_"))
             if check is not None:
                 check(patterns, f"callers.{name}")
-        object.__setattr__(self, "_compiled", compiled)
         if self.anonymous and any(compiled):
             raise ConfigurationError("callers with anonymous=true cannot also constrain identities")
         object.__setattr__(self, "_positive", any(compiled[0::2]))

@@ -824,6 +824,18 @@ def test_kinds_are_compared_without_regard_to_case() -> None:
     assert not decision.allowed and decision.rule_id == "no-grpc"
 
 
+def test_the_compared_forms_of_routes_are_remembered_within_a_bound() -> None:
+    """A gRPC method name comes from the caller: remembering the compared form of every route
+    ever seen must not grow without end."""
+    from zerotrust.authz import rules
+
+    every = Operations(routes=["/shop.Orders/*"])
+    for n in range(10_000):
+        assert every.matches(Operation("POST", f"/shop.Orders/M{n}", kind="grpc"))
+        assert len(rules._ROUTE_KEYS) <= 4096
+    assert not every.matches(Operation("POST", "/shop.Other/M", kind="grpc"))
+
+
 def test_kinds_restrict_what_a_rule_covers() -> None:
     grpc_only = Policy([allow(operations=[Operations(kinds=["grpc"])])])
     assert grpc_only.explain(who(), Operation("POST", "/shop.Orders/Get", kind="grpc")).allowed

@@ -2,7 +2,7 @@
 
 Each example's default run is a self-check (its service on a free loopback port, one allowed
 and one refused call, the audit events); ``--serve`` keeps the service up and prints how to
-call it, which these tests do before stopping it with SIGTERM.
+call it, which these tests do before stopping it with SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -124,14 +124,23 @@ def wait_until_listening(port: int, process: subprocess.Popen[str]) -> None:
         time.sleep(0.05)
 
 
+# Servers start as a shell starts a background job, with SIGINT ignored: Ctrl-C must stop them
+# all the same (Python raises KeyboardInterrupt only when SIGINT was not ignored at start).
+_IGNORING_SIGINT = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN);"
+    " sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+
 @contextmanager
 def serving(script: str, stderr_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """Start ``script --serve`` on a free port; yield the command it prints for callers."""
     lines: queue.Queue[str | None] = queue.Queue()
     port = free_port()
     with stderr_path.open("w") as stderr:
+        argv = [str(EXAMPLES / script), "--serve", "--port", str(port)]
         process = subprocess.Popen(
-            [sys.executable, str(EXAMPLES / script), "--serve", "--port", str(port)],
+            [sys.executable, "-c", _IGNORING_SIGINT, *argv],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
@@ -171,15 +180,15 @@ def serving(script: str, stderr_path: Path) -> Iterator[tuple[str, subprocess.Po
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the printed command uses curl")
 @pytest.mark.parametrize(
-    ("script", "expected"),
+    ("script", "expected", "stop"),
     [
-        ("fastapi/app.py", '"proven_by":"mtls+jwt"'),
-        ("flask/app.py", '"proven_by":"mtls+jwt"'),
-        ("django/app.py", '"proven_by": "mtls+jwt"'),
-        ("two_services/services.py", '"proven_by":"mtls+jwt"'),
+        ("fastapi/app.py", '"proven_by":"mtls+jwt"', signal.SIGINT),
+        ("flask/app.py", '"proven_by":"mtls+jwt"', signal.SIGINT),
+        ("django/app.py", '"proven_by": "mtls+jwt"', signal.SIGTERM),
+        ("two_services/services.py", '"proven_by":"mtls+jwt"', signal.SIGTERM),
     ],
 )
-def test_serve_http(script: str, expected: str, tmp_path: Path) -> None:
+def test_serve_http(script: str, expected: str, stop: signal.Signals, tmp_path: Path) -> None:
     stderr = tmp_path / "stderr"
     with serving(script, stderr) as (command, process):
         assert command.startswith("curl ")
@@ -193,7 +202,7 @@ def test_serve_http(script: str, expected: str, tmp_path: Path) -> None:
         assert call.returncode == 0, call.stderr
         assert expected in call.stdout
         assert WEB in call.stdout
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, stop)  # Ctrl-C or a service manager's stop
         assert process.wait(timeout=TIMEOUT) == 0
     log = stderr.read_text()
     assert "Traceback" not in log
@@ -217,7 +226,7 @@ def test_serve_grpc(tmp_path: Path) -> None:
         )
         assert call.returncode == 0, call.stdout + call.stderr
         assert f"/shop.Orders/Get -> OK {{'order': 7, 'caller': '{WEB}'" in call.stdout
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGINT)
         assert process.wait(timeout=TIMEOUT) == 0
     log = stderr.read_text()
     assert "Traceback" not in log

@@ -108,7 +108,9 @@ def server_context() -> ZeroTrustSSLContext:
 def run_server(port: int) -> None:
     """Serve until Ctrl-C, and say how to call the service with curl."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # audit events as JSON lines
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop on SIGTERM as on Ctrl-C
+    # stop on Ctrl-C or SIGTERM, even if started with SIGINT ignored (as a background job)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="zerotrust-flask-") as tmp:
         folder = Path(tmp)
         (folder / "bundle.pem").write_bytes(ca.bundle.to_pem())

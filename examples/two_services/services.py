@@ -266,7 +266,9 @@ def self_check() -> int:
 def run_server(port: int) -> None:
     """Serve shop on ``port`` (and payments on a free port) until Ctrl-C."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop on SIGTERM as on Ctrl-C
+    # stop on Ctrl-C or SIGTERM, even if started with SIGINT ignored (as a background job)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="zerotrust-two-services-") as tmp:
         folder = Path(tmp)
         (folder / "bundle.pem").write_bytes(ca.bundle.to_pem())

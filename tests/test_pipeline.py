@@ -1117,6 +1117,13 @@ def test_guard_builds_its_authenticator_from_parts(issuer: TokenIssuer, clock: F
     ):
         with pytest.raises(ConfigurationError):
             Guard(**bad)  # type: ignore[arg-type]
+    for wrong in (
+        {"authenticator": object(), "policy": policy()},
+        {"authenticator": guard.authenticator, "policy": list(policy().rules)},
+        {"authenticator": guard.authenticator, "policy": None},
+    ):
+        with pytest.raises(ConfigurationError, match="Guard needs an Authenticator and a Policy"):
+            Guard(**wrong)  # type: ignore[arg-type]
 
 
 def test_settings_cannot_be_reassigned_once_built(issuer: TokenIssuer, clock: FixedClock) -> None:

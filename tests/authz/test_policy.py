@@ -696,6 +696,31 @@ def test_a_decision_is_truthy_when_allowed_and_cannot_be_changed() -> None:
         denied.allowed = True  # type: ignore[misc]
 
 
+@pytest.mark.parametrize(
+    ("built", "field"),
+    [
+        (Callers(spiffe_ids=[WEB]), "spiffe_ids"),
+        (Operations(routes=["/orders/*"]), "routes"),
+        (Condition("subject", values=["x"]), "values"),
+        (ScopeRule(all=["orders:read"]), "all"),
+        (allow(), "action"),
+        (Operation("GET", "/orders"), "method"),
+    ],
+)
+def test_a_policy_s_parts_cannot_be_changed_once_built(built: object, field: str) -> None:
+    """A rule changed after its policy was built would decide with half-checked patterns."""
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(built, field, ["*"])
+
+
+@pytest.mark.parametrize("rule_id", [5, None, b"allow", ""])
+def test_a_rule_id_is_a_non_empty_string(rule_id: object) -> None:
+    with pytest.raises(ConfigurationError, match="every rule needs a non-empty string id"):
+        Rule(id=rule_id, action="ALLOW")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("values", [None, 5, "orders:read", b"orders:read", {"orders:read": 1}])
 def test_scopes_that_are_no_list_are_a_configuration_error(values: Any) -> None:
     # not a TypeError from deep inside, and never a string or mapping taken apart

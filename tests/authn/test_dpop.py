@@ -1026,3 +1026,19 @@ def test_rsa_proof_keys_larger_than_4096_bits_are_refused(
     for bits in (4097, 8192):
         with pytest.raises(InvalidDPoPProof, match="larger than 4096 bits"):
             check_(bits)
+
+
+def test_the_url_a_proof_is_checked_against() -> None:
+    from zerotrust.authn.binding import request_url
+
+    with_origins = DPoPConfig(origins=["https://api.example"])
+    without = DPoPConfig()
+    assert request_url(Request(path=""), with_origins) == "/"  # an empty path is "/"
+    assert request_url(Request(path="/orders/7"), with_origins) == "/orders/7"
+    view = Request(path="/orders/7", host="api.example:8443", scheme="https")
+    assert request_url(view, without) == "https://api.example:8443/orders/7"
+    for path in ("/orders?id=7", "/orders#top", "/orders?"):
+        with pytest.raises(MalformedCredentials, match=r"the request path holds '\?' or '#'"):
+            request_url(Request(path=path), with_origins)
+    with pytest.raises(MalformedCredentials, match="the request target is not a path"):
+        request_url(Request(path="orders"), with_origins)

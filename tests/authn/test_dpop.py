@@ -1042,3 +1042,12 @@ def test_the_url_a_proof_is_checked_against() -> None:
             request_url(Request(path=path), with_origins)
     with pytest.raises(MalformedCredentials, match="the request target is not a path"):
         request_url(Request(path="orders"), with_origins)
+
+
+def test_a_proof_s_htu_is_at_most_2048_characters(holder: PrivateJWK, token: str) -> None:
+    base = "https://api.example/"
+    longest = base + "a" * (2048 - len(base))
+    assert check(proof(holder, token, htu=longest), token, url=longest)
+    too_long = longest + "a"
+    with pytest.raises(InvalidDPoPProof, match="DPoP proof has no valid 'htu'"):
+        check(proof(holder, token, htu=too_long), token, url=too_long)

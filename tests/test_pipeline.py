@@ -1117,6 +1117,8 @@ def test_guard_builds_its_authenticator_from_parts(issuer: TokenIssuer, clock: F
     ):
         with pytest.raises(ConfigurationError):
             Guard(**bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=r"Guard needs authenticator= or its parts"):
+        Guard(policy=policy())
     for wrong in (
         {"authenticator": object(), "policy": policy()},
         {"authenticator": guard.authenticator, "policy": list(policy().rules)},
@@ -1124,6 +1126,19 @@ def test_guard_builds_its_authenticator_from_parts(issuer: TokenIssuer, clock: F
     ):
         with pytest.raises(ConfigurationError, match="Guard needs an Authenticator and a Policy"):
             Guard(**wrong)  # type: ignore[arg-type]
+
+
+def test_an_outcome_cannot_be_changed(issuer: TokenIssuer, clock: FixedClock) -> None:
+    """Adapters read the outcome the Guard gave: none of them can turn a refusal into an allow."""
+    import dataclasses
+
+    guard, _ = make_guard(issuer, clock)
+    refused = guard.evaluate(get(None))
+    assert not refused.allowed
+    for field, value in (("allowed", True), ("status", 200), ("error", None)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(refused, field, value)
+    assert not refused.allowed and refused.status == 401
 
 
 def test_settings_cannot_be_reassigned_once_built(issuer: TokenIssuer, clock: FixedClock) -> None:

@@ -1450,8 +1450,10 @@ def test_one_certificate_direct_and_forwarded_is_proven_each_way(
         assert outcome.principal.cert_fingerprint == svid.fingerprint
 
 
-@pytest.mark.parametrize("service", ["", 'a"b', "a\\b", "a\r\nX-Injected: 1", "caf\u00e9", "a\x00"])
-def test_the_service_name_is_a_realm_without_escapes(issuer: TokenIssuer, service: str) -> None:
+@pytest.mark.parametrize(
+    "service", ["", 'a"b', "a\\b", "a\r\nX-Injected: 1", "caf\u00e9", "a\x00", 5, None, b"orders"]
+)
+def test_the_service_name_is_a_realm_without_escapes(issuer: TokenIssuer, service: object) -> None:
     """It is the realm of every challenge (RFC 9110 11.2): printable ASCII, no quote or
     backslash, so nothing ever needs escaping and no header can be injected."""
     verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])

@@ -251,3 +251,21 @@ def test_a_scope_rule_keeps_its_own_copy_and_is_false_when_empty() -> None:
     Rule(id="d", action="DENY", scopes=ScopeRule())  # no scopes: fine on a DENY rule
     with pytest.raises(ConfigurationError, match="scopes apply to ALLOW rules only"):
         Rule(id="d", action="DENY", scopes=ScopeRule(all=["a"]))
+
+
+@pytest.mark.parametrize("text", ["a*b", "**", "*a*", "spiffe://*/x/*", "a**"])
+def test_a_star_is_the_whole_pattern_its_first_or_its_last_character(text: str) -> None:
+    # taken literally, "a*b" would match only the three characters a, * and b: a DENY rule
+    # holding it would deny nothing
+    with pytest.raises(ConfigurationError, match="may only be the whole pattern, its first or"):
+        Callers(subjects=[text])
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 300.001, float("nan"), float("inf"), True, "1"])
+def test_a_hook_timeout_is_more_than_0_and_at_most_300_seconds(timeout: object) -> None:
+    def hook(principal: object, operation: object) -> bool:
+        return True
+
+    Rule(id="ext", action="CUSTOM", hook=hook, hook_timeout=300)  # the bound itself
+    with pytest.raises(ConfigurationError, match="hook_timeout"):
+        Rule(id="ext", action="CUSTOM", hook=hook, hook_timeout=timeout)  # type: ignore[arg-type]

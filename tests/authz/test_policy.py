@@ -875,6 +875,23 @@ def test_kinds_restrict_what_a_rule_covers() -> None:
     assert refused.rule_id == "no-ws"
 
 
+@pytest.mark.parametrize(
+    ("pattern", "near_miss", "hit"),
+    [
+        ("*/sa/web", "spiffe://example.org/ns/shop/visa/web", WEB),
+        ("spiffe://example.org/ns/shop/*", "spiffe://example.org/ns/shopping/sa/web", WEB),
+        ("spiffe://example.org/ns/shop/sa/web", WEB + "x", WEB),
+    ],
+)
+def test_patterns_match_to_the_character(pattern: str, near_miss: str, hit: str) -> None:
+    """Every character of a pattern counts, its separators included: ``*/sa/web`` is not
+    ``*sa/web``."""
+    callers = Callers(spiffe_ids=[pattern])
+    assert callers.matches(who(hit))
+    assert not callers.matches(who(near_miss))
+    assert Callers(not_spiffe_ids=[pattern]).matches(who(near_miss))
+
+
 @pytest.mark.parametrize("field", ["spiffe_ids", "trust_domains"])
 def test_a_wildcard_identity_needs_a_spiffe_id(field: str) -> None:
     """``spiffe_ids: ["*"]`` is any workload with a SPIFFE ID, not any caller: a bearer token

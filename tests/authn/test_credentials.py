@@ -32,6 +32,9 @@ def test_the_authorization_header_is_bounded_before_it_is_parsed() -> None:
 
 def test_authorization_syntax() -> None:
     assert extract_credentials(_view(authorization="bearer   abc")).token == "abc"
+    # optional whitespace around the field value (RFC 9110 5.5) is not part of it
+    for spaced in ("\t Bearer abc", "Bearer abc \t", " \tBearer   abc\t "):
+        assert extract_credentials(_view(authorization=spaced)).token == "abc", repr(spaced)
     with pytest.raises(UnsupportedScheme):
         extract_credentials(_view(authorization="Basic abc"))
     # a tab is not the separator (RFC 6750 2.1: 1*SP) and not part of a b64token
@@ -86,3 +89,11 @@ def test_credentials_never_show_their_values() -> None:
     assert repr(Credentials()) == "Credentials()"
     for shown in (repr(dpop), str(dpop)):
         assert "tok3n" not in shown and "pr00f" not in shown
+
+
+def test_credentials_cannot_be_changed() -> None:
+    import dataclasses
+
+    read = extract_credentials(_view(authorization="Bearer abc"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        read.token = "other"  # type: ignore[misc]

@@ -89,6 +89,9 @@ def build_app(ca: DevCA, issuer: TokenIssuer) -> tuple[FastAPI, MemorySink]:
             "pem": tls["client_cert_chain"][0].startswith("-----BEGIN CERTIFICATE-----"),
             "tls_version": tls["tls_version"],
             "cipher_suite": tls["cipher_suite"],
+            "client_cert_name": tls["client_cert_name"],
+            "server_cert": tls["server_cert"],
+            "client_cert_error": tls["client_cert_error"],
         }
 
     @app.websocket("/ws")
@@ -126,14 +129,36 @@ def get(port: int, context: ssl.SSLContext, **kw: Any) -> httpx.Response:
         return http.get(f"https://localhost:{port}/whoami", **kw)
 
 
+# IANA numbers of the TLS 1.3 suites (RFC 8446 B.4), as the ASGI TLS extension gives them
+_TLS13_SUITES = {
+    "TLS_AES_128_GCM_SHA256": 0x1301,
+    "TLS_AES_256_GCM_SHA384": 0x1302,
+    "TLS_CHACHA20_POLY1305_SHA256": 0x1303,
+}
+
+
 def test_mtls_caller_reaches_the_handler(server: Any, ca: DevCA) -> None:
     _, port, sink = server
-    response = get(port, client_context(ca))
+    svid = ca.issue_svid(WEB)
+    with (
+        httpx.Client(verify=client_context(ca, svid), timeout=30) as http,
+        http.stream("GET", f"https://localhost:{port}/whoami") as response,
+    ):
+        response.read()
+        tls = response.extensions["network_stream"].get_extra_info("ssl_object")
+        negotiated, version = tls.cipher()[0], tls.version()
     assert response.status_code == 200
     body = response.json()
     assert body["id"] == WEB and body["proven_by"] == "mtls"
     assert body["peer_verified_at_handshake"] and body["pem"] and body["chain"] >= 1
-    assert body["tls_version"] in (0x0303, 0x0304) and isinstance(body["cipher_suite"], int)
+    # what the client negotiated, in the extension's terms
+    assert body["tls_version"] == {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}[version]
+    if version == "TLSv1.3":
+        assert body["cipher_suite"] == _TLS13_SUITES[negotiated]
+    else:
+        assert isinstance(body["cipher_suite"], int)
+    assert body["client_cert_name"] == svid.leaf.subject.rfc4514_string()
+    assert body["server_cert"] is None and body["client_cert_error"] is None
     assert sink.last.spiffe_id == WEB and sink.last.route == "/whoami"
 
 

@@ -518,6 +518,15 @@ def test_explain_never_reads_a_view_with_credentials_as_anonymous(
     chain = Request(method="GET", route="/orders", peer_chain=[b"\x30\x00"])
     with pytest.raises(ConfigurationError, match=r"Guard\.explain"):
         policy.explain(chain)
+    # a certificate verified in the handshake, with no chain handed over, is a credential too
+    from zerotrust.dev import DevCA
+    from zerotrust.x509.verify import verify_x509_svid
+
+    ca = DevCA.create("example.org")
+    peer = verify_x509_svid(ca.issue_svid(WEB).cert_chain, ca.bundle, role="client")
+    verified = Request(method="GET", route="/orders", verified_peer=peer)
+    with pytest.raises(ConfigurationError, match=r"verified client certificate: use Guard"):
+        policy.explain(verified)
 
 
 @pytest.mark.parametrize(
@@ -537,6 +546,8 @@ def test_explain_never_reads_a_view_with_credentials_as_anonymous(
         lambda: Condition("password", values=["x"]),
         lambda: Condition("claims.a"),
         lambda: RateLimit("r", rate=0, burst=1),
+        lambda: RateLimit("", rate=1, burst=1),
+        lambda: RateLimit(5, rate=1, burst=1),  # type: ignore[arg-type]
         lambda: require(scopes="orders:read"),  # type: ignore[arg-type]
         lambda: require(callers=[]),
         lambda: require(methods=["GET"]) & require(methods=["POST"]),
@@ -580,6 +591,14 @@ def test_rate_limits_select_by_caller_and_operation() -> None:
     scoped = Policy([allow()], rate_limits=[partners])
     assert scoped.rate_limits_for(who(PARTNER), GET_ORDER) == (partners,)
     assert scoped.rate_limits_for(who(), GET_ORDER) == ()
+    # a limit keeps its own copies: emptying the lists it was built from widens nothing
+    callers, operations = [Callers(spiffe_ids=[ADMIN])], [Operations(methods=["POST"])]
+    own = RateLimit("own", rate=1, burst=2, callers=callers, operations=operations)
+    callers.clear()
+    operations.clear()
+    assert own.callers == (Callers(spiffe_ids=[ADMIN]),)
+    assert own.operations == (Operations(methods=["POST"]),)
+    assert not own.applies(who(), Operation("POST", "/x"))
 
 
 identities = st.sampled_from([WEB, ADMIN, PARTNER, None])

@@ -575,6 +575,44 @@ def test_requirements() -> None:
     assert combined.check(who(scopes=("a", "b")), GET_ORDER).required_scopes == ("c",)  # type: ignore[union-attr]
 
 
+def test_a_requirement_that_names_nothing_leaves_the_other_side_as_it_is() -> None:
+    """Combining with a requirement silent on methods or proofs keeps the other's: "no
+    constraint" is not "nothing allowed"."""
+    methods = require(methods=["GET"]) & require(scopes=["orders:read"])
+    assert methods.methods == ("GET",) and methods.scopes == ("orders:read",)
+    assert (require(scopes=["a"]) & require(methods=["POST"])).methods == ("POST",)
+    proofs = require(proven_by=["mtls"]) & require()
+    assert proofs.proven_by == ("mtls",)
+    assert (require() & require(proven_by=["jwt", "mtls"])).proven_by == ("jwt", "mtls")
+    assert (require() & require()).methods == ()
+
+
+@pytest.mark.parametrize("field", ["scopes", "any_scopes", "callers"])
+def test_a_requirement_takes_lists_not_a_single_string(field: str) -> None:
+    # iterated, "spiffe://example.org/x" would be one caller pattern per character
+    with pytest.raises(ConfigurationError, match="take lists, not a single string"):
+        require(**{field: "spiffe://example.org/x"})  # type: ignore[arg-type]
+
+
+def test_a_policy_keeps_its_own_copies_and_knows_when_it_is_dry_run() -> None:
+    rules, limits = (
+        [deny("no-intruder", callers=[Callers(subjects=["intruder"])]), allow()],
+        [RateLimit("r", rate=1, burst=1)],
+    )
+    policy = Policy(rules, rate_limits=limits)
+    rules.clear()
+    limits.clear()
+    assert [r.id for r in policy.rules] == ["no-intruder", "allow"]
+    assert [r.id for r in policy.rate_limits] == ["r"]
+    assert policy.explain(who(), GET_ORDER).allowed
+    assert not policy.has_dry_run
+    assert Policy([allow()], dry_run=True).has_dry_run
+    assert Policy([allow(), deny("d", dry_run=True)]).has_dry_run
+    for flag in ("false", 0, None):
+        with pytest.raises(ConfigurationError, match="dry_run must be true or false"):
+            Policy([allow()], dry_run=flag)  # type: ignore[arg-type]
+
+
 def test_rate_limits_select_by_caller_and_operation() -> None:
     limit = RateLimit("writes", rate=1, burst=2, operations=[Operations(methods=["DELETE"])])
     policy = Policy([allow()], rate_limits=[limit])

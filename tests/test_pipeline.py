@@ -227,6 +227,30 @@ def test_dry_run_is_recorded_not_enforced(issuer: TokenIssuer, clock: FixedClock
     assert event.would_rule_id == outcome.decision.would_rule_id  # type: ignore[union-attr]
 
 
+def test_a_dry_run_allow_rule_records_whom_it_would_admit(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """The other direction: a rule tried out before it is enforced. The request is refused as
+    the enforced rules say, and the event says the new rule would have allowed it."""
+    trial = Rule(
+        id="admin-trial",
+        callers=[Callers(spiffe_ids=[WEB])],
+        operations=[Operations(routes=["/admin"])],
+        dry_run=True,
+    )
+    guard, sink = make_guard(issuer, clock, pol=Policy([*policy().rules, trial]))
+    outcome = guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD), route="/admin"))
+    assert not outcome.allowed and outcome.status == 403
+    event = sink.last
+    assert event is not None and event.decision == "deny"
+    assert event.dry_run and event.would_decide == "allow"
+    assert event.would_rule_id == "admin-trial"
+    # where the trial rule changes nothing, the event reports no dry run
+    guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])))
+    assert sink.last is not None and sink.last.decision == "allow"
+    assert not sink.last.dry_run and sink.last.would_decide is None
+
+
 def test_rate_limited(issuer: TokenIssuer, clock: FixedClock) -> None:
     limited = policy(rate_limits=[RateLimit("per-caller", rate=1, burst=2)])
     guard, sink = make_guard(issuer, clock, pol=limited)

@@ -598,3 +598,15 @@ def test_many_callers_concurrently_never_get_each_others_answers(
         assert outcome.allowed is (kind == "reader"), kind
         if kind == "intruder":
             assert outcome.decision is not None and outcome.decision.rule_id == "deny-intruder"
+
+
+def test_what_is_remembered_stays_within_bounds(issuer: TokenIssuer, clock: FixedClock) -> None:
+    """Routes come from requests (a gRPC method name from the caller itself): the decisions and
+    allows remembered per route must not grow without end."""
+    every_route = Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])])
+    world = World(issuer, clock, pol=every_route, audit=LoggingSink())  # quiet: no event built
+    guard, token = world.guard, read_token(issuer)
+    for n in range(10_000):
+        assert guard.evaluate(get(token, route=f"/orders/{n}")).allowed
+        assert len(guard._decisions) <= 8192 and len(guard._repeats) <= 8192
+    assert guard.evaluate(get(token, route="/orders/9999")).allowed

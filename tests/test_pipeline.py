@@ -1509,6 +1509,18 @@ def test_a_revoked_tokens_trace_context_is_recorded_untrusted(
     assert not sink.last.trace_trusted
 
 
+def test_an_anonymous_caller_s_trace_context_is_recorded_untrusted(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """A public route admits callers nobody authenticated: their trace id is kept for
+    correlation, never trusted."""
+    guard, sink = make_guard(issuer, clock)
+    allowed = guard.evaluate(get(route="/healthz", headers={"traceparent": TRACEPARENT}))
+    assert allowed.allowed and allowed.principal is None
+    assert sink.last is not None and sink.last.trace_id == "11111111111111111111111111111111"
+    assert not sink.last.trace_trusted
+
+
 def test_a_failed_required_sink_leaves_the_refusal_on_record(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:

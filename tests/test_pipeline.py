@@ -117,6 +117,43 @@ def test_success_exposes_the_principal(issuer: TokenIssuer, clock: FixedClock) -
     assert token not in event.to_json()
 
 
+def test_the_audit_event_names_the_caller_as_the_principal_does(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    guard, sink = make_guard(issuer, clock)
+    token = issuer.issue(
+        subject=WEB,
+        audience=AUD,
+        scopes=["orders:read"],
+        extra_claims={"client_id": "web-app"},
+        act={"sub": "spiffe://example.org/ns/gw/sa/gw"},
+    )
+    outcome = guard.evaluate(get(token))
+    principal, event = outcome.principal, sink.last
+    assert outcome.allowed and principal is not None and event is not None
+    assert (event.spiffe_id, event.subject, event.issuer) == (WEB, WEB, ISS)
+    assert (event.proven_by, event.client_id) == ("jwt", "web-app")
+    assert event.actor == principal.actor == "spiffe://example.org/ns/gw/sa/gw"
+    assert (event.method, event.route, event.kind) == ("GET", ROUTE, "http")
+    # a refusal before anyone was authenticated names no one
+    guard.evaluate(get(None))
+    refused = sink.last
+    assert refused is not None and refused.decision == "deny"
+    assert (refused.spiffe_id, refused.subject, refused.issuer, refused.proven_by) == (None,) * 4
+    assert (refused.client_id, refused.actor, refused.cert_fingerprint) == (None,) * 3
+
+
+def test_a_grpc_event_names_the_full_method(issuer: TokenIssuer, clock: FixedClock) -> None:
+    method = "/shop.Orders/Get"
+    rule = Rule(id="grpc", operations=[Operations(routes=[method], kinds=["grpc"])])
+    guard, sink = make_guard(issuer, clock, pol=Policy([rule]))
+    token = issuer.issue(subject=WEB, audience=AUD)
+    view = Request(method="POST", route=method, path=method, kind="grpc",
+                   headers={"authorization": f"Bearer {token}"})  # fmt: skip
+    assert guard.evaluate(view).allowed
+    assert sink.last is not None and (sink.last.method, sink.last.kind) == (method, "grpc")
+
+
 @pytest.mark.parametrize(
     ("case", "status", "challenge", "code"),
     [
@@ -587,7 +624,7 @@ def cert_policy() -> Policy:
 
 
 def test_direct_mtls_peer_chain(issuer: TokenIssuer, clock: FixedClock, ca: DevCA) -> None:
-    guard, _ = make_guard(issuer, clock, pol=cert_policy(), bundles=ca.bundle)
+    guard, sink = make_guard(issuer, clock, pol=cert_policy(), bundles=ca.bundle)
     svid = ca.issue_svid(WEB)
     der = [c.public_bytes(Encoding.DER) for c in svid.cert_chain]
     outcome = guard.evaluate(get(peer_chain=der))
@@ -596,6 +633,9 @@ def test_direct_mtls_peer_chain(issuer: TokenIssuer, clock: FixedClock, ca: DevC
         outcome.principal.proven_by == "mtls"
         and outcome.principal.cert_fingerprint == svid.fingerprint
     )
+    event = sink.last  # the certificate's fingerprint, never the certificate
+    assert event is not None and event.cert_fingerprint == svid.fingerprint
+    assert (event.proven_by, event.spiffe_id) == ("mtls", WEB)
     stranger = DevCA.create("example.org").issue_svid(WEB)
     refused = guard.evaluate(
         get(peer_chain=[c.public_bytes(Encoding.DER) for c in stranger.cert_chain])

@@ -338,6 +338,21 @@ def test_private_jwk_from_pem_and_dict(es256: PrivateJWK) -> None:
         PrivateJWK.from_pem(b"garbage")
 
 
+def test_private_keys_are_equal_by_their_public_key(es256: PrivateJWK) -> None:
+    again = PrivateJWK(es256.private_key, kid=es256.kid)
+    other = PrivateJWK.generate("ES256")
+    assert again == es256 and hash(again) == hash(es256)
+    assert other != es256 and len({es256, again, other}) == 2
+    assert es256 != es256.public()  # a private key is not its public half
+    assert (es256 == "ES256") is False
+
+
+@pytest.mark.parametrize("members", [["kty", "EC"], "kty", None, 5])
+def test_a_private_jwk_is_a_json_object(members: Any) -> None:
+    with pytest.raises(ConfigurationError, match="a JWK must be a JSON object"):
+        PrivateJWK.from_dict(members)
+
+
 def test_private_jwk_rejects_mismatched_members(es256: PrivateJWK) -> None:
     from .test_rfc_vectors import A3_D
 

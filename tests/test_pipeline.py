@@ -296,6 +296,10 @@ def test_rate_limited(issuer: TokenIssuer, clock: FixedClock) -> None:
     refused = guard.evaluate(get(token))
     assert refused.headers == (("Retry-After", "1"),)
     assert refused.www_authenticate is None  # a rate limit is no challenge
+    # the decision handed to the adapter says the same as the outcome, and why
+    assert refused.decision is not None and not refused.decision.allowed
+    assert (refused.decision.reason, refused.decision.rule_id) == ("rate_limited", "per-caller")
+    assert sink.last is not None and sink.last.decision == "deny"
     assert refused.grpc_status == "RESOURCE_EXHAUSTED"
     assert (
         sink.last is not None

@@ -392,20 +392,22 @@ def test_custom_runs_first_and_can_deny() -> None:
 
 
 @pytest.mark.parametrize(
-    "hook",
+    ("hook", "detail"),
     [
-        lambda p, o: (_ for _ in ()).throw(RuntimeError("boom")),
-        lambda p, o: "yes",  # not a bool
-        lambda p, o: time.sleep(0.5) or True,  # too slow
+        (lambda p, o: (_ for _ in ()).throw(RuntimeError("boom")), "RuntimeError: boom"),
+        (lambda p, o: "yes", "TypeError: "),  # not a bool
+        (lambda p, o: time.sleep(0.5) or True, "TimeoutError: "),  # too slow
     ],
     ids=["raises", "not-bool", "timeout"],
 )
-def test_custom_failure_denies(hook: object) -> None:
+def test_custom_failure_denies(hook: object, detail: str) -> None:
     policy = Policy([allow(), Rule(id="ext", action="CUSTOM", hook=hook, hook_timeout=0.05)])  # type: ignore[arg-type]
     decision = policy.evaluate(who(), GET_ORDER)
     assert (decision.allowed, decision.reason) == (False, "custom_error")
+    assert decision.detail.startswith(detail), decision.detail  # what the audit trail says
     decision = asyncio.run(policy.evaluate_async(who(), GET_ORDER))  # the hook in a thread
     assert (decision.allowed, decision.reason) == (False, "custom_error")
+    assert decision.detail.startswith(detail), decision.detail
 
 
 def test_custom_blocking_hook_in_async_evaluation() -> None:
@@ -770,6 +772,16 @@ def test_a_policy_s_parts_cannot_be_changed_once_built(built: object, field: str
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(built, field, ["*"])
+
+
+def test_a_policy_cannot_be_changed_once_built() -> None:
+    import dataclasses
+
+    policy = Policy([deny("no-intruder", callers=[Callers(subjects=["intruder"])])])
+    for field, value in (("rules", ()), ("default", "allow"), ("dry_run", True)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(policy, field, value)
+    assert not policy.explain(who(), GET_ORDER).allowed
 
 
 @pytest.mark.parametrize("rule_id", [5, None, b"allow", ""])

@@ -347,6 +347,12 @@ def test_private_keys_are_equal_by_their_public_key(es256: PrivateJWK) -> None:
     assert (es256 == "ES256") is False
 
 
+@pytest.mark.parametrize("algorithm", ["HS256", "none", "ES256K", "RSA-OAEP", ""])
+def test_keys_are_generated_for_signature_algorithms_only(algorithm: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"cannot generate a key for {algorithm!r}"):
+        PrivateJWK.generate(algorithm)
+
+
 @pytest.mark.parametrize("members", [["kty", "EC"], "kty", None, 5])
 def test_a_private_jwk_is_a_json_object(members: Any) -> None:
     with pytest.raises(ConfigurationError, match="a JWK must be a JSON object"):

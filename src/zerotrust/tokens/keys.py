@@ -21,6 +21,7 @@ from zerotrust.tokens._jwk import JWK, check_alg_member, check_key_ops, pem_byte
 from zerotrust.tokens._jwk_codec import private_key_from_members
 from zerotrust.tokens.algorithms import (
     EC_CURVES,
+    RSA_ALGORITHMS,
     PrivateKey,
     Signer,
     default_algorithm,
@@ -81,7 +82,7 @@ class PrivateJWK(Frozen):
             key = ed25519.Ed25519PrivateKey.generate()
         elif algorithm == "Ed448":
             key = ed448.Ed448PrivateKey.generate()
-        elif algorithm[:2] in ("RS", "PS"):
+        elif algorithm in RSA_ALGORITHMS:
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         else:
             raise ConfigurationError(f"cannot generate a key for {algorithm!r}")

@@ -313,6 +313,17 @@ def test_cache_size_bounds(size: Any) -> None:
         VerifiedTokenCache(size)
 
 
+def test_the_jti_index_never_outgrows_the_cache() -> None:
+    """Entries pushed out to make room take their ``jti`` index entries with them."""
+    cache = VerifiedTokenCache(3)
+    assert VerifiedTokenCache().max_entries == 10_000
+    for n in range(50):
+        token = VerifiedToken({}, {"jti": f"j{n}"}, None, "ES256")
+        cache.put(n.to_bytes(32, "big"), token, 0, 10, cache.generation)
+        assert len(cache) <= 3 and len(cache._by_jti) <= 3
+    assert cache.evict("j0") == 0 and cache.evict("j49") == 1
+
+
 def test_a_verifier_caches_ten_thousand_verifications_by_default(es256: PrivateJWK) -> None:
     verifier = TokenVerifier(
         issuer=ISSUER, audience=AUDIENCE, keys=es256.public(), algorithms=["ES256"]

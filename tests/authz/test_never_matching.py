@@ -6,6 +6,7 @@ fails closed, but just as silently. Each is a ConfigurationError naming the patt
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -181,19 +182,11 @@ def test_a_route_suffix_of_slashes_alone_is_refused(field: str, pattern: str) ->
         Operations(**{field: [pattern]})  # type: ignore[arg-type]
 
 
-CALLER_FIELDS = (
-    "spiffe_ids",
-    "not_spiffe_ids",
-    "trust_domains",
-    "not_trust_domains",
-    "issuers",
-    "not_issuers",
-    "subjects",
-    "not_subjects",
-    "proven_by",
-    "not_proven_by",
+# every list a Callers or an Operations takes
+CALLER_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Callers) if f.init and f.name != "anonymous"
 )
-OPERATION_FIELDS = ("methods", "not_methods", "routes", "not_routes", "kinds")
+OPERATION_FIELDS = tuple(f.name for f in dataclasses.fields(Operations) if f.init)
 
 
 @pytest.mark.parametrize(

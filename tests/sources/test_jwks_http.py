@@ -336,25 +336,6 @@ def test_verify_accepts_a_ca_file(
         RemoteJWKSource(server.url("/jwks"), verify=str(tmp_path / "empty.pem"))
 
 
-def test_verify_true_takes_httpx_authorities_never_the_environment_s(
-    server: HttpsServer,
-    clock: FixedClock,
-    ca: DevCA,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # SSL_CERT_FILE / SSL_CERT_DIR naming the server's CA do not make it trusted: whoever sets
-    # a process's environment does not choose which key server it believes
-    bundle = tmp_path / "ca.pem"
-    bundle.write_bytes(ca.bundle.to_pem())
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
-    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
-    with RemoteJWKSource(server.url("/jwks"), clock=clock) as source:
-        with pytest.raises(KeysUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
-            source.get_keys()
-        assert server.count() == 0  # refused in the handshake: no request was sent
-
-
 def test_a_zerotrust_client_context_checks_the_key_server_s_spiffe_id(
     server: HttpsServer, clock: FixedClock, ca: DevCA
 ) -> None:
@@ -1010,13 +991,16 @@ def test_certificate_settings_from_the_environment_are_ignored(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # whoever sets a process's environment does not choose which key server it believes
     bundle = tmp_path / "ca.pem"
     bundle.write_bytes(ca.bundle.to_pem())
     monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # would make the test CA trusted
-    source = RemoteJWKSource(server.url("/jwks"), clock=clock)  # verify=True: the system store
-    with pytest.raises(KeysUnavailable, match="certificate"):
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    source = RemoteJWKSource(server.url("/jwks"), clock=clock)  # verify=True: httpx's (certifi)
+    with pytest.raises(KeysUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
         source.get_keys()
     source.close()
+    assert server.count() == 0  # refused in the handshake: no request was sent
 
 
 def test_a_verifier_checks_the_tokens_of_the_issuer_its_keys_were_discovered_for(

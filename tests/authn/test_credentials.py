@@ -97,3 +97,12 @@ def test_credentials_cannot_be_changed() -> None:
     read = extract_credentials(_view(authorization="Bearer abc"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         read.token = "other"  # type: ignore[misc]
+
+
+def test_a_grpc_request_without_a_route_is_routed_by_its_method() -> None:
+    """gRPC has no route templates: the full method name is the route rules match."""
+    view = Request(method="POST", path="/shop.Orders/Get", kind="grpc")
+    assert view.route == "/shop.Orders/Get"
+    assert Request(method="GET", path="/orders/7").route is None  # HTTP: no template given
+    named = Request(method="POST", path="/shop.Orders/Get", route="/shop.Orders/*", kind="grpc")
+    assert named.route == "/shop.Orders/*"

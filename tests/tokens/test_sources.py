@@ -59,6 +59,19 @@ def test_static_source_refuses_empty_or_ambiguous_input(keys: Any) -> None:
         StaticKeySource(keys)
 
 
+def test_a_public_key_as_text_or_bytes_is_never_taken_as_a_secret(es256: PrivateJWK) -> None:
+    """The algorithm-confusion pattern: a PEM public key passed where keys belong must not be
+    read as an HMAC secret (nor guessed as a public key): the caller is told what to use."""
+    from cryptography.hazmat.primitives import serialization
+
+    pem = es256.public().public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for raw in (pem, pem.decode(), b"s3cret" * 8, "s3cret" * 8):
+        with pytest.raises(ConfigurationError, match="raw bytes/str are ambiguous as keys"):
+            StaticKeySource(raw)  # type: ignore[arg-type]
+
+
 def test_empty_set_error_names_skip_reasons() -> None:
     with pytest.raises(ConfigurationError, match="symmetric"):
         StaticKeySource({"keys": [{"kty": "oct", "k": b64(b"k" * 32)}]})

@@ -84,3 +84,26 @@ def test_protocol_is_runtime_checkable(es256: PrivateJWK) -> None:
     ring = KeyRing(es256)
     assert as_key_source(ring) is ring
     assert isinstance(as_key_source(es256.public()), StaticKeySource)
+
+
+def test_a_key_source_raising_stop_iteration_fails_closed(es256: PrivateJWK) -> None:
+    """Verification is a generator driven by its caller: a StopIteration escaping a broken key
+    source must not read as the flow's end (a verification that returned nothing)."""
+    from zerotrust.errors import KeysUnavailable
+    from zerotrust.tokens import TokenIssuer, TokenVerifier
+
+    class Broken:
+        def get_keys(self, *, missing_kid: str | None = None) -> Any:
+            raise StopIteration
+
+        async def get_keys_async(self, *, missing_kid: str | None = None) -> Any:
+            raise StopIteration
+
+    token = TokenIssuer(es256, issuer="https://issuer.example").issue(subject="s", audience="api")
+    verifier = TokenVerifier(
+        issuer="https://issuer.example", audience="api", keys=Broken(), algorithms=["ES256"]
+    )
+    with pytest.raises(KeysUnavailable, match="key source failed"):
+        verifier.verify(token)
+    with pytest.raises(KeysUnavailable, match="key source failed"):
+        asyncio.run(verifier.verify_async(token))

@@ -95,8 +95,12 @@ class KeyRequest:
         """Answer the request asynchronously."""
         try:
             return await self.source.get_keys_async(missing_kid=self.missing_kid)
-        except StopIteration:
+        except StopIteration:  # from an awaitable that is no coroutine
             raise KeysUnavailable("key source failed") from None
+        except RuntimeError as exc:
+            if isinstance(exc.__cause__, StopIteration):  # a coroutine's, renamed (PEP 479)
+                raise KeysUnavailable("key source failed") from None
+            raise
 
 
 class StaticKeySource:

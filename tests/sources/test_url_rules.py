@@ -7,6 +7,7 @@ import asyncio
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -50,13 +51,14 @@ def test_https_anywhere_plain_http_only_to_loopback_when_allowed() -> None:
         assert url_problem(url, allow_http_loopback=True) is not None
 
 
-SOURCES = {
-    "jwks": lambda verify: RemoteJWKSource("https://keys.example/jwks", verify=verify),
-    "client-credentials": lambda verify: ClientCredentialsTokenSource(
-        "https://issuer.example/token", client_id="svc", client_secret="s3cret", verify=verify
+# every source that fetches over HTTPS, built with the options a test gives
+SOURCES: dict[str, Callable[..., Any]] = {
+    "jwks": lambda **options: RemoteJWKSource("https://keys.example/jwks", **options),
+    "client-credentials": lambda **options: ClientCredentialsTokenSource(
+        "https://issuer.example/token", **{"client_id": "svc", "client_secret": "s3cret", **options}
     ),
-    "token-exchange": lambda verify: TokenExchangeTokenSource(
-        "https://issuer.example/token", subject_token="a.b.c", verify=verify
+    "token-exchange": lambda **options: TokenExchangeTokenSource(
+        "https://issuer.example/token", subject_token="a.b.c", **options
     ),
 }
 
@@ -64,7 +66,7 @@ SOURCES = {
 @pytest.mark.parametrize("source", SOURCES)
 def test_tls_verification_cannot_be_turned_off(source: str) -> None:
     with pytest.raises(ConfigurationError, match=r"^verify=False is refused: pass an ssl"):
-        SOURCES[source](False)
+        SOURCES[source](verify=False)
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -72,7 +74,7 @@ def test_tls_verification_cannot_be_turned_off(source: str) -> None:
 def test_verify_takes_a_context_a_ca_file_path_or_true(source: str, verify: object) -> None:
     # 0 and 1 are no bool (nor a file descriptor to read a CA from); a path is a str
     with pytest.raises(ConfigurationError, match=r"^verify must be an ssl.SSLContext"):
-        SOURCES[source](verify)
+        SOURCES[source](verify=verify)
 
 
 def _unverified() -> ssl.SSLContext:
@@ -101,23 +103,17 @@ def test_a_context_that_does_not_verify_the_server_is_verify_false_by_another_na
     source: str, context: Callable[[], ssl.SSLContext], problem: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=problem):
-        SOURCES[source](context())
+        SOURCES[source](verify=context())
 
 
 @pytest.mark.parametrize("source", ["client-credentials", "token-exchange"])
 def test_an_mtls_context_must_verify_the_token_endpoint_too(source: str) -> None:
     # with mtls, the client certificate's context is the one that verifies the server
-    build = {
-        "client-credentials": ClientCredentialsTokenSource,
-        "token-exchange": TokenExchangeTokenSource,
-    }[source]
-    options = {"client_id": "svc"}
-    if source == "token-exchange":
-        options["subject_token"] = "a.b.c"
+    build = SOURCES[source]
     with pytest.raises(ConfigurationError, match=r"does not verify the server's certificate"):
-        build("https://issuer.example/token", mtls=_unverified(), **options)
+        build(mtls=_unverified(), client_id="svc", client_secret=None)
     with pytest.raises(ConfigurationError, match=r"does not check the server's host name"):
-        build("https://issuer.example/token", mtls=_any_host(), **options)
+        build(mtls=_any_host(), client_id="svc", client_secret=None)
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -139,17 +135,8 @@ def test_an_mtls_context_must_verify_the_token_endpoint_too(source: str) -> None
 def test_transport_options_are_checked(
     source: str, options: dict[str, object], problem: str
 ) -> None:
-    build = {
-        "jwks": lambda: RemoteJWKSource("https://keys.example/jwks", **options),
-        "client-credentials": lambda: ClientCredentialsTokenSource(
-            "https://issuer.example/token", client_id="svc", client_secret="s3cret", **options
-        ),
-        "token-exchange": lambda: TokenExchangeTokenSource(
-            "https://issuer.example/token", subject_token="a.b.c", **options
-        ),
-    }[source]
     with pytest.raises(ConfigurationError, match=f"^{problem}"):
-        build()
+        SOURCES[source](**options)
 
 
 def test_transport_limits_are_inclusive() -> None:

@@ -28,8 +28,9 @@ _PATH_SAFE: Final = "/!$&'()*+,;=:@-._~"
 
 def encode_path(decoded: bytes) -> str:
     """A request path rebuilt from the bytes a server decoded it to (when it does not keep the
-    path as sent), percent-encoded again: a decoded ``?`` or ``#`` is never read as a
-    delimiter, nor a decoded ``/`` kept as one."""
+    path as sent), percent-encoded again: a decoded ``?``, ``#`` or ``%`` is data, never read
+    as a delimiter or an escape. A decoded ``/`` cannot be told from a separator and stays one
+    (where the server keeps the path as sent, the adapters read that instead)."""
     return quote(decoded, safe=_PATH_SAFE) or "/"
 
 

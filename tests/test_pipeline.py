@@ -948,6 +948,44 @@ def test_a_dpop_proof_is_refused_by_a_replica_whose_clock_is_behind(
     assert isinstance(again.error, TokenReplayed) and isinstance(again.error, InvalidDPoPProof)
 
 
+def test_a_caller_filling_the_replay_table_cannot_replay_a_captured_proof(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """Proofs are remembered for their whole window: with the table full of live proofs, a
+    new proof is refused (503, fail closed), never admitted by forgetting an older one."""
+    guard, _ = make_guard(issuer, clock)
+    guard = Guard(
+        authenticator=guard.authenticator,
+        policy=guard.policy,
+        audit=MemorySink(),
+        store=MemoryStore(clock=clock, max_replay_entries=3),
+        service="orders",
+        clock=clock,
+    )
+    url = "https://api.example/orders/7"
+
+    def request(holder: PrivateJWK, token: str, jti: str) -> Request:
+        proof = dpop_proof(
+            holder, method="GET", url=url, token=token, iat=clock.now().timestamp(), jti=jti
+        )
+        return get(None, headers={"authorization": f"DPoP {token}", "dpop": proof})
+
+    victim = PrivateJWK.generate("ES256")
+    victim_token = bound_token(issuer, victim)
+    captured = request(victim, victim_token, "victim")
+    assert guard.evaluate(captured).allowed
+    attacker = PrivateJWK.generate("ES256")
+    attacker_token = bound_token(issuer, attacker)
+    assert guard.evaluate(request(attacker, attacker_token, "a1")).allowed
+    assert guard.evaluate(request(attacker, attacker_token, "a2")).allowed
+    full = guard.evaluate(request(attacker, attacker_token, "a3"))
+    assert not full.allowed and full.status == 503
+    assert full.error is not None and full.error.code == "store_unavailable"
+    replayed = guard.evaluate(captured)
+    assert not replayed.allowed
+    assert replayed.error is not None and replayed.error.code == "dpop_proof_replayed"
+
+
 # An Ed25519 key of small order (here the neutral point): with it, R = neutral, S = 0 is a
 # valid RFC 8032 signature of every message, so a proof "signed" by it proves nothing.
 _NEUTRAL = (1).to_bytes(32, "little")

@@ -41,7 +41,9 @@ def test_full_revocation_table_makes_room_from_lapsed_entries(clock: FixedClock)
     assert store.is_revoked(jti=None, subject=None, issuer=ISS, issued_at=t - 1)
 
 
-def test_full_replay_cache_evicts_lapsed_then_soonest_expiring(clock: FixedClock) -> None:
+def test_full_replay_cache_takes_lapsed_slots_and_never_evicts_a_live_entry(
+    clock: FixedClock,
+) -> None:
     store = MemoryStore(clock=clock, max_replay_entries=3)
     t = ts(clock)
     assert store.check_and_store("lapses", expires_at=t + 5)
@@ -49,11 +51,16 @@ def test_full_replay_cache_evicts_lapsed_then_soonest_expiring(clock: FixedClock
     assert store.check_and_store("soon", expires_at=t + 60)
     clock.advance(5)
     assert store.check_and_store("new1", expires_at=t + 400)  # takes the lapsed slot
-    assert not store.check_and_store("soon", expires_at=t + 60)
-    assert store.check_and_store("new2", expires_at=t + 400)  # evicts "soon"
-    assert not store.check_and_store("late", expires_at=t + 300)
-    assert store.check_and_store("soon", expires_at=t + 60)  # was evicted: first use again
+    # full of live entries: a new one is refused (fail closed), none is forgotten early, or
+    # a caller filling the table with proofs of its own could replay a captured one
+    with pytest.raises(StoreUnavailable, match="replay table is full"):
+        store.check_and_store("new2", expires_at=t + 400)
+    for key in ("soon", "late", "new1"):
+        assert not store.check_and_store(key, expires_at=t + 400)
     assert "replay=3" in repr(store)
+    clock.advance(55)  # "soon" lapses: its slot is free again
+    assert store.check_and_store("new2", expires_at=t + 400)
+    assert not store.check_and_store("new2", expires_at=t + 400)
 
 
 def test_full_rate_table_evicts_the_bucket_closest_to_full(clock: FixedClock) -> None:
@@ -155,10 +162,11 @@ def test_stale_heap_pairs_do_not_hide_live_entries(clock: FixedClock) -> None:
     clock.advance(5)
     assert store.check_and_store("a", expires_at=t + 105)  # lapsed, stored again
     assert store.check_and_store("b", expires_at=t + 55)
-    clock.advance(5)
-    assert store.check_and_store("c", expires_at=t + 200)  # evicts "b", the soonest
+    clock.advance(5)  # the stale pair of "a" (t + 5) is due: it must not free "a"'s slot
+    with pytest.raises(StoreUnavailable, match="replay table is full"):
+        store.check_and_store("c", expires_at=t + 200)
     assert not store.check_and_store("a", expires_at=t + 105)
-    assert not store.check_and_store("c", expires_at=t + 200)
+    assert not store.check_and_store("b", expires_at=t + 55)
 
 
 def test_later_listener_errors_are_logged(caplog: pytest.LogCaptureFixture) -> None:

@@ -3,11 +3,12 @@
 Thread-safe (one lock per feature) and bounded (a maximum number of entries per feature).
 When a table is full, expired entries go first. Then:
 
-* replay cache and rate limits evict the entries that expire soonest (a replay entry evicted
-  early could be replayed once more; a rate-limit bucket evicted early starts full again);
-* revocations are never evicted early, because that would silently un-revoke a token: a new
-  revocation that does not fit raises :class:`~zerotrust.errors.StoreUnavailable` (fail
-  closed; the caller learns that the revocation was *not* recorded). Queries keep working.
+* rate limits evict the buckets that fill up soonest (a bucket evicted early starts full
+  again);
+* replay entries and revocations are never evicted early: that would let a proof be used
+  again, or silently un-revoke a token. A new entry that does not fit raises
+  :class:`~zerotrust.errors.StoreUnavailable` (fail closed: the Guard answers 503, and a
+  revocation's caller learns that it was *not* recorded). Queries keep working.
 
 The async methods run the same code directly: there is no I/O to wait for.
 """
@@ -77,7 +78,7 @@ class MemoryStore:
             _positive("max_revocations", max_revocations), evict_live=False, name="revocation"
         )
         self._replay: ExpiringTable[None] = ExpiringTable(
-            _positive("max_replay_entries", max_replay_entries), evict_live=True, name="replay"
+            _positive("max_replay_entries", max_replay_entries), evict_live=False, name="replay"
         )
         self._rates: ExpiringTable[tuple[float, float]] = ExpiringTable(
             _positive("max_rate_limit_keys", max_rate_limit_keys), evict_live=True, name="rate"

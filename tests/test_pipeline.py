@@ -948,6 +948,26 @@ def test_a_dpop_proof_is_refused_by_a_replica_whose_clock_is_behind(
     assert isinstance(again.error, TokenReplayed) and isinstance(again.error, InvalidDPoPProof)
 
 
+@pytest.mark.parametrize(
+    "cnf", [{"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "x"}}, {"kid": "k"}, {"x5t#s256": "t"}]
+)
+def test_a_token_bound_by_a_method_not_checked_here_is_no_bearer_token(
+    issuer: TokenIssuer, clock: FixedClock, cnf: dict[str, object]
+) -> None:
+    guard, sink = make_guard(issuer, clock)
+    token = issuer.issue(
+        subject=WEB, audience=AUD, scopes=["orders:read"], extra_claims={"cnf": cnf}
+    )
+    for _ in range(2):  # and no repeat is admitted from a cache either
+        outcome = guard.evaluate(get(token))
+        assert not outcome.allowed and outcome.status == 401
+        assert outcome.error is not None and outcome.error.code == "token_binding_mismatch"
+        assert ("WWW-Authenticate", 'Bearer realm="orders", error="invalid_token"') in (
+            outcome.headers
+        )
+    assert [event.reason for event in sink.events] == ["token_binding_mismatch"] * 2
+
+
 def test_a_caller_filling_the_replay_table_cannot_replay_a_captured_proof(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:

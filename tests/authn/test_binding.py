@@ -3,14 +3,21 @@ RFC 9449 ``cnf.jkt`` (what each returns, and every refusal)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from zerotrust.authn.binding import DPoPProof, check_certificate_binding, check_dpop_binding
+from zerotrust.authn.binding import (
+    DPoPProof,
+    check_certificate_binding,
+    check_confirmation_methods,
+    check_dpop_binding,
+)
 from zerotrust.dev import DevCA
 from zerotrust.errors import InvalidDPoPProof, TokenBindingMismatch
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier, certificate_thumbprint
+from zerotrust.tokens._b64 import b64url_encode
 from zerotrust.tokens.verified import VerifiedToken
 from zerotrust.x509.verify import VerifiedPeer, verify_x509_svid
 
@@ -43,6 +50,53 @@ def verified(issuer: TokenIssuer, **extra: Any) -> VerifiedToken:
     token = issuer.issue(subject=WEB, audience=AUD, ttl=600, extra_claims=extra)
     verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
     return verifier.verify(token)
+
+
+# --- which confirmation methods are enforced (RFC 7800 3) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cnf",
+    [
+        {"jwk": {"kty": "EC", "crv": "P-256", "x": "x", "y": "y"}},  # RFC 7800 3.2
+        {"kid": "holder-key"},  # RFC 7800 3.4
+        {"jku": "https://holder.example/jwks"},  # RFC 7800 3.5
+        {"jwe": "a.b.c.d.e"},  # RFC 7800 3.3
+        {"x5t#s256": "misspelt"},  # member names are case-sensitive
+        {"Jkt": "misspelt"},
+        {"jkt": "x", "kid": "also bound to a key id"},
+    ],
+)
+def test_a_token_bound_by_a_method_not_checked_here_is_refused(
+    issuer: TokenIssuer, cnf: dict[str, Any]
+) -> None:
+    # accepted, it would be a plain bearer token although its issuer bound it to a holder
+    with pytest.raises(TokenBindingMismatch, match="confirmation method"):
+        check_confirmation_methods(verified(issuer, cnf=cnf))
+
+
+@pytest.mark.parametrize(
+    "cnf", [None, {"jkt": "x"}, {"x5t#S256": "y"}, {"jkt": "x", "x5t#S256": "y"}]
+)
+def test_tokens_bound_by_enforced_methods_or_by_none_pass_the_method_check(
+    issuer: TokenIssuer, cnf: Any
+) -> None:
+    token = verified(issuer) if cnf is None else verified(issuer, cnf=cnf)
+    assert check_confirmation_methods(token) is None
+
+
+def test_an_empty_cnf_binds_to_nothing() -> None:
+    # zerotrust's own issuer refuses to write one; another issuer may
+    key = PrivateJWK.generate("ES256")
+    header = {"alg": "ES256", "typ": "JWT", "kid": key.kid}
+    claims = {"iss": ISS, "sub": WEB, "aud": AUD, "exp": 4_102_444_800, "cnf": {}}
+    signing_input = ".".join(b64url_encode(json.dumps(part).encode()) for part in (header, claims))
+    token = f"{signing_input}.{b64url_encode(key.sign(signing_input.encode()))}"
+    jwks = TokenIssuer(key, issuer=ISS).jwks()
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=jwks, algorithms=["ES256"])
+    unbound = verifier.verify(token)
+    assert unbound.cnf == {}
+    assert check_confirmation_methods(unbound) is None
 
 
 # --- cnf.x5t#S256 (RFC 8705 3) -----------------------------------------------------------------

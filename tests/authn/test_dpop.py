@@ -855,12 +855,16 @@ def test_the_dpop_scheme_with_an_unbound_token_is_refused(
         assert code(zt.evaluate(presented)) == "401 token_binding_mismatch"
 
 
-def test_an_unbound_cnf_still_takes_bearer(issuer: TokenIssuer, clock: FixedClock) -> None:
+def test_a_cnf_of_methods_not_checked_here_is_no_bearer_token(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    # bound to a holder by a method zerotrust does not enforce (a key id, a SHA-1 certificate
+    # thumbprint): taken as Bearer, the binding its issuer wrote would be dropped
     for cnf in ({"kid": "other-binding"}, {"x5t": "not the SHA-256 member"}):
-        unbound = issuer.issue(subject="svc-a", audience=AUD, ttl=3600, extra_claims={"cnf": cnf})
+        bound = issuer.issue(subject="svc-a", audience=AUD, ttl=3600, extra_claims={"cnf": cnf})
         zt = guard(issuer, clock, origins=["https://api.example"])
-        view = plain("api.example", "/orders/7", {"authorization": f"Bearer {unbound}"})
-        assert zt.evaluate(view).allowed
+        view = plain("api.example", "/orders/7", {"authorization": f"Bearer {bound}"})
+        assert code(zt.evaluate(view)) == "401 token_binding_mismatch"
 
 
 _RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)

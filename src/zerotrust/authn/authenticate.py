@@ -28,6 +28,7 @@ from zerotrust.authn.binding import (
     DPoPProof,
     bound_jkt,
     check_certificate_binding,
+    check_confirmation_methods,
     check_dpop_binding,
     request_url,
     verify_dpop_proof,
@@ -326,6 +327,7 @@ class Authenticator:
     def _check_bindings(
         self, view: RequestView, creds: Credentials, token: VerifiedToken, peer: VerifiedPeer | None
     ) -> DPoPProof | None:
+        check_confirmation_methods(token)
         proof = None
         if creds.dpop_proof is not None and creds.scheme == "DPoP":
             if self.dpop is None:

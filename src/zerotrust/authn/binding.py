@@ -53,6 +53,7 @@ __all__ = [
     "DPoPConfig",
     "DPoPProof",
     "check_certificate_binding",
+    "check_confirmation_methods",
     "normalize_htu",
     "request_url",
     "verify_dpop_proof",
@@ -93,6 +94,20 @@ def _same(presented: str, expected: str) -> bool:
     return hmac.compare_digest(
         presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
     )
+
+
+#: The confirmation methods (``cnf`` members, RFC 7800) this module enforces.
+ENFORCED_CONFIRMATIONS: Final = frozenset({"x5t#S256", "jkt"})
+
+
+def check_confirmation_methods(token: VerifiedToken) -> None:
+    """Refuse a token bound by a confirmation method that is not enforced here (a ``cnf``
+    member other than ``x5t#S256`` and ``jkt``: ``jwk``, ``kid``, ``jku``, a misspelt name):
+    its issuer meant it for a holder that proves a key, and accepting it as a plain bearer
+    token would drop that proof. An empty ``cnf`` binds to nothing."""
+    cnf = token.cnf
+    if cnf and not ENFORCED_CONFIRMATIONS.issuperset(cnf):
+        raise TokenBindingMismatch("the token is bound by a confirmation method not checked here")
 
 
 def check_certificate_binding(token: VerifiedToken, peer: VerifiedPeer | None) -> bool:

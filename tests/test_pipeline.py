@@ -1069,8 +1069,48 @@ def test_a_service_without_dpop_challenges_with_bearer_only(
         iat=clock.now().timestamp(),
     )
     outcome = guard.evaluate(get(None, headers={"authorization": f"DPoP {token}", "dpop": proof}))
+    # the DPoP scheme is one it does not accept: refused before the token is even read
     assert outcome.status == 401
+    assert outcome.error is not None and outcome.error.code == "unsupported_scheme"
+    assert outcome.www_authenticate == 'Bearer realm="orders"'
+    bound = bound_token(issuer, holder)
+    for headers in ({"authorization": f"DPoP {bound}"}, {"authorization": f"dpop {bound}"}):
+        outcome = guard.evaluate(get(None, headers=headers))
+        assert outcome.error is not None and outcome.error.code == "unsupported_scheme"
+        assert outcome.www_authenticate == 'Bearer realm="orders"'
+    # a bound token presented as Bearer is still refused: its binding is not dropped
+    outcome = guard.evaluate(get(bound, headers={"dpop": proof}))
+    assert outcome.error is not None and outcome.error.code == "token_binding_mismatch"
     assert outcome.www_authenticate == 'Bearer realm="orders", error="invalid_token"'
+    # a Bearer request with a stray DPoP header of any shape: the header is not read
+    for stray in (proof, "not a proof", [proof, proof]):
+        assert guard.evaluate(get(token, headers={"dpop": stray})).allowed
+
+
+def test_a_malformed_dpop_header_is_an_invalid_proof(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    # RFC 9449 4.3 checks 1 and 2: one DPoP header, one well-formed JWT; else 401
+    # invalid_dpop_proof with the DPoP challenge, like any other invalid proof
+    guard, _ = make_guard(issuer, clock)
+    holder = PrivateJWK.generate("ES256")
+    token = bound_token(issuer, holder)
+    proof = dpop_proof(
+        holder,
+        method="GET",
+        url="https://api.example/orders/7",
+        token=token,
+        iat=clock.now().timestamp(),
+    )
+    for dpop in ([proof, proof], "not a proof", "a.b"):
+        outcome = guard.evaluate(
+            get(None, headers={"authorization": f"DPoP {token}", "dpop": dpop})
+        )
+        assert outcome.status == 401, dpop
+        assert outcome.error is not None and outcome.error.public_code == "invalid_dpop_proof"
+        assert outcome.www_authenticate is not None
+        assert outcome.www_authenticate.startswith('DPoP realm="orders", algs="')
+        assert outcome.www_authenticate.endswith(', error="invalid_dpop_proof"')
 
 
 def test_the_replay_window_outlives_a_proofs_acceptance_by_two_leeways() -> None:

@@ -677,15 +677,17 @@ class Guard:
             return (("Retry-After", str(error.retry_after)),)
         presented = _header_read_safely(view, "authorization")
         dpop = self.authenticator.dpop
-        if isinstance(error, InvalidDPoPProof) or (
-            # the scheme as the credentials were read: after optional whitespace (SP, HTAB)
-            presented and presented[0].lstrip(" \t")[:5].lower() == "dpop " and dpop is not None
+        if (
+            dpop is not None
+            and (
+                isinstance(error, InvalidDPoPProof)
+                # the scheme as the credentials were read: after optional whitespace (SP, HTAB)
+                or (presented and presented[0].lstrip(" \t")[:5].lower() == "dpop ")
+            )
         ):
             # RFC 9449 7.1: the DPoP scheme, with the proof algorithms this service accepts
-            realm = f'DPoP realm="{self.service}"'
-            if dpop is not None:
-                realm += f', algs="{" ".join(dpop.algorithms)}"'
-        else:
+            realm = f'DPoP realm="{self.service}", algs="{" ".join(dpop.algorithms)}"'
+        else:  # a service without DPoP names no scheme it does not accept (RFC 9110 11.6.1)
             realm = f'Bearer realm="{self.service}"'
         if status == 400:
             return (("WWW-Authenticate", f'{realm}, error="invalid_request"'),)

@@ -6,7 +6,12 @@ import pytest
 
 from zerotrust import Request
 from zerotrust.authn.credentials import ApiKeys, extract_credentials
-from zerotrust.errors import ConfigurationError, MalformedCredentials, UnsupportedScheme
+from zerotrust.errors import (
+    ConfigurationError,
+    InvalidDPoPProof,
+    MalformedCredentials,
+    UnsupportedScheme,
+)
 
 
 def _view(**headers: str | list[str]) -> Request:
@@ -48,9 +53,23 @@ def test_authorization_syntax() -> None:
 def test_the_dpop_proof_header_is_bounded_and_b64token() -> None:
     proof = extract_credentials(_view(dpop="a" * 64), max_token_bytes=64).dpop_proof
     assert proof == "a" * 64
+    # RFC 9449 4.3: a DPoP header that holds no single well-formed JWT is an invalid proof
     for bad in ("a" * 65, "a b", "a,b"):
-        with pytest.raises(MalformedCredentials, match="DPoP proof"):
+        with pytest.raises(InvalidDPoPProof, match="malformed DPoP proof header"):
             extract_credentials(_view(dpop=bad), max_token_bytes=64)
+
+
+def test_two_dpop_headers_are_an_invalid_proof() -> None:
+    with pytest.raises(InvalidDPoPProof, match="2 DPoP headers"):
+        extract_credentials(_view(dpop=["a.b.c", "a.b.c"]))
+
+
+def test_a_service_without_dpop_neither_takes_the_scheme_nor_reads_the_header() -> None:
+    with pytest.raises(UnsupportedScheme):
+        extract_credentials(_view(authorization="DPoP a.b.c", dpop="a.b.c"), dpop=False)
+    # a Bearer-only server ignores the header, whatever it holds
+    creds = extract_credentials(_view(authorization="Bearer t", dpop=["a b", "x"]), dpop=False)
+    assert (creds.scheme, creds.token, creds.dpop_proof) == ("Bearer", "t", None)
 
 
 def test_an_api_key_is_one_to_512_characters() -> None:

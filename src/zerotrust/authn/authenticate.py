@@ -273,7 +273,12 @@ class Authenticator:
                 peer = None
         else:
             api_header = self.api_keys.header if self.api_keys is not None else None
-            creds = extract_credentials(view, max_token_bytes=max_size, api_key_header=api_header)
+            creds = extract_credentials(
+                view,
+                max_token_bytes=max_size,
+                api_key_header=api_header,
+                dpop=self.dpop is not None,
+            )
             peer, via_proxy, handshake = self._peer(view, notes)
         if self.require_mtls and peer is None:
             raise MissingCredentials("a client certificate is required")
@@ -330,7 +335,7 @@ class Authenticator:
         check_confirmation_methods(token)
         proof = None
         if creds.dpop_proof is not None and creds.scheme == "DPoP":
-            if self.dpop is None:
+            if self.dpop is None:  # pragma: no cover - extract_credentials refused the scheme
                 raise TokenBindingMismatch("DPoP is not accepted by this service")
             proof = verify_dpop_proof(
                 creds.dpop_proof,

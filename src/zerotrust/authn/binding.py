@@ -448,7 +448,8 @@ def verify_dpop_proof(
     if _claim_str(claims, "htm", 32) != method:  # methods are case-sensitive (RFC 9110 §9.1)
         raise InvalidDPoPProof("DPoP proof htm does not match the request method")
     targets = _targets(url, config)
-    htu = _htu(_claim_str(claims, "htu"))
+    # as long as the proof allows: RFC 9110 4.1 asks for URIs of at least 8,000 octets
+    htu = _htu(_claim_str(claims, "htu", limit=_MAX_PROOF_BYTES))
     if htu is None:
         raise InvalidDPoPProof("DPoP htu is not an http(s) URL")
     if htu not in targets:

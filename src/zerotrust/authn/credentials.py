@@ -3,7 +3,9 @@
 * ``Authorization: Bearer <token>`` / ``Authorization: DPoP <token>`` (RFC 6750 §2.1,
   RFC 9449 §7.1): exactly one ``Authorization`` header, one scheme, ``b64token`` syntax, a size
   bound. Tokens in query strings or form bodies are never read.
-* ``DPoP: <proof>``: exactly one header.
+* ``DPoP: <proof>``: exactly one header (RFC 9449 4.3), read only where DPoP is accepted; a
+  service that does not accept DPoP refuses the ``DPoP`` scheme as any unsupported scheme and
+  ignores the header, as a Bearer-only server does.
 * API keys (lower assurance, opt-in): one header line, compared against stored hashes in
   constant time.
 """
@@ -19,7 +21,12 @@ from typing import Literal
 
 from zerotrust.authn._trusted import CREDENTIAL_HEADERS, FORWARDED_CERT_HEADERS
 from zerotrust.authn.request import RequestView
-from zerotrust.errors import ConfigurationError, MalformedCredentials, UnsupportedScheme
+from zerotrust.errors import (
+    ConfigurationError,
+    InvalidDPoPProof,
+    MalformedCredentials,
+    UnsupportedScheme,
+)
 from zerotrust.tokens._b64 import B64TOKEN
 
 __all__ = ["B64TOKEN", "ApiKeys", "Credentials", "extract_credentials"]
@@ -60,8 +67,14 @@ def extract_credentials(
     *,
     max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES,
     api_key_header: str | None = None,
+    dpop: bool = True,
 ) -> Credentials:
-    """Read the credentials a request carries; raises :class:`MalformedCredentials`."""
+    """Read the credentials a request carries; raises :class:`MalformedCredentials` (a
+    malformed ``Authorization`` or API key header), :class:`UnsupportedScheme`, or
+    :class:`InvalidDPoPProof` (several ``DPoP`` headers, or one that is no ``token68``).
+
+    ``dpop=False`` (a service that does not accept DPoP): the ``DPoP`` authorization scheme is
+    an :class:`UnsupportedScheme` and the ``DPoP`` header is not read."""
     token = scheme = None
     authorization = _single(view, "authorization")
     if authorization is not None:
@@ -71,7 +84,7 @@ def extract_credentials(
         text = authorization.strip(" \t")
         cut = min((i for i in (text.find(" "), text.find("\t")) if i >= 0), default=len(text))
         canonical = _SCHEMES.get(text[:cut].lower())
-        if canonical is None:
+        if canonical is None or (canonical == "DPoP" and not dpop):
             raise UnsupportedScheme("unsupported authorization scheme")
         if text[cut : cut + 1] != " ":  # RFC 6750 2.1: the scheme, 1*SP, the token
             raise MalformedCredentials(f"malformed {canonical} credentials")
@@ -81,9 +94,15 @@ def extract_credentials(
         if len(value) > max_token_bytes:  # the header bound above leaves room for the scheme
             raise MalformedCredentials(f"{canonical} token is too large")
         token, scheme = value, canonical
-    proof = _single(view, "dpop")
-    if proof is not None and (len(proof) > max_token_bytes or not B64TOKEN.fullmatch(proof)):
-        raise MalformedCredentials("malformed DPoP proof header")
+    proof = None
+    if dpop:
+        # RFC 9449 4.3: one DPoP header holding one JWT; else the proof is invalid (401)
+        proofs = view.header("dpop")
+        if len(proofs) > 1:
+            raise InvalidDPoPProof(f"{len(proofs)} DPoP headers; exactly one is allowed")
+        proof = proofs[0] if proofs else None
+        if proof is not None and (len(proof) > max_token_bytes or not B64TOKEN.fullmatch(proof)):
+            raise InvalidDPoPProof("malformed DPoP proof header")
     api_key = None
     if api_key_header:
         api_key = _single(view, api_key_header)

@@ -459,6 +459,80 @@ def test_a_same_origin_redirect_answering_invalid_token_re_mints_and_re_sends(
     assert server.count("/start") == 2
 
 
+@pytest.mark.parametrize(("method", "status"), [("POST", 307), ("POST", 308), ("GET", 303)])
+def test_a_redirect_that_kept_the_method_and_body_is_followed_again_with_a_new_token(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    tokens: CountingSource,
+    method: str,
+    status: int,
+) -> None:
+    """307 and 308 (and any redirect of a GET) send the same request on: its invalid_token is
+    this request's, so the request is sent once more, with its body, and redirected again."""
+    server.script("/start", Reply(status, {"Location": "/target"}))
+    server.script("/target", INVALID, Reply(200))
+    options = {**auth_options(ca, client_svid, tokens), "follow_redirects": True}
+    [response] = send(mode, [(method, server.url("/start"), {"json": [7]})], **options)
+    assert response.status_code == 200
+    assert [(r.method, r.path, bearer(r), r.body) for r in server.requests()] == [
+        (method, path, f"token-{n}-for-orders", b"[7]")
+        for n in (1, 2)
+        for path in ("/start", "/target")
+    ]
+
+
+@pytest.mark.parametrize("status", [301, 302, 303])
+def test_a_post_a_redirect_turned_into_a_get_is_never_sent_again(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    tokens: CountingSource,
+    status: int,
+) -> None:
+    """httpx follows a POST answered 301, 302 or 303 with a GET: the POST was processed, so
+    the GET's invalid_token is returned as it is. The token it carried was refused all the
+    same: the next request gets a new one."""
+    server.script("/charges", Reply(status, {"Location": "/charges/1"}))
+    server.script("/charges/1", INVALID, Reply(200))
+    options = {**auth_options(ca, client_svid, tokens), "follow_redirects": True}
+    calls: list[Call] = [
+        ("POST", server.url("/charges"), {"json": {"amount": 100}}),
+        ("GET", server.url("/charges/1")),
+    ]
+    rejected, after = send(mode, calls, **options)
+    assert rejected.status_code == 401 and after.status_code == 200
+    assert [(r.method, r.path, bearer(r)) for r in server.requests()] == [
+        ("POST", "/charges", "token-1-for-orders"),
+        ("GET", "/charges/1", "token-1-for-orders"),
+        ("GET", "/charges/1", "token-2-for-orders"),
+    ]
+
+
+def test_a_round_trip_through_another_origin_leaves_the_token_alone(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+) -> None:
+    """A -> B -> A: httpx dropped the token on the way to B and never puts it back, so A's
+    invalid_token answers a request without it and says nothing about the token."""
+    server.script("/start", Reply(302, {"Location": server.url("/bounce", host="127.0.0.1")}))
+    server.script("/bounce", Reply(302, {"Location": server.url("/final")}))
+    server.script("/final", INVALID)
+    server.script("/again", Reply(200))
+    options = {**auth_options(ca, client_svid, tokens), "follow_redirects": True}
+    calls = [("GET", server.url("/start")), ("GET", server.url("/again"))]
+    first, second = send(mode, calls, **options)
+    assert first.status_code == 401 and second.status_code == 200
+    assert tokens.minted == ["orders"]
+    assert [(r.path, r.headers.get("authorization")) for r in server.requests()] == [
+        ("/start", "Bearer token-1-for-orders"),
+        ("/bounce", None),
+        ("/final", None),
+        ("/again", "Bearer token-1-for-orders"),
+    ]
+
+
 class OnlyBlocking:
     def token(self, audience: str) -> str:
         return "t"

@@ -471,6 +471,36 @@ def test_an_answer_from_another_origin_says_nothing_about_this_one(
     assert claims_of(server.requests("/again")[0].headers["dpop"]).get("nonce") is None
 
 
+def test_a_nonce_challenge_to_the_get_after_a_post_is_learned_not_answered(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+) -> None:
+    """A POST answered 303 was processed; httpx follows with a GET. That GET carried the
+    proof, so the nonce its 401 brings is this origin's, but answering the challenge would
+    send the POST again: the 401 is returned and the nonce goes into the next proofs."""
+    token = bound_token(issuer, holder)
+    challenge = {"WWW-Authenticate": 'DPoP error="use_dpop_nonce"', "DPoP-Nonce": "n1"}
+    server.script("/charges", Reply(303, {"Location": "/charges/1"}))
+    server.script("/charges/1", Reply(401, challenge), Reply(200))
+    calls: list[Call] = [
+        ("POST", server.url("/charges"), {"json": {"amount": 100}}),
+        ("GET", server.url("/charges/1")),
+    ]
+    options = dpop_options(ca, client_svid, token, holder, follow_redirects=True)
+    first, second = send(mode, calls, **options)
+    assert first.status_code == 401 and second.status_code == 200
+    assert [(r.method, r.path) for r in server.requests()] == [
+        ("POST", "/charges"),
+        ("GET", "/charges/1"),
+        ("GET", "/charges/1"),
+    ]
+    assert nonces_sent(server, "/charges/1") == [None, "n1"]
+
+
 def test_use_dpop_nonce_challenge_parsing() -> None:
     """RFC 9449 §9: a resource server asks for a nonce with a 401 whose DPoP challenge says
     error="use_dpop_nonce"; nothing else is that challenge."""

@@ -177,14 +177,20 @@ def _host_key(host: str, port: int | None) -> str | None:
     return host if port is None else f"{host}:{port}"
 
 
-def _answered_by_origin_of(response: httpx.Response, request: httpx.Request) -> bool:
-    """Whether the final answer (after redirects httpx followed) came from ``request``'s
-    origin."""
+def _answered(response: httpx.Response, request: httpx.Request) -> httpx.Request:
+    """The request ``response`` answers: ``request``, or the last of the redirects httpx
+    followed from it."""
     try:
-        final = response.request
+        return response.request
     except RuntimeError:  # no request recorded: it answered ``request`` itself
-        return True
-    return final is request or _origin(final.url) == _origin(request.url)
+        return request
+
+
+def _same_request(answered: httpx.Request, request: httpx.Request) -> bool:
+    """Whether ``answered`` is ``request`` as far as its server is concerned: every redirect
+    on the way kept the method and the body (a 307 or 308; httpx turns a POST redirected by
+    a 301, 302 or 303 into a GET without the body, and a body once dropped never comes back)."""
+    return answered.method == request.method and answered.stream is request.stream
 
 
 def _replayable(request: httpx.Request) -> bool:
@@ -290,6 +296,10 @@ class ZeroTrustAuth(httpx.Auth):
       sent once more with a new token if its body can be replayed and the token changed. Other
       401s, 403s and a second 401 are returned as they are. Concurrent rejections of the same
       token invalidate it once.
+    * After redirects httpx followed, only an answer to a request that carried the token counts
+      (httpx drops it on a redirect to another origin), and the request is sent once more only
+      if every redirect kept its method and body (307, 308): a POST that a 301, 302 or 303
+      turned into a GET is never sent again.
     """
 
     requires_request_body = False
@@ -317,11 +327,14 @@ class ZeroTrustAuth(httpx.Auth):
 
     # -- the logic, written once ------------------------------------------------------------
 
+    def _authorization(self, token: str) -> str:
+        """The ``Authorization`` header that carries ``token``."""
+        return f"Bearer {token}" if self._dpop is None else f"DPoP {token}"
+
     def _apply(self, request: httpx.Request, token: str) -> _Proof | None:
+        request.headers["Authorization"] = self._authorization(token)
         if self._dpop is None:
-            request.headers["Authorization"] = f"Bearer {token}"
             return None
-        request.headers["Authorization"] = f"DPoP {token}"
         proof = _Proof(self._dpop, token, self._nonces)
         proof(request)
         # zerotrust's transport signs a new proof for every retry (servers remember each jti)
@@ -376,31 +389,41 @@ class ZeroTrustAuth(httpx.Auth):
         response: httpx.Response,
     ) -> Generator[_Step, object, None]:
         """What the answer to the first attempt calls for: a nonce to learn, the same token
-        with the nonce a server asked for, or a new token after ``invalid_token``."""
-        if not _answered_by_origin_of(response, request):
-            # a redirect to another origin answered, which never saw the token or a proof:
-            # its nonce, nonce challenge or invalid_token say nothing about this origin's
+        with the nonce a server asked for, or a new token after ``invalid_token``.
+
+        Only an answer to a request that carried this very token says anything about it: after
+        a redirect to another origin (httpx dropped ``Authorization`` there, and no proof went
+        with it), the answer is returned as it is, whatever origin the redirects end on. The
+        request is sent again only when the answer is to that same request (redirects that
+        kept its method and body): a POST answered 303 and followed by a GET was processed."""
+        sent = self._authorization(token)
+        answered = _answered(response, request)
+        if answered.headers.get("Authorization") != sent:
             return
+        again = _same_request(answered, request) and _replayable(request)
         if proof is not None:
-            nonce = proof.note(response, request)
+            nonce = proof.note(response, answered)
             if (
-                nonce is not None
+                again
+                and nonce is not None
                 and nonce != proof.nonce
                 and use_dpop_nonce_challenge(response)
-                and _replayable(request)
             ):
                 self._apply(request, token)  # the same token, a proof with the nonce
                 answer = yield request
                 assert isinstance(answer, httpx.Response)
-                response = answer
-                if not _answered_by_origin_of(response, request):
+                response, answered = answer, _answered(answer, request)
+                if answered.headers.get("Authorization") != sent:
                     return  # this answer too may come from a redirect to another origin
-                proof.note(response, request)
+                again = _same_request(answered, request)
+                proof.note(response, answered)
         if not invalid_token_challenge(response):
             return
-        self._invalidate(audience, token)  # whether or not this request can be sent again
-        if not _replayable(request):
-            return  # a streamed body is gone: the 401 stands, the next request gets a new token
+        self._invalidate(audience, token)  # it was refused, whether or not it is sent again
+        if not again:
+            # a streamed body is gone, or a redirect made it another request: the 401 stands
+            # (the next request gets a new token)
+            return
         fresh = yield _TokenFor(audience)
         assert isinstance(fresh, str)
         if fresh == token:

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import itertools
 import json
 import threading
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 import pytest
 
+from tests._https import HttpsServer, Route
+from tests._https import Recorded as HttpRecorded
 from tests._zt_https import Recorded, Reply, ZtHttpsServer
 from tests.client.conftest import Call, CountingSource, Mode, send, streamed, tls
-from zerotrust import SpiffeId, StaticTokenSource, X509Svid
+from zerotrust import FixedClock, SpiffeId, StaticTokenSource, X509Svid
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, SourceError
 from zerotrust.httpx import AsyncClient, Client, SupportsInvalidate, ZeroTrustAuth
-from zerotrust.tokens.outgoing import CachedTokenSource
+from zerotrust.sources import TokenExchangeTokenSource
+from zerotrust.tokens.outgoing import CachedTokenSource, MintedToken
 
 pytestmark = pytest.mark.network
 
@@ -172,7 +178,8 @@ def test_streamed_body_is_not_replayed_but_its_rejected_token_is_dropped(
 
 
 class InvalidatingSource:
-    """A token source with the optional invalidate(audience) hook."""
+    """A token source with the optional invalidate hook as it was first written: without
+    the ``token`` keyword."""
 
     def __init__(self) -> None:
         self.counting = CountingSource()
@@ -198,6 +205,125 @@ def test_invalidate_hook_is_preferred(
     options = {**tls(ca, client_svid), "token_source": source, "audience": "orders"}
     [response] = send(mode, [("GET", server.url("/"))], **options)
     assert response.status_code == 200 and source.invalidated == ["orders"]
+
+
+class TokenInvalidatingSource(InvalidatingSource):
+    """A token source whose invalidate hook takes the refused token."""
+
+    def invalidate(self, audience: str, *, token: str | None = None) -> None:
+        self.invalidated.append(f"{audience} {token}")
+        self.counting.source.invalidate(audience, token=token)
+
+
+def test_the_invalidate_hook_is_given_the_refused_token(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    source = TokenInvalidatingSource()
+    server.script("/", INVALID, Reply(200))
+    options = {**tls(ca, client_svid), "token_source": source, "audience": "orders"}
+    [response] = send(mode, [("GET", server.url("/"))], **options)
+    assert response.status_code == 200
+    assert source.invalidated == ["orders token-1-for-orders"]
+
+
+def test_a_late_refusal_of_a_replaced_token_leaves_its_successor_alone(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    """The answer refusing token 1 comes after the source refreshed it to token 2 (here the
+    server makes the refresh happen while it answers): token 2, which nobody refused, is not
+    dropped but used to send the request once more."""
+    clock = FixedClock(datetime(2030, 1, 1, tzinfo=timezone.utc))
+    minted: list[str] = []
+
+    def mint(audience: str) -> MintedToken:
+        minted.append(audience)
+        return MintedToken(f"token-{len(minted)}", clock.now() + timedelta(seconds=100))
+
+    source = CachedTokenSource(mint, clock=clock)
+
+    def handler(record: Recorded) -> Reply:
+        if bearer(record) != "token-1":
+            return Reply(200)
+        clock.advance(85)  # token 1's refresh is due: another request gets token 2
+        assert source.token("orders") == "token-2"
+        return INVALID
+
+    server.handle("/", handler)
+    options = {**tls(ca, client_svid), "token_source": source, "audience": "orders"}
+    calls = [("GET", server.url("/"))] * 2
+    responses = send(mode, calls, **options)
+    assert [r.status_code for r in responses] == [200, 200]
+    assert minted == ["orders", "orders"]
+    assert [bearer(r) for r in server.requests()] == ["token-1", "token-2", "token-2"]
+
+
+def test_one_subjects_refused_exchanged_token_leaves_the_others_cached(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    """Token exchange caches a token per subject: the audience refusing one subject's token
+    drops that one, not every subject's token for the audience."""
+    exchanged = itertools.count(1)
+
+    def issue(record: HttpRecorded) -> tuple[int, dict[str, str], bytes]:
+        subject = record.form["subject_token"]
+        document = {
+            "access_token": f"{subject}.{next(exchanged)}",
+            "token_type": "Bearer",
+            "expires_in": 600,
+            "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        }
+        return 200, {"Content-Type": "application/json"}, json.dumps(document).encode()
+
+    def api(record: Recorded) -> Reply:
+        return INVALID if bearer(record) == "mallory.3" else Reply(200)
+
+    server.handle("/", api)
+    caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller")
+    with HttpsServer(None) as sts:
+        sts.route("/token", Route(handler=issue))
+        exchange = TokenExchangeTokenSource(
+            sts.url("/token", host="127.0.0.1"),
+            subject_token=caller.get,
+            client_id="gateway",
+            allow_http_loopback=True,
+        )
+        options = {**tls(ca, client_svid), "token_source": exchange, "audience": "orders"}
+        with exchange:
+            if mode == "sync":
+                with Client(**options) as client:
+
+                    def call(subject: str) -> int:
+                        caller.set(subject)
+                        return client.get(server.url("/")).status_code
+
+                    statuses = [call(s) for s in ("alice", "bob", "mallory", "alice", "bob")]
+            else:
+
+                async def run() -> list[int]:
+                    async with AsyncClient(**options) as client:
+
+                        async def call(subject: str) -> int:
+                            caller.set(subject)
+                            return (await client.get(server.url("/"))).status_code
+
+                        return [await call(s) for s in ("alice", "bob", "mallory", "alice", "bob")]
+
+                statuses = asyncio.run(run())
+        assert statuses == [200, 200, 200, 200, 200]
+        assert [r.form["subject_token"] for r in sts.requests("/token")] == [
+            "alice",
+            "bob",
+            "mallory",
+            "mallory",
+        ]
+    assert [bearer(r) for r in server.requests()] == [
+        "alice.1",
+        "bob.2",
+        "mallory.3",
+        "mallory.4",
+        "alice.1",
+        "bob.2",
+    ]
 
 
 class ClearingSource:
@@ -231,6 +357,41 @@ def test_a_source_without_invalidate_is_cleared() -> None:
     with httpx.Client(transport=httpx.MockTransport(answer), auth=auth) as client:
         assert client.get("https://api.internal/x").status_code == 200
     assert seen == ["Bearer orders-0", "Bearer orders-1"] and source.generation == 1
+
+
+def test_an_invalidate_hook_gets_the_token_if_its_signature_takes_it() -> None:
+    """``token`` is passed to a hook that names it (keyword-only or not) or takes any keyword;
+    a hook that takes none of them is called with the audience alone."""
+    calls: list[tuple[object, ...]] = []
+
+    class Source(ClearingSource):
+        pass
+
+    class KeywordOnly(Source):
+        def invalidate(self, audience: str, *, token: str | None = None) -> None:
+            calls.append(("keyword-only", audience, token))
+
+    class Positional(Source):
+        def invalidate(self, audience: str, token: str | None = None) -> None:
+            calls.append(("positional", audience, token))
+
+    class AnyKeyword(Source):
+        def invalidate(self, audience: str, **options: object) -> None:
+            calls.append(("any", audience, options))
+
+    class AudienceOnly(Source):
+        def invalidate(self, audience: str, *more: object) -> None:
+            calls.append(("audience", audience, *more))
+
+    for source in (KeywordOnly(), Positional(), AnyKeyword(), AudienceOnly()):
+        ZeroTrustAuth(source, audience="a")._invalidate("a", "t0")
+        assert source.generation == 0  # never cleared when it has invalidate
+    assert calls == [
+        ("keyword-only", "a", "t0"),
+        ("positional", "a", "t0"),
+        ("any", "a", {"token": "t0"}),
+        ("audience", "a"),
+    ]
 
 
 def test_a_rejected_token_is_dropped_once_and_1024_are_remembered() -> None:

@@ -186,6 +186,8 @@ def test_invalidate_and_clear_request_new_tokens(server: HttpsServer, clock: Fix
         assert (source.token("a"), source.token("b")) == ("at-1", "at-2")
         source.invalidate("a")
         assert (source.token("a"), source.token("b")) == ("at-3", "at-2")
+        source.invalidate("a", token="at-1")  # a late refusal of the token already replaced
+        assert source.token("a") == "at-3"
         source.clear()
         assert (source.token("b"), source.token("a")) == ("at-4", "at-5")
         for audience in ("", None, 7):
@@ -514,6 +516,25 @@ def test_token_exchange_invalidate_drops_every_subject_of_the_audience(
         source.clear()
         assert source.token(stock) != bob_stock
     assert server.count("/token") == 6
+
+
+def test_token_exchange_invalidate_with_a_token_drops_that_subjects_only(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    """One subject's exchanged token refused by the audience: the other subjects' tokens for
+    that audience stay cached."""
+    server.route("/token", issuing(issued_token_type=ACCESS))
+    current = {"token": "alice.token.x"}
+    orders = "https://orders.example"
+    with exchange(server, clock, subject_token=lambda: current["token"]) as source:
+        alice = source.token(orders)
+        current["token"] = "bob.token.y"
+        bob = source.token(orders)
+        source.invalidate(orders, token=alice)
+        assert source.token(orders) == bob
+        current["token"] = "alice.token.x"
+        assert source.token(orders) not in (alice, bob)
+    assert server.count("/token") == 3
 
 
 class SubjectSource:

@@ -572,6 +572,28 @@ def test_invalidate_forgets_one_audience(clock: FixedClock) -> None:
     assert cache.get(("x", 0), lambda: fresh) != fresh
 
 
+def test_invalidate_with_a_token_forgets_that_token_only(clock: FixedClock) -> None:
+    """A refusal of a token the cache already replaced leaves its successor alone."""
+    minter = Minter(clock)
+    source = CachedTokenSource(minter, clock=clock)
+    old = source.token("https://a.example")
+    clock.advance(241)  # its refresh is due (300 s lifetime, refreshed 60 s before)
+    new = source.token("https://a.example")
+    assert new != old
+    source.invalidate("https://a.example", token=old)  # the late refusal of the old one
+    assert source.token("https://a.example") == new
+    source.invalidate("https://a.example", token=new)
+    assert source.token("https://a.example") not in (old, new)
+    assert len(minter.calls) == 3
+    cache: TokenCache[tuple[str, int]] = TokenCache(clock=clock)
+    tokens = [fake_jwt(clock.now().timestamp() + 60, n=n) for n in range(3)]
+    for n, token in enumerate(tokens):
+        cache.get(("x", n), lambda token=token: token)  # type: ignore[misc]
+    cache.invalidate_where(lambda key: key[0] == "x", token=tokens[1])
+    fresh = fake_jwt(clock.now().timestamp() + 60, n=99)
+    assert [cache.get(("x", n), lambda: fresh) for n in range(3)] == [tokens[0], fresh, tokens[2]]
+
+
 def test_a_caller_waiting_on_a_refresh_gives_up_after_wait_timeout(clock: FixedClock) -> None:
     cache: TokenCache[str] = TokenCache(wait_timeout=0.05, clock=clock)
     started, release = threading.Event(), threading.Event()

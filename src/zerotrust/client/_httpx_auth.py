@@ -13,6 +13,7 @@ held while the flow is suspended, so httpx may resume it on any thread or task.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import ipaddress
 import re
 import threading
@@ -73,11 +74,48 @@ _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
 
 @runtime_checkable
 class SupportsInvalidate(Protocol):
-    """An optional token-source method: forget the cached token for ``audience``."""
+    """An optional token-source method: forget the cached token for ``audience``.
 
-    def invalidate(self, audience: str) -> None:
-        """Forget the cached token for ``audience``: the next ``token(audience)`` gets a new one."""
+    :class:`ZeroTrustAuth` passes the refused token as ``token``: only a cached token that is
+    that one is forgotten. A source whose ``invalidate`` takes no ``token`` keyword is called
+    with the audience alone."""
+
+    def invalidate(self, audience: str, *, token: str | None = None) -> None:
+        """Forget the cached token for ``audience`` (with ``token``: only if it is that one),
+        so that the next ``token(audience)`` gets a new one."""
         ...
+
+
+_Drop: TypeAlias = "Callable[[str, str], None]"
+
+
+def _takes_token(method: Callable[..., object]) -> bool:
+    """Whether ``method`` accepts a ``token`` keyword."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: called the way it always was
+        return False
+    return any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == "token" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in parameters
+    )
+
+
+def _dropper(source: object) -> _Drop | None:
+    """How ``source`` is made to drop a refused token for an audience: that token only
+    (``invalidate(audience, token=...)``), whatever it holds for the audience (an
+    ``invalidate(audience)`` without the keyword), or everything (``clear()``); ``None``
+    when it has none of them."""
+    if isinstance(source, SupportsInvalidate):
+        invalidate = source.invalidate
+        if _takes_token(invalidate):
+            return lambda audience, token: invalidate(audience, token=token)
+        return lambda audience, token: invalidate(audience)
+    clear = getattr(source, "clear", None)
+    if callable(clear):
+        return lambda audience, token: clear()
+    return None
 
 
 def use_dpop_nonce_challenge(response: httpx.Response) -> bool:
@@ -292,10 +330,11 @@ class ZeroTrustAuth(httpx.Auth):
       nonce sends the request once more with a proof carrying it (if its body can be
       replayed).
     * A ``401`` whose ``WWW-Authenticate`` carries ``error="invalid_token"`` makes the source drop
-      its cached token (``token_source.invalidate(audience)``, else ``clear()``); the request is
-      sent once more with a new token if its body can be replayed and the token changed. Other
-      401s, 403s and a second 401 are returned as they are. Concurrent rejections of the same
-      token invalidate it once.
+      the refused token (``token_source.invalidate(audience, token=refused)``, which leaves
+      another token cached for the audience alone; ``invalidate(audience)`` for a source
+      without the keyword, else ``clear()``); the request is sent once more with a new token
+      if its body can be replayed and the token changed. Other 401s, 403s and a second 401 are
+      returned as they are. Concurrent rejections of the same token invalidate it once.
     * After redirects httpx followed, only an answer to a request that carried the token counts
       (httpx drops it on a redirect to another origin), and the request is sent once more only
       if every redirect kept its method and body (307, 308): a POST that a 301, 302 or 303
@@ -318,6 +357,7 @@ class ZeroTrustAuth(httpx.Auth):
         ):
             raise ConfigurationError("token_source must have token() and token_async() methods")
         self._source = token_source
+        self._drop = _dropper(token_source)
         self._audience = _resolver(audience)
         self._dpop = DPoPSigner(dpop_key, clock=clock) if dpop_key is not None else None
         self._nonces = _Nonces()
@@ -352,11 +392,8 @@ class ZeroTrustAuth(httpx.Auth):
             self._rejected.move_to_end(audience)
             if len(self._rejected) > _MAX_REMEMBERED:
                 self._rejected.popitem(last=False)
-            source = self._source
-            if isinstance(source, SupportsInvalidate):
-                source.invalidate(audience)
-            elif callable(clear := getattr(source, "clear", None)):
-                clear()
+            if self._drop is not None:
+                self._drop(audience, rejected)
 
     def _audience_for(self, request: httpx.Request) -> str | None:
         """The audience ``request`` carries a token for (``None``: none), refusing a token over

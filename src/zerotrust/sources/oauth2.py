@@ -177,9 +177,10 @@ class ClientCredentialsTokenSource(_OAuth2Source):
         form = self._form(_audience(audience), grant_type="client_credentials")
         return await self._tokens.get_async(audience, lambda: self._mint_async(form))
 
-    def invalidate(self, audience: str) -> None:
-        """Forget the cached token for ``audience`` (the next call requests a new one)."""
-        self._tokens.invalidate(_audience(audience))
+    def invalidate(self, audience: str, *, token: str | None = None) -> None:
+        """Forget the cached token for ``audience`` (the next call requests a new one); with
+        ``token``, only if it is the cached one."""
+        self._tokens.invalidate(_audience(audience), token=token)
 
     def clear(self) -> None:
         """Forget every cached token."""
@@ -278,10 +279,11 @@ class TokenExchangeTokenSource(_OAuth2Source):
         key = (audience, _digest(subject), _digest(actor))
         return self._tokens.get(key, lambda: self._mint(form, self._types[2]))
 
-    def invalidate(self, audience: str) -> None:
-        """Forget every exchanged token cached for ``audience``."""
+    def invalidate(self, audience: str, *, token: str | None = None) -> None:
+        """Forget the exchanged token ``token`` cached for ``audience`` (the other subjects'
+        tokens stay), or without ``token`` every exchanged token cached for ``audience``."""
         audience = _audience(audience)
-        self._tokens.invalidate_where(lambda key: key[0] == audience)
+        self._tokens.invalidate_where(lambda key: key[0] == audience, token=token)
 
     def clear(self) -> None:
         """Forget every cached token."""

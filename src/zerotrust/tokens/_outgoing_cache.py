@@ -182,15 +182,24 @@ class TokenCache(Generic[K]):
         with self._lock:
             self._entries.clear()
 
-    def invalidate(self, key: K) -> None:
-        """Forget the cached token of ``key`` (a mint already in flight is left alone)."""
+    def invalidate(self, key: K, *, token: str | None = None) -> None:
+        """Forget the cached token of ``key`` (a mint already in flight is left alone); with
+        ``token``, only if the cached token is that one (a refusal of a token that was
+        already replaced leaves its successor alone)."""
         with self._lock:
-            self._entries.pop(key, None)
+            entry = self._entries.get(key)
+            if entry is not None and (token is None or entry.token == token):
+                del self._entries[key]
 
-    def invalidate_where(self, predicate: Callable[[K], bool]) -> None:
-        """Forget every cached token whose key matches ``predicate``."""
+    def invalidate_where(self, predicate: Callable[[K], bool], *, token: str | None = None) -> None:
+        """Forget every cached token whose key matches ``predicate``; with ``token``, only
+        those that are that token."""
         with self._lock:
-            for key in [k for k in self._entries if predicate(k)]:
+            for key in [
+                key
+                for key, entry in self._entries.items()
+                if predicate(key) and (token is None or entry.token == token)
+            ]:
                 del self._entries[key]
 
     def _begin(self, key: K) -> tuple[str | None, _Flight[str] | None, bool]:

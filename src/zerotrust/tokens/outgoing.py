@@ -115,9 +115,11 @@ class CachedTokenSource:
         """Forget every cached token."""
         self._cache.clear()
 
-    def invalidate(self, audience: str) -> None:
-        """Forget the cached token for ``audience`` (e.g. after a 401 ``invalid_token``)."""
-        self._cache.invalidate(_check_audience(audience))
+    def invalidate(self, audience: str, *, token: str | None = None) -> None:
+        """Forget the cached token for ``audience`` (e.g. after a 401 ``invalid_token``); with
+        ``token``, only if it is the cached one (a late refusal of a token already replaced
+        leaves the new one alone)."""
+        self._cache.invalidate(_check_audience(audience), token=token)
 
 
 class SelfIssuedTokenSource(CachedTokenSource):

@@ -16,11 +16,14 @@ for that request. Then:
   response headers arrive and the statuses 429, 502, 503, 504 are retried for retry-safe
   requests whose body can be replayed; a failure while the response body is read (after the
   transports returned the response) reaches the caller;
-* 401 and 403 are never retried here (see :class:`~zerotrust.httpx.ZeroTrustAuth`).
+* 401 and 403 are never retried here (see :class:`~zerotrust.httpx.ZeroTrustAuth`);
+* a response whose ``Retry-After`` asks for more than ``max_retry_after`` seconds is not
+  retried: it is returned (sending it again earlier than the server allows would only be
+  refused again).
 
-The wait is the response's ``Retry-After`` (seconds or an HTTP date) capped at
-``max_retry_after``, else exponential backoff with full jitter. Attempts are bounded by
-``attempts`` and by ``max_elapsed`` seconds (a wait that would end past it is not started).
+The wait is the response's ``Retry-After`` (seconds or an HTTP date), else exponential
+backoff with full jitter. Attempts are bounded by ``attempts`` and by ``max_elapsed``
+seconds (a wait that would end past it is not started).
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ class RetryEvent:
     delay: float
     status: int | None = None
     error: BaseException | None = None
-    #: The server's ``Retry-After`` in seconds, before the cap, if it sent a usable one.
+    #: The server's ``Retry-After`` in seconds, if it sent a usable one.
     retry_after: float | None = None
 
 
@@ -130,7 +133,7 @@ class RetryPolicy:
     #: Backoff: the n-th wait is uniform in [0, min(max_backoff, backoff * 2**(n-1))].
     backoff: float = 0.1
     max_backoff: float = 5.0
-    #: A server's ``Retry-After`` is honoured up to this many seconds.
+    #: A response whose ``Retry-After`` asks for a longer wait is returned, not retried.
     max_retry_after: float = 30.0
     statuses: frozenset[int] = RETRY_STATUSES
     methods: frozenset[str] = IDEMPOTENT_METHODS
@@ -173,23 +176,29 @@ class RetryPolicy:
         return isinstance(error, _TRANSIENT) and self._resendable(request)
 
     def retries_response(self, request: httpx.Request, response: httpx.Response) -> bool:
-        """Whether an attempt answered with ``response`` is tried again."""
-        return response.status_code in self.statuses and self._resendable(request)
+        """Whether an attempt answered with ``response`` is tried again (never before the
+        ``Retry-After`` it names: a longer one than ``max_retry_after`` is not waited for)."""
+        if response.status_code not in self.statuses or not self._resendable(request):
+            return False
+        retry_after = self.retry_after(response)
+        return retry_after is None or retry_after <= self.max_retry_after
 
     def _resendable(self, request: httpx.Request) -> bool:
         return self.retry_safe(request) and isinstance(request.stream, httpx.ByteStream)
 
     def retry_after(self, response: httpx.Response) -> float | None:
-        """The response's ``Retry-After`` in seconds (uncapped), if usable."""
+        """The response's ``Retry-After`` in seconds, if usable."""
         value = response.headers.get("retry-after")
         return None if value is None else parse_retry_after(value)
 
     def delay(self, attempt: int, response: httpx.Response | None, jitter: float) -> float:
-        """The wait after failed attempt number ``attempt``; ``jitter`` is uniform in [0, 1)."""
+        """The wait after failed attempt number ``attempt``: the ``Retry-After`` of
+        ``response`` (one above ``max_retry_after`` is never waited for, see
+        :meth:`retries_response`), else backoff; ``jitter`` is uniform in [0, 1)."""
         if response is not None:
             retry_after = self.retry_after(response)
             if retry_after is not None:
-                return min(retry_after, self.max_retry_after)
+                return retry_after
         ceiling = min(self.max_backoff, self.backoff * 2.0 ** min(attempt - 1, 60))
         return ceiling * jitter
 

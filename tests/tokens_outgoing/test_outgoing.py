@@ -141,6 +141,28 @@ def test_opaque_tokens_use_minted_expiry_or_default_lifetime(clock: FixedClock) 
     assert plain.token("x") == "plain-x"
 
 
+@pytest.mark.parametrize(("own_exp", "expires_in"), [(100, 3600), (3600, 100)])
+def test_a_jwt_expires_at_its_own_exp_when_that_comes_first(
+    clock: FixedClock, own_exp: float, expires_in: float
+) -> None:
+    """An expiry given with a token (an OAuth2 expires_in) may outlast the JWT's own exp,
+    which is what a server enforces: the earlier of the two counts, either way round."""
+    minted: list[str] = []
+
+    def mint(audience: str) -> MintedToken:
+        minted.append(audience)
+        now = clock.now()
+        token = fake_jwt(now.timestamp() + own_exp, n=len(minted))
+        return MintedToken(token, now + timedelta(seconds=expires_in))
+
+    source = CachedTokenSource(mint, clock=clock)
+    first = source.token("a")
+    clock.advance(79)  # a lifetime of 100 s: refreshed 20 s before its end
+    assert source.token("a") == first
+    clock.advance(2)
+    assert source.token("a") != first and len(minted) == 2
+
+
 def test_a_token_is_asked_for_again_within_a_year_whatever_it_claims(clock: FixedClock) -> None:
     """A token's own exp (no expires_in to read) is capped like expires_in: a revoked grant
     or a rotated client is picked up within a year, not in the year 9999."""
@@ -823,12 +845,12 @@ def test_configuration_minimums_are_inclusive() -> None:
 
 
 def test_a_mint_result_that_fails_to_be_read_is_a_source_error(clock: FixedClock) -> None:
-    class Unreadable:
-        def __bool__(self) -> bool:
+    class Unreadable(datetime):
+        def utcoffset(self) -> timedelta:
             raise RuntimeError("cannot be read")
 
     cache: TokenCache[str] = TokenCache(clock=clock)
-    broken = MintedToken("opaque", Unreadable())  # type: ignore[arg-type]
+    broken = MintedToken("opaque", Unreadable(2030, 1, 1))
     with pytest.raises(SourceError, match="unusable token"):
         cache.get("api", lambda: broken)
     assert cache.get("api", lambda: "opaque") == "opaque"  # no flight left waiting

@@ -34,14 +34,15 @@ __all__ = ["MAX_LIFETIME", "MintedToken", "TokenCache", "check_token", "read_unv
 _log = logging.getLogger("zerotrust.sources")
 K = TypeVar("K", bound=Hashable)
 _MAX_TOKEN_CHARS: Final = 64 * 1024
-#: However long a token claims to live (``expires_in``, or its own ``exp`` without one), it is
-#: asked for again within a year: a revoked grant or a rotated client is picked up.
+#: However long a token claims to live (``expires_in``, or its own ``exp``), it is asked for
+#: again within a year: a revoked grant or a rotated client is picked up.
 MAX_LIFETIME: Final = 365 * 86400
 
 
 @dataclass(frozen=True, slots=True)
 class MintedToken:
-    """A freshly obtained token and, if known, when it expires (else read from its ``exp``)."""
+    """A freshly obtained token and, if known, when it expires. The expiry of a JWT is its own
+    ``exp`` when that is earlier (or ``expires_at`` is not given)."""
 
     token: str = field(repr=False)
     expires_at: datetime | None = None
@@ -228,11 +229,17 @@ class TokenCache(Generic[K]):
         if not isinstance(minted, MintedToken):
             raise SourceError("token source produced something that is not a token")
         token = check_token(minted.token)
-        expires = minted.expires_at or _unverified_exp(token)
+        expires = minted.expires_at
+        if expires is not None and (
+            not isinstance(expires, datetime) or expires.utcoffset() is None
+        ):
+            raise SourceError("token source produced an expiry that is not an aware datetime")
+        # a JWT is refused past its own exp, whatever expires_in said: the earlier one counts
+        exp = _unverified_exp(token)
+        if exp is not None and (expires is None or exp < expires):
+            expires = exp
         if expires is None:
             expires = now + timedelta(seconds=self._default)
-        elif not isinstance(expires, datetime) or expires.utcoffset() is None:
-            raise SourceError("token source produced an expiry that is not an aware datetime")
         lifetime = (expires - now).total_seconds()
         if lifetime <= 0:
             raise SourceError("token source produced an expired token")

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from tests._zt_https import Reply, ZtHttpsServer
-from tests.client.conftest import CLIENT_ID, SERVER_ID, Mode, send, tls
-from zerotrust import PeerRejected, RotatingSvidSource, StaticTokenSource, X509Svid, match
+from tests.client.conftest import CLIENT_ID, SERVER_ID, CountingSource, Mode, send, tls
+from zerotrust import PeerRejected, RotatingSvidSource, X509Svid, match
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
 from zerotrust.httpx import AsyncClient, Client, identity_refusal
@@ -182,24 +182,29 @@ def test_concurrent_requests_share_a_small_pool(
 def test_nothing_is_sent_in_clear(
     mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
 ) -> None:
-    """A zero-trust client speaks https only: an http:// URL, given or a redirect's (a 307
-    would carry the POST body on), fails before anything is sent to it."""
+    """A zero-trust client speaks https only: an http:// URL, given (loopback or not) or a
+    redirect's (a 307 would carry the POST body on), fails with one error before anything is
+    sent to it, and a URL given is refused before the token source is asked for a token."""
     import socket
 
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     plain = f"http://127.0.0.1:{listener.getsockname()[1]}/charges"
     server.script("/moved", Reply(307, {"Location": plain}))
+    tokens = CountingSource()
     options = {
         **tls(ca, client_svid),
-        "token_source": StaticTokenSource("t0k"),
+        "token_source": tokens.source,
         "audience": "payments",
         "follow_redirects": True,
     }
     try:
-        for url in (plain, server.url("/moved")):
+        for url in (plain, "http://payments.internal/charges"):
             with pytest.raises(httpx.UnsupportedProtocol, match="https only"):
                 send(mode, [("POST", url, {"json": {"amount": 5}})], **options)
+        assert tokens.minted == []
+        with pytest.raises(httpx.UnsupportedProtocol, match="https only"):
+            send(mode, [("POST", server.url("/moved"), {"json": {"amount": 5}})], **options)
         with pytest.raises(TimeoutError):
             listener.accept()  # nobody connected
     finally:

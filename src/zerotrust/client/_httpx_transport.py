@@ -21,7 +21,7 @@ from zerotrust import _jitter
 from zerotrust.client._httpx_auth import REFRESH_EXTENSION, note_nonce, resign_redirect
 from zerotrust.client._httpx_retry import RetryEvent, RetryPolicy, loggable_url
 
-__all__ = ["AsyncZeroTrustTransport", "ZeroTrustTransport"]
+__all__ = ["AsyncZeroTrustTransport", "ZeroTrustTransport", "check_https"]
 
 #: A failed attempt's body is read (so its connection can be reused) up to this many bytes,
 _DRAIN_LIMIT: Final = 64 * 1024
@@ -135,7 +135,7 @@ class _Plan:
         }
 
 
-def _check_https(request: httpx.Request) -> None:
+def check_https(request: httpx.Request) -> None:
     """A zero-trust client's requests go over mTLS only: a plain ``http://`` URL (given, or a
     redirect's) would carry the body and token in clear to a server nobody checked."""
     if request.url.scheme != "https":
@@ -177,7 +177,7 @@ class ZeroTrustTransport(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """httpx hook: send ``request`` by the wrapped transport, with trace context and retries."""
         if self._https_only:
-            _check_https(request)
+            check_https(request)
         response = self._send(request)
         note_nonce(request, response)
         return response
@@ -237,7 +237,7 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """httpx hook: send ``request`` by the wrapped transport, with trace context and retries."""
         if self._https_only:
-            _check_https(request)
+            check_https(request)
         response = await self._send(request)
         note_nonce(request, response)
         return response

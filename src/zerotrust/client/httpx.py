@@ -37,7 +37,11 @@ from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.client._dpop import DPoPSigner, dpop_proof
 from zerotrust.client._httpx_auth import AudienceFor, SupportsInvalidate, ZeroTrustAuth
 from zerotrust.client._httpx_retry import RETRY_EXTENSION, RetryEvent, RetryPolicy
-from zerotrust.client._httpx_transport import AsyncZeroTrustTransport, ZeroTrustTransport
+from zerotrust.client._httpx_transport import (
+    AsyncZeroTrustTransport,
+    ZeroTrustTransport,
+    check_https,
+)
 from zerotrust.errors import ConfigurationError
 from zerotrust.identity import Matcher, SpiffeId
 from zerotrust.tokens.keys import PrivateJWK
@@ -89,6 +93,16 @@ def identity_refusal(error: BaseException) -> ssl.SSLCertVerificationError | Non
     return found
 
 
+class _HttpsOnlyAuth(ZeroTrustAuth):
+    """The :class:`ZeroTrustAuth` of :func:`Client` and :func:`AsyncClient`, whose transports
+    send nothing over plain http: such a URL (loopback included) is refused as they refuse
+    it, with :class:`httpx.UnsupportedProtocol`, before the token source is asked."""
+
+    def _audience_for(self, request: httpx.Request) -> str | None:
+        check_https(request)
+        return super()._audience_for(request)
+
+
 def _tls_context(
     *,
     svid: X509SvidSource | X509Svid | None,
@@ -138,7 +152,7 @@ def _options(
         raise ConfigurationError("give token_source or auth, not both")
     if audience is None:
         raise ConfigurationError("a token_source needs an audience")
-    auth = ZeroTrustAuth(token_source, audience=audience, dpop_key=dpop_key, clock=clock)
+    auth = _HttpsOnlyAuth(token_source, audience=audience, dpop_key=dpop_key, clock=clock)
     return {"trust_env": False, **options, "auth": auth}
 
 

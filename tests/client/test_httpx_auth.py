@@ -562,6 +562,33 @@ def test_host_mapping_resolution() -> None:
             _resolver({key: "x"})
 
 
+@pytest.mark.parametrize(
+    "key",
+    ["café.example", "CAFÉ.Example", "xn--caf-dma.example", "XN--CAF-DMA.example"],
+    ids=["unicode", "unicode-upper", "a-labels", "a-labels-upper"],
+)
+def test_an_internationalized_host_matches_its_key_in_either_form(key: str) -> None:
+    """Host names compare as DNS compares them: without regard to case, and an IDNA name in
+    Unicode or as A-labels (httpx shows some hosts one way and some the other)."""
+    from zerotrust.client._httpx_auth import _resolver
+
+    resolve = _resolver({key: "cafe", f"www.{key}:8443": "www-cafe"})
+    for url in ("https://café.example/", "https://xn--caf-dma.example/", "https://CAFÉ.example/"):
+        assert resolve(httpx.Request("GET", url)) == "cafe"
+    for url in ("https://www.café.example:8443/", "https://www.xn--caf-dma.example:8443/"):
+        assert resolve(httpx.Request("GET", url)) == "www-cafe"
+    with pytest.raises(ConfigurationError, match="no audience"):
+        resolve(httpx.Request("GET", "https://cafe.example/"))  # another name
+
+
+def test_a_mapping_key_that_is_no_host_name_is_refused() -> None:
+    from zerotrust.client._httpx_auth import _resolver
+
+    for key in ("☃", "999.1.1.1", "xn--café.example"):
+        with pytest.raises(ConfigurationError, match="not a valid host"):
+            _resolver({key: "x"})
+
+
 def test_a_token_is_never_sent_in_clear_but_to_a_loopback_sidecar() -> None:
     """RFC 6750 5.3: bearer tokens travel over TLS; a plain-http loopback sidecar (which
     carries the call on over mTLS) is the one exception. (A mock transport: what is decided

@@ -171,9 +171,9 @@ def _resolver(audience: object) -> Callable[[httpx.Request], str | None]:
                 )
             # brackets hold an IPv6 address only (RFC 3986 3.2.2): "[abc]" is not the name abc
             v6 = match.group("v6")
-            name = f"[{v6}]" if v6 is not None else match.group("name")
+            name = f"[{v6}]" if v6 is not None else _wire_name(match.group("name"))
             port = int(match.group("port")) if match.group("port") else None
-            key = _host_key(name, port)
+            key = _host_key(name, port) if name is not None else None
             if key is None:
                 raise ConfigurationError(f"audience mapping key {host!r} is not a valid host")
             table[key] = _audience_value(value, f"the audience for {host!r}")
@@ -181,7 +181,8 @@ def _resolver(audience: object) -> Callable[[httpx.Request], str | None]:
         def by_host(request: httpx.Request) -> str:
             url = request.url
             port = url.port or _DEFAULT_PORTS.get(url.scheme)
-            exact, bare = _host_key(url.host, port), _host_key(url.host, None)
+            wire = url.raw_host.decode("ascii")  # IDNA names as A-labels, as keys are
+            exact, bare = _host_key(wire, port), _host_key(wire, None)
             found = (table.get(exact) if exact else None) or (table.get(bare) if bare else None)
             host = url.host
             if found is None:  # never guess: a token is only sent where it is meant to go
@@ -198,6 +199,16 @@ def _resolver(audience: object) -> Callable[[httpx.Request], str | None]:
 
         return derived
     raise ConfigurationError("audience must be a string, a SpiffeId, a host mapping or a callable")
+
+
+def _wire_name(name: str) -> str | None:
+    """A host name as httpx sends it (``URL.raw_host``): in lower case, an internationalized
+    name in IDNA A-labels (``café.example`` is ``xn--caf-dma.example``); ``None`` when it
+    cannot be one."""
+    try:
+        return httpx.URL(scheme="https", host=name).raw_host.decode("ascii")
+    except httpx.InvalidURL:
+        return None
 
 
 def _host_key(host: str, port: int | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -10,8 +11,8 @@ import httpx
 import pytest
 
 from tests._zt_https import Handler, Recorded, Reply, ZtHttpsServer
-from tests.client.conftest import CLIENT_ID, Call, Mode, send, streamed, tls
-from zerotrust import DPoPConfig, FixedClock, StaticTokenSource, X509Svid
+from tests.client.conftest import CLIENT_ID, SERVER_ID, Call, Mode, send, streamed, tls
+from zerotrust import DPoPConfig, FixedClock, StaticTokenSource, X509Svid, match
 from zerotrust.adapters._status import refusal
 from zerotrust.audit import MemorySink
 from zerotrust.authn.authenticate import Authenticator
@@ -20,13 +21,21 @@ from zerotrust.authn.request import Request
 from zerotrust.authz import Callers, Operations, Policy, Rule
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
-from zerotrust.httpx import DPoPSigner, RetryPolicy, ZeroTrustAuth, dpop_proof
+from zerotrust.httpx import (
+    AsyncClient,
+    Client,
+    DPoPSigner,
+    RetryPolicy,
+    ZeroTrustAuth,
+    dpop_proof,
+)
 from zerotrust.pipeline import Guard
 from zerotrust.stores import MemoryStore
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
 from zerotrust.tokens._b64 import b64url_decode
 from zerotrust.tokens._json import loads_object
 from zerotrust.tokens.outgoing import CachedTokenSource
+from zerotrust.x509.sslcontext import client_ssl_context
 
 pytestmark = pytest.mark.network
 
@@ -143,6 +152,39 @@ def test_a_redirect_to_another_origin_carries_no_proof(
     send(mode, [("GET", server.url("/start"))], **options)
     [moved] = server.requests("/elsewhere")
     assert "authorization" not in moved.headers and "dpop" not in moved.headers
+
+
+def test_a_shared_ssl_context_dates_the_proofs_with_its_clock(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+) -> None:
+    """A client has one time: with a shared TLS context, the context's clock checks the
+    server's certificate and dates the proofs. It may be given as clock= again; another clock
+    is refused, since the context would still check certificates with its own."""
+    clock = FixedClock()
+    clock.advance(600)  # ten minutes ahead of the system clock
+    context = client_ssl_context(
+        client_svid, ca.bundle, authorizer=match.exact(SERVER_ID), clock=clock
+    )
+    token = bound_token(issuer, holder)
+    server.script("/", Reply(200))
+    options: dict[str, object] = {
+        "ssl_context": context,
+        "token_source": CachedTokenSource(lambda audience: token),
+        "audience": AUD,
+        "dpop_key": holder,
+    }
+    send(mode, [("GET", server.url("/"))], **options)
+    send(mode, [("GET", server.url("/"))], **options, clock=clock)
+    dated = [claims_of(r.headers["dpop"])["iat"] for r in server.requests()]
+    assert dated == [math.floor(clock.now().timestamp())] * 2
+    for factory in (Client, AsyncClient):
+        with pytest.raises(ConfigurationError, match="pass clock= to client_ssl_context"):
+            factory(**options, clock=FixedClock())  # type: ignore[arg-type]
 
 
 def test_proof_contents() -> None:

@@ -111,15 +111,21 @@ def _tls_context(
     authorizer: Matcher | None,
     ssl_context: ZeroTrustSSLContext | None,
     clock: Clock | None,
-) -> ZeroTrustSSLContext:
+) -> tuple[ZeroTrustSSLContext, Clock]:
+    """The client's TLS context and its clock: the one the context checks certificates with,
+    which dates the DPoP proofs too (a client has one time)."""
     if ssl_context is not None:
         if not isinstance(ssl_context, ZeroTrustSSLContext):
             raise ConfigurationError("ssl_context must be a ZeroTrustSSLContext")
-        if any(v is not None for v in (svid, bundles, server_id, authorizer, clock)):
+        if any(v is not None for v in (svid, bundles, server_id, authorizer)):
+            raise ConfigurationError("give either ssl_context or svid/bundles/server_id/authorizer")
+        own = ssl_context.zerotrust_verifier.clock
+        if clock is not None and clock is not own:
             raise ConfigurationError(
-                "give either ssl_context or svid/bundles/server_id/authorizer/clock"
+                "the ssl_context checks certificates with the clock it was built with, and"
+                " DPoP proofs are dated with it too: pass clock= to client_ssl_context"
             )
-        return ssl_context
+        return ssl_context, own
     if server_id is not None and authorizer is not None:
         raise ConfigurationError("give server_id or authorizer, not both")
     if server_id is None and authorizer is None:
@@ -131,7 +137,8 @@ def _tls_context(
         raise ConfigurationError("svid and bundles are required (or pass ssl_context)")
     check = match.exact(server_id) if server_id is not None else authorizer
     assert check is not None
-    return client_ssl_context(svid, bundles, authorizer=check, clock=clock or SYSTEM_CLOCK)
+    clock = clock or SYSTEM_CLOCK
+    return client_ssl_context(svid, bundles, authorizer=check, clock=clock), clock
 
 
 def _options(
@@ -139,7 +146,7 @@ def _options(
     token_source: TokenSource | None,
     audience: AudienceFor | None,
     dpop_key: PrivateJWK | None,
-    clock: Clock | None,
+    clock: Clock,
 ) -> dict[str, Any]:
     refused = sorted(_REFUSED.intersection(options))
     if refused:
@@ -191,11 +198,14 @@ def Client(
     ``svid`` (an :class:`~zerotrust.X509Svid` or source) and ``bundles`` build the mTLS
     context, which checks the server against ``server_id`` (exact) or ``authorizer`` (any
     matcher); or pass a ready ``ssl_context`` from :func:`~zerotrust.client_ssl_context`.
-    ``token_source`` + ``audience`` (+ ``dpop_key``) add :class:`ZeroTrustAuth`. Other keyword
-    arguments go to :class:`httpx.Client` (``base_url``, ``timeout``, ``headers``, ...);
-    ``verify``, ``cert``, ``transport``, ``mounts`` and ``proxy`` are refused.
+    ``token_source`` + ``audience`` (+ ``dpop_key``) add :class:`ZeroTrustAuth`. ``clock``
+    (for tests) is the time the server's certificate is checked at and DPoP proofs are dated
+    with; with ``ssl_context`` it is that context's own (give it to
+    :func:`~zerotrust.client_ssl_context`). Other keyword arguments go to
+    :class:`httpx.Client` (``base_url``, ``timeout``, ``headers``, ...); ``verify``, ``cert``,
+    ``transport``, ``mounts`` and ``proxy`` are refused.
     """
-    context = _tls_context(
+    context, clock = _tls_context(
         svid=svid,
         bundles=bundles,
         server_id=server_id,
@@ -231,7 +241,7 @@ def AsyncClient(
     **options: Any,
 ) -> httpx.AsyncClient:
     """Async twin of :func:`Client`, returning a configured :class:`httpx.AsyncClient`."""
-    context = _tls_context(
+    context, clock = _tls_context(
         svid=svid,
         bundles=bundles,
         server_id=server_id,

@@ -27,6 +27,7 @@ from zerotrust.httpx import (
     DPoPSigner,
     RetryPolicy,
     ZeroTrustAuth,
+    ZeroTrustTransport,
     dpop_proof,
 )
 from zerotrust.pipeline import Guard
@@ -152,6 +153,35 @@ def test_a_redirect_to_another_origin_carries_no_proof(
     send(mode, [("GET", server.url("/start"))], **options)
     [moved] = server.requests("/elsewhere")
     assert "authorization" not in moved.headers and "dpop" not in moved.headers
+
+
+@pytest.mark.parametrize("where", ["same-origin", "another-origin"])
+def test_a_plain_client_over_the_zerotrust_transport_signs_a_proof_per_redirect(
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+    where: str,
+) -> None:
+    """httpx follows redirects below the auth, which cannot see them: ZeroTrustTransport, what
+    the docs recommend for a client built by hand, signs each redirect's proof (none where
+    httpx dropped the token)."""
+    token = bound_token(issuer, holder)
+    target = server.url("/new", host="127.0.0.1" if where == "another-origin" else "localhost")
+    server.script("/old", Reply(307, {"Location": target}))
+    server.script("/new", Reply(200))
+    context = client_ssl_context(client_svid, ca.bundle, authorizer=match.exact(SERVER_ID))
+    transport = ZeroTrustTransport(httpx.HTTPTransport(verify=context), retry=None)
+    auth = ZeroTrustAuth(CachedTokenSource(lambda audience: token), audience=AUD, dpop_key=holder)
+    with httpx.Client(auth=auth, transport=transport, follow_redirects=True) as client:
+        assert client.post(server.url("/old"), content=b"{}").status_code == 200
+    first, moved = server.requests()
+    verified_proof(first, token)  # the proof names its request's method and URL
+    if where == "another-origin":
+        assert "authorization" not in moved.headers and "dpop" not in moved.headers
+    else:
+        verified_proof(moved, token)  # not a copy of the first one: the URL is another
 
 
 def test_a_shared_ssl_context_dates_the_proofs_with_its_clock(

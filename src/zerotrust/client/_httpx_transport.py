@@ -159,7 +159,11 @@ def _inject_trace_context(request: httpx.Request) -> None:
 
 
 class ZeroTrustTransport(httpx.BaseTransport):
-    """Wraps a transport: trace-context injection, then retries by ``retry`` (``None``: off)."""
+    """Wraps a transport: trace-context injection, then retries by ``retry`` (``None``: off).
+
+    Under :class:`~zerotrust.httpx.ZeroTrustAuth` with DPoP, each retry and each redirect httpx
+    follows gets a proof of its own, and a redirect without the token (to another origin) gets
+    none."""
 
     def __init__(
         self,

@@ -228,6 +228,8 @@ def test_max_lifetime_may_be_short(check: Any) -> None:
         ("sub", ["a"]),
         ("jti", 1),
         ("client_id", 1),
+        ("azp", 1),
+        ("azp", ["spiffe://example.org/web"]),
         ("scope", ["read"]),
         ("scp", 5),
         ("scp", ["read", 1]),
@@ -249,7 +251,13 @@ def test_required_claims(check: Any) -> None:
         check({**claims(), "tenant": None}, required_claims=["tenant"])
 
 
-@pytest.mark.parametrize("name", ["sub", "jti", "nbf", "iat", "client_id", "scope", "cnf", "act"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        *("sub", "jti", "nbf", "iat", "client_id", "scope", "cnf", "act"),
+        *("scp", "azp", "auth_time", "acr", "amr"),
+    ],
+)
 def test_registered_claims_are_never_null(check: Any, name: str) -> None:
     """RFC 7519 4.1: each registered claim has a type, and null is none of them (a null jti
     would also slip past revocation by jti)."""
@@ -568,6 +576,7 @@ def test_validate_claims_one_shot(es256: PrivateJWK, clock: FixedClock) -> None:
     assert validator.issuer == ISSUER
     assert validator.audiences == {AUDIENCE, "b"}
     assert validator.trust_domain is None
+    assert validator.any_trust_domain is False
 
 
 def test_jwt_svid_without_issuer_is_bound_to_the_trust_domain() -> None:

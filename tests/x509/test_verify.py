@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -73,6 +74,11 @@ def test_good_svid_through_intermediate(ca_with_intermediate: DevCA) -> None:
     assert len(peer.chain) == 3
     assert peer.chain[-1] == ca_with_intermediate.root_certificate
     assert peer.leaf == svid.leaf
+    # the earliest expiry of the path: the leaf's here; and the result cannot be altered
+    assert peer.not_after == min(cert.not_valid_after_utc for cert in peer.chain)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        peer.spiffe_id = SpiffeId.parse("spiffe://example.org/other")  # type: ignore[misc]
+    assert not hasattr(peer, "__dict__")
 
 
 def test_missing_intermediate_is_untrusted(ca_with_intermediate: DevCA) -> None:

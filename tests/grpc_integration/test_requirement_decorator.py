@@ -8,6 +8,9 @@ hides it. The decorated method then checks it itself before it runs.
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -64,14 +67,50 @@ class AioRewrapping(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return grpc.unary_unary_rpc_method_handler(behavior)
 
 
+class AioAdapting(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Serves every unary-request handler as an async one, calling a sync method itself on the
+    event loop with grpc's aio context (iterating a sync generator in place), as interceptors
+    that adapt sync handlers do."""
+
+    async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        if handler.response_streaming:
+            streaming = handler.unary_stream
+
+            async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                result = streaming(request, context)
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                else:
+                    for item in result:
+                        yield item
+
+            return grpc.unary_stream_rpc_method_handler(stream)
+        inner = handler.unary_unary
+
+        async def behavior(request: Any, context: Any) -> Any:
+            result = inner(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+        return grpc.unary_unary_rpc_method_handler(behavior)
+
+
 class Orders:
+    def __init__(self) -> None:
+        self.ran: list[str] = []  # the methods whose body ran
+
     @require(scopes=["orders:write"])
     def Create(self, request: bytes, context: Any) -> bytes:
+        self.ran.append("Create")
         principal = current_principal()
         return b"created by " + str(principal.spiffe_id if principal else None).encode()
 
     @require(scopes=["orders:write"])
     def Watch(self, request: bytes, context: Any) -> Iterator[bytes]:
+        self.ran.append("Watch")
         principal = current_principal()
         yield b"watched by " + str(principal.spiffe_id if principal else None).encode()
         yield b"done"
@@ -297,6 +336,59 @@ def test_an_async_streaming_method_requirement_holds_on_the_aio_server(world: Wo
         assert asyncio.run(run(interceptors)) == [grpc.StatusCode.PERMISSION_DENIED, WATCHED]
     # no zerotrust interceptor: the method refuses to run undecided, whoever calls
     assert asyncio.run(run([])) == [grpc.StatusCode.INTERNAL, grpc.StatusCode.INTERNAL]
+
+
+def test_a_sync_method_handed_the_aio_context_never_runs_refused(world: World) -> None:
+    """A sync method (plain or generator) that an interceptor after zerotrust calls on the
+    event loop gets grpc's aio context, whose ``abort`` is a coroutine the method cannot
+    await: the refused call ends (``UNKNOWN``: the status cannot be sent from there) and the
+    method's body never runs, whether zerotrust decided on the call (and its requirement was
+    hidden) or no zerotrust interceptor ran at all. No coroutine is left un-awaited."""
+
+    async def run(interceptors: list[Any], orders: Orders, scopes: tuple[str, ...]) -> list[Any]:
+        server = grpc.aio.server(interceptors=interceptors, options=EXCLUSIVE_PORT)
+        server.add_generic_rpc_handlers([_handlers(orders)])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        metadata = [("authorization", f"Bearer {world.token(scopes=scopes)}")]
+        results: list[Any] = []
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                try:
+                    results.append(
+                        await channel.unary_unary(METHOD)(b"", metadata=metadata, timeout=10)
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    results.append(exc.code())
+                watch = channel.unary_stream(f"/{SERVICE}/Watch")
+                try:
+                    results.append([i async for i in watch(b"", metadata=metadata, timeout=10)])
+                except grpc.aio.AioRpcError as exc:
+                    results.append(exc.code())
+        finally:
+            await server.stop(None)
+        return results
+
+    refused = [grpc.StatusCode.UNKNOWN] * 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decided, undecided, admitted = Orders(), Orders(), Orders()
+        hidden = [AioServerInterceptor(world.guard()), AioAdapting()]
+        assert asyncio.run(run(hidden, decided, ())) == refused
+        assert asyncio.run(run([AioAdapting()], undecided, ("orders:write",))) == refused
+        assert asyncio.run(run(hidden, admitted, ("orders:write",))) == [
+            b"created by " + CLIENT_ID.encode(),
+            WATCHED,
+        ]
+        gc.collect()
+    assert decided.ran == undecided.ran == []
+    assert admitted.ran == ["Create", "Watch"]
+    # each refusal by the method is audited, after the interceptor admitted the call
+    assert [(e.decision, e.reason) for e in world.sink.events[:4]] == [
+        ("allow", "allowed_by_rule"),
+        ("deny", "insufficient_scope"),
+    ] * 2
+    assert [w.message for w in caught if issubclass(w.category, RuntimeWarning)] == []
 
 
 def test_a_requirement_attribute_that_is_not_a_requirement_is_refused(world: World) -> None:

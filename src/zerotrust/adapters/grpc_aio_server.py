@@ -35,6 +35,7 @@ from zerotrust.adapters.grpc_server import (
     ServerInterceptor,
     _bind,
     _log,
+    _refuse,
     _undecodable,
     _View,
 )
@@ -143,11 +144,7 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
         _bind(self._guard, view, outcome)
 
     async def _abort(self, context: Any, outcome: Outcome) -> NoReturn:
-        code, details, trailing = self._refusal(outcome)
-        if trailing:
-            context.set_trailing_metadata(trailing)
-        await context.abort(code, details)  # raises
-        raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
+        await _refuse(context, self._refusal(outcome))
 
     def _async_behavior(
         self,

@@ -61,6 +61,8 @@ REQUIREMENT_ATTRIBUTE: Final = "__zerotrust_requirement__"
 
 F = TypeVar("F", bound=Callable[..., Any])
 Evaluate = Callable[[RequestView, "Requirement | None"], Outcome]
+#: A refusal to send: (status code, details, trailing metadata).
+_Refusal = tuple[Any, str, tuple[tuple[str, str], ...]]
 
 _KINDS: Final = {
     (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
@@ -122,7 +124,7 @@ def require(
     return decorate
 
 
-def _refused_by(requirement: Requirement) -> tuple[Any, str, tuple[tuple[str, str], ...]] | None:
+def _refused_by(requirement: Requirement) -> _Refusal | None:
     """``None`` when the RPC being handled meets ``requirement``; else the refusal to send."""
     decided = _decided.get()
     if decided is None:  # no zerotrust interceptor decided on this call: fail closed
@@ -134,11 +136,22 @@ def _refused_by(requirement: Requirement) -> tuple[Any, str, tuple[tuple[str, st
     return ServerInterceptor._refusal(guard.refine(view, outcome, requirement))
 
 
-def _refuse(context: Any, refusal: tuple[Any, str, tuple[tuple[str, str], ...]]) -> Any:
+async def _refuse(context: Any, refusal: _Refusal) -> NoReturn:
+    """Send ``refusal`` from async code (grpc.aio's ``abort`` raises once awaited)."""
     code, details, trailing = refusal
     if trailing:
         context.set_trailing_metadata(trailing)
-    return context.abort(code, details)  # raises (an awaitable that raises, under aio)
+    await context.abort(code, details)  # raises
+    raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
+
+
+def _refuse_sync(context: Any, refusal: _Refusal) -> NoReturn:
+    """Send ``refusal`` from a sync method; it raises whatever the context (see
+    :func:`_abort_sync`), so the method never runs."""
+    code, details, trailing = refusal
+    if trailing:
+        context.set_trailing_metadata(trailing)
+    _abort_sync(context, code, details, f"refused ({details})")
 
 
 def _enforcing(fn: Callable[..., Any], requirement: Requirement) -> Callable[..., Any]:
@@ -167,7 +180,7 @@ def _enforcing(fn: Callable[..., Any], requirement: Requirement) -> Callable[...
         def gen(*args: Any, **kwargs: Any) -> Any:
             refusal = _refused_by(requirement)
             if refusal is not None:
-                _refuse(args[-1], refusal)
+                _refuse_sync(args[-1], refusal)
             yield from fn(*args, **kwargs)
 
         wrapper = gen
@@ -176,9 +189,7 @@ def _enforcing(fn: Callable[..., Any], requirement: Requirement) -> Callable[...
         def plain(*args: Any, **kwargs: Any) -> Any:
             refusal = _refused_by(requirement)
             if refusal is not None:
-                result = _refuse(args[-1], refusal)
-                if inspect.isawaitable(result):  # a sync method on an aio context: impossible
-                    raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
+                _refuse_sync(args[-1], refusal)
             return fn(*args, **kwargs)
 
         wrapper = plain
@@ -266,8 +277,8 @@ def _abort_sync(context: Any, code: Any, details: str, what: str) -> NoReturn:
     error raised when the context is an aio one, whose abort cannot run from here."""
     result = context.abort(code, details)  # raises
     if inspect.isawaitable(result):
-        # an aio context handed to this sync handler by an interceptor placed before
-        # zerotrust: its abort cannot run here, and the call ends with UNKNOWN
+        # an aio context handed to this sync code by another interceptor, which calls it on
+        # the event loop: its abort cannot run here, and the call ends with UNKNOWN
         close = getattr(result, "close", None)
         if callable(close):  # grpc's are Cython coroutines: not inspect.iscoroutine
             close()
@@ -426,7 +437,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return _View(method, context.invocation_metadata() or (), context, self._peers)
 
     @staticmethod
-    def _refusal(outcome: Outcome) -> tuple[Any, str, tuple[tuple[str, str], ...]]:
+    def _refusal(outcome: Outcome) -> _Refusal:
         code = getattr(grpc.StatusCode, outcome.grpc_status, None)
         if code is None or code is grpc.StatusCode.OK:
             code = grpc.StatusCode.PERMISSION_DENIED  # never let a refusal look like success
@@ -442,10 +453,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         view = self._view(method, context)
         outcome = evaluate(view, requirement)
         if not outcome.allowed:
-            code, details, trailing = self._refusal(outcome)
-            if trailing:
-                context.set_trailing_metadata(trailing)
-            _abort_sync(context, code, details, f"refused ({details})")  # raises
+            _refuse_sync(context, self._refusal(outcome))  # raises
         run = contextvars.copy_context()
         run.run(_bind, self._guard, view, outcome)
         return run

@@ -488,3 +488,90 @@ def test_a_call_that_ended_unavailable_leaves_the_connection_unverified(
             asyncio.run(run())
     assert len(recorded.calls) == 2
     assert needed == [True, False]
+
+
+class _StuckResolver:
+    """Stands in for ``socket.getaddrinfo``: a DNS server that does not answer cannot be
+    produced here, and grpc resolves with its own resolver, not Python's, so only the probe
+    sees this one. Names in ``stuck`` get no answer until :attr:`answer` is set (or 10 s
+    passed); the others resolve as 127.0.0.1."""
+
+    def __init__(self, *stuck: str) -> None:
+        self.stuck = set(stuck)
+        self.answer = threading.Event()
+        self.asked: list[str] = []
+        self.gave_up: list[str] = []  # stuck names whose wait ended without an answer
+        self._real = socket.getaddrinfo
+
+    def __call__(self, host: str, port: Any, *args: Any) -> Any:
+        self.asked.append(host)
+        if host in self.stuck and not self.answer.wait(10):
+            self.gave_up.append(host)
+        return self._real("127.0.0.1", port, *args)
+
+
+def _resolving() -> int:
+    return sum(t.name == "zerotrust-grpc-resolve" for t in threading.enumerate())
+
+
+def test_a_resolver_that_does_not_answer_holds_no_call_past_its_deadline(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync probe resolves the target's name with the system resolver, which cannot be
+    interrupted: a call fails at its deadline (or at the check timeout without one) while the
+    resolution is still stuck, and the calls after it wait for that resolution instead of
+    starting another (one thread, not one per call). Once the resolver answers, calls go."""
+    resolver = _StuckResolver("localhost")
+    with (
+        sync_server(world) as port,
+        secure_channel(
+            f"localhost:{port}", **options(world), retry=None, check_timeout=0.5
+        ) as channel,
+    ):
+        unary = channel.unary_unary(f"/{SERVICE}/Unary")
+        monkeypatch.setattr(socket, "getaddrinfo", resolver)
+        try:
+            outcomes = [_outcome(lambda t=t: unary(b"x", timeout=t)) for t in (0.3, None, 0.3)]
+            assert resolver.gave_up == []  # every call returned while the resolver was stuck
+            assert resolver.asked == ["localhost"]
+            assert _resolving() == 1
+        finally:
+            resolver.answer.set()
+        assert unary(b"x", timeout=10) == CLIENT_ID.encode() + b"|x"
+    assert [(o.code(), o.details()) for o in outcomes] == [
+        (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "deadline exceeded while the server identity was checked",
+        ),
+        (grpc.StatusCode.UNAVAILABLE, "server identity could not be checked in time"),
+        (
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "deadline exceeded while the server identity was checked",
+        ),
+    ]
+    assert all(isinstance(o, ServerIdentityError) for o in outcomes)
+
+
+def test_names_resolved_at_once_for_sync_probes_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At most ``limit`` names are resolved at once: with every slot held by a stuck name, a
+    probe for another name waits for a slot until its deadline and asks nothing; once one is
+    free, it resolves."""
+    from zerotrust.client._grpc_check import _Resolver
+
+    resolver = _StuckResolver("a.test", "b.test")
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    names = _Resolver(2)
+    soon = time.monotonic() + 0.2
+    try:
+        for name in ("a.test", "b.test", "c.test"):
+            with pytest.raises(TimeoutError):
+                names.resolve(name, 443, soon)
+        assert resolver.asked == ["a.test", "b.test"]  # c.test never started
+        assert names.resolve("127.0.0.1", 443, soon)  # an address needs no resolver
+    finally:
+        resolver.answer.set()
+    [(*_, address)] = names.resolve("c.test", 443, time.monotonic() + 10)
+    assert address == ("127.0.0.1", 443)
+    assert resolver.gave_up == []

@@ -47,6 +47,9 @@ _SHUTDOWN = grpc.ChannelConnectivity.SHUTDOWN
 _BY_NUMBER = {state.value[0]: state for state in grpc.ChannelConnectivity}
 #: A sync call waiting for the channel to connect reads its state at least this often.
 _POLL = 0.05
+#: Host names the sync probes resolve at once, each on a thread of its own (those stuck in a
+#: resolver that does not answer included).
+_MAX_RESOLVING = 8
 
 _log = logging.getLogger("zerotrust.grpc")
 
@@ -277,7 +280,7 @@ class ServerCheck:
         reached: Any = None  # the address the probe connected to, for the log
         try:
             with (
-                socket.create_connection((self._host, self._port), timeout=left) as raw,
+                _connect(self._host, self._port, deadline) as raw,
                 self._context.wrap_socket(
                     raw, server_hostname=self._sni, do_handshake_on_connect=False
                 ) as tls,
@@ -404,6 +407,99 @@ class ServerCheck:
         tasks = [*self._tasks, *([self._task] if self._task is not None else [])]
         for task in tasks:
             task.cancel()
+
+
+_AddrInfo = tuple[Any, Any, int, str, Any]
+
+
+class _Resolution:
+    """One ``getaddrinfo`` under way, and its answer once it is done."""
+
+    __slots__ = ("addresses", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.addresses: list[_AddrInfo] = []
+        self.error: OSError | None = None
+
+
+class _Resolver:
+    """The system resolver for the sync probes, within each probe's deadline.
+
+    ``getaddrinfo`` cannot be interrupted, so it runs on a daemon thread and a probe waits for
+    it no longer than its deadline. A name already being resolved is not resolved again: the
+    probe waits for the resolution under way (a resolver that never answers holds one thread
+    per name, not one per call), and at most ``limit`` names are resolved at once (a probe
+    waits for one to end, within its deadline). Answers are not kept: each probe resolves
+    anew, as ``socket.create_connection`` does.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._changed = threading.Condition()
+        self._pending: dict[tuple[str, int], _Resolution] = {}
+
+    def resolve(self, host: str, port: int, deadline: float) -> list[_AddrInfo]:
+        """The addresses of ``host`` (``socket.create_connection``'s query); raises
+        ``TimeoutError`` at ``deadline`` (monotonic time), ``OSError`` as the resolver does."""
+        if _is_ip(host):  # nothing to ask a resolver
+            return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+        key = (host, port)
+        with self._changed:
+            while (resolution := self._pending.get(key)) is None:
+                if len(self._pending) < self._limit:
+                    resolution = self._pending[key] = _Resolution()
+                    threading.Thread(
+                        target=self._run,
+                        args=(key, resolution),
+                        name="zerotrust-grpc-resolve",
+                        daemon=True,
+                    ).start()
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._changed.wait(left):
+                    raise TimeoutError(f"no name resolution of {host} could start in time")
+        if not resolution.done.wait(max(deadline - time.monotonic(), 0.0)):
+            raise TimeoutError(f"resolving {host} took too long")
+        if resolution.error is not None:
+            raise resolution.error
+        return resolution.addresses
+
+    def _run(self, key: tuple[str, int], resolution: _Resolution) -> None:
+        try:
+            resolution.addresses = socket.getaddrinfo(*key, 0, socket.SOCK_STREAM)
+        except OSError as exc:
+            resolution.error = exc
+        except Exception as exc:  # whatever a resolver raises: no address
+            resolution.error = OSError(f"name resolution failed: {type(exc).__name__}")
+        finally:
+            with self._changed:
+                del self._pending[key]
+                self._changed.notify_all()
+            resolution.done.set()
+
+
+_RESOLVER = _Resolver(_MAX_RESOLVING)
+
+
+def _connect(host: str, port: int, deadline: float) -> socket.socket:
+    """``socket.create_connection((host, port))`` within ``deadline`` (monotonic time),
+    name resolution included: each address in turn, with the time that is left."""
+    errors: list[OSError] = []
+    for family, kind, proto, _, address in _RESOLVER.resolve(host, port, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"connecting to {host} took too long")
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(left)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            errors.append(exc)
+            continue
+        return sock
+    raise errors[0] if errors else OSError(f"no address for {host}")
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

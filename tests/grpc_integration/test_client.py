@@ -335,6 +335,51 @@ def test_client_svid_rotation_rebuilds_without_failing_in_flight_calls(world: Wo
     assert fingerprints == [world.client_svid.fingerprint, rotated.fingerprint]
 
 
+def test_a_call_that_read_the_svid_before_a_rotation_does_not_bring_it_back(
+    world: World,
+) -> None:
+    """A call reads the SVID, and before it leases a generation the SVID rotates and another
+    call builds the new generation: the first call uses the new one too. It rebuilt the
+    channel with the SVID it had read (retiring the new generation), and the next call rebuilt
+    it once more."""
+    rotated = world.ca.issue_svid(CLIENT_ID)
+    read, resume = threading.Event(), threading.Event()
+
+    class PausingOnce(RotatingSvidSource):
+        """Holds the thread named ``paused`` after its first read, until ``resume``."""
+
+        def get_x509_svid(self) -> Any:
+            svid = super().get_x509_svid()
+            if threading.current_thread().name == "paused" and not read.is_set():
+                read.set()
+                assert resume.wait(30)
+            return svid
+
+    source = PausingOnce(world.client_svid)
+    with (
+        sync_server(world) as port,
+        secure_channel(f"localhost:{port}", **options(world, svid=source)) as channel,
+    ):
+        unary = channel.unary_unary(f"/{SERVICE}/Unary")
+        assert unary(b"first", timeout=10)
+        replies: list[bytes] = []
+        paused = threading.Thread(
+            target=lambda: replies.append(unary(b"paused", timeout=10)), name="paused"
+        )
+        paused.start()
+        try:
+            assert read.wait(30)  # it holds the SVID of before the rotation
+            source.set(rotated)
+            assert unary(b"rotated", timeout=10)  # builds the new generation
+        finally:
+            resume.set()
+            paused.join(30)
+        assert replies and unary(b"after", timeout=10)
+        assert channel.rebuilds == 1
+    fingerprints = [e.cert_fingerprint for e in world.sink.events]
+    assert fingerprints == [world.client_svid.fingerprint] + [rotated.fingerprint] * 3
+
+
 def test_client_svid_rotation_aio(world: World) -> None:
     source = RotatingSvidSource(world.client_svid)
     rotated = world.ca.issue_svid(CLIENT_ID)

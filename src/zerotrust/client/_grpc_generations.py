@@ -70,19 +70,25 @@ class Generations(Generic[C]):
         self._closed = False
         self.rebuilds = 0
 
+    def _snapshot(self) -> tuple[X509Svid, BundleSet]:
+        return self._svid.get_x509_svid(), self._bundles.get_bundle_set()
+
     def lease(self) -> tuple[Generation[C], list[Generation[C]]]:
-        """The current generation (counted), and the retired ones now ready to close."""
-        snapshot = (self._svid.get_x509_svid(), self._bundles.get_bundle_set())
+        """The current generation (counted), and the retired ones now ready to close.
+
+        The sources are read before the lock (most calls find the current generation built
+        from what they read); a generation is built only from a snapshot read under the lock,
+        so a call that read the sources before a rotation never replaces the generation
+        another call built since with one of the snapshot before it."""
+        snapshot = self._snapshot()
         ready: list[Generation[C]] = []
         with self._lock:
             if self._closed:
                 raise ValueError("Cannot invoke RPC on closed channel!")
             gen = self._current
-            if (
-                gen is None
-                or gen.snapshot[0] is not snapshot[0]
-                or gen.snapshot[1] is not snapshot[1]
-            ):
+            if gen is not None and not _built_from(gen, snapshot):
+                snapshot = self._snapshot()  # what was read may be older than ``gen``
+            if gen is None or not _built_from(gen, snapshot):
                 fresh = self._build(*snapshot)
                 if gen is not None:
                     self.rebuilds += 1
@@ -121,6 +127,10 @@ class Generations(Generic[C]):
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+def _built_from(gen: Generation[Any], snapshot: tuple[X509Svid, BundleSet]) -> bool:
+    return gen.snapshot[0] is snapshot[0] and gen.snapshot[1] is snapshot[1]
 
 
 class MultiCallables:

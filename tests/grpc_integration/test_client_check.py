@@ -22,7 +22,6 @@ from tests.grpc_integration._support import (
     CLIENT_ID,
     SERVER_ID,
     SERVICE,
-    Failure,
     Recorded,
     Relay,
     World,
@@ -208,45 +207,52 @@ def test_aio_concurrent_calls_share_one_probe(
     assert relay.accepted == 2  # grpc's connection and one probe
 
 
-@pytest.mark.parametrize("retry", [DEFAULT, None], ids=["default-retry", "no-retry"])
+#: A policy that retries no status a call can end with here: a check that could not run
+#: (nothing sent) is tried again all the same.
+OTHER_CODES = RetryPolicy(retryable_status_codes=("ABORTED",))
+
+
+@pytest.mark.parametrize(
+    "retry", [DEFAULT, OTHER_CODES, None], ids=["default-retry", "aborted-only", "no-retry"]
+)
+@pytest.mark.parametrize("method", ["Unary", "Bidi"])
 @pytest.mark.parametrize("kind", ["sync", "aio"])
 def test_a_check_that_could_not_run_is_tried_again_for_every_arity(
-    world: World, kind: str, retry: RetryPolicy | None, caplog: pytest.LogCaptureFixture
+    world: World,
+    kind: str,
+    method: str,
+    retry: RetryPolicy | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """grpc's connection is forwarded, the first probe's connection is dropped: the call's
-    first attempt cannot be checked (nothing is sent), the next one is checked and sent."""
-    bidi = f"/{SERVICE}/Bidi"
+    first attempt cannot be checked (nothing is sent), the next one is checked and sent,
+    whatever status codes the policy names as retryable."""
     with sync_server(world) as port:
         relay = Relay(port, drop=lambda n: n == 2)
         target = f"localhost:{relay.port}"
         try:
             if kind == "sync":
                 with secure_channel(target, **options(world), retry=retry) as channel:
-                    outcome = _outcome(
-                        lambda: list(channel.stream_stream(bidi)(iter([b"a", b"b"]), timeout=10))
-                    )
+                    outcome = _outcome(lambda: _call(channel, method))
             else:
 
                 async def run() -> Any:
                     async with aio_secure_channel(target, **options(world), retry=retry) as ch:
-                        call = ch.stream_stream(bidi)(timeout=10)
                         try:
-                            for item in (b"a", b"b"):
-                                await call.write(item)
-                            await call.done_writing()
-                            return [item async for item in call]
-                        except (grpc.RpcError, asyncio.InvalidStateError):
-                            return Failure(await call.code(), await call.details())
+                            return await _acall(ch, method)
+                        except grpc.RpcError as exc:
+                            return exc
 
                 outcome = asyncio.run(run())
         finally:
             relay.die()
-    if retry is None:  # ServerIdentityError (aio: its status, as grpc reports it)
-        assert isinstance(outcome, (ServerIdentityError, Failure)), outcome
+    if retry is None:
+        assert isinstance(outcome, grpc.RpcError), outcome
         assert outcome.code() == grpc.StatusCode.UNAVAILABLE
         assert outcome.details() == "server identity could not be checked"
     else:
-        assert outcome == [CLIENT_ID.encode() + b"|a", CLIENT_ID.encode() + b"|b"]
+        reply = CLIENT_ID.encode() + b"|x"
+        assert outcome == (reply if method == "Unary" else [reply])
         assert relay.accepted == 3  # grpc's connection, the dropped probe, the next one
     # the failed check is logged, naming the server it reached (the sync probe connects first)
     [logged] = [r.getMessage() for r in caplog.records if r.name == "zerotrust.grpc"]

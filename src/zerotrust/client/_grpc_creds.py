@@ -75,13 +75,14 @@ class RetryPolicy:
     Each attempt is a new call that waits for the server identity check first. A unary-unary
     call is tried again when an attempt failed with one of ``retryable_status_codes`` and no
     response metadata arrived; a call of any arity when the check could not run
-    (``UNAVAILABLE``, nothing sent). The n-th wait is uniform in [0, min(``max_backoff``,
-    ``initial_backoff`` * ``backoff_multiplier`` ** (n-1))], and the call's deadline covers all
-    attempts and waits; ``max_attempts`` counts the first attempt (at most 5, as grpc's).
-    Backoffs are what a grpc service config accepts: from 0.001 to 315,576,000,000 seconds.
-    ``UNAUTHENTICATED`` and ``PERMISSION_DENIED`` are refused as retryable codes: a refusal
-    stands. Any method is retried, idempotent or not: name only codes a server sends before
-    it has acted.
+    (``UNAVAILABLE``: no connection, or the probe failed or took too long), whatever
+    ``retryable_status_codes`` names, since nothing was sent. The n-th wait is uniform in [0,
+    min(``max_backoff``, ``initial_backoff`` * ``backoff_multiplier`` ** (n-1))], and the call's
+    deadline covers all attempts and waits; ``max_attempts`` counts the first attempt (at most
+    5, as grpc's). Backoffs are what a grpc service config accepts: from 0.001 to
+    315,576,000,000 seconds. ``UNAUTHENTICATED`` and ``PERMISSION_DENIED`` are refused as
+    retryable codes: a refusal stands. Any method is retried, idempotent or not: name only codes
+    a server sends before it has acted.
     """
 
     max_attempts: int = 3

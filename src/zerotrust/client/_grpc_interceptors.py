@@ -10,7 +10,7 @@ check before it. Here, each attempt is a new call through the check:
 * unary-unary calls are tried again when an attempt failed with a retryable status and no
   response metadata arrived;
 * calls of every arity are tried again when the identity check could not run (``UNAVAILABLE``,
-  nothing was sent yet);
+  nothing was sent yet), whatever status codes the policy names;
 * the call's deadline covers every attempt and every wait between them.
 """
 
@@ -89,15 +89,21 @@ class _Plan:
 
     def delay(self, code: Any, initial_metadata: Any = ()) -> float | None:
         """Seconds to wait before another attempt after one ended with ``code``, or ``None``
-        for no other attempt: no policy, attempts used up, a code not named retryable,
-        response metadata received (the server answered), or a wait past the deadline. The
-        n-th wait is uniform in [0, min(max_backoff, initial_backoff * multiplier**(n-1))]."""
+        for no other attempt: no policy, a code not named retryable, response metadata
+        received (the server answered), or no attempt left (see :meth:`backoff`)."""
         policy = self.policy
-        if policy is None or self.attempts >= policy.max_attempts:
+        if policy is None or initial_metadata:
             return None
         if not isinstance(code, grpc.StatusCode) or code.name not in policy.retryable_status_codes:
             return None
-        if initial_metadata:
+        return self.backoff()
+
+    def backoff(self) -> float | None:
+        """Seconds to wait before another attempt, or ``None`` for no other attempt: no
+        policy, attempts used up, or a wait past the deadline. The n-th wait is uniform in
+        [0, min(max_backoff, initial_backoff * multiplier**(n-1))]."""
+        policy = self.policy
+        if policy is None or self.attempts >= policy.max_attempts:
             return None
         cap = policy.initial_backoff
         for _ in range(self.attempts - 1):
@@ -109,8 +115,12 @@ class _Plan:
 
 
 def _retried(plan: _Plan, exc: ServerIdentityError) -> float | None:
-    """The wait before another attempt after the check failed (nothing was sent)."""
-    return plan.delay(exc.code())
+    """The wait before another attempt after the check failed. Nothing was sent, so a check
+    that could not run (``UNAVAILABLE``) is tried again whatever codes the policy names; a
+    refused identity, a passed deadline or a closed channel is final."""
+    if exc.code() is not grpc.StatusCode.UNAVAILABLE:
+        return None
+    return plan.backoff()
 
 
 class _Attempts:
@@ -291,7 +301,7 @@ class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
         try:
             call = self._attempt()
         except ServerIdentityError as exc:
-            self._after(_Raised(exc), exc.code(), ())
+            self._after(_Raised(exc), _retried(self._plan, exc))
             if first and self._final:
                 raise
             return
@@ -314,13 +324,13 @@ class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
             self._call = None
         code = call.code()
         self._note(code)
-        metadata = call.initial_metadata() if code is not grpc.StatusCode.OK else None
-        self._after(call, code, metadata or ())
-
-    def _after(self, outcome: Any, code: Any, initial_metadata: Any) -> None:
         wait = None
         if code is not grpc.StatusCode.OK and not self._cancelled:
-            wait = self._plan.delay(code, initial_metadata)
+            wait = self._plan.delay(code, call.initial_metadata())
+        self._after(call, wait)
+
+    def _after(self, outcome: Any, wait: float | None) -> None:
+        """Another attempt after ``wait`` seconds, or ``outcome`` is the call's (``None``)."""
         with self._cond:
             if wait is not None and not self._cancelled:
                 self._outcome = outcome

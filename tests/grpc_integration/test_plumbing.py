@@ -541,6 +541,50 @@ def test_a_token_source_that_hangs_holds_no_later_call(
         release.set()
 
 
+@pytest.mark.parametrize("attempts", [3, 1], ids=["default-retry", "no-retry"])
+def test_each_attempt_of_a_call_waits_for_a_token_fetch_of_its_own(
+    world: World, monkeypatch: pytest.MonkeyPatch, attempts: int
+) -> None:
+    """What docs/grpc.md says of a token source that never answers: grpc reports the failed
+    fetch as UNAVAILABLE, which the default RetryPolicy retries, and each attempt starts a
+    fetch and waits fetch_timeout for it (a call without a deadline: up to max_attempts of
+    them); one attempt without retries."""
+    from zerotrust.client._grpc_creds import TokenPlugin
+    from zerotrust.grpc import RetryPolicy
+
+    monkeypatch.setattr(TokenPlugin, "fetch_timeout", 0.2)
+    release = threading.Event()
+    fetches: list[str] = []
+
+    class Hung:
+        def token(self, audience: str) -> str:
+            fetches.append(audience)
+            release.wait(60)
+            return "never-used"
+
+    retry = RetryPolicy(initial_backoff=0.001, max_backoff=0.001) if attempts > 1 else None
+    try:
+        with (
+            sync_server(world) as port,
+            secure_channel(
+                f"localhost:{port}",
+                svid=world.client_svid,
+                bundles=world.ca.bundle,
+                server_id=SERVER_ID,
+                token_source=Hung(),  # type: ignore[arg-type]
+                retry=retry,
+            ) as channel,
+            pytest.raises(grpc.RpcError) as info,
+        ):
+            channel.unary_unary(f"/{SERVICE}/Unary")(b"x")  # no deadline
+    finally:
+        release.set()
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no token after 0.2 s" in info.value.details()
+    assert len(fetches) == attempts
+    assert world.sink.events == []  # no attempt reached the server's guard
+
+
 def test_fetches_stuck_in_the_token_source_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     from zerotrust.client._grpc_creds import TokenPlugin
     from zerotrust.errors import SourceError

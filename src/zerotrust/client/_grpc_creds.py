@@ -175,8 +175,10 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
     process from exiting nor later calls from fetching: the calls waiting for a fetch fail
     (``SourceError``) once it has run ``fetch_timeout`` seconds, and the next call starts
     another. At most ``max_fetches`` run at once (those stuck in the source included); beyond
-    that, calls without a token fail at once. :meth:`close` fails the waiting calls and every
-    later one; a fetch still inside the source is abandoned.
+    that, calls without a token fail at once. grpc reports a failure here as ``UNAVAILABLE``,
+    which a :class:`RetryPolicy` may retry: each attempt is a call of its own here (and may
+    wait ``fetch_timeout`` again). :meth:`close` fails the waiting calls and every later one;
+    a fetch still inside the source is abandoned.
     """
 
     poll_interval: Final = 1.0

@@ -450,7 +450,8 @@ def make_world(ca: DevCA, other_ca: DevCA) -> World:
 
 
 class Relay:
-    """A TCP relay on loopback (127.0.0.1) to ``port``. Connections (counted from 1) for which
+    """A TCP relay on loopback (127.0.0.1) to ``port``, or to the port ``route`` gives for a
+    connection (counted from 1). Connections for which
     ``stall`` is true are accepted and never answered, as by a server stalling its handshake;
     those for which ``drop`` is true are closed at once. With ``trickle``, the server's bytes
     are passed on 16 at a time, ``trickle`` seconds apart, as by a server that keeps a
@@ -464,8 +465,10 @@ class Relay:
         stall: Callable[[int], bool] | None = None,
         drop: Callable[[int], bool] | None = None,
         trickle: float | None = None,
+        route: Callable[[int], int] | None = None,
     ) -> None:
         self._target = port
+        self._route = route
         self._stall = stall
         self._drop = drop
         self._trickle = trickle
@@ -496,7 +499,8 @@ class Relay:
                 client.close()
                 continue
             try:
-                upstream = socket.create_connection(("127.0.0.1", self._target))
+                target = self._target if self._route is None else self._route(number)
+                upstream = socket.create_connection(("127.0.0.1", target))
             except OSError:
                 client.close()
                 continue

@@ -132,6 +132,39 @@ def test_a_replaced_server_gets_no_attempt_of_a_call(
         assert error.code() == grpc.StatusCode.UNAVAILABLE
 
 
+@pytest.mark.parametrize("dns_name", ["localhost", "impostor.test"])
+def test_an_attacker_relaying_the_probe_is_stopped_only_by_grpcs_handshake(
+    world: World, dns_name: str
+) -> None:
+    """What docs/grpc.md says of an attacker on the path holding an SVID of the server's trust
+    domain: it takes grpc's connection (the first) and passes every later one (the probe)
+    through to the genuine server. With the DNS name dialled in its SVID, grpc's handshake
+    accepts it, the probe verifies the genuine server, and the call, token included, reaches
+    the attacker: the probe does not detect a relay. When only the server's SVID carries that
+    name, grpc's handshake refuses the attacker and nothing is sent."""
+    impostor = world.ca.issue_svid(IMPOSTOR, dns_names=[dns_name])
+    with (
+        sync_server(world) as genuine,
+        bare_server(impostor, world.ca.bundle, bind="127.0.0.1:0") as (taken, recorded),
+    ):
+        relay = Relay(genuine, route=lambda n: taken if n == 1 else genuine)
+        try:
+            with secure_channel(f"localhost:{relay.port}", **options(world), retry=None) as ch:
+                outcome = _outcome(lambda: ch.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10))
+                verified = ch.server_peer
+        finally:
+            relay.die()
+    if dns_name == "localhost":
+        assert outcome == b"bare|x"
+        assert verified is not None and str(verified.spiffe_id) == SERVER_ID
+        [(metadata, request)] = recorded.calls
+        assert request == b"x" and metadata["authorization"].startswith("Bearer ")
+    else:
+        assert isinstance(outcome, grpc.RpcError), outcome
+        assert outcome.code() == grpc.StatusCode.UNAVAILABLE
+        assert verified is None and recorded.calls == []
+
+
 def test_aio_checks_use_no_thread_and_keep_to_each_deadline(world: World) -> None:
     """A server that stalls every handshake, and 14 concurrent calls with 1 s deadlines: each
     ends at its deadline, and the loop's default executor (two threads here) stays free. The

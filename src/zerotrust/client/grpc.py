@@ -11,7 +11,11 @@ tokens, trace context, retries, and rebuilds on SVID rotation.
   handed to grpc only while the channel is connected and a separate mTLS handshake to the
   target with :func:`~zerotrust.client_ssl_context`, made after grpc's connection, proved the
   expected SPIFFE ID; a refusal fails the call with :class:`ServerIdentityError` before
-  anything is sent (docs/grpc.md says precisely what is and is not guaranteed);
+  anything is sent. That probe is another connection: it catches a server reached by
+  mistake, not an attacker on the path who holds an SVID of the trust domain with the DNS
+  name dialled and passes only the probe through to the genuine server. On grpc's own
+  connection, only grpc's check (trust domain and DNS name) holds against such an attacker
+  (docs/grpc.md says precisely what is and is not guaranteed);
 * with a ``token_source``, call credentials attach ``authorization: Bearer`` for
   ``audience`` (default: the server's SPIFFE ID), cached and refreshed off the call path;
 * the current OpenTelemetry context is injected into the metadata (``traceparent``);

@@ -104,10 +104,12 @@ def test_rotation_mid_traffic(world: World) -> None:
     assert new_fp == rotated.fingerprint != world.server_svid.fingerprint
 
 
-def test_withdrawing_every_authority_closes_even_exempt_methods(world: World) -> None:
+def test_withdrawing_every_authority_refuses_new_connections_even_to_exempt_methods(
+    world: World,
+) -> None:
     """grpc checks clients against the merged roots first, and exempt methods get no other
-    check. Once every authority is withdrawn, grpc is given a root nobody chains to, so no
-    client is served any more, exempt methods included (a server cannot start that way)."""
+    check. Once every authority is withdrawn, grpc is given a root nobody chains to, so no new
+    connection is accepted, exempt methods included (a server cannot start that way)."""
     other = DevCA.create("other.org")
     client = other.issue_svid("spiffe://other.org/client")
     bundles = RotatingBundleSource(BundleSet([world.ca.bundle, other.bundle]))
@@ -151,6 +153,83 @@ def test_withdrawing_every_authority_closes_even_exempt_methods(world: World) ->
         pool.shutdown()
     with pytest.raises(ConfigurationError, match=r"no X\.509 authorities"):
         server_credentials(world.server_svid, TrustBundle(world.ca.trust_domain))
+
+
+@pytest.mark.parametrize("max_age", [None, 500], ids=["connections-kept", "max-connection-age"])
+def test_a_connection_made_before_a_withdrawal_keeps_reaching_exempt_methods(
+    world: World, max_age: int | None
+) -> None:
+    """grpc applies the bundles at each new handshake: once every authority is withdrawn, new
+    connections are refused, but a connection made before keeps reaching exempt methods (no
+    other check) until it closes; the interceptor refuses the methods it checks on it. With
+    ``grpc.max_connection_age_ms``, grpc closes every connection at that age, and the client's
+    next connection is refused."""
+    other = DevCA.create("other.org")
+    client = other.issue_svid("spiffe://other.org/client")
+    bundles = RotatingBundleSource(BundleSet([world.ca.bundle, other.bundle]))
+    guard = Guard(
+        authenticator=Authenticator(bundles=bundles),
+        policy=Policy([Rule(id="all", callers=[Callers(trust_domains=["other.org"])])]),
+        audit=MemorySink(),
+        service="echo",
+    )
+    aged = [] if max_age is None else [("grpc.max_connection_age_ms", max_age)]
+    pool = futures.ThreadPoolExecutor(2)
+    server = grpc.server(
+        pool,
+        interceptors=[ServerInterceptor(guard, exempt=(HEALTH,))],
+        options=[*EXCLUSIVE_PORT, *aged],
+    )
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "grpc.health.v1.Health",
+                {"Check": grpc.unary_unary_rpc_method_handler(lambda r, c: b"SERVING")},
+            ),
+            grpc.method_handlers_generic_handler(
+                SERVICE, {"Unary": grpc.unary_unary_rpc_method_handler(lambda r, c: b"checked")}
+            ),
+        ]
+    )
+    port = server.add_secure_port("localhost:0", server_credentials(world.server_svid, bundles))
+    server.start()
+    creds = grpc.ssl_channel_credentials(
+        world.ca.bundle.to_pem(), client.private_key_pem(), client.cert_chain_pem()
+    )
+
+    def outcome(channel: grpc.Channel, method: str) -> object:
+        try:
+            return channel.unary_unary(method)(b"", timeout=5)
+        except grpc.RpcError as exc:
+            return exc.code()
+
+    closed = threading.Event()
+
+    def seen(state: grpc.ChannelConnectivity) -> None:
+        if withdrawn.is_set() and state is not grpc.ChannelConnectivity.READY:
+            closed.set()
+
+    withdrawn = threading.Event()
+    try:
+        with grpc.secure_channel(f"localhost:{port}", creds) as established:
+            assert outcome(established, HEALTH) == b"SERVING"
+            assert outcome(established, f"/{SERVICE}/Unary") == b"checked"
+            bundles.set(BundleSet([TrustBundle("example.org"), TrustBundle("other.org")]))
+            withdrawn.set()
+            with grpc.secure_channel(f"localhost:{port}", creds) as fresh:
+                assert outcome(fresh, HEALTH) == grpc.StatusCode.UNAVAILABLE  # the handshake
+            if max_age is None:  # (with an age, the connection may be gone by now)
+                checked = outcome(established, f"/{SERVICE}/Unary")
+                assert checked == grpc.StatusCode.UNAUTHENTICATED
+                assert outcome(established, HEALTH) == b"SERVING"  # until the connection closes
+            else:
+                established.subscribe(seen)
+                assert closed.wait(30)  # grpc closed the connection at its age
+                established.unsubscribe(seen)
+                assert outcome(established, HEALTH) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(None).wait(5)
+        pool.shutdown()
 
 
 def test_a_client_channel_fails_its_calls_once_the_server_domain_is_withdrawn(

@@ -394,6 +394,21 @@ def test_a_body_that_is_no_key_set_is_a_failure(clock: FixedClock, body: bytes, 
     assert error in (last_error(cache) or "")
 
 
+def test_key_ids_are_logged_escaped_and_cut(
+    clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the key server chose them: a kid holding a line break cannot forge a log line
+    forged = PrivateJWK.generate("ES256", kid="b\nFORGED LOG LINE: admin login ok")
+    long = PrivateJWK.generate("ES256", kid="c" * 1000)
+    cache = make(clock, unknown_kid_cooldown=0)
+    with caplog.at_level(logging.INFO, logger="zerotrust.sources"):
+        fetch(cache, ok(KEY_A))
+        fetch(cache, ok(KEY_A, forged, long))
+    (message,) = caplog.messages
+    assert "\n" not in message and "\\nFORGED LOG LINE" in message
+    assert f"'{'c' * 64}'" in message and "c" * 65 not in message
+
+
 def test_what_is_logged_about_key_set_changes_and_recovery(
     clock: FixedClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -403,11 +418,13 @@ def test_what_is_logged_about_key_set_changes_and_recovery(
         fetch(cache, ok(KEY_A))
         assert caplog.messages == []  # the first set, and the same set again: nothing to say
         fetch(cache, ok(KEY_B, KEY_A))
-        assert caplog.messages == ["key set from https://issuer.example/jwks changed: kids a, b"]
+        assert caplog.messages == [
+            "key set from https://issuer.example/jwks changed: kids 'a', 'b'"
+        ]
         caplog.clear()
         fetch(cache, ok(KEY_A))
         fetch(cache, ok(KEY_A))
-        assert caplog.messages == ["key set from https://issuer.example/jwks changed: kids a"]
+        assert caplog.messages == ["key set from https://issuer.example/jwks changed: kids 'a'"]
         caplog.clear()
         fetch(cache, HttpResponse(500))
         fetch(cache, ok(KEY_A))

@@ -307,6 +307,40 @@ def test_stale_generation_is_not_stored(es256: PrivateJWK) -> None:
     assert cache.max_entries == 10
 
 
+@pytest.mark.parametrize("revoke", ["evict", "clear_cache"])
+def test_a_verification_under_way_does_not_store_a_token_revoked_meanwhile(
+    clock: FixedClock, revoke: str
+) -> None:
+    """evict() and clear_cache() make a revocation take effect at once: a verification that
+    was waiting for keys when they ran (a remote key set being fetched) returns its token,
+    but does not put it back in the cache for later requests."""
+    from zerotrust.tokens import KeyRing
+
+    key = PrivateJWK.generate("ES256", kid="k1")
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys=KeyRing(key),  # a changing key source: the flow asks it for keys
+        algorithms=["ES256"],
+        clock=clock,
+        cache_size=100,
+    )
+    token = mint(key, claims(jti="revoke-me"))
+    flow = verifier.flow(token)
+    request = next(flow)  # waiting for keys
+    if revoke == "evict":
+        assert verifier.evict("revoke-me") == 0  # nothing cached yet
+    else:
+        verifier.clear_cache()
+    with pytest.raises(StopIteration) as done:
+        flow.send(request.source.get_keys(missing_kid=request.missing_kid))
+    assert done.value.value.jti == "revoke-me"  # this verification's own answer stands
+    assert verifier.cache is not None and len(verifier.cache) == 0
+    # a verification begun after the revocation is cached as usual
+    assert verifier.verify(token).jti == "revoke-me"
+    assert len(verifier.cache) == 1
+
+
 @pytest.mark.parametrize("size", [0, -1, 2.5, 10**7])
 def test_cache_size_bounds(size: Any) -> None:
     with pytest.raises(ConfigurationError):

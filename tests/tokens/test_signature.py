@@ -225,6 +225,9 @@ def test_header_and_kid_sizes_are_inclusive_bounds(es256: PrivateJWK) -> None:
     assert _verifier(es256).verify(signed + "." + b64(es256.sign(signed.encode())))
     long_kid = PrivateJWK(es256.private_key, kid="k" * 1024)
     assert _verifier(long_kid).verify(mint(long_kid, claims())).key_id == "k" * 1024
+    longer = mint(es256, claims(), {"alg": "ES256", "kid": "k" * 1025})
+    with pytest.raises(MalformedToken, match="'kid' must be a non-empty string of at most 1024"):
+        _verifier(long_kid).verify(longer)
 
 
 def test_null_private_header_parameters_are_allowed(es256: PrivateJWK) -> None:

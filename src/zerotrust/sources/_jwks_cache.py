@@ -313,4 +313,6 @@ class JWKSCache:
 
 
 def _kids(keys: JWKSet) -> str:
-    return ", ".join(sorted(k.kid or "-" for k in keys))
+    """The key ids of ``keys`` for a log line: the key server chose them, so each is quoted
+    and escaped (a line break cannot start a forged log line) and cut to 64 characters."""
+    return ", ".join(sorted(repr(k.kid[:64]) if k.kid else "-" for k in keys))

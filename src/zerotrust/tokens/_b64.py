@@ -6,8 +6,10 @@ Everything here works on ``bytes`` and costs a few C-level passes: one precompil
 
 A segment is *canonical* when it is the only encoding of its bytes: no padding, no
 whitespace, no ``+``/``/``, a length that is not ``1 (mod 4)`` and no set bits in the unused
-low bits of the last character. Accepting non-canonical encodings lets one signed token
-have several spellings (token-cache and replay-cache bypasses), so they are refused.
+low bits of the last character. Accepting non-canonical encodings would give one signed
+token many spellings, each a cache entry of its own, so they are refused. (An ECDSA
+signature still has two, ``s`` and ``n - s``: checks that must see a token once key on its
+``jti``, never on its spelling.)
 """
 
 from __future__ import annotations

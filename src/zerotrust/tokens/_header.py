@@ -84,7 +84,9 @@ def parse_header(
         _check_crit(header, header["crit"], critical)
     kid = header.get("kid")
     if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > _MAX_KID):
-        raise MalformedToken("header 'kid' must be a non-empty string")
+        raise MalformedToken(
+            f"header 'kid' must be a non-empty string of at most {_MAX_KID} characters"
+        )
     check_profile(header, alg, token_type)
     cty = header.get("cty")
     if cty is not None:

@@ -5,7 +5,8 @@
 * An entry is returned only inside the window computed when its claims were validated:
   from ``max(nbf, iat) - leeway`` up to (not including) ``exp``. Near expiry, a token falls
   back to full verification (which applies the leeway), so cached and uncached answers agree.
-* :meth:`evict` (by ``jti``) and :meth:`clear` let revocation take effect immediately.
+* :meth:`evict` (by ``jti``) and :meth:`clear` let revocation take effect immediately: a
+  verification already under way when they run does not store its token afterwards.
 * When the key set seen by the verifier changes (rotation, removal), everything is dropped,
   and a token whose verification overlapped the change is not stored. The verifier asks a
   changing key source for its current keys on every hit, so a key withdrawn from the source
@@ -57,7 +58,9 @@ class VerifiedTokenCache:
 
     @property
     def generation(self) -> int:
-        """Incremented whenever the observed key set changes; read before fetching keys."""
+        """Incremented whenever the observed key set changes, and by :meth:`evict` and
+        :meth:`clear`; read before a verification starts (:meth:`put` ignores a token whose
+        verification began before it changed)."""
         return self._generation
 
     def get(self, digest: bytes, now: float) -> VerifiedToken | None:
@@ -108,6 +111,8 @@ class VerifiedTokenCache:
     def evict(self, jti: str) -> int:
         """Drop every entry whose token has this ``jti``; returns how many were dropped."""
         with self._lock:
+            # a verification in flight (waiting for keys, say) may hold this very token
+            self._generation += 1
             digests = self._by_jti.pop(jti, set())
             for digest in digests:
                 self._entries.pop(digest, None)
@@ -116,6 +121,7 @@ class VerifiedTokenCache:
     def clear(self) -> None:
         """Drop every entry."""
         with self._lock:
+            self._generation += 1
             self._entries.clear()
             self._by_jti.clear()
 

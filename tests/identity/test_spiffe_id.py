@@ -174,7 +174,22 @@ def test_uppercase_trust_domain_message_explains_case() -> None:
         SpiffeId.parse("SPIFFE://example.org")
 
 
+def test_an_invalid_value_is_shown_cut_to_64_characters() -> None:
+    # messages reach logs and audit events: a huge value is shown by its start only
+    value = "http://" + "x" * 200
+    with pytest.raises(InvalidSpiffeId) as info:
+        SpiffeId.parse(value)
+    assert repr(value[:64]) + "..." in str(info.value)
+    assert "x" * 58 not in str(info.value)
+    short = "http://" + "x" * 57  # 64 characters: shown whole
+    with pytest.raises(InvalidSpiffeId) as info:
+        SpiffeId.parse(short)
+    assert repr(short) in str(info.value) and "..." not in str(info.value)
+
+
 def test_length_limits_are_exact() -> None:
+    # the SPIFFE ID specification's limits (section 2.3 and 2.4)
+    assert (MAX_ID_BYTES, MAX_TRUST_DOMAIN_BYTES) == (2048, 255)
     assert len(TD_255) == MAX_TRUST_DOMAIN_BYTES
     assert len(ID_2048.encode()) == MAX_ID_BYTES
     assert TrustDomain(TD_255).name == TD_255

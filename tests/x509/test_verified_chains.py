@@ -136,6 +136,9 @@ def test_at_most_size_chains_are_kept_the_oldest_going_first(layered: DevCA) -> 
     for size in (0, -1, True, 1.5):
         with pytest.raises(ConfigurationError):
             VerifiedChains(layered.bundle, size=size)  # type: ignore[arg-type]
+    one = VerifiedChains(layered.bundle, size=1)  # the smallest memo: the last chain
+    peer_c = one.verify(c, now=now, role="client")
+    assert one.verify(c, now=now, role="client") is peer_c and len(one) == 1
 
 
 def test_certificate_objects_are_verified_every_time(layered: DevCA) -> None:

@@ -6,9 +6,12 @@ match, in the router's own order and with the routes' own matching code: the fir
 else the first partial match (a known path with another method, answered 405). Mounts, hosts
 and FastAPI's included routers are followed, their parts joined (``/api`` +
 ``/orders/{order_id}``), and FastAPI's low-priority (frontend) routes are tried last, as the
-router does. Templates are written without converters (``/items/{item_id}`` for
+router does. A mounted application wrapped in middleware (``Mount("/api",
+app=GZipMiddleware(router))``) is looked into through the middleware's ``.app``, as the
+application itself is. Templates are written without converters (``/items/{item_id}`` for
 ``/items/{item_id:int}``), the form FastAPI reports as ``http.route`` and the other zerotrust
-adapters use; a mount without sub-routes is ``/static/{path}``.
+adapters use; a mount of an application without a router (static files, a plain ASGI
+application) is ``/static/{path}``, a host's is ``/{path}``.
 
 * nothing matches -> ``None``: the router answers 404 or a trailing-slash redirect and no
   handler runs; a policy sees no route, so no path trick (``/orders/7/../admin``,
@@ -74,7 +77,7 @@ def route_containers(owner: Any) -> tuple[Any, ...]:
         found[id(container)] = container
         for route in _routes_of(container):
             if isinstance(route, (Mount, Host)):
-                child = getattr(route, "_base_app", None) or getattr(route, "app", None)
+                child = _mounted(route)
             elif _IncludedRouter is not None and isinstance(route, _IncludedRouter):
                 child = getattr(route, "original_router", None)
             else:
@@ -180,6 +183,14 @@ def _router(owner: Any, scope: Scope, prefix: str, depth: int) -> str | None:
     return None
 
 
+def _mounted(route: Mount | Host) -> Any | None:
+    """The application or router a mount or host dispatches into, found through middleware
+    as :func:`find_routes_owner` finds the application's own (``None``: an application without
+    a router, such as static files)."""
+    base = getattr(route, "_base_app", None) if isinstance(route, Mount) else None
+    return find_routes_owner(base if base is not None else route.app)
+
+
 def _route_path(scope: Scope) -> str:
     path: str = scope["path"]
     root = scope.get("root_path", "")
@@ -233,12 +244,14 @@ def _plain(path: str) -> str:
 def _describe(route: Any, scope: Scope, prefix: str, depth: int) -> str | None:
     if isinstance(route, Mount):
         mounted = _plain(route.path)
-        if route.routes:
-            return _router(getattr(route, "_base_app", route), scope, prefix + mounted, depth + 1)
+        inner = _mounted(route)
+        if inner is not None:
+            return _router(inner, scope, prefix + mounted, depth + 1)
         return f"{prefix}{mounted}/{{path}}"
     if isinstance(route, Host):
-        if route.routes:
-            return _router(route.app, scope, prefix, depth + 1)
+        inner = _mounted(route)
+        if inner is not None:
+            return _router(inner, scope, prefix, depth + 1)
         return f"{prefix}/{{path}}"
     if _IncludedRouter is not None and isinstance(route, _IncludedRouter):
         match, child, inner, context = route._match(scope)

@@ -218,6 +218,34 @@ def test_a_mount_with_middleware_is_watched_through_its_router() -> None:
     assert resolve(scope("/api/admin")) == "/api/admin"
 
 
+def test_routes_added_behind_a_mounted_applications_middleware_refresh_the_cache() -> None:
+    """A mount or host whose application is wrapped in middleware is watched through the
+    router the middleware wraps, as the router dispatches to it."""
+    from fastapi import FastAPI
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.routing import Host, Mount, Router
+
+    from zerotrust.adapters._routes import route_containers
+
+    mounted = Router(routes=[Route("/items", _ok)])
+    hosted = FastAPI()
+    app = Starlette(
+        routes=[
+            Mount("/api", app=GZipMiddleware(mounted)),
+            Host("admin.example", app=GZipMiddleware(hosted)),
+        ]
+    )
+    assert set(map(id, route_containers(app))) == {id(app), id(mounted), id(hosted)}
+    resolve = _router_resolver(app)
+    assert resolve is not None
+    assert resolve(scope("/api/admin")) is None
+    assert resolve(scope("/panel", host=b"admin.example")) is None
+    mounted.routes.append(Route("/admin", _ok))
+    assert resolve(scope("/api/admin")) == "/api/admin"
+    hosted.add_api_route("/panel", _ok)
+    assert resolve(scope("/panel", host=b"admin.example")) == "/panel"
+
+
 def test_a_router_that_mounts_itself_is_watched_once() -> None:
     from starlette.routing import Mount, Router
 

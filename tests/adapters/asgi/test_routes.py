@@ -404,3 +404,72 @@ def test_frontend_routes_of_a_router_included_with_a_prefix(tmp_path: Path) -> N
     assert route_template_for(app, scope("/app/settings/profile")) == "/app/{path}"
     assert route_template_for(app, scope("/v2/ui/files/a.html")) == "/v2/ui/files/{path}"
     assert route_template_for(app, scope("/files/a.html")) is None
+
+
+def _deny_admin() -> tuple[TokenIssuer, Guard, MemorySink]:
+    """A Guard that lets in every caller of example.org except on the routes ``*/admin``."""
+    issuer, allowing, sink = allow_all()
+    deny = Rule(id="no-admin", action="DENY", operations=[Operations(routes=["*/admin"])])
+    policy = Policy([deny, *allowing.policy.rules])
+    return issuer, Guard(authenticator=allowing.authenticator, policy=policy, audit=sink), sink
+
+
+def _wrapped(name: str) -> Any:
+    """A sub-application behind middleware serving ``/admin`` and ``/items``: a router, a
+    Starlette application or a FastAPI one."""
+    from starlette.middleware.cors import CORSMiddleware
+    from starlette.middleware.gzip import GZipMiddleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.requests import Request
+
+    async def served(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.url.path)
+
+    routes = [Route("/admin", served), Route("/items", served)]
+    if name == "router":
+        return GZipMiddleware(Router(routes=routes))
+    if name == "starlette":
+        return CORSMiddleware(Starlette(routes=routes), allow_origins=["*"])
+    fast = FastAPI()
+    fast.add_api_route("/admin", served)
+    fast.add_api_route("/items", served)
+    return TrustedHostMiddleware(GZipMiddleware(fast), allowed_hosts=["*"])
+
+
+@pytest.mark.parametrize("kind", ["mount", "host"])
+@pytest.mark.parametrize("name", ["router", "starlette", "fastapi"])
+def test_a_mounted_application_behind_middleware_is_routed_into(kind: str, name: str) -> None:
+    """A mount or host whose application is wrapped in middleware lists no routes of its own;
+    the router still dispatches to the wrapped application's routes, so the template is
+    theirs (not ``/api/{path}``), and a DENY rule naming one holds."""
+    inner = _wrapped(name)
+    if kind == "mount":
+        outer, prefix, base = Mount("/api", app=inner), "/api", "http://testserver"
+    else:
+        outer, prefix, base = Host("api.example", app=inner), "", "http://api.example"
+    app = Starlette(routes=[outer])
+    issuer, guard, sink = _deny_admin()
+    app.add_middleware(ZeroTrustMiddleware, guard=guard)
+    headers = bearer(issuer.issue(subject=WEB, audience=AUD))
+    with client(app, base_url=base) as http:
+        refused = http.get(f"{prefix}/admin", headers=headers)
+        assert refused.status_code == 403
+        assert (sink.last.route, sink.last.rule_id) == (f"{prefix}/admin", "no-admin")
+        served = http.get(f"{prefix}/items", headers=headers)
+        assert (served.status_code, sink.last.route) == (200, f"{prefix}/items")
+        assert http.get(f"{prefix}/nothing", headers=headers).status_code == 404
+        assert sink.last.route is None  # no route: the wrapped router answers 404
+
+
+def test_a_mount_of_an_application_without_a_router_behind_middleware_covers_its_paths() -> None:
+    from starlette.middleware.gzip import GZipMiddleware
+
+    app = Starlette(
+        routes=[
+            Mount("/static", app=GZipMiddleware(plain_app)),
+            Host("files.example", app=GZipMiddleware(plain_app)),
+        ]
+    )
+    assert route_template_for(app, scope("/static/a.css")) == "/static/{path}"
+    files = scope("/a/b.txt", headers=[(b"host", b"files.example")])
+    assert route_template_for(app, files) == "/{path}"

@@ -1227,6 +1227,40 @@ def test_caller_patterns_of_a_requirement_read_the_subject_without_a_spiffe_id()
     assert require(callers=["None"]).check(jwt_caller, GET_ORDER) is not None
 
 
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "spiffe://example.org*",  # would match spiffe://example.org.evil.example/...
+        "spiffe:*",
+        "spiffe://example.org/ns/ops?sa=*",
+        "spiffe://example.org/ns/ops/sa/admin/",
+        "spiffe://Example.org/ns/ops/sa/admin",
+        "SPIFFE://example.org/ns/ops/sa/admin",
+    ],
+)
+def test_spiffe_id_caller_patterns_of_a_requirement_are_checked_as_callers_checks_them(
+    pattern: str,
+) -> None:
+    with pytest.raises(ConfigurationError) as callers:
+        Callers(spiffe_ids=[pattern])
+    with pytest.raises(ConfigurationError) as required:
+        require(callers=[pattern])
+    assert str(required.value) == str(callers.value).replace("callers.spiffe_ids", "callers")
+
+
+def test_spiffe_id_caller_patterns_of_a_requirement_match_spiffe_ids_only() -> None:
+    """A token whose ``sub`` is no valid SPIFFE ID (here a trailing '/') has no SPIFFE ID: a
+    ``spiffe://`` pattern never reads its subject instead, as ``Callers`` never does."""
+    odd = who(None, proven_by="jwt", subject="spiffe://example.org/ns/ops/sa/admin/")
+    for pattern in ("spiffe://example.org/ns/ops/*", "spiffe://*"):
+        assert require(callers=[pattern]).check(odd, GET_ORDER) is not None
+        assert not Callers(spiffe_ids=[pattern]).matches(odd)
+        assert require(callers=[pattern]).check(who(ADMIN), GET_ORDER) is None
+    assert require(callers=["spiffe://*"]).check(who(), GET_ORDER) is None
+    # a subject pattern is still compared with the subject of a caller without a SPIFFE ID
+    assert require(callers=["spiffe://*", "*/sa/admin/"]).check(odd, GET_ORDER) is None
+
+
 def test_requirements_combine_one_caller_constraint_only() -> None:
     ops = require(callers=["spiffe://example.org/ns/ops/*"])
     with pytest.raises(ConfigurationError, match="cannot be combined"):

@@ -31,6 +31,7 @@ from zerotrust.authz.rules import (
     Rule,
     ScopeRule,
     _check_methods,
+    _check_spiffe_ids,
     _strings,
 )
 from zerotrust.errors import ConfigurationError
@@ -201,10 +202,10 @@ class Requirement:
 
     def _caller_ok(self, principal: Principal) -> bool:
         if isinstance(self.callers, tuple):
-            value = (
-                str(principal.spiffe_id) if principal.spiffe_id is not None else principal.subject
-            )
-            return any(p(value) for p in self.callers)
+            spiffe_id = str(principal.spiffe_id) if principal.spiffe_id is not None else None
+            other = spiffe_id if spiffe_id is not None else principal.subject
+            # a SPIFFE ID pattern never reads a subject that is no valid SPIFFE ID
+            return any(p(spiffe_id if _names_spiffe_id(p) else other) for p in self.callers)
         if principal.spiffe_id is None or self.callers is None:
             return False
         return bool(self.callers(principal.spiffe_id))
@@ -232,6 +233,12 @@ class Requirement:
         )
 
 
+def _names_spiffe_id(pattern: Pattern) -> bool:
+    """Whether a caller pattern of :func:`require` is written for SPIFFE IDs (it starts with
+    the scheme, in any case)."""
+    return pattern.text[:7].lower() == "spiffe:"
+
+
 def _intersect(a: tuple[str, ...], b: tuple[str, ...], *, methods: bool = False) -> tuple[str, ...]:
     if not a or not b:
         return a or b
@@ -257,7 +264,15 @@ def require(
     methods: Iterable[str] = (),
     proven_by: Iterable[str] = (),
 ) -> Requirement:
-    """Build a :class:`Requirement`. ``callers`` is a matcher or SPIFFE ID / subject patterns."""
+    """Build a :class:`Requirement`. ``callers`` is a matcher or SPIFFE ID / subject patterns.
+
+    A pattern that starts with ``spiffe:`` is checked as ``Callers(spiffe_ids=...)`` checks
+    its patterns (``spiffe://example.org*``, which would also match
+    ``spiffe://example.org.evil.example/...``, is a :class:`~zerotrust.errors.ConfigurationError`)
+    and is compared with the caller's SPIFFE ID only: a token whose ``sub`` is not a valid SPIFFE
+    ID never matches it. Any other pattern (``user-*``, ``*``) is compared with the caller's
+    SPIFFE ID, or with the token's subject when the caller has none.
+    """
     if isinstance(scopes, str) or isinstance(any_scopes, str) or isinstance(callers, str):
         raise ConfigurationError("scopes, any_scopes and callers take lists, not a single string")
     caller_req: Matcher | tuple[Pattern, ...] | None
@@ -269,6 +284,7 @@ def require(
             raise ConfigurationError(
                 "callers=[] would refuse everyone: pass None for no constraint"
             )
+        _check_spiffe_ids(tuple(p for p in caller_req if _names_spiffe_id(p)), "callers")
     rule = ScopeRule(tuple(scopes), tuple(any_scopes))  # validates the scope lists
     method_names = tuple(m.upper() for m in _strings(methods, "methods"))
     _check_methods(tuple(Pattern(m) for m in method_names), "methods")

@@ -337,3 +337,27 @@ def test_dependency_alone_hides_spoofed_forwarded_certificates(issuer: TokenIssu
             headers={**bearer(issuer.issue(subject=WEB, audience=AUD)), **lookalike},
         )
         assert response.json() == {"xfcc": None, "item": "b"}
+
+
+def test_a_spiffe_id_caller_pattern_never_admits_a_subject_that_is_no_spiffe_id(
+    issuer: TokenIssuer,
+) -> None:
+    """A token whose ``sub`` looks like an ops SPIFFE ID but is not a valid one (a trailing
+    '/') has no SPIFFE ID: ``zt.require(callers=["spiffe://.../ops/*"])`` refuses it."""
+    everyone = Policy([Rule(id="any-caller", callers=[Callers(subjects=["*"])])])
+    guard, sink = make_guard(issuer, policy=everyone)
+    zt = ZeroTrust(guard)
+    app = FastAPI()
+    zt.install(app)
+    ops = zt.require(callers=["spiffe://example.org/ns/ops/*"])
+
+    @app.post("/admin", dependencies=[Depends(ops)])
+    async def admin() -> Any:
+        return {"admin": True}
+
+    with client(app) as http:
+        refused = http.post("/admin", headers=bearer(token(issuer, ADMIN + "/")))
+        assert refused.status_code == 403
+        assert (sink.last.reason, sink.last.spiffe_id) == ("requirement_not_met", None)
+        assert sink.last.subject == ADMIN + "/"
+        assert http.post("/admin", headers=bearer(token(issuer, ADMIN))).json() == {"admin": True}

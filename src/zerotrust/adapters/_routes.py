@@ -15,7 +15,10 @@ application) is ``/static/{path}``, a host's is ``/{path}``.
 
 * nothing matches -> ``None``: the router answers 404 or a trailing-slash redirect and no
   handler runs; a policy sees no route, so no path trick (``/orders/7/../admin``,
-  ``//admin``) can borrow another route's template;
+  ``//admin``) can borrow another route's template. A router given a fallback application
+  (``Router(routes, default=app)``) is the exception: that application serves what no route
+  matches, and its requests have no route either (:func:`fallback_routers` finds such
+  routers; the middleware then treats the application as one without a router);
 * something matches whose template cannot be determined -> :class:`ConfigurationError`: the
   request is refused rather than evaluated without its route (a DENY rule scoped to that route
   would be skipped).
@@ -24,7 +27,7 @@ application) is ``/static/{path}``, a host's is ``/{path}``.
 from __future__ import annotations
 
 import re
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterable, MutableMapping, Sequence
 from typing import Any, Final
 
 from starlette.routing import Host, Match, Mount
@@ -44,7 +47,7 @@ _IncludedRouter: Any = getattr(_fastapi_routing, "_IncludedRouter", None)
 _FrontendRoute: Any = getattr(_fastapi_routing, "_FrontendRoute", None)
 _FrontendRouteGroup: Any = getattr(_fastapi_routing, "_FrontendRouteGroup", None)
 
-__all__ = ["find_routes_owner", "route_template_for"]
+__all__ = ["fallback_routers", "find_routes_owner", "route_template_for"]
 
 Scope = MutableMapping[str, Any]
 _MAX_WRAPPERS = 32
@@ -68,31 +71,59 @@ def find_routes_owner(app: Any) -> Any | None:
 def route_containers(owner: Any) -> tuple[Any, ...]:
     """Every object of ``owner``'s routing tree that holds a ``routes`` list: the owner, and
     the routers of its mounts, hosts and included routers (each once)."""
-    found: dict[int, Any] = {}
-    pending = [owner]
+    return _unique(container for container, _ in _tree(owner))
+
+
+def fallback_routers(owner: Any) -> tuple[Any, ...]:
+    """The routers of ``owner``'s routing tree that hand what no route matches to a fallback
+    application (``Router(routes, default=app)``, a ``default`` other than the router's own
+    ``not_found``): the owner's and its mounts' and hosts' routers. An included FastAPI
+    router's ``default`` is never used (the including router answers), so it is not one."""
+    return _unique(
+        container for container, dispatches in _tree(owner) if dispatches and _falls_back(container)
+    )
+
+
+def _falls_back(container: Any) -> bool:
+    router = getattr(container, "router", container)
+    default = getattr(router, "default", None)
+    return default is not None and default != getattr(router, "not_found", None)
+
+
+def _unique(containers: Iterable[Any]) -> tuple[Any, ...]:
+    """``containers`` in order, each once (by identity: routers need not be hashable)."""
+    return tuple({id(container): container for container in containers}.values())
+
+
+def _tree(owner: Any) -> list[tuple[Any, bool]]:
+    """The objects of ``owner``'s routing tree that hold a ``routes`` list, each with whether
+    it dispatches requests itself (the owner and the routers of mounts and hosts) or only
+    lends its routes (an included FastAPI router)."""
+    found: dict[tuple[int, bool], tuple[Any, bool]] = {}
+    pending = [(owner, True)]
     while pending and len(found) < _MAX_CONTAINERS:
-        container = pending.pop()
-        if id(container) in found:
+        container, dispatches = pending.pop()
+        if (id(container), dispatches) in found:
             continue
-        found[id(container)] = container
+        found[(id(container), dispatches)] = (container, dispatches)
         for route in _routes_of(container):
             if isinstance(route, (Mount, Host)):
-                child = _mounted(route)
+                child, child_dispatches = _mounted(route), True
             elif _IncludedRouter is not None and isinstance(route, _IncludedRouter):
-                child = getattr(route, "original_router", None)
+                child, child_dispatches = getattr(route, "original_router", None), False
             else:
                 continue
             if child is not None and isinstance(_routes_of(child), list):
-                pending.append(child)
-    return tuple(found.values())
+                pending.append((child, child_dispatches))
+    return list(found.values())
 
 
 class RoutingWatch:
     """Tells whether any router of ``owner``'s routing tree changed since the last look: a
-    route added, removed or replaced in any of their lists, or (FastAPI) their own change
-    count moved (frontend routes live in a list of their own). It keeps copies of the lists
-    and compares them element by element, by identity first, in C: nothing is allocated
-    while nothing changes."""
+    route added, removed or replaced in any of their lists, their ``default`` application
+    replaced, or (FastAPI) their own change count moved (frontend routes live in a list of
+    their own). It keeps copies of the lists and compares them element by element, by
+    identity first, in C: nothing is allocated while nothing changes."""
 
     __slots__ = ("_owner", "_watched")
 
@@ -100,7 +131,7 @@ class RoutingWatch:
         self._owner = owner
         self._watched = self._snapshot()
 
-    def _snapshot(self) -> tuple[tuple[Any, Any, object, Any], ...]:
+    def _snapshot(self) -> tuple[tuple[Any, Any, object, Any, object], ...]:
         taken = []
         for container in route_containers(self._owner):
             router = getattr(container, "router", container)
@@ -111,19 +142,21 @@ class RoutingWatch:
                     _copy(_routes_of(container)),
                     getattr(router, "_routes_version", None),
                     _copy(low) if low is not None else None,
+                    getattr(router, "default", None),
                 )
             )
         return tuple(taken)
 
     def changed(self) -> bool:
         """Whether the tree changed since the last call (or since it was built)."""
-        for container, routes, version, low in self._watched:
+        for container, routes, version, low, default in self._watched:
             router = getattr(container, "router", container)
             now_low = getattr(router, "_low_priority_routes", None)
             if (
                 _routes_of(container) != routes
                 or getattr(router, "_routes_version", None) != version
                 or (now_low != low if now_low is not None else low is not None)
+                or getattr(router, "default", None) is not default
             ):
                 self._watched = self._snapshot()  # new mounts or included routers too
                 return True

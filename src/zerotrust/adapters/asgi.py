@@ -99,7 +99,9 @@ class ZeroTrustMiddleware:
     trailing slash (``/healthz/`` is ``/healthz``), as in every adapter.
     ``route_template(scope)`` supplies route templates for applications without a Starlette
     router; without either, building the middleware fails if the policy has rules that a
-    request without a route would escape (see ``routeless_hazards``).
+    request without a route would escape (see ``routeless_hazards``). So does a router that
+    hands what no route matches to a fallback application (``Router(routes, default=app)``,
+    in the application or a mount): that application's requests have no route.
     """
 
     def __init__(
@@ -121,15 +123,14 @@ class ZeroTrustMiddleware:
         self._forwarded = frozenset(
             proxies.header_names if proxies is not None else FORWARDED_CERT_HEADERS
         )
-        self._resolve = route_template or _router_resolver(app)
-        if self._resolve is None:
-            hazards = routeless_hazards(guard.policy)
-            if hazards or self.exempt:
-                raise ConfigurationError(
-                    "the application has no Starlette router, so requests have no route"
-                    f" template; rules {list(hazards)} and exempt routes need"
-                    " route_template=callable(scope)"
-                )
+        hazards = routeless_hazards(guard.policy)
+        self._resolve = route_template or _router_resolver(app, hazards)
+        if self._resolve is None and (hazards or self.exempt):
+            raise ConfigurationError(
+                "the application has no Starlette router, so requests have no route"
+                f" template; rules {list(hazards)} and exempt routes need"
+                " route_template=callable(scope)"
+            )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -176,23 +177,43 @@ _MAX_CACHED_ROUTES: Final = 4096
 _MAX_CACHED_KEY: Final = 512
 
 
-def _router_resolver(app: Any) -> RouteResolver | None:
+def _router_resolver(app: Any, hazards: tuple[str, ...] = ()) -> RouteResolver | None:
+    """Route templates from ``app``'s Starlette router (``None`` without one). ``hazards``
+    are the policy's rules that a request without a route would escape: with any, a router
+    that hands unmatched requests to a fallback application is refused, as an application
+    without a router is (and, added after start, its unmatched requests are refused)."""
     try:
-        from zerotrust.adapters._routes import RoutingWatch, find_routes_owner, route_template_for
+        from zerotrust.adapters._routes import (
+            RoutingWatch,
+            fallback_routers,
+            find_routes_owner,
+            route_template_for,
+        )
     except ImportError:  # no Starlette: a plain ASGI application
         return None
     owner = find_routes_owner(app)
     if owner is None:
         return None
+    if hazards and fallback_routers(owner):
+        raise ConfigurationError(_fallback_refusal(hazards))
     cache: dict[tuple[Any, ...], str | None] = {}
     routing = RoutingWatch(owner)
+    falls_back = False  # a fallback application appeared after start (with hazards)
 
     def resolve(scope: Scope) -> str | None:
+        nonlocal falls_back
         # The template depends only on what routing reads, and on the routes: a route added,
         # removed or replaced in any router of the tree (a mount's too) empties the cache.
         # Bounded: unknown paths cost a normal lookup.
         if routing.changed():
             cache.clear()
+            falls_back = bool(hazards) and bool(fallback_routers(owner))
+        template = lookup(scope)
+        if template is None and falls_back:  # it may reach the fallback: never unchecked
+            raise ConfigurationError(_fallback_refusal(hazards))
+        return template
+
+    def lookup(scope: Scope) -> str | None:
         host = None
         for name, value in scope.get("headers", ()):
             if name == b"host":
@@ -213,3 +234,12 @@ def _router_resolver(app: Any) -> RouteResolver | None:
         return template
 
     return resolve
+
+
+def _fallback_refusal(hazards: tuple[str, ...]) -> str:
+    return (
+        "a router hands requests that match no route to a fallback application"
+        f" (Router(default=...)): they have no route template, so rules {list(hazards)} would"
+        " not apply to them; make the fallback the last route (Mount('', app=...): its requests"
+        " have the route /{path}) or pass route_template=callable(scope)"
+    )

@@ -473,3 +473,87 @@ def test_a_mount_of_an_application_without_a_router_behind_middleware_covers_its
     assert route_template_for(app, scope("/static/a.css")) == "/static/{path}"
     files = scope("/a/b.txt", headers=[(b"host", b"files.example")])
     assert route_template_for(app, files) == "/{path}"
+
+
+async def legacy(scope: Any, receive: Any, send: Any) -> None:
+    """A fallback application: it serves every path it is given."""
+    await PlainTextResponse(f"legacy {scope['path']}")(scope, receive, send)
+
+
+def test_a_router_with_a_fallback_application_is_refused_like_one_without_a_router() -> None:
+    """``Router(routes, default=app)`` hands what no route matches to ``app``: its requests
+    have no route, so (as for an application without a router) a policy with rules they
+    would escape cannot be installed over it, wherever the router is in the tree."""
+    issuer, guard, sink = _deny_admin()
+    fallbacks = [
+        Router(routes=[Route("/orders", endpoint)], default=legacy),
+        Starlette(routes=[Mount("/v1", app=Router(routes=[], default=legacy))]),
+        Starlette(routes=[Host("old.example", app=Router(routes=[], default=legacy))]),
+    ]
+    for app in fallbacks:
+        with pytest.raises(ConfigurationError, match=r"fallback application.*\['no-admin'\]"):
+            ZeroTrustMiddleware(app, guard=guard)
+    starlette_app = Starlette(routes=[Route("/orders", endpoint)])
+    starlette_app.router.default = legacy
+    starlette_app.add_middleware(ZeroTrustMiddleware, guard=guard)
+    with pytest.raises(ConfigurationError, match="fallback application"), client(starlette_app):
+        pass  # pragma: no cover - the middleware is built as the application starts
+
+    # an included router's default is never used (the including router answers): no fallback
+    included = APIRouter(prefix="/v1", default=legacy)
+    included.add_api_route("/orders", endpoint)
+    fast = FastAPI()
+    fast.include_router(included)
+    ZeroTrustMiddleware(fast, guard=guard)
+
+    # the fallback made a route: its requests have the route /{path}, which rules can name
+    routed = Starlette(routes=[Route("/orders", endpoint), Mount("", app=legacy)])
+    routed.add_middleware(ZeroTrustMiddleware, guard=guard)
+    with client(routed) as http:
+        served = http.get("/admin/users", headers=bearer(issuer.issue(subject=WEB, audience=AUD)))
+    assert (served.text, sink.last.route) == ("legacy /admin/users", "/{path}")
+
+
+def test_a_fallback_application_without_route_hazards_decides_as_without_a_route() -> None:
+    """A policy that no request without a route escapes is installed: the fallback's requests
+    are decided without a route, so a rule scoped to routes does not admit them."""
+    issuer, allowing, sink = allow_all()
+    orders_only = Rule(
+        id="orders-only",
+        callers=[Callers(trust_domains=["example.org"])],
+        operations=[Operations(routes=["/orders"])],
+    )
+    guard = Guard(authenticator=allowing.authenticator, policy=Policy([orders_only]), audit=sink)
+    app = ZeroTrustMiddleware(
+        Router(routes=[Route("/orders", endpoint)], default=legacy), guard=guard
+    )
+    with client(app) as http:
+        refused = http.get("/admin/users", headers=bearer(issuer.issue(subject=WEB, audience=AUD)))
+    assert refused.status_code == 403
+    assert (sink.last.route, sink.last.reason) == (None, "no_allow_rule_matched")
+
+
+def test_a_fallback_application_added_after_start_is_refused_its_requests() -> None:
+    """The middleware was built before the router was given a fallback: the requests no route
+    matches are refused and audited (they could reach the fallback with no route); the
+    others are decided as before."""
+    issuer, guard, sink = _deny_admin()
+
+    async def orders(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("orders")
+
+    router = Router(routes=[Route("/orders", orders)])
+    app = ZeroTrustMiddleware(router, guard=guard)
+    headers = bearer(issuer.issue(subject=WEB, audience=AUD))
+    with client(app) as http:
+        assert http.get("/admin/users", headers=headers).status_code == 404  # no fallback yet
+        router.default = legacy
+        refused = http.get("/admin/users", headers=headers)
+        assert refused.status_code == 500 and refused.json()["error"] == "configuration_error"
+        assert (sink.last.decision, sink.last.route) == ("deny", None)
+        assert http.get("/orders", headers=headers).text == "orders"
+        nested = Router(routes=[], default=legacy)
+        router.default = router.not_found
+        assert http.get("/admin/users", headers=headers).status_code == 404
+        router.routes.append(Mount("/v1", app=nested))  # a mount's router falls back
+        assert http.get("/v1/admin/users", headers=headers).status_code == 500

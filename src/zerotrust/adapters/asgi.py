@@ -30,7 +30,7 @@ from zerotrust.adapters._common import forwarded_headers_to_strip, routeless_haz
 from zerotrust.adapters._context import _current, current_principal
 from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
 from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS
-from zerotrust.authz.rules import normalize_route
+from zerotrust.authz.rules import Pattern, _check_methods, normalize_route
 from zerotrust.errors import ConfigurationError
 from zerotrust.pipeline import Guard, Outcome
 
@@ -95,8 +95,12 @@ class ZeroTrustMiddleware:
 
     ``exempt`` lists route templates that skip the Guard entirely (health checks, the OpenAPI
     document), trailing slash as the application writes it; only a request the router
-    matches to one of them is exempt, never a raw path. The Guard sees templates without a
-    trailing slash (``/healthz/`` is ``/healthz``), as in every adapter.
+    matches to one of them is exempt, never a raw path. A bare template (``"/status"``)
+    exempts every method at that path, so every handler the application has there (a
+    ``POST /status`` next to a public ``GET /status`` too); ``"GET /status"`` exempts that
+    method only (and ``HEAD``, and a websocket handshake, as rules read ``GET``). The Guard
+    sees templates without a trailing slash (``/healthz/`` is ``/healthz``), as in every
+    adapter.
     ``route_template(scope)`` supplies route templates for applications without a Starlette
     router; without either, building the middleware fails if the policy has rules that a
     request without a route would escape (see ``routeless_hazards``). So does a router that
@@ -119,6 +123,7 @@ class ZeroTrustMiddleware:
         self.app = app
         self.guard = guard
         self.exempt = frozenset(exempt)
+        self._exempt = _exempt_routes(self.exempt)
         proxies = guard.authenticator.trusted_proxies
         self._forwarded = frozenset(
             proxies.header_names if proxies is not None else FORWARDED_CERT_HEADERS
@@ -144,7 +149,8 @@ class ZeroTrustMiddleware:
             route, unresolved = None, exc
             _log.error("zerotrust: request refused: %s", exc)
         if route is not None:
-            if route in self.exempt:  # the template as the application writes it
+            exempt = self._exempt.get(route)  # the template as the application writes it
+            if exempt is not None and (not exempt or _method(scope) in exempt):
                 # nothing is accepted on an exempt route: no forwarded certificate reaches it
                 strip_scope_headers(scope, self._forwarded, self._forwarded)
                 await self.app(scope, receive, send)
@@ -169,6 +175,35 @@ class ZeroTrustMiddleware:
             await self.app(scope, receive, send)
         finally:
             _current.reset(token)
+
+
+def _exempt_routes(entries: Iterable[str]) -> dict[str, frozenset[str]]:
+    """The methods exempt at each template (empty: every method) from ``exempt`` entries:
+    ``"/status"``, or ``"GET /status"`` (``GET`` covers ``HEAD``, as in rules)."""
+    found: dict[str, frozenset[str]] = {}
+    for entry in entries:
+        if not isinstance(entry, str) or not entry:
+            raise ConfigurationError("exempt takes route templates: non-empty strings")
+        method, space, template = entry.partition(" ")
+        if entry.startswith("/") or not space:  # a bare template: every method
+            found[entry] = frozenset()
+            continue
+        method = method.upper()
+        _check_methods((Pattern(method),), "exempt")
+        if not template.startswith("/"):
+            raise ConfigurationError(
+                f"exempt: {entry!r} is neither a route template nor 'METHOD /template'"
+            )
+        if found.get(template) == frozenset():
+            continue  # the bare template already exempts every method
+        methods = {method, "HEAD"} if method == "GET" else {method}
+        found[template] = found.get(template, frozenset()) | methods
+    return found
+
+
+def _method(scope: Scope) -> str:
+    """The request's method as rules read it (a websocket handshake is a ``GET``)."""
+    return "GET" if scope["type"] == "websocket" else str(scope["method"]).upper()
 
 
 #: Route templates remembered per middleware, and the longest path + root path + Host kept:

@@ -247,7 +247,8 @@ class ZeroTrust(_Dependency):
         self, app: Starlette, *, middleware: bool = True, exempt: Iterable[str] = ()
     ) -> None:
         """Register the refusal exception handler and (unless ``middleware=False``) the
-        :class:`~zerotrust.asgi.ZeroTrustMiddleware` with ``exempt`` route templates."""
+        :class:`~zerotrust.asgi.ZeroTrustMiddleware` with ``exempt`` route templates
+        (``"/healthz"``: every method at that path; ``"GET /status"``: that method only)."""
         app.add_exception_handler(ZeroTrustHTTPException, refusal_response)
         if middleware:
             app.add_middleware(ZeroTrustMiddleware, guard=self.guard, exempt=exempt)

@@ -20,7 +20,7 @@ from tests.adapters.asgi._support import (
     make_guard,
 )
 from zerotrust import PrivateJWK, TokenIssuer
-from zerotrust.errors import public_code
+from zerotrust.errors import ConfigurationError, public_code
 from zerotrust.fastapi import ZeroTrust
 from zerotrust.sources.jwks_http import RemoteJWKSource
 
@@ -185,6 +185,106 @@ def test_exempt_routes_skip_the_guard(env: Any) -> None:
     assert len(sink) == 0
     status, _ = call_asgi(http.app, "//healthz", [])  # only the router's match is exempt
     assert status == 401
+
+
+def test_an_exempt_template_covers_every_method_unless_the_entry_names_one(
+    issuer: TokenIssuer,
+) -> None:
+    """``"/status"`` exempts every handler at that template, an operator's ``POST /status``
+    next to the public ``GET /status`` too; ``"GET /status"`` exempts GET (and HEAD, which
+    Starlette answers with the GET handler) and the POST is decided and audited."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from zerotrust.asgi import ZeroTrustMiddleware
+
+    async def status(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(f"{request.method} served")
+
+    for exempt, post_exempt in ((["/status"], True), (["GET /status"], False)):
+        guard, sink = make_guard(issuer)
+        routes = [
+            Route("/status", status, methods=["GET"]),
+            Route("/status", status, methods=["POST"]),
+        ]
+        app = Starlette(routes=routes)
+        app.add_middleware(ZeroTrustMiddleware, guard=guard, exempt=exempt)
+        with client(app) as http:
+            assert http.get("/status").text == "GET served"
+            assert http.head("/status").status_code == 200
+            assert len(sink) == 0
+            post = http.post("/status")
+            if post_exempt:
+                assert (post.text, len(sink)) == ("POST served", 0)
+            else:
+                assert post.status_code == 401
+                assert (sink.last.decision, sink.last.method, sink.last.route) == (
+                    "deny",
+                    "POST",
+                    "/status",
+                )
+
+
+def test_a_websocket_handshake_is_exempt_as_a_get(issuer: TokenIssuer) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    from zerotrust.asgi import ZeroTrustMiddleware
+
+    async def feed(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    for exempt, admitted in ((["GET /feed"], True), (["POST /feed"], False)):
+        guard, sink = make_guard(issuer)
+        app = Starlette(routes=[WebSocketRoute("/feed", feed)])
+        app.add_middleware(ZeroTrustMiddleware, guard=guard, exempt=exempt)
+        with client(app) as http:
+            if admitted:
+                with http.websocket_connect("/feed") as ws:
+                    assert ws.receive_text() == "hello"
+                assert len(sink) == 0
+            else:
+                with pytest.raises(WebSocketDisconnect), http.websocket_connect("/feed"):
+                    pass  # pragma: no cover - refused before it is accepted
+                assert sink.last.decision == "deny"
+
+
+@pytest.mark.parametrize(
+    ("exempt", "message"),
+    [
+        (["GET status"], "neither a route template"),
+        (["G(T /status"], "HTTP method"),
+        ([""], "non-empty strings"),
+        ([None], "non-empty strings"),
+    ],
+)
+def test_exempt_entries_that_would_never_apply_are_refused(
+    issuer: TokenIssuer, exempt: list[Any], message: str
+) -> None:
+    from starlette.applications import Starlette
+
+    from zerotrust.asgi import ZeroTrustMiddleware
+
+    guard, _ = make_guard(issuer)
+    with pytest.raises(ConfigurationError, match=message):
+        ZeroTrustMiddleware(Starlette(), guard=guard, exempt=exempt)
+
+
+def test_exempt_entries_name_methods_per_template() -> None:
+    from zerotrust.adapters.asgi import _exempt_routes
+
+    assert _exempt_routes(["/healthz", "get /status", "DELETE /status", "POST /jobs"]) == {
+        "/healthz": frozenset(),
+        "/status": frozenset({"GET", "HEAD", "DELETE"}),
+        "/jobs": frozenset({"POST"}),
+    }
+    # a bare template exempts every method, whatever else names it
+    assert _exempt_routes(["POST /jobs", "/jobs", "GET /jobs"]) == {"/jobs": frozenset()}
 
 
 def test_optional_authentication(env: Any, issuer: TokenIssuer) -> None:

@@ -27,6 +27,7 @@ from zerotrust.errors import (
     MalformedCredentials,
     SvidError,
     SvidProfileViolation,
+    UntrustedCertificate,
     ZeroTrustError,
 )
 from zerotrust.sources._workload_convert import SvidEntry, x509_context
@@ -299,3 +300,39 @@ def test_a_certificate_read_lazily_during_path_building_is_malformed(ca: DevCA) 
     outcome = guard.evaluate(Request(peer_chain=[bad]))
     assert outcome.status == 401 and outcome.error is not None
     assert outcome.error.code == "malformed_certificate"
+
+
+def test_a_refusal_quotes_no_line_a_certificate_s_issuer_wrote(
+    ca: DevCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    # cryptography's refusal text names the certificate by its subject, which the issuing CA
+    # (a federated partner's, say) chose: escaped, it cannot forge a log line or move the
+    # terminal's cursor
+    forged = "x\nINFO zerotrust.tls: accepted spiffe://example.org/admin\x1b[2K"
+    assert len(forged) <= 64  # an attribute's longest
+    key = ec.generate_private_key(ec.SECP256R1())
+    policies = x509.CertificatePolicies(
+        [x509.PolicyInformation(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), None)]
+    )
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, forged)]))
+        .issuer_name(ca.root_certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(minutes=5))
+        .not_valid_after(NOW + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(WEB)]), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False), True
+        )
+        .add_extension(policies, critical=True)  # refused by path validation, naming the leaf
+        .sign(ca._root_key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    with pytest.raises(UntrustedCertificate) as refused:
+        verify_x509_svid([leaf], ca.bundle)
+    message = str(refused.value)
+    assert "zerotrust.tls: accepted" in message  # the subject is quoted ...
+    assert "\n" not in message and "\x1b" not in message  # ... but only as escaped text
+    assert "\\n" in message and "\\x1b" in message

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -29,6 +30,7 @@ from zerotrust.errors import (
 )
 
 NOW = dt.datetime.now(dt.timezone.utc)
+WEB = "spiffe://example.org/web"
 HOUR = dt.timedelta(hours=1)
 
 
@@ -318,3 +320,54 @@ def test_every_failure_is_a_certificate_error(ca: DevCA, other_ca: DevCA) -> Non
 def test_trust_bundle_is_its_own_source(ca: DevCA) -> None:
     bundle: TrustBundle = ca.bundle
     assert bundle.get_bundle_set().get("example.org") == bundle
+
+
+def _deep_chain(intermediates: int) -> tuple[TrustBundle, list[x509.Certificate]]:
+    """A root, ``intermediates`` CAs below it, and a leaf SVID below those (leaf first)."""
+
+    def issue(
+        name: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Certificate, Any] | None
+    ) -> x509.Certificate:
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        ca = name != "leaf"
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer[0].subject if issuer else subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(minutes=5))
+            .not_valid_after(NOW + dt.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(not ca, False, False, False, False, ca, ca, False, False),
+                critical=True,
+            )
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(WEB)]), False
+            )
+        return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    above = (issue("root", root_key, None), root_key)
+    bundle = TrustBundle("example.org", [above[0]])
+    middle: list[x509.Certificate] = []
+    for index in range(intermediates):
+        key = ec.generate_private_key(ec.SECP256R1())
+        above = (issue(f"intermediate {index}", key, above), key)
+        middle.insert(0, above[0])
+    leaf = issue("leaf", ec.generate_private_key(ec.SECP256R1()), above)
+    return bundle, [leaf, *middle]
+
+
+def test_a_chain_of_ten_certificates_is_the_longest_accepted() -> None:
+    # the documented bound (1 to 10 certificates) is the one path validation applies too:
+    # the leaf and nine intermediates (cryptography's own default stops at eight)
+    bundle, chain = _deep_chain(9)
+    assert len(chain) == 10
+    assert verify_x509_svid(chain, bundle).spiffe_id == SpiffeId.parse(WEB)
+    bundle, chain = _deep_chain(10)
+    with pytest.raises(MalformedCertificate, match="11 certificates, limit 10"):
+        verify_x509_svid(chain, bundle)

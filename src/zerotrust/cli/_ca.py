@@ -14,6 +14,7 @@ from cryptography import x509
 
 from zerotrust._clock import SYSTEM_CLOCK
 from zerotrust._files import same_file
+from zerotrust._text import escaped
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, ZeroTrustError
 from zerotrust.x509._certs import fingerprint, load_pem_certs, read_bounded
@@ -164,8 +165,7 @@ def describe_certificate(cert: x509.Certificate) -> dict[str, Any]:
 def _shown(value: object) -> str:
     """A value for the terminal: control characters (ESC, CR, LF, ...) escaped, so a
     certificate's subject cannot rewrite the lines around it."""
-    text = "-" if value is None else str(value)
-    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return "-" if value is None else escaped(str(value))
 
 
 def _inspect(args: argparse.Namespace) -> int:

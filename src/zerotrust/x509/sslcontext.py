@@ -37,6 +37,7 @@ from typing import Any, Final
 from cryptography import x509
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
+from zerotrust._text import escaped
 from zerotrust.errors import (
     CertificateExpired,
     ConfigurationError,
@@ -159,7 +160,7 @@ def _report_once(conn: Any, exc: BaseException) -> None:
         role,
         remote or "?",
         error.code,
-        error,
+        escaped(str(error), 1024),
         digest,
     )
     for listener in getattr(context, "_zt_refusal_listeners", ()):

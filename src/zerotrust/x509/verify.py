@@ -26,6 +26,7 @@ from cryptography.x509.verification import (
 )
 
 from zerotrust._clock import SYSTEM_CLOCK, to_utc
+from zerotrust._text import escaped
 from zerotrust.errors import (
     CertificateExpired,
     CertificateNotYetValid,
@@ -36,7 +37,7 @@ from zerotrust.errors import (
     UntrustedCertificate,
 )
 from zerotrust.identity import SpiffeId
-from zerotrust.x509._certs import PARSE_ERRORS, fingerprint, load_der_chain
+from zerotrust.x509._certs import MAX_CHAIN_LENGTH, PARSE_ERRORS, fingerprint, load_der_chain
 from zerotrust.x509.bundle import BundleSet
 from zerotrust.x509.sources import X509BundleSource
 
@@ -217,14 +218,20 @@ def verify_x509_svid(
         PolicyBuilder()
         .store(bundle.x509_store())
         .time(when)
+        # a chain may be MAX_CHAIN_LENGTH certificates: the leaf and up to one fewer
+        # intermediates (cryptography's default allows 8)
+        .max_chain_depth(MAX_CHAIN_LENGTH - 1)
         .extension_policies(ca_policy=ca_policy, ee_policy=ee_policy)
         .build_client_verifier()
     )
     try:
         verified = verifier.verify(leaf, certs[1:])
     except VerificationError as exc:
+        # cryptography's text quotes the certificates' names, which their issuer wrote:
+        # escaped and cut, so a partner's CA cannot forge log lines through it
         raise UntrustedCertificate(
-            f"chain of {spiffe_id} does not validate to the {spiffe_id.trust_domain} bundle: {exc}"
+            f"chain of {spiffe_id} does not validate to the {spiffe_id.trust_domain} bundle:"
+            f" {escaped(str(exc), 512)}"
         ) from None
     except PARSE_ERRORS:  # a field read only during path building is not valid DER
         raise MalformedCertificate(f"a certificate of {spiffe_id}'s chain is malformed") from None

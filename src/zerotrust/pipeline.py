@@ -46,6 +46,7 @@ from zerotrust.errors import (
     InvalidDPoPProof,
     MalformedCredentials,
     MissingCredentials,
+    PeerNotAuthorized,
     RateLimited,
     SourceError,
     TokenError,
@@ -500,10 +501,13 @@ class Guard:
         """Write the audit event of a TLS handshake refused over the peer's certificate: pass
         it as ``server_ssl_context(..., on_refusal=guard.audit_handshake)``. Such a refusal
         happens before any request exists, so the event has kind ``tls`` and method
-        ``HANDSHAKE``, and names the client by address, certificate fingerprint and SPIFFE ID
-        as far as they are known. A failing sink changes nothing: the connection is refused."""
+        ``HANDSHAKE``, and names the client by address and certificate fingerprint, and by
+        SPIFFE ID only when its chain was verified (an authorizer refused it): the ID of a
+        chain that did not verify is a claim nobody proved, and the event's ``spiffe_id``
+        names a caller. A failing sink changes nothing: the connection is refused."""
         if not self.audit.enabled:
             return
+        proven = isinstance(refusal.error, PeerNotAuthorized)
         event = AuditEvent(
             time=self.clock.now(),
             service=self.service,
@@ -512,7 +516,7 @@ class Guard:
             kind="tls",
             method="HANDSHAKE",
             remote_addr=refusal.remote_addr,
-            spiffe_id=refusal.spiffe_id,
+            spiffe_id=refusal.spiffe_id if proven else None,
             cert_fingerprint=refusal.cert_fingerprint,
             notes=(f"tls_{refusal.role}_refused",),
         )

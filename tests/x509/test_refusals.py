@@ -231,6 +231,30 @@ def test_the_guard_audits_a_refused_handshake(ca: DevCA) -> None:
     assert event.notes == ("tls_client_refused",)
 
 
+def test_a_refused_handshake_names_no_spiffe_id_its_chain_did_not_prove(ca: DevCA) -> None:
+    # a federated partner's CA mints an ID of this trust domain: OpenSSL's merged store lets
+    # the chain through, the per-domain check refuses it. The event keeps the presented
+    # certificate's fingerprint but names no caller; listeners still get the claim.
+    sink = MemorySink()
+    partner = DevCA.create("partner.example")
+    bundles = BundleSet([ca.bundle, partner.bundle])
+    guard = Guard(bundles=bundles, policy=Policy([]), audit=sink, service="api")
+    collected = Collected()
+    sctx = server_ssl_context(
+        ca.issue_svid(API), bundles, authorizer=match.any(), on_refusal=guard.audit_handshake
+    )
+    sctx.add_refusal_listener(collected)
+    with tls_server(sctx) as (port, _log):
+        attempt(port, client(bad_svid(partner, uri_sans=[WEB]), ca.bundle))
+        collected.wait()
+    (event,) = sink.events
+    assert event.decision == "deny" and event.reason == "untrusted_certificate"
+    assert event.spiffe_id is None
+    assert event.cert_fingerprint is not None and len(event.cert_fingerprint) == 64
+    (refusal,) = collected.refusals
+    assert refusal.spiffe_id == WEB and refusal.cert_fingerprint == event.cert_fingerprint
+
+
 def test_listeners_must_be_callable(ca: DevCA) -> None:
     with pytest.raises(ConfigurationError, match="callable"):
         server_ssl_context(

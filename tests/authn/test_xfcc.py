@@ -113,6 +113,28 @@ def test_escaped_quotes_and_literal_backslashes() -> None:
     assert element.subject == '"'
 
 
+def test_a_quote_after_an_even_number_of_backslashes_closes_the_value() -> None:
+    # Envoy writes the RFC 2253 subject as it is: a CN ending in '\' is written 'CN=build\\'.
+    header = (
+        r'By=spiffe://a/p;Subject="CN=build\\";URI=spiffe://a/x,'
+        r'By=spiffe://a/q;Subject="CN=a\\\"b\\\\";URI=spiffe://a/y,'
+        r'By=spiffe://a/r;Subject="\\\\\\";DNS=r.example'
+    )
+    first, second, third = parse_xfcc(header)
+    assert first == XfccElement(by=("spiffe://a/p",), subject=r"CN=build\\", uris=("spiffe://a/x",))
+    assert second == XfccElement(
+        by=("spiffe://a/q",), subject=r'CN=a\\"b\\\\', uris=("spiffe://a/y",)
+    )
+    assert third == XfccElement(by=("spiffe://a/r",), subject="\\" * 6, dns=("r.example",))
+
+
+def test_a_quote_after_an_odd_number_of_backslashes_is_escaped() -> None:
+    (element,) = parse_xfcc(r'Subject="a\\\";b";By=p')
+    assert element.subject == r'a\\";b'
+    with pytest.raises(MalformedCredentials, match="unterminated quoted value"):
+        parse_xfcc(r'Subject="CN=build\\\";URI=spiffe://a/x')
+
+
 def test_keys_are_case_insensitive() -> None:
     (element,) = parse_xfcc(f"by=p;HASH={LYFT_HASH};uri=spiffe://a/x;Dns=d.example;sUbJeCt=s")
     assert element == XfccElement(

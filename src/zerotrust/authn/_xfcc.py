@@ -3,8 +3,10 @@
 The value is a comma-separated list of *elements*, one per proxy hop; a proxy appends its
 element at the end, so the **last** element comes from the proxy closest to the application.
 Each element is a ``;``-separated list of ``Key=Value`` pairs. Keys are case-insensitive. A
-value may be double-quoted, in which case ``,``, ``;`` and ``=`` inside it are literal and
-``\\"`` stands for a quote (a backslash before anything else is a literal backslash).
+value may be double-quoted, in which case ``,``, ``;`` and ``=`` inside it are literal; it ends
+at a ``"`` after an even number of backslashes (none included), ``\\"`` stands for a quote and
+every other backslash is kept as written (Envoy does not escape the RFC 2253 text of
+``Subject``, whose ``\\\\`` is a backslash).
 
 Known keys: ``By``, ``Hash``, ``Cert``, ``Chain``, ``Subject``, ``URI`` and ``DNS``; ``By``,
 ``URI`` and ``DNS`` may repeat, the others may not. Unknown keys are skipped (Envoy may add
@@ -102,13 +104,22 @@ def _uri_sans(cert: x509.Certificate) -> list[str]:
 
 
 def _quoted(value: str, start: int) -> tuple[str, int]:
-    """The quoted string opening at ``start``; returns it unescaped and the index after it."""
+    """The quoted string opening at ``start``; returns it unescaped and the index after it.
+
+    It ends at the first ``"`` after an even number of backslashes (none included): Envoy
+    writes ``Subject`` in RFC 2253 form without escaping it again, so a subject that ends in a
+    backslash (RFC 2253: ``\\\\``) arrives as ``Subject="CN=build\\\\"``. A quote after an odd
+    number is escaped; only ``\\"`` is unescaped, every other backslash is kept as written.
+    """
     pos = start + 1
     while True:
         end = value.find('"', pos)
         if end < 0:
             raise MalformedCredentials(f"{_WHAT} has an unterminated quoted value")
-        if value[end - 1] != "\\":  # the opening quote itself is never a backslash
+        run = end  # each run of backslashes is walked once: linear in the value
+        while run > pos and value[run - 1] == "\\":
+            run -= 1
+        if (end - run) % 2 == 0:
             return value[start + 1 : end].replace('\\"', '"'), end + 1
         pos = end + 1
 

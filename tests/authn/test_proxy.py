@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import ipaddress
 import re
@@ -27,6 +28,7 @@ from zerotrust.authn.proxy import (
     parse_client_cert,
     parse_client_cert_chain,
     parse_nginx_cert,
+    parse_xfcc,
 )
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, MalformedCredentials, UntrustedCertificate
@@ -562,6 +564,88 @@ def test_xfcc_hop_selection(chain: tuple[x509.Certificate, ...], ca: DevCA) -> N
     first = extract_forwarded_cert(request, PROXY, None, TrustedProxies([PROXY], hop="first"))
     assert last.chain == tuple(map(der, chain))
     assert first.chain == tuple(map(der, injected))
+
+
+def envoy_element(leaf: x509.Certificate, by: str = "spiffe://example.org/envoy") -> str:
+    """The element Envoy writes for a client certificate (cert, subject, uri and dns details):
+    quoted ``Cert`` and ``Subject``; ``URI`` and ``DNS`` unquoted, one pair per SAN, and ``URI=``
+    for a certificate without a URI SAN."""
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = x509.SubjectAlternativeName([])
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier) or [""]
+    pairs = [
+        f"By={by}",
+        f"Hash={hashlib.sha256(der(leaf)).hexdigest()}",
+        f'Cert="{quote(pem(leaf), safe="")}"',
+        f'Subject="{leaf.subject.rfc4514_string()}"',
+        *(f"URI={uri}" for uri in uris),
+        *(f"DNS={name}" for name in san.get_values_for_type(x509.DNSName)),
+    ]
+    return ";".join(pairs)
+
+
+@pytest.mark.parametrize(
+    ("uri_sans", "dns_names"),
+    [
+        (["https://evil.example/?a=1,{inject}"], []),
+        ([",{inject}"], []),
+        (["spiffe://example.org/web", "https://evil.example/,{inject}"], []),
+        (["spiffe://example.org/web"], ["evil.example,{inject}"]),
+        (["spiffe://example.org/web"], [",{inject}"]),
+        ([], ["a.example", ",{inject}"]),
+    ],
+)
+def test_a_san_with_a_comma_cannot_inject_an_element(
+    ca: DevCA, uri_sans: list[str], dns_names: list[str]
+) -> None:
+    # A CA the proxy trusts issued a certificate whose SAN holds ',' (legal in a URI, never in
+    # a SPIFFE ID). Envoy writes URI and DNS unquoted, so the text after the comma reads as an
+    # element of its own, the last one, carrying someone else's (public) certificate.
+    victim = ca.issue_svid("spiffe://example.org/admin").leaf
+    inject = f"Cert={quote(pem(victim), safe='')}"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certs, _ = ca.issue_unchecked_leaf(
+        uri_sans=[u.format(inject=inject) for u in uri_sans],
+        dns_names=[d.format(inject=inject) for d in dns_names],
+        not_before=now,
+        not_after=now + datetime.timedelta(hours=1),
+    )
+    header = envoy_element(certs[0])
+    *_, last = parse_xfcc(header)
+    assert last.cert_pem == pem(victim)  # what the split makes of Envoy's element
+    request = headers(x_forwarded_client_cert=header)
+    parsed = ParsedChains()
+    for _ in range(2):  # refused every time, never remembered
+        with pytest.raises(MalformedCredentials, match="does not match the certificate"):
+            forwarded_cert(request, PROXY, None, TrustedProxies([PROXY]), parsed)
+    assert len(parsed) == 0
+
+
+def test_every_element_that_carries_a_certificate_must_be_consistent(
+    chain: tuple[x509.Certificate, ...], ca: DevCA
+) -> None:
+    other = ca.issue_svid("spiffe://example.org/edge").leaf
+    ours = envoy_element(chain[0])
+    config = TrustedProxies([PROXY])
+    # earlier elements without a certificate cannot be checked and are not
+    plain = headers(x_forwarded_client_cert=f"By=spiffe://a/edge;URI=spiffe://a/x,{ours}")
+    assert extract_forwarded_cert(plain, PROXY, None, config).chain == (der(chain[0]),)
+    consistent = headers(x_forwarded_client_cert=f"{envoy_element(other)},{ours}")
+    assert extract_forwarded_cert(consistent, PROXY, None, config).chain == (der(chain[0]),)
+    for tampered in (
+        envoy_element(other).replace("URI=spiffe://example.org/edge", "URI=spiffe://x/y"),
+        envoy_element(other).replace(hashlib.sha256(der(other)).hexdigest(), "0" * 64),
+        f"Cert={quote(pem(other), safe='')};Chain={quote(pem(chain[0]), safe='')}",
+    ):
+        request = headers(x_forwarded_client_cert=f"{tampered},{ours}")
+        with pytest.raises(MalformedCredentials, match=r"not match|not the first"):
+            extract_forwarded_cert(request, PROXY, None, config)
+    # the chosen element is checked whichever hop is chosen
+    request = headers(x_forwarded_client_cert=f"{ours},{tampered}")
+    with pytest.raises(MalformedCredentials, match="not the first"):
+        extract_forwarded_cert(request, PROXY, None, TrustedProxies([PROXY], hop="first"))
 
 
 @pytest.mark.parametrize(

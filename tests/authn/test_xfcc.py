@@ -282,6 +282,54 @@ def test_cross_check_failures(
         XfccElement(**fields).der_chain()  # type: ignore[arg-type]
 
 
+def test_parsed_elements_name_every_key_they_carried() -> None:
+    (element,) = parse_xfcc("By=p;Hash=;URI=;DNS=d.example;Future=x")
+    assert element.keys == {"by", "hash", "uri", "dns", "future"}
+    assert (element.hash, element.uris, element.dns) == (None, (), ("d.example",))
+    assert element == XfccElement(by=("p",), dns=("d.example",))  # keys are not compared
+    assert XfccElement().keys == frozenset()
+
+
+def test_an_empty_uri_says_the_certificate_has_no_uri_san(
+    chain: tuple[x509.Certificate, ...], ca: DevCA
+) -> None:
+    import datetime as dt
+
+    # Envoy writes "URI=" for a certificate without a URI SAN, and only then
+    now = dt.datetime.now(dt.timezone.utc)
+    certs, _ = ca.issue_unchecked_leaf(
+        uri_sans=[], not_before=now, not_after=now + dt.timedelta(hours=1)
+    )
+    (element,) = parse_xfcc(f'Cert="{encoded(pem(certs[0]))}";URI=')
+    assert element.der_chain() == (der(certs[0]),)
+    (element,) = parse_xfcc(f'Cert="{encoded(pem(chain[0]))}";URI=')
+    with pytest.raises(MalformedCredentials, match="URI does not match"):
+        element.der_chain()
+    (element,) = parse_xfcc(f'Cert="{encoded(pem(chain[0]))}"')  # no URI key: nothing to check
+    assert element.der_chain() == (der(chain[0]),)
+
+
+@pytest.mark.parametrize(
+    "dns",
+    [
+        "DNS=web.example.org",
+        "DNS=web.example.org;DNS=web.example.org",
+        "DNS=other.example.org",
+        "DNS=web.example.org;DNS=other.example.org",
+        "DNS=",
+    ],
+)
+def test_dns_values_must_be_the_certificates_dns_sans(
+    chain: tuple[x509.Certificate, ...], dns: str
+) -> None:
+    (element,) = parse_xfcc(f'Cert="{encoded(pem(chain[0]))}";{dns}')
+    if dns == "DNS=web.example.org":
+        assert element.der_chain() == (der(chain[0]),)
+    else:
+        with pytest.raises(MalformedCredentials, match="DNS does not match"):
+            element.der_chain()
+
+
 def test_cert_must_be_first_of_chain(chain: tuple[x509.Certificate, ...], ca: DevCA) -> None:
     other = ca.issue_svid("spiffe://example.org/web").leaf
     element = XfccElement(cert_pem=pem(other), chain_pem="".join(pem(c) for c in chain))
@@ -307,7 +355,7 @@ def test_malformed_extensions_are_malformed_credentials() -> None:
             raise ValueError("duplicate extension")
 
     with pytest.raises(MalformedCredentials, match="malformed extensions"):
-        _xfcc._uri_sans(BrokenCertificate())  # type: ignore[arg-type]
+        _xfcc._sans(BrokenCertificate())  # type: ignore[arg-type]
 
 
 def _key_pem() -> str:

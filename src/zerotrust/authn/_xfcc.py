@@ -50,8 +50,11 @@ class XfccElement:
     """One XFCC element, as the proxy wrote it (quotes removed, ``Cert``/``Chain`` URL-decoded).
 
     ``cert_pem`` is the client's leaf certificate and ``chain_pem`` its whole chain *including*
-    the leaf, both PEM text. Nothing here is verified; :meth:`der_chain` turns the element into
-    the leaf-first DER chain to hand to :func:`~zerotrust.verify_x509_svid`.
+    the leaf, both PEM text. ``uris`` and ``dns`` hold the non-empty ``URI`` and ``DNS``
+    values; ``keys`` names every key the element carried (lower case), those written with an
+    empty value included (Envoy writes ``URI=`` for a certificate without a URI SAN). Nothing
+    here is verified; :meth:`der_chain` turns the element into the leaf-first DER chain to hand
+    to :func:`~zerotrust.verify_x509_svid`.
     """
 
     by: tuple[str, ...] = ()
@@ -61,14 +64,22 @@ class XfccElement:
     subject: str | None = None
     uris: tuple[str, ...] = ()
     dns: tuple[str, ...] = ()
+    keys: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    @property
+    def carries_certificate(self) -> bool:
+        """Whether the element has a ``Cert`` or a ``Chain`` (else :meth:`der_chain` raises)."""
+        return self.cert_pem is not None or self.chain_pem is not None
 
     def der_chain(self) -> tuple[bytes, ...]:
         """The forwarded chain as DER, leaf first, cross-checked against the element's fields.
 
         Uses ``Chain`` when present (its first certificate must equal ``Cert`` when both are
-        given), else ``Cert``. When ``Hash`` is present it must be the SHA-256 (hex) of the leaf,
-        and when ``URI`` is present the values must equal the leaf's URI SANs (in any order).
-        Raises :class:`~zerotrust.errors.MalformedCredentials` on any inconsistency.
+        given), else ``Cert``. When ``Hash`` is present it must be the SHA-256 (hex) of the leaf.
+        When ``URI`` is present (a value in ``uris``, or ``"uri"`` in ``keys``) the non-empty
+        values must equal the leaf's URI SANs, in any order (none for a lone empty ``URI=``);
+        the same holds for ``DNS`` and the leaf's DNS SANs. Raises
+        :class:`~zerotrust.errors.MalformedCredentials` on any inconsistency.
         """
         leaf_der: bytes | None = None
         if self.cert_pem is not None:
@@ -86,21 +97,26 @@ class XfccElement:
             given = self.hash.lower().encode("utf-8", "replace")
             if not hmac.compare_digest(given, expected):
                 raise MalformedCredentials("XFCC Hash does not match the forwarded certificate")
-        if self.uris:
-            leaf = load_certificates(chain[:1], "XFCC Cert")[0]
-            if sorted(self.uris) != sorted(_uri_sans(leaf)):
+        check_uris = bool(self.uris) or "uri" in self.keys
+        check_dns = bool(self.dns) or "dns" in self.keys
+        if check_uris or check_dns:
+            sans = _sans(load_certificates(chain[:1], "XFCC Cert")[0])
+            if check_uris and sorted(self.uris) != sorted(
+                sans.get_values_for_type(x509.UniformResourceIdentifier)
+            ):
                 raise MalformedCredentials("XFCC URI does not match the certificate's URI SANs")
+            if check_dns and sorted(self.dns) != sorted(sans.get_values_for_type(x509.DNSName)):
+                raise MalformedCredentials("XFCC DNS does not match the certificate's DNS SANs")
         return chain
 
 
-def _uri_sans(cert: x509.Certificate) -> list[str]:
+def _sans(cert: x509.Certificate) -> x509.SubjectAlternativeName:
     try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return []
+        return x509.SubjectAlternativeName([])
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
         raise MalformedCredentials("forwarded certificate has malformed extensions") from None
-    return list(san.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 def _quoted(value: str, start: int) -> tuple[str, int]:
@@ -181,6 +197,7 @@ def _element(pairs: list[tuple[str, str]]) -> XfccElement:
         subject=single.get("subject") or None,
         uris=tuple(multi["uri"]),
         dns=tuple(multi["dns"]),
+        keys=frozenset(key for key, _ in pairs),
     )
 
 

@@ -17,6 +17,7 @@ import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from zerotrust.authn._pem import DEFAULT_MAX_HEADER_BYTES, parse_nginx_cert
 from zerotrust.authn._rfc9440 import parse_client_cert, parse_client_cert_chain
@@ -82,7 +83,7 @@ def _forwarded_chain(
     name = config.header_name
     if config.header == "xfcc":
         elements = parse_xfcc(_single(headers(name), name), max_bytes=limit)
-        return elements[-1 if config.hop == "last" else 0].der_chain()
+        return _xfcc_chain(elements, config.hop)
     if config.header == "nginx":
         value = _single(headers(name), name)
         if not value.strip(" \t"):  # nginx sends an empty value when there was no certificate
@@ -100,6 +101,26 @@ def _forwarded_chain(
     if 1 + len(rest) > MAX_CHAIN_LENGTH:
         raise MalformedCredentials(f"forwarded chain exceeds {MAX_CHAIN_LENGTH} certificates")
     return (leaf, *rest)
+
+
+def _xfcc_chain(
+    elements: tuple[XfccElement, ...], hop: Literal["last", "first"]
+) -> tuple[bytes, ...]:
+    """The chain of the element ``hop`` names, once every element that carries a certificate
+    has been found consistent with it.
+
+    Envoy writes ``URI`` and ``DNS`` values unquoted: a client certificate whose SAN holds a
+    ``,`` (legal in a URI, never in a SPIFFE ID) splits the proxy's element in two, and the
+    text after the comma (``Cert=<someone else's certificate>``) reads as an element of its
+    own, the last one. The part before the comma keeps the client's real ``Cert`` with a URI
+    or DNS list that no longer matches it, so checking every element, not only the chosen
+    one, refuses the header.
+    """
+    chosen = elements[-1 if hop == "last" else 0]
+    for element in elements:
+        if element is not chosen and element.carries_certificate:
+            element.der_chain()  # for its cross-checks; only the chosen chain is used
+    return chosen.der_chain()
 
 
 class ParsedChains:
@@ -160,7 +181,9 @@ def extract_forwarded_cert(
     passed); ``remote_addr`` is the immediate peer's IP and ``proxy_spiffe_id`` the SPIFFE ID it
     proved over mTLS, if any. Headers from an untrusted peer are never parsed. Headers from a
     trusted proxy must be well formed: otherwise :class:`~zerotrust.errors.MalformedCredentials`
-    is raised (as is a single-valued header sent on more than one line, a smuggling pattern).
+    is raised (as is a single-valued header sent on more than one line, a smuggling pattern,
+    and an XFCC header any of whose elements that carry a certificate is inconsistent with it:
+    see :meth:`XfccElement.der_chain`).
     """
     return forwarded_cert(headers, remote_addr, proxy_spiffe_id, config, None)
 

@@ -1,7 +1,8 @@
 """ASGI integration (any ASGI framework; Starlette and FastAPI route templates) and serving
 direct mTLS with uvicorn or hypercorn; see ``docs/fastapi.md``.
 
-``ZeroTrustMiddleware``, ``serve`` and the scope keys need nothing beyond zerotrust. The server
+``ZeroTrustMiddleware``, ``DropUnderscoreHeaders`` (a WSGI application under an ASGI
+server), ``serve`` and the scope keys need nothing beyond zerotrust. The server
 integrations are imported on first use: ``ZeroTrustUvicornConfig`` and ``with_tls_extension``
 need ``zerotrust[uvicorn]``, ``ZeroTrustHypercornConfig`` and ``serve_hypercorn`` need
 ``zerotrust[hypercorn]``.
@@ -17,6 +18,7 @@ from zerotrust.adapters._tls_scope import TLS_PEER_KEY, tls_extension
 from zerotrust.adapters.asgi import (
     STATE_OUTCOME,
     STATE_PRINCIPAL,
+    DropUnderscoreHeaders,
     ZeroTrustMiddleware,
     current_principal,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "STATE_OUTCOME",
     "STATE_PRINCIPAL",
     "TLS_PEER_KEY",
+    "DropUnderscoreHeaders",
     "ZeroTrustMiddleware",
     "current_principal",
     "serve",

@@ -21,6 +21,7 @@ guard=guard)`` in Starlette and FastAPI) is stateless per request and works on `
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
@@ -37,6 +38,7 @@ from zerotrust.pipeline import Guard, Outcome
 __all__ = [
     "STATE_OUTCOME",
     "STATE_PRINCIPAL",
+    "DropUnderscoreHeaders",
     "ZeroTrustMiddleware",
     "current_principal",
     "publish",
@@ -204,6 +206,48 @@ def _exempt_routes(entries: Iterable[str]) -> dict[str, frozenset[str]]:
 def _method(scope: Scope) -> str:
     """The request's method as rules read it (a websocket handshake is a ``GET``)."""
     return "GET" if scope["type"] == "websocket" else str(scope["method"]).upper()
+
+
+class DropUnderscoreHeaders:
+    """Host a WSGI application under an ASGI server without headers spelled with ``_``.
+
+    A WSGI environ cannot tell ``X-Forwarded-Client-Cert`` from ``X_Forwarded_Client_Cert``:
+    both are ``HTTP_X_FORWARDED_CLIENT_CERT``. gunicorn (``header_map = "drop"``) and werkzeug
+    drop header names with ``_``; the WSGI shims of ASGI servers (uvicorn ``--interface wsgi``,
+    hypercorn given a WSGI application, asgiref's ``WsgiToAsgi``, a2wsgi) do not: they file
+    both spellings under that key, joined by a comma. Behind a proxy that passes such names on
+    (Envoy does unless ``headers_with_underscores_action`` says otherwise) and replaces only
+    the hyphenated header, a client without a certificate could then send
+    ``X_Forwarded_Client_Cert: Cert="<any workload's certificate>"`` and be that workload to
+    zerotrust's WSGI and Flask integrations, which see the environ only.
+
+    Wrap the shim and serve the result as an ASGI application, for instance
+    ``DropUnderscoreHeaders(WsgiToAsgi(app))`` instead of ``uvicorn --interface wsgi``: every
+    header whose name holds ``_`` is removed from ``http`` and ``websocket`` scopes before the
+    shim builds the environ, as gunicorn does by default, so no proxy-set header (a forwarded
+    certificate, ``X-Forwarded-For``, whatever the application trusts) can be supplied
+    under another spelling. Other scopes (``lifespan``) pass unchanged; the server's scope is
+    not modified (the application gets a copy without those headers).
+    """
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: ASGIApp) -> None:
+        call = type(app).__call__  # an ASGI application's, a coroutine function
+        if not (inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)):
+            raise ConfigurationError(
+                "DropUnderscoreHeaders wraps an ASGI application (the WSGI application's"
+                " shim, such as asgiref's WsgiToAsgi(app)), not the WSGI application itself"
+            )
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            headers = scope.get("headers") or ()
+            if any(b"_" in name for name, _ in headers):
+                kept = [pair for pair in headers if b"_" not in pair[0]]
+                scope = {**scope, "headers": kept}
+        await self.app(scope, receive, send)
 
 
 #: Route templates remembered per middleware, and the longest path + root path + Host kept:

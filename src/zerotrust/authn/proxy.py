@@ -86,7 +86,7 @@ def _forwarded_chain(
         return _xfcc_chain(elements, config.hop)
     if config.header == "nginx":
         value = _single(headers(name), name)
-        if not value.strip(" \t"):  # nginx sends an empty value when there was no certificate
+        if not value.strip(" \t"):  # no certificate (nginx itself leaves the header out then)
             return None
         return parse_nginx_cert(
             value, max_bytes=limit, allow_unescaped_pem=config.allow_unescaped_pem

@@ -110,8 +110,8 @@ def pem_certificates(
 ) -> tuple[bytes, ...]:
     """The DER certificates of a PEM document, in order; only CERTIFICATE blocks and whitespace.
 
-    Whitespace inside a block may be newlines, tabs or spaces (so nginx's folded
-    ``$ssl_client_cert`` form reads the same as a normal PEM file).
+    Whitespace inside a block may be newlines, tabs or spaces (so nginx's ``$ssl_client_cert``,
+    folded with LF + TAB or unfolded into spaces by the server, reads as a PEM file does).
     """
     ders = _pem_blocks(text, what, max_certs)
     load_certificates(ders, what)
@@ -127,8 +127,9 @@ def parse_nginx_cert(
     """Parse nginx's ``$ssl_client_escaped_cert``: URL-encoded PEM, leaf first. Returns DER.
 
     Several concatenated certificates are accepted (leaf first, at most ``MAX_CHAIN_LENGTH``).
-    nginx's deprecated ``$ssl_client_cert`` form -- raw PEM whose line breaks became tabs or
-    spaces -- is accepted only with ``allow_unescaped_pem=True``. Raises only
+    nginx's deprecated ``$ssl_client_cert`` form -- raw PEM, sent as an obsolete folded header
+    (each line break LF + TAB) that h11-based servers unfold into spaces and gunicorn and
+    httptools refuse -- is accepted only with ``allow_unescaped_pem=True``. Raises only
     :class:`~zerotrust.errors.MalformedCredentials`.
     """
     what = "nginx client certificate"

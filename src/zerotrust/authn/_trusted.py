@@ -80,7 +80,10 @@ class TrustedProxies:
       proxy on the path is trusted and sanitizes the header, since a client can send its own.
     * ``max_header_bytes`` -- bound on each forwarded header, all lines together.
     * ``allow_unescaped_pem`` -- ``"nginx"`` only: also accept the deprecated
-      ``$ssl_client_cert`` form (raw PEM, line breaks folded into tabs or spaces).
+      ``$ssl_client_cert`` form: raw PEM that nginx sends as an obsolete folded header (each
+      line break becomes LF + TAB). gunicorn and uvicorn with httptools answer such a request
+      400 before the application runs; h11-based servers (uvicorn ``--http h11``, hypercorn)
+      unfold it into spaces. Prefer ``$ssl_client_escaped_cert``.
 
     Invalid settings raise :class:`~zerotrust.errors.ConfigurationError`. Instances are
     immutable.
@@ -219,7 +222,7 @@ class TrustedProxies:
     @property
     def allow_unescaped_pem(self) -> bool:
         """Whether the ``"nginx"`` format also accepts the deprecated ``$ssl_client_cert`` form
-        (raw PEM)."""
+        (raw PEM, sent as a folded header that only some servers pass on)."""
         return self._allow_unescaped_pem
 
     @property

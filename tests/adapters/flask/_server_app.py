@@ -4,7 +4,9 @@ Configured through environment variables set by the tests: ``ZT_TEST_JWKS`` (tok
 JWKS file), ``ZT_TEST_BUNDLE`` (the dev CA bundle, PEM), ``ZT_TEST_AUDIT`` (a file that gets
 one JSON audit event per line). ``create_app("mtls")`` serves direct mTLS (no proxy trusted);
 ``create_app("proxied")`` trusts ``127.0.0.1`` as an nginx proxy and mounts a second app at
-``/envoy`` that trusts ``127.0.0.1`` as an Envoy proxy (XFCC).
+``/envoy`` that trusts ``127.0.0.1`` as an Envoy proxy (XFCC). ``create_app("folded")`` (or
+:func:`create_folded_app`) trusts ``127.0.0.1`` as an nginx proxy that sends the deprecated
+``$ssl_client_cert`` (``allow_unescaped_pem=True``).
 """
 
 from __future__ import annotations
@@ -102,4 +104,12 @@ def create_app(mode: str) -> Any:
             "envoy", _guard(TrustedProxies(["127.0.0.1/32"], header="xfcc"), "envoy")
         )
         return DispatcherMiddleware(nginx, {"/envoy": envoy})
+    if mode == "folded":
+        proxies = TrustedProxies(["127.0.0.1/32"], header="nginx", allow_unescaped_pem=True)
+        return _flask_app("folded", _guard(proxies, "folded"))
     raise ValueError(f"unknown mode {mode!r}")
+
+
+def create_folded_app() -> Any:
+    """``create_app("folded")`` for servers that call a factory without arguments."""
+    return create_app("folded")

@@ -3,9 +3,11 @@ nginx terminating mTLS in front of gunicorn; real clients, real handshakes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests import _nginx
 from tests._gunicorn import GunicornServer, gunicorn_server
+from tests._server_process import server_process
 from zerotrust import X509Svid, client_ssl_context, match
 from zerotrust.dev import DevCA
 from zerotrust.tokens import PrivateJWK, TokenIssuer
@@ -285,6 +288,44 @@ def test_nginx_refuses_clients_without_a_certificate(
         response = client.get(nginx.url("/whoami"))
     assert response.status_code == 400  # nginx: "No required SSL certificate was sent"
     assert len(material.events()) == before  # never reached the application
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn-httptools", "uvicorn-h11"])
+def test_nginx_ssl_client_cert_is_a_folded_header_few_servers_accept(
+    material: Material, server: str
+) -> None:
+    # $ssl_client_cert sends each line break of the PEM as LF + TAB, an obsolete line folding
+    with contextlib.ExitStack() as stack:
+        if server == "gunicorn":
+            served = stack.enter_context(gunicorn_server(f"{APP}('folded')", env=material.env))
+            port = served.port
+        else:
+            command = [sys.executable, "-m", "uvicorn", "--interface", "wsgi", "--factory"]
+            command += ["--http", server.split("-")[1]]
+
+            def uvicorn(fd: int) -> list[str]:
+                return [*command, "--fd", str(fd), f"{APP.rpartition(':')[0]}:create_folded_app"]
+
+            port = stack.enter_context(server_process(uvicorn, env=material.env)).address[1]
+        svid = material.ca.issue_svid(PROXY_ID, dns_names=["localhost"])
+        nginx = stack.enter_context(
+            _nginx.nginx_mtls_proxy(
+                upstream=f"127.0.0.1:{port}",
+                server_svid=svid,
+                client_ca=material.ca,
+                value="$ssl_client_cert",
+            )
+        )
+        before = len(material.events())
+        with https_client(material.client_context(material.client, expect=PROXY_ID)) as client:
+            response = client.get(nginx.url("/whoami"))
+    if server == "uvicorn-h11":  # h11 unfolds each line break into a space
+        assert response.status_code == 200, nginx.error_log()
+        assert (response.json()["spiffe_id"], response.json()["proven_by"]) == (WEB, "proxy-mtls")
+        assert "forwarded_cert_nginx" in material.events()[-1]["notes"]
+    else:  # refused by the server before the application runs
+        assert response.status_code == 400
+        assert len(material.events()) == before
 
 
 def test_forwarded_header_sent_directly_is_ignored(

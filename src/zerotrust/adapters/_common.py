@@ -144,7 +144,9 @@ def forwarded_headers_to_strip(
     """The forwarded-certificate header names (lower case) to remove before the application runs.
 
     Everything is stripped unless a trusted proxy's certificate was accepted for this request;
-    then only the headers of other formats are (the proxy's own sanitized header stays).
+    then only the headers of other formats are (the proxy's own sanitized header stays, whole:
+    XFCC elements before the chosen one are unverified, and with ``APPEND_FORWARD`` may be the
+    client's own).
     ``outcome`` is ``None`` for an exempt request: nothing was accepted, everything goes.
     """
     names = proxies.header_names if proxies is not None else FORWARDED_CERT_HEADERS

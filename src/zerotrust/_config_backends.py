@@ -16,7 +16,7 @@ from zerotrust.audit.sinks import AuditPipeline, AuditSink, LoggingSink
 from zerotrust.stores.base import Store
 from zerotrust.stores.memory import MemoryStore
 
-__all__ = ["build_audit", "build_store", "pseudonymizer"]
+__all__ = ["build_audit", "build_store", "pseudonymizer", "unheard_audit"]
 
 _LEVELS = {
     "DEBUG": logging.DEBUG,
@@ -102,3 +102,22 @@ def build_audit(audit: AuditSettings, name: Names) -> AuditPipeline:
         sinks = [_PseudonymizingSink(sink, alias) for sink in sinks]
     with named(name("audit")):
         return AuditPipeline(sinks, on_error=audit.on_error)
+
+
+def unheard_audit(audit: AuditSettings, pipeline: AuditPipeline, name: Names) -> list[str]:
+    """Why the logging sink of a fail-closed pipeline would refuse every request if it were
+    asked now: a start-up warning (logging may still be configured after the Guard is built,
+    so this is not refused here; each request is refused while it holds)."""
+    if pipeline.on_error != "closed":
+        return []
+    found = []
+    for sink in pipeline.sinks:
+        inner = sink._sink if isinstance(sink, _PseudonymizingSink) else sink
+        if isinstance(inner, LoggingSink):
+            reason = inner._unheard()
+            if reason is not None:
+                found.append(
+                    f"{name('audit.on_error')}: 'closed', but {reason}: every request is"
+                    " refused (503) until logging is configured to write audit records"
+                )
+    return found

@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
-from zerotrust._config_backends import build_audit, build_store, pseudonymizer
+from zerotrust._config_backends import build_audit, build_store, pseudonymizer, unheard_audit
 from zerotrust._config_build import build_authenticator, build_policy
 from zerotrust._config_cautions import cautions
 from zerotrust._config_check import Names, check, named
@@ -203,14 +203,20 @@ class Settings:
 
         Each of :meth:`cautions` is logged at WARNING on the ``zerotrust.config`` logger, so
         that a setting which weakens what is enforced shows in the service's start-up log.
+        So is a fail-closed ``audit.on_error`` whose ``logging`` sink would drop events as
+        logging is configured now (its logger not enabled for the level, or no handler to
+        receive the records): the Guard is still built, since logging is often configured
+        later, but each request is refused with 503 for as long as that holds.
         """
         name = self._names()
         policy = build_policy(self.policy, hooks)
         configured = store is None
         if store is None:
             store = build_store(self.store, name, clock)
+        unheard: list[str] = []
         if audit is None:
             audit = build_audit(self.audit, name)
+            unheard = unheard_audit(self.audit, audit, name)
         authenticator = build_authenticator(self, name, clock, trial=False)
         if configured:  # the Guard checks it too; here the message can name the setting
             with named(name("store.replay_max_ttl")):
@@ -227,6 +233,8 @@ class Settings:
             )
         for caution in self.cautions():
             _log.warning("caution: %s", caution)
+        for warning in unheard:
+            _log.warning("%s", warning)
         return guard
 
     def cautions(self) -> tuple[str, ...]:

@@ -51,14 +51,21 @@ class AuditSink(Protocol):
 _failed: contextvars.ContextVar[list[logging.Handler] | None] = contextvars.ContextVar(
     "zerotrust_audit_failed", default=None
 )
+#: True while a fail-closed :class:`AuditPipeline` hands an event to its sinks (whichever
+#: sinks wrap a :class:`LoggingSink`): an event logging would drop must then be refused.
+_required: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "zerotrust_audit_required", default=False
+)
 _watched: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
 _watch_lock = threading.Lock()
 
 
-def _watch_handlers(logger: logging.Logger) -> None:
+def _watch_handlers(logger: logging.Logger, level: int) -> int:
     """Make the handlers an event reaches note when they fail to write it: a handler
     catches its own errors and calls ``handleError``, so a failed write is otherwise
-    invisible to the sink (and a required sink could not refuse)."""
+    invisible to the sink (and a required sink could not refuse). Returns how many handlers
+    would be handed a record at ``level``, found as ``Logger.callHandlers`` finds them."""
+    receivers = 0
     current: logging.Logger | None = logger
     while current is not None:
         for handler in current.handlers:
@@ -66,9 +73,25 @@ def _watch_handlers(logger: logging.Logger) -> None:
                 with _watch_lock:
                     if handler not in _watched:
                         _watch(handler)
+            if level >= handler.level:
+                receivers += 1
         if not current.propagate:
             break
         current = current.parent
+    return receivers
+
+
+def _receivers(logger: logging.Logger, level: int) -> int:
+    """How many handlers a record at ``level`` logged on ``logger`` would be handed to
+    (``logging.lastResort``, which only shows WARNING and above on stderr, not counted)."""
+    receivers = 0
+    current: logging.Logger | None = logger
+    while current is not None:
+        receivers += sum(1 for handler in current.handlers if level >= handler.level)
+        if not current.propagate:
+            break
+        current = current.parent
+    return receivers
 
 
 def _watch(handler: logging.Handler) -> None:
@@ -90,7 +113,11 @@ class LoggingSink:
 
     The record's message is :meth:`AuditEvent.to_json`'s text and the same data is
     attached as ``record.zerotrust_audit`` (a dict) for structured handlers. Nothing is
-    serialized when ``logger`` is not enabled for ``level``.
+    serialized when ``logger`` is not enabled for ``level``, unless the sink is emitting for
+    a fail-closed :class:`AuditPipeline`: then ``emit`` raises
+    :class:`~zerotrust.errors.AuditError` when the logger is not enabled for ``level``,
+    when no handler would receive the record (on the logger or on an ancestor it propagates
+    to; ``logging.lastResort`` does not count), or when a handler fails to write it.
     """
 
     __slots__ = ("_level", "_logger")
@@ -122,12 +149,28 @@ class LoggingSink:
         """Whether events would be written now (the logger is enabled for the level)."""
         return self._logger.isEnabledFor(self._level)
 
+    def _unheard(self) -> str | None:
+        """Why events would not be written now, or ``None``: the logger is not enabled for
+        the level, or no handler would receive a record (a fail-closed pipeline then refuses
+        every event)."""
+        logger = self._logger
+        if not logger.isEnabledFor(self._level):
+            return (
+                f"the {logger.name!r} logger is not enabled for {logging.getLevelName(self._level)}"
+            )
+        if not _receivers(logger, self._level):
+            return f"no handler would receive the {logger.name!r} logger's records"
+        return None
+
     def emit(self, event: AuditEvent, /) -> None:
-        """Log ``event`` as one JSON line, or do nothing if the level is disabled."""
-        if not self._logger.isEnabledFor(self._level):
+        """Log ``event`` as one JSON line, or do nothing if the level is disabled (raise
+        :class:`~zerotrust.errors.AuditError` instead for a fail-closed pipeline)."""
+        logger = self._logger
+        if not logger.isEnabledFor(self._level):
+            if _required.get():
+                raise AuditError(f"{self._unheard()}: the audit event would not be written")
             return
         data = event.to_dict()
-        logger = self._logger
         # No arguments, so logging never applies %-formatting to the JSON text. The record is
         # made directly: Logger.log would walk the stack to find where it was called from,
         # which is always here.
@@ -142,7 +185,8 @@ class LoggingSink:
             func="emit",
             extra={"zerotrust_audit": data},
         )
-        _watch_handlers(logger)
+        if not _watch_handlers(logger, self._level) and _required.get():
+            raise AuditError(f"{self._unheard()}: the audit event would not be written")
         failed: list[logging.Handler] = []
         reset = _failed.set(failed)
         try:
@@ -329,9 +373,14 @@ class AuditPipeline:
 
     @property
     def enabled(self) -> bool:
-        """Whether any sink would record an event now. When none would (for example the
-        default :class:`LoggingSink` with its logger disabled), callers may skip building
-        events altogether; every decision is still audited as soon as a sink listens."""
+        """Whether events must be built and emitted now. Always true when
+        ``on_error="closed"``: a sink that would drop the event must be able to refuse the
+        request. Otherwise, whether any sink would record an event now: when none would (for
+        example the default :class:`LoggingSink` with its logger disabled), callers may skip
+        building events altogether; every decision is still audited as soon as a sink
+        listens."""
+        if self._on_error == "closed":
+            return True
         for flag in self._flags:  # noqa: SIM110 - asked on every request: no generator
             if flag():
                 return True
@@ -344,6 +393,16 @@ class AuditPipeline:
 
     def emit(self, event: AuditEvent, /) -> None:
         """Emit to every sink; raise :class:`AuditError` on failure only when closed."""
+        if self._on_error == "closed":
+            required = _required.set(True)
+            try:
+                self._emit(event)
+            finally:
+                _required.reset(required)
+        else:
+            self._emit(event)
+
+    def _emit(self, event: AuditEvent) -> None:
         first_error: Exception | None = None
         for index, sink in enumerate(self._sinks):
             try:

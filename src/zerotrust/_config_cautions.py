@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, urlsplit
 
 from zerotrust._config_check import Names
 from zerotrust.authn._trusted import _unmap_network
@@ -36,6 +37,7 @@ def cautions(settings: Settings, name: Names) -> tuple[str, ...]:
             found.append(
                 f"{name(f'store.{key}')}: 'open': while the store cannot be reached, {what}"
             )
+    found.extend(_store_url_cautions(store.url, name))
     proxies = settings.proxies
     if proxies is not None:
         if proxies.hop == "first":
@@ -52,6 +54,28 @@ def cautions(settings: Settings, name: Names) -> tuple[str, ...]:
         )
     found.extend(_policy_cautions(settings, name))
     return tuple(found)
+
+
+#: redis-py reads these as false (``ssl_check_hostname``)
+_FALSE: Final = frozenset({"0", "F", "FALSE", "N", "NO"})
+
+
+def _store_url_cautions(url: str, name: Names) -> list[str]:
+    """TLS verification turned off in the Redis URL's query (checked valid at load)."""
+    found = []
+    spoofed = "anyone on the network path can pose as the store"
+    for key, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if key == "ssl_cert_reqs" and value.lower() in ("none", "cert_none"):
+            found.append(
+                f"{name('store.url')}: ssl_cert_reqs={value}: the Redis server's certificate"
+                f" is not verified: {spoofed}"
+            )
+        elif key == "ssl_check_hostname" and value.upper() in _FALSE:
+            found.append(
+                f"{name('store.url')}: ssl_check_hostname={value}: the Redis server's"
+                f" certificate may name any host: {spoofed}"
+            )
+    return found
 
 
 def _policy_cautions(settings: Settings, name: Names) -> list[str]:

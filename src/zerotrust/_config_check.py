@@ -229,11 +229,20 @@ def _check_store(store: StoreSettings, name: Names) -> None:
         KeySpace(store.prefix)
     except ConfigurationError as exc:
         raise fail(name("store.prefix"), str(exc)) from None
-    if parts.password is not None or "password" in parse_qs(parts.query):
+    if parts.password is not None:
         raise fail(
             label,
             "must not hold a password: set ZEROTRUST_STORE__PASSWORD or store.password_file",
         )
+    # the Redis client passes every query parameter to the connection: a secret there
+    # (password, ssl_password, ...) would be in the settings file and shown with the URL
+    for key in parse_qs(parts.query, keep_blank_values=True):
+        if "password" in key.lower():
+            raise fail(
+                label,
+                f"must not hold a password (query parameter {key!r}): set the Redis password"
+                " with ZEROTRUST_STORE__PASSWORD or store.password_file",
+            )
     if parts.username and store.username is not None:
         raise fail(name("store.username"), f"conflicts with the user name in {label}")
 

@@ -8,9 +8,10 @@ and their environment variable names from these fields and their metadata.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Generic, Literal, NoReturn, TypeVar, final
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from zerotrust.authn._pem import DEFAULT_MAX_HEADER_BYTES
 from zerotrust.authn.binding import DPoPConfig
@@ -29,6 +30,7 @@ __all__ = [
     "Secret",
     "StoreSettings",
     "TokenSettings",
+    "shown_url",
 ]
 
 #: What :meth:`Settings.to_dict` shows instead of a secret value.
@@ -41,7 +43,8 @@ _T = TypeVar("_T")
 #: ``"map"``: never inline in a file, also settable as ``<name>_file``), ``min``/``above``/``max``
 #: (numeric bounds), ``many`` (a single string is read as a one-item list), ``json`` (an opaque
 #: document), ``nonempty`` (optional, but an empty environment variable is refused rather than
-#: read as unset), ``internal`` (not a setting).
+#: read as unset), ``internal`` (not a setting), ``url`` (a URL whose query values are shown
+#: as ``<redacted>``: a client library may read any of them, secrets included).
 _INTERNAL: Mapping[str, Any] = MappingProxyType({"internal": True})
 
 
@@ -82,6 +85,19 @@ class Secret(Generic[_T]):
 
 def _meta(**items: Any) -> Mapping[str, Any]:
     return MappingProxyType(items)
+
+
+def shown_url(url: str) -> str:
+    """``url`` with each query value replaced by ``<redacted>`` (names kept), for display."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    if not parts.query:
+        return url
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = "&".join(f"{name}={REDACTED}" for name, _ in pairs) or REDACTED
+    return urlunsplit(parts._replace(query=query))
 
 
 @dataclass(frozen=True)
@@ -203,7 +219,7 @@ class PolicySettings:
 class StoreSettings:
     """``store``: where revocations, replay entries and rate limits live."""
 
-    url: str = "memory://"
+    url: str = field(default="memory://", metadata=_meta(url=True))
     username: str | None = None
     password: Secret[str] | None = field(default=None, metadata=_meta(sensitive="text"))
     prefix: str = DEFAULT_PREFIX
@@ -214,6 +230,13 @@ class StoreSettings:
     replay: Literal["closed", "open"] = "closed"
     rate_limit: Literal["closed", "open"] = "closed"
     check_revocation: bool = True
+
+    def __repr__(self) -> str:  # the query of ``url`` may hold a secret
+        shown = (
+            f"{f.name}={shown_url(self.url) if f.name == 'url' else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"StoreSettings({', '.join(shown)})"
 
 
 _Field = Literal["actor", "client_id", "spiffe_id", "subject"]

@@ -47,6 +47,7 @@ from zerotrust._config_schema import (
     Secret,
     StoreSettings,
     TokenSettings,
+    shown_url,
 )
 from zerotrust._config_sources import (
     ENV_CONFIG,
@@ -241,13 +242,15 @@ class Settings:
         """Valid settings that weaken what the Guard enforces, one message each, naming the
         setting and where it came from: store checks turned off or failing open, a trusted
         proxy range open to every address or the outermost XFCC element trusted
-        (``hop = "first"``), a policy that allows by default with no ALLOW
-        rule, and policies or rules in dry-run. :meth:`build_guard` logs them;
+        (``hop = "first"``), TLS verification of the Redis store turned off in its URL
+        (``ssl_cert_reqs=none``, ``ssl_check_hostname=false``), a policy that allows by
+        default with no ALLOW rule, and policies or rules in dry-run. :meth:`build_guard` logs them;
         ``zerotrust config check`` prints them."""
         return cautions(self, self._names())
 
     def to_dict(self) -> dict[str, Any]:
-        """The effective settings as plain data, secrets shown as ``"<redacted>"``."""
+        """The effective settings as plain data, secrets shown as ``"<redacted>"``, and so
+        is each value in the query of ``store.url`` (the Redis client reads any of them)."""
         plain = _plain(self)
         assert isinstance(plain, dict)
         return plain
@@ -270,9 +273,10 @@ def _plain(value: Any) -> Any:
         return REDACTED
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            f.name: _plain(getattr(value, f.name))
+            f.name: shown_url(v) if f.metadata.get("url") and isinstance(v, str) else _plain(v)
             for f in dataclasses.fields(value)
             if not f.metadata.get("internal")
+            for v in (getattr(value, f.name),)
         }
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}

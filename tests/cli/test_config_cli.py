@@ -137,6 +137,12 @@ def test_config_check_show_redacts_secrets_and_names_origins(
     assert shown["settings"]["tokens"]["leeway"] == 30
     assert shown["origins"]["tokens.leeway"] == f"{file}: tokens.leeway"
     assert shown["origins"]["audit.pseudonym_key"] == "ZEROTRUST_AUDIT__PSEUDONYM_KEY"
+    # the Redis URL's query may hold what the client needs, secrets among it: names only
+    monkeypatch.setenv("ZEROTRUST_STORE__URL", "rediss://cache:6380/0?ssl_keyfile=/run/k.pem")
+    code, out, _ = run(capsys, "config", "check", file, "--show")
+    assert code == 0 and "/run/k.pem" not in out
+    shown_url = "rediss://cache:6380/0?ssl_keyfile=<redacted>"
+    assert json.loads(out)["settings"]["store"]["url"] == shown_url
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,21 @@ def test_store_checks_failing_open_or_turned_off(files: Path) -> None:
     )
 
 
+def test_redis_tls_verification_turned_off(files: Path) -> None:
+    url = "rediss://cache:6380/0?ssl_cert_reqs=required&ssl_check_hostname=true"
+    assert Settings.from_dict(base(files, store={"url": url})).cautions() == ()
+    env = {"ZEROTRUST_STORE__URL": "rediss://cache:6380/0?ssl_cert_reqs=none"}
+    assert Settings.from_dict(base(files), env=env).cautions() == (
+        "ZEROTRUST_STORE__URL: ssl_cert_reqs=none: the Redis server's certificate is not"
+        " verified: anyone on the network path can pose as the store",
+    )
+    url = "rediss://cache:6380/0?ssl_check_hostname=False"
+    assert Settings.from_dict(base(files, store={"url": url})).cautions() == (
+        "<dict>: store.url: ssl_check_hostname=False: the Redis server's certificate may name"
+        " any host: anyone on the network path can pose as the store",
+    )
+
+
 def test_the_outermost_xfcc_element_trusted(files: Path, bundle_file: Path) -> None:
     doc = base(files, mtls={"bundles": {"example.org": str(bundle_file)}})
     doc["proxies"] = {"addresses": ["10.0.0.0/8"], "hop": "last"}

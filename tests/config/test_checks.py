@@ -197,6 +197,38 @@ def test_a_password_in_the_query_of_the_redis_url_is_refused(files: Path) -> Non
     assert Settings.from_dict(doc).store.url == "redis://cache:6379/0?socket_timeout=5"
 
 
+@pytest.mark.parametrize(
+    "parameter", ["ssl_password", "SSL_Password", "password", "Password", "sentinel_password"]
+)
+def test_any_password_parameter_in_the_redis_url_is_refused(files: Path, parameter: str) -> None:
+    """The Redis client hands every query parameter to the connection (``ssl_password`` is
+    the passphrase of the client key): any parameter naming a password is refused."""
+    quoted = urllib.parse.quote(PASSWORD, safe="")
+    for value in (quoted, ""):
+        url = f"rediss://cache:6380/0?ssl_cert_reqs=required&{parameter}={value}"
+        found = error_of(Settings.from_dict, base(files, store={"url": url}))
+        assert found.startswith("<dict>: store.url: must not hold a password"), found
+        assert f"query parameter {parameter!r}" in found
+        assert PASSWORD not in found and quoted not in found
+
+
+def test_the_query_of_the_redis_url_is_never_shown(files: Path) -> None:
+    """What the query holds is the Redis client's business (a key file's path, a secret under
+    a name zerotrust does not know): repr and to_dict show the names only."""
+    url = "rediss://cache:6380/0?ssl_keyfile=%2Frun%2Fkey.pem&ssl_ca_certs=/run/ca.pem&token=t0k"
+    settings = Settings.from_dict(base(files, store={"url": url}))
+    assert settings.store.url == url  # the store gets it whole
+    shown = "rediss://cache:6380/0?ssl_keyfile=<redacted>&ssl_ca_certs=<redacted>&token=<redacted>"
+    assert settings.to_dict()["store"]["url"] == shown
+    for text in (repr(settings), repr(settings.store), str(settings)):
+        assert f"url='{shown}'" in text
+        assert "run" not in text.partition("StoreSettings(")[2].partition(")")[0]
+        assert "t0k" not in text
+    plain = Settings.from_dict(base(files, store={"url": "redis://cache:6379/0"}))
+    assert plain.to_dict()["store"]["url"] == "redis://cache:6379/0"
+    assert "url='redis://cache:6379/0'" in repr(plain.store)
+
+
 def test_a_user_name_for_the_memory_store_is_refused(files: Path) -> None:
     found = error_of(Settings.from_dict, base(files), env={"ZEROTRUST_STORE__USERNAME": "app"})
     assert found == "ZEROTRUST_STORE__USERNAME: applies to a Redis store only"

@@ -708,3 +708,61 @@ def test_again_keeps_valid_trace_ids_of_the_new_request() -> None:
             template._again(
                 time=WHEN, remote_addr=None, trace_id="c" * 32, span_id=span_id, trace_trusted=True
             )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{ "alg":"HS256"}',
+        b'\n{"alg":"HS256"}',
+        b'\t{"alg" : "ES256", "typ" : "JWT"}\r\n',
+        b'{"\\u0061lg":"HS256"}',
+    ],
+)
+def test_a_token_whose_header_is_not_spelled_canonically_is_redacted(header: bytes) -> None:
+    """A verifier parses the header as JSON, whitespace and escapes included: so does the
+    scrub, rather than looking for ``eyJ`` or the bytes ``"alg"``."""
+    encoded = b64url(header)
+    assert not encoded.startswith("eyJ") or b'"alg"' not in header
+    payload = b64url(b'{"sub":"alice"}')
+    for value in (
+        f"{encoded}.{payload}.c2lnbmF0dXJl",
+        f"Bearer {encoded}.{payload}.c2lnbmF0dXJl",
+        ".".join([encoded, "", "aXY", "Y2lwaGVy", "dGFn"]),  # a JWE
+    ):
+        assert make_event(subject=value).subject == REDACTED, value
+        assert make_event(notes=(value,)).notes == (REDACTED,)
+
+
+def test_a_token_the_verifier_accepts_with_a_spaced_header_is_redacted() -> None:
+    from zerotrust.tokens import SecretKey, TokenVerifier
+
+    secret = b"k" * 32
+    header = b64url(b'{ "alg": "HS256" }')
+    now = int(time.time())
+    claims = {"iss": "https://i", "aud": "api", "sub": "alice", "iat": now, "exp": now + 60}
+    signed = f"{header}.{b64url(json.dumps(claims).encode())}"
+    signature = b64url(hmac.new(secret, signed.encode(), hashlib.sha256).digest())
+    token = f"{signed}.{signature}"
+    verifier = TokenVerifier(
+        issuer="https://i",
+        audience="api",
+        keys=SecretKey(secret, algorithm="HS256"),
+        algorithms=["HS256"],
+    )
+    assert verifier.verify(token).subject == "alice"  # a real credential
+    assert make_event(subject=token).subject == REDACTED
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b'["alg", "HS256"]',  # JSON, but no object
+        b'{ "kid": "orders-2024" }',  # an object naming no alg
+        b"not json at all, though long enough",
+        b'"alg"',
+    ],
+)
+def test_a_dotted_run_whose_head_is_no_jose_header_is_kept(head: bytes) -> None:
+    value = f"{b64url(head)}.djE.x"
+    assert make_event(subject=value).subject == value

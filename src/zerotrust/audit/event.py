@@ -50,8 +50,10 @@ TRUNCATION_MARKER: Final = "...[truncated]"
 _SCAN_LIMIT = 16_384
 # Each pattern that repeats a character class starts only where a run of that class
 # starts (the lookbehinds), which keeps the search linear in the length of the value.
-# A compact JWS or JWE: base64url segments separated by dots, the first holding a JOSE header
-# ("eyJ" somewhere in it: "x_eyJ..." is a token glued to a prefix; checked by _jose_header).
+# A compact JWS or JWE: base64url segments separated by dots (three, or five), the first
+# holding a JOSE header, a JSON object naming its "alg" (checked by _jose_header): the whole
+# segment decoded, however the JSON is spelled, or from an "eyJ" in it ("x_eyJ..." is a token
+# glued to a prefix).
 _JWS = re.compile(r"(?<![A-Za-z0-9_-])([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]*\.")
 _SENSITIVE = re.compile(
     # Any PEM block (certificate, key, request), or a key's PEM label without its armour.
@@ -66,6 +68,12 @@ _SENSITIVE = re.compile(
 _DER_CONTENT: Final = frozenset({0x02, 0x06, 0x30})
 # What the scans need to find anything, searched for first (in C) on every event.
 _HINTS = re.compile(r'eyJ|-----|PRIVATE|"kty"|M[A-I]')
+# A dotted base64url run whose first segment is long enough for a JOSE header: searched
+# separately, as it starts with its one literal character (which keeps the search fast).
+_DOTTED = re.compile(r"\.(?<=[A-Za-z0-9_-]{19}\.)[A-Za-z0-9_-]*\.")
+# The shortest JOSE header, {"alg":"none"}, is 19 characters in base64url; the longest
+# decoded whole is the scanned part of a value.
+_MIN_HEADER = 19
 
 
 def _der_like(text: str) -> bool:
@@ -81,9 +89,21 @@ def _der_like(text: str) -> bool:
     return more <= 3 and head[2 + more] in _DER_CONTENT
 
 
+def _names_alg(encoded: str) -> bool:
+    """Whether base64url ``encoded`` decodes to a JSON object with an ``alg`` member, spelled
+    any way JSON allows (whitespace, escaped names): as a token verifier would read it."""
+    try:
+        header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    except (ValueError, RecursionError):  # not base64, not UTF-8 JSON, or nested too deep
+        return False
+    return isinstance(header, dict) and "alg" in header
+
+
 def _jose_header(segment: str) -> bool:
     """Whether ``segment`` holds a JOSE header (a JSON object naming its ``alg``), alone or
     glued to a prefix (``x_eyJ...``)."""
+    if len(segment) % 4 != 1 and _names_alg(segment):  # no base64 text is 4n + 1 long
+        return True
     start = segment.find("eyJ")
     for _ in range(8):  # bounded: a run of "eyJeyJ..." is no token
         if start < 0:
@@ -108,8 +128,7 @@ def _sensitive(value: str) -> bool:
     position = 0
     while (dotted := _JWS.search(value, position, _SCAN_LIMIT)) is not None:
         segment = dotted.group(1)
-        # the shortest JOSE header, {"alg":"none"}, is 19 characters in base64url
-        if len(segment) >= 19 and "eyJ" in segment and _jose_header(segment):
+        if len(segment) >= _MIN_HEADER and _jose_header(segment):
             return True
         position = dotted.end(1) + 1  # its second segment may start a token itself
     return False
@@ -344,7 +363,8 @@ def _plainly_safe(values: list[object]) -> bool:
     joined = "\0".join(texts)
     if len(joined) > MAX_FIELD_LENGTH and max(map(len, texts)) > MAX_FIELD_LENGTH:
         return False
-    return _HINTS.search(joined) is None  # the common case: nothing to look at twice
+    # the common case: nothing to look at twice
+    return _HINTS.search(joined) is None and _DOTTED.search(joined) is None
 
 
 def _clean(name: str, value: object) -> str:
@@ -352,7 +372,10 @@ def _clean(name: str, value: object) -> str:
         if not isinstance(value, str):
             raise TypeError(f"AuditEvent.{name} must be a str, not {type(value).__name__}")
         value = str.__str__(value)  # a str subclass (an enum member, ...): its plain text
-    if _HINTS.search(value, 0, _SCAN_LIMIT) is not None and _sensitive(value):
+    if (
+        _HINTS.search(value, 0, _SCAN_LIMIT) is not None
+        or _DOTTED.search(value, 0, _SCAN_LIMIT) is not None
+    ) and _sensitive(value):
         return REDACTED
     if len(value) > MAX_FIELD_LENGTH:
         return value[: MAX_FIELD_LENGTH - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER

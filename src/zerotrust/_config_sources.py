@@ -284,8 +284,11 @@ def _walk(
 
 
 def env_layer(env: Mapping[str, str], root: type) -> Layer:
-    """The layer of the ``ZEROTRUST_*`` variables; an unknown one is an error naming it."""
+    """The layer of the ``ZEROTRUST_*`` variables; an unknown one is an error naming it, and
+    so are two that name the same setting (names are read case-insensitively: one would
+    silently win)."""
     layer: Layer = {}
+    named: dict[tuple[str, ...], str] = {}
     for var in sorted(env):
         if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
             continue
@@ -308,6 +311,12 @@ def env_layer(env: Mapping[str, str], root: type) -> Layer:
                 layer.setdefault(path, (SECTION, origin))
                 cls = info.section
             else:
+                if path in named:
+                    raise fail(
+                        var,
+                        f"sets {'.'.join(path)}, as {named[path]} does: set it with one variable",
+                    )
+                named[path] = var
                 layer[path] = (env[var], origin)
     return layer
 

@@ -299,6 +299,31 @@ def test_a_section_opened_by_variables_is_named_by_the_first_of_them(files: Path
     )
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ZEROTRUST_STORE__CHECK_REVOCATION": "true", "ZEROTRUST_store__check_revocation": "false"},
+        {
+            "ZEROTRUST_STORE__CHECK_REVOCATION": "false",
+            "ZEROTRUST_Store__Check_Revocation": "false",
+        },
+    ],
+)
+def test_two_variables_for_one_setting_are_refused(files: Path, env: dict[str, str]) -> None:
+    """Variable names are read case-insensitively; two that name one setting would leave it
+    to the order of the environment which one wins, so both are named and refused."""
+    first, second = sorted(env)
+    assert error_of(Settings.from_dict, base(files), env=env) == (
+        f"{second}: sets store.check_revocation, as {first} does: set it with one variable"
+    )
+    # one variable per setting, in any case: fine
+    only = {second: env[second]}
+    assert Settings.from_dict(base(files), env=only).store.check_revocation is False
+    # a secret and its _file form are different settings, refused as such elsewhere
+    secret_env = {"ZEROTRUST_STORE__PASSWORD": "x", "ZEROTRUST_STORE__PASSWORD_FILE": "/nope"}
+    assert "sets store.password" not in error_of(Settings.from_dict, base(files), env=secret_env)
+
+
 def test_values_from_variables_are_trimmed_and_kept_read_only(
     files: Path, bundle_file: Path
 ) -> None:

@@ -203,6 +203,10 @@ def test_dry_run_needs_the_other_verdict() -> None:
         make_event(decision="allow", dry_run=True, would_decide="allow")
     # A verdict recorded without a difference is allowed.
     assert make_event(would_decide="allow").dry_run is False
+    # A different verdict is what a dry-run event records: without dry_run it is refused.
+    for decision, would in (("allow", "deny"), ("deny", "allow")):
+        with pytest.raises(ValueError, match="would_decide"):
+            make_event(decision=decision, would_decide=would, dry_run=False)
 
 
 @pytest.mark.parametrize("field", ["dry_run", "trace_trusted"])
@@ -251,12 +255,26 @@ def test_str_subclasses_are_stored_as_plain_str() -> None:
         ("cert_fingerprint", "AB" * 32),
         ("cert_fingerprint", "ab:" * 31 + "ab"),
         ("event_id", "not-an-id"),
-        ("event_id", 123),
     ],
 )
 def test_hex_identifiers_are_strict(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         make_event(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["trace_id", "span_id", "cert_fingerprint", "event_id"])
+def test_hex_identifiers_of_a_wrong_type_are_a_type_error(field: str) -> None:
+    """As documented: a wrong type is a TypeError, a wrong value a ValueError."""
+    good = make_event().to_dict()[field]
+    for value in (123, good.encode(), bytearray(good.encode()), ["ab"]):
+        with pytest.raises(TypeError, match=field):
+            make_event(**{field: value})
+
+    class Hex(str):
+        pass
+
+    event = make_event(**{field: Hex(good)})  # a str subclass: kept as its plain text
+    assert type(getattr(event, field)) is str and getattr(event, field) == good
 
 
 # --- bounds ---------------------------------------------------------------------------------
@@ -703,8 +721,8 @@ def test_again_keeps_valid_trace_ids_of_the_new_request() -> None:
         time=WHEN, remote_addr=None, trace_id="c" * 32, span_id="d" * 16, trace_trusted=True
     )
     assert (again.trace_id, again.span_id, again.trace_trusted) == ("c" * 32, "d" * 16, True)
-    for span_id in ("d" * 15, b"d" * 16):  # too short; not a str
-        with pytest.raises(ValueError, match="span_id"):
+    for span_id, error in (("d" * 15, ValueError), (b"d" * 16, TypeError)):
+        with pytest.raises(error, match="span_id"):
             template._again(
                 time=WHEN, remote_addr=None, trace_id="c" * 32, span_id=span_id, trace_trusted=True
             )

@@ -226,6 +226,8 @@ class AuditEvent:
         _check_bool("trace_trusted", self.trace_trusted)
         if self.dry_run and (self.would_decide is None or self.would_decide == self.decision):
             raise ValueError("a dry-run event needs would_decide set to the other verdict")
+        if not self.dry_run and self.would_decide not in (None, self.decision):
+            raise ValueError("would_decide differs from decision: that is a dry-run event")
         if self.status is not None and type(self.status) is not int:
             if not isinstance(self.status, int) or isinstance(self.status, bool):
                 raise TypeError("AuditEvent.status must be an int or None")
@@ -245,10 +247,12 @@ class AuditEvent:
                     if cleaned is not value:
                         set_(self, name, cleaned)
             set_(self, "notes", _clean_notes(notes))
-        for name, pattern in _HEX.items():
+        for name in _HEX:
             value = getattr(self, name)
-            if value is not None and (type(value) is not str or not pattern.fullmatch(value)):
-                raise ValueError(f"AuditEvent.{name} must be lowercase hex of the right length")
+            if value is not None:
+                checked = _hex(name, value)
+                if checked is not value:
+                    set_(self, name, checked)
 
     def _again(
         self,
@@ -274,9 +278,7 @@ class AuditEvent:
         _check_bool("trace_trusted", trace_trusted)
         set_(event, "trace_trusted", trace_trusted)
         for name, value in (("trace_id", trace_id), ("span_id", span_id)):
-            if value is not None and (type(value) is not str or not _HEX[name].fullmatch(value)):
-                raise ValueError(f"AuditEvent.{name} must be lowercase hex of the right length")
-            set_(event, name, value)
+            set_(event, name, None if value is None else _hex(name, value))
         set_(event, "event_id", _new_event_id())
         return event
 
@@ -348,6 +350,18 @@ def _verdict(name: str, value: object) -> Verdict:
         if value == "deny":
             return "deny"
     raise ValueError(f"AuditEvent.{name} must be 'allow' or 'deny', not {value!r:.40}")
+
+
+def _hex(name: str, value: object) -> str:
+    """``value`` of the hex identifier field ``name``: a wrong type is a :class:`TypeError`,
+    a str that is not lowercase hex of the field's length a :class:`ValueError`."""
+    if type(value) is not str:
+        if not isinstance(value, str):
+            raise TypeError(f"AuditEvent.{name} must be a str, not {type(value).__name__}")
+        value = str.__str__(value)  # a str subclass: its plain text
+    if not _HEX[name].fullmatch(value):
+        raise ValueError(f"AuditEvent.{name} must be lowercase hex of the right length")
+    return value
 
 
 def _check_bool(name: str, value: object) -> None:

@@ -81,19 +81,6 @@ def _watch_handlers(logger: logging.Logger, level: int) -> int:
     return receivers
 
 
-def _receivers(logger: logging.Logger, level: int) -> int:
-    """How many handlers a record at ``level`` logged on ``logger`` would be handed to
-    (``logging.lastResort``, which only shows WARNING and above on stderr, not counted)."""
-    receivers = 0
-    current: logging.Logger | None = logger
-    while current is not None:
-        receivers += sum(1 for handler in current.handlers if level >= handler.level)
-        if not current.propagate:
-            break
-        current = current.parent
-    return receivers
-
-
 def _watch(handler: logging.Handler) -> None:
     original = handler.handleError
 
@@ -158,7 +145,9 @@ class LoggingSink:
             return (
                 f"the {logger.name!r} logger is not enabled for {logging.getLevelName(self._level)}"
             )
-        if not _receivers(logger, self._level):
+        # watching the handlers found on the way changes nothing but what a failure tells;
+        # logging.lastResort (WARNING and above on stderr) is not counted as a receiver
+        if not _watch_handlers(logger, self._level):
             return f"no handler would receive the {logger.name!r} logger's records"
         return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, overload
 
 from zerotrust.adapters.django_config import ZeroTrustImproperlyConfigured
 from zerotrust.adapters.django_request import state_of
@@ -78,6 +78,11 @@ class ZeroTrustRequiredMixin:
         return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
 
 
+@overload
+def require(view: V, /) -> V: ...
+
+
+@overload
 def require(
     *,
     scopes: Iterable[str] = (),
@@ -85,11 +90,24 @@ def require(
     callers: Matcher | Iterable[str] | None = None,
     methods: Iterable[str] = (),
     proven_by: Iterable[str] = (),
-) -> Callable[[V], V]:
+) -> Callable[[V], V]: ...
+
+
+def require(
+    view: V | None = None,
+    /,
+    *,
+    scopes: Iterable[str] = (),
+    any_scopes: Iterable[str] = (),
+    callers: Matcher | Iterable[str] | None = None,
+    methods: Iterable[str] = (),
+    proven_by: Iterable[str] = (),
+) -> Callable[[V], V] | V:
     """Decorate a view (sync or async function, or a class-based view) with a requirement.
 
-    Without arguments it requires an authenticated caller. Stacked decorators combine (all
-    must hold). See :func:`zerotrust.require` for the arguments.
+    Bare (``@require``) or without arguments (``@require()``) it requires an authenticated
+    caller. Stacked decorators combine (all must hold). See :func:`zerotrust.require` for the
+    arguments.
     """
     requirement = build_requirement(
         scopes=scopes, any_scopes=any_scopes, callers=callers, methods=methods, proven_by=proven_by
@@ -119,6 +137,10 @@ def require(
         setattr(wrapper, REQUIREMENT_ATTRIBUTE, combined)
         return wrapper  # type: ignore[return-value]
 
+    if view is not None:  # used bare: @require
+        if not callable(view):
+            raise ConfigurationError("require takes its arguments by keyword")
+        return decorate(view)
     return decorate
 
 

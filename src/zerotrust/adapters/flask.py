@@ -73,9 +73,12 @@ class RequestRefused(Exception):
 
     ``outcome`` is the Guard's :class:`~zerotrust.Outcome`. The default handler returns
     :meth:`response`; an application can register its own handler
-    (``@app.errorhandler(RequestRefused)``) and keep ``exc.status`` and ``exc.headers``. A
-    handler that returns nothing (``None`` or an empty value) is answered with
-    :meth:`response`: the view never runs for a refused request.
+    (``@app.errorhandler(RequestRefused)``) to change the body. A handler that returns nothing
+    (``None`` or an empty value), or a response whose status is not an error (a body without a
+    status is Flask's 200), is answered with :meth:`response`; the refusal's
+    ``WWW-Authenticate`` / ``Retry-After`` and ``Cache-Control: no-store`` are added to a
+    handler's response that does not set them: the view never runs for a refused request, and
+    a refusal never looks like a success.
     """
 
     def __init__(self, outcome: Outcome) -> None:
@@ -166,15 +169,33 @@ def _refuse(app: Any, req: Any, outcome: Outcome) -> Any:
         handler = app.error_handler_spec.get(name, {}).get(None, {}).get(RequestRefused)
         if handler is not None:
             answer = app.ensure_sync(handler)(exc)
+            shown = getattr(handler, "__qualname__", repr(handler))
             if not answer:  # None, "", {}...: Flask would run the view, or answer 200
                 _log.error(
                     "zerotrust: the RequestRefused handler %s returned no response;"
                     " the standard refusal answers",
-                    getattr(handler, "__qualname__", repr(handler)),
+                    shown,
                 )
                 return exc.response()
-            return answer
+            response = app.make_response(answer)
+            if response.status_code < 400:  # a body without its status: Flask's 200
+                _log.error(
+                    "zerotrust: the RequestRefused handler %s answered %d;"
+                    " the standard refusal answers",
+                    shown,
+                    response.status_code,
+                )
+                return exc.response()
+            # the challenge (WWW-Authenticate, Retry-After) and no-store, unless it set its own
+            for header, value in _refusal_headers(outcome):
+                if header not in response.headers:
+                    response.headers[header] = value
+            return response
     return exc.response()
+
+
+def _refusal_headers(outcome: Outcome) -> list[tuple[str, str]]:
+    return [("Cache-Control", "no-store"), *outcome.headers]
 
 
 def _check(state: _AppState) -> Any:

@@ -54,7 +54,9 @@ def policy(**kw: Any) -> Policy:
         Rule(
             id="anonymous-probe",
             callers=[Callers(anonymous=True)],
-            operations=[Operations(routes=["/api/anon", "/legacy/{order_id}", "/probe"])],
+            operations=[
+                Operations(routes=["/api/anon", "/legacy/{order_id}", "/probe", "/bare-probe"])
+            ],
         ),
         Rule(
             id="mtls-callers",

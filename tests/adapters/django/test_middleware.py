@@ -22,7 +22,7 @@ from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, Ins
 from zerotrust import Callers, Guard, Operations, Policy, RateLimit, Rule
 from zerotrust.adapters.django import ZeroTrustMiddleware
 from zerotrust.adapters.django_config import ZeroTrustImproperlyConfigured
-from zerotrust.errors import public_code
+from zerotrust.errors import ConfigurationError, public_code
 from zerotrust.sources.jwks_http import RemoteJWKSource
 
 CLIENTS = ["sync", "async"]
@@ -210,10 +210,20 @@ def test_a_route_may_ask_more_of_a_class_based_view(zt: Harness, kind: str) -> N
 
 
 @pytest.mark.parametrize("kind", CLIENTS)
-def test_require_without_arguments_wants_an_authenticated_caller(zt: Harness, kind: str) -> None:
-    # the policy lets anonymous callers reach /probe; the view's @require() does not
-    assert_refused(call(kind, "/probe/"), 401, 'Bearer realm="orders"', "missing_credentials")
-    assert body(call(kind, "/probe/", zt.auth()))["principal"] == WEB
+@pytest.mark.parametrize("path", ["/probe/", "/bare-probe/"], ids=["require()", "bare"])
+def test_require_without_arguments_wants_an_authenticated_caller(
+    zt: Harness, kind: str, path: str
+) -> None:
+    # the policy lets anonymous callers reach both; the view's @require() or @require does not
+    assert_refused(call(kind, path), 401, 'Bearer realm="orders"', "missing_credentials")
+    assert body(call(kind, path, zt.auth()))["principal"] == WEB
+
+
+def test_require_takes_its_arguments_by_keyword() -> None:
+    from zerotrust.django import require
+
+    with pytest.raises(ConfigurationError, match="by keyword"):
+        require(["orders:read"])  # type: ignore[call-overload]
 
 
 def test_stacked_requirements_all_hold(zt: Harness) -> None:

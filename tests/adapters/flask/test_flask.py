@@ -308,6 +308,54 @@ def test_custom_error_handler(issuer: TokenIssuer, clock: FixedClock) -> None:
     assert response.status_code == 401
     assert response.json == {"message": "no entry", "code": "missing_credentials"}
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+    assert response.headers["Cache-Control"] == "no-store"  # exc.headers left it out
+
+
+def test_a_handler_answer_without_the_challenge_gets_it(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    guard, _ = make_guard(issuer, clock)
+    zt = ZeroTrust()
+    app = make_app(zt)
+
+    @app.errorhandler(RequestRefused)
+    def refused(exc: RequestRefused) -> Any:
+        return jsonify(problem=exc.outcome.error.code), exc.status, {"Cache-Control": "private"}  # type: ignore[union-attr]
+
+    zt.init_app(app, guard=guard)
+    response = app.test_client().get("/orders/7")
+    assert response.status_code == 401 and response.json == {"problem": "missing_credentials"}
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+    assert response.headers["Cache-Control"] == "private"  # the handler's own is kept
+
+
+@pytest.mark.parametrize("status", [None, 200, 302], ids=["no-status", "200", "302"])
+def test_a_handler_answer_that_is_no_error_is_replaced(
+    issuer: TokenIssuer, clock: FixedClock, caplog: pytest.LogCaptureFixture, status: Any
+) -> None:
+    """A body returned without its status is Flask's 200: a refusal must never look like a
+    success to clients, proxies and caches."""
+    guard, sink = make_guard(issuer, clock)
+    zt = ZeroTrust()
+    app = make_app(zt)
+
+    @app.errorhandler(RequestRefused)
+    def refused(exc: RequestRefused) -> Any:
+        body = jsonify(problem="missing_credentials")
+        return body if status is None else (body, status)
+
+    zt.init_app(app, guard=guard)
+    with caplog.at_level(logging.ERROR, logger="zerotrust"):
+        response = app.test_client().get("/orders/7")
+    assert response.status_code == 401
+    assert response.json == {
+        "error": "missing_credentials",
+        "error_description": "authentication required",
+    }
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+    assert response.headers["Cache-Control"] == "no-store"
+    assert sink.last.decision == "deny"
+    assert f"answered {status or 200}" in caplog.text
 
 
 @pytest.mark.parametrize("answer", [None, ""], ids=["none", "empty"])

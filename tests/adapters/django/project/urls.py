@@ -26,6 +26,7 @@ urlpatterns = [
     path("cbv/required-route/<int:order_id>/", views.cbv_required_route),
     path("method-decorated/", views.MethodDecoratedView.as_view()),
     path("probe/", views.probe),
+    path("bare-probe/", views.bare_probe),
     path("healthz/", views.health, name="healthz"),
     path("metrics", views.health),
     path("static/<path:name>", views.health),

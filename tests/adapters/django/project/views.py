@@ -145,6 +145,11 @@ def probe(request: HttpRequest) -> JsonResponse:
     return JsonResponse(who(request))
 
 
+@require
+def bare_probe(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(who(request))
+
+
 class ApiOrders(APIView):
     authentication_classes = (ZeroTrustAuthentication,)
     permission_classes = (ZeroTrustPermission,)

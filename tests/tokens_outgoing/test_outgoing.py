@@ -826,7 +826,7 @@ def mint_with_a_waiter(
     assert started.wait(5)
     waiter = threading.Thread(target=call, args=(theirs,))
     waiter.start()
-    flight = cache._flights["other"]
+    flight, _ = cache._flights["other"]
     deadline = time.monotonic() + 5
     while not flight._condition._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
         time.sleep(0.001)  # until the waiter is blocked on the refresh in flight
@@ -834,6 +834,31 @@ def mint_with_a_waiter(
     minter.join(5)
     waiter.join(5)
     return mine, theirs
+
+
+def test_a_token_minted_across_a_clear_answers_its_caller_but_is_not_kept() -> None:
+    # clear() forgets what was granted before it (a withdrawn identity, a refused token): a
+    # mint already under way cannot put its token back for later callers
+    cache: TokenCache[str] = TokenCache()
+    started, release = threading.Event(), threading.Event()
+    minted: list[str] = []
+
+    def slow() -> str:
+        started.set()
+        assert release.wait(5)
+        minted.append(f"token-{len(minted)}")
+        return minted[-1]
+
+    answer: list[str] = []
+    minter = threading.Thread(target=lambda: answer.append(cache.get("api", slow)))
+    minter.start()
+    assert started.wait(5)
+    cache.clear()
+    release.set()
+    minter.join(5)
+    assert answer == ["token-0"]
+    assert cache.get("api", slow) == "token-1"  # minted again: the first was not kept
+    assert cache.get("api", slow) == "token-1"  # and this one is
 
 
 def test_configuration_minimums_are_inclusive() -> None:

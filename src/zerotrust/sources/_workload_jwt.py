@@ -76,6 +76,7 @@ class WorkloadApiJwtSource(WorkloadApiBase):
         self._fetch_timeout = seconds("fetch_timeout", fetch_timeout, 0.001)
         self._bundles: BundleSet | None = None
         self._denied = False  # the agent answered PERMISSION_DENIED since its last bundles
+        self._tokens_denied = False  # ... or to FetchJWTSVID, since its last JWT-SVID
         self._view = _JwtBundles(self)
         self._keys: dict[TrustDomain, SpiffeJwtBundleKeySource] = {}
         self._tokens = CachedTokenSource(
@@ -138,8 +139,18 @@ class WorkloadApiJwtSource(WorkloadApiBase):
                 request, metadata=wire.HEADER, timeout=self._fetch_timeout, wait_for_ready=True
             )
         except wire.RpcError as exc:
-            raise SourceError(f"Workload API FetchJWTSVID failed: {wire.describe(exc)}") from None
+            raise self._refused(exc) from None
         return self._pick(response, audience)
+
+    def _refused(self, exc: BaseException) -> SourceError:
+        """The error of a failed ``FetchJWTSVID``. ``PERMISSION_DENIED`` withdraws every
+        JWT-SVID the agent sent (SPIFFE Workload API: a client stops using what the agent no
+        longer grants): the cached ones are forgotten, so no refresh failure falls back on
+        them, and the source is not ready until a fetch succeeds again."""
+        if wire.is_denied(exc):
+            self._tokens_denied = True
+            self._tokens.clear()
+        return SourceError(f"Workload API FetchJWTSVID failed: {wire.describe(exc)}")
 
     async def _mint_async(self, audience: str) -> str:
         request = self._request(audience)
@@ -166,7 +177,7 @@ class WorkloadApiJwtSource(WorkloadApiBase):
         try:
             response = call.result()
         except wire.RpcError as exc:
-            raise SourceError(f"Workload API FetchJWTSVID failed: {wire.describe(exc)}") from None
+            raise self._refused(exc) from None
         return self._pick(response, audience)
 
     def _pick(self, response: Any, audience: str) -> str:
@@ -174,7 +185,9 @@ class WorkloadApiJwtSource(WorkloadApiBase):
             entry = pick(list(response.svids), self._subject, None)
         except ZeroTrustError as exc:
             raise SourceError(f"Workload API sent no usable JWT-SVID: {exc}") from None
-        return _checked_jwt_svid(entry.svid, entry.spiffe_id, audience, self._clock.now())
+        token = _checked_jwt_svid(entry.svid, entry.spiffe_id, audience, self._clock.now())
+        self._tokens_denied = False  # the agent grants an identity again
+        return token
 
     # --- JWT bundles -----------------------------------------------------------------------
 
@@ -189,7 +202,7 @@ class WorkloadApiJwtSource(WorkloadApiBase):
         self._tokens.clear()
 
     def _withdrawn(self) -> bool:
-        return self._denied
+        return self._denied or self._tokens_denied
 
     def get_jwt_bundle_set(self) -> BundleSet:
         """The current JWT bundles, one JWT-only :class:`~zerotrust.TrustBundle` per trust

@@ -125,7 +125,10 @@ class TokenCache(Generic[K]):
             raise ConfigurationError("clock must have a now() method")
         self._lock = threading.Lock()
         self._entries: OrderedDict[K, _Entry] = OrderedDict()
-        self._flights: dict[K, _Flight[str]] = {}
+        # each flight with the generation it began in: clear() starts a new one, and a token
+        # minted across it answers its callers but is not kept
+        self._flights: dict[K, tuple[_Flight[str], int]] = {}
+        self._generation = 0
         self._tasks: set[asyncio.Future[str]] = set()
 
     def get(self, key: K, mint: Callable[[], MintedToken | str]) -> str:
@@ -179,8 +182,10 @@ class TokenCache(Generic[K]):
         return self._settle(key, flight, minted, None)
 
     def clear(self) -> None:
-        """Forget every cached token (e.g. after a 401 from the audience)."""
+        """Forget every cached token (e.g. after a 401 from the audience, or an identity
+        withdrawn); a token being minted now is handed to its callers but not kept."""
         with self._lock:
+            self._generation += 1
             self._entries.clear()
 
     def invalidate(self, key: K, *, token: str | None = None) -> None:
@@ -215,12 +220,12 @@ class TokenCache(Generic[K]):
                     backing_off = entry.retry_at is not None and now < entry.retry_at
                     if now < entry.refresh_at or backing_off:
                         return valid, None, False
-            flight = self._flights.get(key)
-            if flight is not None:
-                return (valid, None, False) if valid is not None else (None, flight, False)
-            flight = concurrent.futures.Future()
+            under_way = self._flights.get(key)
+            if under_way is not None:
+                return (valid, None, False) if valid is not None else (None, under_way[0], False)
+            flight: _Flight[str] = concurrent.futures.Future()
             flight.set_running_or_notify_cancel()  # waiters can no longer cancel it
-            self._flights[key] = flight
+            self._flights[key] = (flight, self._generation)
             return valid, flight, True
 
     def _new_entry(self, minted: MintedToken | str, now: datetime) -> _Entry:
@@ -265,16 +270,22 @@ class TokenCache(Generic[K]):
             except Exception:  # whatever the result was, the flight must still be settled
                 error = SourceError("token source produced an unusable token")
         with self._lock:
-            if self._flights.get(key) is flight:
+            under_way = self._flights.get(key)
+            kept = under_way is not None and under_way[0] is flight
+            if kept:
                 del self._flights[key]
-            if entry is not None:
+                kept = under_way is not None and under_way[1] == self._generation
+            result: str | None
+            if entry is None:
+                result = self._fallback(key, error, now)
+            elif not kept:  # the cache was cleared while it was minted: answered, not kept
+                result = entry.token
+            else:
                 self._entries[key] = entry
                 self._entries.move_to_end(key)
                 while len(self._entries) > self._max:
                     self._entries.popitem(last=False)
-                result: str | None = entry.token
-            else:
-                result = self._fallback(key, error, now)
+                result = entry.token
         if result is not None:
             flight.set_result(result)
             return result

@@ -360,6 +360,36 @@ def test_permission_denied_drops_the_cached_jwt_svids(agent: WorkloadApiServer) 
     assert agent.jwt_fetches[("api",)] == 1
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_refresh_refused_with_permission_denied_never_falls_back(
+    agent: WorkloadApiServer, mode: str
+) -> None:
+    """Without the bundle stream (tokens only), the fetch itself learns the identity was
+    withdrawn: the JWT-SVID cached before is not sent while it is still valid (an ordinary
+    refresh failure would keep using it), and the source is not ready until the agent grants
+    one again."""
+    agent.jwt_issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISSUER)
+    clock = FixedClock(dt.datetime.now(dt.timezone.utc))
+
+    def token(source: WorkloadApiJwtSource) -> str:
+        if mode == "sync":
+            return source.token("api")
+        return asyncio.run(source.token_async("api"))
+
+    with WorkloadApiJwtSource(agent.address, watch_bundles=False, clock=clock, **FAST) as source:
+        first = token(source)
+        agent.refusing = grpc.StatusCode.PERMISSION_DENIED
+        clock.advance(250)  # a refresh is due; the token itself is valid for 50 s more
+        for _ in range(2):
+            with pytest.raises(SourceError, match="PERMISSION_DENIED"):
+                token(source)
+        assert not source.status().ready
+        agent.refusing = None  # the agent grants the identity again
+        assert token(source) != first
+        assert source.status().ready
+    assert agent.jwt_fetches[("api",)] == 2  # the JWT-SVIDs it sent: before, and after
+
+
 def test_trust_domain_and_key_sources_by_trust_domain(agent: WorkloadApiServer) -> None:
     with WorkloadApiJwtSource(agent.address, wait=False, trust_domain="spiffe://example.org") as a:
         assert a.trust_domain == TrustDomain.parse("example.org")

@@ -240,6 +240,35 @@ def test_rotation_of_one_domain(ca: DevCA, other_ca: DevCA) -> None:
         check.verify(svid(replacement, PARTNER))
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_key_two_domains_publish_vouches_no_longer_for_the_domain_that_dropped_it(
+    ca: DevCA, other_ca: DevCA, mode: str
+) -> None:
+    """When two trust domains publish the same key, the union of their keys does not change
+    when one of them withdraws it, or leaves the federation: the cached verifications of that
+    domain's tokens must end anyway, as a fresh verifier would refuse them."""
+    shared, own = PrivateJWK.generate("ES256", kid="shared"), PrivateJWK.generate("ES256")
+    source = RotatingBundleSource(bundles(ca, other_ca, ours=(shared, own), theirs=(shared,)))
+    check = verifier(SpiffeJwtBundleSetKeySource(source))
+    token = svid(shared, WEB)
+
+    def verify() -> object:
+        if mode == "sync":
+            return check.verify(token)
+        return asyncio.run(check.verify_async(token))
+
+    assert verify()
+    assert check.cache is not None and len(check.cache) == 1
+    source.set(bundles(ca, other_ca, ours=(own,), theirs=(shared,)))  # example.org drops it
+    with pytest.raises(UnknownKey):
+        verify()
+    source.set(bundles(ca, other_ca, ours=(shared, own), theirs=(shared,)))
+    assert verify()
+    source.set(bundles(ca, other_ca, ours=(shared,), theirs=(shared,)).without("example.org"))
+    with pytest.raises(InvalidClaim, match="not accepted"):
+        verify()
+
+
 def test_async_verification(ca: DevCA, other_ca: DevCA) -> None:
     check = verifier(SpiffeJwtBundleSetKeySource(bundles(ca, other_ca)))
 

@@ -164,6 +164,11 @@ class SpiffeJwtBundleSetKeySource(TrustDomainKeySource):
             raise InvalidClaim("JWT-SVIDs of this trust domain are not accepted")
         return keys
 
+    def domain_keys(self) -> Mapping[TrustDomain, JWKSet]:
+        """Each accepted trust domain's JWT authorities, the same mapping while the bundle set
+        is the same object (see :meth:`TrustDomainKeySource.domain_keys`)."""
+        return self._snapshot()[2]
+
     def _snapshot(self) -> tuple[BundleSet, JWKSet, Mapping[TrustDomain, JWKSet]]:
         try:
             bundle_set = self._bundles.get_bundle_set()

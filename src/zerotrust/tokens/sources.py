@@ -165,6 +165,14 @@ class TrustDomainKeySource(ABC):
         :class:`~zerotrust.errors.KeysUnavailable` when an accepted domain's keys cannot be
         had."""
 
+    def domain_keys(self) -> Mapping[TrustDomain, JWKSet] | None:
+        """Every accepted trust domain's keys (the same object while none changes): what a
+        verifier's cache watches for rotation. :meth:`get_keys` alone can stay the same while
+        one domain withdraws a key another domain still publishes, or a domain leaves; a
+        verified token of that domain must then not be answered from the cache. ``None`` (the
+        default): the verifier watches :meth:`get_keys`."""
+        return None
+
 
 def _to_key_set(keys: object) -> KeySet:
     if isinstance(keys, (JWKSet, SecretKeySet)):

@@ -9,9 +9,9 @@ drivers; a larger sans-IO pipeline can ``yield from verifier.flow(token)``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, cast
 
 from zerotrust._clock import Clock
 from zerotrust._sansio import drive, drive_async
@@ -129,7 +129,19 @@ class TokenVerifier:
         if type(cache_size) is not int or cache_size < 0:
             raise ConfigurationError("cache_size must be a non-negative int (0 disables it)")
         self._cache = VerifiedTokenCache(cache_size) if cache_size else None
-        self._observe = self._cache.observe_keys if self._cache is not None else None
+        self._observe: Callable[[object], None] | None = (
+            self._cache.observe_keys if self._cache is not None else None
+        )
+        if self._cache is not None and several:
+            # the union of the domains' keys can stay the same while one domain's change:
+            # the cache watches each domain's keys where the source tells them
+            observe, source = self._cache.observe_keys, cast(TrustDomainKeySource, keys)
+
+            def observe_domains(answer: object) -> None:
+                by_domain = source.domain_keys()
+                observe(answer if by_domain is None else by_domain)
+
+            self._observe = observe_domains
         self._max_size = max_token_size
         self._now = clock_function(clock)
         # A cache hit must still hold for the key source's *current* keys: a retired key or a

@@ -172,6 +172,17 @@ def test_uppercase_trust_domain_message_explains_case() -> None:
         SpiffeId.parse("spiffe://Example.org")
     with pytest.raises(InvalidSpiffeId, match="lowercase"):
         SpiffeId.parse("SPIFFE://example.org")
+    for upper in ("A", "Z"):  # both ends of the range
+        with pytest.raises(InvalidSpiffeId, match="lowercase"):
+            SpiffeId.parse(f"spiffe://example{upper}.org")
+    # a path may hold upper case: a refused path character is not explained by case
+    assert SpiffeId.parse("spiffe://example.org/Web").path == "/Web"
+    with pytest.raises(InvalidSpiffeId) as info:
+        SpiffeId.parse("spiffe://example.org/W!b")
+    assert "lowercase" not in str(info.value)
+    with pytest.raises(InvalidSpiffeId) as info:
+        SpiffeId.parse("spiffe://exa!mple.org")  # not a letter: no case to explain
+    assert "lowercase" not in str(info.value)
 
 
 def test_an_invalid_value_is_shown_cut_to_64_characters() -> None:

@@ -59,6 +59,34 @@ def test_jwks_file_and_reload(tmp_path: Path) -> None:
     assert source.reloads == 1
 
 
+def test_a_check_under_way_never_blocks_another_reader(tmp_path: Path) -> None:
+    # while one thread checks the file (it holds the watch's lock), every other reader gets
+    # the current keys at once rather than waiting on the disk
+    path = tmp_path / "jwks.json"
+    write_jwks(path, KEY_A)
+    ticks = Ticks()
+    source = FileKeySource(path, check_interval=5, monotonic=ticks)
+    keys = source.get_keys()
+    write_jwks(path, KEY_A, KEY_B)
+    bump(path)
+    ticks.now = 5
+    lock = source._watched._lock
+    assert lock.acquire(blocking=False)
+    try:
+        assert source.get_keys() is keys  # answered without waiting
+    finally:
+        lock.release()
+    assert set(source.get_keys()) == {KEY_A.public(), KEY_B.public()}
+
+
+@pytest.mark.parametrize("algorithms", ["ES256", ["ES256", 256], [None]])
+def test_algorithms_are_a_list_of_names(tmp_path: Path, algorithms: object) -> None:
+    path = tmp_path / "jwks.json"
+    write_jwks(path, KEY_A)
+    with pytest.raises(ConfigurationError, match="list of algorithm names"):
+        FileKeySource(path, algorithms=algorithms)  # type: ignore[arg-type]
+
+
 def test_rewritten_file_with_the_same_keys_keeps_the_set_object(tmp_path: Path) -> None:
     path = tmp_path / "jwks.json"
     write_jwks(path, KEY_A)

@@ -718,6 +718,18 @@ def dpop_proof(
     return ".".join([*segs, b64url_encode(key.sign(signing_input))])
 
 
+def proof_now(holder: PrivateJWK, token: str, clock: FixedClock, jti: str = "p1") -> str:
+    """A proof for ``GET https://api.example/orders/7`` (what :func:`get` asks), made now."""
+    return dpop_proof(
+        holder,
+        method="GET",
+        url="https://api.example/orders/7",
+        token=token,
+        iat=clock.now().timestamp(),
+        jti=jti,
+    )
+
+
 def bound_token(issuer: TokenIssuer, holder: PrivateJWK, ttl: int = 300) -> str:
     """An ``orders:read`` token for WEB bound to ``holder``'s key (``cnf.jkt``)."""
     return issuer.issue(
@@ -982,12 +994,9 @@ def test_a_caller_filling_the_replay_table_cannot_replay_a_captured_proof(
         service="orders",
         clock=clock,
     )
-    url = "https://api.example/orders/7"
 
     def request(holder: PrivateJWK, token: str, jti: str) -> Request:
-        proof = dpop_proof(
-            holder, method="GET", url=url, token=token, iat=clock.now().timestamp(), jti=jti
-        )
+        proof = proof_now(holder, token, clock, jti)
         return get(None, headers={"authorization": f"DPoP {token}", "dpop": proof})
 
     victim = PrivateJWK.generate("ES256")
@@ -1015,13 +1024,7 @@ def test_explain_takes_no_dpop_replay_entry(issuer: TokenIssuer, clock: FixedClo
     guard, _ = make_guard(issuer, clock)
     holder = PrivateJWK.generate("ES256")
     token = bound_token(issuer, holder)
-    proof = dpop_proof(
-        holder,
-        method="GET",
-        url="https://api.example/orders/7",
-        token=token,
-        iat=clock.now().timestamp(),
-    )
+    proof = proof_now(holder, token, clock)
     view = get(None, headers={"authorization": f"DPoP {token}", "dpop": proof})
     assert guard.explain(view).allowed
     assert guard.evaluate(view).allowed  # the proof's first use
@@ -1040,13 +1043,7 @@ def test_a_dpop_token_is_challenged_with_dpop_however_the_header_is_spaced(
     holder = PrivateJWK.generate("ES256")
     token = bound_token(issuer, holder, ttl=60)
     clock.advance(600)
-    proof = dpop_proof(
-        holder,
-        method="GET",
-        url="https://api.example/orders/7",
-        token=token,
-        iat=clock.now().timestamp(),
-    )
+    proof = proof_now(holder, token, clock)
     view = get(None, headers={"authorization": prefix + token, "dpop": proof})
     outcome = guard.evaluate(view)
     assert outcome.error is not None and outcome.error.code == "token_expired"
@@ -1061,13 +1058,7 @@ def test_a_service_without_dpop_challenges_with_bearer_only(
     guard, _ = make_guard(issuer, clock, dpop=None)
     holder = PrivateJWK.generate("ES256")
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
-    proof = dpop_proof(
-        holder,
-        method="GET",
-        url="https://api.example/orders/7",
-        token=token,
-        iat=clock.now().timestamp(),
-    )
+    proof = proof_now(holder, token, clock)
     outcome = guard.evaluate(get(None, headers={"authorization": f"DPoP {token}", "dpop": proof}))
     # the DPoP scheme is one it does not accept: refused before the token is even read
     assert outcome.status == 401
@@ -1095,13 +1086,7 @@ def test_a_malformed_dpop_header_is_an_invalid_proof(
     guard, _ = make_guard(issuer, clock)
     holder = PrivateJWK.generate("ES256")
     token = bound_token(issuer, holder)
-    proof = dpop_proof(
-        holder,
-        method="GET",
-        url="https://api.example/orders/7",
-        token=token,
-        iat=clock.now().timestamp(),
-    )
+    proof = proof_now(holder, token, clock)
     for dpop in ([proof, proof], "not a proof", "a.b"):
         outcome = guard.evaluate(
             get(None, headers={"authorization": f"DPoP {token}", "dpop": dpop})

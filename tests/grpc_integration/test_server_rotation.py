@@ -30,6 +30,7 @@ from zerotrust import (
     RotatingSvidSource,
     Rule,
     TrustBundle,
+    X509Svid,
     client_ssl_context,
     match,
 )
@@ -104,12 +105,9 @@ def test_rotation_mid_traffic(world: World) -> None:
     assert new_fp == rotated.fingerprint != world.server_svid.fingerprint
 
 
-def test_withdrawing_every_authority_refuses_new_connections_even_to_exempt_methods(
-    world: World,
-) -> None:
-    """grpc checks clients against the merged roots first, and exempt methods get no other
-    check. Once every authority is withdrawn, grpc is given a root nobody chains to, so no new
-    connection is accepted, exempt methods included (a server cannot start that way)."""
+def _other_domain_guard(world: World) -> tuple[X509Svid, RotatingBundleSource, Guard]:
+    """A client of another trust domain, the rotating bundles of both, and a Guard admitting
+    that domain's workloads."""
     other = DevCA.create("other.org")
     client = other.issue_svid("spiffe://other.org/client")
     bundles = RotatingBundleSource(BundleSet([world.ca.bundle, other.bundle]))
@@ -119,6 +117,16 @@ def test_withdrawing_every_authority_refuses_new_connections_even_to_exempt_meth
         audit=MemorySink(),
         service="echo",
     )
+    return client, bundles, guard
+
+
+def test_withdrawing_every_authority_refuses_new_connections_even_to_exempt_methods(
+    world: World,
+) -> None:
+    """grpc checks clients against the merged roots first, and exempt methods get no other
+    check. Once every authority is withdrawn, grpc is given a root nobody chains to, so no new
+    connection is accepted, exempt methods included (a server cannot start that way)."""
+    client, bundles, guard = _other_domain_guard(world)
     pool = futures.ThreadPoolExecutor(2)
     server = grpc.server(
         pool, interceptors=[ServerInterceptor(guard, exempt=(HEALTH,))], options=EXCLUSIVE_PORT
@@ -164,15 +172,7 @@ def test_a_connection_made_before_a_withdrawal_keeps_reaching_exempt_methods(
     other check) until it closes; the interceptor refuses the methods it checks on it. With
     ``grpc.max_connection_age_ms``, grpc closes every connection at that age, and the client's
     next connection is refused."""
-    other = DevCA.create("other.org")
-    client = other.issue_svid("spiffe://other.org/client")
-    bundles = RotatingBundleSource(BundleSet([world.ca.bundle, other.bundle]))
-    guard = Guard(
-        authenticator=Authenticator(bundles=bundles),
-        policy=Policy([Rule(id="all", callers=[Callers(trust_domains=["other.org"])])]),
-        audit=MemorySink(),
-        service="echo",
-    )
+    client, bundles, guard = _other_domain_guard(world)
     aged = [] if max_age is None else [("grpc.max_connection_age_ms", max_age)]
     pool = futures.ThreadPoolExecutor(2)
     server = grpc.server(

@@ -45,7 +45,7 @@ from zerotrust.adapters.django_request import (
     state_of,
 )
 from zerotrust.adapters.django_require import view_requirement
-from zerotrust.adapters.wsgi import environ_key
+from zerotrust.adapters.wsgi import environ_keys
 from zerotrust.authn.principal import Principal
 from zerotrust.authn.request import RequestView
 from zerotrust.authz.policy import Requirement
@@ -166,16 +166,21 @@ def finish(
 def _strip_forwarded(request: Any, outcome: Outcome | None, guard: Guard) -> None:
     meta = request.META
     proxies = guard.authenticator.trusted_proxies
-    names = forwarded_headers_to_strip(outcome, proxies)
     every = forwarded_headers_to_strip(None, proxies)
+    for key in environ_keys(every):
+        if key in meta:
+            break
+    else:  # the common case: no forwarded-certificate header, nothing to strip
+        return
+    names = forwarded_headers_to_strip(outcome, proxies)
     kept = () if len(names) == len(every) else tuple(n for n in every if n not in names)
     if kept and _lookalike_sent(request, kept):  # only when a trusted proxy's header stays
         # The trusted proxy's header would stay, but the request also carries a spelling of it
         # with '_' (x_forwarded_client_cert): Django before 4.2.30 / 5.2.13 files both under
         # one META key, the client's value joined to the proxy's. None of it can be believed.
         names = every
-    for name in names:
-        if meta.pop(environ_key(name), None) is not None:
+    for key in environ_keys(names):
+        if meta.pop(key, None) is not None:
             request.__dict__.pop("headers", None)  # HttpRequest.headers is cached from META
 
 

@@ -55,6 +55,7 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 _SPECIAL: Final = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 _MAX_CHAIN_KEYS: Final = 10
 _keys: dict[str, str] = {}
+_key_sets: dict[tuple[str, ...] | frozenset[str], tuple[str, ...]] = {}
 
 
 def environ_key(name: str) -> str:
@@ -66,6 +67,17 @@ def environ_key(name: str) -> str:
         if len(_keys) < 1024:  # the names zerotrust asks for are few; bound misuse
             _keys[name] = key
     return key
+
+
+def environ_keys(names: tuple[str, ...] | frozenset[str]) -> tuple[str, ...]:
+    """The environ keys of header ``names``; remembered, as zerotrust asks for a few fixed
+    sets (the headers a plain Bearer request lacks, the forwarded-certificate headers)."""
+    keys = _key_sets.get(names)
+    if keys is None:
+        keys = tuple(environ_key(name) for name in names)
+        if len(_key_sets) < 64:  # one or two sets per configuration; bound misuse
+            _key_sets[names] = keys
+    return keys
 
 
 class WSGIRequestView:
@@ -170,13 +182,11 @@ class WSGIRequestView:
         ``absent`` is present; ``None`` otherwise."""
         environ = self._environ
         value = environ.get("HTTP_AUTHORIZATION")
-        if (
-            self._overflow
-            or not isinstance(value, str)
-            or value[:7] != "Bearer "
-            or any(environ_key(name) in environ for name in absent)
-        ):
+        if self._overflow or not isinstance(value, str) or value[:7] != "Bearer ":
             return None
+        for key in environ_keys(absent):
+            if key in environ:
+                return None
         return value[7:]
 
     def _load_peer(self) -> None:
@@ -203,8 +213,9 @@ class WSGIRequestView:
 def strip_forwarded_headers(environ: Environ, outcome: Outcome | None, guard: Guard) -> None:
     """Remove forwarded-certificate headers the application must not believe (all of them for
     an exempt request, ``outcome=None``)."""
-    for name in forwarded_headers_to_strip(outcome, guard.authenticator.trusted_proxies):
-        environ.pop(environ_key(name), None)
+    proxies = guard.authenticator.trusted_proxies
+    for key in environ_keys(forwarded_headers_to_strip(outcome, proxies)):
+        environ.pop(key, None)
 
 
 def refuse(outcome: Outcome, start_response: StartResponse) -> list[bytes]:

@@ -276,6 +276,37 @@ def test_repeated_requests_on_one_connection_see_a_revocation_at_once(
     assert sum(e.decision == "allow" for e in sink.events) == 6  # one event per request
 
 
+def test_http2_streams_carry_the_peer_of_their_own_connection(
+    ca: DevCA, issuer: TokenIssuer, rotating: RotatingSvidSource
+) -> None:
+    """hypercorn negotiates HTTP/2 by ALPN: every stream of a connection sees that connection's
+    verified peer, and two connections from different workloads never see each other's."""
+    import asyncio
+
+    app, sink = build_app(ca, issuer)
+    context = server_ssl_context(rotating, ca.bundle, authorizer=match.member_of("example.org"))
+    other = "spiffe://example.org/ns/shop/sa/batch"
+
+    async def calls(port: int, workload: str) -> list[tuple[str, str, str]]:
+        async with httpx.AsyncClient(
+            verify=client_context(ca, ca.issue_svid(workload)), http2=True, timeout=30
+        ) as http:
+            url = f"https://localhost:{port}/whoami"
+            answers = await asyncio.gather(*(http.get(url) for _ in range(8)))
+        return [(r.http_version, r.json()["id"], r.json()["proven_by"]) for r in answers]
+
+    async def both(port: int) -> tuple[list[Any], list[Any]]:
+        return await asyncio.gather(calls(port, WEB), calls(port, other))
+
+    before = len(sink)
+    with serve("hypercorn", app, context) as port:
+        web, batch = asyncio.run(both(port))
+    assert web == [("HTTP/2", WEB, "mtls")] * 8
+    assert batch == [("HTTP/2", other, "mtls")] * 8
+    assert len(sink) - before == 16  # one audit event per stream
+    assert {e.spiffe_id for e in sink.events[before:]} == {WEB, other}
+
+
 def test_server_configurations_refuse_what_would_bypass_the_context(ca: DevCA) -> None:
     """The zerotrust context is the one TLS configuration: uvicorn's own ``ssl_*`` options, a
     plain path to a certificate, or several processes (each would get a pickled copy of the

@@ -133,6 +133,26 @@ def test_load_reads_the_process_environment_and_from_dict_does_not(
     assert Settings.from_dict(base(files)).service == "orders"
 
 
+def test_the_gunicorn_adapters_variables_are_not_settings(files: Path, bundle_file: Path) -> None:
+    """A gunicorn deployment names its SVID files for ``ZeroTrustTLS.from_env`` and loads
+    its settings in the same process: those variables are read there, not refused here."""
+    from zerotrust.adapters.gunicorn import ZeroTrustTLS
+
+    svid = {
+        "ZEROTRUST_SVID_CERT": str(files / "svid.pem"),
+        "ZEROTRUST_SVID_KEY": str(files / "svid.key"),
+        "ZEROTRUST_BUNDLE": str(bundle_file),
+        "ZEROTRUST_TRUST_DOMAIN": "example.org",
+    }
+    missing = error_of(ZeroTrustTLS.from_env, {})
+    assert all(name in missing for name in svid), missing  # the names from_env reads
+    settings = Settings.load(write(files / "zerotrust.toml", TOML), env=svid)
+    assert settings.service == "orders" and settings.sources == (str(files / "zerotrust.toml"),)
+    assert Settings.from_dict(base(files), env=svid).service == "orders"
+    found = error_of(Settings.from_dict, base(files), env={"ZEROTRUST_SVID_CERTS": "x"})
+    assert found.startswith("ZEROTRUST_SVID_CERTS: unknown setting"), found
+
+
 def test_an_empty_variable_unsets_an_optional_setting(files: Path) -> None:
     doc = base(files, tokens={"max_lifetime": 600, "required_claims": ["jti"]})
     settings = Settings.from_dict(

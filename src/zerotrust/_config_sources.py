@@ -20,13 +20,14 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Final, Literal, Union
 
 from zerotrust._config_schema import Secret
 from zerotrust.errors import ConfigurationError
 
 __all__ = [
     "ENV_CONFIG",
+    "ENV_NOT_SETTINGS",
     "ENV_PREFIX",
     "MAX_DEPTH",
     "MAX_VALUES",
@@ -47,8 +48,19 @@ __all__ = [
 ]
 
 ENV_PREFIX = "ZEROTRUST_"
-#: The one ``ZEROTRUST_*`` variable that is not a setting: the path of the settings file.
+#: The variable that names the settings file (a ``ZEROTRUST_*`` variable that is not a setting).
 ENV_CONFIG = "ZEROTRUST_CONFIG"
+#: The variables that are not settings: the settings file's, and the files that
+#: ``zerotrust.adapters.gunicorn.ZeroTrustTLS.from_env`` serves with (one deployment may set both).
+ENV_NOT_SETTINGS: Final = frozenset(
+    {
+        ENV_CONFIG,
+        "ZEROTRUST_SVID_CERT",
+        "ZEROTRUST_SVID_KEY",
+        "ZEROTRUST_BUNDLE",
+        "ZEROTRUST_TRUST_DOMAIN",
+    }
+)
 SECTION = object()  # the value recorded for "this table was given"
 
 
@@ -290,7 +302,7 @@ def env_layer(env: Mapping[str, str], root: type) -> Layer:
     layer: Layer = {}
     named: dict[tuple[str, ...], str] = {}
     for var in sorted(env):
-        if not var.startswith(ENV_PREFIX) or var == ENV_CONFIG:
+        if not var.startswith(ENV_PREFIX) or var in ENV_NOT_SETTINGS:
             continue
         parts = var[len(ENV_PREFIX) :].lower().split("__")
         cls, path = root, tuple[str, ...]()

@@ -1269,3 +1269,31 @@ def test_requirements_combine_one_caller_constraint_only() -> None:
         assert combined.callers == ops.callers
         assert combined.check(who(scopes=("a",)), GET_ORDER) is not None  # WEB is not in ops
         assert combined.check(who(ADMIN, scopes=("a",)), GET_ORDER) is None
+
+
+def test_reason_names_every_reason_a_decision_is_made_with() -> None:
+    """``Reason`` is the documented set of decision reasons: every literal reason that the
+    library's code builds a ``Decision`` with is one of them."""
+    import ast
+    import typing
+    from pathlib import Path
+
+    import zerotrust
+    from zerotrust.authz.decision import Reason
+
+    found: set[str] = set()
+    for path in Path(zerotrust.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", None)
+            if name == "Decision":  # Decision(allowed, reason, ...)
+                given = [*node.args[1:2]]
+            elif name != "replace":  # dataclasses.replace(decision, reason=...)
+                continue
+            else:
+                given = []
+            given += [k.value for k in node.keywords if k.arg in ("reason", "would_reason")]
+            found.update(v.value for v in given if isinstance(v, ast.Constant))
+    assert {"allowed_by_rule", "dry_run", "rate_limited"} <= found  # the scan sees them
+    assert found <= set(typing.get_args(Reason)), found - set(typing.get_args(Reason))

@@ -19,6 +19,7 @@ Reason = Literal[
     "insufficient_scope",
     "requirement_not_met",
     "rate_limited",
+    "dry_run",
 ]
 
 

@@ -488,6 +488,61 @@ def test_a_mint_its_caller_left_settles_without_leaks(
     assert caplog.records == []
 
 
+def test_a_mint_whose_event_loop_closed_under_it_never_blocks_the_audience(
+    clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop closed without cancelling its tasks (``run_until_complete`` then ``close``,
+    unlike ``asyncio.run``) leaves the minting task it ran pending for good: the next caller
+    mints instead of waiting on it, and a caller already waiting on it is told at once."""
+    calls: list[str] = []
+    waiting: list[BaseException] = []
+
+    async def stalled(audience: str) -> str:
+        calls.append(audience)
+        await asyncio.Event().wait()  # outlives its loop
+        raise AssertionError("not reached")
+
+    def mint(audience: str) -> str:
+        calls.append(f"sync {audience}")
+        return fake_jwt(clock.now().timestamp() + 300)
+
+    source = CachedTokenSource(mint, mint_async=stalled, clock=clock)
+    cache = source._cache
+
+    async def leave() -> None:
+        task = asyncio.ensure_future(source.token_async("api"))
+        while not calls:  # it starts the mint
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    def wait() -> None:
+        try:
+            source.token("api")
+        except SourceError as exc:
+            waiting.append(exc)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(leave())
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    flight = cache._flights["api"][0]
+    deadline = time.monotonic() + 5
+    while not flight._condition._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.001)  # until the waiter is blocked on the flight
+    loop.close()  # the minting task is never cancelled: it will never run again
+    assert source.token("api")  # minted here, not a wait for wait_timeout and a SourceError
+    waiter.join(5)
+    assert calls == ["api", "sync api"]
+    assert len(waiting) == 1 and "interrupted" in str(waiting[0])
+    assert not cache._tasks  # the stalled task is not kept for ever
+    with caplog.at_level(logging.CRITICAL, logger="asyncio"):  # "destroyed but pending"
+        gc.collect()
+    assert source.token("api")  # settling the lost flight late changed nothing
+    assert calls == ["api", "sync api"]
+
+
 def test_async_without_mint_async_runs_mint_in_a_thread(clock: FixedClock) -> None:
     loop_threads: list[int] = []
 
@@ -826,7 +881,7 @@ def mint_with_a_waiter(
     assert started.wait(5)
     waiter = threading.Thread(target=call, args=(theirs,))
     waiter.start()
-    flight, _ = cache._flights["other"]
+    flight = cache._flights["other"][0]
     deadline = time.monotonic() + 5
     while not flight._condition._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
         time.sleep(0.001)  # until the waiter is blocked on the refresh in flight

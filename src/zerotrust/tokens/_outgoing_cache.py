@@ -6,13 +6,15 @@ of any event loop, through one :class:`concurrent.futures.Future` per key) and f
 the current token while a refresh fails. The decisions (:meth:`TokenCache._begin`,
 :meth:`TokenCache._settle`) are shared by the sync and async paths; only the call to the
 minting function differs. An async minting runs in a task of its own, so the cancellation of
-the caller that started it (a deadline around one request) fails no other caller.
+the caller that started it (a deadline around one request) fails no other caller; if its
+event loop is closed without cancelling that task, the flight is taken for lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 import threading
@@ -125,9 +127,10 @@ class TokenCache(Generic[K]):
             raise ConfigurationError("clock must have a now() method")
         self._lock = threading.Lock()
         self._entries: OrderedDict[K, _Entry] = OrderedDict()
-        # each flight with the generation it began in: clear() starts a new one, and a token
-        # minted across it answers its callers but is not kept
-        self._flights: dict[K, tuple[_Flight[str], int]] = {}
+        # each flight with the generation it began in (clear() starts a new one, and a token
+        # minted across it answers its callers but is not kept) and, for an async minting,
+        # the event loop its task runs on (closed without cancelling it, the flight is lost)
+        self._flights: dict[K, tuple[_Flight[str], int, asyncio.AbstractEventLoop | None]] = {}
         self._generation = 0
         self._tasks: set[asyncio.Future[str]] = set()
 
@@ -150,7 +153,7 @@ class TokenCache(Generic[K]):
 
     async def get_async(self, key: K, mint: Callable[[], Awaitable[MintedToken | str]]) -> str:
         """Async twin of :meth:`get`."""
-        token, flight, mine = self._begin(key)
+        token, flight, mine = self._begin(key, asyncio.get_running_loop())
         if flight is None:
             assert token is not None
             return token
@@ -208,8 +211,13 @@ class TokenCache(Generic[K]):
             ]:
                 del self._entries[key]
 
-    def _begin(self, key: K) -> tuple[str | None, _Flight[str] | None, bool]:
+    def _begin(
+        self, key: K, loop: asyncio.AbstractEventLoop | None = None
+    ) -> tuple[str | None, _Flight[str] | None, bool]:
+        """The token to use now, or the flight to wait for (and whether it is the caller's to
+        run: ``loop`` is the event loop an async caller would run it on)."""
         now = self._clock.now()
+        lost: _Flight[str] | None = None
         with self._lock:
             entry = self._entries.get(key)
             valid = None
@@ -221,12 +229,29 @@ class TokenCache(Generic[K]):
                     if now < entry.refresh_at or backing_off:
                         return valid, None, False
             under_way = self._flights.get(key)
+            if under_way is not None and under_way[2] is not None and under_way[2].is_closed():
+                # its event loop was closed without cancelling the minting task: it will never
+                # run again, so it never settles its flight; this caller mints instead
+                lost = under_way[0]
+                del self._flights[key]
+                under_way = None
             if under_way is not None:
                 return (valid, None, False) if valid is not None else (None, under_way[0], False)
             flight: _Flight[str] = concurrent.futures.Future()
             flight.set_running_or_notify_cancel()  # waiters can no longer cancel it
-            self._flights[key] = (flight, self._generation)
-            return valid, flight, True
+            self._flights[key] = (flight, self._generation, loop)
+        if lost is not None:
+            self._abandon(lost)
+        return valid, flight, True
+
+    def _abandon(self, lost: _Flight[str]) -> None:
+        """Fail the callers waiting on a flight whose event loop closed under it, and let its
+        task go (the closed loop can never run it: kept here, it would never be freed)."""
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            lost.set_exception(SourceError("token refresh interrupted"))
+        for task in list(self._tasks):
+            if task.get_loop().is_closed():
+                self._tasks.discard(task)
 
     def _new_entry(self, minted: MintedToken | str, now: datetime) -> _Entry:
         if isinstance(minted, str):
@@ -287,11 +312,13 @@ class TokenCache(Generic[K]):
                     self._entries.popitem(last=False)
                 result = entry.token
         if result is not None:
-            flight.set_result(result)
+            with contextlib.suppress(concurrent.futures.InvalidStateError):  # failed as lost
+                flight.set_result(result)
             return result
         assert error is not None
         shared = error if isinstance(error, Exception) else SourceError("token refresh interrupted")
-        flight.set_exception(shared)
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # failed as lost
+            flight.set_exception(shared)
         raise error
 
     def _fallback(self, key: K, error: BaseException | None, now: datetime) -> str | None:

@@ -1205,6 +1205,32 @@ def test_async_driver_does_not_block_the_loop(issuer: TokenIssuer, clock: FixedC
     assert len(sink.events) == 50
 
 
+def test_an_evaluation_cancelled_as_its_hook_answers_is_cancelled(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """A request cancelled (its client gone, the server shutting down) just as a CUSTOM hook
+    answers ends with CancelledError: the hook's answer never carries it on to an outcome."""
+    evaluation: asyncio.Future[Outcome] | None = None
+
+    async def hook(principal: object, op: object) -> bool:
+        assert evaluation is not None
+        asyncio.get_running_loop().call_soon(evaluation.cancel)  # before the answer is read
+        return True
+
+    pol = Policy([Rule(id="ext", action="CUSTOM", hook=hook), Rule(id="all")])
+    guard, sink = make_guard(issuer, clock, pol=pol)
+    token = issuer.issue(subject=WEB, audience=AUD)
+
+    async def main() -> None:
+        nonlocal evaluation
+        evaluation = asyncio.ensure_future(guard.aevaluate(get(token)))
+        with pytest.raises(asyncio.CancelledError):
+            await evaluation
+
+    asyncio.run(main())
+    assert sink.events == []  # nothing was decided
+
+
 def test_decisions_are_memoized_per_principal_and_route_only(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:

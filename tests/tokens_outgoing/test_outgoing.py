@@ -543,6 +543,34 @@ def test_a_mint_whose_event_loop_closed_under_it_never_blocks_the_audience(
     assert calls == ["api", "sync api"]
 
 
+def test_a_caller_cancelled_as_the_shared_mint_ends_is_cancelled(clock: FixedClock) -> None:
+    """A caller waiting on another's mint and cancelled just as the token arrives gets its
+    CancelledError, not the token: its task stops as it was asked to."""
+    cache: TokenCache[str] = TokenCache(clock=clock)
+    waiter: asyncio.Future[str] | None = None
+
+    async def mint() -> str:
+        while waiter is None or not waiter_waits():
+            await asyncio.sleep(0)
+        asyncio.get_running_loop().call_soon(waiter.cancel)  # as the token is handed over
+        return fake_jwt(clock.now().timestamp() + 300)
+
+    def waiter_waits() -> bool:
+        return bool(cache._flights["api"][0]._done_callbacks)  # type: ignore[attr-defined]
+
+    async def main() -> str:
+        nonlocal waiter
+        minting = asyncio.ensure_future(cache.get_async("api", mint))
+        await asyncio.sleep(0)  # the mint is under way
+        waiter = asyncio.ensure_future(cache.get_async("api", mint))
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        return await minting
+
+    token = asyncio.run(main())
+    assert cache.get("api", lambda: "unused") == token
+
+
 def test_async_without_mint_async_runs_mint_in_a_thread(clock: FixedClock) -> None:
     loop_threads: list[int] = []
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from zerotrust._aio import wait_for
 from zerotrust._sansio import drive, drive_async
 from zerotrust.authn.principal import Principal
 from zerotrust.authn.request import RequestView
@@ -84,13 +85,13 @@ class HookCall:
         assert hook is not None
         timeout = self.rule.hook_timeout
         if inspect.iscoroutinefunction(hook):
-            result = await asyncio.wait_for(hook(self.principal, self.operation), timeout)
+            result = await wait_for(hook(self.principal, self.operation), timeout)
         else:  # a blocking hook must not stall the event loop
-            result = await asyncio.wait_for(
+            result = await wait_for(
                 asyncio.to_thread(hook, self.principal, self.operation), timeout
             )
             if inspect.isawaitable(result):
-                result = await asyncio.wait_for(result, timeout)
+                result = await wait_for(result, timeout)
         return _hook_verdict(self.rule, result)
 
 

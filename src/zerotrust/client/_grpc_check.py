@@ -33,6 +33,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped,unused-ignore]
 import grpc.aio  # type: ignore[import-untyped,unused-ignore]
 
+from zerotrust._aio import wait_for
 from zerotrust.errors import ConfigurationError
 from zerotrust.x509.sslcontext import ZeroTrustSSLContext, peer_of
 from zerotrust.x509.verify import VerifiedPeer
@@ -336,11 +337,11 @@ class ServerCheck:
                 raise _late(by_call)
             try:
                 if state is _READY:
-                    await asyncio.wait_for(asyncio.shield(self._probe_task(connection)), left)
+                    await wait_for(asyncio.shield(self._probe_task(connection)), left)
                     continue
                 self._unconnected(state, wait_for_ready)
                 if self._wait_change is not None:
-                    await asyncio.wait_for(self._wait_change(state), min(left, self._timeout))
+                    await wait_for(self._wait_change(state), min(left, self._timeout))
                 else:  # pragma: no cover - channels always attach
                     await asyncio.sleep(min(left, _POLL))
             except asyncio.TimeoutError:
@@ -359,7 +360,7 @@ class ServerCheck:
         check timeout; a success is recorded even if every caller waiting for it gave up."""
         writer: asyncio.StreamWriter | None = None
         try:
-            _, writer = await asyncio.wait_for(
+            _, writer = await wait_for(
                 asyncio.open_connection(
                     self._host,
                     self._port,

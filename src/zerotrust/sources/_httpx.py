@@ -39,6 +39,7 @@ from typing import Any, Final, TypeVar
 
 import httpx
 
+from zerotrust._aio import wait_for
 from zerotrust._files import open_regular_file
 from zerotrust.errors import ConfigurationError
 from zerotrust.sources._sansio import FetchError, Flow, HttpRequest, HttpResponse
@@ -365,7 +366,7 @@ class HttpxTransport:
     async def send_async(self, request: HttpRequest) -> HttpResponse:
         """Async twin of :meth:`send`."""
         try:
-            return await asyncio.wait_for(self._send_async(request), 2 * self._timeout)
+            return await wait_for(self._send_async(request), 2 * self._timeout)
         except asyncio.TimeoutError:
             raise FetchError("timed out") from None
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
+from zerotrust._aio import wait_for
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.errors import SourceError
 from zerotrust.identity import SpiffeId
@@ -108,7 +109,7 @@ class WorkloadApiBase:
             return
         limit = self._timeout_first if timeout is None else timeout
         try:
-            await asyncio.wait_for(asyncio.wrap_future(watcher.ready), limit)
+            await wait_for(asyncio.wrap_future(watcher.ready), limit)
         except asyncio.TimeoutError:
             raise self._not_ready(limit) from None
         except SourceError as exc:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Generic, TypeVar
 
+from zerotrust._aio import wait_for
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.errors import ConfigurationError, SourceError, ZeroTrustError
 from zerotrust.tokens._b64 import B64TOKEN, b64url_decode
@@ -159,7 +160,7 @@ class TokenCache(Generic[K]):
             return token
         if not mine:
             try:
-                return await asyncio.wait_for(asyncio.wrap_future(flight), self._wait)
+                return await wait_for(asyncio.wrap_future(flight), self._wait)
             except asyncio.TimeoutError:
                 raise SourceError("timed out waiting for a token refresh") from None
         # The minting runs in a task of its own: a caller cancelled while it runs (a deadline

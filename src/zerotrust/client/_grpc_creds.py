@@ -276,8 +276,9 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
             left = exp.timestamp() - now_wall
             use_until = now + left - min(self.margin, max(left, 0) / 10)
         memo = _Memo(f"Bearer {token}", use_until, now + self.poll_interval)
-        if not self._closed:
-            self._memo = memo
+        with self._lock:  # never after close(), which clears the memo under the same lock
+            if not self._closed:
+                self._memo = memo
         return memo
 
     def _expire(self, fetch: _Fetch) -> None:

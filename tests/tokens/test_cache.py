@@ -17,10 +17,12 @@ from zerotrust.errors import (
     UnknownKey,
 )
 from zerotrust.tokens import JWK, JWKSet, PrivateJWK, TokenVerifier, VerifiedTokenCache
+from zerotrust.tokens._b64 import b64url_decode
+from zerotrust.tokens.algorithms import EC_CURVES
 from zerotrust.tokens.cache import token_digest
 from zerotrust.tokens.verified import VerifiedToken
 
-from .conftest import AUDIENCE, ISSUER, T0, claims, mint
+from .conftest import AUDIENCE, ISSUER, T0, b64, claims, mint
 from .test_cves import CountingSource
 
 
@@ -247,6 +249,28 @@ def test_a_hit_from_a_source_that_answers_no_key_set_is_refused(
     again = verifier.verify if form == "verify" else lambda t: asyncio.run(verifier.verify_async(t))
     with pytest.raises(KeysUnavailable, match="not a key set"):
         again(token)
+
+
+def test_evict_reaches_both_spellings_of_an_ecdsa_signature(
+    verifier: TokenVerifier, counted: Counted, es256: PrivateJWK
+) -> None:
+    """``(r, s)`` and ``(r, n - s)`` both verify: one signed token, two cache entries. Revoking
+    its jti must end both, or the other spelling would outlive the revocation."""
+    token = mint(es256, claims(jti="twin"))
+    signing_input, signature = token.rsplit(".", 1)
+    raw = b64url_decode(signature)
+    order = EC_CURVES["ES256"][3]
+    twin = (
+        signing_input
+        + "."
+        + b64(raw[:32] + (order - int.from_bytes(raw[32:], "big")).to_bytes(32, "big"))
+    )
+    assert verifier.verify(token).jti == verifier.verify(twin).jti == "twin"
+    assert verifier.cache is not None and len(verifier.cache) == 2
+    assert verifier.evict("twin") == 2
+    verifier.verify(twin)
+    verifier.verify(token)
+    assert counted.calls == 4  # both verified again after the eviction
 
 
 def test_evict_still_finds_a_token_whose_jti_twin_expired() -> None:

@@ -161,6 +161,8 @@ def test_non_canonical_trailing_bits_in_header(es256: PrivateJWK) -> None:
         b64(b"[1,2]"),
         b64(b'"str"'),
         b64(b'{"alg":"ES256","alg":"ES256"}'),
+        b64(b'{"alg":"ES256","\\u0061lg":"none"}'),  # the same name, spelled with an escape
+        b64(b'{"alg":"ES256","kid":"a","\\u006bid":"b"}'),
         b64(b'{"alg":"ES256"} trailing'),
         b64(b'{"alg":"ES256","n":NaN}'),
         b64(b'{"alg":"ES256","n":1e999}'),

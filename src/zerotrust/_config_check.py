@@ -23,6 +23,7 @@ from zerotrust.authz.loader import policy_from_dict
 from zerotrust.errors import ConfigurationError, MissingDependencyError, ZeroTrustError
 from zerotrust.identity import TrustDomain
 from zerotrust.stores._logic import KeySpace
+from zerotrust.stores._redis_plan import url_overrides
 
 if TYPE_CHECKING:
     from zerotrust.config import Settings
@@ -243,6 +244,13 @@ def _check_store(store: StoreSettings, name: Names) -> None:
                 f"must not hold a password (query parameter {key!r}): set the Redis password"
                 " with ZEROTRUST_STORE__PASSWORD or store.password_file",
             )
+    overrides = url_overrides(store.url)
+    if overrides:  # the Redis client would let them win over store.socket_timeout, ...
+        raise fail(
+            label,
+            f"must not set {', '.join(overrides)} in its query: set store.socket_timeout and"
+            " store.max_connections instead",
+        )
     if parts.username and store.username is not None:
         raise fail(name("store.username"), f"conflicts with the user name in {label}")
 

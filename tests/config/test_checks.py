@@ -193,8 +193,18 @@ def test_a_password_in_the_query_of_the_redis_url_is_refused(files: Path) -> Non
     assert found.startswith("<dict>: store.url: must not hold a password"), found
     assert PASSWORD not in found and quoted not in found
     # other options of the URL are fine
-    doc = base(files, store={"url": "redis://cache:6379/0?socket_timeout=5"})
-    assert Settings.from_dict(doc).store.url == "redis://cache:6379/0?socket_timeout=5"
+    doc = base(files, store={"url": "redis://cache:6379/0?health_check_interval=5"})
+    assert Settings.from_dict(doc).store.url == "redis://cache:6379/0?health_check_interval=5"
+
+
+@pytest.mark.parametrize("parameter", ["socket_timeout", "timeout", "retry_on_timeout"])
+def test_the_redis_url_cannot_override_the_store_settings(files: Path, parameter: str) -> None:
+    """The Redis client lets the URL's query win over ``store.socket_timeout`` and
+    ``store.max_connections``: such a URL is refused rather than quietly lifting the bound on
+    how long a request waits for a hung Redis."""
+    doc = base(files, store={"url": f"redis://cache:6379/0?db=0&{parameter}=30"})
+    found = error_of(Settings.from_dict, doc)
+    assert found.startswith(f"<dict>: store.url: must not set {parameter} in its query"), found
 
 
 @pytest.mark.parametrize(

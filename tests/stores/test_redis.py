@@ -384,6 +384,33 @@ def test_bad_configuration(kwargs: dict[str, Any]) -> None:
         RedisStore(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "socket_timeout=30",
+        "socket_connect_timeout=30",
+        "timeout=30",
+        "retry_on_timeout=yes",
+        "retry_on_error=TimeoutError",
+        "max_connections=100000",
+        "db=0&socket_timeout=",
+    ],
+)
+def test_the_url_cannot_override_the_stores_connection_settings(
+    redis_server: RedisServer, query: str
+) -> None:
+    # redis-py lets the URL's query win over the arguments it is given: a URL could lift the
+    # bound on how long a call waits for a hung server, or retry on timeouts, unnoticed
+    name = query.rpartition("&")[2].partition("=")[0]
+    with pytest.raises(ConfigurationError, match=f"query sets {name}:") as info:
+        RedisStore(f"{redis_server.url}?{query}", socket_timeout=0.5)
+    assert "127.0.0.1" not in str(info.value)  # the URL is not echoed
+    # other options of the URL still reach the connection
+    store = RedisStore(f"{redis_server.url}?health_check_interval=5&client_name=orders")
+    store.ping()
+    store.close()
+
+
 def test_the_bounds_of_the_configuration_are_inclusive(redis_server: RedisServer) -> None:
     for kwargs in ({"replay_max_ttl": 1}, {"max_connections": 1}, {"max_connections": 100_000}):
         store = RedisStore(redis_server.url, **kwargs)  # type: ignore[arg-type]

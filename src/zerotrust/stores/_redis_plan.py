@@ -12,7 +12,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from zerotrust._clock import Clock
 from zerotrust.stores import _lua
@@ -25,7 +25,15 @@ from zerotrust.stores._logic import (
 )
 from zerotrust.stores.base import RateLimitResult, Revocation
 
-__all__ = ["SCRIPTS", "Op", "Planner", "describe_client", "describe_url"]
+__all__ = [
+    "OWN_CONNECTION_SETTINGS",
+    "SCRIPTS",
+    "Op",
+    "Planner",
+    "describe_client",
+    "describe_url",
+    "url_overrides",
+]
 
 _T = TypeVar("_T")
 SCRIPTS: Final = {
@@ -34,6 +42,31 @@ SCRIPTS: Final = {
     "replay": _lua.REPLAY,
     "rate": _lua.RATE_LIMIT,
 }
+
+#: Query parameters of a Redis URL that redis-py would let override the store's own connection
+#: settings (the URL's query wins over the arguments it is given): a longer or no timeout, a
+#: retry on timeouts, another pool size.
+OWN_CONNECTION_SETTINGS: Final = frozenset(
+    {
+        "max_connections",
+        "retry",
+        "retry_on_error",
+        "retry_on_timeout",
+        "socket_connect_timeout",
+        "socket_timeout",
+        "timeout",
+    }
+)
+
+
+def url_overrides(url: str) -> list[str]:
+    """The query parameters of ``url`` that would override the store's connection settings."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return []  # refused as an invalid URL where it is used
+    names = {name for name, _ in parse_qsl(query, keep_blank_values=True)}
+    return sorted(names & OWN_CONNECTION_SETTINGS)
 
 
 def _nonce() -> str:

@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.errors import ConfigurationError, MissingDependencyError, StoreUnavailable
 from zerotrust.stores._logic import DEFAULT_PREFIX, DEFAULT_REPLAY_MAX_TTL, KeySpace, Listeners
-from zerotrust.stores._redis_plan import SCRIPTS, Op, Planner, describe_client, describe_url
+from zerotrust.stores._redis_plan import (
+    SCRIPTS,
+    Op,
+    Planner,
+    describe_client,
+    describe_url,
+    url_overrides,
+)
 from zerotrust.stores.base import RateLimitResult, RevocationListener, StoreHealth
 
 if TYPE_CHECKING:
@@ -48,6 +55,19 @@ def _wrong_loop() -> ConfigurationError:
         "this RedisStore's async_client belongs to another event loop: pass url= (a client"
         " per loop) or use the client from its own loop"
     )
+
+
+def _own_settings_only(url: str) -> str:
+    """``url``, unless its query sets what the store sets itself: redis-py would let the
+    query win (a longer timeout, a retry on timeouts, another pool size)."""
+    overrides = url_overrides(url)
+    if overrides:
+        raise ConfigurationError(
+            f"the Redis URL's query sets {', '.join(overrides)}: the store sets its"
+            " connections' timeouts, retries and pool size itself (socket_timeout=,"
+            " max_connections=)"
+        )
+    return url
 
 
 def _credentials(*clients: Any) -> tuple[str, ...]:
@@ -138,7 +158,7 @@ class RedisStore:
         # set when the store builds its own clients (from a URL): also how it knows they are its
         self._make_async: Callable[[], redis.asyncio.Redis] | None = None
         if client is None and async_client is None:
-            url = DEFAULT_URL if url is None else url
+            url = _own_settings_only(DEFAULT_URL if url is None else url)
             self._location = describe_url(url)
             options: dict[str, Any] = {
                 "max_connections": max_connections,

@@ -1847,7 +1847,7 @@ def test_an_unavailable_store_is_logged_with_its_cause_once_per_interval(
     )
     lines = [r.getMessage() for r in caplog.records if "refused with 503" in r.getMessage()]
     assert lines == [
-        "zerotrust: zerotrust: requests refused with 503: store_unavailable:"
+        "zerotrust: service zerotrust: requests refused with 503: store_unavailable:"
         " shared store unavailable: AuthenticationError (WRONGPASS)"
     ]
 

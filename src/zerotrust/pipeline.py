@@ -494,7 +494,10 @@ class Guard:
             return
         logged[error.code] = now
         _log.warning(
-            "zerotrust: %s: requests refused with 503: %s: %s", self.service, error.code, error
+            "zerotrust: service %s: requests refused with 503: %s: %s",
+            self.service,
+            error.code,
+            error,
         )
 
     def audit_handshake(self, refusal: HandshakeRefusal) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import math
+import secrets
 from pathlib import Path
 
 import pytest
@@ -336,3 +338,87 @@ def test_a_refusal_quotes_no_line_a_certificate_s_issuer_wrote(
     assert "zerotrust.tls: accepted" in message  # the subject is quoted ...
     assert "\n" not in message and "\x1b" not in message  # ... but only as escaped text
     assert "\\n" in message and "\\x1b" in message
+
+
+def _rsa_key_with_exponent(exponent: int) -> rsa.RSAPrivateKey:
+    """A 2048-bit RSA key whose public exponent is ``exponent`` (or the next odd one below it
+    that the key's primes allow): ``generate_private_key`` only makes 3 and 65537."""
+    numbers = rsa.generate_private_key(65537, 2048).private_numbers()
+    p, q = numbers.p, numbers.q
+    lam = (p - 1) * (q - 1) // math.gcd(p - 1, q - 1)
+    while math.gcd(exponent, lam) != 1:
+        exponent -= 2
+    d = pow(exponent, -1, lam)
+    public = rsa.RSAPublicNumbers(exponent, p * q)
+    private = rsa.RSAPrivateNumbers(
+        p, q, d, d % (p - 1), d % (q - 1), rsa.rsa_crt_iqmp(p, q), public
+    )
+    return private.private_key(unsafe_skip_rsa_key_validation=True)
+
+
+def _issuing(subject: x509.Name, public_key: object, signer: PrivateKeyTypes) -> x509.Certificate:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(minutes=5))
+        .not_valid_after(NOW + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), True
+        )
+        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+    )
+
+
+def test_rsa_keys_of_a_presented_chain_are_bounded_before_path_building(
+    ca: DevCA, svid: X509Svid
+) -> None:
+    """Path building checks up to 100 signatures with keys of the chain itself, which the
+    sender chose: certificates that sign one another under one name (a loop no path leaves)
+    make it check every one. A key outside the bounds JWKs have is refused before any
+    signature is checked with it."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "loop")])
+    costly = _rsa_key_with_exponent((1 << 33) + 1)  # OpenSSL takes exponents up to 64 bits
+    assert costly.public_key().public_numbers().e > 1 << 32
+    cheap = ec.generate_private_key(ec.SECP256R1())
+    loop = [
+        _issuing(name, costly.public_key(), cheap),
+        _issuing(name, cheap.public_key(), costly),
+        _issuing(name, costly.public_key(), cheap),
+    ]
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(name)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(minutes=5))
+        .not_valid_after(NOW + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(WEB)]), True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False), True
+        )
+        .sign(costly, hashes.SHA256())
+    )
+    chain = [cert.public_bytes(DER) for cert in (leaf, *loop)]
+    with pytest.raises(SvidProfileViolation) as caught:
+        verify_x509_svid(chain, ca.bundle, role="client")
+    assert caught.value.rule == "unsupported_key"
+    assert "certificate 1 of the chain" in str(caught.value)
+
+    # a modulus over 8192 bits, even on a certificate no path would use
+    odd = secrets.randbits(8200) | (1 << 8199) | 1
+    huge = rsa.RSAPublicNumbers(65537, odd).public_key()
+    extra = _issuing(name, huge, cheap).public_bytes(DER)
+    with pytest.raises(SvidProfileViolation) as caught:
+        verify_x509_svid([svid.leaf.public_bytes(DER), extra], ca.bundle)
+    assert caught.value.rule == "unsupported_key"
+    assert "8200 bits" in str(caught.value)
+    # within the bounds, the same extra certificate is left to path validation, as before
+    fitting = _issuing(name, rsa.generate_private_key(65537, 2048).public_key(), cheap)
+    chain = [svid.leaf.public_bytes(DER), fitting.public_bytes(DER)]
+    assert str(verify_x509_svid(chain, ca.bundle).spiffe_id) == WEB

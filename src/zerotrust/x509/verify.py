@@ -51,6 +51,12 @@ Role = Literal["client", "server"]
 #: validation checks the issuers' keys, not the leaf's own). Other EC curves are refused as
 #: ``unsupported_key``; Ed25519 and Ed448 leaves are accepted.
 MIN_RSA_BITS = 2048
+#: The largest RSA modulus and public exponent of any certificate of a presented chain, as for
+#: JWKs. Path building may check up to 100 signatures (cryptography's budget) with the keys of
+#: the chain's own certificates, which the sender chose: a 16,384-bit modulus with a 64-bit
+#: exponent makes each check cost about seven times what the largest key these bounds allow does.
+MAX_RSA_BITS = 8192
+MAX_RSA_EXPONENT = 1 << 32
 _CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 
 _EKU_FOR_ROLE = {
@@ -130,6 +136,29 @@ def _check_leaf_key(leaf: x509.Certificate) -> None:
         raise SvidProfileViolation("unsupported_key", "leaf's key type is not RSA, EC or EdDSA")
 
 
+def _check_rsa_bounds(certs: Sequence[x509.Certificate]) -> None:
+    """Refuse an RSA key of the presented chain larger than the bounds, before any signature
+    is checked with it. A key that cannot be read is left to path validation (the leaf's was
+    checked already)."""
+    for index, cert in enumerate(certs):
+        try:
+            key = cert.public_key()
+        except PARSE_ERRORS:
+            continue
+        if not isinstance(key, rsa.RSAPublicKey):
+            continue
+        which = "leaf" if index == 0 else f"certificate {index} of the chain"
+        if key.key_size > MAX_RSA_BITS:
+            raise SvidProfileViolation(
+                "unsupported_key",
+                f"{which} has an RSA key of {key.key_size} bits, more than {MAX_RSA_BITS}",
+            )
+        if key.public_numbers().e > MAX_RSA_EXPONENT:
+            raise SvidProfileViolation(
+                "unsupported_key", f"{which} has an RSA public exponent larger than 2**32"
+            )
+
+
 def _check_leaf_profile(leaf: x509.Certificate, role: Role | None) -> None:
     _check_leaf_key(leaf)
     exts = leaf.extensions
@@ -202,6 +231,7 @@ def verify_x509_svid(
     leaf = certs[0]
     spiffe_id = leaf_spiffe_id(leaf)
     _check_leaf_profile(leaf, role)
+    _check_rsa_bounds(certs)
     when = to_utc(now) if now is not None else SYSTEM_CLOCK.now()
     if leaf.not_valid_before_utc > when:
         raise CertificateNotYetValid(

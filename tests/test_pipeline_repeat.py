@@ -610,3 +610,25 @@ def test_what_is_remembered_stays_within_bounds(issuer: TokenIssuer, clock: Fixe
         assert guard.evaluate(get(token, route=f"/orders/{n}")).allowed
         assert len(guard._decisions) <= 8192 and len(guard._repeats) <= 8192
     assert guard.evaluate(get(token, route="/orders/9999")).allowed
+
+
+def test_a_method_no_real_request_has_is_never_remembered(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """The method is the caller's string (h11 takes one as long as the request head): entries
+    keyed by long ones would each hold one, so the bounded tables would not bound memory."""
+    every_method = Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])])
+    world = World(issuer, clock, pol=every_method, audit=LoggingSink())
+    guard, token = world.guard, read_token(issuer)
+    headers = {"authorization": f"Bearer {token}"}
+    for n in range(50):
+        method = f"M{n}".ljust(10_000, "X")
+        view = Request(method=method, route=ROUTE, path="/orders/7", headers=headers)
+        assert guard.evaluate(view).allowed
+        assert guard.evaluate(view).allowed  # a repeat: decided again, as the pipeline would
+    assert not guard._decisions and not guard._repeats
+    # real methods, custom ones included, are remembered as before
+    for method in ("GET", "PROPFIND", "BASELINE-CONTROL"):
+        view = Request(method=method, route=ROUTE, path="/orders/7", headers=headers)
+        assert guard.evaluate(view).allowed
+    assert len(guard._decisions) == 3 and len(guard._repeats) == 3

@@ -448,6 +448,7 @@ class Guard:
             or principal is None
             or decision is None
             or auth.notes
+            or len(view.method) > _MAX_REMEMBERED_METHOD
             or self.policy.rate_limits_for(principal, operation_of(view))
         ):
             return
@@ -576,6 +577,8 @@ class Guard:
             or principal is None
             or (by_token and not self._token_principals_repeat)
         ):  # a principal that will not be seen again: remembering it would only churn memory
+            return None
+        if len(op.method) > _MAX_REMEMBERED_METHOD:  # the caller's string: not kept
             return None
         return (id(principal), op.method, op.route, op.kind)
 
@@ -775,6 +778,10 @@ def _header_read_safely(view: RequestView, name: str) -> list[str]:
 
 
 _MAX_REPEATS = 8192
+# The methods a request may have are the caller's choice (h11 takes one as long as the request
+# head, 16 KiB); those longer than any real method are never kept in the decision memo or the
+# repeat table, whose entries would otherwise each hold one.
+_MAX_REMEMBERED_METHOD = 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -298,14 +298,15 @@ def _router_resolver(app: Any, hazards: tuple[str, ...] = ()) -> RouteResolver |
             if name == b"host":
                 host = value
                 break
-        path, root_path = scope["path"], scope.get("root_path", "")
-        key = (scope["type"], scope.get("method"), path, root_path, host)
+        path, root_path, method = scope["path"], scope.get("root_path", ""), scope.get("method")
+        key = (scope["type"], method, path, root_path, host)
         try:
             return cache[key]
         except KeyError:
             pass
         template = route_template_for(owner, scope)  # raises for an undescribable route
-        if len(path) + len(root_path) + (len(host) if host else 0) > _MAX_CACHED_KEY:
+        sent = len(path) + len(root_path) + (len(host) if host else 0) + len(method or "")
+        if sent > _MAX_CACHED_KEY:
             return template  # long keys are not kept: the cache's memory stays bounded
         if len(cache) >= _MAX_CACHED_ROUTES:
             cache.clear()

@@ -11,10 +11,10 @@ def _ok(request: object) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
-def scope(path: str, host: bytes = b"example.org") -> dict[str, object]:
+def scope(path: str, host: bytes = b"example.org", method: str = "GET") -> dict[str, object]:
     return {
         "type": "http",
-        "method": "GET",
+        "method": method,
         "path": path,
         "root_path": "",
         "headers": [(b"host", host)],
@@ -99,10 +99,10 @@ def _cache_of(resolve: object) -> dict[object, object]:
     return next(c.cell_contents for c in cells if isinstance(c.cell_contents, dict))
 
 
-def test_the_cache_keeps_no_long_paths_or_hosts() -> None:
-    # paths and Host headers are the client's: long ones are resolved, never kept, so the
-    # cache's memory does not depend on what clients send (4096 entries of 100 KB would be
-    # 400 MB per worker)
+def test_the_cache_keeps_no_long_paths_hosts_or_methods() -> None:
+    # paths, Host headers and methods are the client's: long ones are resolved, never kept, so
+    # the cache's memory does not depend on what clients send (4096 entries of 100 KB would be
+    # 400 MB per worker; h11 takes a method as long as the request head, 16 KiB)
     app = Starlette(routes=[Route("/items/{rest:path}", _ok)])
     resolve = _router_resolver(app)
     assert resolve is not None
@@ -110,6 +110,8 @@ def test_the_cache_keeps_no_long_paths_or_hosts() -> None:
     for n in range(50):
         assert resolve(scope(f"/items/{n}-{long}")) == "/items/{rest}"
         assert resolve(scope(f"/items/{n}", host=b"h" * 600)) == "/items/{rest}"
+        # another method matches the route's path: the router answers 405 for it
+        assert resolve(scope("/items/short", method=f"M{n}" + "X" * 600)) == "/items/{rest}"
     assert resolve(scope("/items/short")) == "/items/{rest}"
     cache = _cache_of(resolve)
     assert len(cache) == 1

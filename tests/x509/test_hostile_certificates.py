@@ -422,3 +422,75 @@ def test_rsa_keys_of_a_presented_chain_are_bounded_before_path_building(
     fitting = _issuing(name, rsa.generate_private_key(65537, 2048).public_key(), cheap)
     chain = [svid.leaf.public_bytes(DER), fitting.public_bytes(DER)]
     assert str(verify_x509_svid(chain, ca.bundle).spiffe_id) == WEB
+
+
+def _constrained_ca(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: object,
+    signer: PrivateKeyTypes,
+    subtrees: int,
+) -> x509.Certificate:
+    excluded = [x509.DNSName(f"excluded{n}.example") for n in range(subtrees)]
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(minutes=5))
+        .not_valid_after(NOW + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), True
+        )
+        .add_extension(x509.NameConstraints(None, excluded), critical=True)
+        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+    )
+
+
+def _leaf_under(issuer: x509.Name, signer: PrivateKeyTypes, dns: list[str]) -> x509.Certificate:
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(WEB)]
+    sans += [x509.DNSName(name) for name in dns]
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(issuer)
+        .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(minutes=5))
+        .not_valid_after(NOW + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(sans), True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False), True
+        )
+        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+    )
+
+
+def test_names_times_name_constraints_of_a_presented_chain_are_bounded(ca: DevCA) -> None:
+    """Path building compares every name of the chain with every subtree of its name
+    constraints at each of up to 100 steps, through certificates the sender chose: one self-
+    issued CA certificate with 250 subtrees under a leaf of 400 names ran it to cryptography's
+    2**20 comparisons. Such a chain is refused before path building."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "loop")])
+    key = ec.generate_private_key(ec.SECP256R1())
+    loop = _constrained_ca(name, name, key.public_key(), key, subtrees=250)
+    leaf = _leaf_under(name, key, [f"n{n}.example.org" for n in range(400)])
+    with pytest.raises(SvidProfileViolation) as caught:
+        verify_x509_svid([leaf.public_bytes(DER), loop.public_bytes(DER)], ca.bundle)
+    assert caught.value.rule == "too_many_constraints"
+
+    # a chain within the bound validates as before, its constraints applied
+    root, root_key = ca.root_certificate, ca._root_key
+    inter_key = ec.generate_private_key(ec.SECP256R1())
+    inter_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "constrained")])
+    subtrees, dns_names = 8, 100
+    # (1 + 100 SANs + 2 subjects) x 8 subtrees: 824 comparisons a step, within the bound
+    inter = _constrained_ca(inter_name, root.subject, inter_key.public_key(), root_key, subtrees)
+    fitting = _leaf_under(inter_name, inter_key, [f"n{n}.example.org" for n in range(dns_names)])
+    chain = [fitting.public_bytes(DER), inter.public_bytes(DER)]
+    assert str(verify_x509_svid(chain, ca.bundle).spiffe_id) == WEB
+    excluded = _leaf_under(inter_name, inter_key, ["excluded3.example"])
+    with pytest.raises(UntrustedCertificate):
+        verify_x509_svid([excluded.public_bytes(DER), inter.public_bytes(DER)], ca.bundle)

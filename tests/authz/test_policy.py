@@ -1297,3 +1297,19 @@ def test_reason_names_every_reason_a_decision_is_made_with() -> None:
             found.update(v.value for v in given if isinstance(v, ast.Constant))
     assert {"allowed_by_rule", "dry_run", "rate_limited"} <= found  # the scan sees them
     assert found <= set(typing.get_args(Reason)), found - set(typing.get_args(Reason))
+
+
+def test_a_lone_star_is_a_presence_match_that_an_empty_value_does_not_satisfy() -> None:
+    """Istio's ``*`` matches any value that is not empty: a token whose ``sub`` or claim is
+    the empty string has none, so a DENY of callers without one covers it."""
+    anonymous_like = who(None, proven_by="jwt", subject="", claims={"tenant": ""})
+    no_subject = Policy([deny(callers=[Callers(not_subjects=["*"])]), allow()])
+    assert no_subject.explain(anonymous_like, GET_ORDER).rule_id == "deny"
+    no_tenant = Policy([deny(when=[Condition("claims.tenant", not_values=["*"])]), allow()])
+    assert no_tenant.explain(anonymous_like, GET_ORDER).rule_id == "deny"
+    assert no_tenant.explain(who(claims={"tenant": "acme"}), GET_ORDER).allowed
+    with_tenant = Policy([allow(when=[Condition("claims.tenant", values=["*"])])])
+    assert not with_tenant.explain(anonymous_like, GET_ORDER).allowed
+    assert with_tenant.explain(who(claims={"tenant": ["", "acme"]}), GET_ORDER).allowed
+    any_subject = Policy([allow(callers=[Callers(subjects=["*"])])])
+    assert not any_subject.explain(anonymous_like, GET_ORDER).allowed

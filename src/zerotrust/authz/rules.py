@@ -3,7 +3,8 @@
 A rule matches when **all** of its parts match: one of its ``callers`` entries (``from``), one
 of its ``operations`` entries (``to``), and every ``when`` condition. Inside an entry every
 given field must match, a field matches when any of its values does, and ``not_*`` fields
-match when none of their values does. Patterns are exact, ``prefix*``, ``*suffix`` or ``*``.
+match when none of their values does. Patterns are exact, ``prefix*``, ``*suffix`` or ``*``
+(any value but the empty string, as in Istio).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ _KINDS = frozenset({"http", "grpc", "websocket"})
 
 
 class Pattern:
-    """``exact``, ``prefix*``, ``*suffix`` or ``*`` (Istio string match)."""
+    """``exact``, ``prefix*``, ``*suffix`` or ``*`` (Istio string match): ``*`` alone is
+    Istio's presence match, any value but the empty string."""
 
     __slots__ = ("_kind", "_text", "text")
 
@@ -70,7 +72,7 @@ class Pattern:
             return value.startswith(self._text)
         if kind == "suffix":
             return value.endswith(self._text)
-        return True
+        return value != ""  # presence: an empty claim or subject is no value
 
     def __repr__(self) -> str:
         return f"Pattern({self.text!r})"

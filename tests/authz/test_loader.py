@@ -308,3 +308,22 @@ def test_documents_without_aliases_are_bounded_by_their_size_alone() -> None:
     shared = {"a": [part] * 200}  # the same list 200 times: 200,000 values once copied
     with pytest.raises(ConfigurationError, match="once its aliases are used"):
         check_document(shared, "doc")
+
+
+@pytest.mark.parametrize(
+    ("entry", "what"),
+    [
+        ({"from": [{"spiffe_ids": []}]}, "callers entry that names nothing"),
+        ({"from": [{}]}, "callers entry that names nothing"),
+        ({"to": [{"routes": [], "methods": []}]}, "operations entry that names nothing"),
+    ],
+)
+def test_an_allow_entry_emptied_of_every_value_fails_at_load_time(
+    entry: dict[str, object], what: str
+) -> None:
+    """Istio refuses an empty source or operation: here an ALLOW entry whose only list was
+    emptied would admit every caller or operation, as a ``null`` would."""
+    doc = {"rules": [{"id": "r", **entry}]}
+    with pytest.raises(ConfigurationError, match=f"rules\\[0\\]: .*{what}"):
+        policy_from_dict(doc)
+    assert policy_from_dict({"rules": [{"id": "r", "action": "DENY", **entry}]}).rules

@@ -648,15 +648,20 @@ rule_parts = st.fixed_dictionaries(
         "callers": st.lists(
             st.builds(
                 Callers,
-                spiffe_ids=st.lists(
-                    st.sampled_from([WEB, ADMIN, "*", "spiffe://example.org/*"]), max_size=2
+                spiffe_ids=st.lists(  # an ALLOW entry names something, as in Istio
+                    st.sampled_from([WEB, ADMIN, "*", "spiffe://example.org/*"]),
+                    min_size=1,
+                    max_size=2,
                 ),
             ),
             max_size=2,
         ),
         "operations": st.lists(
             st.builds(
-                Operations, methods=st.lists(st.sampled_from(["GET", "DELETE", "POST"]), max_size=2)
+                Operations,
+                methods=st.lists(
+                    st.sampled_from(["GET", "DELETE", "POST"]), min_size=1, max_size=2
+                ),
             ),
             max_size=2,
         ),

@@ -558,6 +558,19 @@ class Rule:
                     f"rule {self.id!r}: {name} must hold {kind.__name__} objects"
                 )
             object.__setattr__(self, name, items)
+        if self.action == "ALLOW":
+            # Istio refuses an empty source or operation; here one would admit more than the
+            # rule's other entries (an emptied `spiffe_ids = []` would read as "any caller")
+            if any(not c.anonymous and not c._checks for c in self.callers):
+                raise ConfigurationError(
+                    f"rule {self.id!r}: a callers entry that names nothing would admit every"
+                    " authenticated caller: leave callers out to say that"
+                )
+            if any(not any(o._compiled) for o in self.operations):
+                raise ConfigurationError(
+                    f"rule {self.id!r}: an operations entry that names nothing would match every"
+                    " operation: leave operations out to say that"
+                )
 
     def matches(self, principal: Principal | None, op: Operation) -> bool:
         """Whether callers, operations and conditions match (scopes are checked separately)."""

@@ -12,7 +12,9 @@
   order_id>/")`` is ``/orders/{order_id}`` (the trailing slash is dropped, as in every adapter,
   so one policy file serves every framework); a simple ``re_path()`` converts the same way
   (``^orders/(?P<order_id>[0-9]+)/$``), any other regular expression is used as Django reports
-  it in ``request.resolver_match.route``. ``None`` when no URL pattern matched.
+  it in ``request.resolver_match.route``. The language prefix of ``i18n_patterns()`` is no
+  part of it (``/fr/orders/7/`` is ``/orders/{order_id}``). ``None`` when no URL pattern
+  matched.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def route_of(match: Any) -> str | None:
     route = match.route
     if not isinstance(route, str):
         return None
+    route = _without_language_prefix(route)
     template = _templates.get(route)
     if template is None:
         converted = route_template(route)  # without Django's customary trailing slash
@@ -76,3 +79,19 @@ def route_of(match: Any) -> str | None:
         if len(_templates) < 4096:  # routes are finite; the bound only guards against misuse
             _templates[route] = template
     return template
+
+
+def _without_language_prefix(route: str) -> str:
+    """``route`` without the language prefix ``i18n_patterns()`` puts before it (``fr/``):
+    ``/fr/orders/7/`` and ``/orders/7/`` reach the same view, so they have one template, and
+    a rule on ``/orders/{order_id}`` covers every language's URL."""
+    from django.conf.urls.i18n import is_language_prefix_patterns_used
+    from django.urls import get_urlconf
+    from django.utils import translation
+
+    language = translation.get_language()
+    if not language or not route.startswith(f"{language}/"):
+        return route
+    if not is_language_prefix_patterns_used(get_urlconf())[0]:
+        return route
+    return route[len(language) + 1 :]

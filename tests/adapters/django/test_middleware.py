@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import types
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -597,3 +598,45 @@ def test_a_decision_with_more_any_of_groups_covers_one_of_them() -> None:
     both = requirement(any_scopes=["a", "x"]) & requirement(any_scopes=["b", "y"])
     assert covers(both, requirement(any_scopes=["a", "x"])) is True
     assert covers(requirement(any_scopes=["a", "x"]), both) is False
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize("path", ["/orders/7/", "/fr/orders/7/"])
+def test_a_language_prefix_is_no_part_of_the_route_template(
+    install: Installer, kind: str, path: str
+) -> None:
+    """i18n_patterns() serves one view under every language's prefix: a rule on its route
+    covers all of them, and no language's URL sidesteps a DENY."""
+    deny = Rule(id="no-web", action="DENY", callers=[Callers(spiffe_ids=[WEB])],
+                operations=[Operations(routes=[ROUTE])])  # fmt: skip
+    zt = install(pol=Policy([deny, *policy().rules], id="orders"))
+    install.override(
+        USE_I18N=True,
+        LANGUAGE_CODE="en",
+        LANGUAGES=[("en", "English"), ("fr", "French")],
+        MIDDLEWARE=[
+            "django.middleware.locale.LocaleMiddleware",
+            "zerotrust.django.ZeroTrustMiddleware",
+        ],
+    )
+    from django.conf.urls.i18n import i18n_patterns
+    from django.urls import path as route
+    from django.utils import translation
+
+    from tests.adapters.django.project import views
+
+    # Django picks its translation functions once: forget them while USE_I18N is on, and after
+    translation._trans.__dict__.clear()
+    install.stack.callback(translation._trans.__dict__.clear)
+    # one view under every language's prefix (/fr/orders/7/), and under none in the default one
+    urls = i18n_patterns(
+        route("orders/<int:order_id>/", views.plain), prefix_default_language=False
+    )
+    install.override(
+        ROOT_URLCONF=types.new_class(
+            "LocalizedUrls", exec_body=lambda ns: ns.update(urlpatterns=urls)
+        )
+    )
+    assert_refused(call(kind, path, zt.auth()), 403, None, "access_denied")
+    assert zt.sink.last.rule_id == "no-web"
+    assert zt.sink.last.route == ROUTE

@@ -23,6 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+from django.conf.urls.i18n import is_language_prefix_patterns_used
+from django.urls import get_urlconf
+from django.utils.translation import get_language
+
 from zerotrust.adapters._asgi_view import ScopeView
 from zerotrust.adapters._common import route_template
 from zerotrust.adapters.wsgi import WSGIRequestView
@@ -84,14 +89,29 @@ def route_of(match: Any) -> str | None:
 def _without_language_prefix(route: str) -> str:
     """``route`` without the language prefix ``i18n_patterns()`` puts before it (``fr/``):
     ``/fr/orders/7/`` and ``/orders/7/`` reach the same view, so they have one template, and
-    a rule on ``/orders/{order_id}`` covers every language's URL."""
-    from django.conf.urls.i18n import is_language_prefix_patterns_used
-    from django.urls import get_urlconf
-    from django.utils import translation
-
-    language = translation.get_language()
+    a rule on ``/orders/{order_id}`` covers every language's URL. The prefix is a language of
+    ``settings.LANGUAGES`` (the ones ``LocaleMiddleware`` activates): most routes are told
+    apart by their first segment alone, without the active language's lookup."""
+    head, slash, _ = route.partition("/")
+    if not slash or head not in _language_codes():
+        return route
+    language = get_language()
     if not language or not route.startswith(f"{language}/"):
         return route
     if not is_language_prefix_patterns_used(get_urlconf())[0]:
         return route
     return route[len(language) + 1 :]
+
+
+_languages: tuple[object, frozenset[str]] = (None, frozenset())
+
+
+def _language_codes() -> frozenset[str]:
+    """The codes of ``settings.LANGUAGES``, worked out again when the setting changes."""
+    global _languages  # noqa: PLW0603 - one memo of the setting's value
+    configured = settings.LANGUAGES
+    source, codes = _languages
+    if source is not configured:
+        codes = frozenset(code.lower() for code, *_ in configured if isinstance(code, str))
+        _languages = (configured, codes)
+    return codes

@@ -7,6 +7,7 @@ fails closed, but just as silently. Each is a ConfigurationError naming the patt
 from __future__ import annotations
 
 import dataclasses
+import string
 from typing import Any
 
 import pytest
@@ -42,6 +43,14 @@ def test_caller_patterns_that_can_never_match_are_refused(
     with pytest.raises(ConfigurationError, match=message) as info:
         Callers(**{field: [pattern]})
     assert field in str(info.value)
+
+
+def test_a_trust_domain_pattern_is_lower_case_letters_digits_dots_dashes_and_underscores() -> None:
+    every = string.ascii_lowercase + string.digits + ".-_"
+    Callers(trust_domains=[f"*{every}"])  # all of them at once
+    for letter in string.ascii_uppercase:
+        with pytest.raises(ConfigurationError, match="lower-case"):
+            Callers(trust_domains=[f"*.{letter}.example"])
 
 
 @pytest.mark.parametrize(
@@ -110,6 +119,12 @@ def test_methods_are_http_tokens(method: str) -> None:
         Operations(not_methods=[method])
     with pytest.raises(ConfigurationError):
         require(methods=[method])
+
+
+@pytest.mark.parametrize("field", ["methods", "not_methods"])
+def test_a_method_that_is_no_token_is_refused_naming_its_field(field: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"^operations.{field}: 'GE T' can never match"):
+        Operations(**{field: ["GE T"]})  # type: ignore[arg-type]
 
 
 def test_dry_run_must_be_a_boolean() -> None:
@@ -224,6 +239,24 @@ def test_patterns_are_values() -> None:
     assert Pattern("x") != "x"
     assert repr(Pattern("*/sa/web")) == "Pattern('*/sa/web')"
     assert not Pattern("*")(None)  # no value never matches, not even "*"
+
+
+def test_rule_parts_are_values_that_print_as_written() -> None:
+    """What a rule compiles its parts into is no part of their value: equal parts are equal,
+    and print the fields they were given (never function objects)."""
+    condition = Condition("claims.tenant", values=["acme"])
+    assert condition == Condition("claims.tenant", values=["acme"])
+    assert repr(condition) == "Condition(key='claims.tenant', values=['acme'], not_values=())"
+    operations = Operations(methods=["get"], kinds=["grpc"])
+    assert operations == Operations(methods=["GET"], kinds=["grpc"])
+    assert repr(operations) == (
+        "Operations(methods=('GET',), not_methods=(), routes=(), not_routes=(), kinds=('grpc',))"
+    )
+    callers = Callers(subjects=["x"])
+    assert callers == Callers(subjects=["x"])
+    assert repr(callers).endswith(
+        "subjects=['x'], not_subjects=(), proven_by=(), not_proven_by=(), anonymous=False)"
+    )
 
 
 @pytest.mark.parametrize("value", [5, None, object()])

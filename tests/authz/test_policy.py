@@ -257,6 +257,24 @@ CASES = [
         "allow",
     ),
     (
+        "issuer condition",
+        [allow(when=[Condition("issuer", values=["https://idp.example"])])],
+        who(issuer="https://idp.example"),
+        GET_ORDER,
+        True,
+        "allowed_by_rule",
+        "allow",
+    ),
+    (
+        "client_id condition",
+        [allow(when=[Condition("client_id", not_values=["legacy-*"])])],
+        who(client_id="legacy-batch"),
+        GET_ORDER,
+        False,
+        "no_allow_rule_matched",
+        None,
+    ),
+    (
         "scopes satisfied",
         [allow(scopes=ScopeRule(all=["orders:read"]))],
         who(scopes=("orders:read",)),
@@ -929,6 +947,14 @@ def test_the_compared_forms_of_routes_are_remembered_within_a_bound() -> None:
     from zerotrust.authz import rules
 
     every = Operations(routes=["/shop.Orders/*"])
+    rules._ROUTE_KEYS.clear()
+    for route in ("/shop.Orders/A", "/shop.Orders/B/"):
+        assert every.matches(Operation("POST", route, kind="grpc"))
+    # each route's compared form is worked out once, then remembered
+    assert rules._ROUTE_KEYS == {
+        "/shop.Orders/A": "/shop.Orders/A/",
+        "/shop.Orders/B/": "/shop.Orders/B/",
+    }
     for n in range(10_000):
         assert every.matches(Operation("POST", f"/shop.Orders/M{n}", kind="grpc"))
         assert len(rules._ROUTE_KEYS) <= 4096
@@ -936,6 +962,9 @@ def test_the_compared_forms_of_routes_are_remembered_within_a_bound() -> None:
 
 
 def test_kinds_restrict_what_a_rule_covers() -> None:
+    http_only = Policy([allow(operations=[Operations(kinds=["http"])])])
+    assert http_only.explain(who(), GET_ORDER).allowed  # an operation is HTTP unless it says
+    assert not http_only.explain(who(), Operation("GET", "/orders/{order_id}", kind="grpc")).allowed
     grpc_only = Policy([allow(operations=[Operations(kinds=["grpc"])])])
     assert grpc_only.explain(who(), Operation("POST", "/shop.Orders/Get", kind="grpc")).allowed
     for kind in ("http", "websocket"):
@@ -1020,6 +1049,7 @@ def test_what_a_rule_says_of_get_it_says_of_head() -> None:
         ("/secret/", "/secret", True),  # Django's secret/ is /secret
         ("/secret/", "/secret/", True),
         ("/secret", "/secretx", False),
+        ("/secret", "/secretX", False),  # only slashes are set aside
         ("/secret/*", "/secret", True),  # the index of a "/secret/..." tree
         ("/secret/*", "/secret/{name}", True),
         ("/secret/*", "/secretx", False),
@@ -1027,6 +1057,7 @@ def test_what_a_rule_says_of_get_it_says_of_head() -> None:
         ("*/edit", "/orders/{id}/edit/", True),
         ("*/edit/", "/orders/{id}/edit", True),
         ("*/edit", "/orders/{id}/editor", False),
+        ("*/X", "/exports/X/", True),  # a suffix that is more than slashes
         ("/", "/", True),
         ("/", "/secret", False),
         ("/secret", "/", False),
@@ -1055,6 +1086,7 @@ def test_routes_compare_without_regard_to_a_trailing_slash(
         ("//", "/"),
         ("/orders/{id}/", "/orders/{id}"),
         ("/pkg.Service/Method", "/pkg.Service/Method"),
+        ("/reports/XLSX/", "/reports/XLSX"),
     ],
 )
 def test_the_form_adapters_give_route_templates_in(route: str, normal: str) -> None:

@@ -3,6 +3,7 @@ RFC 9449 ``cnf.jkt`` (what each returns, and every refusal)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from zerotrust.authn.binding import (
     DPoPProof,
+    bound_jkt,
     check_certificate_binding,
     check_confirmation_methods,
     check_dpop_binding,
@@ -151,13 +153,22 @@ def test_the_thumbprint_is_compared_exactly(issuer: TokenIssuer, peer: VerifiedP
 
 def test_a_dpop_bound_token_is_accepted_with_a_proof_by_its_key(issuer: TokenIssuer) -> None:
     bound = verified(issuer, cnf={"jkt": "key-thumbprint"})
+    assert bound_jkt(bound) == "key-thumbprint"
     proof = DPoPProof(jkt="key-thumbprint", jti="p1", iat=0.0)
     assert check_dpop_binding(bound, proof, "DPoP") is True
 
 
+def test_a_verified_proof_cannot_be_changed() -> None:
+    proof = DPoPProof(jkt="key-thumbprint", jti="p1", iat=0.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        proof.jkt = "other-thumbprint"  # type: ignore[misc]
+    assert hash(proof) == hash(DPoPProof(jkt="key-thumbprint", jti="p1", iat=0.0))
+    assert proof.replay_key() == "dpop:key-thumbprint:p1"
+
+
 def test_a_dpop_bound_token_is_refused_with_a_proof_by_another_key(issuer: TokenIssuer) -> None:
     bound = verified(issuer, cnf={"jkt": "key-thumbprint"})
-    for jkt in ("other-thumbprint", "key-thumbprinT", "key-thumbprint="):
+    for jkt in ("other-thumbprint", "key-thumbprinT", "key-thumbprint=", "key-thumbprint\ud800"):
         with pytest.raises(TokenBindingMismatch, match=r"cnf\.jkt"):
             check_dpop_binding(bound, DPoPProof(jkt=jkt, jti="p1", iat=0.0), "DPoP")
 
@@ -177,6 +188,7 @@ def test_the_dpop_scheme_is_refused_with_a_token_that_is_not_dpop_bound(
     issuer: TokenIssuer, cnf: Any
 ) -> None:
     token = verified(issuer) if cnf is None else verified(issuer, cnf=cnf)
+    assert bound_jkt(token) is None
     assert check_dpop_binding(token, None, "Bearer") is False
     proof = DPoPProof(jkt="key-thumbprint", jti="p1", iat=0.0)
     with pytest.raises(TokenBindingMismatch, match="not DPoP-bound"):

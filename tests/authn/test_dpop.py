@@ -236,11 +236,17 @@ def test_normalize_htu() -> None:
     assert normalize_htu("https://[V1.Fe:x]/") == "https://[v1.fe:x]/"  # RFC 3986 IPvFuture
     with pytest.raises(MalformedToken):
         normalize_htu("https://user@api.example/")
+    longest = "a" * 1024  # a host (and port) of at most 1024 characters
+    assert normalize_htu(f"https://{longest}/") == f"https://{longest}/"
+    with pytest.raises(MalformedToken):
+        normalize_htu(f"https://{longest}a/")
 
 
 def test_a_non_ascii_access_token_or_proof_is_a_typed_error(holder: PrivateJWK, token: str) -> None:
     with pytest.raises(MalformedToken, match="access token"):
         check(proof(holder, token), "t\u00e9")
+    with pytest.raises(MalformedToken, match="access token"):
+        check(proof(holder, token), token.encode())  # type: ignore[arg-type]
     with pytest.raises(InvalidDPoPProof):
         check(b"not.a.string", token)  # type: ignore[arg-type]
     with pytest.raises(InvalidDPoPProof, match="not a compact JWS"):
@@ -273,23 +279,29 @@ def claims_proof(key: PrivateJWK, token: str, **changes: Any) -> str:
     return sign(key, head, {name: value for name, value in claims.items() if value is not ABSENT})
 
 
+WINDOW = DPoPConfig(max_age=60, leeway=5)
+
+
 @pytest.mark.parametrize(
-    ("iat", "accepted"),
+    ("config", "iat", "accepted"),
     [
-        (NOW + 5, True),  # leeway into the future, inclusive
-        (NOW + 5.5, False),
-        (NOW + 6, False),
-        (NOW - 65, True),  # max_age + leeway into the past, inclusive
-        (NOW - 65.5, False),
-        (NOW - 66, False),
-        (NOW - 30.25, True),  # a fractional NumericDate
+        (WINDOW, NOW + 5, True),  # leeway into the future, inclusive
+        (WINDOW, NOW + 5.5, False),
+        (WINDOW, NOW + 6, False),
+        (WINDOW, NOW - 65, True),  # max_age + leeway into the past, inclusive
+        (WINDOW, NOW - 65.5, False),
+        (WINDOW, NOW - 66, False),
+        (WINDOW, NOW - 30.25, True),  # a fractional NumericDate
+        (DPoPConfig(), NOW + 5, True),  # by default: 300 s of max_age and 5 s of leeway
+        (DPoPConfig(), NOW + 5.5, False),
+        (DPoPConfig(), NOW - 305, True),
+        (DPoPConfig(), NOW - 305.5, False),
     ],
 )
 def test_iat_window_is_max_age_and_leeway_inclusive(
-    holder: PrivateJWK, token: str, iat: float, accepted: bool
+    holder: PrivateJWK, token: str, config: DPoPConfig, iat: float, accepted: bool
 ) -> None:
     # RFC 9449 11.1: a proof is accepted only within a window around its creation time
-    config = DPoPConfig(max_age=60, leeway=5)
     presented = claims_proof(holder, token, iat=iat)
     if accepted:
         assert check(presented, token, config=config) == holder.thumbprint()
@@ -299,7 +311,9 @@ def test_iat_window_is_max_age_and_leeway_inclusive(
 
 
 @pytest.mark.parametrize(
-    "iat", [ABSENT, None, str(NOW), [NOW], True], ids=["absent", "null", "string", "array", "bool"]
+    "iat",
+    [ABSENT, None, str(NOW), [NOW], True, 10**15, -(10**15), 10**400],
+    ids=["absent", "null", "string", "array", "bool", "huge", "huge-negative", "beyond-float"],
 )
 def test_an_iat_that_is_not_a_number_is_refused(holder: PrivateJWK, token: str, iat: Any) -> None:
     with pytest.raises(InvalidDPoPProof, match="iat is not a number"):
@@ -432,6 +446,7 @@ def test_origins_are_validated_and_normalised() -> None:
     config = DPoPConfig(origins=["HTTPS://API.Example:443", "http://[::1]:8080", "https://a.b:80"])
     assert config.origins == ("https://api.example", "http://[::1]:8080", "https://a.b:80")
     assert DPoPConfig().origins == ()
+    assert DPoPConfig(origins=["https://a.example/XLSX/"]).origins == ("https://a.example/XLSX",)
     assert DPoPConfig(origins=("https://a.example", "https://A.example")).origins == (
         "https://a.example",
     )

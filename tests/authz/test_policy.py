@@ -787,6 +787,9 @@ def test_a_decision_is_truthy_when_allowed_and_cannot_be_changed() -> None:
         (ScopeRule(all=["orders:read"]), "all"),
         (allow(), "action"),
         (Operation("GET", "/orders"), "method"),
+        (RateLimit("per-caller", rate=1.0, burst=1), "rate"),
+        (require(scopes=["orders:read"]), "scopes"),
+        (next(Policy([Rule(id="ext", action="CUSTOM", hook=bool)]).decide(who(), HEALTH)), "rule"),
     ],
 )
 def test_a_policy_s_parts_cannot_be_changed_once_built(built: object, field: str) -> None:
@@ -805,6 +808,10 @@ def test_a_policy_cannot_be_changed_once_built() -> None:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(policy, field, value)
     assert not policy.explain(who(), GET_ORDER).allowed
+    # what the policy compiles its rules into is no part of how it prints
+    assert repr(Policy([], id="p")) == (
+        "Policy(rules=(), id='p', default='deny', dry_run=False, rate_limits=())"
+    )
 
 
 @pytest.mark.parametrize("rule_id", [5, None, b"allow", ""])
@@ -911,6 +918,7 @@ def test_hook_timeouts_are_bounded_numbers(timeout: object) -> None:
 def test_policy_ids_are_strings(policy_id: object) -> None:
     with pytest.raises(ConfigurationError, match="policy id"):
         Policy([], id=policy_id)  # type: ignore[arg-type]
+    assert Policy([]).explain(who(), GET_ORDER).policy_id == "default"  # when none is given
 
 
 def test_combined_one_of_groups_each_need_one_of_their_scopes() -> None:
@@ -1198,6 +1206,12 @@ def test_a_custom_hook_decides_only_the_requests_its_rule_matches() -> None:
     assert calls == []
     assert policy.evaluate(who(), DELETE_ORDER).reason == "denied_by_custom"
     assert calls == ["DELETE"]
+    # a CUSTOM rule that does not match leaves the next one to decide
+    gets = Rule(
+        id="ext-get", action="CUSTOM", hook=no_deletes, operations=[Operations(methods=["GET"])]
+    )
+    both = Policy([hooked, gets, allow()])
+    assert both.evaluate(who(), GET_ORDER).rule_id == "ext-get"
 
 
 def test_a_custom_hook_runs_once_per_decision_with_dry_run_rules() -> None:

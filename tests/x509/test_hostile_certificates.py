@@ -356,11 +356,20 @@ def _rsa_key_with_exponent(exponent: int) -> rsa.RSAPrivateKey:
     return private.private_key(unsafe_skip_rsa_key_validation=True)
 
 
-def _issuing(subject: x509.Name, public_key: object, signer: PrivateKeyTypes) -> x509.Certificate:
-    return (
+def _issuing(
+    subject: x509.Name,
+    public_key: object,
+    signer: PrivateKeyTypes,
+    *,
+    issuer: x509.Name | None = None,
+    excluded: int = 0,
+) -> x509.Certificate:
+    """A CA certificate (self-issued unless ``issuer``), with ``excluded`` excluded DNS
+    subtrees of name constraints when not zero."""
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
+        .issuer_name(subject if issuer is None else issuer)
         .public_key(public_key)  # type: ignore[arg-type]
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - dt.timedelta(minutes=5))
@@ -369,8 +378,11 @@ def _issuing(subject: x509.Name, public_key: object, signer: PrivateKeyTypes) ->
         .add_extension(
             x509.KeyUsage(True, False, False, False, False, True, True, False, False), True
         )
-        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
     )
+    if excluded:
+        subtrees = [x509.DNSName(f"excluded{n}.example") for n in range(excluded)]
+        builder = builder.add_extension(x509.NameConstraints(None, subtrees), critical=True)
+    return builder.sign(signer, hashes.SHA256())  # type: ignore[arg-type]
 
 
 def test_rsa_keys_of_a_presented_chain_are_bounded_before_path_building(
@@ -424,31 +436,6 @@ def test_rsa_keys_of_a_presented_chain_are_bounded_before_path_building(
     assert str(verify_x509_svid(chain, ca.bundle).spiffe_id) == WEB
 
 
-def _constrained_ca(
-    subject: x509.Name,
-    issuer: x509.Name,
-    public_key: object,
-    signer: PrivateKeyTypes,
-    subtrees: int,
-) -> x509.Certificate:
-    excluded = [x509.DNSName(f"excluded{n}.example") for n in range(subtrees)]
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)  # type: ignore[arg-type]
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(minutes=5))
-        .not_valid_after(NOW + dt.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), True
-        )
-        .add_extension(x509.NameConstraints(None, excluded), critical=True)
-        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
-    )
-
-
 def _leaf_under(issuer: x509.Name, signer: PrivateKeyTypes, dns: list[str]) -> x509.Certificate:
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(WEB)]
     sans += [x509.DNSName(name) for name in dns]
@@ -475,7 +462,7 @@ def test_names_times_name_constraints_of_a_presented_chain_are_bounded(ca: DevCA
     2**20 comparisons. Such a chain is refused before path building."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "loop")])
     key = ec.generate_private_key(ec.SECP256R1())
-    loop = _constrained_ca(name, name, key.public_key(), key, subtrees=250)
+    loop = _issuing(name, key.public_key(), key, excluded=250)
     leaf = _leaf_under(name, key, [f"n{n}.example.org" for n in range(400)])
     with pytest.raises(SvidProfileViolation) as caught:
         verify_x509_svid([leaf.public_bytes(DER), loop.public_bytes(DER)], ca.bundle)
@@ -487,7 +474,9 @@ def test_names_times_name_constraints_of_a_presented_chain_are_bounded(ca: DevCA
     inter_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "constrained")])
     subtrees, dns_names = 8, 100
     # (1 + 100 SANs + 2 subjects) x 8 subtrees: 824 comparisons a step, within the bound
-    inter = _constrained_ca(inter_name, root.subject, inter_key.public_key(), root_key, subtrees)
+    inter = _issuing(
+        inter_name, inter_key.public_key(), root_key, issuer=root.subject, excluded=subtrees
+    )
     fitting = _leaf_under(inter_name, inter_key, [f"n{n}.example.org" for n in range(dns_names)])
     chain = [fitting.public_bytes(DER), inter.public_bytes(DER)]
     assert str(verify_x509_svid(chain, ca.bundle).spiffe_id) == WEB

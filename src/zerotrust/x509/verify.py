@@ -37,6 +37,7 @@ from zerotrust.errors import (
     UntrustedCertificate,
 )
 from zerotrust.identity import SpiffeId
+from zerotrust.tokens.algorithms import MAX_RSA_BITS, MAX_RSA_EXPONENT
 from zerotrust.x509._certs import MAX_CHAIN_LENGTH, PARSE_ERRORS, fingerprint, load_der_chain
 from zerotrust.x509.bundle import BundleSet
 from zerotrust.x509.sources import X509BundleSource
@@ -51,12 +52,11 @@ Role = Literal["client", "server"]
 #: validation checks the issuers' keys, not the leaf's own). Other EC curves are refused as
 #: ``unsupported_key``; Ed25519 and Ed448 leaves are accepted.
 MIN_RSA_BITS = 2048
-#: The largest RSA modulus and public exponent of any certificate of a presented chain, as for
-#: JWKs. Path building may check up to 100 signatures (cryptography's budget) with the keys of
-#: the chain's own certificates, which the sender chose: a 16,384-bit modulus with a 64-bit
-#: exponent makes each check cost about seven times what the largest key these bounds allow does.
-MAX_RSA_BITS = 8192
-MAX_RSA_EXPONENT = 1 << 32
+# Every certificate of a presented chain has the RSA bounds of JWKs (MAX_RSA_BITS and
+# MAX_RSA_EXPONENT of zerotrust.tokens.algorithms). Path building may check up to 100
+# signatures (cryptography's budget) with the keys of the chain's own certificates, which the
+# sender chose: a 16,384-bit modulus with a 64-bit exponent makes each check cost about seven
+# times what the largest key these bounds allow does.
 #: The most name-constraint comparisons one step of path building may need: the names the
 #: chain carries (the leaf's subject alternative names, and a subject per certificate) times
 #: the subtrees of the name constraints of its certificates. Path building takes up to 100

@@ -718,6 +718,60 @@ def test_identity_is_checked_again_after_a_reconnection(world: World) -> None:
         assert not check.needed
 
 
+def test_a_closed_managed_channel_waits_for_every_retiring_channel() -> None:
+    """Retired channels are closed on threads of their own, started from whichever grpc
+    callback thread released their last call; many such releases at once must each leave a
+    closer that ``close()`` then waits for (none lost, none dropped before it started)."""
+    from zerotrust.client._grpc_generations import Generation
+    from zerotrust.client._grpc_managed import ManagedChannel
+
+    release, closed = threading.Event(), []
+
+    class Channel:
+        def close(self) -> None:
+            assert release.wait(10)
+            closed.append(self)
+
+    class Source:
+        def get_x509_svid(self) -> object:
+            return "svid"
+
+        def get_bundle_set(self) -> object:
+            return "bundles"
+
+    def build(svid: object, bundles: object) -> Generation[Any]:
+        return Generation(Channel(), (svid, bundles), None)  # type: ignore[arg-type]
+
+    channel = ManagedChannel(build, Source(), Source())  # type: ignore[arg-type]
+    threads, per_thread = 8, 25
+    start = threading.Barrier(threads)
+
+    def retire_many() -> None:
+        start.wait()
+        for _ in range(per_thread):
+            channel._close_later([build("svid", "bundles")])
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        workers = [threading.Thread(target=retire_many) for _ in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(old)
+    try:
+        closers = {t for t in threading.enumerate() if t.name == "zerotrust-grpc-retire"}
+        assert len(closers) == threads * per_thread  # every one still waiting to close
+        assert closers <= set(channel._closers)  # ... and every one known to close()
+    finally:
+        release.set()
+    channel.close()
+    assert not any(closer.is_alive() for closer in closers)
+    assert len(closed) == threads * per_thread + 1  # and the channel's current one
+
+
 @pytest.mark.parametrize(
     ("peer", "address"),
     [

@@ -106,6 +106,7 @@ class ManagedChannel(MultiCallables, grpc.Channel):  # type: ignore[misc]
         self._on_close = on_close
         self._gens: Generations[Any] = Generations(build, svid, bundles)
         self._closers: list[threading.Thread] = []
+        self._closers_lock = threading.Lock()  # releases run on many threads at once
         self._lease()  # build the first channel now (no I/O: grpc connects lazily)
         self._release(self._gens.current)  # type: ignore[arg-type]
 
@@ -132,9 +133,10 @@ class ManagedChannel(MultiCallables, grpc.Channel):  # type: ignore[misc]
         # Releases run on grpc's callback threads: never close a channel from its own thread.
         for gen in gens:
             thread = threading.Thread(target=_close, args=(gen,), name="zerotrust-grpc-retire")
-            self._closers = [t for t in self._closers if t.is_alive()]
-            self._closers.append(thread)
-            thread.start()
+            with self._closers_lock:  # close() joins every closer started before it
+                self._closers = [t for t in self._closers if t.is_alive()]
+                self._closers.append(thread)
+                thread.start()
 
     def _wrapper(self, kind: str, key: tuple[Any, ...]) -> Any:
         return (_Streaming if kind.endswith("_stream") else _Unary)(self, key)
@@ -157,7 +159,9 @@ class ManagedChannel(MultiCallables, grpc.Channel):  # type: ignore[misc]
         """Close every underlying channel now (in-flight calls are cancelled)."""
         for gen in self._gens.close_all():
             _close(gen)
-        for thread in self._closers:
+        with self._closers_lock:
+            closers = list(self._closers)
+        for thread in closers:
             thread.join()
         if self._on_close is not None:
             self._on_close()

@@ -1231,6 +1231,39 @@ def test_an_evaluation_cancelled_as_its_hook_answers_is_cancelled(
     assert sink.events == []  # nothing was decided
 
 
+def test_a_cancelled_evaluation_ends_after_its_hook_cleaned_up(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """A request cancelled while its CUSTOM hook is still at work cancels the hook, and its
+    CancelledError reaches the caller only once the hook's own cleanup has run (as
+    ``asyncio.wait_for`` does): nothing of the request is still running when it is gone."""
+    started, cleaned = asyncio.Event(), []
+
+    async def hook(principal: object, op: object) -> bool:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # never answers
+        finally:
+            await asyncio.sleep(0)  # cleanup that needs the loop (closing a connection)
+            cleaned.append(True)
+        return True  # pragma: no cover - cancelled above
+
+    pol = Policy([Rule(id="ext", action="CUSTOM", hook=hook), Rule(id="all")])
+    guard, sink = make_guard(issuer, clock, pol=pol)
+    token = issuer.issue(subject=WEB, audience=AUD)
+
+    async def main() -> None:
+        evaluation = asyncio.ensure_future(guard.aevaluate(get(token)))
+        await started.wait()
+        evaluation.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await evaluation
+        assert cleaned == [True]
+
+    asyncio.run(main())
+    assert sink.events == []
+
+
 def test_decisions_are_memoized_per_principal_and_route_only(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:

@@ -30,11 +30,17 @@ else:
     async def wait_for(awaitable: Awaitable[T], timeout: float) -> T:
         """The result of ``awaitable`` within ``timeout`` seconds, else
         :class:`asyncio.TimeoutError` (the awaitable is cancelled); a cancelled caller raises
-        ``CancelledError`` and cancels the awaitable, whether or not it had finished."""
+        ``CancelledError`` and cancels the awaitable, whether or not it had finished, once the
+        awaitable's own cleanup has run (as ``asyncio.wait_for`` waits for it)."""
         inner = asyncio.ensure_future(awaitable)
         inner.add_done_callback(_retrieve)
         try:
             done, _ = await asyncio.wait((inner,), timeout=timeout)
+        except asyncio.CancelledError:
+            inner.cancel()
+            if not inner.done():
+                await asyncio.wait((inner,))  # its cleanup ends before the caller goes on
+            raise
         except BaseException:
             inner.cancel()
             raise

@@ -129,6 +129,33 @@ def test_private_key_jwt(server: HttpsServer, clock: FixedClock, as_issuer: bool
     assert verifier.verify(second.form["client_assertion"]).jti != claims.jti  # fresh each time
 
 
+def test_private_key_jwt_assertion_audience(server: HttpsServer, clock: FixedClock) -> None:
+    """``assertion_audience`` (the authorization server's issuer identifier) replaces the
+    token endpoint as the assertion's only audience."""
+    key = PrivateJWK.generate("ES256")
+    with credentials(
+        server,
+        clock,
+        client_secret=None,
+        private_key_jwt=key,
+        assertion_audience="https://issuer.example",
+    ) as source:
+        source.token("https://api.example")
+    [request] = server.requests("/token")
+    assertion = request.form["client_assertion"]
+
+    def verifier(audience: str) -> TokenVerifier:
+        return TokenVerifier(
+            issuer="my:client", audience=audience, keys=key.public(), algorithms=["ES256"]
+        )
+
+    assert verifier("https://issuer.example").verify(assertion).audience == (
+        "https://issuer.example",
+    )
+    with pytest.raises(TokenError):
+        verifier(server.url("/token")).verify(assertion)
+
+
 def test_private_key_jwt_issuer_must_be_the_client_id(server: HttpsServer) -> None:
     issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer="someone-else")
     with pytest.raises(ConfigurationError, match="issuer=client_id"):
@@ -421,6 +448,9 @@ def test_plain_http_only_to_loopback_with_opt_in(clock: FixedClock) -> None:
         {"client_secret": "s", "scopes": 5},
         {"client_secret": "s", "verify": False},
         {"private_key_jwt": "key"},
+        {"client_secret": "s", "assertion_audience": "https://issuer.example"},
+        {"private_key_jwt": PrivateJWK.generate("ES256"), "assertion_audience": ""},
+        {"private_key_jwt": PrivateJWK.generate("ES256"), "assertion_audience": 7},
         {"mtls": "context"},
         {"mtls": True},
         {"mtls": ssl.create_default_context(), "verify": "ca.pem"},

@@ -3,7 +3,8 @@
 * Client authentication (RFC 6749 §2.3, RFC 7523, RFC 8705): ``client_secret`` in HTTP Basic
   (each part form-urlencoded first, as RFC 6749 §2.3.1 requires) or in the body;
   ``private_key_jwt`` (a fresh assertion per request: ``iss = sub = client_id``,
-  ``aud`` = the token endpoint, a random ``jti``, a short ``exp``); mutual TLS (the client
+  ``aud`` = the token endpoint or the configured ``assertion_audience``, a random ``jti``, a
+  short ``exp``); mutual TLS (the client
   certificate authenticates; the body carries ``client_id`` only).
 * Responses (RFC 6749 §5): a JSON object with a string ``access_token`` in RFC 6750
   ``b64token`` syntax, a ``token_type`` of ``Bearer`` (any case; ``N_A`` too for RFC 8693
@@ -69,7 +70,15 @@ SecretMethod = Literal["basic", "post"]
 class ClientAuth:
     """How a client authenticates to the token endpoint. Never shows its secret."""
 
-    __slots__ = ("_assertion_ttl", "_client_id", "_issuer", "_method", "_secret", "mtls")
+    __slots__ = (
+        "_assertion_audience",
+        "_assertion_ttl",
+        "_client_id",
+        "_issuer",
+        "_method",
+        "_secret",
+        "mtls",
+    )
 
     def __init__(
         self,
@@ -81,6 +90,7 @@ class ClientAuth:
         secret_method: SecretMethod = "basic",  # noqa: S107
         required: bool = True,
         assertion_ttl: float = 60,
+        assertion_audience: str | None = None,
     ) -> None:
         chosen = [x is not None for x in (client_secret, private_key_jwt, mtls)]
         if sum(chosen) > 1:
@@ -96,6 +106,12 @@ class ClientAuth:
         self._issuer = None
         self.mtls = None
         self._assertion_ttl = assertion_ttl
+        if assertion_audience is not None:
+            if private_key_jwt is None:
+                raise ConfigurationError("assertion_audience is for private_key_jwt assertions")
+            if not isinstance(assertion_audience, str) or not assertion_audience:
+                raise ConfigurationError("assertion_audience must be a non-empty string")
+        self._assertion_audience = assertion_audience
         if client_secret is not None:
             if not isinstance(client_secret, str) or not client_secret:
                 raise ConfigurationError("client_secret must be a non-empty string")
@@ -138,7 +154,9 @@ class ClientAuth:
             assert client_id is not None
             form["client_assertion_type"] = JWT_BEARER_ASSERTION
             form["client_assertion"] = self._issuer.issue(
-                subject=client_id, audience=token_url, ttl=self._assertion_ttl
+                subject=client_id,
+                audience=self._assertion_audience or token_url,
+                ttl=self._assertion_ttl,
             )
         return HttpRequest("POST", token_url, headers, form)
 

@@ -66,6 +66,7 @@ class _OAuth2Source:
             mtls=options["mtls"],
             secret_method=options["secret_method"],
             required=auth_required,
+            assertion_audience=options["assertion_audience"],
         )
         verify = options["verify"]
         if self._auth.mtls is not None:
@@ -139,7 +140,12 @@ class ClientCredentialsTokenSource(_OAuth2Source):
     body), ``private_key_jwt`` (a :class:`~zerotrust.tokens.TokenIssuer` with
     ``issuer=client_id``, or a :class:`~zerotrust.tokens.PrivateJWK` whose ``kid`` the
     server knows) or ``mtls`` (an ``ssl.SSLContext`` with the client certificate loaded and
-    the server's CA trusted) authenticates the client.
+    the server's CA trusted) authenticates the client. A ``private_key_jwt`` assertion names
+    the token endpoint as its ``aud`` (RFC 7523), or ``assertion_audience`` when given. Set
+    it to the authorization server's issuer identifier where that server accepts it: a
+    client that signs assertions for several authorization servers is then safe from
+    audience injection (one server's metadata naming another's token endpoint, to receive
+    assertions it can replay there), as the update of RFC 7523 recommends.
     """
 
     def __init__(
@@ -149,6 +155,7 @@ class ClientCredentialsTokenSource(_OAuth2Source):
         client_id: str,
         client_secret: str | None = None,
         private_key_jwt: TokenIssuer | PrivateJWK | None = None,
+        assertion_audience: str | None = None,
         mtls: ssl.SSLContext | None = None,
         secret_method: SecretMethod = "basic",  # noqa: S107
         scopes: Iterable[str] = (),
@@ -199,8 +206,9 @@ class TokenExchangeTokenSource(_OAuth2Source):
     returning the token, e.g. the caller's incoming token. Results are cached per audience and
     per subject/actor token. The response must carry ``issued_token_type`` equal to
     ``requested_token_type``. Client authentication is optional here (a ``client_id`` alone
-    identifies a public client). ``max_audiences`` bounds the cache of (audience, subject,
-    actor) entries.
+    identifies a public client); ``assertion_audience`` as for
+    :class:`ClientCredentialsTokenSource`. ``max_audiences`` bounds the cache of (audience,
+    subject, actor) entries.
     """
 
     def __init__(
@@ -216,6 +224,7 @@ class TokenExchangeTokenSource(_OAuth2Source):
         client_id: str | None = None,
         client_secret: str | None = None,
         private_key_jwt: TokenIssuer | PrivateJWK | None = None,
+        assertion_audience: str | None = None,
         mtls: ssl.SSLContext | None = None,
         secret_method: SecretMethod = "basic",  # noqa: S107
         scopes: Iterable[str] = (),

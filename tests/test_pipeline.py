@@ -1208,22 +1208,28 @@ def test_async_driver_does_not_block_the_loop(issuer: TokenIssuer, clock: FixedC
 def test_an_evaluation_cancelled_as_its_hook_answers_is_cancelled(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:
-    """A request cancelled (its client gone, the server shutting down) just as a CUSTOM hook
-    answers ends with CancelledError: the hook's answer never carries it on to an outcome."""
-    evaluation: asyncio.Future[Outcome] | None = None
+    """A request cancelled (its client gone, the server shutting down) in the same turn of the
+    event loop as its CUSTOM hook answers ends with CancelledError: the hook's answer never
+    carries it on to an outcome (``asyncio.wait_for`` of Python 3.10 and 3.11 returned it)."""
+    started = asyncio.Event()
+    answer: asyncio.Future[bool] | None = None
 
     async def hook(principal: object, op: object) -> bool:
-        assert evaluation is not None
-        asyncio.get_running_loop().call_soon(evaluation.cancel)  # before the answer is read
-        return True
+        assert answer is not None
+        started.set()
+        return await answer
 
     pol = Policy([Rule(id="ext", action="CUSTOM", hook=hook), Rule(id="all")])
     guard, sink = make_guard(issuer, clock, pol=pol)
     token = issuer.issue(subject=WEB, audience=AUD)
 
     async def main() -> None:
-        nonlocal evaluation
+        nonlocal answer
+        answer = asyncio.get_running_loop().create_future()
         evaluation = asyncio.ensure_future(guard.aevaluate(get(token)))
+        await started.wait()
+        answer.set_result(True)  # the hook answers ...
+        evaluation.cancel()  # ... as the request is cancelled
         with pytest.raises(asyncio.CancelledError):
             await evaluation
 

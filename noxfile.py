@@ -1,5 +1,5 @@
 """Developer tasks: ``nox -s tests``, ``lint``, ``typecheck``, ``demo``, ``bench``, ``load``, ``fuzz``,
-``docs``, ``lowest``."""
+``docs``, ``lowest``, ``pythons``."""
 
 from __future__ import annotations
 
@@ -24,6 +24,15 @@ def tests(session: nox.Session) -> None:
         "--cov-report=term:skip-covered",
         *session.posargs,
     )
+
+
+@nox.session(python=["3.10", "3.11", "3.12", "3.13"])
+def pythons(session: nox.Session) -> None:
+    """The whole test suite on each supported Python (one: ``nox -s pythons-3.13``).
+
+    Not a default session: a machine rarely has all four interpreters."""
+    session.install("-e", DEV)
+    session.run("python", "-m", "pytest", "-q", *session.posargs)
 
 
 @nox.session(venv_backend="uv")

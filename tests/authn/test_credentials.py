@@ -50,6 +50,24 @@ def test_authorization_syntax() -> None:
         extract_credentials(_view(authorization=["Bearer a", "Bearer b"]))
 
 
+def test_the_default_token_bound_is_8192_bytes() -> None:
+    assert extract_credentials(_view(authorization="Bearer " + "a" * 8192)).token == "a" * 8192
+    with pytest.raises(MalformedCredentials, match="too large"):
+        extract_credentials(_view(authorization="Bearer " + "a" * 8193))
+
+
+def test_only_spaces_and_tabs_are_trimmed_never_the_token_itself() -> None:
+    for value in ("Bearer XabcX", " \tBearer   XabcX \t"):
+        assert extract_credentials(_view(authorization=value)).token == "XabcX", repr(value)
+    # other whitespace and control characters are neither optional whitespace nor b64token
+    for edge in ("\r", "\n", "\x0b", "\x0c", "\xa0", "\x00"):
+        with pytest.raises(UnsupportedScheme):
+            extract_credentials(_view(authorization=f"{edge}Bearer abc"))
+        for bad in (f"Bearer abc{edge}", f"Bearer {edge}abc"):
+            with pytest.raises(MalformedCredentials):
+                extract_credentials(_view(authorization=bad))
+
+
 def test_the_dpop_proof_header_is_bounded_and_b64token() -> None:
     proof = extract_credentials(_view(dpop="a" * 64), max_token_bytes=64).dpop_proof
     assert proof == "a" * 64
@@ -94,9 +112,12 @@ def test_api_keys_refuse_a_bad_configuration() -> None:
             ApiKeys({"k": stored})  # type: ignore[dict-item]
     with pytest.raises(ConfigurationError, match="not a valid header name"):
         ApiKeys({"k": digest}, header=123)  # type: ignore[arg-type]
+    assert ApiKeys({"k": digest}).header == "x-api-key"  # the default
     keys = ApiKeys({"k": digest}, header="X-Api-Key")
     assert keys.header == "x-api-key" and keys.identify("secret") == "k"
     assert keys.identify("other") is None
+    # a lone surrogate (no header parser makes one; a Request may carry it) is just unknown
+    assert keys.identify("\ud800") is None
 
 
 def test_credentials_never_show_their_values() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import hashlib
 import ipaddress
@@ -697,8 +698,13 @@ def test_nginx_from_trusted_proxy(chain: tuple[x509.Certificate, ...]) -> None:
     request = headers(x_client_cert=quote(pem(chain[0]), safe=""))
     result = extract_forwarded_cert(request, PROXY, None, config)
     assert (result.chain, result.source) == ((der(chain[0]),), "nginx")
-    empty = extract_forwarded_cert(headers(x_client_cert=""), PROXY, None, config)
-    assert empty == ForwardedResult(proxy_address=PROXY)
+    # a value of optional whitespace alone is no certificate; anything else must parse
+    for blank in ("", " \t "):
+        empty = extract_forwarded_cert(headers(x_client_cert=blank), PROXY, None, config)
+        assert empty == ForwardedResult(proxy_address=PROXY)
+    for junk in ("X", " X\t"):
+        with pytest.raises(MalformedCredentials):
+            extract_forwarded_cert(headers(x_client_cert=junk), PROXY, None, config)
 
 
 def test_nginx_unescaped_pem_from_trusted_proxy(chain: tuple[x509.Certificate, ...]) -> None:
@@ -838,6 +844,12 @@ def test_rfc9440_chains_are_told_apart_by_both_headers(
         headers(client_cert=leaf, client_cert_chain=[inter, inter]), PROXY, None, config, parsed
     )
     assert lines.chain == (der(chain[0]), der(chain[1]), der(chain[1]))
+    # ... and neither is the boundary between the two headers: the same three lines, one more
+    # of them in Client-Cert, are a Client-Cert sent twice
+    moved = headers(client_cert=[leaf, inter], client_cert_chain=inter)
+    for _ in range(2):
+        with pytest.raises(MalformedCredentials, match="sent once"):
+            forwarded_cert(moved, PROXY, None, config, parsed)
 
 
 def test_parsed_chains_are_bounded_and_refuse_oversized_headers(
@@ -852,8 +864,38 @@ def test_parsed_chains_are_bounded_and_refuse_oversized_headers(
     ]
     assert [r.chain for r in results] == [tuple(map(der, c)) for c in chains]
     assert len(parsed) == 2
+    # by default (each Authenticator that trusts proxies keeps one), 1024 chains at most
+    default = ParsedChains()
+    rfc9440 = TrustedProxies([PROXY], header="client-cert")
+    for n in range(1025):
+        request = headers(client_cert=f"{sf(der(chain[0]))};n={n}")
+        assert forwarded_cert(request, PROXY, None, rfc9440, default).chain == (der(chain[0]),)
+    assert len(default) == 1024
     oversized = headers(x_forwarded_client_cert=xfcc_for(chain) + ";x=" + "a" * 20000)
     for _ in range(2):
         with pytest.raises(MalformedCredentials):
             forwarded_cert(oversized, PROXY, None, config, parsed)
     assert len(parsed) == 2
+
+
+@pytest.mark.parametrize("fmt", ["xfcc", "client-cert", "nginx"])
+def test_a_lone_surrogate_in_a_forwarded_header_is_malformed_not_an_error(fmt: str) -> None:
+    # what no server's header parser makes, but a view may hand over: refused like any noise
+    config = TrustedProxies([PROXY], header=fmt)  # type: ignore[arg-type]
+    request = headers(**dict.fromkeys(config.format_headers, ":\ud800:"))
+    for parsed in (None, ParsedChains()):
+        with pytest.raises(MalformedCredentials):
+            forwarded_cert(request, PROXY, None, config, parsed)
+
+
+def test_a_forwarded_result_is_immutable_and_shows_no_certificate(
+    chain: tuple[x509.Certificate, ...],
+) -> None:
+    request = headers(x_forwarded_client_cert=xfcc_for(chain))
+    result = extract_forwarded_cert(request, PROXY, None, TrustedProxies([PROXY]))
+    # one result (the one for a request without any such header) is shared by every request
+    nothing = extract_forwarded_cert(headers(), PROXY, None, None)
+    for shared in (result, nothing):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            shared.chain = (b"other",)  # type: ignore[misc]
+    assert "chain" not in repr(result) and repr(der(chain[0])) not in repr(result)

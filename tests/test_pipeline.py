@@ -1369,7 +1369,12 @@ def test_settings_cannot_be_reassigned_once_built(issuer: TokenIssuer, clock: Fi
         ("api_keys", keys),
         ("trusted_proxies", None),
         ("tokens", None),
+        ("bundles", None),
+        ("dpop", None),
         ("require_mtls", True),
+        ("require_token", True),
+        ("token_must_match_peer", True),
+        ("max_delegation_depth", 32),
         ("clock", clock),
     ):
         with pytest.raises(AttributeError, match=f"Authenticator.{name} cannot change"):
@@ -1388,6 +1393,14 @@ def test_settings_cannot_be_reassigned_once_built(issuer: TokenIssuer, clock: Fi
 
     tagged = Tagged(authenticator=authenticator, policy=policy(), audit=MemorySink())
     assert tagged.tag == "b"
+
+    class TaggedAuthenticator(Authenticator):
+        def __init__(self, **kw: object) -> None:
+            super().__init__(**kw)  # type: ignore[arg-type]
+            self.tag = "a"
+            self.tag = "b"
+
+    assert TaggedAuthenticator(tokens=authenticator.tokens).tag == "b"
 
 
 @pytest.mark.parametrize("change", ["authority removed", "trust domain gone"])
@@ -1508,6 +1521,37 @@ def test_delegation_chains_deeper_than_the_limit_are_refused(
     assert refused.error.code == "invalid_claim" and "delegation" in str(refused.error)
 
 
+def test_the_default_delegation_depth_is_four(issuer: TokenIssuer, clock: FixedClock) -> None:
+    guard, _ = make_guard(issuer, clock)
+    act: dict[str, object] | None = None
+    for hop in range(5):
+        act = {"sub": f"spiffe://example.org/hop{hop}", **({"act": act} if act else {})}
+        token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], act=act)
+        outcome = guard.evaluate(get(token))
+        assert outcome.allowed == (hop < 4), hop
+    assert outcome.error is not None and outcome.error.code == "invalid_claim"
+
+
+def test_what_the_authenticator_remembers_of_peers_and_subjects_is_bounded(
+    clock: FixedClock, ca: DevCA
+) -> None:
+    """One entry per TLS connection's peer, and per SPIFFE-ID token subject: bounded tables."""
+    import dataclasses
+
+    from zerotrust import verify_x509_svid
+    from zerotrust.authn import authenticate
+
+    authenticator = Authenticator(bundles=ca.bundle, clock=clock)
+    peer = verify_x509_svid(ca.issue_svid(WEB).cert_chain, ca.bundle, now=clock.now())
+    for n in range(4097):
+        authenticator.recheck_peer(dataclasses.replace(peer, fingerprint=f"{n:064x}"))
+        assert len(authenticator._trusted) <= 4096
+    for n in range(4097):
+        subject = f"spiffe://example.org/w{n}"
+        assert str(authenticate._spiffe_subject(subject)) == subject
+        assert len(authenticate._subjects) <= 4096
+
+
 def test_a_keep_alive_peer_is_accepted_up_to_its_not_after(clock: FixedClock, ca: DevCA) -> None:
     """RFC 5280 4.1.2.5: the validity period includes notAfter itself."""
     from zerotrust import verify_x509_svid
@@ -1575,6 +1619,8 @@ def test_the_flow_can_be_driven_without_a_notes_list(
     result = done.value.value
     assert result.principal is not None and result.principal.subject == WEB
     assert result.notes == ()
+    with pytest.raises(AttributeError):  # frozen: the Guard decides on what was established
+        result.principal = None  # type: ignore[misc]
 
 
 def test_the_verifiers_token_size_bound_applies_to_the_authorization_header(

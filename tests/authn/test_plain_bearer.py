@@ -8,13 +8,24 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zerotrust import Authenticator, TokenIssuer, TokenVerifier, TrustedProxies
+from zerotrust import (
+    Authenticator,
+    BundleSet,
+    TokenIssuer,
+    TokenVerifier,
+    TrustedProxies,
+    VerifiedPeer,
+    verify_x509_svid,
+)
 from zerotrust._sansio import drive
 from zerotrust.adapters._asgi_view import ScopeView
-from zerotrust.adapters.wsgi import WSGIRequestView
+from zerotrust.adapters._tls_scope import TLS_PEER_KEY
+from zerotrust.adapters.wsgi import PEER_ENVIRON_KEY, WSGIRequestView
+from zerotrust.authn.authenticate import PEER_IS_PROXY
 from zerotrust.authn.credentials import ApiKeys
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, ZeroTrustError
@@ -101,8 +112,10 @@ def header_sets(token: str) -> dict[str, list[tuple[str, str]]]:
     }
 
 
-def asgi_view(headers: Sequence[tuple[str, str]], client: str) -> ScopeView:
-    scope = {
+def asgi_view(
+    headers: Sequence[tuple[str, str]], client: str, peer: VerifiedPeer | None = None
+) -> ScopeView:
+    scope: dict[str, Any] = {
         "type": "http",
         "method": "GET",
         "path": "/orders/7",
@@ -113,10 +126,14 @@ def asgi_view(headers: Sequence[tuple[str, str]], client: str) -> ScopeView:
         "server": ("127.0.0.1", 8000),
         "headers": [(b"host", b"svc")] + [(n.encode(), v.encode()) for n, v in headers],
     }
+    if peer is not None:  # as zerotrust's servers hand over a handshake-verified peer
+        scope["extensions"] = {"tls": {TLS_PEER_KEY: peer}}
     return ScopeView(scope, "/orders/{order_id}")
 
 
-def wsgi_view(headers: Sequence[tuple[str, str]], client: str) -> WSGIRequestView:
+def wsgi_view(
+    headers: Sequence[tuple[str, str]], client: str, peer: VerifiedPeer | None = None
+) -> WSGIRequestView:
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": "/orders/7",
@@ -128,6 +145,8 @@ def wsgi_view(headers: Sequence[tuple[str, str]], client: str) -> WSGIRequestVie
         key = "HTTP_" + name.upper().replace("-", "_")
         # a WSGI server joins repeated headers with a comma
         environ[key] = f"{environ[key]},{value}" if key in environ else value
+    if peer is not None:
+        environ[PEER_ENVIRON_KEY] = peer
     return WSGIRequestView(environ, "/orders/{order_id}")
 
 
@@ -158,6 +177,31 @@ def test_the_one_pass_reading_authenticates_every_request_as_the_full_reading(
             fast = outcome(authenticator, make_view(headers, client))
             full = outcome(authenticator, Hidden(make_view(headers, client)))
             assert fast == full, (name, case)
+
+
+@pytest.mark.parametrize("make_view", [asgi_view, wsgi_view], ids=["asgi", "wsgi"])
+def test_the_one_pass_reading_takes_the_connections_peer_as_the_full_reading(
+    issuer: TokenIssuer, token: str, make_view: Any
+) -> None:
+    """A handshake-verified peer is the caller, unless it connects from a trusted proxy's
+    address: a proxy only relays, its own certificate never authenticates a request."""
+    ca = DevCA.create("example.org")
+    verifier = TokenVerifier(
+        issuer=ISSUER, audience=AUDIENCE, keys=issuer.jwks(), algorithms=["ES256"]
+    )
+    authenticator = Authenticator(
+        tokens=verifier, bundles=ca.bundle, trusted_proxies=TrustedProxies(["10.0.0.0/8"])
+    )
+    chain = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(CALLER).cert_chain]
+    peer = verify_x509_svid(chain, BundleSet([ca.bundle]), role="client")
+    bearer = [("authorization", f"Bearer {token}")]
+    for client, proven_by, notes in (
+        ("127.0.0.1", "mtls+jwt", ()),
+        ("10.1.2.3", "jwt", (PEER_IS_PROXY,)),
+    ):
+        fast = outcome(authenticator, make_view(bearer, client, peer))
+        assert fast == outcome(authenticator, Hidden(make_view(bearer, client, peer))), client
+        assert fast[0] == "ok" and (fast[1].proven_by, fast[3]) == (proven_by, notes), client
 
 
 def test_the_cases_cover_both_readings_and_both_verdicts(issuer: TokenIssuer, token: str) -> None:

@@ -1583,6 +1583,9 @@ def test_a_service_without_a_token_verifier_refuses_bearer_tokens(
     refused = guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])))
     assert refused.status == 401 and refused.error is not None
     assert refused.error.code == "unauthenticated"
+    # without a verifier's bound, the header is still read within the default one
+    assert guard.evaluate(get("a" * 8192)).status == 401
+    assert guard.evaluate(get("a" * 8193)).status == 400
 
 
 def test_a_handshake_verified_peer_needs_no_bundles_of_the_service(

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from zerotrust import (
     Authenticator,
     BundleSet,
+    Request,
     TokenIssuer,
     TokenVerifier,
     TrustedProxies,
@@ -202,6 +203,31 @@ def test_the_one_pass_reading_takes_the_connections_peer_as_the_full_reading(
         fast = outcome(authenticator, make_view(bearer, client, peer))
         assert fast == outcome(authenticator, Hidden(make_view(bearer, client, peer))), client
         assert fast[0] == "ok" and (fast[1].proven_by, fast[3]) == (proven_by, notes), client
+
+
+def test_only_a_plain_bearer_request_is_reusable(issuer: TokenIssuer, token: str) -> None:
+    """AuthResult.reusable (the Guard repeats only such allows): a Bearer token and nothing
+    else, with at most the connection's handshake-verified peer."""
+    ca = DevCA.create("example.org")
+    verifier = TokenVerifier(
+        issuer=ISSUER, audience=AUDIENCE, keys=issuer.jwks(), algorithms=["ES256"]
+    )
+    keys = ApiKeys({"k": ApiKeys.hash("s" * 32)}, header="x-key")
+    authenticator = Authenticator(tokens=verifier, bundles=ca.bundle, api_keys=keys)
+    chain = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(CALLER).cert_chain]
+    peer = verify_x509_svid(chain, BundleSet([ca.bundle]), role="client")
+    bearer = {"authorization": f"Bearer {token}"}
+
+    def reusable(headers: dict[str, str], **kw: Any) -> bool:
+        view = Request(method="GET", path="/orders/7", headers=headers, **kw)
+        result = drive(authenticator.flow(view, []))
+        assert result.principal is not None and result.principal.subject == CALLER
+        return result.reusable
+
+    assert reusable(bearer) and reusable(bearer, verified_peer=peer)
+    assert not reusable(bearer, peer_chain=chain)  # a chain the server handed over unverified
+    for other in ({"x-key": "s" * 32}, {"dpop": "a.b.c"}, {"x-forwarded-client-cert": "x"}):
+        assert not reusable({**bearer, **other}), other
 
 
 def test_the_cases_cover_both_readings_and_both_verdicts(issuer: TokenIssuer, token: str) -> None:

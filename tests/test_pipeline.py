@@ -1533,12 +1533,14 @@ def test_the_default_delegation_depth_is_four(issuer: TokenIssuer, clock: FixedC
 
 
 def test_what_the_authenticator_remembers_of_peers_and_subjects_is_bounded(
-    clock: FixedClock, ca: DevCA
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
 ) -> None:
-    """One entry per TLS connection's peer, and per SPIFFE-ID token subject: bounded tables."""
+    """One entry per TLS connection's peer, per SPIFFE-ID token subject and per cached token:
+    bounded tables."""
     import dataclasses
 
     from zerotrust import verify_x509_svid
+    from zerotrust._sansio import drive
     from zerotrust.authn import authenticate
 
     authenticator = Authenticator(bundles=ca.bundle, clock=clock)
@@ -1550,6 +1552,16 @@ def test_what_the_authenticator_remembers_of_peers_and_subjects_is_bounded(
         subject = f"spiffe://example.org/w{n}"
         assert str(authenticate._spiffe_subject(subject)) == subject
         assert len(authenticate._subjects) <= 4096
+    # ... and per cached token: a full table makes room for the next one
+    verifier = TokenVerifier(
+        issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
+    )
+    by_token = Authenticator(tokens=verifier, clock=clock)
+    by_token._principals.update((object(), None) for _ in range(4096))  # type: ignore[misc]
+    token = issuer.issue(subject=WEB, audience=AUD)
+    result = drive(by_token.flow(get(token)))
+    assert result.principal is not None and len(by_token._principals) == 1
+    assert drive(by_token.flow(get(token))).principal is result.principal  # reused
 
 
 def test_a_keep_alive_peer_is_accepted_up_to_its_not_after(clock: FixedClock, ca: DevCA) -> None:
@@ -1623,7 +1635,7 @@ def test_the_flow_can_be_driven_without_a_notes_list(
     assert result.principal is not None and result.principal.subject == WEB
     assert result.notes == ()
     with pytest.raises(AttributeError):  # frozen: the Guard decides on what was established
-        result.principal = None  # type: ignore[misc]
+        result.principal = None
 
 
 def test_the_verifiers_token_size_bound_applies_to_the_authorization_header(

@@ -1548,6 +1548,9 @@ def test_what_the_authenticator_remembers_of_peers_and_subjects_is_bounded(
     for n in range(4097):
         authenticator.recheck_peer(dataclasses.replace(peer, fingerprint=f"{n:064x}"))
         assert len(authenticator._trusted) <= 4096
+    authenticator._peers.update((object(), None) for _ in range(4096))  # type: ignore[misc]
+    by_peer = drive(authenticator.flow(Request(route=ROUTE, verified_peer=peer)))
+    assert by_peer.principal is not None and len(authenticator._peers) == 1
     for n in range(4097):
         subject = f"spiffe://example.org/w{n}"
         assert str(authenticate._spiffe_subject(subject)) == subject

@@ -1172,6 +1172,8 @@ def test_api_keys(issuer: TokenIssuer, clock: FixedClock) -> None:
     guard, _ = make_guard(issuer, clock, pol=pol, api_keys=keys)
     ok = guard.evaluate(get(route="/metrics", headers={"x-api-key": "s3cret-key-value"}))
     assert ok.allowed and ok.principal is not None and ok.principal.api_key_id == "ci"
+    # the name a policy's Callers(subjects=[...]) matches
+    assert (ok.principal.subject, ok.principal.proven_by) == ("api-key:ci", "api-key")
     assert guard.evaluate(get(route="/metrics", headers={"x-api-key": "wrong"})).status == 401
     assert (
         guard.evaluate(get(route="/other", headers={"x-api-key": "s3cret-key-value"})).status == 403

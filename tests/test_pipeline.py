@@ -554,6 +554,33 @@ def test_revocation_checks_can_be_turned_off(issuer: TokenIssuer, clock: FixedCl
         assert guard.evaluate(get(token)).allowed
 
 
+class NoBlockingStore(ResilientStore):
+    """A store with I/O whose blocking calls must never be made on the event loop."""
+
+    def is_revoked(
+        self, *, jti: str | None, subject: str | None, issuer: str, issued_at: float | None
+    ) -> bool:
+        raise AssertionError("a blocking store call on the event loop")
+
+
+def test_a_store_with_io_is_awaited_and_asked_about_tokens_only(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    built, _ = make_guard(issuer, clock)
+    guard = Guard(
+        authenticator=built.authenticator,
+        policy=built.policy,
+        audit=MemorySink(),
+        store=NoBlockingStore(MemoryStore(clock=clock)),
+        clock=clock,
+    )
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    assert asyncio.run(guard.aevaluate(get(token))).allowed
+    # a request without a token has nothing to look up (anonymous, certificate, API key)
+    assert guard.evaluate(get(None, route="/healthz")).allowed
+    assert asyncio.run(guard.aevaluate(get(None, route="/healthz"))).allowed
+
+
 def test_unexpected_errors_fail_closed(
     issuer: TokenIssuer, clock: FixedClock, caplog: pytest.LogCaptureFixture
 ) -> None:

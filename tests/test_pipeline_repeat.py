@@ -271,6 +271,49 @@ def test_a_revoked_token_is_refused_on_repeat(
     assert world.check(get(other), asynchronous=asynchronous).allowed is (how != "issued_before")
 
 
+class LaggingVerifier(TokenVerifier):
+    """A verifier whose cache has not caught up with a revocation yet, as for a request that
+    found its token in the cache just before the revocation landed."""
+
+    def evict(self, jti: str) -> int:
+        return 0
+
+    def clear_cache(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("how", ["token", "subject"])
+def test_a_repeat_is_checked_against_the_store_before_the_cache_forgets_the_token(
+    issuer: TokenIssuer, clock: FixedClock, asynchronous: bool, how: str
+) -> None:
+    store = MemoryStore(clock=clock)
+    verifier = LaggingVerifier(
+        issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
+    )
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier, clock=clock),
+        policy=Policy(rules(), id="orders"),
+        audit=MemorySink(),
+        store=store,
+        clock=clock,
+    )
+
+    def evaluate(view: Request) -> Outcome:
+        return asyncio.run(guard.aevaluate(view)) if asynchronous else guard.evaluate(view)
+
+    token = read_token(issuer)
+    allowed = evaluate(get(token))
+    assert allowed.allowed and allowed.principal is not None and guard._repeats
+    until = clock.now().timestamp() + 3600
+    if how == "token":
+        store.revoke_token(allowed.principal.token_jti or "", expires_at=until)
+    else:
+        store.revoke_subject(WEB, issuer=ISS, until=until)
+    for _ in range(2):
+        refused = evaluate(get(token))
+        assert refused.error is not None and refused.error.code == "token_revoked"
+
+
 def test_a_withdrawn_or_unavailable_key_ends_repeats(
     issuer: TokenIssuer, clock: FixedClock, asynchronous: bool
 ) -> None:
@@ -632,3 +675,8 @@ def test_a_method_no_real_request_has_is_never_remembered(
         view = Request(method=method, route=ROUTE, path="/orders/7", headers=headers)
         assert guard.evaluate(view).allowed
     assert len(guard._decisions) == 3 and len(guard._repeats) == 3
+    # the bound: up to 64 characters
+    for method in ("X" * 64, "X" * 65):
+        view = Request(method=method, route=ROUTE, path="/orders/7", headers=headers)
+        assert guard.evaluate(view).allowed
+    assert len(guard._decisions) == 4 and len(guard._repeats) == 4

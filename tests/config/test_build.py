@@ -31,7 +31,7 @@ from tests.config.helpers import (
     secret_env,
     write,
 )
-from zerotrust import FixedClock
+from zerotrust import FixedClock, Guard
 from zerotrust.audit import MemorySink
 from zerotrust.config import Settings
 from zerotrust.dev import DevCA
@@ -305,6 +305,14 @@ def test_jwt_svids_without_iss_when_the_issuer_is_left_out(
     assert guard.evaluate(get(named)).allowed
     elsewhere = guard.evaluate(get(svid_without_iss(key, "spiffe://other.org/billing")))
     assert not elsewhere.allowed and elsewhere.status == 401
+    # a store with I/O is asked about the token too: with an empty issuer, never None
+    with_io = Guard(
+        authenticator=guard.authenticator,
+        policy=guard.policy,
+        audit=MemorySink(),
+        store=ResilientStore(MemoryStore()),
+    )
+    assert with_io.evaluate(get(svid_without_iss(key, WEB))).allowed
 
 
 def test_a_jwt_svid_key_file_without_issuer_needs_a_trust_domain(files: Path) -> None:

@@ -310,6 +310,27 @@ def test_rate_limited(issuer: TokenIssuer, clock: FixedClock) -> None:
     assert guard.evaluate(get(token)).allowed
 
 
+class RefusingAtOnce(MemoryStore):
+    """A store refusing with a wait shorter than any whole second (a bucket refilling now)."""
+
+    def acquire(self, key: str, **kwargs: object) -> RateLimitResult:  # type: ignore[override]
+        return RateLimitResult(allowed=False, remaining=0, retry_after=0.0)
+
+
+def test_retry_after_is_at_least_one_second(issuer: TokenIssuer, clock: FixedClock) -> None:
+    built, _ = make_guard(issuer, clock)
+    guard = Guard(
+        authenticator=built.authenticator,
+        policy=policy(rate_limits=[RateLimit("per-caller", rate=1, burst=2)]),
+        audit=MemorySink(),
+        store=RefusingAtOnce(clock=clock),
+        clock=clock,
+    )
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    refused = guard.evaluate(get(token))
+    assert refused.status == 429 and refused.headers == (("Retry-After", "1"),)
+
+
 def test_rate_limits_count_only_allowed_requests(issuer: TokenIssuer, clock: FixedClock) -> None:
     # a refusal stays the policy's (403, not 429) and takes nothing from the caller's bucket;
     # anonymous requests have no bucket to take from

@@ -625,6 +625,10 @@ def test_requirement_combines_with_policy(issuer: TokenIssuer, clock: FixedClock
         refused.www_authenticate
         == 'Bearer realm="orders", error="insufficient_scope", scope="orders:write"'
     )
+    # RFC 6750 3: the scope attribute is a space-delimited list
+    both = guard.evaluate(get(token), require(scopes=["orders:write", "orders:admin"]))
+    assert both.www_authenticate is not None
+    assert both.www_authenticate.endswith('scope="orders:write orders:admin"')
     assert guard.evaluate(get(token), require(callers=match.member_of("other.org"))).status == 403
     # a policy refusal is not replaced by the requirement's: it names the rule that refused
     intruder = issuer.issue(subject="intruder", audience=AUD, scopes=["orders:read"])
@@ -1135,11 +1139,17 @@ def test_a_malformed_dpop_header_is_an_invalid_proof(
     holder = PrivateJWK.generate("ES256")
     token = bound_token(issuer, holder)
     proof = proof_now(holder, token, clock)
-    for dpop in ([proof, proof], "not a proof", "a.b"):
-        outcome = guard.evaluate(
-            get(None, headers={"authorization": f"DPoP {token}", "dpop": dpop})
-        )
-        assert outcome.status == 401, dpop
+    cases: list[tuple[dict[str, str], str | list[str]]] = [
+        ({"authorization": f"DPoP {token}"}, "a.b")  # no JWT: refused when it is verified
+    ]
+    # a header that is no single JWT is refused however the request is authorized
+    for authorization in (f"DPoP {token}", f"Bearer {token}", None):
+        sent = {} if authorization is None else {"authorization": authorization}
+        cases += [(sent, [proof, proof]), (sent, "not a proof")]
+    for sent, dpop in cases:
+        headers = {**sent, "dpop": dpop}
+        outcome = guard.evaluate(get(None, headers=headers))
+        assert outcome.status == 401, (sent, dpop)
         assert outcome.error is not None and outcome.error.public_code == "invalid_dpop_proof"
         assert outcome.www_authenticate is not None
         assert outcome.www_authenticate.startswith('DPoP realm="orders", algs="')

@@ -1860,7 +1860,8 @@ def test_a_failed_required_sink_leaves_the_refusal_on_record(
     first, last = recorded.events
     assert (first.decision, first.status) == ("allow", 200)
     assert (last.decision, last.status, last.reason) == ("deny", 503, "audit_error")
-    assert f"{SUPERSEDES_NOTE}{first.event_id}" in last.notes
+    assert f"supersedes:{first.event_id}" in last.notes  # the documented form of the note
+    assert SUPERSEDES_NOTE == "supersedes:"
     assert outcome.event is last
     # a denied request too: the event enforced is the audit failure's, not the policy's
     denied = guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD)))  # no scope
@@ -1981,9 +1982,19 @@ def test_a_certificate_with_a_duplicated_extension_is_malformed(
 
 
 def test_an_unavailable_store_is_logged_with_its_cause_once_per_interval(
-    issuer: TokenIssuer, clock: FixedClock, caplog: pytest.LogCaptureFixture
+    issuer: TokenIssuer,
+    clock: FixedClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import types
+
     from zerotrust.errors import StoreUnavailable
+
+    monotonic = [1000.0]
+    monkeypatch.setattr(
+        "zerotrust.pipeline.time", types.SimpleNamespace(monotonic=lambda: monotonic[0])
+    )
 
     class Down(MemoryStore):
         def is_revoked(self, **kwargs: object) -> bool:  # type: ignore[override]
@@ -2008,11 +2019,17 @@ def test_an_unavailable_store_is_logged_with_its_cause_once_per_interval(
         == {"error": "temporarily_unavailable", "error_description": "temporarily unavailable"}
         for o in outcomes
     )
-    lines = [r.getMessage() for r in caplog.records if "refused with 503" in r.getMessage()]
-    assert lines == [
+    lines = [r for r in caplog.records if "refused with 503" in r.getMessage()]
+    assert [r.getMessage() for r in lines] == [
         "zerotrust: service zerotrust: requests refused with 503: store_unavailable:"
         " shared store unavailable: AuthenticationError (WRONGPASS)"
     ]
+    assert lines[0].name == "zerotrust"
+    # the interval is 10 seconds
+    for step, logged in ((9.5, 1), (0.5, 2), (9.5, 2), (0.5, 3)):
+        monotonic[0] += step
+        assert guard.evaluate(get(token)).status == 503
+        assert sum("refused with 503" in r.getMessage() for r in caplog.records) == logged
 
 
 def test_authenticator_configurations_that_could_never_authenticate_are_refused(

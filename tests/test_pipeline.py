@@ -208,6 +208,13 @@ def test_refusals(
     assert body is not None and set(body) == {"error", "error_description"}
     assert good not in json.dumps(body)
     assert sink.last is not None and sink.last.decision == "deny" and sink.last.status == status
+    # the event's reason is the policy's where the policy refused, else the error's code
+    policy_reasons = {
+        "no credentials": "no_allow_rule_matched",
+        "deny rule": "denied_by_rule",
+        "no rule for route": "no_allow_rule_matched",
+    }
+    assert sink.last.reason == policy_reasons.get(case, code)
     assert outcome.grpc_status in {"UNAUTHENTICATED", "PERMISSION_DENIED"}
 
 
@@ -1439,7 +1446,15 @@ def test_settings_cannot_be_reassigned_once_built(issuer: TokenIssuer, clock: Fi
     ):
         with pytest.raises(AttributeError, match=f"Authenticator.{name} cannot change"):
             setattr(authenticator, name, value)
-    for name, value in (("policy", Policy([])), ("store", MemoryStore()), ("service", "x")):
+    for name, value in (
+        ("authenticator", authenticator),
+        ("policy", Policy([])),
+        ("audit", MemorySink()),
+        ("store", MemoryStore()),
+        ("service", "x"),
+        ("check_revocation", False),
+        ("clock", clock),
+    ):
         with pytest.raises(AttributeError, match=f"Guard.{name} cannot change"):
             setattr(guard, name, value)
     assert authenticator.api_keys is None and guard.service == "orders"

@@ -644,6 +644,19 @@ def test_requirement_combines_with_policy(issuer: TokenIssuer, clock: FixedClock
     assert denied.decision is not None and denied.decision.rule_id == "deny-intruder"
 
 
+def test_an_adapter_refusal_is_answered_and_audited_like_any_other(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    from zerotrust.errors import MalformedCredentials
+
+    guard, sink = make_guard(issuer, clock)
+    outcome = guard.refuse(get(None), MalformedCredentials("more than 100 header lines"))
+    assert (outcome.allowed, outcome.status) == (False, 400)
+    assert outcome.www_authenticate == 'Bearer realm="orders", error="invalid_request"'
+    assert outcome.event is sink.last and sink.last is not None
+    assert (sink.last.decision, sink.last.reason) == ("deny", "malformed_credentials")
+
+
 def test_refine_checks_a_handler_requirement_after_the_policy(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:

@@ -882,6 +882,7 @@ def test_a_feature_the_store_cannot_answer_fails_closed(
     outcome = guard.evaluate(first) if mode == "sync" else asyncio.run(guard.aevaluate(first))
     assert (outcome.allowed, outcome.status, outcome.grpc_status) == (False, 503, "UNAVAILABLE")
     assert sink.last is not None and sink.last.decision == "deny"
+    assert sink.last.reason == "store_unavailable"  # the policy allowed it: the store refused
     store.down = ""  # once the store answers, the same request (a new proof) is allowed
     assert guard.evaluate(view("p2")).allowed
 

@@ -1790,12 +1790,14 @@ def test_a_cached_token_presented_with_the_dpop_scheme_is_checked_again(
 def test_a_spiffe_looking_subject_that_is_no_spiffe_id_names_no_workload(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:
-    guard, _ = make_guard(issuer, clock)
+    guard, sink = make_guard(issuer, clock)
     for subject in ("spiffe://example.org/a//b", "spiffe://EXAMPLE.org/web"):
         token = issuer.issue(subject=subject, audience=AUD, scopes=["orders:read"])
         outcome = guard.evaluate(get(token))
         assert outcome.allowed and outcome.principal is not None
         assert outcome.principal.spiffe_id is None and outcome.principal.subject == subject
+        # ... and the audit event names none either
+        assert sink.last is not None and sink.last.spiffe_id is None
 
 
 def test_one_certificate_direct_and_forwarded_is_proven_each_way(

@@ -1259,6 +1259,25 @@ def test_api_keys(issuer: TokenIssuer, clock: FixedClock) -> None:
     )
 
 
+def test_an_api_key_that_comes_with_a_token_must_be_valid_too(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """Credentials that are present but invalid are an error: a wrong API key is refused even
+    beside a valid token. With a valid key, the token names the caller."""
+    keys = ApiKeys({"ci": ApiKeys.hash("s3cret-key-value")})
+    guard, sink = make_guard(issuer, clock, api_keys=keys)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    for attempt in range(2):  # the second time, the token comes from the verified cache
+        refused = guard.evaluate(get(token, headers={"x-api-key": "wrong"}))
+        assert (refused.allowed, refused.status) == (False, 401), attempt
+        assert refused.www_authenticate == 'Bearer realm="orders"'
+        assert sink.last is not None and sink.last.reason == "unauthenticated"
+        assert guard.evaluate(get(token)).allowed
+    both = guard.evaluate(get(token, headers={"x-api-key": "s3cret-key-value"}))
+    assert both.allowed and both.principal is not None
+    assert (both.principal.subject, both.principal.proven_by) == (WEB, "jwt")
+
+
 # --- the async driver ---------------------------------------------------------------------
 
 

@@ -300,6 +300,9 @@ class Authenticator:
             return AuthResult(principal, creds, notes=tuple(notes), peer=peer)
         if self.tokens is None:
             raise AuthenticationError("bearer tokens are not accepted by this service")
+        if creds.api_key is not None and self.api_keys is not None:
+            # the token names the caller, but an API key that came with it must be valid too
+            self._api_key_id(creds.api_key)
         token = yield from self.tokens.flow(creds.token)
         bearer = creds.scheme == "Bearer" and creds.dpop_proof is None
         reusable = bearer and creds.api_key is None and not notes and (peer is None or handshake)
@@ -390,11 +393,15 @@ class Authenticator:
             token_jti=token.jti,
         )
 
-    def _api_key_principal(self, presented: str) -> Principal:
+    def _api_key_id(self, presented: str) -> str:
         assert self.api_keys is not None
         key_id = self.api_keys.identify(presented)
         if key_id is None:
             raise AuthenticationError("unknown API key")
+        return key_id
+
+    def _api_key_principal(self, presented: str) -> Principal:
+        key_id = self._api_key_id(presented)
         return Principal(proven_by="api-key", subject=f"api-key:{key_id}", api_key_id=key_id)
 
 

@@ -446,3 +446,76 @@ def test_async_path_uses_the_cache(
     assert asyncio.run(verifier.verify_async(token)) is first
     assert verifier.verify(token) is first
     assert counted.calls == 1
+
+
+def test_a_hit_holds_from_the_first_instant_of_its_window(
+    verifier: TokenVerifier, counted: Counted, es256: PrivateJWK, clock: FixedClock
+) -> None:
+    """``verify`` answers from the cache on ``[nbf - leeway, exp)``: its start included."""
+    token = mint(es256, claims(nbf=T0 + 30, iat=None))
+    first = verifier.verify(token)
+    clock.advance(-30)  # exactly nbf - leeway
+    assert verifier.verify(token) is first
+    assert counted.calls == 1
+
+
+def test_the_request_fast_path_lookup_takes_a_token_of_the_largest_accepted_size(
+    clock: FixedClock, es256: PrivateJWK
+) -> None:
+    token = mint(es256, claims())
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys=es256.public(),
+        algorithms=["ES256"],
+        clock=clock,
+        max_token_size=len(token),
+    )
+    first = verifier.verify(token)
+    assert verifier._cached(token) is first
+
+
+def test_the_request_fast_path_lookup_without_a_cache(clock: FixedClock, es256: PrivateJWK) -> None:
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys=es256.public(),
+        algorithms=["ES256"],
+        clock=clock,
+        cache_size=0,
+    )
+    token = mint(es256, claims())
+    assert verifier.verify(token).jti == "id-0001"
+    assert verifier._cached(token) is None
+    assert verifier._cached("x" * 10_000) is None
+
+
+@pytest.mark.parametrize("form", ["sync", "async"])
+def test_confirming_the_keys_refuses_an_answer_that_is_no_key_set(
+    clock: FixedClock, es256: PrivateJWK, form: str
+) -> None:
+    """What the request pipeline asks before a repeat: a source answering something else
+    raises there, and that answer is never taken for the current keys."""
+    keys = JWKSet([es256.public()])
+    source = CountingSource(keys)
+    verifier = TokenVerifier(
+        issuer=ISSUER, audience=AUDIENCE, keys=source, algorithms=["ES256"], clock=clock
+    )
+    token = mint(es256, claims())
+    first = verifier.verify(token)
+
+    def confirm() -> None:
+        if form == "sync":
+            verifier._confirm_keys()
+        else:
+            asyncio.run(verifier._aconfirm_keys())
+
+    calls = len(source.calls)
+    confirm()
+    assert len(source.calls) == calls + 1  # a changing source is asked every time
+    source.keys = {"keys": [es256.public().to_public_dict()]}  # a JWKS document, not a key set
+    with pytest.raises(KeysUnavailable, match="not a key set"):
+        confirm()
+    source.keys = keys
+    confirm()
+    assert verifier._cached(token) is first

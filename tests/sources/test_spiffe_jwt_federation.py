@@ -358,3 +358,12 @@ def test_a_guard_admits_federated_workloads_by_policy(ca: DevCA, other_ca: DevCA
     outcome = call(theirs)
     assert (outcome.allowed, outcome.status) == (False, 401)
     assert len(sink.events) == 6
+
+
+def test_several_trust_domains_without_a_cache(ca: DevCA, other_ca: DevCA) -> None:
+    check = verifier(SpiffeJwtBundleSetKeySource(bundles(ca, other_ca)), cache_size=0)
+    assert check.cache is None
+    assert check.verify(svid(OURS, WEB)).subject == WEB
+    assert check.verify(svid(THEIRS, PARTNER)).subject == PARTNER
+    with pytest.raises(InvalidSignature):
+        check.verify(svid(OURS, PARTNER))

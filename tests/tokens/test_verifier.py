@@ -190,6 +190,13 @@ def test_hmac_verifier(clock: FixedClock, hmac_key: SecretKey) -> None:
     assert "HS256" in repr(verifier)
 
 
+def test_repr_names_the_issuer_and_the_allowlist_only(make_verifier: Factory) -> None:
+    verifier = make_verifier(algorithms=["ES256", "ES384"])
+    assert repr(verifier) == (
+        "TokenVerifier(issuer='https://issuer.example', algorithms=['ES256', 'ES384'])"
+    )
+
+
 def test_all_errors_are_token_errors(make_verifier: Factory, es256: PrivateJWK) -> None:
     token = mint(es256, claims())
     for bad in (token[:-2], token + "x", token.replace(".", ".."), token[::-1]):

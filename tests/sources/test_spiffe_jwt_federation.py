@@ -161,6 +161,9 @@ def test_the_subject_is_read_before_any_key(ca: DevCA, other_ca: DevCA) -> None:
         for bad in (7, ["spiffe://example.org/web"], "https://example.org/web", "", "spiffe://"):
             with pytest.raises(InvalidClaim):
                 check.verify(forged(bad))
+        for bad in (7, ["spiffe://example.org/web"]):
+            with pytest.raises(InvalidClaim, match="claim 'sub' must be a string"):
+                check.verify(forged(bad))
     token = svid(OURS, WEB)
     head, _, sig = token.split(".")
     not_json = base64.urlsafe_b64encode(b"[1, 2").rstrip(b"=").decode()

@@ -63,9 +63,19 @@ def test_bytes_bytearray_and_memoryview_tokens(es256: PrivateJWK) -> None:
         assert verifier.verify(form).key_id == es256.kid  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("token", ["", "é.a.b", "a.b.c\u2028", b"\xff.a.b"])
-def test_non_ascii_or_empty_is_malformed(token: Any, es256: PrivateJWK) -> None:
-    with pytest.raises(MalformedToken):
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("", "empty"),
+        (b"", "empty"),
+        ("é.a.b", "not ASCII"),
+        ("a.b.c\u2028", "not ASCII"),
+        (b"\xff.a.b", "not ASCII"),
+        (bytearray(b"a.b.c\x80"), "not ASCII"),
+    ],
+)
+def test_non_ascii_or_empty_is_malformed(token: Any, reason: str, es256: PrivateJWK) -> None:
+    with pytest.raises(MalformedToken, match=reason):
         _verifier(es256).verify(token)
 
 
@@ -90,6 +100,17 @@ def test_max_token_size_counts_bytes_of_any_buffer(es256: PrivateJWK) -> None:
     assert _verifier(es256, max_token_size=len(token)).verify(view)  # type: ignore[arg-type]
 
 
+def test_max_token_size_defaults_to_8192_bytes(es256: PrivateJWK) -> None:
+    verifier = _verifier(es256)
+    assert verifier.max_token_size == 8192
+    with pytest.raises(MalformedToken):  # within the bound: read, and refused as no JWS
+        verifier.verify("a" * 8192)
+    with pytest.raises(TokenTooLarge):
+        verifier.verify("a" * 8193)
+    with pytest.raises(TokenTooLarge):
+        verifier.verify(b"a" * 8193)
+
+
 @pytest.mark.parametrize("size", [0, 255, 1 << 21, 8192.0, True])
 def test_max_token_size_bounds(size: Any, es256: PrivateJWK) -> None:
     with pytest.raises(ConfigurationError):
@@ -103,7 +124,13 @@ def test_max_token_size_bounds_are_inclusive(size: int, es256: PrivateJWK) -> No
 
 @pytest.mark.parametrize("token", ["a", "a.b", "a.b.c.d", "a.b.c.d.e.f", "...", "a..b.c"])
 def test_segment_count(token: str, es256: PrivateJWK) -> None:
-    with pytest.raises(MalformedToken):
+    with pytest.raises(MalformedToken, match="exactly three dot-separated segments"):
+        _verifier(es256).verify(token)
+
+
+@pytest.mark.parametrize("token", ["a b.c.d", "a.b+.c", "a.b.c/", "a.b.c=", "a.b.c\n", "a.b,c"])
+def test_a_character_outside_base64url_is_named(token: str, es256: PrivateJWK) -> None:
+    with pytest.raises(MalformedToken, match="not base64url"):
         _verifier(es256).verify(token)
 
 
@@ -293,6 +320,18 @@ def test_typ_per_profile(
             verifier.verify(token)
 
 
+def test_the_memo_of_parsed_headers_is_bounded(es256: PrivateJWK) -> None:
+    """Each distinct header is parsed once; at most 256 of them are kept, so tokens that
+    differ only in their headers cannot grow a verifier's memory without bound."""
+    verifier = _verifier(es256)
+    tokens = [mint(es256, claims(), n=i) for i in range(257)]
+    for token in tokens[:256]:
+        assert verifier.verify(token)
+    assert len(verifier._headers) == 256
+    assert verifier.verify(tokens[256])
+    assert 0 < len(verifier._headers) <= 256
+
+
 # --- key selection (kid) -------------------------------------------------------------------------
 
 
@@ -443,7 +482,7 @@ def test_hmac_policy(hmac_key: SecretKey, es256: PrivateJWK) -> None:
         SignatureVerifier(keys=hmac_key, algorithms=["ES256"])
     with pytest.raises(ConfigurationError):
         SignatureVerifier(keys=hmac_key, algorithms=["HS512"])
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match="HMAC algorithms need a SecretKey"):
         SignatureVerifier(keys=es256.public(), algorithms=["HS256"])
 
 

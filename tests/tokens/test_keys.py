@@ -15,7 +15,7 @@ from zerotrust.tokens import JWK, PrivateJWK
 from zerotrust.tokens.algorithms import EC_CURVES
 
 from .conftest import b64, rsa_members, rsa_modulus
-from .test_rfc_vectors import A3_KEY, A4_KEY, ED_KEY
+from .test_rfc_vectors import A3_D, A3_KEY, A4_KEY, ED_KEY
 
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
@@ -78,6 +78,21 @@ def test_an_rsa_jwt_svid_authority_without_alg_verifies_the_jwt_svid_rsa_algorit
     assert ec_authority.algorithms == {"ES384"}
 
 
+def test_a_key_has_a_verifier_for_each_of_its_names_only(rsa_key: PrivateJWK) -> None:
+    authority = JWK(rsa_key.private_key.public_key(), use="jwt-svid")  # type: ignore[arg-type]
+    assert authority._verifier_for("RS256") is authority._verify
+    signing_input = b"header.payload"
+    ps384 = PrivateJWK(rsa_key.private_key, algorithm="PS384")
+    verify = authority._verifier_for("PS384")
+    assert verify is not None and verify is not authority._verify
+    assert verify(ps384.sign(signing_input), signing_input)
+    assert authority._verifier_for("PS384") is verify  # made once
+    assert not authority._verify(ps384.sign(signing_input), signing_input)
+    for other in ("ES256", "HS256", "EdDSA", "none"):
+        assert authority._verifier_for(other) is None
+    assert JWK(rsa_key.private_key.public_key())._verifier_for("PS384") is None  # type: ignore[arg-type]
+
+
 def test_alg_member_binds_the_key() -> None:
     assert JWK.from_dict({**A3_KEY, "alg": "ES256"}).algorithm == "ES256"
     assert JWK.from_dict(A4_KEY).algorithm == "ES512"
@@ -103,6 +118,15 @@ def test_alg_member_binds_the_key() -> None:
 def test_alg_kty_mismatch_is_rejected(members: dict[str, str], alg: Any) -> None:
     with pytest.raises(ConfigurationError):
         JWK.from_dict({**members, "alg": alg})
+
+
+@pytest.mark.parametrize("alg", [256, ["ES256"], {"ES256": True}, b"ES256"])
+def test_an_alg_member_that_is_no_string_is_named(alg: Any) -> None:
+    with pytest.raises(ConfigurationError, match="JWK member 'alg' must be a string"):
+        JWK.from_dict({**A3_KEY, "alg": alg})
+    private = {**A3_KEY, "d": A3_D, "alg": alg}
+    with pytest.raises(ConfigurationError, match="JWK member 'alg' must be a string"):
+        PrivateJWK.from_dict(private)
 
 
 def test_invalid_curve_point_is_rejected() -> None:
@@ -307,6 +331,12 @@ def test_repr_never_shows_key_material(es256: PrivateJWK) -> None:
     assert "es256-1" in text
     for member in ("x", "y"):
         assert es256.public().to_public_dict()[member] not in text
+
+
+def test_repr_names_type_curve_algorithm_and_kid(es256: PrivateJWK, rsa_key: PrivateJWK) -> None:
+    assert repr(es256.public()) == "JWK(kty='EC', crv='P-256', alg='ES256', kid='es256-1')"
+    assert repr(rsa_key.public()) == "JWK(kty='RSA', alg='RS256', kid='rs-1')"
+    assert repr(JWK.from_dict(ED_KEY)) == "JWK(kty='OKP', crv='Ed25519', alg='EdDSA', kid=None)"
 
 
 def test_from_pem_accepts_pem_der_and_certificates(ca: DevCA, es256: PrivateJWK) -> None:

@@ -21,6 +21,7 @@ from zerotrust.tokens.algorithms import (
     check_rsa_exponent,
     default_algorithm,
     is_none,
+    make_signer,
 )
 
 # --- base64url ----------------------------------------------------------------------------------
@@ -187,6 +188,14 @@ def test_keys_of_other_types_have_no_default_algorithm() -> None:
     ):
         with pytest.raises(ConfigurationError, match="unsupported key type"):
             default_algorithm(key)  # type: ignore[arg-type]
+
+
+def test_a_signer_is_made_only_for_a_key_that_fits_its_algorithm() -> None:
+    p256 = ec.generate_private_key(ec.SECP256R1())
+    assert len(make_signer("ES256", p256)(b"data")) == 64
+    for algorithm in ("ES384", "RS256", "EdDSA", "HS256", "none"):
+        with pytest.raises(ConfigurationError):
+            make_signer(algorithm, p256)
 
 
 def test_allowlist_accepts_iterables() -> None:

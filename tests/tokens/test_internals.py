@@ -198,6 +198,12 @@ def test_a_signer_is_made_only_for_a_key_that_fits_its_algorithm() -> None:
             make_signer(algorithm, p256)
 
 
+@pytest.mark.parametrize("algorithms", ["ES256", b"ES256", None, "", b""])
+def test_an_allowlist_is_a_collection_of_names_not_one_name(algorithms: Any) -> None:
+    with pytest.raises(ConfigurationError, match="must be a non-empty list of algorithm names"):
+        check_allowlist(algorithms)
+
+
 def test_allowlist_accepts_iterables() -> None:
     assert check_allowlist(("ES256", "EdDSA")) == {"ES256", "EdDSA"}
     assert check_allowlist(iter(["HS256", "HS512"])) == {"HS256", "HS512"}

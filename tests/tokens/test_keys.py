@@ -120,6 +120,14 @@ def test_alg_kty_mismatch_is_rejected(members: dict[str, str], alg: Any) -> None
         JWK.from_dict({**members, "alg": alg})
 
 
+@pytest.mark.parametrize("alg", ["HS256", "none", "RSA-OAEP-256", "RS1", "PS999", "rs256"])
+def test_an_rsa_key_is_bound_to_rsa_signature_algorithms_only(alg: str) -> None:
+    """Anything not RS*/PS* is refused for an RSA key, not read as the RSA algorithm that its
+    digits or prefix seem to name."""
+    with pytest.raises(ConfigurationError, match="not a public-key JWS algorithm"):
+        JWK.from_dict({**rsa_members(2048), "alg": alg})
+
+
 @pytest.mark.parametrize("alg", [256, ["ES256"], {"ES256": True}, b"ES256"])
 def test_an_alg_member_that_is_no_string_is_named(alg: Any) -> None:
     with pytest.raises(ConfigurationError, match="JWK member 'alg' must be a string"):

@@ -204,6 +204,14 @@ def test_an_allowlist_is_a_collection_of_names_not_one_name(algorithms: Any) -> 
         check_allowlist(algorithms)
 
 
+def test_a_key_on_another_curve_has_no_default_algorithm() -> None:
+    for curve in (ec.SECP256K1(), ec.BrainpoolP256R1()):
+        key = ec.generate_private_key(curve)
+        for form in (key, key.public_key()):
+            with pytest.raises(ConfigurationError, match="unsupported elliptic curve"):
+                default_algorithm(form)
+
+
 def test_allowlist_accepts_iterables() -> None:
     assert check_allowlist(("ES256", "EdDSA")) == {"ES256", "EdDSA"}
     assert check_allowlist(iter(["HS256", "HS512"])) == {"HS256", "HS512"}

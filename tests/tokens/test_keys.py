@@ -128,6 +128,17 @@ def test_an_rsa_key_is_bound_to_rsa_signature_algorithms_only(alg: str) -> None:
         JWK.from_dict({**rsa_members(2048), "alg": alg})
 
 
+def test_an_unknown_alg_of_a_key_document_is_not_echoed() -> None:
+    """A key document may be hostile: only a known algorithm name appears in the error."""
+    hostile = "<script>alert(1)</script>"
+    with pytest.raises(ConfigurationError) as unknown:
+        JWK.from_dict({**A3_KEY, "alg": hostile})
+    assert hostile not in str(unknown.value)
+    assert "(unsupported)" in str(unknown.value)
+    with pytest.raises(ConfigurationError, match="'HS256' is not a public-key JWS algorithm"):
+        JWK.from_dict({**A3_KEY, "alg": "HS256"})
+
+
 @pytest.mark.parametrize("alg", [256, ["ES256"], {"ES256": True}, b"ES256"])
 def test_an_alg_member_that_is_no_string_is_named(alg: Any) -> None:
     with pytest.raises(ConfigurationError, match="JWK member 'alg' must be a string"):

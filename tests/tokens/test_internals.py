@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 import zerotrust.tokens
 from zerotrust.errors import ConfigurationError
+from zerotrust.tokens import PrivateJWK
 from zerotrust.tokens._b64 import b64url_decode, b64url_encode, is_canonical
 from zerotrust.tokens._json import MAX_DEPTH, JSONError, depth_ok, freeze, loads_object, thaw
 from zerotrust.tokens.algorithms import (
@@ -22,6 +23,7 @@ from zerotrust.tokens.algorithms import (
     default_algorithm,
     is_none,
     make_signer,
+    make_verifier,
 )
 
 # --- base64url ----------------------------------------------------------------------------------
@@ -210,6 +212,19 @@ def test_a_key_on_another_curve_has_no_default_algorithm() -> None:
         for form in (key, key.public_key()):
             with pytest.raises(ConfigurationError, match="unsupported elliptic curve"):
                 default_algorithm(form)
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "EdDSA", "RS256", "PS256"])
+def test_a_verifier_answers_true_or_false(algorithm: str) -> None:
+    """``verify(signature, data)`` is a bool, never another falsy value, for a signature of the
+    wrong length, a wrong one, or a right one."""
+    key = PrivateJWK.generate(algorithm)
+    verify = make_verifier(algorithm, key.public().public_key)
+    signature = key.sign(b"data")
+    assert verify(signature, b"data") is True
+    assert verify(signature, b"date") is False
+    assert verify(signature[:-1], b"data") is False
+    assert verify(signature + b"\x00", b"data") is False
 
 
 def test_allowlist_accepts_iterables() -> None:

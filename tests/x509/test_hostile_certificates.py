@@ -284,6 +284,19 @@ def test_a_chain_certificate_whose_extensions_cannot_be_read_is_left_to_path_val
     assert X509Svid([svid.leaf, odd], svid.private_key).cert_chain == (svid.leaf, odd)
 
 
+def test_an_unreadable_chain_certificate_does_not_end_the_signing_check(
+    ca: DevCA, svid: X509Svid
+) -> None:
+    """The certificates after one whose extensions cannot be read are still checked."""
+    ediparty_san = x509.UnrecognizedExtension(
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME, bytes.fromhex("3007a505a1030c0178")
+    )
+    odd = signed_leaf(ca, ec.generate_private_key(ec.SECP256R1()).public_key(), san=ediparty_san)
+    other_leaf = ca.issue_svid("spiffe://example.org/other").leaf
+    with pytest.raises(SvidError, match="certificate 2 of the chain is not a signing"):
+        X509Svid([svid.leaf, odd, other_leaf], svid.private_key)
+
+
 def test_a_certificate_read_lazily_during_path_building_is_malformed(ca: DevCA) -> None:
     # an unknown signature algorithm and a subject that is not UTF-8: cryptography reads the
     # subject only while building the path, and raised ValueError there (a 500 in the Guard)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import errno
+import os
 import re
 import stat
 from pathlib import Path
@@ -20,6 +22,8 @@ def test_pem_round_trip(ca_with_intermediate: DevCA) -> None:
     assert again.get_x509_svid() is again
     assert again.expires_at == svid.leaf.not_valid_after_utc
     assert "spiffe://example.org/web" in repr(again) and "PRIVATE" not in repr(again)
+    expected = f"X509Svid('spiffe://example.org/web', fingerprint={svid.fingerprint[:16]}…)"
+    assert repr(again) == expected
 
 
 def test_save_writes_the_key_private(ca: DevCA, tmp_path: Path) -> None:
@@ -107,11 +111,21 @@ def test_missing_files(tmp_path: Path) -> None:
         X509Svid.load(tmp_path / "nope.pem", tmp_path / "nope.key")
 
 
+def test_a_missing_file_is_named_for_what_it_holds(ca: DevCA, tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    ca.issue_svid("spiffe://example.org/a").save(cert, key)
+    missing, reason = tmp_path / "nope.pem", re.escape(os.strerror(errno.ENOENT))
+    for cert_path, key_path, what in ((missing, key, "certificate"), (cert, missing, "key")):
+        expected = f"^cannot read SVID {what} file {re.escape(str(missing))}: {reason}$"
+        with pytest.raises(SvidError, match=expected):
+            X509Svid.load(cert_path, key_path)
+
+
 def test_svid_is_immutable(ca: DevCA) -> None:
     svid = ca.issue_svid("spiffe://example.org/a")
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match=r"^X509Svid is immutable$"):
         svid._spiffe_id = None  # type: ignore[misc]
-    with pytest.raises(SvidError):
+    with pytest.raises(SvidError, match=r"^an SVID needs at least one certificate$"):
         X509Svid([], svid.private_key)
 
 
@@ -305,10 +319,10 @@ def test_load_names_an_unreadable_certificate_file(ca: DevCA, tmp_path: Path) ->
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     svid.save(cert, key)
     cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n")
-    with pytest.raises(SvidError, match=f"^{re.escape(str(cert))}: "):
+    with pytest.raises(SvidError, match=f"^{re.escape(str(cert))}: SVID certificate PEM "):
         X509Svid.load(cert, key)
     cert.write_bytes(b"#" * (4 * 1024 * 1024 + 1))  # past the PEM size bound
-    with pytest.raises(SvidError, match="exceeds"):
+    with pytest.raises(SvidError, match=f"^SVID certificate file {re.escape(str(cert))} exceeds"):
         X509Svid.load(cert, key)
 
 

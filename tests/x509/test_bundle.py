@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from zerotrust.errors import BundleError, CertificateError, NoTrustBundle
 from zerotrust.identity import SpiffeId
 from zerotrust.sources import SpiffeJwtBundleKeySource
 from zerotrust.tokens import PrivateJWK
-from zerotrust.x509._certs import complete_pem_blocks, signing_flags
+from zerotrust.x509._certs import complete_pem_blocks, fingerprint, signing_flags
 from zerotrust.x509.verify import verify_x509_svid
 
 #: A P-256 public key (RFC 7517 A.1), as a bundle's jwt-svid element holds it.
@@ -125,9 +126,9 @@ def test_update_removes_authorities_that_are_gone(ca: DevCA) -> None:
 
 
 def test_bundles_are_immutable(ca: DevCA) -> None:
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match=r"^TrustBundle is immutable$"):
         ca.bundle.refresh_hint = 3  # type: ignore[misc]
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match=r"^BundleSet is immutable$"):
         BundleSet([ca.bundle])._bundles = {}  # type: ignore[misc]
 
 
@@ -148,6 +149,10 @@ def test_bundle_set_lookups_never_merge_domains(ca: DevCA, other_ca: DevCA) -> N
     assert replaced.without("example.org").trust_domains == {TrustDomain.parse("other.org")}
     assert BundleSet([ca.bundle]) == ca.bundle.get_bundle_set()
     assert "example.org" in repr(bundles) and "x509_authorities=1" in repr(ca.bundle)
+    assert repr(bundles) == "BundleSet(['example.org', 'other.org'])"
+    assert repr(ca.bundle) == "TrustBundle('example.org', x509_authorities=1, jwt_authorities=0)"
+    assert bundles.all_x509_authorities() == [ca.root_certificate, other_ca.root_certificate]
+    assert BundleSet().all_x509_authorities() == []
 
 
 def test_store_holds_only_this_bundle(ca: DevCA) -> None:
@@ -195,7 +200,8 @@ def test_elements_of_unknown_or_missing_key_type_are_ignored(
     (here another root, which would otherwise become an authority)."""
     doc = ca.bundle.to_jwks()
     x5c = other_ca.bundle.to_jwks()["keys"][0]["x5c"]
-    doc["keys"].append({**entry, "x5c": x5c} if entry.get("use") == "x509-svid" else entry)
+    element = {**entry, "x5c": x5c} if entry.get("use") == "x509-svid" else entry
+    doc["keys"] = [element, *doc["keys"], element]  # the elements after it are still read
     bundle = TrustBundle.from_jwks("example.org", doc)
     assert bundle.x509_authorities == (ca.root_certificate,)
     assert dict(bundle.jwt_authorities) == {}
@@ -217,10 +223,23 @@ def test_an_x509_entry_must_describe_its_own_certificate(ca: DevCA, other_ca: De
         TrustBundle.from_jwks("example.org", {"keys": [{**bare, "crv": "P-384"}]})
 
 
+@pytest.mark.parametrize("member", ["x", "y", "n", "e"])
+def test_an_x509_entry_giving_any_key_member_must_give_a_whole_key(ca: DevCA, member: str) -> None:
+    """One key member alone is no key: the entry is refused, not read as if it gave none."""
+    good = ca.bundle.to_jwks()["keys"][0]
+    entry = {"kty": good["kty"], "use": "x509-svid", "x5c": good["x5c"]}
+    entry[member] = good.get(member, "AQAB")
+    with pytest.raises(BundleError, match=r"^x509-svid key 0 has invalid key members$"):
+        TrustBundle.from_jwks("example.org", {"keys": [entry]})
+
+
 def test_authorities_must_be_ca_certificates(ca: DevCA) -> None:
     """A leaf listed as an authority would vouch for itself alone (a pinned leaf)."""
     leaf = ca.issue_svid("spiffe://example.org/workload").leaf
-    with pytest.raises(BundleError, match="not a CA certificate"):
+    named = re.escape(
+        f"an authority of example.org is not a CA certificate ({fingerprint(leaf)[:16]})"
+    )
+    with pytest.raises(BundleError, match=f"^{named}$"):
         TrustBundle("example.org", [leaf])
     with pytest.raises(BundleError, match="not a CA certificate"):
         TrustBundle.from_pem("example.org", leaf.public_bytes(serialization.Encoding.PEM))
@@ -417,21 +436,91 @@ def test_bundle_documents_are_bounded_in_size_and_key_count() -> None:
         TrustBundle.from_jwks("example.org", {"keys": [ignored] * 1001})
 
 
+def _x509_entry(ca: DevCA, **members: Any) -> dict[str, Any]:
+    return {**ca.bundle.to_jwks()["keys"][0], **members}
+
+
+_CA = DevCA.create("example.org")
+_OTHER_KEY = {
+    k: v for k, v in DevCA.create("other.org").bundle.to_jwks()["keys"][0].items() if k in "xy"
+}
+
+
 @pytest.mark.parametrize(
     ("doc", "reason"),
     [
-        ([{"keys": []}], "not a JSON object"),
-        ({"keys": [], "spiffe_refresh_hint": -1}, "non-negative integer"),
-        ({"keys": [], "spiffe_sequence": -1}, "non-negative integer"),
-        ({"keys": [{"use": "jwt-svid", **P256}]}, "has no 'kid'"),
-        ({"keys": [{"use": "jwt-svid", "kid": "", **P256}]}, "has no 'kid'"),
-        ({"keys": [{"use": "jwt-svid", "kid": 1, **P256}]}, "has no 'kid'"),
-        ({"keys": [{"kty": "EC", "use": "x509-svid", "x5c": {}}]}, "malformed 'x5c'"),
+        (b"not json", "bundle document is not valid: not valid JSON"),
+        ([{"keys": []}], "bundle document is not a JSON object"),
+        ({}, "bundle document has no 'keys' list"),
+        ({"keys": [1]}, "key 0 is not an object"),
+        (
+            {"keys": [], "spiffe_refresh_hint": -1},
+            "'spiffe_refresh_hint' must be a non-negative integer",
+        ),
+        ({"keys": [], "spiffe_sequence": -1}, "'spiffe_sequence' must be a non-negative integer"),
+        ({"keys": [{"use": "jwt-svid", **P256}]}, "jwt-svid key 0 has no 'kid'"),
+        ({"keys": [{"use": "jwt-svid", "kid": "", **P256}]}, "jwt-svid key 0 has no 'kid'"),
+        ({"keys": [{"use": "jwt-svid", "kid": 1, **P256}]}, "jwt-svid key 0 has no 'kid'"),
+        (
+            {
+                "keys": [
+                    {"use": "jwt-svid", "kid": "a", **P256},
+                    {"use": "jwt-svid", "kid": "a", **P256, "x": P256["y"]},
+                ]
+            },
+            "jwt-svid key id 'a' names two different keys",
+        ),
+        (
+            {"keys": [{"use": "jwt-svid", "kid": "a", "d": "AA", **P256}]},
+            "jwt-svid key 'a' contains private or secret material",
+        ),
+        (
+            {"keys": [{"kty": "EC", "use": "x509-svid", "x5c": {}}]},
+            "x509-svid key 0 has a malformed 'x5c'",
+        ),
+        (
+            {"keys": [{"kty": "EC", "use": "x509-svid", "x5c": ["AA=="]}]},
+            "x509-svid key 0 has an invalid certificate",
+        ),
+        (
+            {"keys": [_x509_entry(_CA, kty="RSA")]},
+            "x509-svid key 0: 'kty' does not match its certificate's key",
+        ),
+        (
+            {"keys": [_x509_entry(_CA, crv="P-384")]},
+            "x509-svid key 0: its key is not its certificate's key",
+        ),
+        (
+            {"keys": [_x509_entry(_CA, **_OTHER_KEY)]},
+            "x509-svid key 0: its key is not its certificate's key",
+        ),
+        ({"keys": [_x509_entry(_CA, x="!")]}, "x509-svid key 0 has invalid key members"),
     ],
 )
 def test_bad_bundle_documents_say_why(doc: object, reason: str) -> None:
-    with pytest.raises(BundleError, match=reason):
+    with pytest.raises(BundleError, match=f"^{re.escape(reason)}$"):
         TrustBundle.from_jwks("example.org", doc)  # type: ignore[arg-type]
+
+
+def test_bundle_documents_are_bounded_in_depth() -> None:
+    """Eight levels of nesting are read (a bundle needs four); a ninth is refused."""
+
+    def nested(depth: int) -> str:  # the document itself is the first level
+        return '{"keys": [], "x": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+    assert TrustBundle.from_jwks("example.org", nested(8)).x509_authorities == ()
+    with pytest.raises(BundleError, match=r"^bundle document is not valid: nested too deeply$"):
+        TrustBundle.from_jwks("example.org", nested(9))
+
+
+def test_okp_jwt_authorities_are_read(ca: DevCA) -> None:
+    """Ed25519 keys (``kty`` OKP) are authorities like EC and RSA ones, not ignored elements."""
+    ed = {**PrivateJWK.generate("EdDSA", kid="ed").public().to_public_dict(), "use": "jwt-svid"}
+    doc = ca.bundle.to_jwks()
+    doc["keys"].append(ed)
+    bundle = TrustBundle.from_jwks("example.org", doc)
+    assert dict(bundle.jwt_authorities) == {"ed": ed}
+    assert bundle.x509_authorities == (ca.root_certificate,)
 
 
 def test_x5c_values_are_strict_base64(ca: DevCA) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 
 import pytest
@@ -346,6 +347,10 @@ def test_any_of_lists_every_failure() -> None:
     _assert(result, False, "no_matcher_matched")
     assert "id_not_allowed" in result.detail
     assert "path_prefix_mismatch" in result.detail
+    assert repr(matcher) == (
+        "any_of(exact('spiffe://example.org/ns/prod/sa/web'),"
+        " path_prefix('example.org', '/ns/prod'))"
+    )
 
 
 def test_not() -> None:
@@ -360,6 +365,114 @@ def test_combinator_reprs_nest() -> None:
     assert repr(matcher) == (
         "all_of(member_of('example.org'), any_of(exact('spiffe://example.org/ns/prod/sa/api')))"
     )
+
+
+_API, _WEB = "spiffe://example.org/ns/prod/sa/api", "spiffe://example.org/ns/prod/sa/web"
+
+
+@pytest.mark.parametrize(
+    ("matcher", "spiffe_id", "detail"),
+    [
+        (match.any(), PROD_API, "any SPIFFE ID is allowed"),
+        (match.exact(PROD_API), PROD_API, f"{_API} is the expected ID"),
+        (match.exact(PROD_API), PROD_WEB, f"{_WEB} is not {_API}"),
+        (match.one_of(PROD_API), PROD_API, f"{_API} is an allowed ID"),
+        (match.one_of(PROD_API, PROD_WEB), PRODUCTION, f"{PRODUCTION} is not one of 2 allowed IDs"),
+        (match.member_of("example.org"), PROD_API, f"{_API} is a member of example.org"),
+        (
+            match.member_of("example.org"),
+            OTHER_TD,
+            f"{OTHER_TD} is not a member of trust domain example.org",
+        ),
+        (match.path_prefix("example.org", "/ns/prod"), PROD_API, f"{_API} is under /ns/prod"),
+        (
+            match.path_prefix("example.org", "/ns/dev"),
+            PROD_API,
+            f"{_API} is not at or below /ns/dev",
+        ),
+        (match.path_glob("example.org", "/ns/*/sa/api"), PROD_API, f"{_API} matches /ns/*/sa/api"),
+        (
+            match.path_glob("example.org", "/ns/*/sa/api"),
+            PROD_WEB,
+            f"{_WEB} does not match /ns/*/sa/api",
+        ),
+        (
+            match.all_of(match.any(), match.member_of("example.org")),
+            PROD_API,
+            f"{_API} matched all 2 matchers",
+        ),
+        (
+            match.any_of(match.exact(PROD_WEB), match.member_of("other.org")),
+            PROD_API,
+            f"{_API} matched none of 2 matchers: id_not_allowed: {_API} is not {_WEB};"
+            f" not_member_of_trust_domain: {_API} is not a member of trust domain other.org",
+        ),
+        (
+            match.not_(match.exact(PROD_WEB)),
+            PROD_API,
+            f"{_API} did not match exact('{_WEB}') (id_not_allowed)",
+        ),
+        (
+            match.not_(match.exact(PROD_API)),
+            PROD_API,
+            f"{_API} matched negated exact('{_API}')",
+        ),
+    ],
+)
+def test_details_say_what_was_compared(matcher: Matcher, spiffe_id: SpiffeId, detail: str) -> None:
+    assert matcher(spiffe_id).detail == detail
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (match.all_of, "all_of() needs at least one matcher"),
+        (match.any_of, "any_of() needs at least one matcher"),
+        (lambda: match.all_of("x"), "all_of() got str, not a matcher"),  # type: ignore[arg-type]
+        (lambda: match.any_of("x"), "any_of() got str, not a matcher"),  # type: ignore[arg-type]
+        (lambda: match.not_(5), "not_() got int, not a matcher"),  # type: ignore[arg-type]
+        (match.one_of, "one_of() needs at least one SPIFFE ID"),
+        (
+            lambda: match.path_prefix("example.org", ""),
+            "path_prefix() needs a non-empty path such as '/ns/prod';"
+            " use member_of() to allow a whole trust domain",
+        ),
+        (
+            lambda: match.path_glob("example.org", "ns"),
+            "path_glob() pattern must start with '/': 'ns'",
+        ),
+        (
+            lambda: match.path_glob("example.org", "/ns/**/x"),
+            "path_glob() pattern '/ns/**/x': '**' is only allowed as the last segment",
+        ),
+        (
+            lambda: match.path_glob("example.org", "/ns/a*"),
+            "path_glob() pattern '/ns/a*': 'a*' is not a wildcard; use '*' for one whole"
+            " segment or a final '**' for the rest",
+        ),
+        (
+            lambda: match.path_glob("example.org", "/ns//x"),
+            "path_glob() pattern '/ns//x': path segments must not be empty",
+        ),
+    ],
+)
+def test_configuration_errors_say_what_is_wrong(build: Callable[[], object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"^{re.escape(message)}$"):
+        build()
+
+
+def test_type_errors_say_what_was_given() -> None:
+    expected = "matchers take a SpiffeId, not str; use SpiffeId.parse() on strings first"
+    with pytest.raises(TypeError, match=f"^{re.escape(expected)}$"):
+        match.any()(_API)  # type: ignore[arg-type]
+
+    def sloppy(spiffe_id: SpiffeId) -> MatchResult:
+        return False  # type: ignore[return-value]
+
+    with pytest.raises(
+        TypeError, match=f"^matcher {re.escape(repr(sloppy))} returned bool, not MatchResult$"
+    ):
+        match.not_(sloppy)(PROD_API)
 
 
 @pytest.mark.parametrize("combinator", [match.all_of, match.any_of])

@@ -7,6 +7,7 @@ the same assertions check that each key got the right TTL (and that every key ha
 from __future__ import annotations
 
 import gc
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -127,7 +128,10 @@ def test_far_future_revocations(ops: Ops) -> None:
     ops.backend.advance(100 * 365 * 86400)
     assert ops.is_revoked(jti="forever-ish", subject=None, issuer=OTHER_ISS, issued_at=t)
     assert ops.is_revoked(jti=None, subject=None, issuer=ISS, issued_at=t - 1)
-    with pytest.raises(ValueError, match="POSIX timestamp"):
+    too_far = re.escape(
+        f"expires_at must be a POSIX timestamp in seconds (at most {MAX_TIMESTAMP:g})"
+    )
+    with pytest.raises(ValueError, match=f"^{too_far}$"):
         ops.revoke_token("too-far", expires_at=MAX_TIMESTAMP * 10)
     with pytest.raises(ValueError, match="POSIX timestamp"):
         ops.revoke_subject("alice", issuer=ISS, until=1e300)
@@ -300,6 +304,19 @@ def test_a_listener_whose_owner_is_gone_is_not_called(backend: Backend) -> None:
     assert backend.store.is_revoked(jti="j2", subject=None, issuer=ISS, issued_at=None)
 
 
+def test_a_listener_whose_owner_lives_is_kept_when_others_are_added(backend: Backend) -> None:
+    class Owner:
+        pass
+
+    calls: list[str] = []
+    owner = Owner()
+    backend.store.add_revocation_listener(OwnedListener(owner, lambda o, e: calls.append("owned")))
+    backend.store.add_revocation_listener(lambda event: calls.append("plain"))  # prunes the dead
+    backend.store.revoke_token("j", expires_at=now(Ops(backend, "sync")) + 5)
+    assert calls == ["owned", "plain"]
+    assert owner is not None  # alive until here
+
+
 # --- replay cache -------------------------------------------------------------------------
 
 
@@ -405,34 +422,36 @@ def test_a_clock_moving_back_neither_refills_nor_takes(ops: Ops) -> None:
 
 
 @pytest.mark.parametrize(
-    ("rate", "burst", "cost"),
+    ("rate", "burst", "cost", "reason"),
     [
-        (0, 1, 1),
-        (-1, 1, 1),
-        (float("nan"), 1, 1),
-        (float("inf"), 1, 1),
-        (1, 0, 1),
-        (1, 2, 3),
-        (1, 2, 0),
-        (1e-12, 1, 1),  # refill would take longer than 30 years
-        (1e9, 10**10, 1),
+        (0, 1, 1, "rate must be positive"),
+        (-1, 1, 1, "rate must be positive"),
+        (float("nan"), 1, 1, "rate must be finite"),
+        (float("inf"), 1, 1, "rate must be finite"),
+        (1, 0, 1, "burst must be at least 1"),
+        (1, -1, -1, "burst must be at least 1"),
+        (1, 2, 3, "cost must be between 1 and burst"),
+        (1, 2, 0, "cost must be between 1 and burst"),
+        (1e-12, 1, 1, "rate is too low"),  # refill would take longer than 30 years
+        (1e9, 10**10, 1, "burst must be at most"),
     ],
 )
 def test_rate_limit_rejects_bad_parameters(
-    backend: Backend, rate: float, burst: int, cost: int
+    backend: Backend, rate: float, burst: int, cost: int, reason: str
 ) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"^{reason}"):
         backend.store.acquire("k", rate=rate, burst=burst, cost=cost)
 
 
 def test_rejects_non_finite_times(backend: Backend) -> None:
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match=r"^expires_at must be finite$"):
         backend.store.revoke_token("j", expires_at=float("inf"))
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(ValueError, match=r"^expires_at must be finite$"):
         backend.store.check_and_store("k", expires_at=float("nan"))
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^until must be a number of seconds, not str$"):
         backend.store.revoke_subject("s", issuer=ISS, until="tomorrow")
-    with pytest.raises(TypeError):  # a bool is no time, though Python counts it an int
+    # a bool is no time, though Python counts it an int
+    with pytest.raises(TypeError, match=r"^expires_at must be a number of seconds, not bool$"):
         backend.store.revoke_token("j", expires_at=True)
 
 
@@ -481,7 +500,8 @@ def test_hostile_keys_are_distinct_and_harmless(backend: Backend) -> None:
 
 def test_overlong_identifiers_are_refused(ops: Ops) -> None:
     huge, longest = "j" * (MAX_KEY_LENGTH + 1), "j" * MAX_KEY_LENGTH
-    with pytest.raises(MalformedCredentials):
+    too_long = f"^identifier longer than {MAX_KEY_LENGTH} characters$"
+    with pytest.raises(MalformedCredentials, match=too_long):
         ops.check_and_store(huge, expires_at=now(ops) + 60)
     # the same answers before and after anything is revoked
     for _ in range(2):

@@ -146,12 +146,12 @@ def test_health_and_lifecycle(clock: FixedClock) -> None:
 
 
 def test_listener_must_be_callable() -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^a revocation listener must be callable$"):
         MemoryStore().add_revocation_listener("not callable")  # type: ignore[arg-type]
 
 
 def test_keys_must_be_text() -> None:
-    with pytest.raises(TypeError, match="str"):
+    with pytest.raises(TypeError, match=r"^store keys must be str, not bytes$"):
         MemoryStore().check_and_store(b"jti", expires_at=0)  # type: ignore[arg-type]
 
 
@@ -180,11 +180,14 @@ def test_later_listener_errors_are_logged(caplog: pytest.LogCaptureFixture) -> N
     with pytest.raises(RuntimeError, match="hook 0"):
         store.revoke_token("j", expires_at=4_102_444_800)
     assert "revocation listener" in caplog.records[0].getMessage()
+    assert caplog.records[0].name == "zerotrust.stores"
 
 
-@pytest.mark.parametrize(("burst", "cost"), [(2.0, 1), (2, True), ("2", 1)])
-def test_bucket_sizes_must_be_ints(burst: object, cost: object) -> None:
-    with pytest.raises(TypeError, match="int"):
+@pytest.mark.parametrize(
+    ("burst", "cost", "name"), [(2.0, 1, "burst"), (2, True, "cost"), ("2", 1, "burst")]
+)
+def test_bucket_sizes_must_be_ints(burst: object, cost: object, name: str) -> None:
+    with pytest.raises(TypeError, match=f"^{name} must be an int$"):
         MemoryStore().acquire("k", rate=1.0, burst=burst, cost=cost)  # type: ignore[arg-type]
 
 

@@ -115,20 +115,54 @@ def test_replay_max_ttl_setting(clock: FixedClock) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"max_revocations": 0},
-        {"max_replay_entries": -1},
-        {"max_rate_limit_keys": 1.5},
-        {"max_revocations": True},
-        {"replay_max_ttl": 0.5},
-        {"replay_max_ttl": float("inf")},
-        {"replay_max_ttl": "1h"},
+        ({"max_revocations": 0}, "max_revocations must be a positive int"),
+        ({"max_replay_entries": -1}, "max_replay_entries must be a positive int"),
+        ({"max_rate_limit_keys": 1.5}, "max_rate_limit_keys must be a positive int"),
+        ({"max_revocations": True}, "max_revocations must be a positive int"),
+        ({"replay_max_ttl": 0.5}, "replay_max_ttl must be at least 1 second"),
+        ({"replay_max_ttl": float("inf")}, "replay_max_ttl must be finite"),
+        ({"replay_max_ttl": "1h"}, "replay_max_ttl must be a number of seconds, not str"),
     ],
 )
-def test_bad_settings(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ConfigurationError):
+def test_bad_settings(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"^{message}$"):
         MemoryStore(**kwargs)  # type: ignore[arg-type]
+
+
+def test_has_revocations_counts_only_what_is_held(clock: FixedClock) -> None:
+    """The Guard's cached answers skip the revocation lookup while this is false: it must
+    turn true with the first revocation held, and a revocation that lapsed when it was made
+    is not held. Answers are bools, as the protocol says."""
+    store, t = MemoryStore(clock=clock), ts(clock)
+    assert store.has_revocations is False
+    assert store.is_revoked(jti="j", subject="s", issuer=ISS, issued_at=t) is False
+    store.revoke_token("lapsing", expires_at=t - REVOCATION_GRACE)  # its end is this instant
+    assert store.has_revocations is False
+    assert repr(store) == "MemoryStore(revocations=0, replay=0, rate_limits=0)"
+    store.revoke_token("j", expires_at=t + 60)
+    assert store.has_revocations is True
+    assert store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=t) is True
+    assert store.is_revoked(jti="other", subject="s", issuer=ISS, issued_at=t) is False
+    assert store.check_and_store("k", expires_at=t + 60) is True
+    assert store.check_and_store("k", expires_at=t + 60) is False
+    store.acquire("k", rate=1.0, burst=1)
+    assert repr(store) == "MemoryStore(revocations=1, replay=1, rate_limits=1)"
+
+
+def test_times_are_named_when_refused(clock: FixedClock) -> None:
+    store, t = MemoryStore(clock=clock), ts(clock)
+    with pytest.raises(ValueError, match=r"^before must be finite$"):
+        store.revoke_issued_before(ISS, before=float("nan"), until=t + 60)
+    with pytest.raises(ValueError, match=r"^until must be finite$"):
+        store.revoke_issued_before(ISS, before=t, until=float("nan"))
+    for _ in range(2):  # with nothing revoked, then with something
+        with pytest.raises(ValueError, match=r"^issued_at must be finite$"):
+            store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=float("inf"))
+        with pytest.raises(TypeError, match=r"^store keys must be str, not int$"):
+            store.is_revoked(jti=5, subject=None, issuer=ISS, issued_at=None)  # type: ignore[arg-type]
+        store.revoke_token("other", expires_at=t + 60)
 
 
 def test_health_and_lifecycle(clock: FixedClock) -> None:

@@ -28,7 +28,7 @@ from zerotrust.errors import (
     TokenReplayed,
 )
 from zerotrust.pipeline import Guard, Outcome
-from zerotrust.stores import MemoryStore, RateLimitResult, ResilientStore
+from zerotrust.stores import MemoryStore, RateLimitResult, ResilientStore, Store
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
 from zerotrust.tokens._b64 import b64url_encode
 
@@ -72,14 +72,19 @@ def policy(**kw: object) -> Policy:
 
 
 def make_guard(
-    issuer: TokenIssuer, clock: FixedClock, *, pol: Policy | None = None, **authn: object
+    issuer: TokenIssuer,
+    clock: FixedClock,
+    *,
+    pol: Policy | None = None,
+    store: Store | None = None,
+    **authn: object,
 ) -> tuple[Guard, MemorySink]:
     sink = MemorySink()
     verifier = TokenVerifier(
         issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
     )
     authenticator = Authenticator(tokens=verifier, clock=clock, **authn)  # type: ignore[arg-type]
-    store = MemoryStore(clock=clock)
+    store = store if store is not None else MemoryStore(clock=clock)
     return Guard(
         authenticator=authenticator,
         policy=pol or policy(),
@@ -325,14 +330,8 @@ class RefusingAtOnce(MemoryStore):
 
 
 def test_retry_after_is_at_least_one_second(issuer: TokenIssuer, clock: FixedClock) -> None:
-    built, _ = make_guard(issuer, clock)
-    guard = Guard(
-        authenticator=built.authenticator,
-        policy=policy(rate_limits=[RateLimit("per-caller", rate=1, burst=2)]),
-        audit=MemorySink(),
-        store=RefusingAtOnce(clock=clock),
-        clock=clock,
-    )
+    limited = policy(rate_limits=[RateLimit("per-caller", rate=1, burst=2)])
+    guard, _ = make_guard(issuer, clock, pol=limited, store=RefusingAtOnce(clock=clock))
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
     refused = guard.evaluate(get(token))
     assert refused.status == 429 and refused.headers == (("Retry-After", "1"),)
@@ -594,14 +593,7 @@ class NoBlockingStore(ResilientStore):
 def test_a_store_with_io_is_awaited_and_asked_about_tokens_only(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:
-    built, _ = make_guard(issuer, clock)
-    guard = Guard(
-        authenticator=built.authenticator,
-        policy=built.policy,
-        audit=MemorySink(),
-        store=NoBlockingStore(MemoryStore(clock=clock)),
-        clock=clock,
-    )
+    guard, _ = make_guard(issuer, clock, store=NoBlockingStore(MemoryStore(clock=clock)))
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
     assert asyncio.run(guard.aevaluate(get(token))).allowed
     # a request without a token has nothing to look up (anonymous, certificate, API key)

@@ -4,8 +4,8 @@
   (each part form-urlencoded first, as RFC 6749 §2.3.1 requires) or in the body;
   ``private_key_jwt`` (a fresh assertion per request: ``iss = sub = client_id``,
   ``aud`` = the token endpoint or the configured ``assertion_audience``, a random ``jti``, a
-  short ``exp``); mutual TLS (the client
-  certificate authenticates; the body carries ``client_id`` only).
+  short ``exp``); mutual TLS (the client certificate authenticates; the body carries
+  ``client_id`` only).
 * Responses (RFC 6749 §5): a JSON object with a string ``access_token`` in RFC 6750
   ``b64token`` syntax, a ``token_type`` of ``Bearer`` (any case; ``N_A`` too for RFC 8693
   non-access tokens: a ``DPoP`` token is refused, as these requests carry no DPoP proof and

@@ -100,6 +100,7 @@ class StreamWatcher:
         self._last_error_at: datetime | None = None
         self._updates = 0
         self._streams = 0
+        self._delivered = False  # the current stream delivered a valid update
 
     def start(self) -> None:
         self._thread.start()
@@ -142,8 +143,9 @@ class StreamWatcher:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            self._delivered = False
             try:
-                failures = self._stream(failures)
+                self._stream()
                 self._note_error("the Workload API ended the stream")
             except RpcError as exc:
                 if self._stop.is_set():
@@ -163,16 +165,18 @@ class StreamWatcher:
                 with self._lock:
                     self._call = None
                     self._connected = False
+            if self._delivered:  # the stream worked: however it ended, start over
+                failures = 0
             if self._stop.wait(backoff_delay(failures, self._initial, self._max)):
                 break
             failures += 1
 
-    def _stream(self, failures: int) -> int:
+    def _stream(self) -> None:
         call = self._open()
         with self._lock:
             if self._stop.is_set():
                 call.cancel()
-                return failures
+                return
             self._call = call
         first = True
         for message in call:
@@ -184,8 +188,7 @@ class StreamWatcher:
                 if self._last_error is not None:
                     _log.info("Workload API stream (re)established on %s", self._target)
             if self._deliver(message):
-                failures = 0
-        return failures
+                self._delivered = True
 
     def _deliver(self, message: Any) -> bool:
         try:

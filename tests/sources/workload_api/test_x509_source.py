@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import queue
 import threading
 
 import grpc
@@ -526,3 +527,32 @@ def test_permission_denied_before_the_first_svid_is_retried(
         agent.refusing = None
         source.wait_ready(timeout=30)
         assert source.get_x509_svid().fingerprint == svid.fingerprint
+
+
+def test_the_backoff_starts_over_once_a_stream_has_delivered_an_update(
+    agent: WorkloadApiServer, ca: DevCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed attempts before the agent came up must not slow the reconnection after a
+    stream that worked breaks (as an agent restart breaks it): that one waits
+    ``backoff_initial`` again, not the delay the earlier failures had reached."""
+    from zerotrust.sources import _workload_watch
+
+    counts: queue.Queue[int] = queue.Queue()
+    real = _workload_watch.backoff_delay
+
+    def recorded(failures: int, initial: float, maximum: float) -> float:
+        counts.put(failures)
+        return real(failures, initial, maximum)
+
+    monkeypatch.setattr(_workload_watch, "backoff_delay", recorded)
+    agent.refusing = grpc.StatusCode.UNAVAILABLE  # the agent is not serving yet
+    with WorkloadApiX509Source(agent.address, wait=False, **FAST) as source:
+        assert [counts.get(timeout=30) for _ in range(3)] == [0, 1, 2]
+        agent.push("x509", x509_response(ca.issue_svid(WEB), ca.bundle))
+        agent.refusing = None
+        source.wait_ready(timeout=30)
+        eventually(lambda: source.status().connected)  # the stream is open and delivering
+        while not counts.empty():  # attempts refused before the agent served
+            counts.get_nowait()
+        agent.drop_streams()  # UNAVAILABLE on the open stream
+        assert counts.get(timeout=30) == 0

@@ -149,7 +149,8 @@ def test_a_failure_holds_back_refreshes_and_kid_refetches_not_the_cached_set(
         plan = cache.plan(kid)
         assert plan.action is Action.SERVE and plan.keys is not None and "a" in plan.keys
     clock.advance(5)
-    assert cache.plan("new") == Plan(Action.FETCH, generation=cache.generation, kid="new")
+    planned = Plan(Action.FETCH, generation=cache.generation, kid="new", started=2)
+    assert cache.plan("new") == planned
 
 
 def test_unknown_kid_refetches_are_spaced_by_the_cooldown(clock: FixedClock) -> None:
@@ -188,12 +189,38 @@ def test_a_kid_found_by_its_refetch_is_not_remembered_as_missing(clock: FixedClo
     assert cache.plan("b").action is Action.FETCH
 
 
+def test_a_kid_is_looked_for_only_by_a_fetch_begun_after_it_was_asked_for(
+    clock: FixedClock,
+) -> None:
+    cache = make(clock)
+    fetch(cache, ok(KEY_A))
+    clock.advance(300)
+    assert cache.plan(None).action is Action.REFRESH
+    refresh = cache.refresh_flow()
+    next(refresh)  # the background refresh's request is out
+    plan = cache.plan("b")
+    assert plan.action is Action.FETCH
+    with pytest.raises(StopIteration):
+        refresh.send(ok(KEY_A))  # answered as of before "b" was asked for
+    cache.end_refresh()
+    assert cache.fetch_needed(plan)
+    assert "b" not in cache.result(plan)
+    clock.advance(30)  # the cooldown: not the negative cache
+    assert cache.plan("b").action is Action.FETCH
+    fetch(cache, ok(KEY_A))  # begun after: "b" was looked for and is missing
+    assert not cache.fetch_needed(plan)
+    cache.result(plan)
+    clock.advance(30)
+    assert cache.plan("b").action is Action.SERVE  # remembered for negative_cache_ttl
+
+
 def test_the_memory_of_missing_kids_is_bounded_oldest_first(clock: FixedClock) -> None:
     cache = make(clock, unknown_kid_cooldown=0)
     fetch(cache, ok(KEY_A))
     for index in range(1025):
         plan = cache.plan(f"kid-{index}")
         assert plan.action is Action.FETCH
+        fetch(cache, ok(KEY_A))
         cache.result(plan)
     assert cache.plan("kid-1").action is Action.SERVE  # still remembered
     assert cache.plan("kid-1024").action is Action.SERVE
@@ -446,7 +473,7 @@ def test_a_kid_whose_refetch_failed_is_not_remembered_as_missing(clock: FixedClo
     clock.advance(29)
     assert cache.plan("b").action is Action.SERVE  # the cooldown still holds
     clock.advance(1)
-    assert cache.plan("b") == Plan(Action.FETCH, generation=cache.generation, kid="b")
+    assert cache.plan("b") == Plan(Action.FETCH, generation=cache.generation, kid="b", started=2)
     fetch(cache, ok(KEY_A, KEY_B))
     assert "b" in cache.result(plan)
 

@@ -614,6 +614,38 @@ def test_a_stale_set_is_served_while_a_stalled_refresh_runs_in_a_task(
     source.close()
 
 
+def test_an_unknown_kid_that_waited_for_a_refresh_sent_before_it_still_gets_its_refetch(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    """A token of a new key that arrives while a background refresh is out waits for that
+    refresh, whose request went out before the kid was seen: its answer cannot say whether
+    the issuer publishes the kid, so the kid's refetch is still made (and the kid is not
+    remembered as missing for negative_cache_ttl on the strength of the older answer)."""
+    stall = _Stall(KEY_A)  # the refresh under way answers with the set it was asked for
+    source = make(server, clock, refresh_ahead=0)
+
+    async def main() -> None:
+        keys = await source.get_keys_async()
+        server.route("/jwks", stall.route())
+        clock.advance(301)
+        assert await source.get_keys_async() is keys  # stale: a refresh task starts
+        await asyncio.to_thread(stall.entered.wait, 30)
+        server.route("/jwks", json_route(jwks(KEY_A, KEY_B)))  # the issuer publishes b
+        looking = asyncio.ensure_future(source.get_keys_async(missing_kid="b"))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not looking.done()  # it waits for the refresh under way
+        stall.release.set()
+        assert "b" in await looking
+
+    try:
+        asyncio.run(main())
+    finally:
+        stall.release.set()
+    assert server.count("/jwks") == 3
+    source.close()
+
+
 def test_a_refresh_task_cancelled_with_its_loop_makes_the_next_caller_fetch(
     server: HttpsServer, clock: FixedClock
 ) -> None:
@@ -1250,14 +1282,14 @@ def test_an_overdue_background_refresh_is_taken_for_lost(clock: FixedClock) -> N
         clock=clock,
         refresh_deadline=21,
     )
-    cache._record_success(JWKSet.from_dict(jwks(KEY_A)), {"cache-control": "max-age=300"})
+    cache._record_success(JWKSet.from_dict(jwks(KEY_A)), {"cache-control": "max-age=300"}, 1)
     clock.advance(301)
     assert cache.plan(None).action is Action.REFRESH  # handed to one background refresh
     clock.advance(20)
     assert cache.plan(None).action is Action.SERVE  # still under way: served, nobody waits
     clock.advance(2)
     assert cache.plan(None).action is Action.FETCH  # overdue: taken for lost
-    cache._record_success(JWKSet.from_dict(jwks(KEY_B)), {"cache-control": "max-age=300"})
+    cache._record_success(JWKSet.from_dict(jwks(KEY_B)), {"cache-control": "max-age=300"}, 2)
     assert cache.plan(None).action is Action.SERVE  # a fetch that ended settles the state
     clock.advance(301)
     assert cache.plan(None).action is Action.REFRESH  # and the next refresh can start

@@ -53,6 +53,7 @@ class Plan:
     keys: JWKSet | None = None
     generation: int = 0
     kid: str | None = None  # the unknown kid a FETCH is for
+    started: int = 0  # for a kid's FETCH: how many fetches had begun when it was planned
     error: str | None = None
 
 
@@ -92,6 +93,9 @@ class JWKSCache:
         self._entry: _Entry | None = None
         self._generation = 0
         self._fetch_count = 0
+        self._started = 0  # fetches begun; each is numbered by its place in this count
+        self._ended = 0  # the number of the latest-begun fetch that has ended
+        self._found = 0  # ... and of the latest-begun one that succeeded
         self._refreshing = False  # a background refresh is under way (single-flight)
         self._refresh_abandoned = False
         # a background refresh that has run this long is taken for lost (its event loop closed
@@ -130,7 +134,7 @@ class JWKSCache:
                 and self._may_refetch_for(missing_kid, now)
             ):
                 self._last_kid_fetch = now
-                return Plan(Action.FETCH, generation=gen, kid=missing_kid)
+                return Plan(Action.FETCH, generation=gen, kid=missing_kid, started=self._started)
             if now >= entry.expires_at:
                 if now > entry.expires_at + timedelta(seconds=policy.max_stale):
                     if backoff:
@@ -163,6 +167,15 @@ class JWKSCache:
         last = self._last_kid_fetch
         return last is None or now >= last + timedelta(seconds=self._policy.unknown_kid_cooldown)
 
+    def fetch_needed(self, plan: Plan) -> bool:
+        """Whether the fetch ``plan`` asked for is still to be made: no fetch has ended since
+        it was planned or, for an unknown kid, none that began after the kid was asked for
+        (an answer to a request sent before cannot tell whether the issuer publishes it)."""
+        with self._lock:
+            if plan.kid is not None:
+                return self._ended <= plan.started
+            return self._generation == plan.generation
+
     def _too_stale(self) -> str:
         return f"keys from {self.url} are stale beyond max_stale: {self._last_error}"
 
@@ -176,9 +189,15 @@ class JWKSCache:
             if now > entry.expires_at + timedelta(seconds=self._policy.max_stale):
                 raise KeysUnavailable(self._too_stale())
             kid = plan.kid
-            # a kid is remembered as missing only if the latest fetch succeeded: one whose
-            # refetch failed was never looked for (the back-off and cooldown still apply)
-            if kid is not None and kid not in entry.keys and self._last_error is None:
+            # a kid is remembered as missing only if the latest fetch succeeded and began after
+            # the kid was asked for: one whose refetch failed, or was answered by a request
+            # sent before, was never looked for (the back-off and cooldown still apply)
+            if (
+                kid is not None
+                and kid not in entry.keys
+                and self._last_error is None
+                and self._found > plan.started
+            ):
                 self._missing[kid] = now + timedelta(seconds=self._policy.negative_cache_ttl)
                 self._missing.move_to_end(kid)
                 while len(self._missing) > _NEGATIVE_CACHE_SIZE:
@@ -198,12 +217,15 @@ class JWKSCache:
 
     def refresh_flow(self) -> Flow[None]:
         """Fetch (discovering the JWKS URL first if needed) and record the outcome."""
+        with self._lock:
+            self._started += 1
+            number = self._started
         try:
             keys, headers = yield from self._fetch()
         except FetchError as exc:
-            self._record_failure(str(exc))
+            self._record_failure(str(exc), number)
         else:
-            self._record_success(keys, headers)
+            self._record_success(keys, headers, number)
 
     def _fetch(self) -> Flow[tuple[JWKSet, Mapping[str, str]]]:
         url = self._jwks_url
@@ -254,7 +276,7 @@ class JWKSCache:
 
     # --- outcomes -----------------------------------------------------------------------------
 
-    def _record_success(self, keys: JWKSet, headers: Mapping[str, str]) -> None:
+    def _record_success(self, keys: JWKSet, headers: Mapping[str, str], number: int) -> None:
         now = self._clock.now()
         ttl = cache_ttl(headers, now, self._policy)
         with self._lock:
@@ -273,12 +295,13 @@ class JWKSCache:
             )
             self._generation += 1
             self._fetch_count += 1
+            self._ended, self._found = max(self._ended, number), max(self._found, number)
             self._refresh_abandoned = False
             self._refreshing, self._refresh_started = False, None  # a lost refresh included
             self._last_success = now
             self._last_error = self._last_error_at = self._retry_at = None
 
-    def _record_failure(self, message: str) -> None:
+    def _record_failure(self, message: str, number: int) -> None:
         now = self._clock.now()
         with self._lock:
             if message != self._last_error:
@@ -291,6 +314,7 @@ class JWKSCache:
                 _log.warning("fetching keys from %s failed: %s (%s)", self.url, message, serving)
             self._generation += 1
             self._fetch_count += 1
+            self._ended = max(self._ended, number)
             self._refresh_abandoned = False
             self._refreshing, self._refresh_started = False, None  # a lost refresh included
             self._last_error, self._last_error_at = message, now

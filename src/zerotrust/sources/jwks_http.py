@@ -173,7 +173,7 @@ class RemoteJWKSource:
         if plan.action is Action.FAIL:
             raise KeysUnavailable(plan.error)
         with self._lock:
-            if self._cache.generation == plan.generation:
+            if self._cache.fetch_needed(plan):
                 self._transport.run(self._cache.refresh_flow())
         return self._cache.result(plan)
 
@@ -188,7 +188,7 @@ class RemoteJWKSource:
         if plan.action is Action.FAIL:
             raise KeysUnavailable(plan.error)
         async with self._loop_lock():
-            if self._cache.generation == plan.generation:
+            if self._cache.fetch_needed(plan):
                 await self._transport.run_async(self._cache.refresh_flow())
         return self._cache.result(plan)
 

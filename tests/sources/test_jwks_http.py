@@ -1123,6 +1123,34 @@ def test_a_compressed_key_set_is_read_and_a_compressed_bomb_never_grows_past_max
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_deflate_body_whose_first_piece_is_one_byte_is_read(
+    server: HttpsServer, clock: FixedClock, mode: str
+) -> None:
+    """Which deflate format a server sent (zlib, or raw as some send it) is told by its first
+    two bytes; a body whose first piece held one byte was taken for raw deflate whatever the
+    second said, and a zlib stream then refused as invalid."""
+    import zlib
+
+    body = json.dumps(jwks(KEY_A)).encode()
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    for packed in (zlib.compress(body), raw.compress(body) + raw.flush()):
+        server.route(
+            "/jwks",
+            Route(
+                headers={"Content-Encoding": "deflate"},
+                stream_prefix=packed[:1],  # a piece of its own: one TLS record
+                stream_chunk=packed[1:],
+                stream_bytes=1,
+            ),
+        )
+        with make(server, clock) as source:
+            fetch = (
+                source.get_keys if mode == "sync" else lambda: asyncio.run(source.get_keys_async())
+            )
+            assert fetch().get("a") == KEY_A.public()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 def test_data_after_the_end_of_a_compressed_body_is_refused(
     server: HttpsServer, clock: FixedClock, mode: str
 ) -> None:

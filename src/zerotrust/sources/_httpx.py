@@ -183,6 +183,7 @@ class _Body:
         "_headers",
         "_inflate",
         "_max",
+        "_pending",
         "_size",
         "_status",
         "_wire",
@@ -203,6 +204,7 @@ class _Body:
             raise FetchError(f"response is larger than {max_bytes} bytes")
         coding = self._headers.get("content-encoding", "").strip().lower()
         self._inflate: Any = None
+        self._pending = b""  # deflate: the first byte, until the second tells the format
         if coding in ("gzip", "x-gzip"):
             self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif coding == "deflate":  # RFC 9110 8.4.1.2: the zlib format; some send it raw
@@ -227,11 +229,11 @@ class _Body:
             self._keep(chunk)
             return
         if inflate is _DEFLATE_UNDECIDED:  # a zlib header, else raw deflate (as httpx reads)
-            wrapped = (
-                len(chunk) >= 2
-                and chunk[0] & 0x0F == 8
-                and int.from_bytes(chunk[:2], "big") % 31 == 0
-            )
+            chunk, self._pending = self._pending + chunk, b""
+            if len(chunk) < 2:  # a header is two bytes: they may come in two pieces
+                self._pending = chunk
+                return
+            wrapped = chunk[0] & 0x0F == 8 and int.from_bytes(chunk[:2], "big") % 31 == 0
             inflate = self._inflate = zlib.decompressobj(
                 zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
             )

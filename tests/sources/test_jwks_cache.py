@@ -6,6 +6,7 @@ pins one boundary of when a cached set is served, refreshed, refetched or refuse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from zerotrust import FixedClock
-from zerotrust.errors import KeysUnavailable
+from zerotrust.errors import ConfigurationError, KeysUnavailable
 from zerotrust.sources._jwks_cache import Action, JWKSCache, Plan
 from zerotrust.sources._jwks_policy import CachePolicy
 from zerotrust.sources._sansio import FetchError, HttpRequest, HttpResponse
@@ -524,3 +525,35 @@ def test_a_fixed_ttl_is_a_policy(clock: FixedClock) -> None:
     assert cache.plan(None).action is Action.SERVE
     clock.advance(1)
     assert cache.plan(None).action is Action.REFRESH
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "max_ttl",
+        "default_ttl",
+        "max_stale",
+        "unknown_kid_cooldown",
+        "negative_cache_ttl",
+        "retry_interval",
+    ],
+)
+def test_times_no_date_can_hold_are_refused_when_configured(clock: FixedClock, name: str) -> None:
+    """A time of 10^12 s (no date 31,000 years on exists) was accepted, and once added to the
+    clock raised OverflowError from every verification: the source must raise nothing but
+    KeysUnavailable while serving. A century is the most a policy may name, and works."""
+    with pytest.raises(ConfigurationError, match=f"{name} must be at most"):
+        make(clock, **{name: 1e12})
+    century = 100 * 365 * 86400
+    cache = make(
+        clock, **{name: century, **({"max_ttl": century} if name == "default_ttl" else {})}
+    )
+    fetch(cache, HttpResponse(200, {}, jwks_body(KEY_A)))
+    for _ in range(3):
+        plan = cache.plan("b")
+        if plan.action is Action.FETCH:
+            fetch(cache, HttpResponse(503))
+            with contextlib.suppress(KeysUnavailable):  # (stale beyond max_stale: closed)
+                cache.result(plan)
+        clock.advance(86400)
+    cache.plan(None)

@@ -31,11 +31,18 @@ class KeySourceStatus:
     stale: bool
 
 
+#: The longest time a policy may name: a century. Any more and the dates it is added to would
+#: pass the year 9999, which no datetime holds.
+_MAX_SECONDS = 100 * 365 * 86400
+
+
 def _seconds(name: str, value: object, *, minimum: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{name} must be a number of seconds")
     if not math.isfinite(value) or value < minimum:
         raise ConfigurationError(f"{name} must be finite and at least {minimum}")
+    if value > _MAX_SECONDS:
+        raise ConfigurationError(f"{name} must be at most {_MAX_SECONDS} seconds (100 years)")
     return float(value)
 
 

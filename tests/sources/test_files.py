@@ -306,3 +306,36 @@ def test_a_missing_svid_file_is_named(ca: DevCA, tmp_path: Path) -> None:
         X509Svid.load(cert, key)
     with pytest.raises(BundleError, match=f"cannot read bundle file {key}: No such file"):
         FileBundleSource({"example.org": key})
+
+
+def test_a_kubernetes_secret_volume_swap_is_picked_up(ca: DevCA, tmp_path: Path) -> None:
+    """A Secret mounted as a volume: ``tls.crt`` and ``tls.key`` are links through ``..data``
+    to a timestamped directory, and an update writes a new directory, points ``..data`` at it
+    in one rename and deletes the old one. The pair read after the swap is the new one."""
+    first, second = ca.issue_svid("spiffe://example.org/a"), ca.issue_svid("spiffe://example.org/a")
+
+    def publish(svid: X509Svid, name: str) -> Path:
+        directory = tmp_path / name
+        directory.mkdir()
+        svid.save(directory / "tls.crt", directory / "tls.key")
+        settled(directory / "tls.crt", directory / "tls.key")
+        (tmp_path / "..data_tmp").symlink_to(name)
+        os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+        return directory
+
+    old = publish(first, "..2026_01_01_00_00_00.1")
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).symlink_to(f"..data/{name}")
+    ticks = Ticks()
+    source = FileSvidSource(
+        tmp_path / "tls.crt", tmp_path / "tls.key", check_interval=1, monotonic=ticks
+    )
+    assert source.get_x509_svid().fingerprint == first.fingerprint
+    publish(second, "..2026_01_01_01_00_00.2")
+    for item in old.iterdir():
+        item.unlink()
+    old.rmdir()
+    assert source.get_x509_svid().fingerprint == first.fingerprint  # not checked yet
+    ticks.now = 1
+    assert source.get_x509_svid().fingerprint == second.fingerprint
+    assert source.last_error is None and source.reloads == 1

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import itertools
 import json
+import logging
 import ssl
 import threading
 from collections.abc import Iterator
@@ -849,3 +850,38 @@ def test_close_closes_the_client_the_source_built(server: HttpsServer, clock: Fi
         source.token("a")
         built = source._transport._own
     assert built is not None and built.is_closed
+
+
+@pytest.mark.parametrize("secret_method", ["basic", "post"])
+def test_nothing_logged_holds_the_secret_a_token_or_the_body(
+    server: HttpsServer,
+    clock: FixedClock,
+    caplog: pytest.LogCaptureFixture,
+    secret_method: str,
+) -> None:
+    """A refresh refused while the token is still valid is logged (and the error raised once
+    it expired names its code): neither the log records, at any level and from any logger,
+    nor the error hold the client secret, the token or the endpoint's answer, which may echo
+    what it was sent."""
+    echoed = json.dumps(
+        {"error": "invalid_client", "error_description": f"bad secret {SECRET} for at-1"}
+    ).encode()
+    caplog.set_level(logging.DEBUG)
+    with credentials(server, clock, secret_method=secret_method) as source:
+        token = source.token("a")
+        server.route("/token", Route(status=401, body=echoed))
+        clock.advance(250)
+        assert source.token("a") == token  # the refresh failed: the valid token is kept
+        clock.advance(60)
+        with pytest.raises(AuthenticationError, match=r"\[invalid_client\]$") as caught:
+            source.token("a")
+    assert any("invalid_client" in record.getMessage() for record in caplog.records)
+    shown = [str(caught.value)]
+    for record in caplog.records:
+        shown.append(record.getMessage())
+        if record.exc_info:
+            shown.append(logging.Formatter().formatException(record.exc_info))
+    encoded = base64.b64encode(f"my%3Aclient:{SECRET}".encode()).decode()
+    for text in shown:
+        for secret in (SECRET, "p%40ss", encoded, token, "bad secret"):
+            assert secret not in text

@@ -911,9 +911,12 @@ def test_plain_http_only_to_loopback_with_opt_in(clock: FixedClock) -> None:
 
 
 class _Trickler:
-    """A TLS server that answers every request with headers sent a byte at a time."""
+    """A TLS server that answers every request with headers sent a byte at a time (then
+    ``body``, if any, at once)."""
 
-    def __init__(self, ca: DevCA | None, pause: float, response: bytes | None = None) -> None:
+    def __init__(
+        self, ca: DevCA | None, pause: float, response: bytes | None = None, body: bytes = b""
+    ) -> None:
         import socket
 
         self.context: ssl.SSLContext | None = None
@@ -931,6 +934,7 @@ class _Trickler:
         self.port = self.listener.getsockname()[1]
         self.pause = pause
         self.response = response or b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 200
+        self.body = body
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -956,6 +960,8 @@ class _Trickler:
                         return
                     conn.sendall(bytes([byte]))
                     time.sleep(self.pause)
+                if self.body:
+                    conn.sendall(self.body)
         except OSError:
             pass
 
@@ -985,6 +991,31 @@ def test_headers_trickled_a_byte_at_a_time_are_bounded_by_the_timeout(
             fetch()
         assert time.monotonic() - started < 3.0  # twice the timeout, and slack; not ~11 s
         source.close()
+    finally:
+        slow.close()
+
+
+def test_a_sync_client_of_ones_own_is_not_held_to_the_whole_exchange_deadline(
+    ca: DevCA, clock: FixedClock
+) -> None:
+    """The deadline for a whole exchange applies to the clients a source builds: a client of
+    one's own keeps its own timeouts (cutting its connection could cut other requests sharing
+    it). An exchange of such a client that outlasted twice the timeout, every read in time,
+    was waited for to the end and then thrown away as timed out."""
+    import httpx
+
+    document = json.dumps(jwks(KEY_A)).encode()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Pad: %s\r\n\r\n" % (
+        len(document),
+        b"p" * 100,
+    )
+    slow = _Trickler(ca, pause=0.02, response=head, body=document)  # 3 s of headers
+    try:
+        with httpx.Client(verify=slow.client_context) as client:
+            source = RemoteJWKSource(
+                f"https://localhost:{slow.port}/jwks", client=client, clock=clock, timeout=1.0
+            )
+            assert "a" in source.get_keys()
     finally:
         slow.close()
 

@@ -348,10 +348,12 @@ class HttpxTransport:
     def send(self, request: HttpRequest) -> HttpResponse:
         """Send one request and read the bounded response (raises :class:`FetchError`)."""
         with _Deadline(2 * self._timeout) as deadline:
+            cut = False  # whether the deadline holds this exchange: a client built here
             try:
                 client = self._sync_client()
                 # only connections of a client built here are cut; a user's client keeps its own
-                extensions = {"trace": deadline.trace} if client is self._own else {}
+                cut = client is self._own
+                extensions = {"trace": deadline.trace} if cut else {}
                 args = self._stream_args(request, **extensions)
                 with client.stream(request.method, request.url, **args) as response:
                     body = _Body(response, self._max_bytes, self._timeout)
@@ -359,11 +361,12 @@ class HttpxTransport:
                         for chunk in response.iter_raw():
                             body.add(chunk)
                     deadline.finish()
-                    if deadline.expired:  # a cut read ends like a body without a length
+                    if cut and deadline.expired:  # a cut read ends like a body without a length
                         raise FetchError("timed out")
                     return body.response()
             except _TRANSLATED as exc:  # a cut connection fails its read: the pool drops it
-                raise FetchError("timed out" if deadline.expired else _describe(exc)) from None
+                timed_out = cut and deadline.expired
+                raise FetchError("timed out" if timed_out else _describe(exc)) from None
 
     async def send_async(self, request: HttpRequest) -> HttpResponse:
         """Async twin of :meth:`send`."""

@@ -999,23 +999,43 @@ def test_a_sync_client_of_ones_own_is_not_held_to_the_whole_exchange_deadline(
     ca: DevCA, clock: FixedClock
 ) -> None:
     """The deadline for a whole exchange applies to the clients a source builds: a client of
-    one's own keeps its own timeouts (cutting its connection could cut other requests sharing
-    it). An exchange of such a client that outlasted twice the timeout, every read in time,
-    was waited for to the end and then thrown away as timed out."""
+    one's own gets the per-operation timeouts only (cutting its connection could cut other
+    requests sharing it). An exchange of such a client that outlasted twice the timeout,
+    every read in time, was waited for to the end and then thrown away as timed out."""
     import httpx
 
     document = json.dumps(jwks(KEY_A)).encode()
     head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Pad: %s\r\n\r\n" % (
         len(document),
-        b"p" * 100,
+        b"p" * 8,
     )
-    slow = _Trickler(ca, pause=0.02, response=head, body=document)  # 3 s of headers
+    slow = _Trickler(ca, pause=0.02, response=head, body=document)  # 1.2 s of headers
     try:
         with httpx.Client(verify=slow.client_context) as client:
             source = RemoteJWKSource(
-                f"https://localhost:{slow.port}/jwks", client=client, clock=clock, timeout=1.0
+                f"https://localhost:{slow.port}/jwks", client=client, clock=clock, timeout=0.25
             )
             assert "a" in source.get_keys()
+    finally:
+        slow.close()
+
+
+def test_a_sync_client_of_ones_own_without_timeouts_gets_the_sources_timeout(
+    ca: DevCA, clock: FixedClock
+) -> None:
+    """A client of one's own is spared the whole-exchange deadline, not the source's
+    ``timeout`` for each read: one built with ``timeout=None`` still gives up on a server that
+    stops sending (here after one byte, for longer than the test runs)."""
+    import httpx
+
+    slow = _Trickler(ca, pause=30.0)
+    try:
+        with httpx.Client(verify=slow.client_context, timeout=None) as client:
+            source = RemoteJWKSource(
+                f"https://localhost:{slow.port}/jwks", client=client, clock=clock, timeout=0.25
+            )
+            with pytest.raises(KeysUnavailable, match="timed out"):
+                source.get_keys()
     finally:
         slow.close()
 

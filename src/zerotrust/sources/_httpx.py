@@ -7,8 +7,9 @@ Transport rules applied to every request of a remote source:
   ``timeout`` seconds of its headers, and the whole exchange (connect, TLS, request, headers,
   body) within twice ``timeout``: httpx's timeouts apply to each read, so a server trickling
   its headers a byte at a time would otherwise hold a fetch, and the source's lock, for as long
-  as it likes (your own sync ``client`` keeps its own timeouts: the deadline would have to cut
-  connections it may share, such as HTTP/2 ones);
+  as it likes (your own sync ``client`` gets ``timeout`` for each operation, as every client
+  does, but no whole-exchange deadline: it would have to cut connections the client may share,
+  such as HTTP/2 ones);
 * the body is streamed and abandoned as soon as it exceeds ``max_bytes`` (a larger
   ``Content-Length`` is refused before the first byte is read). Requests ask for no content
   coding (``Accept-Encoding: identity``); a server that compresses anyway may use one layer of

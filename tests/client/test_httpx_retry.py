@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import socket
 import ssl
 import time
@@ -182,6 +183,33 @@ def test_the_wait_is_the_retry_after_the_server_named() -> None:
         assert policy.delay(1, response, jitter=0.5) == float(value)
 
 
+@pytest.mark.parametrize("value", ["10000000000", "0" + "9" * 30])
+def test_a_retry_after_too_long_to_read_is_not_retried_early(value: str) -> None:
+    """delay-seconds of more than ten digits ask for centuries: the answer is returned, never
+    sent again at once as if the server had named no wait."""
+    policy = RetryPolicy(attempts=5, backoff=0)
+    response = httpx.Response(503, headers={"Retry-After": value})
+    assert policy.retries_response(httpx.Request("GET", "https://api/"), response) is False
+
+    from zerotrust.httpx import AsyncZeroTrustTransport, ZeroTrustTransport
+
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(503, headers={"Retry-After": value})
+
+    async def run() -> httpx.Response:
+        transport = AsyncZeroTrustTransport(httpx.MockTransport(answer), retry=policy)
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await client.get("https://api.example/")
+
+    with httpx.Client(transport=ZeroTrustTransport(httpx.MockTransport(answer), retry=policy)) as c:
+        assert c.get("https://api.example/").status_code == 503
+    assert asyncio.run(run()).status_code == 503
+    assert len(seen) == 2  # one attempt each
+
+
 def test_dropped_connection_is_retried_for_get_only(
     mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
 ) -> None:
@@ -349,9 +377,9 @@ def test_retries_can_be_turned_off(
         ("1.5", None),
         ("soon", None),
         ("", None),
-        ("99999999999999999999", None),
+        ("99999999999999999999", math.inf),
         ("9999999999", 9999999999.0),  # ten digits are read (and capped by the policy)
-        ("10000000000", None),  # eleven are not
+        ("10000000000", math.inf),  # eleven are longer than any wait
         ("١٢", None),  # non-ASCII digits
     ],
 )

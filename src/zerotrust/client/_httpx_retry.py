@@ -69,10 +69,11 @@ _MAX_DELAY_DIGITS: Final = 10
 
 def parse_retry_after(value: str, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` value: delay-seconds or an HTTP date (RFC 9110
-    §10.2.3); ``None`` when it is neither. A date in the past means 0."""
+    §10.2.3); ``None`` when it is neither. A date in the past means 0; delay-seconds too long
+    to read (more than ten digits, centuries) are infinite."""
     value = value.strip()
     if value.isdigit() and value.isascii():
-        return float(value) if len(value) <= _MAX_DELAY_DIGITS else None
+        return float(value) if len(value) <= _MAX_DELAY_DIGITS else math.inf
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

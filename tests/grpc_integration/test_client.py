@@ -649,6 +649,8 @@ def test_configuration_is_checked_up_front(world: World) -> None:
         secure_channel("localhost:1", **base, options=[("grpc.enable_retries", 1)])
     with pytest.raises(ConfigurationError, match="host:port"):
         secure_channel("unix:///tmp/sock", **base)
+    with pytest.raises(ConfigurationError, match="host:port"):
+        secure_channel("unix:50051", **base)  # a Unix socket to grpc, not the host "unix"
     with pytest.raises(ConfigurationError, match="audience"):
         secure_channel("localhost:1", **{**base, "server_id": None, "authorizer": match.any()})
     with pytest.raises(ConfigurationError, match=r"no X\.509 authorities"):

@@ -909,6 +909,18 @@ def test_split_target(target: str, expected: tuple[str, int]) -> None:
         "ipv4:[::1]:443",
         "ipv6:127.0.0.1:443",
         "ipv6:echo.internal:443",
+        # to grpc, these are Unix sockets and other resolvers' names, not host:port: the check
+        # would probe another server than the one grpc reaches
+        "unix:50051",
+        "UNIX:50051",
+        "unix-abstract:50051",
+        "unix:grpc:50051",
+        "vsock:2:50051",
+        "xds:443",
+        "google-c2p:443",
+        # grpc reads schemes in any case: this is the address 127.0.0.1, not a host name
+        "IPV4:127.0.0.1:443",
+        "DNS:echo.internal:443",
     ],
 )
 def test_split_target_refuses(target: str) -> None:

@@ -53,6 +53,11 @@ _POLL = 0.05
 _MAX_RESOLVING = 8
 
 _log = logging.getLogger("zerotrust.grpc")
+#: grpc's resolver schemes for anything but one host or address, which it recognises in any
+#: case: to grpc, ``unix:50051`` is a Unix socket, not port 50051 of the host ``unix``.
+_OTHER_SCHEMES = frozenset(
+    {"unix", "unix-abstract", "vsock", "xds", "google-c2p", "google-c2p-experimental"}
+)
 
 
 class ServerIdentityError(grpc.aio.AioRpcError):  # type: ignore[misc]
@@ -74,7 +79,8 @@ def split_target(target: str) -> tuple[str, int]:
     ``dns:///`` scheme, or of one address with its ``ipv4:`` / ``ipv6:`` scheme."""
     scheme = next((s for s in ("dns:///", "dns:", "ipv4:", "ipv6:") if target.startswith(s)), "")
     name = target[len(scheme) :]
-    if "/" in name or "," in name:
+    other = not scheme and name.partition(":")[0].lower() in _OTHER_SCHEMES
+    if "/" in name or "," in name or other:
         raise ConfigurationError(f"target {target!r}: only host:port targets can be checked")
     host, sep, port = name.rpartition(":")
     bracketed = host.startswith("[") and host.endswith("]")
@@ -83,7 +89,8 @@ def split_target(target: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigurationError(f"target {target!r} must be host:port")
     # brackets hold an IPv6 address, and only they do (RFC 3986 3.2.2: "::1:443" is ambiguous)
-    if bracketed != _is_ip(host, 6) or (not bracketed and ("[" in host or "]" in host)):
+    # (and a colon outside them is a scheme grpc reads, "UNIX:..." or "IPv4:...", not a host)
+    if bracketed != _is_ip(host, 6) or (not bracketed and any(c in host for c in "[]:")):
         raise ConfigurationError(f"target {target!r}: an IPv6 address goes in brackets, [::1]:443")
     if (scheme == "ipv4:" and not _is_ip(host, 4)) or (scheme == "ipv6:" and not bracketed):
         raise ConfigurationError(f"target {target!r}: not an address of its scheme")

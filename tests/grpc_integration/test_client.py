@@ -637,6 +637,30 @@ def test_retry_policy_values_are_those_grpc_accepts(world: World) -> None:
         flaky.close()
 
 
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_the_longest_check_timeout_works_for_calls_without_a_deadline(
+    world: World, kind: str
+) -> None:
+    """A day is the longest check_timeout: with it, a call without a deadline is checked and
+    sent (the sync check waits on locks and timers, which refuse waits of centuries)."""
+    with bare_server(world.server_svid, world.ca.bundle) as (port, recorded):
+        target = f"localhost:{port}"
+        if kind == "sync":
+            with secure_channel(target, **options(world), check_timeout=86400) as channel:
+                assert channel.unary_unary(f"/{SERVICE}/Unary")(b"x") == b"bare|x"
+        else:
+
+            async def call() -> bytes:
+                async with aio_secure_channel(
+                    target, **options(world), check_timeout=86400
+                ) as channel:
+                    reply: bytes = await channel.unary_unary(f"/{SERVICE}/Unary")(b"x")
+                    return reply
+
+            assert asyncio.run(call()) == b"bare|x"
+    assert len(recorded.calls) == 1
+
+
 def test_configuration_is_checked_up_front(world: World) -> None:
     base = options(world)
     with pytest.raises(ConfigurationError, match="server's identity"):
@@ -664,7 +688,7 @@ def test_configuration_is_checked_up_front(world: World) -> None:
         secure_channel("localhost:1", **{**base, "bundles": world.ca.bundle.to_pem()})
     with pytest.raises(ConfigurationError, match="retry must be a RetryPolicy"):
         secure_channel("localhost:1", **base, retry=3)  # type: ignore[arg-type]
-    for check_timeout in (0, -1, "5", None, True, float("nan"), float("inf")):
+    for check_timeout in (0, -1, "5", None, True, float("nan"), float("inf"), 86400.5, 1e10):
         with pytest.raises(ConfigurationError, match="check_timeout must be a positive"):
             secure_channel("localhost:1", **base, check_timeout=check_timeout)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="audience needs a token_source"):

@@ -28,7 +28,6 @@ tokens, trace context, retries, and rebuilds on SVID rotation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -72,6 +71,7 @@ __all__ = [
 ]
 
 _DEFAULT_RETRY: Final = RetryPolicy()
+_MAX_CHECK_TIMEOUT: Final = 86400.0
 
 
 class _Setup:
@@ -108,9 +108,12 @@ class _Setup:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ConfigurationError("retry must be a RetryPolicy or None")
         if isinstance(check_timeout, bool) or not (
-            isinstance(check_timeout, (int, float)) and 0 < check_timeout < math.inf
+            isinstance(check_timeout, (int, float)) and 0 < check_timeout <= _MAX_CHECK_TIMEOUT
         ):
-            raise ConfigurationError("check_timeout must be a positive number of seconds")
+            # (the sync check waits on locks and timers, which refuse waits of centuries)
+            raise ConfigurationError(
+                "check_timeout must be a positive number of seconds, at most a day (86400)"
+            )
         sid = SpiffeId.parse(server_id) if isinstance(server_id, str) else server_id
         authorize = match.exact(sid) if sid is not None else authorizer
         assert authorize is not None
@@ -218,8 +221,9 @@ def secure_channel(
 
     ``server_id`` (exact) or ``authorizer`` (any matcher) says which server SPIFFE ID is
     accepted; ``server_name`` overrides the name grpc checks against the server
-    certificate's DNS SANs (default: the target's host). ``check_timeout`` bounds each attempt's
-    wait for the identity check (connecting and probing), unless the deadline is sooner.
+    certificate's DNS SANs (default: the target's host). ``check_timeout`` (at most a day)
+    bounds each attempt's wait for the identity check (connecting and probing), unless the
+    deadline is sooner.
     ``options`` are extra grpc channel options; those that would weaken the identity checks
     are refused (``grpc.ssl_target_name_override``, ``grpc.default_authority``,
     ``grpc.enable_retries``, a service config with retries or another load-balancing policy

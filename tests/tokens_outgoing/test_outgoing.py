@@ -944,6 +944,28 @@ def test_a_token_minted_across_a_clear_answers_its_caller_but_is_not_kept() -> N
     assert cache.get("api", slow) == "token-1"  # and this one is
 
 
+def test_durations_are_bounded_where_dates_and_waits_can_reach() -> None:
+    """A retry interval or default lifetime past a year, or a wait past a day, was accepted
+    and then failed at run time: a failed refresh raised OverflowError (leaving its waiters
+    to time out), every opaque token was unusable, every waiter raised OverflowError."""
+    year = 365 * 86400
+    for options in (
+        {"default_lifetime": year + 1},
+        {"retry_interval": year + 1},
+        {"wait_timeout": 86400.5},
+        {"retry_interval": 1e12},
+        {"wait_timeout": 1e10},
+    ):
+        with pytest.raises(ConfigurationError, match="must be at most"):
+            TokenCache(**options)
+    with pytest.raises(ConfigurationError, match="retry_interval must be at most"):
+        CachedTokenSource(lambda audience: "t", retry_interval=1e12)
+    cache: TokenCache[str] = TokenCache(
+        default_lifetime=year, retry_interval=year, wait_timeout=86400
+    )
+    assert (cache._default, cache._retry, cache._wait) == (year, year, 86400)
+
+
 def test_configuration_minimums_are_inclusive() -> None:
     cache: TokenCache[str] = TokenCache(
         refresh_before=0, max_entries=1, default_lifetime=1, retry_interval=0, wait_timeout=0.001

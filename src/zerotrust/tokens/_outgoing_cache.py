@@ -40,6 +40,8 @@ _MAX_TOKEN_CHARS: Final = 64 * 1024
 #: However long a token claims to live (``expires_in``, or its own ``exp``), it is asked for
 #: again within a year: a revoked grant or a rotated client is picked up.
 MAX_LIFETIME: Final = 365 * 86400
+#: The longest ``wait_timeout``: a day.
+_MAX_WAIT: Final = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +83,13 @@ def check_token(token: object) -> str:
     return token
 
 
-def seconds(name: str, value: object, minimum: float) -> float:
+def seconds(name: str, value: object, minimum: float, maximum: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{name} must be a number of seconds")
     if not math.isfinite(value) or value < minimum:
         raise ConfigurationError(f"{name} must be finite and at least {minimum}")
+    if value > maximum:
+        raise ConfigurationError(f"{name} must be at most {maximum:g} seconds")
     return float(value)
 
 
@@ -120,9 +124,10 @@ class TokenCache(Generic[K]):
         if type(max_entries) is not int or max_entries < 1:
             raise ConfigurationError("max_entries must be a positive int")
         self._max = max_entries
-        self._default = seconds("default_lifetime", default_lifetime, 1)
-        self._retry = seconds("retry_interval", retry_interval, 0)
-        self._wait = seconds("wait_timeout", wait_timeout, 0.001)
+        # bounded: dates and waits of centuries are out of datetime's and the locks' range
+        self._default = seconds("default_lifetime", default_lifetime, 1, MAX_LIFETIME)
+        self._retry = seconds("retry_interval", retry_interval, 0, MAX_LIFETIME)
+        self._wait = seconds("wait_timeout", wait_timeout, 0.001, _MAX_WAIT)
         self._clock = clock or SYSTEM_CLOCK
         if not callable(getattr(self._clock, "now", None)):
             raise ConfigurationError("clock must have a now() method")

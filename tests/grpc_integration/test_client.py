@@ -411,6 +411,7 @@ class Flaky:
 
     def __init__(self, world: World, failures: int, *, headers: bool = False) -> None:
         self.attempts: list[dict[str, str]] = []
+        self.entries: list[list[tuple[str, str]]] = []  # each attempt's metadata, as sent
         self._failures, self._headers = failures, headers
         self._pool = futures.ThreadPoolExecutor(max_workers=4)
         self._server = grpc.server(self._pool, options=EXCLUSIVE_PORT)
@@ -428,6 +429,7 @@ class Flaky:
 
     def _call(self, request: bytes, context: Any) -> bytes:
         self.attempts.append(dict(context.invocation_metadata()))
+        self.entries.append([(k, v) for k, v in context.invocation_metadata()])
         if len(self.attempts) <= self._failures:
             if self._headers:
                 context.send_initial_metadata((("x-answered", "1"),))
@@ -471,6 +473,49 @@ def test_retries_are_made_by_the_channel_through_the_check(world: World, how: st
                     assert future.done() and future.code() == grpc.StatusCode.OK
         assert len(flaky.attempts) == 3
         assert all(a["authorization"].startswith("Bearer ") for a in flaky.attempts)
+    finally:
+        flaky.close()
+
+
+@pytest.mark.parametrize("how", ["call", "future", "aio"])
+def test_each_retried_attempt_carries_one_trace_context_and_one_token(
+    world: World, how: str
+) -> None:
+    """Every attempt of a retried call is built from the call's own metadata: one traceparent
+    (the active span's, replacing the caller's), none of the caller's tracestate, and one
+    authorization; nothing accumulates from one attempt to the next."""
+    flaky = Flaky(world, failures=2)
+    target = f"localhost:{flaky.port}"
+    given = [("traceparent", CALLERS_TRACEPARENT), ("tracestate", "vendor=of-that-trace")]
+    tracer = TracerProvider().get_tracer("client")
+    try:
+        if how == "aio":
+
+            async def run() -> Any:
+                async with aio_secure_channel(target, **options(world), retry=FAST) as channel:
+                    call = channel.unary_unary("/test.Flaky/Call")
+                    with tracer.start_as_current_span("retried") as span:
+                        reply = await call(b"", metadata=grpc.aio.Metadata(*given), timeout=10)
+                    assert reply == b"ok"
+                    return span
+
+            span = asyncio.run(run())
+        else:
+            with secure_channel(target, **options(world), retry=FAST) as channel:
+                call = channel.unary_unary("/test.Flaky/Call")
+                with tracer.start_as_current_span("retried") as span:
+                    if how == "call":
+                        assert call(b"", metadata=given, timeout=10) == b"ok"
+                    else:
+                        assert call.future(b"", metadata=given, timeout=10).result(10) == b"ok"
+        context = span.get_span_context()
+        expected = f"00-{context.trace_id:032x}-{context.span_id:016x}-"
+        assert len(flaky.entries) == 3
+        for entries in flaky.entries:
+            names = [name for name, _ in entries]
+            assert names.count("traceparent") == 1 and "tracestate" not in names
+            assert names.count("authorization") == 1
+            assert dict(entries)["traceparent"].startswith(expected)
     finally:
         flaky.close()
 

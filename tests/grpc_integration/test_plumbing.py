@@ -1196,6 +1196,48 @@ def test_the_wait_before_another_attempt(monkeypatch: pytest.MonkeyPatch) -> Non
     assert _Plan(None, None).delay(unavailable) is None
 
 
+def test_a_cancel_as_an_attempt_ends_leaves_a_complete_cancelled_call() -> None:
+    """cancel() from another thread just as the first attempt ended (before the call decided
+    on another attempt) finishes the call with that attempt's outcome: a cancelled call whose
+    metadata can be read, not one without any outcome."""
+    from zerotrust.client._grpc_interceptors import _Plan, _RetryingCall
+    from zerotrust.grpc import RetryPolicy
+
+    class Attempt:
+        def __init__(self) -> None:
+            self.done: list[Any] = []
+
+        def add_done_callback(self, callback: Any) -> None:
+            self.done.append(callback)
+
+        def code(self) -> Any:
+            return grpc.StatusCode.UNAVAILABLE
+
+        def initial_metadata(self) -> Any:
+            return ()
+
+        def trailing_metadata(self) -> Any:
+            return (("retry", "no"),)
+
+    attempts: list[Attempt] = []
+
+    def attempt() -> Attempt:
+        attempts.append(Attempt())
+        return attempts[-1]
+
+    def cancel_now(code: Any) -> None:  # runs as the attempt's end is handled
+        call.cancel()
+
+    call = _RetryingCall(attempt, _Plan(RetryPolicy(), 10.0), cancel_now).start()
+    (ended,) = attempts
+    ended.done[0](ended)
+    assert call.done() and call.cancelled() and len(attempts) == 1
+    assert call.code() == grpc.StatusCode.CANCELLED
+    assert call.initial_metadata() == () and call.trailing_metadata() == (("retry", "no"),)
+    with pytest.raises(grpc.FutureCancelledError):
+        call.result()
+
+
 def test_the_trace_context_replaces_the_callers_entries() -> None:
     """Injected entries replace the caller's of the same names, whatever their case; an
     injected traceparent also drops the caller's tracestate (it belongs to the caller's

@@ -321,7 +321,8 @@ class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
 
     def _attempt_done(self, call: Any) -> None:
         with self._cond:
-            self._call = None
+            # ended: a cancel() from now on finishes the call with this attempt's outcome
+            self._call, self._outcome = None, call
         code = call.code()
         self._note(code)
         wait = None

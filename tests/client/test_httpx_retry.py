@@ -417,6 +417,9 @@ def test_a_date_without_a_zone_is_gmt_whatever_the_local_zone(
         {"max_elapsed": 0},
         {"backoff": -1},
         {"max_backoff": float("inf")},
+        # a wait is at most a day (time.sleep refuses waits of centuries)
+        {"max_backoff": 86400.5},
+        {"max_retry_after": 1e12, "max_elapsed": 1e12},
         {"max_retry_after": "1"},
         {"max_elapsed": True},
         {"statuses": {401}},
@@ -432,6 +435,14 @@ def test_a_date_without_a_zone_is_gmt_whatever_the_local_zone(
 def test_policy_validation(settings: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         RetryPolicy(**settings)
+
+
+def test_the_longest_waits_are_accepted() -> None:
+    policy = RetryPolicy(max_backoff=86400, max_retry_after=86400, max_elapsed=1e12)
+    assert (policy.max_backoff, policy.max_retry_after) == (86400.0, 86400.0)
+    # a Retry-After past the longest wait is returned, never slept on
+    response = httpx.Response(503, headers={"Retry-After": "9999999999"})
+    assert policy.retries_response(httpx.Request("GET", "https://api/"), response) is False
 
 
 def test_policy_defaults_and_frozen_choices() -> None:

@@ -65,6 +65,9 @@ _TRANSIENT: Final = (
     httpx.RemoteProtocolError,
 )
 _MAX_DELAY_DIGITS: Final = 10
+#: The longest wait between two attempts (``max_backoff``, ``max_retry_after``): a day, well
+#: within what ``time.sleep`` takes.
+_MAX_WAIT: Final = 86400.0
 
 
 def parse_retry_after(value: str, now: float | None = None) -> float | None:
@@ -147,6 +150,9 @@ class RetryPolicy:
         for name in ("max_elapsed", "backoff", "max_backoff", "max_retry_after"):
             seconds = _positive(name, getattr(self, name), zero=name != "max_elapsed")
             object.__setattr__(self, name, seconds)  # a float, whatever number was given
+        for name in ("max_backoff", "max_retry_after"):  # every wait is at most one of them
+            if getattr(self, name) > _MAX_WAIT:
+                raise ConfigurationError(f"{name} must be at most a day ({_MAX_WAIT:g} s)")
         statuses = frozenset(self.statuses)
         if not all(type(s) is int and 400 <= s <= 599 for s in statuses):
             raise ConfigurationError("statuses must be HTTP error statuses (400-599)")

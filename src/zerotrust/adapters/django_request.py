@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.conf.urls.i18n import is_language_prefix_patterns_used
-from django.urls import get_urlconf
+from django.urls import LocalePrefixPattern
 from django.utils.translation import get_language
 
 from zerotrust.adapters._asgi_view import ScopeView
@@ -76,7 +75,7 @@ def route_of(match: Any) -> str | None:
     route = match.route
     if not isinstance(route, str):
         return None
-    route = _without_language_prefix(route)
+    route = _without_language_prefix(route, match)
     template = _templates.get(route)
     if template is None:
         converted = route_template(route)  # without Django's customary trailing slash
@@ -86,21 +85,33 @@ def route_of(match: Any) -> str | None:
     return template
 
 
-def _without_language_prefix(route: str) -> str:
+def _without_language_prefix(route: str, match: Any) -> str:
     """``route`` without the language prefix ``i18n_patterns()`` puts before it (``fr/``):
     ``/fr/orders/7/`` and ``/orders/7/`` reach the same view, so they have one template, and
     a rule on ``/orders/{order_id}`` covers every language's URL. The prefix is a language of
     ``settings.LANGUAGES`` (the ones ``LocaleMiddleware`` activates): most routes are told
-    apart by their first segment alone, without the active language's lookup."""
+    apart by their first segment alone, without the active language's lookup. Only a match
+    made through ``i18n_patterns()`` loses it: a route of its own that starts with a segment
+    named like a language (``path("fr/reports/", ...)``) keeps it."""
     head, slash, _ = route.partition("/")
     if not slash or head not in _language_codes():
         return route
     language = get_language()
     if not language or not route.startswith(f"{language}/"):
         return route
-    if not is_language_prefix_patterns_used(get_urlconf())[0]:
+    if not _through_language_prefix(match):
         return route
     return route[len(language) + 1 :]
+
+
+def _through_language_prefix(match: Any) -> bool:
+    """Whether ``match`` was resolved through the language prefix of ``i18n_patterns()``: the
+    patterns that matched (the last list of ``ResolverMatch.tried``) start with its resolver
+    (Django allows ``i18n_patterns()`` in the root URLconf only)."""
+    tried = getattr(match, "tried", None)
+    if not tried or not tried[-1]:
+        return False
+    return isinstance(getattr(tried[-1][0], "pattern", None), LocalePrefixPattern)
 
 
 _languages: tuple[object, frozenset[str]] = (None, frozenset())

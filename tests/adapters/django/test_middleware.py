@@ -640,3 +640,46 @@ def test_a_language_prefix_is_no_part_of_the_route_template(
     assert_refused(call(kind, path, zt.auth()), 403, None, "access_denied")
     assert zt.sink.last.rule_id == "no-web"
     assert zt.sink.last.route == ROUTE
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_a_route_outside_i18n_patterns_keeps_a_segment_named_like_a_language(
+    install: Installer, kind: str
+) -> None:
+    """Only a URL that i18n_patterns() served loses its language prefix: a route of its own
+    whose first segment happens to be a language code (/fr/reports/, outside the patterns)
+    keeps it, so a rule on that route applies and the URL cannot pass for /reports."""
+    deny = Rule(id="no-web", action="DENY", callers=[Callers(spiffe_ids=[WEB])],
+                operations=[Operations(routes=["/fr/reports"])])  # fmt: skip
+    zt = install(pol=Policy([deny, *policy().rules], id="orders"))
+    install.override(
+        USE_I18N=True,
+        LANGUAGE_CODE="en",
+        LANGUAGES=[("en", "English"), ("fr", "French")],
+        MIDDLEWARE=[
+            "django.middleware.locale.LocaleMiddleware",
+            "zerotrust.django.ZeroTrustMiddleware",
+        ],
+    )
+    from django.conf.urls.i18n import i18n_patterns
+    from django.urls import path as route
+    from django.utils import translation
+
+    from tests.adapters.django.project import views
+
+    translation._trans.__dict__.clear()
+    install.stack.callback(translation._trans.__dict__.clear)
+    urls = [
+        route("fr/reports/", views.plain),  # not localized: /fr/ is part of its route
+        *i18n_patterns(route("reports/", views.plain), prefix_default_language=False),
+    ]
+    install.override(
+        ROOT_URLCONF=types.new_class(
+            "LocalizedUrls", exec_body=lambda ns: ns.update(urlpatterns=urls)
+        )
+    )
+    assert_refused(call(kind, "/fr/reports/", zt.auth()), 403, None, "access_denied")
+    assert zt.sink.last.rule_id == "no-web"
+    assert zt.sink.last.route == "/fr/reports"
+    assert call(kind, "/reports/", zt.auth()).status_code == 200  # the localized view
+    assert zt.sink.last.route == "/reports"

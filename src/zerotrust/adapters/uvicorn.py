@@ -65,10 +65,17 @@ class _TlsExtensionMixin:
     app: Any
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        protocol = getattr(transport, "get_protocol", lambda: self)
+        before = protocol()
         super().connection_made(transport)  # type: ignore[misc]
         tls = tls_extension(transport.get_extra_info("ssl_object"))
-        if tls is not None:
-            self.app = _WithTls(self.app, tls)
+        if tls is None:
+            return
+        # uvicorn's HTTP/2 protocol (http2=True) hands the connection to its HTTP/1.1 or
+        # HTTP/2 protocol once ALPN has chosen: that one serves the requests
+        after = protocol()
+        serving: Any = self if after is before else after
+        serving.app = _WithTls(serving.app, tls)
 
 
 _subclasses: dict[type[Any], type[Any]] = {}

@@ -32,7 +32,8 @@ def _listener() -> tuple[socket.socket, int]:
 
 
 @contextmanager
-def uvicorn_server(app: Any, ssl_context: Any, http: str) -> Iterator[int]:
+def uvicorn_server(app: Any, ssl_context: Any, http: Any, **options: Any) -> Iterator[int]:
+    """``http``: a uvicorn HTTP protocol name or class; ``options`` go to the config."""
     sock, port = _listener()
     config = ZeroTrustUvicornConfig(
         app,
@@ -43,6 +44,7 @@ def uvicorn_server(app: Any, ssl_context: Any, http: str) -> Iterator[int]:
         lifespan="on",
         log_config=None,  # leave the test process's logging alone
         access_log=False,
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -1,6 +1,7 @@
 """Real servers over direct mTLS: uvicorn (h11; httptools on uvloop) and hypercorn, serving a
 FastAPI app with zerotrust's server context, driven by real httpx and websocket clients."""
 
+import asyncio
 import hashlib
 import socket
 import ssl
@@ -14,7 +15,7 @@ import websockets
 from fastapi import FastAPI, Request, Security, WebSocket
 from websockets.sync.client import connect
 
-from tests.adapters.asgi._servers import serve
+from tests.adapters.asgi._servers import serve, uvicorn_server
 from zerotrust import (
     Authenticator,
     Callers,
@@ -305,6 +306,46 @@ def test_http2_streams_carry_the_peer_of_their_own_connection(
     assert batch == [("HTTP/2", other, "mtls")] * 8
     assert len(sink) - before == 16  # one audit event per stream
     assert {e.spiffe_id for e in sink.events[before:]} == {WEB, other}
+
+
+class _HandsOn(asyncio.Protocol):
+    """Hands each connection to a protocol instance of its own in ``connection_made``, as
+    uvicorn's HTTP/2 protocol (``http2=True``) hands it to its HTTP/1.1 or HTTP/2 protocol once
+    ALPN has chosen."""
+
+    def __init__(self, **kw: Any) -> None:
+        self._kw = kw
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        protocol = H11Protocol(**self._kw)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("protocol", ["hands-on", "zttp-http2"])
+def test_a_protocol_that_hands_the_connection_on_carries_the_peer(
+    ca: DevCA, issuer: TokenIssuer, rotating: RotatingSvidSource, protocol: str
+) -> None:
+    """The TLS extension reaches the requests of the protocol a connection was handed to, not
+    only those of the class uvicorn built: with ``http2=True`` every connection is handed on."""
+    if protocol == "zttp-http2":
+        pytest.importorskip("zttp")
+        options: dict[str, Any] = {"http": "zttp", "http2": True}
+    else:
+        options = {"http": _HandsOn}
+    app, sink = build_app(ca, issuer)
+    context = server_ssl_context(rotating, ca.bundle, authorizer=match.member_of("example.org"))
+    with (
+        uvicorn_server(app, context, **options) as port,
+        httpx.Client(verify=client_context(ca), http2=True, timeout=30) as http,
+    ):
+        answer = http.get(f"https://localhost:{port}/whoami")
+    assert answer.status_code == 200
+    assert answer.json()["id"] == WEB and answer.json()["proven_by"] == "mtls"
+    assert answer.json()["peer_verified_at_handshake"] is True
+    assert sink.last is not None and sink.last.spiffe_id == WEB
 
 
 def test_server_configurations_refuse_what_would_bypass_the_context(ca: DevCA) -> None:

@@ -308,6 +308,47 @@ def test_http2_streams_carry_the_peer_of_their_own_connection(
     assert {e.spiffe_id for e in sink.events[before:]} == {WEB, other}
 
 
+def test_x_forwarded_for_never_names_the_trusted_proxy(
+    ca: DevCA, rotating: RotatingSvidSource
+) -> None:
+    """``ZeroTrustUvicornConfig`` keeps the socket peer as the client address: a caller on
+    loopback that names the proxy's address in ``X-Forwarded-For`` and sends another workload's
+    (public) certificate in the proxy's header is itself, and the header is ignored and gone.
+    uvicorn's own default (``proxy_headers`` on, trusting loopback) would believe it."""
+    from urllib.parse import quote
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from zerotrust import TrustedProxies
+
+    admin = "spiffe://example.org/ns/ops/sa/admin"
+    sink = MemorySink()
+    guard = Guard(
+        authenticator=Authenticator(
+            bundles=ca.bundle, trusted_proxies=TrustedProxies(["10.0.0.1/32"], header="nginx")
+        ),
+        policy=Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])]),
+        audit=sink,
+    )
+    zt = ZeroTrust(guard)
+    app = FastAPI()
+    zt.install(app)
+
+    @app.get("/whoami")
+    async def whoami(request: Request, principal: Annotated[Principal, Security(zt)]) -> Any:
+        return {"id": principal.id, "sent": "x-ssl-client-cert" in request.headers}
+
+    pem = ca.issue_svid(admin).leaf.public_bytes(Encoding.PEM).decode()
+    spoof = {"X-Forwarded-For": "10.0.0.1", "X-SSL-Client-Cert": quote(pem, safe="")}
+    context = server_ssl_context(rotating, ca.bundle, authorizer=match.member_of("example.org"))
+    with uvicorn_server(app, context, "h11") as port:
+        answer = get(port, client_context(ca), headers=spoof)
+    assert answer.status_code == 200
+    assert answer.json() == {"id": WEB, "sent": False}
+    assert sink.last.remote_addr == "127.0.0.1"
+    assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
+
+
 class _HandsOn(asyncio.Protocol):
     """Hands each connection to a protocol instance of its own in ``connection_made``, as
     uvicorn's HTTP/2 protocol (``http2=True``) hands it to its HTTP/1.1 or HTTP/2 protocol once

@@ -308,6 +308,47 @@ def test_http2_streams_carry_the_peer_of_their_own_connection(
     assert {e.spiffe_id for e in sink.events[before:]} == {WEB, other}
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_dependencies_alone_leave_no_principal_to_the_next_request_on_a_connection(
+    ca: DevCA, rotating: RotatingSvidSource, kind: str
+) -> None:
+    """Without the middleware nothing resets ``current_principal()`` after the dependency set
+    it: each request runs in a task of its own, so the next request on the same keep-alive
+    connection starts without the previous caller."""
+    from zerotrust.fastapi import current_principal
+
+    guard = Guard(
+        authenticator=Authenticator(bundles=ca.bundle),
+        policy=Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])]),
+        audit=MemorySink(),
+    )
+    zt = ZeroTrust(guard)
+    app = FastAPI()
+    zt.install(app, middleware=False)
+
+    def seen(request: Request) -> dict[str, Any]:
+        assert request.client is not None
+        return {"context": getattr(current_principal(), "id", None), "port": request.client.port}
+
+    @app.get("/guarded")
+    async def guarded(request: Request, principal: Annotated[Principal, Security(zt)]) -> Any:
+        return seen(request)
+
+    @app.get("/open")
+    async def unguarded(request: Request) -> Any:
+        return seen(request)
+
+    context = server_ssl_context(rotating, ca.bundle, authorizer=match.member_of("example.org"))
+    with (
+        serve(kind, app, context) as port,
+        httpx.Client(verify=client_context(ca), timeout=30) as http,
+    ):
+        first = http.get(f"https://localhost:{port}/guarded").json()
+        second = http.get(f"https://localhost:{port}/open").json()
+    assert first["context"] == WEB
+    assert second == {"context": None, "port": first["port"]}  # the same connection
+
+
 def test_x_forwarded_for_never_names_the_trusted_proxy(
     ca: DevCA, rotating: RotatingSvidSource
 ) -> None:

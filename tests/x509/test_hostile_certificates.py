@@ -496,3 +496,59 @@ def test_names_times_name_constraints_of_a_presented_chain_are_bounded(ca: DevCA
     excluded = _leaf_under(inter_name, inter_key, ["excluded3.example"])
     with pytest.raises(UntrustedCertificate):
         verify_x509_svid([excluded.public_bytes(DER), inter.public_bytes(DER)], ca.bundle)
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw
+
+
+def _with_serial(ca: DevCA, cert: x509.Certificate, serial: bytes) -> bytes:
+    """``cert`` (issued by ``ca``'s root) with the serial number ``serial`` (the INTEGER's
+    content octets), signed again by the root: a certificate ``CertificateBuilder`` refuses to
+    make, whose signature verifies."""
+    tbs = cert.tbs_certificate_bytes
+    header = 2 + (tbs[1] & 0x7F if tbs[1] & 0x80 else 0)  # the TBSCertificate SEQUENCE's
+    version, rest = tbs[header : header + 5], tbs[header + 5 :]  # [0] EXPLICIT INTEGER 2
+    assert version == bytes.fromhex("a003020102") and rest[0] == 0x02 and rest[1] < 0x80
+    rest = rest[2 + rest[1] :]  # the old serial number's INTEGER dropped
+    inner = version + b"\x02" + _der_length(len(serial)) + serial + rest
+    new_tbs = b"\x30" + _der_length(len(inner)) + inner
+    signature = ca._root_key.sign(new_tbs, ec.ECDSA(hashes.SHA256()))  # type: ignore[call-arg]
+    algorithm = bytes.fromhex("300a06082a8648ce3d040302")  # ecdsa-with-SHA256
+    bits = b"\x03" + _der_length(len(signature) + 1) + b"\x00" + signature
+    body = new_tbs + algorithm + bits
+    return b"\x30" + _der_length(len(body)) + body
+
+
+@pytest.mark.parametrize("serial", [b"\x80\x01", b"\xff", b"\x00"], ids=["negative", "-1", "zero"])
+def test_a_serial_number_that_is_not_positive_is_malformed_whatever_warnings_do(
+    ca: DevCA, serial: bytes
+) -> None:
+    """RFC 5280 4.1.2.2: serial numbers are positive. cryptography parses other ones with a
+    deprecation warning (to be refused in a later release), which an application running with
+    warnings as errors got as that warning, from any API that reads a certificate; with
+    warnings shown, the certificate was accepted. Refused the same way in both."""
+    import warnings
+
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    leaf = signed_leaf(ca, ec.generate_private_key(ec.SECP256R1()).public_key())
+    forged = _with_serial(ca, leaf, serial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        parsed = x509.load_der_x509_certificate(forged)
+        assert parsed.serial_number == int.from_bytes(serial, "big", signed=True)
+        # the forged certificate is sound apart from its serial: its signature verifies
+        parsed.verify_directly_issued_by(ca.root_certificate)
+    for action in ("error", "ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter(action, CryptographyDeprecationWarning)
+            with pytest.raises(MalformedCertificate):
+                verify_x509_svid([forged], ca.bundle, role="client")
+            with pytest.raises(MalformedCredentials):
+                load_certificates([forged], "forwarded certificate")
+            with pytest.raises(BundleError):
+                TrustBundle.from_pem("example.org", pem(forged))

@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 
 from zerotrust._files import read_regular_file
 from zerotrust.errors import MalformedCertificate
@@ -41,19 +42,31 @@ MAX_CERT_DER_BYTES = 64 * 1024
 #: Upper bound for any PEM document we read (bundles with many authorities included).
 MAX_PEM_BYTES = 4 * 1024 * 1024
 
-#: What ``cryptography`` raises for a certificate or key it cannot read: not only
-#: ``ValueError`` (an unknown version is ``InvalidVersion``, an unknown curve
-#: ``UnsupportedAlgorithm``).
 #: A PEM boundary line's marker: ``-----BEGIN LABEL-----`` or ``-----END LABEL-----``.
 _PEM_MARKER = re.compile(rb"-----(BEGIN|END) ([^-\r\n]{0,64})-----")
 
-PARSE_ERRORS = (ValueError, TypeError, x509.InvalidVersion, UnsupportedAlgorithm)
+#: What ``cryptography`` raises for a certificate or key it cannot read: not only
+#: ``ValueError`` (an unknown version is ``InvalidVersion``, an unknown curve
+#: ``UnsupportedAlgorithm``, and where warnings are errors, what it warns about while parsing,
+#: a serial number that is not positive, is ``CryptographyDeprecationWarning``).
+PARSE_ERRORS = (
+    ValueError,
+    TypeError,
+    x509.InvalidVersion,
+    UnsupportedAlgorithm,
+    CryptographyDeprecationWarning,
+)
 
 
 def _checked(cert: x509.Certificate) -> x509.Certificate:
     """``cert``, once its public key is known to be readable: a key cryptography cannot load
     (a point off its curve, an unknown algorithm) is refused with the certificate, not later
-    by whichever check first asks for the key."""
+    by whichever check first asks for the key. So is a serial number that is not positive
+    (RFC 5280 4.1.2.2): cryptography parses it with a deprecation warning, which becomes an
+    error where warnings are errors and in its later releases; Go's parser refuses negative
+    ones. Refused here, it is refused the same way whatever the warnings filter says."""
+    if cert.serial_number <= 0:
+        raise ValueError("the certificate's serial number is not positive")
     cert.public_key()
     return cert
 

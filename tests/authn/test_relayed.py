@@ -263,3 +263,20 @@ def test_the_certificate_that_authenticated_a_request_is_its_results_peer(ca: De
     assert auth.principal is not None and auth.principal.proven_by == "mtls"
     assert auth.peer is web
     assert drive(authenticator.flow(request(None))).peer is None
+
+
+def test_a_hand_built_request_without_an_address_comes_from_no_proxy(
+    ca: DevCA, issuer: TokenIssuer
+) -> None:
+    """``Request`` names no immediate peer unless told: an integration that leaves
+    ``remote_addr`` out is not taken for the loopback sidecar it would otherwise look like,
+    so a forwarded certificate in its headers is not believed."""
+    guard, _ = guard_for(ca, issuer, TrustedProxies(["127.0.0.1/32"], header="xfcc"))
+    leaf = quote(ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode(), safe="")
+    forwarded = {"x-forwarded-client-cert": f'Cert="{leaf}"'}
+    view = Request(method="GET", route="/orders", headers=forwarded)
+    assert view.remote_addr is None
+    outcome = guard.evaluate(view)
+    assert not outcome.allowed and outcome.status == 401
+    relayed = Request(method="GET", route="/orders", headers=forwarded, remote_addr="127.0.0.1")
+    assert guard.evaluate(relayed).allowed  # from the proxy's address, it is the caller's

@@ -121,7 +121,11 @@ def normalize_headers(headers: HeadersLike) -> dict[str, tuple[str, ...]]:
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """A plain :class:`RequestView` for tests and hand-written integrations."""
+    """A plain :class:`RequestView` for tests and hand-written integrations.
+
+    ``remote_addr`` is ``None`` unless given: a request whose immediate peer is not named
+    comes from no trusted proxy, so no forwarded client certificate of it is believed.
+    """
 
     method: str = "GET"
     route: str | None = None
@@ -132,7 +136,7 @@ class Request:
     kind: Kind = "http"
     scheme: str = "https"
     host: str | None = None
-    remote_addr: str | None = "127.0.0.1"
+    remote_addr: str | None = None
     peer_chain: Sequence[bytes] | None = None
     verified_peer: VerifiedPeer | None = None
 
@@ -147,7 +151,7 @@ class Request:
             kind: Kind = "http",
             scheme: str = "https",
             host: str | None = None,
-            remote_addr: str | None = "127.0.0.1",
+            remote_addr: str | None = None,
             peer_chain: Sequence[bytes] | None = None,
             verified_peer: VerifiedPeer | None = None,
         ) -> None: ...

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zerotrust import BundleSet, SpiffeId, match, verify_x509_svid
+from zerotrust import ApiKeys, Authenticator, BundleSet, SpiffeId, match, verify_x509_svid
 from zerotrust.authn import _pem
 from zerotrust.authn.proxy import (
     FORWARDED_CERT_HEADERS,
@@ -375,6 +375,10 @@ def test_invalid_address_names_the_entry(bad: str) -> None:
         ({"header_name": "Authorization"}, "another credential"),
         ({"header": "nginx", "header_name": "DPoP"}, "another credential"),
         ({"header": "nginx", "header_name": "X-Forwarded-Client-Cert"}, "another header"),
+        ({"header": "nginx", "header_name": "Cookie"}, "meaning of its own"),
+        ({"header_name": "Host"}, "meaning of its own"),
+        ({"header_name": "x-forwarded-for"}, "meaning of its own"),
+        ({"header_name": "traceparent"}, "meaning of its own"),
         ({"hop": "middle"}, "hop"),
         ({"header": "nginx", "hop": "first"}, "xfcc"),
         ({"max_header_bytes": 0}, "max_header_bytes"),
@@ -899,3 +903,20 @@ def test_a_forwarded_result_is_immutable_and_shows_no_certificate(
         with pytest.raises(dataclasses.FrozenInstanceError):
             shared.chain = (b"other",)  # type: ignore[misc]
     assert "chain" not in repr(result) and repr(der(chain[0])) not in repr(result)
+
+
+def test_the_api_key_header_cannot_carry_forwarded_certificates(ca: DevCA) -> None:
+    """One header cannot be both: every value would be read as an API key and parsed as a
+    certificate, and stripped from requests that do not come from a proxy."""
+    proxies = TrustedProxies(["10.0.0.0/8"], header="nginx", header_name="X-Client-Auth")
+    with pytest.raises(ConfigurationError, match="forwarded-certificate header too"):
+        Authenticator(
+            bundles=ca.bundle,
+            trusted_proxies=proxies,
+            api_keys=ApiKeys({"ci": ApiKeys.hash("k")}, header="x-client-auth"),
+        )
+    Authenticator(  # apart, both work
+        bundles=ca.bundle,
+        trusted_proxies=proxies,
+        api_keys=ApiKeys({"ci": ApiKeys.hash("k")}, header="x-api-key"),
+    )

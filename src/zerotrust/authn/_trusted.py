@@ -34,6 +34,38 @@ _DEFAULT_NAMES: dict[str, tuple[str, ...]] = {
 _HEADER_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+", re.ASCII)
 #: Headers that carry a token or a proof: no other credential may be read from them.
 CREDENTIAL_HEADERS: frozenset[str] = frozenset({"authorization", "dpop"})
+#: Headers with a meaning of their own to HTTP, servers, proxies or tracing: a forwarded
+#: certificate under one of these names would be parsed out of (and stripped from) requests
+#: that carry the header for its own purpose.
+_RESERVED_HEADERS: frozenset[str] = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "baggage",
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "cookie",
+        "forwarded",
+        "host",
+        "keep-alive",
+        "origin",
+        "proxy-authorization",
+        "referer",
+        "te",
+        "traceparent",
+        "tracestate",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+    }
+)
 _MAX_CONFIGURABLE_BYTES = 1024 * 1024
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -174,6 +206,8 @@ class TrustedProxies:
             raise ConfigurationError(f"header_name {name!r} belongs to another header format")
         if lowered in CREDENTIAL_HEADERS:
             raise ConfigurationError(f"header_name {name!r} carries another credential")
+        if lowered in _RESERVED_HEADERS:
+            raise ConfigurationError(f"header_name {name!r} is a header with a meaning of its own")
         return lowered
 
     def __setattr__(self, name: str, value: object) -> None:

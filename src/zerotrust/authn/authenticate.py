@@ -124,6 +124,14 @@ class Authenticator:
             raise ConfigurationError("require_token=True needs a token verifier (tokens=...)")
         if trusted_proxies is not None and bundles is None:
             raise ConfigurationError("forwarded certificates need bundles= to verify them")
+        if (
+            trusted_proxies is not None
+            and api_keys is not None
+            and api_keys.header in trusted_proxies.header_names
+        ):  # each value would be read as both, a key and a certificate
+            raise ConfigurationError(
+                f"the API key header {api_keys.header!r} is a forwarded-certificate header too"
+            )
         if not 0 <= max_delegation_depth <= 32:
             raise ConfigurationError("max_delegation_depth must be between 0 and 32")
         self.tokens = tokens

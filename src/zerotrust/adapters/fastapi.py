@@ -29,6 +29,7 @@ refusal table's ``{"error", "error_description"}`` body. A websocket is refused 
 ``WebSocketException(1008)``.
 """
 
+import logging
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Final
 
@@ -46,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingDependencyError("fastapi", "fastapi", error=exc) from exc
 
 from zerotrust.adapters._asgi_view import ScopeView, strip_scope_headers
-from zerotrust.adapters._common import forwarded_headers_to_strip
+from zerotrust.adapters._common import forwarded_headers_to_strip, routeless_hazards
 from zerotrust.adapters._context import current_principal, set_principal
 from zerotrust.adapters._guarded import presents_credentials
 from zerotrust.adapters._routes import find_routes_owner, route_template_for
@@ -72,6 +73,7 @@ DEFAULT_DESCRIPTION: Final = (
     "Bearer token (JWT) verified by zerotrust. Workloads may present an X.509-SVID client"
     " certificate over mutual TLS instead of, or together with, a token."
 )
+_log = logging.getLogger("zerotrust")
 _BODY_HEADERS: Final = frozenset({"content-type", "content-length"})
 _MAX_SCOPE_SETS: Final = 1024
 _ASGI_KEYS: Final = (
@@ -102,18 +104,43 @@ async def refusal_response(request: Request, exc: Exception) -> Response:
     return Response(content=body, status_code=status, headers=dict(headers))
 
 
-def _route_of(scope: MutableMapping[str, Any]) -> str | None:
-    """The route template, resolved from the application as the middleware would have."""
+def _route_of(scope: MutableMapping[str, Any], guard: Guard) -> str | None:
+    """The route template, resolved from the application as the middleware would have.
+
+    Raises :class:`ConfigurationError` where it cannot be known (inside a ``Mount``, or an
+    application without a router) while the policy has rules a request without a route would
+    escape: the request is refused, as the middleware refuses to start in that case."""
     if "app_root_path" in scope:
         # inside a Mount: the mount's part of the template is only known to the outer app
         # (install the middleware there); without it the route is unknown
+        _check_routeless(guard, "inside a Mount")
         return None
     owner = find_routes_owner(scope.get("app"))
     if owner is None:
+        _check_routeless(guard, "in an application without a Starlette router")
         return None
     fresh = {key: scope[key] for key in _ASGI_KEYS if key in scope}  # as before routing
     template = route_template_for(owner, fresh)
     return normalize_route(template) if template is not None else None
+
+
+_hazards: tuple[object, tuple[str, ...]] = (None, ())  # (policy, its routeless hazards)
+
+
+def _check_routeless(guard: Guard, where: str) -> None:
+    """Raise :class:`ConfigurationError` when the policy has rules a request without a route
+    would escape."""
+    global _hazards  # noqa: PLW0603 - a one-entry cache, replaced whole
+    policy = guard.policy
+    known = _hazards
+    if known[0] is not policy:
+        known = _hazards = (policy, routeless_hazards(policy))
+    if known[1]:
+        raise ConfigurationError(
+            f"the dependency runs {where}, where requests have no route template, so rules"
+            f" {list(known[1])} would not apply to them: install the middleware on the"
+            " outermost application"
+        )
 
 
 async def _authorize(
@@ -128,9 +155,10 @@ async def _authorize(
         outcome = guard.refine(view, prior, requirement)
     else:
         try:
-            route, unresolved = _route_of(scope), None
+            route, unresolved = _route_of(scope, guard), None
         except ConfigurationError as exc:  # a route matched but its template is unknown
             route, unresolved = None, exc
+            _log.error("zerotrust: request refused: %s", exc)
         view = ScopeView(scope, route)
         if unresolved is not None:
             outcome = guard.refuse(view, unresolved)

@@ -271,11 +271,42 @@ def test_mounted_app_template_includes_the_mount(issuer: TokenIssuer) -> None:
     with client(outer) as http:
         assert http.get("/api/orders/7", headers=headers).status_code == 403
     assert sink.last.route == "/api/orders/{order_id}"  # not in the policy: refused
-    # the dependency alone inside a mount cannot know the full template: it refuses
+    # the dependency alone inside a mount cannot know the full template: with rules and rate
+    # limits scoped to routes (which the request would escape) it refuses every request
     sink.clear()
     with client(Starlette(routes=[Mount("/orders-api", app=inner)])) as http:
-        assert http.get("/orders-api/orders/7", headers=headers).status_code == 403
-    assert sink.last.route is None
+        refused = http.get("/orders-api/orders/7", headers=headers)
+    assert refused.status_code == 500 and refused.json()["error"] == "configuration_error"
+    assert sink.last.route is None and sink.last.reason == "configuration_error"
+
+
+def test_a_mounted_dependency_alone_refuses_what_a_deny_rule_on_its_route_would(
+    issuer: TokenIssuer,
+) -> None:
+    """Without a route, a DENY rule scoped to routes never matches: a request to a mounted
+    application checked by the dependencies alone would pass it, and the ALLOW beside it
+    admit the request. It is refused instead, as the middleware refuses to start; without
+    such rules, the routeless request is decided as before."""
+    deny = Rule(
+        id="no-orders-api",
+        action="DENY",
+        operations=[Operations(routes=["/orders-api/*"])],
+    )
+    allow = Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])
+    headers = bearer(token(issuer))
+    for rules, status in (([deny, allow], 500), ([allow], 200)):
+        guard, sink = make_guard(issuer, policy=Policy(rules))
+        inner = FastAPI()
+        zt = ZeroTrust(guard)
+        inner.add_exception_handler(*next(iter(ZeroTrust.exception_handlers.items())))
+
+        @inner.get("/orders/{order_id}")
+        async def order(principal: Annotated[Principal, Security(zt)]) -> Any:
+            return {"who": principal.id}
+
+        with client(Starlette(routes=[Mount("/orders-api", app=inner)])) as http:
+            assert http.get("/orders-api/orders/7", headers=headers).status_code == status
+        assert sink.last.route is None
 
 
 def test_configuration_errors(issuer: TokenIssuer) -> None:

@@ -614,6 +614,28 @@ def test_a_requirement_takes_lists_not_a_single_string(field: str) -> None:
         require(**{field: "spiffe://example.org/x"})  # type: ignore[arg-type]
 
 
+class _CountedId(str):
+    """A rule id that counts how often it is compared for equality."""
+
+    comparisons = 0
+
+    def __eq__(self, other: object) -> bool:
+        type(self).comparisons += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_duplicate_rule_ids_are_found_without_comparing_every_pair() -> None:
+    """A policy file within its size bound holds tens of thousands of rules: comparing every
+    id with every other one would take minutes to load it."""
+    rules = [allow(_CountedId(f"r{i}")) for i in range(1000)] + [allow(_CountedId("r7"))]
+    _CountedId.comparisons = 0
+    with pytest.raises(ConfigurationError, match=r"duplicate rule ids \['r7'\]"):
+        Policy(rules)
+    assert _CountedId.comparisons < 10 * len(rules)
+
+
 def test_a_policy_keeps_its_own_copies_and_knows_when_it_is_dry_run() -> None:
     rules, limits = (
         [deny("no-intruder", callers=[Callers(subjects=["intruder"])]), allow()],

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -326,7 +327,7 @@ class Policy:
             raise ConfigurationError(f"policy {self.id!r}: dry_run must be true or false")
         rules = tuple(self.rules)
         ids = [r.id for r in rules] + [r.id for r in self.rate_limits]
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
         if dupes:
             raise ConfigurationError(f"policy {self.id!r}: duplicate rule ids {dupes}")
         if self.default not in ("deny", "allow"):

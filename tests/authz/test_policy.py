@@ -1236,6 +1236,31 @@ def test_a_custom_hook_decides_only_the_requests_its_rule_matches() -> None:
     assert both.evaluate(who(), GET_ORDER).rule_id == "ext-get"
 
 
+def test_a_custom_hook_that_lets_a_request_pass_admits_nothing_by_itself() -> None:
+    """As in Istio, a CUSTOM rule can only refuse: after its hook answers True, a DENY rule
+    still denies, ALLOW rules that do not match still deny, and without ALLOW rules the
+    default decides."""
+    calls: list[str] = []
+
+    def yes(principal: Principal | None, op: Operation) -> bool:
+        calls.append(op.method)
+        return True
+
+    ext = Rule(id="ext", action="CUSTOM", hook=yes)
+    no_deletes = deny("no-deletes", operations=[Operations(methods=["DELETE"])])
+    policy = Policy([ext, no_deletes, allow(callers=[Callers(spiffe_ids=[WEB])])])
+    assert policy.evaluate(who(), GET_ORDER).rule_id == "allow"
+    denied = policy.evaluate(who(), DELETE_ORDER)
+    assert (denied.reason, denied.rule_id) == ("denied_by_rule", "no-deletes")
+    assert not denied.allowed
+    other = policy.evaluate(who(ADMIN), GET_ORDER)
+    assert (other.allowed, other.reason) == (False, "no_allow_rule_matched")
+    alone = Policy([ext]).evaluate(who(), GET_ORDER)
+    assert (alone.allowed, alone.reason) == (False, "no_allow_rule_matched")
+    assert Policy([ext], default="allow").evaluate(who(), GET_ORDER).reason == "allowed_by_default"
+    assert calls == ["GET", "DELETE", "GET", "GET", "GET"]
+
+
 def test_a_custom_hook_runs_once_per_decision_with_dry_run_rules() -> None:
     calls: list[str] = []
 

@@ -567,6 +567,41 @@ def test_async_outage_fails_promptly_and_recovers(own_server: RedisServer) -> No
     store.close()
 
 
+def test_a_full_noeviction_server_refuses_replay_and_buckets_but_answers_revocations(
+    own_server: RedisServer,
+) -> None:
+    """docs/stores.md: with ``noeviction`` a full Redis refuses new replay entries and token
+    bucket updates (503), while revocation lookups keep answering and every revocation is
+    kept."""
+    import redis
+
+    store = RedisStore(own_server.url)
+    t = time.time()
+    store.revoke_token("j", expires_at=t + 60)
+    store.revoke_subject("s", issuer=ISS, until=t + 60)
+    assert store.check_and_store("seen", expires_at=t + 60)
+    assert store.acquire("k", rate=1.0, burst=5).allowed
+    admin = redis.Redis.from_url(own_server.url)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)  # every byte in use is over the limit
+
+    for refused in (
+        lambda: store.check_and_store("new", expires_at=t + 60),
+        lambda: store.check_and_store("seen", expires_at=t + 60),  # 503 too, never "first"
+        lambda: store.acquire("k", rate=1.0, burst=5),
+        lambda: store.acquire("other", rate=1.0, burst=5),
+    ):
+        with pytest.raises(StoreUnavailable, match="OutOfMemoryError"):
+            refused()
+    assert store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=t)
+    assert store.is_revoked(jti=None, subject="s", issuer=ISS, issued_at=t - 1)
+    store.revoke_token("j", expires_at=t + 600)  # extending a revocation keeps it
+    assert store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=t)
+    assert not store.is_revoked(jti="other", subject="s", issuer=ISS, issued_at=t + 5)
+    admin.close()
+    store.close()
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
 def test_hanging_server_is_bounded_by_the_socket_timeout(own_server: RedisServer) -> None:
     store = RedisStore(own_server.url, socket_timeout=0.2)

@@ -32,6 +32,16 @@ PARTNER = Principal(proven_by="mtls", spiffe_id=SpiffeId.parse("spiffe://partner
         ("spiffe_ids", "spiffe://partner.org*", "spiffe://example.org.evil.example"),
         ("not_spiffe_ids", "spiffe://partner.org/ns/a b/*", "letters, digits"),
         ("spiffe_ids", "spiffe://partner.org/ns/a/", "can never match"),
+        ("spiffe_ids", "spiffe://partner.org/ns//*", "no empty, '.' or '..' segment"),
+        ("spiffe_ids", "spiffe://partner.org//*", "no empty, '.' or '..' segment"),
+        ("not_spiffe_ids", "spiffe://partner.org/ns/../*", "no empty, '.' or '..' segment"),
+        ("spiffe_ids", "spiffe://partner.org/./*", "no empty, '.' or '..' segment"),
+        ("spiffe_ids", "*/sa/b/", "does not end in '/'"),
+        ("spiffe_ids", "*/", "does not end in '/'"),
+        ("not_spiffe_ids", "*/a//sa/b", "no empty, '.' or '..' segment"),
+        ("spiffe_ids", "*a/../sa/b", "no empty, '.' or '..' segment"),
+        ("spiffe_ids", "*///partner.org/ns/a", "no trust domain"),
+        ("spiffe_ids", "*//Partner.org/ns/a", "can never match"),
         ("spiffe_ids", "*/sa/b?", "ends in letters"),
         ("proven_by", "mTLS", "proven_by is one of"),
         ("not_proven_by", "*token", "proven_by is one of"),
@@ -60,6 +70,8 @@ def test_a_trust_domain_pattern_is_lower_case_letters_digits_dots_dashes_and_und
         ("trust_domain", "Partner.org", "lower-case"),
         ("spiffe_id", "spiffe://partner.org*", "spiffe://example.org.evil.example"),
         ("spiffe_id", "spiffe://PARTNER.org/ns/a/sa/b", "can never match"),
+        ("spiffe_id", "spiffe://partner.org/ns//*", "no empty, '.' or '..' segment"),
+        ("spiffe_id", "*/sa/b/", "does not end in '/'"),
         ("proven_by", "JWT", "proven_by is one of"),
     ],
 )
@@ -85,6 +97,12 @@ def test_conditions_on_the_same_attributes_are_checked_alike(
         ("spiffe_ids", "spiffe://partner.org/ns/a/sa/b"),
         ("spiffe_ids", "spiffe://partner.org/*"),
         ("spiffe_ids", "spiffe://partner.org/ns/a*"),
+        ("spiffe_ids", "spiffe://partner.org/ns/.*"),  # the segment ".a" is one
+        ("spiffe_ids", "spiffe://partner.org/ns/..*"),
+        ("spiffe_ids", "*//partner.org/ns/a"),  # the scheme's "//"
+        ("spiffe_ids", "*/partner.org/ns/a"),
+        ("spiffe_ids", "*.."),  # the segment "a.." is one
+        ("spiffe_ids", "*/..a"),
         ("spiffe_ids", "*/sa/b"),
         ("spiffe_ids", "*"),
         ("spiffe_ids", "spiffe://*"),
@@ -96,6 +114,24 @@ def test_conditions_on_the_same_attributes_are_checked_alike(
 )
 def test_patterns_that_can_match_are_accepted(field: str, pattern: str) -> None:
     Callers(**{field: [pattern]})
+
+
+@pytest.mark.parametrize(
+    ("pattern", "spiffe_id"),
+    [
+        ("spiffe://partner.org/ns/.*", "spiffe://partner.org/ns/.a/sa/b"),
+        ("spiffe://partner.org/ns/..*", "spiffe://partner.org/ns/..a/sa/b"),
+        ("*//partner.org/ns/a", "spiffe://partner.org/ns/a"),
+        ("*/partner.org/ns/a", "spiffe://partner.org/ns/a"),
+        ("*..", "spiffe://partner.org/ns/a.."),
+        ("*/..a", "spiffe://partner.org/ns/..a"),
+    ],
+)
+def test_spiffe_id_patterns_with_dots_and_slashes_that_can_match_do(
+    pattern: str, spiffe_id: str
+) -> None:
+    caller = Principal(proven_by="mtls", spiffe_id=SpiffeId.parse(spiffe_id))
+    assert Callers(spiffe_ids=[pattern]).matches(caller)
 
 
 def test_a_deny_rule_built_from_a_refused_spelling_never_silently_admits() -> None:

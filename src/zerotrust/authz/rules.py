@@ -140,8 +140,26 @@ def _check_spiffe_ids(patterns: tuple[Pattern, ...], what: str) -> None:
                 raise _never(what, pattern, exc.detail) from None
             if not set(path) <= _ID_CHARS:
                 raise _never(what, pattern, "a SPIFFE ID path is letters, digits, '.', '-', '_'")
-        elif kind == "suffix" and not set(core) <= _ID_CHARS:
-            raise _never(what, pattern, "a SPIFFE ID ends in letters, digits, '.', '-', '_'")
+            if not _whole_segments(path.split("/")[:-1]):  # the last one may go on
+                raise _never(what, pattern, _SEGMENTS)
+        elif kind == "suffix":
+            if not set(core) <= _ID_CHARS:
+                raise _never(what, pattern, "a SPIFFE ID ends in letters, digits, '.', '-', '_'")
+            if core.startswith("//"):  # the scheme's: the rest of the ID follows
+                try:
+                    SpiffeId.parse(f"spiffe:{core}")
+                except InvalidSpiffeId as exc:
+                    raise _never(what, pattern, exc.detail) from None
+            elif not _whole_segments(core.split("/")[1:]):  # the first one may start earlier
+                raise _never(what, pattern, _SEGMENTS)
+
+
+_SEGMENTS: Final = "a SPIFFE ID path has no empty, '.' or '..' segment and does not end in '/'"
+
+
+def _whole_segments(segments: list[str]) -> bool:
+    """Whether every one of ``segments`` could be a whole segment of a SPIFFE ID path."""
+    return not any(segment in ("", ".", "..") for segment in segments)
 
 
 def _check_methods(patterns: tuple[Pattern, ...], what: str) -> None:

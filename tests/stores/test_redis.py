@@ -411,6 +411,33 @@ def test_the_url_cannot_override_the_stores_connection_settings(
     store.close()
 
 
+@needs_redis_py
+@pytest.mark.parametrize(
+    ("query", "checked"),
+    [
+        ("", True),
+        ("?ssl_cert_reqs=required&ssl_ca_certs=/etc/ssl/redis-ca.pem", True),
+        ("?ssl_cert_reqs=none", None),  # no certificate check at all (a caution in settings)
+        ("?ssl_check_hostname=false", False),  # the URL's own word (a caution in settings)
+    ],
+)
+def test_a_tls_url_verifies_that_the_certificate_names_the_host(
+    query: str, checked: bool | None
+) -> None:
+    """redis-py before 6.0 checked a TLS server's certificate but not the host it names: any
+    certificate of a trusted authority would have let a machine in the middle answer "not
+    revoked" and "first use". The store's own clients ask for the check, whatever the
+    redis-py version; nothing connects here."""
+    store = RedisStore(f"rediss://redis.internal:6380/0{query}")
+    pools = [store._client.connection_pool, store._make_async().connection_pool]  # type: ignore[union-attr, misc]
+    for pool in pools:
+        assert pool.connection_kwargs.get("ssl_check_hostname") is checked
+    plain = RedisStore("redis://redis.internal:6379/0")  # no TLS: nothing to check
+    assert "ssl_check_hostname" not in plain._client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+    plain.close()
+    store.close()
+
+
 def test_the_bounds_of_the_configuration_are_inclusive(redis_server: RedisServer) -> None:
     for kwargs in ({"replay_max_ttl": 1}, {"max_connections": 1}, {"max_connections": 100_000}):
         store = RedisStore(redis_server.url, **kwargs)  # type: ignore[arg-type]

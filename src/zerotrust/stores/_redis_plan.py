@@ -30,6 +30,7 @@ __all__ = [
     "SCRIPTS",
     "Op",
     "Planner",
+    "checks_hostname_by_default",
     "describe_client",
     "describe_url",
     "url_overrides",
@@ -67,6 +68,22 @@ def url_overrides(url: str) -> list[str]:
         return []  # refused as an invalid URL where it is used
     names = {name for name, _ in parse_qsl(query, keep_blank_values=True)}
     return sorted(names & OWN_CONNECTION_SETTINGS)
+
+
+def checks_hostname_by_default(url: str) -> bool:
+    """Whether a TLS ``url`` needs ``ssl_check_hostname=True`` passed: redis-py before 6.0
+    verified the server's certificate but not that it names the URL's host (any certificate
+    from a trusted authority would pass). Not when the URL turns certificate checks off
+    (``ssl_cert_reqs=none``: redis-py 5 refuses the pair); a URL's own ``ssl_check_hostname``
+    wins over it anyway."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False  # refused as an invalid URL where it is used
+    if parts.scheme != "rediss":
+        return False
+    query = dict(reversed(parse_qsl(parts.query, keep_blank_values=True)))  # first one wins
+    return query.get("ssl_cert_reqs") != "none"
 
 
 def _nonce() -> str:

@@ -28,6 +28,7 @@ from zerotrust.stores._redis_plan import (
     SCRIPTS,
     Op,
     Planner,
+    checks_hostname_by_default,
     describe_client,
     describe_url,
     url_overrides,
@@ -165,6 +166,8 @@ class RedisStore:
                 "timeout": timeout,  # the wait for a free connection of the pool
                 "socket_timeout": timeout,
                 "socket_connect_timeout": timeout,
+                # a TLS certificate must name the URL's host (redis-py 5 did not check)
+                **({"ssl_check_hostname": True} if checks_hostname_by_default(url) else {}),
             }
             try:
                 client = redis.Redis(

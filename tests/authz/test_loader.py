@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,6 +128,13 @@ def test_errors_name_the_source_and_key(doc: dict, where: str) -> None:  # type:
         policy_from_dict(doc, source="policy.toml")
     assert str(info.value).startswith("policy.toml: ")
     assert where in str(info.value)
+
+
+@pytest.mark.parametrize("document", [[], "rules", None])
+def test_a_document_that_is_no_table_is_named_as_the_source(document: Any) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        policy_from_dict(document, source="policy.json")
+    assert str(info.value) == "policy.json: must be a table/object"
 
 
 def test_document_settings_are_read() -> None:

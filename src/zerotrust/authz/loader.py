@@ -78,6 +78,8 @@ class _Ctx:
         self.source = source
 
     def fail(self, where: str, message: str) -> ConfigurationError:
+        if not where:  # the document itself
+            return ConfigurationError(f"{self.source}: {message}")
         return ConfigurationError(f"{self.source}: {where}: {message}")
 
     def table(self, value: Any, where: str, allowed: set[str]) -> Mapping[str, Any]:

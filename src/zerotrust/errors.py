@@ -49,6 +49,7 @@ __all__ = [
     "PeerNotAuthorized",
     "RateLimited",
     "SourceError",
+    "StoreFull",
     "StoreUnavailable",
     "SvidError",
     "SvidProfileViolation",
@@ -489,6 +490,14 @@ class StoreUnavailable(SourceError):
     """The shared store (revocation, replay cache, rate limits) cannot be reached: fail closed."""
 
     code = "store_unavailable"
+
+
+class StoreFull(StoreUnavailable):
+    """The store answered but has no room for a new entry: an in-memory table full of live
+    entries, a Redis server at ``maxmemory`` with ``noeviction``. Callers can fill a store (a
+    proof or a rate-limit key each), so it is never an outage to fail open on."""
+
+    code = "store_full"
 
 
 class AuditError(ZeroTrustError):

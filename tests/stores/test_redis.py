@@ -19,7 +19,12 @@ import pytest
 
 from tests._sockets import close_listener
 from zerotrust import FixedClock
-from zerotrust.errors import ConfigurationError, MissingDependencyError, StoreUnavailable
+from zerotrust.errors import (
+    ConfigurationError,
+    MissingDependencyError,
+    StoreFull,
+    StoreUnavailable,
+)
 from zerotrust.stores import RedisStore, ResilientStore
 from zerotrust.stores._logic import REVOCATION_GRACE, KeySpace
 
@@ -618,8 +623,13 @@ def test_a_full_noeviction_server_refuses_replay_and_buckets_but_answers_revocat
         lambda: store.acquire("k", rate=1.0, burst=5),
         lambda: store.acquire("other", rate=1.0, burst=5),
     ):
-        with pytest.raises(StoreUnavailable, match="OutOfMemoryError"):
+        with pytest.raises(StoreFull, match="OutOfMemoryError"):
             refused()
+    open_store = ResilientStore(store, replay="open", rate_limit="open")
+    with pytest.raises(StoreFull):  # a full store is no outage: never failed open
+        open_store.check_and_store("new", expires_at=t + 60)
+    with pytest.raises(StoreFull):
+        open_store.acquire("other", rate=1.0, burst=5)
     assert store.is_revoked(jti="j", subject=None, issuer=ISS, issued_at=t)
     assert store.is_revoked(jti=None, subject="s", issuer=ISS, issued_at=t - 1)
     store.revoke_token("j", expires_at=t + 600)  # extending a revocation keeps it

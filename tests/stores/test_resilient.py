@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from zerotrust import FixedClock
-from zerotrust.errors import ConfigurationError, StoreUnavailable
+from zerotrust.errors import ConfigurationError, StoreFull, StoreUnavailable
 from zerotrust.stores import MemoryStore, RateLimitResult, ResilientStore, Revocation, Store
 
 ISS = "https://issuer.example"
@@ -187,3 +187,20 @@ def test_the_wrapped_stores_replay_cap_shows_through(clock: FixedClock) -> None:
 
     assert ResilientStore(NoCap()).replay_max_ttl is None  # type: ignore[arg-type]
     assert ResilientStore(Flaky(clock)).replay_max_ttl is None  # type: ignore[arg-type]
+
+
+def test_a_full_store_is_never_failed_open(clock: FixedClock) -> None:
+    """A replay table full of live proofs is not an outage: any caller can fill it with proofs
+    of its own, and with ``replay="open"`` would then have every new proof, a captured one
+    too, answered *first use* as often as it is sent."""
+    t = clock.now().timestamp()
+    store = ResilientStore(MemoryStore(clock=clock, max_replay_entries=2), replay="open")
+    assert store.check_and_store("mine-1", expires_at=t + 60)
+    assert store.check_and_store("mine-2", expires_at=t + 60)
+    for _ in range(2):
+        with pytest.raises(StoreFull, match="replay table is full"):
+            store.check_and_store("captured", expires_at=t + 60)
+        with pytest.raises(StoreFull):
+            asyncio.run(store.check_and_store_async("captured", expires_at=t + 60))
+    assert not store.check_and_store("mine-1", expires_at=t + 60)  # replays still seen
+    assert isinstance(StoreFull("x"), StoreUnavailable) and StoreFull.code == "store_full"

@@ -6,7 +6,7 @@ import heapq
 import threading
 from typing import Generic, TypeVar
 
-from zerotrust.errors import StoreUnavailable
+from zerotrust.errors import StoreFull
 
 __all__ = ["ExpiringTable"]
 
@@ -71,7 +71,7 @@ class ExpiringTable(Generic[_V]):
         if len(self._entries) < self._max:
             return
         if not self._evict_live:
-            raise StoreUnavailable(f"{self._name} table is full ({self._max} live entries)")
+            raise StoreFull(f"{self._name} table is full ({self._max} live entries)")
         popped = self._pop_live()
         if popped is not None:
             del self._entries[popped[1]]

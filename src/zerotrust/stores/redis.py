@@ -22,7 +22,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
-from zerotrust.errors import ConfigurationError, MissingDependencyError, StoreUnavailable
+from zerotrust.errors import (
+    ConfigurationError,
+    MissingDependencyError,
+    StoreFull,
+    StoreUnavailable,
+)
 from zerotrust.stores._logic import DEFAULT_PREFIX, DEFAULT_REPLAY_MAX_TTL, KeySpace, Listeners
 from zerotrust.stores._redis_plan import (
     SCRIPTS,
@@ -230,7 +235,12 @@ class RedisStore:
         if any(secret in reason for secret in self._secrets):
             reason = "reason withheld: it quotes a credential"  # masking would outline it
         reason = reason[:_MAX_DETAIL]
-        return StoreUnavailable(
+        import redis.exceptions  # loaded with the client that raised ``exc``
+
+        # a server at maxmemory with noeviction answers, but has no room: not an outage
+        full = isinstance(exc, redis.exceptions.OutOfMemoryError)
+        error = StoreFull if full else StoreUnavailable
+        return error(
             f"shared store unavailable: {type(exc).__name__} from {self._location}"
             + (f" ({reason})" if reason else "")
         )

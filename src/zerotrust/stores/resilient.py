@@ -5,7 +5,9 @@
 rejected with 503 / ``UNAVAILABLE``. With ``"open"`` the wrapper answers as if the store had
 nothing to say -- *not revoked*, *first use*, *allowed* -- and logs one warning per outage
 (and one line when the store recovers). Revoking always propagates errors: an operator must
-know that a revocation was not recorded.
+know that a revocation was not recorded. So does a full store
+(:class:`~zerotrust.errors.StoreFull`): callers can fill one, and would then be answered
+*first use* and *allowed* at will.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import threading
 from typing import Final, TypeVar
 
-from zerotrust.errors import ConfigurationError, StoreUnavailable
+from zerotrust.errors import ConfigurationError, StoreFull, StoreUnavailable
 from zerotrust.stores.base import FailurePolicy, RateLimitResult, RevocationListener, Store
 
 __all__ = ["ResilientStore"]
@@ -69,7 +71,8 @@ class ResilientStore:
         return f"ResilientStore({self.store!r}, {policies})"
 
     def _failed(self, feature: str, exc: StoreUnavailable, fallback: _T) -> _T:
-        if not self._open[feature]:
+        if not self._open[feature] or isinstance(exc, StoreFull):
+            # a full store is no outage: whoever can send proofs or keys can fill one
             raise exc
         with self._lock:
             first, self._outage[feature] = not self._outage[feature], True

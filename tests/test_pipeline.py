@@ -1074,7 +1074,7 @@ def test_a_caller_filling_the_replay_table_cannot_replay_a_captured_proof(
     assert guard.evaluate(request(attacker, attacker_token, "a2")).allowed
     full = guard.evaluate(request(attacker, attacker_token, "a3"))
     assert not full.allowed and full.status == 503
-    assert full.error is not None and full.error.code == "store_unavailable"
+    assert full.error is not None and full.error.code == "store_full"
     replayed = guard.evaluate(captured)
     assert not replayed.allowed
     assert replayed.error is not None and replayed.error.code == "dpop_proof_replayed"

@@ -384,6 +384,10 @@ def test_only_the_configured_algorithms_are_accepted(token: str) -> None:
         ({"alg": ["ES256"]}, "algorithm not accepted"),
         ({"crit": ["exp"]}, "crit is refused"),  # RFC 7515 4.1.11: no extension is understood
         ({"crit": []}, "crit is refused"),
+        ({"b64": False}, "unencoded payload"),  # RFC 7797: the payload would be the segment
+        ({"b64": None}, "unencoded payload"),
+        ({"zip": "DEF"}, "compressed or encrypted"),
+        ({"enc": "A256GCM"}, "compressed or encrypted"),
         ({"jwk": ABSENT}, "no jwk header"),
         ({"jwk": "eyJrdHkiOiJFQyJ9"}, "no jwk header"),
         ({"jwk": [{"kty": "EC"}]}, "no jwk header"),

@@ -377,6 +377,11 @@ def _proof_key(header: Mapping[str, Any], config: DPoPConfig, jkt: str | None) -
         raise InvalidDPoPProof("DPoP proof algorithm not accepted")
     if "crit" in header:
         raise InvalidDPoPProof("DPoP proof with crit is refused")
+    # as for tokens: a reader that honours these would not read the payload that was verified
+    if "b64" in header and header["b64"] is not True:
+        raise InvalidDPoPProof("DPoP proof with an unencoded payload (b64: false) is refused")
+    if "zip" in header or "enc" in header:
+        raise InvalidDPoPProof("DPoP proof with compressed or encrypted content is refused")
     members = header.get("jwk")
     if not isinstance(members, Mapping):
         raise InvalidDPoPProof("DPoP proof has no jwk header")

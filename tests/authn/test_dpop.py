@@ -485,6 +485,10 @@ def test_lists_given_are_kept_as_tuples() -> None:
         {"max_age": 3600.5},
         {"leeway": -0.5},
         {"leeway": 300.5},
+        {"max_age": "300"},  # a value read from the environment, say
+        {"leeway": None},
+        {"max_age": True},
+        {"leeway": False},
     ],
     ids=repr,
 )

@@ -164,6 +164,9 @@ class DPoPConfig:
             raise ConfigurationError(
                 f"DPoP proofs need asymmetric algorithms; refused: {sorted(bad)}"
             )
+        window = (self.max_age, self.leeway)
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in window):
+            raise ConfigurationError("DPoP max_age and leeway must be numbers of seconds")
         if not (0 < self.max_age <= 3600) or not (0 <= self.leeway <= 300):
             raise ConfigurationError("DPoP max_age must be in (0, 3600] and leeway in [0, 300]")
         bases = _origins(self.origins)

@@ -766,6 +766,39 @@ def test_certificate_bound_token(issuer: TokenIssuer, clock: FixedClock, ca: Dev
         )
 
 
+def test_a_certificate_bound_token_through_a_trusted_proxy(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    # RFC 8705 3: the certificate the proxy forwards is the one the token must be bound to;
+    # the proxy's own certificate never stands for the caller
+    proxy_id = "spiffe://example.org/ns/mesh/sa/proxy"
+    proxies = TrustedProxies(["10.0.0.0/8"], spiffe_ids=match.exact(proxy_id), header="xfcc")
+    guard, _ = make_guard(issuer, clock, bundles=ca.bundle, trusted_proxies=proxies)
+    svid, other, proxy = ca.issue_svid(WEB), ca.issue_svid(WEB), ca.issue_svid(proxy_id)
+    proxy_chain = [c.public_bytes(Encoding.DER) for c in proxy.cert_chain]
+
+    def via_proxy(token: str, forwarded: object | None, remote: str = "10.1.2.3") -> Request:
+        headers = {}
+        if forwarded is not None:
+            pem = forwarded.leaf.public_bytes(Encoding.PEM)  # type: ignore[attr-defined]
+            headers["x-forwarded-client-cert"] = xfcc_for(pem)
+        return get(token, headers=headers, remote_addr=remote, peer_chain=proxy_chain)
+
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], bind_cert=svid.leaf)
+    ok = guard.evaluate(via_proxy(token, svid))
+    assert ok.allowed and ok.principal is not None and ok.principal.proven_by == "bound-jwt"
+    to_proxy = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], bind_cert=proxy.leaf)
+    for view in (
+        via_proxy(token, other),  # another client's certificate
+        via_proxy(token, None),  # none forwarded: the proxy's own does not count
+        via_proxy(to_proxy, None),  # a token bound to the proxy itself
+        via_proxy(token, svid, remote="203.0.113.9"),  # forwarded by an untrusted peer
+    ):
+        refused = guard.evaluate(view)
+        assert refused.status == 401 and refused.error is not None
+        assert refused.error.code == "token_binding_mismatch"
+
+
 def dpop_proof(
     key: PrivateJWK, *, method: str, url: str, token: str, iat: float, jti: str = "p1"
 ) -> str:

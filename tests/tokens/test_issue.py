@@ -349,6 +349,39 @@ def test_ttl_bounds(es256: PrivateJWK, clock: FixedClock) -> None:
         issuer.issue(subject="s", audience=AUDIENCE, ttl=longest + 1)
 
 
+def test_claims_read_from_a_verified_token_can_be_issued_again(
+    es256: PrivateJWK, clock: FixedClock
+) -> None:
+    # RFC 8693 4.1: a service acting for its caller nests the caller's act chain; a verified
+    # token's objects are read-only mappings, not dicts
+    issuer = TokenIssuer(es256, issuer=ISSUER, clock=clock)
+    verifier = _verifier(issuer.jwks(), clock)
+    incoming = verifier.verify(
+        issuer.issue(
+            subject="s",
+            audience=AUDIENCE,
+            act={"sub": "gateway", "act": {"sub": "edge"}},
+            extra_claims={"cnf": {"jkt": "x" * 43}, "tenant": {"id": "acme", "tags": ["a"]}},
+        )
+    )
+    token = issuer.issue(
+        subject="s",
+        audience=AUDIENCE,
+        act={"sub": "orders", "act": incoming.claims["act"]},
+        extra_claims={"cnf": incoming.cnf, "tenant": incoming.claims["tenant"]},
+    )
+    verified = verifier.verify(token)
+    assert [actor["sub"] for actor in verified.act] == ["orders", "gateway", "edge"]
+    assert verified.claims_dict()["cnf"] == {"jkt": "x" * 43}
+    assert verified.claims_dict()["tenant"] == {"id": "acme", "tags": ["a"]}
+    assert [
+        a["sub"]
+        for a in verifier.verify(
+            issuer.issue(subject="s", audience=AUDIENCE, act=incoming.claims["act"])
+        ).act
+    ] == ["gateway", "edge"]
+
+
 def test_act_chain_of_eight_actors_is_the_limit(es256: PrivateJWK, clock: FixedClock) -> None:
     issuer = TokenIssuer(es256, issuer=ISSUER, clock=clock)
 

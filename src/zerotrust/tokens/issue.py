@@ -54,9 +54,18 @@ def certificate_thumbprint(cert: x509.Certificate | bytes) -> str:
     return b64url_encode(hashlib.sha256(der).digest())
 
 
+def _object(value: object) -> dict[Any, Any]:
+    """A mapping that is no dict (the read-only objects of a verified token) as a dict."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _json(value: object) -> bytes:
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode("ascii")
+        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_object).encode(
+            "ascii"
+        )
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"claims are not JSON-serialisable: {exc}") from None
 

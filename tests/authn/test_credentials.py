@@ -107,7 +107,7 @@ def test_api_keys_refuse_a_bad_configuration() -> None:
     digest = ApiKeys.hash("secret")
     with pytest.raises(ConfigurationError, match="at least one"):
         ApiKeys({})
-    for stored in ("secret", digest.upper(), digest[:-1], "", None):
+    for stored in ("secret", digest.upper(), digest[:-1], "", None, 5, digest.encode()):
         with pytest.raises(ConfigurationError, match="SHA-256"):
             ApiKeys({"k": stored})  # type: ignore[dict-item]
     with pytest.raises(ConfigurationError, match="not a valid header name"):

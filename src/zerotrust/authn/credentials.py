@@ -127,9 +127,10 @@ class ApiKeys:
             raise ConfigurationError("ApiKeys needs at least one key")
         entries = []
         for key_id, digest in hashes.items():
-            if not re.fullmatch(r"[0-9a-f]{64}", digest or ""):
+            if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
                 raise ConfigurationError(
-                    f"API key {key_id!r}: store the SHA-256 hex digest, not the key"
+                    f"API key {key_id!r}: store the SHA-256 hex digest (64 lower-case hex"
+                    " digits, ApiKeys.hash(key)), not the key"
                 )
             entries.append((key_id, bytes.fromhex(digest)))
         self._entries = tuple(entries)

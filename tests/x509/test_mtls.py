@@ -1156,6 +1156,35 @@ def test_the_authorizer_must_be_callable(ca: DevCA) -> None:
             build(svid, ca.bundle, authorizer=API)  # type: ignore[arg-type]
 
 
+async def _async_authorizer(spiffe_id: object) -> object:  # pragma: no cover - never awaited
+    return match.any()(spiffe_id)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "authorizer",
+    [_async_authorizer, lambda spiffe_id: "allowed", lambda spiffe_id: True],
+    ids=["async", "string", "bool"],
+)
+def test_an_authorizer_that_returns_no_match_result_refuses_the_peer(
+    ca: DevCA, authorizer: Callable[[object], object]
+) -> None:
+    """Only a MatchResult decides: the coroutine of an async authorizer, a string or a bool
+    is truthy, and lets no peer through."""
+    refusals: list[HandshakeRefusal] = []
+    server_ctx = server_ssl_context(
+        ca.issue_svid(API),
+        ca.bundle,
+        authorizer=authorizer,  # type: ignore[arg-type]
+        on_refusal=refusals.append,
+    )
+    server, client_obj, wires = _bio_pair(server_ctx, client(ca.issue_svid(WEB), ca.bundle))
+    outcome = _handshake(server, client_obj, wires)
+    assert isinstance(outcome, PeerRejected)
+    assert outcome.reason == "configuration_error" and "not MatchResult" in str(outcome)
+    assert server.zerotrust_peer is None  # type: ignore[attr-defined]
+    assert [r.error.code for r in refusals] == ["configuration_error"]
+
+
 @pytest.mark.parametrize("suppress", [True, False])
 def test_a_client_leaving_before_a_lazy_handshake_as_recv_into_and_strict_sockets_see_it(
     ca: DevCA, suppress: bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import ssl
 import threading
 from collections import OrderedDict
@@ -13,11 +14,12 @@ from cryptography import x509
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.errors import (
     AuthenticationError,
+    ConfigurationError,
     MissingCredentials,
     PeerNotAuthorized,
     ZeroTrustError,
 )
-from zerotrust.identity.match import Matcher
+from zerotrust.identity.match import Matcher, MatchResult
 from zerotrust.x509._certs import fingerprint, load_der_chain
 from zerotrust.x509.sources import X509BundleSource
 from zerotrust.x509.verify import Role, VerifiedPeer, verify_x509_svid
@@ -85,7 +87,8 @@ class PeerVerifier:
         return self._clock
 
     def verify(self, chain: Sequence[bytes | x509.Certificate]) -> VerifiedPeer:
-        """Return the verified peer, or raise a ``CertificateError`` / ``PeerNotAuthorized``."""
+        """Return the verified peer, or raise a ``CertificateError`` / ``PeerNotAuthorized``
+        (a ``ConfigurationError`` when the authorizer returns anything but a ``MatchResult``)."""
         certs = load_der_chain(chain)
         leaf_fp = fingerprint(certs[0])
         if len(certs) == 1:
@@ -94,7 +97,15 @@ class PeerVerifier:
             if remembered:
                 certs = [certs[0], *remembered]
         peer = verify_x509_svid(certs, self._bundles, now=self._clock.now(), role=self._role)
-        result = self._authorizer(peer.spiffe_id)
+        result: object = self._authorizer(peer.spiffe_id)
+        if type(result) is not MatchResult:
+            # a coroutine (an async authorizer), a bool or a string is no decision, however
+            # truthy: the peer is refused, never let through
+            if inspect.iscoroutine(result):
+                result.close()
+            raise ConfigurationError(
+                f"authorizer {self._authorizer!r} returned {type(result).__name__}, not MatchResult"
+            )
         if not result:
             raise PeerNotAuthorized(f"{peer.spiffe_id} refused: {result.reason}: {result.detail}")
         intermediates = peer.chain[1:-1]

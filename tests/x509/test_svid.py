@@ -238,6 +238,17 @@ def test_pem_given_as_text(ca_with_intermediate: DevCA) -> None:
     assert again.private_key_pem() == svid.private_key_pem()
 
 
+def test_text_that_is_no_pem_is_an_svid_error(ca: DevCA) -> None:
+    """Text no PEM document can be (a lone surrogate, from a file decoded with
+    surrogateescape) is refused like any unreadable PEM, for the key as for the chain."""
+    svid = ca.issue_svid("spiffe://example.org/web")
+    key = svid.private_key_pem().decode()
+    with pytest.raises(SvidError, match="private key could not be loaded"):
+        X509Svid.from_pem(svid.cert_chain_pem(), key.replace("\n", "\n\udc80", 2))
+    with pytest.raises(SvidError, match="certificate PEM"):
+        X509Svid.from_pem("\udc80", key)
+
+
 def test_save_writes_the_chain_world_readable_and_leaves_nothing_behind(
     ca: DevCA, tmp_path: Path
 ) -> None:

@@ -295,7 +295,8 @@ def _pem_chain(data: bytes | str) -> list[x509.Certificate]:
 
 
 def _pem_key(data: bytes | str) -> PrivateKey:
-    raw = data.encode() if isinstance(data, str) else data
+    # PEM is ASCII: text that is not (a lone surrogate included) fails to load, never to encode
+    raw = data.encode("ascii", "replace") if isinstance(data, str) else data
     if encrypted_pem_key(raw):
         raise SvidError(
             "SVID private key is encrypted, which is not supported: store it unencrypted"

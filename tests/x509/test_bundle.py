@@ -532,6 +532,17 @@ def test_x5c_values_are_strict_base64(ca: DevCA) -> None:
             TrustBundle.from_jwks("example.org", {"keys": [{**entry, "x5c": [bad]}]})
 
 
+@pytest.mark.parametrize("value", [-1, True, 1.5, "300"])
+@pytest.mark.parametrize("name", ["refresh_hint", "sequence_number"])
+def test_the_constructor_refuses_a_refresh_hint_or_sequence_the_format_refuses(
+    ca: DevCA, name: str, value: object
+) -> None:
+    """Only non-negative integers: a bundle never publishes a document that from_jwks (and
+    every other SPIFFE implementation) refuses."""
+    with pytest.raises(BundleError, match=f"'{name}' must be a non-negative integer"):
+        TrustBundle("example.org", [ca.root_certificate], **{name: value})  # type: ignore[arg-type]
+
+
 def test_zero_sequence_and_refresh_hint_are_kept_and_published(ca: DevCA) -> None:
     doc = {**ca.bundle.to_jwks(), "spiffe_refresh_hint": 0, "spiffe_sequence": 0}
     bundle = TrustBundle.from_jwks("example.org", doc)

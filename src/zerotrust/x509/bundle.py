@@ -51,6 +51,7 @@ class TrustBundle:
     usable public signing key, a ``kid`` member other than its key or a ``use`` other than
     ``jwt-svid`` is refused; each is held with ``kid`` and ``use: jwt-svid`` set. A bundle without
     any authority is valid and trusts nothing (a domain that withdrew all its keys).
+    ``refresh_hint`` and ``sequence_number`` are ``None`` or non-negative integers.
     """
 
     __slots__ = (
@@ -109,8 +110,9 @@ class TrustBundle:
         set_(self, "_jwt_authorities", MappingProxyType(jwt))
         set_(self, "_store", None)
         set_(self, "_bundle_set", None)
-        set_(self, "refresh_hint", refresh_hint)
-        set_(self, "sequence_number", sequence_number)
+        # what from_jwks would refuse is never published by to_jwks
+        set_(self, "refresh_hint", _non_negative("refresh_hint", refresh_hint))
+        set_(self, "sequence_number", _non_negative("sequence_number", sequence_number))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("TrustBundle is immutable")
@@ -464,7 +466,12 @@ def _public_jwk_fields(cert: x509.Certificate) -> dict[str, Any]:
 
 
 def _optional_int(doc: Mapping[str, Any], name: str) -> int | None:
-    value = doc.get(name)
+    return _non_negative(name, doc.get(name))
+
+
+def _non_negative(name: str, value: object) -> int | None:
+    """``value`` if it is ``None`` or a non-negative integer (SPIFFE Trust Domain and Bundle
+    4.1.1 and 4.1.2); raises :class:`~zerotrust.errors.BundleError` naming ``name`` otherwise."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:

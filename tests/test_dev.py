@@ -30,6 +30,39 @@ def test_save_and_load(tmp_path: Path) -> None:
     assert verify_peer_chain(svid.cert_chain, ca.bundle) == svid.spiffe_id
 
 
+def test_save_replaces_planted_links_and_readable_keys_never_writing_through_them(
+    tmp_path: Path,
+) -> None:
+    """Saving over a CA directory: a key path that is a symbolic link is replaced by a new
+    private file (the link's target is left as it was), and a key another save left readable
+    to others is replaced by one that is not."""
+    outside = tmp_path / "outside.pem"
+    outside.write_bytes(b"not a key")
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir(mode=0o700)
+    (ca_dir / "root.key.pem").symlink_to(outside)
+    (ca_dir / "intermediate.key.pem").write_bytes(b"old")
+    (ca_dir / "intermediate.key.pem").chmod(0o644)
+    ca = DevCA.create("example.org", intermediate=True)
+    ca.save(ca_dir)
+    assert outside.read_bytes() == b"not a key"
+    for key_file in ("root.key.pem", "intermediate.key.pem"):
+        path = ca_dir / key_file
+        assert not path.is_symlink()
+        assert stat.S_IMODE(path.lstat().st_mode) == 0o600
+    assert sorted(p.name for p in ca_dir.iterdir()) == sorted(
+        [
+            "bundle.pem",
+            "ca.json",
+            "intermediate.crt.pem",
+            "intermediate.key.pem",
+            "root.crt.pem",
+            "root.key.pem",
+        ]
+    )
+    assert DevCA.load(ca_dir).bundle == ca.bundle
+
+
 @pytest.mark.parametrize("key_type", ["ec-p384", "rsa-2048"])
 def test_key_types(key_type: str) -> None:
     ca = DevCA.create("example.org", key_type=key_type)  # type: ignore[arg-type]

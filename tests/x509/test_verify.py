@@ -371,3 +371,105 @@ def test_a_chain_of_ten_certificates_is_the_longest_accepted() -> None:
     bundle, chain = _deep_chain(10)
     with pytest.raises(MalformedCertificate, match="11 certificates, limit 10"):
         verify_x509_svid(chain, bundle)
+
+
+def _signing_usage(*, key_cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        not key_cert_sign, False, False, False, False, key_cert_sign, key_cert_sign, False, False
+    )
+
+
+def _certificate(
+    subject: str, public: Any, issuer: x509.Name, signer: Any, *extensions: x509.ExtensionType
+) -> x509.Certificate:
+    """A certificate of ``subject`` (a leaf of WEB when it is ``"leaf"``) with ``extensions``,
+    all critical but the SAN."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(issuer)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - HOUR)
+        .not_valid_after(NOW + HOUR)
+    )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=True)
+    if subject == "leaf":
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=False, path_length=None), critical=True
+        ).add_extension(ku(digital_signature=True), critical=True)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(WEB)]), False
+        )
+    return builder.sign(signer, hashes.SHA256())
+
+
+_CA = x509.BasicConstraints(ca=True, path_length=None)
+
+
+@pytest.mark.parametrize(
+    "extensions",
+    [
+        (x509.BasicConstraints(ca=False, path_length=None), _signing_usage(key_cert_sign=True)),
+        (_CA, _signing_usage(key_cert_sign=False)),
+        (_CA,),
+        (_signing_usage(key_cert_sign=True),),
+    ],
+    ids=["not-a-ca", "no-keyCertSign", "no-key-usage", "no-basic-constraints"],
+)
+def test_a_chain_through_a_certificate_that_may_not_sign_is_untrusted(
+    extensions: tuple[x509.ExtensionType, ...],
+) -> None:
+    """RFC 5280 6.1.4 (k) and (n), X509-SVID 4.1 and 4.3: a certificate between the leaf and
+    the bundle's root issues nothing unless it is a CA with keyCertSign (key usage left out
+    is refused too), whatever signature it carries."""
+    root_key, middle_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(2))
+    root = _certificate("root", root_key.public_key(), _name("root"), root_key, _CA, _usage())
+    bundle = TrustBundle("example.org", [root])
+    for middle_extensions, trusted in (((_CA, _usage()), True), (extensions, False)):
+        middle = _certificate(
+            "middle", middle_key.public_key(), root.subject, root_key, *middle_extensions
+        )
+        leaf_key = ec.generate_private_key(ec.SECP256R1())
+        chain = [_certificate("leaf", leaf_key.public_key(), middle.subject, middle_key), middle]
+        if trusted:  # the same chain through a signing certificate verifies
+            assert verify_x509_svid(chain, bundle, role="client").spiffe_id == SpiffeId.parse(WEB)
+        else:
+            with pytest.raises(UntrustedCertificate):
+                verify_x509_svid(chain, bundle, role="client")
+
+
+def test_a_root_path_length_of_zero_allows_no_intermediate() -> None:
+    """RFC 5280 6.1.4 (l) and (m): a bundle root whose pathLenConstraint is 0 vouches for the
+    leaves it signs itself, never for one signed by an intermediate below it."""
+    root_key, middle_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    for path_length, trusted in ((None, True), (1, True), (0, False)):
+        root = _certificate(
+            "root",
+            root_key.public_key(),
+            _name("root"),
+            root_key,
+            x509.BasicConstraints(ca=True, path_length=path_length),
+            _usage(),
+        )
+        bundle = TrustBundle("example.org", [root])
+        middle = _certificate(
+            "middle", middle_key.public_key(), root.subject, root_key, _CA, _usage()
+        )
+        chain = [_certificate("leaf", leaf_key.public_key(), middle.subject, middle_key), middle]
+        if trusted:
+            assert verify_x509_svid(chain, bundle).spiffe_id == SpiffeId.parse(WEB)
+        else:
+            with pytest.raises(UntrustedCertificate):
+                verify_x509_svid(chain, bundle)
+        direct = _certificate("leaf", leaf_key.public_key(), root.subject, root_key)
+        assert verify_x509_svid([direct], bundle).spiffe_id == SpiffeId.parse(WEB)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _usage() -> x509.KeyUsage:
+    return _signing_usage(key_cert_sign=True)

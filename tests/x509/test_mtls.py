@@ -1342,3 +1342,31 @@ def test_an_svid_rotation_forgets_the_sessions_of_the_old_identity(ca: DevCA) ->
     assert connect() == (True, WEB)  # resumed while the SVID stays
     source.set(ca.issue_svid(web_v2))
     assert connect() == (False, web_v2)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_connection_set_up_before_a_rotation_completes_with_the_svid_it_was_made_with(
+    ca: DevCA, version: ssl.TLSVersion
+) -> None:
+    """Rotation while a handshake is in flight: the connection made before the swap presents
+    the old certificate with the old key until its end (never a torn pair), and the first
+    connection made after it presents the new one, on the same context."""
+    old, new = ca.issue_svid(API), ca.issue_svid(API)
+    source = RotatingSvidSource(old)
+    server_ctx = server_ssl_context(source, ca.bundle, authorizer=match.exact(WEB))
+    client_ctx = client(ca.issue_svid(WEB), ca.bundle)
+    client_ctx.maximum_version = version
+    before = _bio_pair(server_ctx, client_ctx)
+    _try(before[1].do_handshake)  # the client's hello is on its way
+    _pump(before[2])
+    source.set(new)
+    after = _bio_pair(server_ctx, client_ctx)  # loads the new SVID first
+    assert server_ctx.current_svid is new
+    for server, client_obj, wires in (before, after):
+        _memory_handshake(server, client_obj, wires)
+    seen = [peer_of(client_obj) for _, client_obj, _ in (before, after)]
+    assert [peer.fingerprint for peer in seen if peer is not None] == [
+        old.fingerprint,
+        new.fingerprint,
+    ]
+    assert all(peer_of(server) is not None for server, _, _ in (before, after))

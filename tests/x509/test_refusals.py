@@ -30,7 +30,7 @@ from zerotrust import (
 )
 from zerotrust.audit import MemorySink
 from zerotrust.dev import DevCA
-from zerotrust.errors import ConfigurationError, PeerNotAuthorized
+from zerotrust.errors import CertificateNotYetValid, ConfigurationError, PeerNotAuthorized
 from zerotrust.x509 import HandshakeRefusal
 
 from .test_mtls import API, HOUR, NOW, WEB, bad_svid
@@ -354,3 +354,22 @@ def test_a_certificate_without_its_key_counts_as_a_refusal() -> None:
     other.reason = "WRONG_VERSION_NUMBER"  # type: ignore[misc]
     assert _refusal_error(other) is None
     assert _refusal_error(ssl.SSLWantReadError()) is None
+
+
+def test_a_certificate_not_yet_valid_is_reported_as_such(ca: DevCA) -> None:
+    """OpenSSL's first pass refuses a client certificate whose validity starts later (a clock
+    ahead on the client's host): the refusal says so, as it says certificate_expired for one
+    that ended, rather than untrusted_certificate."""
+    from .test_mtls import _bio_pair, _handshake
+
+    collected = Collected()
+    sctx = server_ssl_context(
+        ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB), on_refusal=collected
+    )
+    early = bad_svid(ca, not_before=NOW + HOUR, not_after=NOW + 2 * HOUR)
+    server, client_obj, wires = _bio_pair(sctx, client(early, ca.bundle))
+    outcome = _handshake(server, client_obj, wires)
+    assert isinstance(outcome, ssl.SSLCertVerificationError)
+    (refusal,) = collected.refusals
+    assert isinstance(refusal.error, CertificateNotYetValid)
+    assert refusal.error.code == "certificate_not_yet_valid"

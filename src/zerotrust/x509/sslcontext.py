@@ -40,6 +40,7 @@ from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust._text import escaped
 from zerotrust.errors import (
     CertificateExpired,
+    CertificateNotYetValid,
     ConfigurationError,
     MissingCredentials,
     UntrustedCertificate,
@@ -76,6 +77,7 @@ _REFUSED_BY_REASON = {
     # a certificate without its private key (CertificateVerify does not verify)
     "BAD_SIGNATURE": (UntrustedCertificate, "the peer did not prove it holds its key"),
 }
+_X509_V_ERR_CERT_NOT_YET_VALID = 9
 _X509_V_ERR_CERT_HAS_EXPIRED = 10
 
 
@@ -107,8 +109,11 @@ def _refusal_error(exc: BaseException) -> ZeroTrustError | None:
         return exc.error
     if isinstance(exc, ssl.SSLCertVerificationError):  # OpenSSL's first pass
         message = str(getattr(exc, "verify_message", "") or "certificate verification failed")
-        if getattr(exc, "verify_code", None) == _X509_V_ERR_CERT_HAS_EXPIRED:
+        code = getattr(exc, "verify_code", None)
+        if code == _X509_V_ERR_CERT_HAS_EXPIRED:
             return CertificateExpired(message)
+        if code == _X509_V_ERR_CERT_NOT_YET_VALID:
+            return CertificateNotYetValid(message)
         return UntrustedCertificate(message)
     known = _REFUSED_BY_REASON.get(getattr(exc, "reason", None) or "")
     if isinstance(exc, ssl.SSLError) and known is not None:

@@ -595,6 +595,23 @@ def test_requirements() -> None:
     assert combined.check(who(scopes=("a", "b")), GET_ORDER).required_scopes == ("c",)  # type: ignore[union-attr]
 
 
+def test_a_callers_matcher_that_gives_no_match_result_admits_nobody() -> None:
+    """Only a ``MatchResult`` decides: an async function (whose answer is a coroutine), or a
+    callable answering ``True`` or a string, admitted every caller by its truthiness."""
+
+    async def asynchronous(spiffe_id: SpiffeId) -> bool:  # pragma: no cover - never awaited
+        return False
+
+    with pytest.raises(ConfigurationError, match="not async"):
+        require(callers=asynchronous)  # type: ignore[arg-type]
+    for answer in (True, "no", asynchronous(SpiffeId.parse(WEB))):
+        req = require(callers=lambda _id, a=answer: a)  # type: ignore[misc]
+        with pytest.raises(ConfigurationError, match="not MatchResult"):
+            req.check(who(), GET_ORDER)
+    declined = require(callers=lambda _id: match.MatchResult(False, "no_match", "declined"))
+    assert declined.check(who(), GET_ORDER).reason == "requirement_not_met"  # type: ignore[union-attr]
+
+
 def test_a_requirement_that_names_nothing_leaves_the_other_side_as_it_is() -> None:
     """Combining with a requirement silent on methods or proofs keeps the other's: "no
     constraint" is not "nothing allowed"."""

@@ -37,7 +37,7 @@ from zerotrust.authz.rules import (
     _strings,
 )
 from zerotrust.errors import ConfigurationError
-from zerotrust.identity.match import Matcher
+from zerotrust.identity.match import Matcher, MatchResult
 from zerotrust.stores._logic import check_rate
 
 __all__ = ["HookCall", "Policy", "RateLimit", "Requirement", "operation_of", "require"]
@@ -210,7 +210,17 @@ class Requirement:
             return any(p(spiffe_id if _names_spiffe_id(p) else other) for p in self.callers)
         if principal.spiffe_id is None or self.callers is None:
             return False
-        return bool(self.callers(principal.spiffe_id))
+        result: object = self.callers(principal.spiffe_id)
+        if type(result) is not MatchResult:
+            # the coroutine of an async function, a bool, a string: no decision, however
+            # truthy (the pipeline refuses the request over this error)
+            if inspect.iscoroutine(result):
+                result.close()
+            raise ConfigurationError(
+                f"callers matcher {self.callers!r} returned {type(result).__name__},"
+                " not MatchResult"
+            )
+        return bool(result)
 
     def __and__(self, other: Requirement) -> Requirement:
         """Both requirements (scopes accumulate, as along a FastAPI dependency chain)."""
@@ -279,6 +289,8 @@ def require(
         raise ConfigurationError("scopes, any_scopes and callers take lists, not a single string")
     caller_req: Matcher | tuple[Pattern, ...] | None
     if callers is None or callable(callers):
+        if inspect.iscoroutinefunction(callers):  # its answer would be a coroutine, not a match
+            raise ConfigurationError("callers must be a matcher of zerotrust.match, not async")
         caller_req = callers
     else:
         caller_req = tuple(Pattern(str(c)) for c in callers)

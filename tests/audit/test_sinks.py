@@ -542,3 +542,66 @@ def test_a_memory_sink_may_keep_a_single_event() -> None:
     sink.emit(second)
     assert sink.events == [second] and sink.max_events == 1
     assert MemorySink().max_events == 10_000
+
+
+# --- async sinks: emit is called, never awaited ----------------------------------------------
+
+
+async def _send(event: AuditEvent) -> None:  # an async "sink": nothing here would await it
+    raise AssertionError("never runs")
+
+
+class _AsyncEmit:
+    async def emit(self, event: AuditEvent, /) -> None:
+        raise AssertionError("never runs")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: AuditPipeline([_send], on_error="closed"),
+        lambda: AuditPipeline([_AsyncEmit()]),
+        lambda: MultiSink(MemorySink(), _AsyncEmit()),
+        lambda: CallableSink(_send),
+    ],
+    ids=["callable", "emit", "multi", "callable-sink"],
+)
+def test_an_async_sink_is_refused(build: Any) -> None:
+    # its coroutine would be created and dropped: the event never written, nothing failing
+    with pytest.raises(ConfigurationError, match="async"):
+        build()
+
+
+class _AsyncCall:
+    """An async callable that no signature check recognises as one."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, event: AuditEvent) -> Any:
+        self.calls += 1
+        return _send(event)
+
+
+class _ReturnsCoroutine:
+    def emit(self, event: AuditEvent, /) -> Any:
+        return _send(event)
+
+
+@pytest.mark.parametrize(
+    "sink",
+    [CallableSink(_AsyncCall()), _ReturnsCoroutine(), MultiSink(_ReturnsCoroutine())],
+    ids=["callable", "emit", "multi"],
+)
+def test_a_sink_that_returns_a_coroutine_has_failed(sink: Any) -> None:
+    """A coroutine nobody awaits never runs: the event was not written. A required audit
+    refuses, an optional one counts the failure; the coroutine is closed (no warning)."""
+    memory = MemorySink()
+    closed = AuditPipeline([sink, memory], on_error="closed")
+    with pytest.raises(AuditError) as raised:
+        closed.emit(make_event())
+    assert isinstance(raised.value.__cause__, TypeError)
+    assert closed.failures == 1 and not closed.healthy and len(memory) == 1
+    opened = AuditPipeline([sink])
+    opened.emit(make_event())
+    assert opened.failures == 1 and not opened.healthy

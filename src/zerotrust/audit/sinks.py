@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, Literal, Protocol, final, runtime_checkable
 
 from zerotrust.audit.event import AuditEvent, _dumps
@@ -264,11 +265,12 @@ class CallableSink:
     def __init__(self, fn: Callable[[AuditEvent], object]) -> None:
         if not callable(fn):
             raise ConfigurationError("CallableSink needs a callable")
+        _never_async(fn, "CallableSink")
         self._fn = fn
 
     def emit(self, event: AuditEvent, /) -> None:
         """Call the wrapped function with ``event``."""
-        self._fn(event)
+        _ran(self._fn(event))
 
     def __repr__(self) -> str:
         return f"CallableSink({self._fn!r})"
@@ -305,9 +307,10 @@ class MultiSink:
         """Emit to every sink, then re-raise the first exception, if any."""
         error: Exception | None = None
         for sink in self._sinks:
+            emit: Callable[[AuditEvent], object] = sink.emit
             try:
-                sink.emit(event)
-            except Exception as exc:  # noqa: PERF203 - every sink must be tried
+                _ran(emit(event))
+            except Exception as exc:  # every sink must be tried
                 if error is None:
                     error = exc
         if error is not None:
@@ -394,9 +397,10 @@ class AuditPipeline:
     def _emit(self, event: AuditEvent) -> None:
         first_error: Exception | None = None
         for index, sink in enumerate(self._sinks):
+            emit: Callable[[AuditEvent], object] = sink.emit
             try:
-                sink.emit(event)
-            except Exception as exc:  # noqa: PERF203 - every sink must be tried
+                _ran(emit(event))
+            except Exception as exc:  # every sink must be tried
                 self._failed(index, exc)
                 if first_error is None:
                     first_error = exc
@@ -440,7 +444,9 @@ def _check_sinks(sinks: tuple[Any, ...]) -> tuple[AuditSink, ...]:
         raise ConfigurationError("at least one audit sink is required")
     checked: list[AuditSink] = []
     for sink in sinks:
-        if callable(getattr(sink, "emit", None)):
+        emit = getattr(sink, "emit", None)
+        if callable(emit):
+            _never_async(emit, type(sink).__name__)
             checked.append(sink)
         elif callable(sink):
             checked.append(CallableSink(sink))
@@ -449,6 +455,24 @@ def _check_sinks(sinks: tuple[Any, ...]) -> tuple[AuditSink, ...]:
                 f"{type(sink).__name__} is not an audit sink (no emit(), not callable)"
             )
     return tuple(checked)
+
+
+def _never_async(emit: Callable[..., object], name: str) -> None:
+    """Sinks are called on the request path and never awaited: the coroutine of an async one
+    would be made and dropped, its event never written and nothing failing."""
+    if inspect.iscoroutinefunction(emit) or inspect.isasyncgenfunction(emit):
+        raise ConfigurationError(
+            f"{name}: an async audit sink would never run (sinks are called, not awaited):"
+            " hand the event to a queue or a task from a sync emit"
+        )
+
+
+def _ran(result: object) -> None:
+    """What a sink's ``emit`` returned: a coroutine never runs unless awaited, and nothing
+    here awaits it, so the event was not written: a failure of that sink."""
+    if result is not None and isinstance(result, Coroutine):
+        result.close()
+        raise TypeError("the audit sink returned a coroutine, which never runs: event not written")
 
 
 def _describe(index: int, sink: object) -> str:

@@ -285,9 +285,10 @@ def sync_server(
     registered: bool = False,
     bind: str = "localhost:0",
     require_client_auth: bool = True,
+    workers: int = 8,
 ) -> Iterator[int]:
     """A ``grpc.server`` with the interceptor, serving ``test.Echo``; yields the port."""
-    pool = futures.ThreadPoolExecutor(max_workers=8)
+    pool = futures.ThreadPoolExecutor(max_workers=workers)
     interceptors = (
         [ServerInterceptor(guard or world.guard(), requirements=requirements(), exempt=exempt)]
         if interceptor
@@ -316,9 +317,10 @@ async def aio_server(
     seen: Seen | None = None,
     handlers: Callable[[Seen], dict[str, dict[str, Any]]] = async_handlers,
     registered: bool = False,
+    workers: int = 4,
 ) -> AsyncIterator[int]:
     """A ``grpc.aio.server`` with the aio interceptor; sync handlers run in its thread pool."""
-    pool = futures.ThreadPoolExecutor(max_workers=4)
+    pool = futures.ThreadPoolExecutor(max_workers=workers)
     interceptor = AioServerInterceptor(
         guard or world.guard(), requirements=requirements(), exempt={HEALTH}
     )

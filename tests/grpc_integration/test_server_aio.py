@@ -229,3 +229,34 @@ def test_a_sync_handler_called_on_the_loop_never_hangs_the_server(
     # the operator learns why the loop blocks: once for the method, not once per call
     warned = [r for r in caplog.records if "runs on the server's event loop" in r.getMessage()]
     assert [r.levelno for r in warned] == [logging.WARNING]
+
+
+@pytest.mark.parametrize("handlers", [async_handlers, sync_handlers], ids=["async", "sync"])
+def test_no_principal_outlives_its_call(world: World, handlers: object) -> None:
+    """Sync handlers run on grpc's pool threads, which keep their context from one call to the
+    next (one thread here serves them all), async ones in a task per call: an admitted call's
+    principal is its handler's alone, never seen by a later exempt or refused call."""
+    seen = Seen()
+
+    async def run() -> None:
+        async with (
+            aio_server(world, seen=seen, handlers=handlers, workers=1) as port,  # type: ignore[arg-type]
+            grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            token = grpc.aio.Metadata(*bearer(world.token()))
+            unary = channel.unary_unary(f"/{SERVICE}/Unary")
+            stream = channel.unary_stream(f"/{SERVICE}/ServerStream")
+            health = channel.unary_unary(HEALTH)
+            for _ in range(2):
+                assert await unary(b"hi", metadata=token, timeout=10) == EXPECTED["Unary"]
+                assert await health(b"", timeout=10) == b"SERVING:anonymous"
+                items = [item async for item in stream(b"hi", metadata=token, timeout=10)]
+                assert items == EXPECTED["ServerStream"]
+                assert await health(b"", timeout=10) == b"SERVING:anonymous"
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await unary(b"hi", timeout=10)
+                assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    asyncio.run(run())
+    assert {p for _, p in seen.calls} == {CLIENT_ID.encode()}
+    assert len(seen.calls) == 8  # 2 x (one unary + three stream items)

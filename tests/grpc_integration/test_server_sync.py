@@ -305,3 +305,27 @@ def test_a_client_chain_through_an_intermediate_is_verified(
     event = world.sink.last
     assert event is not None and event.decision == "allow"
     assert event.proven_by == "mtls+jwt" and event.spiffe_id == CLIENT_ID
+
+
+def test_a_pool_thread_keeps_no_principal_between_calls(world: World) -> None:
+    """One pool thread serves every call: an admitted call's principal is its handler's alone,
+    never seen by the next call the thread serves (an exempt method, a refused call)."""
+    seen = Seen()
+    token = bearer(world.token())
+    with (
+        sync_server(world, seen=seen, workers=1) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        unary = channel.unary_unary(f"/{SERVICE}/Unary")
+        stream = channel.unary_stream(f"/{SERVICE}/ServerStream")
+        health = channel.unary_unary(HEALTH)
+        for _ in range(2):
+            assert unary(b"hi", metadata=token, timeout=10) == EXPECTED["Unary"]
+            assert health(b"", timeout=10) == b"SERVING:anonymous"
+            assert list(stream(b"hi", metadata=token, timeout=10)) == EXPECTED["ServerStream"]
+            assert health(b"", timeout=10) == b"SERVING:anonymous"
+            with pytest.raises(grpc.RpcError) as info:
+                unary(b"hi", timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert {p for _, p in seen.calls} == {CLIENT_ID.encode()}
+    assert len(seen.calls) == 8  # 2 x (one unary + three stream items)

@@ -10,6 +10,7 @@ from tests.grpc_integration._support import (
     CLIENT_ID,
     HEALTH,
     INTRUDER,
+    ISS,
     METHODS,
     SERVICE,
     Seen,
@@ -22,7 +23,7 @@ from tests.grpc_integration._support import (
 )
 from zerotrust.dev import DevCA
 from zerotrust.httpx import dpop_proof
-from zerotrust.tokens import PrivateJWK
+from zerotrust.tokens import PrivateJWK, TokenIssuer
 
 EXPECTED = {
     "Unary": CLIENT_ID.encode() + b"|hi",
@@ -329,3 +330,48 @@ def test_a_pool_thread_keeps_no_principal_between_calls(world: World) -> None:
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert {p for _, p in seen.calls} == {CLIENT_ID.encode()}
     assert len(seen.calls) == 8  # 2 x (one unary + three stream items)
+
+
+def test_no_credential_reaches_the_audit_trail_or_the_caller(world: World) -> None:
+    """The token, the client certificate and the key appear nowhere in an event nor in what a
+    refused caller gets back: the certificate is named by its fingerprint."""
+    import base64
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    token = world.token()
+    _, payload, signature = token.split(".")
+    forger = TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)  # the same kid
+    tampered = forger.issue(subject=CLIENT_ID, audience=AUD, ttl=300)
+    leaf = world.client_svid.cert_chain[0].public_bytes(serialization.Encoding.DER)
+    secrets = (
+        token,
+        tampered,
+        payload,
+        signature,
+        base64.b64encode(leaf).decode()[:64],
+        world.client_svid.private_key_pem().decode(),
+    )
+    answers: list[str] = []
+    with (
+        sync_server(world) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        unary = channel.unary_unary(f"/{SERVICE}/Unary")
+        assert unary(b"x", metadata=bearer(token), timeout=10)
+        for metadata in (bearer(tampered), bearer(world.token(subject=INTRUDER)), bearer("a.b")):
+            with pytest.raises(grpc.RpcError) as info:
+                unary(b"x", metadata=metadata, timeout=10)
+            answers.append(f"{info.value.details()} {info.value.trailing_metadata()}")
+    events = world.sink.events
+    assert [(e.decision, e.reason) for e in events] == [
+        ("allow", "allowed_by_rule"),
+        ("deny", "invalid_signature"),
+        ("deny", "denied_by_rule"),
+        ("deny", "malformed_token"),
+    ]
+    assert events[0].cert_fingerprint == hashlib.sha256(leaf).hexdigest()
+    written = " ".join([*answers, *(e.to_json() for e in events)])
+    for secret in secrets:
+        assert secret not in written

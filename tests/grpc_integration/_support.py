@@ -206,7 +206,9 @@ class World:
     def token(self, subject: str = CLIENT_ID, scopes: tuple[str, ...] = ()) -> str:
         return self.issuer.issue(subject=subject, audience=AUD, scopes=list(scopes), ttl=300)
 
-    def guard(self, *, keys_down: bool = False, dpop_origins: tuple[str, ...] = ()) -> Guard:
+    def guard(
+        self, *, keys_down: bool = False, dpop_origins: tuple[str, ...] = (), audit: Any = None
+    ) -> Guard:
         verifier = TokenVerifier(
             issuer=ISS,
             audience=AUD,
@@ -238,7 +240,12 @@ class World:
             require_token=True,
             dpop=DPoPConfig(origins=dpop_origins),
         )
-        return Guard(authenticator=authenticator, policy=policy, audit=self.sink, service="echo")
+        return Guard(
+            authenticator=authenticator,
+            policy=policy,
+            audit=self.sink if audit is None else audit,
+            service="echo",
+        )
 
     def forged_client(self) -> tuple[bytes, bytes]:
         """A certificate for an example.org SPIFFE ID, signed by the *other.org* CA: grpc's

@@ -25,6 +25,7 @@ from tests.grpc_integration._support import (
     raw_credentials,
     sync_handlers,
 )
+from zerotrust.audit import AuditPipeline
 
 EXPECTED = {
     "Unary": CLIENT_ID.encode() + b"|hi",
@@ -260,3 +261,32 @@ def test_no_principal_outlives_its_call(world: World, handlers: object) -> None:
     asyncio.run(run())
     assert {p for _, p in seen.calls} == {CLIENT_ID.encode()}
     assert len(seen.calls) == 8  # 2 x (one unary + three stream items)
+
+
+class _BrokenSink:
+    def emit(self, event: object, /) -> None:
+        raise OSError("disk full")
+
+
+@pytest.mark.parametrize("handlers", [async_handlers, sync_handlers], ids=["async", "sync"])
+def test_a_required_audit_that_fails_refuses_every_arity(world: World, handlers: object) -> None:
+    """Decided with aevaluate (async handlers) or from grpc's pool through the loop (sync ones):
+    nothing is served unaudited either way."""
+    seen = Seen()
+    audit = AuditPipeline([_BrokenSink(), world.sink], on_error="closed")
+
+    async def run() -> dict[str, object]:
+        guard = world.guard(audit=audit)
+        async with (
+            aio_server(world, guard, seen=seen, handlers=handlers) as port,  # type: ignore[arg-type]
+            grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            return await acall_all(channel, bearer(world.token()), refused=True)
+
+    results = asyncio.run(run())
+    for method in METHODS:
+        assert results[method].code() == grpc.StatusCode.UNAVAILABLE, method  # type: ignore[attr-defined]
+        assert results[method].details() == "temporarily_unavailable", method  # type: ignore[attr-defined]
+    assert seen.calls == []
+    reasons = [(e.decision, e.reason) for e in world.sink.events]
+    assert reasons == [("allow", "allowed_by_rule"), ("deny", "audit_error")] * len(METHODS)

@@ -21,6 +21,7 @@ from tests.grpc_integration._support import (
     raw_credentials,
     sync_server,
 )
+from zerotrust.audit import AuditPipeline
 from zerotrust.dev import DevCA
 from zerotrust.httpx import dpop_proof
 from zerotrust.tokens import PrivateJWK, TokenIssuer
@@ -375,3 +376,32 @@ def test_no_credential_reaches_the_audit_trail_or_the_caller(world: World) -> No
     written = " ".join([*answers, *(e.to_json() for e in events)])
     for secret in secrets:
         assert secret not in written
+
+
+class _BrokenSink:
+    def emit(self, event: object, /) -> None:
+        raise OSError("disk full")
+
+
+def test_a_required_audit_that_fails_refuses_every_arity(world: World) -> None:
+    """Nothing is served unaudited: UNAVAILABLE before any handler runs; the sinks that did
+    record the allow also get the refusal that superseded it (docs/audit.md)."""
+    seen = Seen()
+    audit = AuditPipeline([_BrokenSink(), world.sink], on_error="closed")
+    with (
+        sync_server(world, world.guard(audit=audit), seen=seen) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        results = call_all(channel, bearer(world.token()))
+    for method in METHODS:
+        assert results[method].code() == grpc.StatusCode.UNAVAILABLE, method
+        assert results[method].details() == "temporarily_unavailable", method
+        assert not results[method].trailing_metadata(), method
+    assert seen.calls == []
+    events = world.sink.events
+    assert [(e.decision, e.reason, e.grpc_status) for e in events] == [
+        ("allow", "allowed_by_rule", "OK"),
+        ("deny", "audit_error", "UNAVAILABLE"),
+    ] * len(METHODS)
+    for allowed, refused in zip(events[::2], events[1::2], strict=True):
+        assert refused.notes == (f"supersedes:{allowed.event_id}",)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import grpc
 import pytest
 
@@ -405,3 +407,40 @@ def test_a_required_audit_that_fails_refuses_every_arity(world: World) -> None:
     ] * len(METHODS)
     for allowed, refused in zip(events[::2], events[1::2], strict=True):
         assert refused.notes == (f"supersedes:{allowed.event_id}",)
+
+
+def test_a_client_certificate_that_expires_during_the_connection_is_refused(
+    world: World,
+) -> None:
+    """The chain verified on the connection's first call is kept (per chain and bundle
+    snapshot), but its expiry is checked on every call: the same connection is refused once
+    the certificate has expired."""
+    from zerotrust import Authenticator, Callers, FixedClock, Guard, Policy, Rule
+
+    clock = FixedClock()
+    guard = Guard(
+        authenticator=Authenticator(bundles=world.bundles, clock=clock),
+        policy=Policy([Rule(id="echo", callers=[Callers(trust_domains=["example.org"])])]),
+        audit=world.sink,
+        service="echo",
+        clock=clock,
+    )
+    seen = Seen()
+    with (
+        sync_server(world, guard, seen=seen) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        unary = channel.unary_unary(f"/{SERVICE}/Unary")
+        assert unary(b"x", timeout=10) == CLIENT_ID.encode() + b"|x"
+        assert unary(b"x", timeout=10) == CLIENT_ID.encode() + b"|x"
+        clock.set(world.client_svid.leaf.not_valid_after_utc + dt.timedelta(seconds=1))
+        with pytest.raises(grpc.RpcError) as info:
+            unary(b"x", timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert info.value.details() == "invalid_certificate"
+    assert len(seen.calls) == 2
+    assert [(e.decision, e.reason) for e in world.sink.events] == [
+        ("allow", "allowed_by_rule"),
+        ("allow", "allowed_by_rule"),
+        ("deny", "certificate_expired"),
+    ]

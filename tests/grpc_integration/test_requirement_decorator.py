@@ -257,7 +257,12 @@ def test_interceptor_requirements_and_exemptions_are_checked(world: World) -> No
     from zerotrust.errors import ConfigurationError
 
     guard, scoped = world.guard(), requirement(scopes=["orders:write"])
-    for bad in ({"test.Echo/Create": scoped}, {METHOD: "orders:write"}):
+    for bad in (
+        {"test.Echo/Create": scoped},
+        {METHOD: "orders:write"},
+        {None: scoped},  # names that are no str: refused as configuration, like exempt's
+        {METHOD.encode(): scoped},
+    ):
         with pytest.raises(ConfigurationError, match="requirements maps"):
             ServerInterceptor(guard, requirements=bad)  # type: ignore[arg-type]
     for exempt in (["test.Echo/Create"], [None]):

@@ -352,7 +352,8 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self._guard = guard
         self._requirements = dict(requirements or {})
         for name, req in self._requirements.items():
-            if not name.startswith("/") or not isinstance(req, Requirement):
+            named = isinstance(name, str) and name.startswith("/")
+            if not named or not isinstance(req, Requirement):
                 raise ConfigurationError(
                     "requirements maps '/pkg.Service/Method' names to Requirement objects"
                 )

@@ -444,3 +444,22 @@ def test_a_client_certificate_that_expires_during_the_connection_is_refused(
         ("allow", "allowed_by_rule"),
         ("deny", "certificate_expired"),
     ]
+
+
+def test_exempt_names_match_exactly(world: World) -> None:
+    """A prefix, another case or a longer name of a served method exempts nothing."""
+    seen = Seen()
+    near = (f"/{SERVICE}/Unar", f"/{SERVICE.lower()}/Unary", f"/{SERVICE}/Unary/", f"{HEALTH}x")
+    with (
+        sync_server(world, seen=seen, exempt=near) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        for name in (f"/{SERVICE}/Unary", HEALTH):
+            with pytest.raises(grpc.RpcError) as info:
+                channel.unary_unary(name)(b"x", timeout=10)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
+    assert seen.calls == []
+    assert [(e.method, e.decision) for e in world.sink.events] == [
+        (f"/{SERVICE}/Unary", "deny"),
+        (HEALTH, "deny"),
+    ]

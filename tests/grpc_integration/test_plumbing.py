@@ -1314,3 +1314,41 @@ def test_a_service_config_that_keeps_to_one_connection_is_accepted() -> None:
     ):
         assert len(config) <= 64 * 1024
         assert check_service_config(config) is None  # not refused
+
+
+def test_sources_failing_before_handshakes_are_logged_once_per_outage(
+    ca: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """grpc asks for the certificate configuration before every new TLS handshake, before
+    anyone is authenticated: while the SVID source fails, a traceback per connection would let
+    anyone who connects fill the log. One per outage, and a line when it is over."""
+    import logging
+
+    from zerotrust.adapters._grpc_tls import _CertificateConfigurations
+    from zerotrust.errors import SvidError
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.svid, self.down = ca.issue_svid("spiffe://example.org/server"), False
+
+        def get_x509_svid(self) -> Any:
+            if self.down:
+                raise SvidError("the agent is gone")
+            return self.svid
+
+    source = Flaky()
+    configs = _CertificateConfigurations(source, ca.bundle)  # type: ignore[arg-type]
+    with caplog.at_level(logging.DEBUG, logger="zerotrust"):
+        for outage in range(2):
+            caplog.clear()
+            source.down = True
+            assert [configs() for _ in range(5)] == [None] * 5  # the current one is kept
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(errors) == 1 and errors[0].exc_info is not None, outage
+            source.down = False
+            if outage == 0:
+                source.svid = ca.issue_svid("spiffe://example.org/server")
+                assert configs() is not None  # the rotated SVID is handed over
+            else:
+                assert configs() is None
+            assert any("load again" in r.getMessage() for r in caplog.records)

@@ -274,10 +274,19 @@ def test_interceptor_requirements_and_exemptions_are_checked(world: World) -> No
         ServerInterceptor(object())  # type: ignore[arg-type]
 
 
-def test_a_method_with_a_requirement_never_runs_undecided(world: World) -> None:
-    """No zerotrust interceptor at all: the method refuses rather than run unchecked."""
-    with _server([]) as port:
-        assert _call(port, world.token(scopes=("orders:write",))) == grpc.StatusCode.INTERNAL
+def test_a_method_with_a_requirement_never_runs_undecided(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No zerotrust interceptor at all: the method refuses rather than run unchecked, and says
+    why in the log once (such calls come from anyone: one line each would let them fill it)."""
+    from zerotrust.adapters import grpc_server
+
+    grpc_server._undecided.clear()
+    with caplog.at_level("ERROR", logger="zerotrust"), _server([]) as port:
+        for _ in range(3):
+            assert _call(port, world.token(scopes=("orders:write",))) == grpc.StatusCode.INTERNAL
+    said = [r for r in caplog.records if "without the zerotrust interceptor" in r.getMessage()]
+    assert len(said) == 1
 
 
 def test_the_aio_server_holds_it_too(world: World) -> None:

@@ -140,6 +140,7 @@ class _CertificateConfigurations:
         self._root_pem = _roots(current[1], starting=True)
         self.initial = self._configuration(current[0])
         self._loaded: tuple[X509Svid, BundleSet] = current
+        self._failing = False  # the sources failed at the last handshake (logged once)
 
     def _configuration(self, svid: X509Svid) -> Any:
         return grpc.ssl_server_certificate_configuration(
@@ -150,6 +151,9 @@ class _CertificateConfigurations:
         try:
             svid, bundles = self._svid.get_x509_svid(), self._bundles.get_bundle_set()
             with self._lock:
+                if self._failing:
+                    self._failing = False
+                    _log.info("zerotrust: the SVID and bundles for grpc load again")
                 if svid is self._loaded[0] and bundles is self._loaded[1]:
                     return None
                 self._root_pem = _roots(bundles, starting=False)
@@ -157,7 +161,14 @@ class _CertificateConfigurations:
                 self._loaded = (svid, bundles)
                 return config
         except Exception:  # keep serving the current certificate rather than no handshake
-            _log.exception("zerotrust: could not load the rotated SVID or bundles for grpc")
+            # asked before every handshake, so anyone who connects would repeat the line:
+            # the traceback once per outage, then one line at DEBUG per handshake
+            with self._lock:
+                first, self._failing = not self._failing, True
+            if first:
+                _log.exception("zerotrust: could not load the rotated SVID or bundles for grpc")
+            else:
+                _log.debug("zerotrust: the SVID or bundles for grpc still do not load")
             return None
 
 

@@ -124,11 +124,22 @@ def require(
     return decorate
 
 
+#: The requirements whose methods ran undecided (logged once each).
+_undecided: set[int] = set()
+
+
 def _refused_by(requirement: Requirement) -> _Refusal | None:
     """``None`` when the RPC being handled meets ``requirement``; else the refusal to send."""
     decided = _decided.get()
     if decided is None:  # no zerotrust interceptor decided on this call: fail closed
-        _log.error("zerotrust: a method with a requirement ran without the zerotrust interceptor")
+        # once per requirement: an exempt method's calls come from anyone, who could fill the
+        # log (the set stays small: requirements are made when servicers are defined)
+        if id(requirement) not in _undecided and len(_undecided) < 1024:
+            _undecided.add(id(requirement))
+            _log.error(
+                "zerotrust: a method with a requirement ran without the zerotrust interceptor"
+                " deciding on it (exempt, or no interceptor); its calls are refused"
+            )
         return grpc.StatusCode.INTERNAL, "configuration_error", ()
     guard, view, outcome = decided
     if requirement.check(outcome.principal, _authz.operation_of(view)) is None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from typing import Any, NoReturn
 
@@ -213,6 +214,14 @@ def test_multi_sink_needs_sinks(sinks: tuple[Any, ...]) -> None:
 
 
 # --- AuditPipeline --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sink", [MemorySink(), LoggingSink()], ids=["memory", "logging"])
+def test_a_pipeline_given_one_sink_instead_of_a_list_says_so(sink: Any) -> None:
+    # a MemorySink is iterable (its events): it was taken for an empty list of sinks, and a
+    # LoggingSink failed with a TypeError
+    with pytest.raises(ConfigurationError, match=re.escape("a list of sinks: [sink]")):
+        AuditPipeline(sink)
 
 
 def healthy(pipeline: AuditPipeline) -> bool:

@@ -340,6 +340,8 @@ class AuditPipeline:
     ) -> None:
         if on_error not in ("open", "closed"):
             raise ConfigurationError("on_error must be 'open' or 'closed'")
+        if callable(getattr(sinks, "emit", None)):  # one sink (a MemorySink is iterable too)
+            raise ConfigurationError("AuditPipeline takes a list of sinks: [sink]")
         self._sinks = _check_sinks(tuple(sinks))
         # asked on every request: the logging sinks' question is bound once
         self._flags = tuple(_enabled_flag(sink) for sink in self._sinks)

@@ -71,8 +71,9 @@ def construct(
 
 
 def recheck(section: object, cls: type, label: str) -> None:
-    """Check again the plain values (booleans, numbers, choices) of a section object built or
-    replaced by code, as the readers check them: ``"false"`` never reads as true."""
+    """Check again the plain values (booleans, numbers, strings, lists and their choices) of a
+    section object built or replaced by code, as the readers check them: ``"false"`` never
+    reads as true, and ``sinks="logging"`` is no list of sinks."""
     if section is None:
         return
     if not isinstance(section, cls):
@@ -83,7 +84,8 @@ def recheck(section: object, cls: type, label: str) -> None:
         if info.kind == "section" and info.section is not None:
             recheck(value, info.section, where)
         elif value is not None and (
-            info.kind in ("bool", "int", "float") or (info.kind == "str" and info.choices)
+            info.kind in ("bool", "int", "float", "list")
+            or (info.kind == "str" and not info.meta.get("path"))
         ):
             convert(info, value, Origin("dict", where, ()))
 

@@ -41,6 +41,12 @@ from zerotrust.tokens import PrivateJWK, TokenIssuer
         ("audit", AuditSettings(level="LOUD"), r"audit\.level: must be one of"),  # type: ignore[arg-type]
         ("dpop", DPoPSettings(max_age=7200), r"dpop\.max_age: must be at most 3600"),
         ("audit", {"sinks": ("logging",)}, "audit: must be a AuditSettings"),
+        # lists and strings too: "logging" is no list of sinks (each letter would be one), and
+        # an unknown sink would be built as an OTel sink, the audit log left unwritten
+        ("audit", AuditSettings(sinks="logging"), r"audit\.sinks: must be a list of strings"),  # type: ignore[arg-type]
+        ("audit", AuditSettings(sinks=("logging", "syslog")), r"audit\.sinks: 'syslog' is not"),  # type: ignore[arg-type]
+        ("audit", AuditSettings(logger=""), r"audit\.logger: must not be empty"),
+        ("store", StoreSettings(url=5), r"store\.url: must be a string"),  # type: ignore[arg-type]
     ],
 )
 def test_sections_replaced_by_code_are_checked_again(

@@ -208,6 +208,27 @@ def test_the_redis_url_cannot_override_the_store_settings(files: Path, parameter
 
 
 @pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://cache:6379/0?sockettimeout=9", "takes no query parameter 'sockettimeout'"),
+        ("redis://cache:6379/0?ssl_cert_reqs=none", "takes no query parameter 'ssl_cert_reqs'"),
+        ("rediss://cache:6380/0?ssl_cert_reqs=nnone", "refuses a value of its query"),
+        ("redis://cache:6379/0?db=zero", "refuses a value of its query"),
+    ],
+)
+def test_a_redis_url_the_client_would_refuse_is_refused_at_load(
+    files: Path, url: str, message: str
+) -> None:
+    """The Redis client reads its URL's query when it opens its first connection: a parameter
+    it does not take would refuse every request (or, with a store failing open, skip every
+    check) long after the settings were loaded and checked. The value is never shown."""
+    doc = base(files, store={"url": url, "revocation": "open"})
+    found = error_of(Settings.from_dict, doc)
+    assert found.startswith(f"<dict>: store.url: the Redis client {message}"), found
+    assert "nnone" not in found and "zero" not in found and "=9" not in found
+
+
+@pytest.mark.parametrize(
     "parameter", ["ssl_password", "SSL_Password", "password", "Password", "sentinel_password"]
 )
 def test_any_password_parameter_in_the_redis_url_is_refused(files: Path, parameter: str) -> None:
@@ -225,10 +246,13 @@ def test_any_password_parameter_in_the_redis_url_is_refused(files: Path, paramet
 def test_the_query_of_the_redis_url_is_never_shown(files: Path) -> None:
     """What the query holds is the Redis client's business (a key file's path, a secret under
     a name zerotrust does not know): repr and to_dict show the names only."""
-    url = "rediss://cache:6380/0?ssl_keyfile=%2Frun%2Fkey.pem&ssl_ca_certs=/run/ca.pem&token=t0k"
+    url = "rediss://cache:6380/0?ssl_keyfile=%2Frun%2Fkey.pem&ssl_ca_certs=/run/ca.pem&client_name=t0k"
     settings = Settings.from_dict(base(files, store={"url": url}))
     assert settings.store.url == url  # the store gets it whole
-    shown = "rediss://cache:6380/0?ssl_keyfile=<redacted>&ssl_ca_certs=<redacted>&token=<redacted>"
+    shown = (
+        "rediss://cache:6380/0?ssl_keyfile=<redacted>&ssl_ca_certs=<redacted>"
+        "&client_name=<redacted>"
+    )
     assert settings.to_dict()["store"]["url"] == shown
     for text in (repr(settings), repr(settings.store), str(settings)):
         assert f"url='{shown}'" in text

@@ -337,6 +337,35 @@ def test_retry_after_is_at_least_one_second(issuer: TokenIssuer, clock: FixedClo
     assert refused.status == 429 and refused.headers == (("Retry-After", "1"),)
 
 
+def test_several_rate_limits_each_count_and_the_one_that_refuses_is_named(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """Every limit that applies takes from its own bucket, per caller; the refusal names the
+    limit that refused, and its ``Retry-After`` is that bucket's wait rounded up to a whole
+    second (never down: a client retrying then would be refused again)."""
+    limits = [
+        RateLimit("reads", rate=0.4, burst=1, operations=[Operations(methods=["GET"])]),
+        RateLimit("all-calls", rate=0.001, burst=100),
+    ]
+    guard, sink = make_guard(issuer, clock, pol=policy(rate_limits=limits))
+    web = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    other = issuer.issue(subject="spiffe://example.org/ns/shop/sa/batch", audience=AUD,
+                         scopes=["orders:read"])  # fmt: skip
+    assert guard.evaluate(get(web)).allowed
+    refused = guard.evaluate(get(web))
+    assert refused.status == 429 and refused.headers == (("Retry-After", "3"),)  # 2.5 s
+    assert refused.decision is not None and refused.decision.rule_id == "reads"
+    assert sink.last is not None and sink.last.rule_id == "reads"
+    assert guard.evaluate(get(other)).allowed  # another caller, other buckets
+    clock.advance(2)
+    assert guard.evaluate(get(web)).status == 429  # 0.5 s early
+    clock.advance(0.5)
+    assert guard.evaluate(get(web)).allowed
+    # the wide limit counted the two calls of this caller that were served, and only them
+    left = guard.store.acquire(f"all-calls:{WEB}", rate=0.001, burst=100).remaining
+    assert left == 100 - 2 - 1
+
+
 def test_rate_limits_count_only_allowed_requests(issuer: TokenIssuer, clock: FixedClock) -> None:
     # a refusal stays the policy's (403, not 429) and takes nothing from the caller's bucket;
     # anonymous requests have no bucket to take from

@@ -90,7 +90,10 @@ def _policy_cautions(settings: Settings, name: Names) -> list[str]:
 
     found = []
     rules: Sequence[Mapping[str, Any]] = document.get("rules") or ()  # tables: checked at load
-    allow_rules = [r for r in rules if r.get("action", "ALLOW") == "ALLOW"]
+    # a dry-run ALLOW rule restricts nothing: the default still decides for everyone
+    allow_rules = [
+        r for r in rules if r.get("action", "ALLOW") == "ALLOW" and r.get("dry_run") is not True
+    ]
     if document.get("default") == "allow" and not allow_rules:
         found.append(
             f"{where('default')}: 'allow', and no ALLOW rule: every request that no DENY rule"

@@ -95,6 +95,14 @@ def test_a_proxy_range_open_to_every_address(files: Path, bundle_file: Path) -> 
         # with an ALLOW rule, the default decides nothing
         ({"default": "allow", "rules": [ALLOW_WEB]}, []),
         ({"default": "allow", "rules": [{**ALLOW_WEB, "action": "ALLOW"}]}, []),
+        # ... unless it is in dry-run: it restricts nothing, the default allows everyone
+        (
+            {"default": "allow", "rules": [{**ALLOW_WEB, "id": "trial", "dry_run": True}]},
+            [
+                "<dict>: policy.default: 'allow', and no ALLOW rule: every request",
+                "<dict>: policy.rules[0].dry_run: true: rule 'trial' is not enforced",
+            ],
+        ),
         (
             {"dry_run": True, "rules": [ALLOW_WEB]},
             ["<dict>: policy.dry_run: true: the policy refuses nothing (dry-run)"],

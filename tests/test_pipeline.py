@@ -906,6 +906,33 @@ class OneFeatureDown(MemoryStore):
 
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_dry_run_policy_s_rate_limits_refuse_nothing_while_the_store_is_down(
+    issuer: TokenIssuer, clock: FixedClock, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dry-run policy is recorded, not enforced: a store that cannot count its rate limits
+    serves the request (and says so in the log) rather than refusing it with 503, which the
+    same limits refuse when they are enforced."""
+    limits = [RateLimit("per-caller", rate=1, burst=5)]
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    for dry_run, expected in ((True, 200), (False, 503)):
+        pol = policy(rate_limits=limits, dry_run=dry_run)
+        guard, sink = make_guard(issuer, clock, pol=pol, store=OneFeatureDown("rate_limit", clock))
+        with caplog.at_level(logging.WARNING, logger="zerotrust"):
+            outcome = (
+                guard.evaluate(get(token))
+                if mode == "sync"
+                else asyncio.run(guard.aevaluate(get(token)))
+            )
+        assert outcome.status == expected
+        assert sink.last is not None and sink.last.decision == ("allow" if dry_run else "deny")
+        logged = [r.getMessage() for r in caplog.records if r.name == "zerotrust"]
+        assert len(logged) == 1, logged
+        what = "dry-run rate limits not counted" if dry_run else "requests refused with 503"
+        assert f"service orders: {what}: store_unavailable" in logged[0], logged
+        caplog.clear()
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("down", ["revocation", "replay", "rate_limit"])
 def test_a_feature_the_store_cannot_answer_fails_closed(
     issuer: TokenIssuer, clock: FixedClock, down: str, mode: str

@@ -486,17 +486,20 @@ class Guard:
         auth = AuthResult(outcome.principal, Credentials(), notes=notes)
         return self._finish(view, auth, decision, error)
 
-    def _log_unavailable(self, error: SourceError) -> None:
+    def _log_unavailable(self, error: SourceError, *, refused: bool = True) -> None:
         """One warning per kind of unavailability every few seconds (an outage refuses every
-        request; the log needs its cause, not a line per request)."""
+        request; the log needs its cause, not a line per request). ``refused=False``: the
+        rate limits of a dry-run policy went uncounted, and the requests were served."""
         now = time.monotonic()
         logged = self._unavailable_logged
-        if now - logged.get(error.code, -math.inf) < _UNAVAILABLE_LOG_INTERVAL:
+        kind = error.code if refused else f"uncounted:{error.code}"
+        if now - logged.get(kind, -math.inf) < _UNAVAILABLE_LOG_INTERVAL:
             return
-        logged[error.code] = now
+        logged[kind] = now
         _log.warning(
-            "zerotrust: service %s: requests refused with 503: %s: %s",
+            "zerotrust: service %s: %s: %s: %s",
             self.service,
+            "requests refused with 503" if refused else "dry-run rate limits not counted",
             error.code,
             error,
         )
@@ -642,10 +645,18 @@ class Guard:
         store = self.store
         for limit in self.policy.rate_limits_for(principal, op):
             key = limit.key(principal)
-            result = yield Call(
-                lambda k=key, lim=limit: store.acquire(k, rate=lim.rate, burst=lim.burst),  # type: ignore[misc]
-                lambda k=key, lim=limit: store.acquire_async(k, rate=lim.rate, burst=lim.burst),  # type: ignore[misc]
-            )
+            try:
+                result = yield Call(
+                    lambda k=key, lim=limit: store.acquire(k, rate=lim.rate, burst=lim.burst),  # type: ignore[misc]
+                    lambda k=key, lim=limit: store.acquire_async(k, rate=lim.rate, burst=lim.burst),  # type: ignore[misc]
+                )
+            except SourceError as exc:
+                if not self.policy.dry_run:
+                    raise
+                # a dry-run policy refuses nothing: a store that cannot count its requests
+                # now is no reason to refuse them (503); they are served, uncounted
+                self._log_unavailable(exc, refused=False)
+                return decision, None
             if not result.allowed:
                 if self.policy.dry_run:  # recorded, not enforced: the buckets still count
                     if decision.would_allow is False:  # a rule would already refuse it

@@ -122,7 +122,9 @@ class Settings:
         object.__setattr__(self, "policy", check(self, name))
         # Build the local parts once now (files, keys, policy), so that a bad bundle or key
         # file fails at start-up rather than on the first request.
-        build_authenticator(self, name, None, trial=True)
+        authenticator = build_authenticator(self, name, None, trial=True)
+        with named(name("store.replay_max_ttl")):  # the store these settings describe
+            check_replay_cap(self.store, authenticator)
         pseudonymizer(self.audit, name)
 
     def _names(self) -> Names:

@@ -127,10 +127,11 @@ def dpop_replay_window(dpop: DPoPConfig) -> float:
     return dpop.max_age + dpop.leeway + max(2 * dpop.leeway, _REPLAY_SKEW_MARGIN)
 
 
-def check_replay_cap(store: Store, authenticator: Authenticator) -> None:
+def check_replay_cap(store: object, authenticator: Authenticator) -> None:
     """A store that forgets replay entries before a proof's window ends lets it be replayed.
     A proof's ``iat`` may lie ``leeway`` ahead, so its entry is asked to outlive the window
-    by that much from now."""
+    by that much from now. ``store``: a store, or anything with the ``replay_max_ttl`` of the
+    store it describes."""
     cap = getattr(store, "replay_max_ttl", None)
     dpop = authenticator.dpop
     if dpop is None or isinstance(cap, bool) or not isinstance(cap, (int, float)):

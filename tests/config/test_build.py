@@ -330,12 +330,20 @@ def test_a_jwt_svid_key_file_without_issuer_needs_a_trust_domain(files: Path) ->
 
 
 def test_a_replay_cache_too_short_for_dpop_names_its_setting(files: Path) -> None:
+    # refused when the settings are loaded (config check), not when the service starts
     doc = base(files) | {"store": {"replay_max_ttl": 60}}
     with pytest.raises(ConfigurationError) as refused:
-        Settings.from_dict(doc).build_guard(audit=MemorySink())
+        Settings.from_dict(doc)
     assert str(refused.value).startswith(
         "<dict>: store.replay_max_ttl: the store keeps replay entries at most 60 s"
     )
+    env = {"ZEROTRUST_DPOP__MAX_AGE": "600"}  # the other setting of the contradiction
+    longer = base(files) | {"store": {"replay_max_ttl": 600}}
+    with pytest.raises(ConfigurationError, match="at most 600 s, but DPoP proofs need 620 s"):
+        Settings.from_dict(longer, env=env)
+    assert Settings.from_dict(longer).store.replay_max_ttl == 600
+    with pytest.raises(ConfigurationError, match=r"^ZEROTRUST_STORE__REPLAY_MAX_TTL: the store"):
+        Settings.from_dict(base(files), env={"ZEROTRUST_STORE__REPLAY_MAX_TTL": "300"})
     Settings.from_dict(doc | {"dpop": {"enabled": False}}).build_guard(audit=MemorySink())
     # a store given by code is checked by the Guard, which cannot name a setting
     with pytest.raises(ConfigurationError, match="raise its replay_max_ttl"):

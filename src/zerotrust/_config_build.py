@@ -199,6 +199,11 @@ def _remote(tokens: TokenSettings, name: Names, clock: Clock | None, *, trial: b
                 negative_cache_ttl=300,
                 retry_interval=5,
             )
+        if remote.ca_file is not None:  # its certificates are read now, as the bundles are
+            from zerotrust.sources._httpx import ssl_context  # imports httpx (opens no client)
+
+            with named(name("tokens.remote.ca_file")):
+                ssl_context(remote.ca_file)
         return _NotFetched()
     from zerotrust.sources.jwks_http import RemoteJWKSource  # imports httpx
 

@@ -139,6 +139,26 @@ def test_remote_key_sources_are_lazy(files: Path) -> None:
         source.close()
 
 
+def test_a_key_server_ca_file_without_certificates_is_refused_when_loaded(
+    files: Path, ca: DevCA
+) -> None:
+    """The CA file is read when the settings are loaded, as the bundles are: config check
+    finds one that holds no certificate, rather than the service when it starts."""
+    doc = base(files)
+    del doc["tokens"]["jwks_file"]
+    doc["tokens"] |= {"jwks_url": f"{ISS}/jwks.json", "remote": {"ca_file": "ca.pem"}}
+    (files / "ca.pem").write_text("# the certificates go here\n")
+    path = write(files / "zerotrust.json", json.dumps({"zerotrust": doc}))
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.load(path, env={})
+    assert str(refused.value) == (
+        f"{path}: tokens.remote.ca_file: the CA file for verify= holds no PEM certificate"
+    )
+    (files / "ca.pem").write_bytes(ca.bundle.to_pem())
+    settings = Settings.load(path, env={})
+    assert settings.tokens is not None and settings.tokens.remote.ca_file == str(files / "ca.pem")
+
+
 @pytest.mark.network
 def test_remote_keys_are_fetched_over_tls_checked_by_default(
     files: Path, ca: DevCA, issuer: TokenIssuer

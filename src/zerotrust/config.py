@@ -61,7 +61,7 @@ from zerotrust._config_sources import (
 )
 from zerotrust._config_values import construct, recheck
 from zerotrust.audit.sinks import AuditPipeline, AuditSink
-from zerotrust.pipeline import Guard, check_replay_cap
+from zerotrust.pipeline import _REALM, Guard, check_replay_cap
 from zerotrust.stores.base import Store
 
 _log = logging.getLogger("zerotrust.config")
@@ -114,8 +114,11 @@ class Settings:
     def __post_init__(self) -> None:
         name = self._names()
         service = self.service
-        if not isinstance(service, str) or not service or '"' in service or "\\" in service:
-            raise fail(name("service"), "must be a non-empty name without quotes or backslashes")
+        if not isinstance(service, str) or not _REALM.fullmatch(service):  # as the Guard checks it
+            raise fail(
+                name("service"),
+                "must be a non-empty name without quotes or backslashes, in printable ASCII",
+            )
         for info in sections_of(Settings).values():  # sections built or replaced by code
             if info.kind == "section" and info.section is not None:
                 recheck(getattr(self, info.name), info.section, name(info.name))

@@ -119,6 +119,9 @@ INVALID_IN_DICT = [
     ("service", 'a"b', "must be a non-empty name without quotes", None, ""),
     ("service", "a\\b", "must be a non-empty name without quotes", None, ""),
     ("service", 7, "must be a string", None, ""),
+    # the realm of every challenge: what the Guard refuses is refused when the settings load
+    ("service", "caf\u00e9", "without quotes or backslashes, in printable ASCII", None, ""),
+    ("service", "orders\tapi", "without quotes or backslashes, in printable ASCII", None, ""),
     ("tokens", "x", "must be a table/mapping", None, ""),
     ("tokens.issuer", "", "must not be empty", None, ""),
     ("tokens.issuer", None, "required", None, ""),

@@ -48,7 +48,12 @@ _VERIFIER_SETTINGS = (
 
 
 class _NotFetched:  # pragma: no cover - never asked for keys
-    """Stands in for a remote key source while settings are checked (no client is opened)."""
+    """Stands in for a remote key source while settings are checked (no client is opened),
+    naming the OpenID issuer whose keys it would hold, as the source does: the verifier
+    refuses keys of another issuer than its own."""
+
+    def __init__(self, oidc_issuer: str | None) -> None:
+        self.oidc_issuer = oidc_issuer
 
     def get_keys(self, *, missing_kid: str | None = None) -> JWKSet:
         raise KeysUnavailable("settings check only")
@@ -204,7 +209,7 @@ def _remote(tokens: TokenSettings, name: Names, clock: Clock | None, *, trial: b
 
             with named(name("tokens.remote.ca_file")):
                 ssl_context(remote.ca_file)
-        return _NotFetched()
+        return _NotFetched(tokens.oidc_issuer)
     from zerotrust.sources.jwks_http import RemoteJWKSource  # imports httpx
 
     options.update(

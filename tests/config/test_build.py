@@ -139,6 +139,22 @@ def test_remote_key_sources_are_lazy(files: Path) -> None:
         source.close()
 
 
+def test_keys_of_another_openid_issuer_are_refused_when_loaded(files: Path) -> None:
+    """The keys an issuer's discovery finds are that issuer's: an ``oidc_issuer`` other than
+    ``issuer`` contradicts it, found by config check rather than when the service starts."""
+    doc = base(files)
+    del doc["tokens"]["jwks_file"]
+    doc["tokens"]["oidc_issuer"] = "https://login.partner.example"
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_dict(doc)
+    assert str(refused.value).startswith(
+        "<dict>: tokens.issuer: the key source holds the keys of the OpenID issuer"
+        " 'https://login.partner.example'"
+    ), refused.value
+    doc["tokens"]["oidc_issuer"] = ISS
+    assert Settings.from_dict(doc).tokens is not None
+
+
 def test_a_key_server_ca_file_without_certificates_is_refused_when_loaded(
     files: Path, ca: DevCA
 ) -> None:

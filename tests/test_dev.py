@@ -151,6 +151,28 @@ def test_load_errors_name_the_problem(tmp_path: Path) -> None:
         DevCA.load(tmp_path)
 
 
+def test_a_ca_directory_with_an_unreadable_certificate_is_a_configuration_error(
+    tmp_path: Path,
+) -> None:
+    """A root certificate whose key cannot be read (a point off its curve) escaped from the
+    check of the pair as cryptography's ValueError; a file of two certificates was read as
+    its first."""
+    from tests.x509.test_hostile_certificates import off_curve, pem
+
+    ca = DevCA.create("example.org", intermediate=True)
+    ca.save(tmp_path)
+    (tmp_path / "root.crt.pem").write_bytes(pem(off_curve(ca.root_certificate)))
+    with pytest.raises(ConfigurationError, match="cannot load CA"):
+        DevCA.load(tmp_path)
+    ca.save(tmp_path)  # over the directory: every file written again
+    both = (tmp_path / "intermediate.crt.pem").read_bytes() + (
+        tmp_path / "root.crt.pem"
+    ).read_bytes()
+    (tmp_path / "intermediate.crt.pem").write_bytes(both)
+    with pytest.raises(ConfigurationError, match="cannot load CA"):
+        DevCA.load(tmp_path)
+
+
 @pytest.mark.parametrize(
     ("swap", "message"),
     [

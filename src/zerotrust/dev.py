@@ -31,7 +31,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.errors import ConfigurationError, InvalidSpiffeId
 from zerotrust.identity import SpiffeId, TrustDomain
-from zerotrust.x509._certs import PrivateKey, encrypted_pem_key, read_bounded
+from zerotrust.x509._certs import PrivateKey, encrypted_pem_key, load_pem_certs, read_bounded
 from zerotrust.x509.bundle import TrustBundle
 from zerotrust.x509.svid import X509Svid, write_file_atomic
 
@@ -365,11 +365,11 @@ class DevCA:
         try:
             meta = json.loads(read_bounded(path / _FILES["meta"]))
             td = TrustDomain.parse(meta["trust_domain"])
-            root_cert = x509.load_pem_x509_certificate(read_bounded(path / _FILES["root_cert"]))
+            root_cert = _one_certificate(path / _FILES["root_cert"])
             root_key = _load_key(path / _FILES["root_key"])
             inter = None
             if meta.get("intermediate"):
-                inter_cert = x509.load_pem_x509_certificate(read_bounded(path / _FILES["int_cert"]))
+                inter_cert = _one_certificate(path / _FILES["int_cert"])
                 inter = (inter_cert, _load_key(path / _FILES["int_key"]))
         except FileNotFoundError as exc:
             raise ConfigurationError(
@@ -383,6 +383,15 @@ class DevCA:
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise ConfigurationError(f"cannot load CA from {path}: {type(exc).__name__}") from None
         return cls(td, root_cert, root_key, intermediate=inter, clock=clock)
+
+
+def _one_certificate(path: Path) -> x509.Certificate:
+    """The one certificate of a PEM file, read as every certificate is (its key readable, its
+    serial number positive); raises ``ValueError`` otherwise."""
+    certs = load_pem_certs(read_bounded(path))
+    if len(certs) != 1:
+        raise ValueError(f"{path.name} holds {len(certs)} certificates, not one")
+    return certs[0]
 
 
 def _check_pair(

@@ -1352,3 +1352,30 @@ def test_sources_failing_before_handshakes_are_logged_once_per_outage(
             else:
                 assert configs() is None
             assert any("load again" in r.getMessage() for r in caplog.records)
+
+
+def test_the_peer_cache_is_bounded_in_bytes(ca: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client with a valid SVID may pad its chain with certificates of no use to it, each
+    padding a new entry of grpc's auth context to cache: the bytes kept are bounded too."""
+    from zerotrust import Authenticator
+    from zerotrust.adapters import _grpc_tls
+
+    svid = ca.issue_svid("spiffe://example.org/client")
+    pem = [c.public_bytes(serialization.Encoding.PEM) for c in svid.cert_chain]
+    pads = [
+        ca.issue_svid(f"spiffe://example.org/pad{i}").leaf.public_bytes(serialization.Encoding.PEM)
+        for i in range(5)
+    ]
+    one = 2 * (len(pem[0]) + sum(map(len, pads)))  # a key and its DER: less than twice its PEM
+    monkeypatch.setattr(_grpc_tls, "_MAX_CACHED_BYTES", 2 * one)
+    cache = _grpc_tls.PeerCache(Authenticator(bundles=ca.bundle))
+    for k in range(len(pads) + 1):
+        auth = {"x509_pem_cert": [pem[0]], "x509_pem_cert_chain": [pem[0], *pads[:k], *pem[1:]]}
+        peer = cache.lookup(auth)[1]
+        assert peer is not None and str(peer.spiffe_id) == "spiffe://example.org/client"
+        assert 0 < cache._bytes <= 2 * one
+        assert cache.lookup(auth)[1] is peer  # kept: the next call of the connection
+    monkeypatch.setattr(_grpc_tls, "_MAX_CACHED_BYTES", 10)  # no chain fits: none is kept
+    cache = _grpc_tls.PeerCache(Authenticator(bundles=ca.bundle))
+    assert cache.lookup({"x509_pem_cert": [pem[0]], "x509_pem_cert_chain": pem})[1] is not None
+    assert cache._entries == {} and cache._bytes == 0

@@ -150,3 +150,32 @@ def test_certificate_objects_are_verified_every_time(layered: DevCA) -> None:
     assert len(chains) == 0
     with pytest.raises(SvidProfileViolation):
         chains.verify(der_chain(layered.issue_svid(WEB))[1:], now=now, role="client")
+
+
+def test_chains_padded_with_certificates_are_bounded_in_bytes(
+    layered: DevCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller with a valid SVID may send its chain padded with certificates of no use to it,
+    each padding a new entry: the bytes kept are bounded as well as the count."""
+    from zerotrust.x509 import verify
+
+    chain = der_chain(layered.issue_svid(WEB))
+    pads = [
+        layered.issue_svid(f"spiffe://example.org/pad{i}").leaf.public_bytes(Encoding.DER)
+        for i in range(5)
+    ]
+    budget = 4 * sum(map(len, chain))  # more than the largest chain below
+    monkeypatch.setattr(verify, "MAX_CACHED_CHAIN_BYTES", budget)
+    chains = VerifiedChains(Bundles(BundleSet([layered.bundle])))
+    now = SYSTEM_CLOCK.now()
+    for k in range(len(pads) + 1):
+        presented = [chain[0], *pads[:k], *chain[1:]]
+        assert str(chains.verify(presented, now=now, role="client").spiffe_id) == WEB
+        assert 0 < chains._bytes <= budget
+        assert chains._bytes == sum(sum(map(len, key[1:])) for key in chains._entries)
+    assert len(chains) < len(pads) + 1  # the oldest went to make room
+    # a chain larger than the whole budget is verified, and not kept
+    monkeypatch.setattr(verify, "MAX_CACHED_CHAIN_BYTES", sum(map(len, chain)) - 1)
+    fresh = VerifiedChains(Bundles(BundleSet([layered.bundle])))
+    assert str(fresh.verify(chain, now=now, role="client").spiffe_id) == WEB
+    assert len(fresh) == 0 and fresh._bytes == 0

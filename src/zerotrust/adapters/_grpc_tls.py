@@ -34,6 +34,9 @@ from zerotrust.x509.verify import VerifiedPeer, verify_x509_svid
 __all__ = ["PeerCache", "remote_address", "server_credentials"]
 
 _MAX_CACHED: Final = 4096
+#: ... and at most this many bytes of their certificates (PEM keys and DER chains): a caller
+#: with a valid SVID may pad its chain with certificates of no use to it.
+_MAX_CACHED_BYTES: Final = 32 * 1024 * 1024
 _log = logging.getLogger("zerotrust.grpc")
 
 
@@ -66,6 +69,7 @@ class PeerCache:
         self._authn = authenticator
         self._bundles = authenticator.bundles
         self._entries: dict[bytes, tuple[object, list[bytes], VerifiedPeer]] = {}
+        self._bytes = 0  # of the keys and chains held
 
     def lookup(self, auth: Mapping[str, Any]) -> tuple[list[bytes] | None, VerifiedPeer | None]:
         leaf = auth.get("x509_pem_cert")
@@ -91,9 +95,14 @@ class PeerCache:
             peer = verify_x509_svid(der, snapshot, now=self._authn.clock.now(), role="client")
         except ZeroTrustError:
             return der, None  # the Guard verifies again, refuses and audits the reason
-        if len(self._entries) >= _MAX_CACHED:
+        size = len(key) + sum(map(len, der))
+        if size > _MAX_CACHED_BYTES:  # never kept: nothing else goes for it
+            return der, peer
+        if len(self._entries) >= _MAX_CACHED or self._bytes + size > _MAX_CACHED_BYTES:
             self._entries.clear()
+            self._bytes = 0
         self._entries[key] = (snapshot, der, peer)
+        self._bytes += size
         return der, peer
 
 

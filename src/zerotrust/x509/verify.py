@@ -64,6 +64,9 @@ MIN_RSA_BITS = 2048
 #: (cryptography stops at 2**20 comparisons, about 100 ms): 400 names and 250 subtrees in a
 #: chain of two certificates, 6 KB, came close.
 MAX_CONSTRAINT_WORK = 1024
+#: The most bytes of presented certificates :class:`VerifiedChains` keeps (a chain of ten 64 KiB
+#: certificates is 640 KiB; a usual SVID chain, 1 to 3 KiB).
+MAX_CACHED_CHAIN_BYTES = 16 * 1024 * 1024
 _CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 
 _EKU_FOR_ROLE = {
@@ -326,17 +329,21 @@ class VerifiedChains:
     A chain is only answered from here while the bundle snapshot it was verified against is
     still ``bundles``' current one and every certificate of its path is within its validity
     period; otherwise it is verified again. Refusals are not kept: whatever fails keeps
-    failing with its precise reason. At most ``size`` chains are kept (the oldest go first).
+    failing with its precise reason. At most ``size`` chains are kept, and at most
+    :data:`MAX_CACHED_CHAIN_BYTES` of presented certificates (the oldest go first): a caller
+    with a valid SVID may pad its chain with certificates of no use to it, each padding a new
+    entry.
     """
 
-    __slots__ = ("_bundles", "_entries", "_lock", "_size")
+    __slots__ = ("_bundles", "_bytes", "_entries", "_lock", "_size")
 
     def __init__(self, bundles: X509BundleSource, *, size: int = 1024) -> None:
         self._bundles = bundles
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigurationError("size must be a positive number of chains")
         self._size = size
-        self._entries: dict[tuple[bytes, ...], tuple[BundleSet, VerifiedPeer, datetime]] = {}
+        self._entries: dict[tuple[bytes, ...], tuple[BundleSet, VerifiedPeer, datetime, int]] = {}
+        self._bytes = 0  # of the presented certificates the keys hold
         self._lock = threading.Lock()
 
     def verify(self, chain: Sequence[bytes], *, now: datetime, role: Role) -> VerifiedPeer:
@@ -351,12 +358,20 @@ class VerifiedChains:
             return hit[1]
         peer = verify_x509_svid(chain, snapshot, now=now, role=role)
         not_before = max(cert.not_valid_before_utc for cert in peer.chain)
+        size = sum(map(len, chain))
+        if size > MAX_CACHED_CHAIN_BYTES:  # never kept: nothing else goes for it
+            return peer
         with self._lock:
             entries = self._entries
-            entries.pop(key, None)
-            while len(entries) >= self._size:
-                del entries[next(iter(entries))]
-            entries[key] = (snapshot, peer, not_before)
+            old = entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[3]
+            while entries and (
+                len(entries) >= self._size or self._bytes + size > MAX_CACHED_CHAIN_BYTES
+            ):
+                self._bytes -= entries.pop(next(iter(entries)))[3]
+            entries[key] = (snapshot, peer, not_before, size)
+            self._bytes += size
         return peer
 
     def __len__(self) -> int:

@@ -30,7 +30,12 @@ from zerotrust import (
 )
 from zerotrust.audit import MemorySink
 from zerotrust.dev import DevCA
-from zerotrust.errors import CertificateNotYetValid, ConfigurationError, PeerNotAuthorized
+from zerotrust.errors import (
+    CertificateNotYetValid,
+    ConfigurationError,
+    PeerNotAuthorized,
+    SvidProfileViolation,
+)
 from zerotrust.x509 import HandshakeRefusal
 
 from .test_mtls import API, HOUR, NOW, WEB, bad_svid
@@ -373,3 +378,37 @@ def test_a_certificate_not_yet_valid_is_reported_as_such(ca: DevCA) -> None:
     (refusal,) = collected.refusals
     assert isinstance(refusal.error, CertificateNotYetValid)
     assert refusal.error.code == "certificate_not_yet_valid"
+
+
+def test_a_client_certificate_for_servers_only_is_reported_as_a_profile_violation(
+    ca: DevCA,
+) -> None:
+    """OpenSSL's first pass refuses a client leaf whose extended key usage allows the server
+    role only (X509_V_ERR_INVALID_PURPOSE): the refusal names the rule, as verify_x509_svid
+    names it, rather than untrusted_certificate."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from .test_mtls import _bio_pair, _handshake
+
+    collected = Collected()
+    sctx = server_ssl_context(
+        ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB), on_refusal=collected
+    )
+    servers_only = bad_svid(ca, extended_key_usage=[ExtendedKeyUsageOID.SERVER_AUTH])
+    server, client_obj, wires = _bio_pair(sctx, client(servers_only, ca.bundle))
+    outcome = _handshake(server, client_obj, wires)
+    assert isinstance(outcome, ssl.SSLCertVerificationError)
+    (refusal,) = collected.refusals
+    assert isinstance(refusal.error, SvidProfileViolation)
+    assert refusal.error.rule == "extended_key_usage"
+
+
+def test_a_role_that_is_neither_is_a_configuration_error(ca: DevCA) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from zerotrust import verify_x509_svid
+
+    chain = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(WEB).cert_chain]
+    for role in ("Client", "peer", ""):
+        with pytest.raises(ConfigurationError, match="role must be"):
+            verify_x509_svid(chain, ca.bundle, role=role)  # type: ignore[arg-type]

@@ -43,6 +43,7 @@ from zerotrust.errors import (
     CertificateNotYetValid,
     ConfigurationError,
     MissingCredentials,
+    SvidProfileViolation,
     UntrustedCertificate,
     ZeroTrustError,
 )
@@ -79,6 +80,7 @@ _REFUSED_BY_REASON = {
 }
 _X509_V_ERR_CERT_NOT_YET_VALID = 9
 _X509_V_ERR_CERT_HAS_EXPIRED = 10
+_X509_V_ERR_INVALID_PURPOSE = 26
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,8 @@ def _refusal_error(exc: BaseException) -> ZeroTrustError | None:
             return CertificateExpired(message)
         if code == _X509_V_ERR_CERT_NOT_YET_VALID:
             return CertificateNotYetValid(message)
+        if code == _X509_V_ERR_INVALID_PURPOSE:  # an extended key usage for the other side
+            return SvidProfileViolation("extended_key_usage", message)
         return UntrustedCertificate(message)
     known = _REFUSED_BY_REASON.get(getattr(exc, "reason", None) or "")
     if isinstance(exc, ssl.SSLError) and known is not None:

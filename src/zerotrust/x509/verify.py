@@ -266,6 +266,8 @@ def verify_x509_svid(
     ``bundles`` is a :class:`~zerotrust.BundleSet`, a :class:`~zerotrust.TrustBundle` or any bundle
     source. Raises a :class:`~zerotrust.errors.CertificateError` subclass on any failure.
     """
+    if role is not None and role not in ("client", "server"):  # a typo would skip its check
+        raise ConfigurationError(f"role must be 'client', 'server' or None, not {role!r}")
     certs = load_der_chain(chain)
     leaf = certs[0]
     spiffe_id = leaf_spiffe_id(leaf)

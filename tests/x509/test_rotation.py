@@ -127,3 +127,17 @@ def test_a_trust_domain_withdrawing_every_authority_is_refused_not_an_error(ca: 
     assert isinstance(refused, PeerRejected) and isinstance(refused.error, NoTrustBundle)
     with pytest.raises(ConfigurationError, match=r"no X\.509 authorities"):
         server_ssl_context(ca.issue_svid(API), TrustBundle("example.org"), authorizer=match.any())
+
+
+def test_a_rotating_source_takes_svids_only(ca: DevCA) -> None:
+    """``set(None)`` (an SVID that failed to load, say) was taken: TLS contexts went on
+    presenting the previous SVID without a word, and grpc's credentials failed at every
+    handshake. It is refused, and the current SVID stays."""
+    svid = ca.issue_svid(API)
+    source = RotatingSvidSource(svid)
+    for bad in (None, svid.cert_chain_pem(), [svid]):
+        with pytest.raises(ConfigurationError, match="X509Svid is needed"):
+            source.set(bad)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="X509Svid is needed"):
+            RotatingSvidSource(bad)  # type: ignore[arg-type]
+    assert source.get_x509_svid() is svid

@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from zerotrust.errors import ConfigurationError
+
 if TYPE_CHECKING:
     from zerotrust.x509.bundle import BundleSet, TrustBundle
     from zerotrust.x509.svid import X509Svid
@@ -37,13 +39,21 @@ class X509BundleSource(Protocol):
         ...
 
 
+def _an_svid(svid: object) -> X509Svid:
+    from zerotrust.x509.svid import X509Svid  # at run time only: svid imports this module
+
+    if not isinstance(svid, X509Svid):
+        raise ConfigurationError(f"an X509Svid is needed, not {type(svid).__name__}")
+    return svid
+
+
 class RotatingSvidSource:
     """An in-memory SVID source whose snapshot is replaced whole by :meth:`set`."""
 
     __slots__ = ("_lock", "_svid")
 
     def __init__(self, svid: X509Svid) -> None:
-        self._svid = svid
+        self._svid = _an_svid(svid)
         self._lock = threading.Lock()
 
     def get_x509_svid(self) -> X509Svid:
@@ -51,9 +61,12 @@ class RotatingSvidSource:
         return self._svid
 
     def set(self, svid: X509Svid) -> None:
-        """Make ``svid`` current: the next handshake presents it."""
+        """Make ``svid`` current: the next handshake presents it. Anything but an
+        :class:`~zerotrust.X509Svid` (``None`` included) is a ``ConfigurationError``: the
+        handshakes would go on presenting the previous one."""
+        checked = _an_svid(svid)
         with self._lock:
-            self._svid = svid
+            self._svid = checked
 
     def __repr__(self) -> str:
         return f"RotatingSvidSource({self._svid!r})"

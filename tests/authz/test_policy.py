@@ -521,8 +521,14 @@ def test_explain_accepts_views() -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{"authorization": "Bearer abc.def.ghi"}, {"dpop": "x.y.z"}],
-    ids=["bearer", "dpop"],
+    [
+        {"authorization": "Bearer abc.def.ghi"},
+        {"dpop": "x.y.z"},
+        {"x-forwarded-client-cert": 'Cert="..."'},
+        {"client-cert": ":MIIB:"},
+        {"x-ssl-client-cert": "-----BEGIN%20CERTIFICATE-----"},
+    ],
+    ids=["bearer", "dpop", "xfcc", "rfc9440", "nginx"],
 )
 def test_explain_never_reads_a_view_with_credentials_as_anonymous(
     headers: dict[str, str],

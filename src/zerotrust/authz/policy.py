@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from zerotrust._aio import wait_for
 from zerotrust._sansio import drive, drive_async
+from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS
 from zerotrust.authn.principal import Principal
 from zerotrust.authn.request import RequestView
 from zerotrust.authz.decision import Decision
@@ -493,7 +494,8 @@ class Policy:
 
 def _anonymous_view(view: RequestView) -> None:
     """Refuse to explain a request that carries credentials as if it were anonymous."""
-    if view.header("authorization") or view.header("dpop") or view.peer_chain:
+    carried = ("authorization", "dpop", *FORWARDED_CERT_HEADERS)
+    if any(view.header(name) for name in carried) or view.peer_chain:
         raise ConfigurationError(
             "this request carries credentials the policy cannot authenticate: use"
             " Guard.explain(view), or pass the Principal to Policy.explain"

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa, x
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
 from zerotrust.tokens import JWK, PrivateJWK
+from zerotrust.tokens._jwk_codec import required_members
 from zerotrust.tokens.algorithms import EC_CURVES
 
 from .conftest import b64, rsa_members, rsa_modulus
@@ -168,6 +169,58 @@ def test_ec_coordinates_must_have_the_full_size() -> None:
     short = {**A3_KEY, "x": b64(b"\x00" + b"\x01" * 30)}
     with pytest.raises(ConfigurationError, match="exactly 32 bytes"):
         JWK.from_dict(short)
+
+
+# (field prime p, coefficient b) of y^2 = x^3 - 3x + b
+_WEIERSTRASS = {
+    "P-256": (
+        2**256 - 2**224 + 2**192 + 2**96 - 1,
+        0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B,
+    ),
+    "P-384": (
+        2**384 - 2**128 - 2**96 + 2**32 - 1,
+        int(
+            "B3312FA7E23EE7E4988E056BE3F82D19181D9C6EFE814112"
+            "0314088F5013875AC656398D8A2ED19D2A85C8EDD3EC2AEF",
+            16,
+        ),
+    ),
+    "P-521": (2**521 - 1, 0),  # b unused: every P-521 coordinate plus p fits in 66 octets
+}
+
+
+def _point_with_small_x(crv: str) -> tuple[int, int]:
+    p, b = _WEIERSTRASS[crv]
+    for x in range(1, 1000):
+        rhs = (x**3 - 3 * x + b) % p
+        y = pow(rhs, (p + 1) // 4, p)
+        if y * y % p == rhs:
+            return x, y
+    raise AssertionError("no point found")
+
+
+@pytest.mark.parametrize("crv", ["P-256", "P-384", "P-521"])
+def test_ec_coordinates_must_be_below_the_field_prime(crv: str) -> None:
+    # a coordinate is an integer modulo p: x + p names the same point, and would give one key
+    # a second spelling (and a second RFC 7638 thumbprint)
+    p = _WEIERSTRASS[crv][0]
+    size = {"P-256": 32, "P-384": 48, "P-521": 66}[crv]
+    if crv == "P-521":
+        numbers = ec.generate_private_key(ec.SECP521R1()).public_key().public_numbers()
+        x, y = numbers.x, numbers.y
+    else:
+        x, y = _point_with_small_x(crv)
+    canonical = {"kty": "EC", "crv": crv, "x": b64(x.to_bytes(size, "big"))}
+    canonical["y"] = b64(y.to_bytes(size, "big"))
+    JWK.from_dict(canonical)  # the point itself is fine
+    spellings = [{**canonical, "x": b64((x + p).to_bytes(size, "big"))}]
+    if crv == "P-521":
+        spellings.append({**canonical, "y": b64((y + p).to_bytes(size, "big"))})
+    for members in spellings:
+        with pytest.raises(ConfigurationError, match="is not a coordinate of"):
+            JWK.from_dict(members)
+        with pytest.raises(ConfigurationError, match="is not a coordinate of"):
+            required_members(members)
 
 
 @pytest.mark.parametrize("bits", [1024, 1536, 2047])

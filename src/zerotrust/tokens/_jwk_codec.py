@@ -1,11 +1,11 @@
 """Conversions between JWK members (RFC 7517/7518/8037) and ``cryptography`` key objects.
 
 Input is validated strictly: canonical base64url, EC coordinates of exactly the curve size
-(points off the curve are refused by ``cryptography``), Ed25519/Ed448 only for OKP, RSA of
-2048 to 8192 bits with an odd public exponent from 3 to 2**32 (``MIN_RSA_BITS``,
-``MAX_RSA_BITS`` and ``MAX_RSA_EXPONENT`` of :mod:`zerotrust.tokens.algorithms`), private
-members consistent with the public ones. Errors are
-:class:`~zerotrust.errors.ConfigurationError` naming the member, never echoing key bytes.
+and below the field prime (points off the curve are refused by ``cryptography``),
+Ed25519/Ed448 only for OKP, RSA of 2048 to 8192 bits with an odd public exponent from 3 to
+2**32 (``MIN_RSA_BITS``, ``MAX_RSA_BITS`` and ``MAX_RSA_EXPONENT`` of
+:mod:`zerotrust.tokens.algorithms`), private members consistent with the public ones. Errors
+are :class:`~zerotrust.errors.ConfigurationError` naming the member, never echoing key bytes.
 """
 
 from __future__ import annotations
@@ -39,6 +39,14 @@ __all__ = [
 
 PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _CURVES: Final = {spec[0]: (spec[1], spec[2]) for spec in EC_CURVES.values()}
+# The field primes: a coordinate is an integer modulo p (SEC 1 3.2.2.1). ``cryptography``
+# reduces a larger one, so the same point would have several spellings (every P-521 point
+# fits ``x + p`` in its 66 octets), each with a thumbprint of its own.
+_FIELD_PRIMES: Final = {
+    "P-256": 2**256 - 2**224 + 2**192 + 2**96 - 1,
+    "P-384": 2**384 - 2**128 - 2**96 + 2**32 - 1,
+    "P-521": 2**521 - 1,
+}
 _OKP_SIZES: Final = {"Ed25519": 32, "Ed448": 57}
 
 
@@ -58,6 +66,13 @@ def _bytes(members: Mapping[str, Any], name: str, size: int | None = None) -> by
         raise ConfigurationError(f"JWK member {name!r} must be exactly {size} bytes")
     if not data:
         raise ConfigurationError(f"JWK member {name!r} is empty")
+    return data
+
+
+def _coordinate(members: Mapping[str, Any], name: str, crv: str) -> bytes:
+    data = _bytes(members, name, _CURVES[crv][1])
+    if int.from_bytes(data, "big") >= _FIELD_PRIMES[crv]:
+        raise ConfigurationError(f"JWK member {name!r} is not a coordinate of {crv}")
     return data
 
 
@@ -83,9 +98,9 @@ def public_key_from_members(members: Mapping[str, Any]) -> PublicKey:
         crv = _member(members, "crv")
         if crv not in _CURVES:
             raise ConfigurationError("unsupported EC curve")
-        curve_cls, size = _CURVES[crv]
-        x = int.from_bytes(_bytes(members, "x", size), "big")
-        y = int.from_bytes(_bytes(members, "y", size), "big")
+        curve_cls = _CURVES[crv][0]
+        x = int.from_bytes(_coordinate(members, "x", crv), "big")
+        y = int.from_bytes(_coordinate(members, "y", crv), "big")
         try:
             return ec.EllipticCurvePublicNumbers(x, y, curve_cls()).public_key()
         except ValueError:
@@ -129,8 +144,7 @@ def required_members(members: Mapping[str, Any]) -> dict[str, str]:
     if kty == "EC":
         if crv not in _CURVES:
             raise ConfigurationError("unsupported EC curve")
-        size = _CURVES[crv][1]
-        x, y = _bytes(members, "x", size), _bytes(members, "y", size)
+        x, y = _coordinate(members, "x", crv), _coordinate(members, "y", crv)
         return {"crv": crv, "kty": "EC", "x": b64url_encode(x), "y": b64url_encode(y)}
     if crv not in _OKP_SIZES:
         raise ConfigurationError("unsupported OKP curve (signing keys only)")

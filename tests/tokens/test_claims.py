@@ -140,6 +140,13 @@ def test_exp_before_iat(check: Any) -> None:
         check(claims(iat=T0, exp=T0 - 10), at=T0 - 20)
 
 
+def test_exp_before_nbf(check: Any) -> None:
+    """Valid at no time: only the leeways on both ends would let it pass."""
+    with pytest.raises(InvalidClaim, match="before nbf"):
+        check(claims(iat=None, nbf=T0, exp=T0 - 10), at=T0 - 20)
+    assert check(claims(iat=None, nbf=T0, exp=T0), at=T0) == (T0 - 60, T0)
+
+
 def test_exp_equal_to_iat_is_not_before_it(check: Any) -> None:
     """Only ``exp < iat`` is contradictory; a token that expires as it is issued is still
     accepted within the leeway."""

@@ -94,6 +94,14 @@ def _date(value: object, name: str) -> float | None:
     return float(value)
 
 
+def _check_order(exp: float, nbf: float | None, iat: float | None) -> None:
+    """A token whose ``exp`` is before its ``nbf`` or ``iat`` is valid at no time: only the
+    leeways on both ends would let it pass."""
+    for name, start in (("nbf", nbf), ("iat", iat)):
+        if start is not None and exp < start:
+            raise InvalidClaim(f"exp is before {name}")
+
+
 class ClaimsValidator:
     """Validates claims against one issuer, its audiences and a profile (see module docs).
 
@@ -254,8 +262,7 @@ class ClaimsValidator:
             if now < iat - leeway:
                 raise TokenNotYetValid("token was issued in the future (iat)")
             valid_from = max(valid_from, iat - leeway)
-            if exp < iat:
-                raise InvalidClaim("exp is before iat")
+        _check_order(exp, nbf, iat)
         if self._max_lifetime is not None:
             start = iat if iat is not None else nbf
             if start is None:

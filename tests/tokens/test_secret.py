@@ -242,9 +242,10 @@ def test_equality_and_hash(hmac_key: SecretKey) -> None:
 
 
 def test_bad_kid() -> None:
-    for kid in ("", 5, b"kid"):
+    for kid in ("", 5, b"kid", "k" * 1025):  # the last: longer than any token header's kid
         with pytest.raises(ConfigurationError):
             SecretKey(secrets.token_bytes(32), kid=kid)  # type: ignore[arg-type]
+    assert SecretKey(secrets.token_bytes(32), kid="k" * 1024).kid == "k" * 1024
 
 
 def test_secret_key_set_lookup(hmac_key: SecretKey) -> None:

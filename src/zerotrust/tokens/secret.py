@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from zerotrust.errors import ConfigurationError
 from zerotrust.tokens._b64 import b64url_encode
 from zerotrust.tokens._frozen import Frozen
+from zerotrust.tokens._header import _MAX_KID
 from zerotrust.tokens.algorithms import (
     HMAC_ALGORITHMS,
     HMAC_MIN_KEY_BYTES,
@@ -168,8 +169,9 @@ class SecretKey(Frozen):
                 f"refusing an HMAC secret that is a {lookalike}: public key material is not "
                 "secret (verify public-key tokens with a JWK instead)"
             )
-        if kid is not None and (not isinstance(kid, str) or not kid):
-            raise ConfigurationError("kid must be a non-empty string")
+        if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > _MAX_KID):
+            # a longer one could be built, and every token naming it refused (the header's)
+            raise ConfigurationError(f"kid must be a non-empty string of at most {_MAX_KID}")
         object.__setattr__(self, "_secret", raw)
         object.__setattr__(self, "_alg", algorithm)
         object.__setattr__(self, "_kid", kid)

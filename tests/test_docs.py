@@ -115,3 +115,28 @@ def test_every_error_is_documented() -> None:
         cls = getattr(errors, name, None) or __import__("zerotrust").PeerRejected
         assert re.search(rf"\b{name}\b", page), name
         assert re.search(rf"\b{cls.code}\b", page), cls.code
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "zerotrust",
+        "zerotrust.asgi",
+        "zerotrust.django",
+        "zerotrust.fastapi",
+        "zerotrust.flask",
+        "zerotrust.grpc",
+        "zerotrust.httpx",
+        "zerotrust.wsgi",
+    ],
+)
+def test_every_public_name_is_documented(module: str) -> None:
+    """Each name the package and the framework modules export is named on some page."""
+    import importlib
+
+    pages = "\n".join(
+        page.read_text(encoding="utf-8") for page in sorted((ROOT / "docs").glob("*.md"))
+    )
+    exported = importlib.import_module(module).__all__
+    missing = [name for name in exported if not re.search(rf"\b{re.escape(name)}\b", pages)]
+    assert missing == [], f"{module}: {missing}"

@@ -565,6 +565,11 @@ class _AsyncEmit:
         raise AssertionError("never runs")
 
 
+class _AsyncDunderCall:
+    async def __call__(self, event: AuditEvent) -> None:
+        raise AssertionError("never runs")
+
+
 @pytest.mark.parametrize(
     "build",
     [
@@ -572,8 +577,10 @@ class _AsyncEmit:
         lambda: AuditPipeline([_AsyncEmit()]),
         lambda: MultiSink(MemorySink(), _AsyncEmit()),
         lambda: CallableSink(_send),
+        lambda: AuditPipeline([_AsyncDunderCall()], on_error="closed"),
+        lambda: CallableSink(_AsyncDunderCall()),
     ],
-    ids=["callable", "emit", "multi", "callable-sink"],
+    ids=["callable", "emit", "multi", "callable-sink", "async-call", "async-call-sink"],
 )
 def test_an_async_sink_is_refused(build: Any) -> None:
     # its coroutine would be created and dropped: the event never written, nothing failing

@@ -461,8 +461,10 @@ def _check_sinks(sinks: tuple[Any, ...]) -> tuple[AuditSink, ...]:
 
 def _never_async(emit: Callable[..., object], name: str) -> None:
     """Sinks are called on the request path and never awaited: the coroutine of an async one
-    would be made and dropped, its event never written and nothing failing."""
-    if inspect.iscoroutinefunction(emit) or inspect.isasyncgenfunction(emit):
+    would be made and dropped, its event never written and nothing failing. An object is
+    async when its ``__call__`` is."""
+    call = emit if inspect.isroutine(emit) else type(emit).__call__
+    if any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in (emit, call)):
         raise ConfigurationError(
             f"{name}: an async audit sink would never run (sinks are called, not awaited):"
             " hand the event to a queue or a task from a sync emit"

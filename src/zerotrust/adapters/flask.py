@@ -256,13 +256,24 @@ def _forget(ctx_g: Any) -> None:
 
 def _mark_streamed(response: Response) -> Response:
     """Hand the principal of a streamed response to :class:`_PrincipalScope` (only those are
-    produced after the request is torn down)."""
-    if response.is_streamed:
+    produced after the request is torn down). A file the server sends itself
+    (``send_file``'s ``wsgi.file_wrapper``) runs no application code: it is left to the
+    server's sendfile path."""
+    if response.is_streamed and not _sent_by_server(response):
         ctx_g: Any = g._get_current_object()
         principal = ctx_g.get("zerotrust_principal")
         if principal is not None:
             request.environ[_ENVIRON_PRINCIPAL] = (principal, ctx_g)
     return response
+
+
+def _sent_by_server(response: Response) -> bool:
+    file_wrapper = request.environ.get("wsgi.file_wrapper")
+    return (
+        response.direct_passthrough
+        and isinstance(file_wrapper, type)
+        and isinstance(response.response, file_wrapper)
+    )
 
 
 class _PrincipalScope:

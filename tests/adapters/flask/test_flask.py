@@ -912,3 +912,31 @@ def test_a_rule_ending_in_a_dollar_is_not_another_rule_without_it(
     assert client.get("/api/cost", headers=bearer(token)).status_code == 200
     assert client.get("/api/cost$", headers=bearer(token)).status_code == 403
     assert sink.last.route == "/api/cost$"
+
+
+def test_a_sent_file_keeps_the_servers_file_wrapper(issuer: TokenIssuer, clock: FixedClock) -> None:
+    """``send_file`` answers with the server's ``wsgi.file_wrapper`` (gunicorn sends it with
+    sendfile); no application code runs while it is sent, so it reaches the server as it is,
+    and the request leaves no principal behind."""
+    import io
+
+    from flask import g, send_file
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wsgi import FileWrapper
+
+    app, _ = installed(issuer, clock)
+
+    @app.get("/api/file")
+    def file() -> Any:
+        return send_file(io.BytesIO(b"content"), mimetype="text/plain")
+
+    token = issuer.issue(subject=WEB, audience=AUD)
+    environ = EnvironBuilder(path="/api/file", headers=bearer(token)).get_environ()
+    environ["wsgi.file_wrapper"] = FileWrapper
+    with app.app_context():  # one g around the request, as a test fixture pushes it
+        body = app.wsgi_app(environ, lambda status, headers, exc_info=None: None)
+        assert isinstance(body, FileWrapper)
+        assert b"".join(body) == b"content"
+        body.close()
+        assert g.get("zerotrust_principal") is None
+    assert context_principal() is None

@@ -290,8 +290,12 @@ def _replace(response: Any, refused: Any) -> Any:
 
 
 def _bind_stream(request: Any, response: Any) -> None:
-    """Keep the principal in the context variable while a streamed body is produced."""
+    """Keep the principal in the context variable while a streamed body is produced. A
+    ``FileResponse`` of a file runs no application code while it is sent: it keeps its file,
+    which Django's WSGI handler hands to the server's ``wsgi.file_wrapper`` (sendfile)."""
     if not getattr(response, "streaming", False):
+        return
+    if getattr(response, "file_to_stream", None) is not None:
         return
     principal = request.__dict__.get("principal")
     if principal is None:

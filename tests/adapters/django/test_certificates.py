@@ -264,3 +264,31 @@ def test_principal_while_streaming_async(zt: Harness) -> None:
         return b"".join([part async for part in response.streaming_content])
 
     assert asyncio.run(go()).decode().split() == [WEB, WEB]
+
+
+def test_a_file_response_reaches_the_servers_file_wrapper(install: Installer, zt: Harness) -> None:
+    """A ``FileResponse`` keeps its file: Django's WSGI handler hands it to the server's
+    ``wsgi.file_wrapper`` (gunicorn sends it with sendfile), as without zerotrust."""
+    import io
+    import types
+    from wsgiref.util import FileWrapper
+
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.http import FileResponse
+    from django.test import RequestFactory
+    from django.urls import path
+
+    def download(request: Any) -> FileResponse:
+        return FileResponse(io.BytesIO(b"content"), content_type="text/plain")
+
+    urls = [path("download/", download)]
+    install.override(
+        ROOT_URLCONF=types.new_class("FileUrls", exec_body=lambda ns: ns.update(urlpatterns=urls))
+    )
+    environ = RequestFactory().get("/download/", headers=zt.auth()).environ
+    environ["wsgi.file_wrapper"] = FileWrapper
+    body = WSGIHandler()(environ, lambda status, headers, exc_info=None: None)
+    assert isinstance(body, FileWrapper)
+    assert b"".join(body) == b"content"
+    body.close()
+    assert zt.sink.last.decision == "allow"

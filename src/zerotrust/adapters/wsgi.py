@@ -142,11 +142,14 @@ class WSGIRequestView:
     @property
     def remote_addr(self) -> str | None:
         """The socket peer's ``REMOTE_ADDR`` (the original one when werkzeug's ``ProxyFix``
-        rewrote it), or ``None``."""
+        rewrote it, even an empty one: a unix socket's peer has no address), or ``None``."""
         environ = self._environ
         original = environ.get("werkzeug.proxy_fix.orig")
-        addr = original.get("REMOTE_ADDR") if isinstance(original, dict) else None
-        addr = addr or environ.get("REMOTE_ADDR")
+        addr = (
+            original.get("REMOTE_ADDR")
+            if isinstance(original, dict)
+            else environ.get("REMOTE_ADDR")
+        )
         return str(addr) if addr else None
 
     @property

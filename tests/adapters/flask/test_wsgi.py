@@ -307,6 +307,22 @@ def test_forwarded_headers_only_from_trusted_proxies(
     assert sink.last.remote_addr == "203.0.113.9"
 
 
+def test_a_socket_peer_without_an_address_is_not_taken_from_x_forwarded_for(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    """gunicorn on a unix socket sets an empty ``REMOTE_ADDR``: when ProxyFix rewrote it from
+    ``X-Forwarded-For``, the socket peer still has no address, and a client naming a trusted
+    proxy's address is no proxy."""
+    guard, sink = behind_nginx(issuer, clock, ca)
+    pem = ca.issue_svid(WEB).leaf.public_bytes(Encoding.PEM).decode()
+    headers = {"X-SSL-Client-Cert": quote(pem, safe=""), "X-Forwarded-For": "10.0.0.1"}
+    fixed = Client(ProxyFix(ZeroTrustMiddleware(inner_app, guard=guard), x_for=1))
+    spoofed = fixed.get("/x", headers=headers, environ_base={"REMOTE_ADDR": ""})
+    assert spoofed.status_code == 401
+    assert "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
+    assert sink.last.remote_addr is None
+
+
 def test_allowed_requests_lose_forwarded_headers_no_trusted_proxy_sent(
     issuer: TokenIssuer, clock: FixedClock, ca: DevCA
 ) -> None:

@@ -483,6 +483,35 @@ def test_unmatched_urls_are_decided_without_a_route(issuer: TokenIssuer, clock: 
     assert app2.test_client().get("/nowhere", headers=bearer(token)).status_code == 404
 
 
+def test_a_slash_redirect_is_decided_before_flask_answers_it(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """/api/reports for a /api/reports/ rule is Flask's 308 redirect (strict slashes): it is
+    decided without a route first, so a stranger gets 401 rather than learning where the URL
+    is, and only a caller the policy allows without a route is redirected."""
+    app, sink = installed(issuer, clock)
+
+    @app.get("/api/reports/")
+    def reports() -> Any:
+        return jsonify(ok=True)
+
+    client = app.test_client()
+    anonymous = client.get("/api/reports")
+    assert anonymous.status_code == 401 and "Location" not in anonymous.headers
+    assert sink.last.route is None
+    token = issuer.issue(subject=WEB, audience=AUD)
+    assert client.get("/api/reports", headers=bearer(token)).status_code == 403  # route rules only
+    assert client.get("/api/reports/", headers=bearer(token)).status_code == 200
+    allow_all, everything = make_guard(issuer, clock, policy=Policy([Rule(id="all")]))
+    app2 = make_app(ZeroTrust())
+    app2.add_url_rule("/api/reports/", "reports", reports)
+    ZeroTrust(app2, guard=allow_all)
+    redirected = app2.test_client().get("/api/reports", headers=bearer(token))
+    assert redirected.status_code == 308
+    assert redirected.headers["Location"].endswith("/api/reports/")
+    assert everything.last.route is None and everything.last.decision == "allow"
+
+
 def test_a_method_the_rule_refuses_keeps_its_route(issuer: TokenIssuer, clock: FixedClock) -> None:
     """A DELETE to /orders/7 (a GET-only rule) is decided and audited with the rule's
     template, as FastAPI and Django do; an allowed one is then answered 405 by Flask."""

@@ -292,6 +292,29 @@ def test_unresolved_paths_are_decided_too(zt: Harness, kind: str) -> None:
     assert [e.route for e in zt.sink.events] == [None, None, None]
 
 
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize("first", ["common", "zerotrust"])
+def test_an_append_slash_redirect_is_decided_before_it_is_answered(
+    zt: Harness, kind: str, first: str
+) -> None:
+    """/orders/7 (no slash) matches no pattern: whichever middleware comes first, it is decided
+    without a route, a stranger gets 401 rather than CommonMiddleware's redirect, and only a
+    caller the policy allows without a route is redirected."""
+    common, zerotrust = (
+        "django.middleware.common.CommonMiddleware",
+        "zerotrust.django.ZeroTrustMiddleware",
+    )
+    order = [common, zerotrust] if first == "common" else [zerotrust, common]
+    with override_settings(MIDDLEWARE=order, APPEND_SLASH=True):
+        stranger = call(kind, "/orders/7")
+        assert_refused(stranger, 401, 'Bearer realm="orders"', "missing_credentials")
+        allowed = call(kind, "/orders/7", zt.auth())
+        assert allowed.status_code == 301 and allowed["Location"] == "/orders/7/"
+        intruder = call(kind, "/orders/7", zt.auth(subject=INTRUDER))
+        assert_refused(intruder, 403, None, "access_denied")
+    assert [e.route for e in zt.sink.events] == [None, None, None]
+
+
 @pytest.mark.parametrize(
     ("pattern", "path"), [("/orders/{order_id}/", "/orders/7/"), ("/probe/*", "/probe/")]
 )

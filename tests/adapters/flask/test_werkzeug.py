@@ -72,3 +72,56 @@ def test_needs_a_zerotrust_context() -> None:
 
     with pytest.raises(ConfigurationError):
         serve_werkzeug(flask.Flask("x"), ssl_context=ssl.create_default_context())  # type: ignore[arg-type]
+
+
+def test_a_rotated_server_svid_reaches_new_connections_without_a_restart() -> None:
+    import socket
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from zerotrust.x509.sources import RotatingSvidSource
+
+    ca = DevCA.create("example.org")
+    guard = Guard(
+        authenticator=Authenticator(bundles=ca.bundle),
+        policy=Policy([Rule(id="shop", callers=[Callers(trust_domains=["example.org"])])]),
+        audit=MemorySink(),
+    )
+    app = flask.Flask("werkzeug-rotation")
+    ZeroTrust(app, guard=guard)
+
+    @app.get("/whoami")
+    def whoami() -> dict[str, str]:
+        return {"caller": str(current_principal.spiffe_id)}
+
+    first = ca.issue_svid(API, dns_names=["localhost"])
+    second = ca.issue_svid(API, dns_names=["localhost"])
+    source = RotatingSvidSource(first)
+    context = server_ssl_context(source, ca.bundle, authorizer=match.member_of("example.org"))
+    server = serve_werkzeug(app, ssl_context=context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client_ctx = client_ssl_context(ca.issue_svid(WEB), ca.bundle, authorizer=match.exact(API))
+
+    def presented() -> bytes:
+        with (
+            socket.create_connection(("localhost", server.server_port), timeout=30) as raw,
+            client_ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+            tls.sendall(b"GET /whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while chunk := tls.recv(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200") and WEB.encode() in reply
+        assert der is not None
+        return der
+
+    try:
+        assert presented() == first.leaf.public_bytes(Encoding.DER)
+        source.set(second)
+        assert presented() == second.leaf.public_bytes(Encoding.DER)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -359,3 +359,41 @@ def test_envoy_xfcc_only_from_the_trusted_address(
     event = material.events()[-1]
     assert (event["service"], event["remote_addr"]) == ("envoy", "127.0.0.2")
     assert "forwarded_cert_ignored_untrusted_peer" in event["notes"]
+
+
+def test_a_refused_handshake_gets_no_plain_text_answer(material: Material, tmp_path: Path) -> None:
+    """A client whose certificate the authorizer refuses after OpenSSL accepted it: the
+    connection is closed, and nothing is written to it in the clear (gunicorn's own error
+    answer, an HTTP 403 naming the refusal, is no TLS record)."""
+    conf = tmp_path / "gunicorn_conf.py"
+    only = "spiffe://example.org/ns/shop/sa/nobody"
+    conf.write_text(
+        GUNICORN_CONF.replace("from_env()", f"from_env(authorizer=match.exact({only!r}))").replace(
+            "import os\n", "import os\nfrom zerotrust import match\n"
+        ),
+        encoding="utf-8",
+    )
+    served = len(material.events())
+    for worker in ("SyncWorker", "ThreadWorker"):
+        args = ["--worker-class", f"zerotrust.adapters.gunicorn.{worker}"]
+        with gunicorn_server(f"{APP}('mtls')", config=conf, env=material.env, args=args) as server:
+            context = material.client_context(material.client)
+            context.maximum_version = ssl.TLSVersion.TLSv1_2  # the handshake ends on both sides
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+            received = b""
+            with socket.create_connection((server.host, server.port), timeout=30) as raw:
+                while True:
+                    try:
+                        tls.do_handshake()
+                        break
+                    except ssl.SSLWantReadError:
+                        raw.sendall(outgoing.read())
+                        data = raw.recv(65536)
+                        assert data, "closed during the handshake"
+                        incoming.write(data)
+                raw.sendall(outgoing.read())
+                while data := raw.recv(65536):
+                    received += data
+            assert b"HTTP/1.1" not in received and b"peer_not_authorized" not in received
+    assert len(material.events()) == served  # no request reached the application

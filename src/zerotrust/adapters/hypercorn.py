@@ -91,6 +91,9 @@ async def serve_hypercorn(
     """
     if not isinstance(config, ZeroTrustHypercornConfig):
         raise ConfigurationError("serve_hypercorn needs a ZeroTrustHypercornConfig")
+    unserved = [name for name in ("insecure_bind", "quic_bind") if getattr(config, name, None)]
+    if unserved:  # hypercorn would bind them (and advertise HTTP/3); nothing would serve them
+        raise ConfigurationError(f"serve_hypercorn serves mTLS on bind only, not {unserved}")
     loop = asyncio.get_running_loop()
     wrapped = ASGIWrapper(app)
     state: dict[str, Any] = {}

@@ -463,3 +463,12 @@ def test_server_configurations_refuse_what_would_bypass_the_context(ca: DevCA) -
 
     with pytest.raises(ConfigurationError, match="needs a ZeroTrustHypercornConfig"):
         asyncio.run(serve_hypercorn(app, Config()))  # type: ignore[arg-type]
+    # sockets hypercorn would bind, and zerotrust never serve (nor close; HTTP/3 advertised)
+    async def at_once() -> None:  # so that a server started anyway stops
+        return None
+
+    for name in ("insecure_bind", "quic_bind"):
+        unserved = ZeroTrustHypercornConfig(context)
+        setattr(unserved, name, ["127.0.0.1:0"])
+        with pytest.raises(ConfigurationError, match=f"not \\['{name}'\\]"):
+            asyncio.run(serve_hypercorn(app, unserved, shutdown_trigger=at_once))

@@ -463,6 +463,7 @@ def test_server_configurations_refuse_what_would_bypass_the_context(ca: DevCA) -
 
     with pytest.raises(ConfigurationError, match="needs a ZeroTrustHypercornConfig"):
         asyncio.run(serve_hypercorn(app, Config()))  # type: ignore[arg-type]
+
     # sockets hypercorn would bind, and zerotrust never serve (nor close; HTTP/3 advertised)
     async def at_once() -> None:  # so that a server started anyway stops
         return None

@@ -475,6 +475,20 @@ def test_type_errors_say_what_was_given() -> None:
         match.not_(sloppy)(PROD_API)
 
 
+def test_an_async_matcher_inside_a_combinator_is_refused_and_its_coroutine_closed() -> None:
+    """An async function's answer is a coroutine, no decision: refused, and closed (left
+    alone, it would warn that it was never awaited, where warnings are errors: here)."""
+    import gc
+
+    async def later(spiffe_id: SpiffeId) -> MatchResult:  # pragma: no cover - never run
+        return MatchResult(True, "matched", "")
+
+    for combinator in (match.not_, match.any_of, match.all_of):
+        with pytest.raises(TypeError, match="returned coroutine, not MatchResult"):
+            combinator(later)(PROD_API)  # type: ignore[no-untyped-call]
+        gc.collect()
+
+
 @pytest.mark.parametrize("combinator", [match.all_of, match.any_of])
 def test_empty_combinators_fail_closed(combinator: object) -> None:
     with pytest.raises(ConfigurationError):

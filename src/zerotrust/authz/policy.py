@@ -38,7 +38,7 @@ from zerotrust.authz.rules import (
     _strings,
 )
 from zerotrust.errors import ConfigurationError
-from zerotrust.identity.match import Matcher, MatchResult
+from zerotrust.identity.match import Matcher, decide
 from zerotrust.stores._logic import check_rate
 
 __all__ = ["HookCall", "Policy", "RateLimit", "Requirement", "operation_of", "require"]
@@ -211,17 +211,8 @@ class Requirement:
             return any(p(spiffe_id if _names_spiffe_id(p) else other) for p in self.callers)
         if principal.spiffe_id is None or self.callers is None:
             return False
-        result: object = self.callers(principal.spiffe_id)
-        if type(result) is not MatchResult:
-            # the coroutine of an async function, a bool, a string: no decision, however
-            # truthy (the pipeline refuses the request over this error)
-            if inspect.iscoroutine(result):
-                result.close()
-            raise ConfigurationError(
-                f"callers matcher {self.callers!r} returned {type(result).__name__},"
-                " not MatchResult"
-            )
-        return bool(result)
+        # anything but a MatchResult is an error, which the pipeline refuses the request over
+        return bool(decide(self.callers, principal.spiffe_id))
 
     def __and__(self, other: Requirement) -> Requirement:
         """Both requirements (scopes accumulate, as along a FastAPI dependency chain)."""

@@ -14,6 +14,7 @@ or under another name if the builtin matters to you.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Protocol, final, runtime_checkable
 
@@ -74,11 +75,25 @@ def _require_id(value: object) -> None:
         )
 
 
-def _run(matcher: Matcher, spiffe_id: SpiffeId) -> MatchResult:
+def _answer(matcher: Matcher, spiffe_id: SpiffeId, error: type[Exception]) -> MatchResult:
     result: object = matcher(spiffe_id)
     if type(result) is not MatchResult:
-        raise TypeError(f"matcher {matcher!r} returned {type(result).__name__}, not MatchResult")
+        # the coroutine of an async function, a bool, a string: no decision, however truthy
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited: closed, not left to warn
+        raise error(f"matcher {matcher!r} returned {type(result).__name__}, not MatchResult")
     return result
+
+
+def _run(matcher: Matcher, spiffe_id: SpiffeId) -> MatchResult:
+    return _answer(matcher, spiffe_id, TypeError)
+
+
+def decide(matcher: Matcher, spiffe_id: SpiffeId) -> MatchResult:
+    """What ``matcher`` answers for ``spiffe_id``, where an authorizer or a requirement
+    decides: anything but a :class:`MatchResult` (an ``async`` function's coroutine, ``True``)
+    is a :class:`~zerotrust.errors.ConfigurationError`, so it refuses, never admits."""
+    return _answer(matcher, spiffe_id, ConfigurationError)
 
 
 def _matched(detail: str) -> MatchResult:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import ssl
 import threading
 from collections import OrderedDict
@@ -14,12 +13,11 @@ from cryptography import x509
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.errors import (
     AuthenticationError,
-    ConfigurationError,
     MissingCredentials,
     PeerNotAuthorized,
     ZeroTrustError,
 )
-from zerotrust.identity.match import Matcher, MatchResult
+from zerotrust.identity.match import Matcher, decide
 from zerotrust.x509._certs import fingerprint, load_der_chain
 from zerotrust.x509.sources import X509BundleSource
 from zerotrust.x509.verify import Role, VerifiedPeer, verify_x509_svid
@@ -97,15 +95,7 @@ class PeerVerifier:
             if remembered:
                 certs = [certs[0], *remembered]
         peer = verify_x509_svid(certs, self._bundles, now=self._clock.now(), role=self._role)
-        result: object = self._authorizer(peer.spiffe_id)
-        if type(result) is not MatchResult:
-            # a coroutine (an async authorizer), a bool or a string is no decision, however
-            # truthy: the peer is refused, never let through
-            if inspect.iscoroutine(result):
-                result.close()
-            raise ConfigurationError(
-                f"authorizer {self._authorizer!r} returned {type(result).__name__}, not MatchResult"
-            )
+        result = decide(self._authorizer, peer.spiffe_id)  # only a MatchResult decides
         if not result:
             raise PeerNotAuthorized(f"{peer.spiffe_id} refused: {result.reason}: {result.detail}")
         intermediates = peer.chain[1:-1]

@@ -623,6 +623,31 @@ def test_a_decision_with_more_any_of_groups_covers_one_of_them() -> None:
     assert covers(requirement(any_scopes=["a", "x"]), both) is False
 
 
+def _localized(install: Installer, urls: Any) -> None:
+    """Serve ``urls()`` (built once translation is on) with English and French active and
+    ``LocaleMiddleware`` before zerotrust's."""
+    install.override(
+        USE_I18N=True,
+        LANGUAGE_CODE="en",
+        LANGUAGES=[("en", "English"), ("fr", "French")],
+        MIDDLEWARE=[
+            "django.middleware.locale.LocaleMiddleware",
+            "zerotrust.django.ZeroTrustMiddleware",
+        ],
+    )
+    from django.utils import translation
+
+    # Django picks its translation functions once: forget them while USE_I18N is on, and after
+    translation._trans.__dict__.clear()
+    install.stack.callback(translation._trans.__dict__.clear)
+    patterns = urls()
+    install.override(
+        ROOT_URLCONF=types.new_class(
+            "LocalizedUrls", exec_body=lambda ns: ns.update(urlpatterns=patterns)
+        )
+    )
+
+
 @pytest.mark.parametrize("kind", CLIENTS)
 @pytest.mark.parametrize("path", ["/orders/7/", "/fr/orders/7/"])
 def test_a_language_prefix_is_no_part_of_the_route_template(
@@ -633,32 +658,17 @@ def test_a_language_prefix_is_no_part_of_the_route_template(
     deny = Rule(id="no-web", action="DENY", callers=[Callers(spiffe_ids=[WEB])],
                 operations=[Operations(routes=[ROUTE])])  # fmt: skip
     zt = install(pol=Policy([deny, *policy().rules], id="orders"))
-    install.override(
-        USE_I18N=True,
-        LANGUAGE_CODE="en",
-        LANGUAGES=[("en", "English"), ("fr", "French")],
-        MIDDLEWARE=[
-            "django.middleware.locale.LocaleMiddleware",
-            "zerotrust.django.ZeroTrustMiddleware",
-        ],
-    )
     from django.conf.urls.i18n import i18n_patterns
     from django.urls import path as route
-    from django.utils import translation
 
     from tests.adapters.django.project import views
 
-    # Django picks its translation functions once: forget them while USE_I18N is on, and after
-    translation._trans.__dict__.clear()
-    install.stack.callback(translation._trans.__dict__.clear)
     # one view under every language's prefix (/fr/orders/7/), and under none in the default one
-    urls = i18n_patterns(
-        route("orders/<int:order_id>/", views.plain), prefix_default_language=False
-    )
-    install.override(
-        ROOT_URLCONF=types.new_class(
-            "LocalizedUrls", exec_body=lambda ns: ns.update(urlpatterns=urls)
-        )
+    _localized(
+        install,
+        lambda: i18n_patterns(
+            route("orders/<int:order_id>/", views.plain), prefix_default_language=False
+        ),
     )
     assert_refused(call(kind, path, zt.auth()), 403, None, "access_denied")
     assert zt.sink.last.rule_id == "no-web"
@@ -675,31 +685,17 @@ def test_a_route_outside_i18n_patterns_keeps_a_segment_named_like_a_language(
     deny = Rule(id="no-web", action="DENY", callers=[Callers(spiffe_ids=[WEB])],
                 operations=[Operations(routes=["/fr/reports"])])  # fmt: skip
     zt = install(pol=Policy([deny, *policy().rules], id="orders"))
-    install.override(
-        USE_I18N=True,
-        LANGUAGE_CODE="en",
-        LANGUAGES=[("en", "English"), ("fr", "French")],
-        MIDDLEWARE=[
-            "django.middleware.locale.LocaleMiddleware",
-            "zerotrust.django.ZeroTrustMiddleware",
-        ],
-    )
     from django.conf.urls.i18n import i18n_patterns
     from django.urls import path as route
-    from django.utils import translation
 
     from tests.adapters.django.project import views
 
-    translation._trans.__dict__.clear()
-    install.stack.callback(translation._trans.__dict__.clear)
-    urls = [
-        route("fr/reports/", views.plain),  # not localized: /fr/ is part of its route
-        *i18n_patterns(route("reports/", views.plain), prefix_default_language=False),
-    ]
-    install.override(
-        ROOT_URLCONF=types.new_class(
-            "LocalizedUrls", exec_body=lambda ns: ns.update(urlpatterns=urls)
-        )
+    _localized(
+        install,
+        lambda: [
+            route("fr/reports/", views.plain),  # not localized: /fr/ is part of its route
+            *i18n_patterns(route("reports/", views.plain), prefix_default_language=False),
+        ],
     )
     assert_refused(call(kind, "/fr/reports/", zt.auth()), 403, None, "access_denied")
     assert zt.sink.last.rule_id == "no-web"

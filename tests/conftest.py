@@ -1,8 +1,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from zerotrust import FixedClock
 from zerotrust.dev import DevCA
@@ -28,3 +32,15 @@ def other_ca() -> DevCA:
 @pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(dt.datetime.now(dt.timezone.utc))
+
+
+@pytest.fixture
+def traced() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """A tracer provider of our own (not the global one) and the spans it finished."""
+    provider = TracerProvider()
+    spans = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    try:
+        yield provider, spans
+    finally:
+        provider.shutdown()

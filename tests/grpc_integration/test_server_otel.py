@@ -3,14 +3,11 @@ on the server span of its RPC (docs/grpc.md); listed after, only in the audit ev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent import futures
 
 import grpc
-import pytest
 from opentelemetry.instrumentation.grpc import server_interceptor
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -29,17 +26,6 @@ from tests.grpc_integration._support import (
 )
 from zerotrust import OTelSink
 from zerotrust.grpc import ServerInterceptor, server_credentials
-
-
-@pytest.fixture
-def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    provider = TracerProvider()
-    spans = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    try:
-        yield provider, spans
-    finally:
-        provider.shutdown()
 
 
 def _serve_and_call(world: World, provider: TracerProvider, *, otel_first: bool) -> None:
@@ -69,9 +55,9 @@ def _serve_and_call(world: World, provider: TracerProvider, *, otel_first: bool)
 
 
 def test_listed_first_every_arity_has_its_decision_on_its_span(
-    world: World, exporter: tuple[TracerProvider, InMemorySpanExporter]
+    world: World, traced: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
-    provider, spans = exporter
+    provider, spans = traced
     _serve_and_call(world, provider, otel_first=True)
     server = [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert [s.name for s in server] == [f"/{SERVICE}/{m}" for m in METHODS] * 2
@@ -94,9 +80,9 @@ def test_listed_first_every_arity_has_its_decision_on_its_span(
 
 
 def test_listed_after_the_decision_is_only_in_the_audit_event(
-    world: World, exporter: tuple[TracerProvider, InMemorySpanExporter]
+    world: World, traced: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
-    provider, spans = exporter
+    provider, spans = traced
     _serve_and_call(world, provider, otel_first=False)
     server = [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert len(server) == 4  # refused calls never reach the interceptor after zerotrust

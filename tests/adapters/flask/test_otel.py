@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from opentelemetry.instrumentation.flask import FlaskInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -18,21 +14,10 @@ from zerotrust.tokens import PrivateJWK
 from ._support import AUD, ISS, WEB, bearer, make_app, make_guard
 
 
-@pytest.fixture
-def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    provider = TracerProvider()
-    spans = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(spans))
-    try:
-        yield provider, spans
-    finally:
-        provider.shutdown()
-
-
 def test_decision_is_recorded_on_the_flask_server_span(
-    clock: FixedClock, exporter: tuple[TracerProvider, InMemorySpanExporter]
+    clock: FixedClock, traced: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
-    provider, spans = exporter
+    provider, spans = traced
     issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISS, clock=clock)
     sink = MemorySink()
     guard, _ = make_guard(issuer, clock, audit=[sink, OTelSink()])

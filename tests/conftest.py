@@ -35,7 +35,7 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def traced() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+def own_tracer() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
     """A tracer provider of our own (not the global one) and the spans it finished."""
     provider = TracerProvider()
     spans = InMemorySpanExporter()

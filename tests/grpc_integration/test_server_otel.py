@@ -55,9 +55,9 @@ def _serve_and_call(world: World, provider: TracerProvider, *, otel_first: bool)
 
 
 def test_listed_first_every_arity_has_its_decision_on_its_span(
-    world: World, traced: tuple[TracerProvider, InMemorySpanExporter]
+    world: World, own_tracer: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
-    provider, spans = traced
+    provider, spans = own_tracer
     _serve_and_call(world, provider, otel_first=True)
     server = [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert [s.name for s in server] == [f"/{SERVICE}/{m}" for m in METHODS] * 2
@@ -80,9 +80,9 @@ def test_listed_first_every_arity_has_its_decision_on_its_span(
 
 
 def test_listed_after_the_decision_is_only_in_the_audit_event(
-    world: World, traced: tuple[TracerProvider, InMemorySpanExporter]
+    world: World, own_tracer: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
-    provider, spans = traced
+    provider, spans = own_tracer
     _serve_and_call(world, provider, otel_first=False)
     server = [s for s in spans.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert len(server) == 4  # refused calls never reach the interceptor after zerotrust

@@ -15,9 +15,9 @@ from ._support import AUD, ISS, WEB, bearer, make_app, make_guard
 
 
 def test_decision_is_recorded_on_the_flask_server_span(
-    clock: FixedClock, traced: tuple[TracerProvider, InMemorySpanExporter]
+    clock: FixedClock, own_tracer: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
-    provider, spans = traced
+    provider, spans = own_tracer
     issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISS, clock=clock)
     sink = MemorySink()
     guard, _ = make_guard(issuer, clock, audit=[sink, OTelSink()])

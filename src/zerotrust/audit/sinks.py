@@ -309,7 +309,9 @@ class MultiSink:
         for sink in self._sinks:
             emit: Callable[[AuditEvent], object] = sink.emit
             try:
-                _ran(emit(event))
+                result = emit(event)
+                if result is not None:  # a sink's emit returns nothing, or it failed
+                    _ran(result)
             except Exception as exc:  # every sink must be tried
                 if error is None:
                     error = exc
@@ -401,7 +403,9 @@ class AuditPipeline:
         for index, sink in enumerate(self._sinks):
             emit: Callable[[AuditEvent], object] = sink.emit
             try:
-                _ran(emit(event))
+                result = emit(event)
+                if result is not None:  # a sink's emit returns nothing, or it failed
+                    _ran(result)
             except Exception as exc:  # every sink must be tried
                 self._failed(index, exc)
                 if first_error is None:
@@ -474,7 +478,7 @@ def _never_async(emit: Callable[..., object], name: str) -> None:
 def _ran(result: object) -> None:
     """What a sink's ``emit`` returned: a coroutine never runs unless awaited, and nothing
     here awaits it, so the event was not written: a failure of that sink."""
-    if result is not None and isinstance(result, Coroutine):
+    if isinstance(result, Coroutine):
         result.close()
         raise TypeError("the audit sink returned a coroutine, which never runs: event not written")
 

@@ -20,7 +20,17 @@ from tests.adapters.asgi._support import (
     make_app,
     make_guard,
 )
-from zerotrust import Callers, Operations, Policy, Principal, PrivateJWK, Rule, TokenIssuer, match
+from zerotrust import (
+    Callers,
+    Guard,
+    Operations,
+    Policy,
+    Principal,
+    PrivateJWK,
+    Rule,
+    TokenIssuer,
+    match,
+)
 from zerotrust.errors import ConfigurationError
 from zerotrust.fastapi import ZeroTrust, ZeroTrustMiddleware
 
@@ -255,8 +265,8 @@ def test_exception_handlers_for_app_factories(issuer: TokenIssuer) -> None:
         assert http.get("/orders/1").json()["error"] == "missing_credentials"
 
 
-def test_mounted_app_template_includes_the_mount(issuer: TokenIssuer) -> None:
-    guard, sink = make_guard(issuer)
+def _orders_app(guard: Guard) -> FastAPI:
+    """An application of one route checked by the dependency alone (to be mounted)."""
     inner = FastAPI()
     zt = ZeroTrust(guard)
     inner.add_exception_handler(*next(iter(ZeroTrust.exception_handlers.items())))
@@ -265,6 +275,12 @@ def test_mounted_app_template_includes_the_mount(issuer: TokenIssuer) -> None:
     async def order(principal: Annotated[Principal, Security(zt)]) -> Any:
         return {"who": principal.id}
 
+    return inner
+
+
+def test_mounted_app_template_includes_the_mount(issuer: TokenIssuer) -> None:
+    guard, sink = make_guard(issuer)
+    inner = _orders_app(guard)
     outer = Starlette(routes=[Mount("/api", app=inner)])
     outer.add_middleware(ZeroTrustMiddleware, guard=guard)
     headers = bearer(token(issuer))
@@ -296,14 +312,7 @@ def test_a_mounted_dependency_alone_refuses_what_a_deny_rule_on_its_route_would(
     headers = bearer(token(issuer))
     for rules, status in (([deny, allow], 500), ([allow], 200)):
         guard, sink = make_guard(issuer, policy=Policy(rules))
-        inner = FastAPI()
-        zt = ZeroTrust(guard)
-        inner.add_exception_handler(*next(iter(ZeroTrust.exception_handlers.items())))
-
-        @inner.get("/orders/{order_id}")
-        async def order(principal: Annotated[Principal, Security(zt)]) -> Any:
-            return {"who": principal.id}
-
+        inner = _orders_app(guard)
         with client(Starlette(routes=[Mount("/orders-api", app=inner)])) as http:
             assert http.get("/orders-api/orders/7", headers=headers).status_code == status
         assert sink.last.route is None

@@ -18,6 +18,7 @@ from tests._https import Recorded as HttpRecorded
 from tests._zt_https import Recorded, Reply, ZtHttpsServer
 from tests.client.conftest import Call, CountingSource, Mode, send, streamed, tls
 from zerotrust import FixedClock, SpiffeId, StaticTokenSource, X509Svid
+from zerotrust.client._rejections import Rejections
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, SourceError
 from zerotrust.httpx import AsyncClient, Client, SupportsInvalidate, ZeroTrustAuth
@@ -361,7 +362,8 @@ def test_a_source_without_invalidate_is_cleared() -> None:
 
 def test_an_invalidate_hook_gets_the_token_if_its_signature_takes_it() -> None:
     """``token`` is passed to a hook that names it (keyword-only or not) or takes any keyword;
-    a hook that takes none of them is called with the audience alone."""
+    a hook that takes none of them is called with the audience alone (the clients'
+    ``Rejections``, which both ZeroTrustAuth and the gRPC channels use)."""
     calls: list[tuple[object, ...]] = []
 
     class Source(ClearingSource):
@@ -384,7 +386,7 @@ def test_an_invalidate_hook_gets_the_token_if_its_signature_takes_it() -> None:
             calls.append(("audience", audience, *more))
 
     for source in (KeywordOnly(), Positional(), AnyKeyword(), AudienceOnly()):
-        ZeroTrustAuth(source, audience="a")._invalidate("a", "t0")
+        Rejections(source).reject("a", "t0")
         assert source.generation == 0  # never cleared when it has invalidate
     assert calls == [
         ("keyword-only", "a", "t0"),
@@ -398,18 +400,18 @@ def test_a_rejected_token_is_dropped_once_and_1024_are_remembered() -> None:
     """Requests in flight with the same rejected token drop it from the source once; the
     rejected tokens remembered for that are bounded (the least recently rejected go)."""
     source = ClearingSource()
-    auth = ZeroTrustAuth(source, audience="orders")
-    auth._invalidate("a", "t0")
-    auth._invalidate("a", "t0")  # a concurrent request had it dropped already
+    rejections = Rejections(source)
+    rejections.reject("a", "t0")
+    rejections.reject("a", "t0")  # a concurrent request had it dropped already
     assert source.generation == 1
-    auth._invalidate("a", "t1")
+    rejections.reject("a", "t1")
     assert source.generation == 2
     for n in range(1024):
-        auth._invalidate(f"b{n}", "t")
-    assert source.generation == 1026 and len(auth._rejected) == 1024
-    auth._invalidate("b1023", "t")  # remembered
+        rejections.reject(f"b{n}", "t")
+    assert source.generation == 1026 and len(rejections._last) == 1024
+    rejections.reject("b1023", "t")  # remembered
     assert source.generation == 1026
-    auth._invalidate("a", "t1")  # the oldest, forgotten: dropped again
+    rejections.reject("a", "t1")  # the oldest, forgotten: dropped again
     assert source.generation == 1027
 
 

@@ -12,20 +12,19 @@ held while the flow is suspended, so httpx may resume it on any thread or task.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import ipaddress
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeAlias, runtime_checkable
+from typing import Final, TypeAlias
 
 import httpx
 
 from zerotrust._clock import Clock
 from zerotrust.client._dpop import DPoPSigner
+from zerotrust.client._rejections import Rejections, SupportsInvalidate, says_invalid_token
 from zerotrust.errors import ConfigurationError
 from zerotrust.identity import SpiffeId
 from zerotrust.sources._sansio import is_loopback_host
@@ -54,10 +53,6 @@ AudienceFor: TypeAlias = (
     "str | SpiffeId | Mapping[str, str | SpiffeId] | Callable[[httpx.Request], str | None]"
 )
 
-#: ``error="invalid_token"`` as an auth-param of a ``WWW-Authenticate`` challenge (RFC 6750 §3).
-_INVALID_TOKEN: Final = re.compile(
-    r'(?:^|[\s,])error\s*=\s*(?:"invalid_token"|invalid_token)(?=\s*(?:,|$))', re.IGNORECASE
-)
 #: ``error="use_dpop_nonce"`` in a ``WWW-Authenticate: DPoP`` challenge (RFC 9449 §9).
 _USE_DPOP_NONCE: Final = re.compile(
     r'(?:^|[\s,])error\s*=\s*(?:"use_dpop_nonce"|use_dpop_nonce)(?=\s*(?:,|$))', re.IGNORECASE
@@ -70,52 +65,6 @@ _MAPPING_KEY: Final = re.compile(
     r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[^\s:/@\[\]]+))(?::(?P<port>[0-9]{1,5}))?"
 )
 _DEFAULT_PORTS: Final = {"https": 443, "http": 80}
-
-
-@runtime_checkable
-class SupportsInvalidate(Protocol):
-    """An optional token-source method: forget the cached token for ``audience``.
-
-    :class:`ZeroTrustAuth` passes the refused token as ``token``: only a cached token that is
-    that one is forgotten. A source whose ``invalidate`` takes no ``token`` keyword is called
-    with the audience alone."""
-
-    def invalidate(self, audience: str, *, token: str | None = None) -> None:
-        """Forget the cached token for ``audience`` (with ``token``: only if it is that one),
-        so that the next ``token(audience)`` gets a new one."""
-        ...
-
-
-_Drop: TypeAlias = "Callable[[str, str], None]"
-
-
-def _takes_token(method: Callable[..., object]) -> bool:
-    """Whether ``method`` accepts a ``token`` keyword."""
-    try:
-        parameters = inspect.signature(method).parameters.values()
-    except (TypeError, ValueError):  # no signature to read: called the way it always was
-        return False
-    return any(
-        p.kind is p.VAR_KEYWORD
-        or (p.name == "token" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
-        for p in parameters
-    )
-
-
-def _dropper(source: object) -> _Drop | None:
-    """How ``source`` is made to drop a refused token for an audience: that token only
-    (``invalidate(audience, token=...)``), whatever it holds for the audience (an
-    ``invalidate(audience)`` without the keyword), or everything (``clear()``); ``None``
-    when it has none of them."""
-    if isinstance(source, SupportsInvalidate):
-        invalidate = source.invalidate
-        if _takes_token(invalidate):
-            return lambda audience, token: invalidate(audience, token=token)
-        return lambda audience, token: invalidate(audience)
-    clear = getattr(source, "clear", None)
-    if callable(clear):
-        return lambda audience, token: clear()
-    return None
 
 
 def use_dpop_nonce_challenge(response: httpx.Response) -> bool:
@@ -132,9 +81,7 @@ def invalid_token_challenge(response: httpx.Response) -> bool:
     """Whether ``response`` is a 401 whose ``WWW-Authenticate`` says ``error="invalid_token"``."""
     if response.status_code != 401:
         return False
-    return any(
-        _INVALID_TOKEN.search(value) for value in response.headers.get_list("www-authenticate")
-    )
+    return says_invalid_token(response.headers.get_list("www-authenticate"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,10 +192,6 @@ def _same_request(answered: httpx.Request, request: httpx.Request) -> bool:
 def _replayable(request: httpx.Request) -> bool:
     """Whether the request body can be sent again (bytes, forms and JSON; not streams)."""
     return isinstance(request.stream, httpx.ByteStream)
-
-
-def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("ascii")).digest()
 
 
 def _origin(url: httpx.URL) -> str:
@@ -368,12 +311,10 @@ class ZeroTrustAuth(httpx.Auth):
         ):
             raise ConfigurationError("token_source must have token() and token_async() methods")
         self._source = token_source
-        self._drop = _dropper(token_source)
+        self._rejections = Rejections(token_source)
         self._audience = _resolver(audience)
         self._dpop = DPoPSigner(dpop_key, clock=clock) if dpop_key is not None else None
         self._nonces = _Nonces()
-        self._lock = threading.Lock()
-        self._rejected: OrderedDict[str, bytes] = OrderedDict()
         self._last_checked: object = None
 
     # -- the logic, written once ------------------------------------------------------------
@@ -392,19 +333,6 @@ class ZeroTrustAuth(httpx.Auth):
         # and for every redirect httpx builds from this request (a new method or URL)
         request.extensions = {**request.extensions, REFRESH_EXTENSION: proof}
         return proof
-
-    def _invalidate(self, audience: str, rejected: str) -> None:
-        """Drop the rejected token from the source, once per rejected token."""
-        digest = _digest(rejected)
-        with self._lock:  # never held across a yield
-            if self._rejected.get(audience) == digest:
-                return  # a concurrent request already had it invalidated
-            self._rejected[audience] = digest
-            self._rejected.move_to_end(audience)
-            if len(self._rejected) > _MAX_REMEMBERED:
-                self._rejected.popitem(last=False)
-            if self._drop is not None:
-                self._drop(audience, rejected)
 
     def _audience_for(self, request: httpx.Request) -> str | None:
         """The audience ``request`` carries a token for (``None``: none), refusing a token over
@@ -467,7 +395,7 @@ class ZeroTrustAuth(httpx.Auth):
                 proof.note(response, answered)
         if not invalid_token_challenge(response):
             return
-        self._invalidate(audience, token)  # it was refused, whether or not it is sent again
+        self._rejections.reject(audience, token)  # it was refused, whether or not it is sent again
         if not again:
             # a streamed body is gone, or a redirect made it another request: the 401 stands
             # (the next request gets a new token)

@@ -1,0 +1,99 @@
+"""A token a server refused (``error="invalid_token"``): how the token source is made to drop
+it, once per refused token, for the httpx and gRPC clients alike."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Final, Protocol, TypeAlias, runtime_checkable
+
+__all__ = ["Rejections", "SupportsInvalidate", "says_invalid_token"]
+
+#: ``error="invalid_token"`` as an auth-param of a ``WWW-Authenticate`` challenge (RFC 6750 §3).
+_INVALID_TOKEN: Final = re.compile(
+    r'(?:^|[\s,])error\s*=\s*(?:"invalid_token"|invalid_token)(?=\s*(?:,|$))', re.IGNORECASE
+)
+#: Audiences whose last refused token is remembered.
+_MAX_REMEMBERED: Final = 1024
+
+
+def says_invalid_token(challenges: Iterable[object]) -> bool:
+    """Whether one of the ``WWW-Authenticate`` values ``challenges`` carries
+    ``error="invalid_token"`` (values that are not text are ignored)."""
+    return any(isinstance(value, str) and _INVALID_TOKEN.search(value) for value in challenges)
+
+
+@runtime_checkable
+class SupportsInvalidate(Protocol):
+    """An optional token-source method: forget the cached token for ``audience``.
+
+    The clients pass the refused token as ``token``: only a cached token that is that one is
+    forgotten. A source whose ``invalidate`` takes no ``token`` keyword is called with the
+    audience alone."""
+
+    def invalidate(self, audience: str, *, token: str | None = None) -> None:
+        """Forget the cached token for ``audience`` (with ``token``: only if it is that one),
+        so that the next ``token(audience)`` gets a new one."""
+        ...
+
+
+_Drop: TypeAlias = "Callable[[str, str], None]"
+
+
+def _takes_token(method: Callable[..., object]) -> bool:
+    """Whether ``method`` accepts a ``token`` keyword."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: called the way it always was
+        return False
+    return any(
+        p.kind is p.VAR_KEYWORD
+        or (p.name == "token" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+        for p in parameters
+    )
+
+
+def _dropper(source: object) -> _Drop | None:
+    """How ``source`` is made to drop a refused token for an audience: that token only
+    (``invalidate(audience, token=...)``), whatever it holds for the audience (an
+    ``invalidate(audience)`` without the keyword), or everything (``clear()``); ``None``
+    when it has none of them."""
+    if isinstance(source, SupportsInvalidate):
+        invalidate = source.invalidate
+        if _takes_token(invalidate):
+            return lambda audience, token: invalidate(audience, token=token)
+        return lambda audience, token: invalidate(audience)
+    clear = getattr(source, "clear", None)
+    if callable(clear):
+        return lambda audience, token: clear()
+    return None
+
+
+class Rejections:
+    """Makes ``source`` drop each token a server refused, once: concurrent refusals of the
+    same token (many calls in flight with it) invalidate it once, so a token minted in the
+    meantime is not dropped by a late refusal of the old one."""
+
+    __slots__ = ("_drop", "_last", "_lock")
+
+    def __init__(self, source: object) -> None:
+        self._drop = _dropper(source)
+        self._lock = threading.Lock()
+        self._last: OrderedDict[str, bytes] = OrderedDict()
+
+    def reject(self, audience: str, token: str) -> None:
+        """``token`` was refused for ``audience``: have the source drop it (the first time)."""
+        digest = hashlib.sha256(token.encode("ascii", "replace")).digest()
+        with self._lock:  # never held across a suspension of the callers' flows
+            if self._last.get(audience) == digest:
+                return  # a concurrent call already had it invalidated
+            self._last[audience] = digest
+            self._last.move_to_end(audience)
+            if len(self._last) > _MAX_REMEMBERED:
+                self._last.popitem(last=False)
+            if self._drop is not None:
+                self._drop(audience, token)

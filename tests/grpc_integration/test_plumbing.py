@@ -3,6 +3,7 @@ re-check after reconnection, peer strings, and optional-dependency hygiene."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -39,7 +40,7 @@ from zerotrust import (
 from zerotrust.adapters._grpc_tls import remote_address
 from zerotrust.client._grpc_check import ServerCheck, split_target
 from zerotrust.client._grpc_creds import channel_credentials
-from zerotrust.errors import ConfigurationError
+from zerotrust.errors import ConfigurationError, SourceError
 from zerotrust.grpc import ServerIdentityError, secure_channel
 from zerotrust.identity import TrustDomain
 from zerotrust.tokens.outgoing import CachedTokenSource
@@ -587,7 +588,6 @@ def test_each_attempt_of_a_call_waits_for_a_token_fetch_of_its_own(
 
 def test_fetches_stuck_in_the_token_source_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     from zerotrust.client._grpc_creds import TokenPlugin
-    from zerotrust.errors import SourceError
 
     monkeypatch.setattr(TokenPlugin, "fetch_timeout", 0.1)
     release = threading.Event()
@@ -1379,3 +1379,46 @@ def test_the_peer_cache_is_bounded_in_bytes(ca: Any, monkeypatch: pytest.MonkeyP
     cache = _grpc_tls.PeerCache(Authenticator(bundles=ca.bundle))
     assert cache.lookup({"x509_pem_cert": [pem[0]], "x509_pem_cert_chain": pem})[1] is not None
     assert cache._entries == {} and cache._bytes == 0
+
+
+def test_waiting_for_a_new_token_after_a_refusal_is_bounded() -> None:
+    """What the channels wait for before a call is made again with a new token: the source's
+    answer, nothing after the time left (a source still busy), and no token from a source that
+    failed; the refused token is dropped from the plugin, and the source is asked once."""
+    from zerotrust.client._grpc_creds import TokenPlugin
+
+    busy = Blocking("tok")
+    plugin = Clocks().plugin(busy)  # the memo stays fresh whatever time the test takes
+    try:
+        assert plugin.wait_token(0.01) is None  # busy: nothing within the time left
+        assert asyncio.run(plugin.atoken(0.01)) is None
+        busy.release.set()
+        assert plugin.wait_token(None) == "tok"
+        assert asyncio.run(plugin.atoken(None)) == "tok" == plugin.current()
+        plugin.refused("another")  # not the memo's token: kept
+        assert plugin.current() == "tok"
+        plugin.refused("tok")
+        assert plugin.current() is None
+    finally:
+        busy.release.set()
+        plugin.close()
+    assert busy.fetches == ["api"]
+
+    invalidated: list[tuple[str, str | None]] = []
+
+    class Failing:
+        def token(self, audience: str) -> str:
+            raise SourceError("down")
+
+        def invalidate(self, audience: str, *, token: str | None = None) -> None:
+            invalidated.append((audience, token))
+
+    failing = TokenPlugin(Failing(), "api")  # type: ignore[arg-type]
+    try:
+        assert failing.wait_token(None) is None
+        assert asyncio.run(failing.atoken(None)) is None
+        failing.refused("t0")
+        failing.refused("t0")  # many calls refused with it: dropped from the source once
+    finally:
+        failing.close()
+    assert invalidated == [("api", "t0")]

@@ -4,6 +4,8 @@ own retries are off)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -15,6 +17,7 @@ from typing import Any, Final
 
 import grpc  # type: ignore[import-untyped,unused-ignore]
 
+from zerotrust.client._rejections import Rejections
 from zerotrust.errors import ConfigurationError, NoTrustBundle, SourceError
 from zerotrust.identity import TrustDomain
 from zerotrust.tokens._outgoing_cache import _unverified_exp, check_token
@@ -156,6 +159,14 @@ def _answer(callback: Any, memo: _Memo | None, error: BaseException | None) -> N
         callback(None, error or SourceError("no token"))
 
 
+def _token_of(metadata: Any) -> str | None:
+    """The token in the metadata the plugin answered with (``None``: it answered an error)."""
+    if not metadata:
+        return None
+    header: str = metadata[0][1]
+    return header.removeprefix("Bearer ")
+
+
 class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
     """Attaches ``authorization: Bearer <token for audience>`` to every call.
 
@@ -208,6 +219,7 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
         self._fetch: _Fetch | None = None  # the latest fetch, until it ends or times out
         self._running = 0  # fetch threads inside the source
         self._closed = False
+        self._rejections = Rejections(source)
 
     def __call__(self, context: Any, callback: Any) -> None:
         now = self._monotonic()
@@ -232,6 +244,58 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
             _answer(callback, fetch.memo, fetch.error)
         else:
             callback(None, error)
+
+    def current(self) -> str | None:
+        """The token a call made now gets at once (``None``: it would wait for the source)."""
+        memo = self._memo
+        if memo is None or self._monotonic() >= memo.use_until:
+            return None
+        return memo.header.removeprefix("Bearer ")
+
+    def refused(self, token: str) -> None:
+        """A server refused ``token`` (``error="invalid_token"``): it is no longer attached,
+        and the source is asked to drop it (once, however many calls carried it), so that the
+        next call gets a new one."""
+        with self._lock:
+            memo = self._memo
+            if memo is not None and memo.header == f"Bearer {token}":
+                self._memo = None
+        self._rejections.reject(self._audience, token)
+
+    def wait_token(self, timeout: float | None) -> str | None:
+        """The token the next call would carry, waiting for the source if need be (at most
+        ``timeout`` seconds, and the fetch's own bound); ``None`` if there is none."""
+        answered = threading.Event()
+        box: list[str | None] = []
+
+        def callback(metadata: Any, error: BaseException | None) -> None:
+            box.append(_token_of(metadata))
+            answered.set()
+
+        self(None, callback)
+        if not answered.wait(None if timeout is None else min(timeout, threading.TIMEOUT_MAX)):
+            return None
+        return box[0]
+
+    async def atoken(self, timeout: float | None) -> str | None:
+        """:meth:`wait_token` for the event loop (the wait happens on the plugin's threads)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str | None] = loop.create_future()
+
+        def settle(token: str | None) -> None:
+            if not future.done():
+                future.set_result(token)
+
+        def callback(metadata: Any, error: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile
+                loop.call_soon_threadsafe(settle, _token_of(metadata))
+
+        self(None, callback)
+        try:
+            await asyncio.wait((future,), timeout=timeout)
+        finally:
+            future.cancel()  # a caller cancelled, or the time is up: a late answer is dropped
+        return future.result() if not future.cancelled() else None
 
     def _start(self) -> tuple[_Fetch | None, SourceError | None]:  # lock held
         """The fetch under way, or a new one (or why none can start)."""

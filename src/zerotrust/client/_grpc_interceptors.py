@@ -31,9 +31,13 @@ from opentelemetry import propagate
 
 from zerotrust import _jitter
 from zerotrust.client._grpc_check import ServerCheck, ServerIdentityError
-from zerotrust.client._grpc_creds import RetryPolicy
+from zerotrust.client._grpc_creds import RetryPolicy, TokenPlugin
+from zerotrust.client._rejections import says_invalid_token
 
-__all__ = ["ClientInterceptor", "aio_interceptors", "trace_metadata"]
+__all__ = ["REFUSAL_TASK", "ClientInterceptor", "aio_interceptors", "trace_metadata"]
+
+#: The name of the task that reads how an aio streaming call ended (the refusal of a token).
+REFUSAL_TASK = "zerotrust-grpc-refusal"
 
 _log = logging.getLogger("zerotrust.grpc")
 
@@ -114,6 +118,25 @@ class _Plan:
         return wait
 
 
+def _refused_token(
+    tokens: TokenPlugin | None, code: Any, trailing: Any, sent: str | None
+) -> str | None:
+    """The token a call that ended with ``code`` and ``trailing`` metadata was refused
+    (``UNAUTHENTICATED`` with ``www-authenticate: ... error="invalid_token"``), now dropped
+    from the plugin and its source; ``None`` when the call was not refused for its token.
+    ``sent`` is the token the call was made with as far as known (``None``: the call waited
+    for a fetch, whose token is the plugin's current one)."""
+    if tokens is None or code is not grpc.StatusCode.UNAUTHENTICATED:
+        return None
+    challenges = [value for key, value in trailing or () if key == "www-authenticate"]
+    if not says_invalid_token(challenges):
+        return None
+    refused = sent if sent is not None else tokens.current()
+    if refused is not None:
+        tokens.refused(refused)
+    return refused
+
+
 def _retried(plan: _Plan, exc: ServerIdentityError) -> float | None:
     """The wait before another attempt after the check failed. Nothing was sent, so a check
     that could not run (``UNAVAILABLE``) is tried again whatever codes the policy names; a
@@ -128,11 +151,20 @@ class _Attempts:
     deadline), then the metadata with the trace context."""
 
     def __init__(
-        self, check: ServerCheck | None, trace_context: bool, retry: RetryPolicy | None
+        self,
+        check: ServerCheck | None,
+        trace_context: bool,
+        retry: RetryPolicy | None,
+        tokens: TokenPlugin | None = None,
     ) -> None:
         self._check = check
         self._trace = trace_context
         self._retry = retry
+        self._tokens = tokens
+
+    def _sent(self) -> str | None:
+        """The token a call made now goes with, if the plugin has one at hand."""
+        return self._tokens.current() if self._tokens is not None else None
 
     def _plan(self, details: Any) -> _Plan:
         return _Plan(self._retry, details.timeout)
@@ -163,8 +195,9 @@ class ClientInterceptor(
         *,
         trace_context: bool = True,
         retry: RetryPolicy | None = None,
+        tokens: TokenPlugin | None = None,
     ) -> None:
-        super().__init__(check, trace_context, retry)
+        super().__init__(check, trace_context, retry, tokens)
 
     def _details(self, details: Any, plan: _Plan, extra: list[tuple[str, str]]) -> Any:
         """One attempt's details, after the check (raises :class:`ServerIdentityError`)."""
@@ -196,12 +229,15 @@ class ClientInterceptor(
                     raise
                 time.sleep(wait)
 
-    def _watch(self, call: Any) -> Any:
-        if self._check is None:
+    def _watch(self, call: Any, sent: str | None) -> Any:
+        if self._check is None and self._tokens is None:
             return call
 
         def ended() -> None:
-            self._note(call.code())
+            code = call.code()
+            self._note(code)
+            if self._tokens is not None:
+                _refused_token(self._tokens, code, call.trailing_metadata(), sent)
 
         try:
             added = call.add_callback(ended)
@@ -219,16 +255,19 @@ class ClientInterceptor(
         def attempt() -> Any:
             return continuation(self._details(details, plan, extra), request)
 
-        return _RetryingCall(attempt, plan, self._note).start()
+        return _RetryingCall(attempt, plan, self._note, self._tokens).start()
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return self._watch(continuation(self._checked(details), request))
+        checked, sent = self._checked(details), self._sent()
+        return self._watch(continuation(checked, request), sent)
 
     def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return self._watch(continuation(self._checked(details), requests))
+        checked, sent = self._checked(details), self._sent()
+        return self._watch(continuation(checked, requests), sent)
 
     def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return self._watch(continuation(self._checked(details), requests))
+        checked, sent = self._checked(details), self._sent()
+        return self._watch(continuation(checked, requests), sent)
 
 
 class _Raised:
@@ -270,14 +309,27 @@ class _Raised:
 class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
     """A unary-unary call made of attempts (what the interceptor returns, for blocking calls
     and ``future()`` alike). The first attempt starts in the caller's thread, a later one in a
-    timer thread once its wait is over; a blocking call waits in :meth:`result`."""
+    timer thread once its wait is over; a blocking call waits in :meth:`result`.
+
+    An attempt refused for its token (``UNAUTHENTICATED``, ``error="invalid_token"``, before
+    any response metadata) has the token dropped; the call is then made once more, at once,
+    if the token source hands out another token before the deadline (whatever the retry
+    policy)."""
 
     def __init__(
-        self, attempt: Callable[[], Any], plan: _Plan, note: Callable[[Any], None]
+        self,
+        attempt: Callable[[], Any],
+        plan: _Plan,
+        note: Callable[[Any], None],
+        tokens: TokenPlugin | None = None,
     ) -> None:
         self._attempt = attempt
         self._plan = plan
         self._note = note
+        self._tokens = tokens
+        self._sent: str | None = None  # the token of the attempt under way, if known
+        self._refused: str | None = None  # the token refused once: the next attempt's differs
+        self._remint = False  # the next attempt is the one with a new token
         self._cond = threading.Condition()
         self._call: Any = None  # the attempt under way
         self._outcome: Any = None  # the last attempt that ended
@@ -298,6 +350,15 @@ class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
                 return
             self._timer = None
             self._plan.attempts += 1
+            remint, self._remint = self._remint, False
+        tokens = self._tokens
+        if tokens is not None:
+            if remint:  # on a timer thread: waiting for the source blocks no caller
+                fresh = tokens.wait_token(self._plan.left())
+                if fresh is None or fresh == self._refused:
+                    self._finish(self._outcome)  # no other token: the refusal stands
+                    return
+            self._sent = tokens.current()
         try:
             call = self._attempt()
         except ServerIdentityError as exc:
@@ -327,8 +388,24 @@ class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
         self._note(code)
         wait = None
         if code is not grpc.StatusCode.OK and not self._cancelled:
-            wait = self._plan.delay(code, call.initial_metadata())
+            if self._again_with_new_token(call, code):
+                wait = 0.0
+            else:
+                wait = self._plan.delay(code, call.initial_metadata())
         self._after(call, wait)
+
+    def _again_with_new_token(self, call: Any, code: Any) -> bool:
+        """Whether the attempt that ended was refused for its token (which is dropped) and
+        the call is to be made once more with a new one."""
+        refused = _refused_token(self._tokens, code, call.trailing_metadata(), self._sent)
+        if refused is None or self._refused is not None or call.initial_metadata():
+            return False
+        left = self._plan.left()
+        if left is not None and left <= 0:
+            return False
+        with self._cond:
+            self._refused, self._remint = refused, True
+        return True
 
     def _after(self, outcome: Any, wait: float | None) -> None:
         """Another attempt after ``wait`` seconds, or ``outcome`` is the call's (``None``)."""
@@ -448,6 +525,16 @@ def _quietly(callback: Callable[..., Any], *args: Any) -> None:
 
 
 class _AioAttempts(_Attempts):
+    def __init__(
+        self,
+        check: ServerCheck | None,
+        trace_context: bool,
+        retry: RetryPolicy | None,
+        tokens: TokenPlugin | None = None,
+    ) -> None:
+        super().__init__(check, trace_context, retry, tokens)
+        self._ending: set[asyncio.Task[None]] = set()  # the tasks reading streams' ends
+
     async def _details(self, details: Any, plan: _Plan, extra: list[tuple[str, str]]) -> Any:
         check = self._check
         if check is not None and check.needed:
@@ -471,16 +558,32 @@ class _AioAttempts(_Attempts):
                     raise
                 await asyncio.sleep(wait)
 
-    def _watch(self, call: Any) -> Any:
+    def _watch(self, call: Any, sent: str | None) -> Any:
         check = self._check
         if check is not None:
             call.add_done_callback(check.note_aio_call)
+        tokens = self._tokens
+        if tokens is not None:
+
+            async def ended() -> None:
+                with contextlib.suppress(Exception):
+                    _refused_token(tokens, await call.code(), await call.trailing_metadata(), sent)
+
+            def done(_: Any) -> None:
+                task = asyncio.get_running_loop().create_task(ended(), name=REFUSAL_TASK)
+                self._ending.add(task)
+                task.add_done_callback(self._ending.discard)
+
+            call.add_done_callback(done)
         return call
 
 
 class _AioUnaryUnary(_AioAttempts, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        """Attempts as the sync :class:`_RetryingCall` makes them (the one with a new token
+        after ``invalid_token`` included)."""
         plan, extra = self._plan(details), self._extra()
+        refused_once: str | None = None
         while True:
             plan.attempts += 1
             try:
@@ -491,6 +594,7 @@ class _AioUnaryUnary(_AioAttempts, grpc.aio.UnaryUnaryClientInterceptor):  # typ
                     raise
                 await asyncio.sleep(wait)
                 continue
+            sent = self._sent()
             call = await continuation(attempt, request)
             with contextlib.suppress(grpc.RpcError):
                 await call
@@ -498,6 +602,21 @@ class _AioUnaryUnary(_AioAttempts, grpc.aio.UnaryUnaryClientInterceptor):  # typ
             self._note(code)
             if code is grpc.StatusCode.OK:
                 return call
+            refused = _refused_token(self._tokens, code, await call.trailing_metadata(), sent)
+            if refused is not None:
+                left = plan.left()
+                if (
+                    refused_once is not None
+                    or await call.initial_metadata()
+                    or (left is not None and left <= 0)
+                ):
+                    return call
+                refused_once = refused
+                assert self._tokens is not None
+                fresh = await self._tokens.atoken(left)
+                if fresh is None or fresh == refused:
+                    return call  # no other token: the refusal stands
+                continue
             wait = plan.delay(code, await call.initial_metadata())
             if wait is None:
                 return call
@@ -506,23 +625,33 @@ class _AioUnaryUnary(_AioAttempts, grpc.aio.UnaryUnaryClientInterceptor):  # typ
 
 class _AioUnaryStream(_AioAttempts, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return self._watch(await continuation(await self._checked(details), request))
+        checked = await self._checked(details)
+        sent = self._sent()
+        return self._watch(await continuation(checked, request), sent)
 
 
 class _AioStreamUnary(_AioAttempts, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return self._watch(await continuation(await self._checked(details), requests))
+        checked = await self._checked(details)
+        sent = self._sent()
+        return self._watch(await continuation(checked, requests), sent)
 
 
 class _AioStreamStream(_AioAttempts, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return self._watch(await continuation(await self._checked(details), requests))
+        checked = await self._checked(details)
+        sent = self._sent()
+        return self._watch(await continuation(checked, requests), sent)
 
 
 def aio_interceptors(
-    check: ServerCheck | None, *, trace_context: bool = True, retry: RetryPolicy | None = None
+    check: ServerCheck | None,
+    *,
+    trace_context: bool = True,
+    retry: RetryPolicy | None = None,
+    tokens: TokenPlugin | None = None,
 ) -> list[Any]:
     """One interceptor per arity (a ``grpc.aio`` channel files each interceptor under the
     first arity it implements); the identity check runs on the event loop."""
     kinds = (_AioUnaryUnary, _AioUnaryStream, _AioStreamUnary, _AioStreamStream)
-    return [kind(check, trace_context, retry) for kind in kinds]
+    return [kind(check, trace_context, retry, tokens) for kind in kinds]

@@ -17,7 +17,10 @@ tokens, trace context, retries, and rebuilds on SVID rotation.
   connection, only grpc's check (trust domain and DNS name) holds against such an attacker
   (docs/grpc.md says precisely what is and is not guaranteed);
 * with a ``token_source``, call credentials attach ``authorization: Bearer`` for
-  ``audience`` (default: the server's SPIFFE ID), cached and refreshed off the call path;
+  ``audience`` (default: the server's SPIFFE ID), cached and refreshed off the call path; a
+  call refused with ``UNAUTHENTICATED`` and ``www-authenticate: ... error="invalid_token"``
+  has that token dropped (from the source too), and a unary-unary call is made once more
+  with a new token when the source has another one;
 * the current OpenTelemetry context is injected into the metadata (``traceparent``);
 * :class:`RetryPolicy` is applied by the channel, each attempt checked like a call; grpc's
   own retries are off, as they would resend over a connection no check covered
@@ -177,7 +180,9 @@ def _sync_builder(setup: _Setup) -> Callable[[X509Svid, BundleSet], Generation[A
         raw = grpc.secure_channel(setup.target, setup.credentials(svid, bundles), setup.options)
         check.attach(sync_state_reader(raw))
         raw.subscribe(check.on_state, try_to_connect=False)
-        interceptor = ClientInterceptor(check, trace_context=setup.trace_context, retry=setup.retry)
+        interceptor = ClientInterceptor(
+            check, trace_context=setup.trace_context, retry=setup.retry, tokens=setup.plugin
+        )
         channel = grpc.intercept_channel(raw, interceptor)
         return Generation(channel, (svid, bundles), check, raw=raw)
 
@@ -192,7 +197,7 @@ def _aio_builder(setup: _Setup) -> Callable[[X509Svid, BundleSet], Generation[An
             setup.credentials(svid, bundles),
             setup.options,
             interceptors=aio_interceptors(
-                check, trace_context=setup.trace_context, retry=setup.retry
+                check, trace_context=setup.trace_context, retry=setup.retry, tokens=setup.plugin
             ),
         )
         check.attach(aio_state_reader(channel), channel.wait_for_state_change)

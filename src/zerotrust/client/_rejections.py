@@ -31,9 +31,9 @@ def says_invalid_token(challenges: Iterable[object]) -> bool:
 class SupportsInvalidate(Protocol):
     """An optional token-source method: forget the cached token for ``audience``.
 
-    The clients pass the refused token as ``token``: only a cached token that is that one is
-    forgotten. A source whose ``invalidate`` takes no ``token`` keyword is called with the
-    audience alone."""
+    :class:`ZeroTrustAuth` and zerotrust's gRPC channels pass the refused token as ``token``:
+    only a cached token that is that one is forgotten. A source whose ``invalidate`` takes no
+    ``token`` keyword is called with the audience alone."""
 
     def invalidate(self, audience: str, *, token: str | None = None) -> None:
         """Forget the cached token for ``audience`` (with ``token``: only if it is that one),

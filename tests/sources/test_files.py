@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from pathlib import Path
@@ -339,3 +340,55 @@ def test_a_kubernetes_secret_volume_swap_is_picked_up(ca: DevCA, tmp_path: Path)
     ticks.now = 1
     assert source.get_x509_svid().fingerprint == second.fingerprint
     assert source.last_error is None and source.reloads == 1
+
+
+def _write_leaf(ca: DevCA, cert: Path, key: Path, start: dt.timedelta, end: dt.timedelta) -> None:
+    """An SVID valid from now + ``start`` to now + ``end``, written as a rotation tool would."""
+    now = dt.datetime.now(dt.timezone.utc)
+    chain, private = ca.issue_unchecked_leaf(
+        uri_sans=["spiffe://example.org/a"], not_before=now + start, not_after=now + end
+    )
+    cert.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    settled(cert, key)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "why"),
+    [
+        (dt.timedelta(hours=-2), dt.timedelta(hours=-1), "expired"),
+        (dt.timedelta(minutes=6), dt.timedelta(hours=1), "valid only from"),
+    ],
+    ids=["expired", "not-yet-valid"],
+)
+def test_a_rewritten_svid_no_peer_would_accept_keeps_the_previous_one(
+    ca: DevCA, tmp_path: Path, start: dt.timedelta, end: dt.timedelta, why: str
+) -> None:
+    """A rotation tool that writes an expired certificate (a stale copy restored, a renewal
+    that failed) or one valid only in the future must not replace a working SVID."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    ca.issue_svid("spiffe://example.org/a").save(cert, key)
+    source = FileSvidSource(cert, key, check_interval=0)
+    before = source.get_x509_svid()
+    _write_leaf(ca, cert, key, start, end)
+    assert source.get_x509_svid() is before
+    assert source.last_error is not None and why in source.last_error
+    assert source.reloads == 0
+    _write_leaf(ca, cert, key, dt.timedelta(minutes=4), dt.timedelta(hours=1))  # clock skew
+    assert source.get_x509_svid() is not before and source.reloads == 1
+    assert source.last_error is None
+
+
+def test_the_first_load_takes_an_expired_svid_as_it_is(ca: DevCA, tmp_path: Path) -> None:
+    """There is no previous SVID to keep: the files are served (peers refuse it, and the
+    source's owner sees why), as before."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    _write_leaf(ca, cert, key, dt.timedelta(hours=-2), dt.timedelta(hours=-1))
+    svid = FileSvidSource(cert, key).get_x509_svid()
+    assert svid.leaf.not_valid_after_utc < dt.datetime.now(dt.timezone.utc)

@@ -19,12 +19,14 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Generic, Literal, TypeVar
 
 from zerotrust._files import read_regular_file
 from zerotrust.errors import BundleError, ConfigurationError, SvidError, ZeroTrustError
 from zerotrust.identity import TrustDomain
+from zerotrust.sources._workload_convert import MAX_CLOCK_SKEW
 from zerotrust.tokens._jwk import bind_unnamed
 from zerotrust.tokens.jwks import JWKSet
 from zerotrust.tokens.keys import JWK
@@ -156,7 +158,11 @@ def _describe(exc: Exception) -> str:
 
 
 class FileSvidSource:
-    """The workload's SVID from a PEM certificate chain and a PEM private key file."""
+    """The workload's SVID from a PEM certificate chain and a PEM private key file.
+
+    A rewritten pair whose certificate has expired, or becomes valid only more than five
+    minutes from now, keeps the previous SVID (see :attr:`last_error`), as the Workload API
+    source does: no peer would accept it. The first load takes the files as they are."""
 
     def __init__(
         self,
@@ -167,12 +173,19 @@ class FileSvidSource:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         cert, key = Path(cert_path), Path(key_path)
+        started = False
+
+        def load() -> X509Svid:
+            svid = X509Svid.load(cert, key)
+            if started:  # a reload never replaces the SVID with one no peer would accept
+                _refuse_unusable(svid)
+            return svid
+
         try:
-            self._watched = _Watched(
-                [cert, key], lambda: X509Svid.load(cert, key), check_interval, monotonic
-            )
+            self._watched = _Watched([cert, key], load, check_interval, monotonic)
         except OSError as exc:
             raise SvidError(f"cannot read SVID file {exc.filename}: {exc.strerror}") from None
+        started = True
 
     def get_x509_svid(self) -> X509Svid:
         """The current SVID; the files are re-checked at most once per ``check_interval``. A
@@ -190,6 +203,19 @@ class FileSvidSource:
         """How many times changed files were loaded and replaced the SVID (the first load is
         not counted)."""
         return self._watched.reloads
+
+
+def _refuse_unusable(svid: X509Svid) -> None:
+    """Raise :class:`SvidError` if ``svid``'s certificate is expired, or valid only more than
+    :data:`MAX_CLOCK_SKEW` from now."""
+    now = datetime.now(timezone.utc)
+    leaf = svid.leaf
+    if leaf.not_valid_after_utc <= now:
+        expired = leaf.not_valid_after_utc.isoformat()
+        raise SvidError(f"the new SVID expired at {expired}: keeping the previous one")
+    if leaf.not_valid_before_utc > now + MAX_CLOCK_SKEW:
+        starts = leaf.not_valid_before_utc.isoformat()
+        raise SvidError(f"the new SVID is valid only from {starts}: keeping the previous one")
 
 
 class FileBundleSource:

@@ -38,10 +38,12 @@ from zerotrust.errors import ConfigurationError
 _CONVERTER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):[^{}]*\}")
 
 _fastapi_routing: Any
+_FastAPI: Any
 try:  # recent FastAPI routes included routers and frontend routes itself
+    from fastapi import FastAPI as _FastAPI
     from fastapi import routing as _fastapi_routing
 except ImportError:  # pragma: no cover - Starlette alone
-    _fastapi_routing = None
+    _fastapi_routing = _FastAPI = None
 
 _IncludedRouter: Any = getattr(_fastapi_routing, "_IncludedRouter", None)
 _FrontendRoute: Any = getattr(_fastapi_routing, "_FrontendRoute", None)
@@ -194,6 +196,10 @@ def route_template_for(owner: Any, scope: Scope) -> str | None:
 def _router(owner: Any, scope: Scope, prefix: str, depth: int) -> str | None:
     if depth > _MAX_DEPTH:
         raise ConfigurationError("routes nested too deeply to resolve a template")
+    if _FastAPI is not None and isinstance(owner, _FastAPI) and owner.root_path:
+        # FastAPI(root_path=...) puts it in every scope it is called with, before routing: a
+        # route is matched on the path without it (/api/admin reaches /admin)
+        scope = {**scope, "root_path": owner.root_path}
     router = getattr(owner, "router", owner)
     routes = getattr(router, "routes", None) or getattr(owner, "routes", None) or []
     partial: tuple[Any, Scope] | None = None

@@ -557,3 +557,26 @@ def test_a_fallback_application_added_after_start_is_refused_its_requests() -> N
         assert http.get("/admin/users", headers=headers).status_code == 404
         router.routes.append(Mount("/v1", app=nested))  # a mount's router falls back
         assert http.get("/v1/admin/users", headers=headers).status_code == 500
+
+
+@pytest.mark.filterwarnings("ignore:The `root_path` parameter is deprecated")
+@pytest.mark.parametrize("outside", [True, False], ids=["wrapping", "added"])
+def test_a_fastapi_root_path_is_routed_as_fastapi_routes_it(outside: bool) -> None:
+    """``FastAPI(root_path="/api")`` sets the scope's root path before its router runs, and the
+    router strips it from the path: ``/api/admin`` reaches ``/admin``. Middleware wrapping the
+    application sees the scope before that, and must resolve the route as the router will."""
+    issuer, guard, sink = _deny_admin()
+    app = FastAPI(root_path="/api")
+
+    @app.get("/admin")
+    async def admin() -> Any:
+        return {"admin": True}  # pragma: no cover - refused
+
+    served: Any = ZeroTrustMiddleware(app, guard=guard) if outside else app
+    if not outside:
+        app.add_middleware(ZeroTrustMiddleware, guard=guard)
+    headers = [("authorization", bearer(issuer.issue(subject=WEB, audience=AUD))["Authorization"])]
+    for path in ("/api/admin", "/admin"):
+        status, _ = call_asgi(served, path, headers)
+        assert status == 403
+        assert (sink.last.route, sink.last.rule_id) == ("/admin", "no-admin")

@@ -58,15 +58,29 @@ _log = logging.getLogger("zerotrust")
 STATE_PRINCIPAL: Final = "zerotrust_principal"
 #: ``scope["state"]`` key of the Guard's :class:`~zerotrust.Outcome` for this request.
 STATE_OUTCOME: Final = "zerotrust_outcome"
+#: Where the Guard that decided :data:`STATE_OUTCOME` is kept.
+STATE_GUARD: Final = "zerotrust_guard"
 
 
-def publish(scope: Scope, outcome: Outcome) -> None:
-    """Store an allowed outcome and its principal in ``scope["state"]``."""
+def publish(scope: Scope, outcome: Outcome, guard: Guard) -> None:
+    """Store an allowed outcome, its principal and the Guard that decided it in
+    ``scope["state"]``."""
     state = scope.get("state")
     if state is None:
         state = scope["state"] = {}
     state[STATE_PRINCIPAL] = outcome.principal
     state[STATE_OUTCOME] = outcome
+    state[STATE_GUARD] = guard
+
+
+def published(scope: Scope, guard: Guard) -> Outcome | None:
+    """The outcome :func:`publish` stored for this request if ``guard`` decided it (a decision
+    of another Guard, with another policy, is not this one's)."""
+    state = scope.get("state") or {}
+    prior = state.get(STATE_OUTCOME)
+    if isinstance(prior, Outcome) and state.get(STATE_GUARD) is guard:
+        return prior
+    return None
 
 
 async def send_refusal(scope: Scope, receive: Receive, send: Send, outcome: Outcome) -> None:
@@ -171,7 +185,7 @@ class ZeroTrustMiddleware:
             strip_scope_headers(scope, names, self._forwarded)
         elif view.underscored:  # rarer: perhaps one spelled with '_'
             strip_scope_headers(scope, (), self._forwarded)
-        publish(scope, outcome)
+        publish(scope, outcome, self.guard)
         token = _current.set(outcome.principal)
         try:
             await self.app(scope, receive, send)

@@ -52,7 +52,7 @@ from zerotrust.adapters._context import current_principal, set_principal
 from zerotrust.adapters._guarded import presents_credentials
 from zerotrust.adapters._routes import find_routes_owner, route_template_for
 from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
-from zerotrust.adapters.asgi import STATE_OUTCOME, ZeroTrustMiddleware, publish
+from zerotrust.adapters.asgi import ZeroTrustMiddleware, publish, published
 from zerotrust.authn.principal import Principal
 from zerotrust.authz.policy import Requirement, require
 from zerotrust.authz.rules import normalize_route
@@ -147,8 +147,8 @@ async def _authorize(
     guard: Guard, connection: HTTPConnection, requirement: Requirement, optional: bool
 ) -> Principal | None:
     scope = connection.scope
-    prior = (scope.get("state") or {}).get(STATE_OUTCOME)
-    if isinstance(prior, Outcome):  # decided by the middleware or an earlier dependency
+    prior = published(scope, guard)
+    if prior is not None:  # decided by the middleware or an earlier dependency, same Guard
         if prior.principal is None and optional:
             return None
         view = ScopeView(scope, prior.event.route if prior.event is not None else None)
@@ -176,7 +176,7 @@ async def _authorize(
                 names = forwarded_headers_to_strip(outcome, proxies)
                 if strip_scope_headers(scope, names, every):
                     connection.__dict__.pop("_headers", None)  # Starlette caches the headers
-            publish(scope, outcome)
+            publish(scope, outcome, guard)
             set_principal(outcome.principal)  # the request's own task: gone with it
     if not outcome.allowed:
         if scope["type"] == "websocket":

@@ -19,6 +19,7 @@ from tests.adapters.asgi._support import (
     client,
     make_app,
     make_guard,
+    make_policy,
 )
 from zerotrust import (
     Callers,
@@ -401,3 +402,31 @@ def test_a_spiffe_id_caller_pattern_never_admits_a_subject_that_is_no_spiffe_id(
         assert (sink.last.reason, sink.last.spiffe_id) == ("requirement_not_met", None)
         assert sink.last.subject == ADMIN + "/"
         assert http.post("/admin", headers=bearer(token(issuer, ADMIN))).json() == {"admin": True}
+
+
+def test_a_dependency_of_another_guard_decides_with_its_own_policy(issuer: TokenIssuer) -> None:
+    """The middleware runs one Guard, the dependencies another (another policy): the
+    dependencies' Guard decides for itself instead of reusing the middleware's decision, so
+    its DENY rule holds (a second decision, a second audit event)."""
+    outer, outer_sink = make_guard(issuer)
+    strict = Policy(
+        [
+            Rule(id="no-admin", action="DENY", operations=[Operations(routes=["/admin"])]),
+            *make_policy().rules,
+        ],
+        id="strict",
+    )
+    inner, inner_sink = make_guard(issuer, policy=strict)
+    app = make_app(ZeroTrust(inner), middleware=False)
+    app.add_middleware(ZeroTrustMiddleware, guard=outer)
+    with client(app) as http:
+        admin = bearer(token(issuer, ADMIN))
+        assert http.post("/admin", headers=admin).status_code == 403
+        assert outer_sink.last.decision == "allow"
+        assert (inner_sink.last.decision, inner_sink.last.rule_id) == ("deny", "no-admin")
+        response = http.get("/orders/7", headers=bearer(token(issuer, scopes=["orders:read"])))
+        assert response.status_code == 200 and len(inner_sink) == 2
+    same, sink = make_guard(issuer)  # one Guard for both: one decision, reused
+    with client(make_app(ZeroTrust(same))) as http:
+        response = http.get("/orders/7", headers=bearer(token(issuer, scopes=["orders:read"])))
+        assert response.status_code == 200 and len(sink) == 1

@@ -167,6 +167,7 @@ class Refusing:
         # not a refusal of the token: not sent again, the token stays
         ('Bearer realm="x"', "minting", 1),
         ('Bearer error="insufficient_scope"', "minting", 1),
+        ('Bearer realm="a,error=invalid_token,b"', "minting", 1),  # inside a quoted-string
         (None, "minting", 1),
     ],
 )

@@ -24,7 +24,12 @@ import httpx
 
 from zerotrust._clock import Clock
 from zerotrust.client._dpop import DPoPSigner
-from zerotrust.client._rejections import Rejections, SupportsInvalidate, says_invalid_token
+from zerotrust.client._rejections import (
+    Rejections,
+    SupportsInvalidate,
+    challenge_errors,
+    says_invalid_token,
+)
 from zerotrust.errors import ConfigurationError
 from zerotrust.identity import SpiffeId
 from zerotrust.sources._sansio import is_loopback_host
@@ -53,10 +58,6 @@ AudienceFor: TypeAlias = (
     "str | SpiffeId | Mapping[str, str | SpiffeId] | Callable[[httpx.Request], str | None]"
 )
 
-#: ``error="use_dpop_nonce"`` in a ``WWW-Authenticate: DPoP`` challenge (RFC 9449 §9).
-_USE_DPOP_NONCE: Final = re.compile(
-    r'(?:^|[\s,])error\s*=\s*(?:"use_dpop_nonce"|use_dpop_nonce)(?=\s*(?:,|$))', re.IGNORECASE
-)
 #: A ``DPoP-Nonce`` value (RFC 9449 §8.1: ``1*NQCHAR``), bounded.
 _NONCE: Final = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,1024}")
 _MAX_REMEMBERED: Final = 1024
@@ -72,9 +73,7 @@ def use_dpop_nonce_challenge(response: httpx.Response) -> bool:
     ``error="use_dpop_nonce"`` (the resource server wants a proof with its nonce)."""
     if response.status_code != 401:
         return False
-    return any(
-        _USE_DPOP_NONCE.search(value) for value in response.headers.get_list("www-authenticate")
-    )
+    return "use_dpop_nonce" in challenge_errors(response.headers.get_list("www-authenticate"))
 
 
 def invalid_token_challenge(response: httpx.Response) -> bool:

@@ -11,20 +11,42 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol, TypeAlias, runtime_checkable
 
-__all__ = ["Rejections", "SupportsInvalidate", "says_invalid_token"]
+__all__ = ["Rejections", "SupportsInvalidate", "challenge_errors", "says_invalid_token"]
 
-#: ``error="invalid_token"`` as an auth-param of a ``WWW-Authenticate`` challenge (RFC 6750 §3).
-_INVALID_TOKEN: Final = re.compile(
-    r'(?:^|[\s,])error\s*=\s*(?:"invalid_token"|invalid_token)(?=\s*(?:,|$))', re.IGNORECASE
+_TCHARS: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+#: An auth-param of a ``WWW-Authenticate`` challenge (RFC 9110 §11.2): a token, ``=`` with
+#: optional whitespace around it, and a token or quoted-string value (groups: name, quoted
+#: value, token value). A quoted-string met anywhere else is matched whole, so that nothing
+#: inside one is ever read as a parameter.
+_AUTH_PARAM: Final = re.compile(
+    rf'(?<![^\s,])({_TCHARS})[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|({_TCHARS}))|"(?:[^"\\]|\\.)*"?',
+    re.DOTALL,
 )
+_QUOTED_PAIR: Final = re.compile(r"\\(.)", re.DOTALL)
 #: Audiences whose last refused token is remembered.
 _MAX_REMEMBERED: Final = 1024
 
 
+def challenge_errors(challenges: Iterable[object]) -> set[str]:
+    """The ``error`` auth-params of the ``WWW-Authenticate`` values ``challenges`` (RFC 6750
+    §3, RFC 9449 §7.1), lower-cased, quoted-pairs unescaped; text inside a quoted-string is no
+    parameter, and values that are not text are ignored."""
+    errors: set[str] = set()
+    for value in challenges:
+        if not isinstance(value, str):
+            continue
+        for match in _AUTH_PARAM.finditer(value):
+            name, quoted, token = match.groups()
+            if name is not None and name.lower() == "error":
+                text = token if quoted is None else _QUOTED_PAIR.sub(r"\1", quoted)
+                errors.add(text.lower())
+    return errors
+
+
 def says_invalid_token(challenges: Iterable[object]) -> bool:
     """Whether one of the ``WWW-Authenticate`` values ``challenges`` carries
-    ``error="invalid_token"`` (values that are not text are ignored)."""
-    return any(isinstance(value, str) and _INVALID_TOKEN.search(value) for value in challenges)
+    ``error="invalid_token"``."""
+    return "invalid_token" in challenge_errors(challenges)
 
 
 @runtime_checkable

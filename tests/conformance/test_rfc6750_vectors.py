@@ -9,7 +9,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from zerotrust import Request
+from zerotrust.authn.credentials import extract_credentials
 from zerotrust.client._httpx_auth import invalid_token_challenge, use_dpop_nonce_challenge
+from zerotrust.errors import MalformedCredentials
+
+
+def request(authorization: str) -> Request:
+    return Request(method="GET", path="/resource", headers={"authorization": authorization})
 
 
 def challenged(*values: str) -> httpx.Response:
@@ -87,3 +94,19 @@ def test_several_challenges_in_several_fields() -> None:
 )
 def test_use_dpop_nonce_challenge(value: str, use_nonce: bool) -> None:
     assert use_dpop_nonce_challenge(challenged(value)) is use_nonce
+
+
+def test_section_2_1_authorization_request_header() -> None:
+    # RFC 6750 2.1: "Authorization: Bearer mF_9.B5f-4.1JqM"; the scheme is case-insensitive
+    for value in ("Bearer mF_9.B5f-4.1JqM", "bearer mF_9.B5f-4.1JqM", "BEARER  mF_9.B5f-4.1JqM"):
+        credentials = extract_credentials(request(value))
+        assert (credentials.scheme, credentials.token) == ("Bearer", "mF_9.B5f-4.1JqM")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Bearer", "Bearer ", "Bearer mF_9 B5f", "Bearer mF_9.B5f-4.1JqM=a", "Bearer\tmF_9.B5f-4.1JqM"],
+)
+def test_section_2_1_b64token_syntax(value: str) -> None:
+    with pytest.raises(MalformedCredentials):
+        extract_credentials(request(value))

@@ -11,7 +11,7 @@ import hashlib
 
 import pytest
 
-from zerotrust import FixedClock
+from zerotrust import FixedClock, Request
 from zerotrust.authn.binding import (
     DPoPConfig,
     DPoPProof,
@@ -19,6 +19,7 @@ from zerotrust.authn.binding import (
     check_dpop_binding,
     verify_dpop_proof,
 )
+from zerotrust.authn.credentials import extract_credentials
 from zerotrust.errors import InvalidDPoPProof, TokenBindingMismatch
 from zerotrust.tokens import JWK, PrivateJWK, TokenIssuer, TokenVerifier
 from zerotrust.tokens._b64 import b64url_encode
@@ -169,3 +170,15 @@ def test_figure_7_cnf_jkt_binds_a_token_to_the_proof_key() -> None:
     assert check_dpop_binding(token, proof, "DPoP")
     with pytest.raises(TokenBindingMismatch):
         check_dpop_binding(token, proof, "Bearer")  # a DPoP-bound token sent as a bearer token
+
+
+def test_figure_12_request_carries_the_token_and_the_proof() -> None:
+    # RFC 9449 figure 12: "Authorization: DPoP <token>" and "DPoP: <figure 13's proof>"
+    request = Request(
+        method="GET",
+        path="/protectedresource",
+        headers={"authorization": f"DPoP {ACCESS_TOKEN}", "dpop": RESOURCE_PROOF},
+    )
+    credentials = extract_credentials(request)
+    assert (credentials.scheme, credentials.token) == ("DPoP", ACCESS_TOKEN)
+    assert credentials.dpop_proof == RESOURCE_PROOF

@@ -15,6 +15,7 @@ from zerotrust import (
     FixedClock,
     SpiffeId,
     TrustBundle,
+    X509Svid,
     verify_peer_chain,
     verify_x509_svid,
 )
@@ -25,6 +26,7 @@ from zerotrust.errors import (
     CertificateNotYetValid,
     MalformedCertificate,
     NoTrustBundle,
+    SvidError,
     SvidProfileViolation,
     UntrustedCertificate,
 )
@@ -275,6 +277,57 @@ def test_a_signing_certificate_extended_key_usage_never_narrows_the_chain(where:
     with pytest.raises(SvidProfileViolation) as info:  # the leaf's own EKU still counts
         verify_x509_svid([server_leaf, mid], bundle, role="client")
     assert info.value.rule == "extended_key_usage"
+
+
+@pytest.mark.parametrize(
+    ("signing_uri", "refused"),
+    [
+        ("spiffe://example.org/ns/ca", True),  # a workload's ID on a signing certificate
+        ("spiffe://other.org/spire/upstream", True),
+        ("spiffe://example.org", False),  # a trust domain's ID is what a signing cert names
+        ("spiffe://other.org", False),  # a signing certificate may name another trust domain
+        ("spiffe://example.org/", False),  # no valid SPIFFE ID: not a SPIFFE ID at all
+        ("https://ca.example.org/issuer", False),
+        (None, False),
+    ],
+)
+def test_a_signing_certificate_has_no_spiffe_id_path(
+    signing_uri: str | None, refused: bool
+) -> None:
+    """X509-SVID 3.2: "If present, the SPIFFE ID of a signing certificate MUST NOT have a path
+    component": it names a trust domain, never a workload."""
+    root_key, mid_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = _signed("root", root_key, ("root", root_key), ca=True, uri="spiffe://example.org")
+    mid = _signed("mid", mid_key, ("root", root_key), ca=True, uri=signing_uri)
+    leaf_cert = _signed("leaf", leaf_key, ("mid", mid_key), ca=False, uri="spiffe://example.org/w")
+    bundle = TrustBundle("example.org", [root])
+    if not refused:
+        assert str(verify_x509_svid([leaf_cert, mid], bundle).spiffe_id) == "spiffe://example.org/w"
+        assert X509Svid([leaf_cert, mid], leaf_key).spiffe_id == SpiffeId.parse(
+            "spiffe://example.org/w"
+        )
+        return
+    with pytest.raises(SvidProfileViolation) as info:
+        verify_x509_svid([leaf_cert, mid], bundle)
+    assert info.value.rule == "signing_certificate_id"
+    assert signing_uri not in str(info.value)  # the issuer's text stays out of the message
+    with pytest.raises(SvidError, match="certificate 1 of the chain"):
+        X509Svid([leaf_cert, mid], leaf_key)
+
+
+def test_only_signing_certificates_of_the_validated_path_are_checked_for_a_path() -> None:
+    """A certificate the peer sends but path building does not use signs nothing, and the
+    bundle's own authority is the trust domain's configuration: neither is refused for the
+    SPIFFE ID it carries."""
+    root_key, mid_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root = _signed("root", root_key, ("root", root_key), ca=True, uri="spiffe://example.org/root")
+    mid = _signed("mid", mid_key, ("root", root_key), ca=True, uri="spiffe://example.org")
+    leaf_cert = _signed("leaf", leaf_key, ("mid", mid_key), ca=False, uri="spiffe://example.org/w")
+    unused = _signed("other", leaf_key, ("mid", mid_key), ca=False, uri="spiffe://example.org/x")
+    bundle = TrustBundle("example.org", [root])
+    peer = verify_x509_svid([leaf_cert, unused, mid], bundle)
+    assert str(peer.spiffe_id) == "spiffe://example.org/w"
+    assert peer.chain == (leaf_cert, mid, root)
 
 
 def test_any_extended_key_usage_allows_both_roles(ca: DevCA) -> None:

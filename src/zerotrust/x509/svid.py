@@ -28,7 +28,7 @@ from zerotrust.x509._certs import (
     read_bounded,
     signing_flags,
 )
-from zerotrust.x509.verify import _check_leaf_profile, leaf_spiffe_id
+from zerotrust.x509.verify import _check_leaf_profile, _check_signing_ids, leaf_spiffe_id
 
 __all__ = ["X509Svid", "spiffe_id_from_certificate"]
 
@@ -45,8 +45,8 @@ class X509Svid:
     Construction checks that the leaf carries exactly one valid SPIFFE ID and the leaf key
     usages (not a CA, no ``keyCertSign`` or ``cRLSign``, ``digitalSignature`` set), that every
     certificate after the leaf is a signing certificate (``CA:TRUE`` and ``keyCertSign``,
-    X509-SVID 3.2 and 4.3), and that the private key belongs to the leaf, so a torn cert/key pair
-    can never be used.
+    X509-SVID 3.2 and 4.3) whose SPIFFE ID, if it has one, has no path (X509-SVID 3.2), and that
+    the private key belongs to the leaf, so a torn cert/key pair can never be used.
     """
 
     __slots__ = ("_cert_chain", "_fingerprint", "_private_key", "_spiffe_id")
@@ -77,6 +77,10 @@ class X509Svid:
                 continue
             if not signing:
                 raise SvidError(f"certificate {index} of the chain is not a signing certificate")
+        try:
+            _check_signing_ids(chain)
+        except ZeroTrustError as exc:
+            raise SvidError(str(exc)) from exc
         if not _same_public_key(leaf, private_key):
             raise SvidError("private key does not match the leaf certificate")
         set_ = object.__setattr__

@@ -198,6 +198,34 @@ def _check_constraint_work(certs: Sequence[x509.Certificate]) -> None:
         )
 
 
+def _check_signing_ids(certs: Sequence[x509.Certificate]) -> None:
+    """X509-SVID 3.2: the SPIFFE ID of a signing certificate (every certificate of ``certs``
+    after the leaf), if it has one, has no path: it names a trust domain, never a workload. A
+    URI SAN that is no valid SPIFFE ID is not one, and extensions that cannot be read are left
+    to path validation."""
+    for index, cert in enumerate(certs[1:], start=1):
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (
+            x509.ExtensionNotFound,
+            x509.DuplicateExtension,
+            x509.UnsupportedGeneralNameType,
+            ValueError,
+        ):
+            continue
+        for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+            try:
+                path = SpiffeId.parse(uri).path
+            except InvalidSpiffeId:
+                continue
+            if path:
+                raise SvidProfileViolation(
+                    "signing_certificate_id",
+                    f"certificate {index} of the chain is a signing certificate with a"
+                    " workload's SPIFFE ID (one with a path)",
+                )
+
+
 def _check_leaf_profile(leaf: x509.Certificate, role: Role | None) -> None:
     _check_leaf_key(leaf)
     exts = leaf.extensions
@@ -307,6 +335,9 @@ def verify_x509_svid(
         ) from None
     except PARSE_ERRORS:  # a field read only during path building is not valid DER
         raise MalformedCertificate(f"a certificate of {spiffe_id}'s chain is malformed") from None
+    # the intermediates path building used (a peer may send certificates it does not need;
+    # the bundle's own authority is the trust domain's configuration)
+    _check_signing_ids(verified.chain[:-1])
     return VerifiedPeer(
         spiffe_id=spiffe_id, chain=tuple(verified.chain), fingerprint=fingerprint(leaf)
     )

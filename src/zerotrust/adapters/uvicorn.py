@@ -4,8 +4,9 @@ uvicorn builds its ``SSLContext`` from files and leaves ``scope["extensions"]["t
 :class:`ZeroTrustUvicornConfig` is a ``uvicorn.Config`` that
 
 * serves with the given :class:`~zerotrust.ZeroTrustSSLContext` (through uvicorn's
-  ``ssl_context_factory``), so every handshake requires and authorizes a client X509-SVID and
-  a rotated SVID is loaded before each new connection;
+  ``ssl_context_factory``, with ALPN set to the HTTP protocol's: h2 and http/1.1 with
+  ``http2=True``), so every handshake requires and authorizes a client X509-SVID and a
+  rotated SVID is loaded before each new connection;
 * swaps the configured HTTP and websocket protocol classes (h11, httptools, ``auto``, or your
   own) for subclasses made by :func:`with_tls_extension`, which fill in the ASGI TLS extension
   of every request from the connection's ``ssl_object``: ``client_cert_chain`` (PEM),
@@ -125,6 +126,12 @@ class ZeroTrustUvicornConfig(uvicorn.Config):
 
 def _factory(context: ssl.SSLContext) -> Callable[[Any, Any], ssl.SSLContext]:
     def factory(config: Any, default: Any) -> ssl.SSLContext:
+        # uvicorn sets the ALPN protocols of its HTTP protocol class (h2 and http/1.1 with
+        # http2=True) only on contexts it builds itself: without them on this one, no client
+        # could ever negotiate HTTP/2
+        alpn = getattr(getattr(config, "http_protocol_class", None), "alpn_protocols", None)
+        if alpn:
+            context.set_alpn_protocols(list(alpn))
         return context
 
     return factory

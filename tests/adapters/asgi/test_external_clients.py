@@ -1,0 +1,139 @@
+"""The servers zerotrust runs (uvicorn, hypercorn), reached by clients that are not Python:
+curl (HTTP/1.1 and HTTP/2), ``openssl s_client`` and nghttp, each presenting an X509-SVID
+from files as any other workload would."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.adapters.asgi._servers import hypercorn_server, uvicorn_server
+from zerotrust import match, server_ssl_context
+from zerotrust.dev import DevCA
+
+pytestmark = pytest.mark.network
+
+SERVER_ID = "spiffe://example.org/ns/shop/sa/orders"
+WEB = "spiffe://example.org/ns/shop/sa/web"
+TIMEOUT = 60  # generous: the machine is shared
+
+
+async def whoami(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers with the HTTP version and the SPIFFE ID verified at the handshake."""
+    if scope["type"] != "http":
+        return
+    peer = scope["extensions"]["tls"]["zerotrust_peer"]
+    body = f"{scope['http_version']} {peer.spiffe_id}".encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"%d" % len(body))],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def ca() -> DevCA:
+    return DevCA.create("example.org", intermediate=True)
+
+
+@pytest.fixture(scope="module")
+def files(ca: DevCA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The bundle, and the client's SVID as curl reads it: the chain (leaf and intermediate)
+    in one PEM file, its key in another."""
+    where = tmp_path_factory.mktemp("svid")
+    (where / "bundle.pem").write_bytes(ca.bundle.to_pem())
+    ca.issue_svid(WEB).save(where / "web.pem", where / "web.key")
+    return {"bundle": where / "bundle.pem", "cert": where / "web.pem", "key": where / "web.key"}
+
+
+SERVERS = {
+    "uvicorn-h11": {"http": "h11"},
+    "uvicorn-httptools": {"http": "httptools"},
+    "uvicorn-http2": {"http": "zttp", "http2": True},
+    "hypercorn": None,
+}
+
+
+@pytest.fixture(params=list(SERVERS))
+def server(request: pytest.FixtureRequest, ca: DevCA) -> Iterator[tuple[str, int]]:
+    kind = request.param
+    context = server_ssl_context(
+        ca.issue_svid(SERVER_ID, dns_names=["localhost"]),
+        ca.bundle,
+        authorizer=match.exact(WEB),
+    )
+    options = SERVERS[kind]
+    if options is None:
+        with hypercorn_server(whoami, context) as port:
+            yield kind, port
+        return
+    if options["http"] == "zttp":
+        pytest.importorskip("zttp")
+    with uvicorn_server(whoami, context, **options) as port:
+        yield kind, port
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def curl(
+    files: dict[str, Path], port: int, *options: str, svid: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """curl's answer (the body, then the HTTP version on a line of its own), presenting the
+    client's SVID unless ``svid=False``."""
+    presented = ["--cert", str(files["cert"]), "--key", str(files["key"])] if svid else []
+    return subprocess.run(
+        [
+            _tool("curl"),
+            "--silent",
+            "--show-error",
+            "--max-time",
+            str(TIMEOUT),
+            "--cacert",
+            str(files["bundle"]),
+            *presented,
+            *options,
+            "--write-out",
+            "\n%{http_version}",
+            f"https://localhost:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT + 10,
+        check=False,
+    )
+
+
+def test_curl_presents_its_svid_over_http_1_1(
+    server: tuple[str, int], files: dict[str, Path]
+) -> None:
+    """curl, given the SVID's chain and key and the bundle, is served over HTTP/1.1 and the
+    application sees the SPIFFE ID of curl's certificate."""
+    _, port = server
+    answer = curl(files, port, "--http1.1")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.splitlines() == [f"1.1 {WEB}", "1.1"]
+
+
+def test_curl_negotiates_http2_where_the_server_speaks_it(
+    server: tuple[str, int], files: dict[str, Path]
+) -> None:
+    """``curl --http2`` offers h2 by ALPN: hypercorn and uvicorn's HTTP/2 protocol
+    (``http2=True``) choose it, the HTTP/1.1-only servers fall back to HTTP/1.1."""
+    kind, port = server
+    answer = curl(files, port, "--http2")
+    assert answer.returncode == 0, answer.stderr
+    version = "2" if kind in ("hypercorn", "uvicorn-http2") else "1.1"
+    assert answer.stdout.splitlines() == [f"{version} {WEB}", version]

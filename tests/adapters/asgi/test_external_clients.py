@@ -137,3 +137,105 @@ def test_curl_negotiates_http2_where_the_server_speaks_it(
     assert answer.returncode == 0, answer.stderr
     version = "2" if kind in ("hypercorn", "uvicorn-http2") else "1.1"
     assert answer.stdout.splitlines() == [f"{version} {WEB}", version]
+
+
+def s_client(
+    files: dict[str, Path], port: int, *options: str, svid: bool = True, request: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``openssl s_client`` sending one HTTP/1.1 request (``-cert`` sends one certificate:
+    ``-cert_chain`` adds the intermediate)."""
+    presented = (
+        ["-cert", str(files["cert"]), "-cert_chain", str(files["cert"]), "-key", str(files["key"])]
+        if svid
+        else []
+    )
+    return subprocess.run(
+        [
+            _tool("openssl"),
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-servername",
+            "localhost",
+            "-verify_return_error",
+            "-CAfile",
+            str(files["bundle"]),
+            *presented,
+            *options,
+        ],
+        input="GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" if request else "",
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
+def test_openssl_s_client_is_served_over_tls_1_2_and_1_3(
+    server: tuple[str, int], files: dict[str, Path], version: str
+) -> None:
+    _, port = server
+    answer = s_client(files, port, version, "-quiet", "-ign_eof")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.startswith("HTTP/1.1 200"), answer.stdout
+    assert answer.stdout.endswith(f"1.1 {WEB}")
+
+
+@pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
+def test_a_client_without_a_certificate_gets_no_answer(
+    server: tuple[str, int], files: dict[str, Path], version: str
+) -> None:
+    """The handshake is refused (TLS 1.2) or the connection closed before any application
+    data (TLS 1.3, where the client finishes first): no HTTP answer ever reaches it."""
+    _, port = server
+    answer = s_client(files, port, version, "-quiet", "-ign_eof", svid=False)
+    assert answer.returncode != 0
+    assert "HTTP/" not in answer.stdout
+    assert "HTTP/" not in curl(files, port, "--http1.1", svid=False).stdout
+
+
+def test_tls_below_1_2_is_refused(server: tuple[str, int], files: dict[str, Path]) -> None:
+    """A client offering TLS 1.1 at most (its own security level lowered so that it may) gets
+    no handshake."""
+    _, port = server
+    answer = s_client(files, port, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0", request=False)
+    assert answer.returncode != 0
+    assert "Cipher is (NONE)" in answer.stdout
+
+
+def test_alpn_offers_h2_where_the_server_speaks_it(
+    server: tuple[str, int], files: dict[str, Path]
+) -> None:
+    kind, port = server
+    answer = s_client(files, port, "-alpn", "h2,http/1.1", request=False)
+    assert answer.returncode == 0, answer.stderr
+    if kind in ("hypercorn", "uvicorn-http2"):
+        assert "ALPN protocol: h2" in answer.stdout
+    else:
+        assert "No ALPN negotiated" in answer.stdout
+
+
+def test_nghttp_speaks_http2_with_the_svid(server: tuple[str, int], files: dict[str, Path]) -> None:
+    """nghttp (HTTP/2 only) sends the SVID's chain from its certificate file."""
+    kind, port = server
+    if kind not in ("hypercorn", "uvicorn-http2"):
+        pytest.skip("an HTTP/1.1 server")
+    answer = subprocess.run(
+        [
+            _tool("nghttp"),
+            "--timeout",
+            str(TIMEOUT),
+            "--cert",
+            str(files["cert"]),
+            "--key",
+            str(files["key"]),
+            f"https://localhost:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT + 10,
+        check=False,
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout == f"2 {WEB}"

@@ -271,6 +271,8 @@ def _public_keys(path: Path, algorithms: Sequence[str] | None = None) -> Iterato
     if not blocks:
         raise ConfigurationError(f"{path.name} holds no PEM block")
     for block in blocks:
+        if block.group(1).endswith(b" PARAMETERS"):
+            continue  # domain parameters (openssl ecparam -genkey writes them first): no key
         if b"PRIVATE" in block.group(1):
             key = _private_pem(block.group(0), path).public()
         else:

@@ -239,3 +239,45 @@ def test_nghttp_speaks_http2_with_the_svid(server: tuple[str, int], files: dict[
     )
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout == f"2 {WEB}"
+
+
+def test_a_tls_1_2_session_curl_resumes_still_carries_the_peer(
+    server: tuple[str, int], files: dict[str, Path]
+) -> None:
+    """curl resumes its TLS 1.2 session (by session ID) on its second connection: the resumed
+    handshake carries only the leaf, and the server still verifies it and hands the peer to
+    the application."""
+    _, port = server
+    answer = subprocess.run(
+        [
+            _tool("curl"),
+            "--silent",
+            "--show-error",
+            "--verbose",
+            "--max-time",
+            str(TIMEOUT),
+            "--http1.1",
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            "--header",
+            "Connection: close",
+            "--cacert",
+            str(files["bundle"]),
+            "--cert",
+            str(files["cert"]),
+            "--key",
+            str(files["key"]),
+            f"https://localhost:{port}/first",
+            "--write-out",
+            "\n",
+            f"https://localhost:{port}/second",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT + 10,
+        check=False,
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert "re-using session ID" in answer.stderr
+    assert answer.stdout.splitlines() == [f"1.1 {WEB}", f"1.1 {WEB}"]

@@ -11,9 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI, Request
 
 from tests.adapters.asgi._servers import hypercorn_server, uvicorn_server
-from zerotrust import match, server_ssl_context
+from zerotrust import (
+    Authenticator,
+    Callers,
+    Guard,
+    MemorySink,
+    Policy,
+    PrivateJWK,
+    Rule,
+    TokenIssuer,
+    TokenVerifier,
+    X509Svid,
+    match,
+    server_ssl_context,
+)
+from zerotrust.asgi import ZeroTrustMiddleware
 from zerotrust.dev import DevCA
 
 pytestmark = pytest.mark.network
@@ -281,3 +296,71 @@ def test_a_tls_1_2_session_curl_resumes_still_carries_the_peer(
     assert answer.returncode == 0, answer.stderr
     assert "re-using session ID" in answer.stderr
     assert answer.stdout.splitlines() == [f"1.1 {WEB}", f"1.1 {WEB}"]
+
+
+def test_a_certificate_bound_token_is_accepted_from_the_certificate_curl_presents(
+    ca: DevCA, files: dict[str, Path]
+) -> None:
+    """RFC 8705: a token whose ``cnf.x5t#S256`` names the certificate curl presents is
+    accepted on that connection; one bound to another certificate is refused (401)."""
+    issuer = TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer="https://issuer.example")
+    verifier = TokenVerifier(
+        issuer="https://issuer.example",
+        audience="orders",
+        keys=issuer.jwks(),
+        algorithms=["ES256"],
+    )
+    sink = MemorySink()
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier, bundles=ca.bundle),
+        policy=Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])]),
+        audit=sink,
+    )
+    app = FastAPI()
+
+    @app.get("/whoami")
+    async def whoami(request: Request) -> dict[str, str]:
+        principal = request.state.zerotrust_principal
+        return {"id": principal.id, "proven_by": principal.proven_by}
+
+    app.add_middleware(ZeroTrustMiddleware, guard=guard)
+    presented = X509Svid.load(files["cert"], files["key"])
+    bound = issuer.issue(subject=WEB, audience="orders", bind_cert=presented.leaf)
+    elsewhere = issuer.issue(subject=WEB, audience="orders", bind_cert=ca.issue_svid(WEB).leaf)
+    context = server_ssl_context(
+        ca.issue_svid(SERVER_ID, dns_names=["localhost"]), ca.bundle, authorizer=match.exact(WEB)
+    )
+    with hypercorn_server(app, context) as port:
+        answers = [
+            subprocess.run(
+                [
+                    _tool("curl"),
+                    "--silent",
+                    "--show-error",
+                    "--max-time",
+                    str(TIMEOUT),
+                    "--cacert",
+                    str(files["bundle"]),
+                    "--cert",
+                    str(files["cert"]),
+                    "--key",
+                    str(files["key"]),
+                    "--header",
+                    f"Authorization: Bearer {token}",
+                    "--write-out",
+                    "\n%{http_code}",
+                    f"https://localhost:{port}/whoami",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT + 10,
+                check=False,
+            )
+            for token in (bound, elsewhere)
+        ]
+    assert answers[0].stdout.splitlines() == [
+        f'{{"id":"{WEB}","proven_by":"bound-jwt"}}',
+        "200",
+    ], answers[0].stderr
+    assert answers[1].stdout.splitlines()[-1] == "401", answers[1].stderr
+    assert sink.last is not None and sink.last.decision == "deny"

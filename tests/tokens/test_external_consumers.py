@@ -21,8 +21,9 @@ import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from joserfc import jws as joserfc_jws
 from joserfc import jwt as joserfc_jwt
-from joserfc.jwk import KeySet
+from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 from zerotrust.dev import DevCA
 from zerotrust.tokens import JWKSet, KeyRing, PrivateJWK, TokenIssuer, TokenVerifier
@@ -192,3 +193,72 @@ def test_certificate_binding_is_the_thumbprint_openssl_computes() -> None:
     token = issuer.issue(subject=str(svid.spiffe_id), audience=AUDIENCE, bind_cert=svid.leaf)
     claims = pyjwt.decode(token, options={"verify_signature": False})
     assert claims["cnf"] == {"x5t#S256": b64(digest)}
+
+
+#: (profile, typ header) pairs a verifier of that profile accepts (None: no typ header)
+TYP_VARIANTS = [
+    (None, None),
+    (None, "JWT"),
+    (None, "jwt"),
+    (None, "application/jwt"),
+    ("jwt-svid", None),
+    ("jwt-svid", "JWT"),
+    ("jwt-svid", "JOSE"),
+    ("at+jwt", "at+jwt"),
+    ("at+jwt", "AT+JWT"),
+    ("at+jwt", "application/at+jwt"),
+]
+
+
+@pytest.mark.parametrize("minter", ["pyjwt", "joserfc"])
+@pytest.mark.parametrize("algorithm", ["ES256", "RS256", "PS256", "EdDSA"])
+@pytest.mark.parametrize(("profile", "typ"), TYP_VARIANTS)
+def test_tokens_minted_elsewhere_with_each_typ_spelling_verify(
+    minter: str, algorithm: str, profile: str | None, typ: str | None
+) -> None:
+    if profile == "jwt-svid" and algorithm == "EdDSA":
+        pytest.skip("JWT-SVIDs are RS*, ES* or PS* only")
+    key = _minting_key(algorithm)
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "spiffe://example.org/ns/shop/sa/web",
+        "iat": now,
+        "exp": now + 300,
+        "jti": "j-1",
+        "client_id": "web",
+    }
+    if minter == "pyjwt":
+        token = pyjwt.encode(
+            claims, key.private_key, algorithm=algorithm, headers={"kid": key.kid, "typ": typ}
+        )
+    else:
+        header = {"alg": algorithm, "kid": key.kid, **({"typ": typ} if typ else {})}
+        imported = _JOSERFC_KEYS[key.public().kty].import_key(key.private_key)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # joserfc's deprecation of plain "EdDSA"
+            # the JWS layer: joserfc's jwt.encode would add typ JWT to a header without one
+            token = joserfc_jws.serialize_compact(
+                header, json.dumps(claims).encode(), imported, algorithms=[algorithm]
+            )
+    assert ("typ" in pyjwt.get_unverified_header(token)) is (typ is not None)
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys={"keys": [key.public().to_public_dict()]},
+        algorithms=[algorithm],
+        token_type=profile,  # type: ignore[arg-type]
+        trust_domain="example.org" if profile == "jwt-svid" else None,
+    )
+    assert verifier.verify(token).subject == claims["sub"]
+
+
+_MINTING_KEYS: dict[str, PrivateJWK] = {}
+_JOSERFC_KEYS = {"EC": ECKey, "RSA": RSAKey, "OKP": OKPKey}
+
+
+def _minting_key(algorithm: str) -> PrivateJWK:
+    if algorithm not in _MINTING_KEYS:
+        _MINTING_KEYS[algorithm] = PrivateJWK.generate(algorithm, kid=f"{algorithm}-minted")
+    return _MINTING_KEYS[algorithm]

@@ -78,3 +78,57 @@ def test_keys_openssl_writes_sign_and_publish(
         )
         == expected
     )
+
+
+def test_the_ca_commands_write_what_openssl_verifies(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``ca init`` and ``ca issue`` write a bundle, a chain and a key that openssl reads as
+    they are: the chain verifies strictly for both TLS purposes against the bundle, and the
+    key is the leaf's."""
+    ca_dir = tmp_path / "ca"
+    code, _, err = run(
+        capsys,
+        "ca",
+        "init",
+        "--trust-domain",
+        "example.org",
+        "--dir",
+        str(ca_dir),
+        "--intermediate",
+    )
+    assert code == 0, err
+    cert, key = tmp_path / "web.pem", tmp_path / "web.key"
+    code, _, err = run(
+        capsys,
+        "ca",
+        "issue",
+        "--dir",
+        str(ca_dir),
+        "--spiffe-id",
+        "spiffe://example.org/ns/shop/sa/web",
+        "--cert",
+        str(cert),
+        "--key",
+        str(key),
+        "--dns",
+        "web.internal",
+    )
+    assert code == 0, err
+    for purpose in ("sslclient", "sslserver"):
+        out = openssl(
+            "verify",
+            "-x509_strict",
+            "-purpose",
+            purpose,
+            "-CAfile",
+            str(ca_dir / "bundle.pem"),
+            "-untrusted",
+            str(cert),
+            str(cert),
+        )
+        assert out.decode().strip() == f"{cert}: OK"
+    leaf_key = openssl("x509", "-in", str(cert), "-noout", "-pubkey")
+    assert openssl("pkey", "-in", str(key), "-pubout") == leaf_key
+    names = openssl("x509", "-in", str(cert), "-noout", "-ext", "subjectAltName").decode()
+    assert "URI:spiffe://example.org/ns/shop/sa/web" in names and "DNS:web.internal" in names

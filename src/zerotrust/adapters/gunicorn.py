@@ -205,14 +205,15 @@ class ZeroTrustTLS:
         )
 
     def ssl_context(self, config: Any, default_ssl_context_factory: Any) -> ZeroTrustSSLContext:
-        """The gunicorn ``ssl_context`` hook: this process's zerotrust server context."""
+        """The gunicorn ``ssl_context`` hook: this process's zerotrust server context, offering
+        by ALPN the protocols of gunicorn's ``http_protocols`` (HTTP/2 with ``"h2,h1"``)."""
         context = self._context
         if context is not None and self._pid == os.getpid():
             return context
         with self._lock:
             if self._context is None or self._pid != os.getpid():
                 _check_worker(config)
-                self._context = server_ssl_context(
+                context = server_ssl_context(
                     self._svid,
                     self._bundles,
                     authorizer=self._authorizer,
@@ -220,11 +221,33 @@ class ZeroTrustTLS:
                     on_refusal=self._on_refusal,
                     handshake_timeout=self._handshake_timeout,
                 )
+                alpn = _alpn_protocols(config)
+                if alpn:
+                    context.set_alpn_protocols(alpn)
+                self._context = context
                 self._pid = os.getpid()
             return self._context
 
     def __repr__(self) -> str:
         return f"ZeroTrustTLS(authorizer={self._authorizer!r})"
+
+
+def _alpn_protocols(config: Any) -> list[str]:
+    """The ALPN protocols gunicorn's own TLS context offers for its ``http_protocols`` setting
+    (``h2`` and ``http/1.1`` for ``"h2,h1"``, when gunicorn serves HTTP/2): this hook replaces
+    that context, and without them no client could negotiate HTTP/2. None for the sync worker,
+    which speaks HTTP/1.1 only (a client that chose h2 would get no answer), or a gunicorn
+    without HTTP/2."""
+    worker: Any = getattr(config, "worker_class", None)
+    if not (isinstance(worker, type) and issubclass(worker, _GThreadWorker)):
+        return []
+    try:
+        from gunicorn.sock import (  # type: ignore[import-untyped,unused-ignore]
+            _get_alpn_protocols,
+        )
+    except ImportError:
+        return []
+    return list(_get_alpn_protocols(config))
 
 
 def _check_worker(config: Any) -> None:

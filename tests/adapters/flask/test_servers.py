@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from gunicorn import config as gunicorn_config
 
 from tests import _nginx
 from tests._gunicorn import GunicornServer, gunicorn_server
@@ -185,6 +186,52 @@ def test_threaded_worker(material: Material) -> None:
         for _ in range(3):  # kept alive: the peer is attached to every request of the connection
             response = client.get(server.url("/whoami"))
             assert response.status_code == 200 and response.json()["proven_by"] == "mtls"
+
+
+@pytest.mark.skipif(
+    not hasattr(gunicorn_config, "ALPN_PROTOCOL_MAP"), reason="this gunicorn has no HTTP/2"
+)
+def test_threaded_worker_serves_http2_when_gunicorn_offers_it(material: Material) -> None:
+    """With ``http_protocols = "h2,h1"`` gunicorn's threaded worker serves HTTP/2 to a client
+    that chooses it by ALPN: the zerotrust context offers what gunicorn's own would, and every
+    stream reaches the application with the verified peer. The sync worker (HTTP/1.1 only)
+    offers no h2."""
+    pytest.importorskip("h2")
+    args = [
+        "--worker-class",
+        "zerotrust.adapters.gunicorn.ThreadWorker",
+        "--threads",
+        "2",
+        "--http-protocols",
+        "h2,h1",
+    ]
+    with (
+        gunicorn_server(
+            f"{APP}('mtls')", config=material.conf, env=material.env, args=args
+        ) as server,
+        httpx.Client(
+            verify=material.client_context(material.client), http2=True, timeout=30
+        ) as client,
+    ):
+        for _ in range(2):
+            response = client.get(server.url("/whoami"))
+            assert response.http_version == "HTTP/2"
+            assert response.status_code == 200 and response.json()["proven_by"] == "mtls"
+            assert response.json()["spiffe_id"] == WEB
+    # the sync worker speaks HTTP/1.1 only: nothing offers h2, and the client is served
+    with (
+        gunicorn_server(
+            f"{APP}('mtls')",
+            config=material.conf,
+            env=material.env,
+            args=["--http-protocols", "h2,h1"],
+        ) as server,
+        httpx.Client(
+            verify=material.client_context(material.client), http2=True, timeout=30
+        ) as client,
+    ):
+        response = client.get(server.url("/whoami"))
+        assert (response.http_version, response.status_code) == ("HTTP/1.1", 200)
 
 
 def test_a_stalled_handshake_does_not_hold_a_thread(material: Material, tmp_path: Path) -> None:

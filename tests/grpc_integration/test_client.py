@@ -980,3 +980,47 @@ def test_calls_without_a_deadline(world: World) -> None:
             return await channel.unary_unary(unary)(b"y")  # type: ignore[no-any-return]
 
     assert asyncio.run(run()) == CLIENT_ID.encode() + b"|y"
+
+
+@contextlib.contextmanager
+def _plain_grpc_server(world: World) -> Iterator[int]:
+    """A grpc server with grpc's own mTLS credentials (no zerotrust on the server side)."""
+    pool = futures.ThreadPoolExecutor(max_workers=2)
+    server = grpc.server(pool, options=EXCLUSIVE_PORT)
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                SERVICE,
+                {"Unary": grpc.unary_unary_rpc_method_handler(lambda req, ctx: b"plain|" + req)},
+            )
+        ]
+    )
+    credentials = grpc.ssl_server_credentials(
+        [(world.server_svid.private_key_pem(), world.server_svid.cert_chain_pem())],
+        root_certificates=world.ca.bundle.to_pem(),
+        require_client_auth=True,
+    )
+    port = server.add_secure_port("localhost:0", credentials)
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(None).wait()
+        pool.shutdown()
+
+
+def test_a_channel_reaches_a_server_with_grpcs_own_credentials(world: World) -> None:
+    """A server built with ``grpc.ssl_server_credentials`` (as one written without zerotrust,
+    in any language): the channel presents its SVID, checks the server's SPIFFE ID and calls;
+    a server_id the server does not prove is refused before anything is sent."""
+    with _plain_grpc_server(world) as port:
+        target = f"localhost:{port}"
+        with secure_channel(target, **options(world, token_source=None)) as channel:
+            assert channel.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10) == b"plain|x"
+        other = "spiffe://example.org/ns/shop/sa/other"
+        with (
+            secure_channel(target, **options(world, token_source=None, server_id=other)) as ch,
+            pytest.raises(grpc.RpcError) as refused,
+        ):
+            ch.unary_unary(f"/{SERVICE}/Unary")(b"x", timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

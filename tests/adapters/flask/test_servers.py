@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import ssl
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -165,6 +167,58 @@ def test_clients_without_a_trusted_certificate_cannot_connect(
             client.get(mtls_server.url("/whoami"))
     with https_client(material.client_context(material.client)) as client:
         assert client.get(mtls_server.url("/whoami")).status_code == 200  # still serving
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_and_openssl_reach_gunicorn_with_the_svid_files(
+    material: Material, mtls_server: GunicornServer, tmp_path: Path
+) -> None:
+    """Clients that are not Python: curl with the SVID's chain and key is served and seen as
+    its SPIFFE ID; without a certificate, or offering TLS 1.1 at most, it gets no answer."""
+    cert, key = tmp_path / "web.pem", tmp_path / "web.key"
+    material.client.save(cert, key)
+    curl = [
+        "curl",
+        "--silent",
+        "--show-error",
+        "--max-time",
+        "30",
+        "--cacert",
+        material.env["ZEROTRUST_BUNDLE"],
+        "--write-out",
+        "\n%{http_code}",
+        f"https://localhost:{mtls_server.port}/whoami",  # the name the server's SVID carries
+    ]
+    served = subprocess.run(
+        [*curl, "--cert", str(cert), "--key", str(key)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    body, status = served.stdout.rsplit("\n", 1)
+    assert (status, json.loads(body)["spiffe_id"]) == ("200", WEB), served.stderr
+    refused = subprocess.run(curl, capture_output=True, text=True, timeout=60, check=False)
+    assert refused.returncode != 0 and "200" not in refused.stdout
+    if shutil.which("openssl") is None:
+        return
+    old = subprocess.run(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"{mtls_server.host}:{mtls_server.port}",
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+        ],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert old.returncode != 0 and "Cipher is (NONE)" in old.stdout
 
 
 def test_client_checks_the_servers_spiffe_id(

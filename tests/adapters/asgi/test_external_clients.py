@@ -4,6 +4,7 @@ from files as any other workload would."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -215,6 +216,8 @@ def test_tls_below_1_2_is_refused(server: tuple[str, int], files: dict[str, Path
     no handshake."""
     _, port = server
     answer = s_client(files, port, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0", request=False)
+    if "no protocols available" in answer.stderr:
+        pytest.skip("this openssl cannot offer TLS 1.1")
     assert answer.returncode != 0
     assert "Cipher is (NONE)" in answer.stdout
 
@@ -294,7 +297,7 @@ def test_a_tls_1_2_session_curl_resumes_still_carries_the_peer(
         check=False,
     )
     assert answer.returncode == 0, answer.stderr
-    assert "re-using session ID" in answer.stderr
+    assert re.search(r"re-?using session", answer.stderr, re.IGNORECASE)  # curl's wordings
     assert answer.stdout.splitlines() == [f"1.1 {WEB}", f"1.1 {WEB}"]
 
 

@@ -26,6 +26,7 @@ from joserfc import jwt as joserfc_jwt
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 from zerotrust.dev import DevCA
+from zerotrust.errors import ConfigurationError
 from zerotrust.tokens import JWKSet, KeyRing, PrivateJWK, TokenIssuer, TokenVerifier
 from zerotrust.tokens.publish import JWKSEndpoint
 
@@ -216,8 +217,6 @@ TYP_VARIANTS = [
 def test_tokens_minted_elsewhere_with_each_typ_spelling_verify(
     minter: str, algorithm: str, profile: str | None, typ: str | None
 ) -> None:
-    if profile == "jwt-svid" and algorithm == "EdDSA":
-        pytest.skip("JWT-SVIDs are RS*, ES* or PS* only")
     key = _minting_key(algorithm)
     now = int(time.time())
     claims = {
@@ -243,15 +242,19 @@ def test_tokens_minted_elsewhere_with_each_typ_spelling_verify(
                 header, json.dumps(claims).encode(), imported, algorithms=[algorithm]
             )
     assert ("typ" in pyjwt.get_unverified_header(token)) is (typ is not None)
-    verifier = TokenVerifier(
-        issuer=ISSUER,
-        audience=AUDIENCE,
-        keys={"keys": [key.public().to_public_dict()]},
-        algorithms=[algorithm],
-        token_type=profile,  # type: ignore[arg-type]
-        trust_domain="example.org" if profile == "jwt-svid" else None,
-    )
-    assert verifier.verify(token).subject == claims["sub"]
+    options: dict[str, Any] = {
+        "issuer": ISSUER,
+        "audience": AUDIENCE,
+        "keys": {"keys": [key.public().to_public_dict()]},
+        "algorithms": [algorithm],
+        "token_type": profile,
+        "trust_domain": "example.org" if profile == "jwt-svid" else None,
+    }
+    if profile == "jwt-svid" and algorithm == "EdDSA":  # JWT-SVID: RS*, ES* or PS* only
+        with pytest.raises(ConfigurationError, match="JWT-SVIDs are signed with"):
+            TokenVerifier(**options)
+        return
+    assert TokenVerifier(**options).verify(token).subject == claims["sub"]
 
 
 _MINTING_KEYS: dict[str, PrivateJWK] = {}

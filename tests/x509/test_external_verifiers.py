@@ -93,12 +93,12 @@ def test_openssl_verifies_against_an_intermediate_as_the_only_anchor(
     issued: tuple[DevCA, X509Svid], tmp_path: Path
 ) -> None:
     """With ``-partial_chain`` the certificate that signed the leaf may be the only one
-    trusted (an intermediate published as a bundle authority)."""
-    _, svid = issued
-    (tmp_path / "anchor.pem").write_bytes(_pem(svid.cert_chain[-1]))
+    trusted (an intermediate published as a bundle authority; the root when it signs leaves
+    itself)."""
+    ca, svid = issued
+    signer = svid.cert_chain[1] if len(svid.cert_chain) > 1 else ca.root_certificate
+    (tmp_path / "anchor.pem").write_bytes(_pem(signer))
     (tmp_path / "leaf.pem").write_bytes(_pem(svid.leaf))
-    if len(svid.cert_chain) == 1:
-        pytest.skip("the root signs the leaf")
     done = openssl(
         "verify",
         "-x509_strict",

@@ -213,6 +213,7 @@ class ZeroTrustTLS:
         with self._lock:
             if self._context is None or self._pid != os.getpid():
                 _check_worker(config)
+                _check_settings(config)
                 context = server_ssl_context(
                     self._svid,
                     self._bundles,
@@ -248,6 +249,25 @@ def _alpn_protocols(config: Any) -> list[str]:
     except ImportError:
         return []
     return list(_get_alpn_protocols(config))
+
+
+#: gunicorn's own TLS settings, and their defaults: the zerotrust context replaces the context
+#: they would configure, so a value set for one of them would be silently ignored.
+_IGNORED_SETTINGS: Final = (("ciphers", None), ("ca_certs", None), ("cert_reqs", ssl.CERT_NONE))
+
+
+def _check_settings(config: Any) -> None:
+    """Refuse gunicorn TLS settings the zerotrust context would silently replace (a cipher
+    list, other CA certificates, another client-certificate requirement)."""
+    ignored = [
+        name for name, default in _IGNORED_SETTINGS if getattr(config, name, default) != default
+    ]
+    if ignored:
+        raise ConfigurationError(
+            f"gunicorn's {', '.join(ignored)} do not apply with ZeroTrustTLS: its context"
+            " requires and verifies client X509-SVIDs against the trust bundles and chooses"
+            " the ciphers; remove them"
+        )
 
 
 def _check_worker(config: Any) -> None:

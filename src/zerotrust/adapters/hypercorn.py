@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Final
 
 from zerotrust.errors import ConfigurationError, MissingDependencyError
 
@@ -38,6 +38,17 @@ from zerotrust.adapters._tls_scope import add_tls_extension, tls_extension
 
 __all__ = ["ZeroTrustHypercornConfig", "serve_hypercorn"]
 
+#: hypercorn's settings for the TLS context it would build itself.
+_TLS_SETTINGS: Final = (
+    "certfile",
+    "keyfile",
+    "keyfile_password",
+    "ca_certs",
+    "ciphers",
+    "verify_mode",
+    "verify_flags",
+)
+
 
 class ZeroTrustHypercornConfig(Config):
     """A hypercorn ``Config`` whose TLS context is ``ssl_context`` (set ``bind`` as usual)."""
@@ -48,13 +59,27 @@ class ZeroTrustHypercornConfig(Config):
         super().__init__()
         self.zerotrust_ssl_context = ssl_context
 
+    def _check_tls_settings(self) -> None:
+        """Raise ``ConfigurationError`` if one of hypercorn's own TLS settings was given: the
+        zerotrust context replaces the one they would configure."""
+        defaults = Config()
+        ignored = [name for name in _TLS_SETTINGS if getattr(self, name) != getattr(defaults, name)]
+        if ignored:
+            raise ConfigurationError(
+                "ZeroTrustHypercornConfig serves with its ssl_context: hypercorn's"
+                f" {', '.join(ignored)} would be ignored; remove them"
+            )
+
     @property
     def ssl_enabled(self) -> bool:
         """Always ``True``: hypercorn serves TLS with the context of :meth:`create_ssl_context`."""
         return True
 
     def create_ssl_context(self) -> ssl.SSLContext:
-        """hypercorn hook: the given zerotrust context, with ALPN set to ``alpn_protocols``."""
+        """hypercorn hook: the given zerotrust context, with ALPN set to ``alpn_protocols``.
+        hypercorn's own TLS settings (``certfile``, ``ca_certs``, ``ciphers``, ...) would be
+        silently ignored, so a value set for one of them raises ``ConfigurationError``."""
+        self._check_tls_settings()
         context = self.zerotrust_ssl_context
         context.set_alpn_protocols(self.alpn_protocols)
         return context
@@ -94,6 +119,7 @@ async def serve_hypercorn(
     unserved = [name for name in ("insecure_bind", "quic_bind") if getattr(config, name, None)]
     if unserved:  # hypercorn would bind them (and advertise HTTP/3); nothing would serve them
         raise ConfigurationError(f"serve_hypercorn serves mTLS on bind only, not {unserved}")
+    config._check_tls_settings()
     loop = asyncio.get_running_loop()
     wrapped = ASGIWrapper(app)
     state: dict[str, Any] = {}

@@ -473,3 +473,40 @@ def test_server_configurations_refuse_what_would_bypass_the_context(ca: DevCA) -
         setattr(unserved, name, ["127.0.0.1:0"])
         with pytest.raises(ConfigurationError, match=f"not \\['{name}'\\]"):
             asyncio.run(serve_hypercorn(app, unserved, shutdown_trigger=at_once))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ciphers", "AES128-SHA"),
+        ("ca_certs", "other-ca.pem"),
+        ("verify_mode", ssl.CERT_OPTIONAL),
+        ("certfile", "server.pem"),
+        ("keyfile", "server.key"),
+    ],
+)
+def test_hypercorn_tls_settings_that_would_be_ignored_are_refused(
+    ca: DevCA, name: str, value: object
+) -> None:
+    """hypercorn's own TLS settings configure a context the zerotrust one replaces: a cipher
+    list or CA file set there would be silently ignored, so serving refuses them."""
+    from zerotrust.adapters.hypercorn import ZeroTrustHypercornConfig, serve_hypercorn
+    from zerotrust.errors import ConfigurationError
+
+    context = server_ssl_context(
+        ca.issue_svid("spiffe://example.org/api"), ca.bundle, authorizer=match.any()
+    )
+    config = ZeroTrustHypercornConfig(context)
+    setattr(config, name, value)
+
+    async def at_once() -> None:
+        return None
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover - refused
+        raise AssertionError("served")
+
+    with pytest.raises(ConfigurationError, match=f"hypercorn's {name} would be ignored"):
+        asyncio.run(serve_hypercorn(app, config, shutdown_trigger=at_once))
+    with pytest.raises(ConfigurationError, match=name):
+        config.create_ssl_context()
+    assert ZeroTrustHypercornConfig(context).create_ssl_context() is context  # defaults: fine

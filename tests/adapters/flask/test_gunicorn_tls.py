@@ -56,3 +56,20 @@ def test_configuration_errors(ca: DevCA, tmp_path: Path) -> None:
         ZeroTrustTLS.from_env({k: v for k, v in env.items() if k != "ZEROTRUST_BUNDLE"})
     with pytest.raises(ConfigurationError, match="authorizer"):
         ZeroTrustTLS(ca.issue_svid("spiffe://example.org/x"), ca.bundle, authorizer=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("ciphers", "AES128-SHA"), ("ca_certs", "other-ca.pem"), ("cert_reqs", 1)],
+)
+def test_gunicorn_tls_settings_that_would_be_ignored_are_refused(
+    ca: DevCA, tmp_path: Path, setting: str, value: object
+) -> None:
+    """gunicorn's ciphers, ca_certs and cert_reqs configure the context ZeroTrustTLS replaces:
+    set, they would be silently ignored (a cipher list believed in force), so the hook refuses
+    them."""
+    tls = ZeroTrustTLS.from_env(files(ca, tmp_path))
+    cfg = config("zerotrust.adapters.gunicorn.SyncWorker")
+    cfg.set(setting, value)
+    with pytest.raises(ConfigurationError, match=f"gunicorn's {setting} do not apply"):
+        tls.ssl_context(cfg, lambda: None)

@@ -23,6 +23,12 @@ __all__ = ["SocketPath", "WorkloadApiBase", "spiffe_id_string"]
 
 SocketPath = str | os.PathLike[str] | None
 _S = TypeVar("_S", bound="WorkloadApiBase")
+#: Why a source refuses in a process forked from the one that built it: its watcher thread
+#: and its connection stayed in the parent, so what it holds would never change again.
+FORKED = (
+    "the Workload API source was created in another process (before a fork): create it in"
+    " each process that uses it"
+)
 
 
 class WorkloadApiBase:
@@ -48,6 +54,7 @@ class WorkloadApiBase:
         self._clock = clock or SYSTEM_CLOCK
         self._target = wire.grpc_target(socket_path)
         self._closed = False
+        self._pid = os.getpid()
         self._watcher: StreamWatcher | None = None
         self._channel = wire.open_channel(
             self._target, backoff_initial=self._backoff[0], backoff_max=self._backoff[1]
@@ -118,6 +125,12 @@ class WorkloadApiBase:
     def _check_open(self) -> None:
         if self._closed:
             raise self._unavailable("the Workload API source is closed")
+        if self._forked():
+            raise self._unavailable(FORKED)
+
+    def _forked(self) -> bool:
+        """Whether this process is a child forked from the one that built the source."""
+        return os.getpid() != self._pid
 
     def _not_ready(self, limit: float) -> SourceError:
         watcher = self._watcher
@@ -145,7 +158,7 @@ class WorkloadApiBase:
                 updates=0,
                 reconnects=0,
             )
-        closed = status.closed or self._closed
+        closed = status.closed or self._closed or self._forked()
         ready = (
             status.ready
             and not closed
@@ -163,6 +176,8 @@ class WorkloadApiBase:
     def close(self) -> None:
         """Stop watching, close the connection; later ``get_*`` calls raise. Idempotent."""
         self._closed = True
+        if self._forked():  # the watcher and the connection are the parent's to close
+            return
         if self._watcher is not None:
             self._watcher.stop()
         self._channel.close()

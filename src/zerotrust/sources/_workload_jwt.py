@@ -13,7 +13,12 @@ from zerotrust._clock import Clock
 from zerotrust.errors import KeysUnavailable, SourceError, ZeroTrustError
 from zerotrust.identity import SpiffeId, TrustDomain
 from zerotrust.sources import _workload_grpc as wire
-from zerotrust.sources._workload_base import SocketPath, WorkloadApiBase, spiffe_id_string
+from zerotrust.sources._workload_base import (
+    FORKED,
+    SocketPath,
+    WorkloadApiBase,
+    spiffe_id_string,
+)
 from zerotrust.sources._workload_convert import jwt_bundle_set, pick
 from zerotrust.sources.spiffe_jwt import SpiffeJwtBundleKeySource, SpiffeJwtBundleSetKeySource
 from zerotrust.tokens._header import JWT_SVID_HEADERS, check_typ
@@ -127,6 +132,8 @@ class WorkloadApiJwtSource(WorkloadApiBase):
     def _check_usable(self) -> None:
         if self._closed:
             raise SourceError("the Workload API source is closed")
+        if self._forked():
+            raise SourceError(FORKED)
 
     def _request(self, audience: str) -> Any:
         self._check_usable()
@@ -210,6 +217,8 @@ class WorkloadApiJwtSource(WorkloadApiBase):
         bundles = self._bundles
         if self._closed:
             raise KeysUnavailable("the Workload API source is closed")
+        if self._forked():
+            raise KeysUnavailable(FORKED)
         if self._denied:
             raise KeysUnavailable("the Workload API withdrew the JWT bundles (PERMISSION_DENIED)")
         if bundles is None:

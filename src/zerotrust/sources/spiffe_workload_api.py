@@ -31,7 +31,12 @@ from zerotrust._clock import Clock
 from zerotrust.errors import SourceError, SvidUnavailable
 from zerotrust.identity import SpiffeId
 from zerotrust.sources import _workload_grpc as wire
-from zerotrust.sources._workload_base import SocketPath, WorkloadApiBase, spiffe_id_string
+from zerotrust.sources._workload_base import (
+    FORKED,
+    SocketPath,
+    WorkloadApiBase,
+    spiffe_id_string,
+)
 from zerotrust.sources._workload_convert import (
     SvidEntry,
     X509Context,
@@ -107,6 +112,8 @@ class WorkloadApiX509Source(WorkloadApiBase):
         snapshot = self._snapshot
         if self._closed:
             raise error("the Workload API source is closed")
+        if self._forked():
+            raise error(FORKED)
         if snapshot is None:
             raise error("no X.509-SVID from the Workload API yet")
         return snapshot

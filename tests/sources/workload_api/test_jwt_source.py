@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 
+from tests._fork import in_child, outcome
 from tests._wait import eventually
 from tests.sources.workload_api._server import WorkloadApiServer, jwt_bundles_response
 from tests.sources.workload_api.conftest import FAST
@@ -455,3 +456,35 @@ def test_a_cancelled_token_async_caller_leaves_the_fetch_to_the_others(
             assert agent.jwt_fetches[("db",)] == 2
     finally:
         gate.set()
+
+
+def test_a_forked_child_refuses_the_source_of_its_parent(agent: WorkloadApiServer) -> None:
+    """A source built before a fork (gunicorn --preload) has no watcher thread in the child
+    and shares the parent's connection: there it would serve the bundles of the fork forever
+    (a withdrawn authority still trusted) and report itself ready. It refuses instead."""
+    key = PrivateJWK.generate("ES256", kid="k1")
+    agent.jwt_issuer = TokenIssuer(key, issuer=ISSUER)
+    agent.push("jwt_bundles", jwt_bundles_response({"spiffe://example.org": spire_jwks(key)}))
+    with WorkloadApiJwtSource(agent.address, trust_domain="example.org", **FAST) as source:
+        assert source.token("api") and [k.kid for k in source.get_keys()] == ["k1"]
+
+        def child() -> str:
+            outcomes = [
+                outcome(use)
+                for use in (source.get_keys, source.get_jwt_bundle_set, lambda: source.token("api"))
+            ]
+            status = source.status()
+            outcomes.append(f"ready={status.ready}")
+            return "\n".join(outcomes)
+
+        outcomes = in_child(child).splitlines()
+        forked = "created in another process (before a fork): create it in each process"
+        assert [line.split(":")[0] for line in outcomes[:3]] == [
+            "KeysUnavailable",
+            "KeysUnavailable",
+            "SourceError",
+        ]
+        assert all(forked in line for line in outcomes[:3]), outcomes
+        assert outcomes[3] == "ready=False"
+        # the parent's source goes on
+        assert [k.kid for k in source.get_keys()] == ["k1"] and source.status().ready

@@ -18,6 +18,7 @@ import threading
 import grpc
 import pytest
 
+from tests._fork import in_child, outcome
 from tests._tls import call, tls_server
 from tests._wait import eventually
 from tests.sources.workload_api._server import WorkloadApiServer, x509_response
@@ -556,3 +557,39 @@ def test_the_backoff_starts_over_once_a_stream_has_delivered_an_update(
             counts.get_nowait()
         agent.drop_streams()  # UNAVAILABLE on the open stream
         assert counts.get(timeout=30) == 0
+
+
+def test_a_forked_child_refuses_the_source_of_its_parent(
+    agent: WorkloadApiServer, ca: DevCA
+) -> None:
+    """Built before a fork (gunicorn --preload), the source has no watcher in the child: there
+    it would never see a rotation or a withdrawn bundle. It refuses (so do the handshakes of
+    contexts over it), and closing it there leaves the parent's stream alone."""
+    svid = ca.issue_svid(WEB)
+    agent.push("x509", x509_response(svid, ca.bundle))
+    with WorkloadApiX509Source(agent.address, **FAST) as source:
+        assert source.get_x509_svid().fingerprint == svid.fingerprint
+
+        def child() -> str:
+            outcomes = [
+                outcome(use)
+                for use in (source.get_x509_svid, source.get_bundle_set, source.wait_ready)
+            ]
+            outcomes.append(f"ready={source.status().ready}")
+            source.close()
+            return "\n".join(outcomes)
+
+        outcomes = in_child(child).splitlines()
+        forked = "created in another process (before a fork): create it in each process"
+        assert [line.split(":")[0] for line in outcomes[:3]] == [
+            "SvidUnavailable",
+            "SourceError",
+            "SvidUnavailable",
+        ]
+        assert all(forked in line for line in outcomes[:3]), outcomes
+        assert outcomes[3] == "ready=False"
+        assert source.get_x509_svid().fingerprint == svid.fingerprint
+        rotated = ca.issue_svid(WEB)
+        agent.push("x509", x509_response(rotated, ca.bundle))  # the parent still watches
+        eventually(lambda: source.get_x509_svid().fingerprint == rotated.fingerprint)
+        assert source.status().ready

@@ -1,0 +1,41 @@
+"""Run a function in a forked child process and read what it reports through a pipe."""
+
+from __future__ import annotations
+
+import os
+import traceback
+import warnings
+from collections.abc import Callable
+
+
+def in_child(body: Callable[[], str]) -> str:
+    """``body()`` run in a child made by ``os.fork()``: its answer, or the traceback of what
+    it raised. The child never returns into the test: it ends with ``os._exit``."""
+    read, write = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns when a threaded process forks
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, reported through the pipe
+        os.close(read)
+        try:
+            answer = body()
+        except BaseException:
+            answer = "raised: " + traceback.format_exc()
+        with os.fdopen(write, "w") as out:
+            out.write(answer)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        answer = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, answer
+    return answer
+
+
+def outcome(use: Callable[[], object]) -> str:
+    """``"served"``, or the type and text of the exception ``use()`` raised."""
+    try:
+        use()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "served"

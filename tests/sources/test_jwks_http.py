@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests._fork import in_child
 from tests._https import HttpsServer, Route, json_route
 from tests._sockets import close_listener
 from zerotrust import FixedClock, match
@@ -1372,3 +1373,40 @@ def test_an_overdue_background_refresh_is_taken_for_lost(clock: FixedClock) -> N
     assert cache.plan(None).action is Action.SERVE  # a fetch that ended settles the state
     clock.advance(301)
     assert cache.plan(None).action is Action.REFRESH  # and the next refresh can start
+
+
+def test_a_forked_child_fetches_for_itself_while_its_parent_s_refresh_holds_the_lock(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    """A fork while a background refresh waits for the endpoint (a worker forked from a
+    process that served requests): the child has the source's lock held and a refresh under
+    way, with no thread to end either. Its callers must fetch, not wait forever for them."""
+    stall = _Stall(KEY_A)
+    with make(server, clock, refresh_ahead=0, timeout=30.0) as source:
+        assert set(source.get_keys()) == {KEY_A.public()}
+        server.route("/jwks", stall.route())
+        clock.advance(301)  # expired: served while one refresh waits for the endpoint
+        try:
+            source.get_keys()
+            assert stall.entered.wait(10)
+            server.route("/jwks", json_route(jwks(KEY_B)))  # for the child's own fetch
+
+            def child() -> str:
+                clock.advance(3600)  # past max_stale: the child's caller must fetch
+                answer: list[str] = []
+                done = threading.Event()
+
+                def call() -> None:
+                    try:
+                        answer.extend(key.kid or "" for key in source.get_keys())
+                    except Exception as exc:
+                        answer.append(type(exc).__name__)
+                    done.set()
+
+                threading.Thread(target=call, daemon=True).start()
+                return " ".join(answer) if done.wait(20) else "still waiting"
+
+            assert in_child(child) == "b"
+        finally:
+            stall.release.set()
+        wait_for_fetches(source, 2)  # the parent's refresh ended in the parent

@@ -327,6 +327,12 @@ class HttpxTransport:
                 self._own = httpx.Client(**self._options())
             return self._own
 
+    def after_fork(self) -> None:
+        """In a forked child: the built client's connections are the parent's. It is let go
+        unclosed (closing could end the parent's TLS sessions); the next request builds one."""
+        self._lock = threading.Lock()
+        self._own = None
+
     def close(self) -> None:
         """Close the sync client this transport built (a user's clients are left open)."""
         with self._lock:

@@ -213,6 +213,11 @@ class JWKSCache:
             if abandoned_at is not None and abandoned_at == self._generation:
                 self._refresh_abandoned = True
 
+    def after_fork(self) -> None:
+        """In a forked child: a refresh under way was the parent's, and never ends here."""
+        self._lock = threading.Lock()
+        self._refreshing, self._refresh_started = False, None
+
     # --- the fetch ----------------------------------------------------------------------------
 
     def refresh_flow(self) -> Flow[None]:

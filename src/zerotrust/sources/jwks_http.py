@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import os
 import ssl
 import threading
 import weakref
@@ -48,6 +49,17 @@ from zerotrust.sources._sansio import url_problem
 from zerotrust.tokens.jwks import JWKSet
 
 __all__ = ["KeySourceStatus", "RemoteJWKSource"]
+
+_sources: weakref.WeakSet[RemoteJWKSource] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for source in list(_sources):
+        source._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class RemoteJWKSource:
@@ -151,6 +163,18 @@ class RemoteJWKSource:
             weakref.WeakKeyDictionary()
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        _sources.add(self)
+
+    def _after_fork(self) -> None:
+        """In a child forked from this process: the fetches under way were the parent's and
+        their threads did not come along, so the locks they held and the refresh they were
+        granted are let go (else the child's callers would wait for them forever)."""
+        self._lock = threading.Lock()
+        self._locks_guard = threading.Lock()
+        self._loop_locks = weakref.WeakKeyDictionary()
+        self._tasks = set()
+        self._cache.after_fork()
+        self._transport.after_fork()
 
     @property
     def oidc_issuer(self) -> str | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests._fork import in_child
 from zerotrust import FixedClock
 from zerotrust.errors import ConfigurationError, SourceError
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
@@ -1044,3 +1045,29 @@ def test_a_cached_source_needs_callable_minting_functions(clock: FixedClock) -> 
         CachedTokenSource("mint", clock=clock)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError):
         CachedTokenSource(Minter(clock), mint_async="mint", clock=clock)  # type: ignore[arg-type]
+
+
+def test_a_forked_child_mints_for_itself_while_its_parent_s_mint_runs(clock: FixedClock) -> None:
+    """A fork while a token is being minted (a worker forked from a process that made calls):
+    the minting thread stays in the parent, so the flight the child inherited never settles.
+    The child's callers must mint, not wait out ``wait_timeout`` on it call after call."""
+    cache: TokenCache[str] = TokenCache(wait_timeout=5, clock=clock)
+    started, release = threading.Event(), threading.Event()
+    parents = fake_jwt(clock.now().timestamp() + 300, n="parent")
+    childs = fake_jwt(clock.now().timestamp() + 300, n="child")
+
+    def held() -> str:
+        started.set()
+        release.wait(10)
+        return parents
+
+    results: list[str] = []
+    minter = threading.Thread(target=lambda: results.append(cache.get("api", held)))
+    minter.start()
+    try:
+        assert started.wait(10)
+        assert in_child(lambda: cache.get("api", lambda: childs)) == childs
+    finally:
+        release.set()
+        minter.join(10)
+    assert results == [parents] and cache.get("api", held) == parents

@@ -17,7 +17,9 @@ import concurrent.futures
 import contextlib
 import logging
 import math
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
@@ -104,6 +106,17 @@ class _Entry:
 
 _Flight = concurrent.futures.Future  # of str
 
+_caches: weakref.WeakSet[TokenCache[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for cache in list(_caches):
+        cache._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class TokenCache(Generic[K]):
     """Per-key token cache with refresh-ahead and single-flight minting (see module docs)."""
@@ -139,6 +152,15 @@ class TokenCache(Generic[K]):
         self._flights: dict[K, tuple[_Flight[str], int, asyncio.AbstractEventLoop | None]] = {}
         self._generation = 0
         self._tasks: set[asyncio.Future[str]] = set()
+        _caches.add(self)
+
+    def _after_fork(self) -> None:
+        """In a child forked from this process: the mintings under way were the parent's and
+        never settle here (their threads and tasks did not come along), so they are let go,
+        with the lock one of them may have held; the child's callers mint for themselves."""
+        self._lock = threading.Lock()
+        self._flights = {}
+        self._tasks = set()
 
     def get(self, key: K, mint: Callable[[], MintedToken | str]) -> str:
         """The cached token for ``key``, minting one with ``mint`` when needed."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests._fork import in_child
 from tests._sockets import close_listener
 from zerotrust import FixedClock
 from zerotrust.errors import (
@@ -828,3 +829,30 @@ def test_where_a_store_points_is_named_without_credentials() -> None:
     assert repr(without_port) == "RedisStore('rediss://cache.internal/1', prefix='zerotrust:')"
     by_url_socket = RedisStore(url="unix:///run/redis.sock?db=2")
     assert repr(by_url_socket) == "RedisStore('unix:///run/redis.sock', prefix='zerotrust:')"
+
+
+def test_a_forked_child_talks_to_redis_over_connections_of_its_own(
+    redis_server: RedisServer, redis_client: Any, clock: FixedClock
+) -> None:
+    """A store built before a fork (gunicorn --preload): the child must never write on a
+    connection of the parent's pool, whose replies the parent would then read (or the child
+    the parent's). Its calls open connections of its own; the parent's stay the parent's."""
+    import redis
+
+    store = RedisStore(f"{redis_server.url}?client_name=zt-fork", clock=clock)
+    try:
+        store.ping()  # a connection in the pool, idle, its last command PING
+        expires = clock.now().timestamp() + 60
+
+        def child() -> str:
+            first = store.check_and_store("forked", expires_at=expires)
+            with redis.Redis.from_url(redis_server.url) as lister:
+                commands = sorted(c["cmd"] for c in lister.client_list() if c["name"] == "zt-fork")
+            return f"{first} {' '.join(commands)}"
+
+        # the parent's connection still last ran PING; the child's ran the script
+        assert in_child(child) == "True evalsha ping"
+        assert store.check_and_store("forked", expires_at=expires) is False
+        store.ping()
+    finally:
+        store.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests._files import settled
+from tests._fork import in_child
 from zerotrust import FileBundleSource, FileSvidSource, X509Svid
 from zerotrust.dev import DevCA
 from zerotrust.errors import BundleError, SvidError
@@ -392,3 +394,46 @@ def test_the_first_load_takes_an_expired_svid_as_it_is(ca: DevCA, tmp_path: Path
     _write_leaf(ca, cert, key, dt.timedelta(hours=-2), dt.timedelta(hours=-1))
     svid = FileSvidSource(cert, key).get_x509_svid()
     assert svid.leaf.not_valid_after_utc < dt.datetime.now(dt.timezone.utc)
+
+
+def test_a_child_forked_while_its_parent_was_reloading_goes_on_reloading(
+    ca: DevCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork while another thread checks the files (it holds the check's lock, which the
+    child inherits held): the child must not serve its snapshot forever, never seeing a
+    rotation (or a withdrawn authority) again."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    first, second, third = (ca.issue_svid("spiffe://example.org/a") for _ in range(3))
+    first.save(cert, key)
+    ticks = Ticks()
+    source = FileSvidSource(cert, key, check_interval=5, monotonic=ticks)
+    entered, release = threading.Event(), threading.Event()
+    load = X509Svid.load
+
+    def held(cls: type[X509Svid], *paths: Path) -> X509Svid:
+        entered.set()
+        release.wait(10)
+        return load(*paths)
+
+    monkeypatch.setattr(X509Svid, "load", classmethod(held))
+    second.save(cert, key)
+    settled(cert, key)
+    ticks.now = 5
+    reloaded: list[X509Svid] = []
+    checker = threading.Thread(target=lambda: reloaded.append(source.get_x509_svid()))
+    checker.start()
+    try:
+        assert entered.wait(10)
+
+        def child() -> str:
+            release.set()  # this process's loads go through at once
+            third.save(cert, key)
+            settled(cert, key)
+            ticks.now = 10
+            return source.get_x509_svid().fingerprint
+
+        assert in_child(child) == third.fingerprint
+    finally:
+        release.set()
+        checker.join(10)
+    assert not checker.is_alive() and len(reloaded) == 1  # the parent's check ended too

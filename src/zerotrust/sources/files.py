@@ -18,10 +18,11 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from zerotrust._files import read_regular_file
 from zerotrust.errors import BundleError, ConfigurationError, SvidError, ZeroTrustError
@@ -43,6 +44,18 @@ _MAX_KEY_FILE_BYTES = 1 << 20
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----.*?-----END \1-----", re.DOTALL)
 #: How long a changed file must have been left alone before a reload uses it.
 _SETTLE_SECONDS = 0.25
+
+
+_watched: weakref.WeakSet[_Watched[Any]] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for watched in list(_watched):
+        watched._lock = threading.Lock()  # a check of the parent's held it: it never ends here
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Watched(Generic[_T]):
@@ -77,6 +90,7 @@ class _Watched(Generic[_T]):
         self._pending_since = 0.0
         self.last_error: str | None = None
         self.reloads = 0
+        _watched.add(self)
 
     def _read_stamp(self) -> _Stamp:
         stamps = []

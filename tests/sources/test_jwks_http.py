@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import email.utils
+import gc
 import gzip
 import json
 import logging
@@ -13,8 +15,10 @@ import ssl
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -1410,3 +1414,74 @@ def test_a_forked_child_fetches_for_itself_while_its_parent_s_refresh_holds_the_
         finally:
             stall.release.set()
         wait_for_fetches(source, 2)  # the parent's refresh ended in the parent
+
+
+class _KeepAlive(ThreadingHTTPServer):
+    """A plain-http loopback key server that keeps its connections open (HTTP/1.1)."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(GOOD_BODY)))
+                self.end_headers()
+                self.wfile.write(GOOD_BODY)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client dropping its connection is expected
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+        self.thread.join(10)
+
+
+def test_a_client_of_ones_own_that_cannot_send_is_a_failed_fetch(clock: FixedClock) -> None:
+    """httpx raises RuntimeError for a client that was closed, and asyncio for an async one
+    used from another event loop than the one its connections belong to (``asyncio.run``
+    twice, a loop per test): the source must fail as for any failed fetch (KeysUnavailable,
+    the failure recorded and backed off), never let that RuntimeError out on a request path."""
+    import httpx
+
+    server = _KeepAlive()
+    url = f"http://127.0.0.1:{server.server_address[1]}/jwks"
+    options: dict[str, Any] = {"allow_http_loopback": True, "clock": clock, "max_stale": 0}
+    try:
+        closed = httpx.Client()
+        closed.close()
+        with RemoteJWKSource(url, client=closed, **options) as source:
+            with pytest.raises(KeysUnavailable, match="client has been closed"):
+                source.get_keys()
+            status = source.status()
+            assert status.fetch_count == 1 and "client has been closed" in str(status.last_error)
+            with pytest.raises(KeysUnavailable):
+                source.get_keys()  # backed off: no second attempt yet
+            assert source.status().fetch_count == 1
+
+        async_client = httpx.AsyncClient()
+        source = RemoteJWKSource(url, async_client=async_client, **options)
+        assert "a" in asyncio.run(source.get_keys_async())  # its connection stays in the pool
+        clock.advance(301)  # expired, max_stale 0: the next caller must fetch
+        with pytest.raises(KeysUnavailable, match="Event loop is closed"):
+            asyncio.run(source.get_keys_async())  # another loop than the connection's
+        assert source.status().fetch_count == 2
+        # the client's connection of the first loop can be closed by no loop any more
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            with contextlib.suppress(RuntimeError):
+                asyncio.run(async_client.aclose())
+            del async_client, source
+            gc.collect()
+    finally:
+        server.close()

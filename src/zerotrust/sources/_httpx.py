@@ -22,7 +22,9 @@ Transport rules applied to every request of a remote source:
 * clients built here ignore proxy and certificate settings from the environment (pass your
   own ``client`` to use them) and verify the server certificate and its host name
   (``verify=False`` is refused, as is a context that would do the same);
-* every httpx exception is translated into :class:`FetchError` here and nowhere else.
+* every httpx exception is translated into :class:`FetchError` here and nowhere else, and so
+  is the ``RuntimeError`` of a client that cannot send (closed, or an async client used from
+  another event loop than the one its connections belong to).
 """
 
 from __future__ import annotations
@@ -111,10 +113,13 @@ def _describe(exc: Exception) -> str:
         return f"connection failed: {detail}" if detail else "connection failed"
     if isinstance(exc, httpx.InvalidURL):
         return "invalid URL"
+    if isinstance(exc, RuntimeError):  # a closed client, or an async one of another event loop
+        detail = str(exc).strip()[:160]
+        return f"client unusable: {detail}" if detail else "client unusable"
     return f"transport error ({type(exc).__name__})"
 
 
-_TRANSLATED = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError)
+_TRANSLATED = (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, OSError, RuntimeError)
 _CONNECTED = ("connection.connect_tcp.complete", "connection.start_tls.complete")
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from tests._fork import in_child
 from tests._sockets import close_listener
+from tests._wait import eventually
 from zerotrust import FixedClock
 from zerotrust.errors import (
     ConfigurationError,
@@ -854,5 +855,41 @@ def test_a_forked_child_talks_to_redis_over_connections_of_its_own(
         assert in_child(child) == "True evalsha ping"
         assert store.check_and_store("forked", expires_at=expires) is False
         store.ping()
+    finally:
+        store.close()
+
+
+def test_a_call_cancelled_while_redis_holds_it_leaves_no_reply_for_the_next_one(
+    redis_server: RedisServer, redis_client: Any
+) -> None:
+    """A request cancelled (its deadline, its client gone) while its replay check waits for
+    Redis: the next call must read its own answer, never the reply to the cancelled one,
+    which would answer "first time seen" for a replayed token."""
+    store = RedisStore(redis_server.url, max_connections=1)
+    now = time.time()
+    assert store.check_and_store("seen", expires_at=now + 60) is True
+
+    def held() -> bool:  # a script call waiting for Redis, which holds writes
+        return any(c["cmd"] == "evalsha" and "b" in c["flags"] for c in redis_client.client_list())
+
+    async def main() -> bool:
+        redis_client.execute_command("CLIENT", "PAUSE", 30_000, "WRITE")
+        try:
+            cancelled = asyncio.ensure_future(
+                store.check_and_store_async("fresh", expires_at=now + 60)
+            )
+            await asyncio.to_thread(eventually, held)
+            cancelled.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancelled
+        finally:
+            redis_client.execute_command("CLIENT", "UNPAUSE")
+        try:
+            return await store.check_and_store_async("seen", expires_at=now + 60)
+        finally:
+            await store.aclose()
+
+    try:
+        assert asyncio.run(main()) is False  # the replay is seen: its own reply was read
     finally:
         store.close()

@@ -488,3 +488,25 @@ def test_a_forked_child_refuses_the_source_of_its_parent(agent: WorkloadApiServe
         assert outcomes[3] == "ready=False"
         # the parent's source goes on
         assert [k.kid for k in source.get_keys()] == ["k1"] and source.status().ready
+
+
+@pytest.mark.network
+def test_under_gunicorn_preload_a_worker_refuses_the_arbiter_s_source(
+    agent: WorkloadApiServer,
+) -> None:
+    """``gunicorn --preload`` builds the source in the arbiter: a worker (forked from it) has
+    no watcher of its own, and refuses rather than serve the bundles of the fork forever."""
+    import httpx
+
+    from tests._gunicorn import gunicorn_server
+
+    key = PrivateJWK.generate("ES256", kid="k1")
+    agent.push("jwt_bundles", jwt_bundles_response({"spiffe://example.org": spire_jwks(key)}))
+    with gunicorn_server(
+        "tests.sources.workload_api._preload_app:app",
+        args=["--preload"],
+        env={"ZT_TEST_AGENT": agent.address},
+    ) as server:
+        response = httpx.get(server.url("/"), timeout=30)
+    assert response.status_code == 503
+    assert "created in another process (before a fork)" in response.text

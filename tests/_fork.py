@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
+import time
 import traceback
 import warnings
 from collections.abc import Callable
 
 
-def in_child(body: Callable[[], str]) -> str:
+def in_child(body: Callable[[], str], timeout: float = 60.0) -> str:
     """``body()`` run in a child made by ``os.fork()``: its answer, or the traceback of what
-    it raised. The child never returns into the test: it ends with ``os._exit``."""
+    it raised. The child never returns into the test: it ends with ``os._exit``. A child that
+    has not answered within ``timeout`` seconds (a deadlock) is killed and the test fails."""
     read, write = os.pipe()
     with warnings.catch_warnings():  # Python 3.12+ warns when a threaded process forks
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -25,9 +29,22 @@ def in_child(body: Callable[[], str]) -> str:
             out.write(answer)
         os._exit(0)
     os.close(write)
-    with os.fdopen(read) as pipe:
-        answer = pipe.read()
-    _, status = os.waitpid(pid, 0)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([read], [], [], max(deadline - time.monotonic(), 0.0))
+            if not ready:
+                os.kill(pid, signal.SIGKILL)
+                raise AssertionError(f"the forked child did not answer within {timeout:g} s")
+            chunk = os.read(read, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read)
+        _, status = os.waitpid(pid, 0)
+    answer = b"".join(chunks).decode()
     assert os.waitstatus_to_exitcode(status) == 0, answer
     return answer
 

@@ -181,7 +181,8 @@ def s_client(
         ],
         input="GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" if request else "",
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",  # an HTTP/2 server's first frames (binary) may reach the output
         timeout=TIMEOUT,
         check=False,
     )

@@ -233,6 +233,40 @@ def test_a_route_suffix_of_slashes_alone_is_refused(field: str, pattern: str) ->
         Operations(**{field: [pattern]})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("field", ["routes", "not_routes"])
+@pytest.mark.parametrize("pattern", ["orders/{order_id}", "orders/<int:order_id>/", "healthz"])
+def test_a_route_pattern_that_is_no_path_is_refused(field: str, pattern: str) -> None:
+    # every route template starts with "/" (a gRPC method too) but the Django expressions
+    # kept as written: a DENY rule holding a Django-style "orders/..." would deny nothing
+    with pytest.raises(ConfigurationError, match="can never match: a route template starts"):
+        Operations(**{field: [pattern]})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match=field):
+        Operations(**{field: [pattern]})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "/orders/{order_id}",
+        "/orders/*",
+        "*/edit",
+        "*",
+        "/*",
+        # Django re_path() expressions without a template form are the routes' templates
+        "^files/(a|b)/$",
+        "api/^orders/(?P<pk>[^/.]+)/$",
+        "files/(a|b)$",
+        "^api/*",
+        "api/*",
+    ],
+)
+def test_route_patterns_that_can_match_a_template_are_accepted(pattern: str) -> None:
+    operations = Operations(routes=[pattern], not_routes=[pattern])
+    if "*" not in pattern:
+        assert Operations(routes=[pattern]).matches(Operation("GET", pattern))
+        assert not operations.matches(Operation("GET", pattern))
+
+
 # every list a Callers or an Operations takes
 CALLER_FIELDS = tuple(
     f.name for f in dataclasses.fields(Callers) if f.init and f.name != "anonymous"

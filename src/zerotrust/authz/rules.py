@@ -214,9 +214,20 @@ def _route_key(route: str | None) -> str | None:
     return key
 
 
-def _route_pattern(pattern: Pattern) -> Pattern:
+def _verbatim_regex(route: str) -> bool:
+    """Whether ``route`` could be a Django ``re_path()`` expression the adapter keeps as
+    written for want of a template form (``^files/(a|b)/$``): every other template starts with
+    ``/``."""
+    text = route.rstrip("/")
+    return text.startswith("^") or text.endswith("$") or "(?P<" in text
+
+
+def _route_pattern(pattern: Pattern, what: str) -> Pattern:
     """``pattern`` as it applies to routes in their compared form (:func:`_compared_route`)."""
     kind, core = pattern._kind, pattern._text
+    if kind == "exact" and not core.startswith("/") and not _verbatim_regex(core):
+        raise _never(what, pattern, "a route template starts with '/' (/orders/{order_id});"
+                     " only a Django regular expression kept as written does not")  # fmt: skip
     if kind == "exact":
         return Pattern(_compared_route(core))
     if kind == "suffix":
@@ -363,8 +374,8 @@ class Operations:
         # routes compare without regard to a trailing slash (see normalize_route)
         compiled = (
             *compiled[:2],
-            tuple(_route_pattern(p) for p in compiled[2]),
-            tuple(_route_pattern(p) for p in compiled[3]),
+            tuple(_route_pattern(p, "operations.routes") for p in compiled[2]),
+            tuple(_route_pattern(p, "operations.not_routes") for p in compiled[3]),
             compiled[4],
         )
         _check_methods(compiled[0], "operations.methods")

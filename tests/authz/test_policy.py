@@ -953,6 +953,38 @@ def test_rate_limits_cannot_name_anonymous_callers() -> None:
         RateLimit(id="rl", rate=1, burst=1, callers=[Callers(anonymous=True)])
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"operations": "GET"}, "operations must be a list"),
+        ({"operations": Operations(methods=["GET"])}, "operations must be a list"),
+        ({"operations": [{"methods": ["GET"]}]}, "operations must hold Operations"),
+        ({"callers": "spiffe://example.org/ns/shop/sa/web"}, "callers must be a list"),
+        ({"callers": {"spiffe_ids": [WEB]}}, "callers must be a list"),
+        ({"callers": [WEB]}, "callers must hold Callers"),
+    ],
+)
+def test_rate_limit_parts_are_type_checked(kwargs: dict[str, Any], message: str) -> None:
+    # "GET" iterated would be the operations "G", "E", "T": a limit failing every request
+    with pytest.raises(ConfigurationError, match=f"rate limit 'rl': {message}"):
+        RateLimit(id="rl", rate=1, burst=1, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rules": "allow"}, "rules must be a list"),
+        ({"rules": allow()}, "rules must be a list"),
+        ({"rules": [{"id": "allow"}]}, "rules must hold Rule"),
+        ({"rate_limits": RateLimit(id="rl", rate=1, burst=1)}, "rate_limits must be a list"),
+        ({"rate_limits": [{"id": "rl", "rate": 1, "burst": 1}]}, "rate_limits must hold RateLimit"),
+    ],
+)
+def test_policy_parts_are_type_checked(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"policy 'p': {message}"):
+        Policy(id="p", **kwargs)
+
+
 @pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), 301, True, "1"])
 def test_hook_timeouts_are_bounded_numbers(timeout: object) -> None:
     with pytest.raises(ConfigurationError, match="hook_timeout"):

@@ -15,9 +15,9 @@ import asyncio
 import concurrent.futures
 import inspect
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from zerotrust._aio import wait_for
 from zerotrust._sansio import drive, drive_async
@@ -42,6 +42,20 @@ from zerotrust.identity.match import Matcher, decide
 from zerotrust.stores._logic import check_rate
 
 __all__ = ["HookCall", "Policy", "RateLimit", "Requirement", "operation_of", "require"]
+
+_T = TypeVar("_T")
+
+
+def _parts(values: object, kind: type[_T], what: str) -> tuple[_T, ...]:
+    """``values`` as a tuple of ``kind`` objects, or a :class:`ConfigurationError` (a string
+    iterated would be one part per character, a mapping its keys)."""
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise ConfigurationError(f"{what} must be a list")
+    items = tuple(values)
+    if not all(isinstance(item, kind) for item in items):
+        raise ConfigurationError(f"{what} must hold {kind.__name__} objects")
+    return items
+
 
 _HOOK_POOL = concurrent.futures.ThreadPoolExecutor(
     max_workers=8, thread_name_prefix="zerotrust-hook"
@@ -133,14 +147,15 @@ class RateLimit:
             check_rate(self.rate, self.burst, 1)
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"rate limit {self.id!r}: {exc}") from None
-        callers = tuple(self.callers)
+        callers = _parts(self.callers, Callers, f"rate limit {self.id!r}: callers")
+        operations = _parts(self.operations, Operations, f"rate limit {self.id!r}: operations")
         if any(c.anonymous for c in callers):
             raise ConfigurationError(
                 f"rate limit {self.id!r}: buckets are per principal; a request without"
                 " credentials has none (limit anonymous traffic in front of the service)"
             )
         object.__setattr__(self, "callers", callers)
-        object.__setattr__(self, "operations", tuple(self.operations))
+        object.__setattr__(self, "operations", operations)
 
     def applies(self, principal: Principal, op: Operation) -> bool:
         """Whether this limit covers the request: ``principal`` matches one of ``callers`` and
@@ -329,15 +344,16 @@ class Policy:
             raise ConfigurationError("a policy id must be a non-empty string")
         if not isinstance(self.dry_run, bool):
             raise ConfigurationError(f"policy {self.id!r}: dry_run must be true or false")
-        rules = tuple(self.rules)
-        ids = [r.id for r in rules] + [r.id for r in self.rate_limits]
+        rules = _parts(self.rules, Rule, f"policy {self.id!r}: rules")
+        limits = _parts(self.rate_limits, RateLimit, f"policy {self.id!r}: rate_limits")
+        ids = [r.id for r in rules] + [r.id for r in limits]
         dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
         if dupes:
             raise ConfigurationError(f"policy {self.id!r}: duplicate rule ids {dupes}")
         if self.default not in ("deny", "allow"):
             raise ConfigurationError(f"policy {self.id!r}: default must be 'deny' or 'allow'")
         object.__setattr__(self, "rules", rules)
-        object.__setattr__(self, "rate_limits", tuple(self.rate_limits))
+        object.__setattr__(self, "rate_limits", limits)
         by_action = {
             a: tuple(r for r in rules if r.action == a) for a in ("CUSTOM", "DENY", "ALLOW")
         }

@@ -1218,11 +1218,16 @@ def test_conditions_on_the_callers_trust_domain_and_spiffe_id() -> None:
         ({"org": None}, False),
         ({"org": "acme"}, True),
         ({"org": ["acme"]}, True),
+        ({"org": [None]}, False),
+        ({"org": [{"acme": "x"}]}, False),
+        ({"org": [["acme"]]}, False),
+        ({"org": [None, "acme"]}, True),
     ],
 )
 def test_a_claim_path_reads_scalars_and_lists_only(claims: dict[str, object], value: bool) -> None:
-    """An object (or null) at the end of a claim path is no value, and a path through a string
-    or a list is no path: neither matches ``*`` (nor raises while a request is decided)."""
+    """An object (or null) at the end of a claim path is no value, nor in a list, and a path
+    through a string or a list is no path: neither matches ``*`` (nor raises while a request
+    is decided)."""
     anything = Policy([allow(when=[Condition("claims.org", values=["*"])])])
     assert anything.explain(who(claims=claims), GET_ORDER).allowed is value
     through = Policy([allow(when=[Condition("claims.org.acme", values=["*"])])])

@@ -433,8 +433,9 @@ def _strings(values: Any, what: str) -> tuple[str, ...]:
 class Condition:
     """``key`` is one of the principal's fields or ``claims.<name>[.<nested>]``.
 
-    A claim that is a list matches when any element matches. A missing value never matches
-    ``values`` (and so always satisfies ``not_values``).
+    A claim that is a list matches when any element matches (an object, a list or null in
+    it is no value). A missing value never matches ``values`` (and so always satisfies
+    ``not_values``).
     """
 
     key: str
@@ -468,8 +469,8 @@ class Condition:
         raw = self._get(principal) if principal is not None else None
         if raw is None:
             values: list[str] = []
-        elif isinstance(raw, (list, tuple)):
-            values = [_text(v) for v in raw]
+        elif isinstance(raw, (list, tuple)):  # an object, a list or null in one is no value
+            values = [_text(v) for v in raw if isinstance(v, (str, int, float))]
         else:
             values = [_text(raw)]
         if self._pos and not any(_any(self._pos, v) for v in values):

@@ -1024,6 +1024,10 @@ def test_kinds_are_compared_without_regard_to_case() -> None:
     policy = Policy([deny_grpc, allow(callers=[Callers(trust_domains=["example.org"])])])
     decision = policy.explain(who(), Operation("POST", "/shop.Orders/Get", kind="grpc"))
     assert not decision.allowed and decision.rule_id == "no-grpc"
+    # on the request's side too, as methods are: a request view of its own may spell it so
+    decision = policy.explain(who(), Operation("POST", "/shop.Orders/Get", kind="gRPC"))
+    assert not decision.allowed and decision.rule_id == "no-grpc"
+    assert Operations(kinds=["http"]).matches(Operation("GET", "/x", kind="HTTP"))
 
 
 def test_the_compared_forms_of_routes_are_remembered_within_a_bound() -> None:

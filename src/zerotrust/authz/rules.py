@@ -383,10 +383,10 @@ class Operations:
         object.__setattr__(self, "_compiled", compiled)
 
     def matches(self, op: Operation) -> bool:
-        """Whether ``op`` matches every given field. Methods compare in upper case, and what a
-        field says of ``GET`` it says of ``HEAD``; routes compare without regard to a trailing
-        slash (``/orders/`` is ``/orders``, and ``/orders/*`` covers it); a request without a
-        route template matches no ``routes`` pattern."""
+        """Whether ``op`` matches every given field. Methods compare in upper case (kinds in
+        lower case), and what a field says of ``GET`` it says of ``HEAD``; routes compare
+        without regard to a trailing slash (``/orders/`` is ``/orders``, and ``/orders/*``
+        covers it); a request without a route template matches no ``routes`` pattern."""
         methods, not_methods, routes, not_routes, kinds = self._compiled
         method = op.method.upper()
         # Frameworks answer HEAD with the GET handler (RFC 9110 9.3.2: GET without content),
@@ -400,7 +400,7 @@ class Operations:
             return False
         if not_routes and _any(not_routes, _route_key(op.route)):
             return False
-        return not (kinds and not _any(kinds, op.kind))
+        return not (kinds and not _any(kinds, op.kind.lower()))
 
 
 _CONDITION_KEYS = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from typing import Any
 
@@ -210,3 +211,70 @@ def test_nothing_is_sent_in_clear(
     finally:
         listener.close()
     assert len(server.requests("/moved")) == 1
+
+
+@pytest.mark.parametrize("keep_alive", [False, True], ids=["new-connection", "pooled"])
+def test_the_servers_identity_is_checked_on_every_new_connection(
+    mode: Mode, ca: DevCA, client_svid: X509Svid, keep_alive: bool
+) -> None:
+    """A server accepted once is checked again on the next connection: one that rotated to
+    another SPIFFE ID is refused there, while a connection opened before keeps working
+    until it closes."""
+    source = RotatingSvidSource(ca.issue_svid(SERVER_ID, dns_names=["localhost"]))
+    with ZtHttpsServer(source, ca.bundle) as server:
+        server.script("/", Reply(200, {} if keep_alive else {"Connection": "close"}))
+        other = ca.issue_svid("spiffe://example.org/ns/shop/sa/impostor", dns_names=["localhost"])
+
+        outcomes: list[int | BaseException] = []
+        if mode == "sync":
+            with Client(**tls(ca, client_svid)) as client:
+                outcomes.append(client.get(server.url("/")).status_code)
+                source.set(other)
+                try:
+                    outcomes.append(client.get(server.url("/")).status_code)
+                except httpx.ConnectError as exc:
+                    outcomes.append(exc)
+        else:
+
+            async def run() -> None:
+                async with AsyncClient(**tls(ca, client_svid)) as client:
+                    outcomes.append((await client.get(server.url("/"))).status_code)
+                    source.set(other)
+                    try:
+                        outcomes.append((await client.get(server.url("/"))).status_code)
+                    except httpx.ConnectError as exc:
+                        outcomes.append(exc)
+
+            asyncio.run(run())
+        first, second = outcomes
+        assert first == 200
+        if keep_alive:
+            assert second == 200 and server.handshakes == 1
+        else:
+            assert isinstance(second, httpx.ConnectError)
+            refusal = identity_refusal(second)
+            assert isinstance(refusal, PeerRejected) and refusal.reason == "peer_not_authorized"
+            assert server.count() == 1  # nothing reached the impostor, and it was not retried
+
+
+def test_proxy_settings_of_the_environment_are_never_used(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A proxy would end the mTLS session short of the server: even with trust_env=True,
+    HTTPS_PROXY and ALL_PROXY are ignored and the client connects straight to the server."""
+    with socket.create_server(("127.0.0.1", 0)) as proxy:
+        address = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+        for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, address)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        server.script("/", Reply(200))
+        [response] = send(mode, [("GET", server.url("/"))], **tls(ca, client_svid), trust_env=True)
+        assert response.status_code == 200 and server.count() == 1
+        proxy.setblocking(False)
+        with pytest.raises(BlockingIOError):  # no connection ever reached the proxy
+            proxy.accept()

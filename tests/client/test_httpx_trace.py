@@ -6,9 +6,14 @@ import asyncio
 
 import httpx
 import pytest
-from opentelemetry import trace
+from opentelemetry import baggage, propagate, trace
+from opentelemetry import context as otel_context
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tests._zt_https import Reply, ZtHttpsServer
 from tests.client.conftest import Mode, send, tls
@@ -129,3 +134,57 @@ def test_concurrent_tasks_keep_their_own_trace(
     for trace_id, header in seen.items():
         parent = parse_traceparent(header)
         assert parent is not None and parent.trace_id == trace_id
+
+
+def test_a_sampled_out_span_still_propagates(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    """The server joins the caller's trace whether or not the caller records it: the
+    traceparent of a span sampled out carries its ids with the sampled flag clear."""
+    tracer = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test")
+    server.script("/", Reply(200))
+    with tracer.start_as_current_span("unsampled") as span:
+        context = span.get_span_context()
+        send(mode, [("GET", server.url("/"))], **tls(ca, client_svid))
+    assert not context.trace_flags.sampled
+    parent = parse_traceparent(server.requests()[0].headers["traceparent"])
+    assert parent is not None
+    assert parent.trace_id == format(context.trace_id, "032x")
+    assert parent.parent_id == format(context.span_id, "016x")
+    assert not parent.sampled
+
+
+def test_every_attempt_carries_what_the_global_propagator_injects(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The propagator is the globally configured one (here trace context and baggage), and
+    each attempt of a retried request carries what it injects."""
+    monkeypatch.setattr(
+        propagate,
+        "_HTTP_TEXT_FORMAT",
+        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]),
+    )
+    tracer = TracerProvider().get_tracer("test")
+    server.script("/", Reply(503), Reply(200))
+    token = otel_context.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with tracer.start_as_current_span("checkout") as span:
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            send(
+                mode,
+                [("GET", server.url("/"), {"headers": {"baggage": "stale=1"}})],
+                **tls(ca, client_svid),
+                retry=RetryPolicy(backoff=0),
+            )
+    finally:
+        otel_context.detach(token)
+    records = server.requests()
+    assert len(records) == 2
+    for record in records:
+        parent = parse_traceparent(record.headers["traceparent"])
+        assert parent is not None and parent.trace_id == trace_id
+        assert record.headers["baggage"] == "tenant=acme"

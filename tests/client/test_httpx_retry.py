@@ -7,6 +7,7 @@ import dataclasses
 import math
 import socket
 import ssl
+import threading
 import time
 from email.utils import formatdate
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests._zt_https import Reply, ZtHttpsServer
+from tests._zt_https import Recorded, Reply, ZtHttpsServer
 from tests.client.conftest import Mode, send, tls
 from zerotrust import X509Svid
 from zerotrust.client._httpx_retry import parse_retry_after
@@ -674,3 +675,61 @@ def test_a_failed_answer_is_drained_for_a_second_at_most_and_never_past_max_elap
     assert 0.0 < drain_time(30.0, 29.5) <= 0.5
     assert 0.0 < drain_time(0.5, 0.2) <= 0.3
     assert drain_time(0.5, 0.6) == 0.0
+
+
+def test_a_read_timeout_before_the_headers_is_retried_for_get_only(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    """A server that accepted the request but has not answered within the read timeout: a
+    GET is sent again (on a new connection), a POST is not and its caller gets ReadTimeout."""
+    release, lock = threading.Event(), threading.Lock()
+    seen: dict[str, int] = {}
+
+    def slow_first(record: Recorded) -> Reply:
+        with lock:
+            seen[record.path] = seen.get(record.path, 0) + 1
+            first = seen[record.path] == 1
+        if first:
+            release.wait(30)  # until the test ends: the client gave up long before
+        return Reply(200, body=b"ok")
+
+    server.handle("/get", slow_first)
+    server.handle("/post", slow_first)
+    events = Events()
+    opts = {**options(ca, client_svid, fast(events)), "timeout": httpx.Timeout(5.0, read=1.0)}
+    try:
+        [response] = send(mode, [("GET", server.url("/get"))], **opts)
+        assert response.status_code == 200 and response.text == "ok"
+        assert server.count("/get") == 2
+        [event] = events
+        assert isinstance(event.error, httpx.ReadTimeout) and event.status is None
+        with pytest.raises(httpx.ReadTimeout):
+            send(mode, [("POST", server.url("/post"), {"content": b"x"})], **opts)
+        assert server.count("/post") == 1 and len(events) == 1
+    finally:
+        release.set()
+
+
+def test_cancelling_a_task_waiting_to_retry_sends_nothing_more(
+    server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    """A task cancelled while it waits for its next attempt gets CancelledError at once; no
+    other attempt is sent, and the failed answer, read before the wait, leaves its connection
+    to the next request."""
+    server.script("/busy", Reply(503, {"Retry-After": "20"}, b"busy"))
+    server.script("/", Reply(200))
+
+    async def run() -> None:
+        waiting = asyncio.Event()
+        policy = RetryPolicy(on_retry=lambda event: waiting.set())
+        async with AsyncClient(**options(ca, client_svid, policy)) as client:
+            task = asyncio.create_task(client.get(server.url("/busy")))
+            await waiting.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert (await client.get(server.url("/"))).status_code == 200
+
+    asyncio.run(run())
+    assert server.count("/busy") == 1
+    assert server.handshakes == 1

@@ -12,10 +12,10 @@ import pytest
 
 from tests._zt_https import Reply, ZtHttpsServer
 from tests.client.conftest import CLIENT_ID, SERVER_ID, CountingSource, Mode, send, tls
-from zerotrust import PeerRejected, RotatingSvidSource, X509Svid, match
+from zerotrust import PeerRejected, RotatingSvidSource, X509Svid, match, server_ssl_context
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
-from zerotrust.httpx import AsyncClient, Client, identity_refusal
+from zerotrust.httpx import AsyncClient, Client, RetryPolicy, identity_refusal
 from zerotrust.x509.sslcontext import client_ssl_context
 
 pytestmark = pytest.mark.network
@@ -74,7 +74,7 @@ def test_server_from_another_trust_domain_is_refused(
     foreign = other_ca.issue_svid("spiffe://other.org/ns/shop/sa/api")
     bundles = ca.bundle.get_bundle_set().with_bundle(other_ca.bundle)
     with (
-        ZtHttpsServer(foreign, bundles, authorizer=match.any()) as server,
+        ZtHttpsServer(foreign, bundles, authorizer=match.member_of("example.org")) as server,
         pytest.raises(httpx.ConnectError) as caught,
     ):
         send(mode, [("GET", server.url("/"))], **tls(ca, client_svid))
@@ -278,3 +278,39 @@ def test_proxy_settings_of_the_environment_are_never_used(
         proxy.setblocking(False)
         with pytest.raises(BlockingIOError):  # no connection ever reached the proxy
             proxy.accept()
+
+
+def test_http2_with_the_zerotrust_context(mode: Mode, ca: DevCA, client_svid: X509Svid) -> None:
+    """http2=True negotiates HTTP/2 (ALPN) on the zerotrust context: the server sees the
+    client's SVID, a 503 is retried, and a server presenting another
+    SPIFFE ID is refused before anything is sent."""
+    from tests.adapters.asgi._servers import hypercorn_server
+
+    seen: list[tuple[str, str, str]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send_event: Any) -> None:
+        if scope["type"] != "http":
+            return
+        peer = scope["extensions"]["tls"]["zerotrust_peer"]
+        seen.append((scope["path"], scope["http_version"], str(peer.spiffe_id)))
+        busy = scope["path"] == "/busy" and len(seen) == 1
+        status, headers = (503, [(b"retry-after", b"0")]) if busy else (200, [])
+        await send_event({"type": "http.response.start", "status": status, "headers": headers})
+        await send_event({"type": "http.response.body", "body": b"ok"})
+
+    context = server_ssl_context(
+        ca.issue_svid(SERVER_ID, dns_names=["localhost"]),
+        ca.bundle,
+        authorizer=match.member_of("example.org"),
+    )
+    with hypercorn_server(app, context) as port:
+        url = f"https://localhost:{port}/busy"
+        policy = RetryPolicy(backoff=0)
+        [response] = send(mode, [("GET", url)], **tls(ca, client_svid), http2=True, retry=policy)
+        assert response.status_code == 200 and response.http_version == "HTTP/2"
+        assert seen == [("/busy", "2", CLIENT_ID), ("/busy", "2", CLIENT_ID)]
+        wrong = {**tls(ca, client_svid), "server_id": "spiffe://example.org/ns/shop/sa/other"}
+        with pytest.raises(httpx.ConnectError) as caught:
+            send(mode, [("GET", url)], **wrong, http2=True)
+        assert isinstance(identity_refusal(caught.value), PeerRejected)
+        assert len(seen) == 2

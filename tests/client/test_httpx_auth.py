@@ -771,3 +771,20 @@ def test_repr_names_the_source_and_dpop_never_a_token() -> None:
     assert repr(ZeroTrustAuth(source, audience="a")) == "ZeroTrustAuth(StaticTokenSource(<token>))"
     bound = ZeroTrustAuth(source, audience="a", dpop_key=PrivateJWK.generate("ES256"))
     assert repr(bound) == "ZeroTrustAuth(StaticTokenSource(<token>), dpop)"
+
+
+@pytest.mark.parametrize("key", ["payments.internal", "payments.internal.", "PAYMENTS.internal."])
+def test_a_host_name_matches_its_key_with_or_without_the_root_dot(key: str) -> None:
+    """``payments.internal.`` is the absolute form of ``payments.internal``: one host, in the
+    mapping and in the URL; the root label alone is no host."""
+    from zerotrust.client._httpx_auth import _resolver
+
+    resolve = _resolver({key: "payments", f"{key.rstrip('.')}.:8443": "payments-8443"})
+    for url in ("https://payments.internal/x", "https://payments.internal./x"):
+        assert resolve(httpx.Request("GET", url)) == "payments"
+    assert resolve(httpx.Request("GET", "https://payments.internal:8443/")) == "payments-8443"
+    with pytest.raises(ConfigurationError, match="no audience"):
+        resolve(httpx.Request("GET", "https://payments.internal.evil/"))
+    for bad in (".", "..", "payments..internal"):
+        with pytest.raises(ConfigurationError, match=r"mapping key|not a valid host"):
+            _resolver({bad: "x"})

@@ -160,14 +160,18 @@ def _wire_name(name: str) -> str | None:
 def _host_key(host: str, port: int | None) -> str | None:
     """How a host (and port) is looked up in an audience mapping: names in lower case, IPv6
     addresses compressed and in brackets (a port after an unbracketed one would read as part
-    of the address); ``None`` for something that is neither."""
+    of the address), a name's absolute form (``payments.internal.``) as the name;
+    ``None`` for something that is neither."""
     host = host.lower() if host else ""
-    if not host:
-        return None
     if ":" in host or host.startswith("["):
         try:
             host = f"[{ipaddress.IPv6Address(host.strip('[]')).compressed}]"
         except ValueError:
+            return None
+    else:
+        if host.endswith("."):  # the root label: the same name, written absolute
+            host = host[:-1]
+        if "" in host.split("."):  # an empty label: no host name
             return None
     return host if port is None else f"{host}:{port}"
 

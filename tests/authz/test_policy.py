@@ -1240,6 +1240,35 @@ def test_a_claim_path_reads_scalars_and_lists_only(claims: dict[str, object], va
     )
 
 
+def test_a_claim_named_with_dots_or_slashes_is_written_in_brackets() -> None:
+    """Namespaced claims (``https://example.com/roles``, as many identity providers add them)
+    are read with Istio's bracketed form; the dotted form of such a name would be read as
+    nested names and never match, so a DENY rule holding it would deny nothing: refused."""
+    roles = "https://example.com/roles"
+    claims = {roles: ["admin"], "org": {"a.b": "x"}}
+    deny_admins = Policy(
+        [
+            deny(when=[Condition(f"claims[{roles}]", values=["admin"])]),
+            allow(callers=[Callers(proven_by=["*"])]),
+        ]
+    )
+    assert deny_admins.explain(who(claims=claims), GET_ORDER).rule_id == "deny"
+    assert deny_admins.explain(who(claims={roles: ["user"]}), GET_ORDER).allowed
+    nested = Policy([allow(when=[Condition("claims[org][a.b]", values=["x"])])])
+    assert nested.explain(who(claims=claims), GET_ORDER).allowed
+    assert not nested.explain(who(claims={"org": {"a": {"b": "x"}}}), GET_ORDER).allowed
+    for key in (
+        f"claims.{roles}",
+        "claims.team/eu",
+        "claims[]",
+        "claims[a]b",
+        "claims[a][",
+        "claims[a]]",
+    ):
+        with pytest.raises(ConfigurationError, match="condition key"):
+            Condition(key, values=["x"])
+
+
 @pytest.mark.parametrize("key", ["claims.org.", "claims.org..team", "claims..org", 5])
 def test_condition_keys_with_an_empty_claim_name_are_refused(key: object) -> None:
     # a DENY condition on a claim path that can never be read would deny nothing

@@ -485,6 +485,36 @@ def _text(value: object) -> str:
     return str(value)
 
 
+#: ``claims[name]`` segments (Istio's form, for names with dots: ``claims[https://x.io/roles]``).
+_BRACKETED: Final = re.compile(r"\[([^\[\]]+)\]")
+
+
+def _claim_path(key: str) -> tuple[str, ...] | None:
+    """The claim names of a ``claims.<name>[.<nested>]`` or ``claims[<name>][<nested>]`` key;
+    ``None`` for another key. A dotted key whose names look like a URL (a claim named
+    ``https://example.com/roles`` would be read as nested names, and never match) is refused:
+    such names are written in brackets."""
+    if key.startswith("claims[") and key.endswith("]"):
+        rest = key[6:]
+        parts = _BRACKETED.findall(rest)
+        if parts and "".join(f"[{part}]" for part in parts) == rest:
+            return tuple(parts)
+        raise ConfigurationError(
+            f"condition key {key!r}: write claim names in brackets, claims[<name>][<nested>]"
+        )
+    if not key.startswith("claims.") or len(key) <= 7:
+        return None
+    parts = key[7:].split(".")
+    if "" in parts:
+        return None
+    if "://" in key or "/" in key:
+        raise ConfigurationError(
+            f"condition key {key!r}: a claim name with dots or slashes is written in brackets,"
+            " claims[https://example.com/roles]"
+        )
+    return tuple(parts)
+
+
 def _getter(key: str) -> Callable[[Principal], Any]:
     if not isinstance(key, str):
         raise ConfigurationError(f"a condition key must be a string, not {type(key).__name__}")
@@ -494,8 +524,8 @@ def _getter(key: str) -> Callable[[Principal], Any]:
         return lambda p: str(p.spiffe_id) if p.spiffe_id is not None else None
     if key in _CONDITION_KEYS:
         return lambda p: getattr(p, key)
-    if key.startswith("claims.") and len(key) > 7 and "" not in key[7:].split("."):
-        path = key[7:].split(".")
+    path = _claim_path(key)
+    if path is not None:
 
         def get(p: Principal) -> Any:
             node: Any = p.claims
@@ -507,7 +537,8 @@ def _getter(key: str) -> Callable[[Principal], Any]:
 
         return get
     raise ConfigurationError(
-        f"unknown condition key {key!r}: use one of {', '.join(_CONDITION_KEYS)} or claims.<name>"
+        f"unknown condition key {key!r}: use one of {', '.join(_CONDITION_KEYS)},"
+        " claims.<name> or claims[<name>]"
     )
 
 

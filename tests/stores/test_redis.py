@@ -893,3 +893,53 @@ def test_a_call_cancelled_while_redis_holds_it_leaves_no_reply_for_the_next_one(
         assert asyncio.run(main()) is False  # the replay is seen: its own reply was read
     finally:
         store.close()
+
+
+# --- a failover that moves the server's address --------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_primary_demoted_to_replica_is_left_for_the_new_one(
+    own_server: RedisServer, tmp_path: Path, mode: str
+) -> None:
+    """After a failover the store's address (a DNS name, a virtual IP, here a proxy) leads to
+    the new primary, while the old one, now a read-only replica, keeps the pooled connections
+    open and answers writes with READONLY: each such connection is dropped and the call sent
+    again, on a new connection, which reaches the new primary."""
+    import redis
+
+    (tmp_path / "new").mkdir()
+    new_primary = start_redis_server(tmp_path / "new")
+    proxy = _LosingProxy(own_server.port)  # never armed: it only forwards
+    store = RedisStore(f"redis://127.0.0.1:{proxy.port}/0", max_connections=1)
+    old = redis.Redis.from_url(own_server.url)
+    expires = time.time() + 60
+
+    def fail_over() -> None:
+        old.replicaof("127.0.0.1", new_primary.port)
+        proxy._upstream = new_primary.port  # new connections reach the new primary
+
+    async def run_async() -> list[bool]:
+        assert await store.check_and_store_async("before", expires_at=expires)
+        fail_over()
+        answers = [await store.check_and_store_async("after", expires_at=expires)]
+        answers.append(await store.check_and_store_async("after", expires_at=expires))
+        await store.aclose()
+        return answers
+
+    try:
+        if mode == "sync":
+            assert store.check_and_store("before", expires_at=expires)  # a pooled connection
+            fail_over()
+            answers = [store.check_and_store("after", expires_at=expires)]
+            answers.append(store.check_and_store("after", expires_at=expires))
+        else:
+            answers = asyncio.run(run_async())
+        assert answers == [True, False]
+        assert redis.Redis.from_url(new_primary.url).exists(KeySpace().replay("after")) == 1
+    finally:
+        old.replicaof("no", "one")
+        old.close()
+        store.close()
+        proxy.close()
+        new_primary.stop()

@@ -93,9 +93,10 @@ class RedisStore:
 
     Pass a ``url`` (default ``redis://127.0.0.1:6379/0``): the store then owns a sync client
     and an async client per event loop, each with ``socket_timeout`` on connect and on every
-    reply, one immediate retry on a dropped connection (never on a timeout), and a pool of at
-    most ``max_connections`` connections in which a call waits up to ``socket_timeout`` for a
-    free one. Or pass your own ``client`` (``redis.Redis``) and/or ``async_client``
+    reply, one immediate retry on a new connection after a dropped one or a ``READONLY`` reply
+    (a primary demoted by a failover; never after a timeout), and a pool of at most
+    ``max_connections`` connections in which a call waits up to ``socket_timeout`` for a free
+    one. Or pass your own ``client`` (``redis.Redis``) and/or ``async_client``
     (``redis.asyncio.Redis``, bound to one event loop), configured as you wish: the sync
     methods need ``client``, the ``_async`` ones ``async_client``.
 
@@ -178,8 +179,12 @@ class RedisStore:
                 client = redis.Redis(
                     connection_pool=redis.BlockingConnectionPool.from_url(
                         url,
+                        # a dropped connection, or one to a primary since demoted to a
+                        # read-only replica by a failover that moved the URL's address
                         retry=redis.retry.Retry(
-                            redis.backoff.NoBackoff(), 1, (redis.ConnectionError,)
+                            redis.backoff.NoBackoff(),
+                            1,
+                            (redis.ConnectionError, redis.ReadOnlyError),
                         ),
                         **options,
                     )
@@ -194,7 +199,7 @@ class RedisStore:
                 pool = redis.asyncio.BlockingConnectionPool.from_url(
                     owned_url,
                     retry=redis.asyncio.retry.Retry(
-                        redis.backoff.NoBackoff(), 1, (redis.ConnectionError,)
+                        redis.backoff.NoBackoff(), 1, (redis.ConnectionError, redis.ReadOnlyError)
                     ),
                     **options,
                 )

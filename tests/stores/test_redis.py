@@ -418,6 +418,35 @@ def test_the_url_cannot_override_the_stores_connection_settings(
     store.close()
 
 
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("health_check_intervall=30", "health_check_intervall"),  # a misspelt option
+        ("ssl_cert_reqs=bogus", "bogus"),  # a value redis-py refuses
+        ("protocol=4", "protocol"),  # refused as a ConnectionError: no outage all the same
+    ],
+)
+def test_a_connection_option_that_can_never_work_is_refused_when_the_store_is_built(
+    query: str, reason: str
+) -> None:
+    """redis-py reads a URL's query only when it builds a connection: an option its
+    connections do not take, or a value they refuse, would otherwise fail every call (a
+    TypeError, not even an outage that a failure policy handles) instead of the start."""
+    with pytest.raises(ConfigurationError, match=reason) as info:
+        RedisStore(f"rediss://zt:s3cret@127.0.0.1:1/0?{query}")
+    assert "invalid Redis URL (rediss://127.0.0.1:1/0)" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+def test_an_option_only_sync_connections_take_is_refused_on_the_first_async_call() -> None:
+    # redis.asyncio's connections take no OCSP options: a sync-only app keeps its URL, an
+    # async call is refused as misconfigured (fails closed whatever the failure policy)
+    store = RedisStore("rediss://127.0.0.1:1/0?ssl_validate_ocsp=true")
+    with pytest.raises(ConfigurationError, match="ssl_validate_ocsp"):
+        asyncio.run(store.ping_async())
+    store.close()
+
+
 @needs_redis_py
 @pytest.mark.parametrize(
     ("query", "checked"),

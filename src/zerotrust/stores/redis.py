@@ -51,6 +51,7 @@ DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_MAX_CONNECTIONS: Final = 100
 _MAX_DETAIL: Final = 200
 _T = TypeVar("_T")
+_P = TypeVar("_P", bound="redis.ConnectionPool | redis.asyncio.ConnectionPool")
 _NO_SYNC = "this RedisStore has no sync client: pass url= or client="
 _NO_ASYNC = "this RedisStore has no async client: pass url= or async_client="
 
@@ -76,11 +77,28 @@ def _own_settings_only(url: str) -> str:
     return url
 
 
+def _buildable(pool: _P, location: str) -> _P:
+    """``pool``, once one of its connections could be built (nothing connects): redis-py
+    reads the URL's query into its connections' arguments only then, so an option they do
+    not take, or a value they refuse, would otherwise fail every call, and not as an outage."""
+    import redis
+
+    try:
+        pool.connection_class(**pool.connection_kwargs)
+    except (TypeError, ValueError, redis.RedisError) as exc:
+        reason = " ".join(str(exc).split())[:_MAX_DETAIL]
+        if any(secret in reason for secret in _credentials(pool)):
+            reason = "reason withheld: it quotes a credential"
+        raise ConfigurationError(f"invalid Redis URL ({location}): {reason}") from None
+    return pool
+
+
 def _credentials(*clients: Any) -> tuple[str, ...]:
     """The username and password the clients log in with, to keep out of messages."""
     found: set[str] = set()
     for client in clients:
-        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+        pool = getattr(client, "connection_pool", client)  # a client, or a pool
+        kwargs = getattr(pool, "connection_kwargs", {})
         for name in ("username", "password"):
             value = kwargs.get(name)
             if isinstance(value, str) and value:
@@ -177,16 +195,19 @@ class RedisStore:
             }
             try:
                 client = redis.Redis(
-                    connection_pool=redis.BlockingConnectionPool.from_url(
-                        url,
-                        # a dropped connection, or one to a primary since demoted to a
-                        # read-only replica by a failover that moved the URL's address
-                        retry=redis.retry.Retry(
-                            redis.backoff.NoBackoff(),
-                            1,
-                            (redis.ConnectionError, redis.ReadOnlyError),
+                    connection_pool=_buildable(
+                        redis.BlockingConnectionPool.from_url(
+                            url,
+                            # a dropped connection, or one to a primary since demoted to a
+                            # read-only replica by a failover that moved the URL's address
+                            retry=redis.retry.Retry(
+                                redis.backoff.NoBackoff(),
+                                1,
+                                (redis.ConnectionError, redis.ReadOnlyError),
+                            ),
+                            **options,
                         ),
-                        **options,
+                        self._location,
                     )
                 )
             except ValueError:
@@ -196,12 +217,17 @@ class RedisStore:
 
             def make_async() -> redis.asyncio.Redis:
                 # an asyncio client belongs to the event loop that first uses it
-                pool = redis.asyncio.BlockingConnectionPool.from_url(
-                    owned_url,
-                    retry=redis.asyncio.retry.Retry(
-                        redis.backoff.NoBackoff(), 1, (redis.ConnectionError, redis.ReadOnlyError)
+                pool = _buildable(
+                    redis.asyncio.BlockingConnectionPool.from_url(
+                        owned_url,
+                        retry=redis.asyncio.retry.Retry(
+                            redis.backoff.NoBackoff(),
+                            1,
+                            (redis.ConnectionError, redis.ReadOnlyError),
+                        ),
+                        **options,
                     ),
-                    **options,
+                    self._location,
                 )
                 made = redis.asyncio.Redis(connection_pool=pool)
                 made.auto_close_connection_pool = True

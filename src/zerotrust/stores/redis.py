@@ -80,11 +80,15 @@ def _own_settings_only(url: str) -> str:
 def _buildable(pool: _P, location: str) -> _P:
     """``pool``, once one of its connections could be built (nothing connects): redis-py
     reads the URL's query into its connections' arguments only then, so an option they do
-    not take, or a value they refuse, would otherwise fail every call, and not as an outage."""
+    not take, a value they refuse, or a host name no lookup accepts would otherwise fail
+    every call, and not as an outage."""
     import redis
 
     try:
         pool.connection_class(**pool.connection_kwargs)
+        host = pool.connection_kwargs.get("host")
+        if isinstance(host, str):
+            host.encode("idna")  # as the lookup does: a label of over 63 characters fails
     except (TypeError, ValueError, redis.RedisError) as exc:
         reason = " ".join(str(exc).split())[:_MAX_DETAIL]
         if any(secret in reason for secret in _credentials(pool)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime as dt
 import gc
 import os
 import re
@@ -979,3 +980,44 @@ def test_a_primary_demoted_to_replica_is_left_for_the_new_one(
         store.close()
         proxy.close()
         new_primary.stop()
+
+
+# --- replicas in processes of their own -----------------------------------------------------
+
+
+def _replica(url: str, skew: float, barrier: Any, results: Any) -> None:
+    """One replica: its own store (pool, clock) racing the others for one proof and one bucket."""
+    clock = FixedClock(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=skew))
+    store = RedisStore(url, clock=clock)
+    store.ping()  # connected and scripts ready before the race starts
+    barrier.wait()
+    first = store.check_and_store("proof", expires_at=clock.now().timestamp() + 60)
+    admitted = sum(store.acquire("caller", rate=0.01, burst=5).allowed for _ in range(3))
+    results.put((first, admitted))
+    store.close()
+
+
+def test_replicas_in_processes_with_skewed_clocks_share_one_proof_and_one_bucket(
+    redis_server: RedisServer, redis_client: Any
+) -> None:
+    """Replicas of a service, each a process with its own pool and a clock minutes apart,
+    race for the same DPoP proof and the same caller's bucket: one of them sees the proof
+    first, and together they admit exactly the burst: the bucket runs on the server's clock
+    (on the replicas' clocks, ten minutes apart at one token per 100 s, it would refill)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # no fork of this threaded test process
+    skews = (-600.0, 0.0, 600.0)
+    barrier, results = context.Barrier(len(skews)), context.Queue()
+    workers = [
+        context.Process(target=_replica, args=(redis_server.url, skew, barrier, results))
+        for skew in skews
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert sorted(first for first, _ in outcomes) == [False] * (len(skews) - 1) + [True]
+    assert sum(admitted for _, admitted in outcomes) == 5

@@ -1021,3 +1021,81 @@ def test_replicas_in_processes_with_skewed_clocks_share_one_proof_and_one_bucket
         assert worker.exitcode == 0
     assert sorted(first for first, _ in outcomes) == [False] * (len(skews) - 1) + [True]
     assert sum(admitted for _, admitted in outcomes) == 5
+
+
+# --- TLS --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path, ca: Any) -> Iterator[tuple[int, Path]]:
+    """A ``redis-server`` speaking TLS only, with a certificate naming ``localhost`` alone."""
+    import shutil
+    import socket
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from tests._wait import eventually
+
+    from .conftest import _free_port
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    svid = ca.issue_svid("spiffe://example.org/redis", dns_names=["localhost"])
+    svid.save(tmp_path / "cert.pem", tmp_path / "key.pem")
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.root_certificate.public_bytes(Encoding.PEM))
+    port = _free_port()
+    args = [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
+    args += ["--tls-cert-file", str(tmp_path / "cert.pem")]
+    args += ["--tls-key-file", str(tmp_path / "key.pem"), "--tls-ca-cert-file", str(ca_file)]
+    args += ["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"]
+    args += ["--dir", str(tmp_path)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def listening() -> bool:
+        assert process.poll() is None, "redis-server with TLS did not start"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        except OSError:
+            return False
+        return True
+
+    try:
+        eventually(listening, timeout=10)
+        yield port, ca_file
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_tls_server_must_hold_a_certificate_for_the_urls_host(
+    tls_server: tuple[int, Path], mode: str
+) -> None:
+    """A real handshake: the certificate of a trusted authority, but for another name (here
+    ``localhost``, reached as ``127.0.0.1``), is refused as an outage, never spoken to."""
+    port, ca_file = tls_server
+    query = f"?ssl_ca_certs={ca_file}"
+    named = RedisStore(f"rediss://localhost:{port}/0{query}")
+    other = RedisStore(f"rediss://127.0.0.1:{port}/0{query}")
+    waived = RedisStore(f"rediss://127.0.0.1:{port}/0{query}&ssl_check_hostname=false")
+    expires = time.time() + 60
+
+    async def run_async() -> None:
+        assert await named.check_and_store_async("k", expires_at=expires)
+        with pytest.raises(StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            await other.check_and_store_async("k", expires_at=expires)
+        assert not await waived.check_and_store_async("k", expires_at=expires)  # its own word
+        for store in (named, other, waived):
+            await store.aclose()
+
+    if mode == "sync":
+        assert named.check_and_store("k", expires_at=expires)
+        with pytest.raises(StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            other.check_and_store("k", expires_at=expires)
+        assert not waived.check_and_store("k", expires_at=expires)
+    else:
+        asyncio.run(run_async())
+    for store in (named, other, waived):
+        store.close()

@@ -683,7 +683,15 @@ def test_rate_limits_select_by_caller_and_operation() -> None:
     policy = Policy([allow()], rate_limits=[limit])
     assert policy.rate_limits_for(who(), DELETE_ORDER) == (limit,)
     assert policy.rate_limits_for(who(), GET_ORDER) == ()
-    assert limit.key(who()) == f"writes:{WEB}"
+    assert limit.key(who()) == f"6:writes:{WEB}"
+    # limits "a" and "a:b" never share a bucket, whatever the principals' ids
+    nested = RateLimit("a:b", rate=1, burst=2)
+    crafted = Principal(subject="s", issuer="b:x", proven_by="jwt")  # id "b:x|s"
+    plain = Principal(subject="s", issuer="x", proven_by="jwt")  # id "x|s"
+    assert RateLimit("a", rate=1, burst=2).key(crafted) != nested.key(plain)
+    for huge in (10**400, -(10**400)):
+        with pytest.raises(ConfigurationError, match="finite"):
+            RateLimit("huge", rate=huge, burst=1)
     partners = RateLimit(
         "partners",
         rate=1,

@@ -148,6 +148,8 @@ class Backend:
             return
         for key in self.redis.scan_iter(count=1000):
             pttl = self.redis.pttl(key)
+            if pttl == -2:  # expired (in real time) since the scan listed it
+                continue
             assert pttl > 0, f"key without TTL: {key!r}"
             if pttl <= seconds * 1000:
                 self.redis.delete(key)

@@ -165,8 +165,9 @@ class RateLimit:
         return not self.operations or any(o.matches(op) for o in self.operations)
 
     def key(self, principal: Principal) -> str:
-        """The bucket key of ``principal`` under this limit: ``"<id>:<principal.id>"``."""
-        return f"{self.id}:{principal.id}"
+        """The bucket key of ``principal`` under this limit: ``"<len(id)>:<id>:<principal.id>"``
+        (the length keeps limits ``a`` and ``a:b`` from sharing a bucket whatever the ids)."""
+        return f"{len(self.id)}:{self.id}:{principal.id}"
 
 
 @dataclass(frozen=True)

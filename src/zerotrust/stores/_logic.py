@@ -120,7 +120,10 @@ def finite(name: str, value: float) -> float:
     """``value`` as a float; NaN, infinities and non-numbers are refused (never "forever")."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    result = float(value)
+    try:
+        result = float(value)
+    except OverflowError:  # an int past a float's range: not a finite number
+        raise ValueError(f"{name} must be finite") from None
     if not math.isfinite(result):
         raise ValueError(f"{name} must be finite")
     return result

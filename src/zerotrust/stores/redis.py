@@ -263,11 +263,20 @@ class RedisStore:
 
     # --- the two drivers: the only code that differs between sync and async ---------------
 
+    def _quotes_credential(self, exc: BaseException) -> bool:
+        reason = " ".join(str(exc).split())
+        return any(secret in reason for secret in self._secrets)
+
+    def _cause(self, exc: BaseException) -> BaseException | None:
+        """``exc`` to chain to its :class:`StoreUnavailable`, or ``None`` when it quotes a
+        credential (a traceback shows the cause's message too)."""
+        return None if self._quotes_credential(exc) else exc
+
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         # for logs only (callers see "temporarily unavailable", audit events the code): the
         # server's own words name the cause, unless they quote the URL's credentials
         reason = " ".join(str(exc).split())
-        if any(secret in reason for secret in self._secrets):
+        if self._quotes_credential(exc):
             reason = "reason withheld: it quotes a credential"  # masking would outline it
         reason = reason[:_MAX_DETAIL]
         import redis.exceptions  # loaded with the client that raised ``exc``
@@ -322,7 +331,7 @@ class RedisStore:
         try:
             raw = self._scripts[op.script](keys=list(op.keys), args=list(op.args))
         except self._errors as exc:
-            raise self._unavailable(exc) from exc
+            raise self._unavailable(exc) from self._cause(exc)
         return self._parse(op, raw)
 
     async def _arun(self, op: Op[_T]) -> _T:
@@ -330,7 +339,7 @@ class RedisStore:
         try:
             raw = await scripts[op.script](keys=list(op.keys), args=list(op.args))
         except self._errors as exc:
-            raise self._unavailable(exc) from exc
+            raise self._unavailable(exc) from self._cause(exc)
         except RuntimeError as exc:  # a client of yours used from another event loop
             raise _wrong_loop() from exc
         return self._parse(op, raw)
@@ -425,7 +434,7 @@ class RedisStore:
         try:
             self._client.ping()
         except self._errors as exc:
-            raise self._unavailable(exc) from exc
+            raise self._unavailable(exc) from self._cause(exc)
 
     async def ping_async(self) -> None:
         """Async :meth:`ping`."""
@@ -433,7 +442,7 @@ class RedisStore:
         try:
             await client.ping()
         except self._errors as exc:
-            raise self._unavailable(exc) from exc
+            raise self._unavailable(exc) from self._cause(exc)
         except RuntimeError as exc:  # a client of yours used from another event loop
             raise _wrong_loop() from exc
 

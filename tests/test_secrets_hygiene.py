@@ -9,7 +9,10 @@ objects that hold the secrets.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import datetime as dt
+import json
 import logging
 import time
 import traceback
@@ -18,8 +21,49 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from zerotrust import (
+    ApiKeys,
+    Authenticator,
+    Callers,
+    DPoPConfig,
+    FixedClock,
+    Guard,
+    LoggingSink,
+    MemorySink,
+    MemoryStore,
+    Operations,
+    Policy,
+    PrivateJWK,
+    Request,
+    Rule,
+    ScopeRule,
+    TokenIssuer,
+    TokenVerifier,
+    TrustedProxies,
+)
+from zerotrust.asgi import ZeroTrustMiddleware
+from zerotrust.audit import AuditPipeline
+from zerotrust.client._dpop import dpop_proof
+from zerotrust.dev import DevCA
 from zerotrust.errors import StoreUnavailable
+from zerotrust.tokens._b64 import b64url_encode
+
+ISS = "https://issuer.example"
+AUD = "api"
+API_KEY = "zt-api-key-0f9e8d7c6b5a49382716"
+COOKIE = "cookie-secret-a1b2c3d4e5f6a7b8c9d0"
+BASIC_PASSWORD = "basic-password-5f4e3d2c1b0a"
+
+
+class _Ok:
+    """The application behind the middleware: it answers 200 to whatever reaches it."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
 
 
 def _forms(secret: str) -> set[str]:
@@ -67,3 +111,201 @@ def test_a_store_error_that_withholds_a_quoted_credential_chains_no_cause_quotin
         [_rendered(info.value), repr(info.value), caplog.text], ["s3cret-pw", "zt-operator"]
     )
     client.close()
+
+
+# --- one corpus of requests carrying real secrets, through the ASGI middleware ------------
+
+
+def _pem_lines(pem: bytes) -> list[str]:
+    """The base64 lines of a PEM block (each one a piece of the key or certificate)."""
+    return [line for line in pem.decode().splitlines() if line and not line.startswith("-----")]
+
+
+def _d(key: PrivateJWK) -> str:
+    """The JWK ``d`` member of an EC P-256 key: its private scalar, base64url."""
+    private = key.private_key
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    return b64url_encode(private.private_numbers().private_value.to_bytes(32, "big"))
+
+
+def _asgi(app: Any, headers: list[tuple[str, str]], **scope: Any) -> list[dict[str, Any]]:
+    base: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "method": "GET",
+        "scheme": "https",
+        "path": "/r",
+        "raw_path": b"/r",
+        "query_string": b"",
+        "headers": [(b"host", b"api.example")]
+        + [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+        "client": ("203.0.113.7", 4321),
+        "server": ("api.example", 443),
+    }
+    base.update(scope)
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(base, receive, send))
+    return sent
+
+
+def _shown(sent: list[dict[str, Any]]) -> str:
+    """Everything a response carried: status, header names and values, body."""
+    parts: list[str] = []
+    for message in sent:
+        parts.append(str(message.get("status", "")))
+        for name, value in message.get("headers", []):
+            parts.append(f"{name.decode('latin-1')}: {value.decode('latin-1')}")
+        parts.append(bytes(message.get("body", b"")).decode("latin-1"))
+    return "\n".join(parts)
+
+
+def test_a_corpus_of_requests_with_real_secrets_leaks_none_of_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    clock = FixedClock(dt.datetime.now(dt.timezone.utc))
+    ca = DevCA.create("example.org")
+    signing = PrivateJWK.generate("ES256", kid="k1")
+    issuer = TokenIssuer(signing, issuer=ISS, clock=clock)
+    holder = PrivateJWK.generate("ES256")
+    stranger_key = PrivateJWK.generate("ES256", kid="k1")
+    svid = ca.issue_svid("spiffe://example.org/caller")
+    outsider = DevCA.create("example.org").issue_svid("spiffe://example.org/caller")
+    memory = MemorySink()
+    guard = Guard(
+        authenticator=Authenticator(
+            tokens=TokenVerifier(
+                issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"], clock=clock
+            ),
+            bundles=ca.bundle,
+            trusted_proxies=TrustedProxies(["10.0.0.0/8"], header="xfcc"),
+            api_keys=ApiKeys({"ci": ApiKeys.hash(API_KEY)}),
+            dpop=DPoPConfig(origins=["https://api.example"]),
+            clock=clock,
+        ),
+        policy=Policy(
+            [
+                Rule(id="deny-bad", action="DENY", callers=[Callers(subjects=["bad"])]),
+                Rule(
+                    id="read",
+                    operations=[Operations(routes=["/r"])],
+                    scopes=ScopeRule(all=["read"]),
+                ),
+            ]
+        ),
+        audit=AuditPipeline([memory, LoggingSink(level=logging.DEBUG)]),
+        store=MemoryStore(clock=clock),
+        clock=clock,
+        service="api",
+    )
+    app = ZeroTrustMiddleware(_Ok(), guard=guard, route_template=lambda scope: scope["path"])
+
+    secrets: list[str] = [API_KEY, COOKIE, BASIC_PASSWORD]
+    tokens: list[str] = []
+
+    def token(**claims: Any) -> str:
+        claims.setdefault("subject", "svc")
+        claims.setdefault("audience", AUD)
+        value = issuer.issue(**claims)
+        tokens.append(value)
+        return value
+
+    forged = TokenIssuer(stranger_key, issuer=ISS, clock=clock).issue(subject="svc", audience=AUD)
+    tokens.append(forged)
+    bound = token(scopes=["read"], extra_claims={"cnf": {"jkt": holder.thumbprint()}})
+    proof = dpop_proof(holder, method="GET", url="https://api.example/r", access_token=bound)
+    wrong_proof = dpop_proof(holder, method="POST", url="https://api.example/r", access_token=bound)
+    # a proof that carries its private key in the jwk header (RFC 9449 forbids it)
+    leaky_header = {
+        "typ": "dpop+jwt",
+        "alg": "ES256",
+        "jwk": {**holder.public().to_public_dict(), "d": _d(holder)},
+    }
+    leaky_proof = (
+        b64url_encode(json.dumps(leaky_header).encode())
+        + "."
+        + proof.split(".")[1]
+        + "."
+        + proof.split(".")[2]
+    )
+    tokens += [proof, wrong_proof, leaky_proof]
+    leaf_pem = svid.leaf.public_bytes(Encoding.PEM)
+    outsider_pem = outsider.leaf.public_bytes(Encoding.PEM)
+    chain_pem = b"".join(c.public_bytes(Encoding.PEM) for c in outsider.cert_chain)
+    xfcc_cert = f'Cert="{urllib.parse.quote(outsider_pem.decode(), safe="")}"'
+    xfcc_chain = f'Chain="{urllib.parse.quote(chain_pem.decode(), safe="")}"'
+    basic = base64.b64encode(f"user:{BASIC_PASSWORD}".encode()).decode()
+    expired = token(ttl=1, scopes=["read"])
+
+    def bearer(value: str, *extra: tuple[str, str]) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {value}"), ("cookie", f"session={COOKIE}"), *extra]
+
+    corpus: list[tuple[list[tuple[str, str]], dict[str, Any]]] = [
+        ([("cookie", f"session={COOKIE}")], {}),
+        ([("authorization", f"Basic {basic}")], {}),
+        ([("authorization", f"Bearer {bound}"), ("authorization", f"Bearer {forged}")], {}),
+        (bearer("not.a.token"), {}),
+        (bearer(forged), {}),
+        (bearer(token(audience="other")), {}),
+        (bearer(token(subject="bad", scopes=["read"])), {}),
+        (bearer(token()), {}),
+        (bearer(token(scopes=["read"])), {"path": "/elsewhere", "raw_path": b"/elsewhere"}),
+        (bearer(bound), {}),
+        ([("authorization", f"DPoP {bound}"), ("dpop", wrong_proof)], {}),
+        ([("authorization", f"DPoP {bound}"), ("dpop", leaky_proof)], {}),
+        ([("authorization", f"DPoP {bound}"), ("dpop", proof), ("dpop", proof)], {}),
+        (bearer(token(bind_cert=svid.leaf, scopes=["read"])), {}),
+        ([("x-forwarded-client-cert", xfcc_cert)], {}),
+        ([("x-forwarded-client-cert", xfcc_cert)], {"client": ("10.0.0.1", 1)}),
+        ([("x-forwarded-client-cert", f"{xfcc_chain};{xfcc_cert}")], {"client": ("10.0.0.1", 1)}),
+        ([("x-api-key", API_KEY[::-1])], {}),
+        ([("x-api-key", API_KEY)], {}),
+        ([("x-api-key", API_KEY), ("authorization", f"Bearer {forged}")], {}),
+    ]
+    responses: list[str] = []
+    errors: list[str] = []
+    for headers, scope in corpus:
+        sent = _asgi(app, headers, **scope)
+        assert sent[0]["status"] != 200, headers
+        responses.append(_shown(sent))
+        # the same request as the Guard's caller sees it: the outcome and its error
+        view = Request(
+            route=scope.get("path", "/r"),
+            path=scope.get("path", "/r"),
+            host="api.example",
+            headers=headers,
+            remote_addr=scope.get("client", ("203.0.113.7",))[0],
+        )
+        outcome = guard.evaluate(view)
+        assert outcome.error is not None
+        errors += [repr(outcome), str(outcome.error), _rendered(outcome.error)]
+        errors.append(json.dumps(outcome.body()))
+    # the DPoP proof sent once, then again (a replay), then an expired token
+    dpop = [("authorization", f"DPoP {bound}"), ("dpop", proof)]
+    assert _asgi(app, dpop)[0]["status"] == 200
+    responses.append(_shown(_asgi(app, dpop)))
+    clock.advance(3600)
+    responses.append(_shown(_asgi(app, bearer(expired))))
+
+    secrets += tokens
+    secrets += [t.split(".")[2] for t in tokens if t.count(".") == 2 and t.split(".")[2]]
+    for key in (signing, holder, stranger_key):
+        secrets.append(_d(key))
+    secrets += _pem_lines(svid.private_key_pem()) + _pem_lines(outsider.private_key_pem())
+    secrets += _pem_lines(leaf_pem)[1:3] + _pem_lines(outsider_pem)[1:3]
+    secrets += [xfcc_cert[6:-1], xfcc_chain[7:-1], basic]
+    outputs = [*responses, *errors, caplog.text]
+    outputs += [record.getMessage() for record in caplog.records]
+    outputs += [event.to_json() for event in memory.events] + [repr(e) for e in memory.events]
+    assert len(memory.events) >= len(corpus)
+    _assert_clean(outputs, secrets)
+    blob = "\n".join(outputs)
+    assert "-----BEGIN" not in blob and "PRIVATE KEY" not in blob

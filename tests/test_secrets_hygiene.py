@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import importlib.util
 import json
 import logging
 import time
@@ -37,9 +38,15 @@ from zerotrust import (
     Operations,
     Policy,
     PrivateJWK,
+    RedisStore,
     Request,
+    ResilientStore,
     Rule,
     ScopeRule,
+    SecretKey,
+    SelfIssuedTokenSource,
+    Settings,
+    StaticTokenSource,
     TokenIssuer,
     TokenVerifier,
     TrustedProxies,
@@ -49,13 +56,18 @@ from zerotrust.audit import AuditPipeline
 from zerotrust.client._dpop import dpop_proof
 from zerotrust.dev import DevCA
 from zerotrust.errors import StoreUnavailable
+from zerotrust.sources.oauth2 import ClientCredentialsTokenSource, TokenExchangeTokenSource
 from zerotrust.tokens._b64 import b64url_encode
+from zerotrust.tokens.outgoing import CachedTokenSource
 
 ISS = "https://issuer.example"
 AUD = "api"
 API_KEY = "zt-api-key-0f9e8d7c6b5a49382716"
 COOKIE = "cookie-secret-a1b2c3d4e5f6a7b8c9d0"
 BASIC_PASSWORD = "basic-password-5f4e3d2c1b0a"
+CLIENT_SECRET = "client-secret-7e6d5c4b3a29"
+HMAC_SECRET = "hmac-secret-0123456789abcdef0123456789abcdef"
+REDIS_PASSWORD = "redis-password-1a2b3c4d5e"
 
 
 class _Ok:
@@ -309,3 +321,96 @@ def test_a_corpus_of_requests_with_real_secrets_leaks_none_of_them(
     _assert_clean(outputs, secrets)
     blob = "\n".join(outputs)
     assert "-----BEGIN" not in blob and "PRIVATE KEY" not in blob
+
+
+# --- the objects that hold secrets never show them ---------------------------------------
+
+
+def test_objects_holding_secrets_show_none_of_them_in_repr_or_str() -> None:
+    clock = FixedClock(dt.datetime.now(dt.timezone.utc))
+    ca = DevCA.create("example.org")
+    svid = ca.issue_svid("spiffe://example.org/caller")
+    signing = PrivateJWK.generate("ES256", kid="k1")
+    issuer = TokenIssuer(signing, issuer=ISS, clock=clock)
+    hmac = SecretKey(HMAC_SECRET.encode(), kid="h1")
+    token = issuer.issue(subject="svc", audience=AUD)
+    self_issued = SelfIssuedTokenSource(issuer, subject="svc", clock=clock)
+    minted = self_issued.token(AUD)  # now cached
+    cached = CachedTokenSource(lambda audience: token, clock=clock)
+    cached.token(AUD)
+    client_secret = ClientCredentialsTokenSource(
+        "https://as.example/token", client_id="c", client_secret=CLIENT_SECRET
+    )
+    assertion = ClientCredentialsTokenSource(
+        "https://as.example/token", client_id="c", private_key_jwt=signing
+    )
+    exchange = TokenExchangeTokenSource(
+        "https://as.example/token",
+        subject_token=StaticTokenSource(token),
+        client_id="c",
+        client_secret=CLIENT_SECRET,
+    )
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    verified = verifier.verify(token)
+    api_keys = ApiKeys({"ci": ApiKeys.hash(API_KEY)})
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier, api_keys=api_keys, bundles=ca.bundle),
+        policy=Policy([Rule(id="all")]),
+        audit=MemorySink(),
+        store=MemoryStore(),
+    )
+    outcome = guard.evaluate(
+        Request(route="/r", headers={"authorization": f"Bearer {token}", "cookie": COOKIE})
+    )
+    assert outcome.allowed and outcome.principal is not None
+    request = Request(
+        route="/r", headers={"authorization": f"Bearer {token}", "x-api-key": API_KEY}
+    )
+    settings = Settings.from_dict(
+        {
+            "policy": {"rules": [{"id": "all"}]},
+            "tokens": {
+                "issuer": ISS,
+                "audience": AUD,
+                "algorithms": ["HS256"],
+                "hmac_secret": HMAC_SECRET,
+            },
+            "store": {"url": "redis://127.0.0.1:6379/0?db=0", "password": REDIS_PASSWORD},
+            "api_keys": {"hashes": {"ci": ApiKeys.hash(API_KEY)}},
+        }
+    )
+    redis_url = f"redis://zt-operator:{REDIS_PASSWORD}@127.0.0.1:1/0"
+    held: list[object] = [
+        signing,
+        hmac,
+        issuer,
+        svid,
+        ca,
+        StaticTokenSource(token),
+        self_issued,
+        cached,
+        client_secret,
+        assertion,
+        exchange,
+        verified,
+        api_keys,
+        guard.authenticator,
+        outcome,
+        outcome.principal,
+        request,
+        settings,
+        settings.store,
+        settings.tokens,
+    ]
+    if importlib.util.find_spec("redis") is not None:
+        store = RedisStore(redis_url)
+        held += [store, ResilientStore(store)]
+    secrets = [token, minted, CLIENT_SECRET, HMAC_SECRET, REDIS_PASSWORD, API_KEY, COOKIE]
+    secrets += [_d(signing), ApiKeys.hash(API_KEY)]
+    secrets += _pem_lines(svid.private_key_pem()) + _pem_lines(svid.leaf.public_bytes(Encoding.PEM))
+    outputs = [repr(value) for value in held] + [str(value) for value in held]
+    outputs += [json.dumps(settings.to_dict(), default=str)]
+    _assert_clean(outputs, secrets)
+    for value in held:
+        if isinstance(value, RedisStore):
+            value.close()

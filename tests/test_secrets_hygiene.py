@@ -55,10 +55,12 @@ from zerotrust.asgi import ZeroTrustMiddleware
 from zerotrust.audit import AuditPipeline
 from zerotrust.client._dpop import dpop_proof
 from zerotrust.dev import DevCA
-from zerotrust.errors import StoreUnavailable
+from zerotrust.errors import StoreUnavailable, ZeroTrustError
 from zerotrust.sources.oauth2 import ClientCredentialsTokenSource, TokenExchangeTokenSource
 from zerotrust.tokens._b64 import b64url_encode
 from zerotrust.tokens.outgoing import CachedTokenSource
+from zerotrust.x509 import verify_peer_chain
+from zerotrust.x509.sslcontext import HandshakeRefusal
 
 ISS = "https://issuer.example"
 AUD = "api"
@@ -208,7 +210,7 @@ def test_a_corpus_of_requests_with_real_secrets_leaks_none_of_them(
                 Rule(id="deny-bad", action="DENY", callers=[Callers(subjects=["bad"])]),
                 Rule(
                     id="read",
-                    operations=[Operations(routes=["/r"])],
+                    operations=[Operations(routes=["/r", "/pkg.Svc/Get"])],
                     scopes=ScopeRule(all=["read"]),
                 ),
             ]
@@ -300,6 +302,36 @@ def test_a_corpus_of_requests_with_real_secrets_leaks_none_of_them(
         assert outcome.error is not None
         errors += [repr(outcome), str(outcome.error), _rendered(outcome.error)]
         errors.append(json.dumps(outcome.body()))
+    # the other kinds of decision: gRPC, allowed, dry-run, a refused TLS handshake
+    grpc_token = token(scopes=["read"])
+    for route, value in (("/pkg.Svc/Get", grpc_token), ("/pkg.Svc/Get", forged)):
+        grpc = Request(
+            kind="grpc", path=route, route=route, headers={"authorization": f"Bearer {value}"}
+        )
+        outcome = guard.evaluate(grpc)
+        errors += [repr(outcome), json.dumps(outcome.body())]
+    allowed = guard.evaluate(Request(route="/r", headers=bearer(token(scopes=["read"]))))
+    assert allowed.allowed
+    errors.append(repr(allowed))
+    dry = Guard(
+        authenticator=guard.authenticator,
+        policy=Policy([Rule(id="deny-all", action="DENY", dry_run=True), Rule(id="all")]),
+        audit=AuditPipeline([memory, LoggingSink(level=logging.DEBUG)]),
+        store=MemoryStore(clock=clock),
+        clock=clock,
+        service="api",
+    )
+    assert dry.evaluate(Request(route="/r", headers=bearer(token()))).allowed
+    outsider_chain = [c.public_bytes(Encoding.DER) for c in outsider.cert_chain]
+    with pytest.raises(ZeroTrustError) as refused:
+        verify_peer_chain(outsider_chain, ca.bundle)
+    errors += [str(refused.value), _rendered(refused.value)]
+    guard.audit_handshake(
+        HandshakeRefusal(refused.value, "client", "203.0.113.7", outsider.fingerprint)
+    )
+    kinds = {(event.kind, event.decision, event.dry_run) for event in memory.events}
+    assert {("grpc", "allow", False), ("grpc", "deny", False)} <= kinds
+    assert {("http", "allow", False), ("http", "allow", True), ("tls", "deny", False)} <= kinds
     # the DPoP proof sent once, then again (a replay), then an expired token
     dpop = [("authorization", f"DPoP {bound}"), ("dpop", proof)]
     assert _asgi(app, dpop)[0]["status"] == 200

@@ -23,7 +23,7 @@ from zerotrust.authz.loader import policy_from_dict
 from zerotrust.errors import ConfigurationError, MissingDependencyError, ZeroTrustError
 from zerotrust.identity import TrustDomain
 from zerotrust.stores._logic import KeySpace
-from zerotrust.stores._redis_plan import url_overrides
+from zerotrust.stores._redis_plan import query_problem, url_overrides
 
 if TYPE_CHECKING:
     from zerotrust.config import Settings
@@ -253,33 +253,9 @@ def _check_store(store: StoreSettings, name: Names) -> None:
         )
     if parts.username and store.username is not None:
         raise fail(name("store.username"), f"conflicts with the user name in {label}")
-    problem = _redis_query_problem(store.url)
+    problem = query_problem(store.url)
     if problem is not None:
         raise fail(label, problem)
-
-
-_UNKNOWN_ARGUMENT = re.compile(r"keyword argument '([A-Za-z0-9_]{1,64})'")
-
-
-def _redis_query_problem(url: str) -> str | None:
-    """What the Redis client would refuse in ``url`` only when it opens its first connection
-    (a query parameter it does not know, a value it does not take): every request would be
-    refused, or with a store failing open, every check skipped. Found now, without connecting,
-    and said without the query's values."""
-    try:
-        import redis
-    except ModuleNotFoundError:  # building the store names the missing extra
-        return None
-    try:
-        pool = redis.ConnectionPool.from_url(url)
-        pool.connection_class(**pool.connection_kwargs)  # a connection object: no socket yet
-    except TypeError as exc:
-        found = _UNKNOWN_ARGUMENT.search(str(exc))
-        what = f" {found.group(1)!r}" if found else ""
-        return f"the Redis client takes no query parameter{what}"
-    except (ValueError, redis.RedisError):
-        return "the Redis client refuses a value of its query"
-    return None
 
 
 def hook_names(document: Any) -> set[str]:

@@ -456,6 +456,16 @@ def test_an_option_only_sync_connections_take_is_refused_on_the_first_async_call
 
 
 @needs_redis_py
+@pytest.mark.parametrize("query", ["sockettimeout=9", "ssl_cert_reqs=none"])
+def test_a_url_option_the_client_does_not_take_is_a_configuration_error(query: str) -> None:
+    # redis-py passes the query to each connection it opens: without a check here, every
+    # call would raise the client's TypeError (no StoreUnavailable, no failure policy)
+    with pytest.raises(ConfigurationError, match="invalid Redis URL") as info:
+        RedisStore(f"redis://zt-operator:s3cret-pw@127.0.0.1:1/0?{query}")
+    assert "s3cret" not in str(info.value) and "zt-operator" not in str(info.value)
+
+
+@needs_redis_py
 @pytest.mark.parametrize(
     ("query", "checked"),
     [

@@ -8,6 +8,7 @@ every line of logic. Nothing here imports redis-py.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "checks_hostname_by_default",
     "describe_client",
     "describe_url",
+    "query_problem",
     "url_overrides",
 ]
 
@@ -68,6 +70,30 @@ def url_overrides(url: str) -> list[str]:
         return []  # refused as an invalid URL where it is used
     names = {name for name, _ in parse_qsl(query, keep_blank_values=True)}
     return sorted(names & OWN_CONNECTION_SETTINGS)
+
+
+_UNKNOWN_ARGUMENT = re.compile(r"keyword argument '([A-Za-z0-9_]{1,64})'")
+
+
+def query_problem(url: str) -> str | None:
+    """What the Redis client would refuse in ``url`` only when it opens its first connection
+    (a query parameter it does not know, a value it does not take): every request would be
+    refused, or with a store failing open, every check skipped. Found now, without connecting,
+    and said without the query's values."""
+    try:
+        import redis
+    except ModuleNotFoundError:  # building the store names the missing extra
+        return None
+    try:
+        pool = redis.ConnectionPool.from_url(url)
+        pool.connection_class(**pool.connection_kwargs)  # a connection object: no socket yet
+    except TypeError as exc:
+        found = _UNKNOWN_ARGUMENT.search(str(exc))
+        what = f" {found.group(1)!r}" if found else ""
+        return f"the Redis client takes no query parameter{what}"
+    except (ValueError, redis.RedisError):
+        return "the Redis client refuses a value of its query"
+    return None
 
 
 def checks_hostname_by_default(url: str) -> bool:

@@ -25,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from tests._https import HttpsServer, Recorded, Route
 from zerotrust import (
     ApiKeys,
     Authenticator,
@@ -446,3 +447,83 @@ def test_objects_holding_secrets_show_none_of_them_in_repr_or_str() -> None:
     for value in held:
         if isinstance(value, RedisStore):
             value.close()
+
+
+# --- a token endpoint that echoes what it was sent ----------------------------------------
+
+
+def _echoing(answer: str) -> Route:
+    """A token endpoint answering with everything the client sent it (form and headers)."""
+
+    def handler(record: Recorded) -> tuple[int, dict[str, str], bytes]:
+        echo = record.body.decode("ascii") + " " + json.dumps(dict(record.headers))
+        documents: dict[str, tuple[int, Any]] = {
+            "unregistered": (400, {"error": echo}),
+            "invalid_client": (401, {"error": "invalid_client", "error_description": echo}),
+            "invalid_grant": (400, {"error": "invalid_grant", "error_description": echo}),
+            "token": (200, {"access_token": echo, "token_type": "Bearer"}),
+            "token_type": (200, {"access_token": "at", "token_type": echo}),
+            "expires_in": (200, {"access_token": "at", "token_type": "Bearer", "expires_in": echo}),
+            "server_error": (500, echo),
+        }
+        status, document = documents[answer]
+        return status, {"Content-Type": "application/json"}, json.dumps(document).encode()
+
+    return Route(handler=handler)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "unregistered",
+        "invalid_client",
+        "invalid_grant",
+        "token",
+        "token_type",
+        "expires_in",
+        "server_error",
+    ],
+)
+def test_a_token_endpoint_echoing_the_credentials_gets_them_into_no_error_or_log(
+    ca: DevCA, answer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="zerotrust")
+    subject = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISS).issue(
+        subject="svc", audience=AUD
+    )
+    assertion_key = PrivateJWK.generate("ES256", kid="c1")
+    with HttpsServer(ca) as server:
+        server.route("/token", _echoing(answer))
+        url = server.url("/token")
+        verify = server.client_context
+        sources = [
+            ClientCredentialsTokenSource(
+                url, client_id="c", client_secret=CLIENT_SECRET, verify=verify
+            ),
+            ClientCredentialsTokenSource(
+                url,
+                client_id="c",
+                client_secret=CLIENT_SECRET,
+                secret_method="post",
+                verify=verify,
+            ),
+            TokenExchangeTokenSource(
+                url,
+                subject_token=StaticTokenSource(subject),
+                client_id="c",
+                private_key_jwt=assertion_key,
+                verify=verify,
+            ),
+        ]
+        outputs: list[str] = []
+        for source in sources:
+            with source, pytest.raises(ZeroTrustError) as info:
+                source.token(AUD)
+            outputs += [str(info.value), repr(info.value), _rendered(info.value)]
+        assertions = [r.form.get("client_assertion", "") for r in server.requests("/token")]
+    outputs.append(caplog.text)
+    secrets = [CLIENT_SECRET, subject, subject.split(".")[2], _d(assertion_key)]
+    secrets += [value for value in assertions if value]
+    secrets.append(base64.b64encode(f"c:{CLIENT_SECRET}".encode()).decode())
+    _assert_clean(outputs, secrets)

@@ -527,3 +527,24 @@ def test_a_token_endpoint_echoing_the_credentials_gets_them_into_no_error_or_log
     secrets += [value for value in assertions if value]
     secrets.append(base64.b64encode(f"c:{CLIENT_SECRET}".encode()).decode())
     _assert_clean(outputs, secrets)
+
+
+# --- internal records that carry a secret keep it out of their repr ----------------------
+
+
+def test_a_workload_api_svid_entry_shows_no_private_key() -> None:
+    # what error trackers and debuggers show of the frames the Workload API watcher runs
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+
+    from zerotrust.sources._workload_convert import SvidEntry
+
+    svid = DevCA.create("example.org").issue_svid("spiffe://example.org/caller")
+    key = svid.private_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+    entry = SvidEntry(
+        "spiffe://example.org/caller", svid.leaf.public_bytes(Encoding.DER), key, b"", ""
+    )
+    shown = repr(entry)
+    assert isinstance(svid.private_key, ec.EllipticCurvePrivateKey)
+    scalar = svid.private_key.private_numbers().private_value.to_bytes(32, "big")
+    assert repr(key) not in shown and repr(scalar[:12])[2:-1] not in shown
+    assert "spiffe://example.org/caller" in shown

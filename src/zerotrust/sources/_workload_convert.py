@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -60,11 +60,11 @@ _log = logging.getLogger("zerotrust.spire")
 
 @dataclass(frozen=True, slots=True)
 class SvidEntry:
-    """The fields of one ``X509SVID`` message."""
+    """The fields of one ``X509SVID`` message (the private key is kept out of the repr)."""
 
     spiffe_id: str
     cert_chain: bytes
-    private_key: bytes
+    private_key: bytes = field(repr=False)
     bundle: bytes
     hint: str = ""
 

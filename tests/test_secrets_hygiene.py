@@ -548,3 +548,18 @@ def test_a_workload_api_svid_entry_shows_no_private_key() -> None:
     scalar = svid.private_key.private_numbers().private_value.to_bytes(32, "big")
     assert repr(key) not in shown and repr(scalar[:12])[2:-1] not in shown
     assert "spiffe://example.org/caller" in shown
+
+
+def test_the_grpc_token_plugins_memo_shows_no_token() -> None:
+    pytest.importorskip("grpc")
+    from zerotrust.client._grpc_creds import TokenPlugin
+
+    token = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISS).issue(subject="s", audience=AUD)
+    plugin = TokenPlugin(StaticTokenSource(token), AUD)
+    try:
+        assert plugin.wait_token(10) == token
+        memo = plugin._memo
+        assert memo is not None
+        _assert_clean([repr(memo), repr(plugin)], [token, token.split(".")[2]])
+    finally:
+        plugin.close()

@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import grpc  # type: ignore[import-untyped,unused-ignore]
@@ -132,7 +132,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True, slots=True)
 class _Memo:
-    header: str
+    header: str = field(repr=False)  # "Bearer <token>"
     use_until: float
     poll_at: float
 

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from tests._https import HttpsServer, Recorded, Route
 from zerotrust import (
@@ -53,7 +53,7 @@ from zerotrust import (
     TrustedProxies,
 )
 from zerotrust.asgi import ZeroTrustMiddleware
-from zerotrust.audit import AuditPipeline
+from zerotrust.audit import AuditEvent, AuditPipeline
 from zerotrust.client._dpop import dpop_proof
 from zerotrust.dev import DevCA
 from zerotrust.errors import StoreUnavailable, ZeroTrustError
@@ -534,8 +534,6 @@ def test_a_token_endpoint_echoing_the_credentials_gets_them_into_no_error_or_log
 
 def test_a_workload_api_svid_entry_shows_no_private_key() -> None:
     # what error trackers and debuggers show of the frames the Workload API watcher runs
-    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
     from zerotrust.sources._workload_convert import SvidEntry
 
     svid = DevCA.create("example.org").issue_svid("spiffe://example.org/caller")
@@ -563,3 +561,34 @@ def test_the_grpc_token_plugins_memo_shows_no_token() -> None:
         _assert_clean([repr(memo), repr(plugin)], [token, token.split(".")[2]])
     finally:
         plugin.close()
+
+
+def _private_der_forms() -> dict[str, bytes]:
+    """Private keys as DER whose base64url spellings differ from their base64 ones early on
+    (a scalar and a seed of mostly one bits: ``_`` where base64 has ``/``)."""
+    p256 = ec.derive_private_key(int.from_bytes(b"\xfb" + b"\xff" * 31, "big"), ec.SECP256R1())
+    seed = ed25519.Ed25519PrivateKey.from_private_bytes(b"\xff" * 32)
+    plain = NoEncryption()
+    return {
+        "p256-pkcs8": p256.private_bytes(Encoding.DER, PrivateFormat.PKCS8, plain),
+        "p256-sec1": p256.private_bytes(Encoding.DER, PrivateFormat.TraditionalOpenSSL, plain),
+        "ed25519-pkcs8": seed.private_bytes(Encoding.DER, PrivateFormat.PKCS8, plain),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_private_der_forms()))
+def test_a_private_key_in_base64url_is_kept_out_of_audit_events(name: str) -> None:
+    der = _private_der_forms()[name]
+    for encoded in (base64.b64encode(der), base64.urlsafe_b64encode(der)):
+        for value in (encoded.decode(), encoded.decode().rstrip("=")):
+            event = AuditEvent(
+                time=dt.datetime.now(dt.timezone.utc),
+                service="api",
+                decision="deny",
+                reason="malformed_credentials",
+                kind="http",
+                method="GET",
+                subject=value,
+                notes=(value,),
+            )
+            _assert_clean([event.to_json(), repr(event)], [value[:60]])

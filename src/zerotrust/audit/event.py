@@ -60,9 +60,9 @@ _SENSITIVE = re.compile(
     r"-----BEGIN|PRIVATE KEY"
     # A JSON Web Key, public or private.
     r'|"kty"'
-    # Base64 DER of a certificate or key: a SEQUENCE ("M"), any short or long length form
-    # (the second character), then enough bytes for any key; checked by _der_like.
-    r"|(?<![A-Za-z0-9+/])(?P<der>M[A-I][A-Za-z0-9+/]{58})"
+    # Base64 (or base64url) DER of a certificate or key: a SEQUENCE ("M"), any short or long
+    # length form (the second character), then enough bytes for any key; checked by _der_like.
+    r"|(?<![A-Za-z0-9+/])(?P<der>M[A-I][A-Za-z0-9+/_-]{58})"
 )
 # The tags _der_like accepts first in a SEQUENCE: INTEGER, OBJECT IDENTIFIER, SEQUENCE.
 _DER_CONTENT: Final = frozenset({0x02, 0x06, 0x30})
@@ -77,12 +77,12 @@ _MIN_HEADER = 19
 
 
 def _der_like(text: str) -> bool:
-    """Whether base64 ``text`` starts like the DER (or BER) of a key, a certificate or a
-    signed message carrying certificates: a SEQUENCE, of any definite length or of BER's
-    indefinite one (streaming CMS writers use it), whose content starts with an INTEGER
+    """Whether base64 (or base64url) ``text`` starts like the DER (or BER) of a key, a
+    certificate or a signed message carrying certificates: a SEQUENCE, of any definite length
+    or of BER's indefinite one (streaming CMS writers use it), whose content starts with an INTEGER
     (private keys, PKCS#12), a SEQUENCE (certificates, public keys) or an OBJECT IDENTIFIER
     (CMS / PKCS#7 content)."""
-    head = base64.b64decode(text[:8])
+    head = base64.b64decode(text[:8].replace("-", "+").replace("_", "/"))
     # the number of length octets after the first: none in the short form and in BER's
     # indefinite form (0x80), one to three in the long form here
     more = head[1] & 0x7F if head[1] >= 0x80 else 0

@@ -592,3 +592,27 @@ def test_a_private_key_in_base64url_is_kept_out_of_audit_events(name: str) -> No
                 notes=(value,),
             )
             _assert_clean([event.to_json(), repr(event)], [value[:60]])
+
+
+@pytest.mark.parametrize("name", sorted(_private_der_forms()))
+def test_a_percent_encoded_private_key_or_certificate_is_kept_out_of_audit_events(
+    name: str,
+) -> None:
+    # as a query string or a forwarded header carries it: "+", "/" and "=" escaped
+    der = _private_der_forms()[name]
+    certificate = DevCA.create("example.org").root_certificate.public_bytes(Encoding.DER)
+    for blob in (der, certificate):
+        encoded = base64.b64encode(blob).decode()
+        assert "+" in encoded[:60] or "/" in encoded[:60] or blob is certificate
+        value = urllib.parse.quote(encoded, safe="")
+        event = AuditEvent(
+            time=dt.datetime.now(dt.timezone.utc),
+            service="api",
+            decision="deny",
+            reason="malformed_credentials",
+            kind="http",
+            method="GET",
+            route=value,
+            remote_addr=value,
+        )
+        _assert_clean([event.to_json(), repr(event)], [encoded[:60]])

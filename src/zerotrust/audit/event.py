@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Final, Literal, cast, final
+from urllib.parse import unquote
 
 __all__ = [
     "MAX_FIELD_LENGTH",
@@ -120,8 +121,18 @@ def _jose_header(segment: str) -> bool:
 
 
 def _sensitive(value: str) -> bool:
-    """Whether ``value`` (its first :data:`_SCAN_LIMIT` characters) holds a credential. The two
-    scans are independent: a dotted word that is no token never hides a key after it."""
+    """Whether ``value`` (its first :data:`_SCAN_LIMIT` characters) holds a credential, as it
+    is or percent-encoded (a query string or a forwarded header escapes base64's ``+`` and
+    ``/``, which would cut a key's base64 short)."""
+    if _holds_credential(value):
+        return True
+    head = value[:_SCAN_LIMIT]
+    return "%" in head and _holds_credential(unquote(head))
+
+
+def _holds_credential(value: str) -> bool:
+    """:func:`_sensitive` of ``value`` as it is. The two scans are independent: a dotted word
+    that is no token never hides a key after it."""
     for found in _SENSITIVE.finditer(value, 0, _SCAN_LIMIT):
         if found.lastgroup != "der" or _der_like(found.group()):
             return True

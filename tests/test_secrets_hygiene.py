@@ -616,3 +616,22 @@ def test_a_percent_encoded_private_key_or_certificate_is_kept_out_of_audit_event
             remote_addr=value,
         )
         _assert_clean([event.to_json(), repr(event)], [encoded[:60]])
+
+
+def test_a_base64_encoded_pem_block_is_kept_out_of_audit_events() -> None:
+    # as Kubernetes secrets and many environment variables hold keys and certificates
+    svid = DevCA.create("example.org").issue_svid("spiffe://example.org/caller")
+    for pem in (svid.private_key_pem(), svid.leaf.public_bytes(Encoding.PEM)):
+        for encoded in (base64.b64encode(pem), base64.urlsafe_b64encode(pem)):
+            value = encoded.decode()
+            event = AuditEvent(
+                time=dt.datetime.now(dt.timezone.utc),
+                service="api",
+                decision="deny",
+                reason="malformed_credentials",
+                kind="http",
+                method="GET",
+                subject=value,
+                notes=(value[:400],),
+            )
+            _assert_clean([event.to_json(), repr(event)], [value[:60]])

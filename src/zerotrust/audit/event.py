@@ -57,8 +57,9 @@ _SCAN_LIMIT = 16_384
 # glued to a prefix).
 _JWS = re.compile(r"(?<![A-Za-z0-9_-])([A-Za-z0-9_-]+)\.[A-Za-z0-9_-]*\.")
 _SENSITIVE = re.compile(
-    # Any PEM block (certificate, key, request), or a key's PEM label without its armour.
-    r"-----BEGIN|PRIVATE KEY"
+    # Any PEM block (certificate, key, request), also base64-encoded whole (as Kubernetes
+    # secrets hold one), or a key's PEM label without its armour.
+    r"-----BEGIN|LS0tLS1CRUdJTi|PRIVATE KEY"
     # A JSON Web Key, public or private.
     r'|"kty"'
     # Base64 (or base64url) DER of a certificate or key: a SEQUENCE ("M"), any short or long
@@ -68,7 +69,7 @@ _SENSITIVE = re.compile(
 # The tags _der_like accepts first in a SEQUENCE: INTEGER, OBJECT IDENTIFIER, SEQUENCE.
 _DER_CONTENT: Final = frozenset({0x02, 0x06, 0x30})
 # What the scans need to find anything, searched for first (in C) on every event.
-_HINTS = re.compile(r'eyJ|-----|PRIVATE|"kty"|M[A-I]')
+_HINTS = re.compile(r'eyJ|-----|LS0tLS1|PRIVATE|"kty"|M[A-I]')
 # A dotted base64url run whose first segment is long enough for a JOSE header: searched
 # separately, as it starts with its one literal character (which keeps the search fast).
 _DOTTED = re.compile(r"\.(?<=[A-Za-z0-9_-]{19}\.)[A-Za-z0-9_-]*\.")

@@ -9,6 +9,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 
 def in_child(body: Callable[[], str], timeout: float = 60.0) -> str:
@@ -47,6 +48,19 @@ def in_child(body: Callable[[], str], timeout: float = 60.0) -> str:
     answer = b"".join(chunks).decode()
     assert os.waitstatus_to_exitcode(status) == 0, answer
     return answer
+
+
+def as_forked_child(source: Any, body: Callable[[], str]) -> str:
+    """``body()`` run while ``source`` (which records the id of the process that built it in
+    ``_pid``) takes this process for a child forked from its builder; its answer. What a
+    ``close()`` in the body marks (``_closed``) stays the child's, as it would in a real one:
+    anything else the body did to the parent's watcher or connection is what it leaves."""
+    built_by, closed = source._pid, source._closed
+    source._pid = os.getpid() + 1 if os.getpid() != built_by + 1 else os.getpid() + 2
+    try:
+        return body()
+    finally:
+        source._pid, source._closed = built_by, closed
 
 
 def outcome(use: Callable[[], object]) -> str:

@@ -143,6 +143,20 @@ class WorkloadApiBase:
     def status(self) -> WorkloadApiStatus:
         """Connection state, last update and last error (for health checks). ``ready`` is
         false once the source cannot answer: closed, or (X.509) its SVID expired unrotated."""
+        if self._forked():
+            # nothing of the parent's is read here: the watcher's lock and the objects its
+            # thread was using at the fork may be in any state in this process
+            return WorkloadApiStatus(
+                socket=self._target,
+                connected=False,
+                ready=False,
+                closed=True,
+                last_update=None,
+                last_error=FORKED,
+                last_error_at=None,
+                updates=0,
+                reconnects=0,
+            )
         expires = self._expires_at()
         if self._watcher is not None:
             status = self._watcher.status()
@@ -158,7 +172,7 @@ class WorkloadApiBase:
                 updates=0,
                 reconnects=0,
             )
-        closed = status.closed or self._closed or self._forked()
+        closed = status.closed or self._closed
         ready = (
             status.ready
             and not closed

@@ -18,7 +18,7 @@ import threading
 import grpc
 import pytest
 
-from tests._fork import in_child, outcome
+from tests._fork import as_forked_child, outcome
 from tests._tls import call, tls_server
 from tests._wait import eventually
 from tests.sources.workload_api._server import WorkloadApiServer, x509_response
@@ -564,7 +564,8 @@ def test_a_forked_child_refuses_the_source_of_its_parent(
 ) -> None:
     """Built before a fork (gunicorn --preload), the source has no watcher in the child: there
     it would never see a rotation or a withdrawn bundle. It refuses (so do the handshakes of
-    contexts over it), and closing it there leaves the parent's stream alone."""
+    contexts over it), and closing it there leaves the parent's stream alone. (The child is
+    this process seen by a source that records another builder: see the JWT source's test.)"""
     svid = ca.issue_svid(WEB)
     agent.push("x509", x509_response(svid, ca.bundle))
     with WorkloadApiX509Source(agent.address, **FAST) as source:
@@ -579,7 +580,7 @@ def test_a_forked_child_refuses_the_source_of_its_parent(
             source.close()
             return "\n".join(outcomes)
 
-        outcomes = in_child(child).splitlines()
+        outcomes = as_forked_child(source, child).splitlines()
         forked = "created in another process (before a fork): create it in each process"
         assert [line.split(":")[0] for line in outcomes[:3]] == [
             "SvidUnavailable",

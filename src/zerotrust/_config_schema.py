@@ -88,13 +88,18 @@ def _meta(**items: Any) -> Mapping[str, Any]:
 
 
 def shown_url(url: str) -> str:
-    """``url`` with each query value replaced by ``<redacted>`` (names kept), for display."""
+    """``url`` with each query value and any user information replaced by ``<redacted>``
+    (query names kept), for display."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return REDACTED
-    if not parts.query:
+    if "@" not in parts.netloc and not parts.query:
         return url
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc=f"{REDACTED}@{parts.netloc.rpartition('@')[2]}")
+    if not parts.query:
+        return urlunsplit(parts)
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     query = "&".join(f"{name}={REDACTED}" for name, _ in pairs) or REDACTED
     return urlunsplit(parts._replace(query=query))
@@ -127,8 +132,8 @@ class TokenSettings:
     issuer: str | None = field(default=None, metadata=_meta(nonempty=True))
     audience: tuple[str, ...] = field(metadata=_meta(many=True))
     algorithms: tuple[str, ...] = field(metadata=_meta(many=True))
-    jwks_url: str | None = field(default=None, metadata=_meta(group=_KEYS))
-    oidc_issuer: str | None = field(default=None, metadata=_meta(group=_KEYS))
+    jwks_url: str | None = field(default=None, metadata=_meta(group=_KEYS, url=True))
+    oidc_issuer: str | None = field(default=None, metadata=_meta(group=_KEYS, url=True))
     jwks_file: str | None = field(default=None, metadata=_meta(group=_KEYS, path=True))
     spiffe_trust_domain: str | None = field(default=None, metadata=_meta(group=_KEYS))
     spiffe_trust_domains: tuple[str, ...] | None = field(

@@ -143,6 +143,15 @@ def test_config_check_show_redacts_secrets_and_names_origins(
     assert code == 0 and "/run/k.pem" not in out
     shown_url = "rediss://cache:6380/0?ssl_keyfile=<redacted>"
     assert json.loads(out)["settings"]["store"]["url"] == shown_url
+    # so may a JWKS URL's (user information in one is refused, and not shown either)
+    monkeypatch.setenv("ZEROTRUST_TOKENS__JWKS_URL", "https://idp.example/keys?api_key=k-2")
+    code, out, err = run(capsys, "config", "check", file, "--show")
+    assert code == 0 and "k-2" not in out + err, err
+    shown = json.loads(out)["settings"]["tokens"]["jwks_url"]
+    assert shown == "https://idp.example/keys?api_key=<redacted>"
+    monkeypatch.setenv("ZEROTRUST_TOKENS__JWKS_URL", "https://reader:pw-1@idp.example/keys")
+    code, out, err = run(capsys, "config", "check", file, "--show")
+    assert code == 2 and "pw-1" not in out + err and "reader" not in out + err
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from starlette.routing import Host, Match, Mount
 
+from zerotrust._text import escaped
 from zerotrust.errors import ConfigurationError
 
 #: A Starlette path parameter with its converter: ``{name:int}``.
@@ -188,8 +189,9 @@ def route_template_for(owner: Any, scope: Scope) -> str | None:
     except ConfigurationError:
         raise
     except Exception as exc:  # the adapters log the refusal; the cause stays chained
-        raise ConfigurationError(
-            f"the route template could not be determined ({type(exc).__name__}: {exc})"
+        raise ConfigurationError(  # the text is the router's: it may quote the request
+            "the route template could not be determined"
+            f" ({type(exc).__name__}: {escaped(str(exc), 200)})"
         ) from exc
 
 

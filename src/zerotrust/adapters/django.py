@@ -33,6 +33,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from zerotrust._text import escaped
 from zerotrust.adapters._common import forwarded_headers_to_strip
 from zerotrust.adapters._context import reset_principal, set_principal
 from zerotrust.adapters._status import refusal
@@ -128,8 +129,8 @@ def prepare_unreached(request: Any, config: DjangoConfig) -> Prepared | Configur
         except Resolver404:
             match = None
         except Exception as exc:  # the request is refused; the cause stays in the log
-            return ConfigurationError(
-                f"the URL could not be resolved ({type(exc).__name__}: {exc})"
+            return ConfigurationError(  # the resolver's text may quote the request's path
+                f"the URL could not be resolved ({type(exc).__name__}: {escaped(str(exc), 200)})"
             )
     if match is None:
         return prepare_match(request, None, None, config)

@@ -580,3 +580,26 @@ def test_a_fastapi_root_path_is_routed_as_fastapi_routes_it(outside: bool) -> No
         status, _ = call_asgi(served, path, headers)
         assert status == 403
         assert (sink.last.route, sink.last.rule_id) == ("/admin", "no-admin")
+
+
+def test_a_router_error_quoting_the_request_cannot_forge_log_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A router's (or a path converter's) error text may quote the request's path: it reaches
+    the refusal's message escaped and bounded, never as lines of its own."""
+
+    def broken(*args: Any) -> str:
+        raise ValueError("bad id 7\nzerotrust: INFO allowed everyone\u2028" + "x" * 500)
+
+    app = FastAPI()
+
+    @app.get("/orders/{order_id}")
+    async def order(order_id: int) -> dict[str, int]:  # pragma: no cover - never routed
+        return {"order": order_id}
+
+    monkeypatch.setattr(routes_module, "_describe", broken)
+    with pytest.raises(ConfigurationError) as refused:
+        route_template_for(app, scope("/orders/7"))
+    message = str(refused.value)
+    assert "\n" not in message and "\u2028" not in message and "\\n" in message
+    assert len(message) < 300

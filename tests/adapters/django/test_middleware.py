@@ -702,3 +702,26 @@ def test_a_route_outside_i18n_patterns_keeps_a_segment_named_like_a_language(
     assert zt.sink.last.route == "/fr/reports"
     assert call(kind, "/reports/", zt.auth()).status_code == 200  # the localized view
     assert zt.sink.last.route == "/reports"
+
+
+def test_a_resolver_error_quoting_the_path_cannot_forge_log_lines(
+    install: Installer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text of a URL resolver's error may quote the request's path: the refusal's message
+    carries it escaped and bounded, never as lines of its own."""
+    from django.test import RequestFactory
+
+    from zerotrust.adapters import django as adapter
+    from zerotrust.adapters.django_config import get_config
+
+    class Resolver:
+        def resolve(self, path: str) -> Any:
+            raise RuntimeError(f"cannot resolve {path}\nzerotrust: INFO allowed\u2028" + "x" * 500)
+
+    install()
+    monkeypatch.setattr(adapter, "get_resolver", lambda urlconf=None: Resolver())
+    refused = adapter.prepare_unreached(RequestFactory().get("/orders/7/"), get_config())
+    assert isinstance(refused, ConfigurationError)
+    message = str(refused)
+    assert "\n" not in message and "\u2028" not in message and "\\n" in message
+    assert "could not be resolved" in message and len(message) < 300

@@ -552,3 +552,28 @@ def test_a_serial_number_that_is_not_positive_is_malformed_whatever_warnings_do(
                 load_certificates([forged], "forwarded certificate")
             with pytest.raises(BundleError):
                 TrustBundle.from_pem("example.org", pem(forged))
+
+
+@pytest.mark.parametrize("serial", [b"\x80\x01", b"\xff", b"\x00"], ids=["negative", "-1", "zero"])
+def test_a_certificate_object_whose_serial_number_is_not_positive_is_malformed(
+    ca: DevCA, serial: bytes
+) -> None:
+    """The chain may be given as certificate objects (parsed by the caller, with warnings
+    ignored): their serial number is checked as the DER loader checks it, not left to path
+    validation (which accepted a zero serial, and named a negative one untrusted)."""
+    import warnings
+
+    from cryptography.utils import CryptographyDeprecationWarning
+
+    leaf = signed_leaf(ca, ec.generate_private_key(ec.SECP256R1()).public_key())
+    forged = _with_serial(ca, leaf, serial)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        parsed = x509.load_der_x509_certificate(forged)
+    for action in ("error", "ignore"):
+        with warnings.catch_warnings():
+            warnings.simplefilter(action, CryptographyDeprecationWarning)
+            with pytest.raises(MalformedCertificate):
+                verify_x509_svid([parsed], ca.bundle, role="client")
+            with pytest.raises(MalformedCertificate):
+                verify_x509_svid([ca.issue_svid(WEB).leaf, parsed], ca.bundle)

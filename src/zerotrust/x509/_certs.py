@@ -112,6 +112,16 @@ def load_der_chain(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certi
     certs: list[x509.Certificate] = []
     for index, item in enumerate(chain):
         if isinstance(item, x509.Certificate):
+            # parsed by the caller: its serial number is checked as the DER loader checks it
+            # (its key is read by the checks that need it)
+            try:
+                serial = item.serial_number
+            except PARSE_ERRORS as exc:
+                raise MalformedCertificate(f"certificate {index} is not valid DER") from exc
+            if serial <= 0:
+                raise MalformedCertificate(
+                    f"certificate {index} has a serial number that is not positive"
+                )
             certs.append(item)
             continue
         if not isinstance(item, (bytes, bytearray, memoryview)):

@@ -47,6 +47,7 @@ from zerotrust import (
 from zerotrust._sansio import drive
 from zerotrust.authn.request import Request
 from zerotrust.errors import (
+    BundleError,
     CertificateError,
     CertificateExpired,
     CertificateNotYetValid,
@@ -638,6 +639,7 @@ CASES = [
         SvidProfileViolation,
         "unsupported_key",
     ),
+    Case("explicit-curve-parameters", _crafted(_explicit_curve), MalformedCertificate),
     Case("p-192", _leaf(key=ec_key(ec.SECP192R1())), SvidProfileViolation, "unsupported_key"),
     Case(
         "secp256k1",
@@ -934,6 +936,26 @@ def test_a_leaf_whose_only_extended_key_usage_is_any_passes_verify_but_not_opens
     (refusal,) = tls_refusals(world, chain, role)
     assert isinstance(refusal.error, SvidProfileViolation)
     assert refusal.error.rule == "extended_key_usage"
+
+
+def test_an_ec_key_with_explicit_curve_parameters_is_refused_wherever_it_arrives(
+    world: World, chains: dict[str, Chain]
+) -> None:
+    """RFC 5480 2.1.1: an EC key names its curve; explicit parameters MUST NOT be used.
+    cryptography reads explicit parameters matching P-256 as P-256, so a leaf written that way
+    passed verify_x509_svid and every forwarded-certificate header, while OpenSSL's first
+    pass of a handshake refuses it (X509_V_ERR_EC_KEY_EXPLICIT_PARAMS) and Go's parser cannot
+    read it. It is malformed wherever it arrives, a bundle authority included."""
+    chain = der(chains["explicit-curve-parameters"])
+    (refusal,) = tls_refusals(world, chain, "client")
+    assert isinstance(refusal.error, UntrustedCertificate)
+    with pytest.raises(MalformedCredentials):
+        forwarded(world, xfcc(chain))
+    key = ec_key()
+    authority = world.sign(Cert("explicit", key, ca=True, usage=CA_USAGE, eku=None))
+    pem = Presented([resigned(authority, key, _explicit_curve)], key).cert_chain_pem()
+    with pytest.raises(BundleError):
+        TrustBundle.from_pem("example.org", pem)
 
 
 # --- the same chains forwarded by a trusted proxy in an XFCC header -------------------------

@@ -64,11 +64,41 @@ def _checked(cert: x509.Certificate) -> x509.Certificate:
     by whichever check first asks for the key. So is a serial number that is not positive
     (RFC 5280 4.1.2.2): cryptography parses it with a deprecation warning, which becomes an
     error where warnings are errors and in its later releases; Go's parser refuses negative
-    ones. Refused here, it is refused the same way whatever the warnings filter says."""
+    ones. Refused here, it is refused the same way whatever the warnings filter says. And so
+    is an EC key whose curve is written as explicit parameters rather than named (RFC 5480
+    2.1.1: they MUST NOT be used; Go's parser refuses them), which cryptography reads as the
+    named curve they match."""
     if cert.serial_number <= 0:
         raise ValueError("the certificate's serial number is not positive")
-    cert.public_key()
+    key = cert.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey) and not _named_curve(cert.tbs_certificate_bytes):
+        raise ValueError("the certificate's EC key does not name its curve")
     return cert
+
+
+def _tlv(der: bytes, pos: int) -> tuple[int, int, int]:
+    """The tag, content start and end of the DER element at ``pos`` (of a certificate
+    cryptography has parsed already: well formed)."""
+    tag, first = der[pos], der[pos + 1]
+    start, size = pos + 2, first
+    if first & 0x80:
+        count = first & 0x7F
+        start += count
+        size = int.from_bytes(der[pos + 2 : start], "big")
+    return tag, start, start + size
+
+
+def _named_curve(tbs: bytes) -> bool:
+    """Whether the subjectPublicKeyInfo of ``tbs`` (an EC key's) names its curve by OID."""
+    _, pos, _ = _tlv(tbs, 0)
+    if _tlv(tbs, pos)[0] == 0xA0:  # the version, explicit [0]
+        pos = _tlv(tbs, pos)[2]
+    for _ in range(5):  # serial, signature, issuer, validity, subject
+        pos = _tlv(tbs, pos)[2]
+    _, spki, _ = _tlv(tbs, pos)
+    _, algorithm, _ = _tlv(tbs, spki)
+    oid_end = _tlv(tbs, algorithm)[2]
+    return _tlv(tbs, oid_end)[0] == 0x06  # ECParameters: namedCurve OBJECT IDENTIFIER
 
 
 def load_der_certificate(der: bytes) -> x509.Certificate:

@@ -930,7 +930,7 @@ def test_a_leaf_whose_only_extended_key_usage_is_any_passes_verify_but_not_opens
 ) -> None:
     """verify_x509_svid lets anyExtendedKeyUsage stand for either role (as go-spiffe does),
     OpenSSL's first pass of a handshake does not (X509-SVID 4.4: an SVID's extended key
-    usage, when present, has serverAuth and clientAuth)."""
+    usage, when present, has serverAuth and clientAuth), as docs/x509.md says."""
     chain = der([world.leaf(eku=(ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,))])
     assert str(verify_x509_svid(chain, world.bundles, role=role).spiffe_id) == WEB  # type: ignore[arg-type]
     (refusal,) = tls_refusals(world, chain, role)

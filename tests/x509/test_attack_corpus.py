@@ -809,8 +809,10 @@ def test_an_odd_chain_that_is_an_svid_is_accepted_everywhere(
     assert str(peer.spiffe_id) == WEB
     assert tls_refusals(world, chain, role) == []
     if role == "client":
-        result = forwarded(world, xfcc(chain))
-        assert str(result.principal.subject) == WEB  # type: ignore[attr-defined]
+        for header_format in ("xfcc", "client-cert", "nginx"):
+            headers = forwarded_headers(chain, header_format)
+            result = forwarded(world, headers, header_format=header_format)
+            assert str(result.principal.subject) == WEB  # type: ignore[attr-defined]
 
 
 # --- the same chains in a real TLS handshake over loopback --------------------------------
@@ -973,35 +975,56 @@ def xfcc(chain: list[bytes], **fields: str) -> str:
     )
 
 
-def forwarded(world: World, header: str, remote_addr: str = PROXY_ADDRESS) -> object:
-    authn = Authenticator(
-        bundles=world.bundles, trusted_proxies=TrustedProxies([f"{PROXY_ADDRESS}/32"])
-    )
-    view = Request(
-        method="GET",
-        route="/",
-        path="/",
-        headers={"x-forwarded-client-cert": header},
-        remote_addr=remote_addr,
-    )
+def forwarded(
+    world: World,
+    header: str | dict[str, str],
+    remote_addr: str = PROXY_ADDRESS,
+    header_format: str = "xfcc",
+) -> object:
+    """Authenticate a request from ``remote_addr`` carrying ``header`` (an XFCC value, or the
+    headers of ``header_format``), the proxy at PROXY_ADDRESS being trusted."""
+    proxies = TrustedProxies([f"{PROXY_ADDRESS}/32"], header=header_format)  # type: ignore[arg-type]
+    authn = Authenticator(bundles=world.bundles, trusted_proxies=proxies)
+    headers = {"x-forwarded-client-cert": header} if isinstance(header, str) else header
+    view = Request(method="GET", route="/", path="/", headers=headers, remote_addr=remote_addr)
     return drive(authn.flow(view))
+
+
+def forwarded_headers(chain: list[bytes], header_format: str) -> str | dict[str, str]:
+    """``chain`` as a proxy of ``header_format`` forwards it."""
+    if header_format == "xfcc":
+        return xfcc(chain)
+    if header_format == "nginx":  # $ssl_client_escaped_cert, with the chain after the leaf
+        return {"x-ssl-client-cert": urllib.parse.quote(_pem(chain), safe="")}
+    headers = {"client-cert": f":{base64.b64encode(chain[0]).decode()}:"}
+    if chain[1:]:
+        headers["client-cert-chain"] = ", ".join(
+            f":{base64.b64encode(item).decode()}:" for item in chain[1:]
+        )
+    return headers
 
 
 XFCC_CASES = [case for case in CASES if case.xfcc]
 
 
+@pytest.mark.parametrize("header_format", ["xfcc", "client-cert", "nginx"])
 @pytest.mark.parametrize("case", XFCC_CASES, ids=[c.id for c in XFCC_CASES])
 def test_a_crafted_chain_is_refused_the_same_way_forwarded_by_a_trusted_proxy(
-    case: Case, world: World, chains: dict[str, Chain]
+    case: Case, header_format: str, world: World, chains: dict[str, Chain]
 ) -> None:
+    headers = forwarded_headers(der(chains[case.id]), header_format)
     with pytest.raises(CertificateError) as caught:
-        forwarded(world, xfcc(der(chains[case.id])))
+        forwarded(world, headers, header_format=header_format)
     _check(caught.value, case)
 
 
-def test_the_xfcc_harness_accepts_an_honest_chain(world: World) -> None:
-    result = forwarded(world, xfcc(der([world.leaf()])))
-    assert str(result.principal.subject) == WEB  # type: ignore[attr-defined]
+@pytest.mark.parametrize("header_format", ["xfcc", "client-cert", "nginx"])
+def test_the_forwarding_harness_accepts_an_honest_chain(world: World, header_format: str) -> None:
+    signing = world.intermediate()
+    for chain in ([world.leaf()], [world.leaf("intermediate"), signing]):
+        headers = forwarded_headers(der(chain), header_format)
+        result = forwarded(world, headers, header_format=header_format)
+        assert str(result.principal.subject) == WEB  # type: ignore[attr-defined]
 
 
 # --- attacks on the header itself -------------------------------------------------------------

@@ -42,6 +42,7 @@ from zerotrust.errors import (
     CertificateExpired,
     CertificateNotYetValid,
     ConfigurationError,
+    MalformedCertificate,
     MissingCredentials,
     SvidProfileViolation,
     UntrustedCertificate,
@@ -81,6 +82,7 @@ _REFUSED_BY_REASON = {
 _X509_V_ERR_CERT_NOT_YET_VALID = 9
 _X509_V_ERR_CERT_HAS_EXPIRED = 10
 _X509_V_ERR_INVALID_PURPOSE = 26
+_X509_V_ERR_EC_KEY_EXPLICIT_PARAMS = 94
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,8 @@ def _refusal_error(exc: BaseException) -> ZeroTrustError | None:
             return CertificateNotYetValid(message)
         if code == _X509_V_ERR_INVALID_PURPOSE:  # an extended key usage for the other side
             return SvidProfileViolation("extended_key_usage", message)
+        if code == _X509_V_ERR_EC_KEY_EXPLICIT_PARAMS:  # as verify_x509_svid refuses it
+            return MalformedCertificate(message)
         return UntrustedCertificate(message)
     known = _REFUSED_BY_REASON.get(getattr(exc, "reason", None) or "")
     if isinstance(exc, ssl.SSLError) and known is not None:

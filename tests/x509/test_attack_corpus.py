@@ -813,6 +813,11 @@ ACCEPTED: list[tuple[str, Callable[[World], Chain], str]] = [
         _leaf(key=ed25519.Ed25519PrivateKey.generate(), usage=key_usage(sign=True)),
         "client",
     ),
+    (
+        "ed448-leaf",
+        _leaf(key=ed448.Ed448PrivateKey.generate(), usage=key_usage(sign=True)),
+        "client",
+    ),
     # name constraints of a name type the leaf does not carry constrain nothing (RFC 5280)
     (
         "dns-constraint-on-a-leaf-without-dns",

@@ -992,6 +992,11 @@ def test_an_ec_key_with_explicit_curve_parameters_is_refused_wherever_it_arrives
     chain = der(chains["explicit-curve-parameters"])
     with pytest.raises(MalformedCredentials):
         forwarded(world, xfcc(chain))
+    parsed = x509.load_der_x509_certificate(chain[0])  # a chain of certificate objects
+    with pytest.raises(MalformedCertificate):
+        verify_x509_svid([parsed], world.bundles)
+    with pytest.raises(MalformedCertificate):
+        verify_x509_svid([world.leaf(), parsed], world.bundles)
     key = ec_key()
     authority = world.sign(Cert("explicit", key, ca=True, usage=CA_USAGE, eku=None))
     pem = Presented([resigned(authority, key, _explicit_curve)], key).cert_chain_pem()

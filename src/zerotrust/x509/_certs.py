@@ -142,8 +142,9 @@ def load_der_chain(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certi
     certs: list[x509.Certificate] = []
     for index, item in enumerate(chain):
         if isinstance(item, x509.Certificate):
-            # parsed by the caller: its serial number is checked as the DER loader checks it
-            # (its key is read by the checks that need it)
+            # parsed by the caller: its serial number and its EC key's curve are checked as
+            # the DER loader checks them (a key that cannot be read at all is left to the
+            # checks that read it)
             try:
                 serial = item.serial_number
             except PARSE_ERRORS as exc:
@@ -152,6 +153,14 @@ def load_der_chain(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certi
                 raise MalformedCertificate(
                     f"certificate {index} has a serial number that is not positive"
                 )
+            try:
+                key = item.public_key()
+            except PARSE_ERRORS:
+                key = None
+            if isinstance(key, ec.EllipticCurvePublicKey) and not _named_curve(
+                item.tbs_certificate_bytes
+            ):
+                raise MalformedCertificate(f"certificate {index}'s EC key does not name its curve")
             certs.append(item)
             continue
         if not isinstance(item, (bytes, bytearray, memoryview)):

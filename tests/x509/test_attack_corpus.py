@@ -369,6 +369,11 @@ class Case:
     #: sign for the peer's role, whatever the reason, and the failed handshake leaves no
     #: certificate to tell which
     tls_rule: str | None = None
+    #: the error a TLS refusal is where OpenSSL's first pass names it otherwise: a
+    #: certificate of the path outside its validity is certificate_expired (or not yet valid)
+    #: whichever certificate it is, where verify_x509_svid says only the leaf's validity so
+    #: and the rest of the path is untrusted
+    tls_error: type[CertificateError] | None = None
 
 
 def _uri(*uris: str, **kw: Any) -> Callable[[World], Chain]:
@@ -721,7 +726,16 @@ CASES = [
         "expired-intermediate",
         _via(lambda w: w.intermediate(not_before=NOW - 3 * HOUR, not_after=NOW - 2 * HOUR)),
         UntrustedCertificate,
+        tls=True,
         xfcc=True,
+        tls_error=CertificateExpired,
+    ),
+    Case(
+        "intermediate-not-yet-valid",
+        _via(lambda w: w.intermediate(not_before=NOW + HOUR, not_after=NOW + 2 * HOUR)),
+        UntrustedCertificate,
+        tls=True,
+        tls_error=CertificateNotYetValid,
     ),
     Case(
         "intermediate-with-workload-id",
@@ -958,7 +972,10 @@ def test_a_crafted_chain_is_refused_the_same_way_in_a_tls_handshake(
 ) -> None:
     (refusal,) = tls_refusals(world, der(chains[case.id]), case.role)
     assert refusal.role == case.role
-    _check(refusal.error, dataclasses.replace(case, rule=case.tls_rule or case.rule))
+    over_tls = dataclasses.replace(
+        case, rule=case.tls_rule or case.rule, error=case.tls_error or case.error
+    )
+    _check(refusal.error, over_tls)
 
 
 def test_the_tls_harness_accepts_an_honest_chain(world: World) -> None:

@@ -772,6 +772,12 @@ def test_forwarded_cert_only_from_trusted_proxy(
     spoofed = guard.evaluate(get(headers=header, remote_addr="203.0.113.9"))
     assert spoofed.status == 401
     assert sink.last is not None and "forwarded_cert_ignored_untrusted_peer" in sink.last.notes
+    # a chain the proxy forwarded and verification refused is recorded as forwarded too
+    stranger = DevCA.create("example.org").issue_svid(WEB)
+    untrusted = {"x-forwarded-client-cert": xfcc_for(stranger.leaf.public_bytes(Encoding.PEM))}
+    refused = guard.evaluate(get(headers=untrusted, remote_addr="10.1.2.3"))
+    assert refused.status == 401 and refused.error is not None
+    assert sink.last is not None and "forwarded_cert_xfcc" in sink.last.notes
 
 
 # --- sender-constrained tokens ------------------------------------------------------------

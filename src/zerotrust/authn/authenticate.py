@@ -222,8 +222,9 @@ class Authenticator:
             notes.append(f"forwarded_cert_ignored_{forwarded.ignored_reason}")
         if forwarded.chain is not None:
             assert self._chains is not None  # bundles are checked at construction
-            peer = self._chains.verify(forwarded.chain, now=self.clock.now(), role="client")
+            # noted first: a chain refused below was forwarded too, as its audit event says
             notes.append(f"forwarded_cert_{forwarded.source}")
+            peer = self._chains.verify(forwarded.chain, now=self.clock.now(), role="client")
             return peer, True, False
         if self._relayed(view, direct, notes):
             return None, False, False

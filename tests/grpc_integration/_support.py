@@ -207,12 +207,19 @@ class World:
         return self.issuer.issue(subject=subject, audience=AUD, scopes=list(scopes), ttl=300)
 
     def guard(
-        self, *, keys_down: bool = False, dpop_origins: tuple[str, ...] = (), audit: Any = None
+        self,
+        *,
+        keys_down: bool = False,
+        dpop_origins: tuple[str, ...] = (),
+        audit: Any = None,
+        keys: Any = None,
     ) -> Guard:
+        if keys is None:
+            keys = DownKeys() if keys_down else self.issuer.jwks()
         verifier = TokenVerifier(
             issuer=ISS,
             audience=AUD,
-            keys=DownKeys() if keys_down else self.issuer.jwks(),  # type: ignore[arg-type]
+            keys=keys,
             algorithms=["ES256"],
         )
         policy = Policy(

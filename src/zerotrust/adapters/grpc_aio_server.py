@@ -119,6 +119,10 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
                     # loop itself: waiting for the loop there would hang the whole server
                     _warn_on_loop(method)
                     return self._guard.evaluate(view, req)
+                if isinstance(view, _View):
+                    # the Guard reads the view on the loop, where the call may have ended
+                    # meanwhile (grpc.aio then releases it): read the context here, first
+                    view.prime()
                 future = asyncio.run_coroutine_threadsafe(self._guard.aevaluate(view, req), loop)
                 return future.result()
 

@@ -214,7 +214,16 @@ class _View:
     ``ServicerContext`` on first use: a repeated call that needs only its token reads less.
     """
 
-    __slots__ = ("_auth", "_context", "_headers", "_overflow", "_peers", "_verified", "route")
+    __slots__ = (
+        "_auth",
+        "_context",
+        "_headers",
+        "_overflow",
+        "_peers",
+        "_remote",
+        "_verified",
+        "route",
+    )
     kind: Final = "grpc"
     method: Final = "POST"
     host: Final = None
@@ -228,6 +237,14 @@ class _View:
         self._peers = peers
         self._auth: Mapping[str, Any] | None = None
         self._verified: tuple[list[bytes] | None, VerifiedPeer | None] | None = None
+        self._remote: tuple[str | None] | None = None
+
+    def prime(self) -> None:
+        """Read now what is otherwise read on first use (the peer's certificate and address):
+        grpc.aio releases a call that ended (deadline, cancellation), and reading its context
+        after that crashes the process."""
+        self._auth_context()
+        self._remote = (remote_address(self._context.peer()),)
 
     def _auth_context(self) -> Mapping[str, Any]:
         auth = self._auth
@@ -258,7 +275,10 @@ class _View:
 
     @property
     def remote_addr(self) -> str | None:
-        return remote_address(self._context.peer())
+        remote = self._remote
+        if remote is None:
+            return remote_address(self._context.peer())
+        return remote[0]
 
     @property
     def path(self) -> str:

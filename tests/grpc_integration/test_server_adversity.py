@@ -1,0 +1,89 @@
+"""The server interceptors under adverse calls: deadlines that pass while the Guard decides."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+
+from tests.grpc_integration._support import (
+    CLIENT_ID,
+    INTRUDER,
+    SERVICE,
+    World,
+    aio_server,
+    bearer,
+    raw_credentials,
+    sync_handlers,
+)
+from zerotrust.tokens import JWKSet
+
+
+class SlowKeys:
+    """A key source that answers only once released; ``entered`` is set when first asked."""
+
+    def __init__(self, keys: JWKSet) -> None:
+        self._keys = keys
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def get_keys(self, *, missing_kid: str | None = None) -> JWKSet:
+        self.entered.set()
+        self.release.wait(30)
+        return self._keys
+
+    async def get_keys_async(self, *, missing_kid: str | None = None) -> JWKSet:
+        self.entered.set()
+        await asyncio.to_thread(self.release.wait, 30)
+        return self._keys
+
+
+def _slow_guard(world: World) -> tuple[Any, SlowKeys]:
+    keys = SlowKeys(JWKSet.from_dict(world.issuer.jwks()))
+    return world.guard(keys=keys), keys
+
+
+async def _ended_while_deciding(
+    world: World, port: int, keys: SlowKeys, token: str, end: str
+) -> grpc.StatusCode:
+    """A unary call that ends (its deadline passes, or the client cancels it) while the Guard
+    waits for the key source; the source is released once the call has ended."""
+    async with grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel:
+        call = channel.unary_unary(f"/{SERVICE}/Unary")(
+            b"hi", metadata=bearer(token), timeout=1 if end == "deadline" else 30
+        )
+        assert await asyncio.to_thread(keys.entered.wait, 10)
+        if end == "cancel":
+            call.cancel()
+        with contextlib.suppress(grpc.RpcError, asyncio.CancelledError):
+            await call
+        code = await call.code()
+    keys.release.set()
+    return code
+
+
+@pytest.mark.parametrize("end", ["deadline", "cancel"])
+@pytest.mark.parametrize("caller", [CLIENT_ID, INTRUDER], ids=["allowed", "refused"])
+def test_aio_a_sync_handler_call_that_ends_while_the_guard_decides_is_decided_safely(
+    world: World, end: str, caller: str
+) -> None:
+    # grpc.aio releases a call that ended: the Guard, deciding on the event loop for the
+    # sync handler's thread, must not read that call's context once it resumes (it did, and
+    # the process died of a segmentation fault)
+    guard, keys = _slow_guard(world)
+
+    async def main() -> grpc.StatusCode:
+        async with aio_server(world, guard, handlers=sync_handlers) as port:
+            return await _ended_while_deciding(world, port, keys, world.token(caller), end)
+        # leaving the server waited for its pool: the decision has been made
+
+    code = asyncio.run(main())
+    assert code is (
+        grpc.StatusCode.DEADLINE_EXCEEDED if end == "deadline" else grpc.StatusCode.CANCELLED
+    )
+    assert [e.decision for e in world.sink.events] == ["allow" if caller == CLIENT_ID else "deny"]

@@ -15,11 +15,13 @@ from tests.grpc_integration._support import (
     CLIENT_ID,
     INTRUDER,
     SERVICE,
+    Seen,
     World,
     aio_server,
     bearer,
     raw_credentials,
     sync_handlers,
+    sync_server,
 )
 from zerotrust.tokens import JWKSet
 
@@ -76,9 +78,10 @@ def test_aio_a_sync_handler_call_that_ends_while_the_guard_decides_is_decided_sa
     # sync handler's thread, must not read that call's context once it resumes (it did, and
     # the process died of a segmentation fault)
     guard, keys = _slow_guard(world)
+    seen = Seen()
 
     async def main() -> grpc.StatusCode:
-        async with aio_server(world, guard, handlers=sync_handlers) as port:
+        async with aio_server(world, guard, seen=seen, handlers=sync_handlers) as port:
             return await _ended_while_deciding(world, port, keys, world.token(caller), end)
         # leaving the server waited for its pool: the decision has been made
 
@@ -87,3 +90,41 @@ def test_aio_a_sync_handler_call_that_ends_while_the_guard_decides_is_decided_sa
         grpc.StatusCode.DEADLINE_EXCEEDED if end == "deadline" else grpc.StatusCode.CANCELLED
     )
     assert [e.decision for e in world.sink.events] == ["allow" if caller == CLIENT_ID else "deny"]
+    if end == "deadline":  # a sync handler's context on grpc.aio tells of no cancellation
+        assert seen.calls == []
+
+
+@pytest.mark.parametrize("end", ["deadline", "cancel"])
+@pytest.mark.parametrize("kind", ["Unary", "ServerStream", "ClientStream", "Bidi"])
+def test_sync_a_call_that_ends_while_the_guard_decides_never_reaches_its_handler(
+    world: World, end: str, kind: str
+) -> None:
+    guard, keys = _slow_guard(world)
+    seen = Seen()
+    with (
+        sync_server(world, guard, seen=seen) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        method = f"/{SERVICE}/{kind}"
+        request: Any = iter([b"a", b"b"]) if kind in ("ClientStream", "Bidi") else b"hi"
+        options = {"metadata": bearer(world.token()), "timeout": 1 if end == "deadline" else 30}
+        if kind == "Unary":
+            call: Any = channel.unary_unary(method).future(request, **options)
+        elif kind == "ClientStream":
+            call = channel.stream_unary(method).future(request, **options)
+        elif kind == "ServerStream":
+            call = channel.unary_stream(method)(request, **options)
+        else:
+            call = channel.stream_stream(method)(request, **options)
+        assert keys.entered.wait(10)
+        if end == "cancel":
+            call.cancel()
+        with pytest.raises((grpc.RpcError, grpc.FutureCancelledError)):
+            call.result() if kind in ("Unary", "ClientStream") else list(call)
+        assert call.code() is (
+            grpc.StatusCode.DEADLINE_EXCEEDED if end == "deadline" else grpc.StatusCode.CANCELLED
+        )
+        keys.release.set()
+    # leaving the server waited for its pool: the decision has been made, the wrapper is done
+    assert [e.decision for e in world.sink.events] == ["allow"]
+    assert seen.calls == []

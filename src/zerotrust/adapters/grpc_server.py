@@ -317,6 +317,16 @@ def _abort_sync(context: Any, code: Any, details: str, what: str) -> NoReturn:
     raise RuntimeError("ServicerContext.abort returned")  # pragma: no cover
 
 
+def _ended(context: Any) -> bool:
+    """Whether the call is over (its deadline passed, or the client cancelled it). A sync
+    handler's context on a ``grpc.aio`` server tells only of a deadline that passed."""
+    is_active = getattr(context, "is_active", None)
+    if callable(is_active):
+        return not is_active()
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
+
+
 def _undecodable(method: str, error: Exception) -> None:
     # neither the message nor the parser's text (which may quote it): the type only
     _log.warning(
@@ -486,6 +496,8 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         outcome = evaluate(view, requirement)
         if not outcome.allowed:
             _refuse_sync(context, self._refusal(outcome))  # raises
+        if _ended(context):  # while the Guard decided: grpc checked only before the wrapper ran
+            _abort_sync(context, grpc.StatusCode.CANCELLED, "cancelled", "the call ended")
         run = contextvars.copy_context()
         run.run(_bind, self._guard, view, outcome)
         return run

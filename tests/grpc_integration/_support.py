@@ -300,6 +300,7 @@ def sync_server(
     bind: str = "localhost:0",
     require_client_auth: bool = True,
     workers: int = 8,
+    handlers: Callable[[Seen], dict[str, dict[str, Any]]] = sync_handlers,
 ) -> Iterator[int]:
     """A ``grpc.server`` with the interceptor, serving ``test.Echo``; yields the port."""
     pool = futures.ThreadPoolExecutor(max_workers=workers)
@@ -309,7 +310,7 @@ def sync_server(
         else []
     )
     server = grpc.server(pool, interceptors=interceptors, options=EXCLUSIVE_PORT)
-    add_services(server, sync_handlers(seen or Seen()), registered=registered)
+    add_services(server, handlers(seen or Seen()), registered=registered)
     creds = server_credentials(
         svid or world.server_svid, world.bundles, require_client_auth=require_client_auth
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -18,6 +19,7 @@ from tests.grpc_integration._support import (
     Seen,
     World,
     aio_server,
+    async_handlers,
     bearer,
     raw_credentials,
     sync_handlers,
@@ -128,3 +130,90 @@ def test_sync_a_call_that_ends_while_the_guard_decides_never_reaches_its_handler
     # leaving the server waited for its pool: the decision has been made, the wrapper is done
     assert [e.decision for e in world.sink.events] == ["allow"]
     assert seen.calls == []
+
+
+@pytest.mark.parametrize("end", ["deadline", "cancel"])
+def test_aio_an_async_handler_call_that_ends_while_the_guard_decides_is_dropped(
+    world: World, end: str
+) -> None:
+    # the call's task is cancelled with the call: the decision with it, so no audit event,
+    # and the handler never runs (no task is left pending: warnings are errors here)
+    guard, keys = _slow_guard(world)
+    seen = Seen()
+
+    async def main() -> grpc.StatusCode:
+        async with aio_server(world, guard, seen=seen, handlers=async_handlers) as port:
+            return await _ended_while_deciding(world, port, keys, world.token(), end)
+
+    code = asyncio.run(main())
+    assert code is (
+        grpc.StatusCode.DEADLINE_EXCEEDED if end == "deadline" else grpc.StatusCode.CANCELLED
+    )
+    assert seen.calls == []
+    assert world.sink.events == []
+
+
+def _streams(closed: threading.Event, seen: Seen) -> Any:
+    """A response stream that never ends by itself, noting its caller as it closes."""
+
+    def forever(request: bytes, context: Any) -> Iterator[bytes]:
+        try:
+            while True:
+                yield seen.note("Stream")
+        finally:
+            seen.note("closed")
+            closed.set()
+
+    async def aforever(request: bytes, context: Any) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield seen.note("Stream")
+                await asyncio.sleep(0)
+        finally:
+            seen.note("closed")
+            closed.set()
+
+    def services(asynchronous: bool) -> Any:
+        def make(_: Seen) -> dict[str, dict[str, Any]]:
+            handler = aforever if asynchronous else forever
+            return {SERVICE: {"Forever": grpc.unary_stream_rpc_method_handler(handler)}}
+
+        return make
+
+    return services
+
+
+# not a sync handler on grpc.aio: grpc itself never closes its response stream once the
+# client cancelled (the handler's thread stays blocked, with or without the interceptor)
+@pytest.mark.parametrize("server", ["sync", "aio"])
+def test_a_stream_the_client_cancels_midway_closes_in_its_callers_context(
+    world: World, server: str
+) -> None:
+    closed = threading.Event()
+    seen = Seen()
+    services = _streams(closed, seen)
+
+    async def consume(port: int) -> None:
+        async with grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as ch:
+            call = ch.unary_stream(f"/{SERVICE}/Forever")(
+                b"", metadata=bearer(world.token()), timeout=30
+            )
+            assert await call.read() == CLIENT_ID.encode()
+            assert await call.read() == CLIENT_ID.encode()
+            call.cancel()
+            assert await call.code() is grpc.StatusCode.CANCELLED
+            assert await asyncio.to_thread(closed.wait, 10)
+
+    if server == "sync":
+        with sync_server(world, handlers=services(False)) as port:
+            asyncio.run(consume(port))
+    else:
+
+        async def main() -> None:
+            handlers = services(True)
+            async with aio_server(world, handlers=handlers) as port:
+                await consume(port)
+
+        asyncio.run(main())
+    assert seen.calls[-1] == ("closed", CLIENT_ID.encode())
+    assert [e.decision for e in world.sink.events] == ["allow"]

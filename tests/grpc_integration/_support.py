@@ -301,10 +301,12 @@ def sync_server(
     require_client_auth: bool = True,
     workers: int = 8,
     handlers: Callable[[Seen], dict[str, dict[str, Any]]] = sync_handlers,
+    before: tuple[Any, ...] = (),
 ) -> Iterator[int]:
-    """A ``grpc.server`` with the interceptor, serving ``test.Echo``; yields the port."""
+    """A ``grpc.server`` with the interceptor (after those ``before``), serving ``test.Echo``;
+    yields the port."""
     pool = futures.ThreadPoolExecutor(max_workers=workers)
-    interceptors = (
+    interceptors = [*before] + (
         [ServerInterceptor(guard or world.guard(), requirements=requirements(), exempt=exempt)]
         if interceptor
         else []
@@ -333,14 +335,16 @@ async def aio_server(
     handlers: Callable[[Seen], dict[str, dict[str, Any]]] = async_handlers,
     registered: bool = False,
     workers: int = 4,
+    before: tuple[Any, ...] = (),
 ) -> AsyncIterator[int]:
-    """A ``grpc.aio.server`` with the aio interceptor; sync handlers run in its thread pool."""
+    """A ``grpc.aio.server`` with the aio interceptor (after those ``before``); sync handlers
+    run in its thread pool."""
     pool = futures.ThreadPoolExecutor(max_workers=workers)
     interceptor = AioServerInterceptor(
         guard or world.guard(), requirements=requirements(), exempt={HEALTH}
     )
     server = grpc.aio.server(
-        migration_thread_pool=pool, interceptors=[interceptor], options=EXCLUSIVE_PORT
+        migration_thread_pool=pool, interceptors=[*before, interceptor], options=EXCLUSIVE_PORT
     )
     add_services(server, handlers(seen or Seen()), registered=registered)
     port = server.add_secure_port(

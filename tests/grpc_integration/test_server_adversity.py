@@ -12,6 +12,7 @@ import grpc
 import grpc.aio
 import pytest
 
+from tests.grpc_integration._ended import AioEndWatcher, EndWatcher
 from tests.grpc_integration._support import (
     CLIENT_ID,
     INTRUDER,
@@ -53,10 +54,10 @@ def _slow_guard(world: World) -> tuple[Any, SlowKeys]:
 
 
 async def _ended_while_deciding(
-    world: World, port: int, keys: SlowKeys, token: str, end: str
+    world: World, port: int, keys: SlowKeys, token: str, end: str, ended: threading.Event
 ) -> grpc.StatusCode:
     """A unary call that ends (its deadline passes, or the client cancels it) while the Guard
-    waits for the key source; the source is released once the call has ended."""
+    waits for the key source; the source is released once the server saw the call end."""
     async with grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel:
         call = channel.unary_unary(f"/{SERVICE}/Unary")(
             b"hi", metadata=bearer(token), timeout=1 if end == "deadline" else 30
@@ -67,6 +68,7 @@ async def _ended_while_deciding(
         with contextlib.suppress(grpc.RpcError, asyncio.CancelledError):
             await call
         code = await call.code()
+        assert await asyncio.to_thread(ended.wait, 10)
     keys.release.set()
     return code
 
@@ -83,8 +85,12 @@ def test_aio_a_sync_handler_call_that_ends_while_the_guard_decides_is_decided_sa
     seen = Seen()
 
     async def main() -> grpc.StatusCode:
-        async with aio_server(world, guard, seen=seen, handlers=sync_handlers) as port:
-            return await _ended_while_deciding(world, port, keys, world.token(caller), end)
+        watcher = AioEndWatcher()
+        async with aio_server(
+            world, guard, seen=seen, handlers=sync_handlers, before=(watcher,)
+        ) as port:
+            token = world.token(caller)
+            return await _ended_while_deciding(world, port, keys, token, end, watcher.ended)
         # leaving the server waited for its pool: the decision has been made
 
     code = asyncio.run(main())
@@ -103,8 +109,9 @@ def test_sync_a_call_that_ends_while_the_guard_decides_never_reaches_its_handler
 ) -> None:
     guard, keys = _slow_guard(world)
     seen = Seen()
+    watcher = EndWatcher()
     with (
-        sync_server(world, guard, seen=seen) as port,
+        sync_server(world, guard, seen=seen, before=(watcher,)) as port,
         grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
     ):
         method = f"/{SERVICE}/{kind}"
@@ -126,6 +133,7 @@ def test_sync_a_call_that_ends_while_the_guard_decides_never_reaches_its_handler
         assert call.code() is (
             grpc.StatusCode.DEADLINE_EXCEEDED if end == "deadline" else grpc.StatusCode.CANCELLED
         )
+        assert watcher.ended.wait(10)  # the server saw the call end too
         keys.release.set()
     # leaving the server waited for its pool: the decision has been made, the wrapper is done
     assert [e.decision for e in world.sink.events] == ["allow"]
@@ -142,8 +150,11 @@ def test_aio_an_async_handler_call_that_ends_while_the_guard_decides_is_dropped(
     seen = Seen()
 
     async def main() -> grpc.StatusCode:
-        async with aio_server(world, guard, seen=seen, handlers=async_handlers) as port:
-            return await _ended_while_deciding(world, port, keys, world.token(), end)
+        watcher = AioEndWatcher()
+        async with aio_server(
+            world, guard, seen=seen, handlers=async_handlers, before=(watcher,)
+        ) as port:
+            return await _ended_while_deciding(world, port, keys, world.token(), end, watcher.ended)
 
     code = asyncio.run(main())
     assert code is (

@@ -336,6 +336,7 @@ async def aio_server(
     registered: bool = False,
     workers: int = 4,
     before: tuple[Any, ...] = (),
+    svid: Any = None,
 ) -> AsyncIterator[int]:
     """A ``grpc.aio.server`` with the aio interceptor (after those ``before``); sync handlers
     run in its thread pool."""
@@ -348,7 +349,7 @@ async def aio_server(
     )
     add_services(server, handlers(seen or Seen()), registered=registered)
     port = server.add_secure_port(
-        "localhost:0", server_credentials(world.server_svid, world.bundles)
+        "localhost:0", server_credentials(svid or world.server_svid, world.bundles)
     )
     await server.start()
     try:

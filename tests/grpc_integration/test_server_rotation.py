@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from concurrent import futures
 
 import grpc
+import grpc.aio
 import pytest
 
 from tests.grpc_integration._support import (
+    CLIENT_ID,
     EXCLUSIVE_PORT,
     HEALTH,
     SERVER_ID,
     SERVICE,
     World,
+    aio_server,
+    async_handlers,
     bearer,
     raw_credentials,
     sync_server,
@@ -251,3 +256,44 @@ def test_a_client_channel_fails_its_calls_once_the_server_domain_is_withdrawn(
             call(b"x", metadata=bearer(world.token()), timeout=10)
         assert isinstance(caught.value, ServerIdentityError)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("server", ["sync", "aio"])
+def test_a_long_lived_stream_outlives_a_rotation_that_new_connections_follow(
+    world: World, server: str
+) -> None:
+    source = RotatingSvidSource(world.server_svid)
+    rotated = world.ca.issue_svid(SERVER_ID, dns_names=["localhost"])
+    metadata = bearer(world.token())
+
+    async def exercise(port: int) -> list[bytes]:
+        async with grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as ch:
+            stream = ch.stream_stream(f"/{SERVICE}/Bidi")(metadata=metadata, timeout=30)
+            await stream.write(b"before")
+            replies = [await stream.read()]
+            source.set(rotated)
+            # a new connection is served the rotated certificate ...
+            assert await asyncio.to_thread(server_fingerprint, world, port) == rotated.fingerprint
+            # ... and the stream opened before carries on, on its connection
+            await stream.write(b"after")
+            replies.append(await stream.read())
+            await stream.done_writing()
+            assert await stream.read() is grpc.aio.EOF
+            assert await stream.code() is grpc.StatusCode.OK
+        return replies
+
+    if server == "sync":
+        with sync_server(world, svid=source) as port:
+            assert server_fingerprint(world, port) == world.server_svid.fingerprint
+            replies = asyncio.run(exercise(port))
+    else:
+
+        async def main() -> list[bytes]:
+            async with aio_server(world, handlers=async_handlers, svid=source) as port:
+                fingerprint = await asyncio.to_thread(server_fingerprint, world, port)
+                assert fingerprint == world.server_svid.fingerprint
+                return await exercise(port)
+
+        replies = asyncio.run(main())
+    assert replies == [CLIENT_ID.encode() + b"|before", CLIENT_ID.encode() + b"|after"]
+    assert [e.decision for e in world.sink.events] == ["allow"]

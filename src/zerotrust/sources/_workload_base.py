@@ -146,32 +146,9 @@ class WorkloadApiBase:
         if self._forked():
             # nothing of the parent's is read here: the watcher's lock and the objects its
             # thread was using at the fork may be in any state in this process
-            return WorkloadApiStatus(
-                socket=self._target,
-                connected=False,
-                ready=False,
-                closed=True,
-                last_update=None,
-                last_error=FORKED,
-                last_error_at=None,
-                updates=0,
-                reconnects=0,
-            )
+            return self._unwatched(ready=False, closed=True, last_error=FORKED)
         expires = self._expires_at()
-        if self._watcher is not None:
-            status = self._watcher.status()
-        else:
-            status = WorkloadApiStatus(
-                socket=self._target,
-                connected=False,
-                ready=True,
-                closed=False,
-                last_update=None,
-                last_error=None,
-                last_error_at=None,
-                updates=0,
-                reconnects=0,
-            )
+        status = self._watcher.status() if self._watcher is not None else self._unwatched()
         closed = status.closed or self._closed
         ready = (
             status.ready
@@ -180,6 +157,22 @@ class WorkloadApiBase:
             and (expires is None or self._clock.now() < expires)
         )
         return dataclasses.replace(status, ready=ready, closed=closed, expires_at=expires)
+
+    def _unwatched(
+        self, *, ready: bool = True, closed: bool = False, last_error: str | None = None
+    ) -> WorkloadApiStatus:
+        """The status of a source without a watcher of its own here."""
+        return WorkloadApiStatus(
+            socket=self._target,
+            connected=False,
+            ready=ready,
+            closed=closed,
+            last_update=None,
+            last_error=last_error,
+            last_error_at=None,
+            updates=0,
+            reconnects=0,
+        )
 
     def _expires_at(self) -> datetime | None:
         """When what the source serves stops being usable (``None``: it does not expire)."""

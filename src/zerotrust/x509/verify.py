@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -169,20 +169,31 @@ def _check_rsa_bounds(certs: Sequence[x509.Certificate]) -> None:
             )
 
 
+_E = TypeVar("_E", bound=x509.ExtensionType)
+
+
+def _readable(cert: x509.Certificate, kind: type[_E]) -> _E | None:
+    """``cert``'s extension of ``kind``; ``None`` when it has none, or one that cannot be read
+    (left to path validation)."""
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except (
+        x509.ExtensionNotFound,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+        ValueError,
+    ):
+        return None
+
+
 def _check_constraint_work(certs: Sequence[x509.Certificate]) -> None:
     """Refuse a chain whose names times name-constraint subtrees exceed
     :data:`MAX_CONSTRAINT_WORK`, before path building compares them. Extensions that cannot be
     read are left to path validation (the leaf's were read already)."""
     subtrees = 0
     for cert in certs[1:]:
-        try:
-            constraints = cert.extensions.get_extension_for_class(x509.NameConstraints).value
-        except (
-            x509.ExtensionNotFound,
-            x509.DuplicateExtension,
-            x509.UnsupportedGeneralNameType,
-            ValueError,
-        ):
+        constraints = _readable(cert, x509.NameConstraints)
+        if constraints is None:
             continue
         subtrees += len(constraints.permitted_subtrees or ())
         subtrees += len(constraints.excluded_subtrees or ())
@@ -204,14 +215,8 @@ def _check_signing_ids(certs: Sequence[x509.Certificate]) -> None:
     URI SAN that is no valid SPIFFE ID is not one, and extensions that cannot be read are left
     to path validation."""
     for index, cert in enumerate(certs[1:], start=1):
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except (
-            x509.ExtensionNotFound,
-            x509.DuplicateExtension,
-            x509.UnsupportedGeneralNameType,
-            ValueError,
-        ):
+        san = _readable(cert, x509.SubjectAlternativeName)
+        if san is None:
             continue
         for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
             try:

@@ -161,6 +161,7 @@ class _Attempts:
         self._trace = trace_context
         self._retry = retry
         self._tokens = tokens
+        self._ending: set[asyncio.Task[None]] = set()  # aio: the tasks reading streams' ends
 
     def _sent(self) -> str | None:
         """The token a call made now goes with, if the plugin has one at hand."""
@@ -525,16 +526,6 @@ def _quietly(callback: Callable[..., Any], *args: Any) -> None:
 
 
 class _AioAttempts(_Attempts):
-    def __init__(
-        self,
-        check: ServerCheck | None,
-        trace_context: bool,
-        retry: RetryPolicy | None,
-        tokens: TokenPlugin | None = None,
-    ) -> None:
-        super().__init__(check, trace_context, retry, tokens)
-        self._ending: set[asyncio.Task[None]] = set()  # the tasks reading streams' ends
-
     async def _details(self, details: Any, plan: _Plan, extra: list[tuple[str, str]]) -> Any:
         check = self._check
         if check is not None and check.needed:

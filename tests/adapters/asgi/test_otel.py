@@ -11,6 +11,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind
 
 from tests.adapters.asgi._support import AUD, ISS, WEB, bearer, client, make_app, make_policy
@@ -86,3 +87,40 @@ def test_refusal_on_the_server_span(traced: Any) -> None:
     assert span.attributes["zerotrust.status"] == 401
     assert memory.last.trace_id == format(span.context.trace_id, "032x")
     assert memory.last.trace_id == caller_trace  # the instrumentation continued the trace
+
+
+def test_a_sampled_out_server_span_still_gives_the_audit_event_its_ids() -> None:
+    """A caller's unsampled traceparent makes the instrumentation's span non-recording: nothing
+    is exported or annotated, and the audit event still carries the continued trace id with
+    the server's own (unexported) span id, trusted as our span's."""
+    issuer = TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    memory = MemorySink()
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier),
+        policy=make_policy(),
+        audit=[OTelSink(), memory],
+        service="orders",
+    )
+    app = make_app(ZeroTrust(guard))
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    caller_trace, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    unsampled = {"traceparent": f"00-{caller_trace}-{caller_span}-00"}
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    try:
+        with client(app) as http:
+            assert http.get("/orders/7", headers=bearer(token) | unsampled).status_code == 200
+            assert http.get("/orders/7", headers=unsampled).status_code == 401
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+        provider.shutdown()
+    assert exporter.get_finished_spans() == ()
+    allowed, refused = memory.events
+    assert (allowed.decision, refused.decision) == ("allow", "deny")
+    for event in (allowed, refused):
+        assert event.trace_id == caller_trace and event.trace_trusted
+        assert event.span_id is not None and event.span_id != caller_span
+    assert allowed.span_id != refused.span_id

@@ -7,12 +7,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import baggage, propagate
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from tests.adapters.asgi._support import AUD, ISS, WEB, bearer, client, make_app, make_policy
 from zerotrust import (
@@ -24,6 +28,7 @@ from zerotrust import (
     TokenIssuer,
     TokenVerifier,
 )
+from zerotrust.audit import CallableSink
 from zerotrust.audit.otel import SPAN_EVENT_NAME
 from zerotrust.fastapi import ZeroTrust
 
@@ -124,3 +129,45 @@ def test_a_sampled_out_server_span_still_gives_the_audit_event_its_ids() -> None
         assert event.trace_id == caller_trace and event.trace_trusted
         assert event.span_id is not None and event.span_id != caller_span
     assert allowed.span_id != refused.span_id
+
+
+def test_baggage_never_reaches_the_audit_event_or_the_span_attributes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a baggage propagator the instrumentation extracts the caller's baggage into the
+    request's context; none of it is copied into the audit event or the zerotrust attributes."""
+    monkeypatch.setattr(
+        propagate,
+        "_HTTP_TEXT_FORMAT",
+        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]),
+    )
+    issuer = TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    memory = MemorySink()
+    seen: list[dict[str, object]] = []
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier),
+        policy=make_policy(),
+        audit=[OTelSink(), memory, CallableSink(lambda _: seen.append(dict(baggage.get_all())))],
+        service="orders",
+    )
+    app = make_app(ZeroTrust(guard))
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    headers = bearer(token) | {"baggage": "user.email=alice%40example.com,tenant=acme-secret"}
+    try:
+        with client(app) as http:
+            assert http.get("/orders/7", headers=headers).status_code == 200
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+        provider.shutdown()
+    assert seen == [{"user.email": "alice@example.com", "tenant": "acme-secret"}]  # extracted
+    span = server_span(exporter)
+    [event] = [e for e in span.events if e.name == SPAN_EVENT_NAME]
+    recorded = [memory.last.to_json(), repr(dict(span.attributes)), repr(dict(event.attributes))]
+    for text in recorded:
+        assert "alice" not in text and "acme-secret" not in text
+        assert "baggage" not in text

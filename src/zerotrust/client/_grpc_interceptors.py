@@ -51,7 +51,8 @@ class _CallDetails(_Fields, grpc.ClientCallDetails):  # type: ignore[misc]
 
 
 def trace_metadata() -> list[tuple[str, str]]:
-    """The current context as metadata entries (empty without an active, valid span)."""
+    """The current context as metadata entries, as the global propagators inject it (no
+    ``traceparent`` without an active, valid span; ``baggage`` when there is some)."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return [(key.lower(), value) for key, value in carrier.items()]

@@ -34,6 +34,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.urls import Resolver404, get_resolver
+
 from zerotrust.adapters._status import refusal
 from zerotrust.adapters.django import finish, prepare_match
 from zerotrust.adapters.django_config import get_config
@@ -172,6 +174,8 @@ def decide(request: Any, view: Any) -> Outcome | None:
     if state is None:
         config = get_config()
         match = django_request.resolver_match
+        if match is None:  # a view called directly (APIRequestFactory): resolve its URL
+            match = _resolve(django_request)
         requirement = view_requirement(match.func) if match is not None else None
         if needed is not None and not covers(requirement, needed):
             requirement = needed if requirement is None else requirement & needed
@@ -251,6 +255,15 @@ def _refusal(request: Any, outcome: Outcome) -> ZeroTrustRefusal:
     request.accepted_renderer = JSONRenderer()
     request.accepted_media_type = JSONRenderer.media_type
     return ZeroTrustRefusal(outcome)
+
+
+def _resolve(request: Any) -> Any:
+    """The ``ResolverMatch`` of ``request``'s URL, as the middleware resolves a request that
+    has none (``None``: no URL pattern matches it)."""
+    try:
+        return get_resolver(getattr(request, "urlconf", None)).resolve(request.path_info)
+    except Resolver404:
+        return None
 
 
 def _checks_permission(view: Any) -> bool:

@@ -284,3 +284,38 @@ def test_no_principal_is_left_in_the_context_after_a_standalone_request(
     assert get("/api/orders/", zt.auth()).status_code == 200
     assert zt.sink.last.decision == "allow"
     assert current_principal() is None
+
+
+def test_a_view_called_without_url_resolution_is_decided_on_its_urls_route(
+    install: Installer,
+) -> None:
+    """A DRF view called directly (DRF's APIRequestFactory, as DRF's testing guide does) has
+    no resolver match: its URL is resolved as the middleware resolves it, so rules scoped to
+    that route apply exactly as they do to the same request through the URLconf."""
+    from rest_framework.test import APIRequestFactory
+
+    from tests.adapters.django.project.views import ApiOrders
+
+    install.override(MIDDLEWARE=[])
+    zt = install(
+        pol=Policy(
+            [
+                Rule(
+                    id="no-intruder-orders",
+                    action="DENY",
+                    callers=[Callers(spiffe_ids=[INTRUDER])],
+                    operations=[Operations(routes=["/api/orders"])],
+                ),
+                Rule(id="shop", callers=[Callers(trust_domains=["example.org"])]),
+            ]
+        )
+    )
+    intruder = zt.auth(subject=INTRUDER)
+    refused(get("/api/orders/", intruder), 403, None, "access_denied")
+    request = APIRequestFactory().get("/api/orders/", headers=intruder)
+    response = ApiOrders.as_view()(request).render()
+    refused(response, 403, None, "access_denied")
+    assert [(e.route, e.decision) for e in zt.sink.events] == [("/api/orders", "deny")] * 2
+    request = APIRequestFactory().get("/api/orders/", headers=zt.auth())
+    assert ApiOrders.as_view()(request).status_code == 200
+    assert zt.sink.last.route == "/api/orders"

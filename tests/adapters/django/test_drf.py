@@ -319,3 +319,26 @@ def test_a_view_called_without_url_resolution_is_decided_on_its_urls_route(
     request = APIRequestFactory().get("/api/orders/", headers=zt.auth())
     assert ApiOrders.as_view()(request).status_code == 200
     assert zt.sink.last.route == "/api/orders"
+
+
+def test_the_route_templates_of_a_routers_urls(install: Installer, mode: str) -> None:
+    """A router's list and detail routes are templates like any other; its format-suffix
+    routes (``/orders/7.json``) are routes of their own: the regular expression as Django
+    reports it, or a template with the suffix converter in it."""
+    install.override(ROOT_URLCONF="tests.adapters.django.project.router_urls")
+    zt = install()  # its policy lets shop callers GET any route
+    for path in (
+        "/re/orders/",
+        "/re/orders/7/",
+        "/re/orders/7.json",
+        "/path/orders/7/",
+        "/path/orders/7.json",
+    ):
+        assert get(path, zt.auth()).status_code == 200, path
+    assert [e.route for e in zt.sink.events] == [
+        "/re/orders",
+        "/re/orders/{pk}",
+        r"^re/orders/(?P<pk>[^/.]+)\.(?P<format>[a-z0-9]+)/?$",
+        "/path/orders/{pk}",
+        "/path/orders/{pk}{format}",
+    ]

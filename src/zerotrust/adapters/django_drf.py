@@ -203,7 +203,7 @@ class ZeroTrustAuthentication(BaseAuthentication):  # type: ignore[misc, unused-
         principal = outcome.principal
         if outcome.allowed:
             return None if principal is None else (ZeroTrustUser(principal), principal)
-        if outcome.status == 403 and principal is not None and _checks_permission(view):
+        if outcome.status == 403 and principal is not None and _checks_permission(request, view):
             return ZeroTrustUser(principal), principal
         raise _refusal(request, outcome)
 
@@ -266,7 +266,17 @@ def _resolve(request: Any) -> Any:
         return None
 
 
-def _checks_permission(view: Any) -> bool:
-    if view is None:
+#: Set on a DRF request while its view's permission classes are looked up.
+_CHECKING = "_zerotrust_checking_permissions"
+
+
+def _checks_permission(request: Any, view: Any) -> bool:
+    """Whether ``view`` lists :class:`ZeroTrustPermission`. Its ``get_permissions()`` may read
+    ``request.user``, which authenticates again: that nested call refuses (``False``)."""
+    if view is None or request.__dict__.get(_CHECKING):
         return False
-    return any(isinstance(p, ZeroTrustPermission) for p in view.get_permissions())
+    request.__dict__[_CHECKING] = True
+    try:
+        return any(isinstance(p, ZeroTrustPermission) for p in view.get_permissions())
+    finally:
+        del request.__dict__[_CHECKING]

@@ -342,3 +342,21 @@ def test_the_route_templates_of_a_routers_urls(install: Installer, mode: str) ->
         "/path/orders/{pk}",
         "/path/orders/{pk}{format}",
     ]
+
+
+def test_permissions_chosen_by_reading_request_user(install: Installer) -> None:
+    """A refused request's permission classes are looked up while DRF authenticates it; a
+    view whose get_permissions() reads request.user re-enters authentication, and gets the
+    refusal rather than endless recursion (a 500)."""
+    install.override(MIDDLEWARE=[])
+    zt = install()
+    refused(
+        get("/api/staff-bypass/", zt.auth(scopes=())),
+        403,
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:read"',
+        "insufficient_scope",
+    )
+    refused(get("/api/staff-bypass/"), *CASES["no credentials"])
+    allowed = get("/api/staff-bypass/", zt.auth())
+    assert json.loads(allowed.content) == {"principal": WEB}
+    assert [e.decision for e in zt.sink.events] == ["deny", "deny", "allow"]

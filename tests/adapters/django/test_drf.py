@@ -360,3 +360,23 @@ def test_permissions_chosen_by_reading_request_user(install: Installer) -> None:
     allowed = get("/api/staff-bypass/", zt.auth())
     assert json.loads(allowed.content) == {"principal": WEB}
     assert [e.decision for e in zt.sink.events] == ["deny", "deny", "allow"]
+
+
+def test_an_api_view_function(zt: Harness, mode: str) -> None:
+    """``@api_view`` with the classes given by DRF's decorators, called with DRF's APIClient:
+    one decision per request, the refusals of every other view."""
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    refused(client.get("/api/function/"), *CASES["no credentials"])
+    client.credentials(HTTP_AUTHORIZATION=zt.auth(scopes=())["Authorization"])
+    refused(client.get("/api/function/"), *CASES["insufficient scope"])
+    client.credentials(HTTP_AUTHORIZATION=zt.auth()["Authorization"])
+    response = client.get("/api/function/")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"user": WEB, "auth": WEB}
+    assert [(e.route, e.decision) for e in zt.sink.events] == [
+        ("/api/function", "deny"),
+        ("/api/function", "deny"),
+        ("/api/function", "allow"),
+    ]

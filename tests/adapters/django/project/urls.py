@@ -43,6 +43,7 @@ urlpatterns = [
     path("api/auth-only/", views.ApiAuthOnly.as_view()),
     path("api/permission-only/", views.ApiPermissionOnly.as_view()),
     path("api/anon/", views.ApiAnonymous.as_view()),
+    path("api/function/", views.api_function),
     path("api/staff-bypass/", views.ApiStaffBypass.as_view()),
 ]
 

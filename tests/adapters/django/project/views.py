@@ -11,7 +11,12 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.cache import cache_control
 from rest_framework import generics, serializers
-from rest_framework.decorators import action
+from rest_framework.decorators import (
+    action,
+    api_view,
+    authentication_classes,
+    permission_classes,
+)
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer, StaticHTMLRenderer
 from rest_framework.request import Request
@@ -237,6 +242,15 @@ class ApiStaffBypass(APIView):
 
     def get(self, request: Request) -> Response:
         return Response({"principal": request.principal.id})
+
+
+@api_view(["GET"])
+@authentication_classes([ZeroTrustAuthentication])
+@permission_classes([ZeroTrustPermission])
+def api_function(request: Request) -> Response:
+    user = request.user
+    assert isinstance(user, ZeroTrustUser)
+    return Response({"user": str(user), "auth": request.auth.id})
 
 
 class ApiAnonymous(APIView):

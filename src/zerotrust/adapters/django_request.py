@@ -19,9 +19,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from django.conf import settings
 from django.urls import LocalePrefixPattern
@@ -75,7 +76,7 @@ def route_of(match: Any) -> str | None:
     route = match.route
     if not isinstance(route, str):
         return None
-    route = _without_language_prefix(route, match)
+    route = _without_format_suffix(_without_language_prefix(route, match), match)
     template = _templates.get(route)
     if template is None:
         converted = route_template(route)  # without Django's customary trailing slash
@@ -83,6 +84,29 @@ def route_of(match: Any) -> str | None:
         if len(_templates) < 4096:  # routes are finite; the bound only guards against misuse
             _templates[route] = template
     return template
+
+
+#: The suffix Django REST framework's ``format_suffix_patterns()`` (and ``DefaultRouter``) puts
+#: after a ``re_path()`` route: ``\.(?P<format>[a-z0-9]+)/?$``, or with allowed formats
+#: ``\.(?P<format>(?:json|html))/?$``.
+_REGEX_FORMAT_SUFFIX: Final = re.compile(
+    r"\\\.\(\?P<(?P<kw>[A-Za-z_]\w*)>(?:[^()]|\([^()]*\))*\)/\?\$$"
+)
+#: The same after a ``path()`` route: ``<drf_format_suffix:format>``, or
+#: ``<drf_format_suffix_json_html:format>``.
+_PATH_FORMAT_SUFFIX: Final = re.compile(r"<drf_format_suffix(?:_\w+)?:(?P<kw>[A-Za-z_]\w*)>$")
+
+
+def _without_format_suffix(route: str, match: Any) -> str:
+    """``route`` without the format suffix DRF appends to it (``/orders/7.json`` reaches the
+    view of ``/orders/7/``: one template, so a rule on ``/orders/{pk}`` covers both). Only a
+    suffix whose keyword the match carries is one."""
+    kwargs = getattr(match, "kwargs", None) or {}
+    for pattern, end in ((_REGEX_FORMAT_SUFFIX, "$"), (_PATH_FORMAT_SUFFIX, "")):
+        found = pattern.search(route)
+        if found is not None and found.group("kw") in kwargs:
+            return route[: found.start()] + end
+    return route
 
 
 def _without_language_prefix(route: str, match: Any) -> str:

@@ -322,9 +322,9 @@ def test_a_view_called_without_url_resolution_is_decided_on_its_urls_route(
 
 
 def test_the_route_templates_of_a_routers_urls(install: Installer, mode: str) -> None:
-    """A router's list and detail routes are templates like any other; its format-suffix
-    routes (``/orders/7.json``) are routes of their own: the regular expression as Django
-    reports it, or a template with the suffix converter in it."""
+    """A router's list and detail routes are templates like any other, and its format-suffix
+    routes (``/orders/7.json``, which reach the same view) have the template of the route
+    they suffix: a DENY rule on ``/orders/{pk}`` covers ``/orders/7.json`` too."""
     install.override(ROOT_URLCONF="tests.adapters.django.project.router_urls")
     zt = install()  # its policy lets shop callers GET any route
     for path in (
@@ -338,10 +338,19 @@ def test_the_route_templates_of_a_routers_urls(install: Installer, mode: str) ->
     assert [e.route for e in zt.sink.events] == [
         "/re/orders",
         "/re/orders/{pk}",
-        r"^re/orders/(?P<pk>[^/.]+)\.(?P<format>[a-z0-9]+)/?$",
+        "/re/orders/{pk}",
         "/path/orders/{pk}",
-        "/path/orders/{pk}{format}",
+        "/path/orders/{pk}",
     ]
+    deny = Rule(
+        id="no-order-details",
+        action="DENY",
+        operations=[Operations(routes=["/re/orders/{pk}", "/path/orders/{pk}"])],
+    )
+    denying = install(pol=Policy([deny, *policy().rules], id="orders"))
+    for path in ("/re/orders/7/", "/re/orders/7.json", "/path/orders/7/", "/path/orders/7.json"):
+        assert get(path, denying.auth()).status_code == 403, path
+    assert get("/re/orders/", denying.auth()).status_code == 200
 
 
 def test_permissions_chosen_by_reading_request_user(install: Installer) -> None:

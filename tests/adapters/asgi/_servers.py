@@ -32,14 +32,17 @@ def _listener() -> tuple[socket.socket, int]:
 
 
 @contextmanager
-def uvicorn_server(app: Any, ssl_context: Any, http: Any, **options: Any) -> Iterator[int]:
-    """``http``: a uvicorn HTTP protocol name or class; ``options`` go to the config."""
+def uvicorn_server(
+    app: Any, ssl_context: Any, http: Any, ws: Any = "websockets-sansio", **options: Any
+) -> Iterator[int]:
+    """``http``: a uvicorn HTTP protocol name or class, ``ws`` a websocket one; ``options`` go
+    to the config."""
     sock, port = _listener()
     config = ZeroTrustUvicornConfig(
         app,
         ssl_context=ssl_context,
         http=http,
-        ws="websockets-sansio",
+        ws=ws,
         loop="uvloop" if http == "httptools" else "asyncio",
         lifespan="on",
         log_config=None,  # leave the test process's logging alone

@@ -1,0 +1,434 @@
+"""Websockets through the middleware and the dependencies on real servers over direct mTLS:
+uvicorn (h11 and httptools, with each websocket implementation) and hypercorn, driven by the
+``websockets`` client library."""
+
+import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import pytest
+import websockets
+from fastapi import APIRouter, FastAPI, Security, WebSocket
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from tests.adapters.asgi._servers import hypercorn_server, uvicorn_server
+from zerotrust import (
+    Authenticator,
+    Callers,
+    Guard,
+    MemorySink,
+    Operations,
+    Policy,
+    Principal,
+    PrivateJWK,
+    Rule,
+    TokenIssuer,
+    TokenVerifier,
+    client_ssl_context,
+    match,
+    server_ssl_context,
+)
+from zerotrust.dev import DevCA
+from zerotrust.fastapi import ZeroTrust, current_principal
+
+pytestmark = pytest.mark.network
+
+with warnings.catch_warnings():  # uvicorn's legacy "websockets" implementation, still served
+    warnings.simplefilter("ignore")
+    import uvicorn.protocols.websockets.websockets_impl  # noqa: F401
+
+SERVER_ID = "spiffe://example.org/ns/shop/sa/orders"
+WEB = "spiffe://example.org/ns/shop/sa/web"
+CART = "spiffe://example.org/ns/shop/sa/cart"
+STRANGER = "spiffe://example.org/ns/other/sa/stranger"
+ISS, AUD = "https://issuer.example", "orders"
+# the legacy implementation passes websockets a handler it warns about
+_LEGACY = pytest.mark.filterwarnings("ignore:remove second argument:DeprecationWarning")
+SERVERS = [
+    pytest.param("uvicorn-h11-websockets", marks=_LEGACY),
+    "uvicorn-h11-websockets-sansio",
+    "uvicorn-h11-wsproto",
+    pytest.param("uvicorn-httptools-websockets", marks=_LEGACY),
+    "uvicorn-httptools-websockets-sansio",
+    "uvicorn-httptools-wsproto",
+    "hypercorn",
+]
+_WS = tuple(int(p) for p in websockets.__version__.split(".")[:2])
+
+
+@pytest.fixture(scope="module")
+def ca() -> DevCA:
+    return DevCA.create("example.org")
+
+
+@pytest.fixture(scope="module")
+def issuer() -> TokenIssuer:
+    return TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
+
+
+def build_app(ca: DevCA, issuer: TokenIssuer) -> tuple[FastAPI, MemorySink, list[str]]:
+    sink = MemorySink()
+    ran: list[str] = []
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    policy = Policy(
+        [
+            Rule(
+                id="no-strangers-on-sockets",
+                action="DENY",
+                callers=[Callers(spiffe_ids=[STRANGER])],
+                operations=[Operations(kinds=["websocket"])],
+            ),
+            Rule(
+                id="closed-room",
+                action="DENY",
+                operations=[Operations(routes=["/closed/{room}"])],
+            ),
+            Rule(
+                id="mesh",
+                callers=[Callers(trust_domains=["example.org"])],
+                operations=[
+                    Operations(
+                        kinds=["websocket"],
+                        routes=[
+                            "/rooms/{room}",
+                            "/closed/{room}",
+                            "/api/feed/{topic}",
+                            "/mounted/live/{channel}",
+                        ],
+                    )
+                ],
+            ),
+            Rule(
+                id="tokens",
+                callers=[Callers(proven_by=["mtls+jwt"])],
+                operations=[Operations(kinds=["websocket"], routes=["/tokens"])],
+            ),
+        ]
+    )
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier, bundles=ca.bundle),
+        policy=policy,
+        audit=sink,
+        service="orders",
+    )
+    zt = ZeroTrust(guard)
+    app = FastAPI()
+    zt.install(app)
+
+    async def session(websocket: WebSocket, principal: Principal | None) -> None:
+        ran.append(websocket.url.path)
+        await websocket.accept()
+        while True:
+            message = await websocket.receive_text()
+            if message == "bye":
+                break
+            current = current_principal()
+            state = websocket.state.zerotrust_principal
+            await websocket.send_json(
+                {
+                    "context": current.id if current is not None else None,
+                    "state": state.id if state is not None else None,
+                    "dependency": principal.id if principal is not None else None,
+                    "proven_by": principal.proven_by if principal is not None else None,
+                }
+            )
+        await websocket.close()
+
+    @app.websocket("/rooms/{room}")
+    async def room(websocket: WebSocket, principal: Annotated[Principal, Security(zt)]) -> None:
+        await session(websocket, principal)
+
+    @app.websocket("/closed/{room}")
+    async def closed(websocket: WebSocket) -> None:
+        await session(websocket, None)
+
+    @app.websocket("/tokens")
+    async def tokens(websocket: WebSocket, principal: Annotated[Principal, Security(zt)]) -> None:
+        await session(websocket, principal)
+
+    api = APIRouter(prefix="/api")
+
+    @api.websocket("/feed/{topic}")
+    async def feed(websocket: WebSocket) -> None:
+        await session(websocket, None)
+
+    app.include_router(api)
+
+    async def live(websocket: WebSocket) -> None:
+        await session(websocket, None)
+
+    app.mount("/mounted", Starlette(routes=[WebSocketRoute("/live/{channel}", live)]))
+    return app, sink, ran
+
+
+@contextmanager
+def serve(kind: str, app: Any, context: Any) -> Iterator[int]:
+    if kind == "hypercorn":
+        with hypercorn_server(app, context) as port:
+            yield port
+        return
+    _, http, ws = kind.split("-", 2)
+    with uvicorn_server(app, context, http, ws=ws) as port:
+        yield port
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def server(
+    request: pytest.FixtureRequest, ca: DevCA, issuer: TokenIssuer
+) -> Iterator[tuple[int, MemorySink, list[str]]]:
+    app, sink, ran = build_app(ca, issuer)
+    svid = ca.issue_svid(SERVER_ID, dns_names=["localhost"])
+    context = server_ssl_context(svid, ca.bundle, authorizer=match.member_of("example.org"))
+    with serve(request.param, app, context) as port:
+        yield port, sink, ran
+
+
+def open_socket(ca: DevCA, port: int, path: str, who: str = WEB, **kw: Any) -> ClientConnection:
+    svid = ca.issue_svid(who)
+    context = client_ssl_context(svid, ca.bundle, authorizer=match.exact(SERVER_ID))
+    tls: dict[str, Any] = {"ssl": context} if _WS >= (13, 0) else {"ssl_context": context}
+    if _WS >= (15, 0):
+        tls["proxy"] = None
+    return connect(f"wss://localhost:{port}{path}", **tls, open_timeout=30, **kw)
+
+
+def refused_status(ca: DevCA, port: int, path: str, who: str = WEB, **kw: Any) -> int:
+    """The HTTP status of a handshake the server refused: every server answers a close before
+    accept with 403, so the socket is never opened."""
+    with pytest.raises(InvalidStatus) as refused, open_socket(ca, port, path, who, **kw):
+        pass
+    status: int = refused.value.response.status_code
+    return status
+
+
+def ask(ws: ClientConnection) -> Any:
+    ws.send("who")
+    return json.loads(ws.recv(timeout=30))
+
+
+def test_principal_everywhere_for_the_life_of_each_socket(server: Any, ca: DevCA) -> None:
+    port, sink, _ = server
+    with (
+        open_socket(ca, port, "/rooms/a") as first,
+        open_socket(ca, port, "/rooms/b", CART) as second,
+    ):
+        mine = {"context": WEB, "state": WEB, "dependency": WEB, "proven_by": "mtls"}
+        theirs = {"context": CART, "state": CART, "dependency": CART, "proven_by": "mtls"}
+        assert ask(first) == mine
+        assert ask(second) == theirs
+        assert ask(first) == mine
+        assert ask(second) == theirs
+        first.send("bye")
+        second.send("bye")
+    assert sink.last.kind == "websocket"
+
+
+@pytest.mark.parametrize(
+    ("path", "who", "rule", "template"),
+    [
+        ("/closed/a", WEB, "closed-room", "/closed/{room}"),
+        ("/rooms/a", STRANGER, "no-strangers-on-sockets", "/rooms/{room}"),
+        ("/api/feed/x", STRANGER, "no-strangers-on-sockets", "/api/feed/{topic}"),
+        ("/mounted/live/x", STRANGER, "no-strangers-on-sockets", "/mounted/live/{channel}"),
+        ("/tokens", WEB, None, "/tokens"),
+    ],
+)
+def test_refused_before_accept(
+    server: Any, ca: DevCA, path: str, who: str, rule: str | None, template: str
+) -> None:
+    """A DENY rule on a websocket route, a DENY rule for websocket kinds on a FastAPI route,
+    an included router's and a mounted application's routes, and a route whose only rule
+    needs a token: the handshake is refused before the socket is accepted."""
+    port, sink, ran = server
+    before, handled = len(sink), list(ran)
+    assert refused_status(ca, port, path, who) == 403
+    assert ran == handled  # no handler ran
+    assert len(sink) == before + 1  # one decision, audited once
+    event = sink.last
+    assert event.kind == "websocket" and event.decision == "deny"
+    assert (event.rule_id, event.route) == (rule, template)
+
+
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [("/api/feed/x", "/api/feed/{topic}"), ("/mounted/live/x", "/mounted/live/{channel}")],
+)
+def test_route_templates_of_included_and_mounted_websocket_routes(
+    server: Any, ca: DevCA, path: str, template: str
+) -> None:
+    port, sink, _ = server
+    with open_socket(ca, port, path) as ws:
+        assert ask(ws)["context"] == WEB
+        ws.send("bye")
+    assert sink.last.route == template and sink.last.kind == "websocket"
+
+
+def test_tokens_only_from_the_authorization_header(
+    server: Any, ca: DevCA, issuer: TokenIssuer
+) -> None:
+    """A token in the query string or in Sec-WebSocket-Protocol is not read: the route that
+    needs one refuses the handshake; the same token in Authorization is verified."""
+    port, sink, ran = server
+    token = issuer.issue(subject=WEB, audience=AUD)
+    handled = list(ran)
+    for path, options in [
+        (f"/tokens?access_token={token}", {}),
+        ("/tokens", {"subprotocols": [Subprotocol(f"bearer.{token}"), Subprotocol(token)]}),
+    ]:
+        before = len(sink)
+        assert refused_status(ca, port, path, **options) == 403
+        assert len(sink) == before + 1
+        assert (sink.last.decision, sink.last.proven_by) == ("deny", "mtls")
+        assert sink.last.token_jti is None
+    assert ran == handled
+    authorization = {"Authorization": f"Bearer {token}"}
+    with open_socket(ca, port, "/tokens", additional_headers=authorization) as ws:
+        assert ask(ws)["proven_by"] == "mtls+jwt"
+        ws.send("bye")
+    assert sink.last.kind == "websocket" and sink.last.proven_by == "mtls+jwt"
+
+
+PROXY = "spiffe://example.org/ns/mesh/sa/proxy"
+ADMIN = "spiffe://example.org/ns/ops/sa/admin"
+
+
+def xfcc_for(ca: DevCA, who: str) -> str:
+    import hashlib
+    from urllib.parse import quote
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    leaf = ca.issue_svid(who).leaf
+    pem = leaf.public_bytes(Encoding.PEM).decode()
+    digest = hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest()
+    return f'By={PROXY};Hash={digest};Cert="{quote(pem, safe="")}";URI={who}'
+
+
+@pytest.mark.parametrize(
+    "kind", ["uvicorn-h11-websockets-sansio", "uvicorn-httptools-wsproto", "hypercorn"]
+)
+@pytest.mark.parametrize("proxy_at", ["127.0.0.1/32", "10.0.0.1/32"])
+def test_forwarded_certificate_from_a_trusted_proxy(kind: str, proxy_at: str, ca: DevCA) -> None:
+    """A websocket handshake relayed by the trusted proxy (its address and identity) carries
+    the forwarded caller; a caller that is not that proxy sending the header is itself, and
+    the header never reaches the handler."""
+    from zerotrust import TrustedProxies
+
+    sink = MemorySink()
+    guard = Guard(
+        authenticator=Authenticator(
+            bundles=ca.bundle,
+            trusted_proxies=TrustedProxies([proxy_at], spiffe_ids=match.exact(PROXY)),
+        ),
+        policy=Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])]),
+        audit=sink,
+    )
+    zt = ZeroTrust(guard)
+    app = FastAPI()
+    zt.install(app)
+
+    @app.websocket("/feed")
+    async def feed(websocket: WebSocket, principal: Annotated[Principal, Security(zt)]) -> None:
+        await websocket.accept()
+        forwarded = websocket.headers.get("x-forwarded-client-cert")
+        current = current_principal()
+        await websocket.send_json(
+            {
+                "id": principal.id,
+                "context": current.id if current is not None else None,
+                "proven_by": principal.proven_by,
+                "forwarded": forwarded is not None,
+            }
+        )
+        await websocket.close()
+
+    svid = ca.issue_svid(SERVER_ID, dns_names=["localhost"])
+    context = server_ssl_context(svid, ca.bundle, authorizer=match.member_of("example.org"))
+    with serve(kind, app, context) as port:
+        relayed = {"X-Forwarded-Client-Cert": xfcc_for(ca, WEB)}
+        with open_socket(ca, port, "/feed", PROXY, additional_headers=relayed) as ws:
+            through_proxy = json.loads(ws.recv(timeout=30))
+        proxied = sink.last
+        spoofed = {"X-Forwarded-Client-Cert": xfcc_for(ca, ADMIN)}
+        with open_socket(ca, port, "/feed", WEB, additional_headers=spoofed) as ws:
+            direct = json.loads(ws.recv(timeout=30))
+        spoof = sink.last
+    direct_answer = {"id": WEB, "context": WEB, "proven_by": "mtls", "forwarded": False}
+    assert direct == direct_answer
+    assert spoof.kind == "websocket" and spoof.spiffe_id == WEB
+    if proxy_at == "127.0.0.1/32":  # the proxy's address: its header is believed
+        assert through_proxy == {**direct_answer, "proven_by": "proxy-mtls", "forwarded": True}
+        assert proxied.kind == "websocket" and "forwarded_cert_xfcc" in proxied.notes
+        assert "forwarded_cert_ignored_proxy_id_not_allowed" in spoof.notes
+    else:  # another address: the proxy's own certificate, and no header
+        assert through_proxy == {**direct_answer, "id": PROXY, "context": PROXY}
+        assert "forwarded_cert_ignored_untrusted_peer" in proxied.notes
+        assert "forwarded_cert_ignored_untrusted_peer" in spoof.notes
+
+
+@pytest.mark.parametrize(
+    "kind", ["uvicorn-h11-websockets-sansio", "uvicorn-httptools-wsproto", "hypercorn"]
+)
+def test_dependencies_alone(kind: str, ca: DevCA, issuer: TokenIssuer) -> None:
+    sink = MemorySink()
+    guard = Guard(
+        authenticator=Authenticator(bundles=ca.bundle),
+        policy=Policy(
+            [
+                Rule(
+                    id="no-strangers",
+                    action="DENY",
+                    callers=[Callers(spiffe_ids=[STRANGER])],
+                    operations=[Operations(kinds=["websocket"], routes=["/rooms/{room}"])],
+                ),
+                Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])]),
+            ]
+        ),
+        audit=sink,
+    )
+    zt = ZeroTrust(guard)
+    app = FastAPI(exception_handlers=ZeroTrust.exception_handlers)
+    ran: list[str] = []
+
+    @app.websocket("/rooms/{room}")
+    async def room(websocket: WebSocket, principal: Annotated[Principal, Security(zt)]) -> None:
+        ran.append(principal.id)
+        await websocket.accept()
+        while (await websocket.receive_text()) != "bye":
+            current = current_principal()
+            state = websocket.state.zerotrust_principal
+            await websocket.send_json(
+                {
+                    "context": current.id if current is not None else None,
+                    "state": state.id if state is not None else None,
+                    "dependency": principal.id,
+                    "proven_by": principal.proven_by,
+                }
+            )
+        await websocket.close()
+
+    svid = ca.issue_svid(SERVER_ID, dns_names=["localhost"])
+    context = server_ssl_context(svid, ca.bundle, authorizer=match.member_of("example.org"))
+    with serve(kind, app, context) as port:
+        with (
+            open_socket(ca, port, "/rooms/a") as first,
+            open_socket(ca, port, "/rooms/b", CART) as second,
+        ):
+            mine = {"context": WEB, "state": WEB, "dependency": WEB, "proven_by": "mtls"}
+            theirs = {"context": CART, "state": CART, "dependency": CART, "proven_by": "mtls"}
+            assert ask(first) == mine
+            assert ask(second) == theirs
+            assert ask(first) == mine
+            first.send("bye")
+            second.send("bye")
+        before = len(sink)
+        assert refused_status(ca, port, "/rooms/a", STRANGER) == 403
+    assert ran == [WEB, CART]
+    assert len(sink) == before + 1 and sink.last.kind == "websocket"
+    assert sink.last.rule_id == "no-strangers"

@@ -128,7 +128,10 @@ def test_public_codes_fold_precise_reasons() -> None:
     for name in errors.__all__:
         cls = getattr(errors, name)
         if isinstance(cls, type) and issubclass(cls, errors.TokenError):
-            # RFC 9449 7.1: proof defects have their own registered code
+            # RFC 9449 7.1 and 12.2: proof defects, and a missing server nonce, have their
+            # own registered codes
             dpop = issubclass(cls, errors.InvalidDPoPProof)
             expected = "invalid_dpop_proof" if dpop else "invalid_token"
+            if cls is errors.UseDPoPNonce:
+                expected = "use_dpop_nonce"
             assert cls().to_dict()["error"] == expected, name

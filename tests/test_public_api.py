@@ -26,6 +26,7 @@ EXPECTED = [
     "Condition",
     "ConfigurationError",
     "DPoPConfig",
+    "DPoPNonces",
     "Decision",
     "FileBundleSource",
     "FileKeySource",

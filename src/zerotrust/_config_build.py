@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust._config_check import Names, hook_names, named, named_field
 from zerotrust._config_files import thaw
-from zerotrust._config_schema import PolicySettings, TokenSettings
+from zerotrust._config_schema import DPoPSettings, PolicySettings, TokenSettings
 from zerotrust._config_sources import fail
 from zerotrust.authn.authenticate import Authenticator
 from zerotrust.authn.binding import DPoPConfig
 from zerotrust.authn.credentials import ApiKeys
+from zerotrust.authn.dpop_nonce import DPoPNonces
 from zerotrust.authn.proxy import TrustedProxies
 from zerotrust.authz.loader import policy_from_dict
 from zerotrust.authz.policy import Policy
@@ -115,7 +116,11 @@ def build_authenticator(
         with named(name("dpop")):
             d = settings.dpop
             dpop = DPoPConfig(
-                algorithms=d.algorithms, max_age=d.max_age, leeway=d.leeway, origins=d.origins
+                algorithms=d.algorithms,
+                max_age=d.max_age,
+                leeway=d.leeway,
+                origins=d.origins,
+                nonces=_nonces(d),
             )
     with named(name("tokens") if tokens is not None else name.where):
         return Authenticator(
@@ -222,6 +227,17 @@ def _remote(tokens: TokenSettings, name: Names, clock: Clock | None, *, trial: b
         if tokens.jwks_url is not None:
             return RemoteJWKSource(url, **options)
         return RemoteJWKSource.from_oidc_issuer(url, **options)
+
+
+def _nonces(dpop: DPoPSettings) -> DPoPNonces | None:
+    """Server-provided DPoP nonces, when ``dpop.nonce_secret`` is set (the previous secret
+    still verifies the nonces handed out before a rotation)."""
+    if dpop.nonce_secret is None:
+        return None
+    secrets = [dpop.nonce_secret.reveal()]
+    if dpop.nonce_previous_secret is not None:
+        secrets.append(dpop.nonce_previous_secret.reveal())
+    return DPoPNonces(secrets, lifetime=dpop.nonce_lifetime)
 
 
 def _matcher(ids: Sequence[str]) -> Matcher:

@@ -119,6 +119,11 @@ def check(settings: Settings, name: Names) -> PolicySettings:
     if not settings.dpop.enabled:
         for changed in _changed(settings.dpop, DPoPSettings(enabled=False)):
             raise fail(name(f"dpop.{changed}"), "is set but dpop.enabled is false")
+    if settings.dpop.nonce_secret is None:
+        unset = DPoPSettings()
+        for changed in ("nonce_previous_secret", "nonce_lifetime"):
+            if getattr(settings.dpop, changed) != getattr(unset, changed):
+                raise fail(name(f"dpop.{changed}"), "is set but dpop.nonce_secret is not")
     return _policy(settings.policy, name)
 
 

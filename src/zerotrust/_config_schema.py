@@ -195,6 +195,11 @@ class DPoPSettings:
     max_age: float = field(default=300.0, metadata=_meta(above=0, max=3600))
     leeway: float = field(default=5.0, metadata=_meta(min=0, max=300))
     origins: tuple[str, ...] = field(default=(), metadata=_meta(many=True))
+    nonce_secret: Secret[bytes] | None = field(default=None, metadata=_meta(sensitive="bytes"))
+    nonce_previous_secret: Secret[bytes] | None = field(
+        default=None, metadata=_meta(sensitive="bytes")
+    )
+    nonce_lifetime: float = field(default=60.0, metadata=_meta(min=1, max=3600))
 
 
 _POLICY = "policy source"

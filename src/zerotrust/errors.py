@@ -66,6 +66,7 @@ __all__ = [
     "UnsupportedScheme",
     "UnsupportedTokenFeature",
     "UntrustedCertificate",
+    "UseDPoPNonce",
     "ZeroTrustError",
 ]
 
@@ -391,6 +392,16 @@ class InvalidDPoPProof(TokenError):
     code = "invalid_dpop_proof"
     public_code = "invalid_dpop_proof"
     public_message = "invalid DPoP proof"
+
+
+class UseDPoPNonce(InvalidDPoPProof):
+    """The service requires its own nonce in DPoP proofs (RFC 9449 §9) and the proof has
+    none, or one that is stale or not the service's: RFC 9449's ``use_dpop_nonce``. The
+    refusal carries a fresh nonce in its ``DPoP-Nonce`` header."""
+
+    code = "use_dpop_nonce"
+    public_code = "use_dpop_nonce"
+    public_message = "resource server requires nonce in DPoP proof"
 
 
 class DPoPProofReplayed(InvalidDPoPProof, TokenReplayed):

@@ -51,6 +51,7 @@ from zerotrust.errors import (
     SourceError,
     TokenError,
     TokenRevoked,
+    UseDPoPNonce,
     ZeroTrustError,
 )
 from zerotrust.stores._logic import OwnedListener
@@ -713,6 +714,15 @@ class Guard:
             realm = f'Bearer realm="{self.service}"'
         if status == 400:
             return (("WWW-Authenticate", f'{realm}, error="invalid_request"'),)
+        nonces = dpop.nonces if dpop is not None else None
+        if isinstance(error, UseDPoPNonce) and nonces is not None:
+            # RFC 9449 9: the nonce to sign the next proof with comes with the challenge
+            with contextlib.suppress(ConfigurationError):  # a clock no nonce can name
+                nonce = nonces.issue(self.clock.now().timestamp())
+                return (
+                    ("WWW-Authenticate", f'{realm}, error="use_dpop_nonce"'),
+                    ("DPoP-Nonce", nonce),
+                )
         if isinstance(error, InvalidDPoPProof):
             return (("WWW-Authenticate", f'{realm}, error="invalid_dpop_proof"'),)
         if isinstance(error, TokenError):

@@ -10,6 +10,7 @@ client's span in the server's audit event.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -27,12 +28,15 @@ from tests.client.conftest import CLIENT_ID, SERVER_ID
 from zerotrust import (
     Authenticator,
     Callers,
+    DPoPConfig,
+    DPoPNonces,
     Guard,
     MemorySink,
     MemoryStore,
     Policy,
     Rule,
     SelfIssuedTokenSource,
+    StaticTokenSource,
     TokenVerifier,
     X509Svid,
     match,
@@ -52,7 +56,7 @@ AUDIENCE = "spiffe://example.org/ns/shop/sa/api"
 class World:
     """The server side: the Guard, its store and audit trail, and the 503 counters."""
 
-    def __init__(self, ca: DevCA) -> None:
+    def __init__(self, ca: DevCA, dpop: DPoPConfig | None = None) -> None:
         self.issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISSUER)
         self.store = MemoryStore()
         self.sink = MemorySink()
@@ -61,7 +65,9 @@ class World:
         )
         policy = Policy([Rule(id="shop", callers=[Callers(trust_domains=["example.org"])])])
         self.guard = Guard(
-            authenticator=Authenticator(tokens=verifier, bundles=ca.bundle),
+            authenticator=Authenticator(
+                tokens=verifier, bundles=ca.bundle, dpop=dpop if dpop is not None else DPoPConfig()
+            ),
             policy=policy,
             store=self.store,
             audit=self.sink,
@@ -157,6 +163,48 @@ def test_503_retried_for_get_never_for_post(
     got, posted = run_sync() if mode == "sync" else asyncio.run(run_async())
     assert got.status_code == 200 and got.json() == {"calls": 3}  # two 503s, then an answer
     assert posted.status_code == 503 and world.busy["POST"] == 1  # not idempotent: sent once
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_server_nonce_is_asked_for_once_then_used(
+    ca: DevCA, client_svid: X509Svid, server_svid: X509Svid, mode: str
+) -> None:
+    """RFC 9449 §9 end to end: the Guard refuses the first proof (no nonce) with
+    ``use_dpop_nonce`` and a ``DPoP-Nonce``; the client signs a new proof with it and sends the
+    request once more, and puts the nonce in its next proofs without being asked again."""
+    world = World(ca, dpop=DPoPConfig(nonces=DPoPNonces(secrets.token_bytes(32))))
+    holder = PrivateJWK.generate("ES256")
+    bound = world.issuer.issue(
+        subject=CLIENT_ID,
+        audience=AUDIENCE,
+        ttl=600,
+        extra_claims={"cnf": {"jkt": holder.thumbprint()}},
+    )
+    settings = options(world, ca, client_svid) | {
+        "token_source": StaticTokenSource(bound),
+        "dpop_key": holder,
+    }
+    context = server_ssl_context(server_svid, ca.bundle, authorizer=match.member_of("example.org"))
+
+    def run_sync(base: str) -> list[httpx.Response]:
+        with Client(**settings) as client:
+            return [client.get(f"{base}/whoami") for _ in range(3)]
+
+    async def run_async(base: str) -> list[httpx.Response]:
+        async with AsyncClient(**settings) as client:
+            return [await client.get(f"{base}/whoami") for _ in range(3)]
+
+    with uvicorn_server(world.app(), context, "h11") as port:
+        base = f"https://localhost:{port}"
+        answers = run_sync(base) if mode == "sync" else asyncio.run(run_async(base))
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert {a.json()["proven_by"] for a in answers} == {"dpop"}
+    assert [(e.decision, e.reason) for e in world.sink.events] == [
+        ("deny", "use_dpop_nonce"),
+        ("allow", "allowed_by_rule"),
+        ("allow", "allowed_by_rule"),
+        ("allow", "allowed_by_rule"),
+    ]
 
 
 def test_one_trace_id_from_the_client_span_to_the_server_audit_event(

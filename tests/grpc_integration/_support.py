@@ -30,6 +30,7 @@ from zerotrust import (
     BundleSet,
     Callers,
     DPoPConfig,
+    DPoPNonces,
     Guard,
     MemorySink,
     Operations,
@@ -211,6 +212,7 @@ class World:
         *,
         keys_down: bool = False,
         dpop_origins: tuple[str, ...] = (),
+        dpop_nonces: DPoPNonces | None = None,
         audit: Any = None,
         keys: Any = None,
     ) -> Guard:
@@ -245,7 +247,7 @@ class World:
             tokens=verifier,
             bundles=self.bundles,
             require_token=True,
-            dpop=DPoPConfig(origins=dpop_origins),
+            dpop=DPoPConfig(origins=dpop_origins, nonces=dpop_nonces),
         )
         return Guard(
             authenticator=authenticator,

@@ -23,6 +23,7 @@ from tests.grpc_integration._support import (
     raw_credentials,
     sync_server,
 )
+from zerotrust import DPoPNonces
 from zerotrust.audit import AuditPipeline
 from zerotrust.dev import DevCA
 from zerotrust.httpx import dpop_proof
@@ -126,6 +127,41 @@ def test_dpop_needs_the_service_origins(world: World) -> None:
     event = world.sink.last
     assert event is not None and event.reason == "invalid_dpop_proof"
     assert [e.proven_by for e in world.sink.events if e.decision == "allow"] == ["dpop"]
+
+
+def test_dpop_nonce_challenge_in_trailing_metadata(world: World) -> None:
+    """With server-provided nonces, a proof without one is refused UNAUTHENTICATED with
+    ``use_dpop_nonce``, the challenge and the nonce in the trailing metadata; a proof signed
+    with that nonce is admitted."""
+    holder = PrivateJWK.generate("ES256")
+    token = world.issuer.issue(
+        subject=CLIENT_ID, audience=AUD, extra_claims={"cnf": {"jkt": holder.thumbprint()}}
+    )
+    origin, method = "https://echo.internal", f"/{SERVICE}/Unary"
+
+    def metadata(nonce: str | None) -> list[tuple[str, str]]:
+        proof = dpop_proof(
+            holder, method="POST", url=origin + method, access_token=token, nonce=nonce
+        )
+        return [("authorization", f"DPoP {token}"), ("dpop", proof)]
+
+    nonces = DPoPNonces(bytes(32))
+    guard = world.guard(dpop_origins=(origin,), dpop_nonces=nonces)
+    with (
+        sync_server(world, guard) as port,
+        grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+    ):
+        rpc = channel.unary_unary(method)
+        with pytest.raises(grpc.RpcError) as info:
+            rpc(b"hi", metadata=metadata(None), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert info.value.details() == "use_dpop_nonce"
+        trailing = dict(info.value.trailing_metadata())
+        assert trailing["www-authenticate"].endswith('error="use_dpop_nonce"')
+        nonce = trailing["dpop-nonce"]
+        assert nonces.accepts(nonce, dt.datetime.now(dt.timezone.utc).timestamp())
+        assert rpc(b"hi", metadata=metadata(nonce), timeout=10) == CLIENT_ID.encode() + b"|hi"
+    assert [e.reason for e in world.sink.events] == ["use_dpop_nonce", "allowed_by_rule"]
 
 
 def test_unauthenticated_carries_the_challenge(world: World) -> None:

@@ -149,13 +149,17 @@ class ZeroTrustRefusal(APIException):  # type: ignore[misc, unused-ignore]
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Any:
     """DRF's own exception handler, plus ``Cache-Control: no-store`` on zerotrust refusals, as
-    every other adapter sends it. Set ``REST_FRAMEWORK["EXCEPTION_HANDLER"]`` to
+    every other adapter sends it, and the refusal's other headers that DRF does not set itself
+    (``DPoP-Nonce``). Set ``REST_FRAMEWORK["EXCEPTION_HANDLER"]`` to
     ``"zerotrust.django.drf_exception_handler"``."""
     from rest_framework.views import exception_handler as drf_exception_handler  # type: ignore[import-untyped, unused-ignore]
 
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, ZeroTrustRefusal):
         response["Cache-Control"] = "no-store"
+        for name, value in exc.outcome.headers:
+            if name.lower() not in _SET_BY_DRF:
+                response[name] = value
     return response
 
 
@@ -268,6 +272,8 @@ def _resolve(request: Any) -> Any:
 
 #: Set on a DRF request while its view's permission classes are looked up.
 _CHECKING = "_zerotrust_checking_permissions"
+#: Refusal headers DRF writes itself (``authenticate_header``, ``wait``).
+_SET_BY_DRF = frozenset({"www-authenticate", "retry-after"})
 
 
 def _checks_permission(request: Any, view: Any) -> bool:

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from zerotrust.authn.dpop_nonce import DPoPNonces
 from zerotrust.authn.request import RequestView
 from zerotrust.errors import (
     ConfigurationError,
@@ -38,6 +39,7 @@ from zerotrust.errors import (
     MalformedToken,
     TokenBindingMismatch,
     TokenError,
+    UseDPoPNonce,
 )
 from zerotrust.tokens._b64 import b64url_decode, b64url_encode, decode_canonical, is_canonical
 from zerotrust.tokens._header import check_typ
@@ -135,12 +137,16 @@ class DPoPConfig:
     Without ``origins``, the request's scheme and ``Host`` header name it; requests that name no
     host (gRPC) then cannot use DPoP. ``algorithms`` and ``origins`` may be given as lists; they
     are kept as tuples.
+
+    ``nonces``: require a nonce the service handed out in every proof (RFC 9449 §9; see
+    :class:`~zerotrust.authn.DPoPNonces`).
     """
 
     algorithms: tuple[str, ...] = ("ES256", "ES384", "EdDSA", "PS256", "RS256")
     max_age: float = 300.0
     leeway: float = 5.0
     origins: tuple[str, ...] = ()
+    nonces: DPoPNonces | None = None
     #: ``origins`` split into (origin, path prefix) pairs.
     _bases: tuple[tuple[str, str], ...] = field(init=False, repr=False, compare=False)
 
@@ -152,6 +158,7 @@ class DPoPConfig:
             max_age: float = 300.0,
             leeway: float = 5.0,
             origins: Sequence[str] = (),
+            nonces: DPoPNonces | None = None,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -169,6 +176,8 @@ class DPoPConfig:
             raise ConfigurationError("DPoP max_age and leeway must be numbers of seconds")
         if not (0 < self.max_age <= 3600) or not (0 <= self.leeway <= 300):
             raise ConfigurationError("DPoP max_age must be in (0, 3600] and leeway in [0, 300]")
+        if self.nonces is not None and not isinstance(self.nonces, DPoPNonces):
+            raise ConfigurationError("DPoP nonces must be a DPoPNonces(secret) or None")
         bases = _origins(self.origins)
         object.__setattr__(self, "_bases", bases)
         object.__setattr__(self, "origins", tuple(origin + prefix for origin, prefix in bases))
@@ -424,7 +433,8 @@ def verify_dpop_proof(
     jkt: str | None = None,
 ) -> DPoPProof:
     """Verify a DPoP proof JWT for this request (signature, ``typ``, ``htm``, ``htu``, ``iat``,
-    ``ath``); raises a :class:`~zerotrust.errors.TokenError` subclass, or
+    ``ath``, and ``nonce`` when ``config.nonces`` is set); raises a
+    :class:`~zerotrust.errors.TokenError` subclass, or
     :class:`~zerotrust.errors.MalformedCredentials` when ``url`` is not a request URL.
 
     ``url`` is the request's absolute URL. With ``config.origins``, the proof's origin must be
@@ -434,6 +444,10 @@ def verify_dpop_proof(
     RFC 7638 thumbprint is then refused (:class:`~zerotrust.errors.TokenBindingMismatch`)
     before its key is imported or its signature checked. RSA proof keys of more than 4096 bits
     are refused.
+
+    With ``config.nonces``, a proof that passes every other check but carries no nonce the
+    service handed out recently raises :class:`~zerotrust.errors.UseDPoPNonce`, last, so that a
+    client sending the proof again with a fresh nonce is accepted.
     """
     if not isinstance(proof, str):
         raise InvalidDPoPProof("DPoP proof must be a string")
@@ -479,6 +493,8 @@ def verify_dpop_proof(
         presented = claims.get("ath")
         if not isinstance(presented, str) or not _same(presented, ath):
             raise InvalidDPoPProof("DPoP proof ath does not match the access token")
+    if config.nonces is not None and not config.nonces.accepts(claims.get("nonce"), now):
+        raise UseDPoPNonce("DPoP proof has no current nonce of this service")
     # with ``jkt``, _proof_key compared the key's thumbprint with it: no second hash
     return DPoPProof(jkt=jkt if jkt is not None else jwk.thumbprint(), jti=jti, iat=float(iat))
 

@@ -1,0 +1,99 @@
+"""Server-provided DPoP nonces through Django: the middleware's refusal and DRF's (with
+zerotrust's exception handler, which adds the headers DRF does not write) both carry the
+``DPoP-Nonce`` of the ``use_dpop_nonce`` challenge, under WSGI and ASGI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import AsyncClient, Client
+
+from tests.adapters.django.conftest import AUD, EXEMPT, ISS, WEB, Installer, policy
+from zerotrust import (
+    Authenticator,
+    DPoPConfig,
+    DPoPNonces,
+    Guard,
+    MemorySink,
+    PrivateJWK,
+    TokenIssuer,
+    TokenVerifier,
+)
+from zerotrust.httpx import dpop_proof
+
+ORIGIN = "https://api.example"
+CHALLENGE = 'DPoP realm="orders", algs="ES256", error="use_dpop_nonce"'
+
+
+class Service:
+    def __init__(self, install: Installer) -> None:
+        self.issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISS)
+        self.holder = PrivateJWK.generate("ES256")
+        self.sink = MemorySink()
+        verifier = TokenVerifier(
+            issuer=ISS, audience=AUD, keys=self.issuer.jwks(), algorithms=["ES256"]
+        )
+        nonces = DPoPNonces(secrets.token_bytes(32))
+        dpop = DPoPConfig(algorithms=["ES256"], origins=[ORIGIN], nonces=nonces)
+        guard = Guard(
+            authenticator=Authenticator(tokens=verifier, dpop=dpop),
+            policy=policy(),
+            audit=self.sink,
+            service="orders",
+        )
+        install.override(ZEROTRUST={"GUARD": guard, "EXEMPT": list(EXEMPT)})
+        self.token = self.issuer.issue(
+            subject=WEB,
+            audience=AUD,
+            scopes=["orders:read"],
+            ttl=600,
+            extra_claims={"cnf": {"jkt": self.holder.thumbprint()}},
+        )
+
+    def headers(self, path: str, nonce: str | None) -> dict[str, str]:
+        proof = dpop_proof(
+            self.holder, method="GET", url=ORIGIN + path, access_token=self.token, nonce=nonce
+        )
+        return {"Authorization": f"DPoP {self.token}", "DPoP": proof}
+
+
+def get(path: str, headers: dict[str, str], asgi: bool) -> Any:
+    if asgi:
+        return asyncio.run(AsyncClient().get(path, headers=headers))
+    return Client().get(path, headers=headers)
+
+
+@pytest.mark.parametrize("asgi", [False, True], ids=["wsgi", "asgi"])
+@pytest.mark.parametrize(
+    ("path", "mode"),
+    [
+        ("/orders/7/", "middleware"),
+        ("/api/orders/", "middleware"),
+        ("/api/orders/", "drf alone"),
+    ],
+)
+def test_the_challenge_carries_the_nonce(
+    install: Installer, path: str, mode: str, asgi: bool
+) -> None:
+    if mode == "drf alone":
+        handler = "zerotrust.django.drf_exception_handler"
+        install.override(
+            MIDDLEWARE=[],
+            REST_FRAMEWORK={**settings.REST_FRAMEWORK, "EXCEPTION_HANDLER": handler},
+        )
+    service = Service(install)
+    refused = get(path, service.headers(path, None), asgi)
+    assert refused.status_code == 401, refused.content
+    assert refused["WWW-Authenticate"] == CHALLENGE
+    assert refused["Cache-Control"] == "no-store"
+    assert json.loads(refused.content)["error"] == "use_dpop_nonce"
+    nonce = refused["DPoP-Nonce"]
+    allowed = get(path, service.headers(path, nonce), asgi)
+    assert allowed.status_code == 200, allowed.content
+    assert allowed.get("DPoP-Nonce") is None
+    assert [e.reason for e in service.sink.events] == ["use_dpop_nonce", "allowed_by_rule"]

@@ -1,0 +1,133 @@
+"""Server-provided DPoP nonces through the framework adapters: the ``use_dpop_nonce`` refusal
+reaches the client with its ``DPoP-Nonce`` header whichever framework answers it (the
+uvicorn + httpx round trip is in tests/client/test_httpx_against_uvicorn.py, gRPC's trailing
+metadata in tests/grpc_integration/test_server_sync.py, Django's in
+tests/adapters/django/test_dpop_nonce.py)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Security
+from flask import Flask
+
+from tests.adapters.asgi._support import client as asgi_client
+from zerotrust import (
+    Authenticator,
+    Callers,
+    DPoPConfig,
+    DPoPNonces,
+    Guard,
+    MemorySink,
+    Policy,
+    Principal,
+    Rule,
+    TokenIssuer,
+    TokenVerifier,
+)
+from zerotrust.fastapi import ZeroTrust as FastAPIZeroTrust
+from zerotrust.flask import ZeroTrust as FlaskZeroTrust
+from zerotrust.httpx import dpop_proof
+from zerotrust.tokens import PrivateJWK
+
+ORIGIN = "https://api.example"
+CHALLENGE = 'DPoP realm="orders", algs="ES256", error="use_dpop_nonce"'
+
+
+class Service:
+    def __init__(self) -> None:
+        self.nonces = DPoPNonces(secrets.token_bytes(32))
+        self.issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer="https://issuer.example")
+        self.holder = PrivateJWK.generate("ES256")
+        self.sink = MemorySink()
+        verifier = TokenVerifier(
+            issuer="https://issuer.example",
+            audience="orders",
+            keys=self.issuer.jwks(),
+            algorithms=["ES256"],
+        )
+        dpop = DPoPConfig(algorithms=["ES256"], origins=[ORIGIN], nonces=self.nonces)
+        self.guard = Guard(
+            authenticator=Authenticator(tokens=verifier, dpop=dpop),
+            policy=Policy([Rule(id="any", callers=[Callers(subjects=["*"])])]),
+            audit=self.sink,
+            service="orders",
+        )
+        self.token = self.issuer.issue(
+            subject="svc-a",
+            audience="orders",
+            ttl=600,
+            extra_claims={"cnf": {"jkt": self.holder.thumbprint()}},
+        )
+
+    def headers(self, nonce: str | None) -> dict[str, str]:
+        proof = dpop_proof(
+            self.holder,
+            method="GET",
+            url=f"{ORIGIN}/orders/7",
+            access_token=self.token,
+            nonce=nonce,
+        )
+        return {"Authorization": f"DPoP {self.token}", "DPoP": proof}
+
+
+def flask_client(service: Service) -> Any:
+    app = Flask("orders")
+    FlaskZeroTrust(app, guard=service.guard)
+
+    @app.get("/orders/<int:order_id>")
+    def order(order_id: int) -> dict[str, Any]:
+        return {"order": order_id}
+
+    return app.test_client()
+
+
+def fastapi_client(service: Service) -> Any:
+    zt = FastAPIZeroTrust(service.guard)
+    app = FastAPI(exception_handlers=FastAPIZeroTrust.exception_handlers)
+
+    @app.get("/orders/{order_id}")
+    async def order(
+        order_id: int,
+        caller: Principal = Security(zt),  # noqa: B008
+    ) -> dict[str, Any]:
+        return {"order": order_id}
+
+    return asgi_client(app)
+
+
+def fastapi_middleware_client(service: Service) -> Any:
+    app = FastAPI()
+    FastAPIZeroTrust(service.guard).install(app)
+
+    @app.get("/orders/{order_id}")
+    async def order(order_id: int) -> dict[str, Any]:
+        return {"order": order_id}
+
+    return asgi_client(app)
+
+
+@pytest.mark.parametrize(
+    "client_for",
+    [flask_client, fastapi_client, fastapi_middleware_client],
+    ids=["flask", "fastapi dependency", "fastapi middleware"],
+)
+def test_the_challenge_carries_the_nonce(client_for: Any) -> None:
+    service = Service()
+    client = client_for(service)
+    refused = client.get("/orders/7", headers=service.headers(None))
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == CHALLENGE
+    assert refused.headers["Cache-Control"] == "no-store"
+    body = refused.json() if callable(refused.json) else refused.json  # starlette, flask
+    assert body == {
+        "error": "use_dpop_nonce",
+        "error_description": "resource server requires nonce in DPoP proof",
+    }
+    nonce = refused.headers["DPoP-Nonce"]
+    allowed = client.get("/orders/7", headers=service.headers(nonce))
+    assert allowed.status_code == 200
+    assert "DPoP-Nonce" not in allowed.headers
+    assert [e.reason for e in service.sink.events] == ["use_dpop_nonce", "allowed_by_rule"]

@@ -716,9 +716,10 @@ class Guard:
             return (("WWW-Authenticate", f'{realm}, error="invalid_request"'),)
         nonces = dpop.nonces if dpop is not None else None
         if isinstance(error, UseDPoPNonce) and nonces is not None:
-            # RFC 9449 9: the nonce to sign the next proof with comes with the challenge
+            # RFC 9449 9: the nonce to sign the next proof with comes with the challenge, by
+            # the clock that judges it (the Authenticator's)
             with contextlib.suppress(ConfigurationError):  # a clock no nonce can name
-                nonce = nonces.issue(self.clock.now().timestamp())
+                nonce = nonces.issue(self.authenticator.clock.now().timestamp())
                 return (
                     ("WWW-Authenticate", f'{realm}, error="use_dpop_nonce"'),
                     ("DPoP-Nonce", nonce),

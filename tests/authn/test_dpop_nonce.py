@@ -404,3 +404,22 @@ def test_a_secret_is_not_read_from_a_settings_file(tmp_path: Any) -> None:
     path.write_text(json.dumps({"zerotrust": {**_BASE, "dpop": {"nonce_secret": SECRET.hex()}}}))
     with pytest.raises(ConfigurationError, match="secrets are not read from configuration files"):
         Settings.load(path, env={})
+
+
+def test_the_nonce_is_handed_out_by_the_clock_that_judges_it(holder: PrivateJWK) -> None:
+    """The Authenticator judges a proof's nonce by its own clock: the challenge hands out the
+    nonce of that clock, not of the Guard's (audit, store), so the retried proof is accepted."""
+    nonces = DPoPNonces(SECRET)
+    service = Service(holder, nonces)
+    guard = Guard(
+        authenticator=service.guard.authenticator,  # judges by service.clock (NOW)
+        policy=service.guard.policy,
+        audit=service.sink,
+        store=MemoryStore(clock=service.clock),
+        service="api",
+        clock=FixedClock(dt.datetime.fromtimestamp(NOW + 3600, tz=dt.timezone.utc)),
+    )
+    refused = guard.evaluate(service.request(None))
+    nonce = dict(refused.headers)["DPoP-Nonce"]
+    assert nonce == nonces.issue(NOW)
+    assert guard.evaluate(service.request(nonce)).allowed

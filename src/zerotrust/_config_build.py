@@ -113,14 +113,15 @@ def build_authenticator(
             api_keys = ApiKeys(dict(hashes), header=settings.api_keys.header)
     dpop = None
     if settings.dpop.enabled:
+        d = settings.dpop
+        nonces = _nonces(d, name)
         with named(name("dpop")):
-            d = settings.dpop
             dpop = DPoPConfig(
                 algorithms=d.algorithms,
                 max_age=d.max_age,
                 leeway=d.leeway,
                 origins=d.origins,
-                nonces=_nonces(d),
+                nonces=nonces,
             )
     with named(name("tokens") if tokens is not None else name.where):
         return Authenticator(
@@ -229,15 +230,21 @@ def _remote(tokens: TokenSettings, name: Names, clock: Clock | None, *, trial: b
         return RemoteJWKSource.from_oidc_issuer(url, **options)
 
 
-def _nonces(dpop: DPoPSettings) -> DPoPNonces | None:
+def _nonces(dpop: DPoPSettings, name: Names) -> DPoPNonces | None:
     """Server-provided DPoP nonces, when ``dpop.nonce_secret`` is set (the previous secret
-    still verifies the nonces handed out before a rotation)."""
+    still verifies the nonces handed out before a rotation). A secret that is refused is named
+    by its own setting."""
     if dpop.nonce_secret is None:
         return None
-    secrets = [dpop.nonce_secret.reveal()]
-    if dpop.nonce_previous_secret is not None:
-        secrets.append(dpop.nonce_previous_secret.reveal())
-    return DPoPNonces(secrets, lifetime=dpop.nonce_lifetime)
+    secrets: list[bytes] = []
+    for field in ("nonce_secret", "nonce_previous_secret"):
+        secret = getattr(dpop, field)
+        if secret is not None:
+            with named(name(f"dpop.{field}")):
+                DPoPNonces(secret.reveal())
+            secrets.append(secret.reveal())
+    with named(name("dpop.nonce_lifetime")):
+        return DPoPNonces(secrets, lifetime=dpop.nonce_lifetime)
 
 
 def _matcher(ids: Sequence[str]) -> Matcher:

@@ -423,3 +423,26 @@ def test_the_nonce_is_handed_out_by_the_clock_that_judges_it(holder: PrivateJWK)
     nonce = dict(refused.headers)["DPoP-Nonce"]
     assert nonce == nonces.issue(NOW)
     assert guard.evaluate(service.request(nonce)).allowed
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ZEROTRUST_DPOP__NONCE_SECRET": "ab" * 16}, "ZEROTRUST_DPOP__NONCE_SECRET: "),
+        (
+            {
+                "ZEROTRUST_DPOP__NONCE_SECRET": SECRET.hex(),
+                "ZEROTRUST_DPOP__NONCE_PREVIOUS_SECRET": "cd" * 16,
+            },
+            "ZEROTRUST_DPOP__NONCE_PREVIOUS_SECRET: ",
+        ),
+    ],
+)
+def test_a_short_secret_is_named_by_its_own_setting(env: dict[str, str], named: str) -> None:
+    """As every other secret: the error names the variable that holds the short secret, not
+    the ``dpop`` table of the settings file."""
+    with pytest.raises(ConfigurationError) as error:
+        _settings(env, nonce_lifetime=30)
+    assert str(error.value).startswith(named), str(error.value)
+    assert "32 to 1024 bytes" in str(error.value)
+    assert "abab" not in str(error.value) and "cdcd" not in str(error.value)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import math
 from collections.abc import Sequence
 from typing import Final, NoReturn
 
@@ -77,8 +76,7 @@ class DPoPNonces:
         if (
             isinstance(lifetime, bool)
             or not isinstance(lifetime, (int, float))
-            or not math.isfinite(lifetime)
-            or not 1 <= lifetime <= 3600
+            or not 1 <= lifetime <= 3600  # before any float(): NaN and infinities fail it too
         ):
             raise ConfigurationError("DPoP nonce lifetime must be 1 to 3600 seconds")
         self._secrets = tuple(secrets)
@@ -118,7 +116,7 @@ class DPoPNonces:
         return matched
 
     def _window(self, now: float) -> int | None:
-        if not math.isfinite(now) or now < 0:
+        if not 0 <= now < _MAX_WINDOW * self._lifetime:  # NaN too; no float() of a huge int
             return None
         window = int(now // self._lifetime)
         return window if window < _MAX_WINDOW else None

@@ -11,6 +11,7 @@ import grpc.aio
 import pytest
 
 from tests.grpc_integration._support import (
+    AUD,
     CLIENT_ID,
     HEALTH,
     INTRUDER,
@@ -25,7 +26,10 @@ from tests.grpc_integration._support import (
     raw_credentials,
     sync_handlers,
 )
+from zerotrust import DPoPNonces
 from zerotrust.audit import AuditPipeline
+from zerotrust.httpx import dpop_proof
+from zerotrust.tokens import PrivateJWK
 
 EXPECTED = {
     "Unary": CLIENT_ID.encode() + b"|hi",
@@ -128,6 +132,53 @@ def test_requirements_rate_limits_and_exemptions(world: World, handlers: object)
             assert await channel.unary_unary(HEALTH)(b"", timeout=10) == b"SERVING:anonymous"
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("method", ["Unary", "ServerStream"])
+def test_dpop_nonce_challenge_in_trailing_metadata(world: World, method: str) -> None:
+    """As on the sync server: a proof without the service's nonce is refused UNAUTHENTICATED
+    with the ``use_dpop_nonce`` challenge and the nonce in the trailing metadata, before the
+    handler; a proof signed with that nonce is admitted."""
+    holder = PrivateJWK.generate("ES256")
+    token = world.issuer.issue(
+        subject=CLIENT_ID, audience=AUD, extra_claims={"cnf": {"jkt": holder.thumbprint()}}
+    )
+    origin, path = "https://echo.internal", f"/{SERVICE}/{method}"
+    nonces = DPoPNonces(bytes(32))
+    seen = Seen()
+
+    def metadata(nonce: str | None) -> grpc.aio.Metadata:
+        proof = dpop_proof(
+            holder, method="POST", url=origin + path, access_token=token, nonce=nonce
+        )
+        return grpc.aio.Metadata(("authorization", f"DPoP {token}"), ("dpop", proof))
+
+    async def call(channel: grpc.aio.Channel, nonce: str | None) -> object:
+        if method == "Unary":
+            return await channel.unary_unary(path)(b"hi", metadata=metadata(nonce), timeout=10)
+        stream = channel.unary_stream(path)(b"hi", metadata=metadata(nonce), timeout=10)
+        return [item async for item in stream]
+
+    async def run() -> tuple[grpc.aio.AioRpcError, object]:
+        guard = world.guard(dpop_origins=(origin,), dpop_nonces=nonces)
+        async with (
+            aio_server(world, guard, seen=seen) as port,
+            grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(channel, None)
+            nonce = dict(info.value.trailing_metadata())["dpop-nonce"]
+            assert isinstance(nonce, str)
+            return info.value, await call(channel, nonce)
+
+    refused, answer = asyncio.run(run())
+    assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.details() == "use_dpop_nonce"
+    trailing = dict(refused.trailing_metadata())
+    assert trailing["www-authenticate"].endswith('error="use_dpop_nonce"')
+    assert answer == EXPECTED[method]
+    assert {m for m, _ in seen.calls} == {method}
+    assert [e.reason for e in world.sink.events] == ["use_dpop_nonce", "allowed_by_rule"]
 
 
 def test_forged_cross_domain_certificate_is_unauthenticated(world: World) -> None:

@@ -10,8 +10,9 @@ import secrets
 from typing import Any
 
 import pytest
-from fastapi import FastAPI, Security
+from fastapi import FastAPI, Security, WebSocket
 from flask import Flask
+from starlette.websockets import WebSocketDisconnect
 
 from tests.adapters.asgi._support import client as asgi_client
 from zerotrust import (
@@ -28,6 +29,7 @@ from zerotrust import (
     TokenVerifier,
 )
 from zerotrust.fastapi import ZeroTrust as FastAPIZeroTrust
+from zerotrust.flask import RequestRefused
 from zerotrust.flask import ZeroTrust as FlaskZeroTrust
 from zerotrust.httpx import dpop_proof
 from zerotrust.tokens import PrivateJWK
@@ -131,3 +133,58 @@ def test_the_challenge_carries_the_nonce(client_for: Any) -> None:
     assert allowed.status_code == 200
     assert "DPoP-Nonce" not in allowed.headers
     assert [e.reason for e in service.sink.events] == ["use_dpop_nonce", "allowed_by_rule"]
+
+
+def test_a_flask_refusal_handler_of_its_own_still_sends_the_nonce() -> None:
+    """An application's ``RequestRefused`` handler writes its own body: the challenge and the
+    nonce are added to its answer, or the client could never satisfy the refusal."""
+    service = Service()
+    app = Flask("orders")
+    FlaskZeroTrust(app, guard=service.guard)
+
+    @app.errorhandler(RequestRefused)
+    def refused_as_we_like(exc: RequestRefused) -> tuple[dict[str, Any], int]:
+        return {"denied": exc.outcome.error.code if exc.outcome.error else None}, exc.status
+
+    @app.get("/orders/<int:order_id>")
+    def order(order_id: int) -> dict[str, Any]:
+        return {"order": order_id}
+
+    client = app.test_client()
+    refused = client.get("/orders/7", headers=service.headers(None))
+    assert refused.status_code == 401 and refused.json == {"denied": "use_dpop_nonce"}
+    assert refused.headers["WWW-Authenticate"] == CHALLENGE
+    nonce = refused.headers["DPoP-Nonce"]
+    assert client.get("/orders/7", headers=service.headers(nonce)).status_code == 200
+
+
+@pytest.mark.parametrize("install", ["middleware", "dependency"])
+def test_a_websocket_handshake_is_closed_with_the_reason(install: str) -> None:
+    """A handshake carries no header back: it is closed with 1008 and the reason
+    ``use_dpop_nonce``, before the endpoint runs."""
+    service = Service()
+    zt = FastAPIZeroTrust(service.guard)
+    app = FastAPI()
+    if install == "middleware":
+        zt.install(app)
+
+        @app.websocket("/orders/7")
+        async def feed(ws: WebSocket) -> None:  # pragma: no cover - never reached
+            await ws.accept()
+    else:
+
+        @app.websocket("/orders/7")
+        async def feed_dep(
+            ws: WebSocket,
+            caller: Principal = Security(zt),  # noqa: B008
+        ) -> None:  # pragma: no cover - never reached
+            await ws.accept()
+
+    headers = service.headers(None)  # the handshake is a GET
+    with (
+        pytest.raises(WebSocketDisconnect) as closed,
+        asgi_client(app).websocket_connect("/orders/7", headers=headers),
+    ):
+        pass  # pragma: no cover
+    assert (closed.value.code, closed.value.reason) == (1008, "use_dpop_nonce")
+    assert [e.reason for e in service.sink.events] == ["use_dpop_nonce"]

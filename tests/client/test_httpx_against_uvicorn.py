@@ -10,9 +10,10 @@ client's span in the server's audit event.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -28,8 +29,10 @@ from tests.client.conftest import CLIENT_ID, SERVER_ID
 from zerotrust import (
     Authenticator,
     Callers,
+    Clock,
     DPoPConfig,
     DPoPNonces,
+    FixedClock,
     Guard,
     MemorySink,
     MemoryStore,
@@ -42,6 +45,7 @@ from zerotrust import (
     match,
     server_ssl_context,
 )
+from zerotrust._clock import SYSTEM_CLOCK
 from zerotrust.dev import DevCA
 from zerotrust.fastapi import ZeroTrust, current_principal
 from zerotrust.httpx import AsyncClient, Client, RetryPolicy
@@ -56,8 +60,15 @@ AUDIENCE = "spiffe://example.org/ns/shop/sa/api"
 class World:
     """The server side: the Guard, its store and audit trail, and the 503 counters."""
 
-    def __init__(self, ca: DevCA, dpop: DPoPConfig | None = None) -> None:
-        self.issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISSUER)
+    def __init__(
+        self,
+        ca: DevCA,
+        dpop: DPoPConfig | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        issuer: TokenIssuer | None = None,
+    ) -> None:
+        self.issuer = issuer or TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISSUER)
         self.store = MemoryStore()
         self.sink = MemorySink()
         verifier = TokenVerifier(
@@ -66,14 +77,19 @@ class World:
         policy = Policy([Rule(id="shop", callers=[Callers(trust_domains=["example.org"])])])
         self.guard = Guard(
             authenticator=Authenticator(
-                tokens=verifier, bundles=ca.bundle, dpop=dpop if dpop is not None else DPoPConfig()
+                tokens=verifier,
+                bundles=ca.bundle,
+                dpop=dpop if dpop is not None else DPoPConfig(),
+                clock=clock,
             ),
             policy=policy,
             store=self.store,
             audit=self.sink,
             service="api",
+            clock=clock,
         )
         self.busy: dict[str, int] = {"GET": 0, "POST": 0}
+        self.echoed: list[bytes] = []
         self.lock = threading.Lock()
 
     def app(self) -> FastAPI:
@@ -89,6 +105,13 @@ class World:
                 "proven_by": principal.proven_by,
                 "jti": principal.token_jti,
             }
+
+        @app.post("/echo")
+        async def echo(request: Request) -> dict[str, int]:
+            body = await request.body()
+            with self.lock:
+                self.echoed.append(body)
+            return {"length": len(body)}
 
         @app.api_route("/busy", methods=["GET", "POST"])
         async def busy(request: Request) -> JSONResponse:
@@ -205,6 +228,137 @@ def test_a_server_nonce_is_asked_for_once_then_used(
         ("allow", "allowed_by_rule"),
         ("allow", "allowed_by_rule"),
     ]
+
+
+def _bound(world: World, ca: DevCA, client_svid: X509Svid) -> dict[str, Any]:
+    """Client settings with a token bound to a new DPoP key."""
+    holder = PrivateJWK.generate("ES256")
+    bound = world.issuer.issue(
+        subject=CLIENT_ID,
+        audience=AUDIENCE,
+        ttl=600,
+        extra_claims={"cnf": {"jkt": holder.thumbprint()}},
+    )
+    return options(world, ca, client_svid) | {
+        "token_source": StaticTokenSource(bound),
+        "dpop_key": holder,
+    }
+
+
+def _reasons(world: World) -> list[str]:
+    return [e.reason for e in world.sink.events]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_nonce_challenge_resends_a_body_only_when_it_can_be_replayed(
+    ca: DevCA, client_svid: X509Svid, server_svid: X509Svid, mode: str
+) -> None:
+    """A POST whose body is bytes is sent once more with the nonce; a streamed body is gone
+    after the first attempt: the refusal is returned, the nonce kept for the next request."""
+    world = World(ca, dpop=DPoPConfig(nonces=DPoPNonces(secrets.token_bytes(32))))
+    settings = _bound(world, ca, client_svid)
+    context = server_ssl_context(server_svid, ca.bundle, authorizer=match.member_of("example.org"))
+
+    def chunks() -> Iterator[bytes]:
+        yield from (b"a", b"b")
+
+    async def achunks() -> AsyncIterator[bytes]:
+        for chunk in (b"a", b"b"):
+            yield chunk
+
+    def run_sync(url: str) -> list[httpx.Response]:
+        with Client(**settings) as client:
+            return [
+                client.post(url, content=chunks()),
+                client.post(url, content=chunks()),
+                client.post(url, json={"x": 1}),
+            ]
+
+    async def run_async(url: str) -> list[httpx.Response]:
+        async with AsyncClient(**settings) as client:
+            return [
+                await client.post(url, content=achunks()),
+                await client.post(url, content=achunks()),
+                await client.post(url, json={"x": 1}),
+            ]
+
+    with uvicorn_server(world.app(), context, "h11") as port:
+        url = f"https://localhost:{port}/echo"
+        answers = run_sync(url) if mode == "sync" else asyncio.run(run_async(url))
+    first = answers[0]
+    assert first.status_code == 401 and first.json()["error"] == "use_dpop_nonce"
+    assert [a.status_code for a in answers[1:]] == [200, 200]
+    assert world.echoed == [b"ab", b'{"x":1}']
+    assert _reasons(world) == ["use_dpop_nonce", "allowed_by_rule", "allowed_by_rule"]
+
+    # a fresh client, a replayable body first: one challenge, the body sent once more
+    seen = len(world.sink.events)
+    with uvicorn_server(world.app(), context, "h11") as port, Client(**settings) as client:
+        posted = client.post(f"https://localhost:{port}/echo", json={"y": 2})
+    assert posted.status_code == 200 and world.echoed[-1] == b'{"y":2}'
+    assert _reasons(world)[seen:] == ["use_dpop_nonce", "allowed_by_rule"]
+
+
+def test_a_nonce_gone_stale_between_requests_is_replaced_by_one_challenge(
+    ca: DevCA, client_svid: X509Svid, server_svid: X509Svid
+) -> None:
+    clock = FixedClock()
+    nonces = DPoPNonces(secrets.token_bytes(32), lifetime=60)
+    world = World(ca, dpop=DPoPConfig(nonces=nonces), clock=clock)
+    settings = _bound(world, ca, client_svid)
+    context = server_ssl_context(server_svid, ca.bundle, authorizer=match.member_of("example.org"))
+    with uvicorn_server(world.app(), context, "h11") as port, Client(**settings) as client:
+        url = f"https://localhost:{port}/echo"
+        assert client.post(url, json={"n": 1}).status_code == 200
+        clock.advance(120)  # two windows: the nonce the client holds is stale
+        assert client.post(url, json={"n": 2}).status_code == 200
+        assert client.post(url, json={"n": 3}).status_code == 200
+    assert _reasons(world) == [
+        "use_dpop_nonce",
+        "allowed_by_rule",
+        "use_dpop_nonce",
+        "allowed_by_rule",
+        "allowed_by_rule",
+    ]
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["same secret", "different secrets"])
+def test_replicas_behind_one_origin(
+    ca: DevCA, client_svid: X509Svid, server_svid: X509Svid, shared: bool
+) -> None:
+    """Two replicas take turns answering one origin. With the same secret each accepts the
+    other's nonce; with different secrets every request is refused, each sent at most twice
+    (the challenge of the other replica is tried once), never in a loop."""
+    secret = secrets.token_bytes(32)
+    first = World(ca, dpop=DPoPConfig(nonces=DPoPNonces(secret)))
+    other = secret if shared else secrets.token_bytes(32)
+    second = World(ca, dpop=DPoPConfig(nonces=DPoPNonces(other)), issuer=first.issuer)
+    apps = itertools.cycle([first.app(), second.app()])
+
+    async def balancer(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":  # uvicorn's, not a request
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await next(apps)(scope, receive, send)
+
+    settings = _bound(first, ca, client_svid)
+    context = server_ssl_context(server_svid, ca.bundle, authorizer=match.member_of("example.org"))
+    with uvicorn_server(balancer, context, "h11") as port, Client(**settings) as client:
+        url = f"https://localhost:{port}/echo"
+        answers = [client.post(url, json={"n": n}) for n in range(3)]
+    if shared:
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        # the first is refused by one replica, sent again and allowed by the other
+        assert _reasons(first) == ["use_dpop_nonce", "allowed_by_rule"]
+        assert _reasons(second) == ["allowed_by_rule", "allowed_by_rule"]
+    else:
+        assert [a.status_code for a in answers] == [401, 401, 401]
+        assert {a.json()["error"] for a in answers} == {"use_dpop_nonce"}
+        assert _reasons(first) == _reasons(second) == ["use_dpop_nonce"] * 3
+        assert first.echoed == second.echoed == []
 
 
 def test_one_trace_id_from_the_client_span_to_the_server_audit_event(

@@ -450,3 +450,22 @@ def test_a_short_secret_is_named_by_its_own_setting(env: dict[str, str], named: 
     assert str(error.value).startswith(named), str(error.value)
     assert "32 to 1024 bytes" in str(error.value)
     assert "abab" not in str(error.value) and "cdcd" not in str(error.value)
+
+
+def test_a_proof_refused_for_its_nonce_leaves_no_replay_entry(holder: PrivateJWK) -> None:
+    """The replay cache sees only proofs that passed every check: the jti of a proof refused
+    for its nonce is still free, and the proof with the nonce is then used once."""
+    nonces = DPoPNonces(SECRET)
+    service = Service(holder, nonces)
+
+    def request(nonce: str | None) -> Request:
+        proof = _proof(holder, service.token, nonce, jti="the-same-jti")
+        headers = {"authorization": f"DPoP {service.token}", "dpop": proof}
+        return Request(path="/orders/7", host="api.example", headers=headers)
+
+    for _ in range(2):  # refused for its nonce, again and again: never a replay
+        refused = service.guard.evaluate(request(None))
+        assert refused.error is not None and refused.error.code == "use_dpop_nonce"
+    assert service.guard.evaluate(request(nonces.issue(NOW))).allowed
+    replayed = service.guard.evaluate(request(nonces.issue(NOW)))
+    assert replayed.error is not None and replayed.error.code == "dpop_proof_replayed"

@@ -23,9 +23,10 @@ app-wide policy.
 
 Status codes, ``WWW-Authenticate``, ``Retry-After`` and the JSON body are those of every other
 framework (:mod:`zerotrust.adapters._status`), rendered by DRF's exception handler as JSON
-whatever the ``Accept`` header asks for (a browser never gets DRF's HTML page for a refusal);
-with :func:`exception_handler` as DRF's ``EXCEPTION_HANDLER`` refusals also carry
-``Cache-Control: no-store``. DRF answers an ``Accept`` header it cannot satisfy with 406 before
+whatever the ``Accept`` header asks for (a browser never gets DRF's HTML page for a refusal).
+Refusals also carry ``Cache-Control: no-store`` and a ``use_dpop_nonce`` refusal its
+``DPoP-Nonce``, through the view's response headers, whatever exception handler DRF uses.
+DRF answers an ``Accept`` header it cannot satisfy with 406 before
 any authentication runs.
 """
 
@@ -150,8 +151,9 @@ class ZeroTrustRefusal(APIException):  # type: ignore[misc, unused-ignore]
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Any:
     """DRF's own exception handler, plus ``Cache-Control: no-store`` on zerotrust refusals, as
     every other adapter sends it, and the refusal's other headers that DRF does not set itself
-    (``DPoP-Nonce``). Set ``REST_FRAMEWORK["EXCEPTION_HANDLER"]`` to
-    ``"zerotrust.django.drf_exception_handler"``."""
+    (``DPoP-Nonce``). DRF adds them from the view's response headers anyway; this handler
+    also writes them on the response it makes, for handlers that build on it
+    (``REST_FRAMEWORK["EXCEPTION_HANDLER"] = "zerotrust.django.drf_exception_handler"``)."""
     from rest_framework.views import exception_handler as drf_exception_handler  # type: ignore[import-untyped, unused-ignore]
 
     response = drf_exception_handler(exc, context)
@@ -209,7 +211,7 @@ class ZeroTrustAuthentication(BaseAuthentication):  # type: ignore[misc, unused-
             return None if principal is None else (ZeroTrustUser(principal), principal)
         if outcome.status == 403 and principal is not None and _checks_permission(request, view):
             return ZeroTrustUser(principal), principal
-        raise _refusal(request, outcome)
+        raise _refusal(request, outcome, view)
 
     def authenticate_header(self, request: Any) -> str:
         """DRF hook: the ``WWW-Authenticate`` challenge of a 401 (the Guard's, else ``Bearer``)."""
@@ -235,7 +237,7 @@ class ZeroTrustPermission(BasePermission):  # type: ignore[misc, unused-ignore]
             outcome = _for_method(request, outcome)
         if outcome is None or outcome.allowed:
             return True
-        raise _refusal(request, outcome)
+        raise _refusal(request, outcome, view)
 
 
 def _for_method(request: Any, outcome: Outcome) -> Outcome:
@@ -251,13 +253,24 @@ def _for_method(request: Any, outcome: Outcome) -> Outcome:
     return get_config().guard.explain(view, requirement)
 
 
-def _refusal(request: Any, outcome: Outcome) -> ZeroTrustRefusal:
+def _refusal(request: Any, outcome: Outcome, view: Any) -> ZeroTrustRefusal:
     """The refusal to raise, rendered as JSON whatever the client accepts: the same body as
-    every other adapter, never DRF's browsable HTML page."""
+    every other adapter, never DRF's browsable HTML page. ``Cache-Control: no-store`` and the
+    refusal's headers that DRF's exception handler does not write (``DPoP-Nonce``) go into
+    the view's response headers, which DRF adds to whatever response the exception handler
+    makes (not for the copy of a request with another method that DRF's ``OPTIONS``
+    description asks about: that refusal is caught, and the response is the description)."""
     from rest_framework.renderers import JSONRenderer  # type: ignore[import-untyped, unused-ignore]
 
     request.accepted_renderer = JSONRenderer()
     request.accepted_media_type = JSONRenderer.media_type
+    headers = getattr(view, "headers", None)
+    method = getattr(getattr(request, "_request", request), "method", None)
+    if isinstance(headers, dict) and getattr(request, "method", None) == method:
+        headers["Cache-Control"] = "no-store"
+        for name, value in outcome.headers:
+            if name.lower() not in _SET_BY_DRF:
+                headers[name] = value
     return ZeroTrustRefusal(outcome)
 
 

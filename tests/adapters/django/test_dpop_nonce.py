@@ -1,6 +1,6 @@
-"""Server-provided DPoP nonces through Django: the middleware's refusal and DRF's (with
-zerotrust's exception handler, which adds the headers DRF does not write) both carry the
-``DPoP-Nonce`` of the ``use_dpop_nonce`` challenge, under WSGI and ASGI."""
+"""Server-provided DPoP nonces through Django: the middleware's refusal and DRF's (whatever
+its exception handler: DRF's own writes only ``WWW-Authenticate`` and ``Retry-After``) carry
+the ``DPoP-Nonce`` of the ``use_dpop_nonce`` challenge, under WSGI and ASGI."""
 
 from __future__ import annotations
 
@@ -75,17 +75,17 @@ def get(path: str, headers: dict[str, str], asgi: bool) -> Any:
         ("/orders/7/", "middleware"),
         ("/api/orders/", "middleware"),
         ("/api/orders/", "drf alone"),
+        ("/api/orders/", "drf alone, drf's exception handler"),
     ],
 )
 def test_the_challenge_carries_the_nonce(
     install: Installer, path: str, mode: str, asgi: bool
 ) -> None:
+    if mode != "middleware":
+        install.override(MIDDLEWARE=[])
     if mode == "drf alone":
         handler = "zerotrust.django.drf_exception_handler"
-        install.override(
-            MIDDLEWARE=[],
-            REST_FRAMEWORK={**settings.REST_FRAMEWORK, "EXCEPTION_HANDLER": handler},
-        )
+        install.override(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "EXCEPTION_HANDLER": handler})
     service = Service(install)
     refused = get(path, service.headers(path, None), asgi)
     assert refused.status_code == 401, refused.content

@@ -164,6 +164,8 @@ def test_options_describes_only_the_actions_the_caller_may_perform(
         else:
             response = asyncio.run(AsyncClient().options("/api/create/", headers=headers))
         assert response.status_code == 200, response.content
+        # the refused POST copy leaves nothing of a refusal on the description
+        assert response.get("Cache-Control") is None
         return json.loads(response.content).get("actions")
 
     assert actions({}) is None
@@ -237,12 +239,15 @@ def test_user_object(zt: Harness) -> None:
     assert repr(user) == f"ZeroTrustUser({WEB!r})"
 
 
-def test_exception_handler_adds_no_store(install: Installer) -> None:
-    """DRF renders the refusal without Cache-Control; zerotrust's handler adds it, as every
-    other adapter sends it, and leaves DRF's other errors alone."""
+def test_refusals_are_no_store_whatever_the_exception_handler(install: Installer) -> None:
+    """DRF's own exception handler writes no Cache-Control; a refusal has it all the same, as
+    every other adapter sends it (through the view's response headers), with zerotrust's
+    handler too, which leaves DRF's other errors alone."""
     install.override(MIDDLEWARE=[])
     zt = install()
-    assert get("/api/orders/").get("Cache-Control") is None  # DRF's default handler
+    refusal = get("/api/orders/")  # DRF's default handler
+    refused(refusal, *CASES["no credentials"])
+    assert refusal["Cache-Control"] == "no-store"
     from django.conf import settings
 
     handler = "zerotrust.django.drf_exception_handler"

@@ -402,6 +402,8 @@ class UseDPoPNonce(InvalidDPoPProof):
     code = "use_dpop_nonce"
     public_code = "use_dpop_nonce"
     public_message = "resource server requires nonce in DPoP proof"
+    #: The proof, verified but for its nonce (a ``DPoPProof``), when the check got that far.
+    proof: Any = None
 
 
 class DPoPProofReplayed(InvalidDPoPProof, TokenReplayed):

@@ -714,16 +714,17 @@ class Guard:
             realm = f'Bearer realm="{self.service}"'
         if status == 400:
             return (("WWW-Authenticate", f'{realm}, error="invalid_request"'),)
-        nonces = dpop.nonces if dpop is not None else None
-        if isinstance(error, UseDPoPNonce) and nonces is not None:
+        if isinstance(error, UseDPoPNonce):
             # RFC 9449 9: the nonce to sign the next proof with comes with the challenge, by
-            # the clock that judges it (the Authenticator's)
-            with contextlib.suppress(ConfigurationError):  # a clock no nonce can name
-                nonce = nonces.issue(self.authenticator.clock.now().timestamp())
-                return (
-                    ("WWW-Authenticate", f'{realm}, error="use_dpop_nonce"'),
-                    ("DPoP-Nonce", nonce),
-                )
+            # the clock that judges it (the Authenticator's); none for a clock no nonce can
+            # name, and the challenge says what the body says
+            challenge = ("WWW-Authenticate", f'{realm}, error="use_dpop_nonce"')
+            nonces = dpop.nonces if dpop is not None else None
+            if nonces is not None:
+                with contextlib.suppress(ConfigurationError):
+                    nonce = nonces.issue(self.authenticator.clock.now().timestamp())
+                    return (challenge, ("DPoP-Nonce", nonce))
+            return (challenge,)
         if isinstance(error, InvalidDPoPProof):
             return (("WWW-Authenticate", f'{realm}, error="invalid_dpop_proof"'),)
         if isinstance(error, TokenError):

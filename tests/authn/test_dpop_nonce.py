@@ -469,3 +469,57 @@ def test_a_proof_refused_for_its_nonce_leaves_no_replay_entry(holder: PrivateJWK
     assert service.guard.evaluate(request(nonces.issue(NOW))).allowed
     replayed = service.guard.evaluate(request(nonces.issue(NOW)))
     assert replayed.error is not None and replayed.error.code == "dpop_proof_replayed"
+
+
+def test_a_clock_no_nonce_can_name_still_says_use_dpop_nonce(holder: PrivateJWK) -> None:
+    """The challenge says what the body says, without a nonce it cannot make (fail closed)."""
+    service = Service(holder, DPoPNonces(SECRET))
+    before_1970 = FixedClock(dt.datetime(1960, 1, 1, tzinfo=dt.timezone.utc))
+    guard = Guard(
+        authenticator=Authenticator(
+            tokens=service.guard.authenticator.tokens,
+            dpop=service.guard.authenticator.dpop,
+            clock=before_1970,
+        ),
+        policy=service.guard.policy,
+        audit=MemorySink(),
+        service="api",
+    )
+    refused = guard.refuse(service.request(None), UseDPoPNonce("no nonce"))
+    assert not refused.allowed and refused.status == 401
+    assert refused.body() == {
+        "error": "use_dpop_nonce",
+        "error_description": "resource server requires nonce in DPoP proof",
+    }
+    assert refused.headers == (
+        ("WWW-Authenticate", f'DPoP realm="api", algs="{ALGS}", error="use_dpop_nonce"'),
+    )
+
+
+def nested_actors(depth: int) -> dict[str, Any]:
+    act: dict[str, Any] = {"sub": f"actor-{depth}"}
+    for level in range(depth - 1, 0, -1):
+        act = {"sub": f"actor-{level}", "act": act}
+    return act
+
+
+def test_the_nonce_is_asked_for_after_every_other_check_of_the_token(holder: PrivateJWK) -> None:
+    """A request that would be refused with the nonce is refused for that reason, without the
+    nonce, and never costs a round trip for a nonce first."""
+    service = Service(holder, DPoPNonces(SECRET))
+    unbound = service.issuer.issue(subject="svc-a", audience="api", ttl=600)
+    refused = service.guard.evaluate(service.request(None, token=unbound))
+    assert refused.error is not None and refused.error.code == "token_binding_mismatch"
+    too_deep = service.issuer.issue(
+        subject="svc-a",
+        audience="api",
+        ttl=600,
+        extra_claims={"cnf": {"jkt": holder.thumbprint()}},
+        act=nested_actors(5),  # deeper than the default limit of 4
+    )
+    refused = service.guard.evaluate(service.request(None, token=too_deep))
+    assert refused.error is not None and refused.error.code == "invalid_claim"
+    assert "DPoP-Nonce" not in dict(refused.headers)
+    # the same bound token, nothing else wrong: the nonce is what is missing
+    refused = service.guard.evaluate(service.request(None))
+    assert refused.error is not None and refused.error.code == "use_dpop_nonce"

@@ -51,6 +51,7 @@ from zerotrust.errors import (
     MissingCredentials,
     TokenBindingMismatch,
     UntrustedCertificate,
+    UseDPoPNonce,
 )
 from zerotrust.identity import SpiffeId
 from zerotrust.tokens.verified import VerifiedToken
@@ -346,18 +347,26 @@ class Authenticator:
     ) -> DPoPProof | None:
         check_confirmation_methods(token)
         proof = None
+        stale: UseDPoPNonce | None = None
         if creds.dpop_proof is not None and creds.scheme == "DPoP":
             if self.dpop is None:  # pragma: no cover - extract_credentials refused the scheme
                 raise TokenBindingMismatch("DPoP is not accepted by this service")
-            proof = verify_dpop_proof(
-                creds.dpop_proof,
-                method=view.method,
-                url=request_url(view, self.dpop),
-                access_token=creds.token,
-                config=self.dpop,
-                now=self.clock.now().timestamp(),
-                jkt=bound_jkt(token),
-            )
+            try:
+                proof = verify_dpop_proof(
+                    creds.dpop_proof,
+                    method=view.method,
+                    url=request_url(view, self.dpop),
+                    access_token=creds.token,
+                    config=self.dpop,
+                    now=self.clock.now().timestamp(),
+                    jkt=bound_jkt(token),
+                )
+            except UseDPoPNonce as exc:
+                if not isinstance(exc.proof, DPoPProof):  # pragma: no cover - always set
+                    raise
+                # asked for last: a request that would fail anyway fails for that, and a
+                # client sending it again with the nonce is accepted
+                stale, proof = exc, exc.proof
         check_dpop_binding(token, proof, creds.scheme)
         check_certificate_binding(token, peer)
         if len(token.act) > self.max_delegation_depth:
@@ -366,6 +375,8 @@ class Authenticator:
             names = {token.subject, _str_or_none(token.claims.get("azp")), token.client_id}
             if str(peer.spiffe_id) not in names:
                 raise TokenBindingMismatch("the token was not issued to the calling workload")
+        if stale is not None:
+            raise stale
         return proof
 
     def _token_principal(

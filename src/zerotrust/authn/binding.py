@@ -493,10 +493,13 @@ def verify_dpop_proof(
         presented = claims.get("ath")
         if not isinstance(presented, str) or not _same(presented, ath):
             raise InvalidDPoPProof("DPoP proof ath does not match the access token")
-    if config.nonces is not None and not config.nonces.accepts(claims.get("nonce"), now):
-        raise UseDPoPNonce("DPoP proof has no current nonce of this service")
     # with ``jkt``, _proof_key compared the key's thumbprint with it: no second hash
-    return DPoPProof(jkt=jkt if jkt is not None else jwk.thumbprint(), jti=jti, iat=float(iat))
+    verified = DPoPProof(jkt=jkt if jkt is not None else jwk.thumbprint(), jti=jti, iat=float(iat))
+    if config.nonces is not None and not config.nonces.accepts(claims.get("nonce"), now):
+        error = UseDPoPNonce("DPoP proof has no current nonce of this service")
+        error.proof = verified  # the rest of the request's checks can still run on it
+        raise error
+    return verified
 
 
 def check_dpop_binding(token: VerifiedToken, proof: DPoPProof | None, scheme: str | None) -> bool:

@@ -97,6 +97,9 @@ class Outcome:
     error: ZeroTrustError | None
     status: int
     grpc_status: str
+    #: Response headers: a refusal's ``WWW-Authenticate`` / ``Retry-After`` / ``DPoP-Nonce``;
+    #: on an allowed request, the service's current ``DPoP-Nonce`` when the proof carried an
+    #: earlier one (RFC 9449 8.2), which the adapters add to the application's response.
     headers: tuple[tuple[str, str], ...] = ()
     event: AuditEvent | None = None
     #: What authentication noted (e.g. ``forwarded_cert_xfcc``), whether or not an audit event
@@ -686,12 +689,27 @@ class Guard:
     ) -> Outcome:
         principal, notes = (auth.principal, auth.notes) if auth is not None else (None, ())
         if error is None:
-            return Outcome(True, principal, decision, None, 200, "OK", notes=notes)
+            proof = auth.dpop_proof if auth is not None else None
+            headers = self._next_nonce(proof.nonce) if proof is not None and proof.nonce else ()
+            return Outcome(True, principal, decision, None, 200, "OK", headers, notes=notes)
         status = 400 if isinstance(error, MalformedCredentials) else error.http_status
         headers = self._challenge(view, error, status)
         return Outcome(
             False, principal, decision, error, status, error.grpc_status, headers, notes=notes
         )
+
+    def _next_nonce(self, presented: str) -> tuple[tuple[str, str], ...]:
+        """RFC 9449 8.2: an allowed request whose proof carried an earlier (still accepted)
+        nonce is answered with the current one, so the client's next proofs never go stale."""
+        dpop = self.authenticator.dpop
+        nonces = dpop.nonces if dpop is not None else None
+        if nonces is None:
+            return ()
+        try:
+            current = nonces.issue(self.authenticator.clock.now().timestamp())
+        except ConfigurationError:  # a clock no nonce can name
+            return ()
+        return () if current == presented else (("DPoP-Nonce", current),)
 
     def _challenge(
         self, view: RequestView, error: ZeroTrustError, status: int

@@ -6,6 +6,7 @@ tests/adapters/django/test_dpop_nonce.py)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from typing import Any
 
@@ -20,6 +21,7 @@ from zerotrust import (
     Callers,
     DPoPConfig,
     DPoPNonces,
+    FixedClock,
     Guard,
     MemorySink,
     Policy,
@@ -40,8 +42,11 @@ CHALLENGE = 'DPoP realm="orders", algs="ES256", error="use_dpop_nonce"'
 
 class Service:
     def __init__(self) -> None:
+        self.clock = FixedClock(dt.datetime.now(dt.timezone.utc))
         self.nonces = DPoPNonces(secrets.token_bytes(32))
-        self.issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer="https://issuer.example")
+        self.issuer = TokenIssuer(
+            PrivateJWK.generate("ES256"), issuer="https://issuer.example", clock=self.clock
+        )
         self.holder = PrivateJWK.generate("ES256")
         self.sink = MemorySink()
         verifier = TokenVerifier(
@@ -49,13 +54,15 @@ class Service:
             audience="orders",
             keys=self.issuer.jwks(),
             algorithms=["ES256"],
+            clock=self.clock,
         )
         dpop = DPoPConfig(algorithms=["ES256"], origins=[ORIGIN], nonces=self.nonces)
         self.guard = Guard(
-            authenticator=Authenticator(tokens=verifier, dpop=dpop),
+            authenticator=Authenticator(tokens=verifier, dpop=dpop, clock=self.clock),
             policy=Policy([Rule(id="any", callers=[Callers(subjects=["*"])])]),
             audit=self.sink,
             service="orders",
+            clock=self.clock,
         )
         self.token = self.issuer.issue(
             subject="svc-a",
@@ -71,6 +78,7 @@ class Service:
             url=f"{ORIGIN}/orders/7",
             access_token=self.token,
             nonce=nonce,
+            clock=self.clock,
         )
         return {"Authorization": f"DPoP {self.token}", "DPoP": proof}
 
@@ -188,3 +196,58 @@ def test_a_websocket_handshake_is_closed_with_the_reason(install: str) -> None:
         pass  # pragma: no cover
     assert (closed.value.code, closed.value.reason) == (1008, "use_dpop_nonce")
     assert [e.reason for e in service.sink.events] == ["use_dpop_nonce"]
+
+
+def fastapi_both_client(service: Service) -> Any:
+    """The middleware decides, the dependency reuses its decision: the nonce is sent once."""
+    zt = FastAPIZeroTrust(service.guard)
+    app = FastAPI()
+    zt.install(app)
+
+    @app.get("/orders/{order_id}")
+    async def order(
+        order_id: int,
+        caller: Principal = Security(zt),  # noqa: B008
+    ) -> dict[str, Any]:
+        return {"order": order_id}
+
+    return asgi_client(app)
+
+
+def wsgi_client(service: Service) -> Any:
+    """A plain WSGI application behind zerotrust's WSGI middleware (werkzeug's test client)."""
+    from werkzeug.test import Client
+
+    from zerotrust.wsgi import ZeroTrustMiddleware
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    return Client(ZeroTrustMiddleware(app, guard=service.guard))
+
+
+@pytest.mark.parametrize(
+    "client_for",
+    [flask_client, fastapi_client, fastapi_middleware_client, fastapi_both_client, wsgi_client],
+    ids=["flask", "fastapi dependency", "fastapi middleware", "fastapi both", "wsgi"],
+)
+def test_a_success_brings_the_next_nonce(client_for: Any) -> None:
+    """RFC 9449 8.2: a proof with the previous window's nonce is accepted, and the response
+    carries the current nonce; a proof with the current one gets none."""
+    service = Service()
+    client = client_for(service)
+    nonce = service.nonces.issue(service.clock.now().timestamp())
+    current = client.get("/orders/7", headers=service.headers(nonce))
+    assert current.status_code == 200 and "DPoP-Nonce" not in current.headers
+    service.clock.advance(service.nonces.lifetime)
+    earlier = client.get("/orders/7", headers=service.headers(nonce))
+    assert earlier.status_code == 200
+    fresh = earlier.headers["DPoP-Nonce"]
+    assert fresh == service.nonces.issue(service.clock.now().timestamp()) != nonce
+    headers = earlier.headers
+    listed = headers.getlist if hasattr(headers, "getlist") else headers.get_list  # werkzeug
+    assert listed("DPoP-Nonce") == [fresh]  # once, also with the middleware and a dependency
+    again = client.get("/orders/7", headers=service.headers(fresh))
+    assert again.status_code == 200 and "DPoP-Nonce" not in again.headers
+    assert {e.decision for e in service.sink.events} == {"allow"}

@@ -523,3 +523,25 @@ def test_the_nonce_is_asked_for_after_every_other_check_of_the_token(holder: Pri
     # the same bound token, nothing else wrong: the nonce is what is missing
     refused = service.guard.evaluate(service.request(None))
     assert refused.error is not None and refused.error.code == "use_dpop_nonce"
+
+
+def test_an_allowed_request_with_an_earlier_nonce_gets_the_current_one(holder: PrivateJWK) -> None:
+    """RFC 9449 8.2: the next nonce comes with a success, so a client that keeps calling never
+    has a proof refused for a stale nonce."""
+    nonces = DPoPNonces(SECRET)
+    service = Service(holder, nonces)
+    first = nonces.issue(NOW)
+    allowed = service.guard.evaluate(service.request(first))
+    assert allowed.allowed and allowed.headers == ()  # the current nonce: nothing new
+    service.clock.advance(60)  # the nonce is now the previous window's: still accepted
+    allowed = service.guard.evaluate(service.request(first))
+    assert allowed.allowed
+    assert allowed.headers == (("DPoP-Nonce", nonces.issue(NOW + 60)),)
+    ahead = nonces.issue(NOW + 120)  # a replica whose clock runs ahead handed this out
+    allowed = service.guard.evaluate(service.request(ahead))
+    assert allowed.allowed and allowed.headers == (("DPoP-Nonce", nonces.issue(NOW + 60)),)
+    bearer = service.issuer.issue(subject="svc-b", audience="api", ttl=600)
+    plain = service.guard.evaluate(
+        Request(path="/orders/7", headers={"authorization": f"Bearer {bearer}"})
+    )
+    assert plain.allowed and plain.headers == ()

@@ -322,6 +322,29 @@ def test_a_nonce_gone_stale_between_requests_is_replaced_by_one_challenge(
     ]
 
 
+def test_a_client_that_keeps_calling_is_challenged_once(
+    ca: DevCA, client_svid: X509Svid, server_svid: X509Svid
+) -> None:
+    """RFC 9449 8.2: a success whose proof carried the previous window's nonce brings the
+    current one, which the client uses next: a client calling at least once a window is never
+    challenged again."""
+    clock = FixedClock()
+    nonces = DPoPNonces(secrets.token_bytes(32), lifetime=60)
+    world = World(ca, dpop=DPoPConfig(nonces=nonces), clock=clock)
+    settings = _bound(world, ca, client_svid)
+    context = server_ssl_context(server_svid, ca.bundle, authorizer=match.member_of("example.org"))
+    with uvicorn_server(world.app(), context, "h11") as port, Client(**settings) as client:
+        url = f"https://localhost:{port}/echo"
+        statuses = [client.post(url, json={"n": 0}).status_code]
+        for n in range(1, 4):
+            clock.advance(60)  # one window on: the nonce held is the previous window's
+            answer = client.post(url, json={"n": n})
+            statuses.append(answer.status_code)
+            assert answer.headers["DPoP-Nonce"] == nonces.issue(clock.now().timestamp())
+    assert statuses == [200] * 4
+    assert _reasons(world) == ["use_dpop_nonce"] + ["allowed_by_rule"] * 4
+
+
 @pytest.mark.parametrize("shared", [True, False], ids=["same secret", "different secrets"])
 def test_replicas_behind_one_origin(
     ca: DevCA, client_svid: X509Svid, server_svid: X509Svid, shared: bool

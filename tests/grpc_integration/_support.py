@@ -29,6 +29,7 @@ from zerotrust import (
     Authenticator,
     BundleSet,
     Callers,
+    Clock,
     DPoPConfig,
     DPoPNonces,
     Guard,
@@ -39,6 +40,7 @@ from zerotrust import (
     Rule,
     X509Svid,
 )
+from zerotrust._clock import SYSTEM_CLOCK
 from zerotrust.authz import Requirement
 from zerotrust.dev import DevCA
 from zerotrust.errors import KeysUnavailable
@@ -213,6 +215,7 @@ class World:
         keys_down: bool = False,
         dpop_origins: tuple[str, ...] = (),
         dpop_nonces: DPoPNonces | None = None,
+        clock: Clock = SYSTEM_CLOCK,
         audit: Any = None,
         keys: Any = None,
     ) -> Guard:
@@ -223,6 +226,7 @@ class World:
             audience=AUD,
             keys=keys,
             algorithms=["ES256"],
+            clock=clock,
         )
         policy = Policy(
             [
@@ -248,12 +252,14 @@ class World:
             bundles=self.bundles,
             require_token=True,
             dpop=DPoPConfig(origins=dpop_origins, nonces=dpop_nonces),
+            clock=clock,
         )
         return Guard(
             authenticator=authenticator,
             policy=policy,
             audit=self.sink if audit is None else audit,
             service="echo",
+            clock=clock,
         )
 
     def forged_client(self) -> tuple[bytes, bytes]:

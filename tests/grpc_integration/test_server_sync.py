@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import grpc
+import grpc.aio
 import pytest
 
 from tests.grpc_integration._support import (
@@ -17,13 +19,16 @@ from tests.grpc_integration._support import (
     SERVICE,
     Seen,
     World,
+    aio_server,
+    async_handlers,
     bearer,
     call_all,
     make_world,
     raw_credentials,
+    sync_handlers,
     sync_server,
 )
-from zerotrust import DPoPNonces
+from zerotrust import DPoPNonces, FixedClock
 from zerotrust.audit import AuditPipeline
 from zerotrust.dev import DevCA
 from zerotrust.httpx import dpop_proof
@@ -162,6 +167,60 @@ def test_dpop_nonce_challenge_in_trailing_metadata(world: World) -> None:
         assert nonces.accepts(nonce, dt.datetime.now(dt.timezone.utc).timestamp())
         assert rpc(b"hi", metadata=metadata(nonce), timeout=10) == CLIENT_ID.encode() + b"|hi"
     assert [e.reason for e in world.sink.events] == ["use_dpop_nonce", "allowed_by_rule"]
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio", "aio, sync handlers"])
+def test_an_admitted_call_with_an_earlier_nonce_gets_the_current_one(
+    world: World, kind: str
+) -> None:
+    """RFC 9449 8.2: a call whose proof carried the previous window's nonce is admitted and
+    answered with the current nonce in its trailing metadata; with the current one, none."""
+    clock = FixedClock(dt.datetime.now(dt.timezone.utc))
+    holder = PrivateJWK.generate("ES256")
+    token = world.issuer.issue(
+        subject=CLIENT_ID, audience=AUD, extra_claims={"cnf": {"jkt": holder.thumbprint()}}
+    )
+    origin, method = "https://echo.internal", f"/{SERVICE}/Unary"
+    nonces = DPoPNonces(bytes(32))
+    guard = world.guard(dpop_origins=(origin,), dpop_nonces=nonces, clock=clock)
+    earlier = nonces.issue(clock.now().timestamp() - nonces.lifetime)
+    current = nonces.issue(clock.now().timestamp())
+
+    def metadata(nonce: str) -> list[tuple[str, str]]:
+        proof = dpop_proof(
+            holder, method="POST", url=origin + method, access_token=token, nonce=nonce, clock=clock
+        )
+        return [("authorization", f"DPoP {token}"), ("dpop", proof)]
+
+    def trailing_sync() -> list[dict[str, str]]:
+        with (
+            sync_server(world, guard) as port,
+            grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            rpc = channel.unary_unary(method)
+            calls = [
+                rpc.with_call(b"hi", metadata=metadata(n), timeout=10) for n in (earlier, current)
+            ]
+        return [dict(call.trailing_metadata() or ()) for _, call in calls]
+
+    async def trailing_aio() -> list[dict[str, str]]:
+        async with (
+            aio_server(
+                world, guard, handlers=sync_handlers if "sync" in kind else async_handlers
+            ) as port,
+            grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            rpc = channel.unary_unary(method)
+            found = []
+            for nonce in (earlier, current):
+                call = rpc(b"hi", metadata=metadata(nonce), timeout=10)
+                assert await call == CLIENT_ID.encode() + b"|hi"
+                found.append(dict(await call.trailing_metadata() or ()))
+            return found
+
+    found = trailing_sync() if kind == "sync" else asyncio.run(trailing_aio())
+    assert [t.get("dpop-nonce") for t in found] == [current, None]
+    assert [e.decision for e in world.sink.events] == ["allow", "allow"]
 
 
 def test_unauthenticated_carries_the_challenge(world: World) -> None:

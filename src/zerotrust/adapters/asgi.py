@@ -29,7 +29,11 @@ from typing import Any, Final
 from zerotrust.adapters._asgi_view import ScopeView, strip_scope_headers
 from zerotrust.adapters._common import forwarded_headers_to_strip, routeless_hazards
 from zerotrust.adapters._context import _current, current_principal
-from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
+from zerotrust.adapters._status import (
+    WEBSOCKET_POLICY_VIOLATION,
+    asgi_adding_headers,
+    refusal,
+)
 from zerotrust.authn._trusted import FORWARDED_CERT_HEADERS
 from zerotrust.authz.rules import Pattern, _check_methods, normalize_route
 from zerotrust.errors import ConfigurationError
@@ -186,6 +190,8 @@ class ZeroTrustMiddleware:
         elif view.underscored:  # rarer: perhaps one spelled with '_'
             strip_scope_headers(scope, (), self._forwarded)
         publish(scope, outcome, self.guard)
+        if outcome.headers and kind == "http":  # a fresh DPoP-Nonce for the response
+            send = asgi_adding_headers(send, outcome.headers)
         token = _current.set(outcome.principal)
         try:
             await self.app(scope, receive, send)

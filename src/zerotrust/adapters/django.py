@@ -235,6 +235,7 @@ class ZeroTrustMiddleware:
                     refused = finish(request, outcome, requirement, guard, bind=False)
                     response = _replace(response, refused)
             _bind_stream(request, response)
+            _pass_on(request, response)
         finally:
             reset_principal(token)
         return response
@@ -263,6 +264,7 @@ class ZeroTrustMiddleware:
                     refused = finish(request, outcome, requirement, guard, bind=False)
                     response = _replace(response, refused)
             _bind_stream(request, response)
+            _pass_on(request, response)
         finally:
             reset_principal(token)
         return response
@@ -288,6 +290,15 @@ def _replace(response: Any, refused: Any) -> Any:
         return response
     response.close()  # the view's response is discarded: release what it holds
     return refused
+
+
+def _pass_on(request: Any, response: Any) -> None:
+    """An allowed request's response headers from the Guard (a fresh ``DPoP-Nonce``)."""
+    state = request.__dict__.get(STATE_ATTRIBUTE)
+    outcome = state.outcome if state is not None else None
+    if outcome is not None and outcome.allowed and outcome.headers:
+        for name, value in outcome.headers:
+            response[name] = value
 
 
 def _bind_stream(request: Any, response: Any) -> None:

@@ -33,6 +33,7 @@ any authentication runs.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from django.urls import Resolver404, get_resolver
@@ -208,6 +209,8 @@ class ZeroTrustAuthentication(BaseAuthentication):  # type: ignore[misc, unused-
             return None
         principal = outcome.principal
         if outcome.allowed:
+            if outcome.headers:  # a fresh DPoP-Nonce for the response
+                _to_response(request, view, outcome.headers)
             return None if principal is None else (ZeroTrustUser(principal), principal)
         if outcome.status == 403 and principal is not None and _checks_permission(request, view):
             return ZeroTrustUser(principal), principal
@@ -235,7 +238,11 @@ class ZeroTrustPermission(BasePermission):  # type: ignore[misc, unused-ignore]
         outcome = decide(request, view)
         if outcome is not None and outcome.allowed:
             outcome = _for_method(request, outcome)
-        if outcome is None or outcome.allowed:
+        if outcome is None:
+            return True
+        if outcome.allowed:
+            if outcome.headers:  # a fresh DPoP-Nonce for the response
+                _to_response(request, view, outcome.headers)
             return True
         raise _refusal(request, outcome, view)
 
@@ -264,14 +271,20 @@ def _refusal(request: Any, outcome: Outcome, view: Any) -> ZeroTrustRefusal:
 
     request.accepted_renderer = JSONRenderer()
     request.accepted_media_type = JSONRenderer.media_type
-    headers = getattr(view, "headers", None)
-    method = getattr(getattr(request, "_request", request), "method", None)
-    if isinstance(headers, dict) and getattr(request, "method", None) == method:
-        headers["Cache-Control"] = "no-store"
-        for name, value in outcome.headers:
-            if name.lower() not in _SET_BY_DRF:
-                headers[name] = value
+    _to_response(request, view, (("Cache-Control", "no-store"), *outcome.headers))
     return ZeroTrustRefusal(outcome)
+
+
+def _to_response(request: Any, view: Any, headers: Iterable[tuple[str, str]]) -> None:
+    """Put ``headers`` (but those DRF's exception handler writes) in the view's response
+    headers, which DRF adds to the response it sends; not for a copy of the request with
+    another method (DRF's ``OPTIONS`` description)."""
+    response_headers = getattr(view, "headers", None)
+    method = getattr(getattr(request, "_request", request), "method", None)
+    if isinstance(response_headers, dict) and getattr(request, "method", None) == method:
+        for name, value in headers:
+            if name.lower() not in _SET_BY_DRF:
+                response_headers[name] = value
 
 
 def _resolve(request: Any) -> Any:

@@ -144,7 +144,11 @@ def _check_routeless(guard: Guard, where: str) -> None:
 
 
 async def _authorize(
-    guard: Guard, connection: HTTPConnection, requirement: Requirement, optional: bool
+    guard: Guard,
+    connection: HTTPConnection,
+    requirement: Requirement,
+    optional: bool,
+    response: Response | None = None,
 ) -> Principal | None:
     scope = connection.scope
     prior = published(scope, guard)
@@ -178,6 +182,11 @@ async def _authorize(
                     connection.__dict__.pop("_headers", None)  # Starlette caches the headers
             publish(scope, outcome, guard)
             set_principal(outcome.principal)  # the request's own task: gone with it
+            if outcome.headers and response is not None:
+                # a fresh DPoP-Nonce: FastAPI adds a dependency's response headers to the
+                # response of a handler that returns data (not one returning a Response)
+                for name, value in outcome.headers:
+                    response.headers[name] = value
     if not outcome.allowed:
         if scope["type"] == "websocket":
             body = outcome.body()
@@ -207,7 +216,7 @@ class _Dependency(SecurityBase):
         return found
 
     async def __call__(
-        self, security_scopes: SecurityScopes, connection: HTTPConnection
+        self, security_scopes: SecurityScopes, connection: HTTPConnection, response: Response
     ) -> Principal | None:
         requirement = self._requirement(security_scopes.scopes)
         owner = self.owner
@@ -215,7 +224,7 @@ class _Dependency(SecurityBase):
         # that. One that asks more (scopes along the chain, any require(...), even one with
         # no arguments: "an authenticated caller") cannot be met by nobody.
         optional = not owner.auto_error and self is owner and not security_scopes.scopes
-        return await _authorize(owner.guard, connection, requirement, optional)
+        return await _authorize(owner.guard, connection, requirement, optional, response)
 
 
 class RequireDependency(_Dependency):

@@ -25,7 +25,7 @@ from typing import Any, Final, TypeVar, cast, overload
 from zerotrust.errors import ConfigurationError, MissingDependencyError
 
 try:
-    from flask import Flask, Response, current_app, g, request
+    from flask import Flask, Response, after_this_request, current_app, g, request
     from werkzeug.exceptions import HTTPException, MethodNotAllowed
     from werkzeug.local import LocalProxy
 except ImportError as exc:
@@ -228,11 +228,19 @@ def _check(state: _AppState) -> Any:
     if not outcome.allowed:
         return _refuse(app, req, outcome)
     strip_forwarded_headers(environ, outcome, state.guard)
+    if outcome.headers:  # a fresh DPoP-Nonce for the response
+        after_this_request(functools.partial(_add_headers, outcome.headers))
     principal = outcome.principal
     ctx_g.zerotrust_principal = principal
     setattr(ctx_g, _ENFORCED, route.parts)
     setattr(ctx_g, _RESET, set_principal(principal))
     return None
+
+
+def _add_headers(headers: tuple[tuple[str, str], ...], response: Response) -> Response:
+    for name, value in headers:
+        response.headers[name] = value
+    return response
 
 
 def _teardown(exc: BaseException | None) -> None:

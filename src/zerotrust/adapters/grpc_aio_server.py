@@ -35,6 +35,7 @@ from zerotrust.adapters.grpc_server import (
     ServerInterceptor,
     _bind,
     _log,
+    _pass_on,
     _refuse,
     _undecodable,
     _View,
@@ -145,6 +146,7 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
         outcome = await self._guard.aevaluate(view, requirement)
         if not outcome.allowed:
             await self._abort(context, outcome)
+        _pass_on(context, outcome)
         _bind(self._guard, view, outcome)
 
     async def _abort(self, context: Any, outcome: Outcome) -> NoReturn:
@@ -178,6 +180,7 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
             outcome = await guard.aevaluate(view, requirement)
             if not outcome.allowed:
                 await self._abort(context, outcome)
+            _pass_on(context, outcome)
             _bind(guard, view, outcome)
             if deserializer is not None:
                 request = await _deserialize(deserializer, request, context, method)

@@ -86,6 +86,13 @@ _decided: contextvars.ContextVar[tuple[Guard, RequestView, Outcome] | None] = (
 )
 
 
+def _pass_on(context: Any, outcome: Outcome) -> None:
+    """An admitted call's response metadata from the Guard (a fresh ``dpop-nonce``, RFC 9449
+    8.2) in its trailing metadata; a handler that sets its own trailing metadata replaces it."""
+    if outcome.headers:
+        context.set_trailing_metadata(tuple((name.lower(), v) for name, v in outcome.headers))
+
+
 def _bind(guard: Guard, view: RequestView, outcome: Outcome) -> None:
     """Make an admitted RPC's principal (and decision) visible to its handler."""
     set_principal(outcome.principal)
@@ -498,6 +505,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             _refuse_sync(context, self._refusal(outcome))  # raises
         if _ended(context):  # while the Guard decided: grpc checked only before the wrapper ran
             _abort_sync(context, grpc.StatusCode.CANCELLED, "cancelled", "the call ended")
+        _pass_on(context, outcome)
         run = contextvars.copy_context()
         run.run(_bind, self._guard, view, outcome)
         return run

@@ -22,7 +22,7 @@ from typing import Any, Final, Literal
 
 from zerotrust.adapters._common import forwarded_headers_to_strip, pem_chain_der, routeless_hazards
 from zerotrust.adapters._context import reset_principal, set_principal
-from zerotrust.adapters._status import refusal
+from zerotrust.adapters._status import refusal, wsgi_adding_headers
 from zerotrust.authn.principal import Principal
 from zerotrust.authn.request import MAX_HEADER_LINES, encode_path
 from zerotrust.authz.rules import normalize_route
@@ -320,6 +320,8 @@ class ZeroTrustMiddleware:
         if not outcome.allowed:
             return refuse(outcome, start_response)
         strip_forwarded_headers(environ, outcome, self.guard)
+        if outcome.headers:  # a fresh DPoP-Nonce for the response
+            start_response = wsgi_adding_headers(start_response, outcome.headers)
         principal = outcome.principal
         environ[PRINCIPAL_ENVIRON_KEY] = principal
         token = set_principal(principal)

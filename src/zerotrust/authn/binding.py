@@ -206,11 +206,13 @@ def _origins(values: object) -> tuple[tuple[str, str], ...]:
 
 @dataclass(frozen=True, slots=True)
 class DPoPProof:
-    """A verified proof: the JWK thumbprint (``jkt``), its ``jti`` and ``iat``."""
+    """A verified proof: the JWK thumbprint (``jkt``), its ``jti`` and ``iat``, and the
+    service's ``nonce`` it carried (only when the service requires nonces)."""
 
     jkt: str
     jti: str
     iat: float
+    nonce: str | None = None
 
     def replay_key(self) -> str:
         """The replay-cache key of this proof, ``"dpop:<jkt>:<jti>"``: the Guard refuses a
@@ -495,11 +497,14 @@ def verify_dpop_proof(
             raise InvalidDPoPProof("DPoP proof ath does not match the access token")
     # with ``jkt``, _proof_key compared the key's thumbprint with it: no second hash
     verified = DPoPProof(jkt=jkt if jkt is not None else jwk.thumbprint(), jti=jti, iat=float(iat))
-    if config.nonces is not None and not config.nonces.accepts(claims.get("nonce"), now):
+    if config.nonces is None:
+        return verified
+    nonce = claims.get("nonce")
+    if not config.nonces.accepts(nonce, now):
         error = UseDPoPNonce("DPoP proof has no current nonce of this service")
         error.proof = verified  # the rest of the request's checks can still run on it
         raise error
-    return verified
+    return DPoPProof(jkt=verified.jkt, jti=jti, iat=verified.iat, nonce=nonce)
 
 
 def check_dpop_binding(token: VerifiedToken, proof: DPoPProof | None, scheme: str | None) -> bool:

@@ -32,19 +32,25 @@ CHALLENGE = 'DPoP realm="orders", algs="ES256", error="use_dpop_nonce"'
 
 class Service:
     def __init__(self, install: Installer) -> None:
-        self.issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISS)
+        self.clock = install.clock
+        self.issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISS, clock=self.clock)
         self.holder = PrivateJWK.generate("ES256")
         self.sink = MemorySink()
         verifier = TokenVerifier(
-            issuer=ISS, audience=AUD, keys=self.issuer.jwks(), algorithms=["ES256"]
+            issuer=ISS,
+            audience=AUD,
+            keys=self.issuer.jwks(),
+            algorithms=["ES256"],
+            clock=self.clock,
         )
-        nonces = DPoPNonces(secrets.token_bytes(32))
+        self.nonces = nonces = DPoPNonces(secrets.token_bytes(32))
         dpop = DPoPConfig(algorithms=["ES256"], origins=[ORIGIN], nonces=nonces)
         guard = Guard(
-            authenticator=Authenticator(tokens=verifier, dpop=dpop),
+            authenticator=Authenticator(tokens=verifier, dpop=dpop, clock=self.clock),
             policy=policy(),
             audit=self.sink,
             service="orders",
+            clock=self.clock,
         )
         install.override(ZEROTRUST={"GUARD": guard, "EXEMPT": list(EXEMPT)})
         self.token = self.issuer.issue(
@@ -57,7 +63,12 @@ class Service:
 
     def headers(self, path: str, nonce: str | None) -> dict[str, str]:
         proof = dpop_proof(
-            self.holder, method="GET", url=ORIGIN + path, access_token=self.token, nonce=nonce
+            self.holder,
+            method="GET",
+            url=ORIGIN + path,
+            access_token=self.token,
+            nonce=nonce,
+            clock=self.clock,
         )
         return {"Authorization": f"DPoP {self.token}", "DPoP": proof}
 
@@ -96,4 +107,13 @@ def test_the_challenge_carries_the_nonce(
     allowed = get(path, service.headers(path, nonce), asgi)
     assert allowed.status_code == 200, allowed.content
     assert allowed.get("DPoP-Nonce") is None
-    assert [e.reason for e in service.sink.events] == ["use_dpop_nonce", "allowed_by_rule"]
+
+    # RFC 9449 8.2: once that nonce is the previous window's, a success brings the current one
+    install.clock.advance(service.nonces.lifetime)
+    earlier = get(path, service.headers(path, nonce), asgi)
+    assert earlier.status_code == 200, earlier.content
+    fresh = earlier["DPoP-Nonce"]
+    assert fresh == service.nonces.issue(install.clock.now().timestamp()) != nonce
+    again = get(path, service.headers(path, fresh), asgi)
+    assert again.status_code == 200 and again.get("DPoP-Nonce") is None
+    assert [e.reason for e in service.sink.events] == ["use_dpop_nonce"] + ["allowed_by_rule"] * 3

@@ -251,3 +251,147 @@ def test_a_success_brings_the_next_nonce(client_for: Any) -> None:
     again = client.get("/orders/7", headers=service.headers(fresh))
     assert again.status_code == 200 and "DPoP-Nonce" not in again.headers
     assert {e.decision for e in service.sink.events} == {"allow"}
+
+
+def _earlier_nonce(service: Service, method: str = "GET") -> tuple[dict[str, str], str]:
+    """Headers of a request whose proof carries the previous window's nonce, and the nonce
+    the response must bring."""
+    nonce = service.nonces.issue(service.clock.now().timestamp())
+    service.clock.advance(service.nonces.lifetime)
+    proof = dpop_proof(
+        service.holder,
+        method=method,
+        url=f"{ORIGIN}/orders/7",
+        access_token=service.token,
+        nonce=nonce,
+        clock=service.clock,
+    )
+    headers = {"Authorization": f"DPoP {service.token}", "DPoP": proof}
+    return headers, service.nonces.issue(service.clock.now().timestamp())
+
+
+RESPONSES = ["data", "streamed", "file", "raises", "no content"]
+
+
+def flask_answering(service: Service, answer: str, path: Any) -> Any:
+    from flask import Response as FlaskResponse
+    from flask import send_file, stream_with_context
+
+    app = Flask("orders")
+    FlaskZeroTrust(app, guard=service.guard)
+
+    @app.get("/orders/<int:order_id>")
+    def order(order_id: int) -> Any:
+        if answer == "streamed":
+            return FlaskResponse(stream_with_context(iter(["a", "b"])))
+        if answer == "file":
+            return send_file(path)
+        if answer == "raises":
+            raise RuntimeError("the handler failed")
+        if answer == "no content":
+            return "", 204
+        return {"order": order_id}
+
+    return app.test_client()
+
+
+def starlette_answering(service: Service, answer: str, path: Any) -> Any:
+    """A Starlette application mounted in another, behind zerotrust's ASGI middleware."""
+    from starlette.applications import Starlette
+    from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+    from starlette.routing import Mount, Route
+
+    from zerotrust.asgi import ZeroTrustMiddleware
+
+    async def body() -> Any:
+        yield b"a"
+        yield b"b"
+
+    async def order(request: Any) -> Response:
+        if answer == "streamed":
+            return StreamingResponse(body())
+        if answer == "file":
+            return FileResponse(path)
+        if answer == "raises":
+            raise RuntimeError("the handler failed")
+        if answer == "no content":
+            return Response(status_code=204)
+        return JSONResponse({"order": 7})
+
+    inner = Starlette(routes=[Route("/{order_id:int}", order)])
+    app = Starlette(routes=[Mount("/orders", app=inner)])
+    guarded = ZeroTrustMiddleware(app, guard=service.guard)
+    return asgi_client(guarded, raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("answer", RESPONSES)
+@pytest.mark.parametrize(
+    "client_for", [flask_answering, starlette_answering], ids=["flask", "asgi, mounted app"]
+)
+def test_every_kind_of_response_brings_the_next_nonce(
+    client_for: Any, answer: str, method: str, tmp_path: Any
+) -> None:
+    """The current nonce reaches the client whatever the handler answers: a streamed body, a
+    file the server may send itself, a failure (500), no content, and to HEAD too; once."""
+    path = tmp_path / "order.txt"
+    path.write_bytes(b"order 7")
+    service = Service()
+    headers, fresh = _earlier_nonce(service, method)
+    client = client_for(service, answer, path)
+    if hasattr(client, "open"):  # flask
+        with client.open("/orders/7", method=method, headers=headers) as response:
+            status, nonces = response.status_code, response.headers.getlist("DPoP-Nonce")
+    else:
+        response = client.request(method, "/orders/7", headers=headers)
+        status, nonces = response.status_code, response.headers.get_list("DPoP-Nonce")
+    expected = {"raises": 500, "no content": 204}.get(answer, 200)
+    assert (status, nonces) == (expected, [fresh])
+    assert [e.decision for e in service.sink.events] == ["allow"]
+
+
+def test_a_websocket_accept_is_left_as_the_application_sends_it() -> None:
+    """A handshake whose proof carries the previous window's nonce is admitted; nothing is
+    added to the application's ``websocket.accept``."""
+    import asyncio
+
+    from zerotrust.asgi import ZeroTrustMiddleware
+
+    service = Service()
+    headers, _ = _earlier_nonce(service)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept", "headers": [(b"x-app", b"1")]})
+        await send({"type": "websocket.close", "code": 1000})
+
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "wss",
+        "path": "/orders/7",
+        "raw_path": b"/orders/7",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"api.example")]
+        + [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        "client": ("127.0.0.1", 50000),
+        "server": ("api.example", 443),
+        "subprotocols": [],
+        "state": {},
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(ZeroTrustMiddleware(app, guard=service.guard)(scope, receive, send))
+    assert sent == [
+        {"type": "websocket.accept", "headers": [(b"x-app", b"1")]},
+        {"type": "websocket.close", "code": 1000},
+    ]
+    assert [e.decision for e in service.sink.events] == ["allow"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -221,6 +222,85 @@ def test_an_admitted_call_with_an_earlier_nonce_gets_the_current_one(
     found = trailing_sync() if kind == "sync" else asyncio.run(trailing_aio())
     assert [t.get("dpop-nonce") for t in found] == [current, None]
     assert [e.decision for e in world.sink.events] == ["allow", "allow"]
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio", "aio, sync handlers"])
+def test_every_arity_with_an_earlier_nonce_gets_the_current_one(world: World, kind: str) -> None:
+    """RFC 9449 8.2 in every arity: the trailing metadata of a streamed response, or of a
+    response to a stream, carries the current nonce too."""
+    clock = FixedClock(dt.datetime.now(dt.timezone.utc))
+    holder = PrivateJWK.generate("ES256")
+    token = world.issuer.issue(
+        subject=CLIENT_ID, audience=AUD, extra_claims={"cnf": {"jkt": holder.thumbprint()}}
+    )
+    origin = "https://echo.internal"
+    nonces = DPoPNonces(bytes(32))
+    guard = world.guard(dpop_origins=(origin,), dpop_nonces=nonces, clock=clock)
+    earlier = nonces.issue(clock.now().timestamp() - nonces.lifetime)
+
+    def metadata(name: str) -> list[tuple[str, str]]:
+        url = f"{origin}/{SERVICE}/{name}"
+        proof = dpop_proof(
+            holder, method="POST", url=url, access_token=token, nonce=earlier, clock=clock
+        )
+        return [("authorization", f"DPoP {token}"), ("dpop", proof)]
+
+    def trailing_sync() -> dict[str, Any]:
+        with (
+            sync_server(world, guard) as port,
+            grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            _, unary = channel.unary_unary(f"/{SERVICE}/Unary").with_call(
+                b"hi", metadata=metadata("Unary"), timeout=10
+            )
+            server_stream = channel.unary_stream(f"/{SERVICE}/ServerStream")(
+                b"hi", metadata=metadata("ServerStream"), timeout=10
+            )
+            assert len(list(server_stream)) == 3
+            _, client_stream = channel.stream_unary(f"/{SERVICE}/ClientStream").with_call(
+                iter([b"a", b"b"]), metadata=metadata("ClientStream"), timeout=10
+            )
+            bidi = channel.stream_stream(f"/{SERVICE}/Bidi")(
+                iter([b"a", b"b"]), metadata=metadata("Bidi"), timeout=10
+            )
+            assert len(list(bidi)) == 2
+            calls = (unary, server_stream, client_stream, bidi)
+            return {m: c.trailing_metadata() for m, c in zip(METHODS, calls, strict=True)}
+
+    async def trailing_aio() -> dict[str, Any]:
+        handlers = sync_handlers if "sync" in kind else async_handlers
+        async with (
+            aio_server(world, guard, handlers=handlers) as port,
+            grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            unary = channel.unary_unary(f"/{SERVICE}/Unary")(
+                b"hi", metadata=metadata("Unary"), timeout=10
+            )
+            await unary
+            server_stream = channel.unary_stream(f"/{SERVICE}/ServerStream")(
+                b"hi", metadata=metadata("ServerStream"), timeout=10
+            )
+            assert len([item async for item in server_stream]) == 3
+            client_stream = channel.stream_unary(f"/{SERVICE}/ClientStream")(
+                metadata=metadata("ClientStream"), timeout=10
+            )
+            bidi = channel.stream_stream(f"/{SERVICE}/Bidi")(metadata=metadata("Bidi"), timeout=10)
+            for call in (client_stream, bidi):
+                for item in (b"a", b"b"):
+                    await call.write(item)
+                await call.done_writing()
+            await client_stream
+            while await bidi.read() is not grpc.aio.EOF:
+                pass
+            calls = (unary, server_stream, client_stream, bidi)
+            return {m: await c.trailing_metadata() for m, c in zip(METHODS, calls, strict=True)}
+
+    found = trailing_sync() if kind == "sync" else asyncio.run(trailing_aio())
+    current = nonces.issue(clock.now().timestamp())
+    assert {m: dict(t or ()).get("dpop-nonce") for m, t in found.items()} == dict.fromkeys(
+        METHODS, current
+    )
+    assert [e.decision for e in world.sink.events] == ["allow"] * 4
 
 
 def test_unauthenticated_carries_the_challenge(world: World) -> None:

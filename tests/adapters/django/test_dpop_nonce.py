@@ -117,3 +117,57 @@ def test_the_challenge_carries_the_nonce(
     again = get(path, service.headers(path, fresh), asgi)
     assert again.status_code == 200 and again.get("DPoP-Nonce") is None
     assert [e.reason for e in service.sink.events] == ["use_dpop_nonce"] + ["allowed_by_rule"] * 3
+
+
+def _drained(response: Any) -> list[Any]:
+    """The body of a response, streamed or not (so that all of it ran)."""
+    if not response.streaming:
+        return [response.content]
+    if response.is_async:
+
+        async def drain() -> list[Any]:
+            return [part async for part in response.streaming_content]
+
+        return asyncio.run(drain())
+    return list(response.streaming_content)
+
+
+@pytest.mark.parametrize("asgi", [False, True], ids=["wsgi", "asgi"])
+@pytest.mark.parametrize(
+    ("path", "mode", "status"),
+    [
+        ("/stream/", "middleware", 200),
+        ("/astream/", "middleware", 200),
+        ("/async/orders/7/", "middleware", 200),
+        ("/nowhere/", "middleware", 404),
+        ("/api/permission-only/", "middleware", 200),
+        ("/api/function/", "middleware", 200),
+        ("/api/viewset/", "middleware", 200),
+        ("/api/permission-only/", "drf alone", 200),
+        ("/api/function/", "drf alone", 200),
+        ("/api/viewset/", "drf alone", 200),
+    ],
+)
+def test_every_kind_of_view_brings_the_next_nonce(
+    install: Installer, path: str, mode: str, status: int, asgi: bool
+) -> None:
+    """RFC 9449 8.2 whatever answers: a streamed body (sync or async), an async view, no view
+    at all (404), DRF's function views, viewsets and permission-only views, with or without
+    the middleware; only when the proof's nonce was an earlier one."""
+    if path == "/astream/" and not asgi:
+        pytest.skip("an async streamed body is for ASGI")
+    if mode == "drf alone":
+        install.override(MIDDLEWARE=[])
+    service = Service(install)
+    nonce = service.nonces.issue(install.clock.now().timestamp())
+    install.clock.advance(service.nonces.lifetime)
+    earlier = get(path, service.headers(path, nonce), asgi)
+    assert earlier.status_code == status, earlier.content
+    assert _drained(earlier)
+    fresh = service.nonces.issue(install.clock.now().timestamp())
+    assert earlier.get("DPoP-Nonce") == fresh
+    again = get(path, service.headers(path, fresh), asgi)
+    assert again.status_code == status, again.content
+    assert _drained(again)
+    assert again.get("DPoP-Nonce") is None
+    assert [e.decision for e in service.sink.events] == ["allow", "allow"]

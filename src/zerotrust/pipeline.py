@@ -699,17 +699,18 @@ class Guard:
         )
 
     def _next_nonce(self, presented: str) -> tuple[tuple[str, str], ...]:
-        """RFC 9449 8.2: an allowed request whose proof carried an earlier (still accepted)
-        nonce is answered with the current one, so the client's next proofs never go stale."""
+        """RFC 9449 8.2: an allowed request whose proof carried the nonce of an earlier window
+        (still accepted) is answered with the current one, so the client's next proofs never
+        go stale."""
         dpop = self.authenticator.dpop
         nonces = dpop.nonces if dpop is not None else None
         if nonces is None:
             return ()
         try:
-            current = nonces.issue(self.authenticator.clock.now().timestamp())
-        except ConfigurationError:  # a clock no nonce can name
+            renewed = nonces.renewal(presented, self.authenticator.clock.now().timestamp())
+        except ConfigurationError:  # pragma: no cover - renewal names a window issue can
             return ()
-        return () if current == presented else (("DPoP-Nonce", current),)
+        return () if renewed is None else (("DPoP-Nonce", renewed),)
 
     def _challenge(
         self, view: RequestView, error: ZeroTrustError, status: int

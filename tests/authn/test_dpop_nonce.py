@@ -537,11 +537,24 @@ def test_an_allowed_request_with_an_earlier_nonce_gets_the_current_one(holder: P
     allowed = service.guard.evaluate(service.request(first))
     assert allowed.allowed
     assert allowed.headers == (("DPoP-Nonce", nonces.issue(NOW + 60)),)
-    ahead = nonces.issue(NOW + 120)  # a replica whose clock runs ahead handed this out
+    # a later nonce, from a replica whose clock runs ahead, is never replaced by an older one:
+    # the client keeps it, and that replica still accepts it
+    ahead = nonces.issue(NOW + 120)
     allowed = service.guard.evaluate(service.request(ahead))
-    assert allowed.allowed and allowed.headers == (("DPoP-Nonce", nonces.issue(NOW + 60)),)
+    assert allowed.allowed and allowed.headers == ()
     bearer = service.issuer.issue(subject="svc-b", audience="api", ttl=600)
     plain = service.guard.evaluate(
         Request(path="/orders/7", headers={"authorization": f"Bearer {bearer}"})
     )
     assert plain.allowed and plain.headers == ()
+
+
+def test_renewal_only_replaces_an_earlier_window() -> None:
+    nonces = DPoPNonces(SECRET)
+    earlier, current, later = (nonces.issue(NOW + d) for d in (-60, 0, 60))
+    assert nonces.renewal(earlier, NOW) == current
+    assert nonces.renewal(current, NOW) is None
+    assert nonces.renewal(later, NOW) is None
+    assert nonces.renewal("!" * 32, NOW) is None  # not base64url
+    assert nonces.renewal("short", NOW) is None
+    assert nonces.renewal(earlier, float("nan")) is None

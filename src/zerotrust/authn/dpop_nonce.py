@@ -115,6 +115,20 @@ class DPoPNonces:
             matched |= hmac.compare_digest(mac, self._mac(index, window))
         return matched
 
+    def renewal(self, nonce: str, now: float) -> str | None:
+        """The nonce to hand out at ``now`` in place of ``nonce``, an accepted one: the current
+        nonce when ``nonce`` is of an earlier window, else ``None`` (it is the current one, or
+        a later one that a replica whose clock runs ahead handed out: never replaced by an
+        older one)."""
+        current = self._window(now)
+        if current is None or len(nonce) != NONCE_LENGTH:
+            return None
+        try:
+            window = int.from_bytes(b64url_decode(nonce)[:_WINDOW_BYTES], "big")
+        except ValueError:
+            return None
+        return self.issue(now) if window < current else None
+
     def _window(self, now: float) -> int | None:
         if not 0 <= now < _MAX_WINDOW * self._lifetime:  # NaN too; no float() of a huge int
             return None

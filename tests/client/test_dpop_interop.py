@@ -14,17 +14,20 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
+import jwskate
 import pytest
 import requests
 from binapy import BinaPy
 from requests_oauth2client import DPoPKey, DPoPToken
-from requests_oauth2client.dpop import MissingDPoPNonce
+from requests_oauth2client.dpop import MissingDPoPNonce, validate_dpop_proof
 
 from tests.adapters.asgi._servers import uvicorn_server
 from tests.client.conftest import CLIENT_ID
 from tests.client.test_httpx_against_uvicorn import AUDIENCE, World
 from zerotrust import DPoPConfig, DPoPNonces, FixedClock, X509Svid, match, server_ssl_context
 from zerotrust.dev import DevCA
+from zerotrust.httpx import dpop_proof
+from zerotrust.tokens import PrivateJWK
 
 pytestmark = pytest.mark.network
 
@@ -321,3 +324,30 @@ def test_a_refusal_for_another_reason_is_not_taken_for_a_nonce_challenge(
     assert challenge(answer)[1]["error"] == "invalid_token"
     assert "DPoP-Nonce" not in answer.headers
     assert served.reasons() == ["token_binding_mismatch"]
+
+
+@pytest.mark.parametrize("alg", ["ES256", "ES384", "PS256", "RS256", "EdDSA"])
+def test_zerotrusts_proofs_pass_the_librarys_validator(alg: str) -> None:
+    """The other way round: a proof by ``zerotrust.httpx.dpop_proof`` passes the library's
+    ``validate_dpop_proof`` (typ, jwk, signature, iat, jti, htm, htu without the query and
+    fragment, ath, nonce), and its thumbprint is the library's for the same key."""
+    holder = PrivateJWK.generate(alg)
+    proof = dpop_proof(
+        holder,
+        method="POST",
+        url="https://api.example/orders/7?expand=1#top",
+        access_token="token-value",
+        nonce="n-1",
+    )
+    validated = validate_dpop_proof(
+        proof,
+        htm="POST",
+        htu="https://api.example/orders/7",
+        ath=BinaPy("token-value").to("sha256").to("b64u").decode(),
+        nonce="n-1",
+        algs=[alg],  # not alg=: the library passes it on with algs=(), and jwskate ignores it
+    )
+    assert validated.headers["jwk"] == {
+        k: v for k, v in holder.public().to_public_dict().items() if k in validated.headers["jwk"]
+    }
+    assert jwskate.Jwk(validated.headers["jwk"]).thumbprint() == holder.thumbprint()

@@ -6,7 +6,8 @@ that is stale or not the service's, is refused with ``401``,
 ``WWW-Authenticate: DPoP error="use_dpop_nonce"`` and a fresh ``DPoP-Nonce`` header; the
 client signs a new proof with that nonce and sends the request again (``zerotrust.httpx`` does
 this by itself). A proof made in advance, or taken from one client and replayed later, is
-then good for at most ``2 * lifetime`` seconds, whatever ``iat`` it claims.
+then good for at most ``2 * lifetime`` seconds after its nonce was handed out, whatever
+``iat`` it claims (up to a window more across replicas whose clocks differ, see below).
 
 The nonces are stateless, so every replica that holds the same secret accepts the others':
 a nonce names a time window of ``lifetime`` seconds and carries an HMAC-SHA256 of that

@@ -227,3 +227,25 @@ def test_sf_list_whitespace_and_parameters() -> None:
     assert parse_client_cert_chain(f"{intermediate};x=1 ,\t{root};y") == expected
     # an empty field value is an empty list
     assert parse_client_cert_chain(" ") == ()
+
+
+@pytest.mark.parametrize(
+    ("display", "valid"),
+    [
+        pytest.param('%"caf%c3%a9"', True, id="utf-8"),
+        pytest.param('%"%e2%82%ac 100"', True, id="three-byte-utf-8"),
+        pytest.param('%"%ff"', False, id="not-utf-8"),
+        pytest.param('%"caf%c3"', False, id="truncated-utf-8"),
+        pytest.param('%"%c0%af"', False, id="overlong-utf-8"),
+        pytest.param('%"%ed%a0%80"', False, id="surrogate"),
+    ],
+)
+def test_display_string_parameter_must_be_utf_8(display: str, valid: bool) -> None:
+    # RFC 9651 section 4.2.10: a display string whose percent-decoded bytes are not UTF-8
+    # fails parsing, and with it the whole field
+    value = f"{CLIENT_CERT};a={display}"
+    if valid:
+        assert parse_client_cert(value) == parse_client_cert(CLIENT_CERT)
+    else:
+        with pytest.raises(MalformedCredentials, match="invalid parameter value"):
+            parse_client_cert(value)

@@ -12,6 +12,7 @@ import base64
 import binascii
 import re
 from collections.abc import Sequence
+from urllib.parse import unquote_to_bytes
 
 from zerotrust.authn._pem import DEFAULT_MAX_HEADER_BYTES, check_header_size, load_certificates
 from zerotrust.errors import MalformedCredentials
@@ -69,9 +70,18 @@ def _skip_bare_item(text: str, pos: int, what: str) -> int:
     else:
         pattern = _BARE_ITEMS.get(first, _TOKEN)
     match = pattern.match(text, pos)
-    if match is None:
+    if match is None or (pattern is _DISPLAY_STRING and not _utf8(match.group())):
         raise MalformedCredentials(f"{what} has an invalid parameter value")
     return match.end()
+
+
+def _utf8(display: str) -> bool:
+    """Whether a display string's percent-encoded bytes are UTF-8 (RFC 9651 4.2.10)."""
+    try:
+        unquote_to_bytes(display[2:-1]).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _skip_parameters(text: str, pos: int, what: str) -> int:

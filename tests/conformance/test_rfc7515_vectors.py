@@ -15,6 +15,7 @@ from typing import Any
 
 import jwt as pyjwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jws
 from joserfc.jwk import ECKey, RSAKey
 
@@ -185,3 +186,16 @@ def test_a5_unsecured_is_always_refused(keys: KeysLike, algorithm: str) -> None:
     # and "none" can never be allowed
     with pytest.raises(ConfigurationError, match="never"):
         verify_signature(A5_TOKEN, keys, algorithms=[algorithm, "none"])
+
+
+def test_a3_1_signature_is_r_then_s_not_der() -> None:
+    # A.3.1: the JWS Signature is R and S as 32-octet big-endian integers, concatenated; the
+    # same values in another form (DER, as X.509 carries them; lengths other than 64) fail
+    head, _, signature = A3_TOKEN.rpartition(".")
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    assert len(raw) == 64
+    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+    for variant in (encode_dss_signature(r, s), raw[:-1], raw + b"\0", b"\0" + raw):
+        encoded = base64.urlsafe_b64encode(variant).decode().rstrip("=")
+        with pytest.raises(InvalidSignature):
+            verify_signature(f"{head}.{encoded}", JWK.from_dict(A3_KEY), algorithms=["ES256"])

@@ -19,6 +19,15 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from joserfc import jws
 from joserfc.jwk import ECKey, RSAKey
 
+from tests._rfc7515 import (
+    A1_KEY,
+    A1_TOKEN,
+    A2_N,
+    A2_TOKEN,
+    A3_KEY,
+    A3_TOKEN,
+    PAYLOAD_A1,
+)
 from zerotrust import FixedClock
 from zerotrust.errors import (
     AlgorithmNotAllowed,
@@ -31,49 +40,6 @@ from zerotrust.errors import (
 from zerotrust.tokens import JWK, JWKSet, SecretKey, TokenVerifier, verify_signature
 from zerotrust.tokens.sources import KeysLike
 
-# RFC 7515 A.1: the JWS Payload shared by A.1 to A.3, and the bytes it encodes
-PAYLOAD_A1 = (
-    "eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ"
-)
-
-# --- A.1: HMAC SHA-256 -------------------------------------------------------------------------
-A1_KEY = "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"
-A1_TOKEN = (
-    "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9."
-    + PAYLOAD_A1
-    + ".dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
-)
-
-# --- A.2: RSASSA-PKCS1-v1_5 SHA-256 --------------------------------------------------------------
-A2_N = (
-    "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4Ql"
-    "L-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsL"
-    "A9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8"
-    "NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ"
-)
-A2_SIGNATURE = (
-    "cC4hiUPoj9Eetdgtv3hF80EGrhuB__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh7AAuHIm4Bh-0Qc_lF5YKt_O8W2Fp5jujG"
-    "bds9uJdbF9CUAr7t1dnZcAcQjbKBYNX4BAynRFdiuB--f_nZLgrnbyTyWzO75vRK5h6xBArLIARNPvkSjtQBMHlb1L07Qe7K"
-    "0GarZRmB_eSN9383LcOLn6_dO--xi12jzDwusC-eOkHWEsqtFZESc6BfI7noOPqvhJ1phCnvWh6IeYI2w9QOYEUipUTI8np6L"
-    "bgGY9Fs98rqVt5AXLIhWkWywlVmtVrBp0igcN_IoypGlUPQGe77Rw"
-)
-A2_TOKEN = "eyJhbGciOiJSUzI1NiJ9." + PAYLOAD_A1 + "." + A2_SIGNATURE
-
-# --- A.3: ECDSA P-256 SHA-256 --------------------------------------------------------------------
-A3_KEY = {
-    "kty": "EC",
-    "crv": "P-256",
-    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
-}
-A3_D = "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"
-A3_TOKEN = (
-    "eyJhbGciOiJFUzI1NiJ9."
-    + PAYLOAD_A1
-    + ".DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q"
-)
-
-# --- A.4: ECDSA P-521 SHA-512 (payload is the 7 bytes "Payload", not JSON) -----------------------
 PAYLOAD = b'{"iss":"joe",\r\n "exp":1300819380,\r\n "http://example.com/is_root":true}'
 EXP = 1300819380
 # RFC 7515 A.5: the unsecured JWS (the A.1 payload, an empty signature)

@@ -94,9 +94,8 @@ def flask_client(service: Service) -> Any:
     return app.test_client()
 
 
-def fastapi_client(service: Service) -> Any:
-    zt = FastAPIZeroTrust(service.guard)
-    app = FastAPI(exception_handlers=FastAPIZeroTrust.exception_handlers)
+def _guarded_route(app: FastAPI, zt: FastAPIZeroTrust) -> Any:
+    """``app`` with ``GET /orders/{order_id}`` behind the ``zt`` dependency, as a test client."""
 
     @app.get("/orders/{order_id}")
     async def order(
@@ -106,6 +105,11 @@ def fastapi_client(service: Service) -> Any:
         return {"order": order_id}
 
     return asgi_client(app)
+
+
+def fastapi_client(service: Service) -> Any:
+    app = FastAPI(exception_handlers=FastAPIZeroTrust.exception_handlers)
+    return _guarded_route(app, FastAPIZeroTrust(service.guard))
 
 
 def fastapi_middleware_client(service: Service) -> Any:
@@ -203,15 +207,7 @@ def fastapi_both_client(service: Service) -> Any:
     zt = FastAPIZeroTrust(service.guard)
     app = FastAPI()
     zt.install(app)
-
-    @app.get("/orders/{order_id}")
-    async def order(
-        order_id: int,
-        caller: Principal = Security(zt),  # noqa: B008
-    ) -> dict[str, Any]:
-        return {"order": order_id}
-
-    return asgi_client(app)
+    return _guarded_route(app, zt)
 
 
 def wsgi_client(service: Service) -> Any:

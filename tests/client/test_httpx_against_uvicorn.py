@@ -299,14 +299,23 @@ def test_a_nonce_challenge_resends_a_body_only_when_it_can_be_replayed(
     assert _reasons(world)[seen:] == ["use_dpop_nonce", "allowed_by_rule"]
 
 
-def test_a_nonce_gone_stale_between_requests_is_replaced_by_one_challenge(
+def _nonce_world(
     ca: DevCA, client_svid: X509Svid, server_svid: X509Svid
-) -> None:
+) -> tuple[FixedClock, DPoPNonces, World, dict[str, Any], Any]:
+    """A server requiring 60-second nonces on a fixed clock, client settings with a bound
+    token, and the server's TLS context."""
     clock = FixedClock()
     nonces = DPoPNonces(secrets.token_bytes(32), lifetime=60)
     world = World(ca, dpop=DPoPConfig(nonces=nonces), clock=clock)
     settings = _bound(world, ca, client_svid)
     context = server_ssl_context(server_svid, ca.bundle, authorizer=match.member_of("example.org"))
+    return clock, nonces, world, settings, context
+
+
+def test_a_nonce_gone_stale_between_requests_is_replaced_by_one_challenge(
+    ca: DevCA, client_svid: X509Svid, server_svid: X509Svid
+) -> None:
+    clock, _, world, settings, context = _nonce_world(ca, client_svid, server_svid)
     with uvicorn_server(world.app(), context, "h11") as port, Client(**settings) as client:
         url = f"https://localhost:{port}/echo"
         assert client.post(url, json={"n": 1}).status_code == 200
@@ -328,11 +337,7 @@ def test_a_client_that_keeps_calling_is_challenged_once(
     """RFC 9449 8.2: a success whose proof carried the previous window's nonce brings the
     current one, which the client uses next: a client calling at least once a window is never
     challenged again."""
-    clock = FixedClock()
-    nonces = DPoPNonces(secrets.token_bytes(32), lifetime=60)
-    world = World(ca, dpop=DPoPConfig(nonces=nonces), clock=clock)
-    settings = _bound(world, ca, client_svid)
-    context = server_ssl_context(server_svid, ca.bundle, authorizer=match.member_of("example.org"))
+    clock, nonces, world, settings, context = _nonce_world(ca, client_svid, server_svid)
     with uvicorn_server(world.app(), context, "h11") as port, Client(**settings) as client:
         url = f"https://localhost:{port}/echo"
         statuses = [client.post(url, json={"n": 0}).status_code]

@@ -30,8 +30,11 @@ refusal table's ``{"error", "error_description"}`` body. A websocket is refused 
 """
 
 import logging
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Final
+
+from opentelemetry import trace as otel_trace
 
 from zerotrust.errors import ConfigurationError, MissingDependencyError
 
@@ -143,6 +146,28 @@ def _check_routeless(guard: Guard, where: str) -> None:
         )
 
 
+#: Where FastAPI's own telemetry (FastAPI 0.142 and later) keeps the request's state.
+_FASTAPI_TELEMETRY: Final = "fastapi.telemetry"
+_NOT_TRACED: Final = nullcontext()
+
+
+def _on_server_span(scope: Mapping[str, Any]) -> AbstractContextManager[object]:
+    """Make FastAPI's own server span current while the Guard decides, when FastAPI's
+    telemetry recorded one for this request.
+
+    FastAPI runs dependencies inside a ``fastapi.dependencies`` span of their own, so the
+    decision (``OTelSink``'s attributes and event) and the audit event's span id would belong
+    to that child span rather than to the request's server span, where the middleware's
+    decision and every other instrumentation's land. Nothing of that span is changed here but
+    which span is current; any other telemetry, or none, leaves the current span as it is."""
+    span = getattr(scope.get(_FASTAPI_TELEMETRY), "span", None)
+    if not isinstance(span, otel_trace.Span) or not span.get_span_context().is_valid:
+        return _NOT_TRACED
+    return otel_trace.use_span(
+        span, end_on_exit=False, record_exception=False, set_status_on_exception=False
+    )
+
+
 async def _authorize(
     guard: Guard,
     connection: HTTPConnection,
@@ -151,10 +176,31 @@ async def _authorize(
     response: Response | None = None,
 ) -> Principal | None:
     scope = connection.scope
+    with _on_server_span(scope):
+        outcome = await _decide(guard, connection, requirement, optional, response)
+    if not outcome.allowed:
+        if scope["type"] == "websocket":
+            body = outcome.body()
+            code = body["error"] if body else "access_denied"
+            raise WebSocketException(code=WEBSOCKET_POLICY_VIOLATION, reason=code)
+        raise ZeroTrustHTTPException(outcome)
+    return outcome.principal
+
+
+async def _decide(
+    guard: Guard,
+    connection: HTTPConnection,
+    requirement: Requirement,
+    optional: bool,
+    response: Response | None,
+) -> Outcome:
+    """The request's outcome for this dependency (``allowed`` with no principal: an optional
+    dependency's anonymous caller)."""
+    scope = connection.scope
     prior = published(scope, guard)
     if prior is not None:  # decided by the middleware or an earlier dependency, same Guard
         if prior.principal is None and optional:
-            return None
+            return prior
         view = ScopeView(scope, prior.event.route if prior.event is not None else None)
         outcome = guard.refine(view, prior, requirement)
     else:
@@ -187,13 +233,7 @@ async def _authorize(
                 # response of a handler that returns data (not one returning a Response)
                 for name, value in outcome.headers:
                     response.headers[name] = value
-    if not outcome.allowed:
-        if scope["type"] == "websocket":
-            body = outcome.body()
-            code = body["error"] if body else "access_denied"
-            raise WebSocketException(code=WEBSOCKET_POLICY_VIOLATION, reason=code)
-        raise ZeroTrustHTTPException(outcome)
-    return outcome.principal
+    return outcome
 
 
 class _Dependency(SecurityBase):

@@ -99,9 +99,12 @@ def who(principal: Principal | None) -> str | None:
     return principal.id if principal is not None else None
 
 
-def make_app(zt: ZeroTrust, *, middleware: bool = True) -> FastAPI:
-    """The application every test drives (with or without the middleware)."""
-    app = FastAPI()
+def make_app(
+    zt: ZeroTrust, *, middleware: bool = True, telemetry: dict[str, Any] | None = None
+) -> FastAPI:
+    """The application every test drives (with or without the middleware; ``telemetry``:
+    FastAPI's own OpenTelemetry settings, FastAPI 0.142 and later)."""
+    app = FastAPI(**({} if telemetry is None else {"telemetry": telemetry}))
     zt.install(app, middleware=middleware, exempt=["/healthz", "/openapi.json"])
     maybe = ZeroTrust(zt.guard, auto_error=False)
     Caller = Annotated[Principal, Security(zt)]

@@ -10,6 +10,12 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
 DEV = ".[dev]"
+HTTPX2_SUITES = [
+    "tests/client",
+    "tests/sources/test_jwks_http.py",
+    "tests/sources/test_oauth2.py",
+    "tests/sources/test_url_rules.py",
+]
 
 
 @nox.session
@@ -24,6 +30,10 @@ def tests(session: nox.Session) -> None:
         "--cov-report=term:skip-covered",
         *session.posargs,
     )
+    if not session.posargs:
+        # The outgoing-call suites once more with ``import httpx`` resolving to httpx2, as
+        # ``httpx2.alias_httpx()`` makes it in an application that moved to httpx2.
+        session.run("python", "-m", "pytest", "-q", "-p", "tests._httpx2_alias", *HTTPX2_SUITES)
 
 
 @nox.session(python=["3.10", "3.11", "3.12", "3.13"])

@@ -272,6 +272,16 @@ class _Body:
         return HttpResponse(self._status, self._headers, b"".join(self._chunks))
 
 
+def _foreign(client: object) -> str:
+    """What to do about a client of another HTTP library refused as ``client``."""
+    if type(client).__module__.partition(".")[0] == "httpx2":
+        return (
+            " (this one is httpx2's: an application on httpx2 calls httpx2.alias_httpx()"
+            " before anything imports httpx, and zerotrust then uses httpx2 throughout)"
+        )
+    return ""
+
+
 class HttpxTransport:
     """Runs flows over a user's httpx client, or over clients it builds itself.
 
@@ -298,9 +308,11 @@ class HttpxTransport:
         if type(max_bytes) is not int or not (0 < max_bytes <= _MAX_BYTES_LIMIT):
             raise ConfigurationError(f"max_bytes must be an int from 1 to {_MAX_BYTES_LIMIT}")
         if client is not None and not isinstance(client, httpx.Client):
-            raise ConfigurationError("client must be an httpx.Client")
+            raise ConfigurationError("client must be an httpx.Client" + _foreign(client))
         if async_client is not None and not isinstance(async_client, httpx.AsyncClient):
-            raise ConfigurationError("async_client must be an httpx.AsyncClient")
+            raise ConfigurationError(
+                "async_client must be an httpx.AsyncClient" + _foreign(async_client)
+            )
         if client is not None and async_client is not None:
             if verify is not True:
                 raise ConfigurationError("verify applies only to clients the source builds")

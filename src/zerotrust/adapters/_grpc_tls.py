@@ -70,6 +70,7 @@ class PeerCache:
         self._bundles = authenticator.bundles
         self._entries: dict[bytes, tuple[object, list[bytes], VerifiedPeer]] = {}
         self._bytes = 0  # of the keys and chains held
+        self._insert = threading.Lock()  # grpc's pool threads store chains concurrently
 
     def lookup(self, auth: Mapping[str, Any]) -> tuple[list[bytes] | None, VerifiedPeer | None]:
         leaf = auth.get("x509_pem_cert")
@@ -98,11 +99,16 @@ class PeerCache:
         size = len(key) + sum(map(len, der))
         if size > _MAX_CACHED_BYTES:  # never kept: nothing else goes for it
             return der, peer
-        if len(self._entries) >= _MAX_CACHED or self._bytes + size > _MAX_CACHED_BYTES:
-            self._entries.clear()
-            self._bytes = 0
-        self._entries[key] = (snapshot, der, peer)
-        self._bytes += size
+        with self._insert:  # the count and the entries change together (a miss is rare)
+            entries = self._entries
+            if len(entries) >= _MAX_CACHED or self._bytes + size > _MAX_CACHED_BYTES:
+                entries.clear()
+                self._bytes = 0
+            previous = entries.get(key)
+            if previous is not None:  # another thread stored it meanwhile (or a stale one)
+                self._bytes -= size
+            entries[key] = (snapshot, der, peer)
+            self._bytes += size
         return der, peer
 
 

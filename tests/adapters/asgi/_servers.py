@@ -8,6 +8,7 @@ to be ready with bounded polling, and always stops it and joins the thread.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import uvicorn
 
 from zerotrust.asgi import (
@@ -24,6 +26,14 @@ from zerotrust.asgi import (
 )
 
 READY_TIMEOUT = 30.0  # generous: the machine is shared
+
+
+def needs_uvicorn_http2() -> None:
+    """Skip unless uvicorn serves HTTP/2 here (``http2=True`` with the zttp protocol): the
+    oldest uvicorn zerotrust supports has neither."""
+    pytest.importorskip("zttp")
+    if "http2" not in inspect.signature(uvicorn.Config).parameters:
+        pytest.skip(f"uvicorn {uvicorn.__version__} has no http2 option")
 
 
 def _listener() -> tuple[socket.socket, int]:

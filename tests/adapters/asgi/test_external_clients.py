@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 
-from tests.adapters.asgi._servers import hypercorn_server, uvicorn_server
+from tests.adapters.asgi._servers import hypercorn_server, needs_uvicorn_http2, uvicorn_server
 from zerotrust import (
     Authenticator,
     Callers,
@@ -92,7 +92,7 @@ def server(request: pytest.FixtureRequest, ca: DevCA) -> Iterator[tuple[str, int
             yield kind, port
         return
     if options["http"] == "zttp":
-        pytest.importorskip("zttp")
+        needs_uvicorn_http2()
     with uvicorn_server(whoami, context, **options) as port:
         yield kind, port
 

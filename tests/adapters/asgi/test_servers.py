@@ -15,7 +15,7 @@ import websockets
 from fastapi import FastAPI, Request, Security, WebSocket
 from websockets.sync.client import connect
 
-from tests.adapters.asgi._servers import serve, uvicorn_server
+from tests.adapters.asgi._servers import needs_uvicorn_http2, serve, uvicorn_server
 from zerotrust import (
     Authenticator,
     Callers,
@@ -413,7 +413,7 @@ def test_a_protocol_that_hands_the_connection_on_carries_the_peer(
     """The TLS extension reaches the requests of the protocol a connection was handed to, not
     only those of the class uvicorn built: with ``http2=True`` every connection is handed on."""
     if protocol == "zttp-http2":
-        pytest.importorskip("zttp")
+        needs_uvicorn_http2()
         options: dict[str, Any] = {"http": "zttp", "http2": True}
     else:
         options = {"http": _HandsOn}

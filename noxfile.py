@@ -88,7 +88,9 @@ def _floors(*names: str) -> dict[str, str]:
         requirements += extra
     floors: dict[str, str] = {}
     for requirement in requirements:
-        found = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?>=([0-9][0-9.]*)", requirement)
+        found = re.fullmatch(
+            r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?>=([0-9][0-9.]*)(?:,\s*!=[0-9][0-9.*]*)*", requirement
+        )
         if found and found.group(1).lower() in names:
             floors[found.group(1).lower()] = found.group(2)
     return floors

@@ -152,15 +152,26 @@ def make_app(
 
 
 class _TestClient(TestClient):
+    def __enter__(self) -> "_TestClient":
+        try:
+            return super().__enter__()  # type: ignore[return-value]
+        except BaseException:  # the application failed to start: __exit__ never comes
+            self._close_streams()
+            raise
+
     def __exit__(self, *args: Any) -> None:
         try:
             super().__exit__(*args)
-        finally:  # Starlette < 0.38.6 leaves its lifespan streams open (anyio >= 4.4 warns)
-            for name in ("stream_send", "stream_receive"):
-                stapled = self.__dict__.get(name)
-                if stapled is not None:
-                    stapled.send_stream.close()
-                    stapled.receive_stream.close()
+        finally:
+            self._close_streams()
+
+    def _close_streams(self) -> None:
+        # Starlette < 0.38.6 leaves its lifespan streams open (anyio >= 4.4 warns)
+        for name in ("stream_send", "stream_receive"):
+            stapled = self.__dict__.get(name)
+            if stapled is not None:
+                stapled.send_stream.close()
+                stapled.receive_stream.close()
 
 
 def client(app: Any, **kw: Any) -> TestClient:

@@ -4,6 +4,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from tests.adapters.asgi._support import client
 from zerotrust.adapters.asgi import _router_resolver
 
 
@@ -70,10 +71,15 @@ def test_routes_changed_anywhere_in_the_tree_refresh_the_cache() -> None:
     assert resolve(scope("/v1/admin")) is None
 
     @router.get("/admin")
-    async def admin() -> None:  # pragma: no cover
+    async def admin() -> None:
         pass
 
-    assert resolve(scope("/v1/admin")) == "/v1/admin"  # an included router's new route
+    # An included router's new route, as the application routes it: recent FastAPI releases
+    # serve the included router itself; older ones (0.110 among them) copied its routes when
+    # it was included, and answer the new one with 404: then no route is right.
+    with client(fast) as http:
+        served = http.get("/v1/admin").status_code != 404
+    assert resolve(scope("/v1/admin")) == ("/v1/admin" if served else None)
 
 
 def test_frontend_routes_added_after_start_refresh_the_cache(tmp_path: object) -> None:

@@ -203,6 +203,15 @@ def _public(key: object) -> bytes:
     )
 
 
+def _key_bits(spki: Node) -> bytes:
+    """The subjectPublicKey bits of a parsed SubjectPublicKeyInfo: the same for a key however
+    its algorithm parameters are written (a named curve or explicit parameters, which not
+    every cryptography release can load)."""
+    _, (_, (_, bits)) = spki  # type: ignore[misc]
+    assert isinstance(bits, bytes)
+    return bits
+
+
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
@@ -279,7 +288,8 @@ class World:
 
     def sign(self, spec: Cert) -> x509.Certificate:
         self.keys[spec.subject] = spec.key
-        self.by_public_key[_public(spec.key.public_key())] = spec.key
+        (spki,) = der_parse(_public(spec.key.public_key()))
+        self.by_public_key[_key_bits(spki)] = spec.key
         issuer = spec.issuer or spec.subject
         issuer_key = self.keys[issuer]
         builder = (
@@ -333,8 +343,7 @@ class World:
     def key_for(self, leaf: bytes) -> PrivateKey:
         """The private key of the (possibly crafted) certificate ``leaf``."""
         (outer,) = der_parse(leaf)
-        spki = der_encode([outer[1][0][1][6]])
-        return self.by_public_key[_public(serialization.load_der_public_key(spki))]
+        return self.by_public_key[_key_bits(outer[1][0][1][6])]  # type: ignore[index]
 
     def key_of(self, name: str) -> ec.EllipticCurvePrivateKey:
         key = self.keys[name]

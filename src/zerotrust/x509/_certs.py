@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -58,6 +59,10 @@ PARSE_ERRORS = (
 )
 
 
+#: id-ecPublicKey (RFC 5480 2.1.1), the content octets of its OID.
+_EC_PUBLIC_KEY: Final = bytes.fromhex("2a8648ce3d0201")
+
+
 def _checked(cert: x509.Certificate) -> x509.Certificate:
     """``cert``, once its public key is known to be readable: a key cryptography cannot load
     (a point off its curve, an unknown algorithm) is refused with the certificate, not later
@@ -88,17 +93,30 @@ def _tlv(der: bytes, pos: int) -> tuple[int, int, int]:
     return tag, start, start + size
 
 
-def _named_curve(tbs: bytes) -> bool:
-    """Whether the subjectPublicKeyInfo of ``tbs`` (an EC key's) names its curve by OID."""
+def _spki_algorithm(tbs: bytes) -> tuple[bytes, int]:
+    """The algorithm OID (its content octets) of the subjectPublicKeyInfo of ``tbs``, and the
+    tag of the parameters that follow it (0 when there are none)."""
     _, pos, _ = _tlv(tbs, 0)
     if _tlv(tbs, pos)[0] == 0xA0:  # the version, explicit [0]
         pos = _tlv(tbs, pos)[2]
     for _ in range(5):  # serial, signature, issuer, validity, subject
         pos = _tlv(tbs, pos)[2]
     _, spki, _ = _tlv(tbs, pos)
-    _, algorithm, _ = _tlv(tbs, spki)
-    oid_end = _tlv(tbs, algorithm)[2]
-    return _tlv(tbs, oid_end)[0] == 0x06  # ECParameters: namedCurve OBJECT IDENTIFIER
+    _, algorithm, algorithm_end = _tlv(tbs, spki)
+    _, oid, oid_end = _tlv(tbs, algorithm)
+    return tbs[oid:oid_end], tbs[oid_end] if oid_end < algorithm_end else 0
+
+
+def _named_curve(tbs: bytes) -> bool:
+    """Whether the subjectPublicKeyInfo of ``tbs`` (an EC key's) names its curve by OID."""
+    return _spki_algorithm(tbs)[1] == 0x06  # ECParameters: namedCurve OBJECT IDENTIFIER
+
+
+def _explicit_curve(tbs: bytes) -> bool:
+    """Whether the subjectPublicKeyInfo of ``tbs`` is an EC key (id-ecPublicKey) whose curve
+    is not named: explicit parameters (or none), which RFC 5480 2.1.1 forbids."""
+    oid, parameters = _spki_algorithm(tbs)
+    return oid == _EC_PUBLIC_KEY and parameters != 0x06
 
 
 def load_der_certificate(der: bytes) -> x509.Certificate:
@@ -155,9 +173,9 @@ def load_der_chain(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certi
                 )
             try:
                 key = item.public_key()
-            except PARSE_ERRORS:
+            except PARSE_ERRORS:  # older cryptography releases cannot read explicit parameters
                 key = None
-            if isinstance(key, ec.EllipticCurvePublicKey) and not _named_curve(
+            if (key is None or isinstance(key, ec.EllipticCurvePublicKey)) and _explicit_curve(
                 item.tbs_certificate_bytes
             ):
                 raise MalformedCertificate(f"certificate {index}'s EC key does not name its curve")

@@ -230,7 +230,7 @@ def test_a_refusal_by_the_method_carries_the_challenge(world: World, order: str)
         grpc.StatusCode.PERMISSION_DENIED,
         "insufficient_scope",
     )
-    challenge = dict(error.trailing_metadata())["www-authenticate"]
+    challenge = dict(tuple(error.trailing_metadata()))["www-authenticate"]
     assert 'error="insufficient_scope"' in challenge and 'scope="orders:write"' in challenge
     decisions = [e.decision for e in world.sink.events]
     assert decisions == (["deny"] if order == "zerotrust only" else ["allow", "deny"])

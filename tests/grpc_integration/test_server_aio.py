@@ -113,7 +113,7 @@ def test_requirements_rate_limits_and_exemptions(world: World, handlers: object)
                     await call(b"x", metadata=plain, timeout=10)
                 assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
                 assert info.value.details() == "insufficient_scope"
-                challenge = dict(info.value.trailing_metadata())["www-authenticate"]
+                challenge = dict(tuple(info.value.trailing_metadata()))["www-authenticate"]
                 assert f'scope="{scope}"' in challenge
                 scoped = grpc.aio.Metadata(*bearer(world.token(scopes=(scope,))))
                 assert await call(b"x", metadata=scoped, timeout=10) == CLIENT_ID.encode()
@@ -122,12 +122,12 @@ def test_requirements_rate_limits_and_exemptions(world: World, handlers: object)
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await limited(b"x", metadata=plain, timeout=10)
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert int(dict(info.value.trailing_metadata())["retry-after"]) >= 1
+            assert int(dict(tuple(info.value.trailing_metadata()))["retry-after"]) >= 1
             stream = channel.unary_stream(f"/{SERVICE}/ServerStream")(b"x", timeout=10)
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 _ = [item async for item in stream]
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            challenge = dict(info.value.trailing_metadata())["www-authenticate"]
+            challenge = dict(tuple(info.value.trailing_metadata()))["www-authenticate"]
             assert challenge == 'Bearer realm="echo"'
             assert await channel.unary_unary(HEALTH)(b"", timeout=10) == b"SERVING:anonymous"
 
@@ -167,14 +167,14 @@ def test_dpop_nonce_challenge_in_trailing_metadata(world: World, method: str) ->
         ):
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await call(channel, None)
-            nonce = dict(info.value.trailing_metadata())["dpop-nonce"]
+            nonce = dict(tuple(info.value.trailing_metadata()))["dpop-nonce"]
             assert isinstance(nonce, str)
             return info.value, await call(channel, nonce)
 
     refused, answer = asyncio.run(run())
     assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
     assert refused.details() == "use_dpop_nonce"
-    trailing = dict(refused.trailing_metadata())
+    trailing = dict(tuple(refused.trailing_metadata()))
     assert trailing["www-authenticate"].endswith('error="use_dpop_nonce"')
     assert answer == EXPECTED[method]
     assert {m for m, _ in seen.calls} == {method}

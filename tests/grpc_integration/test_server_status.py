@@ -75,7 +75,7 @@ def test_each_refusal_and_a_failing_handler_reach_the_caller_as_documented(
                 call = ch.unary_unary(f"/{SERVICE}/{method}")(b"x", metadata=md, timeout=10)
                 with pytest.raises(grpc.RpcError):
                     await call
-                trailing = dict(await call.trailing_metadata() or ())
+                trailing = dict(tuple(await call.trailing_metadata() or ()))
                 out.append((await call.code(), await call.details(), trailing))
         return out
 

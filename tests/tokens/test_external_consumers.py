@@ -234,7 +234,12 @@ def test_tokens_minted_elsewhere_with_each_typ_spelling_verify(
         )
     else:
         header = {"alg": algorithm, "kid": key.kid, **({"typ": typ} if typ else {})}
-        imported = _JOSERFC_KEYS[key.public().kty].import_key(key.private_key)
+        pem = key.private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )  # joserfc 1.0 imports PEM, not cryptography's key objects
+        imported = _JOSERFC_KEYS[key.public().kty].import_key(pem)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # joserfc's deprecation of plain "EdDSA"
             # the JWS layer: joserfc's jwt.encode would add typ JWT to a header without one

@@ -43,6 +43,8 @@ from zerotrust.stores.base import RateLimitResult, RevocationListener, StoreHeal
 if TYPE_CHECKING:
     import redis
     import redis.asyncio
+    import redis.asyncio.retry
+    import redis.retry
     from redis.commands.core import AsyncScript, Script
 
 __all__ = ["RedisStore"]
@@ -95,6 +97,22 @@ def _buildable(pool: _P, location: str) -> _P:
             reason = "reason withheld: it quotes a credential"
         raise ConfigurationError(f"invalid Redis URL ({location}): {reason}") from None
     return pool
+
+
+def _retries(retry: type[redis.retry.Retry | redis.asyncio.retry.Retry]) -> dict[str, Any]:
+    """A pool's arguments for one immediate retry, on a new connection, after a dropped
+    connection or after a READONLY reply (a primary since demoted to a read-only replica by a
+    failover that moved the URL's address); never after a timeout."""
+    import redis
+    import redis.backoff
+
+    errors: list[type[redis.RedisError]] = [redis.ConnectionError, redis.ReadOnlyError]
+    return {
+        "retry": retry(redis.backoff.NoBackoff(), 1, tuple(errors)),
+        # redis-py before 6.0 sends a command again only after an error listed here too,
+        # whatever the Retry's own list says
+        "retry_on_error": errors,
+    }
 
 
 def _credentials(*clients: Any) -> tuple[str, ...]:
@@ -202,13 +220,7 @@ class RedisStore:
                     connection_pool=_buildable(
                         redis.BlockingConnectionPool.from_url(
                             url,
-                            # a dropped connection, or one to a primary since demoted to a
-                            # read-only replica by a failover that moved the URL's address
-                            retry=redis.retry.Retry(
-                                redis.backoff.NoBackoff(),
-                                1,
-                                (redis.ConnectionError, redis.ReadOnlyError),
-                            ),
+                            **_retries(redis.retry.Retry),
                             **options,
                         ),
                         self._location,
@@ -224,11 +236,7 @@ class RedisStore:
                 pool = _buildable(
                     redis.asyncio.BlockingConnectionPool.from_url(
                         owned_url,
-                        retry=redis.asyncio.retry.Retry(
-                            redis.backoff.NoBackoff(),
-                            1,
-                            (redis.ConnectionError, redis.ReadOnlyError),
-                        ),
+                        **_retries(redis.asyncio.retry.Retry),
                         **options,
                     ),
                     self._location,

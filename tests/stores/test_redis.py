@@ -614,6 +614,42 @@ def test_an_empty_credential_withholds_nothing() -> None:
     client.close()
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_refused_connection_is_named_by_the_systems_reason(
+    own_server: RedisServer, mode: str
+) -> None:
+    # redis-py before 5.0.8 names an async connection's failure by its error number alone
+    store = RedisStore(own_server.url)
+    own_server.stop()
+
+    async def call_async() -> None:
+        try:
+            await store.ping_async()
+        finally:
+            await store.aclose()
+
+    with pytest.raises(StoreUnavailable) as info:
+        store.ping() if mode == "sync" else asyncio.run(call_async())
+    # asyncio says it in words of its own
+    assert ("Connection refused" if mode == "sync" else "Connect call failed") in str(info.value)
+    assert "Connection refused" in store.health().detail
+    store.close()
+
+
+def test_the_systems_reason_that_quotes_a_credential_is_withheld(
+    redis_server: RedisServer,
+) -> None:
+    import redis
+
+    store = RedisStore(redis_server.url.replace("redis://", "redis://zt-operator:s3cret-pw@"))
+    exc = redis.ConnectionError("Error 1 connecting to 127.0.0.1:6379. 1.")
+    exc.__context__ = OSError(1, "handshake for zt-operator failed")  # as redis-py 5.0 chains it
+    error = str(store._unavailable(exc))
+    assert "zt-operator" not in error and "reason withheld" in error
+    assert store._cause(exc) is None  # its traceback would show the reason beneath
+    store.close()
+
+
 def test_async_outage_fails_promptly_and_recovers(own_server: RedisServer) -> None:
     store = RedisStore(own_server.url, socket_timeout=0.5)
     t = time.time()

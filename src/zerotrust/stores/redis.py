@@ -115,6 +115,20 @@ def _retries(retry: type[redis.retry.Retry | redis.asyncio.retry.Retry]) -> dict
     }
 
 
+def _reason(exc: BaseException) -> str:
+    """``exc``'s message on one line, followed by the operating system's reason beneath it
+    when the message leaves that out: redis-py before 5.0.8 names an async connection's failure
+    by its error number alone (``Error 1 connecting to host:port. 1.`` for a certificate that
+    does not verify, ``Error 111 ...`` for a refused connection)."""
+    reason = " ".join(str(exc).split())
+    below = exc.__cause__ or exc.__context__
+    if isinstance(below, OSError):
+        detail = " ".join(str(below.strerror or below).split())
+        if detail and detail not in reason:
+            reason = f"{reason}: {detail}" if reason else detail
+    return reason
+
+
 def _credentials(*clients: Any) -> tuple[str, ...]:
     """The username and password the clients log in with, to keep out of messages."""
     found: set[str] = set()
@@ -272,7 +286,7 @@ class RedisStore:
     # --- the two drivers: the only code that differs between sync and async ---------------
 
     def _quotes_credential(self, exc: BaseException) -> bool:
-        reason = " ".join(str(exc).split())
+        reason = _reason(exc)
         return any(secret in reason for secret in self._secrets)
 
     def _cause(self, exc: BaseException) -> BaseException | None:
@@ -283,7 +297,7 @@ class RedisStore:
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         # for logs only (callers see "temporarily unavailable", audit events the code): the
         # server's own words name the cause, unless they quote the URL's credentials
-        reason = " ".join(str(exc).split())
+        reason = _reason(exc)
         if self._quotes_credential(exc):
             reason = "reason withheld: it quotes a credential"  # masking would outline it
         reason = reason[:_MAX_DETAIL]

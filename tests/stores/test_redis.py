@@ -1129,19 +1129,23 @@ def test_a_tls_server_must_hold_a_certificate_for_the_urls_host(
     expires = time.time() + 60
 
     async def run_async() -> None:
-        assert await named.check_and_store_async("k", expires_at=expires)
-        with pytest.raises(StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
-            await other.check_and_store_async("k", expires_at=expires)
-        assert not await waived.check_and_store_async("k", expires_at=expires)  # its own word
-        for store in (named, other, waived):
-            await store.aclose()
+        try:
+            assert await named.check_and_store_async("k", expires_at=expires)
+            with pytest.raises(StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+                await other.check_and_store_async("k", expires_at=expires)
+            assert not await waived.check_and_store_async("k", expires_at=expires)  # its own word
+        finally:  # even when it fails: an open connection would be reported in a later test
+            for store in (named, other, waived):
+                await store.aclose()
 
-    if mode == "sync":
-        assert named.check_and_store("k", expires_at=expires)
-        with pytest.raises(StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
-            other.check_and_store("k", expires_at=expires)
-        assert not waived.check_and_store("k", expires_at=expires)
-    else:
-        asyncio.run(run_async())
-    for store in (named, other, waived):
-        store.close()
+    try:
+        if mode == "sync":
+            assert named.check_and_store("k", expires_at=expires)
+            with pytest.raises(StoreUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+                other.check_and_store("k", expires_at=expires)
+            assert not waived.check_and_store("k", expires_at=expires)
+        else:
+            asyncio.run(run_async())
+    finally:
+        for store in (named, other, waived):
+            store.close()

@@ -16,8 +16,10 @@ from zerotrust import (
     MemorySink,
     MemoryStore,
     Operations,
+    OTelSink,
     Policy,
     Principal,
+    PrivateJWK,
     RateLimit,
     Rule,
     TokenIssuer,
@@ -88,6 +90,21 @@ def make_guard(
         service="orders",
     )
     return guard, sink
+
+
+def audited_guard(*sinks: Any) -> tuple[TokenIssuer, Guard, MemorySink]:
+    """An ES256 token issuer, and a Guard with the test policy that verifies its tokens and
+    audits to ``OTelSink``, a ``MemorySink`` (returned) and ``sinks``."""
+    issuer = TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    memory = MemorySink()
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier),
+        policy=make_policy(),
+        audit=[OTelSink(), memory, *sinks],
+        service="orders",
+    )
+    return issuer, guard, memory
 
 
 def expired_token(issuer_key: Any, **claims: Any) -> str:

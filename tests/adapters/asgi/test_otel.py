@@ -18,15 +18,10 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tests.adapters.asgi._support import AUD, ISS, WEB, bearer, client, make_app, make_policy
+from tests.adapters.asgi._support import AUD, WEB, audited_guard, bearer, client, make_app
 from zerotrust import (
-    Authenticator,
-    Guard,
     MemorySink,
-    OTelSink,
-    PrivateJWK,
     TokenIssuer,
-    TokenVerifier,
 )
 from zerotrust.audit import CallableSink
 from zerotrust.audit.otel import SPAN_EVENT_NAME
@@ -35,15 +30,7 @@ from zerotrust.fastapi import ZeroTrust
 
 @pytest.fixture
 def traced() -> Iterator[tuple[Any, InMemorySpanExporter, MemorySink, TokenIssuer]]:
-    issuer = TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
-    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
-    memory = MemorySink()
-    guard = Guard(
-        authenticator=Authenticator(tokens=verifier),
-        policy=make_policy(),
-        audit=[OTelSink(), memory],
-        service="orders",
-    )
+    issuer, guard, memory = audited_guard()
     app = make_app(ZeroTrust(guard))
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -98,15 +85,7 @@ def test_a_sampled_out_server_span_still_gives_the_audit_event_its_ids() -> None
     """A caller's unsampled traceparent makes the instrumentation's span non-recording: nothing
     is exported or annotated, and the audit event still carries the continued trace id with
     the server's own (unexported) span id, trusted as our span's."""
-    issuer = TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
-    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
-    memory = MemorySink()
-    guard = Guard(
-        authenticator=Authenticator(tokens=verifier),
-        policy=make_policy(),
-        audit=[OTelSink(), memory],
-        service="orders",
-    )
+    issuer, guard, memory = audited_guard()
     app = make_app(ZeroTrust(guard))
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
@@ -141,15 +120,9 @@ def test_baggage_never_reaches_the_audit_event_or_the_span_attributes(
         "_HTTP_TEXT_FORMAT",
         CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]),
     )
-    issuer = TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
-    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
-    memory = MemorySink()
     seen: list[dict[str, object]] = []
-    guard = Guard(
-        authenticator=Authenticator(tokens=verifier),
-        policy=make_policy(),
-        audit=[OTelSink(), memory, CallableSink(lambda _: seen.append(dict(baggage.get_all())))],
-        service="orders",
+    issuer, guard, memory = audited_guard(
+        CallableSink(lambda _: seen.append(dict(baggage.get_all())))
     )
     app = make_app(ZeroTrust(guard))
     exporter = InMemorySpanExporter()

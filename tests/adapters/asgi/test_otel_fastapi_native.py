@@ -8,11 +8,14 @@ OpenTelemetry's FastAPI instrumentation puts it (tests/adapters/asgi/test_otel.p
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,21 +26,15 @@ from starlette.websockets import WebSocketDisconnect
 from tests.adapters.asgi._support import (
     ADMIN,
     AUD,
-    ISS,
     WEB,
+    audited_guard,
     bearer,
     client,
     make_app,
-    make_policy,
 )
 from zerotrust import (
-    Authenticator,
-    Guard,
     MemorySink,
-    OTelSink,
-    PrivateJWK,
     TokenIssuer,
-    TokenVerifier,
 )
 from zerotrust.audit.otel import SPAN_EVENT_NAME
 from zerotrust.fastapi import ZeroTrust
@@ -66,29 +63,32 @@ class Traced:
         return span
 
 
-@pytest.fixture(params=["middleware", "dependency"])
-def traced(request: pytest.FixtureRequest) -> Iterator[Traced]:
-    """An app with FastAPI's telemetry on (operation spans included, its default), decided
-    by the middleware or, without it, by the dependencies."""
-    issuer = TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
-    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
-    memory = MemorySink()
-    guard = Guard(
-        authenticator=Authenticator(tokens=verifier),
-        policy=make_policy(),
-        audit=[OTelSink(), memory],
-        service="orders",
-    )
+@contextmanager
+def traced_app(
+    *, middleware: bool, prepare: Callable[[FastAPI], None] | None = None, **telemetry: Any
+) -> Iterator[Traced]:
+    """The test application with FastAPI's telemetry on (operation spans included, its
+    default, unless ``telemetry`` says otherwise), decided by the middleware or, without it,
+    by the dependencies; ``prepare`` may add to it before it starts."""
+    issuer, guard, memory = audited_guard()
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry = {"tracer_provider": provider, "metrics": False, "logs": False}
-    app = make_app(ZeroTrust(guard), middleware=request.param == "middleware", telemetry=telemetry)
+    settings = {"tracer_provider": provider, "metrics": False, "logs": False, **telemetry}
+    app = make_app(ZeroTrust(guard), middleware=middleware, telemetry=settings)
+    if prepare is not None:
+        prepare(app)
     try:
         with client(app) as http:
             yield Traced(http, exporter, memory, issuer)
     finally:
         provider.shutdown()
+
+
+@pytest.fixture(params=["middleware", "dependency"])
+def traced(request: pytest.FixtureRequest) -> Iterator[Traced]:
+    with traced_app(middleware=request.param == "middleware") as traced:
+        yield traced
 
 
 def decisions(span: Any) -> list[Any]:
@@ -172,35 +172,12 @@ def test_a_sync_handler_s_dependency_decides_on_the_server_span(traced: Traced) 
 def test_without_operation_spans_the_decision_is_on_the_server_span() -> None:
     """With ``operation_spans`` off, FastAPI opens no span inside the server span: the
     dependency's decision lands there as it always did."""
-    issuer = TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
-    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
-    memory = MemorySink()
-    guard = Guard(
-        authenticator=Authenticator(tokens=verifier),
-        policy=make_policy(),
-        audit=[OTelSink(), memory],
-        service="orders",
-    )
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry = {
-        "tracer_provider": provider,
-        "metrics": False,
-        "logs": False,
-        "operation_spans": False,
-    }
-    app = make_app(ZeroTrust(guard), middleware=False, telemetry=telemetry)
-    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
-    try:
-        with client(app) as http:
-            assert http.get("/orders/7", headers=bearer(token)).status_code == 200
-    finally:
-        provider.shutdown()
-    [span] = exporter.get_finished_spans()
+    with traced_app(middleware=False, operation_spans=False) as traced:
+        assert traced.http.get("/orders/7", headers=bearer(traced.token())).status_code == 200
+    [span] = traced.exporter.get_finished_spans()
     assert span.kind is SpanKind.SERVER
     assert span.attributes["zerotrust.decision"] == "allow"
-    assert memory.last.span_id == format(span.context.span_id, "016x")
+    assert traced.memory.last.span_id == format(span.context.span_id, "016x")
 
 
 @pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "dependency"])
@@ -208,39 +185,21 @@ def test_a_sampled_out_server_span_still_gives_the_audit_event_its_ids(middlewar
     """A caller's unsampled traceparent: FastAPI's server span does not record, nothing is
     exported, and the audit event carries the continued trace id and the server span's own
     id, whether the middleware or the dependency decides."""
-    issuer = TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
-    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
-    memory = MemorySink()
-    guard = Guard(
-        authenticator=Authenticator(tokens=verifier),
-        policy=make_policy(),
-        audit=[OTelSink(), memory],
-        service="orders",
-    )
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry = {"tracer_provider": provider, "metrics": False, "logs": False}
-    app = make_app(ZeroTrust(guard), middleware=middleware, telemetry=telemetry)
     unsampled = {"traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-00"}
-    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
     seen: list[str] = []
 
-    @app.middleware("http")
-    async def server_span_id(request: Any, call_next: Any) -> Any:
-        from opentelemetry import trace
+    def note_server_span(app: FastAPI) -> None:
+        @app.middleware("http")
+        async def server_span_id(request: Any, call_next: Any) -> Any:
+            seen.append(format(trace.get_current_span().get_span_context().span_id, "016x"))
+            return await call_next(request)
 
-        seen.append(format(trace.get_current_span().get_span_context().span_id, "016x"))
-        return await call_next(request)
-
-    try:
-        with client(app) as http:
-            assert http.get("/orders/7", headers=bearer(token) | unsampled).status_code == 200
-            assert http.get("/orders/7", headers=unsampled).status_code == 401
-    finally:
-        provider.shutdown()
-    assert exporter.get_finished_spans() == ()
-    allowed, refused = memory.events
+    with traced_app(middleware=middleware, prepare=note_server_span) as traced:
+        http = traced.http
+        assert http.get("/orders/7", headers=bearer(traced.token()) | unsampled).status_code == 200
+        assert http.get("/orders/7", headers=unsampled).status_code == 401
+    assert traced.exporter.get_finished_spans() == ()
+    allowed, refused = traced.memory.events
     assert (allowed.decision, refused.decision) == ("allow", "deny")
     assert [allowed.span_id, refused.span_id] == seen  # the server span's, not a child's
     for event in (allowed, refused):

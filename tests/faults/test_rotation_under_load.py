@@ -4,7 +4,6 @@ server; no legitimate request fails, and retired credentials are refused afterwa
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -119,13 +118,20 @@ class Trust:
 GRACE_PERIOD = 1.5
 
 
-def rotate_under(load: Load, trust: Trust, ok: str) -> list[str]:
+def rotate_under(
+    load: Load, trust: Trust, ok: str, reconnected: Callable[[], None] | None = None
+) -> list[str]:
+    """Rotate everything while ``load`` runs; ``reconnected`` waits until every client has
+    opened a connection since the client SVIDs rotated (keep-alive connections keep the
+    certificate they were opened with, which the old authority's retirement refuses)."""
     load.wait_for(lambda c: c[ok] >= 20, "warm")
     steps = []
     for step in trust.rotations():
         load.wait_more(ok, 20)
         if step == "client svids from the new authority":
             time.sleep(GRACE_PERIOD)  # the grace period before k1 and the old CA are retired
+            if reconnected is not None:
+                reconnected()
         steps.append(step)
     load.wait_more(ok, 20)
     return steps
@@ -183,17 +189,27 @@ def test_fastapi_rotation_under_load(ca: DevCA) -> None:
             stack.enter_context(client(trust, port, trust.client_svids[i], trust.tokens[i]))
             for i in range(WORKERS)
         ]
-        turns = itertools.count()
+        sent = [0] * WORKERS  # each worker's requests (only its own thread counts them)
 
         def call(index: int) -> str:
-            n = next(turns)
-            # every fourth request closes its connection: rotation reaches new handshakes
+            n = sent[index]
+            sent[index] += 1
+            # every fourth request of a client closes its connection: rotation reaches new
+            # handshakes
             headers = {"connection": "close"} if n % 4 == 0 else {}
             response = clients[index].get(f"/echo/{n}", headers=headers)
             return f"{response.status_code}"
 
+        def reconnected() -> None:
+            # five more requests each: one of them closed its connection, the next opened one
+            marks = list(sent)
+            load.wait_for(
+                lambda _: all(now >= mark + 5 for now, mark in zip(sent, marks, strict=True)),
+                "every client on a connection opened with its new SVID",
+            )
+
         with Load(call, workers=WORKERS) as load:
-            steps = rotate_under(load, trust, "200")
+            steps = rotate_under(load, trust, "200", reconnected)
         assert not load.errors, load.errors
         assert set(load.snapshot()) == {"200"}, load.snapshot()  # zero failed requests
         assert len(steps) == 7

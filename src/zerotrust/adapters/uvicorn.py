@@ -18,8 +18,10 @@ uvicorn builds its ``SSLContext`` from files and leaves ``scope["extensions"]["t
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import inspect
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
@@ -69,6 +71,7 @@ class _TlsExtensionMixin:
         protocol = getattr(transport, "get_protocol", lambda: self)
         before = protocol()
         super().connection_made(transport)  # type: ignore[misc]
+        _read_through_the_tls_close(transport)
         tls = tls_extension(transport.get_extra_info("ssl_object"))
         if tls is None:
             return
@@ -78,6 +81,40 @@ class _TlsExtensionMixin:
         serving: Any = self if after is before else after
         serving.app = _WithTls(serving.app, tls)
 
+    def shutdown(self) -> None:
+        # A connection whose transport is already closing has nothing left to shut down.
+        # Over TLS it stays among the server's connections until the TLS close completes,
+        # and uvicorn's websocket protocols would still send it a close frame: websockets
+        # and wsproto refuse that past the closing handshake, and the exception ends
+        # uvicorn's shutdown before the other connections and the lifespan shutdown.
+        transport = getattr(self, "transport", None)
+        if transport is not None and transport.is_closing():
+            return
+        super().shutdown()  # type: ignore[misc]
+
+
+def _read_through_the_tls_close(transport: asyncio.BaseTransport) -> None:
+    """On Python 3.10, make closing a TLS transport resume reading.
+
+    uvicorn's websocket protocols pause reading while the application has a message to take,
+    and close the transport without resuming. Python 3.10's TLS transport pauses the socket
+    itself, so it never reads the peer's TLS close (or end of stream) and the connection is
+    never released. Later Pythons (and uvloop) keep reading the socket during a TLS close.
+    """
+    if sys.version_info >= (3, 11) or type(transport) is not _LEGACY_TLS_TRANSPORT:
+        return
+    close = transport.close
+
+    def close_and_read() -> None:
+        close()
+        # a protocol also closes its transport once the connection is lost: nothing to read
+        if getattr(getattr(transport, "_ssl_protocol", None), "_transport", None) is not None:
+            transport.resume_reading()  # type: ignore[attr-defined]
+
+    transport.close = close_and_read  # type: ignore[method-assign]
+
+
+_LEGACY_TLS_TRANSPORT: Final = getattr(asyncio.sslproto, "_SSLProtocolTransport", None)
 
 _subclasses: dict[type[Any], type[Any]] = {}
 

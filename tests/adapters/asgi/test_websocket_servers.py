@@ -3,21 +3,29 @@ uvicorn (h11 and httptools, with each websocket implementation) and hypercorn, d
 ``websockets`` client library."""
 
 import json
+import logging
+import socket
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import pytest
+import uvicorn
 import websockets
 from fastapi import APIRouter, FastAPI, Security, WebSocket
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
+from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
+from websockets.frames import Opcode
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
+from websockets.uri import parse_uri
 
-from tests.adapters.asgi._servers import hypercorn_server, uvicorn_server
+from tests.adapters.asgi._servers import READY_TIMEOUT, hypercorn_server, uvicorn_server
 from zerotrust import (
     Authenticator,
     Callers,
@@ -34,6 +42,7 @@ from zerotrust import (
     match,
     server_ssl_context,
 )
+from zerotrust.asgi import ZeroTrustUvicornConfig
 from zerotrust.dev import DevCA
 from zerotrust.fastapi import ZeroTrust, current_principal
 
@@ -41,7 +50,7 @@ pytestmark = pytest.mark.network
 
 with warnings.catch_warnings():  # uvicorn's legacy "websockets" implementation, still served
     warnings.simplefilter("ignore")
-    import uvicorn.protocols.websockets.websockets_impl  # noqa: F401
+    import uvicorn.protocols.websockets.websockets_impl
 
 SERVER_ID = "spiffe://example.org/ns/shop/sa/orders"
 WEB = "spiffe://example.org/ns/shop/sa/web"
@@ -432,3 +441,159 @@ def test_dependencies_alone(kind: str, ca: DevCA, issuer: TokenIssuer) -> None:
     assert ran == [WEB, CART]
     assert len(sink) == before + 1 and sink.last.kind == "websocket"
     assert sink.last.rule_id == "no-strangers"
+
+
+class _LifespanAndEcho:
+    """A bare ASGI application: records its lifespan, accepts websockets and reads them to
+    the end, or with ``one_message`` closes each after its first message."""
+
+    def __init__(self, one_message: bool = False) -> None:
+        self.events: list[str] = []
+        self.one_message = one_message
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                self.events.append(message["type"])
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        assert scope["type"] == "websocket"
+        await receive()
+        await send({"type": "websocket.accept"})
+        if self.one_message:
+            await receive()
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+
+@contextmanager
+def _uvicorn(
+    ca: DevCA, app: Any, ws: str
+) -> Iterator[tuple[uvicorn.Server, int, threading.Thread]]:
+    """A uvicorn server the test stops itself (``should_exit``); stopped in any case."""
+    svid = ca.issue_svid(SERVER_ID, dns_names=["localhost"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    config = ZeroTrustUvicornConfig(
+        app,
+        ssl_context=server_ssl_context(svid, ca.bundle, authorizer=match.member_of("example.org")),
+        http="h11",
+        ws=ws,
+        loop="asyncio",  # the standard library's TLS transport, not uvloop's
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        _until(lambda: server.started, thread, "uvicorn did not start")
+        yield server, listener.getsockname()[1], thread
+    finally:
+        server.should_exit = True
+        thread.join(READY_TIMEOUT)
+        listener.close()
+    assert not thread.is_alive(), "uvicorn did not stop"
+
+
+def _until(condition: Any, thread: threading.Thread, failure: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not condition():
+        assert thread.is_alive(), f"the server thread ended: {failure}"
+        assert time.monotonic() < deadline, failure
+        time.sleep(0.01)
+
+
+def _closing_handshake_done(ca: DevCA, port: int, last: str | None = None) -> socket.socket:
+    """A websocket whose client closed it and got the server's close frame back, but which
+    never answers the server's TLS close: the server's side stays closing. ``last``: a
+    message sent in the same write as the close frame."""
+    context = client_ssl_context(ca.issue_svid(WEB), ca.bundle, authorizer=match.exact(SERVER_ID))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=READY_TIMEOUT)
+    tls = context.wrap_socket(raw, server_hostname="localhost")
+    client = ClientProtocol(parse_uri(f"wss://localhost:{port}/ws"))
+    client.send_request(client.connect())
+
+    def exchange() -> list[Any]:
+        tls.sendall(b"".join(client.data_to_send()))
+        events: list[Any] = []
+        while not events:
+            client.receive_data(tls.recv(65536))
+            events = client.events_received()
+        return events
+
+    assert exchange()[0].status_code == 101
+    if last is not None:
+        client.send_text(last.encode())
+    client.send_close(1000)
+    assert exchange()[0].opcode is Opcode.CLOSE
+    return tls
+
+
+@contextmanager
+def _uvicorn_says() -> Iterator[list[str]]:
+    """What uvicorn logs at INFO and above meanwhile: a handler of its own, since uvicorn's
+    logging configuration (applied by any server started without ``log_config=None``)
+    stops its records from reaching the root logger."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    logger = logging.getLogger("uvicorn.error")
+    handler, level = Collect(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+_UVICORN_WS = ["websockets-sansio", "wsproto", pytest.param("websockets", marks=_LEGACY)]
+
+
+@pytest.mark.parametrize("ws", _UVICORN_WS)
+def test_shutdown_while_a_closed_websocket_finishes_its_tls_close(ws: str, ca: DevCA) -> None:
+    """uvicorn shuts down gracefully (waits for the connection, runs the lifespan shutdown)
+    while a websocket its client closed is still finishing the TLS close. uvicorn's own
+    protocols would send a close frame on it, which the websocket library refuses past the
+    closing handshake: the server thread died there, before the lifespan shutdown."""
+    app = _LifespanAndEcho()
+    with (
+        _uvicorn_says() as said,
+        _uvicorn(ca, app, ws) as (server, port, thread),
+        _closing_handshake_done(ca, port),
+    ):
+        server.should_exit = True
+        waiting = "Waiting for connections to close"
+        _until(
+            lambda: any(waiting in message for message in said),
+            thread,
+            "uvicorn never reached its graceful wait",
+        )
+        assert "lifespan.shutdown" not in app.events  # still waiting for the connection
+    assert app.events == ["lifespan.startup", "lifespan.shutdown"]
+
+
+@pytest.mark.parametrize("ws", _UVICORN_WS)
+def test_a_websocket_closed_while_reading_is_paused_releases_its_connection(
+    ws: str, ca: DevCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message and the close frame arrive together: uvicorn pauses reading until the
+    application has taken every event, and answers the close meanwhile; the application
+    takes the message and ends. Once the client has closed, the connection is released,
+    without waiting for the server to stop. Python 3.10's TLS transport paused the socket
+    itself and kept the connection forever."""
+    with _uvicorn(ca, _LifespanAndEcho(one_message=True), ws) as (server, port, thread):
+        for _ in range(3):
+            _closing_handshake_done(ca, port, last="bye").close()
+        connections = server.server_state.connections
+        _until(lambda: not connections, thread, "a connection was kept")
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -302,6 +303,173 @@ def test_every_arity_with_an_earlier_nonce_gets_the_current_one(world: World, ki
         METHODS, current
     )
     assert [e.decision for e in world.sink.events] == ["allow"] * 4
+
+
+_OWN = ("x-handler", "own")
+
+
+def _sets_its_own_trailers(sync: bool) -> Any:
+    """Handlers of every arity that set their own trailing metadata (which replaces the whole
+    set in grpc), and one that sets it and aborts."""
+
+    def services(seen: Seen) -> dict[str, dict[str, Any]]:
+        def unary(request: bytes, context: Any) -> bytes:
+            context.set_trailing_metadata((_OWN,))
+            assert dict(context.invocation_metadata())["authorization"].startswith("DPoP ")
+            return b"ok"
+
+        def server_stream(request: bytes, context: Any) -> Iterator[bytes]:
+            yield b"a"
+            context.set_trailing_metadata((_OWN,))
+            yield b"b"
+
+        def client_stream(requests: Iterator[bytes], context: Any) -> bytes:
+            context.set_trailing_metadata((_OWN,))
+            return b"%d" % sum(1 for _ in requests)
+
+        def bidi(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
+            yield from requests
+            context.set_trailing_metadata([list(_OWN)])  # any sequence of pairs
+
+        def aborts(request: bytes, context: Any) -> bytes:
+            context.set_trailing_metadata((_OWN,))
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not now")
+            raise AssertionError("abort() returned")
+
+        async def aunary(request: bytes, context: Any) -> bytes:
+            return unary(request, context)
+
+        async def aserver_stream(request: bytes, context: Any) -> AsyncIterator[bytes]:
+            for item in server_stream(request, context):
+                yield item
+
+        async def aclient_stream(requests: AsyncIterator[bytes], context: Any) -> bytes:
+            count = len([r async for r in requests])
+            context.set_trailing_metadata((_OWN,))
+            return b"%d" % count
+
+        async def abidi(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+            async for request in requests:
+                yield request
+            context.set_trailing_metadata((_OWN,))
+
+        async def aaborts(request: bytes, context: Any) -> bytes:
+            context.set_trailing_metadata((_OWN,))
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not now")
+            raise AssertionError("abort() returned")
+
+        handlers = (
+            (unary, server_stream, client_stream, bidi, aborts)
+            if sync
+            else (aunary, aserver_stream, aclient_stream, abidi, aaborts)
+        )
+        kinds = (
+            grpc.unary_unary_rpc_method_handler,
+            grpc.unary_stream_rpc_method_handler,
+            grpc.stream_unary_rpc_method_handler,
+            grpc.stream_stream_rpc_method_handler,
+            grpc.unary_unary_rpc_method_handler,
+        )
+        names = (*METHODS, "Aborts")
+        return {
+            SERVICE: {n: k(h) for n, k, h in zip(names, kinds, handlers, strict=True)},
+        }
+
+    return services
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio", "aio, sync handlers"])
+def test_a_handler_that_sets_trailing_metadata_keeps_the_nonce(world: World, kind: str) -> None:
+    """grpc's ``set_trailing_metadata`` replaces the whole set: the current nonce (RFC 9449
+    8.2) is put back beside the handler's own entries, in every arity. A handler that aborts
+    keeps it too, except on the aio server with an async handler: grpc.aio sends the status
+    at once, with what the handler gave."""
+    clock = FixedClock(dt.datetime.now(dt.timezone.utc))
+    holder = PrivateJWK.generate("ES256")
+    token = world.issuer.issue(
+        subject=CLIENT_ID, audience=AUD, extra_claims={"cnf": {"jkt": holder.thumbprint()}}
+    )
+    origin = "https://echo.internal"
+    nonces = DPoPNonces(bytes(32))
+    guard = world.guard(dpop_origins=(origin,), dpop_nonces=nonces, clock=clock)
+    earlier = nonces.issue(clock.now().timestamp() - nonces.lifetime)
+    current = nonces.issue(clock.now().timestamp())
+    handlers = _sets_its_own_trailers(sync=kind != "aio")
+
+    def metadata(name: str) -> list[tuple[str, str]]:
+        url = f"{origin}/{SERVICE}/{name}"
+        proof = dpop_proof(
+            holder, method="POST", url=url, access_token=token, nonce=earlier, clock=clock
+        )
+        return [("authorization", f"DPoP {token}"), ("dpop", proof)]
+
+    def trailing_sync() -> dict[str, Any]:
+        with (
+            sync_server(world, guard, handlers=handlers) as port,
+            grpc.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            _, unary = channel.unary_unary(f"/{SERVICE}/Unary").with_call(
+                b"hi", metadata=metadata("Unary"), timeout=10
+            )
+            server_stream = channel.unary_stream(f"/{SERVICE}/ServerStream")(
+                b"hi", metadata=metadata("ServerStream"), timeout=10
+            )
+            assert list(server_stream) == [b"a", b"b"]
+            _, client_stream = channel.stream_unary(f"/{SERVICE}/ClientStream").with_call(
+                iter([b"a", b"b"]), metadata=metadata("ClientStream"), timeout=10
+            )
+            bidi = channel.stream_stream(f"/{SERVICE}/Bidi")(
+                iter([b"a", b"b"]), metadata=metadata("Bidi"), timeout=10
+            )
+            assert list(bidi) == [b"a", b"b"]
+            with pytest.raises(grpc.RpcError) as aborted:
+                channel.unary_unary(f"/{SERVICE}/Aborts")(
+                    b"hi", metadata=metadata("Aborts"), timeout=10
+                )
+            assert aborted.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            calls = (unary, server_stream, client_stream, bidi, aborted.value)
+            return {
+                m: c.trailing_metadata() for m, c in zip((*METHODS, "Aborts"), calls, strict=True)
+            }
+
+    async def trailing_aio() -> dict[str, Any]:
+        async with (
+            aio_server(world, guard, handlers=handlers) as port,
+            grpc.aio.secure_channel(f"localhost:{port}", raw_credentials(world)) as channel,
+        ):
+            unary = channel.unary_unary(f"/{SERVICE}/Unary")(
+                b"hi", metadata=metadata("Unary"), timeout=10
+            )
+            assert await unary == b"ok"
+            server_stream = channel.unary_stream(f"/{SERVICE}/ServerStream")(
+                b"hi", metadata=metadata("ServerStream"), timeout=10
+            )
+            assert [item async for item in server_stream] == [b"a", b"b"]
+            client_stream = channel.stream_unary(f"/{SERVICE}/ClientStream")(
+                iter([b"a", b"b"]), metadata=metadata("ClientStream"), timeout=10
+            )
+            assert await client_stream == b"2"
+            bidi = channel.stream_stream(f"/{SERVICE}/Bidi")(
+                iter([b"a", b"b"]), metadata=metadata("Bidi"), timeout=10
+            )
+            assert [item async for item in bidi] == [b"a", b"b"]
+            aborted = channel.unary_unary(f"/{SERVICE}/Aborts")(
+                b"hi", metadata=metadata("Aborts"), timeout=10
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await aborted
+            assert failure.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+            calls = (unary, server_stream, client_stream, bidi, aborted)
+            names = (*METHODS, "Aborts")
+            return {m: await c.trailing_metadata() for m, c in zip(names, calls, strict=True)}
+
+    found = trailing_sync() if kind == "sync" else asyncio.run(trailing_aio())
+    got = {m: dict(tuple(t or ())) for m, t in found.items()}
+    kept = {"x-handler": "own", "dpop-nonce": current}
+    expected = dict.fromkeys(METHODS, kept) | {
+        "Aborts": {"x-handler": "own"} if kind == "aio" else kept
+    }
+    assert {m: {k: t.get(k) for k in kept if k in t} for m, t in got.items()} == expected
 
 
 def test_unauthenticated_carries_the_challenge(world: World) -> None:

@@ -34,6 +34,7 @@ from zerotrust.adapters.grpc_server import (
     _BAD_REQUEST,
     ServerInterceptor,
     _bind,
+    _keep_passed_on,
     _log,
     _pass_on,
     _refuse,
@@ -140,7 +141,7 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
             handler, handler_call_details.method, wrap, loop, unknown=_unimplemented
         )
 
-    async def _aadmit(self, context: Any, method: str, requirement: Requirement | None) -> None:
+    async def _aadmit(self, context: Any, method: str, requirement: Requirement | None) -> Outcome:
         """Decide; abort, or make the principal visible to the rest of this RPC's task."""
         view = self._view(method, context)
         outcome = await self._guard.aevaluate(view, requirement)
@@ -148,6 +149,7 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
             await self._abort(context, outcome)
         _pass_on(context, outcome)
         _bind(self._guard, view, outcome)
+        return outcome
 
     async def _abort(self, context: Any, outcome: Outcome) -> NoReturn:
         await _refuse(context, self._refusal(outcome))
@@ -165,11 +167,15 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
         if inspect.isasyncgenfunction(behavior):
 
             async def stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                await self._aadmit(context, method, requirement)
+                outcome = await self._aadmit(context, method, requirement)
                 if deserializer is not None:
                     request = await _deserialize(deserializer, request, context, method)
-                async for item in behavior(request, context):
-                    yield item
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                finally:
+                    if outcome.headers:
+                        _keep_passed_on(context, outcome)
 
             return stream
 
@@ -184,6 +190,11 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
             _bind(guard, view, outcome)
             if deserializer is not None:
                 request = await _deserialize(deserializer, request, context, method)
-            return await behavior(request, context)
+            if not outcome.headers:
+                return await behavior(request, context)
+            try:
+                return await behavior(request, context)
+            finally:
+                _keep_passed_on(context, outcome)
 
         return call

@@ -88,9 +88,66 @@ _decided: contextvars.ContextVar[tuple[Guard, RequestView, Outcome] | None] = (
 
 def _pass_on(context: Any, outcome: Outcome) -> None:
     """An admitted call's response metadata from the Guard (a fresh ``dpop-nonce``, RFC 9449
-    8.2) in its trailing metadata; a handler that sets its own trailing metadata replaces it."""
+    8.2) in its trailing metadata (:func:`_keep_passed_on` puts it back after the handler)."""
     if outcome.headers:
         context.set_trailing_metadata(tuple((name.lower(), v) for name, v in outcome.headers))
+
+
+def _with_ours(theirs: Any, outcome: Outcome) -> tuple[tuple[str, Any], ...]:
+    """A handler's trailing metadata and the Guard's (which win a name both set)."""
+    ours = tuple((name.lower(), v) for name, v in outcome.headers)
+    names = {name for name, _ in ours}
+    return tuple((k, v) for k, v in theirs or () if k not in names) + ours
+
+
+def _keep_passed_on(context: Any, outcome: Outcome) -> None:
+    """After the handler: grpc's ``set_trailing_metadata`` replaces the whole set, so a handler
+    that set its own dropped the Guard's; put it back. (A context that cannot say what the
+    handler set was given to the handler as a :class:`_KeepingContext`.)"""
+    read = getattr(context, "trailing_metadata", None)
+    if read is None:
+        return
+    theirs = read() or ()
+    merged = _with_ours(theirs, outcome)
+    if tuple(map(tuple, theirs)) != merged:
+        context.set_trailing_metadata(merged)
+
+
+class _KeepingContext:
+    """The context of a sync handler on the aio server, whose context cannot say what
+    trailing metadata the handler set: each setting keeps the Guard's entries."""
+
+    __slots__ = ("_context", "_outcome")
+
+    def __init__(self, context: Any, outcome: Outcome) -> None:
+        self._context = context
+        self._outcome = outcome
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def set_trailing_metadata(self, trailing_metadata: Any) -> None:
+        self._context.set_trailing_metadata(_with_ours(trailing_metadata, self._outcome))
+
+    def abort(self, code: Any, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
+        # grpc.aio sends the status at once, with these or else the ones set before
+        if trailing_metadata:
+            trailing_metadata = _with_ours(trailing_metadata, self._outcome)
+        self._context.abort(code, details, trailing_metadata)
+        raise AssertionError("abort() returned")  # pragma: no cover - grpc raises
+
+
+def _handler_context(context: Any, run: contextvars.Context) -> Any:
+    decided = run.get(_decided)
+    if decided is None or not decided[2].headers or hasattr(context, "trailing_metadata"):
+        return context
+    return _KeepingContext(context, decided[2])
+
+
+def _kept_after(context: Any, run: contextvars.Context) -> None:
+    decided = run.get(_decided)
+    if decided is not None and decided[2].headers:
+        _keep_passed_on(context, decided[2])
 
 
 def _bind(guard: Guard, view: RequestView, outcome: Outcome) -> None:
@@ -533,7 +590,11 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 run = self._admit(context, method, requirement, decide)
                 if deserializer is not None:
                     request = _deserialize(deserializer, request, context, method)
-                yield from _iterate_in(run, iter(run.run(behavior, request, context)))
+                handler_context = _handler_context(context, run)
+                try:
+                    yield from _iterate_in(run, iter(run.run(behavior, request, handler_context)))
+                finally:
+                    _kept_after(context, run)
 
             return stream
 
@@ -541,6 +602,9 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             run = self._admit(context, method, requirement, decide)
             if deserializer is not None:
                 request = _deserialize(deserializer, request, context, method)
-            return run.run(behavior, request, context)
+            try:
+                return run.run(behavior, request, _handler_context(context, run))
+            finally:
+                _kept_after(context, run)
 
         return unary

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -226,10 +226,9 @@ def test_an_admitted_call_with_an_earlier_nonce_gets_the_current_one(
     assert [e.decision for e in world.sink.events] == ["allow", "allow"]
 
 
-@pytest.mark.parametrize("kind", ["sync", "aio", "aio, sync handlers"])
-def test_every_arity_with_an_earlier_nonce_gets_the_current_one(world: World, kind: str) -> None:
-    """RFC 9449 8.2 in every arity: the trailing metadata of a streamed response, or of a
-    response to a stream, carries the current nonce too."""
+def _an_earlier_nonce(world: World) -> tuple[Any, str, Callable[[str], list[tuple[str, str]]]]:
+    """A Guard handing out DPoP nonces, the current nonce, and a method's metadata: a
+    DPoP-bound token with a proof that carries the previous window's nonce."""
     clock = FixedClock(dt.datetime.now(dt.timezone.utc))
     holder = PrivateJWK.generate("ES256")
     token = world.issuer.issue(
@@ -246,6 +245,15 @@ def test_every_arity_with_an_earlier_nonce_gets_the_current_one(world: World, ki
             holder, method="POST", url=url, access_token=token, nonce=earlier, clock=clock
         )
         return [("authorization", f"DPoP {token}"), ("dpop", proof)]
+
+    return guard, nonces.issue(clock.now().timestamp()), metadata
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio", "aio, sync handlers"])
+def test_every_arity_with_an_earlier_nonce_gets_the_current_one(world: World, kind: str) -> None:
+    """RFC 9449 8.2 in every arity: the trailing metadata of a streamed response, or of a
+    response to a stream, carries the current nonce too."""
+    guard, current, metadata = _an_earlier_nonce(world)
 
     def trailing_sync() -> dict[str, Any]:
         with (
@@ -298,7 +306,6 @@ def test_every_arity_with_an_earlier_nonce_gets_the_current_one(world: World, ki
             return {m: await c.trailing_metadata() for m, c in zip(METHODS, calls, strict=True)}
 
     found = trailing_sync() if kind == "sync" else asyncio.run(trailing_aio())
-    current = nonces.issue(clock.now().timestamp())
     assert {m: dict(tuple(t or ())).get("dpop-nonce") for m, t in found.items()} == dict.fromkeys(
         METHODS, current
     )
@@ -384,24 +391,8 @@ def test_a_handler_that_sets_trailing_metadata_keeps_the_nonce(world: World, kin
     8.2) is put back beside the handler's own entries, in every arity. A handler that aborts
     keeps it too, except on the aio server with an async handler: grpc.aio sends the status
     at once, with what the handler gave."""
-    clock = FixedClock(dt.datetime.now(dt.timezone.utc))
-    holder = PrivateJWK.generate("ES256")
-    token = world.issuer.issue(
-        subject=CLIENT_ID, audience=AUD, extra_claims={"cnf": {"jkt": holder.thumbprint()}}
-    )
-    origin = "https://echo.internal"
-    nonces = DPoPNonces(bytes(32))
-    guard = world.guard(dpop_origins=(origin,), dpop_nonces=nonces, clock=clock)
-    earlier = nonces.issue(clock.now().timestamp() - nonces.lifetime)
-    current = nonces.issue(clock.now().timestamp())
+    guard, current, metadata = _an_earlier_nonce(world)
     handlers = _sets_its_own_trailers(sync=kind != "aio")
-
-    def metadata(name: str) -> list[tuple[str, str]]:
-        url = f"{origin}/{SERVICE}/{name}"
-        proof = dpop_proof(
-            holder, method="POST", url=url, access_token=token, nonce=earlier, clock=clock
-        )
-        return [("authorization", f"DPoP {token}"), ("dpop", proof)]
 
     def trailing_sync() -> dict[str, Any]:
         with (

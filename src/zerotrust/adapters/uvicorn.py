@@ -106,6 +106,7 @@ def _read_through_the_tls_close(transport: asyncio.BaseTransport) -> None:
     close = transport.close
 
     def close_and_read() -> None:
+        vars(transport).pop("close", None)  # once is enough, and no cycle is left behind
         close()
         # a protocol also closes its transport once the connection is lost: nothing to read
         if getattr(getattr(transport, "_ssl_protocol", None), "_transport", None) is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
@@ -35,6 +36,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingDependencyError("hypercorn", "hypercorn", error=exc) from exc
 
 from zerotrust.adapters._tls_scope import add_tls_extension, tls_extension
+
+_log = logging.getLogger("zerotrust")
 
 __all__ = ["ZeroTrustHypercornConfig", "serve_hypercorn"]
 
@@ -140,7 +143,15 @@ async def serve_hypercorn(
             task.add_done_callback(connections.discard)
         tls = tls_extension(writer.get_extra_info("ssl_object"))
         per_connection: Any = _ConnectionApp(wrapped, tls)
-        await TCPServer(per_connection, loop, config, context, state, reader, writer)
+        try:
+            await TCPServer(per_connection, loop, config, context, state, reader, writer)
+        except Exception as exc:
+            if not _ended_by_the_connection(exc):
+                raise
+            # hypercorn lets a transport error at the connection's close through (application
+            # data after the TLS close, a TLS close the peer never finished): the connection's
+            # own end, which asyncio would log as the server's unhandled exception
+            _log.debug("a connection ended in a transport error: %s", exc)
 
     ssl_context = config.create_ssl_context()
     servers = [
@@ -169,6 +180,14 @@ async def serve_hypercorn(
         lifespan_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await lifespan_task
+
+
+def _ended_by_the_connection(exc: BaseException) -> bool:
+    """``exc`` is a transport error, or a task group's (hypercorn's) made only of them."""
+    group = getattr(exc, "exceptions", None)
+    if isinstance(group, tuple) and group:
+        return all(_ended_by_the_connection(inner) for inner in group)
+    return isinstance(exc, OSError)
 
 
 async def _until(trigger: Callable[[], Awaitable[object]] | None, context: Any) -> None:

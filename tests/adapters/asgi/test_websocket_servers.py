@@ -2,6 +2,7 @@
 uvicorn (h11 and httptools, with each websocket implementation) and hypercorn, driven by the
 ``websockets`` client library."""
 
+import gc
 import json
 import logging
 import socket
@@ -600,3 +601,24 @@ def test_a_websocket_closed_while_reading_is_paused_releases_its_connection(
     # be collected, and reported, meanwhile: not this test's business)
     failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not [message for message in failed if message.startswith("Exception in callback")]
+
+
+@pytest.mark.parametrize("one_message", [False, True], ids=["client-closes", "app-closes"])
+def test_hypercorn_websocket_ends_are_not_server_errors(
+    one_message: bool, ca: DevCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A websocket's TLS connection may end in a transport error once its closing handshake is
+    done (the client's close frame arriving after the server's TLS close, say): that is the
+    connection's own end, never an unhandled exception of the server."""
+    svid = ca.issue_svid(SERVER_ID, dns_names=["localhost"])
+    context = server_ssl_context(svid, ca.bundle, authorizer=match.member_of("example.org"))
+    with hypercorn_server(_LifespanAndEcho(one_message=one_message), context) as port:
+        for _ in range(3):
+            with open_socket(ca, port, "/ws") as socket_:
+                socket_.send("hello")
+                if one_message:
+                    with pytest.raises(websockets.ConnectionClosedOK):
+                        socket_.recv(timeout=READY_TIMEOUT)
+    gc.collect()  # Python 3.10 reports a task's unretrieved exception when it is collected
+    failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not failed

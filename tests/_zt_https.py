@@ -11,7 +11,8 @@ reply repeats). ``server.handle("/x", fn)`` computes the reply from the :class:`
 request. Unscripted paths answer 404. Connections are kept alive (HTTP/1.1) unless a reply
 says ``Connection: close``; ``Reply(drop=True)`` closes the connection without an answer,
 ``Reply(cut_after=n)`` after the headers and ``n`` bytes of the body, and
-``Reply(trickle=s)`` writes the body one byte every ``s`` seconds.
+``Reply(trickle=s)`` writes the body one byte every ``s`` seconds (:attr:`trickled` says how
+much of it was written before the client left).
 
 Every request is recorded (method, path, query, headers, body, the verified client SPIFFE ID
 and leaf fingerprint, and which connection carried it); :attr:`handshakes` counts completed
@@ -151,9 +152,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         body = reply.body if reply.cut_after is None else reply.body[: reply.cut_after]
         if reply.trickle:
-            for offset in range(len(body)):
-                time.sleep(reply.trickle)
-                self.wfile.write(body[offset : offset + 1])
+            sent = 0
+            try:
+                for offset in range(len(body)):
+                    time.sleep(reply.trickle)
+                    self.wfile.write(body[offset : offset + 1])
+                    sent += 1
+            finally:
+                self.server.owner.trickled.append((sent, len(body)))
         else:
             self.wfile.write(body)
         if reply.cut_after is not None:
@@ -181,6 +187,8 @@ class ZtHttpsServer:
         self._open: set[ssl.SSLSocket] = set()
         self.handshakes = 0
         self.handshake_errors: list[BaseException] = []
+        #: per trickled reply: (bytes written before it ended or the client left, body length)
+        self.trickled: list[tuple[int, int]] = []
         self._server = _Server(("127.0.0.1", port), _Handler)
         self._server.owner = self
         self.port: int = self._server.server_address[1]

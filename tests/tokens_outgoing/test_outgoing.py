@@ -392,9 +392,8 @@ def test_callers_keep_the_old_token_while_a_refresh_runs(clock: FixedClock) -> N
     refresher = threading.Thread(target=source.token, args=("api",))
     refresher.start()
     assert started.wait(5)
-    began = time.monotonic()
-    assert source.token("api") == old  # not blocked by the refresh in progress
-    assert time.monotonic() - began < 0.5
+    assert source.token("api") == old  # not blocked by the refresh in progress:
+    assert refresher.is_alive()  # it is still minting, until released below
     release.set()
     refresher.join(5)
     assert source.token("api") != old

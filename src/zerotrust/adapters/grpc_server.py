@@ -137,17 +137,9 @@ class _KeepingContext:
         raise AssertionError("abort() returned")  # pragma: no cover - grpc raises
 
 
-def _handler_context(context: Any, run: contextvars.Context) -> Any:
-    decided = run.get(_decided)
-    if decided is None or not decided[2].headers or hasattr(context, "trailing_metadata"):
-        return context
-    return _KeepingContext(context, decided[2])
-
-
-def _kept_after(context: Any, run: contextvars.Context) -> None:
-    decided = run.get(_decided)
-    if decided is not None and decided[2].headers:
-        _keep_passed_on(context, decided[2])
+def _handler_context(context: Any, outcome: Outcome) -> Any:
+    """The handler's context when the Guard passes metadata on (see :class:`_KeepingContext`)."""
+    return context if hasattr(context, "trailing_metadata") else _KeepingContext(context, outcome)
 
 
 def _bind(guard: Guard, view: RequestView, outcome: Outcome) -> None:
@@ -554,8 +546,9 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def _admit(
         self, context: Any, method: str, requirement: Requirement | None, evaluate: Evaluate
-    ) -> contextvars.Context:
-        """Decide in the calling thread; abort or return a context holding the principal."""
+    ) -> tuple[contextvars.Context, Outcome]:
+        """Decide in the calling thread; abort, or return a context holding the principal (and
+        the admitting outcome)."""
         view = self._view(method, context)
         outcome = evaluate(view, requirement)
         if not outcome.allowed:
@@ -565,7 +558,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         _pass_on(context, outcome)
         run = contextvars.copy_context()
         run.run(_bind, self._guard, view, outcome)
-        return run
+        return run, outcome
 
     def _sync_behavior(
         self,
@@ -587,24 +580,29 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if response_streaming:
 
             def stream(request: Any, context: Any) -> Iterator[Any]:
-                run = self._admit(context, method, requirement, decide)
+                run, outcome = self._admit(context, method, requirement, decide)
                 if deserializer is not None:
                     request = _deserialize(deserializer, request, context, method)
-                handler_context = _handler_context(context, run)
+                if not outcome.headers:
+                    yield from _iterate_in(run, iter(run.run(behavior, request, context)))
+                    return
+                handler_context = _handler_context(context, outcome)
                 try:
                     yield from _iterate_in(run, iter(run.run(behavior, request, handler_context)))
                 finally:
-                    _kept_after(context, run)
+                    _keep_passed_on(context, outcome)
 
             return stream
 
         def unary(request: Any, context: Any) -> Any:
-            run = self._admit(context, method, requirement, decide)
+            run, outcome = self._admit(context, method, requirement, decide)
             if deserializer is not None:
                 request = _deserialize(deserializer, request, context, method)
+            if not outcome.headers:
+                return run.run(behavior, request, context)
             try:
-                return run.run(behavior, request, _handler_context(context, run))
+                return run.run(behavior, request, _handler_context(context, outcome))
             finally:
-                _kept_after(context, run)
+                _keep_passed_on(context, outcome)
 
         return unary

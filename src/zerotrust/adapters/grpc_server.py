@@ -86,16 +86,21 @@ _decided: contextvars.ContextVar[tuple[Guard, RequestView, Outcome] | None] = (
 )
 
 
+def _as_metadata(outcome: Outcome) -> tuple[tuple[str, str], ...]:
+    """The Guard's response headers as gRPC metadata (lowercase keys)."""
+    return tuple((name.lower(), value) for name, value in outcome.headers)
+
+
 def _pass_on(context: Any, outcome: Outcome) -> None:
     """An admitted call's response metadata from the Guard (a fresh ``dpop-nonce``, RFC 9449
     8.2) in its trailing metadata (:func:`_keep_passed_on` puts it back after the handler)."""
     if outcome.headers:
-        context.set_trailing_metadata(tuple((name.lower(), v) for name, v in outcome.headers))
+        context.set_trailing_metadata(_as_metadata(outcome))
 
 
 def _with_ours(theirs: Any, outcome: Outcome) -> tuple[tuple[str, Any], ...]:
     """A handler's trailing metadata and the Guard's (which win a name both set)."""
-    ours = tuple((name.lower(), v) for name, v in outcome.headers)
+    ours = _as_metadata(outcome)
     names = {name for name, _ in ours}
     return tuple((k, v) for k, v in theirs or () if k not in names) + ours
 
@@ -541,7 +546,7 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             code = grpc.StatusCode.PERMISSION_DENIED  # never let a refusal look like success
         body = outcome.body()
         details = body["error"] if body else "access_denied"
-        trailing = tuple((name.lower(), value) for name, value in outcome.headers)
+        trailing = _as_metadata(outcome)
         return code, details, trailing
 
     def _admit(

@@ -190,11 +190,10 @@ class AioServerInterceptor(ServerInterceptor, grpc.aio.ServerInterceptor):  # ty
             _bind(guard, view, outcome)
             if deserializer is not None:
                 request = await _deserialize(deserializer, request, context, method)
-            if not outcome.headers:
-                return await behavior(request, context)
             try:
                 return await behavior(request, context)
             finally:
-                _keep_passed_on(context, outcome)
+                if outcome.headers:
+                    _keep_passed_on(context, outcome)
 
         return call

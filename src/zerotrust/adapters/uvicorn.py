@@ -101,7 +101,7 @@ def _read_through_the_tls_close(transport: asyncio.BaseTransport) -> None:
     itself, so it never reads the peer's TLS close (or end of stream) and the connection is
     never released. Later Pythons (and uvloop) keep reading the socket during a TLS close.
     """
-    if sys.version_info >= (3, 11) or type(transport) is not _LEGACY_TLS_TRANSPORT:
+    if _LEGACY_TLS_TRANSPORT is None or type(transport) is not _LEGACY_TLS_TRANSPORT:
         return
     close = transport.close
 
@@ -115,7 +115,10 @@ def _read_through_the_tls_close(transport: asyncio.BaseTransport) -> None:
     transport.close = close_and_read  # type: ignore[method-assign]
 
 
-_LEGACY_TLS_TRANSPORT: Final = getattr(asyncio.sslproto, "_SSLProtocolTransport", None)
+#: Python 3.10's asyncio TLS transport (None on later Pythons, whose transport needs no help).
+_LEGACY_TLS_TRANSPORT: Final = (
+    getattr(asyncio.sslproto, "_SSLProtocolTransport", None) if sys.version_info < (3, 11) else None
+)
 
 _subclasses: dict[type[Any], type[Any]] = {}
 

@@ -33,7 +33,7 @@ from zerotrust.errors import (
     MissingClaim,
     UnknownKey,
 )
-from zerotrust.sources import SpiffeJwtBundleSetKeySource
+from zerotrust.sources import SpiffeJwtBundleKeySource, SpiffeJwtBundleSetKeySource
 from zerotrust.tokens import (
     ClaimsValidator,
     PrivateJWK,
@@ -370,3 +370,25 @@ def test_several_trust_domains_without_a_cache(ca: DevCA, other_ca: DevCA) -> No
     assert check.verify(svid(THEIRS, PARTNER)).subject == PARTNER
     with pytest.raises(InvalidSignature):
         check.verify(svid(OURS, PARTNER))
+
+
+def test_a_bundle_with_more_authorities_than_a_jwks_may_list(ca: DevCA, other_ca: DevCA) -> None:
+    # a bundle may hold more JWT authorities than a fetched JWKS document may list (256):
+    # every authority the bundle accepted is a key (once, a server error on every JWT-SVID
+    # check, whatever its trust domain)
+    public = {**THEIRS.public().to_public_dict(), "use": "jwt-svid"}
+    many = {f"p{i}": {**public, "kid": f"p{i}"} for i in range(300)}
+    crowded = TrustBundle(
+        other_ca.trust_domain, other_ca.bundle.x509_authorities, jwt_authorities=many
+    )
+    ours = TrustBundle(ca.trust_domain, jwt_authorities=authorities(OURS))
+    keys = SpiffeJwtBundleSetKeySource(BundleSet([ours, crowded]))
+    assert len(keys.get_keys()) == 301
+    partner = TokenIssuer(THEIRS.with_kid("p299"), issuer="https://spire").issue(
+        subject=PARTNER, audience="api", token_type="jwt-svid"
+    )
+    assert verifier(keys).verify(partner).subject == PARTNER
+    assert verifier(keys).verify(svid(OURS, WEB)).subject == WEB
+
+    single = SpiffeJwtBundleKeySource(RotatingBundleSource(crowded), other_ca.trust_domain)
+    assert verifier(single).verify(partner).subject == PARTNER

@@ -621,3 +621,36 @@ def test_from_pem_refuses_non_key_input(data: Any) -> None:
 def test_algorithm_argument_must_be_a_known_name(algorithm: Any, es256: PrivateJWK) -> None:
     with pytest.raises(ConfigurationError):
         JWK(es256.private_key.public_key(), algorithm=algorithm)  # type: ignore[arg-type]
+
+
+def test_keys_of_an_unknown_curve_are_a_configuration_error() -> None:
+    # an EC key naming a curve no library knows (P-256's OID with another last arc):
+    # cryptography raises UnsupportedAlgorithm, which must not escape as itself
+    key = ec.generate_private_key(ec.SECP256R1())
+    p256 = bytes.fromhex("06082a8648ce3d030107")
+    unknown = p256[:-1] + b"\x7f"
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pkcs8 = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(ConfigurationError, match="unsupported public key"):
+        JWK.from_pem(spki.replace(p256, unknown))
+    with pytest.raises(ConfigurationError, match="unsupported private key"):
+        PrivateJWK.from_pem(pkcs8.replace(p256, unknown))
+
+
+def test_a_certificate_whose_key_cannot_be_read_is_a_configuration_error(ca: DevCA) -> None:
+    from cryptography import x509
+
+    p256 = bytes.fromhex("06082a8648ce3d030107")
+    der = ca.issue_svid("spiffe://example.org/web").leaf.public_bytes(serialization.Encoding.DER)
+    assert der.count(p256) == 1
+    cert = x509.load_der_x509_certificate(der.replace(p256, p256[:-1] + b"\x7f"))
+    with pytest.raises(ConfigurationError, match="public key is not supported"):
+        JWK.from_public_key(cert)
+    with pytest.raises(ConfigurationError):
+        JWK.from_pem(cert.public_bytes(serialization.Encoding.PEM))

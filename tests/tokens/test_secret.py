@@ -265,3 +265,10 @@ def test_secret_key_set_lookup(hmac_key: SecretKey) -> None:
     assert "redacted" in repr(key_set)
     with pytest.raises(ConfigurationError):
         SecretKeySet("secret")  # type: ignore[arg-type]
+
+
+def test_json_nested_too_deep_to_read_is_not_taken_for_a_key() -> None:
+    # the lookalike check reads JSON-looking secrets: nesting past the parser's recursion
+    # limit is no key document, and must not escape as RecursionError
+    secret = b"[" * 100_000
+    assert SecretKey(secret, "HS256").algorithm == "HS256"

@@ -89,7 +89,12 @@ def _jwt_keys(bundle: TrustBundle) -> JWKSet:
     authorities = bundle.jwt_authorities
     if not authorities:
         raise KeysUnavailable(f"the bundle of {bundle.trust_domain} has no JWT authorities")
-    keys = JWKSet.from_dict({"keys": [{**jwk, "kid": kid} for kid, jwk in authorities.items()]})
+    # every authority the bundle accepted is a key: the bundle bounds their number, and a
+    # JWKS document's own bound must not turn a large bundle into an error on every request
+    keys = JWKSet.from_dict(
+        {"keys": [{**jwk, "kid": kid} for kid, jwk in authorities.items()]},
+        max_keys=len(authorities),
+    )
     if len(keys) == 0:
         raise KeysUnavailable(
             f"the bundle of {bundle.trust_domain} has no usable JWT authority "

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final, final
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
@@ -197,7 +198,10 @@ class JWK(Frozen):
         The certificate is only a carrier of the key: its validity is not checked here.
         """
         if isinstance(key, x509.Certificate):
-            key = key.public_key()  # type: ignore[assignment]
+            try:  # read when asked: a certificate's key may be of no known type
+                key = key.public_key()  # type: ignore[assignment]
+            except (ValueError, UnsupportedAlgorithm):
+                raise ConfigurationError("the certificate's public key is not supported") from None
         return cls(key, algorithm=algorithm, kid=kid, use=use)  # type: ignore[arg-type]
 
     @classmethod
@@ -219,6 +223,8 @@ class JWK(Frozen):
         for loader in loaders:
             try:
                 loaded = loader(raw)
+            except UnsupportedAlgorithm:  # read, but of no type cryptography supports
+                raise ConfigurationError("unsupported public key type or curve") from None
             except (ValueError, TypeError):
                 continue
             return cls.from_public_key(loaded, algorithm=algorithm, kid=kid, use=use)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NoReturn, final
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
@@ -120,6 +121,8 @@ class PrivateJWK(Frozen):
         )
         try:
             key = loader(raw, password=password)
+        except UnsupportedAlgorithm:
+            raise ConfigurationError("unsupported private key type or curve") from None
         except (ValueError, TypeError):
             raise ConfigurationError("not a readable PEM/DER private key") from None
         return cls(key, algorithm=algorithm, kid=kid)  # type: ignore[arg-type]

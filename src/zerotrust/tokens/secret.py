@@ -102,7 +102,7 @@ def public_key_lookalike(secret: bytes) -> str | None:
     if text[:1] in (b"{", b"["):
         try:
             doc = json.loads(text)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested too deep: not a key
             doc = None
         if isinstance(doc, dict) and ("kty" in doc or "keys" in doc):
             return "JWK or JWKS document"

@@ -577,3 +577,68 @@ def test_a_certificate_object_whose_serial_number_is_not_positive_is_malformed(
                 verify_x509_svid([parsed], ca.bundle, role="client")
             with pytest.raises(MalformedCertificate):
                 verify_x509_svid([ca.issue_svid(WEB).leaf, parsed], ca.bundle)
+
+
+def _with_undecodable_name(cert: x509.Certificate) -> bytes:
+    """``cert`` with one byte of its subject's last name attribute made invalid UTF-8 (a
+    UTF8String cryptography reads lazily, and OpenSSL and Go refuse); the signature no longer
+    verifies."""
+    der = cert.public_bytes(DER)
+    value = cert.subject.rdns[-1]._attributes[0].value
+    assert isinstance(value, str)
+    name = b"\x0c" + bytes([len(value)]) + value.encode()  # the UTF8String's DER
+    assert der.count(name) >= 1
+    return der.replace(name, name[:2] + b"\xff" + name[3:])
+
+
+def test_a_certificate_whose_name_cannot_be_decoded_is_malformed(ca: DevCA, svid: X509Svid) -> None:
+    """Loaded, it would be refused later by whichever step first reads its name; OpenSSL's
+    trust store, given every authority of every trust domain at once, was one."""
+    root = _with_undecodable_name(ca.root_certificate)
+    with pytest.raises(BundleError):
+        TrustBundle.from_pem("example.org", pem(root))
+    with pytest.raises(BundleError, match="name that cannot be decoded"):
+        TrustBundle("example.org", [x509.load_der_x509_certificate(root)])
+    leaf = _with_undecodable_name(svid.leaf)
+    with pytest.raises(MalformedCertificate):
+        verify_x509_svid([leaf], ca.bundle)
+    with pytest.raises(MalformedCertificate):  # parsed by the caller
+        verify_x509_svid([x509.load_der_x509_certificate(leaf)], ca.bundle)
+    with pytest.raises(MalformedCredentials):
+        load_certificates([leaf], "forwarded certificate")
+    with pytest.raises(SvidError, match="cannot be decoded"):
+        X509Svid([x509.load_der_x509_certificate(leaf)], svid.private_key)
+    with pytest.raises(SvidError):
+        X509Svid.from_pem(pem(leaf), svid.private_key_pem())
+    # from the Workload API: a federated bundle of it trusts nothing, the update stands
+    now = dt.datetime.now(dt.timezone.utc)
+    own = SvidEntry(
+        WEB,
+        svid.leaf.public_bytes(DER),
+        svid.private_key.private_bytes(
+            DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        ca.root_certificate.public_bytes(DER),
+    )
+    partner = DevCA.create("partner.org")
+    update = x509_context(
+        [own],
+        {"spiffe://partner.org": _with_undecodable_name(partner.root_certificate)},
+        previous=None,
+        now=now,
+    )
+    assert update.svid.fingerprint == svid.fingerprint
+    assert [b.x509_authorities for b in update.bundles if b.trust_domain.name == "partner.org"] == [
+        ()
+    ]
+
+
+@pytest.mark.parametrize("item", [b"not a certificate", None, "PEM"], ids=["bytes", "None", "str"])
+@pytest.mark.parametrize("position", [0, 1])
+def test_an_svid_chain_holds_certificate_objects(
+    svid: X509Svid, item: object, position: int
+) -> None:
+    chain: list[object] = [svid.leaf]
+    chain.insert(position, item)
+    with pytest.raises(SvidError, match=f"certificate {position} .* not a Certificate"):
+        X509Svid(chain, svid.private_key)  # type: ignore[arg-type]

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from tests._files import settled
 from tests._tls import call, tls_server
 from tests._wait import eventually
 from zerotrust import (
+    BundleSet,
     FileSvidSource,
     PeerRejected,
     RotatingBundleSource,
@@ -24,6 +28,7 @@ from zerotrust import (
 )
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, NoTrustBundle
+from zerotrust.x509._certs import fingerprint
 
 API = "spiffe://example.org/api"
 WEB = "spiffe://example.org/web"
@@ -127,6 +132,34 @@ def test_a_trust_domain_withdrawing_every_authority_is_refused_not_an_error(ca: 
     assert isinstance(refused, PeerRejected) and isinstance(refused.error, NoTrustBundle)
     with pytest.raises(ConfigurationError, match=r"no X\.509 authorities"):
         server_ssl_context(ca.issue_svid(API), TrustBundle("example.org"), authorizer=match.any())
+
+
+def test_an_authority_openssl_refuses_stops_neither_connections_nor_rotation(
+    ca: DevCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """cryptography reads certificates OpenSSL refuses (here a name attribute that is an
+    OCTET STRING, no string type). One such authority in a federated bundle update must not
+    fail every new connection of every trust domain, nor keep a rotated SVID from loading."""
+    partner = DevCA.create("partner.org")
+    der = partner.root_certificate.public_bytes(serialization.Encoding.DER)
+    value = b"\x0c\x10partner.org root"  # UTF8String, 16 bytes
+    odd = x509.load_der_x509_certificate(der.replace(value, b"\x04" + value[1:]))
+    federated = TrustBundle("partner.org", [odd])  # cryptography reads it
+    bundles = RotatingBundleSource(ca.bundle)
+    old, new = ca.issue_svid(API), ca.issue_svid(API)
+    svids = RotatingSvidSource(old)
+    sctx = server_ssl_context(svids, bundles, authorizer=match.exact(WEB))
+    cctx = client_ssl_context(ca.issue_svid(WEB), ca.bundle, authorizer=match.exact(API))
+    with tls_server(sctx) as (port, log):
+        assert call(port, cctx)[2] == old.fingerprint
+        bundles.set(BundleSet([ca.bundle, federated]))
+        svids.set(new)
+        with caplog.at_level(logging.WARNING, logger="zerotrust.tls"):
+            assert call(port, cctx)[2] == new.fingerprint
+            assert call(port, cctx)[0] == b"ok"
+    assert not log.errors
+    refused = [r.getMessage() for r in caplog.records if "cannot load" in r.getMessage()]
+    assert len(refused) == 1 and fingerprint(odd)[:16] in refused[0]
 
 
 def test_a_rotating_source_takes_svids_only(ca: DevCA) -> None:

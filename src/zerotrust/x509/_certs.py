@@ -72,13 +72,25 @@ def _checked(cert: x509.Certificate) -> x509.Certificate:
     ones. Refused here, it is refused the same way whatever the warnings filter says. And so
     is an EC key whose curve is written as explicit parameters rather than named (RFC 5480
     2.1.1: they MUST NOT be used; Go's parser refuses them), which cryptography reads as the
-    named curve they match."""
+    named curve they match. And so is a name that cannot be decoded (:func:`check_names`)."""
     if cert.serial_number <= 0:
         raise ValueError("the certificate's serial number is not positive")
+    check_names(cert)
     key = cert.public_key()
     if isinstance(key, ec.EllipticCurvePublicKey) and not _named_curve(cert.tbs_certificate_bytes):
         raise ValueError("the certificate's EC key does not name its curve")
     return cert
+
+
+def check_names(cert: x509.Certificate) -> None:
+    """Raise ``ValueError`` unless the subject and issuer names can be decoded.
+
+    cryptography decodes names when they are first read, so a certificate whose name is not
+    valid in its string type (a UTF8String that is not UTF-8) loads. OpenSSL and Go refuse
+    it: read later (by OpenSSL's trust store, say, which is given every authority at once),
+    it would fail a step that has nothing to do with it."""
+    if cert.subject is None or cert.issuer is None:  # pragma: no cover - never None
+        raise ValueError("the certificate has no name")
 
 
 def _tlv(der: bytes, pos: int) -> tuple[int, int, int]:
@@ -165,6 +177,7 @@ def load_der_chain(chain: Sequence[bytes | x509.Certificate]) -> list[x509.Certi
             # checks that read it)
             try:
                 serial = item.serial_number
+                check_names(item)
             except PARSE_ERRORS as exc:
                 raise MalformedCertificate(f"certificate {index} is not valid DER") from exc
             if serial <= 0:

@@ -26,7 +26,9 @@ from zerotrust.tokens._jwk import JWK
 from zerotrust.tokens._jwk_codec import PRIVATE_MEMBERS, public_key_from_members, public_members
 from zerotrust.x509._certs import (
     MAX_PEM_BYTES,
+    PARSE_ERRORS,
     certs_to_pem,
+    check_names,
     fingerprint,
     load_der_certificate,
     load_pem_certs,
@@ -93,6 +95,13 @@ class TrustBundle:
         for cert in x509_authorities:
             if not isinstance(cert, x509.Certificate):
                 raise BundleError("x509 authorities must be cryptography Certificate objects")
+            try:
+                check_names(cert)
+            except PARSE_ERRORS:
+                raise BundleError(
+                    f"an authority of {td} has a name that cannot be decoded "
+                    f"({fingerprint(cert)[:16]})"
+                ) from None
             _require_ca(cert, td)
             fp = fingerprint(cert)
             if fp not in seen:  # duplicates collapse; order is kept

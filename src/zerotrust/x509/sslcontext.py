@@ -49,7 +49,7 @@ from zerotrust.errors import (
     ZeroTrustError,
 )
 from zerotrust.identity.match import Matcher
-from zerotrust.x509._certs import certs_to_pem
+from zerotrust.x509._certs import certs_to_pem, fingerprint
 from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.peer import PeerRejected, PeerVerifier, peer_chain_der
 from zerotrust.x509.sources import X509BundleSource, X509SvidSource
@@ -358,7 +358,7 @@ class ZeroTrustSSLContext(ssl.SSLContext):
                 # authoritative per-trust-domain check after the handshake (which refuses
                 # every peer once all of them are withdrawn).
                 if authorities:
-                    self.load_verify_locations(cadata=certs_to_pem(authorities).decode("ascii"))
+                    _load_authorities(self, authorities)
                 self._zt_bundles = bundles
             if svid is not None and svid is not self._zt_svid:
                 _load_svid(self, svid)
@@ -472,6 +472,29 @@ def _private_file(data: bytes) -> Iterator[str]:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         yield str(path)
+
+
+def _load_authorities(context: ssl.SSLContext, authorities: list[x509.Certificate]) -> None:
+    """Add every authority OpenSSL can load to the context's trust store.
+
+    OpenSSL refuses some certificates cryptography reads (a name attribute that is no string
+    type, say). Loaded together, one such authority would fail every refresh: new connections
+    would fail, for every trust domain, and a rotated SVID would never be loaded. It is then
+    skipped and logged, and trusts nothing; the others are loaded one by one."""
+    try:
+        context.load_verify_locations(cadata=certs_to_pem(authorities).decode("ascii"))
+        return
+    except ssl.SSLError:
+        pass
+    for cert in authorities:
+        try:
+            context.load_verify_locations(cadata=certs_to_pem([cert]).decode("ascii"))
+        except ssl.SSLError as exc:  # noqa: PERF203 - only once a whole set was refused
+            _log.warning(
+                "zerotrust: an X.509 authority OpenSSL cannot load is not trusted (%s): %s",
+                fingerprint(cert)[:16],
+                exc.reason or type(exc).__name__,
+            )
 
 
 def _load_svid(context: ZeroTrustSSLContext, svid: X509Svid) -> None:

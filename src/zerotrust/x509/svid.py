@@ -22,6 +22,7 @@ from zerotrust.x509._certs import (
     PARSE_ERRORS,
     PrivateKey,
     certs_to_pem,
+    check_names,
     encrypted_pem_key,
     fingerprint,
     load_pem_certs,
@@ -60,6 +61,15 @@ class X509Svid:
         chain = tuple(cert_chain)
         if not chain:
             raise SvidError("an SVID needs at least one certificate")
+        for index, cert in enumerate(chain):
+            if not isinstance(cert, x509.Certificate):
+                raise SvidError(f"certificate {index} of the chain is not a Certificate object")
+            try:
+                check_names(cert)
+            except PARSE_ERRORS:
+                raise SvidError(
+                    f"certificate {index} of the chain has a name that cannot be decoded"
+                ) from None
         if not isinstance(
             private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
         ):

@@ -1928,6 +1928,41 @@ def test_one_certificate_direct_and_forwarded_is_proven_each_way(
         assert outcome.principal.cert_fingerprint == svid.fingerprint
 
 
+def test_a_token_beside_a_forwarded_certificate_leaves_it_proven_by_the_proxy(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    """``mtls+jwt`` means the connection's own certificate: a caller behind a proxy cannot
+    pass a rule for direct connections by adding a token (of any subject) to its request,
+    nor stop matching a rule for proxied ones."""
+    proxies = TrustedProxies(["10.0.0.0/8"], header="xfcc")
+    guard, _ = make_guard(
+        issuer, clock, pol=cert_policy(), bundles=ca.bundle, trusted_proxies=proxies
+    )
+    svid = ca.issue_svid(WEB)
+    token = issuer.issue(subject="someone-else", audience=AUD, scopes=["orders:read"])
+    header = {"x-forwarded-client-cert": xfcc_for(svid.leaf.public_bytes(Encoding.PEM))}
+    forwarded = get(token, headers=header, remote_addr="10.1.2.3")
+    direct = get(
+        token,
+        peer_chain=[c.public_bytes(Encoding.DER) for c in svid.cert_chain],
+        remote_addr="203.0.113.9",
+    )
+    direct_only, proxied_only = (
+        require(proven_by=["mtls", "mtls+jwt"]),
+        require(proven_by=["proxy-mtls"]),
+    )
+    for _ in range(2):  # the second time from the repeated-request path
+        outcome = guard.evaluate(forwarded)
+        assert outcome.allowed and outcome.principal is not None
+        assert outcome.principal.proven_by == "proxy-mtls"
+        assert outcome.principal.subject == "someone-else"
+        assert outcome.principal.cert_fingerprint == svid.fingerprint
+        assert guard.evaluate(forwarded, direct_only).status == 403
+        assert guard.evaluate(forwarded, proxied_only).allowed
+        assert guard.evaluate(direct).principal.proven_by == "mtls+jwt"  # type: ignore[union-attr]
+        assert guard.evaluate(direct, direct_only).allowed
+
+
 @pytest.mark.parametrize(
     "service", ["", 'a"b', "a\\b", "a\r\nX-Injected: 1", "caf\u00e9", "a\x00", 5, None, b"orders"]
 )

@@ -392,8 +392,8 @@ class Authenticator:
             proven = "dpop"
         elif "x5t#S256" in cnf:
             proven = "bound-jwt"
-        elif peer is not None:
-            proven = "mtls+jwt"
+        elif peer is not None:  # a forwarded certificate is the proxy's word, token or not
+            proven = "proxy-mtls" if via_proxy else "mtls+jwt"
         else:
             proven = "jwt"
         spiffe_id = peer.spiffe_id if peer is not None else _spiffe_subject(token.subject)

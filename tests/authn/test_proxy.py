@@ -468,6 +468,23 @@ def test_address_matching(address: str | None, trusted: bool) -> None:
     assert (config.trusted_address(address) is not None) is trusted
 
 
+@pytest.mark.parametrize(
+    ("address", "trusted"),
+    [
+        ("fe80::1%eth0", True),
+        ("fe80::1%eth1", False),  # the same address on another link: another host
+        ("fe80::1", False),  # a peer whose link is not known is not on eth0
+        ("fe80::1:2%eth0", True),
+        ("fe80::2%eth0", False),
+        ("fe80::9%eth1", True),  # an entry without a zone holds on any link
+        ("fe80::9", True),
+    ],
+)
+def test_an_entry_with_a_zone_holds_on_its_link_only(address: str, trusted: bool) -> None:
+    config = TrustedProxies(["fe80::1%eth0", "fe80::1:0%eth0/112", "fe80::9"])
+    assert (config.trusted_address(address) is not None) is trusted
+
+
 def test_non_string_peer_address_is_never_trusted() -> None:
     # ipaddress would read the integer 167772161 as 10.0.0.1.
     config = TrustedProxies(["10.0.0.0/8"])

@@ -81,6 +81,15 @@ def _unmap_network(network: _Network) -> _Network:
     return network
 
 
+def _within(address: _Address, network: _Network) -> bool:
+    """Whether ``address`` is in ``network``, and on its link when the network names one:
+    ``ipaddress`` ignores zones, and ``fe80::1`` on another interface is another host."""
+    if address not in network:
+        return False
+    zone = getattr(network.network_address, "scope_id", None)
+    return zone is None or zone == getattr(address, "scope_id", None)
+
+
 def _parse_address(value: str | None) -> _Address | None:
     if not isinstance(value, str):
         return None
@@ -99,8 +108,9 @@ class TrustedProxies:
 
     * ``addresses`` -- IPs or CIDRs (IPv4 and IPv6) of the proxies. IPv4-mapped IPv6 peers
       (``::ffff:10.0.0.1``, as dual-stack sockets report IPv4 clients) match IPv4 entries, and
-      ``::ffff:0:0/96``-style entries are read as IPv4. Empty means "any address", which is
-      allowed only together with ``spiffe_ids``.
+      ``::ffff:0:0/96``-style entries are read as IPv4. An IPv6 entry with a zone
+      (``fe80::1%eth0``) matches peers on that link only; without one, on any link. Empty means
+      "any address", which is allowed only together with ``spiffe_ids``.
     * ``spiffe_ids`` -- if set, the proxy must *also* have connected over mTLS with a SPIFFE ID
       this matcher accepts.
     * ``header`` -- the one format this deployment's proxy uses: ``"xfcc"`` (Envoy),
@@ -303,6 +313,6 @@ class TrustedProxies:
         address = _parse_address(remote_addr)
         if address is None:
             return None
-        if not self._networks or any(address in net for net in self._networks):
+        if not self._networks or any(_within(address, net) for net in self._networks):
             return str(address)
         return None

@@ -18,7 +18,7 @@ from tests._https import Recorded as HttpRecorded
 from tests._zt_https import Recorded, Reply, ZtHttpsServer
 from tests.client.conftest import Call, CountingSource, Mode, send, streamed, tls
 from zerotrust import FixedClock, SpiffeId, StaticTokenSource, X509Svid
-from zerotrust.client._rejections import Rejections
+from zerotrust.client._rejections import IN_FLIGHT_SECONDS, Rejections
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, SourceError
 from zerotrust.httpx import AsyncClient, Client, SupportsInvalidate, ZeroTrustAuth
@@ -397,13 +397,21 @@ def test_an_invalidate_hook_gets_the_token_if_its_signature_takes_it() -> None:
 
 
 def test_a_rejected_token_is_dropped_once_and_1024_are_remembered() -> None:
-    """Requests in flight with the same rejected token drop it from the source once; the
-    rejected tokens remembered for that are bounded (the least recently rejected go)."""
+    """A source that can only drop whatever it holds is told once of the refusals of the
+    requests in flight with a token (a late one must not drop a new token), and again once
+    they are over; the rejected tokens remembered for that are bounded (the least recently
+    rejected go)."""
     source = ClearingSource()
-    rejections = Rejections(source)
+    now = [100.0]
+    rejections = Rejections(source, now=lambda: now[0])
     rejections.reject("a", "t0")
+    now[0] += IN_FLIGHT_SECONDS - 0.1
     rejections.reject("a", "t0")  # a concurrent request had it dropped already
     assert source.generation == 1
+    now[0] += 0.1  # handed out again since, and refused again: dropped again
+    rejections.reject("a", "t0")
+    assert source.generation == 2
+    source.generation = 1
     rejections.reject("a", "t1")
     assert source.generation == 2
     for n in range(1024):
@@ -413,6 +421,41 @@ def test_a_rejected_token_is_dropped_once_and_1024_are_remembered() -> None:
     assert source.generation == 1026
     rejections.reject("a", "t1")  # the oldest, forgotten: dropped again
     assert source.generation == 1027
+
+
+def test_a_source_that_drops_the_refused_token_only_is_told_of_every_refusal() -> None:
+    """It keeps a token minted meanwhile by itself, and one that handed a refused token out
+    again (a sidecar still serving its cache) must hear of the next refusal too."""
+    calls: list[tuple[str, str | None]] = []
+
+    class Precise(ClearingSource):
+        def invalidate(self, audience: str, *, token: str | None = None) -> None:
+            calls.append((audience, token))
+
+    rejections = Rejections(Precise(), now=lambda: 0.0)
+    for _ in range(3):
+        rejections.reject("a", "t0")
+    assert calls == [("a", "t0")] * 3
+
+
+def test_a_new_token_refused_too_is_dropped_and_not_sent_again(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid, tokens: CountingSource
+) -> None:
+    """The answer to the request sent again with a new token is read: refused as well, that
+    token is dropped, so the next request (whose body may not be replayable) gets another."""
+
+    def handler(record: Recorded) -> Reply:
+        return INVALID if bearer(record).startswith(("token-1-", "token-2-")) else Reply(200)
+
+    server.handle("/", handler)
+    calls: list[Call] = [("GET", server.url("/")), ("GET", server.url("/"))]
+    responses = send(mode, calls, **auth_options(ca, client_svid, tokens))
+    assert [r.status_code for r in responses] == [401, 200]
+    assert [bearer(r) for r in server.requests()] == [
+        "token-1-for-orders",
+        "token-2-for-orders",  # re-minted once, refused too: the 401 stands
+        "token-3-for-orders",
+    ]
 
 
 def test_a_source_that_cannot_re_mint_is_not_retried(

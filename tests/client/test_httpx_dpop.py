@@ -12,7 +12,7 @@ import pytest
 
 from tests._zt_https import Handler, Recorded, Reply, ZtHttpsServer
 from tests.client.conftest import CLIENT_ID, SERVER_ID, Call, Mode, send, streamed, tls
-from zerotrust import DPoPConfig, FixedClock, StaticTokenSource, X509Svid, match
+from zerotrust import DPoPConfig, DPoPNonces, FixedClock, StaticTokenSource, X509Svid, match
 from zerotrust.adapters._status import refusal
 from zerotrust.audit import MemorySink
 from zerotrust.authn.authenticate import Authenticator
@@ -355,6 +355,63 @@ def test_guard_accepts_dpop_re_mints_on_invalid_token_and_re_signs_retries(
     assert statuses == ["DPoP "] * 4
     proofs = [r.headers["dpop"] for r in server.requests()]
     assert len(set(proofs)) == 4
+
+
+def test_a_nonce_challenge_after_a_re_mint_is_answered(
+    mode: Mode,
+    server: ZtHttpsServer,
+    ca: DevCA,
+    client_svid: X509Svid,
+    issuer: TokenIssuer,
+    holder: PrivateJWK,
+) -> None:
+    """A service that requires nonces refuses an invalid token without asking for one
+    (RFC 9449 §9: the token is refused for itself); the re-minted token's proof is then asked
+    for the nonce, and the request is sent a third time with it. Once the new token is known
+    good, the next request needs no challenge."""
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    nonces = DPoPNonces(bytes(32))
+    rule = Rule(id="orders", callers=[Callers(spiffe_ids=[CLIENT_ID])])
+    sink = MemorySink()
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier, dpop=DPoPConfig(nonces=nonces)),
+        policy=Policy([rule], id="test"),
+        audit=sink,
+        store=MemoryStore(),
+    )
+    stranger = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISS)
+    minted: list[str] = []
+
+    def mint(audience: str) -> str:
+        minted.append(bound_token(stranger if not minted else issuer, holder))
+        return minted[-1]
+
+    server.handle("/orders", guard_handler(guard))
+    options = {
+        **tls(ca, client_svid),
+        "token_source": CachedTokenSource(mint),
+        "audience": AUD,
+        "dpop_key": holder,
+        "retry": None,
+    }
+    first, second = send(mode, [("GET", server.url("/orders"))] * 2, **options)
+    assert (first.status_code, second.status_code) == (200, 200)
+    sent = server.requests("/orders")
+    assert [r.headers["authorization"] for r in sent] == [
+        f"DPoP {t}" for t in (minted[0], minted[1], minted[1], minted[1])
+    ]
+    assert [claims_of(r.headers["dpop"]).get("nonce") is not None for r in sent] == [
+        False,  # refused for its token
+        False,  # the new token, asked for a nonce
+        True,
+        True,  # the nonce the allowed answer handed out
+    ]
+    assert [e.reason for e in sink.events] == [
+        "unknown_key",  # signed by a key the service does not know
+        "use_dpop_nonce",
+        "allowed_by_rule",
+        "allowed_by_rule",
+    ]
 
 
 class NonceServer:

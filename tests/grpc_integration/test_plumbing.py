@@ -172,6 +172,38 @@ def test_an_opaque_token_is_not_used_after_its_source_moved_on() -> None:
     assert callback.sent == ["Bearer opaque-1", "Bearer opaque-1", "Bearer opaque-2"]
 
 
+def test_an_opaque_token_is_never_used_past_the_expiry_its_source_tells() -> None:
+    """A source whose refresh fails hands its token out until the token's last instant: the
+    memo must not stretch that by opaque_lifetime. It ends where a readable exp would."""
+    clocks = Clocks()
+    handed: list[str] = []
+
+    class Source:
+        def token(self, audience: str) -> str:
+            handed.append("opaque")
+            return "opaque"
+
+        def expires_at(self, audience: str, token: str) -> dt.datetime:
+            assert (audience, token) == ("api", "opaque")
+            return dt.datetime.fromtimestamp(clocks.wall + 1.0, dt.timezone.utc)
+
+    plugin = clocks.plugin(Source(), poll_interval=3600.0)
+    callback = Answers()
+    start = clocks.mono
+    try:
+        callback.ask(plugin)
+        clocks.mono = start + 0.899  # a second left: used until a tenth of it before
+        clocks.wall += 0.899
+        callback.ask(plugin)
+        assert handed == ["opaque"]
+        clocks.mono = start + 0.9
+        clocks.wall += 0.001
+        callback.ask(plugin)
+        assert len(handed) == 2
+    finally:
+        plugin.close()
+
+
 @pytest.mark.parametrize(
     ("lifetime", "usable_for"),
     [(3600, 3595.0), (50, 45.0), (40, 36.0), (20, 18.0), (1, 0.9)],
@@ -1416,7 +1448,7 @@ def test_the_peer_cache_is_bounded_in_bytes(ca: Any, monkeypatch: pytest.MonkeyP
 def test_waiting_for_a_new_token_after_a_refusal_is_bounded() -> None:
     """What the channels wait for before a call is made again with a new token: the source's
     answer, nothing after the time left (a source still busy), and no token from a source that
-    failed; the refused token is dropped from the plugin, and the source is asked once."""
+    failed; the refused token is dropped from the plugin, and the source is told."""
     from zerotrust.client._grpc_creds import TokenPlugin
 
     busy = Blocking("tok")
@@ -1450,7 +1482,7 @@ def test_waiting_for_a_new_token_after_a_refusal_is_bounded() -> None:
         assert failing.wait_token(None) is None
         assert asyncio.run(failing.atoken(None)) is None
         failing.refused("t0")
-        failing.refused("t0")  # many calls refused with it: dropped from the source once
+        failing.refused("t0")  # told of each: it drops that token only, if it still holds it
     finally:
         failing.close()
-    assert invalidated == [("api", "t0")]
+    assert invalidated == [("api", "t0")] * 2

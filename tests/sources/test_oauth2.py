@@ -227,9 +227,13 @@ def test_invalidate_and_clear_request_new_tokens(server: HttpsServer, clock: Fix
 def test_refresh_failure_keeps_the_valid_token(server: HttpsServer, clock: FixedClock) -> None:
     with credentials(server, clock) as source:
         token = source.token("a")
+        expires = clock.now() + timedelta(seconds=300)  # expires_in
+        assert source.expires_at("a", token) == expires
+        assert source.expires_at("b", token) is None and source.expires_at("a", "other") is None
         server.route("/token", Route(status=503))
         clock.advance(250)
         assert source.token("a") == token
+        assert source.expires_at("a", token) == expires  # handed out until then
         clock.advance(60)
         with pytest.raises(SourceError, match="HTTP 503"):
             source.token("a")
@@ -561,7 +565,10 @@ def test_token_exchange_invalidate_with_a_token_drops_that_subjects_only(
         alice = source.token(orders)
         current["token"] = "bob.token.y"
         bob = source.token(orders)
+        assert source.expires_at(orders, alice) is not None
+        assert source.expires_at("https://stock.example", alice) is None
         source.invalidate(orders, token=alice)
+        assert source.expires_at(orders, alice) is None
         assert source.token(orders) == bob
         current["token"] = "alice.token.x"
         assert source.token(orders) not in (alice, bob)

@@ -677,6 +677,29 @@ def test_invalidate_forgets_one_audience(clock: FixedClock) -> None:
     assert cache.get(("x", 0), lambda: fresh) != fresh
 
 
+def test_a_source_tells_when_a_token_it_holds_expires(clock: FixedClock) -> None:
+    """What a caller that keeps a token (the gRPC channels' memo) needs for an opaque token,
+    whose expiry it cannot read: also while a failing refresh hands the token out."""
+    minted = ["opaque"]
+
+    def mint(audience: str) -> MintedToken:
+        if not minted:
+            raise RuntimeError("token endpoint down")
+        return MintedToken(minted.pop(), clock.now() + timedelta(seconds=100))
+
+    source = CachedTokenSource(mint, clock=clock)
+    token = source.token("https://a.example")
+    expires = clock.now() + timedelta(seconds=100)
+    assert source.expires_at("https://a.example", token) == expires
+    assert source.expires_at("https://b.example", token) is None
+    assert source.expires_at("https://a.example", "another") is None
+    clock.advance(90)  # refresh due, and failing: the token is handed out until it expires
+    assert source.token("https://a.example") == token
+    assert source.expires_at("https://a.example", token) == expires
+    with pytest.raises(ConfigurationError):
+        source.expires_at("", token)
+
+
 def test_invalidate_with_a_token_forgets_that_token_only(clock: FixedClock) -> None:
     """A refusal of a token the cache already replaced leaves its successor alone."""
     minter = Minter(clock)

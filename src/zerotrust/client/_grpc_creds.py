@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 import grpc  # type: ignore[import-untyped,unused-ignore]
@@ -179,8 +180,9 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
     was handed out if that is shorter (a token minted for 20 s is used for 18 s, not 15 s).
     A token without a readable ``exp`` (an opaque
     token, whose expiry only the source knows) is used for ``opaque_lifetime`` seconds after
-    the source last handed it out: sources refresh at least 5 s ahead of expiry, so it is
-    never used expired.
+    the source last handed it out, and never past the expiry the source tells
+    (``source.expires_at(audience, token)``, which zerotrust's sources have): a source whose
+    refresh fails hands its token out until the token's last instant.
 
     Each fetch runs on a daemon thread, so a token source that never returns keeps neither the
     process from exiting nor later calls from fetching: the calls waiting for a fetch fail
@@ -254,8 +256,8 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
 
     def refused(self, token: str) -> None:
         """A server refused ``token`` (``error="invalid_token"``): it is no longer attached,
-        and the source is asked to drop it (once, however many calls carried it), so that the
-        next call gets a new one."""
+        and the source is asked to drop it (as ``Rejections`` tells it), so that the next call
+        gets a new one."""
         with self._lock:
             memo = self._memo
             if memo is not None and memo.header == f"Bearer {token}":
@@ -334,16 +336,25 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
             raise
         now_wall, now = self._wall(), self._monotonic()
         exp = _unverified_exp(token)
-        if exp is None:
-            use_until = now + self.opaque_lifetime
+        if exp is not None:
+            use_until = self._until(exp, now_wall, now)
         else:
-            left = exp.timestamp() - now_wall
-            use_until = now + left - min(self.margin, max(left, 0) / 10)
+            use_until = now + self.opaque_lifetime
+            told = getattr(self._source, "expires_at", None)
+            expires = told(self._audience, token) if callable(told) else None
+            if isinstance(expires, datetime) and expires.utcoffset() is not None:
+                use_until = min(use_until, self._until(expires, now_wall, now))
         memo = _Memo(f"Bearer {token}", use_until, now + self.poll_interval)
         with self._lock:  # never after close(), which clears the memo under the same lock
             if not self._closed:
                 self._memo = memo
         return memo
+
+    def _until(self, expires: datetime, now_wall: float, now: float) -> float:
+        """Until when (monotonic) a token expiring at ``expires`` is used: ``margin`` before,
+        or a tenth of the life it has left if that is shorter."""
+        left = expires.timestamp() - now_wall
+        return now + left - min(self.margin, max(left, 0) / 10)
 
     def _expire(self, fetch: _Fetch) -> None:
         self._end(fetch, None, SourceError(f"no token after {self.fetch_timeout:g} s"))

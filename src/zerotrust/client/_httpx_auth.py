@@ -285,13 +285,15 @@ class ZeroTrustAuth(httpx.Auth):
     * Server-provided DPoP nonces (RFC 9449 §9): the latest ``DPoP-Nonce`` an origin sent goes
       into the next proofs to that origin; a ``401`` with ``error="use_dpop_nonce"`` and a new
       nonce sends the request once more with a proof carrying it (if its body can be
-      replayed).
+      replayed), also after a new token (below): at most three sends in all.
     * A ``401`` whose ``WWW-Authenticate`` carries ``error="invalid_token"`` makes the source drop
       the refused token (``token_source.invalidate(audience, token=refused)``, which leaves
       another token cached for the audience alone; ``invalidate(audience)`` for a source
       without the keyword, else ``clear()``); the request is sent once more with a new token
-      if its body can be replayed and the token changed. Other 401s, 403s and a second 401 are
-      returned as they are. Concurrent rejections of the same token invalidate it once.
+      if its body can be replayed and the token changed. Other 401s, 403s and a second
+      ``invalid_token`` 401 (whose token is dropped too) are returned as they are. A source
+      that drops whatever it holds is told once of the refusals of one token within a few
+      seconds (the requests in flight with it).
     * After redirects httpx followed, only an answer to a request that carried the token counts
       (httpx drops it on a redirect to another origin), and the request is sent once more only
       if every redirect kept its method and body (307, 308): a POST that a 301, 302 or 303
@@ -368,47 +370,57 @@ class ZeroTrustAuth(httpx.Auth):
         response: httpx.Response,
     ) -> Generator[_Step, object, None]:
         """What the answer to the first attempt calls for: a nonce to learn, the same token
-        with the nonce a server asked for, or a new token after ``invalid_token``.
+        with the nonce a server asked for, or a new token after ``invalid_token``. Each answer
+        is read, so the request is sent again at most twice more: once with a new nonce and
+        once with a new token, in either order (a service that requires nonces refuses an
+        invalid token without one, then asks the new token's proof for one).
 
         Only an answer to a request that carried this very token says anything about it: after
         a redirect to another origin (httpx dropped ``Authorization`` there, and no proof went
         with it), the answer is returned as it is, whatever origin the redirects end on. The
         request is sent again only when the answer is to that same request (redirects that
         kept its method and body): a POST answered 303 and followed by a GET was processed."""
-        sent = self._authorization(token)
-        answered = _answered(response, request)
-        if answered.headers.get("Authorization") != sent:
-            return
-        again = _same_request(answered, request) and _replayable(request)
-        if proof is not None:
-            nonce = proof.note(response, answered)
-            if (
-                again
-                and nonce is not None
-                and nonce != proof.nonce
-                and use_dpop_nonce_challenge(response)
-            ):
-                self._apply(request, token)  # the same token, a proof with the nonce
-                answer = yield request
-                assert isinstance(answer, httpx.Response)
-                response, answered = answer, _answered(answer, request)
-                if answered.headers.get("Authorization") != sent:
-                    return  # this answer too may come from a redirect to another origin
-                again = _same_request(answered, request)
-                proof.note(response, answered)
-        if not invalid_token_challenge(response):
-            return
-        self._rejections.reject(audience, token)  # it was refused, whether or not it is sent again
-        if not again:
-            # a streamed body is gone, or a redirect made it another request: the 401 stands
-            # (the next request gets a new token)
-            return
-        fresh = yield _TokenFor(audience)
-        assert isinstance(fresh, str)
-        if fresh == token:
-            return  # the source cannot re-mint: the 401 stands
-        self._apply(request, fresh)
-        yield request
+        again = _replayable(request)
+        nonce_sent = reminted = False
+        while True:
+            sent = self._authorization(token)
+            answered = _answered(response, request)
+            if answered.headers.get("Authorization") != sent:
+                return
+            again = again and _same_request(answered, request)
+            if proof is not None:
+                nonce = proof.note(response, answered)
+                if (
+                    again
+                    and not nonce_sent
+                    and nonce is not None
+                    and nonce != proof.nonce
+                    and use_dpop_nonce_challenge(response)
+                ):
+                    nonce_sent = True
+                    proof = self._apply(request, token)  # the same token, the nonce asked for
+                    response = yield from self._send(request)
+                    continue
+            if not invalid_token_challenge(response):
+                return
+            self._rejections.reject(audience, token)  # refused, whether or not it is sent again
+            if not again or reminted:
+                # a streamed body is gone, a redirect made it another request, or a new token
+                # was refused too: the 401 stands (the next request gets a new token)
+                return
+            fresh = yield _TokenFor(audience)
+            assert isinstance(fresh, str)
+            if fresh == token:
+                return  # the source cannot re-mint: the 401 stands
+            reminted, token = True, fresh
+            proof = self._apply(request, token)
+            response = yield from self._send(request)
+
+    @staticmethod
+    def _send(request: httpx.Request) -> Generator[_Step, object, httpx.Response]:
+        answer = yield request
+        assert isinstance(answer, httpx.Response)
+        return answer
 
     # -- the drivers ------------------------------------------------------------------------
     #

@@ -1,5 +1,5 @@
 """A token a server refused (``error="invalid_token"``): how the token source is made to drop
-it, once per refused token, for the httpx and gRPC clients alike."""
+it, for the httpx and gRPC clients alike."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol, TypeAlias, runtime_checkable
@@ -25,6 +26,9 @@ _AUTH_PARAM: Final = re.compile(
 _QUOTED_PAIR: Final = re.compile(r"\\(.)", re.DOTALL)
 #: Audiences whose last refused token is remembered.
 _MAX_REMEMBERED: Final = 1024
+#: How long a refused token counts as dropped already, for a source that can only drop
+#: whatever it holds: the calls in flight with it when it was refused end within that.
+IN_FLIGHT_SECONDS: Final = 5.0
 
 
 def challenge_errors(challenges: Iterable[object]) -> set[str]:
@@ -64,6 +68,7 @@ class SupportsInvalidate(Protocol):
 
 
 _Drop: TypeAlias = "Callable[[str, str], None]"
+_Remembered: TypeAlias = "tuple[bytes, float]"
 
 
 def _takes_token(method: Callable[..., object]) -> bool:
@@ -79,43 +84,56 @@ def _takes_token(method: Callable[..., object]) -> bool:
     )
 
 
-def _dropper(source: object) -> _Drop | None:
-    """How ``source`` is made to drop a refused token for an audience: that token only
-    (``invalidate(audience, token=...)``), whatever it holds for the audience (an
-    ``invalidate(audience)`` without the keyword), or everything (``clear()``); ``None``
-    when it has none of them."""
+def _dropper(source: object) -> tuple[_Drop | None, bool]:
+    """How ``source`` is made to drop a refused token for an audience, and whether that drops
+    the token only: that token only (``invalidate(audience, token=...)``), whatever it holds
+    for the audience (an ``invalidate(audience)`` without the keyword), or everything
+    (``clear()``); ``None`` when it has none of them."""
     if isinstance(source, SupportsInvalidate):
         invalidate = source.invalidate
         if _takes_token(invalidate):
-            return lambda audience, token: invalidate(audience, token=token)
-        return lambda audience, token: invalidate(audience)
+            return (lambda audience, token: invalidate(audience, token=token)), True
+        return (lambda audience, token: invalidate(audience)), False
     clear = getattr(source, "clear", None)
     if callable(clear):
-        return lambda audience, token: clear()
-    return None
+        return (lambda audience, token: clear()), False
+    return None, False
 
 
 class Rejections:
-    """Makes ``source`` drop each token a server refused, once: concurrent refusals of the
-    same token (many calls in flight with it) invalidate it once, so a token minted in the
-    meantime is not dropped by a late refusal of the old one."""
+    """Makes ``source`` drop each token a server refused.
 
-    __slots__ = ("_drop", "_last", "_lock")
+    A source that drops the refused token only (``invalidate(audience, token=...)``) is told
+    of every refusal: it keeps a token minted in the meantime, and a source that handed a
+    refused token out again is told again. A source that can only drop whatever it holds is
+    told once per token while the calls in flight with it are refused
+    (:data:`IN_FLIGHT_SECONDS`), so a late refusal of the old token does not drop a new one,
+    and again after that."""
 
-    def __init__(self, source: object) -> None:
-        self._drop = _dropper(source)
+    __slots__ = ("_drop", "_last", "_lock", "_now", "_precise")
+
+    def __init__(self, source: object, *, now: Callable[[], float] = time.monotonic) -> None:
+        self._drop, self._precise = _dropper(source)
+        self._now = now
         self._lock = threading.Lock()
-        self._last: OrderedDict[str, bytes] = OrderedDict()
+        self._last: OrderedDict[str, _Remembered] = OrderedDict()
 
     def reject(self, audience: str, token: str) -> None:
-        """``token`` was refused for ``audience``: have the source drop it (the first time)."""
+        """``token`` was refused for ``audience``: have the source drop it."""
+        drop = self._drop
+        if drop is None:
+            return
+        if self._precise:
+            drop(audience, token)
+            return
         digest = hashlib.sha256(token.encode("ascii", "replace")).digest()
+        now = self._now()
         with self._lock:  # never held across a suspension of the callers' flows
-            if self._last.get(audience) == digest:
-                return  # a concurrent call already had it invalidated
-            self._last[audience] = digest
+            last = self._last.get(audience)
+            if last is not None and last[0] == digest and now - last[1] < IN_FLIGHT_SECONDS:
+                return  # a concurrent call already had it dropped
+            self._last[audience] = (digest, now)
             self._last.move_to_end(audience)
             if len(self._last) > _MAX_REMEMBERED:
                 self._last.popitem(last=False)
-            if self._drop is not None:
-                self._drop(audience, token)
+            drop(audience, token)

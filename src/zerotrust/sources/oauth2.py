@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any, Final, Literal, TypeVar
 
 import httpx
@@ -184,6 +185,11 @@ class ClientCredentialsTokenSource(_OAuth2Source):
         form = self._form(_audience(audience), grant_type="client_credentials")
         return await self._tokens.get_async(audience, lambda: self._mint_async(form))
 
+    def expires_at(self, audience: str, token: str) -> datetime | None:
+        """When ``token`` expires, if it is the token cached for ``audience`` (its
+        ``expires_in``); ``None`` otherwise."""
+        return self._tokens.expires_at(token, _audience(audience).__eq__)
+
     def invalidate(self, audience: str, *, token: str | None = None) -> None:
         """Forget the cached token for ``audience`` (the next call requests a new one); with
         ``token``, only if it is the cached one."""
@@ -287,6 +293,12 @@ class TokenExchangeTokenSource(_OAuth2Source):
         form = self._exchange_form(audience, subject, actor)
         key = (audience, _digest(subject), _digest(actor))
         return self._tokens.get(key, lambda: self._mint(form, self._types[2]))
+
+    def expires_at(self, audience: str, token: str) -> datetime | None:
+        """When the exchanged token ``token`` expires, if it is cached for ``audience``;
+        ``None`` otherwise."""
+        audience = _audience(audience)
+        return self._tokens.expires_at(token, lambda key: key[0] == audience)
 
     def invalidate(self, audience: str, *, token: str | None = None) -> None:
         """Forget the exchanged token ``token`` cached for ``audience`` (the other subjects'

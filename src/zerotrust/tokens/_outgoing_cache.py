@@ -228,6 +228,15 @@ class TokenCache(Generic[K]):
             if entry is not None and (token is None or entry.token == token):
                 del self._entries[key]
 
+    def expires_at(self, token: str, where: Callable[[K], bool]) -> datetime | None:
+        """When ``token`` expires, if it is the cached token of a key ``where`` accepts (even
+        while a failing refresh hands it out until then); ``None`` otherwise."""
+        with self._lock:
+            for key, entry in self._entries.items():
+                if entry.token == token and where(key):
+                    return entry.expires_at
+        return None
+
     def invalidate_where(self, predicate: Callable[[K], bool], *, token: str | None = None) -> None:
         """Forget every cached token whose key matches ``predicate``; with ``token``, only
         those that are that token."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from zerotrust._clock import Clock
@@ -114,6 +115,13 @@ class CachedTokenSource:
     def clear(self) -> None:
         """Forget every cached token."""
         self._cache.clear()
+
+    def expires_at(self, audience: str, token: str) -> datetime | None:
+        """When ``token`` expires, if it is the token cached for ``audience``; ``None``
+        otherwise. For a caller that keeps a token it was handed (an opaque one, whose expiry
+        it cannot read) and must not use it past that."""
+        audience = _check_audience(audience)
+        return self._cache.expires_at(token, audience.__eq__)
 
     def invalidate(self, audience: str, *, token: str | None = None) -> None:
         """Forget the cached token for ``audience`` (e.g. after a 401 ``invalid_token``); with

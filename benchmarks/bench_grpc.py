@@ -18,7 +18,11 @@ measured in interleaved rounds, the best round counting (plus a baseline):
               signature costs less than half of ES256's: context for the uncached row, no target;
 * signature -- no interceptor; the handler verifies the bearer token's ES256 signature with
               ``cryptography`` and does nothing else: the ceiling of any uncached check on
-              this server (``_signature.py``; no target of its own).
+              this server (``_signature.py``; no target of its own);
+* reads    -- an interceptor that reads what any check of a call must read, and does nothing
+              with it: the call's metadata (to find its ``authorization`` entry) and its
+              ``auth_context()`` (the peer's certificate). The ceiling of any cached check on
+              this server, with the cost grpc's interceptor hook adds (no target of its own).
 
 Plaintext h2c means no TLS, so this measures the interceptor's token path (h2load cannot
 present a client certificate); the mTLS peer re-verification is cached per certificate and
@@ -52,7 +56,7 @@ SUBJECT = "spiffe://example.org/client"
 # grpc binds with SO_REUSEPORT by default: off, a server on port 0 has its port to itself
 EXCLUSIVE_PORT: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
 METHOD = "/bench.Echo/Unary"
-MODES = ("bare", "cached", "uncached", "uncached-rs256", "signature")
+MODES = ("bare", "cached", "uncached", "uncached-rs256", "signature", "reads")
 TARGETS = {"cached": 0.90, "uncached": 0.60}
 
 
@@ -87,6 +91,69 @@ def _authorization(context: Any) -> str | None:
     return next((v for k, v in context.invocation_metadata() if k == "authorization"), None)
 
 
+def _reads(kind: str) -> Any:
+    """The ``reads`` interceptor: per call, the token's metadata entry and the auth context are
+    read, and nothing is done with them. Like zerotrust's, it wraps each method's handler once."""
+    import grpc
+    import grpc.aio
+
+    wrapped: dict[str, Any] = {}
+
+    def wrap(handler: Any) -> Any:
+        behavior = handler.unary_unary
+        if kind == "sync":
+
+            def call(request: bytes, context: Any) -> Any:
+                _authorization(context)
+                context.auth_context()
+                return behavior(request, context)
+
+        else:
+
+            async def call(request: bytes, context: Any) -> Any:  # type: ignore[misc]
+                _authorization(context)
+                context.auth_context()
+                return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            call, handler.request_deserializer, handler.response_serializer
+        )
+
+    def lookup(handler: Any, method: str) -> Any:
+        known = wrapped.get(method)
+        if known is None or known[0] is not handler:
+            known = wrapped[method] = (handler, wrap(handler))
+        return known[1]
+
+    if kind == "sync":
+
+        class Reads(grpc.ServerInterceptor):  # type: ignore[misc]
+            def intercept_service(self, continuation: Any, details: Any) -> Any:
+                return lookup(continuation(details), details.method)
+
+        return Reads()
+
+    class AioReads(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+        async def intercept_service(self, continuation: Any, details: Any) -> Any:
+            return lookup(await continuation(details), details.method)
+
+    return AioReads()
+
+
+def _interceptors(kind: str, mode: str, jwks: dict[str, Any]) -> list[Any]:
+    if mode in ("bare", "signature"):
+        return []
+    if mode == "reads":
+        return [_reads(kind)]
+    if kind == "sync":
+        from zerotrust.grpc import ServerInterceptor
+
+        return [ServerInterceptor(_guard(jwks, mode))]
+    from zerotrust.grpc import AioServerInterceptor
+
+    return [AioServerInterceptor(_guard(jwks, mode))]
+
+
 def serve(kind: str, mode: str, jwks_file: str) -> None:
     """Serve until stdin closes; print the port first and the handled-call count last."""
     import grpc
@@ -111,10 +178,7 @@ def serve(kind: str, mode: str, jwks_file: str) -> None:
         return request
 
     if kind == "sync":
-        from zerotrust.grpc import ServerInterceptor
-
-        guarded = mode not in ("bare", "signature")
-        interceptors = [ServerInterceptor(_guard(jwks, mode))] if guarded else []
+        interceptors = _interceptors(kind, mode, jwks)
         pool = futures.ThreadPoolExecutor(max_workers=8)
         server = grpc.server(pool, interceptors=interceptors, options=EXCLUSIVE_PORT)
         handler = grpc.unary_unary_rpc_method_handler(echo)
@@ -128,12 +192,10 @@ def serve(kind: str, mode: str, jwks_file: str) -> None:
         server.stop(None).wait()
         pool.shutdown()
     else:
-        from zerotrust.grpc import AioServerInterceptor
 
         async def main() -> None:
-            guarded = mode not in ("bare", "signature")
-            guard = [AioServerInterceptor(_guard(jwks, mode))] if guarded else []
-            server = grpc.aio.server(interceptors=guard, options=EXCLUSIVE_PORT)
+            interceptors = _interceptors(kind, mode, jwks)
+            server = grpc.aio.server(interceptors=interceptors, options=EXCLUSIVE_PORT)
             handler = grpc.unary_unary_rpc_method_handler(aecho)
             server.add_generic_rpc_handlers(
                 [grpc.method_handlers_generic_handler("bench.Echo", {"Unary": handler})]

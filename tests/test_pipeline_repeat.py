@@ -443,6 +443,46 @@ def test_requirements_are_part_of_what_is_repeated(
     assert world.pipeline_runs == 3  # reads repeated once; refusals are never remembered
 
 
+def test_a_requirement_s_own_matcher_is_asked_on_every_repeat(
+    issuer: TokenIssuer, clock: FixedClock, asynchronous: bool
+) -> None:
+    """An application's matcher may answer otherwise now (its caller was taken off a list):
+    a repeat asks it again, and so does the check of a Requirement subclass."""
+    from zerotrust import MatchResult
+    from zerotrust.authz.decision import Decision
+    from zerotrust.authz.policy import Requirement
+
+    listed = {WEB}
+
+    def on_the_list(spiffe_id: object) -> MatchResult:
+        ok = str(spiffe_id) in listed
+        return MatchResult(ok, "listed" if ok else "not_listed", "")
+
+    class OpenHours(Requirement):
+        open = True
+
+        def check(self, principal: Any, op: Any) -> Decision | None:
+            if not OpenHours.open:
+                return Decision(False, "requirement_not_met", detail="closed")
+            return super().check(principal, op)
+
+    world = World(issuer, clock)
+    token = read_token(issuer)
+    listed_only, hours = require(callers=on_the_list), OpenHours()
+    for requirement in (listed_only, hours):
+        for _ in range(2):
+            assert world.check(
+                get(token), asynchronous=asynchronous, requirement=requirement
+            ).allowed
+    assert world.pipeline_runs == 2  # one run each, then repeats
+    listed.clear()
+    OpenHours.open = False
+    for requirement in (listed_only, hours):
+        refused = world.check(get(token), asynchronous=asynchronous, requirement=requirement)
+        assert refused.status == 403 and refused.decision is not None
+        assert refused.decision.reason == "requirement_not_met"
+
+
 def test_dry_run_decisions_are_audited_on_repeat(issuer: TokenIssuer, clock: FixedClock) -> None:
     world = World(issuer, clock)
     token = read_token(issuer)

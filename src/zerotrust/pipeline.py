@@ -365,8 +365,8 @@ class Guard:
     # and the audit event, which is written for every request. Only allows are remembered and
     # anything else (a miss, an error, a revoked token) runs the whole pipeline, so this path
     # can only repeat an allow the pipeline itself gave for the same credentials and operation.
-    # It never applies with CUSTOM hooks, rate limits, DPoP, API keys, forwarded certificates
-    # or a store that needs I/O.
+    # A requirement's own matcher is asked again too. It never applies with CUSTOM hooks, rate
+    # limits, DPoP, API keys, forwarded certificates or a store that needs I/O.
 
     def _repeat(self, view: RequestView, requirement: Requirement | None) -> Outcome | None:
         """The outcome of a repeated request, or ``None`` when the pipeline must decide.
@@ -401,6 +401,14 @@ class Guard:
             or entry.authenticator is not authenticator
         ):
             return None
+        if requirement is not None and (
+            callable(requirement.callers) or type(requirement).check is not Requirement.check
+        ):
+            # a matcher (or a check) of the application's own may answer otherwise now (a
+            # caller taken off a list): asked again; the rest of a requirement is the same
+            # function of the same principal and operation
+            if requirement.check(entry.auth.principal, operation_of(view)) is not None:
+                return None
         if peer is not None:
             if view.remote_addr != entry.remote_addr and authenticator.trusted_proxies is not None:
                 # one peer object can serve several connections (gRPC's peer cache): from

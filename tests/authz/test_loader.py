@@ -324,6 +324,9 @@ def test_documents_without_aliases_are_bounded_by_their_size_alone() -> None:
         ({"from": [{"spiffe_ids": []}]}, "callers entry that names nothing"),
         ({"from": [{}]}, "callers entry that names nothing"),
         ({"to": [{"routes": [], "methods": []}]}, "operations entry that names nothing"),
+        ({"from": []}, "from: an empty list would admit every caller"),
+        ({"to": []}, "to: an empty list would admit every operation"),
+        ({"from": [], "action": "CUSTOM", "hook": "h"}, "empty list would admit every caller"),
     ],
 )
 def test_an_allow_entry_emptied_of_every_value_fails_at_load_time(
@@ -332,6 +335,8 @@ def test_an_allow_entry_emptied_of_every_value_fails_at_load_time(
     """Istio refuses an empty source or operation: here an ALLOW entry whose only list was
     emptied would admit every caller or operation, as a ``null`` would."""
     doc = {"rules": [{"id": "r", **entry}]}
-    with pytest.raises(ConfigurationError, match=f"rules\\[0\\]: .*{what}"):
-        policy_from_dict(doc)
-    assert policy_from_dict({"rules": [{"id": "r", "action": "DENY", **entry}]}).rules
+    with pytest.raises(ConfigurationError, match=f"rules\\[0\\].*{what}"):
+        policy_from_dict(doc, hooks={"h": lambda principal, op: True})
+    deny = {**entry, "action": "DENY"}
+    deny.pop("hook", None)
+    assert policy_from_dict({"rules": [{"id": "r", **deny}]}).rules

@@ -57,10 +57,34 @@ def test_caller_patterns_that_can_never_match_are_refused(
 
 def test_a_trust_domain_pattern_is_lower_case_letters_digits_dots_dashes_and_underscores() -> None:
     every = string.ascii_lowercase + string.digits + ".-_"
-    Callers(trust_domains=[f"*{every}"])  # all of them at once
+    Callers(trust_domains=[f"*.{every}"])  # all of them at once
     for letter in string.ascii_uppercase:
         with pytest.raises(ConfigurationError, match="lower-case"):
             Callers(trust_domains=[f"*.{letter}.example"])
+
+
+@pytest.mark.parametrize(
+    ("field", "pattern", "other"),
+    [
+        ("trust_domains", "partner.org*", "partner.org.evil.example"),
+        ("trust_domains", "prod-*", "prod-.evil.example"),
+        ("trust_domains", "*partner.org", "evilpartner.org"),
+        ("not_trust_domains", "*partner.org", "evilpartner.org"),
+        ("spiffe_ids", "*partner.org/ns/pay/sa/admin", "spiffe://evilpartner.org/ns/pay/sa/admin"),
+        ("spiffe_ids", "*web/sa/b", "spiffe://evilweb/sa/b"),
+    ],
+)
+def test_patterns_whose_star_crosses_into_another_owner_s_name_are_refused(
+    field: str, pattern: str, other: str
+) -> None:
+    """``*`` is any text: unless a trust domain pattern ends (prefix) or starts (suffix) at a
+    '.', and a SPIFFE ID suffix at a '/', it also matches names someone else holds, the
+    hazard for which ``spiffe://partner.org*`` is refused."""
+    with pytest.raises(ConfigurationError, match="another owner's name") as info:
+        Callers(**{field: [pattern]})
+    assert other in str(info.value)
+    with pytest.raises(ConfigurationError, match="another owner's name"):
+        Condition(field.removeprefix("not_").rstrip("s"), values=[pattern])
 
 
 @pytest.mark.parametrize(

@@ -180,6 +180,13 @@ def _rule(ctx: _Ctx, raw: Any, where: str, hooks: Mapping[str, Callable[..., Any
             known = ", ".join(sorted(hooks)) or "none registered"
             raise ctx.fail(f"{where}.hook", f"unknown hook {name!r} (known: {known})")
         hook = hooks[name]
+    if entry.get("action", "ALLOW") != "DENY":
+        for key, names in (("from", "caller"), ("to", "operation")):
+            if entry.get(key) == []:  # an emptied list, as an entry that names nothing
+                raise ctx.fail(
+                    f"{where}.{key}",
+                    f"an empty list would admit every {names}: leave the key out to say that",
+                )
     return ctx.build(  # type: ignore[no-any-return]
         where,
         Rule,

@@ -118,6 +118,17 @@ def _check_trust_domains(patterns: tuple[Pattern, ...], what: str) -> None:
                 TrustDomain.parse(core)
             except InvalidSpiffeId as exc:
                 raise _never(what, pattern, exc.detail) from None
+        elif pattern._kind == "prefix" and not core.endswith("."):
+            raise _crossing(what, pattern, f"{core}.evil.example", f"end it at a '.': '{core}.*'")
+        elif pattern._kind == "suffix" and not core.startswith("."):
+            raise _crossing(what, pattern, f"evil{core}", f"start it at a '.': '*.{core}'")
+
+
+def _crossing(what: str, pattern: Pattern, other: str, advice: str) -> ConfigurationError:
+    """A pattern whose ``*`` (any text) may cross the boundary of the name it means."""
+    return ConfigurationError(
+        f"{what}: {pattern.text!r} would also match {other!r}, another owner's name: {advice}"
+    )
 
 
 def _check_spiffe_ids(patterns: tuple[Pattern, ...], what: str) -> None:
@@ -152,6 +163,15 @@ def _check_spiffe_ids(patterns: tuple[Pattern, ...], what: str) -> None:
                     raise _never(what, pattern, exc.detail) from None
             elif not _whole_segments(core.split("/")[1:]):  # the first one may start earlier
                 raise _never(what, pattern, _SEGMENTS)
+            if "/" in core and not core.startswith("/"):
+                # its first part may end the trust domain's name as well as a path segment
+                path = core.partition("/")[2]
+                raise _crossing(
+                    what,
+                    pattern,
+                    f"spiffe://evil{core}",
+                    f"start it at a '/' ('*/{path}') or name the whole ID ('*//{core}')",
+                )
 
 
 _SEGMENTS: Final = "a SPIFFE ID path has no empty, '.' or '..' segment and does not end in '/'"

@@ -621,3 +621,34 @@ def test_a_sink_that_returns_a_coroutine_has_failed(sink: Any) -> None:
     opened = AuditPipeline([sink])
     opened.emit(make_event())
     assert opened.failures == 1 and not opened.healthy
+
+
+@pytest.mark.parametrize("on_error", ["open", "closed"])
+def test_a_handler_that_raises_fails_its_sink_not_the_report_of_it(on_error: str) -> None:
+    """The report of a failed sink goes to ``zerotrust.audit.errors``, whose records reach the
+    handlers of ``zerotrust.audit``: there the failing handler raised again, from inside the
+    pipeline's own error handling, so the exception left the pipeline as itself (whatever
+    ``on_error`` said) and the sinks after the failing one missed the event."""
+
+    class Shipper(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            raise ConnectionError("log shipper down")
+
+    audit = logging.getLogger("zerotrust.audit")
+    level, shipper = audit.level, Shipper()
+    audit.setLevel(logging.INFO)
+    audit.addHandler(shipper)
+    memory = MemorySink()
+    pipeline = AuditPipeline([LoggingSink(), memory], on_error=on_error)  # type: ignore[arg-type]
+    try:
+        for expected in (1, 2):
+            if on_error == "closed":
+                with pytest.raises(AuditError):
+                    pipeline.emit(make_event())
+            else:
+                pipeline.emit(make_event())
+            assert len(memory.events) == expected  # every sink is tried
+            assert pipeline.failures == expected and not pipeline.healthy
+    finally:
+        audit.removeHandler(shipper)
+        audit.setLevel(level)

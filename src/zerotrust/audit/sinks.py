@@ -12,6 +12,7 @@ request pipeline turns into 503 / UNAVAILABLE).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -425,23 +426,33 @@ class AuditPipeline:
             self._failing[index] = True
         if first:
             name = _describe(index, self._sinks[index])
-            _errors_log.error(
+            _report(
+                logging.ERROR,
                 "%s failed (%s); its failures are now counted but not logged until it recovers",
                 name,
                 type(exc).__name__,
             )
             # The traceback may quote the event, so it only appears when asked for.
-            _errors_log.debug("%s failure details", name, exc_info=exc)
+            _report(logging.DEBUG, "%s failure details", name, exc_info=exc)
 
     def _recovered(self, index: int) -> None:
         with self._lock:
             was_failing = self._failing[index]
             self._failing[index] = False
         if was_failing:
-            _errors_log.info("%s recovered", _describe(index, self._sinks[index]))
+            _report(logging.INFO, "%s recovered", _describe(index, self._sinks[index]))
 
     def __repr__(self) -> str:
         return f"AuditPipeline({list(self._sinks)!r}, on_error={self._on_error!r})"
+
+
+def _report(level: int, message: str, *args: object, exc_info: Exception | None = None) -> None:
+    """Log on ``zerotrust.audit.errors``, which never raises: its records reach the handlers of
+    ``zerotrust.audit`` too, and one of them may be the very handler that just failed (a log
+    shipper that is down). The failure is counted (:attr:`AuditPipeline.failures`) either way,
+    and every sink is still tried."""
+    with contextlib.suppress(Exception):  # reporting a failure must not become one
+        _errors_log.log(level, message, *args, exc_info=exc_info)
 
 
 def _check_sinks(sinks: tuple[Any, ...]) -> tuple[AuditSink, ...]:

@@ -11,6 +11,7 @@ import json
 import pickle
 import time
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -120,6 +121,10 @@ def secrets_to_hide(ca: DevCA) -> dict[str, str]:
         "nginx_escaped_pem": pem_cert.replace("\n", "%0A").replace(" ", "%20"),
         "key_label_only": "EC PRIVATE KEY",
         "jwk": json.dumps({"kty": "EC", "crv": "P-256", "d": "c2VjcmV0", "x": "eA", "y": "eQ"}),
+        "jwk_percent_encoded": quote(
+            json.dumps({"kty": "EC", "crv": "P-256", "d": "c2VjcmV0", "x": "eA", "y": "eQ"}),
+            safe="",
+        ),
         "der_pkcs8_key": base64.b64encode(der_key).decode(),
         "der_sec1_key": base64.b64encode(sec1_key).decode(),
         "der_ed25519_key": base64.b64encode(ed_key).decode(),

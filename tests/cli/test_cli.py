@@ -218,6 +218,42 @@ def test_inspect_escapes_what_a_certificate_says(
     ]
 
 
+def test_inspect_shows_a_certificate_whose_extensions_cannot_be_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cryptography reads extensions when asked for them: one named twice (not DER, RFC 5280
+    4.2) raised from inside the command, a traceback and exit status 1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "twice")])
+    now = dt.datetime.now(dt.timezone.utc)
+    unknown = x509.ObjectIdentifier("2.5.29.99")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.UnrecognizedExtension(unknown, b"\x05\x00"), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    der = cert.public_bytes(serialization.Encoding.DER)
+    # the unknown extension's OID becomes basicConstraints': the same extension twice
+    twice = der.replace(b"\x06\x03\x55\x1d\x63", b"\x06\x03\x55\x1d\x13")
+    path = tmp_path / "twice.pem"
+    path.write_bytes(x509.load_der_x509_certificate(twice).public_bytes(serialization.Encoding.PEM))
+    code, out, err = run(capsys, "cert", "inspect", str(path))
+    assert code == 0 and err == "" and "Traceback" not in out
+    assert "extensions cannot be read (DuplicateExtension)" in out
+
+
 @pytest.mark.parametrize(
     ("cert", "key"),
     [

@@ -10,6 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from zerotrust._version import __version__
 from zerotrust.cli import _ca, _config, _demo, _key, _token
 from zerotrust.cli._parser import Parser
@@ -47,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = f"zerotrust: error: [io_error]{name}: {exc.strerror or exc}"
         print(_token.redact(message), file=sys.stderr)
         return 2
-    except (ValueError, RecursionError) as exc:  # input no check caught: one line, no trace
+    # input no check caught: one line, no trace (cryptography raises some of its own kinds)
+    except (ValueError, RecursionError, x509.DuplicateExtension, UnsupportedAlgorithm) as exc:
         detail = str(exc).splitlines()[0][:200] if str(exc) else ""
         message = f"zerotrust: error: [invalid_input] {type(exc).__name__}: {detail}"
         print(_token.redact(message), file=sys.stderr)

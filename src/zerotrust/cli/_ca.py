@@ -137,10 +137,13 @@ def describe_certificate(cert: x509.Certificate) -> dict[str, Any]:
         problem: str | None = str(exc)
     else:
         problem = None
+    is_ca: bool | None
     try:
         is_ca = bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         is_ca = False
+    except (x509.DuplicateExtension, ValueError) as exc:  # read only when asked for
+        is_ca, problem = None, f"its extensions cannot be read ({type(exc).__name__})"
     status = "valid"
     if cert.not_valid_after_utc < now:
         status = "expired"
@@ -157,7 +160,7 @@ def describe_certificate(cert: x509.Certificate) -> dict[str, Any]:
         "status": status,
         "sha256": fingerprint(cert),
     }
-    if problem and not is_ca:
+    if problem and is_ca is not True:
         info["svid_problem"] = problem
     return info
 

@@ -121,6 +121,18 @@ class RemoteKeySettings:
 _KEYS = "key source"
 
 
+def _repr_hiding_url_queries(self: Any) -> str:
+    """A section's ``repr`` whose URL settings (``url`` metadata) show :func:`shown_url`: the
+    query of a URL may hold a secret."""
+    shown = []
+    for f in fields(self):
+        value = getattr(self, f.name)
+        if f.metadata.get("url") and isinstance(value, str):
+            value = shown_url(value)
+        shown.append(f"{f.name}={value!r}")
+    return f"{type(self).__name__}({', '.join(shown)})"
+
+
 @dataclass(frozen=True, kw_only=True)
 class TokenSettings:
     """``tokens``: accept bearer tokens from one issuer (omit the table to accept none).
@@ -152,6 +164,8 @@ class TokenSettings:
     max_delegation_depth: int = field(default=4, metadata=_meta(min=0))
     require: bool = False
     remote: RemoteKeySettings = field(default_factory=RemoteKeySettings)
+
+    __repr__ = _repr_hiding_url_queries
 
 
 @dataclass(frozen=True)
@@ -241,12 +255,7 @@ class StoreSettings:
     rate_limit: Literal["closed", "open"] = "closed"
     check_revocation: bool = True
 
-    def __repr__(self) -> str:  # the query of ``url`` may hold a secret
-        shown = (
-            f"{f.name}={shown_url(self.url) if f.name == 'url' else getattr(self, f.name)!r}"
-            for f in fields(self)
-        )
-        return f"StoreSettings({', '.join(shown)})"
+    __repr__ = _repr_hiding_url_queries
 
 
 _Field = Literal["actor", "client_id", "spiffe_id", "subject"]

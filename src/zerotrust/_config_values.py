@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from zerotrust._config_files import freeze
+from zerotrust._config_schema import Secret
 from zerotrust._config_secrets import file_path, pairs, read_secret_file, secret
 from zerotrust._config_sources import (
     MAX_DEPTH,
@@ -83,8 +84,13 @@ def recheck(section: object, cls: type, label: str) -> None:
         where = f"{label}.{info.name}"
         if info.kind == "section" and info.section is not None:
             recheck(value, info.section, where)
+        elif info.kind == "secret" and value is not None:
+            # a plain value here would show in repr and to_dict(), and fail where it is used
+            if not isinstance(value, Secret):
+                raise fail(where, "must be a zerotrust.config.Secret: Secret(value) (not shown)")
+            secret(info, value.reveal(), Origin("dict", where, ()))
         elif value is not None and (
-            info.kind in ("bool", "int", "float", "list")
+            info.kind in ("bool", "int", "float", "list", "map")
             or (info.kind == "str" and not info.meta.get("path"))
         ):
             convert(info, value, Origin("dict", where, ()))

@@ -401,14 +401,15 @@ class Guard:
             or entry.authenticator is not authenticator
         ):
             return None
-        if requirement is not None and (
-            callable(requirement.callers) or type(requirement).check is not Requirement.check
-        ):
+        if (
+            requirement is not None
             # a matcher (or a check) of the application's own may answer otherwise now (a
             # caller taken off a list): asked again; the rest of a requirement is the same
             # function of the same principal and operation
-            if requirement.check(entry.auth.principal, operation_of(view)) is not None:
-                return None
+            and (callable(requirement.callers) or type(requirement).check is not Requirement.check)
+            and requirement.check(entry.auth.principal, operation_of(view)) is not None
+        ):
+            return None
         if peer is not None:
             if view.remote_addr != entry.remote_addr and authenticator.trusted_proxies is not None:
                 # one peer object can serve several connections (gRPC's peer cache): from

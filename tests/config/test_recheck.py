@@ -18,6 +18,7 @@ from zerotrust.config import (
     AuditSettings,
     DPoPSettings,
     RemoteKeySettings,
+    Secret,
     Settings,
     StoreSettings,
 )
@@ -55,6 +56,44 @@ def test_sections_replaced_by_code_are_checked_again(
     settings = Settings.from_dict(base(files))
     with pytest.raises(ConfigurationError, match=message):
         dataclasses.replace(settings, **{section: replacement})
+
+
+REDIS = "redis://cache:6379/0"
+
+
+def test_secrets_of_sections_built_by_code_are_secrets(files: Path) -> None:
+    """A plain value where a secret belongs was shown by repr and to_dict(), and failed with
+    AttributeError where it was used (``.reveal()``)."""
+    settings = Settings.from_dict(base(files))
+    for section, replacement, where in (
+        ("store", StoreSettings(url=REDIS, password="hunter2"), "store.password"),  # type: ignore[arg-type]
+        ("audit", AuditSettings(pseudonym_key=b"k" * 32), "audit.pseudonym_key"),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ConfigurationError, match=f"{where}: must be a zerotrust.config.Secret"):
+            dataclasses.replace(settings, **{section: replacement})
+    tokens = settings.tokens
+    assert tokens is not None
+    with pytest.raises(ConfigurationError, match=r"tokens\.hmac_secret: must be a .*Secret"):
+        dataclasses.replace(
+            settings, tokens=dataclasses.replace(tokens, jwks_file=None, hmac_secret="x" * 40)
+        )
+    # a Secret's content is checked as a read one is
+    with pytest.raises(ConfigurationError, match=r"store\.password: must be a non-empty string"):
+        dataclasses.replace(settings, store=StoreSettings(url=REDIS, password=Secret("")))
+    stored = dataclasses.replace(
+        settings, store=StoreSettings(url=REDIS, password=Secret("hunter2"))
+    )
+    assert "hunter2" not in repr(stored) and "hunter2" not in str(stored.to_dict())
+
+
+def test_url_query_values_are_hidden_by_repr_as_by_to_dict(files: Path) -> None:
+    doc = base(files)
+    doc["tokens"].pop("jwks_file")
+    doc["tokens"]["jwks_url"] = "https://issuer.example/jwks?api_key=SECRETQ"
+    settings = Settings.from_dict(doc)
+    for text in (repr(settings), repr(settings.tokens), str(settings.to_dict())):
+        assert "SECRETQ" not in text
+        assert "jwks?api_key=<redacted>" in text
 
 
 def test_nested_sections_are_checked_again(files: Path) -> None:

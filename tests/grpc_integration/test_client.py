@@ -162,6 +162,38 @@ def test_wrong_server_id_is_refused_before_sending(world: World) -> None:
     assert seen.calls == [] and world.sink.events == []  # no RPC ever reached the server
 
 
+def test_a_refused_server_gives_its_status_to_futures_and_streams_too(world: World) -> None:
+    """Not only to blocking calls: raised from the interceptor, the refusal reached future()
+    callers and streams as grpc's own INTERNAL "Exception raised while intercepting"."""
+    seen = Seen()
+    with (
+        sync_server(world, seen=seen) as port,
+        secure_channel(f"localhost:{port}", **options(world, server_id=WRONG_ID)) as channel,
+    ):
+        calls = {
+            "unary future": channel.unary_unary(f"/{SERVICE}/Unary").future(b"x", timeout=10),
+            "stream-unary future": channel.stream_unary(f"/{SERVICE}/ClientStream").future(
+                iter([b"x"]), timeout=10
+            ),
+            "unary-stream": channel.unary_stream(f"/{SERVICE}/ServerStream")(b"x", timeout=10),
+            "stream-stream": channel.stream_stream(f"/{SERVICE}/Bidi")(iter([b"x"]), timeout=10),
+        }
+        for name, call in calls.items():
+            assert call.code() == grpc.StatusCode.UNAUTHENTICATED, name
+            assert call.details() == "server identity rejected", name
+            assert isinstance(call.exception(), ServerIdentityError), name
+            assert call.done() and not call.is_active(), name
+            ended: list[object] = []
+            call.add_done_callback(lambda c: ended.append(c.code()))  # noqa: B023
+            assert ended == [grpc.StatusCode.UNAUTHENTICATED], name
+            with pytest.raises(ServerIdentityError):
+                call.result()
+        for name in ("unary-stream", "stream-stream"):
+            with pytest.raises(ServerIdentityError):
+                next(iter(calls[name]))
+    assert seen.calls == [] and world.sink.events == []
+
+
 def test_wrong_server_id_is_refused_aio(world: World) -> None:
     seen = Seen()
 

@@ -259,17 +259,24 @@ class ClientInterceptor(
 
         return _RetryingCall(attempt, plan, self._note, self._tokens).start()
 
-    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        checked, sent = self._checked(details), self._sent()
+    def _streaming(self, continuation: Any, details: Any, request: Any) -> Any:
+        try:
+            checked = self._checked(details)
+        except ServerIdentityError as exc:
+            # a call that ended unsent, with the check's status: raised from here, grpc would
+            # report its own INTERNAL to future() callers and streams
+            return _Failed(exc)
+        sent = self._sent()
         return self._watch(continuation(checked, request), sent)
 
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return self._streaming(continuation, details, request)
+
     def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        checked, sent = self._checked(details), self._sent()
-        return self._watch(continuation(checked, requests), sent)
+        return self._streaming(continuation, details, requests)
 
     def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        checked, sent = self._checked(details), self._sent()
-        return self._watch(continuation(checked, requests), sent)
+        return self._streaming(continuation, details, requests)
 
 
 class _Raised:
@@ -306,6 +313,50 @@ class _Raised:
 
     def cancel(self) -> bool:
         return False
+
+
+class _Failed(_Raised, grpc.Call, grpc.Future):  # type: ignore[misc]
+    """A call that ended before it was sent (the server's identity was refused or could not
+    be checked): a finished call, future and response iterator with the error's status, as
+    grpc's own calls are once they fail."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> _Failed:
+        return self
+
+    def __next__(self) -> Any:
+        raise self.error
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return False  # ended: grpc's calls answer so, and the caller runs it itself
+
+    def cancelled(self) -> bool:
+        return False
+
+    def running(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self.error
+
+    def exception(self, timeout: float | None = None) -> BaseException:
+        return self.error
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self.error.__traceback__
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        _quietly(fn, self)
 
 
 class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
@@ -364,9 +415,9 @@ class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
         try:
             call = self._attempt()
         except ServerIdentityError as exc:
+            # a refusal that ends the call is its outcome (grpc's blocking path raises it from
+            # result(); raised from here, future() would report grpc's own INTERNAL)
             self._after(_Raised(exc), _retried(self._plan, exc))
-            if first and self._final:
-                raise
             return
         except Exception as exc:
             if first:

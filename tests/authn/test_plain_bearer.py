@@ -336,22 +336,3 @@ def test_the_grpc_view_answers_as_its_metadata_says(
 
     view = _View("/pkg.Svc/Method", tuple(metadata), context=None, peers=None)  # type: ignore[arg-type]
     assert view.bearer_alone(frozenset(absent)) == _grpc_reference(metadata, frozenset(absent))
-
-
-def test_optional_authentication_sees_the_credential_headers_the_service_reads(
-    issuer: TokenIssuer,
-) -> None:
-    from zerotrust.adapters._guarded import presents_credentials
-
-    ca = DevCA.create("example.org")
-    custom = Authenticator(
-        tokens=authenticators(issuer)["plain"].tokens,
-        bundles=ca.bundle,
-        trusted_proxies=TrustedProxies(["127.0.0.1"], header="nginx", header_name="x-client-pem"),
-    )
-    plain = authenticators(issuer)["plain"]
-    assert presents_credentials(asgi_view([("x-client-pem", "abc")], "127.0.0.1"), custom)
-    assert not presents_credentials(asgi_view([("x-client-pem", "abc")], "127.0.0.1"), plain)
-    for name in ("authorization", "dpop", "x-forwarded-client-cert"):
-        assert presents_credentials(asgi_view([(name, "abc")], "127.0.0.1"), plain), name
-    assert not presents_credentials(asgi_view([("accept", "*/*")], "127.0.0.1"), plain)

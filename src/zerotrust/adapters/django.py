@@ -84,15 +84,22 @@ def refusal_response(outcome: Outcome) -> Any:
     return response
 
 
-def prepare(request: Any, view_func: Any, config: DjangoConfig) -> Prepared | None:
+def prepare(
+    request: Any, view_func: Any, config: DjangoConfig
+) -> Prepared | ConfigurationError | None:
     """The request view and requirement to decide on, or ``None`` for an exempt request.
 
-    A view that carries a requirement is always decided, even if ``EXEMPT`` lists it.
+    A view that carries a requirement is always decided, even if ``EXEMPT`` lists it. A
+    requirement written wrong (``as_view(required_scopes="a b")``) is the
+    :class:`~zerotrust.errors.ConfigurationError` to refuse the request with.
     """
     match = request.resolver_match
     if view_func is None and match is not None:
         view_func = match.func
-    requirement = view_requirement(view_func) if view_func is not None else None
+    try:
+        requirement = view_requirement(view_func) if view_func is not None else None
+    except ConfigurationError as exc:
+        return exc
     return prepare_match(request, match, requirement, config)
 
 
@@ -136,7 +143,11 @@ def prepare_unreached(request: Any, config: DjangoConfig) -> Prepared | Configur
         return prepare_match(request, None, None, config)
     if route_of(match) is None:
         return ConfigurationError(f"the route template of {match.view_name!r} is unknown")
-    return prepare_match(request, match, view_requirement(match.func), config)
+    try:
+        requirement = view_requirement(match.func)
+    except ConfigurationError as exc:
+        return exc
+    return prepare_match(request, match, requirement, config)
 
 
 def finish(
@@ -245,6 +256,8 @@ class ZeroTrustMiddleware:
         if prepared is None:
             return None
         guard = self.config.guard
+        if isinstance(prepared, ConfigurationError):
+            return finish(request, _unresolved(request, guard, prepared), None, guard)
         return finish(request, guard.evaluate(*prepared), prepared[1], guard)
 
     # --- async (ASGI) -------------------------------------------------------------------------
@@ -276,11 +289,14 @@ class ZeroTrustMiddleware:
         if prepared is None:
             return None
         guard = self.config.guard
+        if isinstance(prepared, ConfigurationError):
+            return finish(request, _unresolved(request, guard, prepared), None, guard)
         return finish(request, await guard.aevaluate(*prepared), prepared[1], guard)
 
 
 def _unresolved(request: Any, guard: Guard, error: ConfigurationError) -> Outcome:
-    """The audited refusal of a request whose route could not be determined."""
+    """The audited refusal (500 ``configuration_error``) of a request whose route, or whose
+    view's requirement, could not be determined."""
     _log.error("zerotrust: request refused: %s", error)
     return guard.refuse(request_view(request), error)
 

@@ -52,7 +52,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from zerotrust.adapters._asgi_view import ScopeView, strip_scope_headers
 from zerotrust.adapters._common import forwarded_headers_to_strip, routeless_hazards
 from zerotrust.adapters._context import current_principal, set_principal
-from zerotrust.adapters._guarded import presents_credentials
 from zerotrust.adapters._routes import find_routes_owner, route_template_for
 from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
 from zerotrust.adapters.asgi import ZeroTrustMiddleware, publish, published
@@ -171,7 +170,7 @@ def _on_server_span(scope: Mapping[str, Any]) -> AbstractContextManager[object]:
 async def _authorize(
     guard: Guard,
     connection: HTTPConnection,
-    requirement: Requirement,
+    requirement: Requirement | ConfigurationError,
     optional: bool,
     response: Response | None = None,
 ) -> Principal | None:
@@ -190,14 +189,19 @@ async def _authorize(
 async def _decide(
     guard: Guard,
     connection: HTTPConnection,
-    requirement: Requirement,
+    requirement: Requirement | ConfigurationError,
     optional: bool,
     response: Response | None,
 ) -> Outcome:
     """The request's outcome for this dependency (``allowed`` with no principal: an optional
-    dependency's anonymous caller)."""
+    dependency's anonymous caller). A requirement that could not be built (scopes written
+    wrong) refuses the request, audited, as a route that cannot be known does."""
     scope = connection.scope
     prior = published(scope, guard)
+    if isinstance(requirement, ConfigurationError):
+        _log.error("zerotrust: request refused: %s", requirement)
+        route = prior.event.route if prior is not None and prior.event is not None else None
+        return guard.refuse(ScopeView(scope, route), requirement)
     if prior is not None:  # decided by the middleware or an earlier dependency, same Guard
         if prior.principal is None and optional:
             return prior
@@ -212,7 +216,9 @@ async def _decide(
         view = ScopeView(scope, route)
         if unresolved is not None:
             outcome = guard.refuse(view, unresolved)
-        elif optional and not presents_credentials(view, guard.authenticator):
+        elif optional:
+            # as the middleware decides: the policy's answer, anonymous or not (credentials
+            # present but invalid are refused there); a caller it names must meet the rest
             outcome = await guard.aevaluate(view)
             if outcome.principal is not None:
                 outcome = guard.refine(view, outcome, requirement)
@@ -258,7 +264,11 @@ class _Dependency(SecurityBase):
     async def __call__(
         self, security_scopes: SecurityScopes, connection: HTTPConnection, response: Response
     ) -> Principal | None:
-        requirement = self._requirement(security_scopes.scopes)
+        requirement: Requirement | ConfigurationError
+        try:
+            requirement = self._requirement(security_scopes.scopes)
+        except ConfigurationError as exc:  # refused in _decide, where it is audited
+            requirement = exc
         owner = self.owner
         # Optional authentication answers "who, if anyone?": only the bare dependency asks
         # that. One that asks more (scopes along the chain, any require(...), even one with

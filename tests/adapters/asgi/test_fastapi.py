@@ -86,6 +86,63 @@ def test_dependency_alone_optional(bare: Any, issuer: TokenIssuer) -> None:
     assert response.status_code == 401 and response.json()["error"] == "invalid_token"
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("x-forwarded-client-cert", "Hash=abc;URI=spiffe://example.org/web"),  # not a proxy's
+        ("dpop", "x.y.z"),  # a proof without a DPoP token
+        ("client-cert", ":YWJj:"),
+    ],
+    ids=["untrusted-xfcc", "dpop-alone", "client-cert"],
+)
+@pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "dependency-alone"])
+def test_optional_answers_nobody_beside_headers_the_service_ignores(
+    issuer: TokenIssuer, header: tuple[str, str], middleware: bool
+) -> None:
+    """Behind a sidecar that adds XFCC to every request but is no trusted proxy, an anonymous
+    call to an optional endpoint was refused 401 (requirement_not_met) without the middleware,
+    and served with it: the header made the dependency ask for "an authenticated caller"."""
+    public = Rule(
+        id="public",
+        callers=[Callers(anonymous=True), Callers(trust_domains=["example.org"])],
+        operations=[Operations(routes=["/public"])],
+    )
+    guard, sink = make_guard(issuer, policy=Policy([public]))
+    with client(make_app(ZeroTrust(guard), middleware=middleware)) as http:
+        response = http.get("/public", headers=dict([header]))
+        assert response.status_code == 200 and response.json() == {"who": None}
+        assert sink.last.decision == "allow" and sink.last.reason == "allowed_by_rule"
+        assert http.get("/public", headers=bearer(token(issuer))).json() == {"who": WEB}
+        assert http.get("/public", headers=bearer("x.y.z")).status_code == 401
+
+
+@pytest.mark.parametrize("middleware", [True, False], ids=["middleware", "dependency-alone"])
+def test_scopes_written_wrong_are_an_audited_refusal(issuer: TokenIssuer, middleware: bool) -> None:
+    """``Security(zt, scopes=["orders read"])`` (no scope holds a space) is found when a request
+    reaches the handler: it was a plain 500 outside zerotrust, unaudited (and audited as an
+    allow by the middleware)."""
+    everything = Rule(id="shop", callers=[Callers(trust_domains=["example.org"])])
+    guard, sink = make_guard(issuer, policy=Policy([everything]))
+    zt = ZeroTrust(guard)
+    app = make_app(zt, middleware=middleware)
+
+    @app.get("/orders/{order_id}/typo")
+    async def typo(who: Annotated[Principal, Security(zt, scopes=["orders read"])]) -> Any:
+        return {"who": who.id}  # pragma: no cover - refused
+
+    callers = [bearer(token(issuer, scopes=["orders:read"]))]
+    if not middleware:
+        callers.append({})  # (the middleware refuses an anonymous caller first)
+    with client(app) as http:
+        for headers in callers:
+            response = http.get("/orders/7/typo", headers=headers)
+            assert response.status_code == 500
+            assert response.json()["error"] == "configuration_error"
+            assert (sink.last.decision, sink.last.reason) == ("deny", "configuration_error")
+            if middleware:
+                assert sink.last.route == "/orders/{order_id}/typo"
+
+
 def test_optional_with_a_malformed_certificate_is_refused(bare: Any) -> None:
     http, sink, _ = bare
     tls = {"tls": {"client_cert_chain": ["not a certificate"]}}

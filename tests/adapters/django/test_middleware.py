@@ -211,6 +211,17 @@ def test_a_route_may_ask_more_of_a_class_based_view(zt: Harness, kind: str) -> N
 
 
 @pytest.mark.parametrize("kind", CLIENTS)
+def test_a_requirement_written_wrong_is_an_audited_refusal(zt: Harness, kind: str) -> None:
+    """``as_view(required_scopes="orders:read")`` (a string, not a list) is found when a
+    request reaches the route: it was a plain 500 from Django's handler, and no audit event."""
+    for headers in (zt.auth(), None):
+        assert_refused(call(kind, "/cbv/typo/7/", headers), 500, None, "configuration_error")
+        assert (zt.sink.last.decision, zt.sink.last.reason) == ("deny", "configuration_error")
+        assert zt.sink.last.route == "/cbv/typo/{order_id}"
+    assert len(zt.sink.events) == 2
+
+
+@pytest.mark.parametrize("kind", CLIENTS)
 @pytest.mark.parametrize("path", ["/probe/", "/bare-probe/"], ids=["require()", "bare"])
 def test_require_without_arguments_wants_an_authenticated_caller(
     zt: Harness, kind: str, path: str

@@ -19,6 +19,8 @@ urlpatterns = [
         "cbv/admin/<int:order_id>/",
         views.OrderView.as_view(required_scopes=("orders:read", "orders:admin")),
     ),
+    # a string where a list of scopes belongs: found when a request reaches the route
+    path("cbv/typo/<int:order_id>/", views.OrderView.as_view(required_scopes="orders:read")),
     path("decorated-class/", views.DecoratedView.as_view()),
     path("cbv/hidden-admin/<int:order_id>/", views.cbv_hidden_admin),
     path("hidden-class/", views.decorated_hidden),

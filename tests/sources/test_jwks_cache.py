@@ -348,6 +348,24 @@ def test_every_ended_fetch_advances_the_generation_once(clock: FixedClock) -> No
     assert cache.status().fetch_count == 2
 
 
+def test_an_older_fetch_that_ends_last_never_replaces_a_newer_key_set(clock: FixedClock) -> None:
+    """Fetches of sync callers and of several event loops overlap. The answer of one begun
+    before a rotation, arriving after the answer of one begun after it, would have put the
+    withdrawn key back for the set's whole lifetime (and its failure, set a back-off)."""
+    for older in (ok(KEY_A), HttpResponse(500)):
+        cache = make(clock)
+        before, after = cache.refresh_flow(), cache.refresh_flow()
+        next(before), next(after)  # both requests sent: "a" published, then rotated to "b"
+        with contextlib.suppress(StopIteration):
+            after.send(ok(KEY_B))
+        with contextlib.suppress(StopIteration):
+            before.send(older)  # the older answer ends last
+        keys = cache.result(cache.plan(None))
+        assert [key.kid for key in keys] == ["b"]
+        assert cache.status().last_error is None
+        assert cache.status().fetch_count == 2
+
+
 def test_an_abandoned_refresh_ahead_of_expiry_is_retried_in_the_background(
     clock: FixedClock,
 ) -> None:

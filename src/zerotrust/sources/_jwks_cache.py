@@ -285,6 +285,8 @@ class JWKSCache:
         now = self._clock.now()
         ttl = cache_ttl(headers, now, self._policy)
         with self._lock:
+            if self._outdated(number):
+                return
             old = self._entry
             if old is not None and old.keys == keys:
                 keys = old.keys  # the same object while the keys do not change
@@ -309,6 +311,8 @@ class JWKSCache:
     def _record_failure(self, message: str, number: int) -> None:
         now = self._clock.now()
         with self._lock:
+            if self._outdated(number):
+                return
             if message != self._last_error:
                 entry = self._entry
                 serving = (
@@ -324,6 +328,18 @@ class JWKSCache:
             self._refreshing, self._refresh_started = False, None  # a lost refresh included
             self._last_error, self._last_error_at = message, now
             self._retry_at = now + timedelta(seconds=self._policy.retry_interval)
+
+    def _outdated(self, number: int) -> bool:  # lock held
+        """Whether fetch ``number`` ended after one begun later succeeded. Fetches of sync
+        callers and of several event loops overlap: the answer of the older one (the key set
+        from before a rotation, or its failure) must not replace the newer key set, or a key
+        withdrawn meanwhile would verify again. It counts as a fetch that ended."""
+        if number >= self._found:
+            return False
+        self._generation += 1
+        self._fetch_count += 1
+        self._ended = max(self._ended, number)
+        return True
 
     def status(self) -> KeySourceStatus:
         now = self._clock.now()

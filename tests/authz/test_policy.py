@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from typing import Any
@@ -458,6 +459,61 @@ def test_custom_blocking_hook_in_async_evaluation() -> None:
     assert not asyncio.run(deferred.evaluate_async(who(), DELETE_ORDER)).allowed
     slow = Policy([allow(), Rule(id="ext", action="CUSTOM", hook=wrapped_slow, hook_timeout=0.05)])
     assert asyncio.run(slow.evaluate_async(who(), GET_ORDER)).reason == "custom_error"
+
+
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_blocking_hooks_of_concurrent_requests_run_at_once(driver: str) -> None:
+    """A hook's timeout is its own running time: 32 requests at once, each hook waiting for
+    all 32 to be running, are all decided by their hooks. (A shared pool of 8 threads left 24
+    queued, and time queued counted against hook_timeout: refused, custom_error.)"""
+    together = threading.Barrier(32)
+
+    def hook(principal: Principal | None, op: Operation) -> bool:
+        together.wait(timeout=30)  # broken (raises) unless all 32 run at once
+        return True
+
+    policy = Policy([allow(), Rule(id="pdp", action="CUSTOM", hook=hook, hook_timeout=60)])
+    if driver == "sync":
+        with concurrent.futures.ThreadPoolExecutor(32) as callers:
+            decisions = list(callers.map(lambda _: policy.evaluate(who(), GET_ORDER), range(32)))
+    else:
+
+        async def all_at_once() -> list[Any]:
+            asked = [policy.evaluate_async(who(), GET_ORDER) for _ in range(32)]
+            return list(await asyncio.gather(*asked))
+
+        decisions = asyncio.run(all_at_once())
+    assert [d.reason for d in decisions] == ["allowed_by_rule"] * 32
+
+
+def test_hooks_stuck_in_a_decision_service_hold_nothing_another_rule_needs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Timed-out hooks of a service that hangs keep running: they no longer hold a worker of
+    a pool every Guard shares (after 8 of them, every CUSTOM rule of the process was refused).
+    Their number is bounded: past it a rule is refused at once, no thread started."""
+    from zerotrust.authz import policy as policy_module
+
+    monkeypatch.setattr(policy_module, "_running_hooks", threading.BoundedSemaphore(12))
+    release = threading.Event()
+
+    def hanging(principal: Principal | None, op: Operation) -> bool:
+        release.wait(30)
+        return True
+
+    stuck = Policy([allow(), Rule(id="down", action="CUSTOM", hook=hanging, hook_timeout=0.01)])
+    quick = Policy([allow(), Rule(id="up", action="CUSTOM", hook=lambda p, o: True)])
+    try:
+        for _ in range(10):
+            assert stuck.evaluate(who(), GET_ORDER).reason == "custom_error"
+        assert quick.evaluate(who(), GET_ORDER).allowed  # another rule's hook still runs
+        assert asyncio.run(quick.evaluate_async(who(), GET_ORDER)).allowed
+        for _ in range(2):  # the bound reached: refused without starting another thread
+            assert stuck.evaluate(who(), GET_ORDER).reason == "custom_error"
+        refused = quick.evaluate(who(), GET_ORDER)
+        assert refused.reason == "custom_error" and "hooks are still running" in refused.detail
+    finally:
+        release.set()
 
 
 def test_custom_async_hook_in_async_evaluation() -> None:

@@ -12,12 +12,13 @@ hooks; :meth:`Policy.evaluate` and :meth:`Policy.evaluate_async` drive it.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import inspect
+import threading
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from zerotrust._aio import wait_for
 from zerotrust._sansio import drive, drive_async
@@ -57,9 +58,43 @@ def _parts(values: object, kind: type[_T], what: str) -> tuple[_T, ...]:
     return items
 
 
-_HOOK_POOL = concurrent.futures.ThreadPoolExecutor(
-    max_workers=8, thread_name_prefix="zerotrust-hook"
-)
+#: Blocking hooks running at once, in threads of their own, those still running past their
+#: timeout included (a decision service that hangs keeps its calls). Beyond it a CUSTOM rule
+#: is refused at once instead of starting another thread.
+MAX_RUNNING_HOOKS: Final = 256
+_running_hooks = threading.BoundedSemaphore(MAX_RUNNING_HOOKS)
+
+
+def _start_hook(
+    hook: Callable[..., Any],
+    principal: Principal | None,
+    op: Operation,
+    rule: Rule,
+    done: Callable[[bool, object], None],
+) -> None:
+    """Run a blocking ``hook`` in a thread of its own, then ``done(ok, result or error)``.
+
+    A thread per call, not a shared pool: a hook's ``hook_timeout`` is its own running time,
+    never time spent queued behind other requests' hooks, and hooks stuck in a decision
+    service that does not answer hold no worker another rule (or another Guard) needs."""
+    if not _running_hooks.acquire(blocking=False):
+        raise TimeoutError(
+            f"hook of rule {rule.id!r} not started: {MAX_RUNNING_HOOKS} hooks are still running"
+        )
+
+    def run() -> None:
+        ok, value = False, None
+        try:
+            value, ok = _run_hook(hook, principal, op), True
+        except Exception as exc:  # handed to the caller, which denies
+            value = exc
+        finally:
+            _running_hooks.release()
+            if not ok and value is None:  # interrupted (SystemExit, ...): denied all the same
+                value = RuntimeError(f"hook of rule {rule.id!r} was interrupted")
+            done(ok, value)
+
+    threading.Thread(target=run, name="zerotrust-hook", daemon=True).start()
 
 
 def operation_of(view: RequestView) -> Operation:
@@ -84,13 +119,20 @@ class HookCall:
         (fail closed)."""
         hook = self.rule.hook
         assert hook is not None
-        future = _HOOK_POOL.submit(_run_hook, hook, self.principal, self.operation)
-        try:
-            result = future.result(timeout=self.rule.hook_timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"hook of rule {self.rule.id!r} timed out") from None
-        return _hook_verdict(self.rule, result)
+        finished = threading.Event()
+        outcome: list[tuple[bool, object]] = []
+
+        def done(ok: bool, value: object) -> None:
+            outcome.append((ok, value))
+            finished.set()
+
+        _start_hook(hook, self.principal, self.operation, self.rule, done)
+        if not finished.wait(self.rule.hook_timeout):
+            raise TimeoutError(f"hook of rule {self.rule.id!r} timed out")
+        ok, value = outcome[0]
+        if not ok:
+            raise value  # type: ignore[misc]
+        return _hook_verdict(self.rule, value)
 
     async def fulfil_async(self) -> bool:
         """Await the hook (a blocking one runs in a thread) with the rule's ``hook_timeout``.
@@ -102,12 +144,27 @@ class HookCall:
         timeout = self.rule.hook_timeout
         if inspect.iscoroutinefunction(hook):
             result = await wait_for(hook(self.principal, self.operation), timeout)
-        else:  # a blocking hook must not stall the event loop
-            result = await wait_for(
-                asyncio.to_thread(hook, self.principal, self.operation), timeout
-            )
-            if inspect.isawaitable(result):
-                result = await wait_for(result, timeout)
+        else:  # a blocking hook must not stall the event loop: a thread of its own
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[object] = loop.create_future()
+            hook_id = self.rule.id
+
+            def settle(ok: bool, value: object) -> None:
+                if future.done():
+                    return
+                if ok:
+                    future.set_result(value)
+                elif isinstance(value, StopIteration):  # which a future cannot hold
+                    future.set_exception(RuntimeError(f"hook of rule {hook_id!r} raised it"))
+                else:
+                    future.set_exception(value)  # type: ignore[arg-type]
+
+            def done(ok: bool, value: object) -> None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(settle, ok, value)
+
+            _start_hook(hook, self.principal, self.operation, self.rule, done)
+            result = await wait_for(future, timeout)
         return _hook_verdict(self.rule, result)
 
 

@@ -496,9 +496,11 @@ def test_a_mint_whose_event_loop_closed_under_it_never_blocks_the_audience(
     mints instead of waiting on it, and a caller already waiting on it is told at once."""
     calls: list[str] = []
     waiting: list[BaseException] = []
+    minting = threading.Event()
 
     async def stalled(audience: str) -> str:
         calls.append(audience)
+        minting.set()
         await asyncio.Event().wait()  # outlives its loop
         raise AssertionError("not reached")
 
@@ -508,29 +510,29 @@ def test_a_mint_whose_event_loop_closed_under_it_never_blocks_the_audience(
 
     source = CachedTokenSource(mint, mint_async=stalled, clock=clock)
     cache = source._cache
-
-    async def leave() -> None:
-        task = asyncio.ensure_future(source.token_async("api"))
-        while not calls:  # it starts the mint
-            await asyncio.sleep(0)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    def wait() -> None:
-        try:
-            source.token("api")
-        except SourceError as exc:
-            waiting.append(exc)
-
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(leave())
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    flight = cache._flights["api"][0]
-    deadline = time.monotonic() + 5
-    while not flight._condition._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
-        time.sleep(0.001)  # until the waiter is blocked on the flight
+    running = threading.Thread(target=loop.run_forever)
+    running.start()
+    try:
+        started = asyncio.run_coroutine_threadsafe(source.token_async("api"), loop)
+        assert minting.wait(5)  # the mint runs on the running loop
+
+        def wait() -> None:
+            try:
+                source.token("api")  # the loop runs: this caller waits on its flight
+            except SourceError as exc:
+                waiting.append(exc)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        flight = cache._flights["api"][0]
+        deadline = time.monotonic() + 5
+        while not flight._condition._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            waiter.join(0.001)  # until the waiter is blocked on the flight
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        running.join(5)
+    started.cancel()
     loop.close()  # the minting task is never cancelled: it will never run again
     assert source.token("api")  # minted here, not a wait for wait_timeout and a SourceError
     waiter.join(5)
@@ -541,6 +543,50 @@ def test_a_mint_whose_event_loop_closed_under_it_never_blocks_the_audience(
         gc.collect()
     assert source.token("api")  # settling the lost flight late changed nothing
     assert calls == ["api", "sync api"]
+
+
+def test_a_mint_whose_event_loop_stopped_under_it_never_blocks_the_audience(
+    clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sync wrapper runs ``token_async`` under ``run_until_complete`` with a deadline: the
+    caller is cancelled, the loop stops with the minting task pending, and is not closed.
+    Every later caller for that audience waited on that task (30 s, then SourceError) for as
+    long as the loop stayed idle; the next caller mints instead."""
+    calls: list[str] = []
+    go_on = asyncio.Event()
+
+    async def slow(audience: str) -> str:
+        calls.append(audience)
+        await go_on.wait()
+        return fake_jwt(clock.now().timestamp() + 300, n=1)
+
+    def mint(audience: str) -> str:
+        calls.append(f"sync {audience}")
+        return fake_jwt(clock.now().timestamp() + 300, n=2)
+
+    source = CachedTokenSource(mint, mint_async=slow, clock=clock)
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def with_deadline() -> None:
+            task = asyncio.ensure_future(source.token_async("api"))
+            while not calls:  # it starts the mint
+                await asyncio.sleep(0)
+            task.cancel()  # the caller's deadline
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        loop.run_until_complete(with_deadline())  # stopped now, the minting task pending
+        token = source.token("api")  # minted here, at once
+        assert calls == ["api", "sync api"]
+        go_on.set()
+        old = list(source._cache._tasks)
+        loop.run_until_complete(asyncio.wait(old))  # the old task settles its own flight
+        assert source.token("api") == token  # and does not replace the token minted since
+    finally:
+        with caplog.at_level(logging.CRITICAL, logger="asyncio"):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
 
 def test_a_caller_cancelled_as_the_shared_mint_ends_is_cancelled(clock: FixedClock) -> None:

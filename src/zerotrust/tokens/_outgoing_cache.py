@@ -266,12 +266,19 @@ class TokenCache(Generic[K]):
                     if now < entry.refresh_at or backing_off:
                         return valid, None, False
             under_way = self._flights.get(key)
-            if under_way is not None and under_way[2] is not None and under_way[2].is_closed():
-                # its event loop was closed without cancelling the minting task: it will never
-                # run again, so it never settles its flight; this caller mints instead
-                lost = under_way[0]
-                del self._flights[key]
-                under_way = None
+            if under_way is not None and under_way[2] is not None:
+                flight_loop = under_way[2]
+                if not flight_loop.is_running():
+                    # The minting task's event loop is not running, so this caller mints:
+                    # * closed without cancelling the task (run_until_complete, then close):
+                    #   the task never runs again, and its waiters are told at once;
+                    # * stopped (a caller cancelled by its deadline under a sync wrapper's
+                    #   run_until_complete): the task waits for a run that may never come; it
+                    #   still answers its own waiters if the loop runs again.
+                    if flight_loop.is_closed():
+                        lost = under_way[0]
+                    del self._flights[key]
+                    under_way = None
             if under_way is not None:
                 return (valid, None, False) if valid is not None else (None, under_way[0], False)
             flight: _Flight[str] = concurrent.futures.Future()

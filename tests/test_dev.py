@@ -222,6 +222,9 @@ def test_a_leaf_is_not_a_root(ca: DevCA) -> None:
         ["*.-bad.example"],
         ["example.org."],
         [5],
+        ["127.0.0.1"],  # an address: clients compare it with IP SANs, never a DNS name
+        ["10.0.0.7"],
+        ["*.10.0.0"],
     ],
 )
 def test_svid_dns_names_are_host_names(ca: DevCA, names: object) -> None:
@@ -230,7 +233,7 @@ def test_svid_dns_names_are_host_names(ca: DevCA, names: object) -> None:
 
 
 def test_svid_dns_names_accept_host_names_wildcards_and_a_labels(ca: DevCA) -> None:
-    names = ["localhost", "*.svc.example.org", "xn--caf-dma.example", "127.0.0.1"]
+    names = ["localhost", "*.svc.example.org", "xn--caf-dma.example", "10-0-0-7.example"]
     svid = ca.issue_svid("spiffe://example.org/web", dns_names=names)
     san = svid.leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == names

@@ -93,6 +93,11 @@ def _dns_names(values: object) -> tuple[str, ...]:
             labels = labels[1:]
         if not all(_DNS_LABEL.fullmatch(label) for label in labels):
             raise ConfigurationError(f"dns_names: {name!r} is not a valid host name")
+        if labels[-1].isdigit():  # 127.0.0.1: RFC 1123 2.1, no host name is dotted-decimal
+            raise ConfigurationError(
+                f"dns_names: {name!r} is an IP address, which clients never match against a"
+                " DNS name: connect by host name (localhost)"
+            )
     return tuple(values)
 
 

@@ -40,6 +40,32 @@ def test_svid_reload_is_throttled(ca: DevCA, tmp_path: Path) -> None:
     assert source.get_x509_svid() is snapshot  # same immutable snapshot until a change
 
 
+def test_relative_paths_name_the_files_of_the_directory_the_source_was_built_in(
+    ca: DevCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later change of working directory (a daemon, a framework's chdir) made every reload
+    read the files of the new one: another workload's SVID served, another root trusted."""
+    evil = DevCA.create("example.org")
+    first, other = tmp_path / "first", tmp_path / "other"
+    for directory, authority, name in ((first, ca, "web"), (other, evil, "other")):
+        directory.mkdir()
+        authority.issue_svid(f"spiffe://example.org/{name}").save(
+            directory / "svid.pem", directory / "svid.key"
+        )
+        (directory / "bundle.pem").write_bytes(authority.bundle.to_pem())
+    monkeypatch.chdir(first)
+    svids = FileSvidSource("svid.pem", "svid.key", check_interval=0)
+    bundles = FileBundleSource({"example.org": "bundle.pem"}, check_interval=0)
+    monkeypatch.chdir(other)
+    ca.issue_svid("spiffe://example.org/web").save(first / "svid.pem", first / "svid.key")
+    settled(first / "svid.pem", first / "svid.key")
+    svid = svids.get_x509_svid()  # reloaded: the rotated pair in the first directory
+    assert str(svid.spiffe_id) == "spiffe://example.org/web" and svids.last_error is None
+    assert bundles.get_bundle_set().get("example.org") == ca.bundle
+    monkeypatch.chdir("/")
+    assert svids.get_x509_svid() is svid and svids.last_error is None
+
+
 def test_svid_files_vanishing_keep_the_snapshot(ca: DevCA, tmp_path: Path) -> None:
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     ca.issue_svid("spiffe://example.org/a").save(cert, key)

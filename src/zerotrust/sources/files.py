@@ -171,6 +171,13 @@ def _describe(exc: Exception) -> str:
     return str(exc)
 
 
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    """``path`` made absolute once, when the source is built: every reload reads the file that
+    was loaded first, whatever the working directory becomes. Symbolic links are kept, not
+    resolved, so a swap of the link (Kubernetes' ``..data``) is still seen."""
+    return Path(path).absolute()
+
+
 class FileSvidSource:
     """The workload's SVID from a PEM certificate chain and a PEM private key file.
 
@@ -186,7 +193,7 @@ class FileSvidSource:
         check_interval: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        cert, key = Path(cert_path), Path(key_path)
+        cert, key = _absolute(cert_path), _absolute(key_path)
         started = False
 
         def load() -> X509Svid:
@@ -246,7 +253,7 @@ class FileBundleSource:
         if not paths:
             raise BundleError("FileBundleSource needs at least one bundle file")
         entries = [
-            (td if isinstance(td, TrustDomain) else TrustDomain.parse(td), Path(p))
+            (td if isinstance(td, TrustDomain) else TrustDomain.parse(td), _absolute(p))
             for td, p in paths.items()
         ]
 
@@ -303,7 +310,7 @@ class FileKeySource:
         monotonic: Callable[[], float] = time.monotonic,
         algorithms: Iterable[str] = (),
     ) -> None:
-        file = Path(path)
+        file = _absolute(path)
         previous: list[JWKSet] = []
         allowed = () if isinstance(algorithms, str) else tuple(algorithms)
         if isinstance(algorithms, str) or not all(isinstance(a, str) for a in allowed):

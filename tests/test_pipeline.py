@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from zerotrust import FixedClock, match
 from zerotrust.audit import MemorySink
+from zerotrust.audit.event import TRUNCATION_MARKER
 from zerotrust.authn.authenticate import Authenticator
 from zerotrust.authn.credentials import ApiKeys
 from zerotrust.authn.proxy import TrustedProxies
@@ -1961,6 +1962,21 @@ def test_a_token_beside_a_forwarded_certificate_leaves_it_proven_by_the_proxy(
         assert guard.evaluate(forwarded, proxied_only).allowed
         assert guard.evaluate(direct).principal.proven_by == "mtls+jwt"  # type: ignore[union-attr]
         assert guard.evaluate(direct, direct_only).allowed
+
+
+def test_a_method_no_real_request_has_is_cut_in_the_audit_event(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """The caller writes the method (h11 and werkzeug take any token of any length): the
+    event keeps its first 64 characters, and the checks of the event never read the rest."""
+    guard, sink = make_guard(issuer, clock)
+    method = "EXTENSION" * 2000
+    outcome = guard.evaluate(get(method=method))
+    assert outcome.status == 401
+    assert sink.last is not None
+    assert sink.last.method == method[:64] + TRUNCATION_MARKER
+    guard.evaluate(get(method="PROPFIND"))
+    assert sink.last.method == "PROPFIND"
 
 
 @pytest.mark.parametrize(

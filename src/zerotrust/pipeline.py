@@ -24,7 +24,7 @@ from typing import Any, Final, NoReturn
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust._sansio import drive, drive_async
-from zerotrust.audit.event import AuditEvent
+from zerotrust.audit.event import TRUNCATION_MARKER, AuditEvent
 from zerotrust.audit.otel import OTelSink
 from zerotrust.audit.sinks import AuditPipeline, AuditSink, LoggingSink
 from zerotrust.audit.trace import trace_ids_for_audit
@@ -801,7 +801,7 @@ class Guard:
             grpc_status=outcome.grpc_status,
             kind=view.kind,
             # an RPC's method is its full name (policies see POST, the audit trail the RPC)
-            method=view.method if view.kind != "grpc" else (view.route or view.path),
+            method=(view.route or view.path) if view.kind == "grpc" else _shown_method(view.method),
             route=view.route,
             remote_addr=view.remote_addr,
             spiffe_id=str(principal.spiffe_id) if principal and principal.spiffe_id else None,
@@ -834,6 +834,15 @@ _MAX_REPEATS = 8192
 # head, 16 KiB); those longer than any real method are never kept in the decision memo or the
 # repeat table, whose entries would otherwise each hold one.
 _MAX_REMEMBERED_METHOD = 64
+
+
+def _shown_method(method: str) -> str:
+    """An HTTP method for the audit event: the caller wrote it, and no real one is longer
+    than :data:`_MAX_REMEMBERED_METHOD` characters; a longer one is cut before the event's
+    checks read it."""
+    if len(method) <= _MAX_REMEMBERED_METHOD:
+        return method
+    return method[:_MAX_REMEMBERED_METHOD] + TRUNCATION_MARKER
 
 
 @dataclass(frozen=True, slots=True)

@@ -343,6 +343,30 @@ def test_credentials_are_redacted_wherever_they_appear(where: str) -> None:
     assert make_event(subject=value).subject == REDACTED
 
 
+def test_a_value_of_many_token_like_runs_is_redacted_after_a_bounded_number_of_decodes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each dotted base64url run long enough for a JOSE header is decoded: a value made of
+    thousands (a caller's method or header) cost milliseconds per event. Past 16 such runs the
+    value is taken for a credential (fails safe) without decoding more."""
+    from zerotrust.audit import event as event_module
+
+    decoded: list[str] = []
+    real = event_module._jose_header
+
+    def counting(segment: str) -> bool:
+        decoded.append(segment)
+        return real(segment)
+
+    monkeypatch.setattr(event_module, "_jose_header", counting)
+    few = ".".join(["A" * 19] * 8) + "."
+    assert make_event(subject=few).subject == few
+    hostile = (("eyJ" * 6 + "A.") * 800)[:15999] + "%"
+    decoded.clear()
+    assert make_event(subject=hostile).subject == REDACTED
+    assert len(decoded) <= 2 * 17  # at most 17 runs, as written and percent-decoded
+
+
 def test_redaction_takes_precedence_over_truncation() -> None:
     token = jwt_like()
     # The token straddles the truncation point: no fragment of it may survive.

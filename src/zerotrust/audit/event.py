@@ -77,6 +77,11 @@ _DOTTED = re.compile(r"\.(?<=[A-Za-z0-9_-]{19}\.)[A-Za-z0-9_-]*\.")
 # The shortest JOSE header, {"alg":"none"}, is 19 characters in base64url; the longest
 # decoded whole is the scanned part of a value.
 _MIN_HEADER = 19
+# Dotted base64url runs long enough for a JOSE header that one value may hold before it is
+# taken for a credential without decoding more: each is decoded (and parsed as JSON), so a
+# value made of thousands of them (a caller's header, say) would cost milliseconds. No
+# identifier, route or reason holds so many; redacting such a value fails safe.
+_MAX_CANDIDATES = 16
 
 
 def _der_like(text: str) -> bool:
@@ -138,11 +143,13 @@ def _holds_credential(value: str) -> bool:
     for found in _SENSITIVE.finditer(value, 0, _SCAN_LIMIT):
         if found.lastgroup != "der" or _der_like(found.group()):
             return True
-    position = 0
+    position, candidates = 0, 0
     while (dotted := _JWS.search(value, position, _SCAN_LIMIT)) is not None:
         segment = dotted.group(1)
-        if len(segment) >= _MIN_HEADER and _jose_header(segment):
-            return True
+        if len(segment) >= _MIN_HEADER:
+            candidates += 1
+            if candidates > _MAX_CANDIDATES or _jose_header(segment):
+                return True
         position = dotted.end(1) + 1  # its second segment may start a token itself
     return False
 

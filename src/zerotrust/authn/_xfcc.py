@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
+from typing import Final
 
 from cryptography import x509
 
@@ -119,6 +120,13 @@ def _sans(cert: x509.Certificate) -> x509.SubjectAlternativeName:
         raise MalformedCredentials("forwarded certificate has malformed extensions") from None
 
 
+# A quoted value's body and its closing quote: runs without a quote or a backslash, each
+# backslash taking the character after it (so a quote ends the value after an even number of
+# backslashes). Written unrolled, one way to match any text: linear, in C, whatever a caller
+# sends (a loop per escaped quote cost a millisecond for a header of them).
+_QUOTED_BODY: Final = re.compile(r'([^"\\]*(?:\\.[^"\\]*)*)"', re.DOTALL)
+
+
 def _quoted(value: str, start: int) -> tuple[str, int]:
     """The quoted string opening at ``start``; returns it unescaped and the index after it.
 
@@ -127,17 +135,10 @@ def _quoted(value: str, start: int) -> tuple[str, int]:
     backslash (RFC 2253: ``\\\\``) arrives as ``Subject="CN=build\\\\"``. A quote after an odd
     number is escaped; only ``\\"`` is unescaped, every other backslash is kept as written.
     """
-    pos = start + 1
-    while True:
-        end = value.find('"', pos)
-        if end < 0:
-            raise MalformedCredentials(f"{_WHAT} has an unterminated quoted value")
-        run = end  # each run of backslashes is walked once: linear in the value
-        while run > pos and value[run - 1] == "\\":
-            run -= 1
-        if (end - run) % 2 == 0:
-            return value[start + 1 : end].replace('\\"', '"'), end + 1
-        pos = end + 1
+    found = _QUOTED_BODY.match(value, start + 1)
+    if found is None:
+        raise MalformedCredentials(f"{_WHAT} has an unterminated quoted value")
+    return found.group(1).replace('\\"', '"'), found.end()
 
 
 def _split(value: str, max_elements: int) -> list[list[tuple[str, str]]]:

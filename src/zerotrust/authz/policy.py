@@ -77,7 +77,8 @@ def _start_hook(
     A thread per call, not a shared pool: a hook's ``hook_timeout`` is its own running time,
     never time spent queued behind other requests' hooks, and hooks stuck in a decision
     service that does not answer hold no worker another rule (or another Guard) needs."""
-    if not _running_hooks.acquire(blocking=False):
+    slots = _running_hooks
+    if not slots.acquire(blocking=False):
         raise TimeoutError(
             f"hook of rule {rule.id!r} not started: {MAX_RUNNING_HOOKS} hooks are still running"
         )
@@ -89,7 +90,7 @@ def _start_hook(
         except Exception as exc:  # handed to the caller, which denies
             value = exc
         finally:
-            _running_hooks.release()
+            slots.release()
             if not ok and value is None:  # interrupted (SystemExit, ...): denied all the same
                 value = RuntimeError(f"hook of rule {rule.id!r} was interrupted")
             done(ok, value)

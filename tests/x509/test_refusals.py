@@ -99,6 +99,36 @@ def test_refusals_name_the_reason_the_client_and_its_certificate(ca: DevCA) -> N
     assert len(collected.refusals) == 1
 
 
+def test_a_refused_client_that_resets_at_once_keeps_its_address_in_the_report(
+    ca: DevCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The address was read once the handshake had failed: a client that resets the
+    connection as soon as it is refused (SO_LINGER 0) left the report without it, some of the
+    time. It is read before the handshake now. (The reset is stood in for, deterministically,
+    by a peer name that cannot be read once the report has begun.)"""
+    import errno
+
+    from zerotrust.x509 import sslcontext
+
+    real = ssl.SSLSocket.getpeername
+
+    def gone_once_reported(self: ssl.SSLSocket) -> Any:
+        if self.__dict__.get("_zt_reported"):
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected")
+        return real(self)
+
+    monkeypatch.setattr(sslcontext._VerifyingSSLSocket, "getpeername", gone_once_reported)
+    collected = Collected()
+    sctx = server_ssl_context(
+        ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB), on_refusal=collected
+    )
+    with tls_server(sctx) as (port, _log):
+        assert attempt(port, client(ca.issue_svid(OUTSIDER), ca.bundle)) == b""
+        (refusal,) = collected.wait()
+    assert isinstance(refusal.error, PeerNotAuthorized)
+    assert refusal.remote_addr == "127.0.0.1"
+
+
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 def test_openssl_refusals_are_reported_too(ca: DevCA, version: ssl.TLSVersion) -> None:
     collected = Collected()

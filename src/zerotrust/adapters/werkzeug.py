@@ -50,14 +50,19 @@ def serve_werkzeug(
     port: int = 0,
     threaded: bool = True,
 ) -> BaseWSGIServer:
-    """A werkzeug server for ``app`` over zerotrust's mTLS (call ``serve_forever()`` on it)."""
+    """A werkzeug server for ``app`` over zerotrust's mTLS (call ``serve_forever()`` on it).
+
+    Each connection's handshake runs in the thread that serves it (with ``threaded``), under
+    the context's handshake deadline: werkzeug would run it in ``accept()``, so one client
+    that stalls mid-handshake would hold every other one back.
+    """
     if not isinstance(ssl_context, ZeroTrustSSLContext):
         raise ConfigurationError("serve_werkzeug needs a context from server_ssl_context(...)")
-    return make_server(
-        host,
-        port,
-        app,
-        threaded=threaded,
-        request_handler=PeerRequestHandler,
-        ssl_context=ssl_context,
+    server = make_server(host, port, app, threaded=threaded, request_handler=PeerRequestHandler)
+    # the handshake happens on the first read, which zerotrust's sockets finish (peer check
+    # included) before any byte moves
+    server.socket = ssl_context.wrap_socket(
+        server.socket, server_side=True, do_handshake_on_connect=False
     )
+    server.ssl_context = ssl_context  # requests are https
+    return server

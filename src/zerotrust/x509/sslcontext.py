@@ -160,10 +160,11 @@ def _report_once(conn: Any, exc: BaseException) -> None:
         return
     conn._zt_reported = True
     context = conn.context
-    remote = None
-    with contextlib.suppress(Exception):
-        address = conn.getpeername() if isinstance(conn, ssl.SSLSocket) else None
-        remote = str(address[0]) if address else None
+    remote = conn.__dict__.get("_zt_remote")  # read before the handshake: see do_handshake
+    if remote is None:
+        with contextlib.suppress(Exception):
+            address = conn.getpeername() if isinstance(conn, ssl.SSLSocket) else None
+            remote = str(address[0]) if address else None
     digest, spiffe_id = _leaf_facts(conn)
     verifier = getattr(context, "zerotrust_verifier", None)
     role: Role = verifier.role if verifier is not None else "client"
@@ -240,6 +241,12 @@ class _VerifyingSSLSocket(_VerifyingMixin, ssl.SSLSocket):
         bounded = limit is not None and self.server_side and self.gettimeout() is None
         if bounded:
             self.settimeout(limit)
+        if "_zt_remote" not in self.__dict__:
+            # the peer's address for the audit of a refusal, read while the connection is
+            # sure to be there: a client that resets it as soon as it is refused must not
+            # take its address out of the audit trail
+            with contextlib.suppress(Exception):
+                self._zt_remote = str(self.getpeername()[0])
         try:
             super().do_handshake(block)
             self._zt_after_handshake(self.context)

@@ -125,3 +125,38 @@ def test_a_rotated_server_svid_reaches_new_connections_without_a_restart() -> No
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def test_a_client_that_stalls_its_handshake_holds_back_no_other() -> None:
+    """werkzeug ran each handshake in accept(): a client that connected and sent nothing held
+    every other client back for the handshake's deadline (10 s) each. The handshake now runs
+    in the connection's own thread."""
+    import socket
+
+    ca = DevCA.create("example.org")
+    app = flask.Flask("werkzeug-stall")
+
+    @app.get("/ping")
+    def ping() -> str:
+        return "pong"
+
+    context = server_ssl_context(
+        ca.issue_svid(API, dns_names=["localhost"]), ca.bundle, authorizer=match.exact(WEB)
+    )
+    server = serve_werkzeug(app, ssl_context=context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    stalled = [socket.create_connection(("127.0.0.1", server.server_port)) for _ in range(3)]
+    try:
+        client_ctx = client_ssl_context(ca.issue_svid(WEB), ca.bundle, authorizer=match.exact(API))
+        # a deadline shorter than the server's handshake deadline: answered only if no
+        # stalled handshake stands in the way
+        with httpx.Client(verify=client_ctx, timeout=3) as client:
+            response = client.get(f"https://localhost:{server.server_port}/ping")
+        assert response.status_code == 200 and response.text == "pong"
+    finally:
+        for sock in stalled:
+            sock.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

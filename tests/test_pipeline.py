@@ -698,6 +698,31 @@ def test_refine_checks_a_handler_requirement_after_the_policy(
     assert guard.refine(intruder, denied, require(scopes=["orders:write"])) is denied
 
 
+def test_refine_fails_closed_and_audits_a_requirement_that_errs(
+    issuer: TokenIssuer, clock: FixedClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A requirement's matcher that raises (a directory that is down), or answers something
+    else than a MatchResult, made refine() raise: the framework's own 500, and an audit trail
+    holding only the middleware's allow. It is refused and audited, as evaluate() does."""
+
+    def directory(spiffe_id: object) -> object:
+        raise KeyError("directory down")
+
+    guard, sink = make_guard(issuer, clock)
+    view = get(issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"]))
+    allowed = guard.evaluate(view)
+    with caplog.at_level(logging.ERROR, logger="zerotrust"):
+        refused = guard.refine(view, allowed, require(callers=directory))
+    assert (refused.allowed, refused.status) == (False, 500)
+    assert refused.error is not None and "directory" not in str(refused.error)
+    assert sink.last is refused.event and sink.last is not None
+    assert (sink.last.decision, sink.last.notes) == ("deny", ("handler_requirement",))
+    assert any("requirement" in r.getMessage() for r in caplog.records)
+    wrong = guard.refine(view, allowed, require(callers=lambda spiffe_id: True))
+    assert (wrong.allowed, wrong.status) == (False, 500) and sink.last is wrong.event
+    assert wrong.error is not None and wrong.error.code == "configuration_error"
+
+
 def test_explain_has_no_side_effects(issuer: TokenIssuer, clock: FixedClock) -> None:
     limited = policy(rate_limits=[RateLimit("one", rate=0.001, burst=1)])
     guard, sink = make_guard(issuer, clock, pol=limited)
@@ -1365,6 +1390,38 @@ def test_an_api_key_that_comes_with_a_token_must_be_valid_too(
     both = guard.evaluate(get(token, headers={"x-api-key": "s3cret-key-value"}))
     assert both.allowed and both.principal is not None
     assert (both.principal.subject, both.principal.proven_by) == (WEB, "jwt")
+
+
+def test_an_api_key_beside_a_client_certificate_leaves_the_certificate_the_caller(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    """An API key beside a verified certificate replaced the certificate's identity: a
+    workload a DENY rule names by its SPIFFE ID got past it by adding any valid key, even
+    with require_mtls. The key must be valid, and the certificate names the caller, as it
+    does beside a token."""
+    denied = "spiffe://example.org/ns/legacy/sa/batch"
+    keys = ApiKeys({"ci": ApiKeys.hash("s3cret-key-value")})
+    pol = Policy(
+        [
+            Rule(id="deny-legacy", action="DENY", callers=[Callers(spiffe_ids=[denied])]),
+            Rule(id="anyone", callers=[Callers(subjects=["*"])]),
+        ]
+    )
+    guard, sink = make_guard(
+        issuer, clock, pol=pol, bundles=ca.bundle, api_keys=keys, require_mtls=True
+    )
+    chain = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(denied).cert_chain]
+    for headers in ({}, {"x-api-key": "s3cret-key-value"}):
+        outcome = guard.evaluate(get(peer_chain=chain, headers=headers))
+        assert outcome.status == 403, headers
+        assert sink.last is not None and sink.last.rule_id == "deny-legacy"
+        assert sink.last.spiffe_id == denied and sink.last.cert_fingerprint is not None
+    wrong = guard.evaluate(get(peer_chain=chain, headers={"x-api-key": "wrong"}))
+    assert wrong.status == 401  # present but invalid: an error, as beside a token
+    web = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(WEB).cert_chain]
+    allowed = guard.evaluate(get(peer_chain=web, headers={"x-api-key": "s3cret-key-value"}))
+    assert allowed.allowed and allowed.principal is not None
+    assert (allowed.principal.proven_by, str(allowed.principal.spiffe_id)) == ("mtls", WEB)
 
 
 # --- the async driver ---------------------------------------------------------------------

@@ -490,15 +490,20 @@ class Guard:
         refusal is audited like any other decision (noted ``handler_requirement``)."""
         if not outcome.allowed:
             return outcome
-        refused = requirement.check(outcome.principal, operation_of(view))
+        notes = (*outcome.notes, REQUIREMENT_NOTE)
+        auth = AuthResult(outcome.principal, Credentials(), notes=notes)
+        try:
+            refused = requirement.check(outcome.principal, operation_of(view))
+        except ZeroTrustError as exc:  # a matcher that answered something else, say
+            return self._finish(view, auth, None, exc)
+        except Exception:  # fail closed, as the pipeline does, and audited
+            _log.exception("zerotrust: unexpected error while checking a requirement; refused")
+            return self._finish(view, auth, None, ZeroTrustError("internal error while deciding"))
         if refused is None:
             return outcome
         prior = outcome.decision
         decision = replace(refused, policy_id=prior.policy_id if prior is not None else None)
-        error = _refusal(decision, outcome.principal)
-        notes = (*outcome.notes, REQUIREMENT_NOTE)
-        auth = AuthResult(outcome.principal, Credentials(), notes=notes)
-        return self._finish(view, auth, decision, error)
+        return self._finish(view, auth, decision, _refusal(decision, outcome.principal))
 
     def _log_unavailable(self, error: SourceError, *, refused: bool = True) -> None:
         """One warning per kind of unavailability every few seconds (an outage refuses every

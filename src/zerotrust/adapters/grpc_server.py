@@ -203,9 +203,10 @@ def _refused_by(requirement: Requirement) -> _Refusal | None:
             )
         return grpc.StatusCode.INTERNAL, "configuration_error", ()
     guard, view, outcome = decided
-    if requirement.check(outcome.principal, _authz.operation_of(view)) is None:
+    refined = guard.refine(view, outcome, requirement)  # a refusal (or error) audited there
+    if refined.allowed:
         return None  # met (usually: the interceptor already checked it)
-    return ServerInterceptor._refusal(guard.refine(view, outcome, requirement))
+    return ServerInterceptor._refusal(refined)
 
 
 async def _refuse(context: Any, refusal: _Refusal) -> NoReturn:

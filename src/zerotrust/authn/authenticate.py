@@ -297,17 +297,7 @@ class Authenticator:
                 raise MissingCredentials("a bearer token is required")
             if creds.dpop_proof is not None:
                 notes.append("dpop_proof_without_token")
-            if creds.api_key is not None and self.api_keys is not None:
-                return AuthResult(self._api_key_principal(creds.api_key), creds, notes=tuple(notes))
-            if peer is None:
-                return AuthResult(None, creds, notes=tuple(notes))
-            principal = self._peers.get(peer)
-            if principal is None or principal.proven_by != ("proxy-mtls" if via_proxy else "mtls"):
-                principal = _peer_principal(peer, via_proxy)
-                if len(self._peers) >= 4096:
-                    self._peers.clear()
-                self._peers[peer] = principal
-            return AuthResult(principal, creds, notes=tuple(notes), peer=peer)
+            return self._without_token(creds, peer, via_proxy, notes)
         if self.tokens is None:
             raise AuthenticationError("bearer tokens are not accepted by this service")
         if creds.api_key is not None and self.api_keys is not None:
@@ -378,6 +368,27 @@ class Authenticator:
         if stale is not None:
             raise stale
         return proof
+
+    def _without_token(
+        self, creds: Credentials, peer: VerifiedPeer | None, via_proxy: bool, notes: list[str]
+    ) -> AuthResult:
+        """Who a request without a token is: its API key's, else its certificate's, else
+        nobody. A key sent beside a certificate must be valid too, but the certificate names
+        the caller, as beside a token: a weaker credential never takes its identity away."""
+        if creds.api_key is not None and self.api_keys is not None:
+            if peer is None:
+                principal = self._api_key_principal(creds.api_key)
+                return AuthResult(principal, creds, notes=tuple(notes))
+            self._api_key_id(creds.api_key)
+        if peer is None:
+            return AuthResult(None, creds, notes=tuple(notes))
+        known = self._peers.get(peer)
+        if known is None or known.proven_by != ("proxy-mtls" if via_proxy else "mtls"):
+            known = _peer_principal(peer, via_proxy)
+            if len(self._peers) >= 4096:
+                self._peers.clear()
+            self._peers[peer] = known
+        return AuthResult(known, creds, notes=tuple(notes), peer=peer)
 
     def _token_principal(
         self,

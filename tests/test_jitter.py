@@ -49,3 +49,14 @@ def test_the_jitter_is_spread_over_zero_to_one() -> None:
     draws = [_jitter.fraction() for _ in range(2000)]
     assert all(0 <= d < 1 for d in draws)
     assert min(draws) < 0.1 and max(draws) > 0.9
+
+
+def test_forked_workers_draw_jitter_of_their_own() -> None:
+    """Forked workers (gunicorn --preload) copied the generator's state: all of them waited
+    the same "random" backoff before each retry, in lockstep."""
+    from tests._fork import in_child
+
+    def draws() -> str:
+        return repr([_jitter.fraction() for _ in range(4)])
+
+    assert in_child(draws) != in_child(draws)

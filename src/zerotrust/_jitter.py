@@ -7,11 +7,18 @@ at any moment) would change their sequences. Jitter needs no secrecy, only sprea
 
 from __future__ import annotations
 
+import os
 import random
 
 __all__ = ["fraction"]
 
 _GENERATOR = random.Random()  # noqa: S311 - backoff jitter, not a secret
+
+if hasattr(os, "register_at_fork"):
+    # a forked worker (gunicorn --preload, multiprocessing) would draw its parent's sequence:
+    # every worker would retry in lockstep, what jitter is for avoiding (random reseeds its
+    # own generator so, not this one)
+    os.register_at_fork(after_in_child=_GENERATOR.seed)
 
 
 def fraction() -> float:

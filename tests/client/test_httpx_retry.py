@@ -734,3 +734,42 @@ def test_cancelling_a_task_waiting_to_retry_sends_nothing_more(
     asyncio.run(run())
     assert server.count("/busy") == 1
     assert server.handshakes == 1
+
+
+def test_a_retry_due_after_the_client_closed_is_not_sent(
+    server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    """Closing the client while a request waited for its retry did not stop the retry: it
+    was sent on a new connection, which then stayed open in the closed client's pool."""
+    later = Reply(503, {"Retry-After": "1"}, b"busy")  # a wait the closing task runs in
+    server.script("/", UNAVAILABLE, later, Reply(200))  # the retries are never sent
+    closed: list[Client] = []
+
+    def close_now(event: RetryEvent) -> None:  # while the request waits for its retry
+        closed[0].close()
+
+    client = Client(**options(ca, client_svid, fast(on_retry=close_now)))
+    closed.append(client)
+    with pytest.raises(RuntimeError, match="client has been closed"):
+        client.get(server.url("/"))
+    assert server.count() == 1
+
+    async def run() -> None:
+        waiting = asyncio.Event()
+        aclient = AsyncClient(
+            **options(
+                ca, client_svid, fast(on_retry=lambda event: waiting.set(), max_retry_after=5)
+            )
+        )
+
+        async def close_when_waiting() -> None:
+            await waiting.wait()
+            await aclient.aclose()
+
+        closer = asyncio.ensure_future(close_when_waiting())
+        with pytest.raises(RuntimeError, match="client has been closed"):
+            await aclient.get(server.url("/"))
+        await closer
+
+    asyncio.run(run())
+    assert server.count() == 2

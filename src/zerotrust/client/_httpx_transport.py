@@ -158,6 +158,11 @@ def _inject_trace_context(request: httpx.Request) -> None:
     request.headers.update(injected)
 
 
+#: Raised to a request whose retry was due after its client closed: sent then, it would open
+#: a connection the closed client never closes (httpx raises so for a closed client).
+_CLOSED: Final = "Cannot send a request, as the client has been closed."
+
+
 class ZeroTrustTransport(httpx.BaseTransport):
     """Wraps a transport: trace-context injection, then retries by ``retry`` (``None``: off).
 
@@ -177,6 +182,7 @@ class ZeroTrustTransport(httpx.BaseTransport):
         self._retry = retry
         self._trace = trace_context
         self._https_only = https_only
+        self._closed = False  # a retry waiting when the client closes is not sent
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """httpx hook: send ``request`` by the wrapped transport, with trace context and retries."""
@@ -205,6 +211,8 @@ class ZeroTrustTransport(httpx.BaseTransport):
         def attempt() -> httpx.Response:
             if not plan.begin_attempt():
                 return plan.replay_first()
+            if self._closed:
+                raise RuntimeError(_CLOSED)
             return self._inner.handle_request(request)
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -218,7 +226,8 @@ class ZeroTrustTransport(httpx.BaseTransport):
         return retrying(attempt)
 
     def close(self) -> None:
-        """Close the wrapped transport."""
+        """Close the wrapped transport; a retry still waiting is not sent."""
+        self._closed = True
         self._inner.close()
 
 
@@ -237,6 +246,7 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
         self._retry = retry
         self._trace = trace_context
         self._https_only = https_only
+        self._closed = False  # a retry waiting when the client closes is not sent
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """httpx hook: send ``request`` by the wrapped transport, with trace context and retries."""
@@ -265,6 +275,8 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
         async def attempt() -> httpx.Response:
             if not plan.begin_attempt():
                 return plan.replay_first()
+            if self._closed:
+                raise RuntimeError(_CLOSED)
             return await self._inner.handle_async_request(request)
 
         async def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -279,7 +291,8 @@ class AsyncZeroTrustTransport(httpx.AsyncBaseTransport):
         return await run(attempt)
 
     async def aclose(self) -> None:
-        """Close the wrapped transport."""
+        """Close the wrapped transport; a retry still waiting is not sent."""
+        self._closed = True
         await self._inner.aclose()
 
 

@@ -194,6 +194,42 @@ def test_a_refused_server_gives_its_status_to_futures_and_streams_too(world: Wor
     assert seen.calls == [] and world.sink.events == []
 
 
+def test_a_cancelled_future_is_cancelled_and_done_at_once(world: World) -> None:
+    """grpc.Future: after a successful cancel(), cancelled() and done() hold at once (they
+    held only once the attempt's own end arrived, on another thread)."""
+    from tests.grpc_integration._support import sync_handlers
+
+    entered, release = threading.Event(), threading.Event()
+
+    def handlers(seen: Seen) -> dict[str, dict[str, Any]]:
+        table = sync_handlers(seen)
+
+        def waits(request: bytes, context: Any) -> bytes:
+            entered.set()
+            release.wait(30)
+            return b"late"
+
+        table[SERVICE]["Unary"] = grpc.unary_unary_rpc_method_handler(waits)
+        return table
+
+    with (
+        sync_server(world, handlers=handlers) as port,
+        secure_channel(f"localhost:{port}", **options(world)) as channel,
+    ):
+        future = channel.unary_unary(f"/{SERVICE}/Unary").future(b"x", timeout=30)
+        assert entered.wait(10)
+        ended: list[object] = []
+        future.add_done_callback(lambda f: ended.append(f.cancelled()))
+        try:
+            assert future.cancel()
+            assert future.cancelled() and future.done() and ended == [True]
+            assert future.code() == grpc.StatusCode.CANCELLED
+            with pytest.raises(grpc.FutureCancelledError):
+                future.result()
+        finally:
+            release.set()
+
+
 def test_wrong_server_id_is_refused_aio(world: World) -> None:
     seen = Seen()
 

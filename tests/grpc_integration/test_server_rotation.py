@@ -44,6 +44,7 @@ from zerotrust.errors import ConfigurationError
 from zerotrust.grpc import (
     ServerIdentityError,
     ServerInterceptor,
+    aio_secure_channel,
     secure_channel,
     server_credentials,
 )
@@ -256,6 +257,42 @@ def test_a_client_channel_fails_its_calls_once_the_server_domain_is_withdrawn(
             call(b"x", metadata=bearer(world.token()), timeout=10)
         assert isinstance(caught.value, ServerIdentityError)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        # a future and a stream end with it, as grpc's calls do: never raised at call time
+        future = call.future(b"x", metadata=bearer(world.token()), timeout=10)
+        stream = channel.unary_stream(f"/{SERVICE}/ServerStream")(b"x", timeout=10)
+        for ended in (future, stream):
+            assert ended.done() and ended.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert isinstance(ended.exception(), ServerIdentityError)
+        with pytest.raises(ServerIdentityError):
+            next(iter(stream))
+
+
+def test_an_aio_channel_ends_its_calls_once_the_server_domain_is_withdrawn(
+    world: World,
+) -> None:
+    bundles = RotatingBundleSource(world.ca.bundle)
+
+    async def main() -> None:
+        async with (
+            aio_server(world, handlers=async_handlers) as port,
+            aio_secure_channel(
+                f"localhost:{port}", svid=world.client_svid, bundles=bundles, server_id=SERVER_ID
+            ) as channel,
+        ):
+            unary = channel.unary_unary(f"/{SERVICE}/Unary")
+            assert await unary(b"x", metadata=bearer(world.token()), timeout=10)
+            bundles.set(TrustBundle(world.ca.trust_domain))
+            call = unary(b"x", metadata=bearer(world.token()), timeout=10)  # no raise here
+            assert await call.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(ServerIdentityError):
+                await call
+            stream = channel.unary_stream(f"/{SERVICE}/ServerStream")(b"x", timeout=10)
+            assert await stream.code() == grpc.StatusCode.UNAUTHENTICATED and stream.done()
+            with pytest.raises(ServerIdentityError):
+                async for _ in stream:
+                    pass
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("server", ["sync", "aio"])

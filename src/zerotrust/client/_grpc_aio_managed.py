@@ -16,7 +16,7 @@ from typing import Any
 import grpc  # type: ignore[import-untyped,unused-ignore]
 import grpc.aio  # type: ignore[import-untyped,unused-ignore]
 
-from zerotrust.client._grpc_check import ServerCheck
+from zerotrust.client._grpc_check import ServerCheck, ServerIdentityError
 from zerotrust.client._grpc_generations import Generation, Generations, MultiCallables
 from zerotrust.x509.bundle import BundleSet
 from zerotrust.x509.sources import X509BundleSource, X509SvidSource
@@ -34,13 +34,74 @@ async def _watch(channel: Any, check: ServerCheck) -> None:
         check.on_state(state)
 
 
+class _Failed:
+    """A grpc.aio call that ended before it was made (the server's trust domain has no
+    authorities left, so no channel can be built for it): awaited, read or iterated, it raises
+    its :class:`ServerIdentityError`, and it reports that error's status, as the calls grpc.aio
+    makes from a refused check do."""
+
+    def __init__(self, error: ServerIdentityError) -> None:
+        self._error = error
+
+    def __await__(self) -> Any:
+        return self.read().__await__()
+
+    def __aiter__(self) -> _Failed:
+        return self
+
+    async def __anext__(self) -> Any:
+        raise self._error
+
+    async def read(self) -> Any:
+        raise self._error
+
+    async def write(self, request: Any) -> None:
+        raise self._error
+
+    async def done_writing(self) -> None:
+        raise self._error
+
+    async def wait_for_connection(self) -> None:
+        raise self._error
+
+    async def code(self) -> Any:
+        return self._error.code()
+
+    async def details(self) -> str:
+        return str(self._error.details())
+
+    async def initial_metadata(self) -> Any:
+        return grpc.aio.Metadata()
+
+    async def trailing_metadata(self) -> Any:
+        return grpc.aio.Metadata()
+
+    def done(self) -> bool:
+        return True
+
+    def cancelled(self) -> bool:
+        return False
+
+    def cancel(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:
+        return None
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        callback(self)
+
+
 class _Multi:
     def __init__(self, owner: AioManagedChannel, key: tuple[Any, ...]) -> None:
         self._owner, self._key = owner, key
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         owner = self._owner
-        gen = owner._lease()
+        try:
+            gen = owner._lease()
+        except ServerIdentityError as exc:  # a call ended with it, never raised at call time
+            return _Failed(exc)
         try:
             call = owner._callable(gen, self._key)(*args, **kwargs)
         except BaseException:

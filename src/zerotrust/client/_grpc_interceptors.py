@@ -505,7 +505,10 @@ class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
             self._cancelled = True
             call, outcome, timer = self._call, self._outcome, self._timer
         if call is not None:
-            call.cancel()  # its end finishes this call
+            call.cancel()
+            # cancelled and done on return, as grpc's futures are (the attempt's own end,
+            # later, changes nothing)
+            self._finish(call)
         else:  # between attempts, or while a later attempt's check runs
             if timer is not None:
                 timer.cancel()

@@ -16,7 +16,9 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped,unused-ignore]
 
+from zerotrust.client._grpc_check import ServerIdentityError
 from zerotrust.client._grpc_generations import Generation, Generations, MultiCallables
+from zerotrust.client._grpc_interceptors import _Failed
 from zerotrust.x509.bundle import BundleSet
 from zerotrust.x509.sources import X509BundleSource, X509SvidSource
 from zerotrust.x509.svid import X509Svid
@@ -61,7 +63,10 @@ class _Unary:
             self._owner._release(gen)
 
     def future(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        gen = self._owner._lease()
+        try:
+            gen = self._owner._lease()
+        except ServerIdentityError as exc:  # a future never raises: it ends with the error
+            return _Failed(exc)
         try:
             future = self._owner._callable(gen, self._key).future(request, *args, **kwargs)
         except BaseException:
@@ -78,7 +83,10 @@ class _Streaming:
         self._owner, self._key = owner, key
 
     def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        gen = self._owner._lease()
+        try:
+            gen = self._owner._lease()
+        except ServerIdentityError as exc:  # a stream that ended, as a refused check's does
+            return _Failed(exc)
         try:
             call = self._owner._callable(gen, self._key)(request, *args, **kwargs)
         except BaseException:

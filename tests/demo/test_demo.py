@@ -177,3 +177,26 @@ def test_keep_running(keep_running: tuple[subprocess.Popen[str], _Lines]) -> Non
     assert proc.stderr.read() == ""
     check_demo_output(out.split("The services keep running")[0])
     assert len(audit_table(out)) == 12
+
+
+def test_a_ctrl_c_while_stopping_leaves_no_thread_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the demo stopped interrupted a join: the payments server's thread was
+    never stopped, and Python's exit waited on it (its port open) until a second Ctrl-C."""
+    from zerotrust.demo._backends import join
+
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait, args=(30,))
+    worker.start()
+    joins: list[object] = []
+    real = threading.Thread.join
+
+    def interrupted(self: threading.Thread, timeout: float | None = None) -> None:
+        joins.append(self)
+        if len(joins) == 1:  # the user's Ctrl-C, during the first join
+            release.set()
+            raise KeyboardInterrupt
+        real(self, timeout)
+
+    monkeypatch.setattr(threading.Thread, "join", interrupted)
+    join(worker)
+    assert not worker.is_alive() and len(joins) == 2

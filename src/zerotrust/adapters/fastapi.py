@@ -54,7 +54,7 @@ from zerotrust.adapters._common import forwarded_headers_to_strip, routeless_haz
 from zerotrust.adapters._context import current_principal, set_principal
 from zerotrust.adapters._routes import find_routes_owner, route_template_for
 from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
-from zerotrust.adapters.asgi import ZeroTrustMiddleware, publish, published
+from zerotrust.adapters.asgi import ZeroTrustMiddleware, _exempt_routes, publish, published
 from zerotrust.authn.principal import Principal
 from zerotrust.authz.policy import Requirement, require
 from zerotrust.authz.rules import normalize_route
@@ -336,6 +336,12 @@ class ZeroTrust(_Dependency):
         """Register the refusal exception handler and (unless ``middleware=False``) the
         :class:`~zerotrust.asgi.ZeroTrustMiddleware` with ``exempt`` route templates
         (``"/healthz"``: every method at that path; ``"GET /status"``: that method only)."""
+        if isinstance(exempt, str):
+            raise ConfigurationError("exempt takes a list of route templates, not a string")
+        exempt = tuple(exempt)
+        # checked now: Starlette builds the middleware on the first request, after the server
+        # started (uvicorn then answers every request 500)
+        _exempt_routes(exempt)
         app.add_exception_handler(ZeroTrustHTTPException, refusal_response)
         if middleware:
             app.add_middleware(ZeroTrustMiddleware, guard=self.guard, exempt=exempt)

@@ -9,6 +9,7 @@ shop's trust domain.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from typing import Any
@@ -137,6 +138,15 @@ class _QuietHandler(PeerRequestHandler):
         pass
 
 
+def join(thread: threading.Thread) -> None:
+    """Join ``thread`` even if Ctrl-C comes meanwhile: the demo is stopping already, and a
+    join it interrupted would leave the thread behind, with its port, for Python's exit to
+    wait on for ever."""
+    while thread.is_alive():
+        with contextlib.suppress(KeyboardInterrupt):
+            thread.join()
+
+
 class PaymentsServer:
     """Payments on werkzeug's threaded server with zerotrust's mTLS server context."""
 
@@ -169,6 +179,7 @@ class PaymentsServer:
 
     def stop(self) -> None:
         if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join()
+            with contextlib.suppress(KeyboardInterrupt):  # asked to stop already: it stops
+                self._server.shutdown()
+            join(self._thread)
         self._server.server_close()

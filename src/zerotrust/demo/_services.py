@@ -26,6 +26,7 @@ from zerotrust.audit import AuditSink
 from zerotrust.demo._backends import (
     PaymentsServer,
     inventory_policy,
+    join,
     payments_policy,
     start_inventory,
 )
@@ -89,9 +90,11 @@ class Services:
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None and self._thread.is_alive():
             loop.call_soon_threadsafe(stop.set)
-        if self._thread.ident is not None:
-            self._thread.join()
-        self._payments.stop()
+        try:
+            if self._thread.ident is not None:
+                join(self._thread)
+        finally:
+            self._payments.stop()
 
     def _run(self) -> None:
         asyncio.run(self._main())

@@ -269,10 +269,17 @@ def test_exempt_entries_that_would_never_apply_are_refused(
     from starlette.applications import Starlette
 
     from zerotrust.asgi import ZeroTrustMiddleware
+    from zerotrust.fastapi import ZeroTrust
 
     guard, _ = make_guard(issuer)
     with pytest.raises(ConfigurationError, match=message):
         ZeroTrustMiddleware(Starlette(), guard=guard, exempt=exempt)
+    # refused by install() itself: Starlette builds the middleware on the first request, once
+    # the server runs (uvicorn then answers every request 500)
+    app = Starlette()
+    with pytest.raises(ConfigurationError, match=message):
+        ZeroTrust(guard).install(app, exempt=exempt)
+    assert app.user_middleware == []
 
 
 def test_exempt_entries_name_methods_per_template() -> None:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -182,22 +183,18 @@ def test_durations_that_give_no_lifetime_are_refused(text: str) -> None:
         parse_duration(text)
 
 
-def test_inspect_escapes_what_a_certificate_says(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A subject holding ESC, CR or LF cannot clear the terminal or add a line of its own."""
-    import datetime as dt
-
+def self_signed(organization: str, *extensions: tuple[Any, bool]) -> Any:
+    """A self-signed P-256 certificate naming ``organization``, with ``(extension,
+    critical)`` pairs."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    forged = "\x1b[2J\x1b[H\r\n  spiffe_id:     spiffe://example.org/admin"
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, forged)])
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -205,8 +202,21 @@ def test_inspect_escapes_what_a_certificate_says(
         .serial_number(1)
         .not_valid_before(now)
         .not_valid_after(now + dt.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
     )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(key, hashes.SHA256())
+
+
+def test_inspect_escapes_what_a_certificate_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A subject holding ESC, CR or LF cannot clear the terminal or add a line of its own."""
+
+    from cryptography.hazmat.primitives import serialization
+
+    forged = "\x1b[2J\x1b[H\r\n  spiffe_id:     spiffe://example.org/admin"
+    cert = self_signed(forged)
     path = tmp_path / "hostile.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     code, out, _ = run(capsys, "cert", "inspect", str(path))
@@ -224,25 +234,13 @@ def test_inspect_shows_a_certificate_whose_extensions_cannot_be_read(
     """cryptography reads extensions when asked for them: one named twice (not DER, RFC 5280
     4.2) raised from inside the command, a traceback and exit status 1."""
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives import serialization
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "twice")])
-    now = dt.datetime.now(dt.timezone.utc)
     unknown = x509.ObjectIdentifier("2.5.29.99")
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.UnrecognizedExtension(unknown, b"\x05\x00"), critical=False)
-        .sign(key, hashes.SHA256())
+    cert = self_signed(
+        "twice",
+        (x509.BasicConstraints(ca=True, path_length=None), True),
+        (x509.UnrecognizedExtension(unknown, b"\x05\x00"), False),
     )
     der = cert.public_bytes(serialization.Encoding.DER)
     # the unknown extension's OID becomes basicConstraints': the same extension twice

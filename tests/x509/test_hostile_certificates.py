@@ -139,9 +139,9 @@ def test_bundles_and_svids_of_unreadable_certificates(ca: DevCA, svid: X509Svid)
         X509Svid.from_pem(svid.cert_chain_pem(), key_pem(odd_curve_key(svid)))
 
 
-def test_workload_api_updates_of_unreadable_material(ca: DevCA, svid: X509Svid) -> None:
-    now = dt.datetime.now(dt.timezone.utc)  # the fixture's SVID is new: not NOW, set at import
-    good = SvidEntry(
+def entry_of(ca: DevCA, svid: X509Svid) -> SvidEntry:
+    """``svid`` as the Workload API sends it, with ``ca``'s root as its bundle."""
+    return SvidEntry(
         WEB,
         svid.leaf.public_bytes(DER),
         svid.private_key.private_bytes(
@@ -149,6 +149,11 @@ def test_workload_api_updates_of_unreadable_material(ca: DevCA, svid: X509Svid) 
         ),
         ca.root_certificate.public_bytes(DER),
     )
+
+
+def test_workload_api_updates_of_unreadable_material(ca: DevCA, svid: X509Svid) -> None:
+    now = dt.datetime.now(dt.timezone.utc)  # the fixture's SVID is new: not NOW, set at import
+    good = entry_of(ca, svid)
     assert x509_context([good], {}, previous=None, now=now).svid.fingerprint == svid.fingerprint
     for bad in (
         SvidEntry(WEB, good.cert_chain, odd_curve_key(svid), good.bundle),
@@ -612,14 +617,7 @@ def test_a_certificate_whose_name_cannot_be_decoded_is_malformed(ca: DevCA, svid
         X509Svid.from_pem(pem(leaf), svid.private_key_pem())
     # from the Workload API: a federated bundle of it trusts nothing, the update stands
     now = dt.datetime.now(dt.timezone.utc)
-    own = SvidEntry(
-        WEB,
-        svid.leaf.public_bytes(DER),
-        svid.private_key.private_bytes(
-            DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-        ca.root_certificate.public_bytes(DER),
-    )
+    own = entry_of(ca, svid)
     partner = DevCA.create("partner.org")
     update = x509_context(
         [own],

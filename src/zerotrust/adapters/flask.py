@@ -73,9 +73,10 @@ class RequestRefused(Exception):
 
     ``outcome`` is the Guard's :class:`~zerotrust.Outcome`. The default handler returns
     :meth:`response`; an application can register its own handler
-    (``@app.errorhandler(RequestRefused)``) to change the body. A handler that returns nothing
-    (``None`` or an empty value), or a response whose status is not an error (a body without a
-    status is Flask's 200), is answered with :meth:`response`; the refusal's
+    (``@app.errorhandler(RequestRefused)``) to change the body. A handler that raises (even
+    ``abort(...)``) or returns nothing (``None`` or an empty value), or a response whose status
+    is not an error (a body without a status is Flask's 200), is answered with
+    :meth:`response`; the refusal's
     ``WWW-Authenticate`` / ``Retry-After`` and ``Cache-Control: no-store`` are added to a
     handler's response that does not set them: the view never runs for a refused request, and
     a refusal never looks like a success.
@@ -168,16 +169,26 @@ def _refuse(app: Any, req: Any, outcome: Outcome) -> Any:
     for name in (*req.blueprints, None):
         handler = app.error_handler_spec.get(name, {}).get(None, {}).get(RequestRefused)
         if handler is not None:
-            answer = app.ensure_sync(handler)(exc)
             shown = getattr(handler, "__qualname__", repr(handler))
-            if not answer:  # None, "", {}...: Flask would run the view, or answer 200
+            try:
+                answer = app.ensure_sync(handler)(exc)
+                response = app.make_response(answer) if answer else None
+            except Exception as error:  # raised from a before_request function, it would
+                # reach the app's other error handlers: a 401 without its challenge, or a 200
+                _log.error(
+                    "zerotrust: the RequestRefused handler %s raised %s;"
+                    " the standard refusal answers",
+                    shown,
+                    type(error).__name__,
+                )
+                return exc.response()
+            if response is None:  # None, "", {}...: Flask would run the view, or answer 200
                 _log.error(
                     "zerotrust: the RequestRefused handler %s returned no response;"
                     " the standard refusal answers",
                     shown,
                 )
                 return exc.response()
-            response = app.make_response(answer)
             if response.status_code < 400:  # a body without its status: Flask's 200
                 _log.error(
                     "zerotrust: the RequestRefused handler %s answered %d;"

@@ -969,3 +969,42 @@ def test_a_sent_file_keeps_the_servers_file_wrapper(issuer: TokenIssuer, clock: 
         body.close()
         assert g.get("zerotrust_principal") is None
     assert context_principal() is None
+
+
+@pytest.mark.parametrize("raised", ["abort", "bug"])
+def test_a_handler_that_raises_gets_the_standard_refusal(
+    issuer: TokenIssuer, clock: FixedClock, caplog: pytest.LogCaptureFixture, raised: str
+) -> None:
+    """The handler runs inside the before_request check: what it raises went to the
+    application's other error handlers, a 401 without its challenge or, through a catch-all
+    errorhandler(Exception) answering a body, a 200."""
+    from flask import abort
+    from werkzeug.exceptions import HTTPException
+
+    guard, sink = make_guard(issuer, clock)
+    zt = ZeroTrust()
+    app = make_app(zt)
+
+    @app.errorhandler(RequestRefused)
+    def refused(exc: RequestRefused) -> Any:
+        if raised == "abort":
+            abort(exc.status)
+        raise LookupError("a bug in the handler")
+
+    @app.errorhandler(Exception)
+    def catch_all(exc: Exception) -> Any:  # pragma: no cover - must not see the handler's error
+        if isinstance(exc, HTTPException):
+            return jsonify(error=exc.name), exc.code
+        return jsonify(ok=False)
+
+    zt.init_app(app, guard=guard)
+    with caplog.at_level(logging.ERROR, logger="zerotrust"):
+        response = app.test_client().get("/orders/7")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="orders"'
+    assert response.json == {
+        "error": "missing_credentials",
+        "error_description": "authentication required",
+    }
+    assert sink.last.decision == "deny"
+    assert "refused raised" in caplog.text

@@ -223,10 +223,8 @@ def _check(state: _AppState) -> Any:
         route = _UNMATCHED if template is None else _Route(None, template, False)
     else:
         route = state.route(app, rule)
-        if route.exempt:  # nothing accepted: no forwarded certificate reaches the view
-            strip_forwarded_headers(req.environ, None, state.guard)
-            return None
-        if route.misplaced:  # refused (500) and audited, like an unresolvable route elsewhere
+        if route.misplaced:  # refused (500) and audited, like an unresolvable route elsewhere;
+            # an exempt endpoint too: its view would run without the requirement
             error = ConfigurationError(
                 f"view {rule.endpoint!r} was registered without its @zt.require wrapper:"
                 " put @zt.require below @app.route"
@@ -234,6 +232,9 @@ def _check(state: _AppState) -> Any:
             _log.error("zerotrust: request refused: %s", error)
             view = WSGIRequestView(req.environ, route.template)
             return _refuse(app, req, state.guard.refuse(view, error))
+        if route.exempt:  # nothing accepted: no forwarded certificate reaches the view
+            strip_forwarded_headers(req.environ, None, state.guard)
+            return None
     environ = req.environ
     outcome = state.guard.evaluate(WSGIRequestView(environ, route.template), route.requirement)
     if not outcome.allowed:

@@ -1008,3 +1008,23 @@ def test_a_handler_that_raises_gets_the_standard_refusal(
     }
     assert sink.last.decision == "deny"
     assert "refused raised" in caplog.text
+
+
+def test_a_misplaced_requirement_on_an_exempt_endpoint_fails_closed(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """@zt.require above @app.route on an endpoint also listed as exempt: the view ran, with
+    no check, its requirement skipped without a word. It is refused (500) as elsewhere."""
+    guard, sink = make_guard(issuer, clock)
+    zt = ZeroTrust(exempt=["admin"])
+    app = Flask("misplaced-exempt")
+
+    @zt.require(scopes=["orders:admin"])
+    @app.get("/admin")
+    def admin() -> Any:  # pragma: no cover - must not run
+        return jsonify(secret=True)
+
+    zt.init_app(app, guard=guard)
+    response = app.test_client().get("/admin")
+    assert response.status_code == 500 and "secret" not in response.get_data(as_text=True)
+    assert sink.last.decision == "deny" and sink.last.route == "/admin"

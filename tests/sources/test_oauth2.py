@@ -650,6 +650,12 @@ def test_token_exchange_async(server: HttpsServer, clock: FixedClock) -> None:
     assert request.form["subject_token"] == "user.token"
 
 
+def test_token_exchange_without_a_subject_token_is_refused_when_built() -> None:
+    # a missing subject is a configuration mistake, not a TypeError on every call
+    with pytest.raises(ConfigurationError, match="subject_token"):
+        TokenExchangeTokenSource("https://sts.example/token", subject_token=None)  # type: ignore[arg-type]
+
+
 def test_token_exchange_bad_configuration() -> None:
     with pytest.raises(ConfigurationError):
         TokenExchangeTokenSource("https://sts.example/token", subject_token="token")  # type: ignore[arg-type]

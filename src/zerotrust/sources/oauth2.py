@@ -248,7 +248,9 @@ class TokenExchangeTokenSource(_OAuth2Source):
         options = dict(locals())
         super().__init__(token_url, options, auth_required=False)
         for name, value in (("subject_token", subject_token), ("actor_token", actor_token)):
-            if value is not None and not callable(value) and not isinstance(value, TokenSource):
+            if value is None and name == "actor_token":  # no actor: optional
+                continue
+            if not callable(value) and not isinstance(value, TokenSource):
                 raise ConfigurationError(f"{name} must be a TokenSource or a callable")
         for name, text in (
             ("subject_token_type", subject_token_type),

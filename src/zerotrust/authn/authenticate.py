@@ -52,13 +52,14 @@ from zerotrust.errors import (
     TokenBindingMismatch,
     UntrustedCertificate,
     UseDPoPNonce,
+    ZeroTrustError,
 )
 from zerotrust.identity import SpiffeId
 from zerotrust.tokens.verified import VerifiedToken
 from zerotrust.tokens.verify import TokenVerifier
 from zerotrust.x509.bundle import BundleSet, TrustBundle
 from zerotrust.x509.sources import X509BundleSource
-from zerotrust.x509.verify import VerifiedChains, VerifiedPeer
+from zerotrust.x509.verify import VerifiedChains, VerifiedPeer, verify_x509_svid
 
 __all__ = ["PEER_IS_PROXY", "AuthResult", "Authenticator"]
 
@@ -251,13 +252,25 @@ class Authenticator:
         if self._trusted.get(peer) is bundle_set:  # checked against this very snapshot
             return
         bundle = bundle_set.get(peer.spiffe_id.trust_domain)
-        if bundle is None or not bundle.has_authority(peer.chain[-1]):
+        if bundle is None or not (
+            bundle.has_authority(peer.chain[-1]) or self._validates(peer, bundle_set)
+        ):
             raise UntrustedCertificate(
                 f"the authority of {peer.spiffe_id}'s certificate was removed from its bundle"
             )
         if len(self._trusted) >= 4096:
             self._trusted.clear()
         self._trusted[peer] = bundle_set
+
+    def _validates(self, peer: VerifiedPeer, bundle_set: BundleSet) -> bool:
+        """Whether ``peer``'s chain still validates to ``bundle_set`` although the authority
+        it ended at is gone: a renewed CA certificate (same name and key) replaces the one the
+        handshake found, and the chain is as good as it was."""
+        try:
+            verify_x509_svid(peer.chain, bundle_set, now=self.clock.now(), role="client")
+        except ZeroTrustError:
+            return False
+        return True
 
     # --- the flow -----------------------------------------------------------------------------
 

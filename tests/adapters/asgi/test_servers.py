@@ -510,3 +510,64 @@ def test_hypercorn_tls_settings_that_would_be_ignored_are_refused(
     with pytest.raises(ConfigurationError, match=name):
         config.create_ssl_context()
     assert ZeroTrustHypercornConfig(context).create_ssl_context() is context  # defaults: fine
+
+
+def _renewed_root(ca: DevCA) -> Any:
+    """``ca``'s root certificate issued again: the same name and key, a new serial and
+    validity (a CA certificate renewed before it expires)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    old = ca.root_certificate
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(old.subject)
+        .issuer_name(old.subject)
+        .public_key(old.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+    )
+    for extension in old.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    return builder.sign(ca._root_key, hashes.SHA256())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_renewed_authority_keeps_open_connections_served(kind: str) -> None:
+    """A bundle whose CA certificate was renewed (same name and key) still vouches for the
+    chains the old one did: new connections are accepted, and so are the next requests of
+    connections already open, which the Guard checks against the current bundle. A bundle
+    without that key still ends their access."""
+    from zerotrust import RotatingBundleSource
+
+    ca = DevCA.create("example.org")
+    bundles = RotatingBundleSource(ca.bundle)
+    guard = Guard(
+        authenticator=Authenticator(bundles=bundles),
+        policy=Policy([Rule(id="mesh", callers=[Callers(trust_domains=["example.org"])])]),
+        audit=MemorySink(),
+    )
+    app, zt = FastAPI(), ZeroTrust(guard)
+    zt.install(app)
+
+    @app.get("/whoami")
+    async def whoami(principal: Annotated[Principal, Security(zt)]) -> Any:
+        return principal.id
+
+    context = server_ssl_context(
+        ca.issue_svid(SERVER_ID), bundles, authorizer=match.member_of("example.org")
+    )
+    caller = client_ssl_context(ca.issue_svid(WEB), ca.bundle, authorizer=match.exact(SERVER_ID))
+    with serve(kind, app, context) as port, httpx.Client(verify=caller, timeout=30) as open_:
+        url = f"https://localhost:{port}/whoami"
+        assert open_.get(url).status_code == 200
+        bundles.set(ca.bundle.with_x509_authorities([_renewed_root(ca)]))
+        assert get(port, caller).status_code == 200  # a new connection
+        kept = open_.get(url)  # the connection opened before the renewal
+        assert (kept.status_code, kept.json()) == (200, WEB)
+        bundles.set(ca.bundle.with_x509_authorities([DevCA.create("example.org").root_certificate]))
+        assert open_.get(url).status_code == 401

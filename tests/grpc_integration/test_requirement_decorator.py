@@ -252,6 +252,53 @@ def test_a_mapped_and_a_decorated_requirement_must_both_hold(world: World) -> No
     assert [e.decision for e in world.sink.events] == ["deny", "deny", "allow"]
 
 
+@pytest.mark.parametrize("server", ["sync", "aio"])
+def test_a_mapped_requirement_holds_for_a_method_the_server_does_not_serve(
+    world: World, server: str
+) -> None:
+    """A name in ``requirements=`` that this server does not serve (yet, or any longer) is
+    decided with its requirement: a caller it refuses is refused and audited as such, and only
+    a caller it admits learns that the method is not served here."""
+    from zerotrust import require as requirement
+
+    missing = f"/{SERVICE}/Cancel"
+    mapped = {missing: requirement(scopes=["orders:admin"])}
+
+    async def calls(port: int) -> list[grpc.StatusCode]:
+        codes = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for scopes in (("orders:write",), ("orders:admin",)):
+                token = world.token(scopes=scopes)
+                with pytest.raises(grpc.RpcError) as info:
+                    await channel.unary_unary(missing)(
+                        b"", metadata=[("authorization", f"Bearer {token}")], timeout=10
+                    )
+                codes.append(info.value.code())
+        return codes
+
+    async def aio() -> list[grpc.StatusCode]:
+        interceptor = AioServerInterceptor(world.guard(), requirements=mapped)
+        aio_server = grpc.aio.server(interceptors=[interceptor], options=EXCLUSIVE_PORT)
+        aio_server.add_generic_rpc_handlers([_handlers(AsyncOrders())])
+        port = aio_server.add_insecure_port("127.0.0.1:0")
+        await aio_server.start()
+        try:
+            return await calls(port)
+        finally:
+            await aio_server.stop(None)
+
+    if server == "sync":
+        with _server([ServerInterceptor(world.guard(), requirements=mapped)]) as port:
+            codes = asyncio.run(calls(port))
+    else:
+        codes = asyncio.run(aio())
+    assert codes == [grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED]
+    assert [(e.method, e.decision, e.reason) for e in world.sink.events] == [
+        (missing, "deny", "insufficient_scope"),
+        (missing, "allow", "allowed_by_rule"),
+    ]
+
+
 def test_interceptor_requirements_and_exemptions_are_checked(world: World) -> None:
     from zerotrust import require as requirement
     from zerotrust.errors import ConfigurationError

@@ -496,10 +496,12 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             # a method the server does not serve is decided (and audited) like any other, so a
             # caller learns which methods exist only once the policy admits it: then
             # UNIMPLEMENTED. Built per call, never cached: the names are the caller's. A name
-            # no method can have is answered at once (nothing to learn, nothing to audit).
+            # no method can have is answered at once (nothing to learn, nothing to audit). A
+            # requirement mapped to the name applies as it would if the method were served.
             if len(method) > _MAX_METHOD_NAME or not _METHOD_NAME.fullmatch(method):
                 return None
-            return grpc.stream_stream_rpc_method_handler(wrap(unknown, method, None, True))
+            mapped = self._requirements.get(method)
+            return grpc.stream_stream_rpc_method_handler(wrap(unknown, method, mapped, True))
         cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler and cached[1] is scope:
             return cached[2]

@@ -831,3 +831,24 @@ def test_a_host_name_matches_its_key_with_or_without_the_root_dot(key: str) -> N
     for bad in (".", "..", "payments..internal"):
         with pytest.raises(ConfigurationError, match=r"mapping key|not a valid host"):
             _resolver({bad: "x"})
+
+
+@pytest.mark.parametrize(
+    "other",
+    ["PAYMENTS.internal.", "payments.internal:443", "Payments.Internal"],
+)
+def test_two_keys_for_one_host_with_different_audiences_are_refused(other: str) -> None:
+    """Keys that name one host (case, the root dot; not the default port, which is a key of
+    its own) cannot map it to two audiences: which one a request meant would be a guess."""
+    from zerotrust.client._httpx_auth import _resolver
+
+    if other.endswith(":443"):  # host:port is a key of its own, consulted before the host
+        resolve = _resolver({"payments.internal": "a", other: "b"})
+        assert resolve(httpx.Request("GET", "https://payments.internal/")) == "b"
+        assert resolve(httpx.Request("GET", "http://payments.internal/")) == "a"
+        return
+    with pytest.raises(ConfigurationError, match="name the same host") as refused:
+        _resolver({"payments.internal": "a", other: "b"})
+    assert "'payments.internal'" in str(refused.value)
+    same = _resolver({"payments.internal": "a", other: "a"})  # one audience: nothing to guess
+    assert same(httpx.Request("GET", "https://payments.internal./")) == "a"

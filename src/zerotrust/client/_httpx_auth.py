@@ -109,6 +109,7 @@ def _resolver(audience: object) -> Callable[[httpx.Request], str | None]:
         if not audience:
             raise ConfigurationError("the audience mapping is empty")
         table: dict[str, str] = {}
+        named: dict[str, object] = {}  # the key that named each host first
         for host, value in audience.items():
             match = _MAPPING_KEY.fullmatch(host) if isinstance(host, str) else None
             if match is None:
@@ -122,7 +123,14 @@ def _resolver(audience: object) -> Callable[[httpx.Request], str | None]:
             key = _host_key(name, port) if name is not None else None
             if key is None:
                 raise ConfigurationError(f"audience mapping key {host!r} is not a valid host")
-            table[key] = _audience_value(value, f"the audience for {host!r}")
+            chosen = _audience_value(value, f"the audience for {host!r}")
+            if table.get(key, chosen) != chosen:  # never guess which one a request means
+                raise ConfigurationError(
+                    f"audience mapping keys {named[key]!r} and {host!r} name the same host"
+                    " with different audiences"
+                )
+            table[key] = chosen
+            named.setdefault(key, host)
 
         def by_host(request: httpx.Request) -> str:
             url = request.url

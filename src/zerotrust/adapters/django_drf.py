@@ -39,7 +39,7 @@ from typing import Any
 from django.urls import Resolver404, get_resolver
 
 from zerotrust.adapters._status import refusal
-from zerotrust.adapters.django import finish, prepare_match
+from zerotrust.adapters.django import _unresolved, finish, prepare_match
 from zerotrust.adapters.django_config import get_config
 from zerotrust.adapters.django_request import request_view, state_of
 from zerotrust.adapters.django_require import (
@@ -49,7 +49,7 @@ from zerotrust.adapters.django_require import (
     view_requirement,
 )
 from zerotrust.authn.principal import Principal
-from zerotrust.errors import MissingDependencyError
+from zerotrust.errors import ConfigurationError, MissingDependencyError
 from zerotrust.pipeline import Outcome
 
 try:
@@ -176,16 +176,21 @@ def decide(request: Any, view: Any) -> Outcome | None:
     ``ImproperlyConfigured`` rather than served.
     """
     django_request = getattr(request, "_request", request)
-    needed = instance_requirement(view) if view is not None else None
     state = state_of(django_request)
     if state is None:
         config = get_config()
         match = django_request.resolver_match
         if match is None:  # a view called directly (APIRequestFactory): resolve its URL
             match = _resolve(django_request)
-        requirement = view_requirement(match.func) if match is not None else None
-        if needed is not None and not covers(requirement, needed):
-            requirement = needed if requirement is None else requirement & needed
+        try:
+            needed = instance_requirement(view) if view is not None else None
+            requirement = view_requirement(match.func) if match is not None else None
+            if needed is not None and not covers(requirement, needed):
+                requirement = needed if requirement is None else requirement & needed
+        except ConfigurationError as exc:  # written wrong: an audited refusal, as the middleware's
+            refused = _unresolved(django_request, config.guard, exc)
+            finish(django_request, refused, None, config.guard, bind=False)
+            return refused
         prepared = prepare_match(django_request, match, requirement, config)
         if prepared is None:
             return None
@@ -193,6 +198,7 @@ def decide(request: Any, view: Any) -> Outcome | None:
         finish(django_request, decided, prepared[1], config.guard, bind=False)
         return decided
     outcome = state.outcome
+    needed = instance_requirement(view) if view is not None else None
     if needed is not None and (outcome is None or outcome.allowed):
         ensure_checked(django_request, needed, type(view).__qualname__)
     return outcome

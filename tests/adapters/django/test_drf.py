@@ -194,6 +194,17 @@ def test_permission_class_alone(zt: Harness, mode: str) -> None:
     refused(get("/api/permission-only/"), 401, 'Bearer realm="orders"', "missing_credentials")
 
 
+def test_a_requirement_written_wrong_is_an_audited_refusal(zt: Harness, mode: str) -> None:
+    """``as_view(required_scopes="orders:read")`` on a DRF route: without the middleware it was
+    Django's HTML 500 and no audit event; it is the middleware's audited JSON refusal."""
+    for headers in (zt.auth(), None):
+        response = Client(raise_request_exception=False).get("/api/typo/", headers=headers or {})
+        refused(response, 500, None, "configuration_error")
+        assert (zt.sink.last.decision, zt.sink.last.reason) == ("deny", "configuration_error")
+        assert zt.sink.last.route == "/api/typo"
+    assert len(zt.sink.events) == 2
+
+
 def test_authenticate_header_drives_drf_401(install: Installer) -> None:
     # zerotrust allows anonymous callers on /api/anon; DRF's IsAuthenticated does not, and DRF
     # answers 401 with the challenge from ZeroTrustAuthentication.authenticate_header

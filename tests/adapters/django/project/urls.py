@@ -44,6 +44,8 @@ urlpatterns = [
     path("api/orders-html/", views.ApiOrdersHtml.as_view()),
     path("api/auth-only/", views.ApiAuthOnly.as_view()),
     path("api/permission-only/", views.ApiPermissionOnly.as_view()),
+    # a string where a list of scopes belongs, on a DRF route
+    path("api/typo/", views.ApiOrders.as_view(required_scopes="orders:read")),
     path("api/anon/", views.ApiAnonymous.as_view()),
     path("api/function/", views.api_function),
     path("api/staff-bypass/", views.ApiStaffBypass.as_view()),

@@ -70,6 +70,8 @@ class ZeroTrustRequiredMixin:
         _class_cache.pop(cls, None)
         _view_cache.clear()
         class_requirement(cls)  # invalid attributes fail at import time, not on a request
+        if _shadowed(cls):  # class V(View, ZeroTrustRequiredMixin): View's dispatch comes first
+            _check_in_dispatch(cls)
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         """Django hook: run the view only if ``ZeroTrustMiddleware`` allowed the request under its
@@ -150,9 +152,26 @@ def _decorate_class(cls: type, requirement: Requirement) -> type:
     setattr(cls, REQUIREMENT_ATTRIBUTE, requirement if existing is None else existing & requirement)
     _class_cache.clear()  # subclasses inherit the attribute
     _view_cache.clear()
+    _check_in_dispatch(cls)
+    return cls
+
+
+def _shadowed(cls: type) -> bool:
+    """Whether a class before the mixin in ``cls``'s MRO, and not built on it, has a ``dispatch``
+    (``class V(View, ZeroTrustRequiredMixin)``: ``View.dispatch`` never calls the mixin's)."""
+    for klass in cls.__mro__:
+        if klass is ZeroTrustRequiredMixin:
+            return False
+        if "dispatch" in vars(klass) and not issubclass(klass, ZeroTrustRequiredMixin):
+            return True
+    return False
+
+
+def _check_in_dispatch(cls: type) -> None:
+    """Make ``cls.dispatch`` check, before anything else, that the requirement was enforced."""
     original = cls.dispatch  # type: ignore[attr-defined]
     if getattr(original, "_zerotrust_checks", False):
-        return cls
+        return
 
     def dispatch(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         ensure_checked(request, instance_requirement(self), type(self).__qualname__)
@@ -163,7 +182,6 @@ def _decorate_class(cls: type, requirement: Requirement) -> type:
     dispatch.__name__, dispatch.__qualname__ = original.__name__, original.__qualname__
     dispatch._zerotrust_checks = True  # type: ignore[attr-defined]
     cls.dispatch = dispatch  # type: ignore[attr-defined]
-    return cls
 
 
 #: The attributes a view declares its requirement with (also as ``as_view()`` keywords).

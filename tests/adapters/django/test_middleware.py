@@ -277,6 +277,23 @@ def test_a_hidden_class_based_view_checks_its_own_requirement(zt: Harness, path:
     assert [e.decision for e in zt.sink.events] == ["allow", "allow"]  # by the policy alone
 
 
+@pytest.mark.parametrize("kind", CLIENTS)
+@pytest.mark.parametrize(
+    ("path", "middleware"),
+    [("/late-mixin/", False), ("/late-mixin-hidden/", True)],
+    ids=["without the middleware", "hidden from the middleware"],
+)
+def test_the_mixin_listed_after_view_still_checks_its_requirement(
+    zt: Harness, install: Installer, kind: str, path: str, middleware: bool
+) -> None:
+    """``class V(View, ZeroTrustRequiredMixin)``: View's dispatch never calls the mixin's, and a
+    requirement nobody enforced was served to callers without its scope."""
+    if not middleware:
+        install.override(MIDDLEWARE=[])
+    with pytest.raises(ZeroTrustImproperlyConfigured, match=r"LateMixinView.*not enforced"):
+        call(kind, path, zt.auth(scopes=["orders:read"]))
+
+
 # --- exemptions, unresolved paths, route templates ----------------------------------------------
 
 

@@ -24,6 +24,8 @@ urlpatterns = [
     path("decorated-class/", views.DecoratedView.as_view()),
     path("cbv/hidden-admin/<int:order_id>/", views.cbv_hidden_admin),
     path("hidden-class/", views.decorated_hidden),
+    path("late-mixin/", views.LateMixinView.as_view()),
+    path("late-mixin-hidden/", views.late_mixin_hidden),
     path("async-hidden/", views.async_hidden),
     path("cbv/required-route/<int:order_id>/", views.cbv_required_route),
     path("method-decorated/", views.MethodDecoratedView.as_view()),

@@ -133,6 +133,15 @@ class AsyncOrderView(ZeroTrustRequiredMixin, View):
         return JsonResponse(who(request, order_id=order_id, mode="async"))
 
 
+class LateMixinView(View, ZeroTrustRequiredMixin):
+    """The mixin listed after View: View's dispatch runs first and never calls the mixin's."""
+
+    required_scopes = ("orders:admin",)
+
+    def get(self, request: HttpRequest) -> JsonResponse:
+        return JsonResponse(who(request))
+
+
 @require(scopes=["orders:admin"])
 class DecoratedView(View):
     def get(self, request: HttpRequest) -> JsonResponse:
@@ -187,6 +196,7 @@ api_hidden = _forgetful(ApiAdmin.as_view())
 #: the same for plain Django views: a route's own requirement, and a decorated class
 cbv_hidden_admin = _forgetful(OrderView.as_view(required_scopes=("orders:read", "orders:admin")))
 decorated_hidden = _forgetful(DecoratedView.as_view())
+late_mixin_hidden = _forgetful(LateMixinView.as_view())
 #: @require around as_view(): the route asks more of the class than the class does
 cbv_required_route = require(scopes=["orders:admin"])(OrderView.as_view())
 

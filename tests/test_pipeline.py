@@ -2071,6 +2071,39 @@ def test_a_revoked_tokens_trace_context_is_recorded_untrusted(
     assert not sink.last.trace_trusted
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_unchecked_replay_leaves_the_trace_context_untrusted(
+    issuer: TokenIssuer, clock: FixedClock, mode: str
+) -> None:
+    """A caller whose DPoP proof could not be checked for replay (the store's replay table is
+    full: 503) is no more authenticated than one whose proof was found replayed: its trace id
+    is recorded, untrusted (fail closed)."""
+    store = MemoryStore(clock=clock, max_replay_entries=1)
+    guard, sink = make_guard(issuer, clock, store=store)
+    holder = PrivateJWK.generate("ES256")
+    token = bound_token(issuer, holder)
+
+    def evaluate(jti: str) -> Outcome:
+        headers = {
+            "authorization": f"DPoP {token}",
+            "dpop": proof_now(holder, token, clock, jti=jti),
+            "traceparent": TRACEPARENT,
+        }
+        if mode == "sync":
+            return guard.evaluate(get(headers=headers))
+        return asyncio.run(guard.aevaluate(get(headers=headers)))
+
+    assert evaluate("p1").allowed and sink.last is not None and sink.last.trace_trusted
+    replayed = evaluate("p1")
+    assert replayed.status == 401 and sink.last.reason == "dpop_proof_replayed"
+    assert not sink.last.trace_trusted
+    unchecked = evaluate("p2")  # the one replay entry is taken: this proof cannot be checked
+    assert unchecked.status == 503 and unchecked.principal is not None
+    assert sink.last.reason == "store_full"
+    assert sink.last.trace_id == "11111111111111111111111111111111"
+    assert not sink.last.trace_trusted
+
+
 def test_an_anonymous_caller_s_trace_context_is_recorded_untrusted(
     issuer: TokenIssuer, clock: FixedClock
 ) -> None:

@@ -353,7 +353,11 @@ class Guard:
             auth = AuthResult(None, Credentials(), notes=tuple(notes))
         if error is None and not dry and auth is not None and auth.reusable:
             self._remember(view, requirement, auth, decision)
-        return self._finish(view, auth, decision, error, audit=not dry)
+        # no decision: the pipeline stopped before the policy, maybe before the revocation and
+        # replay checks of the caller's credentials ran to the end (a store outage)
+        return self._finish(
+            view, auth, decision, error, audit=not dry, checked=decision is not None
+        )
 
     # --- repeated requests ----------------------------------------------------------------------
     #
@@ -563,21 +567,23 @@ class Guard:
         *,
         audit: bool = True,
         event: AuditEvent | None = None,
+        checked: bool = True,
     ) -> Outcome:
         """The outcome, audited: every decision, whichever path made it, ends here (``event``:
-        one already built for it)."""
+        one already built for it; ``checked``: false when the caller's credentials may not have
+        been checked to the end, as when the revocation or replay check failed)."""
         outcome = self._outcome(view, auth, decision, error)
         if not audit or not self.audit.enabled:  # nobody listens (e.g. audit logging disabled)
             return outcome
         if event is None:
-            event = self._event(view, auth, outcome)
+            event = self._event(view, auth, outcome, checked)
         try:
             self.audit.emit(event)
         except AuditError as exc:  # audit is required and failed: refuse
             outcome = self._outcome(view, auth, decision, exc)
             # The sinks that did record the event hold a decision that was not enforced:
             # they also get the refusal that was, naming the event it replaces.
-            refused = self._event(view, auth, outcome)
+            refused = self._event(view, auth, outcome, checked)
             event = replace(  # the reason is the failed audit, whatever the policy said
                 refused,
                 reason=exc.code,
@@ -769,16 +775,19 @@ class Guard:
             return (("WWW-Authenticate", f'{realm}, error="insufficient_scope", scope="{scope}"'),)
         return ()
 
-    def _event(self, view: RequestView, auth: AuthResult | None, outcome: Outcome) -> AuditEvent:
+    def _event(
+        self, view: RequestView, auth: AuthResult | None, outcome: Outcome, checked: bool = True
+    ) -> AuditEvent:
         principal = outcome.principal
         decision = outcome.decision
         error = outcome.error
         reason = decision.reason if decision is not None else "allowed"
         if error is not None and (decision is None or decision.allowed):
             reason = error.code
-        trace = trace_ids_for_audit(  # a caller refused as unauthenticated is not trusted
-            _header_read_safely(view, "traceparent"),
-            caller_authenticated=principal is not None
+        trace = trace_ids_for_audit(  # a caller refused as unauthenticated is not trusted,
+            _header_read_safely(view, "traceparent"),  # nor one whose credentials' revocation
+            caller_authenticated=checked  # or replay could not be checked (a store outage)
+            and principal is not None
             and not isinstance(error, AuthenticationError),
         )
         dry_run = bool(

@@ -252,6 +252,31 @@ def test_inspect_shows_a_certificate_whose_extensions_cannot_be_read(
     assert "extensions cannot be read (DuplicateExtension)" in out
 
 
+def test_inspect_shows_a_certificate_naming_an_x400_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A subjectAltName holding an x400Address (RFC 5280 4.2.1.6), a name form cryptography
+    refuses to read with an exception of its own (no ValueError): it raised from inside the
+    command, a traceback and exit status 1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    other = x509.OtherName(x509.ObjectIdentifier("1.2.3.4"), b"\x05\x00")
+    uri = x509.UniformResourceIdentifier("spiffe://example.org/web")
+    cert = self_signed("x400", (x509.SubjectAlternativeName([uri, other]), False))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    at = der.index(b"\x06\x03\x2a\x03\x04")  # the otherName's type-id, 1.2.3.4
+    assert der[at - 2] == 0xA0  # otherName [0] becomes x400Address [3]
+    x400 = der[: at - 2] + b"\xa3" + der[at - 1 :]
+    path = tmp_path / "x400.pem"
+    path.write_bytes(x509.load_der_x509_certificate(x400).public_bytes(serialization.Encoding.PEM))
+    code, out, err = run(capsys, "cert", "inspect", str(path))
+    assert code == 0 and err == "" and "Traceback" not in out
+    assert "extensions cannot be read (UnsupportedGeneralNameType)" in out
+    code, out, err = run(capsys, "cert", "inspect", str(path), "--json")
+    assert code == 0 and err == "" and json.loads(out)["ca"] is None
+
+
 @pytest.mark.parametrize(
     ("cert", "key"),
     [

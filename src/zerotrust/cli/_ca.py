@@ -142,7 +142,8 @@ def describe_certificate(cert: x509.Certificate) -> dict[str, Any]:
         is_ca = bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         is_ca = False
-    except (x509.DuplicateExtension, ValueError) as exc:  # read only when asked for
+    except (x509.DuplicateExtension, x509.UnsupportedGeneralNameType, ValueError) as exc:
+        # read only when asked for
         is_ca, problem = None, f"its extensions cannot be read ({type(exc).__name__})"
     status = "valid"
     if cert.not_valid_after_utc < now:

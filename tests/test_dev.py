@@ -540,6 +540,66 @@ def test_a_root_that_cannot_sign_certificates_is_refused(signs: bool | None) -> 
         DevCA(TrustDomain.parse("example.org"), cert, key)
 
 
+@pytest.mark.parametrize("damage", ["duplicate-extension", "x400-address"])
+def test_a_ca_directory_whose_root_extensions_cannot_be_read_is_refused(
+    tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DevCA.load raises ConfigurationError naming what is wrong: a root whose extensions
+    cryptography refuses to read (basicConstraints twice, RFC 5280 4.2; an x400Address in its
+    subjectAltName) raised cryptography's own exception instead, and `ca issue` ended with a
+    traceback."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    from zerotrust.cli import main
+
+    DevCA.create("example.org").save(tmp_path / "ca")
+    key: Any = serialization.load_pem_private_key(
+        (tmp_path / "ca" / "root.key.pem").read_bytes(), password=None
+    )
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "example.org root")])
+    spiffe = x509.UniformResourceIdentifier("spiffe://example.org")
+    placeholder = x509.ObjectIdentifier("1.2.3.4")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(_NOW - dt.timedelta(days=1))
+        .not_valid_after(_NOW + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(_usage(signs_certificates=True), critical=True)
+    )
+    if damage == "duplicate-extension":  # an unknown extension whose OID becomes BC's
+        extra = x509.UnrecognizedExtension(x509.ObjectIdentifier("2.5.29.99"), b"\x05\x00")
+        der = (
+            builder.add_extension(extra, critical=False)
+            .sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.DER)
+        )
+        der = der.replace(b"\x06\x03\x55\x1d\x63", b"\x06\x03\x55\x1d\x13")
+    else:  # an otherName [0] becomes an x400Address [3]
+        names = x509.SubjectAlternativeName([spiffe, x509.OtherName(placeholder, b"\x05\x00")])
+        der = (
+            builder.add_extension(names, critical=False)
+            .sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.DER)
+        )
+        at = der.index(b"\x06\x03\x2a\x03\x04")
+        assert der[at - 2] == 0xA0
+        der = der[: at - 2] + b"\xa3" + der[at - 1 :]
+    damaged = x509.load_der_x509_certificate(der)
+    (tmp_path / "ca" / "root.crt.pem").write_bytes(damaged.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(ConfigurationError, match="not a CA certificate"):
+        DevCA.load(tmp_path / "ca")
+    issue = ["ca", "issue", "--dir", str(tmp_path / "ca"), "--spiffe-id"]
+    outputs = ["--cert", str(tmp_path / "w.pem"), "--key", str(tmp_path / "w.key")]
+    assert main([*issue, "spiffe://example.org/w", *outputs]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zerotrust: error: [configuration_error]") and err.count("\n") == 1
+
+
 def test_a_self_signed_end_entity_is_not_a_root() -> None:
     cert, key = _self_signed(ca=False, uris=["spiffe://example.org"])
     with pytest.raises(ConfigurationError, match="not a CA certificate"):

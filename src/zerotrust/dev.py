@@ -410,7 +410,14 @@ def _check_pair(
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         cert.verify_directly_issued_by(issuer)
-    except (x509.ExtensionNotFound, ValueError, TypeError, InvalidSignature):
+    except (
+        x509.ExtensionNotFound,
+        x509.DuplicateExtension,
+        x509.UnsupportedGeneralNameType,
+        ValueError,
+        TypeError,
+        InvalidSignature,
+    ):  # extensions cryptography cannot read (a duplicate, an x400Address) are no CA's
         constraints = None
     if constraints is None or not constraints.ca:
         raise ConfigurationError(

@@ -8,12 +8,13 @@ never quote a secret.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from zerotrust._config_files import freeze
 from zerotrust._config_schema import Secret
@@ -32,6 +33,8 @@ from zerotrust._config_sources import (
 )
 
 __all__ = ["construct", "recheck"]
+
+_S = TypeVar("_S")
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
@@ -71,29 +74,36 @@ def construct(
     return kwargs
 
 
-def recheck(section: object, cls: type, label: str) -> None:
+def recheck(section: _S, cls: type, label: str) -> _S:
     """Check again the plain values (booleans, numbers, strings, lists and their choices) of a
     section object built or replaced by code, as the readers check them: ``"false"`` never
-    reads as true, and ``sinks="logging"`` is no list of sinks."""
+    reads as true, and ``sinks="logging"`` is no list of sinks. Returns the section with its
+    file paths made absolute (a copy, if one was not), as the readers make them: the file
+    checked now is the file used, whatever the working directory is when a Guard is built."""
     if section is None:
-        return
+        return section
     if not isinstance(section, cls):
         raise fail(label, f"must be a {cls.__name__}")
+    fixed: dict[str, Any] = {}
     for info in sections_of(cls).values():
         value = getattr(section, info.name)
         where = f"{label}.{info.name}"
         if info.kind == "section" and info.section is not None:
-            recheck(value, info.section, where)
+            checked = recheck(value, info.section, where)
+            if checked is not value:
+                fixed[info.name] = checked
         elif info.kind == "secret" and value is not None:
             # a plain value here would show in repr and to_dict(), and fail where it is used
             if not isinstance(value, Secret):
                 raise fail(where, "must be a zerotrust.config.Secret: Secret(value) (not shown)")
             secret(info, value.reveal(), Origin("dict", where, ()))
-        elif value is not None and (
-            info.kind in ("bool", "int", "float", "list", "map")
-            or (info.kind == "str" and not info.meta.get("path"))
-        ):
+        elif value is not None and info.meta.get("path"):  # a path, or a table of paths
+            absolute = convert(info, value, Origin("dict", where, ()))
+            if absolute != value:
+                fixed[info.name] = absolute
+        elif value is not None and info.kind in ("bool", "int", "float", "list", "map", "str"):
             convert(info, value, Origin("dict", where, ()))
+    return dataclasses.replace(section, **fixed) if fixed else section  # type: ignore[type-var]
 
 
 def _secret_entry(

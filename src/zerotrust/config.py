@@ -121,7 +121,8 @@ class Settings:
             )
         for info in sections_of(Settings).values():  # sections built or replaced by code
             if info.kind == "section" and info.section is not None:
-                recheck(getattr(self, info.name), info.section, name(info.name))
+                checked = recheck(getattr(self, info.name), info.section, name(info.name))
+                object.__setattr__(self, info.name, checked)  # its file paths made absolute
         object.__setattr__(self, "policy", check(self, name))
         # Build the local parts once now (files, keys, policy), so that a bad bundle or key
         # file fails at start-up rather than on the first request.

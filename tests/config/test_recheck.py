@@ -17,11 +17,15 @@ from zerotrust.authn.proxy import TrustedProxies
 from zerotrust.config import (
     AuditSettings,
     DPoPSettings,
+    MtlsSettings,
+    PolicySettings,
     RemoteKeySettings,
     Secret,
     Settings,
     StoreSettings,
+    TokenSettings,
 )
+from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError
 from zerotrust.tokens import PrivateJWK, TokenIssuer
 
@@ -137,6 +141,38 @@ def test_relative_paths_are_fixed_when_the_settings_are_loaded(
     token = evil.issue(subject="x", audience=AUD)
     assert not guard.evaluate(get(token, route="/x")).allowed
     assert guard.evaluate(get(good.issue(subject="x", audience=AUD), route="/x")).allowed
+
+
+def test_relative_paths_of_sections_built_by_code_are_fixed_when_the_settings_are_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca: DevCA
+) -> None:
+    """A section built by code is checked when a Settings is made with it: its relative paths
+    are made absolute then, as a file's or a variable's are. They were kept relative, so the
+    Guard built after a change of working directory read other key and bundle files than the
+    ones checked, and trusted keys nobody had checked."""
+    good = TokenIssuer(PrivateJWK.generate("ES256", kid="good"), issuer=ISS)
+    evil = TokenIssuer(PrivateJWK.generate("ES256", kid="evil"), issuer=ISS)
+    for name, issuer in (("d1", good), ("d2", evil)):
+        (tmp_path / name).mkdir()
+        write(tmp_path / name / "jwks.json", json.dumps(issuer.jwks()))
+        (tmp_path / name / "bundle.pem").write_bytes(ca.bundle.to_pem())
+    monkeypatch.chdir(tmp_path / "d1")
+    tokens = TokenSettings(
+        issuer=ISS, audience=(AUD,), algorithms=("ES256",), jwks_file="jwks.json"
+    )
+    mtls = MtlsSettings(bundles={"example.org": "bundle.pem"})
+    settings = Settings(tokens=tokens, mtls=mtls, policy=PolicySettings(rules=[{"id": "any"}]))
+    assert settings.tokens is not None and settings.mtls is not None
+    assert settings.tokens.jwks_file == os.path.join(tmp_path, "d1", "jwks.json")
+    assert dict(settings.mtls.bundles) == {
+        "example.org": os.path.join(tmp_path, "d1", "bundle.pem")
+    }
+    monkeypatch.chdir(tmp_path / "d2")  # the file checked is the file used
+    guard = settings.build_guard()
+    assert not guard.evaluate(get(evil.issue(subject="x", audience=AUD), route="/x")).allowed
+    assert guard.evaluate(get(good.issue(subject="x", audience=AUD), route="/x")).allowed
+    replaced = dataclasses.replace(settings, service="other")  # checked again: as it was
+    assert replaced.tokens == settings.tokens
 
 
 def test_an_error_inside_a_file_section_names_the_file(tmp_path: Path, files: Path) -> None:

@@ -83,9 +83,9 @@ def build_authenticator(
     mtls, tokens, proxies = settings.mtls, settings.tokens, settings.proxies
     if mtls is not None:
         with named(name("mtls.bundles")):
-            paths: dict[TrustDomain | str, str] = {
-                TrustDomain.parse(td): path for td, path in mtls.bundles.items()
-            }
+            # as written: two names of one trust domain (example.org, spiffe://example.org)
+            # are two bundles for it, which the source refuses; never one silently dropped
+            paths: dict[TrustDomain | str, str] = dict(mtls.bundles.items())
             bundles = FileBundleSource(
                 paths,
                 format=mtls.bundle_format,

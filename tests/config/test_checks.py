@@ -15,8 +15,10 @@ from tests.config.helpers import (
     PSEUDONYM_KEY,
     base,
     error_of,
+    write,
 )
 from zerotrust.config import Settings
+from zerotrust.dev import DevCA
 
 # --- contradictions --------------------------------------------------------------------------
 
@@ -182,6 +184,22 @@ def test_contradictory_settings_are_refused(files: Path, bundle_file: Path, case
     assert found.startswith(CONTRADICTIONS[case]), found
     assert PASSWORD not in found and urllib.parse.quote(PASSWORD) not in found
     assert PSEUDONYM_KEY not in found
+
+
+def test_a_trust_domain_given_two_bundles_is_refused(files: Path, bundle_file: Path) -> None:
+    """``example.org`` and ``spiffe://example.org`` name one trust domain: two bundle files for
+    it contradict each other, as FileBundleSource says of them. The settings kept the last one
+    and silently dropped the other."""
+    other = DevCA.create("example.org").bundle.to_pem().decode()
+    second = write(files / "other.pem", other)
+    bundles = {"example.org": str(bundle_file), "spiffe://example.org": str(second)}
+    found = error_of(Settings.from_dict, base(files, mtls={"bundles": bundles}))
+    assert found == "<dict>: mtls.bundles: two bundles for trust domain example.org", found
+    env = {"ZEROTRUST_MTLS__BUNDLES": f"spiffe://example.org={second},example.org={bundle_file}"}
+    found = error_of(Settings.from_dict, base(files), env=env)
+    assert found == "ZEROTRUST_MTLS__BUNDLES: two bundles for trust domain example.org", found
+    one = Settings.from_dict(base(files, mtls={"bundles": {"spiffe://example.org": str(second)}}))
+    assert one.mtls is not None and dict(one.mtls.bundles) == {"spiffe://example.org": str(second)}
 
 
 def test_a_password_in_the_query_of_the_redis_url_is_refused(files: Path) -> None:

@@ -33,7 +33,8 @@ _MAX_SECRET_FILE_BYTES = 64 * 1024
 
 
 def pairs(text: str, label: str, *, secret: bool) -> dict[str, str]:
-    """``name=value`` items separated by commas (or newlines), or a JSON object."""
+    """``name=value`` items separated by commas (or newlines), or a JSON object; a name given
+    twice is refused in either form."""
     stripped = text.strip()
     if stripped.startswith("{"):
         try:
@@ -55,6 +56,9 @@ def pairs(text: str, label: str, *, secret: bool) -> dict[str, str]:
         if not sep or not name.strip() or not item_value.strip():
             shown = f"item {index + 1}" if secret else repr(item.strip()[:60])
             raise fail(label, f"{shown} is not name=value (separate items with commas)")
+        if name.strip() in out:  # as in a JSON object (DuplicateKey): no silent last one
+            shown = f"item {index + 1}" if secret else repr(name.strip()[:60])
+            raise fail(label, f"{shown}: a name given twice (each name once)")
         out[name.strip()] = item_value.strip()
     return out
 

@@ -63,6 +63,8 @@ def test_secrets_are_never_shown(files: Path) -> None:
         # a name without a value, a value without a name: the item is counted, never shown
         ("ZEROTRUST_API_KEYS__HASHES", f"ci={'5e' * 32},deploy=", "item 2 is not name=value"),
         ("ZEROTRUST_API_KEYS__HASHES", f"ci={'5e' * 32}\n={'5e' * 32}", "item 2 is not name="),
+        # a key id given twice: refused (the first digest was dropped silently), not shown
+        ("ZEROTRUST_API_KEYS__HASHES", f"ci={'5e' * 32},ci={'6f' * 32}", "item 2: a name given"),
         # JSON nested past any parser's stack: a refusal, not a RecursionError
         ("ZEROTRUST_API_KEYS__HASHES", '{"a":' * 50_000 + "1" + "}" * 50_000, "nested deeper"),
     ],

@@ -235,6 +235,8 @@ INVALID_IN_ENV = [
     ("policy.rules", "[{", "not valid JSON"),
     ("mtls.bundles", "example.org", "'example.org' is not name=value"),
     ("mtls.bundles", "x" * 100, f"{'x' * 60!r} is not name=value"),  # shown cut short
+    # a name given twice: refused as in a JSON object, never the last one silently
+    ("mtls.bundles", "example.org=/a.pem, example.org=/b.pem", "'example.org': a name given twice"),
     ("mtls.bundles", '{"example.org": "/nowhere/bundle.pem"}', "cannot read '/nowhere/bundle.pem'"),
     ("store.url", "ftp://cache", "must be 'memory://', or a redis://"),
     ("api_keys.hashes", '{"ci": 5', "not valid JSON (at position"),

@@ -341,3 +341,19 @@ def test_usage_errors_are_one_line_in_the_documented_format(
     assert code == 2 and out == ""
     assert err.startswith("zerotrust: error: [usage_error] ") and err.count("\n") == 1
     assert "--help" in err
+
+
+@pytest.mark.parametrize("name", ["root.key.pem", "bundle.pem", "intermediate.key.pem"])
+def test_a_directory_holding_a_file_of_a_ca_is_not_written_over(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """Without ``ca.json`` (lost, or never written), a key or bundle in the directory is still
+    a CA's: ``ca init`` leaves it alone unless told ``--force``."""
+    kept = tmp_path / name
+    kept.write_bytes(b"an earlier CA's file\n")
+    args = ["ca", "init", "--trust-domain", "example.org", "--dir", str(tmp_path)]
+    code, _, err = run(capsys, *args)
+    assert code == 2 and name in err and "--force" in err
+    assert kept.read_bytes() == b"an earlier CA's file\n"
+    assert not (tmp_path / "ca.json").exists()
+    assert run(capsys, *args, "--force")[0] == 0

@@ -15,6 +15,7 @@ from cryptography import x509
 from zerotrust._clock import SYSTEM_CLOCK
 from zerotrust._files import same_file
 from zerotrust._text import escaped
+from zerotrust.dev import _FILES as CA_FILES
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, ZeroTrustError
 from zerotrust.x509._certs import fingerprint, load_pem_certs, read_bounded
@@ -74,8 +75,12 @@ def register(commands: Any) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
-    if (args.dir / "ca.json").exists() and not args.force:
-        raise ConfigurationError(f"a CA already exists in {args.dir} (use --force to replace it)")
+    if not args.force:  # any file of a CA, a key above all, even without its ca.json
+        found = [name for name in CA_FILES.values() if (args.dir / name).exists()]
+        if found:
+            raise ConfigurationError(
+                f"{args.dir} already holds {', '.join(found)} (use --force to replace a CA)"
+            )
     ca = DevCA.create(args.trust_domain, intermediate=args.intermediate, ttl=args.ttl)
     ca.save(args.dir)
     print(f"created CA for trust domain {ca.trust_domain} in {args.dir}")

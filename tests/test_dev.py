@@ -665,3 +665,21 @@ def test_a_ca_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None
     assert theirs.stat().st_mode & 0o022 == 0 and theirs.stat().st_uid != os.geteuid()
     with pytest.raises(ConfigurationError, match="owned by another one"):
         DevCA.load(theirs)
+
+
+def test_a_trust_domain_longer_than_a_common_name_has_a_ca(tmp_path: Path) -> None:
+    """A trust domain may have 255 characters, a common name 64 (RFC 5280 appendix A,
+    ub-common-name): the CA's common name shortens it, its URI SAN names it whole."""
+    name = ".".join(["a" * 63, "b" * 63, "c" * 63, "example"])
+    ca = DevCA.create(name, intermediate=True)
+    svid = ca.issue_svid(f"spiffe://{name}/web")
+    assert verify_peer_chain(svid.cert_chain, ca.bundle) == svid.spiffe_id
+    for cert in (ca.root_certificate, svid.cert_chain[1]):
+        (common_name,) = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        assert isinstance(common_name.value, str) and len(common_name.value) <= 64
+        san = _ext(cert, x509.SubjectAlternativeName).value
+        assert san.get_values_for_type(x509.UniformResourceIdentifier) == [f"spiffe://{name}"]
+    assert ca.root_certificate.subject != svid.cert_chain[1].subject
+    assert DevCA.load(ca.save(tmp_path / "ca")).bundle == ca.bundle
+    short = DevCA.create("example.org", intermediate=True).root_certificate.subject
+    assert short.rfc4514_string() == "CN=example.org root,O=zerotrust dev CA"

@@ -161,12 +161,7 @@ class DevCA:
         )
         now = clock.now()
         root_key = generate_key(key_type)
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zerotrust dev CA"),
-                x509.NameAttribute(NameOID.COMMON_NAME, f"{td.name} root"),
-            ]
-        )
+        name = _ca_name(td, "root")
         root = _ca_builder(
             name, name, root_key.public_key(), now, _seconds(ttl), td=td, path_length=None
         )
@@ -177,12 +172,7 @@ class DevCA:
         inter: tuple[x509.Certificate, PrivateKey] | None = None
         if intermediate:
             inter_key = generate_key(key_type)
-            inter_name = x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zerotrust dev CA"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, f"{td.name} intermediate"),
-                ]
-            )
+            inter_name = _ca_name(td, "intermediate")
             inter_cert = (
                 _ca_builder(
                     inter_name,
@@ -480,6 +470,26 @@ def _load_key(path: Path) -> PrivateKey:
     ):
         raise ValueError("unsupported key type")
     return key
+
+
+#: RFC 5280 appendix A: a common name holds at most 64 characters (ub-common-name).
+_MAX_COMMON_NAME = 64
+
+
+def _ca_name(td: TrustDomain, role: str) -> x509.Name:
+    """A CA certificate's subject: its common name is the trust domain and ``role``, the
+    trust domain cut to fit ub-common-name (a trust domain may have 255 characters; the
+    certificate's URI SAN names it whole)."""
+    suffix = f" {role}"
+    label = td.name
+    if len(label) + len(suffix) > _MAX_COMMON_NAME:
+        label = label[: _MAX_COMMON_NAME - len(suffix) - 3] + "..."
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "zerotrust dev CA"),
+            x509.NameAttribute(NameOID.COMMON_NAME, label + suffix),
+        ]
+    )
 
 
 def _ca_builder(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 import stat
@@ -497,6 +498,27 @@ def test_a_ca_key_of_an_unsupported_type_is_refused(tmp_path: Path) -> None:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+    )
+    with pytest.raises(ConfigurationError, match=r"cannot load CA from .*: ValueError"):
+        DevCA.load(ca_dir)
+
+
+def test_a_ca_key_on_a_curve_cryptography_does_not_know_is_refused(tmp_path: Path) -> None:
+    """A PKCS#8 key naming prime239v3 (cryptography raises UnsupportedAlgorithm, no
+    ValueError) is a ConfigurationError like any other unusable key."""
+    from cryptography.hazmat.primitives import serialization
+
+    ca_dir = DevCA.create("example.org").save(tmp_path / "ca")
+    key = serialization.load_pem_private_key((ca_dir / "root.key.pem").read_bytes(), None)
+    der = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    odd = der.replace(bytes.fromhex("2a8648ce3d030107"), bytes.fromhex("2a8648ce3d030106"))
+    body = base64.encodebytes(odd)
+    (ca_dir / "root.key.pem").write_bytes(
+        b"-----BEGIN PRIVATE KEY-----\n" + body + b"-----END PRIVATE KEY-----\n"
     )
     with pytest.raises(ConfigurationError, match=r"cannot load CA from .*: ValueError"):
         DevCA.load(ca_dir)

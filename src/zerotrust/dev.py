@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal, final
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -464,7 +464,10 @@ def _load_key(path: Path) -> PrivateKey:
     data = read_bounded(path)
     if encrypted_pem_key(data):
         raise ConfigurationError(f"{path} is an encrypted private key, which is not supported")
-    key = serialization.load_pem_private_key(data, password=None)
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except UnsupportedAlgorithm:  # a curve or algorithm cryptography cannot use
+        raise ValueError("unsupported key type") from None
     if not isinstance(
         key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)
     ):

@@ -268,6 +268,31 @@ def test_a_route_pattern_that_is_no_path_is_refused(field: str, pattern: str) ->
         Operations(**{field: [pattern]})  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("field", ["routes", "not_routes"])
+@pytest.mark.parametrize(
+    ("pattern", "template"),
+    [
+        # Flask and Django rules, Starlette and FastAPI paths, as the application writes them
+        ("/admin/<int:user_id>", "/admin/{user_id}"),
+        ("/admin/<user_id>", "/admin/{user_id}"),
+        ("/files/<path:name>", "/files/{name}"),
+        ("/a/<string(length=2):code>/b", "/a/{code}/b"),
+        ("/items/{item_id:int}", "/items/{item_id}"),
+        ("/admin/<int:user_id>/*", "/admin/{user_id}/*"),
+        ("*/{item_id:int}/edit", "*/{item_id}/edit"),
+    ],
+)
+def test_a_route_pattern_with_a_converter_is_refused(
+    field: str, pattern: str, template: str
+) -> None:
+    # every adapter drops converters from the templates it gives (/admin/{user_id}): a DENY
+    # rule written as the route is in the application's code would deny nothing
+    with pytest.raises(ConfigurationError, match=f"{field}: .*can never match") as refused:
+        Operations(**{field: [pattern]})  # type: ignore[arg-type]
+    assert repr(template) in str(refused.value)
+    Operations(**{field: [template]})  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     "pattern",
     [

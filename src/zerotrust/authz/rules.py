@@ -242,12 +242,24 @@ def _verbatim_regex(route: str) -> bool:
     return text.startswith("^") or text.endswith("$") or "(?P<" in text
 
 
+#: A parameter written with its converter, as a framework's route is (Flask and Django
+#: ``<int:order_id>``, ``<order_id>``; Starlette ``{order_id:int}``): route templates never hold
+#: one, the adapters write ``{order_id}``.
+_CONVERTER: Final = re.compile(
+    r"<(?:[A-Za-z_]\w*(?:\([^()]*\))?:)?(?P<a>[A-Za-z_]\w*)>|\{(?P<b>[A-Za-z_]\w*):[A-Za-z_]\w*\}"
+)
+
+
 def _route_pattern(pattern: Pattern, what: str) -> Pattern:
     """``pattern`` as it applies to routes in their compared form (:func:`_compared_route`)."""
     kind, core = pattern._kind, pattern._text
     if kind == "exact" and not core.startswith("/") and not _verbatim_regex(core):
         raise _never(what, pattern, "a route template starts with '/' (/orders/{order_id});"
                      " only a Django regular expression kept as written does not")  # fmt: skip
+    if _CONVERTER.search(core) and not _verbatim_regex(core):
+        neutral = _CONVERTER.sub(lambda m: f"{{{m.group('a') or m.group('b')}}}", pattern.text)
+        raise _never(what, pattern, "route templates name parameters without converters"
+                     f" ({neutral!r})")  # fmt: skip
     if kind == "exact":
         return Pattern(_compared_route(core))
     if kind == "suffix":

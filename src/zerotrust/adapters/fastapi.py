@@ -30,6 +30,7 @@ refusal table's ``{"error", "error_description"}`` body. A websocket is refused 
 """
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, MutableMapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Final
@@ -78,6 +79,8 @@ DEFAULT_DESCRIPTION: Final = (
 _log = logging.getLogger("zerotrust")
 _BODY_HEADERS: Final = frozenset({"content-type", "content-length"})
 _MAX_SCOPE_SETS: Final = 1024
+#: OpenAPI 3.1 section 4.8.7.1: the keys of ``components`` (a security scheme's name among them).
+_COMPONENT_NAME: Final = re.compile(r"[a-zA-Z0-9.\-_]+")
 _ASGI_KEYS: Final = (
     "type", "asgi", "http_version", "method", "scheme", "path", "raw_path", "query_string",
     "root_path", "headers", "client", "server", "extensions",
@@ -305,6 +308,12 @@ class ZeroTrust(_Dependency):
     ) -> None:
         if not isinstance(guard, Guard):
             raise ConfigurationError("ZeroTrust needs a Guard")
+        if not isinstance(scheme_name, str) or not _COMPONENT_NAME.fullmatch(scheme_name):
+            # the key of components.securitySchemes: any other makes the document invalid
+            raise ConfigurationError(
+                "scheme_name must be a non-empty OpenAPI component name (letters, digits, '.',"
+                " '-' and '_')"
+            )
         self.guard = guard
         self.auto_error = auto_error
         self.model = HTTPBearerModel(bearerFormat="JWT", description=description)

@@ -294,6 +294,28 @@ def test_openapi_security_scheme(bare: Any) -> None:
     assert params == {"order_id"}  # the dependency adds no query or header parameters
 
 
+@pytest.mark.parametrize("name", ["zero trust", "", "zerotrust\n", "jwt/mtls", "zt\u00e9"])
+def test_a_scheme_name_that_is_no_openapi_component_name_is_refused(
+    issuer: TokenIssuer, name: str
+) -> None:
+    """OpenAPI 3.1 4.8.7.1: the keys of components (securitySchemes) match
+    ^[a-zA-Z0-9.\\-_]+$; another name made every document the application serves invalid."""
+    guard, _ = make_guard(issuer)
+    with pytest.raises(ConfigurationError, match="scheme_name"):
+        ZeroTrust(guard, scheme_name=name)
+    zt = ZeroTrust(guard, scheme_name="zero-trust_v1.2")
+    app = FastAPI()
+
+    @app.get("/orders")
+    async def orders(caller: Annotated[Principal, Security(zt, scopes=["orders:read"])]) -> None:
+        return None  # pragma: no cover - only the document is read
+
+    schema = app.openapi()
+    assert list(schema["components"]["securitySchemes"]) == ["zero-trust_v1.2"]
+    [requirement] = schema["paths"]["/orders"]["get"]["security"]
+    assert list(requirement) == ["zero-trust_v1.2"]
+
+
 def test_without_install_fastapi_answers_in_its_own_format(issuer: TokenIssuer) -> None:
     guard, _ = make_guard(issuer)
     zt = ZeroTrust(guard)

@@ -136,7 +136,21 @@ def secrets_to_hide(ca: DevCA) -> dict[str, str]:
             )
         ).decode(),
         "rfc9440_client_cert": f":{der_cert}:",
+        # every character percent-encoded, as some encoders (and evasions) write it
+        "jwt_escaped_whole": escape_whole(token),
+        "pem_key_escaped_whole": escape_whole(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ).decode()
+        ),
+        "der_key_escaped_whole": escape_whole(base64.b64encode(ed_key).decode()),
     }
+
+
+def escape_whole(text: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in text.encode())
 
 
 # --- construction ---------------------------------------------------------------------------

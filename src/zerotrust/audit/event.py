@@ -69,8 +69,10 @@ _SENSITIVE = re.compile(
 # The tags _der_like accepts first in a SEQUENCE: INTEGER, OBJECT IDENTIFIER, SEQUENCE.
 _DER_CONTENT: Final = frozenset({0x02, 0x06, 0x30})
 # What the scans need to find anything, searched for first (in C) on every event; each as it
-# is and percent-encoded (a JWK's "kty" is %22kty%22 there, so its quotes are left out).
-_HINTS = re.compile(r"eyJ|-----|LS0tLS1|PRIVATE|kty|M[A-I]")
+# is and percent-encoded (a JWK's "kty" is %22kty%22 there, so its quotes are left out). Any
+# percent-escape is a hint too: a value escaped whole (%65%79%4A...) shows none of the others
+# until it is decoded.
+_HINTS = re.compile(r"eyJ|-----|LS0tLS1|PRIVATE|kty|M[A-I]|%[0-9A-Fa-f]{2}")
 # A dotted base64url run whose first segment is long enough for a JOSE header: searched
 # separately, as it starts with its one literal character (which keeps the search fast).
 _DOTTED = re.compile(r"\.(?<=[A-Za-z0-9_-]{19}\.)[A-Za-z0-9_-]*\.")

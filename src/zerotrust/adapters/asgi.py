@@ -64,17 +64,27 @@ STATE_PRINCIPAL: Final = "zerotrust_principal"
 STATE_OUTCOME: Final = "zerotrust_outcome"
 #: Where the Guard that decided :data:`STATE_OUTCOME` is kept.
 STATE_GUARD: Final = "zerotrust_guard"
+# The route template :data:`STATE_OUTCOME` was decided with: the outcome's audit event is not
+# there to tell it when no sink listened then.
+_STATE_ROUTE: Final = "zerotrust_route"
 
 
-def publish(scope: Scope, outcome: Outcome, guard: Guard) -> None:
-    """Store an allowed outcome, its principal and the Guard that decided it in
-    ``scope["state"]``."""
+def publish(scope: Scope, outcome: Outcome, guard: Guard, route: str | None) -> None:
+    """Store an allowed outcome, its principal, the Guard that decided it and the route
+    template it was decided with in ``scope["state"]``."""
     state = scope.get("state")
     if state is None:
         state = scope["state"] = {}
     state[STATE_PRINCIPAL] = outcome.principal
     state[STATE_OUTCOME] = outcome
     state[STATE_GUARD] = guard
+    state[_STATE_ROUTE] = route
+
+
+def published_route(scope: Scope) -> str | None:
+    """The route template :func:`publish` stored with the request's outcome."""
+    route = (scope.get("state") or {}).get(_STATE_ROUTE)
+    return route if isinstance(route, str) else None
 
 
 def published(scope: Scope, guard: Guard) -> Outcome | None:
@@ -189,7 +199,7 @@ class ZeroTrustMiddleware:
             strip_scope_headers(scope, names, self._forwarded)
         elif view.underscored:  # rarer: perhaps one spelled with '_'
             strip_scope_headers(scope, (), self._forwarded)
-        publish(scope, outcome, self.guard)
+        publish(scope, outcome, self.guard, route)
         if outcome.headers and kind == "http":  # a fresh DPoP-Nonce for the response
             send = asgi_adding_headers(send, outcome.headers)
         token = _current.set(outcome.principal)

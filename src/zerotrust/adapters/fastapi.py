@@ -55,7 +55,13 @@ from zerotrust.adapters._common import forwarded_headers_to_strip, routeless_haz
 from zerotrust.adapters._context import current_principal, set_principal
 from zerotrust.adapters._routes import find_routes_owner, route_template_for
 from zerotrust.adapters._status import WEBSOCKET_POLICY_VIOLATION, refusal
-from zerotrust.adapters.asgi import ZeroTrustMiddleware, _exempt_routes, publish, published
+from zerotrust.adapters.asgi import (
+    ZeroTrustMiddleware,
+    _exempt_routes,
+    publish,
+    published,
+    published_route,
+)
 from zerotrust.authn.principal import Principal
 from zerotrust.authz.policy import Requirement, require
 from zerotrust.authz.rules import normalize_route
@@ -203,12 +209,12 @@ async def _decide(
     prior = published(scope, guard)
     if isinstance(requirement, ConfigurationError):
         _log.error("zerotrust: request refused: %s", requirement)
-        route = prior.event.route if prior is not None and prior.event is not None else None
+        route = published_route(scope) if prior is not None else None
         return guard.refuse(ScopeView(scope, route), requirement)
     if prior is not None:  # decided by the middleware or an earlier dependency, same Guard
         if prior.principal is None and optional:
             return prior
-        view = ScopeView(scope, prior.event.route if prior.event is not None else None)
+        view = ScopeView(scope, published_route(scope))
         outcome = guard.refine(view, prior, requirement)
     else:
         try:
@@ -235,7 +241,7 @@ async def _decide(
                 names = forwarded_headers_to_strip(outcome, proxies)
                 if strip_scope_headers(scope, names, every):
                     connection.__dict__.pop("_headers", None)  # Starlette caches the headers
-            publish(scope, outcome, guard)
+            publish(scope, outcome, guard, view.route)
             set_principal(outcome.principal)  # the request's own task: gone with it
             if outcome.headers and response is not None:
                 # a fresh DPoP-Nonce: FastAPI adds a dependency's response headers to the

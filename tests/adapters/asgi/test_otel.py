@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from fastapi import Depends, FastAPI
 from opentelemetry import baggage, propagate
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.trace import TracerProvider
@@ -18,14 +20,29 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tests.adapters.asgi._support import AUD, WEB, audited_guard, bearer, client, make_app
+from tests.adapters.asgi._support import (
+    ADMIN,
+    AUD,
+    ISS,
+    WEB,
+    audited_guard,
+    bearer,
+    client,
+    make_app,
+    make_policy,
+)
 from zerotrust import (
+    Authenticator,
+    Guard,
     MemorySink,
     TokenIssuer,
+    TokenVerifier,
+    match,
 )
-from zerotrust.audit import CallableSink
+from zerotrust.audit import CallableSink, OTelSink
 from zerotrust.audit.otel import SPAN_EVENT_NAME
 from zerotrust.fastapi import ZeroTrust
+from zerotrust.tokens import PrivateJWK
 
 
 @pytest.fixture
@@ -144,3 +161,38 @@ def test_baggage_never_reaches_the_audit_event_or_the_span_attributes(
     for text in recorded:
         assert "alice" not in text and "acme-secret" not in text
         assert "baggage" not in text
+
+
+def test_a_handler_refusal_names_the_route_when_only_the_span_listens() -> None:
+    """zerotrust outermost, OpenTelemetry's ASGI middleware inside it, and an audit that listens
+    only while a span records: the middleware's allow goes unaudited (no span yet), and the
+    handler requirement's refusal, audited on the span, still names the route template."""
+    issuer = TokenIssuer(PrivateJWK.generate("ES256"), issuer=ISS)
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier),
+        policy=make_policy(),
+        audit=[OTelSink()],
+        service="orders",
+    )
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    zt = ZeroTrust(guard)
+    app = FastAPI()
+    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider)
+    zt.install(app)  # after: outermost
+
+    @app.post("/admin", dependencies=[Depends(zt.require(callers=match.exact(ADMIN)))])
+    async def admin() -> dict[str, str]:
+        return {"admin": "ok"}
+
+    token = issuer.issue(subject=WEB, audience=AUD)
+    try:
+        with client(app) as http:
+            assert http.post("/admin", headers=bearer(token)).status_code == 403
+    finally:
+        provider.shutdown()
+    attributes = server_span(exporter).attributes
+    assert attributes["zerotrust.notes"] == ("handler_requirement",)
+    assert attributes["zerotrust.route"] == "/admin"

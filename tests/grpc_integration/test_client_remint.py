@@ -203,3 +203,54 @@ def test_one_more_attempt_only_with_another_token_after_invalid_token(
         assert len(set(server.seen)) == sent  # a second attempt has another token
     finally:
         server.close()
+
+
+class _CannotDrop(SelfIssuedTokenSource):
+    """A source whose ``invalidate`` fails (its cache is out of reach, say)."""
+
+    def invalidate(self, audience: str, *, token: str | None = None) -> None:
+        raise ConnectionError("token cache unreachable")
+
+
+@pytest.mark.parametrize("how", ["blocking", "future", "stream", "aio"])
+def test_a_source_that_cannot_drop_a_refused_token_leaves_the_call_its_refusal(
+    world: World, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server refuses the token (``invalid_token``) and the source raises when told to
+    drop it: the call ends with the refusal, as a ``grpc.RpcError``. The source's exception
+    escaped from the channel's callback: a ``future()`` never ended (past its deadline), and
+    blocking and aio calls raised the source's exception instead of the call's status."""
+    server = Refusing(world, 'Bearer error="invalid_token"')
+    target = f"localhost:{server.port}"
+    tokens = _CannotDrop(world.issuer, subject=CLIENT_ID)
+    try:
+        if how == "aio":
+
+            async def run() -> Any:
+                async with aio_secure_channel(
+                    target, **options(world, token_source=tokens)
+                ) as channel:
+                    with pytest.raises(grpc.RpcError) as refused:
+                        await channel.unary_unary("/test.Refusing/Call")(b"", timeout=10)
+                    return refused.value
+
+            error = asyncio.run(run())
+        else:
+            with secure_channel(target, **options(world, token_source=tokens)) as channel:
+                unary = channel.unary_unary("/test.Refusing/Call")
+                calls = {
+                    "blocking": lambda: unary(b"", timeout=10),
+                    "future": lambda: unary.future(b"", timeout=10).result(timeout=10),
+                    "stream": lambda: list(
+                        channel.unary_stream("/test.Refusing/Call")(b"", timeout=10)
+                    ),
+                }
+                with pytest.raises(grpc.RpcError) as refused:
+                    calls[how]()
+                error = refused.value
+        assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert len(server.seen) == 1  # the source handed out the same token: not sent again
+    finally:
+        server.close()
+    assert "could not drop a refused token" in caplog.text
+    assert "ConnectionError" in caplog.text and "unreachable" not in caplog.text

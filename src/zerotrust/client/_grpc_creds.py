@@ -257,12 +257,20 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
     def refused(self, token: str) -> None:
         """A server refused ``token`` (``error="invalid_token"``): it is no longer attached,
         and the source is asked to drop it (as ``Rejections`` tells it), so that the next call
-        gets a new one."""
+        gets a new one. A source that raises there is logged; the call's outcome stays its
+        refusal."""
         with self._lock:
             memo = self._memo
             if memo is not None and memo.header == f"Bearer {token}":
                 self._memo = None
-        self._rejections.reject(self._audience, token)
+        try:
+            self._rejections.reject(self._audience, token)
+        except Exception as exc:  # the call ends with its refusal all the same
+            _log.warning(
+                "zerotrust: the token source could not drop a refused token for %s: %s",
+                self._audience,
+                type(exc).__name__,
+            )
 
     def wait_token(self, timeout: float | None) -> str | None:
         """The token the next call would carry, waiting for the source if need be (at most

@@ -413,6 +413,43 @@ def test_the_check_timeout_bounds_a_check_within_a_longer_deadline(world: World,
     assert info.value.details() == "server identity could not be checked in time"
 
 
+def test_closing_the_channel_ends_a_call_waiting_for_the_probe(world: World) -> None:
+    """grpc's connection is up and the probe's handshake stalls: closing the channel ends the
+    call waiting for that probe at once, CANCELLED as grpc ends a closed channel's calls. It
+    waited for the check's timeout, then ended UNAVAILABLE."""
+    probing = threading.Event()
+
+    def stall(number: int) -> bool:
+        if number >= 2:  # the first connection is grpc's, the next ones are probes
+            probing.set()
+            return True
+        return False
+
+    outcome: list[Any] = []
+    with sync_server(world) as port:
+        relay = Relay(port, stall=stall)
+        try:
+            channel = secure_channel(
+                f"localhost:{relay.port}", **options(world), retry=None, check_timeout=30
+            )
+            unary = channel.unary_unary(f"/{SERVICE}/Unary")
+            caller = threading.Thread(
+                target=lambda: outcome.append(_outcome(lambda: unary(b"x", timeout=60)))
+            )
+            caller.start()
+            try:
+                assert probing.wait(10)
+            finally:
+                channel.close()
+                caller.join(10)
+            assert not caller.is_alive()
+        finally:
+            relay.die()
+    [error] = outcome
+    assert isinstance(error, ServerIdentityError), error
+    assert error.code() == grpc.StatusCode.CANCELLED
+
+
 def test_a_call_that_cannot_connect_fails_as_grpc_fails_it(world: World) -> None:
     """A closed channel fails the check at once (CANCELLED, not at the deadline); a channel
     that could not connect fails it at once (UNAVAILABLE) unless the call waits for ready,

@@ -764,6 +764,10 @@ def test_a_closed_managed_channel_waits_for_every_retiring_channel() -> None:
             assert release.wait(10)
             closed.append(self)
 
+    class Check:
+        def close(self) -> None:
+            pass
+
     class Source:
         def get_x509_svid(self) -> object:
             return "svid"
@@ -772,7 +776,7 @@ def test_a_closed_managed_channel_waits_for_every_retiring_channel() -> None:
             return "bundles"
 
     def build(svid: object, bundles: object) -> Generation[Any]:
-        return Generation(Channel(), (svid, bundles), None)  # type: ignore[arg-type]
+        return Generation(Channel(), (svid, bundles), Check())  # type: ignore[arg-type]
 
     channel = ManagedChannel(build, Source(), Source())  # type: ignore[arg-type]
     threads, per_thread = 8, 25

@@ -162,6 +162,8 @@ class ServerCheck:
         self._task: asyncio.Task[VerifiedPeer] | None = None  # aio: the probe under way
         self._task_for = -1
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._probe_socket: socket.socket | None = None  # sync: the probe's connection
         self.peer: VerifiedPeer | None = None
 
     def attach(
@@ -245,7 +247,7 @@ class ServerCheck:
     def _unconnected(state: Any, wait_for_ready: bool) -> None:
         """Fail a call that cannot wait for a connection (as grpc fails it)."""
         if state is _SHUTDOWN:
-            raise ServerIdentityError(grpc.StatusCode.CANCELLED, "the channel is closed")
+            raise _closed()
         if state is _FAILURE and not wait_for_ready:
             raise ServerIdentityError(grpc.StatusCode.UNAVAILABLE, "no connection to the server")
 
@@ -288,11 +290,12 @@ class ServerCheck:
         reached: Any = None  # the address the probe connected to, for the log
         try:
             with (
-                _connect(self._host, self._port, deadline) as raw,
+                _connect(self._host, self._port, deadline, self._probing_on) as raw,
                 self._context.wrap_socket(
                     raw, server_hostname=self._sni, do_handshake_on_connect=False
                 ) as tls,
             ):
+                self._probing_on(tls)  # the socket connected above is detached into it
                 with contextlib.suppress(OSError):
                     reached = tls.getpeername()
                 left = deadline - time.monotonic()
@@ -315,12 +318,25 @@ class ServerCheck:
         except ssl.SSLCertVerificationError as exc:  # includes PeerRejected
             raise _rejected() from exc
         except (OSError, ValueError) as exc:
+            if self._closed:  # close() cut it
+                raise _closed() from exc
             late = time.monotonic() >= deadline
             self._log_failure(reached, "took too long" if late else type(exc).__name__)
             raise (_late(by_call) if late else _unchecked()) from exc
+        finally:
+            with self._lock:
+                self._probe_socket = None
         if peer is None:  # pragma: no cover - a ZeroTrustSSLContext always sets it
             raise ServerIdentityError(grpc.StatusCode.UNAUTHENTICATED, "server identity unknown")
         return peer
+
+    def _probing_on(self, sock: socket.socket) -> None:
+        """The probe's connection, for :meth:`close` to cut (at once if it ran already)."""
+        with self._lock:
+            self._probe_socket = sock
+            closed = self._closed
+        if closed:
+            _cut(sock)
 
     # --- asyncio ------------------------------------------------------------------------------
 
@@ -411,7 +427,14 @@ class ServerCheck:
         )
 
     def close(self) -> None:
-        """aio: stop a probe under way and pending notes (the channel is closing)."""
+        """Stop a probe under way (the channel is closing): a sync probe's connection is cut,
+        and the calls waiting for it end ``CANCELLED``, as grpc ends the calls of a closed
+        channel; aio: the probe task and pending notes are cancelled."""
+        with self._lock:
+            self._closed = True
+            sock = self._probe_socket
+        if sock is not None:
+            _cut(sock)
         tasks = [*self._tasks, *([self._task] if self._task is not None else [])]
         for task in tasks:
             task.cancel()
@@ -490,9 +513,12 @@ class _Resolver:
 _RESOLVER = _Resolver(_MAX_RESOLVING)
 
 
-def _connect(host: str, port: int, deadline: float) -> socket.socket:
+def _connect(
+    host: str, port: int, deadline: float, opened: Callable[[socket.socket], None]
+) -> socket.socket:
     """``socket.create_connection((host, port))`` within ``deadline`` (monotonic time),
-    name resolution included: each address in turn, with the time that is left."""
+    name resolution included: each address in turn, with the time that is left (``opened``
+    is told of each socket before it connects)."""
     errors: list[OSError] = []
     for family, kind, proto, _, address in _RESOLVER.resolve(host, port, deadline):
         left = deadline - time.monotonic()
@@ -500,6 +526,7 @@ def _connect(host: str, port: int, deadline: float) -> socket.socket:
             raise TimeoutError(f"connecting to {host} took too long")
         sock = socket.socket(family, kind, proto)
         try:
+            opened(sock)
             sock.settimeout(left)
             sock.connect(address)
         except OSError as exc:
@@ -522,6 +549,10 @@ def _rejected() -> ServerIdentityError:
 
 def _unchecked() -> ServerIdentityError:
     return ServerIdentityError(grpc.StatusCode.UNAVAILABLE, "server identity could not be checked")
+
+
+def _closed() -> ServerIdentityError:
+    return ServerIdentityError(grpc.StatusCode.CANCELLED, "the channel is closed")
 
 
 def _late(by_call: bool) -> ServerIdentityError:

@@ -40,6 +40,7 @@ def _close(gen: Generation[Any]) -> None:
                 break
             stopped.wait(0.01)
     gen.channel.close()
+    gen.check.close()  # a call waiting for a probe ends now, not at the check's timeout
 
 
 class _Unary:

@@ -852,3 +852,24 @@ def test_two_keys_for_one_host_with_different_audiences_are_refused(other: str) 
     assert "'payments.internal'" in str(refused.value)
     same = _resolver({"payments.internal": "a", other: "a"})  # one audience: nothing to guess
     assert same(httpx.Request("GET", "https://payments.internal./")) == "a"
+
+
+class UnreachableCacheSource(InvalidatingSource):
+    """A token source whose invalidate hook fails (its shared cache is out of reach)."""
+
+    def invalidate(self, audience: str, *, token: str | None = None) -> None:
+        self.invalidated.append(audience)
+        raise ConnectionError("the token cache is out of reach")
+
+
+def test_a_source_that_cannot_drop_a_refused_token_leaves_the_request_its_refusal(
+    mode: Mode, server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    """The source's failure is logged, not raised from the request: the caller gets the
+    server's 401, and the refused token, which the source hands out again, is not re-sent."""
+    source = UnreachableCacheSource()
+    server.script("/", INVALID, Reply(200))
+    options = {**tls(ca, client_svid), "token_source": source, "audience": "orders"}
+    [response] = send(mode, [("GET", server.url("/"))], **options)
+    assert response.status_code == 401 and source.invalidated == ["orders"]
+    assert [bearer(r) for r in server.requests()] == ["token-1-for-orders"]

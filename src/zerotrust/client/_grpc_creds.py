@@ -263,14 +263,7 @@ class TokenPlugin(grpc.AuthMetadataPlugin):  # type: ignore[misc]
             memo = self._memo
             if memo is not None and memo.header == f"Bearer {token}":
                 self._memo = None
-        try:
-            self._rejections.reject(self._audience, token)
-        except Exception as exc:  # the call ends with its refusal all the same
-            _log.warning(
-                "zerotrust: the token source could not drop a refused token for %s: %s",
-                self._audience,
-                type(exc).__name__,
-            )
+        self._rejections.reject(self._audience, token)  # a source that raises is logged
 
     def wait_token(self, timeout: float | None) -> str | None:
         """The token the next call would carry, waiting for the source if need be (at most

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import re
 import threading
 import time
@@ -24,6 +25,7 @@ _AUTH_PARAM: Final = re.compile(
     re.DOTALL,
 )
 _QUOTED_PAIR: Final = re.compile(r"\\(.)", re.DOTALL)
+_log = logging.getLogger("zerotrust")
 #: Audiences whose last refused token is remembered.
 _MAX_REMEMBERED: Final = 1024
 #: How long a refused token counts as dropped already, for a source that can only drop
@@ -124,7 +126,7 @@ class Rejections:
         if drop is None:
             return
         if self._precise:
-            drop(audience, token)
+            _tell(drop, audience, token)
             return
         digest = hashlib.sha256(token.encode("ascii", "replace")).digest()
         now = self._now()
@@ -136,4 +138,17 @@ class Rejections:
             self._last.move_to_end(audience)
             if len(self._last) > _MAX_REMEMBERED:
                 self._last.popitem(last=False)
-            drop(audience, token)
+            _tell(drop, audience, token)
+
+
+def _tell(drop: Callable[[str, str], object], audience: str, token: str) -> None:
+    """Have the source drop ``token``. A source that raises there is logged (its type only):
+    the request's outcome stays the refusal the server gave, whichever client made it."""
+    try:
+        drop(audience, token)
+    except Exception as exc:
+        _log.warning(
+            "zerotrust: the token source could not drop a refused token for %s: %s",
+            audience,
+            type(exc).__name__,
+        )

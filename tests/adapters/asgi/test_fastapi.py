@@ -509,3 +509,38 @@ def test_a_dependency_of_another_guard_decides_with_its_own_policy(issuer: Token
     with client(make_app(ZeroTrust(same))) as http:
         response = http.get("/orders/7", headers=bearer(token(issuer, scopes=["orders:read"])))
         assert response.status_code == 200 and len(sink) == 1
+
+
+def test_cors_preflights_are_refused_unless_cors_middleware_runs_first(
+    issuer: TokenIssuer,
+) -> None:
+    """As docs/fastapi.md says: zerotrust outermost refuses a preflight (no credentials);
+    ``CORSMiddleware`` added after ``install()`` answers it first, and every other request
+    is still decided."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    preflight = {
+        "Origin": "https://shop.example",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    guard, sink = make_guard(issuer)
+    with client(make_app(ZeroTrust(guard))) as http:
+        assert http.options("/orders/7", headers=preflight).status_code == 401
+        assert sink.last.method == "OPTIONS" and sink.last.decision == "deny"
+    guard, sink = make_guard(issuer)
+    app = make_app(ZeroTrust(guard))
+    app.add_middleware(CORSMiddleware, allow_origins=["https://shop.example"], allow_headers=["*"])
+    with client(app) as http:
+        answered = http.options("/orders/7", headers=preflight)
+        assert answered.status_code == 200
+        assert answered.headers["access-control-allow-origin"] == "https://shop.example"
+        assert len(sink) == 0  # answered before zerotrust: neither decided nor audited
+        origin = {"Origin": "https://shop.example"}
+        assert http.get("/orders/7", headers=origin).status_code == 401
+        allowed = http.get(
+            "/orders/7", headers={**origin, **bearer(token(issuer, scopes=["orders:read"]))}
+        )
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+        assert [event.decision for event in sink] == ["deny", "allow"]

@@ -258,6 +258,27 @@ def test_required_claims(check: Any) -> None:
         check({**claims(), "tenant": None}, required_claims=["tenant"])
 
 
+def test_required_claims_given_as_an_iterator_are_all_required(
+    es256: PrivateJWK, clock: FixedClock
+) -> None:
+    """The names are read once: checking a one-shot iterator must not leave it empty."""
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys=es256.public(),
+        algorithms=["ES256"],
+        clock=clock,
+        required_claims=(name for name in ["tenant"]),
+    )
+    with pytest.raises(MissingClaim, match="tenant"):
+        verifier.verify(mint(es256, claims()))
+    assert verifier.verify(mint(es256, claims(tenant="t1"))).claims["tenant"] == "t1"
+    with pytest.raises(MissingClaim, match="tenant"):
+        ClaimsValidator(issuer=ISSUER, audience=AUDIENCE, required_claims=iter(["tenant"])).check(
+            claims(), T0
+        )
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -539,6 +560,7 @@ def test_step_two_through_the_verifier_agrees_with_verify(
         {"required_claims": "sub"},
         {"required_claims": [""]},
         {"required_claims": [5]},
+        {"required_claims": None},
         {"issuer": 5},
         {"issuer": b"https://issuer.example"},
         {"clock": object()},

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from zerotrust._clock import Clock, SystemClock
@@ -171,16 +171,17 @@ class ClaimsValidator:
             raise ConfigurationError("max_lifetime must be a positive number of seconds")
         if token_type not in _PROFILE_REQUIRED:
             raise ConfigurationError("token_type must be None, 'jwt-svid' or 'at+jwt'")
-        if isinstance(required_claims, str) or not all(
-            isinstance(name, str) and name for name in required_claims
-        ):
+        if isinstance(required_claims, str) or not isinstance(required_claims, Iterable):
+            raise ConfigurationError("required_claims must be a list of claim names")
+        required = tuple(required_claims)  # read once: a one-shot iterator would be empty after
+        if not all(isinstance(name, str) and name for name in required):
             raise ConfigurationError("required_claims must be a list of claim names")
         self._issuer = issuer
         self._audiences = frozenset(audiences)
         self._leeway = float(leeway)
         self._max_lifetime = None if max_lifetime is None else float(max_lifetime)
         self._type = token_type
-        self._required = tuple(dict.fromkeys((*_PROFILE_REQUIRED[token_type], *required_claims)))
+        self._required = tuple(dict.fromkeys((*_PROFILE_REQUIRED[token_type], *required)))
         self._any_domain = any_trust_domain
         self._trust_domain = (
             None if any_trust_domain else _expected_trust_domain(issuer, token_type, trust_domain)

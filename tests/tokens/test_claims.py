@@ -243,11 +243,38 @@ def test_max_lifetime_may_be_short(check: Any) -> None:
         ("cnf", "thumb"),
         ("act", "someone"),
         ("act", {"sub": "a", "act": "b"}),
+        # RFC 9068 2.2.1 / OpenID Connect Core 2: auth_time a NumericDate, acr a string, amr
+        # an array of strings
+        ("auth_time", "1700000000"),
+        ("auth_time", True),
+        ("auth_time", 10**30),
+        ("acr", 2),
+        ("acr", ["urn:mace:incommon:iap:silver"]),
+        ("amr", "pwd"),
+        ("amr", ["pwd", 1]),
     ],
 )
 def test_registered_claim_types(check: Any, name: str, value: Any) -> None:
     with pytest.raises(InvalidClaim, match=name):
         check(claims(**{name: value}))
+
+
+def test_authentication_claims_of_the_right_types_are_accepted(
+    es256: PrivateJWK, clock: FixedClock
+) -> None:
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys=es256.public(),
+        algorithms=["ES256"],
+        clock=clock,
+        token_type="at+jwt",
+    )
+    header = {"alg": "ES256", "kid": es256.kid, "typ": "at+jwt"}
+    good = claims(client_id="c", auth_time=T0 - 30, acr="1", amr=["pwd", "otp"])
+    assert verifier.verify(mint(es256, good, header)).claims["amr"] == ("pwd", "otp")
+    with pytest.raises(InvalidClaim, match="auth_time"):
+        verifier.verify(mint(es256, {**good, "auth_time": "yesterday"}, header))
 
 
 def test_required_claims(check: Any) -> None:

@@ -11,8 +11,9 @@ Rules (each failure raises a :class:`~zerotrust.errors.TokenError` with a stable
   JSON numbers (not booleans or strings) in the range of ``datetime`` (years 1 to 9999).
 * ``max_lifetime`` bounds ``exp - iat`` (or ``exp - nbf`` without ``iat``; a token with
   neither is refused when a bound is set).
-* Registered claims have their registered types (``sub``, ``jti``, ``client_id`` and
-  ``scope`` strings, ``scp`` a string or array of strings, ``cnf`` and ``act`` objects).
+* Registered claims have their registered types (``sub``, ``jti``, ``client_id``, ``azp``,
+  ``acr`` and ``scope`` strings, ``scp`` a string or array of strings, ``amr`` an array of
+  strings, ``auth_time`` a NumericDate, ``cnf`` and ``act`` objects).
 * ``required_claims`` must be present.
 * Profiles: ``"jwt-svid"`` requires ``sub`` to be a workload's SPIFFE ID (not the trust
   domain's own) in the expected trust domain; ``"at+jwt"`` (RFC 9068) requires ``sub``,
@@ -48,7 +49,7 @@ from zerotrust.tokens.verified import VerifiedSignature, VerifiedToken
 __all__ = ["ClaimsValidator", "validate_claims"]
 
 _MAX_LEEWAY: Final = 600.0
-_STRING_CLAIMS: Final = ("sub", "jti", "client_id", "scope", "azp")
+_STRING_CLAIMS: Final = ("sub", "jti", "client_id", "scope", "azp", "acr")
 _REGISTERED_CLAIMS: Final = (
     *("iss", "sub", "aud", "exp", "nbf", "iat", "jti"),  # RFC 7519 4.1
     *("client_id", "scope", "scp", "cnf", "act", "azp", "auth_time", "acr", "amr"),
@@ -316,6 +317,10 @@ def _check_types(claims: Mapping[str, Any]) -> None:
     scp = get("scp")
     if scp is not None and type(scp) is not str and not _strings(scp):
         raise InvalidClaim("claim 'scp' must be a string or an array of strings")
+    _date(get("auth_time"), "auth_time")  # RFC 9068 2.2.1, OpenID Connect Core 2
+    amr = get("amr")
+    if amr is not None and not _strings(amr):
+        raise InvalidClaim("claim 'amr' must be an array of strings")
     cnf = get("cnf")
     if cnf is not None and not isinstance(cnf, Mapping):
         raise InvalidClaim("claim 'cnf' must be an object")

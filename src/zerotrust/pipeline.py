@@ -811,7 +811,12 @@ class Guard:
             reason=reason,
             rule_id=decision.rule_id if decision is not None else None,
             policy_id=decision.policy_id if decision is not None else None,
-            status=outcome.status,
+            # a websocket refused before it was accepted is answered 403 by every ASGI server,
+            # whatever the refusal (the ASGI spec: a close before the accept), and the event
+            # records the status sent; the reason keeps what the refusal was
+            status=_WEBSOCKET_REFUSED
+            if view.kind == "websocket" and not outcome.allowed
+            else outcome.status,
             grpc_status=outcome.grpc_status,
             kind=view.kind,
             # an RPC's method is its full name (policies see POST, the audit trail the RPC)
@@ -842,6 +847,9 @@ def _header_read_safely(view: RequestView, name: str) -> list[str]:
     except Exception:
         return []
 
+
+#: The HTTP status a client gets for a websocket refused before it was accepted.
+_WEBSOCKET_REFUSED: Final = 403
 
 _MAX_REPEATS = 8192
 # The methods a request may have are the caller's choice (h11 takes one as long as the request

@@ -11,6 +11,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
 import pytest
@@ -30,6 +31,7 @@ from tests.adapters.asgi._servers import READY_TIMEOUT, hypercorn_server, uvicor
 from zerotrust import (
     Authenticator,
     Callers,
+    FixedClock,
     Guard,
     MemorySink,
     Operations,
@@ -78,8 +80,13 @@ def ca() -> DevCA:
 
 
 @pytest.fixture(scope="module")
-def issuer() -> TokenIssuer:
-    return TokenIssuer(PrivateJWK.generate("ES256", kid="k1"), issuer=ISS)
+def key() -> PrivateJWK:
+    return PrivateJWK.generate("ES256", kid="k1")
+
+
+@pytest.fixture(scope="module")
+def issuer(key: PrivateJWK) -> TokenIssuer:
+    return TokenIssuer(key, issuer=ISS)
 
 
 def build_app(ca: DevCA, issuer: TokenIssuer) -> tuple[FastAPI, MemorySink, list[str]]:
@@ -302,6 +309,23 @@ def test_tokens_only_from_the_authorization_header(
         assert ask(ws)["proven_by"] == "mtls+jwt"
         ws.send("bye")
     assert sink.last.kind == "websocket" and sink.last.proven_by == "mtls+jwt"
+
+
+def test_a_refused_handshake_is_audited_with_the_status_sent(
+    server: Any, ca: DevCA, key: PrivateJWK
+) -> None:
+    """Every server answers a websocket closed before it was accepted with 403, whatever the
+    refusal (a token that is no token, an expired one: 401 for an HTTP request): the audit
+    event records that status, as sent; its reason says what the refusal was."""
+    port, sink, _ = server
+    past = FixedClock(datetime.now(timezone.utc) - timedelta(hours=2))
+    expired = TokenIssuer(key, issuer=ISS, clock=past).issue(subject=WEB, audience=AUD, ttl=60)
+    for token, reason in [("x.y.z", "malformed_token"), (expired, "token_expired")]:
+        authorization = {"Authorization": f"Bearer {token}"}
+        assert refused_status(ca, port, "/tokens", additional_headers=authorization) == 403
+        event = sink.last
+        assert (event.kind, event.decision, event.reason) == ("websocket", "deny", reason)
+        assert event.status == 403
 
 
 PROXY = "spiffe://example.org/ns/mesh/sa/proxy"

@@ -114,6 +114,10 @@ async def serve_hypercorn(
 ) -> None:
     """Serve the ASGI ``app`` until ``shutdown_trigger()`` returns (default: never).
 
+    Then shut down as hypercorn does: open connections get ``config.graceful_timeout``
+    seconds to end, those still open (a long-lived websocket) are cancelled, and the lifespan
+    shutdown runs; nothing is served once this returns.
+
     ``sockets`` are bound listening sockets to serve on; by default the config's ``bind``
     addresses are bound.
     """
@@ -135,6 +139,7 @@ async def serve_hypercorn(
         sockets = config.create_sockets().secure_sockets
     context = WorkerContext(config.max_requests)
     connections: set[asyncio.Task[Any]] = set()
+    cut: set[asyncio.Task[Any]] = set()  # connections the shutdown cancelled
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -145,13 +150,14 @@ async def serve_hypercorn(
         per_connection: Any = _ConnectionApp(wrapped, tls)
         try:
             await TCPServer(per_connection, loop, config, context, state, reader, writer)
-        except Exception as exc:
-            if not _ended_by_the_connection(exc):
+        except (Exception, asyncio.CancelledError) as exc:
+            if not (_ended_by_the_connection(exc) or (task in cut and _cancelled(exc))):
                 raise
             # hypercorn lets a transport error at the connection's close through (application
-            # data after the TLS close, a TLS close the peer never finished): the connection's
-            # own end, which asyncio would log as the server's unhandled exception
-            _log.debug("a connection ended in a transport error: %s", exc)
+            # data after the TLS close, a TLS close the peer never finished), and the shutdown
+            # cancels a connection still open after graceful_timeout: the connection's own
+            # end, which asyncio would log as the server's unhandled exception
+            _log.debug("a connection ended in a transport error or the shutdown: %r", exc)
 
     ssl_context = config.create_ssl_context()
     servers = [
@@ -174,12 +180,31 @@ async def serve_hypercorn(
         for server in servers:
             server.close()
             await server.wait_closed()
-        if connections:
-            await asyncio.wait(connections, timeout=config.graceful_timeout)
+        await _end_connections(connections, cut, config.graceful_timeout)
         await lifespan.wait_for_shutdown()
         lifespan_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await lifespan_task
+
+
+async def _end_connections(
+    connections: set[asyncio.Task[Any]], cut: set[asyncio.Task[Any]], timeout: float
+) -> None:
+    """Give the connections ``timeout`` seconds to end, then cancel those still open (a
+    long-lived websocket), noted in ``cut``, and wait for them: as hypercorn's own ``serve()``,
+    before the lifespan shutdown, so nothing is served once the server has returned."""
+    if not connections:
+        return
+    _, still_open = await asyncio.wait(connections, timeout=timeout)
+    if still_open:
+        cut.update(still_open)
+        for task in still_open:
+            task.cancel()
+        await asyncio.wait(still_open)
+
+
+def _cancelled(exc: BaseException) -> bool:
+    return isinstance(exc, asyncio.CancelledError)
 
 
 def _ended_by_the_connection(exc: BaseException) -> bool:

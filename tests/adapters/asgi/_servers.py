@@ -77,10 +77,10 @@ def uvicorn_server(
 
 
 @contextmanager
-def hypercorn_server(app: Any, ssl_context: Any) -> Iterator[int]:
+def hypercorn_server(app: Any, ssl_context: Any, graceful_timeout: float = 5) -> Iterator[int]:
     sock, port = _listener()
     config = ZeroTrustHypercornConfig(ssl_context)
-    config.graceful_timeout = 5
+    config.graceful_timeout = graceful_timeout
     ready = threading.Event()
     control: dict[str, Any] = {}
 

@@ -10,7 +10,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
@@ -646,3 +646,43 @@ def test_hypercorn_websocket_ends_are_not_server_errors(
     gc.collect()  # Python 3.10 reports a task's unretrieved exception when it is collected
     failed = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not failed
+
+
+def test_hypercorn_shutdown_cuts_websockets_still_open_before_the_lifespan_ends(
+    ca: DevCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As hypercorn's own serve(): a websocket still open once graceful_timeout has passed is
+    cancelled, before the lifespan shutdown runs, and serve_hypercorn returns with nothing left
+    served. It was left running: served after the lifespan shutdown, and after the server
+    had returned."""
+    events: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                events.append(message["type"])
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            while (await receive())["type"] != "websocket.disconnect":
+                await send({"type": "websocket.send", "text": "still served"})
+        finally:
+            events.append("websocket ended")
+
+    svid = ca.issue_svid(SERVER_ID, dns_names=["localhost"])
+    context = server_ssl_context(svid, ca.bundle, authorizer=match.member_of("example.org"))
+    with ExitStack() as client:
+        with hypercorn_server(app, context, graceful_timeout=0) as port:
+            open_ = client.enter_context(open_socket(ca, port, "/ws"))
+            open_.send("hello")
+            assert open_.recv(timeout=READY_TIMEOUT) == "still served"
+        # the server has stopped; the client has not closed its websocket
+        assert events == ["lifespan.startup", "websocket ended", "lifespan.shutdown"]
+        with pytest.raises(websockets.ConnectionClosed):
+            open_.recv(timeout=READY_TIMEOUT)
+    gc.collect()
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

@@ -85,7 +85,7 @@ def _guard(world: dict[str, object], sinks: list[object], **kw: object) -> Guard
         tokens=verifier,
         bundles=world["ca"].bundle,  # type: ignore[attr-defined]
         trusted_proxies=TrustedProxies(["10.0.0.0/8"], header="xfcc"),
-        api_keys=ApiKeys({"ci": ApiKeys.hash("the-real-api-key-value")}),
+        api_keys=ApiKeys({"ci": ApiKeys.hash("the-real-api-key-value-0123456789")}),
         clock=clock,  # type: ignore[arg-type]
     )
     policy = kw.pop(
@@ -120,7 +120,7 @@ def test_no_failure_path_leaks_credentials(
     clock: FixedClock = world["clock"]  # type: ignore[assignment]
     ca: DevCA = world["ca"]  # type: ignore[assignment]
     guard = _guard(world, sinks)
-    secrets_seen: list[str] = ["the-real-api-key-value"]
+    secrets_seen: list[str] = ["the-real-api-key-value-0123456789"]
 
     def token(**kw: object) -> str:
         kw.setdefault("subject", "svc")
@@ -163,7 +163,7 @@ def test_no_failure_path_leaks_credentials(
             route="/r", headers={"x-forwarded-client-cert": 'Cert="%ZZ"'}, remote_addr="10.0.0.1"
         ),
         Request(route="/r", headers={"x-api-key": "wrong-key-value"}),
-        Request(route="/r", headers={"x-api-key": "the-real-api-key-value"}),
+        Request(route="/r", headers={"x-api-key": "the-real-api-key-value-0123456789"}),
         Request(
             route="/r", headers={"authorization": f"DPoP {dpop_bound}", "dpop": "e30.e30.AAAA"}
         ),
@@ -209,7 +209,7 @@ def test_no_failure_path_leaks_credentials(
     for marker in FORBIDDEN:
         assert marker not in blob
     assert svid.private_key_pem().decode().splitlines()[1] not in blob
-    assert hashlib.sha256(b"the-real-api-key-value").hexdigest() not in blob
+    assert hashlib.sha256(b"the-real-api-key-value-0123456789").hexdigest() not in blob
 
 
 def test_error_strings_never_echo_input() -> None:

@@ -37,6 +37,7 @@ ISS = "https://issuer.example"
 AUD = "orders-api"
 WEB = "spiffe://example.org/ns/shop/sa/web"
 ROUTE = "/orders/{order_id}"
+API_KEY = "s3cret-key-value-0123456789abcdef"
 
 
 @pytest.fixture
@@ -1352,7 +1353,7 @@ def test_dpop_refuses_a_keyless_proof_key(issuer: TokenIssuer, clock: FixedClock
 
 
 def test_api_keys(issuer: TokenIssuer, clock: FixedClock) -> None:
-    keys = ApiKeys({"ci": ApiKeys.hash("s3cret-key-value")})
+    keys = ApiKeys({"ci": ApiKeys.hash(API_KEY)})
     pol = Policy(
         [
             Rule(
@@ -1363,14 +1364,12 @@ def test_api_keys(issuer: TokenIssuer, clock: FixedClock) -> None:
         ]
     )
     guard, _ = make_guard(issuer, clock, pol=pol, api_keys=keys)
-    ok = guard.evaluate(get(route="/metrics", headers={"x-api-key": "s3cret-key-value"}))
+    ok = guard.evaluate(get(route="/metrics", headers={"x-api-key": API_KEY}))
     assert ok.allowed and ok.principal is not None and ok.principal.api_key_id == "ci"
     # the name a policy's Callers(subjects=[...]) matches
     assert (ok.principal.subject, ok.principal.proven_by) == ("api-key:ci", "api-key")
     assert guard.evaluate(get(route="/metrics", headers={"x-api-key": "wrong"})).status == 401
-    assert (
-        guard.evaluate(get(route="/other", headers={"x-api-key": "s3cret-key-value"})).status == 403
-    )
+    assert guard.evaluate(get(route="/other", headers={"x-api-key": API_KEY})).status == 403
 
 
 def test_an_api_key_that_comes_with_a_token_must_be_valid_too(
@@ -1378,7 +1377,7 @@ def test_an_api_key_that_comes_with_a_token_must_be_valid_too(
 ) -> None:
     """Credentials that are present but invalid are an error: a wrong API key is refused even
     beside a valid token. With a valid key, the token names the caller."""
-    keys = ApiKeys({"ci": ApiKeys.hash("s3cret-key-value")})
+    keys = ApiKeys({"ci": ApiKeys.hash(API_KEY)})
     guard, sink = make_guard(issuer, clock, api_keys=keys)
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
     for attempt in range(2):  # the second time, the token comes from the verified cache
@@ -1387,7 +1386,7 @@ def test_an_api_key_that_comes_with_a_token_must_be_valid_too(
         assert refused.www_authenticate == 'Bearer realm="orders"'
         assert sink.last is not None and sink.last.reason == "unauthenticated"
         assert guard.evaluate(get(token)).allowed
-    both = guard.evaluate(get(token, headers={"x-api-key": "s3cret-key-value"}))
+    both = guard.evaluate(get(token, headers={"x-api-key": API_KEY}))
     assert both.allowed and both.principal is not None
     assert (both.principal.subject, both.principal.proven_by) == (WEB, "jwt")
 
@@ -1400,7 +1399,7 @@ def test_an_api_key_beside_a_client_certificate_leaves_the_certificate_the_calle
     with require_mtls. The key must be valid, and the certificate names the caller, as it
     does beside a token."""
     denied = "spiffe://example.org/ns/legacy/sa/batch"
-    keys = ApiKeys({"ci": ApiKeys.hash("s3cret-key-value")})
+    keys = ApiKeys({"ci": ApiKeys.hash(API_KEY)})
     pol = Policy(
         [
             Rule(id="deny-legacy", action="DENY", callers=[Callers(spiffe_ids=[denied])]),
@@ -1411,7 +1410,7 @@ def test_an_api_key_beside_a_client_certificate_leaves_the_certificate_the_calle
         issuer, clock, pol=pol, bundles=ca.bundle, api_keys=keys, require_mtls=True
     )
     chain = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(denied).cert_chain]
-    for headers in ({}, {"x-api-key": "s3cret-key-value"}):
+    for headers in ({}, {"x-api-key": API_KEY}):
         outcome = guard.evaluate(get(peer_chain=chain, headers=headers))
         assert outcome.status == 403, headers
         assert sink.last is not None and sink.last.rule_id == "deny-legacy"
@@ -1419,7 +1418,7 @@ def test_an_api_key_beside_a_client_certificate_leaves_the_certificate_the_calle
     wrong = guard.evaluate(get(peer_chain=chain, headers={"x-api-key": "wrong"}))
     assert wrong.status == 401  # present but invalid: an error, as beside a token
     web = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(WEB).cert_chain]
-    allowed = guard.evaluate(get(peer_chain=web, headers={"x-api-key": "s3cret-key-value"}))
+    allowed = guard.evaluate(get(peer_chain=web, headers={"x-api-key": API_KEY}))
     assert allowed.allowed and allowed.principal is not None
     assert (allowed.principal.proven_by, str(allowed.principal.spiffe_id)) == ("mtls", WEB)
 
@@ -1610,7 +1609,7 @@ def test_settings_cannot_be_reassigned_once_built(issuer: TokenIssuer, clock: Fi
     guard, _ = make_guard(issuer, clock)
     authenticator = guard.authenticator
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
-    keys = ApiKeys({"ci": ApiKeys.hash("s3cret-key-value")})
+    keys = ApiKeys({"ci": ApiKeys.hash(API_KEY)})
     for name, value in (
         ("api_keys", keys),
         ("trusted_proxies", None),
@@ -2328,7 +2327,7 @@ def test_authenticator_configurations_that_could_never_authenticate_are_refused(
         assert (
             Authenticator(tokens=verifier, max_delegation_depth=depth).max_delegation_depth == depth
         )
-    Authenticator(api_keys=ApiKeys({"ci": ApiKeys.hash("s3cret-key-value")}))
+    Authenticator(api_keys=ApiKeys({"ci": ApiKeys.hash(API_KEY)}))
 
 
 class _BrokenView(Request):

@@ -65,7 +65,7 @@ from zerotrust.x509.sslcontext import HandshakeRefusal
 
 ISS = "https://issuer.example"
 AUD = "api"
-API_KEY = "zt-api-key-0f9e8d7c6b5a49382716"
+API_KEY = "zt-api-key-0f9e8d7c6b5a49382716a5f4e3d2"
 COOKIE = "cookie-secret-a1b2c3d4e5f6a7b8c9d0"
 BASIC_PASSWORD = "basic-password-5f4e3d2c1b0a"
 CLIENT_SECRET = "client-secret-7e6d5c4b3a29"

@@ -18,7 +18,7 @@ from zerotrust.audit import AuditPipeline, LoggingSink, MemorySink, MultiSink
 from zerotrust.config import Settings
 from zerotrust.errors import AuditError
 
-API_KEY = "a-test-api-key"
+API_KEY = "a-test-api-key-0123456789abcdef0123"
 
 
 @pytest.fixture

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
-from zerotrust import Request
+from zerotrust import Authenticator, Callers, Guard, MemorySink, Policy, Request, Rule
 from zerotrust.authn.credentials import ApiKeys, extract_credentials
 from zerotrust.errors import (
     ConfigurationError,
@@ -104,7 +106,8 @@ def test_an_api_key_is_one_to_512_characters() -> None:
 
 
 def test_api_keys_refuse_a_bad_configuration() -> None:
-    digest = ApiKeys.hash("secret")
+    secret = "secret-" + "0123456789" * 3
+    digest = ApiKeys.hash(secret)
     with pytest.raises(ConfigurationError, match="at least one"):
         ApiKeys({})
     for stored in ("secret", digest.upper(), digest[:-1], "", None, 5, digest.encode()):
@@ -114,10 +117,32 @@ def test_api_keys_refuse_a_bad_configuration() -> None:
         ApiKeys({"k": digest}, header=123)  # type: ignore[arg-type]
     assert ApiKeys({"k": digest}).header == "x-api-key"  # the default
     keys = ApiKeys({"k": digest}, header="X-Api-Key")
-    assert keys.header == "x-api-key" and keys.identify("secret") == "k"
+    assert keys.header == "x-api-key" and keys.identify(secret) == "k"
     assert keys.identify("other") is None
     # a lone surrogate (no header parser makes one; a Request may carry it) is just unknown
     assert keys.identify("\ud800") is None
+
+
+def test_api_keys_are_long_random_strings_never_short_guessable_ones() -> None:
+    """A plain SHA-256 digest protects a key too random to guess, never a short one: anyone
+    holding the digest of "test" finds the key with a dictionary (NIST SP 800-63B 5.1.2.2)."""
+    for short in ("", "test", "k" * 31):
+        with pytest.raises(ConfigurationError, match="at least 32 characters") as caught:
+            ApiKeys.hash(short)
+        assert short == "" or short not in str(caught.value)  # the key is never shown
+    # a digest of a short key made by other means is never matched by that key
+    weak = hashlib.sha256(b"test").hexdigest()
+    keys = ApiKeys({"weak": weak, "ok": ApiKeys.hash("k" * 32)})
+    assert keys.identify("test") is None
+    assert keys.identify("k" * 32) == "ok"
+    # ... nor does the Guard let it in
+    policy = Policy([Rule(id="any", callers=[Callers(subjects=["*"])])])
+    guard = Guard(authenticator=Authenticator(api_keys=keys), policy=policy, audit=MemorySink())
+    refused = guard.evaluate(Request(route="/x", headers={"x-api-key": "test"}))
+    assert refused.status == 401 and refused.principal is None
+    allowed = guard.evaluate(Request(route="/x", headers={"x-api-key": "k" * 32}))
+    assert allowed.allowed and allowed.principal is not None
+    assert allowed.principal.api_key_id == "ok"
 
 
 def test_credentials_never_show_their_values() -> None:

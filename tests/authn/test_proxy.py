@@ -930,10 +930,10 @@ def test_the_api_key_header_cannot_carry_forwarded_certificates(ca: DevCA) -> No
         Authenticator(
             bundles=ca.bundle,
             trusted_proxies=proxies,
-            api_keys=ApiKeys({"ci": ApiKeys.hash("k")}, header="x-client-auth"),
+            api_keys=ApiKeys({"ci": ApiKeys.hash("k" * 32)}, header="x-client-auth"),
         )
     Authenticator(  # apart, both work
         bundles=ca.bundle,
         trusted_proxies=proxies,
-        api_keys=ApiKeys({"ci": ApiKeys.hash("k")}, header="x-api-key"),
+        api_keys=ApiKeys({"ci": ApiKeys.hash("k" * 32)}, header="x-api-key"),
     )

@@ -147,7 +147,7 @@ def value_at(settings: Settings, dotted: str) -> Any:
     return value
 
 
-API_KEY = "ci-key-0123456789"
+API_KEY = "ci-key-0123456789abcdef0123456789"
 HMAC = bytes(range(32))
 
 

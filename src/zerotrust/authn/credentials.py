@@ -7,7 +7,8 @@
   service that does not accept DPoP refuses the ``DPoP`` scheme as any unsupported scheme and
   ignores the header, as a Bearer-only server does.
 * API keys (lower assurance, opt-in): one header line, compared against stored hashes in
-  constant time.
+  constant time. Only random keys of at least :data:`MIN_API_KEY_LENGTH` characters are
+  accepted: a fast unsalted hash protects a high-entropy key, never a short or chosen one.
 """
 
 from __future__ import annotations
@@ -29,11 +30,15 @@ from zerotrust.errors import (
 )
 from zerotrust.tokens._b64 import B64TOKEN
 
-__all__ = ["B64TOKEN", "ApiKeys", "Credentials", "extract_credentials"]
+__all__ = ["B64TOKEN", "MIN_API_KEY_LENGTH", "ApiKeys", "Credentials", "extract_credentials"]
 
 #: RFC 6750 ``b64token``.
 _SCHEMES = {"bearer": "Bearer", "dpop": "DPoP"}
 DEFAULT_MAX_TOKEN_BYTES = 8192
+#: The shortest API key accepted (``secrets.token_urlsafe(32)`` or ``openssl rand -hex 32`` make
+#: good keys): only a key too random to guess may be stored as a plain SHA-256 digest, which
+#: anyone holding the digest can test guesses against offline (NIST SP 800-63B 5.1.2.2).
+MIN_API_KEY_LENGTH = 32
 #: RFC 9110 field names (``token``), lower case.
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+", re.ASCII)
 
@@ -115,9 +120,12 @@ class ApiKeys:
     """API keys as a lower-assurance credential: only SHA-256 hashes are kept.
 
     ``ApiKeys({"key-id": "<sha256 hex of the key>"}, header="x-api-key")``; use
-    :meth:`hash` to compute the stored value. The header is the key's own: ``Authorization``,
-    ``DPoP`` and the forwarded-certificate headers are refused. Lookup compares against every
-    stored hash in constant time, so neither timing nor the order of keys leaks anything.
+    :meth:`hash` to compute the stored value. Keys are random strings of at least
+    :data:`MIN_API_KEY_LENGTH` characters (``secrets.token_urlsafe(32)``): :meth:`hash`
+    refuses a shorter one and :meth:`identify` never accepts it. The header is the key's own:
+    ``Authorization``, ``DPoP`` and the forwarded-certificate headers are refused. Lookup
+    compares against every stored hash in constant time, so neither timing nor the order of
+    keys leaks anything.
     """
 
     __slots__ = ("_entries", "_header")
@@ -149,11 +157,22 @@ class ApiKeys:
 
     @staticmethod
     def hash(key: str) -> str:
-        """The value to store for ``key``."""
+        """The value to store for ``key``, a random string of at least
+        :data:`MIN_API_KEY_LENGTH` characters (a shorter one is a :class:`ConfigurationError`:
+        its digest would give it away to a dictionary)."""
+        if not isinstance(key, str) or len(key) < MIN_API_KEY_LENGTH:
+            raise ConfigurationError(
+                f"an API key must be a random string of at least {MIN_API_KEY_LENGTH} characters"
+                " (secrets.token_urlsafe(32))"
+            )
         return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
     def identify(self, presented: str) -> str | None:
-        """The id of the presented key, or ``None``; constant time in the number of keys."""
+        """The id of the presented key, or ``None``; constant time in the number of keys. A key
+        shorter than :data:`MIN_API_KEY_LENGTH` is never one (its stored digest, made by other
+        means than :meth:`hash`, would not protect it)."""
+        if len(presented) < MIN_API_KEY_LENGTH:
+            return None
         digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
         found = None
         for key_id, stored in self._entries:

@@ -145,6 +145,17 @@ def test_api_keys_are_long_random_strings_never_short_guessable_ones() -> None:
     assert allowed.principal.api_key_id == "ok"
 
 
+def test_one_key_cannot_stand_for_two_key_ids() -> None:
+    """Two ids with one digest: the key would authenticate as whichever id came last (the
+    order of a mapping deciding who the caller is), and the other id would never match."""
+    digest = ApiKeys.hash("r" * 32)
+    with pytest.raises(ConfigurationError, match="same digest") as caught:
+        ApiKeys({"alice": digest, "bob": digest})
+    assert digest not in str(caught.value)
+    keys = ApiKeys({"alice": digest, "bob": ApiKeys.hash("s" * 32)})  # rotation: two keys
+    assert (keys.identify("r" * 32), keys.identify("s" * 32)) == ("alice", "bob")
+
+
 def test_credentials_never_show_their_values() -> None:
     from zerotrust.authn.credentials import Credentials
 

@@ -122,7 +122,8 @@ class ApiKeys:
     ``ApiKeys({"key-id": "<sha256 hex of the key>"}, header="x-api-key")``; use
     :meth:`hash` to compute the stored value. Keys are random strings of at least
     :data:`MIN_API_KEY_LENGTH` characters (``secrets.token_urlsafe(32)``): :meth:`hash`
-    refuses a shorter one and :meth:`identify` never accepts it. The header is the key's own:
+    refuses a shorter one and :meth:`identify` never accepts it. One digest names one key id
+    (given to two, it is refused). The header is the key's own:
     ``Authorization``, ``DPoP`` and the forwarded-certificate headers are refused. Lookup
     compares against every stored hash in constant time, so neither timing nor the order of
     keys leaks anything.
@@ -133,14 +134,21 @@ class ApiKeys:
     def __init__(self, hashes: Mapping[str, str], *, header: str = "x-api-key") -> None:
         if not hashes:
             raise ConfigurationError("ApiKeys needs at least one key")
-        entries = []
+        entries: list[tuple[str, bytes]] = []
         for key_id, digest in hashes.items():
             if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
                 raise ConfigurationError(
                     f"API key {key_id!r}: store the SHA-256 hex digest (64 lower-case hex"
                     " digits, ApiKeys.hash(key)), not the key"
                 )
-            entries.append((key_id, bytes.fromhex(digest)))
+            stored = bytes.fromhex(digest)
+            for other, known in entries:
+                if known == stored:  # the key would be the last id's, the other id dead
+                    raise ConfigurationError(
+                        f"API keys {other!r} and {key_id!r} have the same digest: one key"
+                        " names one caller"
+                    )
+            entries.append((key_id, stored))
         self._entries = tuple(entries)
         name = header.lower() if isinstance(header, str) else ""
         if not _HEADER_NAME.fullmatch(name):

@@ -247,7 +247,7 @@ class StoreSettings:
     username: str | None = None
     password: Secret[str] | None = field(default=None, metadata=_meta(sensitive="text"))
     prefix: str = DEFAULT_PREFIX
-    socket_timeout: float = field(default=0.5, metadata=_meta(above=0))
+    socket_timeout: float = field(default=0.5, metadata=_meta(above=0, max=600))
     max_connections: int = field(default=100, metadata=_meta(min=1, max=100_000))
     replay_max_ttl: float = field(default=DEFAULT_REPLAY_MAX_TTL, metadata=_meta(min=1))
     revocation: Literal["closed", "open"] = "closed"

@@ -628,3 +628,24 @@ def test_a_delegation_depth_over_the_bound_names_the_tokens_table(files: Path) -
     with pytest.raises(ConfigurationError) as refused:
         Settings.from_dict(doc)
     assert str(refused.value) == "<dict>: tokens: max_delegation_depth must be between 0 and 32"
+
+
+def test_a_store_socket_timeout_is_bounded_when_the_settings_load(files: Path) -> None:
+    """A timeout the Redis client cannot set on a socket would pass the check at start-up and
+    refuse every request on the first connection: it is refused when the settings load."""
+    doc = base(files, store={"url": "redis://127.0.0.1:1/0", "socket_timeout": 1e10})
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_dict(doc)
+    assert str(refused.value) == "<dict>: store.socket_timeout: must be at most 600"
+    env = {"ZEROTRUST_STORE__SOCKET_TIMEOUT": "601"}
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_dict(base(files, store={"url": "redis://127.0.0.1:1/0"}), env=env)
+    assert str(refused.value) == "ZEROTRUST_STORE__SOCKET_TIMEOUT: must be at most 600"
+    doc["store"]["socket_timeout"] = 600
+    guard = Settings.from_dict(doc).build_guard(audit=MemorySink())  # never connects
+    store: Any = guard.store
+    try:
+        assert store.store._client.connection_pool.connection_kwargs["socket_timeout"] == 600
+    finally:
+        store.store.close()
+        asyncio.run(store.store.aclose())

@@ -51,6 +51,9 @@ __all__ = ["RedisStore"]
 
 DEFAULT_URL: Final = "redis://127.0.0.1:6379/0"
 DEFAULT_MAX_CONNECTIONS: Final = 100
+#: The longest socket timeout (seconds): far longer ones overflow the platform's clock when a
+#: connection is made, and every call would fail with an error no store setting covers.
+_MAX_SOCKET_TIMEOUT: Final = 600.0
 _MAX_DETAIL: Final = 200
 _T = TypeVar("_T")
 _P = TypeVar("_P", bound="redis.ConnectionPool | redis.asyncio.ConnectionPool")
@@ -198,9 +201,12 @@ class RedisStore:
             raise ConfigurationError("pass either url= or client=/async_client=, not both")
         timeout = socket_timeout
         if isinstance(timeout, bool) or not (
-            isinstance(timeout, (int, float)) and 0 < timeout < math.inf
+            isinstance(timeout, (int, float)) and 0 < timeout <= _MAX_SOCKET_TIMEOUT
         ):
-            raise ConfigurationError("socket_timeout must be a positive number of seconds")
+            raise ConfigurationError(
+                "socket_timeout must be a positive number of seconds,"
+                f" at most {_MAX_SOCKET_TIMEOUT:g}"
+            )
         if isinstance(replay_max_ttl, bool) or not (
             isinstance(replay_max_ttl, (int, float)) and 1 <= replay_max_ttl < math.inf
         ):

@@ -23,7 +23,7 @@ from zerotrust.authz.loader import policy_from_dict
 from zerotrust.errors import ConfigurationError, MissingDependencyError, ZeroTrustError
 from zerotrust.identity import TrustDomain
 from zerotrust.stores._logic import KeySpace
-from zerotrust.stores._redis_plan import query_problem, url_overrides
+from zerotrust.stores._redis_plan import path_problem, query_problem, url_overrides
 
 if TYPE_CHECKING:
     from zerotrust.config import Settings
@@ -235,6 +235,9 @@ def _check_store(store: StoreSettings, name: Names) -> None:
         KeySpace(store.prefix)
     except ConfigurationError as exc:
         raise fail(name("store.prefix"), str(exc)) from None
+    problem = path_problem(store.url)  # a password's unencoded '/': before it is shown
+    if problem is not None:
+        raise fail(label, problem)
     if parts.password is not None:
         raise fail(
             label,

@@ -919,6 +919,20 @@ def test_where_a_store_points_is_named_without_credentials() -> None:
     assert repr(by_url_socket) == "RedisStore('unix:///run/redis.sock', prefix='zerotrust:')"
 
 
+def test_a_password_with_an_unencoded_slash_is_never_echoed() -> None:
+    """A ``/`` in a password ends the URL's authority there: ``app:12/hunter2@host`` would
+    connect to host ``app``, port 12, database 0 (the client ignores a path that names no
+    database), and show the password's tail as the path in ``repr`` and in every outage
+    message. It is refused when the store is built, without it."""
+    for url in ("redis://app:12/hunter2@127.0.0.1:1/0", "rediss://:8/hunter2@127.0.0.1:1"):
+        with pytest.raises(ConfigurationError) as info:
+            RedisStore(url=url)
+        assert str(info.value).startswith("invalid Redis URL (an invalid Redis URL): its path")
+        assert "hunter2" not in str(info.value) and "12" not in str(info.value)
+    for url in ("redis://127.0.0.1:1/15", "redis://127.0.0.1:1/", "redis://127.0.0.1:1"):
+        RedisStore(url=url).close()
+
+
 def test_a_forked_child_talks_to_redis_over_connections_of_its_own(
     redis_server: RedisServer, redis_client: Any, clock: FixedClock
 ) -> None:

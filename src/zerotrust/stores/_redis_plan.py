@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from zerotrust._clock import Clock
 from zerotrust.stores import _lua
@@ -34,6 +34,7 @@ __all__ = [
     "checks_hostname_by_default",
     "describe_client",
     "describe_url",
+    "path_problem",
     "query_problem",
     "url_overrides",
 ]
@@ -93,6 +94,32 @@ def query_problem(url: str) -> str | None:
         return f"the Redis client takes no query parameter{what}"
     except (ValueError, redis.RedisError):
         return "the Redis client refuses a value of its query"
+    return None
+
+
+def _names_a_database(path: str) -> bool:
+    """Whether a ``redis://`` or ``rediss://`` URL's path is what it may be: empty, or the
+    number of a database (``/3``)."""
+    number = unquote(path).replace("/", "")
+    return not number or (number.isascii() and number.isdigit())
+
+
+def path_problem(url: str) -> str | None:
+    """What is wrong with the path of a ``redis://`` or ``rediss://`` URL, said without it.
+
+    The path names the database; the Redis client ignores any other path and uses database 0
+    of wherever the rest of the URL points. Such a path is mostly a password holding an
+    unencoded ``/``: what follows it reads as the path, what precedes it as a host and port,
+    and the URL would be shown, password included, as where the store points."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None  # refused as an invalid URL where it is used
+    if parts.scheme in ("redis", "rediss") and not _names_a_database(parts.path):
+        return (
+            "its path must be a database number: percent-encode a '/' in the user name or"
+            " password (%2F)"
+        )
     return None
 
 
@@ -223,6 +250,8 @@ def describe_url(url: str) -> str:
         parts = urlsplit(url)
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
+        return "an invalid Redis URL"
+    if path_problem(url) is not None:  # perhaps a password's tail: never echoed
         return "an invalid Redis URL"
     return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 

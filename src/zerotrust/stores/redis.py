@@ -36,6 +36,7 @@ from zerotrust.stores._redis_plan import (
     checks_hostname_by_default,
     describe_client,
     describe_url,
+    path_problem,
     url_overrides,
 )
 from zerotrust.stores.base import RateLimitResult, RevocationListener, StoreHealth
@@ -71,7 +72,11 @@ def _wrong_loop() -> ConfigurationError:
 
 def _own_settings_only(url: str) -> str:
     """``url``, unless its query sets what the store sets itself: redis-py would let the
-    query win (a longer timeout, a retry on timeouts, another pool size)."""
+    query win (a longer timeout, a retry on timeouts, another pool size), nor a path that
+    names no database (the client ignores it: mostly a password's unencoded ``/``)."""
+    problem = path_problem(url)
+    if problem is not None:
+        raise ConfigurationError(f"invalid Redis URL ({describe_url(url)}): {problem}")
     overrides = url_overrides(url)
     if overrides:
         raise ConfigurationError(

@@ -105,12 +105,13 @@ def _names_a_database(path: str) -> bool:
 
 
 def path_problem(url: str) -> str | None:
-    """What is wrong with the path of a ``redis://`` or ``rediss://`` URL, said without it.
+    """What is wrong with the path of a Redis URL, said without it.
 
-    The path names the database; the Redis client ignores any other path and uses database 0
-    of wherever the rest of the URL points. Such a path is mostly a password holding an
-    unencoded ``/``: what follows it reads as the path, what precedes it as a host and port,
-    and the URL would be shown, password included, as where the store points."""
+    The path of a ``redis://`` or ``rediss://`` URL names the database; the Redis client
+    ignores any other path and uses database 0 of wherever the rest of the URL points. A
+    ``unix://`` URL names no host. Either is mostly a password holding an unencoded ``/``:
+    what follows it reads as the path, what precedes it as a host and port, and the URL would
+    be shown, password included, as where the store points."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -119,6 +120,11 @@ def path_problem(url: str) -> str | None:
         return (
             "its path must be a database number: percent-encode a '/' in the user name or"
             " password (%2F)"
+        )
+    if parts.scheme == "unix" and parts.netloc.rpartition("@")[2]:
+        return (
+            "a unix:// URL names no host (unix:///path/to/redis.sock): percent-encode a '/'"
+            " in the user name or password (%2F)"
         )
     return None
 

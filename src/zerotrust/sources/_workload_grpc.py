@@ -154,6 +154,8 @@ def is_denied(exc: BaseException) -> bool:
 
 
 def is_fatal(exc: BaseException) -> bool:
-    """Whether retrying cannot help: the agent refused the request itself."""
+    """Whether retrying cannot help: the agent refused the request itself
+    (``INVALID_ARGUMENT``) or does not implement the call (``UNIMPLEMENTED``); the SPIFFE
+    Workload Endpoint specification (Appendix A) says not to retry either."""
     code = getattr(exc, "code", None)
-    return callable(code) and code() == StatusCode.INVALID_ARGUMENT
+    return callable(code) and code() in (StatusCode.INVALID_ARGUMENT, StatusCode.UNIMPLEMENTED)

@@ -6,10 +6,10 @@ exponential backoff with jitter. It never touches the owner's snapshot itself: t
 ``on_message`` converts a message and swaps its snapshot, or raises a
 :class:`~zerotrust.errors.ZeroTrustError` to refuse an invalid update (the previous snapshot
 stays); it returns why a part of the update was left out, if one was (the rest applied; the
-reason becomes ``last_error``). Only ``INVALID_ARGUMENT`` from the agent stops the watcher:
-the specification says such a request must not be retried. ``PERMISSION_DENIED`` (the agent
-has no identity for the workload) calls the owner's ``on_denied``, which withdraws what the
-agent sent before, and the watcher keeps retrying.
+reason becomes ``last_error``). Only ``INVALID_ARGUMENT`` or ``UNIMPLEMENTED`` from the agent
+stops the watcher: the specification says such a request must not be retried.
+``PERMISSION_DENIED`` (the agent has no identity for the workload) calls the owner's
+``on_denied``, which withdraws what the agent sent before, and the watcher keeps retrying.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class WorkloadApiStatus:
     ``last_error`` is the latest problem (a refused update, a broken stream, an unreachable
     agent), ``None`` again after the next valid update. ``reconnects`` counts streams
     re-established after a break. ``closed``: no longer watching (closed, or stopped after the
-    agent refused the request with ``INVALID_ARGUMENT``).
+    agent refused the request with ``INVALID_ARGUMENT`` or ``UNIMPLEMENTED``).
     """
 
     socket: str

@@ -33,9 +33,11 @@ from zerotrust.errors import (
     BundleError,
     ConfigurationError,
     InvalidSpiffeId,
+    KeysUnavailable,
     MissingDependencyError,
     SourceError,
     SvidError,
+    SvidUnavailable,
 )
 from zerotrust.sources._workload_convert import jwt_bundle_set, split_der
 from zerotrust.sources._workload_watch import backoff_delay
@@ -145,6 +147,23 @@ def test_invalid_settings() -> None:
         WorkloadApiJwtSource("/run/agent.sock", fetch_timeout=-1)
     with pytest.raises(InvalidSpiffeId, match="scheme"):
         WorkloadApiJwtSource("/run/agent.sock", spiffe_id="not-an-id")
+
+
+def test_an_agent_that_does_not_implement_a_stream_is_not_retried(
+    agent: WorkloadApiServer,
+) -> None:
+    """SPIFFE Workload Endpoint, Appendix A: UNIMPLEMENTED means "report an error, do not
+    retry". The wait for the first update ends with that error at once, not at its timeout."""
+    agent.refusing = grpc.StatusCode.UNIMPLEMENTED
+    with pytest.raises(SvidUnavailable, match="refused: UNIMPLEMENTED"):
+        WorkloadApiX509Source(agent.address, timeout_first=10)
+    with pytest.raises(KeysUnavailable, match="refused: UNIMPLEMENTED"):
+        WorkloadApiJwtSource(agent.address, timeout_first=10)
+    with WorkloadApiX509Source(agent.address, wait=False, **FAST) as source:
+        with pytest.raises(SvidUnavailable, match="refused: UNIMPLEMENTED"):
+            source.wait_ready(timeout=10)
+        status = source.status()
+        assert status.closed and not status.ready
 
 
 def test_token_fetch_is_bounded(socket_dir: str) -> None:

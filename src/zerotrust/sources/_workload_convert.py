@@ -16,7 +16,7 @@ withdraw an authority):
 * the workload's own SVID, once converted: when no peer would accept it (its chain does not
   validate to its own bundle in the update, it expired, or it becomes valid only more than
   :data:`MAX_CLOCK_SKEW` ahead), the update's bundles apply and the previous SVID is kept
-  (:attr:`X509Context.refused` says why);
+  (:attr:`X509Context.refused` says why), if the update still holds its identity;
 * the SVID this source serves missing from the update (the agent redacted it): the update's
   bundles apply and no SVID is served any more (the specification says a client ceases to
   use redacted SVIDs).
@@ -195,6 +195,10 @@ def x509_context(
         raise SvidError(refused)
     if previous.svid is None:  # withdrawn before: still none to serve, the bundles apply
         return X509Context(None, bundle_set, refused)
+    kept_id = str(previous.svid.spiffe_id)
+    if not any(e.spiffe_id == kept_id for e in entries if hint is None or e.hint == hint):
+        # the identity served before is not in the update (redacted): never kept
+        return X509Context(None, bundle_set, f"{refused}; {withdrawn(kept_id, hint)}")
     if _unusable(previous.svid, bundle_set, now) is not None:
         refused += "; the SVID kept does not validate to the new bundles either"
     return X509Context(previous.svid, bundle_set, refused)

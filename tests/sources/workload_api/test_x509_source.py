@@ -444,6 +444,32 @@ def test_an_svid_the_agent_withdrew_is_no_longer_served(
         assert source.get_x509_svid().fingerprint == chosen.fingerprint
 
 
+def test_an_svid_kept_over_an_unusable_one_goes_once_its_identity_is_withdrawn(
+    agent: WorkloadApiServer, ca: DevCA
+) -> None:
+    """The SVID held is kept over an unusable new one only while the agent still grants its
+    identity: an update holding another identity alone redacted it (§5.2.1), so nothing is
+    served, however unusable the other identity's SVID is."""
+    first = ca.issue_svid("spiffe://example.org/a")
+    agent.push("x509", x509_response(first, ca.bundle))
+    with WorkloadApiX509Source(agent.address, **FAST) as source:
+        assert source.get_x509_svid().fingerprint == first.fingerprint
+        unusable = DevCA.create("example.org").issue_svid(WEB)  # another root: no peer accepts
+        agent.push("x509", x509_response(unusable, ca.bundle, extra=[(first, "")]))
+        eventually(lambda: "does not validate" in (source.status().last_error or ""))
+        assert source.get_x509_svid().fingerprint == first.fingerprint  # still granted: kept
+        applied = source.status().updates
+        agent.push("x509", x509_response(unusable, ca.bundle))  # spiffe://example.org/a gone
+        eventually(lambda: source.status().updates > applied)
+        with pytest.raises(SvidUnavailable, match="withdrew the SVID with SPIFFE ID"):
+            source.get_x509_svid()
+        assert not source.status().ready
+        assert source.get_bundle_set().get("example.org") == ca.bundle
+        agent.push("x509", x509_response(first, ca.bundle))  # granted again
+        eventually(lambda: source.status().ready)
+        assert source.get_x509_svid().fingerprint == first.fingerprint
+
+
 def test_permission_denied_withdraws_the_svid(agent: WorkloadApiServer, ca: DevCA) -> None:
     # the agent has no identity for the workload any more (§5.2.1: "or all SVIDs, i.e.,
     # returns a PermissionDenied"): the SVID is no longer served, and retrying restores it

@@ -112,7 +112,11 @@ def grpc_target(socket_path: str | os.PathLike[str] | None) -> str:
     path = "/" + path.lstrip("/")
     if path == "/" or path.endswith("/"):
         raise ConfigurationError(f"{where}: the socket path names a directory, not a socket")
-    if len(path.encode()) > _MAX_UNIX_PATH_BYTES:
+    try:  # os.fsdecode / os.environ carry bytes that are not UTF-8 as lone surrogates
+        encoded = path.encode()
+    except UnicodeEncodeError:
+        raise ConfigurationError(f"{where}: the socket path is not UTF-8") from None
+    if len(encoded) > _MAX_UNIX_PATH_BYTES:
         raise ConfigurationError(f"{where}: the socket path is too long for a Unix socket")
     return f"unix:{quote(path)}"  # grpc percent-decodes the path of a unix: target
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import os
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -125,6 +126,9 @@ def test_socket_argument_wins_and_may_be_a_path(monkeypatch: pytest.MonkeyPatch)
         (None, "unix:///run/", "directory"),
         (None, "unix:///run/agent%00.sock", "absolute"),
         (None, "unix:///run/agent%FF.sock", "not UTF-8"),
+        # bytes that are not UTF-8, as os.environ and os.fsdecode give them (lone surrogates)
+        (os.fsdecode(b"unix:///run/agent\xff.sock"), None, "not UTF-8"),
+        (None, os.fsdecode(b"/run/agent\xff.sock"), "not UTF-8"),
     ],
 )
 def test_invalid_socket_addresses(

@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import os
+import threading
 from datetime import datetime
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
@@ -22,6 +23,8 @@ from zerotrust.tokens._outgoing_cache import seconds
 __all__ = ["SocketPath", "WorkloadApiBase", "spiffe_id_string"]
 
 SocketPath = str | os.PathLike[str] | None
+#: The longest wait for the first update: the longest a thread can wait on a lock.
+_MAX_WAIT = threading.TIMEOUT_MAX
 _S = TypeVar("_S", bound="WorkloadApiBase")
 #: Why a source refuses in a process forked from the one that built it: its watcher thread
 #: and its connection stayed in the parent, so what it holds would never change again.
@@ -46,7 +49,7 @@ class WorkloadApiBase:
         backoff_max: float,
         clock: Clock | None,
     ) -> None:
-        self._timeout_first = seconds("timeout_first", timeout_first, 0.001)
+        self._timeout_first = seconds("timeout_first", timeout_first, 0.001, _MAX_WAIT)
         self._backoff = (
             seconds("backoff_initial", backoff_initial, 0.001),
             seconds("backoff_max", backoff_max, backoff_initial),
@@ -100,7 +103,7 @@ class WorkloadApiBase:
         watcher = self._watcher
         if watcher is None:
             return
-        limit = self._timeout_first if timeout is None else timeout
+        limit = self._limit(timeout)
         try:
             watcher.ready.result(limit)
         except concurrent.futures.TimeoutError:
@@ -114,13 +117,18 @@ class WorkloadApiBase:
         watcher = self._watcher
         if watcher is None:
             return
-        limit = self._timeout_first if timeout is None else timeout
+        limit = self._limit(timeout)
         try:
             await wait_for(asyncio.wrap_future(watcher.ready), limit)
         except asyncio.TimeoutError:
             raise self._not_ready(limit) from None
         except SourceError as exc:
             raise self._unavailable(str(exc)) from None
+
+    def _limit(self, timeout: float | None) -> float:
+        if timeout is None:
+            return self._timeout_first
+        return seconds("timeout", timeout, 0, _MAX_WAIT)
 
     def _check_open(self) -> None:
         if self._closed:

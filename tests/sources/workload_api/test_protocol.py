@@ -8,11 +8,13 @@ generated protobufs and servicer), which enforces the ``workload.spiffe.io`` hea
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import grpc
@@ -151,6 +153,21 @@ def test_invalid_settings() -> None:
         WorkloadApiJwtSource("/run/agent.sock", fetch_timeout=-1)
     with pytest.raises(InvalidSpiffeId, match="scheme"):
         WorkloadApiJwtSource("/run/agent.sock", spiffe_id="not-an-id")
+
+
+@pytest.mark.parametrize("timeout", [1e10, float("inf"), float("nan"), -1, "5"])
+def test_waits_longer_than_a_thread_can_wait_are_refused(timeout: Any) -> None:
+    """A wait for the first update a lock cannot honour is a ConfigurationError, never an
+    OverflowError (or TypeError) from the thread waiting."""
+    with pytest.raises(ConfigurationError, match="timeout_first"):
+        WorkloadApiX509Source("/run/agent.sock", timeout_first=timeout)
+    with pytest.raises(ConfigurationError, match="timeout_first"):
+        WorkloadApiJwtSource("/run/agent.sock", timeout_first=timeout)
+    with WorkloadApiX509Source("/run/agent.sock", wait=False, **FAST) as source:
+        with pytest.raises(ConfigurationError, match="timeout"):
+            source.wait_ready(timeout)
+        with pytest.raises(ConfigurationError, match="timeout"):
+            asyncio.run(source.wait_ready_async(timeout))
 
 
 def test_an_agent_that_does_not_implement_a_stream_is_not_retried(

@@ -51,8 +51,8 @@ class WorkloadApiBase:
     ) -> None:
         self._timeout_first = seconds("timeout_first", timeout_first, 0.001, _MAX_WAIT)
         self._backoff = (
-            seconds("backoff_initial", backoff_initial, 0.001),
-            seconds("backoff_max", backoff_max, backoff_initial),
+            seconds("backoff_initial", backoff_initial, 0.001, wire.MAX_BACKOFF),
+            seconds("backoff_max", backoff_max, backoff_initial, wire.MAX_BACKOFF),
         )
         self._clock = clock or SYSTEM_CLOCK
         self._target = wire.grpc_target(socket_path)

@@ -18,6 +18,7 @@ from zerotrust.errors import ConfigurationError, MissingDependencyError
 __all__ = [
     "ENDPOINT_ENV",
     "HEADER",
+    "MAX_BACKOFF",
     "RpcError",
     "StatusCode",
     "describe",
@@ -32,6 +33,8 @@ ENDPOINT_ENV: Final = "SPIFFE_ENDPOINT_SOCKET"
 #: Every Workload API call carries this metadata; servers refuse calls without it.
 HEADER: Final = (("workload.spiffe.io", "true"),)
 _MAX_UNIX_PATH_BYTES: Final = 107  # sun_path is 108 bytes on Linux, NUL included
+#: The longest reconnect backoff, in seconds: gRPC takes it in milliseconds, as a C int.
+MAX_BACKOFF: Final = (2**31 - 1) / 1000
 
 
 _PIP_NAMES: Final = {"grpc": "grpcio", "google": "protobuf"}

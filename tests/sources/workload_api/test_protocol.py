@@ -155,6 +155,20 @@ def test_invalid_settings() -> None:
         WorkloadApiJwtSource("/run/agent.sock", spiffe_id="not-an-id")
 
 
+def test_backoffs_longer_than_the_channel_takes_are_refused() -> None:
+    """gRPC takes the reconnect backoff in milliseconds, as a C int (about 24 days): a longer
+    one is a ConfigurationError, never an OverflowError from the channel."""
+    for settings in ({"backoff_max": 1e7}, {"backoff_initial": 3e6, "backoff_max": 3e6}):
+        with pytest.raises(ConfigurationError, match="backoff"):
+            WorkloadApiX509Source("/run/agent.sock", wait=False, **settings)
+        with pytest.raises(ConfigurationError, match="backoff"):
+            WorkloadApiJwtSource("/run/agent.sock", wait=False, **settings)
+    longest = (2**31 - 1) / 1000
+    WorkloadApiJwtSource(
+        "/run/agent.sock", wait=False, backoff_initial=longest, backoff_max=longest
+    ).close()
+
+
 @pytest.mark.parametrize("timeout", [1e10, float("inf"), float("nan"), -1, "5"])
 def test_waits_longer_than_a_thread_can_wait_are_refused(timeout: Any) -> None:
     """A wait for the first update a lock cannot honour is a ConfigurationError, never an

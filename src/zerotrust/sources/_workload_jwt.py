@@ -33,6 +33,7 @@ from zerotrust.x509.bundle import BundleSet
 __all__ = ["WorkloadApiJwtSource"]
 
 _LEEWAY: Final = 60.0  # seconds of clock skew allowed for nbf, as go-jose's default
+_MAX_FETCH: Final = 86400.0  # the longest fetch_timeout: a day
 
 
 class _JwtBundles:
@@ -78,7 +79,8 @@ class WorkloadApiJwtSource(WorkloadApiBase):
         clock: Clock | None = None,
     ) -> None:
         self._subject = spiffe_id_string(spiffe_id)
-        self._fetch_timeout = seconds("fetch_timeout", fetch_timeout, 0.001)
+        # bounded: gRPC turns a deadline centuries ahead into one already passed
+        self._fetch_timeout = seconds("fetch_timeout", fetch_timeout, 0.001, _MAX_FETCH)
         self._bundles: BundleSet | None = None
         self._denied = False  # the agent answered PERMISSION_DENIED since its last bundles
         self._tokens_denied = False  # ... or to FetchJWTSVID, since its last JWT-SVID

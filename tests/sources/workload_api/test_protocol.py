@@ -151,6 +151,9 @@ def test_invalid_settings() -> None:
         WorkloadApiX509Source("/run/agent.sock", backoff_initial=2, backoff_max=1)
     with pytest.raises(ConfigurationError, match="fetch_timeout"):
         WorkloadApiJwtSource("/run/agent.sock", fetch_timeout=-1)
+    with pytest.raises(ConfigurationError, match="fetch_timeout"):
+        # gRPC would turn a deadline this far ahead into DEADLINE_EXCEEDED on every fetch
+        WorkloadApiJwtSource("/run/agent.sock", watch_bundles=False, fetch_timeout=1e10)
     with pytest.raises(InvalidSpiffeId, match="scheme"):
         WorkloadApiJwtSource("/run/agent.sock", spiffe_id="not-an-id")
 

@@ -206,3 +206,35 @@ def test_star_import_works_without_the_optional_servers(
     )
     assert result.returncode == 0, result.stderr
     assert "pip install 'zerotrust[" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "hidden", "needs_extra"),
+    [
+        ("zerotrust.asgi", ("uvicorn", "hypercorn"), "serve_hypercorn"),
+        ("zerotrust.sources", ("spiffe",), "WorkloadApiX509Source"),
+    ],
+)
+def test_help_lists_no_name_that_needs_a_missing_extra(
+    module: str, hidden: tuple[str, ...], needs_extra: str
+) -> None:
+    """``dir()`` lists what the module has without the extra, so ``help()`` and
+    ``inspect.getmembers`` (which read every name ``dir()`` gives) work without it."""
+    code = "\n".join(
+        [
+            "import sys",
+            *(f"sys.modules[{name!r}] = None" for name in hidden),
+            "import inspect, pydoc",
+            f"import {module} as m",
+            f"assert {needs_extra!r} not in dir(m), dir(m)",
+            "assert all(name in dir(m) for name in m.__all__)",
+            "inspect.getmembers(m)",
+            "pydoc.render_doc(m)",
+            "print('ok')",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"

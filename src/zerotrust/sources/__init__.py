@@ -61,4 +61,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_LAZY))
+    # __all__ names the lazy sources that can load here: dir() (and so help() and
+    # inspect.getmembers, which read every name it gives) lists no name needing a missing extra
+    return sorted(set(globals()) | set(__all__))

@@ -3,10 +3,12 @@ from __future__ import annotations
 import inspect
 import pickle
 import ssl
+import sys
+from pathlib import Path
 
 import pytest
 
-from zerotrust import FixedClock, PeerRejected, errors
+from zerotrust import FixedClock, PeerRejected, errors, load_policy
 from zerotrust._clock import SYSTEM_CLOCK, to_utc
 
 
@@ -52,6 +54,20 @@ def test_missing_dependency_names_the_extra() -> None:
     assert "pip install 'zerotrust[redis]'" in str(exc)
     assert isinstance(exc, errors.ConfigurationError)
     assert isinstance(exc, ModuleNotFoundError) and exc.name == "redis"
+
+
+def test_missing_dependency_keeps_the_import_error_that_revealed_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("id: p\nrules: []\n", encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as if PyYAML were not installed
+    with pytest.raises(errors.MissingDependencyError) as info:
+        load_policy(policy)
+    assert info.value.extra == "yaml"
+    assert isinstance(info.value.error, ImportError)
+    assert info.value.error is info.value.__cause__
+    assert errors.MissingDependencyError("redis", "redis").error is None
 
 
 @pytest.mark.parametrize("name", errors.__all__)

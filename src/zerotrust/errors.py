@@ -119,6 +119,7 @@ class MissingDependencyError(ConfigurationError, ModuleNotFoundError):
     def __init__(self, package: str, extra: str, *, error: BaseException | None = None) -> None:
         self.package = package
         self.extra = extra
+        self.error = error
         if error is None or isinstance(error, ModuleNotFoundError):
             detail = f"{package!r} is required for this feature: pip install 'zerotrust[{extra}]'"
         else:  # installed, but a name zerotrust needs is not there: a release too old
@@ -130,8 +131,10 @@ class MissingDependencyError(ConfigurationError, ModuleNotFoundError):
         self.name = package  # ImportError's: the module that could not be imported
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # rebuilt from its arguments (pickle, multiprocessing), then its state (the message)
-        return (type(self), (self.package, self.extra), self.__dict__)
+        # rebuilt from its arguments (pickle, multiprocessing), then its state (the message);
+        # not ``error``, which need not survive pickling (nor does ``__cause__``)
+        state = {key: value for key, value in self.__dict__.items() if key != "error"}
+        return (type(self), (self.package, self.extra), state)
 
 
 # --- identity values and material ----------------------------------------------------------

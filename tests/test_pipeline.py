@@ -257,6 +257,23 @@ def test_authorization_header_grammar(
         }
 
 
+def test_a_malformed_credential_is_answered_with_its_error_s_own_http_status(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """``http_status`` is how the integrations answer (docs/errors.md): an application or a
+    custom adapter rendering ``outcome.error`` itself sends what the built-in ones send."""
+    guard, _ = make_guard(issuer, clock)
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    for headers in (
+        [("authorization", f"Bearer {token}"), ("authorization", f"Bearer {token}")],
+        [("authorization", "Bearer")],
+    ):
+        outcome = guard.evaluate(Request(route=ROUTE, headers=headers))
+        assert outcome.error is not None and outcome.error.code == "malformed_credentials"
+        assert outcome.status == outcome.error.http_status == 400  # RFC 6750 3.1
+        assert outcome.grpc_status == outcome.error.grpc_status == "UNAUTHENTICATED"
+
+
 def test_anonymous_route(issuer: TokenIssuer, clock: FixedClock) -> None:
     guard, _ = make_guard(issuer, clock)
     outcome = guard.evaluate(get(route="/healthz"))

@@ -215,6 +215,7 @@ class MalformedCredentials(AuthenticationError):
     code = "malformed_credentials"
     public_code = "invalid_request"
     public_message = "malformed credentials"
+    http_status = 400  # RFC 6750 3.1: invalid_request is a 400 (gRPC: still UNAUTHENTICATED)
 
 
 class CertificateError(AuthenticationError):

@@ -44,7 +44,6 @@ from zerotrust.errors import (
     DPoPProofReplayed,
     InsufficientScope,
     InvalidDPoPProof,
-    MalformedCredentials,
     MissingCredentials,
     PeerNotAuthorized,
     RateLimited,
@@ -712,7 +711,7 @@ class Guard:
             proof = auth.dpop_proof if auth is not None else None
             headers = self._next_nonce(proof.nonce) if proof is not None and proof.nonce else ()
             return Outcome(True, principal, decision, None, 200, "OK", headers, notes=notes)
-        status = 400 if isinstance(error, MalformedCredentials) else error.http_status
+        status = error.http_status
         headers = self._challenge(view, error, status)
         return Outcome(
             False, principal, decision, error, status, error.grpc_status, headers, notes=notes

@@ -274,6 +274,26 @@ def test_a_malformed_credential_is_answered_with_its_error_s_own_http_status(
         assert outcome.grpc_status == outcome.error.grpc_status == "UNAUTHENTICATED"
 
 
+def test_missing_scopes_of_a_caller_without_a_token_are_challenged_without_an_error_code(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    """RFC 6750 3.1: ``insufficient_scope`` is about the access token presented; a caller
+    authenticated otherwise (a client certificate, an API key) is told the scopes only."""
+    keys = ApiKeys({"ci": ApiKeys.hash(API_KEY)}, header="x-api-key")
+    guard, _ = make_guard(issuer, clock, bundles=ca.bundle, api_keys=keys)
+    svid = ca.issue_svid(WEB)
+    by_certificate = get(peer_chain=[c.public_bytes(Encoding.DER) for c in svid.cert_chain])
+    for view in (by_certificate, get(headers={"x-api-key": API_KEY})):
+        outcome = guard.evaluate(view)
+        assert outcome.status == 403 and outcome.error is not None
+        assert outcome.error.code == "insufficient_scope"
+        assert outcome.www_authenticate == 'Bearer realm="orders", scope="orders:read"'
+    with_token = guard.evaluate(get(issuer.issue(subject=WEB, audience=AUD)))
+    assert with_token.www_authenticate == (
+        'Bearer realm="orders", error="insufficient_scope", scope="orders:read"'
+    )
+
+
 def test_anonymous_route(issuer: TokenIssuer, clock: FixedClock) -> None:
     guard, _ = make_guard(issuer, clock)
     outcome = guard.evaluate(get(route="/healthz"))

@@ -771,6 +771,10 @@ class Guard:
             return (("WWW-Authenticate", realm),)
         if isinstance(error, InsufficientScope):
             scope = " ".join(error.required)
+            if not presented:
+                # RFC 6750 3.1: insufficient_scope speaks of the access token, and a caller
+                # that sent none (a certificate, an API key) gets no error code: the scopes only
+                return (("WWW-Authenticate", f'{realm}, scope="{scope}"'),)
             return (("WWW-Authenticate", f'{realm}, error="insufficient_scope", scope="{scope}"'),)
         return ()
 

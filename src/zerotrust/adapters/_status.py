@@ -9,6 +9,7 @@
 | DPoP proof without the nonce     | 401    | ``... "use_dpop_nonce"`` and ``DPoP-Nonce: <nonce>`` |
 | certificate rejected             | 401    | ``WWW-Authenticate: Bearer realm="svc"``             |
 | missing scopes                   | 403    | ``... error="insufficient_scope", scope="a b"``      |
+| ... of a caller without a token  | 403    | ``... scope="a b"`` (RFC 6750 3.1: no error code)    |
 | policy denial                    | 403    |                                                      |
 | rate limited                     | 429    | ``Retry-After: <seconds>``                           |
 | keys / store / audit unavailable | 503    |                                                      |

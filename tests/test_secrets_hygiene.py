@@ -94,8 +94,21 @@ def _forms(secret: str) -> set[str]:
 
 
 def _rendered(error: BaseException) -> str:
-    """What a framework logs of ``error``: its traceback with every chained exception."""
-    return "".join(traceback.format_exception(error))
+    """What a framework logs of ``error``: its traceback with every chained exception; and the
+    ``str`` and ``repr`` of every exception reachable through ``__cause__`` and ``__context__``,
+    a context ``raise ... from None`` hides from tracebacks included (error trackers, debuggers
+    and ``logging`` handlers of their own walk both)."""
+    shown = ["".join(traceback.format_exception(error))]
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        shown += [str(current), repr(current)]
+        pending += [current.__cause__, current.__context__]
+    return "\n".join(shown)
 
 
 def _assert_clean(outputs: Iterable[str], secrets: Iterable[str]) -> None:
@@ -105,7 +118,7 @@ def _assert_clean(outputs: Iterable[str], secrets: Iterable[str]) -> None:
             assert form not in blob, f"a secret ({len(secret)} chars) leaked"
 
 
-def test_a_store_error_that_withholds_a_quoted_credential_chains_no_cause_quoting_it(
+def test_a_store_error_that_withholds_a_quoted_credential_keeps_no_cause_or_context_quoting_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     redis = pytest.importorskip("redis")
@@ -118,12 +131,36 @@ def test_a_store_error_that_withholds_a_quoted_credential_chains_no_cause_quotin
     def quoting(keys: Any, args: Any) -> None:
         raise redis.ResponseError("AUTH zt-operator s3cret-pw failed")
 
+    async def quoting_async(*_: Any, **__: Any) -> None:
+        raise redis.ResponseError("AUTH zt-operator s3cret-pw failed")
+
     store._scripts["revoke"] = quoting  # type: ignore[assignment]
-    with pytest.raises(StoreUnavailable) as info:
-        store.revoke_token("j", expires_at=time.time() + 60)
-    assert "reason withheld" in str(info.value)
+    client.ping = lambda: quoting([], [])  # type: ignore[method-assign]
+    async_client = redis.asyncio.Redis(
+        host="127.0.0.1", port=1, username="zt-operator", password="s3cret-pw"
+    )
+    async_store = RedisStore(client=client, async_client=async_client)
+    async_store._ascripts["revoke"] = quoting_async  # type: ignore[assignment]
+    async_client.ping = quoting_async  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+    for call in (lambda: store.revoke_token("j", expires_at=time.time() + 60), store.ping):
+        with pytest.raises(StoreUnavailable) as info:
+            call()
+        errors.append(info.value)
+
+    async def both() -> None:  # the async client belongs to the first loop that uses it
+        for call in (
+            lambda: async_store.revoke_token_async("j", expires_at=time.time() + 60),
+            async_store.ping_async,
+        ):
+            with pytest.raises(StoreUnavailable) as info:
+                await call()
+            errors.append(info.value)
+
+    asyncio.run(both())
+    assert len(errors) == 4 and all("reason withheld" in str(error) for error in errors)
     _assert_clean(
-        [_rendered(info.value), repr(info.value), caplog.text], ["s3cret-pw", "zt-operator"]
+        [*map(_rendered, errors), *map(repr, errors), caplog.text], ["s3cret-pw", "zt-operator"]
     )
     client.close()
 

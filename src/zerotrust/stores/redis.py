@@ -103,8 +103,10 @@ def _buildable(pool: _P, location: str) -> _P:
         reason = " ".join(str(exc).split())[:_MAX_DETAIL]
         if any(secret in reason for secret in _credentials(pool)):
             reason = "reason withheld: it quotes a credential"
-        raise ConfigurationError(f"invalid Redis URL ({location}): {reason}") from None
-    return pool
+    else:
+        return pool
+    # raised out of the except clause: a reason withheld is not kept as the error's context
+    raise ConfigurationError(f"invalid Redis URL ({location}): {reason}")
 
 
 def _retries(retry: type[redis.retry.Retry | redis.asyncio.retry.Retry]) -> dict[str, Any]:
@@ -302,7 +304,8 @@ class RedisStore:
 
     def _cause(self, exc: BaseException) -> BaseException | None:
         """``exc`` to chain to its :class:`StoreUnavailable`, or ``None`` when it quotes a
-        credential (a traceback shows the cause's message too)."""
+        credential (a traceback shows the cause's message too). The error is raised out of the
+        ``except`` clause that caught ``exc``, else ``exc`` would stay its ``__context__``."""
         return None if self._quotes_credential(exc) else exc
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
@@ -364,18 +367,22 @@ class RedisStore:
         try:
             raw = self._scripts[op.script](keys=list(op.keys), args=list(op.args))
         except self._errors as exc:
-            raise self._unavailable(exc) from self._cause(exc)
-        return self._parse(op, raw)
+            failure: BaseException = exc
+        else:
+            return self._parse(op, raw)
+        raise self._unavailable(failure) from self._cause(failure)
 
     async def _arun(self, op: Op[_T]) -> _T:
         _, scripts = self._async()
         try:
             raw = await scripts[op.script](keys=list(op.keys), args=list(op.args))
         except self._errors as exc:
-            raise self._unavailable(exc) from self._cause(exc)
+            failure: BaseException = exc
         except RuntimeError as exc:  # a client of yours used from another event loop
             raise _wrong_loop() from exc
-        return self._parse(op, raw)
+        else:
+            return self._parse(op, raw)
+        raise self._unavailable(failure) from self._cause(failure)
 
     # --- revocation -------------------------------------------------------------------------
 
@@ -467,7 +474,10 @@ class RedisStore:
         try:
             self._client.ping()
         except self._errors as exc:
-            raise self._unavailable(exc) from self._cause(exc)
+            failure: BaseException = exc
+        else:
+            return
+        raise self._unavailable(failure) from self._cause(failure)
 
     async def ping_async(self) -> None:
         """Async :meth:`ping`."""
@@ -475,9 +485,12 @@ class RedisStore:
         try:
             await client.ping()
         except self._errors as exc:
-            raise self._unavailable(exc) from self._cause(exc)
+            failure: BaseException = exc
         except RuntimeError as exc:  # a client of yours used from another event loop
             raise _wrong_loop() from exc
+        else:
+            return
+        raise self._unavailable(failure) from self._cause(failure)
 
     @property
     def replay_max_ttl(self) -> float:

@@ -503,6 +503,8 @@ def _echoing(answer: str) -> Route:
             "expires_in": (200, {"access_token": "at", "token_type": "Bearer", "expires_in": echo}),
             "server_error": (500, echo),
         }
+        if answer == "not_utf8":  # a body no JSON reader takes, still echoing everything
+            return 200, {"Content-Type": "application/json"}, echo.encode() + b"\xff"
         status, document = documents[answer]
         return status, {"Content-Type": "application/json"}, json.dumps(document).encode()
 
@@ -520,6 +522,7 @@ def _echoing(answer: str) -> Route:
         "token_type",
         "expires_in",
         "server_error",
+        "not_utf8",
     ],
 )
 def test_a_token_endpoint_echoing_the_credentials_gets_them_into_no_error_or_log(
@@ -564,6 +567,50 @@ def test_a_token_endpoint_echoing_the_credentials_gets_them_into_no_error_or_log
     secrets += [value for value in assertions if value]
     secrets.append(base64.b64encode(f"c:{CLIENT_SECRET}".encode()).decode())
     _assert_clean(outputs, secrets)
+
+
+# --- tokens no JSON or ASCII reader takes -------------------------------------------------
+
+
+def test_a_token_refused_as_unreadable_keeps_none_of_it_in_the_errors_it_chains(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a UnicodeDecodeError (UnicodeEncodeError) holds all of its input in its repr: a token's
+    # claims, or the whole token, must not stay the context of the error raised
+    caplog.set_level(logging.DEBUG)
+    marker = "claim-marker-6c1f0e9d8b7a"
+    key = PrivateJWK.generate("ES256", kid="k1")
+    issuer = TokenIssuer(key, issuer=ISS)
+    real = issuer.issue(subject="svc", audience=AUD, extra_claims={"marker": marker})
+    header, claims = (json.loads(base64.urlsafe_b64decode(p + "==")) for p in real.split(".")[:2])
+
+    def signed(header_bytes: bytes, payload: bytes) -> str:
+        signing_input = b64url_encode(header_bytes) + "." + b64url_encode(payload)
+        return signing_input + "." + b64url_encode(key.sign(signing_input.encode()))
+
+    payload = json.dumps(claims).encode()
+    refused = [
+        real + "\u00e9",  # not ASCII: the whole token
+        signed(json.dumps(header).encode(), payload[:-1] + b',"x":"\xff"}'),  # claims not UTF-8
+        signed(json.dumps({**header, "m": marker}).encode()[:-1] + b',"x":"\xff"}', payload),
+        signed(json.dumps(header).encode(), payload[:-1] + b',"x":"\\ud800"}'),  # lone surrogate
+    ]
+    verifier = TokenVerifier(issuer=ISS, audience=AUD, keys=issuer.jwks(), algorithms=["ES256"])
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier),
+        policy=Policy([Rule(id="all")]),
+        audit=MemorySink(),
+        store=MemoryStore(),
+    )
+    outputs: list[str] = []
+    for token in refused:
+        with pytest.raises(ZeroTrustError) as info:
+            verifier.verify(token)
+        outcome = guard.evaluate(Request(route="/r", headers={"authorization": f"Bearer {token}"}))
+        assert outcome.error is not None and not outcome.allowed
+        outputs += [_rendered(info.value), _rendered(outcome.error)]
+    outputs.append(caplog.text)
+    _assert_clean(outputs, [marker, real, real.split(".")[1], real.split(".")[2]])
 
 
 # --- internal records that carry a secret keep it out of their repr ----------------------

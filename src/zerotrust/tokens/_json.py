@@ -120,13 +120,22 @@ def loads_object(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Mapping[st
 def loads_dict(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> dict[str, Any]:
     """Like :func:`loads_object`, but the top level is a plain dict (nested values are
     still read-only): for callers that wrap it themselves after reading it."""
-    try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-    except UnicodeDecodeError:
-        raise JSONError("not UTF-8") from None
+    # Errors are raised out of the except clauses: the caught exception would stay their
+    # __context__ (which ``from None`` only hides from tracebacks), and a UnicodeDecodeError
+    # holds the whole input (a token's claims, a response that echoes a secret) in its repr.
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is None:
+            raise JSONError("not UTF-8")
+    else:
+        text = data
     flat = "[" not in text and text.count("{") == 1  # one object, no array: depth 1
     if not flat and not depth_ok(text, max_depth):
         raise JSONError("nested too deeply")
+    parsed = True
     try:
         if text[:1] == "{":  # the common case: skip the whitespace handling of decode()
             value, end = _SCAN(text, 0)
@@ -137,7 +146,9 @@ def loads_dict(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> dict[str, An
     except JSONError:
         raise
     except (StopIteration, ValueError, RecursionError):  # JSONDecodeError is a ValueError
-        raise JSONError("not valid JSON") from None
+        parsed = False
+    if not parsed:
+        raise JSONError("not valid JSON")
     if type(value) is not tuple:
         raise JSONError("not a JSON object")
     # flat: no nested value to build
@@ -154,8 +165,10 @@ def _check_text(value: Any) -> None:
     if isinstance(value, str):
         try:
             value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise JSONError("unpaired surrogate escape") from None
+        except UnicodeEncodeError:  # its repr holds the string: raised with no context
+            value = None
+        if value is None:
+            raise JSONError("unpaired surrogate escape")
     elif isinstance(value, Mapping):
         for name, item in value.items():
             _check_text(name)

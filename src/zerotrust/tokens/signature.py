@@ -72,10 +72,9 @@ def ascii_token(token: object, max_size: int) -> bytes:
     if isinstance(token, str):
         if len(token) > max_size:
             raise TokenTooLarge(f"token is longer than {max_size} bytes")
-        try:
-            raw = token.encode("ascii")
-        except UnicodeEncodeError:
-            raise MalformedToken("token is not ASCII") from None
+        if not token.isascii():  # no UnicodeEncodeError, whose repr holds the whole token
+            raise MalformedToken("token is not ASCII")
+        raw = token.encode("ascii")
     elif isinstance(token, (bytes, bytearray, memoryview)):
         # a memoryview's len() counts items, not bytes
         if (token.nbytes if isinstance(token, memoryview) else len(token)) > max_size:

@@ -56,7 +56,7 @@ from zerotrust.asgi import ZeroTrustMiddleware
 from zerotrust.audit import AuditEvent, AuditPipeline
 from zerotrust.client._dpop import dpop_proof
 from zerotrust.dev import DevCA
-from zerotrust.errors import StoreUnavailable, ZeroTrustError
+from zerotrust.errors import ConfigurationError, StoreUnavailable, ZeroTrustError
 from zerotrust.sources.oauth2 import ClientCredentialsTokenSource, TokenExchangeTokenSource
 from zerotrust.tokens._b64 import b64url_encode
 from zerotrust.tokens.outgoing import CachedTokenSource
@@ -484,6 +484,42 @@ def test_objects_holding_secrets_show_none_of_them_in_repr_or_str() -> None:
     for value in held:
         if isinstance(value, RedisStore):
             value.close()
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "ZEROTRUST_STORE__PASSWORD_FILE",
+        "ZEROTRUST_TOKENS__HMAC_SECRET_FILE",
+        "ZEROTRUST_AUDIT__PSEUDONYM_KEY_FILE",
+        "ZEROTRUST_DPOP__NONCE_SECRET_FILE",
+        "ZEROTRUST_API_KEYS__HASHES_FILE",
+    ],
+)
+def test_a_secret_file_refused_as_not_utf8_keeps_none_of_it_in_the_errors_it_chains(
+    tmp_path: Any, variable: str
+) -> None:
+    # a UnicodeDecodeError holds all of its input in its repr: the file's secret bytes
+    secret = REDIS_PASSWORD + "-and-more-secret-text-0f1e2d3c"
+    path = tmp_path / "secret"
+    path.write_bytes(secret.encode() + b"\xff\n")
+    env = {
+        "ZEROTRUST_TOKENS__ISSUER": ISS,
+        "ZEROTRUST_TOKENS__AUDIENCE": AUD,
+        "ZEROTRUST_TOKENS__ALGORITHMS": "HS256",
+        "ZEROTRUST_TOKENS__HMAC_SECRET": HMAC_SECRET.encode().hex(),
+        "ZEROTRUST_POLICY__RULES": '[{"id": "all"}]',
+        "ZEROTRUST_STORE__URL": "redis://127.0.0.1:6379/0",
+        "ZEROTRUST_DPOP__ENABLED": "true",
+        "ZEROTRUST_DPOP__ORIGINS": "https://api.example",
+        "ZEROTRUST_AUDIT__PSEUDONYMIZE": "subject",
+        "ZEROTRUST_AUDIT__PSEUDONYM_KEY": "ab" * 32,
+    }
+    env.pop(variable.removesuffix("_FILE"), None)
+    env[variable] = str(path)
+    with pytest.raises(ConfigurationError, match="not UTF-8") as info:
+        Settings.load(env=env)
+    _assert_clean([_rendered(info.value)], [secret])
 
 
 # --- a token endpoint that echoes what it was sent ----------------------------------------

@@ -91,9 +91,11 @@ def read_secret_file(path: str, origin: Origin) -> str:
     if len(data) > _MAX_SECRET_FILE_BYTES:
         raise fail(origin.label, f"{path!r} is larger than {_MAX_SECRET_FILE_BYTES} bytes")
     try:
-        text = data.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise fail(origin.label, f"{path!r} is not UTF-8 text (write hex or base64)") from None
+        text: str | None = data.decode("utf-8").strip()
+    except UnicodeDecodeError:  # its repr holds the file's bytes: raised with no context
+        text = None
+    if text is None:
+        raise fail(origin.label, f"{path!r} is not UTF-8 text (write hex or base64)")
     if not text:
         raise fail(origin.label, f"{path!r} is empty")
     return text

@@ -57,6 +57,7 @@ from zerotrust.audit import AuditEvent, AuditPipeline
 from zerotrust.client._dpop import dpop_proof
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, StoreUnavailable, ZeroTrustError
+from zerotrust.sources import RemoteJWKSource
 from zerotrust.sources.oauth2 import ClientCredentialsTokenSource, TokenExchangeTokenSource
 from zerotrust.tokens._b64 import b64url_encode
 from zerotrust.tokens.outgoing import CachedTokenSource
@@ -520,6 +521,27 @@ def test_a_secret_file_refused_as_not_utf8_keeps_none_of_it_in_the_errors_it_cha
     with pytest.raises(ConfigurationError, match="not UTF-8") as info:
         Settings.load(env=env)
     _assert_clean([_rendered(info.value)], [secret])
+
+
+def test_a_key_source_of_another_openid_issuer_is_refused_without_its_query() -> None:
+    # the query values of tokens.oidc_issuer are redacted wherever settings are shown
+    url = f"https://issuer.example/tenant?api_key={API_KEY}"
+    env = {
+        "ZEROTRUST_TOKENS__ISSUER": "https://other.example",
+        "ZEROTRUST_TOKENS__AUDIENCE": AUD,
+        "ZEROTRUST_TOKENS__ALGORITHMS": "ES256",
+        "ZEROTRUST_TOKENS__OIDC_ISSUER": url,
+        "ZEROTRUST_POLICY__RULES": '[{"id": "all"}]',
+    }
+    errors: list[BaseException] = []
+    with pytest.raises(ConfigurationError) as info:
+        Settings.load(env=env)
+    assert "OpenID issuer 'https://issuer.example/tenant'" in str(info.value)
+    errors.append(info.value)
+    with RemoteJWKSource.from_oidc_issuer(url) as keys, pytest.raises(ConfigurationError) as info:
+        TokenVerifier(issuer="https://other.example", audience=AUD, keys=keys, algorithms=["ES256"])
+    errors.append(info.value)
+    _assert_clean(map(_rendered, errors), [API_KEY])
 
 
 # --- a token endpoint that echoes what it was sent ----------------------------------------

@@ -110,8 +110,9 @@ class TokenVerifier:
         # by trust domain alone, with issuer=None, may use a SPIRE discovery provider's keys)
         discovered = getattr(keys, "oidc_issuer", None)
         if isinstance(discovered, str) and issuer is not None and discovered != issuer:
+            shown = discovered.split("?", 1)[0].split("#", 1)[0]  # a query may hold a secret
             raise ConfigurationError(
-                f"the key source holds the keys of the OpenID issuer {discovered!r}: they do"
+                f"the key source holds the keys of the OpenID issuer {shown!r}: they do"
                 f" not vouch for tokens of issuer {issuer!r} (if that issuer does sign with"
                 " them, point a RemoteJWKSource at its jwks_uri instead)"
             )

@@ -777,3 +777,29 @@ def test_a_base64_encoded_pem_block_is_kept_out_of_audit_events() -> None:
                 notes=(value[:400],),
             )
             _assert_clean([event.to_json(), repr(event)], [value[:60]])
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("s.yaml", 'tokens:\n  issuer: "x"\n  hmac_secret: {secret}\n  bad: [unclosed\n'),
+        ("s.yaml", "tokens:\n  hmac_secret: {secret}\n\tbad: tab\n"),
+        ("s.json", '{{"tokens": {{"hmac_secret": "{secret}", }}}}'),
+        ("s.toml", '[tokens]\nhmac_secret = "{secret}"\nbad = \n'),
+        ("s.toml", '[tokens]\nhmac_secret = "{secret}"\n\xff'),
+    ],
+    ids=["yaml-flow", "yaml-tab", "json", "toml", "not-utf8"],
+)
+def test_a_settings_file_refused_as_unreadable_keeps_none_of_it_in_the_errors_it_chains(
+    tmp_path: Any, name: str, body: str
+) -> None:
+    """A settings file holds secrets; the errors refusing it, and the parser errors they
+    chain (PyYAML's excerpt of the line, a decoder's input, JSON's document), never do."""
+    secret = HMAC_SECRET.encode().hex()
+    path = tmp_path / name
+    path.write_bytes(body.format(secret=secret).encode("utf-8", "surrogateescape"))
+    if "\xff" in body:
+        path.write_bytes(path.read_bytes().replace("\xff".encode(), b"\xff"))
+    with pytest.raises(ConfigurationError) as info:
+        Settings.load(path)
+    _assert_clean([_rendered(info.value)], [secret])

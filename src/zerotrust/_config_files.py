@@ -29,7 +29,12 @@ def read_document(path: Path, label: str) -> Any:
         raise fail(label, f"{str(path)!r} is larger than {_MAX_FILE_BYTES} bytes")
     suffix = path.suffix.lower()
     try:
-        text = data.decode("utf-8")
+        text: str | None = data.decode("utf-8")
+    except UnicodeDecodeError:  # its repr holds the file's bytes: raised with no context
+        text = None
+    if text is None:
+        raise fail(label, f"{str(path)!r} is not UTF-8 text")
+    try:
         named = f"{label}: {str(path)!r}"
         if suffix == ".toml":
             return check_document(_toml_loads(text), named)
@@ -39,8 +44,6 @@ def read_document(path: Path, label: str) -> Any:
             return check_document(json_document(text), named)
     except RecursionError:  # the parser's own stack: deeper than any bound
         raise fail(label, f"{str(path)!r} is nested deeper than {MAX_DEPTH} levels") from None
-    except UnicodeDecodeError:
-        raise fail(label, f"{str(path)!r} is not UTF-8 text") from None
     except ValueError as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors
         if isinstance(exc, json.JSONDecodeError):
             where = f"line {exc.lineno}, column {exc.colno}"

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests._fork import in_child
 from zerotrust import SpiffeId, match
 from zerotrust.authn.principal import Principal
 from zerotrust.authn.request import Request
@@ -512,6 +513,37 @@ def test_hooks_stuck_in_a_decision_service_hold_nothing_another_rule_needs(
             assert stuck.evaluate(who(), GET_ORDER).reason == "custom_error"
         refused = quick.evaluate(who(), GET_ORDER)
         assert refused.reason == "custom_error" and "hooks are still running" in refused.detail
+    finally:
+        release.set()
+
+
+def test_a_forked_child_runs_hooks_though_its_parent_s_hooks_hung() -> None:
+    """A fork while blocking hooks run (a worker forked from a process that served): their
+    threads stay in the parent, so the child must not count them against the bound (with
+    the parent's 256 stuck, every CUSTOM rule of the child was refused, for good)."""
+    from zerotrust.authz.policy import MAX_RUNNING_HOOKS
+
+    release = threading.Event()
+
+    def hanging(principal: Principal | None, op: Operation) -> bool:
+        release.wait(30)
+        return True
+
+    stuck = Policy([allow(), Rule(id="down", action="CUSTOM", hook=hanging, hook_timeout=0.01)])
+    quick = Policy([allow(), Rule(id="up", action="CUSTOM", hook=lambda p, o: True)])
+
+    async def fill() -> list[Any]:
+        asked = [stuck.evaluate_async(who(), GET_ORDER) for _ in range(MAX_RUNNING_HOOKS)]
+        return list(await asyncio.gather(*asked))
+
+    def in_the_child() -> str:
+        decision = quick.evaluate(who(), GET_ORDER)
+        return f"{decision.reason} {decision.detail or ''}".strip()
+
+    try:
+        assert {d.reason for d in asyncio.run(fill())} == {"custom_error"}
+        assert "hooks are still running" in quick.evaluate(who(), GET_ORDER).detail
+        assert in_child(in_the_child) == "allowed_by_rule"
     finally:
         release.set()
 

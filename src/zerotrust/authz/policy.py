@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
@@ -63,6 +64,17 @@ def _parts(values: object, kind: type[_T], what: str) -> tuple[_T, ...]:
 #: is refused at once instead of starting another thread.
 MAX_RUNNING_HOOKS: Final = 256
 _running_hooks = threading.BoundedSemaphore(MAX_RUNNING_HOOKS)
+
+
+def _after_fork_in_child() -> None:
+    # The hooks running at the fork were the parent's threads: none of them runs here, and
+    # none would ever give its slot back (each fork would cost the child the parent's count).
+    global _running_hooks  # noqa: PLW0603 - one process-wide bound, made anew in a child
+    _running_hooks = threading.BoundedSemaphore(MAX_RUNNING_HOOKS)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _start_hook(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from zerotrust.pipeline import Guard, Outcome
 from zerotrust.stores import MemoryStore, RateLimitResult, ResilientStore, Store
 from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
 from zerotrust.tokens._b64 import b64url_encode
+from zerotrust.tokens.verified import VerifiedToken
 
 ISS = "https://issuer.example"
 AUD = "orders-api"
@@ -2397,3 +2399,47 @@ def test_an_unexpected_error_while_deciding_refuses_and_shows_nothing(
     assert all("hunter2" not in event.to_json() for event in sink.events)
     logged = [r for r in caplog.records if "unexpected error while deciding" in r.getMessage()]
     assert len(logged) == 2 and all(r.exc_info is not None for r in logged)
+
+
+def test_a_stream_of_new_tokens_keeps_no_more_of_them_than_the_cache_size(
+    issuer: TokenIssuer, clock: FixedClock
+) -> None:
+    """Tokens seen once each (rotating callers) leave the verified-token cache at its
+    ``cache_size``; the Guard's memos of principals, decisions and repeats must not keep
+    them alive beyond it (they kept up to 8192 verified tokens with their claims, whatever
+    the cache size: over 100 MB for tokens with a few KB of claims)."""
+    cache_size = 8
+    verifier = TokenVerifier(
+        issuer=ISS,
+        audience=AUD,
+        keys=issuer.jwks(),
+        algorithms=["ES256"],
+        clock=clock,
+        cache_size=cache_size,
+    )
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier, clock=clock),
+        policy=policy(),
+        audit=MemorySink(max_events=1),
+        store=MemoryStore(clock=clock),
+        clock=clock,
+    )
+    marker = "stream-of-new-tokens"
+    for n in range(300):
+        token = issuer.issue(
+            subject=f"{WEB}-{n}",
+            audience=AUD,
+            scopes=["orders:read"],
+            extra_claims={"marker": marker},
+        )
+        assert guard.evaluate(get(token)).allowed
+        assert guard.evaluate(get(token)).allowed  # a repeat: what the memos are for
+    gc.collect()
+    alive = [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, VerifiedToken) and obj.claims.get("marker") == marker
+    ]
+    assert len(verifier.cache) == cache_size
+    # the cache's own, and each memo's (principals, decisions, repeats) at most as many
+    assert len(alive) <= 4 * cache_size, len(alive)

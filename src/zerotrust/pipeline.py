@@ -242,6 +242,13 @@ class Guard:
             and tokens is not None
             and tokens.cache is not None
         )
+        # The memos below hold verified tokens (and their principals) by identity: an entry
+        # can be hit again only while the verifier's cache hands that token back. They keep no
+        # more entries than the cache does, so its cache_size bounds what they hold too.
+        cache = tokens.cache if tokens is not None else None
+        self._memo_size = (
+            min(_MAX_REPEATS, cache.max_entries) if cache is not None else _MAX_REPEATS
+        )
         self._absent = authenticator._plain_absent  # the set its one-pass reading uses
         self._unavailable_logged: dict[str, float] = {}  # error code -> when last logged
         self._repeats: dict[tuple[int, int, str, str, str | None, int], _Repeat] = {}
@@ -321,7 +328,7 @@ class Guard:
                 else:
                     decision = yield from self.policy.decide(principal, op)
                 if memo is not None and principal is not None:
-                    if len(self._decisions) >= 8192:
+                    if len(self._decisions) >= self._memo_size:
                         self._decisions.clear()
                     self._decisions[memo] = (principal, decision)
             if decision.allowed and requirement is not None:
@@ -482,7 +489,7 @@ class Guard:
             outcome=self._outcome(view, auth, decision, None),
             remote_addr=view.remote_addr,
         )
-        if len(self._repeats) >= _MAX_REPEATS:
+        if len(self._repeats) >= self._memo_size:
             self._repeats.clear()
         self._repeats[key] = entry
 

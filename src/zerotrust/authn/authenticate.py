@@ -85,6 +85,8 @@ class AuthResult:
     reusable: bool = False
 
 
+#: The most principals of cached tokens remembered (fewer when the verifier's cache is smaller).
+_MAX_PRINCIPALS: Final = 4096
 #: The Authenticator's configuration: set once, by its constructor.
 _SETTINGS: Final = frozenset(
     {
@@ -331,8 +333,11 @@ class Authenticator:
                 )
         proof = self._check_bindings(view, creds, token, peer)
         principal = self._token_principal(token, peer, via_proxy, proof)
-        if plain and proof is None:
-            if len(self._principals) >= 4096:
+        cache = self.tokens.cache
+        if plain and proof is None and cache is not None:
+            # a principal is found again only while the cache holds its token: no more of
+            # them than the cache holds tokens
+            if len(self._principals) >= min(_MAX_PRINCIPALS, cache.max_entries):
                 self._principals.clear()
             self._principals[token] = principal
         return AuthResult(

@@ -178,9 +178,11 @@ async def serve_hypercorn(
     finally:
         await context.terminated.set()
         for server in servers:
-            server.close()
-            await server.wait_closed()
+            server.close()  # no new connection
+        # the open ones end first: from Python 3.12, wait_closed() waits for them too
         await _end_connections(connections, cut, config.graceful_timeout)
+        for server in servers:
+            await server.wait_closed()
         await lifespan.wait_for_shutdown()
         lifespan_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -1370,3 +1370,43 @@ def test_a_connection_set_up_before_a_rotation_completes_with_the_svid_it_was_ma
         new.fingerprint,
     ]
     assert all(peer_of(server) is not None for server, _, _ in (before, after))
+
+
+@pytest.mark.parametrize("sent", ["leaf, stray CA, intermediate", "leaf, intermediate, root"])
+def test_the_chain_handed_to_applications_is_the_verified_path(
+    ca_with_intermediate: DevCA,
+    tmp_path,
+    sent: str,  # type: ignore[no-untyped-def]
+) -> None:
+    """What the server adapters hand the application: the certificates of the verified path,
+    in path order; one the client added that path building did not use is left out, and the
+    bundle authority is there only when the client sent it."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from zerotrust.x509.peer import peer_chain_der, verified_chain_der
+
+    ca = ca_with_intermediate
+    client_svid = ca.issue_svid(WEB)
+    leaf, intermediate = (c.public_bytes(Encoding.DER) for c in client_svid.cert_chain)
+    (root,) = ca.bundle.x509_authorities
+    stray = DevCA.create("stray.example").bundle.x509_authorities[0].public_bytes(Encoding.DER)
+    root_der = root.public_bytes(Encoding.DER)
+    chain = [leaf, stray, intermediate] if "stray" in sent else [leaf, intermediate, root_der]
+    pem = "".join(ssl.DER_cert_to_PEM_cert(der) for der in chain)
+    (tmp_path / "sent.pem").write_text(pem)
+    (tmp_path / "key.pem").write_bytes(client_svid.private_key_pem())
+    sctx = server_ssl_context(ca.issue_svid(API), ca.bundle, authorizer=match.exact(WEB))
+    cctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cctx.check_hostname = False
+    cctx.verify_mode = ssl.CERT_NONE
+    cctx.load_cert_chain(tmp_path / "sent.pem", tmp_path / "key.pem")
+    wires = [ssl.MemoryBIO() for _ in range(4)]
+    server = sctx.wrap_bio(wires[0], wires[1], server_side=True)
+    client = cctx.wrap_bio(wires[2], wires[3])
+    _memory_handshake(server, client, wires)
+    assert peer_of(server) is not None
+    assert peer_chain_der(server) == chain  # what the client sent
+    if "stray" in sent:
+        assert verified_chain_der(server) == [leaf, intermediate]
+    else:
+        assert verified_chain_der(server) == [leaf, intermediate, root_der]

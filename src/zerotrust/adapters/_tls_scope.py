@@ -20,7 +20,7 @@ from cryptography import x509
 
 from zerotrust.errors import MissingCredentials
 from zerotrust.x509._certs import PARSE_ERRORS
-from zerotrust.x509.peer import peer_chain_der
+from zerotrust.x509.peer import verified_chain_der
 from zerotrust.x509.verify import VerifiedPeer
 
 __all__ = ["TLS_PEER_KEY", "add_tls_extension", "tls_extension"]
@@ -66,7 +66,7 @@ def tls_extension(ssl_object: Any) -> dict[str, Any] | None:
     found = getattr(ssl_object, "zerotrust_peer", None)
     peer = found if isinstance(found, VerifiedPeer) else None
     try:
-        chain = peer_chain_der(ssl_object)
+        chain = verified_chain_der(ssl_object)
     except MissingCredentials:
         chain = []
     return {

@@ -55,7 +55,7 @@ from zerotrust.identity import TrustDomain, match
 from zerotrust.identity.match import Matcher
 from zerotrust.sources.files import FileBundleSource, FileSvidSource
 from zerotrust.x509.bundle import BundleSet, TrustBundle
-from zerotrust.x509.peer import peer_chain_der
+from zerotrust.x509.peer import verified_chain_der
 from zerotrust.x509.sources import X509BundleSource, X509SvidSource
 from zerotrust.x509.sslcontext import (
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -71,11 +71,12 @@ _CHAIN_ATTRIBUTE: Final = "_zerotrust_chain"
 
 
 def _connection_chain(sock: ssl.SSLSocket) -> tuple[bytes, ...]:
-    """The peer's DER chain, computed once per connection."""
+    """The peer's DER chain (the verified one when zerotrust's context verified it), computed
+    once per connection."""
     chain: tuple[bytes, ...] | None = sock.__dict__.get(_CHAIN_ATTRIBUTE)
     if chain is None:
         try:
-            chain = tuple(peer_chain_der(sock))
+            chain = tuple(verified_chain_der(sock))
         except MissingCredentials:  # gunicorn's own TLS with optional client certificates
             chain = ()
         setattr(sock, _CHAIN_ATTRIBUTE, chain)

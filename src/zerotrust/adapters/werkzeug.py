@@ -22,7 +22,7 @@ try:
 except ImportError as exc:  # pragma: no cover - werkzeug comes with flask
     raise MissingDependencyError("werkzeug", "flask", error=exc) from exc
 
-from zerotrust.x509.peer import peer_chain_der
+from zerotrust.x509.peer import verified_chain_der
 from zerotrust.x509.sslcontext import ZeroTrustSSLContext
 
 __all__ = ["PeerRequestHandler", "serve_werkzeug"]
@@ -38,7 +38,7 @@ class PeerRequestHandler(WSGIRequestHandler):
         peer = getattr(self.connection, "zerotrust_peer", None)
         if peer is not None:
             environ[PEER_ENVIRON_KEY] = peer
-            environ[CHAIN_ENVIRON_KEY] = tuple(peer_chain_der(self.connection))
+            environ[CHAIN_ENVIRON_KEY] = tuple(verified_chain_der(self.connection))
         return environ
 
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
 from zerotrust.errors import (
@@ -130,6 +131,27 @@ def peer_chain_der(conn: Any) -> list[bytes]:
     if not leaf:
         raise MissingCredentials("the peer presented no certificate")
     return [leaf]
+
+
+def verified_chain_der(conn: Any) -> list[bytes]:
+    """The peer's chain to hand to an application, leaf first, as DER.
+
+    On a connection a zerotrust context verified: the certificates of the verified path, in
+    path order, and its bundle authority only when the peer sent it. A peer may send
+    certificates path building never used (TLS 1.3 allows extra ones in any order, RFC 8446
+    4.4.2): nothing verified them, so they are left out. On any other connection: the chain
+    the peer sent (:func:`peer_chain_der`)."""
+    peer = getattr(conn, "zerotrust_peer", None)
+    if not isinstance(peer, VerifiedPeer):
+        return peer_chain_der(conn)
+    path = [cert.public_bytes(Encoding.DER) for cert in peer.chain]
+    if len(path) < 2:
+        return path
+    try:
+        sent = set(peer_chain_der(conn))
+    except MissingCredentials:  # pragma: no cover - a verified peer sent a certificate
+        sent = set()
+    return path if path[-1] in sent else path[:-1]
 
 
 def _unverified_chain(conn: Any) -> Any:

@@ -571,3 +571,43 @@ def test_a_renewed_authority_keeps_open_connections_served(kind: str) -> None:
         assert (kept.status_code, kept.json()) == (200, WEB)
         bundles.set(ca.bundle.with_x509_authorities([DevCA.create("example.org").root_certificate]))
         assert open_.get(url).status_code == 401
+
+
+@pytest.mark.parametrize("kind", ["uvicorn-h11", "hypercorn"])
+def test_client_cert_chain_is_the_verified_path_not_what_the_client_added(
+    kind: str, tmp_path: Any
+) -> None:
+    """A client may send certificates path building never uses (RFC 8446 4.4.2). The ASGI TLS
+    extension's ``client_cert_chain`` is a chain in which each certificate signs the one before
+    it, and ``client_cert_error`` is None (verified): it holds the verified path only."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    ca = DevCA.create("example.org", intermediate=True)
+    client = ca.issue_svid(WEB)
+    leaf, intermediate = (cert.public_bytes(Encoding.PEM) for cert in client.cert_chain)
+    stray = DevCA.create("stray.example").bundle.to_pem()  # trusted by no bundle
+    (tmp_path / "sent.pem").write_bytes(leaf + stray + intermediate)
+    (tmp_path / "key.pem").write_bytes(client.private_key_pem())
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        chain = scope["extensions"]["tls"]["client_cert_chain"]
+        names = [
+            x509.load_pem_x509_certificate(pem.encode()).subject.rfc4514_string() for pem in chain
+        ]
+        body = "\n".join(names).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    context = server_ssl_context(
+        ca.issue_svid(SERVER_ID, dns_names=["localhost"]),
+        ca.bundle,
+        authorizer=match.member_of("example.org"),
+    )
+    client_ctx = ssl.create_default_context(cadata=ca.bundle.to_pem().decode("ascii"))
+    client_ctx.load_cert_chain(tmp_path / "sent.pem", tmp_path / "key.pem")
+    with serve(kind, app, context) as port, httpx.Client(verify=client_ctx, timeout=30) as http:
+        answer = http.get(f"https://localhost:{port}/")
+    assert answer.text.split("\n") == [c.subject.rfc4514_string() for c in client.cert_chain]

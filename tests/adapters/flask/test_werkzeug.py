@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
+from pathlib import Path
+from typing import Any
 
 import flask
 import httpx
@@ -160,3 +163,49 @@ def test_a_client_that_stalls_its_handshake_holds_back_no_other() -> None:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def _stray_ca() -> bytes:
+    """A CA certificate no bundle trusts, that a client may add to the chain it sends."""
+    return DevCA.create("stray.example").bundle.to_pem()
+
+
+def test_the_chain_in_the_environ_is_the_verified_one(tmp_path: Path) -> None:
+    """A client may send certificates path building never uses (RFC 8446 4.4.2): the environ's
+    chain holds the verified path only, never a certificate nothing verified."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from zerotrust.wsgi import CHAIN_ENVIRON_KEY
+
+    ca = DevCA.create("example.org", intermediate=True)
+    client = ca.issue_svid(WEB)
+    leaf, intermediate = (cert.public_bytes(Encoding.PEM) for cert in client.cert_chain)
+    (tmp_path / "sent.pem").write_bytes(leaf + _stray_ca() + intermediate)
+    (tmp_path / "key.pem").write_bytes(client.private_key_pem())
+    seen: list[list[str]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        chain = environ[CHAIN_ENVIRON_KEY]
+        seen.append([x509.load_der_x509_certificate(c).subject.rfc4514_string() for c in chain])
+        start_response("204 No Content", [])
+        return []
+
+    context = server_ssl_context(
+        ca.issue_svid(API, dns_names=["localhost"]),
+        ca.bundle,
+        authorizer=match.member_of("example.org"),
+    )
+    server = serve_werkzeug(app, ssl_context=context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client_ctx = ssl.create_default_context(cadata=ca.bundle.to_pem().decode("ascii"))
+        client_ctx.load_cert_chain(tmp_path / "sent.pem", tmp_path / "key.pem")
+        with httpx.Client(verify=client_ctx) as http:
+            assert http.get(f"https://localhost:{server.server_port}/").status_code == 204
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert seen == [[c.subject.rfc4514_string() for c in client.cert_chain]]

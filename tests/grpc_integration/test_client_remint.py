@@ -183,16 +183,7 @@ def test_one_more_attempt_only_with_another_token_after_invalid_token(
     target = f"localhost:{server.port}"
     try:
         if aio:
-
-            async def run() -> Any:
-                async with aio_secure_channel(
-                    target, **options(world, token_source=tokens)
-                ) as channel:
-                    with pytest.raises(grpc.RpcError) as refused:
-                        await channel.unary_unary("/test.Refusing/Call")(b"", timeout=10)
-                    return refused.value
-
-            error = asyncio.run(run())
+            error = asyncio.run(_refused_aio(world, target, tokens))
         else:
             with secure_channel(target, **options(world, token_source=tokens)) as channel:
                 with pytest.raises(grpc.RpcError) as refused:
@@ -225,16 +216,7 @@ def test_a_source_that_cannot_drop_a_refused_token_leaves_the_call_its_refusal(
     tokens = _CannotDrop(world.issuer, subject=CLIENT_ID)
     try:
         if how == "aio":
-
-            async def run() -> Any:
-                async with aio_secure_channel(
-                    target, **options(world, token_source=tokens)
-                ) as channel:
-                    with pytest.raises(grpc.RpcError) as refused:
-                        await channel.unary_unary("/test.Refusing/Call")(b"", timeout=10)
-                    return refused.value
-
-            error = asyncio.run(run())
+            error = asyncio.run(_refused_aio(world, target, tokens))
         else:
             with secure_channel(target, **options(world, token_source=tokens)) as channel:
                 unary = channel.unary_unary("/test.Refusing/Call")
@@ -254,3 +236,11 @@ def test_a_source_that_cannot_drop_a_refused_token_leaves_the_call_its_refusal(
         server.close()
     assert "could not drop a refused token" in caplog.text
     assert "ConnectionError" in caplog.text and "unreachable" not in caplog.text
+
+
+async def _refused_aio(world: Any, target: str, tokens: Any) -> Any:
+    """The error of one aio call to the refusing method with ``tokens``' token."""
+    async with aio_secure_channel(target, **options(world, token_source=tokens)) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            await channel.unary_unary("/test.Refusing/Call")(b"", timeout=10)
+        return refused.value

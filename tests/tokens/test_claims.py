@@ -259,17 +259,22 @@ def test_registered_claim_types(check: Any, name: str, value: Any) -> None:
         check(claims(**{name: value}))
 
 
-def test_authentication_claims_of_the_right_types_are_accepted(
-    es256: PrivateJWK, clock: FixedClock
-) -> None:
-    verifier = TokenVerifier(
+def es256_verifier(es256: PrivateJWK, clock: FixedClock, **options: Any) -> TokenVerifier:
+    """A verifier of ``es256``'s tokens for this module's issuer and audience."""
+    return TokenVerifier(
         issuer=ISSUER,
         audience=AUDIENCE,
         keys=es256.public(),
         algorithms=["ES256"],
         clock=clock,
-        token_type="at+jwt",
+        **options,
     )
+
+
+def test_authentication_claims_of_the_right_types_are_accepted(
+    es256: PrivateJWK, clock: FixedClock
+) -> None:
+    verifier = es256_verifier(es256, clock, token_type="at+jwt")
     header = {"alg": "ES256", "kid": es256.kid, "typ": "at+jwt"}
     good = claims(client_id="c", auth_time=T0 - 30, acr="1", amr=["pwd", "otp"])
     assert verifier.verify(mint(es256, good, header)).claims["amr"] == ("pwd", "otp")
@@ -289,14 +294,7 @@ def test_required_claims_given_as_an_iterator_are_all_required(
     es256: PrivateJWK, clock: FixedClock
 ) -> None:
     """The names are read once: checking a one-shot iterator must not leave it empty."""
-    verifier = TokenVerifier(
-        issuer=ISSUER,
-        audience=AUDIENCE,
-        keys=es256.public(),
-        algorithms=["ES256"],
-        clock=clock,
-        required_claims=(name for name in ["tenant"]),
-    )
+    verifier = es256_verifier(es256, clock, required_claims=(name for name in ["tenant"]))
     with pytest.raises(MissingClaim, match="tenant"):
         verifier.verify(mint(es256, claims()))
     assert verifier.verify(mint(es256, claims(tenant="t1"))).claims["tenant"] == "t1"

@@ -487,6 +487,20 @@ def test_blocking_hooks_of_concurrent_requests_run_at_once(driver: str) -> None:
     assert [d.reason for d in decisions] == ["allowed_by_rule"] * 32
 
 
+def _a_hanging_and_a_quick_hook() -> tuple[threading.Event, Policy, Policy]:
+    """A policy whose CUSTOM hook hangs (in a decision service, until the event is set) and
+    one whose hook answers at once."""
+    release = threading.Event()
+
+    def hanging(principal: Principal | None, op: Operation) -> bool:
+        release.wait(30)
+        return True
+
+    stuck = Policy([allow(), Rule(id="down", action="CUSTOM", hook=hanging, hook_timeout=0.01)])
+    quick = Policy([allow(), Rule(id="up", action="CUSTOM", hook=lambda p, o: True)])
+    return release, stuck, quick
+
+
 def test_hooks_stuck_in_a_decision_service_hold_nothing_another_rule_needs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -496,14 +510,7 @@ def test_hooks_stuck_in_a_decision_service_hold_nothing_another_rule_needs(
     from zerotrust.authz import policy as policy_module
 
     monkeypatch.setattr(policy_module, "_running_hooks", threading.BoundedSemaphore(12))
-    release = threading.Event()
-
-    def hanging(principal: Principal | None, op: Operation) -> bool:
-        release.wait(30)
-        return True
-
-    stuck = Policy([allow(), Rule(id="down", action="CUSTOM", hook=hanging, hook_timeout=0.01)])
-    quick = Policy([allow(), Rule(id="up", action="CUSTOM", hook=lambda p, o: True)])
+    release, stuck, quick = _a_hanging_and_a_quick_hook()
     try:
         for _ in range(10):
             assert stuck.evaluate(who(), GET_ORDER).reason == "custom_error"
@@ -523,14 +530,7 @@ def test_a_forked_child_runs_hooks_though_its_parent_s_hooks_hung() -> None:
     the parent's 256 stuck, every CUSTOM rule of the child was refused, for good)."""
     from zerotrust.authz.policy import MAX_RUNNING_HOOKS
 
-    release = threading.Event()
-
-    def hanging(principal: Principal | None, op: Operation) -> bool:
-        release.wait(30)
-        return True
-
-    stuck = Policy([allow(), Rule(id="down", action="CUSTOM", hook=hanging, hook_timeout=0.01)])
-    quick = Policy([allow(), Rule(id="up", action="CUSTOM", hook=lambda p, o: True)])
+    release, stuck, quick = _a_hanging_and_a_quick_hook()
 
     async def fill() -> list[Any]:
         asked = [stuck.evaluate_async(who(), GET_ORDER) for _ in range(MAX_RUNNING_HOOKS)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ssl
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,25 @@ WEB = "spiffe://example.org/ns/shop/sa/web"
 API = "spiffe://example.org/ns/shop/sa/api"
 
 
+@contextmanager
+def _serving(app: Any, ca: DevCA) -> Iterator[int]:
+    """``app`` served by ``serve_werkzeug`` with the API's SVID, for the duration; its port."""
+    context = server_ssl_context(
+        ca.issue_svid(API, dns_names=["localhost"]),
+        ca.bundle,
+        authorizer=match.member_of("example.org"),
+    )
+    server = serve_werkzeug(app, ssl_context=context)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 def test_the_handshake_peer_reaches_the_app_with_intermediates() -> None:
     ca = DevCA.create("example.org", intermediate=True)
     guard = Guard(
@@ -50,24 +71,12 @@ def test_the_handshake_peer_reaches_the_app_with_intermediates() -> None:
             "proven_by": current_principal.proven_by,
         }
 
-    context = server_ssl_context(
-        ca.issue_svid(API, dns_names=["localhost"]),
-        ca.bundle,
-        authorizer=match.member_of("example.org"),
-    )
-    server = serve_werkzeug(app, ssl_context=context)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serving(app, ca) as port:
         client_ctx = client_ssl_context(ca.issue_svid(WEB), ca.bundle, authorizer=match.exact(API))
         with httpx.Client(verify=client_ctx) as client:
-            response = client.get(f"https://localhost:{server.server_port}/whoami")
+            response = client.get(f"https://localhost:{port}/whoami")
         assert response.status_code == 200
         assert response.json() == {"caller": WEB, "proven_by": "mtls"}
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def test_needs_a_zerotrust_context() -> None:
@@ -191,21 +200,9 @@ def test_the_chain_in_the_environ_is_the_verified_one(tmp_path: Path) -> None:
         start_response("204 No Content", [])
         return []
 
-    context = server_ssl_context(
-        ca.issue_svid(API, dns_names=["localhost"]),
-        ca.bundle,
-        authorizer=match.member_of("example.org"),
-    )
-    server = serve_werkzeug(app, ssl_context=context)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serving(app, ca) as port:
         client_ctx = ssl.create_default_context(cadata=ca.bundle.to_pem().decode("ascii"))
         client_ctx.load_cert_chain(tmp_path / "sent.pem", tmp_path / "key.pem")
         with httpx.Client(verify=client_ctx) as http:
-            assert http.get(f"https://localhost:{server.server_port}/").status_code == 204
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+            assert http.get(f"https://localhost:{port}/").status_code == 204
     assert seen == [[c.subject.rfc4514_string() for c in client.cert_chain]]

@@ -318,7 +318,8 @@ def _pass_on(request: Any, response: Any) -> None:
 
 
 def _bind_stream(request: Any, response: Any) -> None:
-    """Keep the principal in the context variable while a streamed body is produced. A
+    """Keep the principal in the context variable while a streamed body is produced, and
+    while the server closes it (a client that left: the body's own cleanup runs then). A
     ``FileResponse`` of a file runs no application code while it is sent: it keeps its file,
     which Django's WSGI handler hands to the server's ``wsgi.file_wrapper`` (sendfile)."""
     if not getattr(response, "streaming", False):
@@ -332,6 +333,19 @@ def _bind_stream(request: Any, response: Any) -> None:
         response.streaming_content = _abound(response.streaming_content, principal)
     else:
         response.streaming_content = _bound(response.streaming_content, principal)
+        # Django closes the view's iterator itself in response.close(), before the wrapper
+        response.close = _closing_with(response.close, principal)
+
+
+def _closing_with(close: Callable[[], None], principal: Principal) -> Callable[[], None]:
+    def closing() -> None:
+        token = set_principal(principal)
+        try:
+            close()
+        finally:
+            reset_principal(token)
+
+    return closing
 
 
 def _bound(content: Iterable[Any], principal: Principal) -> Iterator[Any]:

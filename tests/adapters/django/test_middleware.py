@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 import types
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from asgiref.sync import SyncToAsync, iscoroutinefunction
 from django.core.handlers.asgi import ASGIHandler
@@ -18,8 +20,10 @@ from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client
 from django.test.utils import override_settings
 from django.utils.decorators import async_only_middleware
+from werkzeug.serving import make_server
 
 from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, Installer, policy
+from tests.adapters.django.project import views
 from zerotrust import Callers, Guard, Operations, Policy, RateLimit, Rule
 from zerotrust.adapters.django import ZeroTrustMiddleware
 from zerotrust.adapters.django_config import ZeroTrustImproperlyConfigured
@@ -753,3 +757,25 @@ def test_a_resolver_error_quoting_the_path_cannot_forge_log_lines(
     message = str(refused)
     assert "\n" not in message and "\u2028" not in message and "\\n" in message
     assert "could not be resolved" in message and len(message) < 300
+
+
+def test_a_streamed_body_its_client_left_closes_with_its_principal(zt: Harness) -> None:
+    """A WSGI server closes a streamed body whose client went away (PEP 3333): the body's
+    own cleanup runs then, and sees the request's principal as every part did (it is still
+    the request's code), not the nobody the thread is left with once the middleware is done."""
+    views.ENDLESS_CLOSED.clear()
+    views.ENDLESS_CLOSING.clear()
+    server = make_server("127.0.0.1", 0, WSGIHandler(), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/endless/"
+        with httpx.Client(timeout=30) as client, client.stream("GET", url, headers=zt.auth()) as r:
+            assert r.status_code == 200
+            assert next(r.iter_lines()) == WEB  # produced with the principal
+        assert views.ENDLESS_CLOSING.wait(30), "the server never closed the body"
+    finally:
+        server.shutdown()
+        thread.join(30)
+        server.server_close()
+    assert views.ENDLESS_CLOSED == [WEB]

@@ -40,6 +40,7 @@ urlpatterns = [
     path("headers/", views.headers),
     path("stream/", views.stream),
     path("astream/", views.astream),
+    path("endless/", views.endless),
     path("api/orders/", views.ApiOrders.as_view()),
     path("api/hidden/", views.api_hidden),
     path("api/create/", views.ApiCreateOrder.as_view()),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -293,6 +294,25 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
     def body() -> Iterator[str]:
         for _ in range(2):
             yield _principal_id() + "\n"
+
+    return StreamingHttpResponse(body())
+
+
+#: Who each endless body's cleanup saw (``endless`` below), and a signal that one ran.
+ENDLESS_CLOSED: list[str] = []
+ENDLESS_CLOSING = threading.Event()
+
+
+def endless(request: HttpRequest) -> StreamingHttpResponse:
+    """A body that ends only when the server closes it (its client left)."""
+
+    def body() -> Iterator[str]:
+        try:
+            while True:
+                yield (_principal_id() + "\n") * 1024
+        finally:
+            ENDLESS_CLOSED.append(_principal_id())
+            ENDLESS_CLOSING.set()
 
     return StreamingHttpResponse(body())
 

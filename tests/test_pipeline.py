@@ -1878,6 +1878,32 @@ def test_a_keep_alive_peer_is_accepted_up_to_its_not_after(clock: FixedClock, ca
     assert refused.error is not None and refused.error.code == "certificate_expired"
 
 
+def test_a_keep_alive_peer_is_refused_once_the_clock_goes_back_before_its_not_before(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    """RFC 5280 6.1.3 (a)(2): the current time must be within the validity period of every
+    certificate of the path, its start included. A clock stepped back (NTP) before a
+    handshake-verified peer's notBefore refuses its connection's requests, as verifying the
+    chain afresh would, whether alone or with a token answered from the repeat path."""
+    from zerotrust import verify_x509_svid
+
+    peer = verify_x509_svid(ca.issue_svid(WEB).cert_chain, ca.bundle, now=clock.now())
+    guard, _ = make_guard(issuer, clock, pol=cert_policy(), bundles=ca.bundle)
+    alone = get(verified_peer=peer)
+    token = issuer.issue(subject=WEB, audience=AUD, ttl=3600)
+    with_token = get(token, verified_peer=peer)
+    assert guard.evaluate(alone).allowed
+    assert guard.evaluate(with_token).allowed and guard.evaluate(with_token).allowed
+    valid_from = max(cert.not_valid_before_utc for cert in peer.chain)
+    clock.set(valid_from)
+    assert guard.evaluate(alone).allowed
+    clock.set(valid_from - dt.timedelta(seconds=1))
+    for view in (alone, with_token):
+        refused = guard.evaluate(view)
+        assert refused.status == 401 and refused.error is not None
+        assert refused.error.code == "certificate_not_yet_valid"
+
+
 def test_a_service_without_a_token_verifier_refuses_bearer_tokens(
     issuer: TokenIssuer, clock: FixedClock, ca: DevCA
 ) -> None:

@@ -80,6 +80,7 @@ def test_good_svid_through_intermediate(ca_with_intermediate: DevCA) -> None:
     assert peer.leaf == svid.leaf
     # the earliest expiry of the path: the leaf's here; and the result cannot be altered
     assert peer.not_after == min(cert.not_valid_after_utc for cert in peer.chain)
+    assert peer.not_before == max(cert.not_valid_before_utc for cert in peer.chain)
     with pytest.raises(dataclasses.FrozenInstanceError):
         peer.spiffe_id = SpiffeId.parse("spiffe://example.org/other")  # type: ignore[misc]
     assert not hasattr(peer, "__dict__")

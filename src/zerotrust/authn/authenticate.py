@@ -45,6 +45,7 @@ from zerotrust.authn.request import RequestView
 from zerotrust.errors import (
     AuthenticationError,
     CertificateExpired,
+    CertificateNotYetValid,
     ConfigurationError,
     InvalidClaim,
     InvalidSpiffeId,
@@ -189,10 +190,16 @@ class Authenticator:
     def recheck_peer(self, peer: VerifiedPeer) -> None:
         """The per-request checks of a peer verified during the TLS handshake: a long-lived
         connection may outlive its certificate, a certificate that issued it (an expired
-        intermediate ends the path), or the authority at its root."""
-        if peer.not_after < self.clock.now():
+        intermediate ends the path), or the authority at its root; and a clock set back (a
+        step of NTP) may put the request before a certificate of its chain was valid."""
+        now = self.clock.now()
+        if peer.not_after < now:
             raise CertificateExpired(
                 f"a certificate of {peer.spiffe_id}'s chain expired during the connection"
+            )
+        if now < peer.not_before:
+            raise CertificateNotYetValid(
+                f"a certificate of {peer.spiffe_id}'s chain is not valid yet"
             )
         if self.bundles is not None:
             self._still_trusted(peer)

@@ -89,10 +89,14 @@ class VerifiedPeer:
     fingerprint: str
     #: When the first certificate of the chain expires: the path stops validating then.
     not_after: datetime = field(init=False, repr=False, compare=False)
+    #: When the last certificate of the chain becomes valid: the path validates only from then.
+    not_before: datetime = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ends = [cert.not_valid_after_utc for cert in self.chain]
         object.__setattr__(self, "not_after", min(ends) if ends else _LONG_AGO)
+        starts = [cert.not_valid_before_utc for cert in self.chain]
+        object.__setattr__(self, "not_before", max(starts) if starts else _LONG_AGO)
 
     @property
     def leaf(self) -> x509.Certificate:
@@ -395,7 +399,7 @@ class VerifiedChains:
         if hit is not None and hit[0] is snapshot and hit[2] <= now <= hit[1].not_after:
             return hit[1]
         peer = verify_x509_svid(chain, snapshot, now=now, role=role)
-        not_before = max(cert.not_valid_before_utc for cert in peer.chain)
+        not_before = peer.not_before
         size = sum(map(len, chain))
         if size > MAX_CACHED_CHAIN_BYTES:  # never kept: nothing else goes for it
             return peer

@@ -13,6 +13,7 @@ import pytest
 
 from tests.cli.test_cli import run
 from zerotrust.tokens import JWK, TokenVerifier
+from zerotrust.tokens._b64 import b64url_decode
 
 
 @pytest.mark.parametrize("algorithm", ["ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256"])
@@ -42,6 +43,27 @@ def test_a_generated_key_signs_tokens_its_jwks_verifies(
     verifier = TokenVerifier(issuer="https://i", audience="a", keys=public, algorithms=[algorithm])
     verified = verifier.verify(token.strip())
     assert verified.subject == "s" and verified.key_id == kid
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "ES384", "ES512", "EdDSA", "RS256", "PS256"])
+def test_the_output_says_how_to_sign_with_the_algorithm_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], algorithm: str
+) -> None:
+    """A PEM file names no algorithm: a PS256 key reads as RS256 unless told, and the command
+    says so, in the options that make the next commands publish and sign PS256."""
+    key = tmp_path / "issuer.key"
+    code, out, _ = run(capsys, "key", "generate", "--out", str(key), "--algorithm", algorithm)
+    assert code == 0
+    notes = [line for line in out.splitlines() if line.lstrip().startswith("note:")]
+    mint = ["token", "mint", "--key", str(key), "--issuer", "https://i", "--subject", "s"]
+    code, token, _ = run(capsys, *mint, "--audience", "a")
+    signed_as = json.loads(b64url_decode(token.split(".")[0]))["alg"]
+    if signed_as == algorithm:
+        assert notes == []
+        return
+    assert len(notes) == 1 and f"--algorithm {algorithm}" in notes[0]
+    code, token, _ = run(capsys, *mint, "--audience", "a", "--algorithm", algorithm)
+    assert code == 0 and json.loads(b64url_decode(token.split(".")[0]))["alg"] == algorithm
 
 
 def test_an_existing_file_is_replaced_only_when_asked(

@@ -52,6 +52,13 @@ def _generate(args: argparse.Namespace) -> int:
     print(f"generated a signing key: {args.algorithm}")
     print(f"  private key: {out} (mode 0600)")
     print(f"  kid:         {key.kid}")
+    read_as = PrivateJWK.from_pem(pem).algorithm
+    if read_as != args.algorithm:  # a PEM file names no algorithm: an RSA key reads as RS256
+        print(
+            f"  note:        the PEM file does not record {args.algorithm} ('zerotrust jwks' and"
+            f" 'zerotrust token mint' read the key as {read_as}): pass them"
+            f" --algorithm {args.algorithm}"
+        )
     return 0
 
 

@@ -62,6 +62,19 @@ def test_missing_dependency(
     assert "'flask'" in captured.err
 
 
+def test_a_failure_of_zerotrust_demo_is_the_command_line_s_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every failure of the ``zerotrust`` command is ``zerotrust: error: [code] message``
+    (docs/dev-ca.md), which scripts read; ``zerotrust demo`` is one of its commands."""
+    monkeypatch.setitem(sys.modules, "flask", None)
+    assert cli_main(["demo"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("zerotrust: error: [missing_dependency] ")
+    assert captured.err.count("\n") == 1
+
+
 def test_cli_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["demo", "--help"])

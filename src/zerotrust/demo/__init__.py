@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
 
         return run_demo(Output(color=args.color), keep=args.keep_running)
     except ZeroTrustError as exc:
-        print(f"zerotrust demo: error: [{exc.code}] {exc}", file=sys.stderr)
+        print(f"zerotrust: error: [{exc.code}] {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

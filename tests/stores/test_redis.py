@@ -1006,6 +1006,86 @@ def test_a_call_cancelled_while_redis_holds_it_leaves_no_reply_for_the_next_one(
         store.close()
 
 
+# --- Redis before 7.0 ----------------------------------------------------------------------------
+
+#: An error a command inside a script ran into, as Redis 7 words it, and as Redis 5 and 6 word the
+#: same error: wrapped in an ERR, which redis-py raises as a plain ResponseError.
+_SCRIPT_ERROR_7 = re.compile(
+    rb"-([A-Z]+) (.*?) script: ([0-9a-f]{40}), on @user_script:([0-9]+)\.\r\n"
+)
+_SCRIPT_ERROR_BEFORE_7 = (
+    rb"-ERR Error running script (call to f_\3): @user_script:\4: @user_script: \4: -\1 \2\r\n"
+)
+
+
+class _Pre7Proxy(_LosingProxy):
+    """A proxy in front of Redis 7 that passes every reply on as it is, except the error of a
+    command inside a script, which it words as Redis 5 and 6 send it (the server the store is
+    documented to work with since version 5): ``-ERR Error running script (call to f_<sha1>):
+    @user_script:2: @user_script: 2: -OOM command not allowed when used memory >
+    'maxmemory'.``"""
+
+    def _pipe(self, source: Any, sink: Any, from_server: bool, lose: Any) -> None:
+        pending = b""
+        try:
+            while data := source.recv(65536):
+                if not from_server:
+                    sink.sendall(data)
+                    continue
+                pending += data
+                complete, end, pending = pending.rpartition(b"\r\n")  # whole lines only
+                if end:
+                    sink.sendall(_SCRIPT_ERROR_7.sub(_SCRIPT_ERROR_BEFORE_7, complete + end))
+        except OSError:
+            return
+
+
+@pytest.fixture
+def pre7_proxy(own_server: RedisServer) -> Iterator[_Pre7Proxy]:
+    proxy = _Pre7Proxy(own_server.port)
+    yield proxy
+    proxy.close()
+
+
+def test_a_full_server_is_full_in_the_words_of_redis_before_7(
+    own_server: RedisServer, pre7_proxy: _Pre7Proxy
+) -> None:
+    """Redis 5 and 6 wrap the OOM a script's write runs into in a generic ERR: a full server is
+    still a full store (StoreFull), which no failure policy answers for, not an outage that
+    ``"open"`` would answer with *first use* and *allowed* for any caller who filled it."""
+    import redis
+
+    store = RedisStore(f"redis://127.0.0.1:{pre7_proxy.port}/0")
+    t = time.time()
+    assert store.check_and_store("seen", expires_at=t + 60)
+    admin = redis.Redis.from_url(own_server.url)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)
+    open_store = ResilientStore(store, replay="open", rate_limit="open")
+
+    async def replay_async() -> bool:
+        try:
+            return await open_store.check_and_store_async("new", expires_at=t + 60)
+        finally:
+            await store.aclose()
+
+    try:
+        for refused in (
+            lambda: store.check_and_store("new", expires_at=t + 60),
+            lambda: store.check_and_store("seen", expires_at=t + 60),
+            lambda: store.acquire("k", rate=1.0, burst=5),
+            lambda: open_store.check_and_store("new", expires_at=t + 60),
+            lambda: open_store.acquire("k", rate=1.0, burst=5),
+            lambda: asyncio.run(replay_async()),
+        ):
+            with pytest.raises(StoreFull, match="Error running script"):
+                refused()
+    finally:
+        admin.config_set("maxmemory", 0)
+        admin.close()
+        store.close()
+
+
 # --- a failover that moves the server's address --------------------------------------------
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -60,6 +61,10 @@ _T = TypeVar("_T")
 _P = TypeVar("_P", bound="redis.ConnectionPool | redis.asyncio.ConnectionPool")
 _NO_SYNC = "this RedisStore has no sync client: pass url= or client="
 _NO_ASYNC = "this RedisStore has no async client: pass url= or async_client="
+#: How Redis before 7.0 answers an error a command inside a script ran into: wrapped in an ERR
+#: (``Error running script (call to f_<sha1>): @user_script:2: @user_script: 2: -OOM command
+#: not allowed ...``), so redis-py raises a plain ResponseError whatever the code within.
+_WRAPPED_SCRIPT_ERROR = re.compile(r"Error running script \(call to f_[0-9a-f]+\): .*?: -([A-Z]+) ")
 
 
 def _wrong_loop() -> ConfigurationError:
@@ -123,6 +128,17 @@ def _retries(retry: type[redis.retry.Retry | redis.asyncio.retry.Retry]) -> dict
         # whatever the Retry's own list says
         "retry_on_error": errors,
     }
+
+
+def _script_error_code(exc: BaseException) -> str | None:
+    """The code of the error a command inside a script ran into (``OOM``, ``READONLY``) when
+    Redis before 7.0 wrapped it in a generic ERR; ``None`` for any other error."""
+    import redis.exceptions  # loaded with the client that raised ``exc``
+
+    if not isinstance(exc, redis.exceptions.ResponseError):
+        return None
+    found = _WRAPPED_SCRIPT_ERROR.match(str(exc))
+    return found.group(1) if found else None
 
 
 def _reason(exc: BaseException) -> str:
@@ -318,7 +334,9 @@ class RedisStore:
         import redis.exceptions  # loaded with the client that raised ``exc``
 
         # a server at maxmemory with noeviction answers, but has no room: not an outage
-        full = isinstance(exc, redis.exceptions.OutOfMemoryError)
+        full = (
+            isinstance(exc, redis.exceptions.OutOfMemoryError) or _script_error_code(exc) == "OOM"
+        )
         error = StoreFull if full else StoreUnavailable
         return error(
             f"shared store unavailable: {type(exc).__name__} from {self._location}"

@@ -1089,19 +1089,22 @@ def test_a_full_server_is_full_in_the_words_of_redis_before_7(
 # --- a failover that moves the server's address --------------------------------------------
 
 
+@pytest.mark.parametrize("wording", ["redis-7", "redis-5-6"])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_a_primary_demoted_to_replica_is_left_for_the_new_one(
-    own_server: RedisServer, tmp_path: Path, mode: str
+    own_server: RedisServer, tmp_path: Path, mode: str, wording: str
 ) -> None:
     """After a failover the store's address (a DNS name, a virtual IP, here a proxy) leads to
     the new primary, while the old one, now a read-only replica, keeps the pooled connections
     open and answers writes with READONLY: each such connection is dropped and the call sent
-    again, on a new connection, which reaches the new primary."""
+    again, on a new connection, which reaches the new primary. So too when the READONLY comes
+    wrapped in the ERR of Redis before 7.0 (``Error running script ...: -READONLY ...``)."""
     import redis
 
     (tmp_path / "new").mkdir()
     new_primary = start_redis_server(tmp_path / "new")
-    proxy = _LosingProxy(own_server.port)  # never armed: it only forwards
+    # never armed: it only forwards (and words script errors as Redis 5 and 6 do)
+    proxy = (_LosingProxy if wording == "redis-7" else _Pre7Proxy)(own_server.port)
     store = RedisStore(f"redis://127.0.0.1:{proxy.port}/0", max_connections=1)
     old = redis.Redis.from_url(own_server.url)
     expires = time.time() + 60

@@ -379,11 +379,26 @@ class RedisStore:
         except (TypeError, ValueError, IndexError) as exc:
             raise StoreUnavailable(f"unexpected reply from {self._location}") from exc
 
+    def _demoted(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the READONLY of Redis before 7.0, to a client of the store's own:
+        that Redis wraps it in a script error, which redis-py neither drops the connection for
+        nor sends again, so every later call would reach the demoted primary too. The store
+        drops the client's connections itself and sends the call once more, as redis-py does
+        after Redis 7's READONLY."""
+        return self._make_async is not None and _script_error_code(exc) == "READONLY"
+
     def _run(self, op: Op[_T]) -> _T:
         if self._client is None:
             raise ConfigurationError(_NO_SYNC)
+        script = self._scripts[op.script]
         try:
-            raw = self._scripts[op.script](keys=list(op.keys), args=list(op.args))
+            try:
+                raw = script(keys=list(op.keys), args=list(op.args))
+            except self._errors as exc:
+                if not self._demoted(exc):
+                    raise
+                self._client.connection_pool.disconnect()
+                raw = script(keys=list(op.keys), args=list(op.args))
         except self._errors as exc:
             failure: BaseException = exc
         else:
@@ -391,9 +406,16 @@ class RedisStore:
         raise self._unavailable(failure) from self._cause(failure)
 
     async def _arun(self, op: Op[_T]) -> _T:
-        _, scripts = self._async()
+        client, scripts = self._async()
+        script = scripts[op.script]
         try:
-            raw = await scripts[op.script](keys=list(op.keys), args=list(op.args))
+            try:
+                raw = await script(keys=list(op.keys), args=list(op.args))
+            except self._errors as exc:
+                if not self._demoted(exc):
+                    raise
+                await client.connection_pool.disconnect()
+                raw = await script(keys=list(op.keys), args=list(op.args))
         except self._errors as exc:
             failure: BaseException = exc
         except RuntimeError as exc:  # a client of yours used from another event loop

@@ -559,10 +559,20 @@ class Guard:
         with contextlib.suppress(AuditError):
             self.audit.emit(event)
 
-    def refuse(self, view: RequestView, error: ZeroTrustError) -> Outcome:
+    def refuse(
+        self, view: RequestView, error: ZeroTrustError, *, prior: Outcome | None = None
+    ) -> Outcome:
         """An audited refusal of ``view`` for an ``error`` an adapter found before the pipeline
-        could run (too many header lines, an undescribable route), answered like any other."""
-        return self._finish(view, None, None, error)
+        could run (too many header lines, an undescribable route), answered like any other.
+        ``prior``: the allow this Guard gave the same request, which the refusal overrides (a
+        handler's requirement found not enforced): as for :meth:`refine`, its event names that
+        caller and is noted ``handler_requirement``, after the allow's."""
+        if prior is None or not prior.allowed:
+            return self._finish(view, None, None, error)
+        notes = (*prior.notes, REQUIREMENT_NOTE)
+        return self._finish(
+            view, AuthResult(prior.principal, Credentials(), notes=notes), None, error
+        )
 
     def _finish(
         self,

@@ -13,8 +13,8 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TypeVar, overload
 
-from zerotrust.adapters.django_config import ZeroTrustImproperlyConfigured
-from zerotrust.adapters.django_request import state_of
+from zerotrust.adapters.django_config import ZeroTrustImproperlyConfigured, get_config
+from zerotrust.adapters.django_request import request_view, state_of
 from zerotrust.authz.policy import Requirement
 from zerotrust.authz.policy import require as build_requirement
 from zerotrust.errors import ConfigurationError, MissingDependencyError
@@ -281,11 +281,15 @@ def ensure_checked(request: Any, needed: Requirement | None, where: str) -> None
         and covers(state.requirement, needed)
     ):
         return
-    raise ZeroTrustImproperlyConfigured(
+    error = ZeroTrustImproperlyConfigured(
         f"{where} has a zerotrust requirement that was not enforced: add "
         "'zerotrust.django.ZeroTrustMiddleware' to MIDDLEWARE, and keep the requirement "
         "visible to it (decorators in between must use functools.wraps)"
     )
+    if state is not None and state.outcome is not None and state.outcome.allowed:
+        # the audit trail holds the allow this refusal overrides: it gets the refusal too
+        get_config().guard.refuse(request_view(request), error, prior=state.outcome)
+    raise error
 
 
 def covers(used: Requirement | None, needed: Requirement | None) -> bool:

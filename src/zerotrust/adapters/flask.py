@@ -54,6 +54,8 @@ _log = logging.getLogger("zerotrust")
 _WRAPPED: Final = "__zerotrust_wrapped__"
 _ENFORCED: Final = "_zerotrust_enforced"
 _RESET: Final = "_zerotrust_context"
+#: ``flask.g`` key of the allowed outcome of the request's check.
+_OUTCOME: Final = "_zerotrust_outcome"
 #: The WSGI environ key of the principal of a streamed response, for :class:`_PrincipalScope`.
 _ENVIRON_PRINCIPAL: Final = "zerotrust.flask.principal"
 
@@ -245,6 +247,7 @@ def _check(state: _AppState) -> Any:
     principal = outcome.principal
     ctx_g.zerotrust_principal = principal
     setattr(ctx_g, _ENFORCED, route.parts)
+    setattr(ctx_g, _OUTCOME, outcome)
     setattr(ctx_g, _RESET, set_principal(principal))
     return None
 
@@ -272,6 +275,7 @@ def _forget(ctx_g: Any) -> None:
     requests keeps one ``g`` for all of them)."""
     ctx_g.pop("zerotrust_principal", None)
     ctx_g.pop(_ENFORCED, None)
+    ctx_g.pop(_OUTCOME, None)
 
 
 def _mark_streamed(response: Response) -> Response:
@@ -442,10 +446,21 @@ def _endpoints(exempt: Iterable[str]) -> frozenset[str]:
 
 def _enforced(requirement: Requirement) -> None:
     if not any(part is requirement for part in g.get(_ENFORCED, ())):
-        raise ConfigurationError(
+        error = ConfigurationError(
             "a view with @zt.require ran without the zerotrust check: install ZeroTrust on"
             " this app and put @zt.require below @app.route"
         )
+        outcome = g.get(_OUTCOME)
+        state = current_app.extensions.get(EXTENSION_KEY)
+        if isinstance(outcome, Outcome) and isinstance(state, _AppState):
+            # the check allowed the request without this requirement, and that allow is in
+            # the audit trail: so is the refusal that overrides it
+            app: Any = current_app._get_current_object()  # type: ignore[attr-defined]
+            rule = request.url_rule
+            template = state.route(app, rule).template if rule is not None else None
+            view = WSGIRequestView(request.environ, template)
+            state.guard.refuse(view, error, prior=outcome)
+        raise error
 
 
 def _guarded(fn: Callable[..., Any], requirement: Requirement) -> Callable[..., Any]:

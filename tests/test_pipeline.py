@@ -163,6 +163,25 @@ def test_a_grpc_event_names_the_full_method(issuer: TokenIssuer, clock: FixedClo
     assert sink.last is not None and (sink.last.method, sink.last.kind) == (method, "grpc")
 
 
+def test_only_an_rpc_s_event_records_a_grpc_status(issuer: TokenIssuer, clock: FixedClock) -> None:
+    """``grpc_status`` is the status as sent: an HTTP request is sent none, so its events
+    record ``None``, allowed or refused; an RPC's record the code its caller got."""
+    method = "/shop.Orders/Get"
+    rule = Rule(id="grpc", operations=[Operations(routes=[method], kinds=["grpc"])])
+    guard, sink = make_guard(issuer, clock, pol=Policy([*policy().rules, rule]))
+    token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+    seen = []
+    for view in (get(token), get(None), get(token, route="/admin")):
+        outcome = guard.evaluate(view)
+        assert sink.last is not None and outcome.grpc_status is not None  # the adapters' own
+        seen.append((sink.last.status, sink.last.grpc_status))
+    assert seen == [(200, None), (401, None), (403, None)]
+    for headers, code in (({"authorization": f"Bearer {token}"}, "OK"), ({}, "UNAUTHENTICATED")):
+        view = Request(method="POST", route=method, path=method, kind="grpc", headers=headers)
+        guard.evaluate(view)
+        assert sink.last is not None and sink.last.grpc_status == code
+
+
 @pytest.mark.parametrize(
     ("case", "status", "challenge", "code"),
     [

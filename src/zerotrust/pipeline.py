@@ -837,7 +837,8 @@ class Guard:
             status=_WEBSOCKET_REFUSED
             if view.kind == "websocket" and not outcome.allowed
             else outcome.status,
-            grpc_status=outcome.grpc_status,
+            # an HTTP or websocket refusal sends no gRPC status: the event records none
+            grpc_status=outcome.grpc_status if view.kind == "grpc" else None,
             kind=view.kind,
             # an RPC's method is its full name (policies see POST, the audit trail the RPC)
             method=(view.route or view.path) if view.kind == "grpc" else _shown_method(view.method),

@@ -180,6 +180,37 @@ def test_a_kid_still_missing_after_a_refetch_is_remembered_for_negative_cache_tt
     assert cache.plan("ghost").action is Action.FETCH
 
 
+def test_a_clock_set_back_holds_nothing_back_for_as_long_as_its_step(clock: FixedClock) -> None:
+    """After the clock is set back an hour (a step of NTP), a set fetched "in the future" is
+    an hour older than its TTL says: it is refreshed in the background, not served as fresh
+    for another hour (a key the issuer withdrew would be accepted that long). A back-off, a
+    kid refetch's cooldown and a missing kid's negative cache recorded before the step end
+    too, instead of lasting an hour more."""
+    cache = make(clock)
+    fetch(cache, ok(KEY_A))
+    clock.advance(-3600)
+    plan = cache.plan(None)
+    assert plan.action is Action.REFRESH and plan.keys is not None and "a" in plan.keys
+    assert cache.plan(None).action is Action.SERVE  # single-flight, as ever
+    fetch(cache, ok(KEY_A))
+    assert cache.plan(None).action is Action.SERVE  # fetched at the new time: fresh
+
+    missing = cache.plan("ghost")
+    assert missing.action is Action.FETCH
+    fetch(cache, ok(KEY_A))
+    cache.result(missing)
+    assert cache.plan("ghost").action is Action.SERVE  # remembered as missing
+    assert cache.plan("other").action is Action.SERVE  # the cooldown
+    clock.advance(-3600)
+    assert cache.plan("ghost").action is Action.FETCH
+
+    cold = make(clock)
+    fetch(cold, HttpResponse(500))
+    assert cold.plan(None).action is Action.FAIL  # backing off
+    clock.advance(-3600)
+    assert cold.plan(None).action is Action.FETCH
+
+
 def test_a_kid_found_by_its_refetch_is_not_remembered_as_missing(clock: FixedClock) -> None:
     cache = make(clock, unknown_kid_cooldown=0)
     fetch(cache, ok(KEY_A))

@@ -122,7 +122,14 @@ class JWKSCache:
         policy = self._policy
         with self._lock:
             entry, gen = self._entry, self._generation
-            backoff = self._retry_at is not None and now < self._retry_at
+            # A clock set back (a step of NTP) puts ``now`` before times this cache recorded:
+            # what they hold back (a back-off, a cooldown, a refresh not due yet) would then
+            # last as long again as the step; the recorded times count as past instead.
+            backoff = (
+                self._retry_at is not None
+                and now < self._retry_at
+                and not (self._last_error_at is not None and now < self._last_error_at)
+            )
             if entry is None:
                 if backoff:
                     return Plan(Action.FAIL, error=f"no keys from {self.url}: {self._last_error}")
@@ -148,11 +155,14 @@ class JWKSCache:
                 lost = (
                     self._refreshing
                     and started is not None
-                    and now >= started + self._refresh_deadline
+                    and (now >= started + self._refresh_deadline or now < started)
                 )
                 if not backoff and (lost or (self._refresh_abandoned and not self._refreshing)):
                     return Plan(Action.FETCH, generation=gen)
-            if now >= entry.refresh_at and not self._refreshing and not backoff:
+            # a set fetched "after" now was fetched before the clock went back: as old as the
+            # step, which no TTL accounts for, so it is refreshed (in the background)
+            due = now >= entry.refresh_at or now < entry.fetched_at
+            if due and not self._refreshing and not backoff:
                 self._refreshing = True
                 self._refresh_started = now
                 return Plan(Action.REFRESH, entry.keys, generation=gen)
@@ -161,11 +171,16 @@ class JWKSCache:
     def _may_refetch_for(self, kid: str, now: datetime) -> bool:
         until = self._missing.get(kid)
         if until is not None:
-            if now < until:
+            noted = until - timedelta(seconds=self._policy.negative_cache_ttl)
+            if noted <= now < until:
                 return False
             del self._missing[kid]
         last = self._last_kid_fetch
-        return last is None or now >= last + timedelta(seconds=self._policy.unknown_kid_cooldown)
+        return (
+            last is None
+            or now < last  # the clock went back since
+            or now >= last + timedelta(seconds=self._policy.unknown_kid_cooldown)
+        )
 
     def fetch_needed(self, plan: Plan) -> bool:
         """Whether the fetch ``plan`` asked for is still to be made: no fetch has ended since

@@ -877,7 +877,7 @@ def test_certificate_bound_token(issuer: TokenIssuer, clock: FixedClock, ca: Dev
         return get(token, peer_chain=[c.public_bytes(Encoding.DER) for c in s.cert_chain])  # type: ignore[attr-defined]
 
     ok = guard.evaluate(with_cert(svid))
-    assert ok.allowed and ok.principal is not None and ok.principal.proven_by == "bound-jwt"
+    assert ok.allowed and ok.principal is not None and ok.principal.proven_by == "mtls+bound-jwt"
     for view in (with_cert(other), get(token)):
         refused = guard.evaluate(view)
         assert (
@@ -885,6 +885,25 @@ def test_certificate_bound_token(issuer: TokenIssuer, clock: FixedClock, ca: Dev
             and refused.error is not None
             and refused.error.code == "token_binding_mismatch"
         )
+
+
+def test_a_policy_names_a_certificate_bound_token_as_mtls_plus_bound_jwt(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    # the design's "how it was proven" vocabulary: mtls, jwt, mtls+bound-jwt
+    only_bound = Policy([Rule(id="bound", callers=[Callers(proven_by=["mtls+bound-jwt"])])])
+    guard, sink = make_guard(issuer, clock, pol=only_bound, bundles=ca.bundle)
+    svid = ca.issue_svid(WEB)
+    chain = [c.public_bytes(Encoding.DER) for c in svid.cert_chain]
+    bound = issuer.issue(subject=WEB, audience=AUD, bind_cert=svid.leaf)
+    ok = guard.evaluate(get(bound, peer_chain=chain))
+    assert ok.allowed and ok.principal is not None
+    assert ok.principal.proven_by == "mtls+bound-jwt"
+    assert sink.last is not None and sink.last.proven_by == "mtls+bound-jwt"
+    plain = issuer.issue(subject=WEB, audience=AUD)
+    refused = guard.evaluate(get(plain, peer_chain=chain))
+    assert refused.status == 403 and refused.principal is not None
+    assert refused.principal.proven_by == "mtls+jwt"
 
 
 def test_a_certificate_bound_token_through_a_trusted_proxy(
@@ -907,7 +926,7 @@ def test_a_certificate_bound_token_through_a_trusted_proxy(
 
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], bind_cert=svid.leaf)
     ok = guard.evaluate(via_proxy(token, svid))
-    assert ok.allowed and ok.principal is not None and ok.principal.proven_by == "bound-jwt"
+    assert ok.allowed and ok.principal is not None and ok.principal.proven_by == "mtls+bound-jwt"
     to_proxy = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], bind_cert=proxy.leaf)
     for view in (
         via_proxy(token, other),  # another client's certificate

@@ -591,7 +591,10 @@ def test_policy_explain_reads_the_policy_of_a_settings_file(
         (["--subject", "x", "--proven-by", "mtls"], "--proven-by mtls describes a certificate"),
         (["--proven-by", "mtls"], "--proven-by needs a caller"),
         (["--subject", "x", "--proven-by", "mtls+jwt"], "--proven-by mtls+jwt needs --spiffe-id"),
-        (["--subject", "x", "--proven-by", "bound-jwt"], "--proven-by bound-jwt needs --spiffe-id"),
+        (
+            ["--subject", "x", "--proven-by", "mtls+bound-jwt"],
+            "--proven-by mtls+bound-jwt needs --spiffe-id",
+        ),
         (["--subject", "x", "--proven-by", "proxy-mtls"], "--proven-by proxy-mtls describes a"),
         (
             ["--spiffe-id", WEB, "--subject", "svc", "--proven-by", "jwt"],

@@ -427,7 +427,7 @@ class Authenticator:
         if proof is not None:
             proven = "dpop"
         elif "x5t#S256" in cnf:
-            proven = "bound-jwt"
+            proven = "mtls+bound-jwt"
         elif peer is not None:  # a forwarded certificate is the proxy's word, token or not
             proven = "proxy-mtls" if via_proxy else "mtls+jwt"
         else:

@@ -12,7 +12,7 @@ from zerotrust.identity import SpiffeId
 __all__ = ["Principal", "ProvenBy"]
 
 #: How a principal was authenticated.
-ProvenBy = Literal["mtls", "proxy-mtls", "jwt", "mtls+jwt", "bound-jwt", "dpop", "api-key"]
+ProvenBy = Literal["mtls", "proxy-mtls", "jwt", "mtls+jwt", "mtls+bound-jwt", "dpop", "api-key"]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 

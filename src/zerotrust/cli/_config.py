@@ -342,7 +342,7 @@ def _principal(args: argparse.Namespace) -> Principal | None:
             issuer=spiffe_id.trust_domain.id_string(),
         )
     subject = args.subject
-    if proven in ("mtls+jwt", "bound-jwt") and spiffe_id is None:
+    if proven in ("mtls+jwt", "mtls+bound-jwt") and spiffe_id is None:
         raise ConfigurationError(f"--proven-by {proven} needs --spiffe-id (the certificate's)")
     if proven == "jwt" and spiffe_id is not None:
         # a token alone names a workload through its sub, as the Authenticator reads it

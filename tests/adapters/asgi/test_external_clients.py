@@ -390,7 +390,7 @@ def test_a_certificate_bound_token_is_accepted_from_the_certificate_curl_present
             for token in (bound, elsewhere)
         ]
     assert answers[0].stdout.splitlines() == [
-        f'{{"id":"{WEB}","proven_by":"bound-jwt"}}',
+        f'{{"id":"{WEB}","proven_by":"mtls+bound-jwt"}}',
         "200",
     ], answers[0].stderr
     assert answers[1].stdout.splitlines()[-1] == "401", answers[1].stderr

@@ -6,8 +6,9 @@ Whatever its answer calls for (a DPoP nonce, a new token after ``invalid_token``
 sans-IO generator, :meth:`ZeroTrustAuth._after`, which yields either a :class:`_TokenFor` (the
 only I/O it needs: a token from the source) or an :class:`httpx.Request` to send; the drivers
 answer :class:`_TokenFor` with ``token_source.token(audience)`` or
-``await token_source.token_async(audience)``. No lock is
-held while the flow is suspended, so httpx may resume it on any thread or task.
+``await token_source.token_async(audience)`` (``token`` in a worker thread for a source
+without ``token_async``). No lock is held while the flow is suspended, so httpx may resume
+it on any thread or task.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from zerotrust.identity import SpiffeId
 from zerotrust.sources._sansio import is_loopback_host
 from zerotrust.tokens._outgoing_cache import check_token
 from zerotrust.tokens.keys import PrivateJWK
-from zerotrust.tokens.outgoing import TokenSource
+from zerotrust.tokens.outgoing import TokenSource, token_async_of
 
 __all__ = [
     "REFRESH_EXTENSION",
@@ -319,10 +320,8 @@ class ZeroTrustAuth(httpx.Auth):
         dpop_key: PrivateJWK | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if not callable(getattr(token_source, "token", None)) or not callable(
-            getattr(token_source, "token_async", None)
-        ):
-            raise ConfigurationError("token_source must have token() and token_async() methods")
+        if not callable(getattr(token_source, "token", None)):
+            raise ConfigurationError("token_source must have a token() method")
         self._source = token_source
         self._rejections = Rejections(token_source)
         self._audience = _resolver(audience)
@@ -476,7 +475,7 @@ class ZeroTrustAuth(httpx.Auth):
         if audience is None:
             yield request
             return
-        token = self._checked(await self._source.token_async(audience))
+        token = self._checked(await token_async_of(self._source, audience))
         proof = self._apply(request, token)
         response = yield request
         if self._settled(response, proof):
@@ -486,7 +485,9 @@ class ZeroTrustAuth(httpx.Auth):
             step = next(flow)
             while True:
                 if isinstance(step, _TokenFor):
-                    step = flow.send(self._checked(await self._source.token_async(step.audience)))
+                    step = flow.send(
+                        self._checked(await token_async_of(self._source, step.audience))
+                    )
                 else:
                     step = flow.send((yield step))
         except StopIteration:

@@ -39,7 +39,7 @@ from zerotrust.sources._sansio import safe_url, url_problem
 from zerotrust.tokens._outgoing_cache import MintedToken, TokenCache, check_token
 from zerotrust.tokens.issue import TokenIssuer
 from zerotrust.tokens.keys import PrivateJWK
-from zerotrust.tokens.outgoing import TokenSource
+from zerotrust.tokens.outgoing import TokenSource, token_async_of
 
 __all__ = ["ClientCredentialsTokenSource", "TokenExchangeTokenSource"]
 
@@ -284,7 +284,7 @@ class TokenExchangeTokenSource(_OAuth2Source):
 
     async def _resolve_async(self, source: SubjectToken) -> str:
         if isinstance(source, TokenSource):
-            return check_token(await source.token_async(self._subject_audience))
+            return check_token(await token_async_of(source, self._subject_audience))
         return check_token(source())
 
     def token(self, audience: str) -> str:

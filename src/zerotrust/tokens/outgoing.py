@@ -1,9 +1,9 @@
 """Tokens for outgoing calls: the :class:`TokenSource` protocol and its core implementations.
 
 A token source answers one question, "which token do I attach for ``audience``?", through
-``token(audience)`` or ``await token_async(audience)``. The machinery behind every source
-here (and behind the OAuth2 sources in :mod:`zerotrust.sources.oauth2`) is
-:class:`TokenCache`:
+``token(audience)`` (and, where it has one, ``await token_async(audience)``). The machinery
+behind every source here (and behind the OAuth2 sources in :mod:`zerotrust.sources.oauth2`)
+is :class:`TokenCache`:
 
 * one token per key (the audience), in a bounded least-recently-used map;
 * refreshed ``refresh_before`` seconds before its ``exp`` (default: 20% of its lifetime, at
@@ -43,15 +43,26 @@ __all__ = [
 
 @runtime_checkable
 class TokenSource(Protocol):
-    """Supplies the token to attach to a call for ``audience``."""
+    """Supplies the token to attach to a call for ``audience``: one method, :meth:`token`.
+
+    A source may also have ``async def token_async(audience)``, its async twin, which must
+    not block the event loop (every source here has it). Async callers await it, and run
+    :meth:`token` in a worker thread for a source without it.
+    """
 
     def token(self, audience: str) -> str:
         """A currently valid token for ``audience`` (may block to obtain one)."""
         ...
 
-    async def token_async(self, audience: str) -> str:
-        """Async twin of :meth:`token`; must not block the event loop."""
-        ...
+
+async def token_async_of(source: TokenSource, audience: str) -> str:
+    """``await source.token_async(audience)``, or ``source.token(audience)`` in a worker thread
+    when the source has no ``token_async``."""
+    token_async = getattr(source, "token_async", None)
+    if callable(token_async):
+        token: str = await token_async(audience)
+        return token
+    return await asyncio.to_thread(source.token, audience)
 
 
 def _check_audience(audience: object) -> str:

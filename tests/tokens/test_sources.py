@@ -107,3 +107,38 @@ def test_a_key_source_raising_stop_iteration_fails_closed(es256: PrivateJWK) -> 
         verifier.verify(token)
     with pytest.raises(KeysUnavailable, match="key source failed"):
         asyncio.run(verifier.verify_async(token))
+
+
+def test_a_key_source_needs_one_method_get_keys(es256: PrivateJWK) -> None:
+    """KeySource is one method: a source without ``get_keys_async`` serves the async path
+    too, its ``get_keys`` run in a worker thread (off the event loop)."""
+    from zerotrust.errors import KeysUnavailable
+    from zerotrust.tokens import TokenIssuer, TokenVerifier
+
+    keys = JWKSet([es256.public()])
+    asked: list[str | None] = []
+
+    class OwnKeys:
+        def get_keys(self, *, missing_kid: str | None = None) -> JWKSet:
+            asked.append(missing_kid)
+            return keys
+
+    class Broken:
+        def get_keys(self, *, missing_kid: str | None = None) -> Any:
+            raise StopIteration
+
+    source = OwnKeys()
+    assert isinstance(source, KeySource) and as_key_source(source) is source
+    issuer = TokenIssuer(es256, issuer="https://issuer.example")
+    token = issuer.issue(subject="s", audience="api")
+
+    def verifier(keys: object) -> TokenVerifier:
+        return TokenVerifier(
+            issuer="https://issuer.example", audience="api", keys=keys, algorithms=["ES256"]
+        )
+
+    assert verifier(source).verify(token).subject == "s"
+    assert asyncio.run(verifier(OwnKeys()).verify_async(token)).subject == "s"
+    assert asked == [None, None]
+    with pytest.raises(KeysUnavailable, match="key source failed"):
+        asyncio.run(verifier(Broken()).verify_async(token))

@@ -37,7 +37,7 @@ from zerotrust.tokens.jwks import JWKSet
 from zerotrust.tokens.keyring import KeyRing
 from zerotrust.tokens.keys import JWK
 from zerotrust.tokens.secret import SecretKey, SecretKeySet
-from zerotrust.tokens.sources import KeySource, as_key_source
+from zerotrust.tokens.sources import KeySource, as_key_source, get_keys_async_of
 
 __all__ = ["JWKS_MEDIA_TYPE", "JWKSEndpoint"]
 
@@ -111,7 +111,7 @@ class JWKSEndpoint:
         if method not in ("GET", "HEAD"):
             return _not_allowed()
         try:
-            keys = await self._source.get_keys_async()
+            keys = await get_keys_async_of(self._source)
         except Exception as exc:  # keys unavailable, or a source that broke: never a 500
             return self._unavailable(exc)
         return self._answer(keys, method, if_none_match)

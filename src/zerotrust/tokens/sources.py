@@ -1,6 +1,6 @@
 """Key sources: where a verifier gets the keys it trusts.
 
-A key source is any object with the two methods of :class:`KeySource`. The verifier asks
+A key source is any object with the one method of :class:`KeySource`. The verifier asks
 ``get_keys()`` for the current :data:`KeySet`; only when a token names a ``kid`` that set
 does not hold does it ask once more with ``get_keys(missing_kid=kid)``, which a remote
 source may answer by refetching (subject to its own rate limit and negative cache) and a
@@ -12,11 +12,13 @@ set it sees changes).
 
 Writing a source: return an immutable :class:`~zerotrust.tokens.JWKSet` (or a
 :class:`~zerotrust.tokens.SecretKeySet`), swap whole sets on rotation, never block in
-``get_keys_async``, and never raise anything but ``KeysUnavailable`` on a request path.
+``get_keys_async`` (an optional async twin: without it, async callers run ``get_keys`` in a
+worker thread), and never raise anything but ``KeysUnavailable`` on a request path.
 """
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,15 +50,34 @@ KeySet: TypeAlias = JWKSet | SecretKeySet
 
 @runtime_checkable
 class KeySource(Protocol):
-    """Supplies the keys a verifier trusts (see the module documentation for the contract)."""
+    """Supplies the keys a verifier trusts (see the module documentation for the contract):
+    one method, :meth:`get_keys`.
+
+    A source may also have ``async def get_keys_async(*, missing_kid=None)``, its async twin,
+    which must not block the event loop (every source zerotrust provides has it). The async
+    Guard awaits it, and runs :meth:`get_keys` in a worker thread for a source without it.
+    """
 
     def get_keys(self, *, missing_kid: str | None = None) -> KeySet:
         """The current key set; ``missing_kid`` names a kid a token used that was not in it."""
         ...
 
-    async def get_keys_async(self, *, missing_kid: str | None = None) -> KeySet:
-        """Async twin of :meth:`get_keys`: must not block the event loop."""
-        ...
+
+async def get_keys_async_of(source: KeySource, missing_kid: str | None = None) -> KeySet:
+    """``await source.get_keys_async(...)``, or ``source.get_keys(...)`` in a worker thread
+    when the source has no ``get_keys_async``."""
+    get_keys_async = getattr(source, "get_keys_async", None)
+    if callable(get_keys_async):
+        keys: KeySet = await get_keys_async(missing_kid=missing_kid)
+        return keys
+
+    def get_keys() -> KeySet:
+        try:
+            return source.get_keys(missing_kid=missing_kid)
+        except StopIteration:  # cannot cross into a future
+            raise KeysUnavailable("key source failed") from None
+
+    return await asyncio.to_thread(get_keys)
 
 
 StaticKeys: TypeAlias = (
@@ -94,7 +115,7 @@ class KeyRequest:
     async def fulfil_async(self) -> KeySet:
         """Answer the request asynchronously."""
         try:
-            return await self.source.get_keys_async(missing_kid=self.missing_kid)
+            return await get_keys_async_of(self.source, self.missing_kid)
         except StopIteration:  # from an awaitable that is no coroutine
             raise KeysUnavailable("key source failed") from None
         except RuntimeError as exc:

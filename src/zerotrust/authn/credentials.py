@@ -6,9 +6,10 @@
 * ``DPoP: <proof>``: exactly one header (RFC 9449 4.3), read only where DPoP is accepted; a
   service that does not accept DPoP refuses the ``DPoP`` scheme as any unsupported scheme and
   ignores the header, as a Bearer-only server does.
-* API keys (lower assurance, opt-in): one header line, compared against stored hashes in
-  constant time. Only random keys of at least :data:`MIN_API_KEY_LENGTH` characters are
-  accepted: a fast unsalted hash protects a high-entropy key, never a short or chosen one.
+* API keys (lower assurance, opt-in): one header line (a value holding a comma is several
+  lines a WSGI server joined), compared against stored hashes in constant time. Only random
+  keys of at least :data:`MIN_API_KEY_LENGTH` characters are accepted: a fast unsalted hash
+  protects a high-entropy key, never a short or chosen one.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ def extract_credentials(
         api_key = _single(view, api_key_header)
         if api_key is not None and not (1 <= len(api_key) <= 512):
             raise MalformedCredentials("malformed API key")
+        if api_key is not None and "," in api_key:
+            # a key holds no comma (ApiKeys.hash): this is several header lines, which a WSGI
+            # server joined with commas (an ASGI server or gRPC hands them over apart)
+            raise MalformedCredentials(f"several {api_key_header} headers; exactly one is allowed")
     return Credentials(token=token, scheme=scheme, dpop_proof=proof, api_key=api_key)  # type: ignore[arg-type]
 
 
@@ -167,12 +172,18 @@ class ApiKeys:
     def hash(key: str) -> str:
         """The value to store for ``key``, a random string of at least
         :data:`MIN_API_KEY_LENGTH` characters (a shorter one is a :class:`ConfigurationError`:
-        its digest would give it away to a dictionary)."""
+        its digest would give it away to a dictionary) without a comma (a WSGI server joins
+        repeated header lines with commas, so a request presenting one is refused as several
+        API key headers)."""
         if not isinstance(key, str) or len(key) < MIN_API_KEY_LENGTH:
             raise ConfigurationError(
                 f"an API key must be a random string of at least {MIN_API_KEY_LENGTH} characters"
                 " (secrets.token_urlsafe(32))"
             )
+        if "," in key:
+            # a WSGI server joins repeated header lines with commas: such a key could not be
+            # told from several keys, and is refused when presented
+            raise ConfigurationError("an API key must not contain a comma")
         return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
     def identify(self, presented: str) -> str | None:

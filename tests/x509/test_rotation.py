@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from tests._tls import call, tls_server
 from tests._wait import eventually
 from zerotrust import (
     BundleSet,
+    FileBundleSource,
     FileSvidSource,
     PeerRejected,
     RotatingBundleSource,
@@ -132,6 +134,36 @@ def test_a_trust_domain_withdrawing_every_authority_is_refused_not_an_error(ca: 
     assert isinstance(refused, PeerRejected) and isinstance(refused.error, NoTrustBundle)
     with pytest.raises(ConfigurationError, match=r"no X\.509 authorities"):
         server_ssl_context(ca.issue_svid(API), TrustBundle("example.org"), authorizer=match.any())
+
+
+def test_a_bundle_file_that_does_not_load_holds_back_no_other_trust_domain(
+    ca: DevCA, other_ca: DevCA, tmp_path: Path
+) -> None:
+    """Each trust domain's bundle file is judged on its own. example.org withdrawing its
+    authorities ({"keys": []}) applies on the next handshake even while other.org's file is
+    one that does not load: that keeps other.org's previous bundle, and only that one (it
+    kept example.org's withdrawn authority trusted for as long as other.org's file was bad)."""
+    ours, theirs = tmp_path / "example.org.json", tmp_path / "other.org.json"
+    ours.write_text(json.dumps(ca.bundle.to_jwks()))
+    theirs.write_text(json.dumps(other_ca.bundle.to_jwks()))
+    bundles = FileBundleSource({"example.org": ours, "other.org": theirs}, check_interval=0)
+    sctx = server_ssl_context(ca.issue_svid(API), bundles, authorizer=match.any())
+    web = client_ssl_context(ca.issue_svid(WEB), ca.bundle, authorizer=match.exact(API))
+    partner = client_ssl_context(
+        other_ca.issue_svid("spiffe://other.org/billing"), ca.bundle, authorizer=match.exact(API)
+    )
+    with tls_server(sctx) as (port, _):
+        assert call(port, web)[0] == b"ok" and call(port, partner)[0] == b"ok"
+        ours.write_text('{"keys": []}')
+        theirs.write_text('{"keys": [{"kty": "EC", "use": "x509-svid", "x5c": ["AA=="]}]}')
+        settled(ours, theirs)
+        with contextlib.suppress(OSError):  # refused right after the handshake
+            assert call(port, web)[0] != b"ok"
+        assert call(port, partner)[0] == b"ok"  # other.org's previous bundle still applies
+    current = bundles.get_bundle_set()
+    assert current.get("example.org") == TrustBundle("example.org")
+    assert current.get("other.org") == other_ca.bundle
+    assert bundles.last_error is not None and "x509-svid key 0" in bundles.last_error
 
 
 def test_an_authority_openssl_refuses_stops_neither_connections_nor_rotation(

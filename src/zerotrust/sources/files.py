@@ -240,7 +240,11 @@ def _refuse_unusable(svid: X509Svid) -> None:
 
 
 class FileBundleSource:
-    """Trust bundles from files: ``{trust_domain: path}``; PEM or SPIFFE JWKS format."""
+    """Trust bundles from files: ``{trust_domain: path}``; PEM or SPIFFE JWKS format.
+
+    Each trust domain's file is judged on its own: one that does not load keeps that domain's
+    previous bundle, and never holds back another domain's change (an authority it withdrew
+    stops being trusted however the other files are)."""
 
     def __init__(
         self,
@@ -257,24 +261,44 @@ class FileBundleSource:
             for td, p in paths.items()
         ]
 
-        def load() -> BundleSet:
-            return BundleSet(_load_bundle(td, path, format) for td, path in entries)
+        def loader(td: TrustDomain, path: Path) -> Callable[[], TrustBundle]:
+            return lambda: _load_bundle(td, path, format)
 
         try:
-            self._watched = _Watched([p for _, p in entries], load, check_interval, monotonic)
+            self._watched = [
+                _Watched([path], loader(td, path), check_interval, monotonic)
+                for td, path in entries
+            ]
         except OSError as exc:
             raise BundleError(f"cannot read bundle file {exc.filename}: {exc.strerror}") from None
+        self._lock = threading.Lock()
+        bundles = tuple(watched.get() for watched in self._watched)
+        # the bundles and the set of them, swapped together (two files for one trust domain
+        # are refused here)
+        self._current = (bundles, BundleSet(bundles))
 
     def get_bundle_set(self) -> BundleSet:
         """The current bundles; the files are re-checked at most once per ``check_interval``.
-        Changed files that do not load keep the previous bundles (see :attr:`last_error`): it
-        never raises."""
-        return self._watched.get()
+        A changed file that does not load keeps its trust domain's previous bundle (see
+        :attr:`last_error`), and only that one: it never raises."""
+        bundles = tuple(watched.get() for watched in self._watched)
+        current = self._current
+        if all(new is old for new, old in zip(bundles, current[0], strict=True)):
+            return current[1]
+        with self._lock:
+            # read again under the lock: a slower caller never puts back an older snapshot
+            bundles = tuple(watched.get() for watched in self._watched)
+            current = self._current
+            if any(new is not old for new, old in zip(bundles, current[0], strict=True)):
+                current = self._current = (bundles, BundleSet(bundles))
+            return current[1]
 
     @property
     def last_error(self) -> str | None:
-        """Why the last reload attempt was refused (``None`` after a good load)."""
-        return self._watched.last_error
+        """Why the last reload attempt of a file was refused (``None`` when every file's last
+        attempt loaded)."""
+        errors = [watched.last_error for watched in self._watched if watched.last_error]
+        return "; ".join(errors) if errors else None
 
 
 def _load_bundle(td: TrustDomain, path: Path, fmt: str) -> TrustBundle:

@@ -159,10 +159,32 @@ def test_unknown_kid_refetches_are_spaced_by_the_cooldown(clock: FixedClock) -> 
     fetch(cache, ok(KEY_A))
     assert cache.plan("a").action is Action.SERVE  # a known kid never refetches
     assert cache.plan("x").action is Action.FETCH
+    fetch(cache, ok(KEY_A))
     clock.advance(29)
     assert cache.plan("y").action is Action.SERVE
     clock.advance(1)  # the cooldown has passed (inclusive)
     assert cache.plan("y").action is Action.FETCH
+
+
+def test_callers_with_unknown_kids_share_the_refetch_under_way(clock: FixedClock) -> None:
+    cache = make(clock)
+    fetch(cache, ok(KEY_A))
+    first = cache.plan("b")
+    assert first.action is Action.FETCH and first.kid == "b"
+    # within the cooldown, while that refetch is under way, callers wait for it ...
+    waiting = cache.plan("b")
+    assert waiting == Plan(Action.FETCH, generation=cache.generation, started=1, shared=True)
+    assert cache.fetch_needed(waiting)  # the refetch has not begun: whoever comes first makes it
+    flow = cache.refresh_flow()
+    next(flow)  # it has begun: a caller that did not wait for it behind a lock makes none
+    assert not cache.fetch_needed(waiting)
+    with contextlib.suppress(StopIteration):
+        flow.send(ok(KEY_A, KEY_B))
+    # ... and are answered by it: neither of them fetches again
+    assert not cache.fetch_needed(first) and not cache.fetch_needed(waiting)
+    assert "b" in cache.result(first) and "b" in cache.result(waiting)
+    # once it has ended, the cooldown holds for other kids (no wait, no fetch)
+    assert cache.plan("c").action is Action.SERVE
 
 
 def test_a_kid_still_missing_after_a_refetch_is_remembered_for_negative_cache_ttl(

@@ -31,7 +31,7 @@ from zerotrust import FixedClock, match
 from zerotrust.dev import DevCA
 from zerotrust.errors import ConfigurationError, KeysUnavailable, UnknownKey
 from zerotrust.sources.jwks_http import RemoteJWKSource
-from zerotrust.tokens import PrivateJWK, TokenIssuer, TokenVerifier
+from zerotrust.tokens import JWKSEndpoint, KeyRing, PrivateJWK, TokenIssuer, TokenVerifier
 from zerotrust.x509 import client_ssl_context
 
 pytestmark = pytest.mark.network
@@ -1485,3 +1485,132 @@ def test_a_client_of_ones_own_that_cannot_send_is_a_failed_fetch(clock: FixedClo
             gc.collect()
     finally:
         server.close()
+
+
+def _serving(server: HttpsServer, ring: KeyRing, gate: threading.Event | None = None) -> None:
+    """Serve ``ring`` on /jwks through a JWKSEndpoint, each answer held until ``gate`` opens."""
+    endpoint = JWKSEndpoint(ring, max_age=300)
+
+    def handler(request: Any) -> tuple[int, dict[str, str], bytes]:
+        if gate is not None:
+            assert gate.wait(10)
+        status, headers, body = endpoint.respond(request.method, None)
+        return status, dict(headers), body
+
+    server.route("/jwks", Route(handler=handler))
+
+
+def test_tasks_meeting_a_rotated_kid_at_once_share_one_refetch(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    ring = KeyRing(PrivateJWK.generate("ES256", kid="k1"))
+    _serving(server, ring)
+    issuer = TokenIssuer(ring, issuer="https://issuer.test")
+    source = make(server, clock)
+    verifier = TokenVerifier(
+        issuer="https://issuer.test", audience="api", keys=source, algorithms=["ES256"]
+    )
+
+    async def main() -> list[object]:
+        await source.prefetch_async()
+        ring.rotate(PrivateJWK.generate("ES256", kid="k2"))  # not staged: verifiers lack k2
+        tokens = [issuer.issue(subject=f"svc-{n}", audience="api") for n in range(20)]
+        return await asyncio.gather(*map(verifier.verify_async, tokens), return_exceptions=True)
+
+    with source:
+        results = asyncio.run(main())
+    assert [r for r in results if isinstance(r, Exception)] == []
+    assert server.count("/jwks") == 2  # the first fetch, then one refetch for k2
+
+
+def test_threads_meeting_a_rotated_kid_at_once_share_one_refetch(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    ring = KeyRing(PrivateJWK.generate("ES256", kid="k1"))
+    gate = threading.Event()
+    _serving(server, ring, gate)
+    issuer = TokenIssuer(ring, issuer="https://issuer.test")
+    source = make(server, clock)
+    asked = threading.Semaphore(0)
+
+    class Counted:  # tells the test when each caller is about to ask for the unknown kid
+        def get_keys(self, *, missing_kid: str | None = None) -> Any:
+            if missing_kid is not None:
+                asked.release()
+            return source.get_keys(missing_kid=missing_kid)
+
+        async def get_keys_async(self, *, missing_kid: str | None = None) -> Any:
+            raise AssertionError("sync only")
+
+    verifier = TokenVerifier(
+        issuer="https://issuer.test", audience="api", keys=Counted(), algorithms=["ES256"]
+    )
+    failures: list[Exception] = []
+    with source:
+        gate.set()
+        source.prefetch()
+        gate.clear()
+        ring.rotate(PrivateJWK.generate("ES256", kid="k2"))
+        tokens = [issuer.issue(subject=f"svc-{n}", audience="api") for n in range(20)]
+
+        def call(token: str) -> None:
+            try:
+                verifier.verify(token)
+            except Exception as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=call, args=(token,)) for token in tokens]
+        for thread in threads:
+            thread.start()
+        for _ in tokens:  # every caller has met k2 while the refetch is held at the server
+            assert asked.acquire(timeout=10)
+        gate.set()
+        for thread in threads:
+            thread.join(10)
+    assert failures == []
+    assert server.count("/jwks") == 2
+
+
+def test_callers_of_other_event_loops_add_no_request_to_a_refetch_under_way(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    ring = KeyRing(PrivateJWK.generate("ES256", kid="k1"))
+    endpoint = JWKSEndpoint(ring, max_age=300)
+    arrived, gate = threading.Event(), threading.Event()
+
+    def handler(request: Any) -> tuple[int, dict[str, str], bytes]:
+        if server.count("/jwks") == 2:  # the refetch for the first unknown kid is held
+            arrived.set()
+            assert gate.wait(10)
+        status, headers, body = endpoint.respond(request.method, None)
+        return status, dict(headers), body
+
+    server.route("/jwks", Route(handler=handler))
+    source = make(server, clock)
+    verifier = TokenVerifier(
+        issuer="https://issuer.test", audience="api", keys=source, algorithms=["ES256"]
+    )
+
+    def sprayed(kid: str) -> str:
+        key = PrivateJWK.generate("ES256", kid=kid)
+        return TokenIssuer(key, issuer="https://issuer.test").issue(subject="x", audience="api")
+
+    def verify_in_own_loop(token: str, refused: list[str]) -> None:
+        try:
+            asyncio.run(verifier.verify_async(token))
+        except UnknownKey as exc:
+            refused.append(exc.code)
+
+    with source:
+        source.prefetch()
+        first: list[str] = []
+        held = threading.Thread(target=verify_in_own_loop, args=(sprayed("kid-0"), first))
+        held.start()
+        assert arrived.wait(10)
+        refused: list[str] = []
+        for n in range(1, 9):  # each in an event loop of its own, as asyncio.run per request
+            verify_in_own_loop(sprayed(f"kid-{n}"), refused)
+        gate.set()
+        held.join(10)
+    assert refused == ["unknown_key"] * 8 and first == ["unknown_key"]
+    assert server.count("/jwks") == 2  # the first fetch and the one refetch: nothing more

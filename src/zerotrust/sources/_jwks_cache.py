@@ -54,6 +54,7 @@ class Plan:
     generation: int = 0
     kid: str | None = None  # the unknown kid a FETCH is for
     started: int = 0  # for a kid's FETCH: how many fetches had begun when it was planned
+    shared: bool = False  # a FETCH that waits for the refetch granted for another's kid
     error: str | None = None
 
 
@@ -104,6 +105,9 @@ class JWKSCache:
         self._refresh_started: datetime | None = None
         self._retry_at: datetime | None = None
         self._last_kid_fetch: datetime | None = None
+        # fetches begun when the latest refetch for an unknown kid was granted: that refetch
+        # is under way until a fetch numbered above this one has ended
+        self._kid_fetch_after: int | None = None
         self._missing: OrderedDict[str, datetime] = OrderedDict()
         self._last_success: datetime | None = None
         self._last_error: str | None = None
@@ -134,14 +138,24 @@ class JWKSCache:
                 if backoff:
                     return Plan(Action.FAIL, error=f"no keys from {self.url}: {self._last_error}")
                 return Plan(Action.FETCH, generation=gen)
-            if (
-                missing_kid is not None
-                and missing_kid not in entry.keys
-                and not backoff
-                and self._may_refetch_for(missing_kid, now)
-            ):
-                self._last_kid_fetch = now
-                return Plan(Action.FETCH, generation=gen, kid=missing_kid, started=self._started)
+            if missing_kid is not None and missing_kid not in entry.keys and not backoff:
+                if self._may_refetch_for(missing_kid, now):
+                    self._last_kid_fetch = now
+                    self._kid_fetch_after = self._started
+                    return Plan(
+                        Action.FETCH, generation=gen, kid=missing_kid, started=self._started
+                    )
+                after = self._kid_fetch_after
+                if (
+                    missing_kid not in self._missing
+                    and after is not None
+                    and self._ended <= after
+                    and now <= entry.expires_at + timedelta(seconds=policy.max_stale)
+                ):
+                    # the refetch granted for another caller's unknown kid is under way (a
+                    # rotated key reaching many callers at once): share it (single-flight)
+                    # rather than be refused with the set it is about to replace
+                    return Plan(Action.FETCH, generation=gen, started=after, shared=True)
             if now >= entry.expires_at:
                 if now > entry.expires_at + timedelta(seconds=policy.max_stale):
                     if backoff:
@@ -185,8 +199,13 @@ class JWKSCache:
     def fetch_needed(self, plan: Plan) -> bool:
         """Whether the fetch ``plan`` asked for is still to be made: no fetch has ended since
         it was planned or, for an unknown kid, none that began after the kid was asked for
-        (an answer to a request sent before cannot tell whether the issuer publishes it)."""
+        (an answer to a request sent before cannot tell whether the issuer publishes it); for a
+        caller sharing the refetch granted for another kid, none has begun since."""
         with self._lock:
+            if plan.shared:
+                # made only if the refetch granted for another kid has not begun: once it has,
+                # a caller of another thread or event loop must never add a request of its own
+                return self._started <= plan.started
             if plan.kid is not None:
                 return self._ended <= plan.started
             return self._generation == plan.generation

@@ -20,6 +20,7 @@ network and a hostile caller:
 * **Unknown kids are rate limited**: a kid missing from the set triggers at most one refetch
   per ``unknown_kid_cooldown`` (globally, not per kid), and a kid still missing after a
   refetch is remembered (``negative_cache_ttl``, bounded) and triggers nothing until then.
+  Callers meeting an unknown kid while that refetch is under way wait for it and share it.
 * **Transport**: https only (plain http to a loopback host with ``allow_http_loopback``), no
   redirects, ``timeout``, bodies larger than ``max_bytes`` abandoned while streaming, strict
   JSON, and a set with no usable key is an error (``oct`` and private keys are never used).

@@ -35,6 +35,7 @@ from zerotrust.errors import (
 )
 from zerotrust.sources import SpiffeJwtBundleKeySource, SpiffeJwtBundleSetKeySource
 from zerotrust.tokens import (
+    JWK,
     ClaimsValidator,
     PrivateJWK,
     SignatureVerifier,
@@ -392,3 +393,39 @@ def test_a_bundle_with_more_authorities_than_a_jwks_may_list(ca: DevCA, other_ca
 
     single = SpiffeJwtBundleKeySource(RotatingBundleSource(crowded), other_ca.trust_domain)
     assert verifier(single).verify(partner).subject == PARTNER
+
+
+def test_large_federated_key_sets_are_built_in_linear_time(
+    ca: DevCA, other_ca: DevCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle may hold up to 1,000 JWT authorities, and a federated set merges those of
+    every domain: each key is compared with a bounded number of others while the set is
+    built (a list's ``in`` compared each with every key before it, seconds of CPU for a few
+    domains' worth of keys)."""
+    shared = [k.public().to_public_dict() for k in (OURS, THEIRS, OURS_B)]
+    per_domain = 600
+
+    def many(prefix: str) -> dict[str, Any]:
+        return {
+            f"{prefix}{i}": {**shared[i % len(shared)], "kid": f"{prefix}{i}", "use": "jwt-svid"}
+            for i in range(per_domain)
+        }
+
+    bundle_set = BundleSet(
+        [
+            TrustBundle(ca.trust_domain, jwt_authorities=many("o")),
+            TrustBundle(other_ca.trust_domain, jwt_authorities=many("t")),
+        ]
+    )
+    compared = 0
+    real_eq = JWK.__eq__
+
+    def counting_eq(self: JWK, other: object) -> bool:
+        nonlocal compared
+        compared += 1
+        return real_eq(self, other)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(JWK, "__eq__", counting_eq)
+    keys = SpiffeJwtBundleSetKeySource(bundle_set).get_keys()
+    assert len(keys) == 2 * per_domain
+    assert compared <= 2 * per_domain

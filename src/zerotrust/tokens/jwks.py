@@ -53,7 +53,7 @@ class JWKSet:
     _skipped: tuple[SkippedKey, ...]
 
     def __init__(self, keys: Iterable[JWK] = (), *, skipped: Iterable[SkippedKey] = ()) -> None:
-        unique: list[JWK] = []
+        unique: dict[JWK, None] = {}  # a set in order: a list's `in` made sets quadratic
         by_kid: dict[str, JWK] = {}
         ambiguous: set[str] = set()
         for key in keys:
@@ -61,7 +61,7 @@ class JWKSet:
                 raise ConfigurationError(f"JWKSet holds JWK values, not {type(key).__name__}")
             if key in unique:
                 continue
-            unique.append(key)
+            unique[key] = None
             if key.kid is None:
                 continue
             if key.kid in by_kid:

@@ -1025,6 +1025,68 @@ def test_a_sync_client_of_ones_own_is_not_held_to_the_whole_exchange_deadline(
         slow.close()
 
 
+class _TricklerToTheEnd(_Trickler):
+    """A :class:`_Trickler` that notes when it is about to send the last byte of its headers,
+    then sends it with the body (a client that ends its fetch only after that byte has waited
+    for the whole answer)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.last_byte_sent = threading.Event()
+        super().__init__(*args, **kwargs)
+
+    def _trickle(self, raw: Any) -> None:
+        try:
+            conn = raw if self.context is None else self.context.wrap_socket(raw, server_side=True)
+            with conn:
+                conn.recv(4096)
+                for byte in self.response[:-1]:
+                    conn.sendall(bytes([byte]))
+                    time.sleep(self.pause)
+                self.last_byte_sent.set()
+                conn.sendall(self.response[-1:] + self.body)
+        except OSError:
+            pass
+
+
+def test_a_connection_opened_after_the_deadline_is_cut_at_once(
+    ca: DevCA, clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole-exchange deadline cuts the connections an exchange opened; when the time was
+    up before the connection was even opened (a resolver that answered late), the timer had
+    nothing to cut and the exchange was no longer bounded: a server trickling its answer held
+    the fetch for as long as it liked. Such a connection is now cut as soon as it opens."""
+    import socket
+
+    timeout = 0.2
+    document = json.dumps(jwks(KEY_A)).encode()
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Pad: %s\r\n\r\n" % (
+        len(document),
+        b"p" * 20,
+    )
+    slow = _TricklerToTheEnd(ca, pause=timeout / 10, response=head, body=document)
+    resolve = socket.getaddrinfo
+
+    def late(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "localhost":
+            time.sleep(3 * timeout)  # the resolver answers after twice the timeout
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", late)
+    try:
+        source = RemoteJWKSource(
+            f"https://localhost:{slow.port}/jwks",
+            verify=slow.client_context,
+            clock=clock,
+            timeout=timeout,
+        )
+        with pytest.raises(KeysUnavailable, match="timed out"):
+            source.get_keys()
+        assert not slow.last_byte_sent.is_set()  # the answer was not waited for to its end
+        source.close()
+    finally:
+        slow.close()
+
+
 def test_a_sync_client_of_ones_own_without_timeouts_gets_the_sources_timeout(
     ca: DevCA, clock: FixedClock
 ) -> None:

@@ -9,7 +9,8 @@ Transport rules applied to every request of a remote source:
   its headers a byte at a time would otherwise hold a fetch, and the source's lock, for as long
   as it likes (your own sync ``client`` gets ``timeout`` for each operation, as every client
   does, but no whole-exchange deadline: it would have to cut connections the client may share,
-  such as HTTP/2 ones);
+  such as HTTP/2 ones); a connection opened once that time is up (after a resolver that
+  answered late) is cut as soon as it opens;
 * the body is streamed and abandoned as soon as it exceeds ``max_bytes`` (a larger
   ``Content-Length`` is refused before the first byte is read). Requests ask for no content
   coding (``Accept-Encoding: identity``); a server that compresses anyway may use one layer of
@@ -146,7 +147,13 @@ class _Deadline:
             sock = stream.get_extra_info("socket") if stream is not None else None
             if sock is not None:
                 with self._lock:
-                    self._sockets.append(sock)  # after TLS, the TLS socket: the one in use
+                    if not self.expired:
+                        self._sockets.append(sock)  # after TLS, the TLS socket: the one in use
+                        return
+                # the time was up before this connection was opened (a resolver that answered
+                # late): the timer cut nothing, so the connection is cut now
+                with contextlib.suppress(OSError, ValueError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def _cut(self) -> None:
         with self._lock:

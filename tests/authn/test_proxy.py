@@ -899,6 +899,25 @@ def test_parsed_chains_are_bounded_and_refuse_oversized_headers(
     assert len(parsed) == 2
 
 
+def test_parsed_chains_are_bounded_by_the_bytes_of_their_certificates(svid_ca: DevCA) -> None:
+    """The parsed chains are not verified yet and a trusted proxy may forward large ones (up
+    to ``max_header_bytes``, 1 MiB at most): the cache holds at most ``max_bytes`` of their
+    certificates, the oldest going first, and never one chain larger than that."""
+    config = TrustedProxies([PROXY], max_header_bytes=65536)
+    chains = [svid_ca.issue_svid(f"spiffe://example.org/w{n}").cert_chain for n in range(4)]
+    sizes = [sum(len(der(cert)) for cert in c) for c in chains]
+    parsed = ParsedChains(max_bytes=sizes[2] + sizes[3])  # any three chains are more
+    for c in chains:
+        request = headers(x_forwarded_client_cert=xfcc_for(c))
+        assert forwarded_cert(request, PROXY, None, config, parsed).chain == tuple(map(der, c))
+        assert len(parsed) <= 2
+    assert len(parsed) == 2 and parsed._bytes == sizes[2] + sizes[3]
+    small = ParsedChains(max_bytes=sizes[0] - 1)
+    request = headers(x_forwarded_client_cert=xfcc_for(chains[0]))
+    assert forwarded_cert(request, PROXY, None, config, small).chain == tuple(map(der, chains[0]))
+    assert len(small) == 0 and small._bytes == 0
+
+
 @pytest.mark.parametrize("fmt", ["xfcc", "client-cert", "nginx"])
 def test_a_lone_surrogate_in_a_forwarded_header_is_malformed_not_an_error(fmt: str) -> None:
     # what no server's header parser makes, but a view may hand over: refused like any noise

@@ -26,6 +26,7 @@ from zerotrust.authn._xfcc import MAX_XFCC_ELEMENTS, XfccElement, parse_xfcc
 from zerotrust.errors import MalformedCredentials
 from zerotrust.identity import SpiffeId
 from zerotrust.x509._certs import MAX_CHAIN_LENGTH
+from zerotrust.x509.verify import MAX_CACHED_CHAIN_BYTES
 
 __all__ = [
     "DEFAULT_MAX_HEADER_BYTES",
@@ -128,13 +129,17 @@ class ParsedChains:
     read from: a proxy forwards the same client's certificate on every request, and parsing
     it (percent-decoding, PEM or base64, each certificate loaded and checked) costs more than
     the rest of the request's authentication. Only what parsed is kept (a malformed header
-    raises every time), at most ``size`` chains, the oldest going first."""
+    raises every time), at most ``size`` chains and ``max_bytes`` of their certificates, the
+    oldest going first: these chains are not verified yet, and a proxy may forward large ones
+    (``TrustedProxies(max_header_bytes=...)`` allows up to 1 MiB a header)."""
 
-    __slots__ = ("_entries", "_lock", "_size")
+    __slots__ = ("_bytes", "_entries", "_lock", "_max_bytes", "_size")
 
-    def __init__(self, size: int = 1024) -> None:
+    def __init__(self, size: int = 1024, *, max_bytes: int = MAX_CACHED_CHAIN_BYTES) -> None:
         self._size = size
-        self._entries: dict[bytes, tuple[bytes, ...] | None] = {}
+        self._max_bytes = max_bytes
+        self._bytes = 0  # of the certificates the entries hold
+        self._entries: dict[bytes, tuple[tuple[bytes, ...] | None, int]] = {}
         self._lock = threading.Lock()
 
     def chain(
@@ -154,15 +159,22 @@ class ParsedChains:
                 digest.update(len(raw).to_bytes(8, "big") + raw)
         key = digest.digest()
         try:
-            return self._entries[key]
+            return self._entries[key][0]
         except KeyError:
             pass
         chain = _forwarded_chain(lambda name: lines.get(name, []), config)
+        size = sum(map(len, chain)) if chain else 0
+        if size > self._max_bytes:  # never kept: nothing else goes for it
+            return chain
         with self._lock:
             entries = self._entries
-            while len(entries) >= self._size:
-                del entries[next(iter(entries))]
-            entries[key] = chain
+            old = entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            while entries and (len(entries) >= self._size or self._bytes + size > self._max_bytes):
+                self._bytes -= entries.pop(next(iter(entries)))[1]
+            entries[key] = (chain, size)
+            self._bytes += size
         return chain
 
     def __len__(self) -> int:

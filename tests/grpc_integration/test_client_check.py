@@ -450,6 +450,47 @@ def test_closing_the_channel_ends_a_call_waiting_for_the_probe(world: World) -> 
     assert error.code() == grpc.StatusCode.CANCELLED
 
 
+@pytest.mark.parametrize("kind", ["unary_unary", "stream_unary"])
+def test_a_future_returns_while_its_identity_check_runs_and_can_be_cancelled(
+    world: World, kind: str
+) -> None:
+    """future() invokes the call asynchronously, as grpc's does: it returns while the probe's
+    handshake stalls, and cancelling it ends the call there, unsent. It returned only once the
+    check had failed, at the call's deadline, already done."""
+    probing = threading.Event()
+
+    def stall(number: int) -> bool:
+        if number >= 2:  # the first connection is grpc's, the next ones are probes
+            probing.set()
+            return True
+        return False
+
+    with sync_server(world) as port:
+        relay = Relay(port, stall=stall)
+        try:
+            with secure_channel(
+                f"localhost:{relay.port}", **options(world), retry=None, check_timeout=30
+            ) as channel:
+                if kind == "unary_unary":
+                    call = channel.unary_unary(f"/{SERVICE}/Unary")
+                    future = call.future(b"x", timeout=5)
+                else:
+                    call = channel.stream_unary(f"/{SERVICE}/ClientStream")
+                    future = call.future(iter([b"x"]), timeout=5)
+                assert probing.wait(10)
+                assert not future.done()
+                ended: list[Any] = []
+                future.add_done_callback(ended.append)
+                assert future.cancel()
+                assert future.done() and future.cancelled() and ended == [future]
+                assert future.code() == grpc.StatusCode.CANCELLED
+                with pytest.raises(grpc.FutureCancelledError):
+                    future.result()
+        finally:
+            relay.die()
+    assert world.sink.events == []  # nothing reached the server
+
+
 def test_a_call_that_cannot_connect_fails_as_grpc_fails_it(world: World) -> None:
     """A closed channel fails the check at once (CANCELLED, not at the deadline); a channel
     that could not connect fails it at once (UNAVAILABLE) unless the call waits for ready,

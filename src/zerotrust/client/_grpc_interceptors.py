@@ -257,7 +257,15 @@ class ClientInterceptor(
         def attempt() -> Any:
             return continuation(self._details(details, plan, extra), request)
 
-        return _RetryingCall(attempt, plan, self._note, self._tokens).start()
+        # a check to wait for (connecting, probing) runs off the caller's thread: future()
+        # returns at once, as grpc's does, and can be cancelled while the check runs
+        call = _RetryingCall(attempt, plan, self._note, self._tokens)
+        return call.start(defer=self._waits())
+
+    def _waits(self) -> bool:
+        """Whether a call made now waits for the identity check."""
+        check = self._check
+        return check is not None and check.needed
 
     def _streaming(self, continuation: Any, details: Any, request: Any) -> Any:
         try:
@@ -273,7 +281,17 @@ class ClientInterceptor(
         return self._streaming(continuation, details, request)
 
     def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return self._streaming(continuation, details, requests)
+        if not self._waits():
+            return self._streaming(continuation, details, requests)
+        # future() returns at once here too: the call is made, once checked, off the caller's
+        # thread (only a check that could not run is tried again: the requests are a stream)
+        plan, extra = self._plan(details), self._extra()
+
+        def attempt() -> Any:
+            return continuation(self._details(details, plan, extra), requests)
+
+        call = _RetryingCall(attempt, plan, self._note, self._tokens, replay=False)
+        return call.start(defer=True)
 
     def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return self._streaming(continuation, details, requests)
@@ -361,8 +379,11 @@ class _Failed(_Raised, grpc.Call, grpc.Future):  # type: ignore[misc]
 
 class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
     """A unary-unary call made of attempts (what the interceptor returns, for blocking calls
-    and ``future()`` alike). The first attempt starts in the caller's thread, a later one in a
-    timer thread once its wait is over; a blocking call waits in :meth:`result`.
+    and ``future()`` alike; and a stream-unary call that waits for the identity check, with
+    ``replay=False``: only a check that could not run is tried again). The first attempt
+    starts in the caller's thread (in a thread of its own when it waits for the identity
+    check), a later one in a timer thread once its wait is over; a blocking call waits in
+    :meth:`result`.
 
     An attempt refused for its token (``UNAUTHENTICATED``, ``error="invalid_token"``, before
     any response metadata) has the token dropped; the call is then made once more, at once,
@@ -375,8 +396,11 @@ class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
         plan: _Plan,
         note: Callable[[Any], None],
         tokens: TokenPlugin | None = None,
+        *,
+        replay: bool = True,
     ) -> None:
         self._attempt = attempt
+        self._replay = replay  # False: an attempt grpc took is final (a stream of requests)
         self._plan = plan
         self._note = note
         self._tokens = tokens
@@ -392,9 +416,15 @@ class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
         self._done_callbacks: list[Callable[[Any], None]] = []
         self._callbacks: list[Callable[[], None]] = []
 
-    def start(self) -> _RetryingCall:
-        """Make the first attempt; a refusal of the check that ends the call is raised."""
-        self._run(first=True)
+    def start(self, *, defer: bool = False) -> _RetryingCall:
+        """Make the first attempt, in the caller's thread or (``defer``: it waits for the
+        identity check) in a thread of its own; its outcome is the call's, as a later
+        attempt's is."""
+        if defer:
+            thread = threading.Thread(target=self._run, name="zerotrust-grpc-call", daemon=True)
+            thread.start()
+        else:
+            self._run(first=True)
         return self
 
     def _run(self, first: bool = False) -> None:
@@ -441,7 +471,9 @@ class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
         self._note(code)
         wait = None
         if code is not grpc.StatusCode.OK and not self._cancelled:
-            if self._again_with_new_token(call, code):
+            if not self._replay:
+                _refused_token(self._tokens, code, call.trailing_metadata(), self._sent)
+            elif self._again_with_new_token(call, code):
                 wait = 0.0
             else:
                 wait = self._plan.delay(code, call.initial_metadata())
@@ -509,10 +541,11 @@ class _RetryingCall(grpc.Call, grpc.Future):  # type: ignore[misc]
             # cancelled and done on return, as grpc's futures are (the attempt's own end,
             # later, changes nothing)
             self._finish(call)
-        else:  # between attempts, or while a later attempt's check runs
+        else:  # between attempts, or while an attempt's check runs
             if timer is not None:
                 timer.cancel()
-            self._finish(outcome)
+            # cancelled before any attempt ended: an outcome without metadata
+            self._finish(_Raised(grpc.FutureCancelledError()) if outcome is None else outcome)
         return True
 
     def cancelled(self) -> bool:

@@ -878,6 +878,33 @@ def test_the_peer_cache_verifies_again_for_new_bundles(world: World) -> None:
     assert peers.lookup(auth) == (chain, None)  # the authority was withdrawn
 
 
+def test_methods_a_catch_all_handler_serves_are_kept_only_with_names_a_method_can_have(
+    world: World,
+) -> None:
+    """A generic handler that serves any name (a proxy's catch-all) is handed the names
+    callers choose, before the Guard decides: a wrapped handler is kept for a name of up to
+    256 characters, as a served method's, never for a longer one (4096 names of 12 KB each
+    would hold about 50 MB for callers who were never admitted)."""
+    from zerotrust.grpc import ServerInterceptor
+
+    interceptor = ServerInterceptor(world.guard())
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+
+    class Details:
+        def __init__(self, method: str) -> None:
+            self.method = method
+
+    def serve(method: str) -> Any:
+        return interceptor.intercept_service(lambda details: handler, Details(method))
+
+    short = "/a.B/" + "c" * 251
+    assert len(short) == 256 and serve(short) is serve(short)  # kept, and used again
+    long = "/a.B/" + "c" * 12_000
+    first = serve(long)
+    assert first is not None and serve(long) is not first  # wrapped again on each call
+    assert list(interceptor._wrapped) == [short]
+
+
 def test_the_peer_cache_is_bounded(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     from zerotrust.adapters import _grpc_tls
 

@@ -524,6 +524,10 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
+        if len(method) > _MAX_METHOD_NAME:
+            # a handler that serves any name (a proxy's catch-all) is handed names the caller
+            # chose, before the Guard decides: long ones are not kept (memory stays bounded)
+            return wrapped
         with self._lock:
             if len(self._wrapped) >= _MAX_CACHED:
                 self._wrapped.clear()

@@ -98,6 +98,37 @@ def test_verify_with_a_jwks_from_the_jwks_command_and_stdin(
     assert json.loads(out)["sub"] == "svc-a"
 
 
+def test_verify_a_jwt_svid_without_iss_by_its_trust_domain(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A JWT-SVID need not carry ``iss`` (SPIRE issues them without one unless configured):
+    ``--type jwt-svid --trust-domain`` verifies it without ``--issuer``, as the library does;
+    any other token still needs ``--issuer``."""
+    import time
+
+    key = PrivateJWK.generate("ES256", kid="k1")
+    now = int(time.time())
+    header = {"alg": "ES256", "kid": "k1", "typ": "JWT"}
+    claims = {"sub": "spiffe://shop.example/api", "aud": "payments", "exp": now + 300,
+              "iat": now}  # fmt: skip
+    signing_input = ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+        for part in (header, claims)
+    )
+    signature = base64.urlsafe_b64encode(key.sign(signing_input.encode())).rstrip(b"=")
+    token = f"{signing_input}.{signature.decode()}"
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [key.public().to_public_dict()]}))
+    common = ["token", "verify", token, "--jwks", str(tmp_path / "jwks.json")]
+    common += ["--audience", "payments", "--algorithm", "ES256"]
+    code, out, err = run(capsys, *common, "--type", "jwt-svid", "--trust-domain", "shop.example")
+    assert code == 0, err
+    assert json.loads(out)["sub"] == "spiffe://shop.example/api"
+    code, _, err = run(capsys, *common, "--type", "jwt-svid", "--trust-domain", "other.example")
+    assert code == 2 and err.startswith("zerotrust: error: [")
+    code, _, err = run(capsys, *common)
+    assert code == 2 and "issuer is required" in err
+
+
 def test_mint_with_a_private_jwk_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     key = PrivateJWK.generate("EdDSA")
     numbers = key.private_key.private_bytes(

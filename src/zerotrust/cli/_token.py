@@ -87,7 +87,11 @@ def register(commands: Any) -> None:
         help="PEM public key or certificate to trust (an RSA key is an RS256 key unless"
         " --algorithm leaves RS256 out for one other RSA algorithm)",
     )
-    verify.add_argument("--issuer", required=True)
+    verify.add_argument(
+        "--issuer",
+        help="expected iss (required, except for --type jwt-svid with --trust-domain: a"
+        " JWT-SVID need not carry iss)",
+    )
     verify.add_argument("--audience", required=True, action="append", help="repeatable")
     verify.add_argument("--algorithm", required=True, action="append", help="repeatable")
     verify.add_argument("--type", choices=["jwt-svid", "at+jwt"], default=None)

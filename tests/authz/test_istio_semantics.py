@@ -675,3 +675,50 @@ def test_istio_principals_are_written_as_spiffe_ids(field: str, principal: str) 
         policy_from_dict(document)
     document = {"rules": [rule("r", "DENY", **{"from": [{field: [f"spiffe://{principal}"]}]})]}
     policy_from_dict(document)
+
+
+@pytest.mark.parametrize("claim", ["scope", "scp"])
+@pytest.mark.parametrize("key", ["claims.{}", "claims[{}]"])
+def test_a_space_delimited_scope_claim_is_matched_one_scope_at_a_time(claim: str, key: str) -> None:
+    """Istio reads the ``scope`` claim as the list RFC 8693 §4.2 makes of it: a DENY rule on
+    one scope covers a token granted it among others (decided by a Guard on a real token)."""
+    from tests.tokens.conftest import AUDIENCE, ISSUER, NOW, claims, mint
+    from zerotrust import Authenticator, FixedClock, Guard, MemoryStore, PrivateJWK, TokenVerifier
+    from zerotrust.authn.request import Request
+
+    key_pair = PrivateJWK.generate("ES256", kid="k1")
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys={"keys": [key_pair.public().to_public_dict()]},
+        algorithms=["ES256"],
+        clock=FixedClock(NOW),
+    )
+    policy = policy_from_dict(
+        {
+            "rules": [
+                rule("no-admin", "DENY", when=[{"key": key.format(claim), "values": ["admin"]}]),
+                rule(
+                    "readers",
+                    **{"from": [{"issuers": [ISSUER]}]},
+                    when=[{"key": key.format(claim), "not_values": ["banned"]}],
+                ),
+            ]
+        }
+    )
+    guard = Guard(authenticator=Authenticator(tokens=verifier), policy=policy, store=MemoryStore())
+
+    def decide(scope: str) -> tuple[bool, str | None]:
+        token = mint(key_pair, claims(**{claim: scope}))
+        view = Request(
+            method="GET", route="/orders", headers=[("authorization", f"Bearer {token}")]
+        )
+        outcome = guard.evaluate(view)
+        assert outcome.decision is not None
+        return outcome.allowed, outcome.decision.rule_id
+
+    assert decide("orders:read") == (True, "readers")
+    assert decide("admin") == (False, "no-admin")
+    assert decide("orders:read admin") == (False, "no-admin")
+    assert decide("orders:read banned") == (False, None)
+    assert decide("administrator orders:read") == (True, "readers")  # whole scopes only

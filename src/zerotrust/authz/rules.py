@@ -466,8 +466,9 @@ class Condition:
     """``key`` is one of the principal's fields or ``claims.<name>[.<nested>]``.
 
     A claim that is a list matches when any element matches (an object, a list or null in
-    it is no value). A missing value never matches ``values`` (and so always satisfies
-    ``not_values``).
+    it is no value); so does the space-delimited string of a ``scope`` or ``scp`` claim, one
+    scope at a time (RFC 8693 section 4.2, as Istio reads ``scope``). A missing value never
+    matches ``values`` (and so always satisfies ``not_values``).
     """
 
     key: str
@@ -517,6 +518,10 @@ def _text(value: object) -> str:
     return str(value)
 
 
+#: Claims whose string is a space-delimited list of scopes (RFC 8693 section 4.2; ``scp`` as
+#: tokens read it for ``Principal.scopes``): conditions compare each scope, as Istio does.
+_SPACE_DELIMITED: Final = frozenset({("scope",), ("scp",)})
+
 #: ``claims[name]`` segments (Istio's form, for names with dots: ``claims[https://x.io/roles]``).
 _BRACKETED: Final = re.compile(r"\[([^\[\]]+)\]")
 
@@ -558,6 +563,7 @@ def _getter(key: str) -> Callable[[Principal], Any]:
         return lambda p: getattr(p, key)
     path = _claim_path(key)
     if path is not None:
+        split = path in _SPACE_DELIMITED
 
         def get(p: Principal) -> Any:
             node: Any = p.claims
@@ -565,6 +571,8 @@ def _getter(key: str) -> Callable[[Principal], Any]:
                 if not isinstance(node, Mapping) or part not in node:
                     return None
                 node = node[part]
+            if isinstance(node, str) and split:  # "read admin" holds "admin"
+                return [scope for scope in node.split(" ") if scope]
             return node if isinstance(node, (str, int, float, bool, list, tuple)) else None
 
         return get

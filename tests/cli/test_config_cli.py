@@ -670,3 +670,67 @@ def test_policy_explain_exit_status_from_a_shell(policy_file: Path) -> None:
     denied = subprocess.run([*argv, "--route", "/nowhere"], capture_output=True, check=False)
     assert (allowed.returncode, denied.returncode) == (0, 1)
     assert json.loads(denied.stdout)["reason"] == "no_allow_rule_matched"
+
+
+CLAIMS_POLICY = """
+id = "claims"
+[[rules]]
+id = "no-admin-scope"
+action = "DENY"
+when = [{ key = "claims.scope", values = ["admin"] }]
+[[rules]]
+id = "no-batch-client"
+action = "DENY"
+when = [{ key = "claims.client_id", values = ["batch"] }]
+[[rules]]
+id = "no-acting-ops"
+action = "DENY"
+when = [{ key = "claims.act.sub", values = ["ops"] }]
+[[rules]]
+id = "tenant"
+when = [{ key = "claims.tenant", values = ["acme"] }]
+"""
+
+
+@pytest.mark.parametrize(
+    ("token", "argv", "rule"),
+    [
+        ({}, [], "tenant"),
+        ({"scopes": ["read", "admin"]}, ["--scope", "read admin"], "no-admin-scope"),
+        ({"extra_claims": {"client_id": "batch"}}, ["--client-id", "batch"], "no-batch-client"),
+        ({"act": {"sub": "ops"}}, ["--actor", "ops"], "no-acting-ops"),
+    ],
+)
+def test_policy_explain_decides_on_claims_as_the_service_does_on_the_token(
+    settings_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    token: dict[str, Any],
+    argv: list[str],
+    rule: str,
+) -> None:
+    """The token's claims hold what the options say, as the service reads them from a token."""
+    write(settings_dir / "policy.toml", CLAIMS_POLICY)
+    file = settings_dir / "zerotrust.toml"
+    extra = {"tenant": "acme", **token.pop("extra_claims", {})}
+    issued = make_issuer().issue(subject="svc", audience=AUD, extra_claims=extra, **token)
+    # the service, on a real token ...
+    _, served = ask(capsys, file, "--route", "/x", "--token", issued)
+    assert served["decision"]["rule_id"] == rule
+    # ... and the policy, asked about the caller the options describe
+    caller = ["--subject", "svc", "--issuer", "https://issuer.example", *argv]
+    code, shown = explain(
+        capsys, "--config", str(file), "--no-env", "--route", "/x", *caller,
+        "--claims", '{"tenant": "acme"}',
+    )  # fmt: skip
+    assert (shown["verdict"], shown["rule_id"]) == (served["verdict"], rule)
+    assert code == (0 if rule == "tenant" else 1)
+
+
+@pytest.mark.parametrize("name", ["sub", "iss", "scope", "scp", "client_id", "azp", "act"])
+def test_policy_explain_refuses_claims_the_caller_is_read_from(
+    policy_file: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    argv = ["--subject", "x", "--hook", "opa=allow", "--claims", json.dumps({name: "v"})]
+    code, out, err = run(capsys, "policy", "explain", str(policy_file), "--route", "/x", *argv)
+    assert (code, out) == (2, "")
+    assert f"--claims: give {name!r} with --" in err, err

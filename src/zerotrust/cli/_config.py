@@ -41,6 +41,18 @@ _MAX_CLAIMS: Final = 64 * 1024
 _MAX_CHAIN: Final = 1 << 20
 _PROVEN_BY: Final = get_args(ProvenBy)
 _KINDS: Final = ("http", "grpc", "websocket")
+#: The claims the caller's own fields are read from (as the Authenticator reads a token's),
+#: with the option that gives each: never in --claims, where they would leave the caller's
+#: fields and its claims saying different things.
+_CALLER_CLAIMS: Final = {
+    "sub": "--subject",
+    "iss": "--issuer",
+    "scope": "--scope",
+    "scp": "--scope",
+    "client_id": "--client-id",
+    "azp": "--client-id",
+    "act": "--actor",
+}
 _ALLOWED, _DENIED = 0, 1
 
 
@@ -116,7 +128,11 @@ def register(commands: Any) -> None:
     explain.add_argument("--subject", help="the token's sub")
     explain.add_argument("--issuer", help="the token's iss")
     explain.add_argument("--scope", action="append", default=[], help="granted scope, repeatable")
-    explain.add_argument("--claims", help="the token's other claims, a JSON object")
+    explain.add_argument(
+        "--claims",
+        help="the token's other claims, a JSON object (sub, iss, scope, scp, client_id, azp and"
+        " act are given by their options)",
+    )
     explain.add_argument("--actor", help="the current actor (act.sub)")
     explain.add_argument("--client-id", help="the token's client_id")
     explain.add_argument("--api-key-id", help="a caller authenticated by this API key id")
@@ -356,8 +372,19 @@ def _principal(args: argparse.Namespace) -> Principal | None:
     if spiffe_id is None and subject is not None and subject.startswith("spiffe://"):
         spiffe_id = _spiffe_id(subject, "--subject")  # a token's sub naming a workload
     claims = dict(_claims(args.claims))
+    for name in claims:
+        if name in _CALLER_CLAIMS:
+            raise ConfigurationError(
+                f"--claims: give {name!r} with {_CALLER_CLAIMS[name]} (the caller is read from it)"
+            )
     scopes = {scope for given in args.scope for scope in given.split()}
-    claims |= {name: v for name, v in (("sub", subject), ("iss", args.issuer)) if v is not None}
+    # and the token holds what the options say, as conditions on its claims read it
+    given = (("sub", subject), ("iss", args.issuer), ("client_id", args.client_id))
+    claims |= {name: v for name, v in given if v is not None}
+    if scopes:
+        claims["scope"] = " ".join(sorted(scopes))
+    if args.actor is not None:
+        claims["act"] = {"sub": args.actor}
     return Principal(
         proven_by=proven,
         spiffe_id=spiffe_id,

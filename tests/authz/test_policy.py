@@ -575,6 +575,65 @@ def test_custom_async_hook_in_async_evaluation() -> None:
     assert asyncio.run(failing.evaluate_async(who(), GET_ORDER)).reason == "custom_error"
 
 
+def test_an_async_hook_raising_cancelled_error_denies() -> None:
+    """A hook awaiting something another task cancelled (a shared lookup whose first caller
+    went away) raises ``CancelledError``: that is the hook failing, which denies, audited, as
+    any other error does; the request's own cancellation is still a cancellation."""
+    from tests.tokens.conftest import AUDIENCE, ISSUER, NOW, claims, mint
+    from zerotrust import Authenticator, FixedClock, Guard, MemorySink, PrivateJWK, TokenVerifier
+
+    async def cancelled_elsewhere(principal: Principal | None, op: Operation) -> bool:
+        shared: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        shared.cancel()
+        return await shared
+
+    policy = Policy([Rule(id="opa", action="CUSTOM", hook=cancelled_elsewhere), allow()])
+    decision = asyncio.run(policy.evaluate_async(who(), GET_ORDER))
+    assert (decision.allowed, decision.reason, decision.rule_id) == (False, "custom_error", "opa")
+    assert policy.evaluate(who(), GET_ORDER).reason == "custom_error"
+    # through a Guard, on a real token: a typed refusal, and an audit event
+    key = PrivateJWK.generate("ES256", kid="k1")
+    verifier = TokenVerifier(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        keys={"keys": [key.public().to_public_dict()]},
+        algorithms=["ES256"],
+        clock=FixedClock(NOW),
+    )
+    sink = MemorySink()
+    guard = Guard(
+        authenticator=Authenticator(tokens=verifier),
+        policy=Policy([Rule(id="opa", action="CUSTOM", hook=cancelled_elsewhere), allow("any")]),
+        audit=sink,
+    )
+    view = Request(
+        method="GET",
+        route="/orders/{order_id}",
+        headers=[("authorization", f"Bearer {mint(key, claims())}")],
+    )
+    outcome = asyncio.run(guard.aevaluate(view))
+    assert (outcome.allowed, outcome.status) == (False, 403)
+    assert outcome.decision is not None and outcome.decision.reason == "custom_error"
+    assert [(event.decision, event.reason) for event in sink.events] == [("deny", "custom_error")]
+
+    async def cancel_the_request() -> bool:
+        asked = asyncio.Event()
+
+        async def waits(principal: Principal | None, op: Operation) -> bool:
+            asked.set()
+            await asyncio.Event().wait()
+            return True
+
+        waiting = Policy([Rule(id="opa", action="CUSTOM", hook=waits, hook_timeout=60), allow()])
+        task = asyncio.ensure_future(waiting.evaluate_async(who(), GET_ORDER))
+        await asked.wait()
+        task.cancel()
+        await asyncio.wait((task,))
+        return task.cancelled()
+
+    assert asyncio.run(cancel_the_request())
+
+
 def test_dry_run_rule_is_recorded_not_enforced() -> None:
     policy = Policy([allow(), deny("new-deny", callers=[Callers(spiffe_ids=[WEB])], dry_run=True)])
     decision = policy.evaluate(who(), GET_ORDER)

@@ -17,7 +17,7 @@ import inspect
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, TypeVar
 
@@ -156,7 +156,8 @@ class HookCall:
         assert hook is not None
         timeout = self.rule.hook_timeout
         if inspect.iscoroutinefunction(hook):
-            result = await wait_for(hook(self.principal, self.operation), timeout)
+            called = _own_outcome(hook(self.principal, self.operation))
+            result = await wait_for(called, timeout)
         else:  # a blocking hook must not stall the event loop: a thread of its own
             loop = asyncio.get_running_loop()
             future: asyncio.Future[object] = loop.create_future()
@@ -185,13 +186,23 @@ def _run_hook(hook: Callable[..., Any], principal: Principal | None, op: Operati
     """Call ``hook`` in a worker thread; an awaitable it returns is run there to completion."""
     result = hook(principal, op)
     if inspect.isawaitable(result):
-        awaitable = result
-
-        async def complete() -> object:
-            return await awaitable
-
-        return asyncio.run(complete())
+        return asyncio.run(_own_outcome(result))
     return result
+
+
+async def _own_outcome(awaitable: Awaitable[object]) -> object:
+    """What an async hook answers; a ``CancelledError`` of its own (a future it awaits that
+    something else cancelled) is an error like any other, which the policy denies on. Only
+    the cancellation of the call itself (its timeout, or the request's end) stays one: the
+    request is then cancelled, not decided."""
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        cancelling = getattr(asyncio.current_task(), "cancelling", None)
+        if cancelling is not None and cancelling():  # Python 3.11+: this call was cancelled
+            raise
+        # (before 3.11, the awaiting side sees its own cancellation, whatever this raises)
+        raise RuntimeError("the hook raised CancelledError") from None
 
 
 def _hook_verdict(rule: Rule, result: object) -> bool:

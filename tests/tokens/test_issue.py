@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import threading
 from typing import Any
 
@@ -409,3 +410,41 @@ def test_the_private_jwks_own_kid_may_be_repeated(es256: PrivateJWK) -> None:
     assert es256.kid is not None
     issuer = TokenIssuer(es256, issuer=ISSUER, kid=es256.kid)
     assert issuer.key_ring.current.kid == es256.kid
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"subject": "svc-\udc80", "audience": AUDIENCE},
+        {"subject": "svc", "audience": [AUDIENCE, "\ud800"]},
+        {"subject": "svc", "audience": AUDIENCE, "extra_claims": {"tenant": "a\udfffb"}},
+        {"subject": "svc", "audience": AUDIENCE, "extra_claims": {"\ud83d": 1}},
+    ],
+)
+def test_claims_that_are_no_unicode_text_are_never_issued(
+    es256: PrivateJWK, clock: FixedClock, claims: dict[str, Any]
+) -> None:
+    # a lone surrogate can only be written as an escape no strict JSON reader accepts (RFC 7493
+    # 2.1): the token would be refused by every verifier, this package's own included
+    issuer = TokenIssuer(es256, issuer=ISSUER, clock=clock)
+    with pytest.raises(ConfigurationError, match="valid Unicode"):
+        issuer.issue(**claims)
+
+
+def test_claims_beyond_the_basic_plane_are_issued_and_verify(
+    es256: PrivateJWK, clock: FixedClock
+) -> None:
+    issuer = TokenIssuer(es256, issuer=ISSUER, clock=clock)
+    text = "caf\u00e9 \U0001f600 \\ud800"  # the last is a backslash and five letters
+    token = issuer.issue(subject="svc", audience=AUDIENCE, extra_claims={"note": text})
+    assert _verifier(issuer.jwks(), clock).verify(token).claims["note"] == text
+
+
+def test_a_kid_that_is_no_unicode_text_is_refused_before_it_is_published() -> None:
+    # published, it would make the whole JWKS document unreadable (one kid breaks every key)
+    with pytest.raises(ConfigurationError, match="valid Unicode"):
+        PrivateJWK.generate("ES256", kid="2026-\udcff")
+    ring = KeyRing(PrivateJWK.generate("ES256", kid="2026-01"))
+    with pytest.raises(ConfigurationError, match="valid Unicode"):
+        ring.stage(PrivateJWK.generate("ES256").with_kid("2026-\udcff"))
+    assert JWKSet.from_json(json.dumps(ring.jwks()).encode()).get("2026-01") is not None

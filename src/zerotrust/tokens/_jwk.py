@@ -54,6 +54,10 @@ def _check_kid(kid: object) -> str | None:
         return None
     if not isinstance(kid, str) or not kid or len(kid) > _MAX_KID:
         raise ConfigurationError("kid must be a non-empty string of at most 1024 characters")
+    try:  # a surrogate code point is no Unicode text: JSON readers refuse it (RFC 7493 2.1)
+        kid.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigurationError("kid must be valid Unicode text (it holds a surrogate)") from None
     return str(kid)
 
 

@@ -63,11 +63,17 @@ def _object(value: object) -> dict[Any, Any]:
 
 def _json(value: object) -> bytes:
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_object).encode(
-            "ascii"
-        )
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, default=_object)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"claims are not JSON-serialisable: {exc}") from None
+    if "\\ud" in text:  # a surrogate escaped: valid only as a pair standing for one character
+        try:  # a string with a surrogate code point is no Unicode text (RFC 8259 8.2, RFC 7493 2.1)
+            json.dumps(value, ensure_ascii=False, default=_object).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigurationError(
+                "claims and header values must be valid Unicode: a string holds a surrogate"
+            ) from None
+    return text.encode("ascii")
 
 
 def _scope(scopes: Iterable[str]) -> str | None:

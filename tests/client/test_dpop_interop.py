@@ -351,3 +351,41 @@ def test_zerotrusts_proofs_pass_the_librarys_validator(alg: str) -> None:
         k: v for k, v in holder.public().to_public_dict().items() if k in validated.headers["jwk"]
     }
     assert jwskate.Jwk(validated.headers["jwk"]).thumbprint() == holder.thumbprint()
+
+
+@pytest.mark.parametrize("client", ["requests", "httpx"])
+def test_a_proof_for_an_iri_names_the_uri_the_request_is_sent_to(client: str) -> None:
+    """``htu`` is the target URI (RFC 9449 4.2), ASCII: given an IRI, the proof names the URI
+    that ``requests`` and httpx send the request to (the host in A-labels, the rest
+    percent-encoded), which the library's validator and zerotrust's verifier both accept."""
+    import httpx
+
+    from zerotrust.authn.binding import verify_dpop_proof
+
+    iri = "https://bücher.example/café menu/7?q=ä#top"
+    sent = str(
+        requests.Request("GET", iri).prepare().url
+        if client == "requests"
+        else httpx.Request("GET", iri).url
+    )
+    htu = sent.partition("?")[0]
+    assert htu == "https://xn--bcher-kva.example/caf%C3%A9%20menu/7"
+    holder = PrivateJWK.generate("ES256")
+    proof = dpop_proof(holder, method="GET", url=iri, access_token="token-value")
+    validated = validate_dpop_proof(
+        proof,
+        htm="GET",
+        htu=htu,
+        ath=BinaPy("token-value").to("sha256").to("b64u").decode(),
+        algs=["ES256"],
+    )
+    assert validated.claims["htu"] == htu
+    checked = verify_dpop_proof(
+        proof,
+        method="GET",
+        url=sent.partition("#")[0],  # a request carries no fragment
+        access_token="token-value",
+        config=DPoPConfig(),
+        now=validated.claims["iat"],
+    )
+    assert checked.jkt == holder.thumbprint()

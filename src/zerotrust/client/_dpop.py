@@ -16,6 +16,7 @@ import secrets
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from zerotrust._clock import SYSTEM_CLOCK, Clock
@@ -35,6 +36,12 @@ def _segment(value: dict[str, Any]) -> str:
 
 
 def _htu(url: str) -> str:
+    # the target URI as it is sent (RFC 9449 4.2): an IRI's host in A-labels and its other
+    # characters percent-encoded (RFC 3987 3.1), as httpx writes them on the request line
+    try:
+        url = str(httpx.URL(url))
+    except (httpx.InvalidURL, TypeError):
+        raise ConfigurationError("a DPoP proof needs an absolute http(s) URL") from None
     parts = urlsplit(url)
     netloc = parts.netloc.rpartition("@")[2]  # never user information
     if parts.scheme not in ("http", "https") or not netloc:

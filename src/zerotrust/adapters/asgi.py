@@ -64,36 +64,44 @@ STATE_PRINCIPAL: Final = "zerotrust_principal"
 STATE_OUTCOME: Final = "zerotrust_outcome"
 #: Where the Guard that decided :data:`STATE_OUTCOME` is kept.
 STATE_GUARD: Final = "zerotrust_guard"
-# The route template :data:`STATE_OUTCOME` was decided with: the outcome's audit event is not
-# there to tell it when no sink listened then.
-_STATE_ROUTE: Final = "zerotrust_route"
+# The scope key of the request's own decision: (outcome, Guard, route template). Kept in the
+# request's scope, never read back from ``scope["state"]``: that namespace may be shared by
+# every request (a harness that hands each request the lifespan state itself rather than a
+# copy, such as asgi-lifespan's LifespanManager), and another request's decision is not this
+# one's. The route is there because the outcome's audit event may not have been built.
+_SCOPE_DECISION: Final = "zerotrust.decision"
 
 
 def publish(scope: Scope, outcome: Outcome, guard: Guard, route: str | None) -> None:
-    """Store an allowed outcome, its principal, the Guard that decided it and the route
-    template it was decided with in ``scope["state"]``."""
+    """Store an allowed outcome, its principal and the Guard that decided it in
+    ``scope["state"]``, and the decision (with its route template) in the request's scope."""
     state = scope.get("state")
     if state is None:
         state = scope["state"] = {}
     state[STATE_PRINCIPAL] = outcome.principal
     state[STATE_OUTCOME] = outcome
     state[STATE_GUARD] = guard
-    state[_STATE_ROUTE] = route
+    scope[_SCOPE_DECISION] = (outcome, guard, route)
+
+
+def _decision(scope: Scope) -> tuple[Outcome, Guard, str | None] | None:
+    decision: tuple[Outcome, Guard, str | None] | None = scope.get(_SCOPE_DECISION)
+    return decision
 
 
 def published_route(scope: Scope) -> str | None:
     """The route template :func:`publish` stored with the request's outcome."""
-    route = (scope.get("state") or {}).get(_STATE_ROUTE)
-    return route if isinstance(route, str) else None
+    decision = _decision(scope)
+    return decision[2] if decision is not None else None
 
 
 def published(scope: Scope, guard: Guard) -> Outcome | None:
     """The outcome :func:`publish` stored for this request if ``guard`` decided it (a decision
-    of another Guard, with another policy, is not this one's)."""
-    state = scope.get("state") or {}
-    prior = state.get(STATE_OUTCOME)
-    if isinstance(prior, Outcome) and state.get(STATE_GUARD) is guard:
-        return prior
+    of another Guard, with another policy, is not this one's, nor is one another request left
+    in a shared ``scope["state"]``)."""
+    decision = _decision(scope)
+    if decision is not None and decision[1] is guard:
+        return decision[0]
     return None
 
 

@@ -1,8 +1,10 @@
 """The FastAPI dependencies on their own (no middleware), OpenAPI, mounts and fallbacks."""
 
+import asyncio
 import logging
 from typing import Annotated, Any
 
+import httpx
 import pytest
 from fastapi import Depends, FastAPI, Security
 from starlette.applications import Starlette
@@ -84,6 +86,45 @@ def test_dependency_alone_optional(bare: Any, issuer: TokenIssuer) -> None:
     assert http.get("/public", headers=bearer(token(issuer))).json() == {"who": WEB}
     response = http.get("/public", headers=bearer("x.y.z"))  # bad credentials still refused
     assert response.status_code == 401 and response.json()["error"] == "invalid_token"
+
+
+def _sharing_state(app: Any, state: dict[str, Any]) -> Any:
+    """``app`` behind a harness that hands every request the lifespan state itself, not a copy
+    of it (asgi-lifespan's ``LifespanManager``, used with ``httpx.ASGITransport`` in tests)."""
+
+    async def shared(scope: Any, receive: Any, send: Any) -> None:
+        scope["state"] = state
+        await app(scope, receive, send)
+
+    return shared
+
+
+def _get_all(app: Any, *requests: tuple[str, dict[str, str]]) -> list[httpx.Response]:
+    async def run() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://orders") as http:
+            return [await http.get(path, headers=headers) for path, headers in requests]
+
+    return asyncio.run(run())
+
+
+def test_a_decision_is_never_reused_for_another_request_sharing_the_state(
+    issuer: TokenIssuer,
+) -> None:
+    """The dependencies reused the decision found in ``scope["state"]``: where every request
+    shares that namespace, an anonymous request was served as the previous caller, unaudited."""
+    guard, sink = make_guard(issuer)
+    app = _sharing_state(make_app(ZeroTrust(guard), middleware=False), {})
+    allowed, anonymous, other = _get_all(
+        app,
+        ("/orders/7", bearer(token(issuer, scopes=["orders:read"]))),
+        ("/orders/7", {}),
+        ("/orders/7", bearer(token(issuer, OTHER, scopes=["orders:read"]))),
+    )
+    assert allowed.json()["dependency"] == WEB
+    assert anonymous.status_code == 401 and anonymous.json()["error"] == "missing_credentials"
+    assert other.status_code == 403 and other.json()["error"] == "access_denied"
+    assert [event.decision for event in sink] == ["allow", "deny", "deny"]
 
 
 @pytest.mark.parametrize(

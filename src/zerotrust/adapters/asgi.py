@@ -89,6 +89,18 @@ def _decision(scope: Scope) -> tuple[Outcome, Guard, str | None] | None:
     return decision
 
 
+_STATE_KEYS: Final = (STATE_PRINCIPAL, STATE_OUTCOME, STATE_GUARD)
+
+
+def _forget_others(scope: Scope) -> None:
+    """Give the request a ``scope["state"]`` of its own, without the entries of another
+    request's decision, when its namespace holds some: one shared by every request (the ASGI
+    lifespan specification has servers hand each request a shallow copy; this is that copy)."""
+    state = scope.get("state")
+    if state and _decision(scope) is None and any(key in state for key in _STATE_KEYS):
+        scope["state"] = {k: v for k, v in state.items() if k not in _STATE_KEYS}
+
+
 def published_route(scope: Scope) -> str | None:
     """The route template :func:`publish` stored with the request's outcome."""
     decision = _decision(scope)
@@ -191,6 +203,7 @@ class ZeroTrustMiddleware:
             if exempt is not None and (not exempt or _method(scope) in exempt):
                 # nothing is accepted on an exempt route: no forwarded certificate reaches it
                 strip_scope_headers(scope, self._forwarded, self._forwarded)
+                _forget_others(scope)  # no principal: not even another request's
                 await self.app(scope, receive, send)
                 return
             route = normalize_route(route)  # "/orders/" is "/orders", as in every adapter
@@ -207,6 +220,7 @@ class ZeroTrustMiddleware:
             strip_scope_headers(scope, names, self._forwarded)
         elif view.underscored:  # rarer: perhaps one spelled with '_'
             strip_scope_headers(scope, (), self._forwarded)
+        _forget_others(scope)  # checked here, after the await: another request may publish
         publish(scope, outcome, self.guard, route)
         if outcome.headers and kind == "http":  # a fresh DPoP-Nonce for the response
             send = asgi_adding_headers(send, outcome.headers)

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, Security
+from fastapi import Depends, FastAPI, Request, Security
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.websockets import WebSocketDisconnect
@@ -125,6 +125,51 @@ def test_a_decision_is_never_reused_for_another_request_sharing_the_state(
     assert anonymous.status_code == 401 and anonymous.json()["error"] == "missing_credentials"
     assert other.status_code == 403 and other.json()["error"] == "access_denied"
     assert [event.decision for event in sink] == ["allow", "deny", "deny"]
+
+
+def test_an_exempt_request_sees_no_principal_another_request_left_in_a_shared_state(
+    issuer: TokenIssuer,
+) -> None:
+    """docs/fastapi.md: handlers of exempt routes see no principal. Where every request shares
+    ``scope["state"]``, the middleware's previous request's principal was there."""
+    guard, _ = make_guard(issuer)
+    state = {"pool": "from the lifespan"}
+    app = _sharing_state(make_app(ZeroTrust(guard)), state)
+    allowed, exempt = _get_all(
+        app, ("/orders/7", bearer(token(issuer, scopes=["orders:read"]))), ("/healthz", {})
+    )
+    assert allowed.json()["state"] == WEB
+    assert exempt.json() == {"ok": True, "principal": None}
+    assert state["pool"] == "from the lifespan"  # the lifespan's own entries are the same
+
+
+def test_concurrent_requests_sharing_the_state_keep_their_own_principal(
+    issuer: TokenIssuer,
+) -> None:
+    """Where every request shares ``scope["state"]``, the second of two concurrent requests
+    replaced the first one's principal in ``request.state`` while its handler ran."""
+    guard, _ = make_guard(issuer)
+    app = make_app(ZeroTrust(guard))
+    arrived: list[str] = []
+    both_in = asyncio.Event()
+
+    @app.get("/whoami")
+    async def whoami(request: Request) -> dict[str, Any]:
+        arrived.append(request.state.zerotrust_principal.id)
+        if len(arrived) == 2:
+            both_in.set()
+        await both_in.wait()  # both requests are in their handlers: both decided
+        return {"state": request.state.zerotrust_principal.id}
+
+    async def run() -> list[Any]:
+        transport = httpx.ASGITransport(app=_sharing_state(app, {}))
+        async with httpx.AsyncClient(transport=transport, base_url="http://orders") as http:
+            return await asyncio.gather(
+                *(http.get("/whoami", headers=bearer(token(issuer, who))) for who in (WEB, ADMIN))
+            )
+
+    web, admin = asyncio.run(run())
+    assert web.json() == {"state": WEB} and admin.json() == {"state": ADMIN}
 
 
 @pytest.mark.parametrize(

@@ -891,3 +891,33 @@ def test_a_source_that_cannot_drop_a_refused_token_leaves_the_request_its_refusa
     [response] = send(mode, [("GET", server.url("/"))], **options)
     assert response.status_code == 401 and source.invalidated == ["orders"]
     assert [bearer(r) for r in server.requests()] == ["token-1-for-orders"]
+
+
+def test_a_one_method_token_source_raising_stop_iteration_fails_an_async_request(
+    server: ZtHttpsServer, ca: DevCA, client_svid: X509Svid
+) -> None:
+    # run in a worker thread, a StopIteration cannot be set on the future the request awaits:
+    # the request would wait for ever (the loop's handler is told of the TypeError instead)
+    class Broken:
+        def token(self, audience: str) -> str:
+            raise StopIteration
+
+    server.script("/orders", Reply(200))
+    problems: list[object] = []
+
+    async def run() -> None:
+        options = {**tls(ca, client_svid), "token_source": Broken(), "audience": "orders"}
+        async with AsyncClient(**options) as client:
+            request = asyncio.ensure_future(client.get(server.url("/orders")))
+
+            def stuck(_: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+                problems.append(context.get("exception"))
+                request.cancel()
+
+            asyncio.get_running_loop().set_exception_handler(stuck)
+            await request
+
+    with pytest.raises(SourceError, match="token source failed"):
+        asyncio.run(run())
+    assert problems == []
+    assert server.requests() == []

@@ -62,7 +62,14 @@ async def token_async_of(source: TokenSource, audience: str) -> str:
     if callable(token_async):
         token: str = await token_async(audience)
         return token
-    return await asyncio.to_thread(source.token, audience)
+
+    def blocking() -> str:
+        try:
+            return source.token(audience)
+        except StopIteration:  # cannot cross into a future: its awaiter would never wake
+            raise SourceError("token source failed") from None
+
+    return await asyncio.to_thread(blocking)
 
 
 def _check_audience(audience: object) -> str:

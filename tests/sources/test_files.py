@@ -15,6 +15,8 @@ from tests._fork import in_child
 from zerotrust import FileBundleSource, FileSvidSource, X509Svid
 from zerotrust.dev import DevCA
 from zerotrust.errors import BundleError, SvidError
+from zerotrust.sources import files
+from zerotrust.x509.bundle import BundleSet
 
 
 class Ticks:
@@ -463,3 +465,50 @@ def test_a_child_forked_while_its_parent_was_reloading_goes_on_reloading(
         release.set()
         checker.join(10)
     assert not checker.is_alive() and len(reloaded) == 1  # the parent's check ended too
+
+
+def test_a_child_forked_while_its_parent_rebuilt_the_bundle_set_goes_on_reloading(
+    ca: DevCA, other_ca: DevCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork while another thread builds the set of the bundles files gave (it holds the
+    source's lock, which the child inherits held): the child's callers must neither wait on it
+    for ever nor keep the bundles of before the fork."""
+    ours, theirs = tmp_path / "ours.pem", tmp_path / "theirs.pem"
+    ours.write_bytes(ca.bundle.to_pem())
+    theirs.write_bytes(other_ca.bundle.to_pem())
+    ticks = Ticks()
+    source = FileBundleSource(
+        {"example.org": ours, "other.org": theirs}, check_interval=5, monotonic=ticks
+    )
+    second, third = DevCA.create("example.org"), DevCA.create("example.org")
+    entered, release = threading.Event(), threading.Event()
+    build = files.BundleSet
+
+    def held(bundles: Any) -> BundleSet:
+        entered.set()
+        release.wait(10)
+        return build(bundles)
+
+    monkeypatch.setattr(files, "BundleSet", held)
+    ours.write_bytes(second.bundle.to_pem())
+    settled(ours)
+    ticks.now = 5
+    checker = threading.Thread(target=source.get_bundle_set)
+    checker.start()
+    try:
+        assert entered.wait(10)
+
+        def child() -> str:
+            release.set()  # this process's builds go through at once
+            ours.write_bytes(third.bundle.to_pem())
+            settled(ours)
+            ticks.now = 10
+            bundle = source.get_bundle_set().get("example.org")
+            return "third" if bundle == third.bundle else "other"
+
+        assert in_child(child, timeout=10) == "third"
+    finally:
+        release.set()
+        checker.join(10)
+    assert not checker.is_alive()
+    assert source.get_bundle_set().get("example.org") == second.bundle

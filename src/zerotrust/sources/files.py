@@ -47,11 +47,14 @@ _SETTLE_SECONDS = 0.25
 
 
 _watched: weakref.WeakSet[_Watched[Any]] = weakref.WeakSet()
+_bundle_sources: weakref.WeakSet[FileBundleSource] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
     for watched in list(_watched):
         watched._lock = threading.Lock()  # a check of the parent's held it: it never ends here
+    for source in list(_bundle_sources):
+        source._lock = threading.Lock()  # the same for a bundle set being rebuilt
 
 
 if hasattr(os, "register_at_fork"):
@@ -276,6 +279,7 @@ class FileBundleSource:
         # the bundles and the set of them, swapped together (two files for one trust domain
         # are refused here)
         self._current = (bundles, BundleSet(bundles))
+        _bundle_sources.add(self)
 
     def get_bundle_set(self) -> BundleSet:
         """The current bundles; the files are re-checked at most once per ``check_interval``.

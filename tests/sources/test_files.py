@@ -512,3 +512,34 @@ def test_a_child_forked_while_its_parent_rebuilt_the_bundle_set_goes_on_reloadin
         checker.join(10)
     assert not checker.is_alive()
     assert source.get_bundle_set().get("example.org") == second.bundle
+
+
+def test_between_checks_a_bundle_source_of_several_files_costs_one_clock_read(
+    ca: DevCA, other_ca: DevCA, tmp_path: Path
+) -> None:
+    """The set is read on every handshake and request: until a file is due for a check, that
+    is one clock read, as with one file, not a look at every file's watcher."""
+    ours, theirs = tmp_path / "ours.pem", tmp_path / "theirs.pem"
+    ours.write_bytes(ca.bundle.to_pem())
+    theirs.write_bytes(other_ca.bundle.to_pem())
+    reads = 0
+    now = 0.0
+
+    def monotonic() -> float:
+        nonlocal reads
+        reads += 1
+        return now
+
+    source = FileBundleSource(
+        {"example.org": ours, "other.org": theirs}, check_interval=5, monotonic=monotonic
+    )
+    first = source.get_bundle_set()
+    rotated = DevCA.create("example.org")
+    ours.write_bytes(rotated.bundle.to_pem())
+    settled(ours)
+    reads = 0
+    assert all(source.get_bundle_set() is first for _ in range(10))
+    assert reads == 10
+    now = 5  # due: every file is checked, the changed one reloaded
+    assert source.get_bundle_set().get("example.org") == rotated.bundle
+    assert source.get_bundle_set().get("other.org") == other_ca.bundle

@@ -274,28 +274,31 @@ class FileBundleSource:
             ]
         except OSError as exc:
             raise BundleError(f"cannot read bundle file {exc.filename}: {exc.strerror}") from None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held by the one caller checking the files
+        self._monotonic = monotonic
         bundles = tuple(watched.get() for watched in self._watched)
         # the bundles and the set of them, swapped together (two files for one trust domain
         # are refused here)
         self._current = (bundles, BundleSet(bundles))
+        self._next_check = min(watched._next_check for watched in self._watched)
         _bundle_sources.add(self)
 
     def get_bundle_set(self) -> BundleSet:
         """The current bundles; the files are re-checked at most once per ``check_interval``.
         A changed file that does not load keeps its trust domain's previous bundle (see
         :attr:`last_error`), and only that one: it never raises."""
-        bundles = tuple(watched.get() for watched in self._watched)
-        current = self._current
-        if all(new is old for new, old in zip(bundles, current[0], strict=True)):
-            return current[1]
-        with self._lock:
-            # read again under the lock: a slower caller never puts back an older snapshot
-            bundles = tuple(watched.get() for watched in self._watched)
+        # until a file is due for a check, one clock read, whatever the number of files
+        if self._monotonic() < self._next_check or not self._lock.acquire(blocking=False):
+            return self._current[1]  # (or another caller is checking them: the current set)
+        try:
             current = self._current
+            bundles = tuple(watched.get() for watched in self._watched)
             if any(new is not old for new, old in zip(bundles, current[0], strict=True)):
                 current = self._current = (bundles, BundleSet(bundles))
+            self._next_check = min(watched._next_check for watched in self._watched)
             return current[1]
+        finally:
+            self._lock.release()
 
     @property
     def last_error(self) -> str | None:

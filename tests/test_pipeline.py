@@ -906,6 +906,27 @@ def test_a_policy_names_a_certificate_bound_token_as_mtls_plus_bound_jwt(
     assert refused.principal.proven_by == "mtls+jwt"
 
 
+def test_a_rule_for_certificate_bound_tokens_never_admits_a_forwarded_certificate(
+    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+) -> None:
+    # mtls+bound-jwt: the certificate was presented on the caller's own connection; a
+    # certificate a proxy forwarded is the proxy's word, token or not (proxy-mtls)
+    only_bound = Policy([Rule(id="bound", callers=[Callers(proven_by=["mtls+bound-jwt"])])])
+    proxies = TrustedProxies(["10.0.0.0/8"], header="xfcc")
+    guard, sink = make_guard(
+        issuer, clock, pol=only_bound, bundles=ca.bundle, trusted_proxies=proxies
+    )
+    svid = ca.issue_svid(WEB)
+    bound = issuer.issue(subject=WEB, audience=AUD, bind_cert=svid.leaf)
+    forwarded = {"x-forwarded-client-cert": xfcc_for(svid.leaf.public_bytes(Encoding.PEM))}
+    refused = guard.evaluate(get(bound, headers=forwarded, remote_addr="10.1.2.3"))
+    assert refused.status == 403 and refused.principal is not None
+    assert refused.principal.proven_by == "proxy-mtls"
+    assert sink.last is not None and sink.last.proven_by == "proxy-mtls"
+    chain = [c.public_bytes(Encoding.DER) for c in svid.cert_chain]
+    assert guard.evaluate(get(bound, peer_chain=chain)).allowed  # its own connection's
+
+
 def test_a_certificate_bound_token_through_a_trusted_proxy(
     issuer: TokenIssuer, clock: FixedClock, ca: DevCA
 ) -> None:
@@ -926,7 +947,8 @@ def test_a_certificate_bound_token_through_a_trusted_proxy(
 
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], bind_cert=svid.leaf)
     ok = guard.evaluate(via_proxy(token, svid))
-    assert ok.allowed and ok.principal is not None and ok.principal.proven_by == "mtls+bound-jwt"
+    # the certificate, and so the binding, is the proxy's word: not the caller's own mTLS
+    assert ok.allowed and ok.principal is not None and ok.principal.proven_by == "proxy-mtls"
     to_proxy = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], bind_cert=proxy.leaf)
     for view in (
         via_proxy(token, other),  # another client's certificate

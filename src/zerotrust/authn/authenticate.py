@@ -426,7 +426,7 @@ class Authenticator:
         proven: ProvenBy
         if proof is not None:
             proven = "dpop"
-        elif "x5t#S256" in cnf:
+        elif "x5t#S256" in cnf and not via_proxy:
             proven = "mtls+bound-jwt"
         elif peer is not None:  # a forwarded certificate is the proxy's word, token or not
             proven = "proxy-mtls" if via_proxy else "mtls+jwt"

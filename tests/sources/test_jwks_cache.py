@@ -173,7 +173,9 @@ def test_callers_with_unknown_kids_share_the_refetch_under_way(clock: FixedClock
     assert first.action is Action.FETCH and first.kid == "b"
     # within the cooldown, while that refetch is under way, callers wait for it ...
     waiting = cache.plan("b")
-    assert waiting == Plan(Action.FETCH, generation=cache.generation, started=1, shared=True)
+    assert waiting == Plan(
+        Action.FETCH, generation=cache.generation, started=1, shared=True, stand_in=True
+    )
     assert cache.fetch_needed(waiting)  # the refetch has not begun: whoever comes first makes it
     flow = cache.refresh_flow()
     next(flow)  # it has begun: a caller that did not wait for it behind a lock makes none
@@ -628,3 +630,19 @@ def test_times_no_date_can_hold_are_refused_when_configured(clock: FixedClock, n
                 cache.result(plan)
         clock.advance(86400)
     cache.plan(None)
+
+
+def test_a_caller_of_another_event_loop_never_stands_in_for_the_refetch_granted(
+    clock: FixedClock,
+) -> None:
+    """Whoever comes first behind the granted caller's lock makes the refetch; a caller of
+    another event loop (or of the threads, for a task) is behind another lock: if it made the
+    refetch before the granted caller began, that caller would make its own too."""
+    cache = make(clock)
+    fetch(cache, ok(KEY_A))
+    granted = cache.plan("b", 1)
+    assert granted.action is Action.FETCH and granted.kid == "b"
+    same, other, threads = cache.plan("c", 1), cache.plan("d", 2), cache.plan("e")
+    assert same.shared and other.shared and threads.shared
+    assert cache.fetch_needed(same)  # none has begun: it stands in for the granted caller
+    assert not cache.fetch_needed(other) and not cache.fetch_needed(threads)

@@ -1676,3 +1676,49 @@ def test_callers_of_other_event_loops_add_no_request_to_a_refetch_under_way(
         held.join(10)
     assert refused == ["unknown_key"] * 8 and first == ["unknown_key"]
     assert server.count("/jwks") == 2  # the first fetch and the one refetch: nothing more
+
+
+def test_a_caller_of_another_event_loop_adds_no_request_before_the_refetch_begins(
+    server: HttpsServer, clock: FixedClock
+) -> None:
+    """The refetch granted for an unknown kid may wait for its event loop's lock (a background
+    refresh of that loop holds it): a caller of another event loop meeting another unknown kid
+    meanwhile must not send a request of its own either (the granted one follows anyway)."""
+    ring = KeyRing(PrivateJWK.generate("ES256", kid="k1"))
+    endpoint = JWKSEndpoint(ring, max_age=300)
+    arrived, gate, waiting = threading.Event(), threading.Event(), threading.Event()
+
+    def handler(request: Any) -> tuple[int, dict[str, str], bytes]:
+        if server.count("/jwks") == 2:  # the background refresh is held
+            arrived.set()
+            assert gate.wait(10)
+        status, headers, body = endpoint.respond(request.method, None)
+        return status, dict(headers), body
+
+    server.route("/jwks", Route(handler=handler))
+    source = make(server, clock)
+    granted: list[Any] = []
+
+    async def refresh_then_refetch() -> None:
+        await source.prefetch_async()
+        clock.advance(280)  # past refresh-ahead, not expired
+        await source.get_keys_async()  # starts this loop's background refresh
+        await asyncio.to_thread(arrived.wait, 10)
+        refetch = asyncio.ensure_future(source.get_keys_async(missing_kid="kid-0"))
+        await asyncio.sleep(0)  # its first step: granted, then waits for this loop's lock
+        waiting.set()
+        granted.append(await refetch)
+
+    with source:
+        loop_a = threading.Thread(target=asyncio.run, args=(refresh_then_refetch(),))
+        loop_a.start()
+        try:
+            assert waiting.wait(10)
+            keys = asyncio.run(source.get_keys_async(missing_kid="kid-1"))  # another loop
+            assert "kid-1" not in keys
+            assert server.count("/jwks") == 2  # the first fetch and the refresh: no more
+        finally:
+            gate.set()
+            loop_a.join(10)
+    assert len(granted) == 1
+    assert server.count("/jwks") == 3  # ... then the refetch granted for kid-0

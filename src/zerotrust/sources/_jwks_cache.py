@@ -55,6 +55,9 @@ class Plan:
     kid: str | None = None  # the unknown kid a FETCH is for
     started: int = 0  # for a kid's FETCH: how many fetches had begun when it was planned
     shared: bool = False  # a FETCH that waits for the refetch granted for another's kid
+    # ... asked for from the thread or event loop that refetch was granted in: the caller
+    # waits behind the same lock, so it may make the refetch if it gets there first
+    stand_in: bool = False
     error: str | None = None
 
 
@@ -108,6 +111,7 @@ class JWKSCache:
         # fetches begun when the latest refetch for an unknown kid was granted: that refetch
         # is under way until a fetch numbered above this one has ended
         self._kid_fetch_after: int | None = None
+        self._kid_fetch_caller: object = None  # the caller's thread or event loop (``caller``)
         self._missing: OrderedDict[str, datetime] = OrderedDict()
         self._last_success: datetime | None = None
         self._last_error: str | None = None
@@ -120,8 +124,10 @@ class JWKSCache:
 
     # --- decisions ---------------------------------------------------------------------------
 
-    def plan(self, missing_kid: str | None) -> Plan:
-        """What a caller asking for keys (or for an unknown ``missing_kid``) must do now."""
+    def plan(self, missing_kid: str | None, caller: object = None) -> Plan:
+        """What a caller asking for keys (or for an unknown ``missing_kid``) must do now.
+        ``caller``: what its fetches are single-flight within (``None``: the threads; else an
+        event loop's own key), which a refetch for an unknown kid is shared within."""
         now = self._clock.now()
         policy = self._policy
         with self._lock:
@@ -142,6 +148,7 @@ class JWKSCache:
                 if self._may_refetch_for(missing_kid, now):
                     self._last_kid_fetch = now
                     self._kid_fetch_after = self._started
+                    self._kid_fetch_caller = caller
                     return Plan(
                         Action.FETCH, generation=gen, kid=missing_kid, started=self._started
                     )
@@ -155,7 +162,10 @@ class JWKSCache:
                     # the refetch granted for another caller's unknown kid is under way (a
                     # rotated key reaching many callers at once): share it (single-flight)
                     # rather than be refused with the set it is about to replace
-                    return Plan(Action.FETCH, generation=gen, started=after, shared=True)
+                    stand_in = caller == self._kid_fetch_caller
+                    return Plan(
+                        Action.FETCH, generation=gen, started=after, shared=True, stand_in=stand_in
+                    )
             if now >= entry.expires_at:
                 if now > entry.expires_at + timedelta(seconds=policy.max_stale):
                     if backoff:
@@ -200,12 +210,15 @@ class JWKSCache:
         """Whether the fetch ``plan`` asked for is still to be made: no fetch has ended since
         it was planned or, for an unknown kid, none that began after the kid was asked for
         (an answer to a request sent before cannot tell whether the issuer publishes it); for a
-        caller sharing the refetch granted for another kid, none has begun since."""
+        caller sharing the refetch granted for another kid, one of the same threads or event
+        loop only, none has begun since."""
         with self._lock:
             if plan.shared:
-                # made only if the refetch granted for another kid has not begun: once it has,
-                # a caller of another thread or event loop must never add a request of its own
-                return self._started <= plan.started
+                # made only by a caller behind the same lock as the granted one (which then
+                # makes none), and only if no fetch has begun: a caller of another event loop
+                # (or the threads, for a task) never adds a request of its own, even before the
+                # granted one has begun (waiting for its own lock, held by a refresh)
+                return plan.stand_in and self._started <= plan.started
             if plan.kid is not None:
                 return self._ended <= plan.started
             return self._generation == plan.generation

@@ -204,7 +204,9 @@ class RemoteJWKSource:
 
     async def get_keys_async(self, *, missing_kid: str | None = None) -> JWKSet:
         """Async twin of :meth:`get_keys`; never blocks the event loop."""
-        plan = self._cache.plan(missing_kid)
+        # the event loop a refetch for an unknown kid is shared within (its tasks, its lock)
+        loop = id(asyncio.get_running_loop()) if missing_kid is not None else None
+        plan = self._cache.plan(missing_kid, loop)
         if plan.action is Action.SERVE or plan.action is Action.REFRESH:
             if plan.action is Action.REFRESH:
                 self._start_task(plan.generation)

@@ -30,6 +30,7 @@ The middleware is sync and async capable without adaptation: with an async handl
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -334,14 +335,26 @@ def _bind_stream(request: Any, response: Any) -> None:
     else:
         response.streaming_content = _bound(response.streaming_content, principal)
         # Django closes the view's iterator itself in response.close(), before the wrapper
-        response.close = _closing_with(response.close, principal)
+        response.close = _closing_with(response, principal)
 
 
-def _closing_with(close: Callable[[], None], principal: Principal) -> Callable[[], None]:
+def _closing_with(response: Any, principal: Principal) -> Callable[[], None]:
+    """``response.close`` with ``principal`` bound. The response is held weakly: a closure
+    holding it, kept on the response itself, would make a reference cycle, freed only by the
+    garbage collector with the whole body."""
+    own = response.__dict__.get("close")  # an instance's own close, set before (kept)
+    close_of = type(response).close
+    ref = weakref.ref(response)
+
     def closing() -> None:
         token = set_principal(principal)
         try:
-            close()
+            if own is not None:
+                own()
+            else:
+                alive = ref()
+                if alive is not None:
+                    close_of(alive)
         finally:
             reset_principal(token)
 

@@ -760,6 +760,46 @@ def test_a_resolver_error_quoting_the_path_cannot_forge_log_lines(
     assert "could not be resolved" in message and len(message) < 300
 
 
+def test_a_streamed_response_bound_to_its_principal_is_freed_without_the_collector() -> None:
+    """The close wrapper on a sync streamed response holds it weakly: dropped, the response
+    (and the body it holds) goes at once, not when the garbage collector next runs."""
+    import gc
+    import weakref
+
+    from django.http import StreamingHttpResponse
+
+    from zerotrust import Principal, SpiffeId
+    from zerotrust.adapters import _context
+    from zerotrust.adapters.django import _bind_stream
+
+    request = HttpRequest()
+    principal = Principal(spiffe_id=SpiffeId.parse(WEB), proven_by="mtls")
+    request.__dict__["principal"] = principal
+    seen: list[object] = []
+
+    def body() -> Any:
+        try:
+            yield b"one"
+            yield b"two"
+        finally:
+            seen.append(_context.current_principal())
+
+    response = StreamingHttpResponse(body())
+    _bind_stream(request, response)
+    assert next(iter(response)) == b"one"
+    response.close()  # the body closed with the principal bound
+    assert seen == [principal] and _context.current_principal() is None
+    gone = weakref.ref(response)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del response
+        assert gone() is None
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def test_a_streamed_body_its_client_left_closes_with_its_principal(zt: Harness) -> None:
     """A WSGI server closes a streamed body whose client went away (PEP 3333): the body's
     own cleanup runs then, and sees the request's principal as every part did (it is still

@@ -2331,14 +2331,21 @@ def test_hostile_dpop_proofs_are_refused_not_crashed_on(
 
 
 def test_hostile_binding_claims_are_refused_not_crashed_on(
-    issuer: TokenIssuer, clock: FixedClock, ca: DevCA
+    issuer: TokenIssuer, key: PrivateJWK, clock: FixedClock, ca: DevCA
 ) -> None:
     from cryptography.hazmat.primitives.serialization import Encoding
+
+    from zerotrust.tokens._b64 import b64url_decode
 
     guard, _ = make_guard(issuer, clock, bundles=ca.bundle, token_must_match_peer=True)
     chain = [c.public_bytes(Encoding.DER) for c in ca.issue_svid(WEB).cert_chain]
     for extra in ({"cnf": {"x5t#S256": "\ud800"}}, {"azp": {"x": 1}}, {"cnf": {"jkt": "\ud800"}}):
-        token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"], extra_claims=extra)
+        # signed by hand: the issuer refuses to write a lone surrogate, a hostile one does not
+        issued = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:read"])
+        header, payload, _ = issued.split(".")
+        claims = {**json.loads(b64url_decode(payload)), **extra}
+        signing_input = f"{header}.{b64url_encode(json.dumps(claims).encode())}"
+        token = f"{signing_input}.{b64url_encode(key.sign(signing_input.encode()))}"
         view = Request(route=ROUTE, headers={"authorization": f"Bearer {token}"}, peer_chain=chain)
         assert guard.evaluate(view).status == 401, extra
 

@@ -8,6 +8,7 @@ import pytest
 
 from zerotrust import SpiffeId
 from zerotrust.authn.principal import Principal
+from zerotrust.errors import ConfigurationError
 
 WEB = SpiffeId.parse("spiffe://example.org/ns/shop/sa/web")
 ISS = "https://issuer.example"
@@ -78,3 +79,12 @@ def test_the_summary_holds_identifiers_and_never_claims() -> None:
     }
     assert Principal(proven_by="jwt").summary()["spiffe_id"] is None
     assert "do-not-log" not in repr(principal) and "delegation" not in repr(principal)
+
+
+def test_scopes_given_as_one_string_are_refused_not_split_into_characters() -> None:
+    """``scopes="orders:read"`` would grant the scopes "o", "r", "d", ...: a principal built by
+    hand (a test's, a custom authenticator's) takes a collection of scopes."""
+    for value in ("orders:read", b"orders:read"):
+        with pytest.raises(ConfigurationError, match="not one string"):
+            Principal(proven_by="jwt", scopes=value)  # type: ignore[arg-type]
+    assert Principal(proven_by="jwt", scopes=["orders:read"]).scopes == {"orders:read"}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from zerotrust.errors import ConfigurationError
 from zerotrust.identity import SpiffeId
 
 __all__ = ["Principal", "ProvenBy"]
@@ -52,6 +53,10 @@ class Principal:
             object.__setattr__(self, "claims", MappingProxyType(dict(self.claims)))
         scopes: Any = self.scopes
         if not isinstance(scopes, frozenset):  # accept any iterable from callers
+            if isinstance(scopes, (str, bytes)):  # its characters would be the scopes
+                raise ConfigurationError(
+                    "scopes is a collection of scopes (['orders:read']), not one string"
+                )
             object.__setattr__(self, "scopes", frozenset(scopes))
 
     @property

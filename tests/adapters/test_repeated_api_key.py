@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import uvicorn
-from werkzeug.serving import make_server
 
+from tests._werkzeug import werkzeug_serving
 from zerotrust import (
     ApiKeys,
     Authenticator,
@@ -58,19 +58,6 @@ async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextmanager
-def werkzeug_server(app: Any) -> Iterator[int]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
-
-
-@contextmanager
 def uvicorn_server(app: Any) -> Iterator[int]:
     """The socket listens before the server starts: requests wait in its queue until then."""
     sock = socket.create_server(("127.0.0.1", 0))
@@ -105,7 +92,7 @@ def send(port: int, values: list[str]) -> tuple[int, str | None, Any]:
 def test_two_api_key_lines_are_malformed_under_wsgi_as_under_asgi(values: list[str]) -> None:
     wsgi_guard, wsgi_sink = make_guard()
     asgi_guard, asgi_sink = make_guard()
-    with werkzeug_server(WSGIMiddleware(wsgi_app, guard=wsgi_guard)) as port:
+    with werkzeug_serving(WSGIMiddleware(wsgi_app, guard=wsgi_guard)) as port:
         wsgi = send(port, values)
         assert send(port, [KEY])[0] == 200  # one line: served
     with uvicorn_server(ASGIMiddleware(asgi_app, guard=asgi_guard)) as port:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import types
 import uuid
 from collections.abc import Callable
@@ -20,8 +19,8 @@ from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client
 from django.test.utils import override_settings
 from django.utils.decorators import async_only_middleware
-from werkzeug.serving import make_server
 
+from tests._werkzeug import werkzeug_serving
 from tests.adapters.django.conftest import INTRUDER, STRANGER, WEB, Harness, Installer, policy
 from tests.adapters.django.project import views
 from zerotrust import Callers, Guard, Operations, Policy, RateLimit, Rule
@@ -806,17 +805,10 @@ def test_a_streamed_body_its_client_left_closes_with_its_principal(zt: Harness) 
     the request's code), not the nobody the thread is left with once the middleware is done."""
     views.ENDLESS_CLOSED.clear()
     views.ENDLESS_CLOSING.clear()
-    server = make_server("127.0.0.1", 0, WSGIHandler(), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/endless/"
+    with werkzeug_serving(WSGIHandler()) as port:
+        url = f"http://127.0.0.1:{port}/endless/"
         with httpx.Client(timeout=30) as client, client.stream("GET", url, headers=zt.auth()) as r:
             assert r.status_code == 200
             assert next(r.iter_lines()) == WEB  # produced with the principal
         assert views.ENDLESS_CLOSING.wait(30), "the server never closed the body"
-    finally:
-        server.shutdown()
-        thread.join(30)
-        server.server_close()
     assert views.ENDLESS_CLOSED == [WEB]

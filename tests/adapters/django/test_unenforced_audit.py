@@ -3,14 +3,13 @@ allow: the audit trail gets that refusal too, on a real server with a real clien
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from django.core.wsgi import get_wsgi_application
-from werkzeug.serving import make_server
 
+from tests._werkzeug import werkzeug_serving
 from tests.adapters.django.conftest import WEB, Harness
 from zerotrust.pipeline import REQUIREMENT_NOTE
 
@@ -19,16 +18,11 @@ pytestmark = pytest.mark.network
 
 @pytest.fixture
 def served(zt: Harness) -> Iterator[httpx.Client]:
-    server = make_server("127.0.0.1", 0, get_wsgi_application(), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}") as client:
-            yield client
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
+    with (
+        werkzeug_serving(get_wsgi_application()) as port,
+        httpx.Client(base_url=f"http://127.0.0.1:{port}") as client,
+    ):
+        yield client
 
 
 @pytest.mark.parametrize(

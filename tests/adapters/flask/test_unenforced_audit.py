@@ -5,15 +5,14 @@ real server with a real client."""
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
+from tests._werkzeug import werkzeug_serving
 from tests.adapters.flask._support import AUD, ISS, WEB, bearer, make_guard
 from zerotrust import FixedClock, PrivateJWK, TokenIssuer
 from zerotrust.flask import ZeroTrust
@@ -44,17 +43,9 @@ def test_the_refusal_of_an_unenforced_requirement_follows_the_allow() -> None:
     def admin(order_id: int) -> str:
         return "served"
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     token = issuer.issue(subject=WEB, audience=AUD, scopes=["orders:admin"])
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{server.server_port}") as client:
-            response = client.get("/api/7", headers=bearer(token))
-    finally:
-        server.shutdown()
-        thread.join(10)
-        server.server_close()
+    with werkzeug_serving(app) as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+        response = c.get("/api/7", headers=bearer(token))
     assert response.status_code == 500
     allow, deny = sink.events
     assert (allow.decision, allow.status, allow.route) == ("allow", 200, "/api/{order_id}")

@@ -413,17 +413,26 @@ def test_the_check_timeout_bounds_a_check_within_a_longer_deadline(world: World,
     assert info.value.details() == "server identity could not be checked in time"
 
 
+def _stalling_probes(probing: threading.Event) -> Callable[[int], bool]:
+    """A relay's ``stall``: grpc's own connection (the first) passes, every later one (the
+    identity probes) stalls, and ``probing`` is set when one does."""
+
+    def stall(number: int) -> bool:
+        if number >= 2:
+            probing.set()
+            return True
+        return False
+
+    return stall
+
+
 def test_closing_the_channel_ends_a_call_waiting_for_the_probe(world: World) -> None:
     """grpc's connection is up and the probe's handshake stalls: closing the channel ends the
     call waiting for that probe at once, CANCELLED as grpc ends a closed channel's calls. It
     waited for the check's timeout, then ended UNAVAILABLE."""
     probing = threading.Event()
 
-    def stall(number: int) -> bool:
-        if number >= 2:  # the first connection is grpc's, the next ones are probes
-            probing.set()
-            return True
-        return False
+    stall = _stalling_probes(probing)
 
     outcome: list[Any] = []
     with sync_server(world) as port:
@@ -459,11 +468,7 @@ def test_a_future_returns_while_its_identity_check_runs_and_can_be_cancelled(
     check had failed, at the call's deadline, already done."""
     probing = threading.Event()
 
-    def stall(number: int) -> bool:
-        if number >= 2:  # the first connection is grpc's, the next ones are probes
-            probing.set()
-            return True
-        return False
+    stall = _stalling_probes(probing)
 
     with sync_server(world) as port:
         relay = Relay(port, stall=stall)

@@ -1633,6 +1633,22 @@ def test_threads_meeting_a_rotated_kid_at_once_share_one_refetch(
     assert server.count("/jwks") == 2
 
 
+def _hold_second_fetch(
+    server: HttpsServer, endpoint: JWKSEndpoint, arrived: threading.Event, gate: threading.Event
+) -> None:
+    """Serve ``endpoint``'s key set at /jwks, holding the second fetch (``arrived`` is set)
+    until ``gate`` opens."""
+
+    def handler(request: Any) -> tuple[int, dict[str, str], bytes]:
+        if server.count("/jwks") == 2:
+            arrived.set()
+            assert gate.wait(10)
+        status, headers, body = endpoint.respond(request.method, None)
+        return status, dict(headers), body
+
+    server.route("/jwks", Route(handler=handler))
+
+
 def test_callers_of_other_event_loops_add_no_request_to_a_refetch_under_way(
     server: HttpsServer, clock: FixedClock
 ) -> None:
@@ -1640,14 +1656,8 @@ def test_callers_of_other_event_loops_add_no_request_to_a_refetch_under_way(
     endpoint = JWKSEndpoint(ring, max_age=300)
     arrived, gate = threading.Event(), threading.Event()
 
-    def handler(request: Any) -> tuple[int, dict[str, str], bytes]:
-        if server.count("/jwks") == 2:  # the refetch for the first unknown kid is held
-            arrived.set()
-            assert gate.wait(10)
-        status, headers, body = endpoint.respond(request.method, None)
-        return status, dict(headers), body
-
-    server.route("/jwks", Route(handler=handler))
+    # the refetch for the first unknown kid is held
+    _hold_second_fetch(server, endpoint, arrived, gate)
     source = make(server, clock)
     verifier = TokenVerifier(
         issuer="https://issuer.test", audience="api", keys=source, algorithms=["ES256"]
@@ -1688,14 +1698,7 @@ def test_a_caller_of_another_event_loop_adds_no_request_before_the_refetch_begin
     endpoint = JWKSEndpoint(ring, max_age=300)
     arrived, gate, waiting = threading.Event(), threading.Event(), threading.Event()
 
-    def handler(request: Any) -> tuple[int, dict[str, str], bytes]:
-        if server.count("/jwks") == 2:  # the background refresh is held
-            arrived.set()
-            assert gate.wait(10)
-        status, headers, body = endpoint.respond(request.method, None)
-        return status, dict(headers), body
-
-    server.route("/jwks", Route(handler=handler))
+    _hold_second_fetch(server, endpoint, arrived, gate)  # the background refresh is held
     source = make(server, clock)
     granted: list[Any] = []
 

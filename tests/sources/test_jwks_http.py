@@ -1549,12 +1549,22 @@ def test_a_client_of_ones_own_that_cannot_send_is_a_failed_fetch(clock: FixedClo
         server.close()
 
 
-def _serving(server: HttpsServer, ring: KeyRing, gate: threading.Event | None = None) -> None:
-    """Serve ``ring`` on /jwks through a JWKSEndpoint, each answer held until ``gate`` opens."""
+def _serving(
+    server: HttpsServer,
+    ring: KeyRing,
+    gate: threading.Event | None = None,
+    *,
+    held: int | None = None,
+    arrived: threading.Event | None = None,
+) -> None:
+    """Serve ``ring`` on /jwks through a JWKSEndpoint, each answer (only the ``held``-th
+    fetch, if given, which sets ``arrived``) held until ``gate`` opens."""
     endpoint = JWKSEndpoint(ring, max_age=300)
 
     def handler(request: Any) -> tuple[int, dict[str, str], bytes]:
-        if gate is not None:
+        if gate is not None and (held is None or server.count("/jwks") == held):
+            if arrived is not None:
+                arrived.set()
             assert gate.wait(10)
         status, headers, body = endpoint.respond(request.method, None)
         return status, dict(headers), body
@@ -1633,31 +1643,14 @@ def test_threads_meeting_a_rotated_kid_at_once_share_one_refetch(
     assert server.count("/jwks") == 2
 
 
-def _hold_second_fetch(
-    server: HttpsServer, endpoint: JWKSEndpoint, arrived: threading.Event, gate: threading.Event
-) -> None:
-    """Serve ``endpoint``'s key set at /jwks, holding the second fetch (``arrived`` is set)
-    until ``gate`` opens."""
-
-    def handler(request: Any) -> tuple[int, dict[str, str], bytes]:
-        if server.count("/jwks") == 2:
-            arrived.set()
-            assert gate.wait(10)
-        status, headers, body = endpoint.respond(request.method, None)
-        return status, dict(headers), body
-
-    server.route("/jwks", Route(handler=handler))
-
-
 def test_callers_of_other_event_loops_add_no_request_to_a_refetch_under_way(
     server: HttpsServer, clock: FixedClock
 ) -> None:
     ring = KeyRing(PrivateJWK.generate("ES256", kid="k1"))
-    endpoint = JWKSEndpoint(ring, max_age=300)
     arrived, gate = threading.Event(), threading.Event()
 
     # the refetch for the first unknown kid is held
-    _hold_second_fetch(server, endpoint, arrived, gate)
+    _serving(server, ring, gate, held=2, arrived=arrived)
     source = make(server, clock)
     verifier = TokenVerifier(
         issuer="https://issuer.test", audience="api", keys=source, algorithms=["ES256"]
@@ -1695,10 +1688,9 @@ def test_a_caller_of_another_event_loop_adds_no_request_before_the_refetch_begin
     refresh of that loop holds it): a caller of another event loop meeting another unknown kid
     meanwhile must not send a request of its own either (the granted one follows anyway)."""
     ring = KeyRing(PrivateJWK.generate("ES256", kid="k1"))
-    endpoint = JWKSEndpoint(ring, max_age=300)
     arrived, gate, waiting = threading.Event(), threading.Event(), threading.Event()
 
-    _hold_second_fetch(server, endpoint, arrived, gate)  # the background refresh is held
+    _serving(server, ring, gate, held=2, arrived=arrived)  # the background refresh is held
     source = make(server, clock)
     granted: list[Any] = []
 
